@@ -1,0 +1,207 @@
+//! Backing up files and directories into a repository.
+//!
+//! [`backup`] walks the given paths (the [`archiver`] does the work: capture metadata, read,
+//! chunk, hash, deduplicate, seal in parallel, pack), writes the trees bottom-up, flushes the
+//! packs and their index segments, and finally writes the snapshot: the commit point. An
+//! interrupted backup leaves only unreferenced (but indexed) packs behind.
+
+mod archiver;
+mod excludes;
+
+use std::io;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use bunker_repo_format::config::Operation;
+use bunker_repo_format::snapshot::{ConsistencyLevel, Snapshot, SourceKind};
+use bunker_repo_format::tree::Timestamp;
+use bunker_repo_format::{Repository, SnapshotId};
+
+pub use excludes::{Excludes, PatternError};
+
+use crate::cancel::Cancel;
+
+/// What to back up and how to label it.
+#[derive(Debug, Clone, Default)]
+pub struct BackupOptions {
+    /// Source paths; made absolute (without resolving symlinks) before use.
+    pub paths: Vec<PathBuf>,
+    /// Host name recorded in the snapshot.
+    pub host: String,
+    /// User name recorded in the snapshot.
+    pub username: String,
+    /// `key=value` tags.
+    pub tags: Vec<(String, String)>,
+    /// Snapshot time; now when `None`.
+    pub time: Option<Timestamp>,
+    /// Exclude patterns (see [`Excludes`]).
+    pub excludes: Vec<String>,
+    /// Parent snapshot; when `None`, the latest snapshot of the same host and paths.
+    pub parent: Option<SnapshotId>,
+}
+
+/// A finished backup.
+#[derive(Debug, Clone)]
+pub struct BackupOutcome {
+    /// The new snapshot's id.
+    pub id: SnapshotId,
+    /// The snapshot as written.
+    pub snapshot: Snapshot,
+    /// Entries that could not be read (not in the snapshot, or incomplete), with reasons.
+    pub unreadable: Vec<String>,
+    /// Files that changed while they were read (stored as read, flagged in the tree).
+    pub changed: Vec<String>,
+}
+
+/// Why a backup did not produce a snapshot.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackupError {
+    /// The repository could not be read or written.
+    #[error(transparent)]
+    Repository(#[from] bunker_repo_format::Error),
+    /// A path given to back up cannot be used.
+    #[error("{}: {source}", path.display())]
+    Source {
+        /// The path as given.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// An exclude pattern does not compile.
+    #[error(transparent)]
+    Pattern(#[from] PatternError),
+    /// The backup was cancelled; no snapshot was written.
+    #[error(
+        "backup interrupted: no snapshot was written (packs already uploaded are indexed and will be reused)"
+    )]
+    Interrupted,
+}
+
+/// Now as a [`Timestamp`].
+pub fn now() -> Timestamp {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp {
+        sec: i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
+        nsec: since.subsec_nanos(),
+    }
+}
+
+/// Backs up `options.paths` into `repo` and writes a snapshot.
+///
+/// Unreadable entries do not fail the backup: they are left out (files) or stored without
+/// their content (directories that cannot be listed), and listed in the outcome and the
+/// snapshot. A path given in `options.paths` that does not exist fails it.
+pub fn backup(
+    repo: &Repository,
+    options: &BackupOptions,
+    cancel: &Cancel,
+) -> Result<BackupOutcome, BackupError> {
+    let started = Instant::now();
+    repo.check_features(Operation::Write)?;
+    let excludes = Excludes::new(&options.excludes)?;
+    let time = options.time.unwrap_or_else(now);
+
+    let mut paths = Vec::with_capacity(options.paths.len());
+    for path in &options.paths {
+        let absolute = std::path::absolute(path).map_err(|source| BackupError::Source {
+            path: path.clone(),
+            source,
+        })?;
+        std::fs::symlink_metadata(&absolute).map_err(|source| BackupError::Source {
+            path: path.clone(),
+            source,
+        })?;
+        paths.push(absolute);
+    }
+    if paths.is_empty() {
+        return Err(BackupError::Source {
+            path: PathBuf::new(),
+            source: io::Error::new(io::ErrorKind::InvalidInput, "no paths to back up"),
+        });
+    }
+    let path_bytes: Vec<Vec<u8>> = paths
+        .iter()
+        .map(|p| std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()).to_vec())
+        .collect();
+
+    let parent = match options.parent {
+        Some(parent) => Some(parent),
+        None => find_parent(repo, &options.host, &path_bytes)?,
+    };
+
+    let loaded = repo.load_index()?;
+    let mut archiver = archiver::Archiver::new(repo, &loaded.index, &excludes, cancel);
+    let tree = match archiver.archive_roots(&paths) {
+        Ok(tree) => tree,
+        Err(BackupError::Interrupted) => {
+            // Make what was uploaded reusable; the snapshot is never written.
+            archiver.finish()?;
+            return Err(BackupError::Interrupted);
+        }
+        Err(e) => return Err(e),
+    };
+    let session = archiver.session().clone();
+    let finished = archiver.finish()?;
+
+    let mut summary = finished.summary;
+    summary.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let mut errors = finished.unreadable.clone();
+    errors.extend(
+        finished
+            .changed
+            .iter()
+            .map(|c| format!("changed during backup: {c}")),
+    );
+    errors.truncate(10_000);
+    let snapshot = Snapshot {
+        time,
+        host: options.host.clone(),
+        username: options.username.clone(),
+        paths: path_bytes,
+        tags: options.tags.clone(),
+        parent,
+        tree,
+        source_kind: SourceKind::Files,
+        consistency: ConsistencyLevel::None,
+        consistency_detail: String::new(),
+        excludes: excludes.patterns().to_vec(),
+        summary,
+        errors,
+        program_version: concat!("bunker ", env!("CARGO_PKG_VERSION")).to_owned(),
+    };
+    let id = repo.save_snapshot(&session, &snapshot)?;
+    Ok(BackupOutcome {
+        id,
+        snapshot,
+        unreadable: finished.unreadable,
+        changed: finished.changed,
+    })
+}
+
+/// The latest snapshot of `host` with exactly `paths`.
+fn find_parent(
+    repo: &Repository,
+    host: &str,
+    paths: &[Vec<u8>],
+) -> Result<Option<SnapshotId>, BackupError> {
+    let mut sorted = paths.to_vec();
+    sorted.sort();
+    let mut best: Option<(Timestamp, SnapshotId)> = None;
+    for id in repo.list_snapshot_ids()? {
+        // An unreadable snapshot cannot be a parent; `check` reports it.
+        let Ok(snapshot) = repo.load_snapshot(&id) else {
+            continue;
+        };
+        let mut theirs = snapshot.paths.clone();
+        theirs.sort();
+        if snapshot.host == host && theirs == sorted && best.is_none_or(|(t, _)| snapshot.time >= t)
+        {
+            best = Some((snapshot.time, id));
+        }
+    }
+    Ok(best.map(|(_, id)| id))
+}

@@ -1,0 +1,897 @@
+//! Unix implementation of the platform layer (Linux first; anything with `lstat`,
+//! `lseek(SEEK_DATA)`, `utimensat` and l*xattr calls).
+
+use std::ffi::OsStr;
+use std::fs::{self, File};
+use std::io;
+use std::ops::Range;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use bunker_repo_format::tree::{EntryFlags, Metadata, Node, Timestamp};
+use nix::errno::Errno;
+use nix::fcntl::{AT_FDCWD, OFlag};
+use nix::sys::stat::{Mode, SFlag, UtimensatFlags, dev_t, mknod, utimensat};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{Gid, Group, Uid, User, Whence, geteuid, gethostname, lseek, mkfifo};
+
+use super::{ApplyOptions, CaptureWarning, Captured, CapturedKind, NameCache, PlatformError};
+
+/// Permissions given to special files when they are created; [`apply_metadata`] sets the
+/// real mode afterwards.
+const CREATE_MODE: u32 = 0o600;
+
+/// Reads the metadata and kind of the entry at `path` without following symlinks.
+///
+/// Records `st_mode & 0o7777`, owner and group (ids, and names through `names`), the three
+/// timestamps with nanoseconds, device, inode, link count and every extended attribute
+/// sorted by name (read with the `l*xattr` calls, so a symlink's own attributes). A
+/// filesystem without extended attributes gives an empty list. Attributes that cannot be
+/// read are reported in [`Captured::warnings`] and set the `INCOMPLETE` flag instead of
+/// failing the capture. For a symlink, the target is read after the `lstat`.
+pub fn capture(path: &Path, names: &NameCache) -> Result<Captured, PlatformError> {
+    let stat =
+        fs::symlink_metadata(path).map_err(|e| PlatformError::new(path, "read metadata of", e))?;
+    let file_type = stat.file_type();
+    let kind = if file_type.is_file() {
+        CapturedKind::File { size: stat.len() }
+    } else if file_type.is_dir() {
+        CapturedKind::Dir
+    } else if file_type.is_symlink() {
+        let target = fs::read_link(path)
+            .map_err(|e| PlatformError::new(path, "read symlink target of", e))?;
+        CapturedKind::Symlink {
+            target: target.into_os_string().into_encoded_bytes(),
+        }
+    } else if file_type.is_fifo() {
+        CapturedKind::Fifo
+    } else if file_type.is_socket() {
+        CapturedKind::Socket
+    } else if file_type.is_char_device() {
+        CapturedKind::CharDevice { rdev: stat.rdev() }
+    } else if file_type.is_block_device() {
+        CapturedKind::BlockDevice { rdev: stat.rdev() }
+    } else {
+        return Err(PlatformError::new(
+            path,
+            "recognise the file type of",
+            io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("unknown file type (mode {:o})", stat.mode()),
+            ),
+        ));
+    };
+
+    let mut warnings = Vec::new();
+    let xattrs = read_xattrs(path, &mut warnings);
+    let mut meta = Metadata {
+        mode: stat.mode() & 0o7777,
+        uid: stat.uid(),
+        gid: stat.gid(),
+        user: names.user(stat.uid()),
+        group: names.group(stat.gid()),
+        mtime: timestamp(stat.mtime(), stat.mtime_nsec()),
+        atime: timestamp(stat.atime(), stat.atime_nsec()),
+        ctime: timestamp(stat.ctime(), stat.ctime_nsec()),
+        device: stat.dev(),
+        inode: stat.ino(),
+        nlinks: stat.nlink(),
+        xattrs,
+        flags: 0,
+    };
+    if !warnings.is_empty() {
+        meta.flags |= EntryFlags::INCOMPLETE;
+    }
+    Ok(Captured {
+        meta,
+        kind,
+        warnings,
+    })
+}
+
+fn timestamp(sec: i64, nsec: i64) -> Timestamp {
+    Timestamp {
+        sec,
+        nsec: u32::try_from(nsec.clamp(0, 999_999_999)).unwrap_or(0),
+    }
+}
+
+/// True when the error means "this filesystem has no extended attributes".
+fn xattrs_unsupported(err: &io::Error) -> bool {
+    err.kind() == io::ErrorKind::Unsupported || err.raw_os_error() == Some(Errno::EOPNOTSUPP as i32)
+}
+
+fn read_xattrs(path: &Path, warnings: &mut Vec<CaptureWarning>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let names = match xattr::list(path) {
+        Ok(names) => names,
+        Err(err) if xattrs_unsupported(&err) => return Vec::new(),
+        Err(err) => {
+            warnings.push(CaptureWarning {
+                op: "list extended attributes of".into(),
+                message: err.to_string(),
+            });
+            return Vec::new();
+        }
+    };
+    let mut xattrs = Vec::new();
+    for name in names {
+        match xattr::get(path, &name) {
+            Ok(Some(value)) => xattrs.push((name.into_encoded_bytes(), value)),
+            // Removed between list and get.
+            Ok(None) => {}
+            Err(err) => warnings.push(CaptureWarning {
+                op: format!("read extended attribute {:?} of", name),
+                message: err.to_string(),
+            }),
+        }
+    }
+    xattrs.sort();
+    xattrs
+}
+
+/// Opens the regular file at `path` for reading its content during a backup.
+///
+/// Never follows a symlink (`O_NOFOLLOW`) and never blocks (`O_NONBLOCK`, so an entry
+/// replaced by a fifo since [`capture`] cannot hang the backup); on Linux it asks not to
+/// update the access time (`O_NOATIME`), falling back to a plain open where that is not
+/// permitted (files the process does not own). Fails with `InvalidInput` when the entry is
+/// no longer a regular file.
+pub fn open_for_backup(path: &Path) -> io::Result<File> {
+    let base = (OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits();
+    let open = |flags: i32| File::options().read(true).custom_flags(flags).open(path);
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let file = match open(base | OFlag::O_NOATIME.bits()) {
+        Err(e) if e.raw_os_error() == Some(Errno::EPERM as i32) => open(base),
+        other => other,
+    }?;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let file = open(base)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "no longer a regular file",
+        ));
+    }
+    Ok(file)
+}
+
+/// True when the open `file` is not the one [`capture`] described in `meta` with `size`,
+/// or has changed since: its device, inode, size, modification time or status change time
+/// differ. Called after reading the content, this detects files written during the backup.
+pub fn changed_since(file: &File, size: u64, meta: &Metadata) -> io::Result<bool> {
+    let now = file.metadata()?;
+    Ok(now.dev() != meta.device
+        || now.ino() != meta.inode
+        || now.len() != size
+        || timestamp(now.mtime(), now.mtime_nsec()) != meta.mtime
+        || timestamp(now.ctime(), now.ctime_nsec()) != meta.ctime)
+}
+
+/// The data (non-hole) byte ranges of `file`, in order, within `0..size`.
+///
+/// Uses `lseek` with `SEEK_DATA`/`SEEK_HOLE`. A file that is entirely a hole gives an empty
+/// list. Where the filesystem cannot report holes, the whole file, `0..size`, is data. Ranges
+/// are whole filesystem blocks clipped to `size`, so a range may contain zeros; a file that
+/// grows while being read is still reported only up to `size`. The file offset is restored
+/// before returning.
+pub fn data_regions(file: &File, size: u64) -> io::Result<Vec<Range<u64>>> {
+    let saved = lseek(file, 0, Whence::SeekCur)?;
+    let regions = scan_regions(file, size);
+    lseek(file, saved, Whence::SeekSet)?;
+    regions
+}
+
+fn scan_regions(file: &File, size: u64) -> io::Result<Vec<Range<u64>>> {
+    let to_offset =
+        |pos: u64| i64::try_from(pos).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
+    let mut regions = Vec::new();
+    let mut pos = 0u64;
+    while pos < size {
+        let data = match lseek(file, to_offset(pos)?, Whence::SeekData) {
+            Ok(offset) => offset.unsigned_abs(),
+            // No data at or after `pos`: the rest is a hole (or the file shrank).
+            Err(Errno::ENXIO) => break,
+            Err(Errno::EINVAL | Errno::EOPNOTSUPP) if pos == 0 => {
+                let whole = 0..size;
+                return Ok(vec![whole]);
+            }
+            Err(errno) => return Err(errno.into()),
+        };
+        if data >= size {
+            break;
+        }
+        let hole = match lseek(file, to_offset(data)?, Whence::SeekHole) {
+            Ok(offset) => offset.unsigned_abs().min(size),
+            // Shrank between the two calls.
+            Err(Errno::ENXIO) => size,
+            Err(errno) => return Err(errno.into()),
+        };
+        if hole <= data {
+            break;
+        }
+        regions.push(data..hole);
+        pos = hole;
+    }
+    Ok(regions)
+}
+
+/// Sets the length of `file` to `len`; growing it adds a hole rather than written zeros.
+///
+/// The restorer writes only a sparse file's data extents and then calls this, so trailing
+/// holes take no space.
+pub fn punch_hole_or_set_len(file: &File, len: u64) -> io::Result<()> {
+    file.set_len(len)
+}
+
+/// Creates the special file `node` describes at `path`, which must not exist.
+///
+/// A fifo is made with `mkfifo`, a character or block device with `mknod` and the stored
+/// device number (which needs root, or `CAP_MKNOD`; otherwise the error is returned). A
+/// socket is not recreated, since it only means something while a process listens on it:
+/// nothing is created and `Ok` is returned. Other kinds are an `InvalidInput` error. The
+/// entry is created with mode 0o600; [`apply_metadata`] sets the recorded one.
+pub fn create_special(path: &Path, node: &Node) -> Result<(), PlatformError> {
+    let perm = Mode::from_bits_truncate(CREATE_MODE);
+    let result = match node {
+        Node::Fifo => mkfifo(path, perm),
+        Node::CharDevice { rdev } => mknod(path, SFlag::S_IFCHR, perm, to_dev_t(path, *rdev)?),
+        Node::BlockDevice { rdev } => mknod(path, SFlag::S_IFBLK, perm, to_dev_t(path, *rdev)?),
+        Node::Socket => return Ok(()),
+        Node::File { .. } | Node::Dir { .. } | Node::Symlink { .. } => {
+            return Err(PlatformError::new(
+                path,
+                "create special file",
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("a {} is not a special file", node.kind_name()),
+                ),
+            ));
+        }
+    };
+    result.map_err(|errno| {
+        PlatformError::new(
+            path,
+            format!("create {} at", node.kind_name()),
+            errno.into(),
+        )
+    })
+}
+
+// `dev_t` is `u64` on Linux but narrower on some other Unixes.
+#[allow(clippy::useless_conversion, clippy::unnecessary_fallible_conversions)]
+fn to_dev_t(path: &Path, rdev: u64) -> Result<dev_t, PlatformError> {
+    dev_t::try_from(rdev).map_err(|_| {
+        PlatformError::new(
+            path,
+            "create device",
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("device number {rdev:#x} does not fit"),
+            ),
+        )
+    })
+}
+
+/// Creates a symlink at `path` pointing to `target` (raw bytes, not resolved or checked).
+pub fn create_symlink(target: &[u8], path: &Path) -> Result<(), PlatformError> {
+    std::os::unix::fs::symlink(OsStr::from_bytes(target), path)
+        .map_err(|e| PlatformError::new(path, "create symlink at", e))
+}
+
+/// Restores `meta` on the entry at `path`, which the restorer has just created as `node`.
+///
+/// In this order, never following a symlink at `path`:
+/// 1. owner and group by number with `lchown`, when `options.ownership` (names are
+///    informational);
+/// 2. extended attributes, added or replaced (others present are left alone), before the
+///    mode so that a read-only mode cannot stop them;
+/// 3. the permission bits including setuid, setgid and sticky, after `lchown` because
+///    changing owner clears setuid/setgid; not for symlinks, whose mode cannot change on
+///    Linux;
+/// 4. access and modification times to the nanosecond, for every kind including symlinks
+///    and directories (so a directory's times must be applied after its contents).
+///
+/// Steps 1 and 2 are best effort: each failure (a filesystem refusing an attribute, `user.`
+/// attributes on a Linux symlink, an owner that cannot be set) is returned in the list of
+/// warnings and the remaining steps still run. A failure in step 3 or 4 is the error.
+/// A socket is not recreated by [`create_special`], so for [`Node::Socket`] nothing is done.
+pub fn apply_metadata(
+    path: &Path,
+    meta: &Metadata,
+    node: &Node,
+    options: &ApplyOptions,
+) -> Result<Vec<PlatformError>, PlatformError> {
+    let mut warnings = Vec::new();
+    if matches!(node, Node::Socket) {
+        return Ok(warnings);
+    }
+    if options.ownership
+        && let Err(e) = std::os::unix::fs::lchown(path, Some(meta.uid), Some(meta.gid))
+    {
+        warnings.push(PlatformError::new(
+            path,
+            format!("change owner to {}:{} of", meta.uid, meta.gid),
+            e,
+        ));
+    }
+    for (name, value) in &meta.xattrs {
+        if let Err(e) = xattr::set(path, OsStr::from_bytes(name), value) {
+            warnings.push(PlatformError::new(
+                path,
+                format!(
+                    "set extended attribute {:?} on",
+                    String::from_utf8_lossy(name)
+                ),
+                e,
+            ));
+        }
+    }
+    if !matches!(node, Node::Symlink { .. }) {
+        fs::set_permissions(path, fs::Permissions::from_mode(meta.mode & 0o7777)).map_err(|e| {
+            PlatformError::new(path, format!("set mode {:o} of", meta.mode & 0o7777), e)
+        })?;
+    }
+    utimensat(
+        AT_FDCWD,
+        path,
+        &timespec(meta.atime),
+        &timespec(meta.mtime),
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(|errno| PlatformError::new(path, "set timestamps of", errno.into()))?;
+    Ok(warnings)
+}
+
+fn timespec(t: Timestamp) -> TimeSpec {
+    TimeSpec::new(t.sec, i64::from(t.nsec))
+}
+
+/// True when the process runs with effective uid 0.
+pub fn is_root() -> bool {
+    geteuid().is_root()
+}
+
+/// This host's name (lossily decoded), or `localhost` when it cannot be read.
+pub fn hostname() -> String {
+    match gethostname() {
+        Ok(name) if !name.is_empty() => name.to_string_lossy().into_owned(),
+        _ => "localhost".to_owned(),
+    }
+}
+
+/// The name of the effective user, or its uid as text when it has no account.
+pub fn username() -> String {
+    let uid = geteuid();
+    match User::from_uid(uid) {
+        Ok(Some(user)) => user.name,
+        _ => uid.to_string(),
+    }
+}
+
+pub(super) fn lookup_user(uid: u32) -> io::Result<Option<Vec<u8>>> {
+    Ok(User::from_uid(Uid::from_raw(uid))?.map(|user| user.name.into_bytes()))
+}
+
+pub(super) fn lookup_group(gid: u32) -> io::Result<Option<Vec<u8>>> {
+    Ok(Group::from_gid(Gid::from_raw(gid))?.map(|group| group.name.into_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    // Arrays of ranges are lists of regions here, not ranges to expand.
+    #![allow(clippy::unwrap_used, clippy::single_range_in_vec_init)]
+
+    use super::*;
+    use std::io::{Seek, SeekFrom, Write};
+    use std::os::unix::fs::{lchown, symlink};
+    use std::os::unix::net::UnixListener;
+
+    use nix::sys::stat::makedev;
+    use tempfile::TempDir;
+
+    const NON_UTF8: &[u8] = &[0xff, 0x00, 0xfe, b'x', 0x80];
+    const MIB: u64 = 1024 * 1024;
+
+    fn set_times(path: &Path, atime: Timestamp, mtime: Timestamp) {
+        utimensat(
+            AT_FDCWD,
+            path,
+            &timespec(atime),
+            &timespec(mtime),
+            UtimensatFlags::NoFollowSymlink,
+        )
+        .unwrap();
+    }
+
+    fn ts(sec: i64, nsec: u32) -> Timestamp {
+        Timestamp { sec, nsec }
+    }
+
+    /// True when `dir`'s filesystem accepts `user.` attributes on regular files.
+    fn user_xattrs_work(dir: &Path) -> bool {
+        let probe = dir.join(".xattr-probe");
+        File::create(&probe).unwrap();
+        let ok = xattr::set(&probe, "user.probe", b"1").is_ok();
+        fs::remove_file(&probe).unwrap();
+        if !ok {
+            eprintln!(
+                "skipping xattr assertions: {} does not support user. xattrs",
+                dir.display()
+            );
+        }
+        ok
+    }
+
+    /// Gives the entry at `path` the test's owner (as root), mode and odd timestamps.
+    fn decorate(path: &Path, mode: Option<u32>, seed: i64) {
+        if is_root() {
+            lchown(path, Some(1234), Some(5678)).unwrap();
+        }
+        if let Some(mode) = mode {
+            fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+        }
+        set_times(
+            path,
+            ts(1_600_000_000 + seed, 123_456_789),
+            ts(1_500_000_000 + seed, 987_654_321),
+        );
+    }
+
+    /// Recreates `original` (captured from an entry) at `copy` and captures the copy.
+    fn restore_and_capture(
+        original: &Captured,
+        copy: &Path,
+        names: &NameCache,
+    ) -> (Captured, Vec<PlatformError>) {
+        let node = match &original.kind {
+            CapturedKind::File { size } => {
+                fs::write(copy, vec![b'x'; usize::try_from(*size).unwrap()]).unwrap();
+                Node::File {
+                    extents: Vec::new(),
+                }
+            }
+            CapturedKind::Dir => {
+                fs::create_dir(copy).unwrap();
+                Node::Dir {
+                    subtree: bunker_repo_format::BlobId::from_bytes([0; 32]),
+                }
+            }
+            CapturedKind::Symlink { target } => {
+                create_symlink(target, copy).unwrap();
+                Node::Symlink {
+                    target: target.clone(),
+                }
+            }
+            CapturedKind::Fifo => Node::Fifo,
+            CapturedKind::Socket => Node::Socket,
+            CapturedKind::CharDevice { rdev } => Node::CharDevice { rdev: *rdev },
+            CapturedKind::BlockDevice { rdev } => Node::BlockDevice { rdev: *rdev },
+        };
+        if !matches!(
+            node,
+            Node::File { .. } | Node::Dir { .. } | Node::Symlink { .. }
+        ) {
+            create_special(copy, &node).unwrap();
+        }
+        let options = ApplyOptions {
+            ownership: is_root(),
+        };
+        let warnings = apply_metadata(copy, &original.meta, &node, &options).unwrap();
+        (capture(copy, names).unwrap(), warnings)
+    }
+
+    fn assert_restored(original: &Captured, copy: &Captured) {
+        let (a, b) = (&original.meta, &copy.meta);
+        assert_eq!(original.kind, copy.kind);
+        assert_eq!(format!("{:o}", a.mode), format!("{:o}", b.mode), "mode");
+        assert_eq!((a.uid, a.gid), (b.uid, b.gid), "owner");
+        assert_eq!((&a.user, &a.group), (&b.user, &b.group), "owner names");
+        assert_eq!(a.mtime, b.mtime, "mtime");
+        assert_eq!(a.atime, b.atime, "atime");
+        assert_eq!(a.xattrs, b.xattrs, "xattrs");
+        assert_eq!(a.flags, b.flags, "flags");
+        assert!(original.warnings.is_empty() && copy.warnings.is_empty());
+    }
+
+    #[test]
+    fn regular_files_round_trip_mode_owner_times_and_xattrs() {
+        let dir = TempDir::new().unwrap();
+        let names = NameCache::new();
+        let xattrs = user_xattrs_work(dir.path());
+        for (i, mode) in [0o644, 0o4755, 0o2755, 0o400].into_iter().enumerate() {
+            let path = dir.path().join(format!("file{i}"));
+            fs::write(&path, b"hello").unwrap();
+            if xattrs {
+                xattr::set(&path, "user.test", NON_UTF8).unwrap();
+                xattr::set(&path, "user.another", b"").unwrap();
+            }
+            decorate(&path, Some(mode), i as i64);
+            let original = capture(&path, &names).unwrap();
+
+            assert_eq!(original.kind, CapturedKind::File { size: 5 });
+            assert_eq!(original.meta.mode, mode);
+            assert_eq!(
+                original.meta.mtime,
+                ts(1_500_000_000 + i as i64, 987_654_321)
+            );
+            assert_eq!(
+                original.meta.atime,
+                ts(1_600_000_000 + i as i64, 123_456_789)
+            );
+            assert_eq!(original.meta.nlinks, 1);
+            assert_eq!(original.meta.flags, 0);
+            if is_root() {
+                assert_eq!((original.meta.uid, original.meta.gid), (1234, 5678));
+            }
+            if xattrs {
+                let user: Vec<_> = original
+                    .meta
+                    .xattrs
+                    .iter()
+                    .filter(|(n, _)| n.starts_with(b"user."))
+                    .collect();
+                assert_eq!(
+                    user,
+                    [
+                        &(b"user.another".to_vec(), Vec::new()),
+                        &(b"user.test".to_vec(), NON_UTF8.to_vec())
+                    ]
+                );
+            }
+            let inode = original.meta.inode;
+            assert_eq!(inode, fs::metadata(&path).unwrap().ino());
+
+            let (copy, warnings) =
+                restore_and_capture(&original, &dir.path().join(format!("copy{i}")), &names);
+            assert!(warnings.is_empty(), "{warnings:?}");
+            assert_restored(&original, &copy);
+            assert_ne!(copy.meta.inode, inode);
+        }
+    }
+
+    #[test]
+    fn directories_round_trip_setgid_and_sticky() {
+        let dir = TempDir::new().unwrap();
+        let names = NameCache::new();
+        let xattrs = user_xattrs_work(dir.path());
+        for (i, mode) in [0o755, 0o2755, 0o1777, 0o700].into_iter().enumerate() {
+            let path = dir.path().join(format!("dir{i}"));
+            fs::create_dir(&path).unwrap();
+            if xattrs {
+                xattr::set(&path, "user.test", NON_UTF8).unwrap();
+            }
+            decorate(&path, Some(mode), i as i64);
+            let original = capture(&path, &names).unwrap();
+            assert_eq!(original.kind, CapturedKind::Dir);
+            assert_eq!(original.meta.mode, mode);
+            assert_eq!(original.meta.mtime.nsec, 987_654_321);
+
+            let (copy, warnings) =
+                restore_and_capture(&original, &dir.path().join(format!("copy{i}")), &names);
+            assert!(warnings.is_empty(), "{warnings:?}");
+            assert_restored(&original, &copy);
+        }
+    }
+
+    #[test]
+    fn symlinks_are_captured_not_followed_and_round_trip() {
+        let dir = TempDir::new().unwrap();
+        let names = NameCache::new();
+        fs::create_dir(dir.path().join("sub")).unwrap();
+        fs::write(dir.path().join("sub/target"), b"0123456789").unwrap();
+        let targets: [&[u8]; 3] = [b"sub/target", b"../does/not/exist", b"dangling-\xff\xfe"];
+        for (i, target) in targets.into_iter().enumerate() {
+            let path = dir.path().join(format!("link{i}"));
+            symlink(OsStr::from_bytes(target), &path).unwrap();
+            decorate(&path, None, i as i64);
+            let original = capture(&path, &names).unwrap();
+            assert_eq!(
+                original.kind,
+                CapturedKind::Symlink {
+                    target: target.to_vec()
+                }
+            );
+            assert_eq!(
+                original.meta.mtime,
+                ts(1_500_000_000 + i as i64, 987_654_321)
+            );
+            assert_eq!(original.meta.mode, 0o777);
+            if is_root() {
+                assert_eq!((original.meta.uid, original.meta.gid), (1234, 5678));
+            }
+
+            let copy_path = dir.path().join(format!("copy{i}"));
+            let (copy, warnings) = restore_and_capture(&original, &copy_path, &names);
+            assert!(warnings.is_empty(), "{warnings:?}");
+            assert_restored(&original, &copy);
+            assert_eq!(
+                fs::read_link(&copy_path).unwrap().as_os_str().as_bytes(),
+                target
+            );
+        }
+        // The symlink's target was not touched by restoring the link's metadata.
+        let target_meta = fs::metadata(dir.path().join("sub/target")).unwrap();
+        assert_ne!(target_meta.mtime(), 1_500_000_000);
+        if is_root() {
+            assert_eq!(target_meta.uid(), 0);
+        }
+    }
+
+    #[test]
+    fn fifos_and_sockets() {
+        let dir = TempDir::new().unwrap();
+        let names = NameCache::new();
+        // Linux allows `user.` xattrs only on regular files and directories.
+        let fifo = dir.path().join("fifo");
+        mkfifo(&fifo, Mode::from_bits_truncate(0o600)).unwrap();
+        decorate(&fifo, Some(0o640), 7);
+        let original = capture(&fifo, &names).unwrap();
+        assert_eq!(original.kind, CapturedKind::Fifo);
+        assert_eq!(original.meta.mode, 0o640);
+        let (copy, warnings) =
+            restore_and_capture(&original, &dir.path().join("fifo-copy"), &names);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_restored(&original, &copy);
+
+        let socket = dir.path().join("socket");
+        let _listener = UnixListener::bind(&socket).unwrap();
+        let captured = capture(&socket, &names).unwrap();
+        assert_eq!(captured.kind, CapturedKind::Socket);
+        let copy = dir.path().join("socket-copy");
+        create_special(&copy, &Node::Socket).unwrap();
+        let warnings = apply_metadata(
+            &copy,
+            &captured.meta,
+            &Node::Socket,
+            &ApplyOptions::default(),
+        )
+        .unwrap();
+        assert!(warnings.is_empty());
+        assert!(
+            fs::symlink_metadata(&copy).is_err(),
+            "sockets are not recreated"
+        );
+    }
+
+    #[test]
+    fn char_devices_round_trip_rdev() {
+        if !is_root() {
+            eprintln!("skipping: creating devices needs root");
+            return;
+        }
+        let dir = TempDir::new().unwrap();
+        let names = NameCache::new();
+        let path = dir.path().join("null");
+        let rdev = makedev(1, 3);
+        if let Err(errno) = mknod(&path, SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), rdev) {
+            eprintln!("skipping: mknod is not permitted here ({errno})");
+            return;
+        }
+        decorate(&path, Some(0o666), 3);
+        let original = capture(&path, &names).unwrap();
+        assert_eq!(original.kind, CapturedKind::CharDevice { rdev });
+        assert_eq!(original.meta.mode, 0o666);
+        let (copy, warnings) =
+            restore_and_capture(&original, &dir.path().join("null-copy"), &names);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_restored(&original, &copy);
+        assert_eq!(
+            copy.kind,
+            CapturedKind::CharDevice {
+                rdev: makedev(1, 3)
+            }
+        );
+    }
+
+    #[test]
+    fn create_special_rejects_regular_kinds_and_existing_paths() {
+        let dir = TempDir::new().unwrap();
+        let path = dir.path().join("x");
+        let err = create_special(
+            &path,
+            &Node::File {
+                extents: Vec::new(),
+            },
+        )
+        .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        create_special(&path, &Node::Fifo).unwrap();
+        let err = create_special(&path, &Node::Fifo).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(
+            err.to_string(),
+            format!("could not create fifo at {}", path.display())
+        );
+        let err = create_symlink(b"anywhere", &path).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+    }
+
+    #[test]
+    fn sparse_files_report_exactly_their_data() {
+        let dir = TempDir::new().unwrap();
+        let path = dir.path().join("sparse");
+        let mut file = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .unwrap();
+        file.write_all(&[1; 4096]).unwrap();
+        file.seek(SeekFrom::Start(MIB)).unwrap();
+        file.write_all(&[2; 4096]).unwrap();
+        file.set_len(3 * MIB).unwrap();
+        file.sync_all().unwrap();
+        file.seek(SeekFrom::Start(17)).unwrap();
+
+        let regions = data_regions(&file, 3 * MIB).unwrap();
+        if regions == [0..3 * MIB] {
+            eprintln!("skipping: {} does not report holes", dir.path().display());
+            return;
+        }
+        assert_eq!(regions, [0..4096, MIB..MIB + 4096]);
+        assert_eq!(file.stream_position().unwrap(), 17, "offset is restored");
+        // Clipped to the size the caller saw.
+        assert_eq!(data_regions(&file, 2048).unwrap(), [0..2048]);
+        assert_eq!(
+            data_regions(&file, MIB + 100).unwrap(),
+            [0..4096, MIB..MIB + 100]
+        );
+        assert_eq!(data_regions(&file, 0).unwrap(), []);
+
+        let hole = File::create(dir.path().join("hole")).unwrap();
+        punch_hole_or_set_len(&hole, 5 * MIB).unwrap();
+        assert_eq!(hole.metadata().unwrap().len(), 5 * MIB);
+        assert_eq!(data_regions(&hole, 5 * MIB).unwrap(), []);
+
+        // Finishing a sparse file: data then a trailing hole.
+        punch_hole_or_set_len(&file, 4 * MIB).unwrap();
+        assert_eq!(file.metadata().unwrap().len(), 4 * MIB);
+        assert_eq!(
+            data_regions(&file, 4 * MIB).unwrap(),
+            [0..4096, MIB..MIB + 4096]
+        );
+    }
+
+    #[test]
+    fn open_for_backup_refuses_symlinks_and_fifos_and_detects_changes() {
+        let dir = TempDir::new().unwrap();
+        let names = NameCache::new();
+        let path = dir.path().join("f");
+        fs::write(&path, b"before").unwrap();
+        set_times(&path, ts(1_600_000_000, 5), ts(1_500_000_000, 7));
+        let captured = capture(&path, &names).unwrap();
+        let CapturedKind::File { size } = captured.kind else {
+            panic!("not a file")
+        };
+        let file = open_for_backup(&path).unwrap();
+        let mut content = Vec::new();
+        io::Read::read_to_end(&mut &file, &mut content).unwrap();
+        assert_eq!(content, b"before");
+        assert!(!changed_since(&file, size, &captured.meta).unwrap());
+        // With relatime, reading would update an atime older than a day.
+        assert_eq!(
+            fs::metadata(&path).unwrap().atime_nsec(),
+            5,
+            "reading does not touch the access time"
+        );
+
+        fs::write(&path, b"after!").unwrap();
+        assert!(
+            changed_since(&file, size, &captured.meta).unwrap(),
+            "same size, new mtime"
+        );
+        let replaced = dir.path().join("g");
+        fs::write(&replaced, b"before").unwrap();
+        set_times(&replaced, ts(1_600_000_000, 5), ts(1_500_000_000, 7));
+        let other = open_for_backup(&replaced).unwrap();
+        assert!(
+            changed_since(&other, size, &captured.meta).unwrap(),
+            "different inode"
+        );
+
+        let link = dir.path().join("link");
+        symlink(&path, &link).unwrap();
+        assert!(open_for_backup(&link).is_err());
+        let fifo = dir.path().join("fifo");
+        mkfifo(&fifo, Mode::from_bits_truncate(0o600)).unwrap();
+        let err = open_for_backup(&fifo).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn failed_xattrs_are_warnings_and_the_rest_is_applied() {
+        let dir = TempDir::new().unwrap();
+        let names = NameCache::new();
+        let path = dir.path().join("f");
+        fs::write(&path, b"x").unwrap();
+        let mut meta = capture(&path, &names).unwrap().meta;
+        meta.xattrs = vec![(b"nonamespace.attr".to_vec(), b"v".to_vec())];
+        meta.mode = 0o4711;
+        meta.mtime = ts(1_234_567_890, 1);
+        meta.atime = ts(1_234_567_891, 999_999_999);
+        let node = Node::File {
+            extents: Vec::new(),
+        };
+        let warnings = apply_metadata(&path, &meta, &node, &ApplyOptions::default()).unwrap();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert_eq!(
+            warnings[0].to_string(),
+            format!(
+                "could not set extended attribute \"nonamespace.attr\" on {}",
+                path.display()
+            )
+        );
+        let after = capture(&path, &names).unwrap().meta;
+        assert_eq!(
+            (after.mode, after.mtime, after.atime),
+            (0o4711, meta.mtime, meta.atime)
+        );
+    }
+
+    #[test]
+    fn ownership_is_only_applied_when_asked() {
+        if !is_root() {
+            eprintln!("skipping: changing ownership needs root");
+            return;
+        }
+        let dir = TempDir::new().unwrap();
+        let names = NameCache::new();
+        let path = dir.path().join("f");
+        fs::write(&path, b"x").unwrap();
+        let mut meta = capture(&path, &names).unwrap().meta;
+        assert_eq!((meta.uid, meta.user.as_slice()), (0, &b"root"[..]));
+        meta.uid = 4321;
+        meta.gid = 8765;
+        let node = Node::File {
+            extents: Vec::new(),
+        };
+        apply_metadata(&path, &meta, &node, &ApplyOptions { ownership: false }).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().uid(), 0);
+        apply_metadata(&path, &meta, &node, &ApplyOptions { ownership: true }).unwrap();
+        let stat = fs::metadata(&path).unwrap();
+        assert_eq!((stat.uid(), stat.gid()), (4321, 8765));
+    }
+
+    #[test]
+    fn errors_name_the_path_and_operation() {
+        let dir = TempDir::new().unwrap();
+        let missing = dir.path().join("missing");
+        let err = capture(&missing, &NameCache::new()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        assert_eq!(
+            err.to_string(),
+            format!("could not read metadata of {}", missing.display())
+        );
+        let node = Node::File {
+            extents: Vec::new(),
+        };
+        let err = apply_metadata(
+            &missing,
+            &Metadata::default(),
+            &node,
+            &ApplyOptions::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        assert!(err.to_string().contains(&*missing.to_string_lossy()));
+        let io_err = io::Error::from(err);
+        assert_eq!(io_err.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn host_and_user_names() {
+        assert!(!hostname().is_empty());
+        assert_eq!(is_root(), geteuid().as_raw() == 0);
+        let user = username();
+        assert!(!user.is_empty());
+        if is_root() {
+            assert_eq!(user, "root");
+        }
+        let names = NameCache::new();
+        assert_eq!(names.user(0), b"root");
+        assert_eq!(names.user(0), b"root", "served from the cache");
+        assert!(names.user(3_999_999_999).is_empty());
+    }
+}

@@ -1,0 +1,86 @@
+//! `bunker backup`.
+
+use std::io::Write;
+
+use anyhow::Result;
+use bunker_agent::Cancel;
+use bunker_agent::backup::{BackupOptions, backup};
+use bunker_agent::platform;
+use serde_json::json;
+
+use crate::args::{BackupArgs, GlobalOptions};
+use crate::output::{bytes, parse_tags, parse_time, print_json, summary_json};
+use crate::{exit, repo};
+
+pub fn run(global: &GlobalOptions, args: &BackupArgs, cancel: &Cancel) -> Result<u8> {
+    let tags = parse_tags(&args.tags)?;
+    let time = args.time.as_deref().map(parse_time).transpose()?;
+    let repository = repo::open(global)?;
+    let parent = match &args.parent {
+        Some(spec) => Some(repository.resolve_snapshot(spec)?.0),
+        None => None,
+    };
+    let options = BackupOptions {
+        paths: args.paths.clone(),
+        host: args.host.clone().unwrap_or_else(platform::hostname),
+        username: platform::username(),
+        tags,
+        time,
+        excludes: args.excludes.clone(),
+        parent,
+    };
+    let outcome = backup(&repository, &options, cancel)?;
+    let mut err = std::io::stderr().lock();
+    for entry in &outcome.unreadable {
+        writeln!(err, "bunker: could not read {entry}")?;
+    }
+    for path in &outcome.changed {
+        writeln!(
+            err,
+            "bunker: warning: {path} changed while it was read; stored as read"
+        )?;
+    }
+    let s = &outcome.snapshot.summary;
+    if global.json {
+        print_json(&json!({
+            "snapshot_id": outcome.id.to_hex(),
+            "short_id": outcome.id.short(),
+            "parent": outcome.snapshot.parent.map(|p| p.to_hex()),
+            "summary": summary_json(s),
+            "unreadable": outcome.unreadable,
+            "changed": outcome.changed,
+        }))?;
+    } else {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "snapshot {} saved", outcome.id.short())?;
+        writeln!(
+            out,
+            "  {} files ({}), {} directories, {} other entries",
+            s.files,
+            bytes(s.bytes),
+            s.dirs,
+            s.others
+        )?;
+        writeln!(
+            out,
+            "  read {}, added {} of new data ({} stored), {} new blobs, in {:.2} s",
+            bytes(s.bytes_read),
+            bytes(s.bytes_added),
+            bytes(s.bytes_stored),
+            s.data_blobs_added + s.tree_blobs_added,
+            s.duration_ms as f64 / 1000.0
+        )?;
+        if !outcome.unreadable.is_empty() {
+            writeln!(
+                out,
+                "  {} entries could not be read (listed above)",
+                outcome.unreadable.len()
+            )?;
+        }
+    }
+    Ok(if outcome.unreadable.is_empty() {
+        exit::OK
+    } else {
+        exit::PARTIAL_BACKUP
+    })
+}

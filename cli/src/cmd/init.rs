@@ -1,0 +1,53 @@
+//! `bunker init`.
+
+use anyhow::Result;
+use bunker_agent::platform;
+use bunker_repo_format::config::RepositoryParams;
+use bunker_repo_format::keyslot::{KdfParams, KeySlotInfo};
+use bunker_repo_format::{InitOptions, Repository};
+use serde_json::json;
+
+use crate::args::{GlobalOptions, InitArgs};
+use crate::output::print_json;
+use crate::{exit, password, repo};
+
+pub fn run(global: &GlobalOptions, args: &InitArgs) -> Result<u8> {
+    let kdf = KdfParams {
+        memory_kib: args.kdf_memory_kib,
+        iterations: args.kdf_iterations,
+        parallelism: 1,
+    };
+    kdf.validate()?;
+    let params = RepositoryParams {
+        compression_level: args.compression,
+        ..RepositoryParams::default()
+    };
+    params.validate()?;
+    let backend = repo::create_backend(global)?;
+    let password = password::repository_password(global, true)?;
+    if password.is_empty() {
+        anyhow::bail!("refusing an empty password");
+    }
+    let options = InitOptions {
+        params,
+        kdf,
+        slot_info: KeySlotInfo {
+            created: bunker_agent::backup::now().sec,
+            host: platform::hostname(),
+            username: platform::username(),
+            label: "initial".into(),
+        },
+    };
+    let repository = Repository::init(backend, password.as_bytes(), options)?;
+    let id = hex::encode(repository.config().header.repository_id);
+    if global.json {
+        print_json(&json!({ "repository": repository.location(), "id": id }))?;
+    } else {
+        println!(
+            "created bunker repository {} at {}",
+            &id[..8],
+            repository.location()
+        );
+    }
+    Ok(exit::OK)
+}

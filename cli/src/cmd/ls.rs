@@ -1,0 +1,107 @@
+//! `bunker ls`.
+
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use bunker_agent::navigate::{Located, locate, walk};
+use bunker_repo_format::tree::{Entry, Node};
+use serde_json::{Value, json};
+
+use super::split_snapshot_path;
+use crate::args::{GlobalOptions, LsArgs};
+use crate::output::{local_time, print_json, rfc3339};
+use crate::{exit, repo};
+
+fn entry_json(path: &Path, entry: &Entry) -> Value {
+    let mut value = json!({
+        "path": path.to_string_lossy(),
+        "name": String::from_utf8_lossy(&entry.name),
+        "type": entry.node.kind_name(),
+        "size": entry.size(),
+        "mode": entry.meta.mode,
+        "uid": entry.meta.uid,
+        "gid": entry.meta.gid,
+        "user": String::from_utf8_lossy(&entry.meta.user),
+        "group": String::from_utf8_lossy(&entry.meta.group),
+        "mtime": rfc3339(entry.meta.mtime),
+    });
+    if let Node::Symlink { target } = &entry.node {
+        value["target"] = Value::from(String::from_utf8_lossy(target).into_owned());
+    }
+    value
+}
+
+fn write_line(out: &mut impl Write, path: &Path, entry: &Entry, long: bool) -> std::io::Result<()> {
+    if long {
+        let kind = match entry.node {
+            Node::Dir { .. } => 'd',
+            Node::Symlink { .. } => 'l',
+            Node::Fifo => 'p',
+            Node::Socket => 's',
+            Node::CharDevice { .. } => 'c',
+            Node::BlockDevice { .. } => 'b',
+            Node::File { .. } => '-',
+        };
+        write!(
+            out,
+            "{kind}{:04o} {:>6} {:>6} {:>12} {} ",
+            entry.meta.mode,
+            String::from_utf8_lossy(&entry.meta.user),
+            String::from_utf8_lossy(&entry.meta.group),
+            entry.size(),
+            local_time(entry.meta.mtime)
+        )?;
+    }
+    out.write_all(path.as_os_str().as_bytes())?;
+    if long && let Node::Symlink { target } = &entry.node {
+        out.write_all(b" -> ")?;
+        out.write_all(target)?;
+    }
+    out.write_all(b"\n")
+}
+
+pub fn run(global: &GlobalOptions, args: &LsArgs) -> Result<u8> {
+    let (spec, path) = split_snapshot_path(&args.snapshot);
+    let repository = repo::open(global)?;
+    let (_, snapshot) = repository.resolve_snapshot(spec)?;
+    let index = repository.load_index()?.index;
+    let prefix = Path::new("/").join(&path);
+    let mut found: Vec<(PathBuf, Entry)> = Vec::new();
+    let mut damaged = 0usize;
+    match locate(&repository, &index, &snapshot.tree, &path)? {
+        Located::Other(entry) => found.push((prefix, entry)),
+        Located::Dir { tree, .. } => {
+            let json = global.json;
+            let long = args.long;
+            let mut out = std::io::stdout().lock();
+            walk(&repository, &index, &tree, &prefix, &mut |path, entry| {
+                match entry {
+                    Ok(entry) if json => found.push((path.to_owned(), entry.clone())),
+                    Ok(entry) => write_line(&mut out, path, entry, long)
+                        .map_err(|e| bunker_repo_format::Error::io("writing the listing", e))?,
+                    Err(e) => {
+                        damaged += 1;
+                        eprintln!("bunker: {}: cannot list: {e}", path.display());
+                    }
+                }
+                Ok(())
+            })?;
+        }
+    }
+    if global.json {
+        let list: Vec<Value> = found.iter().map(|(p, e)| entry_json(p, e)).collect();
+        print_json(&Value::Array(list))?;
+    } else {
+        let mut out = std::io::stdout().lock();
+        for (path, entry) in &found {
+            write_line(&mut out, path, entry, args.long)?;
+        }
+    }
+    Ok(if damaged == 0 {
+        exit::OK
+    } else {
+        exit::DAMAGE_FOUND
+    })
+}

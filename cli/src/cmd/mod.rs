@@ -1,0 +1,42 @@
+//! One module per command; each turns its arguments into library calls and prints results.
+
+mod backup;
+mod cat;
+mod check;
+mod init;
+mod key;
+mod ls;
+mod restore;
+mod snapshots;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use bunker_agent::Cancel;
+
+use crate::args::{Cli, Command};
+
+/// Runs the parsed command; returns the exit code for outcomes that are not errors
+/// (0, or 3/4/5 for partial results).
+pub fn run(cli: Cli, cancel: &Cancel) -> Result<u8> {
+    let global = &cli.global;
+    match cli.command {
+        Command::Init(args) => init::run(global, &args),
+        Command::Backup(args) => backup::run(global, &args, cancel),
+        Command::Snapshots(args) => snapshots::run(global, &args),
+        Command::Ls(args) => ls::run(global, &args),
+        Command::Restore(args) => restore::run(global, &args, cancel),
+        Command::Check(args) => check::run(global, &args),
+        Command::Key(command) => key::run(global, command),
+        Command::Cat(command) => cat::run(global, command),
+    }
+}
+
+/// Splits `SNAPSHOT[:PATH]`; the path defaults to `/`.
+pub fn split_snapshot_path(spec: &str) -> (&str, PathBuf) {
+    match spec.split_once(':') {
+        Some((snapshot, path)) if !path.is_empty() => (snapshot, PathBuf::from(path)),
+        Some((snapshot, _)) => (snapshot, PathBuf::from("/")),
+        None => (spec, PathBuf::from("/")),
+    }
+}

@@ -1,0 +1,84 @@
+//! `bunker restore`.
+
+use std::io::Write;
+
+use anyhow::Result;
+use bunker_agent::Cancel;
+use bunker_agent::platform;
+use bunker_agent::restore::{RestoreOptions, restore};
+use serde_json::json;
+
+use super::split_snapshot_path;
+use crate::args::{GlobalOptions, RestoreArgs};
+use crate::output::{bytes, print_json};
+use crate::{exit, repo};
+
+pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Result<u8> {
+    let (spec, path) = split_snapshot_path(&args.snapshot);
+    let repository = repo::open(global)?;
+    repository.check_features(bunker_repo_format::config::Operation::Read)?;
+    let (id, snapshot) = repository.resolve_snapshot(spec)?;
+    let loaded = repository.load_index()?;
+    let mut err = std::io::stderr().lock();
+    for (segment, error) in &loaded.damaged {
+        writeln!(
+            err,
+            "bunker: warning: index segment {segment} is unreadable: {error}"
+        )?;
+    }
+    let options = RestoreOptions {
+        ownership: platform::is_root(),
+    };
+    let started = std::time::Instant::now();
+    let outcome = restore(
+        &repository,
+        &loaded.index,
+        &snapshot.tree,
+        &path,
+        &args.target,
+        &options,
+        cancel,
+    )?;
+    for warning in &outcome.warnings {
+        writeln!(err, "bunker: warning: {warning}")?;
+    }
+    for error in &outcome.errors {
+        writeln!(err, "bunker: {error}")?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    if global.json {
+        print_json(&json!({
+            "snapshot_id": id.to_hex(),
+            "target": args.target.to_string_lossy(),
+            "files": outcome.files,
+            "dirs": outcome.dirs,
+            "others": outcome.others,
+            "bytes": outcome.bytes,
+            "duration_ms": (seconds * 1000.0) as u64,
+            "errors": outcome.errors,
+            "warnings": outcome.warnings,
+        }))?;
+    } else {
+        println!(
+            "restored snapshot {} to {}: {} files ({}), {} directories, {} other entries in {:.2} s",
+            id.short(),
+            args.target.display(),
+            outcome.files,
+            bytes(outcome.bytes),
+            outcome.dirs,
+            outcome.others,
+            seconds
+        );
+        if !outcome.errors.is_empty() {
+            println!(
+                "{} entries could not be restored (listed on stderr)",
+                outcome.errors.len()
+            );
+        }
+    }
+    Ok(if outcome.errors.is_empty() {
+        exit::OK
+    } else {
+        exit::RESTORE_INCOMPLETE
+    })
+}

@@ -1,0 +1,51 @@
+//! `bunker snapshots`.
+
+use std::io::Write;
+
+use anyhow::Result;
+use serde_json::Value;
+
+use crate::args::{GlobalOptions, SnapshotsArgs};
+use crate::output::{
+    bytes, local_time, parse_tags, path_strings, print_json, snapshot_json, tag_strings,
+};
+use crate::{exit, repo};
+
+pub fn run(global: &GlobalOptions, args: &SnapshotsArgs) -> Result<u8> {
+    let wanted_tags = parse_tags(&args.tags)?;
+    let repository = repo::open(global)?;
+    let snapshots: Vec<_> = repository
+        .load_snapshots()?
+        .into_iter()
+        .filter(|(_, s)| args.host.as_ref().is_none_or(|h| &s.host == h))
+        .filter(|(_, s)| wanted_tags.iter().all(|t| s.tags.contains(t)))
+        .collect();
+    if global.json {
+        let list: Vec<Value> = snapshots
+            .iter()
+            .map(|(id, s)| snapshot_json(id, s))
+            .collect();
+        print_json(&Value::Array(list))?;
+        return Ok(exit::OK);
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<8}  {:<19}  {:<16}  {:>10}  {:<24}  paths",
+        "id", "time", "host", "size", "tags"
+    )?;
+    for (id, s) in &snapshots {
+        writeln!(
+            out,
+            "{:<8}  {:<19}  {:<16}  {:>10}  {:<24}  {}",
+            id.short(),
+            local_time(s.time),
+            s.host,
+            bytes(s.summary.bytes),
+            tag_strings(s).join(","),
+            path_strings(s).join(" ")
+        )?;
+    }
+    writeln!(out, "{} snapshots", snapshots.len())?;
+    Ok(exit::OK)
+}

@@ -1,0 +1,81 @@
+//! Exit codes, and which errors map to them.
+
+use std::io;
+use std::process::ExitCode;
+
+use bunker_agent::backup::BackupError;
+use bunker_agent::restore::RestoreError;
+use bunker_repo_format::Error;
+
+/// Success.
+pub const OK: u8 = 0;
+/// A fatal error.
+pub const FATAL: u8 = 1;
+/// The backup finished, but some source files could not be read.
+pub const PARTIAL_BACKUP: u8 = 3;
+/// `check` found damage.
+pub const DAMAGE_FOUND: u8 = 4;
+/// The restore finished, but some files could not be restored.
+pub const RESTORE_INCOMPLETE: u8 = 5;
+/// There is no repository at the given location.
+pub const NO_REPOSITORY: u8 = 10;
+/// No key slot opens with the password.
+pub const WRONG_PASSWORD: u8 = 12;
+/// Interrupted by SIGINT or SIGTERM.
+pub const INTERRUPTED: u8 = 130;
+
+/// What `main` does with an error: the exit code, and whether to print it.
+pub struct Outcome {
+    /// Exit code.
+    pub code: ExitCode,
+    /// False for a closed stdout pipe, which is not worth a message.
+    pub print: bool,
+}
+
+fn repository_code(error: &Error) -> u8 {
+    match error {
+        Error::RepositoryNotFound { .. } => NO_REPOSITORY,
+        Error::WrongPassword { .. } => WRONG_PASSWORD,
+        _ => FATAL,
+    }
+}
+
+/// Classifies an error from a command.
+pub fn classify(error: &anyhow::Error) -> Outcome {
+    let mut code = FATAL;
+    for cause in error.chain() {
+        if let Some(e) = cause.downcast_ref::<io::Error>()
+            && e.kind() == io::ErrorKind::BrokenPipe
+        {
+            return Outcome {
+                code: ExitCode::from(OK),
+                print: false,
+            };
+        }
+        let found = if let Some(e) = cause.downcast_ref::<Error>() {
+            repository_code(e)
+        } else if let Some(e) = cause.downcast_ref::<BackupError>() {
+            match e {
+                BackupError::Interrupted => INTERRUPTED,
+                BackupError::Repository(e) => repository_code(e),
+                _ => FATAL,
+            }
+        } else if let Some(e) = cause.downcast_ref::<RestoreError>() {
+            match e {
+                RestoreError::Interrupted => INTERRUPTED,
+                RestoreError::Repository(e) => repository_code(e),
+                _ => FATAL,
+            }
+        } else {
+            FATAL
+        };
+        if found != FATAL {
+            code = found;
+            break;
+        }
+    }
+    Outcome {
+        code: ExitCode::from(code),
+        print: true,
+    }
+}

@@ -1,0 +1,135 @@
+//! Text and JSON renderings shared by several commands.
+
+use std::io::{self, Write};
+
+use bunker_repo_format::SnapshotId;
+use bunker_repo_format::snapshot::{Snapshot, Summary};
+use bunker_repo_format::tree::Timestamp;
+use serde_json::{Value, json};
+
+/// RFC 3339 in UTC with nanoseconds when there are any.
+pub fn rfc3339(t: Timestamp) -> String {
+    jiff::Timestamp::new(t.sec, t.nsec as i32)
+        .map(|ts| ts.to_string())
+        .unwrap_or_else(|_| format!("@{}.{:09}", t.sec, t.nsec))
+}
+
+/// Local date and time to the second, for tables.
+pub fn local_time(t: Timestamp) -> String {
+    jiff::Timestamp::new(t.sec, 0)
+        .map(|ts| {
+            ts.to_zoned(jiff::tz::TimeZone::system())
+                .strftime("%Y-%m-%d %H:%M:%S")
+                .to_string()
+        })
+        .unwrap_or_else(|_| rfc3339(t))
+}
+
+/// Parses an RFC 3339 time.
+pub fn parse_time(text: &str) -> anyhow::Result<Timestamp> {
+    let ts: jiff::Timestamp = text
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{text:?} is not an RFC 3339 time: {e}"))?;
+    Ok(Timestamp {
+        sec: ts.as_second(),
+        nsec: u32::try_from(ts.subsec_nanosecond()).unwrap_or(0),
+    })
+}
+
+/// `1.5 GiB`-style sizes.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.2} {}", UNITS[unit])
+    }
+}
+
+/// The summary as JSON.
+pub fn summary_json(s: &Summary) -> Value {
+    json!({
+        "files": s.files,
+        "dirs": s.dirs,
+        "others": s.others,
+        "bytes": s.bytes,
+        "files_new": s.files_new,
+        "files_changed": s.files_changed,
+        "files_unchanged": s.files_unchanged,
+        "bytes_read": s.bytes_read,
+        "bytes_added": s.bytes_added,
+        "bytes_stored": s.bytes_stored,
+        "data_blobs_added": s.data_blobs_added,
+        "tree_blobs_added": s.tree_blobs_added,
+        "duration_ms": s.duration_ms,
+        "errors": s.errors,
+    })
+}
+
+/// `key=value` strings of a snapshot's tags.
+pub fn tag_strings(snapshot: &Snapshot) -> Vec<String> {
+    snapshot
+        .tags
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect()
+}
+
+/// Paths as (lossy) strings.
+pub fn path_strings(snapshot: &Snapshot) -> Vec<String> {
+    snapshot
+        .paths
+        .iter()
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect()
+}
+
+/// A snapshot as JSON.
+pub fn snapshot_json(id: &SnapshotId, snapshot: &Snapshot) -> Value {
+    json!({
+        "id": id.to_hex(),
+        "short_id": id.short(),
+        "time": rfc3339(snapshot.time),
+        "host": snapshot.host,
+        "username": snapshot.username,
+        "paths": path_strings(snapshot),
+        "tags": tag_strings(snapshot),
+        "parent": snapshot.parent.map(|p| p.to_hex()),
+        "tree": snapshot.tree.to_hex(),
+        "source_kind": snapshot.source_kind.name(),
+        "consistency": snapshot.consistency.name(),
+        "consistency_detail": snapshot.consistency_detail,
+        "excludes": snapshot.excludes,
+        "summary": summary_json(&snapshot.summary),
+        "errors": snapshot.errors,
+        "program_version": snapshot.program_version,
+    })
+}
+
+/// Prints a JSON value on one line.
+pub fn print_json(value: &Value) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    serde_json::to_writer(&mut out, value).map_err(io::Error::from)?;
+    writeln!(out)
+}
+
+/// Parses `key=value` tags.
+pub fn parse_tags(tags: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    tags.iter()
+        .map(|tag| {
+            let (key, value) = tag
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("tag {tag:?} is not key=value"))?;
+            if key.is_empty() {
+                anyhow::bail!("tag {tag:?} has an empty key");
+            }
+            Ok((key.to_owned(), value.to_owned()))
+        })
+        .collect()
+}

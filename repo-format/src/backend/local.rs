@@ -1,0 +1,501 @@
+//! A repository in a local directory.
+//!
+//! Object `a/b/c` is the file `<root>/a/b/c`. A write goes to a temp file in the object's
+//! directory, which is written, made read-only and fsynced, then published with `link(2)`:
+//! unlike `rename(2)`, linking fails instead of replacing an object that already exists, so
+//! racing writers cannot clobber each other and readers only ever see whole objects. Temp
+//! files are named `.tmp-*`; they are never listed, and a crash may leave them behind
+//! harmlessly.
+
+use std::fs::{self, File, OpenOptions, Permissions};
+use std::io::{self, ErrorKind, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{Backend, ObjectMeta, validate_name};
+use crate::error::{Error, Result};
+
+/// The object whose presence marks a directory as a repository.
+const CONFIG: &str = "config";
+
+/// Prefix of in-flight temp files. Name segments starting with it are reserved.
+const TEMP_PREFIX: &str = ".tmp-";
+
+/// Makes temp file names unique within this process; the process id separates processes.
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A repository stored as a directory tree of read-only files.
+///
+/// Besides the [`Backend`] contracts, it guarantees that a published object file is
+/// read-only (mode `0o444`) and that `put_if_absent` and `delete` return only after the
+/// file and its directory entry have been fsynced. Names with a segment starting with
+/// `.tmp-` are rejected with [`Error::Invalid`]: that namespace belongs to temp files.
+#[derive(Debug)]
+pub struct LocalBackend {
+    root: PathBuf,
+}
+
+impl LocalBackend {
+    /// Prepares `root` to hold a new repository, creating the directory (and its missing
+    /// ancestors, durably) if needed.
+    ///
+    /// Fails with [`Error::RepositoryExists`] if `root` already holds a `config` object. It
+    /// does not write `config` itself: the repository layer does that, with `put_if_absent`,
+    /// so two racing `init`s cannot both succeed.
+    pub fn create(root: impl AsRef<Path>) -> Result<Self> {
+        let backend = Self {
+            root: root.as_ref().to_path_buf(),
+        };
+        match fs::symlink_metadata(backend.root.join(CONFIG)) {
+            Ok(_) => {
+                return Err(Error::RepositoryExists {
+                    location: backend.location(),
+                });
+            }
+            Err(e) if is_missing(&e) => {}
+            Err(e) => {
+                return Err(Error::io(
+                    format!("checking for a repository in {}", backend.location()),
+                    e,
+                ));
+            }
+        }
+        let context = || format!("creating repository directory {}", backend.location());
+        create_dirs(&backend.root, None).map_err(|e| Error::io(context(), e))?;
+        let meta = fs::metadata(&backend.root).map_err(|e| Error::io(context(), e))?;
+        if !meta.is_dir() {
+            return Err(Error::Invalid(format!(
+                "{} exists and is not a directory",
+                backend.location()
+            )));
+        }
+        Ok(backend)
+    }
+
+    /// Opens the repository in `root`.
+    ///
+    /// Fails with [`Error::RepositoryNotFound`] when `root` or its `config` object is missing.
+    pub fn open(root: impl AsRef<Path>) -> Result<Self> {
+        let backend = Self {
+            root: root.as_ref().to_path_buf(),
+        };
+        let missing = || Error::RepositoryNotFound {
+            location: backend.location(),
+        };
+        match fs::metadata(backend.root.join(CONFIG)) {
+            Ok(meta) if meta.is_file() => Ok(backend),
+            Ok(_) => Err(missing()),
+            Err(e) if is_missing(&e) => Err(missing()),
+            Err(e) => Err(Error::io(
+                format!("opening repository {}", backend.location()),
+                e,
+            )),
+        }
+    }
+
+    /// The directory holding the repository.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Validates `name` and returns the path of its file.
+    fn object_path(&self, name: &str) -> Result<PathBuf> {
+        validate_name(name)?;
+        if name
+            .split('/')
+            .any(|segment| segment.starts_with(TEMP_PREFIX))
+        {
+            return Err(Error::Invalid(format!(
+                "invalid object name {name:?}: segments starting with {TEMP_PREFIX:?} are reserved"
+            )));
+        }
+        Ok(self.root.join(name))
+    }
+
+    /// Maps an error from reading `name`: missing means [`Error::NotFound`].
+    fn read_error(&self, what: &str, name: &str, e: io::Error) -> Error {
+        if is_missing(&e) {
+            not_found(name)
+        } else {
+            self.io_error(what, name, e)
+        }
+    }
+
+    /// An [`Error::Io`] saying what was done to which object where.
+    fn io_error(&self, what: &str, name: &str, e: io::Error) -> Error {
+        Error::io(format!("{what} {name} in {}", self.root.display()), e)
+    }
+
+    /// Opens an object for reading and returns it with its size.
+    fn open_object(&self, name: &str) -> Result<(File, u64)> {
+        let path = self.object_path(name)?;
+        let file = File::open(&path).map_err(|e| self.read_error("opening", name, e))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| self.read_error("reading metadata of", name, e))?;
+        if !meta.is_file() {
+            // A directory holding longer names, not an object.
+            return Err(not_found(name));
+        }
+        Ok((file, meta.len()))
+    }
+
+    /// Reads exactly `length` bytes at `offset` with a positioned read.
+    fn read_at(&self, file: &File, name: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
+        let len = usize::try_from(length)
+            .map_err(|_| Error::Invalid(format!("{name}: {length} bytes do not fit in memory")))?;
+        let mut buf = vec![0; len];
+        file.read_exact_at(&mut buf, offset)
+            .map_err(|e| self.io_error("reading", name, e))?;
+        Ok(buf)
+    }
+}
+
+impl Backend for LocalBackend {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn put_if_absent(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.object_path(name)?;
+        // Cheap early exit; the link below is what actually guarantees no overwrite.
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => {
+                return Err(Error::Invalid(format!(
+                    "cannot store {name} in {}: a directory of that name holds other objects",
+                    self.location()
+                )));
+            }
+            Ok(_) => return Err(already_exists(name)),
+            Err(_) => {}
+        }
+        let dir = parent_dir(&path);
+        let (temp_path, file) = match create_temp(dir) {
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                create_dirs(dir, Some(&self.root))
+                    .map_err(|e| self.io_error("creating the directory for", name, e))?;
+                create_temp(dir)
+            }
+            other => other,
+        }
+        .map_err(|e| self.io_error("creating a temp file for", name, e))?;
+
+        let published = write_and_link(file, &temp_path, &path, bytes);
+        // The temp name was only for staging. Failing to remove it leaves a harmless,
+        // never-listed file, which is no reason to fail a write that succeeded.
+        let _ = fs::remove_file(&temp_path);
+        match published {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => return Err(already_exists(name)),
+            Err(e) => return Err(self.io_error("writing", name, e)),
+        }
+        sync_dir(dir).map_err(|e| self.io_error("syncing the directory of", name, e))
+    }
+
+    fn get(&self, name: &str) -> Result<Vec<u8>> {
+        let (file, size) = self.open_object(name)?;
+        self.read_at(&file, name, 0, size)
+    }
+
+    fn get_range(&self, name: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
+        let (file, size) = self.open_object(name)?;
+        if offset.checked_add(length).is_none_or(|end| end > size) {
+            return Err(Error::corrupt(
+                name,
+                format!(
+                    "range of {length} bytes at offset {offset} runs past the end of the \
+                     {size}-byte object"
+                ),
+            ));
+        }
+        self.read_at(&file, name, offset, length)
+    }
+
+    fn head(&self, name: &str) -> Result<ObjectMeta> {
+        let path = self.object_path(name)?;
+        let meta =
+            fs::metadata(&path).map_err(|e| self.read_error("reading metadata of", name, e))?;
+        if !meta.is_file() {
+            return Err(not_found(name));
+        }
+        Ok(ObjectMeta {
+            name: name.to_owned(),
+            size: meta.len(),
+        })
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        let mut found = Vec::new();
+        // Directories still to read, each with the name prefix of its objects ("data/ab/").
+        let mut pending = vec![(self.root.clone(), String::new())];
+        while let Some((dir, dir_name)) = pending.pop() {
+            let shown = if dir_name.is_empty() { "/" } else { &dir_name };
+            let entries = match fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                // A subdirectory removed while we list holds nothing any more; a missing
+                // root, though, is an error rather than an empty repository.
+                Err(e) if is_missing(&e) && !dir_name.is_empty() => continue,
+                Err(e) => return Err(self.io_error("listing", shown, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| self.io_error("listing", shown, e))?;
+                let file_name = entry.file_name();
+                let Some(segment) = file_name.to_str() else {
+                    continue; // not UTF-8: not an object
+                };
+                if segment.starts_with(TEMP_PREFIX) || validate_name(segment).is_err() {
+                    continue;
+                }
+                let name = format!("{dir_name}{segment}");
+                let file_type = entry
+                    .file_type()
+                    .map_err(|e| self.io_error("listing", &name, e))?;
+                if file_type.is_dir() {
+                    let sub = name + "/";
+                    // Descend only where names matching the prefix can be.
+                    if sub.starts_with(prefix) || prefix.starts_with(&sub) {
+                        pending.push((entry.path(), sub));
+                    }
+                } else if file_type.is_file() && name.starts_with(prefix) {
+                    match entry.metadata() {
+                        Ok(meta) => found.push(ObjectMeta {
+                            name,
+                            size: meta.len(),
+                        }),
+                        Err(e) if is_missing(&e) => {} // deleted while we list
+                        Err(e) => return Err(self.io_error("reading metadata of", &name, e)),
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    fn delete(&self, name: &str) -> Result<()> {
+        let path = self.object_path(name)?;
+        match fs::remove_file(&path) {
+            Ok(()) => sync_dir(parent_dir(&path))
+                .map_err(|e| self.io_error("syncing the directory of", name, e)),
+            // A directory of that name holds longer names; there is no such object.
+            Err(e) if is_missing(&e) || e.kind() == ErrorKind::IsADirectory => Ok(()),
+            Err(e) => Err(self.io_error("deleting", name, e)),
+        }
+    }
+}
+
+/// True when an io error means the path does not exist (or a parent is not a directory).
+fn is_missing(e: &io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory)
+}
+
+fn not_found(name: &str) -> Error {
+    Error::NotFound {
+        object: name.to_owned(),
+    }
+}
+
+fn already_exists(name: &str) -> Error {
+    Error::AlreadyExists {
+        object: name.to_owned(),
+    }
+}
+
+/// The directory containing `path` (`.` for a bare relative name).
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    }
+}
+
+/// Fsyncs a directory, making the entries created or removed in it durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Creates `dir` and its missing ancestors, stopping at `base` (which must exist), and
+/// fsyncs the parent of each so the new directories survive a crash.
+///
+/// A directory that already exists counts as created: a concurrent writer may have just
+/// made it and not yet synced its parent, and our object must not outlive its directory.
+fn create_dirs(dir: &Path, base: Option<&Path>) -> io::Result<()> {
+    if base == Some(dir) {
+        return Ok(());
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) else {
+                return Err(e);
+            };
+            create_dirs(parent, base)?;
+            match fs::create_dir(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Err(e) => return Err(e),
+    }
+    sync_dir(parent_dir(dir))
+}
+
+/// Creates a new, uniquely named temp file in `dir`.
+fn create_temp(dir: &Path) -> io::Result<(PathBuf, File)> {
+    loop {
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = dir.join(format!("{TEMP_PREFIX}{}-{n}", std::process::id()));
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+        {
+            Ok(file) => return Ok((path, file)),
+            // Left behind by a crashed process that had our pid: try the next name.
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Fills the temp file, makes it read-only and durable, then links it under its final
+/// name, failing with `AlreadyExists` rather than replacing an existing object.
+fn write_and_link(mut file: File, temp: &Path, target: &Path, bytes: &[u8]) -> io::Result<()> {
+    file.write_all(bytes)?;
+    // Change the mode before the fsync so the read-only mode is durable too.
+    file.set_permissions(Permissions::from_mode(0o444))?;
+    file.sync_all()?;
+    drop(file);
+    fs::hard_link(temp, target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::testing::conformance;
+
+    fn new_backend() -> (tempfile::TempDir, LocalBackend) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let backend = LocalBackend::create(dir.path().join("repo")).expect("create");
+        (dir, backend)
+    }
+
+    /// Every file under `dir`, relative, with `/` separators.
+    fn files_under(dir: &Path) -> Vec<String> {
+        let mut files = Vec::new();
+        let mut pending = vec![(dir.to_path_buf(), String::new())];
+        while let Some((dir, prefix)) = pending.pop() {
+            for entry in fs::read_dir(&dir).expect("read_dir") {
+                let entry = entry.expect("entry");
+                let name = format!("{prefix}{}", entry.file_name().to_string_lossy());
+                if entry.file_type().expect("file type").is_dir() {
+                    pending.push((entry.path(), name + "/"));
+                } else {
+                    files.push(name);
+                }
+            }
+        }
+        files
+    }
+
+    #[test]
+    fn passes_conformance() {
+        let (_dir, backend) = new_backend();
+        conformance(&backend);
+    }
+
+    #[test]
+    fn objects_are_read_only_files_at_their_name() {
+        let (_dir, backend) = new_backend();
+        backend
+            .put_if_absent("data/ab/ab12", b"hello")
+            .expect("put");
+        let path = backend.root().join("data").join("ab").join("ab12");
+        let meta = fs::metadata(&path).expect("object file");
+        assert_eq!(
+            meta.permissions().mode() & 0o222,
+            0,
+            "object file is writable"
+        );
+        assert_eq!(fs::read(&path).expect("read"), b"hello");
+    }
+
+    #[test]
+    fn puts_leave_no_temp_files() {
+        let (_dir, backend) = new_backend();
+        conformance(&backend);
+        for i in 0..20 {
+            backend
+                .put_if_absent(&format!("data/{:02x}/obj{i}", i % 4), &[i; 100])
+                .expect("put");
+        }
+        assert!(backend.put_if_absent("data/00/obj0", b"again").is_err());
+        let leftovers: Vec<_> = files_under(backend.root())
+            .into_iter()
+            .filter(|f| {
+                f.rsplit('/')
+                    .next()
+                    .is_some_and(|s| s.starts_with(TEMP_PREFIX))
+            })
+            .collect();
+        assert!(
+            leftovers.is_empty(),
+            "temp files left behind: {leftovers:?}"
+        );
+    }
+
+    #[test]
+    fn stray_temp_files_are_not_listed_and_temp_names_are_reserved() {
+        let (_dir, backend) = new_backend();
+        backend.put_if_absent("data/x", b"x").expect("put");
+        fs::write(backend.root().join("data").join(".tmp-1-1"), b"partial").expect("write");
+        let names: Vec<_> = backend
+            .list("")
+            .expect("list")
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
+        assert_eq!(names, ["data/x"]);
+        assert!(matches!(
+            backend.put_if_absent("data/.tmp-2", b"y"),
+            Err(Error::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn open_finds_a_created_repository() {
+        let (_dir, backend) = new_backend();
+        backend.put_if_absent(CONFIG, b"cfg").expect("put config");
+        let opened = LocalBackend::open(backend.root()).expect("open");
+        assert_eq!(opened.get(CONFIG).expect("get"), b"cfg");
+        assert_eq!(opened.location(), backend.root().display().to_string());
+    }
+
+    #[test]
+    fn open_without_a_repository_is_repository_not_found() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let missing = LocalBackend::open(dir.path().join("nope"));
+        assert!(matches!(missing, Err(Error::RepositoryNotFound { .. })));
+        let no_config = LocalBackend::open(dir.path());
+        assert!(matches!(no_config, Err(Error::RepositoryNotFound { .. })));
+    }
+
+    #[test]
+    fn create_over_an_existing_repository_is_repository_exists() {
+        let (_dir, backend) = new_backend();
+        backend.put_if_absent(CONFIG, b"cfg").expect("put config");
+        let again = LocalBackend::create(backend.root());
+        assert!(matches!(again, Err(Error::RepositoryExists { .. })));
+        assert_eq!(backend.get(CONFIG).expect("get"), b"cfg");
+    }
+
+    #[test]
+    fn create_accepts_an_existing_empty_directory() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let backend = LocalBackend::create(dir.path()).expect("create");
+        assert!(backend.list("").expect("list").is_empty());
+    }
+}

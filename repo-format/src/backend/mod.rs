@@ -1,0 +1,107 @@
+//! Storage backends: where a repository's objects live.
+//!
+//! A backend stores immutable objects under `/`-separated names (`config`, `keys/<hex>`,
+//! `data/<2 hex>/<hex>`, ...). The trait is deliberately small and shaped like
+//! `object_store`'s: create-only put, whole and ranged get, head, list by prefix, delete.
+//! Cross-cutting behaviour (retries, limits, fault injection) wraps a backend in another
+//! implementation of the same trait. Every implementation must pass
+//! [`testing::conformance`].
+
+mod local;
+mod memory;
+pub mod testing;
+
+pub use local::LocalBackend;
+pub use memory::MemoryBackend;
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use crate::error::Result;
+
+/// Size and name of a stored object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// Full object name, e.g. `data/ab/ab12...`.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// An object store holding a repository.
+///
+/// Contracts every implementation keeps:
+/// - `put_if_absent` never overwrites: if `name` exists it fails with
+///   [`Error::AlreadyExists`](crate::Error::AlreadyExists) and leaves the object as it was.
+///   It returns only once the object is durable, and readers never see a partial object.
+/// - `get`, `get_range` and `head` fail with [`Error::NotFound`](crate::Error::NotFound) for
+///   a missing object; `get_range` fails with `Corrupt` when the range runs past the end.
+/// - `list` returns every object whose name starts with `prefix`, in no particular order.
+/// - `delete` of a missing object succeeds (deletes are idempotent).
+pub trait Backend: Send + Sync + Debug {
+    /// Where the repository lives, for messages (`/srv/backup`, `s3://bucket/prefix`).
+    fn location(&self) -> String;
+
+    /// Stores `bytes` under `name` unless an object of that name exists.
+    fn put_if_absent(&self, name: &str, bytes: &[u8]) -> Result<()>;
+
+    /// Reads a whole object.
+    fn get(&self, name: &str) -> Result<Vec<u8>>;
+
+    /// Reads `length` bytes starting at `offset`.
+    fn get_range(&self, name: &str, offset: u64, length: u64) -> Result<Vec<u8>>;
+
+    /// Size of an object.
+    fn head(&self, name: &str) -> Result<ObjectMeta>;
+
+    /// Every object whose name starts with `prefix`.
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>>;
+
+    /// Removes an object; succeeds if it is already gone.
+    fn delete(&self, name: &str) -> Result<()>;
+}
+
+impl<B: Backend + ?Sized> Backend for Arc<B> {
+    fn location(&self) -> String {
+        (**self).location()
+    }
+    fn put_if_absent(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        (**self).put_if_absent(name, bytes)
+    }
+    fn get(&self, name: &str) -> Result<Vec<u8>> {
+        (**self).get(name)
+    }
+    fn get_range(&self, name: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
+        (**self).get_range(name, offset, length)
+    }
+    fn head(&self, name: &str) -> Result<ObjectMeta> {
+        (**self).head(name)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        (**self).list(prefix)
+    }
+    fn delete(&self, name: &str) -> Result<()> {
+        (**self).delete(name)
+    }
+}
+
+/// Checks that an object name is one a backend may store: non-empty `/`-separated segments
+/// of ASCII letters, digits, `-`, `_` and `.`, none of them `.` or `..`.
+pub fn validate_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.split('/').all(|segment| {
+            !segment.is_empty()
+                && segment != "."
+                && segment != ".."
+                && segment
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(crate::Error::Invalid(format!(
+            "invalid object name {name:?}"
+        )))
+    }
+}

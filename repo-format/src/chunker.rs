@@ -1,0 +1,306 @@
+//! Content-defined chunking: FastCDC (2020 variant, normalization level 1) with a gear table
+//! derived from the repository's secret chunker seed, so chunk boundaries differ per
+//! repository and cannot be predicted from known content.
+
+use std::io::{self, Read};
+
+use fastcdc::v2020::{Normalization, cut_gear, select_masks};
+
+use crate::error::{Error, Result};
+
+/// Chunk size bounds, stored in the config body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkerParams {
+    /// No chunk is shorter, except the last one of a stream.
+    pub min_size: u32,
+    /// Target average chunk size.
+    pub avg_size: u32,
+    /// No chunk is longer.
+    pub max_size: u32,
+}
+
+impl Default for ChunkerParams {
+    /// 512 KiB / 1 MiB / 8 MiB.
+    fn default() -> Self {
+        Self {
+            min_size: 512 * 1024,
+            avg_size: 1024 * 1024,
+            max_size: 8 * 1024 * 1024,
+        }
+    }
+}
+
+impl ChunkerParams {
+    /// Checks the bounds FastCDC accepts: `64 <= min <= 1 MiB`, `256 <= avg <= 4 MiB`,
+    /// `1 KiB <= max <= 16 MiB`, `min <= avg <= max`, all even.
+    pub fn validate(&self) -> Result<()> {
+        let Self {
+            min_size,
+            avg_size,
+            max_size,
+        } = *self;
+        let ok = (64..=1 << 20).contains(&min_size)
+            && (256..=4 << 20).contains(&avg_size)
+            && (1024..=16 << 20).contains(&max_size)
+            && min_size <= avg_size
+            && avg_size <= max_size
+            && min_size % 2 == 0
+            && avg_size % 2 == 0
+            && max_size % 2 == 0;
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::Invalid(format!(
+                "chunker bounds min={min_size} avg={avg_size} max={max_size} are not valid"
+            )))
+        }
+    }
+}
+
+/// A seeded FastCDC chunker. Cheap to share between threads.
+#[derive(Clone)]
+pub struct Chunker {
+    params: ChunkerParams,
+    gear: Box<[u64; 256]>,
+    gear_shifted: Box<[u64; 256]>,
+    mask_s: u64,
+    mask_l: u64,
+}
+
+impl std::fmt::Debug for Chunker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chunker")
+            .field("params", &self.params)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Derives the 256-entry gear table from the seed: the first 2 KiB of the BLAKE3 XOF keyed
+/// with the seed over the label `bunker gear table`, read as little-endian `u64`s.
+pub fn gear_table(seed: &[u8; 32]) -> [u64; 256] {
+    let mut hasher = blake3::Hasher::new_keyed(seed);
+    hasher.update(b"bunker gear table");
+    let mut bytes = [0u8; 256 * 8];
+    hasher.finalize_xof().fill(&mut bytes);
+    let mut table = [0u64; 256];
+    for (value, word) in table.iter_mut().zip(bytes.chunks_exact(8)) {
+        let mut le = [0u8; 8];
+        le.copy_from_slice(word);
+        *value = u64::from_le_bytes(le);
+    }
+    table
+}
+
+impl Chunker {
+    /// A chunker for validated `params` and the repository's chunker seed.
+    pub fn new(params: ChunkerParams, seed: &[u8; 32]) -> Result<Self> {
+        params.validate()?;
+        let gear = gear_table(seed);
+        let mut gear_shifted = [0u64; 256];
+        for (shifted, value) in gear_shifted.iter_mut().zip(gear.iter()) {
+            *shifted = value << 1;
+        }
+        let (mask_s, mask_l) = select_masks(params.avg_size as usize, Normalization::Level1);
+        Ok(Self {
+            params,
+            gear: Box::new(gear),
+            gear_shifted: Box::new(gear_shifted),
+            mask_s,
+            mask_l,
+        })
+    }
+
+    /// The bounds in use.
+    pub fn params(&self) -> ChunkerParams {
+        self.params
+    }
+
+    /// Length of the chunk that starts at `data[0]`, given that `data` holds at least
+    /// `max_size` bytes or ends the stream.
+    pub fn next_cut(&self, data: &[u8]) -> usize {
+        let (_, cut) = cut_gear(
+            data,
+            self.params.min_size as usize,
+            self.params.avg_size as usize,
+            self.params.max_size as usize,
+            self.mask_s,
+            self.mask_l,
+            self.mask_s << 1,
+            self.mask_l << 1,
+            &self.gear[..],
+            &self.gear_shifted[..],
+        );
+        cut.clamp(data.len().min(1), data.len())
+    }
+
+    /// Splits an in-memory buffer that is a whole stream into chunk lengths.
+    pub fn cut_all(&self, mut data: &[u8]) -> Vec<usize> {
+        let mut lengths = Vec::new();
+        while !data.is_empty() {
+            let cut = self.next_cut(data);
+            lengths.push(cut);
+            data = &data[cut..];
+        }
+        lengths
+    }
+
+    /// Reads `reader` to its end (or `limit` bytes), calling `on_chunk` with each chunk in
+    /// order. Memory stays bounded by a buffer of about twice `max_size`.
+    ///
+    /// Returns the number of bytes read.
+    pub fn chunk_reader<R: Read, E: From<io::Error>>(
+        &self,
+        reader: R,
+        limit: u64,
+        buffer: &mut Vec<u8>,
+        mut on_chunk: impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<u64, E> {
+        let max = self.params.max_size as usize;
+        let capacity = 2 * max;
+        buffer.clear();
+        buffer.resize(capacity, 0);
+        let mut reader = reader.take(limit);
+        let (mut start, mut end) = (0usize, 0usize);
+        let mut total = 0u64;
+        let mut eof = false;
+        loop {
+            if !eof && end - start < max {
+                buffer.copy_within(start..end, 0);
+                end -= start;
+                start = 0;
+                while end < capacity {
+                    match reader.read(&mut buffer[end..]) {
+                        Ok(0) => {
+                            eof = true;
+                            break;
+                        }
+                        Ok(n) => {
+                            end += n;
+                            total += n as u64;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+            if start == end {
+                return Ok(total);
+            }
+            let cut = self.next_cut(&buffer[start..end]);
+            on_chunk(&buffer[start..start + cut])?;
+            start += cut;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+        let mut state = seed;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect()
+    }
+
+    fn small_params() -> ChunkerParams {
+        ChunkerParams {
+            min_size: 2048,
+            avg_size: 8192,
+            max_size: 32768,
+        }
+    }
+
+    /// Pinned boundaries: a silent change to the chunker would ruin deduplication against
+    /// every existing repository, so this must only change together with a format version.
+    #[test]
+    fn boundaries_are_pinned_for_a_seeded_input() {
+        let chunker = Chunker::new(small_params(), &[7u8; 32]).expect("valid params");
+        let data = pseudo_random(200_000, 42);
+        let lengths = chunker.cut_all(&data);
+        assert_eq!(lengths.iter().sum::<usize>(), data.len());
+        assert_eq!(
+            lengths, PINNED_LENGTHS,
+            "chunk boundaries changed: this breaks deduplication with existing repositories"
+        );
+    }
+
+    const PINNED_LENGTHS: &[usize] = &[
+        2435, 9670, 9839, 12506, 2465, 4655, 5079, 2534, 11108, 4039, 28274, 8982, 9741, 11279,
+        8218, 2048, 15442, 9823, 4309, 11298, 2133, 9933, 4361, 9829,
+    ];
+
+    #[test]
+    fn seed_changes_boundaries() {
+        let data = pseudo_random(300_000, 1);
+        let a = Chunker::new(small_params(), &[1u8; 32])
+            .expect("valid")
+            .cut_all(&data);
+        let b = Chunker::new(small_params(), &[2u8; 32])
+            .expect("valid")
+            .cut_all(&data);
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn invalid_params_are_refused() {
+        let bad = ChunkerParams {
+            min_size: 10,
+            avg_size: 8192,
+            max_size: 32768,
+        };
+        assert!(Chunker::new(bad, &[0; 32]).is_err());
+        let inverted = ChunkerParams {
+            min_size: 65536,
+            avg_size: 8192,
+            max_size: 32768,
+        };
+        assert!(inverted.validate().is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn streaming_matches_in_memory(len in 0usize..150_000, seed: u64) {
+            let chunker = Chunker::new(small_params(), &[3u8; 32]).unwrap();
+            let data = pseudo_random(len, seed | 1);
+            let expected = chunker.cut_all(&data);
+            for &length in &expected[..expected.len().saturating_sub(1)] {
+                prop_assert!((2048..=32768).contains(&length));
+            }
+            let mut got = Vec::new();
+            let mut joined = Vec::new();
+            let mut buffer = Vec::new();
+            // A reader that returns short reads exercises the refill logic.
+            let reader = ShortReads { data: &data, pos: 0 };
+            let total = chunker.chunk_reader::<_, io::Error>(reader, u64::MAX, &mut buffer, |chunk| {
+                got.push(chunk.len());
+                joined.extend_from_slice(chunk);
+                Ok(())
+            }).unwrap();
+            prop_assert_eq!(total, len as u64);
+            prop_assert_eq!(got, expected);
+            prop_assert_eq!(joined, data);
+        }
+    }
+
+    struct ShortReads<'a> {
+        data: &'a [u8],
+        pos: usize,
+    }
+
+    impl Read for ShortReads<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.data.len() - self.pos).min(7777);
+            buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
+            self.pos += n;
+            Ok(n)
+        }
+    }
+}

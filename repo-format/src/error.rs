@@ -1,0 +1,104 @@
+//! The one error type of the repository crate.
+
+use std::io;
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while reading or writing a repository.
+///
+/// Variants are kept distinct so that callers (retries, the CLI's exit codes, `check`) can
+/// match on what happened instead of parsing messages.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An object's bytes do not decode, do not authenticate or do not hash to their name.
+    #[error("{object}: corrupt: {reason}")]
+    Corrupt {
+        /// Object name (e.g. `data/ab/ab12...`) or a description of the record.
+        object: String,
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// A named object does not exist in the backend.
+    #[error("{object}: not found")]
+    NotFound {
+        /// Object name.
+        object: String,
+    },
+    /// A create-only write found the object already present.
+    #[error("{object}: already exists")]
+    AlreadyExists {
+        /// Object name.
+        object: String,
+    },
+    /// There is no repository at the given location.
+    #[error("no repository at {location}")]
+    RepositoryNotFound {
+        /// Where we looked.
+        location: String,
+    },
+    /// A repository already exists where `init` was asked to create one.
+    #[error("a repository already exists at {location}")]
+    RepositoryExists {
+        /// Where it exists.
+        location: String,
+    },
+    /// No key slot opens with the given password.
+    #[error("wrong password: none of the {slots} key slot(s) in {location} opens with it")]
+    WrongPassword {
+        /// Where the repository is.
+        location: String,
+        /// How many key slots were tried.
+        slots: usize,
+    },
+    /// The object or repository uses a version or feature this build does not understand.
+    #[error("{object}: unsupported: {what}")]
+    Unsupported {
+        /// Object name.
+        object: String,
+        /// What is not supported.
+        what: String,
+    },
+    /// A caller-supplied value is not acceptable (bad parameter, unknown snapshot, ...).
+    #[error("{0}")]
+    Invalid(String),
+    /// An operation needs a key the caller does not hold.
+    #[error("{operation} needs the repository's full key; this key cannot read backups")]
+    KeyLacksReadAccess {
+        /// What was attempted.
+        operation: &'static str,
+    },
+    /// An I/O error from the operating system or a storage service.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done, naming the object or path.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// Builds a [`Error::Corrupt`].
+    pub fn corrupt(object: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Corrupt {
+            object: object.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Builds an [`Error::Io`] naming what was being done.
+    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// True when the error means the object is missing.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::NotFound { .. })
+    }
+}

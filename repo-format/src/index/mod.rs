@@ -1,0 +1,10 @@
+//! Index segments map blob ids to their place in packs; [`Index`] is the in-memory lookup
+//! built from them.
+
+mod lookup;
+mod segment;
+
+pub use lookup::{BlobLocation, Index};
+pub use segment::{
+    IndexSegment, IndexedPack, WriterView, decode_segment, decode_segment_ids, encode_segment,
+};

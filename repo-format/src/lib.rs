@@ -1,0 +1,29 @@
+//! Bunker's repository format.
+//!
+//! Everything that is stored, and how it is read and written: keys and sealing
+//! ([`crypto`]), content-defined chunking, sealed blobs in immutable packs, index segments,
+//! directory [`tree`]s and snapshots, and the storage [`backend`]s that hold them.
+//! `docs/FORMAT.md` specifies every object byte by byte.
+
+pub mod backend;
+pub mod blob;
+pub mod check;
+pub mod chunker;
+pub mod codec;
+pub mod compress;
+pub mod config;
+pub mod crypto;
+mod error;
+mod id;
+pub mod index;
+pub mod keyslot;
+pub mod object;
+pub mod pack;
+mod repository;
+pub mod snapshot;
+pub mod tree;
+
+pub use blob::BlobKind;
+pub use error::{Error, Result};
+pub use id::{BlobId, ID_LEN, IndexId, KeySlotId, PackId, SnapshotId, content_hash};
+pub use repository::{BlobWriter, InitOptions, LoadedIndex, Repository, SealedBlob, WriteStats};

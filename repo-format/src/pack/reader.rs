@@ -1,0 +1,150 @@
+//! Reading a pack's trailer.
+
+use super::{PackEntry, decode_trailer, trailer_aad};
+use crate::crypto::{MasterKey, SESSION_PUBLIC_LEN};
+use crate::error::{Error, Result};
+use crate::object::{ObjectKind, SESSION_HEADER_LEN};
+
+/// A pack's header fields and its decrypted trailer.
+#[derive(Debug, Clone)]
+pub struct PackTrailer {
+    /// Data or tree pack.
+    pub kind: ObjectKind,
+    /// Public key of the session that wrote it.
+    pub session_public: [u8; SESSION_PUBLIC_LEN],
+    /// The blobs, in order.
+    pub entries: Vec<PackEntry>,
+}
+
+/// Offset and length of the sealed trailer in a pack of `pack_size` bytes whose last four
+/// bytes are `length_field`.
+pub fn trailer_location(pack_size: u64, length_field: [u8; 4], object: &str) -> Result<(u64, u64)> {
+    let length = u64::from(u32::from_le_bytes(length_field));
+    let min = SESSION_HEADER_LEN as u64 + 4;
+    if pack_size < min || length > pack_size - min {
+        return Err(Error::corrupt(
+            object,
+            format!("trailer length {length} does not fit a pack of {pack_size} bytes"),
+        ));
+    }
+    Ok((pack_size - 4 - length, length))
+}
+
+/// Parses the header (first [`SESSION_HEADER_LEN`] bytes) and sealed trailer of a pack.
+///
+/// Checks that every listed blob lies between the header and the trailer, in order and
+/// without overlap.
+pub fn parse_trailer(
+    header: &[u8],
+    sealed_trailer: &[u8],
+    trailer_offset: u64,
+    key: &MasterKey,
+    object: &str,
+) -> Result<PackTrailer> {
+    let kind = match header.get(4) {
+        Some(b'D') => ObjectKind::DataPack,
+        Some(b'T') => ObjectKind::TreePack,
+        _ => return Err(Error::corrupt(object, "not a pack")),
+    };
+    let mut dec = kind.check_header(header, object)?;
+    let session_public: [u8; SESSION_PUBLIC_LEN] = dec
+        .array("session public key")
+        .map_err(|e| Error::corrupt(object, e.to_string()))?;
+    let session_key = key.session_key(&session_public, object)?;
+    let plaintext = session_key
+        .open(&trailer_aad(&header[..SESSION_HEADER_LEN]), sealed_trailer)
+        .map_err(|_| Error::corrupt(object, "pack trailer does not authenticate"))?;
+    let entries =
+        decode_trailer(&plaintext).map_err(|e| Error::corrupt(object, format!("trailer: {e}")))?;
+    let mut next = SESSION_HEADER_LEN as u64;
+    for entry in &entries {
+        if pack_kind_of(entry.kind) != kind {
+            return Err(Error::corrupt(
+                object,
+                format!("blob {} has the wrong kind for this pack", entry.id),
+            ));
+        }
+        if entry.offset < next || entry.offset + u64::from(entry.length) > trailer_offset {
+            return Err(Error::corrupt(
+                object,
+                format!(
+                    "blob {} at {}+{} overlaps or lies outside the pack body",
+                    entry.id, entry.offset, entry.length
+                ),
+            ));
+        }
+        next = entry.offset + u64::from(entry.length);
+    }
+    Ok(PackTrailer {
+        kind,
+        session_public,
+        entries,
+    })
+}
+
+fn pack_kind_of(kind: crate::blob::BlobKind) -> ObjectKind {
+    super::pack_kind(kind)
+}
+
+/// Parses a whole pack held in memory.
+pub fn parse_pack(bytes: &[u8], key: &MasterKey, object: &str) -> Result<PackTrailer> {
+    let size = bytes.len() as u64;
+    if bytes.len() < SESSION_HEADER_LEN + 4 {
+        return Err(Error::corrupt(
+            object,
+            format!("pack of {size} bytes is truncated"),
+        ));
+    }
+    let mut length_field = [0u8; 4];
+    length_field.copy_from_slice(&bytes[bytes.len() - 4..]);
+    let (offset, length) = trailer_location(size, length_field, object)?;
+    let trailer = &bytes[offset as usize..(offset + length) as usize];
+    parse_trailer(&bytes[..SESSION_HEADER_LEN], trailer, offset, key, object)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blob::{BlobKind, open_blob, seal_blob};
+    use crate::id::BlobId;
+    use crate::pack::PackWriter;
+
+    #[test]
+    fn pack_round_trip_and_corruption() {
+        let master = MasterKey::generate();
+        let session = master.writer().new_session();
+        let mut writer = PackWriter::new(BlobKind::Data, session.clone());
+        let blobs: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 1000 * (i as usize + 1)]).collect();
+        for blob in &blobs {
+            let id = BlobId::from_bytes(master.writer().blob_id_bytes(blob));
+            let sealed = seal_blob(session.key(), BlobKind::Data, &id, blob, 3);
+            writer.add(id, &sealed, blob.len() as u32);
+        }
+        let pack = writer.finish();
+        let parsed = parse_pack(&pack.bytes, &master, "p").expect("valid pack");
+        assert_eq!(parsed.entries, pack.entries);
+        assert_eq!(parsed.kind, ObjectKind::DataPack);
+        let key = master
+            .session_key(&parsed.session_public, "p")
+            .expect("key");
+        for (entry, blob) in parsed.entries.iter().zip(&blobs) {
+            let sealed = &pack.bytes[entry.offset as usize..][..entry.length as usize];
+            let opened = open_blob(&key, entry.kind, &entry.id, sealed, entry.raw_length, "p")
+                .expect("opens");
+            assert_eq!(&opened, blob);
+        }
+        for pos in [0, 5, 20, pack.bytes.len() - 10, pack.bytes.len() - 1] {
+            let mut broken = pack.bytes.clone();
+            broken[pos] ^= 0x40;
+            assert!(
+                parse_pack(&broken, &master, "p").is_err(),
+                "flip at {pos} not caught"
+            );
+        }
+        for cut in [0, 10, 40, pack.bytes.len() - 1] {
+            assert!(parse_pack(&pack.bytes[..cut], &master, "p").is_err());
+        }
+        let other = MasterKey::generate();
+        assert!(parse_pack(&pack.bytes, &other, "p").is_err());
+    }
+}

@@ -1,0 +1,464 @@
+//! An open repository: keys unlocked, config read, objects typed.
+//!
+//! [`Repository::init`] and [`Repository::open`] give a `Repository`; reading goes through
+//! [`Repository::read_blob`], [`Repository::load_tree`] and the snapshot functions, writing
+//! through a [`BlobWriter`] and [`Repository::save_snapshot`]. The write order is strict:
+//! packs, then index segments, then the snapshot, whose write is the only commit point.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::backend::Backend;
+use crate::blob::{BlobKind, open_blob};
+use crate::chunker::Chunker;
+use crate::config::{CONFIG_NAME, Config, ConfigHeader, FeatureFlags, Operation, RepositoryParams};
+use crate::crypto::{MasterKey, SealingSession, SymmetricKey};
+use crate::error::{Error, Result};
+use crate::id::{BlobId, IndexId, KeySlotId, PackId, SnapshotId};
+use crate::index::{BlobLocation, Index, decode_segment};
+use crate::keyslot::{KdfParams, KeySlot, KeySlotInfo};
+use crate::object::{ObjectKind, SESSION_HEADER_LEN, verify_content_hash};
+use crate::snapshot::Snapshot;
+use crate::tree::Tree;
+
+mod writer;
+
+pub use writer::{BlobWriter, SealedBlob, WriteStats};
+
+/// Options for [`Repository::init`].
+#[derive(Debug, Clone, Default)]
+pub struct InitOptions {
+    /// Chunker, pack and compression parameters.
+    pub params: RepositoryParams,
+    /// Argon2id cost for the first key slot and the default for later ones.
+    pub kdf: KdfParams,
+    /// Metadata of the first key slot.
+    pub slot_info: KeySlotInfo,
+}
+
+/// The index as loaded, with the segments that could not be read.
+#[derive(Debug, Default)]
+pub struct LoadedIndex {
+    /// Every blob of every readable segment.
+    pub index: Index,
+    /// Segments that are damaged, each with its error.
+    pub damaged: Vec<(IndexId, Error)>,
+    /// Segments read.
+    pub segments: Vec<IndexId>,
+}
+
+/// An unlocked repository.
+#[derive(Debug)]
+pub struct Repository {
+    backend: Arc<dyn Backend>,
+    config: Config,
+    key: MasterKey,
+    slot: KeySlotId,
+    chunker: Chunker,
+    pack_keys: Mutex<HashMap<PackId, SymmetricKey>>,
+}
+
+fn parse_id<T: std::str::FromStr>(name: &str, prefix: &str) -> Option<T> {
+    let rest = name.strip_prefix(prefix)?;
+    let hex = rest.rsplit('/').next()?;
+    hex.parse().ok()
+}
+
+impl Repository {
+    /// Creates a repository in an empty backend: the first key slot, then `config` (written
+    /// last, so a half-made repository is never taken for a usable one).
+    pub fn init(backend: Arc<dyn Backend>, password: &[u8], options: InitOptions) -> Result<Self> {
+        options.params.validate()?;
+        match backend.head(CONFIG_NAME) {
+            Ok(_) => {
+                return Err(Error::RepositoryExists {
+                    location: backend.location(),
+                });
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+        let key = MasterKey::generate();
+        let config = Config {
+            header: ConfigHeader {
+                repository_id: crate::crypto::random_array(),
+                features: FeatureFlags::default(),
+                kdf: options.kdf,
+            },
+            params: options.params,
+        };
+        let (slot, slot_bytes) = KeySlot::seal(
+            &key,
+            &config.header.repository_id,
+            password,
+            options.kdf,
+            &options.slot_info,
+        )?;
+        backend.put_if_absent(&ObjectKind::KeySlot.name(&slot.to_hex()), &slot_bytes)?;
+        backend
+            .put_if_absent(CONFIG_NAME, &config.encode(key.writer()))
+            .map_err(|e| match e {
+                Error::AlreadyExists { .. } => Error::RepositoryExists {
+                    location: backend.location(),
+                },
+                other => other,
+            })?;
+        Self::from_parts(backend, config, key, slot)
+    }
+
+    /// Opens a repository with a password, trying every key slot.
+    pub fn open(backend: Arc<dyn Backend>, password: &[u8]) -> Result<Self> {
+        let config_bytes = backend.get(CONFIG_NAME).map_err(|e| match e {
+            Error::NotFound { .. } => Error::RepositoryNotFound {
+                location: backend.location(),
+            },
+            other => other,
+        })?;
+        let (header, _) = Config::decode_header(&config_bytes)?;
+        let slots = backend.list(ObjectKind::KeySlot.prefix())?;
+        let mut tried = 0;
+        let mut damaged = None;
+        for meta in &slots {
+            let bytes = backend.get(&meta.name)?;
+            let slot = parse_id::<KeySlotId>(&meta.name, ObjectKind::KeySlot.prefix())
+                .ok_or_else(|| Error::corrupt(&meta.name, "not a key slot name"))
+                .and_then(|id| verify_content_hash(&bytes, id.as_bytes(), &meta.name))
+                .and_then(|()| KeySlot::decode(&bytes, &meta.name));
+            let slot = match slot {
+                Ok(slot) => slot,
+                Err(e) => {
+                    damaged = Some(e);
+                    continue;
+                }
+            };
+            tried += 1;
+            if let Some((key, repository_id)) = slot.open(password)? {
+                if repository_id != header.repository_id {
+                    return Err(Error::corrupt(
+                        &meta.name,
+                        "key slot belongs to another repository",
+                    ));
+                }
+                let config = Config::decode(&config_bytes, key.writer())?;
+                return Self::from_parts(backend, config, key, slot.id);
+            }
+        }
+        // A damaged slot might have been the one for this password: say so rather than
+        // blame the password.
+        if let Some(e) = damaged {
+            return Err(e);
+        }
+        Err(Error::WrongPassword {
+            location: backend.location(),
+            slots: tried,
+        })
+    }
+
+    fn from_parts(
+        backend: Arc<dyn Backend>,
+        config: Config,
+        key: MasterKey,
+        slot: KeySlotId,
+    ) -> Result<Self> {
+        let chunker = Chunker::new(config.params.chunker, key.writer().chunker_seed())?;
+        Ok(Self {
+            backend,
+            config,
+            key,
+            slot,
+            chunker,
+            pack_keys: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The storage backend.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// Where the repository lives.
+    pub fn location(&self) -> String {
+        self.backend.location()
+    }
+
+    /// The decoded config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The unlocked key.
+    pub fn key(&self) -> &MasterKey {
+        &self.key
+    }
+
+    /// The file chunker seeded for this repository.
+    pub fn chunker(&self) -> &Chunker {
+        &self.chunker
+    }
+
+    /// Fails when the repository needs a feature this build lacks for `operation`.
+    pub fn check_features(&self, operation: Operation) -> Result<()> {
+        self.config.check_features(operation)
+    }
+
+    /// The blob id of `data` in this repository (keyed BLAKE3).
+    pub fn blob_id(&self, data: &[u8]) -> BlobId {
+        BlobId::from_bytes(self.key.writer().blob_id_bytes(data))
+    }
+
+    /// Reads a content-named object and verifies its hash.
+    pub fn get_verified(&self, kind: ObjectKind, id: &[u8; 32]) -> Result<Vec<u8>> {
+        let name = kind.name(&hex::encode(id));
+        let bytes = self.backend.get(&name)?;
+        verify_content_hash(&bytes, id, &name)?;
+        Ok(bytes)
+    }
+
+    // ----- index -----
+
+    /// Ids of every index segment.
+    pub fn list_index_ids(&self) -> Result<Vec<IndexId>> {
+        let prefix = ObjectKind::Index.prefix();
+        Ok(self
+            .backend
+            .list(prefix)?
+            .iter()
+            .filter_map(|m| parse_id(&m.name, prefix))
+            .collect())
+    }
+
+    /// Reads and decodes one index segment.
+    pub fn load_index_segment(&self, id: &IndexId) -> Result<crate::index::IndexSegment> {
+        let bytes = self.get_verified(ObjectKind::Index, id.as_bytes())?;
+        decode_segment(&bytes, &self.key, &ObjectKind::Index.name(&id.to_hex()))
+    }
+
+    /// Loads every index segment; damaged ones are reported, not fatal.
+    pub fn load_index(&self) -> Result<LoadedIndex> {
+        let mut loaded = LoadedIndex::default();
+        for id in self.list_index_ids()? {
+            match self.load_index_segment(&id) {
+                Ok(segment) => {
+                    loaded.index.add_segment(&segment);
+                    loaded.segments.push(id);
+                }
+                Err(
+                    e
+                    @ (Error::Corrupt { .. } | Error::NotFound { .. } | Error::Unsupported { .. }),
+                ) => {
+                    loaded.damaged.push((id, e));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(loaded)
+    }
+
+    // ----- blobs -----
+
+    fn pack_key(&self, pack: &PackId, kind: BlobKind) -> Result<SymmetricKey> {
+        if let Some(key) = self.lock_pack_keys().get(pack) {
+            return Ok(key.clone());
+        }
+        let object_kind = crate::pack::pack_kind(kind);
+        let name = object_kind.name(&pack.to_hex());
+        let header = self
+            .backend
+            .get_range(&name, 0, SESSION_HEADER_LEN as u64)?;
+        let mut dec = object_kind.check_header(&header, &name)?;
+        let public = dec
+            .array("session public key")
+            .map_err(|e| Error::corrupt(&name, e.to_string()))?;
+        let key = self.key.session_key(&public, &name)?;
+        self.lock_pack_keys().insert(*pack, key.clone());
+        Ok(key)
+    }
+
+    fn lock_pack_keys(&self) -> std::sync::MutexGuard<'_, HashMap<PackId, SymmetricKey>> {
+        self.pack_keys
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Opens a blob whose sealed bytes were already fetched, and re-hashes it against its id.
+    pub fn open_blob_bytes(
+        &self,
+        id: &BlobId,
+        location: &BlobLocation,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>> {
+        let name = crate::pack::pack_kind(location.kind).name(&location.pack.to_hex());
+        let key = self.pack_key(&location.pack, location.kind)?;
+        let plaintext = open_blob(&key, location.kind, id, sealed, location.raw_length, &name)?;
+        if self.blob_id(&plaintext) != *id {
+            return Err(Error::corrupt(
+                &name,
+                format!("blob {id} does not hash to its id"),
+            ));
+        }
+        Ok(plaintext)
+    }
+
+    /// Reads a blob from its pack, authenticates it and re-hashes it against its id.
+    pub fn read_blob_at(&self, id: &BlobId, location: &BlobLocation) -> Result<Vec<u8>> {
+        let name = crate::pack::pack_kind(location.kind).name(&location.pack.to_hex());
+        let sealed = self
+            .backend
+            .get_range(&name, location.offset, u64::from(location.length))?;
+        self.open_blob_bytes(id, location, &sealed)
+    }
+
+    /// Reads a blob, looking its location up in `index`.
+    pub fn read_blob(&self, index: &Index, id: &BlobId) -> Result<Vec<u8>> {
+        let location = index.get(id).ok_or_else(|| Error::NotFound {
+            object: format!("blob {id} (not in the index)"),
+        })?;
+        self.read_blob_at(id, location)
+    }
+
+    /// Reads and decodes a tree.
+    pub fn load_tree(&self, index: &Index, id: &BlobId) -> Result<Tree> {
+        let bytes = self.read_blob(index, id)?;
+        Tree::decode(&bytes).map_err(|e| Error::corrupt(format!("tree {id}"), e.to_string()))
+    }
+
+    /// Starts writing blobs in a new session, deduplicating against `index`.
+    pub fn blob_writer<'a>(&'a self, index: &'a Index) -> BlobWriter<'a> {
+        BlobWriter::new(self, index)
+    }
+
+    /// A new sealing session (for objects written outside a [`BlobWriter`]).
+    pub fn new_session(&self) -> SealingSession {
+        self.key.writer().new_session()
+    }
+
+    // ----- snapshots -----
+
+    /// Ids of every snapshot.
+    pub fn list_snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
+        let prefix = ObjectKind::Snapshot.prefix();
+        Ok(self
+            .backend
+            .list(prefix)?
+            .iter()
+            .filter_map(|m| parse_id(&m.name, prefix))
+            .collect())
+    }
+
+    /// Reads, verifies and opens one snapshot.
+    pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
+        let bytes = self.get_verified(ObjectKind::Snapshot, id.as_bytes())?;
+        Snapshot::open(&bytes, &self.key, &ObjectKind::Snapshot.name(&id.to_hex()))
+    }
+
+    /// Every snapshot, oldest first. Fails on the first unreadable one.
+    pub fn load_snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
+        let mut all = Vec::new();
+        for id in self.list_snapshot_ids()? {
+            all.push((id, self.load_snapshot(&id)?));
+        }
+        all.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok(all)
+    }
+
+    /// Finds a snapshot by `latest` or a unique prefix of its id.
+    pub fn resolve_snapshot(&self, spec: &str) -> Result<(SnapshotId, Snapshot)> {
+        if spec == "latest" {
+            return self
+                .load_snapshots()?
+                .pop()
+                .ok_or_else(|| Error::Invalid("the repository has no snapshots".into()));
+        }
+        if spec.is_empty() || !spec.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::Invalid(format!(
+                "{spec:?} is not a snapshot id: give `latest` or a hex id prefix"
+            )));
+        }
+        let spec_lower = spec.to_ascii_lowercase();
+        let matches: Vec<SnapshotId> = self
+            .list_snapshot_ids()?
+            .into_iter()
+            .filter(|id| id.to_hex().starts_with(&spec_lower))
+            .collect();
+        match matches.as_slice() {
+            [id] => Ok((*id, self.load_snapshot(id)?)),
+            [] => Err(Error::Invalid(format!("no snapshot matches {spec:?}"))),
+            _ => Err(Error::Invalid(format!(
+                "{} snapshots match {spec:?}; give more digits",
+                matches.len()
+            ))),
+        }
+    }
+
+    /// Writes a snapshot: the commit point of a backup. Everything it references must
+    /// already be stored and indexed.
+    pub fn save_snapshot(
+        &self,
+        session: &SealingSession,
+        snapshot: &Snapshot,
+    ) -> Result<SnapshotId> {
+        let (id, bytes) = snapshot.seal(session);
+        self.put_content_named(&ObjectKind::Snapshot.name(&id.to_hex()), &bytes)?;
+        Ok(id)
+    }
+
+    /// Stores a content-named object: an existing object of that name has the same bytes,
+    /// so `AlreadyExists` counts as success.
+    pub(crate) fn put_content_named(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        match self.backend.put_if_absent(name, bytes) {
+            Ok(()) | Err(Error::AlreadyExists { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    // ----- key slots -----
+
+    /// The slot this repository was opened with.
+    pub fn current_key_slot(&self) -> KeySlotId {
+        self.slot
+    }
+
+    /// Every key slot (undecryptable ones are skipped).
+    pub fn key_slots(&self) -> Result<Vec<KeySlot>> {
+        let mut slots = Vec::new();
+        for meta in self.backend.list(ObjectKind::KeySlot.prefix())? {
+            let bytes = self.backend.get(&meta.name)?;
+            if let Ok(slot) = KeySlot::decode(&bytes, &meta.name) {
+                slots.push(slot);
+            }
+        }
+        slots.sort_by_key(|s| (s.info.created, s.id));
+        Ok(slots)
+    }
+
+    /// Adds a key slot for `password`, with the repository's default KDF cost.
+    pub fn add_key_slot(&self, password: &[u8], info: &KeySlotInfo) -> Result<KeySlotId> {
+        let (id, bytes) = KeySlot::seal(
+            &self.key,
+            &self.config.header.repository_id,
+            password,
+            self.config.header.kdf,
+            info,
+        )?;
+        self.backend
+            .put_if_absent(&ObjectKind::KeySlot.name(&id.to_hex()), &bytes)?;
+        Ok(id)
+    }
+
+    /// Removes a key slot. The slot in use and the last slot cannot be removed.
+    pub fn remove_key_slot(&self, id: &KeySlotId) -> Result<()> {
+        if *id == self.slot {
+            return Err(Error::Invalid(
+                "refusing to remove the key slot in use; open the repository with another password first".into(),
+            ));
+        }
+        let slots = self.key_slots()?;
+        if !slots.iter().any(|s| s.id == *id) {
+            return Err(Error::Invalid(format!("no key slot {id}")));
+        }
+        self.backend.delete(&ObjectKind::KeySlot.name(&id.to_hex()))
+    }
+}
+
+#[cfg(test)]
+mod tests;

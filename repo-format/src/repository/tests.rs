@@ -1,0 +1,148 @@
+use std::sync::Arc;
+
+use super::*;
+use crate::backend::MemoryBackend;
+use crate::snapshot::Summary;
+use crate::tree::{Entry, Extent, Metadata, Node, Timestamp};
+
+pub(crate) fn test_options() -> InitOptions {
+    InitOptions {
+        kdf: KdfParams::insecure_for_tests(),
+        ..InitOptions::default()
+    }
+}
+
+#[test]
+fn init_open_and_wrong_password() {
+    let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    let repo = Repository::init(backend.clone(), b"secret", test_options()).expect("init");
+    assert!(matches!(
+        Repository::init(backend.clone(), b"x", test_options()),
+        Err(Error::RepositoryExists { .. })
+    ));
+    let reopened = Repository::open(backend.clone(), b"secret").expect("open");
+    assert_eq!(reopened.config(), repo.config());
+    assert_eq!(reopened.blob_id(b"abc"), repo.blob_id(b"abc"));
+    assert!(matches!(
+        Repository::open(backend.clone(), b"nope"),
+        Err(Error::WrongPassword { slots: 1, .. })
+    ));
+    let empty: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    assert!(matches!(
+        Repository::open(empty, b"secret"),
+        Err(Error::RepositoryNotFound { .. })
+    ));
+}
+
+#[test]
+fn write_blobs_index_and_snapshot_then_read_back() {
+    let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    let repo = Repository::init(backend.clone(), b"pw", test_options()).expect("init");
+    let empty = Index::new();
+    let mut writer = repo.blob_writer(&empty);
+    let data = b"hello world".repeat(1000);
+    let (data_id, new) = writer.add(BlobKind::Data, &data).expect("add");
+    assert!(new);
+    assert!(!writer.add(BlobKind::Data, &data).expect("add again").1);
+    let tree = Tree::new(vec![Entry {
+        name: b"f".to_vec(),
+        meta: Metadata::default(),
+        node: Node::File {
+            extents: vec![Extent::Chunk {
+                id: data_id,
+                length: data.len() as u32,
+            }],
+        },
+    }])
+    .expect("tree");
+    let (tree_id, _) = writer
+        .add(BlobKind::Tree, &tree.encode())
+        .expect("tree blob");
+    let session = writer.session().clone();
+    let (stats, segments) = writer.finish().expect("finish");
+    assert_eq!(stats.data_blobs, 1);
+    assert_eq!(stats.tree_blobs, 1);
+    assert_eq!(stats.packs, 2);
+    assert_eq!(segments.len(), 1);
+
+    let snapshot = Snapshot {
+        time: Timestamp { sec: 1, nsec: 2 },
+        host: "h".into(),
+        username: "u".into(),
+        paths: vec![b"/x".to_vec()],
+        tags: vec![],
+        parent: None,
+        tree: tree_id,
+        source_kind: Default::default(),
+        consistency: Default::default(),
+        consistency_detail: String::new(),
+        excludes: vec![],
+        summary: Summary::default(),
+        errors: vec![],
+        program_version: "test".into(),
+    };
+    let snapshot_id = repo.save_snapshot(&session, &snapshot).expect("save");
+
+    let repo = Repository::open(backend.clone(), b"pw").expect("open");
+    let loaded = repo.load_index().expect("index");
+    assert!(loaded.damaged.is_empty());
+    assert_eq!(loaded.index.len(), 2);
+    let (found, snap) = repo.resolve_snapshot("latest").expect("latest");
+    assert_eq!(found, snapshot_id);
+    assert_eq!(snap, snapshot);
+    let prefix = &snapshot_id.to_hex()[..6];
+    assert_eq!(
+        repo.resolve_snapshot(prefix).expect("prefix").0,
+        snapshot_id
+    );
+    assert!(repo.resolve_snapshot("zz").is_err());
+    let tree_back = repo.load_tree(&loaded.index, &snap.tree).expect("tree");
+    assert_eq!(tree_back, tree);
+    assert_eq!(repo.read_blob(&loaded.index, &data_id).expect("blob"), data);
+
+    // A second writer deduplicates against the index.
+    let mut writer = repo.blob_writer(&loaded.index);
+    assert!(!writer.add(BlobKind::Data, &data).expect("dedup").1);
+    let (stats, segments) = writer.finish().expect("finish");
+    assert_eq!(stats, WriteStats::default());
+    assert!(segments.is_empty());
+}
+
+#[test]
+fn key_slots_add_list_remove() {
+    let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    let repo = Repository::init(backend.clone(), b"one", test_options()).expect("init");
+    let info = KeySlotInfo {
+        label: "second".into(),
+        ..KeySlotInfo::default()
+    };
+    let second = repo.add_key_slot(b"two", &info).expect("add");
+    assert_eq!(repo.key_slots().expect("list").len(), 2);
+    let via_two = Repository::open(backend.clone(), b"two").expect("open with second");
+    assert_eq!(via_two.current_key_slot(), second);
+    assert!(repo.remove_key_slot(&repo.current_key_slot()).is_err());
+    repo.remove_key_slot(&second).expect("remove");
+    assert!(matches!(
+        Repository::open(backend.clone(), b"two"),
+        Err(Error::WrongPassword { .. })
+    ));
+    assert!(Repository::open(backend, b"one").is_ok());
+}
+
+#[test]
+fn flipped_bit_in_a_pack_is_reported_with_its_name() {
+    let backend = Arc::new(MemoryBackend::new());
+    let repo = Repository::init(backend.clone(), b"pw", test_options()).expect("init");
+    let empty = Index::new();
+    let mut writer = repo.blob_writer(&empty);
+    let (id, _) = writer.add(BlobKind::Data, &[7u8; 5000]).expect("add");
+    writer.finish().expect("finish");
+    let loaded = repo.load_index().expect("index");
+    let location = *loaded.index.get(&id).expect("indexed");
+    let name = ObjectKind::DataPack.name(&location.pack.to_hex());
+    backend.corrupt(&name, |bytes| bytes[location.offset as usize + 30] ^= 1);
+    let err = repo
+        .read_blob(&loaded.index, &id)
+        .expect_err("corruption caught");
+    assert!(err.to_string().contains(&name), "{err}");
+}

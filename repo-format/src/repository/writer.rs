@@ -1,0 +1,201 @@
+//! Writing blobs: deduplicate, seal, pack, upload, index.
+
+use std::collections::HashSet;
+
+use super::Repository;
+use crate::blob::{BlobKind, seal_blob};
+use crate::crypto::SealingSession;
+use crate::error::Result;
+use crate::id::{BlobId, IndexId, content_hash};
+use crate::index::{Index, IndexSegment, IndexedPack, encode_segment};
+use crate::object::ObjectKind;
+use crate::pack::PackWriter;
+
+/// Index entries after which a segment is written even before the session ends, so an
+/// interrupted backup leaves indexed packs that the next run deduplicates against.
+const SEGMENT_FLUSH_BLOBS: usize = 100_000;
+
+/// Figures about what a [`BlobWriter`] stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    /// New data blobs.
+    pub data_blobs: u64,
+    /// New tree blobs.
+    pub tree_blobs: u64,
+    /// Plaintext bytes of new blobs.
+    pub bytes_added: u64,
+    /// Bytes of packs uploaded.
+    pub bytes_stored: u64,
+    /// Packs uploaded.
+    pub packs: u64,
+}
+
+/// A blob sealed and ready to go into a pack. Sealing is CPU work that callers may run in
+/// parallel ([`BlobWriter::seal`] takes `&self`).
+#[derive(Debug)]
+pub struct SealedBlob {
+    /// The blob's id.
+    pub id: BlobId,
+    /// Data or tree.
+    pub kind: BlobKind,
+    /// Sealed bytes.
+    pub sealed: Vec<u8>,
+    /// Plaintext length.
+    pub raw_length: u32,
+}
+
+/// One writer session: every blob it stores is sealed under its session key.
+///
+/// Blobs already in the index or added earlier in the session are not stored again. Packs
+/// are uploaded as they fill; [`BlobWriter::finish`] uploads the rest and writes the index
+/// segment that makes them known. Nothing is visible to readers until a snapshot refers to it.
+#[derive(Debug)]
+pub struct BlobWriter<'a> {
+    repo: &'a Repository,
+    known: &'a Index,
+    session: SealingSession,
+    added: HashSet<BlobId>,
+    data_pack: Option<PackWriter>,
+    tree_pack: Option<PackWriter>,
+    unindexed: Vec<IndexedPack>,
+    unindexed_blobs: usize,
+    segments: Vec<IndexId>,
+    stats: WriteStats,
+}
+
+impl<'a> BlobWriter<'a> {
+    pub(super) fn new(repo: &'a Repository, known: &'a Index) -> Self {
+        Self {
+            repo,
+            known,
+            session: repo.new_session(),
+            added: HashSet::new(),
+            data_pack: None,
+            tree_pack: None,
+            unindexed: Vec::new(),
+            unindexed_blobs: 0,
+            segments: Vec::new(),
+            stats: WriteStats::default(),
+        }
+    }
+
+    /// The session sealing this writer's objects (use it for the snapshot too).
+    pub fn session(&self) -> &SealingSession {
+        &self.session
+    }
+
+    /// True when the blob is already stored or pending in this session.
+    pub fn contains(&self, id: &BlobId) -> bool {
+        self.known.contains(id) || self.added.contains(id)
+    }
+
+    /// Seals a blob (CPU only; safe to call from many threads).
+    pub fn seal(&self, kind: BlobKind, id: BlobId, plaintext: &[u8]) -> SealedBlob {
+        SealedBlob {
+            id,
+            kind,
+            sealed: seal_blob(
+                self.session.key(),
+                kind,
+                &id,
+                plaintext,
+                self.repo.config.params.compression_level,
+            ),
+            raw_length: plaintext.len() as u32,
+        }
+    }
+
+    /// Adds a sealed blob unless it is already known; returns whether it was new.
+    pub fn add_sealed(&mut self, blob: SealedBlob) -> Result<bool> {
+        if self.contains(&blob.id) {
+            return Ok(false);
+        }
+        self.added.insert(blob.id);
+        match blob.kind {
+            BlobKind::Data => self.stats.data_blobs += 1,
+            BlobKind::Tree => self.stats.tree_blobs += 1,
+        }
+        self.stats.bytes_added += u64::from(blob.raw_length);
+        let target = self.repo.config.params.pack_size as usize;
+        let slot = match blob.kind {
+            BlobKind::Data => &mut self.data_pack,
+            BlobKind::Tree => &mut self.tree_pack,
+        };
+        let pack = slot.get_or_insert_with(|| PackWriter::new(blob.kind, self.session.clone()));
+        pack.add(blob.id, &blob.sealed, blob.raw_length);
+        if pack.len() >= target
+            && let Some(full) = slot.take()
+        {
+            self.upload(full)?;
+        }
+        Ok(true)
+    }
+
+    /// Hashes, seals and adds a blob; returns its id and whether it was new.
+    pub fn add(&mut self, kind: BlobKind, plaintext: &[u8]) -> Result<(BlobId, bool)> {
+        let id = self.repo.blob_id(plaintext);
+        if self.contains(&id) {
+            return Ok((id, false));
+        }
+        let sealed = self.seal(kind, id, plaintext);
+        Ok((id, self.add_sealed(sealed)?))
+    }
+
+    fn upload(&mut self, pack: PackWriter) -> Result<()> {
+        let finished = pack.finish();
+        let name = finished.name();
+        self.repo.put_content_named(&name, &finished.bytes)?;
+        self.stats.bytes_stored += finished.bytes.len() as u64;
+        self.stats.packs += 1;
+        self.unindexed_blobs += finished.entries.len();
+        let kind = finished.entries.first().map_or(BlobKind::Data, |e| e.kind);
+        self.unindexed.push(IndexedPack {
+            id: finished.id,
+            kind,
+            blobs: finished.entries,
+        });
+        if self.unindexed_blobs >= SEGMENT_FLUSH_BLOBS {
+            self.write_segment()?;
+        }
+        Ok(())
+    }
+
+    fn write_segment(&mut self) -> Result<()> {
+        if self.unindexed.is_empty() {
+            return Ok(());
+        }
+        let segment = IndexSegment {
+            packs: std::mem::take(&mut self.unindexed),
+        };
+        self.unindexed_blobs = 0;
+        let bytes = encode_segment(&segment, self.repo.key.writer(), &self.session);
+        let id = IndexId::from_bytes(content_hash(&bytes));
+        self.repo
+            .put_content_named(&ObjectKind::Index.name(&id.to_hex()), &bytes)?;
+        self.segments.push(id);
+        Ok(())
+    }
+
+    /// Uploads the open packs and writes their index segment. After this returns, every
+    /// blob added is stored and indexed, so a snapshot may reference it.
+    pub fn flush(&mut self) -> Result<()> {
+        for pack in [self.data_pack.take(), self.tree_pack.take()]
+            .into_iter()
+            .flatten()
+        {
+            self.upload(pack)?;
+        }
+        self.write_segment()
+    }
+
+    /// Flushes and returns what was stored and the index segments written.
+    pub fn finish(mut self) -> Result<(WriteStats, Vec<IndexId>)> {
+        self.flush()?;
+        Ok((self.stats, self.segments))
+    }
+
+    /// Figures so far.
+    pub fn stats(&self) -> WriteStats {
+        self.stats
+    }
+}
