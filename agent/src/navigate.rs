@@ -66,6 +66,9 @@ pub fn locate(repo: &Repository, index: &Index, root: &BlobId, path: &Path) -> R
     Ok(current)
 }
 
+/// What [`walk`] calls for each entry, or for a subtree it could not read.
+pub type Visitor<'a> = dyn FnMut(&Path, std::result::Result<&Entry, &Error>) -> Result<()> + 'a;
+
 /// Calls `visit` with every entry below `tree`, depth first in name order, with its path
 /// (`prefix` joined with the names on the way). Unreadable subtrees are passed to `visit`
 /// as errors and skipped.
@@ -74,7 +77,7 @@ pub fn walk(
     index: &Index,
     tree: &BlobId,
     prefix: &Path,
-    visit: &mut dyn FnMut(&Path, std::result::Result<&Entry, &Error>) -> Result<()>,
+    visit: &mut Visitor<'_>,
 ) -> Result<()> {
     let tree = match repo.load_tree(index, tree) {
         Ok(tree) => tree,

@@ -103,6 +103,10 @@ pub struct BackupArgs {
     /// Parent snapshot (default: the latest of this host and these paths).
     #[arg(long, value_name = "SNAPSHOT")]
     pub parent: Option<String>,
+    /// Record access times too (each backup then rewrites the trees whose access times
+    /// moved).
+    #[arg(long)]
+    pub with_atime: bool,
 }
 
 /// `bunker snapshots`.

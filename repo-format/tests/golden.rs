@@ -41,7 +41,14 @@ use bunker_repo_format::tree::{Entry, EntryFlags, Extent, Metadata, Node, Timest
 use bunker_repo_format::{BlobId, BlobKind, PackId, Repository, SnapshotId, content_hash};
 
 /// Every object of the golden repository. [`regenerate`] prints this list.
-const GOLDEN_OBJECTS: &[&str] = &["config", "keys/REPLACE"];
+const GOLDEN_OBJECTS: &[&str] = &[
+    "config",
+    "data/33/33c1d7260fcb3d7543e572281067484d2ada48661b22ddc7bf84ed73686513a2",
+    "index/c87365375b614f6fb0cdf1bb8fb599a6cb724fd5c74da119fccdfd3ce54fc8a0",
+    "keys/cb4dc7151243017370d75f0d3a953612ec721648c076b3d687d0911aae4766ae",
+    "snapshots/5e3e6336cd613f04b652b8f5f35e67e6a5219c15f69149f07b61c98072069893",
+    "tree/1c/1c8d65fbd6bc4f92ffecdba54226c1107ac4a30224a861c9e2c14dc98b6e3859",
+];
 
 const PASSWORD: &[u8] = b"golden-password";
 
@@ -677,15 +684,32 @@ fn golden_repository_opens_and_reads_end_to_end() {
 
 #[test]
 fn gear_table_blob_ids_and_chunker_constants_are_pinned() {
+    // The gear table of the all-zero seed (the seed is secret in a real repository).
     let gear = gear_table(&[0u8; 32]);
-    assert_eq!(gear[..4], [0, 0, 0, 0]);
+    assert_eq!(
+        gear[..4],
+        [
+            0x8846_2322_415a_8c33,
+            0x3536_4833_bd29_e928,
+            0x65a2_3509_9fed_99c4,
+            0x4fc9_772d_135e_ae54,
+        ]
+    );
     let master = golden_master();
     assert_eq!(
-        hex::encode(master.writer().blob_id_bytes(b"bunker golden vector")),
-        "REPLACE"
+        hex::encode(master.writer().data_public()),
+        "8f40c5adb68f25624ae5b214ea767a6ec94d829d3d7b5e1ad1ba6f3e2138285f",
+        "X25519 public key of the data secret"
     );
-    assert_eq!(hex::encode(master.writer().data_public()), "REPLACE");
-    assert_eq!(hex::encode(master.writer().chunker_seed()), "REPLACE");
+    assert_eq!(
+        hex::encode(master.writer().blob_id_bytes(b"bunker golden vector")),
+        "d6508661d8059131e7a79e0731f281cc995f63a33b1033245e2024a79cb0c366",
+        "blob id of a fixed input under the golden key"
+    );
+    assert_eq!(
+        hex::encode(master.writer().chunker_seed()),
+        "5a7e33a79fb78cc4a3d3e3d354153b730315ecb59363e58ac44519af592ab8a4"
+    );
     assert_eq!(
         ChunkerParams::default(),
         ChunkerParams {

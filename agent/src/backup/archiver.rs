@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use bunker_repo_format::index::Index;
 use bunker_repo_format::snapshot::Summary;
-use bunker_repo_format::tree::{Entry, EntryFlags, Extent, Metadata, Node, Tree};
+use bunker_repo_format::tree::{Entry, EntryFlags, Extent, Metadata, Node, Timestamp, Tree};
 use bunker_repo_format::{BlobId, BlobKind, BlobWriter, Repository};
 use rayon::prelude::*;
 
@@ -53,6 +53,7 @@ pub(super) struct Archiver<'a> {
     repo: &'a Repository,
     excludes: &'a Excludes,
     cancel: &'a Cancel,
+    with_atime: bool,
     names: NameCache,
     pending: Vec<(BlobId, Vec<u8>)>,
     pending_ids: HashSet<BlobId>,
@@ -73,12 +74,14 @@ impl<'a> Archiver<'a> {
         index: &'a Index,
         excludes: &'a Excludes,
         cancel: &'a Cancel,
+        with_atime: bool,
     ) -> Self {
         Self {
             writer: repo.blob_writer(index),
             repo,
             excludes,
             cancel,
+            with_atime,
             names: NameCache::new(),
             pending: Vec::new(),
             pending_ids: HashSet::new(),
@@ -160,13 +163,16 @@ impl<'a> Archiver<'a> {
                     }
                 }
                 Planned::Virtual(path, children) => {
-                    let captured = match platform::capture(&path, &self.names) {
+                    let mut captured = match platform::capture(&path, &self.names) {
                         Ok(captured) => captured,
                         Err(e) => {
                             self.unreadable(&path, &e.to_string());
                             continue;
                         }
                     };
+                    if !self.with_atime {
+                        captured.meta.atime = Timestamp::default();
+                    }
                     let children = self.archive_planned(children)?;
                     let subtree = self.store_tree(children)?;
                     self.summary.dirs += 1;
@@ -211,6 +217,9 @@ impl<'a> Archiver<'a> {
                 path,
                 &format!("could not {} it: {}", warning.op, warning.message),
             );
+        }
+        if !self.with_atime {
+            meta.atime = Timestamp::default();
         }
         let node = match kind {
             CapturedKind::File { size } => match self.archive_file(path, size, &mut meta) {

@@ -38,6 +38,10 @@ pub struct BackupOptions {
     pub excludes: Vec<String>,
     /// Parent snapshot; when `None`, the latest snapshot of the same host and paths.
     pub parent: Option<SnapshotId>,
+    /// Record access times. Off by default: reading a tree changes the access times of its
+    /// directories, so recording them makes every backup write new tree blobs. Without
+    /// them a restore sets each entry's access time to its modification time.
+    pub with_atime: bool,
 }
 
 /// A finished backup.
@@ -134,7 +138,8 @@ pub fn backup(
     };
 
     let loaded = repo.load_index()?;
-    let mut archiver = archiver::Archiver::new(repo, &loaded.index, &excludes, cancel);
+    let mut archiver =
+        archiver::Archiver::new(repo, &loaded.index, &excludes, cancel, options.with_atime);
     let tree = match archiver.archive_roots(&paths) {
         Ok(tree) => tree,
         Err(BackupError::Interrupted) => {

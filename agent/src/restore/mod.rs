@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use bunker_repo_format::index::Index;
-use bunker_repo_format::tree::{Entry, Extent, Node};
+use bunker_repo_format::tree::{Entry, Extent, Metadata, Node, Timestamp};
 use bunker_repo_format::{BlobId, Repository};
 use rayon::prelude::*;
 
@@ -199,7 +199,18 @@ impl Restorer<'_> {
             }
         };
         if created {
-            match platform::apply_metadata(path, &entry.meta, &entry.node, &self.apply) {
+            let unrecorded_atime;
+            let meta = if entry.meta.atime == Timestamp::default() {
+                // Access time not recorded: use the modification time.
+                unrecorded_atime = Metadata {
+                    atime: entry.meta.mtime,
+                    ..entry.meta.clone()
+                };
+                &unrecorded_atime
+            } else {
+                &entry.meta
+            };
+            match platform::apply_metadata(path, meta, &entry.node, &self.apply) {
                 Ok(warnings) => {
                     for warning in warnings {
                         self.outcome

@@ -28,6 +28,7 @@ pub fn run(global: &GlobalOptions, args: &BackupArgs, cancel: &Cancel) -> Result
         time,
         excludes: args.excludes.clone(),
         parent,
+        with_atime: args.with_atime,
     };
     let outcome = backup(&repository, &options, cancel)?;
     let mut err = std::io::stderr().lock();
