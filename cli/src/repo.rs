@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use bunker_repo_format::Repository;
 use bunker_repo_format::backend::{Backend, LocalBackend};
+use bunker_repo_format::config::Operation;
 
 use crate::args::GlobalOptions;
 use crate::password;
@@ -25,7 +26,10 @@ pub fn open(global: &GlobalOptions) -> Result<Repository> {
     let path = location(global)?;
     let backend: Arc<dyn Backend> = Arc::new(LocalBackend::open(&path)?);
     let password = password::repository_password(global, false)?;
-    Ok(Repository::open(backend, password.as_bytes())?)
+    let repository = Repository::open(backend, password.as_bytes())?;
+    // Every command reads (backup reads the index); writers check `Write` on top.
+    repository.check_features(Operation::Read)?;
+    Ok(repository)
 }
 
 /// Creates the backend of a new repository (the directory, if missing).

@@ -9,6 +9,11 @@ use crate::crypto::{SEAL_OVERHEAD, SymmetricKey};
 use crate::error::{Error, Result};
 use crate::id::BlobId;
 
+/// Largest plaintext a blob may have (256 MiB). Readers refuse larger lengths before
+/// allocating; writers never produce them (chunks are at most 16 MiB, and a tree this large
+/// would need millions of entries in one directory).
+pub const MAX_BLOB_LENGTH: u32 = 256 << 20;
+
 /// What a blob holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum BlobKind {
@@ -82,6 +87,12 @@ pub fn open_blob(
     raw_length: u32,
     object: &str,
 ) -> Result<Vec<u8>> {
+    if raw_length > MAX_BLOB_LENGTH {
+        return Err(Error::corrupt(
+            object,
+            format!("blob {id} claims {raw_length} bytes, above the {MAX_BLOB_LENGTH} limit"),
+        ));
+    }
     let record = key.open(&blob_aad(kind, id), sealed).map_err(|_| {
         Error::corrupt(
             object,

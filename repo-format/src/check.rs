@@ -91,7 +91,7 @@ pub fn check(repo: &Repository, options: CheckOptions) -> Result<CheckReport> {
     let loaded = repo.load_index()?;
     report.index_segments = loaded.segments.len();
     for (id, error) in &loaded.damaged {
-        report.error(ObjectKind::Index.name(&id.to_hex()), error.to_string());
+        report.error(ObjectKind::Index.name(&id.to_hex()), error_message(error));
     }
     let index = loaded.index;
     report.blobs = index.len();
@@ -143,7 +143,11 @@ pub fn check(repo: &Repository, options: CheckOptions) -> Result<CheckReport> {
         if !index.packs().contains_key(pack) {
             report.warnings.push(Problem {
                 object: kind.name(&pack.to_hex()),
-                message: "pack is not indexed (left by an interrupted backup?)".into(),
+                message: if loaded.damaged.is_empty() {
+                    "pack is not indexed (left by an interrupted backup)".into()
+                } else {
+                    "pack is not indexed (left by an interrupted backup, or listed only in a damaged index segment)".into()
+                },
             });
         }
     }
@@ -175,7 +179,7 @@ pub fn check(repo: &Repository, options: CheckOptions) -> Result<CheckReport> {
         let snapshot = match repo.load_snapshot(&id) {
             Ok(snapshot) => snapshot,
             Err(e) => {
-                report.error(&name, e.to_string());
+                report.error(&name, error_message(&e));
                 report.broken_snapshots.push(BrokenSnapshot {
                     id,
                     reasons: vec![e.to_string()],
@@ -222,7 +226,7 @@ fn check_key_slots(repo: &Repository, report: &mut CheckReport) -> Result<()> {
             crate::keyslot::KeySlot::decode(&bytes, &meta.name)
         });
         if let Err(e) = verified {
-            report.error(&meta.name, e.to_string());
+            report.error(&meta.name, error_message(&e));
         }
     }
     Ok(())
@@ -369,6 +373,8 @@ fn check_one_pack(
 fn error_message(e: &Error) -> String {
     match e {
         Error::Corrupt { reason, .. } => reason.clone(),
+        Error::Unsupported { what, .. } => format!("unsupported: {what}"),
+        Error::NotFound { .. } => "not found".to_owned(),
         other => other.to_string(),
     }
 }

@@ -157,8 +157,11 @@ impl Chunker {
     ) -> Result<u64, E> {
         let max = self.params.max_size as usize;
         let capacity = 2 * max;
-        buffer.clear();
-        buffer.resize(capacity, 0);
+        // Reused across calls: only grow it (zeroing 16 MiB per small file would cost more
+        // than reading the file).
+        if buffer.len() < capacity {
+            buffer.resize(capacity, 0);
+        }
         let mut reader = reader.take(limit);
         let (mut start, mut end) = (0usize, 0usize);
         let mut total = 0u64;

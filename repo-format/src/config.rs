@@ -275,6 +275,35 @@ mod tests {
         assert!(Config::decode(&bytes, other.writer()).is_err());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_valid_config_round_trips(
+            repository_id: [u8; 32],
+            features: (u64, u64, u64),
+            memory_kib in 8u32..1 << 20,
+            iterations in 1u32..10,
+            min_exp in 6u32..20,
+            level in 0i32..22,
+        ) {
+            let min_size = 1u32 << min_exp;
+            let config = Config {
+                header: ConfigHeader {
+                    repository_id,
+                    features: FeatureFlags { read: features.0, write: features.1, prune: features.2 },
+                    kdf: KdfParams { memory_kib, iterations, parallelism: 1 },
+                },
+                params: RepositoryParams {
+                    chunker: ChunkerParams { min_size, avg_size: min_size * 4, max_size: min_size * 16 },
+                    compression_level: level,
+                    ..RepositoryParams::default()
+                },
+            };
+            let master = MasterKey::from_parts([1; 32], [2; 32]);
+            let bytes = config.encode(master.writer());
+            proptest::prop_assert_eq!(Config::decode(&bytes, master.writer()).unwrap(), config);
+        }
+    }
+
     #[test]
     fn unknown_feature_refuses_the_operation() {
         let mut config = config();

@@ -82,7 +82,8 @@ impl KdfParams {
     /// Bounds that keep a forged slot from making us allocate or spin without limit:
     /// memory 8 KiB..4 GiB, 1..=64 iterations, 1..=64 lanes.
     pub fn validate(&self) -> Result<()> {
-        let ok = (8 * self.parallelism.max(1)..=4 << 20).contains(&self.memory_kib)
+        let ok = (8u32.saturating_mul(self.parallelism.max(1))..=4 << 20)
+            .contains(&self.memory_kib)
             && (1..=64).contains(&self.iterations)
             && (1..=64).contains(&self.parallelism);
         if ok {
@@ -256,6 +257,18 @@ mod tests {
             "altered metadata must not open"
         );
         assert!(KeySlot::decode(&bytes[..bytes.len() - 1], "keys/x").is_err());
+    }
+
+    /// Found by the `key_slot` and `config` fuzz targets: a huge parallelism overflowed the
+    /// memory bound check before any key was needed.
+    #[test]
+    fn regression_fuzz_parallelism_overflow_is_an_error() {
+        let slot = hex::decode("424e4b524b01000001080000000100000000000020").expect("hex");
+        assert!(KeySlot::decode(&slot, "keys/x").is_err());
+        let mut config = hex::decode("424e4b5243010000").expect("hex");
+        config.extend_from_slice(&[0u8; 56]);
+        config.extend_from_slice(&hex::decode("01080000000100000000000020").expect("hex"));
+        assert!(crate::config::Config::decode_header(&config).is_err());
     }
 
     #[test]

@@ -423,7 +423,10 @@ impl Repository {
         let mut slots = Vec::new();
         for meta in self.backend.list(ObjectKind::KeySlot.prefix())? {
             let bytes = self.backend.get(&meta.name)?;
-            if let Ok(slot) = KeySlot::decode(&bytes, &meta.name) {
+            // Only slots whose bytes match their name: `check` reports the others.
+            let intact = parse_id::<KeySlotId>(&meta.name, ObjectKind::KeySlot.prefix())
+                .is_some_and(|id| verify_content_hash(&bytes, id.as_bytes(), &meta.name).is_ok());
+            if let (true, Ok(slot)) = (intact, KeySlot::decode(&bytes, &meta.name)) {
                 slots.push(slot);
             }
         }

@@ -164,7 +164,9 @@ impl Entry {
     /// Size in bytes: the content length of a file, the target length of a symlink, else 0.
     pub fn size(&self) -> u64 {
         match &self.node {
-            Node::File { extents } => extents.iter().map(Extent::length).sum(),
+            Node::File { extents } => extents
+                .iter()
+                .fold(0u64, |total, extent| total.saturating_add(extent.length())),
             Node::Symlink { target } => target.len() as u64,
             _ => 0,
         }
@@ -188,20 +190,60 @@ impl Tree {
     /// Fails on an invalid or duplicate name.
     pub fn new(mut entries: Vec<Entry>) -> Result<Self, DecodeError> {
         entries.sort_by(|a, b| a.name.cmp(&b.name));
-        Self::check_names(&entries)?;
+        Self::validate(&entries)?;
         Ok(Self { entries })
     }
 
-    fn check_names(entries: &[Entry]) -> Result<(), DecodeError> {
+    /// Checks what decoding checks, so that no tree is written that cannot be read back:
+    /// valid, sorted, unique names; mode within 0o7777; nanoseconds below 10^9; known flag
+    /// bits; non-empty extents whose lengths add up without overflow.
+    fn validate(entries: &[Entry]) -> Result<(), DecodeError> {
         for entry in entries {
+            let name = || String::from_utf8_lossy(&entry.name).into_owned();
             if !is_valid_name(&entry.name) {
                 return Err(DecodeError::invalid(
                     "entry name",
-                    format!(
-                        "{:?} is not a valid file name",
-                        String::from_utf8_lossy(&entry.name)
-                    ),
+                    format!("{:?} is not a valid file name", name()),
                 ));
+            }
+            let meta = &entry.meta;
+            if meta.mode & !0o7777 != 0 {
+                return Err(DecodeError::invalid(
+                    "mode",
+                    format!("{:?}: {:o} has bits beyond 0o7777", name(), meta.mode),
+                ));
+            }
+            if [meta.mtime, meta.atime, meta.ctime]
+                .iter()
+                .any(|t| t.nsec >= 1_000_000_000)
+            {
+                return Err(DecodeError::invalid(
+                    "timestamp",
+                    format!("{:?}: nanoseconds out of range", name()),
+                ));
+            }
+            if meta.flags & !EntryFlags::ALL != 0 {
+                return Err(DecodeError::invalid(
+                    "flags",
+                    format!("{:?}: unknown bits {:#x}", name(), meta.flags),
+                ));
+            }
+            if let Node::File { extents } = &entry.node {
+                let mut total = 0u64;
+                for extent in extents {
+                    if extent.length() == 0 {
+                        return Err(DecodeError::invalid(
+                            "extent length",
+                            format!("{:?}: zero-length extent", name()),
+                        ));
+                    }
+                    total = total.checked_add(extent.length()).ok_or_else(|| {
+                        DecodeError::invalid(
+                            "extent length",
+                            format!("{:?}: file size overflows", name()),
+                        )
+                    })?;
+                }
             }
         }
         for pair in entries.windows(2) {
@@ -262,7 +304,7 @@ impl Tree {
             entries.push(decode_entry(&mut dec)?);
         }
         dec.finish()?;
-        Self::check_names(&entries)?;
+        Self::validate(&entries)?;
         Ok(Self { entries })
     }
 }
@@ -448,7 +490,7 @@ pub(crate) mod tests {
                 id: BlobId::from_bytes(id),
                 length
             }),
-            (1u64..).prop_map(|length| Extent::Hole { length }),
+            (1u64..1 << 48).prop_map(|length| Extent::Hole { length }),
         ]
     }
 
@@ -529,6 +571,41 @@ pub(crate) mod tests {
             let cut = cut % bytes.len();
             prop_assert!(Tree::decode(&bytes[..cut]).is_err());
         }
+    }
+
+    /// Found by the `tree` fuzz target: extents whose lengths overflow `u64` when added.
+    #[test]
+    fn regression_fuzz_overflowing_file_size_is_rejected() {
+        let entry = Entry {
+            name: b"f".to_vec(),
+            meta: Metadata::default(),
+            node: Node::File {
+                extents: vec![
+                    Extent::Hole { length: u64::MAX },
+                    Extent::Hole { length: 1 },
+                ],
+            },
+        };
+        assert_eq!(entry.size(), u64::MAX);
+        assert!(Tree::new(vec![entry.clone()]).is_err());
+        let mut enc = Encoder::new();
+        enc.u8(TREE_VERSION).count(1);
+        encode_entry(&mut enc, &entry);
+        assert!(Tree::decode(&enc.finish()).is_err());
+    }
+
+    #[test]
+    fn encoder_refuses_what_the_decoder_would_refuse() {
+        let mut entry = Entry {
+            name: b"f".to_vec(),
+            meta: Metadata::default(),
+            node: Node::Fifo,
+        };
+        entry.meta.mode = 0o100644;
+        assert!(Tree::new(vec![entry.clone()]).is_err());
+        entry.meta.mode = 0o644;
+        entry.meta.mtime.nsec = 1_000_000_000;
+        assert!(Tree::new(vec![entry]).is_err());
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::cancel::Cancel;
 use crate::platform::{self, Captured, CapturedKind, NameCache};
 
 /// Bytes of new chunks collected before they are sealed in parallel.
-const SEAL_BATCH_BYTES: usize = 64 << 20;
+const SEAL_BATCH_BYTES: usize = 16 << 20;
 
 /// What the archiver produced besides the root tree.
 pub(super) struct Finished {
@@ -34,6 +34,23 @@ pub(super) struct Finished {
 enum Planned {
     Real(PathBuf),
     Virtual(PathBuf, BTreeMap<Vec<u8>, Planned>),
+}
+
+/// The parent snapshot's content for a file that has not changed since: same size,
+/// modification and status-change times, inode and device, and stored completely then.
+fn unchanged_content(parent: Option<&Entry>, now: &Metadata, size: u64) -> Option<Vec<Extent>> {
+    let parent = parent?;
+    let Node::File { extents } = &parent.node else {
+        return None;
+    };
+    let was = &parent.meta;
+    let same = parent.size() == size
+        && was.mtime == now.mtime
+        && was.ctime == now.ctime
+        && was.inode == now.inode
+        && was.device == now.device
+        && was.flags & (EntryFlags::CHANGED_DURING_BACKUP | EntryFlags::INCOMPLETE) == 0;
+    same.then(|| extents.clone())
 }
 
 /// Why reading a file's chunks stopped: the file itself, or the repository/cancellation.
@@ -51,6 +68,7 @@ impl From<io::Error> for ChunkFailure {
 pub(super) struct Archiver<'a> {
     writer: BlobWriter<'a>,
     repo: &'a Repository,
+    index: &'a Index,
     excludes: &'a Excludes,
     cancel: &'a Cancel,
     with_atime: bool,
@@ -79,6 +97,7 @@ impl<'a> Archiver<'a> {
         Self {
             writer: repo.blob_writer(index),
             repo,
+            index,
             excludes,
             cancel,
             with_atime,
@@ -115,9 +134,17 @@ impl<'a> Archiver<'a> {
     }
 
     /// Archives every source path under one root tree that mirrors their absolute paths.
-    pub(super) fn archive_roots(&mut self, paths: &[PathBuf]) -> Result<BlobId, BackupError> {
+    ///
+    /// `parent_root` is the root tree of the parent snapshot: files whose size, mtime,
+    /// ctime, inode and device match their entry there are not read again.
+    pub(super) fn archive_roots(
+        &mut self,
+        paths: &[PathBuf],
+        parent_root: Option<BlobId>,
+    ) -> Result<BlobId, BackupError> {
         if paths.iter().any(|p| p.parent().is_none()) {
-            return self.archive_dir(Path::new("/"));
+            let mut meta = Metadata::default();
+            return self.archive_dir_contents(Path::new("/"), &mut meta, parent_root);
         }
         let mut root: BTreeMap<Vec<u8>, Planned> = BTreeMap::new();
         'paths: for path in paths {
@@ -146,19 +173,27 @@ impl<'a> Archiver<'a> {
                 }
             }
         }
-        let entries = self.archive_planned(root)?;
+        let parent = self.parent_tree(parent_root);
+        let entries = self.archive_planned(root, parent.as_ref())?;
         self.store_tree(entries)
+    }
+
+    /// Loads a tree of the parent snapshot; an unreadable one just means reading again.
+    fn parent_tree(&self, id: Option<BlobId>) -> Option<Tree> {
+        id.and_then(|id| self.repo.load_tree(self.index, &id).ok())
     }
 
     fn archive_planned(
         &mut self,
         planned: BTreeMap<Vec<u8>, Planned>,
+        parent: Option<&Tree>,
     ) -> Result<Vec<Entry>, BackupError> {
         let mut entries = Vec::with_capacity(planned.len());
         for (name, item) in planned {
+            let parent_entry = parent.and_then(|tree| tree.get(&name));
             match item {
                 Planned::Real(path) => {
-                    if let Some(entry) = self.archive_entry(&path, name)? {
+                    if let Some(entry) = self.archive_entry(&path, name, parent_entry)? {
                         entries.push(entry);
                     }
                 }
@@ -173,7 +208,11 @@ impl<'a> Archiver<'a> {
                     if !self.with_atime {
                         captured.meta.atime = Timestamp::default();
                     }
-                    let children = self.archive_planned(children)?;
+                    let parent_subtree = match parent_entry.map(|e| &e.node) {
+                        Some(Node::Dir { subtree }) => self.parent_tree(Some(*subtree)),
+                        _ => None,
+                    };
+                    let children = self.archive_planned(children, parent_subtree.as_ref())?;
                     let subtree = self.store_tree(children)?;
                     self.summary.dirs += 1;
                     entries.push(Entry {
@@ -197,7 +236,12 @@ impl<'a> Archiver<'a> {
     }
 
     /// Archives one entry; `None` when it could not be read and is left out.
-    fn archive_entry(&mut self, path: &Path, name: Vec<u8>) -> Result<Option<Entry>, BackupError> {
+    fn archive_entry(
+        &mut self,
+        path: &Path,
+        name: Vec<u8>,
+        parent: Option<&Entry>,
+    ) -> Result<Option<Entry>, BackupError> {
         if self.cancel.is_cancelled() {
             return Err(BackupError::Interrupted);
         }
@@ -222,19 +266,40 @@ impl<'a> Archiver<'a> {
             meta.atime = Timestamp::default();
         }
         let node = match kind {
-            CapturedKind::File { size } => match self.archive_file(path, size, &mut meta) {
-                Ok(node) => node,
-                Err(e) if matches!(e, BackupError::Interrupted) => return Err(e),
-                Err(BackupError::Source { source, .. }) => {
-                    self.unreadable(path, &source.to_string());
-                    return Ok(None);
+            CapturedKind::File { size } => match unchanged_content(parent, &meta, size)
+                .filter(|extents| self.all_stored(extents))
+            {
+                Some(extents) => {
+                    self.summary.files += 1;
+                    self.summary.files_unchanged += 1;
+                    self.summary.bytes += size;
+                    Node::File { extents }
                 }
-                Err(e) => return Err(e),
+                None => match self.archive_file(path, size, &mut meta) {
+                    Ok(node) => {
+                        if parent.is_some() {
+                            self.summary.files_changed += 1;
+                        } else {
+                            self.summary.files_new += 1;
+                        }
+                        node
+                    }
+                    Err(e) if matches!(e, BackupError::Interrupted) => return Err(e),
+                    Err(BackupError::Source { source, .. }) => {
+                        self.unreadable(path, &source.to_string());
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(e),
+                },
             },
             CapturedKind::Dir => {
                 self.summary.dirs += 1;
+                let parent_subtree = match parent.map(|e| &e.node) {
+                    Some(Node::Dir { subtree }) => Some(*subtree),
+                    _ => None,
+                };
                 Node::Dir {
-                    subtree: self.archive_dir_contents(path, &mut meta)?,
+                    subtree: self.archive_dir_contents(path, &mut meta, parent_subtree)?,
                 }
             }
             CapturedKind::Symlink { target } => Node::Symlink { target },
@@ -249,19 +314,15 @@ impl<'a> Archiver<'a> {
         Ok(Some(Entry { name, meta, node }))
     }
 
-    /// Archives the contents of `path` as the root tree (used for `/`).
-    fn archive_dir(&mut self, path: &Path) -> Result<BlobId, BackupError> {
-        let mut meta = Metadata::default();
-        self.archive_dir_contents(path, &mut meta)
-    }
-
     /// Archives a directory's entries and stores its tree. A directory that cannot be
     /// listed is stored empty and flagged incomplete.
     fn archive_dir_contents(
         &mut self,
         path: &Path,
         meta: &mut Metadata,
+        parent: Option<BlobId>,
     ) -> Result<BlobId, BackupError> {
+        let parent = self.parent_tree(parent);
         let mut names: Vec<Vec<u8>> = Vec::new();
         let listing = std::fs::read_dir(path).and_then(|entries| {
             for entry in entries {
@@ -281,11 +342,21 @@ impl<'a> Archiver<'a> {
             if self.excludes.is_excluded(&child) {
                 continue;
             }
-            if let Some(entry) = self.archive_entry(&child, name)? {
+            let parent_entry = parent.as_ref().and_then(|tree| tree.get(&name));
+            if let Some(entry) = self.archive_entry(&child, name.clone(), parent_entry)? {
                 entries.push(entry);
             }
         }
         self.store_tree(entries)
+    }
+
+    /// True when every chunk of `extents` is in the repository (or queued in this session),
+    /// so content taken from the parent snapshot is complete.
+    fn all_stored(&self, extents: &[Extent]) -> bool {
+        extents.iter().all(|extent| match extent {
+            Extent::Chunk { id, .. } => self.writer.contains(id) || self.pending_ids.contains(id),
+            Extent::Hole { .. } => true,
+        })
     }
 
     fn store_tree(&mut self, entries: Vec<Entry>) -> Result<BlobId, BackupError> {

@@ -140,7 +140,11 @@ pub fn backup(
     let loaded = repo.load_index()?;
     let mut archiver =
         archiver::Archiver::new(repo, &loaded.index, &excludes, cancel, options.with_atime);
-    let tree = match archiver.archive_roots(&paths) {
+    // An unreadable parent only costs reading everything again.
+    let parent_root = parent
+        .and_then(|id| repo.load_snapshot(&id).ok())
+        .map(|snapshot| snapshot.tree);
+    let tree = match archiver.archive_roots(&paths, parent_root) {
         Ok(tree) => tree,
         Err(BackupError::Interrupted) => {
             // Make what was uploaded reusable; the snapshot is never written.

@@ -1,7 +1,8 @@
 //! Reading a pack's trailer.
 
 use super::{PackEntry, decode_trailer, trailer_aad};
-use crate::crypto::{MasterKey, SESSION_PUBLIC_LEN};
+use crate::blob::MAX_BLOB_LENGTH;
+use crate::crypto::{MasterKey, SEAL_OVERHEAD, SESSION_PUBLIC_LEN};
 use crate::error::{Error, Result};
 use crate::object::{ObjectKind, SESSION_HEADER_LEN};
 
@@ -64,16 +65,21 @@ pub fn parse_trailer(
                 format!("blob {} has the wrong kind for this pack", entry.id),
             ));
         }
-        if entry.offset < next || entry.offset + u64::from(entry.length) > trailer_offset {
+        let end = entry.offset.checked_add(u64::from(entry.length));
+        if entry.offset < next
+            || end.is_none_or(|end| end > trailer_offset)
+            || (entry.length as usize) <= SEAL_OVERHEAD
+            || entry.raw_length > MAX_BLOB_LENGTH
+        {
             return Err(Error::corrupt(
                 object,
                 format!(
-                    "blob {} at {}+{} overlaps or lies outside the pack body",
-                    entry.id, entry.offset, entry.length
+                    "blob {} at {}+{} (plaintext {}) overlaps, lies outside the pack body or has an impossible length",
+                    entry.id, entry.offset, entry.length, entry.raw_length
                 ),
             ));
         }
-        next = entry.offset + u64::from(entry.length);
+        next = end.unwrap_or(u64::MAX);
     }
     Ok(PackTrailer {
         kind,
@@ -108,6 +114,31 @@ mod tests {
     use crate::blob::{BlobKind, open_blob, seal_blob};
     use crate::id::BlobId;
     use crate::pack::PackWriter;
+
+    /// Found by the `pack_trailer` fuzz target: an entry whose offset + length overflows
+    /// `u64` must be refused, not wrapped around and accepted.
+    #[test]
+    fn regression_fuzz_trailer_offset_overflow_is_rejected() {
+        let master = MasterKey::generate();
+        let session = master.writer().new_session();
+        let mut bytes = ObjectKind::DataPack.header().to_vec();
+        bytes.extend_from_slice(session.public());
+        let entries = [crate::pack::PackEntry {
+            id: BlobId::from_bytes([1; 32]),
+            kind: BlobKind::Data,
+            offset: u64::MAX - 10,
+            length: 100,
+            raw_length: 10,
+        }];
+        let aad = super::trailer_aad(&bytes);
+        let sealed = session
+            .key()
+            .seal(&aad, &crate::pack::encode_trailer(&entries));
+        bytes.extend_from_slice(&sealed);
+        bytes.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+        let err = parse_pack(&bytes, &master, "p").expect_err("overflowing entry refused");
+        assert!(err.to_string().contains("outside the pack body"), "{err}");
+    }
 
     #[test]
     fn pack_round_trip_and_corruption() {

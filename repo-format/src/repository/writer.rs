@@ -3,9 +3,9 @@
 use std::collections::HashSet;
 
 use super::Repository;
-use crate::blob::{BlobKind, seal_blob};
+use crate::blob::{BlobKind, MAX_BLOB_LENGTH, seal_blob};
 use crate::crypto::SealingSession;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::id::{BlobId, IndexId, content_hash};
 use crate::index::{Index, IndexSegment, IndexedPack, encode_segment};
 use crate::object::ObjectKind;
@@ -101,7 +101,7 @@ impl<'a> BlobWriter<'a> {
                 plaintext,
                 self.repo.config.params.compression_level,
             ),
-            raw_length: plaintext.len() as u32,
+            raw_length: u32::try_from(plaintext.len()).unwrap_or(u32::MAX),
         }
     }
 
@@ -109,6 +109,14 @@ impl<'a> BlobWriter<'a> {
     pub fn add_sealed(&mut self, blob: SealedBlob) -> Result<bool> {
         if self.contains(&blob.id) {
             return Ok(false);
+        }
+        if blob.raw_length > MAX_BLOB_LENGTH {
+            return Err(Error::Invalid(format!(
+                "{} blob {} of {} bytes exceeds the {MAX_BLOB_LENGTH}-byte blob limit",
+                blob.kind.name(),
+                blob.id,
+                blob.raw_length
+            )));
         }
         self.added.insert(blob.id);
         match blob.kind {

@@ -1,0 +1,633 @@
+//! End-to-end error paths: wrong password, missing repository, double init, unreadable
+//! sources, files changing during backup, interrupted backups, corrupted and truncated
+//! repository objects. Every run also asserts that stderr never contains "panicked".
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn under(target: &Path, path: &Path) -> PathBuf {
+    target.join(path.strip_prefix("/").expect("absolute path"))
+}
+
+/// Every file below `dir` with its bytes.
+fn snapshot_files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).expect("read dir") {
+            let e = e.expect("entry");
+            let meta = fs::symlink_metadata(e.path()).expect("stat");
+            if meta.is_dir() {
+                stack.push(e.path());
+            } else {
+                out.insert(e.path(), fs::read(e.path()).unwrap_or_default());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn wrong_password_exits_12_with_one_line() {
+    let t = TestDir::new();
+    let b = t.bunker();
+    b.init();
+    for args in [&["snapshots"][..], &["check"][..], &["ls", "latest"][..]] {
+        let out = b.with_password(Some("not the password")).run(args);
+        out.code(12);
+        let lines: Vec<&str> = out.stderr.trim_end().lines().collect();
+        assert_eq!(lines.len(), 1, "stderr must be exactly one line\n{out}");
+        assert!(
+            lines[0].to_lowercase().contains("password"),
+            "stderr must mention the password\n{out}"
+        );
+    }
+}
+
+#[test]
+fn missing_repository_exits_10() {
+    let t = TestDir::new();
+    let src = t.join("src");
+    write_file(&src.join("f"), b"f");
+    let b = t.bunker(); // repo = t/repo, never created
+    b.run(["snapshots"]).code(10);
+    b.run(["check"]).code(10);
+    b.backup(&[&src], &[]).code(10);
+    let elsewhere = t.join("nope/deeper");
+    b.with_repo(None)
+        .run(["--repo", s(&elsewhere), "snapshots"])
+        .code(10);
+    b.with_repo(None)
+        .run(["snapshots", "--repo", s(&elsewhere)])
+        .code(10);
+    assert!(
+        !b.repo().exists(),
+        "a failed command created the repository directory"
+    );
+    assert!(
+        !elsewhere.exists(),
+        "a failed command created the repository directory"
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let t = TestDir::new();
+    let b = t.bunker();
+    b.run(["frobnicate"]).code(2);
+    b.run(["snapshots", "--no-such-flag"]).code(2);
+}
+
+#[test]
+fn init_over_an_existing_repository_fails_without_damage() {
+    let t = TestDir::new();
+    let src = t.join("src");
+    write_file(&src.join("a"), &random_bytes(1, 10_000));
+    let b = t.bunker();
+    b.init();
+    b.backup(&[&src], &[]).ok();
+    let before = snapshot_files(b.repo());
+
+    let out = b.run(["init", "--kdf-memory-kib", "1024", "--kdf-iterations", "1"]);
+    assert_ne!(
+        out.code, 0,
+        "init over an existing repository must fail\n{out}"
+    );
+    let out = b.with_password(Some("another password")).run([
+        "init",
+        "--kdf-memory-kib",
+        "1024",
+        "--kdf-iterations",
+        "1",
+    ]);
+    assert_ne!(
+        out.code, 0,
+        "init over an existing repository must fail\n{out}"
+    );
+
+    let after = snapshot_files(b.repo());
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        after
+            .keys()
+            .filter(|p| !p.to_string_lossy().contains("lock"))
+            .collect::<Vec<_>>(),
+        "the repository's files changed"
+    );
+    for (p, bytes) in &before {
+        assert!(after.get(p) == Some(bytes), "{} changed", p.display());
+    }
+    assert_eq!(b.snapshots().len(), 1, "old repository still opens");
+    b.run(["check", "--read-data"]).ok();
+    let target = t.join("restore");
+    b.restore("latest", &target).ok();
+    compare_trees(&src, &under(&target, &src));
+}
+
+#[test]
+fn check_of_a_healthy_repository_exits_0() {
+    let t = TestDir::new();
+    let src = t.join("src");
+    write_file(&src.join("a"), &random_bytes(2, 50_000));
+    write_file(&src.join("b/c"), b"c");
+    let b = t.bunker();
+    b.init();
+    b.backup(&[&src], &[]).ok();
+    b.run(["check"]).ok();
+    b.run(["check", "--read-data"]).ok();
+    let out = b.run(["check", "--read-data", "--json"]);
+    out.ok();
+    out.json();
+}
+
+#[test]
+fn unreadable_source_file_exits_3_and_keeps_the_rest() {
+    if !is_root() {
+        note("not root: skipping the unreadable-file test");
+        return;
+    }
+    if !Path::new("/usr/bin/setpriv").exists() && !Path::new("/bin/setpriv").exists() {
+        note("setpriv (util-linux) not found: skipping the unreadable-file test");
+        return;
+    }
+    let t = TestDir::new();
+    chmod(&t.path(), 0o755);
+    let nobody = t.join("nobody");
+    fs::create_dir(&nobody).expect("mkdir");
+    std::os::unix::fs::chown(&nobody, Some(65534), Some(65534)).expect("chown");
+    let bin_copy = nobody.join("bunker");
+    fs::copy(bin(), &bin_copy).expect("copy binary");
+    chmod(&bin_copy, 0o755);
+
+    let src = t.join("src");
+    write_file(&src.join("ok1.txt"), b"readable\n");
+    write_file(&src.join("sub/ok2.bin"), &random_bytes(3, 50_000));
+    write_file(&src.join("secret"), b"top secret\n");
+    chmod(&src.join("secret"), 0o000);
+    write_file(&src.join("locked-dir/inside.txt"), b"cannot list me\n");
+    chmod(&src.join("locked-dir"), 0o000);
+    chmod(&src, 0o755);
+    chmod(&src.join("sub"), 0o755);
+
+    let mut b = Bunker::new(&nobody.join("repo"), &nobody.join("cache"));
+    b.bin = bin_copy;
+    b.wrapper = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+    ]
+    .map(Into::into)
+    .to_vec();
+    b.init();
+    let out = b.backup(&[&src], &[]);
+    out.code(3);
+    assert!(
+        out.stderr.contains(s(&src.join("secret"))),
+        "stderr must name the unreadable file {}\n{out}",
+        src.join("secret").display()
+    );
+    assert!(
+        out.stderr.contains(s(&src.join("locked-dir"))),
+        "stderr must name the unreadable directory {}\n{out}",
+        src.join("locked-dir").display()
+    );
+    let snaps = b.snapshots();
+    assert_eq!(snaps.len(), 1, "the snapshot must still be written");
+
+    let out = b.run(["ls", "latest"]);
+    out.ok();
+    for f in ["ok1.txt", "sub/ok2.bin"] {
+        assert!(
+            out.stdout.lines().any(|l| Path::new(l) == src.join(f)),
+            "ls must list {f}\n{out}"
+        );
+    }
+    let target = nobody.join("restore");
+    let out = b.restore("latest", &target);
+    assert!(
+        out.code == 0 || out.code == 5,
+        "restore of a snapshot with an unreadable file: expected 0 (or 5)\n{out}"
+    );
+    if out.code != 0 {
+        note(format!(
+            "restore exit {} for a snapshot with an unreadable file",
+            out.code
+        ));
+    }
+    let r = under(&target, &src);
+    assert_eq!(fs::read(r.join("ok1.txt")).expect("ok1"), b"readable\n");
+    assert_eq!(
+        fs::read(r.join("sub/ok2.bin")).expect("ok2"),
+        random_bytes(3, 50_000)
+    );
+    if let Ok(bytes) = fs::read(r.join("secret")) {
+        assert_ne!(
+            bytes, b"top secret\n",
+            "the unreadable file's content was restored?!"
+        );
+    }
+}
+
+#[test]
+fn file_growing_during_backup_still_gives_a_clean_repository() {
+    let t = TestDir::new();
+    let src = t.join("src");
+    let big = src.join("growing.bin");
+    write_random_file(&big, 31, 48 << 20);
+    write_file(&src.join("other.txt"), b"other\n");
+    let b = t.bunker();
+    b.init();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let appender = {
+        let stop = Arc::clone(&stop);
+        let big = big.clone();
+        thread::spawn(move || {
+            let mut f = fs::OpenOptions::new()
+                .append(true)
+                .open(&big)
+                .expect("open");
+            let mut rng = XorShift::new(77);
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut written = 0u64;
+            while !stop.load(Ordering::SeqCst) && written < 64 << 20 {
+                rng.fill(&mut buf);
+                f.write_all(&buf).expect("append");
+                written += buf.len() as u64;
+                thread::sleep(Duration::from_millis(2));
+            }
+            written
+        })
+    };
+    let (child, shown) = b.spawn(["backup", s(&src)]);
+    let out = wait_output(child, shown, DEFAULT_TIMEOUT);
+    stop.store(true, Ordering::SeqCst);
+    let appended = appender.join().expect("appender");
+    note(format!(
+        "appended {appended} bytes during the backup; exit {}",
+        out.code
+    ));
+    assert!(
+        out.code == 0 || out.code == 3,
+        "backup of a growing file must exit 0 or 3\n{out}"
+    );
+    b.run(["check", "--read-data"]).ok();
+
+    let target = t.join("restore");
+    b.restore("latest", &target).ok();
+    let r = under(&target, &src);
+    assert_eq!(fs::read(r.join("other.txt")).expect("other"), b"other\n");
+    if let Ok(restored) = fs::read(r.join("growing.bin")) {
+        let now = fs::read(&big).expect("source");
+        assert!(
+            restored.len() >= 48 << 20 && now.starts_with(&restored),
+            "restored growing.bin ({} bytes) is not a prefix of the file ({} bytes)",
+            restored.len(),
+            now.len()
+        );
+    } else {
+        note("growing.bin not in the snapshot");
+    }
+}
+
+#[test]
+fn interrupted_backup_exits_130_and_leaves_a_valid_repository() {
+    let mib: u64 = std::env::var("BUNKER_E2E_BIG_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    let t = TestDir::new();
+    let src = t.join("src");
+    let started = Instant::now();
+    let files = mib.div_ceil(10);
+    for i in 0..files {
+        write_random_file(&src.join(format!("big/f{i:02}.bin")), 1000 + i, 10 << 20);
+    }
+    write_file(&src.join("small.txt"), b"small\n");
+    note(format!(
+        "generated {} MiB in {:?}",
+        files * 10,
+        started.elapsed()
+    ));
+    let b = t.bunker().with_timeout(Duration::from_secs(300));
+    b.init();
+
+    let (child, shown) = b.spawn(["backup", s(&src)]);
+    let pid = child.id();
+    thread::sleep(Duration::from_millis(300));
+    send_signal(pid, "INT");
+    let out = wait_output(child, shown, Duration::from_secs(120));
+    if out.code == 0 {
+        note("the backup finished before SIGINT; skipping the rest");
+        return;
+    }
+    assert_ne!(
+        out.code, -2,
+        "bunker died from SIGINT instead of handling it\n{out}"
+    );
+    out.code(130);
+    let snaps = b.snapshots();
+    note(format!(
+        "{} snapshot(s) after the interrupted backup",
+        snaps.len()
+    ));
+    b.run(["check", "--read-data"]).ok();
+
+    // SIGTERM too (contract: SIGINT/SIGTERM -> 130).
+    let (child, shown) = b.spawn(["backup", s(&src)]);
+    let pid = child.id();
+    thread::sleep(Duration::from_millis(300));
+    send_signal(pid, "TERM");
+    let out = wait_output(child, shown, Duration::from_secs(120));
+    note(format!("backup after SIGTERM exited {}", out.code));
+    assert_ne!(
+        out.code, -15,
+        "bunker died from SIGTERM instead of handling it\n{out}"
+    );
+    assert!(
+        out.code == 130 || out.code == 0,
+        "SIGTERM: expected 130 (or 0)\n{out}"
+    );
+    b.run(["check"]).ok();
+
+    // A complete backup afterwards round-trips.
+    let started = Instant::now();
+    b.backup(&[&src], &[]).ok();
+    note(format!(
+        "full backup after interrupts took {:?}",
+        started.elapsed()
+    ));
+    b.run(["check"]).ok();
+    let target = t.join("restore");
+
+    // An interrupted restore exits 130 and leaves the repository alone.
+    let (child, shown) = b.spawn(["restore", "latest", "--target", s(&t.join("partial"))]);
+    let pid = child.id();
+    thread::sleep(Duration::from_millis(150));
+    send_signal(pid, "INT");
+    let out = wait_output(child, shown, Duration::from_secs(120));
+    note(format!("restore after SIGINT exited {}", out.code));
+    assert_ne!(
+        out.code, -2,
+        "bunker restore died from SIGINT instead of handling it\n{out}"
+    );
+    assert!(
+        out.code == 130 || out.code == 0,
+        "interrupted restore: expected 130 (or 0)\n{out}"
+    );
+    b.run(["check"]).ok();
+
+    b.restore("latest", &target).ok();
+    compare_trees(&src, &under(&target, &src));
+}
+
+// ---------------------------------------------------------------------------------------
+// Corruption
+// ---------------------------------------------------------------------------------------
+
+struct Fresh {
+    t: TestDir,
+    b: Bunker,
+    short_id: String,
+}
+
+fn fresh_repository() -> Fresh {
+    let t = TestDir::new();
+    let src = t.join("src");
+    write_file(&src.join("a.bin"), &random_bytes(40, 300_000));
+    write_file(&src.join("dir/b.txt"), b"some text\n");
+    write_file(&src.join("dir/c.bin"), &random_bytes(41, 70_000));
+    let b = t.bunker();
+    b.init();
+    b.backup(&[&src], &[]).ok();
+    let snaps = b.snapshots();
+    let short_id = str_field(&snaps[0], "short_id").to_owned();
+    Fresh { t, b, short_id }
+}
+
+/// Flips one byte of one object of `kind` in a copy of a fresh repository and runs
+/// `check --read-data` on it.
+fn corrupt(kind: &str) -> (Fresh, Bunker, String, Output) {
+    let f = fresh_repository();
+    let copy = f.t.join("copy");
+    copy_dir(f.b.repo(), &copy);
+    let name = if kind == "config" {
+        "config".to_owned()
+    } else {
+        let objects = repo_objects(&copy, kind);
+        assert!(!objects.is_empty(), "no {kind} objects in the repository");
+        objects.into_iter().next().expect("an object")
+    };
+    let path = copy.join(&name);
+    let len = fs::metadata(&path).expect("stat").len();
+    // Key slots and config: flip a byte of the authentication tag at the end, so as not to
+    // turn the plaintext KDF parameters into something huge.
+    let offset = if kind == "keys" || kind == "config" {
+        len - 5
+    } else {
+        len / 2
+    };
+    flip_byte(&path, offset);
+    let bc = f.b.with_repo(Some(&copy));
+    let out = bc.run(["check", "--read-data"]);
+    (f, bc, name, out)
+}
+
+#[track_caller]
+fn assert_names(out: &Output, what: &str) {
+    assert!(
+        out.all().contains(what),
+        "check output must name {what}\n{out}"
+    );
+}
+
+#[test]
+fn corrupted_data_pack_is_named_by_check() {
+    let (f, _, name, out) = corrupt("data");
+    out.code(4);
+    assert_names(&out, &name);
+    assert_names(&out, &f.short_id);
+}
+
+#[test]
+fn corrupted_tree_pack_is_named_by_check() {
+    let (f, _, name, out) = corrupt("tree");
+    out.code(4);
+    assert_names(&out, &name);
+    assert_names(&out, &f.short_id);
+}
+
+#[test]
+fn corrupted_index_segment_is_named_by_check() {
+    let (_, _, name, out) = corrupt("index");
+    out.code(4);
+    assert_names(&out, &name);
+}
+
+#[test]
+fn corrupted_snapshot_is_named_by_check() {
+    let (_, _, name, out) = corrupt("snapshots");
+    out.code(4);
+    assert_names(&out, &name);
+}
+
+fn corrupted_metadata_fails_cleanly(kind: &str) {
+    let (f, bc, name, out) = corrupt(kind);
+    assert_ne!(
+        out.code, 0,
+        "check on a repository with a damaged {name} must fail\n{out}"
+    );
+    if !out.all().contains(&name) {
+        note(format!(
+            "check did not name {name} (exit {}); allowed for {kind}",
+            out.code
+        ));
+    }
+    let target = f.t.join("restore");
+    for args in [
+        vec!["snapshots"],
+        vec!["ls", "latest"],
+        vec!["key", "list"],
+        vec!["restore", "latest", "--target", s(&target)],
+    ] {
+        // Any of these may fail (or not); none may panic (checked by `run`).
+        let out = bc.run(&args);
+        if out.code != 0 {
+            assert!(
+                !out.stderr.trim().is_empty(),
+                "a failure must say why\n{out}"
+            );
+        } else {
+            note(format!("{args:?} succeeded with a damaged {name}"));
+        }
+    }
+}
+
+#[test]
+fn corrupted_key_slot_fails_cleanly() {
+    corrupted_metadata_fails_cleanly("keys");
+}
+
+#[test]
+fn corrupted_config_fails_cleanly() {
+    corrupted_metadata_fails_cleanly("config");
+}
+
+#[test]
+fn missing_data_pack_is_named_by_check() {
+    let f = fresh_repository();
+    let packs = repo_objects(f.b.repo(), "data");
+    let victim = packs.iter().next().expect("a data pack").clone();
+    fs::remove_file(f.b.repo().join(&victim)).expect("remove pack");
+    for args in [&["check"][..], &["check", "--read-data"][..]] {
+        let out = f.b.run(args);
+        out.code(4);
+        assert_names(&out, &victim);
+        assert_names(&out, &f.short_id);
+    }
+    let out = f.b.restore("latest", &f.t.join("restore"));
+    out.code(5);
+    assert!(
+        out.stderr.contains(&victim),
+        "restore must name {victim}\n{out}"
+    );
+}
+
+#[test]
+fn unknown_snapshot_fails_cleanly() {
+    let f = fresh_repository();
+    for args in [
+        vec!["ls", "deadbeef"],
+        vec![
+            "restore",
+            "deadbeef",
+            "--target",
+            "/nonexistent-bunker-target",
+        ],
+        vec!["cat", "snapshot", "deadbeef"],
+        vec!["ls", "latest:/no/such/path"],
+    ] {
+        let out = f.b.run(&args);
+        assert!(
+            out.code != 0 && !out.stderr.trim().is_empty(),
+            "{args:?} must fail with a message\n{out}"
+        );
+    }
+    assert!(!Path::new("/nonexistent-bunker-target").exists());
+}
+
+#[test]
+fn truncated_data_pack_restore_exits_5_and_restores_the_rest() {
+    let t = TestDir::new();
+    let src = t.join("src");
+    let old: Vec<(&str, Vec<u8>)> = vec![
+        ("a1.bin", random_bytes(50, 300_000)),
+        ("a2.txt", b"small old file\n".to_vec()),
+        ("a3.empty", Vec::new()),
+        ("sub/a4.bin", random_bytes(51, 1_200_000)),
+    ];
+    for (name, data) in &old {
+        write_file(&src.join(name), data);
+    }
+    let b = t.bunker();
+    b.init();
+    b.backup(&[&src], &[]).ok();
+    let packs_before = repo_objects(b.repo(), "data");
+
+    write_file(&src.join("new/b1.bin"), &random_bytes(52, 1 << 20));
+    write_file(&src.join("new/b2.bin"), &random_bytes(53, 1 << 20));
+    b.backup(&[&src], &[]).ok();
+    let new_packs: Vec<String> = repo_objects(b.repo(), "data")
+        .difference(&packs_before)
+        .cloned()
+        .collect();
+    assert!(
+        !new_packs.is_empty(),
+        "the second backup wrote no new data pack"
+    );
+    let victim = new_packs
+        .iter()
+        .max_by_key(|p| fs::metadata(b.repo().join(p)).map(|m| m.len()).unwrap_or(0))
+        .expect("a pack")
+        .clone();
+    let path = b.repo().join(&victim);
+    let len = fs::metadata(&path).expect("stat").len();
+    chmod(&path, 0o644);
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|f| f.set_len(len / 2))
+        .expect("truncate pack");
+
+    let target = t.join("restore");
+    let out = b.restore("latest", &target);
+    out.code(5);
+    assert!(
+        out.stderr.contains(&victim),
+        "restore must name the damaged pack {victim} on stderr\n{out}"
+    );
+    let r = under(&target, &src);
+    for (name, data) in &old {
+        let got = fs::read(r.join(name));
+        assert!(
+            got.as_ref().is_ok_and(|g| g == data),
+            "{name} (data in an intact pack) must be restored exactly: {:?}\n{out}",
+            got.map(|g| g.len())
+        );
+    }
+
+    let out = b.run(["check", "--read-data"]);
+    out.code(4);
+    assert_names(&out, &victim);
+}

@@ -1,0 +1,806 @@
+//! End-to-end round trips: back up an edge-case tree built at test time, restore it, and
+//! compare every byte and every piece of metadata; `ls`, `snapshots`, deduplication and
+//! excludes.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+/// `target` joined with the absolute `path` (`/srv/app` -> `target/srv/app`).
+fn under(target: &Path, path: &Path) -> PathBuf {
+    target.join(path.strip_prefix("/").expect("absolute path"))
+}
+
+#[test]
+fn roundtrip_edge_case_tree() {
+    let t = TestDir::new();
+    let src = t.join("src");
+    let info = build_edge_tree(&src, true);
+    let b = t.bunker();
+    b.init();
+    let out = b.backup(&[&src], &[]);
+    out.ok();
+
+    let target = t.join("restore");
+    b.restore("latest", &target).ok();
+    compare_trees(&src, &under(&target, &src));
+
+    // Belt and braces for the properties the tree was built for.
+    let r = under(&target, &src);
+    let sparse = fs::symlink_metadata(r.join("sparse/sparse-64m")).expect("restored sparse");
+    assert_eq!(sparse.len(), 64 << 20, "sparse file length");
+    assert!(
+        sparse.blocks() * 512 < 8 << 20,
+        "restored sparse-64m allocates {} bytes; holes were written",
+        sparse.blocks() * 512
+    );
+    let triple = fs::symlink_metadata(r.join("hardlinks/triple-1")).expect("triple");
+    assert_eq!(
+        triple.nlink(),
+        3,
+        "hardlinks/triple-1 link count after restore"
+    );
+    if info.owners {
+        let m = fs::symlink_metadata(r.join("modes/setuid")).expect("setuid");
+        assert_eq!(
+            m.mode() & 0o7777,
+            0o4755,
+            "setuid bit after chown on restore"
+        );
+        assert_eq!((m.uid(), m.gid()), (1234, 5678));
+    }
+    if !info.devices {
+        note("device nodes were not part of this run");
+    }
+    if !info.xattrs {
+        note("xattrs were not part of this run");
+    }
+}
+
+#[test]
+fn restore_of_a_subdirectory_puts_its_contents_into_the_target() {
+    let t = TestDir::new();
+    let src = t.join("src");
+    build_edge_tree(&src, false);
+    let b = t.bunker();
+    b.init();
+    b.backup(&[&src], &[]).ok();
+    let snaps = b.snapshots();
+    assert_eq!(snaps.len(), 1, "one snapshot expected: {snaps:?}");
+    let id = str_field(&snaps[0], "id").to_owned();
+    let short = str_field(&snaps[0], "short_id").to_owned();
+
+    let cases: [(String, &str, &str); 4] = [
+        (
+            format!("latest:{}", s(&src.join("modes"))),
+            "modes",
+            "t-modes",
+        ),
+        (
+            format!("{short}:{}", s(&src.join("hardlinks"))),
+            "hardlinks",
+            "t-hardlinks",
+        ),
+        (
+            format!("{id}:{}", s(&src.join("names"))),
+            "names",
+            "t-names",
+        ),
+        (format!("{}:{}", &id[..12], s(&src)), "", "t-src"),
+    ];
+    for (spec, sub, dir) in cases {
+        let target = t.join(dir);
+        let out = b.restore(&spec, &target);
+        out.ok();
+        assert!(
+            !target.join("tmp").exists(),
+            "restore {spec}: the absolute path was recreated under the target instead of \
+             only the directory's contents: {:?}",
+            fs::read_dir(&target).map(|d| d
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name())
+                .collect::<Vec<_>>())
+        );
+        compare_tree_contents(&src.join(sub), &target);
+        // Restoring again into the same (now populated) target gives the same result.
+        b.restore(&spec, &target).ok();
+        compare_tree_contents(&src.join(sub), &target);
+    }
+
+    // `ls` copes with odd names: plain output and valid JSON with one item per entry.
+    b.run(["ls", "latest"]).ok();
+    let out = b.run(["ls", "latest", "--json"]);
+    out.ok();
+    let json = out.json();
+    let items = json.as_array().expect("ls --json array");
+    let prefix = format!("{}/", s(&src));
+    let listed = items
+        .iter()
+        .filter(|i| str_field(i, "path").starts_with(&prefix))
+        .count();
+    let mut entries = 0;
+    let mut stack = vec![src.clone()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).expect("read_dir") {
+            let e = e.expect("entry");
+            entries += 1;
+            if e.file_type().expect("type").is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    assert_eq!(
+        listed,
+        entries,
+        "ls --json: entries below {} (the edge tree has {entries})",
+        src.display()
+    );
+}
+
+#[test]
+fn incremental_backup_picks_up_every_change() {
+    let t = TestDir::new();
+    let src = t.join("src");
+    write_file(&src.join("keep.txt"), b"unchanged\n");
+    write_file(&src.join("same-size-same-mtime.txt"), b"version one\n");
+    write_file(&src.join("grow.txt"), b"short\n");
+    write_file(&src.join("delete-me.txt"), b"doomed\n");
+    write_file(&src.join("dir/renamed-from"), b"renamed\n");
+    write_file(&src.join("to-symlink"), b"becomes a symlink\n");
+    write_file(&src.join("chmod-only"), b"mode changes\n");
+    write_random_file(&src.join("big.bin"), 61, 2 << 20);
+    let b = t.bunker();
+    b.init();
+    b.backup(&[&src], &[]).ok();
+    let first = b.snapshots();
+    let first_id = str_field(&first[0], "id").to_owned();
+    let first_copy = t.join("first-copy");
+    let st = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&src)
+        .arg(&first_copy)
+        .status()
+        .expect("cp -a");
+    assert!(st.success());
+
+    // Same size and same mtime, different content (only ctime tells).
+    let p = src.join("same-size-same-mtime.txt");
+    let m = fs::symlink_metadata(&p).expect("stat");
+    fs::write(&p, b"version two\n").expect("rewrite");
+    set_mtime(&p, m.mtime(), m.mtime_nsec() as u32);
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(src.join("grow.txt"))
+        .expect("open");
+    std::io::Write::write_all(&mut f, b"and longer now\n").expect("append");
+    drop(f);
+    fs::remove_file(src.join("delete-me.txt")).expect("rm");
+    fs::rename(src.join("dir/renamed-from"), src.join("dir/renamed-to")).expect("mv");
+    fs::remove_file(src.join("to-symlink")).expect("rm");
+    std::os::unix::fs::symlink("keep.txt", src.join("to-symlink")).expect("symlink");
+    chmod(&src.join("chmod-only"), 0o600);
+    write_file(&src.join("new.txt"), b"new file\n");
+    // Change 4 KiB in the middle of the big file.
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .open(src.join("big.bin"))
+            .expect("open");
+        f.seek(SeekFrom::Start(1 << 20)).expect("seek");
+        f.write_all(&random_bytes(62, 4096)).expect("write");
+    }
+
+    b.backup(&[&src], &[]).ok();
+    let target = t.join("restore-latest");
+    b.restore("latest", &target).ok();
+    compare_trees(&src, &under(&target, &src));
+
+    // The first snapshot is untouched.
+    let target = t.join("restore-first");
+    b.restore(&first_id, &target).ok();
+    let old = under(&target, &src);
+    for name in [
+        "same-size-same-mtime.txt",
+        "grow.txt",
+        "delete-me.txt",
+        "dir/renamed-from",
+        "big.bin",
+    ] {
+        assert_eq!(
+            fs::read(old.join(name)).ok(),
+            fs::read(first_copy.join(name)).ok(),
+            "{name} in the first snapshot"
+        );
+    }
+    assert!(!old.join("new.txt").exists());
+}
+
+#[test]
+fn relative_and_multiple_source_paths_are_made_absolute() {
+    let t = TestDir::new();
+    let src = t.join("src");
+    write_file(&src.join("a.txt"), b"a\n");
+    write_file(&src.join("sub/b.txt"), b"b\n");
+    let single = t.join("other/single-file.bin");
+    write_file(&single, &random_bytes(70, 5000));
+    let b = t.bunker().with_cwd(&t.path());
+    b.init();
+    b.run(["backup", "src", "other/single-file.bin"]).ok();
+    let snaps = b.snapshots();
+    let mut paths: Vec<String> = snaps[0]["paths"]
+        .as_array()
+        .expect("paths")
+        .iter()
+        .map(|p| p.as_str().expect("string").to_owned())
+        .collect();
+    paths.sort();
+    let mut want = vec![s(&src).to_owned(), s(&single).to_owned()];
+    want.sort();
+    assert_eq!(paths, want, "snapshot paths must be absolute");
+
+    let target = t.join("restore");
+    b.restore("latest", &target).ok();
+    compare_trees(&src, &under(&target, &src));
+    let restored = under(&target, &single);
+    assert_eq!(
+        fs::read(&restored).ok(),
+        fs::read(&single).ok(),
+        "single file"
+    );
+    let (a, r) = (
+        fs::symlink_metadata(&single).expect("stat"),
+        fs::symlink_metadata(&restored).expect("stat"),
+    );
+    assert_eq!(
+        (a.mode(), a.mtime(), a.mtime_nsec()),
+        (r.mode(), r.mtime(), r.mtime_nsec()),
+        "single file metadata"
+    );
+}
+
+#[test]
+fn concurrent_backups_to_one_repository() {
+    let t = TestDir::new();
+    let b = t.bunker();
+    b.init();
+    let mut srcs = Vec::new();
+    for k in 0..3u64 {
+        let src = t.join(format!("src{k}"));
+        write_random_file(&src.join("big.bin"), 80 + k, 6 << 20);
+        write_random_file(&src.join("shared.bin"), 99, 1 << 20);
+        for i in 0..50 {
+            write_file(
+                &src.join(format!("small/{i}.txt")),
+                format!("{k}-{i}\n").as_bytes(),
+            );
+        }
+        srcs.push(src);
+    }
+    let children: Vec<_> = srcs.iter().map(|src| b.spawn(["backup", s(src)])).collect();
+    for (child, shown) in children {
+        wait_output(child, shown, DEFAULT_TIMEOUT).ok();
+    }
+    b.run(["check", "--read-data"]).ok();
+    let snaps = b.snapshots();
+    assert_eq!(snaps.len(), 3, "three snapshots");
+    for snap in &snaps {
+        let path = PathBuf::from(snap["paths"][0].as_str().expect("path"));
+        let target = t.join(format!("restore-{}", str_field(snap, "short_id")));
+        b.restore(str_field(snap, "id"), &target).ok();
+        compare_trees(&path, &under(&target, &path));
+    }
+}
+
+#[test]
+fn ls_lists_every_path_and_json_reports_types_and_sizes() {
+    let t = TestDir::new();
+    let src = t.join("src");
+    write_file(&src.join("file.txt"), b"hello");
+    write_file(&src.join("empty"), b"");
+    write_file(&src.join("dir/nested.bin"), &random_bytes(5, 1000));
+    write_file(&src.join("dir/deeper/x"), b"xyz");
+    std::os::unix::fs::symlink("file.txt", src.join("link")).expect("symlink");
+    fs::hard_link(src.join("file.txt"), src.join("hard")).expect("hard link");
+    mkfifo(&src.join("fifo"));
+    let _sock = std::os::unix::net::UnixListener::bind(src.join("sock")).expect("bind socket");
+    let mut expected_types: BTreeMap<PathBuf, &str> = BTreeMap::from([
+        (src.clone(), "dir"),
+        (src.join("file.txt"), "file"),
+        (src.join("empty"), "file"),
+        (src.join("dir"), "dir"),
+        (src.join("dir/nested.bin"), "file"),
+        (src.join("dir/deeper"), "dir"),
+        (src.join("dir/deeper/x"), "file"),
+        (src.join("link"), "symlink"),
+        (src.join("hard"), "file"),
+        (src.join("fifo"), "fifo"),
+        (src.join("sock"), "socket"),
+    ]);
+    if is_root() {
+        if mknod(&src.join("chr"), "c", 1, 3) {
+            expected_types.insert(src.join("chr"), "chardev");
+        }
+        if mknod(&src.join("blk"), "b", 7, 200) {
+            expected_types.insert(src.join("blk"), "blockdev");
+        }
+    }
+    fs::set_permissions(
+        src.join("dir/nested.bin"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o640),
+    )
+    .expect("chmod");
+
+    let b = t.bunker();
+    b.init();
+    b.backup(&[&src], &[]).ok();
+
+    // Plain `ls latest`: every entry below `/`, one absolute path per line.
+    let out = b.run(["ls", "latest"]);
+    out.ok();
+    let lines: BTreeSet<PathBuf> = out.stdout.lines().map(PathBuf::from).collect();
+    let mut expected: BTreeSet<PathBuf> = expected_types.keys().cloned().collect();
+    for ancestor in src.ancestors().skip(1) {
+        if ancestor != Path::new("/") {
+            expected.insert(ancestor.to_owned());
+        }
+    }
+    let missing: Vec<_> = expected.difference(&lines).collect();
+    let extra: Vec<_> = lines
+        .difference(&expected)
+        .filter(|p| p.as_os_str() != "/")
+        .collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "ls latest: missing {missing:?}, unexpected {extra:?}\n{out}"
+    );
+
+    // `ls latest:PATH`: entries below PATH.
+    let out = b.run(["ls", &format!("latest:{}", s(&src.join("dir")))]);
+    out.ok();
+    let mut lines: BTreeSet<PathBuf> = out.stdout.lines().map(PathBuf::from).collect();
+    if lines.remove(&src.join("dir")) {
+        note("ls SNAPSHOT:PATH also prints PATH itself (contract: entries below PATH)");
+    }
+    let expected: BTreeSet<PathBuf> = [
+        src.join("dir/nested.bin"),
+        src.join("dir/deeper"),
+        src.join("dir/deeper/x"),
+    ]
+    .into();
+    assert_eq!(lines, expected, "ls latest:{}/dir\n{out}", src.display());
+
+    // `ls --json`.
+    let out = b.run(["ls", &format!("latest:{}", s(&src)), "--json"]);
+    out.ok();
+    let json = out.json();
+    let arr = json
+        .as_array()
+        .unwrap_or_else(|| panic!("ls --json is not an array\n{out}"));
+    let mut seen = BTreeSet::new();
+    for item in arr {
+        let path = PathBuf::from(str_field(item, "path"));
+        if path == src {
+            continue;
+        }
+        let ty = str_field(item, "type");
+        for key in ["size", "mode", "mtime", "uid", "gid"] {
+            assert!(
+                item.get(key).is_some(),
+                "ls --json: {key} missing in {item}"
+            );
+        }
+        let Some(&want) = expected_types.get(&path) else {
+            panic!("ls --json: unexpected path {}\n{out}", path.display());
+        };
+        assert_eq!(ty, want, "ls --json: type of {}", path.display());
+        let meta = fs::symlink_metadata(&path).expect("source stat");
+        if want == "file" {
+            assert_eq!(
+                u64_field(item, "size"),
+                meta.len(),
+                "ls --json: size of {}",
+                path.display()
+            );
+        }
+        assert_eq!(
+            u64_field(item, "mode") & 0o7777,
+            u64::from(meta.mode() & 0o7777),
+            "ls --json: mode of {} (compared & 0o7777)",
+            path.display()
+        );
+        assert_eq!(
+            u64_field(item, "uid"),
+            u64::from(meta.uid()),
+            "uid of {}",
+            path.display()
+        );
+        assert_eq!(
+            u64_field(item, "gid"),
+            u64::from(meta.gid()),
+            "gid of {}",
+            path.display()
+        );
+        seen.insert(path);
+    }
+    let want: BTreeSet<PathBuf> = expected_types
+        .keys()
+        .filter(|p| **p != src)
+        .cloned()
+        .collect();
+    assert_eq!(seen, want, "ls --json: set of paths\n{out}");
+}
+
+#[test]
+fn snapshots_json_has_required_fields_tags_host_and_time() {
+    let t = TestDir::new();
+    let src = t.join("src");
+    write_file(&src.join("a.txt"), b"0123456789");
+    write_file(&src.join("b.bin"), &random_bytes(11, 100_000));
+    write_file(&src.join("sub/c.txt"), b"abc");
+    let b = t.bunker();
+    b.init();
+
+    let out = b.backup(
+        &[&src],
+        &[
+            "--tag",
+            "env=prod",
+            "--tag",
+            "team=core",
+            "--host",
+            "testhost",
+            "--time",
+            "2021-03-04T05:06:07Z",
+            "--json",
+        ],
+    );
+    out.ok();
+    let j = out.json();
+    assert!(j.is_object(), "backup --json must print one object\n{out}");
+    let first_id = str_field(&j, "snapshot_id").to_owned();
+    assert!(
+        is_hex(&first_id, 64),
+        "snapshot_id {first_id:?} is not 64 hex"
+    );
+    assert!(
+        j.get("summary").is_some_and(|v| v.is_object()),
+        "backup --json summary\n{out}"
+    );
+
+    let snaps = b.snapshots();
+    assert_eq!(snaps.len(), 1);
+    let snap = &snaps[0];
+    for key in [
+        "id", "short_id", "time", "host", "paths", "tags", "parent", "tree", "summary",
+    ] {
+        assert!(
+            snap.get(key).is_some(),
+            "snapshots --json: {key} missing in {snap}"
+        );
+    }
+    let id = str_field(snap, "id");
+    assert!(is_hex(id, 64), "id {id:?}");
+    assert_eq!(id, first_id, "snapshots id vs backup --json snapshot_id");
+    let short = str_field(snap, "short_id");
+    assert!(
+        is_hex(short, 8) && id.starts_with(short),
+        "short_id {short:?} of {id}"
+    );
+    let time = str_field(snap, "time");
+    assert_eq!(
+        parse_rfc3339(time),
+        Some((1_614_834_367, 0)),
+        "time {time:?} should be 2021-03-04T05:06:07Z"
+    );
+    assert_eq!(str_field(snap, "host"), "testhost");
+    assert_eq!(snap["paths"], serde_json::json!([s(&src)]), "paths");
+    let mut tags: Vec<&str> = snap["tags"]
+        .as_array()
+        .expect("tags array")
+        .iter()
+        .map(|v| v.as_str().expect("tag string"))
+        .collect();
+    tags.sort();
+    assert_eq!(tags, ["env=prod", "team=core"], "tags");
+    assert!(
+        snap["parent"].is_null(),
+        "first snapshot parent must be null: {snap}"
+    );
+    let tree = str_field(snap, "tree");
+    assert!(is_hex(tree, 64), "tree {tree:?}");
+    let summary = &snap["summary"];
+    for key in ["files", "bytes", "bytes_added", "duration_ms"] {
+        assert!(
+            summary.get(key).is_some_and(|v| v.is_u64()),
+            "summary.{key} missing or not an integer: {summary}"
+        );
+    }
+    assert_eq!(u64_field(summary, "files"), 3, "summary.files: {summary}");
+    assert_eq!(
+        u64_field(summary, "bytes"),
+        100_013,
+        "summary.bytes: {summary}"
+    );
+    assert!(
+        u64_field(summary, "bytes_added") > 0,
+        "summary.bytes_added: {summary}"
+    );
+
+    // A second host, a time with an offset and a fraction.
+    b.backup(
+        &[&src],
+        &[
+            "--host",
+            "otherhost",
+            "--tag",
+            "env=dev",
+            "--time",
+            "2022-01-02T03:04:05.25+01:00",
+        ],
+    )
+    .ok();
+    // Same host and paths as the first: its parent is the first.
+    let out = b.backup(&[&src], &["--host", "testhost", "--json"]);
+    out.ok();
+    let third_id = str_field(&out.json(), "snapshot_id").to_owned();
+
+    let snaps = b.snapshots();
+    assert_eq!(snaps.len(), 3, "three snapshots");
+    let by_host =
+        |h: &str| -> Vec<&serde_json::Value> { snaps.iter().filter(|s| s["host"] == h).collect() };
+    let other = by_host("otherhost");
+    assert_eq!(other.len(), 1);
+    assert_eq!(
+        parse_rfc3339(str_field(other[0], "time")),
+        Some((1_641_089_045, 250_000_000)),
+        "time of the second snapshot should be 2022-01-02T02:04:05.25Z: {}",
+        other[0]
+    );
+    let third = snaps
+        .iter()
+        .find(|s| s["id"] == third_id.as_str())
+        .expect("third snapshot listed");
+    assert_eq!(
+        third["parent"],
+        serde_json::Value::String(first_id.clone()),
+        "parent of a backup of the same host and paths should be the previous one: {third}"
+    );
+    assert_eq!(third["tags"], serde_json::json!([]), "no tags: {third}");
+
+    // Filters.
+    let out = b.run(["snapshots", "--json", "--tag", "env=prod"]);
+    out.ok();
+    let ids: Vec<String> = out
+        .json()
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|s| str_field(s, "id").to_owned())
+        .collect();
+    assert_eq!(
+        ids,
+        std::slice::from_ref(&first_id),
+        "snapshots --tag env=prod\n{out}"
+    );
+    let out = b.run(["snapshots", "--json", "--host", "otherhost"]);
+    out.ok();
+    let hosts: Vec<String> = out
+        .json()
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|s| str_field(s, "host").to_owned())
+        .collect();
+    assert_eq!(hosts, ["otherhost"], "snapshots --host otherhost\n{out}");
+
+    // Plain-text listing and `cat`.
+    let out = b.run(["snapshots"]);
+    out.ok();
+    assert!(
+        out.stdout.contains(&first_id[..8]),
+        "snapshots lists short ids\n{out}"
+    );
+    let out = b.run(["cat", "snapshot", &first_id]);
+    out.ok();
+    let cat = out.json();
+    assert!(cat.is_object(), "cat snapshot prints a JSON object\n{out}");
+    assert!(
+        out.stdout.contains("testhost"),
+        "cat snapshot mentions the host\n{out}"
+    );
+    let out = b.run(["cat", "config"]);
+    out.ok();
+    assert!(
+        out.json().is_object(),
+        "cat config prints a JSON object\n{out}"
+    );
+}
+
+#[test]
+fn second_backup_of_an_unchanged_tree_adds_almost_nothing() {
+    let t = TestDir::new();
+    let src = t.join("src");
+    write_random_file(&src.join("random.bin"), 21, 3 << 20);
+    let mut text = Vec::new();
+    while text.len() < 4 << 20 {
+        text.extend_from_slice(b"compressible line of text for the dedup test\n");
+    }
+    write_file(&src.join("text.txt"), &text);
+    for i in 0..200 {
+        write_file(
+            &src.join(format!("many/{:02}/f{i}.txt", i % 17)),
+            format!("small file {i}\n").as_bytes(),
+        );
+    }
+    let b = t.bunker();
+    b.init();
+    b.backup(&[&src], &[]).ok();
+    let first = dir_size(b.repo());
+    let out = b.backup(&[&src], &["--json"]);
+    out.ok();
+    let second = dir_size(b.repo());
+    let growth = second.saturating_sub(first);
+    let limit = (first / 100).max(64 * 1024);
+    assert!(
+        growth < limit,
+        "second backup of an unchanged tree grew the repository by {growth} bytes \
+         (repository {first} -> {second}); limit {limit}\n{out}"
+    );
+    assert_eq!(b.snapshots().len(), 2);
+}
+
+#[test]
+fn excludes_leave_entries_out() {
+    let t = TestDir::new();
+    let src = t.join("src");
+    let keep = [
+        "keep.txt",
+        "sub/keep2.txt",
+        "sub/cache/y",
+        "logs/deeper/x.log",
+        "q/w/deep.dat.keep",
+        "tmpdir/not-tmp.txt",
+    ];
+    let gone = [
+        "a.tmp",
+        "sub/b.tmp",
+        "cache/x",
+        "cache/nested/z",
+        "logs/x.log",
+        "q/deep.dat",
+        "q/w/deep.dat",
+        "dir.tmp/inner.txt",
+    ];
+    for f in keep.iter().chain(gone.iter()) {
+        write_file(&src.join(f), f.as_bytes());
+    }
+    let b = t.bunker();
+    b.init();
+    let cache = src.join("cache");
+    let logs = format!("{}/*/x.log", s(&src));
+    let deep = format!("{}/**/deep.dat", s(&src));
+    b.run([
+        "backup",
+        s(&src),
+        "--exclude",
+        "*.tmp",
+        "--exclude",
+        s(&cache),
+        "--exclude",
+        &logs,
+        "--exclude",
+        &deep,
+    ])
+    .ok();
+    let out = b.run(["ls", "latest"]);
+    out.ok();
+    let lines: BTreeSet<PathBuf> = out.stdout.lines().map(PathBuf::from).collect();
+    for f in keep {
+        assert!(lines.contains(&src.join(f)), "{f} must be kept\n{out}");
+    }
+    for f in gone {
+        assert!(!lines.contains(&src.join(f)), "{f} must be excluded\n{out}");
+    }
+    for d in ["cache", "cache/nested", "dir.tmp"] {
+        assert!(
+            !lines.contains(&src.join(d)),
+            "directory {d} must be excluded\n{out}"
+        );
+    }
+    for d in ["sub/cache", "logs", "logs/deeper", "q", "q/w", "tmpdir"] {
+        assert!(
+            lines.contains(&src.join(d)),
+            "directory {d} must be kept\n{out}"
+        );
+    }
+}
+
+#[test]
+fn repository_layout_on_disk() {
+    let t = TestDir::new();
+    let src = t.join("src");
+    write_random_file(&src.join("a.bin"), 90, 700_000);
+    write_file(&src.join("d/b.txt"), b"b\n");
+    let b = t.bunker();
+    b.init();
+    b.backup(&[&src], &[]).ok();
+    let repo = b.repo();
+    assert!(repo.join("config").is_file(), "config missing");
+    let snaps = b.snapshots();
+    let id = str_field(&snaps[0], "id");
+
+    let mut problems = Vec::new();
+    let mut count = BTreeMap::new();
+    for kind in ["keys", "data", "tree", "index", "snapshots"] {
+        let objects = repo_objects(repo, kind);
+        count.insert(kind, objects.len());
+        for rel in objects {
+            let parts: Vec<&str> = rel.split('/').collect();
+            let ok = match (kind, parts.as_slice()) {
+                ("data" | "tree", [_, dir, name]) => {
+                    is_hex(dir, 2) && is_hex(name, 64) && name.starts_with(dir)
+                }
+                (_, [_, name]) => is_hex(name, 64),
+                _ => false,
+            };
+            if !ok {
+                problems.push(format!("{rel}: not named as in the layout"));
+            }
+            let mode = fs::metadata(repo.join(&rel)).expect("stat").mode() & 0o7777;
+            if mode != 0o444 {
+                problems.push(format!("{rel}: mode {mode:o}, expected 444"));
+            }
+        }
+    }
+    for (kind, n) in &count {
+        if *n == 0 {
+            problems.push(format!("no object under {kind}/"));
+        }
+    }
+    if count.get("snapshots") == Some(&1) && !repo.join("snapshots").join(id).is_file() {
+        problems.push(format!("snapshots/{id} (the snapshot's id) does not exist"));
+    }
+    // Nothing else at the top level, and no temporary files left anywhere.
+    for e in fs::read_dir(repo).expect("read repo") {
+        let name = e.expect("entry").file_name().to_string_lossy().into_owned();
+        if ![
+            "config",
+            "keys",
+            "data",
+            "tree",
+            "index",
+            "snapshots",
+            "locks",
+        ]
+        .contains(&name.as_str())
+        {
+            problems.push(format!("unexpected top-level entry {name}"));
+        }
+    }
+    let mut stack = vec![repo.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).expect("read dir") {
+            let e = e.expect("entry");
+            if e.file_type().expect("type").is_dir() {
+                stack.push(e.path());
+            } else if e.file_name().to_string_lossy().starts_with('.') {
+                problems.push(format!("leftover temporary file {}", e.path().display()));
+            }
+        }
+    }
+    let config_mode = fs::metadata(repo.join("config")).expect("stat").mode() & 0o7777;
+    if config_mode & 0o222 != 0 {
+        note(format!("config has mode {config_mode:o} (writable)"));
+    }
+    assert!(
+        problems.is_empty(),
+        "repository layout:\n  {}",
+        problems.join("\n  ")
+    );
+}
