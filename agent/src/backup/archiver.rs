@@ -18,7 +18,7 @@ use rayon::prelude::*;
 
 use super::{BackupError, Excludes};
 use crate::cancel::Cancel;
-use crate::platform::{self, Captured, CapturedKind, NameCache};
+use crate::platform::{self, Captured, CapturedKind, DirHandle, NameCache};
 
 /// Bytes of new chunks collected before they are sealed in parallel.
 const SEAL_BATCH_BYTES: usize = 16 << 20;
@@ -144,7 +144,8 @@ impl<'a> Archiver<'a> {
     ) -> Result<BlobId, BackupError> {
         if paths.iter().any(|p| p.parent().is_none()) {
             let mut meta = Metadata::default();
-            return self.archive_dir_contents(Path::new("/"), &mut meta, parent_root);
+            let root = Path::new("/");
+            return self.archive_dir_contents(root, root, &mut meta, parent_root);
         }
         let mut root: BTreeMap<Vec<u8>, Planned> = BTreeMap::new();
         'paths: for path in paths {
@@ -193,7 +194,7 @@ impl<'a> Archiver<'a> {
             let parent_entry = parent.and_then(|tree| tree.get(&name));
             match item {
                 Planned::Real(path) => {
-                    if let Some(entry) = self.archive_entry(&path, name, parent_entry)? {
+                    if let Some(entry) = self.archive_entry(&path, &path, name, parent_entry)? {
                         entries.push(entry);
                     }
                 }
@@ -236,9 +237,13 @@ impl<'a> Archiver<'a> {
     }
 
     /// Archives one entry; `None` when it could not be read and is left out.
+    ///
+    /// `path` is the entry's real path (for messages and the tree); `access` is the path to
+    /// use in system calls (see [`DirHandle`]).
     fn archive_entry(
         &mut self,
         path: &Path,
+        access: &Path,
         name: Vec<u8>,
         parent: Option<&Entry>,
     ) -> Result<Option<Entry>, BackupError> {
@@ -249,10 +254,10 @@ impl<'a> Archiver<'a> {
             mut meta,
             kind,
             warnings,
-        } = match platform::capture(path, &self.names) {
+        } = match platform::capture(access, &self.names) {
             Ok(captured) => captured,
             Err(e) => {
-                self.unreadable(path, &format!("{e}: {}", e.source));
+                self.unreadable(path, &format!("could not {} it: {}", e.op, e.source));
                 return Ok(None);
             }
         };
@@ -275,7 +280,7 @@ impl<'a> Archiver<'a> {
                     self.summary.bytes += size;
                     Node::File { extents }
                 }
-                None => match self.archive_file(path, size, &mut meta) {
+                None => match self.archive_file(path, access, size, &mut meta) {
                     Ok(node) => {
                         if parent.is_some() {
                             self.summary.files_changed += 1;
@@ -299,7 +304,7 @@ impl<'a> Archiver<'a> {
                     _ => None,
                 };
                 Node::Dir {
-                    subtree: self.archive_dir_contents(path, &mut meta, parent_subtree)?,
+                    subtree: self.archive_dir_contents(path, access, &mut meta, parent_subtree)?,
                 }
             }
             CapturedKind::Symlink { target } => Node::Symlink { target },
@@ -319,12 +324,18 @@ impl<'a> Archiver<'a> {
     fn archive_dir_contents(
         &mut self,
         path: &Path,
+        access: &Path,
         meta: &mut Metadata,
         parent: Option<BlobId>,
     ) -> Result<BlobId, BackupError> {
         let parent = self.parent_tree(parent);
         let mut names: Vec<Vec<u8>> = Vec::new();
-        let listing = std::fs::read_dir(path).and_then(|entries| {
+        let mut handle = None;
+        let listing = DirHandle::open(access).and_then(|opened| {
+            handle = Some(opened);
+            std::fs::read_dir(access)
+        });
+        let listing = listing.and_then(|entries| {
             for entry in entries {
                 names.push(entry?.file_name().as_bytes().to_vec());
             }
@@ -338,12 +349,19 @@ impl<'a> Archiver<'a> {
         names.sort();
         let mut entries = Vec::with_capacity(names.len());
         for name in names {
-            let child = path.join(std::ffi::OsStr::from_bytes(&name));
+            let os_name = std::ffi::OsStr::from_bytes(&name);
+            let child = path.join(os_name);
             if self.excludes.is_excluded(&child) {
                 continue;
             }
+            let child_access = match &handle {
+                Some(handle) => handle.child(&child, os_name),
+                None => child.clone(),
+            };
             let parent_entry = parent.as_ref().and_then(|tree| tree.get(&name));
-            if let Some(entry) = self.archive_entry(&child, name.clone(), parent_entry)? {
+            if let Some(entry) =
+                self.archive_entry(&child, &child_access, name.clone(), parent_entry)?
+            {
                 entries.push(entry);
             }
         }
@@ -371,6 +389,7 @@ impl<'a> Archiver<'a> {
     fn archive_file(
         &mut self,
         path: &Path,
+        access: &Path,
         size: u64,
         meta: &mut Metadata,
     ) -> Result<Node, BackupError> {
@@ -378,7 +397,7 @@ impl<'a> Archiver<'a> {
             path: path.to_owned(),
             source,
         };
-        let mut file = platform::open_for_backup(path).map_err(source_error)?;
+        let mut file = platform::open_for_backup(access).map_err(source_error)?;
         let regions = platform::data_regions(&file, size).map_err(source_error)?;
         let mut extents = Vec::new();
         let mut position = 0u64;

@@ -21,8 +21,13 @@ use std::sync::{PoisonError, RwLock};
 
 use bunker_repo_format::tree::Metadata;
 
+#[cfg(target_os = "linux")]
+mod long_paths;
 #[cfg(unix)]
 mod unix;
+
+#[cfg(target_os = "linux")]
+pub use long_paths::DirHandle;
 
 #[cfg(unix)]
 pub use unix::{

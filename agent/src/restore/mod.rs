@@ -23,7 +23,7 @@ use rayon::prelude::*;
 
 use crate::cancel::Cancel;
 use crate::navigate::{Located, locate};
-use crate::platform::{self, ApplyOptions};
+use crate::platform::{self, ApplyOptions, DirHandle};
 
 /// How to restore.
 #[derive(Debug, Clone, Default)]
@@ -100,10 +100,10 @@ pub fn restore(
         outcome: RestoreOutcome::default(),
     };
     match located {
-        Located::Dir { tree, .. } => restorer.restore_tree(&tree, target)?,
+        Located::Dir { tree, .. } => restorer.restore_tree(&tree, target, target)?,
         Located::Other(entry) => {
             let path = target.join(OsStr::from_bytes(&entry.name));
-            restorer.restore_entry(&entry, &path)?;
+            restorer.restore_entry(&entry, &path, &path)?;
         }
     }
     Ok(restorer.outcome)
@@ -139,7 +139,14 @@ impl Restorer<'_> {
             .push(format!("{}: {message}", display(path)));
     }
 
-    fn restore_tree(&mut self, tree: &BlobId, dir: &Path) -> Result<(), RestoreError> {
+    /// Restores the entries of `tree` into the directory whose real path is `dir` and whose
+    /// system-call path is `dir_access` (see [`DirHandle`]).
+    fn restore_tree(
+        &mut self,
+        tree: &BlobId,
+        dir: &Path,
+        dir_access: &Path,
+    ) -> Result<(), RestoreError> {
         let tree = match self.repo.load_tree(self.index, tree) {
             Ok(tree) => tree,
             Err(e) => {
@@ -147,20 +154,56 @@ impl Restorer<'_> {
                 return Ok(());
             }
         };
+        let handle = match DirHandle::open(dir_access) {
+            Ok(handle) => handle,
+            Err(e) => {
+                self.error(dir, format!("could not open directory: {e}"));
+                return Ok(());
+            }
+        };
         for entry in tree.entries() {
             if self.cancel.is_cancelled() {
                 return Err(RestoreError::Interrupted);
             }
-            let path = dir.join(OsStr::from_bytes(&entry.name));
-            self.restore_entry(entry, &path)?;
+            let name = OsStr::from_bytes(&entry.name);
+            let path = dir.join(name);
+            let access = handle.child(&path, name);
+            self.restore_entry(entry, &path, &access)?;
         }
         Ok(())
     }
 
-    fn restore_entry(&mut self, entry: &Entry, path: &Path) -> Result<(), RestoreError> {
+    /// Restores one entry at `path` (real path, for messages), using `access` for system
+    /// calls.
+    fn restore_entry(
+        &mut self,
+        entry: &Entry,
+        path: &Path,
+        access: &Path,
+    ) -> Result<(), RestoreError> {
+        if matches!(entry.node, Node::Socket) {
+            return Ok(());
+        }
+        let is_dir = matches!(entry.node, Node::Dir { .. });
+        match &entry.node {
+            Node::File { .. } | Node::Dir { .. } => {}
+            _ => self.outcome.others += 1,
+        }
+        // A second name of an inode seen earlier in this restore becomes a hard link.
+        let link_key =
+            (!is_dir && entry.meta.nlinks > 1).then_some((entry.meta.device, entry.meta.inode));
+        if let Some(first) = link_key.and_then(|key| self.hardlinks.get(&key)).cloned() {
+            if matches!(entry.node, Node::File { .. }) {
+                self.outcome.files += 1;
+            }
+            if let Err(e) = clear_non_dir(access).and_then(|()| fs::hard_link(&first, access)) {
+                self.error(path, format!("could not link to {}: {e}", display(&first)));
+            }
+            return Ok(());
+        }
         let created = match &entry.node {
             Node::Dir { subtree } => {
-                let made = clear_non_dir(path).and_then(|()| match fs::create_dir(path) {
+                let made = clear_non_dir(access).and_then(|()| match fs::create_dir(access) {
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
                     other => other,
                 });
@@ -169,57 +212,61 @@ impl Restorer<'_> {
                     return Ok(());
                 }
                 self.outcome.dirs += 1;
-                self.restore_tree(subtree, path)?;
+                self.restore_tree(subtree, path, access)?;
                 true
             }
             Node::File { extents } => {
                 self.outcome.files += 1;
-                self.restore_file(entry, extents, path)
+                self.restore_file(extents, path, access)
             }
             Node::Symlink { target } => {
-                self.outcome.others += 1;
-                let made = clear_non_dir(path)
+                let made = clear_non_dir(access)
                     .map_err(|e| e.to_string())
                     .and_then(|()| {
-                        platform::create_symlink(target, path)
-                            .map_err(|e| format!("{e}: {}", e.source))
+                        platform::create_symlink(target, access)
+                            .map_err(|e| format!("could not {} it: {}", e.op, e.source))
                     });
                 self.report(path, made)
             }
-            Node::Socket => return Ok(()),
             special => {
-                self.outcome.others += 1;
-                let made = clear_non_dir(path)
+                let made = clear_non_dir(access)
                     .map_err(|e| e.to_string())
                     .and_then(|()| {
-                        platform::create_special(path, special)
-                            .map_err(|e| format!("{e}: {}", e.source))
+                        platform::create_special(access, special)
+                            .map_err(|e| format!("could not {} it: {}", e.op, e.source))
                     });
                 self.report(path, made)
             }
         };
-        if created {
-            let unrecorded_atime;
-            let meta = if entry.meta.atime == Timestamp::default() {
-                // Access time not recorded: use the modification time.
-                unrecorded_atime = Metadata {
-                    atime: entry.meta.mtime,
-                    ..entry.meta.clone()
-                };
-                &unrecorded_atime
-            } else {
-                &entry.meta
+        if !created {
+            return Ok(());
+        }
+        if let Some(key) = link_key {
+            self.hardlinks.insert(key, path.to_owned());
+        }
+        let unrecorded_atime;
+        let meta = if entry.meta.atime == Timestamp::default() {
+            // Access time not recorded: use the modification time.
+            unrecorded_atime = Metadata {
+                atime: entry.meta.mtime,
+                ..entry.meta.clone()
             };
-            match platform::apply_metadata(path, meta, &entry.node, &self.apply) {
-                Ok(warnings) => {
-                    for warning in warnings {
-                        self.outcome
-                            .warnings
-                            .push(format!("{warning}: {}", warning.source));
-                    }
+            &unrecorded_atime
+        } else {
+            &entry.meta
+        };
+        match platform::apply_metadata(access, meta, &entry.node, &self.apply) {
+            Ok(warnings) => {
+                for warning in warnings {
+                    self.outcome.warnings.push(format!(
+                        "{}: could not {} it: {}",
+                        display(path),
+                        warning.op,
+                        warning.source
+                    ));
                 }
-                Err(e) => self.error(path, format!("{e}: {}", e.source)),
             }
+            Err(e) => self.error(path, format!("could not {} it: {}", e.op, e.source)),
         }
         Ok(())
     }
@@ -234,34 +281,20 @@ impl Restorer<'_> {
         }
     }
 
-    /// Writes a file's content; returns whether metadata should be applied (false for a
-    /// second hard link, which shares the first one's inode).
-    fn restore_file(&mut self, entry: &Entry, extents: &[Extent], path: &Path) -> bool {
-        let link_key = (entry.meta.nlinks > 1).then_some((entry.meta.device, entry.meta.inode));
-        if let Some(first) = link_key.and_then(|key| self.hardlinks.get(&key)).cloned() {
-            let linked = clear_non_dir(path).and_then(|()| fs::hard_link(&first, path));
-            return match linked {
-                Ok(()) => false,
-                Err(e) => {
-                    self.error(path, format!("could not link to {}: {e}", display(&first)));
-                    false
-                }
-            };
-        }
-        if let Err(e) = clear_non_dir(path) {
+    /// Creates a file and writes its content; returns whether it was created (so its
+    /// metadata should be applied). Holes are never written: the length is set at the end.
+    fn restore_file(&mut self, extents: &[Extent], path: &Path, access: &Path) -> bool {
+        if let Err(e) = clear_non_dir(access) {
             self.error(path, format!("could not replace: {e}"));
             return false;
         }
-        let file = match OpenOptions::new().write(true).create_new(true).open(path) {
+        let file = match OpenOptions::new().write(true).create_new(true).open(access) {
             Ok(file) => file,
             Err(e) => {
                 self.error(path, format!("could not create file: {e}"));
                 return false;
             }
         };
-        if let Some(key) = link_key {
-            self.hardlinks.insert(key, path.to_owned());
-        }
         let mut jobs = Vec::with_capacity(extents.len());
         let mut offset = 0u64;
         for extent in extents {

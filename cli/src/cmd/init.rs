@@ -1,5 +1,7 @@
 //! `bunker init`.
 
+use std::io::Write;
+
 use anyhow::Result;
 use bunker_agent::platform;
 use bunker_repo_format::config::RepositoryParams;
@@ -43,11 +45,12 @@ pub fn run(global: &GlobalOptions, args: &InitArgs) -> Result<u8> {
     if global.json {
         print_json(&json!({ "repository": repository.location(), "id": id }))?;
     } else {
-        println!(
+        writeln!(
+            std::io::stdout(),
             "created bunker repository {} at {}",
             &id[..8],
             repository.location()
-        );
+        )?;
     }
     Ok(exit::OK)
 }

@@ -110,7 +110,6 @@ fn report(global: &GlobalOptions, what: &str, id: &str) -> std::io::Result<()> {
     if global.json {
         print_json(&json!({ "id": id }))
     } else {
-        println!("{what} {}", &id[..8]);
-        Ok(())
+        writeln!(std::io::stdout(), "{what} {}", &id[..8])
     }
 }

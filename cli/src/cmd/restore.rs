@@ -59,7 +59,8 @@ pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Resul
             "warnings": outcome.warnings,
         }))?;
     } else {
-        println!(
+        writeln!(
+            std::io::stdout(),
             "restored snapshot {} to {}: {} files ({}), {} directories, {} other entries in {:.2} s",
             id.short(),
             args.target.display(),
@@ -68,12 +69,13 @@ pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Resul
             outcome.dirs,
             outcome.others,
             seconds
-        );
+        )?;
         if !outcome.errors.is_empty() {
-            println!(
+            writeln!(
+                std::io::stdout(),
                 "{} entries could not be restored (listed on stderr)",
                 outcome.errors.len()
-            );
+            )?;
         }
     }
     Ok(if outcome.errors.is_empty() {

@@ -1,0 +1,81 @@
+//! Paths longer than the kernel's `PATH_MAX`.
+//!
+//! Deep trees with long names easily pass 4096 bytes, and every path-based system call then
+//! fails with `ENAMETOOLONG`. A [`DirHandle`] keeps a directory open while its entries are
+//! processed and names each child either by its real path (when short enough) or through
+//! the open descriptor as `/proc/self/fd/N/NAME`, which the kernel resolves relative to the
+//! directory without walking the long path. `lstat`, `l*xattr`, `open(O_NOFOLLOW)`,
+//! `mknod`, `symlink` and `utimensat(AT_SYMLINK_NOFOLLOW)` all act on the final component
+//! itself, so they behave exactly as with the real path.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// Longest path handed to the kernel as is (`PATH_MAX` is 4096 including the NUL).
+const SHORT_PATH_MAX: usize = 4000;
+
+/// An open directory whose children can be named with short paths.
+#[derive(Debug)]
+pub struct DirHandle {
+    dir: File,
+}
+
+impl DirHandle {
+    /// Opens the directory at `access` (a path usable in system calls: short, or one given
+    /// by another handle's [`DirHandle::child`]).
+    pub fn open(access: &Path) -> io::Result<Self> {
+        Ok(Self {
+            dir: File::open(access)?,
+        })
+    }
+
+    /// A path for system calls on the entry `name` of this directory, whose real path is
+    /// `real`: `real` itself when it is short enough, else `/proc/self/fd/N/NAME`. Valid
+    /// while this handle is open.
+    pub fn child(&self, real: &Path, name: &OsStr) -> PathBuf {
+        if real.as_os_str().as_bytes().len() <= SHORT_PATH_MAX {
+            real.to_owned()
+        } else {
+            Path::new("/proc/self/fd")
+                .join(self.dir.as_raw_fd().to_string())
+                .join(name)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn children_of_a_deep_directory_get_usable_paths() {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let name = "n".repeat(250);
+        let mut real = temp.path().to_owned();
+        let mut access = real.clone();
+        let mut handles = Vec::new();
+        for _ in 0..20 {
+            let handle = DirHandle::open(&access).expect("open level");
+            real.push(&name);
+            access = handle.child(&real, OsStr::new(&name));
+            std::fs::create_dir(&access).expect("mkdir through the short path");
+            handles.push(handle);
+        }
+        assert!(real.as_os_str().len() > 4096);
+        let handle = DirHandle::open(&access).expect("open deepest");
+        let file_real = real.join("f");
+        let file_access = handle.child(&file_real, OsStr::new("f"));
+        assert!(file_access.as_os_str().len() < 100);
+        std::fs::write(&file_access, b"deep").expect("write");
+        assert_eq!(std::fs::read(&file_access).expect("read"), b"deep");
+        assert_eq!(
+            std::fs::read(&file_real).map_err(|e| e.raw_os_error()),
+            Err(Some(nix::libc::ENAMETOOLONG)),
+            "the real path really is too long for the kernel"
+        );
+    }
+}
