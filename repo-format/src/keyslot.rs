@@ -259,6 +259,23 @@ mod tests {
         assert!(KeySlot::decode(&bytes[..bytes.len() - 1], "keys/x").is_err());
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+        #[test]
+        fn any_slot_round_trips(password in proptest::collection::vec(proptest::prelude::any::<u8>(), 1..40), created: i64, host in ".{0,20}", label in ".{0,20}", repository_id: [u8; 32]) {
+            let master = MasterKey::generate();
+            let info = KeySlotInfo { created, host, username: "u".into(), label };
+            let (id, bytes) = KeySlot::seal(&master, &repository_id, &password, KdfParams::insecure_for_tests(), &info).unwrap();
+            let slot = KeySlot::decode(&bytes, "keys/x").unwrap();
+            proptest::prop_assert_eq!(slot.id, id);
+            proptest::prop_assert_eq!(&slot.info, &info);
+            let (opened, repo) = slot.open(&password).unwrap().unwrap();
+            proptest::prop_assert_eq!(repo, repository_id);
+            proptest::prop_assert_eq!(opened.data_secret(), master.data_secret());
+            proptest::prop_assert_eq!(opened.writer().writer_secret(), master.writer().writer_secret());
+        }
+    }
+
     /// Found by the `key_slot` and `config` fuzz targets: a huge parallelism overflowed the
     /// memory bound check before any key was needed.
     #[test]

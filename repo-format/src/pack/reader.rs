@@ -115,6 +115,25 @@ mod tests {
     use crate::id::BlobId;
     use crate::pack::PackWriter;
 
+    proptest::proptest! {
+        #[test]
+        fn any_pack_round_trips(blobs in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..3000), 0..6), tree: bool) {
+            let master = MasterKey::from_parts([3; 32], [4; 32]);
+            let session = master.writer().new_session();
+            let kind = if tree { BlobKind::Tree } else { BlobKind::Data };
+            let mut writer = PackWriter::new(kind, session.clone());
+            for blob in &blobs {
+                let id = BlobId::from_bytes(master.writer().blob_id_bytes(blob));
+                writer.add(id, &seal_blob(session.key(), kind, &id, blob, 1), blob.len() as u32);
+            }
+            let pack = writer.finish();
+            let parsed = parse_pack(&pack.bytes, &master, "p").unwrap();
+            proptest::prop_assert_eq!(&parsed.entries, &pack.entries);
+            let decoded = crate::pack::decode_trailer(&crate::pack::encode_trailer(&pack.entries)).unwrap();
+            proptest::prop_assert_eq!(decoded, pack.entries);
+        }
+    }
+
     /// Found by the `pack_trailer` fuzz target: an entry whose offset + length overflows
     /// `u64` must be refused, not wrapped around and accepted.
     #[test]
