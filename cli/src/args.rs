@@ -59,6 +59,13 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Verify the repository's structure and, with --read-data, every byte.
     Check(CheckArgs),
+    /// Remove snapshots by a retention policy (the data goes with `prune`).
+    Forget(ForgetArgs),
+    /// Delete data no snapshot needs: two-phase, safe while backups run.
+    Prune(PruneArgs),
+    /// Repair the index, or snapshots that lost data.
+    #[command(subcommand)]
+    Repair(RepairCommand),
     /// Manage the repository's key slots (passwords).
     #[command(subcommand)]
     Key(KeyCommand),
@@ -142,12 +149,107 @@ pub struct RestoreArgs {
     pub target: PathBuf,
 }
 
+/// `bunker forget`.
+///
+/// Snapshots are grouped (by host and paths by default) and each group is judged on its own:
+/// a snapshot stays when at least one --keep-* rule keeps it, and the newest --keep-min of a
+/// group always stay. Periods are UTC hours, days, ISO weeks, months and years.
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    /// Keep the newest N snapshots.
+    #[arg(long, short = 'l', value_name = "N")]
+    pub keep_last: Option<u32>,
+    /// Keep the newest snapshot of each of the last N hours that have one.
+    #[arg(long, short = 'H', value_name = "N")]
+    pub keep_hourly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N days that have one.
+    #[arg(long, short = 'd', value_name = "N")]
+    pub keep_daily: Option<u32>,
+    /// Keep the newest snapshot of each of the last N ISO weeks that have one.
+    #[arg(long, short = 'w', value_name = "N")]
+    pub keep_weekly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N months that have one.
+    #[arg(long, short = 'm', value_name = "N")]
+    pub keep_monthly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N years that have one.
+    #[arg(long, short = 'y', value_name = "N")]
+    pub keep_yearly: Option<u32>,
+    /// Keep every snapshot within this duration of the group's newest snapshot
+    /// (e.g. 30d, 12h, 1y2m3d4h; m is months).
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within: Option<String>,
+    /// Keep every snapshot with this tag (repeatable).
+    #[arg(long = "keep-tag", value_name = "KEY=VALUE")]
+    pub keep_tags: Vec<String>,
+    /// Never remove the newest N snapshots of a group, whatever the rules say.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub keep_min: u32,
+    /// Group by a comma-separated subset of host, paths and tags ("" for one group).
+    #[arg(long, short = 'g', default_value = "host,paths", value_name = "FIELDS")]
+    pub group_by: String,
+    /// Only consider snapshots with this tag (repeatable; all must match); others stay.
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    pub tags: Vec<String>,
+    /// Only consider snapshots of this host; others stay.
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
+    /// Show what would be removed, remove nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+}
+
 /// `bunker check`.
+///
+/// The structure (snapshots, trees, index, pack trailers) is always checked in full; the
+/// options below choose which packs are also read byte by byte.
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     /// Read every pack in full and verify every blob.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["read_data_subset", "max_duration"])]
     pub read_data: bool,
+    /// Read part of the packs: `N/M` reads subset N of M (deterministic by pack id, so
+    /// 1/M .. M/M together read every pack once), `P%` a random P percent of them.
+    #[arg(long, value_name = "N/M|P%", conflicts_with = "max_duration")]
+    pub read_data_subset: Option<String>,
+    /// Rolling verification: read the packs least recently verified first until DURATION
+    /// (e.g. 45m, 1h, 1d) has passed, and remember what was found intact in the local cache.
+    #[arg(long, value_name = "DURATION")]
+    pub max_duration: Option<String>,
+    /// Local cache directory for the rolling state (default: $XDG_CACHE_HOME/bunker, else
+    /// ~/.cache/bunker).
+    #[arg(long, env = "BUNKER_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// `bunker repair ...`.
+#[derive(Debug, Subcommand)]
+pub enum RepairCommand {
+    /// Index every pack that the index lacks or lists wrongly, from the packs' own
+    /// trailers; replace damaged index segments.
+    Index(RepairIndexArgs),
+    /// Replace each broken snapshot by one without the files whose data is lost (tagged
+    /// repaired=<old id>); intact snapshots are never touched.
+    Snapshots(RepairSnapshotsArgs),
+}
+
+/// `bunker repair index`.
+#[derive(Debug, Args)]
+pub struct RepairIndexArgs {
+    /// Show what would be done, change nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+}
+
+/// `bunker repair snapshots`.
+#[derive(Debug, Args)]
+pub struct RepairSnapshotsArgs {
+    /// Show what would be done, change nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// Do not read the packs: only missing packs, unindexed blobs and unreadable trees are
+    /// found, not damaged bytes inside packs (much faster).
+    #[arg(long)]
+    pub no_read_data: bool,
 }
 
 /// `bunker key ...`.
@@ -189,4 +291,22 @@ pub enum CatCommand {
         #[arg(value_name = "SNAPSHOT")]
         id: String,
     },
+}
+
+/// `bunker prune`.
+#[derive(Debug, Args, Clone)]
+pub struct PruneArgs {
+    /// How long a condemned pack waits, on the storage's clock, before it is deleted (e.g.
+    /// `24h`, `30m`, `0` to plan and delete in one run on a single-writer repository).
+    #[arg(long, default_value = "24h", value_name = "DURATION")]
+    pub grace: String,
+    /// Unused space tolerated in partly used packs, in percent of all pack bytes.
+    #[arg(long, default_value_t = 5.0, value_name = "PERCENT")]
+    pub max_unused: f64,
+    /// Most bytes to repack in one run (e.g. `10G`; default unlimited).
+    #[arg(long, value_name = "SIZE")]
+    pub max_repack: Option<String>,
+    /// Print what would be done and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }

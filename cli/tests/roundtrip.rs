@@ -776,7 +776,8 @@ fn repository_layout_on_disk() {
             "tree",
             "index",
             "snapshots",
-            "locks",
+            "sessions",
+            "gc",
         ]
         .contains(&name.as_str())
         {

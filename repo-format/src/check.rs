@@ -4,26 +4,224 @@
 //!
 //! Problems are collected, not thrown: the report names every damaged object and the
 //! snapshots it breaks.
+//!
+//! Reading data can be limited with [`ReadData`]: a fixed subset of the packs (running
+//! `1/M` .. `M/M` reads each pack once), a random percentage, or a rolling verification
+//! with a time budget that reads the packs least recently verified first and remembers in a
+//! local state file ([`VerifiedPacks`]) when each pack was last found intact. Structure
+//! checks always run in full; only the reading of data is limited.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::blob::BlobKind;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, KeySlotId, PackId, SnapshotId};
-use crate::index::BlobLocation;
+use crate::index::{BlobLocation, Index};
 use crate::object::{ObjectKind, SESSION_HEADER_LEN, verify_content_hash};
 use crate::pack::{PackEntry, parse_pack, trailer_location};
 use crate::repository::Repository;
 use crate::tree::{Extent, Node};
 
+/// Which packs a check reads in full (every byte re-hashed, every blob authenticated).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum ReadData {
+    /// None: structure only (trailers are still read and compared with the index).
+    #[default]
+    None,
+    /// Every pack.
+    All,
+    /// Subset `n` of `m` (1-based): the packs whose id, its first four bytes read as a
+    /// big-endian `u32`, is `n - 1` modulo `m`. Deterministic, so running `1/m` .. `m/m`
+    /// reads every pack exactly once.
+    Subset {
+        /// Which subset, `1..=m`.
+        n: u32,
+        /// How many subsets.
+        m: u32,
+    },
+    /// A random percentage of the packs, `0 < p <= 100` (at least one pack when there are any).
+    Percent(f64),
+    /// Rolling verification: packs least recently verified first (never-verified ones
+    /// before all others) until `max_duration` has passed since the check started. At
+    /// least one pack is read per run, so a tiny budget still makes progress. When each
+    /// pack was last found intact is kept in `state_file` (see [`VerifiedPacks`]).
+    Rolling {
+        /// Time budget of the run.
+        max_duration: Duration,
+        /// Where the verification times are kept.
+        state_file: PathBuf,
+    },
+}
+
+impl ReadData {
+    /// Parses a subset specification: `N/M` (subset `N` of `M`) or `P%` (a random `P`
+    /// percent, fractions allowed).
+    pub fn parse_subset(spec: &str) -> Result<Self> {
+        let spec = spec.trim();
+        let invalid = || {
+            Error::Invalid(format!(
+                "{spec:?} is not a data subset: give N/M with 1 <= N <= M (e.g. 2/7) or P% with 0 < P <= 100 (e.g. 10%)"
+            ))
+        };
+        if let Some(percent) = spec.strip_suffix('%') {
+            let percent: f64 = percent.trim().parse().map_err(|_| invalid())?;
+            if !(percent > 0.0 && percent <= 100.0) {
+                return Err(invalid());
+            }
+            return Ok(ReadData::Percent(percent));
+        }
+        let (n, m) = spec.split_once('/').ok_or_else(invalid)?;
+        let n: u32 = n.trim().parse().map_err(|_| invalid())?;
+        let m: u32 = m.trim().parse().map_err(|_| invalid())?;
+        if n == 0 || n > m {
+            return Err(invalid());
+        }
+        Ok(ReadData::Subset { n, m })
+    }
+
+    /// A short description: `none`, `all`, `subset 2/7`, `10%`, `rolling 3600s`.
+    pub fn describe(&self) -> String {
+        match self {
+            ReadData::None => "none".into(),
+            ReadData::All => "all".into(),
+            ReadData::Subset { n, m } => format!("subset {n}/{m}"),
+            ReadData::Percent(p) => format!("{p}%"),
+            ReadData::Rolling { max_duration, .. } => {
+                format!("rolling {}s", max_duration.as_secs())
+            }
+        }
+    }
+}
+
+/// The subset (`1..=m`) that `pack` belongs to when the packs are split into `m` subsets.
+pub fn pack_subset(pack: &PackId, m: u32) -> u32 {
+    let b = pack.as_bytes();
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]]) % m.max(1) + 1
+}
+
 /// What to check.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct CheckOptions {
-    /// Read every pack in full, authenticate and re-hash every blob.
-    pub read_data: bool,
+    /// Which packs to read in full and authenticate blob by blob.
+    pub read_data: ReadData,
     /// Threads reading packs (0 = number of CPUs, at most 8).
     pub threads: usize,
+}
+
+/// When each pack was last read in full and found intact: the memory of rolling checks.
+///
+/// It lives outside the repository, in a local cache directory
+/// (`<cache>/<repository id hex>/verified-packs`, see [`VerifiedPacks::path`]), as one line
+/// per pack: the pack id in hex, a space, the Unix time in seconds. A missing or corrupt
+/// file means "nothing verified yet"; it is only ever replaced whole (temp file + rename).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifiedPacks {
+    times: HashMap<PackId, i64>,
+}
+
+impl VerifiedPacks {
+    /// File name of the state file.
+    pub const FILE_NAME: &'static str = "verified-packs";
+
+    /// The state file of the repository `repository_id` below the cache directory `cache`.
+    pub fn path(cache: &Path, repository_id: &[u8; 32]) -> PathBuf {
+        cache.join(hex::encode(repository_id)).join(Self::FILE_NAME)
+    }
+
+    /// Reads the state file; a missing, unreadable or corrupt one gives an empty state.
+    pub fn load(path: &Path) -> Self {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|text| Self::decode(&text))
+            .unwrap_or_default()
+    }
+
+    /// Parses the file's text; `None` when any line is malformed.
+    pub fn decode(text: &str) -> Option<Self> {
+        let mut times: HashMap<PackId, i64> = HashMap::new();
+        for line in text.lines() {
+            let (id, time) = line.split_once(' ')?;
+            let id: PackId = id.parse().ok()?;
+            let time: i64 = time.parse().ok()?;
+            let slot = times.entry(id).or_insert(time);
+            *slot = (*slot).max(time);
+        }
+        Some(Self { times })
+    }
+
+    /// The file's text, sorted by pack id.
+    pub fn encode(&self) -> String {
+        let mut entries: Vec<_> = self.times.iter().collect();
+        entries.sort();
+        let mut out = String::with_capacity(entries.len() * 76);
+        for (id, time) in entries {
+            out.push_str(&format!("{id} {time}\n"));
+        }
+        out
+    }
+
+    /// Replaces the state file atomically: the text goes to a temporary file in the same
+    /// directory (created if missing), which is synced and renamed over the old one.
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        let temp = dir.join(format!(
+            ".{}.tmp-{}-{}",
+            Self::FILE_NAME,
+            std::process::id(),
+            hex::encode(crate::crypto::random_array::<6>())
+        ));
+        let written = (|| {
+            let mut file = std::fs::File::create(&temp)?;
+            file.write_all(self.encode().as_bytes())?;
+            file.sync_all()?;
+            std::fs::rename(&temp, path)
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&temp);
+        }
+        written?;
+        // Make the rename durable; a failure here loses at most this run's record.
+        if let Ok(dir) = std::fs::File::open(dir) {
+            let _ = dir.sync_all();
+        }
+        Ok(())
+    }
+
+    /// When `pack` was last found intact (Unix seconds).
+    pub fn get(&self, pack: &PackId) -> Option<i64> {
+        self.times.get(pack).copied()
+    }
+
+    /// Records that `pack` was found intact at `unix_time`.
+    pub fn record(&mut self, pack: PackId, unix_time: i64) {
+        self.times.insert(pack, unix_time);
+    }
+
+    /// Forgets `pack` (it is read first next time).
+    pub fn forget(&mut self, pack: &PackId) {
+        self.times.remove(pack);
+    }
+
+    /// Keeps only the packs for which `keep` is true.
+    pub fn retain(&mut self, keep: impl Fn(&PackId) -> bool) {
+        self.times.retain(|id, _| keep(id));
+    }
+
+    /// Packs recorded.
+    pub fn len(&self) -> usize {
+        self.times.len()
+    }
+
+    /// True when no pack is recorded.
+    pub fn is_empty(&self) -> bool {
+        self.times.is_empty()
+    }
 }
 
 /// One damaged or suspicious object.
@@ -57,6 +255,11 @@ pub struct CheckReport {
     pub blobs: usize,
     /// Packs whose every byte was read and verified.
     pub packs_read: usize,
+    /// Names of the packs counted in `packs_read`, sorted.
+    pub read_packs: Vec<String>,
+    /// Indexed packs whose data is not verified: those this run did not read, or in
+    /// rolling mode, those that no run has found intact (per the state file, after this run).
+    pub packs_unverified: usize,
     /// Bytes read and verified.
     pub bytes_read: u64,
     /// Damage found.
@@ -65,6 +268,12 @@ pub struct CheckReport {
     pub warnings: Vec<Problem>,
     /// Snapshots that the damage breaks.
     pub broken_snapshots: Vec<BrokenSnapshot>,
+    /// Damaged or missing packs (named in `errors`) none of whose lost blobs any snapshot
+    /// needs: the damage costs no backup (a lost blob was stored again elsewhere, or only
+    /// unreferenced blobs were hit). Sorted.
+    pub unreferenced_damage: Vec<String>,
+    /// The rolling state file used (rolling mode only).
+    pub state_file: Option<PathBuf>,
 }
 
 impl CheckReport {
@@ -83,30 +292,18 @@ impl CheckReport {
 
 const MAX_REASONS: usize = 20;
 
-/// Runs the check. Fails only when the backend itself cannot be listed or read.
-pub fn check(repo: &Repository, options: CheckOptions) -> Result<CheckReport> {
-    let mut report = CheckReport::default();
-    check_key_slots(repo, &mut report)?;
+/// Packs present in storage, found by listing `data/` and `tree/`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct StoredPacks {
+    /// Each pack with its object kind (data or tree pack) and size in bytes.
+    pub packs: HashMap<PackId, (ObjectKind, u64)>,
+    /// Objects under the pack prefixes whose names are not pack names.
+    pub strays: Vec<String>,
+}
 
-    let loaded = repo.load_index()?;
-    report.index_segments = loaded.segments.len();
-    for (id, error) in &loaded.damaged {
-        report.error(ObjectKind::Index.name(&id.to_hex()), error_message(error));
-    }
-    let index = loaded.index;
-    report.blobs = index.len();
-    report.packs = index.packs().len();
-
-    // Blobs per pack, as the index says.
-    let mut by_pack: HashMap<PackId, Vec<(BlobId, BlobLocation)>> = HashMap::new();
-    for (id, location) in index.iter() {
-        by_pack
-            .entry(location.pack)
-            .or_default()
-            .push((*id, *location));
-    }
-
-    let mut stored: HashMap<PackId, (ObjectKind, u64)> = HashMap::new();
+/// Lists the packs in storage (one listing of `data/` and one of `tree/`).
+pub(crate) fn list_stored_packs(repo: &Repository) -> Result<StoredPacks> {
+    let mut stored = StoredPacks::default();
     for kind in [ObjectKind::DataPack, ObjectKind::TreePack] {
         for meta in repo.backend().list(kind.prefix())? {
             match meta
@@ -116,30 +313,92 @@ pub fn check(repo: &Repository, options: CheckOptions) -> Result<CheckReport> {
                 .and_then(|hex| hex.parse::<PackId>().ok())
             {
                 Some(id) if kind.name(&id.to_hex()) == meta.name => {
-                    stored.insert(id, (kind, meta.size));
+                    stored.packs.insert(id, (kind, meta.size));
                 }
-                _ => report.warnings.push(Problem {
-                    object: meta.name.clone(),
-                    message: "not a pack name; ignored".into(),
-                }),
+                _ => stored.strays.push(meta.name),
             }
+        }
+    }
+    stored.strays.sort();
+    Ok(stored)
+}
+
+/// Runs the check. Fails only when the backend itself cannot be listed or read.
+pub fn check(repo: &Repository, options: CheckOptions) -> Result<CheckReport> {
+    Ok(inspect(repo, &options)?.report)
+}
+
+/// A check's report with what repairs need to know.
+pub(crate) struct Inspection {
+    /// The report.
+    pub(crate) report: CheckReport,
+    /// Every blob found missing or damaged, with why.
+    pub(crate) bad_blobs: HashMap<BlobId, String>,
+    /// The index, restricted to the packs in storage.
+    pub(crate) index: Index,
+}
+
+/// Runs a check and keeps the blob-level findings.
+pub(crate) fn inspect(repo: &Repository, options: &CheckOptions) -> Result<Inspection> {
+    let started = Instant::now();
+    let mut report = CheckReport::default();
+    check_key_slots(repo, &mut report)?;
+
+    let loaded = repo.load_index()?;
+    report.index_segments = loaded.segments.len();
+    for (id, error) in &loaded.damaged {
+        report.error(ObjectKind::Index.name(&id.to_hex()), error_message(error));
+    }
+    let mut index = loaded.index;
+    report.blobs = index.len();
+    report.packs = index.packs().len();
+
+    let stored = list_stored_packs(repo)?;
+    for stray in &stored.strays {
+        report.warnings.push(Problem {
+            object: stray.clone(),
+            message: "not a pack name; ignored".into(),
+        });
+    }
+
+    // Packs the index lists but storage lacks. Their blobs are lost, unless a pack that
+    // is stored holds another copy (a later backup stored them again): the index then
+    // falls back to that copy.
+    let mut missing: Vec<(PackId, String)> = index
+        .packs()
+        .iter()
+        .filter(|(pack, _)| !stored.packs.contains_key(*pack))
+        .map(|(pack, (kind, _))| (*pack, crate::pack::pack_kind(*kind).name(&pack.to_hex())))
+        .collect();
+    missing.sort_by(|a, b| a.1.cmp(&b.1));
+    let missing_names: HashMap<PackId, &str> = missing
+        .iter()
+        .map(|(id, name)| (*id, name.as_str()))
+        .collect();
+    let mut lost_in_missing: Vec<(BlobId, String)> = Vec::new();
+    if !missing.is_empty() {
+        for (blob, location) in index.iter() {
+            if let Some(name) = missing_names.get(&location.pack) {
+                lost_in_missing.push((*blob, (*name).to_owned()));
+            }
+        }
+    }
+    index.retain_packs(|pack| stored.packs.contains_key(pack));
+    let mut bad_blobs: HashMap<BlobId, String> = HashMap::new();
+    // Per damaged or missing pack, the blobs it cost.
+    let mut damaged_packs: HashMap<String, Vec<BlobId>> = HashMap::new();
+    for (_, name) in &missing {
+        report.error(name, "pack is in the index but missing from storage");
+        damaged_packs.entry(name.clone()).or_default();
+    }
+    for (blob, name) in lost_in_missing {
+        if !index.contains(&blob) {
+            bad_blobs.insert(blob, format!("{name} is missing"));
+            damaged_packs.entry(name).or_default().push(blob);
         }
     }
 
-    let mut bad_blobs: HashMap<BlobId, String> = HashMap::new();
-    let mut packs_to_read = Vec::new();
-    for (pack, (kind, _)) in index.packs() {
-        let name = crate::pack::pack_kind(*kind).name(&pack.to_hex());
-        if stored.contains_key(pack) {
-            packs_to_read.push(*pack);
-        } else {
-            report.error(&name, "pack is in the index but missing from storage");
-            for (blob, _) in by_pack.get(pack).into_iter().flatten() {
-                bad_blobs.insert(*blob, format!("{name} is missing"));
-            }
-        }
-    }
-    for (pack, (kind, _)) in &stored {
+    for (pack, (kind, _)) in &stored.packs {
         if !index.packs().contains_key(pack) {
             report.warnings.push(Problem {
                 object: kind.name(&pack.to_hex()),
@@ -151,18 +410,97 @@ pub fn check(repo: &Repository, options: CheckOptions) -> Result<CheckReport> {
             });
         }
     }
+    report.warnings.sort_by(|a, b| a.object.cmp(&b.object));
 
+    // Blobs per pack, as the index says.
+    let mut by_pack: HashMap<PackId, Vec<(BlobId, BlobLocation)>> = HashMap::new();
+    for (id, location) in index.iter() {
+        by_pack
+            .entry(location.pack)
+            .or_default()
+            .push((*id, *location));
+    }
+
+    let mut packs_to_read: Vec<PackId> = index
+        .packs()
+        .keys()
+        .filter(|pack| stored.packs.contains_key(*pack))
+        .copied()
+        .collect();
     packs_to_read.sort();
-    let outcomes = check_packs(repo, &packs_to_read, &by_pack, &stored, options);
+    let mut verified = match &options.read_data {
+        ReadData::Rolling { state_file, .. } => Some(VerifiedPacks::load(state_file)),
+        _ => None,
+    };
+    let work = plan_reads(&options.read_data, &packs_to_read, verified.as_ref());
+    let deadline = match &options.read_data {
+        ReadData::Rolling { max_duration, .. } => Some(
+            started
+                .checked_add(*max_duration)
+                .unwrap_or_else(|| started + Duration::from_secs(100 * 365 * 86_400)),
+        ),
+        _ => None,
+    };
+    let outcomes = check_packs(
+        repo,
+        &work,
+        &by_pack,
+        &stored.packs,
+        options.threads,
+        deadline,
+    );
+    let mut found_intact = Vec::new();
+    let mut found_damaged = Vec::new();
     for outcome in outcomes {
         report.bytes_read += outcome.bytes_read;
         if outcome.fully_read {
             report.packs_read += 1;
+            report.read_packs.push(outcome.name.clone());
+            if outcome.problems.is_empty() {
+                found_intact.push(outcome.pack);
+            }
         }
-        for problem in outcome.problems {
-            report.errors.push(problem);
+        if !outcome.problems.is_empty() {
+            found_damaged.push(outcome.pack);
+            damaged_packs.entry(outcome.name.clone()).or_default();
         }
-        bad_blobs.extend(outcome.bad_blobs);
+        report.errors.extend(outcome.problems);
+        for (blob, reason) in outcome.bad_blobs {
+            damaged_packs
+                .entry(outcome.name.clone())
+                .or_default()
+                .push(blob);
+            bad_blobs.insert(blob, reason);
+        }
+    }
+    report.read_packs.sort();
+
+    match (&mut verified, &options.read_data) {
+        (Some(state), ReadData::Rolling { state_file, .. }) => {
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+            // Packs no longer indexed (pruned) need no record.
+            state.retain(|pack| index.packs().contains_key(pack));
+            for pack in found_intact {
+                state.record(pack, now);
+            }
+            for pack in &found_damaged {
+                state.forget(pack);
+            }
+            report.packs_unverified = packs_to_read
+                .iter()
+                .filter(|pack| state.get(pack).is_none())
+                .count();
+            if let Err(e) = state.save(state_file) {
+                report.warnings.push(Problem {
+                    object: state_file.display().to_string(),
+                    message: format!("could not save the rolling check state: {e}"),
+                });
+            }
+            report.state_file = Some(state_file.clone());
+        }
+        _ => report.packs_unverified = packs_to_read.len().saturating_sub(report.packs_read),
     }
 
     let mut walker = TreeWalker {
@@ -170,6 +508,7 @@ pub fn check(repo: &Repository, options: CheckOptions) -> Result<CheckReport> {
         index: &index,
         bad_blobs: &bad_blobs,
         memo: HashMap::new(),
+        used_bad: HashSet::new(),
     };
     let mut snapshot_ids = repo.list_snapshot_ids()?;
     snapshot_ids.sort();
@@ -195,6 +534,7 @@ pub fn check(repo: &Repository, options: CheckOptions) -> Result<CheckReport> {
             });
         }
     }
+    let used_bad = std::mem::take(&mut walker.used_bad);
     let mut tree_problems: Vec<Problem> = walker
         .memo
         .into_iter()
@@ -207,7 +547,74 @@ pub fn check(repo: &Repository, options: CheckOptions) -> Result<CheckReport> {
         .collect();
     tree_problems.sort_by(|a, b| a.object.cmp(&b.object));
     report.errors.extend(tree_problems);
-    Ok(report)
+    report.unreferenced_damage = damaged_packs
+        .into_iter()
+        .filter(|(_, blobs)| !blobs.iter().any(|blob| used_bad.contains(blob)))
+        .map(|(name, _)| name)
+        .collect();
+    report.unreferenced_damage.sort();
+    Ok(Inspection {
+        report,
+        bad_blobs,
+        index,
+    })
+}
+
+/// The packs to check, in the order to check them, each with whether to read it in full.
+fn plan_reads(
+    read_data: &ReadData,
+    packs: &[PackId],
+    verified: Option<&VerifiedPacks>,
+) -> Vec<(PackId, bool)> {
+    match read_data {
+        ReadData::None => packs.iter().map(|pack| (*pack, false)).collect(),
+        ReadData::All => packs.iter().map(|pack| (*pack, true)).collect(),
+        ReadData::Subset { n, m } => packs
+            .iter()
+            .map(|pack| (*pack, pack_subset(pack, *m) == *n))
+            .collect(),
+        ReadData::Percent(percent) => {
+            let wanted = ((packs.len() as f64) * percent / 100.0).ceil();
+            let wanted = if wanted.is_finite() && wanted > 0.0 {
+                (wanted as usize).min(packs.len())
+            } else {
+                0
+            };
+            // A partial Fisher-Yates shuffle picks `wanted` distinct packs.
+            let mut order: Vec<usize> = (0..packs.len()).collect();
+            let mut rng = SplitMix64(u64::from_le_bytes(crate::crypto::random_array()));
+            for i in 0..wanted {
+                let span = (packs.len() - i) as u64;
+                let j = i + (rng.next() % span) as usize;
+                order.swap(i, j);
+            }
+            let chosen: HashSet<usize> = order[..wanted].iter().copied().collect();
+            packs
+                .iter()
+                .enumerate()
+                .map(|(i, pack)| (*pack, chosen.contains(&i)))
+                .collect()
+        }
+        ReadData::Rolling { .. } => {
+            let mut order = packs.to_vec();
+            // Never verified (`None`) sorts first, then oldest first; ties by id.
+            order.sort_by_key(|pack| (verified.and_then(|v| v.get(pack)), *pack));
+            order.into_iter().map(|pack| (pack, true)).collect()
+        }
+    }
+}
+
+/// A small, fast generator for picking random packs (not for secrets).
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
 }
 
 fn check_key_slots(repo: &Repository, report: &mut CheckReport) -> Result<()> {
@@ -232,54 +639,91 @@ fn check_key_slots(repo: &Repository, report: &mut CheckReport) -> Result<()> {
     Ok(())
 }
 
+/// The number of worker threads for `threads` (0 = number of CPUs, at most 8).
+pub(crate) fn resolve_threads(threads: usize) -> usize {
+    match threads {
+        0 => std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .min(8),
+        n => n,
+    }
+}
+
+/// Applies `f` to every item on `threads` worker threads (see [`resolve_threads`]), taking
+/// items in order; the results come back in the items' order.
+pub(crate) fn parallel_map<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    let threads = resolve_threads(threads).min(items.len()).max(1);
+    let next = AtomicUsize::new(0);
+    let results = Mutex::new(Vec::with_capacity(items.len()));
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(item) = items.get(i) else { break };
+                    let result = f(item);
+                    results
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push((i, result));
+                }
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap_or_else(PoisonError::into_inner);
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, result)| result).collect()
+}
+
 struct PackOutcome {
+    pack: PackId,
+    name: String,
     problems: Vec<Problem>,
     bad_blobs: Vec<(BlobId, String)>,
     bytes_read: u64,
     fully_read: bool,
 }
 
+/// Checks each pack of `work` (in order, on several threads): its trailer against the
+/// index, and, when its flag is set and the `deadline` (if any) has not passed, every byte.
+/// Past the deadline, one pack is still read in full if none was yet.
 fn check_packs(
     repo: &Repository,
-    packs: &[PackId],
+    work: &[(PackId, bool)],
     by_pack: &HashMap<PackId, Vec<(BlobId, BlobLocation)>>,
     stored: &HashMap<PackId, (ObjectKind, u64)>,
-    options: CheckOptions,
+    threads: usize,
+    deadline: Option<Instant>,
 ) -> Vec<PackOutcome> {
-    let threads = match options.threads {
-        0 => std::thread::available_parallelism()
-            .map_or(2, |n| n.get())
-            .min(8),
-        n => n,
-    };
-    let next = Mutex::new(0usize);
-    let outcomes = Mutex::new(Vec::with_capacity(packs.len()));
-    std::thread::scope(|scope| {
-        for _ in 0..threads.max(1) {
-            scope.spawn(|| {
-                loop {
-                    let i = {
-                        let mut next = next.lock().unwrap_or_else(|p| p.into_inner());
-                        let i = *next;
-                        *next += 1;
-                        i
-                    };
-                    let Some(pack) = packs.get(i) else { break };
-                    let Some(&(kind, size)) = stored.get(pack) else {
-                        continue;
-                    };
-                    let expected = by_pack.get(pack).map(Vec::as_slice).unwrap_or_default();
-                    let outcome =
-                        check_one_pack(repo, *pack, kind, size, expected, options.read_data);
-                    outcomes
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(outcome);
+    let read_any = AtomicBool::new(false);
+    parallel_map(work, threads, |&(pack, wanted)| {
+        let read_data = wanted
+            && match deadline {
+                None => true,
+                Some(deadline) if Instant::now() < deadline => {
+                    read_any.store(true, Ordering::Relaxed);
+                    true
                 }
-            });
+                Some(_) => !read_any.swap(true, Ordering::Relaxed),
+            };
+        let expected = by_pack.get(&pack).map(Vec::as_slice).unwrap_or_default();
+        match stored.get(&pack) {
+            Some(&(kind, size)) => check_one_pack(repo, pack, kind, size, expected, read_data),
+            // Only stored packs are planned; kept total for safety.
+            None => PackOutcome {
+                pack,
+                name: ObjectKind::DataPack.name(&pack.to_hex()),
+                problems: Vec::new(),
+                bad_blobs: Vec::new(),
+                bytes_read: 0,
+                fully_read: false,
+            },
         }
-    });
-    outcomes.into_inner().unwrap_or_else(|p| p.into_inner())
+    })
 }
 
 fn check_one_pack(
@@ -292,6 +736,8 @@ fn check_one_pack(
 ) -> PackOutcome {
     let name = kind.name(&pack.to_hex());
     let mut outcome = PackOutcome {
+        pack,
+        name: name.clone(),
         problems: Vec::new(),
         bad_blobs: Vec::new(),
         bytes_read: 0,
@@ -370,7 +816,7 @@ fn check_one_pack(
     outcome
 }
 
-fn error_message(e: &Error) -> String {
+pub(crate) fn error_message(e: &Error) -> String {
     match e {
         Error::Corrupt { reason, .. } => reason.clone(),
         Error::Unsupported { what, .. } => format!("unsupported: {what}"),
@@ -379,7 +825,8 @@ fn error_message(e: &Error) -> String {
     }
 }
 
-fn read_trailer(repo: &Repository, name: &str, size: u64) -> Result<Vec<PackEntry>> {
+/// Reads and opens a pack's trailer with three range reads (length field, header, trailer).
+pub(crate) fn read_trailer(repo: &Repository, name: &str, size: u64) -> Result<Vec<PackEntry>> {
     let backend = repo.backend();
     if size < SESSION_HEADER_LEN as u64 + 4 {
         return Err(Error::corrupt(
@@ -437,9 +884,11 @@ struct TreeDamage {
 
 struct TreeWalker<'a> {
     repo: &'a Repository,
-    index: &'a crate::index::Index,
+    index: &'a Index,
     bad_blobs: &'a HashMap<BlobId, String>,
     memo: HashMap<BlobId, TreeDamage>,
+    /// Bad blobs that some snapshot needs.
+    used_bad: HashSet<BlobId>,
 }
 
 impl TreeWalker<'_> {
@@ -464,6 +913,7 @@ impl TreeWalker<'_> {
             return fail("trees nested deeper than 4096 levels".into());
         }
         if let Some(reason) = self.bad_blobs.get(id) {
+            self.used_bad.insert(*id);
             return fail(reason.clone());
         }
         match self.index.get(id) {
@@ -486,11 +936,18 @@ impl TreeWalker<'_> {
                         let Extent::Chunk { id: blob, .. } = extent else {
                             continue;
                         };
-                        if !seen.insert(*blob) || all.len() >= MAX_REASONS {
+                        if !seen.insert(*blob) {
+                            continue;
+                        }
+                        let bad = self.bad_blobs.get(blob);
+                        if bad.is_some() {
+                            self.used_bad.insert(*blob);
+                        }
+                        if all.len() >= MAX_REASONS {
                             continue;
                         }
                         let file = String::from_utf8_lossy(&entry.name);
-                        if let Some(reason) = self.bad_blobs.get(blob) {
+                        if let Some(reason) = bad {
                             all.push(format!("file {file:?}: {reason}"));
                         } else if !self.index.contains(blob) {
                             all.push(format!(
@@ -575,6 +1032,313 @@ mod tests {
         (backend, repo, id, blob)
     }
 
+    /// A repository with one data pack per file (`n` files, each written by its own
+    /// session) and a snapshot of all of them.
+    fn multi_pack_fixture(n: u8) -> (Arc<MemoryBackend>, Repository, SnapshotId, Vec<BlobId>) {
+        let backend = Arc::new(MemoryBackend::new());
+        let repo = Repository::init(
+            backend.clone() as Arc<dyn Backend>,
+            b"pw",
+            InitOptions {
+                kdf: KdfParams::insecure_for_tests(),
+                ..Default::default()
+            },
+        )
+        .expect("init");
+        let empty = Index::new();
+        let mut blobs = Vec::new();
+        for i in 0..n {
+            let mut writer = repo.blob_writer(&empty);
+            let data = vec![i; 5000 + usize::from(i)];
+            blobs.push(writer.add(BlobKind::Data, &data).expect("add").0);
+            writer.finish().expect("finish");
+        }
+        let index = repo.load_index().expect("index").index;
+        let mut writer = repo.blob_writer(&index);
+        let entries = blobs
+            .iter()
+            .enumerate()
+            .map(|(i, blob)| Entry {
+                name: format!("f{i}").into_bytes(),
+                meta: Metadata::default(),
+                node: Node::File {
+                    extents: vec![Extent::Chunk {
+                        id: *blob,
+                        length: 5000 + i as u32,
+                    }],
+                },
+            })
+            .collect();
+        let tree = Tree::new(entries).expect("tree");
+        let (tree_id, _) = writer.add(BlobKind::Tree, &tree.encode()).expect("tree");
+        let session = writer.session().clone();
+        writer.finish().expect("finish");
+        let id = repo
+            .save_snapshot(&session, &snapshot_of(tree_id))
+            .expect("snapshot");
+        (backend, repo, id, blobs)
+    }
+
+    fn snapshot_of(tree: BlobId) -> Snapshot {
+        Snapshot {
+            time: Timestamp::default(),
+            host: "h".into(),
+            username: "u".into(),
+            paths: vec![],
+            tags: vec![],
+            parent: None,
+            tree,
+            source_kind: Default::default(),
+            consistency: Default::default(),
+            consistency_detail: String::new(),
+            excludes: vec![],
+            summary: Summary::default(),
+            errors: vec![],
+            program_version: "t".into(),
+        }
+    }
+
+    fn pack_names(repo: &Repository, kind: ObjectKind) -> Vec<String> {
+        let mut names: Vec<String> = list_stored_packs(repo)
+            .expect("list")
+            .packs
+            .into_iter()
+            .filter(|(_, (k, _))| *k == kind)
+            .map(|(id, (k, _))| k.name(&id.to_hex()))
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn run(repo: &Repository, read_data: ReadData, threads: usize) -> CheckReport {
+        check(repo, CheckOptions { read_data, threads }).expect("check")
+    }
+
+    #[test]
+    fn subset_and_percent_specifications_parse() {
+        assert_eq!(
+            ReadData::parse_subset("2/7").expect("n/m"),
+            ReadData::Subset { n: 2, m: 7 }
+        );
+        assert_eq!(
+            ReadData::parse_subset(" 1/1 ").expect("n/m"),
+            ReadData::Subset { n: 1, m: 1 }
+        );
+        assert_eq!(
+            ReadData::parse_subset("12.5%").expect("p%"),
+            ReadData::Percent(12.5)
+        );
+        assert_eq!(
+            ReadData::parse_subset("100%").expect("p%"),
+            ReadData::Percent(100.0)
+        );
+        for bad in [
+            "0/3", "4/3", "1/0", "3", "a/b", "0%", "101%", "-5%", "NaN%", "%", "", "1/2/3",
+        ] {
+            assert!(ReadData::parse_subset(bad).is_err(), "{bad:?} accepted");
+        }
+        let pack = PackId::from_bytes([
+            0, 0, 0, 7, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21,
+            22, 23, 24, 25, 26, 27, 28,
+        ]);
+        assert_eq!(pack_subset(&pack, 4), 4);
+        assert_eq!(pack_subset(&pack, 7), 1);
+        assert_eq!(pack_subset(&pack, 1), 1);
+    }
+
+    #[test]
+    fn verified_packs_state_round_trips_and_tolerates_damage() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = VerifiedPacks::path(dir.path(), &[0xab; 32]);
+        assert!(path.ends_with(format!("{}/verified-packs", "ab".repeat(32))));
+        assert!(
+            VerifiedPacks::load(&path).is_empty(),
+            "missing file: nothing verified"
+        );
+
+        let mut state = VerifiedPacks::default();
+        state.record(PackId::from_bytes([2; 32]), 1_700_000_002);
+        state.record(PackId::from_bytes([1; 32]), 1_700_000_001);
+        state.save(&path).expect("save");
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(
+            text,
+            format!(
+                "{} 1700000001\n{} 1700000002\n",
+                "01".repeat(32),
+                "02".repeat(32)
+            )
+        );
+        assert_eq!(VerifiedPacks::load(&path), state);
+        let leftovers: Vec<_> = std::fs::read_dir(path.parent().expect("dir"))
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(leftovers, vec![std::ffi::OsString::from("verified-packs")]);
+
+        for corrupt in [
+            "garbage\n".to_owned(),
+            format!("{} notanumber\n", "01".repeat(32)),
+            format!("{}1 5\n", "01".repeat(32)),
+        ] {
+            std::fs::write(&path, corrupt).expect("write");
+            assert!(VerifiedPacks::load(&path).is_empty());
+        }
+        assert_eq!(VerifiedPacks::decode(""), Some(VerifiedPacks::default()));
+    }
+
+    #[test]
+    fn subsets_partition_the_packs_and_structure_is_always_checked() {
+        let (backend, repo, _, blobs) = multi_pack_fixture(8);
+        let all = list_stored_packs(&repo).expect("list").packs;
+        assert_eq!(all.len(), 9, "8 data packs and a tree pack");
+        let mut covered = Vec::new();
+        for n in 1..=3 {
+            let report = run(&repo, ReadData::Subset { n, m: 3 }, 2);
+            assert!(report.is_healthy(), "{report:?}");
+            for name in &report.read_packs {
+                let id: PackId = name.rsplit('/').next().expect("hex").parse().expect("id");
+                assert_eq!(pack_subset(&id, 3), n, "{name} read in subset {n}/3");
+            }
+            assert_eq!(report.packs_read, report.read_packs.len());
+            assert_eq!(report.packs_unverified, all.len() - report.packs_read);
+            covered.extend(report.read_packs);
+        }
+        covered.sort();
+        let mut expected: Vec<String> = all
+            .iter()
+            .map(|(id, (k, _))| k.name(&id.to_hex()))
+            .collect();
+        expected.sort();
+        assert_eq!(
+            covered, expected,
+            "1/3, 2/3 and 3/3 read every pack exactly once"
+        );
+
+        // A bit flip inside a blob is data damage: seen only by the subset that reads it.
+        // A truncated pack is structural damage: seen by every subset.
+        let index = repo.load_index().expect("index").index;
+        let flipped = *index.get(&blobs[0]).expect("indexed");
+        let flipped_name = ObjectKind::DataPack.name(&flipped.pack.to_hex());
+        backend.corrupt(&flipped_name, |b| b[flipped.offset as usize + 30] ^= 4);
+        let truncated = index.get(&blobs[1]).expect("indexed").pack;
+        let truncated_name = ObjectKind::DataPack.name(&truncated.to_hex());
+        backend.corrupt(&truncated_name, |b| b.truncate(b.len() - 3));
+        for n in 1..=3 {
+            let report = run(&repo, ReadData::Subset { n, m: 3 }, 1);
+            let named = |name: &str| report.errors.iter().any(|p| p.object == name);
+            assert!(named(&truncated_name), "subset {n}: {report:?}");
+            assert_eq!(
+                named(&flipped_name),
+                pack_subset(&flipped.pack, 3) == n,
+                "subset {n}: {report:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn percent_reads_that_share_of_the_packs_at_random() {
+        let (_, repo, _, _) = multi_pack_fixture(7);
+        for (percent, expected) in [(100.0, 8), (50.0, 4), (0.1, 1), (25.0, 2)] {
+            let report = run(&repo, ReadData::Percent(percent), 2);
+            assert!(report.is_healthy());
+            assert_eq!(report.packs_read, expected, "{percent}%");
+            assert_eq!(report.packs_unverified, 8 - expected);
+        }
+    }
+
+    #[test]
+    fn rolling_check_reads_least_recently_verified_first_and_remembers() {
+        let (backend, repo, _, blobs) = multi_pack_fixture(3);
+        let all = pack_names(&repo, ObjectKind::DataPack).len() + 1;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state_file = VerifiedPacks::path(dir.path(), &[7; 32]);
+        let rolling = |budget: Duration| ReadData::Rolling {
+            max_duration: budget,
+            state_file: state_file.clone(),
+        };
+
+        // A zero budget still reads one pack per run, each time one not read before.
+        let mut seen = HashSet::new();
+        for run_number in 1..=all {
+            let report = run(&repo, rolling(Duration::ZERO), 2);
+            assert!(report.is_healthy(), "{report:?}");
+            assert_eq!(report.packs_read, 1, "{report:?}");
+            assert!(seen.insert(report.read_packs[0].clone()), "{report:?}");
+            assert_eq!(report.packs_unverified, all - run_number);
+            assert_eq!(report.state_file.as_deref(), Some(state_file.as_path()));
+        }
+        let state = VerifiedPacks::load(&state_file);
+        assert_eq!(state.len(), all);
+
+        // Damage found by a rolling run is not recorded as verified: that pack is read
+        // first next time.
+        let index = repo.load_index().expect("index").index;
+        let location = *index.get(&blobs[2]).expect("indexed");
+        let victim = ObjectKind::DataPack.name(&location.pack.to_hex());
+        backend.corrupt(&victim, |b| b[location.offset as usize + 30] ^= 4);
+        let report = run(&repo, rolling(Duration::from_secs(3600)), 2);
+        assert_eq!(report.packs_read, all);
+        assert!(report.errors.iter().any(|p| p.object == victim));
+        assert_eq!(report.packs_unverified, 1);
+        assert!(
+            VerifiedPacks::load(&state_file)
+                .get(&location.pack)
+                .is_none()
+        );
+        let report = run(&repo, rolling(Duration::ZERO), 1);
+        assert_eq!(report.read_packs, vec![victim.clone()]);
+
+        // A corrupt state file means "never verified".
+        std::fs::write(&state_file, "not a state file").expect("write");
+        let report = run(&repo, rolling(Duration::ZERO), 1);
+        assert_eq!(report.packs_read, 1);
+        let read_intact = report.read_packs != vec![victim];
+        assert_eq!(report.packs_unverified, all - usize::from(read_intact));
+    }
+
+    #[test]
+    fn a_lost_pack_whose_blobs_were_stored_again_breaks_no_snapshot() {
+        let (backend, repo, snapshot, blob) = fixture();
+        let index = repo.load_index().expect("index").index;
+        let lost = index.get(&blob).expect("indexed").pack;
+        // Another session stores the same blob again (a backup that did not trust the
+        // index), into a pack of its own.
+        let empty = Index::new();
+        let mut writer = repo.blob_writer(&empty);
+        writer
+            .add(BlobKind::Data, &vec![42u8; 10_000])
+            .expect("add");
+        writer.finish().expect("finish");
+        let lost_name = ObjectKind::DataPack.name(&lost.to_hex());
+        backend.delete(&lost_name).expect("delete");
+
+        for read_data in [ReadData::None, ReadData::All] {
+            let report = run(&repo, read_data, 2);
+            assert!(report.broken_snapshots.is_empty(), "{report:?}");
+            assert_eq!(report.errors.len(), 1, "{report:?}");
+            assert_eq!(report.errors[0].object, lost_name);
+            assert_eq!(report.unreferenced_damage, vec![lost_name.clone()]);
+        }
+
+        // Without the second copy the same loss breaks the snapshot.
+        let (backend, repo, snapshot2, blob) = fixture();
+        let pack = repo
+            .load_index()
+            .expect("index")
+            .index
+            .get(&blob)
+            .expect("indexed")
+            .pack;
+        let name = ObjectKind::DataPack.name(&pack.to_hex());
+        backend.delete(&name).expect("delete");
+        let report = run(&repo, ReadData::None, 1);
+        assert_eq!(report.broken_snapshots.len(), 1);
+        assert_eq!(report.broken_snapshots[0].id, snapshot2);
+        assert!(report.unreferenced_damage.is_empty(), "{report:?}");
+        assert_ne!(snapshot, snapshot2);
+    }
+
     #[test]
     fn healthy_repository_passes() {
         let (_, repo, _, _) = fixture();
@@ -582,7 +1346,11 @@ mod tests {
             let report = check(
                 &repo,
                 CheckOptions {
-                    read_data,
+                    read_data: if read_data {
+                        ReadData::All
+                    } else {
+                        ReadData::None
+                    },
                     threads: 2,
                 },
             )
@@ -591,6 +1359,9 @@ mod tests {
             assert_eq!(report.snapshots, 1);
             assert_eq!(report.packs, 2);
             assert_eq!(report.packs_read, if read_data { 2 } else { 0 });
+            assert_eq!(report.read_packs.len(), report.packs_read);
+            assert_eq!(report.packs_unverified, if read_data { 0 } else { 2 });
+            assert!(report.unreferenced_damage.is_empty());
         }
     }
 
@@ -609,7 +1380,7 @@ mod tests {
         let report = check(
             &repo,
             CheckOptions {
-                read_data: true,
+                read_data: ReadData::All,
                 threads: 1,
             },
         )

@@ -14,12 +14,18 @@ pub mod compress;
 pub mod config;
 pub mod crypto;
 mod error;
+pub mod gc;
+pub mod gc_plan;
 mod id;
 pub mod index;
 pub mod keyslot;
 pub mod object;
 pub mod pack;
+pub mod prune;
+pub mod repair;
 mod repository;
+pub mod retention;
+pub mod session;
 pub mod snapshot;
 pub mod tree;
 

@@ -29,6 +29,10 @@ pub enum ObjectKind {
     Index,
     /// A snapshot under `snapshots/`.
     Snapshot,
+    /// A writer session's heartbeat under `sessions/`.
+    Heartbeat,
+    /// A garbage-collection plan under `gc/`.
+    GcPlan,
 }
 
 impl ObjectKind {
@@ -41,6 +45,8 @@ impl ObjectKind {
             ObjectKind::TreePack => b'T',
             ObjectKind::Index => b'I',
             ObjectKind::Snapshot => b'S',
+            ObjectKind::Heartbeat => b'H',
+            ObjectKind::GcPlan => b'G',
         }
     }
 
@@ -58,6 +64,8 @@ impl ObjectKind {
             ObjectKind::TreePack => "tree/",
             ObjectKind::Index => "index/",
             ObjectKind::Snapshot => "snapshots/",
+            ObjectKind::Heartbeat => "sessions/",
+            ObjectKind::GcPlan => "gc/",
         }
     }
 

@@ -402,6 +402,14 @@ impl Repository {
         Ok(id)
     }
 
+    /// Deletes a snapshot (`snapshots/<hex>`): its commit point only. The trees and data it
+    /// references stay in their packs until `prune` removes what no remaining snapshot
+    /// uses, so no space is freed yet. Deleting a snapshot that is already gone succeeds.
+    pub fn delete_snapshot(&self, id: &SnapshotId) -> Result<()> {
+        self.backend
+            .delete(&ObjectKind::Snapshot.name(&id.to_hex()))
+    }
+
     /// Stores a content-named object: an existing object of that name has the same bytes,
     /// so `AlreadyExists` counts as success.
     pub(crate) fn put_content_named(&self, name: &str, bytes: &[u8]) -> Result<()> {

@@ -26,6 +26,8 @@ const SEAL_BATCH_BYTES: usize = 16 << 20;
 /// What the archiver produced besides the root tree.
 pub(super) struct Finished {
     pub summary: Summary,
+    /// Existing packs the new trees depend on (deduplicated against).
+    pub dependencies: HashSet<bunker_repo_format::PackId>,
     pub unreadable: Vec<String>,
     pub changed: Vec<String>,
 }
@@ -112,6 +114,14 @@ impl<'a> Archiver<'a> {
         }
     }
 
+    /// Never deduplicates against blobs in `packs` (condemned by a GC plan, or missing).
+    pub(super) fn exclude_packs(
+        &mut self,
+        packs: impl IntoIterator<Item = bunker_repo_format::PackId>,
+    ) {
+        self.writer.exclude_packs(packs);
+    }
+
     pub(super) fn session(&self) -> &bunker_repo_format::crypto::SealingSession {
         self.writer.session()
     }
@@ -119,6 +129,7 @@ impl<'a> Archiver<'a> {
     /// Seals what is queued, uploads the open packs and writes their index segment.
     pub(super) fn finish(mut self) -> Result<Finished, BackupError> {
         self.seal_pending()?;
+        let dependencies = self.writer.dependencies().clone();
         let (stats, _) = self.writer.finish()?;
         let mut summary = self.summary;
         summary.bytes_added = stats.bytes_added;
@@ -128,6 +139,7 @@ impl<'a> Archiver<'a> {
         summary.errors = self.unreadable.len() as u64;
         Ok(Finished {
             summary,
+            dependencies,
             unreadable: self.unreadable,
             changed: self.changed,
         })
@@ -370,11 +382,14 @@ impl<'a> Archiver<'a> {
 
     /// True when every chunk of `extents` is in the repository (or queued in this session),
     /// so content taken from the parent snapshot is complete.
-    fn all_stored(&self, extents: &[Extent]) -> bool {
-        extents.iter().all(|extent| match extent {
-            Extent::Chunk { id, .. } => self.writer.contains(id) || self.pending_ids.contains(id),
-            Extent::Hole { .. } => true,
-        })
+    fn all_stored(&mut self, extents: &[Extent]) -> bool {
+        let mut all = true;
+        for extent in extents {
+            if let Extent::Chunk { id, .. } = extent {
+                all &= self.pending_ids.contains(id) || self.writer.reuse(id);
+            }
+        }
+        all
     }
 
     fn store_tree(&mut self, entries: Vec<Entry>) -> Result<BlobId, BackupError> {
@@ -462,7 +477,7 @@ impl<'a> Archiver<'a> {
 
     /// Queues a chunk for sealing unless the repository or the queue has it already.
     fn queue(&mut self, id: BlobId, chunk: &[u8]) -> Result<(), BackupError> {
-        if self.writer.contains(&id) || !self.pending_ids.insert(id) {
+        if self.writer.reuse(&id) || !self.pending_ids.insert(id) {
             return Ok(());
         }
         self.pending.push((id, chunk.to_vec()));

@@ -13,9 +13,13 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use bunker_repo_format::config::Operation;
+use bunker_repo_format::gc;
+use bunker_repo_format::session::ActiveSession;
 use bunker_repo_format::snapshot::{ConsistencyLevel, Snapshot, SourceKind};
 use bunker_repo_format::tree::Timestamp;
-use bunker_repo_format::{Repository, SnapshotId};
+use bunker_repo_format::{PackId, Repository, SnapshotId};
+use std::collections::HashSet;
+use std::sync::Arc;
 
 pub use excludes::{Excludes, PatternError};
 
@@ -76,6 +80,15 @@ pub enum BackupError {
     /// An exclude pattern does not compile.
     #[error(transparent)]
     Pattern(#[from] PatternError),
+    /// The session was paused so long that a prune may have removed or condemned data it
+    /// deduplicated against; no snapshot was written.
+    #[error("this backup was paused for {}s, longer than prune's session timeout, and {lost} pack(s) it reused are gone or condemned; no snapshot was written: run the backup again", paused.as_secs())]
+    Stale {
+        /// The longest gap between heartbeats.
+        paused: std::time::Duration,
+        /// Packs it depended on that are missing or condemned.
+        lost: usize,
+    },
     /// The backup was cancelled; no snapshot was written.
     #[error(
         "backup interrupted: no snapshot was written (packs already uploaded are indexed and will be reused)"
@@ -137,9 +150,26 @@ pub fn backup(
         None => find_parent(repo, &options.host, &path_bytes)?,
     };
 
-    let loaded = repo.load_index()?;
+    // The heartbeat comes first: everything this session reads from the index is read after
+    // it, which is what prune's liveness rule relies on.
+    let heartbeat = ActiveSession::start(
+        Arc::clone(repo.backend()),
+        repo.key().writer(),
+        &options.host,
+        "backup",
+        true,
+    )?;
+    let condemned = gc::condemned_packs(repo)?;
+    let mut loaded = repo.load_index()?;
+    // Self-healing: trust the index only for packs that exist (listed after the index was
+    // read, so every pack it names was already stored). A blob whose pack is gone is read
+    // and stored again by whatever file needs it: reusing a file from the parent snapshot
+    // requires every one of its chunks to be known.
+    let stored = gc::stored_packs(repo)?;
+    loaded.index.retain_packs(|pack| stored.contains_key(pack));
     let mut archiver =
         archiver::Archiver::new(repo, &loaded.index, &excludes, cancel, options.with_atime);
+    archiver.exclude_packs(condemned);
     // An unreadable parent only costs reading everything again.
     let parent_root = parent
         .and_then(|id| repo.load_snapshot(&id).ok())
@@ -155,6 +185,7 @@ pub fn backup(
     };
     let session = archiver.session().clone();
     let finished = archiver.finish()?;
+    check_dependencies(repo, &heartbeat, &finished.dependencies)?;
 
     let mut summary = finished.summary;
     summary.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -183,12 +214,28 @@ pub fn backup(
         program_version: concat!("bunker ", env!("CARGO_PKG_VERSION")).to_owned(),
     };
     let id = repo.save_snapshot(&session, &snapshot)?;
+    // Best effort: a session that cannot write its last beat just looks live until it
+    // times out, which only delays garbage collection.
+    let _ = heartbeat.end();
     Ok(BackupOutcome {
         id,
         snapshot,
         unreadable: finished.unreadable,
         changed: finished.changed,
     })
+}
+
+/// Refuses to commit when the session was paused so long that a prune may have removed
+/// or condemned data it reused (see [`gc::lost_dependencies`]).
+fn check_dependencies(
+    repo: &Repository,
+    heartbeat: &ActiveSession,
+    dependencies: &HashSet<PackId>,
+) -> Result<(), BackupError> {
+    match gc::lost_dependencies(repo, heartbeat, dependencies)? {
+        (0, _) => Ok(()),
+        (lost, paused) => Err(BackupError::Stale { paused, lost }),
+    }
 }
 
 /// The latest snapshot of `host` with exactly `paths`.

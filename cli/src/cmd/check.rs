@@ -1,22 +1,68 @@
 //! `bunker check`.
 
 use std::io::Write;
+use std::path::PathBuf;
 
-use anyhow::Result;
-use bunker_repo_format::check::{CheckOptions, check};
+use anyhow::{Context, Result};
+use bunker_repo_format::Repository;
+use bunker_repo_format::check::{CheckOptions, ReadData, VerifiedPacks, check};
 use serde_json::{Value, json};
 
+use super::prune::parse_duration;
 use crate::args::{CheckArgs, GlobalOptions};
 use crate::output::{bytes, print_json};
 use crate::{exit, repo};
 
+/// The local cache directory: `--cache-dir`, else `$XDG_CACHE_HOME/bunker`, else
+/// `$HOME/.cache/bunker`.
+fn cache_dir(args: &CheckArgs) -> Result<PathBuf> {
+    if let Some(dir) = &args.cache_dir {
+        return Ok(dir.clone());
+    }
+    let from_env = |name: &str| {
+        std::env::var_os(name)
+            .map(PathBuf::from)
+            .filter(|path| path.is_absolute())
+    };
+    if let Some(cache) = from_env("XDG_CACHE_HOME") {
+        return Ok(cache.join("bunker"));
+    }
+    from_env("HOME")
+        .map(|home| home.join(".cache").join("bunker"))
+        .context("no cache directory for --max-duration: give --cache-dir or set HOME")
+}
+
+/// What to read, from the arguments.
+fn read_data(args: &CheckArgs, repository: &Repository) -> Result<ReadData> {
+    if let Some(spec) = &args.read_data_subset {
+        return Ok(ReadData::parse_subset(spec)?);
+    }
+    if let Some(budget) = &args.max_duration {
+        let max_duration = parse_duration(budget).context("--max-duration")?;
+        let state_file =
+            VerifiedPacks::path(&cache_dir(args)?, &repository.config().header.repository_id);
+        return Ok(ReadData::Rolling {
+            max_duration,
+            state_file,
+        });
+    }
+    Ok(if args.read_data {
+        ReadData::All
+    } else {
+        ReadData::None
+    })
+}
+
 pub fn run(global: &GlobalOptions, args: &CheckArgs) -> Result<u8> {
     let repository = repo::open(global)?;
     repository.check_features(bunker_repo_format::config::Operation::Read)?;
+    let read_data = read_data(args, &repository)?;
+    let reads = read_data != ReadData::None;
+    let mode = read_data.describe();
     let report = check(
         &repository,
         CheckOptions {
-            read_data: args.read_data,
+            read_data,
             threads: 0,
         },
     )?;
@@ -32,14 +78,19 @@ pub fn run(global: &GlobalOptions, args: &CheckArgs) -> Result<u8> {
             "index_segments": report.index_segments,
             "packs": report.packs,
             "blobs": report.blobs,
+            "read_data": mode,
             "packs_read": report.packs_read,
+            "packs_unverified": report.packs_unverified,
+            "read_packs": report.read_packs,
             "bytes_read": report.bytes_read,
+            "state_file": report.state_file.as_ref().map(|p| p.to_string_lossy()),
             "errors": problems(&report.errors),
             "warnings": problems(&report.warnings),
             "broken_snapshots": report.broken_snapshots.iter().map(|b| json!({
                 "id": b.id.to_hex(),
                 "reasons": b.reasons,
             })).collect::<Vec<_>>(),
+            "unreferenced_damage": report.unreferenced_damage,
         }))?;
     } else {
         let mut out = std::io::stdout().lock();
@@ -50,11 +101,17 @@ pub fn run(global: &GlobalOptions, args: &CheckArgs) -> Result<u8> {
             report.index_segments,
             report.packs,
             report.blobs,
-            if args.read_data {
+            if reads {
                 format!(
-                    "; read {} packs ({})",
+                    "; read {} packs ({}, {mode}), {} not verified{}",
                     report.packs_read,
-                    bytes(report.bytes_read)
+                    bytes(report.bytes_read),
+                    report.packs_unverified,
+                    if report.state_file.is_some() {
+                        " by any run yet"
+                    } else {
+                        ""
+                    }
                 )
             } else {
                 String::new()
@@ -75,6 +132,12 @@ pub fn run(global: &GlobalOptions, args: &CheckArgs) -> Result<u8> {
             for reason in &broken.reasons {
                 writeln!(out, "  {reason}")?;
             }
+        }
+        for pack in &report.unreferenced_damage {
+            writeln!(
+                out,
+                "note: {pack}: no snapshot needs its lost blobs (`bunker repair index` drops a missing pack from the index; `bunker prune` removes what is left)"
+            )?;
         }
         if report.is_healthy() {
             writeln!(out, "no errors found")?;

@@ -3,9 +3,12 @@
 mod backup;
 mod cat;
 mod check;
+mod forget;
 mod init;
 mod key;
 mod ls;
+pub(crate) mod prune;
+mod repair;
 mod restore;
 mod snapshots;
 
@@ -27,6 +30,9 @@ pub fn run(cli: Cli, cancel: &Cancel) -> Result<u8> {
         Command::Ls(args) => ls::run(global, &args),
         Command::Restore(args) => restore::run(global, &args, cancel),
         Command::Check(args) => check::run(global, &args),
+        Command::Forget(args) => forget::run(global, &args, cancel),
+        Command::Prune(args) => prune::run(global, &args),
+        Command::Repair(command) => repair::run(global, command),
         Command::Key(command) => key::run(global, command),
         Command::Cat(command) => cat::run(global, command),
     }

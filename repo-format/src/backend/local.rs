@@ -13,6 +13,8 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use std::time::SystemTime;
+
 use super::{Backend, ObjectMeta, validate_name};
 use crate::error::{Error, Result};
 
@@ -222,6 +224,7 @@ impl Backend for LocalBackend {
         Ok(ObjectMeta {
             name: name.to_owned(),
             size: meta.len(),
+            modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
         })
     }
 
@@ -262,6 +265,7 @@ impl Backend for LocalBackend {
                         Ok(meta) => found.push(ObjectMeta {
                             name,
                             size: meta.len(),
+                            modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
                         }),
                         Err(e) if is_missing(&e) => {} // deleted while we list
                         Err(e) => return Err(self.io_error("reading metadata of", &name, e)),

@@ -8,6 +8,7 @@ use std::collections::btree_map::Entry;
 use std::fmt;
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
 
 use super::{Backend, ObjectMeta, validate_name};
 use crate::error::{Error, Result};
@@ -20,7 +21,16 @@ use crate::error::{Error, Result};
 /// is always consistent because each operation changes it in one step.
 #[derive(Default)]
 pub struct MemoryBackend {
-    objects: Mutex<BTreeMap<String, Arc<Vec<u8>>>>,
+    objects: Mutex<BTreeMap<String, Stored>>,
+    /// Added to the system clock: lets tests move the storage's clock forward.
+    clock_offset: Mutex<Duration>,
+}
+
+/// An object's bytes and the storage time it was written at.
+#[derive(Clone)]
+struct Stored {
+    bytes: Arc<Vec<u8>>,
+    modified: SystemTime,
 }
 
 impl MemoryBackend {
@@ -38,7 +48,7 @@ impl MemoryBackend {
     pub fn corrupt(&self, name: &str, f: impl FnOnce(&mut Vec<u8>)) {
         let mut objects = self.lock();
         match objects.get_mut(name) {
-            Some(bytes) => f(Arc::make_mut(bytes)),
+            Some(stored) => f(Arc::make_mut(&mut stored.bytes)),
             None => panic!("MemoryBackend::corrupt: no object named {name:?}"),
         }
     }
@@ -48,12 +58,30 @@ impl MemoryBackend {
         self.lock().keys().cloned().collect()
     }
 
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Arc<Vec<u8>>>> {
+    /// Moves this backend's clock (the `modified` time of objects written from now on)
+    /// forward, as if `by` had passed: grace periods and session timeouts in tests.
+    pub fn advance_clock(&self, by: Duration) {
+        *self
+            .clock_offset
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) += by;
+    }
+
+    /// The backend's current time.
+    pub fn now(&self) -> SystemTime {
+        SystemTime::now()
+            + *self
+                .clock_offset
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Stored>> {
         self.objects.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The shared bytes of an object.
-    fn object(&self, name: &str) -> Result<Arc<Vec<u8>>> {
+    /// The stored object.
+    fn object(&self, name: &str) -> Result<Stored> {
         validate_name(name)?;
         self.lock()
             .get(name)
@@ -81,24 +109,27 @@ impl Backend for MemoryBackend {
     fn put_if_absent(&self, name: &str, bytes: &[u8]) -> Result<()> {
         validate_name(name)?;
         // Copy before taking the lock, to hold it briefly.
-        let bytes = Arc::new(bytes.to_vec());
+        let stored = Stored {
+            bytes: Arc::new(bytes.to_vec()),
+            modified: self.now(),
+        };
         match self.lock().entry(name.to_owned()) {
             Entry::Occupied(_) => Err(Error::AlreadyExists {
                 object: name.to_owned(),
             }),
             Entry::Vacant(slot) => {
-                slot.insert(bytes);
+                slot.insert(stored);
                 Ok(())
             }
         }
     }
 
     fn get(&self, name: &str) -> Result<Vec<u8>> {
-        Ok(self.object(name)?.as_ref().clone())
+        Ok(self.object(name)?.bytes.as_ref().clone())
     }
 
     fn get_range(&self, name: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
-        let bytes = self.object(name)?;
+        let bytes = self.object(name)?.bytes;
         let size = bytes.len();
         let range = usize::try_from(offset)
             .ok()
@@ -118,10 +149,11 @@ impl Backend for MemoryBackend {
     }
 
     fn head(&self, name: &str) -> Result<ObjectMeta> {
-        let bytes = self.object(name)?;
+        let stored = self.object(name)?;
         Ok(ObjectMeta {
             name: name.to_owned(),
-            size: bytes.len() as u64,
+            size: stored.bytes.len() as u64,
+            modified: stored.modified,
         })
     }
 
@@ -130,9 +162,10 @@ impl Backend for MemoryBackend {
         Ok(objects
             .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
             .take_while(|(name, _)| name.starts_with(prefix))
-            .map(|(name, bytes)| ObjectMeta {
+            .map(|(name, stored)| ObjectMeta {
                 name: name.clone(),
-                size: bytes.len() as u64,
+                size: stored.bytes.len() as u64,
+                modified: stored.modified,
             })
             .collect())
     }

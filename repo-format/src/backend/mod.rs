@@ -7,6 +7,7 @@
 //! implementation of the same trait. Every implementation must pass
 //! [`testing::conformance`].
 
+pub mod fault;
 mod local;
 mod memory;
 pub mod testing;
@@ -16,16 +17,21 @@ pub use memory::MemoryBackend;
 
 use std::fmt::Debug;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use crate::error::Result;
 
-/// Size and name of a stored object.
+/// Name, size and storage time of a stored object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectMeta {
     /// Full object name, e.g. `data/ab/ab12...`.
     pub name: String,
     /// Size in bytes.
     pub size: u64,
+    /// When the object was written, on the storage's clock (file mtime, S3 Last-Modified).
+    /// Garbage collection measures grace periods and session liveness with it, never with
+    /// a client's clock.
+    pub modified: SystemTime,
 }
 
 /// An object store holding a repository.

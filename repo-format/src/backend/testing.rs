@@ -12,7 +12,7 @@ use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 
-use super::{Backend, ObjectMeta};
+use super::Backend;
 use crate::error::{Error, Result};
 
 /// Runs the conformance suite against `backend`, panicking at the first broken contract.
@@ -137,17 +137,24 @@ fn listing(backend: &dyn Backend) {
         ("data/ab/ab013", 0), ("configs", 0),
     ];
     for (prefix, count) in prefixes {
-        let mut expected: Vec<ObjectMeta> = (all.iter().enumerate())
+        let mut expected: Vec<(String, u64)> = (all.iter().enumerate())
             .filter(|(_, name)| name.starts_with(prefix))
-            .map(|(i, name)| ObjectMeta {
-                name: (*name).to_owned(),
-                size: 10 * i as u64,
-            })
+            .map(|(i, name)| ((*name).to_owned(), 10 * i as u64))
             .collect();
         assert_eq!(expected.len(), count, "fixture for prefix {prefix:?}");
-        expected.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut listed = ok(backend.list(prefix), format_args!("list {prefix:?}"));
-        listed.sort_by(|a, b| a.name.cmp(&b.name));
+        expected.sort();
+        let listed = ok(backend.list(prefix), format_args!("list {prefix:?}"));
+        for meta in &listed {
+            let head = ok(backend.head(&meta.name), format_args!("head {}", meta.name));
+            assert_eq!(head, *meta, "list and head agree on {}", meta.name);
+            assert!(
+                meta.modified > std::time::SystemTime::UNIX_EPOCH,
+                "{} has no storage time",
+                meta.name
+            );
+        }
+        let mut listed: Vec<(String, u64)> = listed.into_iter().map(|m| (m.name, m.size)).collect();
+        listed.sort();
         assert_eq!(listed, expected, "list {prefix:?}");
     }
     remove_all(backend, all);

@@ -23,13 +23,18 @@ pub struct BlobLocation {
 
 /// Every blob the loaded index segments know, with one location each.
 ///
-/// A blob stored in several packs (two writers racing) keeps the first location seen; the
-/// others are counted in [`Index::duplicate_count`].
+/// A blob stored in several packs (two writers racing, or a blob stored again after its
+/// pack was lost) keeps the first location seen; the others are counted in
+/// [`Index::duplicate_count`] and kept aside, so that [`Index::retain_packs`] can fall back
+/// to one of them when the first location's pack is gone.
 #[derive(Debug, Default, Clone)]
 pub struct Index {
     blobs: HashMap<BlobId, BlobLocation>,
     packs: HashMap<PackId, (BlobKind, u32)>,
     duplicates: u64,
+    /// Further distinct locations of blobs stored more than once (rare, so kept apart to
+    /// keep the common entry small).
+    alternates: HashMap<BlobId, Vec<BlobLocation>>,
 }
 
 impl Index {
@@ -58,15 +63,62 @@ impl Index {
         }
     }
 
-    /// Records one blob's location (first location wins).
+    /// Records one blob's location (first location wins; later ones are kept as fallbacks).
     pub fn insert(&mut self, id: BlobId, location: BlobLocation) {
         use std::collections::hash_map::Entry;
         match self.blobs.entry(id) {
-            Entry::Occupied(_) => self.duplicates += 1,
+            Entry::Occupied(first) => {
+                self.duplicates += 1;
+                if *first.get() != location {
+                    let others = self.alternates.entry(id).or_default();
+                    if !others.contains(&location) {
+                        others.push(location);
+                    }
+                }
+            }
             Entry::Vacant(slot) => {
                 slot.insert(location);
             }
         }
+    }
+
+    /// Keeps only locations in packs for which `keep` is true, and forgets the other packs.
+    ///
+    /// A blob whose first location is dropped falls back to another location that is kept;
+    /// a blob with none left is no longer in the index. Returns how many blobs were dropped.
+    /// Writers call this with the packs that exist in storage, so a blob whose pack was lost
+    /// is stored again instead of trusted.
+    pub fn retain_packs(&mut self, keep: impl Fn(&PackId) -> bool) -> usize {
+        self.packs.retain(|pack, _| keep(pack));
+        let before = self.blobs.len();
+        let alternates = &mut self.alternates;
+        self.blobs.retain(|id, location| {
+            if keep(&location.pack) {
+                return true;
+            }
+            let Some(others) = alternates.get_mut(id) else {
+                return false;
+            };
+            others.retain(|other| keep(&other.pack));
+            match others.pop() {
+                Some(other) => {
+                    *location = other;
+                    true
+                }
+                None => false,
+            }
+        });
+        self.alternates.retain(|id, others| {
+            others.retain(|other| keep(&other.pack));
+            !others.is_empty() && self.blobs.contains_key(id)
+        });
+        before - self.blobs.len()
+    }
+
+    /// Forgets a blob (every location of it). Returns its first location.
+    pub fn remove(&mut self, id: &BlobId) -> Option<BlobLocation> {
+        self.alternates.remove(id);
+        self.blobs.remove(id)
     }
 
     /// The location of a blob.
@@ -99,8 +151,50 @@ impl Index {
         self.blobs.iter()
     }
 
-    /// How many blob entries were seen again after their first location.
+    /// How many blob entries were seen again after their first location (while loading).
     pub fn duplicate_count(&self) -> u64 {
         self.duplicates
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn location(pack: u8, offset: u64) -> BlobLocation {
+        BlobLocation {
+            pack: PackId::from_bytes([pack; 32]),
+            kind: BlobKind::Data,
+            offset,
+            length: 100,
+            raw_length: 60,
+        }
+    }
+
+    #[test]
+    fn retain_packs_falls_back_to_a_surviving_copy() {
+        let mut index = Index::new();
+        let only_in_lost = BlobId::from_bytes([1; 32]);
+        let in_both = BlobId::from_bytes([2; 32]);
+        let only_in_kept = BlobId::from_bytes([3; 32]);
+        index.insert(only_in_lost, location(9, 40));
+        index.insert(in_both, location(9, 140));
+        index.insert(in_both, location(9, 140)); // same place listed twice: no fallback
+        index.insert(in_both, location(7, 40));
+        index.insert(only_in_kept, location(7, 140));
+        assert_eq!(index.duplicate_count(), 2);
+        assert_eq!(index.get(&in_both), Some(&location(9, 140)));
+
+        let lost = PackId::from_bytes([9; 32]);
+        let dropped = index.retain_packs(|pack| *pack != lost);
+        assert_eq!(dropped, 1);
+        assert!(!index.contains(&only_in_lost));
+        assert_eq!(index.get(&in_both), Some(&location(7, 40)));
+        assert_eq!(index.get(&only_in_kept), Some(&location(7, 140)));
+        assert!(index.alternates.is_empty());
+
+        assert_eq!(index.remove(&in_both), Some(location(7, 40)));
+        assert!(!index.contains(&in_both));
+        assert_eq!(index.len(), 1);
     }
 }

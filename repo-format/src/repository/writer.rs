@@ -6,7 +6,7 @@ use super::Repository;
 use crate::blob::{BlobKind, MAX_BLOB_LENGTH, seal_blob};
 use crate::crypto::SealingSession;
 use crate::error::{Error, Result};
-use crate::id::{BlobId, IndexId, content_hash};
+use crate::id::{BlobId, IndexId, PackId, content_hash};
 use crate::index::{Index, IndexSegment, IndexedPack, encode_segment};
 use crate::object::ObjectKind;
 use crate::pack::PackWriter;
@@ -53,6 +53,8 @@ pub struct SealedBlob {
 pub struct BlobWriter<'a> {
     repo: &'a Repository,
     known: &'a Index,
+    excluded: HashSet<PackId>,
+    depends_on: HashSet<PackId>,
     session: SealingSession,
     added: HashSet<BlobId>,
     data_pack: Option<PackWriter>,
@@ -68,6 +70,8 @@ impl<'a> BlobWriter<'a> {
         Self {
             repo,
             known,
+            excluded: HashSet::new(),
+            depends_on: HashSet::new(),
             session: repo.new_session(),
             added: HashSet::new(),
             data_pack: None,
@@ -84,9 +88,44 @@ impl<'a> BlobWriter<'a> {
         &self.session
     }
 
-    /// True when the blob is already stored or pending in this session.
+    /// Treats every blob stored in `packs` as absent: condemned packs (named by a GC plan)
+    /// and packs found missing. Such blobs are stored anew when needed.
+    pub fn exclude_packs(&mut self, packs: impl IntoIterator<Item = PackId>) {
+        self.excluded.extend(packs);
+    }
+
+    fn known_location(&self, id: &BlobId) -> Option<PackId> {
+        self.known
+            .get(id)
+            .map(|location| location.pack)
+            .filter(|pack| !self.excluded.contains(pack))
+    }
+
+    /// True when the blob is already stored (outside excluded packs) or pending in this
+    /// session. Does not record a dependency: see [`BlobWriter::reuse`].
     pub fn contains(&self, id: &BlobId) -> bool {
-        self.known.contains(id) || self.added.contains(id)
+        self.added.contains(id) || self.known_location(id).is_some()
+    }
+
+    /// Like [`BlobWriter::contains`], and when the blob is an existing one, records its
+    /// pack as something this session's snapshot will depend on.
+    pub fn reuse(&mut self, id: &BlobId) -> bool {
+        if self.added.contains(id) {
+            return true;
+        }
+        match self.known_location(id) {
+            Some(pack) => {
+                self.depends_on.insert(pack);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Existing packs this session deduplicated against: if one of them disappeared before
+    /// the snapshot is written, the snapshot would be broken.
+    pub fn dependencies(&self) -> &HashSet<PackId> {
+        &self.depends_on
     }
 
     /// Seals a blob (CPU only; safe to call from many threads).
@@ -107,7 +146,7 @@ impl<'a> BlobWriter<'a> {
 
     /// Adds a sealed blob unless it is already known; returns whether it was new.
     pub fn add_sealed(&mut self, blob: SealedBlob) -> Result<bool> {
-        if self.contains(&blob.id) {
+        if self.reuse(&blob.id) {
             return Ok(false);
         }
         if blob.raw_length > MAX_BLOB_LENGTH {
@@ -142,7 +181,7 @@ impl<'a> BlobWriter<'a> {
     /// Hashes, seals and adds a blob; returns its id and whether it was new.
     pub fn add(&mut self, kind: BlobKind, plaintext: &[u8]) -> Result<(BlobId, bool)> {
         let id = self.repo.blob_id(plaintext);
-        if self.contains(&id) {
+        if self.reuse(&id) {
             return Ok((id, false));
         }
         let sealed = self.seal(kind, id, plaintext);

@@ -1,0 +1,221 @@
+//! `bunker forget`: remove snapshots by a retention policy.
+//!
+//! Plan, then apply: [`retention::apply`] decides, the table (or JSON) shows the decisions,
+//! and only then are the removed snapshots deleted, unless `--dry-run`. Deleting a snapshot
+//! frees no space by itself; `prune` removes the data no snapshot uses any more.
+
+use std::io::Write;
+
+use anyhow::{Context, Result, bail};
+use bunker_agent::Cancel;
+use bunker_repo_format::SnapshotId;
+use bunker_repo_format::config::Operation;
+use bunker_repo_format::retention::{self, Decision, Group, GroupBy, RetentionPolicy};
+use bunker_repo_format::snapshot::Snapshot;
+use bunker_repo_format::tree::Timestamp;
+use serde_json::{Value, json};
+
+use crate::args::{ForgetArgs, GlobalOptions};
+use crate::output::{parse_tags, print_json, rfc3339};
+use crate::{exit, repo};
+
+pub fn run(global: &GlobalOptions, args: &ForgetArgs, cancel: &Cancel) -> Result<u8> {
+    // Everything the user typed is checked before the repository is opened.
+    let policy = policy(args)?;
+    if !policy.has_rule() {
+        bail!(
+            "no --keep-* rule given, so nothing would be kept; refusing to remove every \
+             snapshot (give e.g. --keep-last 10 or --keep-daily 7)"
+        );
+    }
+    let group_by: GroupBy = args.group_by.parse().context("--group-by")?;
+    let wanted_tags = parse_tags(&args.tags).context("--tag")?;
+
+    let repository = repo::open(global)?;
+    repository.check_features(Operation::Prune)?;
+    let snapshots: Vec<(SnapshotId, Snapshot)> = readable_snapshots(&repository)?
+        .into_iter()
+        .filter(|(_, s)| args.host.as_ref().is_none_or(|h| &s.host == h))
+        .filter(|(_, s)| wanted_tags.iter().all(|t| s.tags.contains(t)))
+        .collect();
+    let groups = retention::apply(&snapshots, &policy, group_by, now())?;
+
+    if global.json {
+        print_json(&Value::Array(groups.iter().map(group_json).collect()))?;
+    } else {
+        print_table(&groups)?;
+    }
+    let removed: Vec<&Decision> = groups.iter().flat_map(Group::removed).collect();
+    if args.dry_run {
+        if !global.json {
+            writeln!(
+                std::io::stdout(),
+                "would remove {} snapshots",
+                removed.len()
+            )?;
+        }
+        return Ok(exit::OK);
+    }
+    let mut failed = 0;
+    for (done, decision) in removed.iter().enumerate() {
+        // Each delete is complete on its own: stopping between two leaves a consistent
+        // repository with fewer snapshots removed.
+        if cancel.is_cancelled() {
+            eprintln!(
+                "bunker: interrupted after removing {} of {} snapshots",
+                done - failed,
+                removed.len()
+            );
+            return Ok(exit::INTERRUPTED);
+        }
+        if let Err(e) = repository.delete_snapshot(&decision.id) {
+            eprintln!(
+                "bunker: could not remove snapshot {}: {e}",
+                decision.id.short()
+            );
+            failed += 1;
+        }
+    }
+    if failed > 0 {
+        bail!(
+            "{failed} of {} snapshots could not be removed",
+            removed.len()
+        );
+    }
+    if !global.json {
+        writeln!(std::io::stdout(), "removed {} snapshots", removed.len())?;
+    }
+    Ok(exit::OK)
+}
+
+fn policy(args: &ForgetArgs) -> Result<RetentionPolicy> {
+    let keep_within = args
+        .keep_within
+        .as_deref()
+        .map(retention::parse_duration)
+        .transpose()
+        .context("--keep-within")?;
+    Ok(RetentionPolicy {
+        keep_last: args.keep_last,
+        keep_hourly: args.keep_hourly,
+        keep_daily: args.keep_daily,
+        keep_weekly: args.keep_weekly,
+        keep_monthly: args.keep_monthly,
+        keep_yearly: args.keep_yearly,
+        keep_within,
+        keep_tags: parse_tags(&args.keep_tags).context("--keep-tag")?,
+        keep_min: args.keep_min,
+    })
+}
+
+/// Every snapshot that loads; the others are reported and left alone (never deleted).
+fn readable_snapshots(
+    repository: &bunker_repo_format::Repository,
+) -> Result<Vec<(SnapshotId, Snapshot)>> {
+    let mut snapshots = Vec::new();
+    for id in repository.list_snapshot_ids()? {
+        match repository.load_snapshot(&id) {
+            Ok(snapshot) => snapshots.push((id, snapshot)),
+            Err(e) => eprintln!(
+                "bunker: warning: skipping snapshot {} (it stays in the repository): {e}",
+                id.short()
+            ),
+        }
+    }
+    Ok(snapshots)
+}
+
+fn now() -> Timestamp {
+    let now = jiff::Timestamp::now();
+    Timestamp {
+        sec: now.as_second(),
+        nsec: u32::try_from(now.subsec_nanosecond()).unwrap_or(0),
+    }
+}
+
+fn lossy(path: &[u8]) -> String {
+    String::from_utf8_lossy(path).into_owned()
+}
+
+fn group_json(group: &Group) -> Value {
+    let key = &group.key;
+    let snapshots: Vec<Value> = group
+        .decisions
+        .iter()
+        .map(|d| {
+            json!({
+                "id": d.id.to_hex(),
+                "short_id": d.id.short(),
+                "time": rfc3339(d.time),
+                "keep": d.keep,
+                "reasons": d.reasons,
+            })
+        })
+        .collect();
+    json!({
+        "group": {
+            "host": key.host,
+            "paths": key.paths.as_ref().map(|ps| ps.iter().map(|p| lossy(p)).collect::<Vec<_>>()),
+            "tags": key.tags.as_ref().map(|ts| ts.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>()),
+        },
+        "snapshots": snapshots,
+    })
+}
+
+/// Date and time in UTC, the zone the period rules bucket in.
+fn utc_time(t: Timestamp) -> String {
+    jiff::Timestamp::new(t.sec, 0)
+        .map(|ts| ts.strftime("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|_| rfc3339(t))
+}
+
+fn group_title(group: &Group) -> String {
+    let key = &group.key;
+    let mut parts = Vec::new();
+    if let Some(host) = &key.host {
+        parts.push(format!("host {host}"));
+    }
+    if let Some(paths) = &key.paths {
+        let paths: Vec<String> = paths.iter().map(|p| lossy(p)).collect();
+        parts.push(format!("paths [{}]", paths.join(" ")));
+    }
+    if let Some(tags) = &key.tags {
+        let tags: Vec<String> = tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        parts.push(format!("tags [{}]", tags.join(",")));
+    }
+    if parts.is_empty() {
+        "all snapshots".to_owned()
+    } else {
+        parts.join(", ")
+    }
+}
+
+fn print_table(groups: &[Group]) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    for group in groups {
+        writeln!(
+            out,
+            "{}: keep {}, remove {}",
+            group_title(group),
+            group.kept().count(),
+            group.removed().count()
+        )?;
+        writeln!(
+            out,
+            "{:<8}  {:<19}  {:<6}  reasons",
+            "id", "time (UTC)", "action"
+        )?;
+        for d in &group.decisions {
+            let line = format!(
+                "{:<8}  {:<19}  {:<6}  {}",
+                d.id.short(),
+                utc_time(d.time),
+                if d.keep { "keep" } else { "remove" },
+                d.reasons.join(", ")
+            );
+            writeln!(out, "{}", line.trim_end())?;
+        }
+        writeln!(out)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,200 @@
+//! `bunker prune`.
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use bunker_repo_format::Repository;
+use bunker_repo_format::prune::{PruneOptions, PrunePlan, PruneReport, prune, prune_plan};
+use serde_json::{Value, json};
+
+use crate::args::{GlobalOptions, PruneArgs};
+use crate::output::{bytes, print_json};
+use crate::{exit, repo};
+
+/// Parses `90s`, `30m`, `24h`, `7d`, or a plain number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration> {
+    let text = text.trim();
+    let (number, unit) = match text.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((at, _)) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{text:?} is not a duration (e.g. 30m, 24h, 7d)"))?;
+    let seconds = match unit {
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        "d" => value * 86400.0,
+        _ => bail!("{text:?}: unknown unit {unit:?} (use s, m, h or d)"),
+    };
+    if !seconds.is_finite() || seconds < 0.0 {
+        bail!("{text:?} is not a duration");
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// Parses `500M`, `10G`, `1T` or a plain number of bytes.
+pub fn parse_size(text: &str) -> Result<u64> {
+    let text = text.trim();
+    let (number, unit) = match text.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((at, _)) => text.split_at(at),
+        None => (text, ""),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{text:?} is not a size (e.g. 500M, 10G)"))?;
+    let factor = match unit
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
+        "" => 1.0,
+        "K" => 1024.0,
+        "M" => 1024.0 * 1024.0,
+        "G" => 1024.0 * 1024.0 * 1024.0,
+        "T" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => bail!("{text:?}: unknown unit {unit:?}"),
+    };
+    Ok((value * factor) as u64)
+}
+
+fn options(args: &PruneArgs) -> Result<PruneOptions> {
+    if !(0.0..=100.0).contains(&args.max_unused) {
+        bail!("--max-unused must be a percentage between 0 and 100");
+    }
+    Ok(PruneOptions {
+        grace: parse_duration(&args.grace)?,
+        max_unused: args.max_unused / 100.0,
+        max_repack: args
+            .max_repack
+            .as_deref()
+            .map(parse_size)
+            .transpose()?
+            .unwrap_or(u64::MAX),
+        host: "prune",
+    })
+}
+
+fn plan_json(plan: &PrunePlan) -> Value {
+    json!({
+        "snapshots": plan.snapshots,
+        "used_blobs": plan.used_blobs,
+        "packs": plan.packs.0,
+        "pack_bytes": plan.packs.1,
+        "condemn": plan.condemn.iter().map(|(p, _, size)| json!({"pack": p.to_hex(), "bytes": size})).collect::<Vec<_>>(),
+        "repack": plan.repack.iter().map(|(p, _, size, live)| json!({"pack": p.to_hex(), "bytes": size, "live_bytes": live})).collect::<Vec<_>>(),
+        "due_plans": plan.due.iter().map(|d| json!({
+            "plan": d.name,
+            "delete": d.delete.iter().map(|(p, _, size)| json!({"pack": p.to_hex(), "bytes": size})).collect::<Vec<_>>(),
+            "recovered": d.recovered.iter().map(|p| p.to_hex()).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "waiting_plans": plan.waiting.iter().map(|(name, reason)| json!({"plan": name, "reason": reason})).collect::<Vec<_>>(),
+        "unused_bytes_left": plan.unused_bytes_left,
+        "stale_heartbeats": plan.stale_heartbeats.len(),
+        "merge_index": plan.merge_segments,
+    })
+}
+
+fn report_json(report: &PruneReport) -> Value {
+    json!({
+        "deleted_packs": report.deleted_packs,
+        "deleted_bytes": report.deleted_bytes,
+        "recovered_packs": report.recovered_packs,
+        "condemned_packs": report.condemned_packs,
+        "repacked_packs": report.repacked_packs,
+        "plans_executed": report.plans_executed,
+        "plan_written": report.plan_written,
+        "index_segments_written": report.segments_written,
+        "index_segments_removed": report.segments_removed,
+        "heartbeats_removed": report.heartbeats_removed,
+    })
+}
+
+fn print_plan(out: &mut impl Write, plan: &PrunePlan) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{} snapshots use {} blobs; {} packs hold {}",
+        plan.snapshots,
+        plan.used_blobs,
+        plan.packs.0,
+        bytes(plan.packs.1)
+    )?;
+    let deleting: u64 = plan
+        .due
+        .iter()
+        .flat_map(|d| d.delete.iter())
+        .map(|d| d.2)
+        .sum();
+    let delete_count: usize = plan.due.iter().map(|d| d.delete.len()).sum();
+    let recovered: usize = plan.due.iter().map(|d| d.recovered.len()).sum();
+    writeln!(
+        out,
+        "due plans: {}: delete {} packs ({}), recover {} packs",
+        plan.due.len(),
+        delete_count,
+        bytes(deleting),
+        recovered
+    )?;
+    for (name, reason) in &plan.waiting {
+        writeln!(out, "waiting: {name}: {reason}")?;
+    }
+    let condemn_bytes: u64 = plan.condemn.iter().map(|c| c.2).sum();
+    let repack_bytes: u64 = plan.repack.iter().map(|r| r.2).sum();
+    writeln!(
+        out,
+        "new plan: condemn {} unused packs ({}), repack {} packs ({}); unused space left {}",
+        plan.condemn.len(),
+        bytes(condemn_bytes),
+        plan.repack.len(),
+        bytes(repack_bytes),
+        bytes(plan.unused_bytes_left)
+    )
+}
+
+/// Runs prune on an open repository (also used by `forget --prune`).
+pub fn run_on(global: &GlobalOptions, repository: &Repository, args: &PruneArgs) -> Result<u8> {
+    let options = options(args)?;
+    let plan = prune_plan(repository, &options, args.dry_run)?;
+    if args.dry_run {
+        if global.json {
+            print_json(&json!({ "dry_run": true, "plan": plan_json(&plan) }))?;
+        } else {
+            let mut out = std::io::stdout().lock();
+            print_plan(&mut out, &plan)?;
+            writeln!(out, "dry run: nothing changed")?;
+        }
+        return Ok(exit::OK);
+    }
+    let planned = plan_json(&plan);
+    if !global.json {
+        print_plan(&mut std::io::stdout().lock(), &plan)?;
+    }
+    let report = prune(repository, plan)?;
+    if global.json {
+        print_json(&json!({ "dry_run": false, "plan": planned, "report": report_json(&report) }))?;
+    } else {
+        writeln!(
+            std::io::stdout(),
+            "deleted {} packs ({}), recovered {}, condemned {} (repacked {}), {} plans executed{}",
+            report.deleted_packs,
+            bytes(report.deleted_bytes),
+            report.recovered_packs,
+            report.condemned_packs,
+            report.repacked_packs,
+            report.plans_executed,
+            report
+                .plan_written
+                .as_ref()
+                .map(|p| format!("; wrote {p}"))
+                .unwrap_or_default()
+        )?;
+    }
+    Ok(exit::OK)
+}
+
+pub fn run(global: &GlobalOptions, args: &PruneArgs) -> Result<u8> {
+    let repository = repo::open(global)?;
+    run_on(global, &repository, args)
+}

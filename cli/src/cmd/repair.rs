@@ -1,0 +1,204 @@
+//! `bunker repair index` and `bunker repair snapshots`.
+
+use std::io::Write;
+
+use anyhow::Result;
+use bunker_agent::platform;
+use bunker_repo_format::check::Problem;
+use bunker_repo_format::repair::{
+    RepairSnapshotsOptions, apply_index_repair, apply_snapshot_repair, plan_index_repair,
+    plan_snapshot_repair,
+};
+use serde_json::{Value, json};
+
+use crate::args::{GlobalOptions, RepairCommand, RepairIndexArgs, RepairSnapshotsArgs};
+use crate::output::print_json;
+use crate::{exit, repo};
+
+pub fn run(global: &GlobalOptions, command: RepairCommand) -> Result<u8> {
+    match command {
+        RepairCommand::Index(args) => index(global, &args),
+        RepairCommand::Snapshots(args) => snapshots(global, &args),
+    }
+}
+
+fn problems_json(list: &[Problem]) -> Vec<Value> {
+    list.iter()
+        .map(|p| json!({ "object": p.object, "message": p.message }))
+        .collect()
+}
+
+/// Exit 0 when the index now covers every readable pack; 4 when some pack cannot be read.
+fn index(global: &GlobalOptions, args: &RepairIndexArgs) -> Result<u8> {
+    let repository = repo::open(global)?;
+    let plan = plan_index_repair(&repository, 0)?;
+    let report = if args.dry_run || plan.is_empty() {
+        plan.report().clone()
+    } else {
+        apply_index_repair(&repository, plan)?
+    };
+    if global.json {
+        print_json(&json!({
+            "dry_run": args.dry_run,
+            "packs": report.packs,
+            "packs_reindexed": report.packs_reindexed,
+            "blobs_reindexed": report.blobs_reindexed,
+            "packs_unreadable": problems_json(&report.packs_unreadable),
+            "packs_dropped": report.packs_dropped,
+            "segments_replaced": problems_json(&report.segments_replaced),
+            "segments_written": report.segments_written.iter().map(|id| id.to_hex()).collect::<Vec<_>>(),
+            "segments_kept": problems_json(&report.segments_kept),
+        }))?;
+    } else {
+        let mut out = std::io::stdout().lock();
+        let (index_verb, replace_verb, drop_verb) = if args.dry_run {
+            ("would index", "would replace", "would drop")
+        } else {
+            ("indexed", "replaced", "dropped")
+        };
+        for pack in &report.packs_reindexed {
+            writeln!(out, "{index_verb} {pack}")?;
+        }
+        for segment in &report.segments_replaced {
+            writeln!(
+                out,
+                "{replace_verb} {}: {}",
+                segment.object, segment.message
+            )?;
+        }
+        for pack in &report.packs_dropped {
+            writeln!(
+                out,
+                "{drop_verb} {pack} from the index: it is missing from storage"
+            )?;
+        }
+        for segment in &report.segments_kept {
+            writeln!(out, "warning: {}: {}", segment.object, segment.message)?;
+        }
+        for pack in &report.packs_unreadable {
+            writeln!(
+                out,
+                "error: {}: cannot read its trailer: {}",
+                pack.object, pack.message
+            )?;
+        }
+        writeln!(
+            out,
+            "{} packs in storage; {} {} packs ({} blobs) into {} new index segments, {} {} segments{}",
+            report.packs,
+            index_verb,
+            report.packs_reindexed.len(),
+            report.blobs_reindexed,
+            if args.dry_run {
+                "new".to_owned()
+            } else {
+                report.segments_written.len().to_string()
+            },
+            replace_verb,
+            report.segments_replaced.len(),
+            if report.packs_unreadable.is_empty() {
+                String::new()
+            } else {
+                format!("; {} packs unreadable", report.packs_unreadable.len())
+            }
+        )?;
+    }
+    Ok(if report.packs_unreadable.is_empty() {
+        exit::OK
+    } else {
+        exit::DAMAGE_FOUND
+    })
+}
+
+/// Exit 0 when every broken snapshot was replaced (or none was broken); 4 when some cannot
+/// be repaired.
+fn snapshots(global: &GlobalOptions, args: &RepairSnapshotsArgs) -> Result<u8> {
+    let repository = repo::open(global)?;
+    let plan = plan_snapshot_repair(
+        &repository,
+        &RepairSnapshotsOptions {
+            read_data: !args.no_read_data,
+            threads: 0,
+            host: platform::hostname(),
+        },
+    )?;
+    // (old id, new id if written, removed paths)
+    let (done, unrepairable, intact) = if args.dry_run {
+        let done: Vec<_> = plan
+            .repairs
+            .iter()
+            .map(|r| (r.old, None, r.removed.clone()))
+            .collect();
+        (done, plan.unrepairable.clone(), plan.intact)
+    } else {
+        let report = apply_snapshot_repair(&repository, plan)?;
+        let done = report
+            .repaired
+            .into_iter()
+            .map(|r| (r.old, Some(r.new), r.removed))
+            .collect();
+        (done, report.unrepairable, report.intact)
+    };
+    if global.json {
+        print_json(&json!({
+            "dry_run": args.dry_run,
+            "intact": intact,
+            "repaired": done.iter().map(|(old, new, removed)| json!({
+                "old": old.to_hex(),
+                "new": new.map(|id| id.to_hex()),
+                "removed": removed,
+            })).collect::<Vec<_>>(),
+            "unrepairable": unrepairable.iter().map(|(id, why)| json!({
+                "id": id.to_hex(),
+                "reason": why,
+            })).collect::<Vec<_>>(),
+        }))?;
+    } else {
+        let mut out = std::io::stdout().lock();
+        for (old, new, removed) in &done {
+            match new {
+                Some(new) => writeln!(
+                    out,
+                    "snapshot {} replaced by {} (tag repaired={}), leaving out {} entries:",
+                    old.short(),
+                    new.short(),
+                    old.short(),
+                    removed.len()
+                )?,
+                None => writeln!(
+                    out,
+                    "would replace snapshot {}, leaving out {} entries:",
+                    old.short(),
+                    removed.len()
+                )?,
+            }
+            for path in removed {
+                writeln!(out, "  {path}")?;
+            }
+        }
+        for (id, why) in &unrepairable {
+            writeln!(
+                out,
+                "error: snapshot {} cannot be repaired: {why}",
+                id.short()
+            )?;
+        }
+        writeln!(
+            out,
+            "{} snapshots intact, {} {}, {} cannot be repaired",
+            intact,
+            done.len(),
+            if args.dry_run {
+                "to repair"
+            } else {
+                "repaired"
+            },
+            unrepairable.len()
+        )?;
+    }
+    Ok(if unrepairable.is_empty() {
+        exit::OK
+    } else {
+        exit::DAMAGE_FOUND
+    })
+}

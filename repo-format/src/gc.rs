@@ -1,0 +1,175 @@
+//! What garbage collection and writers share: reachability, stored packs, and the packs
+//! condemned by GC plans.
+
+use std::collections::{HashMap, HashSet};
+use std::time::SystemTime;
+
+use crate::blob::BlobKind;
+use crate::error::{Error, Result};
+use crate::gc_plan::GcPlan;
+use crate::id::{BlobId, PackId};
+use crate::index::Index;
+use crate::object::ObjectKind;
+use crate::repository::Repository;
+use crate::session::{ActiveSession, SESSION_TIMEOUT};
+use crate::tree::{Extent, Node};
+
+/// A pack as found in storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredPack {
+    /// Data or tree pack.
+    pub kind: BlobKind,
+    /// Size in bytes.
+    pub size: u64,
+    /// Storage time it was written.
+    pub modified: SystemTime,
+}
+
+/// Every pack in storage.
+pub fn stored_packs(repo: &Repository) -> Result<HashMap<PackId, StoredPack>> {
+    let mut packs = HashMap::new();
+    for (object_kind, kind) in [
+        (ObjectKind::DataPack, BlobKind::Data),
+        (ObjectKind::TreePack, BlobKind::Tree),
+    ] {
+        for meta in repo.backend().list(object_kind.prefix())? {
+            let Some(id) = meta
+                .name
+                .rsplit('/')
+                .next()
+                .and_then(|hex| hex.parse::<PackId>().ok())
+                .filter(|id| object_kind.name(&id.to_hex()) == meta.name)
+            else {
+                continue;
+            };
+            packs.insert(
+                id,
+                StoredPack {
+                    kind,
+                    size: meta.size,
+                    modified: meta.modified,
+                },
+            );
+        }
+    }
+    Ok(packs)
+}
+
+/// A GC plan as stored.
+#[derive(Debug, Clone)]
+pub struct StoredPlan {
+    /// Object name (`gc/<hex>`).
+    pub name: String,
+    /// Storage time it was written: its grace period runs from here.
+    pub modified: SystemTime,
+    /// Its content.
+    pub plan: GcPlan,
+}
+
+/// Names of GC plans that could not be read, with the reason.
+pub type UnreadablePlans = Vec<(String, Error)>;
+
+/// Every readable GC plan, and the names of unreadable ones. An unreadable plan condemns
+/// nothing: prune cannot execute it either.
+pub fn load_plans(repo: &Repository) -> Result<(Vec<StoredPlan>, UnreadablePlans)> {
+    let mut plans = Vec::new();
+    let mut unreadable = Vec::new();
+    for meta in repo.backend().list(ObjectKind::GcPlan.prefix())? {
+        let bytes = match repo.backend().get(&meta.name) {
+            Ok(bytes) => bytes,
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e),
+        };
+        match GcPlan::decode(&bytes, repo.key().writer(), &meta.name) {
+            Ok(plan) => plans.push(StoredPlan {
+                name: meta.name,
+                modified: meta.modified,
+                plan,
+            }),
+            Err(e) => unreadable.push((meta.name, e)),
+        }
+    }
+    plans.sort_by_key(|p| p.modified);
+    Ok((plans, unreadable))
+}
+
+/// Packs condemned by any readable plan: writers must not deduplicate against them.
+pub fn condemned_packs(repo: &Repository) -> Result<HashSet<PackId>> {
+    let (plans, _) = load_plans(repo)?;
+    Ok(plans
+        .iter()
+        .flat_map(|p| p.plan.packs.iter().map(|(pack, _)| *pack))
+        .collect())
+}
+
+/// Every blob (tree and data) reachable from any snapshot.
+///
+/// Fails if a snapshot or a tree cannot be read: garbage collection must never decide on
+/// an incomplete picture.
+pub fn used_blobs(repo: &Repository, index: &Index) -> Result<HashSet<BlobId>> {
+    let mut used = HashSet::new();
+    for id in repo.list_snapshot_ids()? {
+        let snapshot = match repo.load_snapshot(&id) {
+            Ok(snapshot) => snapshot,
+            // Deleted by a concurrent forget: it no longer holds anything.
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => {
+                return Err(Error::Invalid(format!(
+                    "snapshot {id} is unreadable ({e}); refusing to collect garbage until `check` and `repair snapshots` deal with it"
+                )));
+            }
+        };
+        let mut pending = vec![snapshot.tree];
+        while let Some(tree_id) = pending.pop() {
+            if !used.insert(tree_id) {
+                continue;
+            }
+            let tree = repo.load_tree(index, &tree_id).map_err(|e| {
+                Error::Invalid(format!(
+                    "tree {tree_id} of snapshot {} is unreadable ({e}); refusing to collect garbage",
+                    id.short()
+                ))
+            })?;
+            for entry in tree.entries() {
+                match &entry.node {
+                    Node::Dir { subtree } => pending.push(*subtree),
+                    Node::File { extents } => {
+                        for extent in extents {
+                            if let Extent::Chunk { id, .. } = extent {
+                                used.insert(*id);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(used)
+}
+
+/// The commit-time guard of a writer session. If the session went without a heartbeat for
+/// long enough that a prune may have taken it for dead (a suspended laptop, a stalled
+/// mount), every existing pack it deduplicated against must still exist and not be
+/// condemned; otherwise its snapshot could point at data a prune is deleting.
+///
+/// Writes a heartbeat first. Returns the number of lost dependencies (0: safe to commit)
+/// and the longest gap between heartbeats.
+pub fn lost_dependencies(
+    repo: &Repository,
+    session: &ActiveSession,
+    dependencies: &HashSet<PackId>,
+) -> Result<(usize, std::time::Duration)> {
+    session.beat()?;
+    let gap = session.longest_gap();
+    if gap < SESSION_TIMEOUT / 2 {
+        return Ok((0, gap));
+    }
+    let stored = stored_packs(repo)?;
+    let condemned = condemned_packs(repo)?;
+    let lost = dependencies
+        .iter()
+        .filter(|pack| !stored.contains_key(pack) || condemned.contains(pack))
+        .count();
+    Ok((lost, gap))
+}

@@ -1,0 +1,557 @@
+//! Lock-free, two-phase garbage collection.
+//!
+//! A run first *executes* the plans written by earlier runs whose grace period has passed
+//! on the storage's clock: each condemned pack that is still unreferenced is deleted, the
+//! rest are recovered. It postpones a plan while any session that started before the plan
+//! is still live (it may hold an index view from before the plan). Then it *plans*: packs
+//! with no reachable blob, and packs mostly garbage (after copying their live blobs to new
+//! packs), go into a new plan. Writers read plans and never deduplicate against condemned
+//! packs, so nothing a snapshot written later needs can be in one. With a grace of zero a
+//! run plans and executes at once (for tests and single-writer repositories).
+//!
+//! Deletion order keeps every crash point safe: new index segments (without the doomed
+//! packs) are written first, then the old segments are removed, then the packs, then the
+//! plan. A crash leaves at worst unindexed packs and a plan the next run finishes.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::blob::BlobKind;
+use crate::config::Operation;
+use crate::error::{Error, Result};
+use crate::gc::{StoredPack, StoredPlan, load_plans, stored_packs, used_blobs};
+use crate::gc_plan::GcPlan;
+use crate::id::{BlobId, IndexId, PackId, content_hash};
+use crate::index::{BlobLocation, Index, IndexSegment, IndexedPack, encode_segment};
+use crate::object::ObjectKind;
+use crate::repository::Repository;
+use crate::session::{ActiveSession, SESSION_TIMEOUT, SessionView, list_sessions};
+use crate::tree::Timestamp;
+
+/// Index segments are merged once there are more than this many.
+const MAX_SEGMENTS: usize = 16;
+/// Blobs per merged index segment.
+const SEGMENT_BLOBS: usize = 100_000;
+
+/// How aggressive a prune run is.
+#[derive(Debug, Clone, Copy)]
+pub struct PruneOptions {
+    /// Time a plan waits, on the storage's clock, before its packs may be deleted.
+    pub grace: Duration,
+    /// Unused bytes tolerated in partly used packs, as a fraction of all pack bytes.
+    pub max_unused: f64,
+    /// Most bytes of packs to repack in one run.
+    pub max_repack: u64,
+    /// Host name recorded in the prune session's heartbeats.
+    pub host: &'static str,
+}
+
+impl Default for PruneOptions {
+    fn default() -> Self {
+        Self {
+            grace: Duration::from_secs(24 * 3600),
+            max_unused: 0.05,
+            max_repack: u64::MAX,
+            host: "prune",
+        }
+    }
+}
+
+/// A plan due for execution, and what executing it would do.
+#[derive(Debug, Clone)]
+pub struct DuePlan {
+    /// Object name of the plan.
+    pub name: String,
+    /// Condemned packs still unreferenced: to delete.
+    pub delete: Vec<(PackId, BlobKind, u64)>,
+    /// Condemned packs referenced again (by a snapshot written since): kept.
+    pub recovered: Vec<PackId>,
+}
+
+/// What a prune run will do; [`prune_plan`] computes it, [`prune`] carries it out.
+#[derive(Debug)]
+pub struct PrunePlan {
+    /// Storage time at the start of the run.
+    pub storage_now: SystemTime,
+    /// Snapshots seen.
+    pub snapshots: usize,
+    /// Blobs reachable from them.
+    pub used_blobs: usize,
+    /// Packs in storage and their bytes.
+    pub packs: (usize, u64),
+    /// Plans due now.
+    pub due: Vec<DuePlan>,
+    /// Plans not executed yet, with the reason.
+    pub waiting: Vec<(String, String)>,
+    /// Packs to condemn now: no reachable blob.
+    pub condemn: Vec<(PackId, BlobKind, u64)>,
+    /// Packs to repack now (live blobs copied, then condemned): pack, kind, size, live bytes.
+    pub repack: Vec<(PackId, BlobKind, u64, u64)>,
+    /// Unused bytes left in partly used packs after this run.
+    pub unused_bytes_left: u64,
+    /// Heartbeat objects of sessions that ended long ago.
+    pub stale_heartbeats: Vec<String>,
+    /// Index segments to merge (all of them, when there are too many).
+    pub merge_segments: bool,
+    session: Option<ActiveSession>,
+    blobs_by_pack: HashMap<PackId, Vec<(BlobId, BlobLocation)>>,
+    segments: Vec<(IndexId, IndexSegment)>,
+    grace: Duration,
+}
+
+/// What a prune run did.
+#[derive(Debug, Clone, Default)]
+pub struct PruneReport {
+    /// Packs deleted, and their bytes.
+    pub deleted_packs: usize,
+    /// Bytes freed.
+    pub deleted_bytes: u64,
+    /// Packs recovered from plans because a snapshot uses them again.
+    pub recovered_packs: usize,
+    /// Packs put into a new plan.
+    pub condemned_packs: usize,
+    /// Packs repacked.
+    pub repacked_packs: usize,
+    /// Plans executed and removed.
+    pub plans_executed: usize,
+    /// New plan written, if any.
+    pub plan_written: Option<String>,
+    /// Index segments written and removed.
+    pub segments_written: usize,
+    /// Index segments removed.
+    pub segments_removed: usize,
+    /// Heartbeat objects removed.
+    pub heartbeats_removed: usize,
+}
+
+/// Looks at the repository and decides what to do. With `dry_run`, no object is written
+/// (the storage time is estimated from the newest object instead of a heartbeat).
+pub fn prune_plan(repo: &Repository, options: &PruneOptions, dry_run: bool) -> Result<PrunePlan> {
+    repo.check_features(Operation::Prune)?;
+    let session = if dry_run {
+        None
+    } else {
+        Some(ActiveSession::start(
+            Arc::clone(repo.backend()),
+            repo.key().writer(),
+            options.host,
+            "prune",
+            true,
+        )?)
+    };
+
+    // The index, segment by segment: a damaged one would hide which packs hold what.
+    let segments = load_segments(repo)?;
+    let (index, blobs_by_pack) = index_views(&segments);
+    let stored = stored_packs(repo)?;
+    let (plans, _) = load_plans(repo)?;
+    let sessions = list_sessions(repo.backend().as_ref(), repo.key().writer())?;
+    let storage_now = match &session {
+        Some(session) => session.started(),
+        None => stored
+            .values()
+            .map(|p| p.modified)
+            .chain(plans.iter().map(|p| p.modified))
+            .chain(sessions.iter().map(|s| s.last))
+            .fold(SystemTime::now(), SystemTime::max),
+    };
+    let own = session.as_ref().map(ActiveSession::id);
+    let live: Vec<&SessionView> = sessions
+        .iter()
+        .filter(|s| Some(s.session) != own && s.is_live(storage_now))
+        .collect();
+
+    let snapshots = repo.list_snapshot_ids()?.len();
+    let used = used_blobs(repo, &index)?;
+    let mut due_plans = Vec::new();
+    let mut waiting = Vec::new();
+    let mut condemned: HashSet<PackId> = HashSet::new();
+    for plan in &plans {
+        condemned.extend(plan.plan.packs.iter().map(|(pack, _)| *pack));
+        match not_due(plan, storage_now, options.grace, &live) {
+            Some(reason) => waiting.push((plan.name.clone(), reason)),
+            None => due_plans.push((plan.name.clone(), plan.plan.packs.clone())),
+        }
+    }
+    let due = decide(due_plans, &used, &blobs_by_pack, &stored);
+
+    // Phase 1: what to condemn now.
+    let oldest_live_start = live.iter().map(|s| s.first).min();
+    let mut condemn = Vec::new();
+    let mut partly_used: Vec<(PackId, BlobKind, u64, u64)> = Vec::new();
+    let mut total_bytes = 0u64;
+    for (pack, found) in &stored {
+        total_bytes += found.size;
+        if condemned.contains(pack) {
+            continue;
+        }
+        match blobs_by_pack.get(pack) {
+            None => {
+                // Not indexed: a leftover of an interrupted session, or the upload of a
+                // session still running. Only a pack older than every live session and
+                // than the session timeout is certainly a leftover.
+                if unindexed_is_leftover(found, storage_now, oldest_live_start) {
+                    condemn.push((*pack, found.kind, found.size));
+                }
+            }
+            Some(blobs) => {
+                let (live, dead): (Vec<_>, Vec<_>) =
+                    blobs.iter().partition(|(id, _)| used.contains(id));
+                let dead_bytes: u64 = dead.iter().map(|(_, l)| u64::from(l.length)).sum();
+                if live.is_empty() {
+                    condemn.push((*pack, found.kind, found.size));
+                } else if dead_bytes > 0 {
+                    partly_used.push((*pack, found.kind, found.size, found.size - dead_bytes));
+                }
+            }
+        }
+    }
+    let mut unused_left: u64 = partly_used
+        .iter()
+        .map(|(_, _, size, live)| size - live)
+        .sum();
+    partly_used.sort_by(|a, b| {
+        let ratio = |p: &(PackId, BlobKind, u64, u64)| (p.2 - p.3) as f64 / p.2.max(1) as f64;
+        ratio(b).total_cmp(&ratio(a)).then(a.0.cmp(&b.0))
+    });
+    let allowed = (options.max_unused.clamp(0.0, 1.0) * total_bytes as f64) as u64;
+    let mut repack = Vec::new();
+    let mut repack_bytes = 0u64;
+    for candidate in partly_used {
+        if unused_left <= allowed || repack_bytes + candidate.2 > options.max_repack {
+            break;
+        }
+        repack_bytes += candidate.2;
+        unused_left -= candidate.2 - candidate.3;
+        repack.push(candidate);
+    }
+    condemn.sort_by_key(|c| c.0);
+
+    let stale_heartbeats = sessions
+        .iter()
+        .filter(|s| {
+            Some(s.session) != own
+                && storage_now.duration_since(s.last).unwrap_or_default() > 2 * SESSION_TIMEOUT
+        })
+        .flat_map(|s| s.objects.iter().cloned())
+        .collect();
+
+    Ok(PrunePlan {
+        storage_now,
+        snapshots,
+        used_blobs: used.len(),
+        packs: (stored.len(), total_bytes),
+        due,
+        waiting,
+        condemn,
+        repack,
+        unused_bytes_left: unused_left,
+        stale_heartbeats,
+        merge_segments: segments.len() > MAX_SEGMENTS,
+        session,
+        blobs_by_pack,
+        segments,
+        grace: options.grace,
+    })
+}
+
+/// Which condemned packs of the due plans can go. A pack is kept (recovered) when it holds
+/// a blob that some snapshot uses and that no pack outside the doomed set also holds.
+fn decide(
+    due: Vec<(String, Vec<(PackId, BlobKind)>)>,
+    used: &HashSet<BlobId>,
+    blobs_by_pack: &HashMap<PackId, Vec<(BlobId, BlobLocation)>>,
+    stored: &HashMap<PackId, StoredPack>,
+) -> Vec<DuePlan> {
+    let mut doomed: HashSet<PackId> = due
+        .iter()
+        .flat_map(|(_, packs)| packs.iter().map(|(pack, _)| *pack))
+        .filter(|pack| stored.contains_key(pack))
+        .collect();
+    // Where each used blob held by a doomed pack is stored.
+    let mut holders: HashMap<BlobId, Vec<PackId>> = HashMap::new();
+    for (pack, blobs) in blobs_by_pack {
+        if !stored.contains_key(pack) {
+            continue;
+        }
+        for (id, _) in blobs {
+            if used.contains(id) {
+                holders.entry(*id).or_default().push(*pack);
+            }
+        }
+    }
+    let mut recovered: HashSet<PackId> = HashSet::new();
+    let mut candidates: Vec<PackId> = doomed.iter().copied().collect();
+    candidates.sort();
+    for pack in candidates {
+        let needed = blobs_by_pack.get(&pack).is_some_and(|blobs| {
+            blobs.iter().any(|(id, _)| {
+                holders
+                    .get(id)
+                    .is_some_and(|packs| packs.iter().all(|p| doomed.contains(p)))
+            })
+        });
+        if needed {
+            doomed.remove(&pack);
+            recovered.insert(pack);
+        }
+    }
+    due.into_iter()
+        .map(|(name, packs)| DuePlan {
+            name,
+            delete: packs
+                .iter()
+                .filter(|(pack, _)| doomed.contains(pack))
+                .filter_map(|(pack, kind)| stored.get(pack).map(|found| (*pack, *kind, found.size)))
+                .collect(),
+            recovered: packs
+                .iter()
+                .filter(|(pack, _)| recovered.contains(pack))
+                .map(|(pack, _)| *pack)
+                .collect(),
+        })
+        .collect()
+}
+
+fn load_segments(repo: &Repository) -> Result<Vec<(IndexId, IndexSegment)>> {
+    let mut segments = Vec::new();
+    for id in repo.list_index_ids()? {
+        match repo.load_index_segment(&id) {
+            Ok(segment) => segments.push((id, segment)),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => {
+                return Err(Error::Invalid(format!(
+                    "index segment {id} is unreadable ({e}); run `bunker repair index` before pruning"
+                )));
+            }
+        }
+    }
+    Ok(segments)
+}
+
+fn index_views(
+    segments: &[(IndexId, IndexSegment)],
+) -> (Index, HashMap<PackId, Vec<(BlobId, BlobLocation)>>) {
+    let mut index = Index::new();
+    let mut blobs_by_pack: HashMap<PackId, Vec<(BlobId, BlobLocation)>> = HashMap::new();
+    for (_, segment) in segments {
+        index.add_segment(segment);
+        for pack in &segment.packs {
+            let list = blobs_by_pack.entry(pack.id).or_default();
+            for blob in &pack.blobs {
+                list.push((
+                    blob.id,
+                    BlobLocation {
+                        pack: pack.id,
+                        kind: blob.kind,
+                        offset: blob.offset,
+                        length: blob.length,
+                        raw_length: blob.raw_length,
+                    },
+                ));
+            }
+        }
+    }
+    (index, blobs_by_pack)
+}
+
+fn unindexed_is_leftover(
+    pack: &StoredPack,
+    now: SystemTime,
+    oldest_live_start: Option<SystemTime>,
+) -> bool {
+    let old_enough = now.duration_since(pack.modified).unwrap_or_default() > SESSION_TIMEOUT;
+    let before_live = oldest_live_start.is_none_or(|start| pack.modified < start);
+    old_enough && before_live
+}
+
+/// Why a plan cannot be executed yet, or `None` when it is due.
+fn not_due(
+    plan: &StoredPlan,
+    now: SystemTime,
+    grace: Duration,
+    live: &[&SessionView],
+) -> Option<String> {
+    let age = now.duration_since(plan.modified).unwrap_or_default();
+    if age < grace {
+        return Some(format!(
+            "grace period: {}s of {}s passed",
+            age.as_secs(),
+            grace.as_secs()
+        ));
+    }
+    live.iter().find(|s| s.first <= plan.modified).map(|s| {
+        format!(
+            "session {} ({} on {}) started before the plan and is still running",
+            hex::encode(&s.session[..4]),
+            s.purpose,
+            s.host
+        )
+    })
+}
+
+/// Carries out a plan from [`prune_plan`].
+pub fn prune(repo: &Repository, mut plan: PrunePlan) -> Result<PruneReport> {
+    let Some(session) = plan.session.take() else {
+        return Err(Error::Invalid(
+            "a dry-run plan cannot be carried out".into(),
+        ));
+    };
+    let mut report = PruneReport::default();
+
+    // Phase 1: repack, then condemn.
+    let mut new_condemned: Vec<(PackId, BlobKind)> = plan
+        .condemn
+        .iter()
+        .map(|(pack, kind, _)| (*pack, *kind))
+        .collect();
+    if !plan.repack.is_empty() {
+        let (index, _) = index_views(&plan.segments);
+        let used = used_blobs(repo, &index)?;
+        let repacked: BTreeSet<PackId> = plan.repack.iter().map(|r| r.0).collect();
+        let mut writer = repo.blob_writer(&index);
+        writer.exclude_packs(repacked.iter().copied());
+        writer.exclude_packs(plan.condemn.iter().map(|c| c.0));
+        for (pack, kind, _, _) in &plan.repack {
+            for (id, location) in plan.blobs_by_pack.get(pack).into_iter().flatten() {
+                if used.contains(id) && !writer.contains(id) {
+                    let data = repo.read_blob_at(id, location)?;
+                    writer.add(location.kind, &data)?;
+                }
+            }
+            new_condemned.push((*pack, *kind));
+            report.repacked_packs += 1;
+        }
+        let (_, segments) = writer.finish()?;
+        report.segments_written += segments.len();
+    }
+    if !new_condemned.is_empty() {
+        let gc_plan = GcPlan {
+            client_time: now_timestamp(),
+            packs: new_condemned.clone(),
+        };
+        let (name, bytes) = gc_plan.encode(repo.key().writer());
+        match repo.backend().put_if_absent(&name, &bytes) {
+            Ok(()) | Err(Error::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        report.condemned_packs = new_condemned.len();
+        report.plan_written = Some(name.clone());
+        if plan.grace.is_zero() {
+            // Due at once, but only if no other session that started before it is live.
+            let modified = repo.backend().head(&name)?.modified;
+            let sessions = list_sessions(repo.backend().as_ref(), repo.key().writer())?;
+            let blocked = sessions
+                .iter()
+                .any(|s| s.session != session.id() && s.is_live(modified) && s.first <= modified);
+            if blocked {
+                plan.waiting.push((
+                    name,
+                    "a session that started before the plan is still running".into(),
+                ));
+            } else {
+                // Decide on a fresh view: the repacked blobs' new copies, and snapshots
+                // finished since planning, must both count.
+                let segments = load_segments(repo)?;
+                let (index, blobs_by_pack) = index_views(&segments);
+                let used = used_blobs(repo, &index)?;
+                let stored = stored_packs(repo)?;
+                plan.due.extend(decide(
+                    vec![(name, new_condemned)],
+                    &used,
+                    &blobs_by_pack,
+                    &stored,
+                ));
+            }
+        }
+    }
+
+    // Phase 2: execute due plans.
+    let doomed: HashSet<PackId> = plan
+        .due
+        .iter()
+        .flat_map(|d| d.delete.iter().map(|(pack, _, _)| *pack))
+        .collect();
+    let rewrite: Vec<&(IndexId, IndexSegment)> = plan
+        .segments
+        .iter()
+        .filter(|(_, segment)| {
+            plan.merge_segments || segment.packs.iter().any(|p| doomed.contains(&p.id))
+        })
+        .collect();
+    if !rewrite.is_empty() {
+        let kept: Vec<IndexedPack> = rewrite
+            .iter()
+            .flat_map(|(_, segment)| segment.packs.iter())
+            .filter(|pack| !doomed.contains(&pack.id))
+            .cloned()
+            .collect();
+        let sealing = repo.new_session();
+        let mut batch = Vec::new();
+        let mut batch_blobs = 0;
+        let flush = |batch: &mut Vec<IndexedPack>, report: &mut PruneReport| -> Result<()> {
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let segment = IndexSegment {
+                packs: std::mem::take(batch),
+            };
+            let bytes = encode_segment(&segment, repo.key().writer(), &sealing);
+            let id = IndexId::from_bytes(content_hash(&bytes));
+            match repo
+                .backend()
+                .put_if_absent(&ObjectKind::Index.name(&id.to_hex()), &bytes)
+            {
+                Ok(()) | Err(Error::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            report.segments_written += 1;
+            Ok(())
+        };
+        for pack in kept {
+            batch_blobs += pack.blobs.len();
+            batch.push(pack);
+            if batch_blobs >= SEGMENT_BLOBS {
+                flush(&mut batch, &mut report)?;
+                batch_blobs = 0;
+            }
+        }
+        flush(&mut batch, &mut report)?;
+        for (id, _) in &rewrite {
+            repo.backend()
+                .delete(&ObjectKind::Index.name(&id.to_hex()))?;
+            report.segments_removed += 1;
+        }
+    }
+    for due in &plan.due {
+        for (pack, kind, size) in &due.delete {
+            repo.backend()
+                .delete(&crate::pack::pack_kind(*kind).name(&pack.to_hex()))?;
+            report.deleted_packs += 1;
+            report.deleted_bytes += size;
+        }
+        report.recovered_packs += due.recovered.len();
+        repo.backend().delete(&due.name)?;
+        report.plans_executed += 1;
+    }
+    for name in &plan.stale_heartbeats {
+        repo.backend().delete(name)?;
+        report.heartbeats_removed += 1;
+    }
+    session.end()?;
+    Ok(report)
+}
+
+fn now_timestamp() -> Timestamp {
+    let since = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp {
+        sec: i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
+        nsec: since.subsec_nanos(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,335 @@
+//! Prune on an in-memory repository whose clock the tests move.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::SnapshotId;
+use crate::backend::{Backend, MemoryBackend};
+use crate::check::{CheckOptions, check};
+use crate::keyslot::KdfParams;
+use crate::repository::InitOptions;
+use crate::session::ActiveSession;
+use crate::snapshot::{Snapshot, Summary};
+use crate::tree::{Entry, Extent, Metadata, Node, Tree};
+
+fn repository() -> (Arc<MemoryBackend>, Repository) {
+    let backend = Arc::new(MemoryBackend::new());
+    let repo = Repository::init(
+        backend.clone() as Arc<dyn Backend>,
+        b"pw",
+        InitOptions {
+            kdf: KdfParams::insecure_for_tests(),
+            ..Default::default()
+        },
+    )
+    .expect("init");
+    (backend, repo)
+}
+
+fn content(seed: u8) -> Vec<u8> {
+    (0..50_000u32)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+/// A backup the way the agent does it: heartbeat, plans, index, blobs, snapshot, end.
+fn backup(repo: &Repository, files: &[u8]) -> SnapshotId {
+    let session = ActiveSession::start(
+        Arc::clone(repo.backend()),
+        repo.key().writer(),
+        "h",
+        "backup",
+        false,
+    )
+    .expect("session");
+    let condemned = crate::gc::condemned_packs(repo).expect("plans");
+    let index = repo.load_index().expect("index").index;
+    let mut writer = repo.blob_writer(&index);
+    writer.exclude_packs(condemned);
+    let snapshot = write_files(repo, &mut writer, files);
+    session.end().expect("end");
+    snapshot
+}
+
+fn write_files(repo: &Repository, writer: &mut crate::BlobWriter<'_>, files: &[u8]) -> SnapshotId {
+    let mut entries = Vec::new();
+    for &seed in files {
+        let data = content(seed);
+        let (id, _) = writer.add(BlobKind::Data, &data).expect("add");
+        entries.push(Entry {
+            name: format!("f{seed}").into_bytes(),
+            meta: Metadata::default(),
+            node: Node::File {
+                extents: vec![Extent::Chunk {
+                    id,
+                    length: data.len() as u32,
+                }],
+            },
+        });
+    }
+    let tree = Tree::new(entries).expect("tree");
+    let (tree_id, _) = writer
+        .add(BlobKind::Tree, &tree.encode())
+        .expect("tree blob");
+    let sealing = writer.session().clone();
+    writer.flush().expect("flush");
+    let snapshot = Snapshot {
+        time: Timestamp::default(),
+        host: "h".into(),
+        username: "u".into(),
+        paths: vec![],
+        tags: vec![],
+        parent: None,
+        tree: tree_id,
+        source_kind: Default::default(),
+        consistency: Default::default(),
+        consistency_detail: String::new(),
+        excludes: vec![],
+        summary: Summary::default(),
+        errors: vec![],
+        program_version: "t".into(),
+    };
+    repo.save_snapshot(&sealing, &snapshot).expect("snapshot")
+}
+
+/// Every snapshot's files read back exactly.
+fn assert_restorable(repo: &Repository) {
+    let index = repo.load_index().expect("index").index;
+    for id in repo.list_snapshot_ids().expect("ids") {
+        let snapshot = repo.load_snapshot(&id).expect("snapshot");
+        let tree = repo.load_tree(&index, &snapshot.tree).expect("tree");
+        for entry in tree.entries() {
+            let Node::File { extents } = &entry.node else {
+                continue;
+            };
+            let seed: u8 = String::from_utf8_lossy(&entry.name[1..])
+                .parse()
+                .expect("seed");
+            let Extent::Chunk { id, .. } = extents[0] else {
+                panic!("hole")
+            };
+            assert_eq!(
+                repo.read_blob(&index, &id).expect("blob readable"),
+                content(seed)
+            );
+        }
+    }
+    let report = check(
+        repo,
+        CheckOptions {
+            read_data: crate::check::ReadData::All,
+            threads: 1,
+        },
+    )
+    .expect("check");
+    assert!(report.is_healthy(), "{report:?}");
+}
+
+fn pack_count(backend: &MemoryBackend) -> usize {
+    backend
+        .object_names()
+        .iter()
+        .filter(|n| n.starts_with("data/") || n.starts_with("tree/"))
+        .count()
+}
+
+fn zero_grace() -> PruneOptions {
+    PruneOptions {
+        grace: Duration::ZERO,
+        ..PruneOptions::default()
+    }
+}
+
+#[test]
+fn zero_grace_deletes_what_no_snapshot_needs() {
+    let (backend, repo) = repository();
+    let old = backup(&repo, &[1, 2]);
+    backup(&repo, &[2, 3]);
+    assert_eq!(pack_count(&backend), 4);
+    repo.delete_snapshot(&old).expect("forget");
+    let plan = prune_plan(&repo, &zero_grace(), false).expect("plan");
+    assert_eq!(
+        plan.condemn.len(),
+        1,
+        "the first backup's tree pack is all garbage"
+    );
+    assert_eq!(
+        plan.repack.len(),
+        1,
+        "its data pack still holds file 2, used by the second"
+    );
+    let report = prune(&repo, plan).expect("prune");
+    assert_eq!(report.deleted_packs, 2);
+    assert_eq!(report.repacked_packs, 1);
+    assert_eq!(
+        pack_count(&backend),
+        3,
+        "two of the second backup, one repacked"
+    );
+    assert_restorable(&repo);
+    assert!(
+        backend.object_names().iter().all(|n| !n.starts_with("gc/")),
+        "executed plan removed"
+    );
+}
+
+#[test]
+fn grace_period_is_measured_on_the_storage_clock() {
+    let (backend, repo) = repository();
+    let old = backup(&repo, &[1]);
+    backup(&repo, &[2]);
+    repo.delete_snapshot(&old).expect("forget");
+    let options = PruneOptions::default();
+    let report = prune(&repo, prune_plan(&repo, &options, false).expect("plan")).expect("prune");
+    assert_eq!((report.condemned_packs, report.deleted_packs), (2, 0));
+    backend.advance_clock(Duration::from_secs(23 * 3600));
+    let plan = prune_plan(&repo, &options, false).expect("plan");
+    assert!(plan.due.is_empty());
+    assert_eq!(plan.waiting.len(), 1);
+    prune(&repo, plan).expect("prune");
+    assert_eq!(
+        pack_count(&backend),
+        4,
+        "nothing deleted inside the grace period"
+    );
+    backend.advance_clock(Duration::from_secs(2 * 3600));
+    let report = prune(&repo, prune_plan(&repo, &options, false).expect("plan")).expect("prune");
+    assert_eq!(report.deleted_packs, 2);
+    assert_restorable(&repo);
+}
+
+#[test]
+fn a_writer_that_started_before_the_plan_blocks_it_and_its_snapshot_recovers_the_pack() {
+    let (backend, repo) = repository();
+    let old = backup(&repo, &[7]);
+    // A long backup starts now and deduplicates against snapshot 1's data.
+    let session = ActiveSession::start(
+        Arc::clone(repo.backend()),
+        repo.key().writer(),
+        "slow",
+        "backup",
+        false,
+    )
+    .expect("session");
+    let index = repo.load_index().expect("index").index;
+    let mut writer = repo.blob_writer(&index);
+    repo.delete_snapshot(&old).expect("forget");
+    // Prune condemns snapshot 1's packs.
+    let report = prune(
+        &repo,
+        prune_plan(&repo, &zero_grace(), false).expect("plan"),
+    )
+    .expect("prune");
+    assert_eq!(
+        report.deleted_packs, 0,
+        "the running backup blocks deletion"
+    );
+    assert_eq!(report.condemned_packs, 2);
+    backend.advance_clock(Duration::from_secs(60));
+    session.beat().expect("beat");
+    // The slow backup finishes, reusing the condemned data blob.
+    write_files(&repo, &mut writer, &[7]);
+    assert!(!writer.dependencies().is_empty());
+    drop(writer);
+    session.end().expect("end");
+    let report = prune(
+        &repo,
+        prune_plan(&repo, &zero_grace(), false).expect("plan"),
+    )
+    .expect("prune");
+    assert_eq!(report.plans_executed, 1);
+    assert!(report.recovered_packs >= 1, "{report:?}");
+    assert_restorable(&repo);
+}
+
+#[test]
+fn a_writer_that_started_after_the_plan_stores_condemned_blobs_again() {
+    let (backend, repo) = repository();
+    let old = backup(&repo, &[4]);
+    repo.delete_snapshot(&old).expect("forget");
+    prune(
+        &repo,
+        prune_plan(&repo, &PruneOptions::default(), false).expect("plan"),
+    )
+    .expect("prune");
+    // Same content again: the writer must not trust the condemned pack.
+    backup(&repo, &[4]);
+    assert_eq!(pack_count(&backend), 4, "content written anew");
+    backend.advance_clock(Duration::from_secs(25 * 3600));
+    let report = prune(
+        &repo,
+        prune_plan(&repo, &PruneOptions::default(), false).expect("plan"),
+    )
+    .expect("prune");
+    assert_eq!(report.deleted_packs, 2, "{report:?}");
+    assert_restorable(&repo);
+}
+
+#[test]
+fn a_dead_session_does_not_block_forever() {
+    let (backend, repo) = repository();
+    let old = backup(&repo, &[5]);
+    backup(&repo, &[6]);
+    let crashed = ActiveSession::start(
+        Arc::clone(repo.backend()),
+        repo.key().writer(),
+        "gone",
+        "backup",
+        false,
+    )
+    .expect("session");
+    std::mem::forget(crashed); // as if killed: no final beat
+    repo.delete_snapshot(&old).expect("forget");
+    let report = prune(
+        &repo,
+        prune_plan(&repo, &zero_grace(), false).expect("plan"),
+    )
+    .expect("prune");
+    assert_eq!(report.deleted_packs, 0);
+    backend.advance_clock(crate::session::SESSION_TIMEOUT + Duration::from_secs(1));
+    let report = prune(
+        &repo,
+        prune_plan(&repo, &zero_grace(), false).expect("plan"),
+    )
+    .expect("prune");
+    assert_eq!(report.deleted_packs, 2, "{report:?}");
+    assert_restorable(&repo);
+}
+
+#[test]
+fn mostly_unused_packs_are_repacked() {
+    let (backend, repo) = repository();
+    // One snapshot, one data pack with ten blobs; then keep only one of them.
+    let all = backup(&repo, &[10, 11, 12, 13, 14, 15, 16, 17, 18, 19]);
+    backup(&repo, &[10]);
+    repo.delete_snapshot(&all).expect("forget");
+    let plan = prune_plan(&repo, &zero_grace(), false).expect("plan");
+    assert_eq!(plan.repack.len(), 1, "{plan:?}");
+    let report = prune(&repo, plan).expect("prune");
+    assert_eq!(report.repacked_packs, 1);
+    assert!(report.deleted_packs >= 2, "{report:?}");
+    assert_restorable(&repo);
+    let data_packs = backend
+        .object_names()
+        .iter()
+        .filter(|n| n.starts_with("data/"))
+        .count();
+    assert_eq!(data_packs, 1, "only the repacked pack is left");
+}
+
+#[test]
+fn dry_run_writes_nothing() {
+    let (backend, repo) = repository();
+    let old = backup(&repo, &[1]);
+    backup(&repo, &[2]);
+    repo.delete_snapshot(&old).expect("forget");
+    let before = backend.object_names();
+    let plan = prune_plan(&repo, &zero_grace(), true).expect("plan");
+    assert_eq!(plan.condemn.len(), 2);
+    assert!(
+        prune(&repo, plan).is_err(),
+        "a dry-run plan cannot be executed"
+    );
+    assert_eq!(backend.object_names(), before);
+}

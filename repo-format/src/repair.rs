@@ -1,0 +1,1044 @@
+//! Repairs: rebuilding the index from the packs' trailers, and rewriting snapshots without
+//! what is lost.
+//!
+//! Both are split into a plan, which only reads (so `--dry-run` shows exactly what would
+//! happen), and an apply step. Both write before they delete, in the format's commit order:
+//! - [`apply_index_repair`] stores its new index segments before it deletes a segment
+//!   they replace, and deletes no other segment;
+//! - [`apply_snapshot_repair`] packs and indexes the rewritten trees, then writes each
+//!   replacement snapshot, and only then deletes the snapshot it replaces.
+//!
+//! An interruption therefore leaves duplicates (extra segments, an old snapshot next to its
+//! replacement), never less than before.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use crate::blob::BlobKind;
+use crate::check::{
+    CheckOptions, Problem, ReadData, error_message, inspect, list_stored_packs, parallel_map,
+    read_trailer,
+};
+use crate::config::Operation;
+use crate::error::{Error, Result};
+use crate::id::{BlobId, IndexId, PackId, SnapshotId, content_hash};
+use crate::index::{Index, IndexSegment, IndexedPack, encode_segment};
+use crate::object::ObjectKind;
+use crate::pack::PackEntry;
+use crate::repository::Repository;
+use crate::session::ActiveSession;
+use crate::snapshot::Snapshot;
+use crate::tree::{EntryFlags, Extent, Node, Tree};
+
+/// Blob entries per index segment a repair writes (the same bound a backup flushes at).
+const SEGMENT_BLOBS: usize = 100_000;
+
+/// Most entries a repaired snapshot's `errors` list keeps (as a backup does).
+const MAX_SNAPSHOT_ERRORS: usize = 10_000;
+
+// ----- index -----
+
+/// What an index repair did (or, from a plan, would do).
+#[derive(Debug, Clone, Default)]
+pub struct RepairIndexReport {
+    /// Packs in storage.
+    pub packs: usize,
+    /// Packs written into new index segments, sorted by name: packs no segment listed,
+    /// packs listed wrongly, and the packs of replaced segments that no other segment lists.
+    pub packs_reindexed: Vec<String>,
+    /// Blobs in those packs.
+    pub blobs_reindexed: usize,
+    /// Packs whose trailer cannot be read, with why. They cannot be indexed from storage;
+    /// whatever the index says about them is left as it is.
+    pub packs_unreadable: Vec<Problem>,
+    /// Packs that replaced segments listed but storage lacks: no longer indexed.
+    pub packs_dropped: Vec<String>,
+    /// Index segments replaced (deleted once their replacement was stored), with why:
+    /// damaged, listing a pack wrongly, or listing a pack that is gone.
+    pub segments_replaced: Vec<Problem>,
+    /// Index segments written (empty for a plan).
+    pub segments_written: Vec<IndexId>,
+    /// Unreadable segments left alone because this build does not support their version.
+    pub segments_kept: Vec<Problem>,
+}
+
+/// What [`apply_index_repair`] will do; build it with [`plan_index_repair`].
+#[derive(Debug, Clone)]
+pub struct IndexRepairPlan {
+    new_packs: Vec<IndexedPack>,
+    replace: Vec<IndexId>,
+    report: RepairIndexReport,
+}
+
+impl IndexRepairPlan {
+    /// The report of what applying the plan does.
+    pub fn report(&self) -> &RepairIndexReport {
+        &self.report
+    }
+
+    /// True when the index needs no repair.
+    pub fn is_empty(&self) -> bool {
+        self.new_packs.is_empty() && self.replace.is_empty()
+    }
+}
+
+/// Rebuilds what is missing or wrong in the index from the packs' trailers: plans and
+/// applies at once (see [`plan_index_repair`]).
+pub fn repair_index(repo: &Repository) -> Result<RepairIndexReport> {
+    let plan = plan_index_repair(repo, 0)?;
+    apply_index_repair(repo, plan)
+}
+
+/// Reads every index segment and every pack's trailer (three range reads per pack, on
+/// `threads` threads; 0 = one per CPU, at most 8) and works out:
+/// - segments to replace: those that do not load (damaged), and those that list a pack
+///   differently from its trailer or list a pack that storage lacks (segments from a newer
+///   format version are left alone);
+/// - packs to index: every pack with a readable trailer that no segment kept lists.
+///
+/// Packs whose trailer is unreadable are reported and keep whatever entries the index has.
+pub fn plan_index_repair(repo: &Repository, threads: usize) -> Result<IndexRepairPlan> {
+    repo.check_features(Operation::Read)?;
+    let mut report = RepairIndexReport::default();
+    let mut segments: Vec<(IndexId, IndexSegment)> = Vec::new();
+    let mut replace: BTreeMap<IndexId, String> = BTreeMap::new();
+    for id in repo.list_index_ids()? {
+        let name = ObjectKind::Index.name(&id.to_hex());
+        match repo.load_index_segment(&id) {
+            Ok(segment) => segments.push((id, segment)),
+            // Deleted since it was listed (by a concurrent repair or prune).
+            Err(Error::NotFound { .. }) => {}
+            Err(e @ Error::Unsupported { .. }) => report.segments_kept.push(Problem {
+                object: name,
+                message: format!("{}; left alone", error_message(&e)),
+            }),
+            Err(e @ Error::Corrupt { .. }) => {
+                replace.insert(id, error_message(&e));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+
+    let stored = list_stored_packs(repo)?;
+    report.packs = stored.packs.len();
+    let mut listed: Vec<(PackId, ObjectKind, u64)> = stored
+        .packs
+        .iter()
+        .map(|(id, (kind, size))| (*id, *kind, *size))
+        .collect();
+    listed.sort_by_key(|(pack, _, _)| *pack);
+    let trailers = parallel_map(&listed, threads, |(pack, kind, size)| {
+        read_trailer(repo, &kind.name(&pack.to_hex()), *size)
+    });
+    let mut readable: HashMap<PackId, (BlobKind, Vec<PackEntry>)> = HashMap::new();
+    for ((pack, kind, _), trailer) in listed.iter().zip(trailers) {
+        let blob_kind = match kind {
+            ObjectKind::TreePack => BlobKind::Tree,
+            _ => BlobKind::Data,
+        };
+        match trailer {
+            Ok(entries) => {
+                readable.insert(*pack, (blob_kind, entries));
+            }
+            Err(e) => report.packs_unreadable.push(Problem {
+                object: kind.name(&pack.to_hex()),
+                message: error_message(&e),
+            }),
+        }
+    }
+
+    let name_of = |pack: &IndexedPack| crate::pack::pack_kind(pack.kind).name(&pack.id.to_hex());
+    let mut dropped = Vec::new();
+    for (id, segment) in &segments {
+        let mut why = Vec::new();
+        let mut gone = Vec::new();
+        for pack in &segment.packs {
+            match readable.get(&pack.id) {
+                Some((kind, entries)) if pack.kind != *kind || pack.blobs != *entries => {
+                    why.push(format!("lists {} wrongly", name_of(pack)));
+                }
+                Some(_) => {}
+                None if !stored.packs.contains_key(&pack.id) => {
+                    why.push(format!(
+                        "lists {}, which is missing from storage",
+                        name_of(pack)
+                    ));
+                    gone.push(name_of(pack));
+                }
+                // The trailer is unreadable: the index may hold the only usable record.
+                None => {}
+            }
+        }
+        if !why.is_empty() {
+            replace.insert(*id, why.join("; "));
+            dropped.extend(gone);
+        }
+    }
+    dropped.sort();
+    dropped.dedup();
+    report.packs_dropped = dropped;
+
+    // Segments that stay list every readable pack of theirs correctly (else they would be
+    // replaced); every other readable pack goes into the new segments.
+    let kept: HashSet<PackId> = segments
+        .iter()
+        .filter(|(id, _)| !replace.contains_key(id))
+        .flat_map(|(_, segment)| segment.packs.iter().map(|pack| pack.id))
+        .collect();
+    let mut new_packs: Vec<IndexedPack> = readable
+        .into_iter()
+        .filter(|(pack, _)| !kept.contains(pack))
+        .map(|(id, (kind, blobs))| IndexedPack { id, kind, blobs })
+        .collect();
+    new_packs.sort_by_key(|pack| pack.id);
+    report.packs_reindexed = new_packs.iter().map(name_of).collect();
+    report.packs_reindexed.sort();
+    report.blobs_reindexed = new_packs.iter().map(|pack| pack.blobs.len()).sum();
+    report.segments_replaced = replace
+        .iter()
+        .map(|(id, why)| Problem {
+            object: ObjectKind::Index.name(&id.to_hex()),
+            message: why.clone(),
+        })
+        .collect();
+    report
+        .packs_unreadable
+        .sort_by(|a, b| a.object.cmp(&b.object));
+    Ok(IndexRepairPlan {
+        new_packs,
+        replace: replace.into_keys().collect(),
+        report,
+    })
+}
+
+/// Writes the planned segments, then deletes the segments they replace. If writing fails,
+/// nothing is deleted.
+pub fn apply_index_repair(repo: &Repository, plan: IndexRepairPlan) -> Result<RepairIndexReport> {
+    repo.check_features(Operation::Write)?;
+    if !plan.replace.is_empty() {
+        repo.check_features(Operation::Prune)?;
+    }
+    let mut report = plan.report;
+    let session = repo.new_session();
+    let mut batch: Vec<IndexedPack> = Vec::new();
+    let mut batch_blobs = 0;
+    let write = |packs: Vec<IndexedPack>| -> Result<IndexId> {
+        let bytes = encode_segment(&IndexSegment { packs }, repo.key().writer(), &session);
+        let id = IndexId::from_bytes(content_hash(&bytes));
+        repo.put_content_named(&ObjectKind::Index.name(&id.to_hex()), &bytes)?;
+        Ok(id)
+    };
+    for pack in plan.new_packs {
+        if !batch.is_empty() && batch_blobs + pack.blobs.len() > SEGMENT_BLOBS {
+            report
+                .segments_written
+                .push(write(std::mem::take(&mut batch))?);
+            batch_blobs = 0;
+        }
+        batch_blobs += pack.blobs.len();
+        batch.push(pack);
+    }
+    if !batch.is_empty() {
+        report.segments_written.push(write(batch)?);
+    }
+    for id in &plan.replace {
+        repo.backend()
+            .delete(&ObjectKind::Index.name(&id.to_hex()))?;
+    }
+    Ok(report)
+}
+
+// ----- snapshots -----
+
+/// Options for [`plan_snapshot_repair`].
+#[derive(Debug, Clone)]
+pub struct RepairSnapshotsOptions {
+    /// Read every pack to find damaged blobs too. Without it only missing packs, blobs
+    /// the index lacks and unreadable trees are found; a bit flipped inside a data pack
+    /// goes unnoticed.
+    pub read_data: bool,
+    /// Threads reading packs (0 = one per CPU, at most 8).
+    pub threads: usize,
+    /// Host named in the session heartbeat written while repairing.
+    pub host: String,
+}
+
+impl Default for RepairSnapshotsOptions {
+    fn default() -> Self {
+        Self {
+            read_data: true,
+            threads: 0,
+            host: String::new(),
+        }
+    }
+}
+
+/// One broken snapshot and its replacement.
+#[derive(Debug, Clone)]
+pub struct SnapshotRepair {
+    /// The broken snapshot (deleted once the replacement is stored).
+    pub old: SnapshotId,
+    /// The replacement, as it will be written: same time, host, paths and parent; a new
+    /// root tree; a `repaired=<old short id>` tag; the removed paths added to `errors`.
+    pub snapshot: Snapshot,
+    /// Every path removed, with why (`/srv/app/db.bin: data/ab/ab12.. is missing`).
+    pub removed: Vec<String>,
+}
+
+/// What [`apply_snapshot_repair`] will do; build it with [`plan_snapshot_repair`].
+#[derive(Debug)]
+pub struct SnapshotRepairPlan {
+    /// Snapshots to replace.
+    pub repairs: Vec<SnapshotRepair>,
+    /// Broken snapshots that cannot be repaired (the snapshot object or its root tree is
+    /// unreadable), with why. They are left alone.
+    pub unrepairable: Vec<(SnapshotId, String)>,
+    /// Snapshots found intact: never touched.
+    pub intact: usize,
+    /// The check that found the damage.
+    pub check: crate::check::CheckReport,
+    new_trees: Vec<(BlobId, Vec<u8>)>,
+    index: Index,
+    host: String,
+}
+
+/// A snapshot replaced by [`apply_snapshot_repair`].
+#[derive(Debug, Clone)]
+pub struct RepairedSnapshot {
+    /// The broken snapshot, now deleted.
+    pub old: SnapshotId,
+    /// Its replacement.
+    pub new: SnapshotId,
+    /// The paths left out, with why.
+    pub removed: Vec<String>,
+}
+
+/// What [`apply_snapshot_repair`] did.
+#[derive(Debug, Clone, Default)]
+pub struct RepairSnapshotsReport {
+    /// Snapshots replaced.
+    pub repaired: Vec<RepairedSnapshot>,
+    /// Broken snapshots left alone, with why.
+    pub unrepairable: Vec<(SnapshotId, String)>,
+    /// Intact snapshots (untouched).
+    pub intact: usize,
+}
+
+/// Finds the snapshots a check finds broken and works out their replacements: each tree is
+/// rewritten without the files whose data is missing or damaged and without the
+/// directories whose tree cannot be read; directories that lost entries are flagged
+/// [`EntryFlags::INCOMPLETE`]. Intact snapshots are not touched.
+///
+/// Damaged blobs are found only with [`RepairSnapshotsOptions::read_data`]. Run
+/// [`repair_index`] first: a blob the index misses is treated as lost.
+pub fn plan_snapshot_repair(
+    repo: &Repository,
+    options: &RepairSnapshotsOptions,
+) -> Result<SnapshotRepairPlan> {
+    repo.check_features(Operation::Read)?;
+    let inspection = inspect(
+        repo,
+        &CheckOptions {
+            read_data: if options.read_data {
+                ReadData::All
+            } else {
+                ReadData::None
+            },
+            threads: options.threads,
+        },
+    )?;
+    let mut index = inspection.index;
+    // Never deduplicate a rewritten tree against a damaged copy.
+    for blob in inspection.bad_blobs.keys() {
+        index.remove(blob);
+    }
+    let report = inspection.report;
+    let mut rewriter = Rewriter {
+        repo,
+        index: &index,
+        bad: &inspection.bad_blobs,
+        memo: HashMap::new(),
+        new_trees: Vec::new(),
+        queued: HashSet::new(),
+    };
+    let mut repairs = Vec::new();
+    let mut unrepairable = Vec::new();
+    for broken in &report.broken_snapshots {
+        let old = broken.id;
+        let snapshot = match repo.load_snapshot(&old) {
+            Ok(snapshot) => snapshot,
+            Err(e) => {
+                unrepairable.push((old, format!("the snapshot cannot be read: {e}")));
+                continue;
+            }
+        };
+        match rewriter.rewrite(&snapshot.tree, 0) {
+            Rewritten::Unreadable(why) => {
+                unrepairable.push((old, format!("its root tree cannot be read: {why}")));
+            }
+            Rewritten::Intact => unrepairable.push((
+                old,
+                format!(
+                    "nothing to leave out, yet check finds it broken: {}",
+                    broken.reasons.join("; ")
+                ),
+            )),
+            Rewritten::Changed { id, removed } => {
+                let removed: Vec<String> = removed.iter().map(|r| format!("/{r}")).collect();
+                let mut replacement = snapshot.clone();
+                replacement.tree = id;
+                replacement.tags.push(("repaired".into(), old.short()));
+                replacement.summary.errors += removed.len() as u64;
+                replacement.errors.extend(
+                    removed
+                        .iter()
+                        .map(|path| format!("removed by repair: {path}")),
+                );
+                replacement.errors.truncate(MAX_SNAPSHOT_ERRORS);
+                replacement.program_version =
+                    concat!("bunker ", env!("CARGO_PKG_VERSION")).to_owned();
+                repairs.push(SnapshotRepair {
+                    old,
+                    snapshot: replacement,
+                    removed,
+                });
+            }
+        }
+    }
+    let new_trees = std::mem::take(&mut rewriter.new_trees);
+    Ok(SnapshotRepairPlan {
+        intact: report.snapshots - report.broken_snapshots.len(),
+        repairs,
+        unrepairable,
+        check: report,
+        new_trees,
+        index,
+        host: options.host.clone(),
+    })
+}
+
+/// Stores the rewritten trees (one writer session, with a heartbeat so a concurrent prune
+/// waits for it), then for each repair writes the replacement snapshot and deletes the old
+/// one.
+pub fn apply_snapshot_repair(
+    repo: &Repository,
+    plan: SnapshotRepairPlan,
+) -> Result<RepairSnapshotsReport> {
+    let mut report = RepairSnapshotsReport {
+        repaired: Vec::new(),
+        unrepairable: plan.unrepairable,
+        intact: plan.intact,
+    };
+    if plan.repairs.is_empty() {
+        return Ok(report);
+    }
+    repo.check_features(Operation::Write)?;
+    repo.check_features(Operation::Prune)?;
+    let heartbeat = ActiveSession::start(
+        Arc::clone(repo.backend()),
+        repo.key().writer(),
+        &plan.host,
+        "repair",
+        true,
+    )?;
+    let mut writer = repo.blob_writer(&plan.index);
+    writer.exclude_packs(crate::gc::condemned_packs(repo)?);
+    for (id, bytes) in &plan.new_trees {
+        let (stored, _) = writer.add(BlobKind::Tree, bytes)?;
+        if stored != *id {
+            return Err(Error::Invalid(format!(
+                "rewritten tree {id} hashed to {stored} when stored"
+            )));
+        }
+    }
+    let session = writer.session().clone();
+    writer.finish()?;
+    for repair in plan.repairs {
+        let new = repo.save_snapshot(&session, &repair.snapshot)?;
+        repo.delete_snapshot(&repair.old)?;
+        report.repaired.push(RepairedSnapshot {
+            old: repair.old,
+            new,
+            removed: repair.removed,
+        });
+    }
+    // Best effort, as for a backup: an unended session only delays garbage collection.
+    let _ = heartbeat.end();
+    Ok(report)
+}
+
+/// A tree after leaving out what is lost.
+#[derive(Debug, Clone)]
+enum Rewritten {
+    /// Nothing below it is lost: keep it as it is.
+    Intact,
+    /// Entries were left out: its replacement, and the removed paths (relative to it,
+    /// each with why).
+    Changed { id: BlobId, removed: Vec<String> },
+    /// The tree itself cannot be read.
+    Unreadable(String),
+}
+
+struct Rewriter<'a> {
+    repo: &'a Repository,
+    index: &'a Index,
+    bad: &'a HashMap<BlobId, String>,
+    memo: HashMap<BlobId, Rewritten>,
+    new_trees: Vec<(BlobId, Vec<u8>)>,
+    queued: HashSet<BlobId>,
+}
+
+impl Rewriter<'_> {
+    /// Memoized: a subtree shared by several snapshots or directories is rewritten once.
+    fn rewrite(&mut self, id: &BlobId, depth: usize) -> Rewritten {
+        if let Some(done) = self.memo.get(id) {
+            return done.clone();
+        }
+        let result = self.rewrite_tree(id, depth);
+        self.memo.insert(*id, result.clone());
+        result
+    }
+
+    /// Why a file's content is lost, if it is.
+    fn lost_content(&self, extents: &[Extent]) -> Option<String> {
+        extents.iter().find_map(|extent| match extent {
+            Extent::Chunk { id, .. } => match self.bad.get(id) {
+                Some(reason) => Some(reason.clone()),
+                None if !self.index.contains(id) => {
+                    Some(format!("data blob {id} is not in the index"))
+                }
+                None => None,
+            },
+            Extent::Hole { .. } => None,
+        })
+    }
+
+    fn rewrite_tree(&mut self, id: &BlobId, depth: usize) -> Rewritten {
+        // The same conditions the checker applies, so that what it calls broken is left out.
+        if depth > 4096 {
+            return Rewritten::Unreadable("trees nested deeper than 4096 levels".into());
+        }
+        if let Some(reason) = self.bad.get(id) {
+            return Rewritten::Unreadable(reason.clone());
+        }
+        match self.index.get(id) {
+            None => return Rewritten::Unreadable(format!("tree {id} is not in the index")),
+            Some(location) if location.kind != BlobKind::Tree => {
+                return Rewritten::Unreadable(format!("tree {id} is indexed as a data blob"));
+            }
+            Some(_) => {}
+        }
+        let tree = match self.repo.load_tree(self.index, id) {
+            Ok(tree) => tree,
+            Err(e) => return Rewritten::Unreadable(e.to_string()),
+        };
+        let mut entries = Vec::with_capacity(tree.entries().len());
+        let mut removed = Vec::new();
+        let mut changed = false;
+        for mut entry in tree.into_entries() {
+            let name = String::from_utf8_lossy(&entry.name).into_owned();
+            match entry.node {
+                Node::File { ref extents } => {
+                    if let Some(why) = self.lost_content(extents) {
+                        removed.push(format!("{name}: {why}"));
+                        changed = true;
+                        continue;
+                    }
+                }
+                Node::Dir { subtree } => match self.rewrite(&subtree, depth + 1) {
+                    Rewritten::Intact => {}
+                    Rewritten::Unreadable(why) => {
+                        removed.push(format!("{name}/: {why}"));
+                        changed = true;
+                        continue;
+                    }
+                    Rewritten::Changed { id, removed: below } => {
+                        removed.extend(below.into_iter().map(|path| format!("{name}/{path}")));
+                        entry.node = Node::Dir { subtree: id };
+                        entry.meta.flags |= EntryFlags::INCOMPLETE;
+                        changed = true;
+                    }
+                },
+                _ => {}
+            }
+            entries.push(entry);
+        }
+        if !changed {
+            return Rewritten::Intact;
+        }
+        // Entries of a valid tree, some left out: still valid.
+        let tree = match Tree::new(entries) {
+            Ok(tree) => tree,
+            Err(e) => return Rewritten::Unreadable(format!("cannot rebuild tree {id}: {e}")),
+        };
+        let bytes = tree.encode();
+        let new_id = self.repo.blob_id(&bytes);
+        if self.queued.insert(new_id) {
+            self.new_trees.push((new_id, bytes));
+        }
+        Rewritten::Changed {
+            id: new_id,
+            removed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::backend::{Backend, MemoryBackend};
+    use crate::check::{CheckReport, check};
+    use crate::keyslot::KdfParams;
+    use crate::repository::InitOptions;
+    use crate::snapshot::Summary;
+    use crate::tree::{Entry, Metadata, Timestamp};
+
+    fn new_repo() -> (Arc<MemoryBackend>, Repository) {
+        let backend = Arc::new(MemoryBackend::new());
+        let repo = Repository::init(
+            backend.clone() as Arc<dyn Backend>,
+            b"pw",
+            InitOptions {
+                kdf: KdfParams::insecure_for_tests(),
+                ..Default::default()
+            },
+        )
+        .expect("init");
+        (backend, repo)
+    }
+
+    fn content(seed: u8) -> Vec<u8> {
+        (0..6000u32)
+            .map(|i| (i.wrapping_mul(31) as u8) ^ seed)
+            .collect()
+    }
+
+    /// Stores each file's content as one data blob, all in one session (one data pack,
+    /// one index segment), and returns the files' entries.
+    fn store_files(repo: &Repository, files: &[(&str, u8)]) -> Vec<Entry> {
+        let index = repo.load_index().expect("index").index;
+        let mut writer = repo.blob_writer(&index);
+        let mut entries = Vec::new();
+        for (name, seed) in files {
+            let data = content(*seed);
+            let (id, _) = writer.add(BlobKind::Data, &data).expect("add");
+            entries.push(Entry {
+                name: name.as_bytes().to_vec(),
+                meta: Metadata::default(),
+                node: Node::File {
+                    extents: vec![Extent::Chunk {
+                        id,
+                        length: data.len() as u32,
+                    }],
+                },
+            });
+        }
+        writer.finish().expect("finish");
+        entries
+    }
+
+    fn dir(name: &str, subtree: BlobId) -> Entry {
+        Entry {
+            name: name.as_bytes().to_vec(),
+            meta: Metadata::default(),
+            node: Node::Dir { subtree },
+        }
+    }
+
+    /// Stores a tree in a session of its own (its own tree pack).
+    fn store_tree(repo: &Repository, entries: Vec<Entry>) -> BlobId {
+        let index = repo.load_index().expect("index").index;
+        let mut writer = repo.blob_writer(&index);
+        let tree = Tree::new(entries).expect("tree");
+        let (id, _) = writer.add(BlobKind::Tree, &tree.encode()).expect("add");
+        writer.finish().expect("finish");
+        id
+    }
+
+    fn save(repo: &Repository, tree: BlobId, host: &str) -> SnapshotId {
+        let snapshot = Snapshot {
+            time: Timestamp {
+                sec: 1_700_000_000,
+                nsec: 0,
+            },
+            host: host.into(),
+            username: "u".into(),
+            paths: vec![b"/src".to_vec()],
+            tags: vec![("env".into(), "test".into())],
+            parent: None,
+            tree,
+            source_kind: Default::default(),
+            consistency: Default::default(),
+            consistency_detail: String::new(),
+            excludes: vec![],
+            summary: Summary::default(),
+            errors: vec![],
+            program_version: "t".into(),
+        };
+        repo.save_snapshot(&repo.new_session(), &snapshot)
+            .expect("snapshot")
+    }
+
+    fn check_with(repo: &Repository, read_data: ReadData) -> CheckReport {
+        check(
+            repo,
+            CheckOptions {
+                read_data,
+                threads: 2,
+            },
+        )
+        .expect("check")
+    }
+
+    fn chunk_of(entry: &Entry) -> BlobId {
+        match &entry.node {
+            Node::File { extents } => match extents[0] {
+                Extent::Chunk { id, .. } => id,
+                Extent::Hole { .. } => panic!("hole"),
+            },
+            _ => panic!("not a file"),
+        }
+    }
+
+    fn pack_name(repo: &Repository, blob: &BlobId) -> String {
+        let index = repo.load_index().expect("index").index;
+        let location = index.get(blob).expect("indexed");
+        crate::pack::pack_kind(location.kind).name(&location.pack.to_hex())
+    }
+
+    fn segment_names(backend: &MemoryBackend) -> Vec<String> {
+        backend
+            .object_names()
+            .into_iter()
+            .filter(|name| name.starts_with("index/"))
+            .collect()
+    }
+
+    /// Flips a byte inside the sealed blob `blob`.
+    fn damage_blob(backend: &MemoryBackend, repo: &Repository, blob: &BlobId) -> String {
+        let index = repo.load_index().expect("index").index;
+        let location = *index.get(blob).expect("indexed");
+        let name = crate::pack::pack_kind(location.kind).name(&location.pack.to_hex());
+        backend.corrupt(&name, |bytes| bytes[location.offset as usize + 30] ^= 0x20);
+        name
+    }
+
+    #[test]
+    fn repair_index_rebuilds_deleted_segments_from_trailers() {
+        let (backend, repo) = new_repo();
+        let files = store_files(&repo, &[("a", 1), ("b", 2)]);
+        let root = store_tree(&repo, files.clone());
+        save(&repo, root, "h");
+        let data_pack = pack_name(&repo, &chunk_of(&files[0]));
+        let tree_pack = pack_name(&repo, &root);
+        for name in segment_names(&backend) {
+            backend.delete(&name).expect("delete");
+        }
+        let report = check_with(&repo, ReadData::None);
+        assert_eq!(report.broken_snapshots.len(), 1);
+        let unindexed: Vec<&str> = report
+            .warnings
+            .iter()
+            .filter(|w| w.message.contains("not indexed"))
+            .map(|w| w.object.as_str())
+            .collect();
+        assert_eq!(unindexed.len(), 2, "{report:?}");
+
+        let before = backend.object_names();
+        let plan = plan_index_repair(&repo, 2).expect("plan");
+        assert_eq!(backend.object_names(), before, "planning writes nothing");
+        let mut expected = vec![data_pack, tree_pack];
+        expected.sort();
+        assert_eq!(plan.report().packs_reindexed, expected);
+        assert_eq!(plan.report().blobs_reindexed, 3);
+        assert!(plan.report().segments_replaced.is_empty());
+        let report = apply_index_repair(&repo, plan).expect("apply");
+        assert_eq!(report.segments_written.len(), 1);
+        assert_eq!(segment_names(&backend).len(), 1);
+
+        let report = check_with(&repo, ReadData::All);
+        assert!(report.is_healthy(), "{report:?}");
+        assert!(report.warnings.is_empty(), "{report:?}");
+        let index = repo.load_index().expect("index").index;
+        assert_eq!(
+            repo.read_blob(&index, &chunk_of(&files[1])).expect("read"),
+            content(2)
+        );
+        assert!(plan_index_repair(&repo, 1).expect("plan").is_empty());
+    }
+
+    #[test]
+    fn repair_index_replaces_a_damaged_segment_and_keeps_the_others() {
+        let (backend, repo) = new_repo();
+        let first = store_files(&repo, &[("a", 1)]);
+        let first_segments = segment_names(&backend);
+        let second = store_files(&repo, &[("b", 2)]);
+        let damaged = segment_names(&backend)
+            .into_iter()
+            .find(|name| !first_segments.contains(name))
+            .expect("second segment");
+        let root = store_tree(&repo, vec![first[0].clone(), second[0].clone()]);
+        save(&repo, root, "h");
+        backend.corrupt(&damaged, |bytes| bytes[70] ^= 1);
+        let report = check_with(&repo, ReadData::None);
+        assert!(report.errors.iter().any(|p| p.object == damaged));
+        assert_eq!(report.broken_snapshots.len(), 1);
+
+        let untouched: Vec<String> = segment_names(&backend)
+            .into_iter()
+            .filter(|name| *name != damaged)
+            .collect();
+        let plan = plan_index_repair(&repo, 0).expect("plan");
+        let report = plan.report().clone();
+        assert_eq!(report.segments_replaced.len(), 1);
+        assert_eq!(report.segments_replaced[0].object, damaged);
+        let second_pack = {
+            // The damaged segment cannot be loaded: find the pack through its trailer.
+            let stored = list_stored_packs(&repo).expect("list");
+            let indexed = repo.load_index().expect("index").index;
+            stored
+                .packs
+                .iter()
+                .find(|(id, _)| !indexed.packs().contains_key(*id))
+                .map(|(id, (kind, _))| kind.name(&id.to_hex()))
+                .expect("the unindexed pack")
+        };
+        assert_eq!(report.packs_reindexed, vec![second_pack]);
+        let report = apply_index_repair(&repo, plan).expect("apply");
+        let names = segment_names(&backend);
+        assert!(!names.contains(&damaged), "the damaged segment is deleted");
+        for name in &untouched {
+            assert!(
+                names.contains(name),
+                "{name} was not replaced and must stay"
+            );
+        }
+        assert_eq!(names.len(), untouched.len() + 1);
+        assert!(names.contains(&ObjectKind::Index.name(&report.segments_written[0].to_hex())));
+        assert!(check_with(&repo, ReadData::All).is_healthy());
+    }
+
+    #[test]
+    fn repair_index_fixes_wrong_entries_and_drops_packs_that_are_gone() {
+        let (backend, repo) = new_repo();
+        let before = segment_names(&backend);
+        let files = store_files(&repo, &[("a", 1), ("b", 2)]);
+        let data_segment = segment_names(&backend)
+            .into_iter()
+            .find(|name| !before.contains(name))
+            .expect("segment");
+        let root = store_tree(&repo, files.clone());
+        save(&repo, root, "h");
+
+        // Rewrite the data pack's segment with one wrong offset.
+        let id: IndexId = data_segment["index/".len()..].parse().expect("id");
+        let mut segment = repo.load_index_segment(&id).expect("load");
+        segment.packs[0].blobs[0].offset += 1;
+        let bytes = encode_segment(&segment, repo.key().writer(), &repo.new_session());
+        let wrong = ObjectKind::Index.name(&hex::encode(content_hash(&bytes)));
+        backend.put_if_absent(&wrong, &bytes).expect("put");
+        backend.delete(&data_segment).expect("delete");
+        let report = check_with(&repo, ReadData::None);
+        assert!(
+            report
+                .errors
+                .iter()
+                .any(|p| p.message.contains("disagrees with the pack trailer")),
+            "{report:?}"
+        );
+
+        let report = repair_index(&repo).expect("repair");
+        assert_eq!(report.segments_replaced.len(), 1);
+        assert_eq!(report.segments_replaced[0].object, wrong);
+        assert!(report.segments_replaced[0].message.contains("wrongly"));
+        let data_pack = pack_name(&repo, &chunk_of(&files[0]));
+        assert_eq!(report.packs_reindexed, vec![data_pack.clone()]);
+        assert!(!segment_names(&backend).contains(&wrong));
+        assert!(check_with(&repo, ReadData::All).is_healthy());
+
+        // The data pack is lost: the segment listing it is replaced by nothing (it listed
+        // nothing else), so the index no longer claims blobs that are gone.
+        let listing = ObjectKind::Index.name(&report.segments_written[0].to_hex());
+        backend.delete(&data_pack).expect("delete");
+        let report = repair_index(&repo).expect("repair");
+        assert_eq!(report.packs_dropped, vec![data_pack.clone()]);
+        assert_eq!(report.segments_replaced[0].object, listing);
+        assert!(report.segments_written.is_empty());
+        assert!(report.packs_reindexed.is_empty());
+        assert!(!segment_names(&backend).contains(&listing));
+        let report = check_with(&repo, ReadData::None);
+        assert!(
+            !report.errors.iter().any(|p| p.object == data_pack),
+            "{report:?}"
+        );
+        assert_eq!(report.broken_snapshots.len(), 1, "the data is still lost");
+        assert!(report.broken_snapshots[0].reasons[0].contains("not in the index"));
+    }
+
+    #[test]
+    fn repair_index_reports_unreadable_packs_and_leaves_unsupported_segments() {
+        let (backend, repo) = new_repo();
+        let files = store_files(&repo, &[("a", 1)]);
+        let root = store_tree(&repo, files.clone());
+        save(&repo, root, "h");
+        let data_pack = pack_name(&repo, &chunk_of(&files[0]));
+        let tree_pack = pack_name(&repo, &root);
+        // A segment from a future version: unreadable here, and not ours to delete.
+        let tree_segment = segment_names(&backend)
+            .into_iter()
+            .find(|name| {
+                let id: IndexId = name["index/".len()..].parse().expect("id");
+                repo.load_index_segment(&id).expect("load").packs[0].kind == BlobKind::Tree
+            })
+            .expect("tree segment");
+        let mut future = backend.get(&tree_segment).expect("get");
+        future[5] = 2;
+        let future_name = ObjectKind::Index.name(&hex::encode(content_hash(&future)));
+        backend.put_if_absent(&future_name, &future).expect("put");
+        for name in segment_names(&backend) {
+            if name != future_name {
+                backend.delete(&name).expect("delete");
+            }
+        }
+        backend.corrupt(&data_pack, |bytes| bytes.truncate(bytes.len() - 2));
+
+        let report = repair_index(&repo).expect("repair");
+        assert_eq!(report.packs_unreadable.len(), 1);
+        assert_eq!(report.packs_unreadable[0].object, data_pack);
+        assert_eq!(report.packs_reindexed, vec![tree_pack]);
+        assert_eq!(report.segments_kept.len(), 1);
+        assert_eq!(report.segments_kept[0].object, future_name);
+        assert!(report.segments_replaced.is_empty());
+        assert!(segment_names(&backend).contains(&future_name));
+    }
+
+    #[test]
+    fn repair_snapshots_leaves_out_only_the_damaged_files() {
+        let (backend, repo) = new_repo();
+        let a = store_files(&repo, &[("a", 1)]);
+        let b = store_files(&repo, &[("b", 2)]);
+        let c = store_files(&repo, &[("c", 3)]);
+        let sub = store_tree(&repo, vec![b[0].clone(), c[0].clone()]);
+        let root = store_tree(&repo, vec![a[0].clone(), dir("d", sub)]);
+        let broken = save(&repo, root, "h");
+        let other_root = store_tree(&repo, vec![a[0].clone()]);
+        let intact = save(&repo, other_root, "h2");
+        let victim = damage_blob(&backend, &repo, &chunk_of(&b[0]));
+
+        let structural = plan_snapshot_repair(
+            &repo,
+            &RepairSnapshotsOptions {
+                read_data: false,
+                ..Default::default()
+            },
+        )
+        .expect("plan");
+        assert!(
+            structural.repairs.is_empty(),
+            "a flipped bit needs --read-data"
+        );
+
+        let before = backend.object_names();
+        let plan = plan_snapshot_repair(&repo, &RepairSnapshotsOptions::default()).expect("plan");
+        assert_eq!(backend.object_names(), before, "planning writes nothing");
+        assert_eq!(plan.intact, 1);
+        assert!(plan.unrepairable.is_empty());
+        assert_eq!(plan.repairs.len(), 1);
+        assert_eq!(plan.repairs[0].old, broken);
+        assert_eq!(plan.repairs[0].removed.len(), 1);
+        assert!(plan.repairs[0].removed[0].starts_with("/d/b: "));
+        assert!(plan.repairs[0].removed[0].contains(&victim));
+
+        let report = apply_snapshot_repair(&repo, plan).expect("apply");
+        assert_eq!(report.repaired.len(), 1);
+        let new = report.repaired[0].new;
+        let mut ids = repo.list_snapshot_ids().expect("list");
+        ids.sort();
+        let mut expected = vec![intact, new];
+        expected.sort();
+        assert_eq!(
+            ids, expected,
+            "the broken one is replaced, the intact one kept"
+        );
+
+        let snapshot = repo.load_snapshot(&new).expect("load");
+        assert!(
+            snapshot
+                .tags
+                .contains(&("repaired".to_owned(), broken.short()))
+        );
+        assert!(
+            snapshot
+                .tags
+                .contains(&("env".to_owned(), "test".to_owned()))
+        );
+        assert!(
+            snapshot
+                .errors
+                .iter()
+                .any(|e| e.starts_with("removed by repair: /d/b"))
+        );
+        assert_eq!(snapshot.host, "h");
+        let index = repo.load_index().expect("index").index;
+        let new_root = repo.load_tree(&index, &snapshot.tree).expect("root");
+        assert_eq!(new_root.get(b"a"), Some(&a[0]));
+        let d = new_root.get(b"d").expect("d kept");
+        assert_ne!(d.meta.flags & EntryFlags::INCOMPLETE, 0);
+        let Node::Dir { subtree } = d.node else {
+            panic!("d is a directory")
+        };
+        let new_sub = repo.load_tree(&index, &subtree).expect("sub");
+        assert_eq!(new_sub.entries(), &c[..]);
+        assert_eq!(
+            repo.read_blob(&index, &chunk_of(&c[0])).expect("c"),
+            content(3)
+        );
+
+        let report = check_with(&repo, ReadData::All);
+        assert!(report.broken_snapshots.is_empty(), "{report:?}");
+        assert!(!report.errors.is_empty());
+        assert!(
+            report.errors.iter().all(|p| p.object == victim),
+            "{report:?}"
+        );
+        assert_eq!(report.unreferenced_damage, vec![victim]);
+        let again = plan_snapshot_repair(&repo, &RepairSnapshotsOptions::default()).expect("plan");
+        assert!(again.repairs.is_empty() && again.unrepairable.is_empty());
+    }
+
+    #[test]
+    fn repair_snapshots_drops_unreadable_subtrees_and_leaves_unreadable_roots() {
+        let (backend, repo) = new_repo();
+        let a = store_files(&repo, &[("a", 1)]);
+        let b = store_files(&repo, &[("b", 2)]);
+        let sub = store_tree(&repo, vec![b[0].clone()]);
+        let root = store_tree(&repo, vec![a[0].clone(), dir("d", sub)]);
+        let broken = save(&repo, root, "h");
+        let rootless = save(&repo, sub, "h2");
+        let victim = damage_blob(&backend, &repo, &sub);
+
+        let report = apply_snapshot_repair(
+            &repo,
+            plan_snapshot_repair(&repo, &RepairSnapshotsOptions::default()).expect("plan"),
+        )
+        .expect("apply");
+        assert_eq!(report.repaired.len(), 1);
+        assert_eq!(report.repaired[0].old, broken);
+        assert_eq!(report.repaired[0].removed.len(), 1);
+        assert!(report.repaired[0].removed[0].starts_with("/d/: "));
+        assert_eq!(report.unrepairable.len(), 1);
+        assert_eq!(report.unrepairable[0].0, rootless);
+        assert!(repo.list_snapshot_ids().expect("list").contains(&rootless));
+
+        let snapshot = repo.load_snapshot(&report.repaired[0].new).expect("load");
+        let index = repo.load_index().expect("index").index;
+        let new_root = repo.load_tree(&index, &snapshot.tree).expect("root");
+        assert_eq!(new_root.entries(), &a[..]);
+        let report = check_with(&repo, ReadData::All);
+        assert_eq!(report.broken_snapshots.len(), 1);
+        assert_eq!(report.broken_snapshots[0].id, rootless);
+        assert!(report.errors.iter().any(|p| p.object == victim));
+    }
+}

@@ -1,0 +1,1317 @@
+//! Deterministic simulation of garbage collection racing backups, forgets, clock jumps and
+//! crashes, checking after every step the invariant of ARCHITECTURE.md §4: **no snapshot
+//! that exists, or finishes later, ever references a missing blob.**
+//!
+//! Each seed builds an in-memory repository (a [`MemoryBackend`] whose clock the simulation
+//! moves) and runs actors, each through its own [`FaultyBackend`] (its own "process"), in
+//! a seeded random interleaving:
+//!
+//! - **writers**, phase by phase as the agent's backup does it: start (heartbeat, read GC
+//!   plans, load the index, drop packs that do not exist, exclude condemned packs), add
+//!   files (1 to 3 rounds; chunks from a small content pool shared by every writer and
+//!   every round, so they deduplicate across writers and across time, plus new chunks),
+//!   flush (trees, packs, index segment), commit check ([`gc::lost_dependencies`] must
+//!   report 0, else the writer gives up as the agent does), save the snapshot, end the
+//!   session;
+//! - **forgets** deleting a random snapshot;
+//! - **prunes** in two steps, [`prune_plan`] then [`prune`] (other actors run in between),
+//!   with a grace of 0, 1 h or 3 h;
+//! - **clock jumps** of 67 s to 25 h; during a jump each running writer is either awake
+//!   (its heartbeat thread beats every 7 minutes) or asleep (a suspended laptop: no beat,
+//!   so prune may take its session for dead and the writer later resumes);
+//! - **crashes**: an actor's backend fails some calls at random or dies after a random
+//!   number of calls; the step that hits the failure abandons the actor without ending its
+//!   session (failed puts may or may not have landed). Actors are also killed at random
+//!   between steps.
+//!
+//! After every step, with fault injection out of the way (a fault-free view of the same
+//! storage), every snapshot must load; every tree and data blob reachable from it must be
+//! in the index and read back, authenticated and re-hashed, from a pack that exists
+//! ([`Repository::read_blob`], what restore uses); each snapshot's files must read back
+//! byte for byte as the writer wrote them; and no snapshot may disappear except by a
+//! forget. At the end of a seed every actor is finished without faults, the clock moves
+//! past every timeout and grace period, and two prunes must leave no garbage behind.
+//!
+//! Environment:
+//! - `BUNKER_SIM_SEEDS=N`: number of seeds (default [`DEFAULT_SEEDS`], sized for CI);
+//!   long campaigns: `BUNKER_SIM_SEEDS=5000 cargo test -p bunker-repo-format --test
+//!   gc_simulation -- --nocapture` (about 12 ms per seed and core in the test profile).
+//! - `BUNKER_SIM_FIRST_SEED=N`: first seed of the range (default 0).
+//! - `BUNKER_SIM_SEED=N`: run only seed N and print its whole step log.
+//! - `BUNKER_SIM_STEPS=N`: steps per seed (default [`DEFAULT_STEPS`]).
+//! - `BUNKER_SIM_THREADS=N`: worker threads (default 2).
+//!
+//! A failing seed prints its seed and step log. Runs are deterministic in the order and
+//! kind of steps and in which backend calls fail; object names still differ from run to
+//! run (keys, session ids and nonces are random), which can change which object a given
+//! failing call touches, so replay a seed a few times if a failure does not come back.
+
+use std::cell::OnceCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bunker_repo_format::backend::fault::{FaultRates, FaultyBackend};
+use bunker_repo_format::backend::{Backend, MemoryBackend};
+use bunker_repo_format::config::RepositoryParams;
+use bunker_repo_format::crypto::SealingSession;
+use bunker_repo_format::gc::{self, stored_packs};
+use bunker_repo_format::index::{BlobLocation, Index};
+use bunker_repo_format::keyslot::KdfParams;
+use bunker_repo_format::prune::{PruneOptions, PrunePlan, prune, prune_plan};
+use bunker_repo_format::session::{ActiveSession, SESSION_TIMEOUT};
+use bunker_repo_format::snapshot::{Snapshot, Summary};
+use bunker_repo_format::tree::{Entry, Extent, Metadata, Node, Timestamp, Tree};
+use bunker_repo_format::{BlobId, BlobKind, BlobWriter, InitOptions, Repository, SnapshotId};
+
+/// Seeds run by default: keeps the test well under a minute in the test profile.
+const DEFAULT_SEEDS: u64 = 400;
+/// Steps per seed by default.
+const DEFAULT_STEPS: usize = 120;
+/// Writers a seed may start (slots in the arena).
+const MAX_WRITER_RUNS: usize = 40;
+/// Writers running at once.
+const MAX_CONCURRENT_WRITERS: usize = 3;
+/// Prunes running at once.
+const MAX_CONCURRENT_PRUNES: usize = 2;
+/// Chunks in the shared content pool.
+const POOL_CHUNKS: u64 = 32;
+const PASSWORD: &[u8] = b"simulated";
+/// Longest gap between the beats of an awake writer during a clock jump: below half the
+/// session timeout, so an awake writer's commit trusts its view.
+const AWAKE_BEAT: Duration = Duration::from_secs(7 * 60);
+
+type Faulty = FaultyBackend<Arc<MemoryBackend>>;
+
+// ---------------------------------------------------------------------------------------
+// Randomness and content
+// ---------------------------------------------------------------------------------------
+
+/// splitmix64: the simulation's only source of decisions.
+#[derive(Debug, Clone)]
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Self(seed ^ 0xA076_1D64_78BD_642F)
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (`n > 0`).
+    fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    fn range(&mut self, lo: u64, hi_inclusive: u64) -> u64 {
+        lo + self.below(hi_inclusive - lo + 1)
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64) < p
+    }
+
+    fn pick<'t, T>(&mut self, items: &'t [T]) -> &'t T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+}
+
+fn mix(a: u64, b: u64) -> u64 {
+    Rng::new(a.wrapping_mul(0x100_0000_01B3) ^ b.rotate_left(29)).next_u64()
+}
+
+/// `len` bytes from `seed`: random, or (one seed in four) compressible text-like bytes.
+fn bytes_for(seed: u64, len: usize) -> Vec<u8> {
+    let mut rng = Rng::new(seed);
+    let compressible = seed % 4 == 0;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        let v = rng.next_u64();
+        if compressible {
+            out.extend_from_slice(format!("line {} of {seed}\n", v % 64).as_bytes());
+        } else {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    out.truncate(len);
+    out
+}
+
+/// A chunk of the shared pool: the same bytes for every writer of a seed.
+fn pool_chunk(seed: u64, i: u64) -> Vec<u8> {
+    let s = mix(seed, 1_000 + i);
+    bytes_for(s, 4_096 + (s % (96 << 10)) as usize)
+}
+
+/// A chunk nobody else writes.
+fn unique_chunk(seed: u64, writer: usize, n: u64) -> Vec<u8> {
+    let s = mix(mix(seed, 2_000_000 + writer as u64), n);
+    bytes_for(s, 4_096 + (s % (128 << 10)) as usize)
+}
+
+// ---------------------------------------------------------------------------------------
+// Actors
+// ---------------------------------------------------------------------------------------
+
+/// What a writer "process" owns for its whole run; lives in the seed's arena so the
+/// writer's [`BlobWriter`] can borrow it across steps.
+struct WriterEnv {
+    repo: Repository,
+    index: Index,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriterPhase {
+    Adding,
+    Flush,
+    Commit,
+    Save,
+    End,
+}
+
+/// A file as the writer wrote it: its chunks, in order.
+type FileChunks = Vec<(BlobId, Vec<u8>)>;
+
+struct Writer<'a> {
+    name: String,
+    faulty: Arc<Faulty>,
+    env: &'a WriterEnv,
+    session: Option<ActiveSession>,
+    blobs: BlobWriter<'a>,
+    phase: WriterPhase,
+    adds_left: u64,
+    /// Path (`f3`, `sub/f7`, `common/c1`) to content.
+    files: BTreeMap<String, FileChunks>,
+    next_file: u64,
+    tree: Option<BlobId>,
+    sealing: Option<SealingSession>,
+}
+
+struct Pruner {
+    name: String,
+    faulty: Arc<Faulty>,
+    repo: Repository,
+    options: PruneOptions,
+    plan: PrunePlan,
+}
+
+/// The files of a snapshot as written, by path.
+type Expected = BTreeMap<String, Vec<u8>>;
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Stats {
+    steps: u64,
+    writers_started: u64,
+    snapshots_saved: u64,
+    stale_aborts: u64,
+    actors_crashed: u64,
+    actors_killed: u64,
+    organic_errors: u64,
+    forgets: u64,
+    prunes_planned: u64,
+    prunes_done: u64,
+    packs_deleted: u64,
+    packs_recovered: u64,
+    packs_repacked: u64,
+    clock_jumps: u64,
+    sleeping_writers_resumed: u64,
+    blobs_read: u64,
+}
+
+impl Stats {
+    fn add(&mut self, o: &Stats) {
+        self.steps += o.steps;
+        self.writers_started += o.writers_started;
+        self.snapshots_saved += o.snapshots_saved;
+        self.stale_aborts += o.stale_aborts;
+        self.actors_crashed += o.actors_crashed;
+        self.actors_killed += o.actors_killed;
+        self.organic_errors += o.organic_errors;
+        self.forgets += o.forgets;
+        self.prunes_planned += o.prunes_planned;
+        self.prunes_done += o.prunes_done;
+        self.packs_deleted += o.packs_deleted;
+        self.packs_recovered += o.packs_recovered;
+        self.packs_repacked += o.packs_repacked;
+        self.clock_jumps += o.clock_jumps;
+        self.sleeping_writers_resumed += o.sleeping_writers_resumed;
+        self.blobs_read += o.blobs_read;
+    }
+}
+
+/// How a seed ended badly.
+#[derive(Debug)]
+struct Failure {
+    seed: u64,
+    step: u64,
+    message: String,
+    log: Vec<String>,
+}
+
+/// Options of one seed's run (tests of specific scenarios change them).
+#[derive(Debug, Clone, Copy)]
+struct SimOptions {
+    steps: usize,
+    faults: bool,
+}
+
+struct Sim<'a> {
+    seed: u64,
+    options: SimOptions,
+    rng: Rng,
+    mem: Arc<MemoryBackend>,
+    /// A fault-free view of the storage, for checking.
+    checker: Repository,
+    arena: &'a [OnceCell<WriterEnv>],
+    writer_runs: usize,
+    actor_serial: u64,
+    writers: Vec<Writer<'a>>,
+    pruners: Vec<Pruner>,
+    /// Expected files, by root tree.
+    expected: HashMap<BlobId, Arc<Expected>>,
+    /// Snapshots seen at the last check.
+    known_snapshots: BTreeSet<SnapshotId>,
+    /// Snapshots a forget of this step may have removed.
+    forgotten: BTreeSet<SnapshotId>,
+    /// Blob locations already read back and verified (packs are immutable).
+    verified: HashMap<BlobId, BlobLocation>,
+    /// Decoded trees.
+    trees: HashMap<BlobId, Tree>,
+    /// Snapshots whose content was compared byte for byte.
+    content_checked: HashSet<SnapshotId>,
+    log: Vec<String>,
+    stats: Stats,
+    snapshot_clock: i64,
+}
+
+/// A step's outcome for logging.
+type StepResult = std::result::Result<String, String>;
+
+fn error_text(e: &bunker_repo_format::Error) -> String {
+    e.to_string()
+}
+
+fn short(id: &impl std::fmt::Display) -> String {
+    id.to_string().chars().take(8).collect()
+}
+
+fn fmt_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 3600 {
+        format!("{}h{}m{}s", s / 3600, s % 3600 / 60, s % 60)
+    } else if s >= 60 {
+        format!("{}m{}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+impl<'a> Sim<'a> {
+    fn new(seed: u64, options: SimOptions, arena: &'a [OnceCell<WriterEnv>]) -> Self {
+        let mem = Arc::new(MemoryBackend::new());
+        let checker = Repository::init(
+            mem.clone() as Arc<dyn Backend>,
+            PASSWORD,
+            InitOptions {
+                kdf: KdfParams::insecure_for_tests(),
+                params: RepositoryParams {
+                    pack_size: 1 << 20,
+                    compression_level: 1,
+                    ..RepositoryParams::default()
+                },
+                ..InitOptions::default()
+            },
+        )
+        .expect("init");
+        Self {
+            seed,
+            options,
+            rng: Rng::new(seed),
+            mem,
+            checker,
+            arena,
+            writer_runs: 0,
+            actor_serial: 0,
+            writers: Vec::new(),
+            pruners: Vec::new(),
+            expected: HashMap::new(),
+            known_snapshots: BTreeSet::new(),
+            forgotten: BTreeSet::new(),
+            verified: HashMap::new(),
+            trees: HashMap::new(),
+            content_checked: HashSet::new(),
+            log: Vec::new(),
+            stats: Stats::default(),
+            snapshot_clock: 1_700_000_000,
+        }
+    }
+
+    fn note(&mut self, text: impl Into<String>) {
+        let line = format!("#{:<4} {}", self.stats.steps, text.into());
+        self.log.push(line);
+    }
+
+    /// A new actor's backend: its own process, with its own faults.
+    fn new_backend(&mut self) -> (Arc<Faulty>, String) {
+        self.actor_serial += 1;
+        let faulty = Arc::new(FaultyBackend::new(
+            self.mem.clone(),
+            mix(self.seed, self.actor_serial),
+        ));
+        let mut describe = "no faults".to_owned();
+        if self.options.faults {
+            let roll = self.rng.below(10);
+            if roll < 2 {
+                let rate = *self.rng.pick(&[0.01, 0.03, 0.08]);
+                faulty.set_rates(FaultRates::uniform(rate));
+                describe = format!("error rate {rate}");
+            } else if roll < 4 {
+                let n = self.rng.below(90);
+                faulty.set_rates(FaultRates {
+                    put_lands: 0.5,
+                    delete_lands: 0.5,
+                    ..FaultRates::NONE
+                });
+                faulty.crash_after(n);
+                describe = format!("crash after {n} calls");
+            }
+        }
+        (faulty, describe)
+    }
+
+    // ----- the step loop -----
+
+    fn run(&mut self) -> Result<(), Failure> {
+        for _ in 0..self.options.steps {
+            self.stats.steps += 1;
+            self.forgotten.clear();
+            self.random_step();
+            self.check_or_fail()?;
+        }
+        self.drain()
+    }
+
+    fn check_or_fail(&mut self) -> Result<(), Failure> {
+        match self.check() {
+            Ok(()) => Ok(()),
+            Err(message) => Err(Failure {
+                seed: self.seed,
+                step: self.stats.steps,
+                message,
+                log: std::mem::take(&mut self.log),
+            }),
+        }
+    }
+
+    fn random_step(&mut self) {
+        let can_start_writer =
+            self.writers.len() < MAX_CONCURRENT_WRITERS && self.writer_runs < self.arena.len();
+        let mut choices: Vec<(u32, u8)> = Vec::new();
+        if can_start_writer {
+            choices.push((3, 0));
+        }
+        if !self.writers.is_empty() {
+            choices.push((9, 1));
+        }
+        choices.push((2, 2)); // forget
+        if self.pruners.len() < MAX_CONCURRENT_PRUNES {
+            choices.push((2, 3));
+        }
+        if !self.pruners.is_empty() {
+            choices.push((3, 4));
+        }
+        choices.push((3, 5)); // clock
+        if !self.writers.is_empty() || !self.pruners.is_empty() {
+            choices.push((1, 6)); // kill
+        }
+        let total: u32 = choices.iter().map(|c| c.0).sum();
+        let mut roll = self.rng.below(u64::from(total)) as u32;
+        let mut action = choices[0].1;
+        for (weight, a) in &choices {
+            if roll < *weight {
+                action = *a;
+                break;
+            }
+            roll -= weight;
+        }
+        match action {
+            0 => self.start_writer(),
+            1 => {
+                let i = self.rng.below(self.writers.len() as u64) as usize;
+                self.step_writer(i);
+            }
+            2 => self.forget(),
+            3 => self.plan_prune(),
+            4 => {
+                let i = self.rng.below(self.pruners.len() as u64) as usize;
+                self.execute_prune(i);
+            }
+            5 => self.clock_jump(),
+            _ => self.kill(),
+        }
+    }
+
+    /// Logs a failed step: a crash when the actor's backend injected a fault during it,
+    /// an "organic" error otherwise.
+    fn failed(&mut self, who: &str, what: &str, faulty: &Faulty, injected_before: u64, e: &str) {
+        if faulty.injected_faults() > injected_before {
+            self.stats.actors_crashed += 1;
+            self.note(format!(
+                "{who} {what}: CRASHED ({e}); abandoned, session left open"
+            ));
+        } else {
+            self.stats.organic_errors += 1;
+            self.note(format!(
+                "{who} {what}: ERROR without injected fault: {e}; abandoned"
+            ));
+        }
+    }
+
+    // ----- writers -----
+
+    fn start_writer(&mut self) {
+        let slot = self.writer_runs;
+        self.writer_runs += 1;
+        self.stats.writers_started += 1;
+        let name = format!("w{slot}");
+        let (faulty, faults) = self.new_backend();
+        let before = faulty.injected_faults();
+        match self.open_writer(&name, &faulty, slot) {
+            Ok(writer) => {
+                let adds = writer.adds_left;
+                let excluded = writer.env.index.len();
+                self.note(format!(
+                    "{name} start ({faults}): session {}, index {} blobs, {adds} add rounds",
+                    writer
+                        .session
+                        .as_ref()
+                        .map(|s| hex8(&s.id()))
+                        .unwrap_or_default(),
+                    excluded
+                ));
+                self.writers.push(writer);
+            }
+            Err(e) => self.failed(&name, "start", &faulty, before, &e),
+        }
+    }
+
+    fn open_writer(
+        &mut self,
+        name: &str,
+        faulty: &Arc<Faulty>,
+        slot: usize,
+    ) -> Result<Writer<'a>, String> {
+        let backend: Arc<dyn Backend> = faulty.clone();
+        let repo = Repository::open(backend.clone(), PASSWORD).map_err(|e| error_text(&e))?;
+        // The agent's order: heartbeat first, then plans, then the index.
+        let session = ActiveSession::start(backend, repo.key().writer(), name, "backup", false)
+            .map_err(|e| error_text(&e))?;
+        let condemned = gc::condemned_packs(&repo).map_err(|e| error_text(&e))?;
+        let mut loaded = repo.load_index().map_err(|e| error_text(&e))?;
+        let stored = stored_packs(&repo).map_err(|e| error_text(&e))?;
+        loaded.index.retain_packs(|pack| stored.contains_key(pack));
+        let arena = self.arena;
+        if arena[slot]
+            .set(WriterEnv {
+                repo,
+                index: loaded.index,
+            })
+            .is_err()
+        {
+            panic!("arena slot {slot} used twice");
+        }
+        let env = arena[slot].get().expect("just set");
+        let mut blobs = env.repo.blob_writer(&env.index);
+        blobs.exclude_packs(condemned);
+        Ok(Writer {
+            name: name.to_owned(),
+            faulty: faulty.clone(),
+            env,
+            session: Some(session),
+            blobs,
+            phase: WriterPhase::Adding,
+            adds_left: self.rng.range(1, 3),
+            files: BTreeMap::new(),
+            next_file: 0,
+            tree: None,
+            sealing: None,
+        })
+    }
+
+    fn step_writer(&mut self, i: usize) {
+        let mut writer = self.writers.remove(i);
+        let before = writer.faulty.injected_faults();
+        let phase = writer.phase;
+        let result = match phase {
+            WriterPhase::Adding => self.writer_add(&mut writer),
+            WriterPhase::Flush => self.writer_flush(&mut writer),
+            WriterPhase::Commit => self.writer_commit(&mut writer),
+            WriterPhase::Save => self.writer_save(&mut writer),
+            WriterPhase::End => self.writer_end(&mut writer),
+        };
+        let what = format!("{phase:?}").to_lowercase();
+        match result {
+            Ok(text) => {
+                self.note(format!("{} {what}: {text}", writer.name));
+                if writer.session.is_some() {
+                    self.writers.insert(i, writer);
+                }
+            }
+            Err(e) => {
+                let name = writer.name.clone();
+                let faulty = writer.faulty.clone();
+                self.failed(&name, &what, &faulty, before, &e);
+            }
+        }
+    }
+
+    fn writer_add(&mut self, w: &mut Writer<'a>) -> StepResult {
+        let files = self.rng.range(1, 4);
+        let mut chunks_total = 0;
+        let mut new_total = 0;
+        let packs_before = w.blobs.stats().packs;
+        for _ in 0..files {
+            let n = w.next_file;
+            w.next_file += 1;
+            let path = match self.rng.below(4) {
+                0 => format!("sub/f{n}"),
+                1 if !w.files.keys().any(|p| p.starts_with("common/")) => {
+                    // A directory every writer may have, with the same content: the same
+                    // tree blob, deduplicated across writers.
+                    let variant = self.rng.below(2);
+                    for c in 0..3 {
+                        let data = pool_chunk(self.seed, variant * 3 + c);
+                        let (id, new) = w
+                            .blobs
+                            .add(BlobKind::Data, &data)
+                            .map_err(|e| error_text(&e))?;
+                        chunks_total += 1;
+                        new_total += u64::from(new);
+                        w.files.insert(format!("common/c{c}"), vec![(id, data)]);
+                    }
+                    continue;
+                }
+                _ => format!("f{n}"),
+            };
+            let mut chunks = Vec::new();
+            for _ in 0..self.rng.range(1, 4) {
+                let data = if self.rng.chance(0.7) {
+                    pool_chunk(self.seed, self.rng.below(POOL_CHUNKS))
+                } else {
+                    let k = self.rng.next_u64();
+                    unique_chunk(self.seed, self.writer_runs, k)
+                };
+                let (id, new) = w
+                    .blobs
+                    .add(BlobKind::Data, &data)
+                    .map_err(|e| error_text(&e))?;
+                chunks_total += 1;
+                new_total += u64::from(new);
+                chunks.push((id, data));
+            }
+            w.files.insert(path, chunks);
+        }
+        w.adds_left -= 1;
+        if w.adds_left == 0 {
+            w.phase = WriterPhase::Flush;
+        }
+        Ok(format!(
+            "{files} files, {chunks_total} chunks ({new_total} new), {} packs uploaded, {} dependencies",
+            w.blobs.stats().packs - packs_before,
+            w.blobs.dependencies().len()
+        ))
+    }
+
+    fn writer_flush(&mut self, w: &mut Writer<'a>) -> StepResult {
+        // Trees bottom-up, as the archiver writes them.
+        let mut dirs: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
+        for (path, chunks) in &w.files {
+            let (dir, name) = match path.rsplit_once('/') {
+                Some((dir, name)) => (dir.to_owned(), name),
+                None => (String::new(), path.as_str()),
+            };
+            dirs.entry(dir).or_default().push(Entry {
+                name: name.as_bytes().to_vec(),
+                meta: Metadata::default(),
+                node: Node::File {
+                    extents: chunks
+                        .iter()
+                        .map(|(id, data)| Extent::Chunk {
+                            id: *id,
+                            length: data.len() as u32,
+                        })
+                        .collect(),
+                },
+            });
+        }
+        let mut root = dirs.remove("").unwrap_or_default();
+        for (dir, entries) in dirs {
+            let tree = Tree::new(entries).map_err(|e| e.to_string())?;
+            let (subtree, _) = w
+                .blobs
+                .add(BlobKind::Tree, &tree.encode())
+                .map_err(|e| error_text(&e))?;
+            root.push(Entry {
+                name: dir.into_bytes(),
+                meta: Metadata::default(),
+                node: Node::Dir { subtree },
+            });
+        }
+        let tree = Tree::new(root).map_err(|e| e.to_string())?;
+        let (root_id, _) = w
+            .blobs
+            .add(BlobKind::Tree, &tree.encode())
+            .map_err(|e| error_text(&e))?;
+        w.tree = Some(root_id);
+        w.sealing = Some(w.blobs.session().clone());
+        let expected: Expected = w
+            .files
+            .iter()
+            .map(|(path, chunks)| {
+                (
+                    path.clone(),
+                    chunks.iter().flat_map(|(_, d)| d.iter().copied()).collect(),
+                )
+            })
+            .collect();
+        self.expected
+            .entry(root_id)
+            .or_insert_with(|| Arc::new(expected));
+        let packs_before = w.blobs.stats().packs;
+        w.blobs.flush().map_err(|e| error_text(&e))?;
+        w.phase = WriterPhase::Commit;
+        Ok(format!(
+            "root tree {}, {} packs uploaded ({} in all), {} dependencies",
+            short(&root_id),
+            w.blobs.stats().packs - packs_before,
+            w.blobs.stats().packs,
+            w.blobs.dependencies().len()
+        ))
+    }
+
+    fn writer_commit(&mut self, w: &mut Writer<'a>) -> StepResult {
+        let session = w.session.as_ref().expect("running writer has a session");
+        let (lost, gap) = gc::lost_dependencies(&w.env.repo, session, w.blobs.dependencies())
+            .map_err(|e| error_text(&e))?;
+        if gap >= SESSION_TIMEOUT {
+            self.stats.sleeping_writers_resumed += 1;
+        }
+        if lost > 0 {
+            // As the agent does: no snapshot, and the session is left to time out.
+            self.stats.stale_aborts += 1;
+            w.session = None;
+            return Ok(format!(
+                "STALE: {lost} of {} dependencies lost after a {} gap; gave up",
+                w.blobs.dependencies().len(),
+                fmt_duration(gap)
+            ));
+        }
+        w.phase = WriterPhase::Save;
+        Ok(format!("ok (longest heartbeat gap {})", fmt_duration(gap)))
+    }
+
+    fn writer_save(&mut self, w: &mut Writer<'a>) -> StepResult {
+        self.snapshot_clock += 1;
+        let snapshot = Snapshot {
+            time: Timestamp {
+                sec: self.snapshot_clock,
+                nsec: 0,
+            },
+            host: w.name.clone(),
+            username: "sim".into(),
+            paths: vec![b"/sim".to_vec()],
+            tags: vec![],
+            parent: None,
+            tree: w.tree.expect("flushed"),
+            source_kind: Default::default(),
+            consistency: Default::default(),
+            consistency_detail: String::new(),
+            excludes: vec![],
+            summary: Summary::default(),
+            errors: vec![],
+            program_version: "gc-simulation".into(),
+        };
+        let sealing = w.sealing.as_ref().expect("flushed");
+        let id = w
+            .env
+            .repo
+            .save_snapshot(sealing, &snapshot)
+            .map_err(|e| error_text(&e))?;
+        self.stats.snapshots_saved += 1;
+        w.phase = WriterPhase::End;
+        Ok(format!("snapshot {}", short(&id)))
+    }
+
+    fn writer_end(&mut self, w: &mut Writer<'a>) -> StepResult {
+        let session = w.session.take().expect("running writer has a session");
+        session.end().map_err(|e| error_text(&e))?;
+        Ok("session ended".into())
+    }
+
+    // ----- forget -----
+
+    fn forget(&mut self) {
+        self.stats.forgets += 1;
+        let (faulty, faults) = self.new_backend();
+        let before = faulty.injected_faults();
+        let result = (|| -> Result<Option<SnapshotId>, String> {
+            let repo = Repository::open(faulty.clone() as Arc<dyn Backend>, PASSWORD)
+                .map_err(|e| error_text(&e))?;
+            let ids = repo.list_snapshot_ids().map_err(|e| error_text(&e))?;
+            if ids.is_empty() {
+                return Ok(None);
+            }
+            let mut sorted = ids.clone();
+            sorted.sort();
+            let id = sorted[self.rng.below(sorted.len() as u64) as usize];
+            self.forgotten.insert(id);
+            repo.delete_snapshot(&id).map_err(|e| error_text(&e))?;
+            Ok(Some(id))
+        })();
+        match result {
+            Ok(Some(id)) => self.note(format!("forget ({faults}): snapshot {}", short(&id))),
+            Ok(None) => self.note("forget: no snapshot"),
+            Err(e) => self.failed("forget", "delete", &faulty, before, &e),
+        }
+    }
+
+    // ----- prune -----
+
+    fn plan_prune(&mut self) {
+        let (faulty, faults) = self.new_backend();
+        let name = format!("p{}", self.actor_serial);
+        let grace = *self.rng.pick(&[
+            Duration::ZERO,
+            Duration::ZERO,
+            Duration::from_secs(3600),
+            Duration::from_secs(3 * 3600),
+        ]);
+        let max_unused = *self.rng.pick(&[0.0, 0.05, 0.3]);
+        let options = PruneOptions {
+            grace,
+            max_unused,
+            ..PruneOptions::default()
+        };
+        let before = faulty.injected_faults();
+        let result = (|| -> Result<(Repository, PrunePlan), String> {
+            let repo = Repository::open(faulty.clone() as Arc<dyn Backend>, PASSWORD)
+                .map_err(|e| error_text(&e))?;
+            let plan = prune_plan(&repo, &options, false).map_err(|e| error_text(&e))?;
+            Ok((repo, plan))
+        })();
+        self.stats.prunes_planned += 1;
+        match result {
+            Ok((repo, plan)) => {
+                let due: Vec<String> = plan
+                    .due
+                    .iter()
+                    .map(|d| {
+                        format!(
+                            "{}: delete {} recover {}",
+                            short(&d.name.trim_start_matches("gc/")),
+                            d.delete.len(),
+                            d.recovered.len()
+                        )
+                    })
+                    .collect();
+                let waiting: Vec<String> = plan
+                    .waiting
+                    .iter()
+                    .map(|(n, why)| format!("{}: {why}", short(&n.trim_start_matches("gc/"))))
+                    .collect();
+                self.note(format!(
+                    "{name} plan ({faults}, grace {}, max_unused {max_unused}): {} snapshots, {} used blobs, {} packs; condemn {}, repack {}, due [{}], waiting [{}]",
+                    fmt_duration(grace),
+                    plan.snapshots,
+                    plan.used_blobs,
+                    plan.packs.0,
+                    plan.condemn.len(),
+                    plan.repack.len(),
+                    due.join("; "),
+                    waiting.join("; ")
+                ));
+                self.pruners.push(Pruner {
+                    name,
+                    faulty,
+                    repo,
+                    options,
+                    plan,
+                });
+            }
+            Err(e) => self.failed(&name, "plan", &faulty, before, &e),
+        }
+    }
+
+    fn execute_prune(&mut self, i: usize) {
+        let pruner = self.pruners.remove(i);
+        let before = pruner.faulty.injected_faults();
+        let Pruner {
+            name,
+            faulty,
+            repo,
+            options,
+            plan,
+        } = pruner;
+        match prune(&repo, plan) {
+            Ok(report) => {
+                self.stats.prunes_done += 1;
+                self.stats.packs_deleted += report.deleted_packs as u64;
+                self.stats.packs_recovered += report.recovered_packs as u64;
+                self.stats.packs_repacked += report.repacked_packs as u64;
+                self.note(format!(
+                    "{name} execute (grace {}): deleted {}, recovered {}, condemned {} (repacked {}), plans executed {}, plan written {}, segments +{} -{}, heartbeats removed {}",
+                    fmt_duration(options.grace),
+                    report.deleted_packs,
+                    report.recovered_packs,
+                    report.condemned_packs,
+                    report.repacked_packs,
+                    report.plans_executed,
+                    report.plan_written.as_deref().map(|p| short(&p.trim_start_matches("gc/"))).unwrap_or_else(|| "-".into()),
+                    report.segments_written,
+                    report.segments_removed,
+                    report.heartbeats_removed
+                ));
+            }
+            Err(e) => {
+                let e = error_text(&e);
+                self.failed(&name, "execute", &faulty, before, &e);
+            }
+        }
+    }
+
+    // ----- time and death -----
+
+    fn clock_jump(&mut self) {
+        self.stats.clock_jumps += 1;
+        let jump = *self.rng.pick(&[
+            Duration::from_secs(67),
+            Duration::from_secs(433),
+            Duration::from_secs(961),
+            Duration::from_secs(961),
+            Duration::from_secs(2 * 3600 + 7),
+            Duration::from_secs(25 * 3600 + 3),
+        ]);
+        // Awake writers keep beating; asleep ones (a suspended laptop) do not. Nobody
+        // stays awake through a day: that would take hundreds of heartbeats.
+        let awake: Vec<bool> = (0..self.writers.len())
+            .map(|_| jump <= Duration::from_secs(3 * 3600) && self.rng.chance(0.5))
+            .collect();
+        let mut left = jump;
+        while !left.is_zero() {
+            let sub = left.min(AWAKE_BEAT);
+            self.mem.advance_clock(sub);
+            left -= sub;
+            for (writer, awake) in self.writers.iter().zip(&awake) {
+                if *awake && let Some(session) = &writer.session {
+                    // The heartbeat thread ignores a failed beat and tries again later.
+                    let _ = session.beat();
+                }
+            }
+        }
+        let names: Vec<String> = self
+            .writers
+            .iter()
+            .zip(&awake)
+            .map(|(w, a)| format!("{}:{}", w.name, if *a { "awake" } else { "asleep" }))
+            .collect();
+        self.note(format!(
+            "clock +{} [{}]",
+            fmt_duration(jump),
+            names.join(" ")
+        ));
+    }
+
+    fn kill(&mut self) {
+        let total = self.writers.len() + self.pruners.len();
+        let i = self.rng.below(total as u64) as usize;
+        self.stats.actors_killed += 1;
+        if i < self.writers.len() {
+            let writer = self.writers.remove(i);
+            self.note(format!(
+                "{} KILLED in phase {:?}",
+                writer.name, writer.phase
+            ));
+        } else {
+            let pruner = self.pruners.remove(i - self.writers.len());
+            self.note(format!("{} KILLED between plan and execute", pruner.name));
+        }
+    }
+
+    // ----- the end of a seed -----
+
+    /// Finishes every actor without faults, lets every timeout and grace period pass,
+    /// prunes twice, and checks that nothing is left but what snapshots use.
+    fn drain(&mut self) -> Result<(), Failure> {
+        self.note("--- drain: faults off, finish every actor ---");
+        for w in &self.writers {
+            w.faulty.set_enabled(false);
+        }
+        for p in &self.pruners {
+            p.faulty.set_enabled(false);
+        }
+        while !self.writers.is_empty() {
+            self.stats.steps += 1;
+            self.step_writer(0);
+            self.check_or_fail()?;
+        }
+        while !self.pruners.is_empty() {
+            self.stats.steps += 1;
+            self.execute_prune(0);
+            self.check_or_fail()?;
+        }
+        self.options.faults = false;
+        for round in 0..3 {
+            self.stats.steps += 1;
+            self.mem
+                .advance_clock(2 * SESSION_TIMEOUT + Duration::from_secs(4 * 3600));
+            self.note(format!("drain prune {round}"));
+            let options = PruneOptions {
+                grace: Duration::ZERO,
+                max_unused: 0.0,
+                ..PruneOptions::default()
+            };
+            let plan = prune_plan(&self.checker, &options, false);
+            let report = plan.and_then(|plan| prune(&self.checker, plan));
+            match report {
+                Ok(r) => self.note(format!("  {r:?}")),
+                Err(e) => {
+                    return Err(Failure {
+                        seed: self.seed,
+                        step: self.stats.steps,
+                        message: format!("fault-free prune failed at the end: {e}"),
+                        log: std::mem::take(&mut self.log),
+                    });
+                }
+            }
+            self.check_or_fail()?;
+        }
+        match self.garbage_left() {
+            Ok(()) => Ok(()),
+            Err(message) => Err(Failure {
+                seed: self.seed,
+                step: self.stats.steps,
+                message,
+                log: std::mem::take(&mut self.log),
+            }),
+        }
+    }
+
+    /// After quiet prunes: no plan left, and every pack holds a blob some snapshot uses.
+    fn garbage_left(&mut self) -> Result<(), String> {
+        let repo = &self.checker;
+        let plans = self
+            .mem
+            .object_names()
+            .into_iter()
+            .filter(|n| n.starts_with("gc/"))
+            .count();
+        if plans > 0 {
+            return Err(format!("{plans} GC plan(s) left after quiet prunes"));
+        }
+        let index = repo.load_index().map_err(|e| e.to_string())?.index;
+        let used = gc::used_blobs(repo, &index).map_err(|e| e.to_string())?;
+        let stored = stored_packs(repo).map_err(|e| e.to_string())?;
+        // A pack is used when any copy of a used blob is in it (duplicates included).
+        let mut used_packs = HashSet::new();
+        for segment in repo.list_index_ids().map_err(|e| e.to_string())? {
+            let segment = repo
+                .load_index_segment(&segment)
+                .map_err(|e| e.to_string())?;
+            for pack in &segment.packs {
+                if pack.blobs.iter().any(|b| used.contains(&b.id)) {
+                    used_packs.insert(pack.id);
+                }
+            }
+        }
+        let unused: Vec<String> = stored
+            .keys()
+            .filter(|p| !used_packs.contains(*p))
+            .map(short)
+            .collect();
+        if !unused.is_empty() {
+            return Err(format!(
+                "{} pack(s) no snapshot uses survived quiet prunes: {unused:?}",
+                unused.len()
+            ));
+        }
+        Ok(())
+    }
+
+    // ----- the invariant -----
+
+    fn check(&mut self) -> Result<(), String> {
+        let ids: BTreeSet<SnapshotId> = self
+            .checker
+            .list_snapshot_ids()
+            .map_err(|e| format!("listing snapshots: {e}"))?
+            .into_iter()
+            .collect();
+        let vanished: Vec<String> = self
+            .known_snapshots
+            .difference(&ids)
+            .filter(|id| !self.forgotten.contains(id))
+            .map(short)
+            .collect();
+        if !vanished.is_empty() {
+            return Err(format!(
+                "snapshots disappeared without a forget: {vanished:?}"
+            ));
+        }
+        self.known_snapshots = ids.clone();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let loaded = self
+            .checker
+            .load_index()
+            .map_err(|e| format!("loading the index: {e}"))?;
+        if let Some((segment, e)) = loaded.damaged.first() {
+            return Err(format!("index segment {segment} is damaged: {e}"));
+        }
+        let index = loaded.index;
+        let stored = stored_packs(&self.checker).map_err(|e| format!("listing packs: {e}"))?;
+        for id in &ids {
+            let snapshot = self
+                .checker
+                .load_snapshot(id)
+                .map_err(|e| format!("snapshot {} does not load: {e}", short(id)))?;
+            let Some(expected) = self.expected.get(&snapshot.tree).cloned() else {
+                return Err(format!(
+                    "snapshot {} has root tree {} that no writer wrote",
+                    short(id),
+                    short(&snapshot.tree)
+                ));
+            };
+            // Walk the trees; every blob must be indexed, in a stored pack, and readable.
+            let mut files: BTreeMap<String, Vec<Extent>> = BTreeMap::new();
+            let mut pending = vec![(String::new(), snapshot.tree)];
+            while let Some((prefix, tree_id)) = pending.pop() {
+                let what = format!(
+                    "snapshot {} tree {} ({prefix:?})",
+                    short(id),
+                    short(&tree_id)
+                );
+                self.verify_blob(&index, &stored, &tree_id, &what)?;
+                if !self.trees.contains_key(&tree_id) {
+                    let tree = self
+                        .checker
+                        .load_tree(&index, &tree_id)
+                        .map_err(|e| format!("{what}: does not decode: {e}"))?;
+                    self.trees.insert(tree_id, tree);
+                }
+                let tree = &self.trees[&tree_id];
+                let mut subtrees = Vec::new();
+                for entry in tree.entries() {
+                    let name = String::from_utf8_lossy(&entry.name).into_owned();
+                    let path = if prefix.is_empty() {
+                        name
+                    } else {
+                        format!("{prefix}/{name}")
+                    };
+                    match &entry.node {
+                        Node::Dir { subtree } => subtrees.push((path, *subtree)),
+                        Node::File { extents } => {
+                            files.insert(path, extents.clone());
+                        }
+                        other => return Err(format!("{what}: unexpected {}", other.kind_name())),
+                    }
+                }
+                pending.extend(subtrees);
+            }
+            for (path, extents) in &files {
+                for extent in extents {
+                    let Extent::Chunk { id: blob, .. } = extent else {
+                        return Err(format!("snapshot {} {path}: unexpected hole", short(id)));
+                    };
+                    let what = format!("snapshot {} file {path} chunk {}", short(id), short(blob));
+                    self.verify_blob(&index, &stored, blob, &what)?;
+                }
+            }
+            if self.content_checked.insert(*id) {
+                let paths: Vec<&String> = files.keys().collect();
+                let want: Vec<&String> = expected.keys().collect();
+                if paths != want {
+                    return Err(format!(
+                        "snapshot {}: files {paths:?}, expected {want:?}",
+                        short(id)
+                    ));
+                }
+                for (path, extents) in &files {
+                    let mut content = Vec::new();
+                    for extent in extents {
+                        if let Extent::Chunk { id: blob, .. } = extent {
+                            let bytes = self
+                                .checker
+                                .read_blob(&index, blob)
+                                .map_err(|e| format!("snapshot {} file {path}: {e}", short(id)))?;
+                            content.extend_from_slice(&bytes);
+                        }
+                    }
+                    if content != expected[path] {
+                        return Err(format!(
+                            "snapshot {} file {path}: {} bytes read back differ from the {} written",
+                            short(id),
+                            content.len(),
+                            expected[path].len()
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The blob is indexed, its pack exists, and it reads back (once per location).
+    fn verify_blob(
+        &mut self,
+        index: &Index,
+        stored: &HashMap<bunker_repo_format::PackId, gc::StoredPack>,
+        id: &BlobId,
+        what: &str,
+    ) -> Result<(), String> {
+        let Some(location) = index.get(id) else {
+            return Err(format!("{what}: not in the index"));
+        };
+        if !stored.contains_key(&location.pack) {
+            let mut retained = index.clone();
+            retained.retain_packs(|p| stored.contains_key(p));
+            let fallback = match retained.get(id) {
+                Some(l) => format!(
+                    "another indexed copy exists in pack {}, but the index's first location is the missing one",
+                    short(&l.pack)
+                ),
+                None => "no other copy is indexed".into(),
+            };
+            return Err(format!(
+                "{what}: its pack {} is MISSING ({fallback})",
+                short(&location.pack)
+            ));
+        }
+        if self.verified.get(id) == Some(location) {
+            return Ok(());
+        }
+        self.stats.blobs_read += 1;
+        self.checker.read_blob_at(id, location).map_err(|e| {
+            format!(
+                "{what}: does not read back from pack {}: {e}",
+                short(&location.pack)
+            )
+        })?;
+        self.verified.insert(*id, *location);
+        Ok(())
+    }
+}
+
+fn hex8(bytes: &[u8]) -> String {
+    bytes.iter().take(4).map(|b| format!("{b:02x}")).collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Driving seeds
+// ---------------------------------------------------------------------------------------
+
+fn env_u64(name: &str) -> Option<u64> {
+    let value = std::env::var(name).ok()?;
+    Some(
+        value
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={value:?} is not a number")),
+    )
+}
+
+fn run_seed(seed: u64, options: SimOptions) -> (Result<(), Failure>, Stats) {
+    let arena: Vec<OnceCell<WriterEnv>> = (0..MAX_WRITER_RUNS).map(|_| OnceCell::new()).collect();
+    let mut sim = Sim::new(seed, options, &arena);
+    let result = sim.run();
+    let stats = sim.stats;
+    (result, stats)
+}
+
+fn report_failure(f: &Failure) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "=== INVARIANT VIOLATION: seed {} at step {} ===\n{}\n--- step log (replay: BUNKER_SIM_SEED={}) ---",
+        f.seed, f.step, f.message, f.seed
+    );
+    for line in &f.log {
+        let _ = writeln!(out, "{line}");
+    }
+    out
+}
+
+#[test]
+fn gc_simulation() {
+    let steps = env_u64("BUNKER_SIM_STEPS").map_or(DEFAULT_STEPS, |s| s as usize);
+    let options = SimOptions {
+        steps,
+        faults: true,
+    };
+    if let Some(seed) = env_u64("BUNKER_SIM_SEED") {
+        let (result, stats) = run_seed(seed, options);
+        match result {
+            Ok(()) => eprintln!("seed {seed}: ok; {stats:?}"),
+            Err(f) => panic!("{}", report_failure(&f)),
+        }
+        return;
+    }
+    let first = env_u64("BUNKER_SIM_FIRST_SEED").unwrap_or(0);
+    let seeds = env_u64("BUNKER_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
+    let threads = env_u64("BUNKER_SIM_THREADS").unwrap_or(2).max(1);
+    let started = Instant::now();
+    let results: Vec<(Vec<Failure>, Stats)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    let mut failures = Vec::new();
+                    let mut stats = Stats::default();
+                    let mut seed = first + t;
+                    while seed < first + seeds {
+                        let (result, s) = run_seed(seed, options);
+                        stats.add(&s);
+                        if let Err(f) = result {
+                            eprintln!("seed {seed}: FAILED at step {}: {}", f.step, f.message);
+                            failures.push(f);
+                        }
+                        seed += threads;
+                    }
+                    (failures, stats)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("simulation thread"))
+            .collect()
+    });
+    let mut failures: Vec<Failure> = Vec::new();
+    let mut stats = Stats::default();
+    for (f, s) in results {
+        failures.extend(f);
+        stats.add(&s);
+    }
+    failures.sort_by_key(|f| f.seed);
+    eprintln!(
+        "gc simulation: seeds {first}..{} ({seeds} seeds x {steps} steps, {threads} threads) in {:.1} s; {} failed\n{stats:#?}",
+        first + seeds,
+        started.elapsed().as_secs_f64(),
+        failures.len()
+    );
+    if let Some(first_failure) = failures.first() {
+        panic!(
+            "{} of {} seeds violate the invariant: {failed:?}\n{}",
+            failures.len(),
+            seeds,
+            report_failure(first_failure),
+            failed = failures.iter().map(|f| f.seed).collect::<Vec<u64>>(),
+        );
+    }
+}
