@@ -60,6 +60,11 @@ pub enum Command {
     /// Verify the repository's structure and, with --read-data, every byte.
     Check(CheckArgs),
     /// Remove snapshots by a retention policy (the data goes with `prune`).
+    ///
+    /// Snapshots are grouped (by host and paths by default) and each group is judged on its
+    /// own: a snapshot stays when at least one --keep-* rule keeps it, and the newest
+    /// --keep-min of a group always stay. Periods are UTC hours, days, ISO weeks, months and
+    /// years; --keep-within counts back from the group's newest snapshot, not from now.
     Forget(ForgetArgs),
     /// Delete data no snapshot needs: two-phase, safe while backups run.
     Prune(PruneArgs),
@@ -150,10 +155,6 @@ pub struct RestoreArgs {
 }
 
 /// `bunker forget`.
-///
-/// Snapshots are grouped (by host and paths by default) and each group is judged on its own:
-/// a snapshot stays when at least one --keep-* rule keeps it, and the newest --keep-min of a
-/// group always stay. Periods are UTC hours, days, ISO weeks, months and years.
 #[derive(Debug, Args)]
 pub struct ForgetArgs {
     /// Keep the newest N snapshots.
@@ -196,6 +197,28 @@ pub struct ForgetArgs {
     /// Show what would be removed, remove nothing.
     #[arg(long, short = 'n')]
     pub dry_run: bool,
+    /// Run `prune` afterwards (its JSON follows the forget JSON as a second line).
+    #[arg(long)]
+    pub prune: bool,
+    /// With --prune: the grace period (see `bunker prune --help`).
+    #[arg(
+        long,
+        default_value = "24h",
+        value_name = "DURATION",
+        requires = "prune"
+    )]
+    pub grace: String,
+    /// With --prune: unused space tolerated, in percent.
+    #[arg(
+        long,
+        default_value_t = 5.0,
+        value_name = "PERCENT",
+        requires = "prune"
+    )]
+    pub max_unused: f64,
+    /// With --prune: most bytes to repack.
+    #[arg(long, value_name = "SIZE", requires = "prune")]
+    pub max_repack: Option<String>,
 }
 
 /// `bunker check`.

@@ -90,7 +90,7 @@ pub struct PrunePlan {
     pub repack: Vec<(PackId, BlobKind, u64, u64)>,
     /// Unused bytes left in partly used packs after this run.
     pub unused_bytes_left: u64,
-    /// Heartbeat objects of sessions that ended long ago.
+    /// Heartbeat objects of sessions that ended, or died long ago.
     pub stale_heartbeats: Vec<String>,
     /// Index segments to merge (all of them, when there are too many).
     pub merge_segments: bool,
@@ -232,7 +232,8 @@ pub fn prune_plan(repo: &Repository, options: &PruneOptions, dry_run: bool) -> R
         .iter()
         .filter(|s| {
             Some(s.session) != own
-                && storage_now.duration_since(s.last).unwrap_or_default() > 2 * SESSION_TIMEOUT
+                && (s.ended
+                    || storage_now.duration_since(s.last).unwrap_or_default() > 2 * SESSION_TIMEOUT)
         })
         .flat_map(|s| s.objects.iter().cloned())
         .collect();

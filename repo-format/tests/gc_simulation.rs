@@ -223,6 +223,8 @@ struct Stats {
     clock_jumps: u64,
     sleeping_writers_resumed: u64,
     blobs_read: u64,
+    check_micros: u64,
+    step_micros: u64,
 }
 
 impl Stats {
@@ -243,6 +245,8 @@ impl Stats {
         self.clock_jumps += o.clock_jumps;
         self.sleeping_writers_resumed += o.sleeping_writers_resumed;
         self.blobs_read += o.blobs_read;
+        self.check_micros += o.check_micros;
+        self.step_micros += o.step_micros;
     }
 }
 
@@ -392,8 +396,12 @@ impl<'a> Sim<'a> {
         for _ in 0..self.options.steps {
             self.stats.steps += 1;
             self.forgotten.clear();
+            let t = Instant::now();
             self.random_step();
+            self.stats.step_micros += t.elapsed().as_micros() as u64;
+            let t = Instant::now();
             self.check_or_fail()?;
+            self.stats.check_micros += t.elapsed().as_micros() as u64;
         }
         self.drain()
     }

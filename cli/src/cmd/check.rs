@@ -4,7 +4,6 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use bunker_repo_format::Repository;
 use bunker_repo_format::check::{CheckOptions, ReadData, VerifiedPacks, check};
 use serde_json::{Value, json};
 
@@ -32,31 +31,33 @@ fn cache_dir(args: &CheckArgs) -> Result<PathBuf> {
         .context("no cache directory for --max-duration: give --cache-dir or set HOME")
 }
 
-/// What to read, from the arguments.
-fn read_data(args: &CheckArgs, repository: &Repository) -> Result<ReadData> {
-    if let Some(spec) = &args.read_data_subset {
-        return Ok(ReadData::parse_subset(spec)?);
-    }
-    if let Some(budget) = &args.max_duration {
-        let max_duration = parse_duration(budget).context("--max-duration")?;
-        let state_file =
-            VerifiedPacks::path(&cache_dir(args)?, &repository.config().header.repository_id);
-        return Ok(ReadData::Rolling {
-            max_duration,
-            state_file,
-        });
-    }
-    Ok(if args.read_data {
-        ReadData::All
-    } else {
-        ReadData::None
-    })
-}
-
 pub fn run(global: &GlobalOptions, args: &CheckArgs) -> Result<u8> {
+    // Arguments first: a typo should not cost a password prompt.
+    let subset = args
+        .read_data_subset
+        .as_deref()
+        .map(ReadData::parse_subset)
+        .transpose()?;
+    let max_duration = args
+        .max_duration
+        .as_deref()
+        .map(parse_duration)
+        .transpose()
+        .context("--max-duration")?;
     let repository = repo::open(global)?;
     repository.check_features(bunker_repo_format::config::Operation::Read)?;
-    let read_data = read_data(args, &repository)?;
+    let read_data = match (subset, max_duration) {
+        (Some(subset), _) => subset,
+        (None, Some(max_duration)) => ReadData::Rolling {
+            max_duration,
+            state_file: VerifiedPacks::path(
+                &cache_dir(args)?,
+                &repository.config().header.repository_id,
+            ),
+        },
+        (None, None) if args.read_data => ReadData::All,
+        (None, None) => ReadData::None,
+    };
     let reads = read_data != ReadData::None;
     let mode = read_data.describe();
     let report = check(

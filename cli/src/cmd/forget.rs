@@ -50,8 +50,13 @@ pub fn run(global: &GlobalOptions, args: &ForgetArgs, cancel: &Cancel) -> Result
         if !global.json {
             writeln!(
                 std::io::stdout(),
-                "would remove {} snapshots",
-                removed.len()
+                "would remove {} snapshots{}",
+                removed.len(),
+                if args.prune {
+                    "; prune not run in a dry run"
+                } else {
+                    ""
+                }
             )?;
         }
         return Ok(exit::OK);
@@ -84,6 +89,15 @@ pub fn run(global: &GlobalOptions, args: &ForgetArgs, cancel: &Cancel) -> Result
     }
     if !global.json {
         writeln!(std::io::stdout(), "removed {} snapshots", removed.len())?;
+    }
+    if args.prune {
+        let prune_args = crate::args::PruneArgs {
+            grace: args.grace.clone(),
+            max_unused: args.max_unused,
+            max_repack: args.max_repack.clone(),
+            dry_run: false,
+        };
+        return super::prune::run_on(global, &repository, &prune_args);
     }
     Ok(exit::OK)
 }

@@ -84,15 +84,15 @@ fn index(global: &GlobalOptions, args: &RepairIndexArgs) -> Result<u8> {
         }
         writeln!(
             out,
-            "{} packs in storage; {} {} packs ({} blobs) into {} new index segments, {} {} segments{}",
+            "{} packs in storage; {} {} packs ({} blobs) into {}new index segments, {} {} segments{}",
             report.packs,
             index_verb,
             report.packs_reindexed.len(),
             report.blobs_reindexed,
             if args.dry_run {
-                "new".to_owned()
+                String::new()
             } else {
-                report.segments_written.len().to_string()
+                format!("{} ", report.segments_written.len())
             },
             replace_verb,
             report.segments_replaced.len(),
