@@ -468,18 +468,18 @@ pub fn prune(repo: &Repository, mut plan: PrunePlan) -> Result<PruneReport> {
         }
     }
 
-    // Phase 2: execute due plans.
+    // Phase 2: execute due plans. The segments are listed afresh: one written since the
+    // plan (a writer's, or `repair index`) may list a doomed pack too.
+    let current_segments = load_segments(repo)?;
+    let merge = plan.merge_segments || current_segments.len() > MAX_SEGMENTS;
     let doomed: HashSet<PackId> = plan
         .due
         .iter()
         .flat_map(|d| d.delete.iter().map(|(pack, _, _)| *pack))
         .collect();
-    let rewrite: Vec<&(IndexId, IndexSegment)> = plan
-        .segments
+    let rewrite: Vec<&(IndexId, IndexSegment)> = current_segments
         .iter()
-        .filter(|(_, segment)| {
-            plan.merge_segments || segment.packs.iter().any(|p| doomed.contains(&p.id))
-        })
+        .filter(|(_, segment)| merge || segment.packs.iter().any(|p| doomed.contains(&p.id)))
         .collect();
     if !rewrite.is_empty() {
         let kept: Vec<IndexedPack> = rewrite

@@ -254,6 +254,16 @@ impl Repository {
         Ok(loaded)
     }
 
+    /// Loads the index for reading data: locations in packs that are gone from storage are
+    /// dropped, so a blob that was stored again elsewhere is read from there. (`check`
+    /// loads the raw index instead, to report the missing packs.)
+    pub fn load_index_for_reading(&self) -> Result<LoadedIndex> {
+        let mut loaded = self.load_index()?;
+        let stored = crate::gc::stored_packs(self)?;
+        loaded.index.retain_packs(|pack| stored.contains_key(pack));
+        Ok(loaded)
+    }
+
     // ----- blobs -----
 
     fn pack_key(&self, pack: &PackId, kind: BlobKind) -> Result<SymmetricKey> {

@@ -293,6 +293,7 @@ struct Sim<'a> {
     log: Vec<String>,
     stats: Stats,
     snapshot_clock: i64,
+    pool: Vec<Arc<Vec<u8>>>,
 }
 
 /// A step's outcome for logging.
@@ -354,6 +355,9 @@ impl<'a> Sim<'a> {
             log: Vec::new(),
             stats: Stats::default(),
             snapshot_clock: 1_700_000_000,
+            pool: (0..POOL_CHUNKS)
+                .map(|i| Arc::new(pool_chunk(seed, i)))
+                .collect(),
         }
     }
 
@@ -397,13 +401,31 @@ impl<'a> Sim<'a> {
             self.stats.steps += 1;
             self.forgotten.clear();
             let t = Instant::now();
-            self.random_step();
+            self.guarded(Self::random_step)?;
             self.stats.step_micros += t.elapsed().as_micros() as u64;
             let t = Instant::now();
             self.check_or_fail()?;
             self.stats.check_micros += t.elapsed().as_micros() as u64;
         }
         self.drain()
+    }
+
+    /// Runs a step; a panic in the code under test fails the seed like a violation.
+    fn guarded(&mut self, step: impl FnOnce(&mut Self)) -> Result<(), Failure> {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| step(self)));
+        outcome.map_err(|payload| {
+            let text = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "?".into());
+            Failure {
+                seed: self.seed,
+                step: self.stats.steps,
+                message: format!("PANIC in the code under test: {text}"),
+                log: std::mem::take(&mut self.log),
+            }
+        })
     }
 
     fn check_or_fail(&mut self) -> Result<(), Failure> {
@@ -595,7 +617,7 @@ impl<'a> Sim<'a> {
                     // tree blob, deduplicated across writers.
                     let variant = self.rng.below(2);
                     for c in 0..3 {
-                        let data = pool_chunk(self.seed, variant * 3 + c);
+                        let data = self.pool[(variant * 3 + c) as usize].to_vec();
                         let (id, new) = w
                             .blobs
                             .add(BlobKind::Data, &data)
@@ -611,7 +633,7 @@ impl<'a> Sim<'a> {
             let mut chunks = Vec::new();
             for _ in 0..self.rng.range(1, 4) {
                 let data = if self.rng.chance(0.7) {
-                    pool_chunk(self.seed, self.rng.below(POOL_CHUNKS))
+                    self.pool[self.rng.below(POOL_CHUNKS) as usize].to_vec()
                 } else {
                     let k = self.rng.next_u64();
                     unique_chunk(self.seed, self.writer_runs, k)
@@ -966,12 +988,12 @@ impl<'a> Sim<'a> {
         }
         while !self.writers.is_empty() {
             self.stats.steps += 1;
-            self.step_writer(0);
+            self.guarded(|sim| sim.step_writer(0))?;
             self.check_or_fail()?;
         }
         while !self.pruners.is_empty() {
             self.stats.steps += 1;
-            self.execute_prune(0);
+            self.guarded(|sim| sim.execute_prune(0))?;
             self.check_or_fail()?;
         }
         self.options.faults = false;
@@ -985,8 +1007,12 @@ impl<'a> Sim<'a> {
                 max_unused: 0.0,
                 ..PruneOptions::default()
             };
-            let plan = prune_plan(&self.checker, &options, false);
-            let report = plan.and_then(|plan| prune(&self.checker, plan));
+            let mut report = None;
+            self.guarded(|sim| {
+                let plan = prune_plan(&sim.checker, &options, false);
+                report = Some(plan.and_then(|plan| prune(&sim.checker, plan)));
+            })?;
+            let report = report.expect("ran");
             match report {
                 Ok(r) => self.note(format!("  {r:?}")),
                 Err(e) => {
@@ -1243,6 +1269,21 @@ fn run_seed(seed: u64, options: SimOptions) -> (Result<(), Failure>, Stats) {
     (result, stats)
 }
 
+/// A failure message without its ids and paths, to group failures.
+fn failure_kind(message: &str) -> String {
+    message
+        .split(' ')
+        .map(|word| {
+            let core = word.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+            let hexish = core.len() >= 8 && core.bytes().all(|b| b.is_ascii_hexdigit());
+            let pathish = word.starts_with("f") && word[1..].bytes().all(|b| b.is_ascii_digit())
+                || word.contains('/');
+            if hexish || pathish { "_" } else { word }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn report_failure(f: &Failure) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -1256,18 +1297,48 @@ fn report_failure(f: &Failure) -> String {
     out
 }
 
+/// One line per panic: the simulation catches panics of the code under test, and a
+/// backtrace for each would bury the report.
+fn quiet_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!(" at {l}"))
+            .unwrap_or_default();
+        let text = info
+            .payload()
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| {
+                info.payload()
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+            })
+            .unwrap_or_default();
+        eprintln!("panicked{location}: {text}");
+    }));
+}
+
 #[test]
 fn gc_simulation() {
+    quiet_panics();
     let steps = env_u64("BUNKER_SIM_STEPS").map_or(DEFAULT_STEPS, |s| s as usize);
     let options = SimOptions {
         steps,
         faults: true,
     };
     if let Some(seed) = env_u64("BUNKER_SIM_SEED") {
-        let (result, stats) = run_seed(seed, options);
-        match result {
-            Ok(()) => eprintln!("seed {seed}: ok; {stats:?}"),
-            Err(f) => panic!("{}", report_failure(&f)),
+        // Object names are random, so a failure may need a few runs to come back.
+        let repeat = env_u64("BUNKER_SIM_REPEAT").unwrap_or(20).max(1);
+        for run in 1..=repeat {
+            let (result, stats) = run_seed(seed, options);
+            match result {
+                Ok(()) if run == repeat => {
+                    eprintln!("seed {seed}: ok in {repeat} runs; last run: {stats:?}");
+                }
+                Ok(()) => {}
+                Err(f) => panic!("(run {run} of seed {seed})\n{}", report_failure(&f)),
+            }
         }
         return;
     }
@@ -1307,6 +1378,16 @@ fn gc_simulation() {
         stats.add(&s);
     }
     failures.sort_by_key(|f| f.seed);
+    let mut kinds: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for f in &failures {
+        kinds
+            .entry(failure_kind(&f.message))
+            .or_default()
+            .push(f.seed);
+    }
+    for (kind, seeds) in &kinds {
+        eprintln!("{} seed(s): {kind}: {seeds:?}", seeds.len());
+    }
     eprintln!(
         "gc simulation: seeds {first}..{} ({seeds} seeds x {steps} steps, {threads} threads) in {:.1} s; {} failed\n{stats:#?}",
         first + seeds,

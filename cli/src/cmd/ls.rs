@@ -66,7 +66,7 @@ pub fn run(global: &GlobalOptions, args: &LsArgs) -> Result<u8> {
     let (spec, path) = split_snapshot_path(&args.snapshot);
     let repository = repo::open(global)?;
     let (_, snapshot) = repository.resolve_snapshot(spec)?;
-    let index = repository.load_index()?.index;
+    let index = repository.load_index_for_reading()?.index;
     let prefix = Path::new("/").join(&path);
     let mut found: Vec<(PathBuf, Entry)> = Vec::new();
     let mut damaged = 0usize;

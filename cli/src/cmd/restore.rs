@@ -18,7 +18,7 @@ pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Resul
     let repository = repo::open(global)?;
     repository.check_features(bunker_repo_format::config::Operation::Read)?;
     let (id, snapshot) = repository.resolve_snapshot(spec)?;
-    let loaded = repository.load_index()?;
+    let loaded = repository.load_index_for_reading()?;
     let mut err = std::io::stderr().lock();
     for (segment, error) in &loaded.damaged {
         writeln!(

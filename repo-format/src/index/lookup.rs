@@ -84,7 +84,8 @@ impl Index {
 
     /// Keeps only locations in packs for which `keep` is true, and forgets the other packs.
     ///
-    /// A blob whose first location is dropped falls back to another location that is kept;
+    /// A blob whose first location is dropped falls back to the earliest other location
+    /// that is kept (the one loading only the kept packs would have chosen);
     /// a blob with none left is no longer in the index. Returns how many blobs were dropped.
     /// Writers call this with the packs that exist in storage, so a blob whose pack was lost
     /// is stored again instead of trusted.
@@ -100,13 +101,12 @@ impl Index {
                 return false;
             };
             others.retain(|other| keep(&other.pack));
-            match others.pop() {
-                Some(other) => {
-                    *location = other;
-                    true
-                }
-                None => false,
+            if others.is_empty() {
+                return false;
             }
+            // The earliest location loaded that is kept, as if the dropped ones never were.
+            *location = others.remove(0);
+            true
         });
         self.alternates.retain(|id, others| {
             others.retain(|other| keep(&other.pack));
@@ -196,5 +196,33 @@ mod tests {
         assert_eq!(index.remove(&in_both), Some(location(7, 40)));
         assert!(!index.contains(&in_both));
         assert_eq!(index.len(), 1);
+    }
+
+    proptest::proptest! {
+        /// Retaining gives what loading only the kept packs' locations would have given.
+        #[test]
+        fn retain_packs_equals_loading_only_kept_packs(
+            inserts in proptest::collection::vec((0u8..6, 0u8..5, 0u64..3), 0..40),
+            kept in proptest::collection::vec(proptest::prelude::any::<bool>(), 5),
+        ) {
+            let keep = |pack: &PackId| kept[usize::from(pack.as_bytes()[0])];
+            let mut index = Index::new();
+            let mut reference = Index::new();
+            for (blob, pack, offset) in &inserts {
+                let id = BlobId::from_bytes([*blob; 32]);
+                let at = location(*pack, *offset);
+                index.insert(id, at);
+                if keep(&at.pack) {
+                    reference.insert(id, at);
+                }
+            }
+            let before = index.len();
+            let dropped = index.retain_packs(keep);
+            proptest::prop_assert_eq!(dropped, before - reference.len());
+            proptest::prop_assert_eq!(index.len(), reference.len());
+            for (id, at) in reference.iter() {
+                proptest::prop_assert_eq!(index.get(id), Some(at));
+            }
+        }
     }
 }
