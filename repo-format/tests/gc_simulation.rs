@@ -191,6 +191,8 @@ struct Writer<'a> {
     files: BTreeMap<String, FileChunks>,
     next_file: u64,
     tree: Option<BlobId>,
+    /// Every tree blob of the snapshot.
+    tree_blobs: Vec<BlobId>,
     sealing: Option<SealingSession>,
 }
 
@@ -264,6 +266,39 @@ struct Failure {
 struct SimOptions {
     steps: usize,
     faults: bool,
+    /// Emulate a complete commit guard in the writers: after a long heartbeat gap, every
+    /// blob the snapshot references (its own new packs included) must be indexed in a
+    /// stored, uncondemned pack; and the check and the snapshot write happen in one step.
+    /// (`BUNKER_SIM_AVOID=writer-gaps`, to look for bugs beyond the known ones.)
+    full_commit_guard: bool,
+    /// At most one prune at a time (`BUNKER_SIM_AVOID=concurrent-prunes`).
+    single_prune: bool,
+    /// Only grace periods above zero (`BUNKER_SIM_AVOID=zero-grace`).
+    no_zero_grace: bool,
+}
+
+impl SimOptions {
+    fn from_env() -> Self {
+        let avoid = std::env::var("BUNKER_SIM_AVOID").unwrap_or_default();
+        let avoid: Vec<&str> = avoid
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        for a in &avoid {
+            assert!(
+                ["writer-gaps", "concurrent-prunes", "zero-grace"].contains(a),
+                "BUNKER_SIM_AVOID: unknown {a:?} (writer-gaps, concurrent-prunes, zero-grace)"
+            );
+        }
+        Self {
+            steps: env_u64("BUNKER_SIM_STEPS").map_or(DEFAULT_STEPS, |s| s as usize),
+            faults: true,
+            full_commit_guard: avoid.contains(&"writer-gaps"),
+            single_prune: avoid.contains(&"concurrent-prunes"),
+            no_zero_grace: avoid.contains(&"zero-grace"),
+        }
+    }
 }
 
 struct Sim<'a> {
@@ -451,7 +486,12 @@ impl<'a> Sim<'a> {
             choices.push((9, 1));
         }
         choices.push((2, 2)); // forget
-        if self.pruners.len() < MAX_CONCURRENT_PRUNES {
+        let max_prunes = if self.options.single_prune {
+            1
+        } else {
+            MAX_CONCURRENT_PRUNES
+        };
+        if self.pruners.len() < max_prunes {
             choices.push((2, 3));
         }
         if !self.pruners.is_empty() {
@@ -571,6 +611,7 @@ impl<'a> Sim<'a> {
             files: BTreeMap::new(),
             next_file: 0,
             tree: None,
+            tree_blobs: Vec::new(),
             sealing: None,
         })
     }
@@ -688,6 +729,7 @@ impl<'a> Sim<'a> {
                 .blobs
                 .add(BlobKind::Tree, &tree.encode())
                 .map_err(|e| error_text(&e))?;
+            w.tree_blobs.push(subtree);
             root.push(Entry {
                 name: dir.into_bytes(),
                 meta: Metadata::default(),
@@ -700,6 +742,7 @@ impl<'a> Sim<'a> {
             .add(BlobKind::Tree, &tree.encode())
             .map_err(|e| error_text(&e))?;
         w.tree = Some(root_id);
+        w.tree_blobs.push(root_id);
         w.sealing = Some(w.blobs.session().clone());
         let expected: Expected = w
             .files
@@ -733,6 +776,11 @@ impl<'a> Sim<'a> {
         if gap >= SESSION_TIMEOUT {
             self.stats.sleeping_writers_resumed += 1;
         }
+        let lost = if lost == 0 && self.options.full_commit_guard && gap >= SESSION_TIMEOUT / 2 {
+            self.unavailable_blobs(w)?
+        } else {
+            lost
+        };
         if lost > 0 {
             // As the agent does: no snapshot, and the session is left to time out.
             self.stats.stale_aborts += 1;
@@ -744,7 +792,28 @@ impl<'a> Sim<'a> {
             ));
         }
         w.phase = WriterPhase::Save;
-        Ok(format!("ok (longest heartbeat gap {})", fmt_duration(gap)))
+        let ok = format!("ok (longest heartbeat gap {})", fmt_duration(gap));
+        if self.options.full_commit_guard {
+            let saved = self.writer_save(w)?;
+            return Ok(format!("{ok}; save: {saved}"));
+        }
+        Ok(ok)
+    }
+
+    /// The emulated complete guard: blobs of the snapshot not available in a stored,
+    /// uncondemned pack.
+    fn unavailable_blobs(&mut self, w: &Writer<'a>) -> Result<usize, String> {
+        let repo = &w.env.repo;
+        let condemned = gc::condemned_packs(repo).map_err(|e| error_text(&e))?;
+        let mut index = repo.load_index().map_err(|e| error_text(&e))?.index;
+        let stored = stored_packs(repo).map_err(|e| error_text(&e))?;
+        index.retain_packs(|p| stored.contains_key(p) && !condemned.contains(p));
+        let blobs = w
+            .files
+            .values()
+            .flat_map(|chunks| chunks.iter().map(|(id, _)| *id))
+            .chain(w.tree_blobs.iter().copied());
+        Ok(blobs.filter(|id| !index.contains(id)).count())
     }
 
     fn writer_save(&mut self, w: &mut Writer<'a>) -> StepResult {
@@ -817,9 +886,14 @@ impl<'a> Sim<'a> {
     fn plan_prune(&mut self) {
         let (faulty, faults) = self.new_backend();
         let name = format!("p{}", self.actor_serial);
+        let zero = if self.options.no_zero_grace {
+            Duration::from_secs(1800)
+        } else {
+            Duration::ZERO
+        };
         let grace = *self.rng.pick(&[
-            Duration::ZERO,
-            Duration::ZERO,
+            zero,
+            zero,
             Duration::from_secs(3600),
             Duration::from_secs(3 * 3600),
         ]);
@@ -997,13 +1071,23 @@ impl<'a> Sim<'a> {
             self.check_or_fail()?;
         }
         self.options.faults = false;
-        for round in 0..3 {
+        // With a grace period a plan is executed by the next round (the clock moves past
+        // the grace period in between).
+        let grace = if self.options.no_zero_grace {
+            Duration::from_secs(1800)
+        } else {
+            Duration::ZERO
+        };
+        for round in 0..4 {
             self.stats.steps += 1;
             self.mem
                 .advance_clock(2 * SESSION_TIMEOUT + Duration::from_secs(4 * 3600));
-            self.note(format!("drain prune {round}"));
+            self.note(format!(
+                "drain prune {round} (grace {})",
+                fmt_duration(grace)
+            ));
             let options = PruneOptions {
-                grace: Duration::ZERO,
+                grace,
                 max_unused: 0.0,
                 ..PruneOptions::default()
             };
@@ -1322,11 +1406,8 @@ fn quiet_panics() {
 #[test]
 fn gc_simulation() {
     quiet_panics();
-    let steps = env_u64("BUNKER_SIM_STEPS").map_or(DEFAULT_STEPS, |s| s as usize);
-    let options = SimOptions {
-        steps,
-        faults: true,
-    };
+    let options = SimOptions::from_env();
+    let steps = options.steps;
     if let Some(seed) = env_u64("BUNKER_SIM_SEED") {
         // Object names are random, so a failure may need a few runs to come back.
         let repeat = env_u64("BUNKER_SIM_REPEAT").unwrap_or(20).max(1);
