@@ -148,10 +148,30 @@ pub fn used_blobs(repo: &Repository, index: &Index) -> Result<HashSet<BlobId>> {
     Ok(used)
 }
 
+/// Why a writer session refused to commit its snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitRefused {
+    /// Packs it depends on that are gone or condemned.
+    pub lost: usize,
+    /// The longest pause seen (between heartbeats, or between the last heartbeat and the
+    /// snapshot write).
+    pub paused: std::time::Duration,
+}
+
+fn count_lost(repo: &Repository, dependencies: &HashSet<PackId>) -> Result<usize> {
+    let stored = stored_packs(repo)?;
+    let condemned = condemned_packs(repo)?;
+    Ok(dependencies
+        .iter()
+        .filter(|pack| !stored.contains_key(pack) || condemned.contains(pack))
+        .count())
+}
+
 /// The commit-time guard of a writer session. If the session went without a heartbeat for
 /// long enough that a prune may have taken it for dead (a suspended laptop, a stalled
-/// mount), every existing pack it deduplicated against must still exist and not be
-/// condemned; otherwise its snapshot could point at data a prune is deleting.
+/// mount), every pack it depends on (deduplicated against, or uploaded itself) must still
+/// exist and not be condemned; otherwise its snapshot could point at data a prune is
+/// deleting.
 ///
 /// Writes a heartbeat first. Returns the number of lost dependencies (0: safe to commit)
 /// and the longest gap between heartbeats.
@@ -165,11 +185,44 @@ pub fn lost_dependencies(
     if gap < SESSION_TIMEOUT / 2 {
         return Ok((0, gap));
     }
-    let stored = stored_packs(repo)?;
-    let condemned = condemned_packs(repo)?;
-    let lost = dependencies
-        .iter()
-        .filter(|pack| !stored.contains_key(pack) || condemned.contains(pack))
-        .count();
-    Ok((lost, gap))
+    Ok((count_lost(repo, dependencies)?, gap))
+}
+
+/// Commits a writer session: the commit-time guard ([`lost_dependencies`]), the snapshot
+/// write, and the session's final heartbeat. If the process was paused between the guard
+/// and the write for long enough to look dead, the guard runs again after the write and a
+/// snapshot that lost what it needs is deleted again, so no broken snapshot stays.
+pub fn commit_snapshot(
+    repo: &Repository,
+    session: ActiveSession,
+    dependencies: &HashSet<PackId>,
+    sealing: &crate::crypto::SealingSession,
+    snapshot: &crate::snapshot::Snapshot,
+) -> Result<std::result::Result<crate::id::SnapshotId, CommitRefused>> {
+    let (lost, paused) = lost_dependencies(repo, &session, dependencies)?;
+    if lost > 0 {
+        return Ok(Err(CommitRefused { lost, paused }));
+    }
+    let id = repo.save_snapshot(sealing, snapshot)?;
+    let written = repo
+        .backend()
+        .head(&ObjectKind::Snapshot.name(&id.to_hex()))?
+        .modified;
+    let pause = written
+        .duration_since(session.last_beat())
+        .unwrap_or_default();
+    if pause >= SESSION_TIMEOUT / 2 {
+        let lost = count_lost(repo, dependencies)?;
+        if lost > 0 {
+            repo.delete_snapshot(&id)?;
+            return Ok(Err(CommitRefused {
+                lost,
+                paused: pause,
+            }));
+        }
+    }
+    // Best effort: a session that cannot write its last beat just looks live until it
+    // times out, which only delays garbage collection.
+    let _ = session.end();
+    Ok(Ok(id))
 }

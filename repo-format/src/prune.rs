@@ -63,6 +63,8 @@ impl Default for PruneOptions {
 pub struct DuePlan {
     /// Object name of the plan.
     pub name: String,
+    /// Every pack the plan condemns.
+    pub packs: Vec<(PackId, BlobKind)>,
     /// Condemned packs still unreferenced: to delete.
     pub delete: Vec<(PackId, BlobKind, u64)>,
     /// Condemned packs referenced again (by a snapshot written since): kept.
@@ -202,17 +204,19 @@ pub fn prune_plan(repo: &Repository, options: &PruneOptions, dry_run: bool) -> R
                 if live.is_empty() {
                     condemn.push((*pack, found.kind, found.size));
                 } else if dead_bytes > 0 {
-                    partly_used.push((*pack, found.kind, found.size, found.size - dead_bytes));
+                    let live_bytes = found.size.saturating_sub(dead_bytes);
+                    partly_used.push((*pack, found.kind, found.size, live_bytes));
                 }
             }
         }
     }
     let mut unused_left: u64 = partly_used
         .iter()
-        .map(|(_, _, size, live)| size - live)
+        .map(|(_, _, size, live)| size.saturating_sub(*live))
         .sum();
     partly_used.sort_by(|a, b| {
-        let ratio = |p: &(PackId, BlobKind, u64, u64)| (p.2 - p.3) as f64 / p.2.max(1) as f64;
+        let ratio =
+            |p: &(PackId, BlobKind, u64, u64)| p.2.saturating_sub(p.3) as f64 / p.2.max(1) as f64;
         ratio(b).total_cmp(&ratio(a)).then(a.0.cmp(&b.0))
     });
     let allowed = (options.max_unused.clamp(0.0, 1.0) * total_bytes as f64) as u64;
@@ -223,7 +227,7 @@ pub fn prune_plan(repo: &Repository, options: &PruneOptions, dry_run: bool) -> R
             break;
         }
         repack_bytes += candidate.2;
-        unused_left -= candidate.2 - candidate.3;
+        unused_left = unused_left.saturating_sub(candidate.2.saturating_sub(candidate.3));
         repack.push(candidate);
     }
     condemn.sort_by_key(|c| c.0);
@@ -301,6 +305,7 @@ fn decide(
     due.into_iter()
         .map(|(name, packs)| DuePlan {
             name,
+            packs: packs.clone(),
             delete: packs
                 .iter()
                 .filter(|(pack, _)| doomed.contains(pack))
@@ -340,6 +345,11 @@ fn index_views(
         index.add_segment(segment);
         for pack in &segment.packs {
             let list = blobs_by_pack.entry(pack.id).or_default();
+            if !list.is_empty() {
+                // Listed by an earlier segment too (a prune stopped between writing the
+                // merged segment and deleting the old ones): the pack is the same.
+                continue;
+            }
             for blob in &pack.blobs {
                 list.push((
                     blob.id,
@@ -412,8 +422,11 @@ pub fn prune(repo: &Repository, mut plan: PrunePlan) -> Result<PruneReport> {
         let used = used_blobs(repo, &index)?;
         let repacked: BTreeSet<PackId> = plan.repack.iter().map(|r| r.0).collect();
         let mut writer = repo.blob_writer(&index);
+        // Copies must land outside everything that may be deleted: this run's candidates
+        // and every pack any plan condemns.
         writer.exclude_packs(repacked.iter().copied());
         writer.exclude_packs(plan.condemn.iter().map(|c| c.0));
+        writer.exclude_packs(crate::gc::condemned_packs(repo)?);
         for (pack, kind, _, _) in &plan.repack {
             for (id, location) in plan.blobs_by_pack.get(pack).into_iter().flatten() {
                 if used.contains(id) && !writer.contains(id) {
@@ -452,20 +465,29 @@ pub fn prune(repo: &Repository, mut plan: PrunePlan) -> Result<PruneReport> {
                     "a session that started before the plan is still running".into(),
                 ));
             } else {
-                // Decide on a fresh view: the repacked blobs' new copies, and snapshots
-                // finished since planning, must both count.
-                let segments = load_segments(repo)?;
-                let (index, blobs_by_pack) = index_views(&segments);
-                let used = used_blobs(repo, &index)?;
-                let stored = stored_packs(repo)?;
-                plan.due.extend(decide(
-                    vec![(name, new_condemned)],
-                    &used,
-                    &blobs_by_pack,
-                    &stored,
-                ));
+                plan.due.push(DuePlan {
+                    name,
+                    packs: new_condemned,
+                    delete: Vec::new(),
+                    recovered: Vec::new(),
+                });
             }
         }
+    }
+
+    // Decide every due plan together, on a fresh view: packs one plan deletes must not be
+    // counted as the surviving copy of a blob another plan's pack holds, and snapshots,
+    // index segments and repacked copies written since planning must all count.
+    if !plan.due.is_empty() {
+        let segments = load_segments(repo)?;
+        let (index, blobs_by_pack) = index_views(&segments);
+        let used = used_blobs(repo, &index)?;
+        let stored = stored_packs(repo)?;
+        let due = std::mem::take(&mut plan.due)
+            .into_iter()
+            .map(|d| (d.name, d.packs))
+            .collect();
+        plan.due = decide(due, &used, &blobs_by_pack, &stored);
     }
 
     // Phase 2: execute due plans. The segments are listed afresh: one written since the

@@ -327,6 +327,15 @@ impl ActiveSession {
         condvar.notify_all();
     }
 
+    /// Storage time of the latest heartbeat written.
+    pub fn last_beat(&self) -> SystemTime {
+        *self
+            .shared
+            .last_beat
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Longest gap between consecutive heartbeats so far (storage clock). A gap of
     /// [`SESSION_TIMEOUT`] or more means prune may have taken this session for dead.
     pub fn longest_gap(&self) -> Duration {

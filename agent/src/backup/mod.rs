@@ -17,8 +17,7 @@ use bunker_repo_format::gc;
 use bunker_repo_format::session::ActiveSession;
 use bunker_repo_format::snapshot::{ConsistencyLevel, Snapshot, SourceKind};
 use bunker_repo_format::tree::Timestamp;
-use bunker_repo_format::{PackId, Repository, SnapshotId};
-use std::collections::HashSet;
+use bunker_repo_format::{Repository, SnapshotId};
 use std::sync::Arc;
 
 pub use excludes::{Excludes, PatternError};
@@ -185,7 +184,6 @@ pub fn backup(
     };
     let session = archiver.session().clone();
     let finished = archiver.finish()?;
-    check_dependencies(repo, &heartbeat, &finished.dependencies)?;
 
     let mut summary = finished.summary;
     summary.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -213,29 +211,17 @@ pub fn backup(
         errors,
         program_version: concat!("bunker ", env!("CARGO_PKG_VERSION")).to_owned(),
     };
-    let id = repo.save_snapshot(&session, &snapshot)?;
-    // Best effort: a session that cannot write its last beat just looks live until it
-    // times out, which only delays garbage collection.
-    let _ = heartbeat.end();
+    let id = gc::commit_snapshot(repo, heartbeat, &finished.dependencies, &session, &snapshot)?
+        .map_err(|refused| BackupError::Stale {
+            paused: refused.paused,
+            lost: refused.lost,
+        })?;
     Ok(BackupOutcome {
         id,
         snapshot,
         unreadable: finished.unreadable,
         changed: finished.changed,
     })
-}
-
-/// Refuses to commit when the session was paused so long that a prune may have removed
-/// or condemned data it reused (see [`gc::lost_dependencies`]).
-fn check_dependencies(
-    repo: &Repository,
-    heartbeat: &ActiveSession,
-    dependencies: &HashSet<PackId>,
-) -> Result<(), BackupError> {
-    match gc::lost_dependencies(repo, heartbeat, dependencies)? {
-        (0, _) => Ok(()),
-        (lost, paused) => Err(BackupError::Stale { paused, lost }),
-    }
 }
 
 /// The latest snapshot of `host` with exactly `paths`.

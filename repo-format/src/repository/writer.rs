@@ -122,8 +122,9 @@ impl<'a> BlobWriter<'a> {
         }
     }
 
-    /// Existing packs this session deduplicated against: if one of them disappeared before
-    /// the snapshot is written, the snapshot would be broken.
+    /// Packs this session's snapshot will depend on: existing ones it deduplicated against
+    /// and the ones it uploaded. If one of them disappeared before the snapshot is written,
+    /// the snapshot would be broken.
     pub fn dependencies(&self) -> &HashSet<PackId> {
         &self.depends_on
     }
@@ -194,6 +195,9 @@ impl<'a> BlobWriter<'a> {
         self.repo.put_content_named(&name, &finished.bytes)?;
         self.stats.bytes_stored += finished.bytes.len() as u64;
         self.stats.packs += 1;
+        // Until the snapshot exists nothing references this pack: a prune that takes this
+        // session for dead may condemn it, so the commit check must cover it too.
+        self.depends_on.insert(finished.id);
         self.unindexed_blobs += finished.entries.len();
         let kind = finished.entries.first().map_or(BlobKind::Data, |e| e.kind);
         self.unindexed.push(IndexedPack {
