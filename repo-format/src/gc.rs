@@ -107,8 +107,20 @@ pub fn condemned_packs(repo: &Repository) -> Result<HashSet<PackId>> {
 /// Fails if a snapshot or a tree cannot be read: garbage collection must never decide on
 /// an incomplete picture.
 pub fn used_blobs(repo: &Repository, index: &Index) -> Result<HashSet<BlobId>> {
+    used_blobs_of(repo, index, &repo.list_snapshot_ids()?)
+}
+
+/// Every blob reachable from the snapshots `ids` (those deleted meanwhile are skipped).
+///
+/// List the snapshots *before* loading `index`: writers index their blobs before they
+/// write their snapshot, so every listed snapshot's blobs are then in the index.
+pub fn used_blobs_of(
+    repo: &Repository,
+    index: &Index,
+    ids: &[crate::id::SnapshotId],
+) -> Result<HashSet<BlobId>> {
     let mut used = HashSet::new();
-    for id in repo.list_snapshot_ids()? {
+    for &id in ids {
         let snapshot = match repo.load_snapshot(&id) {
             Ok(snapshot) => snapshot,
             // Deleted by a concurrent forget: it no longer holds anything.

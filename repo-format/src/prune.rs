@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime};
 use crate::blob::BlobKind;
 use crate::config::Operation;
 use crate::error::{Error, Result};
-use crate::gc::{StoredPack, StoredPlan, load_plans, stored_packs, used_blobs};
+use crate::gc::{StoredPack, StoredPlan, load_plans, stored_packs};
 use crate::gc_plan::GcPlan;
 use crate::id::{BlobId, IndexId, PackId, content_hash};
 use crate::index::{BlobLocation, Index, IndexSegment, IndexedPack, encode_segment};
@@ -98,7 +98,6 @@ pub struct PrunePlan {
     pub merge_segments: bool,
     session: Option<ActiveSession>,
     blobs_by_pack: HashMap<PackId, Vec<(BlobId, BlobLocation)>>,
-    segments: Vec<(IndexId, IndexSegment)>,
     grace: Duration,
 }
 
@@ -144,9 +143,14 @@ pub fn prune_plan(repo: &Repository, options: &PruneOptions, dry_run: bool) -> R
     };
 
     // The index, segment by segment: a damaged one would hide which packs hold what.
-    let segments = load_segments(repo)?;
-    let (index, blobs_by_pack) = index_views(&segments);
-    let stored = stored_packs(repo)?;
+    let View {
+        segments,
+        blobs_by_pack,
+        used,
+        stored,
+        snapshots,
+        ..
+    } = view(repo)?;
     let (plans, _) = load_plans(repo)?;
     let sessions = list_sessions(repo.backend().as_ref(), repo.key().writer())?;
     let storage_now = match &session {
@@ -164,8 +168,6 @@ pub fn prune_plan(repo: &Repository, options: &PruneOptions, dry_run: bool) -> R
         .filter(|s| Some(s.session) != own && s.is_live(storage_now))
         .collect();
 
-    let snapshots = repo.list_snapshot_ids()?.len();
-    let used = used_blobs(repo, &index)?;
     let mut due_plans = Vec::new();
     let mut waiting = Vec::new();
     let mut condemned: HashSet<PackId> = HashSet::new();
@@ -256,7 +258,6 @@ pub fn prune_plan(repo: &Repository, options: &PruneOptions, dry_run: bool) -> R
         merge_segments: segments.len() > MAX_SEGMENTS,
         session,
         blobs_by_pack,
-        segments,
         grace: options.grace,
     })
 }
@@ -318,6 +319,40 @@ fn decide(
                 .collect(),
         })
         .collect()
+}
+
+/// A consistent picture to decide on.
+struct View {
+    segments: Vec<(IndexId, IndexSegment)>,
+    /// The index, without locations in packs gone from storage.
+    index: Index,
+    /// Every blob each indexed pack holds, as the segments list it.
+    blobs_by_pack: HashMap<PackId, Vec<(BlobId, BlobLocation)>>,
+    /// Blobs reachable from the snapshots listed.
+    used: HashSet<BlobId>,
+    /// Packs in storage.
+    stored: HashMap<PackId, StoredPack>,
+    /// Snapshots listed.
+    snapshots: usize,
+}
+
+/// Lists the snapshots *before* loading the index (so every listed snapshot's blobs are
+/// indexed), then the packs in storage, then walks the snapshots.
+fn view(repo: &Repository) -> Result<View> {
+    let ids = repo.list_snapshot_ids()?;
+    let segments = load_segments(repo)?;
+    let stored = stored_packs(repo)?;
+    let (mut index, blobs_by_pack) = index_views(&segments);
+    index.retain_packs(|pack| stored.contains_key(pack));
+    let used = crate::gc::used_blobs_of(repo, &index, &ids)?;
+    Ok(View {
+        segments,
+        index,
+        blobs_by_pack,
+        used,
+        stored,
+        snapshots: ids.len(),
+    })
 }
 
 fn load_segments(repo: &Repository) -> Result<Vec<(IndexId, IndexSegment)>> {
@@ -418,8 +453,7 @@ pub fn prune(repo: &Repository, mut plan: PrunePlan) -> Result<PruneReport> {
         .map(|(pack, kind, _)| (*pack, *kind))
         .collect();
     if !plan.repack.is_empty() {
-        let (index, _) = index_views(&plan.segments);
-        let used = used_blobs(repo, &index)?;
+        let View { index, used, .. } = view(repo)?;
         let repacked: BTreeSet<PackId> = plan.repack.iter().map(|r| r.0).collect();
         let mut writer = repo.blob_writer(&index);
         // Copies must land outside everything that may be deleted: this run's candidates
@@ -479,10 +513,12 @@ pub fn prune(repo: &Repository, mut plan: PrunePlan) -> Result<PruneReport> {
     // counted as the surviving copy of a blob another plan's pack holds, and snapshots,
     // index segments and repacked copies written since planning must all count.
     if !plan.due.is_empty() {
-        let segments = load_segments(repo)?;
-        let (index, blobs_by_pack) = index_views(&segments);
-        let used = used_blobs(repo, &index)?;
-        let stored = stored_packs(repo)?;
+        let View {
+            blobs_by_pack,
+            used,
+            stored,
+            ..
+        } = view(repo)?;
         let due = std::mem::take(&mut plan.due)
             .into_iter()
             .map(|d| (d.name, d.packs))
@@ -492,13 +528,22 @@ pub fn prune(repo: &Repository, mut plan: PrunePlan) -> Result<PruneReport> {
 
     // Phase 2: execute due plans. The segments are listed afresh: one written since the
     // plan (a writer's, or `repair index`) may list a doomed pack too.
+    // Segments that list a pack gone from storage (a writer that indexed a pack after a
+    // prune had removed it as a leftover) are rewritten without it too.
     let current_segments = load_segments(repo)?;
+    let stored_now = stored_packs(repo)?;
     let merge = plan.merge_segments || current_segments.len() > MAX_SEGMENTS;
-    let doomed: HashSet<PackId> = plan
+    let mut doomed: HashSet<PackId> = plan
         .due
         .iter()
         .flat_map(|d| d.delete.iter().map(|(pack, _, _)| *pack))
         .collect();
+    doomed.extend(
+        current_segments
+            .iter()
+            .flat_map(|(_, segment)| segment.packs.iter().map(|p| p.id))
+            .filter(|pack| !stored_now.contains_key(pack)),
+    );
     let rewrite: Vec<&(IndexId, IndexSegment)> = current_segments
         .iter()
         .filter(|(_, segment)| merge || segment.packs.iter().any(|p| doomed.contains(&p.id)))

@@ -320,8 +320,16 @@ impl Repository {
 
     /// Reads a blob, looking its location up in `index`.
     pub fn read_blob(&self, index: &Index, id: &BlobId) -> Result<Vec<u8>> {
-        let location = index.get(id).ok_or_else(|| Error::NotFound {
-            object: format!("blob {id} (not in the index)"),
+        let location = index.get(id).ok_or_else(|| match index.lost_location(id) {
+            Some(lost) => Error::NotFound {
+                object: format!(
+                    "{} (the pack holding blob {id})",
+                    crate::pack::pack_kind(lost.kind).name(&lost.pack.to_hex())
+                ),
+            },
+            None => Error::NotFound {
+                object: format!("blob {id} (not in the index)"),
+            },
         })?;
         self.read_blob_at(id, location)
     }

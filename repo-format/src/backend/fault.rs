@@ -74,7 +74,7 @@ impl FaultRates {
 
 /// The operations of the [`Backend`] trait that can fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Operation {
+pub enum Call {
     /// `put_if_absent`.
     Put,
     /// `get`.
@@ -89,27 +89,27 @@ pub enum Operation {
     Delete,
 }
 
-impl Operation {
+impl Call {
     /// Lower-case name of the call.
     pub fn name(self) -> &'static str {
         match self {
-            Operation::Put => "put_if_absent",
-            Operation::Get => "get",
-            Operation::GetRange => "get_range",
-            Operation::Head => "head",
-            Operation::List => "list",
-            Operation::Delete => "delete",
+            Call::Put => "put_if_absent",
+            Call::Get => "get",
+            Call::GetRange => "get_range",
+            Call::Head => "head",
+            Call::List => "list",
+            Call::Delete => "delete",
         }
     }
 
     fn rate(self, rates: &FaultRates) -> f64 {
         match self {
-            Operation::Put => rates.put,
-            Operation::Get => rates.get,
-            Operation::GetRange => rates.get_range,
-            Operation::Head => rates.head,
-            Operation::List => rates.list,
-            Operation::Delete => rates.delete,
+            Call::Put => rates.put,
+            Call::Get => rates.get,
+            Call::GetRange => rates.get_range,
+            Call::Head => rates.head,
+            Call::List => rates.list,
+            Call::Delete => rates.delete,
         }
     }
 }
@@ -267,7 +267,7 @@ impl<B: Backend> FaultyBackend<B> {
     }
 
     /// Decides the fate of one call.
-    fn fate(&self, op: Operation) -> Fate {
+    fn fate(&self, op: Call) -> Fate {
         let mut state = self.lock();
         state.operations += 1;
         if !state.enabled {
@@ -278,8 +278,8 @@ impl<B: Backend> FaultyBackend<B> {
             return Fate::Fail;
         }
         let lands = match op {
-            Operation::Put => state.rates.put_lands,
-            Operation::Delete => state.rates.delete_lands,
+            Call::Put => state.rates.put_lands,
+            Call::Delete => state.rates.delete_lands,
             _ => 0.0,
         };
         match state.crash_in {
@@ -308,7 +308,7 @@ impl<B: Backend> FaultyBackend<B> {
         }
     }
 
-    fn error(&self, op: Operation, name: &str) -> Error {
+    fn error(&self, op: Call, name: &str) -> Error {
         let what = if self.lock().crashed {
             "crashed"
         } else {
@@ -321,7 +321,7 @@ impl<B: Backend> FaultyBackend<B> {
     }
 
     /// Runs `call` unless the fate says otherwise.
-    fn run<T>(&self, op: Operation, name: &str, call: impl FnOnce() -> Result<T>) -> Result<T> {
+    fn run<T>(&self, op: Call, name: &str, call: impl FnOnce() -> Result<T>) -> Result<T> {
         match self.fate(op) {
             Fate::Pass => call(),
             Fate::Fail => Err(self.error(op, name)),
@@ -340,31 +340,29 @@ impl<B: Backend> Backend for FaultyBackend<B> {
     }
 
     fn put_if_absent(&self, name: &str, bytes: &[u8]) -> Result<()> {
-        self.run(Operation::Put, name, || {
-            self.inner.put_if_absent(name, bytes)
-        })
+        self.run(Call::Put, name, || self.inner.put_if_absent(name, bytes))
     }
 
     fn get(&self, name: &str) -> Result<Vec<u8>> {
-        self.run(Operation::Get, name, || self.inner.get(name))
+        self.run(Call::Get, name, || self.inner.get(name))
     }
 
     fn get_range(&self, name: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
-        self.run(Operation::GetRange, name, || {
+        self.run(Call::GetRange, name, || {
             self.inner.get_range(name, offset, length)
         })
     }
 
     fn head(&self, name: &str) -> Result<ObjectMeta> {
-        self.run(Operation::Head, name, || self.inner.head(name))
+        self.run(Call::Head, name, || self.inner.head(name))
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
-        self.run(Operation::List, prefix, || self.inner.list(prefix))
+        self.run(Call::List, prefix, || self.inner.list(prefix))
     }
 
     fn delete(&self, name: &str) -> Result<()> {
-        self.run(Operation::Delete, name, || self.inner.delete(name))
+        self.run(Call::Delete, name, || self.inner.delete(name))
     }
 }
 

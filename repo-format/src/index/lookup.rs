@@ -35,6 +35,9 @@ pub struct Index {
     /// Further distinct locations of blobs stored more than once (rare, so kept apart to
     /// keep the common entry small).
     alternates: HashMap<BlobId, Vec<BlobLocation>>,
+    /// Blobs dropped by [`Index::retain_packs`] because every pack holding them is gone,
+    /// with the pack that held them first: so a reader can name what is missing.
+    lost: HashMap<BlobId, BlobLocation>,
 }
 
 impl Index {
@@ -93,15 +96,18 @@ impl Index {
         self.packs.retain(|pack, _| keep(pack));
         let before = self.blobs.len();
         let alternates = &mut self.alternates;
+        let lost = &mut self.lost;
         self.blobs.retain(|id, location| {
             if keep(&location.pack) {
                 return true;
             }
             let Some(others) = alternates.get_mut(id) else {
+                lost.insert(*id, *location);
                 return false;
             };
             others.retain(|other| keep(&other.pack));
             if others.is_empty() {
+                lost.insert(*id, *location);
                 return false;
             }
             // The earliest location loaded that is kept, as if the dropped ones never were.
@@ -113,6 +119,11 @@ impl Index {
             !others.is_empty() && self.blobs.contains_key(id)
         });
         before - self.blobs.len()
+    }
+
+    /// Where a blob was before [`Index::retain_packs`] dropped it for lack of a stored pack.
+    pub fn lost_location(&self, id: &BlobId) -> Option<&BlobLocation> {
+        self.lost.get(id)
     }
 
     /// Forgets a blob (every location of it). Returns its first location.
