@@ -476,7 +476,7 @@ pub fn prune(repo: &Repository, mut plan: PrunePlan) -> Result<PruneReport> {
     }
     if !new_condemned.is_empty() {
         let gc_plan = GcPlan {
-            client_time: now_timestamp(),
+            client_time: Timestamp::now(),
             packs: new_condemned.clone(),
         };
         let (name, bytes) = gc_plan.encode(repo.key().writer());
@@ -609,16 +609,6 @@ pub fn prune(repo: &Repository, mut plan: PrunePlan) -> Result<PruneReport> {
     }
     session.end()?;
     Ok(report)
-}
-
-fn now_timestamp() -> Timestamp {
-    let since = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    Timestamp {
-        sec: i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
-        nsec: since.subsec_nanos(),
-    }
 }
 
 #[cfg(test)]

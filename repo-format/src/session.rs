@@ -187,7 +187,7 @@ impl Shared {
             ended,
             session: self.session,
             sequence: self.sequence.fetch_add(1, Ordering::SeqCst),
-            client_time: now_timestamp(),
+            client_time: Timestamp::now(),
             host: self.host.clone(),
             purpose: self.purpose.clone(),
         };
@@ -209,16 +209,6 @@ impl Shared {
         *longest = (*longest).max(gap);
         *last = modified;
         Ok(modified)
-    }
-}
-
-fn now_timestamp() -> Timestamp {
-    let since = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    Timestamp {
-        sec: i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
-        nsec: since.subsec_nanos(),
     }
 }
 

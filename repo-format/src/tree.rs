@@ -17,6 +17,19 @@ pub struct Timestamp {
     pub nsec: u32,
 }
 
+impl Timestamp {
+    /// The system clock now (a client's clock: informational, never used for GC timing).
+    pub fn now() -> Self {
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Self {
+            sec: i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
+            nsec: since.subsec_nanos(),
+        }
+    }
+}
+
 /// Metadata every kind of entry has.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Metadata {

@@ -97,13 +97,7 @@ pub enum BackupError {
 
 /// Now as a [`Timestamp`].
 pub fn now() -> Timestamp {
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    Timestamp {
-        sec: i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
-        nsec: since.subsec_nanos(),
-    }
+    Timestamp::now()
 }
 
 /// Backs up `options.paths` into `repo` and writes a snapshot.

@@ -38,7 +38,7 @@ pub fn run(global: &GlobalOptions, args: &ForgetArgs, cancel: &Cancel) -> Result
         .filter(|(_, s)| args.host.as_ref().is_none_or(|h| &s.host == h))
         .filter(|(_, s)| wanted_tags.iter().all(|t| s.tags.contains(t)))
         .collect();
-    let groups = retention::apply(&snapshots, &policy, group_by, now())?;
+    let groups = retention::apply(&snapshots, &policy, group_by, Timestamp::now())?;
 
     if global.json {
         print_json(&Value::Array(groups.iter().map(group_json).collect()))?;
@@ -137,14 +137,6 @@ fn readable_snapshots(
         }
     }
     Ok(snapshots)
-}
-
-fn now() -> Timestamp {
-    let now = jiff::Timestamp::now();
-    Timestamp {
-        sec: now.as_second(),
-        nsec: u32::try_from(now.subsec_nanosecond()).unwrap_or(0),
-    }
 }
 
 fn lossy(path: &[u8]) -> String {
