@@ -22,8 +22,8 @@ use crate::config::Operation;
 use crate::error::{Error, Result};
 use crate::gc::{StoredPack, StoredPlan, load_plans, stored_packs};
 use crate::gc_plan::GcPlan;
-use crate::id::{BlobId, IndexId, PackId, content_hash};
-use crate::index::{BlobLocation, Index, IndexSegment, IndexedPack, encode_segment};
+use crate::id::{BlobId, IndexId, PackId};
+use crate::index::{BlobLocation, Index, IndexSegment, IndexedPack};
 use crate::object::ObjectKind;
 use crate::repository::Repository;
 use crate::session::{ActiveSession, SESSION_TIMEOUT, SessionView, list_sessions};
@@ -31,8 +31,6 @@ use crate::tree::Timestamp;
 
 /// Index segments are merged once there are more than this many.
 const MAX_SEGMENTS: usize = 16;
-/// Blobs per merged index segment.
-const SEGMENT_BLOBS: usize = 100_000;
 
 /// How aggressive a prune run is.
 #[derive(Debug, Clone, Copy)]
@@ -480,10 +478,7 @@ pub fn prune(repo: &Repository, mut plan: PrunePlan) -> Result<PruneReport> {
             packs: new_condemned.clone(),
         };
         let (name, bytes) = gc_plan.encode(repo.key().writer());
-        match repo.backend().put_if_absent(&name, &bytes) {
-            Ok(()) | Err(Error::AlreadyExists { .. }) => {}
-            Err(e) => return Err(e),
-        }
+        repo.put_content_named(&name, &bytes)?;
         report.condemned_packs = new_condemned.len();
         report.plan_written = Some(name.clone());
         if plan.grace.is_zero() {
@@ -555,37 +550,7 @@ pub fn prune(repo: &Repository, mut plan: PrunePlan) -> Result<PruneReport> {
             .filter(|pack| !doomed.contains(&pack.id))
             .cloned()
             .collect();
-        let sealing = repo.new_session();
-        let mut batch = Vec::new();
-        let mut batch_blobs = 0;
-        let flush = |batch: &mut Vec<IndexedPack>, report: &mut PruneReport| -> Result<()> {
-            if batch.is_empty() {
-                return Ok(());
-            }
-            let segment = IndexSegment {
-                packs: std::mem::take(batch),
-            };
-            let bytes = encode_segment(&segment, repo.key().writer(), &sealing);
-            let id = IndexId::from_bytes(content_hash(&bytes));
-            match repo
-                .backend()
-                .put_if_absent(&ObjectKind::Index.name(&id.to_hex()), &bytes)
-            {
-                Ok(()) | Err(Error::AlreadyExists { .. }) => {}
-                Err(e) => return Err(e),
-            }
-            report.segments_written += 1;
-            Ok(())
-        };
-        for pack in kept {
-            batch_blobs += pack.blobs.len();
-            batch.push(pack);
-            if batch_blobs >= SEGMENT_BLOBS {
-                flush(&mut batch, &mut report)?;
-                batch_blobs = 0;
-            }
-        }
-        flush(&mut batch, &mut report)?;
+        report.segments_written += repo.write_index_segments(kept, &repo.new_session())?.len();
         for (id, _) in &rewrite {
             repo.backend()
                 .delete(&ObjectKind::Index.name(&id.to_hex()))?;

@@ -21,17 +21,14 @@ use crate::check::{
 };
 use crate::config::Operation;
 use crate::error::{Error, Result};
-use crate::id::{BlobId, IndexId, PackId, SnapshotId, content_hash};
-use crate::index::{Index, IndexSegment, IndexedPack, encode_segment};
+use crate::id::{BlobId, IndexId, PackId, SnapshotId};
+use crate::index::{Index, IndexSegment, IndexedPack};
 use crate::object::ObjectKind;
 use crate::pack::PackEntry;
 use crate::repository::Repository;
 use crate::session::ActiveSession;
 use crate::snapshot::Snapshot;
 use crate::tree::{EntryFlags, Extent, Node, Tree};
-
-/// Blob entries per index segment a repair writes (the same bound a backup flushes at).
-const SEGMENT_BLOBS: usize = 100_000;
 
 /// Most entries a repaired snapshot's `errors` list keeps (as a backup does).
 const MAX_SNAPSHOT_ERRORS: usize = 10_000;
@@ -219,28 +216,7 @@ pub fn apply_index_repair(repo: &Repository, plan: IndexRepairPlan) -> Result<Re
         repo.check_features(Operation::Prune)?;
     }
     let mut report = plan.report;
-    let session = repo.new_session();
-    let mut batch: Vec<IndexedPack> = Vec::new();
-    let mut batch_blobs = 0;
-    let write = |packs: Vec<IndexedPack>| -> Result<IndexId> {
-        let bytes = encode_segment(&IndexSegment { packs }, repo.key().writer(), &session);
-        let id = IndexId::from_bytes(content_hash(&bytes));
-        repo.put_content_named(&ObjectKind::Index.name(&id.to_hex()), &bytes)?;
-        Ok(id)
-    };
-    for pack in plan.new_packs {
-        if !batch.is_empty() && batch_blobs + pack.blobs.len() > SEGMENT_BLOBS {
-            report
-                .segments_written
-                .push(write(std::mem::take(&mut batch))?);
-            batch_blobs = 0;
-        }
-        batch_blobs += pack.blobs.len();
-        batch.push(pack);
-    }
-    if !batch.is_empty() {
-        report.segments_written.push(write(batch)?);
-    }
+    report.segments_written = repo.write_index_segments(plan.new_packs, &repo.new_session())?;
     for id in &plan.replace {
         repo.backend()
             .delete(&ObjectKind::Index.name(&id.to_hex()))?;
@@ -590,6 +566,8 @@ mod tests {
     use super::*;
     use crate::backend::{Backend, MemoryBackend};
     use crate::check::{CheckReport, check};
+    use crate::id::content_hash;
+    use crate::index::encode_segment;
     use crate::keyslot::KdfParams;
     use crate::repository::InitOptions;
     use crate::snapshot::Summary;

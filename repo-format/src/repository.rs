@@ -15,13 +15,19 @@ use crate::config::{CONFIG_NAME, Config, ConfigHeader, FeatureFlags, Operation, 
 use crate::crypto::{MasterKey, SealingSession, SymmetricKey};
 use crate::error::{Error, Result};
 use crate::id::{BlobId, IndexId, KeySlotId, PackId, SnapshotId};
-use crate::index::{BlobLocation, Index, decode_segment};
+use crate::index::{
+    BlobLocation, Index, IndexSegment, IndexedPack, decode_segment, encode_segment,
+};
 use crate::keyslot::{KdfParams, KeySlot, KeySlotInfo};
 use crate::object::{ObjectKind, SESSION_HEADER_LEN, verify_content_hash};
 use crate::snapshot::Snapshot;
 use crate::tree::Tree;
 
 mod writer;
+
+/// Blobs per index segment: a writer flushes a segment once it has this many unindexed
+/// blobs, and prune and repair split the segments they write at this size.
+pub(crate) const SEGMENT_BLOBS: usize = 100_000;
 
 pub use writer::{BlobWriter, SealedBlob, WriteStats};
 
@@ -435,6 +441,42 @@ impl Repository {
             Ok(()) | Err(Error::AlreadyExists { .. }) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// Writes `packs` as index segments of at most [`SEGMENT_BLOBS`] blobs each (a pack is
+    /// never split), sealed by `session`; returns their ids. Content-named, so rewriting
+    /// an identical segment is harmless.
+    pub(crate) fn write_index_segments(
+        &self,
+        packs: Vec<IndexedPack>,
+        session: &SealingSession,
+    ) -> Result<Vec<IndexId>> {
+        let mut written = Vec::new();
+        let mut batch: Vec<IndexedPack> = Vec::new();
+        let mut batch_blobs = 0;
+        for pack in packs {
+            if !batch.is_empty() && batch_blobs + pack.blobs.len() > SEGMENT_BLOBS {
+                written.push(self.write_index_segment(std::mem::take(&mut batch), session)?);
+                batch_blobs = 0;
+            }
+            batch_blobs += pack.blobs.len();
+            batch.push(pack);
+        }
+        if !batch.is_empty() {
+            written.push(self.write_index_segment(batch, session)?);
+        }
+        Ok(written)
+    }
+
+    fn write_index_segment(
+        &self,
+        packs: Vec<IndexedPack>,
+        session: &SealingSession,
+    ) -> Result<IndexId> {
+        let bytes = encode_segment(&IndexSegment { packs }, self.key.writer(), session);
+        let id = IndexId::from_bytes(crate::id::content_hash(&bytes));
+        self.put_content_named(&ObjectKind::Index.name(&id.to_hex()), &bytes)?;
+        Ok(id)
     }
 
     // ----- key slots -----

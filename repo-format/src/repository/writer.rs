@@ -6,14 +6,9 @@ use super::Repository;
 use crate::blob::{BlobKind, MAX_BLOB_LENGTH, seal_blob};
 use crate::crypto::SealingSession;
 use crate::error::{Error, Result};
-use crate::id::{BlobId, IndexId, PackId, content_hash};
-use crate::index::{Index, IndexSegment, IndexedPack, encode_segment};
-use crate::object::ObjectKind;
+use crate::id::{BlobId, IndexId, PackId};
+use crate::index::{Index, IndexedPack};
 use crate::pack::PackWriter;
-
-/// Index entries after which a segment is written even before the session ends, so an
-/// interrupted backup leaves indexed packs that the next run deduplicates against.
-const SEGMENT_FLUSH_BLOBS: usize = 100_000;
 
 /// Figures about what a [`BlobWriter`] stored.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -205,7 +200,9 @@ impl<'a> BlobWriter<'a> {
             kind,
             blobs: finished.entries,
         });
-        if self.unindexed_blobs >= SEGMENT_FLUSH_BLOBS {
+        // A segment before the session ends, so an interrupted backup leaves indexed packs
+        // that the next run deduplicates against.
+        if self.unindexed_blobs >= super::SEGMENT_BLOBS {
             self.write_segment()?;
         }
         Ok(())
@@ -215,15 +212,11 @@ impl<'a> BlobWriter<'a> {
         if self.unindexed.is_empty() {
             return Ok(());
         }
-        let segment = IndexSegment {
-            packs: std::mem::take(&mut self.unindexed),
-        };
         self.unindexed_blobs = 0;
-        let bytes = encode_segment(&segment, self.repo.key.writer(), &self.session);
-        let id = IndexId::from_bytes(content_hash(&bytes));
-        self.repo
-            .put_content_named(&ObjectKind::Index.name(&id.to_hex()), &bytes)?;
-        self.segments.push(id);
+        let written = self
+            .repo
+            .write_index_segments(std::mem::take(&mut self.unindexed), &self.session)?;
+        self.segments.extend(written);
         Ok(())
     }
 
