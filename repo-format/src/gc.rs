@@ -25,34 +25,58 @@ pub struct StoredPack {
     pub modified: SystemTime,
 }
 
-/// Every pack in storage.
-pub fn stored_packs(repo: &Repository) -> Result<HashMap<PackId, StoredPack>> {
-    let mut packs = HashMap::new();
+/// The packs in storage, and objects under the pack prefixes that are not packs.
+#[derive(Debug, Default)]
+pub struct PackListing {
+    /// Every pack, by id.
+    pub packs: HashMap<PackId, StoredPack>,
+    /// Names under `data/` or `tree/` that are not pack names, sorted.
+    pub strays: Vec<String>,
+}
+
+/// Lists the packs in storage (one listing of `data/` and one of `tree/`).
+pub fn list_packs(repo: &Repository) -> Result<PackListing> {
+    let mut listing = PackListing::default();
     for (object_kind, kind) in [
         (ObjectKind::DataPack, BlobKind::Data),
         (ObjectKind::TreePack, BlobKind::Tree),
     ] {
         for meta in repo.backend().list(object_kind.prefix())? {
-            let Some(id) = meta
+            let id = meta
                 .name
                 .rsplit('/')
                 .next()
                 .and_then(|hex| hex.parse::<PackId>().ok())
-                .filter(|id| object_kind.name(&id.to_hex()) == meta.name)
-            else {
-                continue;
-            };
-            packs.insert(
-                id,
-                StoredPack {
-                    kind,
-                    size: meta.size,
-                    modified: meta.modified,
-                },
-            );
+                .filter(|id| object_kind.name(&id.to_hex()) == meta.name);
+            match id {
+                Some(id) => {
+                    listing.packs.insert(
+                        id,
+                        StoredPack {
+                            kind,
+                            size: meta.size,
+                            modified: meta.modified,
+                        },
+                    );
+                }
+                None => listing.strays.push(meta.name),
+            }
         }
     }
-    Ok(packs)
+    listing.strays.sort();
+    Ok(listing)
+}
+
+impl StoredPack {
+    /// The object kind: data or tree pack.
+    pub fn object_kind(&self) -> ObjectKind {
+        crate::pack::pack_kind(self.kind)
+    }
+}
+
+/// Every pack in storage.
+pub fn stored_packs(repo: &Repository) -> Result<HashMap<PackId, StoredPack>> {
+    Ok(list_packs(repo)?.packs)
 }
 
 /// A GC plan as stored.

@@ -16,8 +16,7 @@ use std::sync::Arc;
 
 use crate::blob::BlobKind;
 use crate::check::{
-    CheckOptions, Problem, ReadData, error_message, inspect, list_stored_packs, parallel_map,
-    read_trailer,
+    CheckOptions, Problem, ReadData, error_message, inspect, parallel_map, read_trailer,
 };
 use crate::config::Operation;
 use crate::error::{Error, Result};
@@ -116,12 +115,12 @@ pub fn plan_index_repair(repo: &Repository, threads: usize) -> Result<IndexRepai
         }
     }
 
-    let stored = list_stored_packs(repo)?;
+    let stored = crate::gc::list_packs(repo)?;
     report.packs = stored.packs.len();
     let mut listed: Vec<(PackId, ObjectKind, u64)> = stored
         .packs
         .iter()
-        .map(|(id, (kind, size))| (*id, *kind, *size))
+        .map(|(id, found)| (*id, found.object_kind(), found.size))
         .collect();
     listed.sort_by_key(|(pack, _, _)| *pack);
     let trailers = parallel_map(&listed, threads, |(pack, kind, size)| {
@@ -774,13 +773,13 @@ mod tests {
         assert_eq!(report.segments_replaced[0].object, damaged);
         let second_pack = {
             // The damaged segment cannot be loaded: find the pack through its trailer.
-            let stored = list_stored_packs(&repo).expect("list");
+            let stored = crate::gc::list_packs(&repo).expect("list");
             let indexed = repo.load_index().expect("index").index;
             stored
                 .packs
                 .iter()
                 .find(|(id, _)| !indexed.packs().contains_key(*id))
-                .map(|(id, (kind, _))| kind.name(&id.to_hex()))
+                .map(|(id, found)| found.object_kind().name(&id.to_hex()))
                 .expect("the unindexed pack")
         };
         assert_eq!(report.packs_reindexed, vec![second_pack]);

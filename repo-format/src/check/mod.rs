@@ -101,37 +101,6 @@ impl CheckReport {
 
 const MAX_REASONS: usize = 20;
 
-/// Packs present in storage, found by listing `data/` and `tree/`.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct StoredPacks {
-    /// Each pack with its object kind (data or tree pack) and size in bytes.
-    pub packs: HashMap<PackId, (ObjectKind, u64)>,
-    /// Objects under the pack prefixes whose names are not pack names.
-    pub strays: Vec<String>,
-}
-
-/// Lists the packs in storage (one listing of `data/` and one of `tree/`).
-pub(crate) fn list_stored_packs(repo: &Repository) -> Result<StoredPacks> {
-    let mut stored = StoredPacks::default();
-    for kind in [ObjectKind::DataPack, ObjectKind::TreePack] {
-        for meta in repo.backend().list(kind.prefix())? {
-            match meta
-                .name
-                .rsplit('/')
-                .next()
-                .and_then(|hex| hex.parse::<PackId>().ok())
-            {
-                Some(id) if kind.name(&id.to_hex()) == meta.name => {
-                    stored.packs.insert(id, (kind, meta.size));
-                }
-                _ => stored.strays.push(meta.name),
-            }
-        }
-    }
-    stored.strays.sort();
-    Ok(stored)
-}
-
 /// Runs the check. Fails only when the backend itself cannot be listed or read.
 pub fn check(repo: &Repository, options: CheckOptions) -> Result<CheckReport> {
     Ok(inspect(repo, &options)?.report)
@@ -162,7 +131,7 @@ pub(crate) fn inspect(repo: &Repository, options: &CheckOptions) -> Result<Inspe
     report.blobs = index.len();
     report.packs = index.packs().len();
 
-    let stored = list_stored_packs(repo)?;
+    let stored = crate::gc::list_packs(repo)?;
     for stray in &stored.strays {
         report.warnings.push(Problem {
             object: stray.clone(),
@@ -207,10 +176,10 @@ pub(crate) fn inspect(repo: &Repository, options: &CheckOptions) -> Result<Inspe
         }
     }
 
-    for (pack, (kind, _)) in &stored.packs {
+    for (pack, found) in &stored.packs {
         if !index.packs().contains_key(pack) {
             report.warnings.push(Problem {
-                object: kind.name(&pack.to_hex()),
+                object: found.object_kind().name(&pack.to_hex()),
                 message: if loaded.damaged.is_empty() {
                     "pack is not indexed (left by an interrupted backup)".into()
                 } else {
@@ -561,12 +530,12 @@ mod tests {
     }
 
     fn pack_names(repo: &Repository, kind: ObjectKind) -> Vec<String> {
-        let mut names: Vec<String> = list_stored_packs(repo)
+        let mut names: Vec<String> = crate::gc::list_packs(repo)
             .expect("list")
             .packs
             .into_iter()
-            .filter(|(_, (k, _))| *k == kind)
-            .map(|(id, (k, _))| k.name(&id.to_hex()))
+            .filter(|(_, found)| found.object_kind() == kind)
+            .map(|(id, found)| found.object_kind().name(&id.to_hex()))
             .collect();
         names.sort();
         names
@@ -652,7 +621,7 @@ mod tests {
     #[test]
     fn subsets_partition_the_packs_and_structure_is_always_checked() {
         let (backend, repo, _, blobs) = multi_pack_fixture(8);
-        let all = list_stored_packs(&repo).expect("list").packs;
+        let all = crate::gc::list_packs(&repo).expect("list").packs;
         assert_eq!(all.len(), 9, "8 data packs and a tree pack");
         let mut covered = Vec::new();
         for n in 1..=3 {
@@ -669,7 +638,7 @@ mod tests {
         covered.sort();
         let mut expected: Vec<String> = all
             .iter()
-            .map(|(id, (k, _))| k.name(&id.to_hex()))
+            .map(|(id, found)| found.object_kind().name(&id.to_hex()))
             .collect();
         expected.sort();
         assert_eq!(

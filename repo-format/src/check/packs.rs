@@ -29,7 +29,7 @@ pub(crate) fn check_packs(
     repo: &Repository,
     work: &[(PackId, bool)],
     by_pack: &HashMap<PackId, Vec<(BlobId, BlobLocation)>>,
-    stored: &HashMap<PackId, (ObjectKind, u64)>,
+    stored: &HashMap<PackId, crate::gc::StoredPack>,
     threads: usize,
     deadline: Option<Instant>,
 ) -> Vec<PackOutcome> {
@@ -46,7 +46,14 @@ pub(crate) fn check_packs(
             };
         let expected = by_pack.get(&pack).map(Vec::as_slice).unwrap_or_default();
         match stored.get(&pack) {
-            Some(&(kind, size)) => check_one_pack(repo, pack, kind, size, expected, read_data),
+            Some(found) => check_one_pack(
+                repo,
+                pack,
+                found.object_kind(),
+                found.size,
+                expected,
+                read_data,
+            ),
             // Only stored packs are planned; kept total for safety.
             None => PackOutcome {
                 pack,
