@@ -7,12 +7,15 @@
 //!   metadata: it captures an entry's [`Metadata`](bunker_repo_format::tree::Metadata)
 //!   without following symlinks, finds the data regions of sparse files, and recreates
 //!   special files, symlinks, ownership, permissions, extended attributes and timestamps.
+//! - [`policy`] reads the agent's policy file; [`schedule`] evaluates its cron schedules.
 //! - [`Cancel`] lets a signal handler stop a long operation at a safe point.
 
 pub mod backup;
 mod cancel;
 pub mod navigate;
 pub mod platform;
+pub mod policy;
 pub mod restore;
+pub mod schedule;
 
 pub use cancel::Cancel;

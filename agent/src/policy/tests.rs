@@ -1,0 +1,191 @@
+use super::*;
+
+const EXAMPLE: &str = r#"
+[repository]
+url = "/var/lib/bunker/repo"
+password_file = "/etc/bunker/password"
+
+[metrics]
+listen = "127.0.0.1:9817"
+textfile = "/var/lib/node_exporter/bunker.prom"
+
+[[source]]
+name = "app-data"
+kind = "paths"
+paths = ["/srv/app"]
+schedule = "0 * * * *"
+tags = { service = "app", env = "prod" }
+
+[[source]]
+name = "app-volume"
+kind = "volume"
+device = "/dev/vdb"
+quiesce = { fsfreeze = "/srv/app" }
+schedule = "@daily"
+
+[[source]]
+name = "orders-db"
+kind = "command"
+command = "pg_dump -Fc orders"
+template = "database"
+"#;
+
+#[test]
+fn the_documented_example_parses() {
+    let policy = Policy::parse(EXAMPLE, "agent.toml").unwrap();
+    assert_eq!(policy.repository.url, "/var/lib/bunker/repo");
+    assert_eq!(
+        policy.repository.credentials,
+        Credentials::PasswordFile("/etc/bunker/password".into())
+    );
+    assert_eq!(policy.metrics.listen, Some("127.0.0.1:9817".parse().unwrap()));
+    assert_eq!(policy.sources.len(), 3);
+
+    let app = policy.source("app-data").unwrap();
+    assert_eq!(
+        app.kind,
+        SourceKind::Paths {
+            paths: vec!["/srv/app".into()],
+            excludes: vec![]
+        }
+    );
+    assert_eq!(app.tags.get("service").map(String::as_str), Some("app"));
+    assert_eq!(app.tags.get("source").map(String::as_str), Some("app-data"));
+    assert_eq!(app.schedule.expression(), "0 * * * *");
+    assert!(app.retention.is_none());
+
+    let volume = policy.source("app-volume").unwrap();
+    assert_eq!(volume.quiesce, Quiesce::Fsfreeze("/srv/app".into()));
+
+    // The database template fills schedule, retention and drills; the source keeps its kind.
+    let db = policy.source("orders-db").unwrap();
+    assert_eq!(db.schedule.expression(), "0 * * * *");
+    assert_eq!(db.timeout, Duration::from_secs(2 * 3600));
+    let retention = db.retention.as_ref().unwrap();
+    assert_eq!(retention.keep_hourly, Some(24));
+    assert_eq!(retention.keep_daily, Some(14));
+    assert!(db.verify.is_some());
+    assert!(matches!(&db.kind, SourceKind::Command { command, .. } if command == "pg_dump -Fc orders"));
+}
+
+#[test]
+fn a_source_overrides_its_template() {
+    let text = r#"
+[repository]
+url = "/r"
+key_file = "/etc/bunker/put-only.key"
+[[source]]
+name = "home"
+template = "dev-env"
+paths = ["/home/dev"]
+schedule = "0 */2 * * *"
+retention = { keep_last = 3 }
+"#;
+    let policy = Policy::parse(text, "p.toml").unwrap();
+    let home = policy.source("home").unwrap();
+    assert_eq!(home.schedule.expression(), "0 */2 * * *");
+    let r = home.retention.as_ref().unwrap();
+    assert_eq!((r.keep_last, r.keep_daily), (Some(3), None));
+    let SourceKind::Paths { excludes, .. } = &home.kind else {
+        panic!("dev-env is a paths template")
+    };
+    assert!(excludes.contains(&"node_modules".to_owned()));
+    assert_eq!(home.tags.get("env").map(String::as_str), Some("dev"));
+    // `policy show` prints what will run: template values included.
+    let shown = policy.effective_toml();
+    assert!(shown.contains("node_modules"), "{shown}");
+    assert!(shown.contains("0 */2 * * *"), "{shown}");
+    assert!(Policy::parse(shown, "shown").is_ok(), "the shown policy parses again");
+}
+
+fn errors(text: &str) -> Vec<PolicyError> {
+    Policy::parse(text, "p.toml").unwrap_err().errors
+}
+
+#[test]
+fn errors_name_line_and_key() {
+    let text = r#"[repository]
+url = "/r"
+password_file = "/p"
+
+[[source]]
+name = "a"
+kind = "paths"
+paths = ["relative/dir"]
+schedule = "61 * * * *"
+
+[[source]]
+name = "a"
+kind = "command"
+command = "true"
+device = "/dev/sda"
+schedule = "@hourly"
+retention = { keep_min = 2 }
+forget = true
+"#;
+    let found = errors(text);
+    let summary: Vec<(usize, &str)> = found.iter().map(|e| (e.line, e.key.as_str())).collect();
+    assert_eq!(
+        summary,
+        vec![
+            (8, "source[1].paths"),
+            (9, "source[1].schedule"),
+            (12, "source[2].name"),
+            (15, "source[2].device"),
+            (17, "source[2].retention"),
+            (18, "source[2].forget"),
+        ],
+        "{found:#?}"
+    );
+    assert!(found[1].message.contains("outside 0..=59"));
+    assert!(found[3].message.contains("does not apply to a command source"));
+    let shown = Policy::parse(text, "p.toml").unwrap_err().to_string();
+    assert!(shown.starts_with("p.toml: line 8, column 9: source[1].paths: "), "{shown}");
+}
+
+#[test]
+fn syntax_and_unknown_keys_are_reported_with_their_line() {
+    let found = errors("[repository]\nurl = \"/r\"\npasword_file = \"/p\"\n");
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].line, 3);
+    assert!(found[0].message.contains("unknown field"), "{:?}", found[0]);
+
+    let found = errors("[repository]\nurl = \"/r\n");
+    assert_eq!(found[0].line, 2, "{found:?}");
+}
+
+#[test]
+fn missing_pieces_are_reported() {
+    let found = errors("[[source]]\nname = \"x\"\n");
+    let keys: Vec<&str> = found.iter().map(|e| e.key.as_str()).collect();
+    assert!(keys.contains(&"repository"), "{keys:?}");
+    assert!(keys.contains(&"source[1].kind"), "{keys:?}");
+
+    let found = errors("[repository]\nurl = \"/r\"\n");
+    assert!(found[0].message.contains("exactly one of"), "{found:?}");
+
+    let found = errors(
+        "[repository]\nurl=\"/r\"\npassword_file=\"/p\"\n[[source]]\nname=\"v\"\ntemplate=\"volume\"\n",
+    );
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].key, "source[1].device");
+    assert_eq!(found[0].line, 4, "points at the source");
+
+    let found = errors(
+        "[repository]\nurl=\"/r\"\npassword_file=\"/p\"\n[[source]]\nname=\"v\"\ntemplate=\"nope\"\n",
+    );
+    let unknown = found.iter().find(|e| e.key == "source[1].template").unwrap();
+    assert!(unknown.message.contains("unknown template"), "{found:?}");
+    assert_eq!(unknown.line, 6);
+}
+
+#[test]
+fn durations() {
+    assert_eq!(parse_policy_duration("90s"), Ok(Duration::from_secs(90)));
+    assert_eq!(parse_policy_duration("1h30m"), Ok(Duration::from_secs(5400)));
+    assert_eq!(parse_policy_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+    assert!(parse_policy_duration("10").is_err());
+    assert!(parse_policy_duration("h").is_err());
+    assert!(parse_policy_duration("5x").is_err());
+    assert!(parse_policy_duration("99999999999999999999d").is_err());
+}
