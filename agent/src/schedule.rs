@@ -133,7 +133,13 @@ impl Schedule {
     pub fn next_after(&self, after: &Zoned) -> Option<Zoned> {
         let tz = after.time_zone().clone();
         // Start at the next whole minute.
-        let start = after.datetime().with().second(0).subsec_nanosecond(0).build().ok()?;
+        let start = after
+            .datetime()
+            .with()
+            .second(0)
+            .subsec_nanosecond(0)
+            .build()
+            .ok()?;
         let mut at = start.checked_add(1.minute()).ok()?;
         let limit = start.checked_add(8.years()).ok()?;
         while at < limit {
@@ -235,7 +241,11 @@ fn parse_field(text: &str, field: &Field) -> Result<u64, String> {
         } else {
             let single = value(range, field)?;
             // `5/15` means from 5 to the end in steps of 15.
-            let high = if part.contains('/') { field.max } else { single };
+            let high = if part.contains('/') {
+                field.max
+            } else {
+                single
+            };
             (single, high)
         };
         if low > high {
@@ -289,22 +299,46 @@ mod tests {
     fn common_expressions() {
         assert_eq!(next("0 * * * *", "2026-11-22T04:30"), "2026-11-22T05:00:00");
         assert_eq!(next("0 * * * *", "2026-11-22T05:00"), "2026-11-22T06:00:00");
-        assert_eq!(next("*/15 * * * *", "2026-11-22T04:31:10"), "2026-11-22T04:45:00");
-        assert_eq!(next("30 2 * * *", "2026-11-22T04:30"), "2026-11-23T02:30:00");
+        assert_eq!(
+            next("*/15 * * * *", "2026-11-22T04:31:10"),
+            "2026-11-22T04:45:00"
+        );
+        assert_eq!(
+            next("30 2 * * *", "2026-11-22T04:30"),
+            "2026-11-23T02:30:00"
+        );
         assert_eq!(next("@daily", "2026-12-31T23:59"), "2027-01-01T00:00:00");
-        assert_eq!(next("0 0 1 jan *", "2026-03-01T00:00"), "2027-01-01T00:00:00");
+        assert_eq!(
+            next("0 0 1 jan *", "2026-03-01T00:00"),
+            "2027-01-01T00:00:00"
+        );
         // 2026-11-22 is a Sunday: the next Monday 03:00.
-        assert_eq!(next("0 3 * * mon", "2026-11-22T04:30"), "2026-11-23T03:00:00");
+        assert_eq!(
+            next("0 3 * * mon", "2026-11-22T04:30"),
+            "2026-11-23T03:00:00"
+        );
         assert_eq!(next("0 3 * * 7", "2026-11-22T02:30"), "2026-11-22T03:00:00");
-        assert_eq!(next("0 12 29 2 *", "2026-03-01T00:00"), "2028-02-29T12:00:00");
-        assert_eq!(next("5/20 1-3 * * *", "2026-11-22T01:30"), "2026-11-22T01:45:00");
+        assert_eq!(
+            next("0 12 29 2 *", "2026-03-01T00:00"),
+            "2028-02-29T12:00:00"
+        );
+        assert_eq!(
+            next("5/20 1-3 * * *", "2026-11-22T01:30"),
+            "2026-11-22T01:45:00"
+        );
     }
 
     #[test]
     fn both_day_fields_restricted_means_either() {
         // The 1st of the month or any Friday; 2026-11-27 is a Friday.
-        assert_eq!(next("0 0 1 * fri", "2026-11-22T00:00"), "2026-11-27T00:00:00");
-        assert_eq!(next("0 0 1 * fri", "2026-11-28T00:00"), "2026-12-01T00:00:00");
+        assert_eq!(
+            next("0 0 1 * fri", "2026-11-22T00:00"),
+            "2026-11-27T00:00:00"
+        );
+        assert_eq!(
+            next("0 0 1 * fri", "2026-11-28T00:00"),
+            "2026-12-01T00:00:00"
+        );
     }
 
     #[test]
@@ -317,7 +351,11 @@ mod tests {
     fn daylight_saving_gap_runs_after_the_gap() {
         let tz = TimeZone::get("Europe/Berlin").unwrap();
         // 2026-03-29 02:00-03:00 does not exist in Berlin.
-        let after = "2026-03-29T01:00".parse::<DateTime>().unwrap().to_zoned(tz).unwrap();
+        let after = "2026-03-29T01:00"
+            .parse::<DateTime>()
+            .unwrap()
+            .to_zoned(tz)
+            .unwrap();
         let schedule = Schedule::parse("30 2 * * *").unwrap();
         let z = schedule.next_after(&after).unwrap();
         assert_eq!(z.datetime().to_string(), "2026-03-29T03:30:00");

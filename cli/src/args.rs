@@ -97,8 +97,22 @@ pub struct InitArgs {
 #[derive(Debug, Args)]
 pub struct BackupArgs {
     /// Files and directories to back up.
-    #[arg(required = true, value_name = "PATH")]
+    #[arg(
+        required_unless_present_any = ["stdin", "stdin_from_command"],
+        conflicts_with_all = ["stdin", "stdin_from_command"],
+        value_name = "PATH"
+    )]
     pub paths: Vec<PathBuf>,
+    /// Back up standard input as one file (named by --stdin-filename).
+    #[arg(long, conflicts_with = "stdin_from_command")]
+    pub stdin: bool,
+    /// Run this shell command and back up its output as one file (named by
+    /// --stdin-filename); a non-zero exit writes no snapshot. E.g. `pg_dump -Fc orders`.
+    #[arg(long, value_name = "COMMAND")]
+    pub stdin_from_command: Option<String>,
+    /// The file name a --stdin or --stdin-from-command backup is stored under.
+    #[arg(long, default_value = "stdin", value_name = "NAME")]
+    pub stdin_filename: String,
     /// Tag the snapshot (repeatable).
     #[arg(long = "tag", value_name = "KEY=VALUE")]
     pub tags: Vec<String>,
@@ -130,6 +144,9 @@ pub struct SnapshotsArgs {
     /// Only snapshots of this host.
     #[arg(long, value_name = "HOST")]
     pub host: Option<String>,
+    /// Only the newest N snapshots that match (default 1 when given without a number).
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "1")]
+    pub latest: Option<usize>,
 }
 
 /// `bunker ls`.

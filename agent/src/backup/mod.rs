@@ -7,6 +7,7 @@
 
 mod archiver;
 mod excludes;
+mod stream;
 
 use std::io;
 use std::path::PathBuf;
@@ -21,6 +22,7 @@ use bunker_repo_format::{Repository, SnapshotId};
 use std::sync::Arc;
 
 pub use excludes::{Excludes, PatternError};
+pub use stream::{StreamOptions, backup_command, backup_stream};
 
 use crate::cancel::Cancel;
 
@@ -143,23 +145,11 @@ pub fn backup(
         None => find_parent(repo, &options.host, &path_bytes)?,
     };
 
-    // The heartbeat comes first: everything this session reads from the index is read after
-    // it, which is what prune's liveness rule relies on.
-    let heartbeat = ActiveSession::start(
-        Arc::clone(repo.backend()),
-        repo.key().writer(),
-        &options.host,
-        "backup",
-        true,
-    )?;
-    let condemned = gc::condemned_packs(repo)?;
-    let mut loaded = repo.load_index()?;
-    // Self-healing: trust the index only for packs that exist (listed after the index was
-    // read, so every pack it names was already stored). A blob whose pack is gone is read
-    // and stored again by whatever file needs it: reusing a file from the parent snapshot
-    // requires every one of its chunks to be known.
-    let stored = gc::stored_packs(repo)?;
-    loaded.index.retain_packs(|pack| stored.contains_key(pack));
+    let WriteSession {
+        heartbeat,
+        index: loaded,
+        condemned,
+    } = WriteSession::open(repo, &options.host, "backup")?;
     let mut archiver =
         archiver::Archiver::new(repo, &loaded.index, &excludes, cancel, options.with_atime);
     archiver.exclude_packs(condemned);
@@ -205,16 +195,64 @@ pub fn backup(
         errors,
         program_version: concat!("bunker ", env!("CARGO_PKG_VERSION")).to_owned(),
     };
-    let id = gc::commit_snapshot(repo, heartbeat, &finished.dependencies, &session, &snapshot)?
-        .map_err(|refused| BackupError::Stale {
-            paused: refused.paused,
-            lost: refused.lost,
-        })?;
+    let id = commit(repo, heartbeat, &finished.dependencies, &session, &snapshot)?;
     Ok(BackupOutcome {
         id,
         snapshot,
         unreadable: finished.unreadable,
         changed: finished.changed,
+    })
+}
+
+/// What a writer sets up before it writes anything: its heartbeat, then the index and
+/// condemned packs it deduplicates against.
+pub(crate) struct WriteSession {
+    pub heartbeat: ActiveSession,
+    /// The index, trimmed to packs that exist.
+    pub index: bunker_repo_format::LoadedIndex,
+    /// Packs a GC plan condemned: never deduplicated against.
+    pub condemned: std::collections::HashSet<bunker_repo_format::PackId>,
+}
+
+impl WriteSession {
+    pub(crate) fn open(repo: &Repository, host: &str, purpose: &str) -> Result<Self, BackupError> {
+        // The heartbeat comes first: everything this session reads from the index is read
+        // after it, which is what prune's liveness rule relies on.
+        let heartbeat = ActiveSession::start(
+            Arc::clone(repo.backend()),
+            repo.key().writer(),
+            host,
+            purpose,
+            true,
+        )?;
+        let condemned = gc::condemned_packs(repo)?;
+        let mut index = repo.load_index()?;
+        // Self-healing: trust the index only for packs that exist (listed after the index
+        // was read, so every pack it names was already stored). A blob whose pack is gone
+        // is read and stored again by whatever needs it.
+        let stored = gc::stored_packs(repo)?;
+        index.index.retain_packs(|pack| stored.contains_key(pack));
+        Ok(WriteSession {
+            heartbeat,
+            index,
+            condemned,
+        })
+    }
+}
+
+/// Writes `snapshot`, the commit point, under the GC protocol's guard.
+pub(crate) fn commit(
+    repo: &Repository,
+    heartbeat: ActiveSession,
+    dependencies: &std::collections::HashSet<bunker_repo_format::PackId>,
+    session: &bunker_repo_format::crypto::SealingSession,
+    snapshot: &Snapshot,
+) -> Result<SnapshotId, BackupError> {
+    gc::commit_snapshot(repo, heartbeat, dependencies, session, snapshot)?.map_err(|refused| {
+        BackupError::Stale {
+            paused: refused.paused,
+            lost: refused.lost,
+        }
     })
 }
 

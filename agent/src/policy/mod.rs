@@ -312,7 +312,10 @@ impl Checker<'_> {
     fn line_column(&self, offset: usize) -> (usize, usize) {
         let before = self.text.get(..offset).unwrap_or(self.text);
         let line = before.matches('\n').count() + 1;
-        let column = before.rfind('\n').map_or(before.len(), |nl| before.len() - nl - 1) + 1;
+        let column = before
+            .rfind('\n')
+            .map_or(before.len(), |nl| before.len() - nl - 1)
+            + 1;
         (line, column)
     }
 
@@ -484,11 +487,20 @@ impl Checker<'_> {
         let span = repository.span();
         let repository = repository.get_ref();
         let Some(url) = &repository.url else {
-            self.at(span, "repository.url", "missing (a directory or s3://bucket/prefix)".into());
+            self.at(
+                span,
+                "repository.url",
+                "missing (a directory or s3://bucket/prefix)".into(),
+            );
             return None;
         };
         if url.get_ref().trim().is_empty() {
-            self.on(url, span.clone(), "repository.url", "must not be empty".into());
+            self.on(
+                url,
+                span.clone(),
+                "repository.url",
+                "must not be empty".into(),
+            );
         }
         let given: Vec<Credentials> = [
             repository
@@ -615,7 +627,12 @@ impl Checker<'_> {
                 None
             }
         };
-        let jitter = self.duration(raw.jitter.as_ref(), span.clone(), &field("jitter"), Duration::ZERO);
+        let jitter = self.duration(
+            raw.jitter.as_ref(),
+            span.clone(),
+            &field("jitter"),
+            Duration::ZERO,
+        );
         let timeout = self.duration(
             raw.timeout.as_ref(),
             span.clone(),
@@ -667,7 +684,11 @@ impl Checker<'_> {
         let forget = raw.forget.as_ref().is_some_and(|f| *f.get_ref());
         if forget && retention.is_none() {
             let at = raw.forget.as_ref().map_or(span.clone(), |f| f.span());
-            self.at(at, &field("forget"), "forget = true needs a retention table".into());
+            self.at(
+                at,
+                &field("forget"),
+                "forget = true needs a retention table".into(),
+            );
         }
         let rpo = raw
             .rpo
@@ -774,7 +795,12 @@ impl Checker<'_> {
                     return None;
                 };
                 if paths.get_ref().is_empty() {
-                    self.on(paths, span.clone(), &field("paths"), "must not be empty".into());
+                    self.on(
+                        paths,
+                        span.clone(),
+                        &field("paths"),
+                        "must not be empty".into(),
+                    );
                 }
                 let resolved = paths
                     .get_ref()
@@ -808,11 +834,20 @@ impl Checker<'_> {
                     return None;
                 };
                 if command.get_ref().trim().is_empty() {
-                    self.on(command, span.clone(), &field("command"), "must not be empty".into());
+                    self.on(
+                        command,
+                        span.clone(),
+                        &field("command"),
+                        "must not be empty".into(),
+                    );
                 }
                 Some(SourceKind::Command {
                     command: command.get_ref().clone(),
-                    env: raw.env.as_ref().map(|e| e.get_ref().clone()).unwrap_or_default(),
+                    env: raw
+                        .env
+                        .as_ref()
+                        .map(|e| e.get_ref().clone())
+                        .unwrap_or_default(),
                 })
             }
         }
@@ -821,10 +856,14 @@ impl Checker<'_> {
     fn quiesce(&mut self, q: &Spanned<RawQuiesce>, kind: &SourceKind, key: &str) -> Quiesce {
         let span = q.span();
         let raw = q.get_ref();
-        let methods = [raw.fsfreeze.is_some(), raw.btrfs_snapshot.is_some(), raw.pre.is_some()]
-            .iter()
-            .filter(|m| **m)
-            .count();
+        let methods = [
+            raw.fsfreeze.is_some(),
+            raw.btrfs_snapshot.is_some(),
+            raw.pre.is_some(),
+        ]
+        .iter()
+        .filter(|m| **m)
+        .count();
         if methods != 1 {
             self.at(
                 span,
@@ -858,7 +897,11 @@ impl Checker<'_> {
             DEFAULT_HOOK_TIMEOUT,
         );
         Quiesce::Commands {
-            pre: raw.pre.as_ref().map(|p| p.get_ref().clone()).unwrap_or_default(),
+            pre: raw
+                .pre
+                .as_ref()
+                .map(|p| p.get_ref().clone())
+                .unwrap_or_default(),
             post: raw.post.as_ref().map(|p| p.get_ref().clone()),
             timeout,
         }
@@ -875,7 +918,12 @@ impl Checker<'_> {
             Some(text) => match parse_duration(text.get_ref()) {
                 Ok(d) => Some(d),
                 Err(e) => {
-                    self.on(text, fallback.clone(), &format!("{key}.keep_within"), e.to_string());
+                    self.on(
+                        text,
+                        fallback.clone(),
+                        &format!("{key}.keep_within"),
+                        e.to_string(),
+                    );
                     None
                 }
             },

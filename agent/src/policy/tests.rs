@@ -38,7 +38,10 @@ fn the_documented_example_parses() {
         policy.repository.credentials,
         Credentials::PasswordFile("/etc/bunker/password".into())
     );
-    assert_eq!(policy.metrics.listen, Some("127.0.0.1:9817".parse().unwrap()));
+    assert_eq!(
+        policy.metrics.listen,
+        Some("127.0.0.1:9817".parse().unwrap())
+    );
     assert_eq!(policy.sources.len(), 3);
 
     let app = policy.source("app-data").unwrap();
@@ -65,7 +68,9 @@ fn the_documented_example_parses() {
     assert_eq!(retention.keep_hourly, Some(24));
     assert_eq!(retention.keep_daily, Some(14));
     assert!(db.verify.is_some());
-    assert!(matches!(&db.kind, SourceKind::Command { command, .. } if command == "pg_dump -Fc orders"));
+    assert!(
+        matches!(&db.kind, SourceKind::Command { command, .. } if command == "pg_dump -Fc orders")
+    );
 }
 
 #[test]
@@ -95,7 +100,10 @@ retention = { keep_last = 3 }
     let shown = policy.effective_toml();
     assert!(shown.contains("node_modules"), "{shown}");
     assert!(shown.contains("0 */2 * * *"), "{shown}");
-    assert!(Policy::parse(shown, "shown").is_ok(), "the shown policy parses again");
+    assert!(
+        Policy::parse(shown, "shown").is_ok(),
+        "the shown policy parses again"
+    );
 }
 
 fn errors(text: &str) -> Vec<PolicyError> {
@@ -138,9 +146,16 @@ forget = true
         "{found:#?}"
     );
     assert!(found[1].message.contains("outside 0..=59"));
-    assert!(found[3].message.contains("does not apply to a command source"));
+    assert!(
+        found[3]
+            .message
+            .contains("does not apply to a command source")
+    );
     let shown = Policy::parse(text, "p.toml").unwrap_err().to_string();
-    assert!(shown.starts_with("p.toml: line 8, column 9: source[1].paths: "), "{shown}");
+    assert!(
+        shown.starts_with("p.toml: line 8, column 9: source[1].paths: "),
+        "{shown}"
+    );
 }
 
 #[test]
@@ -174,7 +189,10 @@ fn missing_pieces_are_reported() {
     let found = errors(
         "[repository]\nurl=\"/r\"\npassword_file=\"/p\"\n[[source]]\nname=\"v\"\ntemplate=\"nope\"\n",
     );
-    let unknown = found.iter().find(|e| e.key == "source[1].template").unwrap();
+    let unknown = found
+        .iter()
+        .find(|e| e.key == "source[1].template")
+        .unwrap();
     assert!(unknown.message.contains("unknown template"), "{found:?}");
     assert_eq!(unknown.line, 6);
 }
@@ -182,8 +200,14 @@ fn missing_pieces_are_reported() {
 #[test]
 fn durations() {
     assert_eq!(parse_policy_duration("90s"), Ok(Duration::from_secs(90)));
-    assert_eq!(parse_policy_duration("1h30m"), Ok(Duration::from_secs(5400)));
-    assert_eq!(parse_policy_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+    assert_eq!(
+        parse_policy_duration("1h30m"),
+        Ok(Duration::from_secs(5400))
+    );
+    assert_eq!(
+        parse_policy_duration("7d"),
+        Ok(Duration::from_secs(7 * 86_400))
+    );
     assert!(parse_policy_duration("10").is_err());
     assert!(parse_policy_duration("h").is_err());
     assert!(parse_policy_duration("5x").is_err());

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use anyhow::Result;
 use bunker_agent::Cancel;
-use bunker_agent::backup::{BackupOptions, backup};
+use bunker_agent::backup::{BackupOptions, StreamOptions, backup, backup_command, backup_stream};
 use bunker_agent::platform;
 use serde_json::json;
 
@@ -16,13 +16,40 @@ pub fn run(global: &GlobalOptions, args: &BackupArgs, cancel: &Cancel) -> Result
     let tags = parse_tags(&args.tags)?;
     let time = args.time.as_deref().map(parse_time).transpose()?;
     let repository = repo::open(global)?;
+    let host = args.host.clone().unwrap_or_else(platform::hostname);
+    let stream = StreamOptions {
+        name: args.stdin_filename.clone(),
+        host: host.clone(),
+        username: platform::username(),
+        tags: tags.clone(),
+        time,
+        ..StreamOptions::default()
+    };
+    let outcome = if args.stdin {
+        backup_stream(&repository, std::io::stdin().lock(), &stream, cancel)?
+    } else if let Some(command) = &args.stdin_from_command {
+        backup_command(&repository, command, &[], &stream, cancel)?
+    } else {
+        backup_paths(&repository, args, host, tags, time, cancel)?
+    };
+    report(global, &outcome)
+}
+
+fn backup_paths(
+    repository: &bunker_repo_format::Repository,
+    args: &BackupArgs,
+    host: String,
+    tags: Vec<(String, String)>,
+    time: Option<bunker_repo_format::tree::Timestamp>,
+    cancel: &Cancel,
+) -> Result<bunker_agent::backup::BackupOutcome> {
     let parent = match &args.parent {
         Some(spec) => Some(repository.resolve_snapshot(spec)?.0),
         None => None,
     };
     let options = BackupOptions {
         paths: args.paths.clone(),
-        host: args.host.clone().unwrap_or_else(platform::hostname),
+        host,
         username: platform::username(),
         tags,
         time,
@@ -30,7 +57,10 @@ pub fn run(global: &GlobalOptions, args: &BackupArgs, cancel: &Cancel) -> Result
         parent,
         with_atime: args.with_atime,
     };
-    let outcome = backup(&repository, &options, cancel)?;
+    Ok(backup(repository, &options, cancel)?)
+}
+
+fn report(global: &GlobalOptions, outcome: &bunker_agent::backup::BackupOutcome) -> Result<u8> {
     let mut err = std::io::stderr().lock();
     for entry in &outcome.unreadable {
         writeln!(err, "bunker: could not read {entry}")?;

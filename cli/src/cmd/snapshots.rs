@@ -14,12 +14,18 @@ use crate::{exit, repo};
 pub fn run(global: &GlobalOptions, args: &SnapshotsArgs) -> Result<u8> {
     let wanted_tags = parse_tags(&args.tags)?;
     let repository = repo::open(global)?;
-    let snapshots: Vec<_> = repository
+    let mut snapshots: Vec<_> = repository
         .load_snapshots()?
         .into_iter()
         .filter(|(_, s)| args.host.as_ref().is_none_or(|h| &s.host == h))
         .filter(|(_, s)| wanted_tags.iter().all(|t| s.tags.contains(t)))
         .collect();
+    if let Some(latest) = args.latest {
+        // Oldest first: keep the tail.
+        snapshots.sort_by_key(|(_, s)| s.time);
+        let skip = snapshots.len().saturating_sub(latest);
+        snapshots.drain(..skip);
+    }
     if global.json {
         let list: Vec<Value> = snapshots
             .iter()
