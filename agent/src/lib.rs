@@ -8,13 +8,16 @@
 //!   without following symlinks, finds the data regions of sparse files, and recreates
 //!   special files, symlinks, ownership, permissions, extended attributes and timestamps.
 //! - [`policy`] reads the agent's policy file; [`schedule`] evaluates its cron schedules.
+//! - [`job`] runs one policy source: hooks, [`quiesce`] (freeze, commands), backup, retention.
 //! - [`Cancel`] lets a signal handler stop a long operation at a safe point.
 
 pub mod backup;
 mod cancel;
+pub mod job;
 pub mod navigate;
 pub mod platform;
 pub mod policy;
+pub mod quiesce;
 pub mod restore;
 pub mod schedule;
 

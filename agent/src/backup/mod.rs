@@ -47,6 +47,10 @@ pub struct BackupOptions {
     /// directories, so recording them makes every backup write new tree blobs. Without
     /// them a restore sets each entry's access time to its modification time.
     pub with_atime: bool,
+    /// How consistent the source is (set by the agent's quiesce step).
+    pub consistency: ConsistencyLevel,
+    /// What the quiesce step did.
+    pub consistency_detail: String,
 }
 
 /// A finished backup.
@@ -188,8 +192,8 @@ pub fn backup(
         parent,
         tree,
         source_kind: SourceKind::Files,
-        consistency: ConsistencyLevel::None,
-        consistency_detail: String::new(),
+        consistency: options.consistency,
+        consistency_detail: options.consistency_detail.clone(),
         excludes: excludes.patterns().to_vec(),
         summary,
         errors,

@@ -56,6 +56,7 @@ fn backup_paths(
         excludes: args.excludes.clone(),
         parent,
         with_atime: args.with_atime,
+        ..BackupOptions::default()
     };
     Ok(backup(repository, &options, cancel)?)
 }

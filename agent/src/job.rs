@@ -1,0 +1,378 @@
+//! One run of a policy source: hooks, quiesce, backup, release, retention.
+//!
+//! The order is fixed:
+//! 1. the `pre` hook; if it fails nothing is backed up (the `post` hook still runs);
+//! 2. the quiesce step (freeze, or the application's own commands); if it fails the backup
+//!    still runs, recorded as crash-consistent with the reason;
+//! 3. the backup, cancelled when the source's timeout passes;
+//! 4. the release (thaw, or the quiesce `post` command), whatever happened in 3;
+//! 5. the `post` hook, whatever happened before;
+//! 6. retention (`forget` of this source's snapshots), only when the policy asks for it.
+
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bunker_repo_format::retention::{self, GroupBy};
+use bunker_repo_format::snapshot::{ConsistencyLevel, Summary};
+use bunker_repo_format::tree::Timestamp;
+use bunker_repo_format::{Repository, SnapshotId};
+
+use crate::backup::{BackupOptions, StreamOptions, backup, backup_command};
+use crate::cancel::Cancel;
+use crate::policy::{Quiesce, Source, SourceKind};
+use crate::quiesce::{self, HookRun, WatchdogCommand};
+
+/// Who runs the job and with what.
+#[derive(Debug, Clone)]
+pub struct JobContext {
+    /// Host name for snapshots.
+    pub host: String,
+    /// User name for snapshots.
+    pub username: String,
+    /// How to start a thaw watchdog (none: rely on the in-process thaw only).
+    pub watchdog: Option<WatchdogCommand>,
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// A snapshot was written.
+    Succeeded,
+    /// No snapshot: the reason.
+    Failed(String),
+    /// Stopped by a shutdown or its timeout before the snapshot was written.
+    Cancelled(String),
+}
+
+/// What a job did: the audit record of one run.
+#[derive(Debug, Clone)]
+pub struct JobReport {
+    /// The source's name.
+    pub source: String,
+    /// `paths`, `volume` or `command`.
+    pub kind: &'static str,
+    /// When it started.
+    pub started: Timestamp,
+    /// How long it took, hooks included.
+    pub duration: Duration,
+    /// How it ended.
+    pub outcome: JobOutcome,
+    /// The snapshot written, if any.
+    pub snapshot: Option<SnapshotId>,
+    /// Its summary.
+    pub summary: Option<Summary>,
+    /// The consistency recorded.
+    pub consistency: ConsistencyLevel,
+    /// What the quiesce step did.
+    pub consistency_detail: String,
+    /// Every hook and quiesce command run, in order.
+    pub hooks: Vec<HookRun>,
+    /// Snapshots removed by retention.
+    pub forgotten: Vec<SnapshotId>,
+    /// Problems that did not fail the job (post hook, retention, unreadable files).
+    pub warnings: Vec<String>,
+}
+
+impl JobReport {
+    /// True when a snapshot was written.
+    pub fn succeeded(&self) -> bool {
+        self.outcome == JobOutcome::Succeeded
+    }
+}
+
+/// Environment every hook gets.
+fn hook_env(source: &Source, phase: &str) -> Vec<(String, String)> {
+    vec![
+        ("BUNKER_SOURCE".into(), source.name.clone()),
+        ("BUNKER_PHASE".into(), phase.into()),
+    ]
+}
+
+/// What the quiesce step left to undo.
+enum Quiesced {
+    Nothing,
+    Frozen(quiesce::Frozen),
+    Commands {
+        post: Option<String>,
+        timeout: Duration,
+    },
+}
+
+/// Runs `source` once into `repo`. Never panics on a failing step: the report says what
+/// happened. `cancel` is the agent's shutdown flag.
+pub fn run_job(
+    repo: &Repository,
+    source: &Source,
+    context: &JobContext,
+    cancel: &Cancel,
+) -> JobReport {
+    let clock = Instant::now();
+    let mut report = JobReport {
+        source: source.name.clone(),
+        kind: source.kind.name(),
+        started: Timestamp::now(),
+        duration: Duration::ZERO,
+        outcome: JobOutcome::Failed(String::new()),
+        snapshot: None,
+        summary: None,
+        consistency: ConsistencyLevel::Crash,
+        consistency_detail: String::new(),
+        hooks: Vec::new(),
+        forgotten: Vec::new(),
+        warnings: Vec::new(),
+    };
+    // The job's own flag: set by the shutdown flag or by the timeout.
+    let job_cancel = Cancel::new();
+    let (done, finished) = mpsc::channel::<()>();
+    let watcher = {
+        let job_cancel = job_cancel.clone();
+        let shutdown = cancel.clone();
+        let timeout = source.timeout;
+        thread::spawn(move || {
+            let started = Instant::now();
+            loop {
+                match finished.recv_timeout(Duration::from_millis(100)) {
+                    Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => return false,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                }
+                if shutdown.is_cancelled() {
+                    job_cancel.cancel();
+                    return false;
+                }
+                if started.elapsed() >= timeout {
+                    job_cancel.cancel();
+                    return true;
+                }
+            }
+        })
+    };
+
+    let outcome = run_steps(repo, source, context, &job_cancel, &mut report);
+    let _ = done.send(());
+    let timed_out = watcher.join().unwrap_or(false);
+    report.outcome = match outcome {
+        Ok(()) => JobOutcome::Succeeded,
+        Err(reason) if job_cancel.is_cancelled() => JobOutcome::Cancelled(if timed_out {
+            format!("timed out after {:?}: {reason}", source.timeout)
+        } else {
+            format!("shut down: {reason}")
+        }),
+        Err(reason) => JobOutcome::Failed(reason),
+    };
+    if report.succeeded() && source.forget {
+        forget(repo, source, context, &mut report);
+    }
+    report.duration = clock.elapsed();
+    report
+}
+
+fn run_steps(
+    repo: &Repository,
+    source: &Source,
+    context: &JobContext,
+    cancel: &Cancel,
+    report: &mut JobReport,
+) -> Result<(), String> {
+    if let Some(pre) = &source.hooks.pre {
+        let run = quiesce::run_hook(pre, &hook_env(source, "pre"), source.hooks.timeout);
+        let ok = run.succeeded();
+        let described = run.describe();
+        report.hooks.push(run);
+        if !ok {
+            run_post_hook(source, report);
+            return Err(format!("pre {described}; nothing was backed up"));
+        }
+    }
+    let quiesced = begin_quiesce(source, context, report);
+    let result = back_up(repo, source, context, cancel, report);
+    end_quiesce(quiesced, source, report);
+    run_post_hook(source, report);
+    result
+}
+
+fn run_post_hook(source: &Source, report: &mut JobReport) {
+    if let Some(post) = &source.hooks.post {
+        let run = quiesce::run_hook(post, &hook_env(source, "post"), source.hooks.timeout);
+        if !run.succeeded() {
+            report.warnings.push(format!("post {}", run.describe()));
+        }
+        report.hooks.push(run);
+    }
+}
+
+fn begin_quiesce(source: &Source, context: &JobContext, report: &mut JobReport) -> Quiesced {
+    match &source.quiesce {
+        Quiesce::None => {
+            if let SourceKind::Command { .. } = source.kind {
+                report.consistency = ConsistencyLevel::Application;
+                report.consistency_detail = "the application's own dump".into();
+            } else {
+                report.consistency_detail = "no quiesce step configured".into();
+            }
+            Quiesced::Nothing
+        }
+        Quiesce::Fsfreeze(mount) => {
+            match quiesce::freeze(mount, source.timeout, context.watchdog.as_ref()) {
+                Ok(frozen) => {
+                    report.consistency = ConsistencyLevel::Application;
+                    report.consistency_detail = format!("fsfreeze {}", mount.display());
+                    Quiesced::Frozen(frozen)
+                }
+                Err(e) => {
+                    report.consistency_detail = format!("quiesce failed: {e}");
+                    report.warnings.push(report.consistency_detail.clone());
+                    Quiesced::Nothing
+                }
+            }
+        }
+        Quiesce::BtrfsSnapshot(subvolume) => {
+            report.consistency_detail = format!(
+                "quiesce failed: btrfs snapshots of {} are not supported by this agent yet",
+                subvolume.display()
+            );
+            report.warnings.push(report.consistency_detail.clone());
+            Quiesced::Nothing
+        }
+        Quiesce::Commands { pre, post, timeout } => {
+            let run = quiesce::run_hook(pre, &hook_env(source, "quiesce"), *timeout);
+            let ok = run.succeeded();
+            report.consistency_detail = if ok {
+                format!("quiesce command {pre:?}")
+            } else {
+                format!("quiesce failed: {}", run.describe())
+            };
+            if !ok {
+                report.warnings.push(report.consistency_detail.clone());
+            }
+            report.hooks.push(run);
+            if ok {
+                report.consistency = ConsistencyLevel::Application;
+            }
+            // Release even after a failed quiesce command: it may have half-succeeded.
+            Quiesced::Commands {
+                post: post.clone(),
+                timeout: *timeout,
+            }
+        }
+    }
+}
+
+fn end_quiesce(quiesced: Quiesced, source: &Source, report: &mut JobReport) {
+    match quiesced {
+        Quiesced::Nothing => {}
+        Quiesced::Frozen(frozen) => {
+            if let Err(e) = frozen.thaw() {
+                report.warnings.push(e.to_string());
+            }
+        }
+        Quiesced::Commands { post, timeout } => {
+            if let Some(post) = post {
+                let run = quiesce::run_hook(&post, &hook_env(source, "release"), timeout);
+                if !run.succeeded() {
+                    report.warnings.push(format!("release {}", run.describe()));
+                }
+                report.hooks.push(run);
+            }
+        }
+    }
+}
+
+fn back_up(
+    repo: &Repository,
+    source: &Source,
+    context: &JobContext,
+    cancel: &Cancel,
+    report: &mut JobReport,
+) -> Result<(), String> {
+    let tags: Vec<(String, String)> = source
+        .tags
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let outcome = match &source.kind {
+        SourceKind::Paths { paths, excludes } => {
+            let options = BackupOptions {
+                paths: paths.clone(),
+                host: context.host.clone(),
+                username: context.username.clone(),
+                tags,
+                excludes: excludes.clone(),
+                consistency: report.consistency,
+                consistency_detail: report.consistency_detail.clone(),
+                ..BackupOptions::default()
+            };
+            backup(repo, &options, cancel)
+        }
+        SourceKind::Command { command, env } => {
+            let options = StreamOptions {
+                name: source.name.clone(),
+                host: context.host.clone(),
+                username: context.username.clone(),
+                tags,
+                time: None,
+                consistency: report.consistency,
+                consistency_detail: report.consistency_detail.clone(),
+            };
+            let env: Vec<(String, String)> =
+                env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            backup_command(repo, command, &env, &options, cancel)
+        }
+        SourceKind::Volume { device } => {
+            return Err(format!(
+                "volume sources ({}) need the volume backup of this agent build",
+                device.display()
+            ));
+        }
+    };
+    match outcome {
+        Ok(outcome) => {
+            for entry in &outcome.unreadable {
+                report.warnings.push(format!("could not read {entry}"));
+            }
+            report.snapshot = Some(outcome.id);
+            report.summary = Some(outcome.snapshot.summary);
+            Ok(())
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Applies the source's retention to its own snapshots of this host.
+fn forget(repo: &Repository, source: &Source, context: &JobContext, report: &mut JobReport) {
+    let Some(policy) = &source.retention else {
+        return;
+    };
+    let tag = ("source".to_owned(), source.name.clone());
+    let result = (|| -> Result<Vec<SnapshotId>, bunker_repo_format::Error> {
+        repo.check_features(bunker_repo_format::config::Operation::Prune)?;
+        let mut mine = Vec::new();
+        for id in repo.list_snapshot_ids()? {
+            // Unreadable snapshots are left alone; `check` reports them.
+            if let Ok(snapshot) = repo.load_snapshot(&id)
+                && snapshot.host == context.host
+                && snapshot.tags.contains(&tag)
+            {
+                mine.push((id, snapshot));
+            }
+        }
+        let by_host = GroupBy {
+            host: true,
+            paths: false,
+            tags: false,
+        };
+        let groups = retention::apply(&mine, policy, by_host, Timestamp::now())?;
+        let mut removed = Vec::new();
+        for decision in groups.iter().flat_map(|g| g.removed()) {
+            repo.delete_snapshot(&decision.id)?;
+            removed.push(decision.id);
+        }
+        Ok(removed)
+    })();
+    match result {
+        Ok(removed) => report.forgotten = removed,
+        Err(e) => report
+            .warnings
+            .push(format!("retention was not applied: {e}")),
+    }
+}
