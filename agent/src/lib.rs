@@ -9,10 +9,12 @@
 //!   special files, symlinks, ownership, permissions, extended attributes and timestamps.
 //! - [`policy`] reads the agent's policy file; [`schedule`] evaluates its cron schedules.
 //! - [`job`] runs one policy source: hooks, [`quiesce`] (freeze, commands), backup, retention.
+//! - [`daemon`] schedules sources (`bunker-agent run`), keeps state, journal and metrics.
 //! - [`Cancel`] lets a signal handler stop a long operation at a safe point.
 
 pub mod backup;
 mod cancel;
+pub mod daemon;
 pub mod job;
 pub mod navigate;
 pub mod platform;

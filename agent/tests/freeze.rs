@@ -32,14 +32,14 @@ impl LoopMount {
             eprintln!("SKIPPED: freeze tests need root, mkfs.ext4 and loop mounts");
             return None;
         }
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("freeze test setup");
         let image = dir.path().join("fs.img");
         let mount = dir.path().join("mnt");
-        std::fs::create_dir(&mount).unwrap();
+        std::fs::create_dir(&mount).expect("freeze test setup");
         std::fs::File::create(&image)
-            .unwrap()
+            .expect("freeze test setup")
             .set_len(64 << 20)
-            .unwrap();
+            .expect("freeze test setup");
         run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&image));
         run(Command::new("mount")
             .args(["-o", "loop"])
@@ -58,7 +58,7 @@ impl Drop for LoopMount {
 }
 
 fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap();
+    let out = cmd.output().expect("freeze test setup");
     assert!(
         out.status.success(),
         "{cmd:?}: {}",
@@ -73,14 +73,14 @@ fn writer(path: &Path) -> Child {
         .arg(format!("echo data > '{}' && sync", path.display()))
         .stdout(Stdio::null())
         .spawn()
-        .unwrap()
+        .expect("freeze test setup")
 }
 
 /// True when `child` finishes within `limit`.
 fn finishes_within(child: &mut Child, limit: Duration) -> bool {
     let start = Instant::now();
     while start.elapsed() < limit {
-        if child.try_wait().unwrap().is_some() {
+        if child.try_wait().expect("freeze test setup").is_some() {
             return true;
         }
         thread::sleep(Duration::from_millis(20));

@@ -77,6 +77,26 @@ pub enum Command {
     /// Print a repository object as JSON.
     #[command(subcommand)]
     Cat(CatCommand),
+    /// Validate or show a `bunker-agent` policy file.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+/// `bunker policy`.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Check a policy file; every problem is reported with its line and key.
+    Check {
+        /// The policy file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Print the effective policy: every template applied.
+    Show {
+        /// The policy file.
+        #[arg(value_name = "FILE", default_value = bunker_agent::policy::DEFAULT_POLICY_PATH)]
+        file: PathBuf,
+    },
 }
 
 /// `bunker init`.

@@ -17,6 +17,10 @@ pub const PARTIAL_BACKUP: u8 = 3;
 pub const DAMAGE_FOUND: u8 = 4;
 /// The restore finished, but some files could not be restored.
 pub const RESTORE_INCOMPLETE: u8 = 5;
+/// `bunker-agent run --once`: at least one job wrote no snapshot.
+pub const JOB_FAILED: u8 = 6;
+/// The policy file is invalid (`policy check`, `bunker-agent`).
+pub const POLICY_INVALID: u8 = 7;
 /// There is no repository at the given location.
 pub const NO_REPOSITORY: u8 = 10;
 /// No key slot opens with the password.
@@ -60,6 +64,11 @@ pub fn classify(error: &anyhow::Error) -> Outcome {
                 BackupError::Repository(e) => repository_code(e),
                 _ => FATAL,
             }
+        } else if cause
+            .downcast_ref::<bunker_agent::policy::PolicyErrors>()
+            .is_some()
+        {
+            POLICY_INVALID
         } else if let Some(e) = cause.downcast_ref::<RestoreError>() {
             match e {
                 RestoreError::Interrupted => INTERRUPTED,

@@ -7,6 +7,7 @@ mod forget;
 mod init;
 mod key;
 mod ls;
+mod policy;
 pub(crate) mod prune;
 mod repair;
 mod restore;
@@ -35,6 +36,7 @@ pub fn run(cli: Cli, cancel: &Cancel) -> Result<u8> {
         Command::Repair(command) => repair::run(global, command),
         Command::Key(command) => key::run(global, command),
         Command::Cat(command) => cat::run(global, command),
+        Command::Policy(command) => policy::run(global, command),
     }
 }
 

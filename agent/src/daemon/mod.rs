@@ -1,0 +1,438 @@
+//! `bunker-agent run`: the scheduler that runs policy sources on their schedules.
+//!
+//! - A source runs when its next schedule slot (after the last slot it ran) plus its jitter
+//!   has passed. The jitter is a fixed offset per host and source, so a fleet spreads out
+//!   the same way every hour.
+//! - A slot missed while the agent was down is caught up **once** at start, however many
+//!   slots were missed. On the very first start nothing is caught up.
+//! - A source never overlaps itself: a slot that comes while its previous run is still going
+//!   is skipped and counted.
+//! - On shutdown no new run starts; running jobs get `shutdown_timeout` to finish, then are
+//!   cancelled at their next safe point (no snapshot is written; a freeze is thawed).
+//!
+//! After every run the state file, the journal (`jobs.jsonl`) and the metrics are updated.
+
+pub mod metrics;
+pub mod state;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use bunker_repo_format::Repository;
+use jiff::Zoned;
+use jiff::tz::TimeZone;
+use serde_json::{Value, json};
+
+use crate::cancel::Cancel;
+use crate::job::{JobContext, JobOutcome, JobReport, run_job};
+use crate::policy::{Policy, Source};
+use state::{AgentState, append_journal};
+
+/// Opens the repository for a job (a fresh handle per run sees the newest index).
+pub type OpenRepository = dyn Fn() -> Result<Repository, String> + Send + Sync;
+
+/// Where log lines go (stderr under systemd, captured by the journal).
+pub type Log = dyn Fn(&str) + Send + Sync;
+
+/// Everything the scheduler needs.
+pub struct Agent {
+    /// The policy.
+    pub policy: Policy,
+    /// Host, user and watchdog for jobs.
+    pub context: JobContext,
+    /// Opens the repository.
+    pub open_repository: Arc<OpenRepository>,
+    /// Logs a line.
+    pub log: Arc<Log>,
+    /// The text the metrics endpoint serves ([`new_metrics_text`]).
+    pub metrics_text: metrics::Shared,
+}
+
+/// Why the agent could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The state directory is unusable.
+    #[error("state directory {}: {source}", path.display())]
+    State {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A named source does not exist.
+    #[error("no source named {0:?} in the policy")]
+    UnknownSource(String),
+    /// The metrics endpoint could not listen.
+    #[error("metrics cannot listen on {address}: {source}")]
+    Metrics {
+        /// The address.
+        address: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The configured time zone is unknown.
+    #[error("time zone: {0}")]
+    TimeZone(String),
+}
+
+impl Agent {
+    fn time_zone(&self) -> Result<TimeZone, AgentError> {
+        match &self.policy.agent.time_zone {
+            Some(name) => TimeZone::get(name).map_err(|e| AgentError::TimeZone(e.to_string())),
+            None => Ok(TimeZone::system()),
+        }
+    }
+
+    fn state_dir(&self) -> Result<PathBuf, AgentError> {
+        let dir = self.policy.agent.state_dir.clone();
+        std::fs::create_dir_all(&dir).map_err(|source| AgentError::State {
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(dir)
+    }
+
+    /// Runs the named sources now (all sources that are due, or never ran, when `names`
+    /// is empty), one after another, and returns their reports.
+    pub fn run_once(
+        &self,
+        names: &[String],
+        cancel: &Cancel,
+    ) -> Result<Vec<JobReport>, AgentError> {
+        let dir = self.state_dir()?;
+        let tz = self.time_zone()?;
+        let mut state = AgentState::load(&dir);
+        let now = Zoned::now().with_time_zone(tz);
+        let chosen: Vec<&Source> = if names.is_empty() {
+            self.policy
+                .sources
+                .iter()
+                .filter(
+                    |s| match state.sources.get(&s.name).and_then(|st| st.last_slot) {
+                        None => true,
+                        Some(last) => next_slot(s, last, &now)
+                            .is_some_and(|slot| slot <= now.timestamp().as_second()),
+                    },
+                )
+                .collect()
+        } else {
+            names
+                .iter()
+                .map(|n| {
+                    self.policy
+                        .source(n)
+                        .ok_or_else(|| AgentError::UnknownSource(n.clone()))
+                })
+                .collect::<Result<_, _>>()?
+        };
+        let mut reports = Vec::new();
+        for source in chosen {
+            if cancel.is_cancelled() {
+                break;
+            }
+            if let Some(latest) = latest_slot(source, None, &now) {
+                state.source(&source.name).last_slot = Some(latest);
+            }
+            let report = self.run_source(source, cancel);
+            self.finish(&dir, &mut state, &report, &[]);
+            reports.push(report);
+        }
+        Ok(reports)
+    }
+
+    fn run_source(&self, source: &Source, cancel: &Cancel) -> JobReport {
+        (self.log)(&format!(
+            "{}: starting ({})",
+            source.name,
+            source.kind.name()
+        ));
+        match (self.open_repository)() {
+            Ok(repo) => run_job(&repo, source, &self.context, cancel),
+            Err(e) => JobReport {
+                source: source.name.clone(),
+                kind: source.kind.name(),
+                started: bunker_repo_format::tree::Timestamp::now(),
+                duration: Duration::ZERO,
+                outcome: JobOutcome::Failed(format!("cannot open the repository: {e}")),
+                snapshot: None,
+                summary: None,
+                consistency: bunker_repo_format::snapshot::ConsistencyLevel::None,
+                consistency_detail: String::new(),
+                hooks: Vec::new(),
+                forgotten: Vec::new(),
+                warnings: Vec::new(),
+            },
+        }
+    }
+
+    /// Records a finished job: state, journal, metrics, log.
+    fn finish(
+        &self,
+        dir: &std::path::Path,
+        state: &mut AgentState,
+        report: &JobReport,
+        running: &[String],
+    ) {
+        let finished = jiff::Timestamp::now().as_second();
+        state.record(report, finished);
+        (self.log)(&describe(report));
+        for warning in &report.warnings {
+            (self.log)(&format!("{}: warning: {warning}", report.source));
+        }
+        if let Err(e) = state.save(dir) {
+            (self.log)(&format!(
+                "cannot save the agent state in {}: {e}",
+                dir.display()
+            ));
+        }
+        if let Err(e) = append_journal(dir, &report_json(report)) {
+            (self.log)(&format!(
+                "cannot append to the job journal in {}: {e}",
+                dir.display()
+            ));
+        }
+        self.publish(state, running);
+    }
+
+    fn publish(&self, state: &AgentState, running: &[String]) {
+        let text = metrics::render(state, running);
+        if let Some(path) = &self.policy.metrics.textfile
+            && let Err(e) = metrics::write_textfile(path, &text)
+        {
+            (self.log)(&format!("cannot write metrics to {}: {e}", path.display()));
+        }
+        if let Ok(mut shared) = self.metrics_text.lock() {
+            *shared = text;
+        }
+    }
+}
+
+impl Agent {
+    /// Runs until `shutdown` is set, then shuts down gracefully.
+    pub fn run(self: &Arc<Self>, shutdown: &Cancel) -> Result<(), AgentError> {
+        let dir = self.state_dir()?;
+        let tz = self.time_zone()?;
+        if let Some(address) = self.policy.metrics.listen {
+            let bound = metrics::serve(address, Arc::clone(&self.metrics_text))
+                .map_err(|source| AgentError::Metrics { address, source })?;
+            (self.log)(&format!("metrics on http://{bound}/metrics"));
+        }
+        let mut state = AgentState::load(&dir);
+        let start = Zoned::now().with_time_zone(tz.clone());
+        for source in &self.policy.sources {
+            let entry = state.source(&source.name);
+            if entry.last_slot.is_none() {
+                // First start: begin from now, catch nothing up.
+                entry.last_slot = Some(start.timestamp().as_second());
+            }
+        }
+        self.publish(&state, &[]);
+        let jobs_cancel = Cancel::new();
+        let mut running: HashMap<String, JoinHandle<JobReport>> = HashMap::new();
+        (self.log)(&format!(
+            "bunker-agent running {} source(s); state in {}",
+            self.policy.sources.len(),
+            dir.display()
+        ));
+        while !shutdown.is_cancelled() {
+            self.reap(&dir, &mut state, &mut running, false);
+            let now = Zoned::now().with_time_zone(tz.clone());
+            for source in &self.policy.sources {
+                let last = state
+                    .source(&source.name)
+                    .last_slot
+                    .unwrap_or(now.timestamp().as_second());
+                let Some(slot) = next_slot(source, last, &now) else {
+                    continue;
+                };
+                let due =
+                    slot.saturating_add(jitter_offset(&self.context.host, source).as_secs() as i64);
+                if due > now.timestamp().as_second() {
+                    continue;
+                }
+                let latest = latest_slot(source, Some(slot), &now).unwrap_or(slot);
+                state.source(&source.name).last_slot = Some(latest);
+                if running.contains_key(&source.name) {
+                    *state
+                        .source(&source.name)
+                        .runs
+                        .entry("skipped".into())
+                        .or_default() += 1;
+                    (self.log)(&format!(
+                        "{}: slot skipped, the previous run is still going",
+                        source.name
+                    ));
+                    continue;
+                }
+                let agent = Arc::clone(self);
+                let source_for_job = source.clone();
+                let cancel = jobs_cancel.clone();
+                running.insert(
+                    source.name.clone(),
+                    thread::spawn(move || agent.run_source(&source_for_job, &cancel)),
+                );
+                let names: Vec<String> = running.keys().cloned().collect();
+                self.publish(&state, &names);
+            }
+            if let Err(e) = state.save(&dir) {
+                (self.log)(&format!(
+                    "cannot save the agent state in {}: {e}",
+                    dir.display()
+                ));
+            }
+            thread::sleep(Duration::from_millis(250));
+        }
+        // Graceful shutdown: let jobs finish for a while, then cancel them cleanly.
+        if !running.is_empty() {
+            let grace = self.policy.agent.shutdown_timeout;
+            (self.log)(&format!(
+                "shutting down: waiting up to {grace:?} for {} running job(s)",
+                running.len()
+            ));
+            let waited = Instant::now();
+            while !running.is_empty() && waited.elapsed() < grace {
+                self.reap(&dir, &mut state, &mut running, false);
+                thread::sleep(Duration::from_millis(100));
+            }
+            if !running.is_empty() {
+                (self.log)("cancelling the jobs still running");
+                jobs_cancel.cancel();
+                self.reap(&dir, &mut state, &mut running, true);
+            }
+        }
+        (self.log)("bunker-agent stopped");
+        Ok(())
+    }
+
+    /// Collects finished jobs (all of them, waiting, when `wait`).
+    fn reap(
+        &self,
+        dir: &std::path::Path,
+        state: &mut AgentState,
+        running: &mut HashMap<String, JoinHandle<JobReport>>,
+        wait: bool,
+    ) {
+        let done: Vec<String> = running
+            .iter()
+            .filter(|(_, handle)| wait || handle.is_finished())
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in done {
+            let Some(handle) = running.remove(&name) else {
+                continue;
+            };
+            let still: Vec<String> = running.keys().cloned().collect();
+            match handle.join() {
+                Ok(report) => self.finish(dir, state, &report, &still),
+                Err(_) => (self.log)(&format!("{name}: the job thread panicked")),
+            }
+        }
+    }
+}
+
+/// The first slot of `source` after the Unix second `last`, as a Unix second.
+fn next_slot(source: &Source, last: i64, now: &Zoned) -> Option<i64> {
+    let after = jiff::Timestamp::from_second(last)
+        .ok()?
+        .to_zoned(now.time_zone().clone());
+    source
+        .schedule
+        .next_after(&after)
+        .map(|z| z.timestamp().as_second())
+}
+
+/// The newest slot of `source` at or before `now`, searching from the Unix second `from`
+/// (or a year back, whichever is later).
+fn latest_slot(source: &Source, from: Option<i64>, now: &Zoned) -> Option<i64> {
+    let year_ago = now
+        .checked_sub(jiff::SignedDuration::from_hours(24 * 366))
+        .ok()?;
+    let mut at = match from {
+        Some(second) if second > year_ago.timestamp().as_second() => {
+            jiff::Timestamp::from_second(second - 1)
+                .ok()?
+                .to_zoned(now.time_zone().clone())
+        }
+        _ => year_ago,
+    };
+    let mut latest = None;
+    // Step forward slot by slot; bounded so a minutely schedule costs at most ~half a
+    // million steps once, after a year of downtime.
+    for _ in 0..600_000 {
+        match source.schedule.next_after(&at) {
+            Some(next) if next.timestamp() <= now.timestamp() => {
+                latest = Some(next.timestamp().as_second());
+                at = next;
+            }
+            _ => break,
+        }
+    }
+    latest
+}
+
+/// A fixed per-host, per-source delay below the source's jitter.
+pub fn jitter_offset(host: &str, source: &Source) -> Duration {
+    let jitter = source.jitter.as_secs();
+    if jitter == 0 {
+        return Duration::ZERO;
+    }
+    let hash = blake3::hash(format!("{host}\0{}", source.name).as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hash.as_bytes()[..8]);
+    Duration::from_secs(u64::from_le_bytes(first) % jitter)
+}
+
+/// One log line for a finished job.
+pub fn describe(report: &JobReport) -> String {
+    match &report.outcome {
+        JobOutcome::Succeeded => format!(
+            "{}: snapshot {} written in {:.1}s ({}, {})",
+            report.source,
+            report.snapshot.map(|id| id.short()).unwrap_or_default(),
+            report.duration.as_secs_f64(),
+            report.consistency.name(),
+            report.consistency_detail
+        ),
+        JobOutcome::Failed(e) => format!("{}: FAILED: {e}", report.source),
+        JobOutcome::Cancelled(e) => format!("{}: cancelled: {e}", report.source),
+    }
+}
+
+/// The audit record of one job, as JSON.
+pub fn report_json(report: &JobReport) -> Value {
+    let (outcome, error) = match &report.outcome {
+        JobOutcome::Succeeded => ("succeeded", None),
+        JobOutcome::Failed(e) => ("failed", Some(e.as_str())),
+        JobOutcome::Cancelled(e) => ("cancelled", Some(e.as_str())),
+    };
+    json!({
+        "source": report.source,
+        "kind": report.kind,
+        "started": report.started.sec,
+        "duration_s": report.duration.as_secs_f64(),
+        "outcome": outcome,
+        "error": error,
+        "snapshot_id": report.snapshot.map(|id| id.to_hex()),
+        "bytes": report.summary.as_ref().map(|s| s.bytes),
+        "bytes_added": report.summary.as_ref().map(|s| s.bytes_added),
+        "consistency": report.consistency.name(),
+        "consistency_detail": report.consistency_detail,
+        "hooks": report.hooks.iter().map(|h| json!({
+            "command": h.command,
+            "exit_code": h.code,
+            "timed_out": h.timed_out,
+            "duration_s": h.duration.as_secs_f64(),
+            "output": h.output,
+        })).collect::<Vec<_>>(),
+        "forgotten": report.forgotten.iter().map(|id| id.to_hex()).collect::<Vec<_>>(),
+        "warnings": report.warnings,
+    })
+}
+
+/// A shared metrics text for [`Agent`], empty until the first publish.
+pub fn new_metrics_text() -> Arc<Mutex<String>> {
+    Arc::new(Mutex::new(String::new()))
+}

@@ -1,0 +1,216 @@
+//! `bunker-agent`: the per-host daemon that runs the policy file's sources.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use bunker_agent::Cancel;
+use bunker_agent::daemon::{self, Agent, state::AgentState};
+use bunker_agent::job::JobContext;
+use bunker_agent::platform;
+use bunker_agent::policy::{Credentials, DEFAULT_POLICY_PATH, Policy};
+use bunker_agent::quiesce::{self, WatchdogCommand};
+use clap::{Parser, Subcommand};
+use serde_json::{Value, json};
+
+use crate::args::GlobalOptions;
+use crate::{exit, install_signal_handlers, output::print_json, repo};
+
+/// bunker-agent: runs backup policies on their schedules.
+#[derive(Debug, Parser)]
+#[command(name = "bunker-agent", version, about, max_term_width = 100)]
+struct AgentCli {
+    /// The policy file.
+    #[arg(long, short, env = "BUNKER_AGENT_CONFIG", default_value = DEFAULT_POLICY_PATH, global = true)]
+    config: PathBuf,
+    /// Print machine-readable JSON.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: AgentCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentCommand {
+    /// Run the sources on their schedules until SIGTERM; or, with --once, run now and exit.
+    Run {
+        /// Run now and exit with the jobs' status: the named sources, or every source that
+        /// is due (or never ran) when none is named.
+        #[arg(long)]
+        once: bool,
+        /// Sources to run (with --once).
+        #[arg(requires = "once", value_name = "SOURCE")]
+        sources: Vec<String>,
+    },
+    /// Show each source's last run, from the agent's state.
+    Status,
+    /// Thaw a filesystem a crashed run left frozen.
+    Thaw {
+        /// Its mount point.
+        mount: PathBuf,
+    },
+    /// Internal: the thaw watchdog a freeze starts.
+    #[command(name = "__thaw-watchdog", hide = true)]
+    ThawWatchdog { mount: PathBuf, seconds: u64 },
+}
+
+/// Runs `bunker-agent`.
+pub fn main() -> ExitCode {
+    let cli = AgentCli::parse();
+    let cancel = Cancel::new();
+    if !matches!(cli.command, AgentCommand::ThawWatchdog { .. }) {
+        install_signal_handlers(&cancel);
+    }
+    match run(&cli, &cancel) {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            let outcome = exit::classify(&error);
+            if outcome.print {
+                eprintln!("bunker-agent: {error:#}");
+            }
+            outcome.code
+        }
+    }
+}
+
+fn run(cli: &AgentCli, cancel: &Cancel) -> Result<u8> {
+    match &cli.command {
+        AgentCommand::ThawWatchdog { mount, seconds } => {
+            // The watchdog ignores SIGINT/SIGTERM sent to the agent's process group: it
+            // must outlive the agent to do its job.
+            let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, Cancel::new().flag());
+            let _ = signal_hook::flag::register(signal_hook::consts::SIGTERM, Cancel::new().flag());
+            let end = quiesce::watchdog(mount, Duration::from_secs(*seconds), std::io::stdin())?;
+            if end != quiesce::freeze::WatchdogEnd::Dismissed {
+                eprintln!(
+                    "bunker-agent watchdog: thawed {} ({end:?})",
+                    mount.display()
+                );
+            }
+            Ok(exit::OK)
+        }
+        AgentCommand::Thaw { mount } => {
+            quiesce::thaw_mount(mount)?;
+            Ok(exit::OK)
+        }
+        AgentCommand::Status => status(cli),
+        AgentCommand::Run { once, sources } => {
+            let policy = Policy::load(&cli.config)?;
+            let agent = Arc::new(agent(policy, cli.json)?);
+            if *once {
+                let reports = agent.run_once(sources, cancel)?;
+                let failed = reports.iter().filter(|r| !r.succeeded()).count();
+                if cli.json {
+                    print_json(&Value::Array(
+                        reports.iter().map(daemon::report_json).collect(),
+                    ))?;
+                } else if reports.is_empty() {
+                    writeln!(std::io::stdout(), "no source is due")?;
+                }
+                if cancel.is_cancelled() {
+                    return Ok(exit::INTERRUPTED);
+                }
+                Ok(if failed > 0 {
+                    exit::JOB_FAILED
+                } else {
+                    exit::OK
+                })
+            } else {
+                agent.run(cancel)?;
+                Ok(exit::OK)
+            }
+        }
+    }
+}
+
+fn agent(policy: Policy, json: bool) -> Result<Agent> {
+    let host = policy.agent.host.clone().unwrap_or_else(platform::hostname);
+    let global = repository_options(&policy)?;
+    let watchdog = std::env::current_exe().ok().map(|program| WatchdogCommand {
+        program,
+        args: vec!["__thaw-watchdog".into()],
+    });
+    let open = move || repo::open(&global).map_err(|e| format!("{e:#}"));
+    let log = move |line: &str| {
+        if !json {
+            eprintln!("bunker-agent: {line}");
+        }
+    };
+    Ok(Agent {
+        policy,
+        context: JobContext {
+            host,
+            username: platform::username(),
+            watchdog,
+        },
+        open_repository: Arc::new(open),
+        log: Arc::new(log),
+        metrics_text: daemon::new_metrics_text(),
+    })
+}
+
+/// The global options `repo::open` takes, from the policy's `[repository]`.
+fn repository_options(policy: &Policy) -> Result<GlobalOptions> {
+    let mut global = GlobalOptions {
+        repo: Some(policy.repository.url.clone()),
+        password_file: None,
+        password_command: None,
+        json: false,
+    };
+    match &policy.repository.credentials {
+        Credentials::PasswordFile(path) => global.password_file = Some(path.clone()),
+        Credentials::PasswordCommand(command) => global.password_command = Some(command.clone()),
+        Credentials::KeyFile(path) => bail!(
+            "{}: key files are not supported by this build yet; use password_file",
+            path.display()
+        ),
+    }
+    Ok(global)
+}
+
+fn status(cli: &AgentCli) -> Result<u8> {
+    let policy = Policy::load(&cli.config)?;
+    let state = AgentState::load(&policy.agent.state_dir);
+    if cli.json {
+        let list: Vec<Value> = policy
+            .sources
+            .iter()
+            .map(|s| {
+                let st = state.sources.get(&s.name).cloned().unwrap_or_default();
+                json!({
+                    "source": s.name,
+                    "kind": s.kind.name(),
+                    "schedule": s.schedule.expression(),
+                    "state": serde_json::to_value(&st).unwrap_or(Value::Null),
+                })
+            })
+            .collect();
+        print_json(&Value::Array(list))?;
+        return Ok(exit::OK);
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<20}  {:<8}  {:<16}  {:<10}  last success",
+        "source", "kind", "schedule", "last run"
+    )?;
+    for s in &policy.sources {
+        let st = state.sources.get(&s.name).cloned().unwrap_or_default();
+        writeln!(
+            out,
+            "{:<20}  {:<8}  {:<16}  {:<10}  {}",
+            s.name,
+            s.kind.name(),
+            s.schedule.expression(),
+            st.last_outcome.as_deref().unwrap_or("never"),
+            st.last_success
+                .and_then(|t| jiff::Timestamp::from_second(t).ok())
+                .map(|t| t.to_string())
+                .unwrap_or_else(|| "never".into())
+        )?;
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,54 @@
+//! The `bunker` and `bunker-agent` commands. Thin: arguments in, library calls, results out.
+//!
+//! Both binaries are a `main` that calls [`bunker_main`] or [`agent_main`]; they share the
+//! repository opening, password handling, output and exit-code modules here.
+
+mod agent_cli;
+mod args;
+mod cmd;
+mod exit;
+mod output;
+mod password;
+mod repo;
+
+use std::process::ExitCode;
+
+use bunker_agent::Cancel;
+use clap::Parser;
+
+/// First SIGINT/SIGTERM: stop at the next safe point (exit 130). Second: exit at once.
+fn install_signal_handlers(cancel: &Cancel) {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    for signal in [SIGINT, SIGTERM] {
+        // Registration order matters: the shutdown check runs before the flag is set, so
+        // only a signal that finds the flag already set exits immediately.
+        let _ = signal_hook::flag::register_conditional_shutdown(
+            signal,
+            i32::from(exit::INTERRUPTED),
+            cancel.flag(),
+        );
+        let _ = signal_hook::flag::register(signal, cancel.flag());
+    }
+}
+
+/// `bunker`.
+pub fn bunker_main() -> ExitCode {
+    let cli = args::Cli::parse();
+    let cancel = Cancel::new();
+    install_signal_handlers(&cancel);
+    match cmd::run(cli, &cancel) {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            let outcome = exit::classify(&error);
+            if outcome.print {
+                eprintln!("bunker: {error:#}");
+            }
+            outcome.code
+        }
+    }
+}
+
+/// `bunker-agent`.
+pub fn agent_main() -> ExitCode {
+    agent_cli::main()
+}

@@ -1,0 +1,460 @@
+//! `bunker-agent` and `bunker policy` end to end: policy validation, `run --once` with hooks,
+//! a command source and retention, the scheduler's catch-up and graceful shutdown, metrics,
+//! and the freeze watchdog surviving a `kill -9` of the agent.
+
+mod common;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn agent_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_bunker-agent"))
+}
+
+/// A test repository plus a policy file around it.
+struct Setup {
+    t: TestDir,
+    b: Bunker,
+    state: PathBuf,
+    policy: PathBuf,
+}
+
+impl Setup {
+    fn new(sources: &str) -> Setup {
+        let t = TestDir::new();
+        let b = t.bunker();
+        b.init();
+        let password = t.join("password");
+        fs::write(&password, format!("{PASSWORD}\n")).expect("write the password file");
+        let state = t.join("state");
+        let policy = t.join("agent.toml");
+        let text = format!(
+            "[agent]\nhost = \"web-1\"\nstate_dir = \"{}\"\nshutdown_timeout = \"30s\"\n\n\
+             [repository]\nurl = \"{}\"\npassword_file = \"{}\"\n\n\
+             [metrics]\ntextfile = \"{}\"\n\n{sources}",
+            state.display(),
+            b.repo().display(),
+            password.display(),
+            t.join("metrics/bunker.prom").display(),
+        );
+        fs::write(&policy, text).expect("write the policy");
+        Setup {
+            t,
+            b,
+            state,
+            policy,
+        }
+    }
+
+    fn agent(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(agent_bin());
+        cmd.arg("--config").arg(&self.policy).args(args);
+        cmd.env("XDG_CACHE_HOME", self.t.join("cache"))
+            .env("HOME", self.t.join("cache"))
+            .env_remove("BUNKER_PASSWORD")
+            .env_remove("BUNKER_REPOSITORY")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    fn run_agent(&self, args: &[&str]) -> Output {
+        let mut cmd = self.agent(args);
+        let shown = format!("bunker-agent {}", args.join(" "));
+        wait_output(
+            cmd.spawn().expect("start bunker-agent"),
+            shown,
+            DEFAULT_TIMEOUT,
+        )
+    }
+
+    fn journal(&self) -> Vec<serde_json::Value> {
+        fs::read_to_string(self.state.join("jobs.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("journal line is JSON"))
+            .collect()
+    }
+}
+
+#[test]
+fn policy_check_reports_every_problem_with_line_and_key() {
+    let t = TestDir::new();
+    let good = t.join("good.toml");
+    fs::write(
+        &good,
+        "[repository]\nurl = \"/r\"\npassword_file = \"/p\"\n\
+         [[source]]\nname = \"db\"\ntemplate = \"database\"\ncommand = \"pg_dump -Fc db\"\n",
+    )
+    .unwrap();
+    let b = t.bunker();
+    let out = b.run(["policy", "check", good.to_str().unwrap()]);
+    out.ok();
+    assert!(
+        out.stdout
+            .contains("valid, 1 source(s): db (command, 0 * * * *)"),
+        "{out}"
+    );
+
+    let shown = b.run(["policy", "show", good.to_str().unwrap()]);
+    shown.ok();
+    assert!(shown.stdout.contains("keep_hourly = 24"), "{shown}");
+
+    let bad = t.join("bad.toml");
+    fs::write(
+        &bad,
+        "[repository]\nurl = \"/r\"\npassword_file = \"/p\"\n\
+         [[source]]\nname = \"db\"\nkind = \"paths\"\npaths = [\"/srv\"]\nschedule = \"0 25 * * *\"\n\
+         [[source]]\nname = \"db\"\nkind = \"volume\"\nschedule = \"@daily\"\n",
+    )
+    .unwrap();
+    let out = b.run(["policy", "check", bad.to_str().unwrap()]);
+    out.code(7);
+    let stderr = &out.stderr;
+    assert!(
+        stderr.contains("line 8, column 12: source[1].schedule: 25 is outside 0..=23"),
+        "{out}"
+    );
+    assert!(
+        stderr.contains("line 10, column 8: source[2].name: a source named \"db\""),
+        "{out}"
+    );
+    assert!(stderr.contains("source[2].device: missing"), "{out}");
+    assert!(stderr.contains("3 problem(s) found"), "{out}");
+
+    let json = b.run(["policy", "check", bad.to_str().unwrap(), "--json"]);
+    json.code(7);
+    assert_eq!(json.json()["errors"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn run_once_runs_hooks_sources_and_retention() {
+    let data = TestDir::new();
+    let src = data.join("app");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    fs::write(src.join("a.txt"), b"alpha").unwrap();
+    fs::write(src.join("sub/b.bin"), random_bytes(3, 300_000)).unwrap();
+    let dump = data.join("dump.bin");
+    fs::write(&dump, random_bytes(5, 2 << 20)).unwrap();
+    let marks = data.join("marks");
+    fs::create_dir(&marks).unwrap();
+
+    let sources = format!(
+        "[[source]]\nname = \"app-data\"\nkind = \"paths\"\npaths = [\"{src}\"]\n\
+         schedule = \"0 * * * *\"\ntags = {{ service = \"app\", env = \"prod\" }}\n\
+         hooks = {{ pre = \"echo pre-ran; touch {m}/pre-$BUNKER_SOURCE\", post = \"touch {m}/post\" }}\n\
+         retention = {{ keep_last = 2 }}\nforget = true\n\n\
+         [[source]]\nname = \"orders-db\"\ntemplate = \"database\"\ncommand = \"cat '{dump}'\"\n\n\
+         [[source]]\nname = \"broken\"\nkind = \"paths\"\npaths = [\"{src}\"]\nschedule = \"@daily\"\n\
+         hooks = {{ pre = \"exit 9\", post = \"touch {m}/broken-post\" }}\n",
+        src = src.display(),
+        m = marks.display(),
+        dump = dump.display(),
+    );
+    let s = Setup::new(&sources);
+
+    // Named sources, three times: retention keeps the last two app-data snapshots.
+    for _ in 0..3 {
+        s.run_agent(&["run", "--once", "app-data", "orders-db"])
+            .ok();
+    }
+    let snapshots = s.b.snapshots();
+    let of = |name: &str| {
+        snapshots
+            .iter()
+            .filter(|v| v["tags"].to_string().contains(&format!("source={name}")))
+            .count()
+    };
+    assert_eq!(of("app-data"), 2, "retention applied: {snapshots:?}");
+    assert_eq!(of("orders-db"), 3, "no retention without forget = true");
+    assert!(marks.join("pre-app-data").exists() && marks.join("post").exists());
+
+    let target = s.t.join("restore");
+    s.b.restore("latest", &target).ok();
+    let restored_db = target.join("orders-db");
+    assert_eq!(fs::read(&restored_db).unwrap(), fs::read(&dump).unwrap());
+
+    // Consistency and hooks are recorded: in the snapshot and in the journal.
+    let cat = s.b.run([
+        "snapshots",
+        "--latest",
+        "--tag",
+        "source=app-data",
+        "--json",
+    ]);
+    cat.ok();
+    let journal = s.journal();
+    let app: Vec<_> = journal
+        .iter()
+        .filter(|j| j["source"] == "app-data")
+        .collect();
+    assert_eq!(app.len(), 3);
+    assert_eq!(app[0]["outcome"], "succeeded");
+    assert!(
+        app[0]["hooks"][0]["output"]
+            .as_str()
+            .unwrap()
+            .contains("pre-ran")
+    );
+    assert_eq!(app[2]["forgotten"].as_array().unwrap().len(), 1);
+    let db: Vec<_> = journal
+        .iter()
+        .filter(|j| j["source"] == "orders-db")
+        .collect();
+    assert_eq!(db[0]["consistency"], "application");
+
+    // A failing pre hook: no snapshot, the post hook still runs, exit code 6.
+    let out = s.run_agent(&["run", "--once", "broken"]);
+    out.code(6);
+    assert!(
+        out.stderr
+            .contains("broken: FAILED: pre hook \"exit 9\" failed with exit code 9"),
+        "{out}"
+    );
+    assert!(marks.join("broken-post").exists());
+    assert_eq!(s.b.snapshots().len(), 5);
+
+    // Metrics: a textfile node_exporter can read.
+    let metrics = fs::read_to_string(s.t.join("metrics/bunker.prom")).unwrap();
+    assert!(
+        metrics.contains("bunker_backup_last_run_success{source=\"app-data\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("bunker_backup_last_run_success{source=\"broken\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("bunker_backup_runs_total{source=\"app-data\",outcome=\"succeeded\"} 3"),
+        "{metrics}"
+    );
+
+    // Unknown source names are refused.
+    let out = s.run_agent(&["run", "--once", "nope"]);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("no source named \"nope\""), "{out}");
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local address").port()
+}
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+fn wait_for(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+#[test]
+fn the_daemon_catches_up_a_missed_slot_once_and_shuts_down_gracefully() {
+    let data = TestDir::new();
+    let src = data.join("app");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), b"payload").unwrap();
+    let port = free_port();
+    let sources = format!(
+        "[[source]]\nname = \"hourly\"\nkind = \"paths\"\npaths = [\"{}\"]\nschedule = \"0 * * * *\"\n",
+        src.display()
+    );
+    let s = Setup::new(&sources);
+    let policy = fs::read_to_string(&s.policy).unwrap().replace(
+        "[metrics]\n",
+        &format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    fs::write(&s.policy, policy).unwrap();
+    // The agent last ran this source three hours ago: three slots were missed.
+    fs::create_dir_all(&s.state).unwrap();
+    let three_hours_ago = jiff_now() - 3 * 3600 - 60;
+    fs::write(
+        s.state.join("state.json"),
+        format!("{{\"sources\":{{\"hourly\":{{\"last_slot\":{three_hours_ago}}}}}}}"),
+    )
+    .unwrap();
+
+    let mut child: Child = s.agent(&["run"]).spawn().unwrap();
+    let caught_up = wait_for(Duration::from_secs(60), || {
+        s.journal().iter().any(|j| j["source"] == "hourly")
+    });
+    assert!(caught_up, "the missed slot was not caught up");
+    // Caught up once, not three times.
+    thread::sleep(Duration::from_secs(2));
+    assert_eq!(s.b.snapshots().len(), 1);
+    let metrics = http_get(port, "/metrics").unwrap_or_default();
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(
+        metrics.contains("bunker_backup_last_run_success{source=\"hourly\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        http_get(port, "/nope")
+            .unwrap_or_default()
+            .starts_with("HTTP/1.1 404")
+    );
+
+    send_signal(child.id(), "TERM");
+    let status = wait_child(&mut child, Duration::from_secs(60));
+    assert_eq!(status, Some(0), "graceful shutdown exits 0");
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(stderr.contains("bunker-agent stopped"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+fn jiff_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64
+}
+
+fn wait_child(child: &mut Child, limit: Duration) -> Option<i32> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Some(status) = child.try_wait().expect("wait for the agent") {
+            return status.code();
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    None
+}
+
+/// A loop-mounted ext4 filesystem (root only).
+struct LoopFs {
+    _dir: TestDir,
+    mount: PathBuf,
+}
+
+impl LoopFs {
+    fn new() -> Option<LoopFs> {
+        if !is_root() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI runs these tests as root"
+            );
+            note("SKIPPED: the freeze watchdog test needs root and loop mounts");
+            return None;
+        }
+        let dir = TestDir::new();
+        let image = dir.join("fs.img");
+        let mount = dir.join("mnt");
+        fs::create_dir(&mount).expect("create the mount point");
+        fs::File::create(&image)
+            .expect("create the image")
+            .set_len(64 << 20)
+            .expect("create the image");
+        let ok = |c: &mut Command| assert!(c.status().expect("run the command").success(), "{c:?}");
+        ok(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&image));
+        ok(Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&image)
+            .arg(&mount));
+        Some(LoopFs { _dir: dir, mount })
+    }
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        let _ = Command::new(agent_bin())
+            .arg("thaw")
+            .arg(&self.mount)
+            .status();
+        let _ = Command::new("umount").arg(&self.mount).status();
+    }
+}
+
+fn write_finishes(path: &Path, limit: Duration) -> bool {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("echo x > '{}'", path.display()))
+        .spawn()
+        .expect("start sh");
+    let done = wait_for(limit, || child.try_wait().expect("wait for sh").is_some());
+    if !done {
+        // Left blocked on the frozen filesystem; it finishes after the thaw.
+        thread::spawn(move || child.wait());
+    }
+    done
+}
+
+#[test]
+fn a_freeze_is_thawed_by_the_watchdog_when_the_agent_is_killed() {
+    let Some(fs_) = LoopFs::new() else { return };
+    // The command source blocks while the filesystem is frozen; the agent is killed then.
+    let sources = format!(
+        "[[source]]\nname = \"frozen\"\nkind = \"command\"\ncommand = \"sleep 31.25\"\n\
+         schedule = \"@daily\"\nquiesce = {{ fsfreeze = \"{}\" }}\n",
+        fs_.mount.display()
+    );
+    let s = Setup::new(&sources);
+    let mut child = s.agent(&["run", "--once", "frozen"]).spawn().unwrap();
+    // Wait until the freeze is in place: writes stop finishing.
+    let frozen = wait_for(Duration::from_secs(30), || {
+        !write_finishes(&fs_.mount.join("probe"), Duration::from_millis(300))
+    });
+    assert!(frozen, "the filesystem was never frozen");
+    // kill -9: no destructor runs, only the watchdog can thaw.
+    send_signal(child.id(), "KILL");
+    let _ = child.wait();
+    let _ = Command::new("pkill").args(["-f", "sleep 31.25"]).status();
+    assert!(
+        wait_for(Duration::from_secs(20), || write_finishes(
+            &fs_.mount.join("after"),
+            Duration::from_secs(2)
+        )),
+        "the filesystem stayed frozen after the agent died"
+    );
+    assert!(s.b.snapshots().is_empty());
+
+    // A normal run freezes and thaws, and records application consistency.
+    let quick = format!(
+        "[[source]]\nname = \"quick\"\nkind = \"paths\"\npaths = [\"{}\"]\n\
+         schedule = \"@daily\"\nquiesce = {{ fsfreeze = \"{}\" }}\n",
+        fs_.mount.display(),
+        fs_.mount.display()
+    );
+    let text = fs::read_to_string(&s.policy).unwrap();
+    let head = text.split("[[source]]").next().unwrap().to_owned();
+    fs::write(&s.policy, head + &quick).unwrap();
+    s.run_agent(&["run", "--once", "quick"]).ok();
+    let journal = s.journal();
+    let last = journal.last().unwrap();
+    assert_eq!(last["consistency"], "application", "{last}");
+    assert!(
+        last["consistency_detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("fsfreeze")
+    );
+    assert!(write_finishes(
+        &fs_.mount.join("after2"),
+        Duration::from_secs(5)
+    ));
+}
