@@ -1,6 +1,7 @@
 //! Prometheus metrics: rendered from the agent's state, served over HTTP and/or written to
 //! node_exporter's textfile directory.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -11,8 +12,14 @@ use std::time::Duration;
 
 use super::state::{AgentState, write_atomically};
 
-/// Renders the metrics text (exposition format 0.0.4).
-pub fn render(state: &AgentState, running: &[String]) -> String {
+/// Renders the metrics text (exposition format 0.0.4). `rpo` is each source's recovery
+/// point objective; `now` (Unix seconds) dates the snapshot ages.
+pub fn render(
+    state: &AgentState,
+    running: &[String],
+    rpo: &BTreeMap<String, Duration>,
+    now: i64,
+) -> String {
     let mut out = String::new();
     let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, String)>| {
         let _ = writeln!(out, "# HELP {name} {help}");
@@ -69,6 +76,68 @@ pub fn render(state: &AgentState, running: &[String]) -> String {
         "gauge",
         "New bytes the source's last successful run added to the repository.",
         per_source(&|s| s.last_success.map(|_| s.last_bytes_added.to_string())),
+    );
+    family(
+        "bunker_backup_last_files",
+        "gauge",
+        "Files in the source's last successful snapshot.",
+        per_source(&|s| s.last_success.map(|_| s.last_files.to_string())),
+    );
+    family(
+        "bunker_backup_last_bytes_read",
+        "gauge",
+        "Bytes the source's last successful run read (unchanged files are not read).",
+        per_source(&|s| s.last_success.map(|_| s.last_bytes_read.to_string())),
+    );
+    family(
+        "bunker_backup_last_dedup_ratio",
+        "gauge",
+        "Bytes in the last snapshot per new byte it added (higher: more deduplicated).",
+        per_source(&|s| {
+            s.last_success.map(|_| {
+                format!(
+                    "{:.3}",
+                    s.last_bytes as f64 / s.last_bytes_added.max(1) as f64
+                )
+            })
+        }),
+    );
+    family(
+        "bunker_backup_last_consistency",
+        "gauge",
+        "1 for the consistency level of the source's last snapshot (none, crash, application).",
+        state
+            .sources
+            .iter()
+            .filter_map(|(name, s)| {
+                s.last_consistency.as_ref().map(|c| {
+                    (
+                        format!("{},level=\"{}\"", label(name), escape(c)),
+                        "1".to_owned(),
+                    )
+                })
+            })
+            .collect(),
+    );
+    family(
+        "bunker_backup_newest_snapshot_age_seconds",
+        "gauge",
+        "Age of the source's newest successful snapshot.",
+        per_source(&|s| s.last_success.map(|t| (now - t).max(0).to_string())),
+    );
+    family(
+        "bunker_source_rpo_seconds",
+        "gauge",
+        "The source's recovery point objective: its newest snapshot should never be older.",
+        rpo.iter()
+            .map(|(name, d)| (label(name), d.as_secs().to_string()))
+            .collect(),
+    );
+    family(
+        "bunker_backup_consecutive_failures",
+        "gauge",
+        "Runs of the source that failed since its last success.",
+        per_source(&|s| Some(s.consecutive_failures.to_string())),
     );
     let mut runs = Vec::new();
     for (name, s) in &state.sources {
@@ -157,4 +226,93 @@ fn answer(mut stream: TcpStream, text: &Shared) -> std::io::Result<()> {
         body.len()
     )?;
     stream.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::state::SourceState;
+
+    /// Parses exposition text into (name, labels, value), checking every line's shape.
+    fn parse(text: &str) -> Vec<(String, String, f64)> {
+        let mut samples = Vec::new();
+        for line in text.lines() {
+            if line.starts_with("# HELP ") || line.starts_with("# TYPE ") {
+                continue;
+            }
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            let (name, labels) = series.split_once('{').unwrap();
+            assert!(labels.ends_with('}'), "{line}");
+            assert!(
+                name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{line}"
+            );
+            samples.push((
+                name.to_owned(),
+                labels.trim_end_matches('}').to_owned(),
+                value.parse().unwrap(),
+            ));
+        }
+        samples
+    }
+
+    #[test]
+    fn every_line_is_valid_exposition_and_values_are_right() {
+        let mut state = AgentState::default();
+        state.sources.insert(
+            "db \"main\"".into(),
+            SourceState {
+                last_success: Some(1_000),
+                last_finished: Some(1_000),
+                last_outcome: Some("succeeded".into()),
+                last_bytes: 1_000_000,
+                last_bytes_added: 250_000,
+                last_files: 1,
+                last_consistency: Some("application".into()),
+                ..SourceState::default()
+            },
+        );
+        state.sources.insert(
+            "files".into(),
+            SourceState {
+                last_finished: Some(1_500),
+                last_outcome: Some("failed".into()),
+                consecutive_failures: 2,
+                ..SourceState::default()
+            },
+        );
+        let rpo = BTreeMap::from([("files".to_owned(), Duration::from_secs(7200))]);
+        let samples = parse(&render(&state, &["files".to_owned()], &rpo, 4_600));
+        let get = |name: &str, source: &str| {
+            samples
+                .iter()
+                .find(|(n, l, _)| n == name && l.starts_with(&format!("source=\"{source}\"")))
+                .map(|(_, _, v)| *v)
+        };
+        let db = "db \\\"main\\\"";
+        assert_eq!(get("bunker_backup_last_dedup_ratio", db), Some(4.0));
+        assert_eq!(
+            get("bunker_backup_newest_snapshot_age_seconds", db),
+            Some(3_600.0)
+        );
+        assert_eq!(get("bunker_backup_last_run_success", db), Some(1.0));
+        assert_eq!(get("bunker_backup_last_run_success", "files"), Some(0.0));
+        assert_eq!(
+            get("bunker_backup_consecutive_failures", "files"),
+            Some(2.0)
+        );
+        assert_eq!(get("bunker_backup_running", "files"), Some(1.0));
+        assert_eq!(get("bunker_source_rpo_seconds", "files"), Some(7_200.0));
+        assert_eq!(
+            get("bunker_backup_newest_snapshot_age_seconds", "files"),
+            None
+        );
+        assert!(
+            samples
+                .iter()
+                .any(|(n, l, v)| n == "bunker_backup_last_consistency"
+                    && l.contains("level=\"application\"")
+                    && *v == 1.0)
+        );
+    }
 }

@@ -15,7 +15,7 @@
 pub mod metrics;
 pub mod state;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -198,7 +198,13 @@ impl Agent {
     }
 
     fn publish(&self, state: &AgentState, running: &[String]) {
-        let text = metrics::render(state, running);
+        let rpo: std::collections::BTreeMap<String, Duration> = self
+            .policy
+            .sources
+            .iter()
+            .filter_map(|s| s.rpo.map(|r| (s.name.clone(), r)))
+            .collect();
+        let text = metrics::render(state, running, &rpo, jiff::Timestamp::now().as_second());
         if let Some(path) = &self.policy.metrics.textfile
             && let Err(e) = metrics::write_textfile(path, &text)
         {
@@ -221,17 +227,10 @@ impl Agent {
             (self.log)(&format!("metrics on http://{bound}/metrics"));
         }
         let mut state = AgentState::load(&dir);
-        let start = Zoned::now().with_time_zone(tz.clone());
-        for source in &self.policy.sources {
-            let entry = state.source(&source.name);
-            if entry.last_slot.is_none() {
-                // First start: begin from now, catch nothing up.
-                entry.last_slot = Some(start.timestamp().as_second());
-            }
-        }
         self.publish(&state, &[]);
         let jobs_cancel = Cancel::new();
         let mut running: HashMap<String, JoinHandle<JobReport>> = HashMap::new();
+        let mut last_publish = Instant::now();
         (self.log)(&format!(
             "bunker-agent running {} source(s); state in {}",
             self.policy.sources.len(),
@@ -240,42 +239,39 @@ impl Agent {
         while !shutdown.is_cancelled() {
             self.reap(&dir, &mut state, &mut running, false);
             let now = Zoned::now().with_time_zone(tz.clone());
-            for source in &self.policy.sources {
-                let last = state
-                    .source(&source.name)
-                    .last_slot
-                    .unwrap_or(now.timestamp().as_second());
-                let Some(slot) = next_slot(source, last, &now) else {
-                    continue;
-                };
-                let due =
-                    slot.saturating_add(jitter_offset(&self.context.host, source).as_secs() as i64);
-                if due > now.timestamp().as_second() {
-                    continue;
-                }
-                let latest = latest_slot(source, Some(slot), &now).unwrap_or(slot);
-                state.source(&source.name).last_slot = Some(latest);
-                if running.contains_key(&source.name) {
-                    *state
-                        .source(&source.name)
-                        .runs
-                        .entry("skipped".into())
-                        .or_default() += 1;
-                    (self.log)(&format!(
-                        "{}: slot skipped, the previous run is still going",
-                        source.name
-                    ));
-                    continue;
-                }
-                let agent = Arc::clone(self);
-                let source_for_job = source.clone();
-                let cancel = jobs_cancel.clone();
-                running.insert(
-                    source.name.clone(),
-                    thread::spawn(move || agent.run_source(&source_for_job, &cancel)),
-                );
+            if last_publish.elapsed() >= Duration::from_secs(15) {
+                // Ages in the metrics move with the clock.
                 let names: Vec<String> = running.keys().cloned().collect();
                 self.publish(&state, &names);
+                last_publish = Instant::now();
+            }
+            let busy: HashSet<String> = running.keys().cloned().collect();
+            for tick in plan_tick(
+                &self.policy.sources,
+                &mut state,
+                &busy,
+                &self.context.host,
+                &now,
+            ) {
+                match tick {
+                    Tick::Skip(name) => (self.log)(&format!(
+                        "{name}: slot skipped, the previous run is still going"
+                    )),
+                    Tick::Start(name) => {
+                        let Some(source) = self.policy.source(&name) else {
+                            continue;
+                        };
+                        let agent = Arc::clone(self);
+                        let source = source.clone();
+                        let cancel = jobs_cancel.clone();
+                        running.insert(
+                            name,
+                            thread::spawn(move || agent.run_source(&source, &cancel)),
+                        );
+                        let names: Vec<String> = running.keys().cloned().collect();
+                        self.publish(&state, &names);
+                    }
+                }
             }
             if let Err(e) = state.save(&dir) {
                 (self.log)(&format!(
@@ -331,6 +327,49 @@ impl Agent {
             }
         }
     }
+}
+
+/// What the scheduler does with a source at one tick.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tick {
+    /// Start a run now.
+    Start(String),
+    /// A slot passed while the previous run is still going: skipped.
+    Skip(String),
+}
+
+/// One scheduler decision at time `now`: which sources start, which skip a slot. Updates
+/// each due source's last slot to the newest slot at or before `now`, so however many slots
+/// were missed, one run catches them up. A source without a last slot starts counting at
+/// `now`. Pure apart from `state`: the tests drive it with their own clock.
+pub fn plan_tick(
+    sources: &[Source],
+    state: &mut AgentState,
+    running: &HashSet<String>,
+    host: &str,
+    now: &Zoned,
+) -> Vec<Tick> {
+    let now_second = now.timestamp().as_second();
+    let mut ticks = Vec::new();
+    for source in sources {
+        let entry = state.source(&source.name);
+        let last = *entry.last_slot.get_or_insert(now_second);
+        let Some(slot) = next_slot(source, last, now) else {
+            continue;
+        };
+        let offset = i64::try_from(jitter_offset(host, source).as_secs()).unwrap_or(i64::MAX);
+        if slot.saturating_add(offset) > now_second {
+            continue;
+        }
+        entry.last_slot = Some(latest_slot(source, Some(slot), now).unwrap_or(slot));
+        if running.contains(&source.name) {
+            *entry.runs.entry("skipped".into()).or_default() += 1;
+            ticks.push(Tick::Skip(source.name.clone()));
+        } else {
+            ticks.push(Tick::Start(source.name.clone()));
+        }
+    }
+    ticks
 }
 
 /// The first slot of `source` after the Unix second `last`, as a Unix second.
@@ -436,3 +475,6 @@ pub fn report_json(report: &JobReport) -> Value {
 pub fn new_metrics_text() -> Arc<Mutex<String>> {
     Arc::new(Mutex::new(String::new()))
 }
+
+#[cfg(test)]
+mod tests;

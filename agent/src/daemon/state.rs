@@ -39,8 +39,14 @@ pub struct SourceState {
     pub last_bytes: u64,
     /// New bytes the last successful run added.
     pub last_bytes_added: u64,
+    /// Files in the last successful snapshot.
+    pub last_files: u64,
+    /// Bytes the last successful run read from the source.
+    pub last_bytes_read: u64,
     /// Consistency level of the last successful snapshot.
     pub last_consistency: Option<String>,
+    /// Runs that failed or were cancelled since the last success.
+    pub consecutive_failures: u64,
     /// Runs by outcome since the state was created.
     pub runs: BTreeMap<String, u64>,
 }
@@ -88,12 +94,19 @@ impl AgentState {
         state.last_duration = report.duration.as_secs_f64();
         *state.runs.entry(outcome.to_owned()).or_default() += 1;
         if report.succeeded() {
+            state.consecutive_failures = 0;
+        } else {
+            state.consecutive_failures += 1;
+        }
+        if report.succeeded() {
             state.last_success = Some(finished);
             state.last_snapshot = report.snapshot.map(|id| id.to_hex());
             state.last_consistency = Some(report.consistency.name().to_owned());
             if let Some(summary) = &report.summary {
                 state.last_bytes = summary.bytes;
                 state.last_bytes_added = summary.bytes_added;
+                state.last_files = summary.files;
+                state.last_bytes_read = summary.bytes_read;
             }
         }
     }

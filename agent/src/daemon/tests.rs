@@ -1,0 +1,122 @@
+//! The scheduler's decisions, driven by a clock the test controls.
+
+use super::*;
+use crate::policy::Policy;
+
+fn sources(extra: &str) -> Vec<Source> {
+    let text = format!(
+        "[repository]\nurl = \"/r\"\npassword_file = \"/p\"\n\
+         [[source]]\nname = \"hourly\"\nkind = \"paths\"\npaths = [\"/srv\"]\nschedule = \"0 * * * *\"\n{extra}\n\
+         [[source]]\nname = \"nightly\"\nkind = \"paths\"\npaths = [\"/srv\"]\nschedule = \"30 2 * * *\"\n"
+    );
+    Policy::parse(&text, "test").unwrap().sources
+}
+
+fn at(text: &str) -> Zoned {
+    text.parse::<jiff::civil::DateTime>()
+        .unwrap()
+        .to_zoned(TimeZone::UTC)
+        .unwrap()
+}
+
+fn second(text: &str) -> i64 {
+    at(text).timestamp().as_second()
+}
+
+fn started(ticks: &[Tick]) -> Vec<&str> {
+    ticks
+        .iter()
+        .filter_map(|t| match t {
+            Tick::Start(n) => Some(n.as_str()),
+            Tick::Skip(_) => None,
+        })
+        .collect()
+}
+
+#[test]
+fn first_start_catches_nothing_up_then_runs_each_slot() {
+    let sources = sources("");
+    let mut state = AgentState::default();
+    let idle = HashSet::new();
+    assert!(plan_tick(&sources, &mut state, &idle, "h", &at("2026-11-22T05:40")).is_empty());
+    assert!(plan_tick(&sources, &mut state, &idle, "h", &at("2026-11-22T05:59:59")).is_empty());
+    let ticks = plan_tick(&sources, &mut state, &idle, "h", &at("2026-11-22T06:00"));
+    assert_eq!(started(&ticks), ["hourly"]);
+    // The same slot never runs twice.
+    assert!(plan_tick(&sources, &mut state, &idle, "h", &at("2026-11-22T06:00:30")).is_empty());
+    let ticks = plan_tick(&sources, &mut state, &idle, "h", &at("2026-11-23T02:30"));
+    assert_eq!(started(&ticks), ["hourly", "nightly"]);
+}
+
+#[test]
+fn missed_slots_are_caught_up_once() {
+    let sources = sources("");
+    let mut state = AgentState::default();
+    state.source("hourly").last_slot = Some(second("2026-11-22T01:00"));
+    state.source("nightly").last_slot = Some(second("2026-11-19T02:30"));
+    let idle = HashSet::new();
+    // Down since 01:00 (hourly) and for three nights: one run each.
+    let ticks = plan_tick(&sources, &mut state, &idle, "h", &at("2026-11-22T05:40"));
+    assert_eq!(started(&ticks), ["hourly", "nightly"]);
+    assert_eq!(
+        state.sources["hourly"].last_slot,
+        Some(second("2026-11-22T05:00"))
+    );
+    assert_eq!(
+        state.sources["nightly"].last_slot,
+        Some(second("2026-11-22T02:30"))
+    );
+    assert!(plan_tick(&sources, &mut state, &idle, "h", &at("2026-11-22T05:50")).is_empty());
+}
+
+#[test]
+fn a_running_source_skips_its_slot() {
+    let sources = sources("");
+    let mut state = AgentState::default();
+    state.source("hourly").last_slot = Some(second("2026-11-22T05:00"));
+    state.source("nightly").last_slot = Some(second("2026-11-22T02:30"));
+    let busy: HashSet<String> = ["hourly".to_owned()].into();
+    let ticks = plan_tick(&sources, &mut state, &busy, "h", &at("2026-11-22T06:00"));
+    assert_eq!(ticks, [Tick::Skip("hourly".into())]);
+    assert_eq!(state.sources["hourly"].runs["skipped"], 1);
+    // The skipped slot is not run later: the next one is.
+    let idle = HashSet::new();
+    assert!(plan_tick(&sources, &mut state, &idle, "h", &at("2026-11-22T06:10")).is_empty());
+    let ticks = plan_tick(&sources, &mut state, &idle, "h", &at("2026-11-22T07:00"));
+    assert_eq!(started(&ticks), ["hourly"]);
+}
+
+#[test]
+fn jitter_delays_each_host_by_a_fixed_offset() {
+    let sources = sources("jitter = \"30m\"");
+    let hourly = &sources[0];
+    let offsets: Vec<Duration> = ["web-1", "web-2", "web-3", "db-1"]
+        .iter()
+        .map(|h| jitter_offset(h, hourly))
+        .collect();
+    assert!(offsets.iter().all(|o| *o < Duration::from_secs(1800)));
+    assert!(offsets.windows(2).any(|w| w[0] != w[1]), "hosts spread out");
+    assert_eq!(
+        jitter_offset("web-1", hourly),
+        offsets[0],
+        "stable per host"
+    );
+
+    let mut state = AgentState::default();
+    state.source("hourly").last_slot = Some(second("2026-11-22T05:00"));
+    state.source("nightly").last_slot = Some(second("2026-11-22T02:30"));
+    let idle = HashSet::new();
+    let offset = i64::try_from(offsets[0].as_secs()).unwrap();
+    let slot = second("2026-11-22T06:00");
+    let before = jiff::Timestamp::from_second(slot + offset - 1)
+        .unwrap()
+        .to_zoned(TimeZone::UTC);
+    let due = jiff::Timestamp::from_second(slot + offset)
+        .unwrap()
+        .to_zoned(TimeZone::UTC);
+    if offset > 0 {
+        assert!(plan_tick(&sources, &mut state, &idle, "web-1", &before).is_empty());
+    }
+    let ticks = plan_tick(&sources, &mut state, &idle, "web-1", &due);
+    assert_eq!(started(&ticks), ["hourly"]);
+}
