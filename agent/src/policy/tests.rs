@@ -213,3 +213,18 @@ fn durations() {
     assert!(parse_policy_duration("5x").is_err());
     assert!(parse_policy_duration("99999999999999999999d").is_err());
 }
+
+#[test]
+fn the_shipped_sample_policies_are_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/policies");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let policy = Policy::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            assert!(!policy.sources.is_empty());
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, TEMPLATE_NAMES.len(), "one sample per template");
+}
