@@ -86,6 +86,10 @@ define_id!(
     /// Id of a key slot: BLAKE3 of its stored bytes.
     KeySlotId
 );
+define_id!(
+    /// Id of an audit record: BLAKE3 of its stored bytes.
+    AuditId
+);
 
 /// BLAKE3 (unkeyed) of stored bytes: the name of every content-named object.
 pub fn content_hash(bytes: &[u8]) -> [u8; ID_LEN] {

@@ -5,6 +5,7 @@
 //! directory [`tree`]s and snapshots, and the storage [`backend`]s that hold them.
 //! `docs/FORMAT.md` specifies every object byte by byte.
 
+pub mod audit;
 pub mod backend;
 pub mod blob;
 pub mod check;
@@ -31,5 +32,5 @@ pub mod tree;
 
 pub use blob::BlobKind;
 pub use error::{Error, Result};
-pub use id::{BlobId, ID_LEN, IndexId, KeySlotId, PackId, SnapshotId, content_hash};
+pub use id::{AuditId, BlobId, ID_LEN, IndexId, KeySlotId, PackId, SnapshotId, content_hash};
 pub use repository::{BlobWriter, InitOptions, LoadedIndex, Repository, SealedBlob, WriteStats};

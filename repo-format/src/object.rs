@@ -33,6 +33,8 @@ pub enum ObjectKind {
     Heartbeat,
     /// A garbage-collection plan under `gc/`.
     GcPlan,
+    /// An audit record under `audit/`.
+    Audit,
 }
 
 impl ObjectKind {
@@ -47,6 +49,7 @@ impl ObjectKind {
             ObjectKind::Snapshot => b'S',
             ObjectKind::Heartbeat => b'H',
             ObjectKind::GcPlan => b'G',
+            ObjectKind::Audit => b'A',
         }
     }
 
@@ -66,6 +69,7 @@ impl ObjectKind {
             ObjectKind::Snapshot => "snapshots/",
             ObjectKind::Heartbeat => "sessions/",
             ObjectKind::GcPlan => "gc/",
+            ObjectKind::Audit => "audit/",
         }
     }
 

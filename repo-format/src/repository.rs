@@ -426,6 +426,42 @@ impl Repository {
         Ok(id)
     }
 
+    /// Stores an audit record with a session of its own (records never share a backup's
+    /// session, so writing one needs only the writer key).
+    pub fn save_audit(&self, record: &crate::audit::AuditRecord) -> Result<crate::id::AuditId> {
+        let session = self.new_session();
+        let (id, bytes) = record.seal(&session);
+        self.put_content_named(&ObjectKind::Audit.name(&id.to_hex()), &bytes)?;
+        Ok(id)
+    }
+
+    /// Every audit record that opens, oldest first, and the names of those that do not.
+    pub fn load_audit(
+        &self,
+    ) -> Result<(
+        Vec<(crate::id::AuditId, crate::audit::AuditRecord)>,
+        Vec<String>,
+    )> {
+        let mut records = Vec::new();
+        let mut unreadable = Vec::new();
+        for meta in self.backend.list(ObjectKind::Audit.prefix())? {
+            let Some(id) = parse_id::<crate::id::AuditId>(&meta.name, ObjectKind::Audit.prefix())
+            else {
+                unreadable.push(meta.name);
+                continue;
+            };
+            let opened = self
+                .get_verified(ObjectKind::Audit, id.as_bytes())
+                .and_then(|bytes| crate::audit::AuditRecord::open(&bytes, &self.key, &meta.name));
+            match opened {
+                Ok(record) => records.push((id, record)),
+                Err(_) => unreadable.push(meta.name),
+            }
+        }
+        records.sort_by_key(|(id, r)| (r.time, *id));
+        Ok((records, unreadable))
+    }
+
     /// Deletes a snapshot (`snapshots/<hex>`): its commit point only. The trees and data it
     /// references stay in their packs until `prune` removes what no remaining snapshot
     /// uses, so no space is freed yet. Deleting a snapshot that is already gone succeeds.
