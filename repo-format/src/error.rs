@@ -69,6 +69,14 @@ pub enum Error {
         /// What was attempted.
         operation: &'static str,
     },
+    /// A key file is missing, unreadable, damaged, or belongs to another repository.
+    #[error("key file {file}: {reason}")]
+    KeyFile {
+        /// The key file's path.
+        file: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// An I/O error from the operating system or a storage service.
     #[error("{context}: {source}")]
     Io {

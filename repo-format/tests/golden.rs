@@ -654,7 +654,7 @@ fn golden_repository_opens_and_reads_end_to_end() {
     let root = repo
         .load_tree(&loaded.index, &snapshot.tree)
         .expect("root tree");
-    assert_eq!(root, root_tree(repo.key()));
+    assert_eq!(root, root_tree(repo.master_key("test").unwrap()));
     let Node::Dir { subtree } = &root.get(b"sub").expect("sub").node else {
         panic!("sub is a directory");
     };

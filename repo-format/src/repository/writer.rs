@@ -57,6 +57,7 @@ pub struct BlobWriter<'a> {
     unindexed: Vec<IndexedPack>,
     unindexed_blobs: usize,
     segments: Vec<IndexId>,
+    uploaded: Vec<PackId>,
     stats: WriteStats,
 }
 
@@ -74,6 +75,7 @@ impl<'a> BlobWriter<'a> {
             unindexed: Vec::new(),
             unindexed_blobs: 0,
             segments: Vec::new(),
+            uploaded: Vec::new(),
             stats: WriteStats::default(),
         }
     }
@@ -193,6 +195,7 @@ impl<'a> BlobWriter<'a> {
         // Until the snapshot exists nothing references this pack: a prune that takes this
         // session for dead may condemn it, so the commit check must cover it too.
         self.depends_on.insert(finished.id);
+        self.uploaded.push(finished.id);
         self.unindexed_blobs += finished.entries.len();
         let kind = finished.entries.first().map_or(BlobKind::Data, |e| e.kind);
         self.unindexed.push(IndexedPack {
@@ -236,6 +239,11 @@ impl<'a> BlobWriter<'a> {
     pub fn finish(mut self) -> Result<(WriteStats, Vec<IndexId>)> {
         self.flush()?;
         Ok((self.stats, self.segments))
+    }
+
+    /// The packs uploaded since the last call (for callers that read back what they sent).
+    pub fn take_uploaded(&mut self) -> Vec<PackId> {
+        std::mem::take(&mut self.uploaded)
     }
 
     /// Figures so far.
