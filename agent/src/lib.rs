@@ -11,6 +11,7 @@
 
 pub mod backup;
 mod cancel;
+pub mod copy;
 pub mod navigate;
 pub mod platform;
 pub mod restore;

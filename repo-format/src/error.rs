@@ -64,7 +64,9 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
     /// An operation needs a key the caller does not hold.
-    #[error("{operation} needs the repository's full key; this key cannot read backups")]
+    #[error(
+        "{operation} needs the repository's full key: this is a put-only key, which can back up but cannot read backups"
+    )]
     KeyLacksReadAccess {
         /// What was attempted.
         operation: &'static str,

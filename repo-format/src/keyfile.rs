@@ -154,7 +154,9 @@ mod tests {
             assert_eq!(decoded.key.writer().writer_secret(), &[2; 32]);
             assert_eq!(
                 decoded.key.writer().data_public(),
-                MasterKey::from_parts([1; 32], [2; 32]).writer().data_public()
+                MasterKey::from_parts([1; 32], [2; 32])
+                    .writer()
+                    .data_public()
             );
             assert_eq!(decoded.encode(), bytes);
         }

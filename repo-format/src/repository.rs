@@ -150,7 +150,11 @@ impl Repository {
 
     /// Opens a repository with a key file (full or put-only; FORMAT.md §6a). Fails with
     /// [`Error::KeyFile`] when the key belongs to another repository.
-    pub fn open_with_key_file(backend: Arc<dyn Backend>, key_file: &KeyFile, file: &str) -> Result<Self> {
+    pub fn open_with_key_file(
+        backend: Arc<dyn Backend>,
+        key_file: &KeyFile,
+        file: &str,
+    ) -> Result<Self> {
         let config_bytes = Self::read_config(backend.as_ref())?;
         let (header, _) = Config::decode_header(&config_bytes)?;
         let foreign = || Error::KeyFile {

@@ -15,7 +15,7 @@ use crate::{exit, repo};
 pub fn run(global: &GlobalOptions, args: &BackupArgs, cancel: &Cancel) -> Result<u8> {
     let tags = parse_tags(&args.tags)?;
     let time = args.time.as_deref().map(parse_time).transpose()?;
-    let repository = repo::open(global)?;
+    let repository = repo::open_writer(global)?;
     let parent = match &args.parent {
         Some(spec) => Some(repository.resolve_snapshot(spec)?.0),
         None => None,

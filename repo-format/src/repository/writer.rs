@@ -57,7 +57,7 @@ pub struct BlobWriter<'a> {
     unindexed: Vec<IndexedPack>,
     unindexed_blobs: usize,
     segments: Vec<IndexId>,
-    uploaded: Vec<PackId>,
+    uploaded: Vec<(PackId, BlobKind)>,
     stats: WriteStats,
 }
 
@@ -195,9 +195,9 @@ impl<'a> BlobWriter<'a> {
         // Until the snapshot exists nothing references this pack: a prune that takes this
         // session for dead may condemn it, so the commit check must cover it too.
         self.depends_on.insert(finished.id);
-        self.uploaded.push(finished.id);
         self.unindexed_blobs += finished.entries.len();
         let kind = finished.entries.first().map_or(BlobKind::Data, |e| e.kind);
+        self.uploaded.push((finished.id, kind));
         self.unindexed.push(IndexedPack {
             id: finished.id,
             kind,
@@ -242,7 +242,7 @@ impl<'a> BlobWriter<'a> {
     }
 
     /// The packs uploaded since the last call (for callers that read back what they sent).
-    pub fn take_uploaded(&mut self) -> Vec<PackId> {
+    pub fn take_uploaded(&mut self) -> Vec<(PackId, BlobKind)> {
         std::mem::take(&mut self.uploaded)
     }
 
