@@ -68,11 +68,18 @@ fn put_only_key_backs_up_deduplicates_and_reads_nothing() {
     let src = dir.path().join("src");
     std::fs::create_dir(&src).unwrap();
     // Stored raw (compression 0), so that a missing seal would show the bytes verbatim.
-    std::fs::write(src.join(std::str::from_utf8(NAME).unwrap()), CONTENT.repeat(5000)).unwrap();
-    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    std::fs::write(
+        src.join(std::str::from_utf8(NAME).unwrap()),
+        CONTENT.repeat(5000),
+    )
+    .unwrap();
+    let big: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     std::fs::write(src.join("big.bin"), &big).unwrap();
 
-    let backend: Arc<dyn Backend> = Arc::new(LocalBackend::create(dir.path().join("repo")).unwrap());
+    let backend: Arc<dyn Backend> =
+        Arc::new(LocalBackend::create(dir.path().join("repo")).unwrap());
     let init = InitOptions {
         params: RepositoryParams {
             compression_level: 0,
@@ -102,7 +109,11 @@ fn put_only_key_backs_up_deduplicates_and_reads_nothing() {
     let second = backup(&put_only, &options("agent-host", &[&src]), &cancel).unwrap();
     assert_eq!(second.snapshot.parent, None);
     assert_eq!(second.snapshot.summary.data_blobs_added, 1);
-    assert!(second.snapshot.summary.bytes_stored < 10_000, "{:?}", second.snapshot.summary);
+    assert!(
+        second.snapshot.summary.bytes_stored < 10_000,
+        "{:?}",
+        second.snapshot.summary
+    );
 
     // Through the API: every read of backed-up content is refused.
     let refused = |e: Error| assert!(matches!(e, Error::KeyLacksReadAccess { .. }), "{e}");
@@ -125,7 +136,15 @@ fn put_only_key_backs_up_deduplicates_and_reads_nothing() {
     let master = full.master_key("test").unwrap();
     let mut tried = 0;
     let mut all_bytes = Vec::new();
-    for prefix in ["config", "keys/", "data/", "tree/", "index/", "snapshots/", "sessions/"] {
+    for prefix in [
+        "config",
+        "keys/",
+        "data/",
+        "tree/",
+        "index/",
+        "snapshots/",
+        "sessions/",
+    ] {
         for meta in backend.list(prefix).unwrap() {
             let bytes = backend.get(&meta.name).unwrap();
             all_bytes.push(bytes.clone());
@@ -137,7 +156,10 @@ fn put_only_key_backs_up_deduplicates_and_reads_nothing() {
                 let trailer = parse_pack(&bytes, master, &meta.name).unwrap();
                 let len = u32::from_le_bytes(bytes[bytes.len() - 4..].try_into().unwrap()) as usize;
                 let start = bytes.len() - 4 - len;
-                records.push((aad(b"bunker pack trailer", &[h40]), bytes[start..bytes.len() - 4].to_vec()));
+                records.push((
+                    aad(b"bunker pack trailer", &[h40]),
+                    bytes[start..bytes.len() - 4].to_vec(),
+                ));
                 for entry in trailer.entries {
                     let sealed = &bytes[entry.offset as usize..][..entry.length as usize];
                     records.push((
@@ -149,7 +171,12 @@ fn put_only_key_backs_up_deduplicates_and_reads_nothing() {
                 let n = u32::from_le_bytes(bytes[40..44].try_into().unwrap()) as usize;
                 let ids = &bytes[44..44 + n];
                 // Positive control: the id section is the writer's to read.
-                assert!(writer.index_key().open(&aad(b"bunker index ids", &[h40]), ids).is_ok());
+                assert!(
+                    writer
+                        .index_key()
+                        .open(&aad(b"bunker index ids", &[h40]), ids)
+                        .is_ok()
+                );
                 let hash = content_hash(ids);
                 records.push((
                     aad(b"bunker index locations", &[h40, &hash]),
@@ -158,7 +185,11 @@ fn put_only_key_backs_up_deduplicates_and_reads_nothing() {
             }
             for (record_aad, sealed) in &records {
                 for key in keys {
-                    assert!(key.open(record_aad, sealed).is_err(), "{} opened", meta.name);
+                    assert!(
+                        key.open(record_aad, sealed).is_err(),
+                        "{} opened",
+                        meta.name
+                    );
                     tried += 1;
                 }
             }
@@ -166,8 +197,16 @@ fn put_only_key_backs_up_deduplicates_and_reads_nothing() {
     }
     assert!(tried > 20, "only {tried} attempts");
     for bytes in &all_bytes {
-        for secret in [NAME, CONTENT, b"fresh data only".as_slice(), b"new.txt".as_slice()] {
-            assert!(!bytes.windows(secret.len()).any(|w| w == secret), "plaintext stored");
+        for secret in [
+            NAME,
+            CONTENT,
+            b"fresh data only".as_slice(),
+            b"new.txt".as_slice(),
+        ] {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret),
+                "plaintext stored"
+            );
         }
     }
 

@@ -175,18 +175,34 @@ fn bad_key_files_are_named_with_exit_14() {
     let cases: Vec<(&str, Option<Vec<u8>>, &str)> = vec![
         ("missing.key", None, "cannot be read"),
         ("empty.key", Some(Vec::new()), "not a bunker key file"),
-        ("text.key", Some(b"correct horse battery staple\n".to_vec()), "not a bunker key file"),
-        ("flipped.key", Some({
-            let mut k = good.clone();
-            k[60] ^= 1;
-            k
-        }), "checksum does not match"),
-        ("truncated.key", Some(good[..100].to_vec()), "not a bunker key file"),
-        ("version.key", Some({
-            let mut k = good.clone();
-            k[5] = 2;
-            k
-        }), "version 2 is not supported"),
+        (
+            "text.key",
+            Some(b"correct horse battery staple\n".to_vec()),
+            "not a bunker key file",
+        ),
+        (
+            "flipped.key",
+            Some({
+                let mut k = good.clone();
+                k[60] ^= 1;
+                k
+            }),
+            "checksum does not match",
+        ),
+        (
+            "truncated.key",
+            Some(good[..100].to_vec()),
+            "not a bunker key file",
+        ),
+        (
+            "version.key",
+            Some({
+                let mut k = good.clone();
+                k[5] = 2;
+                k
+            }),
+            "version 2 is not supported",
+        ),
     ];
     for (name, content, message) in cases {
         let path = t.join(name);
@@ -210,7 +226,10 @@ fn bad_key_files_are_named_with_exit_14() {
         .with_env("BUNKER_KEY_FILE", &key)
         .backup(&[&src], &[]);
     out.code(14);
-    assert!(out.stderr.contains("belongs to another repository"), "{out}");
+    assert!(
+        out.stderr.contains("belongs to another repository"),
+        "{out}"
+    );
     assert!(b.snapshots().is_empty());
     assert!(other.snapshots().is_empty());
 }
