@@ -41,17 +41,17 @@ fn aad(label: &[u8], rest: &[&[u8]]) -> Vec<u8> {
 
 /// Content of `file` in the snapshot `tree` (only direct children of one directory chain).
 fn file_content(repo: &Repository, index: &Index, root: BlobId, path: &[&[u8]]) -> Vec<u8> {
-    let mut tree = repo.load_tree(index, &root).unwrap();
+    let mut tree = repo.load_tree(index, &root).expect("root tree");
     for (i, name) in path.iter().enumerate() {
-        let entry = tree.get(name).unwrap().clone();
+        let entry = tree.get(name).expect("entry on the path").clone();
         match entry.node {
-            Node::Dir { subtree } => tree = repo.load_tree(index, &subtree).unwrap(),
+            Node::Dir { subtree } => tree = repo.load_tree(index, &subtree).expect("subtree"),
             Node::File { extents } => {
                 assert_eq!(i, path.len() - 1);
                 let mut out = Vec::new();
                 for extent in extents {
                     if let bunker_repo_format::tree::Extent::Chunk { id, .. } = extent {
-                        out.extend(repo.read_blob(index, &id).unwrap());
+                        out.extend(repo.read_blob(index, &id).expect("data blob"));
                     }
                 }
                 return out;

@@ -41,7 +41,12 @@ impl Pair {
     }
 
     fn copy(&self, extra: &[&str]) -> Output {
-        let mut args = vec!["--json", "copy", "--to", self.target_path.to_str().unwrap()];
+        let mut args = vec![
+            "--json",
+            "copy",
+            "--to",
+            self.target_path.to_str().expect("UTF-8 temp path"),
+        ];
         args.extend_from_slice(extra);
         self.source
             .with_env("BUNKER_TO_PASSWORD", TARGET_PASSWORD)
@@ -51,7 +56,11 @@ impl Pair {
     fn spawn_copy(&self) -> (std::process::Child, String) {
         self.source
             .with_env("BUNKER_TO_PASSWORD", TARGET_PASSWORD)
-            .spawn(["copy", "--to", self.target_path.to_str().unwrap()])
+            .spawn([
+                "copy",
+                "--to",
+                self.target_path.to_str().expect("UTF-8 temp path"),
+            ])
     }
 
     /// Restores `spec` from the target and compares it with `src`.

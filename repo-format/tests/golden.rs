@@ -638,7 +638,7 @@ fn golden_repository_opens_and_reads_end_to_end() {
     let repo = Repository::open(backend, PASSWORD).expect("repository opens");
     assert_eq!(repo.config(), &golden_config());
     assert_eq!(
-        repo.current_key_slot().as_bytes(),
+        repo.current_key_slot().unwrap().as_bytes(),
         &id_of(&the_object("keys/"))
     );
     for operation in [Operation::Read, Operation::Write, Operation::Prune] {
