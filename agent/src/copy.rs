@@ -26,6 +26,9 @@ use bunker_repo_format::{
 
 use crate::cancel::Cancel;
 
+/// How often a copy indexes the packs it has sent, at most.
+const INDEX_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// What a copy did.
 #[derive(Debug, Clone, Default)]
 pub struct CopyOutcome {
@@ -142,6 +145,8 @@ pub fn copy(
     let source_index = source.load_index_for_reading()?.index;
     let mut writer = target.blob_writer(&loaded.index);
     writer.exclude_packs(condemned);
+    // A killed copy loses at most this much transfer: the next run reuses indexed packs.
+    writer.set_index_interval(INDEX_INTERVAL);
     let mut sender = Sender {
         source,
         source_index: &source_index,

@@ -266,7 +266,14 @@ fn copy_refuses_an_unrelated_target_and_a_missing_password() {
     write_file(&src.join("a"), b"a");
     p.source.backup(&[&src], &[]).ok();
     p.target.init();
-    let out = p.copy(&[]);
+    // The password from BUNKER_TO_PASSWORD_FILE opens the target (else exit 12), which is
+    // then refused: its blob ids differ.
+    let password_file = p.t.join("to-password");
+    write_file(&password_file, format!("{TARGET_PASSWORD}\n").as_bytes());
+    let out = p
+        .source
+        .with_env("BUNKER_TO_PASSWORD_FILE", &password_file)
+        .run(["copy", "--to", p.target_path.to_str().unwrap()]);
     out.code(1);
     assert!(
         out.stderr.contains("was not created by `bunker copy`"),

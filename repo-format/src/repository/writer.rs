@@ -58,6 +58,9 @@ pub struct BlobWriter<'a> {
     unindexed_blobs: usize,
     segments: Vec<IndexId>,
     uploaded: Vec<(PackId, BlobKind)>,
+    index_interval: Option<std::time::Duration>,
+    /// When the oldest pack not yet in a segment was uploaded.
+    unindexed_since: Option<std::time::Instant>,
     stats: WriteStats,
 }
 
@@ -76,6 +79,8 @@ impl<'a> BlobWriter<'a> {
             unindexed_blobs: 0,
             segments: Vec::new(),
             uploaded: Vec::new(),
+            index_interval: None,
+            unindexed_since: None,
             stats: WriteStats::default(),
         }
     }
@@ -83,6 +88,14 @@ impl<'a> BlobWriter<'a> {
     /// The session sealing this writer's objects (use it for the snapshot too).
     pub fn session(&self) -> &SealingSession {
         &self.session
+    }
+
+    /// Also writes an index segment, after a pack upload, once the oldest unindexed pack is
+    /// `interval` old, so that a killed writer loses at most that much work to the next run
+    /// (without it, segments are written every [`super::SEGMENT_BLOBS`] blobs and at the
+    /// end). `Duration::ZERO` indexes every pack as soon as it is uploaded.
+    pub fn set_index_interval(&mut self, interval: std::time::Duration) {
+        self.index_interval = Some(interval);
     }
 
     /// Treats every blob stored in `packs` as absent: condemned packs (named by a GC plan)
@@ -203,9 +216,15 @@ impl<'a> BlobWriter<'a> {
             kind,
             blobs: finished.entries,
         });
+        let since = *self
+            .unindexed_since
+            .get_or_insert_with(std::time::Instant::now);
+        let due = self
+            .index_interval
+            .is_some_and(|interval| since.elapsed() >= interval);
         // A segment before the session ends, so an interrupted backup leaves indexed packs
         // that the next run deduplicates against.
-        if self.unindexed_blobs >= super::SEGMENT_BLOBS {
+        if due || self.unindexed_blobs >= super::SEGMENT_BLOBS {
             self.write_segment()?;
         }
         Ok(())
@@ -216,6 +235,7 @@ impl<'a> BlobWriter<'a> {
             return Ok(());
         }
         self.unindexed_blobs = 0;
+        self.unindexed_since = None;
         let written = self
             .repo
             .write_index_segments(std::mem::take(&mut self.unindexed), &self.session)?;
