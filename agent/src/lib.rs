@@ -14,6 +14,7 @@
 
 pub mod backup;
 mod cancel;
+pub mod copy;
 pub mod daemon;
 pub mod job;
 pub mod navigate;

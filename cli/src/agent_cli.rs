@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use bunker_agent::Cancel;
 use bunker_agent::daemon::{self, Agent, state::AgentState};
 use bunker_agent::job::JobContext;
@@ -133,7 +133,7 @@ fn agent(policy: Policy, json: bool) -> Result<Agent> {
         program,
         args: vec!["__thaw-watchdog".into()],
     });
-    let open = move || repo::open(&global).map_err(|e| format!("{e:#}"));
+    let open = move || repo::open_writer(&global).map_err(|e| format!("{e:#}"));
     let log = move |line: &str| {
         if !json {
             eprintln!("bunker-agent: {line}");
@@ -158,15 +158,13 @@ fn repository_options(policy: &Policy) -> Result<GlobalOptions> {
         repo: Some(policy.repository.url.clone()),
         password_file: None,
         password_command: None,
+        key_file: None,
         json: false,
     };
     match &policy.repository.credentials {
         Credentials::PasswordFile(path) => global.password_file = Some(path.clone()),
         Credentials::PasswordCommand(command) => global.password_command = Some(command.clone()),
-        Credentials::KeyFile(path) => bail!(
-            "{}: key files are not supported by this build yet; use password_file",
-            path.display()
-        ),
+        Credentials::KeyFile(path) => global.key_file = Some(path.clone()),
     }
     Ok(global)
 }

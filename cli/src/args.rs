@@ -39,6 +39,10 @@ pub struct GlobalOptions {
         value_name = "COMMAND"
     )]
     pub password_command: Option<String>,
+    /// Unlock the repository with this key file (from `bunker key add --out`) instead of a
+    /// password. A put-only key file can back up, but not read, list or delete anything.
+    #[arg(long, env = "BUNKER_KEY_FILE", global = true, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,
@@ -77,6 +81,14 @@ pub enum Command {
     /// Print a repository object as JSON.
     #[command(subcommand)]
     Cat(CatCommand),
+    /// Copy snapshots to another repository (created when missing), sending only the data
+    /// it lacks.
+    ///
+    /// The target's password comes from BUNKER_TO_PASSWORD_FILE or BUNKER_TO_PASSWORD. A
+    /// target created by `copy` shares this repository's chunker and blob ids (so
+    /// deduplication carries over) but has its own data key and password. Snapshots already
+    /// in the target are skipped; an interrupted copy is resumed by running it again.
+    Copy(CopyArgs),
     /// Validate or show a `bunker-agent` policy file.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -97,6 +109,17 @@ pub enum PolicyCommand {
         #[arg(value_name = "FILE", default_value = bunker_agent::policy::DEFAULT_POLICY_PATH)]
         file: PathBuf,
     },
+}
+
+/// `bunker copy`.
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// The target repository.
+    #[arg(long, value_name = "REPO")]
+    pub to: String,
+    /// Snapshots to copy (`latest` or id prefixes; default: all).
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshots: Vec<String>,
 }
 
 /// `bunker init`.
@@ -317,8 +340,9 @@ pub struct RepairSnapshotsArgs {
 pub enum KeyCommand {
     /// List key slots.
     List,
-    /// Add a key slot for a new password (from BUNKER_NEW_PASSWORD, --new-password-file or a prompt).
-    Add(NewPasswordArgs),
+    /// Add a key slot for a new password (from BUNKER_NEW_PASSWORD, --new-password-file or a
+    /// prompt), or with --out write a key file instead.
+    Add(KeyAddArgs),
     /// Remove a key slot (not the one in use).
     Remove {
         /// Key slot id or unique prefix.
@@ -327,6 +351,23 @@ pub enum KeyCommand {
     },
     /// Change the password: add a slot for the new one, remove the one in use.
     Passwd(NewPasswordArgs),
+}
+
+/// `bunker key add`.
+#[derive(Debug, Args)]
+pub struct KeyAddArgs {
+    /// Write a key file (mode 0600) instead of adding a key slot; it is not overwritten if it
+    /// exists. Without --put-only it holds the full key.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// With --out: a put-only key, for agents: it backs up and deduplicates against the
+    /// whole repository but cannot read any backup (restore, ls, cat, check, forget and
+    /// prune refuse it).
+    #[arg(long, requires = "out")]
+    pub put_only: bool,
+    /// The new password and label of a key slot.
+    #[command(flatten)]
+    pub password: NewPasswordArgs,
 }
 
 /// Where a new password comes from.

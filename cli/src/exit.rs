@@ -4,6 +4,7 @@ use std::io;
 use std::process::ExitCode;
 
 use bunker_agent::backup::BackupError;
+use bunker_agent::copy::CopyError;
 use bunker_agent::restore::RestoreError;
 use bunker_repo_format::Error;
 
@@ -25,6 +26,10 @@ pub const POLICY_INVALID: u8 = 7;
 pub const NO_REPOSITORY: u8 = 10;
 /// No key slot opens with the password.
 pub const WRONG_PASSWORD: u8 = 12;
+/// The key is put-only: the command needs to read backups.
+pub const PUT_ONLY_KEY: u8 = 13;
+/// The key file is missing, unreadable, damaged, or for another repository.
+pub const BAD_KEY_FILE: u8 = 14;
 /// Interrupted by SIGINT or SIGTERM.
 pub const INTERRUPTED: u8 = 130;
 
@@ -40,6 +45,8 @@ fn repository_code(error: &Error) -> u8 {
     match error {
         Error::RepositoryNotFound { .. } => NO_REPOSITORY,
         Error::WrongPassword { .. } => WRONG_PASSWORD,
+        Error::KeyLacksReadAccess { .. } => PUT_ONLY_KEY,
+        Error::KeyFile { .. } => BAD_KEY_FILE,
         _ => FATAL,
     }
 }
@@ -69,6 +76,12 @@ pub fn classify(error: &anyhow::Error) -> Outcome {
             .is_some()
         {
             POLICY_INVALID
+        } else if let Some(e) = cause.downcast_ref::<CopyError>() {
+            match e {
+                CopyError::Interrupted => INTERRUPTED,
+                CopyError::Repository(e) => repository_code(e),
+                _ => FATAL,
+            }
         } else if let Some(e) = cause.downcast_ref::<RestoreError>() {
             match e {
                 RestoreError::Interrupted => INTERRUPTED,

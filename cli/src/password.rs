@@ -93,3 +93,18 @@ pub fn new_password(file: Option<&Path>) -> Result<String> {
     }
     Ok(password)
 }
+
+/// The password of `copy`'s target: `BUNKER_TO_PASSWORD_FILE`, then `BUNKER_TO_PASSWORD`.
+pub fn target_password() -> Result<String> {
+    let password = if let Some(path) = std::env::var_os("BUNKER_TO_PASSWORD_FILE") {
+        from_file(Path::new(&path))?
+    } else if let Ok(password) = std::env::var("BUNKER_TO_PASSWORD") {
+        password
+    } else {
+        bail!("no password for the target: set BUNKER_TO_PASSWORD or BUNKER_TO_PASSWORD_FILE");
+    };
+    if password.is_empty() {
+        bail!("refusing an empty target password");
+    }
+    Ok(password)
+}

@@ -4,9 +4,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use bunker_repo_format::Repository;
 use bunker_repo_format::backend::{Backend, LocalBackend};
 use bunker_repo_format::config::Operation;
+use bunker_repo_format::keyfile::KeyFile;
+use bunker_repo_format::{Error, Repository};
 
 use crate::args::GlobalOptions;
 use crate::password;
@@ -21,15 +22,89 @@ fn location(global: &GlobalOptions) -> Result<PathBuf> {
     Ok(PathBuf::from(repo))
 }
 
-/// Opens the repository with the password from the usual sources.
-pub fn open(global: &GlobalOptions) -> Result<Repository> {
+/// The backend of an existing repository at `global.repo`.
+pub fn backend(global: &GlobalOptions) -> Result<Arc<dyn Backend>> {
     let path = location(global)?;
-    let backend: Arc<dyn Backend> = Arc::new(LocalBackend::open(&path)?);
-    let password = password::repository_password(global, false)?;
-    let repository = Repository::open(backend, password.as_bytes())?;
-    // Every command reads (backup reads the index); writers check `Write` on top.
+    Ok(Arc::new(LocalBackend::open(&path)?))
+}
+
+/// Unlocks the repository in `backend` with `--key-file` / `BUNKER_KEY_FILE` when given,
+/// else with the password from the usual sources.
+fn unlock(global: &GlobalOptions, backend: Arc<dyn Backend>) -> Result<Repository> {
+    let repository = match &global.key_file {
+        Some(path) => {
+            let key_file = KeyFile::read(path)?;
+            Repository::open_with_key_file(backend, &key_file, &path.display().to_string())?
+        }
+        None => {
+            let password = password::repository_password(global, false)?;
+            Repository::open(backend, password.as_bytes())?
+        }
+    };
+    Ok(repository)
+}
+
+/// Opens the repository for a command that reads backups: a put-only key is refused with
+/// [`Error::KeyLacksReadAccess`] naming `operation`.
+pub fn open(global: &GlobalOptions, operation: &'static str) -> Result<Repository> {
+    let repository = unlock(global, backend(global)?)?;
+    if repository.is_put_only() {
+        return Err(Error::KeyLacksReadAccess { operation }.into());
+    }
     repository.check_features(Operation::Read)?;
     Ok(repository)
+}
+
+/// Opens the repository for writing backups: any key, put-only keys included.
+pub fn open_writer(global: &GlobalOptions) -> Result<Repository> {
+    let repository = unlock(global, backend(global)?)?;
+    // Backup reads the index; it checks `Write` on top.
+    repository.check_features(Operation::Read)?;
+    Ok(repository)
+}
+
+/// Opens `copy`'s target at `location` with its own password, or creates it when there is
+/// no repository there: with `source`'s parameters and KDF cost, and sharing its writer
+/// secret (FORMAT.md §4.5). Returns the repository and whether it was created.
+pub fn open_or_create_target(
+    global: &GlobalOptions,
+    location: &str,
+    source: &Repository,
+) -> Result<(Repository, bool)> {
+    let target = GlobalOptions {
+        repo: Some(location.to_owned()),
+        password_file: None,
+        password_command: None,
+        key_file: None,
+        ..global.clone()
+    };
+    let password = password::target_password()?;
+    match backend(&target) {
+        Ok(existing) => {
+            let repository = Repository::open(existing, password.as_bytes())
+                .with_context(|| format!("opening the target {location}"))?;
+            return Ok((repository, false));
+        }
+        Err(e) if matches!(e.downcast_ref(), Some(Error::RepositoryNotFound { .. })) => {}
+        Err(e) => return Err(e),
+    }
+    let options = bunker_repo_format::InitOptions {
+        params: source.config().params,
+        kdf: source.config().header.kdf,
+        slot_info: bunker_repo_format::keyslot::KeySlotInfo {
+            created: bunker_agent::backup::now().sec,
+            host: bunker_agent::platform::hostname(),
+            username: bunker_agent::platform::username(),
+            label: "created by copy".into(),
+        },
+    };
+    let repository = Repository::init_sharing_writer(
+        create_backend(&target)?,
+        password.as_bytes(),
+        options,
+        source.writer_key(),
+    )?;
+    Ok((repository, true))
 }
 
 /// Creates the backend of a new repository (the directory, if missing).

@@ -64,10 +64,20 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
     /// An operation needs a key the caller does not hold.
-    #[error("{operation} needs the repository's full key; this key cannot read backups")]
+    #[error(
+        "{operation} needs the repository's full key: this is a put-only key, which can back up but cannot read backups"
+    )]
     KeyLacksReadAccess {
         /// What was attempted.
         operation: &'static str,
+    },
+    /// A key file is missing, unreadable, damaged, or belongs to another repository.
+    #[error("key file {file}: {reason}")]
+    KeyFile {
+        /// The key file's path.
+        file: String,
+        /// What is wrong with it.
+        reason: String,
     },
     /// An I/O error from the operating system or a storage service.
     #[error("{context}: {source}")]

@@ -104,7 +104,7 @@ pub fn load_plans(repo: &Repository) -> Result<(Vec<StoredPlan>, UnreadablePlans
             Err(e) if e.is_not_found() => continue,
             Err(e) => return Err(e),
         };
-        match GcPlan::decode(&bytes, repo.key().writer(), &meta.name) {
+        match GcPlan::decode(&bytes, repo.writer_key(), &meta.name) {
             Ok(plan) => plans.push(StoredPlan {
                 name: meta.name,
                 modified: meta.modified,
@@ -235,7 +235,26 @@ pub fn commit_snapshot(
     sealing: &crate::crypto::SealingSession,
     snapshot: &crate::snapshot::Snapshot,
 ) -> Result<std::result::Result<crate::id::SnapshotId, CommitRefused>> {
-    let (lost, paused) = lost_dependencies(repo, &session, dependencies)?;
+    let committed = commit_snapshot_in_session(repo, &session, dependencies, sealing, snapshot)?;
+    if committed.is_ok() {
+        // Best effort: a session that cannot write its last beat just looks live until it
+        // times out, which only delays garbage collection.
+        let _ = session.end();
+    }
+    Ok(committed)
+}
+
+/// Like [`commit_snapshot`], but the session goes on: for a writer that commits several
+/// snapshots in one session (`copy`). Its dependencies accumulate over the session; the
+/// caller ends the session after its last commit.
+pub fn commit_snapshot_in_session(
+    repo: &Repository,
+    session: &ActiveSession,
+    dependencies: &HashSet<PackId>,
+    sealing: &crate::crypto::SealingSession,
+    snapshot: &crate::snapshot::Snapshot,
+) -> Result<std::result::Result<crate::id::SnapshotId, CommitRefused>> {
+    let (lost, paused) = lost_dependencies(repo, session, dependencies)?;
     if lost > 0 {
         return Ok(Err(CommitRefused { lost, paused }));
     }
@@ -257,8 +276,5 @@ pub fn commit_snapshot(
             }));
         }
     }
-    // Best effort: a session that cannot write its last beat just looks live until it
-    // times out, which only delays garbage collection.
-    let _ = session.end();
     Ok(Ok(id))
 }

@@ -19,6 +19,7 @@ pub mod gc;
 pub mod gc_plan;
 mod id;
 pub mod index;
+pub mod keyfile;
 pub mod keyslot;
 pub mod object;
 pub mod pack;

@@ -133,7 +133,7 @@ pub fn prune_plan(repo: &Repository, options: &PruneOptions, dry_run: bool) -> R
     } else {
         Some(ActiveSession::start(
             Arc::clone(repo.backend()),
-            repo.key().writer(),
+            repo.writer_key(),
             options.host,
             "prune",
             true,
@@ -150,7 +150,7 @@ pub fn prune_plan(repo: &Repository, options: &PruneOptions, dry_run: bool) -> R
         ..
     } = view(repo)?;
     let (plans, _) = load_plans(repo)?;
-    let sessions = list_sessions(repo.backend().as_ref(), repo.key().writer())?;
+    let sessions = list_sessions(repo.backend().as_ref(), repo.writer_key())?;
     let storage_now = match &session {
         Some(session) => session.started(),
         None => stored
@@ -477,14 +477,14 @@ pub fn prune(repo: &Repository, mut plan: PrunePlan) -> Result<PruneReport> {
             client_time: Timestamp::now(),
             packs: new_condemned.clone(),
         };
-        let (name, bytes) = gc_plan.encode(repo.key().writer());
+        let (name, bytes) = gc_plan.encode(repo.writer_key());
         repo.put_content_named(&name, &bytes)?;
         report.condemned_packs = new_condemned.len();
         report.plan_written = Some(name.clone());
         if plan.grace.is_zero() {
             // Due at once, but only if no other session that started before it is live.
             let modified = repo.backend().head(&name)?.modified;
-            let sessions = list_sessions(repo.backend().as_ref(), repo.key().writer())?;
+            let sessions = list_sessions(repo.backend().as_ref(), repo.writer_key())?;
             let blocked = sessions
                 .iter()
                 .any(|s| s.session != session.id() && s.is_live(modified) && s.first <= modified);

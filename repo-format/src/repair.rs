@@ -411,7 +411,7 @@ pub fn apply_snapshot_repair(
     repo.check_features(Operation::Prune)?;
     let heartbeat = ActiveSession::start(
         Arc::clone(repo.backend()),
-        repo.key().writer(),
+        repo.writer_key(),
         &plan.host,
         "repair",
         true,
@@ -813,7 +813,7 @@ mod tests {
         let id: IndexId = data_segment["index/".len()..].parse().expect("id");
         let mut segment = repo.load_index_segment(&id).expect("load");
         segment.packs[0].blobs[0].offset += 1;
-        let bytes = encode_segment(&segment, repo.key().writer(), &repo.new_session());
+        let bytes = encode_segment(&segment, repo.writer_key(), &repo.new_session());
         let wrong = ObjectKind::Index.name(&hex::encode(content_hash(&bytes)));
         backend.put_if_absent(&wrong, &bytes).expect("put");
         backend.delete(&data_segment).expect("delete");

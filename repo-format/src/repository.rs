@@ -12,12 +12,14 @@ use crate::backend::Backend;
 use crate::blob::{BlobKind, open_blob};
 use crate::chunker::Chunker;
 use crate::config::{CONFIG_NAME, Config, ConfigHeader, FeatureFlags, Operation, RepositoryParams};
-use crate::crypto::{MasterKey, SealingSession, SymmetricKey};
+use crate::crypto::{AccessKey, MasterKey, SealingSession, SymmetricKey, WriterKey};
 use crate::error::{Error, Result};
 use crate::id::{BlobId, IndexId, KeySlotId, PackId, SnapshotId};
 use crate::index::{
-    BlobLocation, Index, IndexSegment, IndexedPack, decode_segment, encode_segment,
+    BlobLocation, Index, IndexSegment, IndexedPack, decode_segment, decode_segment_ids,
+    encode_segment,
 };
+use crate::keyfile::KeyFile;
 use crate::keyslot::{KdfParams, KeySlot, KeySlotInfo};
 use crate::object::{ObjectKind, SESSION_HEADER_LEN, verify_content_hash};
 use crate::snapshot::Snapshot;
@@ -58,8 +60,8 @@ pub struct LoadedIndex {
 pub struct Repository {
     backend: Arc<dyn Backend>,
     config: Config,
-    key: MasterKey,
-    slot: KeySlotId,
+    key: AccessKey,
+    slot: Option<KeySlotId>,
     chunker: Chunker,
     pack_keys: Mutex<HashMap<PackId, SymmetricKey>>,
 }
@@ -74,6 +76,32 @@ impl Repository {
     /// Creates a repository in an empty backend: the first key slot, then `config` (written
     /// last, so a half-made repository is never taken for a usable one).
     pub fn init(backend: Arc<dyn Backend>, password: &[u8], options: InitOptions) -> Result<Self> {
+        Self::init_with_key(backend, password, options, MasterKey::generate())
+    }
+
+    /// Creates a repository that shares `writer`'s writer secret (so its blob ids, chunk
+    /// boundaries and index key are the same) but has its own data key pair and repository
+    /// id: the target of `copy` (FORMAT.md §4.5).
+    pub fn init_sharing_writer(
+        backend: Arc<dyn Backend>,
+        password: &[u8],
+        options: InitOptions,
+        writer: &WriterKey,
+    ) -> Result<Self> {
+        Self::init_with_key(
+            backend,
+            password,
+            options,
+            MasterKey::generate_sharing_writer(writer),
+        )
+    }
+
+    fn init_with_key(
+        backend: Arc<dyn Backend>,
+        password: &[u8],
+        options: InitOptions,
+        key: MasterKey,
+    ) -> Result<Self> {
         options.params.validate()?;
         match backend.head(CONFIG_NAME) {
             Ok(_) => {
@@ -84,7 +112,6 @@ impl Repository {
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e),
         }
-        let key = MasterKey::generate();
         let config = Config {
             header: ConfigHeader {
                 repository_id: crate::crypto::random_array(),
@@ -109,17 +136,59 @@ impl Repository {
                 },
                 other => other,
             })?;
-        Self::from_parts(backend, config, key, slot)
+        Self::from_parts(backend, config, AccessKey::Full(key), Some(slot))
     }
 
-    /// Opens a repository with a password, trying every key slot.
-    pub fn open(backend: Arc<dyn Backend>, password: &[u8]) -> Result<Self> {
-        let config_bytes = backend.get(CONFIG_NAME).map_err(|e| match e {
+    fn read_config(backend: &dyn Backend) -> Result<Vec<u8>> {
+        backend.get(CONFIG_NAME).map_err(|e| match e {
             Error::NotFound { .. } => Error::RepositoryNotFound {
                 location: backend.location(),
             },
             other => other,
-        })?;
+        })
+    }
+
+    /// Opens a repository with a key file (full or put-only; FORMAT.md §6a). Fails with
+    /// [`Error::KeyFile`] when the key belongs to another repository.
+    pub fn open_with_key_file(
+        backend: Arc<dyn Backend>,
+        key_file: &KeyFile,
+        file: &str,
+    ) -> Result<Self> {
+        let config_bytes = Self::read_config(backend.as_ref())?;
+        let (header, _) = Config::decode_header(&config_bytes)?;
+        let foreign = || Error::KeyFile {
+            file: file.to_owned(),
+            reason: format!("belongs to another repository, not {}", backend.location()),
+        };
+        if header.repository_id != key_file.repository_id {
+            return Err(foreign());
+        }
+        let config = match Config::decode(&config_bytes, key_file.key.writer()) {
+            Ok(config) => config,
+            Err(Error::Corrupt { .. }) => return Err(foreign()),
+            Err(e) => return Err(e),
+        };
+        Self::from_parts(backend, config, key_file.key.clone(), None)
+    }
+
+    /// This repository's key as a key file: the full key, or with `put_only` only what a
+    /// writer needs. Exporting the full key needs the full key.
+    pub fn key_file(&self, put_only: bool) -> Result<KeyFile> {
+        let key = if put_only {
+            AccessKey::PutOnly(self.key.writer().clone())
+        } else {
+            AccessKey::Full(self.key.master("exporting the full key")?.clone())
+        };
+        Ok(KeyFile {
+            key,
+            repository_id: self.config.header.repository_id,
+        })
+    }
+
+    /// Opens a repository with a password, trying every key slot.
+    pub fn open(backend: Arc<dyn Backend>, password: &[u8]) -> Result<Self> {
+        let config_bytes = Self::read_config(backend.as_ref())?;
         let (header, _) = Config::decode_header(&config_bytes)?;
         let slots = backend.list(ObjectKind::KeySlot.prefix())?;
         let mut tried = 0;
@@ -146,7 +215,7 @@ impl Repository {
                     ));
                 }
                 let config = Config::decode(&config_bytes, key.writer())?;
-                return Self::from_parts(backend, config, key, slot.id);
+                return Self::from_parts(backend, config, AccessKey::Full(key), Some(slot.id));
             }
         }
         // A damaged slot might have been the one for this password: say so rather than
@@ -163,8 +232,8 @@ impl Repository {
     fn from_parts(
         backend: Arc<dyn Backend>,
         config: Config,
-        key: MasterKey,
-        slot: KeySlotId,
+        key: AccessKey,
+        slot: Option<KeySlotId>,
     ) -> Result<Self> {
         let chunker = Chunker::new(config.params.chunker, key.writer().chunker_seed())?;
         Ok(Self {
@@ -192,9 +261,25 @@ impl Repository {
         &self.config
     }
 
-    /// The unlocked key.
-    pub fn key(&self) -> &MasterKey {
+    /// The key the repository was opened with.
+    pub fn access_key(&self) -> &AccessKey {
         &self.key
+    }
+
+    /// The writer part of the key: every key has it.
+    pub fn writer_key(&self) -> &WriterKey {
+        self.key.writer()
+    }
+
+    /// The master key, or [`Error::KeyLacksReadAccess`] naming `operation` when the
+    /// repository was opened with a put-only key.
+    pub fn master_key(&self, operation: &'static str) -> Result<&MasterKey> {
+        self.key.master(operation)
+    }
+
+    /// True when opened with a put-only key: it can back up, never read a backup.
+    pub fn is_put_only(&self) -> bool {
+        self.key.is_put_only()
     }
 
     /// The file chunker seeded for this repository.
@@ -234,9 +319,39 @@ impl Repository {
     }
 
     /// Reads and decodes one index segment.
+    ///
+    /// With a put-only key only the id section can be opened: the segment then lists every
+    /// pack and blob id with zero offsets and lengths, which is all a writer uses
+    /// (deduplication and condemned packs), and no blob can be read through it.
     pub fn load_index_segment(&self, id: &IndexId) -> Result<crate::index::IndexSegment> {
         let bytes = self.get_verified(ObjectKind::Index, id.as_bytes())?;
-        decode_segment(&bytes, &self.key, &ObjectKind::Index.name(&id.to_hex()))
+        let name = ObjectKind::Index.name(&id.to_hex());
+        match &self.key {
+            AccessKey::Full(master) => decode_segment(&bytes, master, &name),
+            AccessKey::PutOnly(writer) => {
+                let view = decode_segment_ids(&bytes, writer, &name)?;
+                Ok(IndexSegment {
+                    packs: view
+                        .packs
+                        .into_iter()
+                        .map(|(pack, kind, blobs)| IndexedPack {
+                            id: pack,
+                            kind,
+                            blobs: blobs
+                                .into_iter()
+                                .map(|id| crate::pack::PackEntry {
+                                    id,
+                                    kind,
+                                    offset: 0,
+                                    length: 0,
+                                    raw_length: 0,
+                                })
+                                .collect(),
+                        })
+                        .collect(),
+                })
+            }
+        }
     }
 
     /// Loads every index segment; damaged ones are reported, not fatal.
@@ -285,7 +400,10 @@ impl Repository {
         let public = dec
             .array("session public key")
             .map_err(|e| Error::corrupt(&name, e.to_string()))?;
-        let key = self.key.session_key(&public, &name)?;
+        let key = self
+            .key
+            .master("reading backed-up data")?
+            .session_key(&public, &name)?;
         self.lock_pack_keys().insert(*pack, key.clone());
         Ok(key)
     }
@@ -372,7 +490,11 @@ impl Repository {
     /// Reads, verifies and opens one snapshot.
     pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
         let bytes = self.get_verified(ObjectKind::Snapshot, id.as_bytes())?;
-        Snapshot::open(&bytes, &self.key, &ObjectKind::Snapshot.name(&id.to_hex()))
+        Snapshot::open(
+            &bytes,
+            self.key.master("reading snapshots")?,
+            &ObjectKind::Snapshot.name(&id.to_hex()),
+        )
     }
 
     /// Every snapshot, oldest first. Fails on the first unreadable one.
@@ -442,6 +564,7 @@ impl Repository {
         Vec<(crate::id::AuditId, crate::audit::AuditRecord)>,
         Vec<String>,
     )> {
+        let key = self.master_key("reading audit records")?;
         let mut records = Vec::new();
         let mut unreadable = Vec::new();
         for meta in self.backend.list(ObjectKind::Audit.prefix())? {
@@ -452,7 +575,7 @@ impl Repository {
             };
             let opened = self
                 .get_verified(ObjectKind::Audit, id.as_bytes())
-                .and_then(|bytes| crate::audit::AuditRecord::open(&bytes, &self.key, &meta.name));
+                .and_then(|bytes| crate::audit::AuditRecord::open(&bytes, key, &meta.name));
             match opened {
                 Ok(record) => records.push((id, record)),
                 Err(_) => unreadable.push(meta.name),
@@ -517,8 +640,8 @@ impl Repository {
 
     // ----- key slots -----
 
-    /// The slot this repository was opened with.
-    pub fn current_key_slot(&self) -> KeySlotId {
+    /// The slot this repository was opened with (none when opened with a key file).
+    pub fn current_key_slot(&self) -> Option<KeySlotId> {
         self.slot
     }
 
@@ -541,7 +664,7 @@ impl Repository {
     /// Adds a key slot for `password`, with the repository's default KDF cost.
     pub fn add_key_slot(&self, password: &[u8], info: &KeySlotInfo) -> Result<KeySlotId> {
         let (id, bytes) = KeySlot::seal(
-            &self.key,
+            self.key.master("adding a key slot")?,
             &self.config.header.repository_id,
             password,
             self.config.header.kdf,
@@ -554,7 +677,7 @@ impl Repository {
 
     /// Removes a key slot. The slot in use and the last slot cannot be removed.
     pub fn remove_key_slot(&self, id: &KeySlotId) -> Result<()> {
-        if *id == self.slot {
+        if Some(*id) == self.slot {
             return Err(Error::Invalid(
                 "refusing to remove the key slot in use; open the repository with another password first".into(),
             ));

@@ -677,7 +677,7 @@ impl<'a> Sim<'a> {
         let backend: Arc<dyn Backend> = pausing.clone();
         let repo = Repository::open(backend.clone(), PASSWORD).map_err(|e| error_text(&e))?;
         // The agent's order: heartbeat first, then plans, then the index.
-        let session = ActiveSession::start(backend, repo.key().writer(), name, "backup", false)
+        let session = ActiveSession::start(backend, repo.writer_key(), name, "backup", false)
             .map_err(|e| error_text(&e))?;
         let condemned = gc::condemned_packs(&repo).map_err(|e| error_text(&e))?;
         let mut loaded = repo.load_index().map_err(|e| error_text(&e))?;
@@ -1752,7 +1752,7 @@ mod found {
     pub(super) fn start<'r>(repo: &'r Repository, index: &'r mut Index, host: &str) -> Session<'r> {
         let heartbeat = ActiveSession::start(
             Arc::clone(repo.backend()),
-            repo.key().writer(),
+            repo.writer_key(),
             host,
             "backup",
             false,
@@ -2093,7 +2093,7 @@ fn found_overlapping_prunes_leave_index_entries_for_deleted_packs() {
     // A backup starts; two prunes plan at the same time.
     let running = ActiveSession::start(
         Arc::clone(repo.backend()),
-        repo.key().writer(),
+        repo.writer_key(),
         "b",
         "backup",
         false,

@@ -638,7 +638,7 @@ fn golden_repository_opens_and_reads_end_to_end() {
     let repo = Repository::open(backend, PASSWORD).expect("repository opens");
     assert_eq!(repo.config(), &golden_config());
     assert_eq!(
-        repo.current_key_slot().as_bytes(),
+        repo.current_key_slot().unwrap().as_bytes(),
         &id_of(&the_object("keys/"))
     );
     for operation in [Operation::Read, Operation::Write, Operation::Prune] {
@@ -654,7 +654,7 @@ fn golden_repository_opens_and_reads_end_to_end() {
     let root = repo
         .load_tree(&loaded.index, &snapshot.tree)
         .expect("root tree");
-    assert_eq!(root, root_tree(repo.key()));
+    assert_eq!(root, root_tree(repo.master_key("test").unwrap()));
     let Node::Dir { subtree } = &root.get(b"sub").expect("sub").node else {
         panic!("sub is a directory");
     };
@@ -1202,4 +1202,88 @@ fn regenerate() {
         println!("    {name:?},");
     }
     println!("];");
+}
+
+// ----- key files (FORMAT.md §6a) -----
+
+/// The golden repository's key files, built from the spec with nothing but BLAKE3 and
+/// X25519: `access` 1 (put-only, `data_public`) or 2 (full, `data_secret`).
+fn spec_key_file(access: u8) -> Vec<u8> {
+    let data_key = match access {
+        1 => {
+            x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(DATA_SECRET)).to_bytes()
+        }
+        _ => DATA_SECRET,
+    };
+    let mut out = b"BNKRF\x01\x00\x00".to_vec();
+    out.push(access);
+    out.extend_from_slice(&REPOSITORY_ID);
+    out.extend_from_slice(&data_key);
+    out.extend_from_slice(&WRITER_SECRET);
+    let checksum = blake3::hash(&out);
+    out.extend_from_slice(checksum.as_bytes());
+    out
+}
+
+fn key_file_path(access: u8) -> PathBuf {
+    golden_dir().join(if access == 1 {
+        "put-only.key"
+    } else {
+        "full.key"
+    })
+}
+
+/// Writes the two golden key files (encoding vectors: no randomness is involved).
+#[test]
+#[ignore = "writes the golden key files; only with a format version bump"]
+fn regenerate_key_files() {
+    for access in [1, 2] {
+        fs::write(key_file_path(access), spec_key_file(access)).expect("write key file");
+    }
+}
+
+#[test]
+fn golden_key_files_match_the_spec_and_open_the_golden_repository() {
+    use bunker_repo_format::Error;
+    use bunker_repo_format::crypto::AccessKey;
+    use bunker_repo_format::keyfile::KeyFile;
+    for access in [1u8, 2] {
+        let path = key_file_path(access);
+        let stored = fs::read(&path).expect("golden key file");
+        assert_eq!(stored, spec_key_file(access), "{}", path.display());
+        let key_file = KeyFile::read(&path).expect("decodes");
+        assert_eq!(key_file.encode(), stored);
+        assert_eq!(key_file.repository_id, REPOSITORY_ID);
+        let backend: Arc<dyn Backend> =
+            Arc::new(LocalBackend::open(repo_dir()).expect("local backend"));
+        let repo = Repository::open_with_key_file(backend, &key_file, "golden").expect("opens");
+        assert_eq!(repo.config(), &golden_config());
+        assert_eq!(repo.current_key_slot(), None);
+        let loaded = repo.load_index().expect("index loads");
+        assert_eq!(loaded.index.len(), 4);
+        let snapshot = id_of(&the_object("snapshots/"));
+        let snapshot = SnapshotId::from_bytes(snapshot);
+        match &key_file.key {
+            AccessKey::PutOnly(_) => {
+                assert!(matches!(
+                    repo.load_snapshot(&snapshot),
+                    Err(Error::KeyLacksReadAccess { .. })
+                ));
+                for (id, _) in loaded.index.iter() {
+                    assert!(matches!(
+                        repo.read_blob(&loaded.index, id),
+                        Err(Error::KeyLacksReadAccess { .. })
+                    ));
+                }
+            }
+            AccessKey::Full(_) => {
+                let read = repo.load_snapshot(&snapshot).expect("snapshot opens");
+                assert_eq!(read.tree, golden_snapshot(read.tree).tree);
+                assert_eq!(
+                    repo.load_tree(&loaded.index, &read.tree).expect("tree"),
+                    root_tree(&golden_master())
+                );
+            }
+        }
+    }
 }

@@ -224,7 +224,7 @@ impl WriteSession {
         // after it, which is what prune's liveness rule relies on.
         let heartbeat = ActiveSession::start(
             Arc::clone(repo.backend()),
-            repo.key().writer(),
+            repo.writer_key(),
             host,
             purpose,
             true,
@@ -266,6 +266,11 @@ fn find_parent(
     host: &str,
     paths: &[Vec<u8>],
 ) -> Result<Option<SnapshotId>, BackupError> {
+    // A put-only key cannot open snapshots (nor trees): it backs up without a parent and
+    // deduplicates by blob id alone.
+    if repo.is_put_only() {
+        return Ok(None);
+    }
     let mut sorted = paths.to_vec();
     sorted.sort();
     let mut best: Option<(Timestamp, SnapshotId)> = None;

@@ -15,7 +15,7 @@ use crate::{exit, repo};
 pub fn run(global: &GlobalOptions, args: &BackupArgs, cancel: &Cancel) -> Result<u8> {
     let tags = parse_tags(&args.tags)?;
     let time = args.time.as_deref().map(parse_time).transpose()?;
-    let repository = repo::open(global)?;
+    let repository = repo::open_writer(global)?;
     let host = args.host.clone().unwrap_or_else(platform::hostname);
     let stream = StreamOptions {
         name: args.stdin_filename.clone(),

@@ -8,7 +8,7 @@ use crate::output::{print_json, snapshot_json};
 use crate::{exit, repo};
 
 pub fn run(global: &GlobalOptions, command: CatCommand) -> Result<u8> {
-    let repository = repo::open(global)?;
+    let repository = repo::open(global, "cat")?;
     match command {
         CatCommand::Config => {
             let config = repository.config();

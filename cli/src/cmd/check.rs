@@ -44,7 +44,7 @@ pub fn run(global: &GlobalOptions, args: &CheckArgs) -> Result<u8> {
         .map(parse_duration)
         .transpose()
         .context("--max-duration")?;
-    let repository = repo::open(global)?;
+    let repository = repo::open(global, "check")?;
     repository.check_features(bunker_repo_format::config::Operation::Read)?;
     let read_data = match (subset, max_duration) {
         (Some(subset), _) => subset,

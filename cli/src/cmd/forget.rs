@@ -31,7 +31,7 @@ pub fn run(global: &GlobalOptions, args: &ForgetArgs, cancel: &Cancel) -> Result
     let group_by: GroupBy = args.group_by.parse().context("--group-by")?;
     let wanted_tags = parse_tags(&args.tags).context("--tag")?;
 
-    let repository = repo::open(global)?;
+    let repository = repo::open(global, "forget")?;
     repository.check_features(Operation::Prune)?;
     let snapshots: Vec<(SnapshotId, Snapshot)> = readable_snapshots(&repository)?
         .into_iter()

@@ -25,6 +25,12 @@ pub fn run(global: &GlobalOptions, args: &InitArgs) -> Result<u8> {
         ..RepositoryParams::default()
     };
     params.validate()?;
+    if let Some(key_file) = &global.key_file {
+        anyhow::bail!(
+            "init creates the first key slot from a password; --key-file / BUNKER_KEY_FILE ({}) cannot be used",
+            key_file.display()
+        );
+    }
     let backend = repo::create_backend(global)?;
     let password = password::repository_password(global, true)?;
     if password.is_empty() {

@@ -22,7 +22,7 @@ fn slot_info(label: &str) -> KeySlotInfo {
 }
 
 pub fn run(global: &GlobalOptions, command: KeyCommand) -> Result<u8> {
-    let repository = repo::open(global)?;
+    let repository = repo::open(global, "managing keys")?;
     match command {
         KeyCommand::List => {
             let current = repository.current_key_slot();
@@ -34,7 +34,7 @@ pub fn run(global: &GlobalOptions, command: KeyCommand) -> Result<u8> {
                         json!({
                             "id": s.id.to_hex(),
                             "short_id": s.id.short(),
-                            "current": s.id == current,
+                            "current": Some(s.id) == current,
                             "created": rfc3339(Timestamp { sec: s.info.created, nsec: 0 }),
                             "host": s.info.host,
                             "username": s.info.username,
@@ -54,7 +54,7 @@ pub fn run(global: &GlobalOptions, command: KeyCommand) -> Result<u8> {
                     writeln!(
                         out,
                         "{}{:<8}  {:<19}  {:<16}  {:<12}  {}",
-                        if s.id == current { '*' } else { ' ' },
+                        if Some(s.id) == current { '*' } else { ' ' },
                         s.id.short(),
                         local_time(Timestamp {
                             sec: s.info.created,
@@ -68,8 +68,23 @@ pub fn run(global: &GlobalOptions, command: KeyCommand) -> Result<u8> {
             }
         }
         KeyCommand::Add(args) => {
-            let new = password::new_password(args.new_password_file.as_deref())?;
-            let id = repository.add_key_slot(new.as_bytes(), &slot_info(&args.label))?;
+            if let Some(out) = &args.out {
+                let key_file = repository.key_file(args.put_only)?;
+                key_file.write_new(out)?;
+                let kind = if args.put_only { "put-only" } else { "full" };
+                if global.json {
+                    print_json(&json!({ "key_file": out, "put_only": args.put_only }))?;
+                } else {
+                    writeln!(
+                        std::io::stdout(),
+                        "wrote a {kind} key file to {}",
+                        out.display()
+                    )?;
+                }
+                return Ok(exit::OK);
+            }
+            let new = password::new_password(args.password.new_password_file.as_deref())?;
+            let id = repository.add_key_slot(new.as_bytes(), &slot_info(&args.password.label))?;
             report(global, "added key slot", &id.to_hex())?;
         }
         KeyCommand::Remove { id } => {
@@ -89,7 +104,11 @@ pub fn run(global: &GlobalOptions, command: KeyCommand) -> Result<u8> {
         }
         KeyCommand::Passwd(args) => {
             let new = password::new_password(args.new_password_file.as_deref())?;
-            let old = repository.current_key_slot();
+            let Some(old) = repository.current_key_slot() else {
+                bail!(
+                    "the repository was opened with a key file, not a password: use `key add` and `key remove`"
+                );
+            };
             let id = repository.add_key_slot(new.as_bytes(), &slot_info(&args.label))?;
             // Remove the old slot through a handle opened with the new password, so the old
             // one is no longer the slot in use.
@@ -98,7 +117,7 @@ pub fn run(global: &GlobalOptions, command: KeyCommand) -> Result<u8> {
             reopened_global.password_command = None;
             let reopened =
                 bunker_repo_format::Repository::open(repository.backend().clone(), new.as_bytes())?;
-            debug_assert_eq!(reopened.current_key_slot(), id);
+            debug_assert_eq!(reopened.current_key_slot(), Some(id));
             reopened.remove_key_slot(&old)?;
             report(global, "changed password; new key slot", &id.to_hex())?;
         }

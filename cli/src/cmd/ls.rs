@@ -64,7 +64,7 @@ fn write_line(out: &mut impl Write, path: &Path, entry: &Entry, long: bool) -> s
 
 pub fn run(global: &GlobalOptions, args: &LsArgs) -> Result<u8> {
     let (spec, path) = split_snapshot_path(&args.snapshot);
-    let repository = repo::open(global)?;
+    let repository = repo::open(global, "ls")?;
     let (_, snapshot) = repository.resolve_snapshot(spec)?;
     let index = repository.load_index_for_reading()?.index;
     let prefix = Path::new("/").join(&path);

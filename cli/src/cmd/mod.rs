@@ -3,6 +3,7 @@
 mod backup;
 mod cat;
 mod check;
+mod copy;
 mod forget;
 mod init;
 mod key;
@@ -37,6 +38,7 @@ pub fn run(cli: Cli, cancel: &Cancel) -> Result<u8> {
         Command::Key(command) => key::run(global, command),
         Command::Cat(command) => cat::run(global, command),
         Command::Policy(command) => policy::run(global, command),
+        Command::Copy(args) => copy::run(global, &args, cancel),
     }
 }
 

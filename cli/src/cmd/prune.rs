@@ -195,6 +195,6 @@ pub fn run_on(global: &GlobalOptions, repository: &Repository, args: &PruneArgs)
 }
 
 pub fn run(global: &GlobalOptions, args: &PruneArgs) -> Result<u8> {
-    let repository = repo::open(global)?;
+    let repository = repo::open(global, "prune")?;
     run_on(global, &repository, args)
 }

@@ -15,7 +15,7 @@ use crate::{exit, repo};
 
 pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Result<u8> {
     let (spec, path) = split_snapshot_path(&args.snapshot);
-    let repository = repo::open(global)?;
+    let repository = repo::open(global, "restore")?;
     repository.check_features(bunker_repo_format::config::Operation::Read)?;
     let (id, snapshot) = repository.resolve_snapshot(spec)?;
     let loaded = repository.load_index_for_reading()?;

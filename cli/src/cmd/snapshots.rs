@@ -13,7 +13,7 @@ use crate::{exit, repo};
 
 pub fn run(global: &GlobalOptions, args: &SnapshotsArgs) -> Result<u8> {
     let wanted_tags = parse_tags(&args.tags)?;
-    let repository = repo::open(global)?;
+    let repository = repo::open(global, "listing snapshots")?;
     let mut snapshots: Vec<_> = repository
         .load_snapshots()?
         .into_iter()

@@ -273,6 +273,9 @@ impl Bunker {
             "BUNKER_PASSWORD_COMMAND",
             "BUNKER_NEW_PASSWORD",
             "BUNKER_NEW_PASSWORD_FILE",
+            "BUNKER_KEY_FILE",
+            "BUNKER_TO_PASSWORD",
+            "BUNKER_TO_PASSWORD_FILE",
             "RUST_BACKTRACE",
         ] {
             cmd.env_remove(key);

@@ -112,7 +112,10 @@ pub(crate) fn check_one_pack(
                 message: error_message(&e),
             });
         }
-        match parse_pack(&bytes, repo.key(), &name) {
+        match repo
+            .master_key("checking packs")
+            .and_then(|key| parse_pack(&bytes, key, &name))
+        {
             Ok(trailer) => {
                 for entry in &trailer.entries {
                     let location = BlobLocation {
@@ -183,7 +186,14 @@ pub(crate) fn read_trailer(repo: &Repository, name: &str, size: u64) -> Result<V
     let (offset, length) = trailer_location(size, length_field, name)?;
     let header = backend.get_range(name, 0, SESSION_HEADER_LEN as u64)?;
     let sealed = backend.get_range(name, offset, length)?;
-    Ok(crate::pack::parse_trailer(&header, &sealed, offset, repo.key(), name)?.entries)
+    Ok(crate::pack::parse_trailer(
+        &header,
+        &sealed,
+        offset,
+        repo.master_key("checking packs")?,
+        name,
+    )?
+    .entries)
 }
 
 pub(crate) fn compare_with_index(

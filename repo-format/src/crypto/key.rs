@@ -154,6 +154,13 @@ impl MasterKey {
         Self::from_parts(super::random_array(), super::random_array())
     }
 
+    /// A new master key with a fresh data key pair but the writer secret of `writer`: the
+    /// key of a repository initialised by `copy`, so that blob ids and chunk boundaries
+    /// agree with the source and deduplication carries over (FORMAT.md §4.5).
+    pub fn generate_sharing_writer(writer: &WriterKey) -> Self {
+        Self::from_parts(super::random_array(), writer.writer_secret)
+    }
+
     /// Rebuilds the master key from its two stored secrets.
     pub fn from_parts(data_secret: [u8; 32], writer_secret: [u8; 32]) -> Self {
         let public = PublicKey::from(&StaticSecret::from(data_secret)).to_bytes();
@@ -187,6 +194,38 @@ impl MasterKey {
             session_public,
             self.writer.data_public.as_bytes(),
         ))
+    }
+}
+
+/// The key a repository was opened with: the full key, or a put-only writer key.
+#[derive(Clone, Debug)]
+pub enum AccessKey {
+    /// Reads and writes everything.
+    Full(MasterKey),
+    /// Writes and deduplicates, reads nothing that a backup holds (FORMAT.md §4.4).
+    PutOnly(WriterKey),
+}
+
+impl AccessKey {
+    /// The writer part, which every key has.
+    pub fn writer(&self) -> &WriterKey {
+        match self {
+            AccessKey::Full(master) => master.writer(),
+            AccessKey::PutOnly(writer) => writer,
+        }
+    }
+
+    /// The master key, or [`Error::KeyLacksReadAccess`] naming `operation` for a put-only key.
+    pub fn master(&self, operation: &'static str) -> Result<&MasterKey> {
+        match self {
+            AccessKey::Full(master) => Ok(master),
+            AccessKey::PutOnly(_) => Err(Error::KeyLacksReadAccess { operation }),
+        }
+    }
+
+    /// True for a put-only key.
+    pub fn is_put_only(&self) -> bool {
+        matches!(self, AccessKey::PutOnly(_))
     }
 }
 

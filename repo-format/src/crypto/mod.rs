@@ -12,7 +12,7 @@ mod aead;
 mod key;
 
 pub use aead::{NONCE_LEN, SEAL_OVERHEAD, SymmetricKey, TAG_LEN};
-pub use key::{MasterKey, SESSION_PUBLIC_LEN, SealingSession, WriterKey};
+pub use key::{AccessKey, MasterKey, SESSION_PUBLIC_LEN, SealingSession, WriterKey};
 
 /// Fills `buf` with bytes from the operating system's CSPRNG.
 ///

@@ -37,7 +37,7 @@ fn content(seed: u8) -> Vec<u8> {
 fn backup(repo: &Repository, files: &[u8]) -> SnapshotId {
     let session = ActiveSession::start(
         Arc::clone(repo.backend()),
-        repo.key().writer(),
+        repo.writer_key(),
         "h",
         "backup",
         false,
@@ -206,7 +206,7 @@ fn a_writer_that_started_before_the_plan_blocks_it_and_its_snapshot_recovers_the
     // A long backup starts now and deduplicates against snapshot 1's data.
     let session = ActiveSession::start(
         Arc::clone(repo.backend()),
-        repo.key().writer(),
+        repo.writer_key(),
         "slow",
         "backup",
         false,
@@ -273,7 +273,7 @@ fn a_dead_session_does_not_block_forever() {
     backup(&repo, &[6]);
     let crashed = ActiveSession::start(
         Arc::clone(repo.backend()),
-        repo.key().writer(),
+        repo.writer_key(),
         "gone",
         "backup",
         false,

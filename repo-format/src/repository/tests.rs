@@ -109,6 +109,32 @@ fn write_blobs_index_and_snapshot_then_read_back() {
 }
 
 #[test]
+fn index_interval_indexes_each_pack_as_it_is_uploaded() {
+    let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    let mut options = test_options();
+    options.params.pack_size = 1 << 20;
+    options.params.compression_level = 0;
+    let repo = Repository::init(backend.clone(), b"pw", options).expect("init");
+    let empty = Index::new();
+    let mut writer = repo.blob_writer(&empty);
+    writer.set_index_interval(std::time::Duration::ZERO);
+    let mut ids = Vec::new();
+    for i in 0..3u8 {
+        let blob: Vec<u8> = (0..600_000u32)
+            .map(|j| (j as u8) ^ i.wrapping_mul(31))
+            .collect();
+        ids.push(writer.add(BlobKind::Data, &blob).expect("add").0);
+    }
+    // The pack of the first two blobs filled up and was uploaded, and is indexed already.
+    assert_eq!(writer.stats().packs, 1);
+    let indexed = repo.load_index().expect("index").index;
+    assert!(indexed.contains(&ids[0]) && indexed.contains(&ids[1]));
+    assert!(!indexed.contains(&ids[2]));
+    let (_, segments) = writer.finish().expect("finish");
+    assert_eq!(segments.len(), 2);
+}
+
+#[test]
 fn key_slots_add_list_remove() {
     let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
     let repo = Repository::init(backend.clone(), b"one", test_options()).expect("init");
@@ -119,8 +145,11 @@ fn key_slots_add_list_remove() {
     let second = repo.add_key_slot(b"two", &info).expect("add");
     assert_eq!(repo.key_slots().expect("list").len(), 2);
     let via_two = Repository::open(backend.clone(), b"two").expect("open with second");
-    assert_eq!(via_two.current_key_slot(), second);
-    assert!(repo.remove_key_slot(&repo.current_key_slot()).is_err());
+    assert_eq!(via_two.current_key_slot(), Some(second));
+    assert!(
+        repo.remove_key_slot(&repo.current_key_slot().unwrap())
+            .is_err()
+    );
     repo.remove_key_slot(&second).expect("remove");
     assert!(matches!(
         Repository::open(backend.clone(), b"two"),

@@ -57,6 +57,10 @@ pub struct BlobWriter<'a> {
     unindexed: Vec<IndexedPack>,
     unindexed_blobs: usize,
     segments: Vec<IndexId>,
+    uploaded: Vec<(PackId, BlobKind)>,
+    index_interval: Option<std::time::Duration>,
+    /// When the oldest pack not yet in a segment was uploaded.
+    unindexed_since: Option<std::time::Instant>,
     stats: WriteStats,
 }
 
@@ -74,6 +78,9 @@ impl<'a> BlobWriter<'a> {
             unindexed: Vec::new(),
             unindexed_blobs: 0,
             segments: Vec::new(),
+            uploaded: Vec::new(),
+            index_interval: None,
+            unindexed_since: None,
             stats: WriteStats::default(),
         }
     }
@@ -81,6 +88,14 @@ impl<'a> BlobWriter<'a> {
     /// The session sealing this writer's objects (use it for the snapshot too).
     pub fn session(&self) -> &SealingSession {
         &self.session
+    }
+
+    /// Also writes an index segment, after a pack upload, once the oldest unindexed pack is
+    /// `interval` old, so that a killed writer loses at most that much work to the next run
+    /// (without it, segments are written every [`super::SEGMENT_BLOBS`] blobs and at the
+    /// end). `Duration::ZERO` indexes every pack as soon as it is uploaded.
+    pub fn set_index_interval(&mut self, interval: std::time::Duration) {
+        self.index_interval = Some(interval);
     }
 
     /// Treats every blob stored in `packs` as absent: condemned packs (named by a GC plan)
@@ -195,14 +210,21 @@ impl<'a> BlobWriter<'a> {
         self.depends_on.insert(finished.id);
         self.unindexed_blobs += finished.entries.len();
         let kind = finished.entries.first().map_or(BlobKind::Data, |e| e.kind);
+        self.uploaded.push((finished.id, kind));
         self.unindexed.push(IndexedPack {
             id: finished.id,
             kind,
             blobs: finished.entries,
         });
+        let since = *self
+            .unindexed_since
+            .get_or_insert_with(std::time::Instant::now);
+        let due = self
+            .index_interval
+            .is_some_and(|interval| since.elapsed() >= interval);
         // A segment before the session ends, so an interrupted backup leaves indexed packs
         // that the next run deduplicates against.
-        if self.unindexed_blobs >= super::SEGMENT_BLOBS {
+        if due || self.unindexed_blobs >= super::SEGMENT_BLOBS {
             self.write_segment()?;
         }
         Ok(())
@@ -213,6 +235,7 @@ impl<'a> BlobWriter<'a> {
             return Ok(());
         }
         self.unindexed_blobs = 0;
+        self.unindexed_since = None;
         let written = self
             .repo
             .write_index_segments(std::mem::take(&mut self.unindexed), &self.session)?;
@@ -236,6 +259,11 @@ impl<'a> BlobWriter<'a> {
     pub fn finish(mut self) -> Result<(WriteStats, Vec<IndexId>)> {
         self.flush()?;
         Ok((self.stats, self.segments))
+    }
+
+    /// The packs uploaded since the last call (for callers that read back what they sent).
+    pub fn take_uploaded(&mut self) -> Vec<(PackId, BlobKind)> {
+        std::mem::take(&mut self.uploaded)
     }
 
     /// Figures so far.
