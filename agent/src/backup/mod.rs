@@ -7,6 +7,7 @@
 
 mod archiver;
 mod excludes;
+mod volume;
 
 use std::io;
 use std::path::PathBuf;
@@ -21,6 +22,7 @@ use bunker_repo_format::{Repository, SnapshotId};
 use std::sync::Arc;
 
 pub use excludes::{Excludes, PatternError};
+pub use volume::{VolumeOptions, backup_volume};
 
 use crate::cancel::Cancel;
 
@@ -143,25 +145,13 @@ pub fn backup(
         None => find_parent(repo, &options.host, &path_bytes)?,
     };
 
-    // The heartbeat comes first: everything this session reads from the index is read after
-    // it, which is what prune's liveness rule relies on.
-    let heartbeat = ActiveSession::start(
-        Arc::clone(repo.backend()),
-        repo.key().writer(),
-        &options.host,
-        "backup",
-        true,
-    )?;
-    let condemned = gc::condemned_packs(repo)?;
-    let mut loaded = repo.load_index()?;
-    // Self-healing: trust the index only for packs that exist (listed after the index was
-    // read, so every pack it names was already stored). A blob whose pack is gone is read
-    // and stored again by whatever file needs it: reusing a file from the parent snapshot
-    // requires every one of its chunks to be known.
-    let stored = gc::stored_packs(repo)?;
-    loaded.index.retain_packs(|pack| stored.contains_key(pack));
+    let WriteStart {
+        heartbeat,
+        condemned,
+        index,
+    } = start_writing(repo, &options.host)?;
     let mut archiver =
-        archiver::Archiver::new(repo, &loaded.index, &excludes, cancel, options.with_atime);
+        archiver::Archiver::new(repo, &index, &excludes, cancel, options.with_atime);
     archiver.exclude_packs(condemned);
     // An unreadable parent only costs reading everything again.
     let parent_root = parent
@@ -205,11 +195,7 @@ pub fn backup(
         errors,
         program_version: concat!("bunker ", env!("CARGO_PKG_VERSION")).to_owned(),
     };
-    let id = gc::commit_snapshot(repo, heartbeat, &finished.dependencies, &session, &snapshot)?
-        .map_err(|refused| BackupError::Stale {
-            paused: refused.paused,
-            lost: refused.lost,
-        })?;
+    let id = commit(repo, heartbeat, &finished.dependencies, &session, &snapshot)?;
     Ok(BackupOutcome {
         id,
         snapshot,
@@ -240,4 +226,55 @@ fn find_parent(
         }
     }
     Ok(best.map(|(_, id)| id))
+}
+
+/// What a writer session starts with, in the order prune's liveness rule needs.
+struct WriteStart {
+    heartbeat: ActiveSession,
+    /// Packs condemned by a GC plan: never deduplicated against.
+    condemned: std::collections::HashSet<bunker_repo_format::PackId>,
+    /// The index, without locations in packs that are gone.
+    index: bunker_repo_format::index::Index,
+}
+
+/// Starts a writer session: heartbeat first (everything this session reads from the index
+/// is read after it, which is what prune's liveness rule relies on), then the condemned
+/// packs and the index.
+fn start_writing(repo: &Repository, host: &str) -> Result<WriteStart, BackupError> {
+    let heartbeat = ActiveSession::start(
+        Arc::clone(repo.backend()),
+        repo.key().writer(),
+        host,
+        "backup",
+        true,
+    )?;
+    let condemned = gc::condemned_packs(repo)?;
+    let mut loaded = repo.load_index()?;
+    // Self-healing: trust the index only for packs that exist (listed after the index was
+    // read, so every pack it names was already stored). A blob whose pack is gone is read
+    // and stored again by whatever file needs it: reusing a file from the parent snapshot
+    // requires every one of its chunks to be known.
+    let stored = gc::stored_packs(repo)?;
+    loaded.index.retain_packs(|pack| stored.contains_key(pack));
+    Ok(WriteStart {
+        heartbeat,
+        condemned,
+        index: loaded.index,
+    })
+}
+
+/// Writes the snapshot (the commit point) unless a pack it depends on was lost meanwhile.
+fn commit(
+    repo: &Repository,
+    heartbeat: ActiveSession,
+    dependencies: &std::collections::HashSet<bunker_repo_format::PackId>,
+    session: &bunker_repo_format::crypto::SealingSession,
+    snapshot: &Snapshot,
+) -> Result<SnapshotId, BackupError> {
+    gc::commit_snapshot(repo, heartbeat, dependencies, session, snapshot)?.map_err(|refused| {
+        BackupError::Stale {
+            paused: refused.paused,
+            lost: refused.lost,
+        }
+    })
 }

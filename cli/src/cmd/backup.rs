@@ -4,7 +4,7 @@ use std::io::Write;
 
 use anyhow::Result;
 use bunker_agent::Cancel;
-use bunker_agent::backup::{BackupOptions, backup};
+use bunker_agent::backup::{BackupOptions, VolumeOptions, backup, backup_volume};
 use bunker_agent::platform;
 use serde_json::json;
 
@@ -20,17 +20,34 @@ pub fn run(global: &GlobalOptions, args: &BackupArgs, cancel: &Cancel) -> Result
         Some(spec) => Some(repository.resolve_snapshot(spec)?.0),
         None => None,
     };
-    let options = BackupOptions {
-        paths: args.paths.clone(),
-        host: args.host.clone().unwrap_or_else(platform::hostname),
-        username: platform::username(),
-        tags,
-        time,
-        excludes: args.excludes.clone(),
-        parent,
-        with_atime: args.with_atime,
+    let host = args.host.clone().unwrap_or_else(platform::hostname);
+    let outcome = match &args.volume {
+        Some(device) => {
+            let options = VolumeOptions {
+                device: device.clone(),
+                name: args.name.clone(),
+                host,
+                username: platform::username(),
+                tags,
+                time,
+                parent,
+            };
+            backup_volume(&repository, &options, cancel)?
+        }
+        None => {
+            let options = BackupOptions {
+                paths: args.paths.clone(),
+                host,
+                username: platform::username(),
+                tags,
+                time,
+                excludes: args.excludes.clone(),
+                parent,
+                with_atime: args.with_atime,
+            };
+            backup(&repository, &options, cancel)?
+        }
     };
-    let outcome = backup(&repository, &options, cancel)?;
     let mut err = std::io::stderr().lock();
     for entry in &outcome.unreadable {
         writeln!(err, "bunker: could not read {entry}")?;
