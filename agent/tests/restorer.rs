@@ -138,8 +138,11 @@ fn build_tree(src: &Path) {
                 random_bytes((d * 100 + f) as u64, 100 + f * 997)
             };
             fs::write(&path, content).unwrap();
-            fs::set_permissions(&path, fs::Permissions::from_mode(0o600 + (f as u32 % 3) * 0o40))
-                .unwrap();
+            fs::set_permissions(
+                &path,
+                fs::Permissions::from_mode(0o600 + (f as u32 % 3) * 0o40),
+            )
+            .unwrap();
             set_mtime(&path, 1_600_000_000 + (d * 100 + f) as i64);
         }
     }
@@ -170,9 +173,12 @@ fn set_mtime_dir(path: &Path, sec: i64) {
     dir.set_modified(time).unwrap();
 }
 
+/// Kind, mode, mtime, size, content (or symlink target), link count.
+type Observed = (String, u32, i64, u64, Vec<u8>, u64);
+
 /// Every entry under `root`: relative path -> (kind, mode, mtime, size, content or
 /// symlink target, link count).
-fn snapshot_of(root: &Path) -> BTreeMap<PathBuf, (String, u32, i64, u64, Vec<u8>, u64)> {
+fn snapshot_of(root: &Path) -> BTreeMap<PathBuf, Observed> {
     let mut all = BTreeMap::new();
     let mut stack = vec![root.to_owned()];
     while let Some(dir) = stack.pop() {
@@ -257,7 +263,11 @@ fn restore_of_many_files_hardlinks_sparse_and_big_files_is_exact() {
     );
     let a = fs::metadata(target.join("links-a")).unwrap();
     let c = fs::metadata(target.join("dir9/links-c")).unwrap();
-    assert_eq!((a.ino(), a.nlink()), (c.ino(), 3), "hard links not recreated");
+    assert_eq!(
+        (a.ino(), a.nlink()),
+        (c.ino(), 3),
+        "hard links not recreated"
+    );
 }
 
 #[test]
@@ -333,7 +343,10 @@ fn resumed_restore_leaves_correct_files_alone_and_repairs_the_rest() {
         );
     }
     let sparse_meta = fs::metadata(&sparse).unwrap();
-    assert!(sparse_meta.blocks() * 512 < 8 << 20, "rewritten sparse file is not sparse");
+    assert!(
+        sparse_meta.blocks() * 512 < 8 << 20,
+        "rewritten sparse file is not sparse"
+    );
 }
 
 #[test]
@@ -413,7 +426,10 @@ fn a_corrupt_pack_is_named_with_the_files_it_costs_and_the_rest_is_restored() {
     fs::remove_file(&pack_path).unwrap();
     let outcome = f.restore_path(&f.src, &f.root.join("restore-2"));
     let all = outcome.errors.join("\n");
-    assert!(all.contains(&hex), "errors do not name missing pack {hex}:\n{all}");
+    assert!(
+        all.contains(&hex),
+        "errors do not name missing pack {hex}:\n{all}"
+    );
     assert!(all.contains("big.bin"), "{all}");
 }
 

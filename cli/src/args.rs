@@ -100,7 +100,11 @@ pub struct InitArgs {
 #[derive(Debug, Args)]
 pub struct BackupArgs {
     /// Files and directories to back up.
-    #[arg(required_unless_present = "volume", conflicts_with = "volume", value_name = "PATH")]
+    #[arg(
+        required_unless_present = "volume",
+        conflicts_with = "volume",
+        value_name = "PATH"
+    )]
     pub paths: Vec<PathBuf>,
     /// Back up a block device or disk image with fixed-size chunks instead of paths.
     #[arg(long, value_name = "DEVICE_OR_IMAGE", conflicts_with_all = ["excludes", "with_atime"])]

@@ -118,7 +118,10 @@ fn volume_of_a_loop_device_restores_to_a_sparse_image_a_device_and_stdout() {
     // `ls` shows the one file entry.
     let out = b.run(["ls", "latest"]);
     out.ok();
-    assert!(out.stdout.contains("/disk"), "ls of a volume snapshot\n{out}");
+    assert!(
+        out.stdout.contains("/disk"),
+        "ls of a volume snapshot\n{out}"
+    );
 
     // To a new sparse image.
     let restored = t.join("restored.img");
@@ -160,7 +163,10 @@ fn volume_of_a_loop_device_restores_to_a_sparse_image_a_device_and_stdout() {
         got[..original.len()] == original[..],
         "device restore differs (holes not zeroed?)"
     );
-    assert!(got[original.len()..].iter().all(|&b| b == 0xA5), "bytes past the volume changed");
+    assert!(
+        got[original.len()..].iter().all(|&b| b == 0xA5),
+        "bytes past the volume changed"
+    );
 
     // Streamed in order to stdout: the volume, and one file of a files snapshot.
     let out = b.run(["restore", "latest", "--stdout"]);

@@ -150,8 +150,7 @@ pub fn backup(
         condemned,
         index,
     } = start_writing(repo, &options.host)?;
-    let mut archiver =
-        archiver::Archiver::new(repo, &index, &excludes, cancel, options.with_atime);
+    let mut archiver = archiver::Archiver::new(repo, &index, &excludes, cancel, options.with_atime);
     archiver.exclude_packs(condemned);
     // An unreadable parent only costs reading everything again.
     let parent_root = parent

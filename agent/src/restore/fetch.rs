@@ -123,9 +123,7 @@ pub(super) fn fetch_all(
 /// Reads one range; on a failure other than a missing pack, falls back to blob by blob.
 fn read_range(repo: &Repository, work: &PackWork, range: ReadRange) -> Vec<Fetched> {
     let name = work.name();
-    let data = repo
-        .backend()
-        .get_range(&name, range.offset, range.length);
+    let data = repo.backend().get_range(&name, range.offset, range.length);
     match data {
         Err(e) if range.end - range.first > 1 && !e.is_not_found() => (range.first..range.end)
             .map(|i| {

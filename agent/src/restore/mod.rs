@@ -177,12 +177,16 @@ fn write_content(
             }
             Ok(data) => {
                 let open = writer.open_targets(blobs);
-                unseal::unseal_range(repo, work, &fetched.range, &data, &|blob, result| {
-                    match result {
+                unseal::unseal_range(
+                    repo,
+                    work,
+                    &fetched.range,
+                    &data,
+                    &|blob, result| match result {
                         Ok(plaintext) => writer.write(&open, blob, &plaintext),
                         Err(e) => writer.fail_blobs(std::slice::from_ref(blob), &e.to_string()),
-                    }
-                });
+                    },
+                );
             }
         }
     });
@@ -194,7 +198,11 @@ fn write_content(
 }
 
 /// The file entry of a volume snapshot: its root tree holds exactly one regular file.
-pub fn volume_entry(repo: &Repository, index: &Index, root: &BlobId) -> Result<Entry, RestoreError> {
+pub fn volume_entry(
+    repo: &Repository,
+    index: &Index,
+    root: &BlobId,
+) -> Result<Entry, RestoreError> {
     let tree = repo.load_tree(index, root)?;
     match tree.entries() {
         [entry] if matches!(entry.node, Node::File { .. }) => Ok(entry.clone()),

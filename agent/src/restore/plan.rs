@@ -287,7 +287,9 @@ impl<'a> Planner<'a> {
     }
 
     fn error(&mut self, path: &Path, message: impl std::fmt::Display) {
-        self.plan.errors.push(format!("{}: {message}", display(path)));
+        self.plan
+            .errors
+            .push(format!("{}: {message}", display(path)));
     }
 
     fn walk_tree(

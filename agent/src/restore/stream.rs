@@ -57,8 +57,7 @@ pub(super) fn stream(
                 loop {
                     let i = {
                         let mut s = lock();
-                        while !s.stopped && s.next < extents.len() && s.next >= s.written + WINDOW
-                        {
+                        while !s.stopped && s.next < extents.len() && s.next >= s.written + WINDOW {
                             s = changed.wait(s).unwrap_or_else(PoisonError::into_inner);
                         }
                         if s.stopped || s.next >= extents.len() {

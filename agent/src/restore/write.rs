@@ -210,11 +210,16 @@ fn apply_one(
     report: &mut (Vec<String>, Vec<String>),
 ) {
     match platform::apply_metadata(access, meta, node, options) {
-        Ok(warnings) => report.1.extend(warnings.into_iter().map(|w| {
-            format!("{}: could not {} it: {}", path.display(), w.op, w.source)
-        })),
-        Err(e) => report
-            .0
-            .push(format!("{}: could not {} it: {}", path.display(), e.op, e.source)),
+        Ok(warnings) => report.1.extend(
+            warnings
+                .into_iter()
+                .map(|w| format!("{}: could not {} it: {}", path.display(), w.op, w.source)),
+        ),
+        Err(e) => report.0.push(format!(
+            "{}: could not {} it: {}",
+            path.display(),
+            e.op,
+            e.source
+        )),
     }
 }

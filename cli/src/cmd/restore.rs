@@ -49,13 +49,8 @@ pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Resul
                     id.short()
                 );
             }
-            let outcome = restore_volume(
-                &repository,
-                &loaded.index,
-                &snapshot.tree,
-                device,
-                cancel,
-            )?;
+            let outcome =
+                restore_volume(&repository, &loaded.index, &snapshot.tree, device, cancel)?;
             (outcome, device)
         }
         (None, Some(target)) => {
