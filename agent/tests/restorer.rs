@@ -378,6 +378,16 @@ fn stream_writes_a_file_in_order() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("is a directory"), "{err}");
+    let err = stream_file(
+        &f.repo,
+        &index,
+        &f.tree,
+        Path::new("/"),
+        &mut Vec::new(),
+        &Cancel::new(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("not a volume snapshot"), "{err}");
 }
 
 #[test]

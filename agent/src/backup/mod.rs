@@ -3,7 +3,8 @@
 //! [`backup`] walks the given paths (the [`archiver`] does the work: capture metadata, read,
 //! chunk, hash, deduplicate, seal in parallel, pack), writes the trees bottom-up, flushes the
 //! packs and their index segments, and finally writes the snapshot: the commit point. An
-//! interrupted backup leaves only unreferenced (but indexed) packs behind.
+//! interrupted backup leaves only unreferenced (but indexed) packs behind. [`backup_volume`]
+//! does the same for a block device or disk image, with fixed-size chunks.
 
 mod archiver;
 mod excludes;

@@ -323,7 +323,11 @@ pub fn stream_file(
 ) -> Result<u64, RestoreError> {
     let entry = match locate(repo, index, root, path)? {
         Located::Other(entry) => entry,
-        Located::Dir { entry: None, .. } => volume_entry(repo, index, root)?,
+        Located::Dir { entry: None, .. } => volume_entry(repo, index, root).map_err(|_| {
+            RestoreError::Unsuitable(
+                "not a volume snapshot: give the file to stream as SNAPSHOT:/path/to/file".into(),
+            )
+        })?,
         Located::Dir { .. } => {
             return Err(RestoreError::Unsuitable(format!(
                 "{} is a directory; --stdout streams one file",
