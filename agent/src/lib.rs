@@ -1,7 +1,9 @@
 //! What runs on a host: the backup pipeline, the restorer and the platform layer beneath them.
 //!
-//! - [`backup`] walks source paths and writes blobs, trees and a snapshot.
-//! - [`restore`] brings a snapshot, or a path in it, back into a directory.
+//! - [`backup`] walks source paths (or reads a block device or image in fixed chunks) and
+//!   writes blobs, trees and a snapshot.
+//! - [`restore`] brings a snapshot, or a path in it, back into a directory, a volume back
+//!   onto a device or image, or streams one file in order.
 //! - [`navigate`] finds paths inside a snapshot and walks its trees (for `ls`).
 //! - [`platform`] is the only module that talks to the operating system about file
 //!   metadata: it captures an entry's [`Metadata`](bunker_repo_format::tree::Metadata)

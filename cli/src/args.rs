@@ -134,6 +134,9 @@ pub struct InitArgs {
     /// zstd level for new data (0 stores data uncompressed).
     #[arg(long, default_value_t = 3, value_name = "LEVEL")]
     pub compression: i32,
+    /// Fixed chunk size for volume backups, in KiB (a power of two, 4 KiB..64 MiB).
+    #[arg(long, default_value_t = 1024, value_name = "KIB")]
+    pub volume_chunk_kib: u32,
 }
 
 /// `bunker backup`.
@@ -141,8 +144,8 @@ pub struct InitArgs {
 pub struct BackupArgs {
     /// Files and directories to back up.
     #[arg(
-        required_unless_present_any = ["stdin", "stdin_from_command"],
-        conflicts_with_all = ["stdin", "stdin_from_command"],
+        required_unless_present_any = ["stdin", "stdin_from_command", "volume"],
+        conflicts_with_all = ["stdin", "stdin_from_command", "volume"],
         value_name = "PATH"
     )]
     pub paths: Vec<PathBuf>,
@@ -156,6 +159,12 @@ pub struct BackupArgs {
     /// The file name a --stdin or --stdin-from-command backup is stored under.
     #[arg(long, default_value = "stdin", value_name = "NAME")]
     pub stdin_filename: String,
+    /// Back up a block device or disk image with fixed-size chunks instead of paths.
+    #[arg(long, value_name = "DEVICE_OR_IMAGE", conflicts_with_all = ["excludes", "with_atime"])]
+    pub volume: Option<PathBuf>,
+    /// Name of the volume in the snapshot (default: the device's base name).
+    #[arg(long, value_name = "NAME", requires = "volume")]
+    pub name: Option<String>,
     /// Tag the snapshot (repeatable).
     #[arg(long = "tag", value_name = "KEY=VALUE")]
     pub tags: Vec<String>,
@@ -210,8 +219,21 @@ pub struct RestoreArgs {
     #[arg(value_name = "SNAPSHOT[:PATH]")]
     pub snapshot: String,
     /// Directory to restore into (created if missing).
-    #[arg(long, short = 't', value_name = "DIR")]
-    pub target: PathBuf,
+    #[arg(
+        long,
+        short = 't',
+        value_name = "DIR",
+        required_unless_present_any = ["stdout", "volume_target"],
+        conflicts_with_all = ["stdout", "volume_target"]
+    )]
+    pub target: Option<PathBuf>,
+    /// Write a volume snapshot back to this block device or image file (images stay
+    /// sparse; on a device, holes are written as zeros).
+    #[arg(long, value_name = "DEVICE_OR_IMAGE", conflicts_with = "stdout")]
+    pub volume_target: Option<PathBuf>,
+    /// Stream one file (SNAPSHOT:FILE) or a volume snapshot to stdout, in order.
+    #[arg(long)]
+    pub stdout: bool,
 }
 
 /// `bunker forget`.

@@ -3,11 +3,13 @@
 //! [`backup`] walks the given paths (the [`archiver`] does the work: capture metadata, read,
 //! chunk, hash, deduplicate, seal in parallel, pack), writes the trees bottom-up, flushes the
 //! packs and their index segments, and finally writes the snapshot: the commit point. An
-//! interrupted backup leaves only unreferenced (but indexed) packs behind.
+//! interrupted backup leaves only unreferenced (but indexed) packs behind. [`backup_volume`]
+//! does the same for a block device or disk image, with fixed-size chunks.
 
 mod archiver;
 mod excludes;
 mod stream;
+mod volume;
 
 use std::io;
 use std::path::PathBuf;
@@ -23,6 +25,7 @@ use std::sync::Arc;
 
 pub use excludes::{Excludes, PatternError};
 pub use stream::{StreamOptions, backup_command, backup_stream};
+pub use volume::{VolumeOptions, backup_volume};
 
 use crate::cancel::Cancel;
 
@@ -149,13 +152,12 @@ pub fn backup(
         None => find_parent(repo, &options.host, &path_bytes)?,
     };
 
-    let WriteSession {
+    let WriteStart {
         heartbeat,
-        index: loaded,
         condemned,
-    } = WriteSession::open(repo, &options.host, "backup")?;
-    let mut archiver =
-        archiver::Archiver::new(repo, &loaded.index, &excludes, cancel, options.with_atime);
+        index,
+    } = start_writing(repo, &options.host)?;
+    let mut archiver = archiver::Archiver::new(repo, &index, &excludes, cancel, options.with_atime);
     archiver.exclude_packs(condemned);
     // An unreadable parent only costs reading everything again.
     let parent_root = parent
@@ -208,58 +210,6 @@ pub fn backup(
     })
 }
 
-/// What a writer sets up before it writes anything: its heartbeat, then the index and
-/// condemned packs it deduplicates against.
-pub(crate) struct WriteSession {
-    pub heartbeat: ActiveSession,
-    /// The index, trimmed to packs that exist.
-    pub index: bunker_repo_format::LoadedIndex,
-    /// Packs a GC plan condemned: never deduplicated against.
-    pub condemned: std::collections::HashSet<bunker_repo_format::PackId>,
-}
-
-impl WriteSession {
-    pub(crate) fn open(repo: &Repository, host: &str, purpose: &str) -> Result<Self, BackupError> {
-        // The heartbeat comes first: everything this session reads from the index is read
-        // after it, which is what prune's liveness rule relies on.
-        let heartbeat = ActiveSession::start(
-            Arc::clone(repo.backend()),
-            repo.writer_key(),
-            host,
-            purpose,
-            true,
-        )?;
-        let condemned = gc::condemned_packs(repo)?;
-        let mut index = repo.load_index()?;
-        // Self-healing: trust the index only for packs that exist (listed after the index
-        // was read, so every pack it names was already stored). A blob whose pack is gone
-        // is read and stored again by whatever needs it.
-        let stored = gc::stored_packs(repo)?;
-        index.index.retain_packs(|pack| stored.contains_key(pack));
-        Ok(WriteSession {
-            heartbeat,
-            index,
-            condemned,
-        })
-    }
-}
-
-/// Writes `snapshot`, the commit point, under the GC protocol's guard.
-pub(crate) fn commit(
-    repo: &Repository,
-    heartbeat: ActiveSession,
-    dependencies: &std::collections::HashSet<bunker_repo_format::PackId>,
-    session: &bunker_repo_format::crypto::SealingSession,
-    snapshot: &Snapshot,
-) -> Result<SnapshotId, BackupError> {
-    gc::commit_snapshot(repo, heartbeat, dependencies, session, snapshot)?.map_err(|refused| {
-        BackupError::Stale {
-            paused: refused.paused,
-            lost: refused.lost,
-        }
-    })
-}
-
 /// The latest snapshot of `host` with exactly `paths`.
 fn find_parent(
     repo: &Repository,
@@ -287,4 +237,55 @@ fn find_parent(
         }
     }
     Ok(best.map(|(_, id)| id))
+}
+
+/// What a writer session starts with, in the order prune's liveness rule needs.
+struct WriteStart {
+    heartbeat: ActiveSession,
+    /// Packs condemned by a GC plan: never deduplicated against.
+    condemned: std::collections::HashSet<bunker_repo_format::PackId>,
+    /// The index, without locations in packs that are gone.
+    index: bunker_repo_format::index::Index,
+}
+
+/// Starts a writer session: heartbeat first (everything this session reads from the index
+/// is read after it, which is what prune's liveness rule relies on), then the condemned
+/// packs and the index.
+fn start_writing(repo: &Repository, host: &str) -> Result<WriteStart, BackupError> {
+    let heartbeat = ActiveSession::start(
+        Arc::clone(repo.backend()),
+        repo.writer_key(),
+        host,
+        "backup",
+        true,
+    )?;
+    let condemned = gc::condemned_packs(repo)?;
+    let mut loaded = repo.load_index()?;
+    // Self-healing: trust the index only for packs that exist (listed after the index was
+    // read, so every pack it names was already stored). A blob whose pack is gone is read
+    // and stored again by whatever file needs it: reusing a file from the parent snapshot
+    // requires every one of its chunks to be known.
+    let stored = gc::stored_packs(repo)?;
+    loaded.index.retain_packs(|pack| stored.contains_key(pack));
+    Ok(WriteStart {
+        heartbeat,
+        condemned,
+        index: loaded.index,
+    })
+}
+
+/// Writes the snapshot (the commit point) unless a pack it depends on was lost meanwhile.
+fn commit(
+    repo: &Repository,
+    heartbeat: ActiveSession,
+    dependencies: &std::collections::HashSet<bunker_repo_format::PackId>,
+    session: &bunker_repo_format::crypto::SealingSession,
+    snapshot: &Snapshot,
+) -> Result<SnapshotId, BackupError> {
+    gc::commit_snapshot(repo, heartbeat, dependencies, session, snapshot)?.map_err(|refused| {
+        BackupError::Stale {
+            paused: refused.paused,
+            lost: refused.lost,
+        }
+    })
 }

@@ -18,7 +18,7 @@ use bunker_repo_format::tree::{Entry, Extent, Metadata, Node, Tree, is_valid_nam
 use bunker_repo_format::{BlobId, BlobKind, BlobWriter, Repository};
 use rayon::prelude::*;
 
-use super::{BackupError, BackupOutcome, WriteSession, commit, now};
+use super::{BackupError, BackupOutcome, WriteStart, commit, now, start_writing};
 use crate::cancel::Cancel;
 
 /// Bytes of new chunks collected before they are sealed in parallel.
@@ -118,12 +118,12 @@ fn backup_stream_checked(
         return Err(name_error());
     }
     let time = options.time.unwrap_or_else(now);
-    let WriteSession {
+    let WriteStart {
         heartbeat,
-        index,
         condemned,
-    } = WriteSession::open(repo, &options.host, "backup")?;
-    let mut writer = repo.blob_writer(&index.index);
+        index,
+    } = start_writing(repo, &options.host)?;
+    let mut writer = repo.blob_writer(&index);
     writer.exclude_packs(condemned);
 
     let mut sealer = Sealer::new(&mut writer);

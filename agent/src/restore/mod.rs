@@ -1,29 +1,43 @@
-//! Restoring a snapshot, or a path inside it, into a directory.
+//! Restoring a snapshot, a path inside it, or a volume; or streaming one file in order.
 //!
-//! Directories are created first and get their metadata last (creating entries changes a
-//! directory's times); file content is written with positioned writes, blobs fetched,
-//! authenticated and re-hashed in parallel; holes are never written, so sparse files stay
-//! sparse; hard links are recreated; ownership is restored when running as root. A damaged
-//! blob costs only the files that need it: every other file is restored, and every
-//! failure is reported with the object it came from.
+//! The restorer runs in stages, one module each:
+//! - [`plan`](self::plan): walks the trees, creates directories, symlinks, special files and
+//!   hard links, creates each regular file at its final size (sparse), skips files already
+//!   correct in the target ([`resume`](self::resume)), and lists per pack the blobs needed
+//!   and every (file, offset) each one goes to;
+//! - [`fetch`](self::fetch): reads packs in coalesced ranges on a few threads, memory
+//!   bounded;
+//! - [`unseal`](self::unseal): authenticates, decompresses and re-hashes every blob on the
+//!   rayon pool;
+//! - [`write`](self::write): positioned writes out of order into the preallocated files
+//!   (holes are never written), then metadata, directories last.
+//!
+//! [`stream`] writes one file or a volume in order to any writer (stdout) with a bounded
+//! reorder buffer. A damaged or missing pack costs only the files that need it: the others
+//! are restored, and every failure names the pack (or blob) and the files affected.
 
-use std::collections::HashMap;
-use std::ffi::OsStr;
-use std::fs::{self, OpenOptions};
-use std::io;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
+mod fetch;
+mod plan;
+mod resume;
+mod stream;
+mod unseal;
+mod write;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::Arc;
 
 use bunker_repo_format::index::Index;
-use bunker_repo_format::tree::{Entry, Extent, Metadata, Node, Timestamp};
+use bunker_repo_format::tree::{Entry, Extent, Node};
 use bunker_repo_format::{BlobId, Repository};
-use rayon::prelude::*;
 
 use crate::cancel::Cancel;
 use crate::navigate::{Located, locate};
-use crate::platform::{self, ApplyOptions, DirHandle};
+use crate::platform::ApplyOptions;
+use plan::{PackPlanner, PackWork, PlannedFile, Planner};
+use write::ContentWriter;
 
 /// How to restore.
 #[derive(Debug, Clone, Default)]
@@ -35,7 +49,7 @@ pub struct RestoreOptions {
 /// What a restore did.
 #[derive(Debug, Clone, Default)]
 pub struct RestoreOutcome {
-    /// Regular files restored (with or without errors).
+    /// Regular files restored (with or without errors), skipped ones included.
     pub files: u64,
     /// Directories restored.
     pub dirs: u64,
@@ -43,6 +57,10 @@ pub struct RestoreOutcome {
     pub others: u64,
     /// Bytes of file content written.
     pub bytes: u64,
+    /// Files already correct in the target, left alone (resumed restore).
+    pub files_skipped: u64,
+    /// Bytes of those files.
+    pub bytes_skipped: u64,
     /// What failed, naming the path and the damaged object. Empty on full success.
     pub errors: Vec<String>,
     /// Metadata that could not be applied (xattrs a filesystem refuses, ...).
@@ -65,6 +83,22 @@ pub enum RestoreError {
         #[source]
         source: io::Error,
     },
+    /// The snapshot (or path) is not what the operation needs.
+    #[error("{0}")]
+    Unsuitable(String),
+    /// Streamed content could not be read; the message names the pack or blob.
+    #[error("content lost {message}")]
+    Content {
+        /// Where in the stream, and what is missing or damaged.
+        message: String,
+    },
+    /// Streamed content could not be written to the output.
+    #[error("could not write the output: {source}")]
+    Output {
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
     /// The restore was cancelled; what was written so far stays.
     #[error("restore interrupted")]
     Interrupted,
@@ -74,7 +108,8 @@ pub enum RestoreError {
 ///
 /// With `path` = `/`, every backed-up path comes back under `target` (`/srv/app` as
 /// `target/srv/app`). A directory path puts that directory's contents directly into
-/// `target`; any other entry is restored as `target/NAME`.
+/// `target`; any other entry is restored as `target/NAME`. Files already in the target
+/// with the right content are left alone, so an interrupted restore can be run again.
 pub fn restore(
     repo: &Repository,
     index: &Index,
@@ -89,252 +124,223 @@ pub fn restore(
         path: target.to_owned(),
         source,
     })?;
-    let mut restorer = Restorer {
-        repo,
-        index,
-        cancel,
-        apply: ApplyOptions {
+    let planner = Planner::new(repo, index, cancel, target);
+    let plan = match located {
+        Located::Dir { tree, .. } => planner.plan_tree(&tree)?,
+        Located::Other(entry) => planner.plan_entry(&entry)?,
+    };
+    let mut outcome = RestoreOutcome {
+        files: plan.file_count,
+        dirs: plan.dirs,
+        others: plan.others,
+        files_skipped: plan.skipped,
+        bytes_skipped: plan.skipped_bytes,
+        errors: plan.errors,
+        ..RestoreOutcome::default()
+    };
+    let (bytes, errors) = write_content(repo, &plan.files, &plan.packs, cancel)?;
+    outcome.bytes = bytes;
+    outcome.errors.extend(errors);
+    let (errors, warnings) = write::apply_all(
+        &plan.root,
+        &ApplyOptions {
             ownership: options.ownership,
         },
-        hardlinks: HashMap::new(),
-        outcome: RestoreOutcome::default(),
+    );
+    outcome.errors.extend(errors);
+    outcome.warnings.extend(warnings);
+    Ok(outcome)
+}
+
+/// Fetches, unseals and writes every blob of `packs` into `files`; returns the bytes
+/// written and the failures.
+fn write_content(
+    repo: &Repository,
+    files: &[PlannedFile],
+    packs: &[PackWork],
+    cancel: &Cancel,
+) -> Result<(u64, Vec<String>), RestoreError> {
+    let writer = ContentWriter::new(files);
+    fetch::fetch_all(repo, packs, cancel, |fetched| {
+        let work = &packs[fetched.range.pack];
+        let blobs = &work.blobs[fetched.range.first..fetched.range.end];
+        match fetched.data {
+            Err(e) => {
+                let name = work.name();
+                let reason = e.to_string();
+                let reason = if reason.contains(&name) {
+                    reason
+                } else {
+                    format!("pack {name}: {reason}")
+                };
+                writer.fail_blobs(blobs, &reason);
+            }
+            Ok(data) => {
+                let open = writer.open_targets(blobs);
+                unseal::unseal_range(
+                    repo,
+                    work,
+                    &fetched.range,
+                    &data,
+                    &|blob, result| match result {
+                        Ok(plaintext) => writer.write(&open, blob, &plaintext),
+                        Err(e) => writer.fail_blobs(std::slice::from_ref(blob), &e.to_string()),
+                    },
+                );
+            }
+        }
+    });
+    if cancel.is_cancelled() {
+        return Err(RestoreError::Interrupted);
+    }
+    let (bytes, errors, _) = writer.finish();
+    Ok((bytes, errors))
+}
+
+/// The file entry of a volume snapshot: its root tree holds exactly one regular file.
+pub fn volume_entry(
+    repo: &Repository,
+    index: &Index,
+    root: &BlobId,
+) -> Result<Entry, RestoreError> {
+    let tree = repo.load_tree(index, root)?;
+    match tree.entries() {
+        [entry] if matches!(entry.node, Node::File { .. }) => Ok(entry.clone()),
+        _ => Err(RestoreError::Unsuitable(format!(
+            "root tree {root} is not a volume's (one file entry expected, found {} entries)",
+            tree.entries().len()
+        ))),
+    }
+}
+
+/// Writes the volume of the snapshot whose root tree is `root` to `target`: a block device
+/// (at least as large as the volume) or an image file (created or replaced).
+///
+/// On an image, holes are not written: the image is truncated, set to the volume's size and
+/// only data chunks are written, so it is as sparse as the backup found the volume. On a
+/// block device, holes are written as zeros (portable and exact: a discard may leave old
+/// data readable on devices without deterministic read-after-trim); bytes past the
+/// volume's size are left alone.
+pub fn restore_volume(
+    repo: &Repository,
+    index: &Index,
+    root: &BlobId,
+    target: &Path,
+    cancel: &Cancel,
+) -> Result<RestoreOutcome, RestoreError> {
+    let entry = volume_entry(repo, index, root)?;
+    let Node::File { extents } = &entry.node else {
+        return Err(RestoreError::Unsuitable("not a volume".into()));
     };
-    match located {
-        Located::Dir { tree, .. } => restorer.restore_tree(&tree, target, target)?,
-        Located::Other(entry) => {
-            let path = target.join(OsStr::from_bytes(&entry.name));
-            restorer.restore_entry(&entry, &path, &path)?;
+    let size = entry.size();
+    let target_error = |source: io::Error| RestoreError::Target {
+        path: target.to_owned(),
+        source,
+    };
+    let is_device = match fs::metadata(target) {
+        Ok(meta) => meta.file_type().is_block_device(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+        Err(e) => return Err(target_error(e)),
+    };
+    let mut file = if is_device {
+        OpenOptions::new()
+            .write(true)
+            .open(target)
+            .map_err(target_error)?
+    } else {
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(target)
+            .map_err(target_error)?;
+        file.set_len(size).map_err(target_error)?;
+        file
+    };
+    if is_device {
+        let capacity = file.seek(SeekFrom::End(0)).map_err(target_error)?;
+        if capacity < size {
+            return Err(RestoreError::Unsuitable(format!(
+                "{}: the device holds {capacity} bytes, the volume {size}",
+                target.display()
+            )));
         }
+        zero_holes(&file, extents, cancel).map_err(target_error)?;
     }
-    Ok(restorer.outcome)
+    let file = Arc::new(file);
+    let files = vec![PlannedFile {
+        path: target.to_owned(),
+        handle: Some(Arc::clone(&file)),
+    }];
+    let mut packs = PackPlanner::default();
+    let mut errors: Vec<String> = packs
+        .add_file(index, 0, extents)
+        .into_iter()
+        .map(|message| format!("{}: {message}", target.display()))
+        .collect();
+    let packs = packs.finish();
+    let (bytes, content_errors) = write_content(repo, &files, &packs, cancel)?;
+    errors.extend(content_errors);
+    file.sync_all().map_err(target_error)?;
+    Ok(RestoreOutcome {
+        files: 1,
+        bytes,
+        errors,
+        ..RestoreOutcome::default()
+    })
 }
 
-struct Restorer<'a> {
-    repo: &'a Repository,
-    index: &'a Index,
-    cancel: &'a Cancel,
-    apply: ApplyOptions,
-    hardlinks: HashMap<(u64, u64), PathBuf>,
-    outcome: RestoreOutcome,
-}
-
-fn display(path: &Path) -> String {
-    path.display().to_string()
-}
-
-/// Removes whatever is at `path` unless it is a directory (which is kept and merged into).
-fn clear_non_dir(path: &Path) -> io::Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(meta) if meta.is_dir() => Ok(()),
-        Ok(_) => fs::remove_file(path),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
-impl Restorer<'_> {
-    fn error(&mut self, path: &Path, message: impl std::fmt::Display) {
-        self.outcome
-            .errors
-            .push(format!("{}: {message}", display(path)));
-    }
-
-    /// Restores the entries of `tree` into the directory whose real path is `dir` and whose
-    /// system-call path is `dir_access` (see [`DirHandle`]).
-    fn restore_tree(
-        &mut self,
-        tree: &BlobId,
-        dir: &Path,
-        dir_access: &Path,
-    ) -> Result<(), RestoreError> {
-        let tree = match self.repo.load_tree(self.index, tree) {
-            Ok(tree) => tree,
-            Err(e) => {
-                self.error(dir, format!("directory contents lost: {e}"));
-                return Ok(());
-            }
-        };
-        let handle = match DirHandle::open(dir_access) {
-            Ok(handle) => handle,
-            Err(e) => {
-                self.error(dir, format!("could not open directory: {e}"));
-                return Ok(());
-            }
-        };
-        for entry in tree.entries() {
-            if self.cancel.is_cancelled() {
-                return Err(RestoreError::Interrupted);
-            }
-            let name = OsStr::from_bytes(&entry.name);
-            let path = dir.join(name);
-            let access = handle.child(&path, name);
-            self.restore_entry(entry, &path, &access)?;
-        }
-        Ok(())
-    }
-
-    /// Restores one entry at `path` (real path, for messages), using `access` for system
-    /// calls.
-    fn restore_entry(
-        &mut self,
-        entry: &Entry,
-        path: &Path,
-        access: &Path,
-    ) -> Result<(), RestoreError> {
-        if matches!(entry.node, Node::Socket) {
-            return Ok(());
-        }
-        let is_dir = matches!(entry.node, Node::Dir { .. });
-        match &entry.node {
-            Node::File { .. } | Node::Dir { .. } => {}
-            _ => self.outcome.others += 1,
-        }
-        // A second name of an inode seen earlier in this restore becomes a hard link.
-        let link_key =
-            (!is_dir && entry.meta.nlinks > 1).then_some((entry.meta.device, entry.meta.inode));
-        if let Some(first) = link_key.and_then(|key| self.hardlinks.get(&key)).cloned() {
-            if matches!(entry.node, Node::File { .. }) {
-                self.outcome.files += 1;
-            }
-            if let Err(e) = clear_non_dir(access).and_then(|()| fs::hard_link(&first, access)) {
-                self.error(path, format!("could not link to {}: {e}", display(&first)));
-            }
-            return Ok(());
-        }
-        let created = match &entry.node {
-            Node::Dir { subtree } => {
-                let made = clear_non_dir(access).and_then(|()| match fs::create_dir(access) {
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-                    other => other,
-                });
-                if let Err(e) = made {
-                    self.error(path, format!("could not create directory: {e}"));
-                    return Ok(());
+/// Writes zeros over the holes of `extents` in `file`.
+fn zero_holes(file: &File, extents: &[Extent], cancel: &Cancel) -> io::Result<()> {
+    let zeros = vec![0u8; 1 << 20];
+    let mut offset = 0u64;
+    for extent in extents {
+        if let Extent::Hole { length } = *extent {
+            let mut done = 0u64;
+            while done < length {
+                if cancel.is_cancelled() {
+                    return Err(io::Error::new(io::ErrorKind::Interrupted, "interrupted"));
                 }
-                self.outcome.dirs += 1;
-                self.restore_tree(subtree, path, access)?;
-                true
+                let piece = (length - done).min(zeros.len() as u64) as usize;
+                file.write_all_at(&zeros[..piece], offset + done)?;
+                done += piece as u64;
             }
-            Node::File { extents } => {
-                self.outcome.files += 1;
-                self.restore_file(extents, path, access)
-            }
-            Node::Symlink { target } => {
-                let made = clear_non_dir(access)
-                    .map_err(|e| e.to_string())
-                    .and_then(|()| {
-                        platform::create_symlink(target, access)
-                            .map_err(|e| format!("could not {} it: {}", e.op, e.source))
-                    });
-                self.report(path, made)
-            }
-            special => {
-                let made = clear_non_dir(access)
-                    .map_err(|e| e.to_string())
-                    .and_then(|()| {
-                        platform::create_special(access, special)
-                            .map_err(|e| format!("could not {} it: {}", e.op, e.source))
-                    });
-                self.report(path, made)
-            }
-        };
-        if !created {
-            return Ok(());
         }
-        if let Some(key) = link_key {
-            self.hardlinks.insert(key, path.to_owned());
-        }
-        let unrecorded_atime;
-        let meta = if entry.meta.atime == Timestamp::default() {
-            // Access time not recorded: use the modification time.
-            unrecorded_atime = Metadata {
-                atime: entry.meta.mtime,
-                ..entry.meta.clone()
-            };
-            &unrecorded_atime
-        } else {
-            &entry.meta
-        };
-        match platform::apply_metadata(access, meta, &entry.node, &self.apply) {
-            Ok(warnings) => {
-                for warning in warnings {
-                    self.outcome.warnings.push(format!(
-                        "{}: could not {} it: {}",
-                        display(path),
-                        warning.op,
-                        warning.source
-                    ));
-                }
-            }
-            Err(e) => self.error(path, format!("could not {} it: {}", e.op, e.source)),
-        }
-        Ok(())
+        offset += extent.length();
     }
+    Ok(())
+}
 
-    fn report(&mut self, path: &Path, result: Result<(), String>) -> bool {
-        match result {
-            Ok(()) => true,
-            Err(message) => {
-                self.error(path, message);
-                false
-            }
+/// Writes the content of one file of the snapshot (`path`), or of a volume snapshot's
+/// volume (`path` = `/`), to `out` in order; returns the bytes written.
+pub fn stream_file(
+    repo: &Repository,
+    index: &Index,
+    root: &BlobId,
+    path: &Path,
+    out: &mut dyn Write,
+    cancel: &Cancel,
+) -> Result<u64, RestoreError> {
+    let entry = match locate(repo, index, root, path)? {
+        Located::Other(entry) => entry,
+        Located::Dir { entry: None, .. } => volume_entry(repo, index, root).map_err(|_| {
+            RestoreError::Unsuitable(
+                "not a volume snapshot: give the file to stream as SNAPSHOT:/path/to/file".into(),
+            )
+        })?,
+        Located::Dir { .. } => {
+            return Err(RestoreError::Unsuitable(format!(
+                "{} is a directory; --stdout streams one file",
+                path.display()
+            )));
         }
-    }
-
-    /// Creates a file and writes its content; returns whether it was created (so its
-    /// metadata should be applied). Holes are never written: the length is set at the end.
-    fn restore_file(&mut self, extents: &[Extent], path: &Path, access: &Path) -> bool {
-        if let Err(e) = clear_non_dir(access) {
-            self.error(path, format!("could not replace: {e}"));
-            return false;
-        }
-        let file = match OpenOptions::new().write(true).create_new(true).open(access) {
-            Ok(file) => file,
-            Err(e) => {
-                self.error(path, format!("could not create file: {e}"));
-                return false;
-            }
-        };
-        let mut jobs = Vec::with_capacity(extents.len());
-        let mut offset = 0u64;
-        for extent in extents {
-            if let Extent::Chunk { id, .. } = extent {
-                jobs.push((offset, *id));
-            }
-            offset += extent.length();
-        }
-        let size = offset;
-        let errors = Mutex::new(Vec::new());
-        let written: u64 = jobs
-            .par_iter()
-            .map(|(offset, id)| {
-                let result = self
-                    .repo
-                    .read_blob(self.index, id)
-                    .map_err(|e| e.to_string())
-                    .and_then(|data| {
-                        file.write_all_at(&data, *offset)
-                            .map(|()| data.len() as u64)
-                            .map_err(|e| format!("could not write at offset {offset}: {e}"))
-                    });
-                result.unwrap_or_else(|message| {
-                    errors
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push((*offset, message));
-                    0
-                })
-            })
-            .sum();
-        self.outcome.bytes += written;
-        let mut errors = errors.into_inner().unwrap_or_else(|p| p.into_inner());
-        errors.sort();
-        for (_, message) in errors {
-            self.error(path, message);
-        }
-        if let Err(e) = platform::punch_hole_or_set_len(&file, size) {
-            self.error(path, format!("could not set length: {e}"));
-        }
-        true
-    }
+    };
+    let Node::File { extents } = &entry.node else {
+        return Err(RestoreError::Unsuitable(format!(
+            "{} is a {}, not a file; --stdout streams one file",
+            path.display(),
+            entry.node.kind_name()
+        )));
+    };
+    stream::stream(repo, index, extents, out, cancel)
 }

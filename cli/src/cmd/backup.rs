@@ -4,7 +4,10 @@ use std::io::Write;
 
 use anyhow::Result;
 use bunker_agent::Cancel;
-use bunker_agent::backup::{BackupOptions, StreamOptions, backup, backup_command, backup_stream};
+use bunker_agent::backup::{
+    BackupOptions, StreamOptions, VolumeOptions, backup, backup_command, backup_stream,
+    backup_volume,
+};
 use bunker_agent::platform;
 use serde_json::json;
 
@@ -47,18 +50,34 @@ fn backup_paths(
         Some(spec) => Some(repository.resolve_snapshot(spec)?.0),
         None => None,
     };
-    let options = BackupOptions {
-        paths: args.paths.clone(),
-        host,
-        username: platform::username(),
-        tags,
-        time,
-        excludes: args.excludes.clone(),
-        parent,
-        with_atime: args.with_atime,
-        ..BackupOptions::default()
-    };
-    Ok(backup(repository, &options, cancel)?)
+    match &args.volume {
+        Some(device) => {
+            let options = VolumeOptions {
+                device: device.clone(),
+                name: args.name.clone(),
+                host,
+                username: platform::username(),
+                tags,
+                time,
+                parent,
+            };
+            Ok(backup_volume(repository, &options, cancel)?)
+        }
+        None => {
+            let options = BackupOptions {
+                paths: args.paths.clone(),
+                host,
+                username: platform::username(),
+                tags,
+                time,
+                excludes: args.excludes.clone(),
+                parent,
+                with_atime: args.with_atime,
+                ..BackupOptions::default()
+            };
+            Ok(backup(repository, &options, cancel)?)
+        }
+    }
 }
 
 fn report(global: &GlobalOptions, outcome: &bunker_agent::backup::BackupOutcome) -> Result<u8> {

@@ -22,6 +22,7 @@ pub fn run(global: &GlobalOptions, args: &InitArgs) -> Result<u8> {
     kdf.validate()?;
     let params = RepositoryParams {
         compression_level: args.compression,
+        volume_chunk_size: args.volume_chunk_kib.saturating_mul(1024),
         ..RepositoryParams::default()
     };
     params.validate()?;

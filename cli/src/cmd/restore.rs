@@ -5,7 +5,8 @@ use std::io::Write;
 use anyhow::Result;
 use bunker_agent::Cancel;
 use bunker_agent::platform;
-use bunker_agent::restore::{RestoreOptions, restore};
+use bunker_agent::restore::{RestoreOptions, restore, restore_volume, stream_file};
+use bunker_repo_format::snapshot::SourceKind;
 use serde_json::json;
 
 use super::split_snapshot_path;
@@ -26,19 +27,49 @@ pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Resul
             "bunker: warning: index segment {segment} is unreadable: {error}"
         )?;
     }
-    let options = RestoreOptions {
-        ownership: platform::is_root(),
-    };
+    if args.stdout {
+        drop(err);
+        let mut out = std::io::stdout().lock();
+        stream_file(
+            &repository,
+            &loaded.index,
+            &snapshot.tree,
+            &path,
+            &mut out,
+            cancel,
+        )?;
+        return Ok(exit::OK);
+    }
     let started = std::time::Instant::now();
-    let outcome = restore(
-        &repository,
-        &loaded.index,
-        &snapshot.tree,
-        &path,
-        &args.target,
-        &options,
-        cancel,
-    )?;
+    let (outcome, target) = match (&args.volume_target, &args.target) {
+        (Some(device), _) => {
+            if snapshot.source_kind != SourceKind::Volume {
+                anyhow::bail!(
+                    "snapshot {} is not a volume snapshot; restore it with --target DIR",
+                    id.short()
+                );
+            }
+            let outcome =
+                restore_volume(&repository, &loaded.index, &snapshot.tree, device, cancel)?;
+            (outcome, device)
+        }
+        (None, Some(target)) => {
+            let options = RestoreOptions {
+                ownership: platform::is_root(),
+            };
+            let outcome = restore(
+                &repository,
+                &loaded.index,
+                &snapshot.tree,
+                &path,
+                target,
+                &options,
+                cancel,
+            )?;
+            (outcome, target)
+        }
+        (None, None) => anyhow::bail!("give --target DIR, --volume-target DEVICE or --stdout"),
+    };
     for warning in &outcome.warnings {
         writeln!(err, "bunker: warning: {warning}")?;
     }
@@ -49,7 +80,9 @@ pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Resul
     if global.json {
         print_json(&json!({
             "snapshot_id": id.to_hex(),
-            "target": args.target.to_string_lossy(),
+            "target": target.to_string_lossy(),
+            "files_skipped": outcome.files_skipped,
+            "bytes_skipped": outcome.bytes_skipped,
             "files": outcome.files,
             "dirs": outcome.dirs,
             "others": outcome.others,
@@ -63,13 +96,21 @@ pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Resul
             std::io::stdout(),
             "restored snapshot {} to {}: {} files ({}), {} directories, {} other entries in {:.2} s",
             id.short(),
-            args.target.display(),
+            target.display(),
             outcome.files,
             bytes(outcome.bytes),
             outcome.dirs,
             outcome.others,
             seconds
         )?;
+        if outcome.files_skipped > 0 {
+            writeln!(
+                std::io::stdout(),
+                "{} files ({}) were already in place and left alone",
+                outcome.files_skipped,
+                bytes(outcome.bytes_skipped)
+            )?;
+        }
         if !outcome.errors.is_empty() {
             writeln!(
                 std::io::stdout(),

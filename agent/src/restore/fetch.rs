@@ -1,0 +1,227 @@
+//! Fetching packs: coalesced range reads, a few at a time, memory bounded.
+//!
+//! Each pack's needed blobs (sorted by offset) are grouped into read ranges: the next blob
+//! joins the current range when the gap before it is at most [`GAP`] bytes and the range
+//! stays within [`MAX_READ`] bytes, so a pack whose blobs are mostly needed is read in a
+//! few large requests and a pack with one needed blob costs one small request. A pool of
+//! [`FETCH_THREADS`] threads (the backend trait is synchronous) takes ranges in pack order
+//! and hands the bytes to the consumer through a channel of [`QUEUE_DEPTH`] slots, so at
+//! most `FETCH_THREADS + QUEUE_DEPTH + 1` ranges (each at most `MAX_READ`, or one blob if a
+//! blob is larger) are in memory at once, whatever the size of the restore.
+//!
+//! When a range read fails with anything but "not found", its blobs are read one by one,
+//! so one damaged region of a pack costs only the blobs in it.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+
+use bunker_repo_format::{Error, Repository};
+
+use super::plan::PackWork;
+use crate::cancel::Cancel;
+
+/// Largest gap between two needed blobs that is read through rather than skipped.
+pub(super) const GAP: u64 = 256 << 10;
+/// Largest coalesced read (a single larger blob is read whole).
+pub(super) const MAX_READ: u64 = 8 << 20;
+/// Range reads in flight at once.
+pub(super) const FETCH_THREADS: usize = 4;
+/// Fetched ranges waiting for the consumer.
+pub(super) const QUEUE_DEPTH: usize = 4;
+
+/// One read: blobs `first..end` of pack `pack`, covering `offset..offset + length`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct ReadRange {
+    /// Index into the plan's packs.
+    pub pack: usize,
+    /// First blob (index into the pack's blobs).
+    pub first: usize,
+    /// One past the last blob.
+    pub end: usize,
+    /// Offset of the read in the pack.
+    pub offset: u64,
+    /// Bytes to read.
+    pub length: u64,
+}
+
+/// The bytes of a range, or why they could not be read.
+#[derive(Debug)]
+pub(super) struct Fetched {
+    /// What was read.
+    pub range: ReadRange,
+    /// The bytes (`range.length` of them) or the error.
+    pub data: Result<Vec<u8>, Error>,
+}
+
+/// Groups the blobs of `work` (sorted by offset) into read ranges.
+pub(super) fn coalesce(pack: usize, work: &PackWork) -> Vec<ReadRange> {
+    let mut ranges: Vec<ReadRange> = Vec::new();
+    for (i, blob) in work.blobs.iter().enumerate() {
+        let start = blob.location.offset;
+        let end = start + u64::from(blob.location.length);
+        if let Some(last) = ranges.last_mut() {
+            let last_end = last.offset + last.length;
+            if start <= last_end + GAP && end.saturating_sub(last.offset) <= MAX_READ {
+                last.end = i + 1;
+                last.length = last.length.max(end - last.offset);
+                continue;
+            }
+        }
+        ranges.push(ReadRange {
+            pack,
+            first: i,
+            end: i + 1,
+            offset: start,
+            length: end - start,
+        });
+    }
+    ranges
+}
+
+/// Fetches every range of `packs` on [`FETCH_THREADS`] threads and calls `consume` with
+/// each, on the calling thread, in completion order. Stops early when `cancel` fires.
+pub(super) fn fetch_all(
+    repo: &Repository,
+    packs: &[PackWork],
+    cancel: &Cancel,
+    mut consume: impl FnMut(Fetched),
+) {
+    let ranges: Vec<ReadRange> = packs
+        .iter()
+        .enumerate()
+        .flat_map(|(i, work)| coalesce(i, work))
+        .collect();
+    let next = AtomicUsize::new(0);
+    let (sender, receiver) = mpsc::sync_channel::<Fetched>(QUEUE_DEPTH);
+    std::thread::scope(|scope| {
+        for _ in 0..FETCH_THREADS.min(ranges.len()) {
+            let sender = sender.clone();
+            let (ranges, next) = (&ranges, &next);
+            scope.spawn(move || {
+                while !cancel.is_cancelled() {
+                    let Some(range) = ranges.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                        break;
+                    };
+                    for fetched in read_range(repo, &packs[range.pack], *range) {
+                        if sender.send(fetched).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+        drop(sender);
+        for fetched in receiver {
+            if cancel.is_cancelled() {
+                break;
+            }
+            consume(fetched);
+        }
+    });
+}
+
+/// Reads one range; on a failure other than a missing pack, falls back to blob by blob.
+fn read_range(repo: &Repository, work: &PackWork, range: ReadRange) -> Vec<Fetched> {
+    let name = work.name();
+    let data = repo.backend().get_range(&name, range.offset, range.length);
+    match data {
+        Err(e) if range.end - range.first > 1 && !e.is_not_found() => (range.first..range.end)
+            .map(|i| {
+                let location = &work.blobs[i].location;
+                let single = ReadRange {
+                    pack: range.pack,
+                    first: i,
+                    end: i + 1,
+                    offset: location.offset,
+                    length: u64::from(location.length),
+                };
+                Fetched {
+                    range: single,
+                    data: repo
+                        .backend()
+                        .get_range(&name, single.offset, single.length),
+                }
+            })
+            .collect(),
+        data => vec![Fetched { range, data }],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bunker_repo_format::index::BlobLocation;
+    use bunker_repo_format::{BlobId, BlobKind, PackId};
+
+    use super::*;
+    use crate::restore::plan::PlannedBlob;
+
+    fn work(blobs: &[(u64, u32)]) -> PackWork {
+        PackWork {
+            pack: PackId::from_bytes([1; 32]),
+            blobs: blobs
+                .iter()
+                .enumerate()
+                .map(|(i, &(offset, length))| PlannedBlob {
+                    id: BlobId::from_bytes([i as u8; 32]),
+                    location: BlobLocation {
+                        pack: PackId::from_bytes([1; 32]),
+                        kind: BlobKind::Data,
+                        offset,
+                        length,
+                        raw_length: length,
+                    },
+                    placements: Vec::new(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn near_blobs_are_read_together_and_far_ones_apart() {
+        let w = work(&[(100, 1000), (1100, 1000), (2100 + GAP, 10), (1 << 30, 5)]);
+        let ranges = coalesce(7, &w);
+        assert_eq!(
+            ranges,
+            vec![
+                ReadRange {
+                    pack: 7,
+                    first: 0,
+                    end: 3,
+                    offset: 100,
+                    length: 2000 + GAP + 10
+                },
+                ReadRange {
+                    pack: 7,
+                    first: 3,
+                    end: 4,
+                    offset: 1 << 30,
+                    length: 5
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_range_never_grows_past_the_read_limit() {
+        let blob = (MAX_READ / 3) as u32;
+        let w = work(&[
+            (0, blob),
+            (u64::from(blob), blob),
+            (2 * u64::from(blob), blob),
+            (3 * u64::from(blob), blob),
+        ]);
+        let ranges = coalesce(0, &w);
+        assert_eq!(ranges.len(), 2);
+        assert!(ranges.iter().all(|r| r.length <= MAX_READ));
+        assert_eq!((ranges[0].first, ranges[0].end), (0, 3));
+        assert_eq!((ranges[1].first, ranges[1].end), (3, 4));
+    }
+
+    #[test]
+    fn a_blob_larger_than_the_limit_is_one_range() {
+        let w = work(&[(0, 10), (10, (MAX_READ + 1) as u32)]);
+        let ranges = coalesce(0, &w);
+        assert_eq!(ranges.len(), 2);
+        assert_eq!(ranges[1].length, MAX_READ + 1);
+    }
+}

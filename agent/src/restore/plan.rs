@@ -1,0 +1,481 @@
+//! Planning a restore: walk the snapshot's trees, create what has no content, and list, per
+//! pack, the blobs needed and every place each one goes.
+//!
+//! The walk creates directories, symlinks, special files and hard links at once, and every
+//! regular file that needs content as an empty file of its final size (`set_len`: the file
+//! is sparse until written, so holes stay holes). A file already at its place with the right
+//! content is left alone (see [`super::resume`]). Blob placements are grouped by pack and
+//! sorted by offset, so the fetcher can read each pack in a few coalesced ranges; a blob
+//! used by many files (or many times in one file) is fetched once and written to each place.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bunker_repo_format::index::{BlobLocation, Index};
+use bunker_repo_format::pack::pack_kind;
+use bunker_repo_format::tree::{Entry, Extent, Metadata, Node, Timestamp};
+use bunker_repo_format::{BlobId, PackId, Repository};
+
+use super::RestoreError;
+use super::resume;
+use crate::cancel::Cancel;
+use crate::platform::{self, DirHandle};
+
+/// Longest path the writer reopens by name; a file with a longer path keeps its
+/// descriptor open from creation to the end of the restore (such paths are rare).
+const REOPEN_PATH_MAX: usize = 4000;
+
+/// A regular file that receives content.
+#[derive(Debug)]
+pub(super) struct PlannedFile {
+    /// Real path, for messages and to reopen the file for writing.
+    pub path: PathBuf,
+    /// An open descriptor, when the file cannot be reopened by `path` (long paths,
+    /// volume targets).
+    pub handle: Option<Arc<File>>,
+}
+
+/// One place a blob's plaintext goes.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Placement {
+    /// Index into [`Plan::files`].
+    pub file: u32,
+    /// Offset in that file.
+    pub offset: u64,
+}
+
+/// A blob to fetch, and where it goes.
+#[derive(Debug)]
+pub(super) struct PlannedBlob {
+    /// The blob's id (checked against its plaintext after unsealing).
+    pub id: BlobId,
+    /// Where it is stored.
+    pub location: BlobLocation,
+    /// Every place its plaintext is written.
+    pub placements: Vec<Placement>,
+}
+
+/// Everything needed from one pack.
+#[derive(Debug)]
+pub(super) struct PackWork {
+    /// The pack.
+    pub pack: PackId,
+    /// Its blobs, sorted by offset.
+    pub blobs: Vec<PlannedBlob>,
+}
+
+impl PackWork {
+    /// The pack's object name (`data/ab/ab12...`).
+    pub fn name(&self) -> String {
+        let kind = self
+            .blobs
+            .first()
+            .map_or(bunker_repo_format::BlobKind::Data, |b| b.location.kind);
+        pack_kind(kind).name(&self.pack.to_hex())
+    }
+}
+
+/// An entry whose metadata is applied after all content is written.
+#[derive(Debug)]
+pub(super) enum Pending {
+    /// A non-directory: file, symlink, fifo, device.
+    Leaf {
+        /// Real path.
+        path: PathBuf,
+        /// Its metadata.
+        meta: Metadata,
+        /// Its kind (files without their extents).
+        node: Node,
+    },
+    /// A directory, whose own metadata comes after its children's.
+    Dir(PendingDir),
+}
+
+/// A directory restored, with the entries below it that need metadata.
+#[derive(Debug)]
+pub(super) struct PendingDir {
+    /// Real path.
+    pub path: PathBuf,
+    /// The directory's own metadata; `None` for the restore target itself.
+    pub meta: Option<Metadata>,
+    /// Entries inside, in tree order.
+    pub children: Vec<Pending>,
+}
+
+/// What the walk found and made, and the content still to write.
+#[derive(Debug)]
+pub(super) struct Plan {
+    /// Files that receive content.
+    pub files: Vec<PlannedFile>,
+    /// Per-pack work lists.
+    pub packs: Vec<PackWork>,
+    /// The metadata still to apply, rooted at the target.
+    pub root: PendingDir,
+    /// Regular files in the snapshot (each name of a hard-linked file counts).
+    pub file_count: u64,
+    /// Directories created or merged into.
+    pub dirs: u64,
+    /// Symlinks, devices, fifos.
+    pub others: u64,
+    /// Files already correct in the target and left alone.
+    pub skipped: u64,
+    /// Bytes of those files.
+    pub skipped_bytes: u64,
+    /// Per-entry failures found while planning, naming the path and the object.
+    pub errors: Vec<String>,
+}
+
+/// Builds per-pack work lists from file extents.
+#[derive(Debug, Default)]
+pub(super) struct PackPlanner {
+    packs: Vec<PackWork>,
+    pack_slot: HashMap<PackId, usize>,
+    blob_slot: HashMap<BlobId, (usize, usize)>,
+}
+
+impl PackPlanner {
+    /// Records that `file` needs `extents` (its content from offset 0). Returns an error
+    /// message for each chunk that cannot be found, naming its blob and, when known, the
+    /// pack that held it.
+    pub fn add_file(&mut self, index: &Index, file: u32, extents: &[Extent]) -> Vec<String> {
+        let mut errors = Vec::new();
+        let mut offset = 0u64;
+        for extent in extents {
+            if let Extent::Chunk { id, .. } = extent {
+                let placement = Placement { file, offset };
+                if let Some(&(pack, blob)) = self.blob_slot.get(id) {
+                    self.packs[pack].blobs[blob].placements.push(placement);
+                } else if let Some(location) = index.get(id) {
+                    let pack = *self.pack_slot.entry(location.pack).or_insert_with(|| {
+                        self.packs.push(PackWork {
+                            pack: location.pack,
+                            blobs: Vec::new(),
+                        });
+                        self.packs.len() - 1
+                    });
+                    let blobs = &mut self.packs[pack].blobs;
+                    self.blob_slot.insert(*id, (pack, blobs.len()));
+                    blobs.push(PlannedBlob {
+                        id: *id,
+                        location: *location,
+                        placements: vec![placement],
+                    });
+                } else {
+                    errors.push(missing_blob(index, id, offset));
+                }
+            }
+            offset += extent.length();
+        }
+        errors
+    }
+
+    /// The work lists, each pack's blobs sorted by offset.
+    pub fn finish(mut self) -> Vec<PackWork> {
+        for pack in &mut self.packs {
+            pack.blobs.sort_by_key(|b| b.location.offset);
+        }
+        self.packs
+    }
+}
+
+/// Why a chunk cannot be read, naming what is missing.
+fn missing_blob(index: &Index, id: &BlobId, offset: u64) -> String {
+    match index.lost_location(id) {
+        Some(lost) => format!(
+            "content at offset {offset} lost: pack {} (holding blob {id}) is missing",
+            pack_kind(lost.kind).name(&lost.pack.to_hex())
+        ),
+        None => format!("content at offset {offset} lost: blob {id} is not in the index"),
+    }
+}
+
+fn display(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// Removes whatever is at `path` unless it is a directory (which is kept and merged into).
+fn clear_non_dir(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// A kind-only copy of `node` (a file without its extents), for the metadata pass.
+fn kind_only(node: &Node) -> Node {
+    match node {
+        Node::File { .. } => Node::File {
+            extents: Vec::new(),
+        },
+        other => other.clone(),
+    }
+}
+
+/// Metadata to apply: an unrecorded access time becomes the modification time.
+pub(super) fn restorable(meta: &Metadata) -> Metadata {
+    let mut meta = meta.clone();
+    if meta.atime == Timestamp::default() {
+        meta.atime = meta.mtime;
+    }
+    meta
+}
+
+/// Walks the snapshot and creates the entries; see the module documentation.
+pub(super) struct Planner<'a> {
+    repo: &'a Repository,
+    index: &'a Index,
+    cancel: &'a Cancel,
+    hardlinks: HashMap<(u64, u64), PathBuf>,
+    packs: PackPlanner,
+    plan: Plan,
+}
+
+impl<'a> Planner<'a> {
+    pub fn new(repo: &'a Repository, index: &'a Index, cancel: &'a Cancel, target: &Path) -> Self {
+        Self {
+            repo,
+            index,
+            cancel,
+            hardlinks: HashMap::new(),
+            packs: PackPlanner::default(),
+            plan: Plan {
+                files: Vec::new(),
+                packs: Vec::new(),
+                root: PendingDir {
+                    path: target.to_owned(),
+                    meta: None,
+                    children: Vec::new(),
+                },
+                file_count: 0,
+                dirs: 0,
+                others: 0,
+                skipped: 0,
+                skipped_bytes: 0,
+                errors: Vec::new(),
+            },
+        }
+    }
+
+    /// Restores the entries of `tree` into the target directory.
+    pub fn plan_tree(mut self, tree: &BlobId) -> Result<Plan, RestoreError> {
+        let target = self.plan.root.path.clone();
+        let mut children = Vec::new();
+        self.walk_tree(tree, &target, &target, &mut children)?;
+        self.plan.root.children = children;
+        Ok(self.finish())
+    }
+
+    /// Restores one entry as `target/NAME`.
+    pub fn plan_entry(mut self, entry: &Entry) -> Result<Plan, RestoreError> {
+        let path = self.plan.root.path.join(OsStr::from_bytes(&entry.name));
+        let mut children = Vec::new();
+        self.walk_entry(entry, &path, &path, &mut children)?;
+        self.plan.root.children = children;
+        Ok(self.finish())
+    }
+
+    fn finish(mut self) -> Plan {
+        self.plan.packs = self.packs.finish();
+        self.plan
+    }
+
+    fn error(&mut self, path: &Path, message: impl std::fmt::Display) {
+        self.plan
+            .errors
+            .push(format!("{}: {message}", display(path)));
+    }
+
+    fn walk_tree(
+        &mut self,
+        tree: &BlobId,
+        dir: &Path,
+        dir_access: &Path,
+        out: &mut Vec<Pending>,
+    ) -> Result<(), RestoreError> {
+        let tree = match self.repo.load_tree(self.index, tree) {
+            Ok(tree) => tree,
+            Err(e) => {
+                self.error(dir, format!("directory contents lost: {e}"));
+                return Ok(());
+            }
+        };
+        let handle = match DirHandle::open(dir_access) {
+            Ok(handle) => handle,
+            Err(e) => {
+                self.error(dir, format!("could not open directory: {e}"));
+                return Ok(());
+            }
+        };
+        for entry in tree.entries() {
+            if self.cancel.is_cancelled() {
+                return Err(RestoreError::Interrupted);
+            }
+            let name = OsStr::from_bytes(&entry.name);
+            let path = dir.join(name);
+            let access = handle.child(&path, name);
+            self.walk_entry(entry, &path, &access, out)?;
+        }
+        Ok(())
+    }
+
+    /// Creates one entry at `path` (real path, for messages), using `access` for system
+    /// calls, and records its metadata in `out`.
+    fn walk_entry(
+        &mut self,
+        entry: &Entry,
+        path: &Path,
+        access: &Path,
+        out: &mut Vec<Pending>,
+    ) -> Result<(), RestoreError> {
+        if matches!(entry.node, Node::Socket) {
+            return Ok(());
+        }
+        let is_dir = matches!(entry.node, Node::Dir { .. });
+        match &entry.node {
+            Node::File { .. } => self.plan.file_count += 1,
+            Node::Dir { .. } => {}
+            _ => self.plan.others += 1,
+        }
+        // A second name of an inode seen earlier in this restore becomes a hard link.
+        let link_key =
+            (!is_dir && entry.meta.nlinks > 1).then_some((entry.meta.device, entry.meta.inode));
+        if let Some(first) = link_key.and_then(|key| self.hardlinks.get(&key)).cloned() {
+            if !same_inode(&first, access)
+                && let Err(e) = clear_non_dir(access).and_then(|()| fs::hard_link(&first, access))
+            {
+                self.error(path, format!("could not link to {}: {e}", display(&first)));
+            }
+            return Ok(());
+        }
+        let created = match &entry.node {
+            Node::Dir { subtree } => {
+                let made = clear_non_dir(access).and_then(|()| match fs::create_dir(access) {
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+                    other => other,
+                });
+                if let Err(e) = made {
+                    self.error(path, format!("could not create directory: {e}"));
+                    return Ok(());
+                }
+                self.plan.dirs += 1;
+                let mut children = Vec::new();
+                self.walk_tree(subtree, path, access, &mut children)?;
+                out.push(Pending::Dir(PendingDir {
+                    path: path.to_owned(),
+                    meta: Some(restorable(&entry.meta)),
+                    children,
+                }));
+                if let Some(key) = link_key {
+                    self.hardlinks.insert(key, path.to_owned());
+                }
+                return Ok(());
+            }
+            Node::File { extents } => self.plan_file(extents, path, access),
+            Node::Symlink { target } => {
+                let made = clear_non_dir(access)
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| {
+                        platform::create_symlink(target, access)
+                            .map_err(|e| format!("could not {} it: {}", e.op, e.source))
+                    });
+                self.report(path, made)
+            }
+            special => {
+                let made = clear_non_dir(access)
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| {
+                        platform::create_special(access, special)
+                            .map_err(|e| format!("could not {} it: {}", e.op, e.source))
+                    });
+                self.report(path, made)
+            }
+        };
+        if !created {
+            return Ok(());
+        }
+        if let Some(key) = link_key {
+            self.hardlinks.insert(key, path.to_owned());
+        }
+        out.push(Pending::Leaf {
+            path: path.to_owned(),
+            meta: restorable(&entry.meta),
+            node: kind_only(&entry.node),
+        });
+        Ok(())
+    }
+
+    fn report(&mut self, path: &Path, result: Result<(), String>) -> bool {
+        match result {
+            Ok(()) => true,
+            Err(message) => {
+                self.error(path, message);
+                false
+            }
+        }
+    }
+
+    /// Leaves a correct existing file alone, or creates the file at its final size and
+    /// queues its chunks; returns whether it exists (so its metadata should be applied).
+    fn plan_file(&mut self, extents: &[Extent], path: &Path, access: &Path) -> bool {
+        let size = extents.iter().map(Extent::length).sum::<u64>();
+        match resume::already_restored(self.repo, access, extents, size) {
+            Ok(true) => {
+                self.plan.skipped += 1;
+                self.plan.skipped_bytes += size;
+                return true;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                self.error(path, format!("could not check the existing file: {e}"));
+                return false;
+            }
+        }
+        if let Err(e) = clear_non_dir(access) {
+            self.error(path, format!("could not replace: {e}"));
+            return false;
+        }
+        let file = match OpenOptions::new().write(true).create_new(true).open(access) {
+            Ok(file) => file,
+            Err(e) => {
+                self.error(path, format!("could not create file: {e}"));
+                return false;
+            }
+        };
+        if let Err(e) = platform::punch_hole_or_set_len(&file, size) {
+            self.error(path, format!("could not set length {size}: {e}"));
+            return false;
+        }
+        if !extents.iter().any(|e| matches!(e, Extent::Chunk { .. })) {
+            return true;
+        }
+        let Ok(number) = u32::try_from(self.plan.files.len()) else {
+            self.error(path, "more than 4 billion files in one restore");
+            return false;
+        };
+        let keep_open = path.as_os_str().len() > REOPEN_PATH_MAX;
+        self.plan.files.push(PlannedFile {
+            path: path.to_owned(),
+            handle: keep_open.then(|| Arc::new(file)),
+        });
+        for message in self.packs.add_file(self.index, number, extents) {
+            self.error(path, message);
+        }
+        true
+    }
+}
+
+/// True when `a` and `b` are the same inode (a hard link already in place).
+fn same_inode(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (fs::symlink_metadata(a), fs::symlink_metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}

@@ -1,0 +1,146 @@
+//! Streaming one file (or a volume) in order, e.g. to stdout.
+//!
+//! [`FETCH_THREADS`] workers take chunks in file order, each fetching, unsealing and
+//! re-hashing its chunk; the caller's thread writes them out in order. A chunk is taken only
+//! while it is within [`WINDOW`] chunks of the next one to write, so the reorder buffer
+//! holds at most `WINDOW` chunks (16 MiB with 1 MiB chunks), whatever the file's size, while
+//! several reads are in flight. Holes are written as zeros (a stream has no holes).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::{Condvar, Mutex, PoisonError};
+
+use bunker_repo_format::index::Index;
+use bunker_repo_format::pack::pack_kind;
+use bunker_repo_format::tree::Extent;
+use bunker_repo_format::{Error, Repository};
+
+use super::RestoreError;
+use super::fetch::FETCH_THREADS;
+use crate::cancel::Cancel;
+
+/// Chunks fetched ahead of the writer at most.
+pub(super) const WINDOW: usize = 16;
+
+/// Zeros written at a time for holes.
+const ZEROS: usize = 1 << 20;
+
+#[derive(Debug, Default)]
+struct State {
+    /// Next chunk to hand to a worker.
+    next: usize,
+    /// Next chunk to write.
+    written: usize,
+    /// Fetched chunks waiting for their turn.
+    ready: BTreeMap<usize, Result<Vec<u8>, Error>>,
+    /// The writer stopped (error or cancel): workers quit.
+    stopped: bool,
+}
+
+/// Writes the content `extents` describe to `out`, in order; returns the bytes written.
+///
+/// Fails on the first chunk that cannot be read (naming its pack) or write error; what was
+/// written before stays written.
+pub(super) fn stream(
+    repo: &Repository,
+    index: &Index,
+    extents: &[Extent],
+    out: &mut dyn Write,
+    cancel: &Cancel,
+) -> Result<u64, RestoreError> {
+    let state = Mutex::new(State::default());
+    let changed = Condvar::new();
+    let lock = || state.lock().unwrap_or_else(PoisonError::into_inner);
+    std::thread::scope(|scope| {
+        for _ in 0..FETCH_THREADS {
+            scope.spawn(|| {
+                loop {
+                    let i = {
+                        let mut s = lock();
+                        while !s.stopped && s.next < extents.len() && s.next >= s.written + WINDOW {
+                            s = changed.wait(s).unwrap_or_else(PoisonError::into_inner);
+                        }
+                        if s.stopped || s.next >= extents.len() {
+                            return;
+                        }
+                        s.next += 1;
+                        s.next - 1
+                    };
+                    let result = fetch(repo, index, &extents[i]);
+                    lock().ready.insert(i, result);
+                    changed.notify_all();
+                }
+            });
+        }
+        let result = write_in_order(extents, out, cancel, &state, &changed);
+        lock().stopped = true;
+        changed.notify_all();
+        result
+    })
+}
+
+fn write_in_order(
+    extents: &[Extent],
+    out: &mut dyn Write,
+    cancel: &Cancel,
+    state: &Mutex<State>,
+    changed: &Condvar,
+) -> Result<u64, RestoreError> {
+    let zeros = vec![0u8; ZEROS];
+    let mut total = 0u64;
+    for (i, extent) in extents.iter().enumerate() {
+        if cancel.is_cancelled() {
+            return Err(RestoreError::Interrupted);
+        }
+        let data = {
+            let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
+            loop {
+                if let Some(data) = s.ready.remove(&i) {
+                    break data;
+                }
+                s = changed.wait(s).unwrap_or_else(PoisonError::into_inner);
+            }
+        };
+        let data = data.map_err(|e| RestoreError::Content {
+            message: format!("at offset {total}: {e}"),
+        })?;
+        let written = match extent {
+            Extent::Chunk { .. } => out.write_all(&data).map(|()| data.len() as u64),
+            Extent::Hole { length } => write_zeros(out, &zeros, *length).map(|()| *length),
+        };
+        total += written.map_err(|source| RestoreError::Output { source })?;
+        state.lock().unwrap_or_else(PoisonError::into_inner).written = i + 1;
+        changed.notify_all();
+    }
+    out.flush()
+        .map_err(|source| RestoreError::Output { source })?;
+    Ok(total)
+}
+
+fn write_zeros(out: &mut dyn Write, zeros: &[u8], mut length: u64) -> std::io::Result<()> {
+    while length > 0 {
+        let piece = length.min(zeros.len() as u64) as usize;
+        out.write_all(&zeros[..piece])?;
+        length -= piece as u64;
+    }
+    Ok(())
+}
+
+/// Fetches, unseals and re-hashes one chunk; a hole needs nothing.
+fn fetch(repo: &Repository, index: &Index, extent: &Extent) -> Result<Vec<u8>, Error> {
+    let Extent::Chunk { id, .. } = extent else {
+        return Ok(Vec::new());
+    };
+    match index.get(id) {
+        Some(location) => repo.read_blob_at(id, location),
+        None => Err(Error::NotFound {
+            object: match index.lost_location(id) {
+                Some(lost) => format!(
+                    "{} (the pack holding blob {id})",
+                    pack_kind(lost.kind).name(&lost.pack.to_hex())
+                ),
+                None => format!("blob {id} (not in the index)"),
+            },
+        }),
+    }
+}

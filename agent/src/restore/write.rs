@@ -1,0 +1,225 @@
+//! Writing: positioned writes of verified blobs, out of order, into the preallocated files;
+//! then metadata, last.
+//!
+//! Files were created at their final size by the planner, so any blob can be written as soon
+//! as it is unsealed, from any thread (`pwrite` through a shared descriptor). Holes are never
+//! written, so they stay holes. A blob that cannot be fetched or verified fails the files it
+//! feeds, and the message names the pack (or blob) and those files.
+//!
+//! Metadata is applied after all content: files, links and special files first, each
+//! directory after everything inside it, so writing into a directory does not move its
+//! times and a read-only directory does not block its children.
+
+use std::collections::{BTreeSet, HashMap};
+use std::ffi::OsStr;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bunker_repo_format::BlobId;
+use bunker_repo_format::tree::{Metadata, Node};
+
+use super::plan::{Pending, PendingDir, PlannedBlob, PlannedFile};
+use crate::platform::{self, ApplyOptions, DirHandle};
+
+/// Files named in one failure message; the rest are counted.
+const NAMED_FILES: usize = 10;
+
+/// What went wrong while writing content.
+#[derive(Debug, Default)]
+struct Failures {
+    messages: Vec<String>,
+    files: BTreeSet<u32>,
+}
+
+/// Writes blobs to their placements; shared by the pool's threads.
+#[derive(Debug)]
+pub(super) struct ContentWriter<'a> {
+    files: &'a [PlannedFile],
+    bytes: AtomicU64,
+    failures: Mutex<Failures>,
+}
+
+/// The files open for one fetched range, by file number.
+pub(super) type OpenFiles = HashMap<u32, Arc<File>>;
+
+impl<'a> ContentWriter<'a> {
+    pub fn new(files: &'a [PlannedFile]) -> Self {
+        Self {
+            files,
+            bytes: AtomicU64::new(0),
+            failures: Mutex::new(Failures::default()),
+        }
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, Failures> {
+        self.failures.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Opens every file the `blobs` go to (each once); a file that cannot be opened is
+    /// reported and left out.
+    pub fn open_targets(&self, blobs: &[PlannedBlob]) -> OpenFiles {
+        let mut open = OpenFiles::new();
+        for placement in blobs.iter().flat_map(|b| &b.placements) {
+            if open.contains_key(&placement.file) {
+                continue;
+            }
+            let planned = &self.files[placement.file as usize];
+            let file = match &planned.handle {
+                Some(handle) => Ok(Arc::clone(handle)),
+                None => OpenOptions::new()
+                    .write(true)
+                    .open(&planned.path)
+                    .map(Arc::new),
+            };
+            match file {
+                Ok(file) => {
+                    open.insert(placement.file, file);
+                }
+                Err(e) => {
+                    let mut failures = self.failures();
+                    if failures.files.insert(placement.file) {
+                        failures.messages.push(format!(
+                            "{}: could not open for writing: {e}",
+                            planned.path.display()
+                        ));
+                    }
+                }
+            }
+        }
+        open
+    }
+
+    /// Writes a verified blob to each of its placements.
+    pub fn write(&self, open: &OpenFiles, blob: &PlannedBlob, data: &[u8]) {
+        for placement in &blob.placements {
+            let Some(file) = open.get(&placement.file) else {
+                continue;
+            };
+            match file.write_all_at(data, placement.offset) {
+                Ok(()) => {
+                    self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    let path = &self.files[placement.file as usize].path;
+                    let mut failures = self.failures();
+                    failures.files.insert(placement.file);
+                    failures.messages.push(format!(
+                        "{}: could not write at offset {}: {e}",
+                        path.display(),
+                        placement.offset
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Records that `blobs` cannot be had, for `reason` (which names the pack or blob),
+    /// with the files that lose content.
+    pub fn fail_blobs(&self, blobs: &[PlannedBlob], reason: &str) {
+        let affected: BTreeSet<u32> = blobs
+            .iter()
+            .flat_map(|b| &b.placements)
+            .map(|p| p.file)
+            .collect();
+        let mut names: Vec<String> = affected
+            .iter()
+            .take(NAMED_FILES)
+            .map(|&f| self.files[f as usize].path.display().to_string())
+            .collect();
+        if affected.len() > NAMED_FILES {
+            names.push(format!("and {} more", affected.len() - NAMED_FILES));
+        }
+        let mut failures = self.failures();
+        failures.files.extend(&affected);
+        failures.messages.push(format!(
+            "{reason}; {} file(s) affected: {}",
+            affected.len(),
+            names.join(", ")
+        ));
+    }
+
+    /// Bytes written, failure messages, and how many files lost content.
+    pub fn finish(self) -> (u64, Vec<String>, usize) {
+        let failures = self
+            .failures
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        (
+            self.bytes.into_inner(),
+            failures.messages,
+            failures.files.len(),
+        )
+    }
+}
+
+/// Applies the metadata of everything under `root` (not to `root` itself unless it has
+/// metadata), children before their directory. Returns errors and warnings, naming paths.
+pub(super) fn apply_all(root: &PendingDir, options: &ApplyOptions) -> (Vec<String>, Vec<String>) {
+    let mut report = (Vec::new(), Vec::new());
+    apply_dir(root, &root.path, options, &mut report);
+    report
+}
+
+fn apply_dir(
+    dir: &PendingDir,
+    access: &Path,
+    options: &ApplyOptions,
+    report: &mut (Vec<String>, Vec<String>),
+) {
+    if !dir.children.is_empty() {
+        match DirHandle::open(access) {
+            Ok(handle) => {
+                for child in &dir.children {
+                    let path = match child {
+                        Pending::Leaf { path, .. } => path,
+                        Pending::Dir(d) => &d.path,
+                    };
+                    let name = path.file_name().unwrap_or(OsStr::new(""));
+                    let child_access = handle.child(path, name);
+                    match child {
+                        Pending::Leaf { path, meta, node } => {
+                            apply_one(path, &child_access, meta, node, options, report);
+                        }
+                        Pending::Dir(d) => apply_dir(d, &child_access, options, report),
+                    }
+                }
+            }
+            Err(e) => report.0.push(format!(
+                "{}: could not open directory to restore metadata: {e}",
+                dir.path.display()
+            )),
+        }
+    }
+    if let Some(meta) = &dir.meta {
+        let node = Node::Dir {
+            subtree: BlobId::from_bytes([0; 32]),
+        };
+        apply_one(&dir.path, access, meta, &node, options, report);
+    }
+}
+
+fn apply_one(
+    path: &Path,
+    access: &Path,
+    meta: &Metadata,
+    node: &Node,
+    options: &ApplyOptions,
+    report: &mut (Vec<String>, Vec<String>),
+) {
+    match platform::apply_metadata(access, meta, node, options) {
+        Ok(warnings) => report.1.extend(
+            warnings
+                .into_iter()
+                .map(|w| format!("{}: could not {} it: {}", path.display(), w.op, w.source)),
+        ),
+        Err(e) => report.0.push(format!(
+            "{}: could not {} it: {}",
+            path.display(),
+            e.op,
+            e.source
+        )),
+    }
+}
