@@ -696,7 +696,7 @@ mod tests {
     /// Flips a byte inside the sealed blob `blob`.
     fn damage_blob(backend: &MemoryBackend, repo: &Repository, blob: &BlobId) -> String {
         let index = repo.load_index().expect("index").index;
-        let location = *index.get(blob).expect("indexed");
+        let location = index.get(blob).expect("indexed");
         let name = crate::pack::pack_kind(location.kind).name(&location.pack.to_hex());
         backend.corrupt(&name, |bytes| bytes[location.offset as usize + 30] ^= 0x20);
         name
