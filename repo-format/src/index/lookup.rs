@@ -117,6 +117,7 @@ impl Index {
     /// calls it; lookups work without it.
     pub fn compact(&mut self) {
         self.records.compact();
+        self.packs.compact();
         self.alternates.shrink_to_fit();
     }
 

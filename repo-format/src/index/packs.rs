@@ -135,6 +135,14 @@ impl PackTable {
         self.iter().map(|(id, _)| id)
     }
 
+    /// Gives spare capacity back.
+    pub(super) fn compact(&mut self) {
+        self.slots.shrink_to_fit();
+        let slots = &self.slots;
+        self.lookup
+            .shrink_to_fit(|slot| hash(&slots[*slot as usize].id));
+    }
+
     /// Heap bytes held.
     pub(super) fn heap_bytes(&self) -> usize {
         self.slots.capacity() * std::mem::size_of::<PackSlot>()

@@ -2,6 +2,7 @@
 //! for records added since the last merge.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 /// The part of a blob id the index keeps: its first 16 bytes, big-endian (so the order
 /// of keys is the order of ids).
@@ -44,6 +45,30 @@ impl Record {
     }
 }
 
+/// Hashes a key by its low 64 bits: keys are prefixes of keyed BLAKE3 hashes, uniformly
+/// spread and not choosable without the repository key, so no further mixing is needed.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+        }
+    }
+
+    fn write_u128(&mut self, key: u128) {
+        self.0 = key as u64;
+    }
+}
+
+/// A hash map keyed by [`Key`]s.
+pub(super) type KeyMap<V> = HashMap<Key, V, BuildHasherDefault<KeyHasher>>;
+
 /// Average records per directory bucket: the directory then costs 4 / 8 = 0.5 bytes per
 /// blob, and a lookup searches about 8 records (two or three cache lines).
 const BUCKET_TARGET: usize = 8;
@@ -60,7 +85,7 @@ pub(super) struct Records {
     directory: Vec<u32>,
     bits: u32,
     removed_in_sorted: usize,
-    overlay: HashMap<Key, Record>,
+    overlay: KeyMap<Record>,
 }
 
 impl Records {
