@@ -20,9 +20,14 @@ fn prune_json_reports_progress_in_order_on_stderr() {
     let out = b.run(["prune", "--grace", "0", "--json"]);
     out.ok();
     let summary = out.json();
-    let deleted = summary["report"]["deleted_packs"].as_u64().expect("deleted");
+    let deleted = summary["report"]["deleted_packs"]
+        .as_u64()
+        .expect("deleted");
     let freed = summary["report"]["deleted_bytes"].as_u64().expect("freed");
-    assert!(deleted >= 2, "the first backup's data and tree packs\n{out}");
+    assert!(
+        deleted >= 2,
+        "the first backup's data and tree packs\n{out}"
+    );
 
     let progress: Vec<Value> = out
         .stderr

@@ -631,10 +631,9 @@ pub fn prune_observed(
             .flat_map(|(_, segment)| segment.packs.iter().map(|p| p.id))
             .filter(|pack| !stored_now.contains_key(pack)),
     );
-    let (rewrite, _): (Vec<(IndexId, IndexSegment)>, Vec<_>) =
-        current_segments.into_iter().partition(|(_, segment)| {
-            merge || segment.packs.iter().any(|p| doomed.contains(&p.id))
-        });
+    let (rewrite, _): (Vec<(IndexId, IndexSegment)>, Vec<_>) = current_segments
+        .into_iter()
+        .partition(|(_, segment)| merge || segment.packs.iter().any(|p| doomed.contains(&p.id)));
     if !rewrite.is_empty() {
         progress.event(&PruneEvent::WritingIndex {
             segments: rewrite.len(),

@@ -778,7 +778,7 @@ mod tests {
             stored
                 .packs
                 .iter()
-                .find(|(id, _)| !indexed.packs().contains_key(*id))
+                .find(|(id, _)| !indexed.packs().contains_key(id))
                 .map(|(id, found)| found.object_kind().name(&id.to_hex()))
                 .expect("the unindexed pack")
         };

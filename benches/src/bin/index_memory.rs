@@ -20,8 +20,15 @@ const LOOKUPS: usize = 2_000_000;
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let blobs: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(10_000_000);
-    let per_pack: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(16).max(1);
+    let blobs: usize = args
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(10_000_000);
+    let per_pack: usize = args
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(16)
+        .max(1);
 
     let before = resident_kib();
     let started = Instant::now();

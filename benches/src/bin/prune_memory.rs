@@ -54,13 +54,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 fn tempfile_dir() -> Result<String, Box<dyn std::error::Error>> {
     let dir = std::env::temp_dir().join(format!("bunker-prune-memory-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
     Ok(dir.display().to_string())
 }
 
 /// Builds the repository; returns how many blobs are indexed.
 fn build(dir: &str, blobs: usize) -> Result<usize, Box<dyn std::error::Error>> {
-    let backend: Arc<dyn Backend> = Arc::new(LocalBackend::open(dir)?);
+    let backend: Arc<dyn Backend> = Arc::new(LocalBackend::create(dir)?);
     let repo = Repository::init(
         backend,
         PASSWORD,

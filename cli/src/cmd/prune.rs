@@ -225,7 +225,9 @@ impl Progress {
                 total,
                 bytes,
                 total_bytes,
-            } => json!({ "done": done, "total": total, "bytes": bytes, "total_bytes": total_bytes }),
+            } => {
+                json!({ "done": done, "total": total, "bytes": bytes, "total_bytes": total_bytes })
+            }
             PruneEvent::WritingIndex { segments } => json!({ "segments": segments }),
             PruneEvent::Deleting { done, total, bytes } => {
                 json!({ "done": done, "total": total, "bytes": bytes })
@@ -268,7 +270,11 @@ impl PruneProgress for Progress {
         let _ = if self.json {
             writeln!(err, "{}", Self::json(event))
         } else {
-            let end = if new_phase && !self.phase.is_empty() { "\n" } else { "" };
+            let end = if new_phase && !self.phase.is_empty() {
+                "\n"
+            } else {
+                ""
+            };
             write!(err, "{end}\r\x1b[2K{}", Self::line(event)).and_then(|()| {
                 if matches!(event, PruneEvent::Done) {
                     writeln!(err)

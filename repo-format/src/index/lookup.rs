@@ -388,7 +388,11 @@ mod tests {
         let count = 50_000u64;
         let at = |n: u64| BlobLocation {
             pack: PackId::from_bytes([(n % 200) as u8; 32]),
-            kind: if n % 3 == 0 { BlobKind::Tree } else { BlobKind::Data },
+            kind: if n.is_multiple_of(3) {
+                BlobKind::Tree
+            } else {
+                BlobKind::Data
+            },
             offset: 40 + n * 1000,
             length: n as u32,
             raw_length: (n * 2) as u32,
@@ -419,7 +423,11 @@ mod tests {
         assert_eq!(index.len(), expected_len);
         assert_eq!(index.locations().count(), expected_len);
         // 32-byte records, the directory and 200 packs: well under 40 bytes per blob.
-        assert!(index.heap_bytes() < 40 * expected_len, "{}", index.heap_bytes());
+        assert!(
+            index.heap_bytes() < 40 * expected_len,
+            "{}",
+            index.heap_bytes()
+        );
     }
 
     #[test]

@@ -351,8 +351,8 @@ fn progress_events_arrive_in_order_and_add_up() {
     })
     .expect("plan");
     let planned = events.len();
-    let report = prune_observed(&repo, plan, &mut |e: &PruneEvent| events.push(e.clone()))
-        .expect("prune");
+    let report =
+        prune_observed(&repo, plan, &mut |e: &PruneEvent| events.push(e.clone())).expect("prune");
 
     // Phases in order (repeats of one phase collapsed): planning, then carrying out,
     // with a fresh listing, reading and walk for the due plan.
@@ -361,8 +361,18 @@ fn progress_events_arrive_in_order_and_add_up() {
     assert_eq!(
         phases,
         [
-            "listing", "reading-index", "walking", "deciding", "repacking", "listing",
-            "reading-index", "walking", "deciding", "writing-index", "deleting", "done"
+            "listing",
+            "reading-index",
+            "walking",
+            "deciding",
+            "repacking",
+            "listing",
+            "reading-index",
+            "walking",
+            "deciding",
+            "writing-index",
+            "deleting",
+            "done"
         ]
     );
     assert_eq!(events[planned - 1], PruneEvent::Deciding);
@@ -389,7 +399,11 @@ fn progress_events_arrive_in_order_and_add_up() {
                 _ => runs.push(vec![step]),
             }
         }
-        let expected_runs = if matches!(phase, "reading-index" | "walking") { 2 } else { 1 };
+        let expected_runs = if matches!(phase, "reading-index" | "walking") {
+            2
+        } else {
+            1
+        };
         assert_eq!(runs.len(), expected_runs, "{phase}: {runs:?}");
         for run in &runs {
             let total = run[0].1;
