@@ -406,7 +406,7 @@ fn a_corrupt_pack_is_named_with_the_files_it_costs_and_the_rest_is_restored() {
     let bunker_repo_format::tree::Extent::Chunk { id, .. } = extents[0] else {
         panic!("hole")
     };
-    let location = *index.get(&id).unwrap();
+    let location = index.get(&id).unwrap();
     let hex = location.pack.to_hex();
     let pack_path = f.root.join("repo/data").join(&hex[..2]).join(&hex);
     let mode = fs::metadata(&pack_path).unwrap().mode();

@@ -143,21 +143,68 @@ pub fn used_blobs_of(
     index: &Index,
     ids: &[crate::id::SnapshotId],
 ) -> Result<HashSet<BlobId>> {
-    let mut used = HashSet::new();
-    for &id in ids {
+    let used = walk_snapshots(repo, index, ids, |_, _| {})?;
+    Ok(used.ids.into_iter().collect())
+}
+
+/// A set of blob ids in a sorted array: 32 bytes per blob.
+#[derive(Debug, Default, Clone)]
+pub struct UsedBlobs {
+    ids: Vec<BlobId>,
+}
+
+impl UsedBlobs {
+    /// True when the blob is in the set.
+    pub fn contains(&self, id: &BlobId) -> bool {
+        self.ids.binary_search(id).is_ok()
+    }
+
+    /// Number of blobs.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// True when the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+/// Data blob ids are collected in a vector and sorted and deduplicated whenever it has
+/// doubled since the last time (at least this many): the walk needs no hash set for
+/// them, only for trees (which it must not walk twice).
+const DEDUP_MIN: usize = 1 << 16;
+
+/// Walks the snapshots `ids` (those deleted meanwhile are skipped) and returns every blob
+/// reachable from them, reporting `(snapshots walked, blobs found so far)` after each
+/// snapshot (the count may include repeats not yet merged). Each tree is read once.
+///
+/// List the snapshots *before* loading `index`: writers index their blobs before they
+/// write their snapshot, so every listed snapshot's blobs are then in the index.
+/// Fails if a snapshot or a tree cannot be read.
+pub fn walk_snapshots(
+    repo: &Repository,
+    index: &Index,
+    ids: &[crate::id::SnapshotId],
+    mut walked: impl FnMut(usize, usize),
+) -> Result<UsedBlobs> {
+    let mut trees: HashSet<BlobId> = HashSet::new();
+    let mut data: Vec<BlobId> = Vec::new();
+    let mut deduplicated = 0;
+    for (done, &id) in ids.iter().enumerate() {
         let snapshot = match repo.load_snapshot(&id) {
-            Ok(snapshot) => snapshot,
+            Ok(snapshot) => Some(snapshot),
             // Deleted by a concurrent forget: it no longer holds anything.
-            Err(e) if e.is_not_found() => continue,
+            Err(e) if e.is_not_found() => None,
             Err(e) => {
                 return Err(Error::Invalid(format!(
                     "snapshot {id} is unreadable ({e}); refusing to collect garbage until `check` and `repair snapshots` deal with it"
                 )));
             }
         };
-        let mut pending = vec![snapshot.tree];
+        let mut pending: Vec<BlobId> = snapshot.map(|s| s.tree).into_iter().collect();
         while let Some(tree_id) = pending.pop() {
-            if !used.insert(tree_id) {
+            if !trees.insert(tree_id) {
                 continue;
             }
             let tree = repo.load_tree(index, &tree_id).map_err(|e| {
@@ -172,16 +219,26 @@ pub fn used_blobs_of(
                     Node::File { extents } => {
                         for extent in extents {
                             if let Extent::Chunk { id, .. } = extent {
-                                used.insert(*id);
+                                data.push(*id);
                             }
                         }
                     }
                     _ => {}
                 }
             }
+            if data.len() >= DEDUP_MIN.max(2 * deduplicated) {
+                data.sort_unstable();
+                data.dedup();
+                deduplicated = data.len();
+            }
         }
+        walked(done + 1, trees.len() + data.len());
     }
-    Ok(used)
+    data.extend(trees);
+    data.sort_unstable();
+    data.dedup();
+    data.shrink_to_fit();
+    Ok(UsedBlobs { ids: data })
 }
 
 /// Why a writer session refused to commit its snapshot.

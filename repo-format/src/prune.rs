@@ -20,14 +20,20 @@ use std::time::{Duration, SystemTime};
 use crate::blob::BlobKind;
 use crate::config::Operation;
 use crate::error::{Error, Result};
-use crate::gc::{StoredPack, StoredPlan, load_plans, stored_packs};
+use crate::gc::{StoredPack, StoredPlan, UsedBlobs, load_plans, stored_packs};
 use crate::gc_plan::GcPlan;
 use crate::id::{BlobId, IndexId, PackId};
-use crate::index::{BlobLocation, Index, IndexSegment, IndexedPack};
+use crate::index::{Index, IndexSegment, IndexedPack};
 use crate::object::ObjectKind;
 use crate::repository::Repository;
 use crate::session::{ActiveSession, SESSION_TIMEOUT, SessionView, list_sessions};
 use crate::tree::Timestamp;
+
+mod contents;
+mod progress;
+
+use contents::PackContents;
+pub use progress::{PruneEvent, PruneProgress};
 
 /// Index segments are merged once there are more than this many.
 const MAX_SEGMENTS: usize = 16;
@@ -95,7 +101,8 @@ pub struct PrunePlan {
     /// Index segments to merge (all of them, when there are too many).
     pub merge_segments: bool,
     session: Option<ActiveSession>,
-    blobs_by_pack: HashMap<PackId, Vec<(BlobId, BlobLocation)>>,
+    /// What the decision was based on, reused to repack (no second walk).
+    view: View,
     grace: Duration,
 }
 
@@ -127,6 +134,20 @@ pub struct PruneReport {
 /// Looks at the repository and decides what to do. With `dry_run`, no object is written
 /// (the storage time is estimated from the newest object instead of a heartbeat).
 pub fn prune_plan(repo: &Repository, options: &PruneOptions, dry_run: bool) -> Result<PrunePlan> {
+    prune_plan_observed(repo, options, dry_run, &mut progress::ignore)
+}
+
+/// [`prune_plan`], reporting its progress to `progress`.
+///
+/// Memory: the compact index (about 36 bytes per blob), every indexed pack's blob list
+/// (48 bytes per blob) and the reachable blobs (32 bytes per blob), plus per pack about
+/// 100 bytes; see docs/OPERATIONS.md, "Prune".
+pub fn prune_plan_observed(
+    repo: &Repository,
+    options: &PruneOptions,
+    dry_run: bool,
+    progress: &mut dyn PruneProgress,
+) -> Result<PrunePlan> {
     repo.check_features(Operation::Prune)?;
     let session = if dry_run {
         None
@@ -141,14 +162,16 @@ pub fn prune_plan(repo: &Repository, options: &PruneOptions, dry_run: bool) -> R
     };
 
     // The index, segment by segment: a damaged one would hide which packs hold what.
+    let view = view(repo, progress)?;
     let View {
         segments,
-        blobs_by_pack,
+        contents: blobs_by_pack,
         used,
         stored,
         snapshots,
         ..
-    } = view(repo)?;
+    } = &view;
+    progress.event(&PruneEvent::Deciding);
     let (plans, _) = load_plans(repo)?;
     let sessions = list_sessions(repo.backend().as_ref(), repo.writer_key())?;
     let storage_now = match &session {
@@ -176,14 +199,14 @@ pub fn prune_plan(repo: &Repository, options: &PruneOptions, dry_run: bool) -> R
             None => due_plans.push((plan.name.clone(), plan.plan.packs.clone())),
         }
     }
-    let due = decide(due_plans, &used, &blobs_by_pack, &stored);
+    let due = decide(due_plans, used, blobs_by_pack, stored);
 
     // Phase 1: what to condemn now.
     let oldest_live_start = live.iter().map(|s| s.first).min();
     let mut condemn = Vec::new();
     let mut partly_used: Vec<(PackId, BlobKind, u64, u64)> = Vec::new();
     let mut total_bytes = 0u64;
-    for (pack, found) in &stored {
+    for (pack, found) in stored {
         total_bytes += found.size;
         if condemned.contains(pack) {
             continue;
@@ -198,10 +221,16 @@ pub fn prune_plan(repo: &Repository, options: &PruneOptions, dry_run: bool) -> R
                 }
             }
             Some(blobs) => {
-                let (live, dead): (Vec<_>, Vec<_>) =
-                    blobs.iter().partition(|(id, _)| used.contains(id));
-                let dead_bytes: u64 = dead.iter().map(|(_, l)| u64::from(l.length)).sum();
-                if live.is_empty() {
+                let mut live = 0usize;
+                let mut dead_bytes = 0u64;
+                for blob in blobs {
+                    if used.contains(&blob.id) {
+                        live += 1;
+                    } else {
+                        dead_bytes += u64::from(blob.length);
+                    }
+                }
+                if live == 0 {
                     condemn.push((*pack, found.kind, found.size));
                 } else if dead_bytes > 0 {
                     let live_bytes = found.size.saturating_sub(dead_bytes);
@@ -244,7 +273,7 @@ pub fn prune_plan(repo: &Repository, options: &PruneOptions, dry_run: bool) -> R
 
     Ok(PrunePlan {
         storage_now,
-        snapshots,
+        snapshots: *snapshots,
         used_blobs: used.len(),
         packs: (stored.len(), total_bytes),
         due,
@@ -253,9 +282,9 @@ pub fn prune_plan(repo: &Repository, options: &PruneOptions, dry_run: bool) -> R
         repack,
         unused_bytes_left: unused_left,
         stale_heartbeats,
-        merge_segments: segments.len() > MAX_SEGMENTS,
+        merge_segments: *segments > MAX_SEGMENTS,
         session,
-        blobs_by_pack,
+        view,
         grace: options.grace,
     })
 }
@@ -264,8 +293,8 @@ pub fn prune_plan(repo: &Repository, options: &PruneOptions, dry_run: bool) -> R
 /// a blob that some snapshot uses and that no pack outside the doomed set also holds.
 fn decide(
     due: Vec<(String, Vec<(PackId, BlobKind)>)>,
-    used: &HashSet<BlobId>,
-    blobs_by_pack: &HashMap<PackId, Vec<(BlobId, BlobLocation)>>,
+    used: &UsedBlobs,
+    blobs_by_pack: &PackContents,
     stored: &HashMap<PackId, StoredPack>,
 ) -> Vec<DuePlan> {
     let mut doomed: HashSet<PackId> = due
@@ -273,15 +302,25 @@ fn decide(
         .flat_map(|(_, packs)| packs.iter().map(|(pack, _)| *pack))
         .filter(|pack| stored.contains_key(pack))
         .collect();
-    // Where each used blob held by a doomed pack is stored.
+    // Where each used blob held by a doomed pack is stored (only those blobs: the map
+    // stays as small as the plans).
     let mut holders: HashMap<BlobId, Vec<PackId>> = HashMap::new();
-    for (pack, blobs) in blobs_by_pack {
-        if !stored.contains_key(pack) {
-            continue;
+    for pack in &doomed {
+        for blob in blobs_by_pack.get(pack).into_iter().flatten() {
+            if used.contains(&blob.id) {
+                holders.entry(blob.id).or_default();
+            }
         }
-        for (id, _) in blobs {
-            if used.contains(id) {
-                holders.entry(*id).or_default().push(*pack);
+    }
+    if !holders.is_empty() {
+        for (pack, blobs) in blobs_by_pack.iter() {
+            if !stored.contains_key(pack) {
+                continue;
+            }
+            for blob in blobs {
+                if let Some(packs) = holders.get_mut(&blob.id) {
+                    packs.push(*pack);
+                }
             }
         }
     }
@@ -290,9 +329,9 @@ fn decide(
     candidates.sort();
     for pack in candidates {
         let needed = blobs_by_pack.get(&pack).is_some_and(|blobs| {
-            blobs.iter().any(|(id, _)| {
+            blobs.iter().any(|blob| {
                 holders
-                    .get(id)
+                    .get(&blob.id)
                     .is_some_and(|packs| packs.iter().all(|p| doomed.contains(p)))
             })
         });
@@ -320,14 +359,16 @@ fn decide(
 }
 
 /// A consistent picture to decide on.
+#[derive(Debug)]
 struct View {
-    segments: Vec<(IndexId, IndexSegment)>,
+    /// Index segments read.
+    segments: usize,
     /// The index, without locations in packs gone from storage.
     index: Index,
     /// Every blob each indexed pack holds, as the segments list it.
-    blobs_by_pack: HashMap<PackId, Vec<(BlobId, BlobLocation)>>,
+    contents: PackContents,
     /// Blobs reachable from the snapshots listed.
-    used: HashSet<BlobId>,
+    used: UsedBlobs,
     /// Packs in storage.
     stored: HashMap<PackId, StoredPack>,
     /// Snapshots listed.
@@ -335,69 +376,75 @@ struct View {
 }
 
 /// Lists the snapshots *before* loading the index (so every listed snapshot's blobs are
-/// indexed), then the packs in storage, then walks the snapshots.
-fn view(repo: &Repository) -> Result<View> {
+/// indexed), then the packs in storage, then walks the snapshots (reading each tree once).
+/// Segments are read one at a time and dropped once their entries are in the index and
+/// the pack contents.
+fn view(repo: &Repository, progress: &mut dyn PruneProgress) -> Result<View> {
+    progress.event(&PruneEvent::Listing);
     let ids = repo.list_snapshot_ids()?;
-    let segments = load_segments(repo)?;
+    let segment_ids = repo.list_index_ids()?;
+    let total = segment_ids.len();
+    progress.event(&PruneEvent::ReadingIndex { done: 0, total });
+    let mut index = Index::new();
+    let mut contents = PackContents::default();
+    let mut segments = 0;
+    for (done, id) in segment_ids.iter().enumerate() {
+        if let Some(segment) = load_segment(repo, id)? {
+            index.add_segment(&segment);
+            contents.add_segment(&segment);
+            segments += 1;
+        }
+        progress.event(&PruneEvent::ReadingIndex {
+            done: done + 1,
+            total,
+        });
+    }
+    index.compact();
+    contents.compact();
     let stored = stored_packs(repo)?;
-    let (mut index, blobs_by_pack) = index_views(&segments);
     index.retain_packs(|pack| stored.contains_key(pack));
-    let used = crate::gc::used_blobs_of(repo, &index, &ids)?;
+    let total = ids.len();
+    progress.event(&PruneEvent::WalkingSnapshots {
+        done: 0,
+        total,
+        used_blobs: 0,
+    });
+    let used = crate::gc::walk_snapshots(repo, &index, &ids, |done, used_blobs| {
+        progress.event(&PruneEvent::WalkingSnapshots {
+            done,
+            total,
+            used_blobs,
+        });
+    })?;
     Ok(View {
         segments,
         index,
-        blobs_by_pack,
+        contents,
         used,
         stored,
         snapshots: ids.len(),
     })
 }
 
+/// One segment; `None` when it was deleted meanwhile. A damaged one stops the run.
+fn load_segment(repo: &Repository, id: &IndexId) -> Result<Option<IndexSegment>> {
+    match repo.load_index_segment(id) {
+        Ok(segment) => Ok(Some(segment)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(Error::Invalid(format!(
+            "index segment {id} is unreadable ({e}); run `bunker repair index` before pruning"
+        ))),
+    }
+}
+
 fn load_segments(repo: &Repository) -> Result<Vec<(IndexId, IndexSegment)>> {
     let mut segments = Vec::new();
     for id in repo.list_index_ids()? {
-        match repo.load_index_segment(&id) {
-            Ok(segment) => segments.push((id, segment)),
-            Err(e) if e.is_not_found() => {}
-            Err(e) => {
-                return Err(Error::Invalid(format!(
-                    "index segment {id} is unreadable ({e}); run `bunker repair index` before pruning"
-                )));
-            }
+        if let Some(segment) = load_segment(repo, &id)? {
+            segments.push((id, segment));
         }
     }
     Ok(segments)
-}
-
-fn index_views(
-    segments: &[(IndexId, IndexSegment)],
-) -> (Index, HashMap<PackId, Vec<(BlobId, BlobLocation)>>) {
-    let mut index = Index::new();
-    let mut blobs_by_pack: HashMap<PackId, Vec<(BlobId, BlobLocation)>> = HashMap::new();
-    for (_, segment) in segments {
-        index.add_segment(segment);
-        for pack in &segment.packs {
-            let list = blobs_by_pack.entry(pack.id).or_default();
-            if !list.is_empty() {
-                // Listed by an earlier segment too (a prune stopped between writing the
-                // merged segment and deleting the old ones): the pack is the same.
-                continue;
-            }
-            for blob in &pack.blobs {
-                list.push((
-                    blob.id,
-                    BlobLocation {
-                        pack: pack.id,
-                        kind: blob.kind,
-                        offset: blob.offset,
-                        length: blob.length,
-                        raw_length: blob.raw_length,
-                    },
-                ));
-            }
-        }
-    }
-    (index, blobs_by_pack)
 }
 
 fn unindexed_is_leftover(
@@ -436,7 +483,22 @@ fn not_due(
 }
 
 /// Carries out a plan from [`prune_plan`].
-pub fn prune(repo: &Repository, mut plan: PrunePlan) -> Result<PruneReport> {
+pub fn prune(repo: &Repository, plan: PrunePlan) -> Result<PruneReport> {
+    prune_observed(repo, plan, &mut progress::ignore)
+}
+
+/// [`prune`], reporting its progress to `progress`.
+///
+/// Repacking reuses the plan's index and reachable blobs (a snapshot written since that
+/// needs a repacked pack recovers it below, or in a later run). Due plans are decided on a
+/// fresh view (a second walk) only when some are due; the plan's view is dropped first.
+/// Rewriting index segments then holds the segments being rewritten (about 56 bytes per
+/// blob they list).
+pub fn prune_observed(
+    repo: &Repository,
+    mut plan: PrunePlan,
+    progress: &mut dyn PruneProgress,
+) -> Result<PruneReport> {
     let Some(session) = plan.session.take() else {
         return Err(Error::Invalid(
             "a dry-run plan cannot be carried out".into(),
@@ -451,23 +513,45 @@ pub fn prune(repo: &Repository, mut plan: PrunePlan) -> Result<PruneReport> {
         .map(|(pack, kind, _)| (*pack, *kind))
         .collect();
     if !plan.repack.is_empty() {
-        let View { index, used, .. } = view(repo)?;
+        let View {
+            index,
+            used,
+            contents,
+            ..
+        } = &plan.view;
         let repacked: BTreeSet<PackId> = plan.repack.iter().map(|r| r.0).collect();
-        let mut writer = repo.blob_writer(&index);
+        let mut writer = repo.blob_writer(index);
         // Copies must land outside everything that may be deleted: this run's candidates
         // and every pack any plan condemns.
         writer.exclude_packs(repacked.iter().copied());
         writer.exclude_packs(plan.condemn.iter().map(|c| c.0));
         writer.exclude_packs(crate::gc::condemned_packs(repo)?);
-        for (pack, kind, _, _) in &plan.repack {
-            for (id, location) in plan.blobs_by_pack.get(pack).into_iter().flatten() {
-                if used.contains(id) && !writer.contains(id) {
-                    let data = repo.read_blob_at(id, location)?;
+        let total = plan.repack.len();
+        let total_bytes = plan.repack.iter().map(|r| r.2).sum();
+        let mut bytes = 0;
+        progress.event(&PruneEvent::Repacking {
+            done: 0,
+            total,
+            bytes,
+            total_bytes,
+        });
+        for (done, (pack, kind, size, _)) in plan.repack.iter().enumerate() {
+            for blob in contents.get(pack).into_iter().flatten() {
+                if used.contains(&blob.id) && !writer.contains(&blob.id) {
+                    let location = contents.location(pack, blob);
+                    let data = repo.read_blob_at(&blob.id, &location)?;
                     writer.add(location.kind, &data)?;
                 }
             }
             new_condemned.push((*pack, *kind));
             report.repacked_packs += 1;
+            bytes += size;
+            progress.event(&PruneEvent::Repacking {
+                done: done + 1,
+                total,
+                bytes,
+                total_bytes,
+            });
         }
         let (_, segments) = writer.finish()?;
         report.segments_written += segments.len();
@@ -503,23 +587,32 @@ pub fn prune(repo: &Repository, mut plan: PrunePlan) -> Result<PruneReport> {
             }
         }
     }
+    // The plan's view is no longer needed: free it before reading anything else.
+    let PrunePlan {
+        due,
+        stale_heartbeats,
+        merge_segments,
+        view: planned_view,
+        ..
+    } = plan;
+    drop(planned_view);
 
     // Decide every due plan together, on a fresh view: packs one plan deletes must not be
     // counted as the surviving copy of a blob another plan's pack holds, and snapshots,
     // index segments and repacked copies written since planning must all count.
-    if !plan.due.is_empty() {
+    let due = if due.is_empty() {
+        due
+    } else {
         let View {
-            blobs_by_pack,
+            contents,
             used,
             stored,
             ..
-        } = view(repo)?;
-        let due = std::mem::take(&mut plan.due)
-            .into_iter()
-            .map(|d| (d.name, d.packs))
-            .collect();
-        plan.due = decide(due, &used, &blobs_by_pack, &stored);
-    }
+        } = view(repo, progress)?;
+        progress.event(&PruneEvent::Deciding);
+        let due = due.into_iter().map(|d| (d.name, d.packs)).collect();
+        decide(due, &used, &contents, &stored)
+    };
 
     // Phase 2: execute due plans. The segments are listed afresh: one written since the
     // plan (a writer's, or `repair index`) may list a doomed pack too.
@@ -527,9 +620,8 @@ pub fn prune(repo: &Repository, mut plan: PrunePlan) -> Result<PruneReport> {
     // prune had removed it as a leftover) are rewritten without it too.
     let current_segments = load_segments(repo)?;
     let stored_now = stored_packs(repo)?;
-    let merge = plan.merge_segments || current_segments.len() > MAX_SEGMENTS;
-    let mut doomed: HashSet<PackId> = plan
-        .due
+    let merge = merge_segments || current_segments.len() > MAX_SEGMENTS;
+    let mut doomed: HashSet<PackId> = due
         .iter()
         .flat_map(|d| d.delete.iter().map(|(pack, _, _)| *pack))
         .collect();
@@ -539,40 +631,50 @@ pub fn prune(repo: &Repository, mut plan: PrunePlan) -> Result<PruneReport> {
             .flat_map(|(_, segment)| segment.packs.iter().map(|p| p.id))
             .filter(|pack| !stored_now.contains_key(pack)),
     );
-    let rewrite: Vec<&(IndexId, IndexSegment)> = current_segments
-        .iter()
-        .filter(|(_, segment)| merge || segment.packs.iter().any(|p| doomed.contains(&p.id)))
-        .collect();
+    let (rewrite, _): (Vec<(IndexId, IndexSegment)>, Vec<_>) = current_segments
+        .into_iter()
+        .partition(|(_, segment)| merge || segment.packs.iter().any(|p| doomed.contains(&p.id)));
     if !rewrite.is_empty() {
+        progress.event(&PruneEvent::WritingIndex {
+            segments: rewrite.len(),
+        });
+        let names: Vec<IndexId> = rewrite.iter().map(|(id, _)| *id).collect();
         let kept: Vec<IndexedPack> = rewrite
-            .iter()
-            .flat_map(|(_, segment)| segment.packs.iter())
+            .into_iter()
+            .flat_map(|(_, segment)| segment.packs)
             .filter(|pack| !doomed.contains(&pack.id))
-            .cloned()
             .collect();
         report.segments_written += repo.write_index_segments(kept, &repo.new_session())?.len();
-        for (id, _) in &rewrite {
+        for id in &names {
             repo.backend()
                 .delete(&ObjectKind::Index.name(&id.to_hex()))?;
             report.segments_removed += 1;
         }
     }
-    for due in &plan.due {
-        for (pack, kind, size) in &due.delete {
+    let total = due.iter().map(|d| d.delete.len()).sum();
+    let mut done = 0;
+    let mut bytes = 0;
+    progress.event(&PruneEvent::Deleting { done, total, bytes });
+    for plan in &due {
+        for (pack, kind, size) in &plan.delete {
             repo.backend()
                 .delete(&crate::pack::pack_kind(*kind).name(&pack.to_hex()))?;
             report.deleted_packs += 1;
             report.deleted_bytes += size;
+            done += 1;
+            bytes += size;
+            progress.event(&PruneEvent::Deleting { done, total, bytes });
         }
-        report.recovered_packs += due.recovered.len();
-        repo.backend().delete(&due.name)?;
+        report.recovered_packs += plan.recovered.len();
+        repo.backend().delete(&plan.name)?;
         report.plans_executed += 1;
     }
-    for name in &plan.stale_heartbeats {
+    for name in &stale_heartbeats {
         repo.backend().delete(name)?;
         report.heartbeats_removed += 1;
     }
     session.end()?;
+    progress.event(&PruneEvent::Done);
     Ok(report)
 }
 

@@ -696,7 +696,7 @@ mod tests {
     /// Flips a byte inside the sealed blob `blob`.
     fn damage_blob(backend: &MemoryBackend, repo: &Repository, blob: &BlobId) -> String {
         let index = repo.load_index().expect("index").index;
-        let location = *index.get(blob).expect("indexed");
+        let location = index.get(blob).expect("indexed");
         let name = crate::pack::pack_kind(location.kind).name(&location.pack.to_hex());
         backend.corrupt(&name, |bytes| bytes[location.offset as usize + 30] ^= 0x20);
         name
@@ -778,7 +778,7 @@ mod tests {
             stored
                 .packs
                 .iter()
-                .find(|(id, _)| !indexed.packs().contains_key(*id))
+                .find(|(id, _)| !indexed.packs().contains_key(id))
                 .map(|(id, found)| found.object_kind().name(&id.to_hex()))
                 .expect("the unindexed pack")
         };

@@ -356,11 +356,21 @@ impl Repository {
 
     /// Loads every index segment; damaged ones are reported, not fatal.
     pub fn load_index(&self) -> Result<LoadedIndex> {
+        self.load_index_visiting(|_| {})
+    }
+
+    /// Like [`Repository::load_index`], and shows every segment read to `visit` (for code
+    /// that needs the full blob ids, which the [`Index`] does not keep).
+    pub fn load_index_visiting(
+        &self,
+        mut visit: impl FnMut(&crate::index::IndexSegment),
+    ) -> Result<LoadedIndex> {
         let mut loaded = LoadedIndex::default();
         for id in self.list_index_ids()? {
             match self.load_index_segment(&id) {
                 Ok(segment) => {
                     loaded.index.add_segment(&segment);
+                    visit(&segment);
                     loaded.segments.push(id);
                 }
                 Err(
@@ -372,6 +382,7 @@ impl Repository {
                 Err(e) => return Err(e),
             }
         }
+        loaded.index.compact();
         Ok(loaded)
     }
 
@@ -455,7 +466,7 @@ impl Repository {
                 object: format!("blob {id} (not in the index)"),
             },
         })?;
-        self.read_blob_at(id, location)
+        self.read_blob_at(id, &location)
     }
 
     /// Reads and decodes a tree.

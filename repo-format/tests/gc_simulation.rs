@@ -1460,17 +1460,17 @@ impl<'a> Sim<'a> {
                 short(&location.pack)
             ));
         }
-        if self.verified.get(id) == Some(location) {
+        if self.verified.get(id) == Some(&location) {
             return Ok(());
         }
         self.stats.blobs_read += 1;
-        self.checker.read_blob_at(id, location).map_err(|e| {
+        self.checker.read_blob_at(id, &location).map_err(|e| {
             format!(
                 "{what}: does not read back from pack {}: {e}",
                 short(&location.pack)
             )
         })?;
-        self.verified.insert(*id, *location);
+        self.verified.insert(*id, location);
         Ok(())
     }
 }

@@ -162,7 +162,7 @@ impl PackPlanner {
                     self.blob_slot.insert(*id, (pack, blobs.len()));
                     blobs.push(PlannedBlob {
                         id: *id,
-                        location: *location,
+                        location,
                         placements: vec![placement],
                     });
                 } else {

@@ -132,7 +132,7 @@ fn fetch(repo: &Repository, index: &Index, extent: &Extent) -> Result<Vec<u8>, E
         return Ok(Vec::new());
     };
     match index.get(id) {
-        Some(location) => repo.read_blob_at(id, location),
+        Some(location) => repo.read_blob_at(id, &location),
         None => Err(Error::NotFound {
             object: match index.lost_location(id) {
                 Some(lost) => format!(

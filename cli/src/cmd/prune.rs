@@ -1,11 +1,14 @@
 //! `bunker prune`.
 
-use std::io::Write;
-use std::time::Duration;
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use bunker_repo_format::Repository;
-use bunker_repo_format::prune::{PruneOptions, PrunePlan, PruneReport, prune, prune_plan};
+use bunker_repo_format::prune::{
+    PruneEvent, PruneOptions, PrunePlan, PruneProgress, PruneReport, prune_observed,
+    prune_plan_observed,
+};
 use serde_json::{Value, json};
 
 use crate::args::{GlobalOptions, PruneArgs};
@@ -153,10 +156,147 @@ fn print_plan(out: &mut impl Write, plan: &PrunePlan) -> std::io::Result<()> {
     )
 }
 
+/// Shows a prune run's progress on stderr: one rewritten line per phase on a terminal,
+/// JSON lines (`{"progress": ...}`) with `--json`, nothing otherwise. Counters are shown
+/// at most ten times a second, plus each phase's first and last step.
+struct Progress {
+    json: bool,
+    terminal: bool,
+    phase: &'static str,
+    shown: Option<Instant>,
+}
+
+impl Progress {
+    fn new(global: &GlobalOptions) -> Self {
+        Self {
+            json: global.json,
+            terminal: !global.json && std::io::stderr().is_terminal(),
+            phase: "",
+            shown: None,
+        }
+    }
+
+    fn line(event: &PruneEvent) -> String {
+        match event {
+            PruneEvent::Listing => "listing snapshots, index and packs".into(),
+            PruneEvent::ReadingIndex { done, total } => {
+                format!("reading index segments {done}/{total}")
+            }
+            PruneEvent::WalkingSnapshots {
+                done,
+                total,
+                used_blobs,
+            } => format!("walking snapshots {done}/{total}, {used_blobs} blobs used"),
+            PruneEvent::Deciding => "deciding".into(),
+            PruneEvent::Repacking {
+                done,
+                total,
+                bytes: done_bytes,
+                total_bytes,
+            } => format!(
+                "repacking packs {done}/{total}, {} of {}",
+                bytes(*done_bytes),
+                bytes(*total_bytes)
+            ),
+            PruneEvent::WritingIndex { segments } => {
+                format!("writing the index ({segments} segments replaced)")
+            }
+            PruneEvent::Deleting {
+                done,
+                total,
+                bytes: freed,
+            } => format!("deleting packs {done}/{total}, {} freed", bytes(*freed)),
+            PruneEvent::Done => "done".into(),
+            _ => event.phase().into(),
+        }
+    }
+
+    fn json(event: &PruneEvent) -> Value {
+        let mut value = json!({ "phase": event.phase() });
+        let fields = match event {
+            PruneEvent::ReadingIndex { done, total } => json!({ "done": done, "total": total }),
+            PruneEvent::WalkingSnapshots {
+                done,
+                total,
+                used_blobs,
+            } => json!({ "done": done, "total": total, "used_blobs": used_blobs }),
+            PruneEvent::Repacking {
+                done,
+                total,
+                bytes,
+                total_bytes,
+            } => {
+                json!({ "done": done, "total": total, "bytes": bytes, "total_bytes": total_bytes })
+            }
+            PruneEvent::WritingIndex { segments } => json!({ "segments": segments }),
+            PruneEvent::Deleting { done, total, bytes } => {
+                json!({ "done": done, "total": total, "bytes": bytes })
+            }
+            _ => json!({}),
+        };
+        if let (Some(value), Value::Object(fields)) = (value.as_object_mut(), fields) {
+            value.extend(fields);
+        }
+        json!({ "progress": value })
+    }
+
+    /// True for a counter's last step (or an event without a counter).
+    fn is_last(event: &PruneEvent) -> bool {
+        match event {
+            PruneEvent::ReadingIndex { done, total }
+            | PruneEvent::WalkingSnapshots { done, total, .. }
+            | PruneEvent::Repacking { done, total, .. }
+            | PruneEvent::Deleting { done, total, .. } => done == total,
+            _ => true,
+        }
+    }
+}
+
+impl PruneProgress for Progress {
+    fn event(&mut self, event: &PruneEvent) {
+        if !self.json && !self.terminal {
+            return;
+        }
+        let new_phase = event.phase() != self.phase;
+        let due = self
+            .shown
+            .is_none_or(|at| at.elapsed() >= Duration::from_millis(100));
+        if !(new_phase || due || Self::is_last(event)) {
+            return;
+        }
+        self.shown = Some(Instant::now());
+        let mut err = std::io::stderr().lock();
+        // Progress is best effort: a closed stderr must not stop the prune.
+        let _ = if self.json {
+            writeln!(err, "{}", Self::json(event))
+        } else {
+            let end = if new_phase && !self.phase.is_empty() {
+                "\n"
+            } else {
+                ""
+            };
+            write!(err, "{end}\r\x1b[2K{}", Self::line(event)).and_then(|()| {
+                if matches!(event, PruneEvent::Done) {
+                    writeln!(err)
+                } else {
+                    err.flush()
+                }
+            })
+        };
+        self.phase = event.phase();
+    }
+}
+
 /// Runs prune on an open repository (also used by `forget --prune`).
 pub fn run_on(global: &GlobalOptions, repository: &Repository, args: &PruneArgs) -> Result<u8> {
     let options = options(args)?;
-    let plan = prune_plan(repository, &options, args.dry_run)?;
+    let mut progress = Progress::new(global);
+    let plan = prune_plan_observed(repository, &options, args.dry_run, &mut progress)?;
+    if progress.terminal {
+        // The plan summary goes to stdout: end the progress line first.
+        eprintln!();
+        progress.phase = "";
+    }
     if args.dry_run {
         if global.json {
             print_json(&json!({ "dry_run": true, "plan": plan_json(&plan) }))?;
@@ -171,7 +311,7 @@ pub fn run_on(global: &GlobalOptions, repository: &Repository, args: &PruneArgs)
     if !global.json {
         print_plan(&mut std::io::stdout().lock(), &plan)?;
     }
-    let report = prune(repository, plan)?;
+    let report = prune_observed(repository, plan, &mut progress)?;
     if global.json {
         print_json(&json!({ "dry_run": false, "plan": planned, "report": report_json(&report) }))?;
     } else {

@@ -122,7 +122,30 @@ pub(crate) fn inspect(repo: &Repository, options: &CheckOptions) -> Result<Inspe
     let mut report = CheckReport::default();
     check_key_slots(repo, &mut report)?;
 
-    let loaded = repo.load_index()?;
+    // The index keeps only a prefix of each blob id: keep every segment's full listing
+    // (pack, blob id, location) to compare with the packs and to report lost blobs.
+    let mut listed: Vec<(PackId, BlobId, BlobLocation)> = Vec::new();
+    let mut listed_packs: HashSet<PackId> = HashSet::new();
+    let loaded = repo.load_index_visiting(|segment| {
+        for pack in &segment.packs {
+            // A pack listed by two segments (a prune stopped between writing the merged
+            // segment and deleting the old ones) is the same pack: list it once.
+            if !listed_packs.insert(pack.id) {
+                continue;
+            }
+            for blob in &pack.blobs {
+                let location = BlobLocation {
+                    pack: pack.id,
+                    kind: blob.kind,
+                    offset: blob.offset,
+                    length: blob.length,
+                    raw_length: blob.raw_length,
+                };
+                listed.push((pack.id, blob.id, location));
+            }
+        }
+    })?;
+    drop(listed_packs);
     report.index_segments = loaded.segments.len();
     for (id, error) in &loaded.damaged {
         report.error(ObjectKind::Index.name(&id.to_hex()), error_message(error));
@@ -146,7 +169,7 @@ pub(crate) fn inspect(repo: &Repository, options: &CheckOptions) -> Result<Inspe
         .packs()
         .iter()
         .filter(|(pack, _)| !stored.packs.contains_key(*pack))
-        .map(|(pack, (kind, _))| (*pack, crate::pack::pack_kind(*kind).name(&pack.to_hex())))
+        .map(|(pack, (kind, _))| (*pack, crate::pack::pack_kind(kind).name(&pack.to_hex())))
         .collect();
     missing.sort_by(|a, b| a.1.cmp(&b.1));
     let missing_names: HashMap<PackId, &str> = missing
@@ -155,8 +178,10 @@ pub(crate) fn inspect(repo: &Repository, options: &CheckOptions) -> Result<Inspe
         .collect();
     let mut lost_in_missing: Vec<(BlobId, String)> = Vec::new();
     if !missing.is_empty() {
-        for (blob, location) in index.iter() {
-            if let Some(name) = missing_names.get(&location.pack) {
+        for (pack, blob, location) in &listed {
+            if let Some(name) = missing_names.get(pack)
+                && index.get(blob) == Some(*location)
+            {
                 lost_in_missing.push((*blob, (*name).to_owned()));
             }
         }
@@ -191,12 +216,12 @@ pub(crate) fn inspect(repo: &Repository, options: &CheckOptions) -> Result<Inspe
     report.warnings.sort_by(|a, b| a.object.cmp(&b.object));
 
     // Blobs per pack, as the index says.
+    // (Each blob once, at the location the index chose for it.)
     let mut by_pack: HashMap<PackId, Vec<(BlobId, BlobLocation)>> = HashMap::new();
-    for (id, location) in index.iter() {
-        by_pack
-            .entry(location.pack)
-            .or_default()
-            .push((*id, *location));
+    for (pack, id, location) in listed {
+        if index.get(&id) == Some(location) {
+            by_pack.entry(pack).or_default().push((id, location));
+        }
     }
 
     let mut packs_to_read: Vec<PackId> = index
@@ -649,7 +674,7 @@ mod tests {
         // A bit flip inside a blob is data damage: seen only by the subset that reads it.
         // A truncated pack is structural damage: seen by every subset.
         let index = repo.load_index().expect("index").index;
-        let flipped = *index.get(&blobs[0]).expect("indexed");
+        let flipped = index.get(&blobs[0]).expect("indexed");
         let flipped_name = ObjectKind::DataPack.name(&flipped.pack.to_hex());
         backend.corrupt(&flipped_name, |b| b[flipped.offset as usize + 30] ^= 4);
         let truncated = index.get(&blobs[1]).expect("indexed").pack;
@@ -705,7 +730,7 @@ mod tests {
         // Damage found by a rolling run is not recorded as verified: that pack is read
         // first next time.
         let index = repo.load_index().expect("index").index;
-        let location = *index.get(&blobs[2]).expect("indexed");
+        let location = index.get(&blobs[2]).expect("indexed");
         let victim = ObjectKind::DataPack.name(&location.pack.to_hex());
         backend.corrupt(&victim, |b| b[location.offset as usize + 30] ^= 4);
         let report = run(&repo, rolling(Duration::from_secs(3600)), 2);
@@ -800,7 +825,7 @@ mod tests {
     fn flipped_byte_in_a_data_pack_names_pack_and_snapshot() {
         let (backend, repo, snapshot, blob) = fixture();
         let index = repo.load_index().expect("index").index;
-        let location = *index.get(&blob).expect("indexed");
+        let location = index.get(&blob).expect("indexed");
         let name = ObjectKind::DataPack.name(&location.pack.to_hex());
         backend.corrupt(&name, |bytes| bytes[location.offset as usize + 40] ^= 0x10);
         let structural = check(&repo, CheckOptions::default()).expect("check");

@@ -2,9 +2,12 @@
 //! built from them.
 
 mod lookup;
+mod packs;
+mod records;
 mod segment;
 
 pub use lookup::{BlobLocation, Index};
+pub use packs::PackTable;
 pub use segment::{
     IndexSegment, IndexedPack, WriterView, decode_segment, decode_segment_ids, encode_segment,
 };

@@ -333,3 +333,105 @@ fn dry_run_writes_nothing() {
     );
     assert_eq!(backend.object_names(), before);
 }
+
+#[test]
+fn progress_events_arrive_in_order_and_add_up() {
+    let (backend, repo) = repository();
+    let old = backup(&repo, &[1, 2]);
+    backup(&repo, &[2, 3]);
+    repo.delete_snapshot(&old).expect("forget");
+    let segments = backend
+        .object_names()
+        .iter()
+        .filter(|n| n.starts_with("index/"))
+        .count();
+    let mut events: Vec<PruneEvent> = Vec::new();
+    let plan = prune_plan_observed(&repo, &zero_grace(), false, &mut |e: &PruneEvent| {
+        events.push(e.clone())
+    })
+    .expect("plan");
+    let planned = events.len();
+    let report =
+        prune_observed(&repo, plan, &mut |e: &PruneEvent| events.push(e.clone())).expect("prune");
+
+    // Phases in order (repeats of one phase collapsed): planning, then carrying out,
+    // with a fresh listing, reading and walk for the due plan.
+    let mut phases: Vec<&str> = events.iter().map(PruneEvent::phase).collect();
+    phases.dedup();
+    assert_eq!(
+        phases,
+        [
+            "listing",
+            "reading-index",
+            "walking",
+            "deciding",
+            "repacking",
+            "listing",
+            "reading-index",
+            "walking",
+            "deciding",
+            "writing-index",
+            "deleting",
+            "done"
+        ]
+    );
+    assert_eq!(events[planned - 1], PruneEvent::Deciding);
+    // Every counter goes 0, 1, ... total.
+    let counters = |phase: &str| -> Vec<(usize, usize)> {
+        events
+            .iter()
+            .filter(|e| e.phase() == phase)
+            .map(|e| match e {
+                PruneEvent::ReadingIndex { done, total }
+                | PruneEvent::WalkingSnapshots { done, total, .. }
+                | PruneEvent::Repacking { done, total, .. }
+                | PruneEvent::Deleting { done, total, .. } => (*done, *total),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    };
+    for phase in ["reading-index", "walking", "repacking", "deleting"] {
+        // Split into runs (a run starts at 0); each counts 0, 1, ... its total.
+        let mut runs: Vec<Vec<(usize, usize)>> = Vec::new();
+        for step in counters(phase) {
+            match runs.last_mut() {
+                Some(run) if step.0 != 0 => run.push(step),
+                _ => runs.push(vec![step]),
+            }
+        }
+        let expected_runs = if matches!(phase, "reading-index" | "walking") {
+            2
+        } else {
+            1
+        };
+        assert_eq!(runs.len(), expected_runs, "{phase}: {runs:?}");
+        for run in &runs {
+            let total = run[0].1;
+            let expected: Vec<(usize, usize)> = (0..=total).map(|done| (done, total)).collect();
+            assert_eq!(run, &expected, "{phase}");
+        }
+    }
+    assert_eq!(counters("reading-index")[0].1, segments);
+    assert_eq!(counters("walking")[0].1, 1, "one snapshot left");
+    assert_eq!(counters("repacking")[0].1, report.repacked_packs);
+    assert_eq!(counters("deleting")[0].1, report.deleted_packs);
+    let last_deleted = events
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            PruneEvent::Deleting { bytes, .. } => Some(*bytes),
+            _ => None,
+        })
+        .expect("deleting");
+    assert_eq!(last_deleted, report.deleted_bytes);
+    let walked = events
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            PruneEvent::WalkingSnapshots { used_blobs, .. } => Some(*used_blobs),
+            _ => None,
+        })
+        .expect("walked");
+    assert!(walked >= 3, "a root tree and two files: {walked}");
+    assert_eq!(report.deleted_packs, 2);
+}

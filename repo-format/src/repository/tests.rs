@@ -167,7 +167,7 @@ fn flipped_bit_in_a_pack_is_reported_with_its_name() {
     let (id, _) = writer.add(BlobKind::Data, &[7u8; 5000]).expect("add");
     writer.finish().expect("finish");
     let loaded = repo.load_index().expect("index");
-    let location = *loaded.index.get(&id).expect("indexed");
+    let location = loaded.index.get(&id).expect("indexed");
     let name = ObjectKind::DataPack.name(&location.pack.to_hex());
     backend.corrupt(&name, |bytes| bytes[location.offset as usize + 30] ^= 1);
     let err = repo
