@@ -7,12 +7,14 @@
 //!   metadata: it captures an entry's [`Metadata`](bunker_repo_format::tree::Metadata)
 //!   without following symlinks, finds the data regions of sparse files, and recreates
 //!   special files, symlinks, ownership, permissions, extended attributes and timestamps.
+//! - [`progress`] holds the counters a caller polls to show a long operation's progress.
 //! - [`Cancel`] lets a signal handler stop a long operation at a safe point.
 
 pub mod backup;
 mod cancel;
 pub mod navigate;
 pub mod platform;
+pub mod progress;
 pub mod restore;
 
 pub use cancel::Cancel;

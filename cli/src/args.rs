@@ -119,6 +119,21 @@ pub struct BackupArgs {
     /// moved).
     #[arg(long)]
     pub with_atime: bool,
+    /// Directory of the files cache (default: `$XDG_CACHE_HOME/bunker/<repository id>`, or
+    /// `~/.cache/bunker/<repository id>`).
+    #[arg(
+        long,
+        env = "BUNKER_CACHE_DIR",
+        value_name = "DIR",
+        conflicts_with = "no_cache"
+    )]
+    pub cache_dir: Option<PathBuf>,
+    /// Neither read nor write the files cache (the parent snapshot is still used).
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Skip opening and re-hashing each new blob before it is packed (measurements only).
+    #[arg(long, hide = true)]
+    pub skip_verify: bool,
 }
 
 /// `bunker snapshots`.

@@ -1,15 +1,20 @@
 //! `bunker backup`.
 
 use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Result;
 use bunker_agent::Cancel;
 use bunker_agent::backup::{BackupOptions, backup};
 use bunker_agent::platform;
+use bunker_agent::progress::Progress;
+use bunker_repo_format::snapshot::Summary;
 use serde_json::json;
 
 use crate::args::{BackupArgs, GlobalOptions};
 use crate::output::{bytes, parse_tags, parse_time, print_json, summary_json};
+use crate::progress::Display;
 use crate::{exit, repo};
 
 pub fn run(global: &GlobalOptions, args: &BackupArgs, cancel: &Cancel) -> Result<u8> {
@@ -20,6 +25,15 @@ pub fn run(global: &GlobalOptions, args: &BackupArgs, cancel: &Cancel) -> Result
         Some(spec) => Some(repository.resolve_snapshot(spec)?.0),
         None => None,
     };
+    let cache_dir = if args.no_cache {
+        None
+    } else {
+        args.cache_dir
+            .clone()
+            .or_else(default_cache_root)
+            .map(|root| root.join(hex::encode(repository.config().header.repository_id)))
+    };
+    let progress = Arc::new(Progress::new());
     let options = BackupOptions {
         paths: args.paths.clone(),
         host: args.host.clone().unwrap_or_else(platform::hostname),
@@ -29,9 +43,18 @@ pub fn run(global: &GlobalOptions, args: &BackupArgs, cancel: &Cancel) -> Result
         excludes: args.excludes.clone(),
         parent,
         with_atime: args.with_atime,
+        cache_dir,
+        progress: Some(Arc::clone(&progress)),
+        skip_verify: args.skip_verify,
     };
-    let outcome = backup(&repository, &options, cancel)?;
+    let display = Display::start("backup", progress, global.json);
+    let outcome = backup(&repository, &options, cancel);
+    display.finish();
+    let outcome = outcome?;
     let mut err = std::io::stderr().lock();
+    if let Some(warning) = &outcome.cache_warning {
+        writeln!(err, "bunker: warning: {warning}")?;
+    }
     for entry in &outcome.unreadable {
         writeln!(err, "bunker: could not read {entry}")?;
     }
@@ -48,6 +71,7 @@ pub fn run(global: &GlobalOptions, args: &BackupArgs, cancel: &Cancel) -> Result
             "short_id": outcome.id.short(),
             "parent": outcome.snapshot.parent.map(|p| p.to_hex()),
             "summary": summary_json(s),
+            "dedup_ratio": dedup_ratio(s),
             "unreadable": outcome.unreadable,
             "changed": outcome.changed,
         }))?;
@@ -64,10 +88,14 @@ pub fn run(global: &GlobalOptions, args: &BackupArgs, cancel: &Cancel) -> Result
         )?;
         writeln!(
             out,
-            "  read {}, added {} of new data ({} stored), {} new blobs, in {:.2} s",
+            "  files {} new, {} changed, {} unchanged; read {}, added {} ({} stored, dedup {}), {} new blobs, in {:.2} s",
+            s.files_new,
+            s.files_changed,
+            s.files_unchanged,
             bytes(s.bytes_read),
             bytes(s.bytes_added),
             bytes(s.bytes_stored),
+            dedup_ratio(s).map_or("n/a".to_owned(), |r| format!("{r:.2}x")),
             s.data_blobs_added + s.tree_blobs_added,
             s.duration_ms as f64 / 1000.0
         )?;
@@ -84,4 +112,21 @@ pub fn run(global: &GlobalOptions, args: &BackupArgs, cancel: &Cancel) -> Result
     } else {
         exit::PARTIAL_BACKUP
     })
+}
+
+/// Bytes read per byte of new data (1.0: nothing deduplicated); `None` when nothing was added.
+fn dedup_ratio(s: &Summary) -> Option<f64> {
+    (s.bytes_added > 0).then(|| s.bytes_read as f64 / s.bytes_added as f64)
+}
+
+/// `$XDG_CACHE_HOME/bunker`, else `$HOME/.cache/bunker`.
+fn default_cache_root() -> Option<PathBuf> {
+    let nonempty = |name| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    nonempty("XDG_CACHE_HOME")
+        .or_else(|| nonempty("HOME").map(|home| home.join(".cache")))
+        .map(|root| root.join("bunker"))
 }
