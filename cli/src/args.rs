@@ -119,8 +119,8 @@ pub struct BackupArgs {
     /// moved).
     #[arg(long)]
     pub with_atime: bool,
-    /// Directory of the files cache (default: `$XDG_CACHE_HOME/bunker/<repository id>`, or
-    /// `~/.cache/bunker/<repository id>`).
+    /// Cache directory: the files cache goes into `<DIR>/<repository id>/files` (default
+    /// DIR: `$XDG_CACHE_HOME/bunker`, else `~/.cache/bunker`).
     #[arg(
         long,
         env = "BUNKER_CACHE_DIR",

@@ -45,11 +45,22 @@ impl FileKey {
     }
 }
 
-/// The cache read at the start of a backup and the one written at its end.
+/// One file as cached, and whether this backup saw it again unchanged.
+#[derive(Debug)]
+struct Cached {
+    key: FileKey,
+    extents: Vec<Extent>,
+    kept: bool,
+}
+
+/// The cache read at the start of a backup and the one written at its end: the entries
+/// seen again unchanged plus the new ones. When nothing differs, nothing is written, so a
+/// no-change backup costs one read of the cache.
 #[derive(Debug, Default)]
 pub(super) struct FilesCache {
     dir: Option<PathBuf>,
-    old: HashMap<Vec<u8>, (FileKey, Vec<Extent>)>,
+    old: HashMap<Vec<u8>, Cached>,
+    kept: usize,
     new: Vec<(Vec<u8>, FileKey, Vec<Extent>)>,
 }
 
@@ -63,6 +74,7 @@ impl FilesCache {
         Self {
             dir: dir.map(Path::to_owned),
             old,
+            kept: 0,
             new: Vec::new(),
         }
     }
@@ -70,28 +82,50 @@ impl FilesCache {
     /// The chunk list recorded for `path` if the file still has the identity `key`.
     pub(super) fn lookup(&self, path: &[u8], key: &FileKey) -> Option<&[Extent]> {
         match self.old.get(path) {
-            Some((was, extents)) if was == key => Some(extents),
+            Some(cached) if cached.key == *key => Some(&cached.extents),
             _ => None,
         }
     }
 
     /// Records a file stored completely in this backup.
     pub(super) fn record(&mut self, path: &[u8], key: FileKey, extents: &[Extent]) {
-        if self.dir.is_some() {
-            self.new.push((path.to_vec(), key, extents.to_vec()));
+        if self.dir.is_none() {
+            return;
         }
+        if let Some(cached) = self.old.get_mut(path)
+            && cached.key == key
+            && cached.extents == extents
+        {
+            if !cached.kept {
+                cached.kept = true;
+                self.kept += 1;
+            }
+            return;
+        }
+        self.new.push((path.to_vec(), key, extents.to_vec()));
     }
 
-    /// Replaces the cache file with this backup's entries (temp file + rename).
+    /// Replaces the cache file with this backup's entries (temp file + rename), unless
+    /// they are exactly the ones it holds.
     pub(super) fn save(self) -> io::Result<()> {
         let Some(dir) = self.dir else {
             return Ok(());
         };
+        if self.new.is_empty() && self.kept == self.old.len() && !self.old.is_empty() {
+            return Ok(());
+        }
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&dir)?;
-        let bytes = encode(&self.new);
+        let mut entries = self.new;
+        entries.extend(
+            self.old
+                .into_iter()
+                .filter(|(_, cached)| cached.kept)
+                .map(|(path, cached)| (path, cached.key, cached.extents)),
+        );
+        let bytes = encode(&entries);
         let temp = dir.join(format!(".{FILE_NAME}.tmp-{}", std::process::id()));
         let written = fs::OpenOptions::new()
             .write(true)
@@ -137,7 +171,7 @@ fn encode(entries: &[(Vec<u8>, FileKey, Vec<Extent>)]) -> Vec<u8> {
     bytes
 }
 
-type Entries = HashMap<Vec<u8>, (FileKey, Vec<Extent>)>;
+type Entries = HashMap<Vec<u8>, Cached>;
 
 fn decode(bytes: &[u8]) -> Result<Entries, DecodeError> {
     let split = bytes
@@ -183,7 +217,14 @@ fn decode(bytes: &[u8]) -> Result<Entries, DecodeError> {
                 _ => return Err(DecodeError::invalid("extent", "unknown kind")),
             });
         }
-        entries.insert(path, (key, extents));
+        entries.insert(
+            path,
+            Cached {
+                key,
+                extents,
+                kept: false,
+            },
+        );
     }
     dec.finish()?;
     Ok(entries)
@@ -226,6 +267,38 @@ mod tests {
         other_ctime.ctime.nsec = 9;
         assert_eq!(loaded.lookup(b"/a/b", &other_ctime), None);
         assert_eq!(loaded.lookup(b"/a/c", &key(150)), None);
+    }
+
+    #[test]
+    fn entries_seen_again_are_kept_and_vanished_ones_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let hole = [Extent::Hole { length: 1 }];
+        let mut cache = FilesCache::load(Some(dir.path()));
+        cache.record(b"/keep", key(1), &hole);
+        cache.record(b"/gone", key(1), &hole);
+        cache.save().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let first = fs::read(&path).unwrap();
+
+        // Everything seen again unchanged: the file is not rewritten.
+        let mut cache = FilesCache::load(Some(dir.path()));
+        cache.record(b"/gone", key(1), &hole);
+        cache.record(b"/keep", key(1), &hole);
+        fs::write(&path, &first).unwrap();
+        let before = fs::metadata(&path).unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        cache.save().unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().modified().unwrap(), before);
+
+        // One file vanished, one is new: both show in the next cache.
+        let mut cache = FilesCache::load(Some(dir.path()));
+        cache.record(b"/keep", key(1), &hole);
+        cache.record(b"/new", key(2), &hole);
+        cache.save().unwrap();
+        let loaded = FilesCache::load(Some(dir.path()));
+        assert_eq!(loaded.lookup(b"/keep", &key(1)), Some(&hole[..]));
+        assert_eq!(loaded.lookup(b"/new", &key(2)), Some(&hole[..]));
+        assert_eq!(loaded.lookup(b"/gone", &key(1)), None);
     }
 
     #[test]

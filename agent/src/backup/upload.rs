@@ -2,7 +2,8 @@
 //! (the backend is synchronous; a local one fsyncs every object).
 //!
 //! The queue holds no pack: a full pack waits in the pack stage until an uploader is free,
-//! so at most [`UPLOADERS`] packs are in transit.
+//! so at most [`UPLOADERS`] + 1 full packs are in memory (one uploader: the backend is
+//! rarely the limit, and each pack in transit costs a pack size of memory).
 
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -12,7 +13,7 @@ use bunker_repo_format::pack::{FinishedPack, PackEntry};
 use bunker_repo_format::{PackId, Repository};
 
 /// Packs uploaded at the same time.
-pub(super) const UPLOADERS: usize = 2;
+pub(super) const UPLOADERS: usize = 1;
 
 /// A pack that is stored: what the writer needs to index it.
 pub(super) struct Uploaded {

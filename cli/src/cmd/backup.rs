@@ -1,7 +1,6 @@
 //! `bunker backup`.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Result;
@@ -28,9 +27,7 @@ pub fn run(global: &GlobalOptions, args: &BackupArgs, cancel: &Cancel) -> Result
     let cache_dir = if args.no_cache {
         None
     } else {
-        args.cache_dir
-            .clone()
-            .or_else(default_cache_root)
+        repo::cache_root(args.cache_dir.as_deref())
             .map(|root| root.join(hex::encode(repository.config().header.repository_id)))
     };
     let progress = Arc::new(Progress::new());
@@ -117,16 +114,4 @@ pub fn run(global: &GlobalOptions, args: &BackupArgs, cancel: &Cancel) -> Result
 /// Bytes read per byte of new data (1.0: nothing deduplicated); `None` when nothing was added.
 fn dedup_ratio(s: &Summary) -> Option<f64> {
     (s.bytes_added > 0).then(|| s.bytes_read as f64 / s.bytes_added as f64)
-}
-
-/// `$XDG_CACHE_HOME/bunker`, else `$HOME/.cache/bunker`.
-fn default_cache_root() -> Option<PathBuf> {
-    let nonempty = |name| {
-        std::env::var_os(name)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    nonempty("XDG_CACHE_HOME")
-        .or_else(|| nonempty("HOME").map(|home| home.join(".cache")))
-        .map(|root| root.join("bunker"))
 }
