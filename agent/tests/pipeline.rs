@@ -1,6 +1,8 @@
 //! The backup pipeline end to end on real directories and a local repository: restored
 //! bytes, dedup across concurrently sealed files, the files cache, cancellation.
 
+#![allow(clippy::unwrap_used)] // helpers outside #[test] functions panic on purpose
+
 use std::collections::HashSet;
 use std::fs;
 use std::path::Path;

@@ -42,11 +42,8 @@ impl Display {
             let started = Instant::now();
             let bar = matches!(mode, Mode::Bar).then(|| new_bar(label));
             let tick = if bar.is_some() { BAR_TICK } else { JSON_TICK };
-            loop {
-                match stopped.recv_timeout(tick) {
-                    Err(RecvTimeoutError::Timeout) => {}
-                    _ => break,
-                }
+            // Stops when told (or when the display is dropped).
+            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(tick) {
                 let now = progress.snapshot();
                 match &bar {
                     Some(bar) => update_bar(bar, &now),

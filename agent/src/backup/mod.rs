@@ -43,7 +43,7 @@ use crate::cancel::Cancel;
 use crate::progress::Progress;
 
 /// Sealed batches waiting for the pack stage.
-const PACK_QUEUE: usize = 2;
+const PACK_QUEUE: usize = 1;
 
 /// What to back up and how to label it.
 #[derive(Debug, Clone, Default)]

@@ -13,7 +13,7 @@ use bunker_repo_format::{BlobId, BlobKind, SealedBlob};
 use rayon::prelude::*;
 
 /// Plaintext bytes collected before a batch goes to the pool.
-const BATCH_BYTES: usize = 4 << 20;
+const BATCH_BYTES: usize = 2 << 20;
 
 /// Sealed blobs on their way to the pack stage, or why sealing failed.
 pub(super) type SealedBatch = Result<Vec<SealedBlob>, String>;
@@ -90,7 +90,7 @@ impl Sealer {
                 verify,
             }),
             permits: Arc::default(),
-            in_flight: rayon::current_num_threads() + 1,
+            in_flight: rayon::current_num_threads(),
             out,
             batch: Vec::new(),
             batch_bytes: 0,
