@@ -32,6 +32,8 @@ pub struct JobContext {
     pub username: String,
     /// How to start a thaw watchdog (none: rely on the in-process thaw only).
     pub watchdog: Option<WatchdogCommand>,
+    /// Root of the files caches (one directory per repository id); `None`: no files cache.
+    pub cache_root: Option<std::path::PathBuf>,
 }
 
 /// How a job ended.
@@ -300,6 +302,10 @@ fn back_up(
                 excludes: excludes.clone(),
                 consistency: report.consistency,
                 consistency_detail: report.consistency_detail.clone(),
+                cache_dir: context
+                    .cache_root
+                    .as_ref()
+                    .map(|root| root.join(hex_id(&repo.config().header.repository_id))),
                 ..BackupOptions::default()
             };
             backup(repo, &options, cancel)
@@ -375,4 +381,8 @@ fn forget(repo: &Repository, source: &Source, context: &JobContext, report: &mut
             .warnings
             .push(format!("retention was not applied: {e}")),
     }
+}
+
+fn hex_id(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -12,6 +12,7 @@
 //! - [`policy`] reads the agent's policy file; [`schedule`] evaluates its cron schedules.
 //! - [`job`] runs one policy source: hooks, [`quiesce`] (freeze, commands), backup, retention.
 //! - [`daemon`] schedules sources (`bunker-agent run`), keeps state, journal and metrics.
+//! - [`progress`] holds the counters a caller polls to show a long operation's progress.
 //! - [`Cancel`] lets a signal handler stop a long operation at a safe point.
 
 pub mod backup;
@@ -22,6 +23,7 @@ pub mod job;
 pub mod navigate;
 pub mod platform;
 pub mod policy;
+pub mod progress;
 pub mod quiesce;
 pub mod restore;
 pub mod schedule;

@@ -145,6 +145,7 @@ fn agent(policy: Policy, json: bool) -> Result<Agent> {
             host,
             username: platform::username(),
             watchdog,
+            cache_root: repo::cache_root(None),
         },
         open_repository: Arc::new(open),
         log: Arc::new(log),

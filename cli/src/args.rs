@@ -185,6 +185,21 @@ pub struct BackupArgs {
     /// moved).
     #[arg(long)]
     pub with_atime: bool,
+    /// Cache directory: the files cache goes into `<DIR>/<repository id>/files` (default
+    /// DIR: `$XDG_CACHE_HOME/bunker`, else `~/.cache/bunker`).
+    #[arg(
+        long,
+        env = "BUNKER_CACHE_DIR",
+        value_name = "DIR",
+        conflicts_with = "no_cache"
+    )]
+    pub cache_dir: Option<PathBuf>,
+    /// Neither read nor write the files cache (the parent snapshot is still used).
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Skip opening and re-hashing each new blob before it is packed (measurements only).
+    #[arg(long, hide = true)]
+    pub skip_verify: bool,
 }
 
 /// `bunker snapshots`.

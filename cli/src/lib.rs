@@ -9,6 +9,7 @@ mod cmd;
 mod exit;
 mod output;
 mod password;
+mod progress;
 mod repo;
 
 use std::process::ExitCode;

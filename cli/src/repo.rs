@@ -114,3 +114,20 @@ pub fn create_backend(global: &GlobalOptions) -> Result<Arc<dyn Backend>> {
         .with_context(|| format!("could not create a repository at {}", path.display()))?;
     Ok(Arc::new(backend))
 }
+
+/// The local cache directory: `explicit` (`--cache-dir`, `BUNKER_CACHE_DIR`), else
+/// `$XDG_CACHE_HOME/bunker`, else `$HOME/.cache/bunker`; `None` when none is known.
+/// Each repository's state goes below it in a directory named by the repository id.
+pub fn cache_root(explicit: Option<&std::path::Path>) -> Option<std::path::PathBuf> {
+    if let Some(dir) = explicit {
+        return Some(dir.to_owned());
+    }
+    let from_env = |name: &str| {
+        std::env::var_os(name)
+            .map(std::path::PathBuf::from)
+            .filter(|path| path.is_absolute())
+    };
+    from_env("XDG_CACHE_HOME")
+        .map(|cache| cache.join("bunker"))
+        .or_else(|| from_env("HOME").map(|home| home.join(".cache").join("bunker")))
+}

@@ -156,12 +156,16 @@ impl Chunker {
         mut on_chunk: impl FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<u64, E> {
         let max = self.params.max_size as usize;
-        let capacity = 2 * max;
         // Reused across calls: only grow it (zeroing 16 MiB per small file would cost more
-        // than reading the file).
-        if buffer.len() < capacity {
-            buffer.resize(capacity, 0);
+        // than reading the file), and only as far as this input needs: a tree of small
+        // files never touches (and keeps resident) the full two chunks' worth.
+        let wanted = usize::try_from(limit).map_or(2 * max, |limit| limit.clamp(1, 2 * max));
+        if buffer.len() < wanted {
+            buffer.resize(wanted, 0);
         }
+        // A window shorter than `max` before the end of the input only happens when the
+        // buffer holds the whole rest of it, so every cut is the one a larger buffer gives.
+        let capacity = buffer.len().min(2 * max);
         let mut reader = reader.take(limit);
         let (mut start, mut end) = (0usize, 0usize);
         let mut total = 0u64;
@@ -172,7 +176,7 @@ impl Chunker {
                 end -= start;
                 start = 0;
                 while end < capacity {
-                    match reader.read(&mut buffer[end..]) {
+                    match reader.read(&mut buffer[end..capacity]) {
                         Ok(0) => {
                             eof = true;
                             break;
@@ -288,8 +292,23 @@ mod tests {
                 Ok(())
             }).unwrap();
             prop_assert_eq!(total, len as u64);
-            prop_assert_eq!(got, expected);
-            prop_assert_eq!(joined, data);
+            prop_assert_eq!(&got, &expected);
+            prop_assert_eq!(joined, data.clone());
+
+            // With the exact length as limit the buffer only grows to the input (or two
+            // chunks): same cuts, whether the buffer starts empty or larger.
+            for start in [Vec::new(), vec![0u8; 100_000]] {
+                let mut buffer = start;
+                let before = buffer.len();
+                let mut exact = Vec::new();
+                let reader = ShortReads { data: &data, pos: 0 };
+                chunker.chunk_reader::<_, io::Error>(reader, len as u64, &mut buffer, |chunk| {
+                    exact.push(chunk.len());
+                    Ok(())
+                }).unwrap();
+                prop_assert_eq!(&exact, &expected);
+                prop_assert!(buffer.len() <= before.max(len.clamp(1, 2 * 32768)));
+            }
         }
     }
 

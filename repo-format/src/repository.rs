@@ -604,6 +604,12 @@ impl Repository {
             .delete(&ObjectKind::Snapshot.name(&id.to_hex()))
     }
 
+    /// Stores a finished pack (see [`BlobWriter::pack_sealed`]); it is not indexed until the
+    /// writer that packed it records it with [`BlobWriter::record_uploaded`].
+    pub fn put_pack(&self, pack: &crate::pack::FinishedPack) -> Result<()> {
+        self.put_content_named(&pack.name(), &pack.bytes)
+    }
+
     /// Stores a content-named object: an existing object of that name has the same bytes,
     /// so `AlreadyExists` counts as success.
     pub(crate) fn put_content_named(&self, name: &str, bytes: &[u8]) -> Result<()> {

@@ -1,35 +1,50 @@
-//! The archiver: turns a directory walk into tree and data blobs.
+//! The walk stage: turns a directory walk into tree entries, in a deterministic order.
 //!
-//! Files are read into a reused buffer and cut by the repository's chunker; each chunk is
-//! hashed at once (its id goes into the tree entry), and chunks the repository does not
-//! have yet are queued. The queue is sealed (compressed and encrypted) in parallel on the
-//! rayon pool whenever it holds enough bytes, then packed. Trees are written bottom-up.
+//! Each file is taken from the parent snapshot or the [files cache](super::files_cache) when
+//! its identity is unchanged, else [read, chunked and hashed](super::read); the
+//! [dedup](super::dedup) stage claims new chunks and the [seal](super::seal) stage
+//! compresses and seals them on the rayon pool while the walk goes on. Trees are written
+//! bottom-up, sealed here (they are small) and sent to the [pack](super::pack) stage too.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::{self, Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bunker_repo_format::index::Index;
 use bunker_repo_format::snapshot::Summary;
 use bunker_repo_format::tree::{Entry, EntryFlags, Extent, Metadata, Node, Timestamp, Tree};
-use bunker_repo_format::{BlobId, BlobKind, BlobWriter, Repository};
-use rayon::prelude::*;
+use bunker_repo_format::{BlobId, BlobKind, Repository};
 
+use super::dedup::Dedup;
+use super::files_cache::{FileKey, FilesCache};
+use super::read::{ReadFailure, read_file};
+use super::seal::Sealer;
 use super::{BackupError, Excludes};
 use crate::cancel::Cancel;
 use crate::platform::{self, Captured, CapturedKind, DirHandle, NameCache};
+use crate::progress::Progress;
 
-/// Bytes of new chunks collected before they are sealed in parallel.
-const SEAL_BATCH_BYTES: usize = 16 << 20;
-
-/// What the archiver produced besides the root tree.
+/// What the walk produced besides the root tree.
 pub(super) struct Finished {
     pub summary: Summary,
     /// Existing packs the new trees depend on (deduplicated against).
     pub dependencies: HashSet<bunker_repo_format::PackId>,
     pub unreadable: Vec<String>,
     pub changed: Vec<String>,
+    /// The files cache to save once the snapshot is written.
+    pub files_cache: FilesCache,
+}
+
+/// The stages and state the walk feeds.
+pub(super) struct Stages<'a> {
+    pub dedup: Dedup<'a>,
+    pub sealer: Sealer,
+    pub files_cache: FilesCache,
+    /// Set by a later stage that failed: the walk stops.
+    pub failed: Arc<AtomicBool>,
+    pub progress: Option<Arc<Progress>>,
 }
 
 /// A source path, or a directory on the way to one (`/srv` on the way to `/srv/app`).
@@ -55,29 +70,14 @@ fn unchanged_content(parent: Option<&Entry>, now: &Metadata, size: u64) -> Optio
     same.then(|| extents.clone())
 }
 
-/// Why reading a file's chunks stopped: the file itself, or the repository/cancellation.
-enum ChunkFailure {
-    Io(io::Error),
-    Backup(BackupError),
-}
-
-impl From<io::Error> for ChunkFailure {
-    fn from(e: io::Error) -> Self {
-        ChunkFailure::Io(e)
-    }
-}
-
 pub(super) struct Archiver<'a> {
-    writer: BlobWriter<'a>,
+    stages: Stages<'a>,
     repo: &'a Repository,
     index: &'a Index,
     excludes: &'a Excludes,
     cancel: &'a Cancel,
     with_atime: bool,
     names: NameCache,
-    pending: Vec<(BlobId, Vec<u8>)>,
-    pending_ids: HashSet<BlobId>,
-    pending_bytes: usize,
     buffer: Vec<u8>,
     summary: Summary,
     unreadable: Vec<String>,
@@ -92,21 +92,19 @@ impl<'a> Archiver<'a> {
     pub(super) fn new(
         repo: &'a Repository,
         index: &'a Index,
+        stages: Stages<'a>,
         excludes: &'a Excludes,
         cancel: &'a Cancel,
         with_atime: bool,
     ) -> Self {
         Self {
-            writer: repo.blob_writer(index),
+            stages,
             repo,
             index,
             excludes,
             cancel,
             with_atime,
             names: NameCache::new(),
-            pending: Vec::new(),
-            pending_ids: HashSet::new(),
-            pending_bytes: 0,
             buffer: Vec::new(),
             summary: Summary::default(),
             unreadable: Vec::new(),
@@ -114,35 +112,23 @@ impl<'a> Archiver<'a> {
         }
     }
 
-    /// Never deduplicates against blobs in `packs` (condemned by a GC plan, or missing).
-    pub(super) fn exclude_packs(
-        &mut self,
-        packs: impl IntoIterator<Item = bunker_repo_format::PackId>,
-    ) {
-        self.writer.exclude_packs(packs);
-    }
-
-    pub(super) fn session(&self) -> &bunker_repo_format::crypto::SealingSession {
-        self.writer.session()
-    }
-
-    /// Seals what is queued, uploads the open packs and writes their index segment.
-    pub(super) fn finish(mut self) -> Result<Finished, BackupError> {
-        self.seal_pending()?;
-        let dependencies = self.writer.dependencies().clone();
-        let (stats, _) = self.writer.finish()?;
+    /// Sends what is queued to the seal stage and waits until it left the pool. The pack
+    /// stage ends once the caller drops its own sender too.
+    pub(super) fn finish(mut self) -> Finished {
+        self.stages.sealer.finish();
         let mut summary = self.summary;
-        summary.bytes_added = stats.bytes_added;
-        summary.bytes_stored = stats.bytes_stored;
-        summary.data_blobs_added = stats.data_blobs;
-        summary.tree_blobs_added = stats.tree_blobs;
         summary.errors = self.unreadable.len() as u64;
-        Ok(Finished {
+        Finished {
             summary,
-            dependencies,
+            dependencies: self.stages.dedup.into_dependencies(),
             unreadable: self.unreadable,
             changed: self.changed,
-        })
+            files_cache: self.stages.files_cache,
+        }
+    }
+
+    fn stopped(&self) -> bool {
+        self.cancel.is_cancelled() || self.stages.failed.load(Ordering::Relaxed)
     }
 
     /// Archives every source path under one root tree that mirrors their absolute paths.
@@ -259,7 +245,7 @@ impl<'a> Archiver<'a> {
         name: Vec<u8>,
         parent: Option<&Entry>,
     ) -> Result<Option<Entry>, BackupError> {
-        if self.cancel.is_cancelled() {
+        if self.stopped() {
             return Err(BackupError::Interrupted);
         }
         let Captured {
@@ -283,13 +269,19 @@ impl<'a> Archiver<'a> {
             meta.atime = Timestamp::default();
         }
         let node = match kind {
-            CapturedKind::File { size } => match unchanged_content(parent, &meta, size)
-                .filter(|extents| self.all_stored(extents))
-            {
+            CapturedKind::File { size } => match self.unchanged(path, parent, &meta, size) {
                 Some(extents) => {
                     self.summary.files += 1;
                     self.summary.files_unchanged += 1;
                     self.summary.bytes += size;
+                    if let Some(progress) = &self.stages.progress {
+                        progress.file_done(size);
+                    }
+                    self.stages.files_cache.record(
+                        path.as_os_str().as_bytes(),
+                        FileKey::new(&meta, size),
+                        &extents,
+                    );
                     Node::File { extents }
                 }
                 None => match self.archive_file(path, access, size, &mut meta) {
@@ -380,13 +372,37 @@ impl<'a> Archiver<'a> {
         self.store_tree(entries)
     }
 
-    /// True when every chunk of `extents` is in the repository (or queued in this session),
-    /// so content taken from the parent snapshot is complete.
+    /// The stored content of a file whose identity did not change since the parent
+    /// snapshot or the files cache recorded it, when every chunk of it is still stored.
+    fn unchanged(
+        &mut self,
+        path: &Path,
+        parent: Option<&Entry>,
+        meta: &Metadata,
+        size: u64,
+    ) -> Option<Vec<Extent>> {
+        if let Some(extents) = unchanged_content(parent, meta, size)
+            && self.all_stored(&extents)
+        {
+            return Some(extents);
+        }
+        let key = FileKey::new(meta, size);
+        let cached = self
+            .stages
+            .files_cache
+            .lookup(path.as_os_str().as_bytes(), &key)?
+            .to_vec();
+        let length: u64 = cached.iter().map(Extent::length).sum();
+        (length == size && self.all_stored(&cached)).then_some(cached)
+    }
+
+    /// True when every chunk of `extents` is stored (or claimed in this session), so
+    /// content taken from the parent snapshot or the files cache is complete.
     fn all_stored(&mut self, extents: &[Extent]) -> bool {
         let mut all = true;
         for extent in extents {
             if let Extent::Chunk { id, .. } = extent {
-                all &= self.pending_ids.contains(id) || self.writer.reuse(id);
+                all &= self.stages.dedup.is_stored(id);
             }
         }
         all
@@ -396,7 +412,12 @@ impl<'a> Archiver<'a> {
         let tree = Tree::new(entries).map_err(|e| {
             bunker_repo_format::Error::Invalid(format!("could not build a tree: {e}"))
         })?;
-        let (id, _) = self.writer.add(BlobKind::Tree, &tree.encode())?;
+        let encoded = tree.encode();
+        let id = self.repo.blob_id(&encoded);
+        if self.stages.dedup.claim(id) {
+            let sealed = self.stages.sealer.seal_now(BlobKind::Tree, id, &encoded);
+            self.stages.sealer.send(sealed)?;
+        }
         Ok(id)
     }
 
@@ -408,99 +429,53 @@ impl<'a> Archiver<'a> {
         size: u64,
         meta: &mut Metadata,
     ) -> Result<Node, BackupError> {
-        let source_error = |source: io::Error| BackupError::Source {
+        let source_error = |source: std::io::Error| BackupError::Source {
             path: path.to_owned(),
             source,
         };
         let mut file = platform::open_for_backup(access).map_err(source_error)?;
-        let regions = platform::data_regions(&file, size).map_err(source_error)?;
-        let mut extents = Vec::new();
-        let mut position = 0u64;
-        let mut short_read = false;
-        for region in regions {
-            if region.start > position {
-                extents.push(Extent::Hole {
-                    length: region.start - position,
-                });
+        let mut buffer = std::mem::take(&mut self.buffer);
+        let cancel = self.cancel;
+        let failed = &self.stages.failed;
+        let dedup = &mut self.stages.dedup;
+        let sealer = &mut self.stages.sealer;
+        let progress = self.stages.progress.as_deref();
+        let read = read_file(self.repo, &mut file, size, &mut buffer, |id, chunk| {
+            if cancel.is_cancelled() || failed.load(Ordering::Relaxed) {
+                return Err(BackupError::Interrupted);
             }
-            file.seek(SeekFrom::Start(region.start))
-                .map_err(source_error)?;
-            let region_length = region.end - region.start;
-            let mut chunks = Vec::new();
-            let chunker = self.repo.chunker().clone();
-            let mut buffer = std::mem::take(&mut self.buffer);
-            let read = chunker.chunk_reader::<_, ChunkFailure>(
-                &mut file,
-                region_length,
-                &mut buffer,
-                |chunk| {
-                    if self.cancel.is_cancelled() {
-                        return Err(ChunkFailure::Backup(BackupError::Interrupted));
-                    }
-                    let id = self.repo.blob_id(chunk);
-                    chunks.push((id, chunk.len() as u32));
-                    self.queue(id, chunk).map_err(ChunkFailure::Backup)
-                },
-            );
-            self.buffer = buffer;
-            let read = match read {
-                Ok(read) => read,
-                Err(ChunkFailure::Io(e)) => return Err(source_error(e)),
-                Err(ChunkFailure::Backup(e)) => return Err(e),
-            };
-            extents.extend(
-                chunks
-                    .into_iter()
-                    .map(|(id, length)| Extent::Chunk { id, length }),
-            );
-            self.summary.bytes_read += read;
-            position = region.start + read;
-            if read < region_length {
-                short_read = true;
-                break;
+            if let Some(progress) = progress {
+                progress.read(chunk.len() as u64);
             }
-        }
-        if !short_read && position < size {
-            extents.push(Extent::Hole {
-                length: size - position,
-            });
-            position = size;
-        }
+            if dedup.claim(id) {
+                sealer.push(id, chunk);
+            }
+            Ok(())
+        });
+        self.buffer = buffer;
+        let read = match read {
+            Ok(read) => read,
+            Err(ReadFailure::Io(e)) => return Err(source_error(e)),
+            Err(ReadFailure::Consumer(e)) => return Err(e),
+        };
+        self.summary.bytes_read += read.bytes_read;
         self.summary.files += 1;
-        self.summary.bytes += position;
-        if short_read || platform::changed_since(&file, size, meta).map_err(source_error)? {
+        self.summary.bytes += read.length;
+        if let Some(progress) = &self.stages.progress {
+            progress.file_done(read.length);
+        }
+        if read.short || platform::changed_since(&file, size, meta).map_err(source_error)? {
             meta.flags |= EntryFlags::CHANGED_DURING_BACKUP;
             self.changed.push(display(path));
+        } else {
+            self.stages.files_cache.record(
+                path.as_os_str().as_bytes(),
+                FileKey::new(meta, size),
+                &read.extents,
+            );
         }
-        Ok(Node::File { extents })
-    }
-
-    /// Queues a chunk for sealing unless the repository or the queue has it already.
-    fn queue(&mut self, id: BlobId, chunk: &[u8]) -> Result<(), BackupError> {
-        if self.writer.reuse(&id) || !self.pending_ids.insert(id) {
-            return Ok(());
-        }
-        self.pending.push((id, chunk.to_vec()));
-        self.pending_bytes += chunk.len();
-        if self.pending_bytes >= SEAL_BATCH_BYTES {
-            self.seal_pending()?;
-        }
-        Ok(())
-    }
-
-    /// Seals the queued chunks on the rayon pool and adds them to packs, in queue order.
-    fn seal_pending(&mut self) -> Result<(), BackupError> {
-        let pending = std::mem::take(&mut self.pending);
-        let writer = &self.writer;
-        let sealed: Vec<_> = pending
-            .par_iter()
-            .map(|(id, data)| writer.seal(BlobKind::Data, *id, data))
-            .collect();
-        for blob in sealed {
-            self.writer.add_sealed(blob)?;
-        }
-        self.pending_ids.clear();
-        self.pending_bytes = 0;
-        Ok(())
+        Ok(Node::File {
+            extents: read.extents,
+        })
     }
 }

@@ -1,18 +1,36 @@
 //! Backing up files and directories into a repository.
 //!
-//! [`backup`] walks the given paths (the [`archiver`] does the work: capture metadata, read,
-//! chunk, hash, deduplicate, seal in parallel, pack), writes the trees bottom-up, flushes the
-//! packs and their index segments, and finally writes the snapshot: the commit point. An
-//! interrupted backup leaves only unreferenced (but indexed) packs behind. [`backup_volume`]
-//! does the same for a block device or disk image, with fixed-size chunks.
+//! [`backup`] runs a pipeline of stages, one module each, connected by bounded queues:
+//!
+//! - [`archiver`] (walk): captures metadata in a deterministic order, builds the trees
+//!   bottom-up, and takes unchanged files from the parent snapshot or the [`files_cache`];
+//! - [`read`]: reads, chunks and hashes the other files on the walking thread;
+//! - [`dedup`]: claims each new chunk once, in walk order;
+//! - [`seal`]: compresses, seals and verifies batches of new chunks on the rayon pool;
+//! - [`pack`]: one thread packs sealed blobs and indexes the uploaded packs;
+//! - [`upload`]: a few threads store full packs.
+//!
+//! Then it flushes the packs and their index segments and finally writes the snapshot: the
+//! commit point. An interrupted backup leaves only unreferenced (but indexed) packs behind.
+//! [`backup_volume`] does the same for a block device or disk image with fixed-size chunks,
+//! and [`backup_stream`] / [`backup_command`] for a stream stored as one file.
 
 mod archiver;
+mod dedup;
 mod excludes;
+mod files_cache;
+mod pack;
+mod read;
+mod seal;
 mod stream;
+mod upload;
 mod volume;
 
+use std::collections::HashSet;
 use std::io;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::sync_channel;
 use std::time::Instant;
 
 use bunker_repo_format::config::Operation;
@@ -28,6 +46,10 @@ pub use stream::{StreamOptions, backup_command, backup_stream};
 pub use volume::{VolumeOptions, backup_volume};
 
 use crate::cancel::Cancel;
+use crate::progress::Progress;
+
+/// Sealed batches waiting for the pack stage.
+const PACK_QUEUE: usize = 1;
 
 /// What to back up and how to label it.
 #[derive(Debug, Clone, Default)]
@@ -50,6 +72,13 @@ pub struct BackupOptions {
     /// directories, so recording them makes every backup write new tree blobs. Without
     /// them a restore sets each entry's access time to its modification time.
     pub with_atime: bool,
+    /// The files cache directory of this repository (see the files cache module); `None`
+    /// disables the cache (the parent snapshot's trees are still used).
+    pub cache_dir: Option<PathBuf>,
+    /// Counters to update as the backup goes (see [`Progress`]).
+    pub progress: Option<Arc<Progress>>,
+    /// Do not open and re-hash each sealed blob before packing it (for measuring its cost).
+    pub skip_verify: bool,
     /// How consistent the source is (set by the agent's quiesce step).
     pub consistency: ConsistencyLevel,
     /// What the quiesce step did.
@@ -67,6 +96,8 @@ pub struct BackupOutcome {
     pub unreadable: Vec<String>,
     /// Files that changed while they were read (stored as read, flagged in the tree).
     pub changed: Vec<String>,
+    /// Why the files cache could not be saved (the backup itself succeeded).
+    pub cache_warning: Option<String>,
 }
 
 /// Why a backup did not produce a snapshot.
@@ -157,25 +188,65 @@ pub fn backup(
         condemned,
         index,
     } = start_writing(repo, &options.host)?;
-    let mut archiver = archiver::Archiver::new(repo, &index, &excludes, cancel, options.with_atime);
-    archiver.exclude_packs(condemned);
     // An unreadable parent only costs reading everything again.
-    let parent_root = parent
-        .and_then(|id| repo.load_snapshot(&id).ok())
-        .map(|snapshot| snapshot.tree);
-    let tree = match archiver.archive_roots(&paths, parent_root) {
-        Ok(tree) => tree,
-        Err(BackupError::Interrupted) => {
-            // Make what was uploaded reusable; the snapshot is never written.
-            archiver.finish()?;
-            return Err(BackupError::Interrupted);
-        }
-        Err(e) => return Err(e),
-    };
-    let session = archiver.session().clone();
-    let finished = archiver.finish()?;
+    let parent_snapshot = parent.and_then(|id| repo.load_snapshot(&id).ok());
+    if let (Some(progress), Some(snapshot)) = (&options.progress, &parent_snapshot) {
+        progress.expect(snapshot.summary.files, snapshot.summary.bytes);
+    }
+    let parent_root = parent_snapshot.map(|snapshot| snapshot.tree);
 
+    let mut writer = repo.blob_writer(&index);
+    writer.exclude_packs(condemned.iter().copied());
+    let session = writer.session().clone();
+    let failed = Arc::new(AtomicBool::new(false));
+    let (sealed_tx, sealed_rx) = sync_channel(PACK_QUEUE);
+    let (walked, packed) = std::thread::scope(|scope| {
+        let packer = {
+            let failed = Arc::clone(&failed);
+            scope.spawn(move || pack::run(repo, writer, sealed_rx, failed))
+        };
+        let stages = archiver::Stages {
+            dedup: dedup::Dedup::new(&index, condemned.iter().copied().collect()),
+            sealer: seal::Sealer::new(
+                session.clone(),
+                repo.writer_key().clone(),
+                repo.config().params.compression_level,
+                !options.skip_verify,
+                sealed_tx,
+            ),
+            files_cache: files_cache::FilesCache::load(options.cache_dir.as_deref()),
+            failed: Arc::clone(&failed),
+            progress: options.progress.clone(),
+        };
+        let mut archiver =
+            archiver::Archiver::new(repo, &index, stages, &excludes, cancel, options.with_atime);
+        let tree = archiver.archive_roots(&paths, parent_root);
+        // Dropping the archiver drops the last sender: the pack stage uploads the rest.
+        let finished = archiver.finish();
+        let packed = packer.join().unwrap_or_else(|_| {
+            Err(bunker_repo_format::Error::Invalid(
+                "the pack thread panicked".to_owned(),
+            ))
+        });
+        ((tree, finished), packed)
+    });
+    let (tree, finished) = walked;
+    // A failed stage stops the walk: its error is the one to report.
+    let mut writer = packed?;
+    let dependencies: HashSet<_> = finished
+        .dependencies
+        .iter()
+        .chain(writer.dependencies())
+        .copied()
+        .collect();
+    writer.flush()?;
+    let stats = writer.stats();
+    let tree = tree?;
     let mut summary = finished.summary;
+    summary.bytes_added = stats.bytes_added;
+    summary.bytes_stored = stats.bytes_stored;
+    summary.data_blobs_added = stats.data_blobs;
+    summary.tree_blobs_added = stats.tree_blobs;
     summary.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let mut errors = finished.unreadable.clone();
     errors.extend(
@@ -201,12 +272,18 @@ pub fn backup(
         errors,
         program_version: concat!("bunker ", env!("CARGO_PKG_VERSION")).to_owned(),
     };
-    let id = commit(repo, heartbeat, &finished.dependencies, &session, &snapshot)?;
+    let id = commit(repo, heartbeat, &dependencies, &session, &snapshot)?;
+    let cache_warning = finished
+        .files_cache
+        .save()
+        .err()
+        .map(|e| format!("could not save the files cache: {e}"));
     Ok(BackupOutcome {
         id,
         snapshot,
         unreadable: finished.unreadable,
         changed: finished.changed,
+        cache_warning,
     })
 }
 

@@ -214,6 +214,7 @@ fn backup_stream_checked(
         snapshot,
         unreadable: Vec::new(),
         changed: Vec::new(),
+        cache_warning: None,
     })
 }
 

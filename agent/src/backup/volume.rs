@@ -167,6 +167,7 @@ pub fn backup_volume(
         snapshot,
         unreadable: Vec::new(),
         changed: Vec::new(),
+        cache_warning: None,
     })
 }
 

@@ -1,6 +1,7 @@
 //! `bunker backup`.
 
 use std::io::Write;
+use std::sync::Arc;
 
 use anyhow::Result;
 use bunker_agent::Cancel;
@@ -9,10 +10,13 @@ use bunker_agent::backup::{
     backup_volume,
 };
 use bunker_agent::platform;
+use bunker_agent::progress::Progress;
+use bunker_repo_format::snapshot::Summary;
 use serde_json::json;
 
 use crate::args::{BackupArgs, GlobalOptions};
 use crate::output::{bytes, parse_tags, parse_time, print_json, summary_json};
+use crate::progress::Display;
 use crate::{exit, repo};
 
 pub fn run(global: &GlobalOptions, args: &BackupArgs, cancel: &Cancel) -> Result<u8> {
@@ -33,7 +37,7 @@ pub fn run(global: &GlobalOptions, args: &BackupArgs, cancel: &Cancel) -> Result
     } else if let Some(command) = &args.stdin_from_command {
         backup_command(&repository, command, &[], &stream, cancel)?
     } else {
-        backup_paths(&repository, args, host, tags, time, cancel)?
+        backup_paths(&repository, args, host, tags, time, global.json, cancel)?
     };
     report(global, &outcome)
 }
@@ -44,6 +48,7 @@ fn backup_paths(
     host: String,
     tags: Vec<(String, String)>,
     time: Option<bunker_repo_format::tree::Timestamp>,
+    json: bool,
     cancel: &Cancel,
 ) -> Result<bunker_agent::backup::BackupOutcome> {
     let parent = match &args.parent {
@@ -64,6 +69,13 @@ fn backup_paths(
             Ok(backup_volume(repository, &options, cancel)?)
         }
         None => {
+            let cache_dir = if args.no_cache {
+                None
+            } else {
+                repo::cache_root(args.cache_dir.as_deref())
+                    .map(|root| root.join(hex::encode(repository.config().header.repository_id)))
+            };
+            let progress = Arc::new(Progress::new());
             let options = BackupOptions {
                 paths: args.paths.clone(),
                 host,
@@ -73,15 +85,24 @@ fn backup_paths(
                 excludes: args.excludes.clone(),
                 parent,
                 with_atime: args.with_atime,
+                cache_dir,
+                progress: Some(Arc::clone(&progress)),
+                skip_verify: args.skip_verify,
                 ..BackupOptions::default()
             };
-            Ok(backup(repository, &options, cancel)?)
+            let display = Display::start("backup", progress, json);
+            let outcome = backup(repository, &options, cancel);
+            display.finish();
+            Ok(outcome?)
         }
     }
 }
 
 fn report(global: &GlobalOptions, outcome: &bunker_agent::backup::BackupOutcome) -> Result<u8> {
     let mut err = std::io::stderr().lock();
+    if let Some(warning) = &outcome.cache_warning {
+        writeln!(err, "bunker: warning: {warning}")?;
+    }
     for entry in &outcome.unreadable {
         writeln!(err, "bunker: could not read {entry}")?;
     }
@@ -98,6 +119,7 @@ fn report(global: &GlobalOptions, outcome: &bunker_agent::backup::BackupOutcome)
             "short_id": outcome.id.short(),
             "parent": outcome.snapshot.parent.map(|p| p.to_hex()),
             "summary": summary_json(s),
+            "dedup_ratio": dedup_ratio(s),
             "unreadable": outcome.unreadable,
             "changed": outcome.changed,
         }))?;
@@ -114,10 +136,14 @@ fn report(global: &GlobalOptions, outcome: &bunker_agent::backup::BackupOutcome)
         )?;
         writeln!(
             out,
-            "  read {}, added {} of new data ({} stored), {} new blobs, in {:.2} s",
+            "  files {} new, {} changed, {} unchanged; read {}, added {} ({} stored, dedup {}), {} new blobs, in {:.2} s",
+            s.files_new,
+            s.files_changed,
+            s.files_unchanged,
             bytes(s.bytes_read),
             bytes(s.bytes_added),
             bytes(s.bytes_stored),
+            dedup_ratio(s).map_or("n/a".to_owned(), |r| format!("{r:.2}x")),
             s.data_blobs_added + s.tree_blobs_added,
             s.duration_ms as f64 / 1000.0
         )?;
@@ -134,4 +160,9 @@ fn report(global: &GlobalOptions, outcome: &bunker_agent::backup::BackupOutcome)
     } else {
         exit::PARTIAL_BACKUP
     })
+}
+
+/// Bytes read per byte of new data (1.0: nothing deduplicated); `None` when nothing was added.
+fn dedup_ratio(s: &Summary) -> Option<f64> {
+    (s.bytes_added > 0).then(|| s.bytes_read as f64 / s.bytes_added as f64)
 }

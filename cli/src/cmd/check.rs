@@ -12,22 +12,9 @@ use crate::args::{CheckArgs, GlobalOptions};
 use crate::output::{bytes, print_json};
 use crate::{exit, repo};
 
-/// The local cache directory: `--cache-dir`, else `$XDG_CACHE_HOME/bunker`, else
-/// `$HOME/.cache/bunker`.
+/// The local cache directory (see [`repo::cache_root`]).
 fn cache_dir(args: &CheckArgs) -> Result<PathBuf> {
-    if let Some(dir) = &args.cache_dir {
-        return Ok(dir.clone());
-    }
-    let from_env = |name: &str| {
-        std::env::var_os(name)
-            .map(PathBuf::from)
-            .filter(|path| path.is_absolute())
-    };
-    if let Some(cache) = from_env("XDG_CACHE_HOME") {
-        return Ok(cache.join("bunker"));
-    }
-    from_env("HOME")
-        .map(|home| home.join(".cache").join("bunker"))
+    repo::cache_root(args.cache_dir.as_deref())
         .context("no cache directory for --max-duration: give --cache-dir or set HOME")
 }
 

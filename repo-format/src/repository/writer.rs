@@ -8,7 +8,7 @@ use crate::crypto::SealingSession;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, IndexId, PackId};
 use crate::index::{Index, IndexedPack};
-use crate::pack::PackWriter;
+use crate::pack::{FinishedPack, PackWriter};
 
 /// Figures about what a [`BlobWriter`] stored.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -157,8 +157,19 @@ impl<'a> BlobWriter<'a> {
 
     /// Adds a sealed blob unless it is already known; returns whether it was new.
     pub fn add_sealed(&mut self, blob: SealedBlob) -> Result<bool> {
+        let (new, full) = self.pack_sealed(blob)?;
+        if let Some(full) = full {
+            self.upload(full)?;
+        }
+        Ok(new)
+    }
+
+    /// Like [`BlobWriter::add_sealed`], but a pack that fills up is returned instead of
+    /// uploaded: the caller uploads it (possibly on another thread) and then reports it
+    /// with [`BlobWriter::record_uploaded`]. Returns whether the blob was new.
+    pub fn pack_sealed(&mut self, blob: SealedBlob) -> Result<(bool, Option<FinishedPack>)> {
         if self.reuse(&blob.id) {
-            return Ok(false);
+            return Ok((false, None));
         }
         if blob.raw_length > MAX_BLOB_LENGTH {
             return Err(Error::Invalid(format!(
@@ -181,12 +192,22 @@ impl<'a> BlobWriter<'a> {
         };
         let pack = slot.get_or_insert_with(|| PackWriter::new(blob.kind, self.session.clone()));
         pack.add(blob.id, &blob.sealed, blob.raw_length);
-        if pack.len() >= target
-            && let Some(full) = slot.take()
-        {
-            self.upload(full)?;
-        }
-        Ok(true)
+        let full = if pack.len() >= target {
+            slot.take().map(PackWriter::finish)
+        } else {
+            None
+        };
+        Ok((true, full))
+    }
+
+    /// Finishes the open packs and returns them for the caller to upload and report with
+    /// [`BlobWriter::record_uploaded`] (see [`BlobWriter::pack_sealed`]).
+    pub fn take_open_packs(&mut self) -> Vec<FinishedPack> {
+        [self.data_pack.take(), self.tree_pack.take()]
+            .into_iter()
+            .flatten()
+            .map(PackWriter::finish)
+            .collect()
     }
 
     /// Hashes, seals and adds a blob; returns its id and whether it was new.
@@ -199,22 +220,32 @@ impl<'a> BlobWriter<'a> {
         Ok((id, self.add_sealed(sealed)?))
     }
 
-    fn upload(&mut self, pack: PackWriter) -> Result<()> {
-        let finished = pack.finish();
-        let name = finished.name();
-        self.repo.put_content_named(&name, &finished.bytes)?;
-        self.stats.bytes_stored += finished.bytes.len() as u64;
+    fn upload(&mut self, finished: FinishedPack) -> Result<()> {
+        self.repo
+            .put_content_named(&finished.name(), &finished.bytes)?;
+        self.record_uploaded(finished.id, finished.bytes.len() as u64, finished.entries)
+    }
+
+    /// Records a pack uploaded by the caller (see [`BlobWriter::pack_sealed`]): `entries`
+    /// are its blobs, `stored` its size. Writes an index segment when enough blobs wait for one.
+    pub fn record_uploaded(
+        &mut self,
+        id: PackId,
+        stored: u64,
+        entries: Vec<crate::pack::PackEntry>,
+    ) -> Result<()> {
+        self.stats.bytes_stored += stored;
         self.stats.packs += 1;
         // Until the snapshot exists nothing references this pack: a prune that takes this
         // session for dead may condemn it, so the commit check must cover it too.
-        self.depends_on.insert(finished.id);
-        self.unindexed_blobs += finished.entries.len();
-        let kind = finished.entries.first().map_or(BlobKind::Data, |e| e.kind);
-        self.uploaded.push((finished.id, kind));
+        self.depends_on.insert(id);
+        self.unindexed_blobs += entries.len();
+        let kind = entries.first().map_or(BlobKind::Data, |e| e.kind);
+        self.uploaded.push((id, kind));
         self.unindexed.push(IndexedPack {
-            id: finished.id,
+            id,
             kind,
-            blobs: finished.entries,
+            blobs: entries,
         });
         let since = *self
             .unindexed_since
@@ -246,10 +277,7 @@ impl<'a> BlobWriter<'a> {
     /// Uploads the open packs and writes their index segment. After this returns, every
     /// blob added is stored and indexed, so a snapshot may reference it.
     pub fn flush(&mut self) -> Result<()> {
-        for pack in [self.data_pack.take(), self.tree_pack.take()]
-            .into_iter()
-            .flatten()
-        {
+        for pack in self.take_open_packs() {
             self.upload(pack)?;
         }
         self.write_segment()

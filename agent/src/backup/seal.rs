@@ -1,0 +1,184 @@
+//! The compress+seal stage: batches of new chunks are compressed, encrypted and verified
+//! (opened again and re-hashed) on the rayon pool while the walk goes on.
+//!
+//! At most [`Sealer::in_flight`] batches are queued or running, so memory stays bounded
+//! whatever the input; the walking thread waits when the pool falls behind.
+
+use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+
+use bunker_repo_format::blob::{open_blob, seal_blob};
+use bunker_repo_format::crypto::{SealingSession, WriterKey};
+use bunker_repo_format::{BlobId, BlobKind, SealedBlob};
+use rayon::prelude::*;
+
+/// Plaintext bytes collected before a batch goes to the pool.
+const BATCH_BYTES: usize = 2 << 20;
+
+/// Sealed blobs on their way to the pack stage, or why sealing failed.
+pub(super) type SealedBatch = Result<Vec<SealedBlob>, String>;
+
+/// A counting semaphore bounding the batches in flight.
+#[derive(Default)]
+struct Permits {
+    used: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl Permits {
+    fn acquire(&self, limit: usize) {
+        let mut used = self.used.lock().unwrap_or_else(PoisonError::into_inner);
+        while *used >= limit {
+            used = self
+                .freed
+                .wait(used)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        *used += 1;
+    }
+
+    fn release(&self) {
+        let mut used = self.used.lock().unwrap_or_else(PoisonError::into_inner);
+        *used = used.saturating_sub(1);
+        self.freed.notify_all();
+    }
+
+    fn wait_idle(&self) {
+        let mut used = self.used.lock().unwrap_or_else(PoisonError::into_inner);
+        while *used > 0 {
+            used = self
+                .freed
+                .wait(used)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+/// Everything a pool task needs, shared by all of them.
+struct Keys {
+    session: SealingSession,
+    writer: WriterKey,
+    level: i32,
+    verify: bool,
+}
+
+/// Collects new chunks into batches and seals them on the rayon pool.
+pub(super) struct Sealer {
+    keys: Arc<Keys>,
+    permits: Arc<Permits>,
+    in_flight: usize,
+    out: SyncSender<SealedBatch>,
+    batch: Vec<(BlobId, Vec<u8>)>,
+    batch_bytes: usize,
+}
+
+impl Sealer {
+    /// Seals under `session` at zstd `level`; sealed batches go to `out`. With `verify`,
+    /// every blob is opened and re-hashed before it leaves the stage.
+    pub(super) fn new(
+        session: SealingSession,
+        writer: WriterKey,
+        level: i32,
+        verify: bool,
+        out: SyncSender<SealedBatch>,
+    ) -> Self {
+        Self {
+            keys: Arc::new(Keys {
+                session,
+                writer,
+                level,
+                verify,
+            }),
+            permits: Arc::default(),
+            in_flight: rayon::current_num_threads(),
+            out,
+            batch: Vec::new(),
+            batch_bytes: 0,
+        }
+    }
+
+    /// Queues a chunk (already claimed by the dedup stage).
+    pub(super) fn push(&mut self, id: BlobId, chunk: &[u8]) {
+        self.batch_bytes += chunk.len();
+        self.batch.push((id, chunk.to_vec()));
+        if self.batch_bytes >= BATCH_BYTES {
+            self.submit();
+        }
+    }
+
+    /// Seals one blob on the calling thread (trees: small, and needed in walk order).
+    pub(super) fn seal_now(&self, kind: BlobKind, id: BlobId, plaintext: &[u8]) -> SealedBatch {
+        seal_one(&self.keys, kind, id, plaintext).map(|blob| vec![blob])
+    }
+
+    /// Sends already sealed blobs straight to the pack stage.
+    pub(super) fn send(&self, sealed: SealedBatch) -> Result<(), super::BackupError> {
+        // The pack stage only stops receiving when it is gone: the walk stops too.
+        self.out
+            .send(sealed)
+            .map_err(|_| super::BackupError::Interrupted)
+    }
+
+    /// Sends the partial batch to the pool.
+    pub(super) fn submit(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        self.permits.acquire(self.in_flight);
+        let keys = Arc::clone(&self.keys);
+        let permits = Arc::clone(&self.permits);
+        let out = self.out.clone();
+        rayon::spawn(move || {
+            let sealed: SealedBatch = batch
+                .par_iter()
+                .map(|(id, data)| seal_one(&keys, BlobKind::Data, *id, data))
+                .collect();
+            drop(batch);
+            // The pack stage only goes away when the backup is over.
+            let _ = out.send(sealed);
+            permits.release();
+        });
+    }
+
+    /// Submits the rest and waits until every batch left the pool.
+    pub(super) fn finish(&mut self) {
+        self.submit();
+        self.permits.wait_idle();
+    }
+}
+
+/// Compresses and seals one blob; with verification, opens it again and checks its id.
+fn seal_one(
+    keys: &Keys,
+    kind: BlobKind,
+    id: BlobId,
+    plaintext: &[u8],
+) -> Result<SealedBlob, String> {
+    let sealed = seal_blob(keys.session.key(), kind, &id, plaintext, keys.level);
+    let raw_length = u32::try_from(plaintext.len())
+        .map_err(|_| format!("blob {id} of {} bytes is too large", plaintext.len()))?;
+    if keys.verify {
+        let opened = open_blob(
+            keys.session.key(),
+            kind,
+            &id,
+            &sealed,
+            raw_length,
+            "new blob",
+        )
+        .map_err(|e| format!("verifying a sealed blob failed: {e}"))?;
+        if keys.writer.blob_id_bytes(&opened) != *id.as_bytes() {
+            return Err(format!(
+                "verifying a sealed blob failed: blob {id} does not re-hash to its id"
+            ));
+        }
+    }
+    Ok(SealedBlob {
+        id,
+        kind,
+        sealed,
+        raw_length,
+    })
+}

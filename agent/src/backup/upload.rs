@@ -1,0 +1,96 @@
+//! The upload stage: finished packs are stored by a few threads while the CPU stages go on
+//! (the backend is synchronous; a local one fsyncs every object).
+//!
+//! The queue holds no pack: a full pack waits in the pack stage until an uploader is free,
+//! so at most [`UPLOADERS`] + 1 full packs are in memory (one uploader: the backend is
+//! rarely the limit, and each pack in transit costs a pack size of memory).
+
+use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::{Scope, ScopedJoinHandle};
+
+use bunker_repo_format::pack::{FinishedPack, PackEntry};
+use bunker_repo_format::{PackId, Repository};
+
+/// Packs uploaded at the same time.
+pub(super) const UPLOADERS: usize = 1;
+
+/// A pack that is stored: what the writer needs to index it.
+pub(super) struct Uploaded {
+    pub id: PackId,
+    pub stored: u64,
+    pub entries: Vec<PackEntry>,
+}
+
+/// The upload threads and their queues.
+pub(super) struct Uploads<'scope> {
+    queue: Option<SyncSender<FinishedPack>>,
+    done: Receiver<bunker_repo_format::Result<Uploaded>>,
+    threads: Vec<ScopedJoinHandle<'scope, ()>>,
+}
+
+impl<'scope> Uploads<'scope> {
+    /// Starts [`UPLOADERS`] threads in `scope` storing packs into `repo`.
+    pub(super) fn start<'env>(scope: &'scope Scope<'scope, 'env>, repo: &'env Repository) -> Self {
+        let (queue, receiver) = sync_channel::<FinishedPack>(0);
+        let receiver = Arc::new(Mutex::new(receiver));
+        let (done_tx, done) = channel();
+        let threads = (0..UPLOADERS)
+            .map(|_| {
+                let receiver = Arc::clone(&receiver);
+                let done_tx: Sender<_> = done_tx.clone();
+                scope.spawn(move || {
+                    loop {
+                        let next = receiver
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .recv();
+                        let Ok(pack) = next else { break };
+                        let result = repo.put_pack(&pack).map(|()| Uploaded {
+                            id: pack.id,
+                            stored: pack.bytes.len() as u64,
+                            entries: pack.entries,
+                        });
+                        if done_tx.send(result).is_err() {
+                            break;
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self {
+            queue: Some(queue),
+            done,
+            threads,
+        }
+    }
+
+    /// Hands a pack to the next free uploader (waits for one).
+    pub(super) fn send(&self, pack: FinishedPack) -> bunker_repo_format::Result<()> {
+        match &self.queue {
+            Some(queue) if queue.send(pack).is_ok() => Ok(()),
+            _ => Err(bunker_repo_format::Error::Invalid(
+                "the upload threads stopped".to_owned(),
+            )),
+        }
+    }
+
+    /// Uploads finished since the last call.
+    pub(super) fn finished(&self) -> Vec<bunker_repo_format::Result<Uploaded>> {
+        self.done.try_iter().collect()
+    }
+
+    /// Waits for every queued upload and returns the ones not yet collected.
+    pub(super) fn close(mut self) -> Vec<bunker_repo_format::Result<Uploaded>> {
+        self.queue = None;
+        for thread in self.threads.drain(..) {
+            // A panicking uploader lost its pack: fail rather than index less than packed.
+            if thread.join().is_err() {
+                return vec![Err(bunker_repo_format::Error::Invalid(
+                    "an upload thread panicked".to_owned(),
+                ))];
+            }
+        }
+        self.done.try_iter().collect()
+    }
+}

@@ -1,0 +1,262 @@
+//! The backup pipeline end to end on real directories and a local repository: restored
+//! bytes, dedup across concurrently sealed files, the files cache, cancellation.
+
+#![allow(clippy::unwrap_used)] // helpers outside #[test] functions panic on purpose
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+
+use bunker_agent::Cancel;
+use bunker_agent::backup::{BackupError, BackupOptions, backup};
+use bunker_agent::progress::Progress;
+use bunker_agent::restore::{RestoreOptions, restore};
+use bunker_repo_format::backend::{Backend, LocalBackend};
+use bunker_repo_format::keyslot::KdfParams;
+use bunker_repo_format::object::ObjectKind;
+use bunker_repo_format::pack::parse_pack;
+use bunker_repo_format::{InitOptions, Repository};
+
+fn new_repo(dir: &Path) -> Repository {
+    fs::create_dir_all(dir).unwrap();
+    let backend: Arc<dyn Backend> = Arc::new(LocalBackend::create(dir).unwrap());
+    let options = InitOptions {
+        kdf: KdfParams::insecure_for_tests(),
+        ..InitOptions::default()
+    };
+    Repository::init(backend, b"pw", options).unwrap()
+}
+
+/// Deterministic incompressible bytes.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+fn options(source: &Path, host: &str, cache: Option<&Path>) -> BackupOptions {
+    BackupOptions {
+        paths: vec![source.to_owned()],
+        host: host.to_owned(),
+        cache_dir: cache.map(Path::to_owned),
+        ..BackupOptions::default()
+    }
+}
+
+/// Every blob entry of every pack, data and tree.
+fn pack_entries(repo: &Repository) -> Vec<bunker_repo_format::BlobId> {
+    let mut ids = Vec::new();
+    for kind in [ObjectKind::DataPack, ObjectKind::TreePack] {
+        for meta in repo.backend().list(kind.prefix()).unwrap() {
+            let bytes = repo.backend().get(&meta.name).unwrap();
+            let trailer = parse_pack(&bytes, repo.master_key("test").unwrap(), &meta.name).unwrap();
+            ids.extend(trailer.entries.iter().map(|e| e.id));
+        }
+    }
+    ids
+}
+
+fn restore_into(repo: &Repository, id: &bunker_repo_format::SnapshotId, target: &Path) {
+    let snapshot = repo.load_snapshot(id).unwrap();
+    let index = repo.load_index().unwrap().index;
+    let outcome = restore(
+        repo,
+        &index,
+        &snapshot.tree,
+        Path::new("/"),
+        target,
+        &RestoreOptions::default(),
+        &Cancel::new(),
+    )
+    .unwrap();
+    assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+}
+
+/// 604 files: many small ones, identical ones spread over several seal batches, and four
+/// identical large ones.
+fn build_source(root: &Path) {
+    // Identical large files: every chunk is shared whatever the repository's chunker seed.
+    let big = noise(8 << 20, 7);
+    for i in 0..300u64 {
+        let dir = root.join(format!("d{}", i % 7));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(
+            dir.join(format!("small{i}")),
+            noise(1000 + i as usize * 37, i),
+        )
+        .unwrap();
+        fs::write(
+            dir.join(format!("same{i}")),
+            b"the same content everywhere\n",
+        )
+        .unwrap();
+    }
+    for i in 0..4u64 {
+        fs::write(root.join(format!("big{i}")), &big).unwrap();
+    }
+}
+
+fn assert_same_tree(a: &Path, b: &Path) {
+    let mut stack = vec![(a.to_owned(), b.to_owned())];
+    let mut files = 0;
+    while let Some((x, y)) = stack.pop() {
+        let list = |dir: &Path| {
+            let mut names: Vec<_> = fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            names.sort();
+            names
+        };
+        let names = list(&x);
+        assert_eq!(names, list(&y), "{}", x.display());
+        for name in names {
+            let (p, q) = (x.join(&name), y.join(&name));
+            if p.is_dir() {
+                stack.push((p, q));
+            } else {
+                assert_eq!(
+                    fs::read(&p).unwrap(),
+                    fs::read(&q).unwrap(),
+                    "{}",
+                    p.display()
+                );
+                files += 1;
+            }
+        }
+    }
+    assert_eq!(files, 604);
+}
+
+/// The tree id of directory `path` in the snapshot whose root tree is `root`.
+fn subtree(
+    repo: &Repository,
+    root: &bunker_repo_format::BlobId,
+    path: &Path,
+) -> bunker_repo_format::BlobId {
+    use std::os::unix::ffi::OsStrExt;
+    let index = repo.load_index().unwrap().index;
+    let mut id = *root;
+    for name in path.strip_prefix("/").unwrap().iter() {
+        let tree = repo.load_tree(&index, &id).unwrap();
+        match &tree.get(name.as_bytes()).unwrap().node {
+            bunker_repo_format::tree::Node::Dir { subtree } => id = *subtree,
+            other => panic!("{} is a {}", path.display(), other.kind_name()),
+        }
+    }
+    id
+}
+
+fn restored_source(target: &Path, source: &Path) -> std::path::PathBuf {
+    target.join(source.strip_prefix("/").unwrap())
+}
+
+#[test]
+fn pipeline_stores_each_chunk_once_and_restores_the_same_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let source = tmp.path().join("src");
+    build_source(&source);
+    let repo = new_repo(&tmp.path().join("repo"));
+    let progress = Arc::new(Progress::new());
+    let mut opts = options(&source, "h", None);
+    opts.progress = Some(Arc::clone(&progress));
+    let first = backup(&repo, &opts, &Cancel::new()).unwrap();
+
+    let ids = pack_entries(&repo);
+    let unique: HashSet<_> = ids.iter().collect();
+    assert_eq!(ids.len(), unique.len(), "a blob was packed twice");
+    let s = &first.snapshot.summary;
+    assert_eq!(s.files, 604);
+    assert_eq!(s.data_blobs_added + s.tree_blobs_added, ids.len() as u64);
+    assert!(
+        s.bytes_added + (23 << 20) <= s.bytes_read,
+        "the shared chunks and identical files deduplicated: {s:?}"
+    );
+    let seen = progress.snapshot();
+    assert_eq!(
+        (seen.files, seen.bytes, seen.bytes_read),
+        (s.files, s.bytes, s.bytes_read)
+    );
+
+    // Deterministic trees: the same source backed up again (no parent, everything read and
+    // sealed again in whatever order the pool runs) gives the same tree for it.
+    let second = backup(&repo, &options(&source, "other-host", None), &Cancel::new()).unwrap();
+    assert_eq!(second.snapshot.summary.bytes_read, s.bytes_read);
+    assert_eq!(
+        subtree(&repo, &second.snapshot.tree, &source),
+        subtree(&repo, &first.snapshot.tree, &source)
+    );
+    assert_eq!(second.snapshot.summary.data_blobs_added, 0);
+
+    let target = tmp.path().join("restored");
+    restore_into(&repo, &first.id, &target);
+    assert_same_tree(&source, &restored_source(&target, &source));
+}
+
+#[test]
+fn files_cache_skips_unchanged_files_without_a_parent_and_rereads_changed_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let source = tmp.path().join("src");
+    build_source(&source);
+    let cache = tmp.path().join("cache");
+    let repo = new_repo(&tmp.path().join("repo"));
+    let first = backup(&repo, &options(&source, "a", Some(&cache)), &Cancel::new()).unwrap();
+    assert!(cache.join("files").is_file());
+
+    // Another host: no parent snapshot, so only the cache can say the files are unchanged.
+    fs::write(source.join("d1").join("small1"), b"changed content").unwrap();
+    let second = backup(&repo, &options(&source, "b", Some(&cache)), &Cancel::new()).unwrap();
+    let s = &second.snapshot.summary;
+    assert_eq!(second.snapshot.parent, None);
+    assert_eq!(s.files_unchanged, 603, "{s:?}");
+    assert_eq!(s.bytes_read, 15, "only the changed file is read: {s:?}");
+    let target = tmp.path().join("restored");
+    restore_into(&repo, &second.id, &target);
+    assert_same_tree(&source, &restored_source(&target, &source));
+
+    // A corrupt cache is ignored: everything is read again, nothing fails.
+    let path = cache.join("files");
+    let mut bytes = fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    fs::write(&path, &bytes).unwrap();
+    let third = backup(&repo, &options(&source, "c", Some(&cache)), &Cancel::new()).unwrap();
+    let s = &third.snapshot.summary;
+    assert_eq!(s.files_unchanged, 0);
+    assert_eq!(s.bytes_read, first.snapshot.summary.bytes_read - 1037 + 15);
+    assert_eq!(s.data_blobs_added, 0);
+
+    // Entries whose chunks are not in the repository are not trusted: the same cache used
+    // with another repository (other keyed ids) reads everything.
+    let other = new_repo(&tmp.path().join("other"));
+    let fourth = backup(&other, &options(&source, "c", Some(&cache)), &Cancel::new()).unwrap();
+    assert_eq!(fourth.snapshot.summary.files_unchanged, 0);
+    let target = tmp.path().join("restored-other");
+    restore_into(&other, &fourth.id, &target);
+    assert_same_tree(&source, &restored_source(&target, &source));
+}
+
+#[test]
+fn a_cancelled_backup_writes_no_snapshot_and_the_next_one_completes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let source = tmp.path().join("src");
+    build_source(&source);
+    let repo = new_repo(&tmp.path().join("repo"));
+    let cancel = Cancel::new();
+    cancel.cancel();
+    let err = backup(&repo, &options(&source, "h", None), &cancel).unwrap_err();
+    assert!(matches!(err, BackupError::Interrupted), "{err}");
+    assert!(repo.list_snapshot_ids().unwrap().is_empty());
+    let done = backup(&repo, &options(&source, "h", None), &Cancel::new()).unwrap();
+    assert_eq!(done.snapshot.summary.files, 604);
+    let target = tmp.path().join("restored");
+    restore_into(&repo, &done.id, &target);
+    assert_same_tree(&source, &restored_source(&target, &source));
+}

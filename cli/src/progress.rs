@@ -1,0 +1,116 @@
+//! Showing a long operation's [`Progress`] while it runs: an indicatif bar on stderr when
+//! stderr is a terminal, JSON lines on stderr with `--json` (stdout stays one JSON value),
+//! nothing otherwise. Generic over the operation (backup now; restore and prune can pass
+//! their own label and counters).
+
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::sync::mpsc::{RecvTimeoutError, Sender, channel};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bunker_agent::progress::{Progress, ProgressSnapshot};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+
+/// How often a bar redraws.
+const BAR_TICK: Duration = Duration::from_millis(100);
+/// How often a JSON progress line is written (at most).
+const JSON_TICK: Duration = Duration::from_millis(500);
+
+/// A running display; [`Display::finish`] stops it and clears the bar.
+pub struct Display {
+    stop: Option<Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Display {
+    /// Starts showing `progress` for an operation called `label` (`"backup"`, ...).
+    pub fn start(label: &'static str, progress: Arc<Progress>, json: bool) -> Self {
+        let mode = if json {
+            Mode::Json
+        } else if std::io::stderr().is_terminal() {
+            Mode::Bar
+        } else {
+            return Self {
+                stop: None,
+                thread: None,
+            };
+        };
+        let (stop, stopped) = channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let started = Instant::now();
+            let bar = matches!(mode, Mode::Bar).then(|| new_bar(label));
+            let tick = if bar.is_some() { BAR_TICK } else { JSON_TICK };
+            // Stops when told (or when the display is dropped).
+            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(tick) {
+                let now = progress.snapshot();
+                match &bar {
+                    Some(bar) => update_bar(bar, &now),
+                    None => json_line(label, &now, started.elapsed()),
+                }
+            }
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+        });
+        Self {
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the display (the bar is cleared; JSON lines just end).
+    pub fn finish(mut self) {
+        self.stop = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Mode {
+    Bar,
+    Json,
+}
+
+fn new_bar(label: &str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+    let template = format!(
+        "{label} {{elapsed_precise}} [{{wide_bar}}] {{bytes}}/{{total_bytes}} {{bytes_per_sec}} ETA {{eta}} {{msg}}"
+    );
+    if let Ok(style) = ProgressStyle::with_template(&template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+fn update_bar(bar: &ProgressBar, now: &ProgressSnapshot) {
+    // The expected total is an estimate (the parent's size): never let it fall behind.
+    bar.set_length(now.expected_bytes.max(now.bytes));
+    bar.set_position(now.bytes);
+    let files = if now.expected_files > 0 {
+        format!("{}/{} files", now.files, now.expected_files.max(now.files))
+    } else {
+        format!("{} files", now.files)
+    };
+    bar.set_message(files);
+}
+
+fn json_line(label: &str, now: &ProgressSnapshot, elapsed: Duration) {
+    let seconds = elapsed.as_secs_f64();
+    let line = json!({
+        "message_type": "progress",
+        "operation": label,
+        "seconds": (seconds * 10.0).round() / 10.0,
+        "files": now.files,
+        "bytes": now.bytes,
+        "bytes_read": now.bytes_read,
+        "expected_files": (now.expected_files > 0).then_some(now.expected_files),
+        "expected_bytes": (now.expected_bytes > 0).then_some(now.expected_bytes),
+        "bytes_per_second": if seconds > 0.0 { (now.bytes as f64 / seconds) as u64 } else { 0 },
+    });
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{line}");
+}
