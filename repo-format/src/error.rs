@@ -69,6 +69,16 @@ pub enum Error {
         /// What was attempted.
         operation: &'static str,
     },
+    /// The storage refuses to delete or overwrite an object whose lock has not lapsed.
+    #[error("{object}: locked until {until} ({location} refuses to delete it)")]
+    Locked {
+        /// Object name.
+        object: String,
+        /// Where the repository is.
+        location: String,
+        /// The retain-until date, as the storage reported it (or `unknown`).
+        until: String,
+    },
     /// An I/O error from the operating system or a storage service.
     #[error("{context}: {source}")]
     Io {
