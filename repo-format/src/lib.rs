@@ -20,6 +20,7 @@ mod id;
 pub mod index;
 pub mod keyslot;
 pub mod object;
+pub mod object_lock;
 pub mod pack;
 pub mod prune;
 pub mod repair;

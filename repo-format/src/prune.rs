@@ -25,6 +25,7 @@ use crate::gc_plan::GcPlan;
 use crate::id::{BlobId, IndexId, PackId};
 use crate::index::{BlobLocation, Index, IndexSegment, IndexedPack};
 use crate::object::ObjectKind;
+use crate::object_lock::locked_until;
 use crate::repository::Repository;
 use crate::session::{ActiveSession, SESSION_TIMEOUT, SessionView, list_sessions};
 use crate::tree::Timestamp;
@@ -94,6 +95,9 @@ pub struct PrunePlan {
     pub stale_heartbeats: Vec<String>,
     /// Index segments to merge (all of them, when there are too many).
     pub merge_segments: bool,
+    /// Packs of due plans whose lock has not lapsed: their deletion waits (locked
+    /// repositories only).
+    pub locked: Vec<(String, SystemTime)>,
     session: Option<ActiveSession>,
     blobs_by_pack: HashMap<PackId, Vec<(BlobId, BlobLocation)>>,
     grace: Duration,
@@ -122,6 +126,11 @@ pub struct PruneReport {
     pub segments_removed: usize,
     /// Heartbeat objects removed.
     pub heartbeats_removed: usize,
+    /// Objects due for deletion but kept because their lock has not lapsed yet, with the
+    /// date it lapses; a later run deletes them.
+    pub locked: Vec<(String, SystemTime)>,
+    /// Locks extended for objects live snapshots need (locked repositories).
+    pub locks_extended: usize,
 }
 
 /// Looks at the repository and decides what to do. With `dry_run`, no object is written
@@ -177,6 +186,13 @@ pub fn prune_plan(repo: &Repository, options: &PruneOptions, dry_run: bool) -> R
         }
     }
     let due = decide(due_plans, &used, &blobs_by_pack, &stored);
+    let mut locked = Vec::new();
+    for (pack, kind, _) in due.iter().flat_map(|d| d.delete.iter()) {
+        let name = crate::pack::pack_kind(*kind).name(&pack.to_hex());
+        if let Some(until) = locked_until(repo, &name, storage_now)? {
+            locked.push((name, until));
+        }
+    }
 
     // Phase 1: what to condemn now.
     let oldest_live_start = live.iter().map(|s| s.first).min();
@@ -254,6 +270,7 @@ pub fn prune_plan(repo: &Repository, options: &PruneOptions, dry_run: bool) -> R
         unused_bytes_left: unused_left,
         stale_heartbeats,
         merge_segments: segments.len() > MAX_SEGMENTS,
+        locked,
         session,
         blobs_by_pack,
         grace: options.grace,
@@ -539,8 +556,42 @@ pub fn prune(repo: &Repository, mut plan: PrunePlan) -> Result<PruneReport> {
             .flat_map(|(_, segment)| segment.packs.iter().map(|p| p.id))
             .filter(|pack| !stored_now.contains_key(pack)),
     );
+    // In a locked repository, nothing is deleted before its lock lapses: a locked pack
+    // stays doomed for a later run, and so does every pack a locked segment lists (the
+    // segment cannot be replaced yet).
+    let now = SystemTime::now();
+    let mut held: Vec<(String, SystemTime)> = Vec::new();
+    for due in &plan.due {
+        for (pack, kind, _) in &due.delete {
+            let name = crate::pack::pack_kind(*kind).name(&pack.to_hex());
+            if let Some(until) = locked_until(repo, &name, now)? {
+                doomed.remove(pack);
+                held.push((name, until));
+            }
+        }
+    }
+    let mut locked_segments: HashSet<IndexId> = HashSet::new();
+    for (id, segment) in &current_segments {
+        let touched = merge || segment.packs.iter().any(|p| doomed.contains(&p.id));
+        if !touched {
+            continue;
+        }
+        let name = ObjectKind::Index.name(&id.to_hex());
+        if let Some(until) = locked_until(repo, &name, now)? {
+            locked_segments.insert(*id);
+            held.push((name, until));
+        }
+    }
+    for (id, segment) in &current_segments {
+        if locked_segments.contains(id) {
+            for pack in &segment.packs {
+                doomed.remove(&pack.id);
+            }
+        }
+    }
     let rewrite: Vec<&(IndexId, IndexSegment)> = current_segments
         .iter()
+        .filter(|(id, _)| !locked_segments.contains(id))
         .filter(|(_, segment)| merge || segment.packs.iter().any(|p| doomed.contains(&p.id)))
         .collect();
     if !rewrite.is_empty() {
@@ -558,20 +609,40 @@ pub fn prune(repo: &Repository, mut plan: PrunePlan) -> Result<PruneReport> {
         }
     }
     for due in &plan.due {
+        let mut complete = true;
         for (pack, kind, size) in &due.delete {
+            if !doomed.contains(pack) {
+                complete = false;
+                continue;
+            }
             repo.backend()
                 .delete(&crate::pack::pack_kind(*kind).name(&pack.to_hex()))?;
             report.deleted_packs += 1;
             report.deleted_bytes += size;
         }
         report.recovered_packs += due.recovered.len();
-        repo.backend().delete(&due.name)?;
-        report.plans_executed += 1;
+        // A plan with packs still locked stays, for a later run to finish.
+        if complete {
+            if let Some(until) = locked_until(repo, &due.name, now)? {
+                held.push((due.name.clone(), until));
+            } else {
+                repo.backend().delete(&due.name)?;
+                report.plans_executed += 1;
+            }
+        }
     }
     for name in &plan.stale_heartbeats {
+        if locked_until(repo, name, now)?.is_some() {
+            continue; // small, and deleted by a run after its lock lapses
+        }
         repo.backend().delete(name)?;
         report.heartbeats_removed += 1;
     }
+    if repo.config().params.lock.is_some() {
+        let extend = crate::object_lock::extend_plan(repo)?;
+        report.locks_extended = crate::object_lock::extend(repo, &extend)?;
+    }
+    report.locked = held;
     session.end()?;
     Ok(report)
 }

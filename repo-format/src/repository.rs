@@ -84,11 +84,15 @@ impl Repository {
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e),
         }
+        if let Some(lock) = options.params.lock {
+            // Before the first object: a bucket without Object Lock is refused up front.
+            backend.enable_lock(lock)?;
+        }
         let key = MasterKey::generate();
         let config = Config {
             header: ConfigHeader {
                 repository_id: crate::crypto::random_array(),
-                features: FeatureFlags::default(),
+                features: FeatureFlags::for_params(&options.params),
                 kdf: options.kdf,
             },
             params: options.params,
@@ -167,6 +171,10 @@ impl Repository {
         slot: KeySlotId,
     ) -> Result<Self> {
         let chunker = Chunker::new(config.params.chunker, key.writer().chunker_seed())?;
+        if let Some(lock) = config.params.lock {
+            // Everything this process writes is locked like the rest of the repository.
+            backend.enable_lock(lock)?;
+        }
         Ok(Self {
             backend,
             config,
