@@ -137,7 +137,9 @@ impl S3Backend {
                 Ok(result) => result.bytes().await,
                 Err(e) => Err(e),
             };
-            bytes.map(|b| b.to_vec()).map_err(|e| self.error(e, "reading", name))
+            bytes
+                .map(|b| b.to_vec())
+                .map_err(|e| self.error(e, "reading", name))
         })
     }
 
@@ -203,9 +205,8 @@ impl S3Backend {
     fn error(&self, e: object_store::Error, what: &str, name: &str) -> Error {
         let status = match &e {
             object_store::Error::NotFound { .. } => Some(404),
-            object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => {
-                Some(412)
-            }
+            object_store::Error::AlreadyExists { .. }
+            | object_store::Error::Precondition { .. } => Some(412),
             object_store::Error::Unauthenticated { .. } => Some(401),
             object_store::Error::PermissionDenied { .. } => Some(403),
             _ => None,
@@ -281,7 +282,9 @@ impl Backend for S3Backend {
                 Ok(result) => result.bytes().await,
                 Err(e) => Err(e),
             };
-            result.map(|b| b.to_vec()).map_err(|e| self.error(e, "reading", name))
+            result
+                .map(|b| b.to_vec())
+                .map_err(|e| self.error(e, "reading", name))
         })
     }
 
@@ -322,7 +325,10 @@ impl Backend for S3Backend {
             Ok((_, bytes)) if bytes.len() as u64 == length => Ok(bytes.to_vec()),
             Ok((size, bytes)) => Err(Error::corrupt(
                 name,
-                format!("asked {length} bytes at {offset}, the {size}-byte object gave {}", bytes.len()),
+                format!(
+                    "asked {length} bytes at {offset}, the {size}-byte object gave {}",
+                    bytes.len()
+                ),
             )),
             Err(e) => {
                 let error = self.error(e, "reading", name);
@@ -389,7 +395,11 @@ impl Backend for S3Backend {
 
     fn delete(&self, name: &str) -> Result<()> {
         let path = self.path(name)?;
-        let locked = self.lock.read().unwrap_or_else(|e| e.into_inner()).is_some();
+        let locked = self
+            .lock
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some();
         if locked {
             // Remove the version itself: a plain DELETE would only hide a locked object
             // behind a delete marker.
@@ -432,7 +442,12 @@ impl Backend for S3Backend {
         if info.retain_until.is_some_and(|current| current >= until) {
             return Ok(());
         }
-        let policy = self.lock.read().unwrap_or_else(|e| e.into_inner()).as_ref().map(|w| w.policy);
+        let policy = self
+            .lock
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|w| w.policy);
         let mode = match (info.mode, policy) {
             (Some(mode), _) => mode,
             (None, Some(policy)) => policy.mode.s3_name().to_owned(),
@@ -520,6 +535,10 @@ fn build_store(location: &S3Location, lock: Option<(LockPolicy, SystemTime)>) ->
         builder = builder.with_token(token);
     }
     builder.build().map_err(|e| {
-        Error::Invalid(format!("S3 settings for {}: {}", location.url(), error_chain(&e)))
+        Error::Invalid(format!(
+            "S3 settings for {}: {}",
+            location.url(),
+            error_chain(&e)
+        ))
     })
 }

@@ -50,10 +50,20 @@ pub(crate) fn classify(status: Option<u16>, text: &str) -> Kind {
 
 /// Builds the repository error for `kind`. `what` says what was done (`writing`, ...),
 /// `bucket` and `key` where; `detail` is the server's message, kept for `Other`.
-pub(crate) fn to_error(kind: Kind, what: &str, bucket: &str, key: &str, name: &str, detail: &str) -> Error {
+pub(crate) fn to_error(
+    kind: Kind,
+    what: &str,
+    bucket: &str,
+    key: &str,
+    name: &str,
+    detail: &str,
+) -> Error {
     let detail = one_line(detail);
     let io_error = |io_kind: io::ErrorKind, message: String| {
-        Error::io(format!("{what} s3://{bucket}/{key}"), io::Error::new(io_kind, message))
+        Error::io(
+            format!("{what} s3://{bucket}/{key}"),
+            io::Error::new(io_kind, message),
+        )
     };
     match kind {
         Kind::NotFound => Error::NotFound {
@@ -107,8 +117,14 @@ mod tests {
 
     #[test]
     fn codes_win_over_statuses() {
-        assert_eq!(classify(Some(404), "<Code>NoSuchBucket</Code>"), Kind::NoSuchBucket);
-        assert_eq!(classify(Some(403), "InvalidAccessKeyId"), Kind::BadCredentials);
+        assert_eq!(
+            classify(Some(404), "<Code>NoSuchBucket</Code>"),
+            Kind::NoSuchBucket
+        );
+        assert_eq!(
+            classify(Some(403), "InvalidAccessKeyId"),
+            Kind::BadCredentials
+        );
         assert_eq!(classify(Some(403), "AccessDenied"), Kind::AccessDenied);
         assert_eq!(classify(Some(404), "NoSuchKey"), Kind::NotFound);
         assert_eq!(classify(Some(412), ""), Kind::AlreadyExists);
@@ -121,12 +137,26 @@ mod tests {
 
     #[test]
     fn messages_name_bucket_and_key_on_one_line() {
-        let e = to_error(Kind::NoSuchBucket, "reading", "bkt", "p/config", "config", "x");
+        let e = to_error(
+            Kind::NoSuchBucket,
+            "reading",
+            "bkt",
+            "p/config",
+            "config",
+            "x",
+        );
         assert_eq!(
             e.to_string(),
             "reading s3://bkt/p/config: bucket bkt does not exist (or is in another region than AWS_REGION)"
         );
-        let e = to_error(Kind::Other, "writing", "bkt", "k", "k", "line one\n  line two");
+        let e = to_error(
+            Kind::Other,
+            "writing",
+            "bkt",
+            "k",
+            "k",
+            "line one\n  line two",
+        );
         assert_eq!(e.to_string(), "writing s3://bkt/k: line one line two");
     }
 }

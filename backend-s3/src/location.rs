@@ -77,8 +77,9 @@ impl S3Location {
         }
         let prefix = prefix.trim_end_matches('/');
         if !prefix.is_empty() {
-            bunker_repo_format::backend::validate_name(prefix)
-                .map_err(|_| invalid("the prefix must be '/'-separated letters, digits, '-', '_' or '.'"))?;
+            bunker_repo_format::backend::validate_name(prefix).map_err(|_| {
+                invalid("the prefix must be '/'-separated letters, digits, '-', '_' or '.'")
+            })?;
         }
         let nonempty = |name: &str| env(name).filter(|v| !v.is_empty());
         let endpoint = nonempty("AWS_ENDPOINT_URL_S3").or_else(|| nonempty("AWS_ENDPOINT_URL"));
@@ -133,7 +134,10 @@ fn is_loopback_http(endpoint: &str) -> bool {
     };
     let host = rest.split('/').next().unwrap_or_default();
     let host = if host.starts_with('[') {
-        host.split(']').next().map(|h| format!("{h}]")).unwrap_or_default()
+        host.split(']')
+            .next()
+            .map(|h| format!("{h}]"))
+            .unwrap_or_default()
     } else {
         host.split(':').next().unwrap_or_default().to_owned()
     };
@@ -161,34 +165,61 @@ mod tests {
             ("AWS_ENDPOINT_URL", "https://s3.example.net"),
         ];
         let loc = S3Location::from_url("s3://my-bucket/hosts/web1/", env(&vars)).unwrap();
-        assert_eq!((loc.bucket.as_str(), loc.prefix.as_str()), ("my-bucket", "hosts/web1"));
+        assert_eq!(
+            (loc.bucket.as_str(), loc.prefix.as_str()),
+            ("my-bucket", "hosts/web1")
+        );
         assert_eq!(loc.region, "eu-west-3");
         assert_eq!(loc.endpoint.as_deref(), Some("https://s3.example.net"));
         assert!(!loc.allow_http);
         assert_eq!(loc.key("config"), "hosts/web1/config");
         assert_eq!(loc.url(), "s3://my-bucket/hosts/web1");
-        assert!(!format!("{loc:?}").contains("secret"), "Debug prints the secret");
+        assert!(
+            !format!("{loc:?}").contains("secret"),
+            "Debug prints the secret"
+        );
         let bare = S3Location::from_url("s3://bkt", env(&[])).unwrap();
-        assert_eq!((bare.prefix.as_str(), bare.key("config").as_str()), ("", "config"));
+        assert_eq!(
+            (bare.prefix.as_str(), bare.key("config").as_str()),
+            ("", "config")
+        );
         assert_eq!(bare.region, "us-east-1");
     }
 
     #[test]
     fn plain_http_needs_loopback_or_the_opt_in() {
         let local = [("AWS_ENDPOINT_URL", "http://127.0.0.1:5000")];
-        assert!(S3Location::from_url("s3://bkt/p", env(&local)).unwrap().allow_http);
+        assert!(
+            S3Location::from_url("s3://bkt/p", env(&local))
+                .unwrap()
+                .allow_http
+        );
         let remote = [("AWS_ENDPOINT_URL", "http://minio.lan:9000")];
         let err = S3Location::from_url("s3://bkt/p", env(&remote)).unwrap_err();
         assert!(err.to_string().contains(ALLOW_HTTP_VAR), "{err}");
-        let opted = [("AWS_ENDPOINT_URL", "http://minio.lan:9000"), (ALLOW_HTTP_VAR, "1")];
-        assert!(S3Location::from_url("s3://bkt/p", env(&opted)).unwrap().allow_http);
+        let opted = [
+            ("AWS_ENDPOINT_URL", "http://minio.lan:9000"),
+            (ALLOW_HTTP_VAR, "1"),
+        ];
+        assert!(
+            S3Location::from_url("s3://bkt/p", env(&opted))
+                .unwrap()
+                .allow_http
+        );
         let sneaky = [("AWS_ENDPOINT_URL", "http://127.0.0.1.evil.net")];
         assert!(S3Location::from_url("s3://bkt/p", env(&sneaky)).is_err());
     }
 
     #[test]
     fn bad_urls_are_refused_with_the_reason() {
-        for bad in ["s3://", "s3://AB", "s3://bucket_x/p", "s3://bkt/a//b", "s3://bkt/../x", "gs://bkt"] {
+        for bad in [
+            "s3://",
+            "s3://AB",
+            "s3://bucket_x/p",
+            "s3://bkt/a//b",
+            "s3://bkt/../x",
+            "gs://bkt",
+        ] {
             let err = S3Location::from_url(bad, env(&[])).unwrap_err();
             assert!(err.to_string().contains(bad), "{bad}: {err}");
         }

@@ -69,7 +69,10 @@ impl RawClient {
         };
         let retain_until = match header("x-amz-object-lock-retain-until-date") {
             Some(text) => Some(parse_date(&text).ok_or_else(|| {
-                Error::corrupt(name, format!("the server gave an unreadable lock date {text:?}"))
+                Error::corrupt(
+                    name,
+                    format!("the server gave an unreadable lock date {text:?}"),
+                )
             })?),
             None => None,
         };
@@ -93,7 +96,8 @@ impl RawClient {
             return Err(Error::Locked {
                 object: name.to_owned(),
                 location: self.location.url(),
-                until: until.unwrap_or_else(|| format!("unknown (server said: {})", reply.body.trim())),
+                until: until
+                    .unwrap_or_else(|| format!("unknown (server said: {})", reply.body.trim())),
             });
         }
         self.check(&reply, "deleting", name)
@@ -125,7 +129,9 @@ impl RawClient {
 
     /// GetObjectLockConfiguration of the bucket: fails unless Object Lock is enabled.
     pub(crate) async fn check_object_lock(&self) -> Result<()> {
-        let reply = self.send(Method::GET, "", &[("object-lock", "")], None).await?;
+        let reply = self
+            .send(Method::GET, "", &[("object-lock", "")], None)
+            .await?;
         let enabled = reply.status == 200 && reply.body.contains("<ObjectLockEnabled>Enabled<");
         if enabled {
             return Ok(());
@@ -156,7 +162,14 @@ impl RawClient {
         };
         let kind = classify(Some(reply.status), &detail);
         let key = self.location.key(name);
-        Err(to_error(kind, what, &self.location.bucket, &key, name, &detail))
+        Err(to_error(
+            kind,
+            what,
+            &self.location.bucket,
+            &key,
+            name,
+            &detail,
+        ))
     }
 
     /// Presigns and sends one request (to the bucket itself when `name` is empty),
@@ -176,13 +189,14 @@ impl RawClient {
         let path = Path::parse(&key)
             .map_err(|e| Error::Invalid(format!("invalid object name {name:?}: {e}")))?;
         let mut options = SignedUrlOptions::new().with_query(query.iter().copied());
-        let md5 = body.as_ref().map(|body| {
-            base64::engine::general_purpose::STANDARD.encode(Md5::digest(body))
-        });
+        let md5 = body
+            .as_ref()
+            .map(|body| base64::engine::general_purpose::STANDARD.encode(Md5::digest(body)));
         if let Some(md5) = &md5 {
             let value = http::HeaderValue::from_str(md5)
                 .map_err(|e| Error::Invalid(format!("content-md5: {e}")))?;
-            options = options.with_signed_header(http::HeaderName::from_static("content-md5"), value);
+            options =
+                options.with_signed_header(http::HeaderName::from_static("content-md5"), value);
         }
         let context = |what: &str| format!("{what} s3://{}/{key}", self.location.bucket);
         let mut delay = Duration::from_millis(100);
@@ -191,10 +205,14 @@ impl RawClient {
                 .signer
                 .signed_url_opts(method.clone(), &path, URL_LIFETIME, &options)
                 .await
-                .map_err(|e| Error::Invalid(format!("{}: {e}", context("signing a request for"))))?;
+                .map_err(|e| {
+                    Error::Invalid(format!("{}: {e}", context("signing a request for")))
+                })?;
             let mut request = self.http.request(method.clone(), url.as_str());
             if let (Some(md5), Some(body)) = (&md5, &body) {
-                request = request.header(http::HeaderName::from_static("content-md5"), md5).body(body.clone());
+                request = request
+                    .header(http::HeaderName::from_static("content-md5"), md5)
+                    .body(body.clone());
             }
             let last = attempt == ATTEMPTS;
             match request.send().await {
@@ -231,14 +249,17 @@ impl RawClient {
 
 /// Parses an S3 date (`2026-12-22T04:00:00.000Z`).
 fn parse_date(text: &str) -> Option<SystemTime> {
-    jiff::Timestamp::from_str(text.trim()).ok().map(SystemTime::from)
+    jiff::Timestamp::from_str(text.trim())
+        .ok()
+        .map(SystemTime::from)
 }
 
 /// Formats a date the way S3 expects it, rounded up to the second.
 pub(crate) fn format_date(time: SystemTime) -> String {
     let ts = jiff::Timestamp::try_from(time).unwrap_or(jiff::Timestamp::MAX);
     let rounded = if ts.subsec_nanosecond() > 0 {
-        ts.checked_add(jiff::SignedDuration::from_secs(1)).unwrap_or(ts)
+        ts.checked_add(jiff::SignedDuration::from_secs(1))
+            .unwrap_or(ts)
     } else {
         ts
     };

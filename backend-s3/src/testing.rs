@@ -67,14 +67,12 @@ pub fn create_bucket(endpoint: &str, bucket: &str, object_lock: bool) {
 /// The location of `s3://bucket/prefix` on the test server, with its dummy credentials.
 pub fn location(endpoint: &str, bucket: &str, prefix: &str) -> S3Location {
     let url = format!("s3://{bucket}/{prefix}");
-    S3Location::from_url(&url, |name| {
-        match name {
-            "AWS_ENDPOINT_URL" => Some(endpoint.to_owned()),
-            "AWS_ACCESS_KEY_ID" => Some("testing".to_owned()),
-            "AWS_SECRET_ACCESS_KEY" => Some("testing".to_owned()),
-            "AWS_REGION" => Some("us-east-1".to_owned()),
-            _ => None,
-        }
+    S3Location::from_url(&url, |name| match name {
+        "AWS_ENDPOINT_URL" => Some(endpoint.to_owned()),
+        "AWS_ACCESS_KEY_ID" => Some("testing".to_owned()),
+        "AWS_SECRET_ACCESS_KEY" => Some("testing".to_owned()),
+        "AWS_REGION" => Some("us-east-1".to_owned()),
+        _ => None,
     })
     .expect("test location")
 }

@@ -56,7 +56,13 @@ fn missing_bucket_and_repository_are_clear_errors() {
     backend.put_if_absent("config", b"c").unwrap();
     let again = S3Backend::create(location(&endpoint, &bucket, "p")).unwrap_err();
     assert!(matches!(again, Error::RepositoryExists { .. }), "{again}");
-    assert_eq!(S3Backend::open(location(&endpoint, &bucket, "p")).unwrap().get("config").unwrap(), b"c");
+    assert_eq!(
+        S3Backend::open(location(&endpoint, &bucket, "p"))
+            .unwrap()
+            .get("config")
+            .unwrap(),
+        b"c"
+    );
 }
 
 #[test]
@@ -74,7 +80,10 @@ fn a_lock_needs_a_bucket_with_object_lock() {
     let err = backend.enable_lock(policy).unwrap_err();
     assert!(matches!(err, Error::Unsupported { .. }), "{err}");
     let text = err.to_string();
-    assert!(text.contains(&bucket) && text.contains("Object Lock"), "{text}");
+    assert!(
+        text.contains(&bucket) && text.contains("Object Lock"),
+        "{text}"
+    );
     assert!(!text.contains('\n'), "{text}");
 }
 
@@ -94,12 +103,17 @@ fn locked_objects_cannot_be_deleted_and_locks_extend() {
         })
         .unwrap();
     let before = SystemTime::now();
-    backend.put_if_absent("data/ab/pack", b"pack bytes").unwrap();
+    backend
+        .put_if_absent("data/ab/pack", b"pack bytes")
+        .unwrap();
     let info = backend.lock_info("data/ab/pack").unwrap();
     assert_eq!(info.mode.as_deref(), Some("COMPLIANCE"));
     let until = info.retain_until.expect("a retain-until date");
     assert!(until >= before + period, "locked for less than the period");
-    assert!(until <= before + period + Duration::from_secs(3600), "locked far too long");
+    assert!(
+        until <= before + period + Duration::from_secs(3600),
+        "locked far too long"
+    );
 
     // Deleting through the backend removes the version, which the server refuses.
     let err = backend.delete("data/ab/pack").unwrap_err();
@@ -112,5 +126,8 @@ fn locked_objects_cannot_be_deleted_and_locks_extend() {
     assert_eq!(extended, later);
     // Never backwards.
     backend.extend_retention("data/ab/pack", before).unwrap();
-    assert_eq!(backend.retained_until("data/ab/pack").unwrap(), Some(extended));
+    assert_eq!(
+        backend.retained_until("data/ab/pack").unwrap(),
+        Some(extended)
+    );
 }

@@ -135,13 +135,25 @@ fn locked_config_decodes_with_body_version_2_and_the_lock_flags() {
     let (header, body_offset) = Config::decode_header(&bytes).expect("header");
     assert_eq!(body_offset, 77);
     assert_eq!(bytes.len(), 77 + 24 + 38 + 16);
-    assert_eq!((header.features.read, header.features.write, header.features.prune), (0, 1, 1));
+    assert_eq!(
+        (
+            header.features.read,
+            header.features.write,
+            header.features.prune
+        ),
+        (0, 1, 1)
+    );
     let config = Config::decode(&bytes, golden_master().writer()).expect("decodes");
     assert_eq!(config, golden_locked_config());
     let lock = config.params.lock.expect("a lock policy");
-    assert_eq!((lock.mode, lock.period.as_secs()), (LockMode::Compliance, 2_592_000));
+    assert_eq!(
+        (lock.mode, lock.period.as_secs()),
+        (LockMode::Compliance, 2_592_000)
+    );
     for operation in [Operation::Read, Operation::Write, Operation::Prune] {
-        config.check_features(operation).expect("the lock flag is known");
+        config
+            .check_features(operation)
+            .expect("the lock flag is known");
     }
 }
 

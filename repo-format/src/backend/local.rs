@@ -154,7 +154,10 @@ impl LocalBackend {
 
     /// Path of the lock sidecar of the object at `path`.
     fn lock_path(path: &Path) -> PathBuf {
-        let file = path.file_name().map(|f| f.to_string_lossy()).unwrap_or_default();
+        let file = path
+            .file_name()
+            .map(|f| f.to_string_lossy())
+            .unwrap_or_default();
         parent_dir(path).join(format!("{LOCK_PREFIX}{file}"))
     }
 
@@ -163,7 +166,10 @@ impl LocalBackend {
         match fs::read_to_string(Self::lock_path(path)) {
             Ok(text) => {
                 let secs: u64 = text.trim().parse().map_err(|_| {
-                    Error::corrupt(name, format!("lock sidecar holds {:?}, not a date", text.trim()))
+                    Error::corrupt(
+                        name,
+                        format!("lock sidecar holds {:?}, not a date", text.trim()),
+                    )
                 })?;
                 Ok(Some(UNIX_EPOCH + Duration::from_secs(secs)))
             }
@@ -175,12 +181,22 @@ impl LocalBackend {
     /// Records `until` as the retain-until date of the object at `path`, unless a later
     /// date is recorded already. The sidecar is replaced atomically and fsynced.
     fn write_lock(&self, name: &str, path: &Path, until: SystemTime) -> Result<()> {
-        if self.read_lock(name, path)?.is_some_and(|current| current >= until) {
+        if self
+            .read_lock(name, path)?
+            .is_some_and(|current| current >= until)
+        {
             return Ok(());
         }
-        let secs = until.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let secs = until
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
         // Round up: a lock never ends before the asked date.
-        let secs = if UNIX_EPOCH + Duration::from_secs(secs) < until { secs + 1 } else { secs };
+        let secs = if UNIX_EPOCH + Duration::from_secs(secs) < until {
+            secs + 1
+        } else {
+            secs
+        };
         let dir = parent_dir(path);
         let written = (|| {
             create_dirs(dir, Some(&self.root))?;

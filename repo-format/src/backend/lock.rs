@@ -127,9 +127,15 @@ mod tests {
 
     #[test]
     fn periods_parse_in_days_hours_and_years() {
-        assert_eq!(parse_period("30d").unwrap(), Duration::from_secs(30 * 86400));
+        assert_eq!(
+            parse_period("30d").unwrap(),
+            Duration::from_secs(30 * 86400)
+        );
         assert_eq!(parse_period("36h").unwrap(), Duration::from_secs(36 * 3600));
-        assert_eq!(parse_period("1y").unwrap(), Duration::from_secs(365 * 86400));
+        assert_eq!(
+            parse_period("1y").unwrap(),
+            Duration::from_secs(365 * 86400)
+        );
         for bad in ["", "d", "30", "30m", "-1d", "1.5d", "99999999999999999y"] {
             assert!(parse_period(bad).is_err(), "{bad:?} parsed");
         }

@@ -21,7 +21,6 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-
 use crate::error::Result;
 
 /// Name, size and storage time of a stored object.
@@ -76,7 +75,10 @@ pub trait Backend: Send + Sync + Debug {
     fn enable_lock(&self, policy: LockPolicy) -> Result<()> {
         Err(crate::Error::Unsupported {
             object: self.location(),
-            what: format!("Object Lock ({} mode): this storage cannot lock objects", policy.mode),
+            what: format!(
+                "Object Lock ({} mode): this storage cannot lock objects",
+                policy.mode
+            ),
         })
     }
 
@@ -92,7 +94,10 @@ pub trait Backend: Send + Sync + Debug {
         let _ = until;
         Err(crate::Error::Unsupported {
             object: name.to_owned(),
-            what: format!("extending a lock in {}: this storage cannot lock objects", self.location()),
+            what: format!(
+                "extending a lock in {}: this storage cannot lock objects",
+                self.location()
+            ),
         })
     }
 }

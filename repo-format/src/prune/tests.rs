@@ -374,7 +374,9 @@ mod locked {
     }
 
     fn secs(time: SystemTime) -> u64 {
-        time.duration_since(UNIX_EPOCH).expect("after epoch").as_secs()
+        time.duration_since(UNIX_EPOCH)
+            .expect("after epoch")
+            .as_secs()
     }
 
     /// Moves every lock to `until`, the way time passing would make them lapse.
@@ -398,7 +400,11 @@ mod locked {
         for object in &objects {
             let until = repo.backend().retained_until(&object.name).expect("lock");
             let until = until.unwrap_or_else(|| panic!("{} is not locked", object.name));
-            assert!(secs(until) >= secs(before + DAY), "{} locked too briefly", object.name);
+            assert!(
+                secs(until) >= secs(before + DAY),
+                "{} locked too briefly",
+                object.name
+            );
         }
         // A locked snapshot cannot be forgotten yet.
         match repo.delete_snapshot(&first) {
@@ -409,8 +415,13 @@ mod locked {
 
         // Once the locks lapse, forget works; prune plans the packs but keeps them while
         // locked, and deletes them in a run after their locks lapse.
-        set_all_locks(dir.path(), &repo, SystemTime::now() - Duration::from_secs(1));
-        repo.delete_snapshot(&first).expect("forget after the lock lapsed");
+        set_all_locks(
+            dir.path(),
+            &repo,
+            SystemTime::now() - Duration::from_secs(1),
+        );
+        repo.delete_snapshot(&first)
+            .expect("forget after the lock lapsed");
         set_all_locks(dir.path(), &repo, SystemTime::now() + DAY);
         let names = |prefix: &str| -> Vec<String> {
             let listed = repo.backend().list(prefix).expect("list");
@@ -420,23 +431,46 @@ mod locked {
         let plan = prune_plan(&repo, &zero_grace(), false).expect("plan");
         let report = prune(&repo, plan).expect("prune");
         assert_eq!(report.deleted_packs, 0, "{report:?}");
-        assert!(report.locked.iter().any(|(name, _)| name.starts_with("data/")), "{report:?}");
+        assert!(
+            report
+                .locked
+                .iter()
+                .any(|(name, _)| name.starts_with("data/")),
+            "{report:?}"
+        );
         let packs_after = names("data/");
-        assert!(packs_before.iter().all(|p| packs_after.contains(p)), "a locked pack went");
+        assert!(
+            packs_before.iter().all(|p| packs_after.contains(p)),
+            "a locked pack went"
+        );
         assert_restorable(&repo);
 
-        set_all_locks(dir.path(), &repo, SystemTime::now() - Duration::from_secs(1));
+        set_all_locks(
+            dir.path(),
+            &repo,
+            SystemTime::now() - Duration::from_secs(1),
+        );
         let plan = prune_plan(&repo, &zero_grace(), false).expect("plan");
         assert!(plan.locked.is_empty(), "{:?}", plan.locked);
         let report = prune(&repo, plan).expect("prune");
         assert!(report.deleted_packs >= 1, "{report:?}");
         assert!(report.locked.is_empty(), "{report:?}");
-        assert!(repo.backend().list("gc/").expect("list").is_empty(), "plan left behind");
+        assert!(
+            repo.backend().list("gc/").expect("list").is_empty(),
+            "plan left behind"
+        );
         // Prune ran `lock extend`: what the remaining snapshot needs is locked again.
         assert!(report.locks_extended >= 4, "{report:?}");
         for name in needed_objects(&repo).expect("needed") {
-            let until = repo.backend().retained_until(&name).expect("lock").expect("locked");
-            assert!(until > SystemTime::now() + DAY - Duration::from_secs(60), "{name}");
+            let until = repo
+                .backend()
+                .retained_until(&name)
+                .expect("lock")
+                .expect("locked");
+            assert!(
+                until > SystemTime::now() + DAY - Duration::from_secs(60),
+                "{name}"
+            );
         }
         assert_restorable(&repo);
     }
@@ -446,7 +480,11 @@ mod locked {
         let (dir, repo) = locked_repository();
         let kept = backup(&repo, &[1, 2]);
         let gone = backup(&repo, &[7]);
-        set_all_locks(dir.path(), &repo, SystemTime::now() - Duration::from_secs(1));
+        set_all_locks(
+            dir.path(),
+            &repo,
+            SystemTime::now() - Duration::from_secs(1),
+        );
         repo.delete_snapshot(&gone).expect("forget");
         // All locks lapse in an hour, well before a live snapshot's expiry (now + 1 day).
         let soon = SystemTime::now() + Duration::from_secs(3600);
@@ -455,14 +493,22 @@ mod locked {
         let needed = needed_objects(&repo).expect("needed");
         assert!(needed.contains(&"config".to_owned()));
         assert!(needed.contains(&ObjectKind::Snapshot.name(&kept.to_hex())));
-        assert!(!needed.iter().any(|n| n.starts_with("index/") || n.starts_with("sessions/")));
+        assert!(
+            !needed
+                .iter()
+                .any(|n| n.starts_with("index/") || n.starts_with("sessions/"))
+        );
         let plan = extend_plan(&repo).expect("plan");
         let mut planned: Vec<String> = plan.extend.iter().map(|(n, _)| n.clone()).collect();
         planned.sort();
         assert_eq!(planned, needed, "extend exactly the needed objects");
         assert_eq!(extend(&repo, &plan).expect("extend"), needed.len());
         for meta in repo.backend().list("").expect("list") {
-            let until = repo.backend().retained_until(&meta.name).expect("lock").expect("locked");
+            let until = repo
+                .backend()
+                .retained_until(&meta.name)
+                .expect("lock")
+                .expect("locked");
             if needed.contains(&meta.name) {
                 assert_eq!(secs(until), secs(plan.extend_to) + 1, "{}", meta.name);
             } else {
