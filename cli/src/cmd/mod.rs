@@ -6,6 +6,7 @@ mod check;
 mod forget;
 mod init;
 mod key;
+mod lock;
 mod ls;
 pub(crate) mod prune;
 mod repair;
@@ -35,6 +36,7 @@ pub fn run(cli: Cli, cancel: &Cancel) -> Result<u8> {
         Command::Repair(command) => repair::run(global, command),
         Command::Key(command) => key::run(global, command),
         Command::Cat(command) => cat::run(global, command),
+        Command::Lock(command) => lock::run(global, command),
     }
 }
 
