@@ -13,4 +13,12 @@ if [ ${#need_packages[@]} -gt 0 ] && [ "$(id -u)" = 0 ]; then
 fi
 
 cargo build --workspace --all-targets --locked
+
+# The S3 tests run against moto's server (pinned, installed in target/moto-venv), started
+# here on a free port and stopped on exit. Tests find it through BUNKER_TEST_S3_ENDPOINT.
+server=$(scripts/moto-server.sh)
+export BUNKER_TEST_S3_ENDPOINT=$(sed -n 1p <<<"$server")
+moto_pid=$(sed -n 2p <<<"$server")
+trap 'kill "$moto_pid" 2>/dev/null || true' EXIT
+echo "moto S3 server at $BUNKER_TEST_S3_ENDPOINT (pid $moto_pid)"
 cargo test --workspace --locked -- --test-threads="${BUNKER_TEST_THREADS:-2}"

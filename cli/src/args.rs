@@ -19,7 +19,9 @@ pub struct Cli {
 /// Options every command takes.
 #[derive(Debug, Args, Clone)]
 pub struct GlobalOptions {
-    /// Repository location: a local directory.
+    /// Repository location: a local directory, or `s3://BUCKET/PREFIX` (credentials from
+    /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION; AWS_ENDPOINT_URL for other
+    /// S3-compatible servers; plain http:// needs BUNKER_S3_ALLOW_HTTP=1 unless on 127.0.0.1).
     #[arg(
         short = 'r',
         long = "repo",
@@ -81,6 +83,9 @@ pub enum Command {
     /// Print a repository object as JSON.
     #[command(subcommand)]
     Cat(CatCommand),
+    /// Object Lock maintenance of a locked repository.
+    #[command(subcommand)]
+    Lock(LockCommand),
     /// Copy snapshots to another repository (created when missing), sending only the data
     /// it lacks.
     ///
@@ -137,6 +142,29 @@ pub struct InitArgs {
     /// Fixed chunk size for volume backups, in KiB (a power of two, 4 KiB..64 MiB).
     #[arg(long, default_value_t = 1024, value_name = "KIB")]
     pub volume_chunk_kib: u32,
+    /// Write every object locked (S3 Object Lock; read-only files with a recorded
+    /// retain-until date on a local directory). The bucket must have Object Lock enabled.
+    #[arg(long, value_name = "MODE", value_parser = ["governance", "compliance"], requires = "lock_period")]
+    pub lock_mode: Option<String>,
+    /// How long each object stays locked after it is written, e.g. `30d`, `720h`, `1y`.
+    #[arg(long, value_name = "PERIOD", requires = "lock_mode")]
+    pub lock_period: Option<String>,
+}
+
+/// `bunker lock`.
+#[derive(Debug, Subcommand)]
+pub enum LockCommand {
+    /// Extend the locks of the objects live snapshots need, where they would lapse within
+    /// the lock period.
+    Extend(LockExtendArgs),
+}
+
+/// `bunker lock extend`.
+#[derive(Debug, Args)]
+pub struct LockExtendArgs {
+    /// Only show what would be extended.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
 }
 
 /// `bunker backup`.

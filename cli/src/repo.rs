@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
+use bunker_backend_s3::{S3Backend, S3Location};
 use bunker_repo_format::backend::{Backend, LocalBackend};
 use bunker_repo_format::config::Operation;
 use bunker_repo_format::keyfile::KeyFile;
@@ -12,20 +13,38 @@ use bunker_repo_format::{Error, Repository};
 use crate::args::GlobalOptions;
 use crate::password;
 
-fn location(global: &GlobalOptions) -> Result<PathBuf> {
+/// Where a repository lives.
+enum Location {
+    /// A local directory.
+    Local(PathBuf),
+    /// `s3://BUCKET/PREFIX`, with the connection settings from the environment.
+    S3(S3Location),
+}
+
+fn location(global: &GlobalOptions) -> Result<Location> {
     let Some(repo) = &global.repo else {
         bail!("no repository given: use --repo or set BUNKER_REPOSITORY");
     };
-    if repo.contains("://") {
-        bail!("{repo}: only local directory repositories are supported by this version");
+    if S3Location::is_s3_url(repo) {
+        return Ok(Location::S3(S3Location::from_url_and_env(repo)?));
     }
-    Ok(PathBuf::from(repo))
+    if repo.contains("://") {
+        bail!("{repo}: unknown repository scheme: use a local directory or s3://BUCKET/PREFIX");
+    }
+    Ok(Location::Local(PathBuf::from(repo)))
+}
+
+/// Opens the backend of an existing repository.
+pub fn open_backend(global: &GlobalOptions) -> Result<Arc<dyn Backend>> {
+    Ok(match location(global)? {
+        Location::Local(path) => Arc::new(LocalBackend::open(&path)?),
+        Location::S3(s3) => Arc::new(S3Backend::open(s3)?),
+    })
 }
 
 /// The backend of an existing repository at `global.repo`.
 pub fn backend(global: &GlobalOptions) -> Result<Arc<dyn Backend>> {
-    let path = location(global)?;
-    Ok(Arc::new(LocalBackend::open(&path)?))
+    open_backend(global)
 }
 
 /// Unlocks the repository in `backend` with `--key-file` / `BUNKER_KEY_FILE` when given,
@@ -109,10 +128,19 @@ pub fn open_or_create_target(
 
 /// Creates the backend of a new repository (the directory, if missing).
 pub fn create_backend(global: &GlobalOptions) -> Result<Arc<dyn Backend>> {
-    let path = location(global)?;
-    let backend = LocalBackend::create(&path)
-        .with_context(|| format!("could not create a repository at {}", path.display()))?;
-    Ok(Arc::new(backend))
+    Ok(match location(global)? {
+        Location::Local(path) => Arc::new(
+            LocalBackend::create(&path)
+                .with_context(|| format!("could not create a repository at {}", path.display()))?,
+        ),
+        Location::S3(s3) => {
+            let url = s3.url();
+            Arc::new(
+                S3Backend::create(s3)
+                    .with_context(|| format!("could not create a repository at {url}"))?,
+            )
+        }
+    })
 }
 
 /// The local cache directory: `explicit` (`--cache-dir`, `BUNKER_CACHE_DIR`), else

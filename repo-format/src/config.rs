@@ -5,6 +5,7 @@
 //! `u32`) || body sealed with the config key (associated data `"bunker config"` || every
 //! byte before it). The body holds the chunker and pack parameters.
 
+use crate::backend::lock::{LockMode, LockPolicy};
 use crate::chunker::ChunkerParams;
 use crate::codec::{DecodeError, Decoder, Encoder};
 use crate::crypto::WriterKey;
@@ -13,6 +14,11 @@ use crate::keyslot::KdfParams;
 use crate::object::ObjectKind;
 
 const BODY_VERSION: u8 = 1;
+/// Body version of a config with an Object Lock policy: version 1's fields, then the lock.
+const BODY_VERSION_LOCK: u8 = 2;
+/// Write and prune feature bit: objects are locked; writers lock every object they write
+/// and prune deletes an object only once its lock has lapsed.
+pub const FEATURE_OBJECT_LOCK: u64 = 1;
 /// Name of the config object.
 pub const CONFIG_NAME: &str = "config";
 
@@ -29,12 +35,26 @@ pub struct FeatureFlags {
 }
 
 impl FeatureFlags {
-    /// Bits known to this build (none yet in format v1).
+    /// Bits known to this build.
     pub const KNOWN: FeatureFlags = FeatureFlags {
         read: 0,
-        write: 0,
-        prune: 0,
+        write: FEATURE_OBJECT_LOCK,
+        prune: FEATURE_OBJECT_LOCK,
     };
+
+    /// The flags a repository with these parameters sets.
+    pub fn for_params(params: &RepositoryParams) -> Self {
+        let lock = if params.lock.is_some() {
+            FEATURE_OBJECT_LOCK
+        } else {
+            0
+        };
+        FeatureFlags {
+            read: 0,
+            write: lock,
+            prune: lock,
+        }
+    }
 }
 
 /// Operations gated by feature flags.
@@ -59,6 +79,8 @@ pub struct RepositoryParams {
     pub volume_chunk_size: u32,
     /// zstd level for new blobs (0 stores raw).
     pub compression_level: i32,
+    /// Object Lock policy: every object is written locked (body version 2).
+    pub lock: Option<LockPolicy>,
 }
 
 impl Default for RepositoryParams {
@@ -68,6 +90,7 @@ impl Default for RepositoryParams {
             pack_size: 16 << 20,
             volume_chunk_size: 1 << 20,
             compression_level: 3,
+            lock: None,
         }
     }
 }
@@ -95,6 +118,9 @@ impl RepositoryParams {
                 "compression level {} must be 0..22",
                 self.compression_level
             )));
+        }
+        if let Some(lock) = &self.lock {
+            lock.validate()?;
         }
         Ok(())
     }
@@ -142,13 +168,21 @@ impl Config {
         let mut out = encode_header(&self.header);
         let mut body = Encoder::new();
         let p = &self.params;
-        body.u8(BODY_VERSION)
+        let version = if p.lock.is_some() {
+            BODY_VERSION_LOCK
+        } else {
+            BODY_VERSION
+        };
+        body.u8(version)
             .u32(p.chunker.min_size)
             .u32(p.chunker.avg_size)
             .u32(p.chunker.max_size)
             .u32(p.pack_size)
             .u32(p.volume_chunk_size)
             .i64(i64::from(p.compression_level));
+        if let Some(lock) = &p.lock {
+            body.u8(lock.mode.code()).u64(lock.period.as_secs());
+        }
         let sealed = writer.config_key().seal(&aad(&out), &body.finish());
         out.extend_from_slice(&sealed);
         out
@@ -190,7 +224,7 @@ impl Config {
         let corrupt = |e: DecodeError| Error::corrupt(CONFIG_NAME, e.to_string());
         let mut dec = Decoder::new(&body);
         let version = dec.u8("config body version").map_err(corrupt)?;
-        if version != BODY_VERSION {
+        if version != BODY_VERSION && version != BODY_VERSION_LOCK {
             return Err(Error::Unsupported {
                 object: CONFIG_NAME.into(),
                 what: format!("config body version {version}"),
@@ -204,12 +238,28 @@ impl Config {
         let pack_size = dec.u32("pack size").map_err(corrupt)?;
         let volume_chunk_size = dec.u32("volume chunk size").map_err(corrupt)?;
         let level = dec.i64("compression level").map_err(corrupt)?;
+        let lock = if version == BODY_VERSION_LOCK {
+            let code = dec.u8("lock mode").map_err(corrupt)?;
+            let mode = LockMode::from_code(code)
+                .ok_or_else(|| Error::corrupt(CONFIG_NAME, format!("unknown lock mode {code}")))?;
+            let period = std::time::Duration::from_secs(dec.u64("lock period").map_err(corrupt)?);
+            Some(LockPolicy { mode, period })
+        } else {
+            None
+        };
         dec.finish().map_err(corrupt)?;
+        if lock.is_some() != (header.features.write & FEATURE_OBJECT_LOCK != 0) {
+            return Err(Error::corrupt(
+                CONFIG_NAME,
+                "the object-lock feature flag and the lock parameters disagree",
+            ));
+        }
         let params = RepositoryParams {
             chunker,
             pack_size,
             volume_chunk_size,
             compression_level: i32::try_from(level).unwrap_or(i32::MAX),
+            lock,
         };
         params
             .validate()
@@ -289,7 +339,12 @@ mod tests {
             let config = Config {
                 header: ConfigHeader {
                     repository_id,
-                    features: FeatureFlags { read: features.0, write: features.1, prune: features.2 },
+                    // The lock bit must match the body version: no lock here.
+                    features: FeatureFlags {
+                        read: features.0,
+                        write: features.1 & !FEATURE_OBJECT_LOCK,
+                        prune: features.2,
+                    },
                     kdf: KdfParams { memory_kib, iterations, parallelism: 1 },
                 },
                 params: RepositoryParams {
@@ -302,6 +357,32 @@ mod tests {
             let bytes = config.encode(master.writer());
             proptest::prop_assert_eq!(Config::decode(&bytes, master.writer()).unwrap(), config);
         }
+    }
+
+    #[test]
+    fn a_lock_policy_round_trips_in_body_version_2() {
+        let master = MasterKey::generate();
+        let mut config = config();
+        config.params.lock = Some(LockPolicy {
+            mode: LockMode::Compliance,
+            period: std::time::Duration::from_secs(30 * 86400),
+        });
+        config.header.features = FeatureFlags::for_params(&config.params);
+        let bytes = config.encode(master.writer());
+        assert_eq!(bytes.len(), config_len_unlocked() + 9);
+        assert_eq!(Config::decode(&bytes, master.writer()).unwrap(), config);
+        assert!(config.check_features(Operation::Write).is_ok());
+        // The flag without the parameters (or the reverse) is refused.
+        config.header.features = FeatureFlags::default();
+        let bytes = config.encode(master.writer());
+        assert!(matches!(
+            Config::decode(&bytes, master.writer()),
+            Err(Error::Corrupt { .. })
+        ));
+    }
+
+    fn config_len_unlocked() -> usize {
+        config().encode(MasterKey::generate().writer()).len()
     }
 
     #[test]

@@ -79,6 +79,16 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// The storage refuses to delete or overwrite an object whose lock has not lapsed.
+    #[error("{object}: locked until {until} ({location} refuses to delete it)")]
+    Locked {
+        /// Object name.
+        object: String,
+        /// Where the repository is.
+        location: String,
+        /// The retain-until date, as the storage reported it (or `unknown`).
+        until: String,
+    },
     /// An I/O error from the operating system or a storage service.
     #[error("{context}: {source}")]
     Io {

@@ -22,6 +22,7 @@ pub mod index;
 pub mod keyfile;
 pub mod keyslot;
 pub mod object;
+pub mod object_lock;
 pub mod pack;
 pub mod prune;
 pub mod repair;

@@ -25,6 +25,7 @@ use crate::gc_plan::GcPlan;
 use crate::id::{BlobId, IndexId, PackId};
 use crate::index::{Index, IndexSegment, IndexedPack};
 use crate::object::ObjectKind;
+use crate::object_lock::locked_until;
 use crate::repository::Repository;
 use crate::session::{ActiveSession, SESSION_TIMEOUT, SessionView, list_sessions};
 use crate::tree::Timestamp;
@@ -100,6 +101,9 @@ pub struct PrunePlan {
     pub stale_heartbeats: Vec<String>,
     /// Index segments to merge (all of them, when there are too many).
     pub merge_segments: bool,
+    /// Packs of due plans whose lock has not lapsed: their deletion waits (locked
+    /// repositories only).
+    pub locked: Vec<(String, SystemTime)>,
     session: Option<ActiveSession>,
     /// What the decision was based on, reused to repack (no second walk).
     view: View,
@@ -129,6 +133,11 @@ pub struct PruneReport {
     pub segments_removed: usize,
     /// Heartbeat objects removed.
     pub heartbeats_removed: usize,
+    /// Objects due for deletion but kept because their lock has not lapsed yet, with the
+    /// date it lapses; a later run deletes them.
+    pub locked: Vec<(String, SystemTime)>,
+    /// Locks extended for objects live snapshots need (locked repositories).
+    pub locks_extended: usize,
 }
 
 /// Looks at the repository and decides what to do. With `dry_run`, no object is written
@@ -200,6 +209,13 @@ pub fn prune_plan_observed(
         }
     }
     let due = decide(due_plans, used, blobs_by_pack, stored);
+    let mut locked = Vec::new();
+    for (pack, kind, _) in due.iter().flat_map(|d| d.delete.iter()) {
+        let name = crate::pack::pack_kind(*kind).name(&pack.to_hex());
+        if let Some(until) = locked_until(repo, &name, storage_now)? {
+            locked.push((name, until));
+        }
+    }
 
     // Phase 1: what to condemn now.
     let oldest_live_start = live.iter().map(|s| s.first).min();
@@ -283,6 +299,7 @@ pub fn prune_plan_observed(
         unused_bytes_left: unused_left,
         stale_heartbeats,
         merge_segments: *segments > MAX_SEGMENTS,
+        locked,
         session,
         view,
         grace: options.grace,
@@ -631,9 +648,48 @@ pub fn prune_observed(
             .flat_map(|(_, segment)| segment.packs.iter().map(|p| p.id))
             .filter(|pack| !stored_now.contains_key(pack)),
     );
-    let (rewrite, _): (Vec<(IndexId, IndexSegment)>, Vec<_>) = current_segments
-        .into_iter()
-        .partition(|(_, segment)| merge || segment.packs.iter().any(|p| doomed.contains(&p.id)));
+    // In a locked repository, nothing is deleted before its lock lapses: a locked pack
+    // stays doomed for a later run, and so does every pack a locked segment lists (the
+    // segment cannot be replaced yet).
+    let now = SystemTime::now();
+    let mut held: Vec<(String, SystemTime)> = Vec::new();
+    if repo.config().params.lock.is_some() {
+        for plan in &due {
+            for (pack, kind, _) in &plan.delete {
+                let name = crate::pack::pack_kind(*kind).name(&pack.to_hex());
+                if let Some(until) = locked_until(repo, &name, now)? {
+                    doomed.remove(pack);
+                    held.push((name, until));
+                }
+            }
+        }
+    }
+    let mut locked_segments: HashSet<IndexId> = HashSet::new();
+    if repo.config().params.lock.is_some() {
+        for (id, segment) in &current_segments {
+            let touched = merge || segment.packs.iter().any(|p| doomed.contains(&p.id));
+            if !touched {
+                continue;
+            }
+            let name = ObjectKind::Index.name(&id.to_hex());
+            if let Some(until) = locked_until(repo, &name, now)? {
+                locked_segments.insert(*id);
+                held.push((name, until));
+            }
+        }
+        for (id, segment) in &current_segments {
+            if locked_segments.contains(id) {
+                for pack in &segment.packs {
+                    doomed.remove(&pack.id);
+                }
+            }
+        }
+    }
+    let (rewrite, _): (Vec<(IndexId, IndexSegment)>, Vec<_>) =
+        current_segments.into_iter().partition(|(id, segment)| {
+            !locked_segments.contains(id)
+                && (merge || segment.packs.iter().any(|p| doomed.contains(&p.id)))
+        });
     if !rewrite.is_empty() {
         progress.event(&PruneEvent::WritingIndex {
             segments: rewrite.len(),
@@ -656,7 +712,12 @@ pub fn prune_observed(
     let mut bytes = 0;
     progress.event(&PruneEvent::Deleting { done, total, bytes });
     for plan in &due {
+        let mut complete = true;
         for (pack, kind, size) in &plan.delete {
+            if !doomed.contains(pack) {
+                complete = false;
+                continue;
+            }
             repo.backend()
                 .delete(&crate::pack::pack_kind(*kind).name(&pack.to_hex()))?;
             report.deleted_packs += 1;
@@ -666,13 +727,28 @@ pub fn prune_observed(
             progress.event(&PruneEvent::Deleting { done, total, bytes });
         }
         report.recovered_packs += plan.recovered.len();
-        repo.backend().delete(&plan.name)?;
-        report.plans_executed += 1;
+        // A plan with packs still locked stays, for a later run to finish.
+        if complete {
+            if let Some(until) = locked_until(repo, &plan.name, now)? {
+                held.push((plan.name.clone(), until));
+            } else {
+                repo.backend().delete(&plan.name)?;
+                report.plans_executed += 1;
+            }
+        }
     }
     for name in &stale_heartbeats {
+        if locked_until(repo, name, now)?.is_some() {
+            continue; // small, and deleted by a run after its lock lapses
+        }
         repo.backend().delete(name)?;
         report.heartbeats_removed += 1;
     }
+    if repo.config().params.lock.is_some() {
+        let extend = crate::object_lock::extend_plan(repo)?;
+        report.locks_extended = crate::object_lock::extend(repo, &extend)?;
+    }
+    report.locked = held;
     session.end()?;
     progress.event(&PruneEvent::Done);
     Ok(report)

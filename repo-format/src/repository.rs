@@ -66,6 +66,12 @@ pub struct Repository {
     pack_keys: Mutex<HashMap<PackId, SymmetricKey>>,
 }
 
+/// Audit records that open (oldest first) and names of objects under `audit/` that do not.
+pub type AuditListing = (
+    Vec<(crate::id::AuditId, crate::audit::AuditRecord)>,
+    Vec<String>,
+);
+
 fn parse_id<T: std::str::FromStr>(name: &str, prefix: &str) -> Option<T> {
     let rest = name.strip_prefix(prefix)?;
     let hex = rest.rsplit('/').next()?;
@@ -112,10 +118,14 @@ impl Repository {
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e),
         }
+        if let Some(lock) = options.params.lock {
+            // Before the first object: a bucket without Object Lock is refused up front.
+            backend.enable_lock(lock)?;
+        }
         let config = Config {
             header: ConfigHeader {
                 repository_id: crate::crypto::random_array(),
-                features: FeatureFlags::default(),
+                features: FeatureFlags::for_params(&options.params),
                 kdf: options.kdf,
             },
             params: options.params,
@@ -236,6 +246,10 @@ impl Repository {
         slot: Option<KeySlotId>,
     ) -> Result<Self> {
         let chunker = Chunker::new(config.params.chunker, key.writer().chunker_seed())?;
+        if let Some(lock) = config.params.lock {
+            // Everything this process writes is locked like the rest of the repository.
+            backend.enable_lock(lock)?;
+        }
         Ok(Self {
             backend,
             config,
@@ -569,12 +583,7 @@ impl Repository {
     }
 
     /// Every audit record that opens, oldest first, and the names of those that do not.
-    pub fn load_audit(
-        &self,
-    ) -> Result<(
-        Vec<(crate::id::AuditId, crate::audit::AuditRecord)>,
-        Vec<String>,
-    )> {
+    pub fn load_audit(&self) -> Result<AuditListing> {
         let key = self.master_key("reading audit records")?;
         let mut records = Vec::new();
         let mut unreadable = Vec::new();

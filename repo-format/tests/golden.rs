@@ -25,7 +25,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bunker_repo_format::backend::{Backend, LocalBackend};
+use bunker_repo_format::backend::{Backend, LocalBackend, LockMode, LockPolicy};
 use bunker_repo_format::blob::{open_blob, seal_blob};
 use bunker_repo_format::chunker::{ChunkerParams, gear_table};
 use bunker_repo_format::config::{Config, ConfigHeader, FeatureFlags, Operation, RepositoryParams};
@@ -104,7 +104,56 @@ fn golden_config() -> Config {
             pack_size: 4 << 20,
             volume_chunk_size: 64 * 1024,
             compression_level: 5,
+            lock: None,
         },
+    }
+}
+
+/// The golden config with an Object Lock policy (compliance, 30 days): body version 2.
+fn golden_locked_config() -> Config {
+    let mut config = golden_config();
+    config.params.lock = Some(LockPolicy {
+        mode: LockMode::Compliance,
+        period: std::time::Duration::from_secs(30 * 86400),
+    });
+    config.header.features = FeatureFlags::for_params(&config.params);
+    config
+}
+
+/// Writes `tests/golden/config-locked`, the sealed [`golden_locked_config`]. Like the
+/// repository, it may be regenerated only with a format version bump.
+#[test]
+#[ignore = "writes the golden locked config; run only with a format change"]
+fn regenerate_locked_config() {
+    let bytes = golden_locked_config().encode(golden_master().writer());
+    fs::write(golden_dir().join("config-locked"), bytes).expect("write config-locked");
+}
+
+#[test]
+fn locked_config_decodes_with_body_version_2_and_the_lock_flags() {
+    let bytes = read_golden("config-locked");
+    let (header, body_offset) = Config::decode_header(&bytes).expect("header");
+    assert_eq!(body_offset, 77);
+    assert_eq!(bytes.len(), 77 + 24 + 38 + 16);
+    assert_eq!(
+        (
+            header.features.read,
+            header.features.write,
+            header.features.prune
+        ),
+        (0, 1, 1)
+    );
+    let config = Config::decode(&bytes, golden_master().writer()).expect("decodes");
+    assert_eq!(config, golden_locked_config());
+    let lock = config.params.lock.expect("a lock policy");
+    assert_eq!(
+        (lock.mode, lock.period.as_secs()),
+        (LockMode::Compliance, 2_592_000)
+    );
+    for operation in [Operation::Read, Operation::Write, Operation::Prune] {
+        config
+            .check_features(operation)
+            .expect("the lock flag is known");
     }
 }
 
@@ -315,6 +364,11 @@ fn repo_dir() -> PathBuf {
 
 fn read(name: &str) -> Vec<u8> {
     let path = repo_dir().join(name);
+    fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+fn read_golden(name: &str) -> Vec<u8> {
+    let path = golden_dir().join(name);
     fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 

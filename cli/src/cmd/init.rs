@@ -4,6 +4,8 @@ use std::io::Write;
 
 use anyhow::Result;
 use bunker_agent::platform;
+use bunker_repo_format::backend::LockPolicy;
+use bunker_repo_format::backend::lock::parse_period;
 use bunker_repo_format::config::RepositoryParams;
 use bunker_repo_format::keyslot::{KdfParams, KeySlotInfo};
 use bunker_repo_format::{InitOptions, Repository};
@@ -20,9 +22,17 @@ pub fn run(global: &GlobalOptions, args: &InitArgs) -> Result<u8> {
         parallelism: 1,
     };
     kdf.validate()?;
+    let lock = match (&args.lock_mode, &args.lock_period) {
+        (Some(mode), Some(period)) => Some(LockPolicy {
+            mode: mode.parse()?,
+            period: parse_period(period)?,
+        }),
+        _ => None,
+    };
     let params = RepositoryParams {
         compression_level: args.compression,
         volume_chunk_size: args.volume_chunk_kib.saturating_mul(1024),
+        lock,
         ..RepositoryParams::default()
     };
     params.validate()?;

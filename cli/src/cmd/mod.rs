@@ -7,6 +7,7 @@ mod copy;
 mod forget;
 mod init;
 mod key;
+mod lock;
 mod ls;
 mod policy;
 pub(crate) mod prune;
@@ -39,6 +40,7 @@ pub fn run(cli: Cli, cancel: &Cancel) -> Result<u8> {
         Command::Cat(command) => cat::run(global, command),
         Command::Policy(command) => policy::run(global, command),
         Command::Copy(args) => copy::run(global, &args, cancel),
+        Command::Lock(command) => lock::run(global, command),
     }
 }
 

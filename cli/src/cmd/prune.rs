@@ -97,6 +97,7 @@ fn plan_json(plan: &PrunePlan) -> Value {
         "unused_bytes_left": plan.unused_bytes_left,
         "stale_heartbeats": plan.stale_heartbeats.len(),
         "merge_index": plan.merge_segments,
+        "locked": plan.locked.iter().map(|(name, until)| json!({"object": name, "until": date(*until)})).collect::<Vec<_>>(),
     })
 }
 
@@ -112,7 +113,14 @@ fn report_json(report: &PruneReport) -> Value {
         "index_segments_written": report.segments_written,
         "index_segments_removed": report.segments_removed,
         "heartbeats_removed": report.heartbeats_removed,
+        "locked": report.locked.iter().map(|(name, until)| json!({"object": name, "until": date(*until)})).collect::<Vec<_>>(),
+        "locks_extended": report.locks_extended,
     })
+}
+
+/// A storage date in RFC 3339.
+pub fn date(time: std::time::SystemTime) -> String {
+    jiff::Timestamp::try_from(time).map_or_else(|_| "?".to_owned(), |t| t.to_string())
 }
 
 fn print_plan(out: &mut impl Write, plan: &PrunePlan) -> std::io::Result<()> {
@@ -142,6 +150,13 @@ fn print_plan(out: &mut impl Write, plan: &PrunePlan) -> std::io::Result<()> {
     )?;
     for (name, reason) in &plan.waiting {
         writeln!(out, "waiting: {name}: {reason}")?;
+    }
+    for (name, until) in &plan.locked {
+        writeln!(
+            out,
+            "locked: {name} until {}: deleted by a run after that",
+            date(*until)
+        )?;
     }
     let condemn_bytes: u64 = plan.condemn.iter().map(|c| c.2).sum();
     let repack_bytes: u64 = plan.repack.iter().map(|r| r.2).sum();
@@ -330,6 +345,14 @@ pub fn run_on(global: &GlobalOptions, repository: &Repository, args: &PruneArgs)
                 .map(|p| format!("; wrote {p}"))
                 .unwrap_or_default()
         )?;
+        if !report.locked.is_empty() || report.locks_extended > 0 {
+            writeln!(
+                std::io::stdout(),
+                "{} objects kept until their locks lapse; {} locks extended",
+                report.locked.len(),
+                report.locks_extended
+            )?;
+        }
     }
     Ok(exit::OK)
 }

@@ -364,6 +364,18 @@ impl<B: Backend> Backend for FaultyBackend<B> {
     fn delete(&self, name: &str) -> Result<()> {
         self.run(Call::Delete, name, || self.inner.delete(name))
     }
+
+    fn enable_lock(&self, policy: super::LockPolicy) -> Result<()> {
+        self.inner.enable_lock(policy)
+    }
+
+    fn retained_until(&self, name: &str) -> Result<Option<std::time::SystemTime>> {
+        self.run(Call::Head, name, || self.inner.retained_until(name))
+    }
+
+    fn extend_retention(&self, name: &str, until: std::time::SystemTime) -> Result<()> {
+        self.run(Call::Put, name, || self.inner.extend_retention(name, until))
+    }
 }
 
 #[cfg(test)]

@@ -6,16 +6,21 @@
 //! racing writers cannot clobber each other and readers only ever see whole objects. Temp
 //! files are named `.tmp-*`; they are never listed, and a crash may leave them behind
 //! harmlessly.
+//!
+//! Object Lock bookkeeping: with a lock policy enabled, each object `a/b/c` gets a sidecar
+//! `a/b/.lock-c` holding its retain-until date (decimal seconds since the Unix epoch),
+//! written before the object is published. `delete` refuses an object whose date has not
+//! passed, whether or not this instance has a policy; `.lock-*` names are never listed.
 
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, ErrorKind, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use std::time::SystemTime;
-
-use super::{Backend, ObjectMeta, validate_name};
+use super::{Backend, LockPolicy, ObjectMeta, validate_name};
 use crate::error::{Error, Result};
 
 /// The object whose presence marks a directory as a repository.
@@ -23,6 +28,9 @@ const CONFIG: &str = "config";
 
 /// Prefix of in-flight temp files. Name segments starting with it are reserved.
 const TEMP_PREFIX: &str = ".tmp-";
+
+/// Prefix of lock sidecar files. Name segments starting with it are reserved.
+const LOCK_PREFIX: &str = ".lock-";
 
 /// Makes temp file names unique within this process; the process id separates processes.
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -36,6 +44,7 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 #[derive(Debug)]
 pub struct LocalBackend {
     root: PathBuf,
+    lock: RwLock<Option<LockPolicy>>,
 }
 
 impl LocalBackend {
@@ -48,6 +57,7 @@ impl LocalBackend {
     pub fn create(root: impl AsRef<Path>) -> Result<Self> {
         let backend = Self {
             root: root.as_ref().to_path_buf(),
+            lock: RwLock::new(None),
         };
         match fs::symlink_metadata(backend.root.join(CONFIG)) {
             Ok(_) => {
@@ -81,6 +91,7 @@ impl LocalBackend {
     pub fn open(root: impl AsRef<Path>) -> Result<Self> {
         let backend = Self {
             root: root.as_ref().to_path_buf(),
+            lock: RwLock::new(None),
         };
         let missing = || Error::RepositoryNotFound {
             location: backend.location(),
@@ -104,12 +115,10 @@ impl LocalBackend {
     /// Validates `name` and returns the path of its file.
     fn object_path(&self, name: &str) -> Result<PathBuf> {
         validate_name(name)?;
-        if name
-            .split('/')
-            .any(|segment| segment.starts_with(TEMP_PREFIX))
-        {
+        if name.split('/').any(is_reserved) {
             return Err(Error::Invalid(format!(
-                "invalid object name {name:?}: segments starting with {TEMP_PREFIX:?} are reserved"
+                "invalid object name {name:?}: segments starting with {TEMP_PREFIX:?} or \
+                 {LOCK_PREFIX:?} are reserved"
             )));
         }
         Ok(self.root.join(name))
@@ -143,6 +152,68 @@ impl LocalBackend {
         Ok((file, meta.len()))
     }
 
+    /// Path of the lock sidecar of the object at `path`.
+    fn lock_path(path: &Path) -> PathBuf {
+        let file = path
+            .file_name()
+            .map(|f| f.to_string_lossy())
+            .unwrap_or_default();
+        parent_dir(path).join(format!("{LOCK_PREFIX}{file}"))
+    }
+
+    /// The retain-until date recorded for the object at `path`, if any.
+    fn read_lock(&self, name: &str, path: &Path) -> Result<Option<SystemTime>> {
+        match fs::read_to_string(Self::lock_path(path)) {
+            Ok(text) => {
+                let secs: u64 = text.trim().parse().map_err(|_| {
+                    Error::corrupt(
+                        name,
+                        format!("lock sidecar holds {:?}, not a date", text.trim()),
+                    )
+                })?;
+                Ok(Some(UNIX_EPOCH + Duration::from_secs(secs)))
+            }
+            Err(e) if is_missing(&e) => Ok(None),
+            Err(e) => Err(self.io_error("reading the lock of", name, e)),
+        }
+    }
+
+    /// Records `until` as the retain-until date of the object at `path`, unless a later
+    /// date is recorded already. The sidecar is replaced atomically and fsynced.
+    fn write_lock(&self, name: &str, path: &Path, until: SystemTime) -> Result<()> {
+        if self
+            .read_lock(name, path)?
+            .is_some_and(|current| current >= until)
+        {
+            return Ok(());
+        }
+        let secs = until
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        // Round up: a lock never ends before the asked date.
+        let secs = if UNIX_EPOCH + Duration::from_secs(secs) < until {
+            secs + 1
+        } else {
+            secs
+        };
+        let dir = parent_dir(path);
+        let written = (|| {
+            create_dirs(dir, Some(&self.root))?;
+            let (temp, mut file) = create_temp(dir)?;
+            let result = file
+                .write_all(secs.to_string().as_bytes())
+                .and_then(|()| file.sync_all())
+                .and_then(|()| fs::rename(&temp, Self::lock_path(path)));
+            if result.is_err() {
+                let _ = fs::remove_file(&temp);
+            }
+            result?;
+            sync_dir(dir)
+        })();
+        written.map_err(|e| self.io_error("writing the lock of", name, e))
+    }
+
     /// Reads exactly `length` bytes at `offset` with a positioned read.
     fn read_at(&self, file: &File, name: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
         let len = usize::try_from(length)
@@ -171,6 +242,10 @@ impl Backend for LocalBackend {
             }
             Ok(_) => return Err(already_exists(name)),
             Err(_) => {}
+        }
+        let policy = *self.lock.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(policy) = policy {
+            self.write_lock(name, &path, SystemTime::now() + policy.period)?;
         }
         let dir = parent_dir(&path);
         let (temp_path, file) = match create_temp(dir) {
@@ -247,7 +322,7 @@ impl Backend for LocalBackend {
                 let Some(segment) = file_name.to_str() else {
                     continue; // not UTF-8: not an object
                 };
-                if segment.starts_with(TEMP_PREFIX) || validate_name(segment).is_err() {
+                if is_reserved(segment) || validate_name(segment).is_err() {
                     continue;
                 }
                 let name = format!("{dir_name}{segment}");
@@ -278,14 +353,53 @@ impl Backend for LocalBackend {
 
     fn delete(&self, name: &str) -> Result<()> {
         let path = self.object_path(name)?;
-        match fs::remove_file(&path) {
-            Ok(()) => sync_dir(parent_dir(&path))
-                .map_err(|e| self.io_error("syncing the directory of", name, e)),
-            // A directory of that name holds longer names; there is no such object.
-            Err(e) if is_missing(&e) || e.kind() == ErrorKind::IsADirectory => Ok(()),
-            Err(e) => Err(self.io_error("deleting", name, e)),
+        if let Some(until) = self.read_lock(name, &path)?
+            && until > SystemTime::now()
+            && fs::symlink_metadata(&path).is_ok_and(|m| m.is_file())
+        {
+            return Err(Error::Locked {
+                object: name.to_owned(),
+                location: self.location(),
+                until: jiff::Timestamp::try_from(until)
+                    .map_or_else(|_| "unknown".to_owned(), |t| t.to_string()),
+            });
         }
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            // A directory of that name holds longer names; there is no such object.
+            Err(e) if is_missing(&e) || e.kind() == ErrorKind::IsADirectory => return Ok(()),
+            Err(e) => return Err(self.io_error("deleting", name, e)),
+        }
+        match fs::remove_file(Self::lock_path(&path)) {
+            Ok(()) => {}
+            Err(e) if is_missing(&e) => {}
+            Err(e) => return Err(self.io_error("deleting the lock of", name, e)),
+        }
+        sync_dir(parent_dir(&path)).map_err(|e| self.io_error("syncing the directory of", name, e))
     }
+
+    fn enable_lock(&self, policy: LockPolicy) -> Result<()> {
+        policy.validate()?;
+        *self.lock.write().unwrap_or_else(|e| e.into_inner()) = Some(policy);
+        Ok(())
+    }
+
+    fn retained_until(&self, name: &str) -> Result<Option<SystemTime>> {
+        let path = self.object_path(name)?;
+        self.head(name)?;
+        self.read_lock(name, &path)
+    }
+
+    fn extend_retention(&self, name: &str, until: SystemTime) -> Result<()> {
+        let path = self.object_path(name)?;
+        self.head(name)?;
+        self.write_lock(name, &path, until)
+    }
+}
+
+/// True for name segments reserved for temp and lock files.
+fn is_reserved(segment: &str) -> bool {
+    segment.starts_with(TEMP_PREFIX) || segment.starts_with(LOCK_PREFIX)
 }
 
 /// True when an io error means the path does not exist (or a parent is not a directory).

@@ -9,10 +9,12 @@
 
 pub mod fault;
 mod local;
+pub mod lock;
 mod memory;
 pub mod testing;
 
 pub use local::LocalBackend;
+pub use lock::{LockMode, LockPolicy};
 pub use memory::MemoryBackend;
 
 use std::fmt::Debug;
@@ -63,8 +65,41 @@ pub trait Backend: Send + Sync + Debug {
     /// Every object whose name starts with `prefix`.
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>>;
 
-    /// Removes an object; succeeds if it is already gone.
+    /// Removes an object; succeeds if it is already gone. A locked object (see
+    /// [`Backend::retained_until`]) is refused with [`Error::Locked`](crate::Error::Locked).
     fn delete(&self, name: &str) -> Result<()>;
+
+    /// From now on, writes every new object locked under `policy` (retained at least
+    /// `policy.period` after its write). Backends that cannot lock refuse with
+    /// [`Error::Unsupported`](crate::Error::Unsupported), as do buckets without Object Lock.
+    fn enable_lock(&self, policy: LockPolicy) -> Result<()> {
+        Err(crate::Error::Unsupported {
+            object: self.location(),
+            what: format!(
+                "Object Lock ({} mode): this storage cannot lock objects",
+                policy.mode
+            ),
+        })
+    }
+
+    /// Until when `name` is locked against deletion, or `None` if it is not locked (or its
+    /// lock has no date). Fails with `NotFound` for a missing object.
+    fn retained_until(&self, name: &str) -> Result<Option<SystemTime>> {
+        self.head(name).map(|_| None)
+    }
+
+    /// Moves the lock of `name` forward to `until` (never backward: an earlier `until` than
+    /// the current date leaves the lock as it is).
+    fn extend_retention(&self, name: &str, until: SystemTime) -> Result<()> {
+        let _ = until;
+        Err(crate::Error::Unsupported {
+            object: name.to_owned(),
+            what: format!(
+                "extending a lock in {}: this storage cannot lock objects",
+                self.location()
+            ),
+        })
+    }
 }
 
 impl<B: Backend + ?Sized> Backend for Arc<B> {
@@ -88,6 +123,15 @@ impl<B: Backend + ?Sized> Backend for Arc<B> {
     }
     fn delete(&self, name: &str) -> Result<()> {
         (**self).delete(name)
+    }
+    fn enable_lock(&self, policy: LockPolicy) -> Result<()> {
+        (**self).enable_lock(policy)
+    }
+    fn retained_until(&self, name: &str) -> Result<Option<SystemTime>> {
+        (**self).retained_until(name)
+    }
+    fn extend_retention(&self, name: &str, until: SystemTime) -> Result<()> {
+        (**self).extend_retention(name, until)
     }
 }
 

@@ -435,3 +435,189 @@ fn progress_events_arrive_in_order_and_add_up() {
     assert!(walked >= 3, "a root tree and two files: {walked}");
     assert_eq!(report.deleted_packs, 2);
 }
+
+/// Object Lock bookkeeping on a local directory: writes lock, deletes wait for locks to
+/// lapse, and `lock extend` extends exactly what live snapshots need.
+mod locked {
+    use std::path::{Path, PathBuf};
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    use super::*;
+    use crate::backend::{LocalBackend, LockMode, LockPolicy};
+    use crate::object_lock::{extend, extend_plan, needed_objects};
+
+    const DAY: Duration = Duration::from_secs(86400);
+
+    fn locked_repository() -> (tempfile::TempDir, Repository) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let backend = LocalBackend::create(dir.path().join("repo")).expect("create");
+        let repo = Repository::init(
+            Arc::new(backend) as Arc<dyn Backend>,
+            b"pw",
+            InitOptions {
+                kdf: KdfParams::insecure_for_tests(),
+                params: crate::config::RepositoryParams {
+                    lock: Some(LockPolicy {
+                        mode: LockMode::Governance,
+                        period: DAY,
+                    }),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .expect("init");
+        (dir, repo)
+    }
+
+    fn sidecar(root: &Path, name: &str) -> PathBuf {
+        let (dir, file) = name.rsplit_once('/').unwrap_or(("", name));
+        root.join("repo").join(dir).join(format!(".lock-{file}"))
+    }
+
+    fn secs(time: SystemTime) -> u64 {
+        time.duration_since(UNIX_EPOCH)
+            .expect("after epoch")
+            .as_secs()
+    }
+
+    /// Moves every lock to `until`, the way time passing would make them lapse.
+    fn set_all_locks(root: &Path, repo: &Repository, until: SystemTime) {
+        for meta in repo.backend().list("").expect("list") {
+            let path = sidecar(root, &meta.name);
+            let _ = std::fs::remove_file(&path);
+            std::fs::write(&path, secs(until).to_string()).expect("write sidecar");
+        }
+    }
+
+    #[test]
+    fn every_object_is_written_locked_and_deletes_wait_for_the_lock() {
+        let (dir, repo) = locked_repository();
+        let before = SystemTime::now();
+        let first = backup(&repo, &[1, 2]);
+        backup(&repo, &[2, 3]);
+        let objects = repo.backend().list("").expect("list");
+        assert!(objects.iter().any(|o| o.name == "config"));
+        assert!(objects.iter().any(|o| o.name.starts_with("keys/")));
+        for object in &objects {
+            let until = repo.backend().retained_until(&object.name).expect("lock");
+            let until = until.unwrap_or_else(|| panic!("{} is not locked", object.name));
+            assert!(
+                secs(until) >= secs(before + DAY),
+                "{} locked too briefly",
+                object.name
+            );
+        }
+        // A locked snapshot cannot be forgotten yet.
+        match repo.delete_snapshot(&first) {
+            Err(Error::Locked { object, .. }) => assert!(object.starts_with("snapshots/")),
+            other => panic!("expected Locked, got {other:?}"),
+        }
+        assert_eq!(repo.list_snapshot_ids().expect("ids").len(), 2);
+
+        // Once the locks lapse, forget works; prune plans the packs but keeps them while
+        // locked, and deletes them in a run after their locks lapse.
+        set_all_locks(
+            dir.path(),
+            &repo,
+            SystemTime::now() - Duration::from_secs(1),
+        );
+        repo.delete_snapshot(&first)
+            .expect("forget after the lock lapsed");
+        set_all_locks(dir.path(), &repo, SystemTime::now() + DAY);
+        let names = |prefix: &str| -> Vec<String> {
+            let listed = repo.backend().list(prefix).expect("list");
+            listed.into_iter().map(|m| m.name).collect()
+        };
+        let packs_before = names("data/");
+        let plan = prune_plan(&repo, &zero_grace(), false).expect("plan");
+        let report = prune(&repo, plan).expect("prune");
+        assert_eq!(report.deleted_packs, 0, "{report:?}");
+        assert!(
+            report
+                .locked
+                .iter()
+                .any(|(name, _)| name.starts_with("data/")),
+            "{report:?}"
+        );
+        let packs_after = names("data/");
+        assert!(
+            packs_before.iter().all(|p| packs_after.contains(p)),
+            "a locked pack went"
+        );
+        assert_restorable(&repo);
+
+        set_all_locks(
+            dir.path(),
+            &repo,
+            SystemTime::now() - Duration::from_secs(1),
+        );
+        let plan = prune_plan(&repo, &zero_grace(), false).expect("plan");
+        assert!(plan.locked.is_empty(), "{:?}", plan.locked);
+        let report = prune(&repo, plan).expect("prune");
+        assert!(report.deleted_packs >= 1, "{report:?}");
+        assert!(report.locked.is_empty(), "{report:?}");
+        assert!(
+            repo.backend().list("gc/").expect("list").is_empty(),
+            "plan left behind"
+        );
+        // Prune ran `lock extend`: what the remaining snapshot needs is locked again.
+        assert!(report.locks_extended >= 4, "{report:?}");
+        for name in needed_objects(&repo).expect("needed") {
+            let until = repo
+                .backend()
+                .retained_until(&name)
+                .expect("lock")
+                .expect("locked");
+            assert!(
+                until > SystemTime::now() + DAY - Duration::from_secs(60),
+                "{name}"
+            );
+        }
+        assert_restorable(&repo);
+    }
+
+    #[test]
+    fn lock_extend_touches_only_needed_objects_about_to_lapse() {
+        let (dir, repo) = locked_repository();
+        let kept = backup(&repo, &[1, 2]);
+        let gone = backup(&repo, &[7]);
+        set_all_locks(
+            dir.path(),
+            &repo,
+            SystemTime::now() - Duration::from_secs(1),
+        );
+        repo.delete_snapshot(&gone).expect("forget");
+        // All locks lapse in an hour, well before a live snapshot's expiry (now + 1 day).
+        let soon = SystemTime::now() + Duration::from_secs(3600);
+        set_all_locks(dir.path(), &repo, soon);
+
+        let needed = needed_objects(&repo).expect("needed");
+        assert!(needed.contains(&"config".to_owned()));
+        assert!(needed.contains(&ObjectKind::Snapshot.name(&kept.to_hex())));
+        assert!(
+            !needed
+                .iter()
+                .any(|n| n.starts_with("index/") || n.starts_with("sessions/"))
+        );
+        let plan = extend_plan(&repo).expect("plan");
+        let mut planned: Vec<String> = plan.extend.iter().map(|(n, _)| n.clone()).collect();
+        planned.sort();
+        assert_eq!(planned, needed, "extend exactly the needed objects");
+        assert_eq!(extend(&repo, &plan).expect("extend"), needed.len());
+        for meta in repo.backend().list("").expect("list") {
+            let until = repo
+                .backend()
+                .retained_until(&meta.name)
+                .expect("lock")
+                .expect("locked");
+            if needed.contains(&meta.name) {
+                assert_eq!(secs(until), secs(plan.extend_to) + 1, "{}", meta.name);
+            } else {
+                assert_eq!(secs(until), secs(soon), "{} was extended", meta.name);
+            }
+        }
+        // A second run right away finds nothing to do.
+        assert!(extend_plan(&repo).expect("plan").extend.is_empty());
+    }
+}

@@ -1,0 +1,544 @@
+//! [`S3Backend`]: the synchronous [`Backend`] trait over `object_store`'s S3 client.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use bunker_repo_format::backend::{Backend, LockPolicy, ObjectMeta, validate_name};
+use bunker_repo_format::{Error, Result};
+use futures_util::TryStreamExt;
+use object_store::aws::{AmazonS3, AmazonS3Builder, Checksum};
+use object_store::path::Path;
+use object_store::{
+    BackoffConfig, ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode,
+    PutOptions, PutPayload, RetryConfig,
+};
+use tokio::runtime::Runtime;
+use tokio::sync::Semaphore;
+
+use crate::errors::{Kind, classify, to_error};
+use crate::location::S3Location;
+use crate::raw::{LockInfo, RawClient};
+
+/// Requests in flight at once, over all threads using one backend.
+const MAX_IN_FLIGHT: usize = 16;
+/// Worker threads of the internal runtime.
+const WORKERS: usize = 2;
+/// A lock writer is rebuilt (with a fresh retain-until date) after this long.
+const LOCK_REFRESH: Duration = Duration::from_secs(600);
+
+/// A repository in an S3 bucket (AWS or any S3-compatible server).
+///
+/// Objects are stored under `PREFIX/<name>`. Puts are single create-only PUTs
+/// (`If-None-Match: *`): a second put of a name fails with `AlreadyExists`, never retried.
+/// Transient failures (5xx, throttling, connection errors) are retried with exponential
+/// backoff by `object_store`'s client, and by [`RawClient`] for the requests it signs itself.
+/// At most 16 requests are in flight at once.
+///
+/// With a lock policy ([`Backend::enable_lock`]) every put carries Object Lock headers
+/// (mode and a retain-until date at least the policy's period ahead), deletes remove the
+/// object's version (so a locked one is refused by the server instead of being hidden
+/// behind a delete marker), and [`Backend::extend_retention`] sends PutObjectRetention.
+#[derive(Debug)]
+pub struct S3Backend {
+    location: S3Location,
+    runtime: Runtime,
+    store: Arc<AmazonS3>,
+    raw: RawClient,
+    permits: Semaphore,
+    lock: RwLock<Option<LockWriter>>,
+}
+
+/// The store instance that writes locked objects: its default headers carry the lock.
+#[derive(Debug, Clone)]
+struct LockWriter {
+    policy: LockPolicy,
+    store: Arc<AmazonS3>,
+    built: Instant,
+}
+
+impl S3Backend {
+    /// Connects to the bucket and checks that it exists and the credentials work; does not
+    /// look for a repository.
+    pub fn connect(location: S3Location) -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(WORKERS)
+            .thread_name("bunker-s3")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("starting the S3 client runtime", e))?;
+        let store = Arc::new(build_store(&location, None)?);
+        let raw = RawClient::new(Arc::clone(&store), location.clone());
+        let backend = Self {
+            location,
+            runtime,
+            store,
+            raw,
+            permits: Semaphore::new(MAX_IN_FLIGHT),
+            lock: RwLock::new(None),
+        };
+        backend.probe()?;
+        Ok(backend)
+    }
+
+    /// Opens the repository at `location`; fails with `RepositoryNotFound` when there is
+    /// no `config` under its prefix.
+    pub fn open(location: S3Location) -> Result<Self> {
+        let backend = Self::connect(location)?;
+        match backend.head("config") {
+            Ok(_) => Ok(backend),
+            Err(e) if e.is_not_found() => Err(Error::RepositoryNotFound {
+                location: backend.location(),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Prepares a new repository at `location`; fails with `RepositoryExists` when there is
+    /// a `config` under its prefix already.
+    pub fn create(location: S3Location) -> Result<Self> {
+        let backend = Self::connect(location)?;
+        match backend.head("config") {
+            Ok(_) => Err(Error::RepositoryExists {
+                location: backend.location(),
+            }),
+            Err(e) if e.is_not_found() => Ok(backend),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Bucket, prefix and connection settings.
+    pub fn s3_location(&self) -> &S3Location {
+        &self.location
+    }
+
+    /// Version id and lock of the current version of `name`, from a HEAD request.
+    pub fn lock_info(&self, name: &str) -> Result<LockInfo> {
+        validate_name(name)?;
+        self.run(self.raw.head(name))
+    }
+
+    /// Deletes one version of `name` (a versioned DELETE, which Object Lock can refuse).
+    pub fn delete_version(&self, name: &str, version: &str) -> Result<()> {
+        validate_name(name)?;
+        self.run(self.raw.delete_version(name, version))
+    }
+
+    /// Reads one version of `name`, e.g. one hidden behind a delete marker or overwritten.
+    pub fn get_version(&self, name: &str, version: &str) -> Result<Vec<u8>> {
+        validate_name(name)?;
+        let path = self.path(name)?;
+        let options = GetOptions {
+            version: Some(version.to_owned()),
+            ..GetOptions::default()
+        };
+        self.run(async {
+            let result = self.store.get_opts(&path, options).await;
+            let bytes = match result {
+                Ok(result) => result.bytes().await,
+                Err(e) => Err(e),
+            };
+            bytes
+                .map(|b| b.to_vec())
+                .map_err(|e| self.error(e, "reading", name))
+        })
+    }
+
+    /// Writes `bytes` under `name` with a plain, unconditional PUT, the way a client other
+    /// than bunker could: on a versioned bucket it adds a version and keeps the old one.
+    /// Bunker itself never overwrites; this exists to prove that the old version survives.
+    pub fn overwrite_unconditionally(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        validate_name(name)?;
+        let path = self.path(name)?;
+        let store = self.writer()?;
+        let payload = PutPayload::from(bytes.to_vec());
+        self.run(async {
+            store
+                .put(&path, payload)
+                .await
+                .map(|_| ())
+                .map_err(|e| self.error(e, "writing", name))
+        })
+    }
+
+    /// Runs `future` on the internal runtime, holding one of the in-flight permits.
+    fn run<T>(&self, future: impl Future<Output = Result<T>>) -> Result<T> {
+        self.runtime.block_on(async {
+            let _permit = self
+                .permits
+                .acquire()
+                .await
+                .map_err(|_| Error::Invalid("the S3 client was shut down".into()))?;
+            future.await
+        })
+    }
+
+    /// Lists (at most a page of) the prefix, to surface a missing bucket or bad credentials.
+    fn probe(&self) -> Result<()> {
+        let prefix = self.prefix_path()?;
+        self.run(async {
+            self.store
+                .list_with_delimiter(prefix.as_ref())
+                .await
+                .map(|_| ())
+                .map_err(|e| self.error(e, "listing", ""))
+        })
+    }
+
+    /// The path of object `name`.
+    fn path(&self, name: &str) -> Result<Path> {
+        validate_name(name)?;
+        Path::parse(self.location.key(name))
+            .map_err(|e| Error::Invalid(format!("invalid object name {name:?}: {e}")))
+    }
+
+    /// The repository's prefix as a path (`None` for a whole bucket).
+    fn prefix_path(&self) -> Result<Option<Path>> {
+        if self.location.prefix.is_empty() {
+            return Ok(None);
+        }
+        Path::parse(&self.location.prefix)
+            .map(Some)
+            .map_err(|e| Error::Invalid(format!("invalid prefix {:?}: {e}", self.location.prefix)))
+    }
+
+    /// Maps an `object_store` error on `name` to the repository's error.
+    fn error(&self, e: object_store::Error, what: &str, name: &str) -> Error {
+        let status = match &e {
+            object_store::Error::NotFound { .. } => Some(404),
+            object_store::Error::AlreadyExists { .. }
+            | object_store::Error::Precondition { .. } => Some(412),
+            object_store::Error::Unauthenticated { .. } => Some(401),
+            object_store::Error::PermissionDenied { .. } => Some(403),
+            _ => None,
+        };
+        let text = error_chain(&e);
+        let mut kind = classify(status, &text);
+        // A 404 naming the bucket is a missing bucket, not a missing object.
+        if kind == Kind::NotFound && text.contains("NoSuchBucket") {
+            kind = Kind::NoSuchBucket;
+        }
+        let key = if name.is_empty() {
+            self.location.prefix.clone()
+        } else {
+            self.location.key(name)
+        };
+        to_error(kind, what, &self.location.bucket, &key, name, &text)
+    }
+
+    /// The store to write with: the lock writer when a policy is on (rebuilt when its
+    /// retain-until date has aged), else the plain store.
+    fn writer(&self) -> Result<Arc<AmazonS3>> {
+        let current = self.lock.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let Some(writer) = current else {
+            return Ok(Arc::clone(&self.store));
+        };
+        if writer.built.elapsed() < LOCK_REFRESH {
+            return Ok(writer.store);
+        }
+        let fresh = self.lock_writer(writer.policy)?;
+        let store = Arc::clone(&fresh.store);
+        *self.lock.write().unwrap_or_else(|e| e.into_inner()) = Some(fresh);
+        Ok(store)
+    }
+
+    /// A store whose every request carries the lock headers of `policy`, dated so that an
+    /// object it writes within [`LOCK_REFRESH`] stays locked at least `policy.period`.
+    fn lock_writer(&self, policy: LockPolicy) -> Result<LockWriter> {
+        let until = SystemTime::now() + policy.period + LOCK_REFRESH;
+        let store = build_store(&self.location, Some((policy, until)))?;
+        Ok(LockWriter {
+            policy,
+            store: Arc::new(store),
+            built: Instant::now(),
+        })
+    }
+}
+
+impl Backend for S3Backend {
+    fn location(&self) -> String {
+        self.location.url()
+    }
+
+    fn put_if_absent(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.path(name)?;
+        let store = self.writer()?;
+        let options = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        let payload = PutPayload::from(bytes.to_vec());
+        self.run(async {
+            match store.put_opts(&path, payload, options).await {
+                Ok(_) => Ok(()),
+                Err(e) => Err(self.error(e, "writing", name)),
+            }
+        })
+    }
+
+    fn get(&self, name: &str) -> Result<Vec<u8>> {
+        let path = self.path(name)?;
+        self.run(async {
+            let result = match self.store.get_opts(&path, GetOptions::default()).await {
+                Ok(result) => result.bytes().await,
+                Err(e) => Err(e),
+            };
+            result
+                .map(|b| b.to_vec())
+                .map_err(|e| self.error(e, "reading", name))
+        })
+    }
+
+    fn get_range(&self, name: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
+        let path = self.path(name)?;
+        let past_end = |size: u64| {
+            Error::corrupt(
+                name,
+                format!(
+                    "range of {length} bytes at offset {offset} runs past the end of the \
+                     {size}-byte object"
+                ),
+            )
+        };
+        let Some(end) = offset.checked_add(length).filter(|_| length > 0) else {
+            // S3 cannot read an empty range; the size alone answers.
+            let size = self.head(name)?.size;
+            return match offset.checked_add(length) {
+                Some(end) if end <= size => Ok(Vec::new()),
+                _ => Err(past_end(size)),
+            };
+        };
+        let options = GetOptions {
+            range: Some(GetRange::Bounded(offset..end)),
+            ..GetOptions::default()
+        };
+        let read = self.run(async {
+            let fetched = async {
+                let result = self.store.get_opts(&path, options).await?;
+                let size = result.meta.size;
+                let bytes = result.bytes().await?;
+                Ok::<_, object_store::Error>((size, bytes))
+            };
+            Ok(fetched.await)
+        })?;
+        match read {
+            Ok((size, _)) if end > size => Err(past_end(size)),
+            Ok((_, bytes)) if bytes.len() as u64 == length => Ok(bytes.to_vec()),
+            Ok((size, bytes)) => Err(Error::corrupt(
+                name,
+                format!(
+                    "asked {length} bytes at {offset}, the {size}-byte object gave {}",
+                    bytes.len()
+                ),
+            )),
+            Err(e) => {
+                let error = self.error(e, "reading", name);
+                if error.is_not_found() {
+                    return Err(error);
+                }
+                // An unsatisfiable range: tell past-the-end apart from other failures.
+                match self.head(name) {
+                    Ok(meta) if end > meta.size => Err(past_end(meta.size)),
+                    Err(e) if e.is_not_found() => Err(e),
+                    _ => Err(error),
+                }
+            }
+        }
+    }
+
+    fn head(&self, name: &str) -> Result<ObjectMeta> {
+        let path = self.path(name)?;
+        self.run(async {
+            match self.store.head(&path).await {
+                Ok(meta) => Ok(ObjectMeta {
+                    name: name.to_owned(),
+                    size: meta.size,
+                    modified: meta.last_modified.into(),
+                }),
+                Err(e) => Err(self.error(e, "reading metadata of", name)),
+            }
+        })
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        // S3 lists whole path segments: list the deepest complete directory of `prefix`
+        // and keep the names that start with it.
+        let dir = prefix.rfind('/').map_or("", |i| &prefix[..i]);
+        let list_path = if dir.is_empty() {
+            self.prefix_path()?
+        } else {
+            Some(self.path(dir)?)
+        };
+        let strip = if self.location.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.location.prefix)
+        };
+        let listed: Vec<object_store::ObjectMeta> = self.run(async {
+            self.store
+                .list(list_path.as_ref())
+                .try_collect()
+                .await
+                .map_err(|e| self.error(e, "listing", dir))
+        })?;
+        Ok(listed
+            .into_iter()
+            .filter_map(|meta| {
+                let name = meta.location.as_ref().strip_prefix(&strip)?.to_owned();
+                (name.starts_with(prefix) && validate_name(&name).is_ok()).then(|| ObjectMeta {
+                    name,
+                    size: meta.size,
+                    modified: meta.last_modified.into(),
+                })
+            })
+            .collect())
+    }
+
+    fn delete(&self, name: &str) -> Result<()> {
+        let path = self.path(name)?;
+        let locked = self
+            .lock
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some();
+        if locked {
+            // Remove the version itself: a plain DELETE would only hide a locked object
+            // behind a delete marker.
+            let info = match self.lock_info(name) {
+                Ok(info) => info,
+                Err(e) if e.is_not_found() => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            return match info.version {
+                Some(version) => self.delete_version(name, &version),
+                None => Err(Error::Unsupported {
+                    object: self.location(),
+                    what: format!("{name} has no version id: the bucket is not versioned"),
+                }),
+            };
+        }
+        self.run(async {
+            match self.store.delete(&path).await {
+                Ok(()) => Ok(()),
+                Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(self.error(e, "deleting", name)),
+            }
+        })
+    }
+
+    fn enable_lock(&self, policy: LockPolicy) -> Result<()> {
+        policy.validate()?;
+        self.run(self.raw.check_object_lock())?;
+        let writer = self.lock_writer(policy)?;
+        *self.lock.write().unwrap_or_else(|e| e.into_inner()) = Some(writer);
+        Ok(())
+    }
+
+    fn retained_until(&self, name: &str) -> Result<Option<SystemTime>> {
+        Ok(self.lock_info(name)?.retain_until)
+    }
+
+    fn extend_retention(&self, name: &str, until: SystemTime) -> Result<()> {
+        let info = self.lock_info(name)?;
+        if info.retain_until.is_some_and(|current| current >= until) {
+            return Ok(());
+        }
+        let policy = self
+            .lock
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|w| w.policy);
+        let mode = match (info.mode, policy) {
+            (Some(mode), _) => mode,
+            (None, Some(policy)) => policy.mode.s3_name().to_owned(),
+            (None, None) => {
+                return Err(Error::Invalid(format!(
+                    "{name}: not locked, and no lock mode is enabled to lock it with"
+                )));
+            }
+        };
+        let Some(version) = info.version else {
+            return Err(Error::Unsupported {
+                object: self.location(),
+                what: format!("{name} has no version id: the bucket is not versioned"),
+            });
+        };
+        self.run(self.raw.put_retention(name, &version, &mode, until))
+    }
+}
+
+/// The message of `e` and of each error it wraps, on one line.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        let more = inner.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = inner.source();
+    }
+    text
+}
+
+/// Builds an `object_store` S3 client for `location`; with `lock`, every request it sends
+/// carries the Object Lock headers for that mode and retain-until date.
+fn build_store(location: &S3Location, lock: Option<(LockPolicy, SystemTime)>) -> Result<AmazonS3> {
+    let mut headers = http::HeaderMap::new();
+    // Buckets with Object Lock refuse uploads without an integrity checksum.
+    headers.insert(
+        "x-amz-sdk-checksum-algorithm",
+        http::HeaderValue::from_static("SHA256"),
+    );
+    if let Some((policy, until)) = lock {
+        let date = crate::raw::format_date(until);
+        let value = |text: &str| {
+            http::HeaderValue::from_str(text)
+                .map_err(|e| Error::Invalid(format!("lock header {text:?}: {e}")))
+        };
+        headers.insert("x-amz-object-lock-mode", value(policy.mode.s3_name())?);
+        headers.insert("x-amz-object-lock-retain-until-date", value(&date)?);
+    }
+    let options = ClientOptions::new()
+        .with_default_headers(headers)
+        .with_allow_http(location.allow_http)
+        .with_connect_timeout(Duration::from_secs(10))
+        .with_timeout(Duration::from_secs(300))
+        .with_pool_max_idle_per_host(MAX_IN_FLIGHT);
+    let retry = RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(10),
+            base: 2.0,
+        },
+        max_retries: 8,
+        retry_timeout: Duration::from_secs(180),
+    };
+    let mut builder = AmazonS3Builder::new()
+        .with_bucket_name(&location.bucket)
+        .with_region(&location.region)
+        .with_allow_http(location.allow_http)
+        .with_checksum_algorithm(Checksum::SHA256)
+        .with_client_options(options)
+        .with_retry(retry);
+    if let Some(endpoint) = &location.endpoint {
+        builder = builder.with_endpoint(endpoint);
+    }
+    if let Some(id) = &location.access_key_id {
+        builder = builder.with_access_key_id(id);
+    }
+    if let Some(secret) = &location.secret_access_key {
+        builder = builder.with_secret_access_key(secret);
+    }
+    if let Some(token) = &location.session_token {
+        builder = builder.with_token(token);
+    }
+    builder.build().map_err(|e| {
+        Error::Invalid(format!(
+            "S3 settings for {}: {}",
+            location.url(),
+            error_chain(&e)
+        ))
+    })
+}

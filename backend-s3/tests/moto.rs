@@ -1,0 +1,133 @@
+//! The S3 backend against a real S3-compatible server (moto, started by scripts/test.sh).
+
+use std::time::{Duration, SystemTime};
+
+use bunker_backend_s3::S3Backend;
+use bunker_backend_s3::testing::{create_bucket, location, test_endpoint, unique_bucket};
+use bunker_repo_format::Error;
+use bunker_repo_format::backend::testing::conformance;
+use bunker_repo_format::backend::{Backend, LockMode, LockPolicy};
+
+#[test]
+fn passes_conformance_under_a_prefix() {
+    let Some(endpoint) = test_endpoint("passes_conformance_under_a_prefix") else {
+        return;
+    };
+    let bucket = unique_bucket("conf");
+    create_bucket(&endpoint, &bucket, false);
+    // A neighbour under another prefix must stay invisible and untouched.
+    let neighbour = S3Backend::connect(location(&endpoint, &bucket, "other")).unwrap();
+    neighbour.put_if_absent("config", b"neighbour").unwrap();
+    let backend = S3Backend::connect(location(&endpoint, &bucket, "repo/one")).unwrap();
+    conformance(&backend);
+    assert_eq!(neighbour.get("config").unwrap(), b"neighbour");
+}
+
+#[test]
+fn passes_conformance_in_a_whole_lock_bucket() {
+    let Some(endpoint) = test_endpoint("passes_conformance_in_a_whole_lock_bucket") else {
+        return;
+    };
+    // Object Lock enabled on the bucket but no lock asked: the integrity header lets
+    // uploads in, and plain deletes work.
+    let bucket = unique_bucket("conf-lock");
+    create_bucket(&endpoint, &bucket, true);
+    let backend = S3Backend::connect(location(&endpoint, &bucket, "")).unwrap();
+    conformance(&backend);
+}
+
+#[test]
+fn missing_bucket_and_repository_are_clear_errors() {
+    let Some(endpoint) = test_endpoint("missing_bucket_and_repository_are_clear_errors") else {
+        return;
+    };
+    let err = S3Backend::connect(location(&endpoint, "no-such-bucket-here", "p")).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "listing s3://no-such-bucket-here/p: bucket no-such-bucket-here does not exist \
+         (or is in another region than AWS_REGION)"
+    );
+    let bucket = unique_bucket("empty");
+    create_bucket(&endpoint, &bucket, false);
+    let err = S3Backend::open(location(&endpoint, &bucket, "p")).unwrap_err();
+    assert!(matches!(err, Error::RepositoryNotFound { .. }), "{err}");
+    assert_eq!(err.to_string(), format!("no repository at s3://{bucket}/p"));
+    let backend = S3Backend::create(location(&endpoint, &bucket, "p")).unwrap();
+    backend.put_if_absent("config", b"c").unwrap();
+    let again = S3Backend::create(location(&endpoint, &bucket, "p")).unwrap_err();
+    assert!(matches!(again, Error::RepositoryExists { .. }), "{again}");
+    assert_eq!(
+        S3Backend::open(location(&endpoint, &bucket, "p"))
+            .unwrap()
+            .get("config")
+            .unwrap(),
+        b"c"
+    );
+}
+
+#[test]
+fn a_lock_needs_a_bucket_with_object_lock() {
+    let Some(endpoint) = test_endpoint("a_lock_needs_a_bucket_with_object_lock") else {
+        return;
+    };
+    let bucket = unique_bucket("nolock");
+    create_bucket(&endpoint, &bucket, false);
+    let backend = S3Backend::connect(location(&endpoint, &bucket, "")).unwrap();
+    let policy = LockPolicy {
+        mode: LockMode::Governance,
+        period: Duration::from_secs(86400),
+    };
+    let err = backend.enable_lock(policy).unwrap_err();
+    assert!(matches!(err, Error::Unsupported { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&bucket) && text.contains("Object Lock"),
+        "{text}"
+    );
+    assert!(!text.contains('\n'), "{text}");
+}
+
+#[test]
+fn locked_objects_cannot_be_deleted_and_locks_extend() {
+    let Some(endpoint) = test_endpoint("locked_objects_cannot_be_deleted_and_locks_extend") else {
+        return;
+    };
+    let bucket = unique_bucket("lock");
+    create_bucket(&endpoint, &bucket, true);
+    let backend = S3Backend::connect(location(&endpoint, &bucket, "r")).unwrap();
+    let period = Duration::from_secs(2 * 86400);
+    backend
+        .enable_lock(LockPolicy {
+            mode: LockMode::Compliance,
+            period,
+        })
+        .unwrap();
+    let before = SystemTime::now();
+    backend
+        .put_if_absent("data/ab/pack", b"pack bytes")
+        .unwrap();
+    let info = backend.lock_info("data/ab/pack").unwrap();
+    assert_eq!(info.mode.as_deref(), Some("COMPLIANCE"));
+    let until = info.retain_until.expect("a retain-until date");
+    assert!(until >= before + period, "locked for less than the period");
+    assert!(
+        until <= before + period + Duration::from_secs(3600),
+        "locked far too long"
+    );
+
+    // Deleting through the backend removes the version, which the server refuses.
+    let err = backend.delete("data/ab/pack").unwrap_err();
+    assert!(matches!(err, Error::Locked { .. }), "{err}");
+    assert_eq!(backend.get("data/ab/pack").unwrap(), b"pack bytes");
+
+    let later = until + Duration::from_secs(86400);
+    backend.extend_retention("data/ab/pack", later).unwrap();
+    let extended = backend.retained_until("data/ab/pack").unwrap().unwrap();
+    assert_eq!(extended, later);
+    // Never backwards.
+    backend.extend_retention("data/ab/pack", before).unwrap();
+    assert_eq!(
+        backend.retained_until("data/ab/pack").unwrap(),
+        Some(extended)
+    );
+}
