@@ -18,7 +18,9 @@ use bunker_repo_format::snapshot::{ConsistencyLevel, Summary};
 use bunker_repo_format::tree::Timestamp;
 use bunker_repo_format::{Repository, SnapshotId};
 
-use crate::backup::{BackupOptions, StreamOptions, backup, backup_command};
+use crate::backup::{
+    BackupOptions, StreamOptions, VolumeOptions, backup, backup_command, backup_volume,
+};
 use crate::cancel::Cancel;
 use crate::policy::{Quiesce, Source, SourceKind};
 use crate::quiesce::{self, HookRun, WatchdogCommand};
@@ -325,10 +327,18 @@ fn back_up(
             backup_command(repo, command, &env, &options, cancel)
         }
         SourceKind::Volume { device } => {
-            return Err(format!(
-                "volume sources ({}) need the volume backup of this agent build",
-                device.display()
-            ));
+            let options = VolumeOptions {
+                device: device.clone(),
+                name: Some(source.name.clone()),
+                host: context.host.clone(),
+                username: context.username.clone(),
+                tags,
+                time: None,
+                parent: None,
+                consistency: report.consistency,
+                consistency_detail: report.consistency_detail.clone(),
+            };
+            backup_volume(repo, &options, cancel)
         }
     };
     match outcome {

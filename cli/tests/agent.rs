@@ -458,3 +458,76 @@ fn a_freeze_is_thawed_by_the_watchdog_when_the_agent_is_killed() {
         Duration::from_secs(5)
     ));
 }
+
+#[test]
+fn a_volume_written_to_continuously_is_frozen_backed_up_and_restores_clean() {
+    let Some(fs_) = LoopFs::new() else { return };
+    let device = Command::new("findmnt")
+        .args(["-n", "-o", "SOURCE"])
+        .arg(&fs_.mount)
+        .output()
+        .expect("findmnt");
+    let device = String::from_utf8_lossy(&device.stdout).trim().to_owned();
+    assert!(device.starts_with("/dev/loop"), "{device}");
+    // A writer appending numbered lines as fast as it can, through the whole backup.
+    let log = fs_.mount.join("log");
+    let mut writer = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "i=0; while true; do echo $i >> '{}'; i=$((i+1)); done",
+            log.display()
+        ))
+        .spawn()
+        .expect("start the writer");
+    thread::sleep(Duration::from_millis(500));
+    let sources = format!(
+        "[[source]]\nname = \"data-volume\"\ntemplate = \"volume\"\ndevice = \"{device}\"\n\
+         quiesce = {{ fsfreeze = \"{}\" }}\n",
+        fs_.mount.display()
+    );
+    let s = Setup::new(&sources);
+    s.run_agent(&["run", "--once", "data-volume"]).ok();
+    // The writer kept going after the thaw.
+    let before = fs::read_to_string(&log).expect("log").lines().count();
+    thread::sleep(Duration::from_millis(300));
+    let after = fs::read_to_string(&log).expect("log").lines().count();
+    let _ = writer.kill();
+    let _ = writer.wait();
+    assert!(after > before, "the filesystem stayed frozen");
+    let journal = s.journal();
+    assert_eq!(journal[0]["consistency"], "application", "{:?}", journal[0]);
+
+    let image = s.t.join("restored.img");
+    s.b.run([
+        "restore",
+        "latest",
+        "--volume-target",
+        image.to_str().expect("utf-8"),
+    ])
+    .ok();
+    let fsck = Command::new("fsck.ext4")
+        .arg("-n")
+        .arg(&image)
+        .output()
+        .expect("fsck");
+    assert!(
+        fsck.status.success(),
+        "fsck of the restored image: {}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
+    // The frozen state: the log is a gap-free prefix of what the writer wrote.
+    let mnt = s.t.join("restored-mnt");
+    fs::create_dir(&mnt).expect("mount point");
+    let ok = |c: &mut Command| assert!(c.status().expect("run").success(), "{c:?}");
+    ok(Command::new("mount")
+        .args(["-o", "loop,ro,noload"])
+        .arg(&image)
+        .arg(&mnt));
+    let restored = fs::read_to_string(mnt.join("log")).unwrap_or_default();
+    let _ = Command::new("umount").arg(&mnt).status();
+    let lines: Vec<&str> = restored.lines().collect();
+    assert!(!lines.is_empty(), "the restored log is empty");
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(*line, i.to_string(), "line {i} of the restored log");
+    }
+}

@@ -50,6 +50,10 @@ pub struct VolumeOptions {
     pub time: Option<Timestamp>,
     /// Parent snapshot; when `None`, the latest snapshot of the same host and device.
     pub parent: Option<SnapshotId>,
+    /// How consistent the device is (set by the agent's quiesce step).
+    pub consistency: ConsistencyLevel,
+    /// What the quiesce step did.
+    pub consistency_detail: String,
 }
 
 /// One chunk as read, with its id (`None` for all zeros).
@@ -154,8 +158,8 @@ pub fn backup_volume(
         parent,
         tree: root,
         source_kind: SourceKind::Volume,
-        consistency: ConsistencyLevel::None,
-        consistency_detail: String::new(),
+        consistency: options.consistency,
+        consistency_detail: options.consistency_detail.clone(),
         excludes: Vec::new(),
         summary,
         errors: Vec::new(),

@@ -65,6 +65,7 @@ fn backup_paths(
                 tags,
                 time,
                 parent,
+                ..VolumeOptions::default()
             };
             Ok(backup_volume(repository, &options, cancel)?)
         }
