@@ -97,6 +97,9 @@ pub enum Command {
     /// Validate or show a `bunker-agent` policy file.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// List the audit records: who ran backup, restore, forget, prune and check, where,
+    /// and how it ended.
+    Audit,
 }
 
 /// `bunker policy`.

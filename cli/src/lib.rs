@@ -5,6 +5,7 @@
 
 mod agent_cli;
 mod args;
+mod audit;
 mod cmd;
 mod exit;
 mod output;

@@ -71,6 +71,8 @@ pub fn open(global: &GlobalOptions, operation: &'static str) -> Result<Repositor
         return Err(Error::KeyLacksReadAccess { operation }.into());
     }
     repository.check_features(Operation::Read)?;
+    // Only a command that may run leaves an audit record; a refused key leaves none.
+    crate::audit::remember(&repository);
     Ok(repository)
 }
 
@@ -79,6 +81,7 @@ pub fn open_writer(global: &GlobalOptions) -> Result<Repository> {
     let repository = unlock(global, backend(global)?)?;
     // Backup reads the index; it checks `Write` on top.
     repository.check_features(Operation::Read)?;
+    crate::audit::remember(&repository);
     Ok(repository)
 }
 

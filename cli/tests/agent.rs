@@ -237,6 +237,26 @@ fn run_once_runs_hooks_sources_and_retention() {
         "{metrics}"
     );
 
+    // Each job left an audit record in the repository.
+    let audit = s.b.run(["audit", "--json"]);
+    audit.ok();
+    let records = audit.json();
+    let jobs: Vec<&serde_json::Value> = records
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter(|r| r["target"] == "source app-data")
+        .collect();
+    assert_eq!(jobs.len(), 3, "{audit}");
+    assert_eq!(jobs[0]["outcome"], "succeeded");
+    let broken = records
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|r| r["target"] == "source broken")
+        .expect("the failed job is audited");
+    assert_eq!(broken["outcome"], "failed");
+
     // Unknown source names are refused.
     let out = s.run_agent(&["run", "--once", "nope"]);
     assert_ne!(out.code, 0);

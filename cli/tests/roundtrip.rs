@@ -778,6 +778,7 @@ fn repository_layout_on_disk() {
             "snapshots",
             "sessions",
             "gc",
+            "audit",
         ]
         .contains(&name.as_str())
         {

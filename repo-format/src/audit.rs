@@ -140,6 +140,22 @@ impl AuditRecord {
     }
 }
 
+/// Stores `record` under a session of its own: needs only the writer key, so any writer
+/// can leave a record. An existing object of the same name has the same bytes.
+pub fn store(
+    backend: &dyn crate::backend::Backend,
+    writer: &crate::crypto::WriterKey,
+    record: &AuditRecord,
+) -> Result<AuditId> {
+    let session = writer.new_session();
+    let (id, bytes) = record.seal(&session);
+    match backend.put_if_absent(&ObjectKind::Audit.name(&id.to_hex()), &bytes) {
+        Ok(()) => Ok(id),
+        Err(crate::error::Error::AlreadyExists { .. }) => Ok(id),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

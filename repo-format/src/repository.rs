@@ -576,10 +576,7 @@ impl Repository {
     /// Stores an audit record with a session of its own (records never share a backup's
     /// session, so writing one needs only the writer key).
     pub fn save_audit(&self, record: &crate::audit::AuditRecord) -> Result<crate::id::AuditId> {
-        let session = self.new_session();
-        let (id, bytes) = record.seal(&session);
-        self.put_content_named(&ObjectKind::Audit.name(&id.to_hex()), &bytes)?;
-        Ok(id)
+        crate::audit::store(self.backend.as_ref(), self.writer_key(), record)
     }
 
     /// Every audit record that opens, oldest first, and the names of those that do not.

@@ -150,7 +150,16 @@ impl Agent {
             source.kind.name()
         ));
         match (self.open_repository)() {
-            Ok(repo) => run_job(&repo, source, &self.context, cancel),
+            Ok(repo) => {
+                let report = run_job(&repo, source, &self.context, cancel);
+                if let Err(e) = repo.save_audit(&audit_record(&self.context, &report)) {
+                    (self.log)(&format!(
+                        "{}: warning: the audit record was not stored: {e}",
+                        source.name
+                    ));
+                }
+                report
+            }
             Err(e) => JobReport {
                 source: source.name.clone(),
                 kind: source.kind.name(),
@@ -437,6 +446,44 @@ pub fn describe(report: &JobReport) -> String {
         ),
         JobOutcome::Failed(e) => format!("{}: FAILED: {e}", report.source),
         JobOutcome::Cancelled(e) => format!("{}: cancelled: {e}", report.source),
+    }
+}
+
+/// The repository audit record of one job (FORMAT.md §13a).
+pub fn audit_record(
+    context: &JobContext,
+    report: &JobReport,
+) -> bunker_repo_format::audit::AuditRecord {
+    let (outcome, error) = match &report.outcome {
+        JobOutcome::Succeeded => ("succeeded", None),
+        JobOutcome::Failed(e) => ("failed", Some(e.clone())),
+        JobOutcome::Cancelled(e) => ("cancelled", Some(e.clone())),
+    };
+    let mut details = vec![
+        ("source".to_owned(), report.source.clone()),
+        ("kind".to_owned(), report.kind.to_owned()),
+        (
+            "consistency".to_owned(),
+            report.consistency.name().to_owned(),
+        ),
+        (
+            "consistency_detail".to_owned(),
+            report.consistency_detail.clone(),
+        ),
+    ];
+    if let Some(error) = error {
+        details.push(("error".to_owned(), error));
+    }
+    bunker_repo_format::audit::AuditRecord {
+        time: report.started,
+        host: context.host.clone(),
+        user: context.username.clone(),
+        operation: "backup".to_owned(),
+        target: format!("source {}", report.source),
+        outcome: outcome.to_owned(),
+        duration_ms: u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX),
+        snapshot: report.snapshot,
+        details,
     }
 }
 

@@ -100,6 +100,7 @@ fn backup_paths(
 }
 
 fn report(global: &GlobalOptions, outcome: &bunker_agent::backup::BackupOutcome) -> Result<u8> {
+    crate::audit::note_snapshot(outcome.id);
     let mut err = std::io::stderr().lock();
     if let Some(warning) = &outcome.cache_warning {
         writeln!(err, "bunker: warning: {warning}")?;

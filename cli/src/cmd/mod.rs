@@ -1,5 +1,6 @@
 //! One module per command; each turns its arguments into library calls and prints results.
 
+mod audit;
 mod backup;
 mod cat;
 mod check;
@@ -25,6 +26,17 @@ use crate::args::{Cli, Command};
 /// Runs the parsed command; returns the exit code for outcomes that are not errors
 /// (0, or 3/4/5 for partial results).
 pub fn run(cli: Cli, cancel: &Cancel) -> Result<u8> {
+    let audited = crate::audit::audited(&cli.command);
+    let time = bunker_repo_format::tree::Timestamp::now();
+    let started = std::time::Instant::now();
+    let result = dispatch(cli, cancel);
+    if let Some((operation, target)) = audited {
+        crate::audit::record(operation, target, time, started.elapsed(), &result);
+    }
+    result
+}
+
+fn dispatch(cli: Cli, cancel: &Cancel) -> Result<u8> {
     let global = &cli.global;
     match cli.command {
         Command::Init(args) => init::run(global, &args),
@@ -39,6 +51,7 @@ pub fn run(cli: Cli, cancel: &Cancel) -> Result<u8> {
         Command::Key(command) => key::run(global, command),
         Command::Cat(command) => cat::run(global, command),
         Command::Policy(command) => policy::run(global, command),
+        Command::Audit => audit::run(global),
         Command::Copy(args) => copy::run(global, &args, cancel),
         Command::Lock(command) => lock::run(global, command),
     }

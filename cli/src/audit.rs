@@ -1,0 +1,188 @@
+//! Audit trail of the commands that change or prove the repository: each run of backup,
+//! restore, forget, prune and check leaves an audit record in the repository (FORMAT.md
+//! §13a) and a JSON line in a local log. Writing the trail never fails the command: a
+//! record that cannot be stored is reported on stderr.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bunker_repo_format::audit::{AuditRecord, store};
+use bunker_repo_format::backend::Backend;
+use bunker_repo_format::crypto::WriterKey;
+use bunker_repo_format::tree::Timestamp;
+use bunker_repo_format::{Repository, SnapshotId};
+use serde_json::json;
+
+use crate::args::Command;
+use crate::exit;
+use crate::output::rfc3339;
+
+/// The repository the running command opened: where its record goes.
+static OPENED: Mutex<Option<(Arc<dyn Backend>, WriterKey)>> = Mutex::new(None);
+/// The snapshot the running command wrote, if any.
+static SNAPSHOT: Mutex<Option<SnapshotId>> = Mutex::new(None);
+
+/// Remembers the repository a command opened.
+pub fn remember(repository: &Repository) {
+    if let Ok(mut opened) = OPENED.lock() {
+        *opened = Some((
+            Arc::clone(repository.backend()),
+            repository.writer_key().clone(),
+        ));
+    }
+}
+
+/// Remembers the snapshot a command wrote.
+pub fn note_snapshot(id: SnapshotId) {
+    if let Ok(mut snapshot) = SNAPSHOT.lock() {
+        *snapshot = Some(id);
+    }
+}
+
+/// The operation and target of an audited command; `None` for the others.
+pub fn audited(command: &Command) -> Option<(&'static str, String)> {
+    let lossy = |p: &std::path::Path| p.display().to_string();
+    match command {
+        Command::Backup(args) => Some((
+            "backup",
+            if let Some(volume) = &args.volume {
+                lossy(volume)
+            } else if args.stdin || args.stdin_from_command.is_some() {
+                format!("/{}", args.stdin_filename)
+            } else {
+                args.paths
+                    .iter()
+                    .map(|p| lossy(p))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            },
+        )),
+        Command::Restore(args) => Some((
+            "restore",
+            match (&args.target, &args.volume_target) {
+                (Some(target), _) => format!("{} -> {}", args.snapshot, lossy(target)),
+                (None, Some(volume)) => format!("{} -> {}", args.snapshot, lossy(volume)),
+                (None, None) => format!("{} -> stdout", args.snapshot),
+            },
+        )),
+        Command::Forget(_) => Some(("forget", String::new())),
+        Command::Prune(_) => Some(("prune", String::new())),
+        Command::Check(_) => Some(("check", String::new())),
+        _ => None,
+    }
+}
+
+/// Writes the record of a finished command, if it opened a repository.
+pub fn record(
+    operation: &str,
+    target: String,
+    time: Timestamp,
+    duration: Duration,
+    result: &anyhow::Result<u8>,
+) {
+    let Some((backend, writer)) = OPENED.lock().ok().and_then(|mut o| o.take()) else {
+        return;
+    };
+    let (outcome, error) = match result {
+        Ok(code) => (
+            match *code {
+                exit::OK => "succeeded",
+                exit::PARTIAL_BACKUP => "partial",
+                exit::DAMAGE_FOUND => "damage-found",
+                exit::RESTORE_INCOMPLETE => "incomplete",
+                exit::INTERRUPTED => "interrupted",
+                _ => "failed",
+            },
+            None,
+        ),
+        Err(e) => ("failed", Some(format!("{e:#}"))),
+    };
+    let mut details = Vec::new();
+    if let Some(error) = &error {
+        details.push(("error".to_owned(), error.clone()));
+    }
+    let record = AuditRecord {
+        time,
+        host: bunker_agent::platform::hostname(),
+        user: bunker_agent::platform::username(),
+        operation: operation.to_owned(),
+        target,
+        outcome: outcome.to_owned(),
+        duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+        snapshot: SNAPSHOT.lock().ok().and_then(|mut s| s.take()),
+        details,
+    };
+    let stored = store(backend.as_ref(), &writer, &record);
+    if let Err(e) = &stored {
+        eprintln!("bunker: warning: the audit record was not stored: {e}");
+    }
+    if let Some(path) = local_log()
+        && let Err(e) = append(
+            &path,
+            &record,
+            &backend.location(),
+            stored.ok().map(|id| id.to_hex()),
+        )
+    {
+        eprintln!(
+            "bunker: warning: could not append to the audit log {}: {e}",
+            path.display()
+        );
+    }
+}
+
+/// `BUNKER_AUDIT_LOG`, else `$XDG_STATE_HOME/bunker/audit.jsonl`, else
+/// `$HOME/.local/state/bunker/audit.jsonl`.
+pub fn local_log() -> Option<PathBuf> {
+    let absolute = |name: &str| {
+        std::env::var_os(name)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    absolute("BUNKER_AUDIT_LOG")
+        .or_else(|| absolute("XDG_STATE_HOME").map(|d| d.join("bunker/audit.jsonl")))
+        .or_else(|| absolute("HOME").map(|h| h.join(".local/state/bunker/audit.jsonl")))
+}
+
+fn append(
+    path: &std::path::Path,
+    record: &AuditRecord,
+    repository: &str,
+    id: Option<String>,
+) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    writeln!(
+        file,
+        "{}",
+        record_json(record, id.as_deref(), Some(repository))
+    )
+}
+
+/// A record as JSON (for `bunker audit --json` and the local log).
+pub fn record_json(
+    record: &AuditRecord,
+    id: Option<&str>,
+    repository: Option<&str>,
+) -> serde_json::Value {
+    json!({
+        "id": id,
+        "repository": repository,
+        "time": rfc3339(record.time),
+        "host": record.host,
+        "user": record.user,
+        "operation": record.operation,
+        "target": record.target,
+        "outcome": record.outcome,
+        "duration_ms": record.duration_ms,
+        "snapshot_id": record.snapshot.map(|s| s.to_hex()),
+        "details": record.details.iter().map(|(k, v)| json!({"key": k, "value": v})).collect::<Vec<_>>(),
+    })
+}
