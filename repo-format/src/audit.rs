@@ -9,7 +9,7 @@ use crate::codec::{DecodeError, Decoder, Encoder};
 use crate::crypto::{MasterKey, SealingSession};
 use crate::error::{Error, Result};
 use crate::id::{AuditId, SnapshotId};
-use crate::object::{ObjectKind, SESSION_HEADER_LEN};
+use crate::object::{ObjectKind, open_session_object, seal_session_object};
 use crate::tree::Timestamp;
 
 const BODY_VERSION: u8 = 1;
@@ -37,11 +37,8 @@ pub struct AuditRecord {
     pub details: Vec<(String, String)>,
 }
 
-fn aad(header: &[u8]) -> Vec<u8> {
-    let mut aad = b"bunker audit".to_vec();
-    aad.extend_from_slice(header);
-    aad
-}
+/// What the body's seal binds besides the header (FORMAT.md).
+const SEAL_CONTEXT: &[u8] = b"bunker audit";
 
 impl AuditRecord {
     /// Encodes the body plaintext.
@@ -113,29 +110,25 @@ impl AuditRecord {
 
     /// Seals the record into an object; returns its id (the content hash) and bytes.
     pub fn seal(&self, session: &SealingSession) -> (AuditId, Vec<u8>) {
-        let mut out = Vec::new();
-        out.extend_from_slice(&ObjectKind::Audit.header());
-        out.extend_from_slice(session.public());
-        let header = out.clone();
-        session
-            .key()
-            .seal_into(&aad(&header), &self.encode_body(), &mut out);
+        let out = seal_session_object(
+            ObjectKind::Audit,
+            SEAL_CONTEXT,
+            session,
+            &self.encode_body(),
+        );
         (AuditId::from_bytes(crate::id::content_hash(&out)), out)
     }
 
     /// Opens a stored record.
     pub fn open(bytes: &[u8], key: &MasterKey, object: &str) -> Result<Self> {
-        let mut dec = ObjectKind::Audit.check_header(bytes, object)?;
-        let session_public = dec
-            .array("session public key")
-            .map_err(|e| Error::corrupt(object, e.to_string()))?;
-        let session_key = key.session_key(&session_public, object)?;
-        let body = session_key
-            .open(
-                &aad(&bytes[..SESSION_HEADER_LEN]),
-                &bytes[SESSION_HEADER_LEN..],
-            )
-            .map_err(|_| Error::corrupt(object, "audit record does not authenticate"))?;
+        let body = open_session_object(
+            ObjectKind::Audit,
+            SEAL_CONTEXT,
+            bytes,
+            key,
+            object,
+            "audit record",
+        )?;
         AuditRecord::decode_body(&body).map_err(|e| Error::corrupt(object, e.to_string()))
     }
 }

@@ -37,6 +37,44 @@ pub enum ObjectKind {
     Audit,
 }
 
+/// Seals `body` as an object of `kind` written by a writer session: header ‖ session
+/// public key ‖ `Seal(session key, context ‖ header ‖ session public, body)` (snapshots,
+/// audit records). Only master-key holders can open it again.
+pub fn seal_session_object(
+    kind: ObjectKind,
+    context: &[u8],
+    session: &crate::crypto::SealingSession,
+    body: &[u8],
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&kind.header());
+    out.extend_from_slice(session.public());
+    let aad = [context, out.as_slice()].concat();
+    session.key().seal_into(&aad, body, &mut out);
+    out
+}
+
+/// Opens an object sealed by [`seal_session_object`]; returns the body plaintext.
+/// `what` names the kind in the error when it does not authenticate.
+pub fn open_session_object(
+    kind: ObjectKind,
+    context: &[u8],
+    bytes: &[u8],
+    key: &crate::crypto::MasterKey,
+    object: &str,
+    what: &str,
+) -> Result<Vec<u8>> {
+    let mut dec = kind.check_header(bytes, object)?;
+    let session_public = dec
+        .array("session public key")
+        .map_err(|e| Error::corrupt(object, e.to_string()))?;
+    let session_key = key.session_key(&session_public, object)?;
+    let aad = [context, &bytes[..SESSION_HEADER_LEN]].concat();
+    session_key
+        .open(&aad, &bytes[SESSION_HEADER_LEN..])
+        .map_err(|_| Error::corrupt(object, format!("{what} does not authenticate")))
+}
+
 impl ObjectKind {
     /// The kind byte in the header.
     pub const fn byte(self) -> u8 {

@@ -7,7 +7,7 @@ use crate::codec::{DecodeError, Decoder, Encoder};
 use crate::crypto::{MasterKey, SealingSession};
 use crate::error::{Error, Result};
 use crate::id::{BlobId, SnapshotId};
-use crate::object::{ObjectKind, SESSION_HEADER_LEN};
+use crate::object::{ObjectKind, open_session_object, seal_session_object};
 use crate::tree::Timestamp;
 
 const BODY_VERSION: u8 = 1;
@@ -124,11 +124,8 @@ pub struct Snapshot {
     pub program_version: String,
 }
 
-fn aad(header: &[u8]) -> Vec<u8> {
-    let mut aad = b"bunker snapshot".to_vec();
-    aad.extend_from_slice(header);
-    aad
-}
+/// What the body's seal binds besides the header (FORMAT.md).
+const SEAL_CONTEXT: &[u8] = b"bunker snapshot";
 
 impl Snapshot {
     /// Encodes the body plaintext.
@@ -304,29 +301,25 @@ impl Snapshot {
 
     /// Seals the snapshot into its stored form and names it.
     pub fn seal(&self, session: &SealingSession) -> (SnapshotId, Vec<u8>) {
-        let mut out = Vec::new();
-        out.extend_from_slice(&ObjectKind::Snapshot.header());
-        out.extend_from_slice(session.public());
-        let header = out.clone();
-        session
-            .key()
-            .seal_into(&aad(&header), &self.encode_body(), &mut out);
+        let out = seal_session_object(
+            ObjectKind::Snapshot,
+            SEAL_CONTEXT,
+            session,
+            &self.encode_body(),
+        );
         (SnapshotId::from_bytes(crate::id::content_hash(&out)), out)
     }
 
     /// Opens a stored snapshot.
     pub fn open(bytes: &[u8], key: &MasterKey, object: &str) -> Result<Self> {
-        let mut dec = ObjectKind::Snapshot.check_header(bytes, object)?;
-        let session_public = dec
-            .array("session public key")
-            .map_err(|e| Error::corrupt(object, e.to_string()))?;
-        let session_key = key.session_key(&session_public, object)?;
-        let body = session_key
-            .open(
-                &aad(&bytes[..SESSION_HEADER_LEN]),
-                &bytes[SESSION_HEADER_LEN..],
-            )
-            .map_err(|_| Error::corrupt(object, "snapshot does not authenticate"))?;
+        let body = open_session_object(
+            ObjectKind::Snapshot,
+            SEAL_CONTEXT,
+            bytes,
+            key,
+            object,
+            "snapshot",
+        )?;
         Snapshot::decode_body(&body).map_err(|e| Error::corrupt(object, e.to_string()))
     }
 
