@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 need_packages=()
 command -v setpriv >/dev/null || need_packages+=(util-linux)
 command -v mkfs.ext4 >/dev/null || need_packages+=(e2fsprogs)
+command -v mkfs.btrfs >/dev/null || need_packages+=(btrfs-progs)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_packages+=(postgresql)
 if [ ${#need_packages[@]} -gt 0 ] && [ "$(id -u)" = 0 ]; then
     apt-get update -qq && apt-get install -y -qq "${need_packages[@]}"

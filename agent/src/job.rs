@@ -2,10 +2,12 @@
 //!
 //! The order is fixed:
 //! 1. the `pre` hook; if it fails nothing is backed up (the `post` hook still runs);
-//! 2. the quiesce step (freeze, or the application's own commands); if it fails the backup
-//!    still runs, recorded as crash-consistent with the reason;
+//! 2. the quiesce step (freeze, a read-only btrfs snapshot to read from, or the
+//!    application's own commands); if it fails the backup still runs (from the live files),
+//!    recorded as crash-consistent with the reason;
 //! 3. the backup, cancelled when the source's timeout passes;
-//! 4. the release (thaw, or the quiesce `post` command), whatever happened in 3;
+//! 4. the release (thaw, snapshot deletion, or the quiesce `post` command), whatever
+//!    happened in 3;
 //! 5. the `post` hook, whatever happened before;
 //! 6. retention (`forget` of this source's snapshots), only when the policy asks for it.
 
@@ -19,7 +21,7 @@ use bunker_repo_format::tree::Timestamp;
 use bunker_repo_format::{Repository, SnapshotId};
 
 use crate::backup::{
-    BackupOptions, StreamOptions, VolumeOptions, backup, backup_command, backup_volume,
+    BackupOptions, ReadFrom, StreamOptions, VolumeOptions, backup, backup_command, backup_volume,
 };
 use crate::cancel::Cancel;
 use crate::policy::{Quiesce, Source, SourceKind};
@@ -97,6 +99,7 @@ fn hook_env(source: &Source, phase: &str) -> Vec<(String, String)> {
 enum Quiesced {
     Nothing,
     Frozen(quiesce::Frozen),
+    Snapshot(quiesce::BtrfsSnapshot),
     Commands {
         post: Option<String>,
         timeout: Duration,
@@ -189,7 +192,15 @@ fn run_steps(
         }
     }
     let quiesced = begin_quiesce(source, context, report);
-    let result = back_up(repo, source, context, cancel, report);
+    let read_from = match &quiesced {
+        Quiesced::Snapshot(snapshot) => Some(ReadFrom {
+            live: snapshot.subvolume().to_path_buf(),
+            snapshot: snapshot.path().to_path_buf(),
+            device: snapshot.subvolume_device(),
+        }),
+        _ => None,
+    };
+    let result = back_up(repo, source, context, read_from, cancel, report);
     end_quiesce(quiesced, source, report);
     run_post_hook(source, report);
     result
@@ -230,14 +241,20 @@ fn begin_quiesce(source: &Source, context: &JobContext, report: &mut JobReport) 
                 }
             }
         }
-        Quiesce::BtrfsSnapshot(subvolume) => {
-            report.consistency_detail = format!(
-                "quiesce failed: btrfs snapshots of {} are not supported by this agent yet",
-                subvolume.display()
-            );
-            report.warnings.push(report.consistency_detail.clone());
-            Quiesced::Nothing
-        }
+        Quiesce::BtrfsSnapshot(subvolume) => match quiesce::btrfs_snapshot(subvolume, &source.name)
+        {
+            Ok(snapshot) => {
+                report.consistency = ConsistencyLevel::Application;
+                report.consistency_detail =
+                    format!("read-only btrfs snapshot of {}", subvolume.display());
+                Quiesced::Snapshot(snapshot)
+            }
+            Err(e) => {
+                report.consistency_detail = format!("quiesce failed: {e}");
+                report.warnings.push(report.consistency_detail.clone());
+                Quiesced::Nothing
+            }
+        },
         Quiesce::Commands { pre, post, timeout } => {
             let run = quiesce::run_hook(pre, &hook_env(source, "quiesce"), *timeout);
             let ok = run.succeeded();
@@ -270,6 +287,11 @@ fn end_quiesce(quiesced: Quiesced, source: &Source, report: &mut JobReport) {
                 report.warnings.push(e.to_string());
             }
         }
+        Quiesced::Snapshot(snapshot) => {
+            if let Err(e) = snapshot.delete() {
+                report.warnings.push(e.to_string());
+            }
+        }
         Quiesced::Commands { post, timeout } => {
             if let Some(post) = post {
                 let run = quiesce::run_hook(&post, &hook_env(source, "release"), timeout);
@@ -286,6 +308,7 @@ fn back_up(
     repo: &Repository,
     source: &Source,
     context: &JobContext,
+    read_from: Option<ReadFrom>,
     cancel: &Cancel,
     report: &mut JobReport,
 ) -> Result<(), String> {
@@ -308,6 +331,7 @@ fn back_up(
                     .cache_root
                     .as_ref()
                     .map(|root| root.join(hex_id(&repo.config().header.repository_id))),
+                read_from,
                 ..BackupOptions::default()
             };
             backup(repo, &options, cancel)

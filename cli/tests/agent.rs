@@ -551,3 +551,160 @@ fn a_volume_written_to_continuously_is_frozen_backed_up_and_restores_clean() {
         assert_eq!(*line, i.to_string(), "line {i} of the restored log");
     }
 }
+
+/// A loop-mounted btrfs filesystem with one subvolume, `data` (root only).
+struct BtrfsFs {
+    _dir: TestDir,
+    mount: PathBuf,
+}
+
+impl BtrfsFs {
+    fn new() -> Option<BtrfsFs> {
+        if !is_root() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI runs these tests as root"
+            );
+            note("SKIPPED: the btrfs snapshot test needs root and loop mounts");
+            return None;
+        }
+        let dir = TestDir::new();
+        let image = dir.join("btrfs.img");
+        let mount = dir.join("mnt");
+        fs::create_dir(&mount).expect("create the mount point");
+        fs::File::create(&image)
+            .expect("create the image")
+            .set_len(256 << 20)
+            .expect("size the image");
+        let ok = |c: &mut Command| assert!(c.status().expect("run the command").success(), "{c:?}");
+        ok(Command::new("mkfs.btrfs").args(["-q", "-f"]).arg(&image));
+        ok(Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&image)
+            .arg(&mount));
+        let fs_ = BtrfsFs { _dir: dir, mount };
+        ok(Command::new("btrfs")
+            .args(["-q", "subvolume", "create"])
+            .arg(fs_.data()));
+        Some(fs_)
+    }
+
+    fn data(&self) -> PathBuf {
+        self.mount.join("data")
+    }
+}
+
+impl Drop for BtrfsFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mount).status();
+    }
+}
+
+/// Two counters the writer updates in order (`a_counter`, then `z_counter`, each replaced
+/// atomically) with 24 MiB of other files between them in name order: in any point-in-time
+/// view `a` is `z` or `z + 1`, while reading the live tree sees `a` far behind `z`.
+fn counters(dir: &Path) -> (u64, u64) {
+    let read = |name: &str| -> u64 {
+        let text = fs::read_to_string(dir.join(name)).expect("read a counter");
+        text.trim().parse().expect("a counter is a number")
+    };
+    (read("a_counter"), read("z_counter"))
+}
+
+#[test]
+fn a_btrfs_source_is_backed_up_from_a_read_only_snapshot_at_one_point_in_time() {
+    let Some(fs_) = BtrfsFs::new() else { return };
+    let data = fs_.data();
+    let filler = data.join("m_filler");
+    fs::create_dir(&filler).expect("create the filler dir");
+    for i in 0..6 {
+        fs::write(filler.join(format!("part{i}")), random_bytes(i, 4 << 20)).expect("filler");
+    }
+    fs::write(data.join("a_counter"), "0\n").expect("counter");
+    fs::write(data.join("z_counter"), "0\n").expect("counter");
+    // A snapshot left behind by an agent that died: deleted by the next run.
+    let ok = |c: &mut Command| assert!(c.status().expect("run").success(), "{c:?}");
+    fs::create_dir(data.join(".bunker-snapshots")).expect("snapshot dir");
+    ok(Command::new("btrfs")
+        .args(["-q", "subvolume", "snapshot", "-r"])
+        .arg(&data)
+        .arg(data.join(".bunker-snapshots/home.1")));
+
+    let mut writer = Command::new("sh")
+        .current_dir(&data)
+        .arg("-c")
+        .arg(
+            "i=1; while true; do echo $i > a.tmp; mv a.tmp a_counter; \
+             echo $i > z.tmp; mv z.tmp z_counter; i=$((i+1)); done",
+        )
+        .spawn()
+        .expect("start the writer");
+    thread::sleep(Duration::from_millis(300));
+    let sources = format!(
+        "[[source]]\nname = \"home\"\nkind = \"paths\"\npaths = [\"{0}\"]\n\
+         schedule = \"@daily\"\nquiesce = {{ btrfs_snapshot = \"{0}\" }}\n",
+        data.display()
+    );
+    let s = Setup::new(&sources);
+    s.run_agent(&["run", "--once", "home"]).ok();
+    s.run_agent(&["run", "--once", "home"]).ok();
+    let _ = writer.kill();
+    let _ = writer.wait();
+    let journal = s.journal();
+    assert_eq!(journal.len(), 2, "{journal:?}");
+    for run in &journal {
+        assert_eq!(run["outcome"], "succeeded", "{run:?}");
+        assert_eq!(run["consistency"], "application", "{run:?}");
+        assert!(
+            run["consistency_detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("btrfs snapshot")),
+            "{run:?}"
+        );
+    }
+    // Both snapshots, the leftover included, are gone.
+    let left: Vec<_> = fs::read_dir(data.join(".bunker-snapshots"))
+        .expect("list the snapshot dir")
+        .collect();
+    assert!(left.is_empty(), "snapshots left behind: {left:?}");
+
+    let listed = s.b.run(["snapshots", "--json"]).ok().json();
+    let listed = listed.as_array().expect("a list");
+    assert_eq!(listed.len(), 2);
+    // Recorded under the live paths, and the second run did not read the unchanged filler
+    // again (the snapshot's own device number must not make every file look new).
+    assert_eq!(listed[1]["paths"][0], data.to_str().expect("utf-8"));
+    let second = &listed[1]["summary"];
+    assert!(
+        second["files_unchanged"].as_u64().unwrap_or(0) >= 6,
+        "{second}"
+    );
+    assert!(
+        second["bytes_read"].as_u64().unwrap_or(u64::MAX) < 1 << 20,
+        "{second}"
+    );
+
+    for (n, snapshot) in listed.iter().enumerate() {
+        let target = s.t.join(format!("restored-{n}"));
+        let id = snapshot["id"].as_str().expect("id");
+        s.b.run(["restore", id, "--target", target.to_str().expect("utf-8")])
+            .ok();
+        let restored = target.join(data.strip_prefix("/").expect("absolute"));
+        let (a, z) = counters(&restored);
+        assert!(
+            a == z || a == z + 1,
+            "snapshot {n} is not one point in time: a_counter {a}, z_counter {z}"
+        );
+        for i in 0..6 {
+            assert_eq!(
+                fs::read(restored.join(format!("m_filler/part{i}"))).expect("restored filler"),
+                random_bytes(i, 4 << 20),
+                "m_filler/part{i} of snapshot {n}"
+            );
+        }
+        assert!(
+            !restored.join(".bunker-snapshots").exists(),
+            "the snapshot directory was backed up"
+        );
+    }
+}

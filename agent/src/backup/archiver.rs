@@ -21,7 +21,7 @@ use super::dedup::Dedup;
 use super::files_cache::{FileKey, FilesCache};
 use super::read::{ReadFailure, read_file};
 use super::seal::Sealer;
-use super::{BackupError, Excludes};
+use super::{BackupError, Excludes, ReadFrom};
 use crate::cancel::Cancel;
 use crate::platform::{self, Captured, CapturedKind, DirHandle, NameCache};
 use crate::progress::Progress;
@@ -82,6 +82,9 @@ pub(super) struct Archiver<'a> {
     summary: Summary,
     unreadable: Vec<String>,
     changed: Vec<String>,
+    read_from: Option<ReadFrom>,
+    /// The recorded path of the entry holding `read_from`'s snapshot, never archived.
+    hidden: Option<PathBuf>,
 }
 
 fn display(path: &Path) -> String {
@@ -109,7 +112,29 @@ impl<'a> Archiver<'a> {
             summary: Summary::default(),
             unreadable: Vec::new(),
             changed: Vec::new(),
+            read_from: None,
+            hidden: None,
         }
+    }
+
+    /// Reads from a filesystem snapshot instead of the live tree (see [`ReadFrom`]).
+    pub(super) fn reading_from(mut self, read_from: Option<ReadFrom>) -> Self {
+        self.hidden = read_from.as_ref().and_then(ReadFrom::hidden);
+        self.read_from = read_from;
+        self
+    }
+
+    /// The path to read the entry recorded at `path` from.
+    fn access_path(&self, path: &Path) -> PathBuf {
+        match &self.read_from {
+            Some(read_from) => read_from.access_path(path),
+            None => path.to_path_buf(),
+        }
+    }
+
+    /// The device number to record and compare for an entry captured with `device`.
+    fn recorded_device(&self, device: u64) -> u64 {
+        self.read_from.as_ref().map_or(device, |r| r.device)
     }
 
     /// Sends what is queued to the seal stage and waits until it left the pool. The pack
@@ -143,7 +168,8 @@ impl<'a> Archiver<'a> {
         if paths.iter().any(|p| p.parent().is_none()) {
             let mut meta = Metadata::default();
             let root = Path::new("/");
-            return self.archive_dir_contents(root, root, &mut meta, parent_root);
+            let access = self.access_path(root);
+            return self.archive_dir_contents(root, &access, &mut meta, parent_root);
         }
         let mut root: BTreeMap<Vec<u8>, Planned> = BTreeMap::new();
         'paths: for path in paths {
@@ -192,21 +218,24 @@ impl<'a> Archiver<'a> {
             let parent_entry = parent.and_then(|tree| tree.get(&name));
             match item {
                 Planned::Real(path) => {
-                    if let Some(entry) = self.archive_entry(&path, &path, name, parent_entry)? {
+                    let access = self.access_path(&path);
+                    if let Some(entry) = self.archive_entry(&path, &access, name, parent_entry)? {
                         entries.push(entry);
                     }
                 }
                 Planned::Virtual(path, children) => {
-                    let mut captured = match platform::capture(&path, &self.names) {
-                        Ok(captured) => captured,
-                        Err(e) => {
-                            self.unreadable(&path, &e.to_string());
-                            continue;
-                        }
-                    };
+                    let mut captured =
+                        match platform::capture(&self.access_path(&path), &self.names) {
+                            Ok(captured) => captured,
+                            Err(e) => {
+                                self.unreadable(&path, &e.to_string());
+                                continue;
+                            }
+                        };
                     if !self.with_atime {
                         captured.meta.atime = Timestamp::default();
                     }
+                    captured.meta.device = self.recorded_device(captured.meta.device);
                     let parent_subtree = match parent_entry.map(|e| &e.node) {
                         Some(Node::Dir { subtree }) => self.parent_tree(Some(*subtree)),
                         _ => None,
@@ -268,6 +297,10 @@ impl<'a> Archiver<'a> {
         if !self.with_atime {
             meta.atime = Timestamp::default();
         }
+        // The live device number is kept for the changed-while-read check; the recorded one
+        // (which differs when reading from a snapshot) is compared and stored.
+        let live_device = meta.device;
+        meta.device = self.recorded_device(live_device);
         let node = match kind {
             CapturedKind::File { size } => match self.unchanged(path, parent, &meta, size) {
                 Some(extents) => {
@@ -284,7 +317,8 @@ impl<'a> Archiver<'a> {
                     );
                     Node::File { extents }
                 }
-                None => match self.archive_file(path, access, size, &mut meta) {
+                None => match self.archive_file_as_read(path, access, size, &mut meta, live_device)
+                {
                     Ok(node) => {
                         if parent.is_some() {
                             self.summary.files_changed += 1;
@@ -355,12 +389,14 @@ impl<'a> Archiver<'a> {
         for name in names {
             let os_name = std::ffi::OsStr::from_bytes(&name);
             let child = path.join(os_name);
-            if self.excludes.is_excluded(&child) {
+            if self.excludes.is_excluded(&child) || self.hidden.as_deref() == Some(&child) {
                 continue;
             }
+            // Through `access`, not the recorded path: they differ when reading a snapshot.
+            let through = access.join(os_name);
             let child_access = match &handle {
-                Some(handle) => handle.child(&child, os_name),
-                None => child.clone(),
+                Some(handle) => handle.child(&through, os_name),
+                None => through,
             };
             let parent_entry = parent.as_ref().and_then(|tree| tree.get(&name));
             if let Some(entry) =
@@ -419,6 +455,23 @@ impl<'a> Archiver<'a> {
             self.stages.sealer.send(sealed)?;
         }
         Ok(id)
+    }
+
+    /// [`Self::archive_file`] with the device number the file was captured with, restoring
+    /// the recorded one afterwards.
+    fn archive_file_as_read(
+        &mut self,
+        path: &Path,
+        access: &Path,
+        size: u64,
+        meta: &mut Metadata,
+        live_device: u64,
+    ) -> Result<Node, BackupError> {
+        let recorded = meta.device;
+        meta.device = live_device;
+        let node = self.archive_file(path, access, size, meta);
+        meta.device = recorded;
+        node
     }
 
     /// Reads a regular file's data regions into chunks; holes become hole extents.

@@ -28,7 +28,7 @@ mod volume;
 
 use std::collections::HashSet;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::sync_channel;
 use std::time::Instant;
@@ -83,6 +83,40 @@ pub struct BackupOptions {
     pub consistency: ConsistencyLevel,
     /// What the quiesce step did.
     pub consistency_detail: String,
+    /// Read the files from a filesystem snapshot instead of the live paths.
+    pub read_from: Option<ReadFrom>,
+}
+
+/// A filesystem snapshot to read from in place of a live directory: paths under `live` are
+/// read at the same relative place under `snapshot` and recorded under `live`, with the
+/// live directory's device number (a snapshot's changes every time, which would make every
+/// file look changed). `snapshot` itself, when it lies under `live`, is left out.
+#[derive(Debug, Clone)]
+pub struct ReadFrom {
+    /// The directory the snapshot was taken of.
+    pub live: PathBuf,
+    /// Where the snapshot is.
+    pub snapshot: PathBuf,
+    /// The device number to record for every entry.
+    pub device: u64,
+}
+
+impl ReadFrom {
+    /// Where `path` (an absolute path as recorded) is read from.
+    pub(crate) fn access_path(&self, path: &Path) -> PathBuf {
+        match path.strip_prefix(&self.live) {
+            Ok(relative) if relative.as_os_str().is_empty() => self.snapshot.clone(),
+            Ok(relative) => self.snapshot.join(relative),
+            Err(_) => path.to_path_buf(),
+        }
+    }
+
+    /// The entry under `live` that holds the snapshot (left out of the backup), if any.
+    pub(crate) fn hidden(&self) -> Option<PathBuf> {
+        let inside = self.snapshot.strip_prefix(&self.live).ok()?;
+        let first = inside.components().next()?;
+        Some(self.live.join(first))
+    }
 }
 
 /// A finished backup.
@@ -161,7 +195,11 @@ pub fn backup(
             path: path.clone(),
             source,
         })?;
-        std::fs::symlink_metadata(&absolute).map_err(|source| BackupError::Source {
+        let access = match &options.read_from {
+            Some(read_from) => read_from.access_path(&absolute),
+            None => absolute.clone(),
+        };
+        std::fs::symlink_metadata(&access).map_err(|source| BackupError::Source {
             path: path.clone(),
             source,
         })?;
@@ -219,7 +257,8 @@ pub fn backup(
             progress: options.progress.clone(),
         };
         let mut archiver =
-            archiver::Archiver::new(repo, &index, stages, &excludes, cancel, options.with_atime);
+            archiver::Archiver::new(repo, &index, stages, &excludes, cancel, options.with_atime)
+                .reading_from(options.read_from.clone());
         let tree = archiver.archive_roots(&paths, parent_root);
         // Dropping the archiver drops the last sender: the pack stage uploads the rest.
         let finished = archiver.finish();

@@ -884,11 +884,23 @@ impl Checker<'_> {
                     "applies to paths sources only".into(),
                 );
             }
-            return Quiesce::BtrfsSnapshot(self.absolute_path(
-                subvolume,
-                span,
-                &format!("{key}.btrfs_snapshot"),
-            ));
+            let subvolume_path =
+                self.absolute_path(subvolume, span.clone(), &format!("{key}.btrfs_snapshot"));
+            if let SourceKind::Paths { paths, .. } = kind
+                && let Some(outside) = paths.iter().find(|p| !p.starts_with(&subvolume_path))
+            {
+                self.on(
+                    subvolume,
+                    span,
+                    &format!("{key}.btrfs_snapshot"),
+                    format!(
+                        "path {} is not inside the subvolume {}: it would be read live",
+                        outside.display(),
+                        subvolume_path.display()
+                    ),
+                );
+            }
+            return Quiesce::BtrfsSnapshot(subvolume_path);
         }
         let timeout = self.duration(
             raw.timeout.as_ref(),

@@ -228,3 +228,26 @@ fn the_shipped_sample_policies_are_valid() {
     }
     assert_eq!(seen, TEMPLATE_NAMES.len(), "one sample per template");
 }
+
+#[test]
+fn a_btrfs_snapshot_must_cover_every_path_of_its_source() {
+    let policy = |paths: &str| {
+        format!(
+            "[repository]\nurl = \"/r\"\npassword_file = \"/p\"\n\n[[source]]\nname = \"home\"\n\
+             kind = \"paths\"\npaths = {paths}\nschedule = \"@daily\"\n\
+             quiesce = {{ btrfs_snapshot = \"/srv\" }}\n"
+        )
+    };
+    let ok = Policy::parse(&policy(r#"["/srv/app", "/srv"]"#), "p.toml").unwrap();
+    assert_eq!(ok.sources[0].quiesce, Quiesce::BtrfsSnapshot("/srv".into()));
+    let found = errors(&policy(r#"["/srv/app", "/srvx/data"]"#));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(
+        (found[0].line, found[0].key.as_str()),
+        (10, "source[1].quiesce.btrfs_snapshot")
+    );
+    assert!(
+        found[0].message.contains("/srvx/data is not inside"),
+        "{found:?}"
+    );
+}
