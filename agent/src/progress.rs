@@ -47,6 +47,16 @@ impl Progress {
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
+    /// `bytes` more done without finishing a file (a restore writes blobs, not files).
+    pub fn bytes_done(&self, bytes: u64) {
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// `files` more done whose bytes were counted already (or have none).
+    pub fn files_done(&self, files: u64) {
+        self.files.fetch_add(files, Ordering::Relaxed);
+    }
+
     /// `bytes` more read from the source.
     pub fn read(&self, bytes: u64) {
         self.bytes_read.fetch_add(bytes, Ordering::Relaxed);

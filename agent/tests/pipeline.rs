@@ -195,8 +195,35 @@ fn pipeline_stores_each_chunk_once_and_restores_the_same_bytes() {
     );
     assert_eq!(second.snapshot.summary.data_blobs_added, 0);
 
+    // Restore progress: expected = what is to be written, done = what was written.
     let target = tmp.path().join("restored");
-    restore_into(&repo, &first.id, &target);
+    let restored = Arc::new(Progress::new());
+    let index = repo.load_index().unwrap().index;
+    let outcome = restore(
+        &repo,
+        &index,
+        &first.snapshot.tree,
+        Path::new("/"),
+        &target,
+        &RestoreOptions {
+            progress: Some(Arc::clone(&restored)),
+            ..RestoreOptions::default()
+        },
+        &Cancel::new(),
+    )
+    .unwrap();
+    assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+    let seen = restored.snapshot();
+    assert_eq!(
+        (
+            seen.files,
+            seen.bytes,
+            seen.expected_files,
+            seen.expected_bytes
+        ),
+        (s.files, s.bytes, s.files, s.bytes)
+    );
+    assert_eq!(outcome.bytes, s.bytes);
     assert_same_tree(&source, &restored_source(&target, &source));
 }
 

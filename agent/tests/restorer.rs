@@ -95,7 +95,7 @@ impl Fixture {
             &self.tree,
             path,
             target,
-            &RestoreOptions { ownership: false },
+            &RestoreOptions::default(),
             &Cancel::new(),
         )
         .unwrap()

@@ -36,6 +36,7 @@ use bunker_repo_format::{BlobId, Repository};
 use crate::cancel::Cancel;
 use crate::navigate::{Located, locate};
 use crate::platform::ApplyOptions;
+use crate::progress::Progress;
 use plan::{PackPlanner, PackWork, PlannedFile, Planner};
 use write::ContentWriter;
 
@@ -44,6 +45,10 @@ use write::ContentWriter;
 pub struct RestoreOptions {
     /// Restore owner and group (only root can).
     pub ownership: bool,
+    /// Counters to update as the restore goes: expected = the files and bytes to write
+    /// (files already correct in the target are not counted), done = bytes written, files
+    /// counted when the content is written.
+    pub progress: Option<Arc<Progress>>,
 }
 
 /// What a restore did.
@@ -138,7 +143,20 @@ pub fn restore(
         errors: plan.errors,
         ..RestoreOutcome::default()
     };
-    let (bytes, errors) = write_content(repo, &plan.files, &plan.packs, cancel)?;
+    let to_write = plan.file_count.saturating_sub(plan.skipped);
+    if let Some(progress) = &options.progress {
+        progress.expect(to_write, bytes_to_write(&plan.packs));
+    }
+    let (bytes, errors) = write_content(
+        repo,
+        &plan.files,
+        &plan.packs,
+        options.progress.as_deref(),
+        cancel,
+    )?;
+    if let Some(progress) = &options.progress {
+        progress.files_done(to_write);
+    }
     outcome.bytes = bytes;
     outcome.errors.extend(errors);
     let (errors, warnings) = write::apply_all(
@@ -152,15 +170,25 @@ pub fn restore(
     Ok(outcome)
 }
 
+/// The plaintext bytes `packs` write, every placement counted.
+fn bytes_to_write(packs: &[PackWork]) -> u64 {
+    packs
+        .iter()
+        .flat_map(|work| &work.blobs)
+        .map(|blob| u64::from(blob.location.raw_length) * blob.placements.len() as u64)
+        .sum()
+}
+
 /// Fetches, unseals and writes every blob of `packs` into `files`; returns the bytes
 /// written and the failures.
 fn write_content(
     repo: &Repository,
     files: &[PlannedFile],
     packs: &[PackWork],
+    progress: Option<&Progress>,
     cancel: &Cancel,
 ) -> Result<(u64, Vec<String>), RestoreError> {
-    let writer = ContentWriter::new(files);
+    let writer = ContentWriter::new(files, progress);
     fetch::fetch_all(repo, packs, cancel, |fetched| {
         let work = &packs[fetched.range.pack];
         let blobs = &work.blobs[fetched.range.first..fetched.range.end];
@@ -279,7 +307,7 @@ pub fn restore_volume(
         .map(|message| format!("{}: {message}", target.display()))
         .collect();
     let packs = packs.finish();
-    let (bytes, content_errors) = write_content(repo, &files, &packs, cancel)?;
+    let (bytes, content_errors) = write_content(repo, &files, &packs, None, cancel)?;
     errors.extend(content_errors);
     file.sync_all().map_err(target_error)?;
     Ok(RestoreOutcome {

@@ -23,6 +23,7 @@ use bunker_repo_format::tree::{Metadata, Node};
 
 use super::plan::{Pending, PendingDir, PlannedBlob, PlannedFile};
 use crate::platform::{self, ApplyOptions, DirHandle};
+use crate::progress::Progress;
 
 /// Files named in one failure message; the rest are counted.
 const NAMED_FILES: usize = 10;
@@ -38,6 +39,7 @@ struct Failures {
 #[derive(Debug)]
 pub(super) struct ContentWriter<'a> {
     files: &'a [PlannedFile],
+    progress: Option<&'a Progress>,
     bytes: AtomicU64,
     failures: Mutex<Failures>,
 }
@@ -46,9 +48,10 @@ pub(super) struct ContentWriter<'a> {
 pub(super) type OpenFiles = HashMap<u32, Arc<File>>;
 
 impl<'a> ContentWriter<'a> {
-    pub fn new(files: &'a [PlannedFile]) -> Self {
+    pub fn new(files: &'a [PlannedFile], progress: Option<&'a Progress>) -> Self {
         Self {
             files,
+            progress,
             bytes: AtomicU64::new(0),
             failures: Mutex::new(Failures::default()),
         }
@@ -101,6 +104,9 @@ impl<'a> ContentWriter<'a> {
             match file.write_all_at(data, placement.offset) {
                 Ok(()) => {
                     self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    if let Some(progress) = self.progress {
+                        progress.bytes_done(data.len() as u64);
+                    }
                 }
                 Err(e) => {
                     let path = &self.files[placement.file as usize].path;

@@ -1,10 +1,12 @@
 //! `bunker restore`.
 
 use std::io::Write;
+use std::sync::Arc;
 
 use anyhow::Result;
 use bunker_agent::Cancel;
 use bunker_agent::platform;
+use bunker_agent::progress::Progress;
 use bunker_agent::restore::{RestoreOptions, restore, restore_volume, stream_file};
 use bunker_repo_format::snapshot::SourceKind;
 use serde_json::json;
@@ -12,6 +14,7 @@ use serde_json::json;
 use super::split_snapshot_path;
 use crate::args::{GlobalOptions, RestoreArgs};
 use crate::output::{bytes, print_json};
+use crate::progress::Display;
 use crate::{exit, repo};
 
 pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Result<u8> {
@@ -54,9 +57,14 @@ pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Resul
             (outcome, device)
         }
         (None, Some(target)) => {
+            let progress = Arc::new(Progress::new());
             let options = RestoreOptions {
                 ownership: platform::is_root(),
+                progress: Some(Arc::clone(&progress)),
             };
+            // The display writes to stderr from its own thread: the lock must be free.
+            drop(err);
+            let display = Display::start("restore", progress, global.json);
             let outcome = restore(
                 &repository,
                 &loaded.index,
@@ -65,8 +73,10 @@ pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Resul
                 target,
                 &options,
                 cancel,
-            )?;
-            (outcome, target)
+            );
+            display.finish();
+            err = std::io::stderr().lock();
+            (outcome?, target)
         }
         (None, None) => anyhow::bail!("give --target DIR, --volume-target DEVICE or --stdout"),
     };
