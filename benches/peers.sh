@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Peer benchmark: bunker beside restic, rustic and borg on the same corpus, in one run of the
+# shared harness (../shared/bench/peers.sh: five phases per tool under /usr/bin/time -v),
+# then bunker's ratios against each peer, phase by phase.
+#
+# usage: benches/peers.sh [CORPUS] [CONFIG...]
+#   CORPUS  src (default) | vol | mixed | tiny       (built here when missing)
+#   CONFIG  peers to run beside bunker (default: restic rustic borg-zstd3)
+# env: REPS (default 1), PEERBENCH_DATA (default /var/tmp/peerbench), SKIP_INSTALL=1.
+# Installs what is missing (root; from the registries): restic and borgbackup (apt), rustic
+# (`cargo install rustic-rs --locked` into target/peer-tools, ~12 min once). Run it on a quiet
+# machine: the harness records other CPU use per phase in results.tsv (column other_cpu_s).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+harness=$root/../shared/bench
+corpus=${1:-src}
+shift || true
+peers=("$@")
+((${#peers[@]})) || peers=(restic rustic borg-zstd3)
+
+if [[ ${SKIP_INSTALL:-0} != 1 ]]; then
+    need=()
+    command -v restic >/dev/null || need+=(restic)
+    command -v borg >/dev/null || need+=(borgbackup)
+    command -v /usr/bin/time >/dev/null || need+=(time)
+    if ((${#need[@]})) && [[ $(id -u) == 0 ]]; then
+        apt-get update -qq && apt-get install -y -qq "${need[@]}"
+    fi
+    if [[ " ${peers[*]} " == *" rustic"* ]] && ! command -v rustic >/dev/null \
+        && [[ ! -x target/peer-tools/bin/rustic ]]; then
+        cargo install rustic-rs --locked --root target/peer-tools
+    fi
+fi
+export PATH=$root/target/peer-tools/bin:$PATH
+
+data=${PEERBENCH_DATA:-/var/tmp/peerbench}
+if [[ ! -e $data/pristine/$corpus ]]; then
+    "$harness/make-corpus.sh" deps
+    [[ $corpus == vol ]] && "$harness/make-corpus.sh" build src
+    "$harness/make-corpus.sh" build "$corpus"
+fi
+
+cargo build --release --locked -p bunker-cli
+export BUNKER_BIN=$root/target/release/bunker
+results=${RESULTS:-$data/results/bunker-$corpus-$(date +%Y%m%d-%H%M%S)}
+RESULTS=$results "$harness/peers.sh" "$corpus" bunker "${peers[@]}"
+
+# bunker / peer, per phase: wall time, CPU, peak RSS; repository size after the last backup.
+python3 - "$results/results.tsv" <<'EOF'
+import csv, statistics, sys
+from collections import defaultdict
+rows = [r for r in csv.DictReader(open(sys.argv[1]), delimiter="\t") if r["rc"] == "0"]
+by = defaultdict(list)
+for r in rows:
+    by[(r["config"], r["phase"])].append(r)
+def mean(config, phase, field):
+    vals = [float(r[field]) for r in by.get((config, phase), []) if r[field]]
+    if field == "user_s":
+        vals = [float(r["user_s"]) + float(r["sys_s"]) for r in by.get((config, phase), [])]
+    return statistics.mean(vals) if vals else None
+peers = sorted({c for c, _ in by} - {"bunker"})
+print("\nbunker / peer (lower is better for bunker), means over repetitions:")
+print(f"{'peer':<12} {'phase':<8} {'wall':>7} {'cpu':>7} {'rss':>7} {'repo':>7}")
+for peer in peers:
+    for phase in ["full", "nochg", "chg", "restore"]:
+        cells = []
+        for field in ["wall_s", "user_s", "maxrss_kb", "repo_bytes"]:
+            a, b = mean("bunker", phase, field), mean(peer, phase, field)
+            cells.append(f"{a / b:7.2f}" if a is not None and b else "      -")
+        print(f"{peer:<12} {phase:<8} " + " ".join(cells))
+EOF
+echo "results: $results (report.md has the absolute figures)"
