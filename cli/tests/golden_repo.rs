@@ -10,10 +10,34 @@ fn golden_repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/repo-v1")
 }
 
-fn bunker(args: &[&str]) -> (i32, String, String) {
+/// Copies the golden repository into `dir`: commands that read a repository may still add
+/// objects to it (audit records), and the checked-in one must never change.
+fn copy_of_golden_repo(dir: &Path) -> PathBuf {
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).expect("create a directory");
+        for entry in std::fs::read_dir(from).expect("list the golden repository") {
+            let entry = entry.expect("list the golden repository");
+            let target = to.join(entry.file_name());
+            if entry.file_type().expect("file type").is_dir() {
+                copy(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), &target).expect("copy a golden object");
+            }
+        }
+    }
+    let repo = dir.join("repo-v1");
+    copy(&golden_repo(), &repo);
+    repo
+}
+
+fn bunker(repo: &Path, args: &[&str]) -> (i32, String, String) {
+    let home = repo.with_file_name("home");
     let output = Command::new(env!("CARGO_BIN_EXE_bunker"))
         .args(args)
-        .env("BUNKER_REPOSITORY", golden_repo())
+        .env("BUNKER_REPOSITORY", repo)
+        .env("HOME", &home)
+        .env_remove("XDG_STATE_HOME")
+        .env_remove("XDG_CACHE_HOME")
         .env("BUNKER_PASSWORD", "golden-password")
         .env_remove("BUNKER_PASSWORD_FILE")
         .env_remove("BUNKER_PASSWORD_COMMAND")
@@ -61,7 +85,9 @@ fn assert_entry(path: &Path, mode: u32, mtime: (i64, i64)) {
 
 #[test]
 fn golden_repository_lists_checks_and_restores_exactly() {
-    let (code, stdout, stderr) = bunker(&["snapshots", "--json"]);
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let repo = copy_of_golden_repo(scratch.path());
+    let (code, stdout, stderr) = bunker(&repo, &["snapshots", "--json"]);
     assert_eq!(code, 0, "{stderr}");
     let list: serde_json::Value = serde_json::from_str(&stdout).expect("json");
     let snapshots = list.as_array().expect("array");
@@ -80,14 +106,14 @@ fn golden_repository_lists_checks_and_restores_exactly() {
     );
     assert_eq!(snapshot["summary"]["files"], 4);
 
-    let (code, stdout, stderr) = bunker(&["check", "--read-data"]);
+    let (code, stdout, stderr) = bunker(&repo, &["check", "--read-data"]);
     assert_eq!(
         code, 0,
         "check of the golden repository failed:\n{stdout}\n{stderr}"
     );
 
     let target = tempfile::tempdir().expect("tempdir");
-    let (code, _, stderr) = bunker(&[
+    let (code, _, stderr) = bunker(&repo, &[
         "restore",
         "10ec212e:/tmp/bunker-golden-src",
         "--target",
