@@ -113,12 +113,15 @@ fn golden_repository_lists_checks_and_restores_exactly() {
     );
 
     let target = tempfile::tempdir().expect("tempdir");
-    let (code, _, stderr) = bunker(&repo, &[
-        "restore",
-        "10ec212e:/tmp/bunker-golden-src",
-        "--target",
-        target.path().to_str().expect("utf-8 temp path"),
-    ]);
+    let (code, _, stderr) = bunker(
+        &repo,
+        &[
+            "restore",
+            "10ec212e:/tmp/bunker-golden-src",
+            "--target",
+            target.path().to_str().expect("utf-8 temp path"),
+        ],
+    );
     assert_eq!(code, 0, "{stderr}");
     let root = target.path();
     let file_time = (1_700_000_000, 123_456_789);

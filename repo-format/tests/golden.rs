@@ -1349,3 +1349,71 @@ fn golden_key_files_match_the_spec_and_open_the_golden_repository() {
         }
     }
 }
+
+/// The golden audit record (FORMAT.md §13a).
+fn golden_audit_record() -> bunker_repo_format::audit::AuditRecord {
+    bunker_repo_format::audit::AuditRecord {
+        time: Timestamp {
+            sec: 1_704_067_200,
+            nsec: 7,
+        },
+        host: "golden".into(),
+        user: "ops".into(),
+        operation: "verify".into(),
+        target: "/tmp/drill".into(),
+        outcome: "passed".into(),
+        duration_ms: 1500,
+        snapshot: Some(SnapshotId::from_bytes(PARENT)),
+        details: vec![("restore_ms".into(), "900".into())],
+    }
+}
+
+#[test]
+fn audit_record_body_encodes_as_the_spec_says() {
+    // FORMAT.md §13a, field by field: u8 version, time (i64 seconds, u32 nanoseconds), str
+    // host, user, operation, target, outcome (u32 length + UTF-8), u64 duration, u8 flag +
+    // 32-byte snapshot id, count + (str, str) details. Little-endian throughout.
+    let mut expected = vec![1u8];
+    expected.extend(1_704_067_200i64.to_le_bytes());
+    expected.extend(7u32.to_le_bytes());
+    for text in ["golden", "ops", "verify", "/tmp/drill", "passed"] {
+        expected.extend((text.len() as u32).to_le_bytes());
+        expected.extend(text.as_bytes());
+    }
+    expected.extend(1500u64.to_le_bytes());
+    expected.push(1);
+    expected.extend(PARENT);
+    expected.extend(1u32.to_le_bytes());
+    for text in ["restore_ms", "900"] {
+        expected.extend((text.len() as u32).to_le_bytes());
+        expected.extend(text.as_bytes());
+    }
+    assert_eq!(golden_audit_record().encode_body(), expected);
+}
+
+/// Writes `tests/golden/audit-record`, the sealed [`golden_audit_record`]. Regenerate only
+/// with a format version bump.
+#[test]
+#[ignore = "writes the golden audit record; run only with a format change"]
+fn regenerate_audit_record() {
+    let session = golden_master().writer().new_session();
+    let (_, bytes) = golden_audit_record().seal(&session);
+    fs::write(golden_dir().join("audit-record"), bytes).expect("write audit-record");
+}
+
+#[test]
+fn audit_record_decodes_and_is_named_by_its_content() {
+    let bytes = read_golden("audit-record");
+    assert_eq!(&bytes[..8], b"BNKRA\x01\0\0");
+    let master = golden_master();
+    let record = bunker_repo_format::audit::AuditRecord::open(&bytes, &master, "audit-record")
+        .expect("the golden audit record opens");
+    assert_eq!(record, golden_audit_record());
+    // Sealed under a writer session: the master key of another repository cannot open it.
+    assert!(
+        bunker_repo_format::audit::AuditRecord::open(&bytes, &MasterKey::generate(), "x").is_err()
+    );
+    let mut flipped = bytes.clone();
+    flipped[60] ^= 1;
+    assert!(bunker_repo_format::audit::AuditRecord::open(&flipped, &master, "x").is_err());
+}
