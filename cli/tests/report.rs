@@ -68,7 +68,9 @@ fn now() -> i64 {
 }
 
 fn rfc3339(unix: i64) -> String {
-    jiff::Timestamp::from_second(unix).unwrap().to_string()
+    jiff::Timestamp::from_second(unix)
+        .expect("report test fixture")
+        .to_string()
 }
 
 impl Fixture {
@@ -78,14 +80,14 @@ impl Fixture {
         b.init();
         let now = now();
         let data = t.join("web");
-        fs::create_dir_all(&data).unwrap();
+        fs::create_dir_all(&data).expect("report test fixture");
         let mut rng = XorShift::new(7);
         let mut snapshots: BTreeMap<String, Vec<Value>> = BTreeMap::new();
         // web-files: three backups, each adding 64 KiB of new data; the newest 1h old.
         for (i, age) in [50, 26, 1].into_iter().enumerate() {
             let mut chunk = vec![0u8; 65536];
             rng.fill(&mut chunk);
-            fs::write(data.join(format!("part{i}")), &chunk).unwrap();
+            fs::write(data.join(format!("part{i}")), &chunk).expect("report test fixture");
             let out = b.backup(
                 &[&data],
                 &[
@@ -133,8 +135,8 @@ impl Fixture {
         }
         // cache: a source the policy does not know, with a hostile tag value.
         let cache = t.join("cache-data");
-        fs::create_dir_all(&cache).unwrap();
-        fs::write(cache.join("c"), b"cached").unwrap();
+        fs::create_dir_all(&cache).expect("report test fixture");
+        fs::write(cache.join("c"), b"cached").expect("report test fixture");
         let service = format!("service={SCRIPT_TAG}");
         let out = b.backup(
             &[&cache],
@@ -157,8 +159,8 @@ impl Fixture {
             .push(out.json());
         // An untagged backup from another host.
         let home = t.join("home");
-        fs::create_dir_all(&home).unwrap();
-        fs::write(home.join("notes"), b"notes").unwrap();
+        fs::create_dir_all(&home).expect("report test fixture");
+        fs::write(home.join("notes"), b"notes").expect("report test fixture");
         let out = b.backup(
             &[&home],
             &[
@@ -176,8 +178,13 @@ impl Fixture {
             .push(out.json());
 
         let policy = t.join("agent.toml");
-        fs::write(&policy, POLICY).unwrap();
-        b.run(["policy", "check", policy.to_str().unwrap()]).ok();
+        fs::write(&policy, POLICY).expect("report test fixture");
+        b.run([
+            "policy",
+            "check",
+            policy.to_str().expect("report test fixture"),
+        ])
+        .ok();
 
         let fixture = Fixture {
             t,
@@ -196,8 +203,9 @@ impl Fixture {
 
     /// A passing drill of web-files' newest snapshot, a failed one of orders-db's.
     fn add_drills(&self) {
-        let backend = LocalBackend::open(self.b.repo()).unwrap();
-        let repo = Repository::open(Arc::new(backend), PASSWORD.as_bytes()).unwrap();
+        let backend = LocalBackend::open(self.b.repo()).expect("report test fixture");
+        let repo =
+            Repository::open(Arc::new(backend), PASSWORD.as_bytes()).expect("report test fixture");
         let record = |source: &str, snapshot: String, ago: i64, passed: bool| {
             let mut details = vec![
                 ("source".to_owned(), source.to_owned()),
@@ -226,7 +234,7 @@ impl Fixture {
                 target: "/tmp/bunker-drill".into(),
                 outcome: if passed { "passed" } else { "failed" }.into(),
                 duration_ms: 1600,
-                snapshot: Some(snapshot.parse::<SnapshotId>().unwrap()),
+                snapshot: Some(snapshot.parse::<SnapshotId>().expect("report test fixture")),
                 details,
             }
         };
@@ -234,12 +242,16 @@ impl Fixture {
             record("web-files", self.id("web-files", 2), 1800, true),
             record("orders-db", self.id("orders-db", 1), 600, false),
         ] {
-            store(repo.backend().as_ref(), repo.writer_key(), &r).unwrap();
+            store(repo.backend().as_ref(), repo.writer_key(), &r).expect("report test fixture");
         }
     }
 
     fn report(&self, extra: &[&str]) -> Output {
-        let mut args = vec!["report", "--policy", self.policy.to_str().unwrap()];
+        let mut args = vec![
+            "report",
+            "--policy",
+            self.policy.to_str().expect("report test fixture"),
+        ];
         args.extend_from_slice(extra);
         self.b.run(args)
     }
@@ -248,7 +260,7 @@ impl Fixture {
 fn row<'a>(report: &'a Value, name: &str) -> &'a Value {
     report["sources"]
         .as_array()
-        .unwrap()
+        .expect("report test fixture")
         .iter()
         .find(|r| r["name"] == name)
         .unwrap_or_else(|| panic!("no row {name:?} in {report}"))
@@ -257,9 +269,9 @@ fn row<'a>(report: &'a Value, name: &str) -> &'a Value {
 fn reasons(row: &Value) -> Vec<&str> {
     row["out_of_policy"]
         .as_array()
-        .unwrap()
+        .expect("report test fixture")
         .iter()
-        .map(|r| r.as_str().unwrap())
+        .map(|r| r.as_str().expect("report test fixture"))
         .collect()
 }
 
@@ -469,15 +481,15 @@ fn chromium(profile: &Path, args: &[&str]) -> String {
         .stderr(Stdio::null())
         .spawn()
         .expect("start chromium");
-    let mut stdout = child.stdout.take().unwrap();
+    let mut stdout = child.stdout.take().expect("report test fixture");
     let reader = std::thread::spawn(move || {
         let mut text = String::new();
-        std::io::Read::read_to_string(&mut stdout, &mut text).unwrap();
+        std::io::Read::read_to_string(&mut stdout, &mut text).expect("report test fixture");
         text
     });
     let started = std::time::Instant::now();
     loop {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = child.try_wait().expect("report test fixture") {
             assert!(status.success(), "chromium {args:?}: {status}");
             break;
         }
@@ -487,7 +499,7 @@ fn chromium(profile: &Path, args: &[&str]) -> String {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    reader.join().unwrap()
+    reader.join().expect("report test fixture")
 }
 
 fn chromium_present() -> bool {

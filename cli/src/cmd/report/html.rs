@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::model::{Backup, Drill, Report, SourceRow, duration, millis};
+use super::model::{Backup, Drill, Report, SourceRow, duration, millis, utc_minute};
 use super::svg::{TimeAxis, restore_chart, sizes_chart};
 use crate::output::bytes;
 
@@ -59,7 +59,7 @@ pub fn render(report: &Report) -> String {
          <header><h1>Recovery report</h1><p class=\"meta\">Repository <b>{repo}</b> \
          &middot; generated {time} &middot; {policy}</p></header>",
         repo = escape(&report.repository),
-        time = escape(&report.generated),
+        time = escape(&minute(&report.generated)),
         policy = match &report.policy {
             Some(file) => format!("policy <b>{}</b>", escape(file)),
             None => "no policy file".to_owned(),
@@ -109,8 +109,8 @@ fn sources_table(page: &mut String, rows: &[SourceRow]) {
         "<h2>Sources</h2><table id=\"sources\"><thead><tr><th>source</th><th>kind</th>\
          <th>host</th><th>service</th><th>env</th><th>last backup</th><th>age</th>\
          <th>RPO</th><th>status</th><th>consistency</th><th>snapshots</th>\
-         <th>last passing drill</th><th>RTO</th><th>verify</th><th>last drill</th>\
-         <th>window</th></tr></thead><tbody>",
+         <th>last passing drill</th><th>RTO</th><th>verify</th><th>drill</th>\
+         <th>verify window</th></tr></thead><tbody>",
     );
     for row in rows {
         let cell = |v: Option<&str>| escape(v.unwrap_or("-"));
@@ -164,10 +164,14 @@ fn sources_table(page: &mut String, rows: &[SourceRow]) {
     page.push_str("</tbody></table>");
 }
 
+fn minute(rfc3339: &str) -> String {
+    format!("{} UTC", utc_minute(rfc3339))
+}
+
 fn backup_cell(b: &Backup) -> String {
     format!(
         "{} <code>{}</code>",
-        escape(&b.time),
+        escape(&minute(&b.time)),
         escape(b.snapshot.get(..8).unwrap_or(&b.snapshot))
     )
 }
@@ -176,7 +180,7 @@ fn drill_cell(d: &Drill) -> String {
     let snapshot = d.snapshot.as_deref().unwrap_or("");
     format!(
         "{} <code>{}</code>",
-        escape(&d.time),
+        escape(&minute(&d.time)),
         escape(snapshot.get(..8).unwrap_or(snapshot))
     )
 }

@@ -393,7 +393,7 @@ fn source_row(
         find(
             "consistency-below-expected",
             format!(
-                "the newest snapshot is {}-consistent; {} expects {}",
+                "the newest snapshot's consistency is {}; {} expects {}",
                 newest.consistency.name(),
                 source
                     .and_then(|s| s.template.as_deref())
@@ -529,7 +529,7 @@ fn cost(snapshots: &[(SnapshotId, Snapshot)]) -> Vec<CostTag> {
                     snapshots,
                 })
                 .collect();
-            values.sort_by(|a, b| b.bytes_stored.cmp(&a.bytes_stored));
+            values.sort_by_key(|entry| std::cmp::Reverse(entry.bytes_stored));
             CostTag { tag, values }
         })
         .collect()
@@ -551,6 +551,13 @@ pub fn duration(seconds: i64) -> String {
         (d, 0, _) => format!("{d}d"),
         (d, h, _) => format!("{d}d {h}h"),
     }
+}
+
+/// `2026-11-22T08:00:01.5Z` -> `2026-11-22 08:00` (the report's times are UTC).
+pub fn utc_minute(rfc3339: &str) -> String {
+    rfc3339
+        .get(..16)
+        .map_or_else(|| rfc3339.to_owned(), |t| t.replace('T', " "))
 }
 
 /// Milliseconds as `850 ms`, `12.3 s`, `4m 10s`.

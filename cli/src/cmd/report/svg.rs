@@ -66,10 +66,12 @@ pub fn sizes_chart(source: &str, axis: TimeAxis, history: &[Backup]) -> String {
         .map(|b| b.bytes.max(b.bytes_added))
         .max()
         .unwrap_or(0);
-    let top = nice_ceiling(max);
+    let top = nice_bytes_ceiling(max);
     let bar = bar_width(history.len());
     let mut svg = open("sizes", source, "Backup sizes over time");
-    grid(&mut svg, top, bytes);
+    if !history.is_empty() {
+        grid(&mut svg, top, bytes);
+    }
     legend(
         &mut svg,
         &[(BYTES_COLOUR, "bytes"), (ADDED_COLOUR, "bytes added")],
@@ -107,7 +109,9 @@ pub fn restore_chart(source: &str, axis: TimeAxis, drills: &[Drill]) -> String {
         .unwrap_or(0);
     let top = nice_ceiling(max);
     let mut svg = open("restores", source, "Restore time (RTO) of each drill");
-    grid(&mut svg, top, millis);
+    if !drills.is_empty() {
+        grid(&mut svg, top, millis);
+    }
     legend(
         &mut svg,
         &[
@@ -242,6 +246,16 @@ fn nice_ceiling(value: u64) -> u64 {
     }
 }
 
+/// [`nice_ceiling`] in the binary unit (KiB, MiB, ...) the value is shown in, so the grid
+/// reads `2 MiB`, not `1.91 MiB`.
+fn nice_bytes_ceiling(value: u64) -> u64 {
+    let mut unit = 1u64;
+    while value / unit >= 1024 && unit <= u64::MAX / 1024 / 1024 {
+        unit *= 1024;
+    }
+    nice_ceiling(value.div_ceil(unit)).saturating_mul(unit)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,6 +268,10 @@ mod tests {
         assert_eq!(nice_ceiling(1_500_000), 2_000_000);
         assert_eq!(nice_ceiling(2_000_001), 5_000_000);
         assert!(nice_ceiling(u64::MAX) >= u64::MAX / 2);
+        assert_eq!(nice_bytes_ceiling(900), 1000);
+        assert_eq!(nice_bytes_ceiling(800 * 1024), 1000 * 1024);
+        assert_eq!(nice_bytes_ceiling(3 << 20), 10 << 20);
+        assert!(nice_bytes_ceiling(u64::MAX / 3) >= u64::MAX / 3);
     }
 
     #[test]

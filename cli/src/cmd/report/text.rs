@@ -2,7 +2,7 @@
 
 use std::io::{self, Write};
 
-use super::model::{Report, duration, millis};
+use super::model::{Report, duration, millis, utc_minute};
 use crate::output::bytes;
 
 /// Writes the table, the findings and the cost per tag.
@@ -20,7 +20,7 @@ pub fn write(out: &mut impl Write, report: &Report) -> io::Result<()> {
                     format!("{} (not in policy)", row.name)
                 },
                 row.kind.clone(),
-                backup.map_or_else(|| "-".into(), |b| short_time(&b.time)),
+                backup.map_or_else(|| "-".into(), |b| utc_minute(&b.time)),
                 backup.map_or_else(|| "-".into(), |b| duration(b.age_seconds)),
                 row.rpo_seconds
                     .map_or_else(|| "-".into(), |s| duration(s as i64)),
@@ -32,7 +32,7 @@ pub fn write(out: &mut impl Write, report: &Report) -> io::Result<()> {
                     |d| {
                         format!(
                             "{} RTO {}",
-                            short_time(&d.time),
+                            utc_minute(&d.time),
                             d.restore_ms.map_or_else(|| "-".into(), millis)
                         )
                     },
@@ -44,7 +44,7 @@ pub fn write(out: &mut impl Write, report: &Report) -> io::Result<()> {
     let header = [
         "source",
         "kind",
-        "last backup",
+        "last backup (UTC)",
         "age",
         "rpo",
         "status",
@@ -99,13 +99,17 @@ pub fn write(out: &mut impl Write, report: &Report) -> io::Result<()> {
     )?;
     for tag in &report.cost {
         for entry in &tag.values {
+            let label = format!(
+                "{}={}",
+                tag.tag,
+                entry.value.as_deref().unwrap_or("(untagged)")
+            );
             writeln!(
                 out,
-                "  {}={:<20} {:>12}  {} snapshots",
-                tag.tag,
-                entry.value.as_deref().unwrap_or("(untagged)"),
+                "  {label:<28} {:>12}  {} snapshot{}",
                 bytes(entry.bytes_stored),
-                entry.snapshots
+                entry.snapshots,
+                if entry.snapshots == 1 { "" } else { "s" }
             )?;
         }
     }
@@ -117,11 +121,4 @@ pub fn write(out: &mut impl Write, report: &Report) -> io::Result<()> {
         )?;
     }
     Ok(())
-}
-
-/// `2026-11-22T08:00:00Z` -> `2026-11-22 08:00`.
-fn short_time(rfc3339: &str) -> String {
-    rfc3339
-        .get(..16)
-        .map_or_else(|| rfc3339.to_owned(), |t| t.replace('T', " "))
 }
