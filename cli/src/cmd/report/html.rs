@@ -17,7 +17,7 @@ p.meta { color: #4a5568; margin: 0; font-size: 13px; }
 table { border-collapse: collapse; font-size: 13px; }
 th, td { border-bottom: 1px solid #e2e8f0; padding: 4px 8px; text-align: left; vertical-align: top; }
 th { background: #f7fafc; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 tr.out td { background: #fff5f5; }
 .status-ok, .status-passed { color: #276749; font-weight: 600; }
 .status-late, .status-failed, .status-no-backup, .status-stale { color: #9b2c2c; font-weight: 600; }
