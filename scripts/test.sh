@@ -9,6 +9,8 @@ command -v setpriv >/dev/null || need_packages+=(util-linux)
 command -v mkfs.ext4 >/dev/null || need_packages+=(e2fsprogs)
 command -v mkfs.btrfs >/dev/null || need_packages+=(btrfs-progs)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_packages+=(postgresql)
+# The HTML recovery report is rendered in headless Chromium (cli/tests/report.rs).
+command -v chromium >/dev/null || need_packages+=(chromium)
 if [ ${#need_packages[@]} -gt 0 ] && [ "$(id -u)" = 0 ]; then
     apt-get update -qq && apt-get install -y -qq "${need_packages[@]}"
 fi

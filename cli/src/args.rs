@@ -100,6 +100,25 @@ pub enum Command {
     /// List the audit records: who ran backup, restore, forget, prune and check, where,
     /// and how it ended.
     Audit,
+    /// The recovery report: per source the last backup and its age against the RPO, the
+    /// last passing restore drill and its RTO, bytes stored per service/env tag, and what
+    /// is out of policy. Text, --json, or --html FILE (one self-contained page).
+    Report(ReportArgs),
+}
+
+/// `bunker report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Write the report as one self-contained HTML page (inline CSS and SVG charts).
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// The agent policy (sources, RPOs, verify windows); default /etc/bunker/agent.toml
+    /// when it exists.
+    #[arg(long, env = "BUNKER_POLICY", value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Exit with code 23 when any source is out of policy.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 /// `bunker policy`.

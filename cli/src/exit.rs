@@ -30,6 +30,8 @@ pub const WRONG_PASSWORD: u8 = 12;
 pub const PUT_ONLY_KEY: u8 = 13;
 /// The key file is missing, unreadable, damaged, or for another repository.
 pub const BAD_KEY_FILE: u8 = 14;
+/// `report --strict`: at least one source is out of policy.
+pub const REPORT_OUT_OF_POLICY: u8 = 23;
 /// Interrupted by SIGINT or SIGTERM.
 pub const INTERRUPTED: u8 = 130;
 

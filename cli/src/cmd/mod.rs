@@ -13,6 +13,7 @@ mod ls;
 mod policy;
 pub(crate) mod prune;
 mod repair;
+mod report;
 mod restore;
 mod snapshots;
 
@@ -54,6 +55,7 @@ fn dispatch(cli: Cli, cancel: &Cancel) -> Result<u8> {
         Command::Audit => audit::run(global),
         Command::Copy(args) => copy::run(global, &args, cancel),
         Command::Lock(command) => lock::run(global, command),
+        Command::Report(args) => report::run(global, &args),
     }
 }
 
