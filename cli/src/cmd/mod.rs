@@ -15,6 +15,7 @@ pub(crate) mod prune;
 mod repair;
 mod restore;
 mod snapshots;
+mod verify;
 
 use std::path::PathBuf;
 
@@ -54,6 +55,7 @@ fn dispatch(cli: Cli, cancel: &Cancel) -> Result<u8> {
         Command::Audit => audit::run(global),
         Command::Copy(args) => copy::run(global, &args, cancel),
         Command::Lock(command) => lock::run(global, command),
+        Command::Verify(args) => verify::run(global, &args, cancel),
     }
 }
 
