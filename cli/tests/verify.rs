@@ -17,7 +17,7 @@ fn last_verify_record(b: &Bunker) -> (serde_json::Value, Vec<(String, String)>) 
     let records = out.json();
     let record = records
         .as_array()
-        .unwrap()
+        .expect("an array of records")
         .iter()
         .rev()
         .find(|r| str_field(r, "operation") == "verify")
@@ -25,7 +25,7 @@ fn last_verify_record(b: &Bunker) -> (serde_json::Value, Vec<(String, String)>) 
         .unwrap_or_else(|| panic!("no verify record\n{out}"));
     let details = record["details"]
         .as_array()
-        .unwrap()
+        .expect("details")
         .iter()
         .map(|d| {
             (
@@ -49,7 +49,7 @@ fn source_tree(t: &TestDir) -> std::path::PathBuf {
     write_random_file(&src.join("data/random.bin"), 3, 3 << 20);
     write_file(&src.join("data/text.txt"), &b"drill me\n".repeat(10_000));
     write_file(&src.join("small"), b"small");
-    std::os::unix::fs::symlink("small", src.join("link")).unwrap();
+    std::os::unix::fs::symlink("small", src.join("link")).expect("symlink");
     chmod(&src.join("small"), 0o640);
     src
 }
@@ -224,7 +224,7 @@ fn a_drill_against_a_corrupted_pack_fails_with_20_naming_the_pack() {
 fn make_ext4(image: &Path, dir: &Path) -> bool {
     fs::File::create(image)
         .and_then(|f| f.set_len(32 << 20))
-        .unwrap();
+        .expect("image file");
     Command::new("mkfs.ext4")
         .args(["-q", "-F", "-d", s(dir), s(image)])
         .env("PATH", "/usr/sbin:/sbin:/usr/bin:/bin")

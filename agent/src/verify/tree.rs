@@ -138,26 +138,26 @@ impl<'a> TreeVerifier<'a> {
                     }
                 }
             }
-            (Node::Symlink { target }, CapturedKind::Symlink { target: found }) => {
-                if target != found {
-                    self.differ(
-                        path,
-                        format!(
-                            "symlink target {:?}, the snapshot has {:?}",
-                            String::from_utf8_lossy(found),
-                            String::from_utf8_lossy(target)
-                        ),
-                    );
-                }
+            (Node::Symlink { target }, CapturedKind::Symlink { target: found })
+                if target != found =>
+            {
+                self.differ(
+                    path,
+                    format!(
+                        "symlink target {:?}, the snapshot has {:?}",
+                        String::from_utf8_lossy(found),
+                        String::from_utf8_lossy(target)
+                    ),
+                );
             }
             (Node::CharDevice { rdev }, CapturedKind::CharDevice { rdev: found })
-            | (Node::BlockDevice { rdev }, CapturedKind::BlockDevice { rdev: found }) => {
-                if rdev != found {
-                    self.differ(
-                        path,
-                        format!("device number {found:#x}, the snapshot has {rdev:#x}"),
-                    );
-                }
+            | (Node::BlockDevice { rdev }, CapturedKind::BlockDevice { rdev: found })
+                if rdev != found =>
+            {
+                self.differ(
+                    path,
+                    format!("device number {found:#x}, the snapshot has {rdev:#x}"),
+                );
             }
             _ => {}
         }
