@@ -12,6 +12,8 @@
 //! - [`policy`] reads the agent's policy file; [`schedule`] evaluates its cron schedules.
 //! - [`job`] runs one policy source: hooks, [`quiesce`] (freeze, commands), backup, retention.
 //! - [`daemon`] schedules sources (`bunker-agent run`), keeps state, journal and metrics.
+//! - [`drill`] runs a restore drill: verify, fsck, smoke command, audit record.
+//! - [`verify`] restores a snapshot into a fresh target and proves it byte for byte.
 //! - [`progress`] holds the counters a caller polls to show a long operation's progress.
 //! - [`Cancel`] lets a signal handler stop a long operation at a safe point.
 
@@ -19,6 +21,7 @@ pub mod backup;
 mod cancel;
 pub mod copy;
 pub mod daemon;
+pub mod drill;
 pub mod job;
 pub mod navigate;
 pub mod platform;
@@ -27,5 +30,6 @@ pub mod progress;
 pub mod quiesce;
 pub mod restore;
 pub mod schedule;
+pub mod verify;
 
 pub use cancel::Cancel;

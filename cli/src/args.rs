@@ -104,6 +104,14 @@ pub enum Command {
     /// last passing restore drill and its RTO, bytes stored per service/env tag, and what
     /// is out of policy. Text, --json, or --html FILE (one self-contained page).
     Report(ReportArgs),
+    /// Restore drill: restore snapshots into a fresh target, verify every byte and all
+    /// metadata against the snapshot, run a smoke command, time it, audit it.
+    ///
+    /// Without SNAPSHOT, drills the latest snapshot of each source (snapshots grouped by
+    /// their `source` tag, untagged ones by host and paths). Exit codes: 20 the restore
+    /// failed, 21 the restored data differs, 22 the smoke step (or fsck) failed; the
+    /// highest wins.
+    Verify(VerifyArgs),
 }
 
 /// `bunker report`.
@@ -119,6 +127,28 @@ pub struct ReportArgs {
     /// Exit with code 23 when any source is out of policy.
     #[arg(long)]
     pub strict: bool,
+}
+
+/// `bunker verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// `latest` or an id prefix; default: the latest snapshot of each source.
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshot: Option<String>,
+    /// Restore into DIR (must not exist or be empty) instead of a temporary directory;
+    /// with several drills, one subdirectory per snapshot.
+    #[arg(long, short = 't', value_name = "DIR")]
+    pub target: Option<PathBuf>,
+    /// Shell command run against the restored data (sh -c, with BUNKER_RESTORE_DIR,
+    /// BUNKER_SNAPSHOT and, for volumes, BUNKER_RESTORE_IMAGE); non-zero fails the drill.
+    #[arg(long, value_name = "CMD")]
+    pub smoke: Option<String>,
+    /// Do not run `fsck -n -f` on a restored volume image.
+    #[arg(long)]
+    pub no_fsck: bool,
+    /// Leave the restored target in place (also when the drill fails).
+    #[arg(long)]
+    pub keep: bool,
 }
 
 /// `bunker policy`.

@@ -133,6 +133,32 @@ pub fn record(
     }
 }
 
+/// Stores a record the command built itself (one per drill for `verify`) and appends it
+/// to the local log; failures are warnings on stderr.
+pub fn record_own(repository: &Repository, record: &AuditRecord) {
+    let stored = store(
+        repository.backend().as_ref(),
+        repository.writer_key(),
+        record,
+    );
+    if let Err(e) = &stored {
+        eprintln!("bunker: warning: the audit record was not stored: {e}");
+    }
+    if let Some(path) = local_log()
+        && let Err(e) = append(
+            &path,
+            record,
+            &repository.location(),
+            stored.ok().map(|id| id.to_hex()),
+        )
+    {
+        eprintln!(
+            "bunker: warning: could not append to the audit log {}: {e}",
+            path.display()
+        );
+    }
+}
+
 /// `BUNKER_AUDIT_LOG`, else `$XDG_STATE_HOME/bunker/audit.jsonl`, else
 /// `$HOME/.local/state/bunker/audit.jsonl`.
 pub fn local_log() -> Option<PathBuf> {

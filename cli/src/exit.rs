@@ -32,6 +32,12 @@ pub const PUT_ONLY_KEY: u8 = 13;
 pub const BAD_KEY_FILE: u8 = 14;
 /// `report --strict`: at least one source is out of policy.
 pub const REPORT_OUT_OF_POLICY: u8 = 23;
+/// `verify`: the restore failed (a damaged or missing object).
+pub const VERIFY_RESTORE_FAILED: u8 = 20;
+/// `verify`: the restored bytes or metadata differ from the snapshot.
+pub const VERIFY_MISMATCH: u8 = 21;
+/// `verify`: the smoke step (smoke command, fsck, database smoke SQL) failed.
+pub const VERIFY_SMOKE_FAILED: u8 = 22;
 /// Interrupted by SIGINT or SIGTERM.
 pub const INTERRUPTED: u8 = 130;
 

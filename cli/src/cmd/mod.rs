@@ -16,6 +16,7 @@ mod repair;
 mod report;
 mod restore;
 mod snapshots;
+mod verify;
 
 use std::path::PathBuf;
 
@@ -56,6 +57,7 @@ fn dispatch(cli: Cli, cancel: &Cancel) -> Result<u8> {
         Command::Copy(args) => copy::run(global, &args, cancel),
         Command::Lock(command) => lock::run(global, command),
         Command::Report(args) => report::run(global, &args),
+        Command::Verify(args) => verify::run(global, &args, cancel),
     }
 }
 

@@ -1,0 +1,162 @@
+//! `bunker verify`: restore drills run now, from the command line.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use anyhow::Result;
+use bunker_agent::Cancel;
+use bunker_agent::drill::{self, DrillReport, DrillSpec, Failure};
+use bunker_agent::platform;
+use bunker_repo_format::snapshot::{Snapshot, SourceKind};
+use bunker_repo_format::{Repository, SnapshotId};
+use serde_json::json;
+
+use crate::args::{GlobalOptions, VerifyArgs};
+use crate::output::{bytes, print_json, rfc3339};
+use crate::{exit, repo};
+
+pub fn run(global: &GlobalOptions, args: &VerifyArgs, cancel: &Cancel) -> Result<u8> {
+    let repository = repo::open(global, "verify")?;
+    let chosen = match &args.snapshot {
+        Some(spec) => vec![repository.resolve_snapshot(spec)?],
+        None => latest_per_source(&repository)?,
+    };
+    if chosen.is_empty() {
+        anyhow::bail!("the repository has no snapshots to verify");
+    }
+    let loaded = repository.load_index_for_reading()?;
+    for (segment, error) in &loaded.damaged {
+        eprintln!("bunker: warning: index segment {segment} is unreadable: {error}");
+    }
+    let mut reports = Vec::new();
+    for (id, snapshot) in &chosen {
+        let target = args.target.as_ref().map(|dir| {
+            if chosen.len() == 1 {
+                dir.clone()
+            } else {
+                dir.join(id.short())
+            }
+        });
+        if let (Some(dir), true) = (&args.target, chosen.len() > 1) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let spec = DrillSpec {
+            target,
+            smoke: args.smoke.clone(),
+            fsck: !args.no_fsck && snapshot.source_kind == SourceKind::Volume,
+            keep: args.keep,
+            ownership: platform::is_root(),
+        };
+        let report = drill::run(&repository, &loaded.index, id, snapshot, &spec, cancel)?;
+        let record = report.audit_record("cli", platform::hostname(), platform::username());
+        crate::audit::record_own(&repository, &record);
+        if !global.json {
+            print_line(&report)?;
+        }
+        reports.push(report);
+    }
+    if global.json {
+        print_json(&json!({
+            "passed": reports.iter().all(DrillReport::passed),
+            "drills": reports.iter().map(report_json).collect::<Vec<_>>(),
+        }))?;
+    }
+    Ok(reports
+        .iter()
+        .filter_map(|r| r.failure)
+        .map(code)
+        .max()
+        .unwrap_or(exit::OK))
+}
+
+/// The exit code of a failed step.
+fn code(failure: Failure) -> u8 {
+    match failure {
+        Failure::Restore => exit::VERIFY_RESTORE_FAILED,
+        Failure::Mismatch => exit::VERIFY_MISMATCH,
+        Failure::Smoke | Failure::Fsck | Failure::Database => exit::VERIFY_SMOKE_FAILED,
+    }
+}
+
+/// The newest snapshot of each source: the `source` tag, else host and paths.
+fn latest_per_source(repository: &Repository) -> Result<Vec<(SnapshotId, Snapshot)>> {
+    let mut latest: BTreeMap<String, (SnapshotId, Snapshot)> = BTreeMap::new();
+    for (id, snapshot) in repository.load_snapshots()? {
+        let key = match snapshot.tags.iter().find(|(k, _)| k == "source") {
+            Some((_, source)) => format!("source={source}"),
+            None => {
+                let paths: Vec<String> = snapshot
+                    .paths
+                    .iter()
+                    .map(|p| String::from_utf8_lossy(p).into_owned())
+                    .collect();
+                format!("host={} paths={}", snapshot.host, paths.join(" "))
+            }
+        };
+        let newer = latest
+            .get(&key)
+            .is_none_or(|(old_id, old)| (snapshot.time, id) > (old.time, *old_id));
+        if newer {
+            latest.insert(key, (id, snapshot));
+        }
+    }
+    let mut chosen: Vec<_> = latest.into_values().collect();
+    chosen.sort_by_key(|(id, snapshot)| (snapshot.time, *id));
+    Ok(chosen)
+}
+
+fn print_line(report: &DrillReport) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    let source = if report.source.is_empty() {
+        "-"
+    } else {
+        &report.source
+    };
+    write!(
+        out,
+        "{} snapshot {} source {} ({}): RTO {:.2} s, verify {:.2} s, {} files, {}",
+        if report.passed() { "PASS" } else { "FAIL" },
+        report.snapshot.short(),
+        source,
+        report.kind,
+        report.restore_time.as_secs_f64(),
+        report.verify_time.as_secs_f64(),
+        report.files,
+        bytes(report.bytes),
+    )?;
+    if let Some(failure) = report.failure {
+        write!(out, ", failure {}", failure.name())?;
+    }
+    if report.kept {
+        write!(out, ", kept in {}", report.target.display())?;
+    }
+    writeln!(out)?;
+    drop(out);
+    for error in &report.errors {
+        eprintln!("bunker: {error}");
+    }
+    for warning in &report.warnings {
+        eprintln!("bunker: warning: {warning}");
+    }
+    Ok(())
+}
+
+fn report_json(report: &DrillReport) -> serde_json::Value {
+    json!({
+        "snapshot_id": report.snapshot.to_hex(),
+        "source": report.source,
+        "kind": report.kind,
+        "time": rfc3339(report.time),
+        "passed": report.passed(),
+        "failure": report.failure.map(Failure::name),
+        "target": report.target.to_string_lossy(),
+        "kept": report.kept,
+        "restore_ms": drill::report::millis(report.restore_time),
+        "verify_ms": drill::report::millis(report.verify_time),
+        "duration_ms": drill::report::millis(report.duration),
+        "files": report.files,
+        "bytes": report.bytes,
+        "errors": report.errors,
+        "warnings": report.warnings,
+    })
+}
