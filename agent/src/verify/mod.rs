@@ -182,6 +182,7 @@ pub fn restore_and_verify(
     } else {
         let restore_options = RestoreOptions {
             ownership: options.ownership,
+            ..RestoreOptions::default()
         };
         let outcome = restore(
             repo,
