@@ -105,6 +105,24 @@ fn a_files_drill_passes_and_is_audited() {
     assert_eq!(detail(&details, "source"), "web");
     assert_eq!(detail(&details, "drill"), "cli");
     assert_eq!(detail(&details, "files"), "3");
+
+    // The recovery report picks the drill up: last passing drill, its RTO, status passed.
+    let report = b.run(["report", "--json"]).ok().json();
+    let web = report["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["name"] == "web")
+        .unwrap_or_else(|| panic!("no row for source web: {report}"));
+    assert_eq!(web["drill_status"], "passed", "{web}");
+    let passing = &web["last_passing_drill"];
+    assert_eq!(passing["snapshot"], snapshot.as_str(), "{web}");
+    assert_eq!(
+        passing["restore_ms"].as_u64(),
+        detail(&details, "restore_ms").parse::<u64>().ok(),
+        "{web}"
+    );
+    assert_eq!(web["drills"].as_array().map(Vec::len), Some(2), "{web}");
 }
 
 #[test]
