@@ -12,6 +12,8 @@
 //! - [`policy`] reads the agent's policy file; [`schedule`] evaluates its cron schedules.
 //! - [`job`] runs one policy source: hooks, [`quiesce`] (freeze, commands), backup, retention.
 //! - [`daemon`] schedules sources (`bunker-agent run`), keeps state, journal and metrics.
+//! - [`lease`] records self-service restores that expire, checks restore roots and
+//!   removes expired restore targets.
 //! - [`progress`] holds the counters a caller polls to show a long operation's progress.
 //! - [`Cancel`] lets a signal handler stop a long operation at a safe point.
 
@@ -20,6 +22,7 @@ mod cancel;
 pub mod copy;
 pub mod daemon;
 pub mod job;
+pub mod lease;
 pub mod navigate;
 pub mod platform;
 pub mod policy;
