@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use bunker_agent::backup::BackupError;
 use bunker_agent::copy::CopyError;
+use bunker_agent::lease::LeaseError;
 use bunker_agent::restore::RestoreError;
 use bunker_repo_format::Error;
 
@@ -30,6 +31,8 @@ pub const WRONG_PASSWORD: u8 = 12;
 pub const PUT_ONLY_KEY: u8 = 13;
 /// The key file is missing, unreadable, damaged, or for another repository.
 pub const BAD_KEY_FILE: u8 = 14;
+/// The restore target is outside the policy's restore roots (or may not carry a lease).
+pub const OUTSIDE_RESTORE_ROOTS: u8 = 15;
 /// Interrupted by SIGINT or SIGTERM.
 pub const INTERRUPTED: u8 = 130;
 
@@ -80,6 +83,13 @@ pub fn classify(error: &anyhow::Error) -> Outcome {
             match e {
                 CopyError::Interrupted => INTERRUPTED,
                 CopyError::Repository(e) => repository_code(e),
+                _ => FATAL,
+            }
+        } else if let Some(e) = cause.downcast_ref::<LeaseError>() {
+            match e {
+                LeaseError::OutsideRoots { .. } | LeaseError::Unleasable { .. } => {
+                    OUTSIDE_RESTORE_ROOTS
+                }
                 _ => FATAL,
             }
         } else if let Some(e) = cause.downcast_ref::<RestoreError>() {

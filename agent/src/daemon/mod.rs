@@ -276,7 +276,10 @@ impl Agent {
             ));
             let record = lease::audit_record(expiry, &self.context.host, &self.context.username);
             let stored = match &repository {
-                Ok(repo) => repo.save_audit(&record).map(drop).map_err(|e| e.to_string()),
+                Ok(repo) => repo
+                    .save_audit(&record)
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
                 Err(e) => Err(e.clone()),
             };
             if let Err(e) = stored {

@@ -194,7 +194,10 @@ fn the_daemon_removes_expired_restores_audits_them_and_counts_them() {
     let done = agent.expire_leases(now);
     assert_eq!(done.len(), 1, "{:?}", lines.lock().unwrap());
     assert!(!leases[0].target.exists());
-    assert_eq!(std::fs::read(leases[1].target.join("d/f")).unwrap(), b"active");
+    assert_eq!(
+        std::fs::read(leases[1].target.join("d/f")).unwrap(),
+        b"active"
+    );
     let (records, _) = repository.load_audit().unwrap();
     assert_eq!(records.len(), 1);
     let record = &records[0].1;

@@ -170,7 +170,12 @@ mod tests {
             roots.check(&base.join("restore/missing/../alice")).unwrap(),
             base.join("restore/alice")
         );
-        for outside in ["etc/x", "restore/../etc", "restore/escape", "restore/escape/x"] {
+        for outside in [
+            "etc/x",
+            "restore/../etc",
+            "restore/escape",
+            "restore/escape/x",
+        ] {
             let err = roots.check(&base.join(outside)).unwrap_err();
             assert!(matches!(err, LeaseError::OutsideRoots { .. }), "{outside}");
             let text = err.to_string();

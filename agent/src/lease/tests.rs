@@ -184,7 +184,11 @@ fn targets_that_left_the_roots_are_refused_and_keep_their_lease() {
             "{expiry:?}"
         );
     }
-    let swapped_action = &done.iter().find(|e| e.lease.id == swapped.id).unwrap().action;
+    let swapped_action = &done
+        .iter()
+        .find(|e| e.lease.id == swapped.id)
+        .unwrap()
+        .action;
     assert!(
         swapped_action.error().unwrap().contains("symlink"),
         "{swapped_action:?}"

@@ -90,8 +90,7 @@ fn remove_entry(
 ) -> Result<(), PlatformError> {
     let fail = |op: &'static str, errno: Errno| PlatformError::new(shown, op, errno.into());
     if !is_dir(stat) {
-        return unlinkat(parent, name, UnlinkatFlags::NoRemoveDir)
-            .map_err(|e| fail("remove", e));
+        return unlinkat(parent, name, UnlinkatFlags::NoRemoveDir).map_err(|e| fail("remove", e));
     }
     if stat.st_dev != device {
         return Err(PlatformError::new(
@@ -113,7 +112,10 @@ fn empty_directory(dir: &OwnedFd, device: u64, shown: &Path) -> Result<(), Platf
     if own.st_mode & 0o700 != 0o700 {
         // A restored read-only directory: its entries can only go once it is writable.
         // Failing here is fine; the unlink below then reports the real problem.
-        let _ = fchmod(dir, Mode::from_bits_truncate((own.st_mode & 0o7777) | 0o700));
+        let _ = fchmod(
+            dir,
+            Mode::from_bits_truncate((own.st_mode & 0o7777) | 0o700),
+        );
     }
     for name in entry_names(dir).map_err(|e| fail("list", e))? {
         let name = OsStr::from_bytes(name.as_bytes());

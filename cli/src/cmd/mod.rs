@@ -14,6 +14,7 @@ mod policy;
 pub(crate) mod prune;
 mod repair;
 mod restore;
+pub(crate) mod restores;
 mod snapshots;
 
 use std::path::PathBuf;
@@ -54,6 +55,7 @@ fn dispatch(cli: Cli, cancel: &Cancel) -> Result<u8> {
         Command::Audit => audit::run(global),
         Command::Copy(args) => copy::run(global, &args, cancel),
         Command::Lock(command) => lock::run(global, command),
+        Command::Restores(args) => restores::run(global, &args),
     }
 }
 
