@@ -14,6 +14,8 @@
 //! - [`daemon`] schedules sources (`bunker-agent run`), keeps state, journal and metrics.
 //! - [`drill`] runs a restore drill: verify, fsck, smoke command, audit record.
 //! - [`verify`] restores a snapshot into a fresh target and proves it byte for byte.
+//! - [`lease`] records self-service restores that expire, checks restore roots and
+//!   removes expired restore targets.
 //! - [`progress`] holds the counters a caller polls to show a long operation's progress.
 //! - [`Cancel`] lets a signal handler stop a long operation at a safe point.
 
@@ -23,6 +25,7 @@ pub mod copy;
 pub mod daemon;
 pub mod drill;
 pub mod job;
+pub mod lease;
 pub mod navigate;
 pub mod platform;
 pub mod policy;

@@ -112,6 +112,9 @@ pub enum Command {
     /// failed, 21 the restored data differs, 22 the smoke step (or fsck) failed; the
     /// highest wins.
     Verify(VerifyArgs),
+    /// List self-service restores (`restore --expire`) with their owner and expiry, or
+    /// remove the expired ones (`restores expire`).
+    Restores(RestoresArgs),
 }
 
 /// `bunker report`.
@@ -329,6 +332,65 @@ pub struct RestoreArgs {
     /// Stream one file (SNAPSHOT:FILE) or a volume snapshot to stdout, in order.
     #[arg(long)]
     pub stdout: bool,
+    /// A self-service restore: record a lease so the target is removed after DURATION
+    /// (e.g. 30m, 4h, 7d) by `bunker restores expire` or the agent. The target must be a
+    /// new or empty directory (or a new image file).
+    #[arg(long, value_name = "DURATION", conflicts_with = "stdout")]
+    pub expire: Option<String>,
+    /// With --expire: who the restore is for (default: the invoking user; SUDO_USER under
+    /// sudo).
+    #[arg(long, value_name = "NAME", requires = "expire")]
+    pub owner: Option<String>,
+    /// The policy whose `agent.restore_roots` and `agent.state_dir` apply.
+    #[command(flatten)]
+    pub policy: PolicyFileArg,
+}
+
+/// `--policy FILE`: the agent policy a command follows (restore roots, lease directory).
+#[derive(Debug, Args, Clone, Default)]
+pub struct PolicyFileArg {
+    /// The agent policy file (default: /etc/bunker/agent.toml when it exists; without a
+    /// policy, restores may go anywhere and leases live in ~/.local/state/bunker/restores).
+    #[arg(long = "policy", env = "BUNKER_POLICY", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+}
+
+/// `bunker restores`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct RestoresArgs {
+    /// Remove expired restores instead of listing them.
+    #[command(subcommand)]
+    pub command: Option<RestoresCommand>,
+    /// List every owner's restores (default: only the invoking user's).
+    #[arg(long)]
+    pub all: bool,
+    /// The policy whose `agent.state_dir` holds the leases.
+    #[command(flatten)]
+    pub policy: PolicyFileArg,
+}
+
+/// `bunker restores ...`.
+#[derive(Debug, Subcommand)]
+pub enum RestoresCommand {
+    /// Remove the targets of expired restores and their leases (what the agent does on
+    /// schedule). Removal never follows symlinks and never leaves the restore roots.
+    Expire(RestoresExpireArgs),
+}
+
+/// `bunker restores expire`.
+#[derive(Debug, Args)]
+pub struct RestoresExpireArgs {
+    /// Only these leases (ids or unique prefixes).
+    #[arg(value_name = "LEASE")]
+    pub leases: Vec<String>,
+    /// Also remove restores that have not expired yet: the named leases, or all of the
+    /// invoking user's.
+    #[arg(long)]
+    pub now: bool,
+    /// The policy whose `agent.state_dir` holds the leases and whose restore roots apply.
+    #[command(flatten)]
+    pub policy: PolicyFileArg,
 }
 
 /// `bunker forget`.

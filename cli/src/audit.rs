@@ -24,6 +24,37 @@ static OPENED: Mutex<Option<(Arc<dyn Backend>, WriterKey)>> = Mutex::new(None);
 /// The snapshot the running command wrote, if any.
 static SNAPSHOT: Mutex<Option<SnapshotId>> = Mutex::new(None);
 
+/// Details the running command adds to its record (a restore's lease and expiry).
+static DETAILS: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+
+/// Adds a key/value detail to the running command's record.
+pub fn note_detail(key: &str, value: String) {
+    if let Ok(mut details) = DETAILS.lock() {
+        details.push((key.to_owned(), value));
+    }
+}
+
+/// Stores a record made by the command itself (one per expired restore) in `repository`
+/// when there is one, and appends it to the local log; failures are warnings on stderr.
+pub fn write(repository: Option<&Repository>, record: &AuditRecord) {
+    let stored = repository.map(|r| r.save_audit(record));
+    if let Some(Err(e)) = &stored {
+        eprintln!("bunker: warning: the audit record was not stored: {e}");
+    }
+    let location = repository
+        .map(|r| r.backend().location())
+        .unwrap_or_default();
+    let id = stored.and_then(|s| s.ok()).map(|id| id.to_hex());
+    if let Some(path) = local_log()
+        && let Err(e) = append(&path, record, &location, id)
+    {
+        eprintln!(
+            "bunker: warning: could not append to the audit log {}: {e}",
+            path.display()
+        );
+    }
+}
+
 /// Remembers the repository a command opened.
 pub fn remember(repository: &Repository) {
     if let Ok(mut opened) = OPENED.lock() {
@@ -99,7 +130,10 @@ pub fn record(
         ),
         Err(e) => ("failed", Some(format!("{e:#}"))),
     };
-    let mut details = Vec::new();
+    let mut details: Vec<(String, String)> = DETAILS
+        .lock()
+        .map(|mut d| std::mem::take(&mut *d))
+        .unwrap_or_default();
     if let Some(error) = &error {
         details.push(("error".to_owned(), error.clone()));
     }

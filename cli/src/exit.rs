@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use bunker_agent::backup::BackupError;
 use bunker_agent::copy::CopyError;
+use bunker_agent::lease::LeaseError;
 use bunker_agent::restore::RestoreError;
 use bunker_repo_format::Error;
 
@@ -38,6 +39,8 @@ pub const VERIFY_RESTORE_FAILED: u8 = 20;
 pub const VERIFY_MISMATCH: u8 = 21;
 /// `verify`: the smoke step (smoke command, fsck, database smoke SQL) failed.
 pub const VERIFY_SMOKE_FAILED: u8 = 22;
+/// The restore target is outside the policy's restore roots (or may not carry a lease).
+pub const OUTSIDE_RESTORE_ROOTS: u8 = 15;
 /// Interrupted by SIGINT or SIGTERM.
 pub const INTERRUPTED: u8 = 130;
 
@@ -88,6 +91,13 @@ pub fn classify(error: &anyhow::Error) -> Outcome {
             match e {
                 CopyError::Interrupted => INTERRUPTED,
                 CopyError::Repository(e) => repository_code(e),
+                _ => FATAL,
+            }
+        } else if let Some(e) = cause.downcast_ref::<LeaseError>() {
+            match e {
+                LeaseError::OutsideRoots { .. } | LeaseError::Unleasable { .. } => {
+                    OUTSIDE_RESTORE_ROOTS
+                }
                 _ => FATAL,
             }
         } else if let Some(e) = cause.downcast_ref::<RestoreError>() {

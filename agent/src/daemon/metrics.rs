@@ -170,6 +170,19 @@ pub fn render(
     out
 }
 
+/// The self-service restore gauges: leases still active, and leases expired whose target
+/// is not removed yet (refused, failed, or waiting for the next check).
+pub fn render_leases(active: u64, expired: u64) -> String {
+    format!(
+        "# HELP bunker_restores_active Self-service restores whose lease has not expired.\n\
+         # TYPE bunker_restores_active gauge\n\
+         bunker_restores_active {active}\n\
+         # HELP bunker_restores_expired Expired self-service restores whose target is not removed yet.\n\
+         # TYPE bunker_restores_expired gauge\n\
+         bunker_restores_expired {expired}\n"
+    )
+}
+
 fn escape(value: &str) -> String {
     value
         .replace('\\', "\\\\")

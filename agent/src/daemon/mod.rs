@@ -11,6 +11,11 @@
 //!   cancelled at their next safe point (no snapshot is written; a freeze is thawed).
 //!
 //! After every run the state file, the journal (`jobs.jsonl`) and the metrics are updated.
+//!
+//! Self-service restores: at start and every 15 seconds (and on every `run --once`) the
+//! agent removes the targets of expired leases in `<state_dir>/restores`
+//! ([`Agent::expire_leases`]), writes an audit record for each, and exports the active and
+//! expired lease counts.
 
 pub mod metrics;
 pub mod state;
@@ -28,6 +33,7 @@ use serde_json::{Value, json};
 
 use crate::cancel::Cancel;
 use crate::job::{JobContext, JobOutcome, JobReport, run_job};
+use crate::lease::{self, Expiry, LeaseDir, RestoreRoots};
 use crate::policy::{Policy, Source};
 use state::{AgentState, append_journal};
 
@@ -106,6 +112,7 @@ impl Agent {
         let tz = self.time_zone()?;
         let mut state = AgentState::load(&dir);
         let now = Zoned::now().with_time_zone(tz);
+        self.expire_leases(now.timestamp().as_second());
         let chosen: Vec<&Source> = if names.is_empty() {
             self.policy
                 .sources
@@ -213,7 +220,12 @@ impl Agent {
             .iter()
             .filter_map(|s| s.rpo.map(|r| (s.name.clone(), r)))
             .collect();
-        let text = metrics::render(state, running, &rpo, jiff::Timestamp::now().as_second());
+        let now = jiff::Timestamp::now().as_second();
+        let mut text = metrics::render(state, running, &rpo, now);
+        match self.lease_dir().counts(now) {
+            Ok((active, expired)) => text.push_str(&metrics::render_leases(active, expired)),
+            Err(e) => (self.log)(&format!("restore leases: {e}")),
+        }
         if let Some(path) = &self.policy.metrics.textfile
             && let Err(e) = metrics::write_textfile(path, &text)
         {
@@ -222,6 +234,62 @@ impl Agent {
         if let Ok(mut shared) = self.metrics_text.lock() {
             *shared = text;
         }
+    }
+}
+
+impl Agent {
+    /// Where self-service restores on this host keep their leases.
+    pub fn lease_dir(&self) -> LeaseDir {
+        LeaseDir::new(self.policy.agent.state_dir.join("restores"))
+    }
+
+    /// Removes the targets of the leases expired at `now` (Unix seconds) with
+    /// [`lease::expire`], logs each and stores its audit record in the repository.
+    pub fn expire_leases(&self, now: i64) -> Vec<Expiry> {
+        let done = RestoreRoots::new(&self.policy.agent.restore_roots).and_then(|roots| {
+            lease::expire(&self.lease_dir(), &roots, now, &|l| l.is_expired(now))
+        });
+        let done = match done {
+            Ok(done) => done,
+            Err(e) => {
+                (self.log)(&format!("restore leases: {e}"));
+                return Vec::new();
+            }
+        };
+        if done.is_empty() {
+            return done;
+        }
+        let repository = (self.open_repository)();
+        for expiry in &done {
+            let lease = &expiry.lease;
+            (self.log)(&format!(
+                "restore lease {} of {} ({}): {}{}",
+                lease.id,
+                lease.owner,
+                lease.target.display(),
+                expiry.action.outcome(),
+                expiry
+                    .action
+                    .error()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            ));
+            let record = lease::audit_record(expiry, &self.context.host, &self.context.username);
+            let stored = match &repository {
+                Ok(repo) => repo
+                    .save_audit(&record)
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.clone()),
+            };
+            if let Err(e) = stored {
+                (self.log)(&format!(
+                    "restore lease {}: warning: the audit record was not stored: {e}",
+                    lease.id
+                ));
+            }
+        }
+        done
     }
 }
 
@@ -236,6 +304,7 @@ impl Agent {
             (self.log)(&format!("metrics on http://{bound}/metrics"));
         }
         let mut state = AgentState::load(&dir);
+        self.expire_leases(jiff::Timestamp::now().as_second());
         self.publish(&state, &[]);
         let jobs_cancel = Cancel::new();
         let mut running: HashMap<String, JoinHandle<JobReport>> = HashMap::new();
@@ -249,7 +318,8 @@ impl Agent {
             self.reap(&dir, &mut state, &mut running, false);
             let now = Zoned::now().with_time_zone(tz.clone());
             if last_publish.elapsed() >= Duration::from_secs(15) {
-                // Ages in the metrics move with the clock.
+                // Ages in the metrics move with the clock; leases expire with it.
+                self.expire_leases(now.timestamp().as_second());
                 let names: Vec<String> = running.keys().cloned().collect();
                 self.publish(&state, &names);
                 last_publish = Instant::now();

@@ -120,3 +120,98 @@ fn jitter_delays_each_host_by_a_fixed_offset() {
     let ticks = plan_tick(&sources, &mut state, &idle, "web-1", &due);
     assert_eq!(started(&ticks), ["hourly"]);
 }
+
+#[test]
+fn the_daemon_removes_expired_restores_audits_them_and_counts_them() {
+    use crate::lease::{LEASE_VERSION, Lease, new_lease_id};
+    use bunker_repo_format::backend::{Backend, MemoryBackend};
+    use bunker_repo_format::keyslot::KdfParams;
+    use bunker_repo_format::{InitOptions, Repository};
+
+    let temp = tempfile::tempdir().unwrap();
+    let base = std::fs::canonicalize(temp.path()).unwrap();
+    let text = format!(
+        "[agent]\nstate_dir = \"{0}/state\"\nrestore_roots = [\"{0}/restore\"]\n\
+         [repository]\nurl = \"/r\"\npassword_file = \"/p\"\n\
+         [[source]]\nname = \"hourly\"\nkind = \"paths\"\npaths = [\"/srv\"]\nschedule = \"0 * * * *\"\n",
+        base.display()
+    );
+    let policy = Policy::parse(&text, "test").unwrap();
+    let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    let options = InitOptions {
+        kdf: KdfParams::insecure_for_tests(),
+        ..InitOptions::default()
+    };
+    let repository = Repository::init(Arc::clone(&backend), b"pw", options).unwrap();
+    let open_backend = Arc::clone(&backend);
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let logged = Arc::clone(&lines);
+    let agent = Agent {
+        policy,
+        context: JobContext {
+            host: "web-1".into(),
+            username: "root".into(),
+            watchdog: None,
+            cache_root: None,
+        },
+        open_repository: Arc::new(move || {
+            Repository::open(Arc::clone(&open_backend), b"pw").map_err(|e| e.to_string())
+        }),
+        log: Arc::new(move |line: &str| logged.lock().unwrap().push(line.to_owned())),
+        metrics_text: new_metrics_text(),
+    };
+    // The metrics read the real clock, so the leases are dated around it.
+    let now = jiff::Timestamp::now().as_second();
+    let mut leases = Vec::new();
+    for (name, hours) in [("expired", -1), ("active", 3)] {
+        let target = base.join("restore").join(name);
+        std::fs::create_dir_all(target.join("d")).unwrap();
+        std::fs::write(target.join("d/f"), name).unwrap();
+        let lease = Lease {
+            version: LEASE_VERSION,
+            id: new_lease_id(&target),
+            owner: "alice".into(),
+            host: "web-1".into(),
+            source: "hourly".into(),
+            snapshot: "cd".repeat(32),
+            path: "/".into(),
+            target,
+            kind: "files".into(),
+            bytes: 1,
+            created: now - 5 * 3600,
+            expires: now + hours * 3600,
+        };
+        agent.lease_dir().create(&lease).unwrap();
+        leases.push(lease);
+    }
+    agent.publish(&AgentState::default(), &[]);
+    let metrics = agent.metrics_text.lock().unwrap().clone();
+    assert!(metrics.contains("bunker_restores_active 1\n"), "{metrics}");
+    assert!(metrics.contains("bunker_restores_expired 1\n"), "{metrics}");
+
+    // Two hours earlier nothing is due; at `now` exactly the expired target goes.
+    assert!(agent.expire_leases(now - 2 * 3600).is_empty());
+    let done = agent.expire_leases(now);
+    assert_eq!(done.len(), 1, "{:?}", lines.lock().unwrap());
+    assert!(!leases[0].target.exists());
+    assert_eq!(
+        std::fs::read(leases[1].target.join("d/f")).unwrap(),
+        b"active"
+    );
+    let (records, _) = repository.load_audit().unwrap();
+    assert_eq!(records.len(), 1);
+    let record = &records[0].1;
+    assert_eq!(record.operation, "restore-expire");
+    assert_eq!(record.outcome, "removed");
+    assert_eq!(record.target, leases[0].target.display().to_string());
+    assert!(
+        lines.lock().unwrap()[0].contains("removed"),
+        "{:?}",
+        lines.lock().unwrap()
+    );
+    agent.publish(&AgentState::default(), &[]);
+    let metrics = agent.metrics_text.lock().unwrap().clone();
+    assert!(metrics.contains("bunker_restores_expired 0\n"), "{metrics}");
+    assert_eq!(agent.lease_dir().counts(now).unwrap(), (1, 0));
+    assert_eq!(agent.lease_dir().counts(now + 4 * 3600).unwrap(), (0, 1));
+}

@@ -9,6 +9,9 @@
 //! [`apply_metadata`] restores ownership, extended attributes, permissions and timestamps,
 //! and [`punch_hole_or_set_len`] finishes a sparse file.
 //!
+//! Expired restores: [`remove_tree_nofollow`] deletes a restore target without following
+//! any symlink in its path or inside it.
+//!
 //! Functions given a path fail with a [`PlatformError`] naming the path and the operation;
 //! those given an open file return a plain [`io::Error`] for the caller to attach the path
 //! to. Only Unix is supported; all platform conditionals live in this module.
@@ -24,11 +27,15 @@ use bunker_repo_format::tree::Metadata;
 #[cfg(target_os = "linux")]
 mod long_paths;
 #[cfg(unix)]
+mod remove;
+#[cfg(unix)]
 mod unix;
 
 #[cfg(target_os = "linux")]
 pub use long_paths::DirHandle;
 
+#[cfg(unix)]
+pub use remove::remove_tree_nofollow;
 #[cfg(unix)]
 pub use unix::{
     apply_metadata, capture, changed_since, create_special, create_symlink, data_regions, hostname,

@@ -15,6 +15,7 @@ pub(crate) mod prune;
 mod repair;
 mod report;
 mod restore;
+pub(crate) mod restores;
 mod snapshots;
 mod verify;
 
@@ -58,6 +59,7 @@ fn dispatch(cli: Cli, cancel: &Cancel) -> Result<u8> {
         Command::Lock(command) => lock::run(global, command),
         Command::Report(args) => report::run(global, &args),
         Command::Verify(args) => verify::run(global, &args, cancel),
+        Command::Restores(args) => restores::run(global, &args),
     }
 }
 

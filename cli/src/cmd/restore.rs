@@ -1,26 +1,61 @@
 //! `bunker restore`.
 
 use std::io::Write;
+use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use bunker_agent::Cancel;
+use bunker_agent::lease::{LEASE_VERSION, Lease, LeaseError, new_lease_id};
 use bunker_agent::platform;
+use bunker_agent::policy::parse_policy_duration;
 use bunker_agent::progress::Progress;
-use bunker_agent::restore::{RestoreOptions, restore, restore_volume, stream_file};
-use bunker_repo_format::snapshot::SourceKind;
+use bunker_agent::restore::{RestoreOptions, RestoreOutcome, restore, restore_volume, stream_file};
+use bunker_repo_format::SnapshotId;
+use bunker_repo_format::snapshot::{Snapshot, SourceKind};
 use serde_json::json;
 
-use super::split_snapshot_path;
+use super::{restores, split_snapshot_path};
 use crate::args::{GlobalOptions, RestoreArgs};
 use crate::output::{bytes, print_json};
 use crate::progress::Display;
-use crate::{exit, repo};
+use crate::{audit, exit, repo};
 
 pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Result<u8> {
     let (spec, path) = split_snapshot_path(&args.snapshot);
+    let policy = restores::policy_in_effect(&args.policy)?;
+    let expire = args
+        .expire
+        .as_deref()
+        .map(parse_policy_duration)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--expire: {e}"))?;
     let repository = repo::open(global, "restore")?;
     repository.check_features(bunker_repo_format::config::Operation::Read)?;
+    // Checked after opening, so a refused restore is audited too.
+    let resolved = match (&args.volume_target, &args.target) {
+        (Some(device), _) if is_device(device) => {
+            // Restore roots govern directories and image files, not block devices.
+            if expire.is_some() {
+                return Err(LeaseError::Unleasable {
+                    target: device.clone(),
+                    reason: "it is a device".to_owned(),
+                }
+                .into());
+            }
+            Some(device.clone())
+        }
+        (Some(target), _) | (None, Some(target)) if !args.stdout => {
+            let roots = restores::restore_roots(policy.as_ref())?;
+            let resolved = roots.check(target)?;
+            if expire.is_some() {
+                roots.check_leasable(&resolved)?;
+                check_fresh(&resolved)?;
+            }
+            Some(resolved)
+        }
+        _ => None,
+    };
     let (id, snapshot) = repository.resolve_snapshot(spec)?;
     let loaded = repository.load_index_for_reading()?;
     let mut err = std::io::stderr().lock();
@@ -44,8 +79,8 @@ pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Resul
         return Ok(exit::OK);
     }
     let started = std::time::Instant::now();
-    let (outcome, target) = match (&args.volume_target, &args.target) {
-        (Some(device), _) => {
+    let (outcome, target) = match (&args.volume_target, resolved.as_ref()) {
+        (Some(_), Some(device)) => {
             if snapshot.source_kind != SourceKind::Volume {
                 anyhow::bail!(
                     "snapshot {} is not a volume snapshot; restore it with --target DIR",
@@ -78,7 +113,7 @@ pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Resul
             err = std::io::stderr().lock();
             (outcome?, target)
         }
-        (None, None) => anyhow::bail!("give --target DIR, --volume-target DEVICE or --stdout"),
+        _ => anyhow::bail!("give --target DIR, --volume-target DEVICE or --stdout"),
     };
     for warning in &outcome.warnings {
         writeln!(err, "bunker: warning: {warning}")?;
@@ -87,8 +122,33 @@ pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Resul
         writeln!(err, "bunker: {error}")?;
     }
     let seconds = started.elapsed().as_secs_f64();
+    let lease = match expire {
+        Some(period) => {
+            let kind = if args.volume_target.is_some() {
+                "volume"
+            } else {
+                "files"
+            };
+            let lease = record_lease(
+                policy.as_ref(),
+                args,
+                (&id, &snapshot),
+                &path,
+                target,
+                kind,
+                &outcome,
+                period,
+            )?;
+            audit::note_detail("expires", restores::time_text(lease.expires));
+            audit::note_detail("lease", lease.id.clone());
+            Some(lease)
+        }
+        None => None,
+    };
     if global.json {
         print_json(&json!({
+            "lease": lease.as_ref().map(|l| l.id.clone()),
+            "expires": lease.as_ref().map(|l| restores::time_text(l.expires)),
             "snapshot_id": id.to_hex(),
             "target": target.to_string_lossy(),
             "files_skipped": outcome.files_skipped,
@@ -113,6 +173,16 @@ pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Resul
             outcome.others,
             seconds
         )?;
+        if let Some(lease) = &lease {
+            writeln!(
+                std::io::stdout(),
+                "lease {} for {}: {} is removed after {}",
+                lease.id,
+                lease.owner,
+                lease.target.display(),
+                restores::time_text(lease.expires)
+            )?;
+        }
         if outcome.files_skipped > 0 {
             writeln!(
                 std::io::stdout(),
@@ -134,4 +204,68 @@ pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Resul
     } else {
         exit::RESTORE_INCOMPLETE
     })
+}
+
+/// True for a block or character device (also through a symlink like /dev/vg/data).
+fn is_device(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(path)
+        .map(|m| m.file_type().is_block_device() || m.file_type().is_char_device())
+        .unwrap_or(false)
+}
+
+/// A restore that expires owns its target: it must be new (or an empty directory), so the
+/// expiry never removes anything that was there before.
+fn check_fresh(target: &Path) -> Result<(), LeaseError> {
+    let refuse = |reason: &str| LeaseError::Unleasable {
+        target: target.to_owned(),
+        reason: reason.to_owned(),
+    };
+    match std::fs::symlink_metadata(target) {
+        Err(_) => Ok(()),
+        Ok(meta) if meta.is_dir() => match std::fs::read_dir(target).map(|mut e| e.next()) {
+            Ok(None) => Ok(()),
+            Ok(Some(_)) => Err(refuse("it is not empty (restore into a new directory)")),
+            Err(_) => Err(refuse("it cannot be read")),
+        },
+        Ok(_) => Err(refuse("it already exists (restore into a new path)")),
+    }
+}
+
+/// Records the lease of a finished restore.
+#[allow(clippy::too_many_arguments)]
+fn record_lease(
+    policy: Option<&bunker_agent::policy::Policy>,
+    args: &RestoreArgs,
+    (id, snapshot): (&SnapshotId, &Snapshot),
+    path: &Path,
+    target: &Path,
+    kind: &str,
+    outcome: &RestoreOutcome,
+    period: std::time::Duration,
+) -> Result<Lease> {
+    let created = restores::now()?;
+    let target = std::fs::canonicalize(target).unwrap_or_else(|_| target.to_owned());
+    let lease = Lease {
+        version: LEASE_VERSION,
+        id: new_lease_id(&target),
+        owner: args.owner.clone().unwrap_or_else(restores::invoking_user),
+        host: platform::hostname(),
+        source: snapshot.tag("source").unwrap_or_default().to_owned(),
+        snapshot: id.to_hex(),
+        path: path.display().to_string(),
+        target,
+        kind: kind.to_owned(),
+        bytes: outcome.bytes.saturating_add(outcome.bytes_skipped),
+        created,
+        expires: created.saturating_add(i64::try_from(period.as_secs()).unwrap_or(i64::MAX)),
+    };
+    let dir = restores::lease_dir(policy)?;
+    dir.create(&lease).with_context(|| {
+        format!(
+            "restored, but the lease was not recorded; remove {} yourself when done",
+            lease.target.display()
+        )
+    })?;
+    Ok(lease)
 }

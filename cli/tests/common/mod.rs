@@ -276,6 +276,9 @@ impl Bunker {
             "BUNKER_KEY_FILE",
             "BUNKER_TO_PASSWORD",
             "BUNKER_TO_PASSWORD_FILE",
+            "BUNKER_POLICY",
+            "BUNKER_TEST_NOW",
+            "XDG_STATE_HOME",
             "RUST_BACKTRACE",
         ] {
             cmd.env_remove(key);
