@@ -30,23 +30,23 @@ impl Setup {
         let t = TestDir::new();
         let src = t.join("src");
         let outside = t.join("outside");
-        fs::create_dir_all(src.join("conf/deep")).unwrap();
-        fs::create_dir_all(&outside).unwrap();
-        fs::write(outside.join("precious"), b"never delete me").unwrap();
+        fs::create_dir_all(src.join("conf/deep")).expect("set up the test tree");
+        fs::create_dir_all(&outside).expect("set up the test tree");
+        fs::write(outside.join("precious"), b"never delete me").expect("set up the test tree");
         write_random_file(&src.join("data.bin"), 7, 300_000);
-        fs::write(src.join("conf/deep/app.toml"), b"port = 8080\n").unwrap();
+        fs::write(src.join("conf/deep/app.toml"), b"port = 8080\n").expect("set up the test tree");
         // A symlink that points out of the restored tree: expiry must not follow it.
-        symlink(&outside, src.join("conf/escape")).unwrap();
+        symlink(&outside, src.join("conf/escape")).expect("set up the test tree");
         let b = t.bunker();
         b.init();
         let backup = b.backup(&[&src], &["--tag", "source=orders-db", "--json"]);
         backup.ok();
         let snapshot = str_field(&backup.json(), "snapshot_id").to_owned();
         let roots = t.join("restore");
-        fs::create_dir_all(roots.join("sibling")).unwrap();
-        fs::write(roots.join("sibling/keep"), b"not leased").unwrap();
+        fs::create_dir_all(roots.join("sibling")).expect("set up the test tree");
+        fs::write(roots.join("sibling/keep"), b"not leased").expect("set up the test tree");
         let password = t.join("password");
-        fs::write(&password, format!("{PASSWORD}\n")).unwrap();
+        fs::write(&password, format!("{PASSWORD}\n")).expect("set up the test tree");
         let policy = t.join("agent.toml");
         fs::write(
             &policy,
@@ -63,7 +63,7 @@ impl Setup {
                 src.display(),
             ),
         )
-        .unwrap();
+        .expect("leases test step");
         Setup {
             t,
             b,
@@ -90,7 +90,7 @@ impl Setup {
     fn lease_files(&self) -> Vec<PathBuf> {
         let dir = self.t.join("state/restores");
         let mut files: Vec<PathBuf> = fs::read_dir(dir)
-            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .map(|d| d.map(|e| e.expect("read the test output").path()).collect())
             .unwrap_or_default();
         files.sort();
         files
@@ -99,16 +99,16 @@ impl Setup {
     fn audit(&self) -> Vec<serde_json::Value> {
         let out = self.b.run(["audit", "--json"]);
         out.ok();
-        out.json().as_array().unwrap().clone()
+        out.json().as_array().expect("leases test step").clone()
     }
 
     fn assert_outside_intact(&self) {
         assert_eq!(
-            fs::read(self.outside.join("precious")).unwrap(),
+            fs::read(self.outside.join("precious")).expect("leases test step"),
             b"never delete me"
         );
         assert_eq!(
-            fs::read(self.roots.join("sibling/keep")).unwrap(),
+            fs::read(self.roots.join("sibling/keep")).expect("leases test step"),
             b"not leased"
         );
     }
@@ -148,11 +148,12 @@ fn a_lease_is_recorded_listed_and_expired_by_the_clock() {
     let files = env.lease_files();
     assert_eq!(files.len(), 1, "{files:?}");
     assert_eq!(
-        files[0].file_name().unwrap(),
+        files[0].file_name().expect("leases test step"),
         format!("{lease_id}.json").as_str()
     );
     let lease: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(&files[0]).unwrap()).unwrap();
+        serde_json::from_str(&fs::read_to_string(&files[0]).expect("leases test step"))
+            .expect("leases test step");
     assert_eq!(str_field(&lease, "id"), lease_id);
     assert_eq!(str_field(&lease, "owner"), "alice");
     assert!(!str_field(&lease, "host").is_empty());
@@ -174,7 +175,11 @@ fn a_lease_is_recorded_listed_and_expired_by_the_clock() {
         .run(["restores", "--json", "--all"]);
     all.ok();
     let listed = all.json();
-    assert_eq!(listed.as_array().unwrap().len(), 1, "{all}");
+    assert_eq!(
+        listed.as_array().expect("leases test step").len(),
+        1,
+        "{all}"
+    );
     assert_eq!(str_field(&listed[0], "id"), lease_id);
     assert_eq!(str_field(&listed[0], "target"), s(&target));
     assert_eq!(listed[0]["expired"], false);
@@ -211,18 +216,19 @@ fn a_lease_is_recorded_listed_and_expired_by_the_clock() {
     let restore = records
         .iter()
         .find(|r| r["operation"] == "restore")
-        .unwrap();
+        .expect("leases test step");
     assert_eq!(detail(restore, "lease"), Some(lease_id.as_str()));
     assert_eq!(detail(restore, "expires"), Some("2026-11-22T14:00:00Z"));
     let expiry = records
         .iter()
         .find(|r| r["operation"] == "restore-expire")
-        .unwrap();
+        .expect("leases test step");
     assert_eq!(str_field(expiry, "outcome"), "removed");
     assert_eq!(str_field(expiry, "target"), s(&target));
     assert_eq!(str_field(expiry, "snapshot_id"), env.snapshot);
     assert_eq!(detail(expiry, "owner"), Some("alice"));
-    let log = fs::read_to_string(env.t.join("cache/.local/state/bunker/audit.jsonl")).unwrap();
+    let log = fs::read_to_string(env.t.join("cache/.local/state/bunker/audit.jsonl"))
+        .expect("leases test step");
     assert!(log.contains("\"restore-expire\""), "{log}");
 
     // Nothing left to do.
@@ -249,7 +255,7 @@ fn an_expired_target_already_gone_drops_its_lease_and_now_expires_early() {
             .ok();
     }
     assert_eq!(env.lease_files().len(), 2);
-    fs::remove_dir_all(&gone).unwrap();
+    fs::remove_dir_all(&gone).expect("leases test step");
     let out = env
         .at("2026-11-22T10:30:00Z")
         .run(["restores", "expire", "--json"]);
@@ -263,7 +269,7 @@ fn an_expired_target_already_gone_drops_its_lease_and_now_expires_early() {
     let mut outcomes: Vec<(String, String)> = out
         .json()
         .as_array()
-        .unwrap()
+        .expect("leases test step")
         .iter()
         .map(|e| {
             (
@@ -288,8 +294,8 @@ fn an_expired_target_already_gone_drops_its_lease_and_now_expires_early() {
 #[test]
 fn restores_outside_the_roots_are_refused_with_15() {
     let env = Setup::new();
-    fs::create_dir_all(env.t.join("etc")).unwrap();
-    symlink(env.t.join("etc"), env.roots.join("escape")).unwrap();
+    fs::create_dir_all(env.t.join("etc")).expect("leases test step");
+    symlink(env.t.join("etc"), env.roots.join("escape")).expect("leases test step");
     let bunker = env.at("2026-11-22T10:00:00Z");
     let dotdot = format!("{}/../etc/x", s(&env.roots));
     let cases: [(&str, PathBuf); 3] = [
@@ -309,7 +315,12 @@ fn restores_outside_the_roots_are_refused_with_15() {
             assert!(line.contains(s(&env.roots)), "{name}: {out}");
         }
     }
-    assert_eq!(fs::read_dir(env.t.join("etc")).unwrap().count(), 0);
+    assert_eq!(
+        fs::read_dir(env.t.join("etc"))
+            .expect("leases test step")
+            .count(),
+        0
+    );
     // A volume image outside the roots: refused the same way.
     let image = env.t.join("disk.img");
     write_random_file(&image, 3, 1 << 20);
@@ -341,7 +352,7 @@ fn restores_outside_the_roots_are_refused_with_15() {
     assert_eq!(refused, 8);
 
     // Inside the roots (through a symlink that stays inside): allowed.
-    symlink(env.roots.join("sibling"), env.roots.join("inside-link")).unwrap();
+    symlink(env.roots.join("sibling"), env.roots.join("inside-link")).expect("leases test step");
     let inside = env.roots.join("inside-link/restored");
     bunker
         .run([
@@ -379,7 +390,12 @@ fn an_expiring_restore_needs_a_target_it_can_own() {
         out.code(15);
         assert!(out.stderr.contains("cannot expire"), "{out}");
     }
-    assert_eq!(fs::read_dir(env.roots.join("sibling")).unwrap().count(), 1);
+    assert_eq!(
+        fs::read_dir(env.roots.join("sibling"))
+            .expect("leases test step")
+            .count(),
+        1
+    );
     let out = bunker.run([
         "restore",
         "latest",
@@ -409,12 +425,18 @@ fn an_expiring_restore_needs_a_target_it_can_own() {
     mine.ok();
     assert_eq!(str_field(&mine.json()[0], "target"), s(&free));
     let lease_dir = env.t.join("cache/.local/state/bunker/restores");
-    assert_eq!(fs::read_dir(&lease_dir).unwrap().count(), 1);
+    assert_eq!(
+        fs::read_dir(&lease_dir).expect("leases test step").count(),
+        1
+    );
     let late = env.b.with_env("BUNKER_TEST_NOW", "2026-11-22T10:30:00Z");
     late.run(["restores", "expire"]).ok();
     assert!(!free.exists());
     assert!(env.t.join("anywhere").is_dir());
-    assert_eq!(fs::read_dir(&lease_dir).unwrap().count(), 0);
+    assert_eq!(
+        fs::read_dir(&lease_dir).expect("leases test step").count(),
+        0
+    );
 }
 
 #[test]
@@ -456,7 +478,7 @@ fn the_agent_removes_expired_restores_on_its_own() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .expect("leases test step");
     let metrics = env.t.join("metrics/bunker.prom");
     let started = Instant::now();
     while (expired.exists() || !metrics.exists()) && started.elapsed() < Duration::from_secs(30) {
@@ -470,14 +492,14 @@ fn the_agent_removes_expired_restores_on_its_own() {
     env.assert_outside_intact();
     assert_eq!(env.lease_files().len(), 1);
     assert!(out.stderr.contains("removed"), "{out}");
-    let text = fs::read_to_string(&metrics).unwrap();
+    let text = fs::read_to_string(&metrics).expect("leases test step");
     assert!(text.contains("bunker_restores_active 1\n"), "{text}");
     assert!(text.contains("bunker_restores_expired 0\n"), "{text}");
     let records = env.audit();
     let expiry = records
         .iter()
         .find(|r| r["operation"] == "restore-expire")
-        .unwrap();
+        .expect("leases test step");
     assert_eq!(str_field(expiry, "target"), s(&expired));
     assert_eq!(str_field(expiry, "outcome"), "removed");
 }

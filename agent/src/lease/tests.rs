@@ -137,7 +137,7 @@ fn expiry_removes_exactly_the_expired_target() {
         .into_iter()
         .map(|l| l.lease.unwrap().id)
         .collect();
-    assert_eq!(left, [young.id.clone()]);
+    assert_eq!(left, std::slice::from_ref(&young.id));
 
     let record = audit_record(&done[0], "web-1", "root");
     assert_eq!(record.operation, "restore-expire");
