@@ -40,6 +40,8 @@ use crate::progress::Progress;
 use plan::{PackPlanner, PackWork, PlannedFile, Planner};
 use write::ContentWriter;
 
+pub(crate) use resume::extent_difference;
+
 /// How to restore.
 #[derive(Debug, Clone, Default)]
 pub struct RestoreOptions {

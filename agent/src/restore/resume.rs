@@ -55,18 +55,27 @@ pub(super) fn already_restored(
         pieces.push((offset, *extent));
         offset += extent.length();
     }
-    Ok(pieces
-        .par_iter()
-        .all(|(offset, extent)| matches(repo, &file, *offset, extent).unwrap_or(false)))
+    Ok(pieces.par_iter().all(|(offset, extent)| {
+        extent_difference(repo, &file, *offset, extent).is_ok_and(|d| d.is_none())
+    }))
 }
 
-/// True when the bytes at `offset` are `extent`'s.
-fn matches(repo: &Repository, file: &File, offset: u64, extent: &Extent) -> io::Result<bool> {
+/// How the bytes of `file` at `offset` differ from `extent`: `None` when they are its
+/// bytes (a chunk hashes to its id; a hole reads as zeros). Also the verification pass of
+/// [`crate::verify`], which reports the message.
+pub(crate) fn extent_difference(
+    repo: &Repository,
+    file: &File,
+    offset: u64,
+    extent: &Extent,
+) -> io::Result<Option<String>> {
     match *extent {
         Extent::Chunk { id, length } => {
             let mut buffer = vec![0u8; length as usize];
             file.read_exact_at(&mut buffer, offset)?;
-            Ok(repo.blob_id(&buffer) == id)
+            Ok((repo.blob_id(&buffer) != id).then(|| {
+                format!("content differs at offset {offset} (the {length} bytes of chunk {id})")
+            }))
         }
         Extent::Hole { length } => {
             let mut buffer = vec![0u8; HOLE_READ.min(length) as usize];
@@ -74,12 +83,15 @@ fn matches(repo: &Repository, file: &File, offset: u64, extent: &Extent) -> io::
             while done < length {
                 let piece = (length - done).min(HOLE_READ) as usize;
                 file.read_exact_at(&mut buffer[..piece], offset + done)?;
-                if buffer[..piece].iter().any(|&b| b != 0) {
-                    return Ok(false);
+                if let Some(at) = buffer[..piece].iter().position(|&b| b != 0) {
+                    return Ok(Some(format!(
+                        "hole of {length} bytes at offset {offset} reads non-zero at offset {}",
+                        offset + done + at as u64
+                    )));
                 }
                 done += piece as u64;
             }
-            Ok(true)
+            Ok(None)
         }
     }
 }

@@ -7,14 +7,12 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 
 use bunker_repo_format::Repository;
 use bunker_repo_format::tree::Extent;
 use rayon::prelude::*;
 
-/// Bytes of a hole read at a time.
-const HOLE_READ: u64 = 1 << 20;
+use crate::restore::extent_difference;
 
 /// Checks `file` against `extents`; returns the first difference found (lowest offset), as
 /// a message, or `None` when every byte matches.
@@ -31,7 +29,7 @@ pub(super) fn first_difference(
     }
     let results: Vec<io::Result<Option<String>>> = pieces
         .par_iter()
-        .map(|(offset, extent)| check(repo, file, *offset, extent))
+        .map(|(offset, extent)| extent_difference(repo, file, *offset, extent))
         .collect();
     for result in results {
         if let Some(message) = result? {
@@ -39,38 +37,4 @@ pub(super) fn first_difference(
         }
     }
     Ok(None)
-}
-
-/// One extent: `None` when it matches.
-fn check(
-    repo: &Repository,
-    file: &File,
-    offset: u64,
-    extent: &Extent,
-) -> io::Result<Option<String>> {
-    match *extent {
-        Extent::Chunk { id, length } => {
-            let mut buffer = vec![0u8; length as usize];
-            file.read_exact_at(&mut buffer, offset)?;
-            Ok((repo.blob_id(&buffer) != id).then(|| {
-                format!("content differs at offset {offset} (the {length} bytes of chunk {id})")
-            }))
-        }
-        Extent::Hole { length } => {
-            let mut buffer = vec![0u8; HOLE_READ.min(length) as usize];
-            let mut done = 0u64;
-            while done < length {
-                let piece = (length - done).min(HOLE_READ) as usize;
-                file.read_exact_at(&mut buffer[..piece], offset + done)?;
-                if let Some(at) = buffer[..piece].iter().position(|&b| b != 0) {
-                    return Ok(Some(format!(
-                        "hole of {length} bytes at offset {offset} reads non-zero at offset {}",
-                        offset + done + at as u64
-                    )));
-                }
-                done += piece as u64;
-            }
-            Ok(None)
-        }
-    }
 }
