@@ -374,30 +374,37 @@ struct LoopFs {
 
 impl LoopFs {
     fn new() -> Option<LoopFs> {
-        if !is_root() {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI runs these tests as root"
-            );
-            note("SKIPPED: the freeze watchdog test needs root and loop mounts");
-            return None;
-        }
-        let dir = TestDir::new();
-        let image = dir.join("fs.img");
-        let mount = dir.join("mnt");
-        fs::create_dir(&mount).expect("create the mount point");
-        fs::File::create(&image)
-            .expect("create the image")
-            .set_len(64 << 20)
-            .expect("create the image");
-        let ok = |c: &mut Command| assert!(c.status().expect("run the command").success(), "{c:?}");
-        ok(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&image));
-        ok(Command::new("mount")
-            .args(["-o", "loop"])
-            .arg(&image)
-            .arg(&mount));
+        let (dir, mount) = loop_mount(&["mkfs.ext4", "-q", "-F"], 64 << 20, "the freeze tests")?;
         Some(LoopFs { _dir: dir, mount })
     }
+}
+
+/// A fresh image of `size` bytes made with `mkfs` (the image path is appended) and
+/// loop-mounted; `None` (skipped, with a note naming `what`) when not root.
+fn loop_mount(mkfs: &[&str], size: u64, what: &str) -> Option<(TestDir, PathBuf)> {
+    if !is_root() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs these tests as root"
+        );
+        note(format!("SKIPPED: {what} need root and loop mounts"));
+        return None;
+    }
+    let dir = TestDir::new();
+    let image = dir.join("fs.img");
+    let mount = dir.join("mnt");
+    fs::create_dir(&mount).expect("create the mount point");
+    fs::File::create(&image)
+        .expect("create the image")
+        .set_len(size)
+        .expect("size the image");
+    let ok = |c: &mut Command| assert!(c.status().expect("run the command").success(), "{c:?}");
+    ok(Command::new(mkfs[0]).args(&mkfs[1..]).arg(&image));
+    ok(Command::new("mount")
+        .args(["-o", "loop"])
+        .arg(&image)
+        .arg(&mount));
+    Some((dir, mount))
 }
 
 impl Drop for LoopFs {
@@ -560,32 +567,14 @@ struct BtrfsFs {
 
 impl BtrfsFs {
     fn new() -> Option<BtrfsFs> {
-        if !is_root() {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI runs these tests as root"
-            );
-            note("SKIPPED: the btrfs snapshot test needs root and loop mounts");
-            return None;
-        }
-        let dir = TestDir::new();
-        let image = dir.join("btrfs.img");
-        let mount = dir.join("mnt");
-        fs::create_dir(&mount).expect("create the mount point");
-        fs::File::create(&image)
-            .expect("create the image")
-            .set_len(256 << 20)
-            .expect("size the image");
-        let ok = |c: &mut Command| assert!(c.status().expect("run the command").success(), "{c:?}");
-        ok(Command::new("mkfs.btrfs").args(["-q", "-f"]).arg(&image));
-        ok(Command::new("mount")
-            .args(["-o", "loop"])
-            .arg(&image)
-            .arg(&mount));
+        let (dir, mount) = loop_mount(&["mkfs.btrfs", "-q", "-f"], 256 << 20, "the btrfs tests")?;
         let fs_ = BtrfsFs { _dir: dir, mount };
-        ok(Command::new("btrfs")
+        let created = Command::new("btrfs")
             .args(["-q", "subvolume", "create"])
-            .arg(fs_.data()));
+            .arg(fs_.data())
+            .status()
+            .expect("run btrfs");
+        assert!(created.success(), "btrfs subvolume create");
         Some(fs_)
     }
 
