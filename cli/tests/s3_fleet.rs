@@ -310,7 +310,7 @@ fn four_hosts_and_a_prune_loop_share_one_bucket() {
     // shared content per host, one of each host's own content, never one per snapshot.
     let bound = HOSTS.len() as u64 * shared_bytes + own_bytes + METADATA_SLACK;
     assert!(
-        3 * bound < backed_up,
+        2 * bound < backed_up,
         "test data too small to show deduplication: bound {bound}, backed up {backed_up}"
     );
     let s3 = S3Backend::connect(location(&endpoint, &bucket, "fleet")).expect("connect");
