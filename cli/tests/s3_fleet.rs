@@ -82,7 +82,14 @@ fn build_round(dir: &Path, host: &str, round: u32) {
         write_file(&kept, &random_bytes(seed + 100, OWN_KEPT_SIZE));
     }
     // Metadata that changes: mode and mtime of the kept file, a private config file.
-    chmod(&kept, if round % 2 == 0 { 0o600 } else { 0o640 });
+    chmod(
+        &kept,
+        if round.is_multiple_of(2) {
+            0o600
+        } else {
+            0o640
+        },
+    );
     set_mtime(&kept, 1_710_000_000 + i64::from(round), round * 1000);
     let conf = dir.join("etc/host.conf");
     replace(
