@@ -123,6 +123,15 @@ impl S3Backend {
         self.run(self.raw.delete_version(name, version))
     }
 
+    /// Deletes `name` with a plain DELETE (no version), the way a client other than bunker
+    /// could: on a versioned bucket this only hides every version behind a new delete
+    /// marker, whose version id is returned. Bunker itself deletes versions
+    /// ([`Self::delete_version`]); this exists to prove that the hidden data survives.
+    pub fn delete_unversioned(&self, name: &str) -> Result<Option<String>> {
+        validate_name(name)?;
+        self.run(self.raw.delete_current(name))
+    }
+
     /// Reads one version of `name`, e.g. one hidden behind a delete marker or overwritten.
     pub fn get_version(&self, name: &str, version: &str) -> Result<Vec<u8>> {
         validate_name(name)?;

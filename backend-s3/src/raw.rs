@@ -103,6 +103,19 @@ impl RawClient {
         self.check(&reply, "deleting", name)
     }
 
+    /// DeleteObject without a version: on a versioned bucket the server adds a delete
+    /// marker (and refuses nothing, locked or not). Returns the marker's version id.
+    pub(crate) async fn delete_current(&self, name: &str) -> Result<Option<String>> {
+        let reply = self.send(Method::DELETE, name, &[], None).await?;
+        self.check(&reply, "deleting", name)?;
+        Ok(reply
+            .headers
+            .get("x-amz-version-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| *v != "null")
+            .map(str::to_owned))
+    }
+
     /// PutObjectRetention: locks version `version` of `name` until `until` in `mode`.
     pub(crate) async fn put_retention(
         &self,

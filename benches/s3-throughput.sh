@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Backup and restore throughput against the local S3 test server (moto) versus a local
+# directory, in the same run (issue 5's target: S3 >= 0.7x local). Not part of the tests.
+#
+# Usage: benches/s3-throughput.sh [CORPUS]
+#   CORPUS: a directory, a corpus name of ../shared/bench (`src`, `mixed`, `tiny`, found in
+#   $PEERBENCH_DATA/pristine/NAME, default /var/tmp/peerbench), or `generated` (the default:
+#   a reproducible ~300 MB tree, BENCH_MB to change its size).
+# Env: REPS (default 2) rounds of local + S3, interleaved; BENCH_WORK (default
+# target/s3-throughput).
+#
+# Builds the release binary, starts moto with scripts/moto-server.sh (stopped on exit), warms
+# the corpus into the page cache, then per round: init + backup + restore into a local
+# directory, and the same into a fresh bucket. Prints wall time, MB/s, the CPU seconds of
+# bunker and of the moto server (from /proc/PID/stat) for every phase, and the S3/local
+# throughput ratios of the best round. Every restore is compared with the corpus (diff -r).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+corpus_arg=${1:-generated}
+reps=${REPS:-2}
+work=${BENCH_WORK:-target/s3-throughput}
+mkdir -p "$work"
+work=$(realpath "$work")
+
+echo "== machine: $(nproc) cores, $(uptime | sed 's/.*load/load/')"
+cargo build --release --locked -p bunker-cli >&2
+bunker=$PWD/target/release/bunker
+
+case "$corpus_arg" in
+generated)
+    corpus=$work/corpus-generated
+    mb=${BENCH_MB:-300}
+    if [ "$(cat "$corpus/.mb" 2>/dev/null)" != "$mb" ]; then
+        rm -rf "$corpus"
+        # 3/4 incompressible (random files of 1-8 MiB), 1/4 compressible text in small files.
+        python3 - "$corpus" "$mb" <<'EOF'
+import os, random, sys
+root, mb = sys.argv[1], int(sys.argv[2])
+rng = random.Random(42)
+random_bytes, text_bytes = mb * 3 // 4 << 20, mb // 4 << 20
+n = 0
+while random_bytes > 0:
+    size = min(random_bytes, rng.randint(1 << 20, 8 << 20))
+    d = os.path.join(root, "bin", f"d{n % 8}")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, f"f{n}.bin"), "wb") as f:
+        f.write(rng.randbytes(size))
+    random_bytes -= size
+    n += 1
+words = [bytes(rng.choice(b"abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9))) for _ in range(5000)]
+n = 0
+while text_bytes > 0:
+    size = min(text_bytes, rng.randint(2 << 10, 200 << 10))
+    d = os.path.join(root, "text", f"d{n % 32}")
+    os.makedirs(d, exist_ok=True)
+    out, length = [], 0
+    while length < size:
+        line = b" ".join(rng.choice(words) for _ in range(12)) + b"\n"
+        out.append(line)
+        length += len(line)
+    with open(os.path.join(d, f"t{n}.txt"), "wb") as f:
+        f.write(b"".join(out)[:size])
+    text_bytes -= size
+    n += 1
+EOF
+        echo "$mb" >"$corpus/.mb"
+    fi
+    ;;
+*/*) corpus=$(realpath "$corpus_arg") ;;
+*) corpus=${PEERBENCH_DATA:-/var/tmp/peerbench}/pristine/$corpus_arg ;;
+esac
+[ -d "$corpus" ] || { echo "no corpus at $corpus" >&2; exit 1; }
+bytes=$(find "$corpus" -type f ! -name .mb -printf '%s\n' | awk '{s+=$1} END {print s}')
+files=$(find "$corpus" -type f ! -name .mb | wc -l)
+find "$corpus" -type f -print0 | xargs -0 cat >/dev/null # read from page cache, both ways
+echo "== corpus $corpus: $files files, $bytes bytes"
+
+server=$(scripts/moto-server.sh)
+endpoint=$(sed -n 1p <<<"$server")
+moto_pid=$(sed -n 2p <<<"$server")
+trap 'kill "$moto_pid" 2>/dev/null || true' EXIT
+echo "== moto at $endpoint (pid $moto_pid)"
+export AWS_ENDPOINT_URL=$endpoint AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
+export AWS_REGION=us-east-1 BUNKER_PASSWORD=bench XDG_CACHE_HOME=$work/cache
+
+# CPU seconds (user + system) a process has used so far.
+cpu_of() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat"; }
+
+# timed LABEL CMD...: runs CMD, prints one line, appends "LABEL wall" to $work/walls.
+timed() {
+    local label=$1
+    shift
+    local moto0 t0 t1 moto1
+    sync
+    moto0=$(cpu_of "$moto_pid")
+    t0=$(date +%s.%N)
+    /usr/bin/time -f "%U %S %M" -o "$work/time.txt" "$@" >"$work/$label.out" 2>"$work/$label.err" || {
+        echo "$label failed:" >&2
+        cat "$work/$label.err" >&2
+        exit 1
+    }
+    t1=$(date +%s.%N)
+    moto1=$(cpu_of "$moto_pid")
+    read -r user sys rss <"$work/time.txt"
+    awk -v l="$label" -v t0="$t0" -v t1="$t1" -v b="$bytes" -v u="$user" -v s="$sys" \
+        -v r="$rss" -v m0="$moto0" -v m1="$moto1" 'BEGIN {
+        w = t1 - t0
+        printf "%-16s wall %7.2f s  %7.1f MB/s  bunker cpu %6.2f s  moto cpu %6.2f s  rss %4d MiB\n",
+            l, w, b / w / 1e6, u + s, m1 - m0, r / 1024 }'
+    echo "$label $(awk -v t0="$t0" -v t1="$t1" 'BEGIN {print t1 - t0}')" >>"$work/walls"
+}
+
+: >"$work/walls"
+for rep in $(seq 1 "$reps"); do
+    rm -rf "$work/local-repo" "$work/restore-local" "$work/restore-s3" "$work/cache"
+    bucket=bench-$rep-$$
+    curl -sf -X PUT "$endpoint/$bucket" >/dev/null
+    "$bunker" --repo "$work/local-repo" init >/dev/null
+    "$bunker" --repo "s3://$bucket/repo" init >/dev/null
+    timed "backup-local-$rep" "$bunker" --repo "$work/local-repo" backup "$corpus"
+    timed "backup-s3-$rep" "$bunker" --repo "s3://$bucket/repo" backup "$corpus"
+    timed "restore-local-$rep" "$bunker" --repo "$work/local-repo" restore latest --target "$work/restore-local"
+    timed "restore-s3-$rep" "$bunker" --repo "s3://$bucket/repo" restore latest --target "$work/restore-s3"
+    for kind in local s3; do
+        diff -r --no-dereference "$corpus" "$work/restore-$kind$corpus" >/dev/null ||
+            { echo "restore from $kind DIFFERS from the corpus" >&2; exit 1; }
+    done
+    echo "   repo sizes: local $(du -sb "$work/local-repo" | cut -f1) bytes; restores identical"
+done
+rm -rf "$work/restore-local" "$work/restore-s3"
+
+best() { grep "^$1-" "$work/walls" | awk 'NR == 1 || $2 < m {m = $2} END {print m}'; }
+for phase in backup restore; do
+    l=$(best "$phase-local")
+    s=$(best "$phase-s3")
+    awk -v p="$phase" -v l="$l" -v s="$s" -v b="$bytes" 'BEGIN {
+        printf "== %-7s best of runs: local %.2f s (%.0f MB/s), S3 %.2f s (%.0f MB/s): S3/local throughput %.2fx\n",
+            p, l, b / l / 1e6, s, b / s / 1e6, l / s }'
+done
+echo "== load after: $(uptime | sed 's/.*load/load/')"
