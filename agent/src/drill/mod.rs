@@ -8,6 +8,7 @@
 
 mod fsck;
 pub mod report;
+mod select;
 mod smoke;
 
 use std::path::PathBuf;
@@ -22,6 +23,7 @@ use crate::cancel::Cancel;
 use crate::restore::RestoreError;
 use crate::verify::{Target, VerifyOptions, restore_and_verify};
 pub use report::{DrillReport, Failure};
+pub use select::latest_per_source;
 
 /// What a drill does besides restoring and verifying.
 #[derive(Debug, Clone, Default)]
@@ -36,6 +38,20 @@ pub struct DrillSpec {
     pub keep: bool,
     /// Restore and compare ownership (root only).
     pub ownership: bool,
+}
+
+impl DrillSpec {
+    /// The drill a policy source asks for (its `verify` settings), into a temporary target.
+    pub fn for_source(source: &crate::policy::Source) -> DrillSpec {
+        let volume = matches!(source.kind, crate::policy::SourceKind::Volume { .. });
+        DrillSpec {
+            target: None,
+            smoke: source.verify.as_ref().and_then(|v| v.smoke.clone()),
+            fsck: volume,
+            keep: false,
+            ownership: crate::platform::is_root(),
+        }
+    }
 }
 
 /// Most differences listed in a report; the count of the rest is added.

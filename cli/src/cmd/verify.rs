@@ -1,14 +1,12 @@
 //! `bunker verify`: restore drills run now, from the command line.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 
 use anyhow::Result;
 use bunker_agent::Cancel;
 use bunker_agent::drill::{self, DrillReport, DrillSpec, Failure};
 use bunker_agent::platform;
-use bunker_repo_format::snapshot::{Snapshot, SourceKind};
-use bunker_repo_format::{Repository, SnapshotId};
+use bunker_repo_format::snapshot::SourceKind;
 use serde_json::json;
 
 use crate::args::{GlobalOptions, VerifyArgs};
@@ -19,7 +17,7 @@ pub fn run(global: &GlobalOptions, args: &VerifyArgs, cancel: &Cancel) -> Result
     let repository = repo::open(global, "verify")?;
     let chosen = match &args.snapshot {
         Some(spec) => vec![repository.resolve_snapshot(spec)?],
-        None => latest_per_source(&repository)?,
+        None => drill::latest_per_source(&repository)?,
     };
     if chosen.is_empty() {
         anyhow::bail!("the repository has no snapshots to verify");
@@ -76,33 +74,6 @@ fn code(failure: Failure) -> u8 {
         Failure::Mismatch => exit::VERIFY_MISMATCH,
         Failure::Smoke | Failure::Fsck | Failure::Database => exit::VERIFY_SMOKE_FAILED,
     }
-}
-
-/// The newest snapshot of each source: the `source` tag, else host and paths.
-fn latest_per_source(repository: &Repository) -> Result<Vec<(SnapshotId, Snapshot)>> {
-    let mut latest: BTreeMap<String, (SnapshotId, Snapshot)> = BTreeMap::new();
-    for (id, snapshot) in repository.load_snapshots()? {
-        let key = match snapshot.tags.iter().find(|(k, _)| k == "source") {
-            Some((_, source)) => format!("source={source}"),
-            None => {
-                let paths: Vec<String> = snapshot
-                    .paths
-                    .iter()
-                    .map(|p| String::from_utf8_lossy(p).into_owned())
-                    .collect();
-                format!("host={} paths={}", snapshot.host, paths.join(" "))
-            }
-        };
-        let newer = latest
-            .get(&key)
-            .is_none_or(|(old_id, old)| (snapshot.time, id) > (old.time, *old_id));
-        if newer {
-            latest.insert(key, (id, snapshot));
-        }
-    }
-    let mut chosen: Vec<_> = latest.into_values().collect();
-    chosen.sort_by_key(|(id, snapshot)| (snapshot.time, *id));
-    Ok(chosen)
 }
 
 fn print_line(report: &DrillReport) -> Result<()> {

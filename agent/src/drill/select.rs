@@ -1,0 +1,40 @@
+//! Which snapshots a drill restores when none is named.
+
+use std::collections::BTreeMap;
+
+use bunker_repo_format::snapshot::Snapshot;
+use bunker_repo_format::{Repository, SnapshotId};
+
+/// The newest snapshot of each source (its `source` tag, else its host and paths), oldest
+/// first.
+pub fn latest_per_source(
+    repository: &Repository,
+) -> bunker_repo_format::Result<Vec<(SnapshotId, Snapshot)>> {
+    let mut latest: BTreeMap<String, (SnapshotId, Snapshot)> = BTreeMap::new();
+    for (id, snapshot) in repository.load_snapshots()? {
+        let newer = latest
+            .get(&source_key(&snapshot))
+            .is_none_or(|(old_id, old)| (snapshot.time, id) > (old.time, *old_id));
+        if newer {
+            latest.insert(source_key(&snapshot), (id, snapshot));
+        }
+    }
+    let mut chosen: Vec<_> = latest.into_values().collect();
+    chosen.sort_by_key(|(id, snapshot)| (snapshot.time, *id));
+    Ok(chosen)
+}
+
+/// `source=NAME` for a policy source's snapshot, else `host=H paths=P...`.
+fn source_key(snapshot: &Snapshot) -> String {
+    match snapshot.tags.iter().find(|(k, _)| k == "source") {
+        Some((_, source)) => format!("source={source}"),
+        None => {
+            let paths: Vec<String> = snapshot
+                .paths
+                .iter()
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .collect();
+            format!("host={} paths={}", snapshot.host, paths.join(" "))
+        }
+    }
+}
