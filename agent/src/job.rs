@@ -404,7 +404,7 @@ fn forget(repo: &Repository, source: &Source, context: &JobContext, report: &mut
         let groups = retention::apply(&mine, policy, by_host, Timestamp::now())?;
         let mut removed = Vec::new();
         for decision in groups.iter().flat_map(|g| g.removed()) {
-            repo.delete_snapshot(&decision.id)?;
+            repo.forget_snapshot(&decision.id)?;
             removed.push(decision.id);
         }
         Ok(removed)

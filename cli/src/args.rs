@@ -396,6 +396,10 @@ pub struct RestoresExpireArgs {
 /// `bunker forget`.
 #[derive(Debug, Args)]
 pub struct ForgetArgs {
+    /// Forget exactly these snapshots (ids or unique prefixes) instead of applying --keep-*
+    /// rules.
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshots: Vec<String>,
     /// Keep the newest N snapshots.
     #[arg(long, short = 'l', value_name = "N")]
     pub keep_last: Option<u32>,

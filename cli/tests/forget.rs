@@ -466,3 +466,37 @@ fn unreadable_snapshots_are_skipped_and_never_deleted() {
         .collect();
     assert_eq!(left, expected);
 }
+
+#[test]
+fn named_snapshots_are_forgotten_exactly_and_nothing_else() {
+    let f = Fixture::new();
+    let a2 = f.ids["A2"].clone();
+    let b3_prefix = f.ids["B3"][..12].to_owned();
+    let planned = f.forget_json(&["--dry-run", &a2, &b3_prefix, &a2]);
+    assert_eq!(planned.len(), 1);
+    assert_eq!(planned[0].0, Value::Null);
+    let named = vec!["named".to_owned()];
+    assert_eq!(
+        planned[0].1,
+        vec![("A2", false, named.clone()), ("B3", false, named)]
+    );
+    assert_eq!(f.remaining(), names(&ALL), "a dry run removed something");
+
+    // Rules and names do not mix; an unknown id removes nothing.
+    let out = f.b.run(["forget", &a2, "--keep-last", "1"]);
+    out.code(1);
+    assert!(out.stderr.contains("not both"), "{out}");
+    let out = f.b.run(["forget", &a2, "0000000000"]);
+    out.code(1);
+    assert!(out.stderr.contains("no snapshot matches"), "{out}");
+    assert_eq!(f.remaining(), names(&ALL));
+
+    let out = f.b.run(["forget", &a2, &b3_prefix]);
+    out.ok();
+    assert!(out.stdout.contains("removed 2 snapshots"), "{out}");
+    let mut left = names(&ALL);
+    left.remove("A2");
+    left.remove("B3");
+    assert_eq!(f.remaining(), left);
+    f.check_remaining_restore();
+}

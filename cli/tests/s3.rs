@@ -242,16 +242,27 @@ fn locked_repository_objects_resist_delete_and_overwrite() {
         assert_eq!(&s3.get(name).expect("get"), bytes, "{name} after recovery");
     }
 
-    // bunker's prune cannot delete anything locked either; forget of a locked snapshot
-    // is refused with the date.
+    // Forget of a locked snapshot hides it behind a forget marker and names the date; the
+    // object itself stays, and bunker's prune cannot delete anything locked either.
     let out = b.run(["forget", "--keep-last", "1"]);
-    out.code(1);
-    assert!(out.stderr.contains("locked until"), "{out}");
+    out.ok();
+    assert!(out.stdout.contains("locked until"), "{out}");
+    assert_eq!(b.snapshots().len(), 1);
+    let markers = s3.list("forgotten/").expect("list markers");
+    assert_eq!(markers.len(), 1, "one marker per forgotten snapshot");
+    let marker_lock = s3.lock_info(&markers[0].name).expect("head marker");
+    assert!(
+        marker_lock
+            .retain_until
+            .is_some_and(|until| until > started + Duration::from_secs(2 * 86400 - 60)),
+        "the marker is locked like every object: {marker_lock:?}"
+    );
     b.run(["prune", "--grace", "0"]).ok();
     assert!(s3.list("").expect("list").len() >= objects.len());
     for (name, _, bytes) in &originals {
         assert_eq!(&s3.get(name).expect("get"), bytes, "{name} after prune");
     }
+    assert_eq!(s3.list("forgotten/").expect("list markers").len(), 1);
     // `lock extend` has nothing to do right after writing; every snapshot restores.
     let out = b.run(["lock", "extend", "--json"]);
     out.ok();

@@ -326,7 +326,7 @@ pub fn commit_snapshot_in_session(
     if pause >= SESSION_TIMEOUT / 2 {
         let lost = count_lost(repo, dependencies)?;
         if lost > 0 {
-            repo.delete_snapshot(&id)?;
+            take_back(repo, &id, lost)?;
             return Ok(Err(CommitRefused {
                 lost,
                 paused: pause,
@@ -334,4 +334,22 @@ pub fn commit_snapshot_in_session(
         }
     }
     Ok(Ok(id))
+}
+
+/// Removes a snapshot its own writer just committed but found broken: a full key forgets it
+/// (a marker, while it is locked); a put-only key can only try to delete it, and when the
+/// storage refuses, the error says what to do.
+fn take_back(repo: &Repository, id: &crate::id::SnapshotId, lost: usize) -> Result<()> {
+    let taken = if repo.is_put_only() {
+        repo.delete_snapshot(id)
+    } else {
+        repo.forget_snapshot(id).map(|_| ())
+    };
+    taken.map_err(|e| {
+        Error::Invalid(format!(
+            "snapshot {id} was written but {lost} packs it uses were removed while this writer \
+             was paused, and it could not be taken back ({e}); `bunker check` reports it, and \
+             `bunker forget {id}` with a full key removes it"
+        ))
+    })
 }

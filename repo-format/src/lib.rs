@@ -15,6 +15,7 @@ pub mod compress;
 pub mod config;
 pub mod crypto;
 mod error;
+pub mod forget_marker;
 pub mod gc;
 pub mod gc_plan;
 mod id;

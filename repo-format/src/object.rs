@@ -35,6 +35,8 @@ pub enum ObjectKind {
     GcPlan,
     /// An audit record under `audit/`.
     Audit,
+    /// A forget marker under `forgotten/`: a snapshot forgotten while still locked.
+    ForgetMarker,
 }
 
 /// Seals `body` as an object of `kind` written by a writer session: header ‖ session
@@ -88,6 +90,7 @@ impl ObjectKind {
             ObjectKind::Heartbeat => b'H',
             ObjectKind::GcPlan => b'G',
             ObjectKind::Audit => b'A',
+            ObjectKind::ForgetMarker => b'F',
         }
     }
 
@@ -108,6 +111,7 @@ impl ObjectKind {
             ObjectKind::Heartbeat => "sessions/",
             ObjectKind::GcPlan => "gc/",
             ObjectKind::Audit => "audit/",
+            ObjectKind::ForgetMarker => "forgotten/",
         }
     }
 

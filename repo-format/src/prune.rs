@@ -138,6 +138,10 @@ pub struct PruneReport {
     pub locked: Vec<(String, SystemTime)>,
     /// Locks extended for objects live snapshots need (locked repositories).
     pub locks_extended: usize,
+    /// Forgotten snapshots whose objects were deleted now that their locks lapsed.
+    pub forgotten_snapshots_deleted: usize,
+    /// Forget markers removed (their snapshots gone).
+    pub forget_markers_removed: usize,
 }
 
 /// Looks at the repository and decides what to do. With `dry_run`, no object is written
@@ -744,6 +748,10 @@ pub fn prune_observed(
         repo.backend().delete(name)?;
         report.heartbeats_removed += 1;
     }
+    let forgets = crate::forget_marker::finish(repo, now)?;
+    report.forgotten_snapshots_deleted = forgets.snapshots_deleted;
+    report.forget_markers_removed = forgets.markers_removed;
+    held.extend(forgets.held);
     if repo.config().params.lock.is_some() {
         let extend = crate::object_lock::extend_plan(repo)?;
         report.locks_extended = crate::object_lock::extend(repo, &extend)?;

@@ -430,7 +430,7 @@ pub fn apply_snapshot_repair(
     writer.finish()?;
     for repair in plan.repairs {
         let new = repo.save_snapshot(&session, &repair.snapshot)?;
-        repo.delete_snapshot(&repair.old)?;
+        repo.forget_snapshot(&repair.old)?;
         report.repaired.push(RepairedSnapshot {
             old: repair.old,
             new,

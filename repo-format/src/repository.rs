@@ -501,8 +501,22 @@ impl Repository {
 
     // ----- snapshots -----
 
-    /// Ids of every snapshot.
+    /// Ids of every snapshot, except those forgotten by a forget marker (FORMAT.md §13b).
+    /// A put-only key cannot read markers (nor snapshots): it gets every stored id.
     pub fn list_snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
+        let stored = self.list_stored_snapshot_ids()?;
+        let Ok(key) = self.key.master("reading forget markers") else {
+            return Ok(stored);
+        };
+        let forgotten = crate::forget_marker::list(self, key)?.forgotten();
+        Ok(stored
+            .into_iter()
+            .filter(|id| !forgotten.contains(id))
+            .collect())
+    }
+
+    /// Ids of every snapshot object in storage, forgotten ones included.
+    pub fn list_stored_snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
         let prefix = ObjectKind::Snapshot.prefix();
         Ok(self
             .backend
@@ -600,6 +614,12 @@ impl Repository {
         }
         records.sort_by_key(|(id, r)| (r.time, *id));
         Ok((records, unreadable))
+    }
+
+    /// Forgets a snapshot: deletes it, or hides it behind a forget marker while its lock
+    /// holds ([`crate::forget_marker::forget`]). Needs the full key.
+    pub fn forget_snapshot(&self, id: &SnapshotId) -> Result<crate::forget_marker::Forgotten> {
+        crate::forget_marker::forget(self, id)
     }
 
     /// Deletes a snapshot (`snapshots/<hex>`): its commit point only. The trees and data it

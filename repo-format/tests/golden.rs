@@ -1417,3 +1417,55 @@ fn audit_record_decodes_and_is_named_by_its_content() {
     flipped[60] ^= 1;
     assert!(bunker_repo_format::audit::AuditRecord::open(&flipped, &master, "x").is_err());
 }
+
+/// The golden forget marker (FORMAT.md §13b).
+fn golden_forget_marker() -> bunker_repo_format::forget_marker::ForgetMarker {
+    bunker_repo_format::forget_marker::ForgetMarker {
+        time: Timestamp {
+            sec: 1_704_067_200,
+            nsec: 11,
+        },
+        snapshot: SnapshotId::from_bytes(PARENT),
+    }
+}
+
+/// Writes `tests/golden/forget-marker`, the sealed [`golden_forget_marker`]. Regenerate only
+/// with a format version bump.
+#[test]
+#[ignore = "writes the golden forget marker; run only with a format change"]
+fn regenerate_forget_marker() {
+    let (name, bytes) = golden_forget_marker().seal(&golden_master());
+    fs::write(golden_dir().join("forget-marker"), bytes).expect("write forget-marker");
+    println!("forget-marker is {name}");
+}
+
+#[test]
+fn forget_marker_opens_with_the_spec_key_derivation_alone() {
+    // FORMAT.md §13b: header (kind F) ‖ Seal(forget key, "bunker forget marker" ‖ header,
+    // body); forget key = derive_key("bunker v1 2026 forget marker key", data secret);
+    // body = u8 version 1, time (i64 seconds, u32 nanoseconds), 32-byte snapshot id.
+    let bytes = read_golden("forget-marker");
+    assert_eq!(&bytes[..8], b"BNKRF\x01\0\0");
+    let key = blake3::derive_key("bunker v1 2026 forget marker key", &DATA_SECRET);
+    let body = aead_open(
+        &key,
+        &concat(&[b"bunker forget marker", &bytes[..8]]),
+        &bytes[8..],
+    );
+    let mut expected = vec![1u8];
+    expected.extend(1_704_067_200i64.to_le_bytes());
+    expected.extend(11u32.to_le_bytes());
+    expected.extend(PARENT);
+    assert_eq!(body, expected);
+    assert_eq!(golden_forget_marker().encode_body(), expected);
+
+    use bunker_repo_format::forget_marker::ForgetMarker;
+    let master = golden_master();
+    assert_eq!(
+        ForgetMarker::open(&bytes, &master, "forget-marker").expect("opens"),
+        golden_forget_marker()
+    );
+    // Only the data secret opens it: a repository sharing the writer secret (`copy`) cannot.
+    let sharing = MasterKey::generate_sharing_writer(master.writer());
+    assert!(ForgetMarker::open(&bytes, &sharing, "x").is_err());
+}

@@ -1,16 +1,20 @@
 //! `bunker forget`: remove snapshots by a retention policy.
 //!
 //! Plan, then apply: [`retention::apply`] decides, the table (or JSON) shows the decisions,
-//! and only then are the removed snapshots deleted, unless `--dry-run`. Deleting a snapshot
-//! frees no space by itself; `prune` removes the data no snapshot uses any more.
+//! and only then are the removed snapshots forgotten, unless `--dry-run`; `bunker forget ID...`
+//! forgets the named snapshots instead. Forgetting frees no space by itself; `prune` removes
+//! the data no snapshot uses any more. In a locked repository a snapshot whose lock holds is
+//! hidden by a forget marker and deleted by a prune after the lock lapses.
 
 use std::io::Write;
+use std::time::SystemTime;
 
 use anyhow::{Context, Result, bail};
 use bunker_agent::Cancel;
 use bunker_repo_format::SnapshotId;
 use bunker_repo_format::config::Operation;
-use bunker_repo_format::retention::{self, Decision, Group, GroupBy, RetentionPolicy};
+use bunker_repo_format::forget_marker::Forgotten;
+use bunker_repo_format::retention::{self, Group, GroupBy, RetentionPolicy};
 use bunker_repo_format::snapshot::Snapshot;
 use bunker_repo_format::tree::Timestamp;
 use serde_json::{Value, json};
@@ -22,30 +26,40 @@ use crate::{exit, repo};
 pub fn run(global: &GlobalOptions, args: &ForgetArgs, cancel: &Cancel) -> Result<u8> {
     // Everything the user typed is checked before the repository is opened.
     let policy = policy(args)?;
-    if !policy.has_rule() {
+    if args.snapshots.is_empty() && !policy.has_rule() {
         bail!(
             "no --keep-* rule given, so nothing would be kept; refusing to remove every \
-             snapshot (give e.g. --keep-last 10 or --keep-daily 7)"
+             snapshot (give e.g. --keep-last 10 or --keep-daily 7, or name the snapshots)"
         );
+    }
+    if !args.snapshots.is_empty() && policy.has_rule() {
+        bail!("give either snapshots to forget or --keep-* rules, not both");
     }
     let group_by: GroupBy = args.group_by.parse().context("--group-by")?;
     let wanted_tags = parse_tags(&args.tags).context("--tag")?;
 
     let repository = repo::open(global, "forget")?;
     repository.check_features(Operation::Prune)?;
-    let snapshots: Vec<(SnapshotId, Snapshot)> = readable_snapshots(&repository)?
-        .into_iter()
-        .filter(|(_, s)| args.host.as_ref().is_none_or(|h| &s.host == h))
-        .filter(|(_, s)| wanted_tags.iter().all(|t| s.tags.contains(t)))
-        .collect();
-    let groups = retention::apply(&snapshots, &policy, group_by, Timestamp::now())?;
-
-    if global.json {
-        print_json(&Value::Array(groups.iter().map(group_json).collect()))?;
+    let removed: Vec<SnapshotId> = if args.snapshots.is_empty() {
+        let snapshots: Vec<(SnapshotId, Snapshot)> = readable_snapshots(&repository)?
+            .into_iter()
+            .filter(|(_, s)| args.host.as_ref().is_none_or(|h| &s.host == h))
+            .filter(|(_, s)| wanted_tags.iter().all(|t| s.tags.contains(t)))
+            .collect();
+        let groups = retention::apply(&snapshots, &policy, group_by, Timestamp::now())?;
+        if global.json {
+            print_json(&Value::Array(groups.iter().map(group_json).collect()))?;
+        } else {
+            print_table(&groups)?;
+        }
+        groups
+            .iter()
+            .flat_map(Group::removed)
+            .map(|d| d.id)
+            .collect()
     } else {
-        print_table(&groups)?;
-    }
-    let removed: Vec<&Decision> = groups.iter().flat_map(Group::removed).collect();
+        named_snapshots(global, &repository, &args.snapshots)?
+    };
     if args.dry_run {
         if !global.json {
             writeln!(
@@ -62,8 +76,9 @@ pub fn run(global: &GlobalOptions, args: &ForgetArgs, cancel: &Cancel) -> Result
         return Ok(exit::OK);
     }
     let mut failed = 0;
-    for (done, decision) in removed.iter().enumerate() {
-        // Each delete is complete on its own: stopping between two leaves a consistent
+    let mut hidden: Vec<SystemTime> = Vec::new();
+    for (done, id) in removed.iter().enumerate() {
+        // Each forget is complete on its own: stopping between two leaves a consistent
         // repository with fewer snapshots removed.
         if cancel.is_cancelled() {
             eprintln!(
@@ -73,12 +88,13 @@ pub fn run(global: &GlobalOptions, args: &ForgetArgs, cancel: &Cancel) -> Result
             );
             return Ok(exit::INTERRUPTED);
         }
-        if let Err(e) = repository.delete_snapshot(&decision.id) {
-            eprintln!(
-                "bunker: could not remove snapshot {}: {e}",
-                decision.id.short()
-            );
-            failed += 1;
+        match repository.forget_snapshot(id) {
+            Ok(Forgotten::Deleted) => {}
+            Ok(Forgotten::Hidden { until, .. }) => hidden.push(until),
+            Err(e) => {
+                eprintln!("bunker: could not remove snapshot {}: {e}", id.short());
+                failed += 1;
+            }
         }
     }
     if failed > 0 {
@@ -88,7 +104,17 @@ pub fn run(global: &GlobalOptions, args: &ForgetArgs, cancel: &Cancel) -> Result
         );
     }
     if !global.json {
-        writeln!(std::io::stdout(), "removed {} snapshots", removed.len())?;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "removed {} snapshots", removed.len())?;
+        if let Some(last) = hidden.iter().max() {
+            writeln!(
+                out,
+                "{} of them are locked until {} at the latest: forget markers hide them, and \
+                 a prune after their locks lapse deletes them",
+                hidden.len(),
+                super::prune::date(*last)
+            )?;
+        }
     }
     if args.prune {
         let prune_args = crate::args::PruneArgs {
@@ -100,6 +126,44 @@ pub fn run(global: &GlobalOptions, args: &ForgetArgs, cancel: &Cancel) -> Result
         return super::prune::run_on(global, &repository, &prune_args);
     }
     Ok(exit::OK)
+}
+
+/// The snapshots named on the command line, shown as the forget table (or JSON) shows
+/// retention decisions.
+fn named_snapshots(
+    global: &GlobalOptions,
+    repository: &bunker_repo_format::Repository,
+    specs: &[String],
+) -> Result<Vec<SnapshotId>> {
+    let mut named = Vec::new();
+    for spec in specs {
+        let (id, snapshot) = repository.resolve_snapshot(spec)?;
+        if !named.iter().any(|(known, _)| *known == id) {
+            named.push((id, snapshot));
+        }
+    }
+    if global.json {
+        let rows: Vec<Value> = named
+            .iter()
+            .map(|(id, s)| {
+                json!({
+                    "id": id.to_hex(),
+                    "short_id": id.short(),
+                    "time": rfc3339(s.time),
+                    "keep": false,
+                    "reasons": ["named"],
+                })
+            })
+            .collect();
+        print_json(&json!([{ "group": null, "snapshots": rows }]))?;
+    } else {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{:<8}  {:<19}  action", "id", "time (UTC)")?;
+        for (id, s) in &named {
+            writeln!(out, "{:<8}  {:<19}  remove", id.short(), utc_time(s.time))?;
+        }
+    }
+    Ok(named.into_iter().map(|(id, _)| id).collect())
 }
 
 fn policy(args: &ForgetArgs) -> Result<RetentionPolicy> {

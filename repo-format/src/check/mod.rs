@@ -313,6 +313,15 @@ pub(crate) fn inspect(repo: &Repository, options: &CheckOptions) -> Result<Inspe
         memo: HashMap::new(),
         used_bad: HashSet::new(),
     };
+    // A damaged forget marker hides nothing: its snapshot stays and is checked below.
+    if let Ok(key) = repo.master_key("checking") {
+        for (name, e) in crate::forget_marker::list(repo, key)?.unreadable {
+            report.error(
+                &name,
+                format!("{} (the snapshot it forgets stays)", error_message(&e)),
+            );
+        }
+    }
     let mut snapshot_ids = repo.list_snapshot_ids()?;
     snapshot_ids.sort();
     for id in snapshot_ids {

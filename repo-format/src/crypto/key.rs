@@ -14,6 +14,7 @@ const CONTEXT_CHUNKER_SEED: &str = "bunker v1 2026 chunker seed";
 const CONTEXT_INDEX_KEY: &str = "bunker v1 2026 index id-list key";
 const CONTEXT_CONFIG_KEY: &str = "bunker v1 2026 config key";
 const CONTEXT_SESSION_KEY: &str = "bunker v1 2026 session key";
+const CONTEXT_FORGET_KEY: &str = "bunker v1 2026 forget marker key";
 
 /// What a writer needs: the repository's public key and the writer secret.
 ///
@@ -178,6 +179,13 @@ impl MasterKey {
     /// The writer part of the key.
     pub fn writer(&self) -> &WriterKey {
         &self.writer
+    }
+
+    /// The key that seals forget markers (FORMAT.md §13b). It derives from the data secret,
+    /// so only full-key holders can write or read a marker: a put-only writer cannot make
+    /// prune delete a snapshot.
+    pub fn forget_key(&self) -> SymmetricKey {
+        SymmetricKey::derive(CONTEXT_FORGET_KEY, &self.data_secret)
     }
 
     /// Derives the sealing key of the session whose public key is `session_public`.

@@ -620,4 +620,83 @@ mod locked {
         // A second run right away finds nothing to do.
         assert!(extend_plan(&repo).expect("plan").extend.is_empty());
     }
+
+    #[test]
+    fn a_locked_snapshot_is_forgotten_behind_a_marker_and_deleted_once_its_lock_lapses() {
+        use crate::forget_marker::Forgotten;
+        let (dir, repo) = locked_repository();
+        let kept = backup(&repo, &[1, 2]);
+        let gone = backup(&repo, &[7]);
+        let gone_name = ObjectKind::Snapshot.name(&gone.to_hex());
+
+        // The lock holds: forget hides the snapshot behind a marker and deletes nothing.
+        let Forgotten::Hidden { until, marker } = repo.forget_snapshot(&gone).expect("forget")
+        else {
+            panic!("a locked snapshot was deleted");
+        };
+        assert!(until > SystemTime::now() + DAY - Duration::from_secs(60));
+        assert!(marker.starts_with("forgotten/"));
+        assert!(repo.backend().head(&gone_name).is_ok(), "object deleted");
+        assert_eq!(repo.list_snapshot_ids().expect("ids"), vec![kept]);
+        assert_eq!(repo.list_stored_snapshot_ids().expect("ids").len(), 2);
+        assert!(repo.resolve_snapshot(&gone.to_hex()).is_err());
+        let needed = needed_objects(&repo).expect("needed");
+        assert!(!needed.contains(&gone_name), "lock extend would keep it");
+
+        // Prune condemns its data but deletes neither it nor its marker while locked.
+        let report = prune(
+            &repo,
+            prune_plan(&repo, &zero_grace(), false).expect("plan"),
+        )
+        .expect("prune");
+        assert_eq!(report.forgotten_snapshots_deleted, 0, "{report:?}");
+        assert!(
+            report.locked.iter().any(|(n, _)| *n == gone_name),
+            "{report:?}"
+        );
+        assert!(repo.backend().head(&marker).is_ok());
+        assert!(repo.backend().head(&gone_name).is_ok());
+
+        // Once the locks lapse, the next prune deletes the snapshot, its marker and its data.
+        set_all_locks(
+            dir.path(),
+            &repo,
+            SystemTime::now() - Duration::from_secs(1),
+        );
+        let report = prune(
+            &repo,
+            prune_plan(&repo, &zero_grace(), false).expect("plan"),
+        )
+        .expect("prune");
+        assert_eq!(report.forgotten_snapshots_deleted, 1, "{report:?}");
+        assert_eq!(report.forget_markers_removed, 1, "{report:?}");
+        assert!(report.deleted_packs >= 1, "{report:?}");
+        assert!(repo.backend().list("forgotten/").expect("list").is_empty());
+        assert_eq!(repo.list_stored_snapshot_ids().expect("ids"), vec![kept]);
+        assert_restorable(&repo);
+    }
+
+    #[test]
+    fn a_damaged_marker_hides_nothing_and_check_names_it() {
+        let (dir, repo) = locked_repository();
+        let first = backup(&repo, &[1]);
+        let crate::forget_marker::Forgotten::Hidden { marker, .. } =
+            repo.forget_snapshot(&first).expect("forget")
+        else {
+            panic!("a locked snapshot was deleted");
+        };
+        let path = dir.path().join("repo").join(&marker);
+        let mut bytes = std::fs::read(&path).expect("read marker");
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x40;
+        let _ = std::fs::remove_file(&path);
+        std::fs::write(&path, &bytes).expect("write marker");
+        assert_eq!(repo.list_snapshot_ids().expect("ids"), vec![first]);
+        let report = crate::check::check(&repo, Default::default()).expect("check");
+        assert!(
+            report.errors.iter().any(|p| p.object == marker),
+            "{:?}",
+            report.errors
+        );
+    }
 }
