@@ -7,7 +7,9 @@
 #   $PEERBENCH_DATA/pristine/NAME, default /var/tmp/peerbench), or `generated` (the default:
 #   a reproducible ~300 MB tree, BENCH_MB to change its size).
 # Env: REPS (default 2) rounds of local + S3, interleaved; BENCH_WORK (default
-# target/s3-throughput).
+# target/s3-throughput); PIN=1 gives the S3 server a core of its own (the last one) and runs
+# bunker on the others, in both the local and the S3 runs, the way a real S3 endpoint does
+# not share the client's CPU (on a 2-core machine bunker then has one core).
 #
 # Builds the release binary, starts moto with scripts/moto-server.sh (stopped on exit), warms
 # the corpus into the page cache, then per round: init + backup + restore into a local
@@ -81,6 +83,14 @@ endpoint=$(sed -n 1p <<<"$server")
 moto_pid=$(sed -n 2p <<<"$server")
 trap 'kill "$moto_pid" 2>/dev/null || true' EXIT
 echo "== moto at $endpoint (pid $moto_pid)"
+pin=()
+if [ "${PIN:-0}" = 1 ]; then
+    last=$(($(nproc) - 1))
+    [ "$last" -ge 1 ] || { echo "PIN=1 needs at least 2 cores" >&2; exit 1; }
+    taskset -a -pc "$last" "$moto_pid" >/dev/null
+    pin=(taskset -c "0-$((last - 1))")
+    echo "== pinned: moto on core $last, bunker on cores 0-$((last - 1))"
+fi
 export AWS_ENDPOINT_URL=$endpoint AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
 export AWS_REGION=us-east-1 BUNKER_PASSWORD=bench XDG_CACHE_HOME=$work/cache
 
@@ -95,7 +105,7 @@ timed() {
     sync
     moto0=$(cpu_of "$moto_pid")
     t0=$(date +%s.%N)
-    /usr/bin/time -f "%U %S %M" -o "$work/time.txt" "$@" >"$work/$label.out" 2>"$work/$label.err" || {
+    /usr/bin/time -f "%U %S %M" -o "$work/time.txt" "${pin[@]}" "$@" >"$work/$label.out" 2>"$work/$label.err" || {
         echo "$label failed:" >&2
         cat "$work/$label.err" >&2
         exit 1

@@ -147,7 +147,7 @@ impl S3Backend {
                 Err(e) => Err(e),
             };
             bytes
-                .map(|b| b.to_vec())
+                .map(Vec::from)
                 .map_err(|e| self.error(e, "reading", name))
         })
     }
@@ -292,7 +292,7 @@ impl Backend for S3Backend {
                 Err(e) => Err(e),
             };
             result
-                .map(|b| b.to_vec())
+                .map(Vec::from)
                 .map_err(|e| self.error(e, "reading", name))
         })
     }
@@ -331,7 +331,7 @@ impl Backend for S3Backend {
         })?;
         match read {
             Ok((size, _)) if end > size => Err(past_end(size)),
-            Ok((_, bytes)) if bytes.len() as u64 == length => Ok(bytes.to_vec()),
+            Ok((_, bytes)) if bytes.len() as u64 == length => Ok(Vec::from(bytes)),
             Ok((size, bytes)) => Err(Error::corrupt(
                 name,
                 format!(
