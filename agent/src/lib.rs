@@ -12,7 +12,8 @@
 //! - [`policy`] reads the agent's policy file; [`schedule`] evaluates its cron schedules.
 //! - [`job`] runs one policy source: hooks, [`quiesce`] (freeze, commands), backup, retention.
 //! - [`daemon`] schedules sources (`bunker-agent run`), keeps state, journal and metrics.
-//! - [`drill`] runs a restore drill: verify, fsck, smoke command, audit record.
+//! - [`drill`] runs a restore drill: verify, fsck, read-only mount, a temporary database
+//!   server with smoke SQL, smoke command, audit record.
 //! - [`verify`] restores a snapshot into a fresh target and proves it byte for byte.
 //! - [`lease`] records self-service restores that expire, checks restore roots and
 //!   removes expired restore targets.

@@ -109,7 +109,7 @@ pub enum Command {
     ///
     /// Without SNAPSHOT, drills the latest snapshot of each source (snapshots grouped by
     /// their `source` tag, untagged ones by host and paths). Exit codes: 20 the restore
-    /// failed, 21 the restored data differs, 22 the smoke step (or fsck) failed; the
+    /// failed, 21 the restored data differs, 22 a check failed (fsck, mount, database, smoke); the
     /// highest wins.
     Verify(VerifyArgs),
     /// List self-service restores (`restore --expire`) with their owner and expiry, or
@@ -123,10 +123,9 @@ pub struct ReportArgs {
     /// Write the report as one self-contained HTML page (inline CSS and SVG charts).
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
-    /// The agent policy (sources, RPOs, verify windows); default /etc/bunker/agent.toml
-    /// when it exists.
-    #[arg(long, env = "BUNKER_POLICY", value_name = "FILE")]
-    pub policy: Option<PathBuf>,
+    /// The agent policy (sources, RPOs, verify windows).
+    #[command(flatten)]
+    pub policy: PolicyFileArg,
     /// Exit with code 23 when any source is out of policy.
     #[arg(long)]
     pub strict: bool,
@@ -149,9 +148,18 @@ pub struct VerifyArgs {
     /// Do not run `fsck -n -f` on a restored volume image.
     #[arg(long)]
     pub no_fsck: bool,
+    /// Mount a restored volume image read-only and run the smoke command inside it
+    /// (BUNKER_RESTORE_DIR is the mountpoint); root only.
+    #[arg(long)]
+    pub mount: bool,
     /// Leave the restored target in place (also when the drill fails).
     #[arg(long)]
     pub keep: bool,
+    /// The policy whose source settings drive each drill (the snapshot's `source` tag
+    /// names the source): `verify.smoke`, `fsck`, `mount`, and the database step of a
+    /// source with `database = "postgresql"`. --smoke, --no-fsck and --mount override.
+    #[command(flatten)]
+    pub policy: PolicyFileArg,
 }
 
 /// `bunker policy`.
@@ -346,11 +354,13 @@ pub struct RestoreArgs {
     pub policy: PolicyFileArg,
 }
 
-/// `--policy FILE`: the agent policy a command follows (restore roots, lease directory).
+/// `--policy FILE`: the agent policy a command follows (restore roots, lease directory,
+/// RPOs, drill settings).
 #[derive(Debug, Args, Clone, Default)]
 pub struct PolicyFileArg {
     /// The agent policy file (default: /etc/bunker/agent.toml when it exists; without a
-    /// policy, restores may go anywhere and leases live in ~/.local/state/bunker/restores).
+    /// policy, restores may go anywhere, leases live in ~/.local/state/bunker/restores,
+    /// and drills use only the command-line settings).
     #[arg(long = "policy", env = "BUNKER_POLICY", value_name = "FILE")]
     pub file: Option<PathBuf>,
 }

@@ -10,6 +10,7 @@ mod cmd;
 mod exit;
 mod output;
 mod password;
+mod policy_file;
 mod progress;
 mod repo;
 

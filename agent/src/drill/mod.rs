@@ -2,16 +2,22 @@
 //! [`crate::verify`]), run the checks its kind calls for, and report.
 //!
 //! Steps, each in its own module: the verification pass; for a volume, [`fsck`](self::fsck)
-//! of the restored image; the [`smoke`](self::smoke) command; the [`report`] with the
-//! audit record. The first failing step fails the drill and later steps do not run. The
-//! target is removed at the end unless asked to keep it.
+//! of the restored image and, if asked, a read-only [`mount`](self::mount) of it; for a
+//! database dump, the [`database`] step (a temporary server, `pg_restore`, smoke SQL); the
+//! [`smoke`](self::smoke) command (run inside the mount, or while the temporary server
+//! runs); the [`report`] with the audit record. The first failing step fails the drill and
+//! later steps do not run. Mounts and servers are undone on every way out; the target is
+//! removed at the end unless asked to keep it.
 
+pub mod database;
 mod fsck;
+mod mount;
+mod process;
 pub mod report;
 mod select;
 mod smoke;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use bunker_repo_format::index::Index;
@@ -22,6 +28,7 @@ use bunker_repo_format::{Repository, SnapshotId};
 use crate::cancel::Cancel;
 use crate::restore::RestoreError;
 use crate::verify::{Target, VerifyOptions, restore_and_verify};
+pub use database::DatabaseDrill;
 pub use report::{DrillReport, Failure};
 pub use select::latest_per_source;
 
@@ -34,6 +41,11 @@ pub struct DrillSpec {
     pub smoke: Option<String>,
     /// Run `fsck -n -f` on a restored volume image.
     pub fsck: bool,
+    /// Mount a restored volume image read-only and run the smoke command inside it
+    /// (`BUNKER_RESTORE_DIR` is the mountpoint).
+    pub mount: bool,
+    /// Restore the dump into a temporary database server and query it.
+    pub database: Option<DatabaseDrill>,
     /// Leave the target in place afterwards.
     pub keep: bool,
     /// Restore and compare ownership (root only).
@@ -41,13 +53,26 @@ pub struct DrillSpec {
 }
 
 impl DrillSpec {
-    /// The drill a policy source asks for (its `verify` settings), into a temporary target.
+    /// The drill a policy source asks for (its `verify` settings), into a temporary target:
+    /// a volume gets fsck unless `fsck = false` and a mount if `mount = true`; a database
+    /// source gets the database step with its `smoke_sql`.
     pub fn for_source(source: &crate::policy::Source) -> DrillSpec {
         let volume = matches!(source.kind, crate::policy::SourceKind::Volume { .. });
+        let verify = source.verify.as_ref();
+        let database = source.database.map(|_| DatabaseDrill {
+            dump: source.name.clone(),
+            name: verify
+                .and_then(|v| v.database_name.clone())
+                .unwrap_or_else(|| source.name.clone()),
+            smoke_sql: verify.map(|v| v.smoke_sql.clone()).unwrap_or_default(),
+            pg_bin: verify.and_then(|v| v.pg_bin.clone()),
+        });
         DrillSpec {
             target: None,
-            smoke: source.verify.as_ref().and_then(|v| v.smoke.clone()),
-            fsck: volume,
+            smoke: verify.and_then(|v| v.smoke.clone()),
+            fsck: volume && verify.is_none_or(|v| v.fsck),
+            mount: volume && verify.is_some_and(|v| v.mount),
+            database,
             keep: false,
             ownership: crate::platform::is_root(),
         }
@@ -91,6 +116,7 @@ pub fn run(
         duration: Default::default(),
         files: 0,
         bytes: 0,
+        checks: Vec::new(),
         failure: None,
         errors: Vec::new(),
         warnings: Vec::new(),
@@ -123,23 +149,19 @@ pub fn run(
                 }
             }
             let image = (snapshot.source_kind == SourceKind::Volume).then_some(&done.restored);
-            if report.passed()
-                && spec.fsck
-                && let Some(image) = image
-                && let Some(error) = fsck::run(image)
-            {
-                fail(&mut report, Failure::Fsck, vec![error]);
+            let checked = Checks {
+                spec,
+                snapshot: id,
+                target: target.path(),
+                image: image.map(PathBuf::as_path),
+                cancel,
             }
-            if report.passed()
-                && let Some(command) = &spec.smoke
-                && let Some(error) = smoke::run(
-                    command,
-                    target.path(),
-                    &id.to_hex(),
-                    image.map(PathBuf::as_path),
-                )
-            {
-                fail(&mut report, Failure::Smoke, vec![error]);
+            .run(&mut report);
+            if checked.is_err() {
+                if !spec.keep {
+                    let _ = target.remove();
+                }
+                return Err(RestoreError::Interrupted);
             }
         }
     }
@@ -153,6 +175,118 @@ pub fn run(
     }
     report.duration = started.elapsed();
     Ok(report)
+}
+
+/// The checks after the verification pass.
+struct Checks<'a> {
+    spec: &'a DrillSpec,
+    snapshot: &'a SnapshotId,
+    target: &'a Path,
+    /// The restored image, for a volume snapshot.
+    image: Option<&'a Path>,
+    cancel: &'a Cancel,
+}
+
+/// The drill was cancelled between two steps.
+struct Interrupted;
+
+impl Checks<'_> {
+    /// Runs the checks the spec asks for while the drill still passes. The mount and the
+    /// temporary server live until the smoke command has run, and are undone before this
+    /// returns, whatever happened.
+    fn run(&self, report: &mut DrillReport) -> Result<(), Interrupted> {
+        let mut mounted = None;
+        let mut server = None;
+        let mut environment = Vec::new();
+        'checks: {
+            if !report.passed() {
+                break 'checks;
+            }
+            if self.spec.fsck
+                && let Some(image) = self.image
+            {
+                report.checks.push("fsck");
+                if let Some(error) = fsck::run(image) {
+                    fail(report, Failure::Fsck, vec![error]);
+                    break 'checks;
+                }
+            }
+            if self.spec.mount
+                && let Some(image) = self.image
+                && !self.cancel.is_cancelled()
+            {
+                report.checks.push("mount");
+                match mount::mount_read_only(image) {
+                    Ok(m) => mounted = Some(m),
+                    Err(error) => {
+                        fail(report, Failure::Mount, vec![error]);
+                        break 'checks;
+                    }
+                }
+            }
+            if let Some(drill) = &self.spec.database
+                && !self.cancel.is_cancelled()
+            {
+                report.checks.push("database");
+                match self.database(drill) {
+                    Ok(s) => {
+                        environment = s.environment(&drill.name);
+                        server = Some(s);
+                    }
+                    Err(error) => {
+                        fail(report, Failure::Database, vec![error]);
+                        break 'checks;
+                    }
+                }
+            }
+            if let Some(command) = &self.spec.smoke
+                && !self.cancel.is_cancelled()
+            {
+                report.checks.push("smoke");
+                let dir = mounted.as_ref().map_or(self.target, mount::Mounted::path);
+                if let Some(error) = smoke::run(
+                    command,
+                    dir,
+                    &self.snapshot.to_hex(),
+                    self.image,
+                    &environment,
+                ) {
+                    fail(report, Failure::Smoke, vec![error]);
+                }
+            }
+        }
+        if let Some(server) = server {
+            report.warnings.extend(server.stop());
+        }
+        if let Some(mounted) = mounted {
+            report.warnings.extend(mounted.release());
+        }
+        if self.cancel.is_cancelled() {
+            return Err(Interrupted);
+        }
+        Ok(())
+    }
+
+    /// Starts a temporary server, restores the dump and runs the smoke SQL; the server
+    /// is returned running, for the smoke command.
+    fn database(&self, drill: &DatabaseDrill) -> Result<database::Server, String> {
+        let dump = self.target.join(&drill.dump);
+        if !dump.is_file() {
+            return Err(format!(
+                "the snapshot has no dump /{} to restore into a database",
+                drill.dump
+            ));
+        }
+        let server = database::Server::start(drill.pg_bin.as_deref())?;
+        server.restore(&dump, &drill.name)?;
+        for sql in &drill.smoke_sql {
+            if self.cancel.is_cancelled() {
+                return Err("interrupted".to_owned());
+            }
+            server.check(&drill.name, sql)?;
+        }
+        Ok(server)
+    }
 }
 
 fn fail(report: &mut DrillReport, failure: Failure, mut errors: Vec<String>) {

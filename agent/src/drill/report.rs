@@ -18,18 +18,22 @@ pub enum Failure {
     Smoke,
     /// The restored filesystem image failed `fsck`.
     Fsck,
-    /// The database smoke step failed.
+    /// The restored filesystem image could not be mounted read-only.
+    Mount,
+    /// The database step failed: the temporary server, `pg_restore` or a smoke statement.
     Database,
 }
 
 impl Failure {
-    /// `restore`, `mismatch`, `smoke`, `fsck` or `database` (the audit `failure` value).
+    /// `restore`, `mismatch`, `smoke`, `fsck`, `mount` or `database` (the audit `failure`
+    /// value).
     pub fn name(self) -> &'static str {
         match self {
             Failure::Restore => "restore",
             Failure::Mismatch => "mismatch",
             Failure::Smoke => "smoke",
             Failure::Fsck => "fsck",
+            Failure::Mount => "mount",
             Failure::Database => "database",
         }
     }
@@ -60,6 +64,9 @@ pub struct DrillReport {
     pub files: u64,
     /// Bytes verified.
     pub bytes: u64,
+    /// The checks that ran after the verification pass, in order (`fsck`, `mount`,
+    /// `database`, `smoke`); the last one is the failed step when the drill failed there.
+    pub checks: Vec<&'static str>,
     /// The step that failed, if one did.
     pub failure: Option<Failure>,
     /// Every problem found, each naming the path or the damaged object; the first is the
@@ -89,6 +96,9 @@ impl DrillReport {
             ("files".to_owned(), self.files.to_string()),
             ("bytes".to_owned(), self.bytes.to_string()),
         ];
+        if !self.checks.is_empty() {
+            details.push(("checks".to_owned(), self.checks.join(",")));
+        }
         if let Some(failure) = self.failure {
             details.push(("failure".to_owned(), failure.name().to_owned()));
             let first = self.errors.first().map_or("", String::as_str);

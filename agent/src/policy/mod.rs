@@ -5,6 +5,7 @@
 //! value; every problem found is reported with its line, column and key, not just the
 //! first. [`Policy::effective_toml`] prints the policy as the agent will run it.
 
+mod drills;
 mod raw;
 mod template;
 
@@ -19,6 +20,7 @@ use bunker_repo_format::retention::{RetentionPolicy, parse_duration};
 use toml::Spanned;
 
 use crate::schedule::Schedule;
+pub use drills::{Database, VerifySettings};
 use raw::{RawPolicy, RawQuiesce, RawRetention, RawSource};
 pub use template::TEMPLATE_NAMES;
 
@@ -93,6 +95,9 @@ pub struct Source {
     pub template: Option<String>,
     /// What it backs up.
     pub kind: SourceKind,
+    /// For a `command` source: the database it dumps (`database = "postgresql"`), which
+    /// makes its drills restore the dump into a temporary server.
+    pub database: Option<Database>,
     /// When it runs.
     pub schedule: Schedule,
     /// A random delay of up to this much before each run, so a fleet does not start at once.
@@ -179,17 +184,6 @@ pub enum Quiesce {
         /// Each command is killed after this long.
         timeout: Duration,
     },
-}
-
-/// Restore-drill settings of a source.
-#[derive(Debug, Clone)]
-pub struct VerifySettings {
-    /// When drills run.
-    pub schedule: Schedule,
-    /// A command run against the restored data (`BUNKER_RESTORE_DIR` is set).
-    pub smoke: Option<String>,
-    /// A source counts as covered if a drill passed within this window.
-    pub window: Duration,
 }
 
 /// One problem in a policy file.
@@ -694,40 +688,16 @@ impl Checker<'_> {
             .rpo
             .as_ref()
             .map(|r| self.duration(Some(r), span.clone(), &field("rpo"), Duration::ZERO));
-        let verify = match &raw.verify {
-            Some(v) => {
-                let inner = v.get_ref();
-                let schedule = match &inner.schedule {
-                    Some(text) => match Schedule::parse(text.get_ref()) {
-                        Ok(s) => Some(s),
-                        Err(e) => {
-                            self.on(text, v.span(), &field("verify.schedule"), e.reason);
-                            None
-                        }
-                    },
-                    None => {
-                        self.on(v, span.clone(), &field("verify.schedule"), "missing".into());
-                        None
-                    }
-                };
-                let window = self.duration(
-                    inner.window.as_ref(),
-                    v.span(),
-                    &field("verify.window"),
-                    Duration::from_secs(8 * 86_400),
-                );
-                schedule.map(|schedule| VerifySettings {
-                    schedule,
-                    smoke: inner.smoke.as_ref().map(|s| s.get_ref().clone()),
-                    window,
-                })
-            }
-            None => None,
-        };
+        let database = self.database(raw, &kind, span.clone(), key);
+        let verify = raw
+            .verify
+            .as_ref()
+            .and_then(|v| self.verify(v, &kind, database, span.clone(), key));
         Some(Source {
             name,
             template: raw.template.as_ref().map(|t| t.get_ref().clone()),
             kind,
+            database,
             schedule: schedule?,
             jitter,
             timeout,

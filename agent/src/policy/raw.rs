@@ -79,6 +79,8 @@ pub struct RawSource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<Spanned<BTreeMap<String, String>>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<Spanned<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<Spanned<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jitter: Option<Spanned<String>>,
@@ -152,7 +154,9 @@ pub struct RawRetention {
     pub keep_tags: Option<BTreeMap<String, String>>,
 }
 
-/// `verify = { schedule = "...", smoke = "...", window = "8d" }`: restore drills.
+/// `verify = { schedule = "...", smoke = "...", window = "8d", ... }`: restore drills, with
+/// the keys of volume (`fsck`, `mount`) and database (`smoke_sql`, `database_name`,
+/// `pg_bin`) drills.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawVerify {
@@ -162,4 +166,14 @@ pub struct RawVerify {
     pub smoke: Option<Spanned<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<Spanned<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fsck: Option<Spanned<bool>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount: Option<Spanned<bool>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smoke_sql: Option<Spanned<Vec<String>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_name: Option<Spanned<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pg_bin: Option<Spanned<String>>,
 }

@@ -128,6 +128,7 @@ pub fn apply(source: &RawSource, defaults: RawSource) -> RawSource {
         device: source.device.or(defaults.device),
         command: source.command.or(defaults.command),
         env: source.env.or(defaults.env),
+        database: source.database.or(defaults.database),
         schedule: source.schedule.or(defaults.schedule),
         jitter: source.jitter.or(defaults.jitter),
         timeout: source.timeout.or(defaults.timeout),

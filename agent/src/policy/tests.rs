@@ -251,3 +251,126 @@ fn a_btrfs_snapshot_must_cover_every_path_of_its_source() {
         "{found:?}"
     );
 }
+
+#[test]
+fn drill_keys_of_volume_and_database_sources() {
+    let text = r#"[repository]
+url = "/r"
+password_file = "/p"
+
+[[source]]
+name = "disk"
+template = "volume"
+device = "/dev/vdb"
+verify = { schedule = "@weekly", fsck = false, mount = true, smoke = "test -d $BUNKER_RESTORE_DIR/etc" }
+
+[[source]]
+name = "orders"
+kind = "command"
+command = "pg_dump -Fc orders"
+database = "postgresql"
+schedule = "@hourly"
+verify = { schedule = "@daily", smoke_sql = ["SELECT count(*) > 0 FROM orders"], database_name = "orders_drill", pg_bin = "/usr/lib/postgresql/16/bin" }
+
+[[source]]
+name = "plain"
+template = "volume"
+device = "/dev/vdc"
+"#;
+    let policy = Policy::parse(text, "p.toml").unwrap();
+    let disk = policy.source("disk").unwrap().verify.as_ref().unwrap();
+    assert!(!disk.fsck);
+    assert!(disk.mount);
+    let plain = policy.source("plain").unwrap().verify.as_ref().unwrap();
+    assert!(plain.fsck, "fsck is on by default");
+    assert!(!plain.mount, "mount is off by default");
+    let orders = policy.source("orders").unwrap();
+    assert_eq!(orders.database, Some(Database::Postgresql));
+    let verify = orders.verify.as_ref().unwrap();
+    assert_eq!(verify.smoke_sql, ["SELECT count(*) > 0 FROM orders"]);
+    assert_eq!(verify.database_name.as_deref(), Some("orders_drill"));
+    assert_eq!(
+        verify.pg_bin.as_deref(),
+        Some(Path::new("/usr/lib/postgresql/16/bin"))
+    );
+    // The drill each source asks for.
+    let spec = crate::drill::DrillSpec::for_source(policy.source("disk").unwrap());
+    assert!(spec.mount && !spec.fsck && spec.database.is_none());
+    let spec = crate::drill::DrillSpec::for_source(orders);
+    let database = spec.database.unwrap();
+    assert_eq!(
+        (database.dump.as_str(), database.name.as_str()),
+        ("orders", "orders_drill")
+    );
+    assert!(!spec.fsck && !spec.mount);
+    assert!(
+        Policy::parse(policy.effective_toml(), "shown").is_ok(),
+        "the shown policy parses again"
+    );
+}
+
+#[test]
+fn drill_keys_that_do_not_fit_the_kind_are_errors_with_their_line() {
+    let text = r#"[repository]
+url = "/r"
+password_file = "/p"
+
+[[source]]
+name = "files"
+kind = "paths"
+paths = ["/srv"]
+schedule = "@daily"
+database = "postgresql"
+verify = { schedule = "@weekly", mount = true, smoke_sql = ["SELECT 1"] }
+
+[[source]]
+name = "dump"
+kind = "command"
+command = "mysqldump app"
+schedule = "@daily"
+verify = { schedule = "@weekly", fsck = true, pg_bin = "/opt/pg" }
+
+[[source]]
+name = "db"
+kind = "command"
+command = "pg_dump -Fc"
+database = "oracle"
+schedule = "@daily"
+
+[[source]]
+name = "pg"
+kind = "command"
+command = "pg_dump -Fc"
+database = "postgresql"
+schedule = "@daily"
+verify = { schedule = "@weekly", smoke_sql = [" "], database_name = "a=b", pg_bin = "bin" }
+"#;
+    let found = errors(text);
+    let summary: Vec<(usize, &str)> = found.iter().map(|e| (e.line, e.key.as_str())).collect();
+    assert_eq!(
+        summary,
+        vec![
+            (10, "source[1].database"),
+            (11, "source[1].verify.mount"),
+            (11, "source[1].verify.smoke_sql"),
+            (18, "source[2].verify.fsck"),
+            (18, "source[2].verify.pg_bin"),
+            (24, "source[3].database"),
+            (32, "source[4].verify.smoke_sql"),
+            (32, "source[4].verify.database_name"),
+            (32, "source[4].verify.pg_bin"),
+        ],
+        "{found:#?}"
+    );
+    assert!(
+        found[0]
+            .message
+            .contains("command sources only, not to a paths source")
+    );
+    assert!(found[1].message.contains("volume sources only"));
+    assert!(found[2].message.contains("database sources only"));
+    assert!(found[4].message.contains("database sources only"));
+    assert!(found[5].message.contains("unknown database \"oracle\""));
+    assert!(found[6].message.contains("must not be empty"));
+    assert!(found[8].message.contains("absolute path"));
+}

@@ -8,23 +8,19 @@ mod model;
 mod svg;
 mod text;
 
-use std::path::{Path, PathBuf};
-
 use anyhow::{Context, Result, bail};
-use bunker_agent::policy::{DEFAULT_POLICY_PATH, Policy};
 use bunker_repo_format::tree::Timestamp;
 
 use crate::args::{GlobalOptions, ReportArgs};
+use crate::policy_file::PolicyFile;
 use crate::{exit, repo};
 
 pub fn run(global: &GlobalOptions, args: &ReportArgs) -> Result<u8> {
     if global.json && args.html.is_some() {
         bail!("--json and --html exclude each other: choose one output");
     }
-    let policy = match policy_file(args.policy.as_deref()) {
-        Some(path) => Some((Policy::load(&path)?, path.display().to_string())),
-        None => None,
-    };
+    let policy = PolicyFile::in_effect(&args.policy)?
+        .map(|file| (file.policy, file.path.display().to_string()));
     let repository = repo::open(global, "making the recovery report")?;
     let snapshots = repository.load_snapshots()?;
     let (records, unreadable) = repository.load_audit()?;
@@ -59,13 +55,4 @@ pub fn run(global: &GlobalOptions, args: &ReportArgs) -> Result<u8> {
     } else {
         exit::OK
     })
-}
-
-/// The policy file: `--policy` / `BUNKER_POLICY`, else the agent's default file if it
-/// exists, else none (the report then has no RPOs, windows or expected levels).
-fn policy_file(explicit: Option<&Path>) -> Option<PathBuf> {
-    match explicit {
-        Some(path) => Some(path.to_owned()),
-        None => Some(PathBuf::from(DEFAULT_POLICY_PATH)).filter(|p| p.exists()),
-    }
 }

@@ -3,30 +3,23 @@
 //! and the invoking user.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use bunker_agent::lease::{self, Lease, LeaseDir, Listed, RestoreRoots};
 use bunker_agent::platform;
-use bunker_agent::policy::{DEFAULT_POLICY_PATH, Policy};
+use bunker_agent::policy::Policy;
 use serde_json::{Value, json};
 
 use crate::args::{
     GlobalOptions, PolicyFileArg, RestoresArgs, RestoresCommand, RestoresExpireArgs,
 };
 use crate::output::{bytes, print_json};
+use crate::policy_file::PolicyFile;
 use crate::{audit, exit, repo};
 
-/// The agent policy a command follows: `--policy FILE` (or `BUNKER_POLICY`), else
-/// /etc/bunker/agent.toml when it exists, else none. A policy that is named or exists but
-/// cannot be read or is invalid is an error, never silently ignored.
+/// The agent policy a command follows (see [`PolicyFile::in_effect`]).
 pub(crate) fn policy_in_effect(arg: &PolicyFileArg) -> Result<Option<Policy>> {
-    let path = match &arg.file {
-        Some(path) => path.clone(),
-        None if Path::new(DEFAULT_POLICY_PATH).exists() => PathBuf::from(DEFAULT_POLICY_PATH),
-        None => return Ok(None),
-    };
-    Ok(Some(Policy::load(&path)?))
+    Ok(PolicyFile::in_effect(arg)?.map(|file| file.policy))
 }
 
 /// The restore roots of `policy` (none: restores may go anywhere).

@@ -1,19 +1,22 @@
 //! `bunker verify`: restore drills run now, from the command line.
 
 use std::io::Write;
+use std::path::PathBuf;
 
 use anyhow::Result;
 use bunker_agent::Cancel;
 use bunker_agent::drill::{self, DrillReport, DrillSpec, Failure};
 use bunker_agent::platform;
-use bunker_repo_format::snapshot::SourceKind;
+use bunker_repo_format::snapshot::{Snapshot, SourceKind};
 use serde_json::json;
 
 use crate::args::{GlobalOptions, VerifyArgs};
 use crate::output::{bytes, print_json, rfc3339};
+use crate::policy_file::PolicyFile;
 use crate::{exit, repo};
 
 pub fn run(global: &GlobalOptions, args: &VerifyArgs, cancel: &Cancel) -> Result<u8> {
+    let policy = PolicyFile::in_effect(&args.policy)?;
     let repository = repo::open(global, "verify")?;
     let chosen = match &args.snapshot {
         Some(spec) => vec![repository.resolve_snapshot(spec)?],
@@ -38,13 +41,7 @@ pub fn run(global: &GlobalOptions, args: &VerifyArgs, cancel: &Cancel) -> Result
         if let (Some(dir), true) = (&args.target, chosen.len() > 1) {
             std::fs::create_dir_all(dir)?;
         }
-        let spec = DrillSpec {
-            target,
-            smoke: args.smoke.clone(),
-            fsck: !args.no_fsck && snapshot.source_kind == SourceKind::Volume,
-            keep: args.keep,
-            ownership: platform::is_root(),
-        };
+        let spec = spec(policy.as_ref(), snapshot, args, target);
         let report = drill::run(&repository, &loaded.index, id, snapshot, &spec, cancel)?;
         let record = report.audit_record("cli", platform::hostname(), platform::username());
         crate::audit::record_own(&repository, &record);
@@ -67,12 +64,41 @@ pub fn run(global: &GlobalOptions, args: &VerifyArgs, cancel: &Cancel) -> Result
         .unwrap_or(exit::OK))
 }
 
+/// The drill of `snapshot`: its policy source's settings, if the policy has the source,
+/// overridden by the command line.
+fn spec(
+    policy: Option<&PolicyFile>,
+    snapshot: &Snapshot,
+    args: &VerifyArgs,
+    target: Option<PathBuf>,
+) -> DrillSpec {
+    let volume = snapshot.source_kind == SourceKind::Volume;
+    let mut spec = match policy.and_then(|p| p.source_of(snapshot)) {
+        Some(source) => DrillSpec::for_source(source),
+        None => DrillSpec {
+            fsck: volume,
+            ownership: platform::is_root(),
+            ..DrillSpec::default()
+        },
+    };
+    spec.target = target;
+    spec.keep = args.keep;
+    if args.smoke.is_some() {
+        spec.smoke.clone_from(&args.smoke);
+    }
+    spec.fsck &= !args.no_fsck;
+    spec.mount |= args.mount && volume;
+    spec
+}
+
 /// The exit code of a failed step.
 fn code(failure: Failure) -> u8 {
     match failure {
         Failure::Restore => exit::VERIFY_RESTORE_FAILED,
         Failure::Mismatch => exit::VERIFY_MISMATCH,
-        Failure::Smoke | Failure::Fsck | Failure::Database => exit::VERIFY_SMOKE_FAILED,
+        Failure::Smoke | Failure::Fsck | Failure::Mount | Failure::Database => {
+            exit::VERIFY_SMOKE_FAILED
+        }
     }
 }
 
@@ -95,6 +121,9 @@ fn print_line(report: &DrillReport) -> Result<()> {
         report.files,
         bytes(report.bytes),
     )?;
+    if !report.checks.is_empty() {
+        write!(out, ", checks {}", report.checks.join(","))?;
+    }
     if let Some(failure) = report.failure {
         write!(out, ", failure {}", failure.name())?;
     }
@@ -127,6 +156,7 @@ fn report_json(report: &DrillReport) -> serde_json::Value {
         "duration_ms": drill::report::millis(report.duration),
         "files": report.files,
         "bytes": report.bytes,
+        "checks": report.checks,
         "errors": report.errors,
         "warnings": report.warnings,
     })

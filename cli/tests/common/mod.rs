@@ -12,6 +12,8 @@
 
 #![allow(dead_code)] // every test crate uses a different subset
 
+pub mod postgres;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::fmt;
