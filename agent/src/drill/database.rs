@@ -295,9 +295,12 @@ impl Drop for Server {
 
 /// The value of a one-row, one-column psql result, else `None`.
 fn single_value(text: &str) -> Option<&str> {
+    // No output at all is no rows; one empty value still prints its newline.
+    if text.is_empty() {
+        return None;
+    }
     let text = text.strip_suffix('\n').unwrap_or(text);
-    if text.is_empty() || text.contains(RECORD_SEPARATOR) || text.contains(FIELD_SEPARATOR) {
-        // Empty output is no rows (one empty or NULL value prints something).
+    if text.contains(RECORD_SEPARATOR) || text.contains(FIELD_SEPARATOR) {
         return None;
     }
     Some(text)

@@ -356,9 +356,9 @@ verify = { schedule = "@weekly", smoke_sql = [" "], database_name = "a=b", pg_bi
             (18, "source[2].verify.fsck"),
             (18, "source[2].verify.pg_bin"),
             (24, "source[3].database"),
-            (32, "source[4].verify.smoke_sql"),
-            (32, "source[4].verify.database_name"),
-            (32, "source[4].verify.pg_bin"),
+            (33, "source[4].verify.smoke_sql"),
+            (33, "source[4].verify.database_name"),
+            (33, "source[4].verify.pg_bin"),
         ],
         "{found:#?}"
     );
