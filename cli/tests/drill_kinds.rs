@@ -271,6 +271,87 @@ fn an_image_that_does_not_mount_fails_the_drill_with_22() {
     assert_eq!(leftovers(&tmp), Vec::<String>::new(), "{out}");
 }
 
+#[test]
+fn an_interrupted_volume_drill_unmounts_and_detaches_before_exiting_130() {
+    if !can_run("volume") {
+        return;
+    }
+    let t = TestDir::new();
+    let image = make_image(&t);
+    let tmp = t.join("tmp");
+    fs::create_dir(&tmp).expect("drill TMPDIR");
+    let b = t.bunker().with_env("TMPDIR", &tmp);
+    b.init();
+    b.backup(&[], &["--volume", s(&image), "--tag", "source=vol"])
+        .ok();
+    let started = t.join("smoke-started");
+    let (child, shown) = b.spawn([
+        "verify",
+        "--mount",
+        "--smoke",
+        &format!("touch {} && sleep 3", s(&started)),
+    ]);
+    let deadline = std::time::Instant::now() + DEFAULT_TIMEOUT;
+    while !started.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the smoke never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(mounts().contains(s(&tmp)), "mounted while the smoke runs");
+    send_signal(child.id(), "INT");
+    let out = wait_output(child, shown, DEFAULT_TIMEOUT);
+    out.code(130);
+    assert!(
+        !mounts().contains(s(&tmp)),
+        "a drill mount is left\n{}",
+        mounts()
+    );
+    assert!(!loop_backing_files().contains(s(&tmp)));
+    assert_eq!(leftovers(&tmp), Vec::<String>::new(), "{out}");
+}
+
+#[test]
+fn a_mount_kept_busy_by_the_smoke_command_is_detached_lazily_with_a_warning() {
+    if !can_run("volume") {
+        return;
+    }
+    let t = TestDir::new();
+    let image = make_image(&t);
+    let tmp = t.join("tmp");
+    fs::create_dir(&tmp).expect("drill TMPDIR");
+    let b = t.bunker().with_env("TMPDIR", &tmp);
+    b.init();
+    b.backup(&[], &["--volume", s(&image), "--tag", "source=vol"])
+        .ok();
+    // A process left behind by the smoke command keeps the mount busy for 2 s.
+    let out = b.run([
+        "verify",
+        "--mount",
+        "--json",
+        "--smoke",
+        "(cd \"$BUNKER_RESTORE_DIR\" && exec sleep 2) >/dev/null 2>&1 &",
+    ]);
+    out.ok();
+    let warnings = out.json()["drills"][0]["warnings"].to_string();
+    assert!(warnings.contains("detached lazily"), "{out}");
+    assert!(
+        !mounts().contains(s(&tmp)),
+        "the mount is out of the tree at once"
+    );
+    // The loop device goes once the last user has let go.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while loop_backing_files().contains(s(&tmp)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the loop device stayed: {}",
+            loop_backing_files()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// Processes whose command line mentions `needle`.
 fn processes_mentioning(needle: &str) -> Vec<String> {
     let mut found = Vec::new();
