@@ -460,4 +460,32 @@ fn a_postgresql_drill_restores_the_dump_into_a_temporary_server_and_runs_smoke_s
     assert!(errors.contains("does not exist"), "{out}");
     assert_eq!(leftovers(&tmp), Vec::<String>::new(), "{out}");
     assert_eq!(processes_mentioning(s(&tmp)), Vec::<String>::new());
+
+    // Interrupted while the server runs (the smoke command is running): the server is
+    // stopped and its directory removed before bunker exits 130.
+    let started = t.join("smoke-started");
+    let (child, shown) = b.spawn([
+        "verify",
+        "--policy",
+        s(&good),
+        "--smoke",
+        &format!("touch {} && sleep 3", s(&started)),
+    ]);
+    let deadline = std::time::Instant::now() + DEFAULT_TIMEOUT;
+    while !started.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the smoke never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        !processes_mentioning(s(&tmp)).is_empty(),
+        "the temporary server runs during the smoke command"
+    );
+    send_signal(child.id(), "INT");
+    let out = wait_output(child, shown, DEFAULT_TIMEOUT);
+    out.code(130);
+    assert_eq!(leftovers(&tmp), Vec::<String>::new(), "{out}");
+    assert_eq!(processes_mentioning(s(&tmp)), Vec::<String>::new());
 }
