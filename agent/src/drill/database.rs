@@ -319,12 +319,18 @@ fn truthy(value: &str) -> bool {
 /// The newest `/usr/lib/postgresql/*/bin` (Debian's layout), else the directory of
 /// `initdb` on `PATH`.
 fn find_bin() -> Option<PathBuf> {
-    let mut dirs: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+    let mut dirs: Vec<(Vec<u32>, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
         .into_iter()
         .flatten()
         .filter_map(|e| e.ok())
         .filter_map(|e| {
-            let version = e.file_name().to_str()?.parse::<u32>().ok()?;
+            // `16`, `9.6`: compared as numbers, so 16 is newer than 9.6.
+            let version = e
+                .file_name()
+                .to_str()?
+                .split('.')
+                .map(|part| part.parse::<u32>().ok())
+                .collect::<Option<Vec<u32>>>()?;
             Some((version, e.path().join("bin")))
         })
         .filter(|(_, bin)| bin.join("initdb").exists())
