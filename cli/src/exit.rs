@@ -44,6 +44,16 @@ pub const OUTSIDE_RESTORE_ROOTS: u8 = 15;
 /// Interrupted by SIGINT or SIGTERM.
 pub const INTERRUPTED: u8 = 130;
 
+/// The exit code of a drill's failed step (`bunker verify`, `bunker-agent drill`).
+pub fn drill_failure(failure: bunker_agent::drill::Failure) -> u8 {
+    use bunker_agent::drill::Failure;
+    match failure {
+        Failure::Restore => VERIFY_RESTORE_FAILED,
+        Failure::Mismatch => VERIFY_MISMATCH,
+        Failure::Smoke | Failure::Fsck | Failure::Database => VERIFY_SMOKE_FAILED,
+    }
+}
+
 /// What `main` does with an error: the exit code, and whether to print it.
 pub struct Outcome {
     /// Exit code.
@@ -85,6 +95,10 @@ pub fn classify(error: &anyhow::Error) -> Outcome {
         } else if cause
             .downcast_ref::<bunker_agent::policy::PolicyErrors>()
             .is_some()
+        {
+            POLICY_INVALID
+        } else if let Some(bunker_agent::daemon::AgentError::UnknownSource(_)) =
+            cause.downcast_ref::<bunker_agent::daemon::AgentError>()
         {
             POLICY_INVALID
         } else if let Some(e) = cause.downcast_ref::<CopyError>() {
