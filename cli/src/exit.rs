@@ -21,7 +21,7 @@ pub const DAMAGE_FOUND: u8 = 4;
 pub const RESTORE_INCOMPLETE: u8 = 5;
 /// `bunker-agent run --once`: at least one job wrote no snapshot.
 pub const JOB_FAILED: u8 = 6;
-/// The policy file is invalid (`policy check`, `bunker-agent`).
+/// The policy file is invalid (`policy check`, `bunker-agent`), or names no such source.
 pub const POLICY_INVALID: u8 = 7;
 /// There is no repository at the given location.
 pub const NO_REPOSITORY: u8 = 10;

@@ -332,7 +332,7 @@ impl Agent {
         }
         let spec = DrillSpec::for_source(source);
         match drill::run(repo, &loaded.index, &id, &snapshot, &spec, cancel) {
-            Ok(report) => DrillOutcome::Ran(report),
+            Ok(report) => DrillOutcome::Ran(Box::new(report)),
             Err(RestoreError::Interrupted) => DrillOutcome::Cancelled,
             Err(e) => DrillOutcome::Failed(e.to_string()),
         }

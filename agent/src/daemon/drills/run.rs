@@ -14,7 +14,7 @@ use crate::drill::{self, DrillReport, Failure};
 #[derive(Debug, Clone)]
 pub enum DrillOutcome {
     /// The snapshot was restored and checked: the report says whether it passed.
-    Ran(DrillReport),
+    Ran(Box<DrillReport>),
     /// Nothing could be restored, and why (no snapshot of the source, no repository, ...).
     Failed(String),
     /// Stopped by a shutdown or a signal: neither a pass nor a failure.
