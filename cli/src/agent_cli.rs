@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use bunker_agent::Cancel;
+use bunker_agent::daemon::drills::{DrillOutcome, DrillRun};
 use bunker_agent::daemon::{self, Agent, state::AgentState};
 use bunker_agent::job::JobContext;
 use bunker_agent::platform;
@@ -43,6 +44,14 @@ enum AgentCommand {
         once: bool,
         /// Sources to run (with --once).
         #[arg(requires = "once", value_name = "SOURCE")]
+        sources: Vec<String>,
+    },
+    /// Run restore drills now: restore each source's newest snapshot into a temporary
+    /// target, verify it, run its smoke command; record it like a scheduled drill.
+    /// Exit 0 if all passed, else 20/21/22 as `bunker verify`.
+    Drill {
+        /// Sources to drill (default: every source with `verify` settings).
+        #[arg(value_name = "SOURCE")]
         sources: Vec<String>,
     },
     /// Show each source's last run, from the agent's state.
@@ -97,18 +106,40 @@ fn run(cli: &AgentCli, cancel: &Cancel) -> Result<u8> {
             Ok(exit::OK)
         }
         AgentCommand::Status => status(cli),
+        AgentCommand::Drill { sources } => {
+            let policy = Policy::load(&cli.config)?;
+            let agent = agent(policy, cli.json)?;
+            let runs = agent.drill_now(sources, cancel)?;
+            if cli.json {
+                print_json(&Value::Array(runs.iter().map(DrillRun::json).collect()))?;
+            } else if runs.is_empty() {
+                writeln!(std::io::stdout(), "no source has verify settings")?;
+            } else {
+                for run in &runs {
+                    print_drill(run)?;
+                }
+            }
+            if cancel.is_cancelled() {
+                return Ok(exit::INTERRUPTED);
+            }
+            Ok(drills_code(&runs))
+        }
         AgentCommand::Run { once, sources } => {
             let policy = Policy::load(&cli.config)?;
             let agent = Arc::new(agent(policy, cli.json)?);
             if *once {
-                let reports = agent.run_once(sources, cancel)?;
-                let failed = reports.iter().filter(|r| !r.succeeded()).count();
+                let done = agent.run_once(sources, cancel)?;
+                let failed = done.jobs.iter().filter(|r| !r.succeeded()).count();
                 if cli.json {
-                    print_json(&Value::Array(
-                        reports.iter().map(daemon::report_json).collect(),
-                    ))?;
-                } else if reports.is_empty() {
+                    let mut lines: Vec<Value> = done.jobs.iter().map(daemon::report_json).collect();
+                    lines.extend(done.drills.iter().map(DrillRun::json));
+                    print_json(&Value::Array(lines))?;
+                } else if done.jobs.is_empty() && done.drills.is_empty() {
                     writeln!(std::io::stdout(), "no source is due")?;
+                } else {
+                    for run in &done.drills {
+                        print_drill(run)?;
+                    }
                 }
                 if cancel.is_cancelled() {
                     return Ok(exit::INTERRUPTED);
@@ -116,12 +147,40 @@ fn run(cli: &AgentCli, cancel: &Cancel) -> Result<u8> {
                 Ok(if failed > 0 {
                     exit::JOB_FAILED
                 } else {
-                    exit::OK
+                    drills_code(&done.drills)
                 })
             } else {
                 agent.run(cancel)?;
                 Ok(exit::OK)
             }
+        }
+    }
+}
+
+/// 0 when every drill passed, else the worst failure's code, as `bunker verify` exits.
+fn drills_code(runs: &[DrillRun]) -> u8 {
+    runs.iter()
+        .filter_map(DrillRun::failure)
+        .map(exit::drill_failure)
+        .max()
+        .unwrap_or(exit::OK)
+}
+
+/// One line per drill (as `bunker verify` prints it); its problems go to stderr.
+fn print_drill(run: &DrillRun) -> Result<()> {
+    match &run.outcome {
+        DrillOutcome::Ran(report) => crate::cmd::verify::print_line(report, "bunker-agent"),
+        DrillOutcome::Failed(error) => {
+            writeln!(
+                std::io::stdout(),
+                "FAIL source {}: {error}, failure restore",
+                run.source
+            )?;
+            Ok(())
+        }
+        DrillOutcome::Cancelled => {
+            writeln!(std::io::stdout(), "CANCELLED source {}", run.source)?;
+            Ok(())
         }
     }
 }
@@ -193,18 +252,24 @@ fn status(cli: &AgentCli) -> Result<u8> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "{:<20}  {:<8}  {:<16}  {:<10}  last success",
-        "source", "kind", "schedule", "last run"
+        "{:<20}  {:<8}  {:<16}  {:<10}  {:<10}  last success",
+        "source", "kind", "schedule", "last run", "last drill"
     )?;
     for s in &policy.sources {
         let st = state.sources.get(&s.name).cloned().unwrap_or_default();
+        let drill = match (&st.drill.last_outcome, &s.verify) {
+            (Some(outcome), _) => outcome.as_str(),
+            (None, Some(_)) => "never",
+            (None, None) => "-",
+        };
         writeln!(
             out,
-            "{:<20}  {:<8}  {:<16}  {:<10}  {}",
+            "{:<20}  {:<8}  {:<16}  {:<10}  {:<10}  {}",
             s.name,
             s.kind.name(),
             s.schedule.expression(),
             st.last_outcome.as_deref().unwrap_or("never"),
+            drill,
             st.last_success
                 .and_then(|t| jiff::Timestamp::from_second(t).ok())
                 .map(|t| t.to_string())

@@ -21,7 +21,7 @@ pub const DAMAGE_FOUND: u8 = 4;
 pub const RESTORE_INCOMPLETE: u8 = 5;
 /// `bunker-agent run --once`: at least one job wrote no snapshot.
 pub const JOB_FAILED: u8 = 6;
-/// The policy file is invalid (`policy check`, `bunker-agent`).
+/// The policy file is invalid (`policy check`, `bunker-agent`), or names no such source.
 pub const POLICY_INVALID: u8 = 7;
 /// There is no repository at the given location.
 pub const NO_REPOSITORY: u8 = 10;
@@ -43,6 +43,16 @@ pub const VERIFY_SMOKE_FAILED: u8 = 22;
 pub const OUTSIDE_RESTORE_ROOTS: u8 = 15;
 /// Interrupted by SIGINT or SIGTERM.
 pub const INTERRUPTED: u8 = 130;
+
+/// The exit code of a drill's failed step (`bunker verify`, `bunker-agent drill`).
+pub fn drill_failure(failure: bunker_agent::drill::Failure) -> u8 {
+    use bunker_agent::drill::Failure;
+    match failure {
+        Failure::Restore => VERIFY_RESTORE_FAILED,
+        Failure::Mismatch => VERIFY_MISMATCH,
+        Failure::Smoke | Failure::Fsck | Failure::Mount | Failure::Database => VERIFY_SMOKE_FAILED,
+    }
+}
 
 /// What `main` does with an error: the exit code, and whether to print it.
 pub struct Outcome {
@@ -85,6 +95,10 @@ pub fn classify(error: &anyhow::Error) -> Outcome {
         } else if cause
             .downcast_ref::<bunker_agent::policy::PolicyErrors>()
             .is_some()
+        {
+            POLICY_INVALID
+        } else if let Some(bunker_agent::daemon::AgentError::UnknownSource(_)) =
+            cause.downcast_ref::<bunker_agent::daemon::AgentError>()
         {
             POLICY_INVALID
         } else if let Some(e) = cause.downcast_ref::<CopyError>() {

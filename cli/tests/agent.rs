@@ -697,3 +697,191 @@ fn a_btrfs_source_is_backed_up_from_a_read_only_snapshot_at_one_point_in_time() 
         );
     }
 }
+
+/// A source with `verify` settings over a small tree; `schedule` is the backup schedule and
+/// the drill's (its smoke command checks a restored file).
+fn drilled_source(src: &Path, schedule: &str) -> String {
+    write_random_file(&src.join("big.bin"), 11, 2 << 20);
+    write_file(&src.join("a.txt"), b"alpha\n");
+    format!(
+        "[[source]]\nname = \"app\"\nkind = \"paths\"\npaths = [\"{src}\"]\nschedule = \"{schedule}\"\n\
+         verify = {{ schedule = \"{schedule}\", window = \"2d\", smoke = 'test -s \"$BUNKER_RESTORE_DIR{src}/a.txt\"' }}\n",
+        src = src.display(),
+    )
+}
+
+/// The `verify` audit records, as JSON.
+fn verify_records(b: &Bunker) -> Vec<serde_json::Value> {
+    let audit = b.run(["audit", "--json"]);
+    audit.ok();
+    audit
+        .json()
+        .as_array()
+        .expect("an array of records")
+        .iter()
+        .filter(|r| r["operation"] == "verify")
+        .cloned()
+        .collect()
+}
+
+fn record_detail<'a>(record: &'a serde_json::Value, key: &str) -> &'a str {
+    record["details"]
+        .as_array()
+        .expect("details")
+        .iter()
+        .find(|d| d["key"] == key)
+        .and_then(|d| d["value"].as_str())
+        .unwrap_or("")
+}
+
+#[test]
+fn run_once_drills_after_the_backup_and_a_damaged_pack_fails_the_agents_drill() {
+    let data = TestDir::new();
+    let s = Setup::new(&drilled_source(&data.join("app"), "@daily"));
+    let out = s.run_agent(&["run", "--once"]);
+    out.ok();
+    assert!(out.stdout.contains("PASS snapshot "), "{out}");
+    assert!(out.stdout.contains("source app (files)"), "{out}");
+
+    // The drill restored the snapshot just made; the journal has both, in order.
+    let journal = s.journal();
+    assert_eq!(journal.len(), 2, "{journal:?}");
+    assert_eq!(journal[0]["outcome"], "succeeded");
+    assert_eq!(journal[1]["kind"], "drill");
+    assert_eq!(journal[1]["outcome"], "passed", "{:?}", journal[1]);
+    assert_eq!(journal[1]["snapshot_id"], journal[0]["snapshot_id"]);
+    assert!(journal[1]["files"].as_u64().unwrap_or(0) >= 2);
+
+    // Audited like `bunker verify`, and `bunker report` sees the agent's drill.
+    let records = verify_records(&s.b);
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["outcome"], "passed");
+    assert_eq!(record_detail(&records[0], "source"), "app");
+    assert_eq!(record_detail(&records[0], "drill"), "agent");
+    let report = s.b.run([
+        "report",
+        "--json",
+        "--policy",
+        s.policy.to_str().expect("UTF-8"),
+    ]);
+    report.ok();
+    let row = &report.json()["sources"][0];
+    assert_eq!(row["drill_status"], "passed", "{report}");
+    assert_eq!(row["last_passing_drill"]["drill"], "agent", "{report}");
+
+    let metrics_file = s.t.join("metrics/bunker.prom");
+    let metrics = fs::read_to_string(&metrics_file).unwrap();
+    for line in [
+        "bunker_drill_last_success{source=\"app\"} 1\n",
+        "bunker_drill_covered{source=\"app\"} 1\n",
+        "bunker_drill_coverage_ratio 1.000\n",
+        "bunker_drill_failures_total{source=\"app\"} 0\n",
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
+    // The state remembers the drill; the next `run --once` has nothing due.
+    let state: serde_json::Value =
+        serde_json::from_slice(&fs::read(s.state.join("state.json")).unwrap()).unwrap();
+    let drill = &state["sources"]["app"]["drill"];
+    assert_eq!(drill["last_outcome"], "passed", "{state}");
+    assert_eq!(drill["last_snapshot"], journal[0]["snapshot_id"]);
+    assert!(drill["last_pass"].as_i64().is_some(), "{state}");
+    let again = s.run_agent(&["run", "--once"]);
+    again.ok();
+    assert!(again.stdout.contains("no source is due"), "{again}");
+
+    // Damage one data pack: the drill on demand fails and names it.
+    let packs = repo_objects(s.b.repo(), "data");
+    let victim = packs.iter().next().expect("a data pack").clone();
+    let path = s.b.repo().join(&victim);
+    let len = fs::metadata(&path).unwrap().len();
+    for offset in [len / 3, len / 2, 2 * len / 3] {
+        flip_byte(&path, offset);
+    }
+    let out = s.run_agent(&["drill", "app"]);
+    assert!(out.code == 20 || out.code == 21, "{out}");
+    assert!(out.stdout.contains("FAIL snapshot "), "{out}");
+    let pack_name = victim.rsplit('/').next().expect("a file name");
+    assert!(
+        out.all().contains(pack_name),
+        "{pack_name} not named\n{out}"
+    );
+
+    let metrics = fs::read_to_string(&metrics_file).unwrap();
+    for line in [
+        "bunker_drill_last_success{source=\"app\"} 0\n",
+        "bunker_drill_covered{source=\"app\"} 0\n",
+        "bunker_drill_coverage_ratio 0.000\n",
+        "bunker_drill_failures_total{source=\"app\"} 1\n",
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
+    let records = verify_records(&s.b);
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[1]["outcome"], "failed");
+    assert!(record_detail(&records[1], "error").contains(pack_name));
+    let last = s.journal().pop().expect("a journal line");
+    assert_eq!(
+        (last["kind"].as_str(), last["failure"].as_str()),
+        (Some("drill"), Some("restore"))
+    );
+
+    // JSON output, and an unknown source is exit 7.
+    let json = s.run_agent(&["drill", "--json"]);
+    assert!(json.code == 20 || json.code == 21, "{json}");
+    assert_eq!(json.json()[0]["source"], "app");
+    let out = s.run_agent(&["drill", "nope"]);
+    out.code(7);
+    assert!(out.stderr.contains("no source named \"nope\""), "{out}");
+}
+
+#[test]
+fn the_daemon_catches_up_a_drill_after_the_backup_it_waited_for() {
+    let data = TestDir::new();
+    let s = Setup::new(&drilled_source(&data.join("app"), "0 * * * *"));
+    // Backups and drills last ran three hours ago: both are caught up, once.
+    fs::create_dir_all(&s.state).unwrap();
+    let three_hours_ago = jiff_now() - 3 * 3600 - 60;
+    fs::write(
+        s.state.join("state.json"),
+        format!(
+            "{{\"sources\":{{\"app\":{{\"last_slot\":{t},\"drill\":{{\"last_slot\":{t}}}}}}}}}",
+            t = three_hours_ago
+        ),
+    )
+    .unwrap();
+    let mut child: Child = s.agent(&["run"]).spawn().unwrap();
+    let drilled = wait_for(Duration::from_secs(60), || {
+        s.journal().iter().any(|j| j["kind"] == "drill")
+    });
+    thread::sleep(Duration::from_secs(1));
+    send_signal(child.id(), "TERM");
+    let status = wait_child(&mut child, Duration::from_secs(60));
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        pipe.read_to_string(&mut stderr)
+            .expect("read the agent's stderr");
+    }
+    assert!(drilled, "no drill was caught up\n{stderr}");
+    assert_eq!(status, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("app: drill waits for the backup of its source"),
+        "{stderr}"
+    );
+    let journal = s.journal();
+    assert_eq!(journal.len(), 2, "one backup, one drill: {journal:?}");
+    assert_eq!(journal[0]["outcome"], "succeeded");
+    assert_eq!(journal[1]["outcome"], "passed", "{:?}", journal[1]);
+    assert_eq!(
+        journal[1]["snapshot_id"], journal[0]["snapshot_id"],
+        "the drill restored the snapshot the backup just made"
+    );
+    let records = verify_records(&s.b);
+    assert_eq!(records.len(), 1);
+    assert_eq!(record_detail(&records[0], "drill"), "agent");
+    let metrics = fs::read_to_string(s.t.join("metrics/bunker.prom")).unwrap();
+    assert!(
+        metrics.contains("bunker_drill_covered{source=\"app\"} 1\n"),
+        "{metrics}"
+    );
+}

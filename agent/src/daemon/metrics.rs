@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use super::state::{AgentState, write_atomically};
+use super::state::{AgentState, DrillState, write_atomically};
 
 /// Renders the metrics text (exposition format 0.0.4). `rpo` is each source's recovery
 /// point objective; `now` (Unix seconds) dates the snapshot ages.
@@ -22,13 +22,8 @@ pub fn render(
 ) -> String {
     let mut out = String::new();
     let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, String)>| {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        for (labels, value) in samples {
-            let _ = writeln!(out, "{name}{{{labels}}} {value}");
-        }
+        write_family(&mut out, name, kind, help, samples);
     };
-    let label = |source: &str| format!("source=\"{}\"", escape(source));
     let per_source =
         |f: &dyn Fn(&super::state::SourceState) -> Option<String>| -> Vec<(String, String)> {
             state
@@ -168,6 +163,112 @@ pub fn render(
             .collect(),
     );
     out
+}
+
+/// The restore-drill metrics: per source that was drilled, the last drill's outcome, times
+/// and restore duration, and its failures; per source with `verify` settings (`covered`,
+/// from [`coverage`](super::drills::coverage)), whether a drill passed within its window;
+/// and the fleet's coverage ratio (absent when no source has `verify` settings).
+pub fn render_drills(state: &AgentState, covered: &[(String, bool)]) -> String {
+    let mut out = String::new();
+    let drilled = |f: &dyn Fn(&DrillState) -> Option<String>| -> Vec<(String, String)> {
+        state
+            .sources
+            .iter()
+            .filter_map(|(name, s)| f(&s.drill).map(|v| (label(name), v)))
+            .collect()
+    };
+    write_family(
+        &mut out,
+        "bunker_drill_last_success",
+        "gauge",
+        "1 if the source's last restore drill passed, else 0.",
+        drilled(&|d| {
+            d.last_outcome
+                .as_ref()
+                .map(|o| if o == "passed" { "1" } else { "0" }.to_owned())
+        }),
+    );
+    write_family(
+        &mut out,
+        "bunker_drill_last_run_timestamp_seconds",
+        "gauge",
+        "When the source's last restore drill finished, whatever its outcome.",
+        drilled(&|d| d.last_finished.map(|t| t.to_string())),
+    );
+    write_family(
+        &mut out,
+        "bunker_drill_last_pass_timestamp_seconds",
+        "gauge",
+        "When a restore drill of the source last passed.",
+        drilled(&|d| d.last_pass.map(|t| t.to_string())),
+    );
+    write_family(
+        &mut out,
+        "bunker_drill_restore_seconds",
+        "gauge",
+        "Time to restore (RTO) in the source's last restore drill.",
+        drilled(&|d| {
+            d.last_finished
+                .map(|_| format!("{:.3}", d.last_restore_seconds))
+        }),
+    );
+    write_family(
+        &mut out,
+        "bunker_drill_failures_total",
+        "counter",
+        "Restore drills of the source that failed.",
+        state
+            .sources
+            .iter()
+            .filter(|(name, s)| {
+                s.drill.last_finished.is_some() || covered.iter().any(|(n, _)| n == *name)
+            })
+            .map(|(name, s)| (label(name), s.drill.failures.to_string()))
+            .collect(),
+    );
+    write_family(
+        &mut out,
+        "bunker_drill_covered",
+        "gauge",
+        "1 if a restore drill of the source passed within its verify window, else 0.",
+        covered
+            .iter()
+            .map(|(name, on)| (label(name), if *on { "1" } else { "0" }.to_owned()))
+            .collect(),
+    );
+    if !covered.is_empty() {
+        let count = covered.iter().filter(|(_, on)| *on).count();
+        let ratio = count as f64 / covered.len() as f64;
+        let _ = write!(
+            out,
+            "# HELP bunker_drill_coverage_ratio Sources with a passing drill within their window, \
+             per source with verify settings.\n\
+             # TYPE bunker_drill_coverage_ratio gauge\n\
+             bunker_drill_coverage_ratio {ratio:.3}\n"
+        );
+    }
+    out
+}
+
+/// Writes one metric family: HELP, TYPE, then one line per (labels, value).
+fn write_family(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    samples: Vec<(String, String)>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        let _ = writeln!(out, "{name}{{{labels}}} {value}");
+    }
+}
+
+/// `source="NAME"`, escaped.
+fn label(source: &str) -> String {
+    format!("source=\"{}\"", escape(source))
 }
 
 /// The self-service restore gauges: leases still active, and leases expired whose target

@@ -12,11 +12,15 @@
 //!
 //! After every run the state file, the journal (`jobs.jsonl`) and the metrics are updated.
 //!
+//! Sources with `verify` settings are also drilled on their own schedule ([`drills`]); a
+//! drill and a backup of the same source never overlap.
+//!
 //! Self-service restores: at start and every 15 seconds (and on every `run --once`) the
 //! agent removes the targets of expired leases in `<state_dir>/restores`
 //! ([`Agent::expire_leases`]), writes an audit record for each, and exports the active and
 //! expired lease counts.
 
+pub mod drills;
 pub mod metrics;
 pub mod state;
 
@@ -35,6 +39,7 @@ use crate::cancel::Cancel;
 use crate::job::{JobContext, JobOutcome, JobReport, run_job};
 use crate::lease::{self, Expiry, LeaseDir, RestoreRoots};
 use crate::policy::{Policy, Source};
+use crate::schedule::Schedule;
 use state::{AgentState, append_journal};
 
 /// Opens the repository for a job (a fresh handle per run sees the newest index).
@@ -55,6 +60,15 @@ pub struct Agent {
     pub log: Arc<Log>,
     /// The text the metrics endpoint serves ([`new_metrics_text`]).
     pub metrics_text: metrics::Shared,
+}
+
+/// What `run --once` did.
+#[derive(Debug, Clone)]
+pub struct OnceReport {
+    /// The backups, in the order they ran.
+    pub jobs: Vec<JobReport>,
+    /// The drills that were due, run after the backups.
+    pub drills: Vec<drills::DrillRun>,
 }
 
 /// Why the agent could not run.
@@ -102,12 +116,9 @@ impl Agent {
     }
 
     /// Runs the named sources now (all sources that are due, or never ran, when `names`
-    /// is empty), one after another, and returns their reports.
-    pub fn run_once(
-        &self,
-        names: &[String],
-        cancel: &Cancel,
-    ) -> Result<Vec<JobReport>, AgentError> {
+    /// is empty), one after another; then the due drills of those sources (or of every
+    /// source), see [`drills`]. Returns their reports.
+    pub fn run_once(&self, names: &[String], cancel: &Cancel) -> Result<OnceReport, AgentError> {
         let dir = self.state_dir()?;
         let tz = self.time_zone()?;
         let mut state = AgentState::load(&dir);
@@ -120,7 +131,7 @@ impl Agent {
                 .filter(
                     |s| match state.sources.get(&s.name).and_then(|st| st.last_slot) {
                         None => true,
-                        Some(last) => next_slot(s, last, &now)
+                        Some(last) => next_slot(&s.schedule, last, &now)
                             .is_some_and(|slot| slot <= now.timestamp().as_second()),
                     },
                 )
@@ -140,14 +151,23 @@ impl Agent {
             if cancel.is_cancelled() {
                 break;
             }
-            if let Some(latest) = latest_slot(source, None, &now) {
+            if let Some(latest) = latest_slot(&source.schedule, None, &now) {
                 state.source(&source.name).last_slot = Some(latest);
             }
             let report = self.run_source(source, cancel);
             self.finish(&dir, &mut state, &report, &[]);
             reports.push(report);
         }
-        Ok(reports)
+        let drill_sources: Vec<&Source> = if names.is_empty() {
+            self.policy.sources.iter().collect()
+        } else {
+            names.iter().filter_map(|n| self.policy.source(n)).collect()
+        };
+        let drills = self.run_due_drills(&dir, &mut state, &drill_sources, &now, cancel);
+        Ok(OnceReport {
+            jobs: reports,
+            drills,
+        })
     }
 
     fn run_source(&self, source: &Source, cancel: &Cancel) -> JobReport {
@@ -222,6 +242,8 @@ impl Agent {
             .collect();
         let now = jiff::Timestamp::now().as_second();
         let mut text = metrics::render(state, running, &rpo, now);
+        let covered = drills::coverage(&self.policy.sources, state, now);
+        text.push_str(&metrics::render_drills(state, &covered));
         match self.lease_dir().counts(now) {
             Ok((active, expired)) => text.push_str(&metrics::render_leases(active, expired)),
             Err(e) => (self.log)(&format!("restore leases: {e}")),
@@ -304,10 +326,13 @@ impl Agent {
             (self.log)(&format!("metrics on http://{bound}/metrics"));
         }
         let mut state = AgentState::load(&dir);
+        self.seed_drills(&mut state);
         self.expire_leases(jiff::Timestamp::now().as_second());
         self.publish(&state, &[]);
         let jobs_cancel = Cancel::new();
         let mut running: HashMap<String, JoinHandle<JobReport>> = HashMap::new();
+        let mut drilling: HashMap<String, JoinHandle<drills::DrillRun>> = HashMap::new();
+        let mut waiting = drills::Waiting::default();
         let mut last_publish = Instant::now();
         (self.log)(&format!(
             "bunker-agent running {} source(s); state in {}",
@@ -316,15 +341,17 @@ impl Agent {
         ));
         while !shutdown.is_cancelled() {
             self.reap(&dir, &mut state, &mut running, false);
+            let names: Vec<String> = running.keys().cloned().collect();
+            self.reap_drills(&dir, &mut state, &mut drilling, &names, false);
             let now = Zoned::now().with_time_zone(tz.clone());
             if last_publish.elapsed() >= Duration::from_secs(15) {
                 // Ages in the metrics move with the clock; leases expire with it.
                 self.expire_leases(now.timestamp().as_second());
-                let names: Vec<String> = running.keys().cloned().collect();
                 self.publish(&state, &names);
                 last_publish = Instant::now();
             }
             let busy: HashSet<String> = running.keys().cloned().collect();
+            let drilled: HashSet<String> = drilling.keys().cloned().collect();
             for tick in plan_tick(
                 &self.policy.sources,
                 &mut state,
@@ -337,20 +364,60 @@ impl Agent {
                         "{name}: slot skipped, the previous run is still going"
                     )),
                     Tick::Start(name) => {
-                        let Some(source) = self.policy.source(&name) else {
-                            continue;
-                        };
-                        let agent = Arc::clone(self);
-                        let source = source.clone();
-                        let cancel = jobs_cancel.clone();
-                        running.insert(
-                            name,
-                            thread::spawn(move || agent.run_source(&source, &cancel)),
-                        );
-                        let names: Vec<String> = running.keys().cloned().collect();
-                        self.publish(&state, &names);
+                        if drilled.contains(&name) {
+                            (self.log)(&format!("{name}: backup waits for the running drill"));
+                        }
+                        waiting.backup(&name);
                     }
                 }
+            }
+            for tick in drills::plan_drills(
+                &self.policy.sources,
+                &mut state,
+                &drilled,
+                &self.context.host,
+                &now,
+            ) {
+                match tick {
+                    drills::DrillTick::Skip(name) => (self.log)(&format!(
+                        "{name}: drill slot skipped, the previous drill is still going"
+                    )),
+                    drills::DrillTick::Start(name) => {
+                        if busy.contains(&name) || waiting.has_backup(&name) {
+                            (self.log)(&format!(
+                                "{name}: drill waits for the backup of its source"
+                            ));
+                        }
+                        waiting.drill(&name);
+                    }
+                }
+            }
+            let (backups, drill_names) = waiting.ready(&busy, &drilled);
+            for name in backups {
+                let Some(source) = self.policy.source(&name) else {
+                    continue;
+                };
+                let agent = Arc::clone(self);
+                let source = source.clone();
+                let cancel = jobs_cancel.clone();
+                running.insert(
+                    name,
+                    thread::spawn(move || agent.run_source(&source, &cancel)),
+                );
+                let names: Vec<String> = running.keys().cloned().collect();
+                self.publish(&state, &names);
+            }
+            for name in drill_names {
+                let Some(source) = self.policy.source(&name) else {
+                    continue;
+                };
+                let agent = Arc::clone(self);
+                let source = source.clone();
+                let cancel = jobs_cancel.clone();
+                drilling.insert(
+                    name,
+                    thread::spawn(move || agent.drill_source(&source, &cancel)),
+                );
             }
             if let Err(e) = state.save(&dir) {
                 (self.log)(&format!(
@@ -361,21 +428,24 @@ impl Agent {
             thread::sleep(Duration::from_millis(250));
         }
         // Graceful shutdown: let jobs finish for a while, then cancel them cleanly.
-        if !running.is_empty() {
+        // Waiting jobs do not start.
+        if !running.is_empty() || !drilling.is_empty() {
             let grace = self.policy.agent.shutdown_timeout;
             (self.log)(&format!(
                 "shutting down: waiting up to {grace:?} for {} running job(s)",
-                running.len()
+                running.len() + drilling.len()
             ));
             let waited = Instant::now();
-            while !running.is_empty() && waited.elapsed() < grace {
+            while (!running.is_empty() || !drilling.is_empty()) && waited.elapsed() < grace {
                 self.reap(&dir, &mut state, &mut running, false);
+                self.reap_drills(&dir, &mut state, &mut drilling, &[], false);
                 thread::sleep(Duration::from_millis(100));
             }
-            if !running.is_empty() {
+            if !running.is_empty() || !drilling.is_empty() {
                 (self.log)("cancelling the jobs still running");
                 jobs_cancel.cancel();
                 self.reap(&dir, &mut state, &mut running, true);
+                self.reap_drills(&dir, &mut state, &mut drilling, &[], true);
             }
         }
         (self.log)("bunker-agent stopped");
@@ -433,14 +503,10 @@ pub fn plan_tick(
     for source in sources {
         let entry = state.source(&source.name);
         let last = *entry.last_slot.get_or_insert(now_second);
-        let Some(slot) = next_slot(source, last, now) else {
+        let Some(slot) = due_slot(&source.schedule, last, host, source, now) else {
             continue;
         };
-        let offset = i64::try_from(jitter_offset(host, source).as_secs()).unwrap_or(i64::MAX);
-        if slot.saturating_add(offset) > now_second {
-            continue;
-        }
-        entry.last_slot = Some(latest_slot(source, Some(slot), now).unwrap_or(slot));
+        entry.last_slot = Some(slot);
         if running.contains(&source.name) {
             *entry.runs.entry("skipped".into()).or_default() += 1;
             ticks.push(Tick::Skip(source.name.clone()));
@@ -451,20 +517,37 @@ pub fn plan_tick(
     ticks
 }
 
-/// The first slot of `source` after the Unix second `last`, as a Unix second.
-fn next_slot(source: &Source, last: i64, now: &Zoned) -> Option<i64> {
+/// The slot to record when `schedule` is due at `now` for a source (`host`'s jitter
+/// included) whose last slot was `last`: the newest slot at or before `now`, so however
+/// many slots were missed, one run catches them up. `None` when nothing is due.
+fn due_slot(
+    schedule: &Schedule,
+    last: i64,
+    host: &str,
+    source: &Source,
+    now: &Zoned,
+) -> Option<i64> {
+    let slot = next_slot(schedule, last, now)?;
+    let offset = i64::try_from(jitter_offset(host, source).as_secs()).unwrap_or(i64::MAX);
+    if slot.saturating_add(offset) > now.timestamp().as_second() {
+        return None;
+    }
+    Some(latest_slot(schedule, Some(slot), now).unwrap_or(slot))
+}
+
+/// The first slot of `schedule` after the Unix second `last`, as a Unix second.
+fn next_slot(schedule: &Schedule, last: i64, now: &Zoned) -> Option<i64> {
     let after = jiff::Timestamp::from_second(last)
         .ok()?
         .to_zoned(now.time_zone().clone());
-    source
-        .schedule
+    schedule
         .next_after(&after)
         .map(|z| z.timestamp().as_second())
 }
 
-/// The newest slot of `source` at or before `now`, searching from the Unix second `from`
+/// The newest slot of `schedule` at or before `now`, searching from the Unix second `from`
 /// (or a year back, whichever is later).
-fn latest_slot(source: &Source, from: Option<i64>, now: &Zoned) -> Option<i64> {
+fn latest_slot(schedule: &Schedule, from: Option<i64>, now: &Zoned) -> Option<i64> {
     let year_ago = now
         .checked_sub(jiff::SignedDuration::from_hours(24 * 366))
         .ok()?;
@@ -480,7 +563,7 @@ fn latest_slot(source: &Source, from: Option<i64>, now: &Zoned) -> Option<i64> {
     // Step forward slot by slot; bounded so a minutely schedule costs at most ~half a
     // million steps once, after a year of downtime.
     for _ in 0..600_000 {
-        match source.schedule.next_after(&at) {
+        match schedule.next_after(&at) {
             Some(next) if next.timestamp() <= now.timestamp() => {
                 latest = Some(next.timestamp().as_second());
                 at = next;

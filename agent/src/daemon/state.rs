@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::drills::{DrillOutcome, DrillRun};
 use crate::job::{JobOutcome, JobReport};
 
 /// The state file's name inside the state directory.
@@ -48,6 +49,37 @@ pub struct SourceState {
     /// Runs that failed or were cancelled since the last success.
     pub consecutive_failures: u64,
     /// Runs by outcome since the state was created.
+    pub runs: BTreeMap<String, u64>,
+    /// Restore drills of the source (absent from state files written before drills).
+    pub drill: DrillState,
+}
+
+/// Per-source memory of restore drills.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DrillState {
+    /// The last drill schedule slot that was run (or skipped), Unix seconds.
+    pub last_slot: Option<i64>,
+    /// When the last drill started, Unix seconds.
+    pub last_started: Option<i64>,
+    /// When the last drill finished, Unix seconds.
+    pub last_finished: Option<i64>,
+    /// `passed`, `failed` or `cancelled`.
+    pub last_outcome: Option<String>,
+    /// The step that failed the last drill (`restore`, `mismatch`, `smoke`, ...).
+    pub last_failure: Option<String>,
+    /// The first problem the last drill found.
+    pub last_error: Option<String>,
+    /// The snapshot the last drill restored (hex).
+    pub last_snapshot: Option<String>,
+    /// Time to restore (RTO) in the last drill, seconds.
+    pub last_restore_seconds: f64,
+    /// When a drill last passed, Unix seconds (seeded from the repository's audit records
+    /// when the state has none).
+    pub last_pass: Option<i64>,
+    /// Drills that failed since the state was created.
+    pub failures: u64,
+    /// Drills by outcome since the state was created.
     pub runs: BTreeMap<String, u64>,
 }
 
@@ -108,6 +140,27 @@ impl AgentState {
                 state.last_files = summary.files;
                 state.last_bytes_read = summary.bytes_read;
             }
+        }
+    }
+}
+
+impl AgentState {
+    /// Records a finished drill.
+    pub fn record_drill(&mut self, run: &DrillRun, finished: i64) {
+        let drill = &mut self.source(&run.source).drill;
+        let outcome = run.outcome_name();
+        drill.last_started = Some(run.started.sec);
+        drill.last_finished = Some(finished);
+        drill.last_outcome = Some(outcome.to_owned());
+        drill.last_failure = run.failure().map(|f| f.name().to_owned());
+        drill.last_error = run.first_error().map(str::to_owned);
+        drill.last_snapshot = run.snapshot().map(|id| id.to_hex());
+        drill.last_restore_seconds = run.restore_time().as_secs_f64();
+        *drill.runs.entry(outcome.to_owned()).or_default() += 1;
+        match &run.outcome {
+            DrillOutcome::Cancelled => {}
+            _ if run.passed() => drill.last_pass = Some(finished),
+            _ => drill.failures += 1,
         }
     }
 }

@@ -100,10 +100,11 @@ impl DrillReport {
             details.push(("checks".to_owned(), self.checks.join(",")));
         }
         if let Some(failure) = self.failure {
-            details.push(("failure".to_owned(), failure.name().to_owned()));
-            let first = self.errors.first().map_or("", String::as_str);
-            let line = first.lines().next().unwrap_or_default();
-            details.push(("error".to_owned(), line.to_owned()));
+            push_failure(
+                &mut details,
+                failure,
+                self.errors.first().map_or("", String::as_str),
+            );
         }
         AuditRecord {
             time: self.time,
@@ -117,6 +118,43 @@ impl DrillReport {
             details,
         }
     }
+}
+
+/// The audit record of a drill of `source` that failed before anything was restored (no
+/// snapshot of the source, no readable index): the same form as
+/// [`DrillReport::audit_record`], with no snapshot and failure `restore`.
+pub fn unrestored_audit_record(
+    source: &str,
+    time: Timestamp,
+    duration: Duration,
+    error: &str,
+    drill: &str,
+    host: String,
+    user: String,
+) -> AuditRecord {
+    let mut details = vec![
+        ("source".to_owned(), source.to_owned()),
+        ("drill".to_owned(), drill.to_owned()),
+    ];
+    push_failure(&mut details, Failure::Restore, error);
+    AuditRecord {
+        time,
+        host,
+        user,
+        operation: "verify".to_owned(),
+        target: format!("source {source}"),
+        outcome: "failed".to_owned(),
+        duration_ms: millis(duration),
+        snapshot: None,
+        details,
+    }
+}
+
+/// Adds `failure` and the first line of `error` to a record's details.
+fn push_failure(details: &mut Vec<(String, String)>, failure: Failure, error: &str) {
+    details.push(("failure".to_owned(), failure.name().to_owned()));
+    let line = error.lines().next().unwrap_or_default();
+    details.push(("error".to_owned(), line.to_owned()));
 }
 
 /// Whole milliseconds.

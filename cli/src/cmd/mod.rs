@@ -17,7 +17,7 @@ mod report;
 mod restore;
 pub(crate) mod restores;
 mod snapshots;
-mod verify;
+pub(crate) mod verify;
 
 use std::path::PathBuf;
 

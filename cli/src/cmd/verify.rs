@@ -46,7 +46,7 @@ pub fn run(global: &GlobalOptions, args: &VerifyArgs, cancel: &Cancel) -> Result
         let record = report.audit_record("cli", platform::hostname(), platform::username());
         crate::audit::record_own(&repository, &record);
         if !global.json {
-            print_line(&report)?;
+            print_line(&report, "bunker")?;
         }
         reports.push(report);
     }
@@ -59,7 +59,7 @@ pub fn run(global: &GlobalOptions, args: &VerifyArgs, cancel: &Cancel) -> Result
     Ok(reports
         .iter()
         .filter_map(|r| r.failure)
-        .map(code)
+        .map(exit::drill_failure)
         .max()
         .unwrap_or(exit::OK))
 }
@@ -91,18 +91,9 @@ fn spec(
     spec
 }
 
-/// The exit code of a failed step.
-fn code(failure: Failure) -> u8 {
-    match failure {
-        Failure::Restore => exit::VERIFY_RESTORE_FAILED,
-        Failure::Mismatch => exit::VERIFY_MISMATCH,
-        Failure::Smoke | Failure::Fsck | Failure::Mount | Failure::Database => {
-            exit::VERIFY_SMOKE_FAILED
-        }
-    }
-}
-
-fn print_line(report: &DrillReport) -> Result<()> {
+/// One line per drill on stdout; its problems and warnings on stderr, each after
+/// `program: `.
+pub(crate) fn print_line(report: &DrillReport, program: &str) -> Result<()> {
     let mut out = std::io::stdout().lock();
     let source = if report.source.is_empty() {
         "-"
@@ -133,10 +124,10 @@ fn print_line(report: &DrillReport) -> Result<()> {
     writeln!(out)?;
     drop(out);
     for error in &report.errors {
-        eprintln!("bunker: {error}");
+        eprintln!("{program}: {error}");
     }
     for warning in &report.warnings {
-        eprintln!("bunker: warning: {warning}");
+        eprintln!("{program}: warning: {warning}");
     }
     Ok(())
 }

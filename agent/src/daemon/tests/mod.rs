@@ -3,6 +3,8 @@
 use super::*;
 use crate::policy::Policy;
 
+mod drills;
+
 fn sources(extra: &str) -> Vec<Source> {
     let text = format!(
         "[repository]\nurl = \"/r\"\npassword_file = \"/p\"\n\
