@@ -174,6 +174,16 @@ fn a_volume_drill_fscks_and_mounts_the_image_read_only_and_leaves_nothing_behind
         loop_backing_files()
     );
     assert_eq!(leftovers(&tmp), Vec::<String>::new(), "{out}");
+    // The recovery report shows the passing drill of the volume source and its checks.
+    let report = b.run(["report", "--json"]);
+    report.ok();
+    let row = &report.json()["sources"][0];
+    assert_eq!(row["drill_status"], "passed", "{report}");
+    assert_eq!(
+        row["last_passing_drill"]["checks"],
+        serde_json::json!(["fsck", "mount", "smoke"]),
+        "{report}"
+    );
 
     // A kept target: its image is not attached to any loop device after the drill.
     let kept = t.join("kept");
@@ -436,6 +446,16 @@ fn a_postgresql_drill_restores_the_dump_into_a_temporary_server_and_runs_smoke_s
     );
     assert_eq!(leftovers(&tmp), Vec::<String>::new(), "{out}");
     assert_eq!(processes_mentioning(s(&tmp)), Vec::<String>::new());
+    let report = b.run(["report", "--json", "--policy", s(&good)]);
+    report.ok();
+    let row = &report.json()["sources"][0];
+    assert_eq!(row["name"], "appdb", "{report}");
+    assert_eq!(row["drill_status"], "passed", "{report}");
+    assert_eq!(
+        row["last_passing_drill"]["checks"],
+        serde_json::json!(["database", "smoke"]),
+        "{report}"
+    );
 
     // A statement that returns false fails the drill with 22 and names the statement.
     let bad = policy("bad.toml", "SELECT count(*) = 999 FROM t");

@@ -178,11 +178,15 @@ fn backup_cell(b: &Backup) -> String {
 
 fn drill_cell(d: &Drill) -> String {
     let snapshot = d.snapshot.as_deref().unwrap_or("");
-    format!(
+    let mut cell = format!(
         "{} <code>{}</code>",
         escape(&minute(&d.time)),
         escape(snapshot.get(..8).unwrap_or(snapshot))
-    )
+    );
+    if !d.checks.is_empty() {
+        let _ = write!(cell, " +{}", escape(&d.checks.join(",")));
+    }
+    cell
 }
 
 fn cost(page: &mut String, report: &Report) {

@@ -122,7 +122,9 @@ pub struct Drill {
     pub verify_ms: Option<u64>,
     /// The whole drill, in milliseconds.
     pub duration_ms: u64,
-    /// When failed: `restore`, `mismatch`, `smoke`, `fsck` or `database`.
+    /// The checks that ran after verification (`fsck`, `mount`, `database`, `smoke`).
+    pub checks: Vec<String>,
+    /// When failed: `restore`, `mismatch`, `fsck`, `mount`, `database` or `smoke`.
     pub failure: Option<String>,
     /// When failed: the first error line.
     pub error: Option<String>,
@@ -458,6 +460,9 @@ fn drill(record: &AuditRecord, window_start: Option<i64>) -> Drill {
         restore_ms: number("restore_ms"),
         verify_ms: number("verify_ms"),
         duration_ms: record.duration_ms,
+        checks: detail(record, "checks")
+            .map(|list| list.split(',').map(str::to_owned).collect())
+            .unwrap_or_default(),
         failure: text("failure"),
         error: text("error"),
         within_window: window_start.map(|start| record.time.sec >= start),

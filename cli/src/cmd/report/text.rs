@@ -30,11 +30,12 @@ pub fn write(out: &mut impl Write, report: &Report) -> io::Result<()> {
                 pass.map_or_else(
                     || "-".into(),
                     |d| {
-                        format!(
-                            "{} RTO {}",
-                            utc_minute(&d.time),
-                            d.restore_ms.map_or_else(|| "-".into(), millis)
-                        )
+                        let rto = d.restore_ms.map_or_else(|| "-".into(), millis);
+                        if d.checks.is_empty() {
+                            format!("{} RTO {rto}", utc_minute(&d.time))
+                        } else {
+                            format!("{} RTO {rto} +{}", utc_minute(&d.time), d.checks.join(","))
+                        }
                     },
                 ),
                 row.drill_status.to_owned(),
