@@ -1,6 +1,50 @@
 //! zstd compression of blob payloads; incompressible data is stored raw.
 
+use std::cell::RefCell;
+
 use crate::error::{Error, Result};
+
+// zstd contexts are costly to make (a compression context at level 3 allocates about a
+// megabyte of tables), so each thread keeps one of each and reuses it for every blob.
+// Output does not depend on a context's history: a reused context compresses a blob to
+// the same bytes as a fresh one.
+thread_local! {
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { RefCell::new(None) };
+}
+
+/// zstd-compresses `data` at `level` with this thread's context.
+fn zstd_compress(data: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        match slot.as_mut() {
+            Some((current, compressor)) if *current == level => compressor.compress(data),
+            Some((current, compressor)) => {
+                compressor.set_compression_level(level)?;
+                *current = level;
+                compressor.compress(data)
+            }
+            None => {
+                let (_, compressor) = slot.insert((level, zstd::bulk::Compressor::new(level)?));
+                compressor.compress(data)
+            }
+        }
+    })
+}
+
+/// Decodes one zstd frame of at most `capacity` bytes with this thread's context.
+fn zstd_decompress(payload: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let decompressor = match slot.as_mut() {
+            Some(decompressor) => decompressor,
+            None => slot.insert(zstd::bulk::Decompressor::new()?),
+        };
+        decompressor.decompress(payload, capacity)
+    })
+}
 
 /// How a blob's payload is stored (the first plaintext byte of a sealed blob).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +71,7 @@ impl Compression {
 pub fn compress_into(level: i32, data: &[u8], out: &mut Vec<u8>) -> Compression {
     if level > 0
         && !data.is_empty()
-        && let Ok(compressed) = zstd::bulk::compress(data, level)
+        && let Ok(compressed) = zstd_compress(data, level)
         && compressed.len() + data.len() / 64 < data.len()
     {
         out.extend_from_slice(&compressed);
@@ -46,7 +90,7 @@ pub fn decompress(
 ) -> Result<Vec<u8>> {
     let data = match compression {
         Compression::None => payload.to_vec(),
-        Compression::Zstd => zstd::bulk::decompress(payload, raw_length)
+        Compression::Zstd => zstd_decompress(payload, raw_length)
             .map_err(|e| Error::corrupt(object, format!("zstd: {e}")))?,
     };
     if data.len() != raw_length {
@@ -82,5 +126,24 @@ mod tests {
         assert!(out.len() < 1000);
         assert!(decompress(Compression::Zstd, &out, 99_999, "t").is_err());
         assert!(decompress(Compression::Zstd, &out[..out.len() / 2], 100_000, "t").is_err());
+    }
+
+    #[test]
+    fn a_reused_context_gives_the_bytes_of_a_fresh_one_at_every_level() {
+        let data: Vec<u8> = (0..200_000u32)
+            .map(|i| (i * 7 % 251) as u8 ^ (i >> 9) as u8)
+            .collect();
+        for level in [3, 1, 19, 3] {
+            let mut out = Vec::new();
+            assert_eq!(compress_into(level, &data, &mut out), Compression::Zstd);
+            let fresh = zstd::bulk::compress(&data, level).expect("compress");
+            assert_eq!(out, fresh, "level {level}");
+            // A failed decode leaves the thread's context usable.
+            assert!(decompress(Compression::Zstd, &out[..10], data.len(), "t").is_err());
+            assert_eq!(
+                decompress(Compression::Zstd, &out, data.len(), "t").expect("decode"),
+                data
+            );
+        }
     }
 }

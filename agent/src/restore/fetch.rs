@@ -2,12 +2,14 @@
 //!
 //! Each pack's needed blobs (sorted by offset) are grouped into read ranges: the next blob
 //! joins the current range when the gap before it is at most [`GAP`] bytes and the range
-//! stays within [`MAX_READ`] bytes, so a pack whose blobs are mostly needed is read in a
-//! few large requests and a pack with one needed blob costs one small request. A pool of
-//! [`FETCH_THREADS`] threads (the backend trait is synchronous) takes ranges in pack order
-//! and hands the bytes to the consumer through a channel of [`QUEUE_DEPTH`] slots, so at
-//! most `FETCH_THREADS + QUEUE_DEPTH + 1` ranges (each at most `MAX_READ`, or one blob if a
-//! blob is larger) are in memory at once, whatever the size of the restore.
+//! stays within the backend's [`max_read`](bunker_repo_format::backend::ReadHints::max_read), so a pack whose blobs are mostly
+//! needed is read in a few large requests and a pack with one needed blob costs one small
+//! request. A pool of [`FETCH_THREADS`] threads (the backend trait is synchronous) takes
+//! ranges in pack order and hands the bytes to the consumer through a channel of
+//! [`queue_depth`](bunker_repo_format::backend::ReadHints::queue_depth) slots, so at most `FETCH_THREADS + queue_depth + 1` ranges
+//! (each at most `max_read`, or one blob if a blob is larger) are in memory at once,
+//! whatever the size of the restore. The backend picks the sizes: large for S3, where each
+//! request costs a round trip; small for a local directory, where memory is the only cost.
 //!
 //! When a range read fails with anything but "not found", its blobs are read one by one,
 //! so one damaged region of a pack costs only the blobs in it.
@@ -22,12 +24,8 @@ use crate::cancel::Cancel;
 
 /// Largest gap between two needed blobs that is read through rather than skipped.
 pub(super) const GAP: u64 = 256 << 10;
-/// Largest coalesced read (a single larger blob is read whole).
-pub(super) const MAX_READ: u64 = 8 << 20;
 /// Range reads in flight at once.
 pub(super) const FETCH_THREADS: usize = 4;
-/// Fetched ranges waiting for the consumer.
-pub(super) const QUEUE_DEPTH: usize = 4;
 
 /// One read: blobs `first..end` of pack `pack`, covering `offset..offset + length`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,14 +52,14 @@ pub(super) struct Fetched {
 }
 
 /// Groups the blobs of `work` (sorted by offset) into read ranges.
-pub(super) fn coalesce(pack: usize, work: &PackWork) -> Vec<ReadRange> {
+pub(super) fn coalesce(pack: usize, work: &PackWork, max_read: u64) -> Vec<ReadRange> {
     let mut ranges: Vec<ReadRange> = Vec::new();
     for (i, blob) in work.blobs.iter().enumerate() {
         let start = blob.location.offset;
         let end = start + u64::from(blob.location.length);
         if let Some(last) = ranges.last_mut() {
             let last_end = last.offset + last.length;
-            if start <= last_end + GAP && end.saturating_sub(last.offset) <= MAX_READ {
+            if start <= last_end + GAP && end.saturating_sub(last.offset) <= max_read {
                 last.end = i + 1;
                 last.length = last.length.max(end - last.offset);
                 continue;
@@ -86,13 +84,14 @@ pub(super) fn fetch_all(
     cancel: &Cancel,
     mut consume: impl FnMut(Fetched),
 ) {
+    let hints = repo.backend().read_hints();
     let ranges: Vec<ReadRange> = packs
         .iter()
         .enumerate()
-        .flat_map(|(i, work)| coalesce(i, work))
+        .flat_map(|(i, work)| coalesce(i, work, hints.max_read))
         .collect();
     let next = AtomicUsize::new(0);
-    let (sender, receiver) = mpsc::sync_channel::<Fetched>(QUEUE_DEPTH);
+    let (sender, receiver) = mpsc::sync_channel::<Fetched>(hints.queue_depth);
     std::thread::scope(|scope| {
         for _ in 0..FETCH_THREADS.min(ranges.len()) {
             let sender = sender.clone();
@@ -149,6 +148,7 @@ fn read_range(repo: &Repository, work: &PackWork, range: ReadRange) -> Vec<Fetch
 
 #[cfg(test)]
 mod tests {
+    use bunker_repo_format::backend::ReadHints;
     use bunker_repo_format::index::BlobLocation;
     use bunker_repo_format::{BlobId, BlobKind, PackId};
 
@@ -176,10 +176,12 @@ mod tests {
         }
     }
 
+    const MAX_READ: u64 = ReadHints::REMOTE.max_read;
+
     #[test]
     fn near_blobs_are_read_together_and_far_ones_apart() {
         let w = work(&[(100, 1000), (1100, 1000), (2100 + GAP, 10), (1 << 30, 5)]);
-        let ranges = coalesce(7, &w);
+        let ranges = coalesce(7, &w, MAX_READ);
         assert_eq!(
             ranges,
             vec![
@@ -210,7 +212,7 @@ mod tests {
             (2 * u64::from(blob), blob),
             (3 * u64::from(blob), blob),
         ]);
-        let ranges = coalesce(0, &w);
+        let ranges = coalesce(0, &w, MAX_READ);
         assert_eq!(ranges.len(), 2);
         assert!(ranges.iter().all(|r| r.length <= MAX_READ));
         assert_eq!((ranges[0].first, ranges[0].end), (0, 3));
@@ -220,7 +222,7 @@ mod tests {
     #[test]
     fn a_blob_larger_than_the_limit_is_one_range() {
         let w = work(&[(0, 10), (10, (MAX_READ + 1) as u32)]);
-        let ranges = coalesce(0, &w);
+        let ranges = coalesce(0, &w, MAX_READ);
         assert_eq!(ranges.len(), 2);
         assert_eq!(ranges[1].length, MAX_READ + 1);
     }

@@ -339,6 +339,10 @@ impl<B: Backend> Backend for FaultyBackend<B> {
         self.inner.location()
     }
 
+    fn read_hints(&self) -> super::ReadHints {
+        self.inner.read_hints()
+    }
+
     fn put_if_absent(&self, name: &str, bytes: &[u8]) -> Result<()> {
         self.run(Call::Put, name, || self.inner.put_if_absent(name, bytes))
     }

@@ -20,7 +20,7 @@ use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::{Backend, LockPolicy, ObjectMeta, validate_name};
+use super::{Backend, LockPolicy, ObjectMeta, ReadHints, validate_name};
 use crate::error::{Error, Result};
 
 /// The object whose presence marks a directory as a repository.
@@ -228,6 +228,10 @@ impl LocalBackend {
 impl Backend for LocalBackend {
     fn location(&self) -> String {
         self.root.display().to_string()
+    }
+
+    fn read_hints(&self) -> ReadHints {
+        ReadHints::LOCAL
     }
 
     fn put_if_absent(&self, name: &str, bytes: &[u8]) -> Result<()> {

@@ -36,6 +36,31 @@ pub struct ObjectMeta {
     pub modified: SystemTime,
 }
 
+/// How a restore should read from a backend: coalesced range sizes and how many wait.
+///
+/// A remote store pays a round trip per request, so it gets few large reads; a local
+/// directory answers from the page cache, so smaller reads cost nothing and keep memory low.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadHints {
+    /// Largest coalesced range read (one larger blob is still read whole).
+    pub max_read: u64,
+    /// Fetched ranges that may wait for the consumer.
+    pub queue_depth: usize,
+}
+
+impl ReadHints {
+    /// For stores reached over a network (S3): 8 MiB reads, four waiting.
+    pub const REMOTE: ReadHints = ReadHints {
+        max_read: 8 << 20,
+        queue_depth: 4,
+    };
+    /// For a local directory: 2 MiB reads, two waiting.
+    pub const LOCAL: ReadHints = ReadHints {
+        max_read: 2 << 20,
+        queue_depth: 2,
+    };
+}
+
 /// An object store holding a repository.
 ///
 /// Contracts every implementation keeps:
@@ -49,6 +74,11 @@ pub struct ObjectMeta {
 pub trait Backend: Send + Sync + Debug {
     /// Where the repository lives, for messages (`/srv/backup`, `s3://bucket/prefix`).
     fn location(&self) -> String;
+
+    /// How restores should read from this store ([`ReadHints::REMOTE`] unless overridden).
+    fn read_hints(&self) -> ReadHints {
+        ReadHints::REMOTE
+    }
 
     /// Stores `bytes` under `name` unless an object of that name exists.
     fn put_if_absent(&self, name: &str, bytes: &[u8]) -> Result<()>;
@@ -105,6 +135,9 @@ pub trait Backend: Send + Sync + Debug {
 impl<B: Backend + ?Sized> Backend for Arc<B> {
     fn location(&self) -> String {
         (**self).location()
+    }
+    fn read_hints(&self) -> ReadHints {
+        (**self).read_hints()
     }
     fn put_if_absent(&self, name: &str, bytes: &[u8]) -> Result<()> {
         (**self).put_if_absent(name, bytes)
