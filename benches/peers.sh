@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Peer benchmark: bunker beside restic, rustic and borg on the same corpus, in one run of the
 # shared harness (../shared/bench/peers.sh: five phases per tool under /usr/bin/time -v),
-# then bunker's ratios against each peer, phase by phase.
+# then bunker's ratios against each peer, phase by phase, and its restore against `cp -a`.
 #
 # usage: benches/peers.sh [CORPUS] [CONFIG...]
 #   CORPUS  src (default) | vol | mixed | tiny       (built here when missing)
@@ -46,8 +46,16 @@ export BUNKER_BIN=$root/target/release/bunker
 results=${RESULTS:-$data/results/bunker-$corpus-$(date +%Y%m%d-%H%M%S)}
 RESULTS=$results "$harness/peers.sh" "$corpus" bunker "${peers[@]}"
 
+# The floor for a restore: `cp -a` of the same tree into a fresh directory on the same
+# filesystem, right after the harness (source in the page cache, as a restore's repository is).
+cp_target=$data/cp-a-target
+rm -rf "$cp_target"
+sync
+/usr/bin/time -f "%e %U %S %M" -o "$results/cp-a.time" cp -a "$data/pristine/$corpus" "$cp_target"
+rm -rf "$cp_target"
+
 # bunker / peer, per phase: wall time, CPU, peak RSS; repository size after the last backup.
-python3 - "$results/results.tsv" <<'EOF'
+python3 - "$results/results.tsv" "$results/cp-a.time" <<'EOF'
 import csv, statistics, sys
 from collections import defaultdict
 rows = [r for r in csv.DictReader(open(sys.argv[1]), delimiter="\t") if r["rc"] == "0"]
@@ -69,5 +77,10 @@ for peer in peers:
             a, b = mean("bunker", phase, field), mean(peer, phase, field)
             cells.append(f"{a / b:7.2f}" if a is not None and b else "      -")
         print(f"{peer:<12} {phase:<8} " + " ".join(cells))
+cp_wall, cp_user, cp_sys, cp_rss = map(float, open(sys.argv[2]).read().split()[-4:])
+restore = mean("bunker", "restore", "wall_s")
+if restore:
+    print(f"cp -a        restore  {restore / cp_wall:7.2f} "
+          f"(bunker {restore:.2f} s, cp -a {cp_wall:.2f} s, {cp_user + cp_sys:.2f} CPU s)")
 EOF
 echo "results: $results (report.md has the absolute figures)"
