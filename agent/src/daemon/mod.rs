@@ -498,23 +498,62 @@ pub fn plan_tick(
     host: &str,
     now: &Zoned,
 ) -> Vec<Tick> {
-    let now_second = now.timestamp().as_second();
     let mut ticks = Vec::new();
     for source in sources {
         let entry = state.source(&source.name);
-        let last = *entry.last_slot.get_or_insert(now_second);
-        let Some(slot) = due_slot(&source.schedule, last, host, source, now) else {
-            continue;
+        let busy = running.contains(&source.name);
+        let slots = Slots {
+            last: &mut entry.last_slot,
+            runs: &mut entry.runs,
         };
-        entry.last_slot = Some(slot);
-        if running.contains(&source.name) {
-            *entry.runs.entry("skipped".into()).or_default() += 1;
-            ticks.push(Tick::Skip(source.name.clone()));
-        } else {
-            ticks.push(Tick::Start(source.name.clone()));
+        match slots.take_due(&source.schedule, busy, host, source, now) {
+            Some(Due::Start) => ticks.push(Tick::Start(source.name.clone())),
+            Some(Due::Skip) => ticks.push(Tick::Skip(source.name.clone())),
+            None => {}
         }
     }
     ticks
+}
+
+/// What a due slot asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Due {
+    /// Start the job.
+    Start,
+    /// The previous job still runs: the slot is skipped (and counted).
+    Skip,
+}
+
+/// The schedule bookkeeping of one kind of job of a source (its backups, or its drills).
+struct Slots<'a> {
+    /// The last slot taken; `None` before the first tick.
+    last: &'a mut Option<i64>,
+    /// Run counters by outcome; a skipped slot counts as `skipped`.
+    runs: &'a mut std::collections::BTreeMap<String, u64>,
+}
+
+impl Slots<'_> {
+    /// Takes the slot of `schedule` due at `now`, if any: records it as the last slot (a
+    /// job without one starts counting at `now`), and says whether to start or, when the
+    /// previous job is still `busy`, to skip it.
+    fn take_due(
+        self,
+        schedule: &Schedule,
+        busy: bool,
+        host: &str,
+        source: &Source,
+        now: &Zoned,
+    ) -> Option<Due> {
+        let last = *self.last.get_or_insert(now.timestamp().as_second());
+        let slot = due_slot(schedule, last, host, source, now)?;
+        *self.last = Some(slot);
+        if busy {
+            *self.runs.entry("skipped".into()).or_default() += 1;
+            Some(Due::Skip)
+        } else {
+            Some(Due::Start)
+        }
+    }
 }
 
 /// The slot to record when `schedule` is due at `now` for a source (`host`'s jitter

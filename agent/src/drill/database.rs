@@ -21,11 +21,9 @@
 //! dropped, on every path out of the drill.
 
 use std::fs;
-use std::io::{self, Read, Write};
-use std::os::unix::fs::DirBuilderExt;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::process;
 
@@ -53,9 +51,6 @@ const FIELD_SEPARATOR: &str = "\u{1f}";
 /// Separates the rows of psql's output.
 const RECORD_SEPARATOR: &str = "\u{1e}";
 
-/// Distinguishes the server directories made by one process.
-static SERIAL: AtomicU64 = AtomicU64::new(0);
-
 /// A temporary PostgreSQL server; stopped and its directory removed when dropped.
 #[derive(Debug)]
 pub(super) struct Server {
@@ -80,7 +75,7 @@ impl Server {
             })?,
         };
         let as_postgres = crate::platform::is_root();
-        let dir = server_dir()
+        let dir = super::private_temp_dir("pg")
             .map_err(|e| format!("cannot make a directory for the temporary server: {e}"))?;
         let mut server = Server {
             bin,
@@ -341,23 +336,6 @@ fn find_bin() -> Option<PathBuf> {
     }
     std::env::split_paths(&std::env::var_os("PATH")?)
         .find(|dir| dir.join("initdb").exists() && dir.join("pg_ctl").exists())
-}
-
-/// A new private directory under the system temporary directory.
-fn server_dir() -> io::Result<PathBuf> {
-    let base = std::env::temp_dir();
-    loop {
-        let path = base.join(format!(
-            "bunker-drill-pg-{}-{}",
-            std::process::id(),
-            SERIAL.fetch_add(1, Ordering::Relaxed)
-        ));
-        match fs::DirBuilder::new().mode(0o700).create(&path) {
-            Ok(()) => return Ok(path),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 /// A port on 127.0.0.1 that was free a moment ago.

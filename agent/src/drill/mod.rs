@@ -17,7 +17,9 @@ pub mod report;
 mod select;
 mod smoke;
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use bunker_repo_format::index::Index;
@@ -297,4 +299,25 @@ fn fail(report: &mut DrillReport, failure: Failure, mut errors: Vec<String>) {
         errors.push(format!("... and {more} more"));
     }
     report.errors = errors;
+}
+
+/// Distinguishes the temporary directories made by one process.
+static TEMP_SERIAL: AtomicU64 = AtomicU64::new(0);
+
+/// A new private (0700) directory `bunker-drill-<kind>-<pid>-<n>` under the system
+/// temporary directory, for a drill's mountpoint or database server.
+fn private_temp_dir(kind: &str) -> std::io::Result<PathBuf> {
+    let base = std::env::temp_dir();
+    loop {
+        let path = base.join(format!(
+            "bunker-drill-{kind}-{}-{}",
+            std::process::id(),
+            TEMP_SERIAL.fetch_add(1, Ordering::Relaxed)
+        ));
+        match std::fs::DirBuilder::new().mode(0o700).create(&path) {
+            Ok(()) => return Ok(path),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
 }

@@ -8,10 +8,7 @@
 //! path out of a drill: success, a failing smoke command, an error, cancellation.
 
 use std::fs;
-use std::io;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::process;
 
@@ -26,9 +23,6 @@ pub(super) struct Mounted {
     mounted: bool,
 }
 
-/// Distinguishes the mountpoints made by one process.
-static SERIAL: AtomicU64 = AtomicU64::new(0);
-
 /// Mounts `image` read-only on a new temporary directory. The error says which step
 /// failed and what the tool printed; whatever was set up before is undone.
 pub(super) fn mount_read_only(image: &Path) -> Result<Mounted, String> {
@@ -37,7 +31,7 @@ pub(super) fn mount_read_only(image: &Path) -> Result<Mounted, String> {
         device: None,
         mounted: false,
     };
-    let point = mountpoint()
+    let point = super::private_temp_dir("mount")
         .map_err(|e| format!("cannot make a mountpoint for {}: {e}", image.display()))?;
     mounted.point = Some(point.clone());
     let out = process::run(
@@ -153,22 +147,5 @@ impl Mounted {
 impl Drop for Mounted {
     fn drop(&mut self) {
         let _ = self.undo();
-    }
-}
-
-/// A new private directory under the system temporary directory.
-fn mountpoint() -> io::Result<PathBuf> {
-    let base = std::env::temp_dir();
-    loop {
-        let path = base.join(format!(
-            "bunker-drill-mount-{}-{}",
-            std::process::id(),
-            SERIAL.fetch_add(1, Ordering::Relaxed)
-        ));
-        match fs::DirBuilder::new().mode(0o700).create(&path) {
-            Ok(()) => return Ok(path),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e),
-        }
     }
 }

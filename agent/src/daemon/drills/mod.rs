@@ -30,7 +30,7 @@ use bunker_repo_format::tree::Timestamp;
 use jiff::Zoned;
 
 use super::state::{AgentState, append_journal};
-use super::{Agent, AgentError, due_slot, latest_slot, next_slot};
+use super::{Agent, AgentError, Due, Slots, latest_slot, next_slot};
 use crate::cancel::Cancel;
 use crate::drill::{self, DrillSpec};
 use crate::policy::Source;
@@ -57,23 +57,21 @@ pub fn plan_drills(
     host: &str,
     now: &Zoned,
 ) -> Vec<DrillTick> {
-    let now_second = now.timestamp().as_second();
     let mut ticks = Vec::new();
     for source in sources {
         let Some(verify) = &source.verify else {
             continue;
         };
         let entry = &mut state.source(&source.name).drill;
-        let last = *entry.last_slot.get_or_insert(now_second);
-        let Some(slot) = due_slot(&verify.schedule, last, host, source, now) else {
-            continue;
+        let busy = drilling.contains(&source.name);
+        let slots = Slots {
+            last: &mut entry.last_slot,
+            runs: &mut entry.runs,
         };
-        entry.last_slot = Some(slot);
-        if drilling.contains(&source.name) {
-            *entry.runs.entry("skipped".into()).or_default() += 1;
-            ticks.push(DrillTick::Skip(source.name.clone()));
-        } else {
-            ticks.push(DrillTick::Start(source.name.clone()));
+        match slots.take_due(&verify.schedule, busy, host, source, now) {
+            Some(Due::Start) => ticks.push(DrillTick::Start(source.name.clone())),
+            Some(Due::Skip) => ticks.push(DrillTick::Skip(source.name.clone())),
+            None => {}
         }
     }
     ticks
