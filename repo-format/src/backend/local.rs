@@ -20,6 +20,8 @@ use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
+
 use super::{Backend, LockPolicy, ObjectMeta, ReadHints, validate_name};
 use crate::error::{Error, Result};
 
@@ -490,6 +492,12 @@ fn write_and_link(mut file: File, temp: &Path, target: &Path, bytes: &[u8]) -> i
     // Change the mode before the fsync so the read-only mode is durable too.
     file.set_permissions(Permissions::from_mode(0o444))?;
     file.sync_all()?;
+    // The object is durable: drop its pages from the page cache. Nothing reads a new pack
+    // back soon, so keeping them would only evict the host's own working set; and freeing
+    // them lets the next object reuse warm pages (on a VM whose free memory goes back to
+    // the hypervisor, writing into fresh pages cost backups about 15% of their CPU). Only a
+    // hint: where it is not supported, nothing changes.
+    let _ = posix_fadvise(&file, 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED);
     drop(file);
     fs::hard_link(temp, target)
 }
