@@ -5,7 +5,7 @@
 //! so a blob cannot be passed off as another or as another kind.
 
 use crate::compress::{self, Compression};
-use crate::crypto::{SEAL_OVERHEAD, SymmetricKey};
+use crate::crypto::{SEAL_OVERHEAD, SymmetricKey, WriterKey};
 use crate::error::{Error, Result};
 use crate::id::BlobId;
 
@@ -75,6 +75,41 @@ pub fn seal_blob(
     sealed
 }
 
+/// Seals like [`seal_blob`], then proves that the result reads back: opens it again and
+/// checks that the plaintext re-hashes to `id` under `id_key`. A fault in compression,
+/// encryption or memory (or an id that does not belong to `plaintext`) is caught here,
+/// before the blob is stored, instead of at restore time.
+pub fn seal_blob_verified(
+    key: &SymmetricKey,
+    id_key: &WriterKey,
+    kind: BlobKind,
+    id: &BlobId,
+    plaintext: &[u8],
+    level: i32,
+) -> Result<Vec<u8>> {
+    let sealed = seal_blob(key, kind, id, plaintext, level);
+    let raw_length = u32::try_from(plaintext.len()).map_err(|_| {
+        Error::Invalid(format!(
+            "{} blob {id} of {} bytes is too large",
+            kind.name(),
+            plaintext.len()
+        ))
+    })?;
+    let opened = open_blob(key, kind, id, &sealed, raw_length, "a new blob").map_err(|e| {
+        Error::Invalid(format!(
+            "a sealed {} blob does not read back: {e}",
+            kind.name()
+        ))
+    })?;
+    if id_key.blob_id_bytes(&opened) != *id.as_bytes() {
+        return Err(Error::Invalid(format!(
+            "a sealed {} blob does not re-hash to its id {id}",
+            kind.name()
+        )));
+    }
+    Ok(sealed)
+}
+
 /// Opens a sealed blob and decompresses it to `raw_length` bytes.
 ///
 /// This authenticates the bytes; the caller must still re-hash the plaintext against `id`
@@ -122,6 +157,30 @@ mod tests {
             let opened = open_blob(&key, kind, &id, &sealed, data.len() as u32, "p").unwrap();
             prop_assert_eq!(opened, data);
         }
+    }
+
+    #[test]
+    fn a_verified_seal_opens_to_the_plaintext_and_refuses_an_id_that_is_not_its_hash() {
+        let key = SymmetricKey::from_bytes([5; 32]);
+        let master = crate::crypto::MasterKey::generate();
+        let id_key = master.writer();
+        let data = b"some chunk of a file, some chunk of a file".repeat(50);
+        let id = BlobId::from_bytes(id_key.blob_id_bytes(&data));
+        for level in [0, 3] {
+            let sealed = seal_blob_verified(&key, id_key, BlobKind::Data, &id, &data, level)
+                .expect("a blob whose id is its hash verifies");
+            let opened = open_blob(&key, BlobKind::Data, &id, &sealed, data.len() as u32, "p")
+                .expect("opens");
+            assert_eq!(opened, data);
+        }
+        // The id of other bytes: the blob would restore as the wrong content.
+        let other = BlobId::from_bytes(id_key.blob_id_bytes(b"other bytes"));
+        let err = seal_blob_verified(&key, id_key, BlobKind::Data, &other, &data, 3)
+            .expect_err("a blob whose id is not its hash is refused");
+        assert!(
+            err.to_string().contains("does not re-hash to its id"),
+            "{err}"
+        );
     }
 
     #[test]

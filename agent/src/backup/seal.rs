@@ -7,7 +7,7 @@
 use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
-use bunker_repo_format::blob::{open_blob, seal_blob};
+use bunker_repo_format::blob::{seal_blob, seal_blob_verified};
 use bunker_repo_format::crypto::{SealingSession, WriterKey};
 use bunker_repo_format::{BlobId, BlobKind, SealedBlob};
 use rayon::prelude::*;
@@ -156,25 +156,15 @@ fn seal_one(
     id: BlobId,
     plaintext: &[u8],
 ) -> Result<SealedBlob, String> {
-    let sealed = seal_blob(keys.session.key(), kind, &id, plaintext, keys.level);
     let raw_length = u32::try_from(plaintext.len())
         .map_err(|_| format!("blob {id} of {} bytes is too large", plaintext.len()))?;
-    if keys.verify {
-        let opened = open_blob(
-            keys.session.key(),
-            kind,
-            &id,
-            &sealed,
-            raw_length,
-            "new blob",
-        )
-        .map_err(|e| format!("verifying a sealed blob failed: {e}"))?;
-        if keys.writer.blob_id_bytes(&opened) != *id.as_bytes() {
-            return Err(format!(
-                "verifying a sealed blob failed: blob {id} does not re-hash to its id"
-            ));
-        }
-    }
+    let key = keys.session.key();
+    let sealed = if keys.verify {
+        seal_blob_verified(key, &keys.writer, kind, &id, plaintext, keys.level)
+            .map_err(|e| format!("verifying a sealed blob failed: {e}"))?
+    } else {
+        seal_blob(key, kind, &id, plaintext, keys.level)
+    };
     Ok(SealedBlob {
         id,
         kind,

@@ -266,7 +266,7 @@ impl<'w, 'r> Sealer<'w, 'r> {
         let sealed: Vec<_> = pending
             .par_iter()
             .map(|(id, data)| writer.seal(BlobKind::Data, *id, data))
-            .collect();
+            .collect::<Result<_, _>>()?;
         for blob in sealed {
             self.writer.add_sealed(blob)?;
         }

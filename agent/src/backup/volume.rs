@@ -307,7 +307,7 @@ fn store_batch(
                 .id
                 .map(|id| repo_writer.seal(BlobKind::Data, id, &chunk.data))
         })
-        .collect();
+        .collect::<Result<_, _>>()?;
     for blob in sealed {
         writer.add_sealed(blob)?;
     }

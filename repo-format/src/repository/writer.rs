@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use super::Repository;
-use crate::blob::{BlobKind, MAX_BLOB_LENGTH, seal_blob};
+use crate::blob::{BlobKind, MAX_BLOB_LENGTH, seal_blob_verified};
 use crate::crypto::SealingSession;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, IndexId, PackId};
@@ -139,20 +139,23 @@ impl<'a> BlobWriter<'a> {
         &self.depends_on
     }
 
-    /// Seals a blob (CPU only; safe to call from many threads).
-    pub fn seal(&self, kind: BlobKind, id: BlobId, plaintext: &[u8]) -> SealedBlob {
-        SealedBlob {
+    /// Seals a blob and verifies it (opened again and re-hashed, see
+    /// [`seal_blob_verified`]); CPU only, safe to call from many threads.
+    pub fn seal(&self, kind: BlobKind, id: BlobId, plaintext: &[u8]) -> Result<SealedBlob> {
+        let sealed = seal_blob_verified(
+            self.session.key(),
+            self.repo.writer_key(),
+            kind,
+            &id,
+            plaintext,
+            self.repo.config.params.compression_level,
+        )?;
+        Ok(SealedBlob {
             id,
             kind,
-            sealed: seal_blob(
-                self.session.key(),
-                kind,
-                &id,
-                plaintext,
-                self.repo.config.params.compression_level,
-            ),
+            sealed,
             raw_length: u32::try_from(plaintext.len()).unwrap_or(u32::MAX),
-        }
+        })
     }
 
     /// Adds a sealed blob unless it is already known; returns whether it was new.
@@ -216,7 +219,7 @@ impl<'a> BlobWriter<'a> {
         if self.reuse(&id) {
             return Ok((id, false));
         }
-        let sealed = self.seal(kind, id, plaintext);
+        let sealed = self.seal(kind, id, plaintext)?;
         Ok((id, self.add_sealed(sealed)?))
     }
 
