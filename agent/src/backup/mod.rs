@@ -23,6 +23,8 @@ mod pack;
 mod read;
 mod seal;
 mod stream;
+#[cfg(test)]
+mod tests;
 mod upload;
 mod volume;
 

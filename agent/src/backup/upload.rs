@@ -1,9 +1,12 @@
-//! The upload stage: finished packs are stored by a few threads while the CPU stages go on
-//! (the backend is synchronous; a local one fsyncs every object).
+//! The upload stage: finished packs are stored by a few threads while the CPU stages go on.
+//!
+//! The backend trait is synchronous; each upload thread blocks in one put. How many run at
+//! once is the backend's [`put_concurrency`](bunker_repo_format::backend::Backend::put_concurrency):
+//! one for a local directory (every put ends in an fsync), several for S3, whose client
+//! runs them on its tokio runtime, bounded by its in-flight limit.
 //!
 //! The queue holds no pack: a full pack waits in the pack stage until an uploader is free,
-//! so at most [`UPLOADERS`] + 1 full packs are in memory (one uploader: the backend is
-//! rarely the limit, and each pack in transit costs a pack size of memory).
+//! so at most `put_concurrency + 1` full packs are in memory.
 
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -11,9 +14,6 @@ use std::thread::{Scope, ScopedJoinHandle};
 
 use bunker_repo_format::pack::{FinishedPack, PackEntry};
 use bunker_repo_format::{PackId, Repository};
-
-/// Packs uploaded at the same time.
-pub(super) const UPLOADERS: usize = 1;
 
 /// A pack that is stored: what the writer needs to index it.
 pub(super) struct Uploaded {
@@ -30,12 +30,13 @@ pub(super) struct Uploads<'scope> {
 }
 
 impl<'scope> Uploads<'scope> {
-    /// Starts [`UPLOADERS`] threads in `scope` storing packs into `repo`.
+    /// Starts the backend's number of upload threads in `scope`, storing packs into `repo`.
     pub(super) fn start<'env>(scope: &'scope Scope<'scope, 'env>, repo: &'env Repository) -> Self {
+        let uploaders = repo.backend().put_concurrency().clamp(1, 16);
         let (queue, receiver) = sync_channel::<FinishedPack>(0);
         let receiver = Arc::new(Mutex::new(receiver));
         let (done_tx, done) = channel();
-        let threads = (0..UPLOADERS)
+        let threads = (0..uploaders)
             .map(|_| {
                 let receiver = Arc::clone(&receiver);
                 let done_tx: Sender<_> = done_tx.clone();

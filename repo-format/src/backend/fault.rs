@@ -343,6 +343,10 @@ impl<B: Backend> Backend for FaultyBackend<B> {
         self.inner.read_hints()
     }
 
+    fn put_concurrency(&self) -> usize {
+        self.inner.put_concurrency()
+    }
+
     fn put_if_absent(&self, name: &str, bytes: &[u8]) -> Result<()> {
         self.run(Call::Put, name, || self.inner.put_if_absent(name, bytes))
     }

@@ -236,6 +236,10 @@ impl Backend for LocalBackend {
         ReadHints::LOCAL
     }
 
+    fn put_concurrency(&self) -> usize {
+        1
+    }
+
     fn put_if_absent(&self, name: &str, bytes: &[u8]) -> Result<()> {
         let path = self.object_path(name)?;
         // Cheap early exit; the link below is what actually guarantees no overwrite.

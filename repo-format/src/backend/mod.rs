@@ -61,6 +61,9 @@ impl ReadHints {
     };
 }
 
+/// Pack uploads in flight for a store reached over a network (see [`Backend::put_concurrency`]).
+pub const PUT_CONCURRENCY_REMOTE: usize = 4;
+
 /// An object store holding a repository.
 ///
 /// Contracts every implementation keeps:
@@ -78,6 +81,15 @@ pub trait Backend: Send + Sync + Debug {
     /// How restores should read from this store ([`ReadHints::REMOTE`] unless overridden).
     fn read_hints(&self) -> ReadHints {
         ReadHints::REMOTE
+    }
+
+    /// How many large puts (packs) a writer should have in flight at once. A remote store
+    /// needs several to fill its bandwidth (each request waits a round trip and its
+    /// throughput is limited per connection); a local directory one, since every put ends
+    /// in an fsync that others would only queue behind. Each one in flight holds a pack in
+    /// memory. [`PUT_CONCURRENCY_REMOTE`] unless overridden.
+    fn put_concurrency(&self) -> usize {
+        PUT_CONCURRENCY_REMOTE
     }
 
     /// Stores `bytes` under `name` unless an object of that name exists.
@@ -138,6 +150,9 @@ impl<B: Backend + ?Sized> Backend for Arc<B> {
     }
     fn read_hints(&self) -> ReadHints {
         (**self).read_hints()
+    }
+    fn put_concurrency(&self) -> usize {
+        (**self).put_concurrency()
     }
     fn put_if_absent(&self, name: &str, bytes: &[u8]) -> Result<()> {
         (**self).put_if_absent(name, bytes)
