@@ -2,7 +2,7 @@
 //!
 //! The backend trait is synchronous; each upload thread blocks in one put. How many run at
 //! once is the backend's [`put_concurrency`](bunker_repo_format::backend::Backend::put_concurrency):
-//! one for a local directory (every put ends in an fsync), several for S3, whose client
+//! one for a local directory (every put ends in an fsync), two for S3, whose client
 //! runs them on its tokio runtime, bounded by its in-flight limit.
 //!
 //! The queue holds no pack: a full pack waits in the pack stage until an uploader is free,

@@ -62,7 +62,7 @@ impl ReadHints {
 }
 
 /// Pack uploads in flight for a store reached over a network (see [`Backend::put_concurrency`]).
-pub const PUT_CONCURRENCY_REMOTE: usize = 4;
+pub const PUT_CONCURRENCY_REMOTE: usize = 2;
 
 /// An object store holding a repository.
 ///
