@@ -9,7 +9,7 @@ use std::sync::mpsc::Receiver;
 use bunker_repo_format::{BlobWriter, Repository};
 
 use super::seal::SealedBatch;
-use super::upload::{Uploaded, Uploads};
+use super::upload::{Uploads, record};
 
 /// Runs the pack stage until every sender of `input` is gone, then uploads the open packs.
 /// Returns the writer with everything uploaded and recorded (not yet flushed).
@@ -65,22 +65,4 @@ pub(super) fn run<'a>(
             None => Ok(writer),
         }
     })
-}
-
-/// Records the packs that were stored (even after a failure, so an interrupted backup
-/// leaves them indexed); returns the first error.
-fn record(
-    writer: &mut BlobWriter<'_>,
-    uploaded: Vec<bunker_repo_format::Result<Uploaded>>,
-) -> bunker_repo_format::Result<()> {
-    let mut first = Ok(());
-    for pack in uploaded {
-        let recorded = pack.and_then(|p| writer.record_uploaded(p.id, p.stored, p.entries));
-        if let Err(e) = recorded
-            && first.is_ok()
-        {
-            first = Err(e);
-        }
-    }
-    first
 }

@@ -15,9 +15,10 @@ use std::time::Instant;
 
 use bunker_repo_format::snapshot::{ConsistencyLevel, Snapshot, SourceKind, Summary};
 use bunker_repo_format::tree::{Entry, Extent, Metadata, Node, Tree, is_valid_name};
-use bunker_repo_format::{BlobId, BlobKind, BlobWriter, Repository};
+use bunker_repo_format::{BlobId, BlobKind, Repository};
 use rayon::prelude::*;
 
+use super::upload::Packer;
 use super::{BackupError, BackupOutcome, WriteStart, commit, now, start_writing};
 use crate::cancel::Cancel;
 
@@ -126,35 +127,47 @@ fn backup_stream_checked(
     let mut writer = repo.blob_writer(&index);
     writer.exclude_packs(condemned);
 
-    let mut sealer = Sealer::new(&mut writer);
     let mut extents = Vec::new();
     let mut buffer = Vec::new();
     let source_error = |source: io::Error| BackupError::Source {
         path: PathBuf::from(format!("/{}", options.name)),
         source,
     };
-    let read = repo.chunker().clone().chunk_reader::<_, ChunkFailure>(
-        reader,
-        u64::MAX,
-        &mut buffer,
-        |chunk| {
-            if cancel.is_cancelled() {
-                return Err(ChunkFailure::Backup(BackupError::Interrupted));
-            }
-            let id = repo.blob_id(chunk);
-            extents.push(Extent::Chunk {
-                id,
-                length: chunk.len() as u32,
-            });
-            sealer.queue(id, chunk).map_err(ChunkFailure::Backup)
-        },
-    );
-    let read = match read {
+    let stored = std::thread::scope(|scope| {
+        let mut sealer = Sealer::new(Packer::start(scope, repo, &mut writer));
+        let read = repo.chunker().clone().chunk_reader::<_, ChunkFailure>(
+            reader,
+            u64::MAX,
+            &mut buffer,
+            |chunk| {
+                if cancel.is_cancelled() {
+                    return Err(ChunkFailure::Backup(BackupError::Interrupted));
+                }
+                let id = repo.blob_id(chunk);
+                extents.push(Extent::Chunk {
+                    id,
+                    length: chunk.len() as u32,
+                });
+                sealer.queue(id, chunk).map_err(ChunkFailure::Backup)
+            },
+        );
+        let read = match read {
+            Ok(read) => sealer.seal_pending().map(|()| read),
+            Err(ChunkFailure::Io(e)) => Err(source_error(e)),
+            Err(ChunkFailure::Backup(e)) => Err(e),
+        };
+        // The packs stored so far are recorded either way, so a failed run's uploads are
+        // indexed below and reused by the next one.
+        let finished = sealer.packer.finish();
+        read.and_then(|read| finished.map(|()| read).map_err(BackupError::from))
+    });
+    let read = match stored {
         Ok(read) => read,
-        Err(ChunkFailure::Io(e)) => return Err(source_error(e)),
-        Err(ChunkFailure::Backup(e)) => return Err(e),
+        Err(e) => {
+            writer.finish()?;
+            return Err(e);
+        }
     };
-    sealer.seal_pending()?;
     complete()?;
 
     let stamp = now();
@@ -230,18 +243,18 @@ impl From<io::Error> for ChunkFailure {
     }
 }
 
-/// Queues new chunks and seals them in parallel batches.
-struct Sealer<'w, 'r> {
-    writer: &'w mut BlobWriter<'r>,
+/// Queues new chunks and seals them in parallel batches; full packs upload in the background.
+struct Sealer<'w, 'r, 's> {
+    packer: Packer<'w, 'r, 's>,
     pending: Vec<(BlobId, Vec<u8>)>,
     pending_ids: HashSet<BlobId>,
     pending_bytes: usize,
 }
 
-impl<'w, 'r> Sealer<'w, 'r> {
-    fn new(writer: &'w mut BlobWriter<'r>) -> Self {
+impl<'w, 'r, 's> Sealer<'w, 'r, 's> {
+    fn new(packer: Packer<'w, 'r, 's>) -> Self {
         Sealer {
-            writer,
+            packer,
             pending: Vec::new(),
             pending_ids: HashSet::new(),
             pending_bytes: 0,
@@ -249,7 +262,7 @@ impl<'w, 'r> Sealer<'w, 'r> {
     }
 
     fn queue(&mut self, id: BlobId, chunk: &[u8]) -> Result<(), BackupError> {
-        if self.writer.reuse(&id) || !self.pending_ids.insert(id) {
+        if self.packer.writer.reuse(&id) || !self.pending_ids.insert(id) {
             return Ok(());
         }
         self.pending.push((id, chunk.to_vec()));
@@ -262,13 +275,13 @@ impl<'w, 'r> Sealer<'w, 'r> {
 
     fn seal_pending(&mut self) -> Result<(), BackupError> {
         let pending = std::mem::take(&mut self.pending);
-        let writer = &*self.writer;
+        let writer = &*self.packer.writer;
         let sealed: Vec<_> = pending
             .par_iter()
             .map(|(id, data)| writer.seal(BlobKind::Data, *id, data))
             .collect::<Result<_, _>>()?;
         for blob in sealed {
-            self.writer.add_sealed(blob)?;
+            self.packer.add(blob)?;
         }
         self.pending_ids.clear();
         self.pending_bytes = 0;

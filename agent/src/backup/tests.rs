@@ -9,7 +9,7 @@ use bunker_repo_format::backend::{Backend, MemoryBackend, ObjectMeta, ReadHints}
 use bunker_repo_format::keyslot::KdfParams;
 use bunker_repo_format::{InitOptions, Repository};
 
-use super::{BackupOptions, backup};
+use super::{BackupOptions, StreamOptions, VolumeOptions, backup, backup_stream, backup_volume};
 use crate::cancel::Cancel;
 use crate::restore::{RestoreOptions, restore};
 
@@ -74,22 +74,109 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
+/// A repository with 1 MiB packs on a store that takes `concurrency` pack puts at once.
+fn slow_repository(concurrency: usize) -> (Arc<SlowPuts>, Repository) {
+    let store = Arc::new(SlowPuts {
+        inner: MemoryBackend::new(),
+        concurrency,
+        in_flight: AtomicUsize::new(0),
+        most: AtomicUsize::new(0),
+    });
+    let backend: Arc<dyn Backend> = store.clone();
+    let mut options = InitOptions {
+        kdf: KdfParams::insecure_for_tests(),
+        ..InitOptions::default()
+    };
+    options.params.pack_size = 1 << 20;
+    let repo = Repository::init(backend, b"pw", options).expect("init");
+    (store, repo)
+}
+
+#[test]
+fn a_volume_is_packed_while_its_earlier_packs_upload() {
+    let (store, repo) = slow_repository(2);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let image = dir.path().join("disk.img");
+    // 12 MiB of data with a 4 MiB hole in the middle.
+    let mut bytes = noise(12 << 20, 7);
+    bytes[4 << 20..8 << 20].fill(0);
+    std::fs::write(&image, &bytes).expect("write image");
+    let outcome = backup_volume(
+        &repo,
+        &VolumeOptions {
+            device: image.clone(),
+            host: "h".into(),
+            ..VolumeOptions::default()
+        },
+        &Cancel::new(),
+    )
+    .expect("volume backup");
+    assert_eq!(store.most.load(Ordering::SeqCst), 2);
+    // The 8 MiB of data and the small tree: the hole is stored as nothing.
+    let added = outcome.snapshot.summary.bytes_added;
+    assert!((8 << 20..(8 << 20) + 4096).contains(&added), "{added}");
+
+    let index = repo.load_index_for_reading().expect("index").index;
+    let target = dir.path().join("restored.img");
+    crate::restore::restore_volume(
+        &repo,
+        &index,
+        &outcome.snapshot.tree,
+        &target,
+        &Cancel::new(),
+    )
+    .expect("volume restore");
+    assert!(std::fs::read(&target).expect("restored image") == bytes);
+}
+
+/// Gives `data`, then fails.
+struct FailingAfter {
+    data: std::io::Cursor<Vec<u8>>,
+}
+
+impl std::io::Read for FailingAfter {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.data.read(buf)? {
+            0 => Err(std::io::Error::other("the dump command died")),
+            n => Ok(n),
+        }
+    }
+}
+
+#[test]
+fn a_failed_stream_leaves_its_stored_packs_indexed_for_the_next_run() {
+    let (_store, repo) = slow_repository(2);
+    // Chunking reads up to two maximal chunks (16 MiB) ahead of the chunks it cuts.
+    let dump = noise(40 << 20, 11);
+    let options = StreamOptions {
+        name: "db.dump".into(),
+        host: "h".into(),
+        ..StreamOptions::default()
+    };
+    let failing = FailingAfter {
+        data: std::io::Cursor::new(dump[..30 << 20].to_vec()),
+    };
+    let err = backup_stream(&repo, failing, &options, &Cancel::new())
+        .expect_err("a stream that fails is no snapshot");
+    assert!(err.to_string().contains("the dump command died"), "{err}");
+    assert!(repo.list_snapshot_ids().expect("list").is_empty());
+    let indexed = repo.load_index().expect("index").index.len();
+    assert!(indexed >= 5, "only {indexed} blobs were indexed");
+
+    // The next run stores only what the failed one had not.
+    let outcome =
+        backup_stream(&repo, dump.as_slice(), &options, &Cancel::new()).expect("stream backup");
+    assert!(
+        outcome.snapshot.summary.bytes_added <= 30 << 20,
+        "{:?}",
+        outcome.snapshot.summary
+    );
+}
+
 #[test]
 fn packs_are_uploaded_as_many_at_once_as_the_store_asks_and_restore_exactly() {
     for concurrency in [1, 3] {
-        let store = Arc::new(SlowPuts {
-            inner: MemoryBackend::new(),
-            concurrency,
-            in_flight: AtomicUsize::new(0),
-            most: AtomicUsize::new(0),
-        });
-        let backend: Arc<dyn Backend> = store.clone();
-        let mut options = InitOptions {
-            kdf: KdfParams::insecure_for_tests(),
-            ..InitOptions::default()
-        };
-        options.params.pack_size = 1 << 20;
-        let repo = Repository::init(backend, b"pw", options).expect("init");
+        let (store, repo) = slow_repository(concurrency);
 
         let source = tempfile::tempdir().expect("temp dir");
         let files: Vec<(String, Vec<u8>)> = (0..12u64)

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{Scope, ScopedJoinHandle};
 
 use bunker_repo_format::pack::{FinishedPack, PackEntry};
-use bunker_repo_format::{PackId, Repository};
+use bunker_repo_format::{BlobWriter, PackId, Repository, SealedBlob};
 
 /// A pack that is stored: what the writer needs to index it.
 pub(super) struct Uploaded {
@@ -93,5 +93,70 @@ impl<'scope> Uploads<'scope> {
             }
         }
         self.done.try_iter().collect()
+    }
+}
+
+/// Records the packs that were stored (even after a failure, so an interrupted backup
+/// leaves them indexed); returns the first error.
+pub(super) fn record(
+    writer: &mut BlobWriter<'_>,
+    uploaded: Vec<bunker_repo_format::Result<Uploaded>>,
+) -> bunker_repo_format::Result<()> {
+    let mut first = Ok(());
+    for pack in uploaded {
+        let recorded = pack.and_then(|p| writer.record_uploaded(p.id, p.stored, p.entries));
+        if let Err(e) = recorded
+            && first.is_ok()
+        {
+            first = Err(e);
+        }
+    }
+    first
+}
+
+/// Packs sealed blobs on the calling thread and uploads full packs in the background, for
+/// the backups that pack where they seal (volumes and streams): the next batch is read and
+/// sealed while a pack is stored.
+pub(super) struct Packer<'w, 'a, 'scope> {
+    /// The session's writer (for deduplication and sealing).
+    pub writer: &'w mut BlobWriter<'a>,
+    uploads: Uploads<'scope>,
+}
+
+impl<'w, 'a, 'scope> Packer<'w, 'a, 'scope> {
+    /// Starts the upload threads in `scope`.
+    pub(super) fn start<'env>(
+        scope: &'scope Scope<'scope, 'env>,
+        repo: &'env Repository,
+        writer: &'w mut BlobWriter<'a>,
+    ) -> Self {
+        Self {
+            writer,
+            uploads: Uploads::start(scope, repo),
+        }
+    }
+
+    /// Adds a sealed blob; a pack that fills up goes to an uploader. Returns whether the
+    /// blob was new.
+    pub(super) fn add(&mut self, blob: SealedBlob) -> bunker_repo_format::Result<bool> {
+        let (new, full) = self.writer.pack_sealed(blob)?;
+        if let Some(full) = full {
+            self.uploads.send(full)?;
+        }
+        record(self.writer, self.uploads.finished())?;
+        Ok(new)
+    }
+
+    /// Uploads the open packs, waits for every upload and records each stored pack, also
+    /// after an error (so what was stored is indexed and reused by the next run); returns
+    /// the first error.
+    pub(super) fn finish(self) -> bunker_repo_format::Result<()> {
+        let sent = self
+            .writer
+            .take_open_packs()
+            .into_iter()
+            .try_for_each(|pack| self.uploads.send(pack));
+        let recorded = record(self.writer, self.uploads.close());
+        sent.and(recorded)
     }
 }

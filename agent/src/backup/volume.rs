@@ -24,6 +24,7 @@ use bunker_repo_format::tree::{Entry, Extent, Node, Timestamp, Tree, is_valid_na
 use bunker_repo_format::{BlobId, BlobKind, BlobWriter, Repository, SnapshotId};
 use rayon::prelude::*;
 
+use super::upload::Packer;
 use super::{BackupError, BackupOutcome, WriteStart, commit, find_parent, now, start_writing};
 use crate::cancel::Cancel;
 use crate::platform::{self, NameCache};
@@ -250,17 +251,27 @@ fn read_volume(
                 }
             }
         });
+        let mut packer = Packer::start(scope, repo, writer);
         let mut extents: Vec<Extent> = Vec::new();
-        for batch in receiver {
+        let stored = || {
+            for batch in receiver {
+                if cancel.is_cancelled() {
+                    return Err(VolumeFailure::Backup(BackupError::Interrupted));
+                }
+                let batch = batch.map_err(VolumeFailure::Io)?;
+                store_batch(repo, &mut packer, batch, &mut extents)?;
+            }
             if cancel.is_cancelled() {
                 return Err(VolumeFailure::Backup(BackupError::Interrupted));
             }
-            let batch = batch.map_err(VolumeFailure::Io)?;
-            store_batch(repo, writer, batch, &mut extents)?;
-        }
-        if cancel.is_cancelled() {
-            return Err(VolumeFailure::Backup(BackupError::Interrupted));
-        }
+            Ok(())
+        };
+        let stored = stored();
+        // Whatever happened, the packs stored so far are recorded (and indexed by the
+        // caller's flush), so an interrupted backup's uploads are reused.
+        let finished = packer.finish();
+        stored?;
+        finished?;
         Ok(extents)
     })
 }
@@ -268,7 +279,7 @@ fn read_volume(
 /// Hashes a batch, seals its new chunks in parallel and packs them; appends its extents.
 fn store_batch(
     repo: &Repository,
-    writer: &mut BlobWriter<'_>,
+    packer: &mut Packer<'_, '_, '_>,
     batch: Vec<Vec<u8>>,
     extents: &mut Vec<Extent>,
 ) -> Result<(), VolumeFailure> {
@@ -289,7 +300,7 @@ fn store_batch(
                 _ => extents.push(Extent::Hole { length }),
             },
             Some(id) => {
-                if !writer.reuse(&id) && new.insert(id) {
+                if !packer.writer.reuse(&id) && new.insert(id) {
                     to_seal.push(chunk);
                 }
                 extents.push(Extent::Chunk {
@@ -299,7 +310,7 @@ fn store_batch(
             }
         }
     }
-    let repo_writer = &*writer;
+    let repo_writer = &*packer.writer;
     let sealed: Vec<_> = to_seal
         .par_iter()
         .filter_map(|chunk| {
@@ -309,7 +320,7 @@ fn store_batch(
         })
         .collect::<Result<_, _>>()?;
     for blob in sealed {
-        writer.add_sealed(blob)?;
+        packer.add(blob)?;
     }
     Ok(())
 }
