@@ -7,14 +7,16 @@
 #   $PEERBENCH_DATA/pristine/NAME, default /var/tmp/peerbench), or `generated` (the default:
 #   a reproducible ~300 MB tree, BENCH_MB to change its size).
 # Env: REPS (default 2) rounds of local + S3, interleaved; BENCH_WORK (default
-# target/s3-throughput); PIN=1 gives the S3 server a core of its own (the last one) and runs
+# target/s3-throughput); S3_SERVER=moto (the test server, default) or s3s (s3s-fs, a Rust S3
+# server over a directory, to tell bunker's S3 path from moto's own cost); PIN=1 gives the
+# S3 server a core of its own (the last one) and runs
 # bunker on the others, in both the local and the S3 runs, the way a real S3 endpoint does
 # not share the client's CPU (on a 2-core machine bunker then has one core).
 #
-# Builds the release binary, starts moto with scripts/moto-server.sh (stopped on exit), warms
+# Builds the release binary, starts the S3 server (stopped on exit), warms
 # the corpus into the page cache, then per round: init + backup + restore into a local
 # directory, and the same into a fresh bucket. Prints wall time, MB/s, the CPU seconds of
-# bunker and of the moto server (from /proc/PID/stat) for every phase, and the S3/local
+# bunker and of the S3 server (from /proc/PID/stat) for every phase, and the S3/local
 # throughput ratios of the best round. Every restore is compared with the corpus (diff -r).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -78,18 +80,47 @@ files=$(find "$corpus" -type f ! -name .mb | wc -l)
 find "$corpus" -type f -print0 | xargs -0 cat >/dev/null # read from page cache, both ways
 echo "== corpus $corpus: $files files, $bytes bytes"
 
-server=$(scripts/moto-server.sh)
-endpoint=$(sed -n 1p <<<"$server")
-moto_pid=$(sed -n 2p <<<"$server")
-trap 'kill "$moto_pid" 2>/dev/null || true' EXIT
-echo "== moto at $endpoint (pid $moto_pid)"
+server_kind=${S3_SERVER:-moto}
+case "$server_kind" in
+moto)
+    server=$(scripts/moto-server.sh)
+    endpoint=$(sed -n 1p <<<"$server")
+    server_pid=$(sed -n 2p <<<"$server")
+    make_bucket() { curl -sf -X PUT "$endpoint/$1" >/dev/null; }
+    ;;
+s3s)
+    # s3s-fs: an S3 server in Rust over a directory, pinned (0.14.1 is the last release that
+    # builds with our toolchain). No Object Lock, so only for throughput.
+    s3s=target/s3s-fs/bin/s3s-fs
+    if [ ! -x "$s3s" ]; then
+        echo "installing s3s-fs 0.14.1 into target/s3s-fs" >&2
+        cargo install -q --locked --root target/s3s-fs s3s-fs@0.14.1 --features binary >&2
+    fi
+    s3s_root=$work/s3s-data
+    rm -rf "$s3s_root"
+    mkdir -p "$s3s_root"
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    "$s3s" --host 127.0.0.1 --port "$port" --access-key testing --secret-key testing \
+        "$s3s_root" >"$work/s3s-fs.log" 2>&1 &
+    server_pid=$!
+    endpoint=http://127.0.0.1:$port
+    for _ in $(seq 1 100); do
+        curl -s -o /dev/null "$endpoint/" && break
+        sleep 0.1
+    done
+    make_bucket() { mkdir -p "$s3s_root/$1"; }
+    ;;
+*) echo "S3_SERVER must be moto or s3s" >&2; exit 2 ;;
+esac
+trap 'kill "$server_pid" 2>/dev/null || true' EXIT
+echo "== $server_kind at $endpoint (pid $server_pid)"
 pin=()
 if [ "${PIN:-0}" = 1 ]; then
     last=$(($(nproc) - 1))
     [ "$last" -ge 1 ] || { echo "PIN=1 needs at least 2 cores" >&2; exit 1; }
-    taskset -a -pc "$last" "$moto_pid" >/dev/null
+    taskset -a -pc "$last" "$server_pid" >/dev/null
     pin=(taskset -c "0-$((last - 1))")
-    echo "== pinned: moto on core $last, bunker on cores 0-$((last - 1))"
+    echo "== pinned: $server_kind on core $last, bunker on cores 0-$((last - 1))"
 fi
 export AWS_ENDPOINT_URL=$endpoint AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
 export AWS_REGION=us-east-1 BUNKER_PASSWORD=bench XDG_CACHE_HOME=$work/cache
@@ -101,9 +132,9 @@ cpu_of() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/
 timed() {
     local label=$1
     shift
-    local moto0 t0 t1 moto1
+    local server0 t0 t1 server1
     sync
-    moto0=$(cpu_of "$moto_pid")
+    server0=$(cpu_of "$server_pid")
     t0=$(date +%s.%N)
     /usr/bin/time -f "%U %S %M" -o "$work/time.txt" "${pin[@]}" "$@" >"$work/$label.out" 2>"$work/$label.err" || {
         echo "$label failed:" >&2
@@ -111,12 +142,12 @@ timed() {
         exit 1
     }
     t1=$(date +%s.%N)
-    moto1=$(cpu_of "$moto_pid")
+    server1=$(cpu_of "$server_pid")
     read -r user sys rss <"$work/time.txt"
     awk -v l="$label" -v t0="$t0" -v t1="$t1" -v b="$bytes" -v u="$user" -v s="$sys" \
-        -v r="$rss" -v m0="$moto0" -v m1="$moto1" 'BEGIN {
+        -v r="$rss" -v m0="$server0" -v m1="$server1" 'BEGIN {
         w = t1 - t0
-        printf "%-16s wall %7.2f s  %7.1f MB/s  bunker cpu %6.2f s  moto cpu %6.2f s  rss %4d MiB\n",
+        printf "%-16s wall %7.2f s  %7.1f MB/s  bunker cpu %6.2f s  server cpu %6.2f s  rss %4d MiB\n",
             l, w, b / w / 1e6, u + s, m1 - m0, r / 1024 }'
     echo "$label $(awk -v t0="$t0" -v t1="$t1" 'BEGIN {print t1 - t0}')" >>"$work/walls"
 }
@@ -125,7 +156,7 @@ timed() {
 for rep in $(seq 1 "$reps"); do
     rm -rf "$work/local-repo" "$work/restore-local" "$work/restore-s3" "$work/cache"
     bucket=bench-$rep-$$
-    curl -sf -X PUT "$endpoint/$bucket" >/dev/null
+    make_bucket "$bucket"
     "$bunker" --repo "$work/local-repo" init >/dev/null
     "$bunker" --repo "s3://$bucket/repo" init >/dev/null
     timed "backup-local-$rep" "$bunker" --repo "$work/local-repo" backup "$corpus"
