@@ -8,6 +8,8 @@ use std::fs;
 use std::path::Path;
 use std::sync::Arc;
 
+mod common;
+
 use bunker_agent::Cancel;
 use bunker_agent::backup::{BackupError, BackupOptions, backup};
 use bunker_agent::progress::Progress;
@@ -17,6 +19,7 @@ use bunker_repo_format::keyslot::KdfParams;
 use bunker_repo_format::object::ObjectKind;
 use bunker_repo_format::pack::parse_pack;
 use bunker_repo_format::{InitOptions, Repository};
+use common::noise;
 
 fn new_repo(dir: &Path) -> Repository {
     fs::create_dir_all(dir).unwrap();
@@ -26,19 +29,6 @@ fn new_repo(dir: &Path) -> Repository {
         ..InitOptions::default()
     };
     Repository::init(backend, b"pw", options).unwrap()
-}
-
-/// Deterministic incompressible bytes.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
 }
 
 fn options(source: &Path, host: &str, cache: Option<&Path>) -> BackupOptions {

@@ -23,8 +23,6 @@ mod pack;
 mod read;
 mod seal;
 mod stream;
-#[cfg(test)]
-mod tests;
 mod upload;
 mod volume;
 

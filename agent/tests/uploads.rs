@@ -1,4 +1,7 @@
-//! Tests of the backup pipeline's stages against an in-memory store.
+//! Pack uploads against a slow in-memory store: how many run at once, and what a failed
+//! stream leaves behind.
+
+mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,9 +12,12 @@ use bunker_repo_format::backend::{Backend, MemoryBackend, ObjectMeta, ReadHints}
 use bunker_repo_format::keyslot::KdfParams;
 use bunker_repo_format::{InitOptions, Repository};
 
-use super::{BackupOptions, StreamOptions, VolumeOptions, backup, backup_stream, backup_volume};
-use crate::cancel::Cancel;
-use crate::restore::{RestoreOptions, restore};
+use bunker_agent::Cancel;
+use bunker_agent::backup::{
+    BackupOptions, StreamOptions, VolumeOptions, backup, backup_stream, backup_volume,
+};
+use bunker_agent::restore::{RestoreOptions, restore, restore_volume};
+use common::noise;
 
 /// A store that asks for `concurrency` puts at once and records how many packs it was
 /// given at the same time (each pack put takes a while, like a PUT over a network).
@@ -61,19 +67,6 @@ impl Backend for SlowPuts {
     }
 }
 
-/// Pseudo-random, incompressible bytes.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect()
-}
-
 /// A repository with 1 MiB packs on a store that takes `concurrency` pack puts at once.
 fn slow_repository(concurrency: usize) -> (Arc<SlowPuts>, Repository) {
     let store = Arc::new(SlowPuts {
@@ -118,7 +111,7 @@ fn a_volume_is_packed_while_its_earlier_packs_upload() {
 
     let index = repo.load_index_for_reading().expect("index").index;
     let target = dir.path().join("restored.img");
-    crate::restore::restore_volume(
+    restore_volume(
         &repo,
         &index,
         &outcome.snapshot.tree,
