@@ -9,7 +9,6 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Stdio};
 
 use common::postgres::{Cluster, as_postgres, pg_bin};
 use common::*;
@@ -58,21 +57,7 @@ fn pg_dump_is_backed_up_by_the_agent_and_restores_into_a_fresh_cluster() {
         ),
     )
     .expect("policy");
-    let agent = Command::new(env!("CARGO_BIN_EXE_bunker-agent"))
-        .arg("--config")
-        .arg(&policy)
-        .args(["run", "--once", "orders-db", "--json"])
-        .env("XDG_CACHE_HOME", t.join("cache"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start bunker-agent");
-    let out = wait_output(
-        agent,
-        "bunker-agent run --once orders-db".into(),
-        DEFAULT_TIMEOUT,
-    );
+    let out = agent_run_once(&policy, "orders-db", &t.join("cache"));
     out.ok();
     let report = &out.json()[0];
     assert_eq!(report["outcome"], "succeeded", "{out}");

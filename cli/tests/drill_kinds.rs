@@ -413,21 +413,7 @@ fn a_postgresql_drill_restores_the_dump_into_a_temporary_server_and_runs_smoke_s
         )
     };
     let good = policy("good.toml", "SELECT count(*) = 1000 FROM t");
-    let agent = Command::new(env!("CARGO_BIN_EXE_bunker-agent"))
-        .arg("--config")
-        .arg(&good)
-        .args(["run", "--once", "appdb", "--json"])
-        .env("XDG_CACHE_HOME", t.join("cache"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start bunker-agent");
-    let out = wait_output(
-        agent,
-        "bunker-agent run --once appdb".into(),
-        DEFAULT_TIMEOUT,
-    );
+    let out = agent_run_once(&good, "appdb", &t.join("cache"));
     out.ok();
     assert_eq!(out.json()[0]["outcome"], "succeeded", "{out}");
 

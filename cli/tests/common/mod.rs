@@ -391,6 +391,27 @@ impl Bunker {
     }
 }
 
+/// `bunker-agent --config CONFIG run --once SOURCE --json` with its cache under `cache`,
+/// waited for at most [`DEFAULT_TIMEOUT`].
+#[track_caller]
+pub fn agent_run_once(config: &Path, source: &str, cache: &Path) -> Output {
+    let agent = std::process::Command::new(env!("CARGO_BIN_EXE_bunker-agent"))
+        .arg("--config")
+        .arg(config)
+        .args(["run", "--once", source, "--json"])
+        .env("XDG_CACHE_HOME", cache)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start bunker-agent");
+    wait_output(
+        agent,
+        format!("bunker-agent run --once {source}"),
+        DEFAULT_TIMEOUT,
+    )
+}
+
 /// Waits for `child` (whose stdout and stderr are piped), at most `timeout`; kills it
 /// and panics on timeout. Asserts stderr does not contain "panicked".
 #[track_caller]
