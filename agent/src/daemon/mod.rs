@@ -379,10 +379,10 @@ impl Agent {
                 &now,
             ) {
                 match tick {
-                    drills::DrillTick::Skip(name) => (self.log)(&format!(
+                    Tick::Skip(name) => (self.log)(&format!(
                         "{name}: drill slot skipped, the previous drill is still going"
                     )),
-                    drills::DrillTick::Start(name) => {
+                    Tick::Start(name) => {
                         if busy.contains(&name) || waiting.has_backup(&name) {
                             (self.log)(&format!(
                                 "{name}: drill waits for the backup of its source"
@@ -498,15 +498,40 @@ pub fn plan_tick(
     host: &str,
     now: &Zoned,
 ) -> Vec<Tick> {
-    let mut ticks = Vec::new();
-    for source in sources {
-        let entry = state.source(&source.name);
-        let busy = running.contains(&source.name);
-        let slots = Slots {
+    plan_slots(
+        sources,
+        state,
+        running,
+        host,
+        now,
+        |source| Some(&source.schedule),
+        |entry| Slots {
             last: &mut entry.last_slot,
             runs: &mut entry.runs,
+        },
+    )
+}
+
+/// The decisions of one tick for one kind of job: each source with a schedule
+/// (`schedule_of`) takes its due slot from its bookkeeping (`slots_of`); a source in
+/// `running` skips it.
+fn plan_slots(
+    sources: &[Source],
+    state: &mut AgentState,
+    running: &HashSet<String>,
+    host: &str,
+    now: &Zoned,
+    schedule_of: fn(&Source) -> Option<&Schedule>,
+    slots_of: for<'a> fn(&'a mut state::SourceState) -> Slots<'a>,
+) -> Vec<Tick> {
+    let mut ticks = Vec::new();
+    for source in sources {
+        let Some(schedule) = schedule_of(source) else {
+            continue;
         };
-        match slots.take_due(&source.schedule, busy, host, source, now) {
+        let busy = running.contains(&source.name);
+        let slots = slots_of(state.source(&source.name));
+        match slots.take_due(schedule, busy, host, source, now) {
             Some(Due::Start) => ticks.push(Tick::Start(source.name.clone())),
             Some(Due::Skip) => ticks.push(Tick::Skip(source.name.clone())),
             None => {}

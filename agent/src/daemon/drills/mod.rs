@@ -30,51 +30,37 @@ use bunker_repo_format::tree::Timestamp;
 use jiff::Zoned;
 
 use super::state::{AgentState, append_journal};
-use super::{Agent, AgentError, Due, Slots, latest_slot, next_slot};
+use super::{Agent, AgentError, Slots, Tick, latest_slot, next_slot, plan_slots};
 use crate::cancel::Cancel;
 use crate::drill::{self, DrillSpec};
 use crate::policy::Source;
 use crate::restore::RestoreError;
 pub use run::{DrillOutcome, DrillRun};
 
-/// What the scheduler does with a source's drill at one tick.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DrillTick {
-    /// The drill is due: start it (once nothing else of the source runs, see [`Waiting`]).
-    Start(String),
-    /// A drill slot passed while the previous drill is still going: skipped.
-    Skip(String),
-}
-
 /// One drill-scheduling decision at `now`, with the backup scheduler's rules
 /// ([`plan_tick`](super::plan_tick)) applied to each source's `verify.schedule` and its
 /// `drill.last_slot`: a source's first tick starts counting, missed slots are caught up
-/// once, the jitter offset is the source's. Pure apart from `state`.
+/// once, the jitter offset is the source's. A [`Tick::Start`] drill waits until nothing
+/// else of its source runs (see [`Waiting`]). Pure apart from `state`.
 pub fn plan_drills(
     sources: &[Source],
     state: &mut AgentState,
     drilling: &HashSet<String>,
     host: &str,
     now: &Zoned,
-) -> Vec<DrillTick> {
-    let mut ticks = Vec::new();
-    for source in sources {
-        let Some(verify) = &source.verify else {
-            continue;
-        };
-        let entry = &mut state.source(&source.name).drill;
-        let busy = drilling.contains(&source.name);
-        let slots = Slots {
-            last: &mut entry.last_slot,
-            runs: &mut entry.runs,
-        };
-        match slots.take_due(&verify.schedule, busy, host, source, now) {
-            Some(Due::Start) => ticks.push(DrillTick::Start(source.name.clone())),
-            Some(Due::Skip) => ticks.push(DrillTick::Skip(source.name.clone())),
-            None => {}
-        }
-    }
-    ticks
+) -> Vec<Tick> {
+    plan_slots(
+        sources,
+        state,
+        drilling,
+        host,
+        now,
+        |source| source.verify.as_ref().map(|verify| &verify.schedule),
+        |entry| Slots {
+            last: &mut entry.drill.last_slot,
+            runs: &mut entry.drill.runs,
+        },
+    )
 }
 
 /// Backups and drills that are due but wait for the other kind of job of their source.

@@ -5,9 +5,7 @@ use std::collections::BTreeMap;
 use bunker_repo_format::audit::AuditRecord;
 use bunker_repo_format::tree::Timestamp;
 
-use super::super::drills::{
-    DrillOutcome, DrillTick, Waiting, coverage, plan_drills, seed_last_pass,
-};
+use super::super::drills::{DrillOutcome, Waiting, coverage, plan_drills, seed_last_pass};
 use super::super::state::DrillState;
 use super::*;
 
@@ -17,12 +15,12 @@ fn drilled_sources() -> Vec<Source> {
     super::sources("verify = { schedule = \"0 3 * * *\", window = \"2d\" }")
 }
 
-fn started(ticks: &[DrillTick]) -> Vec<&str> {
+fn started(ticks: &[Tick]) -> Vec<&str> {
     ticks
         .iter()
         .filter_map(|t| match t {
-            DrillTick::Start(n) => Some(n.as_str()),
-            DrillTick::Skip(_) => None,
+            Tick::Start(n) => Some(n.as_str()),
+            Tick::Skip(_) => None,
         })
         .collect()
 }
@@ -104,7 +102,7 @@ fn a_drill_still_running_skips_its_slot() {
         "h",
         &super::at("2026-11-22T03:00"),
     );
-    assert_eq!(ticks, [DrillTick::Skip("hourly".into())]);
+    assert_eq!(ticks, [Tick::Skip("hourly".into())]);
     assert_eq!(state.sources["hourly"].drill.runs["skipped"], 1);
 }
 
