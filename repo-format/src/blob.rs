@@ -4,6 +4,8 @@
 //! under the writer session's key, with associated data `"bunker blob" || kind || blob id`,
 //! so a blob cannot be passed off as another or as another kind.
 
+use std::cell::RefCell;
+
 use crate::compress::{self, Compression};
 use crate::crypto::{SEAL_OVERHEAD, SymmetricKey, WriterKey};
 use crate::error::{Error, Result};
@@ -78,7 +80,8 @@ pub fn seal_blob(
 /// Seals like [`seal_blob`], then proves that the result reads back: opens it again and
 /// checks that the plaintext re-hashes to `id` under `id_key`. A fault in compression,
 /// encryption or memory (or an id that does not belong to `plaintext`) is caught here,
-/// before the blob is stored, instead of at restore time.
+/// before the blob is stored, instead of at restore time. Each thread reuses its buffers
+/// for the opened record and plaintext.
 pub fn seal_blob_verified(
     key: &SymmetricKey,
     id_key: &WriterKey,
@@ -87,27 +90,82 @@ pub fn seal_blob_verified(
     plaintext: &[u8],
     level: i32,
 ) -> Result<Vec<u8>> {
+    thread_local! {
+        static OPENED: RefCell<(Vec<u8>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    }
     let sealed = seal_blob(key, kind, id, plaintext, level);
-    let raw_length = u32::try_from(plaintext.len()).map_err(|_| {
-        Error::Invalid(format!(
-            "{} blob {id} of {} bytes is too large",
-            kind.name(),
-            plaintext.len()
-        ))
-    })?;
-    let opened = open_blob(key, kind, id, &sealed, raw_length, "a new blob").map_err(|e| {
+    let fails = |e: Error| {
         Error::Invalid(format!(
             "a sealed {} blob does not read back: {e}",
             kind.name()
         ))
+    };
+    let rehashed = OPENED.with_borrow_mut(|(record, decoded)| {
+        let compression =
+            open_record(key, kind, id, &sealed, "a new blob", record).map_err(fails)?;
+        let payload = &record[1..];
+        let hash = match compression {
+            Compression::None if payload.len() == plaintext.len() => id_key.blob_id_bytes(payload),
+            Compression::None => {
+                return Err(fails(Error::Invalid(format!(
+                    "{} bytes stored for {}",
+                    payload.len(),
+                    plaintext.len()
+                ))));
+            }
+            Compression::Zstd => {
+                compress::decompress_into(
+                    compression,
+                    payload,
+                    plaintext.len(),
+                    "a new blob",
+                    decoded,
+                )
+                .map_err(fails)?;
+                id_key.blob_id_bytes(decoded)
+            }
+        };
+        // A rare large blob does not keep its buffers' memory for the rest of the run.
+        for buffer in [record, decoded] {
+            buffer.clear();
+            buffer.shrink_to(KEPT_BUFFER);
+        }
+        Ok(hash)
     })?;
-    if id_key.blob_id_bytes(&opened) != *id.as_bytes() {
+    if rehashed != *id.as_bytes() {
         return Err(Error::Invalid(format!(
             "a sealed {} blob does not re-hash to its id {id}",
             kind.name()
         )));
     }
     Ok(sealed)
+}
+
+/// Largest buffer a thread keeps between verifications.
+const KEPT_BUFFER: usize = 2 << 20;
+
+/// Authenticates and decrypts a sealed blob into `record` and reads its compression byte;
+/// the payload is `record[1..]`.
+fn open_record(
+    key: &SymmetricKey,
+    kind: BlobKind,
+    id: &BlobId,
+    sealed: &[u8],
+    object: &str,
+    record: &mut Vec<u8>,
+) -> Result<Compression> {
+    key.open_into(&blob_aad(kind, id), sealed, record)
+        .map_err(|_| {
+            Error::corrupt(
+                object,
+                format!("{} blob {} does not authenticate", kind.name(), id),
+            )
+        })?;
+    let byte = *record
+        .first()
+        .ok_or_else(|| Error::corrupt(object, format!("blob {id} is empty")))?;
+    Compression::from_byte(byte)
+        .ok_or_else(|| Error::corrupt(object, format!("blob {id}: unknown compression {byte}")))
 }
 
 /// Opens a sealed blob and decompresses it to `raw_length` bytes.
@@ -128,18 +186,9 @@ pub fn open_blob(
             format!("blob {id} claims {raw_length} bytes, above the {MAX_BLOB_LENGTH} limit"),
         ));
     }
-    let record = key.open(&blob_aad(kind, id), sealed).map_err(|_| {
-        Error::corrupt(
-            object,
-            format!("{} blob {} does not authenticate", kind.name(), id),
-        )
-    })?;
-    let (&byte, payload) = record
-        .split_first()
-        .ok_or_else(|| Error::corrupt(object, format!("blob {id} is empty")))?;
-    let compression = Compression::from_byte(byte)
-        .ok_or_else(|| Error::corrupt(object, format!("blob {id}: unknown compression {byte}")))?;
-    compress::decompress(compression, payload, raw_length as usize, object)
+    let mut record = Vec::new();
+    let compression = open_record(key, kind, id, sealed, object, &mut record)?;
+    compress::decompress(compression, &record[1..], raw_length as usize, object)
 }
 
 #[cfg(test)]

@@ -34,15 +34,18 @@ fn zstd_compress(data: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
     })
 }
 
-/// Decodes one zstd frame of at most `capacity` bytes with this thread's context.
-fn zstd_decompress(payload: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+/// Decodes one zstd frame of at most `capacity` bytes into `out` (cleared first) with this
+/// thread's context.
+fn zstd_decompress_into(payload: &[u8], capacity: usize, out: &mut Vec<u8>) -> std::io::Result<()> {
+    out.clear();
+    out.reserve(capacity);
     DECOMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         let decompressor = match slot.as_mut() {
             Some(decompressor) => decompressor,
             None => slot.insert(zstd::bulk::Decompressor::new()?),
         };
-        decompressor.decompress(payload, capacity)
+        decompressor.decompress_to_buffer(payload, out).map(|_| ())
     })
 }
 
@@ -88,18 +91,34 @@ pub fn decompress(
     raw_length: usize,
     object: &str,
 ) -> Result<Vec<u8>> {
-    let data = match compression {
-        Compression::None => payload.to_vec(),
-        Compression::Zstd => zstd_decompress(payload, raw_length)
+    let mut data = Vec::new();
+    decompress_into(compression, payload, raw_length, object, &mut data)?;
+    Ok(data)
+}
+
+/// Like [`decompress`], into `out` (cleared first, its allocation reused).
+pub fn decompress_into(
+    compression: Compression,
+    payload: &[u8],
+    raw_length: usize,
+    object: &str,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    match compression {
+        Compression::None => {
+            out.clear();
+            out.extend_from_slice(payload);
+        }
+        Compression::Zstd => zstd_decompress_into(payload, raw_length, out)
             .map_err(|e| Error::corrupt(object, format!("zstd: {e}")))?,
-    };
-    if data.len() != raw_length {
+    }
+    if out.len() != raw_length {
         return Err(Error::corrupt(
             object,
-            format!("decoded to {} bytes, expected {raw_length}", data.len()),
+            format!("decoded to {} bytes, expected {raw_length}", out.len()),
         ));
     }
-    Ok(data)
+    Ok(())
 }
 
 #[cfg(test)]

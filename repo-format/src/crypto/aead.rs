@@ -73,23 +73,31 @@ impl SymmetricKey {
 
     /// Verifies and decrypts a sealed record, returning the plaintext.
     pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, OpenError> {
+        let mut plaintext = Vec::new();
+        self.open_into(aad, sealed, &mut plaintext)?;
+        Ok(plaintext)
+    }
+
+    /// Like [`SymmetricKey::open`], into `out` (cleared first, its allocation reused). On
+    /// failure `out` holds nothing meaningful.
+    pub fn open_into(&self, aad: &[u8], sealed: &[u8], out: &mut Vec<u8>) -> Result<(), OpenError> {
         if sealed.len() < SEAL_OVERHEAD {
             return Err(OpenError);
         }
         let (nonce, rest) = sealed.split_at(NONCE_LEN);
         let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
-        let mut plaintext = ciphertext.to_vec();
+        out.clear();
+        out.extend_from_slice(ciphertext);
         let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| OpenError)?;
         let tag: [u8; TAG_LEN] = tag.try_into().map_err(|_| OpenError)?;
         self.cipher()
             .decrypt_inout_detached(
                 &XNonce::from(nonce),
                 aad,
-                plaintext.as_mut_slice().into(),
+                out.as_mut_slice().into(),
                 &Tag::from(tag),
             )
-            .map_err(|_| OpenError)?;
-        Ok(plaintext)
+            .map_err(|_| OpenError)
     }
 }
 
