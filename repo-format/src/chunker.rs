@@ -159,25 +159,43 @@ impl Chunker {
     /// the caller carries the rest (the sum of the lengths is what was consumed; fewer than
     /// `max_size` bytes are left) into the front of the next window.
     ///
-    /// Each segment walks its own chain of cuts from its start, looking past its end; the
-    /// true chain (segment 0's) is then followed in order, and from the first position it
-    /// shares with a segment's chain it takes that chain's cuts instead of cutting again.
-    /// Data whose chains never meet (long runs of one byte value, where every cut is
-    /// `max_size` from the chain's start) costs one sequential pass more, no correctness.
+    /// Each segment walks its own chain of cuts from its start, looking past its end; then,
+    /// also in parallel, a bridge from where each chain left its segment, cut by cut, until
+    /// it meets the next segment's chain. The true chain (segment 0's) is followed in order:
+    /// from the first position it shares with a chain or a bridge it takes their cuts instead
+    /// of cutting again, so in the common case the sequential part only copies lengths. Data
+    /// whose chains never meet (long runs of one byte value, where every cut is `max_size`
+    /// from the chain's start) is cut sequentially there, still exactly.
     pub fn cut_parallel(&self, data: &[u8], at_end: bool, segment: usize) -> Vec<usize> {
         let segment = segment.max(1);
+        let segment_end = |k: usize| data.len().min((k + 1) * segment);
         let chains: Vec<Chain> = (0..data.len().div_ceil(segment))
             .into_par_iter()
+            .map(|k| self.walk(data, at_end, k * segment, segment_end(k), &[]))
+            .collect();
+        // `bridges[k]` leads from where chain `k` left its segment into chain `k + 1`.
+        let bridges: Vec<Option<Chain>> = (0..chains.len().saturating_sub(1))
+            .into_par_iter()
             .map(|k| {
-                let start = k * segment;
-                self.chain(data, at_end, start, data.len().min(start + segment))
+                let (from, into) = (&chains[k], &chains[k + 1]);
+                from.complete
+                    .then(|| self.walk(data, at_end, from.stop, segment_end(k + 1), &into.starts))
             })
             .collect();
         let mut lengths = Vec::new();
         // The current true position: a chunk starts here (or the stream ends).
         let mut position = 0usize;
         for (k, chain) in chains.iter().enumerate() {
-            let end = data.len().min((k + 1) * segment);
+            let end = segment_end(k);
+            if let Some(Some(bridge)) = k.checked_sub(1).map(|k| &bridges[k])
+                && bridge.start == position
+            {
+                push_lengths(&mut lengths, &bridge.starts, bridge.stop);
+                position = bridge.stop;
+                if !bridge.complete {
+                    return lengths;
+                }
+            }
             // The first of the chain's starts that is not behind `position`.
             let mut next = 0usize;
             while position < end {
@@ -190,11 +208,7 @@ impl Chunker {
                 }
                 if chain.starts.get(next) == Some(&position) {
                     // Merged: the rest of this segment's chain is the true one.
-                    let starts = &chain.starts[next..];
-                    for (i, start) in starts.iter().enumerate() {
-                        let after = starts.get(i + 1).copied().unwrap_or(chain.stop);
-                        lengths.push(after - start);
-                    }
+                    push_lengths(&mut lengths, &chain.starts[next..], chain.stop);
                     position = chain.stop;
                     if !chain.complete {
                         return lengths;
@@ -218,14 +232,15 @@ impl Chunker {
         decided.then(|| self.next_cut(&data[position..]))
     }
 
-    /// Walks the cuts from `start` until a chunk reaches `end` or the data no longer
-    /// decides the next cut.
-    fn chain(&self, data: &[u8], at_end: bool, start: usize, end: usize) -> Chain {
+    /// Walks the cuts from `start` until a chunk reaches `end`, the position is one of
+    /// `meet` (sorted), or the data no longer decides the next cut.
+    fn walk(&self, data: &[u8], at_end: bool, start: usize, end: usize, meet: &[usize]) -> Chain {
         let mut starts = Vec::new();
         let mut position = start;
-        while position < end {
+        while position < end && meet.binary_search(&position).is_err() {
             let Some(cut) = self.decided_cut(data, position, at_end) else {
                 return Chain {
+                    start,
                     starts,
                     stop: position,
                     complete: false,
@@ -235,6 +250,7 @@ impl Chunker {
             position += cut;
         }
         Chain {
+            start,
             starts,
             stop: position,
             complete: true,
@@ -297,14 +313,24 @@ impl Chunker {
     }
 }
 
-/// Cuts walked from one segment's start (see [`Chunker::cut_parallel`]).
+/// Cuts walked from one position (see [`Chunker::cut_parallel`]).
 struct Chain {
-    /// Chunk starts, ascending, all before the segment's end.
+    /// Where the walk began.
+    start: usize,
+    /// Chunk starts, ascending.
     starts: Vec<usize>,
-    /// Where the last chunk ends: at or past the segment's end when `complete`, else the
-    /// first position whose cut the data did not decide.
+    /// Where the last chunk ends: where the walk stopped when `complete`, else the first
+    /// position whose cut the data did not decide.
     stop: usize,
     complete: bool,
+}
+
+/// Appends the lengths of chunks starting at `starts`, the last one ending at `stop`.
+fn push_lengths(lengths: &mut Vec<usize>, starts: &[usize], stop: usize) {
+    for (i, start) in starts.iter().enumerate() {
+        let after = starts.get(i + 1).copied().unwrap_or(stop);
+        lengths.push(after - start);
+    }
 }
 
 #[cfg(test)]
