@@ -12,12 +12,13 @@
 //! not a rayon thread: it waits for its parallel work as it waits for a seal permit, and pool
 //! tasks never wait for it, so the two cannot deadlock.
 //!
-//! Memory stays bounded whatever the file size: one reused buffer of at most
-//! `MAX_WINDOW_SEGMENTS * SEGMENT + max_size` bytes (`2 * max_size` for small files only;
-//! 40 MiB on two threads with the default 8 MiB `max_size`, 136 MiB on eight or more), plus a
-//! few bytes per chunk of one window. Windows are read with read() rather than mapped: as fast
-//! here, mapped pages would count in the resident set, and a file that shrinks while mapped
-//! raises SIGBUS where read() just returns less.
+//! Memory stays bounded whatever the file size: one buffer, reused for the rest of the walk,
+//! of `min(threads, MAX_WINDOW_SEGMENTS) * SEGMENT + max_size` bytes once a large region was
+//! read (40 MiB on two threads with the default 8 MiB `max_size`, 136 MiB on eight or more;
+//! `2 * max_size` at most while only small regions were), plus a few bytes per chunk of one
+//! window; the seal stage's copies of new chunks are bounded there. Windows are read with
+//! read() rather than mapped: as fast here, mapped pages would count in the resident set,
+//! and a file that shrinks while mapped raises SIGBUS where read() just returns less.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -29,21 +30,21 @@ use rayon::prelude::*;
 
 use crate::platform;
 
-/// Bytes one rayon task cuts: twice the largest chunk the default bounds allow, so that a
-/// segment's chain of cuts meets the true chain long before its end (see the bench in
-/// docs/PERFORMANCE.md).
+/// Bytes one rayon task cuts: twice the largest chunk the default bounds allow. Each segment
+/// boundary costs a chunk or two cut twice, so larger segments waste less CPU that the seal
+/// stage could use; 8 MiB measured the same within the noise (docs/PERFORMANCE.md).
 #[cfg(not(test))]
-pub(super) const SEGMENT: usize = 16 << 20;
+const SEGMENT: usize = 16 << 20;
 /// Small segments in unit tests, so that a file of a few MiB takes the parallel path.
 #[cfg(test)]
-pub(super) const SEGMENT: usize = 1 << 20;
+const SEGMENT: usize = 1 << 20;
 
 /// Data regions of at least this many segments are cut and hashed in parallel.
-pub(super) const PARALLEL_SEGMENTS: usize = 4;
+const PARALLEL_SEGMENTS: usize = 4;
 
 /// At most this many segments per window, whatever the pool's size: bounds the buffer on
 /// large hosts, where sealing, not chunking, is the limit anyway.
-pub(super) const MAX_WINDOW_SEGMENTS: usize = 8;
+const MAX_WINDOW_SEGMENTS: usize = 8;
 
 /// Why reading a file stopped: the file itself, or the consumer of its chunks.
 pub(super) enum ReadFailure<E> {
