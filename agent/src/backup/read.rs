@@ -32,7 +32,7 @@ use crate::platform;
 
 /// Bytes one rayon task cuts: twice the largest chunk the default bounds allow. Each segment
 /// boundary costs a chunk or two cut twice, so larger segments waste less CPU that the seal
-/// stage could use; 8 MiB measured the same within the noise (docs/PERFORMANCE.md).
+/// stage could use; 8 MiB was slightly slower in the bench (docs/PERFORMANCE.md).
 #[cfg(not(test))]
 const SEGMENT: usize = 16 << 20;
 /// Small segments in unit tests, so that a file of a few MiB takes the parallel path.
