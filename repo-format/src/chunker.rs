@@ -1,10 +1,16 @@
 //! Content-defined chunking: FastCDC (2020 variant, normalization level 1) with a gear table
 //! derived from the repository's secret chunker seed, so chunk boundaries differ per
 //! repository and cannot be predicted from known content.
+//!
+//! Large buffers can be cut in parallel ([`Chunker::cut_parallel`]) with exactly the
+//! boundaries of sequential chunking: a cut from position `p` depends only on `p` and the
+//! `max_size` bytes after it, so chains of cuts walked from different positions coincide
+//! forever once they share one position.
 
 use std::io::{self, Read};
 
 use fastcdc::v2020::{Normalization, cut_gear, select_masks};
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 
@@ -144,6 +150,113 @@ impl Chunker {
         lengths
     }
 
+    /// Splits `data` into chunk lengths exactly as [`Chunker::cut_all`] (or
+    /// [`Chunker::chunk_reader`]) would, cutting segments of `segment` bytes on the rayon pool.
+    ///
+    /// With `at_end`, `data` is a whole stream and the lengths cover all of it. Without,
+    /// `data` is a window of a longer stream: only chunks that start at least `max_size`
+    /// bytes before the window's end are returned (the bytes after them decide nothing), and
+    /// the caller carries the rest (the sum of the lengths is what was consumed; fewer than
+    /// `max_size` bytes are left) into the front of the next window.
+    ///
+    /// Each segment walks its own chain of cuts from its start, looking past its end; then,
+    /// also in parallel, a bridge from where each chain left its segment, cut by cut, until
+    /// it meets the next segment's chain. The true chain (segment 0's) is followed in order:
+    /// from the first position it shares with a chain or a bridge it takes their cuts instead
+    /// of cutting again, so in the common case the sequential part only copies lengths. Data
+    /// whose chains never meet (long runs of one byte value, where every cut is `max_size`
+    /// from the chain's start) is cut sequentially there, still exactly.
+    pub fn cut_parallel(&self, data: &[u8], at_end: bool, segment: usize) -> Vec<usize> {
+        let segment = segment.max(1);
+        let segment_end = |k: usize| data.len().min((k + 1) * segment);
+        let chains: Vec<Chain> = (0..data.len().div_ceil(segment))
+            .into_par_iter()
+            .map(|k| self.walk(data, at_end, k * segment, segment_end(k), &[]))
+            .collect();
+        // `bridges[k]` leads from where chain `k` left its segment into chain `k + 1`.
+        let bridges: Vec<Option<Chain>> = (0..chains.len().saturating_sub(1))
+            .into_par_iter()
+            .map(|k| {
+                let (from, into) = (&chains[k], &chains[k + 1]);
+                from.complete
+                    .then(|| self.walk(data, at_end, from.stop, segment_end(k + 1), &into.starts))
+            })
+            .collect();
+        let mut lengths = Vec::new();
+        // The current true position: a chunk starts here (or the stream ends).
+        let mut position = 0usize;
+        for (k, chain) in chains.iter().enumerate() {
+            let end = segment_end(k);
+            if let Some(Some(bridge)) = k.checked_sub(1).map(|k| &bridges[k])
+                && bridge.start == position
+            {
+                push_lengths(&mut lengths, &bridge.starts, bridge.stop);
+                position = bridge.stop;
+                if !bridge.complete {
+                    return lengths;
+                }
+            }
+            // The first of the chain's starts that is not behind `position`.
+            let mut next = 0usize;
+            while position < end {
+                while chain
+                    .starts
+                    .get(next)
+                    .is_some_and(|&start| start < position)
+                {
+                    next += 1;
+                }
+                if chain.starts.get(next) == Some(&position) {
+                    // Merged: the rest of this segment's chain is the true one.
+                    push_lengths(&mut lengths, &chain.starts[next..], chain.stop);
+                    position = chain.stop;
+                    if !chain.complete {
+                        return lengths;
+                    }
+                    break;
+                }
+                let Some(cut) = self.decided_cut(data, position, at_end) else {
+                    return lengths;
+                };
+                lengths.push(cut);
+                position += cut;
+            }
+        }
+        lengths
+    }
+
+    /// The length of the chunk starting at `data[position]` when `data` decides it: at the
+    /// stream's end, or with at least `max_size` bytes from `position` on.
+    fn decided_cut(&self, data: &[u8], position: usize, at_end: bool) -> Option<usize> {
+        let decided = at_end || position + self.params.max_size as usize <= data.len();
+        decided.then(|| self.next_cut(&data[position..]))
+    }
+
+    /// Walks the cuts from `start` until a chunk reaches `end`, the position is one of
+    /// `meet` (sorted), or the data no longer decides the next cut.
+    fn walk(&self, data: &[u8], at_end: bool, start: usize, end: usize, meet: &[usize]) -> Chain {
+        let mut starts = Vec::new();
+        let mut position = start;
+        while position < end && meet.binary_search(&position).is_err() {
+            let Some(cut) = self.decided_cut(data, position, at_end) else {
+                return Chain {
+                    start,
+                    starts,
+                    stop: position,
+                    complete: false,
+                };
+            };
+            starts.push(position);
+            position += cut;
+        }
+        Chain {
+            start,
+            starts,
+            stop: position,
+            complete: true,
+        }
+    }
+
     /// Reads `reader` to its end (or `limit` bytes), calling `on_chunk` with each chunk in
     /// order. Memory stays bounded by a buffer of about twice `max_size`.
     ///
@@ -197,6 +310,26 @@ impl Chunker {
             on_chunk(&buffer[start..start + cut])?;
             start += cut;
         }
+    }
+}
+
+/// Cuts walked from one position (see [`Chunker::cut_parallel`]).
+struct Chain {
+    /// Where the walk began.
+    start: usize,
+    /// Chunk starts, ascending.
+    starts: Vec<usize>,
+    /// Where the last chunk ends: where the walk stopped when `complete`, else the first
+    /// position whose cut the data did not decide.
+    stop: usize,
+    complete: bool,
+}
+
+/// Appends the lengths of chunks starting at `starts`, the last one ending at `stop`.
+fn push_lengths(lengths: &mut Vec<usize>, starts: &[usize], stop: usize) {
+    for (i, start) in starts.iter().enumerate() {
+        let after = starts.get(i + 1).copied().unwrap_or(stop);
+        lengths.push(after - start);
     }
 }
 
@@ -309,6 +442,108 @@ mod tests {
                 prop_assert_eq!(&exact, &expected);
                 prop_assert!(buffer.len() <= before.max(len.clamp(1, 2 * 32768)));
             }
+        }
+    }
+
+    /// Random blocks, runs of zeros and repeats of an earlier block, glued together.
+    fn mixed(pieces: &[(u8, usize, u64)]) -> Vec<u8> {
+        let mut data: Vec<u8> = Vec::new();
+        for &(kind, len, seed) in pieces {
+            match kind % 3 {
+                0 => data.extend(pseudo_random(len, seed | 1)),
+                1 => data.resize(data.len() + len, 0),
+                _ => {
+                    let from = usize::try_from(seed).unwrap_or(0) % (data.len() + 1);
+                    let block = data[from..data.len().min(from + len)].to_vec();
+                    data.extend(block);
+                }
+            }
+        }
+        data
+    }
+
+    /// Cuts `data` as a stream arriving in windows of the given sizes (cycled), carrying each
+    /// window's undecided tail into the next, as a reader of a long stream does.
+    fn cut_windowed(
+        chunker: &Chunker,
+        data: &[u8],
+        windows: &[usize],
+        segment: usize,
+    ) -> Vec<usize> {
+        let max = chunker.params().max_size as usize;
+        let mut lengths = Vec::new();
+        let (mut consumed, mut end) = (0usize, 0usize);
+        for window in windows.iter().cycle() {
+            end = data.len().min(end + window);
+            let at_end = end == data.len();
+            let got = chunker.cut_parallel(&data[consumed..end], at_end, segment);
+            consumed += got.iter().sum::<usize>();
+            lengths.extend(got);
+            if at_end {
+                assert_eq!(consumed, data.len());
+                break;
+            }
+            assert!(
+                end - consumed < max,
+                "a decided chunk was left in the window"
+            );
+        }
+        lengths
+    }
+
+    #[test]
+    fn parallel_cuts_keep_the_pinned_boundaries() {
+        let chunker = Chunker::new(small_params(), &[7u8; 32]).expect("valid params");
+        let data = pseudo_random(200_000, 42);
+        for segment in [1000, 4093, 32768, 50_000, 200_000, 1 << 20] {
+            assert_eq!(chunker.cut_parallel(&data, true, segment), PINNED_LENGTHS);
+            let windowed = cut_windowed(&chunker, &data, &[70_001, 45_000], segment);
+            assert_eq!(windowed, PINNED_LENGTHS);
+        }
+    }
+
+    #[test]
+    fn parallel_cuts_of_long_zero_runs_match() {
+        let chunker = Chunker::new(small_params(), &[5u8; 32]).expect("valid params");
+        // Every cut in the zero run lies a fixed distance from the chain's start: chains from
+        // segment starts never meet the true one there.
+        let data = mixed(&[
+            (0, 5001, 1),
+            (1, 700_000, 0),
+            (0, 40_000, 2),
+            (1, 99_999, 0),
+        ]);
+        let expected = chunker.cut_all(&data);
+        for segment in [3000, 32767, 65_537, 100_000] {
+            assert_eq!(chunker.cut_parallel(&data, true, segment), expected);
+            assert_eq!(cut_windowed(&chunker, &data, &[123_457], segment), expected);
+        }
+        assert!(chunker.cut_parallel(&[], true, 1000).is_empty());
+        assert!(chunker.cut_parallel(&data[..32767], false, 1000).is_empty());
+    }
+
+    proptest! {
+        #[test]
+        fn parallel_cuts_equal_sequential_cuts(
+            pieces in prop::collection::vec((0u8..3, 1usize..120_000, any::<u64>()), 0..8),
+            segment in 500usize..150_000,
+            seed in 0u8..4,
+        ) {
+            let chunker = Chunker::new(small_params(), &[seed; 32]).unwrap();
+            let data = mixed(&pieces);
+            prop_assert_eq!(chunker.cut_parallel(&data, true, segment), chunker.cut_all(&data));
+        }
+
+        #[test]
+        fn windowed_parallel_cuts_concatenate_to_sequential_cuts(
+            pieces in prop::collection::vec((0u8..3, 1usize..120_000, any::<u64>()), 0..8),
+            windows in prop::collection::vec(1000usize..200_000, 1..5),
+            segment in 500usize..150_000,
+        ) {
+            let chunker = Chunker::new(small_params(), &[9u8; 32]).unwrap();
+            let data = mixed(&pieces);
+            let windowed = cut_windowed(&chunker, &data, &windows, segment);
+            prop_assert_eq!(windowed, chunker.cut_all(&data));
         }
     }
 

@@ -4,7 +4,8 @@
 //!
 //! - [`archiver`] (walk): captures metadata in a deterministic order, builds the trees
 //!   bottom-up, and takes unchanged files from the parent snapshot or the [`files_cache`];
-//! - [`read`]: reads, chunks and hashes the other files on the walking thread;
+//! - [`read`]: reads, chunks and hashes the other files on the walking thread (the segments
+//!   of large files in parallel on the rayon pool, with the same boundaries);
 //! - [`dedup`]: claims each new chunk once, in walk order;
 //! - [`seal`]: compresses, seals and verifies batches of new chunks on the rayon pool;
 //! - [`pack`]: one thread packs sealed blobs and indexes the uploaded packs;

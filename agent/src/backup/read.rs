@@ -1,18 +1,50 @@
 //! The read, chunk and hash stages for one file: its data regions are read with large reads
 //! into a reused buffer, cut by the repository's content-defined chunker and each chunk is
-//! hashed at once (its id goes into the file's tree entry, in order).
+//! hashed (its id goes into the file's tree entry, in order).
 //!
-//! Chunking stays sequential per file: the walking thread reads, chunks and hashes
-//! (about a quarter of the CPU work) while the rayon pool compresses and seals the batches
-//! (the rest), so both cores stay busy without a boundary-resync scheme.
+//! Small regions are read, cut and hashed sequentially on the walking thread while the rayon
+//! pool compresses and seals earlier batches. A region of at least [`PARALLEL_SEGMENTS`]
+//! segments (a large file) is read in windows of up to [`MAX_WINDOW_SEGMENTS`] segments (one
+//! per rayon thread) of [`SEGMENT`] bytes; each window is cut with
+//! [`Chunker::cut_parallel`](bunker_repo_format::chunker::Chunker::cut_parallel), which gives
+//! exactly the boundaries of sequential chunking, its chunks are hashed in parallel, and the
+//! consumer still sees them one by one, in order, on the walking thread. The walking thread is
+//! not a rayon thread: it waits for its parallel work as it waits for a seal permit, and pool
+//! tasks never wait for it, so the two cannot deadlock.
+//!
+//! Memory stays bounded whatever the file size: one buffer, reused for the rest of the walk,
+//! of `min(threads, MAX_WINDOW_SEGMENTS) * SEGMENT + max_size` bytes once a large region was
+//! read (40 MiB on two threads with the default 8 MiB `max_size`, 136 MiB on eight or more;
+//! `2 * max_size` at most while only small regions were), plus a few bytes per chunk of one
+//! window; the seal stage's copies of new chunks are bounded there. Windows are read with
+//! read() rather than mapped: as fast here, mapped pages would count in the resident set,
+//! and a file that shrinks while mapped raises SIGBUS where read() just returns less.
 
 use std::fs::File;
-use std::io::{self, Seek, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::ops::Range;
 
 use bunker_repo_format::tree::Extent;
 use bunker_repo_format::{BlobId, Repository};
+use rayon::prelude::*;
 
 use crate::platform;
+
+/// Bytes one rayon task cuts: twice the largest chunk the default bounds allow. Each segment
+/// boundary costs a chunk or two cut twice, so larger segments waste less CPU that the seal
+/// stage could use; 8 MiB was slightly slower in the bench (docs/PERFORMANCE.md).
+#[cfg(not(test))]
+const SEGMENT: usize = 16 << 20;
+/// Small segments in unit tests, so that a file of a few MiB takes the parallel path.
+#[cfg(test)]
+const SEGMENT: usize = 1 << 20;
+
+/// Data regions of at least this many segments are cut and hashed in parallel.
+const PARALLEL_SEGMENTS: usize = 4;
+
+/// At most this many segments per window, whatever the pool's size: bounds the buffer on
+/// large hosts, where sealing, not chunking, is the limit anyway.
+const MAX_WINDOW_SEGMENTS: usize = 8;
 
 /// Why reading a file stopped: the file itself, or the consumer of its chunks.
 pub(super) enum ReadFailure<E> {
@@ -63,19 +95,23 @@ pub(super) fn read_file<E>(
         }
         file.seek(SeekFrom::Start(region.start))?;
         let region_length = region.end - region.start;
-        let read = chunker.chunk_reader::<_, ReadFailure<E>>(
-            &mut *file,
-            region_length,
-            buffer,
-            |chunk| {
-                let id = repo.blob_id(chunk);
-                extents.push(Extent::Chunk {
-                    id,
-                    length: chunk.len() as u32,
-                });
+        let read = if region_length >= (PARALLEL_SEGMENTS * SEGMENT) as u64 {
+            read_parallel(repo, &mut *file, region_length, buffer, &mut |id, chunk| {
+                push_chunk(&mut extents, id, chunk);
                 on_chunk(id, chunk).map_err(ReadFailure::Consumer)
-            },
-        )?;
+            })?
+        } else {
+            chunker.chunk_reader::<_, ReadFailure<E>>(
+                &mut *file,
+                region_length,
+                buffer,
+                |chunk| {
+                    let id = repo.blob_id(chunk);
+                    push_chunk(&mut extents, id, chunk);
+                    on_chunk(id, chunk).map_err(ReadFailure::Consumer)
+                },
+            )?
+        };
         bytes_read += read;
         position = region.start + read;
         if read < region_length {
@@ -95,4 +131,343 @@ pub(super) fn read_file<E>(
         length: position,
         short,
     })
+}
+
+fn push_chunk(extents: &mut Vec<Extent>, id: BlobId, chunk: &[u8]) {
+    extents.push(Extent::Chunk {
+        id,
+        // Chunks are at most `max_size` (16 MiB) long.
+        length: chunk.len() as u32,
+    });
+}
+
+/// Reads `limit` bytes (fewer when the file ends first) of a large region from `reader`'s
+/// position in windows, cutting and hashing each window on the rayon pool and calling
+/// `on_chunk` for its chunks in order. Returns the number of bytes read.
+///
+/// `buffer` grows to one window plus `max_size` (the undecided tail carried into the next
+/// window) and is reused.
+fn read_parallel<E>(
+    repo: &Repository,
+    reader: impl Read,
+    limit: u64,
+    buffer: &mut Vec<u8>,
+    on_chunk: &mut impl FnMut(BlobId, &[u8]) -> Result<(), ReadFailure<E>>,
+) -> Result<u64, ReadFailure<E>> {
+    let chunker = repo.chunker();
+    let window = rayon::current_num_threads().clamp(1, MAX_WINDOW_SEGMENTS) * SEGMENT;
+    let capacity = window + chunker.params().max_size as usize;
+    if buffer.len() < capacity {
+        buffer.resize(capacity, 0);
+    }
+    let mut reader = reader.take(limit);
+    let mut total = 0u64;
+    // Bytes at the buffer's front carried from the last window.
+    let mut carried = 0usize;
+    loop {
+        let mut end = carried;
+        let mut eof = false;
+        while end < capacity {
+            match reader.read(&mut buffer[end..capacity]) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => {
+                    end += n;
+                    total += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let data = &buffer[..end];
+        let mut spans: Vec<Range<usize>> = Vec::new();
+        let mut start = 0usize;
+        for length in chunker.cut_parallel(data, eof, SEGMENT) {
+            spans.push(start..start + length);
+            start += length;
+        }
+        let ids: Vec<BlobId> = spans
+            .par_iter()
+            .map(|span| repo.blob_id(&data[span.clone()]))
+            .collect();
+        for (span, id) in spans.into_iter().zip(ids) {
+            on_chunk(id, &data[span])?;
+        }
+        if eof {
+            return Ok(total);
+        }
+        buffer.copy_within(start..end, 0);
+        carried = end - start;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs::{self, OpenOptions};
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use bunker_repo_format::InitOptions;
+    use bunker_repo_format::backend::{Backend, LocalBackend};
+    use bunker_repo_format::chunker::ChunkerParams;
+    use bunker_repo_format::config::RepositoryParams;
+    use bunker_repo_format::keyslot::KdfParams;
+    use bunker_repo_format::tree::Node;
+
+    use super::*;
+    use crate::Cancel;
+    use crate::backup::{BackupOptions, backup};
+    use crate::navigate::{Located, locate};
+    use crate::restore::{RestoreOptions, restore};
+
+    /// The smallest region cut in parallel (4 MiB in unit tests).
+    const THRESHOLD: usize = PARALLEL_SEGMENTS * SEGMENT;
+
+    /// A repository whose chunks (16-256 KiB) are small beside the test segments (1 MiB).
+    fn small_chunks_repo(dir: &Path) -> Repository {
+        fs::create_dir_all(dir).expect("repo dir");
+        let backend: Arc<dyn Backend> = Arc::new(LocalBackend::create(dir).expect("local backend"));
+        let options = InitOptions {
+            params: RepositoryParams {
+                chunker: ChunkerParams {
+                    min_size: 16 << 10,
+                    avg_size: 64 << 10,
+                    max_size: 256 << 10,
+                },
+                ..RepositoryParams::default()
+            },
+            kdf: KdfParams::insecure_for_tests(),
+            ..InitOptions::default()
+        };
+        Repository::init(backend, b"pw", options).expect("init")
+    }
+
+    /// Deterministic incompressible bytes.
+    fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect()
+    }
+
+    /// About 24 MiB of random data, zero runs (where chains of cuts never meet) and a
+    /// repeated block, ending off any power of two.
+    fn large_content() -> Vec<u8> {
+        let mut data = noise(6 << 20, 1);
+        data.resize(data.len() + (5 << 20) + 777, 0);
+        let block = noise(3 << 20, 2);
+        data.extend_from_slice(&block);
+        data.extend(noise(4 << 20, 3));
+        data.extend_from_slice(&block);
+        data.resize(data.len() + (2 << 20), 0);
+        data.extend(noise((1 << 20) + 12345, 4));
+        data
+    }
+
+    /// What sequential chunking of `data` as one stream gives.
+    fn sequential_extents(repo: &Repository, data: &[u8]) -> Vec<Extent> {
+        let mut start = 0;
+        let mut extents = Vec::new();
+        for length in repo.chunker().cut_all(data) {
+            let chunk = &data[start..start + length];
+            extents.push(Extent::Chunk {
+                id: repo.blob_id(chunk),
+                length: length as u32,
+            });
+            start += length;
+        }
+        extents
+    }
+
+    fn file_extents(repo: &Repository, root: &BlobId, path: &Path) -> Vec<Extent> {
+        let index = repo.load_index().expect("index").index;
+        match locate(repo, &index, root, path).expect("locate") {
+            Located::Other(entry) => match entry.node {
+                Node::File { extents } => extents,
+                other => panic!("{} is a {}", path.display(), other.kind_name()),
+            },
+            Located::Dir { .. } => panic!("{} is a directory", path.display()),
+        }
+    }
+
+    /// Reads `path` with `read_file`, collecting the chunks the consumer saw.
+    fn read_path(
+        repo: &Repository,
+        path: &Path,
+        mut on_chunk: impl FnMut(&[u8]) -> Result<(), String>,
+    ) -> (Result<ReadFile, ReadFailure<String>>, Vec<u8>) {
+        let mut file = File::open(path).expect("open");
+        let size = file.metadata().expect("stat").len();
+        let mut seen = Vec::new();
+        let mut buffer = Vec::new();
+        let read = read_file(repo, &mut file, size, &mut buffer, |id, chunk| {
+            assert_eq!(id, repo.blob_id(chunk));
+            seen.extend_from_slice(chunk);
+            on_chunk(chunk)
+        });
+        (read, seen)
+    }
+
+    #[test]
+    fn a_large_file_cut_in_parallel_has_the_sequential_chunks_and_restores() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let repo = small_chunks_repo(&tmp.path().join("repo"));
+        let source = tmp.path().join("src");
+        fs::create_dir_all(&source).expect("src");
+        let big = large_content();
+        assert!(
+            big.len() >= 5 * THRESHOLD,
+            "the file takes the parallel path"
+        );
+        fs::write(source.join("big.bin"), &big).expect("write big");
+        // A sparse file whose data regions take the parallel path too.
+        let (first, second) = (noise(THRESHOLD + (64 << 10), 5), noise(5 << 20, 6));
+        let sparse_size = 40u64 << 20;
+        let sparse = File::create(source.join("sparse.img")).expect("sparse");
+        sparse.set_len(sparse_size).expect("set_len");
+        sparse.write_all_at(&first, 0).expect("first region");
+        sparse
+            .write_all_at(&second, 20 << 20)
+            .expect("second region");
+        drop(sparse);
+
+        let options = BackupOptions {
+            paths: vec![source.clone()],
+            host: "h".to_owned(),
+            ..BackupOptions::default()
+        };
+        let outcome = backup(&repo, &options, &Cancel::new()).expect("backup");
+        let root = outcome.snapshot.tree;
+        assert_eq!(
+            file_extents(&repo, &root, &source.join("big.bin")),
+            sequential_extents(&repo, &big)
+        );
+        let mut expected = sequential_extents(&repo, &first);
+        expected.push(Extent::Hole {
+            length: (20 << 20) - first.len() as u64,
+        });
+        expected.extend(sequential_extents(&repo, &second));
+        expected.push(Extent::Hole {
+            length: sparse_size - (25 << 20),
+        });
+        assert_eq!(
+            file_extents(&repo, &root, &source.join("sparse.img")),
+            expected
+        );
+        assert_eq!(
+            outcome.snapshot.summary.bytes_read,
+            (big.len() + first.len() + second.len()) as u64
+        );
+
+        let target = tmp.path().join("restored");
+        let index = repo.load_index().expect("index").index;
+        let restored = restore(
+            &repo,
+            &index,
+            &root,
+            Path::new("/"),
+            &target,
+            &RestoreOptions::default(),
+            &Cancel::new(),
+        )
+        .expect("restore");
+        assert!(restored.errors.is_empty(), "{:?}", restored.errors);
+        let restored = target.join(source.strip_prefix("/").expect("absolute source"));
+        assert!(fs::read(restored.join("big.bin")).expect("big") == big);
+        let restored_sparse = restored.join("sparse.img");
+        let bytes = fs::read(&restored_sparse).expect("sparse");
+        assert_eq!(bytes.len() as u64, sparse_size);
+        assert!(bytes[..first.len()] == first[..]);
+        assert!(bytes[20 << 20..25 << 20] == second[..]);
+        assert!(bytes[first.len()..20 << 20].iter().all(|&b| b == 0));
+        assert!(bytes[25 << 20..].iter().all(|&b| b == 0));
+        let allocated = fs::metadata(&restored_sparse).expect("stat").blocks() * 512;
+        assert!(
+            allocated < 16 << 20,
+            "holes were written: {allocated} bytes"
+        );
+    }
+
+    #[test]
+    fn files_around_the_parallel_threshold_have_the_sequential_chunks() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let repo = small_chunks_repo(&tmp.path().join("repo"));
+        let window = rayon::current_num_threads().clamp(1, MAX_WINDOW_SEGMENTS) * SEGMENT;
+        for len in [THRESHOLD - 1, THRESHOLD, THRESHOLD + window + 1, 3 * window] {
+            let data = noise(len, len as u64);
+            let path = tmp.path().join(format!("f{len}"));
+            fs::write(&path, &data).expect("write");
+            let (read, seen) = read_path(&repo, &path, |_| Ok(()));
+            let Ok(read) = read else {
+                panic!("reading {len} bytes failed")
+            };
+            assert_eq!(
+                read.extents,
+                sequential_extents(&repo, &data),
+                "{len} bytes"
+            );
+            assert_eq!(
+                (read.bytes_read, read.length, read.short),
+                (len as u64, len as u64, false)
+            );
+            assert!(seen == data);
+        }
+    }
+
+    #[test]
+    fn a_file_that_shrinks_during_a_parallel_read_is_short() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let repo = small_chunks_repo(&tmp.path().join("repo"));
+        let path = tmp.path().join("shrinking");
+        let data = noise(30 << 20, 8);
+        fs::write(&path, &data).expect("write");
+        let shrunk = 20usize << 20;
+        // After the first window (at most 8 segments and a chunk) has been read.
+        let writer = OpenOptions::new().write(true).open(&path).expect("open");
+        let mut truncated = false;
+        let (read, seen) = read_path(&repo, &path, |_| {
+            if !truncated {
+                writer.set_len(shrunk as u64).expect("truncate");
+                truncated = true;
+            }
+            Ok(())
+        });
+        let Ok(read) = read else {
+            panic!("reading the shrinking file failed")
+        };
+        assert!(read.short);
+        assert_eq!(
+            (read.bytes_read, read.length),
+            (shrunk as u64, shrunk as u64)
+        );
+        assert_eq!(read.extents, sequential_extents(&repo, &data[..shrunk]));
+        assert!(seen[..] == data[..shrunk]);
+    }
+
+    #[test]
+    fn a_refusing_consumer_stops_a_parallel_read() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let repo = small_chunks_repo(&tmp.path().join("repo"));
+        let path = tmp.path().join("big");
+        fs::write(&path, large_content()).expect("write");
+        let mut calls = 0;
+        let (read, _) = read_path(&repo, &path, |_| {
+            calls += 1;
+            if calls == 5 {
+                Err("stop".to_owned())
+            } else {
+                Ok(())
+            }
+        });
+        assert!(matches!(read, Err(ReadFailure::Consumer(e)) if e == "stop"));
+        assert_eq!(calls, 5);
+    }
 }
