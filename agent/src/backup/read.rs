@@ -14,7 +14,7 @@
 //!
 //! Memory stays bounded whatever the file size: one buffer, reused for the rest of the walk,
 //! of `min(threads, MAX_WINDOW_SEGMENTS) * SEGMENT + max_size` bytes once a large region was
-//! read (40 MiB on two threads with the default 8 MiB `max_size`, 136 MiB on eight or more;
+//! read (24 MiB on two threads with the default 8 MiB `max_size`, 72 MiB on eight or more;
 //! `2 * max_size` at most while only small regions were), plus a few bytes per chunk of one
 //! window; the seal stage's copies of new chunks are bounded there. Windows are read with
 //! read() rather than mapped: as fast here, mapped pages would count in the resident set,
@@ -30,11 +30,12 @@ use rayon::prelude::*;
 
 use crate::platform;
 
-/// Bytes one rayon task cuts: twice the largest chunk the default bounds allow. Each segment
-/// boundary costs a chunk or two cut twice, so larger segments waste less CPU that the seal
-/// stage could use; 8 MiB was slightly slower in the bench (docs/PERFORMANCE.md).
+/// Bytes one rayon task cuts: the largest chunk the default bounds allow. Each segment
+/// boundary costs a chunk or two cut twice; 16 MiB segments were only 4% faster in the bench
+/// (docs/PERFORMANCE.md) and cost the backup of a large file 24 MiB more resident memory on
+/// two threads, which the peak-RSS target cannot spare.
 #[cfg(not(test))]
-const SEGMENT: usize = 16 << 20;
+const SEGMENT: usize = 8 << 20;
 /// Small segments in unit tests, so that a file of a few MiB takes the parallel path.
 #[cfg(test)]
 const SEGMENT: usize = 1 << 20;
