@@ -288,20 +288,10 @@ impl Chunker {
                 buffer.copy_within(start..end, 0);
                 end -= start;
                 start = 0;
-                while end < capacity {
-                    match reader.read(&mut buffer[end..capacity]) {
-                        Ok(0) => {
-                            eof = true;
-                            break;
-                        }
-                        Ok(n) => {
-                            end += n;
-                            total += n as u64;
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
+                let (read, ended) = fill(&mut reader, &mut buffer[end..capacity])?;
+                end += read;
+                total += read as u64;
+                eof = ended;
             }
             if start == end {
                 return Ok(total);
@@ -311,6 +301,21 @@ impl Chunker {
             start += cut;
         }
     }
+}
+
+/// Reads from `reader` until `buffer` is full or the reader ends (retrying interrupted
+/// reads); returns the bytes read and whether the reader ended.
+pub fn fill(reader: &mut impl Read, buffer: &mut [u8]) -> io::Result<(usize, bool)> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match reader.read(&mut buffer[filled..]) {
+            Ok(0) => return Ok((filled, true)),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((filled, false))
 }
 
 /// Cuts walked from one position (see [`Chunker::cut_parallel`]).

@@ -24,6 +24,7 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::ops::Range;
 
+use bunker_repo_format::chunker::fill;
 use bunker_repo_format::tree::Extent;
 use bunker_repo_format::{BlobId, Repository};
 use rayon::prelude::*;
@@ -166,22 +167,9 @@ fn read_parallel<E>(
     // Bytes at the buffer's front carried from the last window.
     let mut carried = 0usize;
     loop {
-        let mut end = carried;
-        let mut eof = false;
-        while end < capacity {
-            match reader.read(&mut buffer[end..capacity]) {
-                Ok(0) => {
-                    eof = true;
-                    break;
-                }
-                Ok(n) => {
-                    end += n;
-                    total += n as u64;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+        let (read, eof) = fill(&mut reader, &mut buffer[carried..capacity])?;
+        total += read as u64;
+        let end = carried + read;
         let data = &buffer[..end];
         let mut spans: Vec<Range<usize>> = Vec::new();
         let mut start = 0usize;
