@@ -335,14 +335,16 @@ fn a_mount_kept_busy_by_the_smoke_command_is_detached_lazily_with_a_warning() {
     b.init();
     b.backup(&[], &["--volume", s(&image), "--tag", "source=vol"])
         .ok();
-    // A process left behind by the smoke command keeps the mount busy for 2 s.
-    let out = b.run([
-        "verify",
-        "--mount",
-        "--json",
-        "--smoke",
-        "(cd \"$BUNKER_RESTORE_DIR\" && exec sleep 2) >/dev/null 2>&1 &",
-    ]);
+    // A process left behind by the smoke command keeps the mount busy for 2 s. The smoke
+    // command returns only once that process is inside the mount (it flags it outside, the
+    // mount being read-only), or the unmount could come first and find nothing busy.
+    let ready = t.join("inside");
+    let smoke = format!(
+        "(cd \"$BUNKER_RESTORE_DIR\" && : > '{0}' && exec sleep 2) >/dev/null 2>&1 & \
+         for _ in $(seq 500); do [ -e '{0}' ] && break; sleep 0.01; done",
+        ready.display()
+    );
+    let out = b.run(["verify", "--mount", "--json", "--smoke", &smoke]);
     out.ok();
     let warnings = out.json()["drills"][0]["warnings"].to_string();
     assert!(warnings.contains("detached lazily"), "{out}");
