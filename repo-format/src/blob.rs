@@ -104,15 +104,10 @@ pub fn seal_blob_verified(
         let compression =
             open_record(key, kind, id, &sealed, "a new blob", record).map_err(fails)?;
         let payload = &record[1..];
-        let hash = match compression {
-            Compression::None if payload.len() == plaintext.len() => id_key.blob_id_bytes(payload),
-            Compression::None => {
-                return Err(fails(Error::Invalid(format!(
-                    "{} bytes stored for {}",
-                    payload.len(),
-                    plaintext.len()
-                ))));
-            }
+        // A stored payload is the plaintext itself; a compressed one is decoded (and its
+        // length checked) first.
+        let opened: &[u8] = match compression {
+            Compression::None => payload,
             Compression::Zstd => {
                 compress::decompress_into(
                     compression,
@@ -122,9 +117,17 @@ pub fn seal_blob_verified(
                     decoded,
                 )
                 .map_err(fails)?;
-                id_key.blob_id_bytes(decoded)
+                decoded
             }
         };
+        if opened.len() != plaintext.len() {
+            return Err(fails(Error::Invalid(format!(
+                "{} bytes stored for {}",
+                opened.len(),
+                plaintext.len()
+            ))));
+        }
+        let hash = id_key.blob_id_bytes(opened);
         // A rare large blob does not keep its buffers' memory for the rest of the run.
         for buffer in [record, decoded] {
             buffer.clear();
