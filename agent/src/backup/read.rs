@@ -192,6 +192,11 @@ fn read_parallel<E>(
     }
 }
 
+/// The helpers of the agent's integration tests (their noise generator).
+#[cfg(test)]
+#[path = "../../tests/common/mod.rs"]
+mod test_common;
+
 #[cfg(test)]
 mod tests {
     use std::fs::{self, OpenOptions};
@@ -206,6 +211,7 @@ mod tests {
     use bunker_repo_format::keyslot::KdfParams;
     use bunker_repo_format::tree::Node;
 
+    use super::test_common::noise;
     use super::*;
     use crate::Cancel;
     use crate::backup::{BackupOptions, backup};
@@ -232,19 +238,6 @@ mod tests {
             ..InitOptions::default()
         };
         Repository::init(backend, b"pw", options).expect("init")
-    }
-
-    /// Deterministic incompressible bytes.
-    fn noise(len: usize, seed: u64) -> Vec<u8> {
-        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect()
     }
 
     /// About 24 MiB of random data, zero runs (where chains of cuts never meet) and a
