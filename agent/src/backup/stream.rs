@@ -16,7 +16,6 @@ use std::time::Instant;
 use bunker_repo_format::snapshot::{ConsistencyLevel, Snapshot, SourceKind, Summary};
 use bunker_repo_format::tree::{Entry, Extent, Metadata, Node, Tree, is_valid_name};
 use bunker_repo_format::{BlobId, BlobKind, Repository};
-use rayon::prelude::*;
 
 use super::upload::Packer;
 use super::{BackupError, BackupOutcome, WriteStart, commit, now, start_writing};
@@ -275,14 +274,7 @@ impl<'w, 'r, 's> Sealer<'w, 'r, 's> {
 
     fn seal_pending(&mut self) -> Result<(), BackupError> {
         let pending = std::mem::take(&mut self.pending);
-        let writer = &*self.packer.writer;
-        let sealed: Vec<_> = pending
-            .par_iter()
-            .map(|(id, data)| writer.seal(BlobKind::Data, *id, data))
-            .collect::<Result<_, _>>()?;
-        for blob in sealed {
-            self.packer.add(blob)?;
-        }
+        self.packer.seal_and_add(&pending)?;
         self.pending_ids.clear();
         self.pending_bytes = 0;
         Ok(())

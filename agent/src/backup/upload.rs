@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{Scope, ScopedJoinHandle};
 
 use bunker_repo_format::pack::{FinishedPack, PackEntry};
-use bunker_repo_format::{BlobWriter, PackId, Repository, SealedBlob};
+use bunker_repo_format::{BlobId, BlobKind, BlobWriter, PackId, Repository, SealedBlob};
+use rayon::prelude::*;
 
 /// A pack that is stored: what the writer needs to index it.
 pub(super) struct Uploaded {
@@ -145,6 +146,23 @@ impl<'w, 'a, 'scope> Packer<'w, 'a, 'scope> {
         }
         record(self.writer, self.uploads.finished())?;
         Ok(new)
+    }
+
+    /// Seals new chunks on the rayon pool (each verified, see
+    /// [`BlobWriter::seal`]) and adds them in order.
+    pub(super) fn seal_and_add(
+        &mut self,
+        chunks: &[(BlobId, impl AsRef<[u8]> + Sync)],
+    ) -> bunker_repo_format::Result<()> {
+        let writer = &*self.writer;
+        let sealed: Vec<SealedBlob> = chunks
+            .par_iter()
+            .map(|(id, data)| writer.seal(BlobKind::Data, *id, data.as_ref()))
+            .collect::<bunker_repo_format::Result<_>>()?;
+        for blob in sealed {
+            self.add(blob)?;
+        }
+        Ok(())
     }
 
     /// Uploads the open packs, waits for every upload and records each stored pack, also

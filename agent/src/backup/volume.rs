@@ -301,7 +301,7 @@ fn store_batch(
             },
             Some(id) => {
                 if !packer.writer.reuse(&id) && new.insert(id) {
-                    to_seal.push(chunk);
+                    to_seal.push((id, chunk.data.as_slice()));
                 }
                 extents.push(Extent::Chunk {
                     id,
@@ -310,18 +310,7 @@ fn store_batch(
             }
         }
     }
-    let repo_writer = &*packer.writer;
-    let sealed: Vec<_> = to_seal
-        .par_iter()
-        .filter_map(|chunk| {
-            chunk
-                .id
-                .map(|id| repo_writer.seal(BlobKind::Data, id, &chunk.data))
-        })
-        .collect::<Result<_, _>>()?;
-    for blob in sealed {
-        packer.add(blob)?;
-    }
+    packer.seal_and_add(&to_seal)?;
     Ok(())
 }
 
