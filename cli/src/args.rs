@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use bunker_repo_format::keyslot::KdfParams;
 use clap::{Args, Parser, Subcommand};
 
 /// bunker: deduplicating, encrypted backups you can prove restore.
@@ -194,11 +195,14 @@ pub struct CopyArgs {
 #[derive(Debug, Args)]
 pub struct InitArgs {
     /// Argon2id memory cost of the key slot, in KiB.
-    #[arg(long, default_value_t = 65536, value_name = "KIB")]
+    #[arg(long, default_value_t = KdfParams::default().memory_kib, value_name = "KIB")]
     pub kdf_memory_kib: u32,
     /// Argon2id passes.
-    #[arg(long, default_value_t = 3, value_name = "N")]
+    #[arg(long, default_value_t = KdfParams::default().iterations, value_name = "N")]
     pub kdf_iterations: u32,
+    /// Argon2id lanes (filled in parallel on the available cores).
+    #[arg(long, default_value_t = KdfParams::default().parallelism, value_name = "N")]
+    pub kdf_lanes: u32,
     /// zstd level for new data (0 stores data uncompressed).
     #[arg(long, default_value_t = 3, value_name = "LEVEL")]
     pub compression: i32,

@@ -19,7 +19,7 @@ pub fn run(global: &GlobalOptions, args: &InitArgs) -> Result<u8> {
     let kdf = KdfParams {
         memory_kib: args.kdf_memory_kib,
         iterations: args.kdf_iterations,
-        parallelism: 1,
+        parallelism: args.kdf_lanes,
     };
     kdf.validate()?;
     let lock = match (&args.lock_mode, &args.lock_period) {
