@@ -15,6 +15,7 @@ use bunker_agent::Cancel;
 use bunker_agent::backup::{BackupOptions, backup};
 use bunker_agent::restore::{RestoreOptions, RestoreOutcome, restore, stream_file};
 use bunker_repo_format::backend::LocalBackend;
+use bunker_repo_format::chunker::ChunkerParams;
 use bunker_repo_format::config::RepositoryParams;
 use bunker_repo_format::keyslot::KdfParams;
 use bunker_repo_format::{BlobId, InitOptions, Repository};
@@ -43,6 +44,9 @@ struct Fixture {
 
 impl Fixture {
     /// Builds the source tree, a repository with 1 MiB packs, and one backup of the tree.
+    /// Chunks are at most 256 KiB, so every pack holds less than 1.25 MiB and the 16 MiB of
+    /// incompressible data fill at least 12 of them whatever the repository's chunker seed
+    /// (with the default 8 MiB largest chunk, an unlucky seed made fewer, larger packs).
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root = fs::canonicalize(dir.path()).unwrap();
@@ -55,6 +59,11 @@ impl Fixture {
             InitOptions {
                 params: RepositoryParams {
                     pack_size: 1 << 20,
+                    chunker: ChunkerParams {
+                        min_size: 16 << 10,
+                        avg_size: 64 << 10,
+                        max_size: 256 << 10,
+                    },
                     ..RepositoryParams::default()
                 },
                 kdf: KdfParams {
