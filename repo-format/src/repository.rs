@@ -25,6 +25,7 @@ use crate::object::{ObjectKind, SESSION_HEADER_LEN, verify_content_hash};
 use crate::snapshot::Snapshot;
 use crate::tree::Tree;
 
+mod tree_packs;
 mod writer;
 
 /// Blobs per index segment: a writer flushes a segment once it has this many unindexed
@@ -64,6 +65,7 @@ pub struct Repository {
     slot: Option<KeySlotId>,
     chunker: Chunker,
     pack_keys: Mutex<HashMap<PackId, SymmetricKey>>,
+    tree_packs: tree_packs::TreePackCache,
 }
 
 /// Audit records that open (oldest first) and names of objects under `audit/` that do not.
@@ -250,6 +252,10 @@ impl Repository {
             // Everything this process writes is locked like the rest of the repository.
             backend.enable_lock(lock)?;
         }
+        // Room for two packs: a tree pack is closed once it holds `pack_size` bytes, so it
+        // is at most one tree larger.
+        let tree_packs =
+            tree_packs::TreePackCache::new(2 * config.params.pack_size as usize + (4 << 20));
         Ok(Self {
             backend,
             config,
@@ -257,6 +263,7 @@ impl Repository {
             slot,
             chunker,
             pack_keys: Mutex::new(HashMap::new()),
+            tree_packs,
         })
     }
 
@@ -461,6 +468,29 @@ impl Repository {
     /// Reads a blob from its pack, authenticates it and re-hashes it against its id.
     pub fn read_blob_at(&self, id: &BlobId, location: &BlobLocation) -> Result<Vec<u8>> {
         let name = crate::pack::pack_kind(location.kind).name(&location.pack.to_hex());
+        if location.kind == BlobKind::Tree && self.backend.read_hints().whole_tree_packs {
+            let pack = self
+                .tree_packs
+                .get_or_read(&location.pack, || self.backend.get(&name))?;
+            if let Some(pack) = pack {
+                let start = usize::try_from(location.offset).unwrap_or(usize::MAX);
+                let sealed = start
+                    .checked_add(location.length as usize)
+                    .and_then(|end| pack.get(start..end))
+                    .ok_or_else(|| {
+                        Error::corrupt(
+                            &name,
+                            format!(
+                                "blob {id} at {}+{} runs past the end of the {}-byte pack",
+                                location.offset,
+                                location.length,
+                                pack.len()
+                            ),
+                        )
+                    })?;
+                return self.open_blob_bytes(id, location, sealed);
+            }
+        }
         let sealed = self
             .backend
             .get_range(&name, location.offset, u64::from(location.length))?;

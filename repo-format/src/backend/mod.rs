@@ -46,18 +46,23 @@ pub struct ReadHints {
     pub max_read: u64,
     /// Fetched ranges that may wait for the consumer.
     pub queue_depth: usize,
+    /// Read a tree pack whole on its first tree and answer the pack's next trees from
+    /// memory (a walk reads a snapshot's trees one by one, mostly from few packs).
+    pub whole_tree_packs: bool,
 }
 
 impl ReadHints {
-    /// For stores reached over a network (S3): 8 MiB reads, four waiting.
+    /// For stores reached over a network (S3): 8 MiB reads, four waiting, whole tree packs.
     pub const REMOTE: ReadHints = ReadHints {
         max_read: 8 << 20,
         queue_depth: 4,
+        whole_tree_packs: true,
     };
-    /// For a local directory: 2 MiB reads, two waiting.
+    /// For a local directory: 2 MiB reads, two waiting, trees read as ranges.
     pub const LOCAL: ReadHints = ReadHints {
         max_read: 2 << 20,
         queue_depth: 2,
+        whole_tree_packs: false,
     };
 }
 

@@ -175,3 +175,105 @@ fn flipped_bit_in_a_pack_is_reported_with_its_name() {
         .expect_err("corruption caught");
     assert!(err.to_string().contains(&name), "{err}");
 }
+
+/// A memory store with chosen read hints that counts the reads of tree packs.
+#[derive(Debug)]
+struct CountingStore {
+    inner: MemoryBackend,
+    hints: crate::backend::ReadHints,
+    tree_reads: std::sync::atomic::AtomicUsize,
+}
+
+impl CountingStore {
+    fn count(&self, name: &str) {
+        if name.starts_with("tree/") {
+            self.tree_reads
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    fn take_tree_reads(&self) -> usize {
+        self.tree_reads
+            .swap(0, std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Backend for CountingStore {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn read_hints(&self) -> crate::backend::ReadHints {
+        self.hints
+    }
+    fn put_if_absent(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        self.inner.put_if_absent(name, bytes)
+    }
+    fn get(&self, name: &str) -> Result<Vec<u8>> {
+        self.count(name);
+        self.inner.get(name)
+    }
+    fn get_range(&self, name: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
+        self.count(name);
+        self.inner.get_range(name, offset, length)
+    }
+    fn head(&self, name: &str) -> Result<crate::backend::ObjectMeta> {
+        self.inner.head(name)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<crate::backend::ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+    fn delete(&self, name: &str) -> Result<()> {
+        self.inner.delete(name)
+    }
+}
+
+#[test]
+fn a_remote_store_reads_each_tree_pack_once_and_a_damaged_tree_fails_alone() {
+    use crate::backend::ReadHints;
+    // Remote: the pack's header (its session key) and then the pack whole. Local: the
+    // header, then one range per tree.
+    for (hints, reads_for_20_trees) in [(ReadHints::REMOTE, 2), (ReadHints::LOCAL, 21)] {
+        let store = Arc::new(CountingStore {
+            inner: MemoryBackend::new(),
+            hints,
+            tree_reads: Default::default(),
+        });
+        let repo = Repository::init(store.clone(), b"pw", test_options()).expect("init");
+        let empty = Index::new();
+        let mut writer = repo.blob_writer(&empty);
+        let trees: Vec<(BlobId, Tree)> = (0..20u8)
+            .map(|i| {
+                let tree = Tree::new(vec![Entry {
+                    name: vec![b'a' + i],
+                    meta: Metadata::default(),
+                    node: Node::File { extents: vec![] },
+                }])
+                .expect("tree");
+                let (id, _) = writer.add(BlobKind::Tree, &tree.encode()).expect("add");
+                (id, tree)
+            })
+            .collect();
+        writer.finish().expect("finish");
+        let index = repo.load_index().expect("index").index;
+
+        let repo = Repository::open(store.clone(), b"pw").expect("open");
+        store.take_tree_reads();
+        for (id, tree) in &trees {
+            assert_eq!(&repo.load_tree(&index, id).expect("tree"), tree);
+        }
+        assert_eq!(store.take_tree_reads(), reads_for_20_trees, "{hints:?}");
+
+        let damaged = index.get(&trees[5].0).expect("indexed");
+        let name = ObjectKind::TreePack.name(&damaged.pack.to_hex());
+        store
+            .inner
+            .corrupt(&name, |bytes| bytes[damaged.offset as usize + 20] ^= 1);
+        let repo = Repository::open(store.clone(), b"pw").expect("open");
+        for (i, (id, tree)) in trees.iter().enumerate() {
+            match repo.load_tree(&index, id) {
+                Ok(loaded) => assert!(i != 5 && &loaded == tree, "{hints:?}: tree {i}"),
+                Err(e) => assert!(i == 5 && e.to_string().contains(&name), "{e}"),
+            }
+        }
+    }
+}
