@@ -10,6 +10,7 @@ use std::time::Duration;
 use bunker_repo_format::Result;
 use bunker_repo_format::backend::{Backend, MemoryBackend, ObjectMeta, ReadHints};
 use bunker_repo_format::keyslot::KdfParams;
+use bunker_repo_format::object::SESSION_HEADER_LEN;
 use bunker_repo_format::{InitOptions, Repository};
 
 use bunker_agent::Cancel;
@@ -20,13 +21,15 @@ use bunker_agent::restore::{RestoreOptions, restore, restore_volume};
 use common::noise;
 
 /// A store that asks for `concurrency` puts at once and records how many packs it was
-/// given at the same time (each pack put takes a while, like a PUT over a network).
+/// given at the same time (each pack put takes a while, like a PUT over a network), and
+/// counts the reads of a data pack's header alone.
 #[derive(Debug)]
 struct SlowPuts {
     inner: MemoryBackend,
     concurrency: usize,
     in_flight: AtomicUsize,
     most: AtomicUsize,
+    header_reads: AtomicUsize,
 }
 
 impl Backend for SlowPuts {
@@ -54,6 +57,9 @@ impl Backend for SlowPuts {
         self.inner.get(name)
     }
     fn get_range(&self, name: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
+        if name.starts_with("data/") && offset == 0 && length == SESSION_HEADER_LEN as u64 {
+            self.header_reads.fetch_add(1, Ordering::SeqCst);
+        }
         self.inner.get_range(name, offset, length)
     }
     fn head(&self, name: &str) -> Result<ObjectMeta> {
@@ -74,6 +80,7 @@ fn slow_repository(concurrency: usize) -> (Arc<SlowPuts>, Repository) {
         concurrency,
         in_flight: AtomicUsize::new(0),
         most: AtomicUsize::new(0),
+        header_reads: AtomicUsize::new(0),
     });
     let backend: Arc<dyn Backend> = store.clone();
     let mut options = InitOptions {
@@ -196,6 +203,8 @@ fn packs_are_uploaded_as_many_at_once_as_the_store_asks_and_restore_exactly() {
         );
         assert_eq!(store.most.load(Ordering::SeqCst), concurrency);
 
+        // A fresh handle: no pack key is known yet.
+        let repo = Repository::open(store.clone(), b"pw").expect("open");
         let index = repo.load_index_for_reading().expect("index").index;
         let target = tempfile::tempdir().expect("temp dir");
         let restored = restore(
@@ -216,5 +225,7 @@ fn packs_are_uploaded_as_many_at_once_as_the_store_asks_and_restore_exactly() {
             let back = std::fs::read(copy.join(name)).expect("restored file");
             assert!(back == *data, "{name} differs after restore");
         }
+        // Each pack's header came with its first blobs, not in a request of its own.
+        assert_eq!(store.header_reads.load(Ordering::SeqCst), 0);
     }
 }

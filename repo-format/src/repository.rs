@@ -423,12 +423,34 @@ impl Repository {
         if let Some(key) = self.lock_pack_keys().get(pack) {
             return Ok(key.clone());
         }
-        let object_kind = crate::pack::pack_kind(kind);
-        let name = object_kind.name(&pack.to_hex());
+        let name = crate::pack::pack_kind(kind).name(&pack.to_hex());
         let header = self
             .backend
             .get_range(&name, 0, SESSION_HEADER_LEN as u64)?;
-        let mut dec = object_kind.check_header(&header, &name)?;
+        self.learn_pack_key(pack, kind, &header)
+    }
+
+    /// Derives the key of `pack` from its first bytes (`start`: at least the session
+    /// header, as a read from offset 0 returns them) and remembers it, so that opening the
+    /// pack's blobs costs no read of the header.
+    pub fn learn_pack_key(
+        &self,
+        pack: &PackId,
+        kind: BlobKind,
+        start: &[u8],
+    ) -> Result<SymmetricKey> {
+        if let Some(key) = self.lock_pack_keys().get(pack) {
+            return Ok(key.clone());
+        }
+        let object_kind = crate::pack::pack_kind(kind);
+        let name = object_kind.name(&pack.to_hex());
+        let header = start.get(..SESSION_HEADER_LEN).ok_or_else(|| {
+            Error::corrupt(
+                &name,
+                format!("{} bytes are too short for the pack header", start.len()),
+            )
+        })?;
+        let mut dec = object_kind.check_header(header, &name)?;
         let public = dec
             .array("session public key")
             .map_err(|e| Error::corrupt(&name, e.to_string()))?;
@@ -473,6 +495,7 @@ impl Repository {
                 .tree_packs
                 .get_or_read(&location.pack, || self.backend.get(&name))?;
             if let Some(pack) = pack {
+                self.learn_pack_key(&location.pack, location.kind, &pack)?;
                 let start = usize::try_from(location.offset).unwrap_or(usize::MAX);
                 let sealed = start
                     .checked_add(location.length as usize)

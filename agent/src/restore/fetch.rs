@@ -11,12 +11,17 @@
 //! whatever the size of the restore. The backend picks the sizes: large for S3, where each
 //! request costs a round trip; small for a local directory, where memory is the only cost.
 //!
+//! A pack's first range starts at offset 0 when its first needed blob is within [`GAP`] of
+//! the header: the header (the pack's session key) comes with the blobs instead of costing a
+//! request of its own, a round trip per pack on S3.
+//!
 //! When a range read fails with anything but "not found", its blobs are read one by one,
 //! so one damaged region of a pack costs only the blobs in it.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
+use bunker_repo_format::object::SESSION_HEADER_LEN;
 use bunker_repo_format::{Error, Repository};
 
 use super::plan::PackWork;
@@ -65,12 +70,18 @@ pub(super) fn coalesce(pack: usize, work: &PackWork, max_read: u64) -> Vec<ReadR
                 continue;
             }
         }
+        // The pack's header rides along with a first blob near it.
+        let offset = if ranges.is_empty() && start <= SESSION_HEADER_LEN as u64 + GAP {
+            0
+        } else {
+            start
+        };
         ranges.push(ReadRange {
             pack,
             first: i,
             end: i + 1,
-            offset: start,
-            length: end - start,
+            offset,
+            length: end - offset,
         });
     }
     ranges
@@ -123,6 +134,11 @@ pub(super) fn fetch_all(
 fn read_range(repo: &Repository, work: &PackWork, range: ReadRange) -> Vec<Fetched> {
     let name = work.name();
     let data = repo.backend().get_range(&name, range.offset, range.length);
+    if let (Ok(bytes), 0, Some(blob)) = (&data, range.offset, work.blobs.first()) {
+        // A damaged header is reported when the blobs are opened (the key is then read
+        // on its own and fails the same way, naming the pack).
+        let _ = repo.learn_pack_key(&work.pack, blob.location.kind, bytes);
+    }
     match data {
         Err(e) if range.end - range.first > 1 && !e.is_not_found() => (range.first..range.end)
             .map(|i| {
@@ -189,8 +205,8 @@ mod tests {
                     pack: 7,
                     first: 0,
                     end: 3,
-                    offset: 100,
-                    length: 2000 + GAP + 10
+                    offset: 0,
+                    length: 2100 + GAP + 10
                 },
                 ReadRange {
                     pack: 7,
@@ -201,6 +217,15 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn the_header_is_read_with_a_first_blob_near_it_and_apart_from_a_far_one() {
+        let header = SESSION_HEADER_LEN as u64;
+        let near = coalesce(0, &work(&[(header + GAP, 10)]), MAX_READ);
+        assert_eq!((near[0].offset, near[0].length), (0, header + GAP + 10));
+        let far = coalesce(0, &work(&[(header + GAP + 1, 10)]), MAX_READ);
+        assert_eq!((far[0].offset, far[0].length), (header + GAP + 1, 10));
     }
 
     #[test]
