@@ -25,6 +25,7 @@ use crate::object::{ObjectKind, SESSION_HEADER_LEN, verify_content_hash};
 use crate::snapshot::Snapshot;
 use crate::tree::Tree;
 
+mod fan_out;
 mod tree_packs;
 mod writer;
 
@@ -387,8 +388,15 @@ impl Repository {
         mut visit: impl FnMut(&crate::index::IndexSegment),
     ) -> Result<LoadedIndex> {
         let mut loaded = LoadedIndex::default();
-        for id in self.list_index_ids()? {
-            match self.load_index_segment(&id) {
+        let mut failed = None;
+        let ids = self.list_index_ids()?;
+        let width = self.backend.read_hints().small_reads;
+        fan_out::load_in_order(
+            &ids,
+            width,
+            |id| self.load_index_segment(id),
+            |&id, result| match result {
+                _ if failed.is_some() => {}
                 Ok(segment) => {
                     loaded.index.add_segment(&segment);
                     visit(&segment);
@@ -400,8 +408,11 @@ impl Repository {
                 ) => {
                     loaded.damaged.push((id, e));
                 }
-                Err(e) => return Err(e),
-            }
+                Err(e) => failed = Some(e),
+            },
+        );
+        if let Some(e) = failed {
+            return Err(e);
         }
         loaded.index.compact();
         Ok(loaded)
@@ -591,9 +602,22 @@ impl Repository {
 
     /// Every snapshot, oldest first. Fails on the first unreadable one.
     pub fn load_snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
-        let mut all = Vec::new();
-        for id in self.list_snapshot_ids()? {
-            all.push((id, self.load_snapshot(&id)?));
+        let ids = self.list_snapshot_ids()?;
+        let mut all = Vec::with_capacity(ids.len());
+        let mut failed = None;
+        let width = self.backend.read_hints().small_reads;
+        fan_out::load_in_order(
+            &ids,
+            width,
+            |id| self.load_snapshot(id),
+            |&id, result| match result {
+                _ if failed.is_some() => {}
+                Ok(snapshot) => all.push((id, snapshot)),
+                Err(e) => failed = Some(e),
+            },
+        );
+        if let Some(e) = failed {
+            return Err(e);
         }
         all.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
         Ok(all)

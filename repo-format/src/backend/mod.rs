@@ -49,20 +49,26 @@ pub struct ReadHints {
     /// Read a tree pack whole on its first tree and answer the pack's next trees from
     /// memory (a walk reads a snapshot's trees one by one, mostly from few packs).
     pub whole_tree_packs: bool,
+    /// Small objects (index segments, snapshots) read at once when loading many.
+    pub small_reads: usize,
 }
 
 impl ReadHints {
-    /// For stores reached over a network (S3): 8 MiB reads, four waiting, whole tree packs.
+    /// For stores reached over a network (S3): 8 MiB reads, four waiting, whole tree packs,
+    /// eight small objects at once.
     pub const REMOTE: ReadHints = ReadHints {
         max_read: 8 << 20,
         queue_depth: 4,
         whole_tree_packs: true,
+        small_reads: 8,
     };
-    /// For a local directory: 2 MiB reads, two waiting, trees read as ranges.
+    /// For a local directory: 2 MiB reads, two waiting, trees read as ranges, two small
+    /// objects at once (their decoding is the cost).
     pub const LOCAL: ReadHints = ReadHints {
         max_read: 2 << 20,
         queue_depth: 2,
         whole_tree_packs: false,
+        small_reads: 2,
     };
 }
 
