@@ -388,32 +388,27 @@ impl Repository {
         mut visit: impl FnMut(&crate::index::IndexSegment),
     ) -> Result<LoadedIndex> {
         let mut loaded = LoadedIndex::default();
-        let mut failed = None;
-        let ids = self.list_index_ids()?;
-        let width = self.backend.read_hints().small_reads;
         fan_out::load_in_order(
-            &ids,
-            width,
+            &self.list_index_ids()?,
+            self.backend.read_hints().small_reads,
             |id| self.load_index_segment(id),
-            |&id, result| match result {
-                _ if failed.is_some() => {}
-                Ok(segment) => {
-                    loaded.index.add_segment(&segment);
-                    visit(&segment);
-                    loaded.segments.push(id);
+            |&id, result| {
+                match result {
+                    Ok(segment) => {
+                        loaded.index.add_segment(&segment);
+                        visit(&segment);
+                        loaded.segments.push(id);
+                    }
+                    Err(
+                        e @ (Error::Corrupt { .. }
+                        | Error::NotFound { .. }
+                        | Error::Unsupported { .. }),
+                    ) => loaded.damaged.push((id, e)),
+                    Err(e) => return Err(e),
                 }
-                Err(
-                    e
-                    @ (Error::Corrupt { .. } | Error::NotFound { .. } | Error::Unsupported { .. }),
-                ) => {
-                    loaded.damaged.push((id, e));
-                }
-                Err(e) => failed = Some(e),
+                Ok(())
             },
-        );
-        if let Some(e) = failed {
-            return Err(e);
-        }
+        )?;
         loaded.index.compact();
         Ok(loaded)
     }
@@ -604,21 +599,12 @@ impl Repository {
     pub fn load_snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
         let ids = self.list_snapshot_ids()?;
         let mut all = Vec::with_capacity(ids.len());
-        let mut failed = None;
-        let width = self.backend.read_hints().small_reads;
         fan_out::load_in_order(
             &ids,
-            width,
+            self.backend.read_hints().small_reads,
             |id| self.load_snapshot(id),
-            |&id, result| match result {
-                _ if failed.is_some() => {}
-                Ok(snapshot) => all.push((id, snapshot)),
-                Err(e) => failed = Some(e),
-            },
-        );
-        if let Some(e) = failed {
-            return Err(e);
-        }
+            |&id, result| result.map(|snapshot| all.push((id, snapshot))),
+        )?;
         all.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
         Ok(all)
     }

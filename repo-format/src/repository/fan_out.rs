@@ -9,19 +9,21 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-/// Calls `consume(id, load(id))` for every id, in order; up to `width` loads run at once.
-pub(super) fn load_in_order<I: Sync, T: Send>(
+/// Calls `consume(id, load(id))` for every id, in order, until `consume` returns an error
+/// (then no further batch is loaded, and that error is returned); up to `width` loads run
+/// at once.
+pub(super) fn load_in_order<I: Sync, T: Send, E>(
     ids: &[I],
     width: usize,
     load: impl Fn(&I) -> T + Sync,
-    mut consume: impl FnMut(&I, T),
-) {
+    mut consume: impl FnMut(&I, T) -> Result<(), E>,
+) -> Result<(), E> {
     let width = width.max(1);
     if width == 1 {
         for id in ids {
-            consume(id, load(id));
+            consume(id, load(id))?;
         }
-        return;
+        return Ok(());
     }
     for batch in ids.chunks(width) {
         let slots: Vec<Mutex<Option<T>>> = batch.iter().map(|_| Mutex::new(None)).collect();
@@ -44,10 +46,11 @@ pub(super) fn load_in_order<I: Sync, T: Send>(
             let loaded = slot.into_inner().unwrap_or_else(PoisonError::into_inner);
             // Every slot was filled: each index of the batch was taken by one thread.
             if let Some(loaded) = loaded {
-                consume(id, loaded);
+                consume(id, loaded)?;
             }
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -63,7 +66,7 @@ mod tests {
         for width in [1, 4, 8, 40] {
             let (running, most) = (AtomicUsize::new(0), AtomicUsize::new(0));
             let mut seen = Vec::new();
-            load_in_order(
+            let done: Result<(), ()> = load_in_order(
                 &ids,
                 width,
                 |id| {
@@ -74,8 +77,12 @@ mod tests {
                     running.fetch_sub(1, Ordering::SeqCst);
                     id * 10
                 },
-                |id, loaded| seen.push((*id, loaded)),
+                |id, loaded| {
+                    seen.push((*id, loaded));
+                    Ok(())
+                },
             );
+            assert!(done.is_ok());
             let expected: Vec<(u32, u32)> = ids.iter().map(|&id| (id, id * 10)).collect();
             assert_eq!(seen, expected, "width {width}");
             let most = most.load(Ordering::SeqCst);
@@ -84,5 +91,35 @@ mod tests {
                 "width {width}: {most}"
             );
         }
+    }
+
+    #[test]
+    fn the_first_error_of_consume_stops_the_loading() {
+        let ids: Vec<u32> = (0..20).collect();
+        let loaded = AtomicUsize::new(0);
+        let mut seen = Vec::new();
+        let result = load_in_order(
+            &ids,
+            4,
+            |id| {
+                loaded.fetch_add(1, Ordering::SeqCst);
+                *id
+            },
+            |id, _| {
+                seen.push(*id);
+                if *id == 5 {
+                    Err(format!("id {id}"))
+                } else {
+                    Ok(())
+                }
+            },
+        );
+        assert_eq!(result, Err("id 5".to_owned()));
+        assert_eq!(seen, vec![0, 1, 2, 3, 4, 5]);
+        assert_eq!(
+            loaded.load(Ordering::SeqCst),
+            8,
+            "two batches of four, no more"
+        );
     }
 }
