@@ -449,7 +449,12 @@ fn view(repo: &Repository, progress: &mut dyn PruneProgress) -> Result<View> {
 
 /// One segment; `None` when it was deleted meanwhile. A damaged one stops the run.
 fn load_segment(repo: &Repository, id: &IndexId) -> Result<Option<IndexSegment>> {
-    match repo.load_index_segment(id) {
+    usable_segment(id, repo.load_index_segment(id))
+}
+
+/// A segment as read; `None` when it was deleted meanwhile. A damaged one stops the run.
+fn usable_segment(id: &IndexId, read: Result<IndexSegment>) -> Result<Option<IndexSegment>> {
+    match read {
         Ok(segment) => Ok(Some(segment)),
         Err(e) if e.is_not_found() => Ok(None),
         Err(e) => Err(Error::Invalid(format!(
@@ -460,11 +465,12 @@ fn load_segment(repo: &Repository, id: &IndexId) -> Result<Option<IndexSegment>>
 
 fn load_segments(repo: &Repository) -> Result<Vec<(IndexId, IndexSegment)>> {
     let mut segments = Vec::new();
-    for id in repo.list_index_ids()? {
-        if let Some(segment) = load_segment(repo, &id)? {
+    repo.for_each_index_segment(|id, result| {
+        if let Some(segment) = usable_segment(&id, result)? {
             segments.push((id, segment));
         }
-    }
+        Ok(())
+    })?;
     Ok(segments)
 }
 

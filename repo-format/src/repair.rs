@@ -98,9 +98,9 @@ pub fn plan_index_repair(repo: &Repository, threads: usize) -> Result<IndexRepai
     let mut report = RepairIndexReport::default();
     let mut segments: Vec<(IndexId, IndexSegment)> = Vec::new();
     let mut replace: BTreeMap<IndexId, String> = BTreeMap::new();
-    for id in repo.list_index_ids()? {
+    repo.for_each_index_segment(|id, result| {
         let name = ObjectKind::Index.name(&id.to_hex());
-        match repo.load_index_segment(&id) {
+        match result {
             Ok(segment) => segments.push((id, segment)),
             // Deleted since it was listed (by a concurrent repair or prune).
             Err(Error::NotFound { .. }) => {}
@@ -113,7 +113,8 @@ pub fn plan_index_repair(repo: &Repository, threads: usize) -> Result<IndexRepai
             }
             Err(e) => return Err(e),
         }
-    }
+        Ok(())
+    })?;
 
     let stored = crate::gc::list_packs(repo)?;
     report.packs = stored.packs.len();

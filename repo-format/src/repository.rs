@@ -388,29 +388,40 @@ impl Repository {
         mut visit: impl FnMut(&crate::index::IndexSegment),
     ) -> Result<LoadedIndex> {
         let mut loaded = LoadedIndex::default();
+        self.for_each_index_segment(|id, result| {
+            match result {
+                Ok(segment) => {
+                    loaded.index.add_segment(&segment);
+                    visit(&segment);
+                    loaded.segments.push(id);
+                }
+                Err(
+                    e
+                    @ (Error::Corrupt { .. } | Error::NotFound { .. } | Error::Unsupported { .. }),
+                ) => loaded.damaged.push((id, e)),
+                Err(e) => return Err(e),
+            }
+            Ok(())
+        })?;
+        loaded.index.compact();
+        Ok(loaded)
+    }
+
+    /// Reads every listed index segment, up to [`ReadHints::small_reads`] at once, and hands
+    /// each (or why it could not be read) to `consume` in id order; stops at the first error
+    /// `consume` returns.
+    ///
+    /// [`ReadHints::small_reads`]: crate::backend::ReadHints::small_reads
+    pub fn for_each_index_segment(
+        &self,
+        mut consume: impl FnMut(IndexId, Result<crate::index::IndexSegment>) -> Result<()>,
+    ) -> Result<()> {
         fan_out::load_in_order(
             &self.list_index_ids()?,
             self.backend.read_hints().small_reads,
             |id| self.load_index_segment(id),
-            |&id, result| {
-                match result {
-                    Ok(segment) => {
-                        loaded.index.add_segment(&segment);
-                        visit(&segment);
-                        loaded.segments.push(id);
-                    }
-                    Err(
-                        e @ (Error::Corrupt { .. }
-                        | Error::NotFound { .. }
-                        | Error::Unsupported { .. }),
-                    ) => loaded.damaged.push((id, e)),
-                    Err(e) => return Err(e),
-                }
-                Ok(())
-            },
-        )?;
-        loaded.index.compact();
-        Ok(loaded)
+            |&id, result| consume(id, result),
+        )
     }
 
     /// Loads the index for reading data: locations in packs that are gone from storage are
