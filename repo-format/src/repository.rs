@@ -504,6 +504,35 @@ impl Repository {
         Ok(plaintext)
     }
 
+    /// Opens the blob at `location` out of `bytes`, read from offset `read_from` of its pack
+    /// (0 for the whole pack): takes its sealed bytes (an error naming the pack when they are
+    /// not all there), authenticates them and re-hashes the plaintext against its id.
+    pub fn open_blob_in(
+        &self,
+        id: &BlobId,
+        location: &BlobLocation,
+        bytes: &[u8],
+        read_from: u64,
+    ) -> Result<Vec<u8>> {
+        let sealed = location
+            .offset
+            .checked_sub(read_from)
+            .and_then(|start| usize::try_from(start).ok())
+            .and_then(|start| bytes.get(start..)?.get(..location.length as usize))
+            .ok_or_else(|| {
+                Error::corrupt(
+                    crate::pack::pack_kind(location.kind).name(&location.pack.to_hex()),
+                    format!(
+                        "blob {id} at {}+{} is outside the {} bytes read from offset {read_from}",
+                        location.offset,
+                        location.length,
+                        bytes.len()
+                    ),
+                )
+            })?;
+        self.open_blob_bytes(id, location, sealed)
+    }
+
     /// Reads a blob from its pack, authenticates it and re-hashes it against its id.
     pub fn read_blob_at(&self, id: &BlobId, location: &BlobLocation) -> Result<Vec<u8>> {
         let name = crate::pack::pack_kind(location.kind).name(&location.pack.to_hex());
@@ -513,22 +542,7 @@ impl Repository {
                 .get_or_read(&location.pack, || self.backend.get(&name))?;
             if let Some(pack) = pack {
                 self.learn_pack_key(&location.pack, location.kind, &pack)?;
-                let start = usize::try_from(location.offset).unwrap_or(usize::MAX);
-                let sealed = start
-                    .checked_add(location.length as usize)
-                    .and_then(|end| pack.get(start..end))
-                    .ok_or_else(|| {
-                        Error::corrupt(
-                            &name,
-                            format!(
-                                "blob {id} at {}+{} runs past the end of the {}-byte pack",
-                                location.offset,
-                                location.length,
-                                pack.len()
-                            ),
-                        )
-                    })?;
-                return self.open_blob_bytes(id, location, sealed);
+                return self.open_blob_in(id, location, &pack, 0);
             }
         }
         let sealed = self

@@ -2,7 +2,7 @@
 //!
 //! Every blob is authenticated (AEAD, with its kind and id as associated data),
 //! decompressed, checked against its recorded length and re-hashed against its id
-//! ([`Repository::open_blob_bytes`]) before its bytes go anywhere.
+//! ([`Repository::open_blob_in`]) before its bytes go anywhere.
 
 use bunker_repo_format::{Error, Repository};
 use rayon::prelude::*;
@@ -24,28 +24,10 @@ pub(super) fn unseal_range(
 ) {
     work.blobs[range.first..range.end]
         .par_iter()
-        .for_each(|blob| sink(blob, unseal_one(repo, work, range, data, blob)));
-}
-
-fn unseal_one(
-    repo: &Repository,
-    work: &PackWork,
-    range: &ReadRange,
-    data: &[u8],
-    blob: &PlannedBlob,
-) -> Result<Vec<u8>, Error> {
-    let start = usize::try_from(blob.location.offset - range.offset).unwrap_or(usize::MAX);
-    let end = start.saturating_add(blob.location.length as usize);
-    let sealed = data.get(start..end).ok_or_else(|| {
-        Error::corrupt(
-            work.name(),
-            format!(
-                "short read: blob {} at offset {} is past the {} bytes returned",
-                blob.id,
-                blob.location.offset,
-                data.len()
-            ),
-        )
-    })?;
-    repo.open_blob_bytes(&blob.id, &blob.location, sealed)
+        .for_each(|blob| {
+            sink(
+                blob,
+                repo.open_blob_in(&blob.id, &blob.location, data, range.offset),
+            )
+        });
 }

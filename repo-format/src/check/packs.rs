@@ -125,8 +125,7 @@ pub(crate) fn check_one_pack(
                         length: entry.length,
                         raw_length: entry.raw_length,
                     };
-                    let sealed = &bytes[entry.offset as usize..][..entry.length as usize];
-                    if let Err(e) = repo.open_blob_bytes(&entry.id, &location, sealed) {
+                    if let Err(e) = repo.open_blob_in(&entry.id, &location, &bytes, 0) {
                         outcome.problems.push(Problem {
                             object: name.clone(),
                             message: format!(
