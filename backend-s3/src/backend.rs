@@ -269,13 +269,18 @@ impl Backend for S3Backend {
     }
 
     fn put_if_absent(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        self.put_if_absent_owned(name, bytes.to_vec())
+    }
+
+    fn put_if_absent_owned(&self, name: &str, bytes: Vec<u8>) -> Result<()> {
         let path = self.path(name)?;
         let store = self.writer()?;
         let options = PutOptions {
             mode: PutMode::Create,
             ..PutOptions::default()
         };
-        let payload = PutPayload::from(bytes.to_vec());
+        // The body shares the buffer (retries included); nothing is copied.
+        let payload = PutPayload::from(bytes);
         self.run(async {
             match store.put_opts(&path, payload, options).await {
                 Ok(_) => Ok(()),

@@ -177,7 +177,7 @@ pub fn forget(repo: &Repository, id: &SnapshotId) -> Result<Forgotten> {
         snapshot: *id,
     };
     let (marker_name, bytes) = marker.seal(key);
-    repo.put_content_named(&marker_name, &bytes)?;
+    repo.put_content_named(&marker_name, bytes)?;
     let until = repo.backend().retained_until(&name)?.unwrap_or(now);
     Ok(Forgotten::Hidden {
         until,

@@ -589,7 +589,7 @@ pub fn prune_observed(
             packs: new_condemned.clone(),
         };
         let (name, bytes) = gc_plan.encode(repo.writer_key());
-        repo.put_content_named(&name, &bytes)?;
+        repo.put_content_named(&name, bytes)?;
         report.condemned_packs = new_condemned.len();
         report.plan_written = Some(name.clone());
         if plan.grace.is_zero() {

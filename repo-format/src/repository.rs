@@ -671,7 +671,7 @@ impl Repository {
         snapshot: &Snapshot,
     ) -> Result<SnapshotId> {
         let (id, bytes) = snapshot.seal(session);
-        self.put_content_named(&ObjectKind::Snapshot.name(&id.to_hex()), &bytes)?;
+        self.put_content_named(&ObjectKind::Snapshot.name(&id.to_hex()), bytes)?;
         Ok(id)
     }
 
@@ -719,15 +719,23 @@ impl Repository {
     }
 
     /// Stores a finished pack (see [`BlobWriter::pack_sealed`]); it is not indexed until the
-    /// writer that packed it records it with [`BlobWriter::record_uploaded`].
-    pub fn put_pack(&self, pack: &crate::pack::FinishedPack) -> Result<()> {
-        self.put_content_named(&pack.name(), &pack.bytes)
+    /// writer that packed it records the returned [`StoredPack`](crate::pack::StoredPack)
+    /// with [`BlobWriter::record_uploaded`]. The bytes are handed to the backend, not copied.
+    pub fn put_pack(&self, pack: crate::pack::FinishedPack) -> Result<crate::pack::StoredPack> {
+        let name = pack.name();
+        let stored = pack.bytes.len() as u64;
+        self.put_content_named(&name, pack.bytes)?;
+        Ok(crate::pack::StoredPack {
+            id: pack.id,
+            stored,
+            entries: pack.entries,
+        })
     }
 
     /// Stores a content-named object: an existing object of that name has the same bytes,
     /// so `AlreadyExists` counts as success.
-    pub(crate) fn put_content_named(&self, name: &str, bytes: &[u8]) -> Result<()> {
-        match self.backend.put_if_absent(name, bytes) {
+    pub(crate) fn put_content_named(&self, name: &str, bytes: Vec<u8>) -> Result<()> {
+        match self.backend.put_if_absent_owned(name, bytes) {
             Ok(()) | Err(Error::AlreadyExists { .. }) => Ok(()),
             Err(e) => Err(e),
         }
@@ -765,7 +773,7 @@ impl Repository {
     ) -> Result<IndexId> {
         let bytes = encode_segment(&IndexSegment { packs }, self.key.writer(), session);
         let id = IndexId::from_bytes(crate::id::content_hash(&bytes));
-        self.put_content_named(&ObjectKind::Index.name(&id.to_hex()), &bytes)?;
+        self.put_content_named(&ObjectKind::Index.name(&id.to_hex()), bytes)?;
         Ok(id)
     }
 

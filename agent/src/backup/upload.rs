@@ -12,21 +12,14 @@ use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{Scope, ScopedJoinHandle};
 
-use bunker_repo_format::pack::{FinishedPack, PackEntry};
-use bunker_repo_format::{BlobId, BlobKind, BlobWriter, PackId, Repository, SealedBlob};
+use bunker_repo_format::pack::{FinishedPack, StoredPack};
+use bunker_repo_format::{BlobId, BlobKind, BlobWriter, Repository, SealedBlob};
 use rayon::prelude::*;
-
-/// A pack that is stored: what the writer needs to index it.
-pub(super) struct Uploaded {
-    pub id: PackId,
-    pub stored: u64,
-    pub entries: Vec<PackEntry>,
-}
 
 /// The upload threads and their queues.
 pub(super) struct Uploads<'scope> {
     queue: Option<SyncSender<FinishedPack>>,
-    done: Receiver<bunker_repo_format::Result<Uploaded>>,
+    done: Receiver<bunker_repo_format::Result<StoredPack>>,
     threads: Vec<ScopedJoinHandle<'scope, ()>>,
 }
 
@@ -48,11 +41,7 @@ impl<'scope> Uploads<'scope> {
                             .unwrap_or_else(PoisonError::into_inner)
                             .recv();
                         let Ok(pack) = next else { break };
-                        let result = repo.put_pack(&pack).map(|()| Uploaded {
-                            id: pack.id,
-                            stored: pack.bytes.len() as u64,
-                            entries: pack.entries,
-                        });
+                        let result = repo.put_pack(pack);
                         if done_tx.send(result).is_err() {
                             break;
                         }
@@ -78,12 +67,12 @@ impl<'scope> Uploads<'scope> {
     }
 
     /// Uploads finished since the last call.
-    pub(super) fn finished(&self) -> Vec<bunker_repo_format::Result<Uploaded>> {
+    pub(super) fn finished(&self) -> Vec<bunker_repo_format::Result<StoredPack>> {
         self.done.try_iter().collect()
     }
 
     /// Waits for every queued upload and returns the ones not yet collected.
-    pub(super) fn close(mut self) -> Vec<bunker_repo_format::Result<Uploaded>> {
+    pub(super) fn close(mut self) -> Vec<bunker_repo_format::Result<StoredPack>> {
         self.queue = None;
         for thread in self.threads.drain(..) {
             // A panicking uploader lost its pack: fail rather than index less than packed.
@@ -101,11 +90,11 @@ impl<'scope> Uploads<'scope> {
 /// leaves them indexed); returns the first error.
 pub(super) fn record(
     writer: &mut BlobWriter<'_>,
-    uploaded: Vec<bunker_repo_format::Result<Uploaded>>,
+    uploaded: Vec<bunker_repo_format::Result<StoredPack>>,
 ) -> bunker_repo_format::Result<()> {
     let mut first = Ok(());
     for pack in uploaded {
-        let recorded = pack.and_then(|p| writer.record_uploaded(p.id, p.stored, p.entries));
+        let recorded = pack.and_then(|p| writer.record_uploaded(p));
         if let Err(e) = recorded
             && first.is_ok()
         {

@@ -35,6 +35,17 @@ impl FinishedPack {
     }
 }
 
+/// A pack that is stored, without its bytes: what a writer needs to index it.
+#[derive(Debug)]
+pub struct StoredPack {
+    /// Content hash of the stored bytes.
+    pub id: PackId,
+    /// The pack's size in bytes.
+    pub stored: u64,
+    /// The blobs it holds, in order.
+    pub entries: Vec<PackEntry>,
+}
+
 impl PackWriter {
     /// Starts an empty pack of `kind` blobs sealed by `session`.
     pub fn new(kind: BlobKind, session: SealingSession) -> Self {

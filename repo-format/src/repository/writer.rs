@@ -8,7 +8,7 @@ use crate::crypto::SealingSession;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, IndexId, PackId};
 use crate::index::{Index, IndexedPack};
-use crate::pack::{FinishedPack, PackWriter};
+use crate::pack::{FinishedPack, PackWriter, StoredPack};
 
 /// Figures about what a [`BlobWriter`] stored.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -224,19 +224,18 @@ impl<'a> BlobWriter<'a> {
     }
 
     fn upload(&mut self, finished: FinishedPack) -> Result<()> {
-        self.repo
-            .put_content_named(&finished.name(), &finished.bytes)?;
-        self.record_uploaded(finished.id, finished.bytes.len() as u64, finished.entries)
+        let stored = self.repo.put_pack(finished)?;
+        self.record_uploaded(stored)
     }
 
-    /// Records a pack uploaded by the caller (see [`BlobWriter::pack_sealed`]): `entries`
-    /// are its blobs, `stored` its size. Writes an index segment when enough blobs wait for one.
-    pub fn record_uploaded(
-        &mut self,
-        id: PackId,
-        stored: u64,
-        entries: Vec<crate::pack::PackEntry>,
-    ) -> Result<()> {
+    /// Records a pack uploaded by the caller (see [`BlobWriter::pack_sealed`] and
+    /// [`Repository::put_pack`]). Writes an index segment when enough blobs wait for one.
+    pub fn record_uploaded(&mut self, pack: StoredPack) -> Result<()> {
+        let StoredPack {
+            id,
+            stored,
+            entries,
+        } = pack;
         self.stats.bytes_stored += stored;
         self.stats.packs += 1;
         // Until the snapshot exists nothing references this pack: a prune that takes this
