@@ -718,16 +718,37 @@ impl Repository {
             .delete(&ObjectKind::Snapshot.name(&id.to_hex()))
     }
 
+    /// Starts a pack of `kind` blobs sealed by `session`: written through to the store's
+    /// staging area when it has one (a local directory), so the pack never sits in memory
+    /// whole; built in memory otherwise (S3 takes it as one request body).
+    pub fn start_pack(
+        &self,
+        kind: crate::blob::BlobKind,
+        session: &SealingSession,
+    ) -> Result<crate::pack::PackWriter> {
+        Ok(match self.backend.stage()? {
+            Some(file) => crate::pack::PackWriter::staged(kind, session.clone(), file),
+            None => crate::pack::PackWriter::new(kind, session.clone()),
+        })
+    }
+
     /// Stores a finished pack (see [`BlobWriter::pack_sealed`]); it is not indexed until the
     /// writer that packed it records the returned [`StoredPack`](crate::pack::StoredPack)
-    /// with [`BlobWriter::record_uploaded`]. The bytes are handed to the backend, not copied.
+    /// with [`BlobWriter::record_uploaded`]. The bytes are handed to the backend, not copied;
+    /// a staged pack is published under its name.
     pub fn put_pack(&self, pack: crate::pack::FinishedPack) -> Result<crate::pack::StoredPack> {
         let name = pack.name();
-        let stored = pack.bytes.len() as u64;
-        self.put_content_named(&name, pack.bytes)?;
+        let stored = match pack.contents {
+            crate::pack::PackContents::Memory(bytes) => self.put_content_named(&name, bytes),
+            crate::pack::PackContents::Staged(file) => match self.backend.publish(file, &name) {
+                Ok(()) | Err(Error::AlreadyExists { .. }) => Ok(()),
+                Err(e) => Err(e),
+            },
+        };
+        stored?;
         Ok(crate::pack::StoredPack {
             id: pack.id,
-            stored,
+            stored: pack.size,
             entries: pack.entries,
         })
     }

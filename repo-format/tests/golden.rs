@@ -1219,10 +1219,13 @@ fn regenerate() {
         for plaintext in &plaintexts {
             let id = blob_id(&master, plaintext);
             let sealed = seal_blob(session.key(), kind, &id, plaintext, level);
-            writer.add(id, &sealed, plaintext.len() as u32);
+            writer
+                .add(id, &sealed, plaintext.len() as u32)
+                .expect("add to a pack in memory");
         }
-        let pack = writer.finish();
-        objects.push((pack.name(), pack.bytes.clone()));
+        let pack = writer.finish().expect("finish a pack in memory");
+        let bytes = pack.bytes().expect("built in memory").to_vec();
+        objects.push((pack.name(), bytes));
         packs.push(IndexedPack {
             id: pack.id,
             kind,

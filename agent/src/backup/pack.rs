@@ -50,8 +50,7 @@ pub(super) fn run<'a>(
         if error.is_none() {
             let sent = writer
                 .take_open_packs()
-                .into_iter()
-                .try_for_each(|pack| uploads.send(pack));
+                .and_then(|packs| packs.into_iter().try_for_each(|pack| uploads.send(pack)));
             if let Err(e) = sent {
                 fail(e, &mut error);
             }

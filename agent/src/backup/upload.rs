@@ -158,11 +158,11 @@ impl<'w, 'a, 'scope> Packer<'w, 'a, 'scope> {
     /// after an error (so what was stored is indexed and reused by the next run); returns
     /// the first error.
     pub(super) fn finish(self) -> bunker_repo_format::Result<()> {
-        let sent = self
-            .writer
-            .take_open_packs()
-            .into_iter()
-            .try_for_each(|pack| self.uploads.send(pack));
+        let sent = self.writer.take_open_packs().and_then(|packs| {
+            packs
+                .into_iter()
+                .try_for_each(|pack| self.uploads.send(pack))
+        });
         let recorded = record(self.writer, self.uploads.close());
         sent.and(recorded)
     }

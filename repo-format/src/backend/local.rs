@@ -1,7 +1,8 @@
 //! A repository in a local directory.
 //!
 //! Object `a/b/c` is the file `<root>/a/b/c`. A write goes to a temp file in the object's
-//! directory, which is written, made read-only and fsynced, then published with `link(2)`:
+//! directory (a staged object, written before its name is known: at the root), which is
+//! written, made read-only and fsynced, then published with `link(2)`:
 //! unlike `rename(2)`, linking fails instead of replacing an object that already exists, so
 //! racing writers cannot clobber each other and readers only ever see whole objects. Temp
 //! files are named `.tmp-*`; they are never listed, and a crash may leave them behind
@@ -22,7 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
 
-use super::{Backend, LockPolicy, ObjectMeta, ReadHints, validate_name};
+use super::{Backend, LockPolicy, ObjectMeta, ReadHints, StagedFile, validate_name};
 use crate::error::{Error, Result};
 
 /// The object whose presence marks a directory as a repository.
@@ -216,6 +217,48 @@ impl LocalBackend {
         written.map_err(|e| self.io_error("writing the lock of", name, e))
     }
 
+    /// The first half of a put: `name`'s path, once it is known to be free (a cheap early
+    /// exit; the link in [`Self::link_object`] is what guarantees no overwrite) and its
+    /// lock, under a lock policy, is written.
+    fn prepare_put(&self, name: &str) -> Result<PathBuf> {
+        let path = self.object_path(name)?;
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => {
+                return Err(Error::Invalid(format!(
+                    "cannot store {name} in {}: a directory of that name holds other objects",
+                    self.location()
+                )));
+            }
+            Ok(_) => return Err(already_exists(name)),
+            Err(_) => {}
+        }
+        let policy = *self.lock.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(policy) = policy {
+            self.write_lock(name, &path, SystemTime::now() + policy.period)?;
+        }
+        Ok(path)
+    }
+
+    /// The second half of a put: the filled temp file becomes the object at `path`,
+    /// durably, or `AlreadyExists`. The caller removes the temp name.
+    fn link_object(&self, file: File, temp_path: &Path, path: &Path, name: &str) -> Result<()> {
+        let dir = parent_dir(path);
+        let linked = make_durable(file).and_then(|()| match fs::hard_link(temp_path, path) {
+            // A staged file's object directory may not exist yet.
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                create_dirs(dir, Some(&self.root))?;
+                fs::hard_link(temp_path, path)
+            }
+            other => other,
+        });
+        match linked {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => return Err(already_exists(name)),
+            Err(e) => return Err(self.io_error("writing", name, e)),
+        }
+        sync_dir(dir).map_err(|e| self.io_error("syncing the directory of", name, e))
+    }
+
     /// Reads exactly `length` bytes at `offset` with a positioned read.
     fn read_at(&self, file: &File, name: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
         let len = usize::try_from(length)
@@ -241,24 +284,9 @@ impl Backend for LocalBackend {
     }
 
     fn put_if_absent(&self, name: &str, bytes: &[u8]) -> Result<()> {
-        let path = self.object_path(name)?;
-        // Cheap early exit; the link below is what actually guarantees no overwrite.
-        match fs::symlink_metadata(&path) {
-            Ok(meta) if meta.is_dir() => {
-                return Err(Error::Invalid(format!(
-                    "cannot store {name} in {}: a directory of that name holds other objects",
-                    self.location()
-                )));
-            }
-            Ok(_) => return Err(already_exists(name)),
-            Err(_) => {}
-        }
-        let policy = *self.lock.read().unwrap_or_else(|e| e.into_inner());
-        if let Some(policy) = policy {
-            self.write_lock(name, &path, SystemTime::now() + policy.period)?;
-        }
+        let path = self.prepare_put(name)?;
         let dir = parent_dir(&path);
-        let (temp_path, file) = match create_temp(dir) {
+        let (temp_path, mut file) = match create_temp(dir) {
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 create_dirs(dir, Some(&self.root))
                     .map_err(|e| self.io_error("creating the directory for", name, e))?;
@@ -267,17 +295,35 @@ impl Backend for LocalBackend {
             other => other,
         }
         .map_err(|e| self.io_error("creating a temp file for", name, e))?;
-
-        let published = write_and_link(file, &temp_path, &path, bytes);
+        let result = match file.write_all(bytes) {
+            Ok(()) => self.link_object(file, &temp_path, &path, name),
+            Err(e) => Err(self.io_error("writing", name, e)),
+        };
         // The temp name was only for staging. Failing to remove it leaves a harmless,
         // never-listed file, which is no reason to fail a write that succeeded.
         let _ = fs::remove_file(&temp_path);
-        match published {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => return Err(already_exists(name)),
-            Err(e) => return Err(self.io_error("writing", name, e)),
-        }
-        sync_dir(dir).map_err(|e| self.io_error("syncing the directory of", name, e))
+        result
+    }
+
+    /// A temp file at the repository's root, linked into its object's directory when
+    /// published (a crash leaves it behind, never listed, like any temp file).
+    fn stage(&self) -> Result<Option<StagedFile>> {
+        let (path, file) = create_temp(&self.root)
+            .map_err(|e| self.io_error("creating a temp file for", "a staged object", e))?;
+        Ok(Some(StagedFile::new(path, file)))
+    }
+
+    fn publish(&self, staged: StagedFile, name: &str) -> Result<()> {
+        let Some((temp_path, file)) = staged.into_parts() else {
+            return Err(Error::Invalid(format!(
+                "{name}: the staged file was already published"
+            )));
+        };
+        let result = self
+            .prepare_put(name)
+            .and_then(|path| self.link_object(file, &temp_path, &path, name));
+        let _ = fs::remove_file(&temp_path);
+        result
     }
 
     fn get(&self, name: &str) -> Result<Vec<u8>> {
@@ -489,10 +535,9 @@ fn create_temp(dir: &Path) -> io::Result<(PathBuf, File)> {
     }
 }
 
-/// Fills the temp file, makes it read-only and durable, then links it under its final
-/// name, failing with `AlreadyExists` rather than replacing an existing object.
-fn write_and_link(mut file: File, temp: &Path, target: &Path, bytes: &[u8]) -> io::Result<()> {
-    file.write_all(bytes)?;
+/// Makes a filled temp file read-only and durable, ready to be linked under its final name
+/// (linking fails with `AlreadyExists` rather than replacing an existing object).
+fn make_durable(file: File) -> io::Result<()> {
     // Change the mode before the fsync so the read-only mode is durable too.
     file.set_permissions(Permissions::from_mode(0o444))?;
     file.sync_all()?;
@@ -503,7 +548,7 @@ fn write_and_link(mut file: File, temp: &Path, target: &Path, bytes: &[u8]) -> i
     // hint: where it is not supported, nothing changes.
     let _ = posix_fadvise(&file, 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED);
     drop(file);
-    fs::hard_link(temp, target)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -567,17 +612,103 @@ mod tests {
                 .expect("put");
         }
         assert!(backend.put_if_absent("data/00/obj0", b"again").is_err());
-        let leftovers: Vec<_> = files_under(backend.root())
+        let leftovers = temp_files(&backend);
+        assert!(
+            leftovers.is_empty(),
+            "temp files left behind: {leftovers:?}"
+        );
+    }
+
+    /// Names of the temp files left anywhere in the repository.
+    fn temp_files(backend: &LocalBackend) -> Vec<String> {
+        files_under(backend.root())
             .into_iter()
             .filter(|f| {
                 f.rsplit('/')
                     .next()
                     .is_some_and(|s| s.starts_with(TEMP_PREFIX))
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn a_staged_object_is_published_whole_read_only_and_locked_without_temp_files() {
+        let (_dir, backend) = new_backend();
+        backend
+            .enable_lock(LockPolicy {
+                mode: super::super::LockMode::Governance,
+                period: Duration::from_secs(2 * 86_400),
+            })
+            .expect("lock policy");
+        let mut staged = backend
+            .stage()
+            .expect("stage")
+            .expect("a local store stages");
+        staged.write_all(b"first part, ").expect("write");
+        staged.write_all(b"second part").expect("write");
+        assert_eq!(staged.len(), 23);
         assert!(
-            leftovers.is_empty(),
-            "temp files left behind: {leftovers:?}"
+            temp_files(&backend).len() == 1,
+            "the staged file is a temp file"
+        );
+        backend.publish(staged, "data/cd/cd34").expect("publish");
+
+        assert_eq!(
+            backend.get("data/cd/cd34").expect("get"),
+            b"first part, second part"
+        );
+        let meta = fs::metadata(backend.root().join("data/cd/cd34")).expect("object file");
+        assert_eq!(
+            meta.permissions().mode() & 0o222,
+            0,
+            "object file is writable"
+        );
+        let until = backend.retained_until("data/cd/cd34").expect("lock");
+        assert!(until.is_some_and(|u| u > SystemTime::now()), "{until:?}");
+        assert!(
+            temp_files(&backend).is_empty(),
+            "{:?}",
+            temp_files(&backend)
+        );
+        let listed: Vec<_> = backend
+            .list("")
+            .expect("list")
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
+        assert_eq!(listed, ["data/cd/cd34"]);
+    }
+
+    #[test]
+    fn a_staged_object_never_replaces_one_and_an_abandoned_one_leaves_nothing() {
+        let (_dir, backend) = new_backend();
+        backend
+            .put_if_absent("data/ab/ab12", b"original")
+            .expect("put");
+        let mut staged = backend
+            .stage()
+            .expect("stage")
+            .expect("a local store stages");
+        staged.write_all(b"impostor").expect("write");
+        let err = backend
+            .publish(staged, "data/ab/ab12")
+            .expect_err("name taken");
+        assert!(matches!(err, Error::AlreadyExists { .. }), "{err}");
+        assert_eq!(backend.get("data/ab/ab12").expect("get"), b"original");
+
+        let mut abandoned = backend
+            .stage()
+            .expect("stage")
+            .expect("a local store stages");
+        abandoned.write_all(b"never published").expect("write");
+        let path = abandoned.path().to_path_buf();
+        assert!(path.exists());
+        drop(abandoned);
+        assert!(!path.exists(), "an abandoned staged file is removed");
+        assert!(
+            temp_files(&backend).is_empty(),
+            "{:?}",
+            temp_files(&backend)
         );
     }
 

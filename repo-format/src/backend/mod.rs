@@ -11,11 +11,13 @@ pub mod fault;
 mod local;
 pub mod lock;
 mod memory;
+mod staged;
 pub mod testing;
 
 pub use local::LocalBackend;
 pub use lock::{LockMode, LockPolicy};
 pub use memory::MemoryBackend;
+pub use staged::StagedFile;
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -112,6 +114,25 @@ pub trait Backend: Send + Sync + Debug {
         self.put_if_absent(name, &bytes)
     }
 
+    /// Starts an object to be written piece by piece and named once complete, for a store
+    /// that can hold it outside memory meanwhile (a local directory: a temp file). `None`,
+    /// the default: the writer keeps the bytes and stores them with
+    /// [`Backend::put_if_absent_owned`].
+    fn stage(&self) -> Result<Option<StagedFile>> {
+        Ok(None)
+    }
+
+    /// Stores a staged object under `name` with the guarantees of
+    /// [`Backend::put_if_absent`]: `AlreadyExists` if the name is taken, durable on return.
+    /// The staged bytes are gone either way.
+    fn publish(&self, staged: StagedFile, name: &str) -> Result<()> {
+        drop(staged);
+        Err(crate::Error::Unsupported {
+            object: name.to_owned(),
+            what: format!("staged writes into {}", self.location()),
+        })
+    }
+
     /// Reads a whole object.
     fn get(&self, name: &str) -> Result<Vec<u8>>;
 
@@ -176,6 +197,12 @@ impl<B: Backend + ?Sized> Backend for Arc<B> {
     }
     fn put_if_absent_owned(&self, name: &str, bytes: Vec<u8>) -> Result<()> {
         (**self).put_if_absent_owned(name, bytes)
+    }
+    fn stage(&self) -> Result<Option<StagedFile>> {
+        (**self).stage()
+    }
+    fn publish(&self, staged: StagedFile, name: &str) -> Result<()> {
+        (**self).publish(staged, name)
     }
     fn get(&self, name: &str) -> Result<Vec<u8>> {
         (**self).get(name)

@@ -8,7 +8,7 @@ mod reader;
 mod writer;
 
 pub use reader::{PackTrailer, parse_pack, parse_trailer, trailer_location};
-pub use writer::{FinishedPack, PackWriter, StoredPack};
+pub use writer::{FinishedPack, PackContents, PackWriter, StoredPack};
 
 use crate::blob::BlobKind;
 use crate::codec::{DecodeError, Decoder, Encoder};

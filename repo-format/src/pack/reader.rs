@@ -124,10 +124,10 @@ mod tests {
             let mut writer = PackWriter::new(kind, session.clone());
             for blob in &blobs {
                 let id = BlobId::from_bytes(master.writer().blob_id_bytes(blob));
-                writer.add(id, &seal_blob(session.key(), kind, &id, blob, 1), blob.len() as u32);
+                writer.add(id, &seal_blob(session.key(), kind, &id, blob, 1), blob.len() as u32).unwrap();
             }
-            let pack = writer.finish();
-            let parsed = parse_pack(&pack.bytes, &master, "p").unwrap();
+            let pack = writer.finish().unwrap();
+            let parsed = parse_pack(pack.bytes().unwrap(), &master, "p").unwrap();
             proptest::prop_assert_eq!(&parsed.entries, &pack.entries);
             let decoded = crate::pack::decode_trailer(&crate::pack::encode_trailer(&pack.entries)).unwrap();
             proptest::prop_assert_eq!(decoded, pack.entries);
@@ -168,33 +168,34 @@ mod tests {
         for blob in &blobs {
             let id = BlobId::from_bytes(master.writer().blob_id_bytes(blob));
             let sealed = seal_blob(session.key(), BlobKind::Data, &id, blob, 3);
-            writer.add(id, &sealed, blob.len() as u32);
+            writer.add(id, &sealed, blob.len() as u32).expect("add");
         }
-        let pack = writer.finish();
-        let parsed = parse_pack(&pack.bytes, &master, "p").expect("valid pack");
+        let pack = writer.finish().expect("finish");
+        let bytes = pack.bytes().expect("built in memory");
+        let parsed = parse_pack(bytes, &master, "p").expect("valid pack");
         assert_eq!(parsed.entries, pack.entries);
         assert_eq!(parsed.kind, ObjectKind::DataPack);
         let key = master
             .session_key(&parsed.session_public, "p")
             .expect("key");
         for (entry, blob) in parsed.entries.iter().zip(&blobs) {
-            let sealed = &pack.bytes[entry.offset as usize..][..entry.length as usize];
+            let sealed = &bytes[entry.offset as usize..][..entry.length as usize];
             let opened = open_blob(&key, entry.kind, &entry.id, sealed, entry.raw_length, "p")
                 .expect("opens");
             assert_eq!(&opened, blob);
         }
-        for pos in [0, 5, 20, pack.bytes.len() - 10, pack.bytes.len() - 1] {
-            let mut broken = pack.bytes.clone();
+        for pos in [0, 5, 20, bytes.len() - 10, bytes.len() - 1] {
+            let mut broken = bytes.to_vec();
             broken[pos] ^= 0x40;
             assert!(
                 parse_pack(&broken, &master, "p").is_err(),
                 "flip at {pos} not caught"
             );
         }
-        for cut in [0, 10, 40, pack.bytes.len() - 1] {
-            assert!(parse_pack(&pack.bytes[..cut], &master, "p").is_err());
+        for cut in [0, 10, 40, bytes.len() - 1] {
+            assert!(parse_pack(&bytes[..cut], &master, "p").is_err());
         }
         let other = MasterKey::generate();
-        assert!(parse_pack(&pack.bytes, &other, "p").is_err());
+        assert!(parse_pack(bytes, &other, "p").is_err());
     }
 }

@@ -1,37 +1,107 @@
-//! Building a pack in memory.
+//! Building a pack: in memory, or written through to a store's staging area as blobs come
+//! (see [`Backend::stage`](crate::backend::Backend::stage)).
 
 use super::{PackEntry, encode_trailer, pack_kind, trailer_aad};
+use crate::backend::StagedFile;
 use crate::blob::BlobKind;
 use crate::crypto::SealingSession;
+use crate::error::{Error, Result};
 use crate::id::{PackId, content_hash};
-use crate::object::ObjectKind;
+use crate::object::{ObjectKind, SESSION_HEADER_LEN};
+
+/// Bytes a staged pack gathers before it writes them out (small blobs come by the
+/// thousand; one write each would cost a system call each).
+const STAGE_BUFFER: usize = 256 << 10;
 
 /// Accumulates sealed blobs of one kind until the pack is full.
 #[derive(Debug)]
 pub struct PackWriter {
     kind: BlobKind,
     session: SealingSession,
-    bytes: Vec<u8>,
+    sink: Sink,
+    /// Bytes so far, header included, trailer not.
+    len: usize,
     entries: Vec<PackEntry>,
+}
+
+/// Where a pack's bytes go.
+#[derive(Debug)]
+enum Sink {
+    /// Kept whole, for one put when the pack is finished.
+    Memory(Vec<u8>),
+    /// Written through a small buffer to a staged file, and hashed on the way.
+    Staged {
+        file: StagedFile,
+        buffer: Vec<u8>,
+        hasher: Box<blake3::Hasher>,
+        /// The header, which the trailer's associated data covers.
+        header: Vec<u8>,
+    },
+}
+
+impl Sink {
+    fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Sink::Memory(all) => all.extend_from_slice(bytes),
+            Sink::Staged {
+                file,
+                buffer,
+                hasher,
+                ..
+            } => {
+                if buffer.len() + bytes.len() > STAGE_BUFFER {
+                    hasher.update(buffer);
+                    file.write_all(buffer)?;
+                    buffer.clear();
+                }
+                if bytes.len() >= STAGE_BUFFER {
+                    hasher.update(bytes);
+                    file.write_all(bytes)?;
+                } else {
+                    buffer.extend_from_slice(bytes);
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A finished pack, ready to upload.
 #[derive(Debug)]
 pub struct FinishedPack {
-    /// Content hash of `bytes`.
+    /// Content hash of its bytes.
     pub id: PackId,
     /// Data or tree pack.
     pub kind: ObjectKind,
-    /// The pack's stored bytes.
-    pub bytes: Vec<u8>,
+    /// Size in bytes.
+    pub size: u64,
+    /// The bytes, or where they wait to be published.
+    pub contents: PackContents,
     /// The blobs it holds, in order.
     pub entries: Vec<PackEntry>,
+}
+
+/// A finished pack's bytes.
+#[derive(Debug)]
+pub enum PackContents {
+    /// In memory.
+    Memory(Vec<u8>),
+    /// Written to the store's staging area, to be published under the pack's name.
+    Staged(StagedFile),
 }
 
 impl FinishedPack {
     /// The pack's object name.
     pub fn name(&self) -> String {
         self.kind.name(&self.id.to_hex())
+    }
+
+    /// The bytes of a pack built in memory (`None` for a staged one).
+    pub fn bytes(&self) -> Option<&[u8]> {
+        match &self.contents {
+            PackContents::Memory(bytes) => Some(bytes),
+            PackContents::Staged(_) => None,
+        }
     }
 }
 
@@ -47,34 +117,67 @@ pub struct StoredPack {
 }
 
 impl PackWriter {
-    /// Starts an empty pack of `kind` blobs sealed by `session`.
+    /// Starts an empty pack of `kind` blobs sealed by `session`, built in memory.
     pub fn new(kind: BlobKind, session: SealingSession) -> Self {
         let mut bytes = Vec::with_capacity(1 << 20);
         bytes.extend_from_slice(&pack_kind(kind).header());
         bytes.extend_from_slice(session.public());
         Self {
             kind,
+            len: bytes.len(),
             session,
-            bytes,
+            sink: Sink::Memory(bytes),
             entries: Vec::new(),
         }
     }
 
-    /// Appends a blob sealed by this pack's session (see [`crate::blob::seal_blob`]).
-    pub fn add(&mut self, entry_id: crate::id::BlobId, sealed: &[u8], raw_length: u32) {
+    /// Starts an empty pack written through to `file` (from
+    /// [`Backend::stage`](crate::backend::Backend::stage)) as blobs are added, so that it
+    /// never sits in memory whole.
+    pub fn staged(kind: BlobKind, session: SealingSession, file: StagedFile) -> Self {
+        let mut header = pack_kind(kind).header().to_vec();
+        header.extend_from_slice(session.public());
+        let mut buffer = Vec::with_capacity(STAGE_BUFFER);
+        buffer.extend_from_slice(&header);
+        Self {
+            kind,
+            len: header.len(),
+            session,
+            sink: Sink::Staged {
+                file,
+                buffer,
+                hasher: Box::new(blake3::Hasher::new()),
+                header,
+            },
+            entries: Vec::new(),
+        }
+    }
+
+    /// Appends a blob sealed by this pack's session (see [`crate::blob::seal_blob`]). Fails
+    /// only when a staged pack cannot be written.
+    pub fn add(
+        &mut self,
+        entry_id: crate::id::BlobId,
+        sealed: &[u8],
+        raw_length: u32,
+    ) -> Result<()> {
+        self.sink
+            .append(sealed)
+            .map_err(|e| Error::io("writing a staged pack", e))?;
         self.entries.push(PackEntry {
             id: entry_id,
             kind: self.kind,
-            offset: self.bytes.len() as u64,
+            offset: self.len as u64,
             length: sealed.len() as u32,
             raw_length,
         });
-        self.bytes.extend_from_slice(sealed);
+        self.len += sealed.len();
+        Ok(())
     }
 
     /// Bytes so far (without the trailer).
     pub fn len(&self) -> usize {
-        self.bytes.len()
+        self.len
     }
 
     /// True when no blob was added.
@@ -87,21 +190,141 @@ impl PackWriter {
         self.entries.len()
     }
 
-    /// Seals the trailer and names the pack.
-    pub fn finish(mut self) -> FinishedPack {
-        let header_len = crate::object::SESSION_HEADER_LEN;
-        let aad = trailer_aad(&self.bytes[..header_len]);
-        let before = self.bytes.len();
-        self.session
+    /// Seals the trailer and names the pack. Fails only when a staged pack cannot be
+    /// written.
+    pub fn finish(self) -> Result<FinishedPack> {
+        let Self {
+            kind,
+            session,
+            sink,
+            len,
+            entries,
+        } = self;
+        let header = match &sink {
+            Sink::Memory(bytes) => &bytes[..SESSION_HEADER_LEN],
+            Sink::Staged { header, .. } => &header[..],
+        };
+        let aad = trailer_aad(header);
+        let mut trailer = Vec::new();
+        session
             .key()
-            .seal_into(&aad, &encode_trailer(&self.entries), &mut self.bytes);
-        let trailer_len = (self.bytes.len() - before) as u32;
-        self.bytes.extend_from_slice(&trailer_len.to_le_bytes());
-        FinishedPack {
-            id: PackId::from_bytes(content_hash(&self.bytes)),
-            kind: pack_kind(self.kind),
-            bytes: self.bytes,
-            entries: self.entries,
+            .seal_into(&aad, &encode_trailer(&entries), &mut trailer);
+        let trailer_len = trailer.len() as u32;
+        trailer.extend_from_slice(&trailer_len.to_le_bytes());
+        let size = (len + trailer.len()) as u64;
+        let (id, contents) = match sink {
+            Sink::Memory(mut bytes) => {
+                bytes.extend_from_slice(&trailer);
+                (content_hash(&bytes), PackContents::Memory(bytes))
+            }
+            Sink::Staged {
+                mut file,
+                mut buffer,
+                mut hasher,
+                ..
+            } => {
+                buffer.extend_from_slice(&trailer);
+                hasher.update(&buffer);
+                file.write_all(&buffer)
+                    .map_err(|e| Error::io("writing a staged pack", e))?;
+                // `content_hash` is unkeyed BLAKE3, so the running hash is the same.
+                (*hasher.finalize().as_bytes(), PackContents::Staged(file))
+            }
+        };
+        Ok(FinishedPack {
+            id: PackId::from_bytes(id),
+            kind: pack_kind(kind),
+            size,
+            contents,
+            entries,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{Backend, LocalBackend};
+    use crate::blob::seal_blob;
+    use crate::crypto::MasterKey;
+    use crate::id::BlobId;
+
+    /// Blobs of every size around the staging buffer: tiny, just under, exactly at and
+    /// well above it, so every branch of the buffered write is taken.
+    fn sealed_blobs(master: &MasterKey, session: &SealingSession) -> Vec<(BlobId, Vec<u8>, u32)> {
+        [
+            10,
+            1000,
+            STAGE_BUFFER - 100,
+            STAGE_BUFFER,
+            3 * STAGE_BUFFER + 7,
+            5,
+            70_000,
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, &size)| {
+            // Incompressible, so the sealed sizes stay around the plaintext's.
+            let plaintext: Vec<u8> = (0..size)
+                .map(|j| {
+                    (j as u32)
+                        .wrapping_mul(2_654_435_761)
+                        .wrapping_add(i as u32) as u8
+                        ^ (j >> 8) as u8
+                })
+                .collect();
+            let id = BlobId::from_bytes(master.writer().blob_id_bytes(&plaintext));
+            let sealed = seal_blob(session.key(), BlobKind::Data, &id, &plaintext, 1);
+            (id, sealed, size as u32)
+        })
+        .collect()
+    }
+
+    #[test]
+    fn a_staged_pack_stores_the_bytes_and_id_of_the_same_pack_built_in_memory() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let backend = LocalBackend::create(dir.path().join("repo")).expect("create");
+        let master = MasterKey::generate();
+        let session = master.writer().new_session();
+        let blobs = sealed_blobs(&master, &session);
+
+        let mut in_memory = PackWriter::new(BlobKind::Data, session.clone());
+        let file = backend
+            .stage()
+            .expect("stage")
+            .expect("a local store stages");
+        let mut staged = PackWriter::staged(BlobKind::Data, session.clone(), file);
+        for (id, sealed, raw) in &blobs {
+            in_memory.add(*id, sealed, *raw).expect("add in memory");
+            staged.add(*id, sealed, *raw).expect("add staged");
+            assert_eq!(staged.len(), in_memory.len());
         }
+        let body_len = in_memory.len();
+        let in_memory = in_memory.finish().expect("finish in memory");
+        let staged = staged.finish().expect("finish staged");
+        let expected = in_memory.bytes().expect("in memory").to_vec();
+        assert_eq!(staged.entries, in_memory.entries);
+        // The trailers differ (each seal draws its own nonce); everything else is equal.
+        assert_eq!(staged.size, expected.len() as u64);
+        assert!(staged.bytes().is_none());
+        let (id, size, name) = (staged.id, staged.size, staged.name());
+        let PackContents::Staged(file) = staged.contents else {
+            panic!("a staged pack's contents are a staged file");
+        };
+        assert_eq!(file.len(), size);
+        backend.publish(file, &name).expect("publish");
+        let stored = backend.get(&name).expect("read back");
+        assert_eq!(
+            id.as_bytes(),
+            &content_hash(&stored),
+            "the id is the stored bytes' hash"
+        );
+        assert_eq!(
+            stored[..body_len],
+            expected[..body_len],
+            "header and blobs differ"
+        );
+        let parsed = super::super::parse_pack(&stored, &master, &name).expect("valid pack");
+        assert_eq!(parsed.entries, in_memory.entries);
     }
 }

@@ -182,30 +182,38 @@ impl<'a> BlobWriter<'a> {
                 blob.raw_length
             )));
         }
+        let target = self.repo.config.params.pack_size as usize;
+        let slot = match blob.kind {
+            BlobKind::Data => &mut self.data_pack,
+            BlobKind::Tree => &mut self.tree_pack,
+        };
+        let pack = match slot {
+            Some(pack) => pack,
+            None => slot.insert(self.repo.start_pack(blob.kind, &self.session)?),
+        };
+        if let Err(e) = pack.add(blob.id, &blob.sealed, blob.raw_length) {
+            // Part of the blob may be written: the pack is abandoned (its staged file
+            // removed), never finished with a wrong layout.
+            *slot = None;
+            return Err(e);
+        }
+        let full = if pack.len() >= target {
+            slot.take().map(PackWriter::finish).transpose()?
+        } else {
+            None
+        };
         self.added.insert(blob.id);
         match blob.kind {
             BlobKind::Data => self.stats.data_blobs += 1,
             BlobKind::Tree => self.stats.tree_blobs += 1,
         }
         self.stats.bytes_added += u64::from(blob.raw_length);
-        let target = self.repo.config.params.pack_size as usize;
-        let slot = match blob.kind {
-            BlobKind::Data => &mut self.data_pack,
-            BlobKind::Tree => &mut self.tree_pack,
-        };
-        let pack = slot.get_or_insert_with(|| PackWriter::new(blob.kind, self.session.clone()));
-        pack.add(blob.id, &blob.sealed, blob.raw_length);
-        let full = if pack.len() >= target {
-            slot.take().map(PackWriter::finish)
-        } else {
-            None
-        };
         Ok((true, full))
     }
 
     /// Finishes the open packs and returns them for the caller to upload and report with
     /// [`BlobWriter::record_uploaded`] (see [`BlobWriter::pack_sealed`]).
-    pub fn take_open_packs(&mut self) -> Vec<FinishedPack> {
+    pub fn take_open_packs(&mut self) -> Result<Vec<FinishedPack>> {
         [self.data_pack.take(), self.tree_pack.take()]
             .into_iter()
             .flatten()
@@ -279,7 +287,7 @@ impl<'a> BlobWriter<'a> {
     /// Uploads the open packs and writes their index segment. After this returns, every
     /// blob added is stored and indexed, so a snapshot may reference it.
     pub fn flush(&mut self) -> Result<()> {
-        for pack in self.take_open_packs() {
+        for pack in self.take_open_packs()? {
             self.upload(pack)?;
         }
         self.write_segment()
