@@ -6,7 +6,9 @@
 //! runs them on its tokio runtime, bounded by its in-flight limit.
 //!
 //! The queue holds no pack: a full pack waits in the pack stage until an uploader is free,
-//! so at most `put_concurrency + 1` full packs are in memory.
+//! so at most `put_concurrency + 1` full packs exist at once. In a local directory they are
+//! temp files written as the blobs came ([`Repository::start_pack`]), and storing one is its
+//! fsync and link; for S3 they are in memory, each handed to its request without a copy.
 
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError};
