@@ -78,7 +78,7 @@ pub fn main() -> ExitCode {
         Err(error) => {
             let outcome = exit::classify(&error);
             if outcome.print {
-                eprintln!("bunker-agent: {error:#}");
+                eprintln!("bunker-agent: {}", exit::message(&error));
             }
             outcome.code
         }
@@ -192,7 +192,7 @@ fn agent(policy: Policy, json: bool) -> Result<Agent> {
         program,
         args: vec!["__thaw-watchdog".into()],
     });
-    let open = move || repo::open_writer(&global).map_err(|e| format!("{e:#}"));
+    let open = move || repo::open_writer(&global).map_err(|e| exit::message(&e));
     let log = move |line: &str| {
         if !json {
             eprintln!("bunker-agent: {line}");

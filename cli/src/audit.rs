@@ -128,7 +128,7 @@ pub fn record(
             },
             None,
         ),
-        Err(e) => ("failed", Some(format!("{e:#}"))),
+        Err(e) => ("failed", Some(crate::exit::message(e))),
     };
     let mut details: Vec<(String, String)> = DETAILS
         .lock()

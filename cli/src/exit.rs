@@ -25,6 +25,9 @@ pub const JOB_FAILED: u8 = 6;
 pub const POLICY_INVALID: u8 = 7;
 /// There is no repository at the given location.
 pub const NO_REPOSITORY: u8 = 10;
+/// The storage a command writes to (the repository's, typically) has no space left, or
+/// the quota is used up. Nothing that was stored is lost: free space and run it again.
+pub const STORAGE_FULL: u8 = 11;
 /// No key slot opens with the password.
 pub const WRONG_PASSWORD: u8 = 12;
 /// The key is put-only: the command needs to read backups.
@@ -72,17 +75,39 @@ fn repository_code(error: &Error) -> u8 {
     }
 }
 
+/// An error and its causes on one line, each said once. Many errors already end with the
+/// text of their source (an I/O error's context names what was done, then says why), which
+/// `{:#}` would print a second time.
+pub fn message(error: &anyhow::Error) -> String {
+    let mut line = error.to_string();
+    for cause in error.chain().skip(1) {
+        let text = cause.to_string();
+        if !line.ends_with(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
+}
+
 /// Classifies an error from a command.
 pub fn classify(error: &anyhow::Error) -> Outcome {
     let mut code = FATAL;
     for cause in error.chain() {
-        if let Some(e) = cause.downcast_ref::<io::Error>()
-            && e.kind() == io::ErrorKind::BrokenPipe
-        {
-            return Outcome {
-                code: ExitCode::from(OK),
-                print: false,
-            };
+        if let Some(e) = cause.downcast_ref::<io::Error>() {
+            match e.kind() {
+                io::ErrorKind::BrokenPipe => {
+                    return Outcome {
+                        code: ExitCode::from(OK),
+                        print: false,
+                    };
+                }
+                io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
+                    code = STORAGE_FULL;
+                    break;
+                }
+                _ => {}
+            }
         }
         let found = if let Some(e) = cause.downcast_ref::<Error>() {
             repository_code(e)
@@ -131,5 +156,27 @@ pub fn classify(error: &anyhow::Error) -> Outcome {
     Outcome {
         code: ExitCode::from(code),
         print: true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_says_each_cause_once() {
+        let os = io::Error::from_raw_os_error(28);
+        let repeated = anyhow::Error::new(Error::io("writing a pack to r/.tmp-1", os));
+        assert_eq!(
+            message(&repeated),
+            "writing a pack to r/.tmp-1: No space left on device (os error 28)"
+        );
+        let wrapped = anyhow::Error::new(io::Error::from_raw_os_error(2)).context("opening src");
+        assert_eq!(
+            message(&wrapped),
+            "opening src: No such file or directory (os error 2)"
+        );
+        assert_eq!(classify(&repeated).code, ExitCode::from(STORAGE_FULL));
+        assert_eq!(classify(&wrapped).code, ExitCode::from(FATAL));
     }
 }

@@ -44,7 +44,7 @@ pub fn bunker_main() -> ExitCode {
         Err(error) => {
             let outcome = exit::classify(&error);
             if outcome.print {
-                eprintln!("bunker: {error:#}");
+                eprintln!("bunker: {}", exit::message(&error));
             }
             outcome.code
         }

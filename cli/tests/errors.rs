@@ -392,6 +392,129 @@ fn interrupted_backup_exits_130_and_leaves_a_valid_repository() {
     compare_trees(&src, &under(&target, &src));
 }
 
+/// A tmpfs of `size` at `dir`, unmounted when dropped.
+struct SmallFs {
+    mount: PathBuf,
+}
+
+impl SmallFs {
+    /// `None` (skipped, with a note) when not root; CI runs as root.
+    fn mount(dir: &Path, size: &str) -> Option<Self> {
+        if !is_root() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI runs these tests as root"
+            );
+            note("SKIPPED: a full filesystem needs root to mount a small tmpfs");
+            return None;
+        }
+        fs::create_dir_all(dir).expect("create the mount point");
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "mount a {size} tmpfs at {}",
+            dir.display()
+        );
+        Some(Self {
+            mount: dir.to_owned(),
+        })
+    }
+
+    fn resize(&self, size: &str) {
+        let status = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.mount)
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "remount {} with {size}",
+            self.mount.display()
+        );
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(&self.mount)
+            .status();
+    }
+}
+
+/// Names of temp files anywhere under `dir`.
+fn temp_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(dir) = pending.pop() {
+        for entry in fs::read_dir(&dir).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(".tmp-"))
+            {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn a_full_repository_disk_exits_11_and_the_backup_completes_once_there_is_room() {
+    let t = TestDir::new();
+    let Some(disk) = SmallFs::mount(&t.join("disk"), "24m") else {
+        return;
+    };
+    let src = t.join("src");
+    for i in 0..6 {
+        write_random_file(&src.join(format!("f{i}.bin")), 500 + i, 8 << 20);
+    }
+    write_file(&src.join("small.txt"), b"small\n");
+    let b = Bunker::new(&disk.mount.join("repo"), &t.join("cache"));
+    b.init();
+
+    // 48 MiB of incompressible data does not fit in 24 MiB.
+    let out = b.backup(&[&src], &[]);
+    out.code(11);
+    let message = out.stderr.trim();
+    assert_eq!(message.lines().count(), 1, "one line\n{out}");
+    assert_eq!(
+        message.matches("No space left on device").count(),
+        1,
+        "said once\n{out}"
+    );
+    assert!(
+        message.contains(&*disk.mount.join("repo").to_string_lossy()),
+        "names the repository\n{out}"
+    );
+    assert!(
+        b.snapshots().is_empty(),
+        "no snapshot after a failed backup"
+    );
+    let leftovers = temp_files(&disk.mount);
+    assert!(
+        leftovers.is_empty(),
+        "temp files left behind: {leftovers:?}"
+    );
+    b.run(["check"]).ok();
+
+    // With room, the same backup completes (reusing what the failed one stored) and
+    // restores exactly.
+    disk.resize("128m");
+    b.backup(&[&src], &[]).ok();
+    b.run(["check", "--read-data"]).ok();
+    let target = t.join("restore");
+    b.restore("latest", &target).ok();
+    compare_trees(&src, &under(&target, &src));
+}
+
 // ---------------------------------------------------------------------------------------
 // Corruption
 // ---------------------------------------------------------------------------------------

@@ -191,7 +191,10 @@ fn run_expire(global: &GlobalOptions, args: &RestoresExpireArgs) -> Result<u8> {
         match repo::open_writer(global) {
             Ok(repository) => Some(repository),
             Err(e) => {
-                eprintln!("bunker: warning: audit records go to the local log only: {e:#}");
+                eprintln!(
+                    "bunker: warning: audit records go to the local log only: {}",
+                    crate::exit::message(&e)
+                );
                 None
             }
         }

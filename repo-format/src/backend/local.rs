@@ -631,6 +631,18 @@ mod tests {
             .collect()
     }
 
+    /// A staged object holding `parts`, written one after another.
+    fn staged_with(backend: &LocalBackend, parts: &[&[u8]]) -> StagedFile {
+        let mut staged = backend
+            .stage()
+            .expect("stage")
+            .expect("a local store stages");
+        for part in parts {
+            staged.write_all(part).expect("write");
+        }
+        staged
+    }
+
     #[test]
     fn a_staged_object_is_published_whole_read_only_and_locked_without_temp_files() {
         let (_dir, backend) = new_backend();
@@ -640,12 +652,7 @@ mod tests {
                 period: Duration::from_secs(2 * 86_400),
             })
             .expect("lock policy");
-        let mut staged = backend
-            .stage()
-            .expect("stage")
-            .expect("a local store stages");
-        staged.write_all(b"first part, ").expect("write");
-        staged.write_all(b"second part").expect("write");
+        let staged = staged_with(&backend, &[b"first part, ", b"second part"]);
         assert_eq!(staged.len(), 23);
         assert!(
             temp_files(&backend).len() == 1,
@@ -685,22 +692,14 @@ mod tests {
         backend
             .put_if_absent("data/ab/ab12", b"original")
             .expect("put");
-        let mut staged = backend
-            .stage()
-            .expect("stage")
-            .expect("a local store stages");
-        staged.write_all(b"impostor").expect("write");
+        let staged = staged_with(&backend, &[b"impostor"]);
         let err = backend
             .publish(staged, "data/ab/ab12")
             .expect_err("name taken");
         assert!(matches!(err, Error::AlreadyExists { .. }), "{err}");
         assert_eq!(backend.get("data/ab/ab12").expect("get"), b"original");
 
-        let mut abandoned = backend
-            .stage()
-            .expect("stage")
-            .expect("a local store stages");
-        abandoned.write_all(b"never published").expect("write");
+        let abandoned = staged_with(&backend, &[b"never published"]);
         let path = abandoned.path().to_path_buf();
         assert!(path.exists());
         drop(abandoned);

@@ -87,6 +87,8 @@ pub const PUT_CONCURRENCY_REMOTE: usize = 2;
 ///   a missing object; `get_range` fails with `Corrupt` when the range runs past the end.
 /// - `list` returns every object whose name starts with `prefix`, in no particular order.
 /// - `delete` of a missing object succeeds (deletes are idempotent).
+/// - A store that stages objects ([`Backend::stage`]) publishes them with the guarantees of
+///   `put_if_absent`.
 pub trait Backend: Send + Sync + Debug {
     /// Where the repository lives, for messages (`/srv/backup`, `s3://bucket/prefix`).
     fn location(&self) -> String;

@@ -40,6 +40,14 @@ enum Sink {
 }
 
 impl Sink {
+    /// An error from writing the staged file, naming it (its directory is the repository).
+    fn write_error(&self, e: std::io::Error) -> Error {
+        match self {
+            Sink::Staged { file, .. } => staged_write_error(file, e),
+            Sink::Memory(_) => Error::io("writing a pack", e),
+        }
+    }
+
     fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         match self {
             Sink::Memory(all) => all.extend_from_slice(bytes),
@@ -64,6 +72,11 @@ impl Sink {
         }
         Ok(())
     }
+}
+
+/// An error from writing a staged pack, naming its file (in the repository).
+fn staged_write_error(file: &StagedFile, e: std::io::Error) -> Error {
+    Error::io(format!("writing a pack to {}", file.path().display()), e)
 }
 
 /// A finished pack, ready to upload.
@@ -161,9 +174,9 @@ impl PackWriter {
         sealed: &[u8],
         raw_length: u32,
     ) -> Result<()> {
-        self.sink
-            .append(sealed)
-            .map_err(|e| Error::io("writing a staged pack", e))?;
+        if let Err(e) = self.sink.append(sealed) {
+            return Err(self.sink.write_error(e));
+        }
         self.entries.push(PackEntry {
             id: entry_id,
             kind: self.kind,
@@ -226,7 +239,7 @@ impl PackWriter {
                 buffer.extend_from_slice(&trailer);
                 hasher.update(&buffer);
                 file.write_all(&buffer)
-                    .map_err(|e| Error::io("writing a staged pack", e))?;
+                    .map_err(|e| staged_write_error(&file, e))?;
                 // `content_hash` is unkeyed BLAKE3, so the running hash is the same.
                 (*hasher.finalize().as_bytes(), PackContents::Staged(file))
             }
