@@ -726,10 +726,12 @@ impl Repository {
         kind: crate::blob::BlobKind,
         session: &SealingSession,
     ) -> Result<crate::pack::PackWriter> {
-        Ok(match self.backend.stage()? {
-            Some(file) => crate::pack::PackWriter::staged(kind, session.clone(), file),
-            None => crate::pack::PackWriter::new(kind, session.clone()),
-        })
+        Ok(
+            match self.backend.stage(crate::pack::pack_kind(kind).prefix())? {
+                Some(file) => crate::pack::PackWriter::staged(kind, session.clone(), file),
+                None => crate::pack::PackWriter::new(kind, session.clone()),
+            },
+        )
     }
 
     /// Stores a finished pack (see [`BlobWriter::pack_sealed`]); it is not indexed until the

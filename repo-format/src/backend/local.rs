@@ -1,12 +1,12 @@
 //! A repository in a local directory.
 //!
 //! Object `a/b/c` is the file `<root>/a/b/c`. A write goes to a temp file in the object's
-//! directory (a staged object, written before its name is known: at the root), which is
-//! written, made read-only and fsynced, then published with `link(2)`:
-//! unlike `rename(2)`, linking fails instead of replacing an object that already exists, so
-//! racing writers cannot clobber each other and readers only ever see whole objects. Temp
-//! files are named `.tmp-*`; they are never listed, and a crash may leave them behind
-//! harmlessly.
+//! directory (a staged object, written before its full name is known: in the directory of
+//! its prefix, `data/`), which is written, made read-only and fsynced, then published with
+//! `link(2)`: unlike `rename(2)`, linking fails instead of replacing an object that already
+//! exists, so racing writers cannot clobber each other and readers only ever see whole
+//! objects. Temp files are named `.tmp-*`; they are never listed, and a crash may leave them
+//! behind harmlessly.
 //!
 //! Object Lock bookkeeping: with a lock policy enabled, each object `a/b/c` gets a sidecar
 //! `a/b/.lock-c` holding its retain-until date (decimal seconds since the Unix epoch),
@@ -305,11 +305,28 @@ impl Backend for LocalBackend {
         result
     }
 
-    /// A temp file at the repository's root, linked into its object's directory when
-    /// published (a crash leaves it behind, never listed, like any temp file).
-    fn stage(&self) -> Result<Option<StagedFile>> {
-        let (path, file) = create_temp(&self.root)
-            .map_err(|e| self.io_error("creating a temp file for", "a staged object", e))?;
+    /// A temp file in `prefix`'s directory (so that it is on the filesystem of the objects
+    /// it is linked among, should that directory be a mount or a symlink), linked into its
+    /// object's directory when published. A crash leaves it behind, never listed, like any
+    /// temp file.
+    fn stage(&self, prefix: &str) -> Result<Option<StagedFile>> {
+        let segments = prefix.trim_end_matches('/');
+        let dir = if segments.is_empty() {
+            self.root.clone()
+        } else {
+            self.object_path(segments)?
+        };
+        let what = format!("objects under {prefix}");
+        let created = match create_temp(&dir) {
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                create_dirs(&dir, Some(&self.root))
+                    .map_err(|e| self.io_error("creating the directory for", &what, e))?;
+                create_temp(&dir)
+            }
+            other => other,
+        };
+        let (path, file) =
+            created.map_err(|e| self.io_error("creating a temp file for", &what, e))?;
         Ok(Some(StagedFile::new(path, file)))
     }
 
@@ -634,7 +651,7 @@ mod tests {
     /// A staged object holding `parts`, written one after another.
     fn staged_with(backend: &LocalBackend, parts: &[&[u8]]) -> StagedFile {
         let mut staged = backend
-            .stage()
+            .stage("data/")
             .expect("stage")
             .expect("a local store stages");
         for part in parts {
@@ -653,6 +670,11 @@ mod tests {
             })
             .expect("lock policy");
         let staged = staged_with(&backend, &[b"first part, ", b"second part"]);
+        assert!(
+            staged.path().starts_with(backend.root().join("data")),
+            "staged in its prefix's directory: {}",
+            staged.path().display()
+        );
         assert_eq!(staged.len(), 23);
         assert!(
             temp_files(&backend).len() == 1,

@@ -116,11 +116,12 @@ pub trait Backend: Send + Sync + Debug {
         self.put_if_absent(name, &bytes)
     }
 
-    /// Starts an object to be written piece by piece and named once complete, for a store
-    /// that can hold it outside memory meanwhile (a local directory: a temp file). `None`,
-    /// the default: the writer keeps the bytes and stores them with
-    /// [`Backend::put_if_absent_owned`].
-    fn stage(&self) -> Result<Option<StagedFile>> {
+    /// Starts an object to be written piece by piece and named once complete, under
+    /// `prefix` (`data/`), for a store that can hold it outside memory meanwhile (a local
+    /// directory: a temp file in that directory). `None`, the default: the writer keeps the
+    /// bytes and stores them with [`Backend::put_if_absent_owned`].
+    fn stage(&self, prefix: &str) -> Result<Option<StagedFile>> {
+        let _ = prefix;
         Ok(None)
     }
 
@@ -200,8 +201,8 @@ impl<B: Backend + ?Sized> Backend for Arc<B> {
     fn put_if_absent_owned(&self, name: &str, bytes: Vec<u8>) -> Result<()> {
         (**self).put_if_absent_owned(name, bytes)
     }
-    fn stage(&self) -> Result<Option<StagedFile>> {
-        (**self).stage()
+    fn stage(&self, prefix: &str) -> Result<Option<StagedFile>> {
+        (**self).stage(prefix)
     }
     fn publish(&self, staged: StagedFile, name: &str) -> Result<()> {
         (**self).publish(staged, name)

@@ -303,7 +303,7 @@ mod tests {
 
         let mut in_memory = PackWriter::new(BlobKind::Data, session.clone());
         let file = backend
-            .stage()
+            .stage("data/")
             .expect("stage")
             .expect("a local store stages");
         let mut staged = PackWriter::staged(BlobKind::Data, session.clone(), file);
