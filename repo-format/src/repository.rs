@@ -740,14 +740,12 @@ impl Repository {
     /// a staged pack is published under its name.
     pub fn put_pack(&self, pack: crate::pack::FinishedPack) -> Result<crate::pack::StoredPack> {
         let name = pack.name();
-        let stored = match pack.contents {
-            crate::pack::PackContents::Memory(bytes) => self.put_content_named(&name, bytes),
-            crate::pack::PackContents::Staged(file) => match self.backend.publish(file, &name) {
-                Ok(()) | Err(Error::AlreadyExists { .. }) => Ok(()),
-                Err(e) => Err(e),
-            },
-        };
-        stored?;
+        content_named_stored(match pack.contents {
+            crate::pack::PackContents::Memory(bytes) => {
+                self.backend.put_if_absent_owned(&name, bytes)
+            }
+            crate::pack::PackContents::Staged(file) => self.backend.publish(file, &name),
+        })?;
         Ok(crate::pack::StoredPack {
             id: pack.id,
             stored: pack.size,
@@ -758,10 +756,7 @@ impl Repository {
     /// Stores a content-named object: an existing object of that name has the same bytes,
     /// so `AlreadyExists` counts as success.
     pub(crate) fn put_content_named(&self, name: &str, bytes: Vec<u8>) -> Result<()> {
-        match self.backend.put_if_absent_owned(name, bytes) {
-            Ok(()) | Err(Error::AlreadyExists { .. }) => Ok(()),
-            Err(e) => Err(e),
-        }
+        content_named_stored(self.backend.put_if_absent_owned(name, bytes))
     }
 
     /// Writes `packs` as index segments of at most [`SEGMENT_BLOBS`] blobs each (a pack is
@@ -849,6 +844,15 @@ impl Repository {
             return Err(Error::Invalid(format!("no key slot {id}")));
         }
         self.backend.delete(&ObjectKind::KeySlot.name(&id.to_hex()))
+    }
+}
+
+/// The outcome of storing a content-named object: one that already exists under its name
+/// has the same bytes, so `AlreadyExists` is success.
+fn content_named_stored(result: Result<()>) -> Result<()> {
+    match result {
+        Ok(()) | Err(Error::AlreadyExists { .. }) => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

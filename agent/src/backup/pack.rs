@@ -47,13 +47,10 @@ pub(super) fn run<'a>(
                 fail(e, &mut error);
             }
         }
-        if error.is_none() {
-            let sent = writer
-                .take_open_packs()
-                .and_then(|packs| packs.into_iter().try_for_each(|pack| uploads.send(pack)));
-            if let Err(e) = sent {
-                fail(e, &mut error);
-            }
+        if error.is_none()
+            && let Err(e) = uploads.send_open_packs(&mut writer)
+        {
+            fail(e, &mut error);
         }
         let rest = uploads.close();
         if let Err(e) = record(&mut writer, rest) {

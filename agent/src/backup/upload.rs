@@ -68,6 +68,18 @@ impl<'scope> Uploads<'scope> {
         }
     }
 
+    /// Finishes the writer's open packs and hands each to an uploader (the end of a
+    /// backup's packing).
+    pub(super) fn send_open_packs(
+        &self,
+        writer: &mut BlobWriter<'_>,
+    ) -> bunker_repo_format::Result<()> {
+        writer
+            .take_open_packs()?
+            .into_iter()
+            .try_for_each(|pack| self.send(pack))
+    }
+
     /// Uploads finished since the last call.
     pub(super) fn finished(&self) -> Vec<bunker_repo_format::Result<StoredPack>> {
         self.done.try_iter().collect()
@@ -160,11 +172,7 @@ impl<'w, 'a, 'scope> Packer<'w, 'a, 'scope> {
     /// after an error (so what was stored is indexed and reused by the next run); returns
     /// the first error.
     pub(super) fn finish(self) -> bunker_repo_format::Result<()> {
-        let sent = self.writer.take_open_packs().and_then(|packs| {
-            packs
-                .into_iter()
-                .try_for_each(|pack| self.uploads.send(pack))
-        });
+        let sent = self.uploads.send_open_packs(self.writer);
         let recorded = record(self.writer, self.uploads.close());
         sent.and(recorded)
     }

@@ -217,6 +217,20 @@ impl LocalBackend {
         written.map_err(|e| self.io_error("writing the lock of", name, e))
     }
 
+    /// A new temp file in `dir`, creating the directory (durably) if it is missing; errors
+    /// name `what` the file is for.
+    fn create_temp_in(&self, dir: &Path, what: &str) -> Result<(PathBuf, File)> {
+        match create_temp(dir) {
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                create_dirs(dir, Some(&self.root))
+                    .map_err(|e| self.io_error("creating the directory for", what, e))?;
+                create_temp(dir)
+            }
+            other => other,
+        }
+        .map_err(|e| self.io_error("creating a temp file for", what, e))
+    }
+
     /// The first half of a put: `name`'s path, once it is known to be free (a cheap early
     /// exit; the link in [`Self::link_object`] is what guarantees no overwrite) and its
     /// lock, under a lock policy, is written.
@@ -285,16 +299,7 @@ impl Backend for LocalBackend {
 
     fn put_if_absent(&self, name: &str, bytes: &[u8]) -> Result<()> {
         let path = self.prepare_put(name)?;
-        let dir = parent_dir(&path);
-        let (temp_path, mut file) = match create_temp(dir) {
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                create_dirs(dir, Some(&self.root))
-                    .map_err(|e| self.io_error("creating the directory for", name, e))?;
-                create_temp(dir)
-            }
-            other => other,
-        }
-        .map_err(|e| self.io_error("creating a temp file for", name, e))?;
+        let (temp_path, mut file) = self.create_temp_in(parent_dir(&path), name)?;
         let result = match file.write_all(bytes) {
             Ok(()) => self.link_object(file, &temp_path, &path, name),
             Err(e) => Err(self.io_error("writing", name, e)),
@@ -316,17 +321,7 @@ impl Backend for LocalBackend {
         } else {
             self.object_path(segments)?
         };
-        let what = format!("objects under {prefix}");
-        let created = match create_temp(&dir) {
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                create_dirs(&dir, Some(&self.root))
-                    .map_err(|e| self.io_error("creating the directory for", &what, e))?;
-                create_temp(&dir)
-            }
-            other => other,
-        };
-        let (path, file) =
-            created.map_err(|e| self.io_error("creating a temp file for", &what, e))?;
+        let (path, file) = self.create_temp_in(&dir, &format!("objects under {prefix}"))?;
         Ok(Some(StagedFile::new(path, file)))
     }
 
