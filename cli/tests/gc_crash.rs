@@ -15,6 +15,7 @@
 //! phase; the later ones land in planning, repacking and condemning. The final prune is
 //! asserted to keep every snapshot whole, not to free space. (The in-memory simulation,
 //! `repo-format/tests/gc_simulation.rs`, moves its clock and crashes prunes mid-deletion.)
+//! Then the kills' temp files (partial packs), made an hour old, are removed by a prune.
 
 mod common;
 
@@ -239,4 +240,47 @@ fn kill_9_of_backup_and_prune_never_damages_the_repository() {
     );
     c.restore_matches_source(&last);
     c.note(format!("{} snapshots left, all checked", snapshots.len()));
+
+    // The killed writers' partial packs, and one planted beside them, once older than
+    // every live session: prune removes them all and nothing else.
+    let repo = c.b.repo().to_path_buf();
+    write_random_file(&repo.join("data").join(".tmp-1-1"), 7, 100_000);
+    let an_hour_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after epoch")
+        .as_secs() as i64
+        - 3600;
+    let temps = temp_files(&repo);
+    for temp in &temps {
+        set_mtime(temp, an_hour_ago, 0);
+    }
+    c.note(format!("{} temp files left by the kills", temps.len() - 1));
+    let out = c.run_ok(&["prune", "--grace", "0", "--json"]);
+    let report = &out.json()["report"];
+    assert_eq!(report["temps_removed"], temps.len(), "{out}");
+    assert_eq!(temp_files(&repo), Vec::<PathBuf>::new(), "{out}");
+    c.run_ok(&["check", "--read-data"]);
+    c.restore_matches_source(&last);
+}
+
+/// Every `.tmp-*` file in the repository.
+fn temp_files(repo: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![repo.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(".tmp-"))
+            {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
 }

@@ -17,6 +17,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::backend::ObjectMeta;
 use crate::blob::BlobKind;
 use crate::config::Operation;
 use crate::error::{Error, Result};
@@ -99,6 +100,9 @@ pub struct PrunePlan {
     pub unused_bytes_left: u64,
     /// Heartbeat objects of sessions that ended, or died long ago.
     pub stale_heartbeats: Vec<String>,
+    /// Temp files no running session can still be writing (a crashed writer's partial
+    /// objects, [`Backend::list_temps`](crate::backend::Backend::list_temps)): removed.
+    pub stale_temps: Vec<ObjectMeta>,
     /// Index segments to merge (all of them, when there are too many).
     pub merge_segments: bool,
     /// Packs of due plans whose lock has not lapsed: their deletion waits (locked
@@ -133,6 +137,8 @@ pub struct PruneReport {
     pub segments_removed: usize,
     /// Heartbeat objects removed.
     pub heartbeats_removed: usize,
+    /// Temp files of crashed writers removed, and their bytes.
+    pub temps_removed: (usize, u64),
     /// Objects due for deletion but kept because their lock has not lapsed yet, with the
     /// date it lapses; a later run deletes them.
     pub locked: Vec<(String, SystemTime)>,
@@ -236,7 +242,7 @@ pub fn prune_plan_observed(
                 // Not indexed: a leftover of an interrupted session, or the upload of a
                 // session still running. Only a pack older than every live session and
                 // than the session timeout is certainly a leftover.
-                if unindexed_is_leftover(found, storage_now, oldest_live_start) {
+                if is_leftover(found.modified, storage_now, oldest_live_start) {
                     condemn.push((*pack, found.kind, found.size));
                 }
             }
@@ -290,6 +296,13 @@ pub fn prune_plan_observed(
         })
         .flat_map(|s| s.objects.iter().cloned())
         .collect();
+    let mut stale_temps: Vec<ObjectMeta> = repo
+        .backend()
+        .list_temps()?
+        .into_iter()
+        .filter(|temp| is_leftover(temp.modified, storage_now, oldest_live_start))
+        .collect();
+    stale_temps.sort_by(|a, b| a.name.cmp(&b.name));
 
     Ok(PrunePlan {
         storage_now,
@@ -302,6 +315,7 @@ pub fn prune_plan_observed(
         repack,
         unused_bytes_left: unused_left,
         stale_heartbeats,
+        stale_temps,
         merge_segments: *segments > MAX_SEGMENTS,
         locked,
         session,
@@ -474,13 +488,17 @@ fn load_segments(repo: &Repository) -> Result<Vec<(IndexId, IndexSegment)>> {
     Ok(segments)
 }
 
-fn unindexed_is_leftover(
-    pack: &StoredPack,
+/// True for something written at `modified` (an unindexed pack, a temp file) that no
+/// running session can have written: older than the session timeout and than the start of
+/// every live session (a session writes only after it starts, and a temp file's time moves
+/// with every write).
+fn is_leftover(
+    modified: SystemTime,
     now: SystemTime,
     oldest_live_start: Option<SystemTime>,
 ) -> bool {
-    let old_enough = now.duration_since(pack.modified).unwrap_or_default() > SESSION_TIMEOUT;
-    let before_live = oldest_live_start.is_none_or(|start| pack.modified < start);
+    let old_enough = now.duration_since(modified).unwrap_or_default() > SESSION_TIMEOUT;
+    let before_live = oldest_live_start.is_none_or(|start| modified < start);
     old_enough && before_live
 }
 
@@ -618,6 +636,7 @@ pub fn prune_observed(
     let PrunePlan {
         due,
         stale_heartbeats,
+        stale_temps,
         merge_segments,
         view: planned_view,
         ..
@@ -753,6 +772,11 @@ pub fn prune_observed(
         }
         repo.backend().delete(name)?;
         report.heartbeats_removed += 1;
+    }
+    for temp in &stale_temps {
+        repo.backend().remove_temp(&temp.name)?;
+        report.temps_removed.0 += 1;
+        report.temps_removed.1 += temp.size;
     }
     let forgets = crate::forget_marker::finish(repo, now)?;
     report.forgotten_snapshots_deleted = forgets.snapshots_deleted;

@@ -96,6 +96,7 @@ fn plan_json(plan: &PrunePlan) -> Value {
         "waiting_plans": plan.waiting.iter().map(|(name, reason)| json!({"plan": name, "reason": reason})).collect::<Vec<_>>(),
         "unused_bytes_left": plan.unused_bytes_left,
         "stale_heartbeats": plan.stale_heartbeats.len(),
+        "stale_temps": plan.stale_temps.iter().map(|t| json!({"file": t.name, "bytes": t.size})).collect::<Vec<_>>(),
         "merge_index": plan.merge_segments,
         "locked": plan.locked.iter().map(|(name, until)| json!({"object": name, "until": date(*until)})).collect::<Vec<_>>(),
     })
@@ -113,6 +114,8 @@ fn report_json(report: &PruneReport) -> Value {
         "index_segments_written": report.segments_written,
         "index_segments_removed": report.segments_removed,
         "heartbeats_removed": report.heartbeats_removed,
+        "temps_removed": report.temps_removed.0,
+        "temp_bytes_removed": report.temps_removed.1,
         "locked": report.locked.iter().map(|(name, until)| json!({"object": name, "until": date(*until)})).collect::<Vec<_>>(),
         "locks_extended": report.locks_extended,
     })
@@ -156,6 +159,14 @@ fn print_plan(out: &mut impl Write, plan: &PrunePlan) -> std::io::Result<()> {
             out,
             "locked: {name} until {}: deleted by a run after that",
             date(*until)
+        )?;
+    }
+    if !plan.stale_temps.is_empty() {
+        writeln!(
+            out,
+            "temp files left by interrupted writers: {} ({}), to remove",
+            plan.stale_temps.len(),
+            bytes(plan.stale_temps.iter().map(|t| t.size).sum())
         )?;
     }
     let condemn_bytes: u64 = plan.condemn.iter().map(|c| c.2).sum();
@@ -345,6 +356,14 @@ pub fn run_on(global: &GlobalOptions, repository: &Repository, args: &PruneArgs)
                 .map(|p| format!("; wrote {p}"))
                 .unwrap_or_default()
         )?;
+        if report.temps_removed.0 > 0 {
+            writeln!(
+                std::io::stdout(),
+                "removed {} temp files ({}) left by interrupted writers",
+                report.temps_removed.0,
+                bytes(report.temps_removed.1)
+            )?;
+        }
         if !report.locked.is_empty() || report.locks_extended > 0 {
             writeln!(
                 std::io::stdout(),

@@ -273,6 +273,63 @@ impl LocalBackend {
         sync_dir(dir).map_err(|e| self.io_error("syncing the directory of", name, e))
     }
 
+    /// Walks the tree under the root for the files `what` asks for: the objects whose names
+    /// start with `prefix`, or the temp files (`prefix` then narrows the directories read).
+    fn scan(&self, prefix: &str, what: Scan) -> Result<Vec<ObjectMeta>> {
+        let mut found = Vec::new();
+        // Directories still to read, each with the name prefix of its objects ("data/ab/").
+        let mut pending = vec![(self.root.clone(), String::new())];
+        while let Some((dir, dir_name)) = pending.pop() {
+            let shown = if dir_name.is_empty() { "/" } else { &dir_name };
+            let entries = match fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                // A subdirectory removed while we list holds nothing any more; a missing
+                // root, though, is an error rather than an empty repository.
+                Err(e) if is_missing(&e) && !dir_name.is_empty() => continue,
+                Err(e) => return Err(self.io_error("listing", shown, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| self.io_error("listing", shown, e))?;
+                let file_name = entry.file_name();
+                let Some(segment) = file_name.to_str() else {
+                    continue; // not UTF-8: neither an object nor one of our temp files
+                };
+                let is_temp = segment.starts_with(TEMP_PREFIX);
+                let is_name = !is_reserved(segment) && validate_name(segment).is_ok();
+                let wanted_temp = is_temp && matches!(what, Scan::Temps);
+                if !(is_name || wanted_temp) {
+                    continue;
+                }
+                let name = format!("{dir_name}{segment}");
+                let wanted = match what {
+                    Scan::Temps => is_temp,
+                    Scan::Objects => name.starts_with(prefix),
+                };
+                let file_type = entry
+                    .file_type()
+                    .map_err(|e| self.io_error("listing", &name, e))?;
+                if file_type.is_dir() && is_name {
+                    let sub = name + "/";
+                    // Descend only where names matching the prefix can be.
+                    if sub.starts_with(prefix) || prefix.starts_with(&sub) {
+                        pending.push((entry.path(), sub));
+                    }
+                } else if file_type.is_file() && wanted {
+                    match entry.metadata() {
+                        Ok(meta) => found.push(ObjectMeta {
+                            name,
+                            size: meta.len(),
+                            modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                        }),
+                        Err(e) if is_missing(&e) => {} // deleted while we list
+                        Err(e) => return Err(self.io_error("reading metadata of", &name, e)),
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
     /// Reads exactly `length` bytes at `offset` with a positioned read.
     fn read_at(&self, file: &File, name: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
         let len = usize::try_from(length)
@@ -372,51 +429,31 @@ impl Backend for LocalBackend {
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
-        let mut found = Vec::new();
-        // Directories still to read, each with the name prefix of its objects ("data/ab/").
-        let mut pending = vec![(self.root.clone(), String::new())];
-        while let Some((dir, dir_name)) = pending.pop() {
-            let shown = if dir_name.is_empty() { "/" } else { &dir_name };
-            let entries = match fs::read_dir(&dir) {
-                Ok(entries) => entries,
-                // A subdirectory removed while we list holds nothing any more; a missing
-                // root, though, is an error rather than an empty repository.
-                Err(e) if is_missing(&e) && !dir_name.is_empty() => continue,
-                Err(e) => return Err(self.io_error("listing", shown, e)),
-            };
-            for entry in entries {
-                let entry = entry.map_err(|e| self.io_error("listing", shown, e))?;
-                let file_name = entry.file_name();
-                let Some(segment) = file_name.to_str() else {
-                    continue; // not UTF-8: not an object
-                };
-                if is_reserved(segment) || validate_name(segment).is_err() {
-                    continue;
-                }
-                let name = format!("{dir_name}{segment}");
-                let file_type = entry
-                    .file_type()
-                    .map_err(|e| self.io_error("listing", &name, e))?;
-                if file_type.is_dir() {
-                    let sub = name + "/";
-                    // Descend only where names matching the prefix can be.
-                    if sub.starts_with(prefix) || prefix.starts_with(&sub) {
-                        pending.push((entry.path(), sub));
-                    }
-                } else if file_type.is_file() && name.starts_with(prefix) {
-                    match entry.metadata() {
-                        Ok(meta) => found.push(ObjectMeta {
-                            name,
-                            size: meta.len(),
-                            modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-                        }),
-                        Err(e) if is_missing(&e) => {} // deleted while we list
-                        Err(e) => return Err(self.io_error("reading metadata of", &name, e)),
-                    }
-                }
-            }
+        self.scan(prefix, Scan::Objects)
+    }
+
+    fn list_temps(&self) -> Result<Vec<ObjectMeta>> {
+        self.scan("", Scan::Temps)
+    }
+
+    fn remove_temp(&self, name: &str) -> Result<()> {
+        let (dir, file) = name.rsplit_once('/').unwrap_or(("", name));
+        let is_temp = file.starts_with(TEMP_PREFIX)
+            && file.len() > TEMP_PREFIX.len()
+            && (dir.is_empty() || validate_name(dir).is_ok());
+        if !is_temp {
+            return Err(Error::Invalid(format!(
+                "{name} is not a temp file of {}",
+                self.location()
+            )));
         }
-        Ok(found)
+        let path = self.root.join(name);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if is_missing(&e) => return Ok(()),
+            Err(e) => return Err(self.io_error("removing the temp file", name, e)),
+        }
+        sync_dir(parent_dir(&path)).map_err(|e| self.io_error("syncing the directory of", name, e))
     }
 
     fn delete(&self, name: &str) -> Result<()> {
@@ -463,6 +500,15 @@ impl Backend for LocalBackend {
         self.head(name)?;
         self.write_lock(name, &path, until)
     }
+}
+
+/// What [`LocalBackend::scan`] collects.
+#[derive(Debug, Clone, Copy)]
+enum Scan {
+    /// Object files.
+    Objects,
+    /// Temp files (`.tmp-*`) in any directory of the store.
+    Temps,
 }
 
 /// True for name segments reserved for temp and lock files.
@@ -744,6 +790,56 @@ mod tests {
             backend.put_if_absent("data/.tmp-2", b"y"),
             Err(Error::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn temp_files_are_listed_apart_from_objects_and_only_they_can_be_removed_as_temps() {
+        let (_dir, backend) = new_backend();
+        backend.put_if_absent("data/ab/x", b"x").expect("put");
+        backend.put_if_absent("config", b"c").expect("put");
+        let root = backend.root();
+        fs::write(root.join(".tmp-1-1"), b"a").expect("write");
+        fs::write(root.join("data").join(".tmp-1-2"), b"bb").expect("write");
+        fs::write(root.join("data/ab").join(".tmp-1-3"), b"ccc").expect("write");
+        fs::create_dir(root.join("tree")).expect("mkdir");
+        fs::write(root.join("tree").join(".lock-y"), b"1").expect("write");
+        let mut temps: Vec<(String, u64)> = backend
+            .list_temps()
+            .expect("list temps")
+            .into_iter()
+            .map(|m| (m.name, m.size))
+            .collect();
+        temps.sort();
+        assert_eq!(
+            temps,
+            [
+                (".tmp-1-1".to_owned(), 1),
+                ("data/.tmp-1-2".to_owned(), 2),
+                ("data/ab/.tmp-1-3".to_owned(), 3)
+            ]
+        );
+
+        for not_a_temp in [
+            "data/ab/x",
+            "config",
+            "tree/.lock-y",
+            "../.tmp-1-1",
+            ".tmp-",
+        ] {
+            assert!(
+                matches!(backend.remove_temp(not_a_temp), Err(Error::Invalid(_))),
+                "{not_a_temp}"
+            );
+        }
+        for (name, _) in &temps {
+            backend.remove_temp(name).expect("remove temp");
+        }
+        backend
+            .remove_temp("data/.tmp-1-2")
+            .expect("removing twice succeeds");
+        assert!(backend.list_temps().expect("list temps").is_empty());
+        assert_eq!(backend.get("data/ab/x").expect("object kept"), b"x");
+        assert!(root.join("tree").join(".lock-y").exists());
     }
 
     #[test]

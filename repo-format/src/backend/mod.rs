@@ -148,6 +148,22 @@ pub trait Backend: Send + Sync + Debug {
     /// Every object whose name starts with `prefix`.
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>>;
 
+    /// Temp files that writers of this store left behind, as `ObjectMeta` whose name is the
+    /// temp file's path in the store (`data/.tmp-…`; never an object name). A store whose
+    /// puts are atomic has none: the default. A crashed writer leaves them; only
+    /// [`Backend::remove_temp`] deletes them, and garbage collection decides when.
+    fn list_temps(&self) -> Result<Vec<ObjectMeta>> {
+        Ok(Vec::new())
+    }
+
+    /// Removes a temp file [`Backend::list_temps`] returned; succeeds if it is already gone.
+    fn remove_temp(&self, name: &str) -> Result<()> {
+        Err(crate::Error::Unsupported {
+            object: name.to_owned(),
+            what: format!("temp files in {}", self.location()),
+        })
+    }
+
     /// Removes an object; succeeds if it is already gone. A locked object (see
     /// [`Backend::retained_until`]) is refused with [`Error::Locked`](crate::Error::Locked).
     fn delete(&self, name: &str) -> Result<()>;
@@ -218,6 +234,12 @@ impl<B: Backend + ?Sized> Backend for Arc<B> {
     }
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
         (**self).list(prefix)
+    }
+    fn list_temps(&self) -> Result<Vec<ObjectMeta>> {
+        (**self).list_temps()
+    }
+    fn remove_temp(&self, name: &str) -> Result<()> {
+        (**self).remove_temp(name)
     }
     fn delete(&self, name: &str) -> Result<()> {
         (**self).delete(name)

@@ -700,3 +700,89 @@ mod locked {
         );
     }
 }
+
+/// Temp files a crashed writer left in a local repository.
+mod temps {
+    use std::fs::{File, FileTimes};
+    use std::path::Path;
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::backend::LocalBackend;
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    /// Writes a temp file of `len` bytes at `path`, last written `age` ago.
+    fn temp_file(path: &Path, len: usize, age: Duration) {
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, vec![7; len]).expect("write temp");
+        let file = File::options().write(true).open(path).expect("open");
+        let time = SystemTime::now() - age;
+        file.set_times(FileTimes::new().set_modified(time).set_accessed(time))
+            .expect("set time");
+    }
+
+    #[test]
+    fn temp_files_go_once_no_live_session_can_be_writing_them() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path().join("repo");
+        let backend = LocalBackend::create(&root).expect("create");
+        let repo = Repository::init(
+            Arc::new(backend) as Arc<dyn Backend>,
+            b"pw",
+            InitOptions {
+                kdf: KdfParams::insecure_for_tests(),
+                ..Default::default()
+            },
+        )
+        .expect("init");
+        backup(&repo, &[1, 2]);
+
+        // A session that started 40 minutes ago and is still beating.
+        let running = ActiveSession::start(
+            Arc::clone(repo.backend()),
+            repo.writer_key(),
+            "h",
+            "backup",
+            false,
+        )
+        .expect("session");
+        for beat in repo.backend().list("sessions/").expect("list") {
+            let path = root.join(&beat.name);
+            let file = File::open(&path).expect("open beat");
+            let time = SystemTime::now() - 40 * MINUTE;
+            file.set_times(FileTimes::new().set_modified(time))
+                .expect("backdate beat");
+        }
+        running.beat().expect("beat");
+
+        // Older than the running session: nobody can still write it.
+        temp_file(&root.join("data/.tmp-9-1"), 3000, 60 * MINUTE);
+        // Past the session timeout, but the running session may own it.
+        temp_file(&root.join("data/ab/.tmp-9-2"), 20, 20 * MINUTE);
+        // Being written now.
+        temp_file(&root.join("tree/.tmp-9-3"), 10, Duration::ZERO);
+
+        let plan = prune_plan(&repo, &zero_grace(), false).expect("plan");
+        let stale: Vec<&str> = plan.stale_temps.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(stale, ["data/.tmp-9-1"]);
+        let report = prune(&repo, plan).expect("prune");
+        assert_eq!(report.temps_removed, (1, 3000));
+        assert!(!root.join("data/.tmp-9-1").exists());
+        assert!(root.join("data/ab/.tmp-9-2").exists());
+        assert!(root.join("tree/.tmp-9-3").exists());
+
+        // Once that session has ended, only the fresh temp file stays.
+        running.end().expect("end");
+        let report = prune(
+            &repo,
+            prune_plan(&repo, &zero_grace(), false).expect("plan"),
+        )
+        .expect("prune");
+        assert_eq!(report.temps_removed, (1, 20));
+        assert!(!root.join("data/ab/.tmp-9-2").exists());
+        assert!(root.join("tree/.tmp-9-3").exists());
+        assert_eq!(report.deleted_packs, 0, "{report:?}");
+        assert_restorable(&repo);
+    }
+}
