@@ -68,13 +68,16 @@ pub fn seal_blob(
     plaintext: &[u8],
     level: i32,
 ) -> Vec<u8> {
-    let mut record = Vec::with_capacity(plaintext.len() + 1);
-    record.push(0);
-    let compression = compress::compress_into(level, plaintext, &mut record);
-    record[0] = compression as u8;
-    let mut sealed = Vec::with_capacity(record.len() + SEAL_OVERHEAD);
-    key.seal_into(&blob_aad(kind, id), &record, &mut sealed);
-    sealed
+    // The record is the compression byte, then the payload.
+    compress::compress_with(level, plaintext, |compression, payload| {
+        let mut sealed = Vec::with_capacity(SEAL_OVERHEAD + 1 + payload.len());
+        key.seal_parts_into(
+            &blob_aad(kind, id),
+            &[&[compression as u8], payload],
+            &mut sealed,
+        );
+        sealed
+    })
 }
 
 /// Seals like [`seal_blob`], then proves that the result reads back: opens it again and

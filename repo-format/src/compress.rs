@@ -5,34 +5,59 @@ use std::cell::RefCell;
 use crate::error::{Error, Result};
 
 // zstd contexts are costly to make (a compression context at level 3 allocates about a
-// megabyte of tables), so each thread keeps one of each and reuses it for every blob.
-// Output does not depend on a context's history: a reused context compresses a blob to
-// the same bytes as a fresh one.
+// megabyte of tables), so each thread keeps one of each and reuses it for every blob, with
+// the buffer compressed blobs are written into. Output does not depend on a context's
+// history: a reused context compresses a blob to the same bytes as a fresh one.
 thread_local! {
-    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
-        const { RefCell::new(None) };
+    static COMPRESSOR: RefCell<Option<Compressing>> = const { RefCell::new(None) };
     static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
         const { RefCell::new(None) };
 }
 
-/// zstd-compresses `data` at `level` with this thread's context.
-fn zstd_compress(data: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+/// A thread's compression context, the level it is set to, and its output buffer.
+struct Compressing {
+    level: i32,
+    compressor: zstd::bulk::Compressor<'static>,
+    output: Vec<u8>,
+}
+
+/// zstd-compresses `data` at `level` with this thread's context, into its output buffer;
+/// calls `use_output` with the compressed bytes (`None` if zstd failed).
+fn zstd_compress<R>(data: &[u8], level: i32, use_output: impl FnOnce(Option<&[u8]>) -> R) -> R {
     COMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
-        match slot.as_mut() {
-            Some((current, compressor)) if *current == level => compressor.compress(data),
-            Some((current, compressor)) => {
-                compressor.set_compression_level(level)?;
-                *current = level;
-                compressor.compress(data)
-            }
-            None => {
-                let (_, compressor) = slot.insert((level, zstd::bulk::Compressor::new(level)?));
-                compressor.compress(data)
-            }
+        let state = match slot.take() {
+            Some(state) if state.level == level => Ok(state),
+            Some(mut state) => state
+                .compressor
+                .set_compression_level(level)
+                .map(|()| Compressing { level, ..state }),
+            None => zstd::bulk::Compressor::new(level).map(|compressor| Compressing {
+                level,
+                compressor,
+                output: Vec::new(),
+            }),
+        };
+        let Ok(mut state) = state else {
+            return use_output(None);
+        };
+        state.output.clear();
+        state
+            .output
+            .reserve(zstd::zstd_safe::compress_bound(data.len()));
+        let compressed = state.compressor.compress_to_buffer(data, &mut state.output);
+        let result = use_output(compressed.ok().map(|_| state.output.as_slice()));
+        // A large blob's buffer is not kept: a thread would hold it for the whole run.
+        if state.output.capacity() > KEPT_OUTPUT {
+            state.output = Vec::new();
         }
+        *slot = Some(state);
+        result
     })
 }
+
+/// Largest compression output buffer a thread keeps between blobs (a blob of about 2 MiB).
+const KEPT_OUTPUT: usize = 2 << 20;
 
 /// Decodes one zstd frame of at most `capacity` bytes into `out` (cleared first) with this
 /// thread's context.
@@ -69,19 +94,32 @@ impl Compression {
     }
 }
 
+/// Compresses `data` at `level` and calls `use_payload` with the encoding used and the
+/// payload: zstd's output (in this thread's buffer, valid during the call), or `data` itself
+/// when zstd cannot shrink it by at least 1/64.
+pub fn compress_with<R>(
+    level: i32,
+    data: &[u8],
+    use_payload: impl FnOnce(Compression, &[u8]) -> R,
+) -> R {
+    if level <= 0 || data.is_empty() {
+        return use_payload(Compression::None, data);
+    }
+    zstd_compress(data, level, |compressed| match compressed {
+        Some(compressed) if compressed.len() + data.len() / 64 < data.len() => {
+            use_payload(Compression::Zstd, compressed)
+        }
+        _ => use_payload(Compression::None, data),
+    })
+}
+
 /// Compresses `data` at `level`, appending the payload to `out`; returns which encoding was
 /// used. Data that zstd cannot shrink by at least 1/64 is stored raw.
 pub fn compress_into(level: i32, data: &[u8], out: &mut Vec<u8>) -> Compression {
-    if level > 0
-        && !data.is_empty()
-        && let Ok(compressed) = zstd_compress(data, level)
-        && compressed.len() + data.len() / 64 < data.len()
-    {
-        out.extend_from_slice(&compressed);
-        return Compression::Zstd;
-    }
-    out.extend_from_slice(data);
-    Compression::None
+    compress_with(level, data, |compression, payload| {
+        out.extend_from_slice(payload);
+        compression
+    })
 }
 
 /// Decodes a payload whose plaintext length is known to be `raw_length`.
@@ -152,10 +190,13 @@ mod tests {
         let data: Vec<u8> = (0..200_000u32)
             .map(|i| (i * 7 % 251) as u8 ^ (i >> 9) as u8)
             .collect();
-        for level in [3, 1, 19, 3] {
+        // A blob larger than the output buffer a thread keeps, between the others.
+        let large = data.repeat(16);
+        for (level, data) in [(3, &data), (1, &data), (3, &large), (19, &data), (3, &data)] {
+            let data = data.as_slice();
             let mut out = Vec::new();
-            assert_eq!(compress_into(level, &data, &mut out), Compression::Zstd);
-            let fresh = zstd::bulk::compress(&data, level).expect("compress");
+            assert_eq!(compress_into(level, data, &mut out), Compression::Zstd);
+            let fresh = zstd::bulk::compress(data, level).expect("compress");
             assert_eq!(out, fresh, "level {level}");
             // A failed decode leaves the thread's context usable.
             assert!(decompress(Compression::Zstd, &out[..10], data.len(), "t").is_err());
@@ -164,5 +205,24 @@ mod tests {
                 data
             );
         }
+    }
+
+    #[test]
+    fn data_zstd_cannot_shrink_is_handed_over_as_it_is() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let random: Vec<u8> = (0..300_000)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        let (compression, same) = compress_with(3, &random, |compression, payload| {
+            (compression, payload.as_ptr() == random.as_ptr())
+        });
+        assert_eq!((compression, same), (Compression::None, true));
+        let (compression, length) = compress_with(0, b"level zero", |c, p| (c, p.len()));
+        assert_eq!((compression, length), (Compression::None, 10));
     }
 }

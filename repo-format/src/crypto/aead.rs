@@ -51,11 +51,19 @@ impl SymmetricKey {
 
     /// Seals `plaintext`, appending `nonce || ciphertext || tag` to `out`.
     pub fn seal_into(&self, aad: &[u8], plaintext: &[u8], out: &mut Vec<u8>) {
+        self.seal_parts_into(aad, &[plaintext], out);
+    }
+
+    /// Seals the concatenation of `parts` like [`SymmetricKey::seal_into`], without
+    /// concatenating them first: each is copied once, into `out`, and encrypted there.
+    pub fn seal_parts_into(&self, aad: &[u8], parts: &[&[u8]], out: &mut Vec<u8>) {
         let nonce: [u8; NONCE_LEN] = super::random_array();
-        out.reserve(plaintext.len() + SEAL_OVERHEAD);
+        out.reserve(parts.iter().map(|part| part.len()).sum::<usize>() + SEAL_OVERHEAD);
         out.extend_from_slice(&nonce);
         let start = out.len();
-        out.extend_from_slice(plaintext);
+        for part in parts {
+            out.extend_from_slice(part);
+        }
         let tag = self
             .cipher()
             .encrypt_inout_detached(&XNonce::from(nonce), aad, (&mut out[start..]).into())
