@@ -15,6 +15,13 @@ use rayon::prelude::*;
 /// Plaintext bytes collected before a batch goes to the pool.
 const BATCH_BYTES: usize = 2 << 20;
 
+/// Batches queued or running per pool thread. With one, a pool thread that finishes its
+/// batch idles while the walking thread reads, chunks and hashes the next (small files
+/// cost it a few syscalls each); with two, the walk runs a batch ahead. Linux-source first
+/// backup on 2 cores: 7.56-8.41 s with one, 6.36-7.64 s with two, for 8-10 MB more peak
+/// memory (docs/PERFORMANCE.md, "Session 9").
+const BATCHES_PER_THREAD: usize = 2;
+
 /// Sealed blobs on their way to the pack stage, or why sealing failed.
 pub(super) type SealedBatch = Result<Vec<SealedBlob>, String>;
 
@@ -90,7 +97,7 @@ impl Sealer {
                 verify,
             }),
             permits: Arc::default(),
-            in_flight: rayon::current_num_threads(),
+            in_flight: BATCHES_PER_THREAD * rayon::current_num_threads(),
             out,
             batch: Vec::new(),
             batch_bytes: 0,
