@@ -33,16 +33,21 @@ fn content(seed: u8) -> Vec<u8> {
         .collect()
 }
 
-/// A backup the way the agent does it: heartbeat, plans, index, blobs, snapshot, end.
-fn backup(repo: &Repository, files: &[u8]) -> SnapshotId {
-    let session = ActiveSession::start(
+/// A writer's session on `host`, beating only when told to.
+fn writer_session(repo: &Repository, host: &str) -> ActiveSession {
+    ActiveSession::start(
         Arc::clone(repo.backend()),
         repo.writer_key(),
-        "h",
+        host,
         "backup",
         false,
     )
-    .expect("session");
+    .expect("session")
+}
+
+/// A backup the way the agent does it: heartbeat, plans, index, blobs, snapshot, end.
+fn backup(repo: &Repository, files: &[u8]) -> SnapshotId {
+    let session = writer_session(repo, "h");
     let condemned = crate::gc::condemned_packs(repo).expect("plans");
     let index = repo.load_index().expect("index").index;
     let mut writer = repo.blob_writer(&index);
@@ -204,14 +209,7 @@ fn a_writer_that_started_before_the_plan_blocks_it_and_its_snapshot_recovers_the
     let (backend, repo) = repository();
     let old = backup(&repo, &[7]);
     // A long backup starts now and deduplicates against snapshot 1's data.
-    let session = ActiveSession::start(
-        Arc::clone(repo.backend()),
-        repo.writer_key(),
-        "slow",
-        "backup",
-        false,
-    )
-    .expect("session");
+    let session = writer_session(&repo, "slow");
     let index = repo.load_index().expect("index").index;
     let mut writer = repo.blob_writer(&index);
     repo.delete_snapshot(&old).expect("forget");
@@ -271,14 +269,7 @@ fn a_dead_session_does_not_block_forever() {
     let (backend, repo) = repository();
     let old = backup(&repo, &[5]);
     backup(&repo, &[6]);
-    let crashed = ActiveSession::start(
-        Arc::clone(repo.backend()),
-        repo.writer_key(),
-        "gone",
-        "backup",
-        false,
-    )
-    .expect("session");
+    let crashed = writer_session(&repo, "gone");
     std::mem::forget(crashed); // as if killed: no final beat
     repo.delete_snapshot(&old).expect("forget");
     let report = prune(
@@ -739,14 +730,7 @@ mod temps {
         backup(&repo, &[1, 2]);
 
         // A session that started 40 minutes ago and is still beating.
-        let running = ActiveSession::start(
-            Arc::clone(repo.backend()),
-            repo.writer_key(),
-            "h",
-            "backup",
-            false,
-        )
-        .expect("session");
+        let running = writer_session(&repo, "h");
         for beat in repo.backend().list("sessions/").expect("list") {
             let path = root.join(&beat.name);
             let file = File::open(&path).expect("open beat");
