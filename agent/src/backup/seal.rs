@@ -13,13 +13,15 @@ use bunker_repo_format::{BlobId, BlobKind, SealedBlob};
 use rayon::prelude::*;
 
 /// Plaintext bytes collected before a batch goes to the pool.
-const BATCH_BYTES: usize = 2 << 20;
+const BATCH_BYTES: usize = 1 << 20;
 
 /// Batches queued or running per pool thread. With one, a pool thread that finishes its
 /// batch idles while the walking thread reads, chunks and hashes the next (small files
-/// cost it a few syscalls each); with two, the walk runs a batch ahead. Linux-source first
-/// backup on 2 cores: 7.56-8.41 s with one, 6.36-7.64 s with two, for 8-10 MB more peak
-/// memory (docs/PERFORMANCE.md, "Session 9").
+/// cost it a few syscalls each); with two, the walk fills a batch while the pool still has
+/// one per thread. Two batches of 1 MiB hold the plaintext that one of 2 MiB did, so peak
+/// memory stays where it was. Linux-source first backup on 2 cores (docs/PERFORMANCE.md,
+/// "Session 9"): 1.72-1.77 cores busy with one 2 MiB batch per thread, 1.74-1.81 with two
+/// of 1 MiB, 1.80-1.83 with two of 2 MiB (8-15 MB more peak memory, not taken).
 const BATCHES_PER_THREAD: usize = 2;
 
 /// Sealed blobs on their way to the pack stage, or why sealing failed.
