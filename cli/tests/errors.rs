@@ -446,26 +446,6 @@ impl Drop for SmallFs {
     }
 }
 
-/// Names of temp files anywhere under `dir`.
-fn temp_files(dir: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut pending = vec![dir.to_owned()];
-    while let Some(dir) = pending.pop() {
-        for entry in fs::read_dir(&dir).expect("read_dir") {
-            let path = entry.expect("entry").path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if path
-                .file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with(".tmp-"))
-            {
-                found.push(path);
-            }
-        }
-    }
-    found
-}
-
 #[test]
 fn a_full_repository_disk_exits_11_and_the_backup_completes_once_there_is_room() {
     let t = TestDir::new();

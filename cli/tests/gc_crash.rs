@@ -262,25 +262,3 @@ fn kill_9_of_backup_and_prune_never_damages_the_repository() {
     c.run_ok(&["check", "--read-data"]);
     c.restore_matches_source(&last);
 }
-
-/// Every `.tmp-*` file in the repository.
-fn temp_files(repo: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut pending = vec![repo.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).expect("read dir") {
-            let path = entry.expect("entry").path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(".tmp-"))
-            {
-                found.push(path);
-            }
-        }
-    }
-    found.sort();
-    found
-}

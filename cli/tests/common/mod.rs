@@ -663,6 +663,28 @@ pub fn user_xattrs_supported(dir: &Path) -> bool {
     ok
 }
 
+/// Every temp file (`.tmp-*`, a partial object) anywhere under `dir`, sorted.
+pub fn temp_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in fs::read_dir(&dir).expect("read dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(".tmp-"))
+            {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
 /// Every regular file below `dir`, relative names as in the layout (`data/ab/abcd...`).
 pub fn repo_objects(repo: &Path, kind: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();

@@ -294,17 +294,16 @@ impl LocalBackend {
                 let Some(segment) = file_name.to_str() else {
                     continue; // not UTF-8: neither an object nor one of our temp files
                 };
-                let is_temp = segment.starts_with(TEMP_PREFIX);
+                // A valid object name may be an object or a directory of them.
                 let is_name = !is_reserved(segment) && validate_name(segment).is_ok();
-                let wanted_temp = is_temp && matches!(what, Scan::Temps);
-                if !(is_name || wanted_temp) {
-                    continue;
-                }
                 let name = format!("{dir_name}{segment}");
                 let wanted = match what {
-                    Scan::Temps => is_temp,
-                    Scan::Objects => name.starts_with(prefix),
+                    Scan::Temps => segment.starts_with(TEMP_PREFIX),
+                    Scan::Objects => is_name && name.starts_with(prefix),
                 };
+                if !(is_name || wanted) {
+                    continue;
+                }
                 let file_type = entry
                     .file_type()
                     .map_err(|e| self.io_error("listing", &name, e))?;
