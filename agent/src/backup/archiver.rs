@@ -1,10 +1,14 @@
 //! The walk stage: turns a directory walk into tree entries, in a deterministic order.
 //!
-//! Each file is taken from the parent snapshot or the [files cache](super::files_cache) when
-//! its identity is unchanged, else [read, chunked and hashed](super::read); the
-//! [dedup](super::dedup) stage claims new chunks and the [seal](super::seal) stage
-//! compresses and seals them on the rayon pool while the walk goes on. Trees are written
-//! bottom-up, sealed here (they are small) and sent to the [pack](super::pack) stage too.
+//! A directory is listed, its entries' metadata captured (shared with idle pool threads, see
+//! [`super::shared_work`]), and each file is taken from the parent snapshot or the
+//! [files cache](super::files_cache) when its identity is unchanged. The directory's small
+//! files that need reading are then [read in groups](super::small_files), and its
+//! subdirectories and large files [read](super::read) in name order. The
+//! [dedup](super::dedup) stage claims new chunks in that order and the [seal](super::seal)
+//! stage compresses and seals them on the rayon pool while the walk goes on. Trees are
+//! written bottom-up, sealed here (they are small) and sent to the [pack](super::pack) stage
+//! too.
 
 use std::collections::{BTreeMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
@@ -19,8 +23,10 @@ use bunker_repo_format::{BlobId, BlobKind, Repository};
 
 use super::dedup::Dedup;
 use super::files_cache::{FileKey, FilesCache};
-use super::read::{ReadFailure, read_file};
+use super::read::{Chunking, ReadFailure, ReadFile, read_file};
 use super::seal::Sealer;
+use super::shared_work::share;
+use super::small_files::{self, SMALL_FILE, SmallFile, SmallFileReader};
 use super::{BackupError, Excludes, ReadFrom};
 use crate::cancel::Cancel;
 use crate::platform::{self, Captured, CapturedKind, DirHandle, NameCache};
@@ -77,7 +83,9 @@ pub(super) struct Archiver<'a> {
     excludes: &'a Excludes,
     cancel: &'a Cancel,
     with_atime: bool,
-    names: NameCache,
+    names: Arc<NameCache>,
+    chunking: Chunking,
+    small_files: SmallFileReader,
     buffer: Vec<u8>,
     summary: Summary,
     unreadable: Vec<String>,
@@ -86,6 +94,10 @@ pub(super) struct Archiver<'a> {
     /// The recorded path of the entry holding `read_from`'s snapshot, never archived.
     hidden: Option<PathBuf>,
 }
+
+/// Directories with fewer entries than this are captured on the walking thread alone:
+/// sharing a few with the pool costs more than it saves.
+const SHARED_CAPTURE: usize = 8;
 
 fn display(path: &Path) -> String {
     path.display().to_string()
@@ -100,6 +112,9 @@ impl<'a> Archiver<'a> {
         cancel: &'a Cancel,
         with_atime: bool,
     ) -> Self {
+        let chunking = Chunking::of(repo);
+        let small_files =
+            SmallFileReader::new(chunking.clone(), cancel.clone(), Arc::clone(&stages.failed));
         Self {
             stages,
             repo,
@@ -107,7 +122,9 @@ impl<'a> Archiver<'a> {
             excludes,
             cancel,
             with_atime,
-            names: NameCache::new(),
+            names: Arc::new(NameCache::new()),
+            chunking,
+            small_files,
             buffer: Vec::new(),
             summary: Summary::default(),
             unreadable: Vec::new(),
@@ -277,20 +294,37 @@ impl<'a> Archiver<'a> {
         if self.stopped() {
             return Err(BackupError::Interrupted);
         }
+        let captured = platform::capture(access, &self.names);
+        let Some(mut child) = self.admit(path.to_owned(), access.to_owned(), name, captured) else {
+            return Ok(None);
+        };
+        self.settle(&mut child, parent);
+        self.complete(child, parent)
+    }
+
+    /// Makes a child of a captured entry, recording why it could not be (it is left out)
+    /// or which parts of its metadata could not be read.
+    fn admit(
+        &mut self,
+        path: PathBuf,
+        access: PathBuf,
+        name: Vec<u8>,
+        captured: Result<Captured, platform::PlatformError>,
+    ) -> Option<Child> {
         let Captured {
             mut meta,
             kind,
             warnings,
-        } = match platform::capture(access, &self.names) {
+        } = match captured {
             Ok(captured) => captured,
             Err(e) => {
-                self.unreadable(path, &format!("could not {} it: {}", e.op, e.source));
-                return Ok(None);
+                self.unreadable(&path, &format!("could not {} it: {}", e.op, e.source));
+                return None;
             }
         };
         for warning in warnings {
             self.unreadable(
-                path,
+                &path,
                 &format!("could not {} it: {}", warning.op, warning.message),
             );
         }
@@ -301,64 +335,110 @@ impl<'a> Archiver<'a> {
         // (which differs when reading from a snapshot) is compared and stored.
         let live_device = meta.device;
         meta.device = self.recorded_device(live_device);
-        let node = match kind {
-            CapturedKind::File { size } => match self.unchanged(path, parent, &meta, size) {
-                Some(extents) => {
-                    self.summary.files += 1;
-                    self.summary.files_unchanged += 1;
-                    self.summary.bytes += size;
-                    if let Some(progress) = &self.stages.progress {
-                        progress.file_done(size);
-                    }
-                    self.stages.files_cache.record(
-                        path.as_os_str().as_bytes(),
-                        FileKey::new(&meta, size),
-                        &extents,
-                    );
-                    Node::File { extents }
-                }
-                None => match self.archive_file_as_read(path, access, size, &mut meta, live_device)
-                {
-                    Ok(node) => {
-                        if parent.is_some() {
-                            self.summary.files_changed += 1;
-                        } else {
-                            self.summary.files_new += 1;
-                        }
-                        node
-                    }
-                    Err(e) if matches!(e, BackupError::Interrupted) => return Err(e),
-                    Err(BackupError::Source { source, .. }) => {
-                        self.unreadable(path, &source.to_string());
-                        return Ok(None);
-                    }
-                    Err(e) => return Err(e),
-                },
-            },
-            CapturedKind::Dir => {
+        let work = match kind {
+            CapturedKind::File { size } => Work::File { size },
+            CapturedKind::Dir => Work::Dir,
+            CapturedKind::Symlink { target } => Work::Done(Node::Symlink { target }),
+            CapturedKind::Fifo => Work::Done(Node::Fifo),
+            CapturedKind::Socket => Work::Done(Node::Socket),
+            CapturedKind::CharDevice { rdev } => Work::Done(Node::CharDevice { rdev }),
+            CapturedKind::BlockDevice { rdev } => Work::Done(Node::BlockDevice { rdev }),
+        };
+        if matches!(work, Work::Done(_)) {
+            self.summary.others += 1;
+        }
+        Some(Child {
+            name,
+            path,
+            access,
+            meta,
+            live_device,
+            work,
+        })
+    }
+
+    /// Takes a file's content from the parent snapshot (or the files cache) when it did not
+    /// change since; any other entry is left as it is.
+    fn settle(&mut self, child: &mut Child, parent: Option<&Entry>) {
+        let Work::File { size } = child.work else {
+            return;
+        };
+        let Some(extents) = self.unchanged(&child.path, parent, &child.meta, size) else {
+            return;
+        };
+        self.summary.files += 1;
+        self.summary.files_unchanged += 1;
+        self.summary.bytes += size;
+        if let Some(progress) = &self.stages.progress {
+            progress.file_done(size);
+        }
+        self.stages.files_cache.record(
+            child.path.as_os_str().as_bytes(),
+            FileKey::new(&child.meta, size),
+            &extents,
+        );
+        child.work = Work::Done(Node::File { extents });
+    }
+
+    /// Finishes `child` (archiving a directory's contents, reading a file not read yet)
+    /// into its tree entry; `None` when it could not be read and is left out.
+    fn complete(
+        &mut self,
+        mut child: Child,
+        parent: Option<&Entry>,
+    ) -> Result<Option<Entry>, BackupError> {
+        let work = std::mem::replace(&mut child.work, Work::Dir);
+        let node = match work {
+            Work::Done(node) => node,
+            Work::Dir => {
                 self.summary.dirs += 1;
                 let parent_subtree = match parent.map(|e| &e.node) {
                     Some(Node::Dir { subtree }) => Some(*subtree),
                     _ => None,
                 };
                 Node::Dir {
-                    subtree: self.archive_dir_contents(path, access, &mut meta, parent_subtree)?,
+                    subtree: self.archive_dir_contents(
+                        &child.path,
+                        &child.access,
+                        &mut child.meta,
+                        parent_subtree,
+                    )?,
                 }
             }
-            CapturedKind::Symlink { target } => Node::Symlink { target },
-            CapturedKind::Fifo => Node::Fifo,
-            CapturedKind::Socket => Node::Socket,
-            CapturedKind::CharDevice { rdev } => Node::CharDevice { rdev },
-            CapturedKind::BlockDevice { rdev } => Node::BlockDevice { rdev },
+            Work::File { size } => match self.archive_file_as_read(&mut child, size) {
+                Ok(node) => {
+                    self.count_read(parent);
+                    node
+                }
+                Err(BackupError::Source { source, .. }) => {
+                    self.unreadable(&child.path, &source.to_string());
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            },
         };
-        if !matches!(node, Node::File { .. } | Node::Dir { .. }) {
-            self.summary.others += 1;
+        Ok(Some(Entry {
+            name: child.name,
+            meta: child.meta,
+            node,
+        }))
+    }
+
+    /// Counts a file that was read as new or changed.
+    fn count_read(&mut self, parent: Option<&Entry>) {
+        if parent.is_some() {
+            self.summary.files_changed += 1;
+        } else {
+            self.summary.files_new += 1;
         }
-        Ok(Some(Entry { name, meta, node }))
     }
 
     /// Archives a directory's entries and stores its tree. A directory that cannot be
     /// listed is stored empty and flagged incomplete.
+    ///
+    /// Its entries' metadata is captured on the rayon pool, and its small files that need
+    /// reading are read there in groups ([`small_files`]); the rest (subdirectories, large
+    /// files) follow in name order on this thread.
     fn archive_dir_contents(
         &mut self,
         path: &Path,
@@ -385,7 +465,8 @@ impl<'a> Archiver<'a> {
             names.clear();
         }
         names.sort();
-        let mut entries = Vec::with_capacity(names.len());
+        // (name, real path, path for system calls)
+        let mut listed = Vec::with_capacity(names.len());
         for name in names {
             let os_name = std::ffi::OsStr::from_bytes(&name);
             let child = path.join(os_name);
@@ -398,14 +479,104 @@ impl<'a> Archiver<'a> {
                 Some(handle) => handle.child(&through, os_name),
                 None => through,
             };
-            let parent_entry = parent.as_ref().and_then(|tree| tree.get(&name));
-            if let Some(entry) =
-                self.archive_entry(&child, &child_access, name.clone(), parent_entry)?
-            {
+            listed.push((name, child, child_access));
+        }
+        if self.stopped() {
+            return Err(BackupError::Interrupted);
+        }
+        let captured = self.capture_all(&listed);
+        let mut children = Vec::with_capacity(listed.len());
+        for ((name, child_path, child_access), captured) in listed.into_iter().zip(captured) {
+            if let Some(mut child) = self.admit(child_path, child_access, name, captured) {
+                let parent_entry = parent.as_ref().and_then(|tree| tree.get(&child.name));
+                self.settle(&mut child, parent_entry);
+                children.push(child);
+            }
+        }
+        let mut skipped = vec![false; children.len()];
+        self.read_small_files(&mut children, &mut skipped, parent.as_ref())?;
+        let mut entries = Vec::with_capacity(children.len());
+        for (child, skipped) in children.into_iter().zip(skipped) {
+            if skipped {
+                continue;
+            }
+            if self.stopped() {
+                return Err(BackupError::Interrupted);
+            }
+            let parent_entry = parent.as_ref().and_then(|tree| tree.get(&child.name));
+            if let Some(entry) = self.complete(child, parent_entry)? {
                 entries.push(entry);
             }
         }
         self.store_tree(entries)
+    }
+
+    /// Captures the metadata of every listed entry, sharing the work with idle pool
+    /// threads when there are enough entries to be worth it.
+    fn capture_all(
+        &self,
+        listed: &[(Vec<u8>, PathBuf, PathBuf)],
+    ) -> Vec<Result<Captured, platform::PlatformError>> {
+        if listed.len() < SHARED_CAPTURE {
+            return listed
+                .iter()
+                .map(|(_, _, access)| platform::capture(access, &self.names))
+                .collect();
+        }
+        let paths: Vec<PathBuf> = listed.iter().map(|(_, _, access)| access.clone()).collect();
+        let names = Arc::clone(&self.names);
+        share(paths, move |access| platform::capture(access, &names))
+    }
+
+    /// Reads the small files among `children` that still need reading, a group at a time
+    /// on the rayon pool, then claims and queues their new chunks in order. A file that
+    /// could not be read is marked in `skipped` and left out.
+    fn read_small_files(
+        &mut self,
+        children: &mut [Child],
+        skipped: &mut [bool],
+        parent: Option<&Tree>,
+    ) -> Result<(), BackupError> {
+        let to_read: Vec<usize> = children
+            .iter()
+            .enumerate()
+            .filter(|(_, child)| matches!(child.work, Work::File { size } if size <= SMALL_FILE))
+            .map(|(i, _)| i)
+            .collect();
+        let sizes: Vec<u64> = to_read.iter().map(|&i| children[i].size()).collect();
+        for group in small_files::groups(&sizes) {
+            let indices = &to_read[group];
+            let files = indices.iter().map(|&i| children[i].small_file()).collect();
+            let reads = self.small_files.read_group(files);
+            for (&i, read) in indices.iter().zip(reads) {
+                let child = &mut children[i];
+                let read = match read {
+                    Ok(read) => read,
+                    Err(ReadFailure::Consumer(e)) => return Err(e),
+                    Err(ReadFailure::Io(e)) => {
+                        self.unreadable(&child.path, &e.to_string());
+                        skipped[i] = true;
+                        continue;
+                    }
+                };
+                if let Some(progress) = &self.stages.progress {
+                    progress.read(read.read.bytes_read);
+                }
+                for (id, chunk) in read.chunks() {
+                    if self.stages.dedup.claim(id) {
+                        self.stages.sealer.push(id, chunk);
+                    }
+                }
+                let size = child.size();
+                let node = self.file_read(child, size, read.read, read.changed);
+                child.work = Work::Done(node);
+                self.count_read(parent.and_then(|tree| tree.get(&child.name)));
+            }
+            if self.stopped() {
+                return Err(BackupError::Interrupted);
+            }
+        }
+        Ok(())
     }
 
     /// The stored content of a file whose identity did not change since the parent
@@ -459,18 +630,11 @@ impl<'a> Archiver<'a> {
 
     /// [`Self::archive_file`] with the device number the file was captured with, restoring
     /// the recorded one afterwards.
-    fn archive_file_as_read(
-        &mut self,
-        path: &Path,
-        access: &Path,
-        size: u64,
-        meta: &mut Metadata,
-        live_device: u64,
-    ) -> Result<Node, BackupError> {
-        let recorded = meta.device;
-        meta.device = live_device;
-        let node = self.archive_file(path, access, size, meta);
-        meta.device = recorded;
+    fn archive_file_as_read(&mut self, child: &mut Child, size: u64) -> Result<Node, BackupError> {
+        let recorded = child.meta.device;
+        child.meta.device = child.live_device;
+        let node = self.archive_file(&child.path, &child.access, size, &mut child.meta);
+        child.meta.device = recorded;
         node
     }
 
@@ -493,7 +657,7 @@ impl<'a> Archiver<'a> {
         let dedup = &mut self.stages.dedup;
         let sealer = &mut self.stages.sealer;
         let progress = self.stages.progress.as_deref();
-        let read = read_file(self.repo, &mut file, size, &mut buffer, |id, chunk| {
+        let read = read_file(&self.chunking, &mut file, size, &mut buffer, |id, chunk| {
             if cancel.is_cancelled() || failed.load(Ordering::Relaxed) {
                 return Err(BackupError::Interrupted);
             }
@@ -511,13 +675,33 @@ impl<'a> Archiver<'a> {
             Err(ReadFailure::Io(e)) => return Err(source_error(e)),
             Err(ReadFailure::Consumer(e)) => return Err(e),
         };
+        let changed =
+            read.short || platform::changed_since(&file, size, meta).map_err(source_error)?;
+        Ok(self.file_read_at(path, meta, size, read, changed))
+    }
+
+    /// Accounts for a file that was read and gives its node.
+    fn file_read(&mut self, child: &mut Child, size: u64, read: ReadFile, changed: bool) -> Node {
+        self.file_read_at(&child.path, &mut child.meta, size, read, changed)
+    }
+
+    /// Accounts for the file at `path`, read: a file that changed while it was read is
+    /// flagged (and kept out of the files cache), any other one is recorded in the cache.
+    fn file_read_at(
+        &mut self,
+        path: &Path,
+        meta: &mut Metadata,
+        size: u64,
+        read: ReadFile,
+        changed: bool,
+    ) -> Node {
         self.summary.bytes_read += read.bytes_read;
         self.summary.files += 1;
         self.summary.bytes += read.length;
         if let Some(progress) = &self.stages.progress {
             progress.file_done(read.length);
         }
-        if read.short || platform::changed_since(&file, size, meta).map_err(source_error)? {
+        if changed {
             meta.flags |= EntryFlags::CHANGED_DURING_BACKUP;
             self.changed.push(display(path));
         } else {
@@ -527,8 +711,58 @@ impl<'a> Archiver<'a> {
                 &read.extents,
             );
         }
-        Ok(Node::File {
+        Node::File {
             extents: read.extents,
-        })
+        }
+    }
+}
+
+/// An entry of a directory on its way into the tree.
+struct Child {
+    name: Vec<u8>,
+    /// Its real path, for messages and the tree.
+    path: PathBuf,
+    /// The path to use in system calls (see [`DirHandle`]).
+    access: PathBuf,
+    /// Its metadata as recorded (the device number as recorded too).
+    meta: Metadata,
+    /// The device number it was captured with (differs when reading from a snapshot).
+    live_device: u64,
+    /// What is left to do for it.
+    work: Work,
+}
+
+/// What is left to do for a [`Child`].
+enum Work {
+    /// Nothing: its node is known.
+    Done(Node),
+    /// Archive the directory's contents.
+    Dir,
+    /// Read the regular file, of `size` bytes at capture.
+    File { size: u64 },
+}
+
+impl Child {
+    /// A regular file's size at capture (0 for anything else).
+    fn size(&self) -> u64 {
+        match self.work {
+            Work::File { size } => size,
+            _ => 0,
+        }
+    }
+
+    /// This file, to read on the pool.
+    fn small_file(&self) -> SmallFile {
+        SmallFile {
+            access: self.access.clone(),
+            size: self.size(),
+            identity: Metadata {
+                device: self.live_device,
+                inode: self.meta.inode,
+                mtime: self.meta.mtime,
+                ctime: self.meta.ctime,
+                ..Metadata::default()
+            },
+        }
     }
 }

@@ -6,6 +6,8 @@
 //!   bottom-up, and takes unchanged files from the parent snapshot or the [`files_cache`];
 //! - [`read`]: reads, chunks and hashes the other files on the walking thread (the segments
 //!   of large files in parallel on the rayon pool, with the same boundaries);
+//! - [`small_files`]: reads small files a group at a time, with idle pool threads helping
+//!   ([`shared_work`]);
 //! - [`dedup`]: claims each new chunk once, in walk order;
 //! - [`seal`]: compresses, seals and verifies batches of new chunks on the rayon pool;
 //! - [`pack`]: one thread packs sealed blobs and indexes the uploaded packs;
@@ -23,6 +25,8 @@ mod files_cache;
 mod pack;
 mod read;
 mod seal;
+mod shared_work;
+mod small_files;
 mod stream;
 mod upload;
 mod volume;

@@ -2,8 +2,9 @@
 //! into a reused buffer, cut by the repository's content-defined chunker and each chunk is
 //! hashed (its id goes into the file's tree entry, in order).
 //!
-//! Small regions are read, cut and hashed sequentially on the walking thread while the rayon
-//! pool compresses and seals earlier batches. A region of at least [`PARALLEL_SEGMENTS`]
+//! Small regions are read, cut and hashed sequentially, by the walking thread (small files by
+//! idle pool threads too, see [`super::small_files`]) while the rayon pool compresses and
+//! seals earlier batches. A region of at least [`PARALLEL_SEGMENTS`]
 //! segments (a large file) is read in windows of up to [`MAX_WINDOW_SEGMENTS`] segments (one
 //! per rayon thread) of [`SEGMENT`] bytes; each window is cut with
 //! [`Chunker::cut_parallel`](bunker_repo_format::chunker::Chunker::cut_parallel), which gives
@@ -24,7 +25,8 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::ops::Range;
 
-use bunker_repo_format::chunker::fill;
+use bunker_repo_format::chunker::{Chunker, fill};
+use bunker_repo_format::crypto::WriterKey;
 use bunker_repo_format::tree::Extent;
 use bunker_repo_format::{BlobId, Repository};
 use rayon::prelude::*;
@@ -47,6 +49,29 @@ const PARALLEL_SEGMENTS: usize = 4;
 /// At most this many segments per window, whatever the pool's size: bounds the buffer on
 /// large hosts, where sealing, not chunking, is the limit anyway.
 const MAX_WINDOW_SEGMENTS: usize = 8;
+
+/// What cutting and naming chunks takes: the repository's chunker and id key, owned so
+/// that pool tasks can hold them.
+#[derive(Clone)]
+pub(super) struct Chunking {
+    chunker: Chunker,
+    key: WriterKey,
+}
+
+impl Chunking {
+    /// The chunker and id key of `repo`.
+    pub(super) fn of(repo: &Repository) -> Self {
+        Self {
+            chunker: repo.chunker().clone(),
+            key: repo.writer_key().clone(),
+        }
+    }
+
+    /// A chunk's id: its keyed hash, as [`Repository::blob_id`] gives it.
+    fn id(&self, chunk: &[u8]) -> BlobId {
+        BlobId::from_bytes(self.key.blob_id_bytes(chunk))
+    }
+}
 
 /// Why reading a file stopped: the file itself, or the consumer of its chunks.
 pub(super) enum ReadFailure<E> {
@@ -77,7 +102,7 @@ pub(super) struct ReadFile {
 /// Reads `file` (of `size` bytes at open time), calling `on_chunk` with each chunk's id and
 /// bytes in order. Holes (from the file's data regions) become hole extents.
 pub(super) fn read_file<E>(
-    repo: &Repository,
+    chunking: &Chunking,
     file: &mut File,
     size: u64,
     buffer: &mut Vec<u8>,
@@ -88,7 +113,7 @@ pub(super) fn read_file<E>(
     let mut position = 0u64;
     let mut bytes_read = 0u64;
     let mut short = false;
-    let chunker = repo.chunker();
+    let chunker = &chunking.chunker;
     for region in regions {
         if region.start > position {
             extents.push(Extent::Hole {
@@ -98,17 +123,23 @@ pub(super) fn read_file<E>(
         file.seek(SeekFrom::Start(region.start))?;
         let region_length = region.end - region.start;
         let read = if region_length >= (PARALLEL_SEGMENTS * SEGMENT) as u64 {
-            read_parallel(repo, &mut *file, region_length, buffer, &mut |id, chunk| {
-                push_chunk(&mut extents, id, chunk);
-                on_chunk(id, chunk).map_err(ReadFailure::Consumer)
-            })?
+            read_parallel(
+                chunking,
+                &mut *file,
+                region_length,
+                buffer,
+                &mut |id, chunk| {
+                    push_chunk(&mut extents, id, chunk);
+                    on_chunk(id, chunk).map_err(ReadFailure::Consumer)
+                },
+            )?
         } else {
             chunker.chunk_reader::<_, ReadFailure<E>>(
                 &mut *file,
                 region_length,
                 buffer,
                 |chunk| {
-                    let id = repo.blob_id(chunk);
+                    let id = chunking.id(chunk);
                     push_chunk(&mut extents, id, chunk);
                     on_chunk(id, chunk).map_err(ReadFailure::Consumer)
                 },
@@ -150,13 +181,13 @@ fn push_chunk(extents: &mut Vec<Extent>, id: BlobId, chunk: &[u8]) {
 /// `buffer` grows to one window plus `max_size` (the undecided tail carried into the next
 /// window) and is reused.
 fn read_parallel<E>(
-    repo: &Repository,
+    chunking: &Chunking,
     reader: impl Read,
     limit: u64,
     buffer: &mut Vec<u8>,
     on_chunk: &mut impl FnMut(BlobId, &[u8]) -> Result<(), ReadFailure<E>>,
 ) -> Result<u64, ReadFailure<E>> {
-    let chunker = repo.chunker();
+    let chunker = &chunking.chunker;
     let window = rayon::current_num_threads().clamp(1, MAX_WINDOW_SEGMENTS) * SEGMENT;
     let capacity = window + chunker.params().max_size as usize;
     if buffer.len() < capacity {
@@ -179,7 +210,7 @@ fn read_parallel<E>(
         }
         let ids: Vec<BlobId> = spans
             .par_iter()
-            .map(|span| repo.blob_id(&data[span.clone()]))
+            .map(|span| chunking.id(&data[span.clone()]))
             .collect();
         for (span, id) in spans.into_iter().zip(ids) {
             on_chunk(id, &data[span])?;
@@ -195,10 +226,10 @@ fn read_parallel<E>(
 /// The helpers of the agent's integration tests (their noise generator).
 #[cfg(test)]
 #[path = "../../tests/common/mod.rs"]
-mod test_common;
+pub(in crate::backup) mod test_common;
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::fs::{self, OpenOptions};
     use std::os::unix::fs::{FileExt, MetadataExt};
     use std::path::Path;
@@ -222,7 +253,7 @@ mod tests {
     const THRESHOLD: usize = PARALLEL_SEGMENTS * SEGMENT;
 
     /// A repository whose chunks (16-256 KiB) are small beside the test segments (1 MiB).
-    fn small_chunks_repo(dir: &Path) -> Repository {
+    pub(in crate::backup) fn small_chunks_repo(dir: &Path) -> Repository {
         fs::create_dir_all(dir).expect("repo dir");
         let backend: Arc<dyn Backend> = Arc::new(LocalBackend::create(dir).expect("local backend"));
         let options = InitOptions {
@@ -290,11 +321,17 @@ mod tests {
         let size = file.metadata().expect("stat").len();
         let mut seen = Vec::new();
         let mut buffer = Vec::new();
-        let read = read_file(repo, &mut file, size, &mut buffer, |id, chunk| {
-            assert_eq!(id, repo.blob_id(chunk));
-            seen.extend_from_slice(chunk);
-            on_chunk(chunk)
-        });
+        let read = read_file(
+            &Chunking::of(repo),
+            &mut file,
+            size,
+            &mut buffer,
+            |id, chunk| {
+                assert_eq!(id, repo.blob_id(chunk));
+                seen.extend_from_slice(chunk);
+                on_chunk(chunk)
+            },
+        );
         (read, seen)
     }
 
