@@ -387,8 +387,9 @@ impl<'a> Archiver<'a> {
         mut child: Child,
         parent: Option<&Entry>,
     ) -> Result<Option<Entry>, BackupError> {
-        let work = std::mem::replace(&mut child.work, Work::Dir);
+        let work = std::mem::replace(&mut child.work, Work::Unreadable);
         let node = match work {
+            Work::Unreadable => return Ok(None),
             Work::Done(node) => node,
             Work::Dir => {
                 self.summary.dirs += 1;
@@ -436,9 +437,9 @@ impl<'a> Archiver<'a> {
     /// Archives a directory's entries and stores its tree. A directory that cannot be
     /// listed is stored empty and flagged incomplete.
     ///
-    /// Its entries' metadata is captured on the rayon pool, and its small files that need
-    /// reading are read there in groups ([`small_files`]); the rest (subdirectories, large
-    /// files) follow in name order on this thread.
+    /// Its entries' metadata is captured, and its small files that need reading are read in
+    /// groups ([`small_files`]), by this thread with idle pool threads helping
+    /// ([`share`]); the rest (subdirectories, large files) follow in name order.
     fn archive_dir_contents(
         &mut self,
         path: &Path,
@@ -493,13 +494,9 @@ impl<'a> Archiver<'a> {
                 children.push(child);
             }
         }
-        let mut skipped = vec![false; children.len()];
-        self.read_small_files(&mut children, &mut skipped, parent.as_ref())?;
+        self.read_small_files(&mut children, parent.as_ref())?;
         let mut entries = Vec::with_capacity(children.len());
-        for (child, skipped) in children.into_iter().zip(skipped) {
-            if skipped {
-                continue;
-            }
+        for child in children {
             if self.stopped() {
                 return Err(BackupError::Interrupted);
             }
@@ -529,12 +526,11 @@ impl<'a> Archiver<'a> {
     }
 
     /// Reads the small files among `children` that still need reading, a group at a time
-    /// on the rayon pool, then claims and queues their new chunks in order. A file that
-    /// could not be read is marked in `skipped` and left out.
+    /// (see [`small_files`]), then claims and queues their new chunks in order. A file that
+    /// could not be read is recorded and left out.
     fn read_small_files(
         &mut self,
         children: &mut [Child],
-        skipped: &mut [bool],
         parent: Option<&Tree>,
     ) -> Result<(), BackupError> {
         let to_read: Vec<usize> = children
@@ -555,7 +551,7 @@ impl<'a> Archiver<'a> {
                     Err(ReadFailure::Consumer(e)) => return Err(e),
                     Err(ReadFailure::Io(e)) => {
                         self.unreadable(&child.path, &e.to_string());
-                        skipped[i] = true;
+                        child.work = Work::Unreadable;
                         continue;
                     }
                 };
@@ -568,7 +564,8 @@ impl<'a> Archiver<'a> {
                     }
                 }
                 let size = child.size();
-                let node = self.file_read(child, size, read.read, read.changed);
+                let node =
+                    self.file_read(&child.path, &mut child.meta, size, read.read, read.changed);
                 child.work = Work::Done(node);
                 self.count_read(parent.and_then(|tree| tree.get(&child.name)));
             }
@@ -677,17 +674,12 @@ impl<'a> Archiver<'a> {
         };
         let changed =
             read.short || platform::changed_since(&file, size, meta).map_err(source_error)?;
-        Ok(self.file_read_at(path, meta, size, read, changed))
-    }
-
-    /// Accounts for a file that was read and gives its node.
-    fn file_read(&mut self, child: &mut Child, size: u64, read: ReadFile, changed: bool) -> Node {
-        self.file_read_at(&child.path, &mut child.meta, size, read, changed)
+        Ok(self.file_read(path, meta, size, read, changed))
     }
 
     /// Accounts for the file at `path`, read: a file that changed while it was read is
     /// flagged (and kept out of the files cache), any other one is recorded in the cache.
-    fn file_read_at(
+    fn file_read(
         &mut self,
         path: &Path,
         meta: &mut Metadata,
@@ -740,6 +732,8 @@ enum Work {
     Dir,
     /// Read the regular file, of `size` bytes at capture.
     File { size: u64 },
+    /// Nothing: it could not be read and is left out (the reason is recorded).
+    Unreadable,
 }
 
 impl Child {
@@ -751,7 +745,7 @@ impl Child {
         }
     }
 
-    /// This file, to read on the pool.
+    /// This file, to read in a group (see [`small_files`]).
     fn small_file(&self) -> SmallFile {
         SmallFile {
             access: self.access.clone(),

@@ -24,8 +24,8 @@ use super::shared_work::share;
 use crate::cancel::Cancel;
 use crate::platform;
 
-/// Files of at most this many bytes are read on the pool; larger ones on the walking
-/// thread, which cuts a large one in parallel segments itself (see [`super::read`]).
+/// Files of at most this many bytes are read in groups; larger ones one at a time by the
+/// walking thread, which cuts a large one in parallel segments itself (see [`super::read`]).
 pub(super) const SMALL_FILE: u64 = 1 << 20;
 
 /// A group holds files of at most this many bytes in all (at least one file).
@@ -71,7 +71,7 @@ impl SmallRead {
 }
 
 thread_local! {
-    /// Each pool thread's read buffer, reused (at most [`SMALL_FILE`] bytes).
+    /// Each reading thread's buffer, reused (at most [`SMALL_FILE`] bytes).
     static BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
