@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use bunker_repo_format::BlobId;
 use bunker_repo_format::tree::{Metadata, Node};
+use rayon::prelude::*;
 
 use super::plan::{Pending, PendingDir, PlannedBlob, PlannedFile};
 use crate::platform::{self, ApplyOptions, DirHandle};
@@ -161,24 +162,29 @@ impl<'a> ContentWriter<'a> {
     }
 }
 
+/// Errors and warnings, each naming its path.
+type Report = (Vec<String>, Vec<String>);
+
+/// Directories with fewer entries than this have their entries' metadata applied on the
+/// calling thread: handing a few to the pool costs more than it saves.
+const PARALLEL_APPLY: usize = 8;
+
 /// Applies the metadata of everything under `root` (not to `root` itself unless it has
 /// metadata), children before their directory. Returns errors and warnings, naming paths.
-pub(super) fn apply_all(root: &PendingDir, options: &ApplyOptions) -> (Vec<String>, Vec<String>) {
-    let mut report = (Vec::new(), Vec::new());
-    apply_dir(root, &root.path, options, &mut report);
-    report
+///
+/// A directory's entries are applied in parallel on the rayon pool (idle by now: the
+/// content is written), each directory once all of its entries are done; the report keeps
+/// the tree's order.
+pub(super) fn apply_all(root: &PendingDir, options: &ApplyOptions) -> Report {
+    apply_dir(root, &root.path, options)
 }
 
-fn apply_dir(
-    dir: &PendingDir,
-    access: &Path,
-    options: &ApplyOptions,
-    report: &mut (Vec<String>, Vec<String>),
-) {
+fn apply_dir(dir: &PendingDir, access: &Path, options: &ApplyOptions) -> Report {
+    let mut report = Report::default();
     if !dir.children.is_empty() {
         match DirHandle::open(access) {
             Ok(handle) => {
-                for child in &dir.children {
+                let apply_child = |child: &Pending| {
                     let path = match child {
                         Pending::Leaf { path, .. } => path,
                         Pending::Dir(d) => &d.path,
@@ -187,10 +193,21 @@ fn apply_dir(
                     let child_access = handle.child(path, name);
                     match child {
                         Pending::Leaf { path, meta, node } => {
-                            apply_one(path, &child_access, meta, node, options, report);
+                            let mut report = Report::default();
+                            apply_one(path, &child_access, meta, node, options, &mut report);
+                            report
                         }
-                        Pending::Dir(d) => apply_dir(d, &child_access, options, report),
+                        Pending::Dir(d) => apply_dir(d, &child_access, options),
                     }
+                };
+                let reports: Vec<Report> = if dir.children.len() < PARALLEL_APPLY {
+                    dir.children.iter().map(apply_child).collect()
+                } else {
+                    dir.children.par_iter().map(apply_child).collect()
+                };
+                for (errors, warnings) in reports {
+                    report.0.extend(errors);
+                    report.1.extend(warnings);
                 }
             }
             Err(e) => report.0.push(format!(
@@ -203,8 +220,9 @@ fn apply_dir(
         let node = Node::Dir {
             subtree: BlobId::from_bytes([0; 32]),
         };
-        apply_one(&dir.path, access, meta, &node, options, report);
+        apply_one(&dir.path, access, meta, &node, options, &mut report);
     }
+    report
 }
 
 fn apply_one(
@@ -213,7 +231,7 @@ fn apply_one(
     meta: &Metadata,
     node: &Node,
     options: &ApplyOptions,
-    report: &mut (Vec<String>, Vec<String>),
+    report: &mut Report,
 ) {
     match platform::apply_metadata(access, meta, node, options) {
         Ok(warnings) => report.1.extend(
