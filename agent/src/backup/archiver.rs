@@ -295,22 +295,25 @@ impl<'a> Archiver<'a> {
             return Err(BackupError::Interrupted);
         }
         let captured = platform::capture(access, &self.names);
-        let Some(mut child) = self.admit(path.to_owned(), access.to_owned(), name, captured) else {
+        let Some(mut child) =
+            self.admit(path.to_owned(), access.to_owned(), name, parent, captured)
+        else {
             return Ok(None);
         };
-        self.settle(&mut child, parent);
-        self.complete(child, parent)
+        self.settle(&mut child);
+        self.complete(child)
     }
 
     /// Makes a child of a captured entry, recording why it could not be (it is left out)
     /// or which parts of its metadata could not be read.
-    fn admit(
+    fn admit<'p>(
         &mut self,
         path: PathBuf,
         access: PathBuf,
         name: Vec<u8>,
+        parent: Option<&'p Entry>,
         captured: Result<Captured, platform::PlatformError>,
-    ) -> Option<Child> {
+    ) -> Option<Child<'p>> {
         let Captured {
             mut meta,
             kind,
@@ -353,17 +356,18 @@ impl<'a> Archiver<'a> {
             access,
             meta,
             live_device,
+            parent,
             work,
         })
     }
 
     /// Takes a file's content from the parent snapshot (or the files cache) when it did not
     /// change since; any other entry is left as it is.
-    fn settle(&mut self, child: &mut Child, parent: Option<&Entry>) {
+    fn settle(&mut self, child: &mut Child<'_>) {
         let Work::File { size } = child.work else {
             return;
         };
-        let Some(extents) = self.unchanged(&child.path, parent, &child.meta, size) else {
+        let Some(extents) = self.unchanged(&child.path, child.parent, &child.meta, size) else {
             return;
         };
         self.summary.files += 1;
@@ -382,18 +386,14 @@ impl<'a> Archiver<'a> {
 
     /// Finishes `child` (archiving a directory's contents, reading a file not read yet)
     /// into its tree entry; `None` when it could not be read and is left out.
-    fn complete(
-        &mut self,
-        mut child: Child,
-        parent: Option<&Entry>,
-    ) -> Result<Option<Entry>, BackupError> {
+    fn complete(&mut self, mut child: Child<'_>) -> Result<Option<Entry>, BackupError> {
         let work = std::mem::replace(&mut child.work, Work::Unreadable);
         let node = match work {
             Work::Unreadable => return Ok(None),
             Work::Done(node) => node,
             Work::Dir => {
                 self.summary.dirs += 1;
-                let parent_subtree = match parent.map(|e| &e.node) {
+                let parent_subtree = match child.parent.map(|e| &e.node) {
                     Some(Node::Dir { subtree }) => Some(*subtree),
                     _ => None,
                 };
@@ -406,9 +406,9 @@ impl<'a> Archiver<'a> {
                     )?,
                 }
             }
-            Work::File { size } => match self.archive_file_as_read(&mut child, size) {
+            Work::File { size } => match self.archive_file(&mut child, size) {
                 Ok(node) => {
-                    self.count_read(parent);
+                    self.count_read(child.parent);
                     node
                 }
                 Err(BackupError::Source { source, .. }) => {
@@ -488,20 +488,21 @@ impl<'a> Archiver<'a> {
         let captured = self.capture_all(&listed);
         let mut children = Vec::with_capacity(listed.len());
         for ((name, child_path, child_access), captured) in listed.into_iter().zip(captured) {
-            if let Some(mut child) = self.admit(child_path, child_access, name, captured) {
-                let parent_entry = parent.as_ref().and_then(|tree| tree.get(&child.name));
-                self.settle(&mut child, parent_entry);
+            let parent_entry = parent.as_ref().and_then(|tree| tree.get(&name));
+            if let Some(mut child) =
+                self.admit(child_path, child_access, name, parent_entry, captured)
+            {
+                self.settle(&mut child);
                 children.push(child);
             }
         }
-        self.read_small_files(&mut children, parent.as_ref())?;
+        self.read_small_files(&mut children)?;
         let mut entries = Vec::with_capacity(children.len());
         for child in children {
             if self.stopped() {
                 return Err(BackupError::Interrupted);
             }
-            let parent_entry = parent.as_ref().and_then(|tree| tree.get(&child.name));
-            if let Some(entry) = self.complete(child, parent_entry)? {
+            if let Some(entry) = self.complete(child)? {
                 entries.push(entry);
             }
         }
@@ -528,11 +529,7 @@ impl<'a> Archiver<'a> {
     /// Reads the small files among `children` that still need reading, a group at a time
     /// (see [`small_files`]), then claims and queues their new chunks in order. A file that
     /// could not be read is recorded and left out.
-    fn read_small_files(
-        &mut self,
-        children: &mut [Child],
-        parent: Option<&Tree>,
-    ) -> Result<(), BackupError> {
+    fn read_small_files(&mut self, children: &mut [Child<'_>]) -> Result<(), BackupError> {
         let to_read: Vec<usize> = children
             .iter()
             .enumerate()
@@ -567,7 +564,7 @@ impl<'a> Archiver<'a> {
                 let node =
                     self.file_read(&child.path, &mut child.meta, size, read.read, read.changed);
                 child.work = Work::Done(node);
-                self.count_read(parent.and_then(|tree| tree.get(&child.name)));
+                self.count_read(child.parent);
             }
             if self.stopped() {
                 return Err(BackupError::Interrupted);
@@ -625,24 +622,9 @@ impl<'a> Archiver<'a> {
         Ok(id)
     }
 
-    /// [`Self::archive_file`] with the device number the file was captured with, restoring
-    /// the recorded one afterwards.
-    fn archive_file_as_read(&mut self, child: &mut Child, size: u64) -> Result<Node, BackupError> {
-        let recorded = child.meta.device;
-        child.meta.device = child.live_device;
-        let node = self.archive_file(&child.path, &child.access, size, &mut child.meta);
-        child.meta.device = recorded;
-        node
-    }
-
     /// Reads a regular file's data regions into chunks; holes become hole extents.
-    fn archive_file(
-        &mut self,
-        path: &Path,
-        access: &Path,
-        size: u64,
-        meta: &mut Metadata,
-    ) -> Result<Node, BackupError> {
+    fn archive_file(&mut self, child: &mut Child<'_>, size: u64) -> Result<Node, BackupError> {
+        let (path, access) = (&child.path, &child.access);
         let source_error = |source: std::io::Error| BackupError::Source {
             path: path.to_owned(),
             source,
@@ -672,9 +654,9 @@ impl<'a> Archiver<'a> {
             Err(ReadFailure::Io(e)) => return Err(source_error(e)),
             Err(ReadFailure::Consumer(e)) => return Err(e),
         };
-        let changed =
-            read.short || platform::changed_since(&file, size, meta).map_err(source_error)?;
-        Ok(self.file_read(path, meta, size, read, changed))
+        let changed = read.short
+            || platform::changed_since(&file, size, &child.identity()).map_err(source_error)?;
+        Ok(self.file_read(&child.path, &mut child.meta, size, read, changed))
     }
 
     /// Accounts for the file at `path`, read: a file that changed while it was read is
@@ -710,7 +692,7 @@ impl<'a> Archiver<'a> {
 }
 
 /// An entry of a directory on its way into the tree.
-struct Child {
+struct Child<'p> {
     name: Vec<u8>,
     /// Its real path, for messages and the tree.
     path: PathBuf,
@@ -720,6 +702,8 @@ struct Child {
     meta: Metadata,
     /// The device number it was captured with (differs when reading from a snapshot).
     live_device: u64,
+    /// Its entry in the parent snapshot's tree, if there is one.
+    parent: Option<&'p Entry>,
     /// What is left to do for it.
     work: Work,
 }
@@ -736,7 +720,7 @@ enum Work {
     Unreadable,
 }
 
-impl Child {
+impl Child<'_> {
     /// A regular file's size at capture (0 for anything else).
     fn size(&self) -> u64 {
         match self.work {
@@ -745,18 +729,24 @@ impl Child {
         }
     }
 
+    /// What a file read is compared with to tell whether it changed meanwhile: its
+    /// identity as captured, with the live device number.
+    fn identity(&self) -> Metadata {
+        Metadata {
+            device: self.live_device,
+            inode: self.meta.inode,
+            mtime: self.meta.mtime,
+            ctime: self.meta.ctime,
+            ..Metadata::default()
+        }
+    }
+
     /// This file, to read in a group (see [`small_files`]).
     fn small_file(&self) -> SmallFile {
         SmallFile {
             access: self.access.clone(),
             size: self.size(),
-            identity: Metadata {
-                device: self.live_device,
-                inode: self.meta.inode,
-                mtime: self.meta.mtime,
-                ctime: self.meta.ctime,
-                ..Metadata::default()
-            },
+            identity: self.identity(),
         }
     }
 }
