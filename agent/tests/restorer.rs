@@ -13,7 +13,8 @@ use std::sync::Arc;
 
 use bunker_agent::Cancel;
 use bunker_agent::backup::{BackupOptions, backup};
-use bunker_agent::restore::{RestoreOptions, RestoreOutcome, restore, stream_file};
+use bunker_agent::progress::Progress;
+use bunker_agent::restore::{BATCH_FILES, RestoreOptions, RestoreOutcome, restore, stream_file};
 use bunker_repo_format::backend::LocalBackend;
 use bunker_repo_format::chunker::ChunkerParams;
 use bunker_repo_format::config::RepositoryParams;
@@ -48,10 +49,15 @@ impl Fixture {
     /// incompressible data fill at least 12 of them whatever the repository's chunker seed
     /// (with the default 8 MiB largest chunk, an unlucky seed made fewer, larger packs).
     fn new() -> Self {
+        Self::with_tree(build_tree)
+    }
+
+    /// The same, with the source tree that `build` makes.
+    fn with_tree(build: fn(&Path)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root = fs::canonicalize(dir.path()).unwrap();
         let src = root.join("src");
-        build_tree(&src);
+        build(&src);
         let backend = LocalBackend::create(root.join("repo")).unwrap();
         let repo = Repository::init(
             Arc::new(backend),
@@ -97,6 +103,10 @@ impl Fixture {
     }
 
     fn restore_path(&self, path: &Path, target: &Path) -> RestoreOutcome {
+        self.restore_with(path, target, &RestoreOptions::default())
+    }
+
+    fn restore_with(&self, path: &Path, target: &Path, options: &RestoreOptions) -> RestoreOutcome {
         let index = self.repo.load_index_for_reading().unwrap().index;
         restore(
             &self.repo,
@@ -104,7 +114,7 @@ impl Fixture {
             &self.tree,
             path,
             target,
-            &RestoreOptions::default(),
+            options,
             &Cancel::new(),
         )
         .unwrap()
@@ -402,7 +412,8 @@ fn stream_writes_a_file_in_order() {
 #[test]
 fn a_corrupt_pack_is_named_with_the_files_it_costs_and_the_rest_is_restored() {
     let f = Fixture::new();
-    // The pack holding the first chunk of big.bin (and big-copy.bin).
+    // The pack holding the last chunk of big.bin (and big-copy.bin): the files lose the
+    // write that would give them their size.
     let index = f.repo.load_index_for_reading().unwrap().index;
     let located =
         bunker_agent::navigate::locate(&f.repo, &index, &f.tree, &f.src.join("big.bin")).unwrap();
@@ -412,7 +423,7 @@ fn a_corrupt_pack_is_named_with_the_files_it_costs_and_the_rest_is_restored() {
     let bunker_repo_format::tree::Node::File { extents } = &big.node else {
         panic!("not a file")
     };
-    let bunker_repo_format::tree::Extent::Chunk { id, .. } = extents[0] else {
+    let Some(&bunker_repo_format::tree::Extent::Chunk { id, .. }) = extents.last() else {
         panic!("hole")
     };
     let location = index.get(&id).unwrap();
@@ -427,6 +438,13 @@ fn a_corrupt_pack_is_named_with_the_files_it_costs_and_the_rest_is_restored() {
     let target = f.root.join("restore");
     let outcome = f.restore(&target);
     assert!(!outcome.errors.is_empty(), "a corrupt pack went unnoticed");
+    for name in ["big.bin", "big-copy.bin"] {
+        assert_eq!(
+            fs::metadata(target.join(name)).unwrap().len(),
+            12 << 20,
+            "{name}, which lost content, must still have its size"
+        );
+    }
     let all = outcome.errors.join("\n");
     assert!(all.contains(&hex), "errors do not name pack {hex}:\n{all}");
     assert!(
@@ -450,6 +468,86 @@ fn a_corrupt_pack_is_named_with_the_files_it_costs_and_the_rest_is_restored() {
         "errors do not name missing pack {hex}:\n{all}"
     );
     assert!(all.contains("big.bin"), "{all}");
+    assert_eq!(
+        fs::metadata(f.root.join("restore-2/big.bin"))
+            .unwrap()
+            .len(),
+        12 << 20,
+        "a file that lost content to a missing pack must still have its size"
+    );
+}
+
+/// More files than one restore batch holds, in 20 directories: every 10th file has the
+/// same content (one blob feeding files of every batch), and the first file is hard
+/// linked from the last directory (a link in a later batch than its inode).
+fn build_many_files(src: &Path) {
+    let files = BATCH_FILES + 300;
+    for i in 0..files {
+        let dir = src.join(format!("d{:02}", i % 20));
+        if i < 20 {
+            fs::create_dir_all(&dir).unwrap();
+        }
+        let content = if i % 10 == 0 {
+            b"shared by files of every batch\n".to_vec()
+        } else {
+            random_bytes(i as u64, 50 + i % 700)
+        };
+        let path = dir.join(format!("f{i:05}"));
+        fs::write(&path, content).unwrap();
+        set_mtime(&path, 1_600_000_000 + i as i64);
+    }
+    fs::hard_link(src.join("d00/f00000"), src.join("d19/link-to-first")).unwrap();
+}
+
+#[test]
+fn a_restore_of_more_files_than_a_batch_is_exact_and_its_progress_adds_up() {
+    let f = Fixture::with_tree(build_many_files);
+    let target = f.root.join("restore");
+    let progress = Arc::new(Progress::new());
+    let options = RestoreOptions {
+        progress: Some(Arc::clone(&progress)),
+        ..RestoreOptions::default()
+    };
+    let outcome = f.restore_with(&f.src, &target, &options);
+    assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+    let files = (BATCH_FILES + 300 + 1) as u64;
+    assert_eq!(outcome.files, files);
+    assert_same_tree(&f.src, &target);
+    let first = fs::metadata(target.join("d00/f00000")).unwrap();
+    let link = fs::metadata(target.join("d19/link-to-first")).unwrap();
+    assert_eq!((first.ino(), first.nlink()), (link.ino(), 2));
+    let seen = progress.snapshot();
+    assert_eq!((seen.files, seen.expected_files), (files, files));
+    assert_eq!(
+        (seen.bytes, seen.expected_bytes),
+        (outcome.bytes, outcome.bytes)
+    );
+
+    // Resumed: a damaged file in the last batch is rewritten, the rest is left alone, and
+    // the progress still reaches its totals.
+    let last = BATCH_FILES + 299;
+    let damaged = target.join(format!("d{:02}/f{last:05}", last % 20));
+    assert!(damaged.exists());
+    fs::write(&damaged, b"wrong").unwrap();
+    let progress = Arc::new(Progress::new());
+    let options = RestoreOptions {
+        progress: Some(Arc::clone(&progress)),
+        ..RestoreOptions::default()
+    };
+    let outcome = f.restore_with(&f.src, &target, &options);
+    assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+    assert_eq!(
+        outcome.files_skipped,
+        files - 2,
+        "all but the damaged file and the link"
+    );
+    assert_same_tree(&f.src, &target);
+    let seen = progress.snapshot();
+    assert_eq!(
+        (seen.files, seen.bytes),
+        (seen.expected_files, seen.expected_bytes)
+    );
+    assert_eq!(seen.expected_files, files);
 }
 
 #[test]

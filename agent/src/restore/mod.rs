@@ -2,15 +2,17 @@
 //!
 //! The restorer runs in stages, one module each:
 //! - [`plan`](self::plan): walks the trees, creates directories, symlinks, special files and
-//!   hard links, creates each regular file at its final size (sparse), skips files already
-//!   correct in the target ([`resume`](self::resume)), and lists per pack the blobs needed
-//!   and every (file, offset) each one goes to;
+//!   hard links, creates each regular file (sparse: holes are never written), skips files
+//!   already correct in the target ([`resume`](self::resume)), and lists per pack the blobs
+//!   needed and every (file, offset) each one goes to. It hands these lists over in batches
+//!   while it walks on, so content is written from the start of a restore, on the other
+//!   threads, and the plan's memory stays bounded;
 //! - [`fetch`](self::fetch): reads packs in coalesced ranges on a few threads, memory
 //!   bounded;
 //! - [`unseal`](self::unseal): authenticates, decompresses and re-hashes every blob on the
 //!   rayon pool;
-//! - [`write`](self::write): positioned writes out of order into the preallocated files
-//!   (holes are never written), then metadata, directories last.
+//! - [`write`](self::write): positioned writes out of order into the created files, then,
+//!   once every batch is written, metadata, directories last.
 //!
 //! [`stream`] writes one file or a volume in order to any writer (stdout) with a bounded
 //! reorder buffer. A damaged or missing pack costs only the files that need it: the others
@@ -27,7 +29,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 
 use bunker_repo_format::index::Index;
 use bunker_repo_format::tree::{Entry, Extent, Node};
@@ -37,9 +39,10 @@ use crate::cancel::Cancel;
 use crate::navigate::{Located, locate};
 use crate::platform::ApplyOptions;
 use crate::progress::Progress;
-use plan::{PackPlanner, PackWork, PlannedFile, Planner};
+use plan::{Batch, PackPlanner, PackWork, PlannedFile, Planner};
 use write::ContentWriter;
 
+pub use plan::BATCH_FILES;
 pub(crate) use resume::extent_difference;
 
 /// How to restore.
@@ -47,9 +50,9 @@ pub(crate) use resume::extent_difference;
 pub struct RestoreOptions {
     /// Restore owner and group (only root can).
     pub ownership: bool,
-    /// Counters to update as the restore goes: expected = the files and bytes to write
-    /// (files already correct in the target are not counted), done = bytes written, files
-    /// counted when the content is written.
+    /// Counters to update as the restore goes: expected = the regular files and their data
+    /// bytes (holes are not written), done = bytes written, files counted once their batch's
+    /// content is written; a file already correct in the target counts as done.
     pub progress: Option<Arc<Progress>>,
 }
 
@@ -131,11 +134,34 @@ pub fn restore(
         path: target.to_owned(),
         source,
     })?;
-    let planner = Planner::new(repo, index, cancel, target);
-    let plan = match located {
-        Located::Dir { tree, .. } => planner.plan_tree(&tree)?,
-        Located::Other(entry) => planner.plan_entry(&entry)?,
-    };
+    let progress = options.progress.as_deref();
+    if let Some(progress) = progress {
+        let (files, bytes) = match &located {
+            Located::Dir { tree, .. } => plan::content_totals(repo, index, tree),
+            Located::Other(entry) => match &entry.node {
+                Node::File { extents } => (1, plan::data_bytes(extents)),
+                _ => (0, 0),
+            },
+        };
+        progress.expect(files, bytes);
+    }
+    // The walk plans batches on this thread while the writer fills the earlier ones.
+    let (batches, planned) = mpsc::sync_channel::<Batch>(1);
+    let (plan, written) = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| write_batches(repo, planned, progress, cancel));
+        let mut emit = move |batch| batches.send(batch).is_ok();
+        let planner = Planner::new(repo, index, cancel, target, &mut emit);
+        let plan = match &located {
+            Located::Dir { tree, .. } => planner.plan_tree(tree),
+            Located::Other(entry) => planner.plan_entry(entry),
+        };
+        drop(emit); // the writer stops once the last batch is written
+        let written = writer
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (plan, written)
+    });
+    let (plan, (bytes, errors)) = (plan?, written?);
     let mut outcome = RestoreOutcome {
         files: plan.file_count,
         dirs: plan.dirs,
@@ -143,23 +169,9 @@ pub fn restore(
         files_skipped: plan.skipped,
         bytes_skipped: plan.skipped_bytes,
         errors: plan.errors,
+        bytes,
         ..RestoreOutcome::default()
     };
-    let to_write = plan.file_count.saturating_sub(plan.skipped);
-    if let Some(progress) = &options.progress {
-        progress.expect(to_write, bytes_to_write(&plan.packs));
-    }
-    let (bytes, errors) = write_content(
-        repo,
-        &plan.files,
-        &plan.packs,
-        options.progress.as_deref(),
-        cancel,
-    )?;
-    if let Some(progress) = &options.progress {
-        progress.files_done(to_write);
-    }
-    outcome.bytes = bytes;
     outcome.errors.extend(errors);
     let (errors, warnings) = write::apply_all(
         &plan.root,
@@ -172,13 +184,25 @@ pub fn restore(
     Ok(outcome)
 }
 
-/// The plaintext bytes `packs` write, every placement counted.
-fn bytes_to_write(packs: &[PackWork]) -> u64 {
-    packs
-        .iter()
-        .flat_map(|work| &work.blobs)
-        .map(|blob| u64::from(blob.location.raw_length) * blob.placements.len() as u64)
-        .sum()
+/// Writes the content of each batch the walk plans, in turn, until the walk is done;
+/// returns the bytes written and the failures.
+fn write_batches(
+    repo: &Repository,
+    batches: mpsc::Receiver<Batch>,
+    progress: Option<&Progress>,
+    cancel: &Cancel,
+) -> Result<(u64, Vec<String>), RestoreError> {
+    let (mut bytes, mut errors) = (0, Vec::new());
+    for batch in batches {
+        let (written, failed) = write_content(repo, &batch.files, &batch.packs, progress, cancel)?;
+        bytes += written;
+        errors.extend(failed);
+        if let Some(progress) = progress {
+            progress.files_done(batch.file_count);
+            progress.bytes_done(batch.skipped_bytes);
+        }
+    }
+    Ok((bytes, errors))
 }
 
 /// Fetches, unseals and writes every blob of `packs` into `files`; returns the bytes
@@ -301,6 +325,7 @@ pub fn restore_volume(
     let files = vec![PlannedFile {
         path: target.to_owned(),
         handle: Some(Arc::clone(&file)),
+        size,
     }];
     let mut packs = PackPlanner::default();
     let mut errors: Vec<String> = packs

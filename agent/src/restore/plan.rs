@@ -1,10 +1,18 @@
 //! Planning a restore: walk the snapshot's trees, create what has no content, and list, per
 //! pack, the blobs needed and every place each one goes.
 //!
+//! The lists go out in batches of at most [`BATCH_FILES`] files or [`BATCH_BYTES`] bytes,
+//! so the writer fills the first files while the walk creates the next ones, and a plan's
+//! memory stays bounded whatever the size of the tree. A blob needed by files of two
+//! batches is fetched once for each.
+//!
 //! The walk creates directories, symlinks, special files and hard links at once, and every
-//! regular file that needs content as an empty file of its final size (`set_len`: the file
-//! is sparse until written, so holes stay holes). A file already at its place with the right
-//! content is left alone (see [`super::resume`]). Blob placements are grouped by pack and
+//! regular file that needs content as an empty file. A file that ends in a hole is given its
+//! final size at once (`set_len`: sparse until written, so holes stay holes); any other file
+//! reaches its size with its last chunk's write. A file already at its place with the right
+//! content is left alone (see [`super::resume`]). A directory this restore created (or found
+//! empty) holds nothing yet, so its entries are created without first looking for what is
+//! there: two `lstat` calls fewer per file when restoring into a new directory. Blob placements are grouped by pack and
 //! sorted by offset, so the fetcher can read each pack in a few coalesced ranges; a blob
 //! used by many files (or many times in one file) is fetched once and written to each place.
 
@@ -26,6 +34,11 @@ use super::resume;
 use crate::cancel::Cancel;
 use crate::platform::{self, DirHandle};
 
+/// Files with content in one batch of a restore's plan, at most.
+pub const BATCH_FILES: usize = 4096;
+/// Bytes of content (each placement counted) in one batch, at most (one file may exceed it).
+pub(super) const BATCH_BYTES: u64 = 128 << 20;
+
 /// Longest path the writer reopens by name; a file with a longer path keeps its
 /// descriptor open from creation to the end of the restore (such paths are rare).
 const REOPEN_PATH_MAX: usize = 4000;
@@ -38,6 +51,9 @@ pub(super) struct PlannedFile {
     /// An open descriptor, when the file cannot be reopened by `path` (long paths,
     /// volume targets).
     pub handle: Option<Arc<File>>,
+    /// Its final size, set by the writer on a file that lost content (whose last chunk
+    /// may never be written).
+    pub size: u64,
 }
 
 /// One place a blob's plaintext goes.
@@ -107,13 +123,54 @@ pub(super) struct PendingDir {
     pub children: Vec<Pending>,
 }
 
-/// What the walk found and made, and the content still to write.
-#[derive(Debug)]
-pub(super) struct Plan {
-    /// Files that receive content.
+/// Files created by the walk, and the content they need.
+#[derive(Debug, Default)]
+pub(super) struct Batch {
+    /// Files that receive content; placements number them from 0 in each batch.
     pub files: Vec<PlannedFile>,
     /// Per-pack work lists.
     pub packs: Vec<PackWork>,
+    /// Regular files planned in this batch, those left alone or empty included.
+    pub file_count: u64,
+    /// Data bytes of the files left alone (already correct in the target).
+    pub skipped_bytes: u64,
+}
+
+/// A batch being filled.
+#[derive(Debug, Default)]
+struct BatchBuilder {
+    files: Vec<PlannedFile>,
+    packs: PackPlanner,
+    bytes: u64,
+    file_count: u64,
+    skipped_bytes: u64,
+}
+
+impl BatchBuilder {
+    fn is_full(&self) -> bool {
+        self.files.len() >= BATCH_FILES || self.bytes >= BATCH_BYTES
+    }
+
+    fn is_empty(&self) -> bool {
+        self.file_count == 0
+    }
+
+    fn finish(self) -> Batch {
+        Batch {
+            files: self.files,
+            packs: self.packs.finish(),
+            file_count: self.file_count,
+            skipped_bytes: self.skipped_bytes,
+        }
+    }
+}
+
+/// Takes each batch as it is planned; false when the writer has stopped (interrupted).
+pub(super) type Emit<'a> = dyn FnMut(Batch) -> bool + 'a;
+
+/// What the walk found and made.
+#[derive(Debug)]
+pub(super) struct Plan {
     /// The metadata still to apply, rooted at the target.
     pub root: PendingDir,
     /// Regular files in the snapshot (each name of a hard-linked file counts).
@@ -233,21 +290,28 @@ pub(super) struct Planner<'a> {
     index: &'a Index,
     cancel: &'a Cancel,
     hardlinks: HashMap<(u64, u64), PathBuf>,
-    packs: PackPlanner,
+    batch: BatchBuilder,
+    emit: &'a mut Emit<'a>,
     plan: Plan,
 }
 
 impl<'a> Planner<'a> {
-    pub fn new(repo: &'a Repository, index: &'a Index, cancel: &'a Cancel, target: &Path) -> Self {
+    /// A walk restoring into `target`, handing each batch of content to `emit`.
+    pub fn new(
+        repo: &'a Repository,
+        index: &'a Index,
+        cancel: &'a Cancel,
+        target: &Path,
+        emit: &'a mut Emit<'a>,
+    ) -> Self {
         Self {
             repo,
             index,
             cancel,
             hardlinks: HashMap::new(),
-            packs: PackPlanner::default(),
+            batch: BatchBuilder::default(),
+            emit,
             plan: Plan {
-                files: Vec::new(),
-                packs: Vec::new(),
                 root: PendingDir {
                     path: target.to_owned(),
                     meta: None,
@@ -266,24 +330,39 @@ impl<'a> Planner<'a> {
     /// Restores the entries of `tree` into the target directory.
     pub fn plan_tree(mut self, tree: &BlobId) -> Result<Plan, RestoreError> {
         let target = self.plan.root.path.clone();
+        let fresh = is_empty_dir(&target);
         let mut children = Vec::new();
-        self.walk_tree(tree, &target, &target, &mut children)?;
+        self.walk_tree(tree, &target, &target, fresh, &mut children)?;
         self.plan.root.children = children;
-        Ok(self.finish())
+        self.finish()
     }
 
     /// Restores one entry as `target/NAME`.
     pub fn plan_entry(mut self, entry: &Entry) -> Result<Plan, RestoreError> {
         let path = self.plan.root.path.join(OsStr::from_bytes(&entry.name));
+        let fresh = is_empty_dir(&self.plan.root.path);
         let mut children = Vec::new();
-        self.walk_entry(entry, &path, &path, &mut children)?;
+        self.walk_entry(entry, &path, &path, fresh, &mut children)?;
         self.plan.root.children = children;
-        Ok(self.finish())
+        self.finish()
     }
 
-    fn finish(mut self) -> Plan {
-        self.plan.packs = self.packs.finish();
-        self.plan
+    fn finish(mut self) -> Result<Plan, RestoreError> {
+        self.flush()?;
+        Ok(self.plan)
+    }
+
+    /// Hands the batch planned so far to the writer.
+    fn flush(&mut self) -> Result<(), RestoreError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch).finish();
+        if (self.emit)(batch) {
+            Ok(())
+        } else {
+            Err(RestoreError::Interrupted)
+        }
     }
 
     fn error(&mut self, path: &Path, message: impl std::fmt::Display) {
@@ -292,11 +371,13 @@ impl<'a> Planner<'a> {
             .push(format!("{}: {message}", display(path)));
     }
 
+    /// Restores the entries of `tree` into `dir`; `fresh` when `dir` is known to be empty.
     fn walk_tree(
         &mut self,
         tree: &BlobId,
         dir: &Path,
         dir_access: &Path,
+        fresh: bool,
         out: &mut Vec<Pending>,
     ) -> Result<(), RestoreError> {
         let tree = match self.repo.load_tree(self.index, tree) {
@@ -320,26 +401,35 @@ impl<'a> Planner<'a> {
             let name = OsStr::from_bytes(&entry.name);
             let path = dir.join(name);
             let access = handle.child(&path, name);
-            self.walk_entry(entry, &path, &access, out)?;
+            self.walk_entry(entry, &path, &access, fresh, out)?;
+            if self.batch.is_full() {
+                self.flush()?;
+            }
         }
         Ok(())
     }
 
     /// Creates one entry at `path` (real path, for messages), using `access` for system
-    /// calls, and records its metadata in `out`.
+    /// calls, and records its metadata in `out`. `fresh`: nothing is at `access` yet (its
+    /// directory is known to be empty), so there is nothing to check or replace.
     fn walk_entry(
         &mut self,
         entry: &Entry,
         path: &Path,
         access: &Path,
+        fresh: bool,
         out: &mut Vec<Pending>,
     ) -> Result<(), RestoreError> {
+        let clear = |access: &Path| if fresh { Ok(()) } else { clear_non_dir(access) };
         if matches!(entry.node, Node::Socket) {
             return Ok(());
         }
         let is_dir = matches!(entry.node, Node::Dir { .. });
         match &entry.node {
-            Node::File { .. } => self.plan.file_count += 1,
+            Node::File { .. } => {
+                self.plan.file_count += 1;
+                self.batch.file_count += 1;
+            }
             Node::Dir { .. } => {}
             _ => self.plan.others += 1,
         }
@@ -347,8 +437,8 @@ impl<'a> Planner<'a> {
         let link_key =
             (!is_dir && entry.meta.nlinks > 1).then_some((entry.meta.device, entry.meta.inode));
         if let Some(first) = link_key.and_then(|key| self.hardlinks.get(&key)).cloned() {
-            if !same_inode(&first, access)
-                && let Err(e) = clear_non_dir(access).and_then(|()| fs::hard_link(&first, access))
+            if (fresh || !same_inode(&first, access))
+                && let Err(e) = clear(access).and_then(|()| fs::hard_link(&first, access))
             {
                 self.error(path, format!("could not link to {}: {e}", display(&first)));
             }
@@ -356,17 +446,22 @@ impl<'a> Planner<'a> {
         }
         let created = match &entry.node {
             Node::Dir { subtree } => {
-                let made = clear_non_dir(access).and_then(|()| match fs::create_dir(access) {
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-                    other => other,
+                // A directory this restore creates is empty; one already there is merged into.
+                let made = clear(access).and_then(|()| match fs::create_dir(access) {
+                    Ok(()) => Ok(true),
+                    Err(e) if !fresh && e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+                    Err(e) => Err(e),
                 });
-                if let Err(e) = made {
-                    self.error(path, format!("could not create directory: {e}"));
-                    return Ok(());
-                }
+                let created = match made {
+                    Ok(created) => created,
+                    Err(e) => {
+                        self.error(path, format!("could not create directory: {e}"));
+                        return Ok(());
+                    }
+                };
                 self.plan.dirs += 1;
                 let mut children = Vec::new();
-                self.walk_tree(subtree, path, access, &mut children)?;
+                self.walk_tree(subtree, path, access, created, &mut children)?;
                 out.push(Pending::Dir(PendingDir {
                     path: path.to_owned(),
                     meta: Some(restorable(&entry.meta)),
@@ -377,23 +472,19 @@ impl<'a> Planner<'a> {
                 }
                 return Ok(());
             }
-            Node::File { extents } => self.plan_file(extents, path, access),
+            Node::File { extents } => self.plan_file(extents, path, access, fresh),
             Node::Symlink { target } => {
-                let made = clear_non_dir(access)
-                    .map_err(|e| e.to_string())
-                    .and_then(|()| {
-                        platform::create_symlink(target, access)
-                            .map_err(|e| format!("could not {} it: {}", e.op, e.source))
-                    });
+                let made = clear(access).map_err(|e| e.to_string()).and_then(|()| {
+                    platform::create_symlink(target, access)
+                        .map_err(|e| format!("could not {} it: {}", e.op, e.source))
+                });
                 self.report(path, made)
             }
             special => {
-                let made = clear_non_dir(access)
-                    .map_err(|e| e.to_string())
-                    .and_then(|()| {
-                        platform::create_special(access, special)
-                            .map_err(|e| format!("could not {} it: {}", e.op, e.source))
-                    });
+                let made = clear(access).map_err(|e| e.to_string()).and_then(|()| {
+                    platform::create_special(access, special)
+                        .map_err(|e| format!("could not {} it: {}", e.op, e.source))
+                });
                 self.report(path, made)
             }
         };
@@ -421,25 +512,29 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// Leaves a correct existing file alone, or creates the file at its final size and
-    /// queues its chunks; returns whether it exists (so its metadata should be applied).
-    fn plan_file(&mut self, extents: &[Extent], path: &Path, access: &Path) -> bool {
+    /// Leaves a correct existing file alone, or creates the file and queues its chunks;
+    /// returns whether it exists (so its metadata should be applied). `fresh`: nothing is
+    /// at `access` yet.
+    fn plan_file(&mut self, extents: &[Extent], path: &Path, access: &Path, fresh: bool) -> bool {
         let size = extents.iter().map(Extent::length).sum::<u64>();
-        match resume::already_restored(self.repo, access, extents, size) {
-            Ok(true) => {
-                self.plan.skipped += 1;
-                self.plan.skipped_bytes += size;
-                return true;
+        if !fresh {
+            match resume::already_restored(self.repo, access, extents, size) {
+                Ok(true) => {
+                    self.plan.skipped += 1;
+                    self.plan.skipped_bytes += size;
+                    self.batch.skipped_bytes += data_bytes(extents);
+                    return true;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    self.error(path, format!("could not check the existing file: {e}"));
+                    return false;
+                }
             }
-            Ok(false) => {}
-            Err(e) => {
-                self.error(path, format!("could not check the existing file: {e}"));
+            if let Err(e) = clear_non_dir(access) {
+                self.error(path, format!("could not replace: {e}"));
                 return false;
             }
-        }
-        if let Err(e) = clear_non_dir(access) {
-            self.error(path, format!("could not replace: {e}"));
-            return false;
         }
         let file = match OpenOptions::new().write(true).create_new(true).open(access) {
             Ok(file) => file,
@@ -448,27 +543,92 @@ impl<'a> Planner<'a> {
                 return false;
             }
         };
-        if let Err(e) = platform::punch_hole_or_set_len(&file, size) {
+        // The last chunk's write gives a file its size; one ending in a hole gets it here.
+        if !matches!(extents.last(), None | Some(Extent::Chunk { .. }))
+            && let Err(e) = platform::punch_hole_or_set_len(&file, size)
+        {
             self.error(path, format!("could not set length {size}: {e}"));
             return false;
         }
         if !extents.iter().any(|e| matches!(e, Extent::Chunk { .. })) {
             return true;
         }
-        let Ok(number) = u32::try_from(self.plan.files.len()) else {
-            self.error(path, "more than 4 billion files in one restore");
+        let Ok(number) = u32::try_from(self.batch.files.len()) else {
+            self.error(path, "more than 4 billion files in one batch");
             return false;
         };
         let keep_open = path.as_os_str().len() > REOPEN_PATH_MAX;
-        self.plan.files.push(PlannedFile {
+        let missing = self.batch.packs.add_file(self.index, number, extents);
+        self.batch.bytes += data_bytes(extents);
+        if !missing.is_empty()
+            && let Err(e) = platform::punch_hole_or_set_len(&file, size)
+        {
+            self.error(path, format!("could not set length {size}: {e}"));
+        }
+        self.batch.files.push(PlannedFile {
             path: path.to_owned(),
             handle: keep_open.then(|| Arc::new(file)),
+            size,
         });
-        for message in self.packs.add_file(self.index, number, extents) {
+        for message in missing {
             self.error(path, message);
         }
         true
     }
+}
+
+/// Bytes of `extents` that are data (holes are never written).
+pub(super) fn data_bytes(extents: &[Extent]) -> u64 {
+    extents
+        .iter()
+        .filter(|e| matches!(e, Extent::Chunk { .. }))
+        .map(Extent::length)
+        .sum()
+}
+
+/// The regular files under `tree` (each name of a hard-linked file counts) and the data
+/// bytes a restore writes (a hard-linked file's once), for progress. A tree that cannot be
+/// read is left out (the walk reports it).
+pub(super) fn content_totals(repo: &Repository, index: &Index, tree: &BlobId) -> (u64, u64) {
+    fn walk(
+        repo: &Repository,
+        index: &Index,
+        tree: &BlobId,
+        seen: &mut std::collections::HashSet<(u64, u64)>,
+        totals: &mut (u64, u64),
+    ) {
+        let Ok(tree) = repo.load_tree(index, tree) else {
+            return;
+        };
+        for entry in tree.entries() {
+            match &entry.node {
+                Node::Dir { subtree } => walk(repo, index, subtree, seen, totals),
+                Node::File { extents } => {
+                    totals.0 += 1;
+                    if entry.meta.nlinks <= 1 || seen.insert((entry.meta.device, entry.meta.inode))
+                    {
+                        totals.1 += data_bytes(extents);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut totals = (0, 0);
+    walk(
+        repo,
+        index,
+        tree,
+        &mut std::collections::HashSet::new(),
+        &mut totals,
+    );
+    totals
+}
+
+/// True when `path` is a directory with no entries (so a restore into it has nothing to
+/// check or replace); false when it cannot be read.
+fn is_empty_dir(path: &Path) -> bool {
+    fs::read_dir(path).is_ok_and(|mut entries| entries.next().is_none())
 }
 
 /// True when `a` and `b` are the same inode (a hard link already in place).

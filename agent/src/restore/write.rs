@@ -1,10 +1,11 @@
-//! Writing: positioned writes of verified blobs, out of order, into the preallocated files;
-//! then metadata, last.
+//! Writing: positioned writes of verified blobs, out of order, into the files the planner
+//! created; then metadata, last.
 //!
-//! Files were created at their final size by the planner, so any blob can be written as soon
-//! as it is unsealed, from any thread (`pwrite` through a shared descriptor). Holes are never
-//! written, so they stay holes. A blob that cannot be fetched or verified fails the files it
-//! feeds, and the message names the pack (or blob) and those files.
+//! Any blob can be written as soon as it is unsealed, from any thread (`pwrite` through a
+//! shared descriptor): a write past the end grows the file, and a file ending in a hole was
+//! given its size when created. Holes are never written, so they stay holes. A blob that
+//! cannot be fetched or verified fails the files it feeds, and the message names the pack
+//! (or blob) and those files; such a file still gets its full size.
 //!
 //! Metadata is applied after all content: files, links and special files first, each
 //! directory after everything inside it, so writing into a directory does not move its
@@ -71,14 +72,7 @@ impl<'a> ContentWriter<'a> {
                 continue;
             }
             let planned = &self.files[placement.file as usize];
-            let file = match &planned.handle {
-                Some(handle) => Ok(Arc::clone(handle)),
-                None => OpenOptions::new()
-                    .write(true)
-                    .open(&planned.path)
-                    .map(Arc::new),
-            };
-            match file {
+            match open_for_writing(planned) {
                 Ok(file) => {
                     open.insert(placement.file, file);
                 }
@@ -149,16 +143,40 @@ impl<'a> ContentWriter<'a> {
     }
 
     /// Bytes written, failure messages, and how many files lost content.
+    ///
+    /// A file that lost content is given its final size, since the write that would have
+    /// set it may be the one lost; what is missing reads as zeros (a hole).
     pub fn finish(self) -> (u64, Vec<String>, usize) {
         let failures = self
             .failures
             .into_inner()
             .unwrap_or_else(PoisonError::into_inner);
+        for &number in &failures.files {
+            let planned = &self.files[number as usize];
+            // The file is already reported as failed; a file that cannot be opened or
+            // sized now is the one that could not be opened or written before.
+            if let Ok(file) = open_for_writing(planned)
+                && file.metadata().is_ok_and(|m| m.len() < planned.size)
+            {
+                let _ = platform::punch_hole_or_set_len(&file, planned.size);
+            }
+        }
         (
             self.bytes.into_inner(),
             failures.messages,
             failures.files.len(),
         )
+    }
+}
+
+/// The descriptor a planned file keeps, or the file reopened by its path.
+fn open_for_writing(planned: &PlannedFile) -> std::io::Result<Arc<File>> {
+    match &planned.handle {
+        Some(handle) => Ok(Arc::clone(handle)),
+        None => OpenOptions::new()
+            .write(true)
+            .open(&planned.path)
+            .map(Arc::new),
     }
 }
 
