@@ -558,3 +558,16 @@ fn an_unrecorded_access_time_is_restored_as_the_modification_time() {
     let meta = fs::metadata(target.join("dir0/file1.txt")).unwrap();
     assert_eq!(meta.atime(), meta.mtime());
 }
+
+#[test]
+fn under_the_common_limit_of_1024_descriptors_files_are_reopened_by_path() {
+    // Process-wide, and for good: the other tests here need far fewer descriptors.
+    use nix::sys::resource::{Resource, setrlimit};
+    setrlimit(Resource::RLIMIT_NOFILE, 1024, 1024).unwrap();
+    let f = Fixture::with_tree(build_many_files);
+    let target = f.root.join("restore");
+    let outcome = f.restore(&target);
+    assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+    assert_eq!(outcome.files, (BATCH_FILES + 300 + 1) as u64);
+    assert_same_tree(&f.src, &target);
+}

@@ -39,7 +39,7 @@ pub use remove::remove_tree_nofollow;
 #[cfg(unix)]
 pub use unix::{
     apply_metadata, capture, changed_since, create_special, create_symlink, data_regions, hostname,
-    is_root, open_for_backup, punch_hole_or_set_len, username,
+    is_root, open_for_backup, punch_hole_or_set_len, raise_open_files_limit, username,
 };
 
 /// A failed operation on a path.

@@ -347,6 +347,21 @@ fn timespec(t: Timestamp) -> TimeSpec {
     TimeSpec::new(t.sec, i64::from(t.nsec))
 }
 
+/// Raises this process's soft limit on open descriptors to its hard limit (at most 2^20)
+/// and returns the soft limit in effect; 1024 when it cannot be read.
+pub fn raise_open_files_limit() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 1024;
+    };
+    let wanted = hard.min(1 << 20);
+    if wanted > soft && setrlimit(Resource::RLIMIT_NOFILE, wanted, hard).is_ok() {
+        wanted
+    } else {
+        soft
+    }
+}
+
 /// True when the process runs with effective uid 0.
 pub fn is_root() -> bool {
     geteuid().is_root()

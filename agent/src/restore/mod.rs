@@ -37,7 +37,7 @@ use bunker_repo_format::{BlobId, Repository};
 
 use crate::cancel::Cancel;
 use crate::navigate::{Located, locate};
-use crate::platform::ApplyOptions;
+use crate::platform::{self, ApplyOptions};
 use crate::progress::Progress;
 use plan::{Batch, PackPlanner, PackWork, PlannedFile, Planner};
 use write::ContentWriter;
@@ -150,7 +150,8 @@ pub fn restore(
     let (plan, written) = std::thread::scope(|scope| {
         let writer = scope.spawn(|| write_batches(repo, planned, progress, cancel));
         let mut emit = move |batch| batches.send(batch).is_ok();
-        let planner = Planner::new(repo, index, cancel, target, &mut emit);
+        let keep_open = plan::files_kept_open(platform::raise_open_files_limit());
+        let planner = Planner::new(repo, index, cancel, target, &mut emit, keep_open);
         let plan = match &located {
             Located::Dir { tree, .. } => planner.plan_tree(tree),
             Located::Other(entry) => planner.plan_entry(entry),

@@ -40,16 +40,31 @@ pub const BATCH_FILES: usize = 4096;
 pub(super) const BATCH_BYTES: u64 = 128 << 20;
 
 /// Longest path the writer reopens by name; a file with a longer path keeps its
-/// descriptor open from creation to the end of the restore (such paths are rare).
+/// descriptor open from creation until its batch is written (such paths are rare).
 const REOPEN_PATH_MAX: usize = 4000;
+
+/// Descriptors left for everything but the kept files: the writer's own opens (at most
+/// [`super::write::SHARED_OPENS`] plus one per pool thread), packs being read, the walk's
+/// open directories.
+const OTHER_DESCRIPTORS: u64 = 1024;
+
+/// How many files of each batch keep the descriptor they were created with until the batch
+/// is written, sparing the writer an `open` and a `close` by path each, when `limit`
+/// descriptors may be open: three batches can be alive at once (one written, one queued,
+/// one planned). The other files are reopened by path.
+pub(super) fn files_kept_open(limit: u64) -> usize {
+    let per_batch = limit.saturating_sub(OTHER_DESCRIPTORS) / 3;
+    usize::try_from(per_batch).map_or(BATCH_FILES, |n| n.min(BATCH_FILES))
+}
 
 /// A regular file that receives content.
 #[derive(Debug)]
 pub(super) struct PlannedFile {
     /// Real path, for messages and to reopen the file for writing.
     pub path: PathBuf,
-    /// An open descriptor, when the file cannot be reopened by `path` (long paths,
-    /// volume targets).
+    /// The descriptor it was created with, kept until its batch is written (see
+    /// [`files_kept_open`]; always for long paths and volume targets); else the writer
+    /// reopens `path`.
     pub handle: Option<Arc<File>>,
     /// Its final size, set by the writer on a file that lost content (whose last chunk
     /// may never be written).
@@ -292,17 +307,20 @@ pub(super) struct Planner<'a> {
     hardlinks: HashMap<(u64, u64), PathBuf>,
     batch: BatchBuilder,
     emit: &'a mut Emit<'a>,
+    keep_open: usize,
     plan: Plan,
 }
 
 impl<'a> Planner<'a> {
-    /// A walk restoring into `target`, handing each batch of content to `emit`.
+    /// A walk restoring into `target`, handing each batch of content to `emit`; the
+    /// first `keep_open` files of each batch keep their descriptors ([`files_kept_open`]).
     pub fn new(
         repo: &'a Repository,
         index: &'a Index,
         cancel: &'a Cancel,
         target: &Path,
         emit: &'a mut Emit<'a>,
+        keep_open: usize,
     ) -> Self {
         Self {
             repo,
@@ -311,6 +329,7 @@ impl<'a> Planner<'a> {
             hardlinks: HashMap::new(),
             batch: BatchBuilder::default(),
             emit,
+            keep_open,
             plan: Plan {
                 root: PendingDir {
                     path: target.to_owned(),
@@ -557,7 +576,8 @@ impl<'a> Planner<'a> {
             self.error(path, "more than 4 billion files in one batch");
             return false;
         };
-        let keep_open = path.as_os_str().len() > REOPEN_PATH_MAX;
+        let keep_open =
+            self.batch.files.len() < self.keep_open || path.as_os_str().len() > REOPEN_PATH_MAX;
         let missing = self.batch.packs.add_file(self.index, number, extents);
         self.batch.bytes += data_bytes(extents);
         if !missing.is_empty()
@@ -637,5 +657,19 @@ fn same_inode(a: &Path, b: &Path) -> bool {
     match (fs::symlink_metadata(a), fs::symlink_metadata(b)) {
         (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_kept_open_leave_room_for_three_batches_and_the_rest() {
+        assert_eq!(files_kept_open(20_000), BATCH_FILES);
+        assert_eq!(files_kept_open(u64::MAX), BATCH_FILES);
+        assert_eq!(files_kept_open(4096), (4096 - 1024) / 3);
+        assert_eq!(files_kept_open(1024), 0);
+        assert_eq!(files_kept_open(0), 0);
     }
 }

@@ -27,6 +27,10 @@ use super::plan::{Pending, PendingDir, PlannedBlob, PlannedFile};
 use crate::platform::{self, ApplyOptions, DirHandle};
 use crate::progress::Progress;
 
+/// Files without a kept descriptor that one fetched range opens once for several of its
+/// blobs, at most; beyond them, a file is opened for each write.
+pub(super) const SHARED_OPENS: usize = 256;
+
 /// Files named in one failure message; the rest are counted.
 const NAMED_FILES: usize = 10;
 
@@ -63,38 +67,60 @@ impl<'a> ContentWriter<'a> {
         self.failures.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Opens every file the `blobs` go to (each once); a file that cannot be opened is
-    /// reported and left out.
+    /// The descriptors for writing `blobs` (one fetched range): every file that kept its
+    /// descriptor, and up to [`SHARED_OPENS`] others that take several of these blobs, each
+    /// opened once. Any other file is opened for its one write (see [`Self::write`]), so a
+    /// range of thousands of small files never holds thousands of descriptors.
     pub fn open_targets(&self, blobs: &[PlannedBlob]) -> OpenFiles {
         let mut open = OpenFiles::new();
+        let mut placements: HashMap<u32, usize> = HashMap::new();
         for placement in blobs.iter().flat_map(|b| &b.placements) {
-            if open.contains_key(&placement.file) {
-                continue;
-            }
-            let planned = &self.files[placement.file as usize];
-            match open_for_writing(planned) {
-                Ok(file) => {
-                    open.insert(placement.file, file);
-                }
-                Err(e) => {
-                    let mut failures = self.failures();
-                    if failures.files.insert(placement.file) {
-                        failures.messages.push(format!(
-                            "{}: could not open for writing: {e}",
-                            planned.path.display()
-                        ));
-                    }
-                }
+            *placements.entry(placement.file).or_default() += 1;
+        }
+        let mut opened = 0;
+        for (&number, &count) in &placements {
+            let planned = &self.files[number as usize];
+            if let Some(handle) = &planned.handle {
+                open.insert(number, Arc::clone(handle));
+            } else if count > 1
+                && opened < SHARED_OPENS
+                && let Some(file) = self.open_or_fail(number)
+            {
+                open.insert(number, file);
+                opened += 1;
             }
         }
         open
     }
 
-    /// Writes a verified blob to each of its placements.
+    /// Opens file `number` for writing, or records why it cannot be (once per file).
+    fn open_or_fail(&self, number: u32) -> Option<Arc<File>> {
+        let planned = &self.files[number as usize];
+        match open_for_writing(planned) {
+            Ok(file) => Some(file),
+            Err(e) => {
+                let mut failures = self.failures();
+                if failures.files.insert(number) {
+                    failures.messages.push(format!(
+                        "{}: could not open for writing: {e}",
+                        planned.path.display()
+                    ));
+                }
+                None
+            }
+        }
+    }
+
+    /// Writes a verified blob to each of its placements, through `open` or a descriptor
+    /// opened for this write.
     pub fn write(&self, open: &OpenFiles, blob: &PlannedBlob, data: &[u8]) {
         for placement in &blob.placements {
-            let Some(file) = open.get(&placement.file) else {
-                continue;
+            let file = match open.get(&placement.file) {
+                Some(file) => Arc::clone(file),
+                None => match self.open_or_fail(placement.file) {
+                    Some(file) => file,
+                    None => continue,
+                },
             };
             match file.write_all_at(data, placement.offset) {
                 Ok(()) => {
