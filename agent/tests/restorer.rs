@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use bunker_agent::Cancel;
 use bunker_agent::backup::{BackupOptions, backup};
-use bunker_agent::progress::Progress;
+use bunker_agent::progress::{Progress, ProgressSnapshot};
 use bunker_agent::restore::{BATCH_FILES, RestoreOptions, RestoreOutcome, restore, stream_file};
 use bunker_repo_format::backend::LocalBackend;
 use bunker_repo_format::chunker::ChunkerParams;
@@ -118,6 +118,18 @@ impl Fixture {
             &Cancel::new(),
         )
         .unwrap()
+    }
+
+    /// Restores the source directory into `target`, counting progress; returns the
+    /// counters as they stand at the end.
+    fn restore_counted(&self, target: &Path) -> (RestoreOutcome, ProgressSnapshot) {
+        let progress = Arc::new(Progress::new());
+        let options = RestoreOptions {
+            progress: Some(Arc::clone(&progress)),
+            ..RestoreOptions::default()
+        };
+        let outcome = self.restore_with(&self.src, target, &options);
+        (outcome, progress.snapshot())
     }
 
     /// Restores the source directory itself into `target`.
@@ -503,12 +515,7 @@ fn build_many_files(src: &Path) {
 fn a_restore_of_more_files_than_a_batch_is_exact_and_its_progress_adds_up() {
     let f = Fixture::with_tree(build_many_files);
     let target = f.root.join("restore");
-    let progress = Arc::new(Progress::new());
-    let options = RestoreOptions {
-        progress: Some(Arc::clone(&progress)),
-        ..RestoreOptions::default()
-    };
-    let outcome = f.restore_with(&f.src, &target, &options);
+    let (outcome, seen) = f.restore_counted(&target);
     assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
     let files = (BATCH_FILES + 300 + 1) as u64;
     assert_eq!(outcome.files, files);
@@ -516,7 +523,6 @@ fn a_restore_of_more_files_than_a_batch_is_exact_and_its_progress_adds_up() {
     let first = fs::metadata(target.join("d00/f00000")).unwrap();
     let link = fs::metadata(target.join("d19/link-to-first")).unwrap();
     assert_eq!((first.ino(), first.nlink()), (link.ino(), 2));
-    let seen = progress.snapshot();
     assert_eq!((seen.files, seen.expected_files), (files, files));
     assert_eq!(
         (seen.bytes, seen.expected_bytes),
@@ -529,12 +535,7 @@ fn a_restore_of_more_files_than_a_batch_is_exact_and_its_progress_adds_up() {
     let damaged = target.join(format!("d{:02}/f{last:05}", last % 20));
     assert!(damaged.exists());
     fs::write(&damaged, b"wrong").unwrap();
-    let progress = Arc::new(Progress::new());
-    let options = RestoreOptions {
-        progress: Some(Arc::clone(&progress)),
-        ..RestoreOptions::default()
-    };
-    let outcome = f.restore_with(&f.src, &target, &options);
+    let (outcome, seen) = f.restore_counted(&target);
     assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
     assert_eq!(
         outcome.files_skipped,
@@ -542,7 +543,6 @@ fn a_restore_of_more_files_than_a_batch_is_exact_and_its_progress_adds_up() {
         "all but the damaged file and the link"
     );
     assert_same_tree(&f.src, &target);
-    let seen = progress.snapshot();
     assert_eq!(
         (seen.files, seen.bytes),
         (seen.expected_files, seen.expected_bytes)
