@@ -12,9 +12,11 @@
 //! reaches its size with its last chunk's write. A file already at its place with the right
 //! content is left alone (see [`super::resume`]). A directory this restore created (or found
 //! empty) holds nothing yet, so its entries are created without first looking for what is
-//! there: two `lstat` calls fewer per file when restoring into a new directory. Blob placements are grouped by pack and
-//! sorted by offset, so the fetcher can read each pack in a few coalesced ranges; a blob
-//! used by many files (or many times in one file) is fetched once and written to each place.
+//! there: two `lstat` calls fewer per file when restoring into a new directory.
+//!
+//! Blob placements are grouped by pack and sorted by offset, so the fetcher can read each
+//! pack in a few coalesced ranges; a blob used by many files of a batch (or many times in
+//! one file) is fetched once and written to each place.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
