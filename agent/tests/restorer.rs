@@ -571,3 +571,57 @@ fn under_the_common_limit_of_1024_descriptors_files_are_reopened_by_path() {
     assert_eq!(outcome.files, (BATCH_FILES + 300 + 1) as u64);
     assert_same_tree(&f.src, &target);
 }
+
+#[test]
+fn an_interrupted_restore_stops_both_the_walk_and_the_writer_and_can_be_run_again() {
+    let f = Fixture::with_tree(build_many_files);
+    let index = f.repo.load_index_for_reading().unwrap().index;
+    let target = f.root.join("restore");
+    let run = |cancel: &Cancel, progress: Option<Arc<Progress>>| {
+        restore(
+            &f.repo,
+            &index,
+            &f.tree,
+            &f.src,
+            &target,
+            &RestoreOptions {
+                progress,
+                ..RestoreOptions::default()
+            },
+            cancel,
+        )
+    };
+
+    let cancelled = Cancel::new();
+    cancelled.cancel();
+    assert!(matches!(
+        run(&cancelled, None),
+        Err(bunker_agent::restore::RestoreError::Interrupted)
+    ));
+
+    // Cancelled from outside once the writer has written something: the restore ends
+    // (interrupted, or done if it was quicker), and it never hangs.
+    let cancel = Cancel::new();
+    let progress = Arc::new(Progress::new());
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while progress.snapshot().bytes == 0 && !cancel.is_cancelled() {
+                std::thread::yield_now();
+            }
+            cancel.cancel();
+        });
+        let result = run(&cancel, Some(Arc::clone(&progress)));
+        cancel.cancel();
+        assert!(
+            matches!(
+                result,
+                Ok(_) | Err(bunker_agent::restore::RestoreError::Interrupted)
+            ),
+            "{result:?}"
+        );
+    });
+
+    let outcome = run(&Cancel::new(), None).unwrap();
+    assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+    assert_same_tree(&f.src, &target);
+}
