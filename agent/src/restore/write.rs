@@ -51,7 +51,8 @@ pub(super) struct ContentWriter<'a> {
 }
 
 /// The files open for one fetched range, by file number.
-pub(super) type OpenFiles = HashMap<u32, Arc<File>>;
+/// `None`: the file could not be opened (already reported), so its writes are skipped.
+pub(super) type OpenFiles = HashMap<u32, Option<Arc<File>>>;
 
 impl<'a> ContentWriter<'a> {
     pub fn new(files: &'a [PlannedFile], progress: Option<&'a Progress>) -> Self {
@@ -81,12 +82,9 @@ impl<'a> ContentWriter<'a> {
         for (&number, &count) in &placements {
             let planned = &self.files[number as usize];
             if let Some(handle) = &planned.handle {
-                open.insert(number, Arc::clone(handle));
-            } else if count > 1
-                && opened < SHARED_OPENS
-                && let Some(file) = self.open_or_fail(number)
-            {
-                open.insert(number, file);
+                open.insert(number, Some(Arc::clone(handle)));
+            } else if count > 1 && opened < SHARED_OPENS {
+                open.insert(number, self.open_or_fail(number));
                 opened += 1;
             }
         }
@@ -116,7 +114,8 @@ impl<'a> ContentWriter<'a> {
     pub fn write(&self, open: &OpenFiles, blob: &PlannedBlob, data: &[u8]) {
         for placement in &blob.placements {
             let file = match open.get(&placement.file) {
-                Some(file) => Arc::clone(file),
+                Some(Some(file)) => Arc::clone(file),
+                Some(None) => continue,
                 None => match self.open_or_fail(placement.file) {
                     Some(file) => file,
                     None => continue,
