@@ -15,6 +15,9 @@ use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::{OFlag, openat};
+use nix::sys::stat::Mode;
+
 /// Longest path handed to the kernel as is (`PATH_MAX` is 4096 including the NUL).
 const SHORT_PATH_MAX: usize = 4000;
 
@@ -31,6 +34,15 @@ impl DirHandle {
         Ok(Self {
             dir: File::open(access)?,
         })
+    }
+
+    /// Creates the regular file `name` in this directory, open for writing, relative to the
+    /// open descriptor (no path walked). Fails when anything is there already (`O_EXCL`:
+    /// an existing entry, symlink or not, is never followed or replaced).
+    pub fn create_file(&self, name: &OsStr) -> io::Result<File> {
+        let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_CLOEXEC;
+        let fd = openat(&self.dir, name, flags, Mode::from_bits_truncate(0o666))?;
+        Ok(File::from(fd))
     }
 
     /// A path for system calls on the entry `name` of this directory, whose real path is
@@ -76,6 +88,34 @@ mod tests {
             std::fs::read(&file_real).map_err(|e| e.raw_os_error()),
             Err(Some(nix::libc::ENAMETOOLONG)),
             "the real path really is too long for the kernel"
+        );
+    }
+
+    #[test]
+    fn a_file_is_created_relative_to_the_handle_and_nothing_there_is_replaced() {
+        use std::io::Write;
+        let temp = tempfile::tempdir().expect("tempdir");
+        let handle = DirHandle::open(temp.path()).expect("open");
+        let mut file = handle.create_file(OsStr::new("new")).expect("create");
+        file.write_all(b"content").expect("write");
+        assert_eq!(
+            std::fs::read(temp.path().join("new")).expect("read"),
+            b"content"
+        );
+
+        std::fs::write(temp.path().join("taken"), b"old").expect("write");
+        std::os::unix::fs::symlink("elsewhere", temp.path().join("dangling")).expect("symlink");
+        for name in ["new", "taken", "dangling"] {
+            let err = handle.create_file(OsStr::new(name)).expect_err(name);
+            assert_eq!(err.kind(), io::ErrorKind::AlreadyExists, "{name}");
+        }
+        assert_eq!(
+            std::fs::read(temp.path().join("taken")).expect("read"),
+            b"old"
+        );
+        assert!(
+            !temp.path().join("elsewhere").exists(),
+            "the symlink was not followed"
         );
     }
 }

@@ -6,7 +6,8 @@
 //! finds its non-hole parts and [`changed_since`] tells whether it changed while read.
 //!
 //! Restore side: [`create_special`] and [`create_symlink`] recreate non-regular entries,
-//! [`apply_metadata`] restores ownership, extended attributes, permissions and timestamps,
+//! [`apply_metadata`] restores ownership, extended attributes, permissions and timestamps
+//! (by path, or [`apply_file_metadata`] through an open file),
 //! and [`punch_hole_or_set_len`] finishes a sparse file.
 //!
 //! Expired restores: [`remove_tree_nofollow`] deletes a restore target without following
@@ -38,8 +39,9 @@ pub use long_paths::DirHandle;
 pub use remove::remove_tree_nofollow;
 #[cfg(unix)]
 pub use unix::{
-    apply_metadata, capture, changed_since, create_special, create_symlink, data_regions, hostname,
-    is_root, open_for_backup, punch_hole_or_set_len, raise_open_files_limit, username,
+    apply_file_metadata, apply_metadata, capture, changed_since, create_special, create_symlink,
+    data_regions, hostname, is_root, open_for_backup, punch_hole_or_set_len,
+    raise_open_files_limit, username,
 };
 
 /// A failed operation on a path.

@@ -12,7 +12,7 @@ use std::path::Path;
 use bunker_repo_format::tree::{EntryFlags, Metadata, Node, Timestamp};
 use nix::errno::Errno;
 use nix::fcntl::{AT_FDCWD, OFlag};
-use nix::sys::stat::{Mode, SFlag, UtimensatFlags, dev_t, mknod, utimensat};
+use nix::sys::stat::{Mode, SFlag, UtimensatFlags, dev_t, futimens, mknod, utimensat};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Group, Uid, User, Whence, geteuid, gethostname, lseek, mkfifo};
 
@@ -302,12 +302,86 @@ pub fn apply_metadata(
     node: &Node,
     options: &ApplyOptions,
 ) -> Result<Vec<PlatformError>, PlatformError> {
-    let mut warnings = Vec::new();
-    if matches!(node, Node::Socket) {
-        return Ok(warnings);
+    match node {
+        Node::Socket => Ok(Vec::new()),
+        Node::Symlink { .. } => apply(Subject::Symlink(path), path, meta, options),
+        _ => apply(Subject::Path(path), path, meta, options),
     }
+}
+
+/// [`apply_metadata`] for a regular file through a descriptor open on it (for writing, as
+/// the restorer holds it), with the same steps and failures: no path lookup, and nothing
+/// can replace the file between the steps. `path` only names the file in errors.
+pub fn apply_file_metadata(
+    file: &File,
+    path: &Path,
+    meta: &Metadata,
+    options: &ApplyOptions,
+) -> Result<Vec<PlatformError>, PlatformError> {
+    apply(Subject::File(file), path, meta, options)
+}
+
+/// What metadata is applied to: an entry by its path (never followed), or an open file.
+#[derive(Clone, Copy)]
+enum Subject<'a> {
+    Path(&'a Path),
+    /// A symlink by its path: it has no mode of its own.
+    Symlink(&'a Path),
+    File(&'a File),
+}
+
+impl Subject<'_> {
+    fn chown(self, uid: u32, gid: u32) -> io::Result<()> {
+        match self {
+            Self::Path(path) | Self::Symlink(path) => {
+                std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+            }
+            Self::File(file) => std::os::unix::fs::fchown(file, Some(uid), Some(gid)),
+        }
+    }
+
+    fn set_xattr(self, name: &OsStr, value: &[u8]) -> io::Result<()> {
+        match self {
+            Self::Path(path) | Self::Symlink(path) => xattr::set(path, name, value),
+            Self::File(file) => xattr::FileExt::set_xattr(file, name, value),
+        }
+    }
+
+    fn chmod(self, mode: u32) -> io::Result<()> {
+        let permissions = fs::Permissions::from_mode(mode);
+        match self {
+            Self::Path(path) => fs::set_permissions(path, permissions),
+            Self::Symlink(_) => Ok(()),
+            Self::File(file) => file.set_permissions(permissions),
+        }
+    }
+
+    fn set_times(self, atime: Timestamp, mtime: Timestamp) -> io::Result<()> {
+        let (atime, mtime) = (timespec(atime), timespec(mtime));
+        let result = match self {
+            Self::Path(path) | Self::Symlink(path) => utimensat(
+                AT_FDCWD,
+                path,
+                &atime,
+                &mtime,
+                UtimensatFlags::NoFollowSymlink,
+            ),
+            Self::File(file) => futimens(file, &atime, &mtime),
+        };
+        result.map_err(io::Error::from)
+    }
+}
+
+/// The steps of [`apply_metadata`] on `subject`; `path` names it in errors.
+fn apply(
+    subject: Subject<'_>,
+    path: &Path,
+    meta: &Metadata,
+    options: &ApplyOptions,
+) -> Result<Vec<PlatformError>, PlatformError> {
+    let mut warnings = Vec::new();
     if options.ownership
-        && let Err(e) = std::os::unix::fs::lchown(path, Some(meta.uid), Some(meta.gid))
+        && let Err(e) = subject.chown(meta.uid, meta.gid)
     {
         warnings.push(PlatformError::new(
             path,
@@ -316,7 +390,7 @@ pub fn apply_metadata(
         ));
     }
     for (name, value) in &meta.xattrs {
-        if let Err(e) = xattr::set(path, OsStr::from_bytes(name), value) {
+        if let Err(e) = subject.set_xattr(OsStr::from_bytes(name), value) {
             warnings.push(PlatformError::new(
                 path,
                 format!(
@@ -327,19 +401,13 @@ pub fn apply_metadata(
             ));
         }
     }
-    if !matches!(node, Node::Symlink { .. }) {
-        fs::set_permissions(path, fs::Permissions::from_mode(meta.mode & 0o7777)).map_err(|e| {
-            PlatformError::new(path, format!("set mode {:o} of", meta.mode & 0o7777), e)
-        })?;
-    }
-    utimensat(
-        AT_FDCWD,
-        path,
-        &timespec(meta.atime),
-        &timespec(meta.mtime),
-        UtimensatFlags::NoFollowSymlink,
-    )
-    .map_err(|errno| PlatformError::new(path, "set timestamps of", errno.into()))?;
+    let mode = meta.mode & 0o7777;
+    subject
+        .chmod(mode)
+        .map_err(|e| PlatformError::new(path, format!("set mode {mode:o} of"), e))?;
+    subject
+        .set_times(meta.atime, meta.mtime)
+        .map_err(|e| PlatformError::new(path, "set timestamps of", e))?;
     Ok(warnings)
 }
 
@@ -399,7 +467,7 @@ mod tests {
 
     use super::*;
     use std::io::{Seek, SeekFrom, Write};
-    use std::os::unix::fs::{lchown, symlink};
+    use std::os::unix::fs::{FileExt, lchown, symlink};
     use std::os::unix::net::UnixListener;
 
     use nix::sys::stat::makedev;
@@ -562,7 +630,39 @@ mod tests {
             assert!(warnings.is_empty(), "{warnings:?}");
             assert_restored(&original, &copy);
             assert_ne!(copy.meta.inode, inode);
+
+            // The same through the descriptor the restorer wrote the content with.
+            let by_fd = dir.path().join(format!("by-fd{i}"));
+            let file = File::create_new(&by_fd).unwrap();
+            file.write_all_at(b"hello", 0).unwrap();
+            let options = ApplyOptions {
+                ownership: is_root(),
+            };
+            let warnings = apply_file_metadata(&file, &by_fd, &original.meta, &options).unwrap();
+            drop(file);
+            assert!(warnings.is_empty(), "{warnings:?}");
+            assert_restored(&original, &capture(&by_fd, &names).unwrap());
         }
+    }
+
+    #[test]
+    fn metadata_through_a_descriptor_names_the_path_when_it_fails() {
+        let dir = TempDir::new().unwrap();
+        let path = dir.path().join("read-only-descriptor");
+        fs::write(&path, b"x").unwrap();
+        let file = File::open(&path).unwrap();
+        let mut meta = capture(&path, &NameCache::new()).unwrap().meta;
+        meta.xattrs = vec![(b"bogus.namespace".to_vec(), b"v".to_vec())];
+        meta.mode = 0o640;
+        let warnings = apply_file_metadata(&file, &path, &meta, &ApplyOptions::default()).unwrap();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert_eq!(warnings[0].path, path);
+        assert!(
+            warnings[0].op.contains("bogus.namespace"),
+            "{}",
+            warnings[0].op
+        );
+        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o7777, 0o640);
     }
 
     #[test]

@@ -11,8 +11,9 @@
 //!   bounded;
 //! - [`unseal`](self::unseal): authenticates, decompresses and re-hashes every blob on the
 //!   rayon pool;
-//! - [`write`](self::write): positioned writes out of order into the created files, then,
-//!   once every batch is written, metadata, directories last.
+//! - [`write`](self::write): positioned writes out of order into the created files; once a
+//!   batch is written, its files' metadata through the descriptors they were created with.
+//!   Once every batch is written, the metadata of everything else, directories last.
 //!
 //! [`stream`] writes one file or a volume in order to any writer (stdout) with a bounded
 //! reorder buffer. A damaged or missing pack costs only the files that need it: the others
@@ -145,10 +146,13 @@ pub fn restore(
         };
         progress.expect(files, bytes);
     }
+    let apply = ApplyOptions {
+        ownership: options.ownership,
+    };
     // The walk plans batches on this thread while the writer fills the earlier ones.
     let (batches, planned) = mpsc::sync_channel::<Batch>(1);
     let (plan, written) = std::thread::scope(|scope| {
-        let writer = scope.spawn(|| write_batches(repo, planned, progress, cancel));
+        let writer = scope.spawn(|| write_batches(repo, planned, &apply, progress, cancel));
         let mut emit = move |batch| batches.send(batch).is_ok();
         let keep_open = plan::files_kept_open(platform::raise_open_files_limit());
         let planner = Planner::new(repo, index, cancel, target, &mut emit, keep_open);
@@ -162,7 +166,7 @@ pub fn restore(
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         (plan, written)
     });
-    let (plan, (bytes, errors)) = (plan?, written?);
+    let (plan, written) = (plan?, written?);
     let mut outcome = RestoreOutcome {
         files: plan.file_count,
         dirs: plan.dirs,
@@ -170,40 +174,50 @@ pub fn restore(
         files_skipped: plan.skipped,
         bytes_skipped: plan.skipped_bytes,
         errors: plan.errors,
-        bytes,
-        ..RestoreOutcome::default()
+        warnings: written.warnings,
+        bytes: written.bytes,
     };
-    outcome.errors.extend(errors);
-    let (errors, warnings) = write::apply_all(
-        &plan.root,
-        &ApplyOptions {
-            ownership: options.ownership,
-        },
-    );
+    outcome.errors.extend(written.errors);
+    let (errors, warnings) = write::apply_all(&plan.root, &apply);
     outcome.errors.extend(errors);
     outcome.warnings.extend(warnings);
     Ok(outcome)
 }
 
-/// Writes the content of each batch the walk plans, in turn, until the walk is done;
-/// returns the bytes written and the failures.
+/// What the writer did with the batches.
+#[derive(Debug, Default)]
+struct Written {
+    /// Content bytes written.
+    bytes: u64,
+    /// Content lost and metadata not applied, each naming its path.
+    errors: Vec<String>,
+    /// Metadata applied only in part (an owner or extended attribute refused).
+    warnings: Vec<String>,
+}
+
+/// Writes the content of each batch the walk plans, then its files' metadata, in turn,
+/// until the walk is done.
 fn write_batches(
     repo: &Repository,
     batches: mpsc::Receiver<Batch>,
+    apply: &ApplyOptions,
     progress: Option<&Progress>,
     cancel: &Cancel,
-) -> Result<(u64, Vec<String>), RestoreError> {
-    let (mut bytes, mut errors) = (0, Vec::new());
+) -> Result<Written, RestoreError> {
+    let mut written = Written::default();
     for batch in batches {
-        let (written, failed) = write_content(repo, &batch.files, &batch.packs, progress, cancel)?;
-        bytes += written;
-        errors.extend(failed);
+        let (bytes, failed) = write_content(repo, &batch.files, &batch.packs, progress, cancel)?;
+        written.bytes += bytes;
+        written.errors.extend(failed);
+        let (errors, warnings) = write::apply_files(&batch.files, apply);
+        written.errors.extend(errors);
+        written.warnings.extend(warnings);
         if let Some(progress) = progress {
             progress.files_done(batch.file_count);
             progress.bytes_done(batch.skipped_bytes);
         }
     }
-    Ok((bytes, errors))
+    Ok(written)
 }
 
 /// Fetches, unseals and writes every blob of `packs` into `files`; returns the bytes
@@ -327,6 +341,7 @@ pub fn restore_volume(
         path: target.to_owned(),
         handle: Some(Arc::clone(&file)),
         size,
+        meta: None,
     }];
     let mut packs = PackPlanner::default();
     let mut errors: Vec<String> = packs

@@ -7,7 +7,9 @@
 //! batches is fetched once for each.
 //!
 //! The walk creates directories, symlinks, special files and hard links at once, and every
-//! regular file that needs content as an empty file. A file that ends in a hole is given its
+//! regular file as an empty file, relative to its directory's open descriptor; each file
+//! goes into the batch with its metadata, which the writer applies once the batch is
+//! written. A file that ends in a hole is given its
 //! final size at once (`set_len`: sparse until written, so holes stay holes); any other file
 //! reaches its size with its last chunk's write. A file already at its place with the right
 //! content is left alone (see [`super::resume`]). A directory this restore created (or found
@@ -20,7 +22,7 @@
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -71,6 +73,20 @@ pub(super) struct PlannedFile {
     /// Its final size, set by the writer on a file that lost content (whose last chunk
     /// may never be written).
     pub size: u64,
+    /// Its metadata, applied once its batch is written (through `handle` when kept);
+    /// `None` for a volume target, which keeps its own.
+    pub meta: Option<Metadata>,
+}
+
+/// What became of a regular file in the plan.
+#[derive(Debug, Clone, Copy)]
+enum FilePlanned {
+    /// Created and added to the batch, which applies its metadata once written.
+    Batched,
+    /// Already correct in the target: left alone; its metadata is applied last.
+    LeftAlone,
+    /// Could not be created or checked (reported).
+    Failed,
 }
 
 /// One place a blob's plaintext goes.
@@ -360,10 +376,15 @@ impl<'a> Planner<'a> {
 
     /// Restores one entry as `target/NAME`.
     pub fn plan_entry(mut self, entry: &Entry) -> Result<Plan, RestoreError> {
-        let path = self.plan.root.path.join(OsStr::from_bytes(&entry.name));
-        let fresh = is_empty_dir(&self.plan.root.path);
+        let target = self.plan.root.path.clone();
+        let path = target.join(OsStr::from_bytes(&entry.name));
+        let fresh = is_empty_dir(&target);
+        let parent = DirHandle::open(&target).map_err(|source| RestoreError::Target {
+            path: target.clone(),
+            source,
+        })?;
         let mut children = Vec::new();
-        self.walk_entry(entry, &path, &path, fresh, &mut children)?;
+        self.walk_entry(entry, &path, &parent, fresh, &mut children)?;
         self.plan.root.children = children;
         self.finish()
     }
@@ -419,10 +440,8 @@ impl<'a> Planner<'a> {
             if self.cancel.is_cancelled() {
                 return Err(RestoreError::Interrupted);
             }
-            let name = OsStr::from_bytes(&entry.name);
-            let path = dir.join(name);
-            let access = handle.child(&path, name);
-            self.walk_entry(entry, &path, &access, fresh, out)?;
+            let path = dir.join(OsStr::from_bytes(&entry.name));
+            self.walk_entry(entry, &path, &handle, fresh, out)?;
             if self.batch.is_full() {
                 self.flush()?;
             }
@@ -430,17 +449,19 @@ impl<'a> Planner<'a> {
         Ok(())
     }
 
-    /// Creates one entry at `path` (real path, for messages), using `access` for system
-    /// calls, and records its metadata in `out`. `fresh`: nothing is at `access` yet (its
-    /// directory is known to be empty), so there is nothing to check or replace.
+    /// Creates one entry at `path` (its real path, for messages) in the directory `parent`,
+    /// and records its metadata in `out` (or, for a file with content, in its batch).
+    /// `fresh`: `parent` is known to be empty, so there is nothing to check or replace.
     fn walk_entry(
         &mut self,
         entry: &Entry,
         path: &Path,
-        access: &Path,
+        parent: &DirHandle,
         fresh: bool,
         out: &mut Vec<Pending>,
     ) -> Result<(), RestoreError> {
+        let name = OsStr::from_bytes(&entry.name);
+        let access = &parent.child(path, name);
         let clear = |access: &Path| if fresh { Ok(()) } else { clear_non_dir(access) };
         if matches!(entry.node, Node::Socket) {
             return Ok(());
@@ -493,7 +514,19 @@ impl<'a> Planner<'a> {
                 }
                 return Ok(());
             }
-            Node::File { extents } => self.plan_file(extents, path, access, fresh),
+            Node::File { extents } => {
+                match self.plan_file(extents, &entry.meta, path, parent, fresh) {
+                    // Its batch applies the metadata once the content is written.
+                    FilePlanned::Batched => {
+                        if let Some(key) = link_key {
+                            self.hardlinks.insert(key, path.to_owned());
+                        }
+                        return Ok(());
+                    }
+                    FilePlanned::LeftAlone => true,
+                    FilePlanned::Failed => false,
+                }
+            }
             Node::Symlink { target } => {
                 let made = clear(access).map_err(|e| e.to_string()).and_then(|()| {
                     platform::create_symlink(target, access)
@@ -533,35 +566,43 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// Leaves a correct existing file alone, or creates the file and queues its chunks;
-    /// returns whether it exists (so its metadata should be applied). `fresh`: nothing is
-    /// at `access` yet.
-    fn plan_file(&mut self, extents: &[Extent], path: &Path, access: &Path, fresh: bool) -> bool {
+    /// Leaves a correct existing file alone, or creates the file in `parent` and adds it,
+    /// with its chunks and metadata, to the batch. `fresh`: `parent` is known to be empty.
+    fn plan_file(
+        &mut self,
+        extents: &[Extent],
+        meta: &Metadata,
+        path: &Path,
+        parent: &DirHandle,
+        fresh: bool,
+    ) -> FilePlanned {
         let size = extents.iter().map(Extent::length).sum::<u64>();
+        let name = path.file_name().unwrap_or_default();
         if !fresh {
+            let access = &parent.child(path, name);
             match resume::already_restored(self.repo, access, extents, size) {
                 Ok(true) => {
                     self.plan.skipped += 1;
                     self.plan.skipped_bytes += size;
                     self.batch.skipped_bytes += data_bytes(extents);
-                    return true;
+                    return FilePlanned::LeftAlone;
                 }
                 Ok(false) => {}
                 Err(e) => {
                     self.error(path, format!("could not check the existing file: {e}"));
-                    return false;
+                    return FilePlanned::Failed;
                 }
             }
             if let Err(e) = clear_non_dir(access) {
                 self.error(path, format!("could not replace: {e}"));
-                return false;
+                return FilePlanned::Failed;
             }
         }
-        let file = match OpenOptions::new().write(true).create_new(true).open(access) {
+        let file = match parent.create_file(name) {
             Ok(file) => file,
             Err(e) => {
                 self.error(path, format!("could not create file: {e}"));
-                return false;
+                return FilePlanned::Failed;
             }
         };
         // The last chunk's write gives a file its size; one ending in a hole gets it here.
@@ -569,14 +610,11 @@ impl<'a> Planner<'a> {
             && let Err(e) = platform::punch_hole_or_set_len(&file, size)
         {
             self.error(path, format!("could not set length {size}: {e}"));
-            return false;
-        }
-        if !extents.iter().any(|e| matches!(e, Extent::Chunk { .. })) {
-            return true;
+            return FilePlanned::Failed;
         }
         let Ok(number) = u32::try_from(self.batch.files.len()) else {
             self.error(path, "more than 4 billion files in one batch");
-            return false;
+            return FilePlanned::Failed;
         };
         let keep_open =
             self.batch.files.len() < self.keep_open || path.as_os_str().len() > REOPEN_PATH_MAX;
@@ -591,11 +629,12 @@ impl<'a> Planner<'a> {
             path: path.to_owned(),
             handle: keep_open.then(|| Arc::new(file)),
             size,
+            meta: Some(restorable(meta)),
         });
         for message in missing {
             self.error(path, message);
         }
-        true
+        FilePlanned::Batched
     }
 }
 

@@ -7,9 +7,11 @@
 //! cannot be fetched or verified fails the files it feeds, and the message names the pack
 //! (or blob) and those files; such a file still gets its full size.
 //!
-//! Metadata is applied after all content: files, links and special files first, each
-//! directory after everything inside it, so writing into a directory does not move its
-//! times and a read-only directory does not block its children.
+//! Metadata is applied after content. A batch's files get theirs as soon as the batch is
+//! written, through the descriptor each was created with when it kept one. Everything else
+//! (symlinks, special files, files left alone, directories) gets its metadata after all
+//! content, each directory after everything inside it, so writing into a directory does not
+//! move its times and a read-only directory does not block its children.
 
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsStr;
@@ -212,6 +214,37 @@ type Report = (Vec<String>, Vec<String>);
 /// calling thread: handing a few to the pool costs more than it saves.
 const PARALLEL_APPLY: usize = 8;
 
+/// Applies the metadata of a written batch's files, on the rayon pool: through the
+/// descriptor a file kept (no path lookup), else by its path. Each file's last write is
+/// done, so nothing moves its times or clears its setuid bit afterwards.
+pub(super) fn apply_files(files: &[PlannedFile], options: &ApplyOptions) -> Report {
+    let reports: Vec<Report> = files
+        .par_iter()
+        .with_min_len(PARALLEL_APPLY)
+        .filter_map(|planned| {
+            let meta = planned.meta.as_ref()?;
+            let result = match &planned.handle {
+                Some(file) => platform::apply_file_metadata(file, &planned.path, meta, options),
+                None => platform::apply_metadata(&planned.path, meta, &FILE, options),
+            };
+            let mut report = Report::default();
+            record(&planned.path, result, &mut report);
+            Some(report)
+        })
+        .collect();
+    let mut report = Report::default();
+    for (errors, warnings) in reports {
+        report.0.extend(errors);
+        report.1.extend(warnings);
+    }
+    report
+}
+
+/// A regular file's kind, for [`platform::apply_metadata`].
+const FILE: Node = Node::File {
+    extents: Vec::new(),
+};
+
 /// Applies the metadata of everything under `root` (not to `root` itself unless it has
 /// metadata), children before their directory. Returns errors and warnings, naming paths.
 ///
@@ -276,7 +309,20 @@ fn apply_one(
     options: &ApplyOptions,
     report: &mut Report,
 ) {
-    match platform::apply_metadata(access, meta, node, options) {
+    record(
+        path,
+        platform::apply_metadata(access, meta, node, options),
+        report,
+    );
+}
+
+/// Adds the outcome of applying `path`'s metadata to `report`.
+fn record(
+    path: &Path,
+    result: Result<Vec<platform::PlatformError>, platform::PlatformError>,
+    report: &mut Report,
+) {
+    match result {
         Ok(warnings) => report.1.extend(
             warnings
                 .into_iter()
