@@ -655,7 +655,8 @@ impl<'a> Archiver<'a> {
             Err(ReadFailure::Consumer(e)) => return Err(e),
         };
         let changed = read.short
-            || platform::changed_since(&file, size, &child.identity()).map_err(source_error)?;
+            || platform::changed_since(&file.file, size, &child.identity())
+                .map_err(source_error)?;
         Ok(self.file_read(&child.path, &mut child.meta, size, read, changed))
     }
 

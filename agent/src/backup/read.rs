@@ -21,7 +21,6 @@
 //! read() rather than mapped: as fast here, mapped pages would count in the resident set,
 //! and a file that shrinks while mapped raises SIGBUS where read() just returns less.
 
-use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::ops::Range;
 
@@ -31,7 +30,7 @@ use bunker_repo_format::tree::Extent;
 use bunker_repo_format::{BlobId, Repository};
 use rayon::prelude::*;
 
-use crate::platform;
+use crate::platform::{self, SourceFile};
 
 /// Bytes one rayon task cuts: the largest chunk the default bounds allow. Each segment
 /// boundary costs a chunk or two cut twice; 16 MiB segments were only 4% faster in the bench
@@ -99,17 +98,26 @@ pub(super) struct ReadFile {
     pub short: bool,
 }
 
-/// Reads `file` (of `size` bytes at open time), calling `on_chunk` with each chunk's id and
-/// bytes in order. Holes (from the file's data regions) become hole extents.
+/// Reads `source` (of `size` bytes at open time) from its start, calling `on_chunk` with
+/// each chunk's id and bytes in order. Holes (from the file's data regions, looked for only
+/// when it [may have some](platform::SourceFile::may_have_holes)) become hole extents.
 pub(super) fn read_file<E>(
     chunking: &Chunking,
-    file: &mut File,
+    source: &mut SourceFile,
     size: u64,
     buffer: &mut Vec<u8>,
     mut on_chunk: impl FnMut(BlobId, &[u8]) -> Result<(), E>,
 ) -> Result<ReadFile, ReadFailure<E>> {
-    let regions = platform::data_regions(file, size)?;
+    let file = &mut source.file;
+    let regions = if source.may_have_holes {
+        platform::data_regions(file, size)?
+    } else {
+        // One region: the whole file.
+        std::iter::once(0..size).collect()
+    };
     let mut extents = Vec::new();
+    // The file's offset: a region that starts there needs no seek.
+    let mut offset = 0u64;
     let mut position = 0u64;
     let mut bytes_read = 0u64;
     let mut short = false;
@@ -120,7 +128,9 @@ pub(super) fn read_file<E>(
                 length: region.start - position,
             });
         }
-        file.seek(SeekFrom::Start(region.start))?;
+        if region.start != offset {
+            file.seek(SeekFrom::Start(region.start))?;
+        }
         let region_length = region.end - region.start;
         let read = if region_length >= (PARALLEL_SEGMENTS * SEGMENT) as u64 {
             read_parallel(
@@ -147,6 +157,7 @@ pub(super) fn read_file<E>(
         };
         bytes_read += read;
         position = region.start + read;
+        offset = position;
         if read < region_length {
             short = true;
             break;
@@ -317,8 +328,8 @@ pub(super) mod tests {
         path: &Path,
         mut on_chunk: impl FnMut(&[u8]) -> Result<(), String>,
     ) -> (Result<ReadFile, ReadFailure<String>>, Vec<u8>) {
-        let mut file = File::open(path).expect("open");
-        let size = file.metadata().expect("stat").len();
+        let mut file = platform::open_for_backup(path).expect("open");
+        let size = file.file.metadata().expect("stat").len();
         let mut seen = Vec::new();
         let mut buffer = Vec::new();
         let read = read_file(
@@ -350,7 +361,7 @@ pub(super) mod tests {
         // A sparse file whose data regions take the parallel path too.
         let (first, second) = (noise(THRESHOLD + (64 << 10), 5), noise(5 << 20, 6));
         let sparse_size = 40u64 << 20;
-        let sparse = File::create(source.join("sparse.img")).expect("sparse");
+        let sparse = std::fs::File::create(source.join("sparse.img")).expect("sparse");
         sparse.set_len(sparse_size).expect("set_len");
         sparse.write_all_at(&first, 0).expect("first region");
         sparse

@@ -141,7 +141,8 @@ impl SmallFileReader {
                 Ok(())
             })
         })?;
-        let changed = read.short || platform::changed_since(&file, small.size, &small.identity)?;
+        let changed =
+            read.short || platform::changed_since(&file.file, small.size, &small.identity)?;
         Ok(SmallRead {
             read,
             data,

@@ -137,7 +137,7 @@ fn read_xattrs(path: &Path, warnings: &mut Vec<CaptureWarning>) -> Vec<(Vec<u8>,
 /// update the access time (`O_NOATIME`), falling back to a plain open where that is not
 /// permitted (files the process does not own). Fails with `InvalidInput` when the entry is
 /// no longer a regular file.
-pub fn open_for_backup(path: &Path) -> io::Result<File> {
+pub fn open_for_backup(path: &Path) -> io::Result<SourceFile> {
     let base = (OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits();
     let open = |flags: i32| File::options().read(true).custom_flags(flags).open(path);
     #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -147,13 +147,31 @@ pub fn open_for_backup(path: &Path) -> io::Result<File> {
     }?;
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     let file = open(base)?;
-    if !file.metadata()?.is_file() {
+    let stat = file.metadata()?;
+    if !stat.is_file() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "no longer a regular file",
         ));
     }
-    Ok(file)
+    Ok(SourceFile {
+        file,
+        may_have_holes: stat.blocks().saturating_mul(512) < stat.len(),
+    })
+}
+
+/// A regular file opened by [`open_for_backup`], at offset 0.
+#[derive(Debug)]
+pub struct SourceFile {
+    /// The open file.
+    pub file: File,
+    /// False when the blocks allocated to the file (`st_blocks`, in 512-byte units) cover
+    /// its size when opened: it has no holes worth looking for with [`data_regions`], which
+    /// costs several `lseek` calls per file. This is GNU tar's test for sparse files. A
+    /// file whose blocks also hold metadata (an external xattr block) may hide a small hole
+    /// from it; that hole is then read and stored as zeros, which compress to nearly
+    /// nothing, and the restored file is exact but not sparse there.
+    pub may_have_holes: bool,
 }
 
 /// True when the open `file` is not the one [`capture`] described in `meta` with `size`,
@@ -880,7 +898,20 @@ mod tests {
         let CapturedKind::File { size } = captured.kind else {
             panic!("not a file")
         };
-        let file = open_for_backup(&path).unwrap();
+        let SourceFile {
+            file,
+            may_have_holes,
+        } = open_for_backup(&path).unwrap();
+        assert!(!may_have_holes, "a written file has its blocks");
+        let sparse = dir.path().join("sparse");
+        File::create(&sparse).unwrap().set_len(MIB).unwrap();
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&sparse)
+            .unwrap()
+            .write_all_at(b"x", MIB / 2)
+            .unwrap();
+        assert!(open_for_backup(&sparse).unwrap().may_have_holes);
         let mut content = Vec::new();
         io::Read::read_to_end(&mut &file, &mut content).unwrap();
         assert_eq!(content, b"before");
@@ -900,7 +931,7 @@ mod tests {
         let replaced = dir.path().join("g");
         fs::write(&replaced, b"before").unwrap();
         set_times(&replaced, ts(1_600_000_000, 5), ts(1_500_000_000, 7));
-        let other = open_for_backup(&replaced).unwrap();
+        let other = open_for_backup(&replaced).unwrap().file;
         assert!(
             changed_since(&other, size, &captured.meta).unwrap(),
             "different inode"
