@@ -10,7 +10,6 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use bunker_repo_format::blob::{seal_blob, seal_blob_verified};
 use bunker_repo_format::crypto::{SealingSession, WriterKey};
 use bunker_repo_format::{BlobId, BlobKind, SealedBlob};
-use rayon::prelude::*;
 
 /// Plaintext bytes collected before a batch goes to the pool.
 const BATCH_BYTES: usize = 1 << 20;
@@ -140,8 +139,11 @@ impl Sealer {
         let permits = Arc::clone(&self.permits);
         let out = self.out.clone();
         rayon::spawn(move || {
+            // One thread seals the whole batch: the batches in flight keep every pool
+            // thread busy, and splitting one would leave a thread spinning in rayon's join
+            // for the other half.
             let sealed: SealedBatch = batch
-                .par_iter()
+                .iter()
                 .map(|(id, data)| seal_one(&keys, BlobKind::Data, *id, data))
                 .collect();
             drop(batch);
