@@ -154,6 +154,15 @@ fn incremental_backup_picks_up_every_change() {
     write_file(&src.join("to-symlink"), b"becomes a symlink\n");
     write_file(&src.join("chmod-only"), b"mode changes\n");
     write_random_file(&src.join("big.bin"), 61, 2 << 20);
+    // Extended attributes of unchanged entries are taken from the parent snapshot; a
+    // changed attribute moves only the ctime, which must be enough to read them again.
+    let xattrs = user_xattrs_supported(&src);
+    if xattrs {
+        for (path, value) in [("keep.txt", "kept"), ("chmod-only", "old"), ("dir", "old")] {
+            xattr::set(src.join(path), "user.bunker.test", value.as_bytes()).expect("xattr");
+        }
+        xattr::set(src.join("chmod-only"), "user.bunker.gone", b"x").expect("xattr");
+    }
     let b = t.bunker();
     b.init();
     b.backup(&[&src], &[]).ok();
@@ -185,6 +194,11 @@ fn incremental_backup_picks_up_every_change() {
     std::os::unix::fs::symlink("keep.txt", src.join("to-symlink")).expect("symlink");
     chmod(&src.join("chmod-only"), 0o600);
     write_file(&src.join("new.txt"), b"new file\n");
+    if xattrs {
+        xattr::set(src.join("chmod-only"), "user.bunker.test", b"new").expect("xattr");
+        xattr::set(src.join("dir"), "user.bunker.test", b"new").expect("xattr");
+        xattr::remove(src.join("chmod-only"), "user.bunker.gone").expect("xattr");
+    }
     // Change 4 KiB in the middle of the big file.
     {
         use std::io::{Seek, SeekFrom, Write};
@@ -200,6 +214,20 @@ fn incremental_backup_picks_up_every_change() {
     let target = t.join("restore-latest");
     b.restore("latest", &target).ok();
     compare_trees(&src, &under(&target, &src));
+    if xattrs {
+        let restored = under(&target, &src);
+        let value = |path: &str, name: &str| xattr::get(restored.join(path), name).expect("get");
+        assert_eq!(
+            value("chmod-only", "user.bunker.test"),
+            Some(b"new".to_vec())
+        );
+        assert_eq!(value("dir", "user.bunker.test"), Some(b"new".to_vec()));
+        assert_eq!(
+            value("keep.txt", "user.bunker.test"),
+            Some(b"kept".to_vec())
+        );
+        assert_eq!(value("chmod-only", "user.bunker.gone"), None);
+    }
 
     // The first snapshot is untouched.
     let target = t.join("restore-first");

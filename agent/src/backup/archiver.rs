@@ -485,7 +485,7 @@ impl<'a> Archiver<'a> {
         if self.stopped() {
             return Err(BackupError::Interrupted);
         }
-        let captured = self.capture_all(&listed);
+        let captured = self.capture_all(&listed, parent.as_ref());
         let mut children = Vec::with_capacity(listed.len());
         for ((name, child_path, child_access), captured) in listed.into_iter().zip(captured) {
             let parent_entry = parent.as_ref().and_then(|tree| tree.get(&name));
@@ -510,20 +510,45 @@ impl<'a> Archiver<'a> {
     }
 
     /// Captures the metadata of every listed entry, sharing the work with idle pool
-    /// threads when there are enough entries to be worth it.
+    /// threads when there are enough entries to be worth it. An entry that `parent` (the
+    /// directory's tree in the parent snapshot) holds unchanged keeps its extended
+    /// attributes from there ([`platform::capture_knowing`]).
     fn capture_all(
         &self,
         listed: &[(Vec<u8>, PathBuf, PathBuf)],
+        parent: Option<&Tree>,
     ) -> Vec<Result<Captured, platform::PlatformError>> {
-        if listed.len() < SHARED_CAPTURE {
-            return listed
-                .iter()
-                .map(|(_, _, access)| platform::capture(access, &self.names))
-                .collect();
-        }
-        let paths: Vec<PathBuf> = listed.iter().map(|(_, _, access)| access.clone()).collect();
+        let items: Vec<(PathBuf, Option<platform::KnownEntry>)> = listed
+            .iter()
+            .map(|(name, _, access)| {
+                let known = parent
+                    .and_then(|tree| tree.get(name))
+                    .and_then(|entry| self.known(&entry.meta));
+                (access.clone(), known)
+            })
+            .collect();
         let names = Arc::clone(&self.names);
-        share(paths, move |access| platform::capture(access, &names))
+        let capture = move |(access, known): &(PathBuf, Option<platform::KnownEntry>)| {
+            platform::capture_knowing(access, &names, known.as_ref())
+        };
+        if items.len() < SHARED_CAPTURE {
+            items.iter().map(capture).collect()
+        } else {
+            share(items, capture)
+        }
+    }
+
+    /// What the parent snapshot recorded of an entry, for [`platform::capture_knowing`]:
+    /// only when its attributes were read completely, and not when reading from a
+    /// filesystem snapshot (whose live device differs from the recorded one).
+    fn known(&self, meta: &Metadata) -> Option<platform::KnownEntry> {
+        let complete = meta.flags & EntryFlags::INCOMPLETE == 0;
+        (complete && self.read_from.is_none()).then(|| platform::KnownEntry {
+            device: meta.device,
+            inode: meta.inode,
+            ctime: meta.ctime,
+            xattrs: meta.xattrs.clone(),
+        })
     }
 
     /// Reads the small files among `children` that still need reading, a group at a time

@@ -39,9 +39,9 @@ pub use long_paths::DirHandle;
 pub use remove::remove_tree_nofollow;
 #[cfg(unix)]
 pub use unix::{
-    SourceFile, apply_file_metadata, apply_metadata, capture, changed_since, create_special,
-    create_symlink, data_regions, hostname, is_root, open_for_backup, punch_hole_or_set_len,
-    raise_open_files_limit, username,
+    KnownEntry, SourceFile, apply_file_metadata, apply_metadata, capture, capture_knowing,
+    changed_since, create_special, create_symlink, data_regions, hostname, is_root,
+    open_for_backup, punch_hole_or_set_len, raise_open_files_limit, username,
 };
 
 /// A failed operation on a path.
