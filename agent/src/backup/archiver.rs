@@ -451,7 +451,7 @@ impl<'a> Archiver<'a> {
         let mut names: Vec<Vec<u8>> = Vec::new();
         let mut handle = None;
         let listing = DirHandle::open(access).and_then(|opened| {
-            handle = Some(opened);
+            handle = Some(Arc::new(opened));
             std::fs::read_dir(access)
         });
         let listing = listing.and_then(|entries| {
@@ -485,7 +485,7 @@ impl<'a> Archiver<'a> {
         if self.stopped() {
             return Err(BackupError::Interrupted);
         }
-        let captured = self.capture_all(&listed, parent.as_ref());
+        let captured = self.capture_all(&listed, handle.as_ref(), parent.as_ref());
         let mut children = Vec::with_capacity(listed.len());
         for ((name, child_path, child_access), captured) in listed.into_iter().zip(captured) {
             let parent_entry = parent.as_ref().and_then(|tree| tree.get(&name));
@@ -510,26 +510,33 @@ impl<'a> Archiver<'a> {
     }
 
     /// Captures the metadata of every listed entry, sharing the work with idle pool
-    /// threads when there are enough entries to be worth it. An entry that `parent` (the
+    /// threads when there are enough entries to be worth it. Each is looked up relative
+    /// to `dir` (the directory, open) when there is one. An entry that `parent` (the
     /// directory's tree in the parent snapshot) holds unchanged keeps its extended
     /// attributes from there ([`platform::capture_knowing`]).
     fn capture_all(
         &self,
         listed: &[(Vec<u8>, PathBuf, PathBuf)],
+        dir: Option<&Arc<DirHandle>>,
         parent: Option<&Tree>,
     ) -> Vec<Result<Captured, platform::PlatformError>> {
-        let items: Vec<(PathBuf, Option<platform::KnownEntry>)> = listed
+        type Item = (Vec<u8>, PathBuf, Option<platform::KnownEntry>);
+        let items: Vec<Item> = listed
             .iter()
             .map(|(name, _, access)| {
                 let known = parent
                     .and_then(|tree| tree.get(name))
                     .and_then(|entry| self.known(&entry.meta));
-                (access.clone(), known)
+                (name.clone(), access.clone(), known)
             })
             .collect();
         let names = Arc::clone(&self.names);
-        let capture = move |(access, known): &(PathBuf, Option<platform::KnownEntry>)| {
-            platform::capture_knowing(access, &names, known.as_ref())
+        let dir = dir.cloned();
+        let capture = move |(name, access, known): &Item| {
+            let at = dir
+                .as_ref()
+                .map(|dir| (dir.fd(), std::ffi::OsStr::from_bytes(name)));
+            platform::capture_knowing(access, at, &names, known.as_ref())
         };
         if items.len() < SHARED_CAPTURE {
             items.iter().map(capture).collect()

@@ -11,7 +11,7 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -43,6 +43,11 @@ impl DirHandle {
         let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_CLOEXEC;
         let fd = openat(&self.dir, name, flags, Mode::from_bits_truncate(0o666))?;
         Ok(File::from(fd))
+    }
+
+    /// The open directory, for `*at` system calls on its entries.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.dir.as_fd()
     }
 
     /// A path for system calls on the entry `name` of this directory, whose real path is

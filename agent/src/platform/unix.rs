@@ -5,14 +5,18 @@ use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io;
 use std::ops::Range;
+use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use bunker_repo_format::tree::{EntryFlags, Metadata, Node, Timestamp};
 use nix::errno::Errno;
+use nix::fcntl::AtFlags;
 use nix::fcntl::{AT_FDCWD, OFlag};
-use nix::sys::stat::{Mode, SFlag, UtimensatFlags, dev_t, futimens, mknod, utimensat};
+use nix::sys::stat::{
+    Mode, SFlag, UtimensatFlags, dev_t, fstatat, futimens, lstat, mknod, utimensat,
+};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Group, Uid, User, Whence, geteuid, gethostname, lseek, mkfifo};
 
@@ -31,72 +35,84 @@ const CREATE_MODE: u32 = 0o600;
 /// read are reported in [`Captured::warnings`] and set the `INCOMPLETE` flag instead of
 /// failing the capture. For a symlink, the target is read after the `lstat`.
 pub fn capture(path: &Path, names: &NameCache) -> Result<Captured, PlatformError> {
-    capture_knowing(path, names, None)
+    capture_knowing(path, None, names, None)
 }
 
 /// [`capture`], taking the extended attributes from `known` (an earlier capture of the
 /// same path) instead of reading them when the entry is still that one and its status
 /// change time has not moved: setting or removing an attribute updates the ctime, so the
 /// attributes are the same. Spares a no-change backup a `llistxattr` per entry.
+///
+/// With `at` (the entry's directory, open, and its name), the `lstat` is made relative to
+/// the directory (`fstatat`), without walking `path` again; `path` still names the entry
+/// and serves the calls that have no `*at` form (attributes, symlink target).
 pub fn capture_knowing(
     path: &Path,
+    at: Option<(BorrowedFd<'_>, &OsStr)>,
     names: &NameCache,
     known: Option<&KnownEntry>,
 ) -> Result<Captured, PlatformError> {
-    let stat =
-        fs::symlink_metadata(path).map_err(|e| PlatformError::new(path, "read metadata of", e))?;
-    let file_type = stat.file_type();
-    let kind = if file_type.is_file() {
-        CapturedKind::File { size: stat.len() }
-    } else if file_type.is_dir() {
+    let stat = match at {
+        Some((dir, name)) => fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW),
+        None => lstat(path),
+    }
+    .map_err(|errno| PlatformError::new(path, "read metadata of", errno.into()))?;
+    let file_type = SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits());
+    let kind = if file_type == SFlag::S_IFREG {
+        CapturedKind::File {
+            size: stat.st_size.unsigned_abs(),
+        }
+    } else if file_type == SFlag::S_IFDIR {
         CapturedKind::Dir
-    } else if file_type.is_symlink() {
+    } else if file_type == SFlag::S_IFLNK {
         let target = fs::read_link(path)
             .map_err(|e| PlatformError::new(path, "read symlink target of", e))?;
         CapturedKind::Symlink {
             target: target.into_os_string().into_encoded_bytes(),
         }
-    } else if file_type.is_fifo() {
+    } else if file_type == SFlag::S_IFIFO {
         CapturedKind::Fifo
-    } else if file_type.is_socket() {
+    } else if file_type == SFlag::S_IFSOCK {
         CapturedKind::Socket
-    } else if file_type.is_char_device() {
-        CapturedKind::CharDevice { rdev: stat.rdev() }
-    } else if file_type.is_block_device() {
-        CapturedKind::BlockDevice { rdev: stat.rdev() }
+    } else if file_type == SFlag::S_IFCHR {
+        CapturedKind::CharDevice { rdev: stat.st_rdev }
+    } else if file_type == SFlag::S_IFBLK {
+        CapturedKind::BlockDevice { rdev: stat.st_rdev }
     } else {
         return Err(PlatformError::new(
             path,
             "recognise the file type of",
             io::Error::new(
                 io::ErrorKind::Unsupported,
-                format!("unknown file type (mode {:o})", stat.mode()),
+                format!("unknown file type (mode {:o})", stat.st_mode),
             ),
         ));
     };
 
     let mut warnings = Vec::new();
-    let ctime = timestamp(stat.ctime(), stat.ctime_nsec());
+    let ctime = timestamp(stat.st_ctime, stat.st_ctime_nsec);
     let xattrs = match known {
         Some(known)
-            if known.device == stat.dev() && known.inode == stat.ino() && known.ctime == ctime =>
+            if known.device == stat.st_dev
+                && known.inode == stat.st_ino
+                && known.ctime == ctime =>
         {
             known.xattrs.clone()
         }
         _ => read_xattrs(path, &mut warnings),
     };
     let mut meta = Metadata {
-        mode: stat.mode() & 0o7777,
-        uid: stat.uid(),
-        gid: stat.gid(),
-        user: names.user(stat.uid()),
-        group: names.group(stat.gid()),
-        mtime: timestamp(stat.mtime(), stat.mtime_nsec()),
-        atime: timestamp(stat.atime(), stat.atime_nsec()),
+        mode: stat.st_mode & 0o7777,
+        uid: stat.st_uid,
+        gid: stat.st_gid,
+        user: names.user(stat.st_uid),
+        group: names.group(stat.st_gid),
+        mtime: timestamp(stat.st_mtime, stat.st_mtime_nsec),
+        atime: timestamp(stat.st_atime, stat.st_atime_nsec),
         ctime,
-        device: stat.dev(),
-        inode: stat.ino(),
-        nlinks: stat.nlink(),
+        device: stat.st_dev,
+        inode: stat.st_ino,
+        nlinks: stat.st_nlink,
         xattrs,
         flags: 0,
     };
@@ -729,7 +745,11 @@ mod tests {
             ctime: real.ctime,
             xattrs: vec![(b"user.from-parent".to_vec(), b"v".to_vec())],
         };
-        let taken = capture_knowing(&path, &names, Some(&known)).unwrap().meta;
+        let opened = File::open(dir.path()).unwrap();
+        let at = Some((std::os::fd::AsFd::as_fd(&opened), OsStr::new("f")));
+        let taken = capture_knowing(&path, at, &names, Some(&known))
+            .unwrap()
+            .meta;
         assert_eq!(taken.xattrs, known.xattrs, "unchanged: not read again");
         assert_eq!(
             Metadata {
@@ -753,9 +773,28 @@ mod tests {
                 ..known.clone()
             },
         ] {
-            let read = capture_knowing(&path, &names, Some(&stale)).unwrap().meta;
+            let read = capture_knowing(&path, None, &names, Some(&stale))
+                .unwrap()
+                .meta;
             assert_eq!(read.xattrs, real.xattrs, "{stale:?}: read from the file");
         }
+
+        // Looked up relative to the open directory, every kind captures as by its path.
+        symlink("f", dir.path().join("link")).unwrap();
+        fs::create_dir(dir.path().join("sub")).unwrap();
+        for name in ["f", "link", "sub"] {
+            let path = dir.path().join(name);
+            let at = Some((std::os::fd::AsFd::as_fd(&opened), OsStr::new(name)));
+            let mut relative = capture_knowing(&path, at, &names, None).unwrap();
+            let by_path = capture(&path, &names).unwrap();
+            // Reading a symlink's target moves its access time.
+            relative.meta.atime = by_path.meta.atime;
+            assert_eq!(relative, by_path, "{name}");
+        }
+        let at = Some((std::os::fd::AsFd::as_fd(&opened), OsStr::new("missing")));
+        let err = capture_knowing(&dir.path().join("missing"), at, &names, None).unwrap_err();
+        assert_eq!(err.source.kind(), io::ErrorKind::NotFound);
+        assert_eq!(err.path, dir.path().join("missing"));
     }
 
     #[test]
