@@ -496,7 +496,7 @@ impl<'a> Archiver<'a> {
                 children.push(child);
             }
         }
-        self.read_small_files(&mut children)?;
+        self.read_small_files(&mut children, handle.as_ref())?;
         let mut entries = Vec::with_capacity(children.len());
         for child in children {
             if self.stopped() {
@@ -560,8 +560,12 @@ impl<'a> Archiver<'a> {
 
     /// Reads the small files among `children` that still need reading, a group at a time
     /// (see [`small_files`]), then claims and queues their new chunks in order. A file that
-    /// could not be read is recorded and left out.
-    fn read_small_files(&mut self, children: &mut [Child<'_>]) -> Result<(), BackupError> {
+    /// could not be read is recorded and left out. `dir` is their directory, open.
+    fn read_small_files(
+        &mut self,
+        children: &mut [Child<'_>],
+        dir: Option<&Arc<DirHandle>>,
+    ) -> Result<(), BackupError> {
         let to_read: Vec<usize> = children
             .iter()
             .enumerate()
@@ -571,11 +575,14 @@ impl<'a> Archiver<'a> {
         let sizes: Vec<u64> = to_read.iter().map(|&i| children[i].size()).collect();
         for group in small_files::groups(&sizes) {
             let indices = &to_read[group];
-            let files = indices.iter().map(|&i| children[i].small_file()).collect();
+            let files = indices
+                .iter()
+                .map(|&i| children[i].small_file(dir))
+                .collect();
             let reads = self.small_files.read_group(files);
             for (&i, read) in indices.iter().zip(reads) {
                 let child = &mut children[i];
-                let read = match read {
+                let mut read = match read {
                     Ok(read) => read,
                     Err(ReadFailure::Consumer(e)) => return Err(e),
                     Err(ReadFailure::Io(e)) => {
@@ -587,9 +594,18 @@ impl<'a> Archiver<'a> {
                 if let Some(progress) = &self.stages.progress {
                     progress.read(read.read.bytes_read);
                 }
-                for (id, chunk) in read.chunks() {
+                if let Some(id) = read.whole_file_chunk() {
+                    // Most small files are one chunk: its bytes go to the seal stage as read.
                     if self.stages.dedup.claim(id) {
-                        self.stages.sealer.push(id, chunk);
+                        self.stages
+                            .sealer
+                            .push_owned(id, std::mem::take(&mut read.data));
+                    }
+                } else {
+                    for (id, chunk) in read.chunks() {
+                        if self.stages.dedup.claim(id) {
+                            self.stages.sealer.push(id, chunk);
+                        }
                     }
                 }
                 let size = child.size();
@@ -775,9 +791,15 @@ impl Child<'_> {
     }
 
     /// This file, to read in a group (see [`small_files`]).
-    fn small_file(&self) -> SmallFile {
+    fn small_file(&self, dir: Option<&Arc<DirHandle>>) -> SmallFile {
         SmallFile {
             access: self.access.clone(),
+            at: dir.map(|dir| {
+                (
+                    Arc::clone(dir),
+                    std::ffi::OsStr::from_bytes(&self.name).to_owned(),
+                )
+            }),
             size: self.size(),
             identity: self.identity(),
         }

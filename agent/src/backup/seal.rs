@@ -105,10 +105,15 @@ impl Sealer {
         }
     }
 
-    /// Queues a chunk (already claimed by the dedup stage).
+    /// Queues a copy of a chunk (already claimed by the dedup stage).
     pub(super) fn push(&mut self, id: BlobId, chunk: &[u8]) {
+        self.push_owned(id, chunk.to_vec());
+    }
+
+    /// Queues a chunk (already claimed by the dedup stage) the caller no longer needs.
+    pub(super) fn push_owned(&mut self, id: BlobId, chunk: Vec<u8>) {
         self.batch_bytes += chunk.len();
-        self.batch.push((id, chunk.to_vec()));
+        self.batch.push((id, chunk));
         if self.batch_bytes >= BATCH_BYTES {
             self.submit();
         }

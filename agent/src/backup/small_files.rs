@@ -11,6 +11,7 @@
 //! beyond one [`SMALL_FILE`]-sized read buffer per thread.
 
 use std::cell::RefCell;
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,7 +23,7 @@ use super::BackupError;
 use super::read::{Chunking, ReadFailure, ReadFile, read_file};
 use super::shared_work::share;
 use crate::cancel::Cancel;
-use crate::platform;
+use crate::platform::{self, DirHandle};
 
 /// Files of at most this many bytes are read in groups; larger ones one at a time by the
 /// walking thread, which cuts a large one in parallel segments itself (see [`super::read`]).
@@ -35,6 +36,8 @@ pub(super) const GROUP_BYTES: u64 = 4 << 20;
 pub(super) struct SmallFile {
     /// The path to open (see [`platform::DirHandle`]).
     pub access: PathBuf,
+    /// Its directory, open, and its name there: it is opened relative to the directory.
+    pub at: Option<(Arc<DirHandle>, OsString)>,
     /// Its size when its metadata was captured.
     pub size: u64,
     /// The captured identity it is compared with once read (live device number, inode,
@@ -53,6 +56,15 @@ pub(super) struct SmallRead {
 }
 
 impl SmallRead {
+    /// The id of the file's one chunk when that chunk is the whole file (no holes): its
+    /// bytes are [`Self::data`], which can then be handed on without a copy.
+    pub(super) fn whole_file_chunk(&self) -> Option<BlobId> {
+        match self.read.extents.as_slice() {
+            [Extent::Chunk { id, length }] if *length as usize == self.data.len() => Some(*id),
+            _ => None,
+        }
+    }
+
     /// Each chunk's id and bytes, in order.
     pub(super) fn chunks(&self) -> impl Iterator<Item = (BlobId, &[u8])> {
         let mut offset = 0usize;
@@ -130,7 +142,11 @@ impl SmallFileReader {
         if self.stopped() {
             return Err(ReadFailure::Consumer(BackupError::Interrupted));
         }
-        let mut file = platform::open_for_backup(&small.access)?;
+        let at = small
+            .at
+            .as_ref()
+            .map(|(dir, name)| (dir.fd(), name.as_os_str()));
+        let mut file = platform::open_for_backup_at(&small.access, at)?;
         let mut data = Vec::with_capacity(usize::try_from(small.size).unwrap_or(0));
         let read = BUFFER.with_borrow_mut(|buffer| {
             read_file(&self.chunking, &mut file, small.size, buffer, |_, chunk| {
@@ -166,8 +182,11 @@ mod tests {
         let meta = platform::capture(path, &NameCache::new())
             .expect("capture")
             .meta;
+        let dir = DirHandle::open(path.parent().expect("parent")).expect("open directory");
+        let name = path.file_name().expect("name").to_owned();
         SmallFile {
             access: path.to_owned(),
+            at: Some((Arc::new(dir), name)),
             size: fs::metadata(path).expect("stat").len(),
             identity: Metadata {
                 device: meta.device,
@@ -229,6 +248,7 @@ mod tests {
         // Gone since it was listed.
         group.push(SmallFile {
             access: dir.join("gone"),
+            at: None,
             size: 10,
             identity: Metadata::default(),
         });

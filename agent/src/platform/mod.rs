@@ -41,7 +41,7 @@ pub use remove::remove_tree_nofollow;
 pub use unix::{
     KnownEntry, SourceFile, apply_file_metadata, apply_metadata, capture, capture_knowing,
     changed_since, create_special, create_symlink, data_regions, hostname, is_root,
-    open_for_backup, punch_hole_or_set_len, raise_open_files_limit, username,
+    open_for_backup, open_for_backup_at, punch_hole_or_set_len, raise_open_files_limit, username,
 };
 
 /// A failed operation on a path.

@@ -7,13 +7,13 @@ use std::io;
 use std::ops::Range;
 use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use bunker_repo_format::tree::{EntryFlags, Metadata, Node, Timestamp};
 use nix::errno::Errno;
 use nix::fcntl::AtFlags;
-use nix::fcntl::{AT_FDCWD, OFlag};
+use nix::fcntl::{AT_FDCWD, OFlag, openat};
 use nix::sys::stat::{
     Mode, SFlag, UtimensatFlags, dev_t, fstatat, futimens, lstat, mknod, utimensat,
 };
@@ -187,15 +187,28 @@ fn read_xattrs(path: &Path, warnings: &mut Vec<CaptureWarning>) -> Vec<(Vec<u8>,
 /// permitted (files the process does not own). Fails with `InvalidInput` when the entry is
 /// no longer a regular file.
 pub fn open_for_backup(path: &Path) -> io::Result<SourceFile> {
-    let base = (OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits();
-    let open = |flags: i32| File::options().read(true).custom_flags(flags).open(path);
+    open_for_backup_at(path, None)
+}
+
+/// [`open_for_backup`]; with `at` (the file's directory, open, and its name) the file is
+/// opened relative to the directory (`openat`), without walking `path` again.
+pub fn open_for_backup_at(
+    path: &Path,
+    at: Option<(BorrowedFd<'_>, &OsStr)>,
+) -> io::Result<SourceFile> {
+    let base = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+    let open = |flags: OFlag| match at {
+        Some((dir, name)) => openat(dir, name, flags, Mode::empty()),
+        None => openat(AT_FDCWD, path, flags, Mode::empty()),
+    };
     #[cfg(any(target_os = "linux", target_os = "android"))]
-    let file = match open(base | OFlag::O_NOATIME.bits()) {
-        Err(e) if e.raw_os_error() == Some(Errno::EPERM as i32) => open(base),
+    let fd = match open(base | OFlag::O_NOATIME) {
+        Err(Errno::EPERM) => open(base),
         other => other,
     }?;
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    let file = open(base)?;
+    let fd = open(base)?;
+    let file = File::from(fd);
     let stat = file.metadata()?;
     if !stat.is_file() {
         return Err(io::Error::new(
@@ -534,7 +547,7 @@ mod tests {
 
     use super::*;
     use std::io::{Seek, SeekFrom, Write};
-    use std::os::unix::fs::{FileExt, lchown, symlink};
+    use std::os::unix::fs::{FileExt, OpenOptionsExt, lchown, symlink};
     use std::os::unix::net::UnixListener;
 
     use nix::sys::stat::makedev;
@@ -1054,9 +1067,19 @@ mod tests {
         let link = dir.path().join("link");
         symlink(&path, &link).unwrap();
         assert!(open_for_backup(&link).is_err());
+        let opened = File::open(dir.path()).unwrap();
+        let at = |name: &'static str| Some((std::os::fd::AsFd::as_fd(&opened), OsStr::new(name)));
+        assert!(
+            open_for_backup_at(&link, at("link")).is_err(),
+            "not followed"
+        );
+        let relative = open_for_backup_at(&path, at("f")).unwrap();
+        assert!(!changed_since(&relative.file, 6, &capture(&path, &names).unwrap().meta).unwrap());
         let fifo = dir.path().join("fifo");
         mkfifo(&fifo, Mode::from_bits_truncate(0o600)).unwrap();
         let err = open_for_backup(&fifo).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        let err = open_for_backup_at(&fifo, at("fifo")).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
     }
 
