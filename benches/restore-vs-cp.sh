@@ -44,11 +44,13 @@ fresh_fs_run() {
     cat "$work/time"
 }
 
-echo "rep tool wall_s user_s sys_s"
-for rep in $(seq "$reps"); do
-    echo "$rep cp-a $(fresh_fs_run cp -a "$source_tree" "$mnt/tree")"
-    echo "$rep bunker $(fresh_fs_run "$bunker" restore latest --target "$mnt/tree")"
-done | tee "$work/results.txt"
+{
+    echo "rep tool wall_s user_s sys_s"
+    for rep in $(seq "$reps"); do
+        echo "$rep cp-a $(fresh_fs_run cp -a "$source_tree" "$mnt/tree")"
+        echo "$rep bunker $(fresh_fs_run "$bunker" restore latest --target "$mnt/tree")"
+    done
+} | tee "$work/results.txt"
 awk 'NR > 1 { wall[$2] += $3; n[$2]++ }
      END { printf "bunker restore / cp -a, mean wall: %.2f (bunker %.2f s, cp -a %.2f s)\n",
            wall["bunker"] / n["bunker"] / (wall["cp-a"] / n["cp-a"]),
