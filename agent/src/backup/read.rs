@@ -112,8 +112,8 @@ pub(super) fn read_file<E>(
     let regions = if source.may_have_holes {
         platform::data_regions(file, size)?
     } else {
-        // One region: the whole file.
-        std::iter::once(0..size).collect()
+        // One region, the whole file (none for an empty one).
+        (size > 0).then_some(0..size).into_iter().collect()
     };
     let mut extents = Vec::new();
     // The file's offset: a region that starts there needs no seek.

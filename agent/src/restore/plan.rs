@@ -9,9 +9,9 @@
 //! The walk creates directories, symlinks, special files and hard links at once, and every
 //! regular file as an empty file, relative to its directory's open descriptor; each file
 //! goes into the batch with its metadata, which the writer applies once the batch is
-//! written. A file that ends in a hole is given its
-//! final size at once (`set_len`: sparse until written, so holes stay holes); any other file
-//! reaches its size with its last chunk's write. A file already at its place with the right
+//! written. A file that ends in a hole is given its final size at once (`set_len`: sparse
+//! until written, so holes stay holes); any other file reaches its size with its last
+//! chunk's write. A file already at its place with the right
 //! content is left alone (see [`super::resume`]). A directory this restore created (or found
 //! empty) holds nothing yet, so its entries are created without first looking for what is
 //! there: two `lstat` calls fewer per file when restoring into a new directory.
@@ -515,7 +515,7 @@ impl<'a> Planner<'a> {
                 return Ok(());
             }
             Node::File { extents } => {
-                match self.plan_file(extents, &entry.meta, path, parent, fresh) {
+                match self.plan_file(extents, &entry.meta, path, (parent, name), fresh) {
                     // Its batch applies the metadata once the content is written.
                     FilePlanned::Batched => {
                         if let Some(key) = link_key {
@@ -566,18 +566,18 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// Leaves a correct existing file alone, or creates the file in `parent` and adds it,
-    /// with its chunks and metadata, to the batch. `fresh`: `parent` is known to be empty.
+    /// Leaves a correct existing file alone, or creates the file `name` in `parent` and
+    /// adds it, with its chunks and metadata, to the batch. `fresh`: `parent` is known to
+    /// be empty.
     fn plan_file(
         &mut self,
         extents: &[Extent],
         meta: &Metadata,
         path: &Path,
-        parent: &DirHandle,
+        (parent, name): (&DirHandle, &OsStr),
         fresh: bool,
     ) -> FilePlanned {
         let size = extents.iter().map(Extent::length).sum::<u64>();
-        let name = path.file_name().unwrap_or_default();
         if !fresh {
             let access = &parent.child(path, name);
             match resume::already_restored(self.repo, access, extents, size) {
