@@ -252,7 +252,7 @@ fn write_content(
                     &fetched.range,
                     &data,
                     &|blob, result| match result {
-                        Ok(plaintext) => writer.write(&open, blob, &plaintext),
+                        Ok(plaintext) => writer.write(&open, blob, plaintext),
                         Err(e) => writer.fail_blobs(std::slice::from_ref(blob), &e.to_string()),
                     },
                 );

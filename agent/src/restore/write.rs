@@ -13,19 +13,20 @@
 //! content, each directory after everything inside it, so writing into a directory does not
 //! move its times and a read-only directory does not block its children.
 
-use std::collections::{BTreeSet, HashMap};
+use std::borrow::Cow;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 use bunker_repo_format::BlobId;
 use bunker_repo_format::tree::{Metadata, Node};
 use rayon::prelude::*;
 
-use super::plan::{Pending, PendingDir, PlannedBlob, PlannedFile};
+use super::plan::{Pending, PendingDir, Placement, PlannedBlob, PlannedFile};
 use crate::platform::{self, ApplyOptions, DirHandle};
 use crate::progress::Progress;
 
@@ -54,7 +55,44 @@ pub(super) struct ContentWriter<'a> {
 
 /// The files open for one fetched range, by file number.
 /// `None`: the file could not be opened (already reported), so its writes are skipped.
-pub(super) type OpenFiles = HashMap<u32, Option<Arc<File>>>;
+pub(super) type OpenFiles = HashMap<u32, Option<Target>>;
+
+/// A file open for one fetched range.
+#[derive(Debug)]
+pub(super) enum Target {
+    /// Takes one blob of the range.
+    Single(Arc<File>),
+    /// Takes several blobs of the range, which the pool unseals at once: written one at a
+    /// time (see [`SharedFile`]).
+    Shared(SharedFile),
+}
+
+/// A file several threads have blobs for. ext4 (like most filesystems) serialises buffered
+/// writes to one file on its inode lock, and a thread waiting for it spins: half of a
+/// two-core volume restore went to `rwsem_spin_on_owner` (docs/PERFORMANCE.md, session 12).
+/// So one thread writes at a time, and a thread that finds the file busy leaves its blob
+/// with the writer and goes back to unsealing; the writer writes what was left before it
+/// lets go. At most [`QUEUED_WRITES`] blobs wait: when writing is what holds the restore,
+/// unsealing further ahead would only fill memory, so a thread that finds the queue full
+/// waits (asleep) for room.
+#[derive(Debug)]
+pub(super) struct SharedFile {
+    file: Arc<File>,
+    queue: Mutex<WriteQueue>,
+    room: Condvar,
+}
+
+/// Blobs waiting for the thread writing a [`SharedFile`], at most.
+const QUEUED_WRITES: usize = 4;
+
+/// Writes left for the thread writing a [`SharedFile`].
+#[derive(Debug, Default)]
+struct WriteQueue {
+    /// A thread is writing (and will write whatever is queued).
+    writing: bool,
+    /// Offsets and bytes left to write, oldest first.
+    queued: VecDeque<(u64, Vec<u8>)>,
+}
 
 impl<'a> ContentWriter<'a> {
     pub fn new(files: &'a [PlannedFile], progress: Option<&'a Progress>) -> Self {
@@ -83,12 +121,26 @@ impl<'a> ContentWriter<'a> {
         let mut opened = 0;
         for (&number, &count) in &placements {
             let planned = &self.files[number as usize];
-            if let Some(handle) = &planned.handle {
-                open.insert(number, Some(Arc::clone(handle)));
+            let file = if let Some(handle) = &planned.handle {
+                Some(Arc::clone(handle))
             } else if count > 1 && opened < SHARED_OPENS {
-                open.insert(number, self.open_or_fail(number));
                 opened += 1;
-            }
+                self.open_or_fail(number)
+            } else {
+                continue;
+            };
+            let target = file.map(|file| {
+                if count > 1 {
+                    Target::Shared(SharedFile {
+                        file,
+                        queue: Mutex::default(),
+                        room: Condvar::new(),
+                    })
+                } else {
+                    Target::Single(file)
+                }
+            });
+            open.insert(number, target);
         }
         open
     }
@@ -113,33 +165,93 @@ impl<'a> ContentWriter<'a> {
 
     /// Writes a verified blob to each of its placements, through `open` or a descriptor
     /// opened for this write.
-    pub fn write(&self, open: &OpenFiles, blob: &PlannedBlob, data: &[u8]) {
-        for placement in &blob.placements {
-            let file = match open.get(&placement.file) {
-                Some(Some(file)) => Arc::clone(file),
-                Some(None) => continue,
-                None => match self.open_or_fail(placement.file) {
-                    Some(file) => file,
-                    None => continue,
-                },
-            };
-            match file.write_all_at(data, placement.offset) {
-                Ok(()) => {
-                    self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
-                    if let Some(progress) = self.progress {
-                        progress.bytes_done(data.len() as u64);
+    pub fn write(&self, open: &OpenFiles, blob: &PlannedBlob, mut data: Vec<u8>) {
+        let last = blob.placements.len().saturating_sub(1);
+        for (i, placement) in blob.placements.iter().enumerate() {
+            match open.get(&placement.file) {
+                Some(Some(Target::Single(file))) => self.write_at(file, placement, &data),
+                Some(Some(Target::Shared(shared))) => {
+                    // The last placement may keep the bytes; the others lend them.
+                    let bytes = if i == last {
+                        Cow::Owned(std::mem::take(&mut data))
+                    } else {
+                        Cow::Borrowed(data.as_slice())
+                    };
+                    self.write_shared(shared, placement, bytes);
+                }
+                Some(None) => {}
+                None => {
+                    if let Some(file) = self.open_or_fail(placement.file) {
+                        self.write_at(&file, placement, &data);
                     }
                 }
-                Err(e) => {
-                    let path = &self.files[placement.file as usize].path;
-                    let mut failures = self.failures();
-                    failures.files.insert(placement.file);
-                    failures.messages.push(format!(
-                        "{}: could not write at offset {}: {e}",
-                        path.display(),
-                        placement.offset
-                    ));
+            }
+        }
+    }
+
+    /// Writes `data` to `shared` now if no other thread is writing to it, then whatever
+    /// others left meanwhile; else leaves it for the thread that is (waiting for room when
+    /// [`QUEUED_WRITES`] blobs already wait).
+    fn write_shared(&self, shared: &SharedFile, placement: &Placement, data: Cow<'_, [u8]>) {
+        let lock = || shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        {
+            let mut queue = lock();
+            while queue.writing && queue.queued.len() >= QUEUED_WRITES {
+                queue = shared
+                    .room
+                    .wait(queue)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            if queue.writing {
+                queue
+                    .queued
+                    .push_back((placement.offset, data.into_owned()));
+                return;
+            }
+            queue.writing = true;
+        }
+        self.write_at(&shared.file, placement, &data);
+        drop(data);
+        loop {
+            let (offset, left) = {
+                let mut queue = lock();
+                let next = queue.queued.pop_front();
+                if next.is_none() {
+                    queue.writing = false;
                 }
+                // Room for one more, or the file is free: either lets waiting threads on.
+                shared.room.notify_all();
+                match next {
+                    Some(next) => next,
+                    None => return,
+                }
+            };
+            let at = Placement {
+                file: placement.file,
+                offset,
+            };
+            self.write_at(&shared.file, &at, &left);
+        }
+    }
+
+    /// Writes `data` at `placement` in `file`, counting it or recording the failure.
+    fn write_at(&self, file: &File, placement: &Placement, data: &[u8]) {
+        match file.write_all_at(data, placement.offset) {
+            Ok(()) => {
+                self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                if let Some(progress) = self.progress {
+                    progress.bytes_done(data.len() as u64);
+                }
+            }
+            Err(e) => {
+                let path = &self.files[placement.file as usize].path;
+                let mut failures = self.failures();
+                failures.files.insert(placement.file);
+                failures.messages.push(format!(
+                    "{}: could not write at offset {}: {e}",
+                    path.display(),
+                    placement.offset
+                ));
             }
         }
     }
@@ -334,5 +446,82 @@ fn record(
             e.op,
             e.source
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bunker_repo_format::index::BlobLocation;
+    use bunker_repo_format::{BlobKind, PackId};
+
+    use super::*;
+
+    const BLOCK: usize = 64 << 10;
+
+    fn blob(i: usize) -> PlannedBlob {
+        PlannedBlob {
+            id: BlobId::from_bytes([i as u8; 32]),
+            location: BlobLocation {
+                pack: PackId::from_bytes([0; 32]),
+                kind: BlobKind::Data,
+                offset: 0,
+                length: 0,
+                raw_length: BLOCK as u32,
+            },
+            placements: vec![Placement {
+                file: 0,
+                offset: (i * BLOCK) as u64,
+            }],
+        }
+    }
+
+    fn content(i: usize) -> Vec<u8> {
+        vec![i as u8 + 1; BLOCK]
+    }
+
+    #[test]
+    fn blobs_unsealed_at_once_for_one_file_are_all_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("volume.img");
+        let count = 128;
+        let files = vec![PlannedFile {
+            path: path.clone(),
+            handle: Some(Arc::new(File::create(&path).expect("create"))),
+            size: (count * BLOCK) as u64,
+            meta: None,
+        }];
+        let blobs: Vec<PlannedBlob> = (0..count).map(blob).collect();
+        let writer = ContentWriter::new(&files, None);
+        let open = writer.open_targets(&blobs);
+        let Some(Some(Target::Shared(shared))) = open.get(&0) else {
+            panic!("a file taking several blobs of a range is shared")
+        };
+
+        // A blob arriving while another thread writes is left with that thread...
+        shared.queue.lock().expect("lock").writing = true;
+        writer.write(&open, &blobs[0], content(0));
+        assert_eq!(shared.queue.lock().expect("lock").queued.len(), 1);
+        assert_eq!(
+            std::fs::metadata(&path).expect("stat").len(),
+            0,
+            "not written yet"
+        );
+        // ...which writes it before it lets go of the file.
+        shared.queue.lock().expect("lock").writing = false;
+        writer.write(&open, &blobs[1], content(1));
+        assert!(shared.queue.lock().expect("lock").queued.is_empty());
+
+        blobs[2..]
+            .par_iter()
+            .enumerate()
+            .for_each(|(i, blob)| writer.write(&open, blob, content(i + 2)));
+        drop(open);
+        let (bytes, messages, failed) = writer.finish();
+        assert_eq!((bytes, failed), ((count * BLOCK) as u64, 0), "{messages:?}");
+        let written = std::fs::read(&path).expect("read");
+        for (i, block) in written.chunks(BLOCK).enumerate() {
+            assert_eq!(block, content(i).as_slice(), "block {i}");
+        }
+        assert_eq!(written.len(), count * BLOCK);
     }
 }
