@@ -3,9 +3,11 @@
 //!
 //! Any blob can be written as soon as it is unsealed, from any thread (`pwrite` through a
 //! shared descriptor): a write past the end grows the file, and a file ending in a hole was
-//! given its size when created. Holes are never written, so they stay holes. A blob that
-//! cannot be fetched or verified fails the files it feeds, and the message names the pack
-//! (or blob) and those files; such a file still gets its full size.
+//! given its size when created; a file several threads have blobs for is written by one of
+//! them at a time, the others leaving theirs with it ([`SharedFile`]). Holes are never
+//! written, so they stay holes. A blob that cannot be fetched or verified fails the files
+//! it feeds, and the message names the pack (or blob) and those files; such a file still
+//! gets its full size.
 //!
 //! Metadata is applied after content. A batch's files get theirs as soon as the batch is
 //! written, through the descriptor each was created with when it kept one. Everything else
