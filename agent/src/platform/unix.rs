@@ -12,8 +12,7 @@ use std::path::Path;
 
 use bunker_repo_format::tree::{EntryFlags, Metadata, Node, Timestamp};
 use nix::errno::Errno;
-use nix::fcntl::AtFlags;
-use nix::fcntl::{AT_FDCWD, OFlag, openat};
+use nix::fcntl::{AT_FDCWD, AtFlags, OFlag, openat};
 use nix::sys::stat::{
     Mode, SFlag, UtimensatFlags, dev_t, fstatat, futimens, lstat, mknod, utimensat,
 };
