@@ -485,10 +485,15 @@ impl<'a> Archiver<'a> {
         if self.stopped() {
             return Err(BackupError::Interrupted);
         }
-        let captured = self.capture_all(&listed, handle.as_ref(), parent.as_ref());
+        // Each entry's counterpart in the parent snapshot, looked up once.
+        let parent_entries: Vec<Option<&Entry>> = listed
+            .iter()
+            .map(|(name, _, _)| parent.as_ref().and_then(|tree| tree.get(name)))
+            .collect();
+        let captured = self.capture_all(&listed, handle.as_ref(), &parent_entries);
         let mut children = Vec::with_capacity(listed.len());
-        for ((name, child_path, child_access), captured) in listed.into_iter().zip(captured) {
-            let parent_entry = parent.as_ref().and_then(|tree| tree.get(&name));
+        let entries_and_captures = listed.into_iter().zip(parent_entries).zip(captured);
+        for (((name, child_path, child_access), parent_entry), captured) in entries_and_captures {
             if let Some(mut child) =
                 self.admit(child_path, child_access, name, parent_entry, captured)
             {
@@ -511,22 +516,21 @@ impl<'a> Archiver<'a> {
 
     /// Captures the metadata of every listed entry, sharing the work with idle pool
     /// threads when there are enough entries to be worth it. Each is looked up relative
-    /// to `dir` (the directory, open) when there is one. An entry that `parent` (the
-    /// directory's tree in the parent snapshot) holds unchanged keeps its extended
-    /// attributes from there ([`platform::capture_knowing`]).
+    /// to `dir` (the directory, open) when there is one. An entry whose counterpart in the
+    /// parent snapshot (`parents`, by entry) is unchanged keeps its extended attributes
+    /// from there ([`platform::capture_knowing`]).
     fn capture_all(
         &self,
         listed: &[(Vec<u8>, PathBuf, PathBuf)],
         dir: Option<&Arc<DirHandle>>,
-        parent: Option<&Tree>,
+        parents: &[Option<&Entry>],
     ) -> Vec<Result<Captured, platform::PlatformError>> {
         type Item = (Vec<u8>, PathBuf, Option<platform::KnownEntry>);
         let items: Vec<Item> = listed
             .iter()
-            .map(|(name, _, access)| {
-                let known = parent
-                    .and_then(|tree| tree.get(name))
-                    .and_then(|entry| self.known(&entry.meta));
+            .zip(parents)
+            .map(|((name, _, access), parent)| {
+                let known = parent.and_then(|entry| self.known(&entry.meta));
                 (name.clone(), access.clone(), known)
             })
             .collect();

@@ -515,7 +515,7 @@ impl<'a> Planner<'a> {
                 return Ok(());
             }
             Node::File { extents } => {
-                match self.plan_file(extents, &entry.meta, path, (parent, name), fresh) {
+                match self.plan_file(extents, &entry.meta, path, access, (parent, name), fresh) {
                     // Its batch applies the metadata once the content is written.
                     FilePlanned::Batched => {
                         if let Some(key) = link_key {
@@ -567,19 +567,19 @@ impl<'a> Planner<'a> {
     }
 
     /// Leaves a correct existing file alone, or creates the file `name` in `parent` and
-    /// adds it, with its chunks and metadata, to the batch. `fresh`: `parent` is known to
-    /// be empty.
+    /// adds it, with its chunks and metadata, to the batch. `access` is its path for the
+    /// system calls that check what is there; `fresh`: `parent` is known to be empty.
     fn plan_file(
         &mut self,
         extents: &[Extent],
         meta: &Metadata,
         path: &Path,
+        access: &Path,
         (parent, name): (&DirHandle, &OsStr),
         fresh: bool,
     ) -> FilePlanned {
         let size = extents.iter().map(Extent::length).sum::<u64>();
         if !fresh {
-            let access = &parent.child(path, name);
             match resume::already_restored(self.repo, access, extents, size) {
                 Ok(true) => {
                     self.plan.skipped += 1;

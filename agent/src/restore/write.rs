@@ -347,11 +347,16 @@ pub(super) fn apply_files(files: &[PlannedFile], options: &ApplyOptions) -> Repo
         })
         .collect();
     let mut report = Report::default();
+    merge(&mut report, reports);
+    report
+}
+
+/// Adds the errors and warnings of `reports` to `report`, in order.
+fn merge(report: &mut Report, reports: Vec<Report>) {
     for (errors, warnings) in reports {
         report.0.extend(errors);
         report.1.extend(warnings);
     }
-    report
 }
 
 /// A regular file's kind, for [`platform::apply_metadata`].
@@ -395,10 +400,7 @@ fn apply_dir(dir: &PendingDir, access: &Path, options: &ApplyOptions) -> Report 
                 } else {
                     dir.children.par_iter().map(apply_child).collect()
                 };
-                for (errors, warnings) in reports {
-                    report.0.extend(errors);
-                    report.1.extend(warnings);
-                }
+                merge(&mut report, reports);
             }
             Err(e) => report.0.push(format!(
                 "{}: could not open directory to restore metadata: {e}",
