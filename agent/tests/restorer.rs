@@ -301,6 +301,63 @@ fn restore_of_many_files_hardlinks_sparse_and_big_files_is_exact() {
     );
 }
 
+/// A sparse image with 40 MiB of data, above the size the restorer writes directly: a
+/// hole, data from an offset inside a block, a hole, data, and a length that ends mid-block.
+fn build_large_image(src: &Path) {
+    fs::create_dir_all(src).unwrap();
+    let image = fs::File::create(src.join("large.img")).unwrap();
+    image.set_len((64 << 20) + 1234).unwrap();
+    use std::os::unix::fs::FileExt;
+    image
+        .write_all_at(&random_bytes(21, 30 << 20), (1 << 20) + 333)
+        .unwrap();
+    image
+        .write_all_at(&random_bytes(22, 10 << 20), (40 << 20) + 4097)
+        .unwrap();
+    image.write_all_at(b"end", (64 << 20) + 1231).unwrap();
+    fs::write(src.join("small.txt"), b"a small file beside it\n").unwrap();
+}
+
+/// Whether files under `dir` can be opened for direct I/O (not on tmpfs, for one).
+fn direct_io_allowed(dir: &Path) -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    let probe = dir.join("direct-probe");
+    let allowed = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .custom_flags(nix::fcntl::OFlag::O_DIRECT.bits())
+        .open(&probe)
+        .is_ok();
+    let _ = fs::remove_file(&probe);
+    allowed
+}
+
+#[test]
+fn a_large_file_is_written_around_the_page_cache_and_is_exact() {
+    let f = Fixture::with_tree(build_large_image);
+    let target = f.root.join("restore");
+    let outcome = f.restore(&target);
+    assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+    assert_same_tree(&f.src, &target);
+    let image = fs::metadata(target.join("large.img")).unwrap();
+    assert!(
+        image.blocks() * 512 < 48 << 20,
+        "large.img allocates {} bytes: holes were written",
+        image.blocks() * 512
+    );
+    if direct_io_allowed(&f.root) {
+        // Everything but the blocks that two chunks share and the file's ends.
+        assert!(
+            outcome.bytes_direct > 36 << 20 && outcome.bytes_direct < outcome.bytes,
+            "{} of {} bytes written directly",
+            outcome.bytes_direct,
+            outcome.bytes
+        );
+    } else {
+        assert_eq!(outcome.bytes_direct, 0);
+    }
+}
+
 #[test]
 fn resumed_restore_leaves_correct_files_alone_and_repairs_the_rest() {
     let f = Fixture::new();

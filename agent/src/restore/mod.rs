@@ -11,7 +11,8 @@
 //!   bounded;
 //! - [`unseal`](self::unseal): authenticates, decompresses and re-hashes every blob on the
 //!   rayon pool;
-//! - [`write`](self::write): positioned writes out of order into the created files; once a
+//! - [`write`](self::write): positioned writes out of order into the created files (a large
+//!   file's whole blocks around the page cache, see [`direct`](self::direct)); once a
 //!   batch is written, its files' metadata through the descriptors they were created with.
 //!   Once every batch is written, the metadata of everything else, directories last.
 //!
@@ -19,6 +20,7 @@
 //! reorder buffer. A damaged or missing pack costs only the files that need it: the others
 //! are restored, and every failure names the pack (or blob) and the files affected.
 
+mod direct;
 mod fetch;
 mod plan;
 mod resume;
@@ -40,8 +42,9 @@ use crate::cancel::Cancel;
 use crate::navigate::{Located, locate};
 use crate::platform::{self, ApplyOptions};
 use crate::progress::Progress;
+use direct::DirectFile;
 use plan::{Batch, PackPlanner, PackWork, PlannedFile, Planner};
-use write::ContentWriter;
+use write::{ContentWriter, WriteSummary};
 
 pub use plan::BATCH_FILES;
 pub(crate) use resume::extent_difference;
@@ -68,6 +71,8 @@ pub struct RestoreOutcome {
     pub others: u64,
     /// Bytes of file content written.
     pub bytes: u64,
+    /// Of those, bytes written around the page cache (direct I/O for large files).
+    pub bytes_direct: u64,
     /// Files already correct in the target, left alone (resumed restore).
     pub files_skipped: u64,
     /// Bytes of those files.
@@ -176,6 +181,7 @@ pub fn restore(
         errors: plan.errors,
         warnings: written.warnings,
         bytes: written.bytes,
+        bytes_direct: written.bytes_direct,
     };
     outcome.errors.extend(written.errors);
     let (errors, warnings) = write::apply_all(&plan.root, &apply);
@@ -189,6 +195,8 @@ pub fn restore(
 struct Written {
     /// Content bytes written.
     bytes: u64,
+    /// Of those, bytes written around the page cache.
+    bytes_direct: u64,
     /// Content lost and metadata not applied, each naming its path.
     errors: Vec<String>,
     /// Metadata applied only in part (an owner or extended attribute refused).
@@ -206,9 +214,10 @@ fn write_batches(
 ) -> Result<Written, RestoreError> {
     let mut written = Written::default();
     for batch in batches {
-        let (bytes, failed) = write_content(repo, &batch.files, &batch.packs, progress, cancel)?;
-        written.bytes += bytes;
-        written.errors.extend(failed);
+        let content = write_content(repo, &batch.files, &batch.packs, progress, cancel)?;
+        written.bytes += content.bytes;
+        written.bytes_direct += content.bytes_direct;
+        written.errors.extend(content.errors);
         let (errors, warnings) = write::apply_files(&batch.files, apply);
         written.errors.extend(errors);
         written.warnings.extend(warnings);
@@ -220,15 +229,15 @@ fn write_batches(
     Ok(written)
 }
 
-/// Fetches, unseals and writes every blob of `packs` into `files`; returns the bytes
-/// written and the failures.
+/// Fetches, unseals and writes every blob of `packs` into `files`; returns what was
+/// written and what failed.
 fn write_content(
     repo: &Repository,
     files: &[PlannedFile],
     packs: &[PackWork],
     progress: Option<&Progress>,
     cancel: &Cancel,
-) -> Result<(u64, Vec<String>), RestoreError> {
+) -> Result<WriteSummary, RestoreError> {
     let writer = ContentWriter::new(files, progress);
     fetch::fetch_all(repo, packs, cancel, |fetched| {
         let work = &packs[fetched.range.pack];
@@ -262,8 +271,7 @@ fn write_content(
     if cancel.is_cancelled() {
         return Err(RestoreError::Interrupted);
     }
-    let (bytes, errors, _) = writer.finish();
-    Ok((bytes, errors))
+    Ok(writer.finish())
 }
 
 /// The file entry of a volume snapshot: its root tree holds exactly one regular file.
@@ -342,6 +350,7 @@ pub fn restore_volume(
         handle: Some(Arc::clone(&file)),
         size,
         meta: None,
+        direct: DirectFile::open(target),
     }];
     let mut packs = PackPlanner::default();
     let mut errors: Vec<String> = packs
@@ -350,12 +359,13 @@ pub fn restore_volume(
         .map(|message| format!("{}: {message}", target.display()))
         .collect();
     let packs = packs.finish();
-    let (bytes, content_errors) = write_content(repo, &files, &packs, None, cancel)?;
-    errors.extend(content_errors);
+    let content = write_content(repo, &files, &packs, None, cancel)?;
+    errors.extend(content.errors);
     file.sync_all().map_err(target_error)?;
     Ok(RestoreOutcome {
         files: 1,
-        bytes,
+        bytes: content.bytes,
+        bytes_direct: content.bytes_direct,
         errors,
         ..RestoreOutcome::default()
     })

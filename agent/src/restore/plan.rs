@@ -34,6 +34,7 @@ use bunker_repo_format::tree::{Entry, Extent, Metadata, Node, Timestamp};
 use bunker_repo_format::{BlobId, PackId, Repository};
 
 use super::RestoreError;
+use super::direct::{DIRECT_MIN, DirectFile};
 use super::resume;
 use crate::cancel::Cancel;
 use crate::platform::{self, DirHandle};
@@ -67,8 +68,8 @@ pub(super) struct PlannedFile {
     /// Real path, for messages and to reopen the file for writing.
     pub path: PathBuf,
     /// The descriptor it was created with, kept until its batch is written (see
-    /// [`files_kept_open`]; always for long paths and volume targets); else the writer
-    /// reopens `path`.
+    /// [`files_kept_open`]; always for long paths, volume targets and files written
+    /// directly); else the writer reopens `path`.
     pub handle: Option<Arc<File>>,
     /// Its final size, set by the writer on a file that lost content (whose last chunk
     /// may never be written).
@@ -76,6 +77,10 @@ pub(super) struct PlannedFile {
     /// Its metadata, applied once its batch is written (through `handle` when kept);
     /// `None` for a volume target, which keeps its own.
     pub meta: Option<Metadata>,
+    /// For a file of at least [`DIRECT_MIN`] data bytes, a second descriptor that writes
+    /// its whole blocks around the page cache (when the filesystem allows it); such a
+    /// file also keeps `handle`.
+    pub direct: Option<DirectFile>,
 }
 
 /// What became of a regular file in the plan.
@@ -616,10 +621,18 @@ impl<'a> Planner<'a> {
             self.error(path, "more than 4 billion files in one batch");
             return FilePlanned::Failed;
         };
-        let keep_open =
-            self.batch.files.len() < self.keep_open || path.as_os_str().len() > REOPEN_PATH_MAX;
+        let bytes = data_bytes(extents);
+        let direct = if bytes >= DIRECT_MIN {
+            DirectFile::open(access)
+        } else {
+            None
+        };
+        // Large files are few: the two descriptors of one written directly stay open.
+        let keep_open = self.batch.files.len() < self.keep_open
+            || path.as_os_str().len() > REOPEN_PATH_MAX
+            || direct.is_some();
         let missing = self.batch.packs.add_file(self.index, number, extents);
-        self.batch.bytes += data_bytes(extents);
+        self.batch.bytes += bytes;
         if !missing.is_empty()
             && let Err(e) = platform::punch_hole_or_set_len(&file, size)
         {
@@ -630,6 +643,7 @@ impl<'a> Planner<'a> {
             handle: keep_open.then(|| Arc::new(file)),
             size,
             meta: Some(restorable(meta)),
+            direct,
         });
         for message in missing {
             self.error(path, message);

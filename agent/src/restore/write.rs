@@ -52,7 +52,19 @@ pub(super) struct ContentWriter<'a> {
     files: &'a [PlannedFile],
     progress: Option<&'a Progress>,
     bytes: AtomicU64,
+    bytes_direct: AtomicU64,
     failures: Mutex<Failures>,
+}
+
+/// What a [`ContentWriter`] did.
+#[derive(Debug)]
+pub(super) struct WriteSummary {
+    /// Content bytes written.
+    pub bytes: u64,
+    /// Of those, bytes written around the page cache (see [`super::direct`]).
+    pub bytes_direct: u64,
+    /// What failed, each naming the pack or blob and the files affected.
+    pub errors: Vec<String>,
 }
 
 /// The files open for one fetched range, by file number.
@@ -102,6 +114,7 @@ impl<'a> ContentWriter<'a> {
             files,
             progress,
             bytes: AtomicU64::new(0),
+            bytes_direct: AtomicU64::new(0),
             failures: Mutex::new(Failures::default()),
         }
     }
@@ -236,9 +249,18 @@ impl<'a> ContentWriter<'a> {
         }
     }
 
-    /// Writes `data` at `placement` in `file`, counting it or recording the failure.
+    /// Writes `data` at `placement` in `file` (its whole blocks directly when the file has
+    /// a [`DirectFile`](super::direct::DirectFile)), counting it or recording the failure.
     fn write_at(&self, file: &File, placement: &Placement, data: &[u8]) {
-        match file.write_all_at(data, placement.offset) {
+        let result = match &self.files[placement.file as usize].direct {
+            Some(direct) => direct
+                .write_all_at(file, data, placement.offset)
+                .map(|direct| {
+                    self.bytes_direct.fetch_add(direct, Ordering::Relaxed);
+                }),
+            None => file.write_all_at(data, placement.offset),
+        };
+        match result {
             Ok(()) => {
                 self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
                 if let Some(progress) = self.progress {
@@ -283,11 +305,11 @@ impl<'a> ContentWriter<'a> {
         ));
     }
 
-    /// Bytes written, failure messages, and how many files lost content.
+    /// What was written and what failed.
     ///
     /// A file that lost content is given its final size, since the write that would have
     /// set it may be the one lost; what is missing reads as zeros (a hole).
-    pub fn finish(self) -> (u64, Vec<String>, usize) {
+    pub fn finish(self) -> WriteSummary {
         let failures = self
             .failures
             .into_inner()
@@ -302,11 +324,11 @@ impl<'a> ContentWriter<'a> {
                 let _ = platform::punch_hole_or_set_len(&file, planned.size);
             }
         }
-        (
-            self.bytes.into_inner(),
-            failures.messages,
-            failures.files.len(),
-        )
+        WriteSummary {
+            bytes: self.bytes.into_inner(),
+            bytes_direct: self.bytes_direct.into_inner(),
+            errors: failures.messages,
+        }
     }
 }
 
@@ -493,6 +515,7 @@ mod tests {
             handle: Some(Arc::new(File::create(&path).expect("create"))),
             size: (count * BLOCK) as u64,
             meta: None,
+            direct: None,
         }];
         let blobs: Vec<PlannedBlob> = (0..count).map(blob).collect();
         let writer = ContentWriter::new(&files, None);
@@ -520,8 +543,9 @@ mod tests {
             .enumerate()
             .for_each(|(i, blob)| writer.write(&open, blob, content(i + 2)));
         drop(open);
-        let (bytes, messages, failed) = writer.finish();
-        assert_eq!((bytes, failed), ((count * BLOCK) as u64, 0), "{messages:?}");
+        let summary = writer.finish();
+        assert!(summary.errors.is_empty(), "{:?}", summary.errors);
+        assert_eq!(summary.bytes, (count * BLOCK) as u64);
         let written = std::fs::read(&path).expect("read");
         for (i, block) in written.chunks(BLOCK).enumerate() {
             assert_eq!(block, content(i).as_slice(), "block {i}");

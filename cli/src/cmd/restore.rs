@@ -157,6 +157,7 @@ pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Resul
             "dirs": outcome.dirs,
             "others": outcome.others,
             "bytes": outcome.bytes,
+            "bytes_direct": outcome.bytes_direct,
             "duration_ms": (seconds * 1000.0) as u64,
             "errors": outcome.errors,
             "warnings": outcome.warnings,
