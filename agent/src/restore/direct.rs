@@ -12,23 +12,29 @@
 //! logical block. [`ALIGN`] (4 KiB) suits every Linux block device and filesystem we know
 //! of. A blob's bytes rarely start on a block boundary, so each write is cut in three: the
 //! head up to the first boundary and the tail after the last go through the ordinary
-//! descriptor, the whole blocks between them are copied into an aligned buffer (one per
-//! thread, reused) and written directly. Blocks shared by two blobs are thus only ever
-//! written buffered, and no block is written both ways. A filesystem that refuses direct
-//! I/O (`tmpfs` refuses to open with it; others fail the write with `EINVAL`) gets the
-//! ordinary writes, for the rest of the file.
+//! descriptor, the whole blocks between them are copied into an aligned buffer and written
+//! directly. Blocks shared by two blobs are thus only ever written buffered, and no block is
+//! written both ways. A filesystem that refuses direct I/O (`tmpfs` refuses to open with
+//! it; others fail the write with `EINVAL`) gets the ordinary writes, for the rest of the
+//! file.
+//!
+//! A direct write returns once the disk has the data, so the threads that unseal do not
+//! make them: they hand the aligned copy to one writing thread ([`DirectQueue`]) and go on.
+//! At most [`QUEUED_BLOCKS`] copies wait; their buffers are reused.
 
-use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::ops::Range;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Mutex, PoisonError};
 
 use nix::fcntl::OFlag;
 
 /// Files with at least this many bytes of data are written directly. Below it, the copy
-/// into the page cache costs less than the wait for the disk each direct write takes.
+/// into the page cache costs less than keeping a second descriptor and a writing thread.
 #[cfg(not(test))]
 pub(super) const DIRECT_MIN: u64 = 32 << 20;
 /// Small in unit tests, so that a file of a few blocks takes the direct path.
@@ -38,13 +44,16 @@ pub(super) const DIRECT_MIN: u64 = 64 << 10;
 /// Alignment of direct writes' memory, offsets and lengths.
 pub(super) const ALIGN: u64 = 4096;
 
-/// Largest aligned buffer a thread keeps between writes (a blob of 8 MiB, the default
-/// largest chunk).
-const KEPT_BUFFER: usize = (8 << 20) + ALIGN as usize;
+/// Copies waiting for the writing thread, at most (a chunk each, 1 MiB on average).
+pub(super) const QUEUED_BLOCKS: usize = 4;
 
-thread_local! {
-    static ALIGNED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
+/// Spare buffers kept for reuse, at most.
+const SPARE_BUFFERS: usize = QUEUED_BLOCKS;
+
+/// Largest buffer kept for reuse (a chunk of 2 MiB): a spare buffer grows to the largest
+/// chunk it held, and keeping a few of the largest (8 MiB by default) cost a volume's
+/// restore 40 MB of peak memory.
+const KEPT_BUFFER: usize = (2 << 20) + ALIGN as usize;
 
 /// A second descriptor of a large file, opened for direct writes.
 #[derive(Debug)]
@@ -69,157 +78,213 @@ impl DirectFile {
             })
     }
 
-    /// Writes all of `data` at `offset`: its whole aligned blocks through this descriptor,
-    /// the rest through `buffered`, the file's ordinary descriptor. Returns the bytes
+    /// The whole aligned blocks of a write of `length` bytes at `offset`, as a range of
+    /// those bytes; `None` when there are none, or the filesystem refused direct writes.
+    pub(super) fn blocks_of(&self, offset: u64, length: usize) -> Option<Range<usize>> {
+        let first = offset.next_multiple_of(ALIGN);
+        let end = (offset + length as u64) / ALIGN * ALIGN;
+        (first < end && self.usable.load(Ordering::Relaxed))
+            .then(|| (first - offset) as usize..(end - offset) as usize)
+    }
+
+    /// Writes `blocks` at `offset` (both aligned) directly, or through `buffered` (the
+    /// file's ordinary descriptor) once the filesystem refused it. Returns the bytes
     /// written directly.
-    pub(super) fn write_all_at(
+    pub(super) fn write_blocks(
         &self,
         buffered: &File,
-        data: &[u8],
+        blocks: &AlignedBuffer,
         offset: u64,
     ) -> io::Result<u64> {
-        let end = offset + data.len() as u64;
-        let blocks_start = offset.next_multiple_of(ALIGN);
-        let blocks_end = end / ALIGN * ALIGN;
-        if blocks_end <= blocks_start || !self.usable.load(Ordering::Relaxed) {
-            buffered.write_all_at(data, offset)?;
-            return Ok(0);
-        }
-        let head = (blocks_start - offset) as usize;
-        let tail = (blocks_end - offset) as usize;
-        buffered.write_all_at(&data[..head], offset)?;
-        let blocks = &data[head..tail];
-        let direct = match write_aligned(&self.file, blocks, blocks_start) {
-            Ok(()) => blocks.len() as u64,
-            Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => {
-                // Refused (an alignment this device does not accept, a filesystem that
+        let bytes = blocks.as_slice();
+        if self.usable.load(Ordering::Relaxed) {
+            match self.file.write_all_at(bytes, offset) {
+                Ok(()) => return Ok(bytes.len() as u64),
+                // Refused (an alignment this device does not take, a filesystem that
                 // opens with O_DIRECT but cannot do it): whatever it wrote is rewritten.
-                self.usable.store(false, Ordering::Relaxed);
-                buffered.write_all_at(blocks, blocks_start)?;
-                0
+                Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => {
+                    self.usable.store(false, Ordering::Relaxed);
+                }
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
-        };
-        buffered.write_all_at(&data[tail..], blocks_end)?;
-        Ok(direct)
+        }
+        buffered.write_all_at(bytes, offset)?;
+        Ok(0)
     }
 }
 
-/// Writes `blocks` (a multiple of [`ALIGN`] long) at `offset` (aligned) through `file`,
-/// from this thread's aligned buffer.
-fn write_aligned(file: &File, blocks: &[u8], offset: u64) -> io::Result<()> {
-    ALIGNED.with_borrow_mut(|buffer| {
-        let needed = blocks.len() + ALIGN as usize;
-        if buffer.len() < needed {
-            buffer.resize(needed, 0);
+/// Bytes in memory aligned to [`ALIGN`], in a buffer that is reused.
+#[derive(Debug, Default)]
+pub(super) struct AlignedBuffer {
+    buffer: Vec<u8>,
+    start: usize,
+    length: usize,
+}
+
+impl AlignedBuffer {
+    /// Replaces the content with a copy of `bytes`.
+    fn fill(&mut self, bytes: &[u8]) {
+        let needed = bytes.len() + ALIGN as usize;
+        if self.buffer.len() < needed {
+            self.buffer = vec![0; needed];
         }
-        let start = buffer.as_ptr().align_offset(ALIGN as usize);
-        let aligned = &mut buffer[start..start + blocks.len()];
-        aligned.copy_from_slice(blocks);
-        let result = file.write_all_at(aligned, offset);
-        // A rare large blob does not keep its buffer's memory for the rest of the run.
-        if buffer.len() > KEPT_BUFFER {
-            *buffer = Vec::new();
+        self.start = self.buffer.as_ptr().align_offset(ALIGN as usize);
+        self.length = bytes.len();
+        self.buffer[self.start..self.start + bytes.len()].copy_from_slice(bytes);
+    }
+
+    /// The aligned content.
+    pub(super) fn as_slice(&self) -> &[u8] {
+        &self.buffer[self.start..self.start + self.length]
+    }
+}
+
+/// Whole blocks of one file on their way to the disk.
+#[derive(Debug)]
+pub(super) struct BlocksToWrite {
+    /// The file, by its number in the batch.
+    pub file: u32,
+    /// Where the blocks go (aligned).
+    pub offset: u64,
+    /// The blocks.
+    pub blocks: AlignedBuffer,
+}
+
+/// The queue to the thread that makes the direct writes, and the buffers it gives back.
+#[derive(Debug)]
+pub(super) struct DirectQueue {
+    /// Closed (taken) once every blob is unsealed, which ends the writing thread.
+    sender: Mutex<Option<SyncSender<BlocksToWrite>>>,
+    spare: Mutex<Vec<AlignedBuffer>>,
+}
+
+impl DirectQueue {
+    /// A queue, and the receiving end for the writing thread.
+    pub(super) fn new() -> (Self, Receiver<BlocksToWrite>) {
+        let (sender, receiver) = sync_channel(QUEUED_BLOCKS);
+        let queue = Self {
+            sender: Mutex::new(Some(sender)),
+            spare: Mutex::default(),
+        };
+        (queue, receiver)
+    }
+
+    /// Hands a copy of `blocks` for `file` at `offset` to the writing thread, waiting
+    /// while [`QUEUED_BLOCKS`] copies wait. Returns the copy back if the queue is closed.
+    pub(super) fn send(&self, file: u32, offset: u64, blocks: &[u8]) -> Result<(), BlocksToWrite> {
+        let mut buffer = self
+            .spare
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+            .unwrap_or_default();
+        buffer.fill(blocks);
+        let job = BlocksToWrite {
+            file,
+            offset,
+            blocks: buffer,
+        };
+        let sender = self
+            .sender
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        match sender {
+            Some(sender) => sender.send(job).map_err(|e| e.0),
+            None => Err(job),
         }
-        result
-    })
+    }
+
+    /// Keeps a written buffer for the next copy.
+    pub(super) fn give_back(&self, buffer: AlignedBuffer) {
+        let mut spare = self.spare.lock().unwrap_or_else(PoisonError::into_inner);
+        if spare.len() < SPARE_BUFFERS && buffer.buffer.len() <= KEPT_BUFFER {
+            spare.push(buffer);
+        }
+    }
+
+    /// No more blocks: the writing thread ends once it wrote the queued ones.
+    pub(super) fn close(&self) {
+        self.sender
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Bytes that differ at every offset, so a misplaced write shows.
-    fn pattern(length: usize, seed: u64) -> Vec<u8> {
-        (0..length as u64)
-            .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 7) as u8)
-            .collect()
+    #[test]
+    fn only_whole_aligned_blocks_are_direct() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("large.img");
+        File::create(&path).expect("create");
+        let direct = DirectFile {
+            file: File::open(&path).expect("open"),
+            usable: AtomicBool::new(true),
+        };
+        let block = ALIGN as usize;
+        assert_eq!(direct.blocks_of(0, block), Some(0..block));
+        assert_eq!(
+            direct.blocks_of(1, 2 * block),
+            Some(block - 1..2 * block - 1)
+        );
+        assert_eq!(direct.blocks_of(ALIGN - 1, block + 1), Some(1..block + 1));
+        assert_eq!(direct.blocks_of(1, block), None, "no whole block");
+        assert_eq!(direct.blocks_of(ALIGN, block - 1), None);
+        assert_eq!(
+            direct.blocks_of(5 * ALIGN + 7, 3 * block),
+            Some(block - 7..3 * block - 7)
+        );
+        direct.usable.store(false, Ordering::Relaxed);
+        assert_eq!(
+            direct.blocks_of(0, 4 * block),
+            None,
+            "refused: all buffered"
+        );
     }
 
     #[test]
-    fn unaligned_writes_in_any_order_give_the_file_and_only_whole_blocks_go_direct() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("large.img");
-        let buffered = File::create(&path).expect("create");
-        let direct = DirectFile::open(&path);
-        let supported = direct.is_some();
-        // Pieces of odd lengths, several inside one block, some spanning many.
-        let lengths = [
-            1usize,
-            4095,
-            4097,
-            70_000,
-            3,
-            12_288,
-            8192 + 17,
-            100_001,
-            5000,
-        ];
-        let content = pattern(lengths.iter().sum(), 11);
-        let mut pieces = Vec::new();
-        let mut offset = 0usize;
-        for length in lengths {
-            pieces.push(offset..offset + length);
-            offset += length;
-        }
-        let mut direct_bytes = 0;
-        // Last first: the file grows from its end, as out-of-order restores do.
-        for piece in pieces.iter().rev() {
-            let data = &content[piece.clone()];
-            direct_bytes += match &direct {
-                Some(direct) => direct
-                    .write_all_at(&buffered, data, piece.start as u64)
-                    .expect("write"),
-                None => {
-                    buffered
-                        .write_all_at(data, piece.start as u64)
-                        .expect("write");
-                    0
-                }
-            };
-        }
-        drop((buffered, direct));
-        assert_eq!(std::fs::read(&path).expect("read"), content);
-        let whole_blocks: u64 = pieces
-            .iter()
-            .map(|p| {
-                let start = (p.start as u64).next_multiple_of(ALIGN);
-                let end = p.end as u64 / ALIGN * ALIGN;
-                end.saturating_sub(start)
-            })
-            .sum();
-        if supported {
-            assert_eq!(direct_bytes, whole_blocks);
-        } else {
-            eprintln!("no direct I/O in {}: buffered only", dir.path().display());
+    fn aligned_buffers_are_aligned_and_hold_the_copy() {
+        let mut buffer = AlignedBuffer::default();
+        for length in [4096, 3 * 4096, 4096, 10 * 4096] {
+            let bytes: Vec<u8> = (0..length).map(|i| (i * 7 + length) as u8).collect();
+            buffer.fill(&bytes);
+            assert_eq!(buffer.as_slice(), bytes.as_slice());
+            assert_eq!(buffer.as_slice().as_ptr() as usize % ALIGN as usize, 0);
         }
     }
 
     #[test]
-    fn a_refused_direct_write_falls_back_to_buffered_for_the_rest() {
+    fn a_refused_direct_write_goes_buffered_and_other_errors_are_reported() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("large.img");
         let buffered = File::create(&path).expect("create");
-        // A descriptor opened without O_DIRECT but read-only: its writes fail with EBADF,
-        // which is not a refusal of direct I/O and must be reported, not hidden.
+        let mut blocks = AlignedBuffer::default();
+        let data: Vec<u8> = (0..3 * ALIGN).map(|i| (i % 251) as u8).collect();
+        blocks.fill(&data);
+        // A read-only descriptor fails with EBADF: not a refusal of direct I/O, so the
+        // error is returned, not hidden behind a buffered write.
         let read_only = DirectFile {
             file: File::open(&path).expect("open"),
             usable: AtomicBool::new(true),
         };
-        let data = pattern(3 * ALIGN as usize, 5);
-        assert!(read_only.write_all_at(&buffered, &data, 0).is_err());
+        assert!(read_only.write_blocks(&buffered, &blocks, 0).is_err());
+        assert_eq!(std::fs::metadata(&path).expect("stat").len(), 0);
 
-        // One refused: everything buffered from then on, and the bytes all land.
-        let refusing = DirectFile {
+        // Once refused, the blocks go through the ordinary descriptor.
+        let refused = DirectFile {
             file: File::open(&path).expect("open"),
             usable: AtomicBool::new(false),
         };
-        assert_eq!(
-            refusing.write_all_at(&buffered, &data, 100).expect("write"),
-            0
-        );
+        let written = refused
+            .write_blocks(&buffered, &blocks, ALIGN)
+            .expect("write");
+        assert_eq!(written, 0);
         drop(buffered);
-        let written = std::fs::read(&path).expect("read");
-        assert_eq!(&written[100..], data.as_slice());
+        let file = std::fs::read(&path).expect("read");
+        assert_eq!(&file[ALIGN as usize..], data.as_slice());
     }
 }

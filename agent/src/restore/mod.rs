@@ -42,7 +42,7 @@ use crate::cancel::Cancel;
 use crate::navigate::{Located, locate};
 use crate::platform::{self, ApplyOptions};
 use crate::progress::Progress;
-use direct::DirectFile;
+use direct::{DirectFile, DirectQueue};
 use plan::{Batch, PackPlanner, PackWork, PlannedFile, Planner};
 use write::{ContentWriter, WriteSummary};
 
@@ -238,7 +238,25 @@ fn write_content(
     progress: Option<&Progress>,
     cancel: &Cancel,
 ) -> Result<WriteSummary, RestoreError> {
-    let writer = ContentWriter::new(files, progress);
+    let (queue, blocks) = DirectQueue::new();
+    let direct = files.iter().any(|f| f.direct.is_some());
+    let writer = ContentWriter::new(files, progress, direct.then_some(&queue));
+    std::thread::scope(|scope| {
+        if direct {
+            let writer = &writer;
+            scope.spawn(move || writer.write_direct(blocks));
+        }
+        fetch_and_write(repo, packs, &writer, cancel);
+        queue.close();
+    });
+    if cancel.is_cancelled() {
+        return Err(RestoreError::Interrupted);
+    }
+    Ok(writer.finish())
+}
+
+/// Fetches, unseals and writes every blob of `packs` through `writer`.
+fn fetch_and_write(repo: &Repository, packs: &[PackWork], writer: &ContentWriter, cancel: &Cancel) {
     fetch::fetch_all(repo, packs, cancel, |fetched| {
         let work = &packs[fetched.range.pack];
         let blobs = &work.blobs[fetched.range.first..fetched.range.end];
@@ -268,10 +286,6 @@ fn write_content(
             }
         }
     });
-    if cancel.is_cancelled() {
-        return Err(RestoreError::Interrupted);
-    }
-    Ok(writer.finish())
 }
 
 /// The file entry of a volume snapshot: its root tree holds exactly one regular file.

@@ -22,12 +22,14 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 use bunker_repo_format::BlobId;
 use bunker_repo_format::tree::{Metadata, Node};
 use rayon::prelude::*;
 
+use super::direct::{BlocksToWrite, DirectQueue};
 use super::plan::{Pending, PendingDir, Placement, PlannedBlob, PlannedFile};
 use crate::platform::{self, ApplyOptions, DirHandle};
 use crate::progress::Progress;
@@ -51,6 +53,8 @@ struct Failures {
 pub(super) struct ContentWriter<'a> {
     files: &'a [PlannedFile],
     progress: Option<&'a Progress>,
+    /// Where the whole blocks of files with a [`DirectFile`](super::direct::DirectFile) go.
+    direct: Option<&'a DirectQueue>,
     bytes: AtomicU64,
     bytes_direct: AtomicU64,
     failures: Mutex<Failures>,
@@ -109,10 +113,17 @@ struct WriteQueue {
 }
 
 impl<'a> ContentWriter<'a> {
-    pub fn new(files: &'a [PlannedFile], progress: Option<&'a Progress>) -> Self {
+    /// A writer into `files`; `direct` takes the whole blocks of those with a
+    /// [`DirectFile`](super::direct::DirectFile) (written buffered without it).
+    pub fn new(
+        files: &'a [PlannedFile],
+        progress: Option<&'a Progress>,
+        direct: Option<&'a DirectQueue>,
+    ) -> Self {
         Self {
             files,
             progress,
+            direct,
             bytes: AtomicU64::new(0),
             bytes_direct: AtomicU64::new(0),
             failures: Mutex::new(Failures::default()),
@@ -249,32 +260,81 @@ impl<'a> ContentWriter<'a> {
         }
     }
 
-    /// Writes `data` at `placement` in `file` (its whole blocks directly when the file has
-    /// a [`DirectFile`](super::direct::DirectFile)), counting it or recording the failure.
+    /// Writes `data` at `placement` in `file`, counting it or recording the failure. The
+    /// whole blocks of a file with a [`DirectFile`](super::direct::DirectFile) go to the direct writing thread.
     fn write_at(&self, file: &File, placement: &Placement, data: &[u8]) {
-        let result = match &self.files[placement.file as usize].direct {
-            Some(direct) => direct
-                .write_all_at(file, data, placement.offset)
-                .map(|direct| {
-                    self.bytes_direct.fetch_add(direct, Ordering::Relaxed);
-                }),
-            None => file.write_all_at(data, placement.offset),
+        let planned = &self.files[placement.file as usize];
+        if let (Some(direct), Some(queue)) = (&planned.direct, self.direct)
+            && let Some(blocks) = direct.blocks_of(placement.offset, data.len())
+        {
+            let (number, offset) = (placement.file, placement.offset);
+            let head = &data[..blocks.start];
+            self.record(
+                number,
+                offset,
+                head.len(),
+                file.write_all_at(head, offset).map(|()| 0),
+            );
+            let tail_offset = offset + blocks.end as u64;
+            let tail = &data[blocks.end..];
+            let written = file.write_all_at(tail, tail_offset).map(|()| 0);
+            self.record(number, tail_offset, tail.len(), written);
+            if let Err(blocks) = queue.send(number, offset + blocks.start as u64, &data[blocks]) {
+                // The queue closes only once every blob is written; never lose bytes.
+                self.write_blocks(blocks);
+            }
+            return;
+        }
+        let written = file.write_all_at(data, placement.offset).map(|()| 0);
+        self.record(placement.file, placement.offset, data.len(), written);
+    }
+
+    /// Writes whole blocks handed over by [`Self::write_at`], until the queue closes; run by
+    /// the direct writing thread.
+    pub fn write_direct(&self, queue: Receiver<BlocksToWrite>) {
+        for blocks in queue {
+            self.write_blocks(blocks);
+        }
+    }
+
+    /// Writes one piece of whole blocks through its file's
+    /// [`DirectFile`](super::direct::DirectFile).
+    fn write_blocks(&self, blocks: BlocksToWrite) {
+        let planned = &self.files[blocks.file as usize];
+        let length = blocks.blocks.as_slice().len();
+        let written = match (&planned.direct, open_for_writing(planned)) {
+            (Some(direct), Ok(buffered)) => {
+                direct.write_blocks(&buffered, &blocks.blocks, blocks.offset)
+            }
+            (_, Err(e)) => Err(e),
+            (None, Ok(buffered)) => buffered
+                .write_all_at(blocks.blocks.as_slice(), blocks.offset)
+                .map(|()| 0),
         };
-        match result {
-            Ok(()) => {
-                self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+        self.record(blocks.file, blocks.offset, length, written);
+        if let Some(queue) = self.direct {
+            queue.give_back(blocks.blocks);
+        }
+    }
+
+    /// Counts `length` bytes written at `offset` in file `number` (`Ok` with the bytes
+    /// of them written directly), or records the failure.
+    fn record(&self, number: u32, offset: u64, length: usize, written: std::io::Result<u64>) {
+        match written {
+            Ok(direct) => {
+                self.bytes.fetch_add(length as u64, Ordering::Relaxed);
+                self.bytes_direct.fetch_add(direct, Ordering::Relaxed);
                 if let Some(progress) = self.progress {
-                    progress.bytes_done(data.len() as u64);
+                    progress.bytes_done(length as u64);
                 }
             }
             Err(e) => {
-                let path = &self.files[placement.file as usize].path;
+                let path = &self.files[number as usize].path;
                 let mut failures = self.failures();
-                failures.files.insert(placement.file);
+                failures.files.insert(number);
                 failures.messages.push(format!(
-                    "{}: could not write at offset {}: {e}",
+                    "{}: could not write at offset {offset}: {e}",
                     path.display(),
-                    placement.offset
                 ));
             }
         }
@@ -480,6 +540,7 @@ mod tests {
     use bunker_repo_format::index::BlobLocation;
     use bunker_repo_format::{BlobKind, PackId};
 
+    use super::super::direct::{ALIGN, DirectFile};
     use super::*;
 
     const BLOCK: usize = 64 << 10;
@@ -518,7 +579,7 @@ mod tests {
             direct: None,
         }];
         let blobs: Vec<PlannedBlob> = (0..count).map(blob).collect();
-        let writer = ContentWriter::new(&files, None);
+        let writer = ContentWriter::new(&files, None, None);
         let open = writer.open_targets(&blobs);
         let Some(Some(Target::Shared(shared))) = open.get(&0) else {
             panic!("a file taking several blobs of a range is shared")
@@ -551,5 +612,71 @@ mod tests {
             assert_eq!(block, content(i).as_slice(), "block {i}");
         }
         assert_eq!(written.len(), count * BLOCK);
+    }
+
+    #[test]
+    fn a_large_file_gets_its_whole_blocks_directly_and_its_edges_buffered() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("large.img");
+        // Chunks of odd lengths: several in one block, some spanning many.
+        let lengths = [
+            1usize,
+            4095,
+            4097,
+            70_000,
+            3,
+            12_288,
+            8192 + 17,
+            100_001,
+            5000,
+        ];
+        let size: usize = lengths.iter().sum();
+        let content: Vec<u8> = (0..size as u64)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8)
+            .collect();
+        let files = vec![PlannedFile {
+            path: path.clone(),
+            handle: Some(Arc::new(File::create(&path).expect("create"))),
+            size: size as u64,
+            meta: None,
+            direct: DirectFile::open(&path),
+        }];
+        let supported = files[0].direct.is_some();
+        let mut offset = 0;
+        let mut blobs = Vec::new();
+        let mut whole_blocks = 0;
+        for (i, &length) in lengths.iter().enumerate() {
+            let mut planned = blob(i);
+            planned.placements[0].offset = offset as u64;
+            blobs.push((planned, content[offset..offset + length].to_vec()));
+            let first = offset.next_multiple_of(ALIGN as usize);
+            whole_blocks +=
+                ((offset + length) / ALIGN as usize * ALIGN as usize).saturating_sub(first);
+            offset += length;
+        }
+
+        let (queue, blocks) = DirectQueue::new();
+        let writer = ContentWriter::new(&files, None, Some(&queue));
+        std::thread::scope(|scope| {
+            let writer = &writer;
+            scope.spawn(move || writer.write_direct(blocks));
+            // Out of order, from both ends, one range per blob (each written at once).
+            blobs.par_iter().rev().for_each(|(blob, data)| {
+                let open = writer.open_targets(std::slice::from_ref(blob));
+                writer.write(&open, blob, data.clone());
+            });
+            queue.close();
+        });
+        let summary = writer.finish();
+        assert!(summary.errors.is_empty(), "{:?}", summary.errors);
+        assert_eq!(summary.bytes, size as u64);
+        drop(files);
+        assert_eq!(std::fs::read(&path).expect("read"), content);
+        if supported {
+            assert_eq!(summary.bytes_direct, whole_blocks as u64);
+        } else {
+            assert_eq!(summary.bytes_direct, 0);
+            eprintln!("no direct I/O in {}: buffered only", dir.path().display());
+        }
     }
 }
