@@ -261,7 +261,8 @@ impl<'a> ContentWriter<'a> {
     }
 
     /// Writes `data` at `placement` in `file`, counting it or recording the failure. The
-    /// whole blocks of a file with a [`DirectFile`](super::direct::DirectFile) go to the direct writing thread.
+    /// whole blocks of a file with a [`DirectFile`](super::direct::DirectFile) go to the
+    /// direct writing thread.
     fn write_at(&self, file: &File, placement: &Placement, data: &[u8]) {
         let planned = &self.files[placement.file as usize];
         if let (Some(direct), Some(queue)) = (&planned.direct, self.direct)
