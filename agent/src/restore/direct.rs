@@ -19,8 +19,11 @@
 //! file.
 //!
 //! A direct write returns once the disk has the data, so the threads that unseal do not
-//! make them: they hand the aligned copy to one writing thread ([`DirectQueue`]) and go on.
-//! At most [`QUEUED_BLOCKS`] copies wait; their buffers are reused.
+//! make them: they hand a copy of the blob, its blocks aligned in memory, to one writing
+//! thread ([`DirectQueue`]) and go on. That thread writes the head and tail too: a buffered
+//! write takes the inode's lock, which ext4 holds through a direct write that allocates
+//! blocks, so an unsealing thread writing an edge would wait for the disk after all. At
+//! most [`QUEUED_BLOCKS`] copies wait; their buffers are reused.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -45,7 +48,7 @@ pub(super) const DIRECT_MIN: u64 = 64 << 10;
 pub(super) const ALIGN: u64 = 4096;
 
 /// Copies waiting for the writing thread, at most (a chunk each, 1 MiB on average).
-pub(super) const QUEUED_BLOCKS: usize = 4;
+pub(super) const QUEUED_BLOCKS: usize = 2;
 
 /// Spare buffers kept for reuse, at most.
 const SPARE_BUFFERS: usize = QUEUED_BLOCKS;
@@ -87,16 +90,15 @@ impl DirectFile {
             .then(|| (first - offset) as usize..(end - offset) as usize)
     }
 
-    /// Writes `blocks` at `offset` (both aligned) directly, or through `buffered` (the
-    /// file's ordinary descriptor) once the filesystem refused it. Returns the bytes
-    /// written directly.
+    /// Writes `bytes` (whole blocks, aligned in memory) at `offset` (aligned) directly, or
+    /// through `buffered` (the file's ordinary descriptor) once the filesystem refused it.
+    /// Returns the bytes written directly.
     pub(super) fn write_blocks(
         &self,
         buffered: &File,
-        blocks: &AlignedBuffer,
+        bytes: &[u8],
         offset: u64,
     ) -> io::Result<u64> {
-        let bytes = blocks.as_slice();
         if self.usable.load(Ordering::Relaxed) {
             match self.file.write_all_at(bytes, offset) {
                 Ok(()) => return Ok(bytes.len() as u64),
@@ -113,7 +115,8 @@ impl DirectFile {
     }
 }
 
-/// Bytes in memory aligned to [`ALIGN`], in a buffer that is reused.
+/// A copy of some bytes placed so that those from a given index on start on an [`ALIGN`]
+/// boundary in memory, in a buffer that is reused.
 #[derive(Debug, Default)]
 pub(super) struct AlignedBuffer {
     buffer: Vec<u8>,
@@ -122,32 +125,37 @@ pub(super) struct AlignedBuffer {
 }
 
 impl AlignedBuffer {
-    /// Replaces the content with a copy of `bytes`.
-    fn fill(&mut self, bytes: &[u8]) {
-        let needed = bytes.len() + ALIGN as usize;
+    /// Replaces the content with a copy of `bytes`, placed so that `bytes[aligned..]`
+    /// starts on a boundary; `aligned` is below [`ALIGN`].
+    fn fill(&mut self, bytes: &[u8], aligned: usize) {
+        let align = ALIGN as usize;
+        let needed = bytes.len() + 2 * align;
         if self.buffer.len() < needed {
             self.buffer = vec![0; needed];
         }
-        self.start = self.buffer.as_ptr().align_offset(ALIGN as usize);
+        let boundary = self.buffer.as_ptr().align_offset(align) + align;
+        self.start = boundary - aligned % align;
         self.length = bytes.len();
         self.buffer[self.start..self.start + bytes.len()].copy_from_slice(bytes);
     }
 
-    /// The aligned content.
+    /// The copy.
     pub(super) fn as_slice(&self) -> &[u8] {
         &self.buffer[self.start..self.start + self.length]
     }
 }
 
-/// Whole blocks of one file on their way to the disk.
+/// A blob's bytes for one place in a file, on their way to the writing thread.
 #[derive(Debug)]
 pub(super) struct BlocksToWrite {
     /// The file, by its number in the batch.
     pub file: u32,
-    /// Where the blocks go (aligned).
+    /// Where the bytes go.
     pub offset: u64,
-    /// The blocks.
-    pub blocks: AlignedBuffer,
+    /// The bytes, the whole blocks among them aligned in memory.
+    pub data: AlignedBuffer,
+    /// Which of the bytes are whole blocks (from [`DirectFile::blocks_of`]).
+    pub blocks: Range<usize>,
 }
 
 /// The queue to the thread that makes the direct writes, and the buffers it gives back.
@@ -169,20 +177,28 @@ impl DirectQueue {
         (queue, receiver)
     }
 
-    /// Hands a copy of `blocks` for `file` at `offset` to the writing thread, waiting
-    /// while [`QUEUED_BLOCKS`] copies wait. Returns the copy back if the queue is closed.
-    pub(super) fn send(&self, file: u32, offset: u64, blocks: &[u8]) -> Result<(), BlocksToWrite> {
+    /// Hands a copy of `data`, for `file` at `offset`, whose whole blocks are `blocks`, to
+    /// the writing thread, waiting while [`QUEUED_BLOCKS`] copies wait. Returns the copy
+    /// back if the queue is closed.
+    pub(super) fn send(
+        &self,
+        file: u32,
+        offset: u64,
+        data: &[u8],
+        blocks: Range<usize>,
+    ) -> Result<(), BlocksToWrite> {
         let mut buffer = self
             .spare
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .pop()
             .unwrap_or_default();
-        buffer.fill(blocks);
+        buffer.fill(data, blocks.start);
         let job = BlocksToWrite {
             file,
             offset,
-            blocks: buffer,
+            data: buffer,
+            blocks,
         };
         let sender = self
             .sender
@@ -247,13 +263,14 @@ mod tests {
     }
 
     #[test]
-    fn aligned_buffers_are_aligned_and_hold_the_copy() {
+    fn aligned_buffers_hold_the_copy_aligned_where_asked() {
         let mut buffer = AlignedBuffer::default();
-        for length in [4096, 3 * 4096, 4096, 10 * 4096] {
+        for (length, aligned) in [(4096, 0), (3 * 4096 + 5, 4095), (4097, 1), (40_000, 100)] {
             let bytes: Vec<u8> = (0..length).map(|i| (i * 7 + length) as u8).collect();
-            buffer.fill(&bytes);
+            buffer.fill(&bytes, aligned);
             assert_eq!(buffer.as_slice(), bytes.as_slice());
-            assert_eq!(buffer.as_slice().as_ptr() as usize % ALIGN as usize, 0);
+            let boundary = buffer.as_slice()[aligned..].as_ptr();
+            assert_eq!(boundary as usize % ALIGN as usize, 0, "{length} {aligned}");
         }
     }
 
@@ -264,14 +281,15 @@ mod tests {
         let buffered = File::create(&path).expect("create");
         let mut blocks = AlignedBuffer::default();
         let data: Vec<u8> = (0..3 * ALIGN).map(|i| (i % 251) as u8).collect();
-        blocks.fill(&data);
+        blocks.fill(&data, 0);
+        let blocks = blocks.as_slice();
         // A read-only descriptor fails with EBADF: not a refusal of direct I/O, so the
         // error is returned, not hidden behind a buffered write.
         let read_only = DirectFile {
             file: File::open(&path).expect("open"),
             usable: AtomicBool::new(true),
         };
-        assert!(read_only.write_blocks(&buffered, &blocks, 0).is_err());
+        assert!(read_only.write_blocks(&buffered, blocks, 0).is_err());
         assert_eq!(std::fs::metadata(&path).expect("stat").len(), 0);
 
         // Once refused, the blocks go through the ordinary descriptor.
@@ -280,7 +298,7 @@ mod tests {
             usable: AtomicBool::new(false),
         };
         let written = refused
-            .write_blocks(&buffered, &blocks, ALIGN)
+            .write_blocks(&buffered, blocks, ALIGN)
             .expect("write");
         assert_eq!(written, 0);
         drop(buffered);

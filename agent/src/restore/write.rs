@@ -260,29 +260,17 @@ impl<'a> ContentWriter<'a> {
         }
     }
 
-    /// Writes `data` at `placement` in `file`, counting it or recording the failure. The
-    /// whole blocks of a file with a [`DirectFile`](super::direct::DirectFile) go to the
-    /// direct writing thread.
+    /// Writes `data` at `placement` in `file`, counting it or recording the failure. A
+    /// write with whole blocks into a file with a [`DirectFile`](super::direct::DirectFile)
+    /// goes to the direct writing thread instead.
     fn write_at(&self, file: &File, placement: &Placement, data: &[u8]) {
         let planned = &self.files[placement.file as usize];
         if let (Some(direct), Some(queue)) = (&planned.direct, self.direct)
             && let Some(blocks) = direct.blocks_of(placement.offset, data.len())
         {
-            let (number, offset) = (placement.file, placement.offset);
-            let head = &data[..blocks.start];
-            self.record(
-                number,
-                offset,
-                head.len(),
-                file.write_all_at(head, offset).map(|()| 0),
-            );
-            let tail_offset = offset + blocks.end as u64;
-            let tail = &data[blocks.end..];
-            let written = file.write_all_at(tail, tail_offset).map(|()| 0);
-            self.record(number, tail_offset, tail.len(), written);
-            if let Err(blocks) = queue.send(number, offset + blocks.start as u64, &data[blocks]) {
+            if let Err(unsent) = queue.send(placement.file, placement.offset, data, blocks) {
                 // The queue closes only once every blob is written; never lose bytes.
-                self.write_blocks(blocks);
+                self.write_blocks(unsent);
             }
             return;
         }
@@ -290,31 +278,43 @@ impl<'a> ContentWriter<'a> {
         self.record(placement.file, placement.offset, data.len(), written);
     }
 
-    /// Writes whole blocks handed over by [`Self::write_at`], until the queue closes; run by
-    /// the direct writing thread.
+    /// Writes what [`Self::write_at`] handed over, until the queue closes; run by the
+    /// direct writing thread.
     pub fn write_direct(&self, queue: Receiver<BlocksToWrite>) {
         for blocks in queue {
             self.write_blocks(blocks);
         }
     }
 
-    /// Writes one piece of whole blocks through its file's
-    /// [`DirectFile`](super::direct::DirectFile).
-    fn write_blocks(&self, blocks: BlocksToWrite) {
-        let planned = &self.files[blocks.file as usize];
-        let length = blocks.blocks.as_slice().len();
-        let written = match (&planned.direct, open_for_writing(planned)) {
-            (Some(direct), Ok(buffered)) => {
-                direct.write_blocks(&buffered, &blocks.blocks, blocks.offset)
+    /// Writes one blob's bytes: the head and tail through the file's ordinary descriptor,
+    /// the whole blocks between them through its [`DirectFile`](super::direct::DirectFile).
+    fn write_blocks(&self, job: BlocksToWrite) {
+        let planned = &self.files[job.file as usize];
+        let data = job.data.as_slice();
+        let blocks = job.blocks.clone();
+        match open_for_writing(planned) {
+            Ok(buffered) => {
+                let pieces = [
+                    (0..blocks.start, false),
+                    (blocks.clone(), true),
+                    (blocks.end..data.len(), false),
+                ];
+                for (piece, whole_blocks) in pieces {
+                    let offset = job.offset + piece.start as u64;
+                    let bytes = &data[piece];
+                    let written = match &planned.direct {
+                        Some(direct) if whole_blocks => {
+                            direct.write_blocks(&buffered, bytes, offset)
+                        }
+                        _ => buffered.write_all_at(bytes, offset).map(|()| 0),
+                    };
+                    self.record(job.file, offset, bytes.len(), written);
+                }
             }
-            (_, Err(e)) => Err(e),
-            (None, Ok(buffered)) => buffered
-                .write_all_at(blocks.blocks.as_slice(), blocks.offset)
-                .map(|()| 0),
-        };
-        self.record(blocks.file, blocks.offset, length, written);
+            Err(e) => self.record(job.file, job.offset, data.len(), Err(e)),
+        }
         if let Some(queue) = self.direct {
-            queue.give_back(blocks.blocks);
+            queue.give_back(job.data);
         }
     }
 
