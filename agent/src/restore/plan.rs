@@ -104,7 +104,7 @@ pub(super) struct Placement {
 }
 
 /// A blob to fetch, and where it goes.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct PlannedBlob {
     /// The blob's id (checked against its plaintext after unsealing).
     pub id: BlobId,

@@ -78,7 +78,7 @@ pub(super) type OpenFiles = HashMap<u32, Option<Target>>;
 /// A file open for one fetched range.
 #[derive(Debug)]
 pub(super) enum Target {
-    /// Takes one blob of the range.
+    /// Takes one blob of the range, or is written directly (see [`super::direct`]).
     Single(Arc<File>),
     /// Takes several blobs of the range, which the pool unseals at once: written one at a
     /// time (see [`SharedFile`]).
@@ -155,8 +155,10 @@ impl<'a> ContentWriter<'a> {
             } else {
                 continue;
             };
+            // A file written directly has one writer already: the direct writing thread.
+            let shared = count > 1 && planned.direct.is_none();
             let target = file.map(|file| {
-                if count > 1 {
+                if shared {
                     Target::Shared(SharedFile {
                         file,
                         queue: Mutex::default(),
@@ -658,6 +660,12 @@ mod tests {
 
         let (queue, blocks) = DirectQueue::new();
         let writer = ContentWriter::new(&files, None, Some(&queue));
+        if supported {
+            // Its one writer is the direct writing thread: no queue of its own per range.
+            let all: Vec<PlannedBlob> = blobs.iter().map(|(b, _)| b.clone()).collect();
+            let open = writer.open_targets(&all);
+            assert!(matches!(open.get(&0), Some(Some(Target::Single(_)))));
+        }
         std::thread::scope(|scope| {
             let writer = &writer;
             scope.spawn(move || writer.write_direct(blocks));
