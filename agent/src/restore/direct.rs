@@ -19,11 +19,11 @@
 //! file.
 //!
 //! A direct write returns once the disk has the data, so the threads that unseal do not
-//! make them: they hand a copy of the blob, its blocks aligned in memory, to one writing
-//! thread ([`DirectQueue`]) and go on. That thread writes the head and tail too: a buffered
-//! write takes the inode's lock, which ext4 holds through a direct write that allocates
-//! blocks, so an unsealing thread writing an edge would wait for the disk after all. At
-//! most [`QUEUED_BLOCKS`] copies wait; their buffers are reused.
+//! make them: they hand the blob's plaintext (moved, not copied) to one writing thread
+//! ([`DirectQueue`]) and go on. That thread copies the whole blocks into its one aligned
+//! buffer, and writes the head and tail too: a buffered write takes the inode's lock, which
+//! ext4 holds through a direct write that allocates blocks, so an unsealing thread writing
+//! an edge would wait for the disk after all. At most [`QUEUED_BLOBS`] blobs wait.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -47,16 +47,8 @@ pub(super) const DIRECT_MIN: u64 = 64 << 10;
 /// Alignment of direct writes' memory, offsets and lengths.
 pub(super) const ALIGN: u64 = 4096;
 
-/// Copies waiting for the writing thread, at most (a chunk each, 1 MiB on average).
-pub(super) const QUEUED_BLOCKS: usize = 2;
-
-/// Spare buffers kept for reuse, at most.
-const SPARE_BUFFERS: usize = QUEUED_BLOCKS;
-
-/// Largest buffer kept for reuse (a chunk of 2 MiB): a spare buffer grows to the largest
-/// chunk it held, and keeping a few of the largest (8 MiB by default) cost a volume's
-/// restore 40 MB of peak memory.
-const KEPT_BUFFER: usize = (2 << 20) + ALIGN as usize;
+/// Blobs waiting for the writing thread, at most (1 MiB each on average).
+pub(super) const QUEUED_BLOBS: usize = 2;
 
 /// A second descriptor of a large file, opened for direct writes.
 #[derive(Debug)]
@@ -115,107 +107,67 @@ impl DirectFile {
     }
 }
 
-/// A copy of some bytes placed so that those from a given index on start on an [`ALIGN`]
-/// boundary in memory, in a buffer that is reused.
+/// A copy of some bytes, aligned to [`ALIGN`] in memory, in a buffer that is reused.
 #[derive(Debug, Default)]
 pub(super) struct AlignedBuffer {
     buffer: Vec<u8>,
-    start: usize,
-    length: usize,
 }
 
 impl AlignedBuffer {
-    /// Replaces the content with a copy of `bytes`, placed so that `bytes[aligned..]`
-    /// starts on a boundary; `aligned` is below [`ALIGN`].
-    fn fill(&mut self, bytes: &[u8], aligned: usize) {
-        let align = ALIGN as usize;
-        let needed = bytes.len() + 2 * align;
+    /// Replaces the content with a copy of `bytes`; returns the aligned copy.
+    pub(super) fn fill(&mut self, bytes: &[u8]) -> &[u8] {
+        let needed = bytes.len() + ALIGN as usize;
         if self.buffer.len() < needed {
             self.buffer = vec![0; needed];
         }
-        let boundary = self.buffer.as_ptr().align_offset(align) + align;
-        self.start = boundary - aligned % align;
-        self.length = bytes.len();
-        self.buffer[self.start..self.start + bytes.len()].copy_from_slice(bytes);
-    }
-
-    /// The copy.
-    pub(super) fn as_slice(&self) -> &[u8] {
-        &self.buffer[self.start..self.start + self.length]
+        let start = self.buffer.as_ptr().align_offset(ALIGN as usize);
+        let copy = &mut self.buffer[start..start + bytes.len()];
+        copy.copy_from_slice(bytes);
+        copy
     }
 }
 
-/// A blob's bytes for one place in a file, on their way to the writing thread.
+/// A blob's plaintext for one place in a file, on its way to the writing thread.
 #[derive(Debug)]
-pub(super) struct BlocksToWrite {
+pub(super) struct BlobToWrite {
     /// The file, by its number in the batch.
     pub file: u32,
     /// Where the bytes go.
     pub offset: u64,
-    /// The bytes, the whole blocks among them aligned in memory.
-    pub data: AlignedBuffer,
+    /// The bytes.
+    pub data: Vec<u8>,
     /// Which of the bytes are whole blocks (from [`DirectFile::blocks_of`]).
     pub blocks: Range<usize>,
 }
 
-/// The queue to the thread that makes the direct writes, and the buffers it gives back.
+/// The queue to the thread that makes the direct writes.
 #[derive(Debug)]
 pub(super) struct DirectQueue {
     /// Closed (taken) once every blob is unsealed, which ends the writing thread.
-    sender: Mutex<Option<SyncSender<BlocksToWrite>>>,
-    spare: Mutex<Vec<AlignedBuffer>>,
+    sender: Mutex<Option<SyncSender<BlobToWrite>>>,
 }
 
 impl DirectQueue {
     /// A queue, and the receiving end for the writing thread.
-    pub(super) fn new() -> (Self, Receiver<BlocksToWrite>) {
-        let (sender, receiver) = sync_channel(QUEUED_BLOCKS);
+    pub(super) fn new() -> (Self, Receiver<BlobToWrite>) {
+        let (sender, receiver) = sync_channel(QUEUED_BLOBS);
         let queue = Self {
             sender: Mutex::new(Some(sender)),
-            spare: Mutex::default(),
         };
         (queue, receiver)
     }
 
-    /// Hands a copy of `data`, for `file` at `offset`, whose whole blocks are `blocks`, to
-    /// the writing thread, waiting while [`QUEUED_BLOCKS`] copies wait. Returns the copy
-    /// back if the queue is closed.
-    pub(super) fn send(
-        &self,
-        file: u32,
-        offset: u64,
-        data: &[u8],
-        blocks: Range<usize>,
-    ) -> Result<(), BlocksToWrite> {
-        let mut buffer = self
-            .spare
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop()
-            .unwrap_or_default();
-        buffer.fill(data, blocks.start);
-        let job = BlocksToWrite {
-            file,
-            offset,
-            data: buffer,
-            blocks,
-        };
+    /// Hands `blob` to the writing thread, waiting while [`QUEUED_BLOBS`] blobs wait.
+    /// Returns it if the queue is closed.
+    pub(super) fn send(&self, blob: BlobToWrite) -> Result<(), BlobToWrite> {
         let sender = self
             .sender
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         match sender {
-            Some(sender) => sender.send(job).map_err(|e| e.0),
-            None => Err(job),
-        }
-    }
-
-    /// Keeps a written buffer for the next copy.
-    pub(super) fn give_back(&self, buffer: AlignedBuffer) {
-        let mut spare = self.spare.lock().unwrap_or_else(PoisonError::into_inner);
-        if spare.len() < SPARE_BUFFERS && buffer.buffer.len() <= KEPT_BUFFER {
-            spare.push(buffer);
+            Some(sender) => sender.send(blob).map_err(|e| e.0),
+            None => Err(blob),
         }
     }
 
@@ -263,14 +215,13 @@ mod tests {
     }
 
     #[test]
-    fn aligned_buffers_hold_the_copy_aligned_where_asked() {
+    fn aligned_buffers_hold_the_copy_aligned() {
         let mut buffer = AlignedBuffer::default();
-        for (length, aligned) in [(4096, 0), (3 * 4096 + 5, 4095), (4097, 1), (40_000, 100)] {
+        for length in [4096, 3 * 4096, 4096, 10 * 4096] {
             let bytes: Vec<u8> = (0..length).map(|i| (i * 7 + length) as u8).collect();
-            buffer.fill(&bytes, aligned);
-            assert_eq!(buffer.as_slice(), bytes.as_slice());
-            let boundary = buffer.as_slice()[aligned..].as_ptr();
-            assert_eq!(boundary as usize % ALIGN as usize, 0, "{length} {aligned}");
+            let copy = buffer.fill(&bytes);
+            assert_eq!(copy, bytes.as_slice());
+            assert_eq!(copy.as_ptr() as usize % ALIGN as usize, 0, "{length}");
         }
     }
 
@@ -281,8 +232,7 @@ mod tests {
         let buffered = File::create(&path).expect("create");
         let mut blocks = AlignedBuffer::default();
         let data: Vec<u8> = (0..3 * ALIGN).map(|i| (i % 251) as u8).collect();
-        blocks.fill(&data, 0);
-        let blocks = blocks.as_slice();
+        let blocks = blocks.fill(&data);
         // A read-only descriptor fails with EBADF: not a refusal of direct I/O, so the
         // error is returned, not hidden behind a buffered write.
         let read_only = DirectFile {

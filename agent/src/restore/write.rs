@@ -29,7 +29,7 @@ use bunker_repo_format::BlobId;
 use bunker_repo_format::tree::{Metadata, Node};
 use rayon::prelude::*;
 
-use super::direct::{BlocksToWrite, DirectQueue};
+use super::direct::{AlignedBuffer, BlobToWrite, DirectQueue};
 use super::plan::{Pending, PendingDir, Placement, PlannedBlob, PlannedFile};
 use crate::platform::{self, ApplyOptions, DirHandle};
 use crate::progress::Progress;
@@ -196,6 +196,28 @@ impl<'a> ContentWriter<'a> {
     pub fn write(&self, open: &OpenFiles, blob: &PlannedBlob, mut data: Vec<u8>) {
         let last = blob.placements.len().saturating_sub(1);
         for (i, placement) in blob.placements.iter().enumerate() {
+            let planned = &self.files[placement.file as usize];
+            if let (Some(direct), Some(queue)) = (&planned.direct, self.direct)
+                && let Some(blocks) = direct.blocks_of(placement.offset, data.len())
+            {
+                // The last placement hands the bytes over; the others a copy.
+                let data = if i == last {
+                    std::mem::take(&mut data)
+                } else {
+                    data.clone()
+                };
+                let blob = BlobToWrite {
+                    file: placement.file,
+                    offset: placement.offset,
+                    data,
+                    blocks,
+                };
+                if let Err(unsent) = queue.send(blob) {
+                    // The queue closes only once every blob is written; never lose bytes.
+                    self.write_blob(unsent, &mut AlignedBuffer::default());
+                }
+                continue;
+            }
             match open.get(&placement.file) {
                 Some(Some(Target::Single(file))) => self.write_at(file, placement, &data),
                 Some(Some(Target::Shared(shared))) => {
@@ -262,38 +284,28 @@ impl<'a> ContentWriter<'a> {
         }
     }
 
-    /// Writes `data` at `placement` in `file`, counting it or recording the failure. A
-    /// write with whole blocks into a file with a [`DirectFile`](super::direct::DirectFile)
-    /// goes to the direct writing thread instead.
+    /// Writes `data` at `placement` in `file`, counting it or recording the failure.
     fn write_at(&self, file: &File, placement: &Placement, data: &[u8]) {
-        let planned = &self.files[placement.file as usize];
-        if let (Some(direct), Some(queue)) = (&planned.direct, self.direct)
-            && let Some(blocks) = direct.blocks_of(placement.offset, data.len())
-        {
-            if let Err(unsent) = queue.send(placement.file, placement.offset, data, blocks) {
-                // The queue closes only once every blob is written; never lose bytes.
-                self.write_blocks(unsent);
-            }
-            return;
-        }
         let written = file.write_all_at(data, placement.offset).map(|()| 0);
         self.record(placement.file, placement.offset, data.len(), written);
     }
 
-    /// Writes what [`Self::write_at`] handed over, until the queue closes; run by the
+    /// Writes the blobs [`Self::write`] handed over, until the queue closes; run by the
     /// direct writing thread.
-    pub fn write_direct(&self, queue: Receiver<BlocksToWrite>) {
-        for blocks in queue {
-            self.write_blocks(blocks);
+    pub fn write_direct(&self, queue: Receiver<BlobToWrite>) {
+        let mut aligned = AlignedBuffer::default();
+        for blob in queue {
+            self.write_blob(blob, &mut aligned);
         }
     }
 
-    /// Writes one blob's bytes: the head and tail through the file's ordinary descriptor,
-    /// the whole blocks between them through its [`DirectFile`](super::direct::DirectFile).
-    fn write_blocks(&self, job: BlocksToWrite) {
-        let planned = &self.files[job.file as usize];
-        let data = job.data.as_slice();
-        let blocks = job.blocks.clone();
+    /// Writes one blob's plaintext: the head and tail through the file's ordinary
+    /// descriptor, the whole blocks between them, copied into `aligned`, through its
+    /// [`DirectFile`](super::direct::DirectFile).
+    fn write_blob(&self, blob: BlobToWrite, aligned: &mut AlignedBuffer) {
+        let planned = &self.files[blob.file as usize];
+        let data = blob.data.as_slice();
+        let blocks = blob.blocks;
         match open_for_writing(planned) {
             Ok(buffered) => {
                 let pieces = [
@@ -302,21 +314,18 @@ impl<'a> ContentWriter<'a> {
                     (blocks.end..data.len(), false),
                 ];
                 for (piece, whole_blocks) in pieces {
-                    let offset = job.offset + piece.start as u64;
+                    let offset = blob.offset + piece.start as u64;
                     let bytes = &data[piece];
                     let written = match &planned.direct {
                         Some(direct) if whole_blocks => {
-                            direct.write_blocks(&buffered, bytes, offset)
+                            direct.write_blocks(&buffered, aligned.fill(bytes), offset)
                         }
                         _ => buffered.write_all_at(bytes, offset).map(|()| 0),
                     };
-                    self.record(job.file, offset, bytes.len(), written);
+                    self.record(blob.file, offset, bytes.len(), written);
                 }
             }
-            Err(e) => self.record(job.file, job.offset, data.len(), Err(e)),
-        }
-        if let Some(queue) = self.direct {
-            queue.give_back(job.data);
+            Err(e) => self.record(blob.file, blob.offset, data.len(), Err(e)),
         }
     }
 
