@@ -23,7 +23,8 @@
 //! ([`DirectQueue`]) and go on. That thread copies the whole blocks into its one aligned
 //! buffer, and writes the head and tail too: a buffered write takes the inode's lock, which
 //! ext4 holds through a direct write that allocates blocks, so an unsealing thread writing
-//! an edge would wait for the disk after all. At most [`QUEUED_BLOBS`] blobs wait.
+//! an edge would wait for the disk after all. A blob is handed over only when that thread
+//! takes it ([`QUEUED_BLOBS`] is 0): each one waiting held a large chunk's plaintext.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -47,8 +48,11 @@ pub(super) const DIRECT_MIN: u64 = 64 << 10;
 /// Alignment of direct writes' memory, offsets and lengths.
 pub(super) const ALIGN: u64 = 4096;
 
-/// Blobs waiting for the writing thread, at most (1 MiB each on average).
-pub(super) const QUEUED_BLOBS: usize = 2;
+/// Blobs waiting for the writing thread beyond those their unsealing threads hold, at most.
+/// With 2, a vol restore peaked at 97-106 MB of memory, with heaptrack finding six
+/// plaintexts of 5.6 MB on average alive at the peak; with 0, at 79-89 MB, 3% slower
+/// (docs/PERFORMANCE.md, session 13).
+pub(super) const QUEUED_BLOBS: usize = 0;
 
 /// A second descriptor of a large file, opened for direct writes.
 #[derive(Debug)]
@@ -157,8 +161,8 @@ impl DirectQueue {
         (queue, receiver)
     }
 
-    /// Hands `blob` to the writing thread, waiting while [`QUEUED_BLOBS`] blobs wait.
-    /// Returns it if the queue is closed.
+    /// Hands `blob` to the writing thread, waiting until it takes it (or while
+    /// [`QUEUED_BLOBS`] blobs wait). Returns it if the queue is closed.
     pub(super) fn send(&self, blob: BlobToWrite) -> Result<(), BlobToWrite> {
         let sender = self
             .sender
