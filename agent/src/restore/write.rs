@@ -196,20 +196,20 @@ impl<'a> ContentWriter<'a> {
     pub fn write(&self, open: &OpenFiles, blob: &PlannedBlob, mut data: Vec<u8>) {
         let last = blob.placements.len().saturating_sub(1);
         for (i, placement) in blob.placements.iter().enumerate() {
+            // The last placement may keep the bytes; the others lend them.
+            let bytes = if i == last {
+                Cow::Owned(std::mem::take(&mut data))
+            } else {
+                Cow::Borrowed(data.as_slice())
+            };
             let planned = &self.files[placement.file as usize];
             if let (Some(direct), Some(queue)) = (&planned.direct, self.direct)
-                && let Some(blocks) = direct.blocks_of(placement.offset, data.len())
+                && let Some(blocks) = direct.blocks_of(placement.offset, bytes.len())
             {
-                // The last placement hands the bytes over; the others a copy.
-                let data = if i == last {
-                    std::mem::take(&mut data)
-                } else {
-                    data.clone()
-                };
                 let blob = BlobToWrite {
                     file: placement.file,
                     offset: placement.offset,
-                    data,
+                    data: bytes.into_owned(),
                     blocks,
                 };
                 if let Err(unsent) = queue.send(blob) {
@@ -219,20 +219,12 @@ impl<'a> ContentWriter<'a> {
                 continue;
             }
             match open.get(&placement.file) {
-                Some(Some(Target::Single(file))) => self.write_at(file, placement, &data),
-                Some(Some(Target::Shared(shared))) => {
-                    // The last placement may keep the bytes; the others lend them.
-                    let bytes = if i == last {
-                        Cow::Owned(std::mem::take(&mut data))
-                    } else {
-                        Cow::Borrowed(data.as_slice())
-                    };
-                    self.write_shared(shared, placement, bytes);
-                }
+                Some(Some(Target::Single(file))) => self.write_at(file, placement, &bytes),
+                Some(Some(Target::Shared(shared))) => self.write_shared(shared, placement, bytes),
                 Some(None) => {}
                 None => {
                     if let Some(file) = self.open_or_fail(placement.file) {
-                        self.write_at(&file, placement, &data);
+                        self.write_at(&file, placement, &bytes);
                     }
                 }
             }
