@@ -7,9 +7,11 @@
 //! `max_size` bytes after it, so chains of cuts walked from different positions coincide
 //! forever once they share one position.
 
+mod gear;
+
 use std::io::{self, Read};
 
-use fastcdc::v2020::{Normalization, cut_gear, select_masks};
+use fastcdc::v2020::{Normalization, select_masks};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
@@ -68,7 +70,6 @@ impl ChunkerParams {
 pub struct Chunker {
     params: ChunkerParams,
     gear: Box<[u64; 256]>,
-    gear_shifted: Box<[u64; 256]>,
     mask_s: u64,
     mask_l: u64,
 }
@@ -101,16 +102,10 @@ impl Chunker {
     /// A chunker for validated `params` and the repository's chunker seed.
     pub fn new(params: ChunkerParams, seed: &[u8; 32]) -> Result<Self> {
         params.validate()?;
-        let gear = gear_table(seed);
-        let mut gear_shifted = [0u64; 256];
-        for (shifted, value) in gear_shifted.iter_mut().zip(gear.iter()) {
-            *shifted = value << 1;
-        }
         let (mask_s, mask_l) = select_masks(params.avg_size as usize, Normalization::Level1);
         Ok(Self {
             params,
-            gear: Box::new(gear),
-            gear_shifted: Box::new(gear_shifted),
+            gear: Box::new(gear_table(seed)),
             mask_s,
             mask_l,
         })
@@ -124,17 +119,16 @@ impl Chunker {
     /// Length of the chunk that starts at `data[0]`, given that `data` holds at least
     /// `max_size` bytes or ends the stream.
     pub fn next_cut(&self, data: &[u8]) -> usize {
-        let (_, cut) = cut_gear(
+        let ChunkerParams {
+            min_size,
+            avg_size,
+            max_size,
+        } = self.params;
+        let cut = gear::cut(
             data,
-            self.params.min_size as usize,
-            self.params.avg_size as usize,
-            self.params.max_size as usize,
-            self.mask_s,
-            self.mask_l,
-            self.mask_s << 1,
-            self.mask_l << 1,
-            &self.gear[..],
-            &self.gear_shifted[..],
+            [min_size, avg_size, max_size].map(|size| size as usize),
+            [self.mask_s, self.mask_l],
+            &self.gear,
         );
         cut.clamp(data.len().min(1), data.len())
     }
