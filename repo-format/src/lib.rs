@@ -5,6 +5,7 @@
 //! directory [`tree`]s and snapshots, and the storage [`backend`]s that hold them.
 //! `docs/FORMAT.md` specifies every object byte by byte.
 
+pub mod aligned;
 pub mod audit;
 pub mod backend;
 pub mod blob;

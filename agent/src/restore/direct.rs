@@ -37,6 +37,8 @@ use std::sync::{Mutex, PoisonError};
 
 use nix::fcntl::OFlag;
 
+pub(super) use bunker_repo_format::aligned::AlignedBuffer;
+
 /// Files with at least this many bytes of data are written directly. Below it, the copy
 /// into the page cache costs less than keeping a second descriptor and a writing thread.
 #[cfg(not(test))]
@@ -46,7 +48,7 @@ pub(super) const DIRECT_MIN: u64 = 32 << 20;
 pub(super) const DIRECT_MIN: u64 = 64 << 10;
 
 /// Alignment of direct writes' memory, offsets and lengths.
-pub(super) const ALIGN: u64 = 4096;
+pub(super) const ALIGN: u64 = bunker_repo_format::aligned::ALIGN as u64;
 
 /// Blobs waiting for the writing thread beyond those their unsealing threads hold, at most.
 /// With 2, a vol restore peaked at 97-106 MB of memory, with heaptrack finding six
@@ -108,26 +110,6 @@ impl DirectFile {
         }
         buffered.write_all_at(bytes, offset)?;
         Ok(0)
-    }
-}
-
-/// A copy of some bytes, aligned to [`ALIGN`] in memory, in a buffer that is reused.
-#[derive(Debug, Default)]
-pub(super) struct AlignedBuffer {
-    buffer: Vec<u8>,
-}
-
-impl AlignedBuffer {
-    /// Replaces the content with a copy of `bytes`; returns the aligned copy.
-    pub(super) fn fill(&mut self, bytes: &[u8]) -> &[u8] {
-        let needed = bytes.len() + ALIGN as usize;
-        if self.buffer.len() < needed {
-            self.buffer = vec![0; needed];
-        }
-        let start = self.buffer.as_ptr().align_offset(ALIGN as usize);
-        let copy = &mut self.buffer[start..start + bytes.len()];
-        copy.copy_from_slice(bytes);
-        copy
     }
 }
 
@@ -216,17 +198,6 @@ mod tests {
             None,
             "refused: all buffered"
         );
-    }
-
-    #[test]
-    fn aligned_buffers_hold_the_copy_aligned() {
-        let mut buffer = AlignedBuffer::default();
-        for length in [4096, 3 * 4096, 4096, 10 * 4096] {
-            let bytes: Vec<u8> = (0..length).map(|i| (i * 7 + length) as u8).collect();
-            let copy = buffer.fill(&bytes);
-            assert_eq!(copy, bytes.as_slice());
-            assert_eq!(copy.as_ptr() as usize % ALIGN as usize, 0, "{length}");
-        }
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
+use nix::fcntl::{OFlag, PosixFadviseAdvice, posix_fadvise};
 
 use super::{Backend, LockPolicy, ObjectMeta, ReadHints, StagedFile, validate_name};
 use crate::error::{Error, Result};
@@ -378,15 +378,22 @@ impl Backend for LocalBackend {
             self.object_path(segments)?
         };
         let (path, file) = self.create_temp_in(&dir, &format!("objects under {prefix}"))?;
-        Ok(Some(StagedFile::new(path, file)))
+        // Where the filesystem refuses direct I/O (tmpfs), the writes are buffered.
+        let direct = OpenOptions::new()
+            .write(true)
+            .custom_flags(OFlag::O_DIRECT.bits())
+            .open(&path)
+            .ok();
+        Ok(Some(StagedFile::new(path, file, direct)))
     }
 
     fn publish(&self, staged: StagedFile, name: &str) -> Result<()> {
-        let Some((temp_path, file)) = staged.into_parts() else {
+        let Some(parts) = staged.into_parts() else {
             return Err(Error::Invalid(format!(
                 "{name}: the staged file was already published"
             )));
         };
+        let (temp_path, file) = parts.map_err(|e| self.io_error("writing", name, e))?;
         let result = self
             .prepare_put(name)
             .and_then(|path| self.link_object(file, &temp_path, &path, name));
