@@ -94,48 +94,80 @@ pub fn seal_blob_verified(
     level: i32,
 ) -> Result<Vec<u8>> {
     thread_local! {
-        static OPENED: RefCell<(Vec<u8>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+        static DECODED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     }
     let sealed = seal_blob(key, kind, id, plaintext, level);
+    DECODED.with_borrow_mut(|decoded| {
+        let verified = verify_sealed(key, id_key, kind, id, &sealed, plaintext.len(), decoded);
+        // A rare large blob does not keep its buffer's memory for the rest of the run.
+        decoded.clear();
+        decoded.shrink_to(KEPT_BUFFER);
+        verified
+    })?;
+    Ok(sealed)
+}
+
+/// Like [`seal_blob_verified`], for a plaintext the caller is done with: the check decodes
+/// the blob into `plaintext`'s own buffer, so it needs no buffer of its own (and no fresh
+/// memory to fault in for a large blob). Afterwards `plaintext` holds the blob as opened:
+/// the same bytes, when it verified.
+pub fn seal_blob_verified_in_place(
+    key: &SymmetricKey,
+    id_key: &WriterKey,
+    kind: BlobKind,
+    id: &BlobId,
+    plaintext: &mut Vec<u8>,
+    level: i32,
+) -> Result<Vec<u8>> {
+    let sealed = seal_blob(key, kind, id, plaintext, level);
+    let length = plaintext.len();
+    verify_sealed(key, id_key, kind, id, &sealed, length, plaintext)?;
+    Ok(sealed)
+}
+
+/// Opens a blob sealed from `length` bytes (decoding it into `decoded`, when compressed) and
+/// checks that it re-hashes to `id`.
+fn verify_sealed(
+    key: &SymmetricKey,
+    id_key: &WriterKey,
+    kind: BlobKind,
+    id: &BlobId,
+    sealed: &[u8],
+    length: usize,
+    decoded: &mut Vec<u8>,
+) -> Result<()> {
+    thread_local! {
+        static RECORD: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    }
     let fails = |e: Error| {
         Error::Invalid(format!(
             "a sealed {} blob does not read back: {e}",
             kind.name()
         ))
     };
-    let rehashed = OPENED.with_borrow_mut(|(record, decoded)| {
+    let rehashed = RECORD.with_borrow_mut(|record| {
         let compression =
-            open_record(key, kind, id, &sealed, "a new blob", record).map_err(fails)?;
+            open_record(key, kind, id, sealed, "a new blob", record).map_err(fails)?;
         let payload = &record[1..];
         // A stored payload is the plaintext itself; a compressed one is decoded (and its
         // length checked) first.
         let opened: &[u8] = match compression {
             Compression::None => payload,
             Compression::Zstd => {
-                compress::decompress_into(
-                    compression,
-                    payload,
-                    plaintext.len(),
-                    "a new blob",
-                    decoded,
-                )
-                .map_err(fails)?;
+                compress::decompress_into(compression, payload, length, "a new blob", decoded)
+                    .map_err(fails)?;
                 decoded
             }
         };
-        if opened.len() != plaintext.len() {
+        if opened.len() != length {
             return Err(fails(Error::Invalid(format!(
-                "{} bytes stored for {}",
-                opened.len(),
-                plaintext.len()
+                "{} bytes stored for {length}",
+                opened.len()
             ))));
         }
         let hash = id_key.blob_id_bytes(opened);
-        // A rare large blob does not keep its buffers' memory for the rest of the run.
-        for buffer in [record, decoded] {
-            buffer.clear();
-            buffer.shrink_to(KEPT_BUFFER);
-        }
+        record.clear();
+        record.shrink_to(KEPT_BUFFER);
         Ok(hash)
     })?;
     if rehashed != *id.as_bytes() {
@@ -144,7 +176,7 @@ pub fn seal_blob_verified(
             kind.name()
         )));
     }
-    Ok(sealed)
+    Ok(())
 }
 
 /// Largest buffer a thread keeps between verifications.
@@ -227,11 +259,39 @@ mod tests {
             let opened = open_blob(&key, BlobKind::Data, &id, &sealed, data.len() as u32, "p")
                 .expect("opens");
             assert_eq!(opened, data);
+            let mut in_place = data.clone();
+            let sealed_in_place = seal_blob_verified_in_place(
+                &key,
+                id_key,
+                BlobKind::Data,
+                &id,
+                &mut in_place,
+                level,
+            )
+            .expect("verifies in place");
+            assert_eq!(in_place, data, "the buffer holds the opened blob");
+            let opened = open_blob(
+                &key,
+                BlobKind::Data,
+                &id,
+                &sealed_in_place,
+                data.len() as u32,
+                "p",
+            )
+            .expect("opens");
+            assert_eq!(opened, data);
         }
         // The id of other bytes: the blob would restore as the wrong content.
         let other = BlobId::from_bytes(id_key.blob_id_bytes(b"other bytes"));
         let err = seal_blob_verified(&key, id_key, BlobKind::Data, &other, &data, 3)
             .expect_err("a blob whose id is not its hash is refused");
+        assert!(
+            err.to_string().contains("does not re-hash to its id"),
+            "{err}"
+        );
+        let err =
+            seal_blob_verified_in_place(&key, id_key, BlobKind::Data, &other, &mut data.clone(), 3)
+                .expect_err("refused in place too");
         assert!(
             err.to_string().contains("does not re-hash to its id"),
             "{err}"
