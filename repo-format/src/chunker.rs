@@ -219,6 +219,16 @@ impl Chunker {
         lengths
     }
 
+    /// Splits `data` into chunk lengths like [`Chunker::cut_parallel`] (same contract for
+    /// `at_end`), on the calling thread: no segment's chain is cut twice, so it takes the
+    /// least work where the other threads have work of their own.
+    pub fn cut_window(&self, data: &[u8], at_end: bool) -> Vec<usize> {
+        let chain = self.walk(data, at_end, 0, data.len(), &[]);
+        let mut lengths = Vec::with_capacity(chain.starts.len());
+        push_lengths(&mut lengths, &chain.starts, chain.stop);
+        lengths
+    }
+
     /// The length of the chunk starting at `data[position]` when `data` decides it: at the
     /// stream's end, or with at least `max_size` bytes from `position` on.
     fn decided_cut(&self, data: &[u8], position: usize, at_end: bool) -> Option<usize> {
@@ -476,6 +486,8 @@ mod tests {
             end = data.len().min(end + window);
             let at_end = end == data.len();
             let got = chunker.cut_parallel(&data[consumed..end], at_end, segment);
+            let sequential = chunker.cut_window(&data[consumed..end], at_end);
+            assert_eq!(got, sequential, "cut_window differs from cut_parallel");
             consumed += got.iter().sum::<usize>();
             lengths.extend(got);
             if at_end {

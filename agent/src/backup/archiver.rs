@@ -112,7 +112,7 @@ impl<'a> Archiver<'a> {
         cancel: &'a Cancel,
         with_atime: bool,
     ) -> Self {
-        let chunking = Chunking::of(repo);
+        let chunking = Chunking::of(repo).sharing_the_pool_with(stages.sealer.load());
         let small_files =
             SmallFileReader::new(chunking.clone(), cancel.clone(), Arc::clone(&stages.failed));
         Self {

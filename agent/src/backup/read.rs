@@ -8,7 +8,9 @@
 //! segments (a large file) is read in windows of up to [`MAX_WINDOW_SEGMENTS`] segments (one
 //! per rayon thread) of [`SEGMENT`] bytes; each window is cut with
 //! [`Chunker::cut_parallel`](bunker_repo_format::chunker::Chunker::cut_parallel), which gives
-//! exactly the boundaries of sequential chunking, its chunks are hashed in parallel, and the
+//! exactly the boundaries of sequential chunking (or, while sealing keeps every pool thread
+//! busy, cut on the walking thread, which costs less work in all), its chunks are hashed in
+//! parallel, and the
 //! consumer still sees them one by one, in order, on the walking thread. The walking thread is
 //! not a rayon thread: it waits for its parallel work as it waits for a seal permit, and pool
 //! tasks never wait for it, so the two cannot deadlock.
@@ -30,6 +32,7 @@ use bunker_repo_format::tree::Extent;
 use bunker_repo_format::{BlobId, Repository};
 use rayon::prelude::*;
 
+use super::seal::SealLoad;
 use crate::platform::{self, SourceFile};
 
 /// Bytes one rayon task cuts: the largest chunk the default bounds allow. Each segment
@@ -55,6 +58,10 @@ const MAX_WINDOW_SEGMENTS: usize = 8;
 pub(super) struct Chunking {
     chunker: Chunker,
     key: WriterKey,
+    /// While sealing keeps every pool thread busy, a window is cut on the walking thread:
+    /// cutting it in parallel costs more work in all (each segment's first chunks are cut
+    /// twice), which only pays while pool threads would otherwise idle.
+    seal_load: Option<SealLoad>,
 }
 
 impl Chunking {
@@ -63,6 +70,24 @@ impl Chunking {
         Self {
             chunker: repo.chunker().clone(),
             key: repo.writer_key().clone(),
+            seal_load: None,
+        }
+    }
+
+    /// Cuts windows on the walking thread while `load` says the pool is saturated.
+    pub(super) fn sharing_the_pool_with(self, load: SealLoad) -> Self {
+        Self {
+            seal_load: Some(load),
+            ..self
+        }
+    }
+
+    /// A window's chunk lengths, as [`Chunker::cut_parallel`] gives them.
+    fn cut_window(&self, data: &[u8], at_end: bool) -> Vec<usize> {
+        if self.seal_load.as_ref().is_some_and(SealLoad::saturated) {
+            self.chunker.cut_window(data, at_end)
+        } else {
+            self.chunker.cut_parallel(data, at_end, SEGMENT)
         }
     }
 
@@ -215,7 +240,7 @@ fn read_parallel<E>(
         let data = &buffer[..end];
         let mut spans: Vec<Range<usize>> = Vec::new();
         let mut start = 0usize;
-        for length in chunker.cut_parallel(data, eof, SEGMENT) {
+        for length in chunking.cut_window(data, eof) {
             spans.push(start..start + length);
             start += length;
         }
@@ -326,23 +351,27 @@ pub(super) mod tests {
     fn read_path(
         repo: &Repository,
         path: &Path,
+        on_chunk: impl FnMut(&[u8]) -> Result<(), String>,
+    ) -> (Result<ReadFile, ReadFailure<String>>, Vec<u8>) {
+        read_path_with(&Chunking::of(repo), repo, path, on_chunk)
+    }
+
+    /// Like [`read_path`], with the given chunking.
+    fn read_path_with(
+        chunking: &Chunking,
+        repo: &Repository,
+        path: &Path,
         mut on_chunk: impl FnMut(&[u8]) -> Result<(), String>,
     ) -> (Result<ReadFile, ReadFailure<String>>, Vec<u8>) {
         let mut file = platform::open_for_backup(path).expect("open");
         let size = file.file.metadata().expect("stat").len();
         let mut seen = Vec::new();
         let mut buffer = Vec::new();
-        let read = read_file(
-            &Chunking::of(repo),
-            &mut file,
-            size,
-            &mut buffer,
-            |id, chunk| {
-                assert_eq!(id, repo.blob_id(chunk));
-                seen.extend_from_slice(chunk);
-                on_chunk(chunk)
-            },
-        );
+        let read = read_file(chunking, &mut file, size, &mut buffer, |id, chunk| {
+            assert_eq!(id, repo.blob_id(chunk));
+            seen.extend_from_slice(chunk);
+            on_chunk(chunk)
+        });
         (read, seen)
     }
 
@@ -431,24 +460,32 @@ pub(super) mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let repo = small_chunks_repo(&tmp.path().join("repo"));
         let window = rayon::current_num_threads().clamp(1, MAX_WINDOW_SEGMENTS) * SEGMENT;
+        // Windows cut in parallel, and cut on the reading thread as while sealing keeps
+        // the pool busy.
+        let chunkings = [
+            Chunking::of(&repo),
+            Chunking::of(&repo).sharing_the_pool_with(SealLoad::saturated_for_tests()),
+        ];
         for len in [THRESHOLD - 1, THRESHOLD, THRESHOLD + window + 1, 3 * window] {
             let data = noise(len, len as u64);
             let path = tmp.path().join(format!("f{len}"));
             fs::write(&path, &data).expect("write");
-            let (read, seen) = read_path(&repo, &path, |_| Ok(()));
-            let Ok(read) = read else {
-                panic!("reading {len} bytes failed")
-            };
-            assert_eq!(
-                read.extents,
-                sequential_extents(&repo, &data),
-                "{len} bytes"
-            );
-            assert_eq!(
-                (read.bytes_read, read.length, read.short),
-                (len as u64, len as u64, false)
-            );
-            assert!(seen == data);
+            for chunking in &chunkings {
+                let (read, seen) = read_path_with(chunking, &repo, &path, |_| Ok(()));
+                let Ok(read) = read else {
+                    panic!("reading {len} bytes failed")
+                };
+                assert_eq!(
+                    read.extents,
+                    sequential_extents(&repo, &data),
+                    "{len} bytes"
+                );
+                assert_eq!(
+                    (read.bytes_read, read.length, read.short),
+                    (len as u64, len as u64, false)
+                );
+                assert!(seen == data);
+            }
         }
     }
 

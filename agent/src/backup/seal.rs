@@ -113,6 +113,39 @@ impl Spares {
     }
 }
 
+/// Whether sealing keeps every pool thread busy (a batch in flight per thread): then the
+/// walk's own work is best done on the walking thread, the pool having enough of its own.
+#[derive(Clone)]
+pub(super) struct SealLoad {
+    permits: Arc<Permits>,
+    /// Pool threads.
+    limit: usize,
+}
+
+impl SealLoad {
+    /// A load that is always saturated.
+    #[cfg(test)]
+    pub(super) fn saturated_for_tests() -> Self {
+        Self {
+            permits: Arc::new(Permits {
+                used: Mutex::new(1),
+                freed: Condvar::new(),
+            }),
+            limit: 1,
+        }
+    }
+
+    /// True while there are at least as many batches in flight as pool threads.
+    pub(super) fn saturated(&self) -> bool {
+        *self
+            .permits
+            .used
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            >= self.limit
+    }
+}
+
 /// Everything a pool task needs, shared by all of them.
 struct Keys {
     session: SealingSession,
@@ -159,6 +192,14 @@ impl Sealer {
             out,
             batch: Vec::new(),
             batch_bytes: 0,
+        }
+    }
+
+    /// A probe of how busy sealing keeps the pool.
+    pub(super) fn load(&self) -> SealLoad {
+        SealLoad {
+            permits: Arc::clone(&self.permits),
+            limit: rayon::current_num_threads(),
         }
     }
 
