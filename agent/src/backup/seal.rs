@@ -16,21 +16,22 @@ use bunker_repo_format::blob::{seal_blob, seal_blob_verified, seal_blob_verified
 use bunker_repo_format::crypto::{SealingSession, WriterKey};
 use bunker_repo_format::{BlobId, BlobKind, SealedBlob};
 
-/// Plaintext bytes collected before a batch goes to the pool.
-const BATCH_BYTES: usize = 1 << 20;
+/// Plaintext bytes collected before a batch goes to the pool. Session 14 (docs/
+/// PERFORMANCE.md): 2 MiB batches made the Linux-source first backup 3.50-3.80 s against
+/// 3.67-4.02 s with 1 MiB ones, for 110-122 MB of peak memory against 100-110 (restic
+/// peaks at 120-146 MB there); the vol backup gained nothing.
+const BATCH_BYTES: usize = 2 << 20;
 
 /// Batches queued or running per pool thread. With one, a pool thread that finishes its
 /// batch idles while the walking thread reads, chunks and hashes the next (small files
 /// cost it a few syscalls each); with two, the walk fills a batch while the pool still has
-/// one per thread. Two batches of 1 MiB hold the plaintext that one of 2 MiB did, so peak
-/// memory stays where it was. Linux-source first backup on 2 cores (docs/PERFORMANCE.md,
-/// "Session 9"): 1.72-1.77 cores busy with one 2 MiB batch per thread, 1.74-1.81 with two
-/// of 1 MiB, 1.80-1.83 with two of 2 MiB (8-15 MB more peak memory, not taken).
+/// one per thread. Linux-source first backup on 2 cores (docs/PERFORMANCE.md, "Session
+/// 9"): 1.72-1.77 cores busy with one 2 MiB batch per thread, 1.74-1.81 with two of 1 MiB,
+/// 1.80-1.83 with two of 2 MiB.
 const BATCHES_PER_THREAD: usize = 2;
 
-/// Buffers kept for chunk copies, at most this many bytes of them per batch in flight:
-/// about what the batches themselves hold, so the spares add little to peak memory.
-const SPARE_BYTES_PER_BATCH: usize = 2 * BATCH_BYTES;
+/// Buffers kept for chunk copies, at most this many bytes of them per batch in flight.
+const SPARE_BYTES_PER_BATCH: usize = 2 << 20;
 
 /// Buffers kept for chunk copies, at most.
 const SPARE_BUFFERS: usize = 16;
