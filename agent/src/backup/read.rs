@@ -10,10 +10,9 @@
 //! [`Chunker::cut_parallel`](bunker_repo_format::chunker::Chunker::cut_parallel), which gives
 //! exactly the boundaries of sequential chunking (or, while sealing keeps every pool thread
 //! busy, cut on the walking thread, which costs less work in all), its chunks are hashed in
-//! parallel, and the
-//! consumer still sees them one by one, in order, on the walking thread. The walking thread is
-//! not a rayon thread: it waits for its parallel work as it waits for a seal permit, and pool
-//! tasks never wait for it, so the two cannot deadlock.
+//! parallel, and the consumer still sees them one by one, in order, on the walking thread.
+//! The walking thread is not a rayon thread: it waits for its parallel work as it waits for a
+//! seal permit, and pool tasks never wait for it, so the two cannot deadlock.
 //!
 //! Memory stays bounded whatever the file size: one buffer, reused for the rest of the walk,
 //! of `min(threads, MAX_WINDOW_SEGMENTS) * SEGMENT + max_size` bytes once a large region was
