@@ -454,8 +454,9 @@ mod tests {
         }
     }
 
-    /// Random blocks, runs of zeros and repeats of an earlier block, glued together.
-    fn mixed(pieces: &[(u8, usize, u64)]) -> Vec<u8> {
+    /// Random blocks, runs of zeros and repeats of an earlier block, glued together: per
+    /// piece `(kind, length, seed)`.
+    pub(super) fn mixed(pieces: &[(u8, usize, u64)]) -> Vec<u8> {
         let mut data: Vec<u8> = Vec::new();
         for &(kind, len, seed) in pieces {
             match kind % 3 {

@@ -174,6 +174,7 @@ impl Scan<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chunker::tests::mixed;
     use fastcdc::v2020::{Normalization, cut_gear, select_masks};
     use proptest::prelude::*;
 
@@ -203,26 +204,6 @@ mod tests {
             &shifted,
         );
         cut
-    }
-
-    /// Bytes that are random, or runs of one value, or a short pattern repeated: per piece
-    /// `(kind, length, seed)`.
-    fn mixed(pieces: &[(u8, usize, u64)]) -> Vec<u8> {
-        let mut data = Vec::new();
-        for &(kind, length, seed) in pieces {
-            let mut state = seed | 1;
-            data.extend((0..length).map(|i| match kind % 3 {
-                0 => {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    state as u8
-                }
-                1 => seed as u8,
-                _ => (i % 7) as u8 ^ seed as u8,
-            }));
-        }
-        data
     }
 
     /// Every cut of `data`, chunk after chunk, agrees with the reference.
