@@ -671,7 +671,7 @@ impl<'a> Archiver<'a> {
         let encoded = tree.encode();
         let id = self.repo.blob_id(&encoded);
         if self.stages.dedup.claim(id) {
-            let sealed = self.stages.sealer.seal_now(BlobKind::Tree, id, &encoded);
+            let sealed = self.stages.sealer.seal_now(BlobKind::Tree, id, encoded);
             self.stages.sealer.send(sealed)?;
         }
         Ok(id)

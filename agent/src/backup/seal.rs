@@ -12,7 +12,7 @@
 use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
-use bunker_repo_format::blob::{seal_blob, seal_blob_verified, seal_blob_verified_in_place};
+use bunker_repo_format::blob::{seal_blob, seal_blob_verified_in_place};
 use bunker_repo_format::crypto::{SealingSession, WriterKey};
 use bunker_repo_format::{BlobId, BlobKind, SealedBlob};
 
@@ -221,8 +221,13 @@ impl Sealer {
     }
 
     /// Seals one blob on the calling thread (trees: small, and needed in walk order).
-    pub(super) fn seal_now(&self, kind: BlobKind, id: BlobId, plaintext: &[u8]) -> SealedBatch {
-        seal_one(&self.keys, kind, id, plaintext).map(|blob| vec![blob])
+    pub(super) fn seal_now(
+        &self,
+        kind: BlobKind,
+        id: BlobId,
+        mut plaintext: Vec<u8>,
+    ) -> SealedBatch {
+        seal_one(&self.keys, kind, id, &mut plaintext).map(|blob| vec![blob])
     }
 
     /// Sends already sealed blobs straight to the pack stage.
@@ -252,7 +257,7 @@ impl Sealer {
             let sealed: SealedBatch = batch
                 .into_iter()
                 .map(|(id, mut data)| {
-                    let sealed = seal_chunk(&keys, id, &mut data);
+                    let sealed = seal_one(&keys, BlobKind::Data, id, &mut data);
                     spares.give_back(data);
                     sealed
                 })
@@ -270,47 +275,24 @@ impl Sealer {
     }
 }
 
-/// Compresses and seals a chunk's copy, like [`seal_one`]; the verification decodes into
-/// the copy's buffer.
-fn seal_chunk(keys: &Keys, id: BlobId, data: &mut Vec<u8>) -> Result<SealedBlob, String> {
-    if !keys.verify {
-        return seal_one(keys, BlobKind::Data, id, data);
-    }
-    let raw_length = blob_length(id, data)?;
-    let sealed = seal_blob_verified_in_place(
-        keys.session.key(),
-        &keys.writer,
-        BlobKind::Data,
-        &id,
-        data,
-        keys.level,
-    )
-    .map_err(|e| format!("verifying a sealed blob failed: {e}"))?;
-    Ok(SealedBlob {
-        id,
-        kind: BlobKind::Data,
-        sealed,
-        raw_length,
-    })
-}
-
 /// A blob's plaintext length, which must fit the index's field.
 fn blob_length(id: BlobId, plaintext: &[u8]) -> Result<u32, String> {
     u32::try_from(plaintext.len())
         .map_err(|_| format!("blob {id} of {} bytes is too large", plaintext.len()))
 }
 
-/// Compresses and seals one blob; with verification, opens it again and checks its id.
+/// Compresses and seals one blob; with verification, opens it again and checks its id,
+/// decoding into `plaintext`'s own buffer (the caller is done with the plaintext).
 fn seal_one(
     keys: &Keys,
     kind: BlobKind,
     id: BlobId,
-    plaintext: &[u8],
+    plaintext: &mut Vec<u8>,
 ) -> Result<SealedBlob, String> {
     let raw_length = blob_length(id, plaintext)?;
     let key = keys.session.key();
     let sealed = if keys.verify {
-        seal_blob_verified(key, &keys.writer, kind, &id, plaintext, keys.level)
+        seal_blob_verified_in_place(key, &keys.writer, kind, &id, plaintext, keys.level)
             .map_err(|e| format!("verifying a sealed blob failed: {e}"))?
     } else {
         seal_blob(key, kind, &id, plaintext, keys.level)
