@@ -728,7 +728,7 @@ impl Repository {
     ) -> Result<crate::pack::PackWriter> {
         Ok(
             match self.backend.stage(crate::pack::pack_kind(kind).prefix())? {
-                Some(file) => crate::pack::PackWriter::staged(kind, session.clone(), file),
+                Some(file) => crate::pack::PackWriter::staged(kind, session.clone(), file)?,
                 None => crate::pack::PackWriter::new(kind, session.clone()),
             },
         )

@@ -11,7 +11,7 @@ pub mod fault;
 mod local;
 pub mod lock;
 mod memory;
-mod staged;
+pub(crate) mod staged;
 pub mod testing;
 
 pub use local::LocalBackend;

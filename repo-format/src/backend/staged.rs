@@ -3,13 +3,14 @@
 //! bytes, so a store that can hold the bytes on disk meanwhile spares the writer holding a
 //! whole pack in memory.
 //!
-//! A staged file that the filesystem lets us open for direct I/O is written around the page
-//! cache: its bytes are gathered in an aligned buffer and written [`DIRECT_WRITE`] bytes at
-//! a time with `O_DIRECT`, and only the last partial buffer goes through the page cache,
-//! when the file is published. Nothing reads a new pack back soon, and on the benchmark
-//! machine (a VM whose free memory goes back to its host) every page-cache page a write
-//! fills must first be faulted in: buffered writes of 2 GiB took 5.5 s of system time,
-//! direct ones 1 s (docs/PERFORMANCE.md, session 13).
+//! A staged file gathers its bytes in an aligned buffer and writes them [`WRITE_SIZE`]
+//! bytes at a time (small blobs come by the thousand; a write each would cost a system call
+//! each). Where the filesystem lets us open the file for direct I/O, those writes go around
+//! the page cache (`O_DIRECT`), and only the last partial buffer goes through it, when the
+//! file is published. Nothing reads a new pack back soon, and on the benchmark machine (a
+//! VM whose free memory goes back to its host) every page-cache page a write fills must
+//! first be faulted in: buffered writes of 2 GiB took 5.5 s of system time, direct ones 1 s
+//! (docs/PERFORMANCE.md, session 13).
 
 use std::fs::{self, File};
 use std::io;
@@ -18,9 +19,9 @@ use std::path::{Path, PathBuf};
 
 use crate::aligned::AlignedBuffer;
 
-/// Bytes per direct write: a multiple of [`crate::aligned::ALIGN`]. Writes of 1 MiB came
+/// Bytes per write: a multiple of [`crate::aligned::ALIGN`]. Direct writes of 1 MiB came
 /// within 10% of 4 MiB ones with `dd` on the benchmark machine.
-const DIRECT_WRITE: usize = 1 << 20;
+pub(crate) const WRITE_SIZE: usize = 1 << 20;
 
 /// A temp file in a store's staging area. Dropped before it is published, it removes itself.
 #[derive(Debug)]
@@ -28,18 +29,11 @@ pub struct StagedFile {
     path: PathBuf,
     /// `None` once handed to the store for publishing.
     file: Option<File>,
-    /// Direct writes, while the filesystem takes them.
-    direct: Option<DirectWrites>,
-    written: u64,
-}
-
-/// The direct-I/O side of a staged file.
-#[derive(Debug)]
-struct DirectWrites {
-    /// The temp file opened again with `O_DIRECT`.
-    file: File,
-    /// Bytes not yet written; they go at `written - buffer.len()`.
+    /// The temp file opened again with `O_DIRECT`, while the filesystem takes direct writes.
+    direct: Option<File>,
+    /// Bytes not written yet; they go at `written - buffer.len()`.
     buffer: AlignedBuffer,
+    written: u64,
 }
 
 impl StagedFile {
@@ -49,54 +43,50 @@ impl StagedFile {
         Self {
             path,
             file: Some(file),
-            direct: direct.map(|file| DirectWrites {
-                file,
-                buffer: AlignedBuffer::with_capacity(DIRECT_WRITE),
-            }),
+            direct,
+            buffer: AlignedBuffer::with_capacity(WRITE_SIZE),
             written: 0,
         }
     }
 
     /// Appends `bytes`.
     pub fn write_all(&mut self, mut bytes: &[u8]) -> io::Result<()> {
-        let Some(file) = self.file.as_ref() else {
+        if self.file.is_none() {
             return Err(io::Error::other("the staged file was already published"));
-        };
-        let Some(direct) = self.direct.as_mut() else {
-            file.write_all_at(bytes, self.written)?;
-            self.written += bytes.len() as u64;
-            return Ok(());
-        };
+        }
         while !bytes.is_empty() {
-            let taken = direct.buffer.append(bytes);
+            let taken = self.buffer.append(bytes);
             bytes = &bytes[taken..];
             self.written += taken as u64;
-            if direct.buffer.is_full() {
-                let offset = self.written - direct.buffer.len() as u64;
-                match direct.file.write_all_at(direct.buffer.as_slice(), offset) {
-                    Ok(()) => direct.buffer.clear(),
-                    // Refused (a filesystem that opens with O_DIRECT but cannot do it, a
-                    // device with larger blocks): the rest goes through the page cache.
-                    Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => {
-                        return self
-                            .stop_direct_writes()
-                            .and_then(|()| self.write_all(bytes));
-                    }
-                    Err(e) => return Err(e),
-                }
+            if self.buffer.is_full() {
+                self.write_buffer()?;
             }
         }
         Ok(())
     }
 
-    /// Writes the bytes still buffered for a direct write through the ordinary descriptor;
-    /// later writes go there too.
-    fn stop_direct_writes(&mut self) -> io::Result<()> {
-        let (Some(file), Some(direct)) = (self.file.as_ref(), self.direct.take()) else {
+    /// Writes the buffered bytes: directly while the filesystem takes it (a full buffer is
+    /// whole blocks), else, and for the last partial buffer, through the page cache.
+    fn write_buffer(&mut self) -> io::Result<()> {
+        let Some(file) = self.file.as_ref() else {
             return Ok(());
         };
-        let pending = direct.buffer.as_slice();
-        file.write_all_at(pending, self.written - pending.len() as u64)
+        let pending = self.buffer.as_slice();
+        let offset = self.written - pending.len() as u64;
+        let direct = self.direct.as_ref().filter(|_| self.buffer.is_full());
+        match direct.map(|direct| direct.write_all_at(pending, offset)) {
+            Some(Ok(())) => {}
+            // Refused (a filesystem that opens with O_DIRECT but cannot do it, a device
+            // with larger blocks): this and the rest go through the page cache.
+            Some(Err(e)) if e.raw_os_error() == Some(nix::libc::EINVAL) => {
+                self.direct = None;
+                file.write_all_at(pending, offset)?;
+            }
+            Some(Err(e)) => return Err(e),
+            None => file.write_all_at(pending, offset)?,
+        }
+        self.buffer.clear();
+        Ok(())
     }
 
     /// Bytes written so far.
@@ -113,7 +103,7 @@ impl StagedFile {
     /// that publishes it; from now on the store removes the temp name. `None` if it was
     /// handed over already.
     pub(crate) fn into_parts(mut self) -> Option<io::Result<(PathBuf, File)>> {
-        if let Err(e) = self.stop_direct_writes() {
+        if let Err(e) = self.write_buffer() {
             return Some(Err(e));
         }
         let file = self.file.take()?;
@@ -164,10 +154,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut staged = staged_in(dir.path());
         let direct = staged.direct.is_some();
-        let bytes = pattern(3 * DIRECT_WRITE + 1234);
-        // Pieces smaller than, equal to and larger than one direct write.
+        let bytes = pattern(3 * WRITE_SIZE + 1234);
+        // Pieces smaller than, equal to and larger than one write.
         let mut rest = bytes.as_slice();
-        for piece in [7, 4096, DIRECT_WRITE, 300_000, 2 * DIRECT_WRITE]
+        for piece in [7, 4096, WRITE_SIZE, 300_000, 2 * WRITE_SIZE]
             .into_iter()
             .cycle()
         {
@@ -182,14 +172,12 @@ mod tests {
         let on_disk = fs::metadata(staged.path()).expect("stat").len();
         if direct {
             assert!(staged.direct.is_some(), "direct writes were given up");
-            assert_eq!(
-                on_disk,
-                3 * DIRECT_WRITE as u64,
-                "only whole buffers go early"
-            );
-        } else {
-            assert_eq!(on_disk, bytes.len() as u64);
         }
+        assert_eq!(
+            on_disk,
+            3 * WRITE_SIZE as u64,
+            "only whole buffers go early"
+        );
         let (path, file) = staged.into_parts().expect("not published").expect("tail");
         drop(file);
         assert_eq!(fs::read(&path).expect("read"), bytes);
@@ -204,7 +192,7 @@ mod tests {
         let read_only = File::open(&path).expect("open");
         let mut staged = StagedFile::new(path, file, Some(read_only));
         let error = staged
-            .write_all(&pattern(DIRECT_WRITE + 1))
+            .write_all(&pattern(WRITE_SIZE + 1))
             .expect_err("the direct write fails");
         assert_eq!(error.raw_os_error(), Some(nix::libc::EBADF));
     }

@@ -9,10 +9,6 @@ use crate::error::{Error, Result};
 use crate::id::{PackId, content_hash};
 use crate::object::{ObjectKind, SESSION_HEADER_LEN};
 
-/// Bytes a staged pack gathers before it writes them out (small blobs come by the
-/// thousand; one write each would cost a system call each).
-const STAGE_BUFFER: usize = 256 << 10;
-
 /// Accumulates sealed blobs of one kind until the pack is full.
 #[derive(Debug)]
 pub struct PackWriter {
@@ -29,10 +25,9 @@ pub struct PackWriter {
 enum Sink {
     /// Kept whole, for one put when the pack is finished.
     Memory(Vec<u8>),
-    /// Written through a small buffer to a staged file, and hashed on the way.
+    /// Written to a staged file (which buffers its writes), and hashed on the way.
     Staged {
         file: StagedFile,
-        buffer: Vec<u8>,
         hasher: Box<blake3::Hasher>,
         /// The header, which the trailer's associated data covers.
         header: Vec<u8>,
@@ -51,23 +46,9 @@ impl Sink {
     fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         match self {
             Sink::Memory(all) => all.extend_from_slice(bytes),
-            Sink::Staged {
-                file,
-                buffer,
-                hasher,
-                ..
-            } => {
-                if buffer.len() + bytes.len() > STAGE_BUFFER {
-                    hasher.update(buffer);
-                    file.write_all(buffer)?;
-                    buffer.clear();
-                }
-                if bytes.len() >= STAGE_BUFFER {
-                    hasher.update(bytes);
-                    file.write_all(bytes)?;
-                } else {
-                    buffer.extend_from_slice(bytes);
-                }
+            Sink::Staged { file, hasher, .. } => {
+                hasher.update(bytes);
+                file.write_all(bytes)?;
             }
         }
         Ok(())
@@ -146,24 +127,25 @@ impl PackWriter {
 
     /// Starts an empty pack written through to `file` (from
     /// [`Backend::stage`](crate::backend::Backend::stage)) as blobs are added, so that it
-    /// never sits in memory whole.
-    pub fn staged(kind: BlobKind, session: SealingSession, file: StagedFile) -> Self {
+    /// never sits in memory whole. Fails only when the header cannot be written.
+    pub fn staged(kind: BlobKind, session: SealingSession, mut file: StagedFile) -> Result<Self> {
         let mut header = pack_kind(kind).header().to_vec();
         header.extend_from_slice(session.public());
-        let mut buffer = Vec::with_capacity(STAGE_BUFFER);
-        buffer.extend_from_slice(&header);
-        Self {
+        file.write_all(&header)
+            .map_err(|e| staged_write_error(&file, e))?;
+        let mut hasher = Box::new(blake3::Hasher::new());
+        hasher.update(&header);
+        Ok(Self {
             kind,
             len: header.len(),
             session,
             sink: Sink::Staged {
                 file,
-                buffer,
-                hasher: Box::new(blake3::Hasher::new()),
+                hasher,
                 header,
             },
             entries: Vec::new(),
-        }
+        })
     }
 
     /// Appends a blob sealed by this pack's session (see [`crate::blob::seal_blob`]). Fails
@@ -232,13 +214,11 @@ impl PackWriter {
             }
             Sink::Staged {
                 mut file,
-                mut buffer,
                 mut hasher,
                 ..
             } => {
-                buffer.extend_from_slice(&trailer);
-                hasher.update(&buffer);
-                file.write_all(&buffer)
+                hasher.update(&trailer);
+                file.write_all(&trailer)
                     .map_err(|e| staged_write_error(&file, e))?;
                 // `content_hash` is unkeyed BLAKE3, so the running hash is the same.
                 (*hasher.finalize().as_bytes(), PackContents::Staged(file))
@@ -257,20 +237,21 @@ impl PackWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::staged::WRITE_SIZE;
     use crate::backend::{Backend, LocalBackend};
     use crate::blob::seal_blob;
     use crate::crypto::MasterKey;
     use crate::id::BlobId;
 
-    /// Blobs of every size around the staging buffer: tiny, just under, exactly at and
-    /// well above it, so every branch of the buffered write is taken.
+    /// Blobs of every size around the staged file's buffer: tiny, just under, exactly at
+    /// and well above it, so every branch of the buffered write is taken.
     fn sealed_blobs(master: &MasterKey, session: &SealingSession) -> Vec<(BlobId, Vec<u8>, u32)> {
         [
             10,
             1000,
-            STAGE_BUFFER - 100,
-            STAGE_BUFFER,
-            3 * STAGE_BUFFER + 7,
+            WRITE_SIZE - 100,
+            WRITE_SIZE,
+            3 * WRITE_SIZE + 7,
             5,
             70_000,
         ]
@@ -306,7 +287,7 @@ mod tests {
             .stage("data/")
             .expect("stage")
             .expect("a local store stages");
-        let mut staged = PackWriter::staged(BlobKind::Data, session.clone(), file);
+        let mut staged = PackWriter::staged(BlobKind::Data, session.clone(), file).expect("header");
         for (id, sealed, raw) in &blobs {
             in_memory.add(*id, sealed, *raw).expect("add in memory");
             staged.add(*id, sealed, *raw).expect("add staged");
