@@ -51,6 +51,19 @@ impl AlignedBuffer {
         self.len == self.capacity()
     }
 
+    /// The bytes held, to change in place.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.storage[self.start..self.start + self.len]
+    }
+
+    /// Makes it hold `len` bytes (growing if needed) and returns them to be overwritten:
+    /// they hold whatever the buffer held before, or zeros.
+    pub fn resize_for_overwrite(&mut self, len: usize) -> &mut [u8] {
+        self.reserve(len);
+        self.len = len;
+        self.as_mut_slice()
+    }
+
     /// Forgets the bytes held, keeping the allocation.
     pub fn clear(&mut self) {
         self.len = 0;
@@ -112,5 +125,20 @@ mod tests {
         assert!(buffer.is_empty());
         assert_eq!(buffer.append(&bytes[..7]), 7);
         assert_eq!(buffer.as_slice(), &bytes[..7]);
+    }
+
+    #[test]
+    fn a_resized_buffer_keeps_its_allocation_until_it_must_grow() {
+        let mut buffer = AlignedBuffer::with_capacity(2 * ALIGN);
+        buffer.resize_for_overwrite(2 * ALIGN).fill(7);
+        let before = buffer.as_slice().as_ptr();
+        let bytes = buffer.resize_for_overwrite(ALIGN + 1);
+        assert_eq!(bytes.len(), ALIGN + 1);
+        assert!(bytes.iter().all(|&b| b == 7), "the bytes held before");
+        assert_eq!(buffer.as_slice().as_ptr(), before, "no new allocation");
+        let grown = buffer.resize_for_overwrite(3 * ALIGN);
+        assert_eq!(grown.len(), 3 * ALIGN);
+        assert_eq!(grown.as_ptr() as usize % ALIGN, 0);
+        assert!(buffer.capacity() >= 3 * ALIGN);
     }
 }

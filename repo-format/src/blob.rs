@@ -125,6 +125,11 @@ pub fn seal_blob_verified_in_place(
     Ok(sealed)
 }
 
+// Each thread reuses one buffer for the records it opens.
+thread_local! {
+    static RECORD: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
 /// Opens a blob sealed from `length` bytes (decoding it into `decoded`, when compressed) and
 /// checks that it re-hashes to `id`.
 fn verify_sealed(
@@ -136,9 +141,6 @@ fn verify_sealed(
     length: usize,
     decoded: &mut Vec<u8>,
 ) -> Result<()> {
-    thread_local! {
-        static RECORD: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-    }
     let fails = |e: Error| {
         Error::Invalid(format!(
             "a sealed {} blob does not read back: {e}",
@@ -206,6 +208,18 @@ fn open_record(
         .ok_or_else(|| Error::corrupt(object, format!("blob {id}: unknown compression {byte}")))
 }
 
+/// The plaintext length `raw_length` that blob `id` of `object` claims, refused above
+/// [`MAX_BLOB_LENGTH`]: check it before allocating that much.
+pub fn plaintext_length(id: &BlobId, raw_length: u32, object: &str) -> Result<usize> {
+    if raw_length > MAX_BLOB_LENGTH {
+        return Err(Error::corrupt(
+            object,
+            format!("blob {id} claims {raw_length} bytes, above the {MAX_BLOB_LENGTH} limit"),
+        ));
+    }
+    Ok(raw_length as usize)
+}
+
 /// Opens a sealed blob and decompresses it to `raw_length` bytes.
 ///
 /// This authenticates the bytes; the caller must still re-hash the plaintext against `id`
@@ -218,15 +232,30 @@ pub fn open_blob(
     raw_length: u32,
     object: &str,
 ) -> Result<Vec<u8>> {
-    if raw_length > MAX_BLOB_LENGTH {
-        return Err(Error::corrupt(
-            object,
-            format!("blob {id} claims {raw_length} bytes, above the {MAX_BLOB_LENGTH} limit"),
-        ));
-    }
+    let raw_length = plaintext_length(id, raw_length, object)?;
     let mut record = Vec::new();
     let compression = open_record(key, kind, id, sealed, object, &mut record)?;
-    compress::decompress(compression, &record[1..], raw_length as usize, object)
+    compress::decompress(compression, &record[1..], raw_length, object)
+}
+
+/// Like [`open_blob`], into `out`, whose length is the plaintext length the blob must have
+/// (see [`plaintext_length`]). The opened record goes through a buffer this thread reuses.
+pub fn open_blob_to(
+    key: &SymmetricKey,
+    kind: BlobKind,
+    id: &BlobId,
+    sealed: &[u8],
+    object: &str,
+    out: &mut [u8],
+) -> Result<()> {
+    RECORD.with_borrow_mut(|record| {
+        let opened = open_record(key, kind, id, sealed, object, record).and_then(|compression| {
+            compress::decompress_to_slice(compression, &record[1..], object, out)
+        });
+        record.clear();
+        record.shrink_to(KEPT_BUFFER);
+        opened
+    })
 }
 
 #[cfg(test)]
@@ -307,5 +336,37 @@ mod tests {
         assert!(open_blob(&key, BlobKind::Data, &other, &sealed, 5, "p").is_err());
         assert!(open_blob(&key, BlobKind::Tree, &id, &sealed, 5, "p").is_err());
         assert!(open_blob(&key, BlobKind::Data, &id, &sealed, 4, "p").is_err());
+    }
+
+    #[test]
+    fn a_blob_opens_into_a_slice_of_exactly_its_length() {
+        let key = SymmetricKey::from_bytes([5; 32]);
+        let id = BlobId::from_bytes([1; 32]);
+        let data = b"bytes for a caller's own buffer, ".repeat(300);
+        for level in [0, 3] {
+            let sealed = seal_blob(&key, BlobKind::Data, &id, &data, level);
+            let mut out = vec![0xa5; data.len()];
+            open_blob_to(&key, BlobKind::Data, &id, &sealed, "p", &mut out).expect("opens");
+            assert_eq!(out, data, "level {level}");
+            for length in [data.len() - 1, data.len() + 1] {
+                let err = open_blob_to(
+                    &key,
+                    BlobKind::Data,
+                    &id,
+                    &sealed,
+                    "p",
+                    &mut vec![0; length],
+                )
+                .expect_err("a slice of another length is refused");
+                assert!(err.to_string().starts_with("p: corrupt"), "{err}");
+            }
+            let other = BlobId::from_bytes([2; 32]);
+            let err = open_blob_to(&key, BlobKind::Data, &other, &sealed, "p", &mut out)
+                .expect_err("another blob's id does not authenticate");
+            assert!(err.to_string().contains("does not authenticate"), "{err}");
+        }
+        assert!(plaintext_length(&id, MAX_BLOB_LENGTH, "p").is_ok());
+        let err = plaintext_length(&id, MAX_BLOB_LENGTH + 1, "p").expect_err("refused");
+        assert!(err.to_string().contains("above the"), "{err}");
     }
 }

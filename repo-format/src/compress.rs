@@ -64,13 +64,20 @@ const KEPT_OUTPUT: usize = 2 << 20;
 fn zstd_decompress_into(payload: &[u8], capacity: usize, out: &mut Vec<u8>) -> std::io::Result<()> {
     out.clear();
     out.reserve(capacity);
+    with_decompressor(|decompressor| decompressor.decompress_to_buffer(payload, out).map(|_| ()))
+}
+
+/// Calls `decode` with this thread's decompression context.
+fn with_decompressor<R>(
+    decode: impl FnOnce(&mut zstd::bulk::Decompressor<'static>) -> std::io::Result<R>,
+) -> std::io::Result<R> {
     DECOMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         let decompressor = match slot.as_mut() {
             Some(decompressor) => decompressor,
             None => slot.insert(zstd::bulk::Decompressor::new()?),
         };
-        decompressor.decompress_to_buffer(payload, out).map(|_| ())
+        decode(decompressor)
     })
 }
 
@@ -159,6 +166,33 @@ pub fn decompress_into(
     Ok(())
 }
 
+/// Like [`decompress_into`], into `out`, which is exactly as long as the plaintext must be:
+/// for a caller that chose where the bytes go (an aligned buffer, a reused one).
+pub fn decompress_to_slice(
+    compression: Compression,
+    payload: &[u8],
+    object: &str,
+    out: &mut [u8],
+) -> Result<()> {
+    let decoded = match compression {
+        Compression::None => {
+            if let Some(out) = out.get_mut(..payload.len()) {
+                out.copy_from_slice(payload);
+            }
+            payload.len()
+        }
+        Compression::Zstd => with_decompressor(|d| d.decompress_to_buffer(payload, out))
+            .map_err(|e| Error::corrupt(object, format!("zstd: {e}")))?,
+    };
+    if decoded != out.len() {
+        return Err(Error::corrupt(
+            object,
+            format!("decoded to {decoded} bytes, expected {}", out.len()),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,7 +205,16 @@ mod tests {
             let mut out = Vec::new();
             let compression = compress_into(level, &data, &mut out);
             prop_assert!(out.len() <= data.len());
-            prop_assert_eq!(decompress(compression, &out, data.len(), "t").unwrap(), data);
+            prop_assert_eq!(&decompress(compression, &out, data.len(), "t").unwrap(), &data);
+            let mut exact = vec![0xa5; data.len()];
+            decompress_to_slice(compression, &out, "t", &mut exact).unwrap();
+            prop_assert_eq!(exact, data.clone());
+            let mut longer = vec![0; data.len() + 1];
+            prop_assert!(decompress_to_slice(compression, &out, "t", &mut longer).is_err());
+            if let Some(shorter) = data.len().checked_sub(1) {
+                let mut shorter = vec![0; shorter];
+                prop_assert!(decompress_to_slice(compression, &out, "t", &mut shorter).is_err());
+            }
         }
     }
 

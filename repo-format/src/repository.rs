@@ -514,23 +514,32 @@ impl Repository {
         bytes: &[u8],
         read_from: u64,
     ) -> Result<Vec<u8>> {
-        let sealed = location
-            .offset
-            .checked_sub(read_from)
-            .and_then(|start| usize::try_from(start).ok())
-            .and_then(|start| bytes.get(start..)?.get(..location.length as usize))
-            .ok_or_else(|| {
-                Error::corrupt(
-                    crate::pack::pack_kind(location.kind).name(&location.pack.to_hex()),
-                    format!(
-                        "blob {id} at {}+{} is outside the {} bytes read from offset {read_from}",
-                        location.offset,
-                        location.length,
-                        bytes.len()
-                    ),
-                )
-            })?;
+        let sealed = sealed_in(id, location, bytes, read_from)?;
         self.open_blob_bytes(id, location, sealed)
+    }
+
+    /// Like [`Self::open_blob_in`], into `out`, whose length must be the blob's plaintext
+    /// length (`location.raw_length`, checked with [`crate::blob::plaintext_length`] before
+    /// allocating): for a caller that chose where the bytes go.
+    pub fn open_blob_in_to(
+        &self,
+        id: &BlobId,
+        location: &BlobLocation,
+        bytes: &[u8],
+        read_from: u64,
+        out: &mut [u8],
+    ) -> Result<()> {
+        let sealed = sealed_in(id, location, bytes, read_from)?;
+        let name = crate::pack::pack_kind(location.kind).name(&location.pack.to_hex());
+        let key = self.pack_key(&location.pack, location.kind)?;
+        crate::blob::open_blob_to(&key, location.kind, id, sealed, &name, out)?;
+        if self.blob_id(out) != *id {
+            return Err(Error::corrupt(
+                &name,
+                format!("blob {id} does not hash to its id"),
+            ));
+        }
+        Ok(())
     }
 
     /// Reads a blob from its pack, authenticates it and re-hashes it against its id.
@@ -854,6 +863,32 @@ fn content_named_stored(result: Result<()>) -> Result<()> {
         Ok(()) | Err(Error::AlreadyExists { .. }) => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// The sealed bytes of the blob at `location` in `bytes`, read from offset `read_from` of its
+/// pack; an error naming the pack when they are not all there.
+fn sealed_in<'b>(
+    id: &BlobId,
+    location: &BlobLocation,
+    bytes: &'b [u8],
+    read_from: u64,
+) -> Result<&'b [u8]> {
+    location
+        .offset
+        .checked_sub(read_from)
+        .and_then(|start| usize::try_from(start).ok())
+        .and_then(|start| bytes.get(start..)?.get(..location.length as usize))
+        .ok_or_else(|| {
+            Error::corrupt(
+                crate::pack::pack_kind(location.kind).name(&location.pack.to_hex()),
+                format!(
+                    "blob {id} at {}+{} is outside the {} bytes read from offset {read_from}",
+                    location.offset,
+                    location.length,
+                    bytes.len()
+                ),
+            )
+        })
 }
 
 #[cfg(test)]

@@ -10,22 +10,27 @@
 //!
 //! Direct I/O wants the memory, the file offset and the length aligned to the device's
 //! logical block. [`ALIGN`] (4 KiB) suits every Linux block device and filesystem we know
-//! of. A blob's bytes rarely start on a block boundary, so each write is cut in three: the
-//! head up to the first boundary and the tail after the last go through the ordinary
-//! descriptor, the whole blocks between them are copied into an aligned buffer and written
-//! directly. Blocks shared by two blobs are thus only ever written buffered, and no block is
+//! of. A blob is decoded into memory laid out like its blocks (a
+//! [`Plaintext`](super::plaintext::Plaintext)), so its whole blocks are written from where
+//! they were decoded. A blob rarely starts or ends on a block boundary, so the block it
+//! shares with its neighbour waits in [`SharedBlocks`] until the neighbour brings the rest;
+//! then it goes out with whichever of the two came second, in the same write. So a file
+//! whose blobs all arrive is written directly from end to end, one write per blob. The
+//! blocks never completed (beside a hole, a lost blob, the file's last partial block) are
+//! written through the file's ordinary descriptor once the batch is done: no block is
 //! written both ways. A filesystem that refuses direct I/O (`tmpfs` refuses to open with
 //! it; others fail the write with `EINVAL`) gets the ordinary writes, for the rest of the
 //! file.
 //!
 //! A direct write returns once the disk has the data, so the threads that unseal do not
-//! make them: they hand the blob's plaintext (moved, not copied) to one writing thread
-//! ([`DirectQueue`]) and go on. That thread copies the whole blocks into its one aligned
-//! buffer, and writes the head and tail too: a buffered write takes the inode's lock, which
-//! ext4 holds through a direct write that allocates blocks, so an unsealing thread writing
-//! an edge would wait for the disk after all. A blob is handed over only when that thread
-//! takes it ([`QUEUED_BLOBS`] is 0): each one waiting held a large chunk's plaintext.
+//! make them: they hand every blob of such a file (moved, not copied) to one writing thread
+//! ([`DirectQueue`]) and go on. That thread makes the file's ordinary writes too: a
+//! buffered write takes the inode's lock, which ext4 holds through a direct write that
+//! allocates blocks, so an unsealing thread writing an edge would wait for the disk after
+//! all. A blob is handed over only when that thread takes it ([`QUEUED_BLOBS`] is 0): each
+//! one waiting held a large chunk's plaintext.
 
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::ops::Range;
@@ -37,7 +42,7 @@ use std::sync::{Mutex, PoisonError};
 
 use nix::fcntl::OFlag;
 
-pub(super) use bunker_repo_format::aligned::AlignedBuffer;
+use super::plaintext::Plaintext;
 
 /// Files with at least this many bytes of data are written directly. Below it, the copy
 /// into the page cache costs less than keeping a second descriptor and a writing thread.
@@ -79,13 +84,9 @@ impl DirectFile {
             })
     }
 
-    /// The whole aligned blocks of a write of `length` bytes at `offset`, as a range of
-    /// those bytes; `None` when there are none, or the filesystem refused direct writes.
-    pub(super) fn blocks_of(&self, offset: u64, length: usize) -> Option<Range<usize>> {
-        let first = offset.next_multiple_of(ALIGN);
-        let end = (offset + length as u64) / ALIGN * ALIGN;
-        (first < end && self.usable.load(Ordering::Relaxed))
-            .then(|| (first - offset) as usize..(end - offset) as usize)
+    /// False once the filesystem refused a direct write: the rest goes buffered.
+    pub(super) fn is_usable(&self) -> bool {
+        self.usable.load(Ordering::Relaxed)
     }
 
     /// Writes `bytes` (whole blocks, aligned in memory) at `offset` (aligned) directly, or
@@ -120,10 +121,88 @@ pub(super) struct BlobToWrite {
     pub file: u32,
     /// Where the bytes go.
     pub offset: u64,
-    /// The bytes.
-    pub data: Vec<u8>,
-    /// Which of the bytes are whole blocks (from [`DirectFile::blocks_of`]).
-    pub blocks: Range<usize>,
+    /// The bytes, laid out like the blocks at `offset`.
+    pub data: Plaintext,
+}
+
+/// Blocks of directly written files that two blobs (or more) share, each held until all its
+/// bytes are known: then it is written directly with the blob that completed it.
+#[derive(Debug, Default)]
+pub(super) struct SharedBlocks {
+    /// By file number and block number.
+    blocks: BTreeMap<(u32, u64), PartialBlock>,
+}
+
+/// Blocks held at most; beyond them, the lowest goes out buffered (never written directly
+/// after that, since its bytes can no longer all come together). Blobs arrive nearly in
+/// file order, so a handful are held at a time.
+const HELD_BLOCKS: usize = 1024;
+
+/// The bytes of one block known so far.
+#[derive(Debug)]
+struct PartialBlock {
+    bytes: Box<[u8]>,
+    /// Which bytes are known, as ranges of the block; they never overlap.
+    known: Vec<Range<usize>>,
+}
+
+impl PartialBlock {
+    fn known_bytes(&self) -> usize {
+        self.known.iter().map(|r| r.len()).sum()
+    }
+}
+
+/// Bytes of a block that could not be written directly: where they go, and what they are.
+pub(super) type LeftOver = (u32, u64, Vec<u8>);
+
+impl SharedBlocks {
+    /// Adds `bytes`, which go `at` bytes into block `block` of file `file`. Returns the
+    /// whole block once that completes it; else holds the bytes (and returns pieces of a
+    /// block pushed out to keep at most [`HELD_BLOCKS`], to be written buffered).
+    pub fn add(
+        &mut self,
+        file: u32,
+        block: u64,
+        at: usize,
+        bytes: &[u8],
+        left_over: &mut Vec<LeftOver>,
+    ) -> Option<Box<[u8]>> {
+        let range = at..at + bytes.len();
+        let partial = self
+            .blocks
+            .entry((file, block))
+            .or_insert_with(|| PartialBlock {
+                bytes: vec![0; ALIGN as usize].into_boxed_slice(),
+                known: Vec::new(),
+            });
+        partial.bytes[range.clone()].copy_from_slice(bytes);
+        partial.known.push(range);
+        if partial.known_bytes() == ALIGN as usize {
+            return self.blocks.remove(&(file, block)).map(|done| done.bytes);
+        }
+        if self.blocks.len() > HELD_BLOCKS
+            && let Some(((file, block), partial)) = self.blocks.pop_first()
+        {
+            left_over.extend(pieces(file, block, partial));
+        }
+        None
+    }
+
+    /// Every byte still held, as pieces to write buffered; leaves it empty.
+    pub fn drain(&mut self) -> Vec<LeftOver> {
+        std::mem::take(&mut self.blocks)
+            .into_iter()
+            .flat_map(|((file, block), partial)| pieces(file, block, partial))
+            .collect()
+    }
+}
+
+/// The known pieces of a partial block, with their file and offset.
+fn pieces(file: u32, block: u64, partial: PartialBlock) -> impl Iterator<Item = LeftOver> {
+    partial.known.into_iter().map(move |range| {
+        let offset = block * ALIGN + range.start as u64;
+        (file, offset, partial.bytes[range].to_vec())
+    })
 }
 
 /// The queue to the thread that makes the direct writes.
@@ -171,33 +250,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_whole_aligned_blocks_are_direct() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("large.img");
-        File::create(&path).expect("create");
-        let direct = DirectFile {
-            file: File::open(&path).expect("open"),
-            usable: AtomicBool::new(true),
-        };
+    fn a_block_is_whole_once_its_pieces_all_came_and_what_never_did_is_left_over() {
         let block = ALIGN as usize;
-        assert_eq!(direct.blocks_of(0, block), Some(0..block));
-        assert_eq!(
-            direct.blocks_of(1, 2 * block),
-            Some(block - 1..2 * block - 1)
+        let data: Vec<u8> = (0..3 * block).map(|i| (i % 251) as u8).collect();
+        let mut shared = SharedBlocks::default();
+        let mut left_over = Vec::new();
+        // Block 1 of file 0 in three pieces, out of order; block 0 of file 1 in one.
+        assert!(
+            shared
+                .add(0, 1, 100, &data[block + 100..block + 200], &mut left_over)
+                .is_none()
         );
-        assert_eq!(direct.blocks_of(ALIGN - 1, block + 1), Some(1..block + 1));
-        assert_eq!(direct.blocks_of(1, block), None, "no whole block");
-        assert_eq!(direct.blocks_of(ALIGN, block - 1), None);
-        assert_eq!(
-            direct.blocks_of(5 * ALIGN + 7, 3 * block),
-            Some(block - 7..3 * block - 7)
+        assert!(
+            shared
+                .add(0, 1, 200, &data[block + 200..2 * block], &mut left_over)
+                .is_none()
         );
-        direct.usable.store(false, Ordering::Relaxed);
-        assert_eq!(
-            direct.blocks_of(0, 4 * block),
-            None,
-            "refused: all buffered"
-        );
+        assert!(shared.add(1, 0, 7, &data[7..9], &mut left_over).is_none());
+        let whole = shared
+            .add(0, 1, 0, &data[block..block + 100], &mut left_over)
+            .expect("the last piece completes it");
+        assert_eq!(&whole[..], &data[block..2 * block]);
+        assert!(left_over.is_empty());
+        assert_eq!(shared.drain(), vec![(1, 7, data[7..9].to_vec())]);
+        assert!(shared.drain().is_empty(), "drained");
+
+        // Beyond the limit, the lowest block goes out as it is.
+        for n in 0..=HELD_BLOCKS as u64 {
+            assert!(shared.add(2, n, 1, &data[..3], &mut left_over).is_none());
+        }
+        assert_eq!(left_over, vec![(2, 1, data[..3].to_vec())]);
+        assert_eq!(shared.drain().len(), HELD_BLOCKS);
     }
 
     #[test]
@@ -205,7 +288,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("large.img");
         let buffered = File::create(&path).expect("create");
-        let mut blocks = AlignedBuffer::default();
+        let mut blocks = bunker_repo_format::aligned::AlignedBuffer::default();
         let data: Vec<u8> = (0..3 * ALIGN).map(|i| (i % 251) as u8).collect();
         let blocks = blocks.fill(&data);
         // A read-only descriptor fails with EBADF: not a refusal of direct I/O, so the

@@ -22,6 +22,7 @@
 
 mod direct;
 mod fetch;
+mod plaintext;
 mod plan;
 mod resume;
 mod stream;
@@ -278,6 +279,7 @@ fn fetch_and_write(repo: &Repository, packs: &[PackWork], writer: &ContentWriter
                     work,
                     &fetched.range,
                     &data,
+                    &|blob, len| writer.plaintext_for(blob, len),
                     &|blob, result| match result {
                         Ok(plaintext) => writer.write(&open, blob, plaintext),
                         Err(e) => writer.fail_blobs(std::slice::from_ref(blob), &e.to_string()),

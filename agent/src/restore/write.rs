@@ -15,7 +15,6 @@
 //! content, each directory after everything inside it, so writing into a directory does not
 //! move its times and a read-only directory does not block its children.
 
-use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
@@ -29,7 +28,8 @@ use bunker_repo_format::BlobId;
 use bunker_repo_format::tree::{Metadata, Node};
 use rayon::prelude::*;
 
-use super::direct::{AlignedBuffer, BlobToWrite, DirectQueue};
+use super::direct::{ALIGN, BlobToWrite, DirectFile, DirectQueue, LeftOver, SharedBlocks};
+use super::plaintext::{Buffers, Plaintext};
 use super::plan::{Pending, PendingDir, Placement, PlannedBlob, PlannedFile};
 use crate::platform::{self, ApplyOptions, DirHandle};
 use crate::progress::Progress;
@@ -53,8 +53,10 @@ struct Failures {
 pub(super) struct ContentWriter<'a> {
     files: &'a [PlannedFile],
     progress: Option<&'a Progress>,
-    /// Where the whole blocks of files with a [`DirectFile`](super::direct::DirectFile) go.
+    /// Where the blobs of files with a usable [`DirectFile`] go.
     direct: Option<&'a DirectQueue>,
+    /// The buffers blobs are unsealed into.
+    buffers: Buffers,
     bytes: AtomicU64,
     bytes_direct: AtomicU64,
     failures: Mutex<Failures>,
@@ -113,8 +115,8 @@ struct WriteQueue {
 }
 
 impl<'a> ContentWriter<'a> {
-    /// A writer into `files`; `direct` takes the whole blocks of those with a
-    /// [`DirectFile`](super::direct::DirectFile) (written buffered without it).
+    /// A writer into `files`; `direct` takes the blobs of those with a [`DirectFile`]
+    /// (written buffered without it).
     pub fn new(
         files: &'a [PlannedFile],
         progress: Option<&'a Progress>,
@@ -124,6 +126,7 @@ impl<'a> ContentWriter<'a> {
             files,
             progress,
             direct,
+            buffers: Buffers::default(),
             bytes: AtomicU64::new(0),
             bytes_direct: AtomicU64::new(0),
             failures: Mutex::new(Failures::default()),
@@ -137,7 +140,8 @@ impl<'a> ContentWriter<'a> {
     /// The descriptors for writing `blobs` (one fetched range): every file that kept its
     /// descriptor, and up to [`SHARED_OPENS`] others that take several of these blobs, each
     /// opened once. Any other file is opened for its one write (see [`Self::write`]), so a
-    /// range of thousands of small files never holds thousands of descriptors.
+    /// range of thousands of small files never holds thousands of descriptors. Files
+    /// written directly need none: the direct writing thread writes them.
     pub fn open_targets(&self, blobs: &[PlannedBlob]) -> OpenFiles {
         let mut open = OpenFiles::new();
         let mut placements: HashMap<u32, usize> = HashMap::new();
@@ -146,6 +150,9 @@ impl<'a> ContentWriter<'a> {
         }
         let mut opened = 0;
         for (&number, &count) in &placements {
+            if self.direct_queue(number).is_some() {
+                continue;
+            }
             let planned = &self.files[number as usize];
             let file = if let Some(handle) = &planned.handle {
                 Some(Arc::clone(handle))
@@ -155,10 +162,8 @@ impl<'a> ContentWriter<'a> {
             } else {
                 continue;
             };
-            // A file written directly has one writer already: the direct writing thread.
-            let shared = count > 1 && planned.direct.is_none();
             let target = file.map(|file| {
-                if shared {
+                if count > 1 {
                     Target::Shared(SharedFile {
                         file,
                         queue: Mutex::default(),
@@ -191,41 +196,83 @@ impl<'a> ContentWriter<'a> {
         }
     }
 
-    /// Writes a verified blob to each of its placements, through `open` or a descriptor
-    /// opened for this write.
-    pub fn write(&self, open: &OpenFiles, blob: &PlannedBlob, mut data: Vec<u8>) {
-        let last = blob.placements.len().saturating_sub(1);
-        for (i, placement) in blob.placements.iter().enumerate() {
-            // The last placement may keep the bytes; the others lend them.
-            let bytes = if i == last {
-                Cow::Owned(std::mem::take(&mut data))
-            } else {
-                Cow::Borrowed(data.as_slice())
-            };
-            let planned = &self.files[placement.file as usize];
-            if let (Some(direct), Some(queue)) = (&planned.direct, self.direct)
-                && let Some(blocks) = direct.blocks_of(placement.offset, bytes.len())
-            {
-                let blob = BlobToWrite {
-                    file: placement.file,
-                    offset: placement.offset,
-                    data: bytes.into_owned(),
-                    blocks,
-                };
-                if let Err(unsent) = queue.send(blob) {
-                    // The queue closes only once every blob is written; never lose bytes.
-                    self.write_blob(unsent, &mut AlignedBuffer::default());
+    /// The queue to the direct writing thread, when file `number` is written directly.
+    fn direct_queue(&self, number: u32) -> Option<&DirectQueue> {
+        let direct = self.files[number as usize].direct.as_ref();
+        self.direct
+            .filter(|_| direct.is_some_and(DirectFile::is_usable))
+    }
+
+    /// A buffer to unseal `blob` (`len` bytes) into. It goes to the blob's last placement,
+    /// so it is laid out for that one when it is written directly.
+    pub fn plaintext_for(&self, blob: &PlannedBlob, len: usize) -> Plaintext {
+        let lead = blob
+            .placements
+            .last()
+            .filter(|last| self.direct_queue(last.file).is_some())
+            .map_or(0, lead_of);
+        self.buffers.take(lead, len)
+    }
+
+    /// Writes a verified blob to each of its placements: through `open` or a descriptor
+    /// opened for this write, or by the direct writing thread.
+    pub fn write(&self, open: &OpenFiles, blob: &PlannedBlob, plaintext: Plaintext) {
+        let Some((last, others)) = blob.placements.split_last() else {
+            self.buffers.give(plaintext);
+            return;
+        };
+        // The last placement may keep the buffer; the others get copies or borrow it.
+        for placement in others {
+            match self.direct_queue(placement.file) {
+                Some(queue) => {
+                    let copy = self.buffers.copy(plaintext.bytes(), lead_of(placement));
+                    self.send_direct(queue, placement, copy);
                 }
-                continue;
+                None => self.write_buffered(open, placement, plaintext.bytes()),
             }
-            match open.get(&placement.file) {
-                Some(Some(Target::Single(file))) => self.write_at(file, placement, &bytes),
-                Some(Some(Target::Shared(shared))) => self.write_shared(shared, placement, bytes),
-                Some(None) => {}
-                None => {
-                    if let Some(file) = self.open_or_fail(placement.file) {
-                        self.write_at(&file, placement, &bytes);
-                    }
+        }
+        match self.direct_queue(last.file) {
+            Some(queue) if plaintext.lead() == lead_of(last) => {
+                self.send_direct(queue, last, plaintext);
+            }
+            Some(queue) => {
+                let copy = self.buffers.copy(plaintext.bytes(), lead_of(last));
+                self.buffers.give(plaintext);
+                self.send_direct(queue, last, copy);
+            }
+            None => {
+                self.write_buffered(open, last, plaintext.bytes());
+                self.buffers.give(plaintext);
+            }
+        }
+    }
+
+    /// Hands `data` for `placement` to the direct writing thread.
+    fn send_direct(&self, queue: &DirectQueue, placement: &Placement, data: Plaintext) {
+        let blob = BlobToWrite {
+            file: placement.file,
+            offset: placement.offset,
+            data,
+        };
+        if let Err(unsent) = queue.send(blob) {
+            // The queue closes only once every blob is written; never lose bytes.
+            let mut shared = SharedBlocks::default();
+            let mut left_over = Vec::new();
+            self.write_blob(unsent, &mut shared, &mut left_over);
+            left_over.extend(shared.drain());
+            self.write_left_over(left_over);
+        }
+    }
+
+    /// Writes `bytes` at `placement` through `open`, or a descriptor opened for this write.
+    fn write_buffered(&self, open: &OpenFiles, placement: &Placement, bytes: &[u8]) {
+        match open.get(&placement.file) {
+            Some(Some(Target::Single(file))) => self.write_at(file, placement, bytes),
+            Some(Some(Target::Shared(shared))) => self.write_shared(shared, placement, bytes),
+            Some(None) => {}
+            None => {
+                if let Some(file) = self.open_or_fail(placement.file) {
+                    self.write_at(&file, placement, bytes);
                 }
             }
         }
@@ -234,7 +281,7 @@ impl<'a> ContentWriter<'a> {
     /// Writes `data` to `shared` now if no other thread is writing to it, then whatever
     /// others left meanwhile; else leaves it for the thread that is (waiting for room when
     /// [`QUEUED_WRITES`] blobs already wait).
-    fn write_shared(&self, shared: &SharedFile, placement: &Placement, data: Cow<'_, [u8]>) {
+    fn write_shared(&self, shared: &SharedFile, placement: &Placement, data: &[u8]) {
         let lock = || shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
         {
             let mut queue = lock();
@@ -245,15 +292,12 @@ impl<'a> ContentWriter<'a> {
                     .unwrap_or_else(PoisonError::into_inner);
             }
             if queue.writing {
-                queue
-                    .queued
-                    .push_back((placement.offset, data.into_owned()));
+                queue.queued.push_back((placement.offset, data.to_vec()));
                 return;
             }
             queue.writing = true;
         }
-        self.write_at(&shared.file, placement, &data);
-        drop(data);
+        self.write_at(&shared.file, placement, data);
         loop {
             let (offset, left) = {
                 let mut queue = lock();
@@ -282,42 +326,80 @@ impl<'a> ContentWriter<'a> {
         self.record(placement.file, placement.offset, data.len(), written);
     }
 
-    /// Writes the blobs [`Self::write`] handed over, until the queue closes; run by the
-    /// direct writing thread.
+    /// Writes the blobs [`Self::write`] handed over, until the queue closes, then the
+    /// blocks no blob completed; run by the direct writing thread.
     pub fn write_direct(&self, queue: Receiver<BlobToWrite>) {
-        let mut aligned = AlignedBuffer::default();
+        let mut shared = SharedBlocks::default();
+        let mut left_over = Vec::new();
         for blob in queue {
-            self.write_blob(blob, &mut aligned);
+            self.write_blob(blob, &mut shared, &mut left_over);
+            self.write_left_over(std::mem::take(&mut left_over));
         }
+        self.write_left_over(shared.drain());
     }
 
-    /// Writes one blob's plaintext: the head and tail through the file's ordinary
-    /// descriptor, the whole blocks between them, copied into `aligned`, through its
-    /// [`DirectFile`](super::direct::DirectFile).
-    fn write_blob(&self, blob: BlobToWrite, aligned: &mut AlignedBuffer) {
-        let planned = &self.files[blob.file as usize];
-        let data = blob.data.as_slice();
-        let blocks = blob.blocks;
-        match open_for_writing(planned) {
-            Ok(buffered) => {
-                let pieces = [
-                    (0..blocks.start, false),
-                    (blocks.clone(), true),
-                    (blocks.end..data.len(), false),
-                ];
-                for (piece, whole_blocks) in pieces {
-                    let offset = blob.offset + piece.start as u64;
-                    let bytes = &data[piece];
-                    let written = match &planned.direct {
-                        Some(direct) if whole_blocks => {
-                            direct.write_blocks(&buffered, aligned.fill(bytes), offset)
-                        }
-                        _ => buffered.write_all_at(bytes, offset).map(|()| 0),
-                    };
-                    self.record(blob.file, offset, bytes.len(), written);
-                }
+    /// Writes one blob of a directly written file: its whole blocks, with the blocks it
+    /// shares with its neighbours that it completes, in one direct write from its own
+    /// buffer. Its part of a block still missing bytes waits in `shared` (blocks pushed out
+    /// of it land in `left_over`, to be written buffered).
+    fn write_blob(
+        &self,
+        blob: BlobToWrite,
+        shared: &mut SharedBlocks,
+        left_over: &mut Vec<LeftOver>,
+    ) {
+        let BlobToWrite {
+            file: number,
+            offset,
+            mut data,
+        } = blob;
+        let block = ALIGN as usize;
+        let length = data.bytes().len();
+        let (start, end) = (data.lead(), data.lead() + length);
+        let first_block = offset / ALIGN;
+        let blocks = data.blocks_mut();
+        let mut whole = 0..blocks.len() / block;
+        // The first and last blocks, when the blob does not fill them.
+        let edges = [
+            (start % block != 0).then_some(0),
+            (end % block != 0).then(|| end / block),
+        ];
+        let mut edges = edges.into_iter().flatten().collect::<Vec<_>>();
+        edges.dedup();
+        for edge in edges {
+            let part = start.max(edge * block)..end.min((edge + 1) * block);
+            let at = part.start - edge * block;
+            let place = first_block + edge as u64;
+            match shared.add(number, place, at, &blocks[part], left_over) {
+                Some(completed) => blocks[edge * block..][..block].copy_from_slice(&completed),
+                None if edge == whole.start => whole.start += 1,
+                None => whole.end = edge,
             }
-            Err(e) => self.record(blob.file, blob.offset, data.len(), Err(e)),
+        }
+        let written = if whole.start < whole.end {
+            let planned = &self.files[number as usize];
+            let at = (first_block + whole.start as u64) * ALIGN;
+            let bytes = &blocks[whole.start * block..whole.end * block];
+            open_for_writing(planned).and_then(|buffered| match &planned.direct {
+                Some(direct) => direct.write_blocks(&buffered, bytes, at),
+                None => buffered.write_all_at(bytes, at).map(|()| 0),
+            })
+        } else {
+            Ok(0)
+        };
+        self.record(number, offset, length, written);
+        self.buffers.give(data);
+    }
+
+    /// Writes pieces of blocks no blob completed, through the files' ordinary descriptors.
+    /// Their bytes were counted with their blobs; only failures are recorded.
+    fn write_left_over(&self, pieces: Vec<LeftOver>) {
+        for (number, offset, bytes) in pieces {
+            let written = open_for_writing(&self.files[number as usize])
+                .and_then(|file| file.write_all_at(&bytes, offset));
+            if let Err(e) = written {
+                self.record(number, offset, 0, Err(e));
+            }
         }
     }
 
@@ -394,6 +476,11 @@ impl<'a> ContentWriter<'a> {
             errors: failures.messages,
         }
     }
+}
+
+/// How far into its block `placement` starts.
+fn lead_of(placement: &Placement) -> usize {
+    (placement.offset % ALIGN) as usize
 }
 
 /// The descriptor a planned file keeps, or the file reopened by its path.
@@ -570,6 +657,13 @@ mod tests {
         vec![i as u8 + 1; BLOCK]
     }
 
+    /// `bytes` in the buffer `writer` has `blob` unsealed into.
+    fn unsealed(writer: &ContentWriter, blob: &PlannedBlob, bytes: &[u8]) -> Plaintext {
+        let mut plaintext = writer.plaintext_for(blob, bytes.len());
+        plaintext.bytes_mut().copy_from_slice(bytes);
+        plaintext
+    }
+
     #[test]
     fn blobs_unsealed_at_once_for_one_file_are_all_written() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -591,7 +685,7 @@ mod tests {
 
         // A blob arriving while another thread writes is left with that thread...
         shared.queue.lock().expect("lock").writing = true;
-        writer.write(&open, &blobs[0], content(0));
+        writer.write(&open, &blobs[0], unsealed(&writer, &blobs[0], &content(0)));
         assert_eq!(shared.queue.lock().expect("lock").queued.len(), 1);
         assert_eq!(
             std::fs::metadata(&path).expect("stat").len(),
@@ -600,13 +694,12 @@ mod tests {
         );
         // ...which writes it before it lets go of the file.
         shared.queue.lock().expect("lock").writing = false;
-        writer.write(&open, &blobs[1], content(1));
+        writer.write(&open, &blobs[1], unsealed(&writer, &blobs[1], &content(1)));
         assert!(shared.queue.lock().expect("lock").queued.is_empty());
 
-        blobs[2..]
-            .par_iter()
-            .enumerate()
-            .for_each(|(i, blob)| writer.write(&open, blob, content(i + 2)));
+        blobs[2..].par_iter().enumerate().for_each(|(i, blob)| {
+            writer.write(&open, blob, unsealed(&writer, blob, &content(i + 2)))
+        });
         drop(open);
         let summary = writer.finish();
         assert!(summary.errors.is_empty(), "{:?}", summary.errors);
@@ -619,7 +712,7 @@ mod tests {
     }
 
     #[test]
-    fn a_large_file_gets_its_whole_blocks_directly_and_its_edges_buffered() {
+    fn a_large_file_is_written_directly_from_end_to_end_whatever_the_order_of_its_blobs() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("large.img");
         // Chunks of odd lengths: several in one block, some spanning many.
@@ -648,24 +741,19 @@ mod tests {
         let supported = files[0].direct.is_some();
         let mut offset = 0;
         let mut blobs = Vec::new();
-        let mut whole_blocks = 0;
         for (i, &length) in lengths.iter().enumerate() {
             let mut planned = blob(i);
             planned.placements[0].offset = offset as u64;
             blobs.push((planned, content[offset..offset + length].to_vec()));
-            let first = offset.next_multiple_of(ALIGN as usize);
-            whole_blocks +=
-                ((offset + length) / ALIGN as usize * ALIGN as usize).saturating_sub(first);
             offset += length;
         }
 
         let (queue, blocks) = DirectQueue::new();
         let writer = ContentWriter::new(&files, None, Some(&queue));
         if supported {
-            // Its one writer is the direct writing thread: no queue of its own per range.
+            // Its one writer is the direct writing thread: no descriptor per range.
             let all: Vec<PlannedBlob> = blobs.iter().map(|(b, _)| b.clone()).collect();
-            let open = writer.open_targets(&all);
-            assert!(matches!(open.get(&0), Some(Some(Target::Single(_)))));
+            assert!(writer.open_targets(&all).is_empty());
         }
         std::thread::scope(|scope| {
             let writer = &writer;
@@ -673,7 +761,7 @@ mod tests {
             // Out of order, from both ends, one range per blob (each written at once).
             blobs.par_iter().rev().for_each(|(blob, data)| {
                 let open = writer.open_targets(std::slice::from_ref(blob));
-                writer.write(&open, blob, data.clone());
+                writer.write(&open, blob, unsealed(writer, blob, data));
             });
             queue.close();
         });
@@ -683,10 +771,72 @@ mod tests {
         drop(files);
         assert_eq!(std::fs::read(&path).expect("read"), content);
         if supported {
+            // Every block but the last, partial one: the blocks blobs share went out whole.
+            let whole_blocks = size / ALIGN as usize * ALIGN as usize;
             assert_eq!(summary.bytes_direct, whole_blocks as u64);
         } else {
             assert_eq!(summary.bytes_direct, 0);
             eprintln!("no direct I/O in {}: buffered only", dir.path().display());
+        }
+    }
+
+    #[test]
+    fn a_direct_file_takes_a_blob_placed_twice_and_keeps_the_neighbours_of_a_lost_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("large.img");
+        // A at 0, B, A again, C (lost), D up to a size that ends inside a block.
+        let (a, b, c, d) = (5000, 9000, 7000, 6001);
+        let size = a + b + a + c + d;
+        let bytes = |seed: usize, length: usize| -> Vec<u8> {
+            (0..length).map(|i| (i * 7 + seed) as u8 | 1).collect()
+        };
+        let (bytes_a, bytes_b, bytes_d) = (bytes(1, a), bytes(2, b), bytes(3, d));
+        let files = vec![PlannedFile {
+            path: path.clone(),
+            handle: Some(Arc::new(File::create(&path).expect("create"))),
+            size: size as u64,
+            meta: None,
+            direct: DirectFile::open(&path),
+        }];
+        let supported = files[0].direct.is_some();
+        let placed = |i: usize, offsets: &[usize]| {
+            let mut planned = blob(i);
+            planned.placements = offsets
+                .iter()
+                .map(|&offset| Placement {
+                    file: 0,
+                    offset: offset as u64,
+                })
+                .collect();
+            planned
+        };
+        let blob_a = placed(0, &[0, a + b]);
+        let blob_b = placed(1, &[a]);
+        let blob_c = placed(2, &[a + b + a]);
+        let blob_d = placed(3, &[a + b + a + c]);
+
+        let (queue, blocks) = DirectQueue::new();
+        let writer = ContentWriter::new(&files, None, Some(&queue));
+        std::thread::scope(|scope| {
+            let writer = &writer;
+            scope.spawn(move || writer.write_direct(blocks));
+            let open = OpenFiles::new();
+            writer.write(&open, &blob_d, unsealed(writer, &blob_d, &bytes_d));
+            writer.write(&open, &blob_a, unsealed(writer, &blob_a, &bytes_a));
+            writer.fail_blobs(std::slice::from_ref(&blob_c), "pack p: lost");
+            writer.write(&open, &blob_b, unsealed(writer, &blob_b, &bytes_b));
+            queue.close();
+        });
+        let summary = writer.finish();
+        assert_eq!(summary.errors.len(), 1, "{:?}", summary.errors);
+        assert!(summary.errors[0].starts_with("pack p: lost"));
+        drop(files);
+        let expected = [bytes_a.clone(), bytes_b, bytes_a, vec![0; c], bytes_d].concat();
+        assert_eq!(std::fs::read(&path).expect("read"), expected);
+        if supported {
+            // The blocks before the lost blob's first one; the others touch it or the end.
+            let before_lost = (a + b + a) / ALIGN as usize * ALIGN as usize;
+            assert_eq!(summary.bytes_direct, before_lost as u64);
         }
     }
 }
