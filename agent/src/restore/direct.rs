@@ -40,7 +40,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Mutex, PoisonError};
 
-use nix::fcntl::OFlag;
+use bunker_repo_format::tree::Extent;
+use nix::fcntl::{FallocateFlags, OFlag, fallocate};
 
 use super::plaintext::Plaintext;
 
@@ -60,6 +61,40 @@ pub(super) const ALIGN: u64 = bunker_repo_format::aligned::ALIGN as u64;
 /// plaintexts of 5.6 MB on average alive at the peak; with 0, at 79-89 MB, 3% slower
 /// (docs/PERFORMANCE.md, session 13).
 pub(super) const QUEUED_BLOBS: usize = 0;
+
+/// Threads making direct writes, each with one write in flight. Two keep the disk busy
+/// while either waits for a CPU (both busy unsealing) or hands its finished buffer back: a
+/// vol restore had its one writing thread in a write 50-60% of the time, with two the disk
+/// always had one (docs/PERFORMANCE.md, session 15).
+pub(super) const DIRECT_WRITERS: usize = 2;
+
+/// Allocates the data runs of `extents` in `file` (`fallocate`), leaving its holes holes.
+///
+/// ext4 lets direct writes into one file run side by side only when they land on allocated
+/// blocks: a write that allocates takes the file's lock exclusively and holds it until the
+/// disk is done, so the [`DIRECT_WRITERS`] would take turns. Failure is not an error here:
+/// a filesystem without `fallocate` still takes the writes, and a full disk fails them.
+pub(super) fn allocate_data_runs(file: &File, extents: &[Extent]) {
+    let allocate = |run: Range<u64>| {
+        if let (Ok(offset), Ok(length)) =
+            (i64::try_from(run.start), i64::try_from(run.end - run.start))
+        {
+            let _ = fallocate(file, FallocateFlags::empty(), offset, length);
+        }
+    };
+    let mut offset = 0;
+    let mut run: Option<Range<u64>> = None;
+    for extent in extents {
+        let end = offset + extent.length();
+        match (extent, run.as_mut()) {
+            (Extent::Chunk { .. }, Some(run)) => run.end = end,
+            (Extent::Chunk { .. }, None) => run = Some(offset..end),
+            _ => run.take().into_iter().for_each(allocate),
+        }
+        offset = end;
+    }
+    run.into_iter().for_each(allocate);
+}
 
 /// A second descriptor of a large file, opened for direct writes.
 #[derive(Debug)]
@@ -205,21 +240,28 @@ fn pieces(file: u32, block: u64, partial: PartialBlock) -> impl Iterator<Item = 
     })
 }
 
-/// The queue to the thread that makes the direct writes.
+/// The queue to the threads that make the direct writes.
 #[derive(Debug)]
 pub(super) struct DirectQueue {
-    /// Closed (taken) once every blob is unsealed, which ends the writing thread.
+    /// Closed (taken) once every blob is unsealed, which ends the writing threads.
     sender: Mutex<Option<SyncSender<BlobToWrite>>>,
+    receiver: Mutex<Receiver<BlobToWrite>>,
 }
 
 impl DirectQueue {
-    /// A queue, and the receiving end for the writing thread.
-    pub(super) fn new() -> (Self, Receiver<BlobToWrite>) {
+    /// An open queue.
+    pub(super) fn new() -> Self {
         let (sender, receiver) = sync_channel(QUEUED_BLOBS);
-        let queue = Self {
+        Self {
             sender: Mutex::new(Some(sender)),
-        };
-        (queue, receiver)
+            receiver: Mutex::new(receiver),
+        }
+    }
+
+    /// The next blob to write, waiting for one; `None` once the queue is closed and empty.
+    pub(super) fn next(&self) -> Option<BlobToWrite> {
+        let receiver = self.receiver.lock().unwrap_or_else(PoisonError::into_inner);
+        receiver.recv().ok()
     }
 
     /// Hands `blob` to the writing thread, waiting until it takes it (or while
@@ -281,6 +323,38 @@ mod tests {
         }
         assert_eq!(left_over, vec![(2, 1, data[..3].to_vec())]);
         assert_eq!(shared.drain().len(), HELD_BLOCKS);
+    }
+
+    #[test]
+    fn data_runs_are_allocated_and_holes_stay_holes() {
+        use std::os::unix::fs::MetadataExt;
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("large.img");
+        let file = File::create(&path).expect("create");
+        let block = ALIGN as u32;
+        let chunk = |length| Extent::Chunk {
+            id: bunker_repo_format::BlobId::from_bytes([1; 32]),
+            length,
+        };
+        let hole = |length| Extent::Hole { length };
+        // 8 KiB of data, a 16 KiB hole, 8 KiB of data in two chunks, an 8 KiB hole.
+        let extents = [
+            chunk(2 * block),
+            hole(4 * ALIGN),
+            chunk(block),
+            chunk(block),
+            hole(2 * ALIGN),
+        ];
+        file.set_len(10 * ALIGN).expect("size");
+        allocate_data_runs(&file, &extents);
+        let meta = file.metadata().expect("stat");
+        assert_eq!(meta.len(), 10 * ALIGN, "the size is kept");
+        if meta.blocks() == 0 {
+            eprintln!("no fallocate in {}: nothing to check", dir.path().display());
+            return;
+        }
+        assert_eq!(meta.blocks() * 512, 4 * ALIGN, "the data runs' blocks, no more");
     }
 
     #[test]

@@ -43,7 +43,7 @@ use crate::cancel::Cancel;
 use crate::navigate::{Located, locate};
 use crate::platform::{self, ApplyOptions};
 use crate::progress::Progress;
-use direct::{DirectFile, DirectQueue};
+use direct::{DIRECT_WRITERS, DirectFile, DirectQueue, allocate_data_runs};
 use plan::{Batch, PackPlanner, PackWork, PlannedFile, Planner};
 use write::{ContentWriter, WriteSummary};
 
@@ -239,13 +239,14 @@ fn write_content(
     progress: Option<&Progress>,
     cancel: &Cancel,
 ) -> Result<WriteSummary, RestoreError> {
-    let (queue, blocks) = DirectQueue::new();
+    let queue = DirectQueue::new();
     let direct = files.iter().any(|f| f.direct.is_some());
     let writer = ContentWriter::new(files, progress, direct.then_some(&queue));
     std::thread::scope(|scope| {
         if direct {
-            let writer = &writer;
-            scope.spawn(move || writer.write_direct(blocks));
+            for _ in 0..DIRECT_WRITERS {
+                scope.spawn(|| writer.write_direct());
+            }
         }
         fetch_and_write(repo, packs, &writer, cancel);
         queue.close();
@@ -348,6 +349,7 @@ pub fn restore_volume(
             .open(target)
             .map_err(target_error)?;
         file.set_len(size).map_err(target_error)?;
+        allocate_data_runs(&file, extents);
         file
     };
     if is_device {

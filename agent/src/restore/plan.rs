@@ -34,7 +34,7 @@ use bunker_repo_format::tree::{Entry, Extent, Metadata, Node, Timestamp};
 use bunker_repo_format::{BlobId, PackId, Repository};
 
 use super::RestoreError;
-use super::direct::{DIRECT_MIN, DirectFile};
+use super::direct::{DIRECT_MIN, DirectFile, allocate_data_runs};
 use super::resume;
 use crate::cancel::Cancel;
 use crate::platform::{self, DirHandle};
@@ -627,6 +627,9 @@ impl<'a> Planner<'a> {
         } else {
             None
         };
+        if direct.is_some() {
+            allocate_data_runs(&file, extents);
+        }
         // Large files are few: the two descriptors of one written directly stay open.
         let keep_open = self.batch.files.len() < self.keep_open
             || path.as_os_str().len() > REOPEN_PATH_MAX

@@ -21,7 +21,6 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 use bunker_repo_format::BlobId;
@@ -57,6 +56,8 @@ pub(super) struct ContentWriter<'a> {
     direct: Option<&'a DirectQueue>,
     /// The buffers blobs are unsealed into.
     buffers: Buffers,
+    /// Blocks of directly written files that blobs share, until each is complete.
+    shared_blocks: Mutex<SharedBlocks>,
     bytes: AtomicU64,
     bytes_direct: AtomicU64,
     failures: Mutex<Failures>,
@@ -127,6 +128,7 @@ impl<'a> ContentWriter<'a> {
             progress,
             direct,
             buffers: Buffers::default(),
+            shared_blocks: Mutex::default(),
             bytes: AtomicU64::new(0),
             bytes_direct: AtomicU64::new(0),
             failures: Mutex::new(Failures::default()),
@@ -256,11 +258,7 @@ impl<'a> ContentWriter<'a> {
         };
         if let Err(unsent) = queue.send(blob) {
             // The queue closes only once every blob is written; never lose bytes.
-            let mut shared = SharedBlocks::default();
-            let mut left_over = Vec::new();
-            self.write_blob(unsent, &mut shared, &mut left_over);
-            left_over.extend(shared.drain());
-            self.write_left_over(left_over);
+            self.write_blob(unsent);
         }
     }
 
@@ -326,28 +324,18 @@ impl<'a> ContentWriter<'a> {
         self.record(placement.file, placement.offset, data.len(), written);
     }
 
-    /// Writes the blobs [`Self::write`] handed over, until the queue closes, then the
-    /// blocks no blob completed; run by the direct writing thread.
-    pub fn write_direct(&self, queue: Receiver<BlobToWrite>) {
-        let mut shared = SharedBlocks::default();
-        let mut left_over = Vec::new();
-        for blob in queue {
-            self.write_blob(blob, &mut shared, &mut left_over);
-            self.write_left_over(std::mem::take(&mut left_over));
+    /// Writes the blobs [`Self::write`] hands over, until the queue closes; run by each
+    /// direct writing thread.
+    pub fn write_direct(&self) {
+        while let Some(blob) = self.direct.and_then(DirectQueue::next) {
+            self.write_blob(blob);
         }
-        self.write_left_over(shared.drain());
     }
 
     /// Writes one blob of a directly written file: its whole blocks, with the blocks it
     /// shares with its neighbours that it completes, in one direct write from its own
-    /// buffer. Its part of a block still missing bytes waits in `shared` (blocks pushed out
-    /// of it land in `left_over`, to be written buffered).
-    fn write_blob(
-        &self,
-        blob: BlobToWrite,
-        shared: &mut SharedBlocks,
-        left_over: &mut Vec<LeftOver>,
-    ) {
+    /// buffer. Its part of a block still missing bytes waits in [`SharedBlocks`].
+    fn write_blob(&self, blob: BlobToWrite) {
         let BlobToWrite {
             file: number,
             offset,
@@ -366,16 +354,23 @@ impl<'a> ContentWriter<'a> {
         ];
         let mut edges = edges.into_iter().flatten().collect::<Vec<_>>();
         edges.dedup();
+        let mut left_over = Vec::new();
         for edge in edges {
             let part = start.max(edge * block)..end.min((edge + 1) * block);
             let at = part.start - edge * block;
             let place = first_block + edge as u64;
-            match shared.add(number, place, at, &blocks[part], left_over) {
+            let completed = self
+                .shared_blocks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .add(number, place, at, &blocks[part], &mut left_over);
+            match completed {
                 Some(completed) => blocks[edge * block..][..block].copy_from_slice(&completed),
                 None if edge == whole.start => whole.start += 1,
                 None => whole.end = edge,
             }
         }
+        self.write_left_over(left_over);
         let written = if whole.start < whole.end {
             let planned = &self.files[number as usize];
             let at = (first_block + whole.start as u64) * ALIGN;
@@ -456,6 +451,12 @@ impl<'a> ContentWriter<'a> {
     /// A file that lost content is given its final size, since the write that would have
     /// set it may be the one lost; what is missing reads as zeros (a hole).
     pub fn finish(self) -> WriteSummary {
+        let left_over = self
+            .shared_blocks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain();
+        self.write_left_over(left_over);
         let failures = self
             .failures
             .into_inner()
@@ -748,7 +749,7 @@ mod tests {
             offset += length;
         }
 
-        let (queue, blocks) = DirectQueue::new();
+        let queue = DirectQueue::new();
         let writer = ContentWriter::new(&files, None, Some(&queue));
         if supported {
             // Its one writer is the direct writing thread: no descriptor per range.
@@ -757,7 +758,7 @@ mod tests {
         }
         std::thread::scope(|scope| {
             let writer = &writer;
-            scope.spawn(move || writer.write_direct(blocks));
+            scope.spawn(move || writer.write_direct());
             // Out of order, from both ends, one range per blob (each written at once).
             blobs.par_iter().rev().for_each(|(blob, data)| {
                 let open = writer.open_targets(std::slice::from_ref(blob));
@@ -815,11 +816,11 @@ mod tests {
         let blob_c = placed(2, &[a + b + a]);
         let blob_d = placed(3, &[a + b + a + c]);
 
-        let (queue, blocks) = DirectQueue::new();
+        let queue = DirectQueue::new();
         let writer = ContentWriter::new(&files, None, Some(&queue));
         std::thread::scope(|scope| {
             let writer = &writer;
-            scope.spawn(move || writer.write_direct(blocks));
+            scope.spawn(move || writer.write_direct());
             let open = OpenFiles::new();
             writer.write(&open, &blob_d, unsealed(writer, &blob_d, &bytes_d));
             writer.write(&open, &blob_a, unsealed(writer, &blob_a, &bytes_a));
