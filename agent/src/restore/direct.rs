@@ -1,5 +1,5 @@
 //! Direct writes: a large file's whole blocks go to the disk around the page cache
-//! (`O_DIRECT`), the rest of each write through the file's ordinary descriptor.
+//! (`O_DIRECT`), the few bytes that never fill a block through its ordinary descriptor.
 //!
 //! A restore writes each byte once and does not read it back, so caching a large file only
 //! costs: the kernel copies every byte into a page it must first find, and on a virtual
@@ -23,12 +23,14 @@
 //! file.
 //!
 //! A direct write returns once the disk has the data, so the threads that unseal do not
-//! make them: they hand every blob of such a file (moved, not copied) to one writing thread
-//! ([`DirectQueue`]) and go on. That thread makes the file's ordinary writes too: a
-//! buffered write takes the inode's lock, which ext4 holds through a direct write that
-//! allocates blocks, so an unsealing thread writing an edge would wait for the disk after
-//! all. A blob is handed over only when that thread takes it ([`QUEUED_BLOBS`] is 0): each
-//! one waiting held a large chunk's plaintext.
+//! make them: they hand every blob of such a file (moved, not copied) to the
+//! [`DIRECT_WRITERS`] writing threads ([`DirectQueue`]) and go on. Those threads make the
+//! file's ordinary writes too: a buffered write takes the inode's lock, which ext4 holds
+//! through a direct write that allocates blocks, so an unsealing thread writing an edge
+//! would wait for the disk after all. The file's data runs are allocated before any write
+//! ([`allocate_data_runs`]), so the writing threads' direct writes do not take turns on
+//! that lock. A blob is handed over only when a writing thread takes it ([`QUEUED_BLOBS`]
+//! is 0): each one waiting held a large chunk's plaintext.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -56,7 +58,7 @@ pub(super) const DIRECT_MIN: u64 = 64 << 10;
 /// Alignment of direct writes' memory, offsets and lengths.
 pub(super) const ALIGN: u64 = bunker_repo_format::aligned::ALIGN as u64;
 
-/// Blobs waiting for the writing thread beyond those their unsealing threads hold, at most.
+/// Blobs waiting for the writing threads beyond those their unsealing threads hold, at most.
 /// With 2, a vol restore peaked at 97-106 MB of memory, with heaptrack finding six
 /// plaintexts of 5.6 MB on average alive at the peak; with 0, at 79-89 MB, 3% slower
 /// (docs/PERFORMANCE.md, session 13).
@@ -149,7 +151,7 @@ impl DirectFile {
     }
 }
 
-/// A blob's plaintext for one place in a file, on its way to the writing thread.
+/// A blob's plaintext for one place in a file, on its way to a writing thread.
 #[derive(Debug)]
 pub(super) struct BlobToWrite {
     /// The file, by its number in the batch.
@@ -264,7 +266,7 @@ impl DirectQueue {
         receiver.recv().ok()
     }
 
-    /// Hands `blob` to the writing thread, waiting until it takes it (or while
+    /// Hands `blob` to a writing thread, waiting until one takes it (or while
     /// [`QUEUED_BLOBS`] blobs wait). Returns it if the queue is closed.
     pub(super) fn send(&self, blob: BlobToWrite) -> Result<(), BlobToWrite> {
         let sender = self
@@ -278,7 +280,7 @@ impl DirectQueue {
         }
     }
 
-    /// No more blocks: the writing thread ends once it wrote the queued ones.
+    /// No more blocks: the writing threads end once they wrote the queued ones.
     pub(super) fn close(&self) {
         self.sender
             .lock()
@@ -354,7 +356,11 @@ mod tests {
             eprintln!("no fallocate in {}: nothing to check", dir.path().display());
             return;
         }
-        assert_eq!(meta.blocks() * 512, 4 * ALIGN, "the data runs' blocks, no more");
+        assert_eq!(
+            meta.blocks() * 512,
+            4 * ALIGN,
+            "the data runs' blocks, no more"
+        );
     }
 
     #[test]

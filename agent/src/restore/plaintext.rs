@@ -2,7 +2,7 @@
 //!
 //! A blob is decompressed straight into a [`Plaintext`], whose bytes start as far into an
 //! aligned buffer as the blob's offset lies into its file block. The blob's whole blocks are
-//! then aligned in memory as they are in the file, and the direct writing thread writes them
+//! then aligned in memory as they are in the file, and the direct writing threads write them
 //! from where they were decoded, without copying them first (see [`super::direct`]).
 //!
 //! The buffers come back to a small pool ([`Buffers`]) once written. A restore allocates

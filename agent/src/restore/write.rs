@@ -4,7 +4,8 @@
 //! Any blob can be written as soon as it is unsealed, from any thread (`pwrite` through a
 //! shared descriptor): a write past the end grows the file, and a file ending in a hole was
 //! given its size when created; a file several threads have blobs for is written by one of
-//! them at a time, the others leaving theirs with it ([`SharedFile`]). Holes are never
+//! them at a time, the others leaving theirs with it ([`SharedFile`]); a large file's blobs
+//! go to the direct writing threads instead (see [`super::direct`]). Holes are never
 //! written, so they stay holes. A blob that cannot be fetched or verified fails the files
 //! it feeds, and the message names the pack (or blob) and those files; such a file still
 //! gets its full size.
@@ -143,7 +144,7 @@ impl<'a> ContentWriter<'a> {
     /// descriptor, and up to [`SHARED_OPENS`] others that take several of these blobs, each
     /// opened once. Any other file is opened for its one write (see [`Self::write`]), so a
     /// range of thousands of small files never holds thousands of descriptors. Files
-    /// written directly need none: the direct writing thread writes them.
+    /// written directly need none: the direct writing threads write them.
     pub fn open_targets(&self, blobs: &[PlannedBlob]) -> OpenFiles {
         let mut open = OpenFiles::new();
         let mut placements: HashMap<u32, usize> = HashMap::new();
@@ -198,7 +199,7 @@ impl<'a> ContentWriter<'a> {
         }
     }
 
-    /// The queue to the direct writing thread, when file `number` is written directly.
+    /// The queue to the direct writing threads, when file `number` is written directly.
     fn direct_queue(&self, number: u32) -> Option<&DirectQueue> {
         let direct = self.files[number as usize].direct.as_ref();
         self.direct
@@ -217,7 +218,7 @@ impl<'a> ContentWriter<'a> {
     }
 
     /// Writes a verified blob to each of its placements: through `open` or a descriptor
-    /// opened for this write, or by the direct writing thread.
+    /// opened for this write, or by a direct writing thread.
     pub fn write(&self, open: &OpenFiles, blob: &PlannedBlob, plaintext: Plaintext) {
         let Some((last, others)) = blob.placements.split_last() else {
             self.buffers.give(plaintext);
@@ -249,7 +250,7 @@ impl<'a> ContentWriter<'a> {
         }
     }
 
-    /// Hands `data` for `placement` to the direct writing thread.
+    /// Hands `data` for `placement` to the direct writing threads.
     fn send_direct(&self, queue: &DirectQueue, placement: &Placement, data: Plaintext) {
         let blob = BlobToWrite {
             file: placement.file,
@@ -752,7 +753,7 @@ mod tests {
         let queue = DirectQueue::new();
         let writer = ContentWriter::new(&files, None, Some(&queue));
         if supported {
-            // Its one writer is the direct writing thread: no descriptor per range.
+            // Its writers are the direct writing threads: no descriptor per range.
             let all: Vec<PlannedBlob> = blobs.iter().map(|(b, _)| b.clone()).collect();
             assert!(writer.open_targets(&all).is_empty());
         }
