@@ -659,6 +659,18 @@ mod tests {
         vec![i as u8 + 1; BLOCK]
     }
 
+    /// The one file of a batch: `size` bytes at `path`, created empty, to be written
+    /// directly when the filesystem allows it.
+    fn large_file(path: &Path, size: usize) -> Vec<PlannedFile> {
+        vec![PlannedFile {
+            path: path.to_owned(),
+            handle: Some(Arc::new(File::create(path).expect("create"))),
+            size: size as u64,
+            meta: None,
+            direct: DirectFile::open(path),
+        }]
+    }
+
     /// `bytes` in the buffer `writer` has `blob` unsealed into.
     fn unsealed(writer: &ContentWriter, blob: &PlannedBlob, bytes: &[u8]) -> Plaintext {
         let mut plaintext = writer.plaintext_for(blob, bytes.len());
@@ -733,13 +745,7 @@ mod tests {
         let content: Vec<u8> = (0..size as u64)
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8)
             .collect();
-        let files = vec![PlannedFile {
-            path: path.clone(),
-            handle: Some(Arc::new(File::create(&path).expect("create"))),
-            size: size as u64,
-            meta: None,
-            direct: DirectFile::open(&path),
-        }];
+        let files = large_file(&path, size);
         let supported = files[0].direct.is_some();
         let mut offset = 0;
         let mut blobs = Vec::new();
@@ -793,13 +799,7 @@ mod tests {
             (0..length).map(|i| (i * 7 + seed) as u8 | 1).collect()
         };
         let (bytes_a, bytes_b, bytes_d) = (bytes(1, a), bytes(2, b), bytes(3, d));
-        let files = vec![PlannedFile {
-            path: path.clone(),
-            handle: Some(Arc::new(File::create(&path).expect("create"))),
-            size: size as u64,
-            meta: None,
-            direct: DirectFile::open(&path),
-        }];
+        let files = large_file(&path, size);
         let supported = files[0].direct.is_some();
         let placed = |i: usize, offsets: &[usize]| {
             let mut planned = blob(i);
