@@ -346,9 +346,10 @@ fn a_large_file_is_written_around_the_page_cache_and_is_exact() {
         image.blocks() * 512
     );
     if direct_io_allowed(&f.root) {
-        // Everything but the blocks that two chunks share and the file's ends.
+        // Everything but the blocks beside the holes and at the file's end: at most five
+        // partial blocks (the blocks two chunks share go out whole, with the later chunk).
         assert!(
-            outcome.bytes_direct > 36 << 20 && outcome.bytes_direct < outcome.bytes,
+            outcome.bytes_direct < outcome.bytes && outcome.bytes - outcome.bytes_direct < 5 * 4096,
             "{} of {} bytes written directly",
             outcome.bytes_direct,
             outcome.bytes
