@@ -10,7 +10,8 @@
 //! - [`fetch`](self::fetch): reads packs in coalesced ranges on a few threads, memory
 //!   bounded;
 //! - [`unseal`](self::unseal): authenticates, decompresses and re-hashes every blob on the
-//!   rayon pool;
+//!   rayon pool, into a reused buffer laid out for its place in the file
+//!   ([`plaintext`](self::plaintext));
 //! - [`write`](self::write): positioned writes out of order into the created files (a large
 //!   file's whole blocks around the page cache, see [`direct`](self::direct)); once a
 //!   batch is written, its files' metadata through the descriptors they were created with.
