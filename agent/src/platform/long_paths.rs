@@ -39,9 +39,13 @@ impl DirHandle {
     /// Creates the regular file `name` in this directory, open for writing, relative to the
     /// open descriptor (no path walked). Fails when anything is there already (`O_EXCL`:
     /// an existing entry, symlink or not, is never followed or replaced).
+    ///
+    /// The file is readable by its owner only until its recorded mode is applied: a file
+    /// restored as `0600` (a private key) must never be open to others while its content is
+    /// written, since a descriptor opened then keeps its access after the mode changes.
     pub fn create_file(&self, name: &OsStr) -> io::Result<File> {
         let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_CLOEXEC;
-        let fd = openat(&self.dir, name, flags, Mode::from_bits_truncate(0o666))?;
+        let fd = openat(&self.dir, name, flags, Mode::from_bits_truncate(0o600))?;
         Ok(File::from(fd))
     }
 
@@ -99,10 +103,17 @@ mod tests {
     #[test]
     fn a_file_is_created_relative_to_the_handle_and_nothing_there_is_replaced() {
         use std::io::Write;
+        use std::os::unix::fs::PermissionsExt;
         let temp = tempfile::tempdir().expect("tempdir");
         let handle = DirHandle::open(temp.path()).expect("open");
         let mut file = handle.create_file(OsStr::new("new")).expect("create");
         file.write_all(b"content").expect("write");
+        let mode = file.metadata().expect("stat").permissions().mode();
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "no one but the owner until the mode is applied"
+        );
         assert_eq!(
             std::fs::read(temp.path().join("new")).expect("read"),
             b"content"
