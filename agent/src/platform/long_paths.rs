@@ -16,7 +16,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{OFlag, openat};
-use nix::sys::stat::Mode;
+use nix::sys::stat::{Mode, mkdirat};
 
 /// Longest path handed to the kernel as is (`PATH_MAX` is 4096 including the NUL).
 const SHORT_PATH_MAX: usize = 4000;
@@ -47,6 +47,17 @@ impl DirHandle {
         let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_CLOEXEC;
         let fd = openat(&self.dir, name, flags, Mode::from_bits_truncate(0o600))?;
         Ok(File::from(fd))
+    }
+
+    /// Creates the directory `name` in this directory, relative to the open descriptor.
+    /// Fails when anything is there already.
+    ///
+    /// The directory is open to its owner only until its recorded mode is applied, after
+    /// everything in it: its entries may be restored with modes (a `0644` file in a `0700`
+    /// home) that rely on the directory to keep others out.
+    pub fn create_dir(&self, name: &OsStr) -> io::Result<()> {
+        mkdirat(&self.dir, name, Mode::S_IRWXU)?;
+        Ok(())
     }
 
     /// The open directory, for `*at` system calls on its entries.
@@ -133,5 +144,27 @@ mod tests {
             !temp.path().join("elsewhere").exists(),
             "the symlink was not followed"
         );
+    }
+
+    #[test]
+    fn a_directory_is_created_owner_only_and_nothing_there_is_replaced() {
+        use std::os::unix::fs::PermissionsExt;
+        let temp = tempfile::tempdir().expect("tempdir");
+        let handle = DirHandle::open(temp.path()).expect("open");
+        handle.create_dir(OsStr::new("sub")).expect("create");
+        let meta = std::fs::symlink_metadata(temp.path().join("sub")).expect("stat");
+        assert!(meta.is_dir());
+        assert_eq!(
+            meta.permissions().mode() & 0o7777,
+            0o700,
+            "no one but the owner until the mode is applied"
+        );
+
+        std::os::unix::fs::symlink("elsewhere", temp.path().join("dangling")).expect("symlink");
+        for name in ["sub", "dangling"] {
+            let err = handle.create_dir(OsStr::new(name)).expect_err(name);
+            assert_eq!(err.kind(), io::ErrorKind::AlreadyExists, "{name}");
+        }
+        assert!(!temp.path().join("elsewhere").exists());
     }
 }

@@ -494,7 +494,7 @@ impl<'a> Planner<'a> {
         let created = match &entry.node {
             Node::Dir { subtree } => {
                 // A directory this restore creates is empty; one already there is merged into.
-                let made = clear(access).and_then(|()| match fs::create_dir(access) {
+                let made = clear(access).and_then(|()| match parent.create_dir(name) {
                     Ok(()) => Ok(true),
                     Err(e) if !fresh && e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
                     Err(e) => Err(e),
