@@ -1,12 +1,18 @@
 //! Direct writes: a large file's whole blocks go to the disk around the page cache
-//! (`O_DIRECT`), the few bytes that never fill a block through its ordinary descriptor.
+//! (`O_DIRECT`) where that is the faster way, the few bytes that never fill a block through
+//! its ordinary descriptor.
 //!
-//! A restore writes each byte once and does not read it back, so caching a large file only
-//! costs: the kernel copies every byte into a page it must first find, and on a virtual
+//! A restore writes each byte once and does not read it back, so caching a large file can
+//! only cost: the kernel copies every byte into a page it must first find, and on a virtual
 //! machine that returns free memory to its host (free page reporting, ballooning) each of
 //! those pages faults in the host as well. Buffered writes of 2 GiB took 5.5 s of system
-//! time on the 2-core benchmark machine, direct ones 1 s (docs/PERFORMANCE.md, session
-//! 13). A restore of a disk image also no longer evicts the host's working set.
+//! time on one 2-core benchmark machine, direct ones 1 s (docs/PERFORMANCE.md, session
+//! 13), and such a restore does not evict the host's working set. But where the disk is
+//! slow and the page cache fast, a buffered write returns long before a direct one (1.4 s
+//! against 5.4 s for 2 GiB on another machine, session 16), and the kernel writes the
+//! pages back while the restore goes on. So the whole blocks take whichever route has
+//! cost the writing threads less per byte lately ([`Routes`]): direct for a file's first
+//! 64 MiB, then measured.
 //!
 //! Direct I/O wants the memory, the file offset and the length aligned to the device's
 //! logical block. [`ALIGN`] (4 KiB) suits every Linux block device and filesystem we know
@@ -41,6 +47,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use bunker_repo_format::tree::Extent;
 use nix::fcntl::{FallocateFlags, OFlag, fallocate};
@@ -104,6 +111,8 @@ pub(super) struct DirectFile {
     file: File,
     /// Cleared when the filesystem refuses a direct write: the rest goes buffered.
     usable: AtomicBool,
+    /// Which way each write of whole blocks goes, by what each has cost lately.
+    routes: Mutex<Routes>,
 }
 
 impl DirectFile {
@@ -118,6 +127,7 @@ impl DirectFile {
             .map(|file| Self {
                 file,
                 usable: AtomicBool::new(true),
+                routes: Mutex::default(),
             })
     }
 
@@ -127,27 +137,184 @@ impl DirectFile {
     }
 
     /// Writes `bytes` (whole blocks, aligned in memory) at `offset` (aligned) directly, or
-    /// through `buffered` (the file's ordinary descriptor) once the filesystem refused it.
-    /// Returns the bytes written directly.
+    /// through `buffered` (the file's ordinary descriptor) when buffered writes have lately
+    /// cost less (see [`Routes`]) or the filesystem refused a direct one. Returns the bytes
+    /// written directly.
     pub(super) fn write_blocks(
         &self,
         buffered: &File,
         bytes: &[u8],
         offset: u64,
     ) -> io::Result<u64> {
-        if self.usable.load(Ordering::Relaxed) {
-            match self.file.write_all_at(bytes, offset) {
-                Ok(()) => return Ok(bytes.len() as u64),
+        if !self.usable.load(Ordering::Relaxed) {
+            buffered.write_all_at(bytes, offset)?;
+            return Ok(0);
+        }
+        let lock = || self.routes.lock().unwrap_or_else(PoisonError::into_inner);
+        let ticket = lock().choose();
+        let started = Instant::now();
+        let written = match ticket.route {
+            Route::Direct => match self.file.write_all_at(bytes, offset) {
+                Ok(()) => bytes.len() as u64,
                 // Refused (an alignment this device does not take, a filesystem that
                 // opens with O_DIRECT but cannot do it): whatever it wrote is rewritten.
                 Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => {
                     self.usable.store(false, Ordering::Relaxed);
+                    lock().record(ticket, 0, Duration::ZERO);
+                    buffered.write_all_at(bytes, offset)?;
+                    return Ok(0);
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    lock().record(ticket, 0, Duration::ZERO);
+                    return Err(e);
+                }
+            },
+            Route::Buffered => {
+                let result = buffered.write_all_at(bytes, offset);
+                if let Err(e) = result {
+                    lock().record(ticket, 0, Duration::ZERO);
+                    return Err(e);
+                }
+                0
             }
+        };
+        lock().record(ticket, bytes.len() as u64, started.elapsed());
+        Ok(written)
+    }
+}
+
+/// The two ways whole blocks can reach a large file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Route {
+    /// `O_DIRECT`: the write returns once the device has the bytes.
+    Direct = 0,
+    /// Through the page cache: the write returns once the bytes are copied there.
+    Buffered = 1,
+}
+
+/// Bytes of a file written directly before buffered writes are tried: a file that size is
+/// over before the choice would pay back, and smaller files' writes stay predictable.
+const WARM_UP: u64 = 64 << 20;
+
+/// After the warm-up, the dearer route is taken once in `PROBE_EVERY * r * r` writes (at
+/// most [`PROBE_MOST`]), `r` being how many times the cheaper route's cost it had, so that
+/// its cost stays known as the machine's state changes. The probes then cost at most 1/64
+/// of the writing time, at `r = 2`.
+const PROBE_EVERY: f64 = 16.0;
+
+/// The longest run of writes between two probes.
+const PROBE_MOST: f64 = 1024.0;
+
+/// Picks the route of each write of a large file's whole blocks by what each route has cost
+/// per byte lately, as a writing thread waits for it.
+///
+/// Neither route is faster everywhere. On one benchmark virtual machine, buffered writes of
+/// 2 GiB took 5.5 s (each new page-cache page faulted in the host too) and direct ones 1 s;
+/// on another, buffered 1.4 s and direct 5.4 s (a slow disk behind a fast page cache).
+/// A buffered write is also slowed once the kernel throttles writers with too much dirty
+/// memory, which the measure sees. Writes start direct ([`WARM_UP`]), then each route is
+/// measured and the cheaper one taken, but for rare probes of the other ([`PROBE_EVERY`]).
+///
+/// A write that overlapped the other route's may have waited for it (ext4 holds the file's
+/// lock through a buffered write, and through a direct one that allocates), so it is not
+/// measured: else a probe would make the route it probes look dearer than it is.
+#[derive(Debug, Default)]
+pub(super) struct Routes {
+    /// Bytes written so far, both routes.
+    written: u64,
+    /// Nanoseconds per byte of each route's recent writes (a moving average), once known.
+    cost: [Option<f64>; 2],
+    /// Writes since the dearer route was last taken.
+    since_probe: u32,
+    /// Writes of each route in flight.
+    in_flight: [u32; 2],
+    /// Writes of each route started so far.
+    started: [u64; 2],
+}
+
+/// A write's route, and what [`Routes::record`] needs to know whether it overlapped a
+/// write of the other route.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Ticket {
+    /// The route to take.
+    pub route: Route,
+    /// Taken to measure the dearer (or unmeasured) route.
+    probe: bool,
+    /// A write of the other route was in flight when this one started.
+    overlapped: bool,
+    /// Writes of the other route started before this one.
+    others_started: u64,
+}
+
+impl Route {
+    fn other(self) -> Route {
+        match self {
+            Route::Direct => Route::Buffered,
+            Route::Buffered => Route::Direct,
         }
-        buffered.write_all_at(bytes, offset)?;
-        Ok(0)
+    }
+}
+
+impl Routes {
+    /// The route for the next write; its [`Ticket`] goes back to [`Routes::record`].
+    pub fn choose(&mut self) -> Ticket {
+        let (route, probe) = self.pick();
+        let other = route.other() as usize;
+        self.in_flight[route as usize] += 1;
+        self.started[route as usize] += 1;
+        Ticket {
+            route,
+            probe,
+            overlapped: self.in_flight[other] > 0,
+            others_started: self.started[other],
+        }
+    }
+
+    fn pick(&mut self) -> (Route, bool) {
+        if self.written < WARM_UP {
+            return (Route::Direct, false);
+        }
+        let [Some(direct), Some(buffered)] = self.cost else {
+            return match self.cost[0] {
+                None => (Route::Direct, false),
+                Some(_) => (Route::Buffered, true),
+            };
+        };
+        let (cheaper, dearer) = if buffered < direct {
+            ((Route::Buffered, buffered), (Route::Direct, direct))
+        } else {
+            ((Route::Direct, direct), (Route::Buffered, buffered))
+        };
+        let ratio = dearer.1 / cheaper.1.max(f64::MIN_POSITIVE);
+        self.since_probe += 1;
+        if f64::from(self.since_probe) >= (PROBE_EVERY * ratio * ratio).min(PROBE_MOST) {
+            self.since_probe = 0;
+            return (dearer.0, true);
+        }
+        (cheaper.0, false)
+    }
+
+    /// Records that the write `ticket` was for, of `bytes`, took `elapsed`.
+    pub fn record(&mut self, ticket: Ticket, bytes: u64, elapsed: Duration) {
+        let (route, other) = (ticket.route as usize, ticket.route.other() as usize);
+        self.in_flight[route] = self.in_flight[route].saturating_sub(1);
+        self.written += bytes;
+        // A probe always overlaps the other route's writes; it is measured all the same
+        // (the route it probes would otherwise never be). Other writes that overlapped a
+        // probe are not.
+        let overlapped = ticket.overlapped || self.started[other] != ticket.others_started;
+        if bytes == 0 || (overlapped && !ticket.probe) {
+            return;
+        }
+        let cost = elapsed.as_nanos() as f64 / bytes as f64;
+        let slot = &mut self.cost[route];
+        *slot = Some(match *slot {
+            // A probe weighs half (it is rare), a write of the route in use a quarter: a
+            // few writes follow a change, one slow write does not flip the choice.
+            Some(average) if ticket.probe => (average + cost) / 2.0,
+            Some(average) => average * 0.75 + cost * 0.25,
+            None => cost,
+        });
     }
 }
 
@@ -376,6 +543,7 @@ mod tests {
         let read_only = DirectFile {
             file: File::open(&path).expect("open"),
             usable: AtomicBool::new(true),
+            routes: Mutex::default(),
         };
         assert!(read_only.write_blocks(&buffered, blocks, 0).is_err());
         assert_eq!(std::fs::metadata(&path).expect("stat").len(), 0);
@@ -384,6 +552,7 @@ mod tests {
         let refused = DirectFile {
             file: File::open(&path).expect("open"),
             usable: AtomicBool::new(false),
+            routes: Mutex::default(),
         };
         let written = refused
             .write_blocks(&buffered, blocks, ALIGN)
@@ -392,5 +561,132 @@ mod tests {
         drop(buffered);
         let file = std::fs::read(&path).expect("read");
         assert_eq!(&file[ALIGN as usize..], data.as_slice());
+    }
+
+    /// The routes chosen for `writes` writes, each recorded as costing `cost(route)`
+    /// nanoseconds per byte, one block each.
+    fn drive(routes: &mut Routes, writes: usize, cost: impl Fn(Route) -> u64) -> Vec<Route> {
+        (0..writes)
+            .map(|_| {
+                let ticket = routes.choose();
+                let route = ticket.route;
+                routes.record(ticket, ALIGN, Duration::from_nanos(cost(route) * ALIGN));
+                route
+            })
+            .collect()
+    }
+
+    fn count(routes: &[Route], route: Route) -> usize {
+        routes.iter().filter(|r| **r == route).count()
+    }
+
+    #[test]
+    fn writes_go_direct_until_the_warm_up_then_by_cost() {
+        let mut routes = Routes::default();
+        let warm_up = drive(&mut routes, (WARM_UP / ALIGN) as usize, |_| 5);
+        assert!(warm_up.iter().all(|r| *r == Route::Direct), "{warm_up:?}");
+
+        // Buffered writes cost a fifth: after one probe, nearly all go buffered.
+        let chosen = drive(
+            &mut routes,
+            2000,
+            |r| if r == Route::Direct { 5 } else { 1 },
+        );
+        assert_eq!(
+            chosen[0],
+            Route::Buffered,
+            "the untried route is tried first"
+        );
+        let direct = count(&chosen, Route::Direct);
+        assert!((1..=10).contains(&direct), "{direct} direct probes of 2000");
+
+        // The page cache fills and buffered writes slow down: direct takes over after the
+        // first slow one (the first two writes may hold a probe and that one).
+        let chosen = drive(
+            &mut routes,
+            2000,
+            |r| if r == Route::Direct { 5 } else { 40 },
+        );
+        assert_eq!(
+            chosen[2..12],
+            [Route::Direct; 10][..],
+            "{:?}",
+            &chosen[..11]
+        );
+        let buffered = count(&chosen, Route::Buffered);
+        assert!(
+            (1..=10).contains(&buffered),
+            "{buffered} buffered probes of 2000"
+        );
+    }
+
+    #[test]
+    fn a_write_that_overlapped_a_probe_is_not_measured_and_the_probe_is() {
+        let mut routes = Routes {
+            written: WARM_UP,
+            cost: [Some(5.0), Some(1.0)],
+            ..Routes::default()
+        };
+        let slow = Duration::from_nanos(100 * ALIGN);
+        let main = routes.choose();
+        assert_eq!(main.route, Route::Buffered);
+        routes.since_probe = u32::MAX - 1;
+        let probe = routes.choose();
+        assert_eq!(probe.route, Route::Direct);
+        // The buffered write waited for the direct probe's lock: not its own cost.
+        routes.record(probe, ALIGN, Duration::from_nanos(9 * ALIGN));
+        routes.record(main, ALIGN, slow);
+        assert_eq!(routes.cost, [Some(7.0), Some(1.0)]);
+        // Alone, a slow buffered write counts.
+        let alone = routes.choose();
+        assert_eq!(alone.route, Route::Buffered);
+        routes.record(alone, ALIGN, slow);
+        assert_eq!(routes.cost, [Some(7.0), Some(25.75)]);
+        assert_eq!(routes.written, WARM_UP + 3 * ALIGN);
+    }
+
+    #[test]
+    fn close_costs_are_probed_more_often_than_far_ones() {
+        let probes = |dearer: u64| {
+            let mut routes = Routes::default();
+            drive(&mut routes, (WARM_UP / ALIGN) as usize, |_| 10);
+            let chosen = drive(&mut routes, 4000, |r| {
+                if r == Route::Direct { 10 } else { dearer }
+            });
+            count(&chosen, Route::Buffered)
+        };
+        let (close, far) = (probes(12), probes(40));
+        assert!(
+            close > 2 * far && far >= 3,
+            "probes: {close} at 1.2x, {far} at 4x"
+        );
+    }
+
+    #[test]
+    fn a_write_routed_through_the_page_cache_lands_and_counts_as_buffered() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("large.img");
+        let buffered = File::create(&path).expect("create");
+        let mut direct = DirectFile::open(&path).expect("this filesystem takes O_DIRECT");
+        *direct.routes.get_mut().expect("lock") = Routes {
+            written: WARM_UP,
+            cost: [Some(50.0), Some(1.0)],
+            ..Routes::default()
+        };
+        let mut blocks = bunker_repo_format::aligned::AlignedBuffer::default();
+        let data: Vec<u8> = (0..2 * ALIGN).map(|i| (i % 253) as u8).collect();
+        let written = direct
+            .write_blocks(&buffered, blocks.fill(&data), ALIGN)
+            .expect("write");
+        assert_eq!(written, 0, "not written directly");
+        let written = direct
+            .write_blocks(&buffered, blocks.fill(&data), 3 * ALIGN)
+            .expect("write");
+        assert_eq!(written, 0);
+        drop(buffered);
+        let file = std::fs::read(&path).expect("read");
+        assert_eq!(file.len() as u64, 5 * ALIGN);
+        assert_eq!(&file[ALIGN as usize..3 * ALIGN as usize], data.as_slice());
+        assert_eq!(&file[3 * ALIGN as usize..], data.as_slice());
     }
 }

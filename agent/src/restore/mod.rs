@@ -13,7 +13,8 @@
 //!   rayon pool, into a reused buffer laid out for its place in the file
 //!   ([`plaintext`](self::plaintext));
 //! - [`write`](self::write): positioned writes out of order into the created files (a large
-//!   file's whole blocks around the page cache, see [`direct`](self::direct)); once a
+//!   file's whole blocks by two writing threads, around the page cache where that is
+//!   faster, see [`direct`](self::direct)); once a
 //!   batch is written, its files' metadata through the descriptors they were created with.
 //!   Once every batch is written, the metadata of everything else, directories last.
 //!
