@@ -46,7 +46,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bunker_repo_format::tree::Extent;
@@ -113,6 +113,8 @@ pub(super) struct DirectFile {
     usable: AtomicBool,
     /// Which way each write of whole blocks goes, by what each has cost lately.
     routes: Mutex<Routes>,
+    /// Signalled when a write is done: a probe may start, or the writes it held back.
+    turn: Condvar,
 }
 
 impl DirectFile {
@@ -128,6 +130,7 @@ impl DirectFile {
                 file,
                 usable: AtomicBool::new(true),
                 routes: Mutex::default(),
+                turn: Condvar::new(),
             })
     }
 
@@ -151,7 +154,26 @@ impl DirectFile {
             return Ok(0);
         }
         let lock = || self.routes.lock().unwrap_or_else(PoisonError::into_inner);
-        let ticket = lock().choose();
+        let wait = |routes| {
+            self.turn
+                .wait(routes)
+                .unwrap_or_else(PoisonError::into_inner)
+        };
+        let ticket = {
+            let mut routes = lock();
+            while routes.probing() {
+                routes = wait(routes);
+            }
+            let ticket = routes.choose();
+            while ticket.probe && !routes.is_alone() {
+                routes = wait(routes);
+            }
+            ticket
+        };
+        let done = |bytes, elapsed| {
+            lock().record(ticket, bytes, elapsed);
+            self.turn.notify_all();
+        };
         let started = Instant::now();
         let written = match ticket.route {
             Route::Direct => match self.file.write_all_at(bytes, offset) {
@@ -160,25 +182,24 @@ impl DirectFile {
                 // opens with O_DIRECT but cannot do it): whatever it wrote is rewritten.
                 Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => {
                     self.usable.store(false, Ordering::Relaxed);
-                    lock().record(ticket, 0, Duration::ZERO);
+                    done(0, Duration::ZERO);
                     buffered.write_all_at(bytes, offset)?;
                     return Ok(0);
                 }
                 Err(e) => {
-                    lock().record(ticket, 0, Duration::ZERO);
+                    done(0, Duration::ZERO);
                     return Err(e);
                 }
             },
             Route::Buffered => {
-                let result = buffered.write_all_at(bytes, offset);
-                if let Err(e) = result {
-                    lock().record(ticket, 0, Duration::ZERO);
+                if let Err(e) = buffered.write_all_at(bytes, offset) {
+                    done(0, Duration::ZERO);
                     return Err(e);
                 }
                 0
             }
         };
-        lock().record(ticket, bytes.len() as u64, started.elapsed());
+        done(bytes.len() as u64, started.elapsed());
         Ok(written)
     }
 }
@@ -215,9 +236,13 @@ const PROBE_MOST: f64 = 1024.0;
 /// memory, which the measure sees. Writes start direct ([`WARM_UP`]), then each route is
 /// measured and the cheaper one taken, but for rare probes of the other ([`PROBE_EVERY`]).
 ///
-/// A write that overlapped the other route's may have waited for it (ext4 holds the file's
-/// lock through a buffered write, and through a direct one that allocates), so it is not
-/// measured: else a probe would make the route it probes look dearer than it is.
+/// A probe runs alone: a write overlapping the other route's may wait for it (ext4 holds
+/// the file's lock through a buffered write, and a direct write holds it shared), which
+/// would make the route in use look cheap and the probed one dear. So no write starts
+/// while a probe waits or runs ([`Routes::probing`]), and the probe starts once the writes
+/// in flight are done. The route in use has its writing threads side by side, each write
+/// taking longer for sharing the disk or the lock, so its cost is divided by the writes
+/// that were in flight with it.
 #[derive(Debug, Default)]
 pub(super) struct Routes {
     /// Bytes written so far, both routes.
@@ -226,48 +251,45 @@ pub(super) struct Routes {
     cost: [Option<f64>; 2],
     /// Writes since the dearer route was last taken.
     since_probe: u32,
-    /// Writes of each route in flight.
-    in_flight: [u32; 2],
-    /// Writes of each route started so far.
-    started: [u64; 2],
+    /// Writes in flight, both routes.
+    in_flight: u32,
+    /// A probe was chosen and has not been recorded yet.
+    probe_pending: bool,
 }
 
-/// A write's route, and what [`Routes::record`] needs to know whether it overlapped a
-/// write of the other route.
+/// A write's route, and what [`Routes::record`] needs to weigh its time.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Ticket {
     /// The route to take.
     pub route: Route,
     /// Taken to measure the dearer (or unmeasured) route.
-    probe: bool,
-    /// A write of the other route was in flight when this one started.
-    overlapped: bool,
-    /// Writes of the other route started before this one.
-    others_started: u64,
-}
-
-impl Route {
-    fn other(self) -> Route {
-        match self {
-            Route::Direct => Route::Buffered,
-            Route::Buffered => Route::Direct,
-        }
-    }
+    pub probe: bool,
+    /// Writes in flight when this one started, itself included.
+    sharing: u32,
 }
 
 impl Routes {
-    /// The route for the next write; its [`Ticket`] goes back to [`Routes::record`].
+    /// The route for the next write; its [`Ticket`] goes back to [`Routes::record`]. Call
+    /// only when not [`Routes::probing`]; a probe's write waits for [`Routes::is_alone`].
     pub fn choose(&mut self) -> Ticket {
         let (route, probe) = self.pick();
-        let other = route.other() as usize;
-        self.in_flight[route as usize] += 1;
-        self.started[route as usize] += 1;
+        self.in_flight += 1;
+        self.probe_pending |= probe;
         Ticket {
             route,
             probe,
-            overlapped: self.in_flight[other] > 0,
-            others_started: self.started[other],
+            sharing: self.in_flight,
         }
+    }
+
+    /// A probe waits or runs: no other write may start.
+    pub fn probing(&self) -> bool {
+        self.probe_pending
+    }
+
+    /// No write is in flight but the caller's.
+    pub fn is_alone(&self) -> bool {
+        self.in_flight <= 1
     }
 
     fn pick(&mut self) -> (Route, bool) {
@@ -294,20 +316,23 @@ impl Routes {
         (cheaper.0, false)
     }
 
-    /// Records that the write `ticket` was for, of `bytes`, took `elapsed`.
+    /// Records that the write `ticket` was for, of `bytes`, took `elapsed` (0 bytes for one
+    /// that failed).
     pub fn record(&mut self, ticket: Ticket, bytes: u64, elapsed: Duration) {
-        let (route, other) = (ticket.route as usize, ticket.route.other() as usize);
-        self.in_flight[route] = self.in_flight[route].saturating_sub(1);
+        // The writes it shared the disk or the lock with: those at its start or its end.
+        let sharing = if ticket.probe {
+            self.probe_pending = false;
+            1
+        } else {
+            ticket.sharing.max(self.in_flight).max(1)
+        };
+        self.in_flight = self.in_flight.saturating_sub(1);
         self.written += bytes;
-        // A probe always overlaps the other route's writes; it is measured all the same
-        // (the route it probes would otherwise never be). Other writes that overlapped a
-        // probe are not.
-        let overlapped = ticket.overlapped || self.started[other] != ticket.others_started;
-        if bytes == 0 || (overlapped && !ticket.probe) {
+        if bytes == 0 {
             return;
         }
-        let cost = elapsed.as_nanos() as f64 / bytes as f64;
-        let slot = &mut self.cost[route];
+        let cost = elapsed.as_nanos() as f64 / bytes as f64 / f64::from(sharing);
+        let slot = &mut self.cost[ticket.route as usize];
         *slot = Some(match *slot {
             // A probe weighs half (it is rare), a write of the route in use a quarter: a
             // few writes follow a change, one slow write does not flip the choice.
@@ -544,6 +569,7 @@ mod tests {
             file: File::open(&path).expect("open"),
             usable: AtomicBool::new(true),
             routes: Mutex::default(),
+            turn: Condvar::new(),
         };
         assert!(read_only.write_blocks(&buffered, blocks, 0).is_err());
         assert_eq!(std::fs::metadata(&path).expect("stat").len(), 0);
@@ -553,6 +579,7 @@ mod tests {
             file: File::open(&path).expect("open"),
             usable: AtomicBool::new(false),
             routes: Mutex::default(),
+            turn: Condvar::new(),
         };
         let written = refused
             .write_blocks(&buffered, blocks, ALIGN)
@@ -621,28 +648,90 @@ mod tests {
     }
 
     #[test]
-    fn a_write_that_overlapped_a_probe_is_not_measured_and_the_probe_is() {
+    fn a_probe_runs_alone_and_writes_side_by_side_are_weighed_by_their_sharing() {
         let mut routes = Routes {
             written: WARM_UP,
             cost: [Some(5.0), Some(1.0)],
             ..Routes::default()
         };
-        let slow = Duration::from_nanos(100 * ALIGN);
-        let main = routes.choose();
-        assert_eq!(main.route, Route::Buffered);
+        let nanos = |per_byte: u64| Duration::from_nanos(per_byte * ALIGN);
+        // Two buffered writes side by side, each taking twice its own time.
+        let (first, second) = (routes.choose(), routes.choose());
+        assert_eq!(
+            (first.route, second.route),
+            (Route::Buffered, Route::Buffered)
+        );
+        assert!(!routes.is_alone());
+        routes.record(first, ALIGN, nanos(2));
+        routes.record(second, ALIGN, nanos(2));
+        assert_eq!(routes.cost, [Some(5.0), Some(1.0)]);
+
         routes.since_probe = u32::MAX - 1;
         let probe = routes.choose();
         assert_eq!(probe.route, Route::Direct);
-        // The buffered write waited for the direct probe's lock: not its own cost.
-        routes.record(probe, ALIGN, Duration::from_nanos(9 * ALIGN));
-        routes.record(main, ALIGN, slow);
+        assert!(routes.probing() && routes.is_alone());
+        routes.record(probe, ALIGN, nanos(9));
+        assert!(!routes.probing());
         assert_eq!(routes.cost, [Some(7.0), Some(1.0)]);
-        // Alone, a slow buffered write counts.
+
+        // Alone, a slow buffered write counts in full.
         let alone = routes.choose();
-        assert_eq!(alone.route, Route::Buffered);
-        routes.record(alone, ALIGN, slow);
-        assert_eq!(routes.cost, [Some(7.0), Some(25.75)]);
-        assert_eq!(routes.written, WARM_UP + 3 * ALIGN);
+        routes.record(alone, ALIGN, nanos(101));
+        assert_eq!(routes.cost, [Some(7.0), Some(26.0)]);
+        assert_eq!(routes.written, WARM_UP + 4 * ALIGN);
+        assert_eq!(routes.in_flight, 0);
+    }
+
+    #[test]
+    fn a_probe_waits_for_the_writes_in_flight_and_holds_back_the_next() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("large.img");
+        let buffered = File::create(&path).expect("create");
+        let direct = DirectFile::open(&path).expect("this filesystem takes O_DIRECT");
+        let mut blocks = bunker_repo_format::aligned::AlignedBuffer::default();
+        let data = vec![7u8; ALIGN as usize];
+        let bytes = blocks.fill(&data);
+        // A write of the route in use is in flight on another thread, and the next write
+        // is due to probe.
+        let in_use = {
+            let mut routes = direct.routes.lock().expect("lock");
+            *routes = Routes {
+                written: WARM_UP,
+                cost: [Some(50.0), Some(1.0)],
+                since_probe: u32::MAX - 1,
+                ..Routes::default()
+            };
+            routes.in_flight = 1;
+            Ticket {
+                route: Route::Buffered,
+                probe: false,
+                sharing: 1,
+            }
+        };
+        std::thread::scope(|scope| {
+            let probing = scope.spawn(|| direct.write_blocks(&buffered, bytes, 0));
+            let waited = (0..200).any(|_| {
+                std::thread::sleep(Duration::from_millis(5));
+                direct.routes.lock().expect("lock").probing()
+            });
+            assert!(waited, "the probe was chosen");
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(
+                !probing.is_finished(),
+                "the probe waits for the write in flight"
+            );
+            direct
+                .routes
+                .lock()
+                .expect("lock")
+                .record(in_use, 0, Duration::ZERO);
+            direct.turn.notify_all();
+            let written = probing.join().expect("join").expect("write");
+            assert_eq!(written, ALIGN, "the probe went direct");
+        });
+        let routes = direct.routes.lock().expect("lock");
+        assert!(!routes.probing());
+        assert_eq!(routes.in_flight, 0);
     }
 
     #[test]
