@@ -590,6 +590,24 @@ mod tests {
         assert_eq!(&file[ALIGN as usize..], data.as_slice());
     }
 
+    /// A new file in a temporary directory, its ordinary descriptor, and a direct one when
+    /// the directory's filesystem takes `O_DIRECT` (tmpfs does not).
+    fn scratch_file() -> (
+        tempfile::TempDir,
+        std::path::PathBuf,
+        File,
+        Option<DirectFile>,
+    ) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("large.img");
+        let buffered = File::create(&path).expect("create");
+        let direct = DirectFile::open(&path);
+        if direct.is_none() {
+            eprintln!("no direct I/O in {}", dir.path().display());
+        }
+        (dir, path, buffered, direct)
+    }
+
     /// The routes chosen for `writes` writes, each recorded as costing `cost(route)`
     /// nanoseconds per byte, one block each.
     fn drive(routes: &mut Routes, writes: usize, cost: impl Fn(Route) -> u64) -> Vec<Route> {
@@ -684,10 +702,8 @@ mod tests {
 
     #[test]
     fn a_probe_waits_for_the_writes_in_flight_and_holds_back_the_next() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("large.img");
-        let buffered = File::create(&path).expect("create");
-        let direct = DirectFile::open(&path).expect("this filesystem takes O_DIRECT");
+        let (_dir, _path, buffered, direct) = scratch_file();
+        let Some(direct) = direct else { return };
         let mut blocks = bunker_repo_format::aligned::AlignedBuffer::default();
         let data = vec![7u8; ALIGN as usize];
         let bytes = blocks.fill(&data);
@@ -753,10 +769,8 @@ mod tests {
 
     #[test]
     fn a_write_routed_through_the_page_cache_lands_and_counts_as_buffered() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("large.img");
-        let buffered = File::create(&path).expect("create");
-        let mut direct = DirectFile::open(&path).expect("this filesystem takes O_DIRECT");
+        let (_dir, path, buffered, direct) = scratch_file();
+        let Some(mut direct) = direct else { return };
         *direct.routes.get_mut().expect("lock") = Routes {
             written: WARM_UP,
             cost: [Some(50.0), Some(1.0)],
