@@ -27,6 +27,7 @@ mod fetch;
 mod plaintext;
 mod plan;
 mod resume;
+mod routes;
 mod stream;
 mod unseal;
 mod write;

@@ -97,7 +97,7 @@ enum FilePlanned {
 /// One place a blob's plaintext goes.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Placement {
-    /// Index into [`Plan::files`].
+    /// Index into its batch's [`Batch::files`].
     pub file: u32,
     /// Offset in that file.
     pub offset: u64,
