@@ -495,13 +495,19 @@ impl Repository {
         let name = crate::pack::pack_kind(location.kind).name(&location.pack.to_hex());
         let key = self.pack_key(&location.pack, location.kind)?;
         let plaintext = open_blob(&key, location.kind, id, sealed, location.raw_length, &name)?;
-        if self.blob_id(&plaintext) != *id {
+        self.check_hash(id, &plaintext, &name)?;
+        Ok(plaintext)
+    }
+
+    /// An error naming `object` unless `plaintext` hashes to `id`.
+    fn check_hash(&self, id: &BlobId, plaintext: &[u8], object: &str) -> Result<()> {
+        if self.blob_id(plaintext) != *id {
             return Err(Error::corrupt(
-                &name,
+                object,
                 format!("blob {id} does not hash to its id"),
             ));
         }
-        Ok(plaintext)
+        Ok(())
     }
 
     /// Opens the blob at `location` out of `bytes`, read from offset `read_from` of its pack
@@ -533,13 +539,7 @@ impl Repository {
         let name = crate::pack::pack_kind(location.kind).name(&location.pack.to_hex());
         let key = self.pack_key(&location.pack, location.kind)?;
         crate::blob::open_blob_to(&key, location.kind, id, sealed, &name, out)?;
-        if self.blob_id(out) != *id {
-            return Err(Error::corrupt(
-                &name,
-                format!("blob {id} does not hash to its id"),
-            ));
-        }
-        Ok(())
+        self.check_hash(id, out, &name)
     }
 
     /// Reads a blob from its pack, authenticates it and re-hashes it against its id.
