@@ -167,14 +167,15 @@ mod tests {
     /// One block: the size the writes below are recorded with.
     const BLOCK: u64 = 4096;
 
-    /// The routes chosen for `writes` writes, each recorded as costing `cost(route)`
-    /// nanoseconds per byte, one block each.
-    fn drive(routes: &mut Routes, writes: usize, cost: impl Fn(Route) -> u64) -> Vec<Route> {
+    /// The routes chosen for `writes` writes of one block each, a write by a route recorded
+    /// as costing `cost[route]` nanoseconds per byte (direct, then buffered).
+    fn drive(routes: &mut Routes, writes: usize, cost: [u64; 2]) -> Vec<Route> {
         (0..writes)
             .map(|_| {
                 let ticket = routes.choose();
                 let route = ticket.route;
-                routes.record(ticket, BLOCK, Duration::from_nanos(cost(route) * BLOCK));
+                let per_byte = cost[route as usize];
+                routes.record(ticket, BLOCK, Duration::from_nanos(per_byte * BLOCK));
                 route
             })
             .collect()
@@ -187,15 +188,11 @@ mod tests {
     #[test]
     fn writes_go_direct_until_the_warm_up_then_by_cost() {
         let mut routes = Routes::default();
-        let warm_up = drive(&mut routes, (WARM_UP / BLOCK) as usize, |_| 5);
+        let warm_up = drive(&mut routes, (WARM_UP / BLOCK) as usize, [5, 5]);
         assert!(warm_up.iter().all(|r| *r == Route::Direct), "{warm_up:?}");
 
         // Buffered writes cost a fifth: after one probe, nearly all go buffered.
-        let chosen = drive(
-            &mut routes,
-            2000,
-            |r| if r == Route::Direct { 5 } else { 1 },
-        );
+        let chosen = drive(&mut routes, 2000, [5, 1]);
         assert_eq!(
             chosen[0],
             Route::Buffered,
@@ -206,16 +203,12 @@ mod tests {
 
         // The page cache fills and buffered writes slow down: direct takes over after the
         // first slow one (the first two writes may hold a probe and that one).
-        let chosen = drive(
-            &mut routes,
-            2000,
-            |r| if r == Route::Direct { 5 } else { 40 },
-        );
+        let chosen = drive(&mut routes, 2000, [5, 40]);
         assert_eq!(
             chosen[2..12],
             [Route::Direct; 10][..],
             "{:?}",
-            &chosen[..11]
+            &chosen[..12]
         );
         let buffered = count(&chosen, Route::Buffered);
         assert!(
@@ -226,11 +219,7 @@ mod tests {
 
     #[test]
     fn a_probe_runs_alone_and_writes_side_by_side_are_weighed_by_their_sharing() {
-        let mut routes = Routes {
-            written: WARM_UP,
-            cost: [Some(5.0), Some(1.0)],
-            ..Routes::default()
-        };
+        let mut routes = Routes::measured(5.0, 1.0);
         let nanos = |per_byte: u64| Duration::from_nanos(per_byte * BLOCK);
         // Two buffered writes side by side, each taking twice its own time.
         let (first, second) = (routes.choose(), routes.choose());
@@ -243,7 +232,7 @@ mod tests {
         routes.record(second, BLOCK, nanos(2));
         assert_eq!(routes.cost, [Some(5.0), Some(1.0)]);
 
-        routes.since_probe = u32::MAX - 1;
+        routes.probe_next();
         let probe = routes.choose();
         assert_eq!(probe.route, Route::Direct);
         assert!(routes.probing() && routes.is_alone());
@@ -263,10 +252,8 @@ mod tests {
     fn close_costs_are_probed_more_often_than_far_ones() {
         let probes = |dearer: u64| {
             let mut routes = Routes::default();
-            drive(&mut routes, (WARM_UP / BLOCK) as usize, |_| 10);
-            let chosen = drive(&mut routes, 4000, |r| {
-                if r == Route::Direct { 10 } else { dearer }
-            });
+            drive(&mut routes, (WARM_UP / BLOCK) as usize, [10, 10]);
+            let chosen = drive(&mut routes, 4000, [10, dearer]);
             count(&chosen, Route::Buffered)
         };
         let (close, far) = (probes(12), probes(40));
