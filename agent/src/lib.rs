@@ -28,6 +28,7 @@ pub mod drill;
 pub mod job;
 pub mod lease;
 pub mod navigate;
+mod permits;
 pub mod platform;
 pub mod policy;
 pub mod progress;

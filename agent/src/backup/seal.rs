@@ -10,11 +10,13 @@
 //! faulting their pages in cost a vol backup about 0.3 s of system time in 4.3 s.
 
 use std::sync::mpsc::SyncSender;
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bunker_repo_format::blob::{seal_blob, seal_blob_verified_in_place};
 use bunker_repo_format::crypto::{SealingSession, WriterKey};
 use bunker_repo_format::{BlobId, BlobKind, SealedBlob};
+
+use crate::permits::Permits;
 
 /// Plaintext bytes collected before a batch goes to the pool. Session 14 (docs/
 /// PERFORMANCE.md): 2 MiB batches made the Linux-source first backup 3.50-3.80 s against
@@ -41,42 +43,6 @@ const SPARE_MIN_CAPACITY: usize = 128 << 10;
 
 /// Sealed blobs on their way to the pack stage, or why sealing failed.
 pub(super) type SealedBatch = Result<Vec<SealedBlob>, String>;
-
-/// A counting semaphore bounding the batches in flight.
-#[derive(Default)]
-struct Permits {
-    used: Mutex<usize>,
-    freed: Condvar,
-}
-
-impl Permits {
-    fn acquire(&self, limit: usize) {
-        let mut used = self.used.lock().unwrap_or_else(PoisonError::into_inner);
-        while *used >= limit {
-            used = self
-                .freed
-                .wait(used)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
-        *used += 1;
-    }
-
-    fn release(&self) {
-        let mut used = self.used.lock().unwrap_or_else(PoisonError::into_inner);
-        *used = used.saturating_sub(1);
-        self.freed.notify_all();
-    }
-
-    fn wait_idle(&self) {
-        let mut used = self.used.lock().unwrap_or_else(PoisonError::into_inner);
-        while *used > 0 {
-            used = self
-                .freed
-                .wait(used)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
-    }
-}
 
 /// Buffers of sealed chunks' copies, for the next copies.
 struct Spares {
@@ -128,22 +94,14 @@ impl SealLoad {
     #[cfg(test)]
     pub(super) fn saturated_for_tests() -> Self {
         Self {
-            permits: Arc::new(Permits {
-                used: Mutex::new(1),
-                freed: Condvar::new(),
-            }),
+            permits: Arc::new(Permits::taken(1)),
             limit: 1,
         }
     }
 
     /// True while there are at least as many batches in flight as pool threads.
     pub(super) fn saturated(&self) -> bool {
-        *self
-            .permits
-            .used
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            >= self.limit
+        self.permits.in_use() >= self.limit
     }
 }
 

@@ -4,11 +4,13 @@
 //! joins the current range when the gap before it is at most [`GAP`] bytes and the range
 //! stays within the backend's [`max_read`](bunker_repo_format::backend::ReadHints::max_read), so a pack whose blobs are mostly
 //! needed is read in a few large requests and a pack with one needed blob costs one small
-//! request. A pool of [`FETCH_THREADS`] threads (the backend trait is synchronous) takes
-//! ranges in pack order and hands the bytes to the consumer through a channel of
-//! [`queue_depth`](bunker_repo_format::backend::ReadHints::queue_depth) slots, so at most `FETCH_THREADS + queue_depth + 1` ranges
-//! (each at most `max_read`, or one blob if a blob is larger) are in memory at once,
-//! whatever the size of the restore. The backend picks the sizes: large for S3, where each
+//! request. A pool of [`parallel_reads`](bunker_repo_format::backend::ReadHints::parallel_reads)
+//! threads (the backend trait is synchronous) takes ranges in pack order and hands the bytes
+//! to the consumer through a channel of
+//! [`queue_depth`](bunker_repo_format::backend::ReadHints::queue_depth) slots, so at most
+//! `parallel_reads + queue_depth` ranges, plus those the consumer holds (each at most
+//! `max_read`, or one blob if a blob is larger), are in memory at once, whatever the size
+//! of the restore. The backend picks the sizes: large for S3, where each
 //! request costs a round trip; small for a local directory, where memory is the only cost.
 //!
 //! A pack's first range starts at offset 0 when its first needed blob is within [`GAP`] of
@@ -29,8 +31,6 @@ use crate::cancel::Cancel;
 
 /// Largest gap between two needed blobs that is read through rather than skipped.
 pub(super) const GAP: u64 = 256 << 10;
-/// Range reads in flight at once.
-pub(super) const FETCH_THREADS: usize = 4;
 
 /// One read: blobs `first..end` of pack `pack`, covering `offset..offset + length`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,7 +87,8 @@ pub(super) fn coalesce(pack: usize, work: &PackWork, max_read: u64) -> Vec<ReadR
     ranges
 }
 
-/// Fetches every range of `packs` on [`FETCH_THREADS`] threads and calls `consume` with
+/// Fetches every range of `packs` on the backend's number of reading threads (see
+/// [`ReadHints`](bunker_repo_format::backend::ReadHints)) and calls `consume` with
 /// each, on the calling thread, in completion order. Stops early when `cancel` fires.
 pub(super) fn fetch_all(
     repo: &Repository,
@@ -104,7 +105,7 @@ pub(super) fn fetch_all(
     let next = AtomicUsize::new(0);
     let (sender, receiver) = mpsc::sync_channel::<Fetched>(hints.queue_depth);
     std::thread::scope(|scope| {
-        for _ in 0..FETCH_THREADS.min(ranges.len()) {
+        for _ in 0..hints.parallel_reads.max(1).min(ranges.len()) {
             let sender = sender.clone();
             let (ranges, next) = (&ranges, &next);
             scope.spawn(move || {

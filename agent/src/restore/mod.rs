@@ -44,9 +44,11 @@ use bunker_repo_format::{BlobId, Repository};
 
 use crate::cancel::Cancel;
 use crate::navigate::{Located, locate};
+use crate::permits::Permits;
 use crate::platform::{self, ApplyOptions};
 use crate::progress::Progress;
 use direct::{DIRECT_WRITERS, DirectFile, DirectQueue, allocate_data_runs};
+use fetch::Fetched;
 use plan::{Batch, PackPlanner, PackWork, PlannedFile, Planner};
 use write::{ContentWriter, WriteSummary};
 
@@ -261,37 +263,70 @@ fn write_content(
 }
 
 /// Fetches, unseals and writes every blob of `packs` through `writer`.
+///
+/// Each fetched range is unsealed on the pool while the next ones are fetched and the
+/// pool's other threads unseal others: a range often holds one or two large blobs, and
+/// unsealing one range at a time left a pool thread idle a quarter of a vol restore
+/// (docs/PERFORMANCE.md, session 17). [`UNSEALING_PER_THREAD`] ranges per pool thread are
+/// in flight at most, so the fetched bytes held stay bounded.
 fn fetch_and_write(repo: &Repository, packs: &[PackWork], writer: &ContentWriter, cancel: &Cancel) {
-    fetch::fetch_all(repo, packs, cancel, |fetched| {
-        let work = &packs[fetched.range.pack];
-        let blobs = &work.blobs[fetched.range.first..fetched.range.end];
-        match fetched.data {
-            Err(e) => {
-                let name = work.name();
-                let reason = e.to_string();
-                let reason = if reason.contains(&name) {
-                    reason
-                } else {
-                    format!("pack {name}: {reason}")
-                };
-                writer.fail_blobs(blobs, &reason);
-            }
-            Ok(data) => {
-                let open = writer.open_targets(blobs);
-                unseal::unseal_range(
-                    repo,
-                    work,
-                    &fetched.range,
-                    &data,
-                    &|blob, len| writer.plaintext_for(blob, len),
-                    &|blob, result| match result {
-                        Ok(plaintext) => writer.write(&open, blob, plaintext),
-                        Err(e) => writer.fail_blobs(std::slice::from_ref(blob), &e.to_string()),
-                    },
-                );
-            }
-        }
+    let permits = Permits::default();
+    let limit = UNSEALING_PER_THREAD * rayon::current_num_threads();
+    rayon::in_place_scope(|scope| {
+        fetch::fetch_all(repo, packs, cancel, |fetched| {
+            permits.acquire(limit);
+            let permits = &permits;
+            scope.spawn(move |_| {
+                let _release = Release(permits);
+                unseal_and_write(repo, &packs[fetched.range.pack], fetched, writer);
+            });
+        });
     });
+}
+
+/// Fetched ranges being unsealed per pool thread, at most: one each, and one more that
+/// waits so that a thread finishing a range takes the next at once.
+const UNSEALING_PER_THREAD: usize = 1;
+
+/// Gives a permit back when dropped, a panicking task's included.
+struct Release<'a>(&'a Permits);
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
+/// Unseals the blobs of one fetched range of `work` and writes them through `writer`, or
+/// fails them with the reason the range could not be read.
+fn unseal_and_write(repo: &Repository, work: &PackWork, fetched: Fetched, writer: &ContentWriter) {
+    let blobs = &work.blobs[fetched.range.first..fetched.range.end];
+    match fetched.data {
+        Err(e) => {
+            let name = work.name();
+            let reason = e.to_string();
+            let reason = if reason.contains(&name) {
+                reason
+            } else {
+                format!("pack {name}: {reason}")
+            };
+            writer.fail_blobs(blobs, &reason);
+        }
+        Ok(data) => {
+            let open = writer.open_targets(blobs);
+            unseal::unseal_range(
+                repo,
+                work,
+                &fetched.range,
+                &data,
+                &|blob, len| writer.plaintext_for(blob, len),
+                &|blob, result| match result {
+                    Ok(plaintext) => writer.write(&open, blob, plaintext),
+                    Err(e) => writer.fail_blobs(std::slice::from_ref(blob), &e.to_string()),
+                },
+            );
+        }
+    }
 }
 
 /// The file entry of a volume snapshot: its root tree holds exactly one regular file.

@@ -1,6 +1,7 @@
 //! Streaming one file (or a volume) in order, e.g. to stdout.
 //!
-//! [`FETCH_THREADS`] workers take chunks in file order, each fetching, unsealing and
+//! As many workers as the backend reads ranges at once
+//! ([`ReadHints`](bunker_repo_format::backend::ReadHints)) take chunks in file order, each fetching, unsealing and
 //! re-hashing its chunk; the caller's thread writes them out in order. A chunk is taken only
 //! while it is within [`WINDOW`] chunks of the next one to write, so the reorder buffer
 //! holds at most `WINDOW` chunks (16 MiB with 1 MiB chunks), whatever the file's size, while
@@ -16,7 +17,6 @@ use bunker_repo_format::tree::Extent;
 use bunker_repo_format::{Error, Repository};
 
 use super::RestoreError;
-use super::fetch::FETCH_THREADS;
 use crate::cancel::Cancel;
 
 /// Chunks fetched ahead of the writer at most.
@@ -52,7 +52,7 @@ pub(super) fn stream(
     let changed = Condvar::new();
     let lock = || state.lock().unwrap_or_else(PoisonError::into_inner);
     std::thread::scope(|scope| {
-        for _ in 0..FETCH_THREADS {
+        for _ in 0..repo.backend().read_hints().parallel_reads.max(1) {
             scope.spawn(|| {
                 loop {
                     let i = {
