@@ -116,6 +116,11 @@ pub(super) struct DirectFile {
     routes: Mutex<Routes>,
     /// Signalled when a write is done: a probe may start, or the writes it held back.
     turn: Condvar,
+    /// Held through each buffered write. ext4 takes the file's lock exclusively for one, so
+    /// two never overlap; without this, the second thread spun in the kernel waiting for
+    /// the lock (4% of a vol restore's samples, docs/PERFORMANCE.md, session 17), where here
+    /// it sleeps and leaves the CPU to the threads unsealing.
+    buffered_turn: Mutex<()>,
 }
 
 impl DirectFile {
@@ -127,12 +132,19 @@ impl DirectFile {
             .custom_flags(OFlag::O_DIRECT.bits())
             .open(path)
             .ok()
-            .map(|file| Self {
-                file,
-                usable: AtomicBool::new(true),
-                routes: Mutex::default(),
-                turn: Condvar::new(),
-            })
+            .map(|file| Self::new(file, true))
+    }
+
+    /// Wraps `file`, a descriptor opened with `O_DIRECT`; `usable` false sends every write
+    /// through the page cache.
+    fn new(file: File, usable: bool) -> Self {
+        Self {
+            file,
+            usable: AtomicBool::new(usable),
+            routes: Mutex::default(),
+            turn: Condvar::new(),
+            buffered_turn: Mutex::new(()),
+        }
     }
 
     /// False once the filesystem refused a direct write: the rest goes buffered.
@@ -151,7 +163,7 @@ impl DirectFile {
         offset: u64,
     ) -> io::Result<u64> {
         if !self.usable.load(Ordering::Relaxed) {
-            buffered.write_all_at(bytes, offset)?;
+            self.write_buffered(buffered, bytes, offset)?;
             return Ok(0);
         }
         let lock = || self.routes.lock().unwrap_or_else(PoisonError::into_inner);
@@ -193,7 +205,7 @@ impl DirectFile {
                 }
             },
             Route::Buffered => {
-                if let Err(e) = buffered.write_all_at(bytes, offset) {
+                if let Err(e) = self.write_buffered(buffered, bytes, offset) {
                     done(0, Duration::ZERO);
                     return Err(e);
                 }
@@ -202,6 +214,16 @@ impl DirectFile {
         };
         done(bytes.len() as u64, started.elapsed());
         Ok(written)
+    }
+
+    /// Writes through the page cache, one thread at a time (see `buffered_turn`). The wait
+    /// counts in the write's time, as it did when it was spent in the kernel.
+    fn write_buffered(&self, buffered: &File, bytes: &[u8], offset: u64) -> io::Result<()> {
+        let _turn = self
+            .buffered_turn
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        buffered.write_all_at(bytes, offset)
     }
 }
 
@@ -427,22 +449,12 @@ mod tests {
         let blocks = blocks.fill(&data);
         // A read-only descriptor fails with EBADF: not a refusal of direct I/O, so the
         // error is returned, not hidden behind a buffered write.
-        let read_only = DirectFile {
-            file: File::open(&path).expect("open"),
-            usable: AtomicBool::new(true),
-            routes: Mutex::default(),
-            turn: Condvar::new(),
-        };
+        let read_only = DirectFile::new(File::open(&path).expect("open"), true);
         assert!(read_only.write_blocks(&buffered, blocks, 0).is_err());
         assert_eq!(std::fs::metadata(&path).expect("stat").len(), 0);
 
         // Once refused, the blocks go through the ordinary descriptor.
-        let refused = DirectFile {
-            file: File::open(&path).expect("open"),
-            usable: AtomicBool::new(false),
-            routes: Mutex::default(),
-            turn: Condvar::new(),
-        };
+        let refused = DirectFile::new(File::open(&path).expect("open"), false);
         let written = refused
             .write_blocks(&buffered, blocks, ALIGN)
             .expect("write");
