@@ -87,10 +87,11 @@ impl StagedFile {
         let behind = match &mut self.behind {
             Some(behind) => behind,
             None => {
-                let file = self.file.as_ref().map(File::try_clone).transpose()?;
-                let Some(file) = file else {
-                    return Ok(());
-                };
+                let file = self
+                    .file
+                    .as_ref()
+                    .ok_or_else(|| io::Error::other("the staged file was already published"))?
+                    .try_clone()?;
                 self.behind
                     .insert(WriteBehind::start(file, self.direct.take())?)
             }
