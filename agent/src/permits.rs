@@ -33,6 +33,13 @@ impl Permits {
         *used += 1;
     }
 
+    /// Like [`Permits::acquire`], returning the permit, which is given back when dropped
+    /// (a panicking task's included).
+    pub(crate) fn take(&self, limit: usize) -> Permit<'_> {
+        self.acquire(limit);
+        Permit(self)
+    }
+
     /// Gives one back.
     pub(crate) fn release(&self) {
         let mut used = self.lock();
@@ -58,6 +65,16 @@ impl Permits {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, usize> {
         self.used.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A permit taken with [`Permits::take`]; dropping it gives it back.
+#[derive(Debug)]
+pub(crate) struct Permit<'a>(&'a Permits);
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        self.0.release();
     }
 }
 
@@ -90,6 +107,15 @@ mod tests {
         permits.release();
         permits.release();
         permits.wait_idle();
+        assert_eq!(permits.in_use(), 0);
+    }
+
+    #[test]
+    fn a_taken_permit_is_given_back_when_dropped() {
+        let permits = Permits::default();
+        let permit = permits.take(1);
+        assert_eq!(permits.in_use(), 1);
+        drop(permit);
         assert_eq!(permits.in_use(), 0);
     }
 }

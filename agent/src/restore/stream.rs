@@ -1,11 +1,11 @@
 //! Streaming one file (or a volume) in order, e.g. to stdout.
 //!
 //! As many workers as the backend reads ranges at once
-//! ([`ReadHints`](bunker_repo_format::backend::ReadHints)) take chunks in file order, each fetching, unsealing and
-//! re-hashing its chunk; the caller's thread writes them out in order. A chunk is taken only
-//! while it is within [`WINDOW`] chunks of the next one to write, so the reorder buffer
-//! holds at most `WINDOW` chunks (16 MiB with 1 MiB chunks), whatever the file's size, while
-//! several reads are in flight. Holes are written as zeros (a stream has no holes).
+//! ([`ReadHints`](bunker_repo_format::backend::ReadHints)) take chunks in file order, each
+//! fetching, unsealing and re-hashing its chunk; the caller's thread writes them out in
+//! order. A chunk is taken only while it is within [`WINDOW`] chunks of the next one to
+//! write, so the reorder buffer holds at most `WINDOW` chunks (16 MiB with 1 MiB chunks),
+//! whatever the file's size, while several reads are in flight. Holes are written as zeros (a stream has no holes).
 
 use std::collections::BTreeMap;
 use std::io::Write;

@@ -32,7 +32,7 @@ pub(super) fn unseal_range(
     sink: &Sink<'_>,
 ) {
     let pack = work.name();
-    work.blobs[range.first..range.end].iter().for_each(|blob| {
+    for blob in &work.blobs[range.first..range.end] {
         let location = &blob.location;
         let opened = plaintext_length(&blob.id, location.raw_length, &pack).and_then(|len| {
             let mut plaintext = buffer(blob, len);
@@ -45,6 +45,6 @@ pub(super) fn unseal_range(
             )
             .map(|()| plaintext)
         });
-        sink(blob, opened)
-    });
+        sink(blob, opened);
+    }
 }
