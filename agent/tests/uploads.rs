@@ -1,5 +1,5 @@
 //! Pack uploads against a slow in-memory store: how many run at once, and what a failed
-//! stream leaves behind.
+//! stream or a failed upload leaves behind.
 
 mod common;
 
@@ -30,6 +30,10 @@ struct SlowPuts {
     in_flight: AtomicUsize,
     most: AtomicUsize,
     header_reads: AtomicUsize,
+    /// Data pack puts so far.
+    pack_puts: AtomicUsize,
+    /// Data pack puts from this one on fail, like a full disk.
+    failing_from: AtomicUsize,
 }
 
 impl Backend for SlowPuts {
@@ -45,6 +49,13 @@ impl Backend for SlowPuts {
     fn put_if_absent(&self, name: &str, bytes: &[u8]) -> Result<()> {
         if !name.starts_with("data/") {
             return self.inner.put_if_absent(name, bytes);
+        }
+        if self.pack_puts.fetch_add(1, Ordering::SeqCst) >= self.failing_from.load(Ordering::SeqCst)
+        {
+            return Err(bunker_repo_format::Error::Io {
+                context: format!("writing {name}"),
+                source: std::io::Error::from(std::io::ErrorKind::StorageFull),
+            });
         }
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.most.fetch_max(now, Ordering::SeqCst);
@@ -81,6 +92,8 @@ fn slow_repository(concurrency: usize) -> (Arc<SlowPuts>, Repository) {
         in_flight: AtomicUsize::new(0),
         most: AtomicUsize::new(0),
         header_reads: AtomicUsize::new(0),
+        pack_puts: AtomicUsize::new(0),
+        failing_from: AtomicUsize::new(usize::MAX),
     });
     let backend: Arc<dyn Backend> = store.clone();
     let mut options = InitOptions {
@@ -171,6 +184,57 @@ fn a_failed_stream_leaves_its_stored_packs_indexed_for_the_next_run() {
         "{:?}",
         outcome.snapshot.summary
     );
+}
+
+/// Data blobs in the repository's index.
+fn indexed_data_blobs(repo: &Repository) -> usize {
+    let index = repo.load_index().expect("index").index;
+    index.len()
+}
+
+#[test]
+fn a_backup_whose_upload_fails_leaves_the_packs_it_stored_indexed() {
+    let (store, repo) = slow_repository(1);
+    let source = tempfile::tempdir().expect("temp dir");
+    let image = source.path().join("disk.img");
+    // 12 incompressible MiB: about 12 packs of 1 MiB.
+    std::fs::write(&image, noise(12 << 20, 5)).expect("write");
+    let files = BackupOptions {
+        paths: vec![source.path().to_path_buf()],
+        host: "h".into(),
+        ..BackupOptions::default()
+    };
+    let volume = VolumeOptions {
+        device: image.clone(),
+        host: "h".into(),
+        ..VolumeOptions::default()
+    };
+    store.failing_from.store(4, Ordering::SeqCst);
+    let err = backup(&repo, &files, &Cancel::new()).expect_err("the fifth pack fails");
+    assert!(err.to_string().contains("writing data/"), "{err}");
+    assert!(repo.list_snapshot_ids().expect("list").is_empty());
+    let after_files = indexed_data_blobs(&repo);
+    assert!(after_files >= 4, "only {after_files} blobs were indexed");
+
+    // A volume backup of the same bytes (1 MiB chunks, other cuts) fails the same way.
+    store.pack_puts.store(0, Ordering::SeqCst);
+    let err = backup_volume(&repo, &volume, &Cancel::new()).expect_err("the fifth pack fails");
+    assert!(err.to_string().contains("writing data/"), "{err}");
+    let after_volume = indexed_data_blobs(&repo);
+    assert!(
+        after_volume >= after_files + 4,
+        "{after_volume} blobs indexed after {after_files}"
+    );
+
+    // The next runs store only what the failed ones had not.
+    store.failing_from.store(usize::MAX, Ordering::SeqCst);
+    let done = backup_volume(&repo, &volume, &Cancel::new()).expect("volume backup");
+    let added = done.snapshot.summary.bytes_added;
+    assert!(added <= (8 << 20) + 4096, "{added} bytes added again");
+    // The file's chunks are at least 512 KiB: four of them were kept.
+    let done = backup(&repo, &files, &Cancel::new()).expect("backup");
+    let added = done.snapshot.summary.bytes_added;
+    assert!(added <= (10 << 20) + 4096, "{added} bytes added again");
 }
 
 #[test]

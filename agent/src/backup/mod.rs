@@ -267,12 +267,7 @@ pub fn backup(
         let tree = archiver.archive_roots(&paths, parent_root);
         // Dropping the archiver drops the last sender: the pack stage uploads the rest.
         let finished = archiver.finish();
-        let packed = packer.join().unwrap_or_else(|_| {
-            Err(bunker_repo_format::Error::Invalid(
-                "the pack thread panicked".to_owned(),
-            ))
-        });
-        ((tree, finished), packed)
+        ((tree, finished), pack::join(packer))
     });
     let (tree, finished) = walked;
     // A failed stage stops the walk: its error is the one to report.

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
+use std::thread::ScopedJoinHandle;
 
 use bunker_repo_format::{BlobWriter, Repository};
 
@@ -12,16 +13,18 @@ use super::seal::SealedBatch;
 use super::upload::{Uploads, record};
 
 /// Runs the pack stage until every sender of `input` is gone, then uploads the open packs.
-/// Returns the writer with everything uploaded and recorded (not yet flushed).
+/// Returns the writer with everything uploaded and recorded (not yet flushed), and the
+/// first error.
 ///
 /// After the first error it keeps draining `input` (so no sealing task blocks forever),
-/// sets `failed` so the walk stops early, and returns that error.
+/// sets `failed` so the walk stops early, and still records every pack that was stored: the
+/// caller flushes them into the index, for the next run to reuse.
 pub(super) fn run<'a>(
     repo: &'a Repository,
     mut writer: BlobWriter<'a>,
     input: Receiver<SealedBatch>,
     failed: Arc<AtomicBool>,
-) -> bunker_repo_format::Result<BlobWriter<'a>> {
+) -> (BlobWriter<'a>, bunker_repo_format::Result<()>) {
     std::thread::scope(|scope| {
         let uploads = Uploads::start(scope, repo);
         let mut error: Option<bunker_repo_format::Error> = None;
@@ -56,9 +59,28 @@ pub(super) fn run<'a>(
         if let Err(e) = record(&mut writer, rest) {
             fail(e, &mut error);
         }
-        match error {
+        let result = match error {
             Some(e) => Err(e),
-            None => Ok(writer),
-        }
+            None => Ok(()),
+        };
+        (writer, result)
     })
+}
+
+/// Waits for the pack stage started by [`run`] and returns its writer. When the stage
+/// failed, the packs it stored are indexed first, so that the next run reuses them, and its
+/// error is returned.
+pub(super) fn join<'a>(
+    stage: ScopedJoinHandle<'_, (BlobWriter<'a>, bunker_repo_format::Result<()>)>,
+) -> bunker_repo_format::Result<BlobWriter<'a>> {
+    let (mut writer, result) = stage
+        .join()
+        .map_err(|_| bunker_repo_format::Error::Invalid("the pack thread panicked".to_owned()))?;
+    if let Err(e) = result {
+        // The stage's failure is what the caller reports; a failed index write only costs
+        // the next run uploading those packs again.
+        let _ = writer.index_uploaded();
+        return Err(e);
+    }
+    Ok(writer)
 }

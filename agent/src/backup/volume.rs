@@ -1,10 +1,12 @@
 //! Backing up a block device or a disk image with fixed-size chunks.
 //!
 //! The volume is cut into chunks of the repository's volume chunk size, aligned to the
-//! device's start (the last one may be shorter). A reader thread reads batches of chunks
-//! sequentially with large reads; each batch is checked for all-zero chunks, hashed, and its
-//! new chunks sealed in parallel on the rayon pool, then packed in order. All-zero chunks
-//! become holes (adjacent ones merged), not data. The snapshot's root tree holds one regular
+//! device's start (the last one may be shorter). A reader thread reads them sequentially,
+//! a chunk per read, into buffers that sealed chunks give back; the calling thread checks
+//! each for zeros, hashes and deduplicates it; new chunks go through a file backup's seal
+//! and pack stages (sealed and verified on the rayon pool, packed in order on a thread of
+//! their own), so reading, hashing, sealing and packing overlap. All-zero chunks become
+//! holes (adjacent ones merged), not data. The snapshot's root tree holds one regular
 //! file entry, named by `--name` or the device's base name, whose extents are the volume's
 //! content (docs/FORMAT.md §12a); its source kind is `volume`.
 
@@ -15,22 +17,26 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileTypeExt;
 use std::path::PathBuf;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
 use bunker_repo_format::config::Operation;
 use bunker_repo_format::snapshot::{ConsistencyLevel, Snapshot, SourceKind, Summary};
 use bunker_repo_format::tree::{Entry, Extent, Node, Timestamp, Tree, is_valid_name};
-use bunker_repo_format::{BlobId, BlobKind, BlobWriter, Repository, SnapshotId};
-use rayon::prelude::*;
+use bunker_repo_format::{BlobKind, BlobWriter, PackId, Repository, SnapshotId};
 
-use super::upload::Packer;
-use super::{BackupError, BackupOutcome, WriteStart, commit, find_parent, now, start_writing};
+use super::dedup::Dedup;
+use super::seal::Sealer;
+use super::{
+    BackupError, BackupOutcome, PACK_QUEUE, WriteStart, commit, find_parent, now, pack,
+    start_writing,
+};
 use crate::cancel::Cancel;
 use crate::platform::{self, NameCache};
 
 /// Bytes read per batch (rounded to whole chunks, at least one).
-const BATCH_BYTES: u64 = 32 << 20;
+const BATCH_BYTES: u64 = 8 << 20;
 /// Batches read ahead of the hashing and sealing.
 const READ_AHEAD: usize = 2;
 
@@ -55,12 +61,6 @@ pub struct VolumeOptions {
     pub consistency: ConsistencyLevel,
     /// What the quiesce step did.
     pub consistency_detail: String,
-}
-
-/// One chunk as read, with its id (`None` for all zeros).
-struct Chunk {
-    id: Option<BlobId>,
-    data: Vec<u8>,
 }
 
 /// Backs up the volume `options.device` and writes a snapshot of source kind `volume`.
@@ -113,19 +113,14 @@ pub fn backup_volume(
         index,
     } = start_writing(repo, &options.host)?;
     let mut writer = repo.blob_writer(&index);
-    writer.exclude_packs(condemned);
+    writer.exclude_packs(condemned.iter().copied());
+    let dedup = Dedup::new(&index, condemned);
     let chunk_size = repo.config().params.volume_chunk_size;
-    let extents = match read_volume(repo, &mut writer, file, size, chunk_size, cancel) {
-        Ok(extents) => extents,
-        Err(e) => {
-            // Make what was uploaded reusable; the snapshot is never written.
-            writer.finish()?;
-            return Err(match e {
-                VolumeFailure::Io(e) => source_error(e),
-                VolumeFailure::Backup(e) => e,
-            });
-        }
-    };
+    let (extents, mut writer, deduplicated) =
+        read_volume(repo, writer, dedup, file, size, chunk_size, cancel).map_err(|e| match e {
+            VolumeFailure::Io(e) => source_error(e),
+            VolumeFailure::Backup(e) => e,
+        })?;
     let entry = Entry {
         name,
         meta: meta.clone(),
@@ -135,7 +130,8 @@ pub fn backup_volume(
         bunker_repo_format::Error::Invalid(format!("could not build the volume's tree: {e}"))
     })?;
     let (root, _) = writer.add(BlobKind::Tree, &tree.encode())?;
-    let dependencies = writer.dependencies().clone();
+    let mut dependencies = writer.dependencies().clone();
+    dependencies.extend(deduplicated);
     let session = writer.session().clone();
     let (stats, _) = writer.finish()?;
     let summary = Summary {
@@ -210,18 +206,34 @@ impl From<bunker_repo_format::Error> for VolumeFailure {
     }
 }
 
-/// Reads the volume in batches on a reader thread and stores its chunks; returns its
-/// extents.
-fn read_volume(
-    repo: &Repository,
-    writer: &mut BlobWriter<'_>,
+/// Reads the volume on a reader thread and stores its chunks through the same stages as
+/// a file backup: this thread checks each chunk for zeros, hashes and deduplicates it, the
+/// [`Sealer`] compresses, seals and verifies new ones on the rayon pool (batches in flight
+/// while the next chunks are read and hashed, no pause between them), and the pack stage
+/// packs them in order and uploads full packs. Returns the extents, the writer back from
+/// the pack stage and the packs the volume deduplicated against.
+fn read_volume<'a>(
+    repo: &'a Repository,
+    writer: BlobWriter<'a>,
+    mut dedup: Dedup<'_>,
     mut file: File,
     size: u64,
     chunk_size: u32,
     cancel: &Cancel,
-) -> Result<Vec<Extent>, VolumeFailure> {
+) -> Result<(Vec<Extent>, BlobWriter<'a>, HashSet<PackId>), VolumeFailure> {
     let chunk = u64::from(chunk_size);
     let batch_chunks = (BATCH_BYTES / chunk).max(1);
+    let session = writer.session().clone();
+    let failed = Arc::new(AtomicBool::new(false));
+    let (sealed_tx, sealed_rx) = mpsc::sync_channel(PACK_QUEUE);
+    let mut sealer = Sealer::new(
+        session,
+        repo.writer_key().clone(),
+        repo.config().params.compression_level,
+        true,
+        sealed_tx,
+    );
+    let buffers = sealer.spare_buffers();
     let (sender, receiver) = mpsc::sync_channel::<io::Result<Vec<Vec<u8>>>>(READ_AHEAD);
     std::thread::scope(|scope| {
         scope.spawn(move || {
@@ -233,8 +245,9 @@ fn read_volume(
                     if position >= size {
                         break;
                     }
-                    let length = chunk.min(size - position);
-                    let mut data = vec![0u8; length as usize];
+                    let length = chunk.min(size - position) as usize;
+                    let mut data = buffers.take(length);
+                    data.resize(length, 0);
                     if let Err(e) = file.read_exact(&mut data) {
                         result = Err(io::Error::new(
                             e.kind(),
@@ -242,7 +255,7 @@ fn read_volume(
                         ));
                         break;
                     }
-                    position += length;
+                    position += length as u64;
                     batch.push(data);
                 }
                 let failed = result.is_err();
@@ -251,15 +264,23 @@ fn read_volume(
                 }
             }
         });
-        let mut packer = Packer::start(scope, repo, writer);
+        let packer = {
+            let failed = Arc::clone(&failed);
+            scope.spawn(move || pack::run(repo, writer, sealed_rx, failed))
+        };
         let mut extents: Vec<Extent> = Vec::new();
         let stored = || {
             for batch in receiver {
                 if cancel.is_cancelled() {
                     return Err(VolumeFailure::Backup(BackupError::Interrupted));
                 }
-                let batch = batch.map_err(VolumeFailure::Io)?;
-                store_batch(repo, &mut packer, batch, &mut extents)?;
+                if failed.load(Ordering::SeqCst) {
+                    // The pack stage's error is the one to report.
+                    return Ok(());
+                }
+                for data in batch.map_err(VolumeFailure::Io)? {
+                    store_chunk(repo, &mut dedup, &mut sealer, data, &mut extents);
+                }
             }
             if cancel.is_cancelled() {
                 return Err(VolumeFailure::Backup(BackupError::Interrupted));
@@ -267,51 +288,52 @@ fn read_volume(
             Ok(())
         };
         let stored = stored();
-        // Whatever happened, the packs stored so far are recorded (and indexed by the
-        // caller's flush), so an interrupted backup's uploads are reused.
-        let finished = packer.finish();
-        stored?;
-        finished?;
-        Ok(extents)
+        // Whatever happened, the sealing finishes and the pack stage stores what it was
+        // given, so that the caller can record it and an interrupted backup's uploads are
+        // reused.
+        sealer.finish();
+        drop(sealer);
+        // A failed pack stage stops the reading: its error is the one to report.
+        let writer = pack::join(packer)?;
+        match stored {
+            Ok(()) => Ok((extents, writer, dedup.into_dependencies())),
+            Err(e) => {
+                // Make what was uploaded reusable; the snapshot is never written.
+                writer.finish()?;
+                Err(e)
+            }
+        }
     })
 }
 
-/// Hashes a batch, seals its new chunks in parallel and packs them; appends its extents.
-fn store_batch(
+/// Appends one chunk's extent: a hole when it is all zeros, else its id, the chunk going to
+/// the sealer when it is new.
+fn store_chunk(
     repo: &Repository,
-    packer: &mut Packer<'_, '_, '_>,
-    batch: Vec<Vec<u8>>,
+    dedup: &mut Dedup<'_>,
+    sealer: &mut Sealer,
+    data: Vec<u8>,
     extents: &mut Vec<Extent>,
-) -> Result<(), VolumeFailure> {
-    let chunks: Vec<Chunk> = batch
-        .into_par_iter()
-        .map(|data| Chunk {
-            id: (!is_zero(&data)).then(|| repo.blob_id(&data)),
-            data,
-        })
-        .collect();
-    let mut new = HashSet::new();
-    let mut to_seal = Vec::new();
-    for chunk in &chunks {
-        let length = chunk.data.len() as u64;
-        match chunk.id {
-            None => match extents.last_mut() {
-                Some(Extent::Hole { length: hole }) => *hole += length,
-                _ => extents.push(Extent::Hole { length }),
-            },
-            Some(id) => {
-                if !packer.writer.reuse(&id) && new.insert(id) {
-                    to_seal.push((id, chunk.data.as_slice()));
-                }
-                extents.push(Extent::Chunk {
-                    id,
-                    length: chunk.data.len() as u32,
-                });
-            }
+) {
+    let length = data.len() as u64;
+    if is_zero(&data) {
+        match extents.last_mut() {
+            Some(Extent::Hole { length: hole }) => *hole += length,
+            _ => extents.push(Extent::Hole { length }),
         }
+        sealer.give_back(data);
+        return;
     }
-    packer.seal_and_add(&to_seal)?;
-    Ok(())
+    let id = repo.blob_id(&data);
+    extents.push(Extent::Chunk {
+        id,
+        length: length as u32,
+    });
+    if dedup.claim(id) {
+        sealer.push_owned(id, data);
+    } else {
+        sealer.give_back(data);
+    }
 }
 
 /// True when every byte is zero (checked 4 KiB at a time: vectorized, with an early exit).

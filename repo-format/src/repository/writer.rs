@@ -293,6 +293,13 @@ impl<'a> BlobWriter<'a> {
         self.write_segment()
     }
 
+    /// Writes the index segment of the packs uploaded so far and leaves the open ones
+    /// aside (they go with the writer): after a failed upload, what was stored is indexed
+    /// for the next run to reuse, without trying the store again with the rest.
+    pub fn index_uploaded(&mut self) -> Result<()> {
+        self.write_segment()
+    }
+
     /// Flushes and returns what was stored and the index segments written.
     pub fn finish(mut self) -> Result<(WriteStats, Vec<IndexId>)> {
         self.flush()?;
