@@ -25,7 +25,7 @@
 use std::io::{self, Read, Seek, SeekFrom};
 use std::ops::Range;
 
-use bunker_repo_format::chunker::{Chunker, fill};
+use bunker_repo_format::chunker::{Chunker, READ_ALIGN, aligned_front, fill};
 use bunker_repo_format::crypto::WriterKey;
 use bunker_repo_format::tree::Extent;
 use bunker_repo_format::{BlobId, Repository};
@@ -225,18 +225,22 @@ fn read_parallel<E>(
     let chunker = &chunking.chunker;
     let window = rayon::current_num_threads().clamp(1, MAX_WINDOW_SEGMENTS) * SEGMENT;
     let capacity = window + chunker.params().max_size as usize;
-    if buffer.len() < capacity {
-        buffer.resize(capacity, 0);
+    if buffer.len() < capacity + READ_ALIGN {
+        buffer.resize(capacity + READ_ALIGN, 0);
     }
     let mut reader = reader.take(limit);
     let mut total = 0u64;
-    // Bytes at the buffer's front carried from the last window.
-    let mut carried = 0usize;
+    // The undecided tail of the last window (none at first), moved to the buffer's front
+    // so that the next read lands aligned.
+    let mut tail = 0..0;
     loop {
-        let (read, eof) = fill(&mut reader, &mut buffer[carried..capacity])?;
+        let carried = tail.len();
+        let front = aligned_front(buffer, carried);
+        buffer.copy_within(tail, front);
+        let (read, eof) = fill(&mut reader, &mut buffer[front + carried..front + capacity])?;
         total += read as u64;
-        let end = carried + read;
-        let data = &buffer[..end];
+        let end = front + carried + read;
+        let data = &buffer[front..end];
         let mut spans: Vec<Range<usize>> = Vec::new();
         let mut start = 0usize;
         for length in chunking.cut_window(data, eof) {
@@ -253,8 +257,7 @@ fn read_parallel<E>(
         if eof {
             return Ok(total);
         }
-        buffer.copy_within(start..end, 0);
-        carried = end - start;
+        tail = front + start..end;
     }
 }
 
@@ -535,5 +538,55 @@ pub(super) mod tests {
         });
         assert!(matches!(read, Err(ReadFailure::Consumer(e)) if e == "stop"));
         assert_eq!(calls, 5);
+    }
+
+    /// Serves `data` in reads as long as asked, counting those that returned bytes into
+    /// memory off a [`READ_ALIGN`] boundary.
+    struct CountsMisalignedReads<'a> {
+        data: &'a [u8],
+        pos: usize,
+        misaligned: usize,
+    }
+
+    impl Read for CountsMisalignedReads<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.data.len() - self.pos);
+            buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
+            self.pos += n;
+            if n > 0 && !(buf.as_ptr() as usize).is_multiple_of(READ_ALIGN) {
+                self.misaligned += 1;
+            }
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_parallel_read_lands_on_aligned_memory() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let repo = small_chunks_repo(&tmp.path().join("repo"));
+        let data = large_content();
+        let chunking = Chunking::of(&repo);
+        for earlier in [0, 1, 17] {
+            let mut buffer = vec![0u8; earlier];
+            let mut reader = CountsMisalignedReads {
+                data: &data,
+                pos: 0,
+                misaligned: 0,
+            };
+            let mut extents = Vec::new();
+            let read = read_parallel(
+                &chunking,
+                &mut reader,
+                u64::MAX,
+                &mut buffer,
+                &mut |id, chunk| -> Result<(), ReadFailure<String>> {
+                    push_chunk(&mut extents, id, chunk);
+                    Ok(())
+                },
+            );
+            assert!(matches!(read, Ok(n) if n == data.len() as u64));
+            assert_eq!(extents, sequential_extents(&repo, &data));
+            assert_eq!(reader.misaligned, 0, "after a buffer of {earlier} bytes");
+        }
     }
 }
