@@ -80,18 +80,6 @@ impl Spares {
     }
 }
 
-/// The sealer's spare buffers, for a reader that fills chunks of its own and hands them to
-/// [`Sealer::push_owned`]: sealed chunks' buffers come back to it instead of new memory.
-#[derive(Clone)]
-pub(super) struct SpareBuffers(Arc<Spares>);
-
-impl SpareBuffers {
-    /// An empty buffer, with room for `length` bytes when a kept one has it.
-    pub(super) fn take(&self, length: usize) -> Vec<u8> {
-        self.0.take(length)
-    }
-}
-
 /// Whether sealing keeps every pool thread busy (a batch in flight per thread): then the
 /// walk's own work is best done on the walking thread, the pool having enough of its own.
 #[derive(Clone)]
@@ -172,17 +160,6 @@ impl Sealer {
             permits: Arc::clone(&self.permits),
             limit: rayon::current_num_threads(),
         }
-    }
-
-    /// The spare buffers, for chunks the caller reads itself.
-    pub(super) fn spare_buffers(&self) -> SpareBuffers {
-        SpareBuffers(Arc::clone(&self.spares))
-    }
-
-    /// Keeps a buffer the caller is done with for a later chunk (see
-    /// [`Sealer::spare_buffers`]).
-    pub(super) fn give_back(&self, buffer: Vec<u8>) {
-        self.spares.give_back(buffer);
     }
 
     /// Queues a copy of a chunk (already claimed by the dedup stage).

@@ -17,14 +17,17 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileTypeExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::time::Instant;
 
+use bunker_repo_format::aligned::AlignedBuffer;
 use bunker_repo_format::config::Operation;
 use bunker_repo_format::snapshot::{ConsistencyLevel, Snapshot, SourceKind, Summary};
 use bunker_repo_format::tree::{Entry, Extent, Node, Timestamp, Tree, is_valid_name};
-use bunker_repo_format::{BlobKind, BlobWriter, PackId, Repository, SnapshotId};
+use bunker_repo_format::{BlobId, BlobKind, BlobWriter, PackId, Repository, SnapshotId};
+use rayon::prelude::*;
 
 use super::dedup::Dedup;
 use super::seal::Sealer;
@@ -216,13 +219,11 @@ fn read_volume<'a>(
     repo: &'a Repository,
     writer: BlobWriter<'a>,
     mut dedup: Dedup<'_>,
-    mut file: File,
+    file: File,
     size: u64,
     chunk_size: u32,
     cancel: &Cancel,
 ) -> Result<(Vec<Extent>, BlobWriter<'a>, HashSet<PackId>), VolumeFailure> {
-    let chunk = u64::from(chunk_size);
-    let batch_chunks = (BATCH_BYTES / chunk).max(1);
     let session = writer.session().clone();
     let failed = Arc::new(AtomicBool::new(false));
     let (sealed_tx, sealed_rx) = mpsc::sync_channel(PACK_QUEUE);
@@ -233,37 +234,17 @@ fn read_volume<'a>(
         true,
         sealed_tx,
     );
-    let buffers = sealer.spare_buffers();
-    let (sender, receiver) = mpsc::sync_channel::<io::Result<Vec<Vec<u8>>>>(READ_AHEAD);
+    let chunk = u64::from(chunk_size);
+    let reader = ChunkReader {
+        file,
+        size,
+        batch: (BATCH_BYTES / chunk).max(1) * chunk,
+    };
+    let (sender, receiver) = mpsc::sync_channel::<io::Result<AlignedBuffer>>(READ_AHEAD);
+    // Batches go back to the reader once their chunks are hashed and the new ones copied.
+    let (recycle, recycled) = mpsc::channel::<AlignedBuffer>();
     std::thread::scope(|scope| {
-        scope.spawn(move || {
-            let mut position = 0u64;
-            while position < size && !cancel.is_cancelled() {
-                let mut batch = Vec::new();
-                let mut result = Ok(());
-                for _ in 0..batch_chunks {
-                    if position >= size {
-                        break;
-                    }
-                    let length = chunk.min(size - position) as usize;
-                    let mut data = buffers.take(length);
-                    data.resize(length, 0);
-                    if let Err(e) = file.read_exact(&mut data) {
-                        result = Err(io::Error::new(
-                            e.kind(),
-                            format!("read at offset {position}: {e}"),
-                        ));
-                        break;
-                    }
-                    position += length as u64;
-                    batch.push(data);
-                }
-                let failed = result.is_err();
-                if sender.send(result.map(|()| batch)).is_err() || failed {
-                    return;
-                }
-            }
-        });
+        scope.spawn(move || reader.run(&sender, &recycled, cancel));
         let packer = {
             let failed = Arc::clone(&failed);
             scope.spawn(move || pack::run(repo, writer, sealed_rx, failed))
@@ -278,9 +259,12 @@ fn read_volume<'a>(
                     // The pack stage's error is the one to report.
                     return Ok(());
                 }
-                for data in batch.map_err(VolumeFailure::Io)? {
-                    store_chunk(repo, &mut dedup, &mut sealer, data, &mut extents);
-                }
+                let batch = batch.map_err(VolumeFailure::Io)?;
+                let chunk = chunk_size as usize;
+                let bytes = batch.as_slice();
+                store_batch(repo, &mut dedup, &mut sealer, bytes, chunk, &mut extents);
+                // The reader may have stopped: then the buffer just goes.
+                let _ = recycle.send(batch);
             }
             if cancel.is_cancelled() {
                 return Err(VolumeFailure::Backup(BackupError::Interrupted));
@@ -306,33 +290,77 @@ fn read_volume<'a>(
     })
 }
 
-/// Appends one chunk's extent: a hole when it is all zeros, else its id, the chunk going to
-/// the sealer when it is new.
-fn store_chunk(
+/// Reads a volume in order, a batch of whole chunks per read.
+struct ChunkReader {
+    file: File,
+    size: u64,
+    /// Bytes per batch: a multiple of the chunk size.
+    batch: u64,
+}
+
+impl ChunkReader {
+    /// Sends batches until the end, a read error (sent too) or `cancel`. Buffers come back
+    /// through `recycled` once their chunks are hashed and the new ones copied.
+    ///
+    /// The buffers are aligned (see [`READ_ALIGN`](bunker_repo_format::chunker::READ_ALIGN)
+    /// for what a misaligned read costs).
+    fn run(
+        mut self,
+        batches: &SyncSender<io::Result<AlignedBuffer>>,
+        recycled: &Receiver<AlignedBuffer>,
+        cancel: &Cancel,
+    ) {
+        let mut position = 0u64;
+        while position < self.size && !cancel.is_cancelled() {
+            let length = self.batch.min(self.size - position) as usize;
+            let mut buffer = recycled.try_recv().unwrap_or_default();
+            let bytes = buffer.resize_for_overwrite(length);
+            let result = self
+                .file
+                .read_exact(bytes)
+                .map_err(|e| io::Error::new(e.kind(), format!("read at offset {position}: {e}")));
+            position += length as u64;
+            let failed = result.is_err();
+            if batches.send(result.map(|()| buffer)).is_err() || failed {
+                return;
+            }
+        }
+    }
+}
+
+/// Appends the extents of a batch of chunks: a hole for each all-zero chunk, else its id,
+/// new chunks copied to the sealer. The chunks are checked and hashed on the pool while
+/// sealing leaves a pool thread idle (as when little is new), else on this thread.
+fn store_batch(
     repo: &Repository,
     dedup: &mut Dedup<'_>,
     sealer: &mut Sealer,
-    data: Vec<u8>,
+    batch: &[u8],
+    chunk_size: usize,
     extents: &mut Vec<Extent>,
 ) {
-    let length = data.len() as u64;
-    if is_zero(&data) {
-        match extents.last_mut() {
-            Some(Extent::Hole { length: hole }) => *hole += length,
-            _ => extents.push(Extent::Hole { length }),
-        }
-        sealer.give_back(data);
-        return;
-    }
-    let id = repo.blob_id(&data);
-    extents.push(Extent::Chunk {
-        id,
-        length: length as u32,
-    });
-    if dedup.claim(id) {
-        sealer.push_owned(id, data);
+    let id = |data: &[u8]| (!is_zero(data)).then(|| repo.blob_id(data));
+    let ids: Vec<Option<BlobId>> = if sealer.load().saturated() {
+        batch.chunks(chunk_size).map(id).collect()
     } else {
-        sealer.give_back(data);
+        batch.par_chunks(chunk_size).map(id).collect()
+    };
+    for (data, id) in batch.chunks(chunk_size).zip(ids) {
+        let length = data.len() as u64;
+        let Some(id) = id else {
+            match extents.last_mut() {
+                Some(Extent::Hole { length: hole }) => *hole += length,
+                _ => extents.push(Extent::Hole { length }),
+            }
+            continue;
+        };
+        extents.push(Extent::Chunk {
+            id,
+            length: length as u32,
+        });
+        if dedup.claim(id) {
+            sealer.push(id, data);
+        }
     }
 }
 
