@@ -289,9 +289,10 @@ impl Chunker {
         let mut eof = false;
         loop {
             if !eof && end - start < max {
-                // The undecided bytes move to the front, so that the read lands aligned.
+                // The undecided bytes move to the front, so that the read lands where its
+                // memory agrees with its offset in the input.
                 let kept = end - start;
-                let front = aligned_front(buffer, kept);
+                let front = read_front(buffer, kept, total);
                 buffer.copy_within(start..end, front);
                 start = front;
                 end = front + kept;
@@ -310,17 +311,21 @@ impl Chunker {
     }
 }
 
-/// Alignment of the memory a read lands in. On AMD Zen 3 the kernel's copy into memory
-/// 1-31 bytes past a 64-byte boundary (where a large allocation from the allocator
-/// starts) ran at a quarter of the speed of an aligned one: 1.4-1.6 s against 0.36 s of
-/// system time to read 3 GiB from the page cache (docs/PERFORMANCE.md, session 18).
+/// What a read's memory and its file offset should agree on, modulo. On AMD Zen 3 the
+/// kernel's copy from the page cache ran at a quarter of the speed when they did not: 3 GiB
+/// read into memory 16 bytes past a page boundary (where a large allocation from the
+/// allocator starts) from offsets that are multiples of 64 took 1.4 s of system time,
+/// against 0.32-0.37 s whenever memory and offset agreed modulo 64 (docs/PERFORMANCE.md,
+/// session 18, `benches/read-alignment.py`).
 pub const READ_ALIGN: usize = 64;
 
-/// Where in `buffer` to put `kept` bytes so that the bytes after them start on a
-/// [`READ_ALIGN`] boundary in memory (below `READ_ALIGN`).
-pub fn aligned_front(buffer: &[u8], kept: usize) -> usize {
+/// Where in `buffer` to put `kept` bytes so that the bytes after them, where the next read
+/// lands, agree with `position` (that read's offset in its input) modulo [`READ_ALIGN`].
+/// Below `READ_ALIGN`.
+pub fn read_front(buffer: &[u8], kept: usize, position: u64) -> usize {
     let after = (buffer.as_ptr() as usize).wrapping_add(kept);
-    (READ_ALIGN - after % READ_ALIGN) % READ_ALIGN
+    // Modulo a power of two, wrapping arithmetic is exact.
+    (position as usize).wrapping_sub(after) % READ_ALIGN
 }
 
 /// Reads from `reader` until `buffer` is full or the reader ends (retrying interrupted
@@ -576,7 +581,7 @@ mod tests {
     }
 
     /// Serves `data` in reads as long as asked, counting those that returned bytes into
-    /// memory off a [`READ_ALIGN`] boundary.
+    /// memory that disagrees with their offset modulo [`READ_ALIGN`].
     struct CountsMisalignedReads<'a> {
         data: &'a [u8],
         pos: usize,
@@ -588,7 +593,8 @@ mod tests {
             let n = buf.len().min(self.data.len() - self.pos);
             buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
             self.pos += n;
-            if n > 0 && !(buf.as_ptr() as usize).is_multiple_of(READ_ALIGN) {
+            let at = (buf.as_ptr() as usize).wrapping_sub(self.pos - n);
+            if n > 0 && !at.is_multiple_of(READ_ALIGN) {
                 self.misaligned += 1;
             }
             Ok(n)

@@ -25,7 +25,7 @@
 use std::io::{self, Read, Seek, SeekFrom};
 use std::ops::Range;
 
-use bunker_repo_format::chunker::{Chunker, READ_ALIGN, aligned_front, fill};
+use bunker_repo_format::chunker::{Chunker, READ_ALIGN, fill, read_front};
 use bunker_repo_format::crypto::WriterKey;
 use bunker_repo_format::tree::Extent;
 use bunker_repo_format::{BlobId, Repository};
@@ -231,11 +231,12 @@ fn read_parallel<E>(
     let mut reader = reader.take(limit);
     let mut total = 0u64;
     // The undecided tail of the last window (none at first), moved to the buffer's front
-    // so that the next read lands aligned.
+    // so that the next read lands where its memory agrees with its offset in the region
+    // (which starts at a block boundary).
     let mut tail = 0..0;
     loop {
         let carried = tail.len();
-        let front = aligned_front(buffer, carried);
+        let front = read_front(buffer, carried, total);
         buffer.copy_within(tail, front);
         let (read, eof) = fill(&mut reader, &mut buffer[front + carried..front + capacity])?;
         total += read as u64;
@@ -541,7 +542,7 @@ pub(super) mod tests {
     }
 
     /// Serves `data` in reads as long as asked, counting those that returned bytes into
-    /// memory off a [`READ_ALIGN`] boundary.
+    /// memory that disagrees with their offset modulo [`READ_ALIGN`].
     struct CountsMisalignedReads<'a> {
         data: &'a [u8],
         pos: usize,
@@ -553,7 +554,8 @@ pub(super) mod tests {
             let n = buf.len().min(self.data.len() - self.pos);
             buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
             self.pos += n;
-            if n > 0 && !(buf.as_ptr() as usize).is_multiple_of(READ_ALIGN) {
+            let at = (buf.as_ptr() as usize).wrapping_sub(self.pos - n);
+            if n > 0 && !at.is_multiple_of(READ_ALIGN) {
                 self.misaligned += 1;
             }
             Ok(n)

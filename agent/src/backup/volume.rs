@@ -302,8 +302,9 @@ impl ChunkReader {
     /// Sends batches until the end, a read error (sent too) or `cancel`. Buffers come back
     /// through `recycled` once their chunks are hashed and the new ones copied.
     ///
-    /// The buffers are aligned (see [`READ_ALIGN`](bunker_repo_format::chunker::READ_ALIGN)
-    /// for what a misaligned read costs).
+    /// The buffers are page-aligned and batches start at multiples of the chunk size, so
+    /// every read's memory agrees with its offset (see
+    /// [`READ_ALIGN`](bunker_repo_format::chunker::READ_ALIGN) for what it costs otherwise).
     fn run(
         mut self,
         batches: &SyncSender<io::Result<AlignedBuffer>>,
