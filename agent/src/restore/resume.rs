@@ -11,12 +11,14 @@
 //! Metadata (mode, owner, times, xattrs) is applied again to a skipped file, which is cheap
 //! and idempotent.
 
+use std::cell::RefCell;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
 use bunker_repo_format::Repository;
+use bunker_repo_format::chunker::{READ_ALIGN, read_front};
 use bunker_repo_format::tree::Extent;
 use rayon::prelude::*;
 
@@ -69,29 +71,59 @@ pub(crate) fn extent_difference(
     offset: u64,
     extent: &Extent,
 ) -> io::Result<Option<String>> {
-    match *extent {
-        Extent::Chunk { id, length } => {
-            let mut buffer = vec![0u8; length as usize];
-            file.read_exact_at(&mut buffer, offset)?;
-            Ok((repo.blob_id(&buffer) != id).then(|| {
-                format!("content differs at offset {offset} (the {length} bytes of chunk {id})")
-            }))
-        }
-        Extent::Hole { length } => {
-            let mut buffer = vec![0u8; HOLE_READ.min(length) as usize];
-            let mut done = 0u64;
-            while done < length {
-                let piece = (length - done).min(HOLE_READ) as usize;
-                file.read_exact_at(&mut buffer[..piece], offset + done)?;
-                if let Some(at) = buffer[..piece].iter().position(|&b| b != 0) {
-                    return Ok(Some(format!(
-                        "hole of {length} bytes at offset {offset} reads non-zero at offset {}",
-                        offset + done + at as u64
-                    )));
-                }
-                done += piece as u64;
+    READ_BUFFER.with_borrow_mut(|buffer| {
+        let difference = match *extent {
+            Extent::Chunk { id, length } => {
+                let bytes = read_at(file, offset, length as usize, buffer)?;
+                (repo.blob_id(bytes) != id).then(|| {
+                    format!("content differs at offset {offset} (the {length} bytes of chunk {id})")
+                })
             }
-            Ok(None)
-        }
+            Extent::Hole { length } => {
+                let mut done = 0u64;
+                let mut difference = None;
+                while done < length && difference.is_none() {
+                    let piece = (length - done).min(HOLE_READ) as usize;
+                    let bytes = read_at(file, offset + done, piece, buffer)?;
+                    difference = bytes.iter().position(|&b| b != 0).map(|at| {
+                        format!(
+                            "hole of {length} bytes at offset {offset} reads non-zero at offset {}",
+                            offset + done + at as u64
+                        )
+                    });
+                    done += piece as u64;
+                }
+                difference
+            }
+        };
+        // A rare large chunk does not keep its memory for the rest of the run.
+        buffer.truncate(KEPT_READ_BUFFER);
+        buffer.shrink_to(KEPT_READ_BUFFER);
+        Ok(difference)
+    })
+}
+
+thread_local! {
+    /// Each thread's buffer for the bytes it compares, reused.
+    static READ_BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Largest read buffer a thread keeps between comparisons.
+const KEPT_READ_BUFFER: usize = (2 << 20) + READ_ALIGN;
+
+/// Reads `length` bytes of `file` at `offset` into `buffer`, where the memory agrees with
+/// the offset modulo [`READ_ALIGN`] (the kernel's copy is slow otherwise).
+fn read_at<'b>(
+    file: &File,
+    offset: u64,
+    length: usize,
+    buffer: &'b mut Vec<u8>,
+) -> io::Result<&'b [u8]> {
+    if buffer.len() < length + READ_ALIGN {
+        buffer.resize(length + READ_ALIGN, 0);
     }
+    let front = read_front(buffer, 0, offset);
+    let bytes = &mut buffer[front..front + length];
+    file.read_exact_at(bytes, offset)?;
+    Ok(bytes)
 }
