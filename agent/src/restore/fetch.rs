@@ -23,6 +23,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
+use bunker_repo_format::backend::ReadBytes;
 use bunker_repo_format::object::SESSION_HEADER_LEN;
 use bunker_repo_format::{Error, Repository};
 
@@ -53,7 +54,7 @@ pub(super) struct Fetched {
     /// What was read.
     pub range: ReadRange,
     /// The bytes (`range.length` of them) or the error.
-    pub data: Result<Vec<u8>, Error>,
+    pub data: Result<ReadBytes, Error>,
 }
 
 /// Groups the blobs of `work` (sorted by offset) into read ranges.
@@ -134,7 +135,9 @@ pub(super) fn fetch_all(
 /// Reads one range; on a failure other than a missing pack, falls back to blob by blob.
 fn read_range(repo: &Repository, work: &PackWork, range: ReadRange) -> Vec<Fetched> {
     let name = work.name();
-    let data = repo.backend().get_range(&name, range.offset, range.length);
+    let data = repo
+        .backend()
+        .get_range_to_read(&name, range.offset, range.length);
     if let (Ok(bytes), 0, Some(blob)) = (&data, range.offset, work.blobs.first()) {
         // A damaged header is reported when the blobs are opened (the key is then read
         // on its own and fails the same way, naming the pack).
@@ -155,7 +158,7 @@ fn read_range(repo: &Repository, work: &PackWork, range: ReadRange) -> Vec<Fetch
                     range: single,
                     data: repo
                         .backend()
-                        .get_range(&name, single.offset, single.length),
+                        .get_range_to_read(&name, single.offset, single.length),
                 }
             })
             .collect(),

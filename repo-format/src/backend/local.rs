@@ -23,7 +23,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::fcntl::{OFlag, PosixFadviseAdvice, posix_fadvise};
 
-use super::{Backend, LockPolicy, ObjectMeta, ReadHints, StagedFile, validate_name};
+use super::{Backend, LockPolicy, ObjectMeta, ReadBytes, ReadHints, StagedFile, validate_name};
+use crate::chunker::{READ_ALIGN, read_front};
 use crate::error::{Error, Result};
 
 /// The object whose presence marks a directory as a repository.
@@ -409,15 +410,24 @@ impl Backend for LocalBackend {
     fn get_range(&self, name: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
         let (file, size) = self.open_object(name)?;
         if offset.checked_add(length).is_none_or(|end| end > size) {
-            return Err(Error::corrupt(
-                name,
-                format!(
-                    "range of {length} bytes at offset {offset} runs past the end of the \
-                     {size}-byte object"
-                ),
-            ));
+            return Err(range_past_end(name, offset, length, size));
         }
         self.read_at(&file, name, offset, length)
+    }
+
+    fn get_range_to_read(&self, name: &str, offset: u64, length: u64) -> Result<ReadBytes> {
+        let (file, size) = self.open_object(name)?;
+        if offset.checked_add(length).is_none_or(|end| end > size) {
+            return Err(range_past_end(name, offset, length, size));
+        }
+        let len = usize::try_from(length)
+            .map_err(|_| Error::Invalid(format!("{name}: {length} bytes do not fit in memory")))?;
+        let mut storage = vec![0; len + READ_ALIGN];
+        let front = read_front(&storage, 0, offset);
+        file.read_exact_at(&mut storage[front..front + len], offset)
+            .map_err(|e| self.io_error("reading", name, e))?;
+        storage.truncate(front + len);
+        Ok(ReadBytes::new(storage, front))
     }
 
     fn head(&self, name: &str) -> Result<ObjectMeta> {
@@ -615,6 +625,17 @@ fn make_durable(file: File) -> io::Result<()> {
     Ok(())
 }
 
+/// The error for a range read past an object's end.
+fn range_past_end(name: &str, offset: u64, length: u64, size: u64) -> Error {
+    Error::corrupt(
+        name,
+        format!(
+            "range of {length} bytes at offset {offset} runs past the end of the {size}-byte \
+             object"
+        ),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -648,6 +669,25 @@ mod tests {
     fn passes_conformance() {
         let (_dir, backend) = new_backend();
         conformance(&backend);
+    }
+
+    #[test]
+    fn ranges_to_read_land_where_memory_agrees_with_the_offset() {
+        let (_dir, backend) = new_backend();
+        let bytes: Vec<u8> = (0..300_000u32).map(|i| (i * 31 % 251) as u8).collect();
+        backend.put_if_absent("data/ab/ab13", &bytes).expect("put");
+        for (offset, length) in [(0, 300_000), (1, 1000), (17, 200_000), (4095, 63), (64, 0)] {
+            let read = backend
+                .get_range_to_read("data/ab/ab13", offset, length)
+                .expect("range");
+            assert_eq!(&*read, &bytes[offset as usize..(offset + length) as usize]);
+            let memory = read.as_ptr() as usize;
+            assert_eq!(
+                memory.wrapping_sub(offset as usize) % READ_ALIGN,
+                0,
+                "{offset}+{length}"
+            );
+        }
     }
 
     #[test]

@@ -147,6 +147,13 @@ pub trait Backend: Send + Sync + Debug {
     /// Reads `length` bytes starting at `offset`.
     fn get_range(&self, name: &str, offset: u64, length: u64) -> Result<Vec<u8>>;
 
+    /// Like [`Backend::get_range`], for bytes the caller only reads (decrypts): a backend
+    /// that reads local files puts them where memory and offset agree modulo
+    /// [`READ_ALIGN`](crate::chunker::READ_ALIGN), which the kernel copies faster.
+    fn get_range_to_read(&self, name: &str, offset: u64, length: u64) -> Result<ReadBytes> {
+        self.get_range(name, offset, length).map(ReadBytes::from)
+    }
+
     /// Size of an object.
     fn head(&self, name: &str) -> Result<ObjectMeta>;
 
@@ -206,6 +213,36 @@ pub trait Backend: Send + Sync + Debug {
     }
 }
 
+/// Bytes read from an object ([`Backend::get_range_to_read`]), which may start past the
+/// front of their allocation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadBytes {
+    storage: Vec<u8>,
+    start: usize,
+}
+
+impl ReadBytes {
+    /// The bytes at `start..` of `storage` (all of them when `start` is past the end).
+    pub fn new(storage: Vec<u8>, start: usize) -> Self {
+        let start = start.min(storage.len());
+        Self { storage, start }
+    }
+}
+
+impl From<Vec<u8>> for ReadBytes {
+    fn from(storage: Vec<u8>) -> Self {
+        Self { storage, start: 0 }
+    }
+}
+
+impl std::ops::Deref for ReadBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.storage[self.start..]
+    }
+}
+
 impl<B: Backend + ?Sized> Backend for Arc<B> {
     fn location(&self) -> String {
         (**self).location()
@@ -233,6 +270,9 @@ impl<B: Backend + ?Sized> Backend for Arc<B> {
     }
     fn get_range(&self, name: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
         (**self).get_range(name, offset, length)
+    }
+    fn get_range_to_read(&self, name: &str, offset: u64, length: u64) -> Result<ReadBytes> {
+        (**self).get_range_to_read(name, offset, length)
     }
     fn head(&self, name: &str) -> Result<ObjectMeta> {
         (**self).head(name)

@@ -21,8 +21,8 @@ use crate::error::{Error, Result};
 /// - `put_if_absent` then `get` returns the exact bytes (empty, small and 3 MiB objects);
 /// - a second `put_if_absent` of a name fails with `AlreadyExists` and keeps the original;
 /// - `get`, `get_range` and `head` of a missing object fail with `NotFound`;
-/// - `get_range` returns exact slices (empty and whole ones included) and fails with
-///   `Corrupt`, naming the object, for a range past the end;
+/// - `get_range` and `get_range_to_read` return exact slices (empty and whole ones
+///   included) and fail with `Corrupt`, naming the object, for a range past the end;
 /// - `head` reports the size, `list` returns exactly the names under a prefix (whole or
 ///   partial segments), and `delete` removes and is idempotent;
 /// - invalid names are rejected with `Invalid`;
@@ -104,6 +104,9 @@ fn ranges(backend: &dyn Backend) {
             expected,
             &what,
         );
+        let what = format!("get_range_to_read {offset}+{length}");
+        let read = ok(backend.get_range_to_read(name, offset, length), &what);
+        same(&read, expected, &what);
     }
     #[rustfmt::skip]
     let past_end = [(0, 1001), (1000, 1), (1001, 0), (999, 2), (5000, 10), (1, u64::MAX), (u64::MAX, 2)];
@@ -114,6 +117,15 @@ fn ranges(backend: &dyn Backend) {
                 assert_eq!(object, name, "{what}: names another object")
             }
             other => panic!("{what}: expected Corrupt, got {}", describe(&other)),
+        }
+        match backend.get_range_to_read(name, offset, length) {
+            Err(Error::Corrupt { object, .. }) => {
+                assert_eq!(object, name, "{what} (to read): names another object")
+            }
+            other => panic!(
+                "{what} (to read): expected Corrupt, got {}",
+                describe(&other)
+            ),
         }
     }
     same(&get(backend, name), &bytes, "object after ranged reads");
