@@ -17,8 +17,8 @@ use super::upload::{Uploads, record};
 /// first error.
 ///
 /// After the first error it keeps draining `input` (so no sealing task blocks forever),
-/// sets `failed` so the walk stops early, and still records every pack that was stored: the
-/// caller flushes them into the index, for the next run to reuse.
+/// sets `failed` so the walk stops early, and still records every pack that was stored
+/// ([`join`] indexes them for the next run to reuse).
 pub(super) fn run<'a>(
     repo: &'a Repository,
     mut writer: BlobWriter<'a>,

@@ -1,11 +1,11 @@
 //! Backing up a block device or a disk image with fixed-size chunks.
 //!
 //! The volume is cut into chunks of the repository's volume chunk size, aligned to the
-//! device's start (the last one may be shorter). A reader thread reads them sequentially,
-//! a chunk per read, into buffers that sealed chunks give back; the calling thread checks
-//! each for zeros, hashes and deduplicates it; new chunks go through a file backup's seal
-//! and pack stages (sealed and verified on the rayon pool, packed in order on a thread of
-//! their own), so reading, hashing, sealing and packing overlap. All-zero chunks become
+//! device's start (the last one may be shorter). A reader thread reads them in order, 8 MiB
+//! of whole chunks per read, into aligned buffers that come back once hashed; the calling
+//! thread checks each chunk for zeros, hashes and deduplicates it; new chunks go through a
+//! file backup's seal and pack stages (sealed and verified on the rayon pool, packed in
+//! order on a thread of their own), so reading, hashing, sealing and packing overlap. All-zero chunks become
 //! holes (adjacent ones merged), not data. The snapshot's root tree holds one regular
 //! file entry, named by `--name` or the device's base name, whose extents are the volume's
 //! content (docs/FORMAT.md §12a); its source kind is `volume`.
