@@ -5,7 +5,8 @@
 //! fetching, unsealing and re-hashing its chunk; the caller's thread writes them out in
 //! order. A chunk is taken only while it is within [`WINDOW`] chunks of the next one to
 //! write, so the reorder buffer holds at most `WINDOW` chunks (16 MiB with 1 MiB chunks),
-//! whatever the file's size, while several reads are in flight. Holes are written as zeros (a stream has no holes).
+//! whatever the file's size, while several reads are in flight. Holes are written as zeros
+//! (a stream has no holes).
 
 use std::collections::BTreeMap;
 use std::io::Write;

@@ -330,11 +330,24 @@ impl LocalBackend {
         Ok(found)
     }
 
+    /// Opens an object for a read of `length` bytes at `offset`, which must lie within it.
+    fn open_range(&self, name: &str, offset: u64, length: u64) -> Result<File> {
+        let (file, size) = self.open_object(name)?;
+        if offset.checked_add(length).is_none_or(|end| end > size) {
+            return Err(Error::corrupt(
+                name,
+                format!(
+                    "range of {length} bytes at offset {offset} runs past the end of the \
+                     {size}-byte object"
+                ),
+            ));
+        }
+        Ok(file)
+    }
+
     /// Reads exactly `length` bytes at `offset` with a positioned read.
     fn read_at(&self, file: &File, name: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
-        let len = usize::try_from(length)
-            .map_err(|_| Error::Invalid(format!("{name}: {length} bytes do not fit in memory")))?;
-        let mut buf = vec![0; len];
+        let mut buf = vec![0; buffer_length(name, length)?];
         file.read_exact_at(&mut buf, offset)
             .map_err(|e| self.io_error("reading", name, e))?;
         Ok(buf)
@@ -408,20 +421,13 @@ impl Backend for LocalBackend {
     }
 
     fn get_range(&self, name: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
-        let (file, size) = self.open_object(name)?;
-        if offset.checked_add(length).is_none_or(|end| end > size) {
-            return Err(range_past_end(name, offset, length, size));
-        }
+        let file = self.open_range(name, offset, length)?;
         self.read_at(&file, name, offset, length)
     }
 
     fn get_range_to_read(&self, name: &str, offset: u64, length: u64) -> Result<ReadBytes> {
-        let (file, size) = self.open_object(name)?;
-        if offset.checked_add(length).is_none_or(|end| end > size) {
-            return Err(range_past_end(name, offset, length, size));
-        }
-        let len = usize::try_from(length)
-            .map_err(|_| Error::Invalid(format!("{name}: {length} bytes do not fit in memory")))?;
+        let file = self.open_range(name, offset, length)?;
+        let len = buffer_length(name, length)?;
         let mut storage = vec![0; len + READ_ALIGN];
         let front = read_front(&storage, 0, offset);
         file.read_exact_at(&mut storage[front..front + len], offset)
@@ -625,15 +631,10 @@ fn make_durable(file: File) -> io::Result<()> {
     Ok(())
 }
 
-/// The error for a range read past an object's end.
-fn range_past_end(name: &str, offset: u64, length: u64, size: u64) -> Error {
-    Error::corrupt(
-        name,
-        format!(
-            "range of {length} bytes at offset {offset} runs past the end of the {size}-byte \
-             object"
-        ),
-    )
+/// `length` bytes of `name` as the length of a buffer.
+fn buffer_length(name: &str, length: u64) -> Result<usize> {
+    usize::try_from(length)
+        .map_err(|_| Error::Invalid(format!("{name}: {length} bytes do not fit in memory")))
 }
 
 #[cfg(test)]
