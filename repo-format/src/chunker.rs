@@ -363,6 +363,46 @@ fn push_lengths(lengths: &mut Vec<usize>, starts: &[usize], stop: usize) {
     }
 }
 
+/// A reader for tests of code that reads through a buffer: it serves `data` in reads as long
+/// as asked and counts those that returned bytes into memory that disagrees with their
+/// offset modulo [`READ_ALIGN`]. Public so that readers in other crates are checked the same
+/// way.
+#[derive(Debug)]
+pub struct CountsMisalignedReads<'a> {
+    data: &'a [u8],
+    position: usize,
+    misaligned: usize,
+}
+
+impl<'a> CountsMisalignedReads<'a> {
+    /// A reader of `data` from its start.
+    pub fn new(data: &'a [u8]) -> Self {
+        Self {
+            data,
+            position: 0,
+            misaligned: 0,
+        }
+    }
+
+    /// Reads so far whose memory disagreed with their offset.
+    pub fn misaligned(&self) -> usize {
+        self.misaligned
+    }
+}
+
+impl Read for CountsMisalignedReads<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = buf.len().min(self.data.len() - self.position);
+        buf[..n].copy_from_slice(&self.data[self.position..self.position + n]);
+        let at = (buf.as_ptr() as usize).wrapping_sub(self.position);
+        if n > 0 && !at.is_multiple_of(READ_ALIGN) {
+            self.misaligned += 1;
+        }
+        self.position += n;
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -580,27 +620,6 @@ mod tests {
         }
     }
 
-    /// Serves `data` in reads as long as asked, counting those that returned bytes into
-    /// memory that disagrees with their offset modulo [`READ_ALIGN`].
-    struct CountsMisalignedReads<'a> {
-        data: &'a [u8],
-        pos: usize,
-        misaligned: usize,
-    }
-
-    impl Read for CountsMisalignedReads<'_> {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            let n = buf.len().min(self.data.len() - self.pos);
-            buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
-            self.pos += n;
-            let at = (buf.as_ptr() as usize).wrapping_sub(self.pos - n);
-            if n > 0 && !at.is_multiple_of(READ_ALIGN) {
-                self.misaligned += 1;
-            }
-            Ok(n)
-        }
-    }
-
     #[test]
     fn reads_land_on_aligned_memory() {
         let chunker = Chunker::new(small_params(), &[3u8; 32]).unwrap();
@@ -608,11 +627,7 @@ mod tests {
         // Buffers from earlier inputs, of lengths that leave them at other alignments.
         for earlier in [0, 1, 17, 100_003] {
             let mut buffer = vec![0u8; earlier];
-            let mut reader = CountsMisalignedReads {
-                data: &data,
-                pos: 0,
-                misaligned: 0,
-            };
+            let mut reader = CountsMisalignedReads::new(&data);
             let mut lengths = Vec::new();
             chunker
                 .chunk_reader::<_, io::Error>(&mut reader, u64::MAX, &mut buffer, |chunk| {
@@ -621,7 +636,7 @@ mod tests {
                 })
                 .unwrap();
             assert_eq!(lengths, chunker.cut_all(&data));
-            assert_eq!(reader.misaligned, 0, "after a buffer of {earlier} bytes");
+            assert_eq!(reader.misaligned(), 0, "after a buffer of {earlier} bytes");
         }
     }
 

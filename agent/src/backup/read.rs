@@ -281,6 +281,8 @@ pub(super) mod tests {
     use bunker_repo_format::keyslot::KdfParams;
     use bunker_repo_format::tree::Node;
 
+    use bunker_repo_format::chunker::CountsMisalignedReads;
+
     use super::test_common::noise;
     use super::*;
     use crate::Cancel;
@@ -541,27 +543,6 @@ pub(super) mod tests {
         assert_eq!(calls, 5);
     }
 
-    /// Serves `data` in reads as long as asked, counting those that returned bytes into
-    /// memory that disagrees with their offset modulo [`READ_ALIGN`].
-    struct CountsMisalignedReads<'a> {
-        data: &'a [u8],
-        pos: usize,
-        misaligned: usize,
-    }
-
-    impl Read for CountsMisalignedReads<'_> {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            let n = buf.len().min(self.data.len() - self.pos);
-            buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
-            self.pos += n;
-            let at = (buf.as_ptr() as usize).wrapping_sub(self.pos - n);
-            if n > 0 && !at.is_multiple_of(READ_ALIGN) {
-                self.misaligned += 1;
-            }
-            Ok(n)
-        }
-    }
-
     #[test]
     fn a_parallel_read_lands_on_aligned_memory() {
         let tmp = tempfile::tempdir().expect("tempdir");
@@ -570,11 +551,7 @@ pub(super) mod tests {
         let chunking = Chunking::of(&repo);
         for earlier in [0, 1, 17] {
             let mut buffer = vec![0u8; earlier];
-            let mut reader = CountsMisalignedReads {
-                data: &data,
-                pos: 0,
-                misaligned: 0,
-            };
+            let mut reader = CountsMisalignedReads::new(&data);
             let mut extents = Vec::new();
             let read = read_parallel(
                 &chunking,
@@ -588,7 +565,7 @@ pub(super) mod tests {
             );
             assert!(matches!(read, Ok(n) if n == data.len() as u64));
             assert_eq!(extents, sequential_extents(&repo, &data));
-            assert_eq!(reader.misaligned, 0, "after a buffer of {earlier} bytes");
+            assert_eq!(reader.misaligned(), 0, "after a buffer of {earlier} bytes");
         }
     }
 }
