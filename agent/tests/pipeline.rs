@@ -294,6 +294,13 @@ fn back_up(repo: &Repository, image: &Path, cancel: &Cancel) -> Result<BackupOut
     backup_volume(repo, &options, cancel)
 }
 
+/// Restores the volume snapshot to a new image at `target` and checks its bytes.
+fn assert_volume_restores(repo: &Repository, outcome: &BackupOutcome, target: &Path, bytes: &[u8]) {
+    let index = repo.load_index().unwrap().index;
+    restore_volume(repo, &index, &outcome.snapshot.tree, target, &Cancel::new()).unwrap();
+    assert!(fs::read(target).unwrap() == bytes, "restored image differs");
+}
+
 /// The extents of the snapshot's one volume entry.
 fn extents(repo: &Repository, outcome: &BackupOutcome) -> Vec<Extent> {
     let index = repo.load_index().unwrap().index;
@@ -345,12 +352,11 @@ fn a_volume_stores_each_chunk_once_and_its_zeros_as_holes() {
         ]
     );
 
-    let index = repo.load_index().unwrap().index;
-    let target = tmp.path().join("restored.img");
-    restore_volume(&repo, &index, &first.snapshot.tree, &target, &Cancel::new()).unwrap();
-    assert!(
-        fs::read(&target).unwrap() == image_bytes,
-        "restored image differs"
+    assert_volume_restores(
+        &repo,
+        &first,
+        &tmp.path().join("restored.img"),
+        &image_bytes,
     );
 
     // Nothing changed: the second backup finds every chunk stored.
@@ -376,11 +382,5 @@ fn a_cancelled_volume_backup_writes_no_snapshot_and_the_next_one_completes() {
 
     let done = back_up(&repo, &image, &Cancel::new()).unwrap();
     assert_eq!(done.snapshot.summary.data_blobs_added, 6);
-    let index = repo.load_index().unwrap().index;
-    let target = tmp.path().join("restored.img");
-    restore_volume(&repo, &index, &done.snapshot.tree, &target, &Cancel::new()).unwrap();
-    assert!(
-        fs::read(&target).unwrap() == image_bytes,
-        "restored image differs"
-    );
+    assert_volume_restores(&repo, &done, &tmp.path().join("restored.img"), &image_bytes);
 }
