@@ -384,3 +384,56 @@ fn a_cancelled_volume_backup_writes_no_snapshot_and_the_next_one_completes() {
     assert_eq!(done.snapshot.summary.data_blobs_added, 6);
     assert_volume_restores(&repo, &done, &tmp.path().join("restored.img"), &image_bytes);
 }
+
+#[test]
+fn a_sparse_image_is_read_only_where_it_holds_data() {
+    use std::os::unix::fs::FileExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = new_repo(&tmp.path().join("repo"));
+    // 9 MiB + 300,000 bytes, written only in chunk 1 (a 4 KiB piece), chunk 4 (all of
+    // it) and the short last chunk; the rest of the file is holes.
+    let size = 9 * MIB + 300_000;
+    let (piece, full, tail) = (noise(4096, 4), noise(MIB, 5), noise(300_000, 6));
+    let image = tmp.path().join("sparse.img");
+    let file = fs::File::create(&image).unwrap();
+    file.set_len(size as u64).unwrap();
+    file.write_all_at(&piece, (MIB + 8192) as u64).unwrap();
+    file.write_all_at(&full, (4 * MIB) as u64).unwrap();
+    file.write_all_at(&tail, (9 * MIB) as u64).unwrap();
+    file.sync_all().unwrap();
+    drop(file);
+    let image_bytes = fs::read(&image).unwrap();
+
+    let outcome = back_up(&repo, &image, &Cancel::new()).unwrap();
+    // Three chunks were read; the six in holes were not.
+    assert_eq!(
+        outcome.snapshot.summary.bytes_read,
+        (2 * MIB + 300_000) as u64
+    );
+    assert_eq!(outcome.snapshot.summary.bytes, size as u64);
+    assert_eq!(outcome.snapshot.summary.data_blobs_added, 3);
+    let chunk = |data: &[u8]| Extent::Chunk {
+        id: repo.blob_id(data),
+        length: data.len() as u32,
+    };
+    let hole = |length: usize| Extent::Hole {
+        length: length as u64,
+    };
+    assert_eq!(
+        extents(&repo, &outcome),
+        [
+            hole(MIB),
+            chunk(&image_bytes[MIB..2 * MIB]),
+            hole(2 * MIB),
+            chunk(&full),
+            hole(4 * MIB),
+            chunk(&tail)
+        ]
+    );
+    assert_volume_restores(
+        &repo,
+        &outcome,
+        &tmp.path().join("restored.img"),
+        &image_bytes,
+    );
+}

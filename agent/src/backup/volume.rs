@@ -2,7 +2,8 @@
 //!
 //! The volume is cut into chunks of the repository's volume chunk size, aligned to the
 //! device's start (the last one may be shorter). A reader thread reads them in order, 8 MiB
-//! of whole chunks per read, into aligned buffers that come back once hashed; the calling
+//! of whole chunks per read, into aligned buffers that come back once hashed; chunks that
+//! lie wholly in a hole of an image file (`SEEK_HOLE`) are not read at all. The calling
 //! thread checks each chunk for zeros, hashes and deduplicates it; new chunks go through a
 //! file backup's seal and pack stages (sealed and verified on the rayon pool, packed in
 //! order on a thread of their own), so reading, hashing, sealing and packing overlap. All-zero chunks become
@@ -13,9 +14,10 @@
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Seek, SeekFrom};
+use std::ops::Range;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -119,8 +121,22 @@ pub fn backup_volume(
     writer.exclude_packs(condemned.iter().copied());
     let dedup = Dedup::new(&index, condemned);
     let chunk_size = repo.config().params.volume_chunk_size;
+    let spans = if kind.is_file() {
+        let regions = platform::data_regions(&file, size).map_err(source_error)?;
+        chunk_spans(&regions, u64::from(chunk_size), size)
+    } else {
+        // A device has no holes to ask for: all of it is read.
+        std::iter::once(0..size).collect()
+    };
+    let bytes_read = spans.iter().map(|span| span.end - span.start).sum();
+    let reader = ChunkReader {
+        file,
+        size,
+        spans,
+        batch: (BATCH_BYTES / u64::from(chunk_size)).max(1) * u64::from(chunk_size),
+    };
     let (extents, mut writer, deduplicated) =
-        read_volume(repo, writer, dedup, file, size, chunk_size, cancel).map_err(|e| match e {
+        read_volume(repo, writer, dedup, reader, chunk_size, cancel).map_err(|e| match e {
             VolumeFailure::Io(e) => source_error(e),
             VolumeFailure::Backup(e) => e,
         })?;
@@ -141,7 +157,7 @@ pub fn backup_volume(
         files: 1,
         bytes: size,
         files_new: 1,
-        bytes_read: size,
+        bytes_read,
         bytes_added: stats.bytes_added,
         bytes_stored: stats.bytes_stored,
         data_blobs_added: stats.data_blobs,
@@ -219,8 +235,7 @@ fn read_volume<'a>(
     repo: &'a Repository,
     writer: BlobWriter<'a>,
     mut dedup: Dedup<'_>,
-    file: File,
-    size: u64,
+    reader: ChunkReader,
     chunk_size: u32,
     cancel: &Cancel,
 ) -> Result<(Vec<Extent>, BlobWriter<'a>, HashSet<PackId>), VolumeFailure> {
@@ -234,13 +249,7 @@ fn read_volume<'a>(
         true,
         sealed_tx,
     );
-    let chunk = u64::from(chunk_size);
-    let reader = ChunkReader {
-        file,
-        size,
-        batch: (BATCH_BYTES / chunk).max(1) * chunk,
-    };
-    let (sender, receiver) = mpsc::sync_channel::<io::Result<AlignedBuffer>>(READ_AHEAD);
+    let (sender, receiver) = mpsc::sync_channel::<io::Result<Batch>>(READ_AHEAD);
     // Batches go back to the reader once their chunks are hashed and the new ones copied.
     let (recycle, recycled) = mpsc::channel::<AlignedBuffer>();
     std::thread::scope(|scope| {
@@ -259,12 +268,16 @@ fn read_volume<'a>(
                     // The pack stage's error is the one to report.
                     return Ok(());
                 }
-                let batch = batch.map_err(VolumeFailure::Io)?;
-                let chunk = chunk_size as usize;
-                let bytes = batch.as_slice();
-                store_batch(repo, &mut dedup, &mut sealer, bytes, chunk, &mut extents);
-                // The reader may have stopped: then the buffer just goes.
-                let _ = recycle.send(batch);
+                match batch.map_err(VolumeFailure::Io)? {
+                    Batch::Read(buffer) => {
+                        let chunk = chunk_size as usize;
+                        let bytes = buffer.as_slice();
+                        store_batch(repo, &mut dedup, &mut sealer, bytes, chunk, &mut extents);
+                        // The reader may have stopped: then the buffer just goes.
+                        let _ = recycle.send(buffer);
+                    }
+                    Batch::Hole(length) => push_hole(&mut extents, length),
+                }
             }
             if cancel.is_cancelled() {
                 return Err(VolumeFailure::Backup(BackupError::Interrupted));
@@ -290,41 +303,82 @@ fn read_volume<'a>(
     })
 }
 
-/// Reads a volume in order, a batch of whole chunks per read.
+/// What the reader hands on, in the volume's order.
+enum Batch {
+    /// Whole chunks read from the volume (the last chunk may be short).
+    Read(AlignedBuffer),
+    /// Whole chunks of this many bytes inside a hole of an image file: zeros, not read.
+    Hole(u64),
+}
+
+/// The chunk-aligned spans to read: the data `regions` of an image (see
+/// [`platform::data_regions`]) widened to whole chunks of `chunk` bytes, clipped to `size`,
+/// overlapping and adjacent ones merged. A chunk outside every span is all hole.
+fn chunk_spans(regions: &[Range<u64>], chunk: u64, size: u64) -> Vec<Range<u64>> {
+    let mut spans: Vec<Range<u64>> = Vec::new();
+    for region in regions.iter().filter(|region| region.start < region.end) {
+        let start = region.start - region.start % chunk;
+        let end = region.end.div_ceil(chunk).saturating_mul(chunk).min(size);
+        match spans.last_mut() {
+            Some(last) if start <= last.end => last.end = last.end.max(end),
+            _ => spans.push(start..end),
+        }
+    }
+    spans
+}
+
+/// Reads a volume's spans in order, a batch of whole chunks per read.
 struct ChunkReader {
     file: File,
     size: u64,
+    /// What to read (chunk-aligned, in order); the rest is hole.
+    spans: Vec<Range<u64>>,
     /// Bytes per batch: a multiple of the chunk size.
     batch: u64,
 }
 
 impl ChunkReader {
-    /// Sends batches until the end, a read error (sent too) or `cancel`. Buffers come back
-    /// through `recycled` once their chunks are hashed and the new ones copied.
+    /// Sends batches and holes until the end, a read error (sent too) or `cancel`. Buffers
+    /// come back through `recycled` once their chunks are hashed and the new ones copied.
     ///
     /// The buffers are page-aligned and batches start at multiples of the chunk size, so
     /// every read's memory agrees with its offset (see
     /// [`READ_ALIGN`](bunker_repo_format::chunker::READ_ALIGN) for what it costs otherwise).
     fn run(
-        mut self,
-        batches: &SyncSender<io::Result<AlignedBuffer>>,
+        self,
+        batches: &SyncSender<io::Result<Batch>>,
         recycled: &Receiver<AlignedBuffer>,
         cancel: &Cancel,
     ) {
         let mut position = 0u64;
-        while position < self.size && !cancel.is_cancelled() {
-            let length = self.batch.min(self.size - position) as usize;
-            let mut buffer = recycled.try_recv().unwrap_or_default();
-            let bytes = buffer.resize_for_overwrite(length);
-            let result = self
-                .file
-                .read_exact(bytes)
-                .map_err(|e| io::Error::new(e.kind(), format!("read at offset {position}: {e}")));
-            position += length as u64;
-            let failed = result.is_err();
-            if batches.send(result.map(|()| buffer)).is_err() || failed {
+        for span in &self.spans {
+            if span.start > position
+                && batches
+                    .send(Ok(Batch::Hole(span.start - position)))
+                    .is_err()
+            {
                 return;
             }
+            position = span.start;
+            while position < span.end {
+                if cancel.is_cancelled() {
+                    return;
+                }
+                let length = self.batch.min(span.end - position) as usize;
+                let mut buffer = recycled.try_recv().unwrap_or_default();
+                let bytes = buffer.resize_for_overwrite(length);
+                let result = self.file.read_exact_at(bytes, position).map_err(|e| {
+                    io::Error::new(e.kind(), format!("read at offset {position}: {e}"))
+                });
+                position += length as u64;
+                let failed = result.is_err();
+                if batches.send(result.map(|()| Batch::Read(buffer))).is_err() || failed {
+                    return;
+                }
+            }
+        }
+        if position < self.size {
+            let _ = batches.send(Ok(Batch::Hole(self.size - position)));
         }
     }
 }
@@ -349,10 +403,7 @@ fn store_batch(
     for (data, id) in batch.chunks(chunk_size).zip(ids) {
         let length = data.len() as u64;
         let Some(id) = id else {
-            match extents.last_mut() {
-                Some(Extent::Hole { length: hole }) => *hole += length,
-                _ => extents.push(Extent::Hole { length }),
-            }
+            push_hole(extents, length);
             continue;
         };
         extents.push(Extent::Chunk {
@@ -365,8 +416,40 @@ fn store_batch(
     }
 }
 
+/// Appends a hole of `length` bytes, merged into the hole before it.
+fn push_hole(extents: &mut Vec<Extent>, length: u64) {
+    match extents.last_mut() {
+        Some(Extent::Hole { length: hole }) => *hole += length,
+        _ => extents.push(Extent::Hole { length }),
+    }
+}
+
 /// True when every byte is zero (checked 4 KiB at a time: vectorized, with an early exit).
 fn is_zero(data: &[u8]) -> bool {
     data.chunks(4096)
         .all(|block| block.iter().fold(0u8, |acc, &b| acc | b) == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[allow(clippy::single_range_in_vec_init)] // the spans expected are one range
+    fn data_regions_widen_to_whole_chunks_and_merge() {
+        const C: u64 = 100;
+        // Within one chunk, across a boundary, two regions in one chunk, up to a short end.
+        let regions = [5..10, 290..310, 520..530, 580..590, 930..950];
+        assert_eq!(
+            chunk_spans(&regions, C, 950),
+            [0..100, 200..400, 500..600, 900..950]
+        );
+        // Regions in adjacent chunks merge; an empty region adds nothing.
+        assert_eq!(
+            chunk_spans(&[10..20, 150..160, 300..300], C, 1000),
+            [0..200]
+        );
+        assert_eq!(chunk_spans(&[], C, 1000), []);
+        assert_eq!(chunk_spans(&[0..1000], C, 1000), [0..1000]);
+    }
 }
