@@ -345,6 +345,7 @@ fn back_up(
                 time: None,
                 consistency: report.consistency,
                 consistency_detail: report.consistency_detail.clone(),
+                ..StreamOptions::default()
             };
             let env: Vec<(String, String)> =
                 env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -361,6 +362,7 @@ fn back_up(
                 parent: None,
                 consistency: report.consistency,
                 consistency_detail: report.consistency_detail.clone(),
+                ..VolumeOptions::default()
             };
             backup_volume(repo, &options, cancel)
         }

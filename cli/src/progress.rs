@@ -50,8 +50,10 @@ impl Display {
                     None => json_line(label, &now, started.elapsed()),
                 }
             }
-            if let Some(bar) = bar {
-                bar.finish_and_clear();
+            match bar {
+                Some(bar) => bar.finish_and_clear(),
+                // The last line holds the final counters, however short the operation.
+                None => json_line(label, &progress.snapshot(), started.elapsed()),
             }
         });
         Self {
@@ -60,7 +62,7 @@ impl Display {
         }
     }
 
-    /// Stops the display (the bar is cleared; JSON lines just end).
+    /// Stops the display (the bar is cleared; JSON lines end with one of the final counters).
     pub fn finish(mut self) {
         self.stop = None;
         if let Some(thread) = self.thread.take() {

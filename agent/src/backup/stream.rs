@@ -11,18 +11,20 @@ use std::collections::HashSet;
 use std::io::{self, Read};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::time::Instant;
 
 use bunker_repo_format::snapshot::{ConsistencyLevel, Snapshot, SourceKind, Summary};
 use bunker_repo_format::tree::{Entry, Extent, Metadata, Node, Tree, is_valid_name};
-use bunker_repo_format::{BlobId, BlobKind, Repository};
+use bunker_repo_format::{BlobKind, BlobWriter, PackId, Repository};
 
-use super::upload::Packer;
-use super::{BackupError, BackupOutcome, WriteStart, commit, now, start_writing};
+use super::dedup::Dedup;
+use super::seal::Sealer;
+use super::{BackupError, BackupOutcome, PACK_QUEUE, WriteStart, commit, now, pack, start_writing};
 use crate::cancel::Cancel;
-
-/// Bytes of new chunks collected before they are sealed in parallel.
-const SEAL_BATCH_BYTES: usize = 16 << 20;
+use crate::progress::Progress;
 
 /// What to record about a stream backup.
 #[derive(Debug, Clone, Default)]
@@ -41,6 +43,11 @@ pub struct StreamOptions {
     pub consistency: ConsistencyLevel,
     /// Free text: what the quiesce step did.
     pub consistency_detail: String,
+    /// Counters to update while the stream is read.
+    pub progress: Option<Arc<Progress>>,
+    /// Store blobs without opening and re-hashing each first (see
+    /// [`BackupOptions::skip_verify`](super::BackupOptions::skip_verify)).
+    pub skip_verify: bool,
 }
 
 /// Backs up everything `reader` yields as the file `/<options.name>`.
@@ -124,50 +131,28 @@ fn backup_stream_checked(
         index,
     } = start_writing(repo, &options.host)?;
     let mut writer = repo.blob_writer(&index);
-    writer.exclude_packs(condemned);
-
-    let mut extents = Vec::new();
-    let mut buffer = Vec::new();
+    writer.exclude_packs(condemned.iter().copied());
+    let dedup = Dedup::new(&index, condemned);
     let source_error = |source: io::Error| BackupError::Source {
         path: PathBuf::from(format!("/{}", options.name)),
         source,
     };
-    let stored = std::thread::scope(|scope| {
-        let mut sealer = Sealer::new(Packer::start(scope, repo, &mut writer));
-        let read = repo.chunker().clone().chunk_reader::<_, ChunkFailure>(
-            reader,
-            u64::MAX,
-            &mut buffer,
-            |chunk| {
-                if cancel.is_cancelled() {
-                    return Err(ChunkFailure::Backup(BackupError::Interrupted));
-                }
-                let id = repo.blob_id(chunk);
-                extents.push(Extent::Chunk {
-                    id,
-                    length: chunk.len() as u32,
-                });
-                sealer.queue(id, chunk).map_err(ChunkFailure::Backup)
-            },
-        );
-        let read = match read {
-            Ok(read) => sealer.seal_pending().map(|()| read),
-            Err(ChunkFailure::Io(e)) => Err(source_error(e)),
-            Err(ChunkFailure::Backup(e)) => Err(e),
-        };
-        // The packs stored so far are recorded either way, so a failed run's uploads are
-        // indexed below and reused by the next one.
-        let finished = sealer.packer.finish();
-        read.and_then(|read| finished.map(|()| read).map_err(BackupError::from))
-    });
-    let read = match stored {
-        Ok(read) => read,
-        Err(e) => {
-            writer.finish()?;
-            return Err(e);
-        }
-    };
-    complete()?;
+    let stored =
+        store_stream(repo, writer, dedup, reader, options, cancel).map_err(|e| match e {
+            ChunkFailure::Io(e) => source_error(e),
+            ChunkFailure::Backup(e) => e,
+        })?;
+    let StoredStream {
+        extents,
+        read,
+        mut writer,
+        deduplicated,
+    } = stored;
+    if let Err(e) = complete() {
+        // What was uploaded is indexed for the next run; no snapshot is written.
+        writer.finish()?;
+        return Err(e);
+    }
 
     let stamp = now();
     let meta = Metadata {
@@ -189,7 +174,8 @@ fn backup_stream_checked(
         .map_err(|e| BackupError::Repository(bunker_repo_format::Error::Invalid(e.to_string())))?;
     let (root, _) = writer.add(BlobKind::Tree, &tree.encode())?;
     let session = writer.session().clone();
-    let dependencies: HashSet<_> = writer.dependencies().clone();
+    let mut dependencies: HashSet<_> = writer.dependencies().clone();
+    dependencies.extend(deduplicated);
     let (stats, _) = writer.finish()?;
 
     let summary = Summary {
@@ -242,41 +228,100 @@ impl From<io::Error> for ChunkFailure {
     }
 }
 
-/// Queues new chunks and seals them in parallel batches; full packs upload in the background.
-struct Sealer<'w, 'r, 's> {
-    packer: Packer<'w, 'r, 's>,
-    pending: Vec<(BlobId, Vec<u8>)>,
-    pending_ids: HashSet<BlobId>,
-    pending_bytes: usize,
+impl From<bunker_repo_format::Error> for ChunkFailure {
+    fn from(e: bunker_repo_format::Error) -> Self {
+        ChunkFailure::Backup(e.into())
+    }
 }
 
-impl<'w, 'r, 's> Sealer<'w, 'r, 's> {
-    fn new(packer: Packer<'w, 'r, 's>) -> Self {
-        Sealer {
-            packer,
-            pending: Vec::new(),
-            pending_ids: HashSet::new(),
-            pending_bytes: 0,
-        }
-    }
+/// A stream's chunks, stored.
+struct StoredStream<'a> {
+    extents: Vec<Extent>,
+    /// Bytes read.
+    read: u64,
+    /// The writer back from the pack stage, every pack uploaded and recorded.
+    writer: BlobWriter<'a>,
+    /// Existing packs the stream deduplicated against.
+    deduplicated: HashSet<PackId>,
+}
 
-    fn queue(&mut self, id: BlobId, chunk: &[u8]) -> Result<(), BackupError> {
-        if self.packer.writer.reuse(&id) || !self.pending_ids.insert(id) {
-            return Ok(());
+/// Chunks and hashes the stream on this thread and stores its new chunks through the same
+/// stages as a file backup: the [`Sealer`] compresses, seals and verifies them on the
+/// rayon pool while reading goes on, and the pack stage packs them in order and uploads
+/// full packs. On failure the packs stored so far are indexed (so the next run reuses
+/// them) and no snapshot is written.
+fn store_stream<'a>(
+    repo: &'a Repository,
+    writer: BlobWriter<'a>,
+    mut dedup: Dedup<'_>,
+    reader: impl Read,
+    options: &StreamOptions,
+    cancel: &Cancel,
+) -> Result<StoredStream<'a>, ChunkFailure> {
+    let failed = Arc::new(AtomicBool::new(false));
+    let (sealed_tx, sealed_rx) = mpsc::sync_channel(PACK_QUEUE);
+    let mut sealer = Sealer::new(
+        writer.session().clone(),
+        repo.writer_key().clone(),
+        repo.config().params.compression_level,
+        !options.skip_verify,
+        sealed_tx,
+    );
+    let progress = options.progress.as_deref();
+    let mut extents = Vec::new();
+    let mut buffer = Vec::new();
+    std::thread::scope(|scope| {
+        let packer = {
+            let failed = Arc::clone(&failed);
+            scope.spawn(move || pack::run(repo, writer, sealed_rx, failed))
+        };
+        let read = repo.chunker().clone().chunk_reader::<_, ChunkFailure>(
+            reader,
+            u64::MAX,
+            &mut buffer,
+            |chunk| {
+                if cancel.is_cancelled() {
+                    return Err(ChunkFailure::Backup(BackupError::Interrupted));
+                }
+                if failed.load(Ordering::SeqCst) {
+                    // The pack stage's error is the one to report.
+                    return Err(ChunkFailure::Backup(BackupError::Interrupted));
+                }
+                let id = repo.blob_id(chunk);
+                let length = chunk.len() as u32;
+                extents.push(Extent::Chunk { id, length });
+                if dedup.claim(id) {
+                    sealer.push(id, chunk);
+                }
+                if let Some(progress) = progress {
+                    progress.read(u64::from(length));
+                    progress.bytes_done(u64::from(length));
+                }
+                Ok(())
+            },
+        );
+        // Whatever happened, the sealing finishes and the pack stage stores what it was
+        // given, so that an interrupted backup's uploads are recorded and reused.
+        sealer.finish();
+        drop(sealer);
+        // A failed pack stage stopped the reading: its error is the one to report.
+        let writer = pack::join(packer)?;
+        match read {
+            Ok(read) => {
+                if let Some(progress) = progress {
+                    progress.files_done(1);
+                }
+                Ok(StoredStream {
+                    extents,
+                    read,
+                    writer,
+                    deduplicated: dedup.into_dependencies(),
+                })
+            }
+            Err(e) => {
+                writer.finish()?;
+                Err(e)
+            }
         }
-        self.pending.push((id, chunk.to_vec()));
-        self.pending_bytes += chunk.len();
-        if self.pending_bytes >= SEAL_BATCH_BYTES {
-            self.seal_pending()?;
-        }
-        Ok(())
-    }
-
-    fn seal_pending(&mut self) -> Result<(), BackupError> {
-        let pending = std::mem::take(&mut self.pending);
-        self.packer.seal_and_add(&pending)?;
-        self.pending_ids.clear();
-        self.pending_bytes = 0;
-        Ok(())
-    }
+    })
 }

@@ -15,8 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{Scope, ScopedJoinHandle};
 
 use bunker_repo_format::pack::{FinishedPack, StoredPack};
-use bunker_repo_format::{BlobId, BlobKind, BlobWriter, Repository, SealedBlob};
-use rayon::prelude::*;
+use bunker_repo_format::{BlobWriter, Repository};
 
 /// The upload threads and their queues.
 pub(super) struct Uploads<'scope> {
@@ -116,64 +115,4 @@ pub(super) fn record(
         }
     }
     first
-}
-
-/// Packs sealed blobs on the calling thread and uploads full packs in the background, for
-/// the backups that pack where they seal (volumes and streams): the next batch is read and
-/// sealed while a pack is stored.
-pub(super) struct Packer<'w, 'a, 'scope> {
-    /// The session's writer (for deduplication and sealing).
-    pub writer: &'w mut BlobWriter<'a>,
-    uploads: Uploads<'scope>,
-}
-
-impl<'w, 'a, 'scope> Packer<'w, 'a, 'scope> {
-    /// Starts the upload threads in `scope`.
-    pub(super) fn start<'env>(
-        scope: &'scope Scope<'scope, 'env>,
-        repo: &'env Repository,
-        writer: &'w mut BlobWriter<'a>,
-    ) -> Self {
-        Self {
-            writer,
-            uploads: Uploads::start(scope, repo),
-        }
-    }
-
-    /// Adds a sealed blob; a pack that fills up goes to an uploader. Returns whether the
-    /// blob was new.
-    pub(super) fn add(&mut self, blob: SealedBlob) -> bunker_repo_format::Result<bool> {
-        let (new, full) = self.writer.pack_sealed(blob)?;
-        if let Some(full) = full {
-            self.uploads.send(full)?;
-        }
-        record(self.writer, self.uploads.finished())?;
-        Ok(new)
-    }
-
-    /// Seals new chunks on the rayon pool (each verified, see
-    /// [`BlobWriter::seal`]) and adds them in order.
-    pub(super) fn seal_and_add(
-        &mut self,
-        chunks: &[(BlobId, impl AsRef<[u8]> + Sync)],
-    ) -> bunker_repo_format::Result<()> {
-        let writer = &*self.writer;
-        let sealed: Vec<SealedBlob> = chunks
-            .par_iter()
-            .map(|(id, data)| writer.seal(BlobKind::Data, *id, data.as_ref()))
-            .collect::<bunker_repo_format::Result<_>>()?;
-        for blob in sealed {
-            self.add(blob)?;
-        }
-        Ok(())
-    }
-
-    /// Uploads the open packs, waits for every upload and records each stored pack, also
-    /// after an error (so what was stored is indexed and reused by the next run); returns
-    /// the first error.
-    pub(super) fn finish(self) -> bunker_repo_format::Result<()> {
-        let sent = self.uploads.send_open_packs(self.writer);
-        let recorded = record(self.writer, self.uploads.close());
-        sent.and(recorded)
-    }
 }

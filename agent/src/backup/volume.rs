@@ -39,6 +39,7 @@ use super::{
 };
 use crate::cancel::Cancel;
 use crate::platform::{self, NameCache};
+use crate::progress::Progress;
 
 /// Bytes read per batch (rounded to whole chunks, at least one).
 const BATCH_BYTES: u64 = 8 << 20;
@@ -66,6 +67,11 @@ pub struct VolumeOptions {
     pub consistency: ConsistencyLevel,
     /// What the quiesce step did.
     pub consistency_detail: String,
+    /// Counters to update as the volume is read (one file of the volume's size).
+    pub progress: Option<Arc<Progress>>,
+    /// Store blobs without opening and re-hashing each first (see
+    /// [`BackupOptions::skip_verify`](super::BackupOptions::skip_verify)).
+    pub skip_verify: bool,
 }
 
 /// Backs up the volume `options.device` and writes a snapshot of source kind `volume`.
@@ -135,11 +141,16 @@ pub fn backup_volume(
         spans,
         batch: (BATCH_BYTES / u64::from(chunk_size)).max(1) * u64::from(chunk_size),
     };
-    let (extents, mut writer, deduplicated) =
-        read_volume(repo, writer, dedup, reader, chunk_size, cancel).map_err(|e| match e {
-            VolumeFailure::Io(e) => source_error(e),
-            VolumeFailure::Backup(e) => e,
-        })?;
+    if let Some(progress) = &options.progress {
+        progress.expect(1, size);
+    }
+    let (extents, mut writer, deduplicated) = read_volume(
+        repo, writer, dedup, reader, options, chunk_size, cancel,
+    )
+    .map_err(|e| match e {
+        VolumeFailure::Io(e) => source_error(e),
+        VolumeFailure::Backup(e) => e,
+    })?;
     let entry = Entry {
         name,
         meta: meta.clone(),
@@ -236,9 +247,11 @@ fn read_volume<'a>(
     writer: BlobWriter<'a>,
     mut dedup: Dedup<'_>,
     reader: ChunkReader,
+    options: &VolumeOptions,
     chunk_size: u32,
     cancel: &Cancel,
 ) -> Result<(Vec<Extent>, BlobWriter<'a>, HashSet<PackId>), VolumeFailure> {
+    let progress = options.progress.as_deref();
     let session = writer.session().clone();
     let failed = Arc::new(AtomicBool::new(false));
     let (sealed_tx, sealed_rx) = mpsc::sync_channel(PACK_QUEUE);
@@ -246,7 +259,7 @@ fn read_volume<'a>(
         session,
         repo.writer_key().clone(),
         repo.config().params.compression_level,
-        true,
+        !options.skip_verify,
         sealed_tx,
     );
     let (sender, receiver) = mpsc::sync_channel::<io::Result<Batch>>(READ_AHEAD);
@@ -273,14 +286,26 @@ fn read_volume<'a>(
                         let chunk = chunk_size as usize;
                         let bytes = buffer.as_slice();
                         store_batch(repo, &mut dedup, &mut sealer, bytes, chunk, &mut extents);
+                        if let Some(progress) = progress {
+                            progress.read(bytes.len() as u64);
+                            progress.bytes_done(bytes.len() as u64);
+                        }
                         // The reader may have stopped: then the buffer just goes.
                         let _ = recycle.send(buffer);
                     }
-                    Batch::Hole(length) => push_hole(&mut extents, length),
+                    Batch::Hole(length) => {
+                        push_hole(&mut extents, length);
+                        if let Some(progress) = progress {
+                            progress.bytes_done(length);
+                        }
+                    }
                 }
             }
             if cancel.is_cancelled() {
                 return Err(VolumeFailure::Backup(BackupError::Interrupted));
+            }
+            if let Some(progress) = progress {
+                progress.files_done(1);
             }
             Ok(())
         };

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use anyhow::Result;
 use bunker_agent::Cancel;
 use bunker_agent::backup::{
-    BackupOptions, StreamOptions, VolumeOptions, backup, backup_command, backup_stream,
-    backup_volume,
+    BackupError, BackupOptions, StreamOptions, VolumeOptions, backup, backup_command,
+    backup_stream, backup_volume,
 };
 use bunker_agent::platform;
 use bunker_agent::progress::Progress;
@@ -24,22 +24,27 @@ pub fn run(global: &GlobalOptions, args: &BackupArgs, cancel: &Cancel) -> Result
     let time = args.time.as_deref().map(parse_time).transpose()?;
     let repository = repo::open_writer(global)?;
     let host = args.host.clone().unwrap_or_else(platform::hostname);
+    let progress = Arc::new(Progress::new());
     let stream = StreamOptions {
         name: args.stdin_filename.clone(),
         host: host.clone(),
         username: platform::username(),
         tags: tags.clone(),
         time,
+        progress: Some(Arc::clone(&progress)),
+        skip_verify: args.skip_verify,
         ..StreamOptions::default()
     };
+    let display = Display::start("backup", Arc::clone(&progress), global.json);
     let outcome = if args.stdin {
-        backup_stream(&repository, std::io::stdin().lock(), &stream, cancel)?
+        backup_stream(&repository, std::io::stdin().lock(), &stream, cancel)
     } else if let Some(command) = &args.stdin_from_command {
-        backup_command(&repository, command, &[], &stream, cancel)?
+        backup_command(&repository, command, &[], &stream, cancel)
     } else {
-        backup_paths(&repository, args, host, tags, time, global.json, cancel)?
+        backup_paths(&repository, args, host, tags, time, progress, cancel)
     };
-    report(global, &outcome)
+    display.finish();
+    report(global, &outcome?)
 }
 
 fn backup_paths(
@@ -48,9 +53,9 @@ fn backup_paths(
     host: String,
     tags: Vec<(String, String)>,
     time: Option<bunker_repo_format::tree::Timestamp>,
-    json: bool,
+    progress: Arc<Progress>,
     cancel: &Cancel,
-) -> Result<bunker_agent::backup::BackupOutcome> {
+) -> Result<bunker_agent::backup::BackupOutcome, BackupError> {
     let parent = match &args.parent {
         Some(spec) => Some(repository.resolve_snapshot(spec)?.0),
         None => None,
@@ -65,9 +70,11 @@ fn backup_paths(
                 tags,
                 time,
                 parent,
+                progress: Some(progress),
+                skip_verify: args.skip_verify,
                 ..VolumeOptions::default()
             };
-            Ok(backup_volume(repository, &options, cancel)?)
+            backup_volume(repository, &options, cancel)
         }
         None => {
             let cache_dir = if args.no_cache {
@@ -76,7 +83,6 @@ fn backup_paths(
                 repo::cache_root(args.cache_dir.as_deref())
                     .map(|root| root.join(hex::encode(repository.config().header.repository_id)))
             };
-            let progress = Arc::new(Progress::new());
             let options = BackupOptions {
                 paths: args.paths.clone(),
                 host,
@@ -87,14 +93,11 @@ fn backup_paths(
                 parent,
                 with_atime: args.with_atime,
                 cache_dir,
-                progress: Some(Arc::clone(&progress)),
+                progress: Some(progress),
                 skip_verify: args.skip_verify,
                 ..BackupOptions::default()
             };
-            let display = Display::start("backup", progress, json);
-            let outcome = backup(repository, &options, cancel);
-            display.finish();
-            Ok(outcome?)
+            backup(repository, &options, cancel)
         }
     }
 }

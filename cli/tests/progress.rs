@@ -1,0 +1,105 @@
+//! `--json` progress: every kind of backup (paths, a volume image, a command's output) and a
+//! restore write progress lines on stderr, the last holding the final counters, while
+//! stdout stays one JSON document.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::FileExt;
+
+use common::*;
+use serde_json::Value;
+
+const MIB: u64 = 1 << 20;
+
+/// The last progress line of `operation` on the run's stderr (there must be one).
+#[track_caller]
+fn last_progress(out: &Output, operation: &str) -> Value {
+    let lines: Vec<Value> = out
+        .stderr
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["message_type"] == "progress")
+        .collect();
+    assert!(
+        lines.iter().all(|line| line["operation"] == operation),
+        "{out}"
+    );
+    match lines.last() {
+        Some(last) => last.clone(),
+        None => panic!("no progress line on stderr\n{out}"),
+    }
+}
+
+#[track_caller]
+fn counters(line: &Value) -> [u64; 3] {
+    ["files", "bytes", "bytes_read"].map(|key| u64_field(line, key))
+}
+
+#[test]
+fn json_progress_ends_with_the_final_counters_of_every_kind_of_backup_and_of_a_restore() {
+    let t = TestDir::new();
+    let b = t.bunker();
+    b.init();
+
+    // Paths: three files.
+    let source = t.join("src");
+    fs::create_dir_all(source.join("sub")).unwrap();
+    fs::write(source.join("a"), vec![7u8; 300_000]).unwrap();
+    fs::write(source.join("b"), b"hello").unwrap();
+    fs::write(source.join("sub/c"), vec![9u8; 40_000]).unwrap();
+    let total = 300_000 + 5 + 40_000;
+    let out = b.backup(&[&source], &["--json"]);
+    out.ok();
+    assert_eq!(u64_field(&out.json()["summary"], "bytes"), total);
+    assert_eq!(
+        counters(&last_progress(&out, "backup")),
+        [3, total, total],
+        "{out}"
+    );
+
+    // Its restore: the same files and bytes, as many as expected.
+    let restored = t.join("restored");
+    let out = b.run([
+        "restore",
+        "latest",
+        "--target",
+        restored.to_str().unwrap(),
+        "--json",
+    ]);
+    out.ok();
+    let last = last_progress(&out, "restore");
+    assert_eq!(
+        [u64_field(&last, "files"), u64_field(&last, "bytes")],
+        [3, total],
+        "{out}"
+    );
+    assert_eq!(u64_field(&last, "expected_bytes"), total, "{out}");
+
+    // A sparse volume image: 6 MiB of which chunks 1 and 4 hold data; only they are read.
+    let image = t.join("disk.img");
+    let file = fs::File::create(&image).unwrap();
+    file.set_len(6 * MIB).unwrap();
+    file.write_all_at(&[1u8; 4096], MIB).unwrap();
+    file.write_all_at(&vec![2u8; MIB as usize], 4 * MIB)
+        .unwrap();
+    file.sync_all().unwrap();
+    let out = b.run(["backup", "--volume", image.to_str().unwrap(), "--json"]);
+    out.ok();
+    let last = last_progress(&out, "backup");
+    assert_eq!(counters(&last), [1, 6 * MIB, 2 * MIB], "{out}");
+    assert_eq!(u64_field(&last, "expected_bytes"), 6 * MIB, "{out}");
+    assert_eq!(u64_field(&out.json()["summary"], "bytes_read"), 2 * MIB);
+
+    // A command's output.
+    let dump = t.join("dump");
+    fs::write(&dump, vec![3u8; 700_000]).unwrap();
+    let command = format!("cat '{}'", dump.display());
+    let out = b.run(["backup", "--stdin-from-command", &command, "--json"]);
+    out.ok();
+    assert_eq!(
+        counters(&last_progress(&out, "backup")),
+        [1, 700_000, 700_000],
+        "{out}"
+    );
+}
