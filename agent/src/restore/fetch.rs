@@ -111,9 +111,11 @@ pub(super) fn fetch_all(
             let (ranges, next) = (&ranges, &next);
             scope.spawn(move || {
                 while !cancel.is_cancelled() {
-                    let Some(range) = ranges.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(range) = ranges.get(index) else {
                         break;
                     };
+                    announce(repo, packs, ranges, index);
                     for fetched in read_range(repo, &packs[range.pack], *range) {
                         if sender.send(fetched).is_err() {
                             return;
@@ -130,6 +132,28 @@ pub(super) fn fetch_all(
             consume(fetched);
         }
     });
+}
+
+/// Ranges announced to the backend ahead of their reads (see [`announce`]).
+const READ_AHEAD_RANGES: usize = 8;
+
+/// Tells the backend which ranges come next ([`Backend::will_read`]): when range `index`
+/// is taken, the one [`READ_AHEAD_RANGES`] further (the first taker announces the first
+/// ones), so each range is announced once, before its read. A local directory then reads
+/// from the disk while the restore decrypts and writes what it has: 8 ranges are 16 MiB,
+/// about one pack.
+///
+/// [`Backend::will_read`]: bunker_repo_format::backend::Backend::will_read
+fn announce(repo: &Repository, packs: &[PackWork], ranges: &[ReadRange], index: usize) {
+    let ahead = if index == 0 {
+        0..=READ_AHEAD_RANGES
+    } else {
+        index + READ_AHEAD_RANGES..=index + READ_AHEAD_RANGES
+    };
+    for range in ahead.filter_map(|i| ranges.get(i)) {
+        let name = packs[range.pack].name();
+        repo.backend().will_read(&name, range.offset, range.length);
+    }
 }
 
 /// Reads one range; on a failure other than a missing pack, falls back to blob by blob.

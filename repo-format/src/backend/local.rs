@@ -436,6 +436,28 @@ impl Backend for LocalBackend {
         Ok(ReadBytes::new(storage, front))
     }
 
+    fn will_read(&self, name: &str, offset: u64, length: u64) {
+        // The kernel reads the pages in the background. Each range read opens the object
+        // anew, and so starts without the kernel's readahead: without this hint, every read
+        // of an object not in the page cache (a pack this store wrote around the cache)
+        // waits for the disk.
+        let (Ok(path), Ok(offset), Ok(length)) = (
+            self.object_path(name),
+            i64::try_from(offset),
+            i64::try_from(length),
+        ) else {
+            return;
+        };
+        if let Ok(file) = File::open(path) {
+            let _ = posix_fadvise(
+                &file,
+                offset,
+                length,
+                PosixFadviseAdvice::POSIX_FADV_WILLNEED,
+            );
+        }
+    }
+
     fn head(&self, name: &str) -> Result<ObjectMeta> {
         let path = self.object_path(name)?;
         let meta =

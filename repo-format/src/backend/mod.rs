@@ -69,7 +69,8 @@ impl ReadHints {
     };
     /// For a local directory: 2 MiB reads, two at once and two waiting, trees read as
     /// ranges, two small objects at once (their decoding is the cost). More reads at once
-    /// only held more fetched bytes: a vol restore peaked 10-20 MB higher with four.
+    /// only held more fetched bytes: a vol restore peaked 10-20 MB higher with four. Reads
+    /// from a disk overlap through [`Backend::will_read`] instead, which costs no memory.
     pub const LOCAL: ReadHints = ReadHints {
         max_read: 2 << 20,
         parallel_reads: 2,
@@ -152,6 +153,14 @@ pub trait Backend: Send + Sync + Debug {
     /// [`READ_ALIGN`](crate::chunker::READ_ALIGN), which the kernel copies faster.
     fn get_range_to_read(&self, name: &str, offset: u64, length: u64) -> Result<ReadBytes> {
         self.get_range(name, offset, length).map(ReadBytes::from)
+    }
+
+    /// A hint that `length` bytes at `offset` of `name` will be read soon. A store that can
+    /// start fetching them without holding them in this process's memory does (a local
+    /// directory has the kernel read them into its page cache); the default does nothing.
+    /// Never fails: a wrong hint only costs the read it started.
+    fn will_read(&self, name: &str, offset: u64, length: u64) {
+        let _ = (name, offset, length);
     }
 
     /// Size of an object.
@@ -273,6 +282,9 @@ impl<B: Backend + ?Sized> Backend for Arc<B> {
     }
     fn get_range_to_read(&self, name: &str, offset: u64, length: u64) -> Result<ReadBytes> {
         (**self).get_range_to_read(name, offset, length)
+    }
+    fn will_read(&self, name: &str, offset: u64, length: u64) {
+        (**self).will_read(name, offset, length);
     }
     fn head(&self, name: &str) -> Result<ObjectMeta> {
         (**self).head(name)

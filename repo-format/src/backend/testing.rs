@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 /// - `get`, `get_range` and `head` of a missing object fail with `NotFound`;
 /// - `get_range` and `get_range_to_read` return exact slices (empty and whole ones
 ///   included) and fail with `Corrupt`, naming the object, for a range past the end;
+///   `will_read` hints before them change nothing, past the end or for a missing object;
 /// - `head` reports the size, `list` returns exactly the names under a prefix (whole or
 ///   partial segments), and `delete` removes and is idempotent;
 /// - invalid names are rejected with `Invalid`;
@@ -105,12 +106,16 @@ fn ranges(backend: &dyn Backend) {
             &what,
         );
         let what = format!("get_range_to_read {offset}+{length}");
+        backend.will_read(name, offset, length);
         let read = ok(backend.get_range_to_read(name, offset, length), &what);
         same(&read, expected, &what);
     }
     #[rustfmt::skip]
     let past_end = [(0, 1001), (1000, 1), (1001, 0), (999, 2), (5000, 10), (1, u64::MAX), (u64::MAX, 2)];
     for (offset, length) in past_end {
+        // A hint past the end, or for a missing object, is ignored.
+        backend.will_read(name, offset, length);
+        backend.will_read("data/never-written", offset, length);
         let what = format!("get_range {offset}+{length} past the end");
         match backend.get_range(name, offset, length) {
             Err(Error::Corrupt { object, .. }) => {
