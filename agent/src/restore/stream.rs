@@ -67,6 +67,7 @@ pub(super) fn stream(
                         s.next += 1;
                         s.next - 1
                     };
+                    announce(repo, index, extents, i);
                     let result = fetch(repo, index, &extents[i]);
                     lock().ready.insert(i, result);
                     changed.notify_all();
@@ -125,6 +126,29 @@ fn write_zeros(out: &mut dyn Write, zeros: &[u8], mut length: u64) -> std::io::R
         length -= piece as u64;
     }
     Ok(())
+}
+
+/// Tells the backend which chunks come next ([`Backend::will_read`]): when chunk `i` is
+/// taken, the one [`WINDOW`] further (the first taker announces the first ones), so each
+/// is announced once, before its read, and a local directory reads it from the disk while
+/// the chunks before it are unsealed and written.
+///
+/// [`Backend::will_read`]: bunker_repo_format::backend::Backend::will_read
+fn announce(repo: &Repository, index: &Index, extents: &[Extent], i: usize) {
+    let ahead = if i == 0 {
+        0..=WINDOW
+    } else {
+        i + WINDOW..=i + WINDOW
+    };
+    for extent in ahead.filter_map(|i| extents.get(i)) {
+        if let Extent::Chunk { id, .. } = extent
+            && let Some(location) = index.get(id)
+        {
+            let pack = pack_kind(location.kind).name(&location.pack.to_hex());
+            repo.backend()
+                .will_read(&pack, location.offset, u64::from(location.length));
+        }
+    }
 }
 
 /// Fetches, unseals and re-hashes one chunk; a hole needs nothing.
