@@ -16,7 +16,9 @@
 //! Then it flushes the packs and their index segments and finally writes the snapshot: the
 //! commit point. An interrupted backup leaves only unreferenced (but indexed) packs behind.
 //! [`backup_volume`] does the same for a block device or disk image with fixed-size chunks,
-//! and [`backup_stream`] / [`backup_command`] for a stream stored as one file.
+//! and [`backup_stream`] / [`backup_command`] for a stream stored as one file: each reads,
+//! chunks, hashes and deduplicates on its own thread and shares the seal, pack and upload
+//! stages.
 
 mod archiver;
 mod dedup;
