@@ -301,6 +301,21 @@ fn assert_volume_restores(repo: &Repository, outcome: &BackupOutcome, target: &P
     assert!(fs::read(target).unwrap() == bytes, "restored image differs");
 }
 
+/// The extent of a stored chunk holding `data`.
+fn chunk_extent(repo: &Repository, data: &[u8]) -> Extent {
+    Extent::Chunk {
+        id: repo.blob_id(data),
+        length: data.len() as u32,
+    }
+}
+
+/// A hole of `length` bytes.
+fn hole(length: usize) -> Extent {
+    Extent::Hole {
+        length: length as u64,
+    }
+}
+
 /// The extents of the snapshot's one volume entry.
 fn extents(repo: &Repository, outcome: &BackupOutcome) -> Vec<Extent> {
     let index = repo.load_index().unwrap().index;
@@ -332,13 +347,7 @@ fn a_volume_stores_each_chunk_once_and_its_zeros_as_holes() {
     let summary = &first.snapshot.summary;
     assert_eq!((summary.data_blobs_added, summary.tree_blobs_added), (3, 1));
     assert_eq!(summary.bytes_read, image_bytes.len() as u64);
-    let chunk = |data: &[u8]| Extent::Chunk {
-        id: repo.blob_id(data),
-        length: data.len() as u32,
-    };
-    let hole = |length: usize| Extent::Hole {
-        length: length as u64,
-    };
+    let chunk = |data: &[u8]| chunk_extent(&repo, data);
     assert_eq!(
         extents(&repo, &first),
         [
@@ -412,13 +421,7 @@ fn a_sparse_image_is_read_only_where_it_holds_data() {
     );
     assert_eq!(outcome.snapshot.summary.bytes, size as u64);
     assert_eq!(outcome.snapshot.summary.data_blobs_added, 3);
-    let chunk = |data: &[u8]| Extent::Chunk {
-        id: repo.blob_id(data),
-        length: data.len() as u32,
-    };
-    let hole = |length: usize| Extent::Hole {
-        length: length as u64,
-    };
+    let chunk = |data: &[u8]| chunk_extent(&repo, data);
     assert_eq!(
         extents(&repo, &outcome),
         [
