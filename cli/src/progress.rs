@@ -40,18 +40,18 @@ impl Display {
         let (stop, stopped) = channel::<()>();
         let thread = std::thread::spawn(move || {
             let started = Instant::now();
-            let bar = matches!(mode, Mode::Bar).then(|| new_bar(label));
+            let mut bar = matches!(mode, Mode::Bar).then(|| new_bar(label));
             let tick = if bar.is_some() { BAR_TICK } else { JSON_TICK };
             // Stops when told (or when the display is dropped).
             while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(tick) {
                 let now = progress.snapshot();
-                match &bar {
+                match &mut bar {
                     Some(bar) => update_bar(bar, &now),
                     None => json_line(label, &now, started.elapsed()),
                 }
             }
             match bar {
-                Some(bar) => bar.finish_and_clear(),
+                Some(bar) => bar.bar.finish_and_clear(),
                 // The last line holds the final counters, however short the operation.
                 None => json_line(label, &progress.snapshot(), started.elapsed()),
             }
@@ -77,27 +77,62 @@ enum Mode {
     Json,
 }
 
-fn new_bar(label: &str) -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
-    let template = format!(
+/// A bar for `label`, with no total yet (see [`update_bar`]).
+fn new_bar(label: &'static str) -> Bar {
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    let with_total = format!(
         "{label} {{elapsed_precise}} [{{wide_bar}}] {{bytes}}/{{total_bytes}} {{bytes_per_sec}} ETA {{eta}} {{msg}}"
     );
-    if let Ok(style) = ProgressStyle::with_template(&template) {
-        bar.set_style(style.progress_chars("=> "));
+    let without_total = format!("{label} {{elapsed_precise}} {{bytes}} {{bytes_per_sec}} {{msg}}");
+    let style = |template: &str| {
+        ProgressStyle::with_template(template)
+            .ok()
+            .map(|style| style.progress_chars("=> "))
+    };
+    Bar {
+        bar,
+        with_total: style(&with_total),
+        without_total: style(&without_total),
+        total_known: None,
     }
-    bar
 }
 
-fn update_bar(bar: &ProgressBar, now: &ProgressSnapshot) {
-    // The expected total is an estimate (the parent's size): never let it fall behind.
-    bar.set_length(now.expected_bytes.max(now.bytes));
-    bar.set_position(now.bytes);
+/// An indicatif bar and the two ways it shows: against an expected total (a bar and an
+/// ETA), or counting up when nothing says how much there is (a first backup, a stream).
+struct Bar {
+    bar: ProgressBar,
+    with_total: Option<ProgressStyle>,
+    without_total: Option<ProgressStyle>,
+    /// Whether the bar shows against a total now (`None` before the first update).
+    total_known: Option<bool>,
+}
+
+fn update_bar(bar: &mut Bar, now: &ProgressSnapshot) {
+    let known = now.expected_bytes > 0;
+    if bar.total_known != Some(known) {
+        let style = if known {
+            &bar.with_total
+        } else {
+            &bar.without_total
+        };
+        if let Some(style) = style {
+            bar.bar.set_style(style.clone());
+        }
+        bar.total_known = Some(known);
+    }
+    if known {
+        // The expected total is an estimate (the parent's size): never let it fall behind.
+        bar.bar.set_length(now.expected_bytes.max(now.bytes));
+    } else {
+        bar.bar.unset_length();
+    }
+    bar.bar.set_position(now.bytes);
     let files = if now.expected_files > 0 {
         format!("{}/{} files", now.files, now.expected_files.max(now.files))
     } else {
         format!("{} files", now.files)
     };
-    bar.set_message(files);
+    bar.bar.set_message(files);
 }
 
 fn json_line(label: &str, now: &ProgressSnapshot, elapsed: Duration) {
