@@ -128,8 +128,12 @@ pub fn backup_volume(
     let dedup = Dedup::new(&index, condemned);
     let chunk_size = repo.config().params.volume_chunk_size;
     let spans = if kind.is_file() {
-        let regions = platform::data_regions(&file, size).map_err(source_error)?;
-        chunk_spans(&regions, u64::from(chunk_size), size)
+        let mut spans = Vec::new();
+        platform::for_each_data_region(&file, size, |region| {
+            widen_into(&mut spans, region, u64::from(chunk_size), size)
+        })
+        .map_err(source_error)?;
+        spans
     } else {
         // A device has no holes to ask for: all of it is read.
         std::iter::once(0..size).collect()
@@ -336,20 +340,20 @@ enum Batch {
     Hole(u64),
 }
 
-/// The chunk-aligned spans to read: the data `regions` of an image (see
-/// [`platform::data_regions`]) widened to whole chunks of `chunk` bytes, clipped to `size`,
-/// overlapping and adjacent ones merged. A chunk outside every span is all hole.
-fn chunk_spans(regions: &[Range<u64>], chunk: u64, size: u64) -> Vec<Range<u64>> {
-    let mut spans: Vec<Range<u64>> = Vec::new();
-    for region in regions.iter().filter(|region| region.start < region.end) {
-        let start = region.start - region.start % chunk;
-        let end = region.end.div_ceil(chunk).saturating_mul(chunk).min(size);
-        match spans.last_mut() {
-            Some(last) if start <= last.end => last.end = last.end.max(end),
-            _ => spans.push(start..end),
-        }
+/// Adds a data `region` of an image (see [`platform::data_regions`], in order) to the
+/// chunk-aligned `spans` to read: widened to whole chunks of `chunk` bytes, clipped to
+/// `size`, merged with the last span when they overlap or touch. A chunk outside every
+/// span is all hole. However fragmented the image, there is at most one span per chunk.
+fn widen_into(spans: &mut Vec<Range<u64>>, region: Range<u64>, chunk: u64, size: u64) {
+    if region.start >= region.end {
+        return;
     }
-    spans
+    let start = region.start - region.start % chunk;
+    let end = region.end.div_ceil(chunk).saturating_mul(chunk).min(size);
+    match spans.last_mut() {
+        Some(last) if start <= last.end => last.end = last.end.max(end),
+        _ => spans.push(start..end),
+    }
 }
 
 /// Reads a volume's spans in order, a batch of whole chunks per read.
@@ -458,6 +462,15 @@ fn is_zero(data: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The spans of `regions`, added in order.
+    fn chunk_spans(regions: &[Range<u64>], chunk: u64, size: u64) -> Vec<Range<u64>> {
+        let mut spans = Vec::new();
+        for region in regions {
+            widen_into(&mut spans, region.clone(), chunk, size);
+        }
+        spans
+    }
 
     #[test]
     #[allow(clippy::single_range_in_vec_init)] // the spans expected are one range

@@ -40,8 +40,9 @@ pub use remove::remove_tree_nofollow;
 #[cfg(unix)]
 pub use unix::{
     KnownEntry, SourceFile, apply_file_metadata, apply_metadata, capture, capture_knowing,
-    changed_since, create_special, create_symlink, data_regions, hostname, is_root,
-    open_for_backup, open_for_backup_at, punch_hole_or_set_len, raise_open_files_limit, username,
+    changed_since, create_special, create_symlink, data_regions, for_each_data_region, hostname,
+    is_root, open_for_backup, open_for_backup_at, punch_hole_or_set_len, raise_open_files_limit,
+    username,
 };
 
 /// A failed operation on a path.

@@ -255,16 +255,27 @@ pub fn changed_since(file: &File, size: u64, meta: &Metadata) -> io::Result<bool
 /// grows while being read is still reported only up to `size`. The file offset is restored
 /// before returning.
 pub fn data_regions(file: &File, size: u64) -> io::Result<Vec<Range<u64>>> {
-    let saved = lseek(file, 0, Whence::SeekCur)?;
-    let regions = scan_regions(file, size);
-    lseek(file, saved, Whence::SeekSet)?;
-    regions
+    let mut regions = Vec::new();
+    for_each_data_region(file, size, |region| regions.push(region))?;
+    Ok(regions)
 }
 
-fn scan_regions(file: &File, size: u64) -> io::Result<Vec<Range<u64>>> {
+/// Calls `found` with each of [`data_regions`], in order, instead of collecting them: what
+/// the caller keeps of a very fragmented file is up to it.
+pub fn for_each_data_region(
+    file: &File,
+    size: u64,
+    found: impl FnMut(Range<u64>),
+) -> io::Result<()> {
+    let saved = lseek(file, 0, Whence::SeekCur)?;
+    let scanned = scan_regions(file, size, found);
+    lseek(file, saved, Whence::SeekSet)?;
+    scanned
+}
+
+fn scan_regions(file: &File, size: u64, mut found: impl FnMut(Range<u64>)) -> io::Result<()> {
     let to_offset =
         |pos: u64| i64::try_from(pos).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
-    let mut regions = Vec::new();
     let mut pos = 0u64;
     while pos < size {
         let data = match lseek(file, to_offset(pos)?, Whence::SeekData) {
@@ -272,8 +283,8 @@ fn scan_regions(file: &File, size: u64) -> io::Result<Vec<Range<u64>>> {
             // No data at or after `pos`: the rest is a hole (or the file shrank).
             Err(Errno::ENXIO) => break,
             Err(Errno::EINVAL | Errno::EOPNOTSUPP) if pos == 0 => {
-                let whole = 0..size;
-                return Ok(vec![whole]);
+                found(0..size);
+                return Ok(());
             }
             Err(errno) => return Err(errno.into()),
         };
@@ -289,10 +300,10 @@ fn scan_regions(file: &File, size: u64) -> io::Result<Vec<Range<u64>>> {
         if hole <= data {
             break;
         }
-        regions.push(data..hole);
+        found(data..hole);
         pos = hole;
     }
-    Ok(regions)
+    Ok(())
 }
 
 /// Sets the length of `file` to `len`; growing it adds a hole rather than written zeros.
