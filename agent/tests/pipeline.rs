@@ -297,7 +297,15 @@ fn back_up(repo: &Repository, image: &Path, cancel: &Cancel) -> Result<BackupOut
 /// Restores the volume snapshot to a new image at `target` and checks its bytes.
 fn assert_volume_restores(repo: &Repository, outcome: &BackupOutcome, target: &Path, bytes: &[u8]) {
     let index = repo.load_index().unwrap().index;
-    restore_volume(repo, &index, &outcome.snapshot.tree, target, &Cancel::new()).unwrap();
+    restore_volume(
+        repo,
+        &index,
+        &outcome.snapshot.tree,
+        target,
+        None,
+        &Cancel::new(),
+    )
+    .unwrap();
     assert!(fs::read(target).unwrap() == bytes, "restored image differs");
 }
 

@@ -136,6 +136,7 @@ fn a_volume_is_packed_while_its_earlier_packs_upload() {
         &index,
         &outcome.snapshot.tree,
         &target,
+        None,
         &Cancel::new(),
     )
     .expect("volume restore");

@@ -90,6 +90,24 @@ fn json_progress_ends_with_the_final_counters_of_every_kind_of_backup_and_of_a_r
     assert_eq!(counters(&last), [1, 6 * MIB, 2 * MIB], "{out}");
     assert_eq!(u64_field(&last, "expected_bytes"), 6 * MIB, "{out}");
     assert_eq!(u64_field(&out.json()["summary"], "bytes_read"), 2 * MIB);
+    // Its restore to an image writes the two data chunks.
+    let restored_image = t.join("restored.img");
+    let out = b.run([
+        "restore",
+        "latest",
+        "--volume-target",
+        restored_image.to_str().unwrap(),
+        "--json",
+    ]);
+    out.ok();
+    let last = last_progress(&out, "restore");
+    assert_eq!(
+        [u64_field(&last, "files"), u64_field(&last, "bytes")],
+        [1, 2 * MIB],
+        "{out}"
+    );
+    assert_eq!(u64_field(&last, "expected_bytes"), 2 * MIB, "{out}");
+    assert!(fs::read(&restored_image).unwrap() == fs::read(&image).unwrap());
 
     // A command's output.
     let dump = t.join("dump");

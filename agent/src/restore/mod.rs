@@ -342,18 +342,22 @@ pub fn volume_entry(
 /// only data chunks are written, so it is as sparse as the backup found the volume. On a
 /// block device, holes are written as zeros (portable and exact: a discard may leave old
 /// data readable on devices without deterministic read-after-trim); bytes past the
-/// volume's size are left alone.
+/// volume's size are left alone. `progress` counts the data bytes written (one file).
 pub fn restore_volume(
     repo: &Repository,
     index: &Index,
     root: &BlobId,
     target: &Path,
+    progress: Option<&Progress>,
     cancel: &Cancel,
 ) -> Result<RestoreOutcome, RestoreError> {
     let entry = volume_entry(repo, index, root)?;
     let Node::File { extents } = &entry.node else {
         return Err(RestoreError::Unsuitable("not a volume".into()));
     };
+    if let Some(progress) = progress {
+        progress.expect(1, plan::data_bytes(extents));
+    }
     let size = entry.size();
     let target_error = |source: io::Error| RestoreError::Target {
         path: target.to_owned(),
@@ -405,9 +409,12 @@ pub fn restore_volume(
         .map(|message| format!("{}: {message}", target.display()))
         .collect();
     let packs = packs.finish();
-    let content = write_content(repo, &files, &packs, None, cancel)?;
+    let content = write_content(repo, &files, &packs, progress, cancel)?;
     errors.extend(content.errors);
     file.sync_all().map_err(target_error)?;
+    if let Some(progress) = progress {
+        progress.files_done(1);
+    }
     Ok(RestoreOutcome {
         files: 1,
         bytes: content.bytes,

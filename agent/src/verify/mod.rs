@@ -177,7 +177,7 @@ pub fn restore_and_verify(
     let started = Instant::now();
     let (restored, outcome) = if snapshot.source_kind == SourceKind::Volume {
         let image = target.join(VOLUME_IMAGE);
-        let outcome = restore_volume(repo, index, &snapshot.tree, &image, cancel)?;
+        let outcome = restore_volume(repo, index, &snapshot.tree, &image, None, cancel)?;
         (image, outcome)
     } else {
         let restore_options = RestoreOptions {

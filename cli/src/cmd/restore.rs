@@ -87,9 +87,21 @@ pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Resul
                     id.short()
                 );
             }
-            let outcome =
-                restore_volume(&repository, &loaded.index, &snapshot.tree, device, cancel)?;
-            (outcome, device)
+            let progress = Arc::new(Progress::new());
+            // The display writes to stderr from its own thread: the lock must be free.
+            drop(err);
+            let display = Display::start("restore", Arc::clone(&progress), global.json);
+            let outcome = restore_volume(
+                &repository,
+                &loaded.index,
+                &snapshot.tree,
+                device,
+                Some(&progress),
+                cancel,
+            );
+            display.finish();
+            err = std::io::stderr().lock();
+            (outcome?, device)
         }
         (None, Some(target)) => {
             let progress = Arc::new(Progress::new());
