@@ -4,8 +4,10 @@
 
 mod common;
 
+use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 
 use common::*;
 use serde_json::Value;
@@ -29,6 +31,26 @@ fn last_progress(out: &Output, operation: &str) -> Value {
         Some(last) => last.clone(),
         None => panic!("no progress line on stderr\n{out}"),
     }
+}
+
+/// Restores the latest snapshot with `--json` to `target` (`--target` or
+/// `--volume-target`) and checks that its last progress line counts `files` files and
+/// `bytes` bytes, as many as expected.
+#[track_caller]
+fn assert_restore_reports(b: &Bunker, flag: &str, target: &Path, files: u64, bytes: u64) {
+    let args = ["restore", "latest", flag].map(OsStr::new);
+    let out = b.run(
+        args.into_iter()
+            .chain([target.as_os_str(), OsStr::new("--json")]),
+    );
+    out.ok();
+    let last = last_progress(&out, "restore");
+    assert_eq!(
+        [u64_field(&last, "files"), u64_field(&last, "bytes")],
+        [files, bytes],
+        "{out}"
+    );
+    assert_eq!(u64_field(&last, "expected_bytes"), bytes, "{out}");
 }
 
 #[track_caller]
@@ -59,22 +81,7 @@ fn json_progress_ends_with_the_final_counters_of_every_kind_of_backup_and_of_a_r
     );
 
     // Its restore: the same files and bytes, as many as expected.
-    let restored = t.join("restored");
-    let out = b.run([
-        "restore",
-        "latest",
-        "--target",
-        restored.to_str().unwrap(),
-        "--json",
-    ]);
-    out.ok();
-    let last = last_progress(&out, "restore");
-    assert_eq!(
-        [u64_field(&last, "files"), u64_field(&last, "bytes")],
-        [3, total],
-        "{out}"
-    );
-    assert_eq!(u64_field(&last, "expected_bytes"), total, "{out}");
+    assert_restore_reports(&b, "--target", &t.join("restored"), 3, total);
 
     // A sparse volume image: 6 MiB of which chunks 1 and 4 hold data; only they are read.
     let image = t.join("disk.img");
@@ -92,21 +99,7 @@ fn json_progress_ends_with_the_final_counters_of_every_kind_of_backup_and_of_a_r
     assert_eq!(u64_field(&out.json()["summary"], "bytes_read"), 2 * MIB);
     // Its restore to an image writes the two data chunks.
     let restored_image = t.join("restored.img");
-    let out = b.run([
-        "restore",
-        "latest",
-        "--volume-target",
-        restored_image.to_str().unwrap(),
-        "--json",
-    ]);
-    out.ok();
-    let last = last_progress(&out, "restore");
-    assert_eq!(
-        [u64_field(&last, "files"), u64_field(&last, "bytes")],
-        [1, 2 * MIB],
-        "{out}"
-    );
-    assert_eq!(u64_field(&last, "expected_bytes"), 2 * MIB, "{out}");
+    assert_restore_reports(&b, "--volume-target", &restored_image, 1, 2 * MIB);
     assert!(fs::read(&restored_image).unwrap() == fs::read(&image).unwrap());
 
     // A command's output.
