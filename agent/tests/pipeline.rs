@@ -13,7 +13,8 @@ mod common;
 
 use bunker_agent::Cancel;
 use bunker_agent::backup::{
-    BackupError, BackupOptions, BackupOutcome, VolumeOptions, backup, backup_volume,
+    BackupError, BackupOptions, BackupOutcome, StreamOptions, VolumeOptions, backup, backup_stream,
+    backup_volume,
 };
 use bunker_agent::progress::Progress;
 use bunker_agent::restore::{RestoreOptions, restore, restore_volume};
@@ -280,6 +281,32 @@ fn a_cancelled_backup_writes_no_snapshot_and_the_next_one_completes() {
     let target = tmp.path().join("restored");
     restore_into(&repo, &done.id, &target);
     assert_same_tree(&source, &restored_source(&target, &source));
+}
+
+#[test]
+fn a_cancelled_stream_backup_writes_no_snapshot_and_the_next_one_completes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = new_repo(&tmp.path().join("repo"));
+    let dump = noise(3 * MIB + 12_345, 12);
+    let options = StreamOptions {
+        name: "db.dump".into(),
+        host: "h".into(),
+        ..StreamOptions::default()
+    };
+    let cancel = Cancel::new();
+    cancel.cancel();
+    let err = backup_stream(&repo, dump.as_slice(), &options, &cancel).unwrap_err();
+    assert!(matches!(err, BackupError::Interrupted), "{err}");
+    assert!(repo.list_snapshot_ids().unwrap().is_empty());
+
+    let done = backup_stream(&repo, dump.as_slice(), &options, &Cancel::new()).unwrap();
+    assert_eq!(done.snapshot.summary.bytes, dump.len() as u64);
+    let target = tmp.path().join("restored");
+    restore_into(&repo, &done.id, &target);
+    assert!(
+        fs::read(target.join("db.dump")).unwrap() == dump,
+        "restored dump differs"
+    );
 }
 
 /// The default volume chunk size.

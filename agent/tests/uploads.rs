@@ -194,7 +194,7 @@ fn indexed_data_blobs(repo: &Repository) -> usize {
 }
 
 #[test]
-fn a_backup_whose_upload_fails_leaves_the_packs_it_stored_indexed() {
+fn a_backup_whose_upload_fails_leaves_the_packs_it_stored_indexed_for_files_volumes_and_streams() {
     let (store, repo) = slow_repository(1);
     let source = tempfile::tempdir().expect("temp dir");
     let image = source.path().join("disk.img");
@@ -227,8 +227,29 @@ fn a_backup_whose_upload_fails_leaves_the_packs_it_stored_indexed() {
         "{after_volume} blobs indexed after {after_files}"
     );
 
+    // A stream of other bytes (chunked like a file) fails the same way.
+    let dump = noise(12 << 20, 6);
+    let stream = StreamOptions {
+        name: "db.dump".into(),
+        host: "h".into(),
+        ..StreamOptions::default()
+    };
+    store.pack_puts.store(0, Ordering::SeqCst);
+    let err = backup_stream(&repo, dump.as_slice(), &stream, &Cancel::new())
+        .expect_err("the fifth pack fails");
+    assert!(err.to_string().contains("writing data/"), "{err}");
+    assert!(repo.list_snapshot_ids().expect("list").is_empty());
+    let after_stream = indexed_data_blobs(&repo);
+    assert!(
+        after_stream >= after_volume + 4,
+        "{after_stream} blobs indexed after {after_volume}"
+    );
+
     // The next runs store only what the failed ones had not.
     store.failing_from.store(usize::MAX, Ordering::SeqCst);
+    let done = backup_stream(&repo, dump.as_slice(), &stream, &Cancel::new()).expect("stream");
+    let added = done.snapshot.summary.bytes_added;
+    assert!(added <= (10 << 20) + 4096, "{added} bytes added again");
     let done = backup_volume(&repo, &volume, &Cancel::new()).expect("volume backup");
     let added = done.snapshot.summary.bytes_added;
     assert!(added <= (8 << 20) + 4096, "{added} bytes added again");
