@@ -79,6 +79,10 @@ pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Resul
         return Ok(exit::OK);
     }
     let started = std::time::Instant::now();
+    // The progress display writes to stderr from its own thread: the lock must be free.
+    drop(err);
+    let progress = Arc::new(Progress::new());
+    let display = || Display::start("restore", Arc::clone(&progress), global.json);
     let (outcome, target) = match (&args.volume_target, resolved.as_ref()) {
         (Some(_), Some(device)) => {
             if snapshot.source_kind != SourceKind::Volume {
@@ -87,10 +91,7 @@ pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Resul
                     id.short()
                 );
             }
-            let progress = Arc::new(Progress::new());
-            // The display writes to stderr from its own thread: the lock must be free.
-            drop(err);
-            let display = Display::start("restore", Arc::clone(&progress), global.json);
+            let display = display();
             let outcome = restore_volume(
                 &repository,
                 &loaded.index,
@@ -100,18 +101,14 @@ pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Resul
                 cancel,
             );
             display.finish();
-            err = std::io::stderr().lock();
             (outcome?, device)
         }
         (None, Some(target)) => {
-            let progress = Arc::new(Progress::new());
             let options = RestoreOptions {
                 ownership: platform::is_root(),
                 progress: Some(Arc::clone(&progress)),
             };
-            // The display writes to stderr from its own thread: the lock must be free.
-            drop(err);
-            let display = Display::start("restore", progress, global.json);
+            let display = display();
             let outcome = restore(
                 &repository,
                 &loaded.index,
@@ -122,11 +119,11 @@ pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Resul
                 cancel,
             );
             display.finish();
-            err = std::io::stderr().lock();
             (outcome?, target)
         }
         _ => anyhow::bail!("give --target DIR, --volume-target DEVICE or --stdout"),
     };
+    let mut err = std::io::stderr().lock();
     for warning in &outcome.warnings {
         writeln!(err, "bunker: warning: {warning}")?;
     }
