@@ -60,7 +60,7 @@ fn windowed(chunker: &Chunker, writer: &WriterKey, data: &[u8], segment: usize) 
 }
 
 /// Chunk and hash a 256 MiB buffer: sequential (`cut_all`, then each chunk hashed), against
-/// the parallel path with 8 and 16 MiB segments, as one call and in the agent's windows.
+/// the parallel path with 4, 8 and 16 MiB segments, as one call and in the agent's windows.
 fn segments(c: &mut Criterion) {
     let data = random_bytes(256 << 20, 4);
     let chunker =
@@ -81,7 +81,7 @@ fn segments(c: &mut Criterion) {
             ids.len()
         })
     });
-    for segment_mib in [8usize, 16] {
+    for segment_mib in [4usize, 8, 16] {
         let segment = segment_mib << 20;
         group.bench_function(format!("parallel_{segment_mib}MiB_segments"), |b| {
             b.iter(|| {

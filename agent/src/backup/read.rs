@@ -16,7 +16,7 @@
 //!
 //! Memory stays bounded whatever the file size: one buffer, reused for the rest of the walk,
 //! of `min(threads, MAX_WINDOW_SEGMENTS) * SEGMENT + max_size` bytes once a large region was
-//! read (24 MiB on two threads with the default 8 MiB `max_size`, 72 MiB on eight or more;
+//! read (16 MiB on two threads with the default 8 MiB `max_size`, 40 MiB on eight or more;
 //! `2 * max_size` at most while only small regions were), plus a few bytes per chunk of one
 //! window; the seal stage's copies of new chunks are bounded there. Windows are read with
 //! read() rather than mapped: as fast here, mapped pages would count in the resident set,
@@ -34,12 +34,14 @@ use rayon::prelude::*;
 use super::seal::SealLoad;
 use crate::platform::{self, SourceFile};
 
-/// Bytes one rayon task cuts: the largest chunk the default bounds allow. Each segment
-/// boundary costs a chunk or two cut twice; 16 MiB segments were only 4% faster in the bench
-/// (docs/PERFORMANCE.md) and cost the backup of a large file 24 MiB more resident memory on
-/// two threads, which the peak-RSS target cannot spare.
+/// Bytes one rayon task cuts. Each segment boundary costs a chunk or two cut twice, and a
+/// window carries up to `max_size` undecided bytes into the next: with two threads, 4 MiB
+/// segments chunk and hash random data at 2.35 GiB/s in the bench against 2.85 with 8 MiB
+/// ones, but the vol first backup peaked at 100-104 MB against 110-115 (restic: 106-110)
+/// in the same time (docs/PERFORMANCE.md, session 19); while sealing keeps the pool busy,
+/// windows are cut on the walking thread, where segments cost nothing.
 #[cfg(not(test))]
-const SEGMENT: usize = 8 << 20;
+const SEGMENT: usize = 4 << 20;
 /// Small segments in unit tests, so that a file of a few MiB takes the parallel path.
 #[cfg(test)]
 const SEGMENT: usize = 1 << 20;
