@@ -20,6 +20,7 @@
 //! When a range read fails with anything but "not found", its blobs are read one by one,
 //! so one damaged region of a pack costs only the blobs in it.
 
+use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
@@ -145,14 +146,21 @@ const READ_AHEAD_RANGES: usize = 8;
 ///
 /// [`Backend::will_read`]: bunker_repo_format::backend::Backend::will_read
 fn announce(repo: &Repository, packs: &[PackWork], ranges: &[ReadRange], index: usize) {
-    let ahead = if index == 0 {
-        0..=READ_AHEAD_RANGES
-    } else {
-        index + READ_AHEAD_RANGES..=index + READ_AHEAD_RANGES
-    };
+    let ahead = announced_when_taken(index, READ_AHEAD_RANGES);
     for range in ahead.filter_map(|i| ranges.get(i)) {
         let name = packs[range.pack].name();
         repo.backend().will_read(&name, range.offset, range.length);
+    }
+}
+
+/// The reads to announce when read `taken` (counting from 0, taken in order) starts, for
+/// announcements `ahead` reads early: the first taker announces reads `0..=ahead`, every
+/// later one the read `ahead` further. So each read is announced once, before it starts.
+pub(super) fn announced_when_taken(taken: usize, ahead: usize) -> RangeInclusive<usize> {
+    if taken == 0 {
+        0..=ahead
+    } else {
+        taken + ahead..=taken + ahead
     }
 }
 
@@ -221,6 +229,21 @@ mod tests {
     }
 
     const MAX_READ: u64 = ReadHints::REMOTE.max_read;
+
+    #[test]
+    fn each_read_is_announced_once_before_it_starts() {
+        for ahead in [1, 8, 16] {
+            let mut announced = vec![0usize; 100 + ahead + 1];
+            for taken in 0..100 {
+                for read in announced_when_taken(taken, ahead) {
+                    announced[read] += 1;
+                }
+                assert_eq!(announced[taken], 1, "read {taken} (ahead {ahead}) starts");
+            }
+            let reads = 100 + ahead;
+            assert!(announced[..reads].iter().all(|&n| n == 1), "ahead {ahead}");
+        }
+    }
 
     #[test]
     fn near_blobs_are_read_together_and_far_ones_apart() {

@@ -18,6 +18,7 @@ use bunker_repo_format::tree::Extent;
 use bunker_repo_format::{Error, Repository};
 
 use super::RestoreError;
+use super::fetch::announced_when_taken;
 use crate::cancel::Cancel;
 
 /// Chunks fetched ahead of the writer at most.
@@ -135,11 +136,7 @@ fn write_zeros(out: &mut dyn Write, zeros: &[u8], mut length: u64) -> std::io::R
 ///
 /// [`Backend::will_read`]: bunker_repo_format::backend::Backend::will_read
 fn announce(repo: &Repository, index: &Index, extents: &[Extent], i: usize) {
-    let ahead = if i == 0 {
-        0..=WINDOW
-    } else {
-        i + WINDOW..=i + WINDOW
-    };
+    let ahead = announced_when_taken(i, WINDOW);
     for extent in ahead.filter_map(|i| extents.get(i)) {
         if let Extent::Chunk { id, .. } = extent
             && let Some(location) = index.get(id)
