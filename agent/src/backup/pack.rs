@@ -4,13 +4,61 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, sync_channel};
 use std::thread::ScopedJoinHandle;
 
 use bunker_repo_format::{BlobWriter, Repository};
 
-use super::seal::SealedBatch;
+use super::PACK_QUEUE;
+use super::seal::{SealedBatch, Sealer};
 use super::upload::{Uploads, record};
+
+/// Runs `feed` with a [`Sealer`] (verifying with `verify`) whose batches go to a pack stage
+/// on its own thread, for a backup of one object (a volume, a stream); a file backup builds
+/// its sealer into the archiver's stages instead. `feed` should stop once the flag it is
+/// given is set: the pack stage failed, and its error is the one returned.
+///
+/// Whatever `feed` returns, the sealing finishes and the pack stage stores and records what
+/// it was given; when `feed` fails, those packs are indexed (so that the next run reuses
+/// them) before its error is returned. On success the writer comes back with every pack
+/// uploaded and recorded, not yet flushed.
+pub(super) fn seal_and_pack<'a, T, E>(
+    repo: &'a Repository,
+    writer: BlobWriter<'a>,
+    verify: bool,
+    feed: impl FnOnce(&mut Sealer, &AtomicBool) -> Result<T, E>,
+) -> Result<(T, BlobWriter<'a>), E>
+where
+    E: From<bunker_repo_format::Error>,
+{
+    let failed = Arc::new(AtomicBool::new(false));
+    let (sealed_tx, sealed_rx) = sync_channel(PACK_QUEUE);
+    let mut sealer = Sealer::new(
+        writer.session().clone(),
+        repo.writer_key().clone(),
+        repo.config().params.compression_level,
+        verify,
+        sealed_tx,
+    );
+    std::thread::scope(|scope| {
+        let packer = {
+            let failed = Arc::clone(&failed);
+            scope.spawn(move || run(repo, writer, sealed_rx, failed))
+        };
+        let fed = feed(&mut sealer, &failed);
+        sealer.finish();
+        // The last sender goes: the pack stage uploads the open packs and ends.
+        drop(sealer);
+        let writer = join(packer)?;
+        match fed {
+            Ok(value) => Ok((value, writer)),
+            Err(e) => {
+                writer.finish()?;
+                Err(e)
+            }
+        }
+    })
+}
 
 /// Runs the pack stage until every sender of `input` is gone, then uploads the open packs.
 /// Returns the writer with everything uploaded and recorded (not yet flushed), and the

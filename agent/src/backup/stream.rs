@@ -12,8 +12,7 @@ use std::io::{self, Read};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use bunker_repo_format::snapshot::{ConsistencyLevel, Snapshot, SourceKind, Summary};
@@ -21,8 +20,7 @@ use bunker_repo_format::tree::{Entry, Extent, Metadata, Node, Tree, is_valid_nam
 use bunker_repo_format::{BlobKind, BlobWriter, PackId, Repository};
 
 use super::dedup::Dedup;
-use super::seal::Sealer;
-use super::{BackupError, BackupOutcome, PACK_QUEUE, WriteStart, commit, now, pack, start_writing};
+use super::{BackupError, BackupOutcome, WriteStart, commit, now, pack, start_writing};
 use crate::cancel::Cancel;
 use crate::progress::Progress;
 
@@ -246,9 +244,9 @@ struct StoredStream<'a> {
 }
 
 /// Chunks and hashes the stream on this thread and stores its new chunks through the same
-/// stages as a file backup: the [`Sealer`] compresses, seals and verifies them on the
-/// rayon pool while reading goes on, and the pack stage packs them in order and uploads
-/// full packs. On failure the packs stored so far are indexed (so the next run reuses
+/// stages as a file backup ([`pack::seal_and_pack`]): the sealer compresses, seals and
+/// verifies them on the rayon pool while reading goes on, and the pack stage packs them in
+/// order and uploads full packs. On failure the packs stored so far are indexed (so the next run reuses
 /// them) and no snapshot is written.
 fn store_stream<'a>(
     repo: &'a Repository,
@@ -258,70 +256,44 @@ fn store_stream<'a>(
     options: &StreamOptions,
     cancel: &Cancel,
 ) -> Result<StoredStream<'a>, ChunkFailure> {
-    let failed = Arc::new(AtomicBool::new(false));
-    let (sealed_tx, sealed_rx) = mpsc::sync_channel(PACK_QUEUE);
-    let mut sealer = Sealer::new(
-        writer.session().clone(),
-        repo.writer_key().clone(),
-        repo.config().params.compression_level,
-        !options.skip_verify,
-        sealed_tx,
-    );
     let progress = options.progress.as_deref();
     let mut extents = Vec::new();
     let mut buffer = Vec::new();
-    std::thread::scope(|scope| {
-        let packer = {
-            let failed = Arc::clone(&failed);
-            scope.spawn(move || pack::run(repo, writer, sealed_rx, failed))
-        };
-        let read = repo.chunker().clone().chunk_reader::<_, ChunkFailure>(
-            reader,
-            u64::MAX,
-            &mut buffer,
-            |chunk| {
-                if cancel.is_cancelled() {
-                    return Err(ChunkFailure::Backup(BackupError::Interrupted));
-                }
-                if failed.load(Ordering::SeqCst) {
-                    // The pack stage's error is the one to report.
-                    return Err(ChunkFailure::Backup(BackupError::Interrupted));
-                }
-                let id = repo.blob_id(chunk);
-                let length = chunk.len() as u32;
-                extents.push(Extent::Chunk { id, length });
-                if dedup.claim(id) {
-                    sealer.push(id, chunk);
-                }
-                if let Some(progress) = progress {
-                    progress.read(u64::from(length));
-                    progress.bytes_done(u64::from(length));
-                }
-                Ok(())
-            },
-        );
-        // Whatever happened, the sealing finishes and the pack stage stores what it was
-        // given, so that an interrupted backup's uploads are recorded and reused.
-        sealer.finish();
-        drop(sealer);
-        // A failed pack stage stopped the reading: its error is the one to report.
-        let writer = pack::join(packer)?;
-        match read {
-            Ok(read) => {
-                if let Some(progress) = progress {
-                    progress.files_done(1);
-                }
-                Ok(StoredStream {
-                    extents,
-                    read,
-                    writer,
-                    deduplicated: dedup.into_dependencies(),
-                })
-            }
-            Err(e) => {
-                writer.finish()?;
-                Err(e)
-            }
-        }
+    let (read, writer) =
+        pack::seal_and_pack(repo, writer, !options.skip_verify, |sealer, failed| {
+            repo.chunker().clone().chunk_reader::<_, ChunkFailure>(
+                reader,
+                u64::MAX,
+                &mut buffer,
+                |chunk| {
+                    if cancel.is_cancelled() {
+                        return Err(ChunkFailure::Backup(BackupError::Interrupted));
+                    }
+                    if failed.load(Ordering::SeqCst) {
+                        // The pack stage's error is the one to report.
+                        return Err(ChunkFailure::Backup(BackupError::Interrupted));
+                    }
+                    let id = repo.blob_id(chunk);
+                    let length = chunk.len() as u32;
+                    extents.push(Extent::Chunk { id, length });
+                    if dedup.claim(id) {
+                        sealer.push(id, chunk);
+                    }
+                    if let Some(progress) = progress {
+                        progress.read(u64::from(length));
+                        progress.bytes_done(u64::from(length));
+                    }
+                    Ok(())
+                },
+            )
+        })?;
+    if let Some(progress) = progress {
+        progress.files_done(1);
+    }
+    Ok(StoredStream {
+        extents,
+        read,
+        writer,
+        deduplicated: dedup.into_dependencies(),
     })
 }

@@ -20,7 +20,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::time::Instant;
 
@@ -34,8 +34,7 @@ use rayon::prelude::*;
 use super::dedup::Dedup;
 use super::seal::Sealer;
 use super::{
-    BackupError, BackupOutcome, PACK_QUEUE, WriteStart, commit, find_parent, now, pack,
-    start_writing,
+    BackupError, BackupOutcome, WriteStart, commit, find_parent, now, pack, start_writing,
 };
 use crate::cancel::Cancel;
 use crate::platform::{self, NameCache};
@@ -256,27 +255,13 @@ fn read_volume<'a>(
     cancel: &Cancel,
 ) -> Result<(Vec<Extent>, BlobWriter<'a>, HashSet<PackId>), VolumeFailure> {
     let progress = options.progress.as_deref();
-    let session = writer.session().clone();
-    let failed = Arc::new(AtomicBool::new(false));
-    let (sealed_tx, sealed_rx) = mpsc::sync_channel(PACK_QUEUE);
-    let mut sealer = Sealer::new(
-        session,
-        repo.writer_key().clone(),
-        repo.config().params.compression_level,
-        !options.skip_verify,
-        sealed_tx,
-    );
     let (sender, receiver) = mpsc::sync_channel::<io::Result<Batch>>(READ_AHEAD);
     // Batches go back to the reader once their chunks are hashed and the new ones copied.
     let (recycle, recycled) = mpsc::channel::<AlignedBuffer>();
+    let mut extents: Vec<Extent> = Vec::new();
     std::thread::scope(|scope| {
         scope.spawn(move || reader.run(&sender, &recycled, cancel));
-        let packer = {
-            let failed = Arc::clone(&failed);
-            scope.spawn(move || pack::run(repo, writer, sealed_rx, failed))
-        };
-        let mut extents: Vec<Extent> = Vec::new();
-        let stored = || {
+        pack::seal_and_pack(repo, writer, !options.skip_verify, |sealer, failed| {
             for batch in receiver {
                 if cancel.is_cancelled() {
                     return Err(VolumeFailure::Backup(BackupError::Interrupted));
@@ -289,7 +274,7 @@ fn read_volume<'a>(
                     Batch::Read(buffer) => {
                         let chunk = chunk_size as usize;
                         let bytes = buffer.as_slice();
-                        store_batch(repo, &mut dedup, &mut sealer, bytes, chunk, &mut extents);
+                        store_batch(repo, &mut dedup, sealer, bytes, chunk, &mut extents);
                         if let Some(progress) = progress {
                             progress.read(bytes.len() as u64);
                             progress.bytes_done(bytes.len() as u64);
@@ -312,24 +297,9 @@ fn read_volume<'a>(
                 progress.files_done(1);
             }
             Ok(())
-        };
-        let stored = stored();
-        // Whatever happened, the sealing finishes and the pack stage stores what it was
-        // given, so that the caller can record it and an interrupted backup's uploads are
-        // reused.
-        sealer.finish();
-        drop(sealer);
-        // A failed pack stage stops the reading: its error is the one to report.
-        let writer = pack::join(packer)?;
-        match stored {
-            Ok(()) => Ok((extents, writer, dedup.into_dependencies())),
-            Err(e) => {
-                // Make what was uploaded reusable; the snapshot is never written.
-                writer.finish()?;
-                Err(e)
-            }
-        }
+        })
     })
+    .map(|((), writer)| (extents, writer, dedup.into_dependencies()))
 }
 
 /// What the reader hands on, in the volume's order.
