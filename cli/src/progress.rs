@@ -40,12 +40,12 @@ impl Display {
         let (stop, stopped) = channel::<()>();
         let thread = std::thread::spawn(move || {
             let started = Instant::now();
-            let mut bar = matches!(mode, Mode::Bar).then(|| new_bar(label));
+            let bar = matches!(mode, Mode::Bar).then(|| new_bar(label));
             let tick = if bar.is_some() { BAR_TICK } else { JSON_TICK };
             // Stops when told (or when the display is dropped).
             while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(tick) {
                 let now = progress.snapshot();
-                match &mut bar {
+                match &bar {
                     Some(bar) => update_bar(bar, &now),
                     None => json_line(label, &now, started.elapsed()),
                 }
@@ -77,7 +77,7 @@ enum Mode {
     Json,
 }
 
-/// A bar for `label`, with no total yet (see [`update_bar`]).
+/// A bar for `label`, counting up until it learns a total (see [`update_bar`]).
 fn new_bar(label: &'static str) -> Bar {
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
     let with_total = format!(
@@ -89,27 +89,29 @@ fn new_bar(label: &'static str) -> Bar {
             .ok()
             .map(|style| style.progress_chars("=> "))
     };
+    let without_total = style(&without_total);
+    if let Some(style) = &without_total {
+        bar.set_style(style.clone());
+    }
     Bar {
         bar,
         with_total: style(&with_total),
-        without_total: style(&without_total),
-        total_known: None,
+        without_total,
     }
 }
 
 /// An indicatif bar and the two ways it shows: against an expected total (a bar and an
 /// ETA), or counting up when nothing says how much there is (a first backup, a stream).
+/// The bar has a length exactly when it shows against a total.
 struct Bar {
     bar: ProgressBar,
     with_total: Option<ProgressStyle>,
     without_total: Option<ProgressStyle>,
-    /// Whether the bar shows against a total now (`None` before the first update).
-    total_known: Option<bool>,
 }
 
-fn update_bar(bar: &mut Bar, now: &ProgressSnapshot) {
+fn update_bar(bar: &Bar, now: &ProgressSnapshot) {
     let known = now.expected_bytes > 0;
-    if bar.total_known != Some(known) {
+    if known != bar.bar.length().is_some() {
         let style = if known {
             &bar.with_total
         } else {
@@ -118,7 +120,6 @@ fn update_bar(bar: &mut Bar, now: &ProgressSnapshot) {
         if let Some(style) = style {
             bar.bar.set_style(style.clone());
         }
-        bar.total_known = Some(known);
     }
     if known {
         // The expected total is an estimate (the parent's size): never let it fall behind.
