@@ -16,7 +16,7 @@ use bunker_repo_format::config::Operation;
 use bunker_repo_format::gc;
 use bunker_repo_format::index::{BlobLocation, Index};
 use bunker_repo_format::object::verify_content_hash;
-use bunker_repo_format::pack::{pack_kind, parse_pack};
+use bunker_repo_format::pack::{pack_name, parse_pack};
 use bunker_repo_format::session::ActiveSession;
 use bunker_repo_format::snapshot::Snapshot;
 use bunker_repo_format::tree::{Extent, Node, Tree};
@@ -261,7 +261,7 @@ fn verify_packs(target: &Repository, packs: Vec<(PackId, BlobKind)>) -> Result<u
     let key = target.master_key("verifying copied packs")?;
     let mut verified = 0;
     for (pack, kind) in packs {
-        let name = pack_kind(kind).name(&pack.to_hex());
+        let name = pack_name(kind, &pack);
         let bytes = target.backend().get(&name)?;
         verify_content_hash(&bytes, pack.as_bytes(), &name)?;
         let trailer = parse_pack(&bytes, key, &name)?;

@@ -69,7 +69,7 @@ pub fn needed_objects(repo: &Repository) -> Result<Vec<String>> {
     }
     for blob in &used {
         if let Some(location) = loaded.index.get(blob) {
-            needed.insert(crate::pack::pack_kind(location.kind).name(&location.pack.to_hex()));
+            needed.insert(crate::pack::pack_name(location.kind, &location.pack));
         }
     }
     Ok(needed.into_iter().collect())

@@ -221,7 +221,7 @@ pub fn prune_plan_observed(
     let due = decide(due_plans, used, blobs_by_pack, stored);
     let mut locked = Vec::new();
     for (pack, kind, _) in due.iter().flat_map(|d| d.delete.iter()) {
-        let name = crate::pack::pack_kind(*kind).name(&pack.to_hex());
+        let name = crate::pack::pack_name(*kind, pack);
         if let Some(until) = locked_until(repo, &name, storage_now)? {
             locked.push((name, until));
         }
@@ -685,7 +685,7 @@ pub fn prune_observed(
     if repo.config().params.lock.is_some() {
         for plan in &due {
             for (pack, kind, _) in &plan.delete {
-                let name = crate::pack::pack_kind(*kind).name(&pack.to_hex());
+                let name = crate::pack::pack_name(*kind, pack);
                 if let Some(until) = locked_until(repo, &name, now)? {
                     doomed.remove(pack);
                     held.push((name, until));
@@ -748,7 +748,7 @@ pub fn prune_observed(
                 continue;
             }
             repo.backend()
-                .delete(&crate::pack::pack_kind(*kind).name(&pack.to_hex()))?;
+                .delete(&crate::pack::pack_name(*kind, pack))?;
             report.deleted_packs += 1;
             report.deleted_bytes += size;
             done += 1;

@@ -144,7 +144,7 @@ pub fn plan_index_repair(repo: &Repository, threads: usize) -> Result<IndexRepai
         }
     }
 
-    let name_of = |pack: &IndexedPack| crate::pack::pack_kind(pack.kind).name(&pack.id.to_hex());
+    let name_of = |pack: &IndexedPack| crate::pack::pack_name(pack.kind, &pack.id);
     let mut dropped = Vec::new();
     for (id, segment) in &segments {
         let mut why = Vec::new();
@@ -683,7 +683,7 @@ mod tests {
     fn pack_name(repo: &Repository, blob: &BlobId) -> String {
         let index = repo.load_index().expect("index").index;
         let location = index.get(blob).expect("indexed");
-        crate::pack::pack_kind(location.kind).name(&location.pack.to_hex())
+        crate::pack::pack_name(location.kind, &location.pack)
     }
 
     fn segment_names(backend: &MemoryBackend) -> Vec<String> {
@@ -698,7 +698,7 @@ mod tests {
     fn damage_blob(backend: &MemoryBackend, repo: &Repository, blob: &BlobId) -> String {
         let index = repo.load_index().expect("index").index;
         let location = index.get(blob).expect("indexed");
-        let name = crate::pack::pack_kind(location.kind).name(&location.pack.to_hex());
+        let name = crate::pack::pack_name(location.kind, &location.pack);
         backend.corrupt(&name, |bytes| bytes[location.offset as usize + 30] ^= 0x20);
         name
     }

@@ -440,7 +440,7 @@ impl Repository {
         if let Some(key) = self.lock_pack_keys().get(pack) {
             return Ok(key.clone());
         }
-        let name = crate::pack::pack_kind(kind).name(&pack.to_hex());
+        let name = crate::pack::pack_name(kind, pack);
         let header = self
             .backend
             .get_range(&name, 0, SESSION_HEADER_LEN as u64)?;
@@ -492,7 +492,7 @@ impl Repository {
         location: &BlobLocation,
         sealed: &[u8],
     ) -> Result<Vec<u8>> {
-        let name = crate::pack::pack_kind(location.kind).name(&location.pack.to_hex());
+        let name = crate::pack::pack_name(location.kind, &location.pack);
         let key = self.pack_key(&location.pack, location.kind)?;
         let plaintext = open_blob(&key, location.kind, id, sealed, location.raw_length, &name)?;
         self.check_hash(id, &plaintext, &name)?;
@@ -536,7 +536,7 @@ impl Repository {
         out: &mut [u8],
     ) -> Result<()> {
         let sealed = sealed_in(id, location, bytes, read_from)?;
-        let name = crate::pack::pack_kind(location.kind).name(&location.pack.to_hex());
+        let name = crate::pack::pack_name(location.kind, &location.pack);
         let key = self.pack_key(&location.pack, location.kind)?;
         crate::blob::open_blob_to(&key, location.kind, id, sealed, &name, out)?;
         self.check_hash(id, out, &name)
@@ -544,7 +544,7 @@ impl Repository {
 
     /// Reads a blob from its pack, authenticates it and re-hashes it against its id.
     pub fn read_blob_at(&self, id: &BlobId, location: &BlobLocation) -> Result<Vec<u8>> {
-        let name = crate::pack::pack_kind(location.kind).name(&location.pack.to_hex());
+        let name = crate::pack::pack_name(location.kind, &location.pack);
         if location.kind == BlobKind::Tree && self.backend.read_hints().whole_tree_packs {
             let pack = self
                 .tree_packs
@@ -566,7 +566,7 @@ impl Repository {
             Some(lost) => Error::NotFound {
                 object: format!(
                     "{} (the pack holding blob {id})",
-                    crate::pack::pack_kind(lost.kind).name(&lost.pack.to_hex())
+                    crate::pack::pack_name(lost.kind, &lost.pack)
                 ),
             },
             None => Error::NotFound {
@@ -880,7 +880,7 @@ fn sealed_in<'b>(
         .and_then(|start| bytes.get(start..)?.get(..location.length as usize))
         .ok_or_else(|| {
             Error::corrupt(
-                crate::pack::pack_kind(location.kind).name(&location.pack.to_hex()),
+                crate::pack::pack_name(location.kind, &location.pack),
                 format!(
                     "blob {id} at {}+{} is outside the {} bytes read from offset {read_from}",
                     location.offset,

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bunker_repo_format::index::{BlobLocation, Index};
-use bunker_repo_format::pack::pack_kind;
+use bunker_repo_format::pack::pack_name;
 use bunker_repo_format::tree::{Entry, Extent, Metadata, Node, Timestamp};
 use bunker_repo_format::{BlobId, PackId, Repository};
 
@@ -130,7 +130,7 @@ impl PackWork {
             .blobs
             .first()
             .map_or(bunker_repo_format::BlobKind::Data, |b| b.location.kind);
-        pack_kind(kind).name(&self.pack.to_hex())
+        pack_name(kind, &self.pack)
     }
 }
 
@@ -283,7 +283,7 @@ fn missing_blob(index: &Index, id: &BlobId, offset: u64) -> String {
     match index.lost_location(id) {
         Some(lost) => format!(
             "content at offset {offset} lost: pack {} (holding blob {id}) is missing",
-            pack_kind(lost.kind).name(&lost.pack.to_hex())
+            pack_name(lost.kind, &lost.pack)
         ),
         None => format!("content at offset {offset} lost: blob {id} is not in the index"),
     }

@@ -13,7 +13,7 @@ use std::io::Write;
 use std::sync::{Condvar, Mutex, PoisonError};
 
 use bunker_repo_format::index::Index;
-use bunker_repo_format::pack::pack_kind;
+use bunker_repo_format::pack::pack_name;
 use bunker_repo_format::tree::Extent;
 use bunker_repo_format::{Error, Repository};
 
@@ -141,7 +141,7 @@ fn announce(repo: &Repository, index: &Index, extents: &[Extent], i: usize) {
         if let Extent::Chunk { id, .. } = extent
             && let Some(location) = index.get(id)
         {
-            let pack = pack_kind(location.kind).name(&location.pack.to_hex());
+            let pack = pack_name(location.kind, &location.pack);
             repo.backend()
                 .will_read(&pack, location.offset, u64::from(location.length));
         }
@@ -159,7 +159,7 @@ fn fetch(repo: &Repository, index: &Index, extent: &Extent) -> Result<Vec<u8>, E
             object: match index.lost_location(id) {
                 Some(lost) => format!(
                     "{} (the pack holding blob {id})",
-                    pack_kind(lost.kind).name(&lost.pack.to_hex())
+                    pack_name(lost.kind, &lost.pack)
                 ),
                 None => format!("blob {id} (not in the index)"),
             },

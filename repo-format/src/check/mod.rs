@@ -169,7 +169,7 @@ pub(crate) fn inspect(repo: &Repository, options: &CheckOptions) -> Result<Inspe
         .packs()
         .iter()
         .filter(|(pack, _)| !stored.packs.contains_key(*pack))
-        .map(|(pack, (kind, _))| (*pack, crate::pack::pack_kind(kind).name(&pack.to_hex())))
+        .map(|(pack, (kind, _))| (*pack, crate::pack::pack_name(kind, pack)))
         .collect();
     missing.sort_by(|a, b| a.1.cmp(&b.1));
     let missing_names: HashMap<PackId, &str> = missing

@@ -12,7 +12,7 @@ pub use writer::{FinishedPack, PackContents, PackWriter, StoredPack};
 
 use crate::blob::BlobKind;
 use crate::codec::{DecodeError, Decoder, Encoder};
-use crate::id::BlobId;
+use crate::id::{BlobId, PackId};
 use crate::object::ObjectKind;
 
 /// Version byte of the trailer plaintext.
@@ -41,6 +41,11 @@ pub fn pack_kind(kind: BlobKind) -> ObjectKind {
         BlobKind::Data => ObjectKind::DataPack,
         BlobKind::Tree => ObjectKind::TreePack,
     }
+}
+
+/// The object name of pack `pack`, which holds blobs of `kind`.
+pub fn pack_name(kind: BlobKind, pack: &PackId) -> String {
+    pack_kind(kind).name(&pack.to_hex())
 }
 
 fn trailer_aad(pack_header: &[u8]) -> Vec<u8> {
