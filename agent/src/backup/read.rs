@@ -135,26 +135,35 @@ pub(super) fn read_file<E>(
     mut on_chunk: impl FnMut(BlobId, &[u8]) -> Result<(), E>,
 ) -> Result<ReadFile, ReadFailure<E>> {
     let file = &mut source.file;
-    let regions = if source.may_have_holes {
-        platform::data_regions(file, size)?
-    } else {
-        // One region, the whole file (none for an empty one).
-        (size > 0).then_some(0..size).into_iter().collect()
-    };
+    // Data regions are looked for one at a time, between reads; without holes to look
+    // for, there is one region, the whole file (none for an empty one).
+    let mut scan = source
+        .may_have_holes
+        .then(|| platform::DataRegions::new(size));
+    let mut whole = (scan.is_none() && size > 0).then_some(0..size);
     let mut extents = Vec::new();
-    // The file's offset: a region that starts there needs no seek.
-    let mut offset = 0u64;
+    // The file's offset when known: a region that starts there needs no seek.
+    let mut offset = Some(0u64);
     let mut position = 0u64;
     let mut bytes_read = 0u64;
     let mut short = false;
     let chunker = &chunking.chunker;
-    for region in regions {
+    loop {
+        let region = match &mut scan {
+            Some(scan) => {
+                // Looking for a region moves the file's offset.
+                offset = None;
+                scan.next_region(file)?
+            }
+            None => whole.take(),
+        };
+        let Some(region) = region else { break };
         if region.start > position {
             extents.push(Extent::Hole {
                 length: region.start - position,
             });
         }
-        if region.start != offset {
+        if offset != Some(region.start) {
             file.seek(SeekFrom::Start(region.start))?;
         }
         let region_length = region.end - region.start;
@@ -183,7 +192,7 @@ pub(super) fn read_file<E>(
         };
         bytes_read += read;
         position = region.start + read;
-        offset = position;
+        offset = Some(position);
         if read < region_length {
             short = true;
             break;

@@ -127,11 +127,12 @@ pub fn backup_volume(
     let dedup = Dedup::new(&index, condemned);
     let chunk_size = repo.config().params.volume_chunk_size;
     let spans = if kind.is_file() {
+        // The reader reads at offsets: that the search moves the file's offset is no matter.
         let mut spans = Vec::new();
-        platform::for_each_data_region(&file, size, |region| {
-            widen_into(&mut spans, region, u64::from(chunk_size), size)
-        })
-        .map_err(source_error)?;
+        let mut regions = platform::DataRegions::new(size);
+        while let Some(region) = regions.next_region(&file).map_err(source_error)? {
+            widen_into(&mut spans, region, u64::from(chunk_size), size);
+        }
         spans
     } else {
         // A device has no holes to ask for: all of it is read.
@@ -310,7 +311,7 @@ enum Batch {
     Hole(u64),
 }
 
-/// Adds a data `region` of an image (see [`platform::data_regions`], in order) to the
+/// Adds a data `region` of an image (see [`platform::DataRegions`], in order) to the
 /// chunk-aligned `spans` to read: widened to whole chunks of `chunk` bytes, clipped to
 /// `size`, merged with the last span when they overlap or touch. A chunk outside every
 /// span is all hole. However fragmented the image, there is at most one span per chunk.

@@ -2,7 +2,7 @@
 //!
 //! Backup side: [`capture`] reads an entry's [`Metadata`] and kind with `lstat` (never
 //! following symlinks), resolving owner names through a shared [`NameCache`];
-//! [`open_for_backup`] opens a file's content without following symlinks, [`data_regions`]
+//! [`open_for_backup`] opens a file's content without following symlinks, [`DataRegions`]
 //! finds its non-hole parts and [`changed_since`] tells whether it changed while read.
 //!
 //! Restore side: [`create_special`] and [`create_symlink`] recreate non-regular entries,
@@ -39,10 +39,9 @@ pub use long_paths::DirHandle;
 pub use remove::remove_tree_nofollow;
 #[cfg(unix)]
 pub use unix::{
-    KnownEntry, SourceFile, apply_file_metadata, apply_metadata, capture, capture_knowing,
-    changed_since, create_special, create_symlink, data_regions, for_each_data_region, hostname,
-    is_root, open_for_backup, open_for_backup_at, punch_hole_or_set_len, raise_open_files_limit,
-    username,
+    DataRegions, KnownEntry, SourceFile, apply_file_metadata, apply_metadata, capture,
+    capture_knowing, changed_since, create_special, create_symlink, hostname, is_root,
+    open_for_backup, open_for_backup_at, punch_hole_or_set_len, raise_open_files_limit, username,
 };
 
 /// A failed operation on a path.

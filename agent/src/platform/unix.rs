@@ -227,7 +227,7 @@ pub struct SourceFile {
     /// The open file.
     pub file: File,
     /// False when the blocks allocated to the file (`st_blocks`, in 512-byte units) cover
-    /// its size when opened: it has no holes worth looking for with [`data_regions`], which
+    /// its size when opened: it has no holes worth looking for with [`DataRegions`], which
     /// costs several `lseek` calls per file. This is GNU tar's test for sparse files. A
     /// file whose blocks also hold metadata (an external xattr block) may hide a small hole
     /// from it; that hole is then read and stored as zeros, which compress to nearly
@@ -247,49 +247,49 @@ pub fn changed_since(file: &File, size: u64, meta: &Metadata) -> io::Result<bool
         || timestamp(now.ctime(), now.ctime_nsec()) != meta.ctime)
 }
 
-/// The data (non-hole) byte ranges of `file`, in order, within `0..size`.
+/// The data (non-hole) byte ranges of a file within `0..size`, found one at a time as the
+/// caller asks for them, so that what a very fragmented file costs is up to the caller.
 ///
-/// Uses `lseek` with `SEEK_DATA`/`SEEK_HOLE`. A file that is entirely a hole gives an empty
-/// list. Where the filesystem cannot report holes, the whole file, `0..size`, is data. Ranges
-/// are whole filesystem blocks clipped to `size`, so a range may contain zeros; a file that
-/// grows while being read is still reported only up to `size`. The file offset is restored
-/// before returning.
-pub fn data_regions(file: &File, size: u64) -> io::Result<Vec<Range<u64>>> {
-    let mut regions = Vec::new();
-    for_each_data_region(file, size, |region| regions.push(region))?;
-    Ok(regions)
-}
-
-/// Calls `found` with each of [`data_regions`], in order, instead of collecting them: what
-/// the caller keeps of a very fragmented file is up to it.
-pub fn for_each_data_region(
-    file: &File,
+/// Uses `lseek` with `SEEK_DATA`/`SEEK_HOLE`, which moves the file's offset: a caller that
+/// reads with read() seeks to each region it is given. A file that is entirely a hole has
+/// no regions. Where the filesystem cannot report holes, the whole file, `0..size`, is
+/// data. Ranges are whole filesystem blocks clipped to `size`, so a range may contain
+/// zeros; a file that grows while being read is still reported only up to `size`.
+#[derive(Debug)]
+pub struct DataRegions {
     size: u64,
-    found: impl FnMut(Range<u64>),
-) -> io::Result<()> {
-    let saved = lseek(file, 0, Whence::SeekCur)?;
-    let scanned = scan_regions(file, size, found);
-    lseek(file, saved, Whence::SeekSet)?;
-    scanned
+    /// Where the next search starts: the end of the last region found.
+    position: u64,
 }
 
-fn scan_regions(file: &File, size: u64, mut found: impl FnMut(Range<u64>)) -> io::Result<()> {
-    let to_offset =
-        |pos: u64| i64::try_from(pos).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
-    let mut pos = 0u64;
-    while pos < size {
-        let data = match lseek(file, to_offset(pos)?, Whence::SeekData) {
+impl DataRegions {
+    /// Regions within `0..size`, from the start.
+    pub fn new(size: u64) -> Self {
+        Self { size, position: 0 }
+    }
+
+    /// The next data region of `file`, or `None` once there is none before `size`.
+    pub fn next_region(&mut self, file: &File) -> io::Result<Option<Range<u64>>> {
+        let size = self.size;
+        let from = self.position;
+        if from >= size {
+            return Ok(None);
+        }
+        let to_offset =
+            |pos: u64| i64::try_from(pos).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
+        let data = match lseek(file, to_offset(from)?, Whence::SeekData) {
             Ok(offset) => offset.unsigned_abs(),
-            // No data at or after `pos`: the rest is a hole (or the file shrank).
-            Err(Errno::ENXIO) => break,
-            Err(Errno::EINVAL | Errno::EOPNOTSUPP) if pos == 0 => {
-                found(0..size);
-                return Ok(());
+            // No data at or after `from`: the rest is a hole (or the file shrank).
+            Err(Errno::ENXIO) => size,
+            Err(Errno::EINVAL | Errno::EOPNOTSUPP) if from == 0 => {
+                self.position = size;
+                return Ok(Some(0..size));
             }
             Err(errno) => return Err(errno.into()),
         };
         if data >= size {
-            break;
+            self.position = size;
+            return Ok(None);
         }
         let hole = match lseek(file, to_offset(data)?, Whence::SeekHole) {
             Ok(offset) => offset.unsigned_abs().min(size),
@@ -298,12 +298,12 @@ fn scan_regions(file: &File, size: u64, mut found: impl FnMut(Range<u64>)) -> io
             Err(errno) => return Err(errno.into()),
         };
         if hole <= data {
-            break;
+            self.position = size;
+            return Ok(None);
         }
-        found(data..hole);
-        pos = hole;
+        self.position = hole;
+        Ok(Some(data..hole))
     }
-    Ok(())
 }
 
 /// Sets the length of `file` to `len`; growing it adds a hole rather than written zeros.
@@ -562,6 +562,16 @@ mod tests {
 
     use nix::sys::stat::makedev;
     use tempfile::TempDir;
+
+    /// The data regions of `file` within `0..size`, collected.
+    fn data_regions(file: &File, size: u64) -> io::Result<Vec<Range<u64>>> {
+        let mut regions = DataRegions::new(size);
+        let mut found = Vec::new();
+        while let Some(region) = regions.next_region(file)? {
+            found.push(region);
+        }
+        Ok(found)
+    }
 
     const NON_UTF8: &[u8] = &[0xff, 0x00, 0xfe, b'x', 0x80];
     const MIB: u64 = 1024 * 1024;
@@ -1001,7 +1011,6 @@ mod tests {
             return;
         }
         assert_eq!(regions, [0..4096, MIB..MIB + 4096]);
-        assert_eq!(file.stream_position().unwrap(), 17, "offset is restored");
         // Clipped to the size the caller saw.
         assert_eq!(data_regions(&file, 2048).unwrap(), [0..2048]);
         assert_eq!(
