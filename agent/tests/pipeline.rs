@@ -1,5 +1,6 @@
 //! The backup pipeline end to end on real directories, image files and a local repository:
-//! restored bytes, dedup across concurrently sealed files, the files cache, cancellation;
+//! restored bytes, dedup across concurrently sealed files, the files cache, cancellation, a
+//! command's standard error;
 //! volumes: which chunks are stored (each once, zeros as holes), what a second backup adds.
 
 #![allow(clippy::unwrap_used)] // helpers outside #[test] functions panic on purpose
@@ -7,14 +8,14 @@
 use std::collections::HashSet;
 use std::fs;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 mod common;
 
 use bunker_agent::Cancel;
 use bunker_agent::backup::{
-    BackupError, BackupOptions, BackupOutcome, StreamOptions, VolumeOptions, backup, backup_stream,
-    backup_volume,
+    BackupError, BackupOptions, BackupOutcome, LineSink, StreamOptions, VolumeOptions, backup,
+    backup_command, backup_stream, backup_volume,
 };
 use bunker_agent::progress::Progress;
 use bunker_agent::restore::{RestoreOptions, restore, restore_volume};
@@ -306,6 +307,55 @@ fn a_cancelled_stream_backup_writes_no_snapshot_and_the_next_one_completes() {
     assert!(
         fs::read(target.join("db.dump")).unwrap() == dump,
         "restored dump differs"
+    );
+}
+
+#[test]
+fn a_commands_standard_error_reaches_its_sink_line_by_line_while_its_output_is_stored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = new_repo(&tmp.path().join("repo"));
+    let dump = noise(3 * MIB + 777, 13);
+    let dump_path = tmp.path().join("dump");
+    fs::write(&dump_path, &dump).unwrap();
+    let lines = Arc::new(Mutex::new(Vec::<Vec<u8>>::new()));
+    let sink = {
+        let lines = Arc::clone(&lines);
+        LineSink::new(move |line| lines.lock().unwrap().push(line.to_vec()))
+    };
+    let options = StreamOptions {
+        name: "db.dump".into(),
+        host: "h".into(),
+        command_stderr: Some(sink),
+        ..StreamOptions::default()
+    };
+    // More than a pipe holds (64 KiB) before any output: an undrained pipe would stall the
+    // command; then a line longer than the longest handed on whole, and a last line without
+    // its newline.
+    let command = format!(
+        "i=0; while [ $i -lt 3000 ]; do echo \"warning $i: a table changed\" >&2; i=$((i+1)); done; \
+         cat '{}'; head -c 100000 /dev/zero | tr '\\0' y >&2; echo >&2; printf 'last words' >&2",
+        dump_path.display()
+    );
+    let done = backup_command(&repo, &command, &[], &options, &Cancel::new()).unwrap();
+
+    assert_eq!(done.snapshot.summary.bytes, dump.len() as u64);
+    let target = tmp.path().join("restored");
+    restore_into(&repo, &done.id, &target);
+    assert!(
+        fs::read(target.join("db.dump")).unwrap() == dump,
+        "restored dump differs"
+    );
+    let mut expected: Vec<Vec<u8>> = (0..3000)
+        .map(|i| format!("warning {i}: a table changed").into_bytes())
+        .collect();
+    expected.push(vec![b'y'; 64 << 10]);
+    expected.push(vec![b'y'; 100_000 - (64 << 10)]);
+    expected.push(b"last words".to_vec());
+    let lines = lines.lock().unwrap();
+    assert_eq!(lines.len(), expected.len());
+    assert!(
+        *lines == expected,
+        "the lines differ from what the command wrote"
     );
 }
 

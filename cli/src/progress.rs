@@ -9,6 +9,7 @@ use std::sync::mpsc::{RecvTimeoutError, Sender, channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use bunker_agent::backup::LineSink;
 use bunker_agent::progress::{Progress, ProgressSnapshot};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
@@ -22,6 +23,8 @@ const JSON_TICK: Duration = Duration::from_millis(500);
 pub struct Display {
     stop: Option<Sender<()>>,
     thread: Option<JoinHandle<()>>,
+    /// The bar, when one is drawn (lines printed above it).
+    bar: Option<ProgressBar>,
 }
 
 impl Display {
@@ -35,12 +38,14 @@ impl Display {
             return Self {
                 stop: None,
                 thread: None,
+                bar: None,
             };
         };
         let (stop, stopped) = channel::<()>();
+        let bar = matches!(mode, Mode::Bar).then(|| new_bar(label));
+        let shown = bar.as_ref().map(|bar| bar.bar.clone());
         let thread = std::thread::spawn(move || {
             let started = Instant::now();
-            let bar = matches!(mode, Mode::Bar).then(|| new_bar(label));
             let tick = if bar.is_some() { BAR_TICK } else { JSON_TICK };
             // Stops when told (or when the display is dropped).
             while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(tick) {
@@ -59,7 +64,17 @@ impl Display {
         Self {
             stop: Some(stop),
             thread: Some(thread),
+            bar: shown,
         }
+    }
+
+    /// Where a command's standard error should go while a bar is drawn (`None` otherwise):
+    /// each line is printed above the bar, which would otherwise erase it when it redraws.
+    pub fn line_sink(&self) -> Option<LineSink> {
+        let bar = self.bar.clone()?;
+        Some(LineSink::new(move |line| {
+            bar.println(String::from_utf8_lossy(line))
+        }))
     }
 
     /// Stops the display (the bar is cleared; JSON lines end with one of the final counters).

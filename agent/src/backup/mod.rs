@@ -49,7 +49,7 @@ use bunker_repo_format::{Repository, SnapshotId};
 use std::sync::Arc;
 
 pub use excludes::{Excludes, PatternError};
-pub use stream::{StreamOptions, backup_command, backup_stream};
+pub use stream::{LineSink, StreamOptions, backup_command, backup_stream};
 pub use volume::{VolumeOptions, backup_volume};
 
 use crate::cancel::Cancel;

@@ -8,12 +8,13 @@
 //! good backup.
 
 use std::collections::HashSet;
-use std::io::{self, Read};
+use std::io::{self, BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
 
 use bunker_repo_format::snapshot::{ConsistencyLevel, Snapshot, SourceKind, Summary};
 use bunker_repo_format::tree::{Entry, Extent, Metadata, Node, Tree, is_valid_name};
@@ -46,7 +47,38 @@ pub struct StreamOptions {
     /// Store blobs without opening and re-hashing each first (see
     /// [`BackupOptions::skip_verify`](super::BackupOptions::skip_verify)).
     pub skip_verify: bool,
+    /// Where [`backup_command`]'s command writes its standard error: each line, without its
+    /// newline, in order; `None` lets the command inherit this process's standard error.
+    /// For a display that draws over standard error (a progress bar would erase the lines).
+    pub command_stderr: Option<LineSink>,
 }
+
+/// Takes the lines of a command's standard error (see [`StreamOptions::command_stderr`]).
+#[derive(Clone)]
+pub struct LineSink(Arc<TakeLine>);
+
+/// What a [`LineSink`] calls with each line.
+type TakeLine = dyn Fn(&[u8]) + Send + Sync;
+
+impl LineSink {
+    /// A sink that calls `take` with each line.
+    pub fn new(take: impl Fn(&[u8]) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(take))
+    }
+}
+
+impl std::fmt::Debug for LineSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LineSink")
+    }
+}
+
+/// How long a finished command's last standard-error lines are waited for: a process it
+/// left in the background may hold the pipe open, and the backup does not wait for that.
+const STDERR_DRAIN: Duration = Duration::from_secs(2);
+
+/// The longest standard-error line handed on whole.
+const STDERR_LINE: u64 = 64 << 10;
 
 /// Backs up everything `reader` yields as the file `/<options.name>`.
 pub fn backup_stream(
@@ -59,7 +91,9 @@ pub fn backup_stream(
 }
 
 /// Runs `command` with `/bin/sh -c` and backs up its standard output as `/<options.name>`.
-/// Its standard error is inherited. A non-zero exit fails the backup before the commit.
+/// Its standard error is inherited, or goes line by line to
+/// [`options.command_stderr`](StreamOptions::command_stderr). A non-zero exit fails the
+/// backup before the commit.
 pub fn backup_command(
     repo: &Repository,
     command: &str,
@@ -71,18 +105,27 @@ pub fn backup_command(
         path: PathBuf::from(command),
         source,
     };
+    let stderr = match options.command_stderr {
+        Some(_) => Stdio::piped(),
+        None => Stdio::inherit(),
+    };
     let mut child = Command::new("/bin/sh")
         .arg("-c")
         .arg(command)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
+        .stderr(stderr)
         .spawn()
         .map_err(command_error)?;
     let Some(stdout) = child.stdout.take() else {
         return Err(command_error(io::Error::other(
             "no pipe to the command's output",
         )));
+    };
+    let forwarded = match (child.stderr.take(), &options.command_stderr) {
+        (Some(stderr), Some(sink)) => Some(forward_lines(stderr, sink.clone())),
+        _ => None,
     };
     let result = backup_stream_checked(repo, stdout, options, cancel, || {
         let status = child.wait().map_err(command_error)?;
@@ -99,7 +142,36 @@ pub fn backup_command(
         let _ = child.kill();
         let _ = child.wait();
     }
+    if let Some(forwarded) = forwarded {
+        // The last lines come once the command has ended (or never, see the constant).
+        let _ = forwarded.recv_timeout(STDERR_DRAIN);
+    }
     result
+}
+
+/// Hands each line read from `from` to `sink` on a thread of its own until `from` ends; the
+/// receiver hears when it has.
+fn forward_lines(from: impl Read + Send + 'static, sink: LineSink) -> Receiver<()> {
+    let (done, ended) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut from = BufReader::new(from);
+        let mut line = Vec::new();
+        // A read error ends the lines as the end of the pipe does; a longer line comes in
+        // pieces of `STDERR_LINE` bytes.
+        while (&mut from)
+            .take(STDERR_LINE)
+            .read_until(b'\n', &mut line)
+            .is_ok_and(|read| read > 0)
+        {
+            if line.last() == Some(&b'\n') {
+                line.pop();
+            }
+            (sink.0)(&line);
+            line.clear();
+        }
+        let _ = done.send(());
+    });
+    ended
 }
 
 /// Backs up `reader`, then asks `complete` whether the stream was whole before committing.

@@ -25,6 +25,7 @@ pub fn run(global: &GlobalOptions, args: &BackupArgs, cancel: &Cancel) -> Result
     let repository = repo::open_writer(global)?;
     let host = args.host.clone().unwrap_or_else(platform::hostname);
     let progress = Arc::new(Progress::new());
+    let display = Display::start("backup", Arc::clone(&progress), global.json);
     let stream = StreamOptions {
         name: args.stdin_filename.clone(),
         host: host.clone(),
@@ -33,9 +34,9 @@ pub fn run(global: &GlobalOptions, args: &BackupArgs, cancel: &Cancel) -> Result
         time,
         progress: Some(Arc::clone(&progress)),
         skip_verify: args.skip_verify,
+        command_stderr: display.line_sink(),
         ..StreamOptions::default()
     };
-    let display = Display::start("backup", Arc::clone(&progress), global.json);
     let outcome = if args.stdin {
         backup_stream(&repository, std::io::stdin().lock(), &stream, cancel)
     } else if let Some(command) = &args.stdin_from_command {
