@@ -5,13 +5,16 @@
 //! 2. the quiesce step (freeze, a read-only btrfs snapshot to read from, or the
 //!    application's own commands); if it fails the backup still runs (from the live files),
 //!    recorded as crash-consistent with the reason;
-//! 3. the backup, cancelled when the source's timeout passes;
+//! 3. the backup, cancelled when the source's timeout passes (a command source's standard
+//!    error goes on to the agent's, each line after the source's name, and its last lines
+//!    end the failure message when the command fails);
 //! 4. the release (thaw, snapshot deletion, or the quiesce `post` command), whatever
 //!    happened in 3;
 //! 5. the `post` hook, whatever happened before;
 //! 6. retention (`forget` of this source's snapshots), only when the policy asks for it.
 
-use std::sync::mpsc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -21,7 +24,8 @@ use bunker_repo_format::tree::Timestamp;
 use bunker_repo_format::{Repository, SnapshotId};
 
 use crate::backup::{
-    BackupOptions, ReadFrom, StreamOptions, VolumeOptions, backup, backup_command, backup_volume,
+    BackupOptions, LineSink, ReadFrom, StreamOptions, VolumeOptions, backup, backup_command,
+    backup_volume,
 };
 use crate::cancel::Cancel;
 use crate::policy::{Quiesce, Source, SourceKind};
@@ -304,6 +308,46 @@ fn end_quiesce(quiesced: Quiesced, source: &Source, report: &mut JobReport) {
     }
 }
 
+/// The last lines a command source wrote to its standard error, kept for its failure
+/// message while every line goes on to the agent's own standard error (its journal under
+/// systemd), as the command's own would have.
+#[derive(Default)]
+struct StderrTail {
+    lines: Mutex<VecDeque<String>>,
+}
+
+impl StderrTail {
+    /// Lines kept.
+    const LINES: usize = 3;
+    /// Characters kept of each line.
+    const CHARS: usize = 300;
+
+    /// A sink for the command of source `name`.
+    fn sink(self: &Arc<Self>, name: &str) -> LineSink {
+        let tail = Arc::clone(self);
+        let name = name.to_owned();
+        LineSink::new(move |line| {
+            let line = String::from_utf8_lossy(line);
+            eprintln!("{name}: {line}");
+            let mut lines = tail.lines.lock().unwrap_or_else(PoisonError::into_inner);
+            if lines.len() == Self::LINES {
+                lines.pop_front();
+            }
+            lines.push_back(line.trim().chars().take(Self::CHARS).collect());
+        })
+    }
+
+    /// The lines kept, oldest first, blank ones left out.
+    fn lines(&self) -> Vec<String> {
+        let lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
+        lines
+            .iter()
+            .filter(|line| !line.is_empty())
+            .cloned()
+            .collect()
+    }
+}
+
 fn back_up(
     repo: &Repository,
     source: &Source,
@@ -317,6 +361,8 @@ fn back_up(
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    // A command source's last lines on standard error, which say why it failed.
+    let mut stderr_tail = None;
     let outcome = match &source.kind {
         SourceKind::Paths { paths, excludes } => {
             let options = BackupOptions {
@@ -337,6 +383,8 @@ fn back_up(
             backup(repo, &options, cancel)
         }
         SourceKind::Command { command, env } => {
+            let tail = Arc::new(StderrTail::default());
+            stderr_tail = Some(Arc::clone(&tail));
             let options = StreamOptions {
                 name: source.name.clone(),
                 host: context.host.clone(),
@@ -345,6 +393,7 @@ fn back_up(
                 time: None,
                 consistency: report.consistency,
                 consistency_detail: report.consistency_detail.clone(),
+                command_stderr: Some(tail.sink(&source.name)),
                 ..StreamOptions::default()
             };
             let env: Vec<(String, String)> =
@@ -376,7 +425,13 @@ fn back_up(
             report.summary = Some(outcome.snapshot.summary);
             Ok(())
         }
-        Err(e) => Err(e.to_string()),
+        Err(e) => match stderr_tail.map(|tail| tail.lines()) {
+            Some(lines) if !lines.is_empty() => Err(format!(
+                "{e}; its standard error ended with: {}",
+                lines.join(" / ")
+            )),
+            _ => Err(e.to_string()),
+        },
     }
 }
 

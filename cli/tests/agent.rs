@@ -154,7 +154,9 @@ fn run_once_runs_hooks_sources_and_retention() {
          retention = {{ keep_last = 2 }}\nforget = true\n\n\
          [[source]]\nname = \"orders-db\"\ntemplate = \"database\"\ncommand = \"cat '{dump}'\"\n\n\
          [[source]]\nname = \"broken\"\nkind = \"paths\"\npaths = [\"{src}\"]\nschedule = \"@daily\"\n\
-         hooks = {{ pre = \"exit 9\", post = \"touch {m}/broken-post\" }}\n",
+         hooks = {{ pre = \"exit 9\", post = \"touch {m}/broken-post\" }}\n\n\
+         [[source]]\nname = \"down-db\"\ntemplate = \"database\"\n\
+         command = \"echo 'dumping'; echo 'pg_dump: error: connection refused' >&2; exit 2\"\n",
         src = src.display(),
         m = marks.display(),
         dump = dump.display(),
@@ -220,6 +222,24 @@ fn run_once_runs_hooks_sources_and_retention() {
         "{out}"
     );
     assert!(marks.join("broken-post").exists());
+    assert_eq!(s.b.snapshots().len(), 5);
+
+    // A failing dump command: no snapshot, and the failure says what the command said.
+    let out = s.run_agent(&["run", "--once", "down-db"]);
+    out.code(6);
+    assert!(
+        out.stderr
+            .contains("down-db: pg_dump: error: connection refused"),
+        "the command's line is passed on: {out}"
+    );
+    assert!(
+        out.stderr.contains("down-db: FAILED: ")
+            && out.stderr.contains(
+                "exit status: 2); no snapshot was written; its standard error ended with: \
+                 pg_dump: error: connection refused"
+            ),
+        "{out}"
+    );
     assert_eq!(s.b.snapshots().len(), 5);
 
     // Metrics: a textfile node_exporter can read.
