@@ -646,8 +646,7 @@ impl<'a> Archiver<'a> {
         let cached = self
             .stages
             .files_cache
-            .lookup(path.as_os_str().as_bytes(), &key)?
-            .to_vec();
+            .lookup(path.as_os_str().as_bytes(), &key)?;
         let length: u64 = cached.iter().map(Extent::length).sum();
         (length == size && self.all_stored(&cached)).then_some(cached)
     }
