@@ -301,9 +301,14 @@ fn a_cancelled_stream_backup_writes_no_snapshot_and_the_next_one_completes() {
     assert!(repo.list_snapshot_ids().unwrap().is_empty());
 
     let done = backup_stream(&repo, dump.as_slice(), &options, &Cancel::new()).unwrap();
+    assert_dump_restores(&repo, &done, tmp.path(), &dump);
+}
+
+/// Checks that `done` stored `dump` as `db.dump` and restores it byte-exact under `dir`.
+fn assert_dump_restores(repo: &Repository, done: &BackupOutcome, dir: &Path, dump: &[u8]) {
     assert_eq!(done.snapshot.summary.bytes, dump.len() as u64);
-    let target = tmp.path().join("restored");
-    restore_into(&repo, &done.id, &target);
+    let target = dir.join("restored");
+    restore_into(repo, &done.id, &target);
     assert!(
         fs::read(target.join("db.dump")).unwrap() == dump,
         "restored dump differs"
@@ -338,13 +343,7 @@ fn a_commands_standard_error_reaches_its_sink_line_by_line_while_its_output_is_s
     );
     let done = backup_command(&repo, &command, &[], &options, &Cancel::new()).unwrap();
 
-    assert_eq!(done.snapshot.summary.bytes, dump.len() as u64);
-    let target = tmp.path().join("restored");
-    restore_into(&repo, &done.id, &target);
-    assert!(
-        fs::read(target.join("db.dump")).unwrap() == dump,
-        "restored dump differs"
-    );
+    assert_dump_restores(&repo, &done, tmp.path(), &dump);
     let mut expected: Vec<Vec<u8>> = (0..3000)
         .map(|i| format!("warning {i}: a table changed").into_bytes())
         .collect();
