@@ -240,6 +240,18 @@ fn run_once_runs_hooks_sources_and_retention() {
             ),
         "{out}"
     );
+    let journal = s.journal();
+    let down = journal
+        .iter()
+        .find(|j| j["source"] == "down-db")
+        .expect("the failed job is in the journal");
+    assert!(
+        down["error"]
+            .as_str()
+            .unwrap()
+            .ends_with("its standard error ended with: pg_dump: error: connection refused"),
+        "{down}"
+    );
     assert_eq!(s.b.snapshots().len(), 5);
 
     // Metrics: a textfile node_exporter can read.
