@@ -337,7 +337,8 @@ fn a_commands_standard_error_reaches_its_sink_line_by_line_while_its_output_is_s
     // command; then a line longer than the longest handed on whole, and a last line without
     // its newline.
     let command = format!(
-        "i=0; while [ $i -lt 3000 ]; do echo \"warning $i: a table changed\" >&2; i=$((i+1)); done; \
+        "i=0; while [ $i -lt 3000 ]; do \
+         echo \"warning $i: a table changed\" >&2; i=$((i+1)); done; \
          cat '{}'; head -c 100000 /dev/zero | tr '\\0' y >&2; echo >&2; printf 'last words' >&2",
         dump_path.display()
     );

@@ -150,7 +150,6 @@ struct Loaded {
     by_path: HashMap<u64, usize>,
     /// The entries this backup saw again unchanged.
     kept: Vec<bool>,
-    kept_count: usize,
 }
 
 impl Loaded {
@@ -188,7 +187,6 @@ impl Loaded {
             bounds,
             by_path,
             kept: vec![false; count],
-            kept_count: 0,
         })
     }
 
@@ -226,15 +224,12 @@ impl Loaded {
     }
 
     fn keep(&mut self, number: usize) {
-        if !self.kept[number] {
-            self.kept[number] = true;
-            self.kept_count += 1;
-        }
+        self.kept[number] = true;
     }
 
     /// True when there were entries and this backup saw every one again unchanged.
     fn all_kept(&self) -> bool {
-        !self.kept.is_empty() && self.kept_count == self.kept.len()
+        !self.kept.is_empty() && self.kept.iter().all(|&kept| kept)
     }
 
     /// The encoded entries seen again unchanged.
@@ -293,7 +288,7 @@ fn decode_extent(dec: &mut Decoder<'_>) -> Result<Extent, DecodeError> {
 /// The cache file: `new` entries, then the loaded ones seen again, as they were.
 fn encode(new: &[(Vec<u8>, FileKey, Vec<Extent>)], old: &Loaded) -> Vec<u8> {
     let mut enc = Encoder::new();
-    enc.raw(MAGIC).count(new.len() + old.kept_count);
+    enc.raw(MAGIC).count(new.len() + old.kept_entries().count());
     for (path, key, extents) in new {
         enc.bytes(path)
             .u64(key.size)

@@ -318,8 +318,8 @@ struct StoredStream<'a> {
 /// Chunks and hashes the stream on this thread and stores its new chunks through the same
 /// stages as a file backup ([`pack::seal_and_pack`]): the sealer compresses, seals and
 /// verifies them on the rayon pool while reading goes on, and the pack stage packs them in
-/// order and uploads full packs. On failure the packs stored so far are indexed (so the next run reuses
-/// them) and no snapshot is written.
+/// order and uploads full packs. On failure the packs stored so far are indexed (so the
+/// next run reuses them) and no snapshot is written.
 fn store_stream<'a>(
     repo: &'a Repository,
     writer: BlobWriter<'a>,
