@@ -12,6 +12,7 @@
 //! - [`policy`] reads the agent's policy file; [`schedule`] evaluates its cron schedules.
 //! - [`job`] runs one policy source: hooks, [`quiesce`] (freeze, commands), backup, retention.
 //! - [`daemon`] schedules sources (`bunker-agent run`), keeps state, journal and metrics.
+//! - [`json_lines`] appends to logs of JSON lines that several processes share.
 //! - [`drill`] runs a restore drill: verify, fsck, read-only mount, a temporary database
 //!   server with smoke SQL, smoke command, audit record.
 //! - [`verify`] restores a snapshot into a fresh target and proves it byte for byte.
@@ -26,6 +27,7 @@ pub mod copy;
 pub mod daemon;
 pub mod drill;
 pub mod job;
+pub mod json_lines;
 pub mod lease;
 pub mod navigate;
 mod permits;

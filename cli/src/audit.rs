@@ -3,7 +3,6 @@
 //! §13a) and a JSON line in a local log. Writing the trail never fails the command: a
 //! record that cannot be stored is reported on stderr.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -212,18 +211,7 @@ fn append(
     repository: &str,
     id: Option<String>,
 ) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?;
-    writeln!(
-        file,
-        "{}",
-        record_json(record, id.as_deref(), Some(repository))
-    )
+    bunker_agent::json_lines::append(path, &record_json(record, id.as_deref(), Some(repository)))
 }
 
 /// A record as JSON (for `bunker audit --json` and the local log).

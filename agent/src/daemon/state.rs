@@ -185,12 +185,7 @@ fn tempfile_in(dir: &Path, path: &Path) -> io::Result<(PathBuf, std::fs::File)> 
     Ok((temp, file))
 }
 
-/// Appends one JSON line to the journal.
+/// Appends one JSON line to the journal (see [`crate::json_lines`]).
 pub fn append_journal(dir: &Path, line: &serde_json::Value) -> io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join(JOURNAL_FILE))?;
-    writeln!(file, "{line}")
+    crate::json_lines::append(&dir.join(JOURNAL_FILE), line)
 }
