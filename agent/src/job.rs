@@ -329,22 +329,27 @@ impl StderrTail {
         LineSink::new(move |line| {
             let line = String::from_utf8_lossy(line);
             eprintln!("{name}: {line}");
-            let mut lines = tail.lines.lock().unwrap_or_else(PoisonError::into_inner);
-            if lines.len() == Self::LINES {
-                lines.pop_front();
-            }
-            lines.push_back(line.trim().chars().take(Self::CHARS).collect());
+            tail.push(line.trim());
         })
     }
 
-    /// The lines kept, oldest first, blank ones left out.
+    /// Keeps `line` as the newest, dropping the oldest beyond [`Self::LINES`]; a blank
+    /// line says nothing about a failure and does not take the place of one that does.
+    fn push(&self, line: &str) {
+        if line.is_empty() {
+            return;
+        }
+        let mut lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
+        if lines.len() == Self::LINES {
+            lines.pop_front();
+        }
+        lines.push_back(line.chars().take(Self::CHARS).collect());
+    }
+
+    /// The lines kept, oldest first.
     fn lines(&self) -> Vec<String> {
         let lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
-        lines
-            .iter()
-            .filter(|line| !line.is_empty())
-            .cloned()
-            .collect()
+        lines.iter().cloned().collect()
     }
 }
 
@@ -476,4 +481,28 @@ fn forget(repo: &Repository, source: &Source, context: &JobContext, report: &mut
 
 fn hex_id(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stderr_tail_keeps_the_last_lines_that_say_something() {
+        let tail = StderrTail::default();
+        for line in ["first", "second", "", "third", "", ""] {
+            tail.push(line);
+        }
+        // The blank lines after "third" take no place: "first" is still there.
+        assert_eq!(tail.lines(), ["first", "second", "third"]);
+        tail.push(&"x".repeat(1000));
+        assert_eq!(
+            tail.lines(),
+            [
+                "second".to_owned(),
+                "third".to_owned(),
+                "x".repeat(StderrTail::CHARS)
+            ]
+        );
+    }
 }
