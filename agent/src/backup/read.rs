@@ -32,7 +32,7 @@ use bunker_repo_format::{BlobId, Repository};
 use rayon::prelude::*;
 
 use super::seal::SealLoad;
-use crate::platform::{self, SourceFile};
+use crate::platform::SourceFile;
 
 /// Bytes one rayon task cuts. Each segment boundary costs a chunk or two cut twice, and a
 /// window carries up to `max_size` undecided bytes into the next: with two threads, 4 MiB
@@ -126,7 +126,7 @@ pub(super) struct ReadFile {
 
 /// Reads `source` (of `size` bytes at open time) from its start, calling `on_chunk` with
 /// each chunk's id and bytes in order. Holes (from the file's data regions, looked for only
-/// when it [may have some](platform::SourceFile::may_have_holes)) become hole extents.
+/// when it [may have some](SourceFile::may_have_holes)) become hole extents.
 pub(super) fn read_file<E>(
     chunking: &Chunking,
     source: &mut SourceFile,
@@ -134,13 +134,10 @@ pub(super) fn read_file<E>(
     buffer: &mut Vec<u8>,
     mut on_chunk: impl FnMut(BlobId, &[u8]) -> Result<(), E>,
 ) -> Result<ReadFile, ReadFailure<E>> {
-    let file = &mut source.file;
     // Data regions are looked for one at a time, between reads; without holes to look
     // for, there is one region, the whole file (none for an empty one).
-    let mut scan = source
-        .may_have_holes
-        .then(|| platform::DataRegions::new(size));
-    let mut whole = (scan.is_none() && size > 0).then_some(0..size);
+    let mut regions = source.data_regions(size);
+    let file = &mut source.file;
     let mut extents = Vec::new();
     // The file's offset when known: a region that starts there needs no seek.
     let mut offset = Some(0u64);
@@ -149,15 +146,12 @@ pub(super) fn read_file<E>(
     let mut short = false;
     let chunker = &chunking.chunker;
     loop {
-        let region = match &mut scan {
-            Some(scan) => {
-                // Looking for a region moves the file's offset.
-                offset = None;
-                scan.next_region(file)?
-            }
-            None => whole.take(),
+        if regions.moves_offset() {
+            offset = None;
+        }
+        let Some(region) = regions.next_region(file)? else {
+            break;
         };
-        let Some(region) = region else { break };
         if region.start > position {
             extents.push(Extent::Hole {
                 length: region.start - position,
@@ -379,7 +373,7 @@ pub(super) mod tests {
         path: &Path,
         mut on_chunk: impl FnMut(&[u8]) -> Result<(), String>,
     ) -> (Result<ReadFile, ReadFailure<String>>, Vec<u8>) {
-        let mut file = platform::open_for_backup(path).expect("open");
+        let mut file = crate::platform::open_for_backup(path).expect("open");
         let size = file.file.metadata().expect("stat").len();
         let mut seen = Vec::new();
         let mut buffer = Vec::new();

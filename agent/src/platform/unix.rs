@@ -235,6 +235,18 @@ pub struct SourceFile {
     pub may_have_holes: bool,
 }
 
+impl SourceFile {
+    /// The regions of the file's first `size` bytes to read: looked for when it
+    /// [may have holes](Self::may_have_holes), else the whole of it.
+    pub fn data_regions(&self, size: u64) -> DataRegions {
+        if self.may_have_holes {
+            DataRegions::new(size)
+        } else {
+            DataRegions::whole(size)
+        }
+    }
+}
+
 /// True when the open `file` is not the one [`capture`] described in `meta` with `size`,
 /// or has changed since: its device, inode, size, modification time or status change time
 /// differ. Called after reading the content, this detects files written during the backup.
@@ -260,12 +272,32 @@ pub struct DataRegions {
     size: u64,
     /// Where the next search starts: the end of the last region found.
     position: u64,
+    /// False for a file without holes worth looking for: one region, no `lseek`.
+    search: bool,
 }
 
 impl DataRegions {
-    /// Regions within `0..size`, from the start.
+    /// Regions within `0..size`, from the start, looked for with `lseek`.
     pub fn new(size: u64) -> Self {
-        Self { size, position: 0 }
+        Self {
+            size,
+            position: 0,
+            search: true,
+        }
+    }
+
+    /// The whole of `0..size` as one region (none when `size` is 0), for a file with no
+    /// holes worth looking for: nothing is asked of the file and its offset stays put.
+    pub fn whole(size: u64) -> Self {
+        Self {
+            search: false,
+            ..Self::new(size)
+        }
+    }
+
+    /// True when asking for the next region moves the file's offset.
+    pub fn moves_offset(&self) -> bool {
+        self.search
     }
 
     /// The next data region of `file`, or `None` once there is none before `size`.
@@ -274,6 +306,10 @@ impl DataRegions {
         let from = self.position;
         if from >= size {
             return Ok(None);
+        }
+        if !self.search {
+            self.position = size;
+            return Ok(Some(from..size));
         }
         let to_offset =
             |pos: u64| i64::try_from(pos).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
@@ -1018,6 +1054,15 @@ mod tests {
             [0..4096, MIB..MIB + 100]
         );
         assert_eq!(data_regions(&file, 0).unwrap(), []);
+
+        // Without the search: the whole file as one region, its offset untouched.
+        file.seek(SeekFrom::Start(17)).unwrap();
+        let mut whole = DataRegions::whole(3 * MIB);
+        assert!(!whole.moves_offset());
+        assert_eq!(whole.next_region(&file).unwrap(), Some(0..3 * MIB));
+        assert_eq!(whole.next_region(&file).unwrap(), None);
+        assert_eq!(file.stream_position().unwrap(), 17);
+        assert_eq!(DataRegions::whole(0).next_region(&file).unwrap(), None);
 
         let hole = File::create(dir.path().join("hole")).unwrap();
         punch_hole_or_set_len(&hole, 5 * MIB).unwrap();
