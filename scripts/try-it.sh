@@ -12,6 +12,7 @@ rm -rf "$work" && mkdir -p "$work"
 sample=${1:-$PWD}   # what to back up: this source tree, unless a path is given
 export BUNKER_REPOSITORY="$work/repo"
 export BUNKER_PASSWORD="try-it-password"
+export BUNKER_CACHE_DIR="$work/cache" BUNKER_AUDIT_LOG="$work/audit.jsonl"
 
 "$bunker" init
 "$bunker" backup "$sample" --exclude target --exclude .git --tag reason=try-it

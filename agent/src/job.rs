@@ -27,6 +27,7 @@ use crate::backup::{
     BackupOptions, LineSink, ReadFrom, StreamOptions, VolumeOptions, backup, backup_command,
     backup_volume,
 };
+use crate::cache_dirs;
 use crate::cancel::Cancel;
 use crate::policy::{Quiesce, Source, SourceKind};
 use crate::quiesce::{self, HookRun, WatchdogCommand};
@@ -378,10 +379,9 @@ fn back_up(
                 excludes: excludes.clone(),
                 consistency: report.consistency,
                 consistency_detail: report.consistency_detail.clone(),
-                cache_dir: context
-                    .cache_root
-                    .as_ref()
-                    .map(|root| root.join(hex_id(&repo.config().header.repository_id))),
+                cache_dir: context.cache_root.as_ref().map(|root| {
+                    cache_dirs::repository_dir(root, &repo.config().header.repository_id)
+                }),
                 read_from,
                 ..BackupOptions::default()
             };
@@ -477,10 +477,6 @@ fn forget(repo: &Repository, source: &Source, context: &JobContext, report: &mut
             .warnings
             .push(format!("retention was not applied: {e}")),
     }
-}
-
-fn hex_id(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

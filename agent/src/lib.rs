@@ -18,10 +18,13 @@
 //! - [`verify`] restores a snapshot into a fresh target and proves it byte for byte.
 //! - [`lease`] records self-service restores that expire, checks restore roots and
 //!   removes expired restore targets.
+//! - [`cache_dirs`] keeps this host's per-repository cache directories (files cache,
+//!   rolling check state) and finds those no longer used.
 //! - [`progress`] holds the counters a caller polls to show a long operation's progress.
 //! - [`Cancel`] lets a signal handler stop a long operation at a safe point.
 
 pub mod backup;
+pub mod cache_dirs;
 mod cancel;
 pub mod copy;
 pub mod daemon;

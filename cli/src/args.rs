@@ -116,6 +116,26 @@ pub enum Command {
     /// List self-service restores (`restore --expire`) with their owner and expiry, or
     /// remove the expired ones (`restores expire`).
     Restores(RestoresArgs),
+    /// List this host's cache directories (one per repository: files cache, rolling check
+    /// state) with their size and last use, or remove those unused for a while.
+    ///
+    /// Needs no repository or password. A cache directory only saves work: removing one
+    /// makes the next backup of that repository read every file once more.
+    Cache(CacheArgs),
+}
+
+/// `bunker cache`.
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    /// Remove the directories not used for --max-unused.
+    #[arg(long)]
+    pub cleanup: bool,
+    /// How long a directory may go unused before --cleanup removes it (e.g. 12h, 30d).
+    #[arg(long, value_name = "DURATION", default_value = "30d")]
+    pub max_unused: String,
+    /// The cache directory (default: $XDG_CACHE_HOME/bunker, else ~/.cache/bunker).
+    #[arg(long, env = "BUNKER_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// `bunker report`.

@@ -38,6 +38,8 @@ fn bunker(repo: &Path, args: &[&str]) -> (i32, String, String) {
         .env("HOME", &home)
         .env_remove("XDG_STATE_HOME")
         .env_remove("XDG_CACHE_HOME")
+        .env_remove("BUNKER_CACHE_DIR")
+        .env_remove("BUNKER_AUDIT_LOG")
         .env("BUNKER_PASSWORD", "golden-password")
         .env_remove("BUNKER_PASSWORD_FILE")
         .env_remove("BUNKER_PASSWORD_COMMAND")

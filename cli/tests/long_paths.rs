@@ -24,9 +24,15 @@ fn descend(root: &Path, name: &str, levels: usize) -> Vec<File> {
 }
 
 fn bunker(repo: &Path, args: &[&str]) -> (i32, String) {
+    // The files cache and the audit log go beside the repository, not into the real home.
     let output = Command::new(env!("CARGO_BIN_EXE_bunker"))
         .args(args)
         .env("BUNKER_REPOSITORY", repo)
+        .env("HOME", repo.with_file_name("home"))
+        .env_remove("XDG_CACHE_HOME")
+        .env_remove("XDG_STATE_HOME")
+        .env_remove("BUNKER_CACHE_DIR")
+        .env_remove("BUNKER_AUDIT_LOG")
         .env("BUNKER_PASSWORD", "deep")
         .output()
         .expect("run bunker");

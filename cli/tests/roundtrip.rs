@@ -1,6 +1,6 @@
 //! End-to-end round trips: back up an edge-case tree built at test time, restore it, and
 //! compare every byte and every piece of metadata; `ls`, `snapshots`, deduplication and
-//! excludes.
+//! excludes; the per-repository cache directories.
 
 mod common;
 
@@ -681,6 +681,67 @@ fn second_backup_of_an_unchanged_tree_adds_almost_nothing() {
          (repository {first} -> {second}); limit {limit}\n{out}"
     );
     assert_eq!(b.snapshots().len(), 2);
+}
+
+/// Sets a directory's modification time (its "last used" stamp) `days` back.
+fn set_last_used(dir: &Path, days: u64) {
+    let when = std::time::SystemTime::now() - std::time::Duration::from_secs(days * 86_400);
+    let dir = fs::File::open(dir).expect("open the directory");
+    dir.set_modified(when).expect("set its modification time");
+}
+
+#[test]
+fn cache_lists_each_repository_and_cleanup_removes_only_the_unused() {
+    let t = TestDir::new();
+    let src = t.join("src");
+    for i in 0..20 {
+        write_file(&src.join(format!("f{i}")), format!("file {i}\n").as_bytes());
+    }
+    let b = t.bunker();
+    b.init();
+    b.backup(&[&src], &[]).ok();
+    let id = str_field(&b.run(["cat", "config"]).json(), "repository_id").to_owned();
+    // The test's XDG_CACHE_HOME is `cache`.
+    let root = t.join("cache/bunker");
+    let mine = root.join(&id);
+    let files_cache = fs::metadata(mine.join("files")).unwrap().len();
+    // A repository not used for 40 days, and a directory that is not bunker's.
+    let old = root.join("ab".repeat(32));
+    write_file(&old.join("files"), &[7; 1000]);
+    set_last_used(&old, 40);
+    fs::create_dir(root.join("notes")).unwrap();
+    // A no-change backup rewrites no file there but still stamps the directory as used.
+    set_last_used(&mine, 40);
+    b.backup(&[&src], &[]).ok();
+
+    let listed = b.run(["cache", "--json"]);
+    listed.ok();
+    let listed = listed.json();
+    let rows = listed.as_array().unwrap();
+    let row = |id: &str| {
+        rows.iter()
+            .find(|row| row["repository_id"] == id)
+            .unwrap_or_else(|| panic!("{id} not listed: {listed}"))
+    };
+    assert_eq!(rows.len(), 2, "{listed}");
+    assert_eq!(row(&id)["bytes"], files_cache);
+    assert_eq!(row(&id)["unused"], false);
+    assert_eq!(row(&"ab".repeat(32))["bytes"], 1000);
+    assert_eq!(row(&"ab".repeat(32))["unused"], true);
+
+    let out = b.run(["cache", "--cleanup"]);
+    out.ok();
+    assert!(
+        out.stdout.contains("1 cache directories") && out.stdout.contains("removed 1"),
+        "{out}"
+    );
+    assert!(!old.exists());
+    assert!(mine.join("files").is_file());
+    assert!(root.join("notes").is_dir());
+    // A shorter limit reaches the one in use too.
+    b.run(["cache", "--cleanup", "--max-unused", "0s"]).ok();
+    assert!(!mine.exists());
+    assert!(root.join("notes").is_dir());
 }
 
 #[test]

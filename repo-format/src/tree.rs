@@ -20,7 +20,12 @@ pub struct Timestamp {
 impl Timestamp {
     /// The system clock now (a client's clock: informational, never used for GC timing).
     pub fn now() -> Self {
-        let since = std::time::SystemTime::now()
+        Self::from_system_time(std::time::SystemTime::now())
+    }
+
+    /// `time` as a timestamp; a time before 1970 (no clock here gives one) as the epoch.
+    pub fn from_system_time(time: std::time::SystemTime) -> Self {
+        let since = time
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         Self {

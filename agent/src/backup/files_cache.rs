@@ -65,6 +65,10 @@ pub(super) struct FilesCache {
 impl FilesCache {
     /// Loads the cache in `dir`; `None` disables it. Unreadable means empty.
     pub(super) fn load(dir: Option<&Path>) -> Self {
+        if let Some(dir) = dir {
+            // Only a stamp for `bunker cache`: a failure to set it changes no backup.
+            let _ = crate::cache_dirs::mark_used(dir);
+        }
         let old = dir
             .and_then(|dir| fs::read(dir.join(FILE_NAME)).ok())
             .and_then(|bytes| Loaded::parse(bytes).ok())

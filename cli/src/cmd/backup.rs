@@ -9,8 +9,8 @@ use bunker_agent::backup::{
     BackupError, BackupOptions, StreamOptions, VolumeOptions, backup, backup_command,
     backup_stream, backup_volume,
 };
-use bunker_agent::platform;
 use bunker_agent::progress::Progress;
+use bunker_agent::{cache_dirs, platform};
 use bunker_repo_format::snapshot::Summary;
 use serde_json::json;
 
@@ -81,8 +81,9 @@ fn backup_paths(
             let cache_dir = if args.no_cache {
                 None
             } else {
-                repo::cache_root(args.cache_dir.as_deref())
-                    .map(|root| root.join(hex::encode(repository.config().header.repository_id)))
+                repo::cache_root(args.cache_dir.as_deref()).map(|root| {
+                    cache_dirs::repository_dir(&root, &repository.config().header.repository_id)
+                })
             };
             let options = BackupOptions {
                 paths: args.paths.clone(),

@@ -4,6 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use bunker_agent::cache_dirs;
 use bunker_repo_format::check::{CheckOptions, ReadData, VerifiedPacks, check};
 use serde_json::{Value, json};
 
@@ -35,13 +36,16 @@ pub fn run(global: &GlobalOptions, args: &CheckArgs) -> Result<u8> {
     repository.check_features(bunker_repo_format::config::Operation::Read)?;
     let read_data = match (subset, max_duration) {
         (Some(subset), _) => subset,
-        (None, Some(max_duration)) => ReadData::Rolling {
-            max_duration,
-            state_file: VerifiedPacks::path(
-                &cache_dir(args)?,
-                &repository.config().header.repository_id,
-            ),
-        },
+        (None, Some(max_duration)) => {
+            let root = cache_dir(args)?;
+            let id = &repository.config().header.repository_id;
+            // Only a stamp for `bunker cache`: a failure to set it changes no check.
+            let _ = cache_dirs::mark_used(&cache_dirs::repository_dir(&root, id));
+            ReadData::Rolling {
+                max_duration,
+                state_file: VerifiedPacks::path(&root, id),
+            }
+        }
         (None, None) if args.read_data => ReadData::All,
         (None, None) => ReadData::None,
     };

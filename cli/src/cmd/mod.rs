@@ -2,6 +2,7 @@
 
 mod audit;
 mod backup;
+mod cache;
 mod cat;
 mod check;
 mod copy;
@@ -60,6 +61,7 @@ fn dispatch(cli: Cli, cancel: &Cancel) -> Result<u8> {
         Command::Report(args) => report::run(global, &args),
         Command::Verify(args) => verify::run(global, &args, cancel),
         Command::Restores(args) => restores::run(global, &args),
+        Command::Cache(args) => cache::run(global, &args),
     }
 }
 

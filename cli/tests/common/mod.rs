@@ -281,6 +281,8 @@ impl Bunker {
             "BUNKER_POLICY",
             "BUNKER_TEST_NOW",
             "XDG_STATE_HOME",
+            "BUNKER_CACHE_DIR",
+            "BUNKER_AUDIT_LOG",
             "RUST_BACKTRACE",
         ] {
             cmd.env_remove(key);
