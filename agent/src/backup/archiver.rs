@@ -46,7 +46,7 @@ pub(super) struct Finished {
 /// The stages and state the walk feeds.
 pub(super) struct Stages<'a> {
     pub dedup: Dedup<'a>,
-    pub sealer: Sealer,
+    pub sealer: &'a mut Sealer,
     pub files_cache: FilesCache,
     /// Set by a later stage that failed: the walk stops.
     pub failed: Arc<AtomicBool>,
@@ -159,7 +159,7 @@ impl<'a> Archiver<'a> {
 
     /// Sends what is queued to the seal stage and waits until it left the pool. The pack
     /// stage ends once the caller drops its own sender too.
-    pub(super) fn finish(mut self) -> Finished {
+    pub(super) fn finish(self) -> Finished {
         self.stages.sealer.finish();
         let mut summary = self.summary;
         summary.errors = self.unreadable.len() as u64;

@@ -36,8 +36,7 @@ mod volume;
 use std::collections::HashSet;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
-use std::sync::mpsc::sync_channel;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bunker_repo_format::config::Operation;
@@ -46,7 +45,6 @@ use bunker_repo_format::session::ActiveSession;
 use bunker_repo_format::snapshot::{ConsistencyLevel, Snapshot, SourceKind};
 use bunker_repo_format::tree::Timestamp;
 use bunker_repo_format::{Repository, SnapshotId};
-use std::sync::Arc;
 
 pub use excludes::{Excludes, PatternError};
 pub use stream::{LineSink, StreamOptions, backup_command, backup_stream};
@@ -54,9 +52,6 @@ pub use volume::{VolumeOptions, backup_volume};
 
 use crate::cancel::Cancel;
 use crate::progress::Progress;
-
-/// Sealed batches waiting for the pack stage.
-const PACK_QUEUE: usize = 1;
 
 /// What to back up and how to label it.
 #[derive(Debug, Clone, Default)]
@@ -243,37 +238,30 @@ pub fn backup(
     let mut writer = repo.blob_writer(&index);
     writer.exclude_packs(condemned.iter().copied());
     let session = writer.session().clone();
-    let failed = Arc::new(AtomicBool::new(false));
-    let (sealed_tx, sealed_rx) = sync_channel(PACK_QUEUE);
-    let (walked, packed) = std::thread::scope(|scope| {
-        let packer = {
-            let failed = Arc::clone(&failed);
-            scope.spawn(move || pack::run(repo, writer, sealed_rx, failed))
-        };
-        let stages = archiver::Stages {
-            dedup: dedup::Dedup::new(&index, condemned.iter().copied().collect()),
-            sealer: seal::Sealer::new(
-                session.clone(),
-                repo.writer_key().clone(),
-                repo.config().params.compression_level,
-                !options.skip_verify,
-                sealed_tx,
-            ),
-            files_cache: files_cache::FilesCache::load(options.cache_dir.as_deref()),
-            failed: Arc::clone(&failed),
-            progress: options.progress.clone(),
-        };
-        let mut archiver =
-            archiver::Archiver::new(repo, &index, stages, &excludes, cancel, options.with_atime)
-                .reading_from(options.read_from.clone());
-        let tree = archiver.archive_roots(&paths, parent_root);
-        // Dropping the archiver drops the last sender: the pack stage uploads the rest.
-        let finished = archiver.finish();
-        ((tree, finished), pack::join(packer))
-    });
-    let (tree, finished) = walked;
-    // A failed stage stops the walk: its error is the one to report.
-    let mut writer = packed?;
+    let verify = !options.skip_verify;
+    let ((tree, finished), mut writer) =
+        pack::seal_and_pack(repo, writer, verify, |sealer, failed| {
+            let stages = archiver::Stages {
+                dedup: dedup::Dedup::new(&index, condemned.iter().copied().collect()),
+                sealer,
+                files_cache: files_cache::FilesCache::load(options.cache_dir.as_deref()),
+                failed: Arc::clone(failed),
+                progress: options.progress.clone(),
+            };
+            let mut archiver = archiver::Archiver::new(
+                repo,
+                &index,
+                stages,
+                &excludes,
+                cancel,
+                options.with_atime,
+            )
+            .reading_from(options.read_from.clone());
+            let tree = archiver.archive_roots(&paths, parent_root);
+            // The walk's own error is reported after the packs stored so far are indexed
+            // (below); a failed pack stage's comes first, from `seal_and_pack`.
+            Ok::<_, BackupError>((tree, archiver.finish()))
+        })?;
     let dependencies: HashSet<_> = finished
         .dependencies
         .iter()

@@ -9,14 +9,16 @@ use std::thread::ScopedJoinHandle;
 
 use bunker_repo_format::{BlobWriter, Repository};
 
-use super::PACK_QUEUE;
 use super::seal::{SealedBatch, Sealer};
 use super::upload::{Uploads, record};
 
+/// Sealed batches waiting for the pack stage.
+const PACK_QUEUE: usize = 1;
+
 /// Runs `feed` with a [`Sealer`] (verifying with `verify`) whose batches go to a pack stage
-/// on its own thread, for a backup of one object (a volume, a stream); a file backup builds
-/// its sealer into the archiver's stages instead. `feed` should stop once the flag it is
-/// given is set: the pack stage failed, and its error is the one returned.
+/// on its own thread: every backup (files, a volume, a stream) seals and packs through
+/// here. `feed` should stop once the flag it is given is set: the pack stage failed, and
+/// its error is the one returned.
 ///
 /// Whatever `feed` returns, the sealing finishes and the pack stage stores and records what
 /// it was given; when `feed` fails, those packs are indexed (so that the next run reuses
@@ -26,7 +28,7 @@ pub(super) fn seal_and_pack<'a, T, E>(
     repo: &'a Repository,
     writer: BlobWriter<'a>,
     verify: bool,
-    feed: impl FnOnce(&mut Sealer, &AtomicBool) -> Result<T, E>,
+    feed: impl FnOnce(&mut Sealer, &Arc<AtomicBool>) -> Result<T, E>,
 ) -> Result<(T, BlobWriter<'a>), E>
 where
     E: From<bunker_repo_format::Error>,
