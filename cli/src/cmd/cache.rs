@@ -23,55 +23,54 @@ pub fn run(global: &GlobalOptions, args: &CacheArgs) -> Result<u8> {
         .checked_sub(max_unused)
         .unwrap_or(SystemTime::UNIX_EPOCH);
     let mut rows = Vec::with_capacity(caches.len());
-    let mut failed = 0usize;
+    let mut failed = false;
     for cache in caches {
-        let stale = cache.last_used < stale_before;
-        let outcome = if args.cleanup && stale {
-            match cache_dirs::remove(&cache) {
-                Ok(()) => Outcome::Removed,
-                Err(e) => {
-                    failed += 1;
+        let unused = cache.last_used < stale_before;
+        let removed = args.cleanup
+            && unused
+            && cache_dirs::remove(&cache)
+                .inspect_err(|e| {
+                    failed = true;
                     eprintln!("bunker: cannot remove {}: {e}", cache.path.display());
-                    Outcome::Kept
-                }
-            }
-        } else {
-            Outcome::Kept
-        };
-        rows.push((cache, stale, outcome));
+                })
+                .is_ok();
+        rows.push(Row {
+            cache,
+            unused,
+            removed,
+        });
     }
     if global.json {
         let list: Vec<Value> = rows
             .iter()
-            .map(|(cache, stale, outcome)| {
+            .map(|row| {
                 json!({
-                    "repository_id": cache.repository_id,
-                    "path": cache.path.display().to_string(),
-                    "bytes": cache.bytes,
-                    "last_used": rfc3339(Timestamp::from_system_time(cache.last_used)),
-                    "unused": stale,
-                    "removed": *outcome == Outcome::Removed,
+                    "repository_id": row.cache.repository_id,
+                    "path": row.cache.path.display().to_string(),
+                    "bytes": row.cache.bytes,
+                    "last_used": rfc3339(Timestamp::from_system_time(row.cache.last_used)),
+                    "unused": row.unused,
+                    "removed": row.removed,
                 })
             })
             .collect();
         print_json(&Value::Array(list))?;
     } else {
-        print_table(&root, &rows, args)?;
+        print_table(&root, &rows, &args.max_unused)?;
     }
-    Ok(if failed > 0 { exit::FATAL } else { exit::OK })
+    Ok(if failed { exit::FATAL } else { exit::OK })
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    Kept,
-    Removed,
+/// One repository's cache directory, judged.
+struct Row {
+    cache: RepositoryCache,
+    /// Not used for longer than `--max-unused`.
+    unused: bool,
+    /// Removed by `--cleanup`.
+    removed: bool,
 }
 
-fn print_table(
-    root: &std::path::Path,
-    rows: &[(RepositoryCache, bool, Outcome)],
-    args: &CacheArgs,
-) -> Result<()> {
+fn print_table(root: &std::path::Path, rows: &[Row], max_unused: &str) -> Result<()> {
     let mut out = std::io::stdout().lock();
     if !rows.is_empty() {
         writeln!(
@@ -80,31 +79,26 @@ fn print_table(
             "repository", "last used", "size"
         )?;
     }
-    for (cache, stale, outcome) in rows {
-        let note = match (outcome, stale) {
-            (Outcome::Removed, _) => "removed",
-            (Outcome::Kept, true) => "unused",
-            (Outcome::Kept, false) => "",
+    for row in rows {
+        let note = match (row.removed, row.unused) {
+            (true, _) => "removed",
+            (false, true) => "unused",
+            (false, false) => "",
         };
         let line = format!(
             "{:<16}  {:<19}  {:>10}  {note}",
-            &cache.repository_id[..16],
-            local_time(Timestamp::from_system_time(cache.last_used)),
-            bytes(cache.bytes),
+            &row.cache.repository_id[..16],
+            local_time(Timestamp::from_system_time(row.cache.last_used)),
+            bytes(row.cache.bytes),
         );
         writeln!(out, "{}", line.trim_end())?;
     }
-    let size = |removed: bool| -> (usize, u64) {
-        rows.iter()
-            .filter(|(_, _, outcome)| (*outcome == Outcome::Removed) == removed)
-            .fold((0, 0), |(n, b), (cache, _, _)| (n + 1, b + cache.bytes))
+    let total = |rows: &mut dyn Iterator<Item = &Row>| {
+        rows.fold((0usize, 0u64), |(n, b), row| (n + 1, b + row.cache.bytes))
     };
-    let (kept, kept_bytes) = size(false);
-    let (removed, removed_bytes) = size(true);
-    let unused = rows
-        .iter()
-        .filter(|(_, stale, outcome)| *stale && *outcome == Outcome::Kept)
-        .count();
+    let (kept, kept_bytes) = total(&mut rows.iter().filter(|row| !row.removed));
+    let (removed, removed_bytes) = total(&mut rows.iter().filter(|row| row.removed));
+    let unused = rows.iter().filter(|row| row.unused && !row.removed).count();
     write!(
         out,
         "{kept} cache directories in {} ({})",
@@ -117,8 +111,7 @@ fn print_table(
     if unused > 0 {
         write!(
             out,
-            "; {unused} unused for more than {}: remove with `bunker cache --cleanup`",
-            args.max_unused
+            "; {unused} unused for more than {max_unused}: remove with `bunker cache --cleanup`"
         )?;
     }
     writeln!(out)?;
