@@ -61,9 +61,11 @@ pub fn list(root: &Path) -> io::Result<Vec<RepositoryCache>> {
             continue;
         }
         let path = entry.path();
+        let bytes = bytes_below(&path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
         caches.push(RepositoryCache {
             repository_id: name,
-            bytes: bytes_below(&path)?,
+            bytes,
             last_used: meta.modified()?,
             path,
         });

@@ -37,13 +37,15 @@ pub fn run(global: &GlobalOptions, args: &CheckArgs) -> Result<u8> {
     let read_data = match (subset, max_duration) {
         (Some(subset), _) => subset,
         (None, Some(max_duration)) => {
-            let root = cache_dir(args)?;
-            let id = &repository.config().header.repository_id;
+            let dir = cache_dirs::repository_dir(
+                &cache_dir(args)?,
+                &repository.config().header.repository_id,
+            );
             // Only a stamp for `bunker cache`: a failure to set it changes no check.
-            let _ = cache_dirs::mark_used(&cache_dirs::repository_dir(&root, id));
+            let _ = cache_dirs::mark_used(&dir);
             ReadData::Rolling {
                 max_duration,
-                state_file: VerifiedPacks::path(&root, id),
+                state_file: dir.join(VerifiedPacks::FILE_NAME),
             }
         }
         (None, None) if args.read_data => ReadData::All,
