@@ -119,8 +119,8 @@ pub enum Command {
     /// List this host's cache directories (one per repository: files cache, rolling check
     /// state) with their size and last use, or remove those unused for a while.
     ///
-    /// Needs no repository or password. A cache directory only saves work: removing one
-    /// makes the next backup of that repository read every file once more.
+    /// Needs no repository or password. A cache directory only saves work: without it, a
+    /// backup that cannot read a parent snapshot (a put-only key) reads every file again.
     Cache(CacheArgs),
 }
 
