@@ -744,6 +744,61 @@ fn cache_lists_each_repository_and_cleanup_removes_only_the_unused() {
     assert!(root.join("notes").is_dir());
 }
 
+/// Clears the immutable attribute of a file when dropped, even when the test fails, so
+/// that its directory can be removed.
+struct Immutable(PathBuf);
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn cache_cleanup_names_a_directory_it_cannot_remove_and_removes_the_others() {
+    let t = TestDir::new();
+    let b = t.bunker();
+    let root = t.join("cache/bunker");
+    let stuck = root.join("cd".repeat(32));
+    let gone = root.join("ef".repeat(32));
+    let locked = stuck.join("files");
+    write_file(&locked, b"kept");
+    write_file(&gone.join("files"), b"removed");
+    // An immutable file cannot be unlinked, not even by root.
+    let immutable = std::process::Command::new("chattr")
+        .arg("+i")
+        .arg(&locked)
+        .status()
+        .is_ok_and(|status| status.success());
+    if !immutable {
+        note("skipping: chattr +i does not work on the temporary directory's filesystem");
+        return;
+    }
+    let _unlock = Immutable(locked.clone());
+    set_last_used(&stuck, 40);
+    set_last_used(&gone, 40);
+
+    let out = b.run(["cache", "--cleanup"]);
+    out.code(1);
+    assert!(
+        out.stderr
+            .contains(&format!("bunker: cannot remove {}:", stuck.display())),
+        "{out}"
+    );
+    assert!(out.stdout.contains("removed 1"), "{out}");
+    assert!(!gone.exists());
+    assert_eq!(fs::read(&locked).unwrap(), b"kept");
+    let listed = b.run(["cache", "--json"]);
+    listed.ok();
+    let listed = listed.json();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["repository_id"], "cd".repeat(32));
+    assert_eq!(listed[0]["unused"], true);
+}
+
 #[test]
 fn excludes_leave_entries_out() {
     let t = TestDir::new();
