@@ -34,16 +34,16 @@ pub const WRONG_PASSWORD: u8 = 12;
 pub const PUT_ONLY_KEY: u8 = 13;
 /// The key file is missing, unreadable, damaged, or for another repository.
 pub const BAD_KEY_FILE: u8 = 14;
-/// `report --strict`: at least one source is out of policy.
-pub const REPORT_OUT_OF_POLICY: u8 = 23;
+/// The restore target is outside the policy's restore roots (or may not carry a lease).
+pub const OUTSIDE_RESTORE_ROOTS: u8 = 15;
 /// `verify`: the restore failed (a damaged or missing object).
 pub const VERIFY_RESTORE_FAILED: u8 = 20;
 /// `verify`: the restored bytes or metadata differ from the snapshot.
 pub const VERIFY_MISMATCH: u8 = 21;
 /// `verify`: the smoke step (smoke command, fsck, database smoke SQL) failed.
 pub const VERIFY_SMOKE_FAILED: u8 = 22;
-/// The restore target is outside the policy's restore roots (or may not carry a lease).
-pub const OUTSIDE_RESTORE_ROOTS: u8 = 15;
+/// `report --strict`: at least one source is out of policy.
+pub const REPORT_OUT_OF_POLICY: u8 = 23;
 /// Interrupted by SIGINT or SIGTERM.
 pub const INTERRUPTED: u8 = 130;
 
@@ -178,5 +178,55 @@ mod tests {
         );
         assert_eq!(classify(&repeated).code, ExitCode::from(STORAGE_FULL));
         assert_eq!(classify(&wrapped).code, ExitCode::from(FATAL));
+    }
+
+    /// Every exit code bunker can end with: the constants above, and clap's 2 for bad
+    /// arguments.
+    const ALL: [u8; 19] = [
+        OK,
+        FATAL,
+        2,
+        PARTIAL_BACKUP,
+        DAMAGE_FOUND,
+        RESTORE_INCOMPLETE,
+        JOB_FAILED,
+        POLICY_INVALID,
+        NO_REPOSITORY,
+        STORAGE_FULL,
+        WRONG_PASSWORD,
+        PUT_ONLY_KEY,
+        BAD_KEY_FILE,
+        OUTSIDE_RESTORE_ROOTS,
+        VERIFY_RESTORE_FAILED,
+        VERIFY_MISMATCH,
+        VERIFY_SMOKE_FAILED,
+        REPORT_OUT_OF_POLICY,
+        INTERRUPTED,
+    ];
+
+    /// The codes of the table under the line `header` of a Markdown document: the first
+    /// cell of each row, where `20 / 21 / 22` stands for three.
+    fn table_codes(document: &str, header: &str) -> Vec<u8> {
+        let mut lines = document.lines().skip_while(|line| *line != header).skip(2);
+        let mut codes = Vec::new();
+        while let Some(row) = lines.next().filter(|line| line.starts_with('|')) {
+            let cell = row.split('|').nth(1).expect("a table row has a first cell");
+            for code in cell.split('/') {
+                codes.push(code.trim().parse().expect("an exit code"));
+            }
+        }
+        codes
+    }
+
+    #[test]
+    fn the_documented_exit_codes_are_the_ones_in_use() {
+        let mut all = ALL.to_vec();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), ALL.len(), "two exit codes share a number");
+        let readme = include_str!("../../README.md");
+        let runbook = include_str!("../../docs/RUNBOOK.md");
+        assert_eq!(table_codes(readme, "| exit code | meaning |"), all);
+        assert_eq!(table_codes(runbook, "| code | meaning |"), all);
     }
 }
