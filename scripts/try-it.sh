@@ -2,6 +2,8 @@
 # Builds bunker, backs up a sample directory into a fresh local repository, restores it,
 # and proves the restore is identical. Leaves everything under ./target/try-it.
 set -euo pipefail
+# What to back up: this source tree, unless a path is given (relative to where it is run).
+sample=$(realpath "${1:-$(dirname "$0")/..}")
 cd "$(dirname "$0")/.."
 
 cargo build --release --locked -p bunker-cli
@@ -9,7 +11,6 @@ bunker=target/release/bunker
 work=target/try-it
 rm -rf "$work" && mkdir -p "$work"
 
-sample=${1:-$PWD}   # what to back up: this source tree, unless a path is given
 export BUNKER_REPOSITORY="$work/repo"
 export BUNKER_PASSWORD="try-it-password"
 export BUNKER_CACHE_DIR="$work/cache" BUNKER_AUDIT_LOG="$work/audit.jsonl"

@@ -22,7 +22,7 @@ use crate::{exit, install_signal_handlers, output::print_json, repo};
 
 /// bunker-agent: runs backup policies on their schedules.
 #[derive(Debug, Parser)]
-#[command(name = "bunker-agent", version, about, max_term_width = 100)]
+#[command(name = "bunker-agent", version, max_term_width = 100)]
 struct AgentCli {
     /// The policy file.
     #[arg(long, short, env = "BUNKER_AGENT_CONFIG", default_value = DEFAULT_POLICY_PATH, global = true)]

@@ -5,9 +5,11 @@ use std::path::PathBuf;
 use bunker_repo_format::keyslot::KdfParams;
 use clap::{Args, Parser, Subcommand};
 
+use crate::select::SelectArgs;
+
 /// bunker: deduplicating, encrypted backups you can prove restore.
 #[derive(Debug, Parser)]
-#[command(name = "bunker", version, about, max_term_width = 100)]
+#[command(name = "bunker", version, max_term_width = 100)]
 pub struct Cli {
     /// Options every command takes.
     #[command(flatten)]
@@ -158,6 +160,10 @@ pub struct VerifyArgs {
     /// `latest` or an id prefix; default: the latest snapshot of each source.
     #[arg(value_name = "SNAPSHOT")]
     pub snapshot: Option<String>,
+    /// Which snapshots `latest` picks from (without SNAPSHOT: which sources' latest are
+    /// drilled).
+    #[command(flatten, next_help_heading = "Choosing snapshots")]
+    pub select: SelectArgs,
     /// Restore into DIR (must not exist or be empty) instead of a temporary directory;
     /// with several drills, one subdirectory per snapshot.
     #[arg(long, short = 't', value_name = "DIR")]
@@ -186,7 +192,8 @@ pub struct VerifyArgs {
 /// `bunker policy`.
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
-    /// Check a policy file; every problem is reported with its line and key.
+    /// Check a policy file; every problem is reported with its line and key (a TOML syntax
+    /// error or an unknown key stops the check: it is reported alone).
     Check {
         /// The policy file.
         #[arg(value_name = "FILE")]
@@ -320,12 +327,9 @@ pub struct BackupArgs {
 /// `bunker snapshots`.
 #[derive(Debug, Args)]
 pub struct SnapshotsArgs {
-    /// Only snapshots with this tag (repeatable; all must match).
-    #[arg(long = "tag", value_name = "KEY=VALUE")]
-    pub tags: Vec<String>,
-    /// Only snapshots of this host.
-    #[arg(long, value_name = "HOST")]
-    pub host: Option<String>,
+    /// Which snapshots to list.
+    #[command(flatten)]
+    pub select: SelectArgs,
     /// Only the newest N snapshots that match (default 1 when given without a number).
     #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "1")]
     pub latest: Option<usize>,
@@ -340,6 +344,9 @@ pub struct LsArgs {
     /// Show mode, owner, size and time too.
     #[arg(short, long)]
     pub long: bool,
+    /// Which snapshots `latest` picks from.
+    #[command(flatten, next_help_heading = "Choosing `latest`")]
+    pub select: SelectArgs,
 }
 
 /// `bunker restore`.
@@ -376,6 +383,9 @@ pub struct RestoreArgs {
     /// The policy whose `agent.restore_roots` and `agent.state_dir` apply.
     #[command(flatten)]
     pub policy: PolicyFileArg,
+    /// Which snapshots `latest` picks from.
+    #[command(flatten, next_help_heading = "Choosing `latest`")]
+    pub select: SelectArgs,
 }
 
 /// `--policy FILE`: the agent policy a command follows (restore roots, lease directory,
@@ -578,8 +588,7 @@ pub struct KeyAddArgs {
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
     /// With --out: a put-only key, for agents: it backs up and deduplicates against the
-    /// whole repository but cannot read any backup (restore, ls, cat, check, forget and
-    /// prune refuse it).
+    /// whole repository but cannot read any backup (every command but `backup` refuses it).
     #[arg(long, requires = "out")]
     pub put_only: bool,
     /// The new password and label of a key slot.

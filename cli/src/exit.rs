@@ -181,7 +181,7 @@ mod tests {
     }
 
     /// Every exit code bunker can end with: the constants above, and clap's 2 for bad
-    /// arguments.
+    /// arguments. README.md, docs/RUNBOOK.md and docs/OPERATIONS.md list them all.
     const ALL: [u8; 19] = [
         OK,
         FATAL,
@@ -228,5 +228,7 @@ mod tests {
         let runbook = include_str!("../../docs/RUNBOOK.md");
         assert_eq!(table_codes(readme, "| exit code | meaning |"), all);
         assert_eq!(table_codes(runbook, "| code | meaning |"), all);
+        let operations = include_str!("../../docs/OPERATIONS.md");
+        assert_eq!(table_codes(operations, "| Code | Meaning | Action |"), all);
     }
 }

@@ -13,6 +13,7 @@ mod password;
 mod policy_file;
 mod progress;
 mod repo;
+mod select;
 
 use std::process::ExitCode;
 

@@ -650,6 +650,125 @@ fn snapshots_json_has_required_fields_tags_host_and_time() {
     );
 }
 
+/// Ids of `snapshots --json ARGS...`, oldest first.
+fn snapshot_ids(b: &Bunker, args: &[&str]) -> Vec<String> {
+    let out = b.run([&["snapshots", "--json"], args].concat());
+    out.ok();
+    let listed = out.json();
+    let list = listed.as_array().expect("snapshots --json is an array");
+    list.iter()
+        .map(|snap| str_field(snap, "id").to_owned())
+        .collect()
+}
+
+#[test]
+fn host_tag_and_path_choose_which_snapshot_latest_is() {
+    let t = TestDir::new();
+    let (app, db) = (t.join("app"), t.join("db"));
+    write_file(&app.join("conf"), b"app version 1");
+    write_file(&db.join("dump"), &random_bytes(5, 20_000));
+    let b = t.bunker();
+    b.init();
+    let backup = |path: &Path, host: &str, source: &str| {
+        let tag = format!("source={source}");
+        b.backup(&[path], &["--host", host, "--tag", &tag]).ok();
+    };
+    backup(&app, "h1", "app");
+    write_file(&app.join("conf"), b"app version 2, newer");
+    backup(&app, "h1", "app");
+    backup(&db, "h2", "db");
+    let all = snapshot_ids(&b, &[]);
+    assert_eq!(all.len(), 3, "{all:?}");
+    let (app_newest, db_only) = (&all[1], &all[2]);
+
+    // `latest` alone is the db snapshot, which does not hold the app's path.
+    let app_spec = format!("latest:{}", s(&app));
+    b.run(["restore", &app_spec, "--target", s(&t.join("r0"))])
+        .code(1);
+    for (filter, target) in [
+        (vec!["--tag", "source=app"], "r1"),
+        (vec!["--host", "h1"], "r2"),
+        (vec!["--path", s(&app)], "r3"),
+        (
+            vec!["--host", "h1", "--tag", "source=app", "--path", s(&app)],
+            "r4",
+        ),
+    ] {
+        let target = t.join(target);
+        let mut args = vec!["restore", &app_spec, "--target", s(&target)];
+        args.extend(&filter);
+        b.run(&args).ok();
+        assert_eq!(
+            fs::read(target.join("conf")).expect("restored conf"),
+            b"app version 2, newer",
+            "{filter:?} restores the newest app snapshot"
+        );
+    }
+    let out = b.run(["ls", "latest", "--host", "h2"]);
+    out.ok();
+    assert!(
+        out.stdout.contains("/dump") && !out.stdout.contains("/conf"),
+        "{out}"
+    );
+
+    assert_eq!(snapshot_ids(&b, &["--host", "h1"]), all[..2].to_vec());
+    assert_eq!(snapshot_ids(&b, &["--path", s(&db)]), vec![db_only.clone()]);
+    assert_eq!(
+        snapshot_ids(&b, &["--tag", "source=app", "--latest"]),
+        vec![app_newest.clone()]
+    );
+    assert!(snapshot_ids(&b, &["--path", s(&t.path())]).is_empty());
+
+    let out = b.run([
+        "restore",
+        &db_only[..8],
+        "--host",
+        "h1",
+        "--target",
+        s(&t.join("r5")),
+    ]);
+    out.code(1);
+    assert!(
+        out.stderr.contains(&format!(
+            "snapshot {} does not match --host h1",
+            &db_only[..8]
+        )),
+        "{out}"
+    );
+    let out = b.run([
+        "restore",
+        "latest",
+        "--tag",
+        "source=none",
+        "--target",
+        s(&t.join("r6")),
+    ]);
+    out.code(1);
+    assert!(
+        out.stderr.contains("no snapshot matches --tag source=none"),
+        "{out}"
+    );
+    b.run([
+        "restore",
+        "latest",
+        "--tag",
+        "novalue",
+        "--target",
+        s(&t.join("r7")),
+    ])
+    .code(2);
+    assert!(!t.join("r5").exists() && !t.join("r6").exists() && !t.join("r7").exists());
+
+    let out = b.run(["verify", "--tag", "source=app", "--json"]);
+    out.ok();
+    let drills = out.json()["drills"].as_array().expect("drills").clone();
+    assert_eq!(drills.len(), 1, "{out}");
+    assert!(
+        drills[0].to_string().contains(&app_newest[..8]),
+        "the app's latest snapshot is drilled: {out}"
+    );
+}
+
 #[test]
 fn second_backup_of_an_unchanged_tree_adds_almost_nothing() {
     let t = TestDir::new();

@@ -64,8 +64,9 @@ fn write_line(out: &mut impl Write, path: &Path, entry: &Entry, long: bool) -> s
 
 pub fn run(global: &GlobalOptions, args: &LsArgs) -> Result<u8> {
     let (spec, path) = split_snapshot_path(&args.snapshot);
+    let filter = args.select.filter()?;
     let repository = repo::open(global, "ls")?;
-    let (_, snapshot) = repository.resolve_snapshot(spec)?;
+    let (_, snapshot) = filter.resolve(&repository, spec)?;
     let index = repository.load_index_for_reading()?.index;
     let prefix = Path::new("/").join(&path);
     let mut found: Vec<(PathBuf, Entry)> = Vec::new();

@@ -56,7 +56,7 @@ pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Resul
         }
         _ => None,
     };
-    let (id, snapshot) = repository.resolve_snapshot(spec)?;
+    let (id, snapshot) = args.select.filter()?.resolve(&repository, spec)?;
     let loaded = repository.load_index_for_reading()?;
     let mut err = std::io::stderr().lock();
     for (segment, error) in &loaded.damaged {

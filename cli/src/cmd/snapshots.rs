@@ -6,19 +6,16 @@ use anyhow::Result;
 use serde_json::Value;
 
 use crate::args::{GlobalOptions, SnapshotsArgs};
-use crate::output::{
-    bytes, local_time, parse_tags, path_strings, print_json, snapshot_json, tag_strings,
-};
+use crate::output::{bytes, local_time, path_strings, print_json, snapshot_json, tag_strings};
 use crate::{exit, repo};
 
 pub fn run(global: &GlobalOptions, args: &SnapshotsArgs) -> Result<u8> {
-    let wanted_tags = parse_tags(&args.tags)?;
+    let filter = args.select.filter()?;
     let repository = repo::open(global, "listing snapshots")?;
     let mut snapshots: Vec<_> = repository
         .load_snapshots()?
         .into_iter()
-        .filter(|(_, s)| args.host.as_ref().is_none_or(|h| &s.host == h))
-        .filter(|(_, s)| wanted_tags.iter().all(|t| s.tags.contains(t)))
+        .filter(|(_, s)| filter.matches(s))
         .collect();
     if let Some(latest) = args.latest {
         // Oldest first: keep the tail.

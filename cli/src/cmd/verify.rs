@@ -17,13 +17,21 @@ use crate::{exit, repo};
 
 pub fn run(global: &GlobalOptions, args: &VerifyArgs, cancel: &Cancel) -> Result<u8> {
     let policy = PolicyFile::in_effect(&args.policy)?;
+    let filter = args.select.filter()?;
     let repository = repo::open(global, "verify")?;
     let chosen = match &args.snapshot {
-        Some(spec) => vec![repository.resolve_snapshot(spec)?],
-        None => drill::latest_per_source(&repository)?,
+        Some(spec) => vec![filter.resolve(&repository, spec)?],
+        None => {
+            let mut latest = drill::latest_per_source(&repository)?;
+            latest.retain(|(_, snapshot)| filter.matches(snapshot));
+            latest
+        }
     };
     if chosen.is_empty() {
-        anyhow::bail!("the repository has no snapshots to verify");
+        if filter.is_empty() {
+            anyhow::bail!("the repository has no snapshots to verify");
+        }
+        anyhow::bail!("no source's latest snapshot matches {}", filter.describe());
     }
     let loaded = repository.load_index_for_reading()?;
     for (segment, error) in &loaded.damaged {

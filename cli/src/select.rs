@@ -1,0 +1,186 @@
+//! Which snapshots a command means: `--host`, `--tag` and `--path` narrow the snapshots that
+//! `latest` picks from (and that `snapshots` and `verify` list), so that `latest` names the
+//! newest backup of one source in a repository that many hosts and sources share.
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use bunker_repo_format::snapshot::Snapshot;
+use bunker_repo_format::{Repository, SnapshotId};
+use clap::Args;
+
+/// The snapshot filters of a command's arguments.
+#[derive(Debug, Args, Clone, Default)]
+pub struct SelectArgs {
+    /// Only snapshots of this host.
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
+    /// Only snapshots with this tag (repeatable; all must match).
+    #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = parse_tag)]
+    pub tags: Vec<(String, String)>,
+    /// Only snapshots that backed up this path, as given to `backup` (made absolute; a
+    /// stream or volume snapshot's path is `/NAME`). Repeatable; all must be among the
+    /// snapshot's paths.
+    #[arg(long = "path", value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+}
+
+/// A `key=value` tag argument.
+pub fn parse_tag(tag: &str) -> Result<(String, String), String> {
+    match tag.split_once('=') {
+        Some(("", _)) => Err("the tag's key is empty".into()),
+        Some((key, value)) => Ok((key.to_owned(), value.to_owned())),
+        None => Err("a tag is KEY=VALUE".into()),
+    }
+}
+
+impl SelectArgs {
+    /// The filters, paths made absolute as `backup` records them.
+    pub fn filter(&self) -> Result<SnapshotFilter> {
+        let paths = self
+            .paths
+            .iter()
+            .map(|path| {
+                let absolute = std::path::absolute(path)
+                    .map_err(|e| anyhow::anyhow!("--path {}: {e}", path.display()))?;
+                Ok(absolute.as_os_str().as_bytes().to_vec())
+            })
+            .collect::<Result<_>>()?;
+        Ok(SnapshotFilter {
+            host: self.host.clone(),
+            tags: self.tags.clone(),
+            paths,
+        })
+    }
+}
+
+/// Snapshots of one host, with some tags, of some paths: each part that is given must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SnapshotFilter {
+    host: Option<String>,
+    tags: Vec<(String, String)>,
+    paths: Vec<Vec<u8>>,
+}
+
+impl SnapshotFilter {
+    /// True when nothing narrows the choice.
+    pub fn is_empty(&self) -> bool {
+        self.host.is_none() && self.tags.is_empty() && self.paths.is_empty()
+    }
+
+    /// Whether `snapshot` passes every filter.
+    pub fn matches(&self, snapshot: &Snapshot) -> bool {
+        self.host.as_ref().is_none_or(|host| &snapshot.host == host)
+            && self.tags.iter().all(|tag| snapshot.tags.contains(tag))
+            && self.paths.iter().all(|path| snapshot.paths.contains(path))
+    }
+
+    /// The filters as they would be given on the command line.
+    pub fn describe(&self) -> String {
+        let host = self.host.iter().map(|host| format!("--host {host}"));
+        let tags = self.tags.iter().map(|(k, v)| format!("--tag {k}={v}"));
+        let paths = self
+            .paths
+            .iter()
+            .map(|path| format!("--path {}", String::from_utf8_lossy(path)));
+        host.chain(tags).chain(paths).collect::<Vec<_>>().join(" ")
+    }
+
+    /// The snapshot `spec` names among those that match: `latest` is the newest of them; an
+    /// id prefix must name one that matches.
+    pub fn resolve(&self, repository: &Repository, spec: &str) -> Result<(SnapshotId, Snapshot)> {
+        if self.is_empty() {
+            return Ok(repository.resolve_snapshot(spec)?);
+        }
+        if spec == "latest" {
+            let newest = repository
+                .load_snapshots()?
+                .into_iter()
+                .rfind(|(_, snapshot)| self.matches(snapshot));
+            return match newest {
+                Some(found) => Ok(found),
+                None => bail!("no snapshot matches {}", self.describe()),
+            };
+        }
+        let (id, snapshot) = repository.resolve_snapshot(spec)?;
+        if !self.matches(&snapshot) {
+            bail!("snapshot {} does not match {}", id.short(), self.describe());
+        }
+        Ok((id, snapshot))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bunker_repo_format::BlobId;
+    use bunker_repo_format::snapshot::{ConsistencyLevel, SourceKind, Summary};
+    use bunker_repo_format::tree::Timestamp;
+
+    use super::*;
+
+    fn snapshot(host: &str, tags: &[(&str, &str)], paths: &[&str]) -> Snapshot {
+        Snapshot {
+            time: Timestamp { sec: 0, nsec: 0 },
+            host: host.into(),
+            username: "u".into(),
+            paths: paths.iter().map(|p| p.as_bytes().to_vec()).collect(),
+            tags: tags
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            parent: None,
+            tree: BlobId::from_bytes([0; 32]),
+            source_kind: SourceKind::Files,
+            consistency: ConsistencyLevel::Crash,
+            consistency_detail: String::new(),
+            excludes: Vec::new(),
+            summary: Summary::default(),
+            errors: Vec::new(),
+            program_version: "test".into(),
+        }
+    }
+
+    #[test]
+    fn every_given_filter_must_match() {
+        let web = snapshot(
+            "web1",
+            &[("source", "app"), ("env", "prod")],
+            &["/srv", "/etc"],
+        );
+        let filter = |host: Option<&str>, tags: &[(&str, &str)], paths: &[&str]| SnapshotFilter {
+            host: host.map(str::to_owned),
+            tags: tags
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            paths: paths.iter().map(|p| p.as_bytes().to_vec()).collect(),
+        };
+        assert!(filter(None, &[], &[]).matches(&web));
+        assert!(filter(Some("web1"), &[("env", "prod")], &["/etc"]).matches(&web));
+        assert!(
+            filter(
+                None,
+                &[("source", "app"), ("env", "prod")],
+                &["/srv", "/etc"]
+            )
+            .matches(&web)
+        );
+        assert!(!filter(Some("web2"), &[], &[]).matches(&web));
+        assert!(!filter(None, &[("env", "dev")], &[]).matches(&web));
+        assert!(!filter(None, &[("source", "app"), ("env", "dev")], &[]).matches(&web));
+        assert!(!filter(None, &[], &["/srv/app"]).matches(&web));
+        assert_eq!(
+            filter(Some("web1"), &[("env", "prod")], &["/etc"]).describe(),
+            "--host web1 --tag env=prod --path /etc"
+        );
+    }
+
+    #[test]
+    fn tags_are_key_equals_value() {
+        assert_eq!(parse_tag("a=b=c"), Ok(("a".into(), "b=c".into())));
+        assert_eq!(parse_tag("a="), Ok(("a".into(), String::new())));
+        assert!(parse_tag("=b").is_err());
+        assert!(parse_tag("ab").is_err());
+    }
+}
