@@ -1,11 +1,16 @@
 //! Command-line arguments.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
+use bunker_repo_format::check::ReadData;
 use bunker_repo_format::keyslot::KdfParams;
+use bunker_repo_format::retention::{CalendarDuration, GroupBy};
+use bunker_repo_format::tree::Timestamp;
 use clap::{Args, Parser, Subcommand};
 
 use crate::select::SelectArgs;
+use crate::values;
 
 /// bunker: deduplicating, encrypted backups you can prove restore.
 #[derive(Debug, Parser)]
@@ -133,8 +138,8 @@ pub struct CacheArgs {
     #[arg(long)]
     pub cleanup: bool,
     /// How long a directory may go unused before --cleanup removes it (e.g. 12h, 30d).
-    #[arg(long, value_name = "DURATION", default_value = "30d")]
-    pub max_unused: String,
+    #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = values::duration)]
+    pub max_unused: Duration,
     /// The cache directory (default: $XDG_CACHE_HOME/bunker, else ~/.cache/bunker).
     #[arg(long, env = "BUNKER_CACHE_DIR", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -241,8 +246,8 @@ pub struct InitArgs {
     #[arg(long, value_name = "MODE", value_parser = ["governance", "compliance"], requires = "lock_period")]
     pub lock_mode: Option<String>,
     /// How long each object stays locked after it is written, e.g. `30d`, `720h`, `1y`.
-    #[arg(long, value_name = "PERIOD", requires = "lock_mode")]
-    pub lock_period: Option<String>,
+    #[arg(long, value_name = "PERIOD", requires = "lock_mode", value_parser = values::lock_period)]
+    pub lock_period: Option<Duration>,
 }
 
 /// `bunker lock`.
@@ -288,14 +293,14 @@ pub struct BackupArgs {
     #[arg(long, value_name = "NAME", requires = "volume")]
     pub name: Option<String>,
     /// Tag the snapshot (repeatable).
-    #[arg(long = "tag", value_name = "KEY=VALUE")]
-    pub tags: Vec<String>,
+    #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = values::tag)]
+    pub tags: Vec<(String, String)>,
     /// Host name to record (default: this machine's).
     #[arg(long, value_name = "HOST")]
     pub host: Option<String>,
     /// Snapshot time (RFC 3339; default: now).
-    #[arg(long, value_name = "TIME")]
-    pub time: Option<String>,
+    #[arg(long, value_name = "TIME", value_parser = values::time)]
+    pub time: Option<Timestamp>,
     /// Leave out entries matching this pattern (repeatable). Without `/` it matches names
     /// at any depth; with `/`, absolute paths.
     #[arg(long = "exclude", short = 'e', value_name = "GLOB")]
@@ -374,8 +379,8 @@ pub struct RestoreArgs {
     /// A self-service restore: record a lease so the target is removed after DURATION
     /// (e.g. 30m, 4h, 7d) by `bunker restores expire` or the agent. The target must be a
     /// new or empty directory (or a new image file).
-    #[arg(long, value_name = "DURATION", conflicts_with = "stdout")]
-    pub expire: Option<String>,
+    #[arg(long, value_name = "DURATION", conflicts_with = "stdout", value_parser = values::duration)]
+    pub expire: Option<Duration>,
     /// With --expire: who the restore is for (default: the invoking user; SUDO_USER under
     /// sudo).
     #[arg(long, value_name = "NAME", requires = "expire")]
@@ -464,23 +469,26 @@ pub struct ForgetArgs {
     pub keep_yearly: Option<u32>,
     /// Keep every snapshot within this duration of the group's newest snapshot
     /// (e.g. 30d, 12h, 1y2m3d4h; m is months).
-    #[arg(long, value_name = "DURATION")]
-    pub keep_within: Option<String>,
+    #[arg(long, value_name = "DURATION", value_parser = values::calendar_duration)]
+    pub keep_within: Option<CalendarDuration>,
     /// Keep every snapshot with this tag (repeatable).
-    #[arg(long = "keep-tag", value_name = "KEY=VALUE")]
-    pub keep_tags: Vec<String>,
+    #[arg(long = "keep-tag", value_name = "KEY=VALUE", value_parser = values::tag)]
+    pub keep_tags: Vec<(String, String)>,
     /// Never remove the newest N snapshots of a group, whatever the rules say.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub keep_min: u32,
     /// Group by a comma-separated subset of host, paths and tags ("" for one group).
-    #[arg(long, short = 'g', default_value = "host,paths", value_name = "FIELDS")]
-    pub group_by: String,
-    /// Only consider snapshots with this tag (repeatable; all must match); others stay.
-    #[arg(long = "tag", value_name = "KEY=VALUE")]
-    pub tags: Vec<String>,
-    /// Only consider snapshots of this host; others stay.
-    #[arg(long, value_name = "HOST")]
-    pub host: Option<String>,
+    #[arg(
+        long,
+        short = 'g',
+        default_value = "host,paths",
+        value_name = "FIELDS",
+        value_parser = values::group_by
+    )]
+    pub group_by: GroupBy,
+    /// Only these snapshots are considered; the others stay.
+    #[command(flatten, next_help_heading = "Snapshots considered")]
+    pub select: SelectArgs,
     /// Show what would be removed, remove nothing.
     #[arg(long, short = 'n')]
     pub dry_run: bool,
@@ -492,20 +500,22 @@ pub struct ForgetArgs {
         long,
         default_value = "24h",
         value_name = "DURATION",
-        requires = "prune"
+        requires = "prune",
+        value_parser = values::duration
     )]
-    pub grace: String,
+    pub grace: Duration,
     /// With --prune: unused space tolerated, in percent.
     #[arg(
         long,
-        default_value_t = 5.0,
+        default_value = "5",
         value_name = "PERCENT",
-        requires = "prune"
+        requires = "prune",
+        value_parser = values::percent
     )]
     pub max_unused: f64,
     /// With --prune: most bytes to repack.
-    #[arg(long, value_name = "SIZE", requires = "prune")]
-    pub max_repack: Option<String>,
+    #[arg(long, value_name = "SIZE", requires = "prune", value_parser = values::size)]
+    pub max_repack: Option<u64>,
 }
 
 /// `bunker check`.
@@ -519,12 +529,17 @@ pub struct CheckArgs {
     pub read_data: bool,
     /// Read part of the packs: `N/M` reads subset N of M (deterministic by pack id, so
     /// 1/M .. M/M together read every pack once), `P%` a random P percent of them.
-    #[arg(long, value_name = "N/M|P%", conflicts_with = "max_duration")]
-    pub read_data_subset: Option<String>,
+    #[arg(
+        long,
+        value_name = "N/M|P%",
+        conflicts_with = "max_duration",
+        value_parser = values::read_data_subset
+    )]
+    pub read_data_subset: Option<ReadData>,
     /// Rolling verification: read the packs least recently verified first until DURATION
     /// (e.g. 45m, 1h, 1d) has passed, and remember what was found intact in the local cache.
-    #[arg(long, value_name = "DURATION")]
-    pub max_duration: Option<String>,
+    #[arg(long, value_name = "DURATION", value_parser = values::duration)]
+    pub max_duration: Option<Duration>,
     /// Local cache directory for the rolling state (default: $XDG_CACHE_HOME/bunker, else
     /// ~/.cache/bunker).
     #[arg(long, env = "BUNKER_CACHE_DIR", value_name = "DIR")]
@@ -625,14 +640,14 @@ pub enum CatCommand {
 pub struct PruneArgs {
     /// How long a condemned pack waits, on the storage's clock, before it is deleted (e.g.
     /// `24h`, `30m`, `0` to plan and delete in one run on a single-writer repository).
-    #[arg(long, default_value = "24h", value_name = "DURATION")]
-    pub grace: String,
+    #[arg(long, default_value = "24h", value_name = "DURATION", value_parser = values::duration)]
+    pub grace: Duration,
     /// Unused space tolerated in partly used packs, in percent of all pack bytes.
-    #[arg(long, default_value_t = 5.0, value_name = "PERCENT")]
+    #[arg(long, default_value = "5", value_name = "PERCENT", value_parser = values::percent)]
     pub max_unused: f64,
     /// Most bytes to repack in one run (e.g. `10G`; default unlimited).
-    #[arg(long, value_name = "SIZE")]
-    pub max_repack: Option<String>,
+    #[arg(long, value_name = "SIZE", value_parser = values::size)]
+    pub max_repack: Option<u64>,
     /// Print what would be done and change nothing.
     #[arg(long)]
     pub dry_run: bool,

@@ -14,6 +14,7 @@ mod policy_file;
 mod progress;
 mod repo;
 mod select;
+mod values;
 
 use std::process::ExitCode;
 

@@ -25,17 +25,6 @@ pub fn local_time(t: Timestamp) -> String {
         .unwrap_or_else(|_| rfc3339(t))
 }
 
-/// Parses an RFC 3339 time.
-pub fn parse_time(text: &str) -> anyhow::Result<Timestamp> {
-    let ts: jiff::Timestamp = text
-        .parse()
-        .map_err(|e| anyhow::anyhow!("{text:?} is not an RFC 3339 time: {e}"))?;
-    Ok(Timestamp {
-        sec: ts.as_second(),
-        nsec: u32::try_from(ts.subsec_nanosecond()).unwrap_or(0),
-    })
-}
-
 /// `1.5 GiB`-style sizes.
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -117,19 +106,4 @@ pub fn print_json(value: &Value) -> io::Result<()> {
     let mut out = io::stdout().lock();
     serde_json::to_writer(&mut out, value).map_err(io::Error::from)?;
     writeln!(out)
-}
-
-/// Parses `key=value` tags.
-pub fn parse_tags(tags: &[String]) -> anyhow::Result<Vec<(String, String)>> {
-    tags.iter()
-        .map(|tag| {
-            let (key, value) = tag
-                .split_once('=')
-                .ok_or_else(|| anyhow::anyhow!("tag {tag:?} is not key=value"))?;
-            if key.is_empty() {
-                anyhow::bail!("tag {tag:?} has an empty key");
-            }
-            Ok((key.to_owned(), value.to_owned()))
-        })
-        .collect()
 }

@@ -10,6 +10,8 @@ use bunker_repo_format::snapshot::Snapshot;
 use bunker_repo_format::{Repository, SnapshotId};
 use clap::Args;
 
+use crate::values;
+
 /// The snapshot filters of a command's arguments.
 #[derive(Debug, Args, Clone, Default)]
 pub struct SelectArgs {
@@ -17,22 +19,13 @@ pub struct SelectArgs {
     #[arg(long, value_name = "HOST")]
     pub host: Option<String>,
     /// Only snapshots with this tag (repeatable; all must match).
-    #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = parse_tag)]
+    #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = values::tag)]
     pub tags: Vec<(String, String)>,
     /// Only snapshots that backed up this path, as given to `backup` (made absolute; a
     /// stream or volume snapshot's path is `/NAME`). Repeatable; all must be among the
     /// snapshot's paths.
     #[arg(long = "path", value_name = "PATH")]
     pub paths: Vec<PathBuf>,
-}
-
-/// A `key=value` tag argument.
-pub fn parse_tag(tag: &str) -> Result<(String, String), String> {
-    match tag.split_once('=') {
-        Some(("", _)) => Err("the tag's key is empty".into()),
-        Some((key, value)) => Ok((key.to_owned(), value.to_owned())),
-        None => Err("a tag is KEY=VALUE".into()),
-    }
 }
 
 impl SelectArgs {
@@ -174,13 +167,5 @@ mod tests {
             filter(Some("web1"), &[("env", "prod")], &["/etc"]).describe(),
             "--host web1 --tag env=prod --path /etc"
         );
-    }
-
-    #[test]
-    fn tags_are_key_equals_value() {
-        assert_eq!(parse_tag("a=b=c"), Ok(("a".into(), "b=c".into())));
-        assert_eq!(parse_tag("a="), Ok(("a".into(), String::new())));
-        assert!(parse_tag("=b").is_err());
-        assert!(parse_tag("ab").is_err());
     }
 }

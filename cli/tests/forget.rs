@@ -416,21 +416,42 @@ fn forget_without_a_keep_rule_fails_and_deletes_nothing() {
         );
         assert!(out.stdout.is_empty(), "{out}");
     }
+    // A value that does not parse is a usage error, named with its option (the last two
+    // arguments).
     for (args, message) in [
         (&["forget", "--keep-within", "0d"][..], "is not a duration"),
         (&["forget", "--keep-within", "3w"], "unknown unit 'w'"),
         (
-            &["forget", "--keep-tag", "prod", "--keep-last", "1"],
-            "not key=value",
+            &["forget", "--keep-last", "1", "--keep-tag", "prod"],
+            "a tag is KEY=VALUE",
         ),
         (
             &["forget", "--keep-last", "1", "--group-by", "hosts"],
             "cannot group by",
         ),
+        (
+            &["forget", "--keep-last", "1", "--prune", "--grace", "1.5h"],
+            "is not a duration",
+        ),
+        (
+            &[
+                "forget",
+                "--keep-last",
+                "1",
+                "--prune",
+                "--max-unused",
+                "120",
+            ],
+            "is not a percentage",
+        ),
     ] {
         let out = f.b.run(args);
-        out.code(1);
-        assert!(out.stderr.contains(message), "{out}");
+        out.code(2);
+        let option = args[args.len() - 2];
+        assert!(
+            out.stderr.contains(message) && out.stderr.contains(option),
+            "{out}"
+        );
     }
     assert_eq!(f.b.snapshots(), before);
 }

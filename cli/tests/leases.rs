@@ -404,7 +404,7 @@ fn an_expiring_restore_needs_a_target_it_can_own() {
         "--expire",
         "soon",
     ]);
-    out.code(1);
+    out.code(2);
     assert!(out.stderr.contains("--expire"), "{out}");
     assert!(env.lease_files().is_empty());
 

@@ -145,8 +145,11 @@ fn check_read_data_subsets_cover_every_pack_once() {
 
     for bad in ["0/3", "4/3", "0%", "150%", "half"] {
         let out = b.run(["check", "--read-data-subset", bad]);
-        out.code(1);
-        assert!(out.stderr.contains("N/M"), "{out}");
+        out.code(2);
+        assert!(
+            out.stderr.contains("N/M") && out.stderr.contains("--read-data-subset"),
+            "{out}"
+        );
     }
     let out = b.run(["check", "--read-data", "--read-data-subset", "1/2"]);
     out.code(2);
@@ -223,7 +226,8 @@ fn check_max_duration_reads_least_recently_verified_first_and_remembers() {
     );
     assert!(default_state.is_file());
     let out = b.run(["check", "--max-duration", "soon"]);
-    out.code(1);
+    out.code(2);
+    assert!(out.stderr.contains("--max-duration"), "{out}");
 }
 
 /// Two backups; returns the bunker, the source, both snapshot ids and the index segment

@@ -15,13 +15,13 @@ use bunker_repo_format::snapshot::Summary;
 use serde_json::json;
 
 use crate::args::{BackupArgs, GlobalOptions};
-use crate::output::{bytes, parse_tags, parse_time, print_json, summary_json};
+use crate::output::{bytes, print_json, summary_json};
 use crate::progress::Display;
 use crate::{exit, repo};
 
 pub fn run(global: &GlobalOptions, args: &BackupArgs, cancel: &Cancel) -> Result<u8> {
-    let tags = parse_tags(&args.tags)?;
-    let time = args.time.as_deref().map(parse_time).transpose()?;
+    let tags = args.tags.clone();
+    let time = args.time;
     let repository = repo::open_writer(global)?;
     let host = args.host.clone().unwrap_or_else(platform::hostname);
     let progress = Arc::new(Progress::new());

@@ -8,13 +8,12 @@ use bunker_agent::cache_dirs::{self, RepositoryCache};
 use bunker_repo_format::tree::Timestamp;
 use serde_json::{Value, json};
 
-use super::prune::parse_duration;
 use crate::args::{CacheArgs, GlobalOptions};
 use crate::output::{bytes, local_time, print_json, rfc3339};
-use crate::{exit, repo};
+use crate::{exit, repo, values};
 
 pub fn run(global: &GlobalOptions, args: &CacheArgs) -> Result<u8> {
-    let max_unused = parse_duration(&args.max_unused).context("--max-unused")?;
+    let max_unused = args.max_unused;
     let root = repo::cache_root(args.cache_dir.as_deref())
         .context("no cache directory: give --cache-dir or set HOME")?;
     let caches = cache_dirs::list(&root)
@@ -56,7 +55,7 @@ pub fn run(global: &GlobalOptions, args: &CacheArgs) -> Result<u8> {
             .collect();
         print_json(&Value::Array(list))?;
     } else {
-        print_table(&root, &rows, &args.max_unused)?;
+        print_table(&root, &rows, &values::duration_text(args.max_unused))?;
     }
     Ok(if failed { exit::FATAL } else { exit::OK })
 }

@@ -8,7 +8,6 @@ use bunker_agent::cache_dirs;
 use bunker_repo_format::check::{CheckOptions, ReadData, VerifiedPacks, check};
 use serde_json::{Value, json};
 
-use super::prune::parse_duration;
 use crate::args::{CheckArgs, GlobalOptions};
 use crate::output::{bytes, print_json};
 use crate::{exit, repo};
@@ -20,18 +19,8 @@ fn cache_dir(args: &CheckArgs) -> Result<PathBuf> {
 }
 
 pub fn run(global: &GlobalOptions, args: &CheckArgs) -> Result<u8> {
-    // Arguments first: a typo should not cost a password prompt.
-    let subset = args
-        .read_data_subset
-        .as_deref()
-        .map(ReadData::parse_subset)
-        .transpose()?;
-    let max_duration = args
-        .max_duration
-        .as_deref()
-        .map(parse_duration)
-        .transpose()
-        .context("--max-duration")?;
+    let subset = args.read_data_subset.clone();
+    let max_duration = args.max_duration;
     let repository = repo::open(global, "check")?;
     repository.check_features(bunker_repo_format::config::Operation::Read)?;
     let read_data = match (subset, max_duration) {

@@ -9,18 +9,18 @@
 use std::io::Write;
 use std::time::SystemTime;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use bunker_agent::Cancel;
 use bunker_repo_format::SnapshotId;
 use bunker_repo_format::config::Operation;
 use bunker_repo_format::forget_marker::Forgotten;
-use bunker_repo_format::retention::{self, Group, GroupBy, RetentionPolicy};
+use bunker_repo_format::retention::{self, Group, RetentionPolicy};
 use bunker_repo_format::snapshot::Snapshot;
 use bunker_repo_format::tree::Timestamp;
 use serde_json::{Value, json};
 
 use crate::args::{ForgetArgs, GlobalOptions};
-use crate::output::{parse_tags, print_json, rfc3339};
+use crate::output::{print_json, rfc3339};
 use crate::{exit, repo};
 
 pub fn run(global: &GlobalOptions, args: &ForgetArgs, cancel: &Cancel) -> Result<u8> {
@@ -35,18 +35,16 @@ pub fn run(global: &GlobalOptions, args: &ForgetArgs, cancel: &Cancel) -> Result
     if !args.snapshots.is_empty() && policy.has_rule() {
         bail!("give either snapshots to forget or --keep-* rules, not both");
     }
-    let group_by: GroupBy = args.group_by.parse().context("--group-by")?;
-    let wanted_tags = parse_tags(&args.tags).context("--tag")?;
+    let filter = args.select.filter()?;
 
     let repository = repo::open(global, "forget")?;
     repository.check_features(Operation::Prune)?;
     let removed: Vec<SnapshotId> = if args.snapshots.is_empty() {
         let snapshots: Vec<(SnapshotId, Snapshot)> = readable_snapshots(&repository)?
             .into_iter()
-            .filter(|(_, s)| args.host.as_ref().is_none_or(|h| &s.host == h))
-            .filter(|(_, s)| wanted_tags.iter().all(|t| s.tags.contains(t)))
+            .filter(|(_, s)| filter.matches(s))
             .collect();
-        let groups = retention::apply(&snapshots, &policy, group_by, Timestamp::now())?;
+        let groups = retention::apply(&snapshots, &policy, args.group_by, Timestamp::now())?;
         if global.json {
             print_json(&Value::Array(groups.iter().map(group_json).collect()))?;
         } else {
@@ -118,9 +116,9 @@ pub fn run(global: &GlobalOptions, args: &ForgetArgs, cancel: &Cancel) -> Result
     }
     if args.prune {
         let prune_args = crate::args::PruneArgs {
-            grace: args.grace.clone(),
+            grace: args.grace,
             max_unused: args.max_unused,
-            max_repack: args.max_repack.clone(),
+            max_repack: args.max_repack,
             dry_run: false,
         };
         return super::prune::run_on(global, &repository, &prune_args);
@@ -167,12 +165,6 @@ fn named_snapshots(
 }
 
 fn policy(args: &ForgetArgs) -> Result<RetentionPolicy> {
-    let keep_within = args
-        .keep_within
-        .as_deref()
-        .map(retention::parse_duration)
-        .transpose()
-        .context("--keep-within")?;
     Ok(RetentionPolicy {
         keep_last: args.keep_last,
         keep_hourly: args.keep_hourly,
@@ -180,8 +172,8 @@ fn policy(args: &ForgetArgs) -> Result<RetentionPolicy> {
         keep_weekly: args.keep_weekly,
         keep_monthly: args.keep_monthly,
         keep_yearly: args.keep_yearly,
-        keep_within,
-        keep_tags: parse_tags(&args.keep_tags).context("--keep-tag")?,
+        keep_within: args.keep_within,
+        keep_tags: args.keep_tags.clone(),
         keep_min: args.keep_min,
     })
 }

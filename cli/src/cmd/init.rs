@@ -5,7 +5,6 @@ use std::io::Write;
 use anyhow::Result;
 use bunker_agent::platform;
 use bunker_repo_format::backend::LockPolicy;
-use bunker_repo_format::backend::lock::parse_period;
 use bunker_repo_format::config::RepositoryParams;
 use bunker_repo_format::keyslot::{KdfParams, KeySlotInfo};
 use bunker_repo_format::{InitOptions, Repository};
@@ -25,7 +24,7 @@ pub fn run(global: &GlobalOptions, args: &InitArgs) -> Result<u8> {
     let lock = match (&args.lock_mode, &args.lock_period) {
         (Some(mode), Some(period)) => Some(LockPolicy {
             mode: mode.parse()?,
-            period: parse_period(period)?,
+            period: *period,
         }),
         _ => None,
     };

@@ -3,7 +3,7 @@
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use bunker_repo_format::Repository;
 use bunker_repo_format::prune::{
     PruneEvent, PruneOptions, PrunePlan, PruneProgress, PruneReport, prune_observed,
@@ -15,69 +15,13 @@ use crate::args::{GlobalOptions, PruneArgs};
 use crate::output::{bytes, print_json};
 use crate::{exit, repo};
 
-/// Parses `90s`, `30m`, `24h`, `7d`, or a plain number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration> {
-    let text = text.trim();
-    let (number, unit) = match text.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
-        Some((at, _)) => text.split_at(at),
-        None => (text, "s"),
-    };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| anyhow::anyhow!("{text:?} is not a duration (e.g. 30m, 24h, 7d)"))?;
-    let seconds = match unit {
-        "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        "d" => value * 86400.0,
-        _ => bail!("{text:?}: unknown unit {unit:?} (use s, m, h or d)"),
-    };
-    if !seconds.is_finite() || seconds < 0.0 {
-        bail!("{text:?} is not a duration");
-    }
-    Ok(Duration::from_secs_f64(seconds))
-}
-
-/// Parses `500M`, `10G`, `1T` or a plain number of bytes.
-pub fn parse_size(text: &str) -> Result<u64> {
-    let text = text.trim();
-    let (number, unit) = match text.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
-        Some((at, _)) => text.split_at(at),
-        None => (text, ""),
-    };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| anyhow::anyhow!("{text:?} is not a size (e.g. 500M, 10G)"))?;
-    let factor = match unit
-        .to_ascii_uppercase()
-        .trim_end_matches("IB")
-        .trim_end_matches('B')
-    {
-        "" => 1.0,
-        "K" => 1024.0,
-        "M" => 1024.0 * 1024.0,
-        "G" => 1024.0 * 1024.0 * 1024.0,
-        "T" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-        _ => bail!("{text:?}: unknown unit {unit:?}"),
-    };
-    Ok((value * factor) as u64)
-}
-
-fn options(args: &PruneArgs) -> Result<PruneOptions> {
-    if !(0.0..=100.0).contains(&args.max_unused) {
-        bail!("--max-unused must be a percentage between 0 and 100");
-    }
-    Ok(PruneOptions {
-        grace: parse_duration(&args.grace)?,
+fn options(args: &PruneArgs) -> PruneOptions {
+    PruneOptions {
+        grace: args.grace,
         max_unused: args.max_unused / 100.0,
-        max_repack: args
-            .max_repack
-            .as_deref()
-            .map(parse_size)
-            .transpose()?
-            .unwrap_or(u64::MAX),
+        max_repack: args.max_repack.unwrap_or(u64::MAX),
         host: "prune",
-    })
+    }
 }
 
 fn plan_json(plan: &PrunePlan) -> Value {
@@ -315,7 +259,7 @@ impl PruneProgress for Progress {
 
 /// Runs prune on an open repository (also used by `forget --prune`).
 pub fn run_on(global: &GlobalOptions, repository: &Repository, args: &PruneArgs) -> Result<u8> {
-    let options = options(args)?;
+    let options = options(args);
     let mut progress = Progress::new(global);
     let plan = prune_plan_observed(repository, &options, args.dry_run, &mut progress)?;
     if progress.terminal {

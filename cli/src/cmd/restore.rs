@@ -8,7 +8,6 @@ use anyhow::{Context, Result};
 use bunker_agent::Cancel;
 use bunker_agent::lease::{LEASE_VERSION, Lease, LeaseError, new_lease_id};
 use bunker_agent::platform;
-use bunker_agent::policy::parse_policy_duration;
 use bunker_agent::progress::Progress;
 use bunker_agent::restore::{RestoreOptions, RestoreOutcome, restore, restore_volume, stream_file};
 use bunker_repo_format::SnapshotId;
@@ -24,12 +23,7 @@ use crate::{audit, exit, repo};
 pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Result<u8> {
     let (spec, path) = split_snapshot_path(&args.snapshot);
     let policy = restores::policy_in_effect(&args.policy)?;
-    let expire = args
-        .expire
-        .as_deref()
-        .map(parse_policy_duration)
-        .transpose()
-        .map_err(|e| anyhow::anyhow!("--expire: {e}"))?;
+    let expire = args.expire;
     let repository = repo::open(global, "restore")?;
     repository.check_features(bunker_repo_format::config::Operation::Read)?;
     // Checked after opening, so a refused restore is audited too.
