@@ -7,6 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -495,6 +496,67 @@ fn a_full_repository_disk_exits_11_and_the_backup_completes_once_there_is_room()
     compare_trees(&src, &under(&target, &src));
 }
 
+#[test]
+fn a_full_restore_target_exits_11_with_one_line_and_the_restore_resumes_once_there_is_room() {
+    let t = TestDir::new();
+    let Some(disk) = SmallFs::mount(&t.join("disk"), "16m") else {
+        return;
+    };
+    let src = t.join("src");
+    for i in 0..4 {
+        write_random_file(&src.join(format!("big{i}.bin")), 700 + i, 6 << 20);
+    }
+    for i in 0..300 {
+        let text = format!("small file {i}\n").repeat(40 + i);
+        write_file(&src.join(format!("small/{i:03}.txt")), text.as_bytes());
+    }
+    set_all_mtimes(&src, 1_500_000_000);
+    let b = t.bunker();
+    b.init();
+    b.backup(&[&src], &[]).ok();
+
+    // 24 MiB of incompressible data does not fit in 16 MiB: the restore stops at once.
+    let target = disk.mount.join("restore");
+    let out = b.restore("latest", &target);
+    out.code(11);
+    let message = out.stderr.trim();
+    assert_eq!(message.lines().count(), 1, "one line\n{out}");
+    assert!(
+        message.contains("the restore target is full")
+            && message.contains("No space left on device")
+            && message.contains(&*target.to_string_lossy()),
+        "{out}"
+    );
+    // A file cut short keeps the restore's time: none passes for complete by its size and
+    // modification time unless its content is complete too.
+    let restored = under(&target, &src);
+    let mut cut_short = 0;
+    for (path, bytes) in snapshot_files(&src) {
+        let relative = path.strip_prefix(&src).expect("below the source");
+        let Ok(meta) = fs::metadata(restored.join(relative)) else {
+            continue;
+        };
+        let source_meta = fs::metadata(&path).expect("stat the source");
+        let looks_complete =
+            meta.len() == source_meta.len() && meta.modified().ok() == source_meta.modified().ok();
+        let content = fs::read(restored.join(relative)).expect("read the restored file");
+        if content != bytes {
+            cut_short += 1;
+            assert!(
+                !looks_complete,
+                "{} passes for complete",
+                relative.display()
+            );
+        }
+    }
+    note(format!("{cut_short} files cut short by the full target"));
+
+    // With room, the same restore finishes what is missing.
+    disk.resize("64m");
+    b.restore("latest", &target).ok();
+    compare_trees(&src, &restored);
+}
+
 // ---------------------------------------------------------------------------------------
 // Corruption
 // ---------------------------------------------------------------------------------------
@@ -690,6 +752,7 @@ fn truncated_data_pack_restore_exits_5_and_restores_the_rest() {
 
     write_file(&src.join("new/b1.bin"), &random_bytes(52, 1 << 20));
     write_file(&src.join("new/b2.bin"), &random_bytes(53, 1 << 20));
+    set_all_mtimes(&src.join("new"), 1_500_000_000);
     b.backup(&[&src], &[]).ok();
     let new_packs: Vec<String> = repo_objects(b.repo(), "data")
         .difference(&packs_before)
@@ -729,6 +792,28 @@ fn truncated_data_pack_restore_exits_5_and_restores_the_rest() {
             got.map(|g| g.len())
         );
     }
+    // A file that lost content keeps its full size (what is missing reads as zeros) but not
+    // the snapshot's metadata: it is left private, with the restore's times.
+    let mut damaged = 0;
+    for name in ["new/b1.bin", "new/b2.bin"] {
+        let (source, restored) = (src.join(name), r.join(name));
+        if fs::read(&restored).ok() == fs::read(&source).ok() {
+            continue;
+        }
+        damaged += 1;
+        let meta = fs::metadata(&restored).expect("a damaged file is still restored");
+        assert_eq!(meta.len(), 1 << 20, "{name} keeps its size");
+        assert_ne!(
+            meta.modified().ok(),
+            fs::metadata(&source)
+                .expect("stat the source")
+                .modified()
+                .ok(),
+            "{name} lost content but got the snapshot's time"
+        );
+        assert_eq!(meta.mode() & 0o777, 0o600, "{name} stays private");
+    }
+    assert!(damaged > 0, "the truncated pack held part of new/\n{out}");
 
     let out = b.run(["check", "--read-data"]);
     out.code(4);

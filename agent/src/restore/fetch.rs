@@ -29,7 +29,6 @@ use bunker_repo_format::object::SESSION_HEADER_LEN;
 use bunker_repo_format::{Error, Repository};
 
 use super::plan::PackWork;
-use crate::cancel::Cancel;
 
 /// Largest gap between two needed blobs that is read through rather than skipped.
 pub(super) const GAP: u64 = 256 << 10;
@@ -91,11 +90,12 @@ pub(super) fn coalesce(pack: usize, work: &PackWork, max_read: u64) -> Vec<ReadR
 
 /// Fetches every range of `packs` on the backend's number of reading threads (see
 /// [`ReadHints`](bunker_repo_format::backend::ReadHints)) and calls `consume` with
-/// each, on the calling thread, in completion order. Stops early when `cancel` fires.
+/// each, on the calling thread, in completion order. Stops early once `stop` says so (the
+/// restore is cancelled, or cannot go on).
 pub(super) fn fetch_all(
     repo: &Repository,
     packs: &[PackWork],
-    cancel: &Cancel,
+    stop: &(dyn Fn() -> bool + Sync),
     mut consume: impl FnMut(Fetched),
 ) {
     let hints = repo.backend().read_hints();
@@ -111,7 +111,7 @@ pub(super) fn fetch_all(
             let sender = sender.clone();
             let (ranges, next) = (&ranges, &next);
             scope.spawn(move || {
-                while !cancel.is_cancelled() {
+                while !stop() {
                     let index = next.fetch_add(1, Ordering::Relaxed);
                     let Some(range) = ranges.get(index) else {
                         break;
@@ -127,7 +127,7 @@ pub(super) fn fetch_all(
         }
         drop(sender);
         for fetched in receiver {
-            if cancel.is_cancelled() {
+            if stop() {
                 break;
             }
             consume(fetched);

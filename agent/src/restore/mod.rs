@@ -121,9 +121,31 @@ pub enum RestoreError {
         #[source]
         source: io::Error,
     },
+    /// The restore target's filesystem is full (or its quota used up). The restore stops at
+    /// once: what was written stays, and running it again resumes where it stopped.
+    #[error(
+        "{}: the restore target is full (free space and run the restore again: it resumes \
+         where it stopped): {source}",
+        path.display()
+    )]
+    TargetFull {
+        /// What was being written.
+        path: PathBuf,
+        /// The error (no space left, quota exceeded).
+        #[source]
+        source: io::Error,
+    },
     /// The restore was cancelled; what was written so far stays.
     #[error("restore interrupted")]
     Interrupted,
+}
+
+/// True for the errors of a full filesystem (no space left, quota used up).
+pub(crate) fn is_storage_full(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
 }
 
 /// Restores `path` of the snapshot whose root tree is `root` into `target`.
@@ -177,7 +199,9 @@ pub fn restore(
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         (plan, written)
     });
-    let (plan, written) = (plan?, written?);
+    // The writer's error first: a writer that stopped (a full target) ends the walk too.
+    let written = written?;
+    let plan = plan?;
     let mut outcome = RestoreOutcome {
         files: plan.file_count,
         dirs: plan.dirs,
@@ -224,7 +248,7 @@ fn write_batches(
         written.bytes += content.bytes;
         written.bytes_direct += content.bytes_direct;
         written.errors.extend(content.errors);
-        let (errors, warnings) = write::apply_files(&batch.files, apply);
+        let (errors, warnings) = write::apply_files(&batch.files, &content.failed, apply);
         written.errors.extend(errors);
         written.warnings.extend(warnings);
         if let Some(progress) = progress {
@@ -256,6 +280,9 @@ fn write_content(
         fetch_and_write(repo, packs, &writer, cancel);
         queue.close();
     });
+    if let Some((path, source)) = writer.target_full() {
+        return Err(RestoreError::TargetFull { path, source });
+    }
     if cancel.is_cancelled() {
         return Err(RestoreError::Interrupted);
     }
@@ -273,7 +300,8 @@ fn fetch_and_write(repo: &Repository, packs: &[PackWork], writer: &ContentWriter
     let permits = Permits::default();
     let limit = UNSEALING_PER_THREAD * rayon::current_num_threads();
     rayon::in_place_scope(|scope| {
-        fetch::fetch_all(repo, packs, cancel, |fetched| {
+        let stop = || cancel.is_cancelled() || writer.is_target_full();
+        fetch::fetch_all(repo, packs, &stop, |fetched| {
             let permit = permits.take(limit);
             scope.spawn(move |_| {
                 unseal_and_write(repo, &packs[fetched.range.pack], fetched, writer);

@@ -332,6 +332,9 @@ pub(super) struct Planner<'a> {
     emit: &'a mut Emit<'a>,
     keep_open: usize,
     plan: Plan,
+    /// The first entry that could not be created for want of space, and the error: the
+    /// walk stops there ([`RestoreError::TargetFull`]).
+    full: Option<(PathBuf, io::Error)>,
 }
 
 impl<'a> Planner<'a> {
@@ -353,6 +356,7 @@ impl<'a> Planner<'a> {
             batch: BatchBuilder::default(),
             emit,
             keep_open,
+            full: None,
             plan: Plan {
                 root: PendingDir {
                     path: target.to_owned(),
@@ -395,8 +399,27 @@ impl<'a> Planner<'a> {
     }
 
     fn finish(mut self) -> Result<Plan, RestoreError> {
+        self.stop_if_full()?;
         self.flush()?;
         Ok(self.plan)
+    }
+
+    /// Ends the walk once an entry could not be created for want of space.
+    fn stop_if_full(&mut self) -> Result<(), RestoreError> {
+        match self.full.take() {
+            Some((path, source)) => Err(RestoreError::TargetFull { path, source }),
+            None => Ok(()),
+        }
+    }
+
+    /// Records that `what` failed for `path`; a full target ends the walk instead (at the
+    /// next [`Self::stop_if_full`]).
+    fn io_error(&mut self, path: &Path, what: &str, e: io::Error) {
+        if super::is_storage_full(&e) {
+            self.full.get_or_insert((path.to_owned(), e));
+        } else {
+            self.error(path, format!("{what}: {e}"));
+        }
     }
 
     /// Hands the batch planned so far to the writer.
@@ -447,6 +470,7 @@ impl<'a> Planner<'a> {
             }
             let path = dir.join(OsStr::from_bytes(&entry.name));
             self.walk_entry(entry, &path, &handle, fresh, out)?;
+            self.stop_if_full()?;
             if self.batch.is_full() {
                 self.flush()?;
             }
@@ -502,7 +526,7 @@ impl<'a> Planner<'a> {
                 let created = match made {
                     Ok(created) => created,
                     Err(e) => {
-                        self.error(path, format!("could not create directory: {e}"));
+                        self.io_error(path, "could not create directory", e);
                         return Ok(());
                     }
                 };
@@ -606,7 +630,7 @@ impl<'a> Planner<'a> {
         let file = match parent.create_file(name) {
             Ok(file) => file,
             Err(e) => {
-                self.error(path, format!("could not create file: {e}"));
+                self.io_error(path, "could not create file", e);
                 return FilePlanned::Failed;
             }
         };
@@ -614,7 +638,7 @@ impl<'a> Planner<'a> {
         if !matches!(extents.last(), None | Some(Extent::Chunk { .. }))
             && let Err(e) = platform::punch_hole_or_set_len(&file, size)
         {
-            self.error(path, format!("could not set length {size}: {e}"));
+            self.io_error(path, &format!("could not set length {size}"), e);
             return FilePlanned::Failed;
         }
         let Ok(number) = u32::try_from(self.batch.files.len()) else {

@@ -8,10 +8,13 @@
 //! go to the direct writing threads instead (see [`super::direct`]). Holes are never
 //! written, so they stay holes. A blob that cannot be fetched or verified fails the files
 //! it feeds, and the message names the pack (or blob) and those files; such a file still
-//! gets its full size.
+//! gets its full size, but not its metadata (it keeps mode 0600 and the restore's times),
+//! so that it cannot pass for a complete file by its size and time. A full target stops
+//! the writing at once ([`ContentWriter::target_full`]).
 //!
-//! Metadata is applied after content. A batch's files get theirs as soon as the batch is
-//! written, through the descriptor each was created with when it kept one. Everything else
+//! Metadata is applied after content. A batch's files that got all their content get
+//! theirs as soon as the batch is written, through the descriptor each was created with
+//! when it kept one. Everything else
 //! (symlinks, special files, files left alone, directories) gets its metadata after all
 //! content, each directory after everything inside it, so writing into a directory does not
 //! move its times and a read-only directory does not block its children.
@@ -20,8 +23,8 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
-use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 use bunker_repo_format::BlobId;
@@ -62,6 +65,10 @@ pub(super) struct ContentWriter<'a> {
     bytes: AtomicU64,
     bytes_direct: AtomicU64,
     failures: Mutex<Failures>,
+    /// Set by the first write that found the target full: the path and the error.
+    full: Mutex<Option<(PathBuf, std::io::Error)>>,
+    /// `full` is set.
+    is_full: AtomicBool,
 }
 
 /// What a [`ContentWriter`] did.
@@ -73,6 +80,8 @@ pub(super) struct WriteSummary {
     pub bytes_direct: u64,
     /// What failed, each naming the pack or blob and the files affected.
     pub errors: Vec<String>,
+    /// The numbers of the files that lost content (they get no metadata).
+    pub failed: BTreeSet<u32>,
 }
 
 /// The files open for one fetched range, by file number.
@@ -133,7 +142,22 @@ impl<'a> ContentWriter<'a> {
             bytes: AtomicU64::new(0),
             bytes_direct: AtomicU64::new(0),
             failures: Mutex::new(Failures::default()),
+            full: Mutex::new(None),
+            is_full: AtomicBool::new(false),
         }
+    }
+
+    /// True once a write found the target full: nothing more is worth writing.
+    pub fn is_target_full(&self) -> bool {
+        self.is_full.load(Ordering::Relaxed)
+    }
+
+    /// The path and error of the first write that found the target full, if one did.
+    pub fn target_full(&self) -> Option<(PathBuf, std::io::Error)> {
+        self.full
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 
     fn failures(&self) -> std::sync::MutexGuard<'_, Failures> {
@@ -414,6 +438,13 @@ impl<'a> ContentWriter<'a> {
                 let path = &self.files[number as usize].path;
                 let mut failures = self.failures();
                 failures.files.insert(number);
+                if super::is_storage_full(&e) {
+                    let mut full = self.full.lock().unwrap_or_else(PoisonError::into_inner);
+                    if !self.is_full.swap(true, Ordering::Relaxed) {
+                        *full = Some((path.clone(), e));
+                    }
+                    return;
+                }
                 failures.messages.push(format!(
                     "{}: could not write at offset {offset}: {e}",
                     path.display(),
@@ -476,6 +507,7 @@ impl<'a> ContentWriter<'a> {
             bytes: self.bytes.into_inner(),
             bytes_direct: self.bytes_direct.into_inner(),
             errors: failures.messages,
+            failed: failures.files,
         }
     }
 }
@@ -505,12 +537,22 @@ const PARALLEL_APPLY: usize = 8;
 
 /// Applies the metadata of a written batch's files, on the rayon pool: through the
 /// descriptor a file kept (no path lookup), else by its path. Each file's last write is
-/// done, so nothing moves its times or clears its setuid bit afterwards.
-pub(super) fn apply_files(files: &[PlannedFile], options: &ApplyOptions) -> Report {
+/// done, so nothing moves its times or clears its setuid bit afterwards. The files
+/// numbered in `failed` lost content and are left as created.
+pub(super) fn apply_files(
+    files: &[PlannedFile],
+    failed: &BTreeSet<u32>,
+    options: &ApplyOptions,
+) -> Report {
     let reports: Vec<Report> = files
         .par_iter()
+        .enumerate()
         .with_min_len(PARALLEL_APPLY)
-        .filter_map(|planned| {
+        .filter_map(|(number, planned)| {
+            let number = u32::try_from(number).ok()?;
+            if failed.contains(&number) {
+                return None;
+            }
             let meta = planned.meta.as_ref()?;
             let result = match &planned.handle {
                 Some(file) => platform::apply_file_metadata(file, &planned.path, meta, options),
