@@ -80,19 +80,17 @@ impl SnapshotFilter {
         host.chain(tags).chain(paths).collect::<Vec<_>>().join(" ")
     }
 
-    /// The snapshot `spec` names among those that match: `latest` is the newest of them; an
-    /// id prefix must name one that matches.
+    /// The snapshot `spec` names among those that match: `latest` is the newest of them that
+    /// can be read (each unreadable one is named on stderr); an id prefix must name one that
+    /// matches.
     pub fn resolve(&self, repository: &Repository, spec: &str) -> Result<(SnapshotId, Snapshot)> {
-        if self.is_empty() {
-            return Ok(repository.resolve_snapshot(spec)?);
-        }
         if spec == "latest" {
-            let newest = repository
-                .load_snapshots()?
+            let newest = readable_snapshots(repository)?
                 .into_iter()
                 .rfind(|(_, snapshot)| self.matches(snapshot));
             return match newest {
                 Some(found) => Ok(found),
+                None if self.is_empty() => bail!("the repository has no readable snapshots"),
                 None => bail!("no snapshot matches {}", self.describe()),
             };
         }
@@ -102,6 +100,21 @@ impl SnapshotFilter {
         }
         Ok((id, snapshot))
     }
+}
+
+/// Every snapshot that can be read, oldest first; each one that cannot is named on stderr
+/// (`check` reports the damage; `forget ID` removes it).
+pub fn readable_snapshots(repository: &Repository) -> Result<Vec<(SnapshotId, Snapshot)>> {
+    let (readable, unreadable) = repository.load_readable_snapshots()?;
+    for (id, error) in unreadable {
+        eprintln!(
+            "bunker: warning: snapshot {} cannot be read and is left out (`bunker forget {}` \
+             removes it): {error}",
+            id.short(),
+            id.short()
+        );
+    }
+    Ok(readable)
 }
 
 #[cfg(test)]

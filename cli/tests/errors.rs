@@ -647,6 +647,44 @@ fn corrupted_snapshot_is_named_by_check() {
     assert_names(&out, &name);
 }
 
+#[test]
+fn a_damaged_snapshot_is_left_out_of_listings_and_forget_removes_it() {
+    let f = fresh_repository();
+    let src = f.t.join("src");
+    write_file(&src.join("later.txt"), b"a second backup\n");
+    f.b.backup(&[&src], &[]).ok();
+    let damaged = format!("snapshots/{}", {
+        let snaps = f.b.snapshots();
+        str_field(&snaps[0], "id").to_owned()
+    });
+    flip_byte(&f.b.repo().join(&damaged), 40);
+
+    // The other snapshot is listed and restorable; the damaged one is named once.
+    let out = f.b.run(["snapshots", "--json"]);
+    out.ok();
+    assert_eq!(out.json().as_array().map(Vec::len), Some(1), "{out}");
+    assert_eq!(out.stderr.lines().count(), 1, "{out}");
+    assert!(
+        out.stderr.contains(&f.short_id) && out.stderr.contains("forget"),
+        "{out}"
+    );
+    let target = f.t.join("restore");
+    f.b.restore("latest", &target).ok();
+    compare_trees(&src, &under(&target, &src));
+    f.b.run(["prune", "--grace", "0"]).code(1);
+
+    // `forget ID` removes it unread; then prune and check pass again.
+    let out = f.b.run(["forget", &f.short_id]);
+    out.ok();
+    assert!(out.stdout.contains("(unreadable)"), "{out}");
+    assert!(!f.b.repo().join(&damaged).exists());
+    f.b.run(["prune", "--grace", "0"]).ok();
+    f.b.run(["check", "--read-data"]).ok();
+    let out = f.b.run(["snapshots"]);
+    out.ok();
+    assert!(out.stderr.is_empty(), "{out}");
+}
+
 fn corrupted_metadata_fails_cleanly(kind: &str) {
     let (f, bc, name, out) = corrupt(kind);
     assert_ne!(

@@ -631,16 +631,36 @@ impl Repository {
 
     /// Every snapshot, oldest first. Fails on the first unreadable one.
     pub fn load_snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
+        let (all, unreadable) = self.load_readable_snapshots()?;
+        match unreadable.into_iter().next() {
+            Some((_, error)) => Err(error),
+            None => Ok(all),
+        }
+    }
+
+    /// Every snapshot that loads, oldest first, and the ids of those that do not (damaged,
+    /// unreadable), with why. Only listing the snapshots fails the whole call.
+    #[allow(clippy::type_complexity)]
+    pub fn load_readable_snapshots(
+        &self,
+    ) -> Result<(Vec<(SnapshotId, Snapshot)>, Vec<(SnapshotId, Error)>)> {
         let ids = self.list_snapshot_ids()?;
         let mut all = Vec::with_capacity(ids.len());
+        let mut unreadable = Vec::new();
         fan_out::load_in_order(
             &ids,
             self.backend.read_hints().small_reads,
             |id| self.load_snapshot(id),
-            |&id, result| result.map(|snapshot| all.push((id, snapshot))),
+            |&id, result| {
+                match result {
+                    Ok(snapshot) => all.push((id, snapshot)),
+                    Err(error) => unreadable.push((id, error)),
+                }
+                Ok::<(), Error>(())
+            },
         )?;
         all.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
-        Ok(all)
+        Ok((all, unreadable))
     }
 
     /// Finds a snapshot by `latest` or a unique prefix of its id.
@@ -651,6 +671,13 @@ impl Repository {
                 .pop()
                 .ok_or_else(|| Error::Invalid("the repository has no snapshots".into()));
         }
+        let id = self.resolve_snapshot_id(spec)?;
+        Ok((id, self.load_snapshot(&id)?))
+    }
+
+    /// The snapshot whose id starts with `spec` (hex, at least one digit), without loading
+    /// it: the one way to name a snapshot that cannot be read.
+    pub fn resolve_snapshot_id(&self, spec: &str) -> Result<SnapshotId> {
         if spec.is_empty() || !spec.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Error::Invalid(format!(
                 "{spec:?} is not a snapshot id: give `latest` or a hex id prefix"
@@ -663,7 +690,7 @@ impl Repository {
             .filter(|id| id.to_hex().starts_with(&spec_lower))
             .collect();
         match matches.as_slice() {
-            [id] => Ok((*id, self.load_snapshot(id)?)),
+            [id] => Ok(*id),
             [] => Err(Error::Invalid(format!("no snapshot matches {spec:?}"))),
             _ => Err(Error::Invalid(format!(
                 "{} snapshots match {spec:?}; give more digits",

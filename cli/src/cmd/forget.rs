@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 
 use crate::args::{ForgetArgs, GlobalOptions};
 use crate::output::{print_json, rfc3339};
+use crate::select::readable_snapshots;
 use crate::{exit, repo};
 
 pub fn run(global: &GlobalOptions, args: &ForgetArgs, cancel: &Cancel) -> Result<u8> {
@@ -40,6 +41,7 @@ pub fn run(global: &GlobalOptions, args: &ForgetArgs, cancel: &Cancel) -> Result
     let repository = repo::open(global, "forget")?;
     repository.check_features(Operation::Prune)?;
     let removed: Vec<SnapshotId> = if args.snapshots.is_empty() {
+        // Unreadable snapshots are named and left alone: no rule can weigh them.
         let snapshots: Vec<(SnapshotId, Snapshot)> = readable_snapshots(&repository)?
             .into_iter()
             .filter(|(_, s)| filter.matches(s))
@@ -133,9 +135,27 @@ fn named_snapshots(
     repository: &bunker_repo_format::Repository,
     specs: &[String],
 ) -> Result<Vec<SnapshotId>> {
-    let mut named = Vec::new();
+    // An id is enough: a snapshot that cannot be read can be forgotten too (its time shows
+    // as unknown).
+    let mut named: Vec<(SnapshotId, Option<Snapshot>)> = Vec::new();
     for spec in specs {
-        let (id, snapshot) = repository.resolve_snapshot(spec)?;
+        let (id, snapshot) = if spec == "latest" {
+            let (id, snapshot) = repository.resolve_snapshot(spec)?;
+            (id, Some(snapshot))
+        } else {
+            let id = repository.resolve_snapshot_id(spec)?;
+            let snapshot = match repository.load_snapshot(&id) {
+                Ok(snapshot) => Some(snapshot),
+                Err(e) => {
+                    eprintln!(
+                        "bunker: warning: snapshot {} cannot be read ({e}); forgetting it anyway",
+                        id.short()
+                    );
+                    None
+                }
+            };
+            (id, snapshot)
+        };
         if !named.iter().any(|(known, _)| *known == id) {
             named.push((id, snapshot));
         }
@@ -147,7 +167,7 @@ fn named_snapshots(
                 json!({
                     "id": id.to_hex(),
                     "short_id": id.short(),
-                    "time": rfc3339(s.time),
+                    "time": s.as_ref().map(|s| rfc3339(s.time)),
                     "keep": false,
                     "reasons": ["named"],
                 })
@@ -158,7 +178,10 @@ fn named_snapshots(
         let mut out = std::io::stdout().lock();
         writeln!(out, "{:<8}  {:<19}  action", "id", "time (UTC)")?;
         for (id, s) in &named {
-            writeln!(out, "{:<8}  {:<19}  remove", id.short(), utc_time(s.time))?;
+            let time = s
+                .as_ref()
+                .map_or_else(|| "(unreadable)".into(), |s| utc_time(s.time));
+            writeln!(out, "{:<8}  {:<19}  remove", id.short(), time)?;
         }
     }
     Ok(named.into_iter().map(|(id, _)| id).collect())
@@ -176,23 +199,6 @@ fn policy(args: &ForgetArgs) -> Result<RetentionPolicy> {
         keep_tags: args.keep_tags.clone(),
         keep_min: args.keep_min,
     })
-}
-
-/// Every snapshot that loads; the others are reported and left alone (never deleted).
-fn readable_snapshots(
-    repository: &bunker_repo_format::Repository,
-) -> Result<Vec<(SnapshotId, Snapshot)>> {
-    let mut snapshots = Vec::new();
-    for id in repository.list_snapshot_ids()? {
-        match repository.load_snapshot(&id) {
-            Ok(snapshot) => snapshots.push((id, snapshot)),
-            Err(e) => eprintln!(
-                "bunker: warning: skipping snapshot {} (it stays in the repository): {e}",
-                id.short()
-            ),
-        }
-    }
-    Ok(snapshots)
 }
 
 fn lossy(path: &[u8]) -> String {

@@ -7,13 +7,13 @@ use serde_json::Value;
 
 use crate::args::{GlobalOptions, SnapshotsArgs};
 use crate::output::{bytes, local_time, path_strings, print_json, snapshot_json, tag_strings};
+use crate::select::readable_snapshots;
 use crate::{exit, repo};
 
 pub fn run(global: &GlobalOptions, args: &SnapshotsArgs) -> Result<u8> {
     let filter = args.select.filter()?;
     let repository = repo::open(global, "listing snapshots")?;
-    let mut snapshots: Vec<_> = repository
-        .load_snapshots()?
+    let mut snapshots: Vec<_> = readable_snapshots(&repository)?
         .into_iter()
         .filter(|(_, s)| filter.matches(s))
         .collect();
