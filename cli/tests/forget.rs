@@ -477,7 +477,10 @@ fn unreadable_snapshots_are_skipped_and_never_deleted() {
     flip_byte(&f.b.repo().join(&damaged), 60);
     let out = f.b.run(["forget", "--keep-last", "1"]);
     out.ok();
-    assert!(out.stderr.contains("cannot be read and is left out"), "{out}");
+    assert!(
+        out.stderr.contains("cannot be read and is left out"),
+        "{out}"
+    );
     assert!(out.stderr.contains(&f.ids["A2"][..8]), "{out}");
     assert!(out.stdout.contains("removed 9 snapshots"), "{out}");
     let left = repo_objects(f.b.repo(), "snapshots");

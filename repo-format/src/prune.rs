@@ -518,8 +518,14 @@ fn not_due(
         ));
     }
     live.iter().find(|s| s.first <= plan.modified).map(|s| {
+        let silent = now.duration_since(s.last).unwrap_or_default();
+        let left = SESSION_TIMEOUT
+            .saturating_sub(silent)
+            .as_secs()
+            .div_ceil(60);
         format!(
-            "session {} ({} on {}) started before the plan and is still running",
+            "session {} ({} on {}) started before the plan and has not ended: it is running, \
+             or it stopped without ending and counts as live for {left} more minute(s)",
             hex::encode(&s.session[..4]),
             s.purpose,
             s.host
@@ -620,7 +626,9 @@ pub fn prune_observed(
             if blocked {
                 plan.waiting.push((
                     name,
-                    "a session that started before the plan is still running".into(),
+                    "a session that started before the plan has not ended (running, or \
+                     stopped without ending: live until its last heartbeat is 15 minutes old)"
+                        .into(),
                 ));
             } else {
                 plan.due.push(DuePlan {

@@ -347,7 +347,7 @@ fn find_parent(
 
 /// What a writer session starts with, in the order prune's liveness rule needs.
 struct WriteStart {
-    heartbeat: ActiveSession,
+    heartbeat: UncommittedSession,
     /// Packs condemned by a GC plan: never deduplicated against.
     condemned: std::collections::HashSet<bunker_repo_format::PackId>,
     /// The index, without locations in packs that are gone.
@@ -358,13 +358,13 @@ struct WriteStart {
 /// is read after it, which is what prune's liveness rule relies on), then the condemned
 /// packs and the index.
 fn start_writing(repo: &Repository, host: &str) -> Result<WriteStart, BackupError> {
-    let heartbeat = ActiveSession::start(
+    let heartbeat = UncommittedSession(Some(ActiveSession::start(
         Arc::clone(repo.backend()),
         repo.writer_key(),
         host,
         "backup",
         true,
-    )?;
+    )?));
     let condemned = gc::condemned_packs(repo)?;
     let mut loaded = repo.load_index()?;
     // Self-healing: trust the index only for packs that exist (listed after the index was
@@ -380,14 +380,35 @@ fn start_writing(repo: &Repository, host: &str) -> Result<WriteStart, BackupErro
     })
 }
 
+/// A backup's heartbeat session until its commit takes it ([`commit`]). A backup that
+/// stops before that (interrupted, the repository full, a failed stage) ends the session as
+/// it goes, so that prune need not wait 15 minutes for it to time out: it wrote no
+/// snapshot and never will, and what it stored is protected as any unreferenced or
+/// unindexed pack is (FORMAT.md §14a). A commit that fails leaves the session to time out
+/// instead, since a snapshot write that failed may still land.
+struct UncommittedSession(Option<ActiveSession>);
+
+impl Drop for UncommittedSession {
+    fn drop(&mut self) {
+        if let Some(session) = self.0.take() {
+            // Not ended (no space for the beat, storage gone): it times out instead.
+            let _ = session.end();
+        }
+    }
+}
+
 /// Writes the snapshot (the commit point) unless a pack it depends on was lost meanwhile.
 fn commit(
     repo: &Repository,
-    heartbeat: ActiveSession,
+    mut heartbeat: UncommittedSession,
     dependencies: &std::collections::HashSet<bunker_repo_format::PackId>,
     session: &bunker_repo_format::crypto::SealingSession,
     snapshot: &Snapshot,
 ) -> Result<SnapshotId, BackupError> {
+    let heartbeat = heartbeat
+        .0
+        .take()
+        .expect("the session is taken once, by its commit");
     gc::commit_snapshot(repo, heartbeat, dependencies, session, snapshot)?.map_err(|refused| {
         BackupError::Stale {
             paused: refused.paused,
