@@ -227,19 +227,39 @@ pub struct CopyArgs {
 #[derive(Debug, Args)]
 pub struct InitArgs {
     /// Argon2id memory cost of the key slot, in KiB.
-    #[arg(long, default_value_t = KdfParams::default().memory_kib, value_name = "KIB")]
+    #[arg(
+        long,
+        default_value_t = KdfParams::default().memory_kib,
+        value_name = "KIB",
+        value_parser = clap::value_parser!(u32).range(8..=4 << 20)
+    )]
     pub kdf_memory_kib: u32,
     /// Argon2id passes.
-    #[arg(long, default_value_t = KdfParams::default().iterations, value_name = "N")]
+    #[arg(
+        long,
+        default_value_t = KdfParams::default().iterations,
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..=64)
+    )]
     pub kdf_iterations: u32,
     /// Argon2id lanes (filled in parallel on the available cores).
-    #[arg(long, default_value_t = KdfParams::default().parallelism, value_name = "N")]
+    #[arg(
+        long,
+        default_value_t = KdfParams::default().parallelism,
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..=64)
+    )]
     pub kdf_lanes: u32,
     /// zstd level for new data (0 stores data uncompressed).
-    #[arg(long, default_value_t = 3, value_name = "LEVEL")]
+    #[arg(
+        long,
+        default_value_t = 3,
+        value_name = "LEVEL",
+        value_parser = clap::value_parser!(i32).range(0..=22)
+    )]
     pub compression: i32,
     /// Fixed chunk size for volume backups, in KiB (a power of two, 4 KiB..64 MiB).
-    #[arg(long, default_value_t = 1024, value_name = "KIB")]
+    #[arg(long, default_value_t = 1024, value_name = "KIB", value_parser = values::volume_chunk_kib)]
     pub volume_chunk_kib: u32,
     /// Write every object locked (S3 Object Lock; read-only files with a recorded
     /// retain-until date on a local directory). The bucket must have Object Lock enabled.
@@ -303,7 +323,7 @@ pub struct BackupArgs {
     pub time: Option<Timestamp>,
     /// Leave out entries matching this pattern (repeatable). Without `/` it matches names
     /// at any depth; with `/`, absolute paths.
-    #[arg(long = "exclude", short = 'e', value_name = "GLOB")]
+    #[arg(long = "exclude", short = 'e', value_name = "GLOB", value_parser = values::exclude)]
     pub excludes: Vec<String>,
     /// Parent snapshot (default: the latest of this host and these paths).
     #[arg(long, value_name = "SNAPSHOT")]
@@ -314,14 +334,10 @@ pub struct BackupArgs {
     pub with_atime: bool,
     /// Cache directory: the files cache goes into `<DIR>/<repository id>/files` (default
     /// DIR: `$XDG_CACHE_HOME/bunker`, else `~/.cache/bunker`).
-    #[arg(
-        long,
-        env = "BUNKER_CACHE_DIR",
-        value_name = "DIR",
-        conflicts_with = "no_cache"
-    )]
+    #[arg(long, env = "BUNKER_CACHE_DIR", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
-    /// Neither read nor write the files cache (the parent snapshot is still used).
+    /// Neither read nor write the files cache (the parent snapshot is still used); wins over
+    /// --cache-dir and BUNKER_CACHE_DIR.
     #[arg(long)]
     pub no_cache: bool,
     /// Skip opening and re-hashing each new blob before it is packed (measurements only).

@@ -83,6 +83,24 @@ pub fn tag(text: &str) -> Result<(String, String), String> {
     }
 }
 
+/// A volume chunk size in KiB: a power of two from 4 KiB to 64 MiB.
+pub fn volume_chunk_kib(text: &str) -> Result<u32, String> {
+    match text.trim().parse::<u32>() {
+        Ok(kib) if kib.is_power_of_two() && (4..=64 << 10).contains(&kib) => Ok(kib),
+        _ => Err(format!(
+            "{text:?} is not a power of two from 4 to 65536 (KiB)"
+        )),
+    }
+}
+
+/// An exclude pattern, checked as `backup` will use it.
+pub fn exclude(text: &str) -> Result<String, String> {
+    let pattern = text.to_owned();
+    bunker_agent::backup::Excludes::new(std::slice::from_ref(&pattern))
+        .map(|_| pattern)
+        .map_err(|e| e.to_string())
+}
+
 /// An RFC 3339 time.
 pub fn time(text: &str) -> Result<Timestamp, String> {
     let parsed: jiff::Timestamp = text

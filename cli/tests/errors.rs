@@ -87,6 +87,36 @@ fn usage_errors_exit_2() {
     let b = t.bunker();
     b.run(["frobnicate"]).code(2);
     b.run(["snapshots", "--no-such-flag"]).code(2);
+    // A value that does not parse is a usage error too, named with its option, and found
+    // before the repository is looked for (there is none here).
+    for args in [
+        &["init", "--compression", "99"][..],
+        &["init", "--kdf-memory-kib", "1"],
+        &["init", "--kdf-iterations", "0"],
+        &["init", "--volume-chunk-kib", "3"],
+        &["init", "--lock-mode", "governance", "--lock-period", "30m"],
+        &["backup", "--exclude", "[", "."],
+        &["backup", "--time", "yesterday", "."],
+        &["backup", "--tag", "novalue", "."],
+        &["prune", "--max-repack", "10X"],
+        &["prune", "--max-unused", "101"],
+        &["prune", "--grace", "soon"],
+        &["check", "--read-data-subset", "8/7"],
+        &["cache", "--max-unused", "a while"],
+        &["restore", "latest", "--target", "t", "--expire", "later"],
+    ] {
+        let out = b.run(args);
+        out.code(2);
+        let option = args
+            .iter()
+            .rev()
+            .find(|arg| arg.starts_with("--") && **arg != "--target")
+            .expect("an option");
+        assert!(
+            out.stderr.contains("invalid value") && out.stderr.contains(option),
+            "{args:?}\n{out}"
+        );
+    }
 }
 
 #[test]

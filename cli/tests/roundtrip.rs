@@ -809,6 +809,40 @@ fn set_last_used(dir: &Path, days: u64) {
     dir.set_modified(when).expect("set its modification time");
 }
 
+/// The files caches below `dir` (files named `files`).
+fn files_caches(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let path = entry.expect("a cache entry").path();
+        if path.is_dir() {
+            found.extend(files_caches(&path));
+        } else if path.file_name().is_some_and(|name| name == "files") {
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[test]
+fn no_cache_wins_over_bunker_cache_dir() {
+    let t = TestDir::new();
+    let src = t.join("src");
+    write_file(&src.join("a.txt"), b"cached or not\n");
+    let cache = t.join("explicit-cache");
+    let b = t.bunker().with_env("BUNKER_CACHE_DIR", &cache);
+    b.init();
+    b.backup(&[&src], &["--no-cache"]).ok();
+    assert!(
+        files_caches(&cache).is_empty(),
+        "--no-cache wrote a files cache"
+    );
+    b.backup(&[&src], &[]).ok();
+    assert_eq!(files_caches(&cache).len(), 1, "BUNKER_CACHE_DIR is used");
+}
+
 #[test]
 fn cache_lists_each_repository_and_cleanup_removes_only_the_unused() {
     let t = TestDir::new();

@@ -88,17 +88,23 @@ impl KdfParams {
     /// Bounds that keep a forged slot from making us allocate or spin without limit:
     /// memory 8 KiB..4 GiB, 1..=64 iterations, 1..=64 lanes.
     pub fn validate(&self) -> Result<()> {
-        let ok = (8u32.saturating_mul(self.parallelism.max(1))..=4 << 20)
-            .contains(&self.memory_kib)
-            && (1..=64).contains(&self.iterations)
-            && (1..=64).contains(&self.parallelism);
-        if ok {
-            Ok(())
+        let lanes = self.parallelism;
+        let least_memory = 8u32.saturating_mul(lanes.max(1));
+        let problem = if !(1..=64).contains(&lanes) {
+            format!("{lanes} lanes (1 to 64)")
+        } else if !(1..=64).contains(&self.iterations) {
+            format!("{} iterations (1 to 64)", self.iterations)
+        } else if !(least_memory..=4 << 20).contains(&self.memory_kib) {
+            format!(
+                "{} KiB of memory ({least_memory} KiB, 8 per lane, to 4 GiB)",
+                self.memory_kib
+            )
         } else {
-            Err(Error::Invalid(format!(
-                "KDF parameters {self:?} are out of bounds"
-            )))
-        }
+            return Ok(());
+        };
+        Err(Error::Invalid(format!(
+            "Argon2id parameters out of bounds: {problem}"
+        )))
     }
 
     fn derive(&self, password: &[u8], salt: &[u8; 16]) -> Result<SymmetricKey> {
@@ -342,6 +348,27 @@ mod tests {
             iterations: 1,
             parallelism: 1,
         };
-        assert!(huge.validate().is_err());
+        let problem = |params: KdfParams| match params.validate() {
+            Err(Error::Invalid(message)) => message,
+            other => panic!("{params:?} passed: {other:?}"),
+        };
+        assert!(problem(huge).ends_with("4294967295 KiB of memory (8 KiB, 8 per lane, to 4 GiB)"));
+        let lanes = KdfParams {
+            memory_kib: 8192,
+            iterations: 1,
+            parallelism: 81,
+        };
+        assert!(problem(lanes).ends_with(": 81 lanes (1 to 64)"));
+        let passes = KdfParams {
+            iterations: 0,
+            ..lanes
+        };
+        assert!(
+            problem(KdfParams {
+                parallelism: 4,
+                ..passes
+            })
+            .ends_with(": 0 iterations (1 to 64)")
+        );
     }
 }

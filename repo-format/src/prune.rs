@@ -41,7 +41,7 @@ pub use progress::{PruneEvent, PruneProgress};
 const MAX_SEGMENTS: usize = 16;
 
 /// How aggressive a prune run is.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct PruneOptions {
     /// Time a plan waits, on the storage's clock, before its packs may be deleted.
     pub grace: Duration,
@@ -50,7 +50,7 @@ pub struct PruneOptions {
     /// Most bytes of packs to repack in one run.
     pub max_repack: u64,
     /// Host name recorded in the prune session's heartbeats.
-    pub host: &'static str,
+    pub host: String,
 }
 
 impl Default for PruneOptions {
@@ -59,7 +59,7 @@ impl Default for PruneOptions {
             grace: Duration::from_secs(24 * 3600),
             max_unused: 0.05,
             max_repack: u64::MAX,
-            host: "prune",
+            host: "prune".to_owned(),
         }
     }
 }
@@ -174,7 +174,7 @@ pub fn prune_plan_observed(
         Some(ActiveSession::start(
             Arc::clone(repo.backend()),
             repo.writer_key(),
-            options.host,
+            &options.host,
             "prune",
             true,
         )?)

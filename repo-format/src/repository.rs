@@ -236,6 +236,14 @@ impl Repository {
         if let Some(e) = damaged {
             return Err(e);
         }
+        // No slot at all: the keys are gone, whatever the password.
+        if tried == 0 {
+            return Err(Error::corrupt(
+                format!("{}/{}", backend.location(), ObjectKind::KeySlot.prefix()),
+                "the repository has no key slots: no password can open it (a key file \
+                 from `bunker key add --out` still can)",
+            ));
+        }
         Err(Error::WrongPassword {
             location: backend.location(),
             slots: tried,

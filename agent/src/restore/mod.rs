@@ -136,7 +136,10 @@ pub enum RestoreError {
         source: io::Error,
     },
     /// The restore was cancelled; what was written so far stays.
-    #[error("restore interrupted")]
+    #[error(
+        "restore interrupted: what was written stays; run the same command again to resume a \
+         restore into a directory"
+    )]
     Interrupted,
 }
 

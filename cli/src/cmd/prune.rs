@@ -20,7 +20,7 @@ fn options(args: &PruneArgs) -> PruneOptions {
         grace: args.grace,
         max_unused: args.max_unused / 100.0,
         max_repack: args.max_repack.unwrap_or(u64::MAX),
-        host: "prune",
+        host: bunker_agent::platform::hostname(),
     }
 }
 

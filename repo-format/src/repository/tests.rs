@@ -35,6 +35,22 @@ fn init_open_and_wrong_password() {
 }
 
 #[test]
+fn a_repository_without_key_slots_is_damaged_not_a_wrong_password() {
+    let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    Repository::init(backend.clone(), b"secret", test_options()).expect("init");
+    for slot in backend.list(ObjectKind::KeySlot.prefix()).expect("list") {
+        backend.delete(&slot.name).expect("delete the slot");
+    }
+    match Repository::open(backend, b"secret") {
+        Err(Error::Corrupt { object, reason }) => {
+            assert!(object.ends_with("keys/"), "{object}");
+            assert!(reason.contains("no key slots"), "{reason}");
+        }
+        other => panic!("expected damage, got {:?}", other.map(|_| ())),
+    }
+}
+
+#[test]
 fn write_blobs_index_and_snapshot_then_read_back() {
     let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
     let repo = Repository::init(backend.clone(), b"pw", test_options()).expect("init");
