@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
@@ -780,6 +780,41 @@ fn missing_data_pack_is_named_by_check() {
         out.stderr.contains(&victim),
         "restore must name {victim}\n{out}"
     );
+}
+
+#[test]
+fn a_damaged_pack_is_named_once_by_restore_and_each_file_once_by_check() {
+    let t = TestDir::new();
+    let src = t.join("src");
+    write_random_file(&src.join("several-chunks.bin"), 60, 3 << 20);
+    write_random_file(&src.join("small.bin"), 61, 100_000);
+    let b = t.bunker();
+    b.init();
+    b.backup(&[&src], &[]).ok();
+    let packs = repo_objects(b.repo(), "data");
+    for pack in &packs {
+        flip_byte(&b.repo().join(pack), 3);
+    }
+
+    let out = b.restore("latest", &t.join("restore"));
+    out.code(5);
+    for pack in &packs {
+        assert_eq!(
+            out.stderr.matches(pack.as_str()).count(),
+            1,
+            "{pack}\n{out}"
+        );
+    }
+    let out = b.run(["check"]);
+    out.code(4);
+    let named: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|line| line.trim_start().starts_with("file "))
+        .collect();
+    let distinct: BTreeSet<&str> = named.iter().copied().collect();
+    assert_eq!(named.len(), distinct.len(), "{out}");
+    assert!(out.stdout.contains("several-chunks.bin"), "{out}");
 }
 
 #[test]

@@ -19,7 +19,7 @@
 //! content, each directory after everything inside it, so writing into a directory does not
 //! move its times and a read-only directory does not block its children.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -49,6 +49,9 @@ const NAMED_FILES: usize = 10;
 struct Failures {
     messages: Vec<String>,
     files: BTreeSet<u32>,
+    /// Files that lost content, by why (which names the pack or blob): one message each,
+    /// however many of its ranges or blobs failed.
+    lost: BTreeMap<String, BTreeSet<u32>>,
 }
 
 /// Writes blobs to their placements; shared by the pool's threads.
@@ -456,26 +459,39 @@ impl<'a> ContentWriter<'a> {
     /// Records that `blobs` cannot be had, for `reason` (which names the pack or blob),
     /// with the files that lose content.
     pub fn fail_blobs(&self, blobs: &[PlannedBlob], reason: &str) {
-        let affected: BTreeSet<u32> = blobs
+        let affected: Vec<u32> = blobs
             .iter()
             .flat_map(|b| &b.placements)
             .map(|p| p.file)
             .collect();
-        let mut names: Vec<String> = affected
-            .iter()
-            .take(NAMED_FILES)
-            .map(|&f| self.files[f as usize].path.display().to_string())
-            .collect();
-        if affected.len() > NAMED_FILES {
-            names.push(format!("and {} more", affected.len() - NAMED_FILES));
-        }
         let mut failures = self.failures();
         failures.files.extend(&affected);
-        failures.messages.push(format!(
-            "{reason}; {} file(s) affected: {}",
-            affected.len(),
-            names.join(", ")
-        ));
+        failures
+            .lost
+            .entry(reason.to_owned())
+            .or_default()
+            .extend(affected);
+    }
+
+    /// One message per reason content was lost, naming the files affected.
+    fn lost_messages(&self, lost: BTreeMap<String, BTreeSet<u32>>) -> Vec<String> {
+        lost.into_iter()
+            .map(|(reason, affected)| {
+                let mut names: Vec<String> = affected
+                    .iter()
+                    .take(NAMED_FILES)
+                    .map(|&f| self.files[f as usize].path.display().to_string())
+                    .collect();
+                if affected.len() > NAMED_FILES {
+                    names.push(format!("and {} more", affected.len() - NAMED_FILES));
+                }
+                format!(
+                    "{reason}; {} file(s) affected: {}",
+                    affected.len(),
+                    names.join(", ")
+                )
+            })
+            .collect()
     }
 
     /// What was written and what failed.
@@ -489,10 +505,13 @@ impl<'a> ContentWriter<'a> {
             .unwrap_or_else(PoisonError::into_inner)
             .drain();
         self.write_left_over(left_over);
-        let failures = self
+        let mut failures = self
             .failures
-            .into_inner()
-            .unwrap_or_else(PoisonError::into_inner);
+            .lock()
+            .map(|mut failures| std::mem::take(&mut *failures))
+            .unwrap_or_else(|poisoned| std::mem::take(&mut *poisoned.into_inner()));
+        let lost = std::mem::take(&mut failures.lost);
+        failures.messages.extend(self.lost_messages(lost));
         for &number in &failures.files {
             let planned = &self.files[number as usize];
             // The file is already reported as failed; a file that cannot be opened or

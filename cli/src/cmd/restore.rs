@@ -198,7 +198,8 @@ pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Resul
         if !outcome.errors.is_empty() {
             writeln!(
                 std::io::stdout(),
-                "{} entries could not be restored (listed on stderr)",
+                "not everything could be restored: {} problem(s), each on stderr with the \
+                 files it affects",
                 outcome.errors.len()
             )?;
         }

@@ -83,12 +83,16 @@ impl TreeWalker<'_> {
                             continue;
                         }
                         let file = String::from_utf8_lossy(&entry.name);
-                        if let Some(reason) = bad {
-                            all.push(format!("file {file:?}: {reason}"));
+                        let reason = if let Some(reason) = bad {
+                            format!("file {file:?}: {reason}")
                         } else if !self.index.contains(blob) {
-                            all.push(format!(
-                                "file {file:?}: data blob {blob} is not in the index"
-                            ));
+                            format!("file {file:?}: data blob {blob} is not in the index")
+                        } else {
+                            continue;
+                        };
+                        // A file with several chunks in one damaged pack is named once.
+                        if !all.contains(&reason) {
+                            all.push(reason);
                         }
                     }
                 }
