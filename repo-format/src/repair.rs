@@ -359,12 +359,21 @@ pub fn plan_snapshot_repair(
                     broken.reasons.join("; ")
                 ),
             )),
-            Rewritten::Changed { id, removed } => {
+            Rewritten::Changed {
+                id,
+                removed,
+                lost_files,
+                lost_bytes,
+            } => {
                 let removed: Vec<String> = removed.iter().map(|r| format!("/{r}")).collect();
                 let mut replacement = snapshot.clone();
                 replacement.tree = id;
                 replacement.tags.push(("repaired".into(), old.short()));
                 replacement.summary.errors += removed.len() as u64;
+                // What the snapshot now holds (listings show its size).
+                let summary = &mut replacement.summary;
+                summary.files = summary.files.saturating_sub(lost_files);
+                summary.bytes = summary.bytes.saturating_sub(lost_bytes);
                 replacement.errors.extend(
                     removed
                         .iter()
@@ -448,9 +457,15 @@ pub fn apply_snapshot_repair(
 enum Rewritten {
     /// Nothing below it is lost: keep it as it is.
     Intact,
-    /// Entries were left out: its replacement, and the removed paths (relative to it,
-    /// each with why).
-    Changed { id: BlobId, removed: Vec<String> },
+    /// Entries were left out: its replacement, the removed paths (relative to it, each
+    /// with why), and the files and bytes of the removed files (those of unreadable
+    /// directories are not known).
+    Changed {
+        id: BlobId,
+        removed: Vec<String>,
+        lost_files: u64,
+        lost_bytes: u64,
+    },
     /// The tree itself cannot be read.
     Unreadable(String),
 }
@@ -510,6 +525,7 @@ impl Rewriter<'_> {
         };
         let mut entries = Vec::with_capacity(tree.entries().len());
         let mut removed = Vec::new();
+        let (mut lost_files, mut lost_bytes) = (0u64, 0u64);
         let mut changed = false;
         for mut entry in tree.into_entries() {
             let name = String::from_utf8_lossy(&entry.name).into_owned();
@@ -517,6 +533,8 @@ impl Rewriter<'_> {
                 Node::File { ref extents } => {
                     if let Some(why) = self.lost_content(extents) {
                         removed.push(format!("{name}: {why}"));
+                        lost_files += 1;
+                        lost_bytes += extents.iter().map(Extent::length).sum::<u64>();
                         changed = true;
                         continue;
                     }
@@ -528,8 +546,15 @@ impl Rewriter<'_> {
                         changed = true;
                         continue;
                     }
-                    Rewritten::Changed { id, removed: below } => {
+                    Rewritten::Changed {
+                        id,
+                        removed: below,
+                        lost_files: files_below,
+                        lost_bytes: bytes_below,
+                    } => {
                         removed.extend(below.into_iter().map(|path| format!("{name}/{path}")));
+                        lost_files += files_below;
+                        lost_bytes += bytes_below;
                         entry.node = Node::Dir { subtree: id };
                         entry.meta.flags |= EntryFlags::INCOMPLETE;
                         changed = true;
@@ -555,6 +580,8 @@ impl Rewriter<'_> {
         Rewritten::Changed {
             id: new_id,
             removed,
+            lost_files,
+            lost_bytes,
         }
     }
 }
@@ -651,7 +678,12 @@ mod tests {
             consistency: Default::default(),
             consistency_detail: String::new(),
             excludes: vec![],
-            summary: Summary::default(),
+            // Three files of 6,000 bytes, as the tests store them.
+            summary: Summary {
+                files: 3,
+                bytes: 18_000,
+                ..Summary::default()
+            },
             errors: vec![],
             program_version: "t".into(),
         };
@@ -959,6 +991,11 @@ mod tests {
                 .any(|e| e.starts_with("removed by repair: /d/b"))
         );
         assert_eq!(snapshot.host, "h");
+        assert_eq!(
+            (snapshot.summary.files, snapshot.summary.bytes),
+            (2, 12_000),
+            "the summary counts what the snapshot still holds"
+        );
         let index = repo.load_index().expect("index").index;
         let new_root = repo.load_tree(&index, &snapshot.tree).expect("root");
         assert_eq!(new_root.get(b"a"), Some(&a[0]));
