@@ -260,6 +260,40 @@ fn copy_resends_what_the_targets_prune_removed() {
 }
 
 #[test]
+fn a_damaged_snapshot_is_named_and_the_others_are_copied() {
+    let p = Pair::new();
+    let src = p.t.join("src");
+    write_file(&src.join("a.txt"), b"first\n");
+    p.source.backup(&[&src], &[]).ok();
+    write_file(&src.join("b.txt"), b"second\n");
+    p.source.backup(&[&src], &[]).ok();
+    let snaps = p.source.snapshots();
+    let (damaged, intact) = (str_field(&snaps[0], "id"), str_field(&snaps[1], "id"));
+    flip_byte(&p.source.repo().join(format!("snapshots/{damaged}")), 40);
+
+    let out = p.copy(&[]);
+    out.code(1);
+    assert!(
+        out.stderr
+            .contains(&format!("snapshot {} cannot be read", &damaged[..8]))
+            && out
+                .stderr
+                .contains("1 snapshot(s) could not be read and were not copied"),
+        "{out}"
+    );
+    let copied: Vec<String> = out.json()["copied"]
+        .as_array()
+        .expect("copied")
+        .iter()
+        .map(|pair| str_field(pair, "source").to_owned())
+        .collect();
+    assert_eq!(copied, vec![intact.to_owned()], "{out}");
+    let target = p.t.join("restored");
+    p.target.restore("latest", &target).ok();
+    compare_trees(&src, &under(&target, &src));
+}
+
+#[test]
 fn copy_refuses_an_unrelated_target_and_a_missing_password() {
     let p = Pair::new();
     let src = p.t.join("src");

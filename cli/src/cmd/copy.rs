@@ -14,8 +14,18 @@ use crate::{exit, repo};
 
 pub fn run(global: &GlobalOptions, args: &CopyArgs, cancel: &Cancel) -> Result<u8> {
     let source = repo::open(global, "copy")?;
+    // A snapshot that cannot be read is named and not copied; the others still are.
+    let mut unreadable = 0;
     let snapshots = if args.snapshots.is_empty() {
-        source.load_snapshots()?
+        let (readable, damaged) = source.load_readable_snapshots()?;
+        for (id, error) in &damaged {
+            eprintln!(
+                "bunker: warning: snapshot {} cannot be read and is not copied: {error}",
+                id.short()
+            );
+        }
+        unreadable = damaged.len();
+        readable
     } else {
         let mut chosen = Vec::new();
         for spec in &args.snapshots {
@@ -66,6 +76,12 @@ pub fn run(global: &GlobalOptions, args: &CopyArgs, cancel: &Cancel) -> Result<u
             outcome.stats.bytes_stored,
             outcome.stats.packs
         )?;
+    }
+    if unreadable > 0 {
+        anyhow::bail!(
+            "{unreadable} snapshot(s) could not be read and were not copied (named above); \
+             `bunker check` names the damage"
+        );
     }
     Ok(exit::OK)
 }
