@@ -448,6 +448,29 @@ fn without_a_policy_rows_come_from_source_tags_and_host_paths() {
 }
 
 #[test]
+fn an_unreadable_snapshot_is_a_finding_not_a_failure() {
+    let f = Fixture::new();
+    let older = f
+        .snapshots
+        .values()
+        .find(|list| list.len() > 1)
+        .map(|list| str_field(&list[0], "snapshot_id").to_owned())
+        .expect("a source with two snapshots");
+    flip_byte(&f.b.repo().join(format!("snapshots/{older}")), 40);
+    let out = f.report(&["--json"]);
+    out.ok();
+    let report = out.json();
+    let findings = report["out_of_policy"].as_array().expect("findings");
+    let unreadable: Vec<&Value> = findings
+        .iter()
+        .filter(|finding| finding["reason"] == "snapshot-unreadable")
+        .collect();
+    assert_eq!(unreadable.len(), 1, "{report}");
+    assert_eq!(unreadable[0]["source"], format!("snapshot {}", &older[..8]));
+    f.report(&["--strict"]).code(23);
+}
+
+#[test]
 fn a_missing_or_invalid_policy_file_is_a_clear_error() {
     let f = Fixture::new();
     let missing = f.t.join("nope.toml");

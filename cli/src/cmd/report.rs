@@ -22,19 +22,27 @@ pub fn run(global: &GlobalOptions, args: &ReportArgs) -> Result<u8> {
     let policy = PolicyFile::in_effect(&args.policy)?
         .map(|file| (file.policy, file.path.display().to_string()));
     let repository = repo::open(global, "making the recovery report")?;
-    let snapshots = repository.load_snapshots()?;
+    let (snapshots, damaged) = repository.load_readable_snapshots()?;
     let (records, unreadable) = repository.load_audit()?;
     for name in &unreadable {
         eprintln!("bunker: warning: {name}: not a readable audit record; left out of the report");
     }
     let audit: Vec<_> = records.into_iter().map(|(_, r)| r).collect();
-    let report = model::build(&model::Inputs {
+    let mut report = model::build(&model::Inputs {
         snapshots: &snapshots,
         audit: &audit,
         policy: policy.as_ref().map(|(p, file)| (p, file.clone())),
         repository: repository.location(),
         now: Timestamp::now(),
     });
+    // A snapshot that cannot be read belongs to no known source: a finding of its own.
+    report
+        .out_of_policy
+        .extend(damaged.iter().map(|(id, error)| model::Finding {
+            source: format!("snapshot {}", id.short()),
+            reason: "snapshot-unreadable",
+            detail: format!("{error}; `bunker check` names the damage"),
+        }));
 
     if let Some(file) = &args.html {
         std::fs::write(file, html::render(&report))

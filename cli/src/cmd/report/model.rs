@@ -158,7 +158,8 @@ pub struct Finding {
     /// The source row's name.
     pub source: String,
     /// `no-backup`, `backup-older-than-rpo`, `no-passing-drill-in-window`,
-    /// `last-drill-failed` or `consistency-below-expected`.
+    /// `last-drill-failed`, `consistency-below-expected` or `snapshot-unreadable` (its
+    /// source cannot be known).
     pub reason: &'static str,
     /// In words, with the figures.
     pub detail: String,
