@@ -14,10 +14,10 @@
 //!
 //! Metadata is applied after content. A batch's files that got all their content get
 //! theirs as soon as the batch is written, through the descriptor each was created with
-//! when it kept one. Everything else
-//! (symlinks, special files, files left alone, directories) gets its metadata after all
-//! content, each directory after everything inside it, so writing into a directory does not
-//! move its times and a read-only directory does not block its children.
+//! when it kept one. Everything else (symlinks, special files, files left alone,
+//! directories) gets its metadata after all content, each directory after everything
+//! inside it, so writing into a directory does not move its times and a read-only
+//! directory does not block its children.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ffi::OsStr;
