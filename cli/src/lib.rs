@@ -14,6 +14,8 @@ mod policy_file;
 mod progress;
 mod repo;
 mod select;
+#[cfg(test)]
+mod test_support;
 mod values;
 
 use std::process::ExitCode;

@@ -106,6 +106,12 @@ impl SnapshotFilter {
 /// (`check` reports the damage; `forget ID` removes it).
 pub fn readable_snapshots(repository: &Repository) -> Result<Vec<(SnapshotId, Snapshot)>> {
     let (readable, unreadable) = repository.load_readable_snapshots()?;
+    warn_left_out(&unreadable);
+    Ok(readable)
+}
+
+/// Names on stderr each snapshot that cannot be read, and so is left out.
+pub fn warn_left_out(unreadable: &[(SnapshotId, bunker_repo_format::Error)]) {
     for (id, error) in unreadable {
         eprintln!(
             "bunker: warning: snapshot {} cannot be read and is left out (`bunker forget {}` \
@@ -114,36 +120,21 @@ pub fn readable_snapshots(repository: &Repository) -> Result<Vec<(SnapshotId, Sn
             id.short()
         );
     }
-    Ok(readable)
 }
 
 #[cfg(test)]
 mod tests {
-    use bunker_repo_format::BlobId;
-    use bunker_repo_format::snapshot::{ConsistencyLevel, SourceKind, Summary};
-    use bunker_repo_format::tree::Timestamp;
-
     use super::*;
 
     fn snapshot(host: &str, tags: &[(&str, &str)], paths: &[&str]) -> Snapshot {
         Snapshot {
-            time: Timestamp { sec: 0, nsec: 0 },
             host: host.into(),
-            username: "u".into(),
             paths: paths.iter().map(|p| p.as_bytes().to_vec()).collect(),
             tags: tags
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
-            parent: None,
-            tree: BlobId::from_bytes([0; 32]),
-            source_kind: SourceKind::Files,
-            consistency: ConsistencyLevel::Crash,
-            consistency_detail: String::new(),
-            excludes: Vec::new(),
-            summary: Summary::default(),
-            errors: Vec::new(),
-            program_version: "test".into(),
+            ..crate::test_support::snapshot()
         }
     }
 

@@ -18,12 +18,7 @@ pub fn run(global: &GlobalOptions, args: &CopyArgs, cancel: &Cancel) -> Result<u
     let mut unreadable = 0;
     let snapshots = if args.snapshots.is_empty() {
         let (readable, damaged) = source.load_readable_snapshots()?;
-        for (id, error) in &damaged {
-            eprintln!(
-                "bunker: warning: snapshot {} cannot be read and is not copied: {error}",
-                id.short()
-            );
-        }
+        crate::select::warn_left_out(&damaged);
         unreadable = damaged.len();
         readable
     } else {

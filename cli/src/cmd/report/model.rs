@@ -578,32 +578,21 @@ pub fn millis(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bunker_repo_format::BlobId;
-    use bunker_repo_format::snapshot::{SourceKind, Summary};
+    use bunker_repo_format::snapshot::Summary;
 
     const DAY: i64 = 86_400;
 
     fn snapshot(source: Option<&str>, sec: i64, stored: u64) -> Snapshot {
         Snapshot {
             time: Timestamp { sec, nsec: 0 },
-            host: "h".into(),
-            username: "u".into(),
-            paths: vec![b"/data".to_vec()],
             tags: source
                 .map(|s| vec![("source".to_owned(), s.to_owned())])
                 .unwrap_or_default(),
-            parent: None,
-            tree: BlobId::from_bytes([0; 32]),
-            source_kind: SourceKind::Files,
-            consistency: ConsistencyLevel::Crash,
-            consistency_detail: String::new(),
-            excludes: Vec::new(),
             summary: Summary {
                 bytes_stored: stored,
                 ..Summary::default()
             },
-            errors: Vec::new(),
-            program_version: "test".into(),
+            ..crate::test_support::snapshot()
         }
     }
 
