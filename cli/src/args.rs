@@ -116,8 +116,9 @@ pub enum Command {
     /// metadata against the snapshot, run a smoke command, time it, audit it.
     ///
     /// Without SNAPSHOT, drills the latest snapshot of each source (snapshots grouped by
-    /// their `source` tag, untagged ones by host and paths). Exit codes: 20 the restore
-    /// failed, 21 the restored data differs, 22 a check failed (fsck, mount, database, smoke); the
+    /// their `source` tag, untagged ones by host and paths) and fails on each snapshot that
+    /// cannot be read. Exit codes: 20 the restore failed (or a snapshot cannot be read), 21
+    /// the restored data differs, 22 a check failed (fsck, mount, database, smoke); the
     /// highest wins.
     Verify(VerifyArgs),
     /// List self-service restores (`restore --expire`) with their owner and expiry, or

@@ -85,13 +85,16 @@ impl SnapshotFilter {
     /// matches.
     pub fn resolve(&self, repository: &Repository, spec: &str) -> Result<(SnapshotId, Snapshot)> {
         if spec == "latest" {
-            let newest = readable_snapshots(repository)?
+            let (readable, unreadable) = repository.load_readable_snapshots()?;
+            warn_left_out(&unreadable);
+            let newest = readable
                 .into_iter()
                 .rfind(|(_, snapshot)| self.matches(snapshot));
             return match newest {
                 Some(found) => Ok(found),
-                None if self.is_empty() => bail!("the repository has no readable snapshots"),
-                None => bail!("no snapshot matches {}", self.describe()),
+                None if !self.is_empty() => bail!("no snapshot matches {}", self.describe()),
+                None if unreadable.is_empty() => bail!("the repository has no snapshots"),
+                None => bail!("the repository has no readable snapshots"),
             };
         }
         let (id, snapshot) = repository.resolve_snapshot(spec)?;
@@ -100,6 +103,12 @@ impl SnapshotFilter {
         }
         Ok((id, snapshot))
     }
+}
+
+/// The snapshot `spec` names, `latest` or an id prefix, with no filter: `latest` is the
+/// newest snapshot that can be read (each unreadable one is named on stderr).
+pub fn resolve(repository: &Repository, spec: &str) -> Result<(SnapshotId, Snapshot)> {
+    SnapshotFilter::default().resolve(repository, spec)
 }
 
 /// Every snapshot that can be read, oldest first; each one that cannot is named on stderr

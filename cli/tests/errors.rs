@@ -720,6 +720,81 @@ fn a_damaged_snapshot_is_left_out_of_listings_and_forget_removes_it() {
     assert!(out.stderr.is_empty(), "{out}");
 }
 
+#[test]
+fn latest_in_an_empty_repository_is_named_as_such() {
+    let t = TestDir::new();
+    let b = t.bunker();
+    b.init();
+    for args in [
+        vec!["restore", "latest", "--target", "out"],
+        vec!["ls", "latest"],
+        vec!["cat", "snapshot", "latest"],
+    ] {
+        let out = b.with_cwd(&t.path()).run(&args);
+        out.code(1);
+        assert_eq!(
+            out.stderr.trim(),
+            "bunker: the repository has no snapshots",
+            "{args:?}: {out}"
+        );
+    }
+}
+
+#[test]
+fn latest_means_the_newest_readable_snapshot_for_every_command() {
+    let f = fresh_repository();
+    let src = f.t.join("src");
+    write_file(&src.join("later.txt"), b"a second backup\n");
+    f.b.backup(&[&src], &[]).ok();
+    let snaps = f.b.snapshots();
+    let newest = str_field(&snaps[1], "id").to_owned();
+    let oldest = str_field(&snaps[0], "id").to_owned();
+    flip_byte(&f.b.repo().join(format!("snapshots/{newest}")), 40);
+    let warned = |out: &Output| {
+        assert!(
+            out.stderr.contains("cannot be read and is left out")
+                && out.stderr.contains(&newest[..8]),
+            "{out}"
+        );
+    };
+
+    let out = f.b.run(["cat", "snapshot", "latest"]);
+    out.ok();
+    warned(&out);
+    assert_eq!(str_field(&out.json(), "id"), oldest, "{out}");
+
+    let target = f.t.join("copy");
+    let out = f.b.with_env("BUNKER_TO_PASSWORD", "another password").run([
+        "--json",
+        "copy",
+        "--to",
+        s(&target),
+        "latest",
+    ]);
+    out.ok();
+    warned(&out);
+    let copied = out.json()["copied"].clone();
+    assert_eq!(copied.as_array().map(Vec::len), Some(1), "{out}");
+    assert_eq!(str_field(&copied[0], "source"), oldest, "{out}");
+
+    let out = f.b.run(["--json", "backup", "--parent", "latest", s(&src)]);
+    out.ok();
+    warned(&out);
+    assert_eq!(str_field(&out.json(), "parent"), oldest, "{out}");
+    let third = str_field(&out.json(), "snapshot_id").to_owned();
+
+    // `forget latest` forgets the newest it can read; the damaged one stays for `forget ID`.
+    let out = f.b.run(["forget", "latest"]);
+    out.ok();
+    warned(&out);
+    let left = repo_objects(f.b.repo(), "snapshots");
+    let expected: BTreeSet<String> = [&oldest, &newest]
+        .iter()
+        .map(|id| format!("snapshots/{id}"))
+        .collect();
+    assert_eq!(left, expected, "forget latest should have removed {third}");
+}
+
 fn corrupted_metadata_fails_cleanly(kind: &str) {
     let (f, bc, name, out) = corrupt(kind);
     assert_ne!(

@@ -319,3 +319,58 @@ fn without_a_snapshot_the_latest_of_each_source_is_drilled() {
     assert_eq!(str_field(&drills[0], "snapshot_id"), newest_a, "{doc}");
     assert!(drills.iter().all(|d| d["passed"] == true), "{doc}");
 }
+
+#[test]
+fn an_unreadable_snapshot_fails_verify_with_20_after_the_others_are_drilled() {
+    let t = TestDir::new();
+    let src = source_tree(&t);
+    let b = t.bunker();
+    b.init();
+    let first = b.backup(&[&src], &["--tag", "source=a", "--json"]);
+    first.ok();
+    let readable = str_field(&first.json(), "snapshot_id").to_owned();
+    let second = b.backup(&[&src.join("data")], &["--tag", "source=b", "--json"]);
+    second.ok();
+    let damaged = str_field(&second.json(), "snapshot_id").to_owned();
+    flip_byte(&b.repo().join(format!("snapshots/{damaged}")), 40);
+
+    let out = b.run(["verify", "--json"]);
+    out.code(20);
+    let doc = out.json();
+    assert_eq!(doc["passed"], false, "{doc}");
+    let drills = doc["drills"].as_array().expect("drills");
+    assert_eq!(drills.len(), 1, "{doc}");
+    assert_eq!(str_field(&drills[0], "snapshot_id"), readable, "{doc}");
+    assert_eq!(drills[0]["passed"], true, "{doc}");
+    let unreadable = doc["unreadable"].as_array().expect("unreadable");
+    assert_eq!(unreadable.len(), 1, "{doc}");
+    assert_eq!(str_field(&unreadable[0], "snapshot_id"), damaged, "{doc}");
+
+    let out = b.run(["verify"]);
+    out.code(20);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].starts_with(&format!("PASS snapshot {}", &readable[..8])),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with(&format!("FAIL snapshot {}: cannot be read", &damaged[..8])),
+        "{out}"
+    );
+
+    // With a filter, whether it matches is unknown: a warning, and the drill passes.
+    let out = b.run(["verify", "--tag", "source=a"]);
+    out.ok();
+    assert!(
+        out.stderr.contains("cannot be read and is left out"),
+        "{out}"
+    );
+    assert!(out.stderr.contains(&damaged[..8]), "{out}");
+
+    // Once it is forgotten, verify passes.
+    b.run(["forget", &damaged[..8]]).ok();
+    let out = b.run(["verify"]);
+    out.ok();
+    assert!(out.stderr.is_empty(), "{out}");
+}

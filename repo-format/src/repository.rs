@@ -647,11 +647,13 @@ impl Repository {
     }
 
     /// Every snapshot that loads, oldest first, and the ids of those that do not (damaged,
-    /// unreadable), with why. Only listing the snapshots fails the whole call.
+    /// unreadable), with why. Only listing the snapshots, or a key that can read none of
+    /// them (put-only), fails the whole call.
     #[allow(clippy::type_complexity)]
     pub fn load_readable_snapshots(
         &self,
     ) -> Result<(Vec<(SnapshotId, Snapshot)>, Vec<(SnapshotId, Error)>)> {
+        self.key.master("reading snapshots")?;
         let ids = self.list_snapshot_ids()?;
         let mut all = Vec::with_capacity(ids.len());
         let mut unreadable = Vec::new();

@@ -32,7 +32,7 @@ use crate::restore::RestoreError;
 use crate::verify::{Target, VerifyOptions, restore_and_verify};
 pub use database::DatabaseDrill;
 pub use report::{DrillReport, Failure};
-pub use select::latest_per_source;
+pub use select::{LatestPerSource, latest_per_source};
 
 /// What a drill does besides restoring and verifying.
 #[derive(Debug, Clone, Default)]

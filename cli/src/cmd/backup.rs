@@ -20,18 +20,20 @@ use crate::progress::Display;
 use crate::{exit, repo};
 
 pub fn run(global: &GlobalOptions, args: &BackupArgs, cancel: &Cancel) -> Result<u8> {
-    let tags = args.tags.clone();
-    let time = args.time;
     let repository = repo::open_writer(global)?;
     let host = args.host.clone().unwrap_or_else(platform::hostname);
+    let parent = match &args.parent {
+        Some(spec) => Some(crate::select::resolve(&repository, spec)?.0),
+        None => None,
+    };
     let progress = Arc::new(Progress::new());
     let display = Display::start("backup", Arc::clone(&progress), global.json);
     let stream = StreamOptions {
         name: args.stdin_filename.clone(),
         host: host.clone(),
         username: platform::username(),
-        tags: tags.clone(),
-        time,
+        tags: args.tags.clone(),
+        time: args.time,
         progress: Some(Arc::clone(&progress)),
         skip_verify: args.skip_verify,
         command_stderr: display.line_sink(),
@@ -42,7 +44,7 @@ pub fn run(global: &GlobalOptions, args: &BackupArgs, cancel: &Cancel) -> Result
     } else if let Some(command) = &args.stdin_from_command {
         backup_command(&repository, command, &[], &stream, cancel)
     } else {
-        backup_paths(&repository, args, host, tags, time, progress, cancel)
+        backup_paths(&repository, args, parent, host, progress, cancel)
     };
     display.finish();
     report(global, &outcome?)
@@ -51,16 +53,11 @@ pub fn run(global: &GlobalOptions, args: &BackupArgs, cancel: &Cancel) -> Result
 fn backup_paths(
     repository: &bunker_repo_format::Repository,
     args: &BackupArgs,
+    parent: Option<bunker_repo_format::SnapshotId>,
     host: String,
-    tags: Vec<(String, String)>,
-    time: Option<bunker_repo_format::tree::Timestamp>,
     progress: Arc<Progress>,
     cancel: &Cancel,
 ) -> Result<bunker_agent::backup::BackupOutcome, BackupError> {
-    let parent = match &args.parent {
-        Some(spec) => Some(repository.resolve_snapshot(spec)?.0),
-        None => None,
-    };
     match &args.volume {
         Some(device) => {
             let options = VolumeOptions {
@@ -68,8 +65,8 @@ fn backup_paths(
                 name: args.name.clone(),
                 host,
                 username: platform::username(),
-                tags,
-                time,
+                tags: args.tags.clone(),
+                time: args.time,
                 parent,
                 progress: Some(progress),
                 skip_verify: args.skip_verify,
@@ -89,8 +86,8 @@ fn backup_paths(
                 paths: args.paths.clone(),
                 host,
                 username: platform::username(),
-                tags,
-                time,
+                tags: args.tags.clone(),
+                time: args.time,
                 excludes: args.excludes.clone(),
                 parent,
                 with_atime: args.with_atime,

@@ -39,7 +39,7 @@ pub fn run(global: &GlobalOptions, command: CatCommand) -> Result<u8> {
             }))?;
         }
         CatCommand::Snapshot { id } => {
-            let (id, snapshot) = repository.resolve_snapshot(&id)?;
+            let (id, snapshot) = crate::select::resolve(&repository, &id)?;
             print_json(&snapshot_json(&id, &snapshot))?;
         }
     }

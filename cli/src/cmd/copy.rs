@@ -24,7 +24,7 @@ pub fn run(global: &GlobalOptions, args: &CopyArgs, cancel: &Cancel) -> Result<u
     } else {
         let mut chosen = Vec::new();
         for spec in &args.snapshots {
-            let found = source.resolve_snapshot(spec)?;
+            let found = crate::select::resolve(&source, spec)?;
             if !chosen.iter().any(|(id, _)| *id == found.0) {
                 chosen.push(found);
             }

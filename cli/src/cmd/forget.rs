@@ -140,7 +140,7 @@ fn named_snapshots(
     let mut named: Vec<(SnapshotId, Option<Snapshot>)> = Vec::new();
     for spec in specs {
         let (id, snapshot) = if spec == "latest" {
-            let (id, snapshot) = repository.resolve_snapshot(spec)?;
+            let (id, snapshot) = crate::select::resolve(repository, spec)?;
             (id, Some(snapshot))
         } else {
             let id = repository.resolve_snapshot_id(spec)?;

@@ -19,15 +19,25 @@ pub fn run(global: &GlobalOptions, args: &VerifyArgs, cancel: &Cancel) -> Result
     let policy = PolicyFile::in_effect(&args.policy)?;
     let filter = args.select.filter()?;
     let repository = repo::open(global, "verify")?;
-    let chosen = match &args.snapshot {
-        Some(spec) => vec![filter.resolve(&repository, spec)?],
+    // Without filters, a snapshot that cannot be read is a failed drill (it might be some
+    // source's newest, and it cannot be restored); with them, whether it matches is unknown
+    // and it is named as a warning.
+    let (chosen, unreadable) = match &args.snapshot {
+        Some(spec) => (vec![filter.resolve(&repository, spec)?], Vec::new()),
         None => {
             let mut latest = drill::latest_per_source(&repository)?;
-            latest.retain(|(_, snapshot)| filter.matches(snapshot));
             latest
+                .newest
+                .retain(|(_, snapshot)| filter.matches(snapshot));
+            if filter.is_empty() {
+                (latest.newest, latest.unreadable)
+            } else {
+                crate::select::warn_left_out(&latest.unreadable);
+                (latest.newest, Vec::new())
+            }
         }
     };
-    if chosen.is_empty() {
+    if chosen.is_empty() && unreadable.is_empty() {
         if filter.is_empty() {
             anyhow::bail!("the repository has no snapshots to verify");
         }
@@ -60,13 +70,30 @@ pub fn run(global: &GlobalOptions, args: &VerifyArgs, cancel: &Cancel) -> Result
     }
     if global.json {
         print_json(&json!({
-            "passed": reports.iter().all(DrillReport::passed),
+            "passed": unreadable.is_empty() && reports.iter().all(DrillReport::passed),
             "drills": reports.iter().map(report_json).collect::<Vec<_>>(),
+            "unreadable": unreadable.iter().map(|(id, error)| json!({
+                "snapshot_id": id.to_hex(),
+                "error": error.to_string(),
+            })).collect::<Vec<_>>(),
         }))?;
+    } else {
+        let mut out = std::io::stdout().lock();
+        for (id, error) in &unreadable {
+            writeln!(
+                out,
+                "FAIL snapshot {}: cannot be read, so cannot be restored ({error}); `bunker \
+                 forget {}` removes it",
+                id.short(),
+                id.short()
+            )?;
+        }
     }
+    let unreadable_failure = (!unreadable.is_empty()).then_some(Failure::Restore);
     Ok(reports
         .iter()
         .filter_map(|r| r.failure)
+        .chain(unreadable_failure)
         .map(exit::drill_failure)
         .max()
         .unwrap_or(exit::OK))

@@ -296,7 +296,16 @@ impl Agent {
             Ok(latest) => latest,
             Err(e) => return DrillOutcome::Failed(format!("cannot list the snapshots: {e}")),
         };
-        let Some((id, snapshot)) = latest.into_iter().find(|(_, snapshot)| {
+        // Whose an unreadable snapshot is cannot be told: if it is this source's newest, the
+        // drill runs the newest one that can be read. `check` reports the damage.
+        for (id, error) in &latest.unreadable {
+            (self.log)(&format!(
+                "{}: warning: snapshot {} cannot be read and is left out of the drill: {error}",
+                source.name,
+                id.short()
+            ));
+        }
+        let Some((id, snapshot)) = latest.newest.into_iter().find(|(_, snapshot)| {
             snapshot
                 .tags
                 .iter()

@@ -311,7 +311,14 @@ fn a_drill_of_a_source_without_snapshots_fails_with_the_reason_and_is_recorded()
         ..InitOptions::default()
     };
     let repository = Repository::init(Arc::clone(&backend), b"pw", options).unwrap();
+    // A damaged snapshot: whose it is cannot be told, so it is named and left out.
+    let damaged = "ab".repeat(32);
+    backend
+        .put_if_absent(&format!("snapshots/{damaged}"), b"not a snapshot")
+        .unwrap();
     let open_backend = Arc::clone(&backend);
+    let lines = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let logged = Arc::clone(&lines);
     let agent = Agent {
         policy,
         context: JobContext {
@@ -323,7 +330,7 @@ fn a_drill_of_a_source_without_snapshots_fails_with_the_reason_and_is_recorded()
         open_repository: Arc::new(move || {
             Repository::open(Arc::clone(&open_backend), b"pw").map_err(|e| e.to_string())
         }),
-        log: Arc::new(|_: &str| {}),
+        log: Arc::new(move |line: &str| logged.lock().unwrap().push(line.to_owned())),
         metrics_text: new_metrics_text(),
     };
     let runs = agent.drill_now(&[], &Cancel::new()).unwrap();
@@ -332,6 +339,15 @@ fn a_drill_of_a_source_without_snapshots_fails_with_the_reason_and_is_recorded()
         matches!(&runs[0].outcome, DrillOutcome::Failed(e) if e == "no snapshot of source hourly"),
         "{:?}",
         runs[0].outcome
+    );
+    let warned = format!(
+        "hourly: warning: snapshot {} cannot be read and is left out of the drill",
+        &damaged[..8]
+    );
+    assert!(
+        lines.lock().unwrap().iter().any(|l| l.starts_with(&warned)),
+        "{:?}",
+        lines.lock().unwrap()
     );
     assert!(matches!(
         agent.drill_now(&["nope".into()], &Cancel::new()),
