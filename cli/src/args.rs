@@ -35,7 +35,8 @@ pub struct GlobalOptions {
         long = "repo",
         env = "BUNKER_REPOSITORY",
         global = true,
-        value_name = "REPO"
+        value_name = "REPO",
+        value_parser = values::location
     )]
     pub repo: Option<String>,
     /// Read the password from this file (first line).
@@ -217,7 +218,7 @@ pub enum PolicyCommand {
 #[derive(Debug, Args)]
 pub struct CopyArgs {
     /// The target repository.
-    #[arg(long, value_name = "REPO")]
+    #[arg(long, value_name = "REPO", value_parser = values::location)]
     pub to: String,
     /// Snapshots to copy (`latest` or id prefixes; default: all).
     #[arg(value_name = "SNAPSHOT")]

@@ -9,6 +9,15 @@ use bunker_repo_format::check::ReadData;
 use bunker_repo_format::retention::{CalendarDuration, GroupBy};
 use bunker_repo_format::tree::Timestamp;
 
+/// A repository location: a directory or a URL, never empty (an empty `BUNKER_REPOSITORY`
+/// is a mistake, not the current directory).
+pub fn location(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        return Err("a repository location must not be empty".into());
+    }
+    Ok(text.to_owned())
+}
+
 /// A wall-clock duration: `90s`, `30m`, `1h30m`, `7d`, `2w` (as in policy files), or a plain
 /// number of seconds (`0`).
 pub fn duration(text: &str) -> Result<Duration, String> {
@@ -137,6 +146,14 @@ pub fn read_data_subset(text: &str) -> Result<ReadData, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn locations_are_never_empty() {
+        assert_eq!(location("s3://b/p"), Ok("s3://b/p".to_owned()));
+        assert_eq!(location("repo"), Ok("repo".to_owned()));
+        assert!(location("").is_err());
+        assert!(location("  ").is_err());
+    }
 
     #[test]
     fn durations_are_compound_or_plain_seconds() {

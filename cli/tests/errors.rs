@@ -104,6 +104,8 @@ fn usage_errors_exit_2() {
         &["check", "--read-data-subset", "8/7"],
         &["cache", "--max-unused", "a while"],
         &["restore", "latest", "--target", "t", "--expire", "later"],
+        &["snapshots", "--repo", ""],
+        &["copy", "--to", " "],
     ] {
         let out = b.run(args);
         out.code(2);
@@ -117,6 +119,9 @@ fn usage_errors_exit_2() {
             "{args:?}\n{out}"
         );
     }
+    let out = b.with_env("BUNKER_REPOSITORY", "").run(["snapshots"]);
+    out.code(2);
+    assert!(out.stderr.contains("must not be empty"), "{out}");
 }
 
 #[test]
