@@ -8,6 +8,7 @@
 mod drills;
 mod raw;
 mod template;
+mod toml_problems;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -264,17 +265,14 @@ impl Policy {
             text,
             errors: Vec::new(),
         };
-        let raw: RawPolicy = match toml::from_str(text) {
+        // TOML-level problems are all reported, but not what follows from them: the checks
+        // below would only repeat them as missing keys.
+        let raw: RawPolicy = match toml_problems::deserialize(text) {
             Ok(raw) => raw,
-            Err(e) => {
-                let span = e.span().unwrap_or(0..0);
-                let key = text.get(span.clone()).unwrap_or("").trim().to_owned();
-                let key = if key.len() > 40 || key.contains('\n') {
-                    String::new()
-                } else {
-                    key
-                };
-                checker.at(span, &key, e.message().trim().to_owned());
+            Err(problems) => {
+                for problem in problems {
+                    checker.at(problem.span, &problem.key, problem.message);
+                }
                 return Err(checker.into_errors(file));
             }
         };

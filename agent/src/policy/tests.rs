@@ -165,8 +165,21 @@ fn syntax_and_unknown_keys_are_reported_with_their_line() {
     assert_eq!(found[0].line, 3);
     assert!(found[0].message.contains("unknown field"), "{:?}", found[0]);
 
-    let found = errors("[repository]\nurl = \"/r\n");
-    assert_eq!(found[0].line, 2, "{found:?}");
+    // Every unknown key and wrongly typed value at once, each with its line and key.
+    let found = errors(
+        "[repository]\npasword_file = \"/p\"\n[[source]]\nname = 3\nkind = \"paths\"\n\
+         schedul = \"0 * * * *\"\n[[source]]\nname = \"b\"\npaths = \"/srv\"\n",
+    );
+    let found: Vec<(usize, &str)> = found.iter().map(|e| (e.line, e.key.as_str())).collect();
+    assert_eq!(
+        found,
+        [
+            (2, "repository.pasword_file"),
+            (4, "source[1].name"),
+            (6, "source[1].schedul"),
+            (9, "source[2].paths")
+        ]
+    );
 }
 
 #[test]
