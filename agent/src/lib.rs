@@ -4,7 +4,8 @@
 //!   writes blobs, trees and a snapshot.
 //! - [`restore`] brings a snapshot, or a path in it, back into a directory, a volume back
 //!   onto a device or image, or streams one file in order.
-//! - [`navigate`] finds paths inside a snapshot and walks its trees (for `ls`).
+//! - [`navigate`] finds paths inside a snapshot and walks its trees (for `ls`); [`diff`]
+//!   compares two snapshots, or two paths in them.
 //! - [`platform`] is the only module that talks to the operating system about file
 //!   metadata: it captures an entry's [`Metadata`](bunker_repo_format::tree::Metadata)
 //!   without following symlinks, finds the data regions of sparse files, and recreates
@@ -28,6 +29,7 @@ pub mod cache_dirs;
 mod cancel;
 pub mod copy;
 pub mod daemon;
+pub mod diff;
 pub mod drill;
 pub mod job;
 pub mod json_lines;

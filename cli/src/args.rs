@@ -70,6 +70,14 @@ pub enum Command {
     Snapshots(SnapshotsArgs),
     /// List the entries of a snapshot.
     Ls(LsArgs),
+    /// Show what changed between two snapshots, or two paths in them.
+    ///
+    /// One line per changed path: `+` added, `-` removed, `M` content changed, `T` kind
+    /// changed (a file became a directory, ...), and with --metadata `U` metadata only
+    /// (mode, owner, mtime, extended attributes). Then a summary, with the data each
+    /// side holds that the other does not. Directories whose tree is the same on both
+    /// sides are not opened.
+    Diff(DiffArgs),
     /// Restore a snapshot, or a path inside one.
     Restore(RestoreArgs),
     /// Verify the repository's structure and, with --read-data, every byte.
@@ -367,6 +375,23 @@ pub struct LsArgs {
     /// Show mode, owner, size and time too.
     #[arg(short, long)]
     pub long: bool,
+    /// Which snapshots `latest` picks from.
+    #[command(flatten, next_help_heading = "Choosing `latest`")]
+    pub select: SelectArgs,
+}
+
+/// `bunker diff`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The old side: `latest` or an id prefix, optionally followed by `:PATH`.
+    #[arg(value_name = "OLD[:PATH]")]
+    pub old: String,
+    /// The new side: `latest` or an id prefix, optionally followed by `:PATH`.
+    #[arg(value_name = "NEW[:PATH]")]
+    pub new: String,
+    /// List paths whose metadata alone changed (`U`) too.
+    #[arg(long)]
+    pub metadata: bool,
     /// Which snapshots `latest` picks from.
     #[command(flatten, next_help_heading = "Choosing `latest`")]
     pub select: SelectArgs,

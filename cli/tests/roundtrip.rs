@@ -1103,3 +1103,94 @@ fn repository_layout_on_disk() {
         problems.join("\n  ")
     );
 }
+
+#[test]
+fn diff_names_every_change_and_the_data_on_each_side_only() {
+    let t = TestDir::new();
+    let src = t.join("src");
+    write_file(&src.join("a.txt"), b"alpha\n");
+    write_file(&src.join("sub/k"), b"keep\n");
+    write_file(&src.join("gone/x"), b"gone\n");
+    write_file(&src.join("becomes"), b"f\n");
+    write_random_file(&src.join("same.bin"), 7, 200_000);
+    std::os::unix::fs::symlink("a.txt", src.join("link")).expect("symlink");
+    let b = t.bunker();
+    b.init();
+    let first = b.backup(&[&src], &["--json"]);
+    first.ok();
+    let old = str_field(&first.json(), "short_id").to_owned();
+
+    write_file(&src.join("a.txt"), b"alpha2\n");
+    chmod(&src.join("sub/k"), 0o600);
+    fs::remove_dir_all(src.join("gone")).expect("remove gone");
+    fs::remove_file(src.join("becomes")).expect("remove becomes");
+    write_file(&src.join("becomes/in"), b"in\n");
+    write_file(&src.join("sub/new"), b"new\n");
+    fs::remove_file(src.join("link")).expect("remove link");
+    std::os::unix::fs::symlink("b.txt", src.join("link")).expect("symlink");
+    let second = b.backup(&[&src], &["--json"]);
+    second.ok();
+    let new = str_field(&second.json(), "short_id").to_owned();
+
+    let at = |rel: &str| format!("{}/{rel}", src.display());
+    let out = b.run(["diff", &old, &new]);
+    out.ok();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    let expected = [
+        format!("T    {}/", at("becomes")),
+        format!("+    {}", at("becomes/in")),
+        format!("M    {}", at("a.txt")),
+        format!("-    {}/", at("gone")),
+        format!("-    {}", at("gone/x")),
+        format!("M    {}", at("link")),
+        format!("+    {}", at("sub/new")),
+    ];
+    let mut listed: Vec<&str> = lines[..lines.len() - 1].to_vec();
+    listed.sort_unstable();
+    let mut wanted: Vec<&str> = expected.iter().map(String::as_str).collect();
+    wanted.sort_unstable();
+    assert_eq!(listed, wanted, "{out}");
+    // Three new contents (7 + 3 + 4 bytes) and three gone (6 + 5 + 2 bytes).
+    let summary = lines[lines.len() - 1];
+    assert!(
+        summary.starts_with(&format!(
+            "{old} -> {new}: 2 added, 2 removed, 2 changed, 1 changed kind, "
+        )) && summary.ends_with("data: 3 blob(s) of 14 B added, 3 blob(s) of 13 B removed"),
+        "{out}"
+    );
+
+    // Metadata-only changes are listed on request; unchanged entries never are.
+    let out = b.run(["diff", "--metadata", &old, &new]);
+    out.ok();
+    assert!(out.stdout.contains(&format!("U    {}\n", at("sub/k"))), "{out}");
+    assert!(!out.stdout.contains("same.bin"), "{out}");
+
+    // Two paths, as JSON; and a single file.
+    let sub = |id: &str| format!("{id}:{}", at("sub"));
+    let out = b.run(["--json", "diff", "--metadata", &sub(&old), &sub(&new)]);
+    out.ok();
+    let doc = out.json();
+    let changes: Vec<(&str, &str, &str)> = doc["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .map(|c| (str_field(c, "change"), str_field(c, "path"), str_field(c, "type")))
+        .collect();
+    let (k, new_file) = (at("sub/k"), at("sub/new"));
+    assert_eq!(
+        changes,
+        [("metadata", k.as_str(), "file"), ("added", new_file.as_str(), "file")],
+        "{doc}"
+    );
+    assert_eq!(doc["data_added"]["bytes"], 4, "{doc}");
+    assert_eq!(doc["data_removed"]["blobs"], 0, "{doc}");
+    let file = |id: &str| format!("{id}:{}", at("a.txt"));
+    let out = b.run(["diff", &file(&old), &file(&new)]);
+    out.ok();
+    assert!(out.stdout.starts_with(&format!("M    {}\n", at("a.txt"))), "{out}");
+
+    let out = b.run(["diff", &new, &new]);
+    out.ok();
+    assert_eq!(out.stdout.lines().count(), 1, "{out}");
+    assert!(out.stdout.contains(": 0 added, 0 removed, 0 changed"), "{out}");
+}

@@ -6,6 +6,7 @@ mod cache;
 mod cat;
 mod check;
 mod copy;
+mod diff;
 mod forget;
 mod init;
 mod key;
@@ -47,6 +48,7 @@ fn dispatch(cli: Cli, cancel: &Cancel) -> Result<u8> {
         Command::Backup(args) => backup::run(global, &args, cancel),
         Command::Snapshots(args) => snapshots::run(global, &args),
         Command::Ls(args) => ls::run(global, &args),
+        Command::Diff(args) => diff::run(global, &args),
         Command::Restore(args) => restore::run(global, &args, cancel),
         Command::Check(args) => check::run(global, &args),
         Command::Forget(args) => forget::run(global, &args, cancel),
