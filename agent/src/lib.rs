@@ -5,7 +5,8 @@
 //! - [`restore`] brings a snapshot, or a path in it, back into a directory, a volume back
 //!   onto a device or image, or streams one file in order.
 //! - [`navigate`] finds paths inside a snapshot and walks its trees (for `ls`); [`diff`]
-//!   compares two snapshots, or two paths in them.
+//!   compares two snapshots, or two paths in them; [`find`] searches snapshots for names
+//!   or paths.
 //! - [`platform`] is the only module that talks to the operating system about file
 //!   metadata: it captures an entry's [`Metadata`](bunker_repo_format::tree::Metadata)
 //!   without following symlinks, finds the data regions of sparse files, and recreates
@@ -31,6 +32,7 @@ pub mod copy;
 pub mod daemon;
 pub mod diff;
 pub mod drill;
+pub mod find;
 pub mod job;
 pub mod json_lines;
 pub mod lease;

@@ -78,6 +78,13 @@ pub enum Command {
     /// side holds that the other does not. Directories whose tree is the same on both
     /// sides are not opened.
     Diff(DiffArgs),
+    /// Find entries by name or path pattern in every snapshot (or the chosen ones).
+    ///
+    /// A pattern without `/` matches an entry's name at any depth (`*.conf`, `id_rsa`), one
+    /// with `/` its absolute path (`/etc/**/*.conf`); `*` and `?` do not cross `/`, `**`
+    /// does (the patterns of `backup --exclude`). Matches are listed per snapshot, oldest
+    /// first; a directory unchanged across snapshots with nothing matching is opened once.
+    Find(FindArgs),
     /// Restore a snapshot, or a path inside one.
     Restore(RestoreArgs),
     /// Verify the repository's structure and, with --read-data, every byte.
@@ -394,6 +401,23 @@ pub struct DiffArgs {
     pub metadata: bool,
     /// Which snapshots `latest` picks from.
     #[command(flatten, next_help_heading = "Choosing `latest`")]
+    pub select: SelectArgs,
+}
+
+/// `bunker find`.
+#[derive(Debug, Args)]
+pub struct FindArgs {
+    /// Patterns; an entry matching any of them is listed.
+    #[arg(value_name = "PATTERN", required = true, value_parser = values::exclude)]
+    pub patterns: Vec<String>,
+    /// Search only this snapshot (`latest` or an id prefix; repeatable).
+    #[arg(long = "snapshot", short = 's', value_name = "SNAPSHOT")]
+    pub snapshots: Vec<String>,
+    /// Show mode, owner, size and time too.
+    #[arg(short, long)]
+    pub long: bool,
+    /// Which snapshots are searched (and which `latest` means).
+    #[command(flatten, next_help_heading = "Snapshots searched")]
     pub select: SelectArgs,
 }
 

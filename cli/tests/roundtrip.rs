@@ -1162,7 +1162,10 @@ fn diff_names_every_change_and_the_data_on_each_side_only() {
     // Metadata-only changes are listed on request; unchanged entries never are.
     let out = b.run(["diff", "--metadata", &old, &new]);
     out.ok();
-    assert!(out.stdout.contains(&format!("U    {}\n", at("sub/k"))), "{out}");
+    assert!(
+        out.stdout.contains(&format!("U    {}\n", at("sub/k"))),
+        "{out}"
+    );
     assert!(!out.stdout.contains("same.bin"), "{out}");
 
     // Two paths, as JSON; and a single file.
@@ -1174,12 +1177,21 @@ fn diff_names_every_change_and_the_data_on_each_side_only() {
         .as_array()
         .expect("changes")
         .iter()
-        .map(|c| (str_field(c, "change"), str_field(c, "path"), str_field(c, "type")))
+        .map(|c| {
+            (
+                str_field(c, "change"),
+                str_field(c, "path"),
+                str_field(c, "type"),
+            )
+        })
         .collect();
     let (k, new_file) = (at("sub/k"), at("sub/new"));
     assert_eq!(
         changes,
-        [("metadata", k.as_str(), "file"), ("added", new_file.as_str(), "file")],
+        [
+            ("metadata", k.as_str(), "file"),
+            ("added", new_file.as_str(), "file")
+        ],
         "{doc}"
     );
     assert_eq!(doc["data_added"]["bytes"], 4, "{doc}");
@@ -1187,10 +1199,113 @@ fn diff_names_every_change_and_the_data_on_each_side_only() {
     let file = |id: &str| format!("{id}:{}", at("a.txt"));
     let out = b.run(["diff", &file(&old), &file(&new)]);
     out.ok();
-    assert!(out.stdout.starts_with(&format!("M    {}\n", at("a.txt"))), "{out}");
+    assert!(
+        out.stdout.starts_with(&format!("M    {}\n", at("a.txt"))),
+        "{out}"
+    );
 
     let out = b.run(["diff", &new, &new]);
     out.ok();
     assert_eq!(out.stdout.lines().count(), 1, "{out}");
-    assert!(out.stdout.contains(": 0 added, 0 removed, 0 changed"), "{out}");
+    assert!(
+        out.stdout.contains(": 0 added, 0 removed, 0 changed"),
+        "{out}"
+    );
+}
+
+#[test]
+fn find_lists_each_snapshots_matches_by_name_or_path() {
+    let t = TestDir::new();
+    let src = t.join("src");
+    write_file(&src.join("etc/app.conf"), b"a=1\n");
+    write_file(&src.join("etc/deep/db.conf"), b"b=2\n");
+    write_file(&src.join("data/readme"), b"text\n");
+    let b = t.bunker();
+    b.init();
+    let id = |out: &Output| str_field(&out.json(), "short_id").to_owned();
+    let first = b.backup(&[&src], &["--json"]);
+    first.ok();
+    write_file(&src.join("data/new.conf"), b"c=3\n");
+    let second = b.backup(&[&src], &["--json"]);
+    second.ok();
+    fs::remove_file(src.join("etc/app.conf")).expect("remove");
+    let third = b.backup(&[&src], &["--json"]);
+    third.ok();
+    let (first, second, third) = (id(&first), id(&second), id(&third));
+    let at = |rel: &str| format!("{}/{rel}", src.display());
+
+    // By name at any depth: unchanged directories still list their matches every time.
+    let out = b.run(["--json", "find", "*.conf"]);
+    out.ok();
+    let doc = out.json();
+    let per_snapshot: Vec<(String, Vec<String>)> = doc["snapshots"]
+        .as_array()
+        .expect("snapshots")
+        .iter()
+        .map(|s| {
+            let paths = s["matches"]
+                .as_array()
+                .expect("matches")
+                .iter()
+                .map(|m| str_field(m, "path").to_owned())
+                .collect();
+            (str_field(s, "snapshot_id")[..8].to_owned(), paths)
+        })
+        .collect();
+    assert_eq!(
+        per_snapshot,
+        [
+            (
+                first.clone(),
+                vec![at("etc/app.conf"), at("etc/deep/db.conf")]
+            ),
+            (
+                second.clone(),
+                vec![
+                    at("data/new.conf"),
+                    at("etc/app.conf"),
+                    at("etc/deep/db.conf")
+                ]
+            ),
+            (
+                third.clone(),
+                vec![at("data/new.conf"), at("etc/deep/db.conf")]
+            ),
+        ],
+        "{doc}"
+    );
+    assert_eq!(
+        (doc["searched"].as_u64(), doc["matches"].as_u64()),
+        (Some(3), Some(7))
+    );
+
+    // By path, in chosen snapshots; text output.
+    let pattern = format!("{}/etc/*", src.display());
+    let out = b.run(["find", &pattern, "--snapshot", &third, "-s", &first]);
+    out.ok();
+    let host = str_field(&b.snapshots()[0], "host").to_owned();
+    let (app, deep) = (at("etc/app.conf"), at("etc/deep"));
+    let expected = [
+        format!("snapshot {first} of {host} at "),
+        app.clone(),
+        deep.clone(),
+        format!("snapshot {third} of {host} at "),
+        deep.clone(),
+        "3 match(es) in 2 of 2 snapshot(s) searched".to_owned(),
+    ];
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), expected.len(), "{out}");
+    for (line, prefix) in lines.iter().zip(&expected) {
+        assert!(line.starts_with(prefix.as_str()), "{prefix:?}\n{out}");
+    }
+    assert_eq!(lines[1], app);
+    assert_eq!(lines[2], deep);
+
+    let out = b.run(["find", "nothing-like-this"]);
+    out.ok();
+    assert_eq!(
+        out.stdout, "0 match(es) in 0 of 3 snapshot(s) searched\n",
+        "{out}"
+    );
+    b.run(["find", "["]).code(2);
 }

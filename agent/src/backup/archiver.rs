@@ -474,7 +474,7 @@ impl<'a> Archiver<'a> {
         for name in names {
             let os_name = std::ffi::OsStr::from_bytes(&name);
             let child = path.join(os_name);
-            if self.excludes.is_excluded(&child) || self.hidden.as_deref() == Some(&child) {
+            if self.excludes.matches(&child) || self.hidden.as_deref() == Some(&child) {
                 continue;
             }
             // Through `access`, not the recorded path: they differ when reading a snapshot.

@@ -1,4 +1,4 @@
-//! `--exclude` patterns.
+//! Path patterns: `backup --exclude` and `bunker find`.
 //!
 //! A pattern without `/` matches an entry's name at any depth (`*.tmp`, `node_modules`); a
 //! pattern with `/` matches the entry's absolute path (`/srv/app/cache`, `/home/*/.cache`).
@@ -20,7 +20,7 @@ pub struct Excludes {
 
 /// A pattern that does not compile.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid exclude pattern {pattern:?}: {reason}")]
+#[error("invalid pattern {pattern:?}: {reason}")]
 pub struct PatternError {
     /// The pattern.
     pub pattern: String,
@@ -65,8 +65,8 @@ impl Excludes {
         })
     }
 
-    /// True when the entry at absolute `path` is excluded.
-    pub fn is_excluded(&self, path: &Path) -> bool {
+    /// True when the entry at absolute `path` matches a pattern (is excluded).
+    pub fn matches(&self, path: &Path) -> bool {
         let name = path.file_name().unwrap_or_else(|| OsStr::from_bytes(b""));
         (!self.names.is_empty() && self.names.is_match(name))
             || (!self.paths.is_empty() && self.paths.is_match(path))
@@ -91,13 +91,13 @@ mod tests {
             "/data/**/secret".into(),
         ])
         .expect("valid");
-        assert!(excludes.is_excluded(Path::new("/a/b/x.tmp")));
-        assert!(excludes.is_excluded(Path::new("/a/cache")));
-        assert!(!excludes.is_excluded(Path::new("/a/cache2")));
-        assert!(excludes.is_excluded(Path::new("/srv/app/logs")));
-        assert!(!excludes.is_excluded(Path::new("/srv/app/sub/logs")));
-        assert!(excludes.is_excluded(Path::new("/data/x/y/secret")));
-        assert!(!excludes.is_excluded(Path::new("/srv/app/log")));
+        assert!(excludes.matches(Path::new("/a/b/x.tmp")));
+        assert!(excludes.matches(Path::new("/a/cache")));
+        assert!(!excludes.matches(Path::new("/a/cache2")));
+        assert!(excludes.matches(Path::new("/srv/app/logs")));
+        assert!(!excludes.matches(Path::new("/srv/app/sub/logs")));
+        assert!(excludes.matches(Path::new("/data/x/y/secret")));
+        assert!(!excludes.matches(Path::new("/srv/app/log")));
         assert!(Excludes::new(&["[".into()]).is_err());
     }
 }

@@ -14,7 +14,8 @@ use crate::args::{GlobalOptions, LsArgs};
 use crate::output::{local_time, print_json, rfc3339};
 use crate::{exit, repo};
 
-fn entry_json(path: &Path, entry: &Entry) -> Value {
+/// One entry as `ls --json` (and `find --json`) shows it.
+pub(super) fn entry_json(path: &Path, entry: &Entry) -> Value {
     let mut value = json!({
         "path": path.to_string_lossy(),
         "name": String::from_utf8_lossy(&entry.name),
@@ -33,7 +34,14 @@ fn entry_json(path: &Path, entry: &Entry) -> Value {
     value
 }
 
-fn write_line(out: &mut impl Write, path: &Path, entry: &Entry, long: bool) -> std::io::Result<()> {
+/// One entry as `ls` (and `find`) lists it: its path, after mode, owner, size and time with
+/// `long`.
+pub(super) fn write_line(
+    out: &mut impl Write,
+    path: &Path,
+    entry: &Entry,
+    long: bool,
+) -> std::io::Result<()> {
     if long {
         let kind = match entry.node {
             Node::Dir { .. } => 'd',

@@ -7,6 +7,7 @@ mod cat;
 mod check;
 mod copy;
 mod diff;
+mod find;
 mod forget;
 mod init;
 mod key;
@@ -49,6 +50,7 @@ fn dispatch(cli: Cli, cancel: &Cancel) -> Result<u8> {
         Command::Snapshots(args) => snapshots::run(global, &args),
         Command::Ls(args) => ls::run(global, &args),
         Command::Diff(args) => diff::run(global, &args),
+        Command::Find(args) => find::run(global, &args),
         Command::Restore(args) => restore::run(global, &args, cancel),
         Command::Check(args) => check::run(global, &args),
         Command::Forget(args) => forget::run(global, &args, cancel),
