@@ -3,7 +3,8 @@
 //! other does not.
 //!
 //! Trees are compared side by side in name order; a directory whose tree blob is the same
-//! on both sides is identical below it and is not opened. Metadata means what a restore
+//! on both sides is identical below it and is not compared. The data counts read each
+//! distinct tree of the two sides once. Metadata means what a restore
 //! brings back and a person changes: mode, owner and group (ids and names), mtime,
 //! extended attributes. Access and change times, device, inode and link count are left
 //! out: they move without anyone changing the file.
@@ -117,8 +118,9 @@ pub fn diff(
             differ.entries(&a, &b, prefix)?;
         }
     }
-    let old_blobs = differ.data_blobs(old);
-    let new_blobs = differ.data_blobs(new);
+    let mut contents = TreeContents::new();
+    let old_blobs = differ.data_blobs(old, &mut contents);
+    let new_blobs = differ.data_blobs(new, &mut contents);
     differ.summary.data_added = delta(&new_blobs, &old_blobs);
     differ.summary.data_removed = delta(&old_blobs, &new_blobs);
     Ok(differ.summary)
@@ -262,37 +264,59 @@ impl Differ<'_> {
     }
 
     /// Every data blob below `root` with its length; unreadable trees add nothing (the
-    /// comparison has already named them).
-    fn data_blobs(&self, root: &Located) -> HashMap<BlobId, u64> {
+    /// comparison has already named them). `contents` remembers each tree read, so a
+    /// tree both sides hold is read once.
+    fn data_blobs(&self, root: &Located, contents: &mut TreeContents) -> HashMap<BlobId, u64> {
         let mut blobs = HashMap::new();
         let mut seen = HashSet::new();
         let mut pending = Vec::new();
-        let mut add = |entry: &Entry, pending: &mut Vec<BlobId>| match &entry.node {
-            Node::File { extents } => {
-                for extent in extents {
-                    if let Extent::Chunk { id, length } = extent {
-                        blobs.insert(*id, u64::from(*length));
-                    }
-                }
-            }
-            Node::Dir { subtree } => pending.push(*subtree),
-            _ => {}
-        };
         match root {
             Located::Dir { tree, .. } => pending.push(*tree),
-            Located::Other(entry) => add(entry, &mut pending),
+            Located::Other(entry) => {
+                let (chunks, _) = entry_content(entry);
+                blobs.extend(chunks);
+            }
         }
         while let Some(tree) = pending.pop() {
             if !seen.insert(tree) {
                 continue;
             }
-            if let Ok(tree) = self.repo.load_tree(self.index, &tree) {
-                for entry in tree.entries() {
-                    add(entry, &mut pending);
+            let content = contents.entry(tree).or_insert_with(|| {
+                let mut content = (Vec::new(), Vec::new());
+                if let Ok(loaded) = self.repo.load_tree(self.index, &tree) {
+                    for entry in loaded.entries() {
+                        let (chunks, subtree) = entry_content(entry);
+                        content.0.extend(chunks);
+                        content.1.extend(subtree);
+                    }
                 }
-            }
+                content
+            });
+            blobs.extend(content.0.iter().copied());
+            pending.extend(content.1.iter().copied());
         }
         blobs
+    }
+}
+
+/// Per tree blob: the data blobs (with lengths) of its files and its subtrees.
+type TreeContents = HashMap<BlobId, (Vec<(BlobId, u64)>, Vec<BlobId>)>;
+
+/// An entry's data blobs with their lengths, and its subtree if it is a directory.
+fn entry_content(entry: &Entry) -> (Vec<(BlobId, u64)>, Option<BlobId>) {
+    match &entry.node {
+        Node::File { extents } => (
+            extents
+                .iter()
+                .filter_map(|extent| match extent {
+                    Extent::Chunk { id, length } => Some((*id, u64::from(*length))),
+                    Extent::Hole { .. } => None,
+                })
+                .collect(),
+            None,
+        ),
+        Node::Dir { subtree } => (Vec::new(), Some(*subtree)),
+        _ => (Vec::new(), None),
     }
 }
 

@@ -76,7 +76,7 @@ pub enum Command {
     /// changed (a file became a directory, ...), and with --metadata `U` metadata only
     /// (mode, owner, mtime, extended attributes). Then a summary, with the data each
     /// side holds that the other does not. Directories whose tree is the same on both
-    /// sides are not opened.
+    /// sides are not compared entry by entry.
     Diff(DiffArgs),
     /// Find entries by name or path pattern in every snapshot (or the chosen ones).
     ///
