@@ -452,6 +452,25 @@ pub struct RestoreArgs {
     /// sudo).
     #[arg(long, value_name = "NAME", requires = "expire")]
     pub owner: Option<String>,
+    /// Restore only entries whose path in the snapshot matches (and what is below a
+    /// matching directory; the directories on the way come too). The patterns of `backup
+    /// --exclude`: without `/` a name at any depth, with `/` an absolute path. Repeatable.
+    #[arg(
+        long = "include",
+        value_name = "PATTERN",
+        conflicts_with_all = ["stdout", "volume_target"],
+        value_parser = values::exclude
+    )]
+    pub includes: Vec<String>,
+    /// Leave out entries whose path in the snapshot matches, and what is below them; wins
+    /// over --include. Repeatable.
+    #[arg(
+        long = "exclude",
+        value_name = "PATTERN",
+        conflicts_with_all = ["stdout", "volume_target"],
+        value_parser = values::exclude
+    )]
+    pub excludes: Vec<String>,
     /// The policy whose `agent.restore_roots` and `agent.state_dir` apply.
     #[command(flatten)]
     pub policy: PolicyFileArg,

@@ -1309,3 +1309,82 @@ fn find_lists_each_snapshots_matches_by_name_or_path() {
     );
     b.run(["find", "["]).code(2);
 }
+
+#[test]
+fn restore_include_and_exclude_bring_back_exactly_what_matches() {
+    let t = TestDir::new();
+    let src = t.join("src");
+    write_file(&src.join("etc/app.conf"), b"a=1\n");
+    write_file(&src.join("etc/passwd"), b"root:x:0:0\n");
+    write_random_file(&src.join("srv/keep/data.bin"), 11, 300_000);
+    write_file(&src.join("srv/keep/cache/junk"), b"junk\n");
+    write_file(&src.join("srv/keep/old.tmp"), b"tmp\n");
+    write_file(&src.join("srv/other/x.conf.tmp"), b"x\n");
+    write_file(&src.join("var/empty.log"), b"log\n");
+    chmod(&src.join("etc"), 0o750);
+    set_all_mtimes(&src, 1_600_000_000);
+    let b = t.bunker();
+    b.init();
+    b.backup(&[&src], &[]).ok();
+
+    let target = t.join("restore");
+    let keep = format!("{}/srv/keep", src.display());
+    let cache = format!("{keep}/cache");
+    let out = b.run([
+        "restore", "latest", "--target", s(&target), "--include", "*.conf", "--include", &keep,
+        "--exclude", &cache, "--exclude", "*.tmp",
+    ]);
+    out.ok();
+    let restored = under(&target, &src);
+    let mut found: Vec<String> = walk_relative(&restored);
+    found.sort();
+    assert_eq!(
+        found,
+        ["etc", "etc/app.conf", "srv", "srv/keep", "srv/keep/data.bin"],
+        "{out}"
+    );
+    for rel in ["etc/app.conf", "srv/keep/data.bin"] {
+        assert_eq!(
+            fs::read(restored.join(rel)).expect("read restored"),
+            fs::read(src.join(rel)).expect("read source"),
+            "{rel}"
+        );
+    }
+    // The directories on the way carry their own metadata.
+    let (was, now) = (
+        fs::metadata(src.join("etc")).expect("stat"),
+        fs::metadata(restored.join("etc")).expect("stat"),
+    );
+    assert_eq!((now.mode() & 0o7777, now.mtime()), (was.mode() & 0o7777, was.mtime()));
+    assert!(out.stdout.contains("2 files"), "{out}");
+
+    // Excludes alone; a path inside the snapshot as the restore's root.
+    let target = t.join("restore2");
+    let inside = format!("latest:{}/srv", src.display());
+    b.run(["restore", &inside, "--target", s(&target), "--exclude", "keep"]).ok();
+    assert_eq!(walk_relative(&target), ["other", "other/x.conf.tmp"]);
+
+    // Patterns need a directory target.
+    b.run(["restore", "latest", "--stdout", "--include", "x"]).code(2);
+}
+
+/// The paths below `root`, relative to it, in walk order.
+fn walk_relative(root: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        let mut entries: Vec<_> = fs::read_dir(dir)
+            .expect("read_dir")
+            .map(|e| e.expect("entry").path())
+            .collect();
+        entries.sort();
+        for path in entries {
+            let rel = path.strip_prefix(root).expect("below root");
+            out.push(rel.to_string_lossy().into_owned());
+            if path.is_dir() && !path.is_symlink() {
+                walk(root, &path, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out);
+    out
+}

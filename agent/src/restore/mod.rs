@@ -28,6 +28,7 @@ mod plaintext;
 mod plan;
 mod resume;
 mod routes;
+mod select;
 mod stream;
 mod unseal;
 mod write;
@@ -54,6 +55,7 @@ use write::{ContentWriter, WriteSummary};
 
 pub use plan::BATCH_FILES;
 pub(crate) use resume::extent_difference;
+pub use select::RestoreFilter;
 
 /// How to restore.
 #[derive(Debug, Clone, Default)]
@@ -64,6 +66,8 @@ pub struct RestoreOptions {
     /// bytes (holes are not written), done = bytes written, files counted once their batch's
     /// content is written; a file already correct in the target counts as done.
     pub progress: Option<Arc<Progress>>,
+    /// Which entries to restore (`--include`, `--exclude`); the default restores all.
+    pub filter: RestoreFilter,
 }
 
 /// What a restore did.
@@ -174,7 +178,9 @@ pub fn restore(
     let progress = options.progress.as_deref();
     if let Some(progress) = progress {
         let (files, bytes) = match &located {
-            Located::Dir { tree, .. } => plan::content_totals(repo, index, tree),
+            Located::Dir { tree, .. } => {
+                plan::content_totals(repo, index, tree, &options.filter, path)
+            }
             Located::Other(entry) => match &entry.node {
                 Node::File { extents } => (1, plan::data_bytes(extents)),
                 _ => (0, 0),
@@ -191,7 +197,13 @@ pub fn restore(
         let writer = scope.spawn(|| write_batches(repo, planned, &apply, progress, cancel));
         let mut emit = move |batch| batches.send(batch).is_ok();
         let keep_open = plan::files_kept_open(platform::raise_open_files_limit());
-        let planner = Planner::new(repo, index, cancel, target, &mut emit, keep_open);
+        // The target stands for the restored directory, or for the one entry's parent.
+        let snapshot_path = match &located {
+            Located::Dir { .. } => path,
+            Located::Other(_) => path.parent().unwrap_or(path),
+        };
+        let planner = Planner::new(repo, index, cancel, target, &mut emit, keep_open)
+            .with_filter(&options.filter, snapshot_path);
         let plan = match &located {
             Located::Dir { tree, .. } => planner.plan_tree(tree),
             Located::Other(entry) => planner.plan_entry(entry),

@@ -31,6 +31,8 @@ use std::sync::Arc;
 use bunker_repo_format::index::{BlobLocation, Index};
 use bunker_repo_format::pack::pack_name;
 use bunker_repo_format::tree::{Entry, Extent, Metadata, Node, Timestamp};
+
+use super::select::{Decision, RestoreFilter};
 use bunker_repo_format::{BlobId, PackId, Repository};
 
 use super::RestoreError;
@@ -335,6 +337,8 @@ pub(super) struct Planner<'a> {
     /// The first entry that could not be created for want of space, and the error: the
     /// walk stops there ([`RestoreError::TargetFull`]).
     full: Option<(PathBuf, io::Error)>,
+    /// Which entries to restore, and the snapshot path the target stands for.
+    filter: Option<(&'a RestoreFilter, PathBuf)>,
 }
 
 impl<'a> Planner<'a> {
@@ -357,6 +361,7 @@ impl<'a> Planner<'a> {
             emit,
             keep_open,
             full: None,
+            filter: None,
             plan: Plan {
                 root: PendingDir {
                     path: target.to_owned(),
@@ -373,12 +378,44 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// Restores only what `filter` selects; `snapshot_path` is the path in the snapshot
+    /// that the target directory stands for (what is restored, or the directory holding
+    /// the one entry restored).
+    pub fn with_filter(mut self, filter: &'a RestoreFilter, snapshot_path: &Path) -> Self {
+        if !filter.is_everything() {
+            self.filter = Some((filter, Path::new("/").join(snapshot_path)));
+        }
+        self
+    }
+
+    /// What the filter decides for the entry restored at `path`.
+    fn decide(&self, path: &Path, is_dir: bool, inside: bool) -> Decision {
+        let Some((filter, base)) = &self.filter else {
+            return Decision::Restore;
+        };
+        let below = path.strip_prefix(&self.plan.root.path).unwrap_or(path);
+        filter.decide(&base.join(below), is_dir, inside)
+    }
+
+    /// Whether the root's entries start inside an included directory.
+    fn starts_inside(&self) -> bool {
+        self.filter
+            .as_ref()
+            .is_none_or(|(filter, _)| filter.starts_inside())
+    }
+
+    /// Entries restored so far.
+    fn restored(&self) -> u64 {
+        self.plan.file_count + self.plan.dirs + self.plan.others
+    }
+
     /// Restores the entries of `tree` into the target directory.
     pub fn plan_tree(mut self, tree: &BlobId) -> Result<Plan, RestoreError> {
         let target = self.plan.root.path.clone();
         let fresh = is_empty_dir(&target);
         let mut children = Vec::new();
-        self.walk_tree(tree, &target, &target, fresh, &mut children)?;
+        let inside = self.starts_inside();
+        self.walk_tree(tree, &target, &target, fresh, inside, &mut children)?;
         self.plan.root.children = children;
         self.finish()
     }
@@ -393,7 +430,8 @@ impl<'a> Planner<'a> {
             source,
         })?;
         let mut children = Vec::new();
-        self.walk_entry(entry, &path, &parent, fresh, &mut children)?;
+        let inside = self.starts_inside();
+        self.walk_entry(entry, &path, &parent, fresh, inside, &mut children)?;
         self.plan.root.children = children;
         self.finish()
     }
@@ -441,13 +479,15 @@ impl<'a> Planner<'a> {
             .push(format!("{}: {message}", display(path)));
     }
 
-    /// Restores the entries of `tree` into `dir`; `fresh` when `dir` is known to be empty.
+    /// Restores the entries of `tree` into `dir`; `fresh` when `dir` is known to be empty,
+    /// `inside` when the filter restores everything below `dir`.
     fn walk_tree(
         &mut self,
         tree: &BlobId,
         dir: &Path,
         dir_access: &Path,
         fresh: bool,
+        inside: bool,
         out: &mut Vec<Pending>,
     ) -> Result<(), RestoreError> {
         let tree = match self.repo.load_tree(self.index, tree) {
@@ -469,7 +509,7 @@ impl<'a> Planner<'a> {
                 return Err(RestoreError::Interrupted);
             }
             let path = dir.join(OsStr::from_bytes(&entry.name));
-            self.walk_entry(entry, &path, &handle, fresh, out)?;
+            self.walk_entry(entry, &path, &handle, fresh, inside, out)?;
             self.stop_if_full()?;
             if self.batch.is_full() {
                 self.flush()?;
@@ -480,13 +520,15 @@ impl<'a> Planner<'a> {
 
     /// Creates one entry at `path` (its real path, for messages) in the directory `parent`,
     /// and records its metadata in `out` (or, for a file with content, in its batch).
-    /// `fresh`: `parent` is known to be empty, so there is nothing to check or replace.
+    /// `fresh`: `parent` is known to be empty, so there is nothing to check or replace;
+    /// `inside`: the filter restores everything below `parent`.
     fn walk_entry(
         &mut self,
         entry: &Entry,
         path: &Path,
         parent: &DirHandle,
         fresh: bool,
+        inside: bool,
         out: &mut Vec<Pending>,
     ) -> Result<(), RestoreError> {
         let name = OsStr::from_bytes(&entry.name);
@@ -496,6 +538,10 @@ impl<'a> Planner<'a> {
             return Ok(());
         }
         let is_dir = matches!(entry.node, Node::Dir { .. });
+        let decision = self.decide(path, is_dir, inside);
+        if decision == Decision::Skip {
+            return Ok(());
+        }
         match &entry.node {
             Node::File { .. } => {
                 self.plan.file_count += 1;
@@ -530,9 +576,18 @@ impl<'a> Planner<'a> {
                         return Ok(());
                     }
                 };
-                self.plan.dirs += 1;
+                let before = self.restored();
                 let mut children = Vec::new();
-                self.walk_tree(subtree, path, access, created, &mut children)?;
+                let inside = decision == Decision::Restore;
+                self.walk_tree(subtree, path, access, created, inside, &mut children)?;
+                // A directory explored for includes stays only if something below it does.
+                if decision == Decision::Explore && self.restored() == before {
+                    if created && let Err(e) = fs::remove_dir(access) {
+                        self.error(path, format!("could not remove the empty directory: {e}"));
+                    }
+                    return Ok(());
+                }
+                self.plan.dirs += 1;
                 out.push(Pending::Dir(PendingDir {
                     path: path.to_owned(),
                     meta: Some(restorable(&entry.meta)),
@@ -688,43 +743,65 @@ pub(super) fn data_bytes(extents: &[Extent]) -> u64 {
         .sum()
 }
 
-/// The regular files under `tree` (each name of a hard-linked file counts) and the data
-/// bytes a restore writes (a hard-linked file's once), for progress. A tree that cannot be
-/// read is left out (the walk reports it).
-pub(super) fn content_totals(repo: &Repository, index: &Index, tree: &BlobId) -> (u64, u64) {
-    fn walk(
-        repo: &Repository,
-        index: &Index,
-        tree: &BlobId,
-        seen: &mut std::collections::HashSet<(u64, u64)>,
-        totals: &mut (u64, u64),
-    ) {
-        let Ok(tree) = repo.load_tree(index, tree) else {
-            return;
-        };
-        for entry in tree.entries() {
-            match &entry.node {
-                Node::Dir { subtree } => walk(repo, index, subtree, seen, totals),
-                Node::File { extents } => {
-                    totals.0 += 1;
-                    if entry.meta.nlinks <= 1 || seen.insert((entry.meta.device, entry.meta.inode))
-                    {
-                        totals.1 += data_bytes(extents);
+/// The regular files under `tree` that `filter` restores (each name of a hard-linked file
+/// counts) and the data bytes a restore writes (a hard-linked file's once), for progress;
+/// `base` is the snapshot path of `tree`. A tree that cannot be read is left out (the walk
+/// reports it).
+pub(super) fn content_totals(
+    repo: &Repository,
+    index: &Index,
+    tree: &BlobId,
+    filter: &RestoreFilter,
+    base: &Path,
+) -> (u64, u64) {
+    struct Totals<'a> {
+        repo: &'a Repository,
+        index: &'a Index,
+        filter: &'a RestoreFilter,
+        seen: std::collections::HashSet<(u64, u64)>,
+        files: u64,
+        bytes: u64,
+    }
+    impl Totals<'_> {
+        fn walk(&mut self, tree: &BlobId, path: &Path, inside: bool) {
+            let Ok(tree) = self.repo.load_tree(self.index, tree) else {
+                return;
+            };
+            for entry in tree.entries() {
+                let is_dir = matches!(entry.node, Node::Dir { .. });
+                let child = || path.join(OsStr::from_bytes(&entry.name));
+                let decision = if self.filter.is_everything() {
+                    Decision::Restore
+                } else {
+                    self.filter.decide(&child(), is_dir, inside)
+                };
+                match (&entry.node, decision) {
+                    (_, Decision::Skip) => {}
+                    (Node::Dir { subtree }, _) => {
+                        self.walk(subtree, &child(), decision == Decision::Restore);
                     }
+                    (Node::File { extents }, _) => {
+                        self.files += 1;
+                        let meta = &entry.meta;
+                        if meta.nlinks <= 1 || self.seen.insert((meta.device, meta.inode)) {
+                            self.bytes += data_bytes(extents);
+                        }
+                    }
+                    _ => {}
                 }
-                _ => {}
             }
         }
     }
-    let mut totals = (0, 0);
-    walk(
+    let mut totals = Totals {
         repo,
         index,
-        tree,
-        &mut std::collections::HashSet::new(),
-        &mut totals,
-    );
-    totals
+        filter,
+        seen: std::collections::HashSet::new(),
+        files: 0,
+        bytes: 0,
+    };
+    totals.walk(tree, &Path::new("/").join(base), filter.starts_inside());
+    (totals.files, totals.bytes)
 }
 
 /// True when `path` is a directory with no entries (so a restore into it has nothing to

@@ -9,7 +9,9 @@ use bunker_agent::Cancel;
 use bunker_agent::lease::{LEASE_VERSION, Lease, LeaseError, new_lease_id};
 use bunker_agent::platform;
 use bunker_agent::progress::Progress;
-use bunker_agent::restore::{RestoreOptions, RestoreOutcome, restore, restore_volume, stream_file};
+use bunker_agent::restore::{
+    RestoreFilter, RestoreOptions, RestoreOutcome, restore, restore_volume, stream_file,
+};
 use bunker_repo_format::SnapshotId;
 use bunker_repo_format::snapshot::{Snapshot, SourceKind};
 use serde_json::json;
@@ -101,6 +103,7 @@ pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Resul
             let options = RestoreOptions {
                 ownership: platform::is_root(),
                 progress: Some(Arc::clone(&progress)),
+                filter: RestoreFilter::new(&args.includes, &args.excludes)?,
             };
             let display = display();
             let outcome = restore(
