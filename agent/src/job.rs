@@ -14,8 +14,7 @@
 //! 6. retention (`forget` of this source's snapshots), only when the policy asks for it.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, PoisonError, mpsc};
-use std::thread;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bunker_repo_format::retention::{self, GroupBy};
@@ -28,7 +27,7 @@ use crate::backup::{
     backup_volume,
 };
 use crate::cache_dirs;
-use crate::cancel::Cancel;
+use crate::cancel::{Cancel, Deadline};
 use crate::policy::{Quiesce, Source, SourceKind};
 use crate::quiesce::{self, HookRun, WatchdogCommand};
 
@@ -135,34 +134,10 @@ pub fn run_job(
         warnings: Vec::new(),
     };
     // The job's own flag: set by the shutdown flag or by the timeout.
-    let job_cancel = Cancel::new();
-    let (done, finished) = mpsc::channel::<()>();
-    let watcher = {
-        let job_cancel = job_cancel.clone();
-        let shutdown = cancel.clone();
-        let timeout = source.timeout;
-        thread::spawn(move || {
-            let started = Instant::now();
-            loop {
-                match finished.recv_timeout(Duration::from_millis(100)) {
-                    Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => return false,
-                    Err(mpsc::RecvTimeoutError::Timeout) => {}
-                }
-                if shutdown.is_cancelled() {
-                    job_cancel.cancel();
-                    return false;
-                }
-                if started.elapsed() >= timeout {
-                    job_cancel.cancel();
-                    return true;
-                }
-            }
-        })
-    };
-
+    let deadline = Deadline::start(cancel, source.timeout);
+    let job_cancel = deadline.cancel().clone();
     let outcome = run_steps(repo, source, context, &job_cancel, &mut report);
-    let _ = done.send(());
-    let timed_out = watcher.join().unwrap_or(false);
+    let timed_out = deadline.finish();
     report.outcome = match outcome {
         Ok(()) => JobOutcome::Succeeded,
         Err(reason) if job_cancel.is_cancelled() => JobOutcome::Cancelled(if timed_out {
@@ -187,7 +162,7 @@ fn run_steps(
     report: &mut JobReport,
 ) -> Result<(), String> {
     if let Some(pre) = &source.hooks.pre {
-        let run = quiesce::run_hook(pre, &hook_env(source, "pre"), source.hooks.timeout);
+        let run = quiesce::run_hook(pre, &hook_env(source, "pre"), source.hooks.timeout, cancel);
         let ok = run.succeeded();
         let described = run.describe();
         report.hooks.push(run);
@@ -196,7 +171,7 @@ fn run_steps(
             return Err(format!("pre {described}; nothing was backed up"));
         }
     }
-    let quiesced = begin_quiesce(source, context, report);
+    let quiesced = begin_quiesce(source, context, cancel, report);
     let read_from = match &quiesced {
         Quiesced::Snapshot(snapshot) => Some(ReadFrom {
             live: snapshot.subvolume().to_path_buf(),
@@ -211,9 +186,12 @@ fn run_steps(
     result
 }
 
+/// The post hook runs even when the job was cancelled (it undoes what the pre hook did),
+/// within its own timeout.
 fn run_post_hook(source: &Source, report: &mut JobReport) {
     if let Some(post) = &source.hooks.post {
-        let run = quiesce::run_hook(post, &hook_env(source, "post"), source.hooks.timeout);
+        let env = hook_env(source, "post");
+        let run = quiesce::run_hook(post, &env, source.hooks.timeout, &Cancel::new());
         if !run.succeeded() {
             report.warnings.push(format!("post {}", run.describe()));
         }
@@ -221,7 +199,12 @@ fn run_post_hook(source: &Source, report: &mut JobReport) {
     }
 }
 
-fn begin_quiesce(source: &Source, context: &JobContext, report: &mut JobReport) -> Quiesced {
+fn begin_quiesce(
+    source: &Source,
+    context: &JobContext,
+    cancel: &Cancel,
+    report: &mut JobReport,
+) -> Quiesced {
     match &source.quiesce {
         Quiesce::None => {
             if let SourceKind::Command { .. } = source.kind {
@@ -261,7 +244,7 @@ fn begin_quiesce(source: &Source, context: &JobContext, report: &mut JobReport) 
             }
         },
         Quiesce::Commands { pre, post, timeout } => {
-            let run = quiesce::run_hook(pre, &hook_env(source, "quiesce"), *timeout);
+            let run = quiesce::run_hook(pre, &hook_env(source, "quiesce"), *timeout, cancel);
             let ok = run.succeeded();
             report.consistency_detail = if ok {
                 format!("quiesce command {pre:?}")
@@ -299,7 +282,9 @@ fn end_quiesce(quiesced: Quiesced, source: &Source, report: &mut JobReport) {
         }
         Quiesced::Commands { post, timeout } => {
             if let Some(post) = post {
-                let run = quiesce::run_hook(&post, &hook_env(source, "release"), timeout);
+                // Like the post hook, the release runs even after a cancellation.
+                let env = hook_env(source, "release");
+                let run = quiesce::run_hook(&post, &env, timeout, &Cancel::new());
                 if !run.succeeded() {
                     report.warnings.push(format!("release {}", run.describe()));
                 }

@@ -23,7 +23,8 @@
 //! - [`cache_dirs`] keeps this host's per-repository cache directories (files cache,
 //!   rolling check state) and finds those no longer used.
 //! - [`progress`] holds the counters a caller polls to show a long operation's progress.
-//! - [`Cancel`] lets a signal handler stop a long operation at a safe point.
+//! - [`Cancel`] lets a signal handler stop a long operation at a safe point; [`supervise`]
+//!   stops the child processes of a job whose time is up or that was cancelled.
 
 pub mod backup;
 pub mod cache_dirs;
@@ -44,6 +45,7 @@ pub mod progress;
 pub mod quiesce;
 pub mod restore;
 pub mod schedule;
+pub mod supervise;
 pub mod verify;
 
-pub use cancel::Cancel;
+pub use cancel::{Cancel, Deadline};

@@ -822,6 +822,17 @@ fn run_once_drills_after_the_backup_and_a_damaged_pack_fails_the_agents_drill() 
     again.ok();
     assert!(again.stdout.contains("no source is due"), "{again}");
 
+    // A newer snapshot of a source of the same name from another host is not this host's
+    // to drill.
+    s.b.backup(
+        &[&data.join("app")],
+        &["--host", "elsewhere", "--tag", "source=app"],
+    )
+    .ok();
+    s.run_agent(&["drill", "app"]).ok();
+    let last = s.journal().pop().expect("a journal line");
+    assert_eq!(last["snapshot_id"], journal[0]["snapshot_id"], "{last}");
+
     // Damage one data pack: the drill on demand fails and names it.
     let packs = repo_objects(s.b.repo(), "data");
     let victim = packs.iter().next().expect("a data pack").clone();
@@ -849,9 +860,9 @@ fn run_once_drills_after_the_backup_and_a_damaged_pack_fails_the_agents_drill() 
         assert!(metrics.contains(line), "{line} missing:\n{metrics}");
     }
     let records = verify_records(&s.b);
-    assert_eq!(records.len(), 2);
-    assert_eq!(records[1]["outcome"], "failed");
-    assert!(record_detail(&records[1], "error").contains(pack_name));
+    assert_eq!(records.len(), 3);
+    assert_eq!(records[2]["outcome"], "failed");
+    assert!(record_detail(&records[2], "error").contains(pack_name));
     let last = s.journal().pop().expect("a journal line");
     assert_eq!(
         (last["kind"].as_str(), last["failure"].as_str()),

@@ -1331,8 +1331,18 @@ fn restore_include_and_exclude_bring_back_exactly_what_matches() {
     let keep = format!("{}/srv/keep", src.display());
     let cache = format!("{keep}/cache");
     let out = b.run([
-        "restore", "latest", "--target", s(&target), "--include", "*.conf", "--include", &keep,
-        "--exclude", &cache, "--exclude", "*.tmp",
+        "restore",
+        "latest",
+        "--target",
+        s(&target),
+        "--include",
+        "*.conf",
+        "--include",
+        &keep,
+        "--exclude",
+        &cache,
+        "--exclude",
+        "*.tmp",
     ]);
     out.ok();
     let restored = under(&target, &src);
@@ -1340,7 +1350,13 @@ fn restore_include_and_exclude_bring_back_exactly_what_matches() {
     found.sort();
     assert_eq!(
         found,
-        ["etc", "etc/app.conf", "srv", "srv/keep", "srv/keep/data.bin"],
+        [
+            "etc",
+            "etc/app.conf",
+            "srv",
+            "srv/keep",
+            "srv/keep/data.bin"
+        ],
         "{out}"
     );
     for rel in ["etc/app.conf", "srv/keep/data.bin"] {
@@ -1355,17 +1371,29 @@ fn restore_include_and_exclude_bring_back_exactly_what_matches() {
         fs::metadata(src.join("etc")).expect("stat"),
         fs::metadata(restored.join("etc")).expect("stat"),
     );
-    assert_eq!((now.mode() & 0o7777, now.mtime()), (was.mode() & 0o7777, was.mtime()));
+    assert_eq!(
+        (now.mode() & 0o7777, now.mtime()),
+        (was.mode() & 0o7777, was.mtime())
+    );
     assert!(out.stdout.contains("2 files"), "{out}");
 
     // Excludes alone; a path inside the snapshot as the restore's root.
     let target = t.join("restore2");
     let inside = format!("latest:{}/srv", src.display());
-    b.run(["restore", &inside, "--target", s(&target), "--exclude", "keep"]).ok();
+    b.run([
+        "restore",
+        &inside,
+        "--target",
+        s(&target),
+        "--exclude",
+        "keep",
+    ])
+    .ok();
     assert_eq!(walk_relative(&target), ["other", "other/x.conf.tmp"]);
 
     // Patterns need a directory target.
-    b.run(["restore", "latest", "--stdout", "--include", "x"]).code(2);
+    b.run(["restore", "latest", "--stdout", "--include", "x"])
+        .code(2);
 }
 
 /// The paths below `root`, relative to it, in walk order.

@@ -9,6 +9,7 @@
 
 use std::collections::HashSet;
 use std::io::{self, BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use super::dedup::Dedup;
 use super::{BackupError, BackupOutcome, WriteStart, commit, now, pack, start_writing};
 use crate::cancel::Cancel;
 use crate::progress::Progress;
+use crate::supervise;
 
 /// What to record about a stream backup.
 #[derive(Debug, Clone, Default)]
@@ -116,6 +118,7 @@ pub fn backup_command(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(stderr)
+        .process_group(0)
         .spawn()
         .map_err(command_error)?;
     let Some(stdout) = child.stdout.take() else {
@@ -127,19 +130,24 @@ pub fn backup_command(
         (Some(stderr), Some(sink)) => Some(forward_lines(stderr, sink.clone())),
         _ => None,
     };
-    let result = backup_stream_checked(repo, stdout, options, cancel, || {
-        let status = child.wait().map_err(command_error)?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(command_error(io::Error::other(format!(
-                "the command failed ({status}); no snapshot was written"
-            ))))
-        }
+    // A cancelled job (its timeout, a shutdown) stops the command, which may be printing
+    // nothing for a long while: its output ends, and so does the stream.
+    let leader = child.id();
+    let result = supervise::stop_on_cancel(leader, cancel, || {
+        backup_stream_checked(repo, stdout, options, cancel, || {
+            let status = child.wait().map_err(command_error)?;
+            if status.success() {
+                Ok(())
+            } else {
+                Err(command_error(io::Error::other(format!(
+                    "the command failed ({status}); no snapshot was written"
+                ))))
+            }
+        })
     });
-    // On an early error the command may still be running: stop it.
+    // On an early error the command may still be running: stop it, and its group.
     if result.is_err() && matches!(child.try_wait(), Ok(None)) {
-        let _ = child.kill();
+        supervise::stop_group(leader, || matches!(child.try_wait(), Ok(Some(_))));
         let _ = child.wait();
     }
     if let Some(forwarded) = forwarded {

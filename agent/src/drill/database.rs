@@ -26,6 +26,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::process;
+use crate::cancel::Cancel;
+use crate::supervise;
 
 /// The database step a drill runs (PostgreSQL, the only database kind so far).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,7 +149,7 @@ impl Server {
     }
 
     /// Creates database `name` and restores the archive `dump` into it.
-    pub(super) fn restore(&self, dump: &Path, name: &str) -> Result<(), String> {
+    pub(super) fn restore(&self, dump: &Path, name: &str, cancel: &Cancel) -> Result<(), String> {
         let mut createdb = self.client("createdb");
         createdb.arg("--").arg(name);
         process::run(&mut createdb, &format!("createdb {name:?}"))?;
@@ -161,25 +163,38 @@ impl Server {
                 name,
             ])
             .arg(dump);
-        process::run(
-            &mut restore,
-            &format!("pg_restore of {} into {name:?}", dump.display()),
-        )?;
+        let what = format!("pg_restore of {} into {name:?}", dump.display());
+        let (out, stopped) = supervise::output(&mut restore, None, cancel)
+            .map_err(|e| format!("{what} could not run: {e}"))?;
+        if stopped.is_some() {
+            return Err(format!("{what} was stopped: the drill was cancelled"));
+        }
+        if !out.status.success() {
+            return Err(format!(
+                "{what} failed ({}): {}",
+                out.status,
+                process::first_lines(&out, 3)
+            ));
+        }
         Ok(())
     }
 
     /// Runs one smoke statement on database `name`; the error quotes the statement and
     /// says what it returned or why it failed.
-    pub(super) fn check(&self, name: &str, sql: &str) -> Result<(), String> {
+    pub(super) fn check(&self, name: &str, sql: &str, cancel: &Cancel) -> Result<(), String> {
         let mut psql = self.client("psql");
         psql.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
             .arg("-P")
             .arg(format!("null={NULL_MARK}"))
             .args(["-F", FIELD_SEPARATOR, "-R", RECORD_SEPARATOR])
             .args(["-d", name, "-c", sql]);
-        let out = psql
-            .output()
+        let (out, stopped) = supervise::output(&mut psql, None, cancel)
             .map_err(|e| format!("smoke SQL {sql:?}: psql could not run: {e}"))?;
+        if stopped.is_some() {
+            return Err(format!(
+                "smoke SQL {sql:?} was stopped: the drill was cancelled"
+            ));
+        }
         if !out.status.success() {
             let message = String::from_utf8_lossy(&out.stderr);
             let message = message.lines().next().unwrap_or_default().trim();

@@ -252,6 +252,7 @@ impl Checks<'_> {
                     &self.snapshot.to_hex(),
                     self.image,
                     &environment,
+                    self.cancel,
                 ) {
                     fail(report, Failure::Smoke, vec![error]);
                 }
@@ -280,12 +281,12 @@ impl Checks<'_> {
             ));
         }
         let server = database::Server::start(drill.pg_bin.as_deref())?;
-        server.restore(&dump, &drill.name)?;
+        server.restore(&dump, &drill.name, self.cancel)?;
         for sql in &drill.smoke_sql {
             if self.cancel.is_cancelled() {
                 return Err("interrupted".to_owned());
             }
-            server.check(&drill.name, sql)?;
+            server.check(&drill.name, sql, self.cancel)?;
         }
         Ok(server)
     }

@@ -1,14 +1,15 @@
 //! Hook commands: run with `/bin/sh -c` in their own process group, output captured, killed
-//! (the whole group) when they overrun their timeout.
+//! (the whole group) when they overrun their timeout or their job is cancelled.
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
+use crate::cancel::Cancel;
+use crate::supervise::{self, Stopped};
 
 /// Most output kept per hook (the tail is dropped).
 const MAX_OUTPUT: usize = 64 << 10;
@@ -22,6 +23,8 @@ pub struct HookRun {
     pub code: Option<i32>,
     /// It overran its timeout and was killed.
     pub timed_out: bool,
+    /// Its job was cancelled (a shutdown, the source's timeout) and it was killed.
+    pub cancelled: bool,
     /// Standard output and error, interleaved as they were read, lossy UTF-8.
     pub output: String,
     /// How long it ran.
@@ -33,7 +36,7 @@ pub struct HookRun {
 impl HookRun {
     /// True when it ran to completion with exit code 0.
     pub fn succeeded(&self) -> bool {
-        self.code == Some(0) && !self.timed_out
+        self.code == Some(0) && !self.timed_out && !self.cancelled
     }
 
     /// One line for logs and errors.
@@ -47,6 +50,12 @@ impl HookRun {
                 self.command, self.duration
             );
         }
+        if self.cancelled {
+            return format!(
+                "hook {:?} was stopped after {:.1?}: its job was cancelled",
+                self.command, self.duration
+            );
+        }
         match self.code {
             Some(0) => format!("hook {:?} succeeded in {:.1?}", self.command, self.duration),
             Some(code) => format!("hook {:?} failed with exit code {code}", self.command),
@@ -55,13 +64,25 @@ impl HookRun {
     }
 }
 
-/// Runs `command` with `env` added, waiting at most `timeout`.
-pub fn run_hook(command: &str, env: &[(String, String)], timeout: Duration) -> HookRun {
+/// How long the output of a hook that has ended is still read: a background process it
+/// left running may hold its pipes open for as long as it runs.
+const OUTPUT_DRAIN: Duration = Duration::from_secs(1);
+
+/// Runs `command` with `env` added, waiting at most `timeout`; its process group is stopped
+/// when that passes or `cancel` is set. Background processes it starts (`... &`) are left
+/// running once it ends; what they print after [`OUTPUT_DRAIN`] is not captured.
+pub fn run_hook(
+    command: &str,
+    env: &[(String, String)],
+    timeout: Duration,
+    cancel: &Cancel,
+) -> HookRun {
     let started = Instant::now();
     let mut run = HookRun {
         command: command.to_owned(),
         code: None,
         timed_out: false,
+        cancelled: false,
         output: String::new(),
         duration: Duration::ZERO,
         spawn_error: None,
@@ -82,6 +103,7 @@ pub fn run_hook(command: &str, env: &[(String, String)], timeout: Duration) -> H
             return run;
         }
     };
+    let captured = Arc::new(Mutex::new(Vec::new()));
     let readers: Vec<_> = [
         child
             .stdout
@@ -95,42 +117,34 @@ pub fn run_hook(command: &str, env: &[(String, String)], timeout: Duration) -> H
     .into_iter()
     .flatten()
     .map(|mut reader| {
+        let captured = Arc::clone(&captured);
         thread::spawn(move || {
-            let mut kept = Vec::new();
             let mut buffer = [0u8; 8192];
             while let Ok(n) = reader.read(&mut buffer) {
                 if n == 0 {
                     break;
                 }
+                let Ok(mut kept) = captured.lock() else { break };
                 let room = MAX_OUTPUT.saturating_sub(kept.len());
                 kept.extend_from_slice(&buffer[..n.min(room)]);
             }
-            kept
         })
     })
     .collect();
-    let group = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if started.elapsed() >= timeout => {
-                run.timed_out = true;
-                let _ = killpg(group, Signal::SIGTERM);
-                thread::sleep(Duration::from_millis(200));
-                let _ = killpg(group, Signal::SIGKILL);
-                break child.wait().ok();
-            }
-            Ok(None) => thread::sleep(Duration::from_millis(20)),
-            Err(_) => break None,
-        }
-    };
-    // The group is gone or finished; make sure no grandchild keeps the pipes open.
-    let _ = killpg(group, Signal::SIGKILL);
-    run.code = status.and_then(|s| s.code());
-    for reader in readers {
-        if let Ok(bytes) = reader.join() {
-            run.output.push_str(&String::from_utf8_lossy(&bytes));
-        }
+    let ended = supervise::wait(&mut child, Some(started + timeout), cancel);
+    run.timed_out = ended.stopped == Some(Stopped::TimedOut);
+    run.cancelled = ended.stopped == Some(Stopped::Cancelled);
+    run.code = ended.status.and_then(|s| s.code());
+    let drained = Instant::now();
+    while readers.iter().any(|r| !r.is_finished()) && drained.elapsed() < OUTPUT_DRAIN {
+        thread::sleep(Duration::from_millis(10));
+    }
+    // Readers still blocked on a pipe a background process holds end with it.
+    for reader in readers.into_iter().filter(|r| r.is_finished()) {
+        let _ = reader.join();
+    }
+    if let Ok(kept) = captured.lock() {
+        run.output = String::from_utf8_lossy(&kept).into_owned();
     }
     run.duration = started.elapsed();
     run
@@ -146,6 +160,7 @@ mod tests {
             "echo out; echo err >&2; echo \"$BUNKER_SOURCE\"; exit 4",
             &[("BUNKER_SOURCE".into(), "db".into())],
             Duration::from_secs(10),
+            &Cancel::new(),
         );
         assert_eq!(run.code, Some(4));
         assert!(!run.succeeded());
@@ -162,6 +177,7 @@ mod tests {
             "sleep 30 & sleep 30; echo never",
             &[],
             Duration::from_millis(300),
+            &Cancel::new(),
         );
         assert!(run.timed_out);
         assert!(!run.succeeded());
@@ -177,7 +193,47 @@ mod tests {
 
     #[test]
     fn success() {
-        let run = run_hook("true", &[], Duration::from_secs(5));
+        let run = run_hook("true", &[], Duration::from_secs(5), &Cancel::new());
         assert!(run.succeeded(), "{run:?}");
+    }
+
+    #[test]
+    fn a_background_process_is_left_running_and_does_not_hold_the_hook() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let flag = dir.path().join("alive");
+        let started = Instant::now();
+        // One in the hook's group, one in a session of its own: both keep the pipes.
+        let script = format!(
+            "(sleep 2; touch '{}') & setsid sleep 5 & echo started",
+            flag.display()
+        );
+        let run = run_hook(&script, &[], Duration::from_secs(30), &Cancel::new());
+        assert!(run.succeeded(), "{run:?}");
+        assert!(run.output.contains("started"), "{run:?}");
+        assert!(started.elapsed() < Duration::from_millis(1800), "{run:?}");
+        // The background process was not killed when the hook ended.
+        thread::sleep(Duration::from_millis(2500));
+        assert!(flag.exists(), "the hook's background process was killed");
+    }
+
+    #[test]
+    fn a_cancelled_job_stops_its_hook() {
+        let cancel = Cancel::new();
+        let setter = {
+            let cancel = cancel.clone();
+            thread::spawn(move || {
+                thread::sleep(Duration::from_millis(200));
+                cancel.cancel();
+            })
+        };
+        let started = Instant::now();
+        let run = run_hook("sleep 30", &[], Duration::from_secs(60), &cancel);
+        setter.join().expect("setter");
+        assert!(
+            run.cancelled && !run.timed_out && !run.succeeded(),
+            "{run:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5), "{run:?}");
+        assert!(run.describe().contains("cancelled"), "{run:?}");
     }
 }

@@ -31,7 +31,7 @@ use jiff::Zoned;
 
 use super::state::{AgentState, append_journal};
 use super::{Agent, AgentError, Slots, Tick, latest_slot, next_slot, plan_slots};
-use crate::cancel::Cancel;
+use crate::cancel::{Cancel, Deadline};
 use crate::drill::{self, DrillSpec};
 use crate::policy::Source;
 use crate::restore::RestoreError;
@@ -264,9 +264,20 @@ impl Agent {
         let started = Timestamp::now();
         let clock = Instant::now();
         let repository = (self.open_repository)();
+        // A drill has the source's timeout too: a hung smoke command must not hold the
+        // source's backups (which wait for its drill) for ever.
+        let deadline = Deadline::start(cancel, source.timeout);
         let outcome = match &repository {
             Err(e) => DrillOutcome::Failed(format!("cannot open the repository: {e}")),
-            Ok(repo) => self.drill_newest(repo, source, cancel),
+            Ok(repo) => self.drill_newest(repo, source, deadline.cancel()),
+        };
+        let timed_out = deadline.finish();
+        let outcome = match outcome {
+            DrillOutcome::Cancelled if timed_out => DrillOutcome::Failed(format!(
+                "timed out after {:?} (the source's timeout) and was stopped",
+                source.timeout
+            )),
+            outcome => outcome,
         };
         let run = DrillRun {
             source: source.name.clone(),
@@ -292,26 +303,32 @@ impl Agent {
         source: &Source,
         cancel: &Cancel,
     ) -> DrillOutcome {
-        let latest = match drill::latest_per_source(repo) {
-            Ok(latest) => latest,
+        let (readable, unreadable) = match repo.load_readable_snapshots() {
+            Ok(found) => found,
             Err(e) => return DrillOutcome::Failed(format!("cannot list the snapshots: {e}")),
         };
         // Whose an unreadable snapshot is cannot be told: if it is this source's newest, the
         // drill runs the newest one that can be read. `check` reports the damage.
-        for (id, error) in &latest.unreadable {
+        for (id, error) in &unreadable {
             (self.log)(&format!(
                 "{}: warning: snapshot {} cannot be read and is left out of the drill: {error}",
                 source.name,
                 id.short()
             ));
         }
-        let Some((id, snapshot)) = latest.newest.into_iter().find(|(_, snapshot)| {
-            snapshot
-                .tags
-                .iter()
-                .any(|(k, v)| k == "source" && *v == source.name)
+        // This host's own backups of the source: another host may have a source of the
+        // same name in a shared repository. `readable` is oldest first.
+        let Some((id, snapshot)) = readable.into_iter().rfind(|(_, snapshot)| {
+            snapshot.host == self.context.host
+                && snapshot
+                    .tags
+                    .iter()
+                    .any(|(k, v)| k == "source" && *v == source.name)
         }) else {
-            return DrillOutcome::Failed(format!("no snapshot of source {}", source.name));
+            return DrillOutcome::Failed(format!(
+                "no snapshot of source {} from host {}",
+                source.name, self.context.host
+            ));
         };
         let loaded = match repo.load_index_for_reading() {
             Ok(loaded) => loaded,

@@ -336,7 +336,7 @@ fn a_drill_of_a_source_without_snapshots_fails_with_the_reason_and_is_recorded()
     let runs = agent.drill_now(&[], &Cancel::new()).unwrap();
     assert_eq!(runs.len(), 1);
     assert!(
-        matches!(&runs[0].outcome, DrillOutcome::Failed(e) if e == "no snapshot of source hourly"),
+        matches!(&runs[0].outcome, DrillOutcome::Failed(e) if e == "no snapshot of source hourly from host web-1"),
         "{:?}",
         runs[0].outcome
     );
@@ -371,7 +371,10 @@ fn a_drill_of_a_source_without_snapshots_fails_with_the_reason_and_is_recorded()
     assert_eq!(detail("source"), Some("hourly"));
     assert_eq!(detail("drill"), Some("agent"));
     assert_eq!(detail("failure"), Some("restore"));
-    assert_eq!(detail("error"), Some("no snapshot of source hourly"));
+    assert_eq!(
+        detail("error"),
+        Some("no snapshot of source hourly from host web-1")
+    );
 
     let state = AgentState::load(&base.join("state"));
     let drill = &state.sources["hourly"].drill;
@@ -381,7 +384,10 @@ fn a_drill_of_a_source_without_snapshots_fails_with_the_reason_and_is_recorded()
     let journal = std::fs::read_to_string(base.join("state").join(state::JOURNAL_FILE)).unwrap();
     let line: serde_json::Value = serde_json::from_str(journal.trim()).unwrap();
     assert_eq!(line["kind"], "drill");
-    assert_eq!(line["error"], "no snapshot of source hourly");
+    assert_eq!(
+        line["error"],
+        "no snapshot of source hourly from host web-1"
+    );
     let metrics = agent.metrics_text.lock().unwrap().clone();
     assert!(
         metrics.contains("bunker_drill_last_success{source=\"hourly\"} 0\n"),
