@@ -121,4 +121,14 @@ impl Error {
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::NotFound { .. })
     }
+
+    /// True when the error says something about the object itself (missing, damaged, of a
+    /// format this build cannot read), not about reaching it: only such errors are damage
+    /// for `check` and `repair`. A timeout or an unreachable storage proves nothing.
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            Error::Corrupt { .. } | Error::NotFound { .. } | Error::Unsupported { .. }
+        )
+    }
 }

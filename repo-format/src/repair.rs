@@ -137,6 +137,8 @@ pub fn plan_index_repair(repo: &Repository, threads: usize) -> Result<IndexRepai
             Ok(entries) => {
                 readable.insert(*pack, (blob_kind, entries));
             }
+            // A pack that could not be reached is not a pack without blobs.
+            Err(e) if !e.is_damage() => return Err(e),
             Err(e) => report.packs_unreadable.push(Problem {
                 object: kind.name(&pack.to_hex()),
                 message: error_message(&e),
@@ -336,6 +338,7 @@ pub fn plan_snapshot_repair(
         memo: HashMap::new(),
         new_trees: Vec::new(),
         queued: HashSet::new(),
+        fatal: None,
     };
     let mut repairs = Vec::new();
     let mut unrepairable = Vec::new();
@@ -343,12 +346,17 @@ pub fn plan_snapshot_repair(
         let old = broken.id;
         let snapshot = match repo.load_snapshot(&old) {
             Ok(snapshot) => snapshot,
+            Err(e) if !e.is_damage() => return Err(e),
             Err(e) => {
                 unrepairable.push((old, format!("the snapshot cannot be read: {e}")));
                 continue;
             }
         };
-        match rewriter.rewrite(&snapshot.tree, 0) {
+        let rewritten = rewriter.rewrite(&snapshot.tree, 0);
+        if let Some(fatal) = rewriter.fatal.take() {
+            return Err(fatal);
+        }
+        match rewritten {
             Rewritten::Unreadable(why) => {
                 unrepairable.push((old, format!("its root tree cannot be read: {why}")));
             }
@@ -477,6 +485,9 @@ struct Rewriter<'a> {
     memo: HashMap<BlobId, Rewritten>,
     new_trees: Vec<(BlobId, Vec<u8>)>,
     queued: HashSet<BlobId>,
+    /// The first error that was not damage (the storage could not be reached): the repair
+    /// stops with it, having written nothing, rather than leave out what it could not read.
+    fatal: Option<Error>,
 }
 
 impl Rewriter<'_> {
@@ -521,6 +532,11 @@ impl Rewriter<'_> {
         }
         let tree = match self.repo.load_tree(self.index, id) {
             Ok(tree) => tree,
+            Err(e) if !e.is_damage() => {
+                let why = e.to_string();
+                self.fatal.get_or_insert(e);
+                return Rewritten::Unreadable(why);
+            }
             Err(e) => return Rewritten::Unreadable(e.to_string()),
         };
         let mut entries = Vec::with_capacity(tree.entries().len());
@@ -1055,5 +1071,115 @@ mod tests {
         assert_eq!(report.broken_snapshots.len(), 1);
         assert_eq!(report.broken_snapshots[0].id, rootless);
         assert!(report.errors.iter().any(|p| p.object == victim));
+    }
+}
+
+#[cfg(test)]
+mod unreachable_storage_tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::backend::fault::{FaultRates, FaultyBackend};
+    use crate::backend::{Backend, MemoryBackend};
+    use crate::check::{CheckOptions, ReadData, check};
+    use crate::keyslot::KdfParams;
+    use crate::repository::InitOptions;
+    use crate::snapshot::Summary;
+    use crate::tree::{Entry, Metadata, Timestamp};
+
+    /// A repository with one snapshot of one file, on a backend whose range reads (pack
+    /// trailers, blobs) can be made to fail as an unreachable storage does.
+    fn repository() -> (Arc<FaultyBackend<MemoryBackend>>, SnapshotId) {
+        let backend = Arc::new(FaultyBackend::new(MemoryBackend::new(), 5));
+        let repo = Repository::init(
+            backend.clone() as Arc<dyn Backend>,
+            b"pw",
+            InitOptions {
+                kdf: KdfParams::insecure_for_tests(),
+                ..Default::default()
+            },
+        )
+        .expect("init");
+        let index = repo.load_index().expect("index").index;
+        let mut writer = repo.blob_writer(&index);
+        let data = vec![7u8; 5000];
+        let (blob, _) = writer.add(BlobKind::Data, &data).expect("add");
+        let file = Entry {
+            name: b"f".to_vec(),
+            meta: Metadata::default(),
+            node: Node::File {
+                extents: vec![Extent::Chunk {
+                    id: blob,
+                    length: 5000,
+                }],
+            },
+        };
+        let tree = Tree::new(vec![file]).expect("tree");
+        let (root, _) = writer.add(BlobKind::Tree, &tree.encode()).expect("add");
+        writer.finish().expect("finish");
+        let snapshot = Snapshot {
+            time: Timestamp {
+                sec: 1_700_000_000,
+                nsec: 0,
+            },
+            host: "h".into(),
+            username: "u".into(),
+            paths: vec![b"/src".to_vec()],
+            tags: vec![],
+            parent: None,
+            tree: root,
+            source_kind: Default::default(),
+            consistency: Default::default(),
+            consistency_detail: String::new(),
+            excludes: vec![],
+            summary: Summary::default(),
+            errors: vec![],
+            program_version: "t".into(),
+        };
+        let id = repo
+            .save_snapshot(&repo.new_session(), &snapshot)
+            .expect("snapshot");
+        (backend, id)
+    }
+
+    #[test]
+    fn an_unreachable_storage_is_an_error_for_check_and_repair_not_damage() {
+        let (backend, id) = repository();
+        let repo = Repository::open(backend.clone() as Arc<dyn Backend>, b"pw").expect("open");
+        backend.set_rates(FaultRates {
+            get_range: 1.0,
+            ..FaultRates::NONE
+        });
+        for read_data in [ReadData::None, ReadData::All] {
+            let checked = check(
+                &repo,
+                CheckOptions {
+                    read_data,
+                    threads: 2,
+                },
+            );
+            assert!(
+                matches!(checked, Err(Error::Io { .. })),
+                "{:?}",
+                checked.map(|r| r.errors)
+            );
+        }
+        let planned = plan_snapshot_repair(&repo, &RepairSnapshotsOptions::default());
+        assert!(matches!(planned, Err(Error::Io { .. })), "{planned:?}");
+        let rebuilt = repair_index(&repo);
+        assert!(matches!(rebuilt, Err(Error::Io { .. })), "{rebuilt:?}");
+
+        // Nothing was changed: with the storage back, all is well.
+        backend.set_rates(FaultRates::NONE);
+        assert_eq!(repo.list_snapshot_ids().expect("list"), vec![id]);
+        let report = check(
+            &repo,
+            CheckOptions {
+                read_data: ReadData::All,
+                threads: 2,
+            },
+        )
+        .expect("check");
+        assert!(report.is_healthy(), "{:?}", report.errors);
     }
 }

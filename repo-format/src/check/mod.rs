@@ -254,6 +254,10 @@ pub(crate) fn inspect(repo: &Repository, options: &CheckOptions) -> Result<Inspe
     );
     let mut found_intact = Vec::new();
     let mut found_damaged = Vec::new();
+    let mut outcomes = outcomes;
+    if let Some(fatal) = outcomes.iter_mut().find_map(|o| o.fatal.take()) {
+        return Err(fatal);
+    }
     for outcome in outcomes {
         report.bytes_read += outcome.bytes_read;
         if outcome.fully_read {
@@ -312,6 +316,7 @@ pub(crate) fn inspect(repo: &Repository, options: &CheckOptions) -> Result<Inspe
         bad_blobs: &bad_blobs,
         memo: HashMap::new(),
         used_bad: HashSet::new(),
+        fatal: None,
     };
     // A damaged forget marker hides nothing: its snapshot stays and is checked below.
     if let Ok(key) = repo.master_key("checking") {
@@ -329,6 +334,7 @@ pub(crate) fn inspect(repo: &Repository, options: &CheckOptions) -> Result<Inspe
         let name = ObjectKind::Snapshot.name(&id.to_hex());
         let snapshot = match repo.load_snapshot(&id) {
             Ok(snapshot) => snapshot,
+            Err(e) if !e.is_damage() => return Err(e),
             Err(e) => {
                 report.error(&name, error_message(&e));
                 report.broken_snapshots.push(BrokenSnapshot {
@@ -339,6 +345,9 @@ pub(crate) fn inspect(repo: &Repository, options: &CheckOptions) -> Result<Inspe
             }
         };
         let reasons = walker.tree_damage(&snapshot.tree, 0);
+        if let Some(fatal) = walker.fatal.take() {
+            return Err(fatal);
+        }
         if !reasons.is_empty() {
             report.broken_snapshots.push(BrokenSnapshot {
                 id,

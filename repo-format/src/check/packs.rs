@@ -18,6 +18,9 @@ pub(crate) struct PackOutcome {
     pub(crate) name: String,
     pub(crate) problems: Vec<Problem>,
     pub(crate) bad_blobs: Vec<(BlobId, String)>,
+    /// An error that is not damage (the storage could not be reached): the check stops
+    /// with it rather than call the pack damaged.
+    pub(crate) fatal: Option<Error>,
     pub(crate) bytes_read: u64,
     pub(crate) fully_read: bool,
 }
@@ -60,6 +63,7 @@ pub(crate) fn check_packs(
                 name: ObjectKind::DataPack.name(&pack.to_hex()),
                 problems: Vec::new(),
                 bad_blobs: Vec::new(),
+                fatal: None,
                 bytes_read: 0,
                 fully_read: false,
             },
@@ -81,6 +85,7 @@ pub(crate) fn check_one_pack(
         name: name.clone(),
         problems: Vec::new(),
         bad_blobs: Vec::new(),
+        fatal: None,
         bytes_read: 0,
         fully_read: false,
     };
@@ -98,6 +103,10 @@ pub(crate) fn check_one_pack(
     let trailer = if read_data {
         let bytes = match repo.backend().get(&name) {
             Ok(bytes) => bytes,
+            Err(e) if !e.is_damage() => {
+                outcome.fatal = Some(e);
+                return outcome;
+            }
             Err(e) => {
                 fail_all(&mut outcome, e.to_string());
                 return outcome;
@@ -126,6 +135,10 @@ pub(crate) fn check_one_pack(
                         raw_length: entry.raw_length,
                     };
                     if let Err(e) = repo.open_blob_in(&entry.id, &location, &bytes, 0) {
+                        if !e.is_damage() {
+                            outcome.fatal = Some(e);
+                            return outcome;
+                        }
                         outcome.problems.push(Problem {
                             object: name.clone(),
                             message: format!(
@@ -154,6 +167,7 @@ pub(crate) fn check_one_pack(
     };
     match trailer {
         Ok(entries) => compare_with_index(&name, pack, &entries, expected, &mut outcome),
+        Err(e) if !e.is_damage() => outcome.fatal = Some(e),
         Err(e) => fail_all(&mut outcome, error_message(&e)),
     }
     outcome

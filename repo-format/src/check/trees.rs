@@ -25,6 +25,9 @@ pub(crate) struct TreeWalker<'a> {
     pub(crate) memo: HashMap<BlobId, TreeDamage>,
     /// Bad blobs that some snapshot needs.
     pub(crate) used_bad: HashSet<BlobId>,
+    /// The first error that was not damage (the storage could not be reached): the check
+    /// stops with it.
+    pub(crate) fatal: Option<crate::error::Error>,
 }
 
 impl TreeWalker<'_> {
@@ -61,6 +64,15 @@ impl TreeWalker<'_> {
         }
         let tree = match self.repo.load_tree(self.index, id) {
             Ok(tree) => tree,
+            Err(e) if !e.is_damage() => {
+                let message = e.to_string();
+                self.fatal.get_or_insert(e);
+                // Not memoized as damage: the check stops before it reports anything.
+                return TreeDamage {
+                    own: None,
+                    all: vec![message],
+                };
+            }
             Err(e) => return fail(error_message(&e)),
         };
         let mut all = Vec::new();
