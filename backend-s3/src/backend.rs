@@ -25,6 +25,11 @@ const MAX_IN_FLIGHT: usize = 16;
 const WORKERS: usize = 2;
 /// A lock writer is rebuilt (with a fresh retain-until date) after this long.
 const LOCK_REFRESH: Duration = Duration::from_secs(600);
+/// Attempts of a create-only put whose connection fails (`object_store` retries other
+/// requests itself), and the waits between them: doubling from the first to the most.
+const PUT_ATTEMPTS: u32 = 8;
+const PUT_RETRY_FIRST_WAIT: Duration = Duration::from_millis(250);
+const PUT_RETRY_MAX_WAIT: Duration = Duration::from_secs(10);
 
 /// A repository in an S3 bucket (AWS or any S3-compatible server).
 ///
@@ -67,7 +72,7 @@ impl S3Backend {
             .build()
             .map_err(|e| Error::io("starting the S3 client runtime", e))?;
         let store = Arc::new(build_store(&location, None)?);
-        let raw = RawClient::new(Arc::clone(&store), location.clone());
+        let raw = RawClient::new(Arc::clone(&store), location.clone())?;
         let backend = Self {
             location,
             runtime,
@@ -212,20 +217,8 @@ impl S3Backend {
 
     /// Maps an `object_store` error on `name` to the repository's error.
     fn error(&self, e: object_store::Error, what: &str, name: &str) -> Error {
-        let status = match &e {
-            object_store::Error::NotFound { .. } => Some(404),
-            object_store::Error::AlreadyExists { .. }
-            | object_store::Error::Precondition { .. } => Some(412),
-            object_store::Error::Unauthenticated { .. } => Some(401),
-            object_store::Error::PermissionDenied { .. } => Some(403),
-            _ => None,
-        };
         let text = error_chain(&e);
-        let mut kind = classify(status, &text);
-        // A 404 naming the bucket is a missing bucket, not a missing object.
-        if kind == Kind::NotFound && text.contains("NoSuchBucket") {
-            kind = Kind::NoSuchBucket;
-        }
+        let kind = kind_of(&e, &text);
         let key = if name.is_empty() {
             self.location.prefix.clone()
         } else {
@@ -272,20 +265,55 @@ impl Backend for S3Backend {
         self.put_if_absent_owned(name, bytes.to_vec())
     }
 
+    /// A create-only put is not retried by `object_store` after most connection failures
+    /// (it is not idempotent), so it is retried here: if an earlier attempt landed and only
+    /// its answer was lost, the retry finds the object, and the write succeeded when the
+    /// stored bytes are ours. An object found in place is compared so whatever the attempt.
     fn put_if_absent_owned(&self, name: &str, bytes: Vec<u8>) -> Result<()> {
         let path = self.path(name)?;
         let store = self.writer()?;
-        let options = PutOptions {
-            mode: PutMode::Create,
-            ..PutOptions::default()
-        };
         // The body shares the buffer (retries included); nothing is copied.
         let payload = PutPayload::from(bytes);
         self.run(async {
-            match store.put_opts(&path, payload, options).await {
-                Ok(_) => Ok(()),
-                Err(e) => Err(self.error(e, "writing", name)),
+            let mut delay = PUT_RETRY_FIRST_WAIT;
+            for attempt in 1..=PUT_ATTEMPTS {
+                let options = PutOptions {
+                    mode: PutMode::Create,
+                    ..PutOptions::default()
+                };
+                let e = match store.put_opts(&path, payload.clone(), options).await {
+                    Ok(_) => return Ok(()),
+                    Err(e) => e,
+                };
+                let text = error_chain(&e);
+                let kind = kind_of(&e, &text);
+                // `object_store` may itself have sent the put again after a lost answer, so
+                // even a first attempt can find its own object.
+                if kind == Kind::AlreadyExists {
+                    let stored = match self.store.get_opts(&path, GetOptions::default()).await {
+                        Ok(result) => result.bytes().await.ok(),
+                        Err(_) => None,
+                    };
+                    let ours = stored.is_some_and(|stored| {
+                        payload
+                            .iter()
+                            .flat_map(|part| part.iter())
+                            .eq(stored.iter())
+                    });
+                    if ours {
+                        return Ok(());
+                    }
+                }
+                if kind != Kind::Other || attempt == PUT_ATTEMPTS {
+                    return Err(self.error(e, "writing", name));
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(PUT_RETRY_MAX_WAIT);
             }
+            Err(Error::io(
+                format!("writing {name}"),
+                std::io::Error::other("no attempt was made"),
+            ))
         })
     }
 
@@ -481,6 +509,27 @@ impl Backend for S3Backend {
     }
 }
 
+/// What kind of failure an `object_store` error is, from its variant and `text` (its
+/// [`error_chain`]).
+fn kind_of(e: &object_store::Error, text: &str) -> Kind {
+    let status = match e {
+        object_store::Error::NotFound { .. } => Some(404),
+        object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => {
+            Some(412)
+        }
+        object_store::Error::Unauthenticated { .. } => Some(401),
+        object_store::Error::PermissionDenied { .. } => Some(403),
+        _ => None,
+    };
+    let kind = classify(status, text);
+    // A 404 naming the bucket is a missing bucket, not a missing object.
+    if kind == Kind::NotFound && text.contains("NoSuchBucket") {
+        Kind::NoSuchBucket
+    } else {
+        kind
+    }
+}
+
 /// The message of `e` and of each error it wraps, on one line.
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
@@ -520,13 +569,15 @@ fn build_store(location: &S3Location, lock: Option<(LockPolicy, SystemTime)>) ->
         .with_connect_timeout(Duration::from_secs(10))
         .with_timeout(Duration::from_secs(300))
         .with_pool_max_idle_per_host(MAX_IN_FLIGHT);
+    // object_store draws each wait at random between the first wait and `base` times the
+    // one before: with 4 the waits about double, so ten retries span about a minute.
     let retry = RetryConfig {
         backoff: BackoffConfig {
-            init_backoff: Duration::from_millis(100),
+            init_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(10),
-            base: 2.0,
+            base: 4.0,
         },
-        max_retries: 8,
+        max_retries: 10,
         retry_timeout: Duration::from_secs(180),
     };
     let mut builder = AmazonS3Builder::new()

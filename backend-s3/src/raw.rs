@@ -18,8 +18,13 @@ use crate::location::S3Location;
 
 /// How long a presigned URL stays valid (it is used at once).
 const URL_LIFETIME: Duration = Duration::from_secs(300);
-/// Attempts of a request that fails transiently.
-const ATTEMPTS: u32 = 6;
+/// Attempts of a request that fails transiently: waits of 0.1 s doubling to 10 s between
+/// them, about 40 s in all.
+const ATTEMPTS: u32 = 11;
+/// Longest wait to connect, and for a whole request (they are small: HEAD, DELETE,
+/// retention and lock settings).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The current version of an object and its lock, from HeadObject.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,12 +53,22 @@ struct Reply {
 }
 
 impl RawClient {
-    pub(crate) fn new(signer: Arc<AmazonS3>, location: S3Location) -> Self {
-        Self {
+    pub(crate) fn new(signer: Arc<AmazonS3>, location: S3Location) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .map_err(|e| {
+                Error::io(
+                    "starting the S3 client",
+                    std::io::Error::other(e.to_string()),
+                )
+            })?;
+        Ok(Self {
             signer,
-            http: reqwest::Client::new(),
+            http,
             location,
-        }
+        })
     }
 
     /// HeadObject: version and lock of `name`.

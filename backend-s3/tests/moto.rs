@@ -131,3 +131,95 @@ fn locked_objects_cannot_be_deleted_and_locks_extend() {
         Some(extended)
     );
 }
+
+/// A TCP proxy in front of the S3 server that passes everything, except that the answer
+/// to the first request whose start line contains `target` is read from the server and
+/// never sent on: the client's connection is closed instead, as when a network drops
+/// after the server did the work. Returns the proxy's endpoint.
+fn answer_losing_proxy(server: &str, target: &'static str) -> String {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let upstream = server
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+    let endpoint = format!("http://{}", listener.local_addr().expect("proxy address"));
+    let fired = Arc::new(AtomicBool::new(false));
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(server) = TcpStream::connect(&upstream) else {
+                continue;
+            };
+            let drop_next = Arc::new(AtomicBool::new(false));
+            let (mut from_client, mut to_server) = (
+                client.try_clone().expect("clone"),
+                server.try_clone().expect("clone"),
+            );
+            let (fired_up, drop_up) = (Arc::clone(&fired), Arc::clone(&drop_next));
+            std::thread::spawn(move || {
+                let mut buffer = vec![0u8; 64 << 10];
+                while let Ok(n) = from_client.read(&mut buffer) {
+                    if n == 0 {
+                        break;
+                    }
+                    let head = String::from_utf8_lossy(&buffer[..n.min(512)]).into_owned();
+                    let first_line = head.lines().next().unwrap_or_default();
+                    if first_line.starts_with("PUT ")
+                        && first_line.contains(target)
+                        && !fired_up.swap(true, Ordering::SeqCst)
+                    {
+                        drop_up.store(true, Ordering::SeqCst);
+                    }
+                    if to_server.write_all(&buffer[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = to_server.shutdown(Shutdown::Write);
+            });
+            let (mut from_server, mut to_client) = (server, client);
+            std::thread::spawn(move || {
+                let mut buffer = vec![0u8; 64 << 10];
+                while let Ok(n) = from_server.read(&mut buffer) {
+                    if n == 0 {
+                        break;
+                    }
+                    if drop_next.load(Ordering::SeqCst) {
+                        // The server answered (so the object is stored): lose the answer.
+                        let _ = to_client.shutdown(Shutdown::Both);
+                        let _ = from_server.shutdown(Shutdown::Both);
+                        return;
+                    }
+                    if to_client.write_all(&buffer[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = to_client.shutdown(Shutdown::Write);
+            });
+        }
+    });
+    endpoint
+}
+
+#[test]
+fn a_create_whose_answer_is_lost_is_retried_and_succeeds() {
+    let Some(endpoint) = test_endpoint("a_create_whose_answer_is_lost_is_retried_and_succeeds")
+    else {
+        return;
+    };
+    let bucket = unique_bucket("lost");
+    create_bucket(&endpoint, &bucket, false);
+    let proxy = answer_losing_proxy(&endpoint, "/snapshots/");
+    let backend = S3Backend::connect(location(&proxy, &bucket, "p")).unwrap();
+    // The first attempt lands but its answer is lost; the retry finds our bytes.
+    backend.put_if_absent("snapshots/aa", b"ours").unwrap();
+    assert_eq!(backend.get("snapshots/aa").unwrap(), b"ours");
+    // Someone else's object under the name is still a conflict.
+    let err = backend
+        .put_if_absent("snapshots/aa", b"theirs")
+        .unwrap_err();
+    assert!(matches!(err, Error::AlreadyExists { .. }), "{err}");
+}

@@ -87,7 +87,8 @@ pub const PUT_CONCURRENCY_REMOTE: usize = 2;
 ///
 /// Contracts every implementation keeps:
 /// - `put_if_absent` never overwrites: if `name` exists it fails with
-///   [`Error::AlreadyExists`](crate::Error::AlreadyExists) and leaves the object as it was.
+///   [`Error::AlreadyExists`](crate::Error::AlreadyExists) (or succeeds, when the object
+///   holds exactly the same bytes) and leaves the object as it was.
 ///   It returns only once the object is durable, and readers never see a partial object.
 /// - `get`, `get_range` and `head` fail with [`Error::NotFound`](crate::Error::NotFound) for
 ///   a missing object; `get_range` fails with `Corrupt` when the range runs past the end.
@@ -113,7 +114,10 @@ pub trait Backend: Send + Sync + Debug {
         PUT_CONCURRENCY_REMOTE
     }
 
-    /// Stores `bytes` under `name` unless an object of that name exists.
+    /// Stores `bytes` under `name` unless an object of that name exists: then
+    /// [`Error::AlreadyExists`](crate::Error::AlreadyExists), or success when the object holds exactly `bytes` (a store
+    /// that retries a write whose answer was lost cannot tell its own first attempt from
+    /// another writer's identical object; sealed objects never repeat their bytes).
     fn put_if_absent(&self, name: &str, bytes: &[u8]) -> Result<()>;
 
     /// [`Backend::put_if_absent`] taking the bytes by value, for a store that hands them on
