@@ -120,11 +120,12 @@ impl Schedule {
     fn day_matches(&self, date: Date) -> bool {
         let dom = self.days_of_month & (1 << date.day()) != 0;
         let dow = self.days_of_week & (1 << date.weekday().to_sunday_zero_offset()) != 0;
-        match (self.day_of_month_restricted, self.day_of_week_restricted) {
-            (true, true) => dom || dow,
-            (true, false) => dom,
-            (false, true) => dow,
-            (false, false) => true,
+        // As cron: a field written with `*` (`*`, `*/3`) still has its own days; only
+        // when neither starts with `*` does either field's day suffice.
+        if self.day_of_month_restricted && self.day_of_week_restricted {
+            dom || dow
+        } else {
+            dom && dow
         }
     }
 
@@ -325,6 +326,21 @@ mod tests {
         assert_eq!(
             next("5/20 1-3 * * *", "2026-11-22T01:30"),
             "2026-11-22T01:45:00"
+        );
+    }
+
+    #[test]
+    fn a_stepped_star_in_a_day_field_still_restricts_it() {
+        // Every third day of the month (1, 4, 7, ...): 2026-12-05 is not one of them.
+        assert_eq!(
+            next("0 0 */3 * *", "2026-12-04T00:00"),
+            "2026-12-07T00:00:00"
+        );
+        // Every fifth weekday from Sunday (Sunday, Friday): the 5th of December 2026 is a
+        // Saturday, the 6th a Sunday.
+        assert_eq!(
+            next("0 0 * * */5", "2026-12-04T00:00"),
+            "2026-12-06T00:00:00"
         );
     }
 

@@ -492,6 +492,35 @@ fn a_freeze_is_thawed_by_the_watchdog_when_the_agent_is_killed() {
     );
     assert!(s.b.snapshots().is_empty());
 
+    // SIGKILL to the agent's whole process group (`timeout -s KILL`): the watchdog has a
+    // group of its own and survives to thaw.
+    let mut child = {
+        use std::os::unix::process::CommandExt;
+        s.agent(&["run", "--once", "frozen"])
+            .process_group(0)
+            .spawn()
+            .unwrap()
+    };
+    let frozen = wait_for(Duration::from_secs(30), || {
+        !write_finishes(&fs_.mount.join("probe2"), Duration::from_millis(300))
+    });
+    assert!(frozen, "the filesystem was never frozen");
+    let group = format!("-{}", child.id());
+    Command::new("kill")
+        .args(["-KILL", "--", &group])
+        .status()
+        .expect("kill the group");
+    let _ = child.wait();
+    // The command source runs in a group of its own and is left behind.
+    let _ = Command::new("pkill").args(["-f", "sleep 31.25"]).status();
+    assert!(
+        wait_for(Duration::from_secs(20), || write_finishes(
+            &fs_.mount.join("after-group"),
+            Duration::from_secs(2)
+        )),
+        "the filesystem stayed frozen after the agent's group was killed"
+    );
+
     // A normal run freezes and thaws, and records application consistency.
     let quick = format!(
         "[[source]]\nname = \"quick\"\nkind = \"paths\"\npaths = [\"{}\"]\n\

@@ -13,6 +13,7 @@
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -123,6 +124,9 @@ pub fn freeze(
                 .arg(limit.as_secs().max(1).to_string())
                 .stdin(Stdio::piped())
                 .stdout(Stdio::null())
+                // A group of its own: a SIGKILL sent to the agent's process group (`timeout
+                // -s KILL`, a shell's job control) does not take the watchdog with it.
+                .process_group(0)
                 .spawn()
                 .map_err(|source| FreezeError::Watchdog {
                     mount: mount.to_owned(),
