@@ -387,6 +387,21 @@ pub struct LsArgs {
     pub select: SelectArgs,
 }
 
+impl Command {
+    /// Whether the command watches for SIGINT/SIGTERM and stops at a safe point (what it
+    /// has done stays valid, nothing half-committed): it gets the cancel flag.
+    pub fn stops_at_safe_points(&self) -> bool {
+        matches!(
+            self,
+            Command::Backup(_)
+                | Command::Restore(_)
+                | Command::Forget(_)
+                | Command::Copy(_)
+                | Command::Verify(_)
+        )
+    }
+}
+
 /// `bunker diff`.
 #[derive(Debug, Args)]
 pub struct DiffArgs {

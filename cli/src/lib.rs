@@ -38,11 +38,30 @@ fn install_signal_handlers(cancel: &Cancel) {
     }
 }
 
+/// For a command that has no safe points to stop at (it reads, or every step of it is
+/// crash-safe: check, prune, repair, lock, ...): the first SIGINT/SIGTERM exits at once
+/// (exit 130), as a kill would, rather than be ignored until the command ends.
+fn install_immediate_exit() {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let always = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    for signal in [SIGINT, SIGTERM] {
+        let _ = signal_hook::flag::register_conditional_shutdown(
+            signal,
+            i32::from(exit::INTERRUPTED),
+            std::sync::Arc::clone(&always),
+        );
+    }
+}
+
 /// `bunker`.
 pub fn bunker_main() -> ExitCode {
     let cli = args::Cli::parse();
     let cancel = Cancel::new();
-    install_signal_handlers(&cancel);
+    if cli.command.stops_at_safe_points() {
+        install_signal_handlers(&cancel);
+    } else {
+        install_immediate_exit();
+    }
     match cmd::run(cli, &cancel) {
         Ok(code) => ExitCode::from(code),
         Err(error) => {

@@ -433,6 +433,31 @@ fn interrupted_backup_exits_130_and_leaves_a_valid_repository() {
     compare_trees(&src, &under(&target, &src));
 }
 
+#[test]
+fn a_command_without_safe_points_exits_at_the_first_signal() {
+    let t = TestDir::new();
+    let b = t.bunker();
+    b.init();
+    // The password command keeps `check` waiting; one SIGINT must end it (it used to be
+    // noted, and acted on only at the end).
+    let slow = b
+        .with_password(None)
+        .with_env("BUNKER_PASSWORD_COMMAND", "sleep 20; echo unused");
+    for command in ["check", "prune"] {
+        let (child, shown) = slow.spawn([command]);
+        thread::sleep(Duration::from_millis(300));
+        let started = Instant::now();
+        send_signal(child.id(), "INT");
+        let out = wait_output(child, shown, Duration::from_secs(30));
+        out.code(130);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{command} took {:?} to stop",
+            started.elapsed()
+        );
+    }
+}
+
 /// A tmpfs of `size` at `dir`, unmounted when dropped.
 struct SmallFs {
     mount: PathBuf,

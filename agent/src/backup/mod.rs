@@ -301,7 +301,7 @@ pub fn backup(
         errors,
         program_version: concat!("bunker ", env!("CARGO_PKG_VERSION")).to_owned(),
     };
-    let id = commit(repo, heartbeat, &dependencies, &session, &snapshot)?;
+    let id = commit(repo, heartbeat, &dependencies, &session, &snapshot, cancel)?;
     let cache_warning = finished
         .files_cache
         .save()
@@ -404,7 +404,13 @@ fn commit(
     dependencies: &std::collections::HashSet<bunker_repo_format::PackId>,
     session: &bunker_repo_format::crypto::SealingSession,
     snapshot: &Snapshot,
+    cancel: &Cancel,
 ) -> Result<SnapshotId, BackupError> {
+    // A signal that came while the last packs were sealed and uploaded still means
+    // "nothing committed": the snapshot is the commit point.
+    if cancel.is_cancelled() {
+        return Err(BackupError::Interrupted);
+    }
     let heartbeat = heartbeat
         .0
         .take()

@@ -284,7 +284,7 @@ fn backup_stream_checked(
         errors: Vec::new(),
         program_version: concat!("bunker ", env!("CARGO_PKG_VERSION")).to_owned(),
     };
-    let id = commit(repo, heartbeat, &dependencies, &session, &snapshot)?;
+    let id = commit(repo, heartbeat, &dependencies, &session, &snapshot, cancel)?;
     Ok(BackupOutcome {
         id,
         snapshot,

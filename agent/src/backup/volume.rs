@@ -196,7 +196,7 @@ pub fn backup_volume(
         errors: Vec::new(),
         program_version: concat!("bunker ", env!("CARGO_PKG_VERSION")).to_owned(),
     };
-    let id = commit(repo, heartbeat, &dependencies, &session, &snapshot)?;
+    let id = commit(repo, heartbeat, &dependencies, &session, &snapshot, cancel)?;
     Ok(BackupOutcome {
         id,
         snapshot,
