@@ -35,6 +35,14 @@ pub(crate) fn classify(status: Option<u16>, text: &str) -> Kind {
         || has("NoCredentialProviders")
     {
         Kind::BadCredentials
+    } else if matches!(status, Some(401 | 403)) {
+        // Before the Object Lock wording: a refusal can name the lock action it refuses
+        // (`s3:GetBucketObjectLockConfiguration`), which is a missing permission.
+        if status == Some(401) {
+            Kind::BadCredentials
+        } else {
+            Kind::AccessDenied
+        }
     } else if has("Object Lock") || has("ObjectLockConfiguration") || has("object lock") {
         Kind::NoObjectLock
     } else {
@@ -133,6 +141,15 @@ mod tests {
             Kind::NoObjectLock
         );
         assert_eq!(classify(Some(500), "InternalError"), Kind::Other);
+        // A refused lock action is a missing permission, not a bucket without the lock.
+        assert_eq!(
+            classify(
+                Some(403),
+                "User: arn:aws:iam::1:user/b is not authorized to perform: \
+                 s3:GetBucketObjectLockConfiguration"
+            ),
+            Kind::AccessDenied
+        );
     }
 
     #[test]

@@ -164,17 +164,21 @@ impl RawClient {
         if enabled {
             return Ok(());
         }
-        let kind = match classify(Some(reply.status), &reply.body) {
-            Kind::NotFound | Kind::Other | Kind::AlreadyExists => Kind::NoObjectLock,
-            kind => kind,
+        // No configuration (404, ObjectLockConfigurationNotFoundError) or one that is not
+        // enabled: no Object Lock. A server error or a refusal says nothing about it.
+        let kind = match (reply.status, classify(Some(reply.status), &reply.body)) {
+            (200 | 404, _) => Kind::NoObjectLock,
+            (_, Kind::NotFound | Kind::AlreadyExists) => Kind::Other,
+            (_, kind) => kind,
         };
+        let detail = format!("HTTP {}: {}", reply.status, reply.body.trim());
         Err(to_error(
             kind,
             "checking Object Lock on",
             &self.location.bucket,
             "",
             "",
-            &reply.body,
+            &detail,
         ))
     }
 
