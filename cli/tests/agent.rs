@@ -88,11 +88,18 @@ impl Setup {
 #[test]
 fn policy_check_reports_every_problem_with_line_and_key() {
     let t = TestDir::new();
+    let password = t.join("password");
+    fs::write(&password, "pw\n").unwrap();
     let good = t.join("good.toml");
+    let policy = |credentials: &str| {
+        format!(
+            "[repository]\nurl = \"/r\"\n{credentials}\n\
+             [[source]]\nname = \"db\"\ntemplate = \"database\"\ncommand = \"pg_dump -Fc db\"\n"
+        )
+    };
     fs::write(
         &good,
-        "[repository]\nurl = \"/r\"\npassword_file = \"/p\"\n\
-         [[source]]\nname = \"db\"\ntemplate = \"database\"\ncommand = \"pg_dump -Fc db\"\n",
+        policy(&format!("password_file = \"{}\"", password.display())),
     )
     .unwrap();
     let b = t.bunker();
@@ -107,6 +114,29 @@ fn policy_check_reports_every_problem_with_line_and_key() {
     let shown = b.run(["policy", "show", good.to_str().unwrap()]);
     shown.ok();
     assert!(shown.stdout.contains("keep_hourly = 24"), "{shown}");
+
+    // What the policy names on this host must work: a password file that is not there,
+    // and a put-only key for a source with drills (the database template drills).
+    let host = t.join("host.toml");
+    fs::write(&host, policy("password_file = \"/nonexistent/password\"")).unwrap();
+    let out = b.run(["policy", "check", host.to_str().unwrap()]);
+    out.code(7);
+    assert!(
+        out.stderr
+            .contains("repository.password_file: /nonexistent/password cannot be read"),
+        "{out}"
+    );
+    b.init();
+    let key = t.join("put-only.key");
+    b.run(["key", "add", "--put-only", "--out", key.to_str().unwrap()])
+        .ok();
+    fs::write(&host, policy(&format!("key_file = \"{}\"", key.display()))).unwrap();
+    let out = b.run(["policy", "check", host.to_str().unwrap()]);
+    out.code(7);
+    assert!(
+        out.stderr.contains("is a put-only key") && out.stderr.contains("source(s) db"),
+        "{out}"
+    );
 
     let bad = t.join("bad.toml");
     fs::write(

@@ -283,6 +283,46 @@ impl Policy {
         }
     }
 
+    /// What the policy names on this host that will not work: a password or key file that
+    /// cannot be read, or a put-only key file for sources with restore drills (a drill
+    /// reads snapshots). Each is `KEY: problem`. `bunker policy check` reports them.
+    pub fn host_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        match &self.repository.credentials {
+            Credentials::PasswordFile(path) => {
+                if let Err(e) = std::fs::File::open(path) {
+                    problems.push(format!(
+                        "repository.password_file: {} cannot be read: {e}",
+                        path.display()
+                    ));
+                }
+            }
+            Credentials::KeyFile(path) => match bunker_repo_format::keyfile::KeyFile::read(path) {
+                Err(e) => problems.push(format!("repository.key_file: {e}")),
+                Ok(key_file) if key_file.key.is_put_only() => {
+                    let drilled: Vec<&str> = self
+                        .sources
+                        .iter()
+                        .filter(|s| s.verify.is_some())
+                        .map(|s| s.name.as_str())
+                        .collect();
+                    if !drilled.is_empty() {
+                        problems.push(format!(
+                            "repository.key_file: {} is a put-only key, which cannot read \
+                             snapshots, and source(s) {} have restore drills (verify): use a \
+                             full key here, or drill from a host that has one",
+                            path.display(),
+                            drilled.join(", ")
+                        ));
+                    }
+                }
+                Ok(_) => {}
+            },
+            Credentials::PasswordCommand(_) => {}
+        }
+        problems
+    }
+
     /// The policy as TOML with every template applied: what the agent will do.
     pub fn effective_toml(&self) -> &str {
         &self.effective
