@@ -108,6 +108,11 @@ fn run(cli: &AgentCli, cancel: &Cancel) -> Result<u8> {
         AgentCommand::Status => status(cli),
         AgentCommand::Drill { sources } => {
             let policy = Policy::load(&cli.config)?;
+            // A repository that cannot be opened for reading (missing, wrong password, a
+            // put-only key) is its own exit code, as for `bunker verify`, not a failed drill.
+            if policy.sources.iter().any(|s| s.verify.is_some()) {
+                repo::open(&repository_options(&policy)?, "drilling")?;
+            }
             let agent = agent(policy, cli.json)?;
             let runs = agent.drill_now(sources, cancel)?;
             if cli.json {

@@ -935,6 +935,13 @@ fn run_once_drills_after_the_backup_and_a_damaged_pack_fails_the_agents_drill() 
     let out = s.run_agent(&["drill", "nope"]);
     out.code(7);
     assert!(out.stderr.contains("no source named \"nope\""), "{out}");
+
+    // A wrong password is exit 12, as for `bunker verify`: not a failed drill.
+    let failures_before = s.journal().len();
+    fs::write(s.t.join("password"), "not the password\n").unwrap();
+    let out = s.run_agent(&["drill", "app"]);
+    out.code(12);
+    assert_eq!(s.journal().len(), failures_before, "no drill was recorded");
 }
 
 #[test]
