@@ -107,21 +107,52 @@ pub(crate) fn to_error(
 
 /// The message on one line, shortened to something readable.
 fn one_line(text: &str) -> String {
-    let mut line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if line.len() > 300 {
-        let mut end = 300;
-        while !line.is_char_boundary(end) {
-            end -= 1;
-        }
-        line.truncate(end);
-        line.push_str("...");
+    const HEAD: usize = 120;
+    const TAIL: usize = 200;
+    let line: String = text
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        // object_store repeats its own prefix at each level of the chain.
+        .replace("Generic S3 error: Generic S3 error:", "Generic S3 error:");
+    if line.len() <= HEAD + TAIL + 5 {
+        return line;
     }
-    line
+    // The start says what was done, the end is the innermost cause: keep both.
+    let mut head_end = HEAD;
+    while !line.is_char_boundary(head_end) {
+        head_end -= 1;
+    }
+    let mut tail_start = line.len() - TAIL;
+    while !line.is_char_boundary(tail_start) {
+        tail_start += 1;
+    }
+    format!("{} ... {}", &line[..head_end], &line[tail_start..])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_message_keeps_its_start_and_its_innermost_cause() {
+        let text = format!(
+            "Generic S3 error: Generic S3 error: Error performing GET {} after 10 retries: \
+             tcp connect error: Connection refused (os error 111)",
+            "x".repeat(400)
+        );
+        let line = one_line(&text);
+        assert!(line.len() < 340, "{line}");
+        assert!(
+            line.starts_with("Generic S3 error: Error performing GET"),
+            "{line}"
+        );
+        assert!(
+            line.ends_with("Connection refused (os error 111)"),
+            "{line}"
+        );
+        assert!(line.contains(" ... "), "{line}");
+    }
 
     #[test]
     fn codes_win_over_statuses() {

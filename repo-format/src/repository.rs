@@ -75,9 +75,14 @@ pub type AuditListing = (
     Vec<String>,
 );
 
+/// The id in `name` when it is exactly `prefix` and an id: a listing of an object store
+/// is recursive, and a name further down (another repository made inside this one's
+/// namespace) is not ours.
 fn parse_id<T: std::str::FromStr>(name: &str, prefix: &str) -> Option<T> {
-    let rest = name.strip_prefix(prefix)?;
-    let hex = rest.rsplit('/').next()?;
+    let hex = name.strip_prefix(prefix)?;
+    if hex.contains('/') {
+        return None;
+    }
     hex.parse().ok()
 }
 

@@ -293,3 +293,17 @@ fn a_remote_store_reads_each_tree_pack_once_and_a_damaged_tree_fails_alone() {
         }
     }
 }
+
+#[test]
+fn names_below_a_kinds_directory_are_not_its_objects() {
+    // An object store's listing is recursive: a repository made inside this one's
+    // namespace (`p/snapshots` under `p`) leaves names such as `snapshots/keys/ID`.
+    let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    let repo = Repository::init(backend.clone(), b"pw", test_options()).expect("init");
+    let nested = format!("snapshots/keys/{}", "ab".repeat(32));
+    backend.put_if_absent(&nested, b"a key slot").expect("put");
+    let nested_index = format!("index/sub/{}", "cd".repeat(32));
+    backend.put_if_absent(&nested_index, b"x").expect("put");
+    assert!(repo.list_snapshot_ids().expect("list").is_empty());
+    assert!(repo.list_index_ids().expect("list").is_empty());
+}
