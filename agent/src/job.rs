@@ -171,7 +171,7 @@ fn run_steps(
             return Err(format!("pre {described}; nothing was backed up"));
         }
     }
-    let quiesced = begin_quiesce(source, context, cancel, report);
+    let quiesced = begin_quiesce(repo, source, context, cancel, report);
     let read_from = match &quiesced {
         Quiesced::Snapshot(snapshot) => Some(ReadFrom {
             live: snapshot.subvolume().to_path_buf(),
@@ -200,6 +200,7 @@ fn run_post_hook(source: &Source, report: &mut JobReport) {
 }
 
 fn begin_quiesce(
+    repo: &Repository,
     source: &Source,
     context: &JobContext,
     cancel: &Cancel,
@@ -216,7 +217,17 @@ fn begin_quiesce(
             Quiesced::Nothing
         }
         Quiesce::Fsfreeze(mount) => {
-            match quiesce::freeze(mount, source.timeout, context.watchdog.as_ref()) {
+            // What the agent writes while the filesystem is frozen must live elsewhere, or
+            // the backup would wait for the thaw that only its end brings.
+            let location = repo.location();
+            let writes: Vec<std::path::PathBuf> = (!location.contains("://"))
+                .then(|| std::path::PathBuf::from(location))
+                .into_iter()
+                .chain(context.cache_root.clone())
+                .collect();
+            let frozen = quiesce::check_freezable(mount, &writes)
+                .and_then(|()| quiesce::freeze(mount, source.timeout, context.watchdog.as_ref()));
+            match frozen {
                 Ok(frozen) => {
                     report.consistency = ConsistencyLevel::Application;
                     report.consistency_detail = format!("fsfreeze {}", mount.display());

@@ -9,6 +9,8 @@
 //!
 //! Nothing the agent writes while the filesystem is frozen may live on it: the repository,
 //! the cache and the agent's state must be elsewhere, or the agent deadlocks itself.
+//! [`check_freezable`] refuses a path that is not a mount point, and a filesystem that
+//! holds the repository or the cache, before anything is frozen.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -76,6 +78,15 @@ pub enum FreezeError {
         /// Why.
         source: nix::Error,
     },
+    /// Not frozen, on purpose: the path is not a mount point (freezing it would freeze the
+    /// whole filesystem it is on), or something the agent writes lives on it.
+    #[error("refusing to freeze {}: {reason}", mount.display())]
+    Refused {
+        /// The path given.
+        mount: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The watchdog process could not be started.
     #[error("cannot start the thaw watchdog for {}: {source}", mount.display())]
     Watchdog {
@@ -94,6 +105,78 @@ pub struct WatchdogCommand {
     pub program: PathBuf,
     /// Arguments before the mount point and the limit.
     pub args: Vec<String>,
+}
+
+/// Checks that `mount` is a mount point (FIFREEZE freezes the whole filesystem a path is
+/// on, so `/srv/app` on the root filesystem would freeze `/`) and that none of `writes`
+/// (the repository, caches, state: what the agent writes while it is frozen) is on it.
+pub fn check_freezable(mount: &Path, writes: &[PathBuf]) -> Result<(), FreezeError> {
+    let refused = |reason: String| FreezeError::Refused {
+        mount: mount.to_owned(),
+        reason,
+    };
+    let canonical = std::fs::canonicalize(mount).map_err(|source| FreezeError::Open {
+        mount: mount.to_owned(),
+        source,
+    })?;
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| refused(format!("cannot read /proc/self/mountinfo: {e}")))?;
+    if !mount_points(&mounts).any(|point| point == canonical) {
+        return Err(refused(format!(
+            "{} is not a mount point; give the mount point of its filesystem",
+            canonical.display()
+        )));
+    }
+    use std::os::unix::fs::MetadataExt;
+    let device = std::fs::metadata(&canonical)
+        .map_err(|source| FreezeError::Open {
+            mount: mount.to_owned(),
+            source,
+        })?
+        .dev();
+    for path in writes {
+        // The nearest existing ancestor tells the filesystem of a path not made yet.
+        let on = path
+            .ancestors()
+            .find_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.dev());
+        if on == Some(device) {
+            return Err(refused(format!(
+                "{} is on it, and the agent writes there while the filesystem is frozen",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The mount points listed in `mountinfo` (the fifth field, octal escapes decoded).
+fn mount_points(mountinfo: &str) -> impl Iterator<Item = PathBuf> + '_ {
+    mountinfo.lines().filter_map(|line| {
+        let field = line.split(' ').nth(4)?;
+        let mut bytes = Vec::with_capacity(field.len());
+        let raw = field.as_bytes();
+        let mut i = 0;
+        while i < raw.len() {
+            let escaped = raw.get(i + 1..i + 4).and_then(|digits| {
+                std::str::from_utf8(digits)
+                    .ok()
+                    .and_then(|d| u8::from_str_radix(d, 8).ok())
+            });
+            match (raw[i], escaped) {
+                (b'\\', Some(byte)) => {
+                    bytes.push(byte);
+                    i += 4;
+                }
+                (byte, _) => {
+                    bytes.push(byte);
+                    i += 1;
+                }
+            }
+        }
+        use std::os::unix::ffi::OsStringExt;
+        Some(PathBuf::from(std::ffi::OsString::from_vec(bytes)))
+    })
 }
 
 /// A frozen filesystem. Thaws on [`Frozen::thaw`] or when dropped.
@@ -237,4 +320,43 @@ pub fn watchdog(
     };
     thaw_mount(mount)?;
     Ok(end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_points_are_read_from_mountinfo_with_escapes() {
+        let mountinfo = "22 1 253:0 / / rw,relatime - ext4 /dev/vda rw\n\
+                         40 22 7:0 / /srv/my\\040data rw - ext4 /dev/loop0 rw\n";
+        let points: Vec<PathBuf> = mount_points(mountinfo).collect();
+        assert_eq!(points, [PathBuf::from("/"), PathBuf::from("/srv/my data")]);
+    }
+
+    #[test]
+    fn a_directory_that_is_not_a_mount_point_or_holds_the_repository_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let inside = dir.path().join("app");
+        std::fs::create_dir(&inside).expect("mkdir");
+        let err = check_freezable(&inside, &[]).unwrap_err();
+        assert!(
+            matches!(&err, FreezeError::Refused { reason, .. } if reason.contains("not a mount point")),
+            "{err}"
+        );
+        // The mount point the temporary directory is on: a repository below it is on it.
+        use std::os::unix::fs::MetadataExt;
+        let dev = |p: &Path| std::fs::metadata(p).expect("stat").dev();
+        let canonical = std::fs::canonicalize(dir.path()).expect("canonical");
+        let mount = canonical
+            .ancestors()
+            .find(|p| p.parent().is_none_or(|parent| dev(parent) != dev(p)))
+            .expect("a mount point");
+        let err = check_freezable(mount, &[dir.path().join("repo")]).unwrap_err();
+        assert!(
+            matches!(&err, FreezeError::Refused { reason, .. } if reason.contains("writes there")),
+            "{err}"
+        );
+        assert!(check_freezable(mount, &[]).is_ok(), "{}", mount.display());
+    }
 }

@@ -11,5 +11,5 @@ pub mod freeze;
 pub mod hook;
 
 pub use btrfs::{BtrfsSnapshot, snapshot as btrfs_snapshot};
-pub use freeze::{Frozen, WatchdogCommand, freeze, thaw_mount, watchdog};
+pub use freeze::{Frozen, WatchdogCommand, check_freezable, freeze, thaw_mount, watchdog};
 pub use hook::{HookRun, run_hook};
