@@ -145,13 +145,19 @@ impl Repository {
             options.kdf,
             &options.slot_info,
         )?;
-        backend.put_if_absent(&ObjectKind::KeySlot.name(&slot.to_hex()), &slot_bytes)?;
+        let slot_name = ObjectKind::KeySlot.name(&slot.to_hex());
+        backend.put_if_absent(&slot_name, &slot_bytes)?;
         backend
             .put_if_absent(CONFIG_NAME, &config.encode(key.writer()))
             .map_err(|e| match e {
-                Error::AlreadyExists { .. } => Error::RepositoryExists {
-                    location: backend.location(),
-                },
+                Error::AlreadyExists { .. } => {
+                    // Another init won the race: take back this one's key slot (best
+                    // effort; a locked one stays, and `open` passes over it).
+                    let _ = backend.delete(&slot_name);
+                    Error::RepositoryExists {
+                        location: backend.location(),
+                    }
+                }
                 other => other,
             })?;
         Self::from_parts(backend, config, AccessKey::Full(key), Some(slot))
@@ -226,11 +232,10 @@ impl Repository {
             };
             tried += 1;
             if let Some((key, repository_id)) = slot.open(password)? {
+                // A slot of another repository (left by an `init` that lost a race for
+                // this location) opens nothing here.
                 if repository_id != header.repository_id {
-                    return Err(Error::corrupt(
-                        &meta.name,
-                        "key slot belongs to another repository",
-                    ));
+                    continue;
                 }
                 let config = Config::decode(&config_bytes, key.writer())?;
                 return Self::from_parts(backend, config, AccessKey::Full(key), Some(slot.id));

@@ -307,3 +307,21 @@ fn names_below_a_kinds_directory_are_not_its_objects() {
     assert!(repo.list_snapshot_ids().expect("list").is_empty());
     assert!(repo.list_index_ids().expect("list").is_empty());
 }
+
+#[test]
+fn a_key_slot_of_another_repository_opens_nothing_and_is_a_wrong_password() {
+    // What an `init` that lost a race for the same location leaves behind.
+    let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    Repository::init(backend.clone(), b"winner", test_options()).expect("init");
+    let other: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    Repository::init(other.clone(), b"loser", test_options()).expect("init");
+    for meta in other.list(ObjectKind::KeySlot.prefix()).expect("list") {
+        let bytes = other.get(&meta.name).expect("get");
+        backend.put_if_absent(&meta.name, &bytes).expect("put");
+    }
+    assert!(matches!(
+        Repository::open(backend.clone(), b"loser"),
+        Err(Error::WrongPassword { slots: 2, .. })
+    ));
+    Repository::open(backend, b"winner").expect("the winner's password opens it");
+}
