@@ -618,16 +618,58 @@ mod tests {
 
     fn new_repo() -> (Arc<MemoryBackend>, Repository) {
         let backend = Arc::new(MemoryBackend::new());
-        let repo = Repository::init(
-            backend.clone() as Arc<dyn Backend>,
+        let repo = init_on(backend.clone());
+        (backend, repo)
+    }
+
+    fn init_on(backend: Arc<dyn Backend>) -> Repository {
+        Repository::init(
+            backend,
             b"pw",
             InitOptions {
                 kdf: KdfParams::insecure_for_tests(),
                 ..Default::default()
             },
         )
-        .expect("init");
-        (backend, repo)
+        .expect("init")
+    }
+
+    #[test]
+    fn an_unreachable_storage_is_an_error_for_check_and_repair_not_damage() {
+        use crate::backend::fault::{FaultRates, FaultyBackend};
+        // Range reads (pack trailers, blobs) fail as on an unreachable storage.
+        let backend = Arc::new(FaultyBackend::new(MemoryBackend::new(), 5));
+        let repo = init_on(backend.clone());
+        let files = store_files(&repo, &[("a", 1)]);
+        let id = save(&repo, store_tree(&repo, files), "h");
+        let repo = Repository::open(backend.clone() as Arc<dyn Backend>, b"pw").expect("open");
+        backend.set_rates(FaultRates {
+            get_range: 1.0,
+            ..FaultRates::NONE
+        });
+        for read_data in [ReadData::None, ReadData::All] {
+            let checked = check(
+                &repo,
+                CheckOptions {
+                    read_data,
+                    threads: 2,
+                },
+            );
+            assert!(
+                matches!(checked, Err(Error::Io { .. })),
+                "{:?}",
+                checked.map(|r| r.errors)
+            );
+        }
+        let planned = plan_snapshot_repair(&repo, &RepairSnapshotsOptions::default());
+        assert!(matches!(planned, Err(Error::Io { .. })), "{planned:?}");
+        let rebuilt = repair_index(&repo);
+        assert!(matches!(rebuilt, Err(Error::Io { .. })), "{rebuilt:?}");
+
+        // Nothing was changed: with the storage back, all is well.
+        backend.set_rates(FaultRates::NONE);
+        assert_eq!(repo.list_snapshot_ids().expect("list"), vec![id]);
+        assert!(check_with(&repo, ReadData::All).is_healthy());
     }
 
     fn content(seed: u8) -> Vec<u8> {
@@ -1071,115 +1113,5 @@ mod tests {
         assert_eq!(report.broken_snapshots.len(), 1);
         assert_eq!(report.broken_snapshots[0].id, rootless);
         assert!(report.errors.iter().any(|p| p.object == victim));
-    }
-}
-
-#[cfg(test)]
-mod unreachable_storage_tests {
-    use std::sync::Arc;
-
-    use super::*;
-    use crate::backend::fault::{FaultRates, FaultyBackend};
-    use crate::backend::{Backend, MemoryBackend};
-    use crate::check::{CheckOptions, ReadData, check};
-    use crate::keyslot::KdfParams;
-    use crate::repository::InitOptions;
-    use crate::snapshot::Summary;
-    use crate::tree::{Entry, Metadata, Timestamp};
-
-    /// A repository with one snapshot of one file, on a backend whose range reads (pack
-    /// trailers, blobs) can be made to fail as an unreachable storage does.
-    fn repository() -> (Arc<FaultyBackend<MemoryBackend>>, SnapshotId) {
-        let backend = Arc::new(FaultyBackend::new(MemoryBackend::new(), 5));
-        let repo = Repository::init(
-            backend.clone() as Arc<dyn Backend>,
-            b"pw",
-            InitOptions {
-                kdf: KdfParams::insecure_for_tests(),
-                ..Default::default()
-            },
-        )
-        .expect("init");
-        let index = repo.load_index().expect("index").index;
-        let mut writer = repo.blob_writer(&index);
-        let data = vec![7u8; 5000];
-        let (blob, _) = writer.add(BlobKind::Data, &data).expect("add");
-        let file = Entry {
-            name: b"f".to_vec(),
-            meta: Metadata::default(),
-            node: Node::File {
-                extents: vec![Extent::Chunk {
-                    id: blob,
-                    length: 5000,
-                }],
-            },
-        };
-        let tree = Tree::new(vec![file]).expect("tree");
-        let (root, _) = writer.add(BlobKind::Tree, &tree.encode()).expect("add");
-        writer.finish().expect("finish");
-        let snapshot = Snapshot {
-            time: Timestamp {
-                sec: 1_700_000_000,
-                nsec: 0,
-            },
-            host: "h".into(),
-            username: "u".into(),
-            paths: vec![b"/src".to_vec()],
-            tags: vec![],
-            parent: None,
-            tree: root,
-            source_kind: Default::default(),
-            consistency: Default::default(),
-            consistency_detail: String::new(),
-            excludes: vec![],
-            summary: Summary::default(),
-            errors: vec![],
-            program_version: "t".into(),
-        };
-        let id = repo
-            .save_snapshot(&repo.new_session(), &snapshot)
-            .expect("snapshot");
-        (backend, id)
-    }
-
-    #[test]
-    fn an_unreachable_storage_is_an_error_for_check_and_repair_not_damage() {
-        let (backend, id) = repository();
-        let repo = Repository::open(backend.clone() as Arc<dyn Backend>, b"pw").expect("open");
-        backend.set_rates(FaultRates {
-            get_range: 1.0,
-            ..FaultRates::NONE
-        });
-        for read_data in [ReadData::None, ReadData::All] {
-            let checked = check(
-                &repo,
-                CheckOptions {
-                    read_data,
-                    threads: 2,
-                },
-            );
-            assert!(
-                matches!(checked, Err(Error::Io { .. })),
-                "{:?}",
-                checked.map(|r| r.errors)
-            );
-        }
-        let planned = plan_snapshot_repair(&repo, &RepairSnapshotsOptions::default());
-        assert!(matches!(planned, Err(Error::Io { .. })), "{planned:?}");
-        let rebuilt = repair_index(&repo);
-        assert!(matches!(rebuilt, Err(Error::Io { .. })), "{rebuilt:?}");
-
-        // Nothing was changed: with the storage back, all is well.
-        backend.set_rates(FaultRates::NONE);
-        assert_eq!(repo.list_snapshot_ids().expect("list"), vec![id]);
-        let report = check(
-            &repo,
-            CheckOptions {
-                read_data: ReadData::All,
-                threads: 2,
-            },
-        )
-        .expect("check");
-        assert!(report.is_healthy(), "{:?}", report.errors);
     }
 }

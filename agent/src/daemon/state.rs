@@ -94,10 +94,42 @@ pub struct AgentState {
 impl AgentState {
     /// Reads the state in `dir`; anything unreadable gives an empty state.
     pub fn load(dir: &Path) -> AgentState {
-        std::fs::read(dir.join(STATE_FILE))
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .unwrap_or_default()
+        let (state, warning) = Self::load_checked(dir);
+        if let Some(warning) = warning {
+            eprintln!("bunker-agent: warning: {warning}");
+        }
+        state
+    }
+
+    /// [`AgentState::load`], saying why a state file that exists could not be used: it is
+    /// then set aside as `state.json.unreadable` (kept for a look, not overwritten by the
+    /// next save) and the agent starts from an empty state.
+    pub fn load_checked(dir: &Path) -> (AgentState, Option<String>) {
+        let path = dir.join(STATE_FILE);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return (AgentState::default(), None),
+            Err(e) => {
+                let warning = format!("{}: {e}; starting from an empty state", path.display());
+                return (AgentState::default(), Some(warning));
+            }
+        };
+        match serde_json::from_slice(&bytes) {
+            Ok(state) => (state, None),
+            Err(e) => {
+                let aside = dir.join(format!("{STATE_FILE}.unreadable"));
+                let kept = match std::fs::rename(&path, &aside) {
+                    Ok(()) => format!("kept as {}", aside.display()),
+                    Err(rename) => format!("could not be set aside ({rename})"),
+                };
+                let warning = format!(
+                    "{} is unreadable ({e}), {kept}; starting from an empty state (missed \
+                     slots are not caught up, drills are seeded from the audit records)",
+                    path.display()
+                );
+                (AgentState::default(), Some(warning))
+            }
+        }
     }
 
     /// Replaces the state file atomically.

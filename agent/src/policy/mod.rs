@@ -252,9 +252,24 @@ pub enum LoadError {
 impl Policy {
     /// Reads and checks the policy file at `path`.
     pub fn load(path: &Path) -> Result<Policy, LoadError> {
-        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
             path: path.display().to_string(),
             source,
+        })?;
+        // Not UTF-8 is a policy problem (TOML is UTF-8), with its place.
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+            let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
+            let column = valid.iter().rev().take_while(|b| **b != b'\n').count() + 1;
+            PolicyErrors {
+                file: path.display().to_string(),
+                errors: vec![PolicyError {
+                    line,
+                    column,
+                    key: String::new(),
+                    message: "not UTF-8 text (a TOML file must be UTF-8)".into(),
+                }],
+            }
         })?;
         Ok(Policy::parse(&text, &path.display().to_string())?)
     }
@@ -285,7 +300,7 @@ impl Policy {
 
     /// What the policy names on this host that will not work: a password or key file that
     /// cannot be read, or a put-only key file for sources with restore drills (a drill
-    /// reads snapshots). Each is `KEY: problem`. `bunker policy check` reports them.
+    /// reads snapshots). Each is `KEY: problem`. `bunker policy check` warns of them.
     pub fn host_problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         match &self.repository.credentials {
@@ -400,6 +415,28 @@ impl Checker<'_> {
                 default
             }
         }
+    }
+
+    /// A duration that limits a run: zero would stop it at once.
+    fn timeout(
+        &mut self,
+        value: Option<&Spanned<String>>,
+        fallback: Range<usize>,
+        key: &str,
+        default: Duration,
+    ) -> Duration {
+        let timeout = self.duration(value, fallback.clone(), key, default);
+        if timeout.is_zero()
+            && let Some(value) = value
+        {
+            self.on(
+                value,
+                fallback,
+                key,
+                "a timeout of 0 would stop every run at once".into(),
+            );
+        }
+        timeout
     }
 
     fn absolute_path(
@@ -644,6 +681,15 @@ impl Checker<'_> {
         let kind = self.kind(raw, span.clone(), key)?;
         let schedule = match &raw.schedule {
             Some(text) => match Schedule::parse(text.get_ref()) {
+                Ok(schedule) if schedule.next_after(&jiff::Zoned::now()).is_none() => {
+                    self.on(
+                        text,
+                        span.clone(),
+                        &field("schedule"),
+                        "never fires (no such day in the next eight years)".into(),
+                    );
+                    None
+                }
                 Ok(schedule) => Some(schedule),
                 Err(e) => {
                     self.on(text, span.clone(), &field("schedule"), e.reason);
@@ -665,7 +711,7 @@ impl Checker<'_> {
             &field("jitter"),
             Duration::ZERO,
         );
-        let timeout = self.duration(
+        let timeout = self.timeout(
             raw.timeout.as_ref(),
             span.clone(),
             &field("timeout"),
@@ -692,7 +738,7 @@ impl Checker<'_> {
                 Hooks {
                     pre: h.pre.as_ref().map(|c| c.get_ref().clone()),
                     post: h.post.as_ref().map(|c| c.get_ref().clone()),
-                    timeout: self.duration(
+                    timeout: self.timeout(
                         h.timeout.as_ref(),
                         hooks.span(),
                         &field("hooks.timeout"),
@@ -910,7 +956,7 @@ impl Checker<'_> {
             }
             return Quiesce::BtrfsSnapshot(subvolume_path);
         }
-        let timeout = self.duration(
+        let timeout = self.timeout(
             raw.timeout.as_ref(),
             span.clone(),
             &format!("{key}.timeout"),

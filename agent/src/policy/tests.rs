@@ -387,3 +387,36 @@ verify = { schedule = "@weekly", smoke_sql = [" "], database_name = "a=b", pg_bi
     assert!(found[6].message.contains("must not be empty"));
     assert!(found[8].message.contains("absolute path"));
 }
+
+#[test]
+fn a_schedule_that_never_fires_and_a_zero_timeout_are_errors() {
+    let found = errors(
+        "[repository]\nurl = \"/r\"\npassword_file = \"/p\"\n\
+         [[source]]\nname = \"a\"\nkind = \"paths\"\npaths = [\"/srv\"]\n\
+         schedule = \"0 0 30 2 *\"\ntimeout = \"0s\"\nhooks = { pre = \"true\", timeout = \"0s\" }\n",
+    );
+    let keys: Vec<(usize, &str)> = found.iter().map(|e| (e.line, e.key.as_str())).collect();
+    assert_eq!(
+        keys,
+        [
+            (8, "source[1].schedule"),
+            (9, "source[1].timeout"),
+            (10, "source[1].hooks.timeout")
+        ],
+        "{found:#?}"
+    );
+    assert!(found[0].message.contains("never fires"), "{found:#?}");
+    assert!(found[1].message.contains("timeout of 0"), "{found:#?}");
+}
+
+#[test]
+fn a_file_that_is_not_utf8_is_a_policy_error_with_its_place() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, b"[repository]\nurl = \"/r\xff\"\n").expect("write");
+    let Err(LoadError::Invalid(errors)) = Policy::load(&path) else {
+        panic!("not reported as an invalid policy");
+    };
+    assert_eq!((errors.errors[0].line, errors.errors[0].column), (2, 10));
+    assert!(errors.errors[0].message.contains("UTF-8"));
+}

@@ -13,39 +13,22 @@ use crate::output::print_json;
 pub fn run(global: &GlobalOptions, command: PolicyCommand) -> Result<u8> {
     match command {
         PolicyCommand::Check { file } => match Policy::load(&file) {
-            Ok(policy) if !policy.host_problems().is_empty() => {
-                let problems = policy.host_problems();
-                if global.json {
-                    let list: Vec<Value> = problems
-                        .iter()
-                        .map(|p| {
-                            let (key, message) = p.split_once(": ").unwrap_or(("", p));
-                            json!({"line": 0, "column": 0, "key": key, "message": message})
-                        })
-                        .collect();
-                    print_json(&json!({
-                        "file": file.display().to_string(),
-                        "valid": false,
-                        "errors": list,
-                    }))?;
-                } else {
-                    let mut err = std::io::stderr().lock();
-                    for problem in &problems {
-                        writeln!(err, "{}: {problem}", file.display())?;
-                    }
-                    writeln!(err, "{} problem(s) found", problems.len())?;
-                }
-                Ok(exit::POLICY_INVALID)
-            }
             Ok(policy) => {
+                // What will not work on this host is a warning: a policy is also checked
+                // where it is written, not only where it runs.
+                let warnings = policy.host_problems();
                 if global.json {
                     print_json(&json!({
                         "file": file.display().to_string(),
                         "valid": true,
                         "sources": policy.sources.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
                         "errors": [],
+                        "warnings": warnings,
                     }))?;
                 } else {
+                    for warning in &warnings {
+                        eprintln!("{}: warning on this host: {warning}", file.display());
+                    }
                     writeln!(
                         std::io::stdout(),
                         "{}: valid, {} source(s): {}",

@@ -287,6 +287,19 @@ fn old_state_files_without_drills_load_and_drills_round_trip() {
     };
     state.save(dir.path()).unwrap();
     assert_eq!(AgentState::load(dir.path()), state);
+
+    // A damaged state file is set aside with a warning, not silently overwritten.
+    std::fs::write(dir.path().join(state::STATE_FILE), b"{\"sources\": [").unwrap();
+    let (loaded, warning) = AgentState::load_checked(dir.path());
+    assert_eq!(loaded, AgentState::default());
+    assert!(warning.is_some_and(|w| w.contains("unreadable")));
+    let aside = dir.path().join(format!("{}.unreadable", state::STATE_FILE));
+    assert_eq!(std::fs::read(aside).unwrap(), b"{\"sources\": [");
+    assert!(!dir.path().join(state::STATE_FILE).exists());
+    assert_eq!(
+        AgentState::load_checked(dir.path()),
+        (AgentState::default(), None)
+    );
 }
 
 #[test]
