@@ -123,7 +123,14 @@ pub fn time(text: &str) -> Result<Timestamp, String> {
 
 /// An Object Lock period: `30d`, `720h`, `1y`.
 pub fn lock_period(text: &str) -> Result<Duration, String> {
-    bunker_repo_format::backend::lock::parse_period(text).map_err(|e| e.to_string())
+    use bunker_repo_format::backend::lock::{MAX_LOCK_PERIOD, MIN_LOCK_PERIOD, parse_period};
+    let period = parse_period(text).map_err(|e| e.to_string())?;
+    if !(MIN_LOCK_PERIOD..=MAX_LOCK_PERIOD).contains(&period) {
+        return Err(format!(
+            "lock period {text:?} must be between 1 day and 100 years"
+        ));
+    }
+    Ok(period)
 }
 
 /// A retention duration in calendar units: `30d`, `12h`, `1y2m3d4h` (`m` is months).

@@ -95,6 +95,7 @@ fn usage_errors_exit_2() {
         &["init", "--kdf-iterations", "0"],
         &["init", "--volume-chunk-kib", "3"],
         &["init", "--lock-mode", "governance", "--lock-period", "30m"],
+        &["init", "--lock-mode", "governance", "--lock-period", "12h"],
         &["backup", "--exclude", "[", "."],
         &["backup", "--time", "yesterday", "."],
         &["backup", "--tag", "novalue", "."],
