@@ -227,7 +227,20 @@ pub fn prune_plan_observed(
         }
     }
 
-    // Phase 1: what to condemn now.
+    // Phase 1: what to condemn now. A used blob stored in several packs (backups that
+    // wrote the same new data at once) is live in one of them only, the lowest pack id not
+    // already condemned: the other copies are unused bytes, reclaimed like any. (Phase 2
+    // deletes a pack only if every used blob in it is held by a pack that stays.)
+    let mut keeper: HashMap<BlobId, PackId> = HashMap::new();
+    let mut by_id: Vec<&PackId> = stored.keys().filter(|p| !condemned.contains(*p)).collect();
+    by_id.sort();
+    for pack in by_id {
+        for blob in blobs_by_pack.get(pack).into_iter().flatten() {
+            if used.contains(&blob.id) {
+                keeper.entry(blob.id).or_insert(*pack);
+            }
+        }
+    }
     let oldest_live_start = live.iter().map(|s| s.first).min();
     let mut condemn = Vec::new();
     let mut partly_used: Vec<(PackId, BlobKind, u64, u64)> = Vec::new();
@@ -250,7 +263,7 @@ pub fn prune_plan_observed(
                 let mut live = 0usize;
                 let mut dead_bytes = 0u64;
                 for blob in blobs {
-                    if used.contains(&blob.id) {
+                    if keeper.get(&blob.id) == Some(pack) {
                         live += 1;
                     } else {
                         dead_bytes += u64::from(blob.length);

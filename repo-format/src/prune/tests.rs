@@ -180,6 +180,40 @@ fn zero_grace_deletes_what_no_snapshot_needs() {
 }
 
 #[test]
+fn copies_of_the_same_blobs_written_by_concurrent_backups_are_reclaimed() {
+    let (backend, repo) = repository();
+    // Two backups that both started before either stored anything: each stores its copy.
+    let index = repo.load_index().expect("index").index;
+    for _ in 0..2 {
+        let session = writer_session(&repo, "h");
+        let mut writer = repo.blob_writer(&index);
+        write_files(&repo, &mut writer, &[1, 2]);
+        session.end().expect("end");
+    }
+    assert_eq!(pack_count(&backend), 4, "each backup stored its own copy");
+    let options = PruneOptions {
+        max_unused: 0.0,
+        ..zero_grace()
+    };
+    let plan = prune_plan(&repo, &options, false).expect("plan");
+    assert_eq!(
+        plan.condemn.len(),
+        2,
+        "the second copies of the data and the tree pack"
+    );
+    let report = prune(&repo, plan).expect("prune");
+    assert_eq!(report.deleted_packs, 2);
+    assert_eq!(pack_count(&backend), 2, "one copy of each is left");
+    assert_restorable(&repo);
+    // Nothing more to reclaim.
+    let plan = prune_plan(&repo, &options, true).expect("plan");
+    assert!(
+        plan.condemn.is_empty() && plan.repack.is_empty(),
+        "{plan:?}"
+    );
+}
+
+#[test]
 fn grace_period_is_measured_on_the_storage_clock() {
     let (backend, repo) = repository();
     let old = backup(&repo, &[1]);
