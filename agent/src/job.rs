@@ -42,6 +42,9 @@ pub struct JobContext {
     pub watchdog: Option<WatchdogCommand>,
     /// Root of the files caches (one directory per repository id); `None`: no files cache.
     pub cache_root: Option<std::path::PathBuf>,
+    /// Where the agent keeps its state and journal (written while a job runs); `None` for
+    /// a run that keeps none.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 /// How a job ended.
@@ -224,6 +227,7 @@ fn begin_quiesce(
                 .then(|| std::path::PathBuf::from(location))
                 .into_iter()
                 .chain(context.cache_root.clone())
+                .chain(context.state_dir.clone())
                 .collect();
             let frozen = quiesce::check_freezable(mount, &writes)
                 .and_then(|()| quiesce::freeze(mount, source.timeout, context.watchdog.as_ref()));

@@ -192,6 +192,7 @@ fn print_drill(run: &DrillRun) -> Result<()> {
 
 fn agent(policy: Policy, json: bool) -> Result<Agent> {
     let host = policy.agent.host.clone().unwrap_or_else(platform::hostname);
+    let state_dir = policy.agent.state_dir.clone();
     let global = repository_options(&policy)?;
     let watchdog = std::env::current_exe().ok().map(|program| WatchdogCommand {
         program,
@@ -210,6 +211,7 @@ fn agent(policy: Policy, json: bool) -> Result<Agent> {
             username: platform::username(),
             watchdog,
             cache_root: repo::cache_root(None),
+            state_dir: Some(state_dir),
         },
         open_repository: Arc::new(open),
         log: Arc::new(log),

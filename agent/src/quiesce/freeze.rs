@@ -10,7 +10,7 @@
 //! Nothing the agent writes while the filesystem is frozen may live on it: the repository,
 //! the cache and the agent's state must be elsewhere, or the agent deadlocks itself.
 //! [`check_freezable`] refuses a path that is not a mount point, and a filesystem that
-//! holds the repository or the cache, before anything is frozen.
+//! holds the repository, the cache or the state directory, before anything is frozen.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};

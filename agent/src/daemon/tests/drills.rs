@@ -339,6 +339,7 @@ fn a_drill_of_a_source_without_snapshots_fails_with_the_reason_and_is_recorded()
             username: "root".into(),
             watchdog: None,
             cache_root: None,
+            state_dir: None,
         },
         open_repository: Arc::new(move || {
             Repository::open(Arc::clone(&open_backend), b"pw").map_err(|e| e.to_string())

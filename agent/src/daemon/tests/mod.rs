@@ -155,6 +155,7 @@ fn the_daemon_removes_expired_restores_audits_them_and_counts_them() {
             username: "root".into(),
             watchdog: None,
             cache_root: None,
+            state_dir: None,
         },
         open_repository: Arc::new(move || {
             Repository::open(Arc::clone(&open_backend), b"pw").map_err(|e| e.to_string())
