@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, killpg};
+use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
 use crate::cancel::Cancel;
@@ -83,13 +83,23 @@ pub fn wait(child: &mut Child, deadline: Option<Instant>, cancel: &Cancel) -> En
 /// Stops the process group led by `leader`: SIGTERM, then SIGKILL unless `ended` says the
 /// leader is gone within [`GRACE`] (what it left behind in its group goes with SIGKILL).
 pub fn stop_group(leader: u32, mut ended: impl FnMut() -> bool) {
-    let group = Pid::from_raw(i32::try_from(leader).unwrap_or(i32::MAX));
-    let _ = killpg(group, Signal::SIGTERM);
+    let pid = Pid::from_raw(i32::try_from(leader).unwrap_or(i32::MAX));
+    // A child left in its parent's group (a command run from a terminal) has no group of
+    // its own: the signals go to it alone.
+    let own_group = killpg(pid, Signal::SIGTERM).is_ok();
+    if !own_group {
+        let _ = kill(pid, Signal::SIGTERM);
+    }
     let started = Instant::now();
     while started.elapsed() < GRACE && !ended() {
         thread::sleep(POLL);
     }
-    let _ = killpg(group, Signal::SIGKILL);
+    if own_group {
+        // What the leader left behind in its group goes too.
+        let _ = killpg(pid, Signal::SIGKILL);
+    } else if !ended() {
+        let _ = kill(pid, Signal::SIGKILL);
+    }
 }
 
 /// Runs `body` while a watcher stops the process group led by `leader` once `cancel` is

@@ -170,6 +170,36 @@ fn policy_check_reports_every_problem_with_line_and_key() {
 }
 
 #[test]
+fn a_source_timeout_stops_a_silent_command_and_a_hanging_hook() {
+    // Both would run 30 s; the source's 2 s timeout ends each well before.
+    let s = Setup::new(
+        "[[source]]\nname = \"silent\"\nkind = \"command\"\ncommand = \"sleep 30; echo data\"\n\
+         schedule = \"@daily\"\ntimeout = \"2s\"\n\
+         [[source]]\nname = \"hook\"\nkind = \"command\"\ncommand = \"echo data\"\n\
+         schedule = \"@daily\"\ntimeout = \"2s\"\nhooks = { pre = \"sleep 30\", timeout = \"1h\" }\n",
+    );
+    for source in ["silent", "hook"] {
+        let started = Instant::now();
+        let out = s.run_agent(&["run", "--once", source]);
+        out.code(6);
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{source}: {:?}\n{out}",
+            started.elapsed()
+        );
+        let last = s.journal().pop().expect("a journal line");
+        assert_eq!(last["outcome"], "cancelled", "{last}");
+        assert!(
+            last["error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("timed out after 2s")),
+            "{last}"
+        );
+    }
+    assert!(s.b.snapshots().is_empty());
+}
+
+#[test]
 fn run_once_runs_hooks_sources_and_retention() {
     let data = TestDir::new();
     let src = data.join("app");

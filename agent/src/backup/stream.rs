@@ -8,7 +8,7 @@
 //! good backup.
 
 use std::collections::HashSet;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader, IsTerminal, Read};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -111,16 +111,21 @@ pub fn backup_command(
         Some(_) => Stdio::piped(),
         None => Stdio::inherit(),
     };
-    let mut child = Command::new("/bin/sh")
+    let mut spawn = Command::new("/bin/sh");
+    spawn
         .arg("-c")
         .arg(command)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(stderr)
-        .process_group(0)
-        .spawn()
-        .map_err(command_error)?;
+        .stderr(stderr);
+    // Run from a terminal, the command stays in the foreground process group: it may
+    // prompt on /dev/tty (ssh, pg_dump), which a background group could not, and Ctrl-C
+    // reaches it. Elsewhere (the agent) it gets a group of its own, stopped whole.
+    if !std::io::stdin().is_terminal() {
+        spawn.process_group(0);
+    }
+    let mut child = spawn.spawn().map_err(command_error)?;
     let Some(stdout) = child.stdout.take() else {
         return Err(command_error(io::Error::other(
             "no pipe to the command's output",
