@@ -195,6 +195,14 @@ fn a_source_timeout_stops_a_silent_command_and_a_hanging_hook() {
                 .is_some_and(|e| e.starts_with("timed out after 2s")),
             "{last}"
         );
+        if source == "hook" {
+            let hook = &last["hooks"][0];
+            assert_eq!(
+                (hook["cancelled"].as_bool(), hook["timed_out"].as_bool()),
+                (Some(true), Some(false)),
+                "{last}"
+            );
+        }
     }
     assert!(s.b.snapshots().is_empty());
 }

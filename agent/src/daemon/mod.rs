@@ -727,6 +727,7 @@ pub fn report_json(report: &JobReport) -> Value {
             "command": h.command,
             "exit_code": h.code,
             "timed_out": h.timed_out,
+            "cancelled": h.cancelled,
             "duration_s": h.duration.as_secs_f64(),
             "output": h.output,
         })).collect::<Vec<_>>(),
