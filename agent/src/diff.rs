@@ -92,6 +92,13 @@ pub struct DiffSummary {
     pub unreadable: Vec<(PathBuf, Error)>,
 }
 
+impl DiffSummary {
+    /// How many differences of kind `change` there were.
+    pub fn count(&self, change: Change) -> u64 {
+        self.changes.get(&change).copied().unwrap_or(0)
+    }
+}
+
 /// Compares `old` with `new` (each a directory tree or a single entry, as
 /// [`crate::navigate::locate`] finds them), passing each difference to `found` in path
 /// order; paths are `prefix` joined with the names below.

@@ -9,7 +9,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::cancel::Cancel;
-use crate::supervise::{self, Stopped};
+use crate::supervise::{self, OUTPUT_DRAIN, Stopped};
 
 /// Most output kept per hook (the tail is dropped).
 const MAX_OUTPUT: usize = 64 << 10;
@@ -63,10 +63,6 @@ impl HookRun {
         }
     }
 }
-
-/// How long the output of a hook that has ended is still read: a background process it
-/// left running may hold its pipes open for as long as it runs.
-const OUTPUT_DRAIN: Duration = Duration::from_secs(1);
 
 /// Runs `command` with `env` added, waiting at most `timeout`; its process group is stopped
 /// when that passes or `cancel` is set. Background processes it starts (`... &`) are left

@@ -31,13 +31,12 @@ use std::sync::Arc;
 use bunker_repo_format::index::{BlobLocation, Index};
 use bunker_repo_format::pack::pack_name;
 use bunker_repo_format::tree::{Entry, Extent, Metadata, Node, Timestamp};
-
-use super::select::{Decision, RestoreFilter};
 use bunker_repo_format::{BlobId, PackId, Repository};
 
 use super::RestoreError;
 use super::direct::{DIRECT_MIN, DirectFile, allocate_data_runs};
 use super::resume;
+use super::select::{Decision, RestoreFilter};
 use crate::cancel::Cancel;
 use crate::platform::{self, DirHandle};
 

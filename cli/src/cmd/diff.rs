@@ -53,17 +53,16 @@ pub fn run(global: &GlobalOptions, args: &DiffArgs) -> Result<u8> {
     }
 
     if global.json {
-        let count = |change| summary.changes.get(&change).copied().unwrap_or(0);
         let delta = |d: &BlobDelta| json!({ "blobs": d.blobs, "bytes": d.bytes });
         print_json(&json!({
             "old": old_id.to_hex(),
             "new": new_id.to_hex(),
             "changes": listed,
-            "added": count(Change::Added),
-            "removed": count(Change::Removed),
-            "content_changed": count(Change::Content),
-            "metadata_changed": count(Change::Metadata),
-            "kind_changed": count(Change::Kind),
+            "added": summary.count(Change::Added),
+            "removed": summary.count(Change::Removed),
+            "content_changed": summary.count(Change::Content),
+            "metadata_changed": summary.count(Change::Metadata),
+            "kind_changed": summary.count(Change::Kind),
             "data_added": delta(&summary.data_added),
             "data_removed": delta(&summary.data_removed),
             "unreadable": summary.unreadable.iter()
@@ -92,16 +91,15 @@ fn write_line(out: &mut impl Write, found: &Difference) -> std::io::Result<()> {
 
 /// `OLD -> NEW: counts of each change; the data on one side only`.
 fn print_summary(summary: &DiffSummary, old: &str, new: &str) -> Result<()> {
-    let count = |change| summary.changes.get(&change).copied().unwrap_or(0);
     writeln!(
         std::io::stdout().lock(),
         "{old} -> {new}: {} added, {} removed, {} changed, {} changed kind, {} changed metadata \
          only; data: {} blob(s) of {} added, {} blob(s) of {} removed",
-        count(Change::Added),
-        count(Change::Removed),
-        count(Change::Content),
-        count(Change::Kind),
-        count(Change::Metadata),
+        summary.count(Change::Added),
+        summary.count(Change::Removed),
+        summary.count(Change::Content),
+        summary.count(Change::Kind),
+        summary.count(Change::Metadata),
         summary.data_added.blobs,
         bytes(summary.data_added.bytes),
         summary.data_removed.blobs,
