@@ -131,6 +131,7 @@ fn run(cli: &AgentCli, cancel: &Cancel) -> Result<u8> {
         }
         AgentCommand::Run { once, sources } => {
             let policy = Policy::load(&cli.config)?;
+            let options = repository_options(&policy)?;
             let agent = Arc::new(agent(policy, cli.json)?);
             if *once {
                 let done = agent.run_once(sources, cancel)?;
@@ -149,11 +150,20 @@ fn run(cli: &AgentCli, cancel: &Cancel) -> Result<u8> {
                 if cancel.is_cancelled() {
                     return Ok(exit::INTERRUPTED);
                 }
-                Ok(if failed > 0 {
-                    exit::JOB_FAILED
-                } else {
-                    drills_code(&done.drills)
-                })
+                if failed > 0 {
+                    return Ok(exit::JOB_FAILED);
+                }
+                // A drill that could restore nothing because this agent cannot open the
+                // repository for reading (a put-only key, a wrong password) exits with that
+                // reason's own code, as `bunker-agent drill` and `bunker verify` do.
+                let unrestored = done
+                    .drills
+                    .iter()
+                    .any(|run| matches!(run.outcome, DrillOutcome::Failed(_)));
+                if unrestored {
+                    repo::open(&options, "drilling")?;
+                }
+                Ok(drills_code(&done.drills))
             } else {
                 agent.run(cancel)?;
                 Ok(exit::OK)

@@ -875,6 +875,31 @@ fn record_detail<'a>(record: &'a serde_json::Value, key: &str) -> &'a str {
 }
 
 #[test]
+fn run_once_with_a_put_only_key_backs_up_and_its_drill_exits_with_the_keys_code() {
+    let data = TestDir::new();
+    let s = Setup::new(&drilled_source(&data.join("app"), "@daily"));
+    let key = s.t.join("put-only.key");
+    s.b.run(["key", "add", "--put-only", "--out", key.to_str().unwrap()])
+        .ok();
+    let policy = fs::read_to_string(&s.policy).unwrap();
+    let password_line = format!("password_file = \"{}\"", s.t.join("password").display());
+    assert!(policy.contains(&password_line), "{policy}");
+    let policy = policy.replace(&password_line, &format!("key_file = \"{}\"", key.display()));
+    fs::write(&s.policy, policy).unwrap();
+
+    // The backup is made; the drill cannot read it back, which is the key's exit code (13,
+    // as `bunker verify` with that key), not a failed restore (20).
+    let out = s.run_agent(&["run", "--once"]);
+    out.code(13);
+    assert!(out.stderr.contains("put-only"), "{out}");
+    let journal = s.journal();
+    assert_eq!(journal[0]["outcome"], "succeeded", "{journal:?}");
+    assert_eq!(journal[1]["kind"], "drill", "{journal:?}");
+    assert_eq!(journal[1]["outcome"], "failed", "{journal:?}");
+    assert_eq!(s.b.snapshots().len(), 1);
+}
+
+#[test]
 fn run_once_drills_after_the_backup_and_a_damaged_pack_fails_the_agents_drill() {
     let data = TestDir::new();
     let s = Setup::new(&drilled_source(&data.join("app"), "@daily"));
