@@ -15,6 +15,7 @@ use object_store::{
 use tokio::runtime::Runtime;
 use tokio::sync::Semaphore;
 
+use crate::backoff::Backoff;
 use crate::errors::{Kind, classify, to_error};
 use crate::location::S3Location;
 use crate::raw::{LockInfo, RawClient};
@@ -275,7 +276,7 @@ impl Backend for S3Backend {
         // The body shares the buffer (retries included); nothing is copied.
         let payload = PutPayload::from(bytes);
         self.run(async {
-            let mut delay = PUT_RETRY_FIRST_WAIT;
+            let mut backoff = Backoff::doubling(PUT_RETRY_FIRST_WAIT, PUT_RETRY_MAX_WAIT);
             for attempt in 1..=PUT_ATTEMPTS {
                 let options = PutOptions {
                     mode: PutMode::Create,
@@ -307,8 +308,7 @@ impl Backend for S3Backend {
                 if kind != Kind::Other || attempt == PUT_ATTEMPTS {
                     return Err(self.error(e, "writing", name));
                 }
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(PUT_RETRY_MAX_WAIT);
+                backoff.wait().await;
             }
             Err(Error::io(
                 format!("writing {name}"),

@@ -8,6 +8,7 @@
 //! the standard `AWS_*` environment variables.
 
 mod backend;
+mod backoff;
 mod errors;
 mod location;
 mod raw;

@@ -13,6 +13,7 @@ use object_store::aws::AmazonS3;
 use object_store::path::Path;
 use object_store::signer::{Method, SignedUrlOptions, Signer};
 
+use crate::backoff::Backoff;
 use crate::errors::{Kind, classify, to_error};
 use crate::location::S3Location;
 
@@ -231,7 +232,7 @@ impl RawClient {
                 options.with_signed_header(http::HeaderName::from_static("content-md5"), value);
         }
         let context = |what: &str| format!("{what} s3://{}/{key}", self.location.bucket);
-        let mut delay = Duration::from_millis(100);
+        let mut backoff = Backoff::doubling(Duration::from_millis(100), Duration::from_secs(10));
         for attempt in 1..=ATTEMPTS {
             let url = self
                 .signer
@@ -269,8 +270,7 @@ impl RawClient {
                 }
                 Err(_) => {}
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(10));
+            backoff.wait().await;
         }
         Err(Error::io(
             context("sending a request for"),
