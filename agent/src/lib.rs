@@ -45,6 +45,7 @@ pub mod progress;
 pub mod quiesce;
 pub mod restore;
 pub mod schedule;
+pub mod stats;
 pub mod supervise;
 pub mod verify;
 

@@ -85,6 +85,14 @@ pub enum Command {
     /// does (the patterns of `backup --exclude`). Matches are listed per snapshot, oldest
     /// first; a directory unchanged across snapshots with nothing matching is opened once.
     Find(FindArgs),
+    /// How much the snapshots hold and what they cost in the repository.
+    ///
+    /// Restore size is the files and bytes a restore of each snapshot brings back, summed
+    /// over the snapshots; unique data is each blob reachable from them counted once, before
+    /// and after compression; their ratios are what deduplication and compression save.
+    /// Then what the repository stores, per kind of object, and (when every snapshot is
+    /// counted) the indexed blobs no snapshot uses, which `prune` removes.
+    Stats(StatsArgs),
     /// Restore a snapshot, or a path inside one.
     Restore(RestoreArgs),
     /// Verify the repository's structure and, with --read-data, every byte.
@@ -416,6 +424,18 @@ pub struct DiffArgs {
     pub metadata: bool,
     /// Which snapshots `latest` picks from.
     #[command(flatten, next_help_heading = "Choosing `latest`")]
+    pub select: SelectArgs,
+}
+
+/// `bunker stats`.
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Count only these snapshots (`latest` or id prefixes); by default every snapshot that
+    /// matches the filters.
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshots: Vec<String>,
+    /// Which snapshots are counted (and which `latest` means).
+    #[command(flatten, next_help_heading = "Snapshots counted")]
     pub select: SelectArgs,
 }
 

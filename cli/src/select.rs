@@ -119,6 +119,30 @@ pub fn readable_snapshots(repository: &Repository) -> Result<Vec<(SnapshotId, Sn
     Ok(readable)
 }
 
+/// The snapshots a command works on, oldest first: those `specs` name (`latest` or id
+/// prefixes, each once), or with none every readable snapshot; all must match `filter`.
+pub fn chosen_snapshots(
+    repository: &Repository,
+    filter: &SnapshotFilter,
+    specs: &[String],
+) -> Result<Vec<(SnapshotId, Snapshot)>> {
+    if specs.is_empty() {
+        return Ok(readable_snapshots(repository)?
+            .into_iter()
+            .filter(|(_, snapshot)| filter.matches(snapshot))
+            .collect());
+    }
+    let mut chosen: Vec<(SnapshotId, Snapshot)> = Vec::new();
+    for spec in specs {
+        let found = filter.resolve(repository, spec)?;
+        if !chosen.iter().any(|(id, _)| *id == found.0) {
+            chosen.push(found);
+        }
+    }
+    chosen.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+    Ok(chosen)
+}
+
 /// Names on stderr each snapshot that cannot be read, and so is left out.
 pub fn warn_left_out(unreadable: &[(SnapshotId, bunker_repo_format::Error)]) {
     for (id, error) in unreadable {

@@ -1311,6 +1311,92 @@ fn find_lists_each_snapshots_matches_by_name_or_path() {
 }
 
 #[test]
+fn stats_counts_shared_data_once_and_what_prune_would_remove() {
+    let t = TestDir::new();
+    let src = t.join("src");
+    // Two copies of one file (deduplicated), a random file, and a compressible one whose
+    // chunks never repeat (four letters at random).
+    write_random_file(&src.join("a/copy1.bin"), 7, 300_000);
+    write_random_file(&src.join("b/copy2.bin"), 7, 300_000);
+    write_random_file(&src.join("random.bin"), 8, 200_000);
+    let letters: Vec<u8> = random_bytes(9, 1 << 20)
+        .iter()
+        .map(|b| b"ACGT"[usize::from(b & 3)])
+        .collect();
+    write_file(&src.join("letters.txt"), &letters);
+    let unique: u64 = 300_000 + 200_000 + (1 << 20);
+    let total: u64 = unique + 300_000;
+    let b = t.bunker();
+    b.init();
+    b.backup(&[&src], &[]).ok();
+    b.backup(&[&src], &[]).ok();
+
+    let out = b.run(["--json", "stats"]);
+    out.ok();
+    let doc = out.json();
+    assert_eq!(doc["snapshots"], 2, "{doc}");
+    assert_eq!(doc["files"], 8, "{doc}");
+    assert_eq!(doc["restore_bytes"].as_u64(), Some(2 * total), "{doc}");
+    // Each unique byte once, however many files and snapshots hold it.
+    assert_eq!(doc["data"]["raw_bytes"].as_u64(), Some(unique), "{doc}");
+    let stored = doc["data"]["stored_bytes"].as_u64().unwrap_or(0);
+    assert!(stored < unique * 3 / 4 && stored > 500_000, "{doc}");
+    let dedup = doc["deduplication_ratio"].as_f64().unwrap_or(0.0);
+    assert!(
+        (dedup - (2 * total) as f64 / unique as f64).abs() < 1e-9,
+        "{doc}"
+    );
+    // The storage side is what is on disk.
+    let on_disk = |kind: &str| -> u64 {
+        repo_objects(b.repo(), kind)
+            .iter()
+            .map(|name| fs::metadata(b.repo().join(name)).expect("stat").len())
+            .sum()
+    };
+    let kinds = &doc["repository"]["by_kind"];
+    for kind in ["data", "tree", "index", "snapshots"] {
+        assert_eq!(
+            kinds[kind]["bytes"].as_u64(),
+            Some(on_disk(kind)),
+            "{kind}: {doc}"
+        );
+    }
+    assert_eq!(kinds["snapshots"]["objects"], 2, "{doc}");
+    let unreferenced = &doc["repository"]["unreferenced"];
+    assert_eq!(unreferenced["data"]["blobs"], 0, "{doc}");
+    assert_eq!(unreferenced["trees"]["blobs"], 0, "{doc}");
+
+    // A forgotten snapshot's own data is unreferenced until prune removes it.
+    write_random_file(&src.join("later.bin"), 10, 100_000);
+    let third = b.backup(&[&src], &["--json"]);
+    third.ok();
+    b.run(["forget", str_field(&third.json(), "short_id")]).ok();
+    let doc = b.run(["--json", "stats"]).json();
+    assert_eq!(doc["snapshots"], 2, "{doc}");
+    let unreferenced = &doc["repository"]["unreferenced"];
+    assert_eq!(unreferenced["data"]["raw_bytes"], 100_000, "{doc}");
+    assert!(unreferenced["trees"]["blobs"].as_u64() > Some(0), "{doc}");
+
+    // One snapshot: half the restore size, the same unique data; unreferenced is unknown.
+    let doc = b.run(["--json", "stats", "latest"]).json();
+    assert_eq!(doc["snapshots"], 1, "{doc}");
+    assert_eq!(doc["restore_bytes"].as_u64(), Some(total), "{doc}");
+    assert_eq!(doc["data"]["raw_bytes"].as_u64(), Some(unique), "{doc}");
+    assert!(doc["repository"]["unreferenced"].is_null(), "{doc}");
+    let text = b.run(["stats", "--host", "no-such-host"]);
+    text.ok();
+    assert!(text.stdout.starts_with("snapshots      0\n"), "{text}");
+
+    // Lost tree packs: what lies below is not counted, and that is damage (exit 4).
+    for name in repo_objects(b.repo(), "tree") {
+        fs::remove_file(b.repo().join(name)).expect("remove a tree pack");
+    }
+    let out = b.run(["stats"]);
+    out.code(4);
+    assert!(out.stderr.contains("is not counted"), "{out}");
+}
+
+#[test]
 fn restore_include_and_exclude_bring_back_exactly_what_matches() {
     let t = TestDir::new();
     let src = t.join("src");

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use crate::blob::BlobKind;
 use crate::error::{Error, Result};
 use crate::gc_plan::GcPlan;
-use crate::id::{BlobId, PackId};
+use crate::id::{BlobId, PackId, SnapshotId};
 use crate::index::Index;
 use crate::object::ObjectKind;
 use crate::repository::Repository;
@@ -141,7 +141,7 @@ pub fn used_blobs(repo: &Repository, index: &Index) -> Result<HashSet<BlobId>> {
 pub fn used_blobs_of(
     repo: &Repository,
     index: &Index,
-    ids: &[crate::id::SnapshotId],
+    ids: &[SnapshotId],
 ) -> Result<HashSet<BlobId>> {
     let used = walk_snapshots(repo, index, ids, |_, _| {})?;
     Ok(used.ids.into_iter().collect())
@@ -168,6 +168,11 @@ impl UsedBlobs {
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()
     }
+
+    /// The ids, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &BlobId> {
+        self.ids.iter()
+    }
 }
 
 /// Data blob ids are collected in a vector and sorted and deduplicated whenever it has
@@ -185,8 +190,57 @@ const DEDUP_MIN: usize = 1 << 16;
 pub fn walk_snapshots(
     repo: &Repository,
     index: &Index,
-    ids: &[crate::id::SnapshotId],
+    ids: &[SnapshotId],
+    walked: impl FnMut(usize, usize),
+) -> Result<UsedBlobs> {
+    walk_reachable(repo, index, ids, walked, |unreadable| {
+        Err(Error::Invalid(match unreadable {
+            Unreadable::Snapshot { id, error } => format!(
+                "snapshot {id} is unreadable ({error}); refusing to collect garbage until `check` and `repair snapshots` deal with it"
+            ),
+            Unreadable::Tree {
+                snapshot,
+                tree,
+                error,
+            } => format!(
+                "tree {tree} of snapshot {} is unreadable ({error}); refusing to collect garbage",
+                snapshot.short()
+            ),
+        }))
+    })
+}
+
+/// A snapshot or tree that a walk could not read.
+#[derive(Debug)]
+pub enum Unreadable {
+    /// The snapshot object.
+    Snapshot {
+        /// Its id.
+        id: SnapshotId,
+        /// Why.
+        error: Error,
+    },
+    /// A tree of a snapshot (the first snapshot found to hold it): nothing below it was
+    /// walked.
+    Tree {
+        /// The snapshot being walked.
+        snapshot: SnapshotId,
+        /// The tree blob.
+        tree: BlobId,
+        /// Why.
+        error: Error,
+    },
+}
+
+/// [`walk_snapshots`], handing each snapshot or tree it cannot read to `unreadable`: an
+/// error returned from it ends the walk with that error, `Ok` walks on without what lies
+/// below (so the blobs returned are then only those that could be reached).
+pub fn walk_reachable(
+    repo: &Repository,
+    index: &Index,
+    ids: &[SnapshotId],
     mut walked: impl FnMut(usize, usize),
+    mut unreadable: impl FnMut(Unreadable) -> Result<()>,
 ) -> Result<UsedBlobs> {
     let mut trees: HashSet<BlobId> = HashSet::new();
     let mut data: Vec<BlobId> = Vec::new();
@@ -196,10 +250,9 @@ pub fn walk_snapshots(
             Ok(snapshot) => Some(snapshot),
             // Deleted by a concurrent forget: it no longer holds anything.
             Err(e) if e.is_not_found() => None,
-            Err(e) => {
-                return Err(Error::Invalid(format!(
-                    "snapshot {id} is unreadable ({e}); refusing to collect garbage until `check` and `repair snapshots` deal with it"
-                )));
+            Err(error) => {
+                unreadable(Unreadable::Snapshot { id, error })?;
+                None
             }
         };
         let mut pending: Vec<BlobId> = snapshot.map(|s| s.tree).into_iter().collect();
@@ -207,12 +260,17 @@ pub fn walk_snapshots(
             if !trees.insert(tree_id) {
                 continue;
             }
-            let tree = repo.load_tree(index, &tree_id).map_err(|e| {
-                Error::Invalid(format!(
-                    "tree {tree_id} of snapshot {} is unreadable ({e}); refusing to collect garbage",
-                    id.short()
-                ))
-            })?;
+            let tree = match repo.load_tree(index, &tree_id) {
+                Ok(tree) => tree,
+                Err(error) => {
+                    unreadable(Unreadable::Tree {
+                        snapshot: id,
+                        tree: tree_id,
+                        error,
+                    })?;
+                    continue;
+                }
+            };
             for entry in tree.entries() {
                 match &entry.node {
                     Node::Dir { subtree } => pending.push(*subtree),

@@ -5,36 +5,19 @@ use std::io::Write;
 use anyhow::Result;
 use bunker_agent::backup::Excludes;
 use bunker_agent::find::Finder;
-use bunker_repo_format::SnapshotId;
-use bunker_repo_format::snapshot::Snapshot;
 use serde_json::{Value, json};
 
 use super::ls::{entry_json, write_line};
 use crate::args::{FindArgs, GlobalOptions};
 use crate::output::{local_time, print_json, rfc3339};
-use crate::select::readable_snapshots;
+use crate::select::chosen_snapshots;
 use crate::{exit, repo};
 
 pub fn run(global: &GlobalOptions, args: &FindArgs) -> Result<u8> {
     let patterns = Excludes::new(&args.patterns)?;
     let filter = args.select.filter()?;
     let repository = repo::open(global, "find")?;
-    let snapshots = if args.snapshots.is_empty() {
-        readable_snapshots(&repository)?
-            .into_iter()
-            .filter(|(_, snapshot)| filter.matches(snapshot))
-            .collect()
-    } else {
-        let mut chosen: Vec<(SnapshotId, Snapshot)> = Vec::new();
-        for spec in &args.snapshots {
-            let found = filter.resolve(&repository, spec)?;
-            if !chosen.iter().any(|(id, _)| *id == found.0) {
-                chosen.push(found);
-            }
-        }
-        chosen.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
-        chosen
-    };
+    let snapshots = chosen_snapshots(&repository, &filter, &args.snapshots)?;
     let index = repository.load_index_for_reading()?.index;
     let mut finder = Finder::new(&repository, &index, &patterns);
 

@@ -20,6 +20,7 @@ mod report;
 mod restore;
 pub(crate) mod restores;
 mod snapshots;
+mod stats;
 pub(crate) mod verify;
 
 use std::path::PathBuf;
@@ -51,6 +52,7 @@ fn dispatch(cli: Cli, cancel: &Cancel) -> Result<u8> {
         Command::Ls(args) => ls::run(global, &args),
         Command::Diff(args) => diff::run(global, &args),
         Command::Find(args) => find::run(global, &args),
+        Command::Stats(args) => stats::run(global, &args),
         Command::Restore(args) => restore::run(global, &args, cancel),
         Command::Check(args) => check::run(global, &args),
         Command::Forget(args) => forget::run(global, &args, cancel),
