@@ -475,7 +475,9 @@ pub struct RestoreArgs {
     /// sparse; on a device, holes are written as zeros).
     #[arg(long, value_name = "DEVICE_OR_IMAGE", conflicts_with = "stdout")]
     pub volume_target: Option<PathBuf>,
-    /// Stream one file (SNAPSHOT:FILE) or a volume snapshot to stdout, in order.
+    /// Stream one file (SNAPSHOT:FILE) or a volume snapshot to stdout, in order; a
+    /// directory (SNAPSHOT:DIR, or the whole snapshot) as a tar archive whose extraction
+    /// gives what --target gives (GNU format, extended attributes as PAX records).
     #[arg(long)]
     pub stdout: bool,
     /// A self-service restore: record a lease so the target is removed after DURATION

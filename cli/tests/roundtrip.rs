@@ -1310,6 +1310,58 @@ fn find_lists_each_snapshots_matches_by_name_or_path() {
     b.run(["find", "["]).code(2);
 }
 
+/// Extracts the tar archive `bytes` into a new directory `dir` with GNU tar, keeping
+/// owners, modes and extended attributes.
+fn extract_tar(bytes: &[u8], dir: &Path) {
+    let archive = dir.with_extension("tar");
+    fs::write(&archive, bytes).expect("write the archive");
+    fs::create_dir_all(dir).expect("create the extraction directory");
+    let out = std::process::Command::new("tar")
+        .args(["--xattrs", "--xattrs-include=*", "--numeric-owner", "-xpf"])
+        .arg(&archive)
+        .arg("-C")
+        .arg(dir)
+        .output()
+        .expect("run tar");
+    // GNU tar remarks on the edge tree's times before 1970 and in 2100, and sets them.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.lines().all(|line| line.contains("time stamp")),
+        "tar -x: {stderr}"
+    );
+}
+
+#[test]
+fn a_directory_streamed_to_stdout_is_a_tar_that_extracts_to_what_restore_gives() {
+    let t = TestDir::new();
+    let src = t.join("src");
+    build_edge_tree(&src, false);
+    let b = t.bunker();
+    b.init();
+    b.backup(&[&src], &[]).ok();
+
+    // A directory: its entries relative to it, its own metadata on `./`.
+    let out = b.run(["restore", &format!("latest:{}", src.display()), "--stdout"]);
+    out.ok();
+    assert!(out.raw_stdout.len().is_multiple_of(512), "not whole tar blocks");
+    let extracted = t.join("dir");
+    extract_tar(&out.raw_stdout, &extracted);
+    compare_trees(&src, &extracted);
+
+    // The whole snapshot: the paths below its root, as `--target` places them.
+    let out = b.run(["restore", "latest", "--stdout"]);
+    out.ok();
+    let extracted = t.join("whole");
+    extract_tar(&out.raw_stdout, &extracted);
+    compare_trees(&src, &under(&extracted, &src));
+
+    // A file is still its content alone.
+    let file = src.join("files/text.txt");
+    let out = b.run(["restore", &format!("latest:{}", file.display()), "--stdout"]);
+    out.ok();
+    assert_eq!(out.raw_stdout, b"hello, bunker\n");
+}
+
 #[test]
 fn stats_counts_shared_data_once_and_what_prune_would_remove() {
     let t = TestDir::new();

@@ -22,6 +22,7 @@
 //! reorder buffer. A damaged or missing pack costs only the files that need it: the others
 //! are restored, and every failure names the pack (or blob) and the files affected.
 
+mod archive;
 mod direct;
 mod fetch;
 mod plaintext;
@@ -53,6 +54,7 @@ use fetch::Fetched;
 use plan::{Batch, PackPlanner, PackWork, PlannedFile, Planner};
 use write::{ContentWriter, WriteSummary};
 
+pub use archive::{ArchiveSummary, stream_tar};
 pub use plan::BATCH_FILES;
 pub(crate) use resume::extent_difference;
 pub use select::RestoreFilter;

@@ -7,13 +7,15 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use bunker_agent::Cancel;
 use bunker_agent::lease::{LEASE_VERSION, Lease, LeaseError, new_lease_id};
+use bunker_agent::navigate::{Located, locate};
 use bunker_agent::platform;
 use bunker_agent::progress::Progress;
 use bunker_agent::restore::{
-    RestoreFilter, RestoreOptions, RestoreOutcome, restore, restore_volume, stream_file,
+    RestoreFilter, RestoreOptions, RestoreOutcome, restore, restore_volume, stream_file, stream_tar,
 };
-use bunker_repo_format::SnapshotId;
+use bunker_repo_format::index::Index;
 use bunker_repo_format::snapshot::{Snapshot, SourceKind};
+use bunker_repo_format::{Repository, SnapshotId};
 use serde_json::json;
 
 use super::{restores, split_snapshot_path};
@@ -21,6 +23,31 @@ use crate::args::{GlobalOptions, RestoreArgs};
 use crate::output::{bytes, print_json};
 use crate::progress::Display;
 use crate::{audit, exit, repo};
+
+/// `--stdout`: one file's content, or a volume's, in order; a directory as a tar archive.
+fn stream(
+    repository: &Repository,
+    index: &Index,
+    snapshot: &Snapshot,
+    path: &Path,
+    cancel: &Cancel,
+) -> Result<u8> {
+    // Large writes: a pipe takes them whole, and tar's 512-byte headers do not each cost
+    // a system call.
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+    if snapshot.source_kind != SourceKind::Volume
+        && let Located::Dir { tree, entry } = locate(repository, index, &snapshot.tree, path)?
+    {
+        let archived = stream_tar(repository, index, &tree, entry.as_ref(), &mut out, cancel)?;
+        for warning in &archived.warnings {
+            eprintln!("bunker: warning: {warning}");
+        }
+        return Ok(exit::OK);
+    }
+    stream_file(repository, index, &snapshot.tree, path, &mut out, cancel)?;
+    out.flush().context("writing to stdout")?;
+    Ok(exit::OK)
+}
 
 pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Result<u8> {
     let (spec, path) = split_snapshot_path(&args.snapshot);
@@ -63,16 +90,7 @@ pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Resul
     }
     if args.stdout {
         drop(err);
-        let mut out = std::io::stdout().lock();
-        stream_file(
-            &repository,
-            &loaded.index,
-            &snapshot.tree,
-            &path,
-            &mut out,
-            cancel,
-        )?;
-        return Ok(exit::OK);
+        return stream(&repository, &loaded.index, &snapshot, &path, cancel);
     }
     let started = std::time::Instant::now();
     // The progress display writes to stderr from its own thread: the lock must be free.
