@@ -396,20 +396,23 @@ fn resumed_restore_leaves_correct_files_alone_and_repairs_the_rest() {
         .write_all(b"more")
         .unwrap();
 
-    // Witnesses that the correct ones are not rewritten: the inode and a mark that only
-    // the existing file carries.
+    // Witnesses that the correct ones are not rewritten: the inode, held open so that a
+    // replacement cannot be given the same number, and still linked afterwards.
     let kept = target.join("big-copy.bin");
-    let kept_inode = fs::metadata(&kept).unwrap().ino();
-    let marked = xattr::set(&kept, "user.bunker-test", b"kept").is_ok();
+    let kept_open = fs::File::open(&kept).unwrap();
+    let kept_inode = kept_open.metadata().unwrap().ino();
     let small_kept = target.join("dir6/file11.txt");
-    let small_inode = fs::metadata(&small_kept).unwrap().ino();
+    let small_open = fs::File::open(&small_kept).unwrap();
+    let small_inode = small_open.metadata().unwrap().ino();
 
     let outcome = f.restore(&target);
     assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
     assert_same_tree(&f.src, &target);
-    // 306 files: 3 names of one hard-linked inode (1 checked), 6 files damaged above.
-    assert_eq!(outcome.files_skipped, 306 - 2 - 6, "files left alone");
+    // 306 files: 3 names of one hard-linked inode (a file with other names is rewritten,
+    // and linked again), 6 files damaged above.
+    assert_eq!(outcome.files_skipped, 306 - 3 - 6, "files left alone");
     let others = (12 << 20)
+        + fs::metadata(target.join("links-a")).unwrap().len()
         + fs::metadata(&wrong).unwrap().len()
         + fs::metadata(target.join("dir2/file7.txt")).unwrap().len()
         + fs::metadata(target.join("dir4/file8.txt")).unwrap().len()
@@ -424,13 +427,12 @@ fn resumed_restore_leaves_correct_files_alone_and_repairs_the_rest() {
     );
     assert_eq!(fs::metadata(&kept).unwrap().ino(), kept_inode);
     assert_eq!(fs::metadata(&small_kept).unwrap().ino(), small_inode);
-    if marked {
-        assert_eq!(
-            xattr::get(&kept, "user.bunker-test").unwrap().as_deref(),
-            Some(&b"kept"[..]),
-            "a correct file was replaced"
-        );
-    }
+    assert_eq!(
+        kept_open.metadata().unwrap().nlink(),
+        1,
+        "a correct file was replaced"
+    );
+    assert_eq!(small_open.metadata().unwrap().nlink(), 1);
     let sparse_meta = fs::metadata(&sparse).unwrap();
     assert!(
         sparse_meta.blocks() * 512 < 8 << 20,
@@ -597,8 +599,8 @@ fn a_restore_of_more_files_than_a_batch_is_exact_and_its_progress_adds_up() {
     assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
     assert_eq!(
         outcome.files_skipped,
-        files - 2,
-        "all but the damaged file and the link"
+        files - 3,
+        "all but the damaged file and the two names of the hard-linked one"
     );
     assert_same_tree(&f.src, &target);
     assert_eq!(

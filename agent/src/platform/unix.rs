@@ -473,6 +473,20 @@ impl Subject<'_> {
         }
     }
 
+    fn list_xattrs(self) -> io::Result<Vec<std::ffi::OsString>> {
+        match self {
+            Self::Path(path) | Self::Symlink(path) => Ok(xattr::list(path)?.collect()),
+            Self::File(file) => Ok(xattr::FileExt::list_xattr(file)?.collect()),
+        }
+    }
+
+    fn remove_xattr(self, name: &OsStr) -> io::Result<()> {
+        match self {
+            Self::Path(path) | Self::Symlink(path) => xattr::remove(path, name),
+            Self::File(file) => xattr::FileExt::remove_xattr(file, name),
+        }
+    }
+
     fn chmod(self, mode: u32) -> io::Result<()> {
         let permissions = fs::Permissions::from_mode(mode);
         match self {
@@ -514,6 +528,29 @@ fn apply(
             format!("change owner to {}:{} of", meta.uid, meta.gid),
             e,
         ));
+    }
+    // Attributes the snapshot does not have go: those of a file already at the target, and
+    // the ACL a new entry inherits from a directory's default ACL. The security label is
+    // the system's to set.
+    match subject.list_xattrs() {
+        Ok(present) => {
+            for name in present {
+                let kept = name.as_bytes() == b"security.selinux"
+                    || meta
+                        .xattrs
+                        .iter()
+                        .any(|(n, _)| n.as_slice() == name.as_bytes());
+                if !kept && let Err(e) = subject.remove_xattr(&name) {
+                    warnings.push(PlatformError::new(
+                        path,
+                        format!("remove extended attribute {name:?} from"),
+                        e,
+                    ));
+                }
+            }
+        }
+        Err(e) if xattrs_unsupported(&e) => {}
+        Err(e) => warnings.push(PlatformError::new(path, "list extended attributes of", e)),
     }
     for (name, value) in &meta.xattrs {
         if let Err(e) = subject.set_xattr(OsStr::from_bytes(name), value) {

@@ -294,10 +294,14 @@ fn display(path: &Path) -> String {
     path.display().to_string()
 }
 
-/// Removes whatever is at `path` unless it is a directory (which is kept and merged into).
-fn clear_non_dir(path: &Path) -> io::Result<()> {
+/// Makes room at `path` for an entry of the snapshot: whatever is there is removed, but a
+/// directory is kept when `merge_dir` (the snapshot's directory is merged into it). A
+/// directory where the snapshot has a file, link or device goes with all it holds (never
+/// following a symlink): the target is made to match the snapshot either way.
+fn make_room(path: &Path, merge_dir: bool) -> io::Result<()> {
     match fs::symlink_metadata(path) {
-        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(meta) if meta.is_dir() && merge_dir => Ok(()),
+        Ok(meta) if meta.is_dir() => fs::remove_dir_all(path),
         Ok(_) => fs::remove_file(path),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
@@ -532,11 +536,17 @@ impl<'a> Planner<'a> {
     ) -> Result<(), RestoreError> {
         let name = OsStr::from_bytes(&entry.name);
         let access = &parent.child(path, name);
-        let clear = |access: &Path| if fresh { Ok(()) } else { clear_non_dir(access) };
+        let is_dir = matches!(entry.node, Node::Dir { .. });
+        let clear = |access: &Path| {
+            if fresh {
+                Ok(())
+            } else {
+                make_room(access, is_dir)
+            }
+        };
         if matches!(entry.node, Node::Socket) {
             return Ok(());
         }
-        let is_dir = matches!(entry.node, Node::Dir { .. });
         let decision = self.decide(path, is_dir, inside);
         if decision == Decision::Skip {
             return Ok(());
@@ -676,7 +686,7 @@ impl<'a> Planner<'a> {
                     return FilePlanned::Failed;
                 }
             }
-            if let Err(e) = clear_non_dir(access) {
+            if let Err(e) = make_room(access, false) {
                 self.error(path, format!("could not replace: {e}"));
                 return FilePlanned::Failed;
             }

@@ -9,12 +9,13 @@
 //! Timestamps are deliberately not trusted: an edited file may keep its mtime, and a file
 //! left half-written by an interrupted restore has whatever mtime creation gave it.
 //! Metadata (mode, owner, times, xattrs) is applied again to a skipped file, which is cheap
-//! and idempotent.
+//! and idempotent. A file with more than one name is never left alone (see
+//! [`already_restored`]).
 
 use std::cell::RefCell;
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use bunker_repo_format::Repository;
@@ -41,7 +42,11 @@ pub(super) fn already_restored(
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(e),
     };
-    if !meta.is_file() || meta.len() != size {
+    // A file with other names is never in place, whatever it holds: the metadata applied
+    // to it would reach every name, including one outside the target (a hard link planted
+    // to a setuid's content), and a write through one name would change the others. It
+    // is replaced by a file of its own; the snapshot's own hard links are made again.
+    if !meta.is_file() || meta.len() != size || meta.nlink() > 1 {
         return Ok(false);
     }
     let Ok(file) = OpenOptions::new()
