@@ -100,4 +100,8 @@ fn regression_paths_longer_than_path_max_round_trip() {
     );
     assert_eq!((ma.mtime(), ma.mtime_nsec()), (mb.mtime(), mb.mtime_nsec()));
     assert_eq!(ma.mode(), mb.mode());
+
+    // The restore drill reads the deep tree back as the restore wrote it.
+    let (code, stderr) = bunker(&repo, &["verify", "latest"]);
+    assert_eq!(code, 0, "verify of a deep tree: {stderr}");
 }

@@ -20,7 +20,7 @@ use bunker_repo_format::{BlobId, Repository};
 use rayon::prelude::*;
 
 use super::{Difference, Verification, VerifyOptions};
-use crate::platform::{self, CapturedKind, NameCache};
+use crate::platform::{self, CapturedKind, DirHandle, NameCache};
 
 /// Files whose content is checked together.
 const BATCH: usize = 1024;
@@ -34,7 +34,9 @@ pub(super) struct TreeVerifier<'a> {
     /// Snapshot (device, inode) of a hard-linked file to the restored (device, inode) of
     /// its first name, and that name.
     links: HashMap<(u64, u64), ((u64, u64), PathBuf)>,
-    batch: Vec<(PathBuf, Vec<Extent>)>,
+    /// Files whose content is still to check: the path shown, the path for system calls
+    /// (see [`DirHandle::child`]), the content.
+    batch: Vec<(PathBuf, PathBuf, Vec<Extent>)>,
     result: Verification,
 }
 
@@ -53,7 +55,7 @@ impl<'a> TreeVerifier<'a> {
 
     /// Verifies the entries of tree `tree` against the directory `dir`.
     pub fn run(mut self, tree: &BlobId, dir: &Path) -> Verification {
-        self.walk(tree, dir);
+        self.walk(tree, dir, dir);
         self.flush();
         self.result
     }
@@ -65,28 +67,43 @@ impl<'a> TreeVerifier<'a> {
         });
     }
 
-    fn walk(&mut self, tree: &BlobId, dir: &Path) {
+    /// Verifies the directory shown as `dir` (`access`: its path for system calls) against
+    /// the snapshot tree `tree`. Entries are named through an open handle of the directory
+    /// when their path is longer than the kernel takes.
+    fn walk(&mut self, tree: &BlobId, dir: &Path, access: &Path) {
         let tree = match self.repo.load_tree(self.index, tree) {
             Ok(tree) => tree,
             Err(e) => return self.differ(dir, format!("snapshot tree {tree} unreadable: {e}")),
         };
+        let handle = match DirHandle::open(access) {
+            Ok(handle) => handle,
+            Err(e) => return self.differ(dir, format!("cannot open: {e}")),
+        };
         let mut expected = BTreeSet::new();
+        let mut through_handle = false;
         for entry in tree.entries() {
-            let path = dir.join(OsStr::from_bytes(&entry.name));
+            let name = OsStr::from_bytes(&entry.name);
+            let path = dir.join(name);
+            let child = handle.child(&path, name);
+            through_handle |= child != path;
             // Sockets are recorded but never restored.
             if !matches!(entry.node, Node::Socket) {
                 expected.insert(entry.name.clone());
             }
-            self.entry(entry, &path);
+            self.entry(entry, &path, &child);
         }
-        match fs::read_dir(dir) {
+        // Batched files named through the handle are checked before it closes.
+        if through_handle {
+            self.flush();
+        }
+        match fs::read_dir(access) {
             Ok(listing) => {
                 for item in listing {
                     match item {
                         Ok(item) => {
                             let name = item.file_name();
                             if !expected.contains(name.as_bytes()) {
-                                self.differ(&item.path(), "not in the snapshot");
+                                self.differ(&dir.join(name), "not in the snapshot");
                             }
                         }
                         Err(e) => self.differ(dir, format!("cannot list: {e}")),
@@ -97,11 +114,12 @@ impl<'a> TreeVerifier<'a> {
         }
     }
 
-    fn entry(&mut self, entry: &Entry, path: &Path) {
+    /// Verifies one entry, shown as `path`, found at `access`.
+    fn entry(&mut self, entry: &Entry, path: &Path, access: &Path) {
         if matches!(entry.node, Node::Socket) {
             return;
         }
-        let captured = match platform::capture(path, &self.names) {
+        let captured = match platform::capture(access, &self.names) {
             Ok(captured) => captured,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return self.differ(
@@ -131,7 +149,8 @@ impl<'a> TreeVerifier<'a> {
                     self.result.files += 1;
                     self.result.bytes += expected;
                     if self.hard_link(entry, &captured.meta, path) {
-                        self.batch.push((path.to_owned(), extents.clone()));
+                        self.batch
+                            .push((path.to_owned(), access.to_owned(), extents.clone()));
                         if self.batch.len() >= BATCH {
                             self.flush();
                         }
@@ -163,7 +182,7 @@ impl<'a> TreeVerifier<'a> {
         }
         self.metadata(entry, &captured.meta, path);
         if let Node::Dir { subtree } = &entry.node {
-            self.walk(subtree, path);
+            self.walk(subtree, path, access);
         }
     }
 
@@ -254,11 +273,11 @@ impl<'a> TreeVerifier<'a> {
         let repo = self.repo;
         let found: Vec<Difference> = batch
             .par_iter()
-            .filter_map(|(path, extents)| {
+            .filter_map(|(path, access, extents)| {
                 let what = match OpenOptions::new()
                     .read(true)
                     .custom_flags(nix::libc::O_NOFOLLOW)
-                    .open(path)
+                    .open(access)
                 {
                     Err(e) => Some(format!("cannot open: {e}")),
                     Ok(file) => match super::content::first_difference(repo, &file, extents) {
