@@ -1,5 +1,6 @@
 //! Command-line arguments.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -384,9 +385,9 @@ pub struct SnapshotsArgs {
 /// `bunker ls`.
 #[derive(Debug, Args)]
 pub struct LsArgs {
-    /// `latest` or an id prefix, optionally followed by `:PATH`.
+    /// `latest` or an id prefix, optionally followed by `:PATH` (any bytes).
     #[arg(value_name = "SNAPSHOT[:PATH]")]
-    pub snapshot: String,
+    pub snapshot: OsString,
     /// Show mode, owner, size and time too.
     #[arg(short, long)]
     pub long: bool,
@@ -415,10 +416,10 @@ impl Command {
 pub struct DiffArgs {
     /// The old side: `latest` or an id prefix, optionally followed by `:PATH`.
     #[arg(value_name = "OLD[:PATH]")]
-    pub old: String,
+    pub old: OsString,
     /// The new side: `latest` or an id prefix, optionally followed by `:PATH`.
     #[arg(value_name = "NEW[:PATH]")]
-    pub new: String,
+    pub new: OsString,
     /// List paths whose metadata alone changed (`U`) too.
     #[arg(long)]
     pub metadata: bool,
@@ -459,9 +460,9 @@ pub struct FindArgs {
 /// `bunker restore`.
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// `latest` or an id prefix, optionally followed by `:PATH`.
+    /// `latest` or an id prefix, optionally followed by `:PATH` (any bytes).
     #[arg(value_name = "SNAPSHOT[:PATH]")]
-    pub snapshot: String,
+    pub snapshot: OsString,
     /// Directory to restore into (created if missing).
     #[arg(
         long,

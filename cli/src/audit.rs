@@ -92,9 +92,13 @@ pub fn audited(command: &Command) -> Option<(&'static str, String)> {
         Command::Restore(args) => Some((
             "restore",
             match (&args.target, &args.volume_target) {
-                (Some(target), _) => format!("{} -> {}", args.snapshot, lossy(target)),
-                (None, Some(volume)) => format!("{} -> {}", args.snapshot, lossy(volume)),
-                (None, None) => format!("{} -> stdout", args.snapshot),
+                (Some(target), _) => {
+                    format!("{} -> {}", args.snapshot.to_string_lossy(), lossy(target))
+                }
+                (None, Some(volume)) => {
+                    format!("{} -> {}", args.snapshot.to_string_lossy(), lossy(volume))
+                }
+                (None, None) => format!("{} -> stdout", args.snapshot.to_string_lossy()),
             },
         )),
         Command::Forget(_) => Some(("forget", String::new())),

@@ -1310,6 +1310,50 @@ fn find_lists_each_snapshots_matches_by_name_or_path() {
     b.run(["find", "["]).code(2);
 }
 
+#[test]
+fn a_path_that_is_not_utf8_can_be_streamed_restored_listed_and_diffed() {
+    use std::ffi::{OsStr, OsString};
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let t = TestDir::new();
+    let src = t.join("src");
+    let name = OsStr::from_bytes(b"caf\xe9");
+    write_file(&src.join(name).join("menu"), b"latin-1\n");
+    let b = t.bunker();
+    b.init();
+    b.backup(&[&src], &[]).ok();
+    let spec = |path: &Path| {
+        let mut spec = b"latest:".to_vec();
+        spec.extend_from_slice(path.as_os_str().as_bytes());
+        OsString::from_vec(spec)
+    };
+    let dir = src.join(name);
+
+    let out = b.run([
+        OsString::from("restore"),
+        spec(&dir.join("menu")),
+        "--stdout".into(),
+    ]);
+    out.ok();
+    assert_eq!(out.raw_stdout, b"latin-1\n");
+    let target = t.join("target");
+    let out = b.run([
+        OsString::from("restore"),
+        spec(&dir),
+        "--target".into(),
+        target.clone().into_os_string(),
+    ]);
+    out.ok();
+    assert_eq!(
+        fs::read(target.join("menu")).expect("restored"),
+        b"latin-1\n"
+    );
+    let out = b.run([OsString::from("ls"), spec(&dir)]);
+    out.ok();
+    assert!(out.stdout.contains("menu"), "{out}");
+    let out = b.run([OsString::from("diff"), spec(&dir), spec(&dir)]);
+    out.ok();
+}
+
 /// A POSIX default ACL in the kernel's extended-attribute form: owner, user 65534, group,
 /// mask and others, all with read, write and execute.
 fn default_acl_granting_nobody() -> Vec<u8> {

@@ -17,8 +17,8 @@ use crate::{exit, repo};
 pub fn run(global: &GlobalOptions, args: &DiffArgs) -> Result<u8> {
     let filter = args.select.filter()?;
     let repository = repo::open(global, "diff")?;
-    let (old_spec, old_path) = split_snapshot_path(&args.old);
-    let (new_spec, new_path) = split_snapshot_path(&args.new);
+    let (old_spec, old_path) = split_snapshot_path(&args.old)?;
+    let (new_spec, new_path) = split_snapshot_path(&args.new)?;
     let (old_id, old_snapshot) = filter.resolve(&repository, old_spec)?;
     let (new_id, new_snapshot) = filter.resolve(&repository, new_spec)?;
     let index = repository.load_index_for_reading()?.index;

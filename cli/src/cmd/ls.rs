@@ -71,7 +71,7 @@ pub(super) fn write_line(
 }
 
 pub fn run(global: &GlobalOptions, args: &LsArgs) -> Result<u8> {
-    let (spec, path) = split_snapshot_path(&args.snapshot);
+    let (spec, path) = split_snapshot_path(&args.snapshot)?;
     let filter = args.select.filter()?;
     let repository = repo::open(global, "ls")?;
     let (_, snapshot) = filter.resolve(&repository, spec)?;

@@ -23,6 +23,8 @@ mod snapshots;
 mod stats;
 pub(crate) mod verify;
 
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -71,11 +73,24 @@ fn dispatch(cli: Cli, cancel: &Cancel) -> Result<u8> {
     }
 }
 
-/// Splits `SNAPSHOT[:PATH]`; the path defaults to `/`.
-pub fn split_snapshot_path(spec: &str) -> (&str, PathBuf) {
-    match spec.split_once(':') {
-        Some((snapshot, path)) if !path.is_empty() => (snapshot, PathBuf::from(path)),
-        Some((snapshot, _)) => (snapshot, PathBuf::from("/")),
-        None => (spec, PathBuf::from("/")),
-    }
+/// Splits `SNAPSHOT[:PATH]` at its first `:`; the path (any bytes: file names need not be
+/// UTF-8) defaults to `/`.
+pub fn split_snapshot_path(spec: &OsStr) -> Result<(&str, PathBuf)> {
+    let bytes = spec.as_bytes();
+    let (snapshot, path) = match bytes.iter().position(|&b| b == b':') {
+        Some(colon) => (&bytes[..colon], &bytes[colon + 1..]),
+        None => (bytes, &b""[..]),
+    };
+    let Ok(snapshot) = std::str::from_utf8(snapshot) else {
+        anyhow::bail!(
+            "{}: give `latest` or a snapshot id before the `:`",
+            spec.to_string_lossy()
+        );
+    };
+    let path = if path.is_empty() {
+        PathBuf::from("/")
+    } else {
+        PathBuf::from(OsStr::from_bytes(path))
+    };
+    Ok((snapshot, path))
 }

@@ -50,7 +50,7 @@ fn stream(
 }
 
 pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Result<u8> {
-    let (spec, path) = split_snapshot_path(&args.snapshot);
+    let (spec, path) = split_snapshot_path(&args.snapshot)?;
     let policy = restores::policy_in_effect(&args.policy)?;
     let expire = args.expire;
     let repository = repo::open(global, "restore")?;
