@@ -277,6 +277,74 @@ fn unreadable_source_file_exits_3_and_keeps_the_rest() {
 }
 
 #[test]
+fn a_restore_run_again_by_its_owner_goes_through_the_read_only_directories_it_restored() {
+    if !is_root() || !Path::new("/usr/bin/setpriv").exists() {
+        note("not root, or no setpriv: skipping the non-root restore test");
+        return;
+    }
+    let t = TestDir::new();
+    chmod(&t.path(), 0o755);
+    let src = t.join("src");
+    write_file(&src.join("closed/f"), b"in a 000 directory\n");
+    write_file(&src.join("read-only/f"), b"in a 555 directory\n");
+    chmod(&src.join("closed"), 0o000);
+    chmod(&src.join("read-only"), 0o555);
+    let nobody = t.join("nobody");
+    let b = Bunker::new(&nobody.join("repo"), &t.join("root-cache"));
+    b.init();
+    b.backup(&[&src], &[]).ok();
+    let status = std::process::Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(&nobody)
+        .status()
+        .expect("chown");
+    assert!(status.success());
+    let bin_copy = nobody.join("bunker");
+    fs::copy(bin(), &bin_copy).expect("copy binary");
+    chmod(&bin_copy, 0o755);
+    let mut as_nobody = Bunker::new(&nobody.join("repo"), &nobody.join("cache"));
+    as_nobody.bin = bin_copy;
+    as_nobody.wrapper = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+    ]
+    .map(Into::into)
+    .to_vec();
+
+    let target = nobody.join("target");
+    let spec = format!("latest:{}", src.display());
+    as_nobody
+        .run(["restore", &spec, "--target", s(&target)])
+        .ok();
+    // Damage one file inside each: the second run repairs both and keeps the modes.
+    for dir in ["closed", "read-only"] {
+        chmod(&target.join(dir), 0o755);
+        fs::write(target.join(dir).join("f"), b"damaged\n").expect("damage");
+        chmod(
+            &target.join(dir),
+            if dir == "closed" { 0o000 } else { 0o555 },
+        );
+    }
+    as_nobody
+        .run(["restore", &spec, "--target", s(&target)])
+        .ok();
+    for (dir, mode, content) in [
+        ("closed", 0o000, &b"in a 000 directory\n"[..]),
+        ("read-only", 0o555, &b"in a 555 directory\n"[..]),
+    ] {
+        let path = target.join(dir);
+        assert_eq!(
+            fs::metadata(&path).expect("stat").mode() & 0o7777,
+            mode,
+            "{dir}"
+        );
+        assert_eq!(fs::read(path.join("f")).expect("read"), content, "{dir}/f");
+    }
+}
+
+#[test]
 fn file_growing_during_backup_still_gives_a_clean_repository() {
     let t = TestDir::new();
     let src = t.join("src");

@@ -25,6 +25,7 @@ use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -308,6 +309,21 @@ fn make_room(path: &Path, merge_dir: bool) -> io::Result<()> {
     }
 }
 
+/// Gives the owner of an existing directory that a restore merges into the right to enter
+/// it and change what it holds, as a directory this restore creates has: a restore run
+/// again goes through the `0555` and `0000` directories the first run restored. The
+/// directory's recorded mode is applied after its entries. A directory the process does
+/// not own is left as it is (what fails inside it is reported there).
+fn let_owner_in(path: &Path) {
+    if let Ok(meta) = fs::symlink_metadata(path)
+        && meta.is_dir()
+        && meta.permissions().mode() & 0o700 != 0o700
+    {
+        let opened = fs::Permissions::from_mode(meta.permissions().mode() & 0o7777 | 0o700);
+        let _ = fs::set_permissions(path, opened);
+    }
+}
+
 /// A kind-only copy of `node` (a file without its extents), for the metadata pass.
 fn kind_only(node: &Node) -> Node {
     match node {
@@ -585,6 +601,9 @@ impl<'a> Planner<'a> {
                         return Ok(());
                     }
                 };
+                if !created {
+                    let_owner_in(access);
+                }
                 let before = self.restored();
                 let mut children = Vec::new();
                 let inside = decision == Decision::Restore;
