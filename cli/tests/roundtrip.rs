@@ -1458,6 +1458,14 @@ fn a_restore_onto_an_existing_target_makes_it_match_the_snapshot_and_nothing_els
     } else {
         note("POSIX ACLs are not supported here: the inherited-ACL case was not run");
     }
+
+    // A file given as the target is named as such.
+    let out = b.run(["restore", "latest", "--target", s(&target.join("x"))]);
+    out.code(1);
+    assert!(
+        out.stderr.contains("the restore target is not a directory"),
+        "{out}"
+    );
 }
 
 /// Extracts the tar archive `bytes` into a new directory `dir` with GNU tar, keeping

@@ -47,6 +47,17 @@ impl Excludes {
         for pattern in patterns {
             let trimmed = pattern.trim_end_matches('/');
             if trimmed.contains('/') {
+                // Matched against absolute paths, it could never match: say so rather than
+                // back up (or restore) what the user meant to leave out.
+                if !trimmed.starts_with('/') && !trimmed.starts_with('*') {
+                    return Err(PatternError {
+                        pattern: pattern.clone(),
+                        reason: format!(
+                            "a pattern with `/` matches absolute paths, and this one can never \
+                             match: write /full/path/{trimmed} or **/{trimmed}"
+                        ),
+                    });
+                }
                 paths.add(glob(trimmed)?);
             } else {
                 names.add(glob(trimmed)?);
@@ -99,5 +110,13 @@ mod tests {
         assert!(excludes.matches(Path::new("/data/x/y/secret")));
         assert!(!excludes.matches(Path::new("/srv/app/log")));
         assert!(Excludes::new(&["[".into()]).is_err());
+    }
+
+    #[test]
+    fn a_relative_pattern_with_a_slash_is_refused_for_it_could_never_match() {
+        let err = Excludes::new(&["app/cache".into()]).expect_err("refused");
+        assert!(err.to_string().contains("**/app/cache"), "{err}");
+        let excludes = Excludes::new(&["**/app/cache".into(), "cache/".into()]).expect("valid");
+        assert!(excludes.matches(Path::new("/srv/app/cache")));
     }
 }

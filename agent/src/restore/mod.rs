@@ -175,7 +175,13 @@ pub fn restore(
     let located = locate(repo, index, root, path)?;
     fs::create_dir_all(target).map_err(|source| RestoreError::Target {
         path: target.to_owned(),
-        source,
+        source: match fs::metadata(target) {
+            Ok(meta) if !meta.is_dir() => io::Error::new(
+                io::ErrorKind::NotADirectory,
+                "the restore target is not a directory (give a new or existing directory)",
+            ),
+            _ => source,
+        },
     })?;
     let progress = options.progress.as_deref();
     if let Some(progress) = progress {
