@@ -151,6 +151,10 @@ pub struct ApplyOptions {
     /// Restore owner and group (by number). Only root can give files away, so this is
     /// normally [`is_root()`].
     pub ownership: bool,
+    /// Remove the extended attributes an entry has and the snapshot does not: needed where
+    /// entries were there before the restore, or inherit a directory's default ACL. One
+    /// more system call per entry, so off for a new target without a default ACL.
+    pub remove_other_xattrs: bool,
 }
 
 /// Thread-safe cache of user and group names by numeric id.

@@ -532,7 +532,12 @@ fn apply(
     // Attributes the snapshot does not have go: those of a file already at the target, and
     // the ACL a new entry inherits from a directory's default ACL. The security label is
     // the system's to set.
-    match subject.list_xattrs() {
+    let present = if options.remove_other_xattrs {
+        subject.list_xattrs()
+    } else {
+        Ok(Vec::new())
+    };
+    match present {
         Ok(present) => {
             for name in present {
                 let kept = name.as_bytes() == b"security.selinux"
@@ -732,6 +737,7 @@ mod tests {
         }
         let options = ApplyOptions {
             ownership: is_root(),
+            remove_other_xattrs: true,
         };
         let warnings = apply_metadata(copy, &original.meta, &node, &options).unwrap();
         (capture(copy, names).unwrap(), warnings)
@@ -810,6 +816,7 @@ mod tests {
             file.write_all_at(b"hello", 0).unwrap();
             let options = ApplyOptions {
                 ownership: is_root(),
+                remove_other_xattrs: true,
             };
             let warnings = apply_file_metadata(&file, &by_fd, &original.meta, &options).unwrap();
             drop(file);
@@ -1231,9 +1238,27 @@ mod tests {
         let node = Node::File {
             extents: Vec::new(),
         };
-        apply_metadata(&path, &meta, &node, &ApplyOptions { ownership: false }).unwrap();
+        apply_metadata(
+            &path,
+            &meta,
+            &node,
+            &ApplyOptions {
+                ownership: false,
+                ..ApplyOptions::default()
+            },
+        )
+        .unwrap();
         assert_eq!(fs::metadata(&path).unwrap().uid(), 0);
-        apply_metadata(&path, &meta, &node, &ApplyOptions { ownership: true }).unwrap();
+        apply_metadata(
+            &path,
+            &meta,
+            &node,
+            &ApplyOptions {
+                ownership: true,
+                ..ApplyOptions::default()
+            },
+        )
+        .unwrap();
         let stat = fs::metadata(&path).unwrap();
         assert_eq!((stat.uid(), stat.gid()), (4321, 8765));
     }

@@ -198,6 +198,10 @@ pub fn restore(
     }
     let apply = ApplyOptions {
         ownership: options.ownership,
+        // Entries of a new target carry no attributes but what the restore gives them,
+        // unless the target's default ACL passes one down.
+        remove_other_xattrs: !plan::is_empty_dir(target)
+            || xattr::get(target, "system.posix_acl_default").is_ok_and(|acl| acl.is_some()),
     };
     // The walk plans batches on this thread while the writer fills the earlier ones.
     let (batches, planned) = mpsc::sync_channel::<Batch>(1);

@@ -834,7 +834,7 @@ pub(super) fn content_totals(
 
 /// True when `path` is a directory with no entries (so a restore into it has nothing to
 /// check or replace); false when it cannot be read.
-fn is_empty_dir(path: &Path) -> bool {
+pub(super) fn is_empty_dir(path: &Path) -> bool {
     fs::read_dir(path).is_ok_and(|mut entries| entries.next().is_none())
 }
 
