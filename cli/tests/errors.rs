@@ -187,6 +187,25 @@ fn check_of_a_healthy_repository_exits_0() {
     out.json();
 }
 
+/// `bunker` run as user 65534 (`setpriv`) on the repository `dir/repo`, from a copy of
+/// the binary in `dir` (which that user must be able to enter).
+fn bunker_as_nobody(dir: &Path) -> Bunker {
+    let bin_copy = dir.join("bunker");
+    fs::copy(bin(), &bin_copy).expect("copy binary");
+    chmod(&bin_copy, 0o755);
+    let mut b = Bunker::new(&dir.join("repo"), &dir.join("cache"));
+    b.bin = bin_copy;
+    b.wrapper = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+    ]
+    .map(Into::into)
+    .to_vec();
+    b
+}
+
 #[test]
 fn unreadable_source_file_exits_3_and_keeps_the_rest() {
     if !is_root() {
@@ -202,9 +221,6 @@ fn unreadable_source_file_exits_3_and_keeps_the_rest() {
     let nobody = t.join("nobody");
     fs::create_dir(&nobody).expect("mkdir");
     std::os::unix::fs::chown(&nobody, Some(65534), Some(65534)).expect("chown");
-    let bin_copy = nobody.join("bunker");
-    fs::copy(bin(), &bin_copy).expect("copy binary");
-    chmod(&bin_copy, 0o755);
 
     let src = t.join("src");
     write_file(&src.join("ok1.txt"), b"readable\n");
@@ -216,16 +232,7 @@ fn unreadable_source_file_exits_3_and_keeps_the_rest() {
     chmod(&src, 0o755);
     chmod(&src.join("sub"), 0o755);
 
-    let mut b = Bunker::new(&nobody.join("repo"), &nobody.join("cache"));
-    b.bin = bin_copy;
-    b.wrapper = [
-        "setpriv",
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-    ]
-    .map(Into::into)
-    .to_vec();
+    let b = bunker_as_nobody(&nobody);
     b.init();
     let out = b.backup(&[&src], &[]);
     out.code(3);
@@ -299,19 +306,7 @@ fn a_restore_run_again_by_its_owner_goes_through_the_read_only_directories_it_re
         .status()
         .expect("chown");
     assert!(status.success());
-    let bin_copy = nobody.join("bunker");
-    fs::copy(bin(), &bin_copy).expect("copy binary");
-    chmod(&bin_copy, 0o755);
-    let mut as_nobody = Bunker::new(&nobody.join("repo"), &nobody.join("cache"));
-    as_nobody.bin = bin_copy;
-    as_nobody.wrapper = [
-        "setpriv",
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-    ]
-    .map(Into::into)
-    .to_vec();
+    let as_nobody = bunker_as_nobody(&nobody);
 
     let target = nobody.join("target");
     let spec = format!("latest:{}", src.display());
