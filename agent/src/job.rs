@@ -370,9 +370,14 @@ fn back_up(
     // A command source's last lines on standard error, which say why it failed.
     let mut stderr_tail = None;
     let outcome = match &source.kind {
-        SourceKind::Paths { paths, excludes } => {
+        SourceKind::Paths {
+            paths,
+            excludes,
+            one_file_system,
+        } => {
             let options = BackupOptions {
                 paths: paths.clone(),
+                one_file_system: *one_file_system,
                 host: context.host.clone(),
                 username: context.username.clone(),
                 tags,

@@ -351,6 +351,11 @@ pub struct BackupArgs {
     /// at any depth; with `/`, absolute paths.
     #[arg(long = "exclude", short = 'e', value_name = "GLOB", value_parser = values::exclude)]
     pub excludes: Vec<String>,
+    /// Stay on the filesystem of each path given: a directory on another filesystem (a
+    /// mount point: /proc, a network share, another disk) is recorded empty, and named on
+    /// stderr.
+    #[arg(long, short = 'x', conflicts_with = "volume")]
+    pub one_file_system: bool,
     /// Parent snapshot (default: the latest of this host and these paths).
     #[arg(long, value_name = "SNAPSHOT")]
     pub parent: Option<String>,

@@ -1310,6 +1310,73 @@ fn find_lists_each_snapshots_matches_by_name_or_path() {
     b.run(["find", "["]).code(2);
 }
 
+/// A tmpfs mounted for a test, unmounted (lazily if busy) when dropped.
+struct TmpfsMount(PathBuf);
+
+impl Drop for TmpfsMount {
+    fn drop(&mut self) {
+        let unmounted = std::process::Command::new("umount")
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !unmounted {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+}
+
+#[test]
+fn one_file_system_records_a_mount_point_empty_and_names_it() {
+    if !is_root() {
+        note("not root: skipping the --one-file-system test (it mounts a tmpfs)");
+        return;
+    }
+    let t = TestDir::new();
+    let src = t.join("src");
+    write_file(&src.join("kept.txt"), b"on the source's filesystem\n");
+    let mount_point = src.join("mnt");
+    fs::create_dir_all(&mount_point).expect("mkdir");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&mount_point)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        note("cannot mount a tmpfs here: skipping the --one-file-system test");
+        return;
+    }
+    let _mount = TmpfsMount(mount_point.clone());
+    write_file(&mount_point.join("other.txt"), b"on another filesystem\n");
+    let b = t.bunker();
+    b.init();
+
+    let out = b.backup(&[&src], &["--one-file-system", "--json"]);
+    out.ok();
+    assert_eq!(
+        out.json()["mount_points_not_crossed"],
+        serde_json::json!([s(&mount_point)]),
+        "{out}"
+    );
+    let listed = b.run(["ls", "latest"]);
+    listed.ok();
+    assert!(listed.stdout.contains(s(&src.join("kept.txt"))), "{listed}");
+    assert!(
+        listed.stdout.lines().any(|l| l == s(&mount_point)),
+        "{listed}"
+    );
+    assert!(!listed.stdout.contains("other.txt"), "{listed}");
+
+    // Without the flag the other filesystem is backed up too.
+    let out = b.backup(&[&src], &[]);
+    out.ok();
+    assert!(!out.stderr.contains("not crossed"), "{out}");
+    let listed = b.run(["ls", "latest"]);
+    assert!(listed.stdout.contains("other.txt"), "{listed}");
+}
+
 #[test]
 fn a_path_that_is_not_utf8_can_be_streamed_restored_listed_and_diffed() {
     use std::ffi::{OsStr, OsString};

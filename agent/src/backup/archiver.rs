@@ -39,6 +39,7 @@ pub(super) struct Finished {
     pub dependencies: HashSet<bunker_repo_format::PackId>,
     pub unreadable: Vec<String>,
     pub changed: Vec<String>,
+    pub mount_points: Vec<String>,
     /// The files cache to save once the snapshot is written.
     pub files_cache: FilesCache,
 }
@@ -90,9 +91,15 @@ pub(super) struct Archiver<'a> {
     summary: Summary,
     unreadable: Vec<String>,
     changed: Vec<String>,
+    /// Directories recorded empty because they are on another filesystem.
+    skipped_mounts: Vec<String>,
     read_from: Option<ReadFrom>,
     /// The recorded path of the entry holding `read_from`'s snapshot, never archived.
     hidden: Option<PathBuf>,
+    /// Directories on another filesystem than their source path's are recorded empty.
+    one_file_system: bool,
+    /// The live device of the source path being archived (with `one_file_system`).
+    source_device: Option<u64>,
 }
 
 /// Directories with fewer entries than this are captured on the walking thread alone:
@@ -132,8 +139,32 @@ impl<'a> Archiver<'a> {
             summary: Summary::default(),
             unreadable: Vec::new(),
             changed: Vec::new(),
+            skipped_mounts: Vec::new(),
             read_from: None,
             hidden: None,
+            one_file_system: false,
+            source_device: None,
+        }
+    }
+
+    /// Does not descend into directories on another filesystem than their source path's.
+    pub(super) fn staying_on_one_filesystem(mut self, one_file_system: bool) -> Self {
+        self.one_file_system = one_file_system;
+        self
+    }
+
+    /// True when `child`, a directory, is on another filesystem than its source path (whose
+    /// device the first directory after [`Self::archive_entry`] of a source path sets).
+    fn crosses_filesystems(&mut self, child: &Child<'_>) -> bool {
+        if !self.one_file_system {
+            return false;
+        }
+        match self.source_device {
+            None => {
+                self.source_device = Some(child.live_device);
+                false
+            }
+            Some(device) => device != child.live_device,
         }
     }
 
@@ -168,6 +199,7 @@ impl<'a> Archiver<'a> {
             dependencies: self.stages.dedup.into_dependencies(),
             unreadable: self.unreadable,
             changed: self.changed,
+            mount_points: self.skipped_mounts,
             files_cache: self.stages.files_cache,
         }
     }
@@ -189,6 +221,9 @@ impl<'a> Archiver<'a> {
             let mut meta = Metadata::default();
             let root = Path::new("/");
             let access = self.access_path(root);
+            self.source_device = std::fs::symlink_metadata(&access)
+                .ok()
+                .map(|m| std::os::unix::fs::MetadataExt::dev(&m));
             return self.archive_dir_contents(root, &access, &mut meta, parent_root);
         }
         let mut root: BTreeMap<Vec<u8>, Planned> = BTreeMap::new();
@@ -239,6 +274,7 @@ impl<'a> Archiver<'a> {
             match item {
                 Planned::Real(path) => {
                     let access = self.access_path(&path);
+                    self.source_device = None;
                     if let Some(entry) = self.archive_entry(&path, &access, name, parent_entry)? {
                         entries.push(entry);
                     }
@@ -394,6 +430,14 @@ impl<'a> Archiver<'a> {
         let node = match work {
             Work::Unreadable => return Ok(None),
             Work::Done(node) => node,
+            Work::Dir if self.crosses_filesystems(&child) => {
+                // A mount point: the directory is kept, what the other filesystem holds is not.
+                self.summary.dirs += 1;
+                self.skipped_mounts.push(display(&child.path));
+                Node::Dir {
+                    subtree: self.store_tree(Vec::new())?,
+                }
+            }
             Work::Dir => {
                 self.summary.dirs += 1;
                 let parent_subtree = match child.parent.map(|e| &e.node) {

@@ -87,6 +87,9 @@ pub struct BackupOptions {
     pub consistency_detail: String,
     /// Read the files from a filesystem snapshot instead of the live paths.
     pub read_from: Option<ReadFrom>,
+    /// Stay on the filesystem of each source path: a directory on another filesystem (a
+    /// mount point: `/proc`, a network share, a data disk under `/`) is recorded empty.
+    pub one_file_system: bool,
 }
 
 /// A filesystem snapshot to read from in place of a live directory: paths under `live` are
@@ -132,6 +135,8 @@ pub struct BackupOutcome {
     pub unreadable: Vec<String>,
     /// Files that changed while they were read (stored as read, flagged in the tree).
     pub changed: Vec<String>,
+    /// Mount points recorded as empty directories (`one_file_system`).
+    pub mount_points: Vec<String>,
     /// Why the files cache could not be saved (the backup itself succeeded).
     pub cache_warning: Option<String>,
 }
@@ -256,7 +261,8 @@ pub fn backup(
                 cancel,
                 options.with_atime,
             )
-            .reading_from(options.read_from.clone());
+            .reading_from(options.read_from.clone())
+            .staying_on_one_filesystem(options.one_file_system);
             let tree = archiver.archive_roots(&paths, parent_root);
             // The walk's own error is reported after the packs stored so far are indexed
             // (below); a failed pack stage's comes first, from `seal_and_pack`.
@@ -312,6 +318,7 @@ pub fn backup(
         snapshot,
         unreadable: finished.unreadable,
         changed: finished.changed,
+        mount_points: finished.mount_points,
         cache_warning,
     })
 }

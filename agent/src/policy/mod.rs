@@ -130,6 +130,8 @@ pub enum SourceKind {
         paths: Vec<PathBuf>,
         /// Exclude patterns.
         excludes: Vec<String>,
+        /// Stay on each path's filesystem (`one_file_system`; see `backup --one-file-system`).
+        one_file_system: bool,
     },
     /// A block device or disk image.
     Volume {
@@ -809,12 +811,16 @@ impl Checker<'_> {
         let foreign: Vec<(&str, Option<Range<usize>>)> = vec![
             ("paths", raw.paths.as_ref().map(Spanned::span)),
             ("excludes", raw.excludes.as_ref().map(Spanned::span)),
+            (
+                "one_file_system",
+                raw.one_file_system.as_ref().map(Spanned::span),
+            ),
             ("device", raw.device.as_ref().map(Spanned::span)),
             ("command", raw.command.as_ref().map(Spanned::span)),
             ("env", raw.env.as_ref().map(Spanned::span)),
         ];
         let allowed: &[&str] = match kind.get_ref().as_str() {
-            "paths" => &["paths", "excludes"],
+            "paths" => &["paths", "excludes", "one_file_system"],
             "volume" => &["device"],
             "command" => &["command", "env"],
             other => {
@@ -871,6 +877,10 @@ impl Checker<'_> {
                         .as_ref()
                         .map(|e| e.get_ref().clone())
                         .unwrap_or_default(),
+                    one_file_system: raw
+                        .one_file_system
+                        .as_ref()
+                        .is_some_and(|flag| *flag.get_ref()),
                 })
             }
             "volume" => {

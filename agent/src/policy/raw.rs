@@ -73,6 +73,8 @@ pub struct RawSource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub excludes: Option<Spanned<Vec<String>>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub one_file_system: Option<Spanned<bool>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<Spanned<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Spanned<String>>,

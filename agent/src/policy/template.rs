@@ -125,6 +125,7 @@ pub fn apply(source: &RawSource, defaults: RawSource) -> RawSource {
         kind: source.kind.or(defaults.kind),
         paths: source.paths.or(defaults.paths),
         excludes: source.excludes.or(defaults.excludes),
+        one_file_system: source.one_file_system.or(defaults.one_file_system),
         device: source.device.or(defaults.device),
         command: source.command.or(defaults.command),
         env: source.env.or(defaults.env),

@@ -49,7 +49,8 @@ fn the_documented_example_parses() {
         app.kind,
         SourceKind::Paths {
             paths: vec!["/srv/app".into()],
-            excludes: vec![]
+            excludes: vec![],
+            one_file_system: false,
         }
     );
     assert_eq!(app.tags.get("service").map(String::as_str), Some("app"));
@@ -419,4 +420,46 @@ fn a_file_that_is_not_utf8_is_a_policy_error_with_its_place() {
     };
     assert_eq!((errors.errors[0].line, errors.errors[0].column), (2, 10));
     assert!(errors.errors[0].message.contains("UTF-8"));
+}
+
+#[test]
+fn one_file_system_is_a_paths_sources_key() {
+    let text = r#"[repository]
+url = "/r"
+password_file = "/p"
+
+[[source]]
+name = "root"
+kind = "paths"
+paths = ["/"]
+one_file_system = true
+schedule = "@daily"
+
+[[source]]
+name = "disk"
+kind = "volume"
+device = "/dev/vdb"
+one_file_system = true
+schedule = "@daily"
+"#;
+    let found = errors(text);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].key, "source[2].one_file_system");
+    assert!(
+        found[0]
+            .message
+            .contains("does not apply to a volume source")
+    );
+    let fixed = text.replace(
+        "device = \"/dev/vdb\"\none_file_system = true",
+        "device = \"/dev/vdb\"",
+    );
+    let policy = Policy::parse(&fixed, "p.toml").expect("valid");
+    assert!(matches!(
+        policy.source("root").map(|s| &s.kind),
+        Some(SourceKind::Paths {
+            one_file_system: true,
+            ..
+        })
+    ));
 }

@@ -94,6 +94,7 @@ fn backup_paths(
                 cache_dir,
                 progress: Some(progress),
                 skip_verify: args.skip_verify,
+                one_file_system: args.one_file_system,
                 ..BackupOptions::default()
             };
             backup(repository, &options, cancel)
@@ -116,6 +117,13 @@ fn report(global: &GlobalOptions, outcome: &bunker_agent::backup::BackupOutcome)
             "bunker: warning: {path} changed while it was read; stored as read"
         )?;
     }
+    if !outcome.mount_points.is_empty() {
+        writeln!(
+            err,
+            "bunker: not crossed into other filesystems (--one-file-system), recorded empty: {}",
+            outcome.mount_points.join(", ")
+        )?;
+    }
     let s = &outcome.snapshot.summary;
     if global.json {
         print_json(&json!({
@@ -126,6 +134,7 @@ fn report(global: &GlobalOptions, outcome: &bunker_agent::backup::BackupOutcome)
             "dedup_ratio": dedup_ratio(s),
             "unreadable": outcome.unreadable,
             "changed": outcome.changed,
+            "mount_points_not_crossed": outcome.mount_points,
         }))?;
     } else {
         let mut out = std::io::stdout().lock();
