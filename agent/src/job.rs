@@ -374,10 +374,12 @@ fn back_up(
             paths,
             excludes,
             one_file_system,
+            exclude_if_present,
         } => {
             let options = BackupOptions {
                 paths: paths.clone(),
                 one_file_system: *one_file_system,
+                exclude_if_present: exclude_if_present.clone(),
                 host: context.host.clone(),
                 username: context.username.clone(),
                 tags,

@@ -317,11 +317,15 @@ pub struct LockExtendArgs {
 pub struct BackupArgs {
     /// Files and directories to back up.
     #[arg(
-        required_unless_present_any = ["stdin", "stdin_from_command", "volume"],
+        required_unless_present_any = ["stdin", "stdin_from_command", "volume", "files_from"],
         conflicts_with_all = ["stdin", "stdin_from_command", "volume"],
         value_name = "PATH"
     )]
     pub paths: Vec<PathBuf>,
+    /// Back up the paths listed in FILE too, one per line (blank lines and lines starting
+    /// with `#` are skipped; repeatable).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["stdin", "stdin_from_command", "volume"])]
+    pub files_from: Vec<PathBuf>,
     /// Back up standard input as one file (named by --stdin-filename).
     #[arg(long, conflicts_with = "stdin_from_command")]
     pub stdin: bool,
@@ -351,6 +355,18 @@ pub struct BackupArgs {
     /// at any depth; with `/`, absolute paths.
     #[arg(long = "exclude", short = 'e', value_name = "GLOB", value_parser = values::exclude)]
     pub excludes: Vec<String>,
+    /// Read exclude patterns from FILE, one per line (blank lines and lines starting with
+    /// `#` are skipped; repeatable).
+    #[arg(long, value_name = "FILE", conflicts_with = "volume")]
+    pub exclude_file: Vec<PathBuf>,
+    /// Leave out every directory that holds a file NAME (`NAME:HEADER`: one that starts
+    /// with HEADER), e.g. `.nobackup` (repeatable).
+    #[arg(long, value_name = "NAME[:HEADER]", conflicts_with = "volume")]
+    pub exclude_if_present: Vec<String>,
+    /// Leave out cache directories: those holding a CACHEDIR.TAG file with the signature of
+    /// the Cache Directory Tagging Specification.
+    #[arg(long, conflicts_with = "volume")]
+    pub exclude_caches: bool,
     /// Stay on the filesystem of each path given: a directory on another filesystem (a
     /// mount point: /proc, a network share, another disk) is recorded empty, and named on
     /// stderr.

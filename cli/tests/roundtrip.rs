@@ -1310,6 +1310,66 @@ fn find_lists_each_snapshots_matches_by_name_or_path() {
     b.run(["find", "["]).code(2);
 }
 
+#[test]
+fn files_from_exclude_file_and_tagged_directories_choose_what_is_backed_up() {
+    let t = TestDir::new();
+    let src = t.join("src");
+    write_file(&src.join("keep/a.txt"), b"a\n");
+    write_file(
+        &src.join("cache/CACHEDIR.TAG"),
+        b"Signature: 8a477f597d28d172789f06886806bc55\n# a cache\n",
+    );
+    write_file(&src.join("cache/blob"), b"cached\n");
+    write_file(&src.join("not-a-cache/CACHEDIR.TAG"), b"no signature\n");
+    write_file(&src.join("not-a-cache/f"), b"f\n");
+    write_file(&src.join("private/.nobackup"), b"");
+    write_file(&src.join("private/secret"), b"s\n");
+    write_file(&src.join("logs/x.log"), b"log\n");
+    write_file(&src.join("logs/y.txt"), b"y\n");
+    write_file(&src.join("unlisted/z"), b"z\n");
+    let list = t.join("paths.txt");
+    let listed: Vec<String> = ["keep", "cache", "not-a-cache", "private", "logs"]
+        .iter()
+        .map(|d| s(&src.join(d)).to_owned())
+        .collect();
+    fs::write(
+        &list,
+        format!("# what to back up\n{}\n\n", listed.join("\r\n")),
+    )
+    .unwrap();
+    let patterns = t.join("excludes.txt");
+    fs::write(&patterns, "# logs are shipped elsewhere\n*.log\n").unwrap();
+    let b = t.bunker();
+    b.init();
+
+    let out = b.run([
+        "backup",
+        "--files-from",
+        s(&list),
+        "--exclude-file",
+        s(&patterns),
+        "--exclude-caches",
+        "--exclude-if-present",
+        ".nobackup",
+    ]);
+    out.ok();
+    let listing = b.run(["ls", "latest"]);
+    listing.ok();
+    let has = |rel: &str| listing.stdout.lines().any(|l| l == s(&src.join(rel)));
+    for present in ["keep/a.txt", "not-a-cache/f", "logs/y.txt"] {
+        assert!(has(present), "{present} missing\n{listing}");
+    }
+    for absent in ["cache", "private", "logs/x.log", "unlisted"] {
+        assert!(!has(absent), "{absent} backed up\n{listing}");
+    }
+
+    // A pattern in the file that could never match is refused, naming the file.
+    fs::write(&patterns, "logs/x.log\n").unwrap();
+    let out = b.run(["backup", s(&src), "--exclude-file", s(&patterns)]);
+    assert_ne!(out.code, 0, "{out}");
+    assert!(out.stderr.contains(s(&patterns)), "{out}");
+}
+
 /// A tmpfs mounted for a test, unmounted (lazily if busy) when dropped.
 struct TmpfsMount(PathBuf);
 

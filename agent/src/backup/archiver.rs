@@ -27,7 +27,7 @@ use super::read::{Chunking, ReadFailure, ReadFile, read_file};
 use super::seal::Sealer;
 use super::shared_work::share;
 use super::small_files::{self, SMALL_FILE, SmallFile, SmallFileReader};
-use super::{BackupError, Excludes, ReadFrom};
+use super::{BackupError, Excludes, ReadFrom, TagFile};
 use crate::cancel::Cancel;
 use crate::platform::{self, Captured, CapturedKind, DirHandle, NameCache};
 use crate::progress::Progress;
@@ -100,6 +100,8 @@ pub(super) struct Archiver<'a> {
     one_file_system: bool,
     /// The live device of the source path being archived (with `one_file_system`).
     source_device: Option<u64>,
+    /// Directories holding one of these files are left out.
+    tag_files: &'a [TagFile],
 }
 
 /// Directories with fewer entries than this are captured on the walking thread alone:
@@ -144,7 +146,14 @@ impl<'a> Archiver<'a> {
             hidden: None,
             one_file_system: false,
             source_device: None,
+            tag_files: &[],
         }
+    }
+
+    /// Leaves out the directories that hold one of `tag_files`.
+    pub(super) fn leaving_out_dirs_tagged(mut self, tag_files: &'a [TagFile]) -> Self {
+        self.tag_files = tag_files;
+        self
     }
 
     /// Does not descend into directories on another filesystem than their source path's.
@@ -430,6 +439,9 @@ impl<'a> Archiver<'a> {
         let node = match work {
             Work::Unreadable => return Ok(None),
             Work::Done(node) => node,
+            Work::Dir if self.tag_files.iter().any(|tag| tag.tags(&child.access)) => {
+                return Ok(None);
+            }
             Work::Dir if self.crosses_filesystems(&child) => {
                 // A mount point: the directory is kept, what the other filesystem holds is not.
                 self.summary.dirs += 1;

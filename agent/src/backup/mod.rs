@@ -90,6 +90,61 @@ pub struct BackupOptions {
     /// Stay on the filesystem of each source path: a directory on another filesystem (a
     /// mount point: `/proc`, a network share, a data disk under `/`) is recorded empty.
     pub one_file_system: bool,
+    /// Leave out every directory holding one of these files (`.nobackup`, `CACHEDIR.TAG`).
+    pub exclude_if_present: Vec<TagFile>,
+}
+
+/// A file whose presence in a directory leaves the directory out of a backup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagFile {
+    /// The file's name.
+    pub name: std::ffi::OsString,
+    /// Bytes the file must start with to count (none: any file of that name).
+    pub header: Option<Vec<u8>>,
+}
+
+impl TagFile {
+    /// The Cache Directory Tagging Specification's tag: `CACHEDIR.TAG` starting with its
+    /// signature, which caches (browsers, build tools) put in their directories.
+    pub fn cache_dir() -> TagFile {
+        TagFile {
+            name: "CACHEDIR.TAG".into(),
+            header: Some(b"Signature: 8a477f597d28d172789f06886806bc55".to_vec()),
+        }
+    }
+
+    /// `NAME` or `NAME:HEADER` (the file must start with HEADER).
+    pub fn parse(text: &str) -> TagFile {
+        match text.split_once(':') {
+            Some((name, header)) => TagFile {
+                name: name.into(),
+                header: Some(header.as_bytes().to_vec()),
+            },
+            None => TagFile {
+                name: text.into(),
+                header: None,
+            },
+        }
+    }
+
+    /// True when the directory at `dir` holds this tag file (a regular file, with the
+    /// header when one is required).
+    pub fn tags(&self, dir: &Path) -> bool {
+        let path = dir.join(&self.name);
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            return false;
+        };
+        if !meta.is_file() {
+            return false;
+        }
+        let Some(header) = &self.header else {
+            return true;
+        };
+        let mut start = vec![0u8; header.len()];
+        std::fs::File::open(&path)
+            .and_then(|mut file| io::Read::read_exact(&mut file, &mut start))
+            .is_ok_and(|()| &start == header)
+    }
 }
 
 /// A filesystem snapshot to read from in place of a live directory: paths under `live` are
@@ -262,7 +317,8 @@ pub fn backup(
                 options.with_atime,
             )
             .reading_from(options.read_from.clone())
-            .staying_on_one_filesystem(options.one_file_system);
+            .staying_on_one_filesystem(options.one_file_system)
+            .leaving_out_dirs_tagged(&options.exclude_if_present);
             let tree = archiver.archive_roots(&paths, parent_root);
             // The walk's own error is reported after the packs stored so far are indexed
             // (below); a failed pack stage's comes first, from `seal_and_pack`.

@@ -20,6 +20,7 @@ use std::time::Duration;
 use bunker_repo_format::retention::{RetentionPolicy, parse_duration};
 use toml::Spanned;
 
+use crate::backup::TagFile;
 use crate::schedule::Schedule;
 pub use drills::{Database, VerifySettings};
 use raw::{RawPolicy, RawQuiesce, RawRetention, RawSource};
@@ -132,6 +133,9 @@ pub enum SourceKind {
         excludes: Vec<String>,
         /// Stay on each path's filesystem (`one_file_system`; see `backup --one-file-system`).
         one_file_system: bool,
+        /// Directories holding one of these files are left out (`exclude_if_present`, and
+        /// `CACHEDIR.TAG` with `exclude_caches`).
+        exclude_if_present: Vec<TagFile>,
     },
     /// A block device or disk image.
     Volume {
@@ -815,12 +819,26 @@ impl Checker<'_> {
                 "one_file_system",
                 raw.one_file_system.as_ref().map(Spanned::span),
             ),
+            (
+                "exclude_if_present",
+                raw.exclude_if_present.as_ref().map(Spanned::span),
+            ),
+            (
+                "exclude_caches",
+                raw.exclude_caches.as_ref().map(Spanned::span),
+            ),
             ("device", raw.device.as_ref().map(Spanned::span)),
             ("command", raw.command.as_ref().map(Spanned::span)),
             ("env", raw.env.as_ref().map(Spanned::span)),
         ];
         let allowed: &[&str] = match kind.get_ref().as_str() {
-            "paths" => &["paths", "excludes", "one_file_system"],
+            "paths" => &[
+                "paths",
+                "excludes",
+                "one_file_system",
+                "exclude_if_present",
+                "exclude_caches",
+            ],
             "volume" => &["device"],
             "command" => &["command", "env"],
             other => {
@@ -881,6 +899,17 @@ impl Checker<'_> {
                         .one_file_system
                         .as_ref()
                         .is_some_and(|flag| *flag.get_ref()),
+                    exclude_if_present: raw
+                        .exclude_if_present
+                        .iter()
+                        .flat_map(|names| names.get_ref().iter().map(|n| TagFile::parse(n)))
+                        .chain(
+                            raw.exclude_caches
+                                .as_ref()
+                                .filter(|flag| *flag.get_ref())
+                                .map(|_| TagFile::cache_dir()),
+                        )
+                        .collect(),
                 })
             }
             "volume" => {

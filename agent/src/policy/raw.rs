@@ -75,6 +75,10 @@ pub struct RawSource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub one_file_system: Option<Spanned<bool>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclude_if_present: Option<Spanned<Vec<String>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclude_caches: Option<Spanned<bool>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<Spanned<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Spanned<String>>,

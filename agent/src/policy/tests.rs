@@ -51,6 +51,7 @@ fn the_documented_example_parses() {
             paths: vec!["/srv/app".into()],
             excludes: vec![],
             one_file_system: false,
+            exclude_if_present: vec![],
         }
     );
     assert_eq!(app.tags.get("service").map(String::as_str), Some("app"));
@@ -450,16 +451,26 @@ schedule = "@daily"
             .message
             .contains("does not apply to a volume source")
     );
-    let fixed = text.replace(
-        "device = \"/dev/vdb\"\none_file_system = true",
-        "device = \"/dev/vdb\"",
-    );
+    let fixed = text
+        .replace(
+            "device = \"/dev/vdb\"\none_file_system = true",
+            "device = \"/dev/vdb\"",
+        )
+        .replace(
+            "one_file_system = true\nschedule",
+            "one_file_system = true\nexclude_caches = true\nexclude_if_present = [\".nobackup\"]\nschedule",
+        );
     let policy = Policy::parse(&fixed, "p.toml").expect("valid");
-    assert!(matches!(
-        policy.source("root").map(|s| &s.kind),
-        Some(SourceKind::Paths {
-            one_file_system: true,
-            ..
-        })
-    ));
+    let Some(SourceKind::Paths {
+        one_file_system: true,
+        exclude_if_present,
+        ..
+    }) = policy.source("root").map(|s| &s.kind)
+    else {
+        panic!("{:?}", policy.source("root"));
+    };
+    assert_eq!(
+        exclude_if_present,
+        &vec![TagFile::parse(".nobackup"), TagFile::cache_dir()]
+    );
 }

@@ -1,12 +1,15 @@
 //! `bunker backup`.
 
+use std::ffi::OsString;
 use std::io::Write;
+use std::os::unix::ffi::OsStringExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Result;
 use bunker_agent::Cancel;
 use bunker_agent::backup::{
-    BackupError, BackupOptions, StreamOptions, VolumeOptions, backup, backup_command,
+    BackupError, BackupOptions, StreamOptions, TagFile, VolumeOptions, backup, backup_command,
     backup_stream, backup_volume,
 };
 use bunker_agent::progress::Progress;
@@ -82,13 +85,37 @@ fn backup_paths(
                     cache_dirs::repository_dir(&root, &repository.config().header.repository_id)
                 })
             };
+            let mut paths = args.paths.clone();
+            for list in &args.files_from {
+                paths.extend(list_lines(list)?.into_iter().map(PathBuf::from));
+            }
+            let mut excludes = args.excludes.clone();
+            for list in &args.exclude_file {
+                for line in list_lines(list)? {
+                    let pattern = line
+                        .into_string()
+                        .map_err(|line| pattern_error(list, format!("{line:?} is not UTF-8")))?;
+                    bunker_agent::backup::Excludes::new(std::slice::from_ref(&pattern))
+                        .map_err(|e| pattern_error(list, e.to_string()))?;
+                    excludes.push(pattern);
+                }
+            }
+            let mut exclude_if_present: Vec<TagFile> = args
+                .exclude_if_present
+                .iter()
+                .map(|t| TagFile::parse(t))
+                .collect();
+            if args.exclude_caches {
+                exclude_if_present.push(TagFile::cache_dir());
+            }
             let options = BackupOptions {
-                paths: args.paths.clone(),
+                paths,
+                excludes,
+                exclude_if_present,
                 host,
                 username: platform::username(),
                 tags: args.tags.clone(),
                 time: args.time,
-                excludes: args.excludes.clone(),
                 parent,
                 with_atime: args.with_atime,
                 cache_dir,
@@ -99,6 +126,29 @@ fn backup_paths(
             };
             backup(repository, &options, cancel)
         }
+    }
+}
+
+/// The lines of a `--files-from` or `--exclude-file` list: blank lines and `#` comments
+/// skipped, any bytes (file names need not be UTF-8).
+fn list_lines(path: &Path) -> Result<Vec<OsString>, BackupError> {
+    let text = std::fs::read(path).map_err(|source| BackupError::Source {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(text
+        .split(|&b| b == b'\n')
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+        .filter(|line| !line.is_empty() && !line.starts_with(b"#"))
+        .map(|line| OsString::from_vec(line.to_vec()))
+        .collect())
+}
+
+/// A bad pattern in an `--exclude-file`, named with the file.
+fn pattern_error(list: &Path, reason: String) -> BackupError {
+    BackupError::Source {
+        path: list.to_owned(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, reason),
     }
 }
 
