@@ -50,6 +50,21 @@ pub(super) fn stream(
     out: &mut dyn Write,
     cancel: &Cancel,
 ) -> Result<u64, RestoreError> {
+    // One chunk (most files): nothing to fetch ahead, so no workers to start.
+    if let [extent] = extents {
+        if cancel.is_cancelled() {
+            return Err(RestoreError::Interrupted);
+        }
+        let data = fetch(repo, index, extent).map_err(|e| RestoreError::Content {
+            message: format!("at offset 0: {e}"),
+        })?;
+        let zeros = match extent {
+            Extent::Hole { length } => vec![0u8; ZEROS.min(*length as usize)],
+            Extent::Chunk { .. } => Vec::new(),
+        };
+        return write_extent(out, extent, &data, &zeros)
+            .map_err(|source| RestoreError::Output { source });
+    }
     let state = Mutex::new(State::default());
     let changed = Condvar::new();
     let lock = || state.lock().unwrap_or_else(PoisonError::into_inner);
@@ -107,17 +122,28 @@ fn write_in_order(
         let data = data.map_err(|e| RestoreError::Content {
             message: format!("at offset {total}: {e}"),
         })?;
-        let written = match extent {
-            Extent::Chunk { .. } => out.write_all(&data).map(|()| data.len() as u64),
-            Extent::Hole { length } => write_zeros(out, &zeros, *length).map(|()| *length),
-        };
-        total += written.map_err(|source| RestoreError::Output { source })?;
+        total += write_extent(out, extent, &data, &zeros)
+            .map_err(|source| RestoreError::Output { source })?;
         state.lock().unwrap_or_else(PoisonError::into_inner).written = i + 1;
         changed.notify_all();
     }
     out.flush()
         .map_err(|source| RestoreError::Output { source })?;
     Ok(total)
+}
+
+/// Writes one extent: a chunk's `data`, or a hole's length in zeros (taken from `zeros`, at
+/// least one byte long for a hole of any length); returns the bytes written.
+fn write_extent(
+    out: &mut dyn Write,
+    extent: &Extent,
+    data: &[u8],
+    zeros: &[u8],
+) -> std::io::Result<u64> {
+    match extent {
+        Extent::Chunk { .. } => out.write_all(data).map(|()| data.len() as u64),
+        Extent::Hole { length } => write_zeros(out, zeros, *length).map(|()| *length),
+    }
 }
 
 fn write_zeros(out: &mut dyn Write, zeros: &[u8], mut length: u64) -> std::io::Result<()> {
