@@ -73,7 +73,7 @@ pub struct CheckReport {
     pub bytes_read: u64,
     /// Damage found.
     pub errors: Vec<Problem>,
-    /// Harmless findings (e.g. packs an interrupted backup left unindexed).
+    /// Harmless findings (e.g. packs an interrupted backup or prune left unindexed).
     pub warnings: Vec<Problem>,
     /// Snapshots that the damage breaks.
     pub broken_snapshots: Vec<BrokenSnapshot>,
@@ -206,9 +206,13 @@ pub(crate) fn inspect(repo: &Repository, options: &CheckOptions) -> Result<Inspe
             report.warnings.push(Problem {
                 object: found.object_kind().name(&pack.to_hex()),
                 message: if loaded.damaged.is_empty() {
-                    "pack is not indexed (left by an interrupted backup)".into()
+                    "pack is not indexed (left by an interrupted backup or prune, or written by \
+                     one still running; prune removes it once no writer can need it)"
+                        .into()
                 } else {
-                    "pack is not indexed (left by an interrupted backup, or listed only in a damaged index segment)".into()
+                    "pack is not indexed (left by an interrupted backup or prune, or listed only in \
+                     a damaged index segment)"
+                        .into()
                 },
             });
         }
