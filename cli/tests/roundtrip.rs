@@ -462,6 +462,16 @@ fn ls_lists_every_path_and_json_reports_types_and_sizes() {
         .cloned()
         .collect();
     assert_eq!(seen, want, "ls --json: set of paths\n{out}");
+
+    // The socket is listed, and a restore says it is not made again.
+    let target = t.join("restore");
+    let out = b.run(["--json", "restore", "latest", "--target", s(&target)]);
+    out.ok();
+    assert_eq!(out.json()["sockets_not_restored"], 1, "{out}");
+    assert!(!under(&target, &src.join("sock")).exists());
+    let out = b.run(["restore", "latest", "--target", s(&target)]);
+    out.ok();
+    assert!(out.stderr.contains("1 socket(s) not restored"), "{out}");
 }
 
 #[test]

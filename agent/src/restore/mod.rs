@@ -93,6 +93,9 @@ pub struct RestoreOutcome {
     pub errors: Vec<String>,
     /// Metadata that could not be applied (xattrs a filesystem refuses, ...).
     pub warnings: Vec<String>,
+    /// Sockets in the snapshot: recorded by the backup, not restored (the program that
+    /// listens on one makes it).
+    pub sockets_not_restored: u64,
 }
 
 /// Why a restore could not run at all.
@@ -237,6 +240,7 @@ pub fn restore(
         bytes_skipped: plan.skipped_bytes,
         errors: plan.errors,
         warnings: written.warnings,
+        sockets_not_restored: plan.sockets,
         bytes: written.bytes,
         bytes_direct: written.bytes_direct,
     };

@@ -225,6 +225,8 @@ pub(super) struct Plan {
     pub skipped_bytes: u64,
     /// Per-entry failures found while planning, naming the path and the object.
     pub errors: Vec<String>,
+    /// Sockets in the snapshot, which are not restored.
+    pub sockets: u64,
 }
 
 /// Builds per-pack work lists from file extents.
@@ -393,6 +395,7 @@ impl<'a> Planner<'a> {
                 skipped: 0,
                 skipped_bytes: 0,
                 errors: Vec::new(),
+                sockets: 0,
             },
         }
     }
@@ -560,11 +563,13 @@ impl<'a> Planner<'a> {
                 make_room(access, is_dir)
             }
         };
-        if matches!(entry.node, Node::Socket) {
-            return Ok(());
-        }
         let decision = self.decide(path, is_dir, inside);
         if decision == Decision::Skip {
+            return Ok(());
+        }
+        // A socket is made by the program that listens on it: counted, never created.
+        if matches!(entry.node, Node::Socket) {
+            self.plan.sockets += 1;
             return Ok(());
         }
         match &entry.node {

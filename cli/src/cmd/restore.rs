@@ -145,6 +145,14 @@ pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Resul
     for error in &outcome.errors {
         writeln!(err, "bunker: {error}")?;
     }
+    if outcome.sockets_not_restored > 0 {
+        writeln!(
+            err,
+            "bunker: {} socket(s) not restored: a socket is made by the program that listens \
+             on it",
+            outcome.sockets_not_restored
+        )?;
+    }
     let seconds = started.elapsed().as_secs_f64();
     let lease = match expire {
         Some(period) => {
@@ -185,6 +193,7 @@ pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Resul
             "duration_ms": (seconds * 1000.0) as u64,
             "errors": outcome.errors,
             "warnings": outcome.warnings,
+            "sockets_not_restored": outcome.sockets_not_restored,
         }))?;
     } else {
         writeln!(
