@@ -105,6 +105,13 @@ pub enum Command {
     /// --keep-min of a group always stay. Periods are UTC hours, days, ISO weeks, months and
     /// years; --keep-within counts back from the group's newest snapshot, not from now.
     Forget(ForgetArgs),
+    /// Change the tags of snapshots.
+    ///
+    /// Snapshots are immutable: each whose tags change is written again with the new tags
+    /// (a new id; tree, time, host, paths and parent kept) and the old one is forgotten.
+    /// Name the snapshots, or select them with --host/--tag/--path; --set replaces all
+    /// tags, then --add and --remove apply.
+    Tag(TagArgs),
     /// Delete data no snapshot needs: two-phase, safe while backups run.
     Prune(PruneArgs),
     /// Repair the index, or snapshots that lost data.
@@ -585,6 +592,26 @@ pub struct RestoresExpireArgs {
     /// The policy whose `agent.state_dir` holds the leases and whose restore roots apply.
     #[command(flatten)]
     pub policy: PolicyFileArg,
+}
+
+/// `bunker tag`.
+#[derive(Debug, Args)]
+pub struct TagArgs {
+    /// The snapshots (`latest` or id prefixes); with none, every snapshot the filters select.
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshots: Vec<String>,
+    /// Replace all tags with these (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = values::tag)]
+    pub set: Vec<(String, String)>,
+    /// Add this tag (repeatable).
+    #[arg(long = "add", value_name = "KEY=VALUE", value_parser = values::tag)]
+    pub add: Vec<(String, String)>,
+    /// Remove this tag (repeatable).
+    #[arg(long = "remove", value_name = "KEY=VALUE", value_parser = values::tag)]
+    pub remove: Vec<(String, String)>,
+    /// Which snapshots are changed (and which `latest` means).
+    #[command(flatten, next_help_heading = "Snapshots changed")]
+    pub select: SelectArgs,
 }
 
 /// `bunker forget`.

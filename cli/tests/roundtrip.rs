@@ -1661,6 +1661,83 @@ fn a_directory_streamed_to_stdout_is_a_tar_that_extracts_to_what_restore_gives()
 }
 
 #[test]
+fn tag_writes_each_changed_snapshot_again_and_forgets_the_old_one() {
+    let t = TestDir::new();
+    let src = t.join("src");
+    write_file(&src.join("f"), b"tagged\n");
+    let b = t.bunker();
+    b.init();
+    for service in ["a", "a", "b"] {
+        b.backup(&[&src], &["--tag", &format!("service={service}")])
+            .ok();
+    }
+    let before = b.snapshots();
+    let by_id = |snapshots: &[serde_json::Value], id: &str| {
+        snapshots.iter().find(|s| str_field(s, "id") == id).cloned()
+    };
+    let newest = str_field(&before[2], "id").to_owned();
+
+    let out = b.run(["--json", "tag", "latest", "--add", "keep=yes"]);
+    out.ok();
+    let doc = out.json();
+    assert_eq!(doc["changed"][0]["old"], newest.as_str(), "{doc}");
+    let new_id = str_field(&doc["changed"][0], "new").to_owned();
+    let after = b.snapshots();
+    assert_eq!(after.len(), 3);
+    assert!(
+        by_id(&after, &newest).is_none(),
+        "the old snapshot is forgotten"
+    );
+    let new = by_id(&after, &new_id).expect("the new snapshot is listed");
+    assert_eq!(new["tags"], serde_json::json!(["service=b", "keep=yes"]));
+    for field in ["tree", "time", "host", "paths", "parent", "summary"] {
+        assert_eq!(new[field], before[2][field], "{field}");
+    }
+
+    // Two snapshots selected by tag; a second run changes nothing.
+    let out = b.run([
+        "tag",
+        "--tag",
+        "service=a",
+        "--remove",
+        "service=a",
+        "--add",
+        "service=c",
+    ]);
+    out.ok();
+    assert!(
+        out.stdout.contains("2 snapshot(s) changed, 0 already"),
+        "{out}"
+    );
+    let out = b.run(["tag", "--tag", "service=c", "--add", "service=c"]);
+    out.ok();
+    assert!(
+        out.stdout.contains("0 snapshot(s) changed, 2 already"),
+        "{out}"
+    );
+    let tags: Vec<serde_json::Value> = b.snapshots().iter().map(|s| s["tags"].clone()).collect();
+    assert_eq!(
+        tags.iter()
+            .filter(|t| **t == serde_json::json!(["service=c"]))
+            .count(),
+        2,
+        "{tags:?}"
+    );
+    b.run(["check", "--read-data"]).ok();
+    b.restore("latest", &t.join("r")).ok();
+    assert_eq!(
+        fs::read(under(&t.join("r"), &src.join("f"))).expect("restored"),
+        b"tagged\n"
+    );
+
+    // Nothing to change, or no snapshots named: refused before anything is written.
+    b.run(["tag", "latest"]).code(1);
+    let out = b.run(["tag", "--add", "x=y"]);
+    out.code(1);
+    assert!(out.stderr.contains("name the snapshots"), "{out}");
+}
+
+#[test]
 fn stats_counts_shared_data_once_and_what_prune_would_remove() {
     let t = TestDir::new();
     let src = t.join("src");

@@ -29,6 +29,7 @@ pub mod pack;
 pub mod prune;
 pub mod repair;
 mod repository;
+pub mod retag;
 pub mod retention;
 pub mod session;
 pub mod snapshot;

@@ -21,6 +21,7 @@ mod restore;
 pub(crate) mod restores;
 mod snapshots;
 mod stats;
+mod tag;
 pub(crate) mod verify;
 
 use std::ffi::OsStr;
@@ -55,6 +56,7 @@ fn dispatch(cli: Cli, cancel: &Cancel) -> Result<u8> {
         Command::Diff(args) => diff::run(global, &args),
         Command::Find(args) => find::run(global, &args),
         Command::Stats(args) => stats::run(global, &args),
+        Command::Tag(args) => tag::run(global, &args),
         Command::Restore(args) => restore::run(global, &args, cancel),
         Command::Check(args) => check::run(global, &args),
         Command::Forget(args) => forget::run(global, &args, cancel),
