@@ -517,14 +517,7 @@ impl Drop for LoopFs {
             .arg("thaw")
             .arg(&self.mount)
             .status();
-        // Lazily when busy (a process still in it): never leave a mount behind.
-        let unmounted = Command::new("umount")
-            .arg(&self.mount)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !unmounted {
-            let _ = Command::new("umount").arg("-l").arg(&self.mount).status();
-        }
+        unmount(&self.mount);
     }
 }
 

@@ -1385,16 +1385,7 @@ struct TmpfsMount(PathBuf);
 
 impl Drop for TmpfsMount {
     fn drop(&mut self) {
-        let unmounted = std::process::Command::new("umount")
-            .arg(&self.0)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !unmounted {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.0)
-                .status();
-        }
+        unmount(&self.0);
     }
 }
 

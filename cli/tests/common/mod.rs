@@ -714,6 +714,18 @@ pub fn repo_objects(repo: &Path, kind: &str) -> BTreeSet<String> {
     out
 }
 
+/// Unmounts the filesystem at `mount`, lazily when it is busy (a process or an open
+/// directory still in it): a test never leaves a mount (and its loop device) behind.
+pub fn unmount(mount: &Path) {
+    let unmounted = Command::new("umount")
+        .arg(mount)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !unmounted {
+        let _ = Command::new("umount").arg("-l").arg(mount).status();
+    }
+}
+
 /// Total bytes of all regular files below `dir`.
 pub fn dir_size(dir: &Path) -> u64 {
     let mut total = 0;
