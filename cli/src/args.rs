@@ -137,7 +137,7 @@ pub enum Command {
     /// Validate or show a `bunker-agent` policy file.
     #[command(subcommand)]
     Policy(PolicyCommand),
-    /// List the audit records: who ran backup, restore, forget, prune and check, where,
+    /// List the audit records: who ran backup, restore, forget, tag, prune and check, where,
     /// and how it ended.
     Audit,
     /// The recovery report: per source the last backup and its age against the RPO, the

@@ -1721,6 +1721,18 @@ fn tag_writes_each_changed_snapshot_again_and_forgets_the_old_one() {
         b"tagged\n"
     );
 
+    // Audited, as forget is.
+    let audit = b.run(["audit", "--json"]);
+    audit.ok();
+    let tags_audited = audit
+        .json()
+        .as_array()
+        .expect("records")
+        .iter()
+        .filter(|r| r["operation"] == "tag" && r["outcome"] == "succeeded")
+        .count();
+    assert_eq!(tags_audited, 3, "{audit}");
+
     // Nothing to change, or no snapshots named: refused before anything is written.
     b.run(["tag", "latest"]).code(1);
     let out = b.run(["tag", "--add", "x=y"]);
