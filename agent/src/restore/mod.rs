@@ -514,7 +514,21 @@ pub fn stream_file(
     out: &mut dyn Write,
     cancel: &Cancel,
 ) -> Result<u64, RestoreError> {
-    let entry = match locate(repo, index, root, path)? {
+    let located = locate(repo, index, root, path)?;
+    stream_located(repo, index, root, path, located, out, cancel)
+}
+
+/// [`stream_file`] for a `path` the caller has already located in the tree `root`.
+pub fn stream_located(
+    repo: &Repository,
+    index: &Index,
+    root: &BlobId,
+    path: &Path,
+    located: Located,
+    out: &mut dyn Write,
+    cancel: &Cancel,
+) -> Result<u64, RestoreError> {
+    let entry = match located {
         Located::Other(entry) => entry,
         Located::Dir { entry: None, .. } => volume_entry(repo, index, root).map_err(|_| {
             RestoreError::Unsuitable(

@@ -11,7 +11,8 @@ use bunker_agent::navigate::{Located, locate};
 use bunker_agent::platform;
 use bunker_agent::progress::Progress;
 use bunker_agent::restore::{
-    RestoreFilter, RestoreOptions, RestoreOutcome, restore, restore_volume, stream_file, stream_tar,
+    RestoreFilter, RestoreOptions, RestoreOutcome, restore, restore_volume, stream_located,
+    stream_tar,
 };
 use bunker_repo_format::index::Index;
 use bunker_repo_format::snapshot::{Snapshot, SourceKind};
@@ -35,17 +36,26 @@ fn stream(
     // Large writes: a pipe takes them whole, and tar's 512-byte headers do not each cost
     // a system call.
     let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
-    if snapshot.source_kind != SourceKind::Volume
-        && let Located::Dir { tree, entry } = locate(repository, index, &snapshot.tree, path)?
-    {
-        let archived = stream_tar(repository, index, &tree, entry.as_ref(), &mut out, cancel)?;
-        for warning in &archived.warnings {
-            eprintln!("bunker: warning: {warning}");
+    match locate(repository, index, &snapshot.tree, path)? {
+        Located::Dir { tree, entry } if snapshot.source_kind != SourceKind::Volume => {
+            let archived = stream_tar(repository, index, &tree, entry.as_ref(), &mut out, cancel)?;
+            for warning in &archived.warnings {
+                eprintln!("bunker: warning: {warning}");
+            }
         }
-        return Ok(exit::OK);
+        located => {
+            stream_located(
+                repository,
+                index,
+                &snapshot.tree,
+                path,
+                located,
+                &mut out,
+                cancel,
+            )?;
+            out.flush().context("writing to stdout")?;
+        }
     }
-    stream_file(repository, index, &snapshot.tree, path, &mut out, cancel)?;
-    out.flush().context("writing to stdout")?;
     Ok(exit::OK)
 }
 
