@@ -113,6 +113,17 @@ impl TagFile {
         }
     }
 
+    /// The tag files of `names` (each `NAME` or `NAME:HEADER`), and with `caches` the cache
+    /// directory tag: what `--exclude-if-present` and `--exclude-caches` (or a policy's
+    /// `exclude_if_present` and `exclude_caches`) leave out.
+    pub fn list<'n>(names: impl IntoIterator<Item = &'n String>, caches: bool) -> Vec<TagFile> {
+        names
+            .into_iter()
+            .map(|name| TagFile::parse(name))
+            .chain(caches.then(TagFile::cache_dir))
+            .collect()
+    }
+
     /// `NAME` or `NAME:HEADER` (the file must start with HEADER).
     pub fn parse(text: &str) -> TagFile {
         match text.split_once(':') {

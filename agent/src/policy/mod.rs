@@ -899,17 +899,10 @@ impl Checker<'_> {
                         .one_file_system
                         .as_ref()
                         .is_some_and(|flag| *flag.get_ref()),
-                    exclude_if_present: raw
-                        .exclude_if_present
-                        .iter()
-                        .flat_map(|names| names.get_ref().iter().map(|n| TagFile::parse(n)))
-                        .chain(
-                            raw.exclude_caches
-                                .as_ref()
-                                .filter(|flag| *flag.get_ref())
-                                .map(|_| TagFile::cache_dir()),
-                        )
-                        .collect(),
+                    exclude_if_present: TagFile::list(
+                        raw.exclude_if_present.iter().flat_map(|n| n.get_ref()),
+                        raw.exclude_caches.as_ref().is_some_and(|c| *c.get_ref()),
+                    ),
                 })
             }
             "volume" => {

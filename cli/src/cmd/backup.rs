@@ -20,7 +20,7 @@ use serde_json::json;
 use crate::args::{BackupArgs, GlobalOptions};
 use crate::output::{bytes, print_json, summary_json};
 use crate::progress::Display;
-use crate::{exit, repo};
+use crate::{exit, repo, values};
 
 pub fn run(global: &GlobalOptions, args: &BackupArgs, cancel: &Cancel) -> Result<u8> {
     let repository = repo::open_writer(global)?;
@@ -95,19 +95,11 @@ fn backup_paths(
                     let pattern = line
                         .into_string()
                         .map_err(|line| pattern_error(list, format!("{line:?} is not UTF-8")))?;
-                    bunker_agent::backup::Excludes::new(std::slice::from_ref(&pattern))
-                        .map_err(|e| pattern_error(list, e.to_string()))?;
+                    let pattern = values::exclude(&pattern).map_err(|e| pattern_error(list, e))?;
                     excludes.push(pattern);
                 }
             }
-            let mut exclude_if_present: Vec<TagFile> = args
-                .exclude_if_present
-                .iter()
-                .map(|t| TagFile::parse(t))
-                .collect();
-            if args.exclude_caches {
-                exclude_if_present.push(TagFile::cache_dir());
-            }
+            let exclude_if_present = TagFile::list(&args.exclude_if_present, args.exclude_caches);
             let options = BackupOptions {
                 paths,
                 excludes,
