@@ -28,6 +28,7 @@ pub mod object_lock;
 pub mod pack;
 pub mod prune;
 pub mod repair;
+pub mod replace;
 mod repository;
 pub mod retag;
 pub mod retention;

@@ -12,7 +12,6 @@
 //! replacement), never less than before.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
 
 use crate::blob::BlobKind;
 use crate::check::{
@@ -24,8 +23,8 @@ use crate::id::{BlobId, IndexId, PackId, SnapshotId};
 use crate::index::{Index, IndexSegment, IndexedPack};
 use crate::object::ObjectKind;
 use crate::pack::PackEntry;
+use crate::replace::{ReplaceOptions, Replacement, replace_snapshots};
 use crate::repository::Repository;
-use crate::session::ActiveSession;
 use crate::snapshot::Snapshot;
 use crate::tree::{EntryFlags, Extent, Node, Tree};
 
@@ -276,7 +275,8 @@ pub struct SnapshotRepairPlan {
     /// The check that found the damage.
     pub check: crate::check::CheckReport,
     new_trees: Vec<(BlobId, Vec<u8>)>,
-    index: Index,
+    /// Blobs the check found damaged.
+    damaged: HashSet<BlobId>,
     host: String,
 }
 
@@ -405,59 +405,52 @@ pub fn plan_snapshot_repair(
         unrepairable,
         check: report,
         new_trees,
-        index,
+        damaged: inspection.bad_blobs.keys().copied().collect(),
         host: options.host.clone(),
     })
 }
 
-/// Stores the rewritten trees (one writer session, with a heartbeat so a concurrent prune
-/// waits for it), then for each repair writes the replacement snapshot and deletes the old
-/// one.
+/// Stores the rewritten trees, then for each repair writes the replacement snapshot and
+/// forgets the old one ([`replace_snapshots`]: one writer session, with a heartbeat so a
+/// concurrent prune waits for it). The damaged copies the check found are never
+/// deduplicated against.
 pub fn apply_snapshot_repair(
     repo: &Repository,
     plan: SnapshotRepairPlan,
 ) -> Result<RepairSnapshotsReport> {
-    let mut report = RepairSnapshotsReport {
-        repaired: Vec::new(),
+    let replacements = plan
+        .repairs
+        .iter()
+        .map(|repair| Replacement {
+            old: repair.old,
+            snapshot: repair.snapshot.clone(),
+        })
+        .collect();
+    let done = replace_snapshots(
+        repo,
+        &plan.new_trees,
+        replacements,
+        &ReplaceOptions {
+            purpose: "repair",
+            host: &plan.host,
+            forget_old: true,
+            avoid: &plan.damaged,
+        },
+    )?;
+    Ok(RepairSnapshotsReport {
+        repaired: plan
+            .repairs
+            .into_iter()
+            .zip(done)
+            .map(|(repair, (_, new))| RepairedSnapshot {
+                old: repair.old,
+                new,
+                removed: repair.removed,
+            })
+            .collect(),
         unrepairable: plan.unrepairable,
         intact: plan.intact,
-    };
-    if plan.repairs.is_empty() {
-        return Ok(report);
-    }
-    repo.check_features(Operation::Write)?;
-    repo.check_features(Operation::Prune)?;
-    let heartbeat = ActiveSession::start(
-        Arc::clone(repo.backend()),
-        repo.writer_key(),
-        &plan.host,
-        "repair",
-        true,
-    )?;
-    let mut writer = repo.blob_writer(&plan.index);
-    writer.exclude_packs(crate::gc::condemned_packs(repo)?);
-    for (id, bytes) in &plan.new_trees {
-        let (stored, _) = writer.add(BlobKind::Tree, bytes)?;
-        if stored != *id {
-            return Err(Error::Invalid(format!(
-                "rewritten tree {id} hashed to {stored} when stored"
-            )));
-        }
-    }
-    let session = writer.session().clone();
-    writer.finish()?;
-    for repair in plan.repairs {
-        let new = repo.save_snapshot(&session, &repair.snapshot)?;
-        repo.forget_snapshot(&repair.old)?;
-        report.repaired.push(RepairedSnapshot {
-            old: repair.old,
-            new,
-            removed: repair.removed,
-        });
-    }
-    // Best effort, as for a backup: an unended session only delays garbage collection.
-    let _ = heartbeat.end();
-    Ok(report)
+    })
 }
 
 /// A tree after leaving out what is lost.

@@ -2,17 +2,15 @@
 //!
 //! Snapshots are immutable objects: a snapshot with other tags is a new snapshot (same
 //! tree, time, host, paths, parent and summary, so a new id), written before the old one
-//! is forgotten (a forget marker where Object Lock keeps the old object). As for `repair
-//! snapshots`, the writes run inside a writer session with a heartbeat, so a prune running
-//! meanwhile counts them as a live writer.
+//! is forgotten (a forget marker where Object Lock keeps the old object), by
+//! [`replace_snapshots`] as `repair snapshots` and `rewrite` do.
 
-use std::sync::Arc;
+use std::collections::HashSet;
 
-use crate::config::Operation;
 use crate::error::Result;
 use crate::id::SnapshotId;
+use crate::replace::{ReplaceOptions, Replacement, replace_snapshots};
 use crate::repository::Repository;
-use crate::session::ActiveSession;
 use crate::snapshot::Snapshot;
 
 /// What to do to each snapshot's tags.
@@ -79,29 +77,27 @@ pub fn retag(
     if changed.is_empty() {
         return Ok(Vec::new());
     }
-    repo.check_features(Operation::Write)?;
-    repo.check_features(Operation::Prune)?;
-    let heartbeat = ActiveSession::start(
-        Arc::clone(repo.backend()),
-        repo.writer_key(),
-        host,
-        "tag",
-        true,
+    let tags: Vec<Vec<(String, String)>> = changed.iter().map(|(_, s)| s.tags.clone()).collect();
+    let replacements = changed
+        .into_iter()
+        .map(|(old, snapshot)| Replacement { old, snapshot })
+        .collect();
+    let done = replace_snapshots(
+        repo,
+        &[],
+        replacements,
+        &ReplaceOptions {
+            purpose: "tag",
+            host,
+            forget_old: true,
+            avoid: &HashSet::new(),
+        },
     )?;
-    let session = repo.new_session();
-    let mut done = Vec::with_capacity(changed.len());
-    for (old, snapshot) in changed {
-        let new = repo.save_snapshot(&session, &snapshot)?;
-        repo.forget_snapshot(&old)?;
-        done.push(Retagged {
-            old,
-            new,
-            tags: snapshot.tags,
-        });
-    }
-    // Best effort: an unended session only delays garbage collection.
-    let _ = heartbeat.end();
-    Ok(done)
+    Ok(done
+        .into_iter()
+        .zip(tags)
+        .map(|((old, new), tags)| Retagged { old, new, tags })
+        .collect())
 }
 
 #[cfg(test)]

@@ -1,0 +1,103 @@
+//! Replacing snapshots with rewritten ones: the write step that `repair snapshots`, `tag`
+//! and `rewrite` share.
+//!
+//! Snapshots are immutable, so changing one means writing another. The order keeps every
+//! byte reachable at every step: the new trees are packed and indexed, each replacement
+//! snapshot is stored, and only then is the snapshot it replaces forgotten (a forget marker
+//! where Object Lock keeps the object). An interruption leaves an old snapshot next to its
+//! replacement, never neither. All of it runs inside a writer session with a heartbeat,
+//! started before the index is read, so a prune running meanwhile counts it as a live
+//! writer and removes nothing it relies on.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use crate::blob::BlobKind;
+use crate::config::Operation;
+use crate::error::{Error, Result};
+use crate::id::{BlobId, SnapshotId};
+use crate::repository::Repository;
+use crate::session::ActiveSession;
+use crate::snapshot::Snapshot;
+
+/// A snapshot to write in place of another.
+#[derive(Debug, Clone)]
+pub struct Replacement {
+    /// The snapshot it replaces.
+    pub old: SnapshotId,
+    /// The snapshot to write.
+    pub snapshot: Snapshot,
+}
+
+/// How [`replace_snapshots`] writes.
+#[derive(Debug, Clone)]
+pub struct ReplaceOptions<'a> {
+    /// What the writer session's heartbeat says it is doing (`repair`, `tag`, `rewrite`).
+    pub purpose: &'a str,
+    /// This machine's name, for the heartbeat.
+    pub host: &'a str,
+    /// Forget each replaced snapshot once its replacement is stored; without, both stay.
+    pub forget_old: bool,
+    /// Blobs never to deduplicate a new tree against (copies known to be damaged).
+    pub avoid: &'a HashSet<BlobId>,
+}
+
+/// Stores `new_trees` (each with the id it must hash to), then writes each replacement and,
+/// with [`ReplaceOptions::forget_old`], forgets the snapshot it replaces. Returns the
+/// (old, new) id pairs in the order given.
+pub fn replace_snapshots(
+    repo: &Repository,
+    new_trees: &[(BlobId, Vec<u8>)],
+    replacements: Vec<Replacement>,
+    options: &ReplaceOptions<'_>,
+) -> Result<Vec<(SnapshotId, SnapshotId)>> {
+    if replacements.is_empty() {
+        return Ok(Vec::new());
+    }
+    repo.check_features(Operation::Write)?;
+    if options.forget_old {
+        repo.check_features(Operation::Prune)?;
+    }
+    let heartbeat = ActiveSession::start(
+        Arc::clone(repo.backend()),
+        repo.writer_key(),
+        options.host,
+        options.purpose,
+        true,
+    )?;
+    let session = if new_trees.is_empty() {
+        repo.new_session()
+    } else {
+        // Read after the heartbeat started: what prune's liveness rule relies on. A tree
+        // is deduplicated only against packs that exist and no GC plan condemned.
+        let condemned = crate::gc::condemned_packs(repo)?;
+        let mut index = repo.load_index_for_reading()?.index;
+        for blob in options.avoid {
+            index.remove(blob);
+        }
+        let mut writer = repo.blob_writer(&index);
+        writer.exclude_packs(condemned);
+        for (id, bytes) in new_trees {
+            let (stored, _) = writer.add(BlobKind::Tree, bytes)?;
+            if stored != *id {
+                return Err(Error::Invalid(format!(
+                    "rewritten tree {id} hashed to {stored} when stored"
+                )));
+            }
+        }
+        let session = writer.session().clone();
+        writer.finish()?;
+        session
+    };
+    let mut done = Vec::with_capacity(replacements.len());
+    for replacement in replacements {
+        let new = repo.save_snapshot(&session, &replacement.snapshot)?;
+        if options.forget_old {
+            repo.forget_snapshot(&replacement.old)?;
+        }
+        done.push((replacement.old, new));
+    }
+    // Best effort, as for a backup: an unended session only delays garbage collection.
+    let _ = heartbeat.end();
+    Ok(done)
+}
