@@ -12,10 +12,6 @@ use common::*;
 
 const TARGET_PASSWORD: &str = "another password for the copy";
 
-fn under(target: &Path, path: &Path) -> PathBuf {
-    target.join(path.strip_prefix("/").expect("absolute path"))
-}
-
 struct Pair {
     t: TestDir,
     source: Bunker,

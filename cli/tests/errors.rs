@@ -16,10 +16,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn under(target: &Path, path: &Path) -> PathBuf {
-    target.join(path.strip_prefix("/").expect("absolute path"))
-}
-
 /// Every file below `dir` with its bytes.
 fn snapshot_files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     let mut out = BTreeMap::new();

@@ -133,10 +133,6 @@ fn read_tree(dir: &Path) -> TreeState {
     out
 }
 
-fn under(target: &Path, path: &Path) -> PathBuf {
-    target.join(path.strip_prefix("/").expect("absolute path"))
-}
-
 /// Everything every command printed, for the failure message.
 struct Transcript(Mutex<Vec<String>>);
 

@@ -29,10 +29,6 @@ const FILE_SIZE: u64 = 3 << 20;
 /// Files rewritten before each backup.
 const REWRITTEN: u64 = 16;
 
-fn under(target: &Path, path: &Path) -> PathBuf {
-    target.join(path.strip_prefix("/").expect("absolute path"))
-}
-
 fn file_path(src: &Path, i: u64) -> PathBuf {
     src.join(format!("d{}", i % 4)).join(format!("f{i:02}.bin"))
 }

@@ -3,7 +3,7 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use common::*;
 
@@ -27,10 +27,6 @@ fn key_ids(b: &Bunker) -> Vec<String> {
             id
         })
         .collect()
-}
-
-fn under(target: &Path, path: &Path) -> PathBuf {
-    target.join(path.strip_prefix("/").expect("absolute path"))
 }
 
 fn small_tree(t: &TestDir) -> PathBuf {

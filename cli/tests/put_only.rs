@@ -6,13 +6,8 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 
 use common::*;
-
-fn under(target: &Path, path: &Path) -> PathBuf {
-    target.join(path.strip_prefix("/").expect("absolute path"))
-}
 
 #[test]
 fn put_only_key_file_backs_up_twice_then_password_restores() {

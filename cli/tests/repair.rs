@@ -10,10 +10,6 @@ use std::path::{Path, PathBuf};
 use common::*;
 use serde_json::Value;
 
-fn under(target: &Path, path: &Path) -> PathBuf {
-    target.join(path.strip_prefix("/").expect("absolute path"))
-}
-
 /// Every regular file below `dir` (relative path) with its bytes.
 fn files_under(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     let mut out = BTreeMap::new();

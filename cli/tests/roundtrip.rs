@@ -11,11 +11,6 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 
-/// `target` joined with the absolute `path` (`/srv/app` -> `target/srv/app`).
-fn under(target: &Path, path: &Path) -> PathBuf {
-    target.join(path.strip_prefix("/").expect("absolute path"))
-}
-
 #[test]
 fn roundtrip_edge_case_tree() {
     let t = TestDir::new();

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use bunker_backend_s3::S3Backend;
@@ -12,11 +12,6 @@ use bunker_backend_s3::testing::{create_bucket, env_vars, location, test_endpoin
 use bunker_repo_format::Error;
 use bunker_repo_format::backend::Backend;
 use common::*;
-
-/// `target` joined with the absolute `path`.
-fn under(target: &Path, path: &Path) -> PathBuf {
-    target.join(path.strip_prefix("/").expect("absolute path"))
-}
 
 /// A `Bunker` for `s3://bucket/prefix` on the test server.
 fn s3_bunker(t: &TestDir, endpoint: &str, bucket: &str, prefix: &str) -> Bunker {

@@ -15,7 +15,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use bunker_backend_s3::S3Backend;
@@ -34,10 +34,6 @@ const KINDS: [&str; 7] = [
     "snapshots/",
     "audit/",
 ];
-
-fn under(target: &Path, path: &Path) -> PathBuf {
-    target.join(path.strip_prefix("/").expect("absolute path"))
-}
 
 /// `cp -a src dst`: the expected tree of one snapshot, metadata included.
 fn keep_copy(src: &Path, dst: &Path) {

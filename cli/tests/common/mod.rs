@@ -499,6 +499,12 @@ pub fn str_field<'a>(v: &'a serde_json::Value, key: &str) -> &'a str {
         .unwrap_or_else(|| panic!("field {key:?} missing or not a string in {v}"))
 }
 
+/// `target` joined with the absolute `path` (`/srv/app` -> `target/srv/app`): where a
+/// restore into `target` puts `path`.
+pub fn under(target: &Path, path: &Path) -> PathBuf {
+    target.join(path.strip_prefix("/").expect("absolute path"))
+}
+
 /// `v[key]` as a u64, or a panic naming the object.
 #[track_caller]
 pub fn u64_field(v: &serde_json::Value, key: &str) -> u64 {
