@@ -44,6 +44,7 @@ pub mod policy;
 pub mod progress;
 pub mod quiesce;
 pub mod restore;
+pub mod rewrite;
 pub mod schedule;
 pub mod stats;
 pub mod supervise;

@@ -112,6 +112,17 @@ pub enum Command {
     /// Name the snapshots, or select them with --host/--tag/--path; --set replaces all
     /// tags, then --add and --remove apply.
     Tag(TagArgs),
+    /// Write snapshots again without the entries that match exclude patterns.
+    ///
+    /// The way to take out a file backed up by mistake (a secret, a scratch file): each
+    /// snapshot holding a match is written again without it (a directory goes with all it
+    /// holds), tagged rewritten=<original's short id>, with the patterns added to its
+    /// excludes; snapshots where nothing matches are left alone. Patterns are those of
+    /// `backup --exclude`. The originals stay unless --forget is given; the bytes leave
+    /// the repository once no snapshot uses them and `prune` runs. Volume and stream
+    /// snapshots are not rewritten. With no snapshots named, every snapshot the filters
+    /// select is examined.
+    Rewrite(RewriteArgs),
     /// Delete data no snapshot needs: two-phase, safe while backups run.
     Prune(PruneArgs),
     /// Repair the index, or snapshots that lost data.
@@ -611,6 +622,31 @@ pub struct TagArgs {
     pub remove: Vec<(String, String)>,
     /// Which snapshots are changed (and which `latest` means).
     #[command(flatten, next_help_heading = "Snapshots changed")]
+    pub select: SelectArgs,
+}
+
+/// `bunker rewrite`.
+#[derive(Debug, Args)]
+pub struct RewriteArgs {
+    /// The snapshots (`latest` or id prefixes); with none, every snapshot the filters select.
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshots: Vec<String>,
+    /// Leave out entries matching this pattern (repeatable). Without `/` it matches names
+    /// at any depth; with `/`, absolute paths.
+    #[arg(long = "exclude", short = 'e', value_name = "GLOB", value_parser = values::exclude)]
+    pub excludes: Vec<String>,
+    /// Read exclude patterns from FILE, one per line (blank lines and lines starting with
+    /// `#` are skipped; repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub exclude_file: Vec<PathBuf>,
+    /// Forget each original once its rewritten snapshot is stored.
+    #[arg(long)]
+    pub forget: bool,
+    /// Show what would be left out of which snapshot; write nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// Which snapshots are examined (and which `latest` means).
+    #[command(flatten, next_help_heading = "Snapshots examined")]
     pub select: SelectArgs,
 }
 

@@ -104,6 +104,7 @@ pub fn audited(command: &Command) -> Option<(&'static str, String)> {
         Command::Forget(_) => Some(("forget", String::new())),
         // It writes snapshots again and forgets the old ones.
         Command::Tag(args) => Some(("tag", args.snapshots.join(" "))),
+        Command::Rewrite(args) => Some(("rewrite", args.snapshots.join(" "))),
         Command::Prune(_) => Some(("prune", String::new())),
         Command::Check(_) => Some(("check", String::new())),
         _ => None,

@@ -8,6 +8,7 @@ mod args;
 mod audit;
 mod cmd;
 mod exit;
+mod lists;
 mod output;
 mod password;
 mod policy_file;

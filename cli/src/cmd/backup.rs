@@ -1,9 +1,7 @@
 //! `bunker backup`.
 
-use std::ffi::OsString;
 use std::io::Write;
-use std::os::unix::ffi::OsStringExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Result;
@@ -20,7 +18,7 @@ use serde_json::json;
 use crate::args::{BackupArgs, GlobalOptions};
 use crate::output::{bytes, print_json, summary_json};
 use crate::progress::Display;
-use crate::{exit, repo, values};
+use crate::{exit, lists, repo};
 
 pub fn run(global: &GlobalOptions, args: &BackupArgs, cancel: &Cancel) -> Result<u8> {
     let repository = repo::open_writer(global)?;
@@ -87,18 +85,15 @@ fn backup_paths(
             };
             let mut paths = args.paths.clone();
             for list in &args.files_from {
-                paths.extend(list_lines(list)?.into_iter().map(PathBuf::from));
+                paths.extend(
+                    lists::lines(list)
+                        .map_err(source_error)?
+                        .into_iter()
+                        .map(PathBuf::from),
+                );
             }
-            let mut excludes = args.excludes.clone();
-            for list in &args.exclude_file {
-                for line in list_lines(list)? {
-                    let pattern = line
-                        .into_string()
-                        .map_err(|line| pattern_error(list, format!("{line:?} is not UTF-8")))?;
-                    let pattern = values::exclude(&pattern).map_err(|e| pattern_error(list, e))?;
-                    excludes.push(pattern);
-                }
-            }
+            let excludes = lists::exclude_patterns(&args.excludes, &args.exclude_file)
+                .map_err(source_error)?;
             let exclude_if_present = TagFile::list(&args.exclude_if_present, args.exclude_caches);
             let options = BackupOptions {
                 paths,
@@ -121,26 +116,11 @@ fn backup_paths(
     }
 }
 
-/// The lines of a `--files-from` or `--exclude-file` list: blank lines and `#` comments
-/// skipped, any bytes (file names need not be UTF-8).
-fn list_lines(path: &Path) -> Result<Vec<OsString>, BackupError> {
-    let text = std::fs::read(path).map_err(|source| BackupError::Source {
-        path: path.to_owned(),
-        source,
-    })?;
-    Ok(text
-        .split(|&b| b == b'\n')
-        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
-        .filter(|line| !line.is_empty() && !line.starts_with(b"#"))
-        .map(|line| OsString::from_vec(line.to_vec()))
-        .collect())
-}
-
-/// A bad pattern in an `--exclude-file`, named with the file.
-fn pattern_error(list: &Path, reason: String) -> BackupError {
+/// A list file that cannot be used, as the backup reports a path it cannot use.
+fn source_error(error: lists::ListError) -> BackupError {
     BackupError::Source {
-        path: list.to_owned(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidData, reason),
+        path: error.path,
+        source: error.source,
     }
 }
 

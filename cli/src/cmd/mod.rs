@@ -19,6 +19,7 @@ mod repair;
 mod report;
 mod restore;
 pub(crate) mod restores;
+mod rewrite;
 mod snapshots;
 mod stats;
 mod tag;
@@ -57,6 +58,7 @@ fn dispatch(cli: Cli, cancel: &Cancel) -> Result<u8> {
         Command::Find(args) => find::run(global, &args),
         Command::Stats(args) => stats::run(global, &args),
         Command::Tag(args) => tag::run(global, &args),
+        Command::Rewrite(args) => rewrite::run(global, &args),
         Command::Restore(args) => restore::run(global, &args, cancel),
         Command::Check(args) => check::run(global, &args),
         Command::Forget(args) => forget::run(global, &args, cancel),
