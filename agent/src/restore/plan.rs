@@ -1,8 +1,8 @@
 //! Planning a restore: walk the snapshot's trees, create what has no content, and list, per
 //! pack, the blobs needed and every place each one goes.
 //!
-//! The lists go out in batches of at most [`BATCH_FILES`] files or [`BATCH_BYTES`] bytes,
-//! so the writer fills the first files while the walk creates the next ones, and a plan's
+//! The lists go out in batches of at most [`BATCH_FILES`] files or [`BATCH_BYTES`] bytes
+//! (the first few smaller, see [`RAMP_STEPS`]), so the writer fills the first files while the walk creates the next ones, and a plan's
 //! memory stays bounded whatever the size of the tree. A blob needed by files of two
 //! batches is fetched once for each.
 //!
@@ -45,6 +45,11 @@ use crate::platform::{self, DirHandle};
 pub const BATCH_FILES: usize = 4096;
 /// Bytes of content (each placement counted) in one batch, at most (one file may exceed it).
 pub(super) const BATCH_BYTES: u64 = 128 << 20;
+/// The first batches are smaller, doubling up to the full size (256 files or 8 MiB, then
+/// 512 or 16 MiB, ...): the writer starts on the first files sooner, so progress shows
+/// sooner and a restore interrupted early leaves files written for the next run to skip,
+/// while the bulk of a large restore still goes in full batches.
+const RAMP_STEPS: u32 = 4;
 
 /// Longest path the writer reopens by name; a file with a longer path keeps its
 /// descriptor open from creation until its batch is written (such paths are rare).
@@ -176,6 +181,12 @@ pub(super) struct Batch {
     pub skipped_bytes: u64,
 }
 
+/// The files and bytes of the batch that follows `emitted` earlier ones, at most.
+fn batch_limits(emitted: u32) -> (usize, u64) {
+    let shift = RAMP_STEPS.saturating_sub(emitted);
+    (BATCH_FILES >> shift, BATCH_BYTES >> shift)
+}
+
 /// A batch being filled.
 #[derive(Debug, Default)]
 struct BatchBuilder {
@@ -187,8 +198,10 @@ struct BatchBuilder {
 }
 
 impl BatchBuilder {
-    fn is_full(&self) -> bool {
-        self.files.len() >= BATCH_FILES || self.bytes >= BATCH_BYTES
+    /// Full for the batch that follows `emitted` earlier ones.
+    fn is_full(&self, emitted: u32) -> bool {
+        let (files, bytes) = batch_limits(emitted);
+        self.files.len() >= files || self.bytes >= bytes
     }
 
     fn is_empty(&self) -> bool {
@@ -352,6 +365,8 @@ pub(super) struct Planner<'a> {
     cancel: &'a Cancel,
     hardlinks: HashMap<(u64, u64), PathBuf>,
     batch: BatchBuilder,
+    /// Batches handed to the writer so far.
+    batches_emitted: u32,
     emit: &'a mut Emit<'a>,
     keep_open: usize,
     plan: Plan,
@@ -379,6 +394,7 @@ impl<'a> Planner<'a> {
             cancel,
             hardlinks: HashMap::new(),
             batch: BatchBuilder::default(),
+            batches_emitted: 0,
             emit,
             keep_open,
             full: None,
@@ -488,6 +504,7 @@ impl<'a> Planner<'a> {
             return Ok(());
         }
         let batch = std::mem::take(&mut self.batch).finish();
+        self.batches_emitted = self.batches_emitted.saturating_add(1);
         if (self.emit)(batch) {
             Ok(())
         } else {
@@ -533,7 +550,7 @@ impl<'a> Planner<'a> {
             let path = dir.join(OsStr::from_bytes(&entry.name));
             self.walk_entry(entry, &path, &handle, fresh, inside, out)?;
             self.stop_if_full()?;
-            if self.batch.is_full() {
+            if self.batch.is_full(self.batches_emitted) {
                 self.flush()?;
             }
         }
@@ -855,6 +872,14 @@ fn same_inode(a: &Path, b: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_batches_are_smaller_doubling_up_to_the_full_size() {
+        assert_eq!(batch_limits(0), (256, 8 << 20));
+        assert_eq!(batch_limits(1), (512, 16 << 20));
+        assert_eq!(batch_limits(RAMP_STEPS), (BATCH_FILES, BATCH_BYTES));
+        assert_eq!(batch_limits(u32::MAX), (BATCH_FILES, BATCH_BYTES));
+    }
 
     #[test]
     fn files_kept_open_leave_room_for_three_batches_and_the_rest() {
