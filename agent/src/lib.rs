@@ -37,6 +37,7 @@ pub mod find;
 pub mod job;
 pub mod json_lines;
 pub mod lease;
+pub mod mount;
 pub mod navigate;
 mod permits;
 pub mod platform;

@@ -96,6 +96,14 @@ pub enum Command {
     Stats(StatsArgs),
     /// Restore a snapshot, or a path inside one.
     Restore(RestoreArgs),
+    /// Browse snapshots as a read-only filesystem (FUSE) until Ctrl-C or `umount`.
+    ///
+    /// `snapshots/<time>-<id>/` holds each snapshot's tree (`snapshots/latest` the newest),
+    /// `hosts/<host>/` and `tags/<key=value>/` link to the snapshots of a host or with a tag,
+    /// `ids/<id>` to each. Files are read from the repository as they are read, each blob
+    /// authenticated and re-hashed. The snapshots are those of the moment it mounts. Needs
+    /// root (or fusermount3 for a user) and /dev/fuse.
+    Mount(MountArgs),
     /// Verify the repository's structure and, with --read-data, every byte.
     Check(CheckArgs),
     /// Remove snapshots by a retention policy (the data goes with `prune`).
@@ -446,6 +454,7 @@ impl Command {
                 | Command::Forget(_)
                 | Command::Copy(_)
                 | Command::Verify(_)
+                | Command::Mount(_)
         )
     }
 }
@@ -647,6 +656,20 @@ pub struct RewriteArgs {
     pub dry_run: bool,
     /// Which snapshots are examined (and which `latest` means).
     #[command(flatten, next_help_heading = "Snapshots examined")]
+    pub select: SelectArgs,
+}
+
+/// `bunker mount`.
+#[derive(Debug, Args)]
+pub struct MountArgs {
+    /// An empty directory to mount on.
+    #[arg(value_name = "MOUNTPOINT")]
+    pub mountpoint: PathBuf,
+    /// Let other users in too (each file's owner and mode still apply).
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Which snapshots are shown.
+    #[command(flatten, next_help_heading = "Snapshots shown")]
     pub select: SelectArgs,
 }
 

@@ -101,6 +101,8 @@ pub fn audited(command: &Command) -> Option<(&'static str, String)> {
                 (None, None) => format!("{} -> stdout", args.snapshot.to_string_lossy()),
             },
         )),
+        // It reads backed-up data, as a restore does.
+        Command::Mount(args) => Some(("mount", lossy(&args.mountpoint))),
         Command::Forget(_) => Some(("forget", String::new())),
         // It writes snapshots again and forgets the old ones.
         Command::Tag(args) => Some(("tag", args.snapshots.join(" "))),

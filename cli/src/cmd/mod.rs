@@ -13,6 +13,7 @@ mod init;
 mod key;
 mod lock;
 mod ls;
+mod mount;
 mod policy;
 pub(crate) mod prune;
 mod repair;
@@ -60,6 +61,7 @@ fn dispatch(cli: Cli, cancel: &Cancel) -> Result<u8> {
         Command::Tag(args) => tag::run(global, &args),
         Command::Rewrite(args) => rewrite::run(global, &args),
         Command::Restore(args) => restore::run(global, &args, cancel),
+        Command::Mount(args) => mount::run(global, &args, cancel),
         Command::Check(args) => check::run(global, &args),
         Command::Forget(args) => forget::run(global, &args, cancel),
         Command::Prune(args) => prune::run(global, &args),

@@ -1,0 +1,633 @@
+//! Snapshots as a read-only filesystem (`bunker mount`), served through FUSE.
+//!
+//! The layout, fixed when the filesystem is made:
+//! - `snapshots/<time>-<short id>/`: each snapshot's tree, from `/` down, as a restore
+//!   would write it; `snapshots/latest` links to the newest;
+//! - `hosts/<host>/<time>-<short id>` and `tags/<key=value>/<time>-<short id>`: links to the
+//!   snapshots of one host, or with one tag, and a `latest` link in each;
+//! - `ids/<short id>`: a link to each snapshot.
+//!
+//! Directories are loaded when first looked into; an inode is made for each entry seen and
+//! kept for the life of the mount. A file's content is read blob by blob as it is read
+//! (each blob authenticated and re-hashed, as a restore does), through a small cache of
+//! recently read blobs, so reading a file in pieces fetches each blob once. Holes read as
+//! zeros. A blob that cannot be read fails that read with EIO and is named on stderr; the
+//! rest of the filesystem goes on serving.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bunker_repo_format::index::Index;
+use bunker_repo_format::snapshot::Snapshot;
+use bunker_repo_format::tree::{Entry, Extent, Metadata, Node, Timestamp};
+use bunker_repo_format::{BlobId, Repository, SnapshotId};
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
+    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen, ReplyXattr, Request,
+};
+
+/// How long the kernel may cache what it was told: nothing here ever changes.
+const TTL: Duration = Duration::from_secs(3600);
+
+/// Plaintext bytes of recently read blobs kept for the next reads.
+const BLOB_CACHE_BYTES: usize = 64 << 20;
+
+/// Extended attributes: (name, value) pairs.
+type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// The read-only filesystem of a repository's snapshots.
+pub struct SnapshotFs {
+    repo: Arc<Repository>,
+    index: Index,
+    inodes: RwLock<Inodes>,
+    blobs: Mutex<BlobCache>,
+    /// Owner and time of the directories and links this filesystem makes up.
+    owner: (u32, u32),
+    made: SystemTime,
+}
+
+/// What an inode is.
+#[derive(Debug, Clone)]
+enum Kind {
+    /// A directory made up by the layout.
+    Listing,
+    /// A link made up by the layout.
+    Link(Vec<u8>),
+    /// An entry of a snapshot's tree (a file's extents moved to its [`Layout`]).
+    Tree(Box<Entry>),
+}
+
+/// A directory's entries, in order and by name.
+#[derive(Debug, Default)]
+struct Children {
+    list: Vec<(Vec<u8>, INodeNo)>,
+    by_name: HashMap<Vec<u8>, INodeNo>,
+}
+
+impl Children {
+    fn new(list: Vec<(Vec<u8>, INodeNo)>) -> Arc<Self> {
+        let by_name = list.iter().cloned().collect();
+        Arc::new(Children { list, by_name })
+    }
+}
+
+/// A file's content: its extents, where each starts, and its sizes.
+#[derive(Debug)]
+struct Layout {
+    extents: Vec<Extent>,
+    starts: Vec<u64>,
+    /// Bytes in all.
+    size: u64,
+    /// Bytes of data (not holes).
+    stored: u64,
+}
+
+impl Layout {
+    fn new(extents: Vec<Extent>) -> Self {
+        let mut starts = Vec::with_capacity(extents.len());
+        let (mut size, mut stored) = (0u64, 0u64);
+        for extent in &extents {
+            starts.push(size);
+            size = size.saturating_add(extent.length());
+            if let Extent::Chunk { length, .. } = extent {
+                stored += u64::from(*length);
+            }
+        }
+        Layout {
+            extents,
+            starts,
+            size,
+            stored,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Inode {
+    kind: Kind,
+    /// A directory's entries (a tree directory's once loaded).
+    children: Option<Arc<Children>>,
+    /// A file's content.
+    layout: Option<Arc<Layout>>,
+}
+
+#[derive(Debug, Default)]
+struct Inodes {
+    /// Inode `n` is `nodes[n - 1]`.
+    nodes: Vec<Inode>,
+}
+
+impl Inodes {
+    fn add(&mut self, mut kind: Kind) -> INodeNo {
+        let layout = match &mut kind {
+            Kind::Tree(entry) => match &mut entry.node {
+                Node::File { extents } => Some(Arc::new(Layout::new(std::mem::take(extents)))),
+                _ => None,
+            },
+            _ => None,
+        };
+        self.nodes.push(Inode {
+            kind,
+            children: None,
+            layout,
+        });
+        INodeNo(self.nodes.len() as u64)
+    }
+
+    fn add_listing(&mut self, list: Vec<(Vec<u8>, INodeNo)>) -> INodeNo {
+        let ino = self.add(Kind::Listing);
+        if let Some(node) = self.get_mut(ino) {
+            node.children = Some(Children::new(list));
+        }
+        ino
+    }
+
+    fn get(&self, ino: INodeNo) -> Option<&Inode> {
+        let n = usize::try_from(u64::from(ino)).ok()?;
+        self.nodes.get(n.checked_sub(1)?)
+    }
+
+    fn get_mut(&mut self, ino: INodeNo) -> Option<&mut Inode> {
+        let n = usize::try_from(u64::from(ino)).ok()?;
+        self.nodes.get_mut(n.checked_sub(1)?)
+    }
+}
+
+/// Recently read blobs, oldest first out.
+#[derive(Debug, Default)]
+struct BlobCache {
+    blobs: HashMap<BlobId, Arc<Vec<u8>>>,
+    order: VecDeque<BlobId>,
+    bytes: usize,
+}
+
+impl BlobCache {
+    fn get(&self, id: &BlobId) -> Option<Arc<Vec<u8>>> {
+        self.blobs.get(id).cloned()
+    }
+
+    fn insert(&mut self, id: BlobId, data: Arc<Vec<u8>>) {
+        if self.blobs.contains_key(&id) {
+            return;
+        }
+        self.bytes += data.len();
+        self.blobs.insert(id, data);
+        self.order.push_back(id);
+        while self.bytes > BLOB_CACHE_BYTES && self.order.len() > 1 {
+            if let Some(old) = self.order.pop_front()
+                && let Some(data) = self.blobs.remove(&old)
+            {
+                self.bytes -= data.len();
+            }
+        }
+    }
+}
+
+/// The name of a snapshot's directory: `2026-12-05T22:48:50Z-1a2b3c4d`.
+pub fn snapshot_dir_name(id: &SnapshotId, snapshot: &Snapshot) -> String {
+    let time = jiff::Timestamp::new(snapshot.time.sec, 0)
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|_| snapshot.time.sec.to_string());
+    format!("{time}-{}", id.short())
+}
+
+impl SnapshotFs {
+    /// The filesystem of `snapshots` (oldest first), read through `index`; made-up
+    /// directories and links belong to `owner` (uid, gid).
+    pub fn new(
+        repo: Arc<Repository>,
+        index: Index,
+        snapshots: &[(SnapshotId, Snapshot)],
+        owner: (u32, u32),
+    ) -> Self {
+        let mut inodes = Inodes::default();
+        // Inode 1 is the root: reserved now, filled last.
+        let root = inodes.add_listing(Vec::new());
+        let mut by_name = Vec::new();
+        let mut hosts: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+        let mut tags: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+        let mut ids = Vec::new();
+        for (id, snapshot) in snapshots {
+            let name = snapshot_dir_name(id, snapshot).into_bytes();
+            let dir = Entry {
+                name: name.clone(),
+                meta: Metadata {
+                    mode: 0o755,
+                    mtime: snapshot.time,
+                    atime: snapshot.time,
+                    ctime: snapshot.time,
+                    uid: owner.0,
+                    gid: owner.1,
+                    ..Metadata::default()
+                },
+                node: Node::Dir {
+                    subtree: snapshot.tree,
+                },
+            };
+            by_name.push((name.clone(), inodes.add(Kind::Tree(Box::new(dir)))));
+            hosts
+                .entry(snapshot.host.clone())
+                .or_default()
+                .push(name.clone());
+            for (key, value) in &snapshot.tags {
+                tags.entry(format!("{key}={value}"))
+                    .or_default()
+                    .push(name.clone());
+            }
+            let link = [b"../snapshots/".as_slice(), &name].concat();
+            ids.push((id.short().into_bytes(), inodes.add(Kind::Link(link))));
+        }
+        if let Some((newest, _)) = by_name.last() {
+            let newest = newest.clone();
+            by_name.push((b"latest".to_vec(), inodes.add(Kind::Link(newest))));
+        }
+        let mut group_dir = |groups: BTreeMap<String, Vec<Vec<u8>>>| {
+            let listing = groups
+                .into_iter()
+                .map(|(group, names)| {
+                    let mut links: Vec<(Vec<u8>, INodeNo)> = names
+                        .iter()
+                        .map(|name| {
+                            let target = [b"../../snapshots/".as_slice(), name].concat();
+                            (name.clone(), inodes.add(Kind::Link(target)))
+                        })
+                        .collect();
+                    if let Some(newest) = names.last() {
+                        links.push((b"latest".to_vec(), inodes.add(Kind::Link(newest.clone()))));
+                    }
+                    (group.into_bytes(), inodes.add_listing(links))
+                })
+                .collect();
+            inodes.add_listing(listing)
+        };
+        let hosts_dir = group_dir(hosts);
+        let tags_dir = group_dir(tags);
+        let snapshots_dir = inodes.add_listing(by_name);
+        let ids_dir = inodes.add_listing(ids);
+        if let Some(node) = inodes.get_mut(root) {
+            node.children = Some(Children::new(vec![
+                (b"hosts".to_vec(), hosts_dir),
+                (b"ids".to_vec(), ids_dir),
+                (b"snapshots".to_vec(), snapshots_dir),
+                (b"tags".to_vec(), tags_dir),
+            ]));
+        }
+        SnapshotFs {
+            repo,
+            index,
+            inodes: RwLock::new(inodes),
+            blobs: Mutex::new(BlobCache::default()),
+            owner,
+            made: SystemTime::now(),
+        }
+    }
+
+    fn attr(&self, ino: INodeNo, node: &Inode) -> FileAttr {
+        let mut attr = FileAttr {
+            ino,
+            size: 0,
+            blocks: 0,
+            atime: self.made,
+            mtime: self.made,
+            ctime: self.made,
+            crtime: self.made,
+            kind: FileType::Directory,
+            perm: 0o555,
+            nlink: 2,
+            uid: self.owner.0,
+            gid: self.owner.1,
+            rdev: 0,
+            flags: 0,
+            blksize: 4096,
+        };
+        match &node.kind {
+            Kind::Listing => {}
+            Kind::Link(target) => {
+                attr.kind = FileType::Symlink;
+                attr.perm = 0o777;
+                attr.nlink = 1;
+                attr.size = target.len() as u64;
+            }
+            Kind::Tree(entry) => {
+                let meta = &entry.meta;
+                attr.kind = file_type(&entry.node);
+                attr.perm = (meta.mode & 0o7777) as u16;
+                attr.nlink = if attr.kind == FileType::Directory {
+                    2
+                } else {
+                    1
+                };
+                attr.uid = meta.uid;
+                attr.gid = meta.gid;
+                // An unrecorded access time reads as the modification time, as restored.
+                attr.atime = system_time(if meta.atime == Timestamp::default() {
+                    meta.mtime
+                } else {
+                    meta.atime
+                });
+                attr.mtime = system_time(meta.mtime);
+                attr.ctime = system_time(meta.ctime);
+                attr.crtime = attr.mtime;
+                attr.size = entry.size();
+                if let Some(layout) = &node.layout {
+                    attr.size = layout.size;
+                    attr.blocks = layout.stored.div_ceil(512);
+                }
+                if let Node::CharDevice { rdev } | Node::BlockDevice { rdev } = entry.node {
+                    attr.rdev = fuse_device_number(rdev);
+                }
+            }
+        }
+        attr
+    }
+
+    /// The entries of the directory `ino`, loading its tree the first time.
+    fn children(&self, ino: INodeNo) -> Result<Arc<Children>, Errno> {
+        let subtree = {
+            let inodes = self.inodes.read().unwrap_or_else(PoisonError::into_inner);
+            let node = inodes.get(ino).ok_or(Errno::ENOENT)?;
+            if let Some(children) = &node.children {
+                return Ok(Arc::clone(children));
+            }
+            match &node.kind {
+                Kind::Tree(entry) => match entry.node {
+                    Node::Dir { subtree } => subtree,
+                    _ => return Err(Errno::ENOTDIR),
+                },
+                Kind::Listing | Kind::Link(_) => return Err(Errno::ENOTDIR),
+            }
+        };
+        let tree = self.repo.load_tree(&self.index, &subtree).map_err(|e| {
+            eprintln!("bunker: mount: cannot read directory tree {subtree}: {e}");
+            Errno::EIO
+        })?;
+        let mut inodes = self.inodes.write().unwrap_or_else(PoisonError::into_inner);
+        // Another thread may have loaded it meanwhile.
+        if let Some(children) = inodes.get(ino).and_then(|node| node.children.clone()) {
+            return Ok(children);
+        }
+        let list = tree
+            .into_entries()
+            .into_iter()
+            .map(|entry| (entry.name.clone(), inodes.add(Kind::Tree(Box::new(entry)))))
+            .collect();
+        let children = Children::new(list);
+        if let Some(node) = inodes.get_mut(ino) {
+            node.children = Some(Arc::clone(&children));
+        }
+        Ok(children)
+    }
+
+    fn blob(&self, id: &BlobId) -> Result<Arc<Vec<u8>>, Errno> {
+        if let Some(data) = self
+            .blobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+        {
+            return Ok(data);
+        }
+        let data = Arc::new(self.repo.read_blob(&self.index, id).map_err(|e| {
+            eprintln!("bunker: mount: cannot read data blob {id}: {e}");
+            Errno::EIO
+        })?);
+        self.blobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(*id, Arc::clone(&data));
+        Ok(data)
+    }
+
+    /// Up to `size` bytes of the file `ino` from `offset`.
+    fn read_file(&self, ino: INodeNo, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
+        let layout = {
+            let inodes = self.inodes.read().unwrap_or_else(PoisonError::into_inner);
+            let node = inodes.get(ino).ok_or(Errno::ENOENT)?;
+            match (&node.layout, &node.kind) {
+                (Some(layout), _) => Arc::clone(layout),
+                (None, Kind::Listing) => return Err(Errno::EISDIR),
+                (None, Kind::Tree(entry)) if matches!(entry.node, Node::Dir { .. }) => {
+                    return Err(Errno::EISDIR);
+                }
+                (None, _) => return Err(Errno::EINVAL),
+            }
+        };
+        let (extents, starts) = (&layout.extents, &layout.starts);
+        let end = offset.saturating_add(u64::from(size)).min(layout.size);
+        let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
+        // The extent holding `offset`: the last that starts at or before it.
+        let mut i = starts
+            .partition_point(|start| *start <= offset)
+            .saturating_sub(1);
+        let mut position = offset;
+        while position < end && i < extents.len() {
+            let start = starts[i];
+            let length = extents[i].length();
+            let from = position - start;
+            let to = (end - start).min(length);
+            match &extents[i] {
+                Extent::Hole { .. } => out.resize(out.len() + (to - from) as usize, 0),
+                Extent::Chunk { id, .. } => {
+                    let data = self.blob(id)?;
+                    let slice = usize::try_from(from)
+                        .ok()
+                        .zip(usize::try_from(to).ok())
+                        .and_then(|(from, to)| data.get(from..to))
+                        .ok_or(Errno::EIO)?;
+                    out.extend_from_slice(slice);
+                }
+            }
+            position = start + to;
+            i += 1;
+        }
+        Ok(out)
+    }
+
+    fn xattrs(&self, ino: INodeNo) -> Result<Xattrs, Errno> {
+        let inodes = self.inodes.read().unwrap_or_else(PoisonError::into_inner);
+        let node = inodes.get(ino).ok_or(Errno::ENOENT)?;
+        Ok(match &node.kind {
+            Kind::Tree(entry) => entry.meta.xattrs.clone(),
+            _ => Vec::new(),
+        })
+    }
+}
+
+fn file_type(node: &Node) -> FileType {
+    match node {
+        Node::File { .. } => FileType::RegularFile,
+        Node::Dir { .. } => FileType::Directory,
+        Node::Symlink { .. } => FileType::Symlink,
+        Node::Fifo => FileType::NamedPipe,
+        Node::Socket => FileType::Socket,
+        Node::CharDevice { .. } => FileType::CharDevice,
+        Node::BlockDevice { .. } => FileType::BlockDevice,
+    }
+}
+
+/// `st_rdev` in the kernel's 32-bit encoding, which FUSE attributes carry: the low 8 bits
+/// of the minor, 12 bits of major, then the rest of the minor.
+fn fuse_device_number(rdev: u64) -> u32 {
+    let (major, minor) = (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
+    ((minor & 0xff) | ((major & 0xfff) << 8) | ((minor & !0xff) << 12)) as u32
+}
+
+fn system_time(time: Timestamp) -> SystemTime {
+    let seconds = Duration::from_secs(time.sec.unsigned_abs());
+    let base = if time.sec >= 0 {
+        UNIX_EPOCH + seconds
+    } else {
+        UNIX_EPOCH - seconds
+    };
+    base + Duration::from_nanos(u64::from(time.nsec))
+}
+
+/// Replies to a size query (`size == 0`) or with `data` if it fits.
+fn reply_sized(reply: ReplyXattr, size: u32, data: &[u8]) {
+    let length = u32::try_from(data.len()).unwrap_or(u32::MAX);
+    if size == 0 {
+        reply.size(length);
+    } else if length > size {
+        reply.error(Errno::ERANGE);
+    } else {
+        reply.data(data);
+    }
+}
+
+impl Filesystem for SnapshotFs {
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let children = match self.children(parent) {
+            Ok(children) => children,
+            Err(e) => return reply.error(e),
+        };
+        let Some(ino) = children.by_name.get(name.as_bytes()) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let inodes = self.inodes.read().unwrap_or_else(PoisonError::into_inner);
+        match inodes.get(*ino) {
+            Some(node) => reply.entry(&TTL, &self.attr(*ino, node), Generation(0)),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let inodes = self.inodes.read().unwrap_or_else(PoisonError::into_inner);
+        match inodes.get(ino) {
+            Some(node) => reply.attr(&TTL, &self.attr(ino, node)),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let inodes = self.inodes.read().unwrap_or_else(PoisonError::into_inner);
+        match inodes.get(ino).map(|node| &node.kind) {
+            Some(Kind::Link(target)) => reply.data(target),
+            Some(Kind::Tree(entry)) => match &entry.node {
+                Node::Symlink { target } => reply.data(target),
+                _ => reply.error(Errno::EINVAL),
+            },
+            Some(Kind::Listing) => reply.error(Errno::EINVAL),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    /// Nothing here ever changes: the kernel may keep what it read for the next opens.
+    fn open(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE);
+    }
+
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        reply.opened(
+            FileHandle(0),
+            FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
+        );
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.read_file(ino, offset, size) {
+            Ok(data) => reply.data(&data),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let children = match self.children(ino) {
+            Ok(children) => children,
+            Err(e) => return reply.error(e),
+        };
+        let inodes = self.inodes.read().unwrap_or_else(PoisonError::into_inner);
+        let kind_of = |child: INodeNo| {
+            inodes
+                .get(child)
+                .map_or(FileType::RegularFile, |node| match &node.kind {
+                    Kind::Listing => FileType::Directory,
+                    Kind::Link(_) => FileType::Symlink,
+                    Kind::Tree(entry) => file_type(&entry.node),
+                })
+        };
+        let dots = [
+            (b".".as_slice(), ino, FileType::Directory),
+            (b"..".as_slice(), ino, FileType::Directory),
+        ];
+        let entries = dots.into_iter().chain(
+            children
+                .list
+                .iter()
+                .map(|(name, child)| (name.as_slice(), *child, kind_of(*child))),
+        );
+        let skip = usize::try_from(offset).unwrap_or(usize::MAX);
+        for (i, (name, child, kind)) in entries.enumerate().skip(skip) {
+            if reply.add(child, i as u64 + 1, kind, OsStr::from_bytes(name)) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match self.xattrs(ino) {
+            Ok(xattrs) => match xattrs
+                .iter()
+                .find(|(key, _)| key.as_slice() == name.as_bytes())
+            {
+                Some((_, value)) => reply_sized(reply, size, value),
+                None => reply.error(Errno::NO_XATTR),
+            },
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.xattrs(ino) {
+            Ok(xattrs) => {
+                let mut names = Vec::new();
+                for (key, _) in &xattrs {
+                    names.extend_from_slice(key);
+                    names.push(0);
+                }
+                reply_sized(reply, size, &names);
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+}
