@@ -175,6 +175,17 @@ fn a_damaged_blob_fails_its_read_with_eio_the_rest_is_served_and_umount_ends_the
         .expect("a data pack");
     flip_byte(&largest, fs::metadata(&largest).expect("pack").len() / 2);
 
+    // Only onto an empty directory: never over a file, nor hiding what a directory holds.
+    for (not_empty_dir, why) in [
+        (src.clone(), "not empty"),
+        (src.join("small.txt"), "Not a directory"),
+    ] {
+        let out = b.run([OsStr::new("mount"), not_empty_dir.as_os_str()]);
+        out.code(1);
+        assert!(out.stderr.contains(why), "{out}");
+        assert!(!is_mounted(&not_empty_dir));
+    }
+
     let mountpoint = t.join("mnt");
     fs::create_dir(&mountpoint).expect("mountpoint");
     let _guard = MountGuard(mountpoint.clone());

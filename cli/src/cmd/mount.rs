@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use bunker_agent::Cancel;
 use bunker_agent::mount::SnapshotFs;
 use fuser::{Config, MountOption, SessionACL};
@@ -16,6 +16,16 @@ use crate::{exit, repo};
 /// Serves the snapshots until the filesystem is unmounted (`umount`, or Ctrl-C/SIGTERM,
 /// which unmount it); exit 0 then.
 pub fn run(global: &GlobalOptions, args: &MountArgs, cancel: &Cancel) -> Result<u8> {
+    let mountpoint = &args.mountpoint;
+    // The kernel would mount over a file, or hide what a directory holds.
+    let mut listing = std::fs::read_dir(mountpoint)
+        .with_context(|| format!("cannot mount at {}", mountpoint.display()))?;
+    if listing.next().is_some() {
+        bail!(
+            "cannot mount at {}: the directory is not empty",
+            mountpoint.display()
+        );
+    }
     let repository = repo::open(global, "mount")?;
     let filter = args.select.filter()?;
     let snapshots = chosen_snapshots(&repository, &filter, &[])?;
@@ -38,7 +48,6 @@ pub fn run(global: &GlobalOptions, args: &MountArgs, cancel: &Cancel) -> Result<
         SessionACL::Owner
     };
     config.n_threads = Some(4);
-    let mountpoint = &args.mountpoint;
     let session = fuser::Session::new(filesystem, mountpoint, &config)
         .with_context(|| format!("cannot mount at {}", mountpoint.display()))?;
     eprintln!(
