@@ -1,8 +1,8 @@
 //! Planning a restore: walk the snapshot's trees, create what has no content, and list, per
 //! pack, the blobs needed and every place each one goes.
 //!
-//! The lists go out in batches of at most [`BATCH_FILES`] files or [`BATCH_BYTES`] bytes
-//! (the first few smaller, see [`RAMP_STEPS`]), so the writer fills the first files while the walk creates the next ones, and a plan's
+//! The lists go out in batches of at most [`BATCH_FILES`] files (the first few fewer, see
+//! [`RAMP_STEPS`]) or [`BATCH_BYTES`] bytes, so the writer fills the first files while the walk creates the next ones, and a plan's
 //! memory stays bounded whatever the size of the tree. A blob needed by files of two
 //! batches is fetched once for each.
 //!
@@ -45,10 +45,12 @@ use crate::platform::{self, DirHandle};
 pub const BATCH_FILES: usize = 4096;
 /// Bytes of content (each placement counted) in one batch, at most (one file may exceed it).
 pub(super) const BATCH_BYTES: u64 = 128 << 20;
-/// The first batches are smaller, doubling up to the full size (256 files or 8 MiB, then
-/// 512 or 16 MiB, ...): the writer starts on the first files sooner, so progress shows
-/// sooner and a restore interrupted early leaves files written for the next run to skip,
-/// while the bulk of a large restore still goes in full batches.
+/// The first batches hold fewer files, doubling up to the full count (256 files, then 512,
+/// ...): the writer starts on the first files sooner, so progress shows sooner and a
+/// restore interrupted early leaves files written for the next run to skip, while the bulk
+/// of a large restore still goes in full batches. The byte limit does not ramp: a pack
+/// whose first blobs fell into a later batch would cost a request for its header alone
+/// (see the fetch module), and large files fill a batch in few files anyway.
 const RAMP_STEPS: u32 = 4;
 
 /// Longest path the writer reopens by name; a file with a longer path keeps its
@@ -184,7 +186,7 @@ pub(super) struct Batch {
 /// The files and bytes of the batch that follows `emitted` earlier ones, at most.
 fn batch_limits(emitted: u32) -> (usize, u64) {
     let shift = RAMP_STEPS.saturating_sub(emitted);
-    (BATCH_FILES >> shift, BATCH_BYTES >> shift)
+    (BATCH_FILES >> shift, BATCH_BYTES)
 }
 
 /// A batch being filled.
@@ -874,9 +876,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_first_batches_are_smaller_doubling_up_to_the_full_size() {
-        assert_eq!(batch_limits(0), (256, 8 << 20));
-        assert_eq!(batch_limits(1), (512, 16 << 20));
+    fn the_first_batches_hold_fewer_files_doubling_up_to_the_full_count() {
+        assert_eq!(batch_limits(0), (256, BATCH_BYTES));
+        assert_eq!(batch_limits(1), (512, BATCH_BYTES));
         assert_eq!(batch_limits(RAMP_STEPS), (BATCH_FILES, BATCH_BYTES));
         assert_eq!(batch_limits(u32::MAX), (BATCH_FILES, BATCH_BYTES));
     }
