@@ -375,11 +375,13 @@ fn back_up(
             excludes,
             one_file_system,
             exclude_if_present,
+            exclude_larger_than,
         } => {
             let options = BackupOptions {
                 paths: paths.clone(),
                 one_file_system: *one_file_system,
                 exclude_if_present: exclude_if_present.clone(),
+                exclude_larger_than: *exclude_larger_than,
                 host: context.host.clone(),
                 username: context.username.clone(),
                 tags,

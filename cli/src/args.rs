@@ -393,6 +393,10 @@ pub struct BackupArgs {
     /// the Cache Directory Tagging Specification.
     #[arg(long, conflicts_with = "volume")]
     pub exclude_caches: bool,
+    /// Leave out regular files larger than SIZE (e.g. `500M`, `2G`); a file named as a path
+    /// to back up is backed up whatever its size.
+    #[arg(long, value_name = "SIZE", value_parser = values::size, conflicts_with = "volume")]
+    pub exclude_larger_than: Option<u64>,
     /// Stay on the filesystem of each path given: a directory on another filesystem (a
     /// mount point: /proc, a network share, another disk) is recorded empty, and named on
     /// stderr.

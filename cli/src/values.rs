@@ -47,32 +47,7 @@ pub fn duration_text(value: Duration) -> String {
 /// A size in bytes: `500M`, `10G`, `1T` (powers of 1024; `MiB`, `GB` and the like too), or a
 /// plain number of bytes.
 pub fn size(text: &str) -> Result<u64, String> {
-    let trimmed = text.trim();
-    let (number, unit) = match trimmed.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(at) => trimmed.split_at(at),
-        None => (trimmed, ""),
-    };
-    let value: f64 = match number.trim().parse() {
-        Ok(value) if f64::is_finite(value) && value >= 0.0 => value,
-        _ => return Err(format!("{text:?} is not a size (e.g. 500M, 10G)")),
-    };
-    let exponent = match unit
-        .to_ascii_uppercase()
-        .trim_end_matches("IB")
-        .trim_end_matches('B')
-    {
-        "" => 0,
-        "K" => 1,
-        "M" => 2,
-        "G" => 3,
-        "T" => 4,
-        _ => {
-            return Err(format!(
-                "{text:?}: unknown unit {unit:?} (use K, M, G or T)"
-            ));
-        }
-    };
-    Ok((value * 1024f64.powi(exponent)) as u64)
+    bunker_agent::policy::parse_policy_size(text)
 }
 
 /// A percentage, 0 to 100.

@@ -1375,6 +1375,31 @@ fn files_from_exclude_file_and_tagged_directories_choose_what_is_backed_up() {
     assert!(out.stderr.contains(s(&patterns)), "{out}");
 }
 
+#[test]
+fn exclude_larger_than_leaves_out_big_files_but_not_a_path_given() {
+    let t = TestDir::new();
+    let src = t.join("src");
+    write_file(&src.join("small.txt"), &[b'a'; 1024]);
+    write_file(&src.join("exact.bin"), &[b'b'; 2048]);
+    write_file(&src.join("dir/big.iso"), &[b'c'; 2049]);
+    let given = t.join("other/huge.bin");
+    write_file(&given, &[b'd'; 10_000]);
+    let b = t.bunker();
+    b.init();
+    b.backup(&[&src, &given], &["--exclude-larger-than", "2K"])
+        .ok();
+    let listing = b.run(["ls", "latest"]);
+    listing.ok();
+    let has = |path: &Path| listing.stdout.lines().any(|l| l == s(path));
+    assert!(has(&src.join("small.txt")), "{listing}");
+    assert!(has(&src.join("exact.bin")), "not larger than 2K: {listing}");
+    assert!(has(&src.join("dir")), "{listing}");
+    assert!(!has(&src.join("dir/big.iso")), "larger than 2K: {listing}");
+    assert!(has(&given), "named as a path to back up: {listing}");
+    b.run(["backup", s(&src), "--exclude-larger-than", "2X"])
+        .code(2);
+}
+
 /// A tmpfs mounted for a test, unmounted (lazily if busy) when dropped.
 struct TmpfsMount(PathBuf);
 

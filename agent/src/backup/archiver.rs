@@ -102,6 +102,8 @@ pub(super) struct Archiver<'a> {
     source_device: Option<u64>,
     /// Directories holding one of these files are left out.
     tag_files: &'a [TagFile],
+    /// Regular files larger than this are left out.
+    largest_file: Option<u64>,
 }
 
 /// Directories with fewer entries than this are captured on the walking thread alone:
@@ -147,6 +149,7 @@ impl<'a> Archiver<'a> {
             one_file_system: false,
             source_device: None,
             tag_files: &[],
+            largest_file: None,
         }
     }
 
@@ -157,6 +160,12 @@ impl<'a> Archiver<'a> {
     }
 
     /// Does not descend into directories on another filesystem than their source path's.
+    /// Leaves out regular files larger than `limit` bytes, when given.
+    pub(super) fn leaving_out_files_larger_than(mut self, limit: Option<u64>) -> Self {
+        self.largest_file = limit;
+        self
+    }
+
     pub(super) fn staying_on_one_filesystem(mut self, one_file_system: bool) -> Self {
         self.one_file_system = one_file_system;
         self
@@ -556,6 +565,11 @@ impl<'a> Archiver<'a> {
             if let Some(mut child) =
                 self.admit(child_path, child_access, name, parent_entry, captured)
             {
+                if let Work::File { size } = child.work
+                    && self.largest_file.is_some_and(|limit| size > limit)
+                {
+                    continue;
+                }
                 self.settle(&mut child);
                 children.push(child);
             }

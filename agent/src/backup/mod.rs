@@ -92,6 +92,9 @@ pub struct BackupOptions {
     pub one_file_system: bool,
     /// Leave out every directory holding one of these files (`.nobackup`, `CACHEDIR.TAG`).
     pub exclude_if_present: Vec<TagFile>,
+    /// Leave out regular files larger than this many bytes (a path given to back up is
+    /// backed up whatever its size).
+    pub exclude_larger_than: Option<u64>,
 }
 
 /// A file whose presence in a directory leaves the directory out of a backup.
@@ -329,7 +332,8 @@ pub fn backup(
             )
             .reading_from(options.read_from.clone())
             .staying_on_one_filesystem(options.one_file_system)
-            .leaving_out_dirs_tagged(&options.exclude_if_present);
+            .leaving_out_dirs_tagged(&options.exclude_if_present)
+            .leaving_out_files_larger_than(options.exclude_larger_than);
             let tree = archiver.archive_roots(&paths, parent_root);
             // The walk's own error is reported after the packs stored so far are indexed
             // (below); a failed pack stage's comes first, from `seal_and_pack`.

@@ -136,6 +136,8 @@ pub enum SourceKind {
         /// Directories holding one of these files are left out (`exclude_if_present`, and
         /// `CACHEDIR.TAG` with `exclude_caches`).
         exclude_if_present: Vec<TagFile>,
+        /// Regular files larger than this many bytes are left out (`exclude_larger_than`).
+        exclude_larger_than: Option<u64>,
     },
     /// A block device or disk image.
     Volume {
@@ -827,6 +829,10 @@ impl Checker<'_> {
                 "exclude_caches",
                 raw.exclude_caches.as_ref().map(Spanned::span),
             ),
+            (
+                "exclude_larger_than",
+                raw.exclude_larger_than.as_ref().map(Spanned::span),
+            ),
             ("device", raw.device.as_ref().map(Spanned::span)),
             ("command", raw.command.as_ref().map(Spanned::span)),
             ("env", raw.env.as_ref().map(Spanned::span)),
@@ -838,6 +844,7 @@ impl Checker<'_> {
                 "one_file_system",
                 "exclude_if_present",
                 "exclude_caches",
+                "exclude_larger_than",
             ],
             "volume" => &["device"],
             "command" => &["command", "env"],
@@ -903,6 +910,13 @@ impl Checker<'_> {
                         raw.exclude_if_present.iter().flat_map(|n| n.get_ref()),
                         raw.exclude_caches.as_ref().is_some_and(|c| *c.get_ref()),
                     ),
+                    exclude_larger_than: raw.exclude_larger_than.as_ref().and_then(|size| {
+                        parse_policy_size(size.get_ref())
+                            .map_err(|e| {
+                                self.on(size, span.clone(), &field("exclude_larger_than"), e);
+                            })
+                            .ok()
+                    }),
                 })
             }
             "volume" => {
@@ -1077,6 +1091,37 @@ impl RawAgentDefaults {
             shutdown_timeout: self.shutdown_timeout,
         }
     }
+}
+
+/// A size in bytes: `500M`, `10G`, `1T` (powers of 1024; `MiB`, `GB` and the like too), or a
+/// plain number of bytes.
+pub fn parse_policy_size(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let (number, unit) = match trimmed.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(at) => trimmed.split_at(at),
+        None => (trimmed, ""),
+    };
+    let value: f64 = match number.trim().parse() {
+        Ok(value) if f64::is_finite(value) && value >= 0.0 => value,
+        _ => return Err(format!("{text:?} is not a size (e.g. 500M, 10G)")),
+    };
+    let exponent = match unit
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
+        "" => 0,
+        "K" => 1,
+        "M" => 2,
+        "G" => 3,
+        "T" => 4,
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?} (use K, M, G or T)"
+            ));
+        }
+    };
+    Ok((value * 1024f64.powi(exponent)) as u64)
 }
 
 /// A duration like `90s`, `15m`, `2h`, `1h30m` or `7d` (days are 24 hours).

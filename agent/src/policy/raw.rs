@@ -79,6 +79,8 @@ pub struct RawSource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exclude_caches: Option<Spanned<bool>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclude_larger_than: Option<Spanned<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<Spanned<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Spanned<String>>,

@@ -128,6 +128,7 @@ pub fn apply(source: &RawSource, defaults: RawSource) -> RawSource {
         one_file_system: source.one_file_system.or(defaults.one_file_system),
         exclude_if_present: source.exclude_if_present.or(defaults.exclude_if_present),
         exclude_caches: source.exclude_caches.or(defaults.exclude_caches),
+        exclude_larger_than: source.exclude_larger_than.or(defaults.exclude_larger_than),
         device: source.device.or(defaults.device),
         command: source.command.or(defaults.command),
         env: source.env.or(defaults.env),

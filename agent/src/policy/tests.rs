@@ -52,6 +52,7 @@ fn the_documented_example_parses() {
             excludes: vec![],
             one_file_system: false,
             exclude_if_present: vec![],
+            exclude_larger_than: None,
         }
     );
     assert_eq!(app.tags.get("service").map(String::as_str), Some("app"));
@@ -473,4 +474,51 @@ schedule = "@daily"
         exclude_if_present,
         &vec![TagFile::parse(".nobackup"), TagFile::cache_dir()]
     );
+}
+
+#[test]
+fn exclude_larger_than_is_a_size_of_paths_sources() {
+    let text = r#"[repository]
+url = "/r"
+password_file = "/p"
+
+[[source]]
+name = "home"
+kind = "paths"
+paths = ["/home"]
+exclude_larger_than = "1.5G"
+schedule = "@daily"
+
+[[source]]
+name = "disk"
+kind = "volume"
+device = "/dev/vdb"
+exclude_larger_than = "2X"
+schedule = "@daily"
+"#;
+    let found = errors(text);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].key, "source[2].exclude_larger_than");
+    assert!(
+        found[0]
+            .message
+            .contains("does not apply to a volume source")
+    );
+    let fixed = text.replace(
+        "device = \"/dev/vdb\"\nexclude_larger_than = \"2X\"",
+        "device = \"/dev/vdb\"",
+    );
+    let policy = Policy::parse(&fixed, "p.toml").expect("valid");
+    let Some(SourceKind::Paths {
+        exclude_larger_than,
+        ..
+    }) = policy.source("home").map(|s| &s.kind)
+    else {
+        panic!("{:?}", policy.source("home"));
+    };
+    assert_eq!(*exclude_larger_than, Some(1_610_612_736));
+    let bad = errors(&fixed.replace("\"1.5G\"", "\"lots\""));
+    assert_eq!(bad.len(), 1, "{bad:#?}");
+    assert_eq!(bad[0].key, "source[1].exclude_larger_than");
+    assert!(bad[0].message.contains("is not a size"), "{bad:#?}");
 }

@@ -109,6 +109,7 @@ fn backup_paths(
                 progress: Some(progress),
                 skip_verify: args.skip_verify,
                 one_file_system: args.one_file_system,
+                exclude_larger_than: args.exclude_larger_than,
                 ..BackupOptions::default()
             };
             backup(repository, &options, cancel)
