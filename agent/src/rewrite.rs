@@ -19,7 +19,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use bunker_repo_format::index::Index;
-use bunker_repo_format::replace::{ReplaceOptions, Replacement, replace_snapshots};
+use bunker_repo_format::replace::{ReplaceOptions, replace_snapshots};
 use bunker_repo_format::snapshot::{Snapshot, SourceKind};
 use bunker_repo_format::tree::{Extent, Node, Tree};
 use bunker_repo_format::{BlobId, Error, Repository, Result, SnapshotId};
@@ -190,18 +190,10 @@ pub fn apply_rewrite(
     host: &str,
     forget_old: bool,
 ) -> Result<Vec<Rewritten>> {
-    let replacements = plan
-        .rewrites
-        .iter()
-        .map(|rewrite| Replacement {
-            old: rewrite.old,
-            snapshot: rewrite.snapshot.clone(),
-        })
-        .collect();
     let done = replace_snapshots(
         repo,
         &plan.new_trees,
-        replacements,
+        plan.rewrites.iter().map(|r| (r.old, &r.snapshot)),
         &ReplaceOptions {
             purpose: "rewrite",
             host,

@@ -58,6 +58,16 @@ fn build_tree(src: &Path) {
     set_all_mtimes(src, 1_600_000_000);
 }
 
+/// Starts `bunker mount` on a new directory `mnt` and waits until it serves.
+fn mount(b: &Bunker, t: &TestDir) -> (PathBuf, MountGuard, Child, String) {
+    let mountpoint = t.join("mnt");
+    fs::create_dir(&mountpoint).expect("mountpoint");
+    let guard = MountGuard(mountpoint.clone());
+    let (mut child, shown) = b.spawn([OsStr::new("mount"), mountpoint.as_os_str()]);
+    wait_mounted(&mut child, &mountpoint);
+    (mountpoint, guard, child, shown)
+}
+
 /// Waits until the mount shows `snapshots/`, or fails with what the command printed.
 fn wait_mounted(child: &mut Child, mountpoint: &Path) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -89,11 +99,7 @@ fn a_mount_shows_every_snapshot_as_it_was_backed_up_and_ctrl_c_unmounts_it() {
     b.backup(&[&src], &["--host", "web1", "--tag", "env=prod"])
         .ok();
 
-    let mountpoint = t.join("mnt");
-    fs::create_dir(&mountpoint).expect("mountpoint");
-    let _guard = MountGuard(mountpoint.clone());
-    let (mut child, shown) = b.spawn([OsStr::new("mount"), mountpoint.as_os_str()]);
-    wait_mounted(&mut child, &mountpoint);
+    let (mountpoint, _guard, child, shown) = mount(&b, &t);
 
     // The newest snapshot is the source as it is now: every name, type, mode, owner,
     // mtime, symlink target, device number, xattr and byte.
@@ -186,11 +192,7 @@ fn a_damaged_blob_fails_its_read_with_eio_the_rest_is_served_and_umount_ends_the
         assert!(!is_mounted(&not_empty_dir));
     }
 
-    let mountpoint = t.join("mnt");
-    fs::create_dir(&mountpoint).expect("mountpoint");
-    let _guard = MountGuard(mountpoint.clone());
-    let (mut child, shown) = b.spawn([OsStr::new("mount"), mountpoint.as_os_str()]);
-    wait_mounted(&mut child, &mountpoint);
+    let (mountpoint, _guard, child, shown) = mount(&b, &t);
     let latest = mountpoint.join("snapshots/latest");
     let err = fs::read(under(&latest, &src.join("big.bin"))).expect_err("damaged");
     assert_eq!(err.raw_os_error(), Some(5), "EIO: {err}");

@@ -23,7 +23,7 @@ use crate::id::{BlobId, IndexId, PackId, SnapshotId};
 use crate::index::{Index, IndexSegment, IndexedPack};
 use crate::object::ObjectKind;
 use crate::pack::PackEntry;
-use crate::replace::{ReplaceOptions, Replacement, replace_snapshots};
+use crate::replace::{ReplaceOptions, replace_snapshots};
 use crate::repository::Repository;
 use crate::snapshot::Snapshot;
 use crate::tree::{EntryFlags, Extent, Node, Tree};
@@ -418,18 +418,10 @@ pub fn apply_snapshot_repair(
     repo: &Repository,
     plan: SnapshotRepairPlan,
 ) -> Result<RepairSnapshotsReport> {
-    let replacements = plan
-        .repairs
-        .iter()
-        .map(|repair| Replacement {
-            old: repair.old,
-            snapshot: repair.snapshot.clone(),
-        })
-        .collect();
     let done = replace_snapshots(
         repo,
         &plan.new_trees,
-        replacements,
+        plan.repairs.iter().map(|r| (r.old, &r.snapshot)),
         &ReplaceOptions {
             purpose: "repair",
             host: &plan.host,

@@ -20,15 +20,6 @@ use crate::repository::Repository;
 use crate::session::ActiveSession;
 use crate::snapshot::Snapshot;
 
-/// A snapshot to write in place of another.
-#[derive(Debug, Clone)]
-pub struct Replacement {
-    /// The snapshot it replaces.
-    pub old: SnapshotId,
-    /// The snapshot to write.
-    pub snapshot: Snapshot,
-}
-
 /// How [`replace_snapshots`] writes.
 #[derive(Debug, Clone)]
 pub struct ReplaceOptions<'a> {
@@ -42,15 +33,17 @@ pub struct ReplaceOptions<'a> {
     pub avoid: &'a HashSet<BlobId>,
 }
 
-/// Stores `new_trees` (each with the id it must hash to), then writes each replacement and,
-/// with [`ReplaceOptions::forget_old`], forgets the snapshot it replaces. Returns the
-/// (old, new) id pairs in the order given.
-pub fn replace_snapshots(
+/// Stores `new_trees` (each with the id it must hash to), then writes each replacement
+/// (the id of the snapshot it replaces, and the snapshot to write) and, with
+/// [`ReplaceOptions::forget_old`], forgets the snapshot it replaces. Returns the (old, new)
+/// id pairs in the order given.
+pub fn replace_snapshots<'s>(
     repo: &Repository,
     new_trees: &[(BlobId, Vec<u8>)],
-    replacements: Vec<Replacement>,
+    replacements: impl IntoIterator<Item = (SnapshotId, &'s Snapshot)>,
     options: &ReplaceOptions<'_>,
 ) -> Result<Vec<(SnapshotId, SnapshotId)>> {
+    let replacements: Vec<(SnapshotId, &Snapshot)> = replacements.into_iter().collect();
     if replacements.is_empty() {
         return Ok(Vec::new());
     }
@@ -90,12 +83,12 @@ pub fn replace_snapshots(
         session
     };
     let mut done = Vec::with_capacity(replacements.len());
-    for replacement in replacements {
-        let new = repo.save_snapshot(&session, &replacement.snapshot)?;
+    for (old, snapshot) in replacements {
+        let new = repo.save_snapshot(&session, snapshot)?;
         if options.forget_old {
-            repo.forget_snapshot(&replacement.old)?;
+            repo.forget_snapshot(&old)?;
         }
-        done.push((replacement.old, new));
+        done.push((old, new));
     }
     // Best effort, as for a backup: an unended session only delays garbage collection.
     let _ = heartbeat.end();

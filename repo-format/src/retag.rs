@@ -9,7 +9,7 @@ use std::collections::HashSet;
 
 use crate::error::Result;
 use crate::id::SnapshotId;
-use crate::replace::{ReplaceOptions, Replacement, replace_snapshots};
+use crate::replace::{ReplaceOptions, replace_snapshots};
 use crate::repository::Repository;
 use crate::snapshot::Snapshot;
 
@@ -77,15 +77,10 @@ pub fn retag(
     if changed.is_empty() {
         return Ok(Vec::new());
     }
-    let tags: Vec<Vec<(String, String)>> = changed.iter().map(|(_, s)| s.tags.clone()).collect();
-    let replacements = changed
-        .into_iter()
-        .map(|(old, snapshot)| Replacement { old, snapshot })
-        .collect();
     let done = replace_snapshots(
         repo,
         &[],
-        replacements,
+        changed.iter().map(|(old, snapshot)| (*old, snapshot)),
         &ReplaceOptions {
             purpose: "tag",
             host,
@@ -95,8 +90,12 @@ pub fn retag(
     )?;
     Ok(done
         .into_iter()
-        .zip(tags)
-        .map(|((old, new), tags)| Retagged { old, new, tags })
+        .zip(changed)
+        .map(|((old, new), (_, snapshot))| Retagged {
+            old,
+            new,
+            tags: snapshot.tags,
+        })
         .collect())
 }
 
