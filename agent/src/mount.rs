@@ -194,6 +194,21 @@ pub fn snapshot_dir_name(id: &SnapshotId, snapshot: &Snapshot) -> String {
     format!("{time}-{}", id.short())
 }
 
+/// `text` as one file name: `%`, `/` and NUL escaped as `%25`, `%2F`, `%00` (a host or tag
+/// may hold a `/`); `.`, `..` and the empty name as `%2E`, `%2E%2E`, `%`.
+fn file_name(text: &str) -> Vec<u8> {
+    let escaped = text
+        .replace('%', "%25")
+        .replace('/', "%2F")
+        .replace('\0', "%00");
+    match escaped.as_str() {
+        "" => b"%".to_vec(),
+        "." => b"%2E".to_vec(),
+        ".." => b"%2E%2E".to_vec(),
+        _ => escaped.into_bytes(),
+    }
+}
+
 impl SnapshotFs {
     /// The filesystem of `snapshots` (oldest first), read through `index`; made-up
     /// directories and links belong to `owner` (uid, gid).
@@ -210,6 +225,12 @@ impl SnapshotFs {
         let mut hosts: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
         let mut tags: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
         let mut ids = Vec::new();
+        // A short id two snapshots share (likely among some 100,000) names neither: both
+        // go under their full ids.
+        let mut shorts: HashMap<String, usize> = HashMap::new();
+        for (id, _) in snapshots {
+            *shorts.entry(id.short()).or_default() += 1;
+        }
         for (id, snapshot) in snapshots {
             let name = snapshot_dir_name(id, snapshot).into_bytes();
             let dir = Entry {
@@ -238,7 +259,13 @@ impl SnapshotFs {
                     .push(name.clone());
             }
             let link = [b"../snapshots/".as_slice(), &name].concat();
-            ids.push((id.short().into_bytes(), inodes.add(Kind::Link(link))));
+            let short = id.short();
+            let id_name = if shorts.get(&short) == Some(&1) {
+                short
+            } else {
+                id.to_hex()
+            };
+            ids.push((id_name.into_bytes(), inodes.add(Kind::Link(link))));
         }
         if let Some((newest, _)) = by_name.last() {
             let newest = newest.clone();
@@ -258,7 +285,7 @@ impl SnapshotFs {
                     if let Some(newest) = names.last() {
                         links.push((b"latest".to_vec(), inodes.add(Kind::Link(newest.clone()))));
                     }
-                    (group.into_bytes(), inodes.add_listing(links))
+                    (file_name(&group), inodes.add_listing(links))
                 })
                 .collect();
             inodes.add_listing(listing)
@@ -629,5 +656,21 @@ impl Filesystem for SnapshotFs {
             }
             Err(e) => reply.error(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_and_tags_become_one_file_name_each() {
+        assert_eq!(file_name("web1"), b"web1");
+        assert_eq!(file_name("path=/srv/app"), b"path=%2Fsrv%2Fapp");
+        assert_eq!(file_name("100%/x"), b"100%25%2Fx");
+        assert_eq!(file_name(""), b"%");
+        assert_eq!(file_name("."), b"%2E");
+        assert_eq!(file_name(".."), b"%2E%2E");
+        assert_eq!(file_name("a\0b"), b"a%00b");
     }
 }
