@@ -47,15 +47,6 @@ fn tool(program: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Unmounts a test mount when dropped (also when the test panics).
-struct Unmount(PathBuf);
-
-impl Drop for Unmount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
 /// A sparse 64 MiB ext4 image holding `hello.txt` ("hello") and `dir/data.bin`, made by
 /// mounting it on a loop device and writing the files.
 fn make_image(t: &TestDir) -> PathBuf {
@@ -67,7 +58,7 @@ fn make_image(t: &TestDir) -> PathBuf {
     let mnt = t.join("mnt");
     fs::create_dir(&mnt).expect("mountpoint");
     tool("mount", &["-o", "loop", s(&image), s(&mnt)]);
-    let mounted = Unmount(mnt.clone());
+    let mounted = UnmountOnDrop(mnt.clone());
     write_file(&mnt.join("hello.txt"), b"hello");
     write_random_file(&mnt.join("dir/data.bin"), 7, 1 << 20);
     drop(mounted);

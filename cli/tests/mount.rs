@@ -12,17 +12,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// Unmounts on drop, so a failing test leaves no mount behind.
-struct MountGuard(PathBuf);
-
-impl Drop for MountGuard {
-    fn drop(&mut self) {
-        if is_mounted(&self.0) {
-            unmount(&self.0);
-        }
-    }
-}
-
 fn is_mounted(path: &Path) -> bool {
     let mounts = fs::read_to_string("/proc/mounts").unwrap_or_default();
     let wanted = path.display().to_string();
@@ -59,10 +48,10 @@ fn build_tree(src: &Path) {
 }
 
 /// Starts `bunker mount` on a new directory `mnt` and waits until it serves.
-fn mount(b: &Bunker, t: &TestDir) -> (PathBuf, MountGuard, Child, String) {
+fn mount(b: &Bunker, t: &TestDir) -> (PathBuf, UnmountOnDrop, Child, String) {
     let mountpoint = t.join("mnt");
     fs::create_dir(&mountpoint).expect("mountpoint");
-    let guard = MountGuard(mountpoint.clone());
+    let guard = UnmountOnDrop(mountpoint.clone());
     let (mut child, shown) = b.spawn([OsStr::new("mount"), mountpoint.as_os_str()]);
     wait_mounted(&mut child, &mountpoint);
     (mountpoint, guard, child, shown)

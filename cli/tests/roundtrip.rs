@@ -1400,15 +1400,6 @@ fn exclude_larger_than_leaves_out_big_files_but_not_a_path_given() {
         .code(2);
 }
 
-/// A tmpfs mounted for a test, unmounted (lazily if busy) when dropped.
-struct TmpfsMount(PathBuf);
-
-impl Drop for TmpfsMount {
-    fn drop(&mut self) {
-        unmount(&self.0);
-    }
-}
-
 #[test]
 fn one_file_system_records_a_mount_point_empty_and_names_it() {
     if !is_root() {
@@ -1429,7 +1420,7 @@ fn one_file_system_records_a_mount_point_empty_and_names_it() {
         note("cannot mount a tmpfs here: skipping the --one-file-system test");
         return;
     }
-    let _mount = TmpfsMount(mount_point.clone());
+    let _mount = UnmountOnDrop(mount_point.clone());
     write_file(&mount_point.join("other.txt"), b"on another filesystem\n");
     let b = t.bunker();
     b.init();

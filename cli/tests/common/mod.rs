@@ -720,6 +720,15 @@ pub fn repo_objects(repo: &Path, kind: &str) -> BTreeSet<String> {
     out
 }
 
+/// Unmounts its path when dropped (also when the test panics), with [`unmount`].
+pub struct UnmountOnDrop(pub PathBuf);
+
+impl Drop for UnmountOnDrop {
+    fn drop(&mut self) {
+        unmount(&self.0);
+    }
+}
+
 /// Unmounts the filesystem at `mount`, lazily when it is busy (a process or an open
 /// directory still in it): a test never leaves a mount (and its loop device) behind.
 pub fn unmount(mount: &Path) {
