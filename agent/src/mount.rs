@@ -350,11 +350,7 @@ impl SnapshotFs {
                 attr.uid = meta.uid;
                 attr.gid = meta.gid;
                 // An unrecorded access time reads as the modification time, as restored.
-                attr.atime = system_time(if meta.atime == Timestamp::default() {
-                    meta.mtime
-                } else {
-                    meta.atime
-                });
+                attr.atime = system_time(meta.atime_or_mtime());
                 attr.mtime = system_time(meta.mtime);
                 attr.ctime = system_time(meta.ctime);
                 attr.crtime = attr.mtime;

@@ -13,7 +13,7 @@
 //! the left-out bytes leave the repository only when no snapshot uses them and `prune`
 //! runs.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, hash_map};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -106,7 +106,7 @@ pub fn plan_rewrite(
         memo: HashMap::new(),
         counted: HashMap::new(),
         new_trees: Vec::new(),
-        queued: HashSet::new(),
+        new_children: HashMap::new(),
     };
     let mut plan = RewritePlan {
         rewrites: Vec::new(),
@@ -258,7 +258,8 @@ struct Walker<'a> {
     counted: HashMap<BlobId, Figures>,
     /// New trees in the order made (children before parents), each once.
     new_trees: Vec<(BlobId, Vec<u8>)>,
-    queued: HashSet<BlobId>,
+    /// The new trees made so far, each with the new trees of its subdirectories.
+    new_children: HashMap<BlobId, Vec<BlobId>>,
 }
 
 impl Walker<'_> {
@@ -285,6 +286,7 @@ impl Walker<'_> {
         let mut removed = Vec::new();
         let mut figures = Figures::default();
         let mut changed = false;
+        let mut new_subtrees = Vec::new();
         for mut entry in loaded.into_entries() {
             let child = path.join(OsStr::from_bytes(&entry.name));
             if self.excludes.matches(&child) {
@@ -297,6 +299,7 @@ impl Walker<'_> {
                 && let Outcome::Changed(below) = self.directory(&subtree, &child)?
             {
                 entry.node = Node::Dir { subtree: below.id };
+                new_subtrees.push(below.id);
                 removed.extend(below.removed);
                 figures.add(below.figures);
                 changed = true;
@@ -313,7 +316,8 @@ impl Walker<'_> {
         })?;
         let bytes = rebuilt.encode();
         let id = self.repo.blob_id(&bytes);
-        if self.queued.insert(id) {
+        if let hash_map::Entry::Vacant(slot) = self.new_children.entry(id) {
+            slot.insert(new_subtrees);
             self.new_trees.push((id, bytes));
         }
         Ok(Outcome::Changed(Box::new(Changed {
@@ -370,28 +374,10 @@ impl Walker<'_> {
 
     /// The new trees reachable from `roots`, children before parents.
     fn trees_used_by(self, roots: &[BlobId]) -> Vec<(BlobId, Vec<u8>)> {
-        let children: HashMap<BlobId, Vec<BlobId>> = self
-            .new_trees
-            .iter()
-            .map(|(id, bytes)| {
-                let subtrees = Tree::decode(bytes)
-                    .map(|tree| {
-                        tree.entries()
-                            .iter()
-                            .filter_map(|entry| match entry.node {
-                                Node::Dir { subtree } => Some(subtree),
-                                _ => None,
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                (*id, subtrees)
-            })
-            .collect();
         let mut used = HashSet::new();
         let mut pending = roots.to_vec();
         while let Some(id) = pending.pop() {
-            if let Some(subtrees) = children.get(&id)
+            if let Some(subtrees) = self.new_children.get(&id)
                 && used.insert(id)
             {
                 pending.extend(subtrees);

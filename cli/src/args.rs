@@ -156,8 +156,8 @@ pub enum Command {
     /// Validate or show a `bunker-agent` policy file.
     #[command(subcommand)]
     Policy(PolicyCommand),
-    /// List the audit records: who ran backup, restore, forget, tag, prune and check, where,
-    /// and how it ended.
+    /// List the audit records: who ran backup, restore, mount, forget, tag, rewrite, prune
+    /// and check, where, and how it ended.
     Audit,
     /// The recovery report: per source the last backup and its age against the RPO, the
     /// last passing restore drill and its RTO, bytes stored per service/env tag, and what

@@ -74,9 +74,6 @@ pub fn retag(
             })
         })
         .collect();
-    if changed.is_empty() {
-        return Ok(Vec::new());
-    }
     let done = replace_snapshots(
         repo,
         &[],

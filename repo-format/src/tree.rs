@@ -67,6 +67,18 @@ pub struct Metadata {
     pub flags: u8,
 }
 
+impl Metadata {
+    /// The access time to give the entry back: the recorded one, or the modification time
+    /// when none was recorded (all zero, FORMAT.md).
+    pub fn atime_or_mtime(&self) -> Timestamp {
+        if self.atime == Timestamp::default() {
+            self.mtime
+        } else {
+            self.atime
+        }
+    }
+}
+
 /// Bits of [`Metadata::flags`].
 #[derive(Debug)]
 pub struct EntryFlags;

@@ -159,13 +159,13 @@ impl<'a> Archiver<'a> {
         self
     }
 
-    /// Does not descend into directories on another filesystem than their source path's.
     /// Leaves out regular files larger than `limit` bytes, when given.
     pub(super) fn leaving_out_files_larger_than(mut self, limit: Option<u64>) -> Self {
         self.largest_file = limit;
         self
     }
 
+    /// Does not descend into directories on another filesystem than their source path's.
     pub(super) fn staying_on_one_filesystem(mut self, one_file_system: bool) -> Self {
         self.one_file_system = one_file_system;
         self

@@ -2,8 +2,9 @@
 //! pack, the blobs needed and every place each one goes.
 //!
 //! The lists go out in batches of at most [`BATCH_FILES`] files (the first few fewer, see
-//! [`RAMP_STEPS`]) or [`BATCH_BYTES`] bytes, so the writer fills the first files while the walk creates the next ones, and a plan's
-//! memory stays bounded whatever the size of the tree. A blob needed by files of two
+//! [`RAMP_STEPS`]) or [`BATCH_BYTES`] bytes, so the writer fills the first files while the
+//! walk creates the next ones, and a plan's memory stays bounded whatever the size of the
+//! tree. A blob needed by files of two
 //! batches is fetched once for each.
 //!
 //! The walk creates directories, symlinks, special files and hard links at once, and every
@@ -31,7 +32,7 @@ use std::sync::Arc;
 
 use bunker_repo_format::index::{BlobLocation, Index};
 use bunker_repo_format::pack::pack_name;
-use bunker_repo_format::tree::{Entry, Extent, Metadata, Node, Timestamp};
+use bunker_repo_format::tree::{Entry, Extent, Metadata, Node};
 use bunker_repo_format::{BlobId, PackId, Repository};
 
 use super::RestoreError;
@@ -354,9 +355,7 @@ fn kind_only(node: &Node) -> Node {
 /// Metadata to apply: an unrecorded access time becomes the modification time.
 pub(super) fn restorable(meta: &Metadata) -> Metadata {
     let mut meta = meta.clone();
-    if meta.atime == Timestamp::default() {
-        meta.atime = meta.mtime;
-    }
+    meta.atime = meta.atime_or_mtime();
     meta
 }
 

@@ -76,12 +76,6 @@ fn serve(
         .name("bunker-mount".into())
         .spawn(move || session.run())
         .context("starting the filesystem's thread")?;
-    let served = |server: std::thread::JoinHandle<std::io::Result<()>>| -> Result<()> {
-        match server.join() {
-            Ok(result) => result.with_context(|| format!("serving {}", mountpoint.display())),
-            Err(_) => anyhow::bail!("the filesystem's thread panicked"),
-        }
-    };
     while !server.is_finished() {
         if cancel.is_cancelled() {
             // Busy (a process has a file or directory open in it): detached lazily.
@@ -104,5 +98,8 @@ fn serve(
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    served(server)
+    match server.join() {
+        Ok(result) => result.with_context(|| format!("serving {}", mountpoint.display())),
+        Err(_) => bail!("the filesystem's thread panicked"),
+    }
 }

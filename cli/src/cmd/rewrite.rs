@@ -1,8 +1,6 @@
 //! `bunker rewrite`.
 
 use std::io::Write;
-use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use bunker_agent::backup::Excludes;
@@ -44,7 +42,6 @@ pub fn run(global: &GlobalOptions, args: &RewriteArgs) -> Result<u8> {
             format!("{} cannot be read: {reason}", path.display())
         }
     };
-    let lossy = |path: &PathBuf| String::from_utf8_lossy(path.as_os_str().as_bytes()).into_owned();
     if global.json {
         print_json(&json!({
             "dry_run": args.dry_run,
@@ -52,7 +49,7 @@ pub fn run(global: &GlobalOptions, args: &RewriteArgs) -> Result<u8> {
             "rewritten": plan.rewrites.iter().enumerate().map(|(i, r)| json!({
                 "old": r.old.to_hex(),
                 "new": new_id(i).map(|id| id.to_hex()),
-                "removed": r.removed.iter().map(lossy).collect::<Vec<_>>(),
+                "removed": r.removed.iter().map(|path| path.to_string_lossy()).collect::<Vec<_>>(),
                 "removed_files": r.removed_figures.files,
                 "removed_dirs": r.removed_figures.dirs,
                 "removed_others": r.removed_figures.others,
