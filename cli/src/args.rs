@@ -420,6 +420,10 @@ pub struct BackupArgs {
     /// Skip opening and re-hashing each new blob before it is packed (measurements only).
     #[arg(long, hide = true)]
     pub skip_verify: bool,
+    /// Do everything but store: read, chunk, compress and seal as a backup does and report
+    /// what it would add, leaving the repository and the files cache exactly as they were.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
 }
 
 /// `bunker snapshots`.

@@ -75,6 +75,7 @@ pub fn note_snapshot(id: SnapshotId) {
 pub fn audited(command: &Command) -> Option<(&'static str, String)> {
     let lossy = |p: &std::path::Path| p.display().to_string();
     match command {
+        Command::Backup(args) if args.dry_run => None,
         Command::Backup(args) => Some((
             "backup",
             if let Some(volume) = &args.volume {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use bunker_backend_s3::{S3Backend, S3Location};
-use bunker_repo_format::backend::{Backend, LocalBackend};
+use bunker_repo_format::backend::{Backend, DryRunBackend, LocalBackend};
 use bunker_repo_format::config::Operation;
 use bunker_repo_format::keyfile::KeyFile;
 use bunker_repo_format::{Error, Repository};
@@ -82,6 +82,14 @@ pub fn open_writer(global: &GlobalOptions) -> Result<Repository> {
     // Backup reads the index; it checks `Write` on top.
     repository.check_features(Operation::Read)?;
     crate::audit::remember(&repository);
+    Ok(repository)
+}
+
+/// Opens the repository for a backup that stores nothing (`--dry-run`): it reads as
+/// [`open_writer`] does and every write stops in a [`DryRunBackend`]; no audit record.
+pub fn open_dry_run_writer(global: &GlobalOptions) -> Result<Repository> {
+    let repository = unlock(global, Arc::new(DryRunBackend::new(backend(global)?)))?;
+    repository.check_features(Operation::Read)?;
     Ok(repository)
 }
 

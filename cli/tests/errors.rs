@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
@@ -15,24 +15,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-/// Every file below `dir` with its bytes.
-fn snapshot_files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).expect("read dir") {
-            let e = e.expect("entry");
-            let meta = fs::symlink_metadata(e.path()).expect("stat");
-            if meta.is_dir() {
-                stack.push(e.path());
-            } else {
-                out.insert(e.path(), fs::read(e.path()).unwrap_or_default());
-            }
-        }
-    }
-    out
-}
 
 #[test]
 fn wrong_password_exits_12_with_one_line() {
@@ -129,7 +111,7 @@ fn init_over_an_existing_repository_fails_without_damage() {
     let b = t.bunker();
     b.init();
     b.backup(&[&src], &[]).ok();
-    let before = snapshot_files(b.repo());
+    let before = files_under(b.repo());
 
     let out = b.run(["init", "--kdf-memory-kib", "1024", "--kdf-iterations", "1"]);
     assert_ne!(
@@ -148,7 +130,7 @@ fn init_over_an_existing_repository_fails_without_damage() {
         "init over an existing repository must fail\n{out}"
     );
 
-    let after = snapshot_files(b.repo());
+    let after = files_under(b.repo());
     assert_eq!(
         before.keys().collect::<Vec<_>>(),
         after
@@ -654,15 +636,14 @@ fn a_full_restore_target_exits_11_with_one_line_and_the_restore_resumes_once_the
     // modification time unless its content is complete too.
     let restored = under(&target, &src);
     let mut cut_short = 0;
-    for (path, bytes) in snapshot_files(&src) {
-        let relative = path.strip_prefix(&src).expect("below the source");
-        let Ok(meta) = fs::metadata(restored.join(relative)) else {
+    for (relative, bytes) in files_under(&src) {
+        let Ok(meta) = fs::metadata(restored.join(&relative)) else {
             continue;
         };
-        let source_meta = fs::metadata(&path).expect("stat the source");
+        let source_meta = fs::metadata(src.join(&relative)).expect("stat the source");
         let looks_complete =
             meta.len() == source_meta.len() && meta.modified().ok() == source_meta.modified().ok();
-        let content = fs::read(restored.join(relative)).expect("read the restored file");
+        let content = fs::read(restored.join(&relative)).expect("read the restored file");
         if content != bytes {
             cut_short += 1;
             assert!(

@@ -3,31 +3,12 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use common::*;
 use serde_json::Value;
-
-/// Every regular file below `dir` (relative path) with its bytes.
-fn files_under(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).expect("read dir") {
-            let e = e.expect("entry");
-            let meta = fs::symlink_metadata(e.path()).expect("stat");
-            if meta.is_dir() {
-                stack.push(e.path());
-            } else if meta.is_file() {
-                let rel = e.path().strip_prefix(dir).expect("below").to_owned();
-                out.insert(rel, fs::read(e.path()).expect("read"));
-            }
-        }
-    }
-    out
-}
 
 /// `check ARGS... --json`, with the expected exit code.
 #[track_caller]

@@ -1401,6 +1401,85 @@ fn exclude_larger_than_leaves_out_big_files_but_not_a_path_given() {
 }
 
 #[test]
+fn a_dry_run_backup_reports_what_the_backup_adds_and_stores_nothing() {
+    let t = TestDir::new();
+    let src = t.join("src");
+    write_file(&src.join("kept.txt"), b"unchanged between the backups\n");
+    write_random_file(&src.join("edited.bin"), 1, 300_000);
+    let b = t.bunker();
+    b.init();
+    b.backup(&[&src], &[]).ok();
+    write_random_file(&src.join("edited.bin"), 2, 300_000);
+    write_random_file(&src.join("new/added.bin"), 3, 2_500_000);
+    write_file(
+        &src.join("new/copy.txt"),
+        b"unchanged between the backups\n",
+    );
+    let repository = files_under(b.repo());
+    let cache = files_under(&b.cache);
+    let audited = b.run(["--json", "audit"]);
+    audited.ok();
+
+    let dry = b.run(["--json", "backup", "--dry-run", s(&src)]);
+    dry.ok();
+    let dry = dry.json();
+    assert_eq!(dry["dry_run"], true, "{dry}");
+    assert!(dry["snapshot_id"].is_null(), "{dry}");
+    let text = b.run(["backup", "-n", s(&src)]);
+    text.ok();
+    assert!(text.stdout.contains("dry run: nothing stored"), "{text}");
+    b.run(["backup", "-n", "--stdin-from-command", "echo dump"])
+        .ok();
+    assert!(
+        files_under(b.repo()) == repository,
+        "a dry run changed the repository"
+    );
+    assert!(
+        files_under(&b.cache) == cache,
+        "a dry run changed the files cache"
+    );
+    assert_eq!(b.snapshots().len(), 1);
+    let after = b.run(["--json", "audit"]);
+    after.ok();
+    assert_eq!(
+        after.stdout, audited.stdout,
+        "a dry run left an audit record"
+    );
+
+    // What it reported is what the backup then does, figure for figure.
+    let real = b.backup(&[&src], &["--json"]);
+    real.ok();
+    let real = real.json();
+    for figure in [
+        "files",
+        "dirs",
+        "bytes",
+        "files_new",
+        "files_changed",
+        "files_unchanged",
+        "bytes_read",
+        "bytes_added",
+        "bytes_stored",
+        "data_blobs_added",
+        "tree_blobs_added",
+    ] {
+        assert_eq!(
+            dry["summary"][figure], real["summary"][figure],
+            "{figure}: dry run {dry} against {real}"
+        );
+    }
+    assert_eq!(u64_field(&real["summary"], "files_new"), 2, "{real}");
+    assert_eq!(u64_field(&real["summary"], "files_changed"), 1, "{real}");
+    assert_eq!(u64_field(&real["summary"], "files_unchanged"), 1, "{real}");
+    // The two new data files, as sealed blobs: at least their bytes (random data).
+    assert!(
+        u64_field(&real["summary"], "bytes_stored") > 2_800_000,
+        "{real}"
+    );
+    assert_ne!(files_under(b.repo()), repository);
+}
+
+#[test]
 fn one_file_system_records_a_mount_point_empty_and_names_it() {
     if !is_root() {
         note("not root: skipping the --one-file-system test (it mounts a tmpfs)");

@@ -57,6 +57,15 @@ fn init_backup_restore_check_prune_over_s3() {
     build_tree(&src, 1);
     b.backup(&[&src], &[]).ok();
     write_random_file(&src.join("a/two.bin"), 99, 200_000);
+    // A dry run reads the bucket and writes nothing to it.
+    let stored = list_names(&endpoint, &bucket, "hosts/web1", "");
+    let dry = b.backup(&[&src], &["--dry-run", "--json"]);
+    dry.ok();
+    assert!(
+        u64_field(&dry.json()["summary"], "bytes_stored") > 0,
+        "{dry}"
+    );
+    assert_eq!(list_names(&endpoint, &bucket, "hosts/web1", ""), stored);
     b.backup(&[&src], &[]).ok();
     let snaps = b.snapshots();
     assert_eq!(snaps.len(), 2, "{snaps:?}");

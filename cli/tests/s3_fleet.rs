@@ -126,25 +126,6 @@ fn keep_copy(src: &Path, dst: &Path) {
     );
 }
 
-/// Regular files below `dir`: relative path -> bytes.
-fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for entry in fs::read_dir(&d).expect("read dir") {
-            let path = entry.expect("entry").path();
-            let meta = fs::symlink_metadata(&path).expect("stat");
-            if meta.is_dir() {
-                stack.push(path);
-            } else if meta.is_file() {
-                let rel = path.strip_prefix(dir).expect("below").display().to_string();
-                out.insert(rel, fs::read(&path).expect("read"));
-            }
-        }
-    }
-    out
-}
-
 /// The round a snapshot was taken in, from its `round=N` tag.
 fn round_of(snap: &serde_json::Value) -> u32 {
     snap["tags"]
@@ -296,7 +277,7 @@ fn four_hosts_and_a_prune_loop_share_one_bucket() {
     let mut own: BTreeSet<Vec<u8>> = BTreeSet::new();
     for host in HOSTS {
         for round in 0..ROUNDS {
-            for (path, bytes) in files(&t.join(format!("expected/{host}/{round}"))) {
+            for (path, bytes) in files_under(&t.join(format!("expected/{host}/{round}"))) {
                 backed_up += bytes.len() as u64;
                 if path.starts_with("base/") {
                     shared.insert(bytes);

@@ -95,6 +95,9 @@ pub struct BackupOptions {
     /// Leave out regular files larger than this many bytes (a path given to back up is
     /// backed up whatever its size).
     pub exclude_larger_than: Option<u64>,
+    /// Leave the files cache as it was: a dry run, whose repository stores nothing (see
+    /// [`DryRunBackend`](bunker_repo_format::backend::DryRunBackend)).
+    pub dry_run: bool,
 }
 
 /// A file whose presence in a directory leaves the directory out of a backup.
@@ -379,11 +382,15 @@ pub fn backup(
         program_version: concat!("bunker ", env!("CARGO_PKG_VERSION")).to_owned(),
     };
     let id = commit(repo, heartbeat, &dependencies, &session, &snapshot, cancel)?;
-    let cache_warning = finished
-        .files_cache
-        .save()
-        .err()
-        .map(|e| format!("could not save the files cache: {e}"));
+    let cache_warning = if options.dry_run {
+        None
+    } else {
+        finished
+            .files_cache
+            .save()
+            .err()
+            .map(|e| format!("could not save the files cache: {e}"))
+    };
     Ok(BackupOutcome {
         id,
         snapshot,

@@ -21,7 +21,11 @@ use crate::progress::Display;
 use crate::{exit, lists, repo};
 
 pub fn run(global: &GlobalOptions, args: &BackupArgs, cancel: &Cancel) -> Result<u8> {
-    let repository = repo::open_writer(global)?;
+    let repository = if args.dry_run {
+        repo::open_dry_run_writer(global)?
+    } else {
+        repo::open_writer(global)?
+    };
     let host = args.host.clone().unwrap_or_else(platform::hostname);
     let parent = match &args.parent {
         Some(spec) => Some(crate::select::resolve(&repository, spec)?.0),
@@ -48,7 +52,7 @@ pub fn run(global: &GlobalOptions, args: &BackupArgs, cancel: &Cancel) -> Result
         backup_paths(&repository, args, parent, host, progress, cancel)
     };
     display.finish();
-    report(global, &outcome?)
+    report(global, &outcome?, args.dry_run)
 }
 
 fn backup_paths(
@@ -110,6 +114,7 @@ fn backup_paths(
                 skip_verify: args.skip_verify,
                 one_file_system: args.one_file_system,
                 exclude_larger_than: args.exclude_larger_than,
+                dry_run: args.dry_run,
                 ..BackupOptions::default()
             };
             backup(repository, &options, cancel)
@@ -125,8 +130,16 @@ fn source_error(error: lists::ListError) -> BackupError {
     }
 }
 
-fn report(global: &GlobalOptions, outcome: &bunker_agent::backup::BackupOutcome) -> Result<u8> {
-    crate::audit::note_snapshot(outcome.id);
+/// Prints what the backup did (with `dry_run`, what it would have done: its snapshot was
+/// not stored, so it has no id to give).
+fn report(
+    global: &GlobalOptions,
+    outcome: &bunker_agent::backup::BackupOutcome,
+    dry_run: bool,
+) -> Result<u8> {
+    if !dry_run {
+        crate::audit::note_snapshot(outcome.id);
+    }
     let mut err = std::io::stderr().lock();
     if let Some(warning) = &outcome.cache_warning {
         writeln!(err, "bunker: warning: {warning}")?;
@@ -149,9 +162,11 @@ fn report(global: &GlobalOptions, outcome: &bunker_agent::backup::BackupOutcome)
     }
     let s = &outcome.snapshot.summary;
     if global.json {
+        let id = (!dry_run).then_some(outcome.id);
         print_json(&json!({
-            "snapshot_id": outcome.id.to_hex(),
-            "short_id": outcome.id.short(),
+            "dry_run": dry_run,
+            "snapshot_id": id.map(|id| id.to_hex()),
+            "short_id": id.map(|id| id.short()),
             "parent": outcome.snapshot.parent.map(|p| p.to_hex()),
             "summary": summary_json(s),
             "dedup_ratio": dedup_ratio(s),
@@ -161,7 +176,11 @@ fn report(global: &GlobalOptions, outcome: &bunker_agent::backup::BackupOutcome)
         }))?;
     } else {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "snapshot {} saved", outcome.id.short())?;
+        if dry_run {
+            writeln!(out, "dry run: nothing stored; the snapshot would hold")?;
+        } else {
+            writeln!(out, "snapshot {} saved", outcome.id.short())?;
+        }
         writeln!(
             out,
             "  {} files ({}), {} directories, {} other entries",
@@ -172,11 +191,12 @@ fn report(global: &GlobalOptions, outcome: &bunker_agent::backup::BackupOutcome)
         )?;
         writeln!(
             out,
-            "  files {} new, {} changed, {} unchanged; read {}, added {} ({} stored, dedup {}), {} new blobs, in {:.2} s",
+            "  files {} new, {} changed, {} unchanged; read {}, {} {} ({} stored, dedup {}), {} new blobs, in {:.2} s",
             s.files_new,
             s.files_changed,
             s.files_unchanged,
             bytes(s.bytes_read),
+            if dry_run { "would add" } else { "added" },
             bytes(s.bytes_added),
             bytes(s.bytes_stored),
             dedup_ratio(s).map_or("n/a".to_owned(), |r| format!("{r:.2}x")),

@@ -671,6 +671,25 @@ pub fn user_xattrs_supported(dir: &Path) -> bool {
     ok
 }
 
+/// Every regular file below `dir`, by path relative to it, with its bytes.
+pub fn files_under(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).expect("read dir") {
+            let path = entry.expect("entry").path();
+            let meta = fs::symlink_metadata(&path).expect("stat");
+            if meta.is_dir() {
+                stack.push(path);
+            } else if meta.is_file() {
+                let relative = path.strip_prefix(dir).expect("below").to_owned();
+                out.insert(relative, fs::read(&path).expect("read"));
+            }
+        }
+    }
+    out
+}
+
 /// Every temp file (`.tmp-*`, a partial object) anywhere under `dir`, sorted.
 pub fn temp_files(dir: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();

@@ -7,6 +7,7 @@
 //! implementation of the same trait. Every implementation must pass
 //! [`testing::conformance`].
 
+pub mod dry_run;
 pub mod fault;
 mod local;
 pub mod lock;
@@ -14,6 +15,7 @@ mod memory;
 pub(crate) mod staged;
 pub mod testing;
 
+pub use dry_run::DryRunBackend;
 pub use local::LocalBackend;
 pub use lock::{LockMode, LockPolicy};
 pub use memory::MemoryBackend;
