@@ -565,6 +565,15 @@ pub struct RestoreArgs {
         value_parser = values::exclude
     )]
     pub excludes: Vec<String>,
+    /// After a restore without errors, delete what the target holds and the snapshot does
+    /// not (among the entries --include/--exclude select): the target becomes the
+    /// snapshot's directory. Never crosses into another filesystem.
+    #[arg(long, conflicts_with_all = ["stdout", "volume_target"])]
+    pub delete: bool,
+    /// Write nothing: report what the restore would write, what is already in place (each
+    /// file read and hashed), content the repository lost, and with --delete what would go.
+    #[arg(short = 'n', long, conflicts_with_all = ["stdout", "volume_target", "expire"])]
+    pub dry_run: bool,
     /// The policy whose `agent.restore_roots` and `agent.state_dir` apply.
     #[command(flatten)]
     pub policy: PolicyFileArg,

@@ -90,6 +90,7 @@ pub fn audited(command: &Command) -> Option<(&'static str, String)> {
                     .join(" ")
             },
         )),
+        Command::Restore(args) if args.dry_run => None,
         Command::Restore(args) => Some((
             "restore",
             match (&args.target, &args.volume_target) {

@@ -101,10 +101,11 @@ fn restore_of_a_subdirectory_puts_its_contents_into_the_target() {
                 .map(|e| e.file_name())
                 .collect::<Vec<_>>())
         );
-        compare_tree_contents(&src.join(sub), &target);
+        // The directory's own metadata goes onto the target too.
+        compare_trees(&src.join(sub), &target);
         // Restoring again into the same (now populated) target gives the same result.
         b.restore(&spec, &target).ok();
-        compare_tree_contents(&src.join(sub), &target);
+        compare_trees(&src.join(sub), &target);
     }
 
     // `ls` copes with odd names: plain output and valid JSON with one item per entry.
@@ -1684,6 +1685,164 @@ fn a_restore_onto_an_existing_target_makes_it_match_the_snapshot_and_nothing_els
         out.stderr.contains("the restore target is not a directory"),
         "{out}"
     );
+}
+
+#[test]
+fn restore_delete_makes_the_target_the_snapshot_and_a_dry_run_says_so_first() {
+    let t = TestDir::new();
+    let src = t.join("src");
+    write_file(&src.join("app/main.rs"), b"fn main() {}\n");
+    write_random_file(&src.join("app/data.bin"), 7, 400_000);
+    write_file(&src.join("app/app.conf"), b"port = 80\n");
+    write_file(&src.join("docs/readme"), b"read me\n");
+    std::os::unix::fs::symlink("main.rs", src.join("app/link")).expect("symlink");
+    let b = t.bunker();
+    b.init();
+    b.backup(&[&src], &[]).ok();
+    let spec = format!("latest:{}", src.display());
+    let target = t.join("target");
+    b.run(["restore", &spec, "--target", s(&target)]).ok();
+
+    // Drift: one file edited in place (same size), and entries the snapshot lacks,
+    // among them a symlink out of the target that must go without being followed.
+    write_random_file(&target.join("app/data.bin"), 8, 400_000);
+    write_file(&target.join("app/stray.txt"), b"stray\n");
+    write_file(&target.join("app/local.conf"), b"mine\n");
+    write_file(&target.join("extra/deep/f"), b"deep\n");
+    let outside = t.join("outside");
+    write_file(&outside.join("keep-me"), b"not the target's\n");
+    std::os::unix::fs::symlink(&outside, target.join("docs/out")).expect("symlink");
+    let drifted = files_under(&target);
+
+    let dry = b.run([
+        "--json",
+        "restore",
+        &spec,
+        "--target",
+        s(&target),
+        "-n",
+        "--delete",
+    ]);
+    dry.ok();
+    let dry = dry.json();
+    assert_eq!(dry["dry_run"], true, "{dry}");
+    assert_eq!(u64_field(&dry, "files"), 4, "{dry}");
+    assert_eq!(u64_field(&dry, "files_skipped"), 3, "{dry}");
+    assert_eq!(
+        u64_field(&dry, "bytes"),
+        400_000,
+        "only data.bin to write: {dry}"
+    );
+    let would_go: Vec<&str> = dry["deleted"]["paths"]
+        .as_array()
+        .expect("deleted paths")
+        .iter()
+        .filter_map(|p| p.as_str())
+        .collect();
+    let expected: Vec<String> = ["app/local.conf", "app/stray.txt", "docs/out", "extra"]
+        .iter()
+        .map(|p| s(&target.join(p)).to_owned())
+        .collect();
+    assert_eq!(would_go, expected, "{dry}");
+    // extra, extra/deep, extra/deep/f, the two files and the link.
+    assert_eq!(u64_field(&dry["deleted"], "entries"), 6, "{dry}");
+    assert_eq!(u64_field(&dry["deleted"], "bytes"), 6 + 5 + 5, "{dry}");
+    assert!(
+        files_under(&target) == drifted,
+        "a dry run changed the target"
+    );
+    assert!(target.join("docs/out").is_symlink());
+
+    // Excluded entries are neither restored nor deleted.
+    let out = b.run([
+        "restore",
+        &spec,
+        "--target",
+        s(&target),
+        "--delete",
+        "--exclude",
+        "*.conf",
+    ]);
+    out.ok();
+    assert!(out.stdout.contains("deleted 5 entries"), "{out}");
+    assert_eq!(
+        fs::read(target.join("app/local.conf")).expect("kept"),
+        b"mine\n"
+    );
+    assert_eq!(
+        fs::read(outside.join("keep-me")).expect("the link's target is untouched"),
+        b"not the target's\n"
+    );
+    assert!(!target.join("extra").exists() && !target.join("app/stray.txt").exists());
+
+    // Without patterns the target becomes the snapshot's directory exactly.
+    b.run(["restore", &spec, "--target", s(&target), "--delete"])
+        .ok();
+    compare_trees(&src, &target);
+    let again = b.run([
+        "--json",
+        "restore",
+        &spec,
+        "--target",
+        s(&target),
+        "--delete",
+    ]);
+    again.ok();
+    assert_eq!(u64_field(&again.json()["deleted"], "entries"), 0, "{again}");
+
+    // A directory on another filesystem is never emptied: it stays, named on stderr.
+    if is_root() {
+        let mount_point = target.join("mnt");
+        fs::create_dir_all(&mount_point).expect("mkdir");
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(&mount_point)
+            .status()
+            .is_ok_and(|s| s.success());
+        if mounted {
+            let _mount = UnmountOnDrop(mount_point.clone());
+            write_file(&mount_point.join("other-fs"), b"elsewhere\n");
+            let out = b.run(["restore", &spec, "--target", s(&target), "--delete"]);
+            out.ok();
+            assert!(out.stderr.contains("on another filesystem"), "{out}");
+            assert_eq!(
+                fs::read(mount_point.join("other-fs")).expect("left"),
+                b"elsewhere\n"
+            );
+        }
+    }
+
+    // Content the repository lost is named by a dry run, before any restore runs into it.
+    let largest_pack = files_under(&b.repo().join("data"))
+        .into_iter()
+        .max_by_key(|(_, bytes)| bytes.len())
+        .map(|(path, _)| b.repo().join("data").join(path))
+        .expect("a pack");
+    fs::remove_file(&largest_pack).expect("remove the data pack");
+    let lost = b.run([
+        "restore",
+        &spec,
+        "--target",
+        s(&t.join("fresh")),
+        "--dry-run",
+    ]);
+    lost.code(5);
+    assert!(
+        lost.stderr.contains("data.bin") && lost.stderr.contains("is missing"),
+        "{lost}"
+    );
+    assert!(!t.join("fresh").exists(), "a dry run made its target");
+
+    // Only a directory can be made the snapshot's.
+    let out = b.run([
+        "restore",
+        &format!("latest:{}", src.join("docs/readme").display()),
+        "--target",
+        s(&t.join("one")),
+        "--delete",
+    ]);
+    out.code(1);
+    assert!(out.stderr.contains("is not a directory"), "{out}");
 }
 
 /// Extracts the tar archive `bytes` into a new directory `dir` with GNU tar, keeping

@@ -23,10 +23,12 @@
 //! are restored, and every failure names the pack (or blob) and the files affected.
 
 mod archive;
+mod delete;
 mod direct;
 mod fetch;
 mod plaintext;
 mod plan;
+mod preview;
 mod resume;
 mod routes;
 mod select;
@@ -55,6 +57,7 @@ use plan::{Batch, PackPlanner, PackWork, PlannedFile, Planner};
 use write::{ContentWriter, WriteSummary};
 
 pub use archive::{ArchiveSummary, stream_tar};
+pub use delete::Deleted;
 pub use plan::BATCH_FILES;
 pub(crate) use resume::extent_difference;
 pub use select::RestoreFilter;
@@ -70,6 +73,13 @@ pub struct RestoreOptions {
     pub progress: Option<Arc<Progress>>,
     /// Which entries to restore (`--include`, `--exclude`); the default restores all.
     pub filter: RestoreFilter,
+    /// Then delete what the target holds and the snapshot does not, among the entries the
+    /// filter selects (`--delete`; see the delete module). Only for a directory restored,
+    /// and only after a restore without errors.
+    pub delete: bool,
+    /// Write nothing: walk the snapshot and the target and report what the restore (and
+    /// `delete`) would do, `bytes` being what would be written (see the preview module).
+    pub dry_run: bool,
 }
 
 /// What a restore did.
@@ -96,6 +106,8 @@ pub struct RestoreOutcome {
     /// Sockets in the snapshot: recorded by the backup, not restored (the program that
     /// listens on one makes it).
     pub sockets_not_restored: u64,
+    /// What `delete` removed from the target; `None` when it did not run.
+    pub deleted: Option<Deleted>,
 }
 
 /// Why a restore could not run at all.
@@ -164,7 +176,8 @@ pub(crate) fn is_storage_full(error: &io::Error) -> bool {
 ///
 /// With `path` = `/`, every backed-up path comes back under `target` (`/srv/app` as
 /// `target/srv/app`). A directory path puts that directory's contents directly into
-/// `target`; any other entry is restored as `target/NAME`. Files already in the target
+/// `target` and gives `target` the directory's own metadata (mode, owner, times, xattrs);
+/// any other entry is restored as `target/NAME`. Files already in the target
 /// with the right content are left alone, so an interrupted restore can be run again.
 pub fn restore(
     repo: &Repository,
@@ -176,6 +189,24 @@ pub fn restore(
     cancel: &Cancel,
 ) -> Result<RestoreOutcome, RestoreError> {
     let located = locate(repo, index, root, path)?;
+    if options.delete && matches!(located, Located::Other(_)) {
+        return Err(RestoreError::Unsuitable(format!(
+            "--delete makes a directory the snapshot's: {} is not a directory",
+            Path::new("/").join(path).display()
+        )));
+    }
+    if options.dry_run {
+        return match fs::metadata(target) {
+            Ok(meta) if !meta.is_dir() => Err(RestoreError::Target {
+                path: target.to_owned(),
+                source: io::Error::new(
+                    io::ErrorKind::NotADirectory,
+                    "the restore target is not a directory",
+                ),
+            }),
+            _ => preview::preview(repo, index, &located, path, target, options, cancel),
+        };
+    }
     fs::create_dir_all(target).map_err(|source| RestoreError::Target {
         path: target.to_owned(),
         source: match fs::metadata(target) {
@@ -220,7 +251,7 @@ pub fn restore(
         let planner = Planner::new(repo, index, cancel, target, &mut emit, keep_open)
             .with_filter(&options.filter, snapshot_path);
         let plan = match &located {
-            Located::Dir { tree, .. } => planner.plan_tree(tree),
+            Located::Dir { tree, entry } => planner.plan_tree(tree, entry.as_ref()),
             Located::Other(entry) => planner.plan_entry(entry),
         };
         drop(emit); // the writer stops once the last batch is written
@@ -243,8 +274,30 @@ pub fn restore(
         sockets_not_restored: plan.sockets,
         bytes: written.bytes,
         bytes_direct: written.bytes_direct,
+        deleted: None,
     };
     outcome.errors.extend(written.errors);
+    // Before the directories' metadata: deleting from a directory changes its times.
+    if let (true, Located::Dir { tree, .. }) = (options.delete, &located) {
+        if outcome.errors.is_empty() {
+            let sweep = delete::Sweep {
+                repo,
+                index,
+                filter: &options.filter,
+                snapshot_path: path,
+                remove: true,
+                cancel,
+            };
+            let deleted = sweep.run(tree, target)?;
+            outcome.errors.extend(deleted.errors.iter().cloned());
+            outcome.warnings.extend(deleted.kept.iter().cloned());
+            outcome.deleted = Some(deleted);
+        } else {
+            outcome
+                .warnings
+                .push("nothing deleted (--delete): the restore had errors".to_owned());
+        }
+    }
     let (errors, warnings) = write::apply_all(&plan.root, &apply);
     outcome.errors.extend(errors);
     outcome.warnings.extend(warnings);

@@ -299,7 +299,7 @@ impl PackPlanner {
 }
 
 /// Why a chunk cannot be read, naming what is missing.
-fn missing_blob(index: &Index, id: &BlobId, offset: u64) -> String {
+pub(super) fn missing_blob(index: &Index, id: &BlobId, offset: u64) -> String {
     match index.lost_location(id) {
         Some(lost) => format!(
             "content at offset {offset} lost: pack {} (holding blob {id}) is missing",
@@ -448,8 +448,10 @@ impl<'a> Planner<'a> {
         self.plan.file_count + self.plan.dirs + self.plan.others
     }
 
-    /// Restores the entries of `tree` into the target directory.
-    pub fn plan_tree(mut self, tree: &BlobId) -> Result<Plan, RestoreError> {
+    /// Restores the entries of `tree` into the target directory, and the metadata of
+    /// `entry` (the directory's own; none for a snapshot's root) onto it, last.
+    pub fn plan_tree(mut self, tree: &BlobId, entry: Option<&Entry>) -> Result<Plan, RestoreError> {
+        self.plan.root.meta = entry.map(|entry| restorable(&entry.meta));
         let target = self.plan.root.path.clone();
         let fresh = is_empty_dir(&target);
         let mut children = Vec::new();

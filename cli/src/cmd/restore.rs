@@ -132,6 +132,8 @@ pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Resul
                 ownership: platform::is_root(),
                 progress: Some(Arc::clone(&progress)),
                 filter: RestoreFilter::new(&args.includes, &args.excludes)?,
+                delete: args.delete,
+                dry_run: args.dry_run,
             };
             let display = display();
             let outcome = restore(
@@ -189,6 +191,7 @@ pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Resul
     };
     if global.json {
         print_json(&json!({
+            "dry_run": args.dry_run,
             "lease": lease.as_ref().map(|l| l.id.clone()),
             "expires": lease.as_ref().map(|l| restores::time_text(l.expires)),
             "snapshot_id": id.to_hex(),
@@ -204,7 +207,14 @@ pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Resul
             "errors": outcome.errors,
             "warnings": outcome.warnings,
             "sockets_not_restored": outcome.sockets_not_restored,
+            "deleted": outcome.deleted.as_ref().map(|d| json!({
+                "entries": d.entries,
+                "bytes": d.bytes,
+                "paths": d.paths.iter().map(|p| p.to_string_lossy()).collect::<Vec<_>>(),
+            })),
         }))?;
+    } else if args.dry_run {
+        print_preview(&id, target, &outcome)?;
     } else {
         writeln!(
             std::io::stdout(),
@@ -235,6 +245,14 @@ pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Resul
                 bytes(outcome.bytes_skipped)
             )?;
         }
+        if let Some(deleted) = &outcome.deleted {
+            writeln!(
+                std::io::stdout(),
+                "deleted {} entries not in the snapshot ({} in files)",
+                deleted.entries,
+                bytes(deleted.bytes)
+            )?;
+        }
         if !outcome.errors.is_empty() {
             writeln!(
                 std::io::stdout(),
@@ -249,6 +267,44 @@ pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Resul
     } else {
         exit::RESTORE_INCOMPLETE
     })
+}
+
+/// What a `--dry-run` restore found it would do.
+fn print_preview(id: &SnapshotId, target: &Path, outcome: &RestoreOutcome) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "dry run: restoring snapshot {} to {} would write {} of {} files ({}); {} files ({}) \
+         are in place already; {} directories, {} other entries",
+        id.short(),
+        target.display(),
+        outcome.files - outcome.files_skipped,
+        outcome.files,
+        bytes(outcome.bytes),
+        outcome.files_skipped,
+        bytes(outcome.bytes_skipped),
+        outcome.dirs,
+        outcome.others
+    )?;
+    if let Some(deleted) = &outcome.deleted {
+        for path in &deleted.paths {
+            writeln!(out, "would delete {}", path.display())?;
+        }
+        writeln!(
+            out,
+            "--delete would delete {} entries ({} in files)",
+            deleted.entries,
+            bytes(deleted.bytes)
+        )?;
+    }
+    if !outcome.errors.is_empty() {
+        writeln!(
+            out,
+            "the restore would not be complete: {} problem(s), each on stderr",
+            outcome.errors.len()
+        )?;
+    }
+    Ok(())
 }
 
 /// True for a block or character device (also through a symlink like /dev/vg/data).
