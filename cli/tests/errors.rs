@@ -1066,6 +1066,23 @@ fn truncated_data_pack_restore_exits_5_and_restores_the_rest() {
         assert_eq!(meta.mode() & 0o777, 0o600, "{name} stays private");
     }
     assert!(damaged > 0, "the truncated pack held part of new/\n{out}");
+    // The summary counts them: the files it could not restore in full, no others.
+    let again = b.run([
+        "--json",
+        "restore",
+        "latest",
+        "--target",
+        s(&t.join("again")),
+    ]);
+    again.code(5);
+    assert_eq!(u64_field(&again.json(), "files_failed"), damaged, "{again}");
+    assert_eq!(u64_field(&again.json(), "files"), 6, "{again}");
+    let text = b.restore("latest", &t.join("text"));
+    assert!(
+        text.stdout
+            .contains(&format!("{damaged} of the files incomplete")),
+        "{text}"
+    );
 
     let out = b.run(["check", "--read-data"]);
     out.code(4);

@@ -87,6 +87,9 @@ pub struct RestoreOptions {
 pub struct RestoreOutcome {
     /// Regular files restored (with or without errors), skipped ones included.
     pub files: u64,
+    /// Of those, files not restored in full (not created, or content lost): left without
+    /// their metadata, each named in `errors`.
+    pub files_failed: u64,
     /// Directories restored.
     pub dirs: u64,
     /// Symlinks, devices, fifos.
@@ -265,6 +268,7 @@ pub fn restore(
     let plan = plan?;
     let mut outcome = RestoreOutcome {
         files: plan.file_count,
+        files_failed: plan.files_failed + written.files_failed,
         dirs: plan.dirs,
         others: plan.others,
         files_skipped: plan.skipped,
@@ -311,6 +315,8 @@ struct Written {
     bytes: u64,
     /// Of those, bytes written around the page cache.
     bytes_direct: u64,
+    /// Files whose content did not all arrive.
+    files_failed: u64,
     /// Content lost and metadata not applied, each naming its path.
     errors: Vec<String>,
     /// Metadata applied only in part (an owner or extended attribute refused).
@@ -332,7 +338,10 @@ fn write_batches(
         written.bytes += content.bytes;
         written.bytes_direct += content.bytes_direct;
         written.errors.extend(content.errors);
-        let (errors, warnings) = write::apply_files(&batch.files, &content.failed, apply);
+        let mut failed = content.failed;
+        failed.extend(batch.incomplete);
+        written.files_failed += failed.len() as u64;
+        let (errors, warnings) = write::apply_files(&batch.files, &failed, apply);
         written.errors.extend(errors);
         written.warnings.extend(warnings);
         if let Some(progress) = progress {

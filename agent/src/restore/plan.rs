@@ -21,7 +21,7 @@
 //! pack in a few coalesced ranges; a blob used by many files of a batch (or many times in
 //! one file) is fetched once and written to each place.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io;
@@ -182,6 +182,9 @@ pub(super) struct Batch {
     pub file_count: u64,
     /// Data bytes of the files left alone (already correct in the target).
     pub skipped_bytes: u64,
+    /// Numbers of the files some of whose content is not in the index: written in part,
+    /// left without their metadata, as files whose content fails to arrive.
+    pub incomplete: BTreeSet<u32>,
 }
 
 /// The files and bytes of the batch that follows `emitted` earlier ones, at most.
@@ -198,6 +201,7 @@ struct BatchBuilder {
     bytes: u64,
     file_count: u64,
     skipped_bytes: u64,
+    incomplete: BTreeSet<u32>,
 }
 
 impl BatchBuilder {
@@ -217,6 +221,7 @@ impl BatchBuilder {
             packs: self.packs.finish(),
             file_count: self.file_count,
             skipped_bytes: self.skipped_bytes,
+            incomplete: self.incomplete,
         }
     }
 }
@@ -241,6 +246,8 @@ pub(super) struct Plan {
     pub skipped_bytes: u64,
     /// Per-entry failures found while planning, naming the path and the object.
     pub errors: Vec<String>,
+    /// Regular files that could not be created, or whose content is not in the index.
+    pub files_failed: u64,
     /// Sockets in the snapshot, which are not restored.
     pub sockets: u64,
 }
@@ -412,6 +419,7 @@ impl<'a> Planner<'a> {
                 skipped: 0,
                 skipped_bytes: 0,
                 errors: Vec::new(),
+                files_failed: 0,
                 sockets: 0,
             },
         }
@@ -661,7 +669,10 @@ impl<'a> Planner<'a> {
                         return Ok(());
                     }
                     FilePlanned::LeftAlone => true,
-                    FilePlanned::Failed => false,
+                    FilePlanned::Failed => {
+                        self.plan.files_failed += 1;
+                        false
+                    }
                 }
             }
             Node::Symlink { target } => {
@@ -780,6 +791,9 @@ impl<'a> Planner<'a> {
             meta: Some(restorable(meta)),
             direct,
         });
+        if !missing.is_empty() {
+            self.batch.incomplete.insert(number);
+        }
         for message in missing {
             self.error(path, message);
         }

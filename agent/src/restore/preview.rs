@@ -170,19 +170,25 @@ impl Walk<'_> {
             Ok(false) => {
                 self.out.bytes += data_bytes(extents);
                 let mut offset = 0;
+                let mut complete = true;
                 for extent in extents {
                     if let Extent::Chunk { id, .. } = extent
                         && self.index.get(id).is_none()
                     {
                         let lost = missing_blob(self.index, id, offset);
                         self.out.errors.push(format!("{}: {lost}", disk.display()));
+                        complete = false;
                     }
                     offset += extent.length();
+                }
+                if !complete {
+                    self.out.files_failed += 1;
                 }
             }
             Err(e) => {
                 let message = format!("{}: could not check the existing file: {e}", disk.display());
                 self.out.errors.push(message);
+                self.out.files_failed += 1;
             }
         }
     }

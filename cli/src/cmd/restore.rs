@@ -199,6 +199,7 @@ pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Resul
             "files_skipped": outcome.files_skipped,
             "bytes_skipped": outcome.bytes_skipped,
             "files": outcome.files,
+            "files_failed": outcome.files_failed,
             "dirs": outcome.dirs,
             "others": outcome.others,
             "bytes": outcome.bytes,
@@ -256,8 +257,9 @@ pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Resul
         if !outcome.errors.is_empty() {
             writeln!(
                 std::io::stdout(),
-                "not everything could be restored: {} problem(s), each on stderr with the \
-                 files it affects",
+                "not everything could be restored: {} of the files incomplete (left without \
+                 their metadata), {} problem(s), each on stderr with the files it affects",
+                outcome.files_failed,
                 outcome.errors.len()
             )?;
         }
@@ -300,7 +302,8 @@ fn print_preview(id: &SnapshotId, target: &Path, outcome: &RestoreOutcome) -> Re
     if !outcome.errors.is_empty() {
         writeln!(
             out,
-            "the restore would not be complete: {} problem(s), each on stderr",
+            "the restore would not be complete: {} of the files, {} problem(s), each on stderr",
+            outcome.files_failed,
             outcome.errors.len()
         )?;
     }
