@@ -149,6 +149,12 @@ pub fn plan_rewrite(
             continue;
         }
         replacement.tree = id;
+        let before = replacement.errors.len();
+        replacement
+            .errors
+            .retain(|error| !about_removed(error, &removed));
+        let dropped = (before - replacement.errors.len()) as u64;
+        replacement.summary.errors = replacement.summary.errors.saturating_sub(dropped);
         let tag = ("rewritten".to_owned(), old.short());
         if !replacement.tags.contains(&tag) {
             replacement.tags.push(tag);
@@ -170,6 +176,19 @@ pub fn plan_rewrite(
     let roots: Vec<BlobId> = plan.rewrites.iter().map(|r| r.snapshot.tree).collect();
     plan.new_trees = walker.trees_used_by(&roots);
     Ok(plan)
+}
+
+/// True when a backup's error message (`PATH: reason`, or `changed during backup: PATH`)
+/// is about an entry at or below one of `removed`: the rewritten snapshot does not hold it.
+fn about_removed(error: &str, removed: &[PathBuf]) -> bool {
+    let text = error
+        .strip_prefix("changed during backup: ")
+        .unwrap_or(error);
+    removed.iter().any(|path| {
+        let path = path.to_string_lossy();
+        text.strip_prefix(path.as_ref())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || rest.starts_with(": "))
+    })
 }
 
 /// A snapshot [`apply_rewrite`] wrote.
@@ -387,5 +406,30 @@ impl Walker<'_> {
             .into_iter()
             .filter(|(id, _)| used.contains(id))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_about_removed_entries_are_recognised_by_path() {
+        let removed = [PathBuf::from("/srv/app/secrets"), PathBuf::from("/x.pem")];
+        for error in [
+            "/srv/app/secrets: Permission denied (os error 13)",
+            "/srv/app/secrets/key: Permission denied (os error 13)",
+            "changed during backup: /srv/app/secrets/db",
+            "changed during backup: /x.pem",
+        ] {
+            assert!(about_removed(error, &removed), "{error}");
+        }
+        for error in [
+            "/srv/app/secrets-old: Permission denied (os error 13)",
+            "/srv/app: could not list it",
+            "changed during backup: /x.pem.bak",
+        ] {
+            assert!(!about_removed(error, &removed), "{error}");
+        }
     }
 }

@@ -259,6 +259,30 @@ fn unreadable_source_file_exits_3_and_keeps_the_rest() {
             "the unreadable file's content was restored?!"
         );
     }
+
+    // Rewritten without the directory it could not list, the snapshot stops reporting it.
+    let errors = |b: &Bunker| {
+        let cat = b.run(["cat", "snapshot", "latest"]);
+        cat.ok();
+        let doc = cat.json();
+        let listed: Vec<String> = doc["errors"]
+            .as_array()
+            .expect("errors")
+            .iter()
+            .filter_map(|e| e.as_str().map(str::to_owned))
+            .collect();
+        (listed, u64_field(&doc["summary"], "errors"))
+    };
+    let (before, counted) = errors(&b);
+    assert_eq!((before.len(), counted), (2, 2), "{before:?}");
+    b.run(["rewrite", "-e", s(&src.join("locked-dir")), "--forget"])
+        .ok();
+    let (after, counted) = errors(&b);
+    assert_eq!(counted, 1, "{after:?}");
+    assert!(
+        after.len() == 1 && after[0].contains(s(&src.join("secret"))),
+        "{after:?}"
+    );
 }
 
 #[test]
