@@ -1,11 +1,16 @@
 //! Snapshots as a read-only filesystem (`bunker mount`), served through FUSE.
 //!
-//! The layout, fixed when the filesystem is made:
+//! The layout:
 //! - `snapshots/<time>-<short id>/`: each snapshot's tree, from `/` down, as a restore
 //!   would write it; `snapshots/latest` links to the newest;
 //! - `hosts/<host>/<time>-<short id>` and `tags/<key=value>/<time>-<short id>`: links to the
 //!   snapshots of one host, or with one tag, and a `latest` link in each;
 //! - `ids/<short id>`: a link to each snapshot.
+//!
+//! With a [`Refresh`], the list of snapshots is read again when a directory of the layout
+//! is looked into and the last reading is older than its period: new snapshots appear
+//! (the index is read again for them), forgotten ones go, and the kernel is told to keep
+//! what it learns of the layout for a second only. A snapshot's own tree never changes.
 //!
 //! Directories are loaded when first looked into; an inode is made for each entry seen and
 //! kept for the life of the mount. A file's content is read blob by blob as it is read
@@ -18,7 +23,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bunker_repo_format::index::Index;
 use bunker_repo_format::snapshot::Snapshot;
@@ -29,8 +34,18 @@ use fuser::{
     OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen, ReplyXattr, Request,
 };
 
-/// How long the kernel may cache what it was told: nothing here ever changes.
+/// How long the kernel may cache what it was told of a snapshot's tree: it never changes.
 const TTL: Duration = Duration::from_secs(3600);
+
+/// How long the kernel may cache what it was told of the layout when it refreshes.
+const LAYOUT_TTL: Duration = Duration::from_secs(1);
+
+/// The directories of the layout, whose inode numbers never change.
+const ROOT: INodeNo = INodeNo(1);
+const HOSTS: INodeNo = INodeNo(2);
+const IDS: INodeNo = INodeNo(3);
+const SNAPSHOTS: INodeNo = INodeNo(4);
+const TAGS: INodeNo = INodeNo(5);
 
 /// Plaintext bytes of recently read blobs kept for the next reads.
 const BLOB_CACHE_BYTES: usize = 64 << 20;
@@ -41,12 +56,34 @@ type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
 /// The read-only filesystem of a repository's snapshots.
 pub struct SnapshotFs {
     repo: Arc<Repository>,
-    index: Index,
+    /// Read again when a refresh finds new snapshots.
+    index: RwLock<Arc<Index>>,
     inodes: RwLock<Inodes>,
     blobs: Mutex<BlobCache>,
     /// Owner and time of the directories and links this filesystem makes up.
     owner: (u32, u32),
     made: SystemTime,
+    shown: Mutex<Shown>,
+    refresh: Option<Refresh>,
+}
+
+/// How a mount keeps its list of snapshots current.
+pub struct Refresh {
+    /// Read the list again at most this often (zero: at every look into the layout).
+    pub every: Duration,
+    /// Which snapshots are shown (`--host`, `--tag`, `--path`).
+    pub select: Box<dyn Fn(&Snapshot) -> bool + Send + Sync>,
+}
+
+/// The snapshots shown, and what the last reading of the list found.
+struct Shown {
+    /// Oldest first.
+    snapshots: Vec<(SnapshotId, Snapshot)>,
+    /// Every id the last reading listed, shown or not.
+    listed: std::collections::HashSet<SnapshotId>,
+    /// The directory inode of each snapshot ever shown (its tree's inodes hang below it).
+    dirs: HashMap<SnapshotId, INodeNo>,
+    read_at: Instant,
 }
 
 /// What an inode is.
@@ -209,30 +246,23 @@ fn file_name(text: &str) -> Vec<u8> {
     }
 }
 
-impl SnapshotFs {
-    /// The filesystem of `snapshots` (oldest first), read through `index`; made-up
-    /// directories and links belong to `owner` (uid, gid).
-    pub fn new(
-        repo: Arc<Repository>,
-        index: Index,
-        snapshots: &[(SnapshotId, Snapshot)],
-        owner: (u32, u32),
-    ) -> Self {
-        let mut inodes = Inodes::default();
-        // Inode 1 is the root: reserved now, filled last.
-        let root = inodes.add_listing(Vec::new());
-        let mut by_name = Vec::new();
-        let mut hosts: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
-        let mut tags: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
-        let mut ids = Vec::new();
-        // A short id two snapshots share (likely among some 100,000) names neither: both
-        // go under their full ids.
-        let mut shorts: HashMap<String, usize> = HashMap::new();
-        for (id, _) in snapshots {
-            *shorts.entry(id.short()).or_default() += 1;
-        }
-        for (id, snapshot) in snapshots {
-            let name = snapshot_dir_name(id, snapshot).into_bytes();
+/// Fills the layout's directories from `shown`: a snapshot already shown keeps its
+/// directory inode (and what the kernel knows below it); links and the host and tag
+/// directories are made anew.
+fn lay_out(inodes: &mut Inodes, shown: &mut Shown, owner: (u32, u32)) {
+    let mut by_name = Vec::new();
+    let mut hosts: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+    let mut tags: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+    let mut ids = Vec::new();
+    // A short id two snapshots share (likely among some 100,000) names neither: both go
+    // under their full ids.
+    let mut shorts: HashMap<String, usize> = HashMap::new();
+    for (id, _) in &shown.snapshots {
+        *shorts.entry(id.short()).or_default() += 1;
+    }
+    for (id, snapshot) in &shown.snapshots {
+        let name = snapshot_dir_name(id, snapshot).into_bytes();
+        let dir = *shown.dirs.entry(*id).or_insert_with(|| {
             let dir = Entry {
                 name: name.clone(),
                 meta: Metadata {
@@ -248,68 +278,183 @@ impl SnapshotFs {
                     subtree: snapshot.tree,
                 },
             };
-            by_name.push((name.clone(), inodes.add(Kind::Tree(Box::new(dir)))));
-            hosts
-                .entry(snapshot.host.clone())
+            inodes.add(Kind::Tree(Box::new(dir)))
+        });
+        by_name.push((name.clone(), dir));
+        hosts
+            .entry(snapshot.host.clone())
+            .or_default()
+            .push(name.clone());
+        for (key, value) in &snapshot.tags {
+            tags.entry(format!("{key}={value}"))
                 .or_default()
                 .push(name.clone());
-            for (key, value) in &snapshot.tags {
-                tags.entry(format!("{key}={value}"))
-                    .or_default()
-                    .push(name.clone());
-            }
-            let link = [b"../snapshots/".as_slice(), &name].concat();
-            let short = id.short();
-            let id_name = if shorts.get(&short) == Some(&1) {
-                short
-            } else {
-                id.to_hex()
-            };
-            ids.push((id_name.into_bytes(), inodes.add(Kind::Link(link))));
         }
-        if let Some((newest, _)) = by_name.last() {
-            let newest = newest.clone();
-            by_name.push((b"latest".to_vec(), inodes.add(Kind::Link(newest))));
-        }
-        let mut group_dir = |groups: BTreeMap<String, Vec<Vec<u8>>>| {
-            let listing = groups
-                .into_iter()
-                .map(|(group, names)| {
-                    let mut links: Vec<(Vec<u8>, INodeNo)> = names
-                        .iter()
-                        .map(|name| {
-                            let target = [b"../../snapshots/".as_slice(), name].concat();
-                            (name.clone(), inodes.add(Kind::Link(target)))
-                        })
-                        .collect();
-                    if let Some(newest) = names.last() {
-                        links.push((b"latest".to_vec(), inodes.add(Kind::Link(newest.clone()))));
-                    }
-                    (file_name(&group), inodes.add_listing(links))
-                })
-                .collect();
-            inodes.add_listing(listing)
+        let link = [b"../snapshots/".as_slice(), &name].concat();
+        let short = id.short();
+        let id_name = if shorts.get(&short) == Some(&1) {
+            short
+        } else {
+            id.to_hex()
         };
-        let hosts_dir = group_dir(hosts);
-        let tags_dir = group_dir(tags);
-        let snapshots_dir = inodes.add_listing(by_name);
-        let ids_dir = inodes.add_listing(ids);
-        if let Some(node) = inodes.get_mut(root) {
+        ids.push((id_name.into_bytes(), inodes.add(Kind::Link(link))));
+    }
+    if let Some((newest, _)) = by_name.last() {
+        let newest = newest.clone();
+        by_name.push((b"latest".to_vec(), inodes.add(Kind::Link(newest))));
+    }
+    let mut group_dir = |groups: BTreeMap<String, Vec<Vec<u8>>>| -> Vec<(Vec<u8>, INodeNo)> {
+        groups
+            .into_iter()
+            .map(|(group, names)| {
+                let mut links: Vec<(Vec<u8>, INodeNo)> = names
+                    .iter()
+                    .map(|name| {
+                        let target = [b"../../snapshots/".as_slice(), name].concat();
+                        (name.clone(), inodes.add(Kind::Link(target)))
+                    })
+                    .collect();
+                if let Some(newest) = names.last() {
+                    links.push((b"latest".to_vec(), inodes.add(Kind::Link(newest.clone()))));
+                }
+                (file_name(&group), inodes.add_listing(links))
+            })
+            .collect()
+    };
+    let hosts_listing = group_dir(hosts);
+    let tags_listing = group_dir(tags);
+    for (ino, list) in [
+        (HOSTS, hosts_listing),
+        (TAGS, tags_listing),
+        (SNAPSHOTS, by_name),
+        (IDS, ids),
+    ] {
+        if let Some(node) = inodes.get_mut(ino) {
+            node.children = Some(Children::new(list));
+        }
+    }
+}
+
+impl SnapshotFs {
+    /// The filesystem of `snapshots` (oldest first), read through `index`; made-up
+    /// directories and links belong to `owner` (uid, gid). Without `refresh` the list is
+    /// the one given for the life of the mount.
+    pub fn new(
+        repo: Arc<Repository>,
+        index: Index,
+        snapshots: Vec<(SnapshotId, Snapshot)>,
+        owner: (u32, u32),
+        refresh: Option<Refresh>,
+    ) -> Self {
+        let mut inodes = Inodes::default();
+        for ino in [ROOT, HOSTS, IDS, SNAPSHOTS, TAGS] {
+            let added = inodes.add_listing(Vec::new());
+            debug_assert_eq!(added, ino);
+        }
+        if let Some(node) = inodes.get_mut(ROOT) {
             node.children = Some(Children::new(vec![
-                (b"hosts".to_vec(), hosts_dir),
-                (b"ids".to_vec(), ids_dir),
-                (b"snapshots".to_vec(), snapshots_dir),
-                (b"tags".to_vec(), tags_dir),
+                (b"hosts".to_vec(), HOSTS),
+                (b"ids".to_vec(), IDS),
+                (b"snapshots".to_vec(), SNAPSHOTS),
+                (b"tags".to_vec(), TAGS),
             ]));
         }
+        let mut shown = Shown {
+            listed: snapshots.iter().map(|(id, _)| *id).collect(),
+            snapshots,
+            dirs: HashMap::new(),
+            read_at: Instant::now(),
+        };
+        lay_out(&mut inodes, &mut shown, owner);
         SnapshotFs {
             repo,
-            index,
+            index: RwLock::new(Arc::new(index)),
             inodes: RwLock::new(inodes),
             blobs: Mutex::new(BlobCache::default()),
             owner,
             made: SystemTime::now(),
+            shown: Mutex::new(shown),
+            refresh,
         }
+    }
+
+    fn index(&self) -> Arc<Index> {
+        Arc::clone(&self.index.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// True for the directories and links of the layout (not of a snapshot's tree).
+    fn is_layout(&self, ino: INodeNo) -> bool {
+        let inodes = self.inodes.read().unwrap_or_else(PoisonError::into_inner);
+        inodes
+            .get(ino)
+            .is_some_and(|node| !matches!(node.kind, Kind::Tree(_)))
+    }
+
+    /// How long the kernel may keep what it is told of `node`.
+    fn ttl(&self, node: &Inode) -> &'static Duration {
+        match (&self.refresh, &node.kind) {
+            (Some(_), Kind::Listing | Kind::Link(_)) => &LAYOUT_TTL,
+            _ => &TTL,
+        }
+    }
+
+    /// Reads the list of snapshots again when `ino` is in the layout and the last reading
+    /// is older than the refresh period; lays the layout out again when it changed. A list
+    /// that cannot be read leaves the layout as it was (named on stderr).
+    fn refresh_for(&self, ino: INodeNo) {
+        let Some(refresh) = &self.refresh else {
+            return;
+        };
+        if !self.is_layout(ino) {
+            return;
+        }
+        let mut shown = self.shown.lock().unwrap_or_else(PoisonError::into_inner);
+        if shown.read_at.elapsed() < refresh.every {
+            return;
+        }
+        shown.read_at = Instant::now();
+        let listed: std::collections::HashSet<SnapshotId> = match self.repo.list_snapshot_ids() {
+            Ok(ids) => ids.into_iter().collect(),
+            Err(e) => {
+                eprintln!("bunker: mount: cannot list the snapshots again: {e}");
+                return;
+            }
+        };
+        if listed == shown.listed {
+            return;
+        }
+        let mut added = false;
+        let new: Vec<SnapshotId> = listed.difference(&shown.listed).copied().collect();
+        for id in new {
+            match self.repo.load_snapshot(&id) {
+                Ok(snapshot) if (refresh.select)(&snapshot) => {
+                    shown.snapshots.push((id, snapshot));
+                    added = true;
+                }
+                Ok(_) => {}
+                Err(e) => eprintln!(
+                    "bunker: mount: snapshot {} cannot be read and is not shown: {e}",
+                    id.short()
+                ),
+            }
+        }
+        shown.snapshots.retain(|(id, _)| listed.contains(id));
+        shown
+            .snapshots
+            .sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        shown.listed = listed;
+        if added {
+            // New snapshots' trees and data are in packs the index read at mount lacks.
+            match self.repo.load_index_for_reading() {
+                Ok(loaded) => {
+                    *self.index.write().unwrap_or_else(PoisonError::into_inner) =
+                        Arc::new(loaded.index)
+                }
+                Err(e) => eprintln!("bunker: mount: cannot read the index again: {e}"),
+            }
+        }
+        let mut inodes = self.inodes.write().unwrap_or_else(PoisonError::into_inner);
+        lay_out(&mut inodes, &mut shown, self.owner);
     }
 
     fn attr(&self, ino: INodeNo, node: &Inode) -> FileAttr {
@@ -383,7 +528,7 @@ impl SnapshotFs {
                 Kind::Listing | Kind::Link(_) => return Err(Errno::ENOTDIR),
             }
         };
-        let tree = self.repo.load_tree(&self.index, &subtree).map_err(|e| {
+        let tree = self.repo.load_tree(&self.index(), &subtree).map_err(|e| {
             eprintln!("bunker: mount: cannot read directory tree {subtree}: {e}");
             Errno::EIO
         })?;
@@ -413,7 +558,7 @@ impl SnapshotFs {
         {
             return Ok(data);
         }
-        let data = Arc::new(self.repo.read_blob(&self.index, id).map_err(|e| {
+        let data = Arc::new(self.repo.read_blob(&self.index(), id).map_err(|e| {
             eprintln!("bunker: mount: cannot read data blob {id}: {e}");
             Errno::EIO
         })?);
@@ -522,6 +667,7 @@ fn reply_sized(reply: ReplyXattr, size: u32, data: &[u8]) {
 
 impl Filesystem for SnapshotFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.refresh_for(parent);
         let children = match self.children(parent) {
             Ok(children) => children,
             Err(e) => return reply.error(e),
@@ -531,7 +677,7 @@ impl Filesystem for SnapshotFs {
         };
         let inodes = self.inodes.read().unwrap_or_else(PoisonError::into_inner);
         match inodes.get(*ino) {
-            Some(node) => reply.entry(&TTL, &self.attr(*ino, node), Generation(0)),
+            Some(node) => reply.entry(self.ttl(node), &self.attr(*ino, node), Generation(0)),
             None => reply.error(Errno::ENOENT),
         }
     }
@@ -539,7 +685,7 @@ impl Filesystem for SnapshotFs {
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let inodes = self.inodes.read().unwrap_or_else(PoisonError::into_inner);
         match inodes.get(ino) {
-            Some(node) => reply.attr(&TTL, &self.attr(ino, node)),
+            Some(node) => reply.attr(self.ttl(node), &self.attr(ino, node)),
             None => reply.error(Errno::ENOENT),
         }
     }
@@ -562,7 +708,13 @@ impl Filesystem for SnapshotFs {
         reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE);
     }
 
-    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    /// A snapshot's directory never changes: the kernel may keep its listing. The
+    /// layout's are listed anew at each open when the mount refreshes.
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if self.refresh.is_some() && self.is_layout(ino) {
+            self.refresh_for(ino);
+            return reply.opened(FileHandle(0), FopenFlags::empty());
+        }
         reply.opened(
             FileHandle(0),
             FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,

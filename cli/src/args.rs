@@ -685,6 +685,10 @@ pub struct MountArgs {
     /// Let other users in too (each file's owner and mode still apply).
     #[arg(long)]
     pub allow_other: bool,
+    /// Read the list of snapshots again at most this often, when a directory of the
+    /// layout is looked into: new snapshots appear, forgotten ones go (`0s`: every time).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = values::duration)]
+    pub refresh: Duration,
     /// Which snapshots are shown.
     #[command(flatten, next_help_heading = "Snapshots shown")]
     pub select: SelectArgs,

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use bunker_agent::Cancel;
-use bunker_agent::mount::SnapshotFs;
+use bunker_agent::mount::{Refresh, SnapshotFs};
 use fuser::{Config, MountOption, SessionACL};
 
 use crate::args::{GlobalOptions, MountArgs};
@@ -34,7 +34,12 @@ pub fn run(global: &GlobalOptions, args: &MountArgs, cancel: &Cancel) -> Result<
         nix::unistd::getuid().as_raw(),
         nix::unistd::getgid().as_raw(),
     );
-    let filesystem = SnapshotFs::new(Arc::new(repository), index, &snapshots, owner);
+    let shown = snapshots.len();
+    let refresh = Refresh {
+        every: args.refresh,
+        select: Box::new(move |snapshot| filter.matches(snapshot)),
+    };
+    let filesystem = SnapshotFs::new(Arc::new(repository), index, snapshots, owner, Some(refresh));
     let mut config = Config::default();
     config.mount_options = vec![
         MountOption::RO,
@@ -52,7 +57,7 @@ pub fn run(global: &GlobalOptions, args: &MountArgs, cancel: &Cancel) -> Result<
         .with_context(|| format!("cannot mount at {}", mountpoint.display()))?;
     eprintln!(
         "bunker: {} snapshot(s) at {}; Ctrl-C or `umount {}` to stop",
-        snapshots.len(),
+        shown,
         mountpoint.display(),
         mountpoint.display()
     );
