@@ -13,7 +13,8 @@
 //! what it learns of the layout for a second only. A snapshot's own tree never changes.
 //!
 //! Directories are loaded when first looked into; an inode is made for each entry seen and
-//! kept for the life of the mount. A file's content is read blob by blob as it is read
+//! kept for the life of the mount, one for all the names of a hard-linked file in a
+//! snapshot. A file's content is read blob by blob as it is read
 //! (each blob authenticated and re-hashed, as a restore does), through a small cache of
 //! recently read blobs, so reading a file in pieces fetches each blob once. Holes read as
 //! zeros. A blob that cannot be read fails that read with EIO and is named on stderr; the
@@ -145,6 +146,9 @@ impl Layout {
 #[derive(Debug)]
 struct Inode {
     kind: Kind,
+    /// The snapshot directory a tree entry is in (the directory's own inode); 0 for the
+    /// layout. Hard links are matched within one snapshot.
+    snapshot: INodeNo,
     /// A directory's entries (a tree directory's once loaded).
     children: Option<Arc<Children>>,
     /// A file's content.
@@ -155,10 +159,30 @@ struct Inode {
 struct Inodes {
     /// Inode `n` is `nodes[n - 1]`.
     nodes: Vec<Inode>,
+    /// The inode of each hard-linked file seen, by (snapshot directory, device, inode at
+    /// backup): its other names in that snapshot are the same inode here too.
+    links: HashMap<(INodeNo, u64, u64), INodeNo>,
 }
 
 impl Inodes {
-    fn add(&mut self, mut kind: Kind) -> INodeNo {
+    fn add(&mut self, kind: Kind) -> INodeNo {
+        self.add_in(kind, INodeNo(0))
+    }
+
+    /// Adds a tree entry of the snapshot whose directory is `snapshot` (0: the layout),
+    /// or, for another name of a hard-linked file already added, returns its inode.
+    fn add_in(&mut self, mut kind: Kind, snapshot: INodeNo) -> INodeNo {
+        let link_key = match &kind {
+            Kind::Tree(entry)
+                if entry.meta.nlinks > 1 && !matches!(entry.node, Node::Dir { .. }) =>
+            {
+                Some((snapshot, entry.meta.device, entry.meta.inode))
+            }
+            _ => None,
+        };
+        if let Some(ino) = link_key.and_then(|key| self.links.get(&key)) {
+            return *ino;
+        }
         let layout = match &mut kind {
             Kind::Tree(entry) => match &mut entry.node {
                 Node::File { extents } => Some(Arc::new(Layout::new(std::mem::take(extents)))),
@@ -168,10 +192,15 @@ impl Inodes {
         };
         self.nodes.push(Inode {
             kind,
+            snapshot,
             children: None,
             layout,
         });
-        INodeNo(self.nodes.len() as u64)
+        let ino = INodeNo(self.nodes.len() as u64);
+        if let Some(key) = link_key {
+            self.links.insert(key, ino);
+        }
+        ino
     }
 
     fn add_listing(&mut self, list: Vec<(Vec<u8>, INodeNo)>) -> INodeNo {
@@ -278,7 +307,11 @@ fn lay_out(inodes: &mut Inodes, shown: &mut Shown, owner: (u32, u32)) {
                     subtree: snapshot.tree,
                 },
             };
-            inodes.add(Kind::Tree(Box::new(dir)))
+            let ino = inodes.add(Kind::Tree(Box::new(dir)));
+            if let Some(node) = inodes.get_mut(ino) {
+                node.snapshot = ino;
+            }
+            ino
         });
         by_name.push((name.clone(), dir));
         hosts
@@ -490,7 +523,8 @@ impl SnapshotFs {
                 attr.nlink = if attr.kind == FileType::Directory {
                     2
                 } else {
-                    1
+                    // Hard-linked files show as one inode (tar and rsync -H keep them so).
+                    u32::try_from(meta.nlinks.max(1)).unwrap_or(u32::MAX)
                 };
                 attr.uid = meta.uid;
                 attr.gid = meta.gid;
@@ -514,7 +548,7 @@ impl SnapshotFs {
 
     /// The entries of the directory `ino`, loading its tree the first time.
     fn children(&self, ino: INodeNo) -> Result<Arc<Children>, Errno> {
-        let subtree = {
+        let (subtree, snapshot) = {
             let inodes = self.inodes.read().unwrap_or_else(PoisonError::into_inner);
             let node = inodes.get(ino).ok_or(Errno::ENOENT)?;
             if let Some(children) = &node.children {
@@ -522,7 +556,7 @@ impl SnapshotFs {
             }
             match &node.kind {
                 Kind::Tree(entry) => match entry.node {
-                    Node::Dir { subtree } => subtree,
+                    Node::Dir { subtree } => (subtree, node.snapshot),
                     _ => return Err(Errno::ENOTDIR),
                 },
                 Kind::Listing | Kind::Link(_) => return Err(Errno::ENOTDIR),
@@ -540,7 +574,10 @@ impl SnapshotFs {
         let list = tree
             .into_entries()
             .into_iter()
-            .map(|entry| (entry.name.clone(), inodes.add(Kind::Tree(Box::new(entry)))))
+            .map(|entry| {
+                let name = entry.name.clone();
+                (name, inodes.add_in(Kind::Tree(Box::new(entry)), snapshot))
+            })
             .collect();
         let children = Children::new(list);
         if let Some(node) = inodes.get_mut(ino) {

@@ -21,8 +21,8 @@ fn is_mounted(path: &Path) -> bool {
 }
 
 /// A tree with what a mount must show exactly: content over several blobs, a hole, modes,
-/// a symlink, a fifo, an empty directory, a name that is not UTF-8, xattrs and devices
-/// where allowed. No hard links: a mount gives each name its own inode.
+/// a symlink, a fifo, hard links, an empty directory, a name that is not UTF-8, xattrs
+/// and devices where allowed.
 fn build_tree(src: &Path) {
     write_random_file(&src.join("data/big.bin"), 11, 5 << 20);
     let mut sparse = random_bytes(12, 1 << 20);
@@ -34,6 +34,8 @@ fn build_tree(src: &Path) {
     write_file(&src.join("etc/secret"), b"s3cret\n");
     chmod(&src.join("etc/secret"), 0o600);
     std::os::unix::fs::symlink("../data/big.bin", src.join("etc/link")).expect("symlink");
+    write_file(&src.join("data/shared.txt"), b"one file, two names\n");
+    fs::hard_link(src.join("data/shared.txt"), src.join("etc/shared-link")).expect("link");
     mkfifo(&src.join("etc/fifo"));
     fs::create_dir_all(src.join("empty")).expect("empty dir");
     let odd = std::ffi::OsStr::from_bytes(b"caf\xe9.txt");
@@ -156,11 +158,12 @@ fn a_mount_shows_every_snapshot_as_it_was_backed_up_and_ctrl_c_unmounts_it() {
         names.sort();
         names
     };
-    let now: Vec<String> = b
+    let mut now: Vec<String> = b
         .snapshots()
         .iter()
         .map(|snap| str_field(snap, "short_id").to_owned())
         .collect();
+    now.sort();
     assert_eq!(listed("ids"), now, "ids/ after a backup and a forget");
     assert_eq!(listed("snapshots").len(), 3, "{:?}", listed("snapshots"));
     assert_eq!(listed("hosts/web1").len(), 3, "{:?}", listed("hosts/web1"));
