@@ -181,6 +181,19 @@ pub enum Command {
     /// Needs no repository or password. A cache directory only saves work: without it, a
     /// backup that cannot read a parent snapshot (a put-only key) reads every file again.
     Cache(CacheArgs),
+    /// Print the shell completion script for bash, zsh, fish, elvish or powershell.
+    ///
+    /// E.g. `bunker completion bash > /etc/bash_completion.d/bunker`, or for zsh into a
+    /// directory on `$fpath` as `_bunker`. Needs no repository.
+    Completion(CompletionArgs),
+}
+
+/// `bunker completion`.
+#[derive(Debug, Args)]
+pub struct CompletionArgs {
+    /// The shell to complete in.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// `bunker cache`.

@@ -2181,3 +2181,44 @@ fn walk_relative(root: &Path) -> Vec<String> {
     walk(root, root, &mut out);
     out
 }
+
+#[test]
+fn completion_scripts_name_every_command_and_bash_loads_its_own() {
+    let t = TestDir::new();
+    let b = t.bunker().with_repo(None);
+    let bash = b.run(["completion", "bash"]);
+    bash.ok();
+    for word in [
+        "restore",
+        "mount",
+        "rewrite",
+        "--delete",
+        "--dry-run",
+        "--refresh",
+    ] {
+        assert!(
+            bash.stdout.contains(word),
+            "{word} missing from the bash script"
+        );
+    }
+    let script = t.join("bunker.bash");
+    write_file(&script, bash.stdout.as_bytes());
+    // bash parses it and registers the completion for `bunker`.
+    let loaded = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("source {} && complete -p bunker", s(&script)))
+        .output()
+        .expect("run bash");
+    assert!(
+        loaded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&loaded.stderr)
+    );
+    assert!(String::from_utf8_lossy(&loaded.stdout).contains("_bunker"));
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let out = b.run(["completion", shell]);
+        out.ok();
+        assert!(out.stdout.contains("rewrite"), "{shell}: {out}");
+    }
+    b.run(["completion", "tcsh"]).code(2);
+}
