@@ -2222,3 +2222,43 @@ fn completion_scripts_name_every_command_and_bash_loads_its_own() {
     }
     b.run(["completion", "tcsh"]).code(2);
 }
+
+#[test]
+fn skip_if_unchanged_writes_no_snapshot_until_something_changes() {
+    let t = TestDir::new();
+    let src = t.join("src");
+    write_file(&src.join("a.txt"), b"quiet tree\n");
+    write_random_file(&src.join("sub/b.bin"), 5, 100_000);
+    let b = t.bunker();
+    b.init();
+    b.backup(&[&src], &[]).ok();
+    // The first backup made the cache beside the source, changing their parent directory:
+    // a second one records that.
+    b.backup(&[&src], &[]).ok();
+    let first = str_field(&b.snapshots()[1], "id").to_owned();
+
+    let quiet = b.backup(&[&src], &["--skip-if-unchanged", "--json"]);
+    quiet.ok();
+    let quiet = quiet.json();
+    assert_eq!(quiet["skipped"], true, "{quiet}");
+    assert!(quiet["snapshot_id"].is_null(), "{quiet}");
+    assert_eq!(str_field(&quiet, "parent"), first);
+    assert_eq!(b.snapshots().len(), 2);
+    let text = b.backup(&[&src], &["--skip-if-unchanged"]);
+    text.ok();
+    assert!(
+        text.stdout.contains("nothing changed since snapshot"),
+        "{text}"
+    );
+    assert_eq!(b.snapshots().len(), 2);
+
+    // A change of metadata alone is a change.
+    chmod(&src.join("a.txt"), 0o600);
+    let changed = b.backup(&[&src], &["--skip-if-unchanged", "--json"]);
+    changed.ok();
+    assert_eq!(changed.json()["skipped"], false, "{changed}");
+    assert_eq!(b.snapshots().len(), 3);
+    let target = t.join("restore");
+    b.restore("latest", &target).ok();
+    compare_trees(&src, &under(&target, &src));
+}

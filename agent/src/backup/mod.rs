@@ -98,6 +98,9 @@ pub struct BackupOptions {
     /// Leave the files cache as it was: a dry run, whose repository stores nothing (see
     /// [`DryRunBackend`](bunker_repo_format::backend::DryRunBackend)).
     pub dry_run: bool,
+    /// Write no snapshot when the tree is the parent snapshot's, every entry and its
+    /// metadata the same ([`BackupOutcome::skipped`]).
+    pub skip_if_unchanged: bool,
 }
 
 /// A file whose presence in a directory leaves the directory out of a backup.
@@ -211,6 +214,9 @@ pub struct BackupOutcome {
     pub mount_points: Vec<String>,
     /// Why the files cache could not be saved (the backup itself succeeded).
     pub cache_warning: Option<String>,
+    /// Nothing changed since the parent and `skip_if_unchanged` was asked: no snapshot was
+    /// written, and `id` is the parent's.
+    pub skipped: bool,
 }
 
 /// Why a backup did not produce a snapshot.
@@ -381,7 +387,15 @@ pub fn backup(
         errors,
         program_version: concat!("bunker ", env!("CARGO_PKG_VERSION")).to_owned(),
     };
-    let id = commit(repo, heartbeat, &dependencies, &session, &snapshot, cancel)?;
+    let skipped = options.skip_if_unchanged && parent_root == Some(snapshot.tree);
+    let id = match parent {
+        Some(parent) if skipped => {
+            // Nothing to commit: the session ends as the heartbeat drops.
+            drop(heartbeat);
+            parent
+        }
+        _ => commit(repo, heartbeat, &dependencies, &session, &snapshot, cancel)?,
+    };
     let cache_warning = if options.dry_run {
         None
     } else {
@@ -398,6 +412,7 @@ pub fn backup(
         changed: finished.changed,
         mount_points: finished.mount_points,
         cache_warning,
+        skipped,
     })
 }
 

@@ -297,6 +297,7 @@ fn backup_stream_checked(
         changed: Vec::new(),
         mount_points: Vec::new(),
         cache_warning: None,
+        skipped: false,
     })
 }
 

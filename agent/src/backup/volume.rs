@@ -204,6 +204,7 @@ pub fn backup_volume(
         changed: Vec::new(),
         mount_points: Vec::new(),
         cache_warning: None,
+        skipped: false,
     })
 }
 

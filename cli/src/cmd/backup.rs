@@ -115,6 +115,7 @@ fn backup_paths(
                 one_file_system: args.one_file_system,
                 exclude_larger_than: args.exclude_larger_than,
                 dry_run: args.dry_run,
+                skip_if_unchanged: args.skip_if_unchanged,
                 ..BackupOptions::default()
             };
             backup(repository, &options, cancel)
@@ -137,7 +138,7 @@ fn report(
     outcome: &bunker_agent::backup::BackupOutcome,
     dry_run: bool,
 ) -> Result<u8> {
-    if !dry_run {
+    if !dry_run && !outcome.skipped {
         crate::audit::note_snapshot(outcome.id);
     }
     let mut err = std::io::stderr().lock();
@@ -162,9 +163,10 @@ fn report(
     }
     let s = &outcome.snapshot.summary;
     if global.json {
-        let id = (!dry_run).then_some(outcome.id);
+        let id = (!dry_run && !outcome.skipped).then_some(outcome.id);
         print_json(&json!({
             "dry_run": dry_run,
+            "skipped": outcome.skipped,
             "snapshot_id": id.map(|id| id.to_hex()),
             "short_id": id.map(|id| id.short()),
             "parent": outcome.snapshot.parent.map(|p| p.to_hex()),
@@ -178,6 +180,12 @@ fn report(
         let mut out = std::io::stdout().lock();
         if dry_run {
             writeln!(out, "dry run: nothing stored; the snapshot would hold")?;
+        } else if outcome.skipped {
+            writeln!(
+                out,
+                "no snapshot written: nothing changed since snapshot {} (--skip-if-unchanged)",
+                outcome.id.short()
+            )?;
         } else {
             writeln!(out, "snapshot {} saved", outcome.id.short())?;
         }
