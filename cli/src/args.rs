@@ -585,8 +585,9 @@ pub struct RestoreArgs {
     )]
     pub excludes: Vec<String>,
     /// After a restore without errors, delete what the target holds and the snapshot does
-    /// not (among the entries --include/--exclude select): the target becomes the
-    /// snapshot's directory. Never crosses into another filesystem.
+    /// not, inside the paths the backup was given (not beside them) and among the entries
+    /// --include/--exclude select: the target becomes the snapshot's directory. Never
+    /// crosses into another filesystem.
     #[arg(long, conflicts_with_all = ["stdout", "volume_target"])]
     pub delete: bool,
     /// Write nothing: report what the restore would write, what is already in place (each

@@ -1790,6 +1790,28 @@ fn restore_delete_makes_the_target_the_snapshot_and_a_dry_run_says_so_first() {
     again.ok();
     assert_eq!(u64_field(&again.json()["deleted"], "entries"), 0, "{again}");
 
+    // Only inside what the backup was given: a whole snapshot restored with --delete
+    // leaves alone what sits beside the backed-up path on the way to it.
+    let whole = t.join("whole");
+    b.run(["restore", "latest", "--target", s(&whole)]).ok();
+    write_file(
+        &whole.join("beside-the-backup"),
+        b"not the snapshot's to judge\n",
+    );
+    write_file(&under(&whole, &src.join("stray")), b"inside: goes\n");
+    let out = b.run([
+        "--json",
+        "restore",
+        "latest",
+        "--target",
+        s(&whole),
+        "--delete",
+    ]);
+    out.ok();
+    assert_eq!(u64_field(&out.json()["deleted"], "entries"), 1, "{out}");
+    assert!(whole.join("beside-the-backup").exists());
+    assert!(!under(&whole, &src.join("stray")).exists());
+
     // A directory on another filesystem is never emptied: it stays, named on stderr.
     if is_root() {
         let mount_point = target.join("mnt");

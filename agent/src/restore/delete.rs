@@ -2,9 +2,11 @@
 //! restored directory ends up as the snapshot has it (a sync, as restic's `--delete`).
 //!
 //! The sweep runs after the restore, and only after one without errors: a restore that
-//! could not finish deletes nothing. An entry is a candidate only when the restore would
-//! have restored it had the snapshot held it: with `--include`/`--exclude`, what the
-//! patterns leave out stays. Entries the snapshot holds are never touched here (the restore
+//! could not finish deletes nothing. An entry is a candidate only inside a path the backup
+//! was given (`/srv/app`, not `/srv` or `/`, which the snapshot holds only as the way to
+//! it: a snapshot of `/etc` says nothing about what else `/` should hold), and only when
+//! the restore would have restored it had the snapshot held it: with
+//! `--include`/`--exclude`, what the patterns leave out stays. Entries the snapshot holds are never touched here (the restore
 //! put them in place). Nothing outside the target is reached: symlinks are removed, never
 //! followed, and a directory on another filesystem (a mount point) is left, with a note.
 
@@ -43,6 +45,9 @@ pub(super) struct Sweep<'a> {
     /// Which entries the restore selects, and the snapshot path the target stands for.
     pub filter: &'a RestoreFilter,
     pub snapshot_path: &'a Path,
+    /// The paths the backup was given: only what lies inside one is removed (none given:
+    /// everything counts as inside).
+    pub backed_up: &'a [PathBuf],
     /// False for a dry run: count, remove nothing.
     pub remove: bool,
     pub cancel: &'a Cancel,
@@ -127,6 +132,12 @@ impl Walk<'_> {
             };
             let in_snapshot = snapshot.join(&name);
             let decide = |is_dir| self.sweep.filter.decide(&in_snapshot, is_dir, inside);
+            let backed_up = self.sweep.backed_up.is_empty()
+                || self
+                    .sweep
+                    .backed_up
+                    .iter()
+                    .any(|p| in_snapshot.starts_with(p));
             match held.get(name.as_bytes()) {
                 Some(Node::Dir { subtree }) if meta.is_dir() => match decide(true) {
                     Decision::Skip => {}
@@ -137,6 +148,8 @@ impl Walk<'_> {
                 },
                 // The snapshot holds it: the restore put it there.
                 Some(_) => {}
+                // On the way to a backed-up path, not in one: not the snapshot's to judge.
+                None if !backed_up => {}
                 None => match decide(meta.is_dir()) {
                     Decision::Skip => {}
                     Decision::Restore => {

@@ -74,9 +74,11 @@ pub struct RestoreOptions {
     /// Which entries to restore (`--include`, `--exclude`); the default restores all.
     pub filter: RestoreFilter,
     /// Then delete what the target holds and the snapshot does not, among the entries the
-    /// filter selects (`--delete`; see the delete module). Only for a directory restored,
-    /// and only after a restore without errors.
+    /// filter selects inside `backed_up` (`--delete`; see the delete module). Only for a
+    /// directory restored, and only after a restore without errors.
     pub delete: bool,
+    /// The paths the snapshot's backup was given (its `paths`), which bound `delete`.
+    pub backed_up: Vec<PathBuf>,
     /// Write nothing: walk the snapshot and the target and report what the restore (and
     /// `delete`) would do, `bytes` being what would be written (see the preview module).
     pub dry_run: bool,
@@ -289,6 +291,7 @@ pub fn restore(
                 index,
                 filter: &options.filter,
                 snapshot_path: path,
+                backed_up: &options.backed_up,
                 remove: true,
                 cancel,
             };

@@ -62,6 +62,7 @@ pub(super) fn preview(
                 index,
                 filter: &options.filter,
                 snapshot_path: path,
+                backed_up: &options.backed_up,
                 remove: false,
                 cancel,
             };

@@ -1,6 +1,7 @@
 //! `bunker restore`.
 
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -133,6 +134,11 @@ pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Resul
                 progress: Some(Arc::clone(&progress)),
                 filter: RestoreFilter::new(&args.includes, &args.excludes)?,
                 delete: args.delete,
+                backed_up: snapshot
+                    .paths
+                    .iter()
+                    .map(|p| std::path::PathBuf::from(std::ffi::OsStr::from_bytes(p)))
+                    .collect(),
                 dry_run: args.dry_run,
             };
             let display = display();
