@@ -443,6 +443,11 @@ pub struct BackupArgs {
     /// a skipped backup does not renew.
     #[arg(long, conflicts_with_all = ["stdin", "stdin_from_command", "volume"])]
     pub skip_if_unchanged: bool,
+    /// Name each file read as it goes: `new PATH` or `changed PATH` (unchanged files are
+    /// not read, so not named). With --json, JSON lines on stderr. With --dry-run: what a
+    /// backup would read, to try exclude patterns.
+    #[arg(short = 'v', long, conflicts_with_all = ["stdin", "stdin_from_command", "volume"])]
+    pub verbose: bool,
 }
 
 /// `bunker snapshots`.

@@ -9,7 +9,7 @@ use std::sync::mpsc::{RecvTimeoutError, Sender, channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bunker_agent::backup::LineSink;
+use bunker_agent::backup::{FileChange, FileSink, LineSink};
 use bunker_agent::progress::{Progress, ProgressSnapshot};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
@@ -75,6 +75,31 @@ impl Display {
         Some(LineSink::new(move |line| {
             bar.println(String::from_utf8_lossy(line))
         }))
+    }
+
+    /// Where a backup names each file it reads (`--verbose`): `new PATH` or `changed
+    /// PATH` on stdout (above the bar when one is drawn), or with `json` a JSON line on
+    /// stderr (`message_type` `file`), beside the progress lines.
+    pub fn file_sink(&self, json: bool) -> FileSink {
+        let bar = self.bar.clone();
+        FileSink::new(move |path, change| {
+            let word = match change {
+                FileChange::New => "new",
+                FileChange::Changed => "changed",
+            };
+            if json {
+                let line = json!({
+                    "message_type": "file",
+                    "change": word,
+                    "path": path.to_string_lossy(),
+                });
+                let _ = writeln!(std::io::stderr().lock(), "{line}");
+            } else if let Some(bar) = &bar {
+                bar.println(format!("{word:<8} {}", path.display()));
+            } else {
+                let _ = writeln!(std::io::stdout().lock(), "{word:<8} {}", path.display());
+            }
+        })
     }
 
     /// Stops the display (the bar is cleared; JSON lines end with one of the final counters).

@@ -1426,9 +1426,22 @@ fn a_dry_run_backup_reports_what_the_backup_adds_and_stores_nothing() {
     let dry = dry.json();
     assert_eq!(dry["dry_run"], true, "{dry}");
     assert!(dry["snapshot_id"].is_null(), "{dry}");
-    let text = b.run(["backup", "-n", s(&src)]);
+    let text = b.run(["backup", "-n", "-v", s(&src)]);
     text.ok();
     assert!(text.stdout.contains("dry run: nothing stored"), "{text}");
+    // --verbose names each file it would read, and no other.
+    let mut named: Vec<&str> = text
+        .stdout
+        .lines()
+        .filter(|line| line.starts_with("new ") || line.starts_with("changed "))
+        .collect();
+    named.sort();
+    let expected = [
+        format!("changed  {}", s(&src.join("edited.bin"))),
+        format!("new      {}", s(&src.join("new/added.bin"))),
+        format!("new      {}", s(&src.join("new/copy.txt"))),
+    ];
+    assert_eq!(named, expected, "{text}");
     b.run(["backup", "-n", "--stdin-from-command", "echo dump"])
         .ok();
     assert!(

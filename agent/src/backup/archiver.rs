@@ -52,6 +52,8 @@ pub(super) struct Stages<'a> {
     /// Set by a later stage that failed: the walk stops.
     pub failed: Arc<AtomicBool>,
     pub progress: Option<Arc<Progress>>,
+    /// Told of each file read.
+    pub files_read: Option<super::FileSink>,
 }
 
 /// A source path, or a directory on the way to one (`/srv` on the way to `/srv/app`).
@@ -476,7 +478,7 @@ impl<'a> Archiver<'a> {
             }
             Work::File { size } => match self.archive_file(&mut child, size) {
                 Ok(node) => {
-                    self.count_read(child.parent);
+                    self.count_read(&child.path, child.parent);
                     node
                 }
                 Err(BackupError::Source { source, .. }) => {
@@ -493,12 +495,17 @@ impl<'a> Archiver<'a> {
         }))
     }
 
-    /// Counts a file that was read as new or changed.
-    fn count_read(&mut self, parent: Option<&Entry>) {
-        if parent.is_some() {
+    /// Counts a file at `path` that was read as new or changed, and tells the sink.
+    fn count_read(&mut self, path: &Path, parent: Option<&Entry>) {
+        let change = if parent.is_some() {
             self.summary.files_changed += 1;
+            super::FileChange::Changed
         } else {
             self.summary.files_new += 1;
+            super::FileChange::New
+        };
+        if let Some(sink) = &self.stages.files_read {
+            sink.tell(path, change);
         }
     }
 
@@ -689,7 +696,7 @@ impl<'a> Archiver<'a> {
                 let node =
                     self.file_read(&child.path, &mut child.meta, size, read.read, read.changed);
                 child.work = Work::Done(node);
-                self.count_read(child.parent);
+                self.count_read(&child.path, child.parent);
             }
             if self.stopped() {
                 return Err(BackupError::Interrupted);

@@ -101,6 +101,41 @@ pub struct BackupOptions {
     /// Write no snapshot when the tree is the parent snapshot's, every entry and its
     /// metadata the same ([`BackupOutcome::skipped`]).
     pub skip_if_unchanged: bool,
+    /// Told of each file the backup reads (new or changed), as the walk goes.
+    pub files_read: Option<FileSink>,
+}
+
+/// Whether a file a backup read is new or changed since the parent snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileChange {
+    /// The parent snapshot has no entry at its path (or there is no parent).
+    New,
+    /// The parent snapshot's entry at its path differs (size, times, inode).
+    Changed,
+}
+
+/// What a [`FileSink`] calls with each file.
+type TellFile = dyn Fn(&Path, FileChange) + Send + Sync;
+
+/// Receives each file a backup reads, by the path it is recorded under.
+#[derive(Clone)]
+pub struct FileSink(Arc<TellFile>);
+
+impl FileSink {
+    /// A sink calling `tell` with each file.
+    pub fn new(tell: impl Fn(&Path, FileChange) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(tell))
+    }
+
+    pub(crate) fn tell(&self, path: &Path, change: FileChange) {
+        (self.0)(path, change);
+    }
+}
+
+impl std::fmt::Debug for FileSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FileSink")
+    }
 }
 
 /// A file whose presence in a directory leaves the directory out of a backup.
@@ -330,6 +365,7 @@ pub fn backup(
                 files_cache: files_cache::FilesCache::load(options.cache_dir.as_deref()),
                 failed: Arc::clone(failed),
                 progress: options.progress.clone(),
+                files_read: options.files_read.clone(),
             };
             let mut archiver = archiver::Archiver::new(
                 repo,

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use anyhow::Result;
 use bunker_agent::Cancel;
 use bunker_agent::backup::{
-    BackupError, BackupOptions, StreamOptions, TagFile, VolumeOptions, backup, backup_command,
-    backup_stream, backup_volume,
+    BackupError, BackupOptions, FileSink, StreamOptions, TagFile, VolumeOptions, backup,
+    backup_command, backup_stream, backup_volume,
 };
 use bunker_agent::progress::Progress;
 use bunker_agent::{cache_dirs, platform};
@@ -49,7 +49,16 @@ pub fn run(global: &GlobalOptions, args: &BackupArgs, cancel: &Cancel) -> Result
     } else if let Some(command) = &args.stdin_from_command {
         backup_command(&repository, command, &[], &stream, cancel)
     } else {
-        backup_paths(&repository, args, parent, host, progress, cancel)
+        let files_read = args.verbose.then(|| display.file_sink(global.json));
+        backup_paths(
+            &repository,
+            args,
+            parent,
+            host,
+            progress,
+            files_read,
+            cancel,
+        )
     };
     display.finish();
     report(global, &outcome?, args.dry_run)
@@ -61,6 +70,7 @@ fn backup_paths(
     parent: Option<bunker_repo_format::SnapshotId>,
     host: String,
     progress: Arc<Progress>,
+    files_read: Option<FileSink>,
     cancel: &Cancel,
 ) -> Result<bunker_agent::backup::BackupOutcome, BackupError> {
     match &args.volume {
@@ -116,6 +126,7 @@ fn backup_paths(
                 exclude_larger_than: args.exclude_larger_than,
                 dry_run: args.dry_run,
                 skip_if_unchanged: args.skip_if_unchanged,
+                files_read,
                 ..BackupOptions::default()
             };
             backup(repository, &options, cancel)
