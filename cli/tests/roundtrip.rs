@@ -1845,6 +1845,21 @@ fn restore_delete_makes_the_target_the_snapshot_and_a_dry_run_says_so_first() {
                 b"elsewhere\n"
             );
         }
+        // Nor one the snapshot holds a directory for: `docs` mounted over.
+        let docs = target.join("docs");
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(&docs)
+            .status()
+            .is_ok_and(|s| s.success());
+        if mounted {
+            let _mount = UnmountOnDrop(docs.clone());
+            write_file(&docs.join("on-the-mount"), b"elsewhere\n");
+            let out = b.run(["restore", &spec, "--target", s(&target), "--delete"]);
+            out.ok();
+            assert!(out.stderr.contains("not swept"), "{out}");
+            assert!(docs.join("on-the-mount").exists());
+        }
     }
 
     // Content the repository lost is named by a dry run, before any restore runs into it.

@@ -139,6 +139,11 @@ impl Walk<'_> {
                     .iter()
                     .any(|p| in_snapshot.starts_with(p));
             match held.get(name.as_bytes()) {
+                Some(Node::Dir { .. }) if meta.is_dir() && meta.dev() != self.device => {
+                    let note =
+                        format!("{}: not swept: it is on another filesystem", path.display());
+                    self.out.kept.push(note);
+                }
                 Some(Node::Dir { subtree }) if meta.is_dir() => match decide(true) {
                     Decision::Skip => {}
                     decision => {
