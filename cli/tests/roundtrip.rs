@@ -1504,16 +1504,10 @@ fn one_file_system_records_a_mount_point_empty_and_names_it() {
     write_file(&src.join("kept.txt"), b"on the source's filesystem\n");
     let mount_point = src.join("mnt");
     fs::create_dir_all(&mount_point).expect("mkdir");
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-        .arg(&mount_point)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
+    let Some(_mount) = mount_tmpfs(&mount_point) else {
         note("cannot mount a tmpfs here: skipping the --one-file-system test");
         return;
-    }
-    let _mount = UnmountOnDrop(mount_point.clone());
+    };
     write_file(&mount_point.join("other.txt"), b"on another filesystem\n");
     let b = t.bunker();
     b.init();
@@ -1829,13 +1823,7 @@ fn restore_delete_makes_the_target_the_snapshot_and_a_dry_run_says_so_first() {
     if is_root() {
         let mount_point = target.join("mnt");
         fs::create_dir_all(&mount_point).expect("mkdir");
-        let mounted = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-            .arg(&mount_point)
-            .status()
-            .is_ok_and(|s| s.success());
-        if mounted {
-            let _mount = UnmountOnDrop(mount_point.clone());
+        if let Some(_mount) = mount_tmpfs(&mount_point) {
             write_file(&mount_point.join("other-fs"), b"elsewhere\n");
             let out = b.run(["restore", &spec, "--target", s(&target), "--delete"]);
             out.ok();
@@ -1847,13 +1835,7 @@ fn restore_delete_makes_the_target_the_snapshot_and_a_dry_run_says_so_first() {
         }
         // Nor one the snapshot holds a directory for: `docs` mounted over.
         let docs = target.join("docs");
-        let mounted = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-            .arg(&docs)
-            .status()
-            .is_ok_and(|s| s.success());
-        if mounted {
-            let _mount = UnmountOnDrop(docs.clone());
+        if let Some(_mount) = mount_tmpfs(&docs) {
             write_file(&docs.join("on-the-mount"), b"elsewhere\n");
             let out = b.run(["restore", &spec, "--target", s(&target), "--delete"]);
             out.ok();

@@ -742,6 +742,17 @@ pub fn repo_objects(repo: &Path, kind: &str) -> BTreeSet<String> {
 /// Unmounts its path when dropped (also when the test panics), with [`unmount`].
 pub struct UnmountOnDrop(pub PathBuf);
 
+/// Mounts a 1 MiB tmpfs on the existing directory `dir` (another filesystem for a test);
+/// `None` when this machine will not (not root, no tmpfs).
+pub fn mount_tmpfs(dir: &Path) -> Option<UnmountOnDrop> {
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(dir)
+        .status()
+        .is_ok_and(|s| s.success());
+    mounted.then(|| UnmountOnDrop(dir.to_owned()))
+}
+
 impl Drop for UnmountOnDrop {
     fn drop(&mut self) {
         unmount(&self.0);
