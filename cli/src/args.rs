@@ -456,9 +456,15 @@ pub struct SnapshotsArgs {
     /// Which snapshots to list.
     #[command(flatten)]
     pub select: SelectArgs,
-    /// Only the newest N snapshots that match (default 1 when given without a number).
+    /// Only the newest N snapshots that match (default 1 when given without a number);
+    /// with --group-by, the newest N of each group.
     #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "1")]
     pub latest: Option<usize>,
+    /// List the snapshots in groups: a comma-separated subset of host, paths and tags
+    /// (how `forget` groups them), each group under its own heading (`--json`: objects
+    /// with `group_key` and `snapshots`).
+    #[arg(long, short = 'g', value_name = "FIELDS", value_parser = values::group_by)]
+    pub group_by: Option<GroupBy>,
 }
 
 /// `bunker ls`.

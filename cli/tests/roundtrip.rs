@@ -2294,3 +2294,72 @@ fn skip_if_unchanged_writes_no_snapshot_until_something_changes() {
     b.restore("latest", &target).ok();
     compare_trees(&src, &under(&target, &src));
 }
+
+#[test]
+fn snapshots_group_by_lists_each_group_with_its_newest() {
+    let t = TestDir::new();
+    let src = t.join("src");
+    write_file(&src.join("f"), b"grouped\n");
+    let b = t.bunker();
+    b.init();
+    for (host, tag, time) in [
+        ("web1", "env=prod", "2026-01-01T00:00:00Z"),
+        ("web2", "env=prod", "2026-01-02T00:00:00Z"),
+        ("web1", "env=test", "2026-01-03T00:00:00Z"),
+        ("web1", "env=prod", "2026-01-04T00:00:00Z"),
+    ] {
+        b.backup(&[&src], &["--host", host, "--tag", tag, "--time", time])
+            .ok();
+    }
+    let all = b.snapshots();
+    let id_at = |day: &str| {
+        all.iter()
+            .find(|snap| str_field(snap, "time").starts_with(day))
+            .map(|snap| str_field(snap, "id").to_owned())
+            .expect("a snapshot of that day")
+    };
+
+    let out = b.run(["--json", "snapshots", "--group-by", "host", "--latest", "1"]);
+    out.ok();
+    let groups: Vec<(String, Vec<String>)> = out
+        .json()
+        .as_array()
+        .expect("groups")
+        .iter()
+        .map(|group| {
+            let ids = group["snapshots"]
+                .as_array()
+                .expect("snapshots")
+                .iter()
+                .map(|snap| str_field(snap, "id").to_owned())
+                .collect();
+            (str_field(&group["group_key"], "host").to_owned(), ids)
+        })
+        .collect();
+    assert_eq!(
+        groups,
+        vec![
+            ("web1".to_owned(), vec![id_at("2026-01-04")]),
+            ("web2".to_owned(), vec![id_at("2026-01-02")]),
+        ]
+    );
+
+    let out = b.run(["snapshots", "-g", "host,tags"]);
+    out.ok();
+    let headings: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|line| line.starts_with("snapshots of"))
+        .collect();
+    assert_eq!(
+        headings,
+        [
+            "snapshots of host web1, tags env=prod:",
+            "snapshots of host web1, tags env=test:",
+            "snapshots of host web2, tags env=prod:",
+        ],
+        "{out}"
+    );
+    assert_eq!(out.stdout.matches("2 snapshots").count(), 1, "{out}");
+    b.run(["snapshots", "-g", "colour"]).code(2);
+}
