@@ -437,9 +437,9 @@ pub struct BackupArgs {
     /// what it would add, leaving the repository and the files cache exactly as they were.
     #[arg(short = 'n', long)]
     pub dry_run: bool,
-    /// Write no snapshot when nothing changed since the parent snapshot (every entry and
-    /// its metadata the same): frequent backups of a quiet tree leave no trail of
-    /// identical snapshots. The recovery report ages a source by its newest snapshot, which
+    /// Write no snapshot when nothing changed since the parent snapshot (the same paths,
+    /// every entry in them and its metadata the same; the directories on the way to them
+    /// may change): frequent backups of a quiet tree leave no trail of identical snapshots. The recovery report ages a source by its newest snapshot, which
     /// a skipped backup does not renew.
     #[arg(long, conflicts_with_all = ["stdin", "stdin_from_command", "volume"])]
     pub skip_if_unchanged: bool,

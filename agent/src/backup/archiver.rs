@@ -42,6 +42,9 @@ pub(super) struct Finished {
     pub mount_points: Vec<String>,
     /// The files cache to save once the snapshot is written.
     pub files_cache: FilesCache,
+    /// Every source path's entry (and so all below it) is the parent snapshot's; the
+    /// directories on the way to them may differ.
+    pub paths_unchanged: bool,
 }
 
 /// The stages and state the walk feeds.
@@ -95,6 +98,8 @@ pub(super) struct Archiver<'a> {
     changed: Vec<String>,
     /// Directories recorded empty because they are on another filesystem.
     skipped_mounts: Vec<String>,
+    /// False once a source path's entry differs from the parent snapshot's.
+    paths_unchanged: bool,
     read_from: Option<ReadFrom>,
     /// The recorded path of the entry holding `read_from`'s snapshot, never archived.
     hidden: Option<PathBuf>,
@@ -146,6 +151,7 @@ impl<'a> Archiver<'a> {
             unreadable: Vec::new(),
             changed: Vec::new(),
             skipped_mounts: Vec::new(),
+            paths_unchanged: true,
             read_from: None,
             hidden: None,
             one_file_system: false,
@@ -221,6 +227,7 @@ impl<'a> Archiver<'a> {
             changed: self.changed,
             mount_points: self.skipped_mounts,
             files_cache: self.stages.files_cache,
+            paths_unchanged: self.paths_unchanged,
         }
     }
 
@@ -244,7 +251,9 @@ impl<'a> Archiver<'a> {
             self.source_device = std::fs::symlink_metadata(&access)
                 .ok()
                 .map(|m| std::os::unix::fs::MetadataExt::dev(&m));
-            return self.archive_dir_contents(root, &access, &mut meta, parent_root);
+            let tree = self.archive_dir_contents(root, &access, &mut meta, parent_root)?;
+            self.paths_unchanged &= parent_root == Some(tree);
+            return Ok(tree);
         }
         let mut root: BTreeMap<Vec<u8>, Planned> = BTreeMap::new();
         'paths: for path in paths {
@@ -295,9 +304,9 @@ impl<'a> Archiver<'a> {
                 Planned::Real(path) => {
                     let access = self.access_path(&path);
                     self.source_device = None;
-                    if let Some(entry) = self.archive_entry(&path, &access, name, parent_entry)? {
-                        entries.push(entry);
-                    }
+                    let entry = self.archive_entry(&path, &access, name, parent_entry)?;
+                    self.paths_unchanged &= entry.is_some() && entry.as_ref() == parent_entry;
+                    entries.extend(entry);
                 }
                 Planned::Virtual(path, children) => {
                     let mut captured =

@@ -98,8 +98,9 @@ pub struct BackupOptions {
     /// Leave the files cache as it was: a dry run, whose repository stores nothing (see
     /// [`DryRunBackend`](bunker_repo_format::backend::DryRunBackend)).
     pub dry_run: bool,
-    /// Write no snapshot when the tree is the parent snapshot's, every entry and its
-    /// metadata the same ([`BackupOutcome::skipped`]).
+    /// Write no snapshot when the parent snapshot has the same source paths and each is
+    /// the same entry there, with everything below it and all metadata
+    /// ([`BackupOutcome::skipped`]); the directories on the way to them may differ.
     pub skip_if_unchanged: bool,
     /// Told of each file the backup reads (new or changed), as the walk goes.
     pub files_read: Option<FileSink>,
@@ -351,6 +352,9 @@ pub fn backup(
     if let (Some(progress), Some(snapshot)) = (&options.progress, &parent_snapshot) {
         progress.expect(snapshot.summary.files, snapshot.summary.bytes);
     }
+    let parent_paths = parent_snapshot
+        .as_ref()
+        .map(|snapshot| snapshot.paths.clone());
     let parent_root = parent_snapshot.map(|snapshot| snapshot.tree);
 
     let mut writer = repo.blob_writer(&index);
@@ -423,7 +427,16 @@ pub fn backup(
         errors,
         program_version: concat!("bunker ", env!("CARGO_PKG_VERSION")).to_owned(),
     };
-    let skipped = options.skip_if_unchanged && parent_root == Some(snapshot.tree);
+    // The source paths as the parent's, their entries the same; the directories on the way
+    // to them (`/home` for `/home/me/docs`) change often and are not what was asked for.
+    let skipped = options.skip_if_unchanged
+        && finished.paths_unchanged
+        && parent_paths.is_some_and(|mut theirs| {
+            theirs.sort();
+            let mut ours = snapshot.paths.clone();
+            ours.sort();
+            theirs == ours
+        });
     let id = match parent {
         Some(parent) if skipped => {
             // Nothing to commit: the session ends as the heartbeat drops.
