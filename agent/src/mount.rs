@@ -435,12 +435,17 @@ impl SnapshotFs {
     /// is older than the refresh period; lays the layout out again when it changed. A list
     /// that cannot be read leaves the layout as it was (named on stderr).
     fn refresh_for(&self, ino: INodeNo) {
+        if self.refresh.is_some() && self.is_layout(ino) {
+            self.refresh_if_due();
+        }
+    }
+
+    /// Reads the list of snapshots again when the last reading is older than the refresh
+    /// period (see [`SnapshotFs::refresh_for`]).
+    fn refresh_if_due(&self) {
         let Some(refresh) = &self.refresh else {
             return;
         };
-        if !self.is_layout(ino) {
-            return;
-        }
         let mut shown = self.shown.lock().unwrap_or_else(PoisonError::into_inner);
         if shown.read_at.elapsed() < refresh.every {
             return;
@@ -749,7 +754,7 @@ impl Filesystem for SnapshotFs {
     /// layout's are listed anew at each open when the mount refreshes.
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         if self.refresh.is_some() && self.is_layout(ino) {
-            self.refresh_for(ino);
+            self.refresh_if_due();
             return reply.opened(FileHandle(0), FopenFlags::empty());
         }
         reply.opened(

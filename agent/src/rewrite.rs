@@ -182,7 +182,7 @@ pub fn plan_rewrite(
 /// is about an entry at or below one of `removed`: the rewritten snapshot does not hold it.
 fn about_removed(error: &str, removed: &[PathBuf]) -> bool {
     let text = error
-        .strip_prefix("changed during backup: ")
+        .strip_prefix(crate::backup::CHANGED_DURING_BACKUP)
         .unwrap_or(error);
     removed.iter().any(|path| {
         let path = path.to_string_lossy();

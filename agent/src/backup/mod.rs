@@ -290,6 +290,10 @@ pub enum BackupError {
     Interrupted,
 }
 
+/// How a snapshot's `errors` name a file that changed while it was read:
+/// `changed during backup: PATH`.
+pub const CHANGED_DURING_BACKUP: &str = "changed during backup: ";
+
 /// Now as a [`Timestamp`].
 pub fn now() -> Timestamp {
     Timestamp::now()
@@ -408,7 +412,7 @@ pub fn backup(
         finished
             .changed
             .iter()
-            .map(|c| format!("changed during backup: {c}")),
+            .map(|c| format!("{CHANGED_DURING_BACKUP}{c}")),
     );
     errors.truncate(10_000);
     let snapshot = Snapshot {

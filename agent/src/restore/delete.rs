@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use bunker_repo_format::tree::Node;
 use bunker_repo_format::{BlobId, Repository, index::Index};
 
-use super::RestoreError;
-use super::select::{Decision, RestoreFilter};
+use super::select::Decision;
+use super::{RestoreError, RestoreOptions, RestoreOutcome};
 use crate::cancel::Cancel;
 
 /// What a sweep removed (or, in a dry run, would remove).
@@ -42,21 +42,38 @@ pub struct Deleted {
 pub(super) struct Sweep<'a> {
     pub repo: &'a Repository,
     pub index: &'a Index,
-    /// Which entries the restore selects, and the snapshot path the target stands for.
-    pub filter: &'a RestoreFilter,
+    /// The restore's: its filter selects entries, and only what lies inside one of its
+    /// `backed_up` paths is removed (none given: everything counts as inside).
+    pub options: &'a RestoreOptions,
+    /// The snapshot path the target stands for.
     pub snapshot_path: &'a Path,
-    /// The paths the backup was given: only what lies inside one is removed (none given:
-    /// everything counts as inside).
-    pub backed_up: &'a [PathBuf],
     /// False for a dry run: count, remove nothing.
     pub remove: bool,
     pub cancel: &'a Cancel,
 }
 
 impl Sweep<'_> {
+    /// Sweeps `target` ([`Sweep::run`]) and adds what it did to `outcome`: its errors, its
+    /// notes as warnings, and `deleted`.
+    pub fn record(
+        &self,
+        tree: &BlobId,
+        target: &Path,
+        outcome: &mut RestoreOutcome,
+    ) -> Result<(), RestoreError> {
+        let deleted = self.run(tree, target)?;
+        outcome.errors.extend(deleted.errors.iter().cloned());
+        outcome.warnings.extend(deleted.kept.iter().cloned());
+        outcome.deleted = Some(deleted);
+        Ok(())
+    }
+
     /// Removes from `target` what the directory tree `tree` (restored into it) does not
-    /// hold.
-    pub fn run(&self, tree: &BlobId, target: &Path) -> Result<Deleted, RestoreError> {
+    /// hold; a target that does not exist holds nothing to remove.
+    fn run(&self, tree: &BlobId, target: &Path) -> Result<Deleted, RestoreError> {
+        if !target.exists() {
+            return Ok(Deleted::default());
+        }
         let device = fs::metadata(target)
             .map_err(|source| RestoreError::Target {
                 path: target.to_owned(),
@@ -69,7 +86,12 @@ impl Sweep<'_> {
             out: Deleted::default(),
         };
         let base = Path::new("/").join(self.snapshot_path);
-        walk.dir(Some(tree), target, &base, self.filter.starts_inside())?;
+        walk.dir(
+            Some(tree),
+            target,
+            &base,
+            self.options.filter.starts_inside(),
+        )?;
         Ok(walk.out)
     }
 }
@@ -84,7 +106,7 @@ struct Walk<'a> {
 impl Walk<'_> {
     /// Sweeps the directory `disk`, restored from `tree` (`None`: a directory the snapshot
     /// does not hold, explored for the entries the filter selects in it); `snapshot` is
-    /// its path in the snapshot, `inside` as for [`RestoreFilter::decide`].
+    /// its path in the snapshot, `inside` as for [`RestoreFilter::decide`](super::select::RestoreFilter::decide).
     fn dir(
         &mut self,
         tree: Option<&BlobId>,
@@ -131,13 +153,13 @@ impl Walk<'_> {
                 }
             };
             let in_snapshot = snapshot.join(&name);
-            let decide = |is_dir| self.sweep.filter.decide(&in_snapshot, is_dir, inside);
-            let backed_up = self.sweep.backed_up.is_empty()
-                || self
-                    .sweep
-                    .backed_up
-                    .iter()
-                    .any(|p| in_snapshot.starts_with(p));
+            let decide = |is_dir| {
+                let filter = &self.sweep.options.filter;
+                filter.decide(&in_snapshot, is_dir, inside)
+            };
+            let backed_up = &self.sweep.options.backed_up;
+            let backed_up =
+                backed_up.is_empty() || backed_up.iter().any(|p| in_snapshot.starts_with(p));
             match held.get(name.as_bytes()) {
                 Some(Node::Dir { .. }) if meta.is_dir() && meta.dev() != self.device => {
                     let note =

@@ -200,27 +200,28 @@ pub fn restore(
             Path::new("/").join(path).display()
         )));
     }
-    if options.dry_run {
-        return match fs::metadata(target) {
-            Ok(meta) if !meta.is_dir() => Err(RestoreError::Target {
-                path: target.to_owned(),
-                source: io::Error::new(
+    let not_a_directory = || {
+        fs::metadata(target)
+            .is_ok_and(|meta| !meta.is_dir())
+            .then(|| {
+                io::Error::new(
                     io::ErrorKind::NotADirectory,
-                    "the restore target is not a directory",
-                ),
-            }),
-            _ => preview::preview(repo, index, &located, path, target, options, cancel),
-        };
+                    "the restore target is not a directory (give a new or existing directory)",
+                )
+            })
+    };
+    if options.dry_run {
+        if let Some(source) = not_a_directory() {
+            return Err(RestoreError::Target {
+                path: target.to_owned(),
+                source,
+            });
+        }
+        return preview::preview(repo, index, &located, path, target, options, cancel);
     }
     fs::create_dir_all(target).map_err(|source| RestoreError::Target {
         path: target.to_owned(),
-        source: match fs::metadata(target) {
-            Ok(meta) if !meta.is_dir() => io::Error::new(
-                io::ErrorKind::NotADirectory,
-                "the restore target is not a directory (give a new or existing directory)",
-            ),
-            _ => source,
-        },
+        source: not_a_directory().unwrap_or(source),
     })?;
     let progress = options.progress.as_deref();
     if let Some(progress) = progress {
@@ -289,16 +290,12 @@ pub fn restore(
             let sweep = delete::Sweep {
                 repo,
                 index,
-                filter: &options.filter,
+                options,
                 snapshot_path: path,
-                backed_up: &options.backed_up,
                 remove: true,
                 cancel,
             };
-            let deleted = sweep.run(tree, target)?;
-            outcome.errors.extend(deleted.errors.iter().cloned());
-            outcome.warnings.extend(deleted.kept.iter().cloned());
-            outcome.deleted = Some(deleted);
+            sweep.record(tree, target, &mut outcome)?;
         } else {
             outcome
                 .warnings

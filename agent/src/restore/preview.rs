@@ -15,7 +15,7 @@ use std::path::Path;
 use bunker_repo_format::tree::{Entry, Extent, Node};
 use bunker_repo_format::{BlobId, Repository, index::Index};
 
-use super::delete::{Deleted, Sweep};
+use super::delete::Sweep;
 use super::plan::{data_bytes, missing_blob};
 use super::resume::already_restored;
 use super::select::Decision;
@@ -56,23 +56,15 @@ pub(super) fn preview(
         }
     }
     if let (true, Located::Dir { tree, .. }) = (options.delete, located) {
-        let deleted = if target.exists() {
-            let sweep = Sweep {
-                repo,
-                index,
-                filter: &options.filter,
-                snapshot_path: path,
-                backed_up: &options.backed_up,
-                remove: false,
-                cancel,
-            };
-            sweep.run(tree, target)?
-        } else {
-            Deleted::default()
+        let sweep = Sweep {
+            repo,
+            index,
+            options,
+            snapshot_path: path,
+            remove: false,
+            cancel,
         };
-        walk.out.errors.extend(deleted.errors.iter().cloned());
-        walk.out.warnings.extend(deleted.kept.iter().cloned());
-        walk.out.deleted = Some(deleted);
+        sweep.record(tree, target, &mut walk.out)?;
     }
     Ok(walk.out)
 }
