@@ -605,12 +605,48 @@ pub struct RestoreArgs {
     /// file read and hashed), content the repository lost, and with --delete what would go.
     #[arg(short = 'n', long, conflicts_with_all = ["stdout", "volume_target", "expire"])]
     pub dry_run: bool,
+    /// What to do with an entry the target already holds where the snapshot has one. A
+    /// directory there is always merged into; this decides for the entries in it
+    #[arg(
+        long,
+        value_enum,
+        value_name = "WHEN",
+        default_value_t = OverwriteArg::Always,
+        conflicts_with_all = ["stdout", "volume_target"]
+    )]
+    pub overwrite: OverwriteArg,
     /// The policy whose `agent.restore_roots` and `agent.state_dir` apply.
     #[command(flatten)]
     pub policy: PolicyFileArg,
     /// Which snapshots `latest` picks from.
     #[command(flatten, next_help_heading = "Choosing `latest`")]
     pub select: SelectArgs,
+}
+
+/// `restore --overwrite`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OverwriteArg {
+    /// Replace it unless it is a file with the snapshot's content (read and hashed)
+    Always,
+    /// As always, but a file of the snapshot's size and modification time is taken as in
+    /// place without reading it
+    IfChanged,
+    /// Replace it only when the snapshot's entry is newer (modification time); else keep
+    /// it as it is
+    IfNewer,
+    /// Keep it as it is: only what is missing is restored
+    Never,
+}
+
+impl From<OverwriteArg> for bunker_agent::restore::Overwrite {
+    fn from(arg: OverwriteArg) -> Self {
+        match arg {
+            OverwriteArg::Always => Self::Always,
+            OverwriteArg::IfChanged => Self::IfChanged,
+            OverwriteArg::IfNewer => Self::IfNewer,
+            OverwriteArg::Never => Self::Never,
+        }
+    }
 }
 
 /// `--policy FILE`: the agent policy a command follows (restore roots, lease directory,

@@ -1877,6 +1877,143 @@ fn restore_delete_makes_the_target_the_snapshot_and_a_dry_run_says_so_first() {
     assert!(out.stderr.contains("is not a directory"), "{out}");
 }
 
+/// `restore --overwrite`: each mode keeps or replaces what the target holds by its rule
+/// (kept entries keep their metadata too), everything missing comes back whatever the
+/// mode, and a dry run predicts the counts and bytes without changing the target.
+#[test]
+fn restore_overwrite_modes_keep_or_replace_what_the_target_holds() {
+    const OLD: i64 = 946_684_800; // 2000-01-01
+    let t = TestDir::new();
+    let src = t.join("src");
+    write_file(&src.join("edited-newer"), b"snapshot one\n");
+    write_file(&src.join("same-size-and-time"), b"snapshot two\n");
+    write_file(&src.join("edited-older"), b"snapshot three\n");
+    write_file(&src.join("missing"), b"gone from the target\n");
+    write_file(&src.join("dir/inner"), b"inside\n");
+    std::os::unix::fs::symlink("edited-newer", src.join("link")).expect("symlink");
+    for name in [
+        "edited-newer",
+        "same-size-and-time",
+        "edited-older",
+        "missing",
+    ] {
+        chmod(&src.join(name), 0o644);
+    }
+    for name in [
+        "edited-newer",
+        "same-size-and-time",
+        "edited-older",
+        "missing",
+        "link",
+        "dir",
+    ] {
+        set_mtime(&src.join(name), OLD, 0);
+    }
+    let b = t.bunker();
+    b.init();
+    b.backup(&[&src], &[]).ok();
+    let spec = format!("latest:{}", src.display());
+
+    // The target as its user left it: an edit newer than the snapshot, one of the same
+    // size and time, one older, a file gone, a file where the snapshot has a symlink and
+    // another where it has a directory.
+    let drifted = |name: &str| -> PathBuf {
+        let target = t.join(name);
+        b.run(["restore", &spec, "--target", s(&target)]).ok();
+        write_file(&target.join("edited-newer"), b"my newer edit\n");
+        chmod(&target.join("edited-newer"), 0o600);
+        write_file(&target.join("same-size-and-time"), b"SNAPSHOT TWO\n");
+        set_mtime(&target.join("same-size-and-time"), OLD, 0);
+        write_file(&target.join("edited-older"), b"my older edit\n");
+        set_mtime(&target.join("edited-older"), OLD - 86_400, 0);
+        fs::remove_file(target.join("missing")).expect("rm");
+        fs::remove_file(target.join("link")).expect("rm");
+        write_file(&target.join("link"), b"not a link\n");
+        fs::remove_dir_all(target.join("dir")).expect("rm");
+        write_file(
+            &target.join("dir"),
+            b"a file where the snapshot has a directory\n",
+        );
+        target
+    };
+    let read = |target: &Path, name: &str| fs::read(target.join(name)).expect("read");
+    let mode_of = |path: PathBuf| fs::symlink_metadata(path).expect("stat").mode() & 0o7777;
+
+    // (mode, kept, files kept, files in place, bytes written)
+    let cases = [
+        ("never", 5, 3, 0, 21),
+        ("if-newer", 4, 2, 0, 21 + 15),
+        ("if-changed", 0, 0, 1, 21 + 13 + 15 + 7),
+        ("always", 0, 0, 0, 21 + 13 + 13 + 15 + 7),
+    ];
+    for (mode, kept, files_kept, in_place, written) in cases {
+        let target = drifted(mode);
+        let before = files_under(&target);
+        let args = ["--json", "restore", &spec, "--target", s(&target)];
+        let dry = b.run(args.iter().copied().chain(["-n", "--overwrite", mode]));
+        dry.ok();
+        assert!(
+            files_under(&target) == before,
+            "{mode}: a dry run changed the target"
+        );
+        let real = b.run(args.iter().copied().chain(["--overwrite", mode]));
+        real.ok();
+        for (what, out) in [("dry run", dry.json()), ("restore", real.json())] {
+            assert_eq!(u64_field(&out, "kept"), kept, "{mode} {what}: {out}");
+            assert_eq!(u64_field(&out, "files_kept"), files_kept, "{mode} {what}");
+            assert_eq!(u64_field(&out, "files_skipped"), in_place, "{mode} {what}");
+            assert_eq!(u64_field(&out, "bytes"), written, "{mode} {what}: {out}");
+        }
+        // What is missing comes back whatever the mode.
+        assert_eq!(
+            read(&target, "missing"),
+            b"gone from the target\n",
+            "{mode}"
+        );
+        match mode {
+            "never" => {
+                assert_eq!(read(&target, "edited-newer"), b"my newer edit\n");
+                assert_eq!(mode_of(target.join("edited-newer")), 0o600, "metadata kept");
+                assert_eq!(read(&target, "same-size-and-time"), b"SNAPSHOT TWO\n");
+                assert_eq!(read(&target, "edited-older"), b"my older edit\n");
+                assert_eq!(read(&target, "link"), b"not a link\n");
+                assert!(
+                    fs::symlink_metadata(target.join("dir"))
+                        .expect("stat")
+                        .is_file()
+                );
+                assert!(
+                    real.stderr
+                        .contains("the snapshot's directory is not restored"),
+                    "{real}"
+                );
+            }
+            "if-newer" => {
+                assert_eq!(read(&target, "edited-newer"), b"my newer edit\n");
+                assert_eq!(read(&target, "same-size-and-time"), b"SNAPSHOT TWO\n");
+                assert_eq!(read(&target, "edited-older"), b"snapshot three\n");
+                assert_eq!(mode_of(target.join("edited-older")), 0o644);
+                assert_eq!(read(&target, "link"), b"not a link\n");
+                assert!(
+                    fs::symlink_metadata(target.join("dir"))
+                        .expect("stat")
+                        .is_file()
+                );
+            }
+            "if-changed" => {
+                // Taken as in place by its size and time, as the mode says: not read.
+                assert_eq!(read(&target, "same-size-and-time"), b"SNAPSHOT TWO\n");
+                assert_eq!(read(&target, "edited-newer"), b"snapshot one\n");
+                assert_eq!(mode_of(target.join("edited-newer")), 0o644);
+                assert_eq!(read(&target, "edited-older"), b"snapshot three\n");
+                assert!(target.join("link").is_symlink());
+                assert_eq!(read(&target, "dir/inner"), b"inside\n");
+            }
+            _ => compare_trees(&src, &target),
+        }
+    }
+}
+
 /// Extracts the tar archive `bytes` into a new directory `dir` with GNU tar, keeping
 /// owners, modes and extended attributes.
 fn extract_tar(bytes: &[u8], dir: &Path) {

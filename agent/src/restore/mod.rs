@@ -26,6 +26,7 @@ mod archive;
 mod delete;
 mod direct;
 mod fetch;
+mod overwrite;
 mod plaintext;
 mod plan;
 mod preview;
@@ -58,6 +59,7 @@ use write::{ContentWriter, WriteSummary};
 
 pub use archive::{ArchiveSummary, stream_tar};
 pub use delete::Deleted;
+pub use overwrite::Overwrite;
 pub use plan::BATCH_FILES;
 pub(crate) use resume::extent_difference;
 pub use select::RestoreFilter;
@@ -82,6 +84,9 @@ pub struct RestoreOptions {
     /// Write nothing: walk the snapshot and the target and report what the restore (and
     /// `delete`) would do, `bytes` being what would be written (see the preview module).
     pub dry_run: bool,
+    /// What to do with entries the target already holds (`--overwrite`; see the overwrite
+    /// module).
+    pub overwrite: Overwrite,
 }
 
 /// What a restore did.
@@ -104,6 +109,12 @@ pub struct RestoreOutcome {
     pub files_skipped: u64,
     /// Bytes of those files.
     pub bytes_skipped: u64,
+    /// Entries the target held that the overwrite mode kept as they were (content and
+    /// metadata): files, links and other entries, and non-directories where the snapshot
+    /// has a directory (which is then not restored, with a warning).
+    pub kept: u64,
+    /// Of those, where the snapshot has a regular file (counted in `files`).
+    pub files_kept: u64,
     /// What failed, naming the path and the damaged object. Empty on full success.
     pub errors: Vec<String>,
     /// Metadata that could not be applied (xattrs a filesystem refuses, ...).
@@ -255,7 +266,8 @@ pub fn restore(
             Located::Other(_) => path.parent().unwrap_or(path),
         };
         let planner = Planner::new(repo, index, cancel, target, &mut emit, keep_open)
-            .with_filter(&options.filter, snapshot_path);
+            .with_filter(&options.filter, snapshot_path)
+            .with_overwrite(options.overwrite);
         let plan = match &located {
             Located::Dir { tree, entry } => planner.plan_tree(tree, entry.as_ref()),
             Located::Other(entry) => planner.plan_entry(entry),
@@ -276,14 +288,17 @@ pub fn restore(
         others: plan.others,
         files_skipped: plan.skipped,
         bytes_skipped: plan.skipped_bytes,
+        kept: plan.kept,
+        files_kept: plan.files_kept,
         errors: plan.errors,
-        warnings: written.warnings,
+        warnings: plan.warnings,
         sockets_not_restored: plan.sockets,
         bytes: written.bytes,
         bytes_direct: written.bytes_direct,
         deleted: None,
     };
     outcome.errors.extend(written.errors);
+    outcome.warnings.extend(written.warnings);
     // Before the directories' metadata: deleting from a directory changes its times.
     if let (true, Located::Dir { tree, .. }) = (options.delete, &located) {
         if outcome.errors.is_empty() {

@@ -37,6 +37,7 @@ use bunker_repo_format::{BlobId, PackId, Repository};
 
 use super::RestoreError;
 use super::direct::{DIRECT_MIN, DirectFile, allocate_data_runs};
+use super::overwrite::{self, Overwrite, Verdict};
 use super::resume;
 use super::select::{Decision, RestoreFilter};
 use crate::cancel::Cancel;
@@ -244,8 +245,15 @@ pub(super) struct Plan {
     pub skipped: u64,
     /// Bytes of those files.
     pub skipped_bytes: u64,
+    /// Entries the target holds that the overwrite mode kept as they are.
+    pub kept: u64,
+    /// Of those, where the snapshot has a regular file.
+    pub files_kept: u64,
     /// Per-entry failures found while planning, naming the path and the object.
     pub errors: Vec<String>,
+    /// What the restore left undone by choice (a directory of the snapshot not restored
+    /// over an entry kept), naming the path.
+    pub warnings: Vec<String>,
     /// Regular files that could not be created, or whose content is not in the index.
     pub files_failed: u64,
     /// Sockets in the snapshot, which are not restored.
@@ -383,6 +391,8 @@ pub(super) struct Planner<'a> {
     full: Option<(PathBuf, io::Error)>,
     /// Which entries to restore, and the snapshot path the target stands for.
     filter: Option<(&'a RestoreFilter, PathBuf)>,
+    /// What to do with entries the target already holds.
+    overwrite: Overwrite,
 }
 
 impl<'a> Planner<'a> {
@@ -407,6 +417,7 @@ impl<'a> Planner<'a> {
             keep_open,
             full: None,
             filter: None,
+            overwrite: Overwrite::Always,
             plan: Plan {
                 root: PendingDir {
                     path: target.to_owned(),
@@ -418,7 +429,10 @@ impl<'a> Planner<'a> {
                 others: 0,
                 skipped: 0,
                 skipped_bytes: 0,
+                kept: 0,
+                files_kept: 0,
                 errors: Vec::new(),
+                warnings: Vec::new(),
                 files_failed: 0,
                 sockets: 0,
             },
@@ -432,6 +446,12 @@ impl<'a> Planner<'a> {
         if !filter.is_everything() {
             self.filter = Some((filter, Path::new("/").join(snapshot_path)));
         }
+        self
+    }
+
+    /// Treats the entries the target already holds as `overwrite` says.
+    pub fn with_overwrite(mut self, overwrite: Overwrite) -> Self {
+        self.overwrite = overwrite;
         self
     }
 
@@ -608,18 +628,47 @@ impl<'a> Planner<'a> {
             Node::Dir { .. } => {}
             _ => self.plan.others += 1,
         }
+        let verdict = if fresh {
+            Verdict::Restore
+        } else {
+            let size = match &entry.node {
+                Node::File { extents } => extents.iter().map(Extent::length).sum(),
+                _ => 0,
+            };
+            match overwrite::judge(self.overwrite, access, &entry.node, &entry.meta, size) {
+                Ok(verdict) => verdict,
+                Err(e) => {
+                    self.error(path, format!("could not check what is there: {e}"));
+                    if matches!(entry.node, Node::File { .. }) {
+                        self.plan.files_failed += 1;
+                    }
+                    return Ok(());
+                }
+            }
+        };
         // A second name of an inode seen earlier in this restore becomes a hard link.
         let link_key =
             (!is_dir && entry.meta.nlinks > 1).then_some((entry.meta.device, entry.meta.inode));
         if let Some(first) = link_key.and_then(|key| self.hardlinks.get(&key)).cloned() {
-            if (fresh || !same_inode(&first, access))
+            let linked = !fresh && same_inode(&first, access);
+            if !linked && verdict == Verdict::Keep {
+                self.keep(entry, path);
+            } else if !linked
                 && let Err(e) = clear(access).and_then(|()| fs::hard_link(&first, access))
             {
                 self.error(path, format!("could not link to {}: {e}", display(&first)));
             }
             return Ok(());
         }
+        if verdict == Verdict::Keep {
+            self.keep(entry, path);
+            return Ok(());
+        }
         let created = match &entry.node {
+            Node::File { extents } if verdict == Verdict::InPlace => {
+                self.left_alone(extents);
+                true
+            }
             Node::Dir { subtree } => {
                 // A directory this restore creates is empty; one already there is merged into.
                 let made = clear(access).and_then(|()| match parent.create_dir(name) {
@@ -704,6 +753,31 @@ impl<'a> Planner<'a> {
         Ok(())
     }
 
+    /// Counts an entry the overwrite mode keeps as the target holds it (a file's data as
+    /// done, for the progress).
+    fn keep(&mut self, entry: &Entry, path: &Path) {
+        self.plan.kept += 1;
+        match &entry.node {
+            Node::File { extents } => {
+                self.plan.files_kept += 1;
+                self.batch.skipped_bytes += data_bytes(extents);
+            }
+            Node::Dir { .. } => self.plan.warnings.push(format!(
+                "{}: kept (--overwrite {}): the snapshot's directory is not restored over it",
+                display(path),
+                self.overwrite.name()
+            )),
+            _ => {}
+        }
+    }
+
+    /// Counts a file found in place, which is neither read nor written.
+    fn left_alone(&mut self, extents: &[Extent]) {
+        self.plan.skipped += 1;
+        self.plan.skipped_bytes += extents.iter().map(Extent::length).sum::<u64>();
+        self.batch.skipped_bytes += data_bytes(extents);
+    }
+
     fn report(&mut self, path: &Path, result: Result<(), String>) -> bool {
         match result {
             Ok(()) => true,
@@ -730,9 +804,7 @@ impl<'a> Planner<'a> {
         if !fresh {
             match resume::already_restored(self.repo, access, extents, size) {
                 Ok(true) => {
-                    self.plan.skipped += 1;
-                    self.plan.skipped_bytes += size;
-                    self.batch.skipped_bytes += data_bytes(extents);
+                    self.left_alone(extents);
                     return FilePlanned::LeftAlone;
                 }
                 Ok(false) => {}

@@ -5,7 +5,8 @@
 //! ([`already_restored`]: read and hashed chunk by chunk, no repository traffic), so the
 //! figures say what would be written and what is already in place; each chunk that would be
 //! written is looked up in the index, so content the repository lost is named before a
-//! restore runs into it. With `delete`, the sweep counts what would go.
+//! restore runs into it. Entries the overwrite mode would keep are counted as kept, by the
+//! rule the restore applies ([`judge`]). With `delete`, the sweep counts what would go.
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
@@ -16,6 +17,7 @@ use bunker_repo_format::tree::{Entry, Extent, Node};
 use bunker_repo_format::{BlobId, Repository, index::Index};
 
 use super::delete::Sweep;
+use super::overwrite::{Verdict, judge};
 use super::plan::{data_bytes, missing_blob};
 use super::resume::already_restored;
 use super::select::Decision;
@@ -122,11 +124,44 @@ impl Walk<'_> {
         if decision == Decision::Skip {
             return Ok(0);
         }
-        match &entry.node {
-            Node::Socket => {
-                self.out.sockets_not_restored += 1;
-                Ok(0)
+        if matches!(entry.node, Node::Socket) {
+            self.out.sockets_not_restored += 1;
+            return Ok(0);
+        }
+        let size = match &entry.node {
+            Node::File { extents } => extents.iter().map(Extent::length).sum(),
+            _ => 0,
+        };
+        let verdict = match judge(self.options.overwrite, disk, &entry.node, &entry.meta, size) {
+            Ok(verdict) => verdict,
+            Err(e) => {
+                let message = format!("{}: could not check what is there: {e}", disk.display());
+                self.out.errors.push(message);
+                if matches!(entry.node, Node::File { .. }) {
+                    self.out.files += 1;
+                    self.out.files_failed += 1;
+                }
+                return Ok(1);
             }
+        };
+        if verdict == Verdict::Keep {
+            self.out.kept += 1;
+            match entry.node {
+                Node::File { .. } => {
+                    self.out.files += 1;
+                    self.out.files_kept += 1;
+                }
+                Node::Dir { .. } => self.out.warnings.push(format!(
+                    "{}: kept (--overwrite {}): the snapshot's directory is not restored over it",
+                    disk.display(),
+                    self.options.overwrite.name()
+                )),
+                _ => self.out.others += 1,
+            }
+            return Ok(1);
+        }
+        match &entry.node {
+            Node::Socket => Ok(0),
             Node::Dir { subtree } => {
                 let inside = decision == Decision::Restore;
                 let below = self.tree(subtree, disk, snapshot, inside)?;
@@ -142,7 +177,12 @@ impl Walk<'_> {
                 if meta.nlinks > 1 && !self.links_seen.insert((meta.device, meta.inode)) {
                     return Ok(1);
                 }
-                self.file(extents, disk);
+                if verdict == Verdict::InPlace {
+                    self.out.files_skipped += 1;
+                    self.out.bytes_skipped += size;
+                } else {
+                    self.file(extents, disk);
+                }
                 Ok(1)
             }
             _ => {

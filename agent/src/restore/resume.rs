@@ -29,8 +29,8 @@ const HOLE_READ: u64 = 1 << 20;
 /// True when `path` is a regular file of `size` bytes whose content is `extents`.
 ///
 /// A missing file, another kind of entry, or a file that cannot be read is simply "not
-/// restored" (it will be replaced); only an `lstat` failure other than "not found" is an
-/// error.
+/// restored" (it will be replaced); only an `lstat` failure other than "not found" (or
+/// "not a directory", a file where the snapshot has a directory on the way) is an error.
 pub(super) fn already_restored(
     repo: &Repository,
     path: &Path,
@@ -39,7 +39,15 @@ pub(super) fn already_restored(
 ) -> io::Result<bool> {
     let meta = match fs::symlink_metadata(path) {
         Ok(meta) => meta,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        // Below a file (a dry run sees the target as it is): not there either.
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(false);
+        }
         Err(e) => return Err(e),
     };
     // A file with other names is never in place, whatever it holds: the metadata applied

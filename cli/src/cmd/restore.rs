@@ -12,8 +12,8 @@ use bunker_agent::navigate::{Located, locate};
 use bunker_agent::platform;
 use bunker_agent::progress::Progress;
 use bunker_agent::restore::{
-    RestoreFilter, RestoreOptions, RestoreOutcome, restore, restore_volume, stream_located,
-    stream_tar,
+    Overwrite, RestoreFilter, RestoreOptions, RestoreOutcome, restore, restore_volume,
+    stream_located, stream_tar,
 };
 use bunker_repo_format::index::Index;
 use bunker_repo_format::snapshot::{Snapshot, SourceKind};
@@ -140,6 +140,7 @@ pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Resul
                     .map(|p| std::path::PathBuf::from(std::ffi::OsStr::from_bytes(p)))
                     .collect(),
                 dry_run: args.dry_run,
+                overwrite: args.overwrite.into(),
             };
             let display = display();
             let outcome = restore(
@@ -204,6 +205,8 @@ pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Resul
             "target": target.to_string_lossy(),
             "files_skipped": outcome.files_skipped,
             "bytes_skipped": outcome.bytes_skipped,
+            "kept": outcome.kept,
+            "files_kept": outcome.files_kept,
             "files": outcome.files,
             "files_failed": outcome.files_failed,
             "dirs": outcome.dirs,
@@ -221,7 +224,7 @@ pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Resul
             })),
         }))?;
     } else if args.dry_run {
-        print_preview(&id, target, &outcome)?;
+        print_preview(&id, target, &outcome, args.overwrite.into())?;
     } else {
         writeln!(
             std::io::stdout(),
@@ -252,6 +255,14 @@ pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Resul
                 bytes(outcome.bytes_skipped)
             )?;
         }
+        if outcome.kept > 0 {
+            writeln!(
+                std::io::stdout(),
+                "{} existing entries kept as they were (--overwrite {})",
+                outcome.kept,
+                Overwrite::from(args.overwrite).name()
+            )?;
+        }
         if let Some(deleted) = &outcome.deleted {
             writeln!(
                 std::io::stdout(),
@@ -278,7 +289,12 @@ pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Resul
 }
 
 /// What a `--dry-run` restore found it would do.
-fn print_preview(id: &SnapshotId, target: &Path, outcome: &RestoreOutcome) -> Result<()> {
+fn print_preview(
+    id: &SnapshotId,
+    target: &Path,
+    outcome: &RestoreOutcome,
+    overwrite: Overwrite,
+) -> Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -286,7 +302,7 @@ fn print_preview(id: &SnapshotId, target: &Path, outcome: &RestoreOutcome) -> Re
          are in place already; {} directories, {} other entries",
         id.short(),
         target.display(),
-        outcome.files - outcome.files_skipped,
+        outcome.files - outcome.files_skipped - outcome.files_kept,
         outcome.files,
         bytes(outcome.bytes),
         outcome.files_skipped,
@@ -294,6 +310,14 @@ fn print_preview(id: &SnapshotId, target: &Path, outcome: &RestoreOutcome) -> Re
         outcome.dirs,
         outcome.others
     )?;
+    if outcome.kept > 0 {
+        writeln!(
+            out,
+            "{} existing entries would be kept as they are (--overwrite {})",
+            outcome.kept,
+            overwrite.name()
+        )?;
+    }
     if let Some(deleted) = &outcome.deleted {
         for path in &deleted.paths {
             writeln!(out, "would delete {}", path.display())?;

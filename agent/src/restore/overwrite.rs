@@ -1,0 +1,189 @@
+//! `restore --overwrite`: what a restore does with an entry the target already holds.
+//!
+//! The default, [`Overwrite::Always`], makes the target match the snapshot: an existing
+//! file is read and hashed and left alone only when its content is the snapshot's
+//! (see [`super::resume`]); anything else in the way is replaced. The other modes leave
+//! existing entries untouched, content and metadata alike, by a rule that needs one
+//! `lstat` and no reading: `never` keeps whatever is there, `if-newer` keeps what is at
+//! least as new (modification time) as the snapshot's entry, and `if-changed` takes a
+//! regular file of the snapshot's size and modification time as in place without reading
+//! it (its metadata is still applied). A directory the target holds where the snapshot has
+//! one is always merged into; these rules govern the entries in it, and a non-directory
+//! where the snapshot has a directory.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use bunker_repo_format::tree::{Metadata, Node, Timestamp};
+
+/// What a restore does with an entry the target already holds where the snapshot has one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Overwrite {
+    /// Replace it unless it is a file with the snapshot's content (read and hashed).
+    #[default]
+    Always,
+    /// As `Always`, but a regular file of the snapshot's size and modification time is
+    /// taken as in place without reading it.
+    IfChanged,
+    /// Replace it only when the snapshot's entry is newer (modification time).
+    IfNewer,
+    /// Never replace it.
+    Never,
+}
+
+impl Overwrite {
+    /// The mode's name on the command line (`always`, `if-changed`, `if-newer`, `never`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Always => "always",
+            Self::IfChanged => "if-changed",
+            Self::IfNewer => "if-newer",
+            Self::Never => "never",
+        }
+    }
+}
+
+/// What the mode decides for one entry of the snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Verdict {
+    /// Restore it as `Always` does (nothing there, a directory to merge into, or an entry
+    /// the mode lets the restore replace).
+    Restore,
+    /// A regular file taken as in place by its size and time: not read, not written; its
+    /// metadata is applied.
+    InPlace,
+    /// Leave what is there as it is, metadata included.
+    Keep,
+}
+
+/// The verdict of `mode` on the snapshot's entry (`node`, with `meta`) at `path`; `size`
+/// is a file's length. An `lstat` failure other than "not found" is an error.
+pub(super) fn judge(
+    mode: Overwrite,
+    path: &Path,
+    node: &Node,
+    meta: &Metadata,
+    size: u64,
+) -> io::Result<Verdict> {
+    if mode == Overwrite::Always {
+        return Ok(Verdict::Restore);
+    }
+    let existing = match fs::symlink_metadata(path) {
+        Ok(existing) => existing,
+        // Below a file (a dry run sees the target as it is): nothing there either.
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(Verdict::Restore);
+        }
+        Err(e) => return Err(e),
+    };
+    let is_dir = matches!(node, Node::Dir { .. });
+    if is_dir && existing.is_dir() {
+        return Ok(Verdict::Restore);
+    }
+    let existing_mtime = Timestamp {
+        sec: existing.mtime(),
+        nsec: u32::try_from(existing.mtime_nsec()).unwrap_or(0),
+    };
+    Ok(match mode {
+        Overwrite::Always => Verdict::Restore,
+        Overwrite::Never => Verdict::Keep,
+        Overwrite::IfNewer if meta.mtime > existing_mtime => Verdict::Restore,
+        Overwrite::IfNewer => Verdict::Keep,
+        // One name only: metadata applied to a file with others would reach them too.
+        Overwrite::IfChanged
+            if matches!(node, Node::File { .. })
+                && existing.is_file()
+                && existing.len() == size
+                && existing.nlink() == 1
+                && existing_mtime == meta.mtime =>
+        {
+            Verdict::InPlace
+        }
+        Overwrite::IfChanged => Verdict::Restore,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs::{File, FileTimes};
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+
+    fn file_node() -> Node {
+        Node::File {
+            extents: Vec::new(),
+        }
+    }
+
+    fn meta_at(sec: i64, nsec: u32) -> Metadata {
+        Metadata {
+            mtime: Timestamp { sec, nsec },
+            ..Metadata::default()
+        }
+    }
+
+    /// A five-byte file at `path` modified at `sec` seconds and 500 ns.
+    fn existing_file(path: &Path, sec: u64) {
+        fs::write(path, b"hello").expect("write");
+        let time = UNIX_EPOCH + Duration::new(sec, 500);
+        let file = File::options().write(true).open(path).expect("open");
+        file.set_times(FileTimes::new().set_modified(time))
+            .expect("set times");
+    }
+
+    #[test]
+    fn each_mode_judges_an_existing_file_by_its_rule() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f");
+        existing_file(&path, 1_000);
+        let judged = |mode, meta: &Metadata, size| {
+            judge(mode, &path, &file_node(), meta, size).expect("judge")
+        };
+        let same = meta_at(1_000, 500);
+        let newer = meta_at(1_000, 501);
+        let older = meta_at(999, 999_999_999);
+        assert_eq!(judged(Overwrite::Always, &same, 5), Verdict::Restore);
+        assert_eq!(judged(Overwrite::Never, &newer, 5), Verdict::Keep);
+        assert_eq!(judged(Overwrite::IfNewer, &newer, 5), Verdict::Restore);
+        assert_eq!(judged(Overwrite::IfNewer, &same, 5), Verdict::Keep);
+        assert_eq!(judged(Overwrite::IfNewer, &older, 5), Verdict::Keep);
+        assert_eq!(judged(Overwrite::IfChanged, &same, 5), Verdict::InPlace);
+        assert_eq!(judged(Overwrite::IfChanged, &same, 6), Verdict::Restore);
+        assert_eq!(judged(Overwrite::IfChanged, &newer, 5), Verdict::Restore);
+        // A second name makes it not in place: its metadata would reach the other.
+        fs::hard_link(&path, dir.path().join("g")).expect("link");
+        assert_eq!(judged(Overwrite::IfChanged, &same, 5), Verdict::Restore);
+    }
+
+    #[test]
+    fn nothing_there_is_restored_and_a_directory_is_merged_into() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("missing");
+        let subtree = Node::Dir {
+            subtree: bunker_repo_format::BlobId::from_bytes([0; 32]),
+        };
+        let meta = meta_at(0, 0);
+        for mode in [Overwrite::Never, Overwrite::IfNewer, Overwrite::IfChanged] {
+            let verdict = judge(mode, &missing, &file_node(), &meta, 0).expect("judge");
+            assert_eq!(verdict, Verdict::Restore, "{mode:?}");
+            let verdict = judge(mode, dir.path(), &subtree, &meta, 0).expect("judge");
+            assert_eq!(verdict, Verdict::Restore, "{mode:?}");
+        }
+        // A file where the snapshot has a directory is kept by `never`.
+        let file = dir.path().join("f");
+        existing_file(&file, 1);
+        let verdict = judge(Overwrite::Never, &file, &subtree, &meta, 0).expect("judge");
+        assert_eq!(verdict, Verdict::Keep);
+        let newer = meta_at(2, 0);
+        let verdict = judge(Overwrite::IfNewer, &file, &subtree, &newer, 0).expect("judge");
+        assert_eq!(verdict, Verdict::Restore);
+    }
+}
