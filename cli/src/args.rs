@@ -615,6 +615,11 @@ pub struct RestoreArgs {
         conflicts_with_all = ["stdout", "volume_target"]
     )]
     pub overwrite: OverwriteArg,
+    /// Read every file back once written (or the volume, once restored) and check each
+    /// chunk against the snapshot: a file that differs is an error (exit 5) and is left
+    /// without its metadata
+    #[arg(long, conflicts_with_all = ["stdout", "dry_run"])]
+    pub verify: bool,
     /// The policy whose `agent.restore_roots` and `agent.state_dir` apply.
     #[command(flatten)]
     pub policy: PolicyFileArg,

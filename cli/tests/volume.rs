@@ -125,8 +125,22 @@ fn volume_of_a_loop_device_restores_to_a_sparse_image_a_device_and_stdout() {
 
     // To a new sparse image.
     let restored = t.join("restored.img");
-    b.run(["restore", "latest", "--volume-target", s(&restored)])
-        .ok();
+    let out = b.run([
+        "--json",
+        "restore",
+        "latest",
+        "--volume-target",
+        s(&restored),
+        "--verify",
+    ]);
+    out.ok();
+    let out = out.json();
+    assert_eq!(u64_field(&out, "files_verified"), 1, "{out}");
+    assert_eq!(
+        u64_field(&out, "bytes_verified"),
+        original.len() as u64,
+        "{out}"
+    );
     let got = fs::read(&restored).expect("read restored image");
     assert!(got == original, "restored image differs from the device");
     let meta = fs::metadata(&restored).expect("stat");

@@ -30,6 +30,7 @@ mod overwrite;
 mod plaintext;
 mod plan;
 mod preview;
+mod readback;
 mod resume;
 mod routes;
 mod select;
@@ -87,6 +88,9 @@ pub struct RestoreOptions {
     /// What to do with entries the target already holds (`--overwrite`; see the overwrite
     /// module).
     pub overwrite: Overwrite,
+    /// Read each file back once its batch is written and check every chunk against its id
+    /// (`--verify`; see the readback module). A file that differs counts as failed.
+    pub verify: bool,
 }
 
 /// What a restore did.
@@ -115,6 +119,10 @@ pub struct RestoreOutcome {
     pub kept: u64,
     /// Of those, where the snapshot has a regular file (counted in `files`).
     pub files_kept: u64,
+    /// Files written and then read back and found equal to the snapshot (`verify`).
+    pub files_verified: u64,
+    /// Bytes of those files.
+    pub bytes_verified: u64,
     /// What failed, naming the path and the damaged object. Empty on full success.
     pub errors: Vec<String>,
     /// Metadata that could not be applied (xattrs a filesystem refuses, ...).
@@ -257,7 +265,8 @@ pub fn restore(
     // The walk plans batches on this thread while the writer fills the earlier ones.
     let (batches, planned) = mpsc::sync_channel::<Batch>(1);
     let (plan, written) = std::thread::scope(|scope| {
-        let writer = scope.spawn(|| write_batches(repo, planned, &apply, progress, cancel));
+        let writer =
+            scope.spawn(|| write_batches(repo, planned, &apply, options.verify, progress, cancel));
         let mut emit = move |batch| batches.send(batch).is_ok();
         let keep_open = plan::files_kept_open(platform::raise_open_files_limit());
         // The target stands for the restored directory, or for the one entry's parent.
@@ -267,7 +276,8 @@ pub fn restore(
         };
         let planner = Planner::new(repo, index, cancel, target, &mut emit, keep_open)
             .with_filter(&options.filter, snapshot_path)
-            .with_overwrite(options.overwrite);
+            .with_overwrite(options.overwrite)
+            .with_verify(options.verify);
         let plan = match &located {
             Located::Dir { tree, entry } => planner.plan_tree(tree, entry.as_ref()),
             Located::Other(entry) => planner.plan_entry(entry),
@@ -290,6 +300,8 @@ pub fn restore(
         bytes_skipped: plan.skipped_bytes,
         kept: plan.kept,
         files_kept: plan.files_kept,
+        files_verified: written.files_verified,
+        bytes_verified: written.bytes_verified,
         errors: plan.errors,
         warnings: plan.warnings,
         sockets_not_restored: plan.sockets,
@@ -336,14 +348,19 @@ struct Written {
     errors: Vec<String>,
     /// Metadata applied only in part (an owner or extended attribute refused).
     warnings: Vec<String>,
+    /// Files read back and found equal to the snapshot (`--verify`).
+    files_verified: u64,
+    /// Their bytes.
+    bytes_verified: u64,
 }
 
-/// Writes the content of each batch the walk plans, then its files' metadata, in turn,
-/// until the walk is done.
+/// Writes the content of each batch the walk plans (and with `verify` reads it back),
+/// then its files' metadata, in turn, until the walk is done.
 fn write_batches(
     repo: &Repository,
     batches: mpsc::Receiver<Batch>,
     apply: &ApplyOptions,
+    verify: bool,
     progress: Option<&Progress>,
     cancel: &Cancel,
 ) -> Result<Written, RestoreError> {
@@ -355,6 +372,15 @@ fn write_batches(
         written.errors.extend(content.errors);
         let mut failed = content.failed;
         failed.extend(batch.incomplete);
+        if verify {
+            let found = readback::read_back(repo, &batch.files, &failed);
+            written.files_verified += found.files;
+            written.bytes_verified += found.bytes;
+            for (number, message) in found.differences {
+                failed.insert(number);
+                written.errors.push(message);
+            }
+        }
         written.files_failed += failed.len() as u64;
         let (errors, warnings) = write::apply_files(&batch.files, &failed, apply);
         written.errors.extend(errors);
@@ -537,6 +563,7 @@ pub fn restore_volume(
         size,
         meta: None,
         direct: DirectFile::open(target),
+        verify_against: None,
     }];
     let mut packs = PackPlanner::default();
     let mut errors: Vec<String> = packs

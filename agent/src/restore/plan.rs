@@ -92,6 +92,9 @@ pub(super) struct PlannedFile {
     /// its whole blocks around the page cache (when the filesystem allows it); such a
     /// file also keeps `handle`.
     pub direct: Option<DirectFile>,
+    /// Its extents, for a restore that reads each file back once written (`--verify`,
+    /// see the readback module); `None` otherwise.
+    pub verify_against: Option<Vec<Extent>>,
 }
 
 /// What became of a regular file in the plan.
@@ -393,6 +396,8 @@ pub(super) struct Planner<'a> {
     filter: Option<(&'a RestoreFilter, PathBuf)>,
     /// What to do with entries the target already holds.
     overwrite: Overwrite,
+    /// Keep each file's extents so that the writer reads it back.
+    verify: bool,
 }
 
 impl<'a> Planner<'a> {
@@ -418,6 +423,7 @@ impl<'a> Planner<'a> {
             full: None,
             filter: None,
             overwrite: Overwrite::Always,
+            verify: false,
             plan: Plan {
                 root: PendingDir {
                     path: target.to_owned(),
@@ -452,6 +458,12 @@ impl<'a> Planner<'a> {
     /// Treats the entries the target already holds as `overwrite` says.
     pub fn with_overwrite(mut self, overwrite: Overwrite) -> Self {
         self.overwrite = overwrite;
+        self
+    }
+
+    /// Gives each file its extents, for the writer to read it back once written.
+    pub fn with_verify(mut self, verify: bool) -> Self {
+        self.verify = verify;
         self
     }
 
@@ -862,6 +874,7 @@ impl<'a> Planner<'a> {
             size,
             meta: Some(restorable(meta)),
             direct,
+            verify_against: self.verify.then(|| extents.to_vec()),
         });
         if !missing.is_empty() {
             self.batch.incomplete.insert(number);

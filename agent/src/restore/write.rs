@@ -729,6 +729,7 @@ mod tests {
             size: size as u64,
             meta: None,
             direct: DirectFile::open(path),
+            verify_against: None,
         }]
     }
 
@@ -750,6 +751,7 @@ mod tests {
             size: (count * BLOCK) as u64,
             meta: None,
             direct: None,
+            verify_against: None,
         }];
         let blobs: Vec<PlannedBlob> = (0..count).map(blob).collect();
         let writer = ContentWriter::new(&files, None, None);

@@ -16,7 +16,7 @@ use crate::restore::extent_difference;
 
 /// Checks `file` against `extents`; returns the first difference found (lowest offset), as
 /// a message, or `None` when every byte matches.
-pub(super) fn first_difference(
+pub(crate) fn first_difference(
     repo: &Repository,
     file: &File,
     extents: &[Extent],

@@ -32,6 +32,7 @@ use crate::cancel::Cancel;
 use crate::restore::{
     RestoreError, RestoreOptions, RestoreOutcome, restore, restore_volume, volume_entry,
 };
+pub(crate) use content::first_difference;
 pub use target::Target;
 
 /// Name of the image a volume snapshot is restored to, inside the target directory.

@@ -126,7 +126,24 @@ pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Resul
                 cancel,
             );
             display.finish();
-            (outcome?, device)
+            let mut outcome = outcome?;
+            if args.verify && outcome.errors.is_empty() {
+                let found = bunker_agent::verify::verify_volume(
+                    &repository,
+                    &loaded.index,
+                    &snapshot.tree,
+                    device,
+                )?;
+                if found.differences.is_empty() {
+                    outcome.files_verified = found.files;
+                    outcome.bytes_verified = found.bytes;
+                }
+                let differences = found.differences.iter();
+                outcome.errors.extend(
+                    differences.map(|d| format!("{}: verification: {}", d.path.display(), d.what)),
+                );
+            }
+            (outcome, device)
         }
         (None, Some(target)) => {
             let options = RestoreOptions {
@@ -141,6 +158,7 @@ pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Resul
                     .collect(),
                 dry_run: args.dry_run,
                 overwrite: args.overwrite.into(),
+                verify: args.verify,
             };
             let display = display();
             let outcome = restore(
@@ -207,6 +225,8 @@ pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Resul
             "bytes_skipped": outcome.bytes_skipped,
             "kept": outcome.kept,
             "files_kept": outcome.files_kept,
+            "files_verified": outcome.files_verified,
+            "bytes_verified": outcome.bytes_verified,
             "files": outcome.files,
             "files_failed": outcome.files_failed,
             "dirs": outcome.dirs,
@@ -253,6 +273,14 @@ pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Resul
                 "{} files ({}) were already in place and left alone",
                 outcome.files_skipped,
                 bytes(outcome.bytes_skipped)
+            )?;
+        }
+        if args.verify {
+            writeln!(
+                std::io::stdout(),
+                "read back and verified {} files ({})",
+                outcome.files_verified,
+                bytes(outcome.bytes_verified)
             )?;
         }
         if outcome.kept > 0 {
