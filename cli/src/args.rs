@@ -795,6 +795,22 @@ pub struct ForgetArgs {
     /// (e.g. 30d, 12h, 1y2m3d4h; m is months).
     #[arg(long, value_name = "DURATION", value_parser = values::calendar_duration)]
     pub keep_within: Option<CalendarDuration>,
+    /// Keep the newest snapshot of each hour that has one, within this duration of the
+    /// group's newest snapshot.
+    #[arg(long, value_name = "DURATION", value_parser = values::calendar_duration)]
+    pub keep_within_hourly: Option<CalendarDuration>,
+    /// Same per day (e.g. --keep-within-daily 7d).
+    #[arg(long, value_name = "DURATION", value_parser = values::calendar_duration)]
+    pub keep_within_daily: Option<CalendarDuration>,
+    /// Same per ISO week.
+    #[arg(long, value_name = "DURATION", value_parser = values::calendar_duration)]
+    pub keep_within_weekly: Option<CalendarDuration>,
+    /// Same per month.
+    #[arg(long, value_name = "DURATION", value_parser = values::calendar_duration)]
+    pub keep_within_monthly: Option<CalendarDuration>,
+    /// Same per year.
+    #[arg(long, value_name = "DURATION", value_parser = values::calendar_duration)]
+    pub keep_within_yearly: Option<CalendarDuration>,
     /// Keep every snapshot with this tag (repeatable).
     #[arg(long = "keep-tag", value_name = "KEY=VALUE", value_parser = values::tag)]
     pub keep_tags: Vec<(String, String)>,

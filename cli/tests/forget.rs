@@ -471,6 +471,23 @@ fn keep_within_measures_from_the_newest_snapshot() {
 }
 
 #[test]
+fn keep_within_daily_keeps_one_per_day_inside_the_bound() {
+    let f = Fixture::new();
+    // alpha: after 2024-03-02T23:59:59, the newest of 03-04 (A7) and of 03-03 (A4);
+    // beta: after 2024-03-02T12:00 (B2 is exactly on it), B5 for 03-04 and B3 for 03-03.
+    let groups = f.forget_json(&["--keep-within-daily", "2d", "--dry-run"]);
+    let kept: Vec<Vec<&str>> = groups
+        .iter()
+        .map(|(_, rows)| rows.iter().filter(|r| r.1).map(|r| r.0).collect())
+        .collect();
+    assert_eq!(kept, vec![vec!["A7", "A4"], vec!["B5", "B3"]]);
+    let a4 = groups[0].1.iter().find(|r| r.0 == "A4").expect("A4");
+    assert_eq!(a4.2, ["daily within 2d"]);
+    f.b.run(["forget", "--keep-within-daily", "2d"]).ok();
+    assert_eq!(f.remaining(), BTreeSet::from(["A4", "A7", "B3", "B5"]));
+}
+
+#[test]
 fn unreadable_snapshots_are_skipped_and_never_deleted() {
     let f = Fixture::new();
     let damaged = format!("snapshots/{}", f.ids["A2"]);

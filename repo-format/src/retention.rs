@@ -26,6 +26,11 @@
 //!   not in the future (relative to `now`), **not** `now`: a group that stopped getting
 //!   backups keeps its last D of history instead of losing everything. Snapshots in the
 //!   future are always within; a group with only future snapshots keeps them all.
+//! - `keep_within_hourly/daily/weekly/monthly/yearly D` (`daily within 7d`, ...): the
+//!   period rules bounded by time instead of a count: the newest snapshot of each period
+//!   that has one, among the snapshots `keep_within D` would keep (restic's
+//!   `--keep-within-daily` and so on). No oldest-snapshot extra: the bound, not a quota,
+//!   ends the rule.
 //! - `keep_tags` (`tag env=prod`): every snapshot carrying one of these tags.
 //! - `keep_min N` (`keep-min`): the newest N snapshots of a group are never removed,
 //!   whatever the other rules say, so a flood of new snapshots (a looping script) cannot
@@ -183,6 +188,17 @@ pub struct RetentionPolicy {
     pub keep_yearly: Option<u32>,
     /// Keep every snapshot within this duration of the group's newest (non-future) snapshot.
     pub keep_within: Option<CalendarDuration>,
+    /// Keep the newest snapshot of each hour that has one, within this duration of the
+    /// group's newest (non-future) snapshot.
+    pub keep_within_hourly: Option<CalendarDuration>,
+    /// Same per day.
+    pub keep_within_daily: Option<CalendarDuration>,
+    /// Same per ISO 8601 week.
+    pub keep_within_weekly: Option<CalendarDuration>,
+    /// Same per calendar month.
+    pub keep_within_monthly: Option<CalendarDuration>,
+    /// Same per calendar year.
+    pub keep_within_yearly: Option<CalendarDuration>,
     /// Keep every snapshot that has one of these `(key, value)` tags.
     pub keep_tags: Vec<(String, String)>,
     /// Never remove the newest N snapshots of a group. Not a rule by itself.
@@ -200,6 +216,11 @@ impl Default for RetentionPolicy {
             keep_monthly: None,
             keep_yearly: None,
             keep_within: None,
+            keep_within_hourly: None,
+            keep_within_daily: None,
+            keep_within_weekly: None,
+            keep_within_monthly: None,
+            keep_within_yearly: None,
             keep_tags: Vec::new(),
             keep_min: 1,
         }
@@ -211,6 +232,7 @@ impl RetentionPolicy {
     pub fn has_rule(&self) -> bool {
         self.counted_rules().next().is_some()
             || self.keep_within.is_some_and(|d| !d.is_zero())
+            || self.bounded_rules().next().is_some()
             || !self.keep_tags.is_empty()
     }
 
@@ -221,8 +243,8 @@ impl RetentionPolicy {
         } else {
             Err(Error::Invalid(
                 "the retention policy has no keep rule (last, hourly, daily, weekly, monthly, \
-                 yearly, within or tag), so nothing would be kept; refusing to forget every \
-                 snapshot"
+                 yearly, within, within-hourly ... within-yearly or tag), so nothing would be \
+                 kept; refusing to forget every snapshot"
                     .into(),
             ))
         }
@@ -240,6 +262,23 @@ impl RetentionPolicy {
         ]
         .into_iter()
         .filter_map(|(period, count)| count.filter(|&n| n > 0).map(|n| (period, n)))
+    }
+
+    /// The period rules bounded by a non-zero duration, in the order reasons are listed.
+    fn bounded_rules(&self) -> impl Iterator<Item = (Period, CalendarDuration)> {
+        [
+            (Period::Hourly, self.keep_within_hourly),
+            (Period::Daily, self.keep_within_daily),
+            (Period::Weekly, self.keep_within_weekly),
+            (Period::Monthly, self.keep_within_monthly),
+            (Period::Yearly, self.keep_within_yearly),
+        ]
+        .into_iter()
+        .filter_map(|(period, duration)| {
+            duration
+                .filter(|d| !d.is_zero())
+                .map(|duration| (period, duration))
+        })
     }
 }
 
@@ -439,6 +478,14 @@ struct PeriodRule {
     last: Option<Bucket>,
 }
 
+/// A period rule bounded by time while walking a group.
+struct BoundedRule {
+    period: Period,
+    duration: CalendarDuration,
+    bound: Within,
+    last: Option<Bucket>,
+}
+
 /// Our timestamp as jiff's, clamped to jiff's range (years -9999 to 9999): a snapshot time
 /// outside it is a damaged clock, and sorting it to the edge is all that matters.
 fn to_jiff(time: Timestamp) -> jiff::Timestamp {
@@ -456,6 +503,15 @@ enum Within {
     All,
     /// Snapshots strictly after this time.
     After(jiff::Timestamp),
+}
+
+impl Within {
+    fn contains(&self, time: jiff::Timestamp) -> bool {
+        match self {
+            Within::All => true,
+            Within::After(bound) => time > *bound,
+        }
+    }
 }
 
 fn within_bound(
@@ -490,6 +546,15 @@ fn decide(
             last: None,
         })
         .collect();
+    let mut bounded: Vec<BoundedRule> = policy
+        .bounded_rules()
+        .map(|(period, duration)| BoundedRule {
+            period,
+            duration,
+            bound: within_bound(&times, duration, now),
+            last: None,
+        })
+        .collect();
     let oldest = members.len().saturating_sub(1);
     let keep_min = usize::try_from(policy.keep_min).unwrap_or(usize::MAX);
     let mut decisions = Vec::with_capacity(members.len());
@@ -508,13 +573,16 @@ fn decide(
             rule.last = Some(bucket);
             rule.quota -= 1;
         }
-        if let Some((duration, bound)) = &within {
-            let inside = match bound {
-                Within::All => true,
-                Within::After(bound) => time > bound,
-            };
-            if inside {
-                reasons.push(format!("within {duration}"));
+        if let Some((duration, bound)) = &within
+            && bound.contains(*time)
+        {
+            reasons.push(format!("within {duration}"));
+        }
+        for rule in bounded.iter_mut().filter(|r| r.bound.contains(*time)) {
+            let bucket = rule.period.bucket(position, civil);
+            if rule.last != Some(bucket) {
+                reasons.push(format!("{} within {}", rule.period.name(), rule.duration));
+                rule.last = Some(bucket);
             }
         }
         for (key, value) in &policy.keep_tags {
@@ -782,6 +850,73 @@ mod tests {
     }
 
     #[test]
+    fn within_daily_keeps_the_newest_of_each_day_inside_the_bound() {
+        // 2d before the newest non-future snapshot (06-30 12:00) is 06-28 12:00.
+        let policy = RetentionPolicy {
+            keep_within_daily: within("2d"),
+            ..none()
+        };
+        check(
+            policy,
+            "2024-07-01T00:00:00Z",
+            &[
+                ("2024-06-30T12:00:00Z", &[], "daily within 2d"),
+                ("2024-06-30T06:00:00Z", &[], ""),
+                ("2024-06-29T23:00:00Z", &[], "daily within 2d"),
+                ("2024-06-29T01:00:00Z", &[], ""),
+                ("2024-06-28T13:00:00Z", &[], "daily within 2d"),
+                ("2024-06-28T12:00:00Z", &[], ""),
+                ("2024-06-27T12:00:00Z", &[], ""),
+            ],
+        );
+    }
+
+    #[test]
+    fn bounded_rules_combine_with_each_other_and_with_counts() {
+        // From 2024-06-30 12:00 (a Sunday): hourly within 2h keeps hours 12, 11 and 10
+        // (after 10:00); weekly within 1m the newest of ISO weeks 26 to 22 (after 05-30
+        // 12:00; week 21 is older); last 1.
+        let policy = RetentionPolicy {
+            keep_last: Some(1),
+            keep_within_hourly: within("2h"),
+            keep_within_weekly: within("1m"),
+            ..none()
+        };
+        check(
+            policy,
+            FAR_FUTURE,
+            &[
+                (
+                    "2024-06-30T12:00:00Z",
+                    &[],
+                    "last,hourly within 2h,weekly within 1m",
+                ),
+                ("2024-06-30T11:30:00Z", &[], "hourly within 2h"),
+                ("2024-06-30T11:00:00Z", &[], ""),
+                ("2024-06-30T10:30:00Z", &[], "hourly within 2h"),
+                ("2024-06-30T10:00:00Z", &[], ""),
+                ("2024-06-23T10:00:00Z", &[], "weekly within 1m"),
+                ("2024-06-12T10:00:00Z", &[], "weekly within 1m"),
+                ("2024-06-03T10:00:00Z", &[], "weekly within 1m"),
+                ("2024-06-01T10:00:00Z", &[], "weekly within 1m"),
+                ("2024-05-31T10:00:00Z", &[], ""),
+                ("2024-05-30T13:00:00Z", &[], ""),
+                ("2024-05-20T10:00:00Z", &[], ""),
+            ],
+        );
+    }
+
+    #[test]
+    fn a_bounded_rule_alone_is_a_rule() {
+        let policy = RetentionPolicy {
+            keep_within_yearly: within("3y"),
+            ..none()
+        };
+        assert!(policy.has_rule());
+        assert!(none().check().is_err());
+    }
+
+    #[test]
     fn within_is_measured_from_the_newest_snapshot_not_now() {
         let policy = RetentionPolicy {
             keep_within: within("1d"),
@@ -878,6 +1013,11 @@ mod tests {
             keep_monthly: Some(1),
             keep_yearly: Some(1),
             keep_within: within("1h"),
+            keep_within_hourly: within("1h"),
+            keep_within_daily: within("1h"),
+            keep_within_weekly: within("1h"),
+            keep_within_monthly: within("1h"),
+            keep_within_yearly: within("1h"),
             keep_tags: vec![("a".into(), "b".into())],
             keep_min: 1,
         };
@@ -887,7 +1027,8 @@ mod tests {
             &[(
                 "2024-05-05T00:00:00Z",
                 &[("a", "b")],
-                "last,hourly,daily,weekly,monthly,yearly,within 1h,tag a=b",
+                "last,hourly,daily,weekly,monthly,yearly,within 1h,hourly within 1h,\
+                 daily within 1h,weekly within 1h,monthly within 1h,yearly within 1h,tag a=b",
             )],
         );
     }
@@ -1135,9 +1276,19 @@ mod tests {
             proptest::option::of((0u32..2, 0u32..3, 0u32..10, 0u32..30)),
             proptest::bool::ANY,
             0u32..5,
+            (
+                proptest::option::of(0u32..20),
+                proptest::option::of(0u32..4),
+            ),
         )
             .prop_map(
-                |((last, hourly, daily, weekly, monthly, yearly), within, tag, keep_min)| {
+                |(
+                    (last, hourly, daily, weekly, monthly, yearly),
+                    within,
+                    tag,
+                    keep_min,
+                    (daily_days, weekly_months),
+                )| {
                     RetentionPolicy {
                         keep_last: last,
                         keep_hourly: hourly,
@@ -1151,6 +1302,17 @@ mod tests {
                             days,
                             hours,
                         }),
+                        keep_within_hourly: None,
+                        keep_within_daily: daily_days.map(|days| CalendarDuration {
+                            days,
+                            ..CalendarDuration::default()
+                        }),
+                        keep_within_weekly: weekly_months.map(|months| CalendarDuration {
+                            months,
+                            ..CalendarDuration::default()
+                        }),
+                        keep_within_monthly: None,
+                        keep_within_yearly: None,
                         keep_tags: if tag {
                             vec![("k".into(), "1".into())]
                         } else {

@@ -1026,21 +1026,23 @@ impl Checker<'_> {
         key: &str,
     ) -> Option<RetentionPolicy> {
         let raw = r.get_ref();
-        let keep_within = match &raw.keep_within {
-            Some(text) => match parse_duration(text.get_ref()) {
+        let mut duration = |text: &Option<Spanned<String>>, name: &str| {
+            let text = text.as_ref()?;
+            match parse_duration(text.get_ref()) {
                 Ok(d) => Some(d),
                 Err(e) => {
-                    self.on(
-                        text,
-                        fallback.clone(),
-                        &format!("{key}.keep_within"),
-                        e.to_string(),
-                    );
+                    let at = format!("{key}.{name}");
+                    self.on(text, fallback.clone(), &at, e.to_string());
                     None
                 }
-            },
-            None => None,
+            }
         };
+        let keep_within = duration(&raw.keep_within, "keep_within");
+        let keep_within_hourly = duration(&raw.keep_within_hourly, "keep_within_hourly");
+        let keep_within_daily = duration(&raw.keep_within_daily, "keep_within_daily");
+        let keep_within_weekly = duration(&raw.keep_within_weekly, "keep_within_weekly");
+        let keep_within_monthly = duration(&raw.keep_within_monthly, "keep_within_monthly");
+        let keep_within_yearly = duration(&raw.keep_within_yearly, "keep_within_yearly");
         let policy = RetentionPolicy {
             keep_last: raw.keep_last,
             keep_hourly: raw.keep_hourly,
@@ -1049,6 +1051,11 @@ impl Checker<'_> {
             keep_monthly: raw.keep_monthly,
             keep_yearly: raw.keep_yearly,
             keep_within,
+            keep_within_hourly,
+            keep_within_daily,
+            keep_within_weekly,
+            keep_within_monthly,
+            keep_within_yearly,
             keep_tags: raw
                 .keep_tags
                 .as_ref()

@@ -157,6 +157,16 @@ pub struct RawRetention {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_within: Option<Spanned<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_within_hourly: Option<Spanned<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_within_daily: Option<Spanned<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_within_weekly: Option<Spanned<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_within_monthly: Option<Spanned<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_within_yearly: Option<Spanned<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_min: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_tags: Option<BTreeMap<String, String>>,

@@ -1,4 +1,5 @@
 use super::*;
+use bunker_repo_format::retention::CalendarDuration;
 
 const EXAMPLE: &str = r#"
 [repository]
@@ -107,6 +108,33 @@ retention = { keep_last = 3 }
         Policy::parse(shown, "shown").is_ok(),
         "the shown policy parses again"
     );
+}
+
+#[test]
+fn retention_takes_the_rules_bounded_by_time() {
+    let text = r#"
+[repository]
+url = "/r"
+password_file = "/p"
+[[source]]
+name = "app"
+kind = "paths"
+paths = ["/srv/app"]
+schedule = "@hourly"
+retention = { keep_within_hourly = "2d", keep_within_daily = "14d", keep_within_weekly = "2m", keep_within_monthly = "1y", keep_within_yearly = "5y" }
+"#;
+    let policy = Policy::parse(text, "p.toml").unwrap();
+    let r = policy.source("app").unwrap().retention.as_ref().unwrap();
+    let shown = |d: Option<CalendarDuration>| d.map(|d| d.to_string());
+    assert_eq!(shown(r.keep_within_hourly).as_deref(), Some("2d"));
+    assert_eq!(shown(r.keep_within_daily).as_deref(), Some("14d"));
+    assert_eq!(shown(r.keep_within_weekly).as_deref(), Some("2m"));
+    assert_eq!(shown(r.keep_within_monthly).as_deref(), Some("1y"));
+    assert_eq!(shown(r.keep_within_yearly).as_deref(), Some("5y"));
+    let found = errors(&text.replace("\"14d\"", "\"2w\""));
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].key, "source[1].retention.keep_within_daily");
+    assert!(found[0].message.contains("unknown unit"), "{found:#?}");
 }
 
 fn errors(text: &str) -> Vec<PolicyError> {

@@ -196,6 +196,11 @@ fn policy(args: &ForgetArgs) -> Result<RetentionPolicy> {
         keep_monthly: args.keep_monthly,
         keep_yearly: args.keep_yearly,
         keep_within: args.keep_within,
+        keep_within_hourly: args.keep_within_hourly,
+        keep_within_daily: args.keep_within_daily,
+        keep_within_weekly: args.keep_within_weekly,
+        keep_within_monthly: args.keep_within_monthly,
+        keep_within_yearly: args.keep_within_yearly,
         keep_tags: args.keep_tags.clone(),
         keep_min: args.keep_min,
     })
