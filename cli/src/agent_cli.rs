@@ -61,6 +61,15 @@ enum AgentCommand {
         /// Its mount point.
         mount: PathBuf,
     },
+    /// Print the shell completion script for bash, zsh, fish, elvish or powershell.
+    ///
+    /// E.g. `bunker-agent completion bash > /etc/bash_completion.d/bunker-agent`. Reads
+    /// no policy.
+    Completion {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Internal: the thaw watchdog a freeze starts.
     #[command(name = "__thaw-watchdog", hide = true)]
     ThawWatchdog { mount: PathBuf, seconds: u64 },
@@ -106,6 +115,11 @@ fn run(cli: &AgentCli, cancel: &Cancel) -> Result<u8> {
             Ok(exit::OK)
         }
         AgentCommand::Status => status(cli),
+        AgentCommand::Completion { shell } => {
+            let command = <AgentCli as clap::CommandFactory>::command();
+            crate::output::print_completion(command, "bunker-agent", *shell)?;
+            Ok(exit::OK)
+        }
         AgentCommand::Drill { sources } => {
             let policy = Policy::load(&cli.config)?;
             // A repository that cannot be opened for reading (missing, wrong password, a

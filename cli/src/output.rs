@@ -107,3 +107,16 @@ pub fn print_json(value: &Value) -> io::Result<()> {
     serde_json::to_writer(&mut out, value).map_err(io::Error::from)?;
     writeln!(out)
 }
+
+/// Prints the `shell` completion script of the program `name` whose arguments `command`
+/// describes.
+pub fn print_completion(
+    mut command: clap::Command,
+    name: &str,
+    shell: clap_complete::Shell,
+) -> io::Result<()> {
+    // Into memory first: the generator panics on a failed write (a closed pipe).
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, name, &mut script);
+    io::stdout().lock().write_all(&script)
+}

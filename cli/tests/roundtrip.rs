@@ -2428,6 +2428,20 @@ fn completion_scripts_name_every_command_and_bash_loads_its_own() {
         assert!(out.stdout.contains("rewrite"), "{shell}: {out}");
     }
     b.run(["completion", "tcsh"]).code(2);
+
+    // bunker-agent has its own, which needs no policy file.
+    let agent = std::process::Command::new(env!("CARGO_BIN_EXE_bunker-agent"))
+        .args(["--config", "/nonexistent/agent.toml", "completion", "bash"])
+        .output()
+        .expect("run bunker-agent");
+    assert!(agent.status.success(), "{agent:?}");
+    let script = String::from_utf8_lossy(&agent.stdout);
+    for word in ["drill", "thaw", "--once"] {
+        assert!(
+            script.contains(word),
+            "{word} missing from bunker-agent's script"
+        );
+    }
 }
 
 #[test]

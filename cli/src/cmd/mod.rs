@@ -77,11 +77,8 @@ fn dispatch(cli: Cli, cancel: &Cancel) -> Result<u8> {
         Command::Restores(args) => restores::run(global, &args),
         Command::Cache(args) => cache::run(global, &args),
         Command::Completion(args) => {
-            // Into memory first: the generator panics on a failed write (a closed pipe).
-            let mut script = Vec::new();
-            let mut command = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(args.shell, &mut command, "bunker", &mut script);
-            std::io::Write::write_all(&mut std::io::stdout().lock(), &script)?;
+            let command = <Cli as clap::CommandFactory>::command();
+            crate::output::print_completion(command, "bunker", args.shell)?;
             Ok(crate::exit::OK)
         }
     }
