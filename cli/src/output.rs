@@ -120,3 +120,17 @@ pub fn print_completion(
     clap_complete::generate(shell, &mut command, name, &mut script);
     io::stdout().lock().write_all(&script)
 }
+
+/// Sets `key` of the JSON object `value` to `bytes` (a path, a name, a link target) as
+/// text; bytes that are not UTF-8 show there as U+FFFD, so they also go under `KEY_hex`,
+/// exact, in hex: what a script needs to name the entry again (`restore SNAPSHOT:PATH`
+/// takes any bytes).
+pub fn set_bytes(value: &mut Value, key: &str, bytes: &[u8]) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => value[key] = Value::from(text),
+        Err(_) => {
+            value[key] = Value::from(String::from_utf8_lossy(bytes).into_owned());
+            value[format!("{key}_hex")] = Value::from(hex::encode(bytes));
+        }
+    }
+}

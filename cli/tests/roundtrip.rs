@@ -174,6 +174,34 @@ fn restore_of_a_subdirectory_puts_its_contents_into_the_target() {
         "ls --json: entries below {} (the edge tree has {entries})",
         src.display()
     );
+
+    // A name that is not UTF-8 comes with its exact bytes, which name the entry again.
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let odd = src.join(std::ffi::OsStr::from_bytes(b"names/dir\xff\xfe/inner\x80"));
+    let odd_hex = hex::encode(odd.as_os_str().as_bytes());
+    let item = items
+        .iter()
+        .find(|i| i.get("path_hex").and_then(|h| h.as_str()) == Some(odd_hex.as_str()))
+        .unwrap_or_else(|| panic!("no ls --json item with path_hex {odd_hex}"));
+    assert_eq!(str_field(item, "name_hex"), hex::encode(b"inner\x80"));
+    assert!(
+        str_field(item, "path").ends_with("/inner\u{fffd}"),
+        "{item}"
+    );
+    let plain = items
+        .iter()
+        .find(|i| str_field(i, "path").ends_with("/names/tab\there"))
+        .expect("a UTF-8 name");
+    assert!(plain.get("path_hex").is_none(), "{plain}");
+    let mut spec = b"latest:".to_vec();
+    spec.extend(hex::decode(str_field(item, "path_hex")).expect("hex"));
+    let out = b.run([
+        std::ffi::OsString::from_vec(b"restore".to_vec()),
+        std::ffi::OsString::from_vec(spec),
+        "--stdout".into(),
+    ]);
+    out.ok();
+    assert_eq!(out.stdout, "inner\n");
 }
 
 #[test]

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::split_snapshot_path;
 use crate::args::{DiffArgs, GlobalOptions};
-use crate::output::{bytes, print_json};
+use crate::output::{bytes, print_json, set_bytes};
 use crate::{exit, repo};
 
 pub fn run(global: &GlobalOptions, args: &DiffArgs) -> Result<u8> {
@@ -34,11 +34,12 @@ pub fn run(global: &GlobalOptions, args: &DiffArgs) -> Result<u8> {
             return Ok(());
         }
         if global.json {
-            listed.push(json!({
-                "path": found.path.to_string_lossy(),
+            let mut change = json!({
                 "change": found.change.name(),
                 "type": found.kind,
-            }));
+            });
+            set_bytes(&mut change, "path", found.path.as_os_str().as_bytes());
+            listed.push(change);
             return Ok(());
         }
         write_line(&mut out, found)

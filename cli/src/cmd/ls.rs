@@ -11,14 +11,12 @@ use serde_json::{Value, json};
 
 use super::split_snapshot_path;
 use crate::args::{GlobalOptions, LsArgs};
-use crate::output::{local_time, print_json, rfc3339};
+use crate::output::{local_time, print_json, rfc3339, set_bytes};
 use crate::{exit, repo};
 
 /// One entry as `ls --json` (and `find --json`) shows it.
 pub(super) fn entry_json(path: &Path, entry: &Entry) -> Value {
     let mut value = json!({
-        "path": path.to_string_lossy(),
-        "name": String::from_utf8_lossy(&entry.name),
         "type": entry.node.kind_name(),
         "size": entry.size(),
         "mode": entry.meta.mode,
@@ -28,8 +26,10 @@ pub(super) fn entry_json(path: &Path, entry: &Entry) -> Value {
         "group": String::from_utf8_lossy(&entry.meta.group),
         "mtime": rfc3339(entry.meta.mtime),
     });
+    set_bytes(&mut value, "path", path.as_os_str().as_bytes());
+    set_bytes(&mut value, "name", &entry.name);
     if let Node::Symlink { target } = &entry.node {
-        value["target"] = Value::from(String::from_utf8_lossy(target).into_owned());
+        set_bytes(&mut value, "target", target);
     }
     value
 }
