@@ -356,15 +356,29 @@ pub struct LockExtendArgs {
 pub struct BackupArgs {
     /// Files and directories to back up.
     #[arg(
-        required_unless_present_any = ["stdin", "stdin_from_command", "volume", "files_from"],
+        required_unless_present_any = [
+            "stdin",
+            "stdin_from_command",
+            "volume",
+            "files_from",
+            "files_from_verbatim",
+            "files_from_raw"
+        ],
         conflicts_with_all = ["stdin", "stdin_from_command", "volume"],
         value_name = "PATH"
     )]
     pub paths: Vec<PathBuf>,
     /// Back up the paths listed in FILE too, one per line (blank lines and lines starting
-    /// with `#` are skipped; repeatable).
+    /// with `#` are skipped; `-` reads standard input; repeatable).
     #[arg(long, value_name = "FILE", conflicts_with_all = ["stdin", "stdin_from_command", "volume"])]
     pub files_from: Vec<PathBuf>,
+    /// As --files-from, but every line is a path as written (only blank lines skipped).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["stdin", "stdin_from_command", "volume"])]
+    pub files_from_verbatim: Vec<PathBuf>,
+    /// As --files-from, but the paths are separated by NUL bytes (`find ... -print0`), so
+    /// any name, one with a newline included, can be listed.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["stdin", "stdin_from_command", "volume"])]
+    pub files_from_raw: Vec<PathBuf>,
     /// Back up standard input as one file (named by --stdin-filename).
     #[arg(long, conflicts_with = "stdin_from_command")]
     pub stdin: bool,

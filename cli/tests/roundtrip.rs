@@ -1442,6 +1442,66 @@ fn files_from_exclude_file_and_tagged_directories_choose_what_is_backed_up() {
     assert!(out.stderr.contains(s(&patterns)), "{out}");
 }
 
+/// `--files-from-raw` takes NUL-separated paths (any byte, a newline included) and
+/// `--files-from-verbatim` lines as written (a leading `#` is a name); `-` is stdin.
+#[test]
+fn raw_and_verbatim_path_lists_take_names_as_they_are() {
+    let t = TestDir::new();
+    let src = t.join("src");
+    let newline = src.join("two\nlines");
+    let hash = src.join("#not-a-comment");
+    let spaced = src.join(" spaced ");
+    for dir in [&newline, &hash, &spaced] {
+        write_file(&dir.join("f"), b"listed\n");
+    }
+    write_file(&src.join("unlisted/f"), b"not listed\n");
+    let b = t.bunker();
+    b.init();
+    let listed = |out: &Output| -> BTreeSet<String> {
+        let json = b.run(["ls", "latest", "--json"]);
+        json.ok();
+        let paths = json.json();
+        let paths = paths.as_array().expect("ls --json array").iter();
+        let below = format!("{}/", s(&src));
+        let found = paths
+            .map(|i| str_field(i, "path").to_owned())
+            .filter(|p| p.starts_with(&below));
+        assert!(out.code == 0, "{out}");
+        found.collect()
+    };
+    let expect = |dirs: &[&PathBuf]| -> BTreeSet<String> {
+        dirs.iter()
+            .flat_map(|d| [s(d).to_owned(), s(&d.join("f")).to_owned()])
+            .collect()
+    };
+
+    let raw = t.join("paths.nul");
+    let mut bytes = Vec::new();
+    for dir in [&newline, &hash, &spaced] {
+        bytes.extend_from_slice(s(dir).as_bytes());
+        bytes.push(0);
+    }
+    fs::write(&raw, &bytes).expect("write list");
+    let out = b.run(["backup", "--files-from-raw", s(&raw)]);
+    assert_eq!(listed(&out), expect(&[&newline, &hash, &spaced]));
+
+    // Verbatim, from stdin, relative to the working directory: the `#` line is a path,
+    // the spaces are part of the name.
+    let in_src = b.with_cwd(&src);
+    let (mut cmd, shown) = in_src.command(["backup", "--files-from-verbatim", "-"]);
+    let list = t.join("paths.txt");
+    fs::write(&list, "#not-a-comment\n\n spaced \n").expect("write list");
+    cmd.stdin(std::process::Stdio::from(
+        fs::File::open(&list).expect("open"),
+    ));
+    let out = wait_output(cmd.spawn().expect("spawn"), shown, b.timeout);
+    assert_eq!(listed(&out), expect(&[&hash, &spaced]));
+
+    // The same list through --files-from skips the `#` line as a comment.
+    let out = in_src.run(["backup", "--files-from", s(&list)]);
+    assert_eq!(listed(&out), expect(&[&spaced]));
+}
+
 #[test]
 fn exclude_larger_than_leaves_out_big_files_but_not_a_path_given() {
     let t = TestDir::new();

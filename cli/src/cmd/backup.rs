@@ -16,9 +16,10 @@ use bunker_repo_format::snapshot::Summary;
 use serde_json::json;
 
 use crate::args::{BackupArgs, GlobalOptions};
+use crate::lists::{self, ListFormat};
 use crate::output::{bytes, print_json, summary_json};
 use crate::progress::Display;
-use crate::{exit, lists, repo};
+use crate::{exit, repo};
 
 pub fn run(global: &GlobalOptions, args: &BackupArgs, cancel: &Cancel) -> Result<u8> {
     let repository = if args.dry_run {
@@ -98,13 +99,16 @@ fn backup_paths(
                 })
             };
             let mut paths = args.paths.clone();
-            for list in &args.files_from {
-                paths.extend(
-                    lists::lines(list)
-                        .map_err(source_error)?
-                        .into_iter()
-                        .map(PathBuf::from),
-                );
+            let listed = [
+                (&args.files_from, ListFormat::Lines),
+                (&args.files_from_verbatim, ListFormat::Verbatim),
+                (&args.files_from_raw, ListFormat::Raw),
+            ];
+            for (files, format) in listed {
+                for list in files {
+                    let entries = lists::entries(list, format).map_err(source_error)?;
+                    paths.extend(entries.into_iter().map(PathBuf::from));
+                }
             }
             let excludes = lists::exclude_patterns(&args.excludes, &args.exclude_file)
                 .map_err(source_error)?;
