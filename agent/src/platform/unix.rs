@@ -286,6 +286,15 @@ impl DataRegions {
         }
     }
 
+    /// Regions within `range` (of a file at least that long), looked for with `lseek`.
+    pub fn within(range: Range<u64>) -> Self {
+        Self {
+            size: range.end,
+            position: range.start,
+            search: true,
+        }
+    }
+
     /// The whole of `0..size` as one region (none when `size` is 0), for a file with no
     /// holes worth looking for: nothing is asked of the file and its offset stays put.
     pub fn whole(size: u64) -> Self {
@@ -317,9 +326,10 @@ impl DataRegions {
             Ok(offset) => offset.unsigned_abs(),
             // No data at or after `from`: the rest is a hole (or the file shrank).
             Err(Errno::ENXIO) => size,
-            Err(Errno::EINVAL | Errno::EOPNOTSUPP) if from == 0 => {
+            // The filesystem cannot tell: all of it is data.
+            Err(Errno::EINVAL | Errno::EOPNOTSUPP) => {
                 self.position = size;
-                return Ok(Some(0..size));
+                return Ok(Some(from..size));
             }
             Err(errno) => return Err(errno.into()),
         };

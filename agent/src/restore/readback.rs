@@ -149,16 +149,40 @@ mod tests {
         fs::write(&short, &content).expect("write");
         let failed_already = dir.path().join("failed-already");
         fs::write(&failed_already, b"x").expect("write");
+        // The hole a hole of the file's own: not read, and fine.
+        let sparse = dir.path().join("sparse");
+        fs::write(&sparse, &content).expect("write");
+        fs::File::options()
+            .write(true)
+            .open(&sparse)
+            .and_then(|file| file.set_len(size))
+            .expect("extend");
+        // A byte written into that hole is found where the file's data is.
+        let sparse_stained = dir.path().join("sparse-stained");
+        fs::copy(&sparse, &sparse_stained).expect("copy");
+        fs::File::options()
+            .write(true)
+            .open(&sparse_stained)
+            .and_then(|file| std::os::unix::fs::FileExt::write_at(&file, &[7], size - 2))
+            .expect("stain");
 
-        let files: Vec<PlannedFile> = [&good, &flipped, &stained_hole, &short, &failed_already]
-            .into_iter()
-            .map(|path| planned(path, size, vec![chunk, hole]))
-            .collect();
+        let files: Vec<PlannedFile> = [
+            &good,
+            &flipped,
+            &stained_hole,
+            &short,
+            &failed_already,
+            &sparse,
+            &sparse_stained,
+        ]
+        .into_iter()
+        .map(|path| planned(path, size, vec![chunk, hole]))
+        .collect();
         let found = read_back(&repo, &files, &BTreeSet::from([4]));
-        assert_eq!(found.files, 1, "only the good file passes");
-        assert_eq!(found.bytes, size);
+        assert_eq!(found.files, 2, "the good and the sparse file pass");
+        assert_eq!(found.bytes, 2 * size);
         let numbers: Vec<u32> = found.differences.iter().map(|(n, _)| *n).collect();
-        assert_eq!(numbers, [1, 2, 3], "{:?}", found.differences);
+        assert_eq!(numbers, [1, 2, 3, 6], "{:?}", found.differences);
         let messages: Vec<&str> = found.differences.iter().map(|(_, m)| m.as_str()).collect();
         assert!(
             messages[0].contains("content differs at offset 0"),
@@ -166,5 +190,7 @@ mod tests {
         );
         assert!(messages[1].contains("reads non-zero"), "{messages:?}");
         assert!(messages[2].contains(&format!("size 20, the snapshot has {size}")));
+        let at = format!("reads non-zero at offset {}", size - 2);
+        assert!(messages[3].contains(&at), "{messages:?}");
     }
 }

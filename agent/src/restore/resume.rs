@@ -23,6 +23,8 @@ use bunker_repo_format::chunker::{READ_ALIGN, read_front};
 use bunker_repo_format::tree::Extent;
 use rayon::prelude::*;
 
+use crate::platform::DataRegions;
+
 /// Bytes of a hole read at a time when checking it is all zeros.
 const HOLE_READ: u64 = 1 << 20;
 
@@ -76,8 +78,9 @@ pub(super) fn already_restored(
 }
 
 /// How the bytes of `file` at `offset` differ from `extent`: `None` when they are its
-/// bytes (a chunk hashes to its id; a hole reads as zeros). Also the verification pass of
-/// [`crate::verify`], which reports the message.
+/// bytes (a chunk hashes to its id; a hole reads as zeros, and only the file's data in it
+/// is read). Also the verification pass of [`crate::verify`], which reports the message.
+/// The caller has checked the file's size: past its end, a hole finds no data.
 pub(crate) fn extent_difference(
     repo: &Repository,
     file: &File,
@@ -92,19 +95,26 @@ pub(crate) fn extent_difference(
                     format!("content differs at offset {offset} (the {length} bytes of chunk {id})")
                 })
             }
+            // Only what the file holds as data is read: a hole of its own reads as zeros.
             Extent::Hole { length } => {
-                let mut done = 0u64;
+                let mut regions = DataRegions::within(offset..offset + length);
                 let mut difference = None;
-                while done < length && difference.is_none() {
-                    let piece = (length - done).min(HOLE_READ) as usize;
-                    let bytes = read_at(file, offset + done, piece, buffer)?;
-                    difference = bytes.iter().position(|&b| b != 0).map(|at| {
-                        format!(
-                            "hole of {length} bytes at offset {offset} reads non-zero at offset {}",
-                            offset + done + at as u64
-                        )
-                    });
-                    done += piece as u64;
+                while difference.is_none()
+                    && let Some(region) = regions.next_region(file)?
+                {
+                    let mut at = region.start;
+                    while at < region.end && difference.is_none() {
+                        let piece = (region.end - at).min(HOLE_READ) as usize;
+                        let bytes = read_at(file, at, piece, buffer)?;
+                        difference = bytes.iter().position(|&b| b != 0).map(|found| {
+                            format!(
+                                "hole of {length} bytes at offset {offset} reads non-zero at \
+                                 offset {}",
+                                at + found as u64
+                            )
+                        });
+                        at += piece as u64;
+                    }
                 }
                 difference
             }
