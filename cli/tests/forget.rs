@@ -40,6 +40,16 @@ const COMMON: &[u8] = b"the same in every snapshot\n";
 /// One decision of `forget --json`: snapshot name, keep, reasons.
 type Row = (&'static str, bool, Vec<String>);
 
+/// The names of the snapshots kept among `rows`, newest first.
+fn kept_names(rows: &[Row]) -> Vec<&'static str> {
+    rows.iter().filter(|r| r.1).map(|r| r.0).collect()
+}
+
+/// [`kept_names`] of each group.
+fn kept_per_group(groups: &[(Value, Vec<Row>)]) -> Vec<Vec<&'static str>> {
+    groups.iter().map(|(_, rows)| kept_names(rows)).collect()
+}
+
 /// A repository holding [`SNAPSHOTS`], each of its own version of `src/stamp.txt`.
 struct Fixture {
     t: TestDir,
@@ -374,12 +384,7 @@ fn group_by_tags() {
     let groups = f.forget_json(&["--group-by", "tags", "--keep-last", "1", "--dry-run"]);
     let summary: Vec<(Value, Vec<&str>)> = groups
         .iter()
-        .map(|(key, rows)| {
-            (
-                key.clone(),
-                rows.iter().filter(|r| r.1).map(|r| r.0).collect(),
-            )
-        })
+        .map(|(key, rows)| (key.clone(), kept_names(rows)))
         .collect();
     assert_eq!(
         summary,
@@ -462,10 +467,7 @@ fn keep_within_measures_from_the_newest_snapshot() {
     // Newest alpha: 2024-03-04T23:59:59, so within 1d keeps after 2024-03-03T23:59:59;
     // newest beta: 2024-03-04T12:00, so after 2024-03-03T12:00 (B3 is exactly on it).
     let groups = f.forget_json(&["--keep-within", "1d", "--dry-run"]);
-    let kept: Vec<Vec<&str>> = groups
-        .iter()
-        .map(|(_, rows)| rows.iter().filter(|r| r.1).map(|r| r.0).collect())
-        .collect();
+    let kept = kept_per_group(&groups);
     assert_eq!(kept, vec![vec!["A7", "A6", "A5"], vec!["B5", "B4"]]);
     assert!(groups[0].1[0].2 == ["within 1d"]);
 }
@@ -476,10 +478,7 @@ fn keep_within_daily_keeps_one_per_day_inside_the_bound() {
     // alpha: after 2024-03-02T23:59:59, the newest of 03-04 (A7) and of 03-03 (A4);
     // beta: after 2024-03-02T12:00 (B2 is exactly on it), B5 for 03-04 and B3 for 03-03.
     let groups = f.forget_json(&["--keep-within-daily", "2d", "--dry-run"]);
-    let kept: Vec<Vec<&str>> = groups
-        .iter()
-        .map(|(_, rows)| rows.iter().filter(|r| r.1).map(|r| r.0).collect())
-        .collect();
+    let kept = kept_per_group(&groups);
     assert_eq!(kept, vec![vec!["A7", "A4"], vec!["B5", "B3"]]);
     let a4 = groups[0].1.iter().find(|r| r.0 == "A4").expect("A4");
     assert_eq!(a4.2, ["daily within 2d"]);
