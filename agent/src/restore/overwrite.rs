@@ -11,12 +11,13 @@
 //! one is always merged into; these rules govern the entries in it, and a non-directory
 //! where the snapshot has a directory.
 
-use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use bunker_repo_format::tree::{Metadata, Node, Timestamp};
+
+use super::resume::existing;
 
 /// What a restore does with an entry the target already holds where the snapshot has one.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -70,18 +71,8 @@ pub(super) fn judge(
     if mode == Overwrite::Always {
         return Ok(Verdict::Restore);
     }
-    let existing = match fs::symlink_metadata(path) {
-        Ok(existing) => existing,
-        // Below a file (a dry run sees the target as it is): nothing there either.
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-            ) =>
-        {
-            return Ok(Verdict::Restore);
-        }
-        Err(e) => return Err(e),
+    let Some(existing) = existing(path)? else {
+        return Ok(Verdict::Restore);
     };
     let is_dir = matches!(node, Node::Dir { .. });
     if is_dir && existing.is_dir() {
@@ -112,7 +103,7 @@ pub(super) fn judge(
 
 #[cfg(test)]
 mod tests {
-    use std::fs::{File, FileTimes};
+    use std::fs::{self, File, FileTimes};
     use std::time::{Duration, UNIX_EPOCH};
 
     use super::*;

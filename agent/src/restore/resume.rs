@@ -39,18 +39,8 @@ pub(super) fn already_restored(
     extents: &[Extent],
     size: u64,
 ) -> io::Result<bool> {
-    let meta = match fs::symlink_metadata(path) {
-        Ok(meta) => meta,
-        // Below a file (a dry run sees the target as it is): not there either.
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-            ) =>
-        {
-            return Ok(false);
-        }
-        Err(e) => return Err(e),
+    let Some(meta) = existing(path)? else {
+        return Ok(false);
     };
     // A file with other names is never in place, whatever it holds: the metadata applied
     // to it would reach every name, including one outside the target (a hard link planted
@@ -75,6 +65,24 @@ pub(super) fn already_restored(
     Ok(pieces.par_iter().all(|(offset, extent)| {
         extent_difference(repo, &file, *offset, extent).is_ok_and(|d| d.is_none())
     }))
+}
+
+/// What is at `path` (not following a symlink), or `None` when nothing is: not found, or
+/// below a file (a dry run sees the target as it is, a file where the snapshot has a
+/// directory on the way).
+pub(super) fn existing(path: &Path) -> io::Result<Option<fs::Metadata>> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) => Ok(Some(meta)),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// How the bytes of `file` at `offset` differ from `extent`: `None` when they are its
