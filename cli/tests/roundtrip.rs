@@ -1500,6 +1500,17 @@ fn raw_and_verbatim_path_lists_take_names_as_they_are() {
     // The same list through --files-from skips the `#` line as a comment.
     let out = in_src.run(["backup", "--files-from", s(&list)]);
     assert_eq!(listed(&out), expect(&[&spaced]));
+
+    // An empty list backs up nothing, and says so.
+    let empty = t.join("empty.nul");
+    fs::write(&empty, b"").expect("write list");
+    let out = b.run(["backup", "--files-from-raw", s(&empty)]);
+    out.code(1);
+    assert!(
+        out.stderr
+            .contains("bunker: no paths to back up (the path lists given are empty)"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -271,6 +271,9 @@ pub enum BackupError {
         #[source]
         source: io::Error,
     },
+    /// Nothing to back up: no path given, and the lists given (`--files-from`) are empty.
+    #[error("no paths to back up (the path lists given are empty)")]
+    NoPaths,
     /// An exclude pattern does not compile.
     #[error(transparent)]
     Pattern(#[from] PatternError),
@@ -331,10 +334,7 @@ pub fn backup(
         paths.push(absolute);
     }
     if paths.is_empty() {
-        return Err(BackupError::Source {
-            path: PathBuf::new(),
-            source: io::Error::new(io::ErrorKind::InvalidInput, "no paths to back up"),
-        });
+        return Err(BackupError::NoPaths);
     }
     let path_bytes: Vec<Vec<u8>> = paths
         .iter()
