@@ -227,7 +227,7 @@ pub struct ReportArgs {
 /// `bunker verify`.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// `latest` or an id prefix; default: the latest snapshot of each source.
+    /// `latest`, `latest~N` (the Nth before it) or an id prefix; default: the latest snapshot of each source.
     #[arg(value_name = "SNAPSHOT")]
     pub snapshot: Option<String>,
     /// Which snapshots `latest` picks from (without SNAPSHOT: which sources' latest are
@@ -283,7 +283,7 @@ pub struct CopyArgs {
     /// The target repository.
     #[arg(long, value_name = "REPO", value_parser = values::location)]
     pub to: String,
-    /// Snapshots to copy (`latest` or id prefixes; default: all).
+    /// Snapshots to copy (`latest`, `latest~N` or id prefixes; default: all).
     #[arg(value_name = "SNAPSHOT")]
     pub snapshots: Vec<String>,
 }
@@ -484,7 +484,7 @@ pub struct SnapshotsArgs {
 /// `bunker ls`.
 #[derive(Debug, Args)]
 pub struct LsArgs {
-    /// `latest` or an id prefix, optionally followed by `:PATH` (any bytes).
+    /// `latest`, `latest~N` (the Nth before it) or an id prefix, optionally followed by `:PATH` (any bytes).
     #[arg(value_name = "SNAPSHOT[:PATH]")]
     pub snapshot: OsString,
     /// Show mode, owner, size and time too.
@@ -514,10 +514,10 @@ impl Command {
 /// `bunker diff`.
 #[derive(Debug, Args)]
 pub struct DiffArgs {
-    /// The old side: `latest` or an id prefix, optionally followed by `:PATH`.
+    /// The old side: `latest`, `latest~N` (the Nth before it) or an id prefix, optionally followed by `:PATH`.
     #[arg(value_name = "OLD[:PATH]")]
     pub old: OsString,
-    /// The new side: `latest` or an id prefix, optionally followed by `:PATH`.
+    /// The new side: `latest`, `latest~N` (the Nth before it) or an id prefix, optionally followed by `:PATH`.
     #[arg(value_name = "NEW[:PATH]")]
     pub new: OsString,
     /// List paths whose metadata alone changed (`U`) too.
@@ -531,7 +531,7 @@ pub struct DiffArgs {
 /// `bunker stats`.
 #[derive(Debug, Args)]
 pub struct StatsArgs {
-    /// Count only these snapshots (`latest` or id prefixes); by default every snapshot that
+    /// Count only these snapshots (`latest`, `latest~N` or id prefixes); by default every snapshot that
     /// matches the filters.
     #[arg(value_name = "SNAPSHOT")]
     pub snapshots: Vec<String>,
@@ -546,7 +546,7 @@ pub struct FindArgs {
     /// Patterns; an entry matching any of them is listed.
     #[arg(value_name = "PATTERN", required = true, value_parser = values::exclude)]
     pub patterns: Vec<String>,
-    /// Search only this snapshot (`latest` or an id prefix; repeatable).
+    /// Search only this snapshot (`latest`, `latest~N` (the Nth before it) or an id prefix; repeatable).
     #[arg(long = "snapshot", short = 's', value_name = "SNAPSHOT")]
     pub snapshots: Vec<String>,
     /// Show mode, owner, size and time too.
@@ -560,7 +560,7 @@ pub struct FindArgs {
 /// `bunker restore`.
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// `latest` or an id prefix, optionally followed by `:PATH` (any bytes).
+    /// `latest`, `latest~N` (the Nth before it) or an id prefix, optionally followed by `:PATH` (any bytes).
     #[arg(value_name = "SNAPSHOT[:PATH]")]
     pub snapshot: OsString,
     /// Directory to restore into (created if missing).
@@ -720,7 +720,7 @@ pub struct RestoresExpireArgs {
 /// `bunker tag`.
 #[derive(Debug, Args)]
 pub struct TagArgs {
-    /// The snapshots (`latest` or id prefixes); with none, every snapshot the filters select.
+    /// The snapshots (`latest`, `latest~N` or id prefixes); with none, every snapshot the filters select.
     #[arg(value_name = "SNAPSHOT")]
     pub snapshots: Vec<String>,
     /// Replace all tags with these (repeatable).
@@ -740,7 +740,7 @@ pub struct TagArgs {
 /// `bunker rewrite`.
 #[derive(Debug, Args)]
 pub struct RewriteArgs {
-    /// The snapshots (`latest` or id prefixes); with none, every snapshot the filters select.
+    /// The snapshots (`latest`, `latest~N` or id prefixes); with none, every snapshot the filters select.
     #[arg(value_name = "SNAPSHOT")]
     pub snapshots: Vec<String>,
     /// Leave out entries matching this pattern (repeatable). Without `/` it matches names
@@ -983,7 +983,7 @@ pub enum CatCommand {
     Config,
     /// A snapshot.
     Snapshot {
-        /// `latest` or an id prefix.
+        /// `latest`, `latest~N` (the Nth before it) or an id prefix.
         #[arg(value_name = "SNAPSHOT")]
         id: String,
     },

@@ -1,11 +1,12 @@
 //! Which snapshots a command means: `--host`, `--tag` and `--path` narrow the snapshots that
 //! `latest` picks from (and that `snapshots` and `verify` list), so that `latest` names the
-//! newest backup of one source in a repository that many hosts and sources share.
+//! newest backup of one source in a repository that many hosts and sources share;
+//! `latest~N` names the Nth before it (`latest~1`: the one before the newest).
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::{Result, anyhow, bail};
 use bunker_repo_format::snapshot::Snapshot;
 use bunker_repo_format::{Repository, SnapshotId};
 use clap::Args;
@@ -81,17 +82,30 @@ impl SnapshotFilter {
     }
 
     /// The snapshot `spec` names among those that match: `latest` is the newest of them that
-    /// can be read (each unreadable one is named on stderr); an id prefix must name one that
-    /// matches.
+    /// can be read (each unreadable one is named on stderr), `latest~N` the Nth before it;
+    /// an id prefix must name one that matches.
     pub fn resolve(&self, repository: &Repository, spec: &str) -> Result<(SnapshotId, Snapshot)> {
-        if spec == "latest" {
+        if let Some(back) = latest_offset(spec)? {
             let (readable, unreadable) = repository.load_readable_snapshots()?;
             warn_left_out(&unreadable);
-            let newest = readable
+            let matching: Vec<_> = readable
                 .into_iter()
-                .rfind(|(_, snapshot)| self.matches(snapshot));
-            return match newest {
+                .filter(|(_, snapshot)| self.matches(snapshot))
+                .collect();
+            let count = matching.len();
+            return match matching.into_iter().rev().nth(back) {
                 Some(found) => Ok(found),
+                None if count > 0 => {
+                    let which = if self.is_empty() {
+                        "can be read".to_owned()
+                    } else {
+                        format!("match {}", self.describe())
+                    };
+                    bail!(
+                        "{spec} needs {} snapshots and only {count} {which}",
+                        back + 1
+                    )
+                }
                 None if !self.is_empty() => bail!("no snapshot matches {}", self.describe()),
                 None if unreadable.is_empty() => bail!("the repository has no snapshots"),
                 None => bail!("the repository has no readable snapshots"),
@@ -105,8 +119,30 @@ impl SnapshotFilter {
     }
 }
 
-/// The snapshot `spec` names, `latest` or an id prefix, with no filter: `latest` is the
-/// newest snapshot that can be read (each unreadable one is named on stderr).
+/// True when `spec` is `latest` or `latest~N` rather than an id prefix.
+pub fn names_latest(spec: &str) -> bool {
+    spec == "latest" || spec.starts_with("latest~")
+}
+
+/// How many snapshots before the newest `spec` names: 0 for `latest`, N for `latest~N`;
+/// `None` for an id prefix.
+fn latest_offset(spec: &str) -> Result<Option<usize>> {
+    if spec == "latest" {
+        return Ok(Some(0));
+    }
+    spec.strip_prefix("latest~")
+        .map(|n| {
+            n.parse::<usize>().map_err(|_| {
+                anyhow!(
+                    "{spec:?}: write latest~N with N a number (latest~1 is the one before latest)"
+                )
+            })
+        })
+        .transpose()
+}
+
+/// The snapshot `spec` names, `latest`, `latest~N` or an id prefix, with no filter: `latest`
+/// is the newest snapshot that can be read (each unreadable one is named on stderr).
 pub fn resolve(repository: &Repository, spec: &str) -> Result<(SnapshotId, Snapshot)> {
     SnapshotFilter::default().resolve(repository, spec)
 }

@@ -783,6 +783,24 @@ fn host_tag_and_path_choose_which_snapshot_latest_is() {
         "{out}"
     );
 
+    // `latest~N` counts back among the snapshots the filters select.
+    let app_older = format!("latest~1:{}", s(&app.join("conf")));
+    let out = b.run(["restore", &app_older, "--stdout", "--tag", "source=app"]);
+    out.ok();
+    assert_eq!(out.stdout, "app version 1", "{out}");
+    let out = b.run(["--json", "diff", "latest~2", "latest~1"]);
+    out.ok();
+    assert_eq!(str_field(&out.json(), "old"), all[0], "{out}");
+    assert_eq!(str_field(&out.json(), "new"), all[1], "{out}");
+    let out = b.run(["ls", "latest~2", "--host", "h1"]);
+    out.code(1);
+    assert!(
+        out.stderr
+            .contains("latest~2 needs 3 snapshots and only 2 match --host h1"),
+        "{out}"
+    );
+    b.run(["ls", "latest~one"]).code(1);
+
     assert_eq!(snapshot_ids(&b, &["--host", "h1"]), all[..2].to_vec());
     assert_eq!(snapshot_ids(&b, &["--path", s(&db)]), vec![db_only.clone()]);
     assert_eq!(

@@ -700,7 +700,7 @@ impl Repository {
     pub fn resolve_snapshot_id(&self, spec: &str) -> Result<SnapshotId> {
         if spec.is_empty() || !spec.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Error::Invalid(format!(
-                "{spec:?} is not a snapshot id: give `latest` or a hex id prefix"
+                "{spec:?} is not a snapshot id: give `latest`, `latest~N` or a hex id prefix"
             )));
         }
         let spec_lower = spec.to_ascii_lowercase();

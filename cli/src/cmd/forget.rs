@@ -139,7 +139,7 @@ fn named_snapshots(
     // as unknown).
     let mut named: Vec<(SnapshotId, Option<Snapshot>)> = Vec::new();
     for spec in specs {
-        let (id, snapshot) = if spec == "latest" {
+        let (id, snapshot) = if crate::select::names_latest(spec) {
             let (id, snapshot) = crate::select::resolve(repository, spec)?;
             (id, Some(snapshot))
         } else {
