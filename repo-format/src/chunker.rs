@@ -148,10 +148,11 @@ impl Chunker {
     /// [`Chunker::chunk_reader`]) would, cutting segments of `segment` bytes on the rayon pool.
     ///
     /// With `at_end`, `data` is a whole stream and the lengths cover all of it. Without,
-    /// `data` is a window of a longer stream: only chunks that start at least `max_size`
-    /// bytes before the window's end are returned (the bytes after them decide nothing), and
-    /// the caller carries the rest (the sum of the lengths is what was consumed; fewer than
-    /// `max_size` bytes are left) into the front of the next window.
+    /// `data` is a window of a longer stream: every chunk the window decides is returned
+    /// (its cut found inside the window, or `max_size` bytes reached: the bytes after it
+    /// cannot move it), and the caller carries the rest (the sum of the lengths is what was
+    /// consumed; what is left holds no cut and is shorter than `max_size`) into the front
+    /// of the next window.
     ///
     /// Each segment walks its own chain of cuts from its start, looking past its end; then,
     /// also in parallel, a bridge from where each chain left its segment, cut by cut, until
@@ -230,10 +231,12 @@ impl Chunker {
     }
 
     /// The length of the chunk starting at `data[position]` when `data` decides it: at the
-    /// stream's end, or with at least `max_size` bytes from `position` on.
+    /// stream's end, when its cut lies inside `data` (a cut depends only on the bytes up to
+    /// it), or with at least `max_size` bytes from `position` on.
     fn decided_cut(&self, data: &[u8], position: usize, at_end: bool) -> Option<usize> {
-        let decided = at_end || position + self.params.max_size as usize <= data.len();
-        decided.then(|| self.next_cut(&data[position..]))
+        let rest = &data[position..];
+        let cut = self.next_cut(rest);
+        (at_end || cut < rest.len() || rest.len() >= self.params.max_size as usize).then_some(cut)
     }
 
     /// Walks the cuts from `start` until a chunk reaches `end`, the position is one of
@@ -288,23 +291,28 @@ impl Chunker {
         let mut total = 0u64;
         let mut eof = false;
         loop {
-            if !eof && end - start < max {
-                // The undecided bytes move to the front, so that the read lands where its
-                // memory agrees with its offset in the input.
-                let kept = end - start;
-                let front = read_front(buffer, kept, total);
+            // A chunk is decided when its cut lies inside what is buffered (a cut depends
+            // only on the bytes up to it), at `max` bytes, or at the end of the input.
+            let rest = end - start;
+            let cut = (rest > 0).then(|| self.next_cut(&buffer[start..end]));
+            let decided = cut.is_some_and(|cut| eof || cut < rest || rest >= max);
+            if !decided && !eof {
+                // Only the undecided bytes move to the front, so that the read lands where
+                // its memory agrees with its offset in the input.
+                let front = read_front(buffer, rest, total);
                 buffer.copy_within(start..end, front);
                 start = front;
-                end = front + kept;
+                end = front + rest;
                 let (read, ended) = fill(&mut reader, &mut buffer[end..front + capacity])?;
                 end += read;
                 total += read as u64;
-                eof = ended;
+                // A buffer that holds the whole rest of the input is its end too.
+                eof = ended || total >= limit;
+                continue;
             }
-            if start == end {
+            let Some(cut) = cut else {
                 return Ok(total);
-            }
-            let cut = self.next_cut(&buffer[start..end]);
+            };
             on_chunk(&buffer[start..start + cut])?;
             start += cut;
         }
@@ -556,8 +564,9 @@ mod tests {
                 assert_eq!(consumed, data.len());
                 break;
             }
+            let left = &data[consumed..end];
             assert!(
-                end - consumed < max,
+                left.len() < max && chunker.next_cut(left) == left.len(),
                 "a decided chunk was left in the window"
             );
         }
@@ -592,7 +601,12 @@ mod tests {
             assert_eq!(cut_windowed(&chunker, &data, &[123_457], segment), expected);
         }
         assert!(chunker.cut_parallel(&[], true, 1000).is_empty());
-        assert!(chunker.cut_parallel(&data[..32767], false, 1000).is_empty());
+        // A window that ends the stream nowhere returns only the chunks it decides.
+        let window = &data[..32767];
+        let decided = chunker.cut_parallel(window, false, 1000);
+        assert_eq!(decided, expected[..decided.len()]);
+        let left = &window[decided.iter().sum::<usize>()..];
+        assert_eq!(chunker.next_cut(left), left.len(), "a decided cut was left");
     }
 
     proptest! {
