@@ -330,7 +330,9 @@ fn print_preview(
          are in place already; {} directories, {} other entries",
         id.short(),
         target.display(),
-        outcome.files - outcome.files_skipped - outcome.files_kept,
+        outcome
+            .files
+            .saturating_sub(outcome.files_skipped + outcome.files_kept),
         outcome.files,
         bytes(outcome.bytes),
         outcome.files_skipped,
