@@ -119,9 +119,10 @@ impl SnapshotFilter {
     }
 }
 
-/// True when `spec` is `latest` or `latest~N` rather than an id prefix.
+/// True when `spec` is `latest` or `latest~N` (a malformed N included, for its error)
+/// rather than an id prefix.
 pub fn names_latest(spec: &str) -> bool {
-    spec == "latest" || spec.starts_with("latest~")
+    !matches!(latest_offset(spec), Ok(None))
 }
 
 /// How many snapshots before the newest `spec` names: 0 for `latest`, N for `latest~N`;

@@ -15,7 +15,7 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use bunker_repo_format::tree::{Metadata, Node, Timestamp};
+use bunker_repo_format::tree::{Entry, Node, Timestamp};
 
 use super::resume::existing;
 
@@ -59,18 +59,13 @@ pub(super) enum Verdict {
     Keep,
 }
 
-/// The verdict of `mode` on the snapshot's entry (`node`, with `meta`) at `path`; `size`
-/// is a file's length. An `lstat` failure other than "not found" is an error.
-pub(super) fn judge(
-    mode: Overwrite,
-    path: &Path,
-    node: &Node,
-    meta: &Metadata,
-    size: u64,
-) -> io::Result<Verdict> {
+/// The verdict of `mode` on the snapshot's `entry` at `path`. An `lstat` failure other
+/// than "not found" is an error.
+pub(super) fn judge(mode: Overwrite, path: &Path, entry: &Entry) -> io::Result<Verdict> {
     if mode == Overwrite::Always {
         return Ok(Verdict::Restore);
     }
+    let (node, meta) = (&entry.node, &entry.meta);
     let Some(existing) = existing(path)? else {
         return Ok(Verdict::Restore);
     };
@@ -91,7 +86,7 @@ pub(super) fn judge(
         Overwrite::IfChanged
             if matches!(node, Node::File { .. })
                 && existing.is_file()
-                && existing.len() == size
+                && existing.len() == entry.size()
                 && existing.nlink() == 1
                 && existing_mtime == meta.mtime =>
         {
@@ -101,23 +96,47 @@ pub(super) fn judge(
     })
 }
 
+/// The warning for a non-directory at `path` that `mode` kept where the snapshot has a
+/// directory: that directory is not restored.
+pub(super) fn directory_not_restored(path: &Path, mode: Overwrite) -> String {
+    format!(
+        "{}: kept (--overwrite {}): the snapshot's directory is not restored over it",
+        path.display(),
+        mode.name()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use std::fs::{self, File, FileTimes};
     use std::time::{Duration, UNIX_EPOCH};
 
+    use bunker_repo_format::tree::{Extent, Metadata};
+
     use super::*;
 
-    fn file_node() -> Node {
-        Node::File {
-            extents: Vec::new(),
+    /// An entry of the snapshot: `node`, modified at `sec` seconds and `nsec`.
+    fn entry(node: Node, sec: i64, nsec: u32) -> Entry {
+        Entry {
+            name: b"f".to_vec(),
+            meta: Metadata {
+                mtime: Timestamp { sec, nsec },
+                ..Metadata::default()
+            },
+            node,
         }
     }
 
-    fn meta_at(sec: i64, nsec: u32) -> Metadata {
-        Metadata {
-            mtime: Timestamp { sec, nsec },
-            ..Metadata::default()
+    /// A file of `size` bytes (one hole: only its length matters here).
+    fn file_node(size: u64) -> Node {
+        Node::File {
+            extents: vec![Extent::Hole { length: size }],
+        }
+    }
+
+    fn dir_node() -> Node {
+        Node::Dir {
+            subtree: bunker_repo_format::BlobId::from_bytes([0; 32]),
         }
     }
 
@@ -135,46 +154,42 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("f");
         existing_file(&path, 1_000);
-        let judged = |mode, meta: &Metadata, size| {
-            judge(mode, &path, &file_node(), meta, size).expect("judge")
+        let judged = |mode, (sec, nsec), size| {
+            judge(mode, &path, &entry(file_node(size), sec, nsec)).expect("judge")
         };
-        let same = meta_at(1_000, 500);
-        let newer = meta_at(1_000, 501);
-        let older = meta_at(999, 999_999_999);
-        assert_eq!(judged(Overwrite::Always, &same, 5), Verdict::Restore);
-        assert_eq!(judged(Overwrite::Never, &newer, 5), Verdict::Keep);
-        assert_eq!(judged(Overwrite::IfNewer, &newer, 5), Verdict::Restore);
-        assert_eq!(judged(Overwrite::IfNewer, &same, 5), Verdict::Keep);
-        assert_eq!(judged(Overwrite::IfNewer, &older, 5), Verdict::Keep);
-        assert_eq!(judged(Overwrite::IfChanged, &same, 5), Verdict::InPlace);
-        assert_eq!(judged(Overwrite::IfChanged, &same, 6), Verdict::Restore);
-        assert_eq!(judged(Overwrite::IfChanged, &newer, 5), Verdict::Restore);
+        let same = (1_000, 500);
+        let newer = (1_000, 501);
+        let older = (999, 999_999_999);
+        assert_eq!(judged(Overwrite::Always, same, 5), Verdict::Restore);
+        assert_eq!(judged(Overwrite::Never, newer, 5), Verdict::Keep);
+        assert_eq!(judged(Overwrite::IfNewer, newer, 5), Verdict::Restore);
+        assert_eq!(judged(Overwrite::IfNewer, same, 5), Verdict::Keep);
+        assert_eq!(judged(Overwrite::IfNewer, older, 5), Verdict::Keep);
+        assert_eq!(judged(Overwrite::IfChanged, same, 5), Verdict::InPlace);
+        assert_eq!(judged(Overwrite::IfChanged, same, 6), Verdict::Restore);
+        assert_eq!(judged(Overwrite::IfChanged, newer, 5), Verdict::Restore);
         // A second name makes it not in place: its metadata would reach the other.
         fs::hard_link(&path, dir.path().join("g")).expect("link");
-        assert_eq!(judged(Overwrite::IfChanged, &same, 5), Verdict::Restore);
+        assert_eq!(judged(Overwrite::IfChanged, same, 5), Verdict::Restore);
     }
 
     #[test]
     fn nothing_there_is_restored_and_a_directory_is_merged_into() {
         let dir = tempfile::tempdir().expect("tempdir");
         let missing = dir.path().join("missing");
-        let subtree = Node::Dir {
-            subtree: bunker_repo_format::BlobId::from_bytes([0; 32]),
-        };
-        let meta = meta_at(0, 0);
         for mode in [Overwrite::Never, Overwrite::IfNewer, Overwrite::IfChanged] {
-            let verdict = judge(mode, &missing, &file_node(), &meta, 0).expect("judge");
+            let verdict = judge(mode, &missing, &entry(file_node(0), 0, 0)).expect("judge");
             assert_eq!(verdict, Verdict::Restore, "{mode:?}");
-            let verdict = judge(mode, dir.path(), &subtree, &meta, 0).expect("judge");
+            let verdict = judge(mode, dir.path(), &entry(dir_node(), 0, 0)).expect("judge");
             assert_eq!(verdict, Verdict::Restore, "{mode:?}");
         }
         // A file where the snapshot has a directory is kept by `never`.
         let file = dir.path().join("f");
         existing_file(&file, 1);
-        let verdict = judge(Overwrite::Never, &file, &subtree, &meta, 0).expect("judge");
+        let verdict = judge(Overwrite::Never, &file, &entry(dir_node(), 0, 0)).expect("judge");
         assert_eq!(verdict, Verdict::Keep);
-        let newer = meta_at(2, 0);
-        let verdict = judge(Overwrite::IfNewer, &file, &subtree, &newer, 0).expect("judge");
+        let newer = entry(dir_node(), 2, 0);
+        let verdict = judge(Overwrite::IfNewer, &file, &newer).expect("judge");
         assert_eq!(verdict, Verdict::Restore);
     }
 }

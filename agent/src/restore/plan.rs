@@ -643,11 +643,7 @@ impl<'a> Planner<'a> {
         let verdict = if fresh {
             Verdict::Restore
         } else {
-            let size = match &entry.node {
-                Node::File { extents } => extents.iter().map(Extent::length).sum(),
-                _ => 0,
-            };
-            match overwrite::judge(self.overwrite, access, &entry.node, &entry.meta, size) {
+            match overwrite::judge(self.overwrite, access, entry) {
                 Ok(verdict) => verdict,
                 Err(e) => {
                     self.error(path, format!("could not check what is there: {e}"));
@@ -774,11 +770,10 @@ impl<'a> Planner<'a> {
                 self.plan.files_kept += 1;
                 self.batch.skipped_bytes += data_bytes(extents);
             }
-            Node::Dir { .. } => self.plan.warnings.push(format!(
-                "{}: kept (--overwrite {}): the snapshot's directory is not restored over it",
-                display(path),
-                self.overwrite.name()
-            )),
+            Node::Dir { .. } => {
+                let warning = overwrite::directory_not_restored(path, self.overwrite);
+                self.plan.warnings.push(warning);
+            }
             _ => {}
         }
     }

@@ -17,7 +17,7 @@ use bunker_repo_format::tree::{Entry, Extent, Node};
 use bunker_repo_format::{BlobId, Repository, index::Index};
 
 use super::delete::Sweep;
-use super::overwrite::{Verdict, judge};
+use super::overwrite::{Verdict, directory_not_restored, judge};
 use super::plan::{data_bytes, missing_blob};
 use super::resume::already_restored;
 use super::select::Decision;
@@ -128,11 +128,7 @@ impl Walk<'_> {
             self.out.sockets_not_restored += 1;
             return Ok(0);
         }
-        let size = match &entry.node {
-            Node::File { extents } => extents.iter().map(Extent::length).sum(),
-            _ => 0,
-        };
-        let verdict = match judge(self.options.overwrite, disk, &entry.node, &entry.meta, size) {
+        let verdict = match judge(self.options.overwrite, disk, entry) {
             Ok(verdict) => verdict,
             Err(e) => {
                 let message = format!("{}: could not check what is there: {e}", disk.display());
@@ -151,11 +147,10 @@ impl Walk<'_> {
                     self.out.files += 1;
                     self.out.files_kept += 1;
                 }
-                Node::Dir { .. } => self.out.warnings.push(format!(
-                    "{}: kept (--overwrite {}): the snapshot's directory is not restored over it",
-                    disk.display(),
-                    self.options.overwrite.name()
-                )),
+                Node::Dir { .. } => {
+                    let warning = directory_not_restored(disk, self.options.overwrite);
+                    self.out.warnings.push(warning);
+                }
                 _ => self.out.others += 1,
             }
             return Ok(1);
@@ -179,7 +174,7 @@ impl Walk<'_> {
                 }
                 if verdict == Verdict::InPlace {
                     self.out.files_skipped += 1;
-                    self.out.bytes_skipped += size;
+                    self.out.bytes_skipped += entry.size();
                 } else {
                     self.file(extents, disk);
                 }
