@@ -376,12 +376,14 @@ fn back_up(
             one_file_system,
             exclude_if_present,
             exclude_larger_than,
+            change_detection,
         } => {
             let options = BackupOptions {
                 paths: paths.clone(),
                 one_file_system: *one_file_system,
                 exclude_if_present: exclude_if_present.clone(),
                 exclude_larger_than: *exclude_larger_than,
+                change_detection: *change_detection,
                 host: context.host.clone(),
                 username: context.username.clone(),
                 tags,

@@ -266,6 +266,128 @@ fn files_cache_skips_unchanged_files_without_a_parent_and_rereads_changed_ones()
     assert_same_tree(&source, &restored_source(&target, &source));
 }
 
+/// Replaces `path` with a copy of itself (a new inode and status-change time) that keeps
+/// its modification time.
+fn replace_with_copy(path: &Path) {
+    let mtime = fs::metadata(path).unwrap().modified().unwrap();
+    let copy = path.with_extension("copy");
+    fs::copy(path, &copy).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&copy)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    fs::rename(&copy, path).unwrap();
+}
+
+#[test]
+fn change_detection_trusts_or_rereads_files_as_asked() {
+    use bunker_agent::backup::ChangeDetection;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let source = tmp.path().join("src");
+    fs::create_dir_all(&source).unwrap();
+    let size = 40_000;
+    for (seed, name) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+        fs::write(source.join(name), noise(size, 700 + seed as u64)).unwrap();
+    }
+    let cache = tmp.path().join("cache");
+    let repo = new_repo(&tmp.path().join("repo"));
+    let run = |host: &str, detection: ChangeDetection| {
+        let options = BackupOptions {
+            change_detection: detection,
+            ..options(&source, host, Some(&cache))
+        };
+        let outcome = backup(&repo, &options, &Cancel::new()).unwrap();
+        let s = outcome.snapshot.summary;
+        (outcome, s.files_unchanged, s.bytes_read)
+    };
+    let ignore_ctime = ChangeDetection {
+        ignore_ctime: true,
+        ..ChangeDetection::default()
+    };
+    let ignore_inode = ChangeDetection {
+        ignore_inode: true,
+        ..ChangeDetection::default()
+    };
+    let read_all = ChangeDetection {
+        read_all: true,
+        ..ChangeDetection::default()
+    };
+    let size = size as u64;
+    run("a", ChangeDetection::default());
+
+    // A mode change moves the status-change time only: the file is not read again with
+    // ignore_ctime, and the snapshot has its new mode all the same.
+    let a = source.join("a");
+    fs::set_permissions(&a, fs::Permissions::from_mode(0o600)).unwrap();
+    let (outcome, unchanged, read) = run("a", ignore_ctime);
+    assert_eq!((unchanged, read), (5, 0));
+    let index = repo.load_index().unwrap().index;
+    let dir = repo
+        .load_tree(&index, &subtree(&repo, &outcome.snapshot.tree, &source))
+        .unwrap();
+    assert_eq!(dir.get(b"a").unwrap().meta.mode & 0o7777, 0o600);
+
+    // A copy keeping the modification time has another inode: read again unless inodes
+    // are ignored; by default also after a mode change.
+    replace_with_copy(&source.join("b"));
+    let (_, unchanged, read) = run("a", ignore_ctime);
+    assert_eq!((unchanged, read), (4, size), "b is read");
+    replace_with_copy(&source.join("c"));
+    let (_, unchanged, read) = run("a", ignore_inode);
+    assert_eq!((unchanged, read), (5, 0), "c is not read");
+    fs::set_permissions(source.join("d"), fs::Permissions::from_mode(0o640)).unwrap();
+    let (_, unchanged, read) = run("a", ChangeDetection::default());
+    assert_eq!((unchanged, read), (4, size), "d is read");
+
+    // The files cache compares the same way (another host: no parent snapshot).
+    replace_with_copy(&source.join("e"));
+    let (_, unchanged, read) = run("other", ignore_inode);
+    assert_eq!((unchanged, read), (5, 0), "e is not read");
+    // What was recorded is e's identity now: a default backup need not read it either.
+    let (_, unchanged, read) = run("other", ChangeDetection::default());
+    assert_eq!((unchanged, read), (5, 0));
+
+    // Content changed behind the same size and modification time: with inodes ignored the
+    // backup keeps the old content; read_all reads every file and stores the new one.
+    let d = source.join("d");
+    let mtime = fs::metadata(&d).unwrap().modified().unwrap();
+    let new_content = noise(size as usize, 799);
+    fs::write(&d, &new_content).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&d)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let (stale, unchanged, read) = run("a", ignore_inode);
+    assert_eq!((unchanged, read), (5, 0));
+    let (fresh, unchanged, read) = run("a", read_all);
+    assert_eq!((unchanged, read), (0, 5 * size));
+    assert_eq!(
+        fresh.snapshot.parent,
+        Some(stale.id),
+        "the parent is still recorded"
+    );
+    for (outcome, expected) in [(&stale, false), (&fresh, true)] {
+        let target = tmp.path().join(format!("restored-{expected}"));
+        restore_into(&repo, &outcome.id, &target);
+        let restored = restored_source(&target, &source);
+        assert_eq!(
+            fs::read(restored.join("d")).unwrap() == new_content,
+            expected
+        );
+        assert_eq!(fs::read(restored.join("a")).unwrap(), fs::read(&a).unwrap());
+        assert_eq!(
+            fs::metadata(restored.join("a")).unwrap().mode() & 0o7777,
+            0o600
+        );
+    }
+}
+
 #[test]
 fn a_cancelled_backup_writes_no_snapshot_and_the_next_one_completes() {
     let tmp = tempfile::tempdir().unwrap();

@@ -444,6 +444,19 @@ pub struct BackupArgs {
     /// --cache-dir and BUNKER_CACHE_DIR.
     #[arg(long)]
     pub no_cache: bool,
+    /// Read every file again: neither the parent snapshot nor the files cache is trusted to
+    /// say a file is unchanged (the parent is still recorded as this snapshot's).
+    #[arg(long, conflicts_with_all = ["stdin", "stdin_from_command", "volume"])]
+    pub force: bool,
+    /// Tell an unchanged file by its size and modification time alone: neither inode,
+    /// device nor status-change time (for network and FUSE filesystems that renumber
+    /// files on each mount).
+    #[arg(long, conflicts_with_all = ["stdin", "stdin_from_command", "volume"])]
+    pub ignore_inode: bool,
+    /// Do not compare status-change times to tell an unchanged file (`chmod`, `chown` and
+    /// new links move them without touching the content).
+    #[arg(long, conflicts_with_all = ["stdin", "stdin_from_command", "volume"])]
+    pub ignore_ctime: bool,
     /// Skip opening and re-hashing each new blob before it is packed (measurements only).
     #[arg(long, hide = true)]
     pub skip_verify: bool,

@@ -890,6 +890,30 @@ fn second_backup_of_an_unchanged_tree_adds_almost_nothing() {
          (repository {first} -> {second}); limit {limit}\n{out}"
     );
     assert_eq!(b.snapshots().len(), 2);
+    let unchanged_and_read = |extra: &[&str]| {
+        let mut args = vec!["--json"];
+        args.extend_from_slice(extra);
+        let out = b.backup(&[&src], &args);
+        out.ok();
+        let summary = &out.json()["summary"];
+        let read = u64_field(summary, "bytes_read");
+        let all = read == u64_field(summary, "bytes");
+        (u64_field(summary, "files_unchanged"), read, all)
+    };
+    // --force reads every file again; a mode change moves only the status-change time,
+    // which --ignore-ctime (and --ignore-inode) does not compare.
+    let (unchanged, read, all) = unchanged_and_read(&["--force"]);
+    assert_eq!((unchanged, all), (0, true));
+    assert!(read > 7 << 20, "{read}");
+    let set_mode = |name: &str| {
+        let mode = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+        fs::set_permissions(src.join(name), mode).expect("chmod");
+    };
+    set_mode("text.txt");
+    assert_eq!(unchanged_and_read(&["--ignore-ctime"]), (202, 0, false));
+    set_mode("random.bin");
+    assert_eq!(unchanged_and_read(&["--ignore-inode"]), (202, 0, false));
+    assert_eq!(unchanged_and_read(&[]), (202, 0, false));
 }
 
 /// Sets a directory's modification time (its "last used" stamp) `days` back.

@@ -27,7 +27,7 @@ use super::read::{Chunking, ReadFailure, ReadFile, read_file};
 use super::seal::Sealer;
 use super::shared_work::share;
 use super::small_files::{self, SMALL_FILE, SmallFile, SmallFileReader};
-use super::{BackupError, Excludes, ReadFrom, TagFile};
+use super::{BackupError, ChangeDetection, Excludes, ReadFrom, TagFile};
 use crate::cancel::Cancel;
 use crate::platform::{self, Captured, CapturedKind, DirHandle, NameCache};
 use crate::progress::Progress;
@@ -65,21 +65,23 @@ enum Planned {
     Virtual(PathBuf, BTreeMap<Vec<u8>, Planned>),
 }
 
-/// The parent snapshot's content for a file that has not changed since: same size,
-/// modification and status-change times, inode and device, and stored completely then.
-fn unchanged_content(parent: Option<&Entry>, now: &Metadata, size: u64) -> Option<Vec<Extent>> {
+/// The parent snapshot's content for a file that has not changed since (same size,
+/// modification and status-change times, inode and device, as far as `detection` compares
+/// them) and was stored completely then.
+fn unchanged_content(
+    parent: Option<&Entry>,
+    now: &Metadata,
+    size: u64,
+    detection: ChangeDetection,
+) -> Option<Vec<Extent>> {
     let parent = parent?;
     let Node::File { extents } = &parent.node else {
         return None;
     };
-    let was = &parent.meta;
-    let same = parent.size() == size
-        && was.mtime == now.mtime
-        && was.ctime == now.ctime
-        && was.inode == now.inode
-        && was.device == now.device
-        && was.flags & (EntryFlags::CHANGED_DURING_BACKUP | EntryFlags::INCOMPLETE) == 0;
-    same.then(|| extents.clone())
+    let was = FileKey::new(&parent.meta, parent.size());
+    let complete =
+        parent.meta.flags & (EntryFlags::CHANGED_DURING_BACKUP | EntryFlags::INCOMPLETE) == 0;
+    (complete && was.unchanged_as(&FileKey::new(now, size), detection)).then(|| extents.clone())
 }
 
 pub(super) struct Archiver<'a> {
@@ -111,6 +113,8 @@ pub(super) struct Archiver<'a> {
     tag_files: &'a [TagFile],
     /// Regular files larger than this are left out.
     largest_file: Option<u64>,
+    /// What tells a file unchanged since the parent snapshot or the files cache.
+    detection: ChangeDetection,
 }
 
 /// Directories with fewer entries than this are captured on the walking thread alone:
@@ -158,7 +162,14 @@ impl<'a> Archiver<'a> {
             source_device: None,
             tag_files: &[],
             largest_file: None,
+            detection: ChangeDetection::default(),
         }
+    }
+
+    /// Tells unchanged files as `detection` says.
+    pub(super) fn detecting_changes(mut self, detection: ChangeDetection) -> Self {
+        self.detection = detection;
+        self
     }
 
     /// Leaves out the directories that hold one of `tag_files`.
@@ -723,16 +734,16 @@ impl<'a> Archiver<'a> {
         meta: &Metadata,
         size: u64,
     ) -> Option<Vec<Extent>> {
-        if let Some(extents) = unchanged_content(parent, meta, size)
+        if let Some(extents) = unchanged_content(parent, meta, size, self.detection)
             && self.all_stored(&extents)
         {
             return Some(extents);
         }
         let key = FileKey::new(meta, size);
-        let cached = self
-            .stages
-            .files_cache
-            .lookup(path.as_os_str().as_bytes(), &key)?;
+        let cached =
+            self.stages
+                .files_cache
+                .lookup(path.as_os_str().as_bytes(), &key, self.detection)?;
         let length: u64 = cached.iter().map(Extent::length).sum();
         (length == size && self.all_stored(&cached)).then_some(cached)
     }

@@ -27,6 +27,8 @@ use bunker_repo_format::codec::{DecodeError, Decoder, Encoder};
 use bunker_repo_format::tree::{Extent, Metadata, Timestamp};
 use bunker_repo_format::{BlobId, content_hash};
 
+use super::ChangeDetection;
+
 const MAGIC: &[u8] = b"bunker files cache v1\n";
 const FILE_NAME: &str = "files";
 
@@ -49,6 +51,20 @@ impl FileKey {
             inode: meta.inode,
             device: meta.device,
         }
+    }
+
+    /// True when a file with identity `now` counts as unchanged since it had this one,
+    /// leaving out what `detection` ignores.
+    pub(super) fn unchanged_as(&self, now: &FileKey, detection: ChangeDetection) -> bool {
+        let same_place =
+            detection.ignore_inode || (self.inode == now.inode && self.device == now.device);
+        let same_ctime =
+            detection.ignore_inode || detection.ignore_ctime || self.ctime == now.ctime;
+        !detection.read_all
+            && self.size == now.size
+            && self.mtime == now.mtime
+            && same_place
+            && same_ctime
     }
 }
 
@@ -80,10 +96,16 @@ impl FilesCache {
         }
     }
 
-    /// The chunk list recorded for `path` if the file still has the identity `key`.
-    pub(super) fn lookup(&self, path: &[u8], key: &FileKey) -> Option<Vec<Extent>> {
+    /// The chunk list recorded for `path` if the file still has the identity `key`, as
+    /// far as `detection` compares identities.
+    pub(super) fn lookup(
+        &self,
+        path: &[u8],
+        key: &FileKey,
+        detection: ChangeDetection,
+    ) -> Option<Vec<Extent>> {
         let (_, stored) = self.old.find(path)?;
-        if stored.key != *key {
+        if !stored.key.unchanged_as(key, detection) {
             return None;
         }
         stored.extents().ok()
@@ -323,6 +345,12 @@ fn encode(new: &[(Vec<u8>, FileKey, Vec<Extent>)], old: &Loaded) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    const EXACT: ChangeDetection = ChangeDetection {
+        read_all: false,
+        ignore_inode: false,
+        ignore_ctime: false,
+    };
+
     fn key(size: u64) -> FileKey {
         FileKey {
             size,
@@ -347,15 +375,65 @@ mod tests {
         cache.record(b"/a/b", key(150), &extents);
         cache.save().unwrap();
         let loaded = FilesCache::load(Some(dir.path()));
-        assert_eq!(loaded.lookup(b"/a/b", &key(150)), Some(extents.clone()));
-        assert_eq!(loaded.lookup(b"/a/b", &key(151)), None);
+        assert_eq!(
+            loaded.lookup(b"/a/b", &key(150), EXACT),
+            Some(extents.clone())
+        );
+        assert_eq!(loaded.lookup(b"/a/b", &key(151), EXACT), None);
         let mut other_inode = key(150);
         other_inode.inode = 11;
-        assert_eq!(loaded.lookup(b"/a/b", &other_inode), None);
+        assert_eq!(loaded.lookup(b"/a/b", &other_inode, EXACT), None);
         let mut other_ctime = key(150);
         other_ctime.ctime.nsec = 9;
-        assert_eq!(loaded.lookup(b"/a/b", &other_ctime), None);
-        assert_eq!(loaded.lookup(b"/a/c", &key(150)), None);
+        assert_eq!(loaded.lookup(b"/a/b", &other_ctime, EXACT), None);
+        assert_eq!(loaded.lookup(b"/a/c", &key(150), EXACT), None);
+        let ignore_ctime = ChangeDetection {
+            ignore_ctime: true,
+            ..EXACT
+        };
+        let ignore_inode = ChangeDetection {
+            ignore_inode: true,
+            ..EXACT
+        };
+        assert_eq!(
+            loaded.lookup(b"/a/b", &other_ctime, ignore_ctime),
+            Some(extents.clone())
+        );
+        assert_eq!(loaded.lookup(b"/a/b", &other_inode, ignore_ctime), None);
+        let mut elsewhere = other_inode;
+        elsewhere.device = 12;
+        elsewhere.ctime.sec = 70;
+        assert_eq!(
+            loaded.lookup(b"/a/b", &elsewhere, ignore_inode),
+            Some(extents.clone())
+        );
+    }
+
+    #[test]
+    fn size_and_mtime_always_count_and_read_all_trusts_nothing() {
+        let was = key(150);
+        let all_ignored = ChangeDetection {
+            read_all: false,
+            ignore_inode: true,
+            ignore_ctime: true,
+        };
+        assert!(was.unchanged_as(&was, EXACT));
+        assert!(was.unchanged_as(&was, all_ignored));
+        let mut bigger = was;
+        bigger.size += 1;
+        let mut newer = was;
+        newer.mtime.nsec += 1;
+        for now in [bigger, newer] {
+            assert!(!was.unchanged_as(&now, all_ignored), "{now:?}");
+        }
+        let mut other_device = was;
+        other_device.device += 1;
+        assert!(!was.unchanged_as(&other_device, EXACT));
+        let read_all = ChangeDetection {
+            read_all: true,
+            ..all_ignored
+        };
+        assert!(!was.unchanged_as(&was, read_all));
     }
 
     #[test]
@@ -385,9 +463,9 @@ mod tests {
         cache.record(b"/new", key(2), &hole);
         cache.save().unwrap();
         let loaded = FilesCache::load(Some(dir.path()));
-        assert_eq!(loaded.lookup(b"/keep", &key(1)), Some(hole.to_vec()));
-        assert_eq!(loaded.lookup(b"/new", &key(2)), Some(hole.to_vec()));
-        assert_eq!(loaded.lookup(b"/gone", &key(1)), None);
+        assert_eq!(loaded.lookup(b"/keep", &key(1), EXACT), Some(hole.to_vec()));
+        assert_eq!(loaded.lookup(b"/new", &key(2), EXACT), Some(hole.to_vec()));
+        assert_eq!(loaded.lookup(b"/gone", &key(1), EXACT), None);
     }
 
     #[test]
@@ -408,8 +486,14 @@ mod tests {
         cache.record(b"/g", key(10), &[chunk(2, 4)]);
         cache.save().unwrap();
         let loaded = FilesCache::load(Some(dir.path()));
-        assert_eq!(loaded.lookup(b"/f", &key(10)), Some(vec![chunk(4, 10)]));
-        assert_eq!(loaded.lookup(b"/g", &key(10)), Some(vec![chunk(2, 4)]));
+        assert_eq!(
+            loaded.lookup(b"/f", &key(10), EXACT),
+            Some(vec![chunk(4, 10)])
+        );
+        assert_eq!(
+            loaded.lookup(b"/g", &key(10), EXACT),
+            Some(vec![chunk(2, 4)])
+        );
         assert_eq!(loaded.old.kept.len(), 2, "each path once");
     }
 
@@ -424,12 +508,12 @@ mod tests {
         bytes[MAGIC.len() + 6] ^= 1;
         fs::write(&path, &bytes).unwrap();
         assert_eq!(
-            FilesCache::load(Some(dir.path())).lookup(b"/x", &key(1)),
+            FilesCache::load(Some(dir.path())).lookup(b"/x", &key(1), EXACT),
             None
         );
         fs::write(&path, &bytes[..10]).unwrap();
         assert_eq!(
-            FilesCache::load(Some(dir.path())).lookup(b"/x", &key(1)),
+            FilesCache::load(Some(dir.path())).lookup(b"/x", &key(1), EXACT),
             None
         );
         // Saving over a corrupt cache works and leaves no temp file.

@@ -104,6 +104,28 @@ pub struct BackupOptions {
     pub skip_if_unchanged: bool,
     /// Told of each file the backup reads (new or changed), as the walk goes.
     pub files_read: Option<FileSink>,
+    /// What tells a file unchanged, so that it is not read again.
+    pub change_detection: ChangeDetection,
+}
+
+/// How a backup tells that a file did not change since the parent snapshot (or the files
+/// cache) recorded it, and takes its content from there without reading it.
+///
+/// By default a file is unchanged when its size, modification time, status-change time,
+/// inode and device are all the same. Some filesystems do not keep the last three steady:
+/// a network or FUSE filesystem may number a file's inode anew on each mount, and a device
+/// number differs after a remount. There every file would be read at every backup.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChangeDetection {
+    /// Read every file, trusting neither the parent snapshot nor the files cache (content
+    /// changed behind unchanged metadata: a restored image, a faulty tool, bit rot).
+    pub read_all: bool,
+    /// Compare neither inode, device nor status-change time: size and modification time
+    /// alone (restic's `--ignore-inode`).
+    pub ignore_inode: bool,
+    /// Do not compare the status-change time, which `chmod`, `chown` and a new link move
+    /// without touching the content.
+    pub ignore_ctime: bool,
 }
 
 /// Whether a file a backup read is new or changed since the parent snapshot.
@@ -386,7 +408,8 @@ pub fn backup(
             .reading_from(options.read_from.clone())
             .staying_on_one_filesystem(options.one_file_system)
             .leaving_out_dirs_tagged(&options.exclude_if_present)
-            .leaving_out_files_larger_than(options.exclude_larger_than);
+            .leaving_out_files_larger_than(options.exclude_larger_than)
+            .detecting_changes(options.change_detection);
             let tree = archiver.archive_roots(&paths, parent_root);
             // The walk's own error is reported after the packs stored so far are indexed
             // (below); a failed pack stage's comes first, from `seal_and_pack`.

@@ -20,7 +20,7 @@ use std::time::Duration;
 use bunker_repo_format::retention::{RetentionPolicy, parse_duration};
 use toml::Spanned;
 
-use crate::backup::TagFile;
+use crate::backup::{ChangeDetection, TagFile};
 use crate::schedule::Schedule;
 pub use drills::{Database, VerifySettings};
 use raw::{RawPolicy, RawQuiesce, RawRetention, RawSource};
@@ -138,6 +138,9 @@ pub enum SourceKind {
         exclude_if_present: Vec<TagFile>,
         /// Regular files larger than this many bytes are left out (`exclude_larger_than`).
         exclude_larger_than: Option<u64>,
+        /// How an unchanged file is told (`ignore_inode`, `ignore_ctime`; see `backup
+        /// --ignore-inode`).
+        change_detection: ChangeDetection,
     },
     /// A block device or disk image.
     Volume {
@@ -833,6 +836,8 @@ impl Checker<'_> {
                 "exclude_larger_than",
                 raw.exclude_larger_than.as_ref().map(Spanned::span),
             ),
+            ("ignore_inode", raw.ignore_inode.as_ref().map(Spanned::span)),
+            ("ignore_ctime", raw.ignore_ctime.as_ref().map(Spanned::span)),
             ("device", raw.device.as_ref().map(Spanned::span)),
             ("command", raw.command.as_ref().map(Spanned::span)),
             ("env", raw.env.as_ref().map(Spanned::span)),
@@ -845,6 +850,8 @@ impl Checker<'_> {
                 "exclude_if_present",
                 "exclude_caches",
                 "exclude_larger_than",
+                "ignore_inode",
+                "ignore_ctime",
             ],
             "volume" => &["device"],
             "command" => &["command", "env"],
@@ -902,10 +909,7 @@ impl Checker<'_> {
                         .as_ref()
                         .map(|e| e.get_ref().clone())
                         .unwrap_or_default(),
-                    one_file_system: raw
-                        .one_file_system
-                        .as_ref()
-                        .is_some_and(|flag| *flag.get_ref()),
+                    one_file_system: flag(&raw.one_file_system),
                     exclude_if_present: TagFile::list(
                         raw.exclude_if_present.iter().flat_map(|n| n.get_ref()),
                         raw.exclude_caches.as_ref().is_some_and(|c| *c.get_ref()),
@@ -917,6 +921,11 @@ impl Checker<'_> {
                             })
                             .ok()
                     }),
+                    change_detection: ChangeDetection {
+                        read_all: false,
+                        ignore_inode: flag(&raw.ignore_inode),
+                        ignore_ctime: flag(&raw.ignore_ctime),
+                    },
                 })
             }
             "volume" => {
@@ -1098,6 +1107,11 @@ impl RawAgentDefaults {
             shutdown_timeout: self.shutdown_timeout,
         }
     }
+}
+
+/// The value of a boolean key, false when it is not set.
+fn flag(value: &Option<Spanned<bool>>) -> bool {
+    value.as_ref().is_some_and(|flag| *flag.get_ref())
 }
 
 /// A size in bytes: `500M`, `10G`, `1T` (powers of 1024; `MiB`, `GB` and the like too), or a

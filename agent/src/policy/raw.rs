@@ -81,6 +81,10 @@ pub struct RawSource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exclude_larger_than: Option<Spanned<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore_inode: Option<Spanned<bool>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore_ctime: Option<Spanned<bool>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<Spanned<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Spanned<String>>,

@@ -54,6 +54,7 @@ fn the_documented_example_parses() {
             one_file_system: false,
             exclude_if_present: vec![],
             exclude_larger_than: None,
+            change_detection: ChangeDetection::default(),
         }
     );
     assert_eq!(app.tags.get("service").map(String::as_str), Some("app"));
@@ -502,6 +503,60 @@ schedule = "@daily"
         exclude_if_present,
         &vec![TagFile::parse(".nobackup"), TagFile::cache_dir()]
     );
+}
+
+#[test]
+fn ignore_inode_and_ignore_ctime_set_the_change_detection_of_paths_sources() {
+    let text = r#"[repository]
+url = "/r"
+password_file = "/p"
+
+[[source]]
+name = "share"
+kind = "paths"
+paths = ["/mnt/share"]
+ignore_inode = true
+schedule = "@daily"
+
+[[source]]
+name = "home"
+kind = "paths"
+paths = ["/home"]
+ignore_ctime = true
+schedule = "@daily"
+
+[[source]]
+name = "dump"
+kind = "command"
+command = "pg_dumpall"
+ignore_ctime = true
+schedule = "@daily"
+"#;
+    let found = errors(text);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].key, "source[3].ignore_ctime");
+    assert!(
+        found[0]
+            .message
+            .contains("does not apply to a command source")
+    );
+    let fixed = text.replace("pg_dumpall\"\nignore_ctime = true", "pg_dumpall\"");
+    let policy = Policy::parse(&fixed, "p.toml").expect("valid");
+    let detection = |name: &str| match policy.source(name).map(|s| &s.kind) {
+        Some(SourceKind::Paths {
+            change_detection, ..
+        }) => *change_detection,
+        other => panic!("{other:?}"),
+    };
+    let expected = |ignore_inode, ignore_ctime| ChangeDetection {
+        read_all: false,
+        ignore_inode,
+        ignore_ctime,
+    };
+    assert_eq!(detection("share"), expected(true, false));
+    assert_eq!(detection("home"), expected(false, true));
+    let bad = errors(&fixed.replace("ignore_inode = true", "ignore_inode = \"yes\""));
+    assert_eq!(bad.len(), 1, "{bad:#?}");
 }
 
 #[test]

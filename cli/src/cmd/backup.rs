@@ -7,8 +7,8 @@ use std::sync::Arc;
 use anyhow::Result;
 use bunker_agent::Cancel;
 use bunker_agent::backup::{
-    BackupError, BackupOptions, FileSink, StreamOptions, TagFile, VolumeOptions, backup,
-    backup_command, backup_stream, backup_volume,
+    BackupError, BackupOptions, ChangeDetection, FileSink, StreamOptions, TagFile, VolumeOptions,
+    backup, backup_command, backup_stream, backup_volume,
 };
 use bunker_agent::progress::Progress;
 use bunker_agent::{cache_dirs, platform};
@@ -131,6 +131,11 @@ fn backup_paths(
                 dry_run: args.dry_run,
                 skip_if_unchanged: args.skip_if_unchanged,
                 files_read,
+                change_detection: ChangeDetection {
+                    read_all: args.force,
+                    ignore_inode: args.ignore_inode,
+                    ignore_ctime: args.ignore_ctime,
+                },
                 ..BackupOptions::default()
             };
             backup(repository, &options, cancel)
