@@ -251,6 +251,8 @@ fn repository_options(policy: &Policy) -> Result<GlobalOptions> {
         password_command: None,
         key_file: None,
         json: false,
+        limit_upload: policy.repository.limits.upload,
+        limit_download: policy.repository.limits.download,
     };
     match &policy.repository.credentials {
         Credentials::PasswordFile(path) => global.password_file = Some(path.clone()),

@@ -1,6 +1,7 @@
 //! Command-line arguments.
 
 use std::ffi::OsString;
+use std::num::NonZeroU64;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -55,6 +56,25 @@ pub struct GlobalOptions {
     /// password. A put-only key file can back up, but not read, list or delete anything.
     #[arg(long, env = "BUNKER_KEY_FILE", global = true, value_name = "FILE")]
     pub key_file: Option<PathBuf>,
+    /// Write to the repository at most RATE bytes per second, e.g. `500K`, `10M` (a unit
+    /// is required), averaged over time: each object goes at full speed, the next waits.
+    #[arg(
+        long,
+        env = "BUNKER_LIMIT_UPLOAD",
+        global = true,
+        value_name = "RATE",
+        value_parser = values::rate
+    )]
+    pub limit_upload: Option<NonZeroU64>,
+    /// Read from the repository at most RATE bytes per second, as --limit-upload.
+    #[arg(
+        long,
+        env = "BUNKER_LIMIT_DOWNLOAD",
+        global = true,
+        value_name = "RATE",
+        value_parser = values::rate
+    )]
+    pub limit_download: Option<NonZeroU64>,
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use bunker_backend_s3::{S3Backend, S3Location};
-use bunker_repo_format::backend::{Backend, DryRunBackend, LocalBackend};
+use bunker_repo_format::backend::{
+    Backend, BandwidthLimits, DryRunBackend, LocalBackend, ThrottledBackend,
+};
 use bunker_repo_format::config::Operation;
 use bunker_repo_format::keyfile::KeyFile;
 use bunker_repo_format::{Error, Repository};
@@ -37,9 +39,22 @@ fn location(global: &GlobalOptions) -> Result<Location> {
 /// Opens the backend of an existing repository.
 pub fn open_backend(global: &GlobalOptions) -> Result<Arc<dyn Backend>> {
     Ok(match location(global)? {
-        Location::Local(path) => Arc::new(LocalBackend::open(&path)?),
-        Location::S3(s3) => Arc::new(S3Backend::open(s3)?),
+        Location::Local(path) => limited(global, LocalBackend::open(&path)?),
+        Location::S3(s3) => limited(global, S3Backend::open(s3)?),
     })
+}
+
+/// `backend`, paced to --limit-upload and --limit-download when either is given.
+fn limited<B: Backend + 'static>(global: &GlobalOptions, backend: B) -> Arc<dyn Backend> {
+    let limits = BandwidthLimits {
+        upload: global.limit_upload,
+        download: global.limit_download,
+    };
+    if limits.is_unlimited() {
+        Arc::new(backend)
+    } else {
+        Arc::new(ThrottledBackend::new(backend, limits))
+    }
 }
 
 /// The backend of an existing repository at `global.repo`.
@@ -140,13 +155,15 @@ pub fn open_or_create_target(
 /// Creates the backend of a new repository (the directory, if missing).
 pub fn create_backend(global: &GlobalOptions) -> Result<Arc<dyn Backend>> {
     Ok(match location(global)? {
-        Location::Local(path) => Arc::new(
+        Location::Local(path) => limited(
+            global,
             LocalBackend::create(&path)
                 .with_context(|| format!("could not create a repository at {}", path.display()))?,
         ),
         Location::S3(s3) => {
             let url = s3.url();
-            Arc::new(
+            limited(
+                global,
                 S3Backend::create(s3)
                     .with_context(|| format!("could not create a repository at {url}"))?,
             )

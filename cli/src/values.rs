@@ -2,6 +2,7 @@
 //! tags, times. Each is a clap `value_parser`, so a bad value is a usage error: exit 2, with
 //! clap's message naming the option, before any password is asked for.
 
+use std::num::NonZeroU64;
 use std::time::Duration;
 
 use bunker_agent::policy::parse_policy_duration;
@@ -48,6 +49,12 @@ pub fn duration_text(value: Duration) -> String {
 /// plain number of bytes.
 pub fn size(text: &str) -> Result<u64, String> {
     bunker_agent::policy::parse_policy_size(text)
+}
+
+/// A transfer rate in bytes per second, a size per second with its unit: `500K`, `10M`,
+/// `1.5MiB/s`.
+pub fn rate(text: &str) -> Result<NonZeroU64, String> {
+    bunker_agent::policy::parse_policy_rate(text)
 }
 
 /// A percentage, 0 to 100.
@@ -161,6 +168,20 @@ mod tests {
         assert_eq!(size("2kb"), Ok(2048));
         for bad in ["", "G", "10Q", "-1G", "NaN"] {
             assert!(size(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn rates_need_a_unit_and_more_than_zero() {
+        assert_eq!(rate("500K").map(NonZeroU64::get), Ok(500 << 10));
+        assert_eq!(rate("10M/s").map(NonZeroU64::get), Ok(10 << 20));
+        assert_eq!(rate(" 1.5MiB/s ").map(NonZeroU64::get), Ok(3 << 19));
+        let no_unit = rate("1024").unwrap_err();
+        assert!(no_unit.contains("has no unit"), "{no_unit}");
+        let zero = rate("0K").unwrap_err();
+        assert!(zero.contains("above zero"), "{zero}");
+        for bad in ["", "/s", "K", "10Q", "-1M", "fast"] {
+            assert!(rate(bad).is_err(), "{bad:?}");
         }
     }
 

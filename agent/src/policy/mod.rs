@@ -13,10 +13,12 @@ mod toml_problems;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::SocketAddr;
+use std::num::NonZeroU64;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use bunker_repo_format::backend::BandwidthLimits;
 use bunker_repo_format::retention::{RetentionPolicy, parse_duration};
 use toml::Spanned;
 
@@ -66,6 +68,9 @@ pub struct RepositorySettings {
     pub url: String,
     /// How the agent unlocks it.
     pub credentials: Credentials,
+    /// Bytes per second the agent writes to it and reads from it at most (`limit_upload`,
+    /// `limit_download`; see `bunker --limit-upload`).
+    pub limits: BandwidthLimits,
 }
 
 /// How the agent unlocks the repository.
@@ -607,9 +612,20 @@ impl Checker<'_> {
             );
             return None;
         }
+        let mut rate = |value: &Option<Spanned<String>>, key: &str| {
+            let value = value.as_ref()?;
+            parse_policy_rate(value.get_ref())
+                .map_err(|e| self.on(value, span.clone(), key, e))
+                .ok()
+        };
+        let limits = BandwidthLimits {
+            upload: rate(&repository.limit_upload, "repository.limit_upload"),
+            download: rate(&repository.limit_download, "repository.limit_download"),
+        };
         Some(RepositorySettings {
             url: url.get_ref().clone(),
             credentials: given.into_iter().next()?,
+            limits,
         })
     }
 
@@ -1143,6 +1159,24 @@ pub fn parse_policy_size(text: &str) -> Result<u64, String> {
         }
     };
     Ok((value * 1024f64.powi(exponent)) as u64)
+}
+
+/// A transfer rate in bytes per second: a size per second with its unit (`500K`, `10M`,
+/// `1.5MiB/s`; powers of 1024). A bare number is refused: restic reads `--limit-upload
+/// 1024` as KiB, a size here is bytes, and a limit a thousand times off is worse than
+/// none.
+pub fn parse_policy_rate(text: &str) -> Result<NonZeroU64, String> {
+    let size = text.trim();
+    let size = size.strip_suffix("/s").unwrap_or(size).trim_end();
+    if !size.ends_with(|c: char| c.is_ascii_alphabetic()) {
+        return Err(format!(
+            "{text:?} has no unit: give bytes per second with one (500K, 10M, 1G)"
+        ));
+    }
+    let bytes = parse_policy_size(size)?;
+    NonZeroU64::new(bytes).ok_or_else(|| {
+        format!("{text:?} is no rate: a limit must be above zero (leave it out for none)")
+    })
 }
 
 /// A duration like `90s`, `15m`, `2h`, `1h30m` or `7d` (days are 24 hours).

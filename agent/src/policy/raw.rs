@@ -46,6 +46,10 @@ pub struct RawRepository {
     pub password_command: Option<Spanned<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_file: Option<Spanned<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_upload: Option<Spanned<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_download: Option<Spanned<String>>,
 }
 
 /// `[metrics]`.

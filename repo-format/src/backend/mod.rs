@@ -14,12 +14,14 @@ pub mod lock;
 mod memory;
 pub(crate) mod staged;
 pub mod testing;
+pub mod throttle;
 
 pub use dry_run::DryRunBackend;
 pub use local::LocalBackend;
 pub use lock::{LockMode, LockPolicy};
 pub use memory::MemoryBackend;
 pub use staged::StagedFile;
+pub use throttle::{BandwidthLimits, ThrottledBackend};
 
 use std::fmt::Debug;
 use std::sync::Arc;
