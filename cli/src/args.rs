@@ -664,7 +664,8 @@ pub struct RestoreArgs {
     pub overwrite: OverwriteArg,
     /// Read every file back once written (or the volume, once restored) and check each
     /// chunk against the snapshot: a file that differs is an error (exit 5) and is left
-    /// without its metadata
+    /// without its metadata. With --overwrite if-changed, a file already there of the
+    /// snapshot's size and time is read and hashed too (and rewritten if it differs)
     #[arg(long, conflicts_with_all = ["stdout", "dry_run"])]
     pub verify: bool,
     /// The policy whose `agent.restore_roots` and `agent.state_dir` apply.

@@ -2191,6 +2191,25 @@ fn restore_overwrite_modes_keep_or_replace_what_the_target_holds() {
             _ => compare_trees(&src, &target),
         }
     }
+
+    // A verified restore takes nothing on trust: if-changed reads the file of the same
+    // size and time, finds it differs and writes the snapshot's content.
+    let target = drifted("if-changed-verified");
+    let out = b.run([
+        "--json",
+        "restore",
+        &spec,
+        "--target",
+        s(&target),
+        "--overwrite",
+        "if-changed",
+        "--verify",
+    ]);
+    out.ok();
+    let out = out.json();
+    assert_eq!(u64_field(&out, "files_skipped"), 0, "{out}");
+    assert_eq!(u64_field(&out, "bytes"), 21 + 13 + 13 + 15 + 7, "{out}");
+    compare_trees(&src, &target);
 }
 
 /// Extracts the tar archive `bytes` into a new directory `dir` with GNU tar, keeping

@@ -276,7 +276,11 @@ pub fn restore(
         };
         let planner = Planner::new(repo, index, cancel, target, &mut emit, keep_open)
             .with_filter(&options.filter, snapshot_path)
-            .with_overwrite(options.overwrite)
+            .with_overwrite(if options.verify {
+                options.overwrite.verified()
+            } else {
+                options.overwrite
+            })
             .with_verify(options.verify);
         let plan = match &located {
             Located::Dir { tree, entry } => planner.plan_tree(tree, entry.as_ref()),

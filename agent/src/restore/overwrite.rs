@@ -44,6 +44,16 @@ impl Overwrite {
             Self::Never => "never",
         }
     }
+
+    /// The mode a verified restore (`--verify`) uses: it takes nothing on trust, so
+    /// `if-changed` reads and hashes a file of the snapshot's size and time as `always`
+    /// does, and rewrites it when it differs, rather than take it as in place.
+    pub fn verified(self) -> Self {
+        match self {
+            Self::IfChanged => Self::Always,
+            other => other,
+        }
+    }
 }
 
 /// What the mode decides for one entry of the snapshot.
