@@ -1,7 +1,8 @@
 //! `bunker-agent`: the per-host daemon that runs the policy file's sources.
 
+use std::ffi::OsString;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,19 +71,25 @@ enum AgentCommand {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Internal: the thaw watchdog a freeze starts.
-    #[command(name = "__thaw-watchdog", hide = true)]
-    ThawWatchdog { mount: PathBuf, seconds: u64 },
 }
+
+/// The first argument of the thaw watchdog a freeze starts (`bunker-agent __thaw-watchdog
+/// MOUNT SECONDS`): an internal entry point, kept out of the command line users see, its
+/// help and its completions.
+const THAW_WATCHDOG: &str = "__thaw-watchdog";
 
 /// Runs `bunker-agent`.
 pub fn main() -> ExitCode {
-    let cli = AgentCli::parse();
-    let cancel = Cancel::new();
-    if !matches!(cli.command, AgentCommand::ThawWatchdog { .. }) {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let result = if args.get(1).is_some_and(|first| first == THAW_WATCHDOG) {
+        thaw_watchdog(&args[2..])
+    } else {
+        let cli = AgentCli::parse_from(args);
+        let cancel = Cancel::new();
         install_signal_handlers(&cancel);
-    }
-    match run(&cli, &cancel) {
+        run(&cli, &cancel)
+    };
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
             let outcome = exit::classify(&error);
@@ -94,22 +101,34 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The thaw watchdog: `MOUNT SECONDS` (see [`quiesce::watchdog`]).
+fn thaw_watchdog(args: &[OsString]) -> Result<u8> {
+    let [mount, seconds] = args else {
+        anyhow::bail!("{THAW_WATCHDOG} takes a mount point and a number of seconds");
+    };
+    let seconds: u64 = seconds
+        .to_str()
+        .and_then(|text| text.parse().ok())
+        .ok_or_else(|| {
+            anyhow::anyhow!("{THAW_WATCHDOG}: {seconds:?} is not a number of seconds")
+        })?;
+    // The watchdog ignores SIGINT/SIGTERM sent to the agent's process group: it must
+    // outlive the agent to do its job.
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, Cancel::new().flag());
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGTERM, Cancel::new().flag());
+    let mount = Path::new(mount);
+    let end = quiesce::watchdog(mount, Duration::from_secs(seconds), std::io::stdin())?;
+    if end != quiesce::freeze::WatchdogEnd::Dismissed {
+        eprintln!(
+            "bunker-agent watchdog: thawed {} ({end:?})",
+            mount.display()
+        );
+    }
+    Ok(exit::OK)
+}
+
 fn run(cli: &AgentCli, cancel: &Cancel) -> Result<u8> {
     match &cli.command {
-        AgentCommand::ThawWatchdog { mount, seconds } => {
-            // The watchdog ignores SIGINT/SIGTERM sent to the agent's process group: it
-            // must outlive the agent to do its job.
-            let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, Cancel::new().flag());
-            let _ = signal_hook::flag::register(signal_hook::consts::SIGTERM, Cancel::new().flag());
-            let end = quiesce::watchdog(mount, Duration::from_secs(*seconds), std::io::stdin())?;
-            if end != quiesce::freeze::WatchdogEnd::Dismissed {
-                eprintln!(
-                    "bunker-agent watchdog: thawed {} ({end:?})",
-                    mount.display()
-                );
-            }
-            Ok(exit::OK)
-        }
         AgentCommand::Thaw { mount } => {
             quiesce::thaw_mount(mount)?;
             Ok(exit::OK)
@@ -220,7 +239,7 @@ fn agent(policy: Policy, json: bool) -> Result<Agent> {
     let global = repository_options(&policy)?;
     let watchdog = std::env::current_exe().ok().map(|program| WatchdogCommand {
         program,
-        args: vec!["__thaw-watchdog".into()],
+        args: vec![THAW_WATCHDOG.into()],
     });
     let open = move || repo::open_writer(&global).map_err(|e| exit::message(&e));
     let log = move |line: &str| {

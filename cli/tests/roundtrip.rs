@@ -2602,6 +2602,8 @@ fn completion_scripts_name_every_command_and_bash_loads_its_own() {
             "{word} missing from bunker-agent's script"
         );
     }
+    // The freeze's internal watchdog is no command to offer.
+    assert!(!script.contains("watchdog"), "{script}");
 }
 
 #[test]
