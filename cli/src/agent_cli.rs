@@ -86,6 +86,7 @@ pub fn main() -> ExitCode {
     } else {
         let cli = AgentCli::parse_from(args);
         let cancel = Cancel::new();
+        repo::stop_waiting_when(&cancel);
         install_signal_handlers(&cancel);
         run(&cli, &cancel)
     };

@@ -58,6 +58,7 @@ fn install_immediate_exit() {
 pub fn bunker_main() -> ExitCode {
     let cli = args::Cli::parse();
     let cancel = Cancel::new();
+    repo::stop_waiting_when(&cancel);
     if cli.command.stops_at_safe_points() {
         install_signal_handlers(&cancel);
     } else {

@@ -1,9 +1,11 @@
 //! Opening and creating repositories from the global options.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context, Result, bail};
+use bunker_agent::Cancel;
 use bunker_backend_s3::{S3Backend, S3Location};
 use bunker_repo_format::backend::{
     Backend, BandwidthLimits, DryRunBackend, LocalBackend, ThrottledBackend,
@@ -44,6 +46,16 @@ pub fn open_backend(global: &GlobalOptions) -> Result<Arc<dyn Backend>> {
     })
 }
 
+/// The process's stop flag (its [`Cancel`] flag, set by SIGINT and SIGTERM), which ends a
+/// paced transfer's wait for its turn: see [`stop_waiting_when`].
+static STOP: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+
+/// Makes every paced backend opened from now on stop waiting for its turn once `cancel`
+/// is set, so that a stopping command is not held up by a bandwidth limit.
+pub fn stop_waiting_when(cancel: &Cancel) {
+    let _ = STOP.set(cancel.flag());
+}
+
 /// `backend`, paced to --limit-upload and --limit-download when either is given.
 fn limited<B: Backend + 'static>(global: &GlobalOptions, backend: B) -> Arc<dyn Backend> {
     let limits = BandwidthLimits {
@@ -51,10 +63,13 @@ fn limited<B: Backend + 'static>(global: &GlobalOptions, backend: B) -> Arc<dyn 
         download: global.limit_download,
     };
     if limits.is_unlimited() {
-        Arc::new(backend)
-    } else {
-        Arc::new(ThrottledBackend::new(backend, limits))
+        return Arc::new(backend);
     }
+    let throttled = ThrottledBackend::new(backend, limits);
+    Arc::new(match STOP.get() {
+        Some(stop) => throttled.stopping_when(Arc::clone(stop)),
+        None => throttled,
+    })
 }
 
 /// The backend of an existing repository at `global.repo`.

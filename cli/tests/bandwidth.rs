@@ -17,7 +17,11 @@ const DATA: u64 = 3 << 20;
 fn limited_backups_and_restores_take_the_time_their_rate_allows() {
     let t = TestDir::new();
     let src = t.join("src");
-    write_random_file(&src.join("random.bin"), 5, DATA);
+    // 24 files of 128 KiB: each one chunk, so a restore reads ranges of at most 2 MiB
+    // (one larger chunk would be read whole, whatever the repository's chunker cuts).
+    for n in 0..24 {
+        write_random_file(&src.join(format!("{n:02}.bin")), 5 + n, DATA / 24);
+    }
     let b = t.bunker();
     b.init();
 
@@ -27,8 +31,7 @@ fn limited_backups_and_restores_take_the_time_their_rate_allows() {
     let took = started.elapsed();
     assert!(took >= Duration::from_millis(1500), "backup took {took:?}");
 
-    // A restore reads the pack in ranges of at most 2 MiB: at 1 MiB/s the last range
-    // waits at least a second for the (1 MiB or more) before it.
+    // At 1 MiB/s the restore's last range waits for the 1 MiB or more read before it.
     let target = t.join("restored");
     let started = Instant::now();
     b.with_env("BUNKER_LIMIT_DOWNLOAD", "1MiB/s")
@@ -36,8 +39,9 @@ fn limited_backups_and_restores_take_the_time_their_rate_allows() {
         .ok();
     let took = started.elapsed();
     assert!(took >= Duration::from_secs(1), "restore took {took:?}");
-    let restored = fs::read(under(&target, &src.join("random.bin"))).expect("restored");
-    assert!(restored == fs::read(src.join("random.bin")).expect("source"));
+    let restored = files_under(&under(&target, &src));
+    assert_eq!(restored.len(), 24);
+    assert!(restored == files_under(&src));
 }
 
 #[test]
@@ -90,4 +94,25 @@ fn the_agent_keeps_to_its_policys_upload_limit() {
         "the agent's backup took {took:?}"
     );
     assert_eq!(b.snapshots().len(), 1);
+}
+
+#[test]
+fn an_interrupted_limited_backup_stops_without_sitting_out_its_turn() {
+    let t = TestDir::new();
+    let src = t.join("src");
+    write_random_file(&src.join("random.bin"), 7, 12 << 20);
+    let b = t.bunker();
+    b.init();
+    // At 1 MiB/s the objects after the 12 MiB pack wait 12 s for their turn; Ctrl-C ends
+    // the wait, and the backup stops as an interrupted one does.
+    let started = Instant::now();
+    let (child, shown) = b.spawn(["backup", s(&src), "--limit-upload", "1M"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    send_signal(child.id(), "INT");
+    let out = wait_output(child, shown, Duration::from_secs(60));
+    let took = started.elapsed();
+    out.code(130);
+    assert!(out.stderr.contains("interrupted"), "{out}");
+    assert!(took < Duration::from_secs(8), "took {took:?}\n{out}");
+    assert!(b.snapshots().is_empty());
 }

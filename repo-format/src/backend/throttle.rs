@@ -17,7 +17,8 @@
 
 use std::fmt;
 use std::num::NonZeroU64;
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::{Backend, LockPolicy, ObjectMeta, ReadBytes, ReadHints, StagedFile};
@@ -98,16 +99,31 @@ impl Pacer {
         });
     }
 
-    /// Waits for the turn of a transfer of `bytes`, booking it.
-    fn wait_to_send(&self, bytes: u64) {
-        sleep_until(self.book(Instant::now(), bytes));
+    /// Waits for the turn of a transfer of `bytes`, booking it; stops waiting once `stop`
+    /// is set.
+    fn wait_to_send(&self, bytes: u64, stop: Option<&AtomicBool>) {
+        sleep_until(self.book(Instant::now(), bytes), stop);
     }
 }
 
-fn sleep_until(when: Instant) {
-    let now = Instant::now();
-    if when > now {
-        std::thread::sleep(when - now);
+/// How often a wait looks at its stop flag.
+const STOP_POLL: Duration = Duration::from_millis(50);
+
+/// Sleeps until `when`, or until `stop` is set: a command being stopped (Ctrl-C, an
+/// agent's shutdown) must not sit out a long turn first. What it sends then is little: its
+/// own stages stop at their next check.
+fn sleep_until(when: Instant, stop: Option<&AtomicBool>) {
+    loop {
+        let now = Instant::now();
+        if when <= now || stop.is_some_and(|stop| stop.load(Ordering::Relaxed)) {
+            return;
+        }
+        let left = when - now;
+        std::thread::sleep(if stop.is_some() {
+            left.min(STOP_POLL)
+        } else {
+            left
+        });
     }
 }
 
@@ -117,6 +133,8 @@ pub struct ThrottledBackend<B> {
     inner: B,
     upload: Option<Pacer>,
     download: Option<Pacer>,
+    /// Once set, transfers stop waiting for their turn.
+    stop: Option<Arc<AtomicBool>>,
 }
 
 impl<B: Backend> ThrottledBackend<B> {
@@ -126,12 +144,20 @@ impl<B: Backend> ThrottledBackend<B> {
             inner,
             upload: limits.upload.map(Pacer::new),
             download: limits.download.map(Pacer::new),
+            stop: None,
         }
+    }
+
+    /// Stops waiting for turns once `stop` is set (a command's cancel flag), so that a
+    /// stopping command is not held up by the limit.
+    pub fn stopping_when(mut self, stop: Arc<AtomicBool>) -> Self {
+        self.stop = Some(stop);
+        self
     }
 
     fn before_upload(&self, bytes: u64) {
         if let Some(pacer) = &self.upload {
-            pacer.wait_to_send(bytes);
+            pacer.wait_to_send(bytes, self.stop.as_deref());
         }
     }
 
@@ -149,7 +175,7 @@ impl<B: Backend> ThrottledBackend<B> {
             return read();
         };
         let booked = expected.min(MAX_BOOKED);
-        pacer.wait_to_send(booked);
+        pacer.wait_to_send(booked, self.stop.as_deref());
         let result = read();
         let moved = result.as_ref().map_or(0, |bytes| size(bytes) as u64);
         pacer.settle(booked, moved);
@@ -302,6 +328,35 @@ mod tests {
         assert_eq!(pacer.cost(3), Duration::from_secs(3));
         let fast = Pacer::new(NonZeroU64::new(u64::MAX).unwrap());
         assert_eq!(fast.cost(u64::MAX), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_set_stop_flag_ends_the_wait_for_a_turn() {
+        let limits = BandwidthLimits {
+            upload: rate(MIB),
+            download: None,
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let store =
+            ThrottledBackend::new(MemoryBackend::new(), limits).stopping_when(Arc::clone(&stop));
+        // A minute's worth goes at once; the next put would wait that minute.
+        store
+            .put_if_absent("data/big", &vec![1u8; 60 * MIB as usize])
+            .unwrap();
+        let started = Instant::now();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                std::thread::sleep(Duration::from_millis(200));
+                stop.store(true, Ordering::Relaxed);
+            });
+            store
+                .put_if_absent("data/small", b"after the stop")
+                .unwrap();
+        });
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(200), "{took:?}");
+        assert!(took < Duration::from_secs(30), "{took:?}");
+        assert_eq!(store.get("data/small").unwrap(), b"after the stop");
     }
 
     #[test]
