@@ -943,6 +943,23 @@ pub enum RepairCommand {
     /// Replace each broken snapshot by one without the files whose data is lost (tagged
     /// repaired=<old id>); intact snapshots are never touched.
     Snapshots(RepairSnapshotsArgs),
+    /// Salvage damaged packs: copy every blob that still opens into new packs, take the
+    /// damaged packs out of the index and delete them. The next backup then stores the
+    /// lost blobs again (instead of deduplicating against the damaged copies), and the
+    /// snapshots that refer to them are whole again.
+    Packs(RepairPacksArgs),
+}
+
+/// `bunker repair packs`.
+#[derive(Debug, Args)]
+pub struct RepairPacksArgs {
+    /// The damaged packs, as `check --read-data` names them (`data/ab/<id>`) or by id;
+    /// none: read every pack to find them.
+    #[arg(value_name = "PACK")]
+    pub packs: Vec<String>,
+    /// Show what would be done, change nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
 }
 
 /// `bunker repair index`.

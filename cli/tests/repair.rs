@@ -502,3 +502,84 @@ fn backup_stores_again_what_a_lost_pack_held() {
     let restored = files_under(&under(&target, &src));
     assert_eq!(restored, files_under(&src));
 }
+
+#[test]
+fn repair_packs_salvages_a_damaged_pack_and_the_next_backup_makes_every_snapshot_whole() {
+    let t = TestDir::new();
+    let src = t.join("src");
+    write_file(&src.join("a.bin"), &random_bytes(30, 300_000));
+    write_file(&src.join("sub/b.txt"), b"some text\n");
+    write_file(&src.join("sub/c.bin"), &random_bytes(31, 150_000));
+    let b = t.bunker();
+    b.init();
+    let first = backup_id(&b, &src);
+    let data = repo_objects(b.repo(), "data");
+    assert_eq!(data.len(), 1);
+    let victim = data.into_iter().next().expect("the data pack");
+    let path = b.repo().join(&victim);
+    flip_byte(&path, fs::metadata(&path).expect("stat").len() / 3);
+    let report = check_json(&b, &["--read-data"], 4);
+    assert_eq!(broken_ids(&report), vec![first.clone()]);
+    let out = b.run(["check", "--read-data"]);
+    out.code(4);
+    assert!(
+        out.stdout
+            .contains(&format!("bunker repair packs {victim}\n")),
+        "check names the way out: {out}"
+    );
+
+    // Every pack read: the damaged one is found; a dry run changes nothing.
+    let before = files_under(b.repo());
+    let out = b.run(["repair", "packs", "--dry-run", "--json"]);
+    out.code(4);
+    let plan = out.json();
+    assert!(
+        files_under(b.repo()) == before,
+        "a dry run changed the repository"
+    );
+    let damaged = plan["damaged_packs"].as_array().expect("damaged packs");
+    assert_eq!(damaged.len(), 1, "{plan}");
+    assert_eq!(damaged[0]["pack"], victim.as_str());
+    assert_eq!(u64_field(&plan, "blobs_lost"), 1, "{plan}");
+    assert_eq!(u64_field(&plan, "blobs_copied"), 2, "{plan}");
+    assert_eq!(strings(&plan, "intact_packs").len(), 1, "the tree pack");
+
+    // Named as check names it: the intact blobs move to a new pack, the damaged pack goes.
+    let out = b.run(["repair", "packs", &victim, "--json"]);
+    out.code(4);
+    let report = out.json();
+    assert_eq!(strings(&report, "packs_deleted"), vec![victim.clone()]);
+    assert_eq!(strings(&report, "segments_replaced").len(), 1, "{report}");
+    assert!(!path.exists());
+    let data = repo_objects(b.repo(), "data");
+    assert_eq!(data.len(), 1, "one new pack with the copies");
+    // What is left is consistent: one blob is missing, nothing is damaged.
+    let report = check_json(&b, &["--read-data"], 4);
+    assert!(objects(&report, "errors").is_empty(), "{report}");
+    assert_eq!(broken_ids(&report), vec![first.clone()]);
+
+    // A plain backup stores the lost blob again (not deduplicated against a damaged copy),
+    // and the first snapshot, which names the same blob, is whole again.
+    let second = backup_id(&b, &src);
+    check_json(&b, &["--read-data"], 0);
+    for (snapshot, name) in [(&first, "first"), (&second, "second")] {
+        let target = t.join(name);
+        b.restore(snapshot, &target).ok();
+        compare_trees(&src, &under(&target, &src));
+    }
+
+    // Nothing damaged now: every pack read intact, nothing written.
+    let before = files_under(b.repo());
+    let out = b.run(["repair", "packs", "--json"]);
+    out.ok();
+    assert!(
+        out.json()["damaged_packs"]
+            .as_array()
+            .expect("list")
+            .is_empty()
+    );
+    assert!(files_under(b.repo()) == before);
+    let out = b.run(["repair", "packs", "data/zz/not-a-pack"]);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("is not a pack id"), "{out}");
+}

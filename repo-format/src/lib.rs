@@ -32,6 +32,7 @@ pub mod replace;
 mod repository;
 pub mod retag;
 pub mod retention;
+pub mod salvage;
 pub mod session;
 pub mod snapshot;
 pub mod tree;

@@ -131,6 +131,22 @@ pub fn run(global: &GlobalOptions, args: &CheckArgs) -> Result<u8> {
                 report.errors.len(),
                 report.broken_snapshots.len()
             )?;
+            let mut packs: Vec<&str> = report
+                .errors
+                .iter()
+                .map(|error| error.object.as_str())
+                .filter(|object| object.starts_with("data/") || object.starts_with("tree/"))
+                .collect();
+            packs.sort_unstable();
+            packs.dedup();
+            if !packs.is_empty() {
+                writeln!(
+                    out,
+                    "to salvage the damaged packs, so that the next backup stores what they lost \
+                     again: bunker repair packs {}",
+                    packs.join(" ")
+                )?;
+            }
         }
     }
     Ok(if report.is_healthy() {

@@ -1,4 +1,4 @@
-//! `bunker repair index` and `bunker repair snapshots`.
+//! `bunker repair index`, `bunker repair snapshots` and `bunker repair packs`.
 
 use std::io::Write;
 
@@ -9,9 +9,14 @@ use bunker_repo_format::repair::{
     RepairSnapshotsOptions, apply_index_repair, apply_snapshot_repair, plan_index_repair,
     plan_snapshot_repair,
 };
+use bunker_repo_format::salvage::{
+    SalvageOptions, SalvageReport, apply_pack_salvage, parse_pack_name, plan_pack_salvage,
+};
 use serde_json::{Value, json};
 
-use crate::args::{GlobalOptions, RepairCommand, RepairIndexArgs, RepairSnapshotsArgs};
+use crate::args::{
+    GlobalOptions, RepairCommand, RepairIndexArgs, RepairPacksArgs, RepairSnapshotsArgs,
+};
 use crate::output::print_json;
 use crate::{exit, repo};
 
@@ -19,7 +24,112 @@ pub fn run(global: &GlobalOptions, command: RepairCommand) -> Result<u8> {
     match command {
         RepairCommand::Index(args) => index(global, &args),
         RepairCommand::Snapshots(args) => snapshots(global, &args),
+        RepairCommand::Packs(args) => packs(global, &args),
     }
+}
+
+/// Exit 0 when no blob was lost (nothing was damaged, or every blob of the damaged packs
+/// was copied); 4 when blobs were lost.
+fn packs(global: &GlobalOptions, args: &RepairPacksArgs) -> Result<u8> {
+    let repository = repo::open(global, "repair")?;
+    let packs = args
+        .packs
+        .iter()
+        .map(|text| parse_pack_name(text))
+        .collect::<Result<Vec<_>, _>>()?;
+    let plan = plan_pack_salvage(
+        &repository,
+        &SalvageOptions {
+            packs,
+            threads: 0,
+            host: platform::hostname(),
+        },
+    )?;
+    let report = if args.dry_run {
+        SalvageReport {
+            damaged: plan.damaged.clone(),
+            intact_packs: plan.intact_packs.clone(),
+            ..SalvageReport::default()
+        }
+    } else {
+        apply_pack_salvage(&repository, plan)?
+    };
+    let copied: usize = report.damaged.iter().map(|d| d.intact.len()).sum();
+    let lost: usize = report.damaged.iter().map(|d| d.lost.len()).sum();
+    if global.json {
+        print_json(&json!({
+            "dry_run": args.dry_run,
+            "intact_packs": report.intact_packs,
+            "damaged_packs": report.damaged.iter().map(|d| json!({
+                "pack": d.name,
+                "damage": d.damage,
+                "blobs_copied": d.intact.iter().map(|id| id.to_hex()).collect::<Vec<_>>(),
+                "blobs_lost": d.lost.iter().map(|(id, why)| json!({
+                    "id": id.to_hex(),
+                    "reason": why,
+                })).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+            "blobs_copied": copied,
+            "blobs_lost": lost,
+            "segments_replaced": report.segments_replaced.iter().map(|id| id.to_hex()).collect::<Vec<_>>(),
+            "segments_written": report.segments_written.iter().map(|id| id.to_hex()).collect::<Vec<_>>(),
+            "packs_deleted": report.packs_deleted,
+            "packs_left": report.packs_left.iter().map(|(pack, why)| json!({
+                "pack": pack,
+                "reason": why,
+            })).collect::<Vec<_>>(),
+        }))?;
+    } else {
+        let mut out = std::io::stdout().lock();
+        let (copy_verb, lose_verb) = if args.dry_run {
+            ("would copy", "would lose")
+        } else {
+            ("copied", "lost")
+        };
+        for damaged in &report.damaged {
+            writeln!(out, "{}: {}", damaged.name, damaged.damage.join("; "))?;
+            writeln!(
+                out,
+                "  {copy_verb} {} blobs to new packs, {lose_verb} {}",
+                damaged.intact.len(),
+                damaged.lost.len()
+            )?;
+            for (id, _) in &damaged.lost {
+                writeln!(out, "  {lose_verb} blob {id}")?;
+            }
+        }
+        for (pack, why) in &report.packs_left {
+            writeln!(out, "warning: {pack} stays in storage, in no index: {why}")?;
+        }
+        writeln!(
+            out,
+            "{} damaged packs ({} read intact): {copy_verb} {copied} blobs, {lose_verb} {lost}{}",
+            report.damaged.len(),
+            report.intact_packs.len(),
+            if args.dry_run {
+                String::new()
+            } else {
+                format!(
+                    "; replaced {} index segments, deleted {} packs",
+                    report.segments_replaced.len(),
+                    report.packs_deleted.len()
+                )
+            }
+        )?;
+        if lost > 0 {
+            writeln!(
+                out,
+                "the next backup of a source that still holds the lost blobs' data stores them \
+                 again, and every snapshot that refers to them is whole again; \
+                 `bunker repair snapshots` rewrites those whose data cannot come back"
+            )?;
+        }
+    }
+    Ok(if lost == 0 {
+        exit::OK
+    } else {
+        exit::DAMAGE_FOUND
+    })
 }
 
 fn problems_json(list: &[Problem]) -> Vec<Value> {

@@ -1,0 +1,394 @@
+//! Salvaging damaged packs (`bunker repair packs`).
+//!
+//! Damage in storage (a flipped bit, a truncated object) loses only the blobs it touches:
+//! every other blob of the pack still opens and re-hashes to its id. Salvage copies those
+//! into new packs, takes the damaged pack out of the index and deletes it.
+//!
+//! Why it matters: while the index lists a damaged blob, every backup deduplicates against
+//! it, and new snapshots of the same data are broken too. Once salvage has taken it out of
+//! the index, the next backup stores it again from the source (a file whose chunks are not
+//! all stored is read again, whatever the files cache says), and every snapshot that refers
+//! to it, the old ones included, is whole again: blobs are named by their content.
+//!
+//! The order keeps every readable blob reachable at every step:
+//! 1. in a writer session with a heartbeat (so a prune meanwhile counts it as a live
+//!    writer), the intact blobs are written to new packs and indexed: until step 2 they
+//!    are listed twice;
+//! 2. each index segment that lists a damaged pack is replaced: its other packs go into new
+//!    segments, stored before the old segment is deleted;
+//! 3. the damaged packs are deleted.
+//!
+//! An interruption leaves duplicates, never less; running salvage again finishes it. Like
+//! `repair index`, it rewrites index segments: run it when no prune runs.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use crate::blob::BlobKind;
+use crate::check::{error_message, parallel_map};
+use crate::config::Operation;
+use crate::error::{Error, Result};
+use crate::id::{BlobId, IndexId, PackId};
+use crate::index::{BlobLocation, IndexSegment, IndexedPack};
+use crate::object::verify_content_hash;
+use crate::pack::{PackEntry, parse_pack};
+use crate::repository::Repository;
+use crate::session::ActiveSession;
+
+/// What to salvage.
+#[derive(Debug, Clone, Default)]
+pub struct SalvageOptions {
+    /// The packs to examine (as `check` names them); empty: read every pack in storage.
+    pub packs: Vec<PackId>,
+    /// Threads reading packs (0 = one per CPU, at most 8).
+    pub threads: usize,
+    /// Host named in the session heartbeat written while salvaging.
+    pub host: String,
+}
+
+/// A damaged pack and what salvage makes of it.
+#[derive(Debug, Clone)]
+pub struct DamagedPack {
+    /// The pack.
+    pub pack: PackId,
+    /// Its object name (`data/ab/ab12...`).
+    pub name: String,
+    /// What is wrong with it, in words.
+    pub damage: Vec<String>,
+    /// The blobs that open and re-hash to their id: copied to new packs.
+    pub intact: Vec<BlobId>,
+    /// The blobs lost, with why: taken out of the index.
+    pub lost: Vec<(BlobId, String)>,
+    /// Where each intact blob is in the pack.
+    locations: Vec<(BlobId, BlobLocation)>,
+}
+
+/// What [`apply_pack_salvage`] will do; build it with [`plan_pack_salvage`].
+#[derive(Debug, Clone)]
+pub struct SalvagePlan {
+    /// The damaged packs.
+    pub damaged: Vec<DamagedPack>,
+    /// Packs read and found intact (left alone).
+    pub intact_packs: Vec<String>,
+    host: String,
+}
+
+/// What [`apply_pack_salvage`] did.
+#[derive(Debug, Clone, Default)]
+pub struct SalvageReport {
+    /// The damaged packs, with the blobs copied and lost.
+    pub damaged: Vec<DamagedPack>,
+    /// Packs read and found intact.
+    pub intact_packs: Vec<String>,
+    /// Index segments that listed a damaged pack, replaced.
+    pub segments_replaced: Vec<IndexId>,
+    /// Index segments written: the copies' and the replacements'.
+    pub segments_written: Vec<IndexId>,
+    /// Damaged packs deleted.
+    pub packs_deleted: Vec<String>,
+    /// Damaged packs that could not be deleted (Object Lock), with why: no index lists
+    /// them any more.
+    pub packs_left: Vec<(String, String)>,
+}
+
+/// Reads the packs `options` names (or every pack) and works out, for each damaged one,
+/// which blobs can be copied and which are lost. Changes nothing. A pack named but missing
+/// from storage counts as damaged with every blob the index lists in it lost.
+pub fn plan_pack_salvage(repo: &Repository, options: &SalvageOptions) -> Result<SalvagePlan> {
+    repo.check_features(Operation::Read)?;
+    let indexed = indexed_packs(repo)?;
+    let stored = crate::gc::stored_packs(repo)?;
+    let mut candidates: Vec<(PackId, BlobKind)> = if options.packs.is_empty() {
+        stored.iter().map(|(id, pack)| (*id, pack.kind)).collect()
+    } else {
+        let mut named = Vec::new();
+        for pack in &options.packs {
+            let kind = match (stored.get(pack), indexed.get(pack)) {
+                (Some(found), _) => found.kind,
+                (None, Some(listed)) => listed.kind,
+                (None, None) => {
+                    return Err(Error::NotFound {
+                        object: format!("pack {pack} (neither in storage nor in the index)"),
+                    });
+                }
+            };
+            named.push((*pack, kind));
+        }
+        named
+    };
+    candidates.sort();
+    candidates.dedup();
+    let examined = parallel_map(&candidates, options.threads, |(pack, kind)| {
+        let listed = indexed.get(pack).map_or(&[][..], |p| p.blobs.as_slice());
+        examine(repo, *pack, *kind, listed, stored.contains_key(pack))
+    });
+    let mut damaged = Vec::new();
+    let mut intact_packs = Vec::new();
+    for ((pack, kind), result) in candidates.iter().zip(examined) {
+        match result? {
+            Some(found) => damaged.push(found),
+            None => intact_packs.push(crate::pack::pack_name(*kind, pack)),
+        }
+    }
+    Ok(SalvagePlan {
+        damaged,
+        intact_packs,
+        host: options.host.clone(),
+    })
+}
+
+/// Every pack the index lists, with its blobs as listed (the first segment's, if two list
+/// it). Segments that do not load are `repair index`'s to replace; they are skipped here.
+fn indexed_packs(repo: &Repository) -> Result<HashMap<PackId, IndexedPack>> {
+    let mut packs = HashMap::new();
+    repo.for_each_index_segment(|_, segment| {
+        match segment {
+            Ok(segment) => {
+                for pack in segment.packs {
+                    packs.entry(pack.id).or_insert(pack);
+                }
+            }
+            Err(e) if e.is_damage() || e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    })?;
+    Ok(packs)
+}
+
+/// Reads pack `pack` whole and opens each blob its trailer or the index lists; `None` when
+/// nothing is wrong with it. An error that is not damage (storage out of reach) stops.
+fn examine(
+    repo: &Repository,
+    pack: PackId,
+    kind: BlobKind,
+    listed: &[PackEntry],
+    in_storage: bool,
+) -> Result<Option<DamagedPack>> {
+    let name = crate::pack::pack_name(kind, &pack);
+    let mut damaged = DamagedPack {
+        pack,
+        name: name.clone(),
+        damage: Vec::new(),
+        intact: Vec::new(),
+        lost: Vec::new(),
+        locations: Vec::new(),
+    };
+    let read = if in_storage {
+        repo.backend().get(&name)
+    } else {
+        Err(Error::NotFound {
+            object: name.clone(),
+        })
+    };
+    let bytes = match read {
+        Ok(bytes) => bytes,
+        Err(e) if e.is_damage() || e.is_not_found() => {
+            // Nothing to open: every blob the index lists there is lost.
+            let why = match e {
+                Error::NotFound { .. } => "missing from storage".to_owned(),
+                e => error_message(&e),
+            };
+            damaged.lost = listed
+                .iter()
+                .map(|entry| (entry.id, format!("{name}: {why}")))
+                .collect();
+            damaged.damage.push(why);
+            return Ok(Some(damaged));
+        }
+        Err(e) => return Err(e),
+    };
+    if let Err(e) = verify_content_hash(&bytes, pack.as_bytes(), &name) {
+        damaged.damage.push(error_message(&e));
+    }
+    // Each blob where the trailer puts it, else where the index does.
+    let mut candidates: BTreeMap<BlobId, Vec<PackEntry>> = BTreeMap::new();
+    match repo
+        .master_key("salvaging packs")
+        .and_then(|key| parse_pack(&bytes, key, &name))
+    {
+        Ok(trailer) => {
+            for entry in trailer.entries {
+                candidates.entry(entry.id).or_default().push(entry);
+            }
+        }
+        Err(e) if e.is_damage() => damaged
+            .damage
+            .push(format!("trailer: {}", error_message(&e))),
+        Err(e) => return Err(e),
+    }
+    for entry in listed {
+        let places = candidates.entry(entry.id).or_default();
+        if !places.contains(entry) {
+            places.push(*entry);
+        }
+    }
+    for (id, places) in candidates {
+        let mut why = None;
+        for entry in &places {
+            let location = BlobLocation {
+                pack,
+                kind: entry.kind,
+                offset: entry.offset,
+                length: entry.length,
+                raw_length: entry.raw_length,
+            };
+            match repo.open_blob_in(&id, &location, &bytes, 0) {
+                Ok(_) => {
+                    why = None;
+                    damaged.locations.push((id, location));
+                    break;
+                }
+                Err(e) if e.is_damage() => {
+                    why.get_or_insert_with(|| {
+                        format!("{} blob {id}: {}", entry.kind.name(), error_message(&e))
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        match why {
+            Some(why) => {
+                damaged.damage.push(why.clone());
+                damaged.lost.push((id, format!("{name}: {why}")));
+            }
+            None => damaged.intact.push(id),
+        }
+    }
+    Ok((!damaged.damage.is_empty()).then_some(damaged))
+}
+
+/// Copies the intact blobs of the plan's damaged packs into new packs, replaces the index
+/// segments that list the damaged packs, then deletes those packs (see the module
+/// documentation for why in that order).
+pub fn apply_pack_salvage(repo: &Repository, plan: SalvagePlan) -> Result<SalvageReport> {
+    let mut report = SalvageReport {
+        intact_packs: plan.intact_packs,
+        ..SalvageReport::default()
+    };
+    if plan.damaged.is_empty() {
+        return Ok(report);
+    }
+    repo.check_features(Operation::Write)?;
+    repo.check_features(Operation::Prune)?;
+    let heartbeat = ActiveSession::start(
+        Arc::clone(repo.backend()),
+        repo.writer_key(),
+        &plan.host,
+        "repair",
+        true,
+    )?;
+    let damaged_packs: HashSet<PackId> = plan.damaged.iter().map(|d| d.pack).collect();
+
+    // 1. The intact blobs, copied. Read after the heartbeat started (prune's liveness
+    // rule); never deduplicated against the damaged packs or packs a GC plan condemned.
+    let index = repo.load_index_for_reading()?.index;
+    let mut writer = repo.blob_writer(&index);
+    writer.exclude_packs(crate::gc::condemned_packs(repo)?);
+    writer.exclude_packs(damaged_packs.iter().copied());
+    for damaged in &plan.damaged {
+        if damaged.locations.is_empty() {
+            continue;
+        }
+        let bytes = repo.backend().get(&damaged.name)?;
+        for (id, location) in &damaged.locations {
+            let plaintext = repo.open_blob_in(id, location, &bytes, 0)?;
+            let (stored, _) = writer.add(location.kind, &plaintext)?;
+            if stored != *id {
+                return Err(Error::Invalid(format!(
+                    "salvaged blob {id} hashed to {stored} when stored again"
+                )));
+            }
+        }
+    }
+    let (_, copies) = writer.finish()?;
+    report.segments_written = copies;
+
+    // 2. The segments that list a damaged pack, replaced by ones without it.
+    let mut replaced: Vec<(IndexId, IndexSegment)> = Vec::new();
+    repo.for_each_index_segment(|id, segment| {
+        match segment {
+            Ok(segment) if segment.packs.iter().any(|p| damaged_packs.contains(&p.id)) => {
+                replaced.push((id, segment));
+            }
+            Ok(_) => {}
+            Err(e) if e.is_damage() || e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    })?;
+    let kept: Vec<IndexedPack> = replaced
+        .iter()
+        .flat_map(|(_, segment)| segment.packs.iter())
+        .filter(|pack| !damaged_packs.contains(&pack.id))
+        .cloned()
+        .collect();
+    if !kept.is_empty() {
+        let written = repo.write_index_segments(kept, &repo.new_session())?;
+        report.segments_written.extend(written);
+    }
+    for (id, _) in &replaced {
+        repo.backend()
+            .delete(&crate::object::ObjectKind::Index.name(&id.to_hex()))?;
+    }
+    report.segments_replaced = replaced.into_iter().map(|(id, _)| id).collect();
+
+    // 3. The damaged packs, deleted.
+    for damaged in &plan.damaged {
+        match repo.backend().delete(&damaged.name) {
+            Ok(()) => report.packs_deleted.push(damaged.name.clone()),
+            Err(e @ Error::Locked { .. }) => report
+                .packs_left
+                .push((damaged.name.clone(), error_message(&e))),
+            Err(e) => return Err(e),
+        }
+    }
+    // Best effort, as for a backup: an unended session only delays garbage collection.
+    let _ = heartbeat.end();
+    report.damaged = plan.damaged;
+    Ok(report)
+}
+
+/// The pack named by `text`: its id in hex, or its object name as `check` prints it
+/// (`data/ab/<hex>`, `tree/ab/<hex>`).
+pub fn parse_pack_name(text: &str) -> Result<PackId> {
+    let bad = || Error::Invalid(format!("{text:?} is not a pack id or a pack's name"));
+    let pack: PackId = text
+        .rsplit('/')
+        .next()
+        .unwrap_or(text)
+        .parse()
+        .map_err(|_| bad())?;
+    let named = [BlobKind::Data, BlobKind::Tree]
+        .iter()
+        .any(|kind| crate::pack::pack_name(*kind, &pack) == text);
+    if text.contains('/') && !named {
+        return Err(bad());
+    }
+    Ok(pack)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pack_is_named_by_its_id_or_its_object_name() {
+        let id = PackId::from_bytes([0xab; 32]);
+        let hex = id.to_hex();
+        assert_eq!(parse_pack_name(&hex).unwrap(), id);
+        for kind in [BlobKind::Data, BlobKind::Tree] {
+            let name = crate::pack::pack_name(kind, &id);
+            assert_eq!(parse_pack_name(&name).unwrap(), id, "{name}");
+        }
+        for bad in [
+            "",
+            "abc",
+            &format!("index/ab/{hex}"),
+            &format!("data/cd/{hex}"),
+            &format!("{hex}0"),
+        ] {
+            assert!(parse_pack_name(bad).is_err(), "{bad}");
+        }
+    }
+}
