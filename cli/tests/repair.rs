@@ -583,3 +583,48 @@ fn repair_packs_salvages_a_damaged_pack_and_the_next_backup_makes_every_snapshot
     assert_ne!(out.code, 0);
     assert!(out.stderr.contains("is not a pack id"), "{out}");
 }
+
+#[test]
+fn repair_packs_leaves_a_pack_that_a_locked_index_segment_lists() {
+    let t = TestDir::new();
+    let src = t.join("src");
+    write_file(&src.join("a.bin"), &random_bytes(40, 300_000));
+    write_file(&src.join("b.txt"), b"some text\n");
+    let b = t.bunker();
+    b.run([
+        "init",
+        "--kdf-memory-kib",
+        "1024",
+        "--kdf-iterations",
+        "1",
+        "--lock-mode",
+        "governance",
+        "--lock-period",
+        "1d",
+    ])
+    .ok();
+    backup_id(&b, &src);
+    let data = repo_objects(b.repo(), "data");
+    let victim = data.into_iter().next().expect("the data pack");
+    let path = b.repo().join(&victim);
+    flip_byte(&path, fs::metadata(&path).expect("stat").len() / 3);
+    let stored = |b: &Bunker| -> Vec<BTreeSet<String>> {
+        ["data", "tree", "index"]
+            .iter()
+            .map(|kind| repo_objects(b.repo(), kind))
+            .collect()
+    };
+    let before = stored(&b);
+    for _ in 0..2 {
+        let out = b.run(["repair", "packs", "--json"]);
+        out.code(4);
+        let report = out.json();
+        let left = report["packs_left"].as_array().expect("packs left");
+        assert_eq!(left.len(), 1, "{report}");
+        assert_eq!(left[0]["pack"], victim.as_str());
+        assert_eq!(report["segments_left"].as_array().expect("list").len(), 1);
+        assert!(strings(&report, "packs_deleted").is_empty());
+        // Nothing written: no copies pile up run after run.
+        assert_eq!(stored(&b), before, "{report}");
+    }
+}

@@ -19,10 +19,13 @@
 //! 3. the damaged packs are deleted.
 //!
 //! An interruption leaves duplicates, never less; running salvage again finishes it. Like
-//! `repair index`, it rewrites index segments: run it when no prune runs.
+//! `repair index`, it rewrites index segments: run it when no prune runs. In a repository
+//! under Object Lock, a locked segment cannot be replaced before its lock lapses: the packs
+//! it lists stay (reported), and a run after the lapse finishes.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use crate::blob::BlobKind;
 use crate::check::{error_message, parallel_map};
@@ -82,12 +85,14 @@ pub struct SalvageReport {
     pub intact_packs: Vec<String>,
     /// Index segments that listed a damaged pack, replaced.
     pub segments_replaced: Vec<IndexId>,
+    /// Such segments Object Lock keeps until their lock lapses, with why: the damaged
+    /// packs they list stay indexed (and in storage) until a later run.
+    pub segments_left: Vec<(String, String)>,
     /// Index segments written: the copies' and the replacements'.
     pub segments_written: Vec<IndexId>,
     /// Damaged packs deleted.
     pub packs_deleted: Vec<String>,
-    /// Damaged packs that could not be deleted (Object Lock), with why: no index lists
-    /// them any more.
+    /// Damaged packs left in storage (Object Lock), with why.
     pub packs_left: Vec<(String, String)>,
 }
 
@@ -260,7 +265,8 @@ fn examine(
 
 /// Copies the intact blobs of the plan's damaged packs into new packs, replaces the index
 /// segments that list the damaged packs, then deletes those packs (see the module
-/// documentation for why in that order).
+/// documentation for why in that order). A damaged pack that a segment under Object Lock
+/// lists is left as it is, copies included, until that lock lapses.
 pub fn apply_pack_salvage(repo: &Repository, plan: SalvagePlan) -> Result<SalvageReport> {
     let mut report = SalvageReport {
         intact_packs: plan.intact_packs,
@@ -271,6 +277,51 @@ pub fn apply_pack_salvage(repo: &Repository, plan: SalvagePlan) -> Result<Salvag
     }
     repo.check_features(Operation::Write)?;
     repo.check_features(Operation::Prune)?;
+    let damaged_packs: HashSet<PackId> = plan.damaged.iter().map(|d| d.pack).collect();
+
+    // The segments to replace: those that list a damaged pack. One Object Lock keeps
+    // cannot be replaced before its lock lapses, so the damaged packs it lists stay
+    // indexed, and are left alone until a later run.
+    let mut replaced: Vec<(IndexId, IndexSegment)> = Vec::new();
+    let mut locked_in: HashSet<PackId> = HashSet::new();
+    let mut listing: Vec<(IndexId, IndexSegment)> = Vec::new();
+    repo.for_each_index_segment(|id, segment| {
+        match segment {
+            Ok(segment) if segment.packs.iter().any(|p| damaged_packs.contains(&p.id)) => {
+                listing.push((id, segment));
+            }
+            Ok(_) => {}
+            Err(e) if e.is_damage() || e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    })?;
+    for (id, segment) in listing {
+        let name = crate::object::ObjectKind::Index.name(&id.to_hex());
+        match crate::object_lock::locked_until(repo, &name, SystemTime::now())? {
+            Some(until) => {
+                let until = jiff::Timestamp::try_from(until)
+                    .map_or_else(|_| "unknown".to_owned(), |t| t.to_string());
+                report
+                    .segments_left
+                    .push((name, format!("locked until {until}")));
+                locked_in.extend(segment.packs.iter().map(|pack| pack.id));
+            }
+            None => replaced.push((id, segment)),
+        }
+    }
+    let (workable, left): (Vec<DamagedPack>, Vec<DamagedPack>) = plan
+        .damaged
+        .into_iter()
+        .partition(|damaged| !locked_in.contains(&damaged.pack));
+    for damaged in &left {
+        let why = "a locked index segment lists it".to_owned();
+        report.packs_left.push((damaged.name.clone(), why));
+    }
+    if workable.is_empty() {
+        report.damaged = left;
+        return Ok(report);
+    }
     let heartbeat = ActiveSession::start(
         Arc::clone(repo.backend()),
         repo.writer_key(),
@@ -278,7 +329,6 @@ pub fn apply_pack_salvage(repo: &Repository, plan: SalvagePlan) -> Result<Salvag
         "repair",
         true,
     )?;
-    let damaged_packs: HashSet<PackId> = plan.damaged.iter().map(|d| d.pack).collect();
 
     // 1. The intact blobs, copied. Read after the heartbeat started (prune's liveness
     // rule); never deduplicated against the damaged packs or packs a GC plan condemned.
@@ -286,7 +336,7 @@ pub fn apply_pack_salvage(repo: &Repository, plan: SalvagePlan) -> Result<Salvag
     let mut writer = repo.blob_writer(&index);
     writer.exclude_packs(crate::gc::condemned_packs(repo)?);
     writer.exclude_packs(damaged_packs.iter().copied());
-    for damaged in &plan.damaged {
+    for damaged in &workable {
         if damaged.locations.is_empty() {
             continue;
         }
@@ -305,18 +355,6 @@ pub fn apply_pack_salvage(repo: &Repository, plan: SalvagePlan) -> Result<Salvag
     report.segments_written = copies;
 
     // 2. The segments that list a damaged pack, replaced by ones without it.
-    let mut replaced: Vec<(IndexId, IndexSegment)> = Vec::new();
-    repo.for_each_index_segment(|id, segment| {
-        match segment {
-            Ok(segment) if segment.packs.iter().any(|p| damaged_packs.contains(&p.id)) => {
-                replaced.push((id, segment));
-            }
-            Ok(_) => {}
-            Err(e) if e.is_damage() || e.is_not_found() => {}
-            Err(e) => return Err(e),
-        }
-        Ok(())
-    })?;
     let kept: Vec<IndexedPack> = replaced
         .iter()
         .flat_map(|(_, segment)| segment.packs.iter())
@@ -328,13 +366,13 @@ pub fn apply_pack_salvage(repo: &Repository, plan: SalvagePlan) -> Result<Salvag
         report.segments_written.extend(written);
     }
     for (id, _) in &replaced {
-        repo.backend()
-            .delete(&crate::object::ObjectKind::Index.name(&id.to_hex()))?;
+        let name = crate::object::ObjectKind::Index.name(&id.to_hex());
+        repo.backend().delete(&name)?;
+        report.segments_replaced.push(*id);
     }
-    report.segments_replaced = replaced.into_iter().map(|(id, _)| id).collect();
 
     // 3. The damaged packs, deleted.
-    for damaged in &plan.damaged {
+    for damaged in &workable {
         match repo.backend().delete(&damaged.name) {
             Ok(()) => report.packs_deleted.push(damaged.name.clone()),
             Err(e @ Error::Locked { .. }) => report
@@ -345,7 +383,7 @@ pub fn apply_pack_salvage(repo: &Repository, plan: SalvagePlan) -> Result<Salvag
     }
     // Best effort, as for a backup: an unended session only delays garbage collection.
     let _ = heartbeat.end();
-    report.damaged = plan.damaged;
+    report.damaged = workable.into_iter().chain(left).collect();
     Ok(report)
 }
 

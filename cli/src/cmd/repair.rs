@@ -54,7 +54,14 @@ fn packs(global: &GlobalOptions, args: &RepairPacksArgs) -> Result<u8> {
     } else {
         apply_pack_salvage(&repository, plan)?
     };
-    let copied: usize = report.damaged.iter().map(|d| d.intact.len()).sum();
+    // A pack left as it is (Object Lock) had nothing copied.
+    let left: Vec<&str> = report.packs_left.iter().map(|(p, _)| p.as_str()).collect();
+    let copied: usize = report
+        .damaged
+        .iter()
+        .filter(|d| !left.contains(&d.name.as_str()))
+        .map(|d| d.intact.len())
+        .sum();
     let lost: usize = report.damaged.iter().map(|d| d.lost.len()).sum();
     if global.json {
         print_json(&json!({
@@ -73,6 +80,10 @@ fn packs(global: &GlobalOptions, args: &RepairPacksArgs) -> Result<u8> {
             "blobs_lost": lost,
             "segments_replaced": report.segments_replaced.iter().map(|id| id.to_hex()).collect::<Vec<_>>(),
             "segments_written": report.segments_written.iter().map(|id| id.to_hex()).collect::<Vec<_>>(),
+            "segments_left": report.segments_left.iter().map(|(segment, why)| json!({
+                "segment": segment,
+                "reason": why,
+            })).collect::<Vec<_>>(),
             "packs_deleted": report.packs_deleted,
             "packs_left": report.packs_left.iter().map(|(pack, why)| json!({
                 "pack": pack,
@@ -98,8 +109,11 @@ fn packs(global: &GlobalOptions, args: &RepairPacksArgs) -> Result<u8> {
                 writeln!(out, "  {lose_verb} blob {id}")?;
             }
         }
+        for (segment, why) in &report.segments_left {
+            writeln!(out, "warning: {segment} is not replaced yet: {why}")?;
+        }
         for (pack, why) in &report.packs_left {
-            writeln!(out, "warning: {pack} stays in storage, in no index: {why}")?;
+            writeln!(out, "warning: {pack} stays in storage: {why}")?;
         }
         writeln!(
             out,
@@ -116,7 +130,13 @@ fn packs(global: &GlobalOptions, args: &RepairPacksArgs) -> Result<u8> {
                 )
             }
         )?;
-        if lost > 0 {
+        if !report.segments_left.is_empty() {
+            writeln!(
+                out,
+                "the damaged packs stay indexed until the locks above lapse; run `bunker repair \
+                 packs` again then"
+            )?;
+        } else if lost > 0 {
             writeln!(
                 out,
                 "the next backup of a source that still holds the lost blobs' data stores them \
