@@ -278,3 +278,53 @@ fn locked_repository_objects_resist_delete_and_overwrite() {
     }
     b.run(["check", "--read-data"]).ok();
 }
+
+#[test]
+fn repair_packs_heals_a_damaged_pack_over_s3() {
+    let Some(endpoint) = test_endpoint("repair_packs_heals_a_damaged_pack_over_s3") else {
+        return;
+    };
+    let t = TestDir::new();
+    let bucket = unique_bucket("salvage");
+    create_bucket(&endpoint, &bucket, false);
+    let b = s3_bunker(&t, &endpoint, &bucket, "repo");
+    b.init();
+    let src = t.join("src");
+    build_tree(&src, 7);
+    b.backup(&[&src], &[]).ok();
+    let first = b.snapshots()[0]["id"].as_str().expect("id").to_owned();
+
+    // A bit flipped in storage: the object written again with one byte changed.
+    let backend = S3Backend::connect(location(&endpoint, &bucket, "repo")).expect("connect");
+    let packs = list_names(&endpoint, &bucket, "repo", "data/");
+    let victim = packs
+        .iter()
+        .max_by_key(|name| backend.head(name).expect("head").size);
+    let victim = victim.expect("a data pack").clone();
+    let mut bytes = backend.get(&victim).expect("get");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    backend.delete(&victim).expect("delete");
+    backend.put_if_absent(&victim, &bytes).expect("put");
+    b.run(["check", "--read-data"]).code(4);
+
+    let out = b.run(["repair", "packs", "--json"]);
+    out.code(4);
+    let report = out.json();
+    assert_eq!(strings_of(&report["packs_deleted"]), vec![victim.clone()]);
+    assert!(!list_names(&endpoint, &bucket, "repo", "data/").contains(&victim));
+
+    // The next backup stores the lost blob again: both snapshots are whole.
+    b.backup(&[&src], &[]).ok();
+    b.run(["check", "--read-data"]).ok();
+    let target = t.join("restore");
+    b.restore(&first, &target).ok();
+    compare_tree_contents(&src, &under(&target, &src));
+}
+
+fn strings_of(value: &serde_json::Value) -> Vec<String> {
+    let list = value.as_array().expect("an array");
+    list.iter()
+        .map(|v| v.as_str().expect("a string").to_owned())
+        .collect()
+}

@@ -409,6 +409,102 @@ pub fn parse_pack_name(text: &str) -> Result<PackId> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::{Backend, MemoryBackend};
+    use crate::check::{CheckOptions, ReadData, check};
+    use crate::keyslot::KdfParams;
+    use crate::repository::InitOptions;
+
+    fn new_repo() -> (Arc<MemoryBackend>, Repository) {
+        let backend = Arc::new(MemoryBackend::new());
+        let options = InitOptions {
+            kdf: KdfParams::insecure_for_tests(),
+            ..InitOptions::default()
+        };
+        let repo = Repository::init(backend.clone(), b"pw", options).unwrap();
+        (backend, repo)
+    }
+
+    /// Stores data blobs of 5,000 bytes `first`, `first + 1`, ... (`count` of them) in one
+    /// pack; returns their ids and the pack's name.
+    fn store_blobs(repo: &Repository, first: u8, count: u8) -> (Vec<BlobId>, String) {
+        let index = repo.load_index().unwrap().index;
+        let mut writer = repo.blob_writer(&index);
+        let ids: Vec<BlobId> = (first..first + count)
+            .map(|n| writer.add(BlobKind::Data, &[n; 5_000]).unwrap().0)
+            .collect();
+        writer.finish().unwrap();
+        let index = repo.load_index().unwrap().index;
+        let location = index.get(&ids[0]).unwrap();
+        (ids, crate::pack::pack_name(BlobKind::Data, &location.pack))
+    }
+
+    fn salvage(repo: &Repository, packs: Vec<PackId>) -> SalvageReport {
+        let options = SalvageOptions {
+            packs,
+            threads: 1,
+            host: "h".into(),
+        };
+        apply_pack_salvage(repo, plan_pack_salvage(repo, &options).unwrap()).unwrap()
+    }
+
+    fn healthy(repo: &Repository) -> bool {
+        let options = CheckOptions {
+            read_data: ReadData::All,
+            threads: 1,
+        };
+        check(repo, options).unwrap().is_healthy()
+    }
+
+    #[test]
+    fn a_damaged_trailer_loses_nothing_the_index_still_locates() {
+        let (backend, repo) = new_repo();
+        let (ids, name) = store_blobs(&repo, 0, 3);
+        backend.corrupt(&name, |bytes| {
+            let last = bytes.len() - 10;
+            bytes[last] ^= 0x01;
+        });
+        assert!(!healthy(&repo));
+        let report = salvage(&repo, Vec::new());
+        let damaged = &report.damaged[0];
+        assert!(
+            damaged.damage.iter().any(|d| d.starts_with("trailer: ")),
+            "{damaged:?}"
+        );
+        assert_eq!(damaged.intact.len(), 3);
+        assert!(damaged.lost.is_empty());
+        assert_eq!(report.packs_deleted, vec![name.clone()]);
+        assert!(backend.head(&name).unwrap_err().is_not_found());
+        let index = repo.load_index().unwrap().index;
+        for (n, id) in ids.iter().enumerate() {
+            let location = index.get(id).unwrap();
+            assert_ne!(crate::pack::pack_name(location.kind, &location.pack), name);
+            assert_eq!(repo.read_blob(&index, id).unwrap(), vec![n as u8; 5_000]);
+        }
+        assert!(healthy(&repo));
+    }
+
+    #[test]
+    fn a_pack_named_but_gone_loses_its_blobs_and_leaves_the_index() {
+        let (backend, repo) = new_repo();
+        let (ids, name) = store_blobs(&repo, 0, 2);
+        let (kept, _) = store_blobs(&repo, 2, 1);
+        backend.delete(&name).unwrap();
+        let report = salvage(&repo, vec![parse_pack_name(&name).unwrap()]);
+        assert_eq!(
+            report.damaged[0].damage,
+            vec!["missing from storage".to_owned()]
+        );
+        let lost: Vec<BlobId> = report.damaged[0].lost.iter().map(|(id, _)| *id).collect();
+        assert_eq!(lost, ids);
+        assert_eq!(report.segments_replaced.len(), 1);
+        let index = repo.load_index().unwrap().index;
+        assert!(ids.iter().all(|id| !index.contains(id)));
+        assert!(
+            index.contains(&kept[0]),
+            "other segments are left as they are"
+        );
+        assert!(healthy(&repo));
+    }
 
     #[test]
     fn a_pack_is_named_by_its_id_or_its_object_name() {
