@@ -246,7 +246,26 @@ fn report(
     })
 }
 
-/// Bytes read per byte of new data (1.0: nothing deduplicated); `None` when nothing was added.
+/// Bytes read per byte of new data (1.0: nothing deduplicated); `None` when nothing was
+/// added, or nothing read (new trees alone are no measure of deduplication: a backup that
+/// read no file but stored a changed directory is not "0.00x").
 fn dedup_ratio(s: &Summary) -> Option<f64> {
-    (s.bytes_added > 0).then(|| s.bytes_read as f64 / s.bytes_added as f64)
+    (s.bytes_added > 0 && s.bytes_read > 0).then(|| s.bytes_read as f64 / s.bytes_added as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dedup_ratio_needs_bytes_read_and_added() {
+        let summary = |bytes_read, bytes_added| Summary {
+            bytes_read,
+            bytes_added,
+            ..Summary::default()
+        };
+        assert_eq!(dedup_ratio(&summary(300, 100)), Some(3.0));
+        assert_eq!(dedup_ratio(&summary(300, 0)), None);
+        assert_eq!(dedup_ratio(&summary(0, 282)), None);
+    }
 }
