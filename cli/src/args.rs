@@ -335,6 +335,14 @@ pub struct InitArgs {
         value_parser = clap::value_parser!(u32).range(1..=64)
     )]
     pub kdf_lanes: u32,
+    /// How new data is written.
+    #[command(flatten)]
+    pub params: RepositoryParamArgs,
+}
+
+/// The repository parameters `init` sets (and `repair config` sets again).
+#[derive(Debug, Args)]
+pub struct RepositoryParamArgs {
     /// zstd level for new data (0 stores data uncompressed).
     #[arg(
         long,
@@ -943,11 +951,26 @@ pub enum RepairCommand {
     /// Replace each broken snapshot by one without the files whose data is lost (tagged
     /// repaired=<old id>); intact snapshots are never touched.
     Snapshots(RepairSnapshotsArgs),
+    /// Rebuild a damaged or missing config from a key slot the password opens. Give the
+    /// parameters `init` was given (--compression, --volume-chunk-kib, --lock-mode,
+    /// --lock-period): they steer only how new data is written.
+    Config(RepairConfigArgs),
     /// Salvage damaged packs: copy every blob that still opens into new packs, take the
     /// damaged packs out of the index and delete them. The next backup then stores the
     /// lost blobs again (instead of deduplicating against the damaged copies), and the
     /// snapshots that refer to them are whole again.
     Packs(RepairPacksArgs),
+}
+
+/// `bunker repair config`.
+#[derive(Debug, Args)]
+pub struct RepairConfigArgs {
+    /// The parameters to write, as `init` took them.
+    #[command(flatten)]
+    pub params: RepositoryParamArgs,
+    /// Show what would be written, change nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
 }
 
 /// `bunker repair packs`.

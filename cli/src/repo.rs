@@ -56,6 +56,32 @@ pub fn stop_waiting_when(cancel: &Cancel) {
     let _ = STOP.set(cancel.flag());
 }
 
+/// The backend of a repository whose `config` may be missing (`repair config`): one
+/// holding key slots. Nothing is created.
+pub fn open_backend_for_config_repair(global: &GlobalOptions) -> Result<Arc<dyn Backend>> {
+    let backend = match location(global)? {
+        Location::Local(path) => {
+            if !path.join("keys").is_dir() {
+                return Err(Error::RepositoryNotFound {
+                    location: path.display().to_string(),
+                }
+                .into());
+            }
+            match LocalBackend::open(&path) {
+                Ok(backend) => limited(global, backend),
+                // No config: `create` refuses only an existing one, and the layout's
+                // directories are there already.
+                Err(Error::RepositoryNotFound { .. }) => {
+                    limited(global, LocalBackend::create(&path)?)
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Location::S3(s3) => limited(global, S3Backend::connect(s3)?),
+    };
+    Ok(backend)
+}
+
 /// `backend`, paced to --limit-upload and --limit-download when either is given.
 fn limited<B: Backend + 'static>(global: &GlobalOptions, backend: B) -> Arc<dyn Backend> {
     let limits = BandwidthLimits {

@@ -628,3 +628,81 @@ fn repair_packs_leaves_a_pack_that_a_locked_index_segment_lists() {
         assert_eq!(stored(&b), before, "{report}");
     }
 }
+
+#[test]
+fn repair_config_rebuilds_a_damaged_or_missing_config_from_a_key_slot() {
+    let t = TestDir::new();
+    let src = t.join("src");
+    write_file(&src.join("a.bin"), &random_bytes(50, 200_000));
+    write_file(&src.join("b.txt"), b"some text\n");
+    let b = t.bunker();
+    let params = ["--compression", "5", "--volume-chunk-kib", "512"];
+    let init = |b: &Bunker| {
+        let mut args = vec!["init", "--kdf-memory-kib", "1024", "--kdf-iterations", "1"];
+        args.extend(params);
+        b.run(&args).ok();
+    };
+    init(&b);
+    let snapshot = backup_id(&b, &src);
+    let repair = |b: &Bunker, extra: &[&str]| {
+        let mut args = vec!["repair", "config", "--json"];
+        args.extend(params);
+        args.extend_from_slice(extra);
+        b.run(&args)
+    };
+    let out = repair(&b, &[]);
+    out.code(1);
+    assert!(out.stderr.contains("is intact"), "{out}");
+
+    // A flipped byte in the sealed body: nothing opens until the config is rebuilt.
+    let config = b.repo().join("config");
+    flip_byte(&config, 100);
+    b.run(["snapshots"]).code(1);
+    let damaged = fs::read(&config).expect("read");
+    let out = repair(&b, &["--dry-run"]);
+    out.ok();
+    assert_eq!(fs::read(&config).expect("read"), damaged, "a dry run wrote");
+    let out = repair(&b, &[]);
+    out.ok();
+    let report = out.json();
+    assert_eq!(report["header_kept"], true, "{report}");
+    assert!(str_field(&report, "damage").contains("corrupt"), "{report}");
+    let shown = b.run(["cat", "config"]);
+    shown.ok();
+    let shown = shown.json();
+    assert_eq!(u64_field(&shown, "compression_level"), 5);
+    assert_eq!(u64_field(&shown, "volume_chunk_size"), 512 << 10);
+    let target = t.join("restored");
+    b.restore(&snapshot, &target).ok();
+    compare_trees(&src, &under(&target, &src));
+
+    // Gone altogether: the repository id comes from the key slot.
+    fs::remove_file(&config).expect("remove the config");
+    let out = repair(&b, &[]);
+    out.ok();
+    assert_eq!(out.json()["header_kept"], false);
+    check_json(&b, &["--read-data"], 0);
+    let out = b
+        .with_password(Some("not the password"))
+        .run(["repair", "config"]);
+    out.code(12);
+
+    // A key slot of another repository opens with the same password, but its key reads
+    // none of this repository's data: refused, nothing written.
+    let other = Bunker::new(&t.join("other"), &t.join("cache"));
+    init(&other);
+    for dir in [b.repo().join("keys"), other.repo().join("keys")] {
+        assert!(dir.is_dir());
+    }
+    fs::remove_dir_all(b.repo().join("keys")).expect("remove the key slots");
+    fs::create_dir(b.repo().join("keys")).expect("mkdir");
+    for entry in fs::read_dir(other.repo().join("keys")).expect("list") {
+        let entry = entry.expect("entry");
+        fs::copy(entry.path(), b.repo().join("keys").join(entry.file_name())).expect("copy");
+    }
+    fs::remove_file(&config).expect("remove the config");
+    let out = repair(&b, &[]);
+    out.code(1);
+    assert!(out.stderr.contains("not this repository's key"), "{out}");
+    assert!(!config.exists());
+}

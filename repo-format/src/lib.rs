@@ -14,6 +14,7 @@ pub mod chunker;
 pub mod codec;
 pub mod compress;
 pub mod config;
+pub mod config_repair;
 pub mod crypto;
 mod error;
 pub mod forget_marker;

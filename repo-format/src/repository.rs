@@ -260,6 +260,16 @@ impl Repository {
         })
     }
 
+    /// A repository from a config and a full key the caller vouches for, without reading
+    /// `config` (`repair config` checks a rebuilt config's key against stored data).
+    pub(crate) fn with_config(
+        backend: Arc<dyn Backend>,
+        config: Config,
+        key: MasterKey,
+    ) -> Result<Self> {
+        Self::from_parts(backend, config, AccessKey::Full(key), None)
+    }
+
     fn from_parts(
         backend: Arc<dyn Backend>,
         config: Config,

@@ -10,17 +10,12 @@ use bunker_repo_format::keyslot::{KdfParams, KeySlotInfo};
 use bunker_repo_format::{InitOptions, Repository};
 use serde_json::json;
 
-use crate::args::{GlobalOptions, InitArgs};
+use crate::args::{GlobalOptions, InitArgs, RepositoryParamArgs};
 use crate::output::print_json;
 use crate::{exit, password, repo};
 
-pub fn run(global: &GlobalOptions, args: &InitArgs) -> Result<u8> {
-    let kdf = KdfParams {
-        memory_kib: args.kdf_memory_kib,
-        iterations: args.kdf_iterations,
-        parallelism: args.kdf_lanes,
-    };
-    kdf.validate()?;
+/// The repository parameters of `args` (validated).
+pub fn repository_params(args: &RepositoryParamArgs) -> Result<RepositoryParams> {
     let lock = match (&args.lock_mode, &args.lock_period) {
         (Some(mode), Some(period)) => Some(LockPolicy {
             mode: mode.parse()?,
@@ -35,6 +30,17 @@ pub fn run(global: &GlobalOptions, args: &InitArgs) -> Result<u8> {
         ..RepositoryParams::default()
     };
     params.validate()?;
+    Ok(params)
+}
+
+pub fn run(global: &GlobalOptions, args: &InitArgs) -> Result<u8> {
+    let kdf = KdfParams {
+        memory_kib: args.kdf_memory_kib,
+        iterations: args.kdf_iterations,
+        parallelism: args.kdf_lanes,
+    };
+    kdf.validate()?;
+    let params = repository_params(&args.params)?;
     if let Some(key_file) = &global.key_file {
         anyhow::bail!(
             "init creates the first key slot from a password; --key-file / BUNKER_KEY_FILE ({}) cannot be used",

@@ -1,10 +1,11 @@
-//! `bunker repair index`, `bunker repair snapshots` and `bunker repair packs`.
+//! `bunker repair index`, `snapshots`, `packs` and `config`.
 
 use std::io::Write;
 
 use anyhow::Result;
 use bunker_agent::platform;
 use bunker_repo_format::check::Problem;
+use bunker_repo_format::config_repair::rebuild_config;
 use bunker_repo_format::repair::{
     RepairSnapshotsOptions, apply_index_repair, apply_snapshot_repair, plan_index_repair,
     plan_snapshot_repair,
@@ -15,17 +16,76 @@ use bunker_repo_format::salvage::{
 use serde_json::{Value, json};
 
 use crate::args::{
-    GlobalOptions, RepairCommand, RepairIndexArgs, RepairPacksArgs, RepairSnapshotsArgs,
+    GlobalOptions, RepairCommand, RepairConfigArgs, RepairIndexArgs, RepairPacksArgs,
+    RepairSnapshotsArgs,
 };
 use crate::output::print_json;
-use crate::{exit, repo};
+use crate::{exit, password, repo};
 
 pub fn run(global: &GlobalOptions, command: RepairCommand) -> Result<u8> {
     match command {
         RepairCommand::Index(args) => index(global, &args),
         RepairCommand::Snapshots(args) => snapshots(global, &args),
         RepairCommand::Packs(args) => packs(global, &args),
+        RepairCommand::Config(args) => config(global, &args),
     }
+}
+
+/// Exit 0 once the new config is written (and opens); the repository's location and the
+/// password are the usual ones (a key file cannot be used: it is checked against the
+/// config).
+fn config(global: &GlobalOptions, args: &RepairConfigArgs) -> Result<u8> {
+    if let Some(key_file) = &global.key_file {
+        anyhow::bail!(
+            "repair config opens a key slot with a password; --key-file / BUNKER_KEY_FILE ({}) \
+             cannot be used",
+            key_file.display()
+        );
+    }
+    let params = super::init::repository_params(&args.params)?;
+    let backend = repo::open_backend_for_config_repair(global)?;
+    let password = password::repository_password(global, false)?;
+    let rebuild = rebuild_config(backend, password.as_bytes(), params, args.dry_run)?;
+    let id = hex::encode(rebuild.config.header.repository_id);
+    let p = &rebuild.config.params;
+    if global.json {
+        print_json(&json!({
+            "dry_run": args.dry_run,
+            "damage": rebuild.damage,
+            "header_kept": rebuild.header_kept,
+            "key_slot": rebuild.slot.to_hex(),
+            "repository_id": id,
+            "compression_level": p.compression_level,
+            "volume_chunk_size": p.volume_chunk_size,
+            "lock": p.lock.map(|lock| json!({
+                "mode": lock.mode.to_string(),
+                "period_seconds": lock.period.as_secs(),
+            })),
+        }))?;
+    } else {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{}", rebuild.damage)?;
+        writeln!(
+            out,
+            "{} a config for repository {} (key slot {}; {}): zstd level {}, volume chunks of {} KiB{}",
+            if args.dry_run { "would write" } else { "wrote" },
+            &id[..8],
+            rebuild.slot.short(),
+            if rebuild.header_kept {
+                "header kept"
+            } else {
+                "header rebuilt"
+            },
+            p.compression_level,
+            p.volume_chunk_size / 1024,
+            p.lock.map_or(String::new(), |lock| format!(
+                ", Object Lock {} for {} s",
+                lock.mode,
+                lock.period.as_secs()
+            )),
+        )?;
+    }
+    Ok(exit::OK)
 }
 
 /// Exit 0 when no blob was lost (nothing was damaged, or every blob of the damaged packs
