@@ -198,3 +198,51 @@ fn open_slot(
         slots: tried,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::MemoryBackend;
+    use crate::backend::{LockMode, LockPolicy};
+    use crate::keyslot::KdfParams;
+    use crate::repository::InitOptions;
+
+    fn params() -> RepositoryParams {
+        RepositoryParams {
+            compression_level: 7,
+            volume_chunk_size: 256 << 10,
+            ..RepositoryParams::default()
+        }
+    }
+
+    #[test]
+    fn a_damaged_body_is_rebuilt_under_the_same_header_and_an_intact_one_is_refused() {
+        let backend = Arc::new(MemoryBackend::new());
+        let options = InitOptions {
+            kdf: KdfParams::insecure_for_tests(),
+            params: params(),
+            ..InitOptions::default()
+        };
+        let before = Repository::init(backend.clone(), b"pw", options).unwrap();
+        let intact = rebuild_config(backend.clone(), b"pw", params(), false).unwrap_err();
+        assert!(intact.to_string().contains("is intact"), "{intact}");
+
+        let last = backend.get(CONFIG_NAME).unwrap().len() - 1;
+        backend.corrupt(CONFIG_NAME, |bytes| bytes[last] ^= 1);
+        assert!(Repository::open(backend.clone(), b"pw").is_err());
+        // A lock the header does not record is refused, nothing written.
+        let locked = RepositoryParams {
+            lock: Some(LockPolicy {
+                mode: LockMode::Governance,
+                period: std::time::Duration::from_secs(86_400),
+            }),
+            ..params()
+        };
+        let mismatch = rebuild_config(backend.clone(), b"pw", locked, false).unwrap_err();
+        assert!(mismatch.to_string().contains("feature flags"), "{mismatch}");
+        let rebuilt = rebuild_config(backend.clone(), b"pw", params(), false).unwrap();
+        assert!(rebuilt.header_kept);
+        let after = Repository::open(backend, b"pw").unwrap();
+        assert_eq!(after.config(), before.config());
+    }
+}
