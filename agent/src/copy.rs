@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use bunker_repo_format::config::Operation;
 use bunker_repo_format::gc;
-use bunker_repo_format::index::{BlobLocation, Index};
+use bunker_repo_format::index::Index;
 use bunker_repo_format::object::verify_content_hash;
 use bunker_repo_format::pack::{pack_name, parse_pack};
 use bunker_repo_format::session::ActiveSession;
@@ -266,13 +266,7 @@ fn verify_packs(target: &Repository, packs: Vec<(PackId, BlobKind)>) -> Result<u
         verify_content_hash(&bytes, pack.as_bytes(), &name)?;
         let trailer = parse_pack(&bytes, key, &name)?;
         for entry in &trailer.entries {
-            let location = BlobLocation {
-                pack,
-                kind: entry.kind,
-                offset: entry.offset,
-                length: entry.length,
-                raw_length: entry.raw_length,
-            };
+            let location = entry.location_in(pack);
             target.open_blob_in(&entry.id, &location, &bytes, 0)?;
         }
         verified += 1;

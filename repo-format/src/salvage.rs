@@ -231,13 +231,7 @@ fn examine(
     for (id, places) in candidates {
         let mut why = None;
         for entry in &places {
-            let location = BlobLocation {
-                pack,
-                kind: entry.kind,
-                offset: entry.offset,
-                length: entry.length,
-                raw_length: entry.raw_length,
-            };
+            let location = entry.location_in(pack);
             match repo.open_blob_in(&id, &location, &bytes, 0) {
                 Ok(_) => {
                     why = None;

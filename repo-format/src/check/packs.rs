@@ -127,13 +127,7 @@ pub(crate) fn check_one_pack(
         {
             Ok(trailer) => {
                 for entry in &trailer.entries {
-                    let location = BlobLocation {
-                        pack,
-                        kind: entry.kind,
-                        offset: entry.offset,
-                        length: entry.length,
-                        raw_length: entry.raw_length,
-                    };
+                    let location = entry.location_in(pack);
                     if let Err(e) = repo.open_blob_in(&entry.id, &location, &bytes, 0) {
                         if !e.is_damage() {
                             outcome.fatal = Some(e);

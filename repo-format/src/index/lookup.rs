@@ -99,16 +99,7 @@ impl Index {
                 self.packs.list(slot, pack.kind, count);
             }
             for blob in &pack.blobs {
-                self.insert(
-                    blob.id,
-                    BlobLocation {
-                        pack: pack.id,
-                        kind: blob.kind,
-                        offset: blob.offset,
-                        length: blob.length,
-                        raw_length: blob.raw_length,
-                    },
-                );
+                self.insert(blob.id, blob.location_in(pack.id));
             }
         }
     }

@@ -35,6 +35,19 @@ pub struct PackEntry {
     pub raw_length: u32,
 }
 
+impl PackEntry {
+    /// Where the blob is, as the index records it, when the entry is in pack `pack`.
+    pub fn location_in(&self, pack: PackId) -> crate::index::BlobLocation {
+        crate::index::BlobLocation {
+            pack,
+            kind: self.kind,
+            offset: self.offset,
+            length: self.length,
+            raw_length: self.raw_length,
+        }
+    }
+}
+
 /// The object kind of packs that hold blobs of `kind`.
 pub fn pack_kind(kind: BlobKind) -> ObjectKind {
     match kind {
