@@ -591,18 +591,8 @@ fn repair_packs_leaves_a_pack_that_a_locked_index_segment_lists() {
     write_file(&src.join("a.bin"), &random_bytes(40, 300_000));
     write_file(&src.join("b.txt"), b"some text\n");
     let b = t.bunker();
-    b.run([
-        "init",
-        "--kdf-memory-kib",
-        "1024",
-        "--kdf-iterations",
-        "1",
-        "--lock-mode",
-        "governance",
-        "--lock-period",
-        "1d",
-    ])
-    .ok();
+    b.init_with(&["--lock-mode", "governance", "--lock-period", "1d"])
+        .ok();
     backup_id(&b, &src);
     let data = repo_objects(b.repo(), "data");
     let victim = data.into_iter().next().expect("the data pack");
@@ -638,9 +628,7 @@ fn repair_config_rebuilds_a_damaged_or_missing_config_from_a_key_slot() {
     let b = t.bunker();
     let params = ["--compression", "5", "--volume-chunk-kib", "512"];
     let init = |b: &Bunker| {
-        let mut args = vec!["init", "--kdf-memory-kib", "1024", "--kdf-iterations", "1"];
-        args.extend(params);
-        b.run(&args).ok();
+        b.init_with(&params).ok();
     };
     init(&b);
     let snapshot = backup_id(&b, &src);

@@ -112,12 +112,7 @@ fn s3_errors_are_one_clear_line() {
         .run(["snapshots"])
         .code(10);
     // Asking for a lock on a bucket without Object Lock is refused before writing anything.
-    let out = s3_bunker(&t, &endpoint, &bucket, "p").run([
-        "init",
-        "--kdf-memory-kib",
-        "1024",
-        "--kdf-iterations",
-        "1",
+    let out = s3_bunker(&t, &endpoint, &bucket, "p").init_with(&[
         "--lock-mode",
         "governance",
         "--lock-period",

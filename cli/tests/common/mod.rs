@@ -356,9 +356,16 @@ impl Bunker {
     /// `init` with fast KDF parameters; asserts success.
     #[track_caller]
     pub fn init(&self) -> Output {
-        let out = self.run(["init", "--kdf-memory-kib", "1024", "--kdf-iterations", "1"]);
+        let out = self.init_with(&[]);
         out.ok();
         out
+    }
+
+    /// `init EXTRA...` with fast KDF parameters (the exit code is the caller's to check).
+    pub fn init_with(&self, extra: &[&str]) -> Output {
+        let mut args = vec!["init", "--kdf-memory-kib", "1024", "--kdf-iterations", "1"];
+        args.extend_from_slice(extra);
+        self.run(args)
     }
 
     /// `backup PATHS... EXTRA...`.
