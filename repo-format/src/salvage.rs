@@ -478,6 +478,25 @@ mod tests {
     }
 
     #[test]
+    fn a_truncated_pack_keeps_the_blobs_before_the_cut() {
+        let (backend, repo) = new_repo();
+        let (ids, name) = store_blobs(&repo, 0, 3);
+        let index = repo.load_index().unwrap().index;
+        let second = index.get(&ids[1]).unwrap();
+        let cut = (second.offset + u64::from(second.length)) as usize;
+        backend.corrupt(&name, |bytes| bytes.truncate(cut));
+        let report = salvage(&repo, Vec::new());
+        let damaged = &report.damaged[0];
+        assert_eq!(damaged.intact, ids[..2].to_vec(), "{damaged:?}");
+        assert_eq!(damaged.lost.len(), 1);
+        let index = repo.load_index().unwrap().index;
+        for (n, id) in ids[..2].iter().enumerate() {
+            assert_eq!(repo.read_blob(&index, id).unwrap(), vec![n as u8; 5_000]);
+        }
+        assert!(!index.contains(&ids[2]));
+    }
+
+    #[test]
     fn a_pack_named_but_gone_loses_its_blobs_and_leaves_the_index() {
         let (backend, repo) = new_repo();
         let (ids, name) = store_blobs(&repo, 0, 2);
