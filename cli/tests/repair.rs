@@ -539,6 +539,7 @@ fn repair_packs_salvages_a_damaged_pack_and_the_next_backup_makes_every_snapshot
     );
     let damaged = plan["damaged_packs"].as_array().expect("damaged packs");
     assert_eq!(damaged.len(), 1, "{plan}");
+    assert_eq!(damaged[0]["untouched"], false, "{plan}");
     assert_eq!(damaged[0]["pack"], victim.as_str());
     assert_eq!(u64_field(&plan, "blobs_lost"), 1, "{plan}");
     assert_eq!(u64_field(&plan, "blobs_copied"), 2, "{plan}");
@@ -612,6 +613,12 @@ fn repair_packs_leaves_a_pack_that_a_locked_index_segment_lists() {
         let left = report["packs_left"].as_array().expect("packs left");
         assert_eq!(left.len(), 1, "{report}");
         assert_eq!(left[0]["pack"], victim.as_str());
+        assert_eq!(
+            u64_field(&report, "blobs_copied"),
+            0,
+            "nothing copied: {report}"
+        );
+        assert_eq!(report["damaged_packs"][0]["untouched"], true, "{report}");
         assert_eq!(report["segments_left"].as_array().expect("list").len(), 1);
         assert!(strings(&report, "packs_deleted").is_empty());
         // Nothing written: no copies pile up run after run.

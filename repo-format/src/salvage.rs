@@ -94,6 +94,26 @@ pub struct SalvageReport {
     pub packs_deleted: Vec<String>,
     /// Damaged packs left in storage (Object Lock), with why.
     pub packs_left: Vec<(String, String)>,
+    /// Of the damaged packs, those a locked index segment lists: left as they are, nothing
+    /// copied (a subset of `packs_left`, which also names packs copied but not deleted).
+    pub untouched: Vec<PackId>,
+}
+
+impl SalvageReport {
+    /// Blobs copied to new packs: the intact ones of the damaged packs salvage acted on.
+    pub fn blobs_copied(&self) -> usize {
+        let acted_on = self
+            .damaged
+            .iter()
+            .filter(|d| !self.untouched.contains(&d.pack));
+        acted_on.map(|d| d.intact.len()).sum()
+    }
+
+    /// Blobs of the damaged packs that do not open: lost, or (in untouched packs) still
+    /// indexed until a later run.
+    pub fn blobs_lost(&self) -> usize {
+        self.damaged.iter().map(|d| d.lost.len()).sum()
+    }
 }
 
 /// Reads the packs `options` names (or every pack) and works out, for each damaged one,
@@ -311,6 +331,7 @@ pub fn apply_pack_salvage(repo: &Repository, plan: SalvagePlan) -> Result<Salvag
     for damaged in &left {
         let why = "a locked index segment lists it".to_owned();
         report.packs_left.push((damaged.name.clone(), why));
+        report.untouched.push(damaged.pack);
     }
     if workable.is_empty() {
         report.damaged = left;

@@ -114,15 +114,7 @@ fn packs(global: &GlobalOptions, args: &RepairPacksArgs) -> Result<u8> {
     } else {
         apply_pack_salvage(&repository, plan)?
     };
-    // A pack left as it is (Object Lock) had nothing copied.
-    let left: Vec<&str> = report.packs_left.iter().map(|(p, _)| p.as_str()).collect();
-    let copied: usize = report
-        .damaged
-        .iter()
-        .filter(|d| !left.contains(&d.name.as_str()))
-        .map(|d| d.intact.len())
-        .sum();
-    let lost: usize = report.damaged.iter().map(|d| d.lost.len()).sum();
+    let (copied, lost) = (report.blobs_copied(), report.blobs_lost());
     if global.json {
         print_json(&json!({
             "dry_run": args.dry_run,
@@ -130,6 +122,7 @@ fn packs(global: &GlobalOptions, args: &RepairPacksArgs) -> Result<u8> {
             "damaged_packs": report.damaged.iter().map(|d| json!({
                 "pack": d.name,
                 "damage": d.damage,
+                "untouched": report.untouched.contains(&d.pack),
                 "blobs_copied": d.intact.iter().map(|id| id.to_hex()).collect::<Vec<_>>(),
                 "blobs_lost": d.lost.iter().map(|(id, why)| json!({
                     "id": id.to_hex(),
@@ -159,6 +152,15 @@ fn packs(global: &GlobalOptions, args: &RepairPacksArgs) -> Result<u8> {
         };
         for damaged in &report.damaged {
             writeln!(out, "{}: {}", damaged.name, damaged.damage.join("; "))?;
+            if report.untouched.contains(&damaged.pack) {
+                writeln!(
+                    out,
+                    "  left as it is: {} blobs intact, {} do not open",
+                    damaged.intact.len(),
+                    damaged.lost.len()
+                )?;
+                continue;
+            }
             writeln!(
                 out,
                 "  {copy_verb} {} blobs to new packs, {lose_verb} {}",
