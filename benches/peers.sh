@@ -35,6 +35,25 @@ if [[ ${SKIP_INSTALL:-0} != 1 ]]; then
 fi
 export PATH=$root/target/peer-tools/bin:$PATH
 
+# The shared harness checks free space with `df -P --output=avail`, which GNU df 9 refuses
+# ("options -P and --output are mutually exclusive"); under `set -e` the harness then stops
+# after its first tool. A `df` that drops -P when --output is given stands in for it here.
+if ! df -P --output=avail / >/dev/null 2>&1; then
+    shim=$root/target/peer-tools/df-shim
+    mkdir -p "$shim"
+    cat > "$shim/df" <<'SHIM'
+#!/usr/bin/env bash
+args=("$@")
+if [[ " $* " == *" --output"* ]]; then
+    args=()
+    for a in "$@"; do [[ $a == -P ]] || args+=("$a"); done
+fi
+exec /usr/bin/df "${args[@]}"
+SHIM
+    chmod +x "$shim/df"
+    export PATH=$shim:$PATH
+fi
+
 data=${PEERBENCH_DATA:-/var/tmp/peerbench}
 if [[ ! -e $data/pristine/$corpus ]]; then
     "$harness/make-corpus.sh" deps
