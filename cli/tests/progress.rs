@@ -114,3 +114,56 @@ fn json_progress_ends_with_the_final_counters_of_every_kind_of_backup_and_of_a_r
         "{out}"
     );
 }
+
+#[test]
+fn a_directory_not_restored_over_a_kept_file_counts_its_files_as_done() {
+    let t = TestDir::new();
+    let b = t.bunker();
+    b.init();
+    let source = t.join("src");
+    fs::create_dir_all(source.join("sub/deeper")).unwrap();
+    std::os::unix::fs::symlink("sub/c", source.join("link")).unwrap();
+    fs::write(source.join("sub/c"), vec![9u8; 40_000]).unwrap();
+    fs::write(source.join("sub/deeper/d"), vec![5u8; 6_000]).unwrap();
+    b.backup(&[&source], &[]).ok();
+
+    // The target holds a file where the snapshot has `sub`; `--overwrite never` keeps it.
+    let target = t.join("restored");
+    fs::create_dir_all(&target).unwrap();
+    fs::write(target.join("sub"), b"mine").unwrap();
+    let snapshot_path = format!("latest:{}", source.display());
+    let out = b.run([
+        "restore",
+        snapshot_path.as_str(),
+        "--target",
+        target.to_str().unwrap(),
+        "--overwrite",
+        "never",
+        "--json",
+    ]);
+    out.ok();
+    assert!(
+        out.stderr
+            .contains("the snapshot's directory is not restored over it"),
+        "{out}"
+    );
+    assert_eq!(fs::read(target.join("sub")).unwrap(), b"mine");
+    assert_eq!(
+        fs::read_link(target.join("link")).unwrap(),
+        Path::new("sub/c")
+    );
+    // Every file the progress expected is done: `sub/c` and `sub/deeper/d` passed over
+    // with their directory (in a batch of no file to write).
+    let last = last_progress(&out, "restore");
+    let total = 40_000 + 6_000;
+    assert_eq!(
+        [
+            u64_field(&last, "files"),
+            u64_field(&last, "expected_files"),
+            u64_field(&last, "bytes"),
+            u64_field(&last, "expected_bytes"),
+        ],
+        [2, 2, total, total],
+        "{out}"
+    );
+}

@@ -281,7 +281,8 @@ pub fn restore(
             } else {
                 options.overwrite
             })
-            .with_verify(options.verify);
+            .with_verify(options.verify)
+            .counting_passed(progress.is_some());
         let plan = match &located {
             Located::Dir { tree, entry } => planner.plan_tree(tree, entry.as_ref()),
             Located::Other(entry) => planner.plan_entry(entry),
@@ -390,7 +391,7 @@ fn write_batches(
         written.errors.extend(errors);
         written.warnings.extend(warnings);
         if let Some(progress) = progress {
-            progress.files_done(batch.file_count);
+            progress.files_done(batch.file_count + batch.passed_files);
             progress.bytes_done(batch.skipped_bytes);
         }
     }

@@ -21,7 +21,7 @@
 //! pack in a few coalesced ranges; a blob used by many files of a batch (or many times in
 //! one file) is fetched once and written to each place.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io;
@@ -184,8 +184,12 @@ pub(super) struct Batch {
     pub packs: Vec<PackWork>,
     /// Regular files planned in this batch, those left alone or empty included.
     pub file_count: u64,
-    /// Data bytes of the files left alone (already correct in the target).
+    /// Data bytes of the files left alone (already correct in the target), and of the
+    /// files under a directory not restored.
     pub skipped_bytes: u64,
+    /// Regular files under a directory of the snapshot not restored over an entry kept:
+    /// the progress expected them, and they are done as far as this restore goes.
+    pub passed_files: u64,
     /// Numbers of the files some of whose content is not in the index: written in part,
     /// left without their metadata, as files whose content fails to arrive.
     pub incomplete: BTreeSet<u32>,
@@ -205,6 +209,7 @@ struct BatchBuilder {
     bytes: u64,
     file_count: u64,
     skipped_bytes: u64,
+    passed_files: u64,
     incomplete: BTreeSet<u32>,
 }
 
@@ -216,7 +221,7 @@ impl BatchBuilder {
     }
 
     fn is_empty(&self) -> bool {
-        self.file_count == 0
+        self.file_count == 0 && self.passed_files == 0
     }
 
     fn finish(self) -> Batch {
@@ -225,6 +230,7 @@ impl BatchBuilder {
             packs: self.packs.finish(),
             file_count: self.file_count,
             skipped_bytes: self.skipped_bytes,
+            passed_files: self.passed_files,
             incomplete: self.incomplete,
         }
     }
@@ -398,6 +404,8 @@ pub(super) struct Planner<'a> {
     overwrite: Overwrite,
     /// Keep each file's extents so that the writer reads it back.
     verify: bool,
+    /// Count what a directory not restored holds as done ([`Planner::counting_passed`]).
+    count_passed: bool,
 }
 
 impl<'a> Planner<'a> {
@@ -424,6 +432,7 @@ impl<'a> Planner<'a> {
             filter: None,
             overwrite: Overwrite::Always,
             verify: false,
+            count_passed: false,
             plan: Plan {
                 root: PendingDir {
                     path: target.to_owned(),
@@ -464,6 +473,14 @@ impl<'a> Planner<'a> {
     /// Gives each file its extents, for the writer to read it back once written.
     pub fn with_verify(mut self, verify: bool) -> Self {
         self.verify = verify;
+        self
+    }
+
+    /// Counts the files and data bytes below a directory not restored (kept out by an entry
+    /// the overwrite mode keeps) as done in the batches, for a progress that expected every
+    /// file of the snapshot. It reads that directory's trees again.
+    pub fn counting_passed(mut self, count: bool) -> Self {
+        self.count_passed = count;
         self
     }
 
@@ -660,7 +677,7 @@ impl<'a> Planner<'a> {
         if let Some(first) = link_key.and_then(|key| self.hardlinks.get(&key)).cloned() {
             let linked = !fresh && same_inode(&first, access);
             if !linked && verdict == Verdict::Keep {
-                self.keep(entry, path);
+                self.keep(entry, path, decision);
             } else if !linked
                 && let Err(e) = clear(access).and_then(|()| fs::hard_link(&first, access))
             {
@@ -669,7 +686,7 @@ impl<'a> Planner<'a> {
             return Ok(());
         }
         if verdict == Verdict::Keep {
-            self.keep(entry, path);
+            self.keep(entry, path, decision);
             return Ok(());
         }
         let created = match &entry.node {
@@ -762,20 +779,41 @@ impl<'a> Planner<'a> {
     }
 
     /// Counts an entry the overwrite mode keeps as the target holds it (a file's data as
-    /// done, for the progress).
-    fn keep(&mut self, entry: &Entry, path: &Path) {
+    /// done, for the progress; with [`Planner::counting_passed`], the files and data below
+    /// a directory not restored too). `decision`: the filter's for the entry.
+    fn keep(&mut self, entry: &Entry, path: &Path, decision: Decision) {
         self.plan.kept += 1;
         match &entry.node {
             Node::File { extents } => {
                 self.plan.files_kept += 1;
                 self.batch.skipped_bytes += data_bytes(extents);
             }
-            Node::Dir { .. } => {
+            Node::Dir { subtree } => {
                 let warning = overwrite::directory_not_restored(path, self.overwrite);
                 self.plan.warnings.push(warning);
+                if self.count_passed {
+                    let (files, bytes) = self.passed_totals(subtree, path, decision);
+                    self.batch.passed_files += files;
+                    self.batch.skipped_bytes += bytes;
+                }
             }
             _ => {}
         }
+    }
+
+    /// The regular files and data bytes the filter restores below the directory `subtree`
+    /// at `path` (its real path). A hard-linked file's bytes are left out: its other name
+    /// may be restored, and count them.
+    fn passed_totals(&self, subtree: &BlobId, path: &Path, decision: Decision) -> (u64, u64) {
+        let below = path.strip_prefix(&self.plan.root.path).unwrap_or(path);
+        let (filter, snapshot_path) = match &self.filter {
+            Some((filter, base)) => (Some(*filter), base.join(below)),
+            None => (None, Path::new("/").join(below)),
+        };
+        let mut totals = Totals::new(self.repo, self.index, filter);
+        totals.seen = None;
+        totals.walk(subtree, &snapshot_path, decision == Decision::Restore);
+        (totals.files, totals.bytes)
     }
 
     /// Counts a file found in place, which is neither read nor written.
@@ -901,54 +939,69 @@ pub(super) fn content_totals(
     filter: &RestoreFilter,
     base: &Path,
 ) -> (u64, u64) {
-    struct Totals<'a> {
-        repo: &'a Repository,
-        index: &'a Index,
-        filter: &'a RestoreFilter,
-        seen: std::collections::HashSet<(u64, u64)>,
-        files: u64,
-        bytes: u64,
+    let mut totals = Totals::new(repo, index, (!filter.is_everything()).then_some(filter));
+    totals.walk(tree, &Path::new("/").join(base), filter.starts_inside());
+    (totals.files, totals.bytes)
+}
+
+/// Counts the regular files and data bytes below trees, as [`content_totals`] does.
+struct Totals<'a> {
+    repo: &'a Repository,
+    index: &'a Index,
+    /// What is restored; `None`: everything.
+    filter: Option<&'a RestoreFilter>,
+    /// Hard-linked inodes whose bytes are counted; `None`: count none of their bytes.
+    seen: Option<HashSet<(u64, u64)>>,
+    files: u64,
+    bytes: u64,
+}
+
+impl<'a> Totals<'a> {
+    fn new(repo: &'a Repository, index: &'a Index, filter: Option<&'a RestoreFilter>) -> Self {
+        Self {
+            repo,
+            index,
+            filter,
+            seen: Some(HashSet::new()),
+            files: 0,
+            bytes: 0,
+        }
     }
-    impl Totals<'_> {
-        fn walk(&mut self, tree: &BlobId, path: &Path, inside: bool) {
-            let Ok(tree) = self.repo.load_tree(self.index, tree) else {
-                return;
+
+    /// Adds what `filter` restores below `tree`, whose snapshot path is `path`; `inside`:
+    /// the filter restores everything below `path`.
+    fn walk(&mut self, tree: &BlobId, path: &Path, inside: bool) {
+        let Ok(tree) = self.repo.load_tree(self.index, tree) else {
+            return;
+        };
+        for entry in tree.entries() {
+            let is_dir = matches!(entry.node, Node::Dir { .. });
+            let child = || path.join(OsStr::from_bytes(&entry.name));
+            let decision = match self.filter {
+                None => Decision::Restore,
+                Some(filter) => filter.decide(&child(), is_dir, inside),
             };
-            for entry in tree.entries() {
-                let is_dir = matches!(entry.node, Node::Dir { .. });
-                let child = || path.join(OsStr::from_bytes(&entry.name));
-                let decision = if self.filter.is_everything() {
-                    Decision::Restore
-                } else {
-                    self.filter.decide(&child(), is_dir, inside)
-                };
-                match (&entry.node, decision) {
-                    (_, Decision::Skip) => {}
-                    (Node::Dir { subtree }, _) => {
-                        self.walk(subtree, &child(), decision == Decision::Restore);
-                    }
-                    (Node::File { extents }, _) => {
-                        self.files += 1;
-                        let meta = &entry.meta;
-                        if meta.nlinks <= 1 || self.seen.insert((meta.device, meta.inode)) {
-                            self.bytes += data_bytes(extents);
-                        }
-                    }
-                    _ => {}
+            match (&entry.node, decision) {
+                (_, Decision::Skip) => {}
+                (Node::Dir { subtree }, _) => {
+                    self.walk(subtree, &child(), decision == Decision::Restore);
                 }
+                (Node::File { extents }, _) => {
+                    self.files += 1;
+                    let meta = &entry.meta;
+                    let counted = match &mut self.seen {
+                        _ if meta.nlinks <= 1 => true,
+                        Some(seen) => seen.insert((meta.device, meta.inode)),
+                        None => false,
+                    };
+                    if counted {
+                        self.bytes += data_bytes(extents);
+                    }
+                }
+                _ => {}
             }
         }
     }
-    let mut totals = Totals {
-        repo,
-        index,
-        filter,
-        seen: std::collections::HashSet::new(),
-        files: 0,
-        bytes: 0,
-    };
-    totals.walk(tree, &Path::new("/").join(base), filter.starts_inside());
-    (totals.files, totals.bytes)
 }
 
 /// True when `path` is a directory with no entries (so a restore into it has nothing to
