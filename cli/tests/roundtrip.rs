@@ -1871,6 +1871,17 @@ fn a_restore_onto_an_existing_target_makes_it_match_the_snapshot_and_nothing_els
         out.stderr.contains("the restore target is not a directory"),
         "{out}"
     );
+    // A target that cannot be made says so, with why.
+    let below_a_file = target.join("x").join("y");
+    let out = b.run(["restore", "latest", "--target", s(&below_a_file)]);
+    out.code(1);
+    assert!(
+        out.stderr.contains(&format!(
+            "{}: cannot create the restore target: Not a directory",
+            below_a_file.display()
+        )),
+        "{out}"
+    );
 }
 
 #[test]

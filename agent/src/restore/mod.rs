@@ -240,7 +240,12 @@ pub fn restore(
     }
     fs::create_dir_all(target).map_err(|source| RestoreError::Target {
         path: target.to_owned(),
-        source: not_a_directory().unwrap_or(source),
+        source: not_a_directory().unwrap_or_else(|| {
+            io::Error::new(
+                source.kind(),
+                format!("cannot create the restore target: {source}"),
+            )
+        }),
     })?;
     let progress = options.progress.as_deref();
     if let Some(progress) = progress {
