@@ -35,9 +35,10 @@ if [[ ${SKIP_INSTALL:-0} != 1 ]]; then
 fi
 export PATH=$root/target/peer-tools/bin:$PATH
 
-# The shared harness checks free space with `df -P --output=avail`, which GNU df 9 refuses
-# ("options -P and --output are mutually exclusive"); under `set -e` the harness then stops
-# after its first tool. A `df` that drops -P when --output is given stands in for it here.
+# The shared harness checks free space after each tool with `df -P --output=avail`, which
+# GNU df 9 refuses ("options -P and --output are mutually exclusive"): the check then fails
+# with a syntax error on stderr and never empties the harness's trash during a run, so a
+# long run can fill the disk. A `df` that drops -P when --output is given stands in here.
 if ! df -P --output=avail / >/dev/null 2>&1; then
     shim=$root/target/peer-tools/df-shim
     mkdir -p "$shim"
