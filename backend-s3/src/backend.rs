@@ -26,8 +26,9 @@ const MAX_IN_FLIGHT: usize = 16;
 const WORKERS: usize = 2;
 /// A lock writer is rebuilt (with a fresh retain-until date) after this long.
 const LOCK_REFRESH: Duration = Duration::from_secs(600);
-/// Attempts of a create-only put whose connection fails (`object_store` retries other
-/// requests itself), and the waits between them: doubling from the first to the most.
+/// Attempts of a create-only put whose connection fails before `object_store` retried it
+/// (it does not resend a create whose answer may have been lost), and the waits between
+/// them: doubling from the first to the most.
 const PUT_ATTEMPTS: u32 = 8;
 const PUT_RETRY_FIRST_WAIT: Duration = Duration::from_millis(250);
 const PUT_RETRY_MAX_WAIT: Duration = Duration::from_secs(10);
@@ -52,6 +53,8 @@ pub struct S3Backend {
     raw: RawClient,
     permits: Semaphore,
     lock: RwLock<Option<LockWriter>>,
+    /// How `object_store` retries failed requests (every store built for this backend).
+    retry: RetryConfig,
 }
 
 /// The store instance that writes locked objects: its default headers carry the lock.
@@ -66,24 +69,30 @@ impl S3Backend {
     /// Connects to the bucket and checks that it exists and the credentials work; does not
     /// look for a repository.
     pub fn connect(location: S3Location) -> Result<Self> {
+        let backend = Self::unprobed(location, default_retry())?;
+        backend.probe()?;
+        Ok(backend)
+    }
+
+    /// The backend for `location`, its requests retried as `retry` says; nothing is sent.
+    fn unprobed(location: S3Location, retry: RetryConfig) -> Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(WORKERS)
             .thread_name("bunker-s3")
             .enable_all()
             .build()
             .map_err(|e| Error::io("starting the S3 client runtime", e))?;
-        let store = Arc::new(build_store(&location, None)?);
+        let store = Arc::new(build_store(&location, None, &retry)?);
         let raw = RawClient::new(Arc::clone(&store), location.clone())?;
-        let backend = Self {
+        Ok(Self {
             location,
             runtime,
             store,
             raw,
             permits: Semaphore::new(MAX_IN_FLIGHT),
             lock: RwLock::new(None),
-        };
-        backend.probe()?;
-        Ok(backend)
+            retry,
+        })
     }
 
     /// Opens the repository at `location`; fails with `RepositoryNotFound` when there is
@@ -248,7 +257,7 @@ impl S3Backend {
     /// object it writes within [`LOCK_REFRESH`] stays locked at least `policy.period`.
     fn lock_writer(&self, policy: LockPolicy) -> Result<LockWriter> {
         let until = SystemTime::now() + policy.period + LOCK_REFRESH;
-        let store = build_store(&self.location, Some((policy, until)))?;
+        let store = build_store(&self.location, Some((policy, until)), &self.retry)?;
         Ok(LockWriter {
             policy,
             store: Arc::new(store),
@@ -266,10 +275,13 @@ impl Backend for S3Backend {
         self.put_if_absent_owned(name, bytes.to_vec())
     }
 
-    /// A create-only put is not retried by `object_store` after most connection failures
-    /// (it is not idempotent), so it is retried here: if an earlier attempt landed and only
-    /// its answer was lost, the retry finds the object, and the write succeeded when the
-    /// stored bytes are ours. An object found in place is compared so whatever the attempt.
+    /// A create-only put is not retried by `object_store` after a connection failure
+    /// once the request was sent (it is not idempotent), so it is retried here: if an
+    /// earlier attempt landed and only its answer was lost, the retry finds the object, and
+    /// the write succeeded when the stored bytes are ours. An object found in place is
+    /// compared so whatever the attempt. A failure `object_store` already retried for its
+    /// whole retry window (a server that stopped answering) is not tried again: eight
+    /// windows would keep a command waiting for minutes per object.
     fn put_if_absent_owned(&self, name: &str, bytes: Vec<u8>) -> Result<()> {
         let path = self.path(name)?;
         let store = self.writer()?;
@@ -305,7 +317,7 @@ impl Backend for S3Backend {
                         return Ok(());
                     }
                 }
-                if kind != Kind::Other || attempt == PUT_ATTEMPTS {
+                if kind != Kind::Other || attempt == PUT_ATTEMPTS || client_retried(&text) {
                     return Err(self.error(e, "writing", name));
                 }
                 backoff.wait().await;
@@ -530,6 +542,28 @@ fn kind_of(e: &object_store::Error, text: &str) -> Kind {
     }
 }
 
+/// How `object_store` retries a failed request (5xx, throttling, connection failures
+/// before the request was sent, and any failure of an idempotent one). It draws each wait
+/// at random between the first wait and `base` times the one before: with 4 the waits
+/// about double, so ten retries span half a minute to a minute.
+fn default_retry() -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(10),
+            base: 4.0,
+        },
+        max_retries: 10,
+        retry_timeout: Duration::from_secs(180),
+    }
+}
+
+/// True when `text` (an error's chain) says `object_store` retried the request before it
+/// gave up: `... after 10 retries, max_retries: 10, retry_timeout: 180s ...`.
+fn client_retried(text: &str) -> bool {
+    text.contains(" retries, max_retries: ")
+}
+
 /// The message of `e` and of each error it wraps, on one line.
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
@@ -547,7 +581,11 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 
 /// Builds an `object_store` S3 client for `location`; with `lock`, every request it sends
 /// carries the Object Lock headers for that mode and retain-until date.
-fn build_store(location: &S3Location, lock: Option<(LockPolicy, SystemTime)>) -> Result<AmazonS3> {
+fn build_store(
+    location: &S3Location,
+    lock: Option<(LockPolicy, SystemTime)>,
+    retry: &RetryConfig,
+) -> Result<AmazonS3> {
     let mut headers = http::HeaderMap::new();
     // Buckets with Object Lock refuse uploads without an integrity checksum.
     headers.insert(
@@ -569,24 +607,13 @@ fn build_store(location: &S3Location, lock: Option<(LockPolicy, SystemTime)>) ->
         .with_connect_timeout(Duration::from_secs(10))
         .with_timeout(Duration::from_secs(300))
         .with_pool_max_idle_per_host(MAX_IN_FLIGHT);
-    // object_store draws each wait at random between the first wait and `base` times the
-    // one before: with 4 the waits about double, so ten retries span about a minute.
-    let retry = RetryConfig {
-        backoff: BackoffConfig {
-            init_backoff: Duration::from_millis(200),
-            max_backoff: Duration::from_secs(10),
-            base: 4.0,
-        },
-        max_retries: 10,
-        retry_timeout: Duration::from_secs(180),
-    };
     let mut builder = AmazonS3Builder::new()
         .with_bucket_name(&location.bucket)
         .with_region(&location.region)
         .with_allow_http(location.allow_http)
         .with_checksum_algorithm(Checksum::SHA256)
         .with_client_options(options)
-        .with_retry(retry);
+        .with_retry(retry.clone());
     if let Some(endpoint) = &location.endpoint {
         builder = builder.with_endpoint(endpoint);
     }
@@ -606,4 +633,59 @@ fn build_store(location: &S3Location, lock: Option<(LockPolicy, SystemTime)>) ->
             error_chain(&e)
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::location;
+
+    /// A backend for a port nothing listens on, which retries each request for about a
+    /// second (its ten retries take about half a minute to a minute by default).
+    fn backend_nothing_answers() -> S3Backend {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let retry = RetryConfig {
+            backoff: BackoffConfig {
+                init_backoff: Duration::from_millis(50),
+                max_backoff: Duration::from_millis(200),
+                base: 2.0,
+            },
+            max_retries: 10,
+            retry_timeout: Duration::from_secs(1),
+        };
+        let endpoint = format!("http://127.0.0.1:{port}");
+        S3Backend::unprobed(location(&endpoint, "bucket", "p"), retry).expect("backend")
+    }
+
+    #[test]
+    fn a_create_that_the_client_retried_in_vain_is_not_tried_again() {
+        let backend = backend_nothing_answers();
+        let started = Instant::now();
+        let err = backend
+            .put_if_absent("snapshots/aa", b"ours")
+            .expect_err("nothing answers");
+        let took = started.elapsed();
+        assert!(
+            err.to_string().contains(" retries, max_retries: "),
+            "the client retried: {err}"
+        );
+        // One retry window (about a second), not eight of them with the waits between
+        // them (about half a minute).
+        assert!(took < Duration::from_secs(8), "{took:?}: {err}");
+    }
+
+    #[test]
+    fn client_retried_reads_object_stores_message() {
+        assert!(client_retried(
+            "Generic S3 error: Error performing PUT http://h/b/k in 1.2s, after 10 retries, \
+             max_retries: 10, retry_timeout: 1s - HTTP error: error sending request"
+        ));
+        assert!(!client_retried(
+            "Generic S3 error: Error performing PUT http://h/b/k in 3ms - HTTP error: \
+             error sending request: connection closed before message completed"
+        ));
+    }
 }
