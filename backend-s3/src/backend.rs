@@ -1,6 +1,6 @@
 //! [`S3Backend`]: the synchronous [`Backend`] trait over `object_store`'s S3 client.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use bunker_repo_format::backend::{Backend, LockPolicy, ObjectMeta, validate_name};
@@ -32,6 +32,9 @@ const LOCK_REFRESH: Duration = Duration::from_secs(600);
 const PUT_ATTEMPTS: u32 = 8;
 const PUT_RETRY_FIRST_WAIT: Duration = Duration::from_millis(250);
 const PUT_RETRY_MAX_WAIT: Duration = Duration::from_secs(10);
+/// After a put failed for the client's whole retry window, later puts fail at once for
+/// this long ([`FailedWrite`]).
+const HOLD_WRITES: Duration = Duration::from_secs(60);
 
 /// A repository in an S3 bucket (AWS or any S3-compatible server).
 ///
@@ -55,6 +58,33 @@ pub struct S3Backend {
     lock: RwLock<Option<LockWriter>>,
     /// How `object_store` retries failed requests (every store built for this backend).
     retry: RetryConfig,
+    /// The last put that failed for the client's whole retry window.
+    failed_write: FailedWrite,
+}
+
+/// A put that failed after `object_store` retried it for its whole window: the storage
+/// stopped answering (or kept failing). A command whose write failed so is ending (a
+/// backup, prune or copy stops at its first failed write), and the writes it still makes
+/// on its way out (the index of what it stored, its session's last heartbeat, the audit
+/// record) would each wait a window again: for [`HOLD_WRITES`] after the failure they fail
+/// at once, naming it. Reads are not held: a restore goes on with the files whose packs it
+/// can read, and a short outage costs it only the ones being read meanwhile.
+#[derive(Debug, Default)]
+struct FailedWrite(Mutex<Option<(Instant, String)>>);
+
+impl FailedWrite {
+    fn record(&self, error: &Error) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((Instant::now(), error.to_string()));
+    }
+
+    /// How long ago the last such failure was, and its message, while it is held.
+    fn held(&self) -> Option<(Duration, String)> {
+        let failed = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (when, message) = failed.as_ref()?;
+        let age = when.elapsed();
+        (age < HOLD_WRITES).then(|| (age, message.clone()))
+    }
 }
 
 /// The store instance that writes locked objects: its default headers carry the lock.
@@ -92,6 +122,7 @@ impl S3Backend {
             permits: Semaphore::new(MAX_IN_FLIGHT),
             lock: RwLock::new(None),
             retry,
+            failed_write: FailedWrite::default(),
         })
     }
 
@@ -284,6 +315,19 @@ impl Backend for S3Backend {
     /// windows would keep a command waiting for minutes per object.
     fn put_if_absent_owned(&self, name: &str, bytes: Vec<u8>) -> Result<()> {
         let path = self.path(name)?;
+        if let Some((age, first)) = self.failed_write.held() {
+            return Err(Error::io(
+                format!(
+                    "writing s3://{}/{}",
+                    self.location.bucket,
+                    self.location.key(name)
+                ),
+                std::io::Error::other(format!(
+                    "not tried: a write failed {} s ago after the client's retries ({first})",
+                    age.as_secs()
+                )),
+            ));
+        }
         let store = self.writer()?;
         // The body shares the buffer (retries included); nothing is copied.
         let payload = PutPayload::from(bytes);
@@ -318,7 +362,11 @@ impl Backend for S3Backend {
                     }
                 }
                 if kind != Kind::Other || attempt == PUT_ATTEMPTS || client_retried(&text) {
-                    return Err(self.error(e, "writing", name));
+                    let error = self.error(e, "writing", name);
+                    if client_retried(&text) {
+                        self.failed_write.record(&error);
+                    }
+                    return Err(error);
                 }
                 backoff.wait().await;
             }
@@ -661,7 +709,7 @@ mod tests {
     }
 
     #[test]
-    fn a_create_that_the_client_retried_in_vain_is_not_tried_again() {
+    fn a_put_the_client_retried_in_vain_is_not_tried_again_and_holds_the_next_puts() {
         let backend = backend_nothing_answers();
         let started = Instant::now();
         let err = backend
@@ -675,6 +723,29 @@ mod tests {
         // One retry window (about a second), not eight of them with the waits between
         // them (about half a minute).
         assert!(took < Duration::from_secs(8), "{took:?}: {err}");
+
+        // The next put is not sent: it fails at once, naming the failure.
+        let started = Instant::now();
+        let next = backend
+            .put_if_absent("index/bb", b"ours")
+            .expect_err("held");
+        assert!(
+            started.elapsed() < Duration::from_millis(200),
+            "{:?}",
+            started.elapsed()
+        );
+        let text = next.to_string();
+        assert!(text.contains("s3://bucket/p/index/bb"), "{text}");
+        assert!(text.contains("not tried: a write failed 0 s ago"), "{text}");
+        assert!(text.contains("snapshots/aa"), "{text}");
+        // Reads are still sent (and retried).
+        let started = Instant::now();
+        let read = backend.get("snapshots/aa").expect_err("nothing answers");
+        assert!(started.elapsed() >= Duration::from_millis(500), "{read}");
+        assert!(
+            read.to_string().contains(" retries, max_retries: "),
+            "{read}"
+        );
     }
 
     #[test]
