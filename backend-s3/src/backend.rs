@@ -16,7 +16,7 @@ use tokio::runtime::Runtime;
 use tokio::sync::Semaphore;
 
 use crate::backoff::Backoff;
-use crate::errors::{Kind, classify, to_error};
+use crate::errors::{Kind, classify, one_line, to_error};
 use crate::location::S3Location;
 use crate::raw::{LockInfo, RawClient};
 
@@ -58,17 +58,29 @@ pub struct S3Backend {
     lock: RwLock<Option<LockWriter>>,
     /// How `object_store` retries failed requests (every store built for this backend).
     retry: RetryConfig,
+    /// The store without a lock that sends each request once ([`Writers::single_try`]).
+    single_try: Arc<AmazonS3>,
     /// The last put that failed for the client's whole retry window.
     failed_write: FailedWrite,
+}
+
+/// The stores a put goes through.
+#[derive(Debug, Clone)]
+struct Writers {
+    /// Retries as [`S3Backend`]'s `retry` says.
+    retried: Arc<AmazonS3>,
+    /// Sends each request once: for puts while [`FailedWrite`] holds them.
+    single_try: Arc<AmazonS3>,
 }
 
 /// A put that failed after `object_store` retried it for its whole window: the storage
 /// stopped answering (or kept failing). A command whose write failed so is ending (a
 /// backup, prune or copy stops at its first failed write), and the writes it still makes
 /// on its way out (the index of what it stored, its session's last heartbeat, the audit
-/// record) would each wait a window again: for [`HOLD_WRITES`] after the failure they fail
-/// at once, naming it. Reads are not held: a restore goes on with the files whose packs it
-/// can read, and a short outage costs it only the ones being read meanwhile.
+/// record) would each wait a window again: for [`HOLD_WRITES`] after the failure every put
+/// is sent once, without retries, and the first that succeeds ends the hold. Reads are
+/// not held: a restore goes on with the files whose packs it can read, and a short outage
+/// costs it only the ones being read meanwhile.
 #[derive(Debug, Default)]
 struct FailedWrite(Mutex<Option<(Instant, String)>>);
 
@@ -76,6 +88,10 @@ impl FailedWrite {
     fn record(&self, error: &Error) {
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) =
             Some((Instant::now(), error.to_string()));
+    }
+
+    fn clear(&self) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// How long ago the last such failure was, and its message, while it is held.
@@ -91,7 +107,7 @@ impl FailedWrite {
 #[derive(Debug, Clone)]
 struct LockWriter {
     policy: LockPolicy,
-    store: Arc<AmazonS3>,
+    writers: Writers,
     built: Instant,
 }
 
@@ -113,6 +129,7 @@ impl S3Backend {
             .build()
             .map_err(|e| Error::io("starting the S3 client runtime", e))?;
         let store = Arc::new(build_store(&location, None, &retry)?);
+        let single_try = Arc::new(build_store(&location, None, &single_try_retry())?);
         let raw = RawClient::new(Arc::clone(&store), location.clone())?;
         Ok(Self {
             location,
@@ -122,6 +139,7 @@ impl S3Backend {
             permits: Semaphore::new(MAX_IN_FLIGHT),
             lock: RwLock::new(None),
             retry,
+            single_try,
             failed_write: FailedWrite::default(),
         })
     }
@@ -204,7 +222,7 @@ impl S3Backend {
     pub fn overwrite_unconditionally(&self, name: &str, bytes: &[u8]) -> Result<()> {
         validate_name(name)?;
         let path = self.path(name)?;
-        let store = self.writer()?;
+        let store = self.writer()?.retried;
         let payload = PutPayload::from(bytes.to_vec());
         self.run(async {
             store
@@ -268,30 +286,36 @@ impl S3Backend {
         to_error(kind, what, &self.location.bucket, &key, name, &text)
     }
 
-    /// The store to write with: the lock writer when a policy is on (rebuilt when its
-    /// retain-until date has aged), else the plain store.
-    fn writer(&self) -> Result<Arc<AmazonS3>> {
+    /// The stores to write with: the lock writer's when a policy is on (rebuilt when its
+    /// retain-until date has aged), else the plain ones.
+    fn writer(&self) -> Result<Writers> {
         let current = self.lock.read().unwrap_or_else(|e| e.into_inner()).clone();
         let Some(writer) = current else {
-            return Ok(Arc::clone(&self.store));
+            return Ok(Writers {
+                retried: Arc::clone(&self.store),
+                single_try: Arc::clone(&self.single_try),
+            });
         };
         if writer.built.elapsed() < LOCK_REFRESH {
-            return Ok(writer.store);
+            return Ok(writer.writers);
         }
         let fresh = self.lock_writer(writer.policy)?;
-        let store = Arc::clone(&fresh.store);
+        let writers = fresh.writers.clone();
         *self.lock.write().unwrap_or_else(|e| e.into_inner()) = Some(fresh);
-        Ok(store)
+        Ok(writers)
     }
 
     /// A store whose every request carries the lock headers of `policy`, dated so that an
     /// object it writes within [`LOCK_REFRESH`] stays locked at least `policy.period`.
     fn lock_writer(&self, policy: LockPolicy) -> Result<LockWriter> {
         let until = SystemTime::now() + policy.period + LOCK_REFRESH;
-        let store = build_store(&self.location, Some((policy, until)), &self.retry)?;
+        let lock = Some((policy, until));
         Ok(LockWriter {
             policy,
-            store: Arc::new(store),
+            writers: Writers {
+                retried: Arc::new(build_store(&self.location, lock, &self.retry)?),
+                single_try: Arc::new(build_store(&self.location, lock, &single_try_retry())?),
+            },
             built: Instant::now(),
         })
     }
@@ -315,31 +339,28 @@ impl Backend for S3Backend {
     /// windows would keep a command waiting for minutes per object.
     fn put_if_absent_owned(&self, name: &str, bytes: Vec<u8>) -> Result<()> {
         let path = self.path(name)?;
-        if let Some((age, first)) = self.failed_write.held() {
-            return Err(Error::io(
-                format!(
-                    "writing s3://{}/{}",
-                    self.location.bucket,
-                    self.location.key(name)
-                ),
-                std::io::Error::other(format!(
-                    "not tried: a write failed {} s ago after the client's retries ({first})",
-                    age.as_secs()
-                )),
-            ));
-        }
-        let store = self.writer()?;
+        let held = self.failed_write.held();
+        let writers = self.writer()?;
+        let (store, attempts) = match held {
+            Some(_) => (writers.single_try, 1),
+            None => (writers.retried, PUT_ATTEMPTS),
+        };
         // The body shares the buffer (retries included); nothing is copied.
         let payload = PutPayload::from(bytes);
         self.run(async {
             let mut backoff = Backoff::doubling(PUT_RETRY_FIRST_WAIT, PUT_RETRY_MAX_WAIT);
-            for attempt in 1..=PUT_ATTEMPTS {
+            for attempt in 1..=attempts {
                 let options = PutOptions {
                     mode: PutMode::Create,
                     ..PutOptions::default()
                 };
                 let e = match store.put_opts(&path, payload.clone(), options).await {
-                    Ok(_) => return Ok(()),
+                    Ok(_) => {
+                        if held.is_some() {
+                            self.failed_write.clear();
+                        }
+                        return Ok(());
+                    }
                     Err(e) => e,
                 };
                 let text = error_chain(&e);
@@ -361,12 +382,27 @@ impl Backend for S3Backend {
                         return Ok(());
                     }
                 }
-                if kind != Kind::Other || attempt == PUT_ATTEMPTS || client_retried(&text) {
+                if kind != Kind::Other || attempt == attempts || client_retried(&text) {
                     let error = self.error(e, "writing", name);
                     if client_retried(&text) {
                         self.failed_write.record(&error);
                     }
-                    return Err(error);
+                    return Err(match &held {
+                        Some((age, first)) if kind == Kind::Other => Error::io(
+                            format!(
+                                "writing s3://{}/{}",
+                                self.location.bucket,
+                                self.location.key(name)
+                            ),
+                            std::io::Error::other(format!(
+                                "{}; tried once, since a write failed {} s ago after the \
+                                 client's retries ({first})",
+                                one_line(&text),
+                                age.as_secs(),
+                            )),
+                        ),
+                        _ => error,
+                    });
                 }
                 backoff.wait().await;
             }
@@ -606,6 +642,14 @@ fn default_retry() -> RetryConfig {
     }
 }
 
+/// How a held put is sent: once, without retries.
+fn single_try_retry() -> RetryConfig {
+    RetryConfig {
+        max_retries: 0,
+        ..default_retry()
+    }
+}
+
 /// True when `text` (an error's chain) says `object_store` retried the request before it
 /// gave up: `... after 10 retries, max_retries: 10, retry_timeout: 180s ...`.
 fn client_retried(text: &str) -> bool {
@@ -688,9 +732,9 @@ mod tests {
     use super::*;
     use crate::testing::location;
 
-    /// A backend for a port nothing listens on, which retries each request for about a
-    /// second (its ten retries take about half a minute to a minute by default).
-    fn backend_nothing_answers() -> S3Backend {
+    /// A backend for `port`, on which nothing listens yet, which retries each request for
+    /// about a second (its ten retries take about half a minute to a minute by default).
+    fn backend_nothing_answers() -> (S3Backend, u16) {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .expect("a free port")
@@ -705,12 +749,54 @@ mod tests {
             retry_timeout: Duration::from_secs(1),
         };
         let endpoint = format!("http://127.0.0.1:{port}");
-        S3Backend::unprobed(location(&endpoint, "bucket", "p"), retry).expect("backend")
+        let backend =
+            S3Backend::unprobed(location(&endpoint, "bucket", "p"), retry).expect("backend");
+        (backend, port)
+    }
+
+    /// Answers every request on `port` with an empty `200 OK`, as a server that stores
+    /// every put would.
+    fn serve_ok(port: u16) {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind the port");
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                    let mut writer = stream;
+                    loop {
+                        let mut length = 0usize;
+                        let mut line = String::new();
+                        loop {
+                            line.clear();
+                            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            if line == "\r\n" {
+                                break;
+                            }
+                            let lower = line.to_ascii_lowercase();
+                            if let Some(value) = lower.strip_prefix("content-length:") {
+                                length = value.trim().parse().unwrap_or(0);
+                            }
+                        }
+                        let mut body = vec![0u8; length];
+                        if reader.read_exact(&mut body).is_err() {
+                            return;
+                        }
+                        let answer = "HTTP/1.1 200 OK\r\nETag: \"e\"\r\nContent-Length: 0\r\n\r\n";
+                        if writer.write_all(answer.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
     }
 
     #[test]
     fn a_put_the_client_retried_in_vain_is_not_tried_again_and_holds_the_next_puts() {
-        let backend = backend_nothing_answers();
+        let (backend, port) = backend_nothing_answers();
         let started = Instant::now();
         let err = backend
             .put_if_absent("snapshots/aa", b"ours")
@@ -724,19 +810,23 @@ mod tests {
         // them (about half a minute).
         assert!(took < Duration::from_secs(8), "{took:?}: {err}");
 
-        // The next put is not sent: it fails at once, naming the failure.
+        // The next put is sent once, without retries, and its failure names the first.
         let started = Instant::now();
         let next = backend
             .put_if_absent("index/bb", b"ours")
             .expect_err("held");
         assert!(
-            started.elapsed() < Duration::from_millis(200),
+            started.elapsed() < Duration::from_millis(300),
             "{:?}",
             started.elapsed()
         );
         let text = next.to_string();
         assert!(text.contains("s3://bucket/p/index/bb"), "{text}");
-        assert!(text.contains("not tried: a write failed 0 s ago"), "{text}");
+        assert!(text.contains("Connection refused"), "{text}");
+        assert!(
+            text.contains("tried once, since a write failed 0 s ago"),
+            "{text}"
+        );
         assert!(text.contains("snapshots/aa"), "{text}");
         // Reads are still sent (and retried).
         let started = Instant::now();
@@ -746,6 +836,14 @@ mod tests {
             read.to_string().contains(" retries, max_retries: "),
             "{read}"
         );
+
+        // A server answers again: the single try succeeds and ends the hold.
+        serve_ok(port);
+        assert!(backend.failed_write.held().is_some());
+        backend
+            .put_if_absent("index/cc", b"ours")
+            .expect("the server is back");
+        assert!(backend.failed_write.held().is_none());
     }
 
     #[test]

@@ -106,7 +106,7 @@ pub(crate) fn to_error(
 }
 
 /// The message on one line, shortened to something readable.
-fn one_line(text: &str) -> String {
+pub(crate) fn one_line(text: &str) -> String {
     const HEAD: usize = 120;
     const TAIL: usize = 200;
     let line: String = text
