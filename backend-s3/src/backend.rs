@@ -32,8 +32,8 @@ const LOCK_REFRESH: Duration = Duration::from_secs(600);
 const PUT_ATTEMPTS: u32 = 8;
 const PUT_RETRY_FIRST_WAIT: Duration = Duration::from_millis(250);
 const PUT_RETRY_MAX_WAIT: Duration = Duration::from_secs(10);
-/// After a put failed for the client's whole retry window, later puts fail at once for
-/// this long ([`FailedWrite`]).
+/// After a put failed for the client's whole retry window, later puts are sent once,
+/// without retries, for this long or until one succeeds ([`FailedWrite`]).
 const HOLD_WRITES: Duration = Duration::from_secs(60);
 
 /// A repository in an S3 bucket (AWS or any S3-compatible server).

@@ -1662,7 +1662,7 @@ fn a_dry_run_backup_reports_what_the_backup_adds_and_stores_nothing() {
     }
     // The trees also hold the directories above the source, `/tmp` among them, whose times
     // move as other tests run: the same trees may compress a few bytes apart.
-    let stored = |summary: &serde_json::Value| u64_field(&summary["summary"], "bytes_stored");
+    let stored = |report: &serde_json::Value| u64_field(&report["summary"], "bytes_stored");
     assert!(
         stored(&dry).abs_diff(stored(&real)) <= 64,
         "bytes_stored: dry run {dry} against {real}"
