@@ -19,7 +19,7 @@ use crate::values;
 #[command(name = "bunker", version, max_term_width = 100)]
 pub struct Cli {
     /// Options every command takes.
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Global options")]
     pub global: GlobalOptions,
     /// What to do.
     #[command(subcommand)]
@@ -250,10 +250,6 @@ pub struct VerifyArgs {
     /// `latest`, `latest~N` (the Nth before it) or an id prefix; default: the latest snapshot of each source.
     #[arg(value_name = "SNAPSHOT")]
     pub snapshot: Option<String>,
-    /// Which snapshots `latest` picks from (without SNAPSHOT: which sources' latest are
-    /// drilled).
-    #[command(flatten, next_help_heading = "Choosing snapshots")]
-    pub select: SelectArgs,
     /// Restore into DIR (must not exist or be empty) instead of a temporary directory;
     /// with several drills, one subdirectory per snapshot.
     #[arg(long, short = 't', value_name = "DIR")]
@@ -277,6 +273,10 @@ pub struct VerifyArgs {
     /// source with `database = "postgresql"`. --smoke, --no-fsck and --mount override.
     #[command(flatten)]
     pub policy: PolicyFileArg,
+    /// Which snapshots `latest` picks from (without SNAPSHOT: which sources' latest are
+    /// drilled).
+    #[command(flatten, next_help_heading = "Choosing snapshots")]
+    pub select: SelectArgs,
 }
 
 /// `bunker policy`.
@@ -882,9 +882,6 @@ pub struct ForgetArgs {
         value_parser = values::group_by
     )]
     pub group_by: GroupBy,
-    /// Only these snapshots are considered; the others stay.
-    #[command(flatten, next_help_heading = "Snapshots considered")]
-    pub select: SelectArgs,
     /// Show what would be removed, remove nothing.
     #[arg(long, short = 'n')]
     pub dry_run: bool,
@@ -912,6 +909,9 @@ pub struct ForgetArgs {
     /// With --prune: most bytes to repack.
     #[arg(long, value_name = "SIZE", requires = "prune", value_parser = values::size)]
     pub max_repack: Option<u64>,
+    /// Only these snapshots are considered; the others stay.
+    #[command(flatten, next_help_heading = "Snapshots considered")]
+    pub select: SelectArgs,
 }
 
 /// `bunker check`.
@@ -1079,4 +1079,55 @@ pub struct PruneArgs {
     /// Print what would be done and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// Every argument of `command` and its subcommands, with the command's path.
+    fn arguments(command: &clap::Command, path: &str, out: &mut Vec<(String, clap::Arg)>) {
+        for arg in command.get_arguments() {
+            out.push((path.to_owned(), arg.clone()));
+        }
+        for sub in command.get_subcommands() {
+            arguments(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn the_arguments_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// A heading set by a flattened group carries over to the fields declared after it, so
+    /// a command's own options would be listed under the snapshot filters' heading.
+    #[test]
+    fn only_snapshot_filters_and_global_options_sit_under_a_heading() {
+        let mut all = Vec::new();
+        let mut command = Cli::command();
+        command.build();
+        arguments(&command, "bunker", &mut all);
+        for (path, arg) in all {
+            let id = arg.get_id().as_str();
+            match arg.get_help_heading() {
+                None => assert!(
+                    !arg.is_global_set(),
+                    "{path} --{id}: a global option without its heading"
+                ),
+                Some("Global options") => {
+                    assert!(
+                        arg.is_global_set(),
+                        "{path} --{id}: not global, under Global options"
+                    )
+                }
+                Some(heading) => assert!(
+                    ["host", "tags", "paths"].contains(&id),
+                    "{path} --{id}: listed under the snapshot filters' heading {heading:?}"
+                ),
+            }
+        }
+    }
 }
