@@ -32,6 +32,11 @@
 #   LARGE_MIB=24         largest size of a large file
 #   CONCURRENT_GRACE=30s --grace of a prune that runs beside a backup (OPERATIONS.md §5: longer
 #                        than any backup runs; a prune alone uses 0)
+#   IDLE_MINUTES=16      after half the rounds, chosen by the plan, the repository's objects
+#                        are made that much older (their mtimes, the storage's clock, moved
+#                        back), as if it had sat idle: the heartbeats of killed commands lapse
+#                        (FORMAT.md §14a, 15 minutes), so later prunes execute their plans and
+#                        delete packs, under signals and beside backups; 0: never
 #   KEEP=1               keep the workdir after a successful campaign too
 # On a violation it prints one line (round, SEED, reason), keeps the workdir and exits 1. On
 # success it prints a summary and exits 0. Run it under `nice -n 10` on a shared machine.
@@ -51,9 +56,10 @@ verify_snapshots=${VERIFY_SNAPSHOTS:-3}
 small_files=${SMALL_FILES:-2000}
 large_mib=${LARGE_MIB:-24}
 concurrent_grace=${CONCURRENT_GRACE:-30s}
+idle_minutes=${IDLE_MINUTES:-16}
 cd "$root"
 
-[[ $rounds =~ ^[0-9]+$ && $seed =~ ^[0-9]+$ ]] || { echo "usage: $0 [ROUNDS] [WORKDIR] (SEED a number)" >&2; exit 2; }
+[[ $rounds =~ ^[0-9]+$ && $seed =~ ^[0-9]+$ && $idle_minutes =~ ^[0-9]+$ ]] || { echo "usage: $0 [ROUNDS] [WORKDIR] (SEED a number)" >&2; exit 2; }
 # EPOCHREALTIME (bash 5) times commands without a subprocess per measurement.
 [[ -n ${EPOCHREALTIME:-} ]] || { echo "crash-loop: needs bash 5 or later" >&2; exit 2; }
 if [[ ! -x $bunker ]]; then
@@ -424,6 +430,13 @@ def main():
     elif cmd == "list":                    # SNAPSHOTS-JSON: "id round" per snapshot, oldest first
         for s in sorted(snaps(args[0]).values(), key=when):
             print(s["id"], tag(s, "round") or "-")
+    elif cmd == "age":                     # ROOT SECONDS: every file's times moved back
+        for top, _, files in os.walk(args[0]):
+            for name in files:
+                path = os.path.join(top, name)
+                st = os.lstat(path)
+                back = int(args[1]) * 10**9
+                os.utime(path, ns=(st.st_atime_ns - back, st.st_mtime_ns - back), follow_symlinks=False)
     elif cmd == "prunestats":              # FILE: deleted packs, plans executed, plans waiting
         d = [x for x in json_docs(args[0]) if isinstance(x, dict) and "report" in x]
         if d:
@@ -922,6 +935,13 @@ for ((round = 1; round <= rounds; round++)); do
         verify_snapshots "$verify_snapshots" "$rdir/post.json"
         extra_note=", data checked"
     fi
+    rand 2
+    if ((idle_minutes > 0 && REPLY == 0)); then
+        # Every command of the round has ended: nothing runs while the clock moves.
+        py age "$work/repo" $((idle_minutes * 60))
+        inc idle_gaps
+        extra_note+=", then ${idle_minutes} min idle"
+    fi
     now_ms
     printf 'round %d/%d (%ds): %s; check ok, %d snapshots%s\n' "$round" "$rounds" \
         $(((REPLY - t_start) / 1000)) "$what" "$(py list "$rdir/post.json" | wc -l)" "$extra_note"
@@ -959,6 +979,6 @@ for k in backup forget forget-prune prune restore; do
 done
 echo "  snapshots: committed ${count[committed]:-0} (killed by SIGKILL after committing ${count[killed_but_committed]:-0}), forgotten ${count[forgotten]:-0}"
 echo "  verified: ${count[snapshots_verified]:-0} snapshot restores compared (${#verified[@]} distinct), $((${count[bytes_restored]:-0} / 1048576)) MiB restored, ${count[data_checks]:-0} check --read-data, ${count[resumed_restores]:-0} restores resumed"
-echo "  prune: ${count[pruned_packs]:-0} packs deleted, ${count[plans_executed]:-0} plans executed, ${count[plans_waiting]:-0} times a plan waited for a session"
+echo "  prune: ${count[pruned_packs]:-0} packs deleted, ${count[plans_executed]:-0} plans executed, ${count[plans_waiting]:-0} times a plan waited for a session; ${count[idle_gaps]:-0} idle gaps of ${idle_minutes} min"
 echo "  notes (SIGTERM before bunker's handler): ${count[notes]:-0}"
 if [[ -z ${KEEP:-} ]]; then rm -rf "$work"; else echo "  workdir kept: $work"; fi
