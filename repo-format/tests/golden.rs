@@ -1472,3 +1472,125 @@ fn forget_marker_opens_with_the_spec_key_derivation_alone() {
     let sharing = MasterKey::generate_sharing_writer(master.writer());
     assert!(ForgetMarker::open(&bytes, &sharing, "x").is_err());
 }
+
+/// The golden heartbeat (FORMAT.md §14a): the last beat of a backup session.
+fn golden_heartbeat() -> bunker_repo_format::session::Heartbeat {
+    bunker_repo_format::session::Heartbeat {
+        session: std::array::from_fn(|i| 0x60 + i as u8),
+        sequence: 3,
+        client_time: Timestamp {
+            sec: 1_704_067_200,
+            nsec: 13,
+        },
+        host: "golden".into(),
+        purpose: "backup".into(),
+        ended: true,
+    }
+}
+
+/// The golden GC plan (FORMAT.md §14a): one condemned data pack and one tree pack.
+fn golden_gc_plan() -> bunker_repo_format::gc_plan::GcPlan {
+    bunker_repo_format::gc_plan::GcPlan {
+        client_time: Timestamp {
+            sec: 1_704_067_200,
+            nsec: 17,
+        },
+        packs: vec![
+            (PackId::from_bytes(pattern(0x80)), BlobKind::Data),
+            (PackId::from_bytes(pattern(0xa0)), BlobKind::Tree),
+        ],
+    }
+}
+
+/// Writes `tests/golden/heartbeat` and `tests/golden/gc-plan`, the sealed
+/// [`golden_heartbeat`] and [`golden_gc_plan`]. Regenerate only with a format version bump.
+#[test]
+#[ignore = "writes the golden heartbeat and GC plan; run only with a format change"]
+fn regenerate_heartbeat_and_gc_plan() {
+    let master = golden_master();
+    let (name, bytes) = golden_heartbeat().encode(master.writer());
+    fs::write(golden_dir().join("heartbeat"), bytes).expect("write heartbeat");
+    println!("heartbeat is {name}");
+    let (name, bytes) = golden_gc_plan().encode(master.writer());
+    fs::write(golden_dir().join("gc-plan"), bytes).expect("write gc-plan");
+    println!("gc-plan is {name}");
+}
+
+#[test]
+fn heartbeat_opens_with_the_spec_key_derivation_alone() {
+    // FORMAT.md §14a: header (kind H) ‖ Seal(index key, "bunker heartbeat" ‖ header, body);
+    // index key = derive_key("bunker v1 2026 index id-list key", writer secret); body = u8
+    // version 1, 16-byte session id, u32 sequence, time, str host, str purpose, u8 ended.
+    let bytes = read_golden("heartbeat");
+    assert_eq!(&bytes[..8], b"BNKRH\x01\0\0");
+    let key = blake3::derive_key("bunker v1 2026 index id-list key", &WRITER_SECRET);
+    let body = aead_open(
+        &key,
+        &concat(&[b"bunker heartbeat", &bytes[..8]]),
+        &bytes[8..],
+    );
+    let mut expected = vec![1u8];
+    expected.extend((0x60..0x70).collect::<Vec<u8>>());
+    expected.extend(3u32.to_le_bytes());
+    expected.extend(1_704_067_200i64.to_le_bytes());
+    expected.extend(13u32.to_le_bytes());
+    for text in ["golden", "backup"] {
+        expected.extend((text.len() as u32).to_le_bytes());
+        expected.extend(text.as_bytes());
+    }
+    expected.push(1);
+    assert_eq!(body, expected);
+
+    use bunker_repo_format::session::Heartbeat;
+    let master = golden_master();
+    assert_eq!(
+        Heartbeat::decode(&bytes, master.writer(), "heartbeat").expect("opens"),
+        golden_heartbeat()
+    );
+    // Writers hold the index key: a put-only key of the repository opens it too, another
+    // repository's key does not, and a flipped bit does not authenticate.
+    let put_only = bunker_repo_format::crypto::WriterKey::from_parts(
+        master.writer().data_public(),
+        WRITER_SECRET,
+    );
+    assert_eq!(
+        Heartbeat::decode(&bytes, &put_only, "heartbeat").expect("opens"),
+        golden_heartbeat()
+    );
+    assert!(Heartbeat::decode(&bytes, MasterKey::generate().writer(), "x").is_err());
+    let mut flipped = bytes.clone();
+    flipped[20] ^= 1;
+    assert!(Heartbeat::decode(&flipped, master.writer(), "x").is_err());
+}
+
+#[test]
+fn gc_plan_opens_with_the_spec_key_derivation_alone() {
+    // FORMAT.md §14a: header (kind G) ‖ Seal(index key, "bunker gc plan" ‖ header, body);
+    // body = u8 version 1, time, count condemned packs, each 32-byte pack id ‖ u8 blob kind
+    // (0 data, 1 tree).
+    let bytes = read_golden("gc-plan");
+    assert_eq!(&bytes[..8], b"BNKRG\x01\0\0");
+    let key = blake3::derive_key("bunker v1 2026 index id-list key", &WRITER_SECRET);
+    let body = aead_open(
+        &key,
+        &concat(&[b"bunker gc plan", &bytes[..8]]),
+        &bytes[8..],
+    );
+    let mut expected = vec![1u8];
+    expected.extend(1_704_067_200i64.to_le_bytes());
+    expected.extend(17u32.to_le_bytes());
+    expected.extend(2u32.to_le_bytes());
+    expected.extend(pattern(0x80));
+    expected.push(0);
+    expected.extend(pattern(0xa0));
+    expected.push(1);
+    assert_eq!(body, expected);
+
+    use bunker_repo_format::gc_plan::GcPlan;
+    let master = golden_master();
+    assert_eq!(
+        GcPlan::decode(&bytes, master.writer(), "gc-plan").expect("opens"),
+        golden_gc_plan()
+    );
+    assert!(GcPlan::decode(&bytes, MasterKey::generate().writer(), "x").is_err());
+}
