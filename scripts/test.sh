@@ -16,6 +16,9 @@ if [ ${#need_packages[@]} -gt 0 ] && [ "$(id -u)" = 0 ]; then
 fi
 
 cargo build --workspace --all-targets --locked
+# The fuzz targets are their own workspace (fuzz/README.md): type-check them against the
+# library, and their lock file against their manifest, so neither rots between campaigns.
+cargo check --manifest-path fuzz/Cargo.toml --bins --locked
 
 # The S3 tests run against moto's server (pinned, installed in target/moto-venv), started
 # here on a free port and stopped on exit. Tests find it through BUNKER_TEST_S3_ENDPOINT.
