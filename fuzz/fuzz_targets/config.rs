@@ -8,21 +8,10 @@
 
 use std::sync::LazyLock;
 
+use bunker_fuzz::{pattern, sealed_under, writer};
 use bunker_repo_format::config::{Config, ConfigHeader, FeatureFlags, Operation, RepositoryParams};
-use bunker_repo_format::crypto::{MasterKey, WriterKey};
 use bunker_repo_format::keyslot::KdfParams;
 use libfuzzer_sys::fuzz_target;
-
-fn pattern(start: u8) -> [u8; 32] {
-    std::array::from_fn(|i| start.wrapping_add(i as u8))
-}
-
-/// The golden test key (data secret 0x00.., writer secret 0x20..): golden vectors are seeds.
-static WRITER: LazyLock<WriterKey> = LazyLock::new(|| {
-    MasterKey::from_parts(pattern(0x00), pattern(0x20))
-        .writer()
-        .clone()
-});
 
 /// The plaintext header of a valid config.
 static HEADER: LazyLock<Vec<u8>> = LazyLock::new(|| {
@@ -34,7 +23,7 @@ static HEADER: LazyLock<Vec<u8>> = LazyLock::new(|| {
         },
         params: RepositoryParams::default(),
     };
-    let bytes = config.encode(&WRITER);
+    let bytes = config.encode(writer());
     let (_, body_offset) = Config::decode_header(&bytes).expect("valid header");
     bytes[..body_offset].to_vec()
 });
@@ -44,7 +33,7 @@ fn check(config: &Config) {
         let _ = config.check_features(operation);
     }
     let again =
-        Config::decode(&config.encode(&WRITER), &WRITER).expect("re-encoded config decodes");
+        Config::decode(&config.encode(writer()), writer()).expect("re-encoded config decodes");
     assert_eq!(&again, config);
 }
 
@@ -54,16 +43,13 @@ fuzz_target!(|data: &[u8]| {
         assert!(body_offset <= data.len());
         let _ = header.kdf.validate();
     }
-    if let Ok(config) = Config::decode(data, &WRITER) {
+    if let Ok(config) = Config::decode(data, writer()) {
         check(&config);
     }
 
     // Sealed mode: the input is the body plaintext.
-    let mut aad = b"bunker config".to_vec();
-    aad.extend_from_slice(&HEADER);
-    let mut object = HEADER.clone();
-    object.extend_from_slice(&WRITER.config_key().seal(&aad, data));
-    if let Ok(config) = Config::decode(&object, &WRITER) {
+    let object = sealed_under(writer().config_key(), b"bunker config", &HEADER, data);
+    if let Ok(config) = Config::decode(&object, writer()) {
         check(&config);
     }
 });

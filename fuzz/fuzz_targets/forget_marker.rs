@@ -7,21 +7,10 @@
 
 #![no_main]
 
-use std::sync::LazyLock;
-
-use bunker_repo_format::crypto::MasterKey;
+use bunker_fuzz::{MASTER, assert_agree, sealed_under};
 use bunker_repo_format::forget_marker::ForgetMarker;
+use bunker_repo_format::object::ObjectKind;
 use libfuzzer_sys::fuzz_target;
-
-fn pattern(start: u8) -> [u8; 32] {
-    std::array::from_fn(|i| start.wrapping_add(i as u8))
-}
-
-/// The golden test key (data secret 0x00.., writer secret 0x20..): golden vectors are seeds.
-static MASTER: LazyLock<MasterKey> =
-    LazyLock::new(|| MasterKey::from_parts(pattern(0x00), pattern(0x20)));
-
-const HEADER: &[u8; 8] = b"BNKRF\x01\0\0";
 
 fuzz_target!(|data: &[u8]| {
     let body = ForgetMarker::decode_body(data);
@@ -35,21 +24,10 @@ fuzz_target!(|data: &[u8]| {
 
     let _ = ForgetMarker::open(data, &MASTER, "forgotten/fuzz");
 
-    // Sealed mode: the input is the body plaintext.
-    let mut bytes = HEADER.to_vec();
-    MASTER.forget_key().seal_into(
-        &[b"bunker forget marker".as_slice(), HEADER].concat(),
-        data,
-        &mut bytes,
+    let header = ObjectKind::ForgetMarker.header();
+    let bytes = sealed_under(&MASTER.forget_key(), b"bunker forget marker", &header, data);
+    assert_agree(
+        &body,
+        &ForgetMarker::open(&bytes, &MASTER, "forgotten/fuzz"),
     );
-    let opened = ForgetMarker::open(&bytes, &MASTER, "forgotten/fuzz");
-    match (&body, &opened) {
-        (Ok(a), Ok(b)) => assert_eq!(a, b),
-        (Err(_), Err(_)) => {}
-        _ => panic!(
-            "open and decode_body disagree: {:?} vs {:?}",
-            body.is_ok(),
-            opened.is_ok()
-        ),
-    }
 });

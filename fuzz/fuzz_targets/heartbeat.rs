@@ -5,38 +5,23 @@
 
 #![no_main]
 
-use std::sync::LazyLock;
-
-use bunker_repo_format::crypto::{MasterKey, WriterKey};
+use bunker_fuzz::{sealed_under, writer};
+use bunker_repo_format::object::ObjectKind;
 use bunker_repo_format::session::Heartbeat;
 use libfuzzer_sys::fuzz_target;
 
-fn pattern(start: u8) -> [u8; 32] {
-    std::array::from_fn(|i| start.wrapping_add(i as u8))
-}
-
-/// The golden test key (data secret 0x00.., writer secret 0x20..): golden vectors are seeds.
-static WRITER: LazyLock<WriterKey> = LazyLock::new(|| {
-    MasterKey::from_parts(pattern(0x00), pattern(0x20))
-        .writer()
-        .clone()
-});
-
-const HEADER: &[u8; 8] = b"BNKRH\x01\0\0";
 const CONTEXT: &[u8] = b"bunker heartbeat";
 
 fuzz_target!(|data: &[u8]| {
-    let _ = Heartbeat::decode(data, &WRITER, "sessions/fuzz");
+    let _ = Heartbeat::decode(data, writer(), "sessions/fuzz");
 
-    let mut bytes = HEADER.to_vec();
-    WRITER
-        .index_key()
-        .seal_into(&[CONTEXT, HEADER].concat(), data, &mut bytes);
-    if let Ok(heartbeat) = Heartbeat::decode(&bytes, &WRITER, "sessions/fuzz") {
-        let (_, again) = heartbeat.encode(&WRITER);
-        let body = WRITER
+    let header = ObjectKind::Heartbeat.header();
+    let bytes = sealed_under(writer().index_key(), CONTEXT, &header, data);
+    if let Ok(heartbeat) = Heartbeat::decode(&bytes, writer(), "sessions/fuzz") {
+        let (_, again) = heartbeat.encode(writer());
+        let body = writer()
             .index_key()
-            .open(&[CONTEXT, HEADER].concat(), &again[HEADER.len()..])
+            .open(&[CONTEXT, &header].concat(), &again[header.len()..])
             .expect("a heartbeat bunker sealed opens");
         assert_eq!(body, data, "heartbeat encoding is not canonical");
     }

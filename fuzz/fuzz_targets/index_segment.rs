@@ -8,22 +8,11 @@
 
 #![no_main]
 
-use std::sync::LazyLock;
-
+use bunker_fuzz::{MASTER, SESSION};
 use bunker_repo_format::content_hash;
-use bunker_repo_format::crypto::{MasterKey, SealingSession};
 use bunker_repo_format::index::{IndexSegment, decode_segment, decode_segment_ids, encode_segment};
 use bunker_repo_format::object::ObjectKind;
 use libfuzzer_sys::fuzz_target;
-
-fn pattern(start: u8) -> [u8; 32] {
-    std::array::from_fn(|i| start.wrapping_add(i as u8))
-}
-
-/// The golden test key (data secret 0x00.., writer secret 0x20..): golden vectors are seeds.
-static MASTER: LazyLock<MasterKey> =
-    LazyLock::new(|| MasterKey::from_parts(pattern(0x00), pattern(0x20)));
-static SESSION: LazyLock<SealingSession> = LazyLock::new(|| MASTER.writer().new_session());
 
 const NAME: &str = "index/fuzz";
 

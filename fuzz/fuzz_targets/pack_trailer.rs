@@ -7,21 +7,10 @@
 
 #![no_main]
 
-use std::sync::LazyLock;
-
-use bunker_repo_format::crypto::{MasterKey, SealingSession};
+use bunker_fuzz::{MASTER, SESSION};
 use bunker_repo_format::object::{ObjectKind, SESSION_HEADER_LEN};
 use bunker_repo_format::pack::{self, PackTrailer};
 use libfuzzer_sys::fuzz_target;
-
-fn pattern(start: u8) -> [u8; 32] {
-    std::array::from_fn(|i| start.wrapping_add(i as u8))
-}
-
-/// The golden test key (data secret 0x00.., writer secret 0x20..): golden vectors are seeds.
-static MASTER: LazyLock<MasterKey> =
-    LazyLock::new(|| MasterKey::from_parts(pattern(0x00), pattern(0x20)));
-static SESSION: LazyLock<SealingSession> = LazyLock::new(|| MASTER.writer().new_session());
 
 /// What every successfully parsed pack must satisfy.
 fn check(parsed: &PackTrailer, pack: &[u8]) {
