@@ -12,6 +12,7 @@
 #   two-backups       two backups at once with different --host, one or both killed, re-run
 #   forget-prune      forget --keep-last N then prune (or forget --prune), one killed, re-run
 #   prune-vs-backup   prune while a backup runs (after a forget half the time), one killed
+#   two-prunes        two prunes at once (after a forget half the time), one killed, re-run
 #   restore           a restore killed, then the same command again (it resumes), compared
 # After every round: `check` exits 0; every snapshot listed before the round is still listed
 # unless a forget of the round may have removed it by its --keep-last rule (a completed
@@ -808,6 +809,42 @@ scenario_prune_vs_backup() {
     fi
 }
 
+# Two prunes at once (after a forget half the time), one of them signalled: both may execute
+# the same due plans, delete the same packs and rewrite the same index segments, and neither
+# may take what the other keeps.
+scenario_two_prunes() {
+    local keep victim offset other
+    rand 2
+    if ((REPLY == 0)); then
+        rand 3
+        keep=$((REPLY + 2))
+        run_ok f forget forget --keep-last "$keep" --json
+        echo "forget $keep 0 $rdir/f.out" >>"$rdir/events"
+    fi
+    rand 2
+    if ((REPLY == 0)); then victim=p1 other=p2; else victim=p2 other=p1; fi
+    rand 300
+    offset=$REPLY
+    plan_signal prune
+    run_bg p1 prune --grace 0 --json
+    sleep_ms "$offset"
+    run_bg p2 prune --grace 0 --json
+    sleep_ms "$wait_ms"
+    signal "$victim" "$sig"
+    wait_for p1
+    wait_for p2
+    what="two-prunes${keep:+ (forget --keep-last $keep)} p2@+${offset}ms $victim:SIG$sig@${delay[$victim]}ms p1->${rc[p1]} p2->${rc[p2]}"
+    ((rc[$other] == 0)) || violation "prune beside another prune exited ${rc[$other]}: $(err_tail "$other")"
+    prune_stats "$other"
+    if judge_signalled "$victim" prune "$sig"; then
+        run_ok p3 prune prune --grace 0 --json
+        inc reruns:prune
+        prune_stats p3
+    else
+        prune_stats "$victim"
+    fi
+}
+
 # restore_and_compare NAME ID ROUND TARGET: restored tree under TARGET must match ROUND's
 # manifest; counts the bytes.
 compare_restore() {
@@ -903,12 +940,13 @@ for ((round = 1; round <= rounds; round++)); do
     py manifest "$corpus" "$work/manifests/$round.json"
     run_ok pre snapshots snapshots --json
     cp "$rdir/pre.out" "$rdir/pre.json"
-    rand 20
+    rand 22
     case $REPLY in
         0 | 1 | 2 | 3 | 4 | 5) scenario=backup ;;
         6 | 7 | 8) scenario=two_backups ;;
         9 | 10 | 11 | 12) scenario=forget_prune ;;
         13 | 14 | 15) scenario=prune_vs_backup ;;
+        16 | 17) scenario=two_prunes ;;
         *) scenario=restore ;;
     esac
     what=

@@ -20,6 +20,8 @@ mod test_support;
 mod values;
 
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bunker_agent::Cancel;
 use clap::Parser;
@@ -39,30 +41,35 @@ fn install_signal_handlers(cancel: &Cancel) {
     }
 }
 
-/// For a command that has no safe points to stop at (it reads, or every step of it is
-/// crash-safe: check, prune, repair, lock, ...): the first SIGINT/SIGTERM exits at once
-/// (exit 130), as a kill would, rather than be ignored until the command ends.
-fn install_immediate_exit() {
+/// Installed first, before the arguments are parsed: while the returned switch is on, the
+/// first SIGINT/SIGTERM exits at once (exit 130), as a kill would. It stays on for a
+/// command that has no safe points to stop at (it reads, or every step of it is crash-safe:
+/// check, prune, repair, lock, ...) rather than ignore the signal until the command ends;
+/// before a command starts there is nothing to stop safely either (without it, a SIGTERM in
+/// the first milliseconds killed the process with exit 143).
+fn install_immediate_exit() -> Arc<AtomicBool> {
     use signal_hook::consts::{SIGINT, SIGTERM};
-    let always = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let immediate = Arc::new(AtomicBool::new(true));
     for signal in [SIGINT, SIGTERM] {
         let _ = signal_hook::flag::register_conditional_shutdown(
             signal,
             i32::from(exit::INTERRUPTED),
-            std::sync::Arc::clone(&always),
+            Arc::clone(&immediate),
         );
     }
+    immediate
 }
 
 /// `bunker`.
 pub fn bunker_main() -> ExitCode {
+    let immediate = install_immediate_exit();
     let cli = args::Cli::parse();
     let cancel = Cancel::new();
     repo::stop_waiting_when(&cancel);
     if cli.command.stops_at_safe_points() {
         install_signal_handlers(&cancel);
-    } else {
-        install_immediate_exit();
+        // Only now: a signal in between still exits at once, and none is lost.
+        immediate.store(false, Ordering::SeqCst);
     }
     match cmd::run(cli, &cancel) {
         Ok(code) => ExitCode::from(code),
