@@ -1002,7 +1002,7 @@ status=ok
 echo
 echo "crash-loop: PASSED, SEED=$seed, $rounds rounds in ${elapsed}s"
 printf '  scenarios:'
-for s in backup two_backups forget_prune prune_vs_backup restore; do printf ' %s %d' "$s" "${count[scenario:$s]:-0}"; done
+for s in backup two_backups forget_prune prune_vs_backup two_prunes restore; do printf ' %s %d' "$s" "${count[scenario:$s]:-0}"; done
 echo
 for k in backup forget forget-prune prune restore; do
     line=
