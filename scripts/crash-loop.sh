@@ -38,6 +38,9 @@
 #                        back), as if it had sat idle: the heartbeats of killed commands lapse
 #                        (FORMAT.md §14a, 15 minutes), so later prunes execute their plans and
 #                        delete packs, under signals and beside backups; 0: never
+#   S3=1                 the repository in a bucket of a local moto S3 server (started here
+#                        with scripts/moto-server.sh, stopped at the end) instead of a
+#                        directory; no idle gaps then (moto's clock cannot be moved back)
 #   KEEP=1               keep the workdir after a successful campaign too
 # On a violation it prints one line (round, SEED, reason), keeps the workdir and exits 1. On
 # success it prints a summary and exits 0. Run it under `nice -n 10` on a shared machine.
@@ -449,6 +452,7 @@ def main():
 main()
 PY
 
+moto_pid=
 declare -A pid=() sub=() took=() live=() rc=() started=() delay=() dur=() count=() runtag=() verified=()
 round=0
 status=running
@@ -461,12 +465,24 @@ cleanup() {
         if ours "$name"; then kill -s KILL "${pid[$name]}" 2>/dev/null || true; fi
     done
     for p in "${!live[@]}"; do kill -s KILL "$p" 2>/dev/null || true; done
+    [[ -z $moto_pid ]] || kill "$moto_pid" 2>/dev/null || true
     wait 2>/dev/null || true
     if [[ $status == running && $code -ne 0 ]]; then
         echo "crash-loop: stopped in round $round (SEED=$seed) by an error of the script itself or a signal (exit $code); workdir kept: $work" >&2
     fi
 }
 trap cleanup EXIT
+if [[ -n ${S3:-} ]]; then
+    server=$(scripts/moto-server.sh)
+    moto_pid=$(sed -n 2p <<<"$server")
+    export AWS_ENDPOINT_URL=$(sed -n 1p <<<"$server") AWS_REGION=us-east-1
+    export AWS_ACCESS_KEY_ID=crash-loop AWS_SECRET_ACCESS_KEY=crash-loop
+    unset AWS_SESSION_TOKEN AWS_PROFILE
+    # moto accepts an unsigned CreateBucket.
+    curl -fsS -X PUT "$AWS_ENDPOINT_URL/crash-loop" >/dev/null
+    export BUNKER_REPOSITORY=s3://crash-loop/repo
+    idle_minutes=0
+fi
 trap 'exit 130' INT TERM
 
 inc() { count[$1]=$((${count[$1]:-0} + ${2:-1})); }
