@@ -435,11 +435,11 @@ def main():
         for s in sorted(snaps(args[0]).values(), key=when):
             print(s["id"], tag(s, "round") or "-")
     elif cmd == "age":                     # ROOT SECONDS: every file's times moved back
+        back = int(args[1]) * 10**9
         for top, _, files in os.walk(args[0]):
             for name in files:
                 path = os.path.join(top, name)
                 st = os.lstat(path)
-                back = int(args[1]) * 10**9
                 os.utime(path, ns=(st.st_atime_ns - back, st.st_mtime_ns - back), follow_symlinks=False)
     elif cmd == "prunestats":              # FILE: deleted packs, plans executed, plans waiting
         d = [x for x in json_docs(args[0]) if isinstance(x, dict) and "report" in x]
