@@ -208,6 +208,18 @@ fn open_record(
         .ok_or_else(|| Error::corrupt(object, format!("blob {id}: unknown compression {byte}")))
 }
 
+/// Names the blob in a decompression error, which names only the pack: every error about a
+/// blob's content says which blob, so callers add no prefix of their own.
+fn naming(kind: BlobKind, id: &BlobId) -> impl FnOnce(Error) -> Error + '_ {
+    move |error| match error {
+        Error::Corrupt { object, reason } => Error::Corrupt {
+            object,
+            reason: format!("{} blob {id}: {reason}", kind.name()),
+        },
+        other => other,
+    }
+}
+
 /// The plaintext length `raw_length` that blob `id` of `object` claims, refused above
 /// [`MAX_BLOB_LENGTH`]: check it before allocating that much.
 pub fn plaintext_length(id: &BlobId, raw_length: u32, object: &str) -> Result<usize> {
@@ -235,7 +247,7 @@ pub fn open_blob(
     let raw_length = plaintext_length(id, raw_length, object)?;
     let mut record = Vec::new();
     let compression = open_record(key, kind, id, sealed, object, &mut record)?;
-    compress::decompress(compression, &record[1..], raw_length, object)
+    compress::decompress(compression, &record[1..], raw_length, object).map_err(naming(kind, id))
 }
 
 /// Like [`open_blob`], into `out`, whose length is the plaintext length the blob must have
@@ -251,6 +263,7 @@ pub fn open_blob_to(
     RECORD.with_borrow_mut(|record| {
         let opened = open_record(key, kind, id, sealed, object, record).and_then(|compression| {
             compress::decompress_to_slice(compression, &record[1..], object, out)
+                .map_err(naming(kind, id))
         });
         record.clear();
         record.shrink_to(KEPT_BUFFER);
@@ -272,6 +285,43 @@ mod tests {
             let sealed = seal_blob(&key, kind, &id, &data, level);
             let opened = open_blob(&key, kind, &id, &sealed, data.len() as u32, "p").unwrap();
             prop_assert_eq!(opened, data);
+        }
+    }
+
+    #[test]
+    fn an_error_in_a_blob_s_content_names_the_blob_once() {
+        let key = SymmetricKey::from_bytes([5; 32]);
+        let data = b"a compressible chunk, a compressible chunk".repeat(40);
+        let id = BlobId::from_bytes(*blake3::hash(&data).as_bytes());
+        let sealed = seal_blob(&key, BlobKind::Data, &id, &data, 3);
+        // The index claims one byte more than the blob holds: the decompression fails.
+        let claimed = data.len() as u32 + 1;
+        let err = open_blob(&key, BlobKind::Data, &id, &sealed, claimed, "data/ab/pack")
+            .expect_err("the length does not match");
+        let mut out = vec![0; data.len() + 1];
+        let err_to = open_blob_to(&key, BlobKind::Data, &id, &sealed, "data/ab/pack", &mut out)
+            .expect_err("the length does not match");
+        let tampered = {
+            let mut bytes = sealed.clone();
+            bytes[30] ^= 1;
+            bytes
+        };
+        let err_auth = open_blob(
+            &key,
+            BlobKind::Data,
+            &id,
+            &tampered,
+            claimed,
+            "data/ab/pack",
+        )
+        .expect_err("does not authenticate");
+        for err in [err, err_to, err_auth] {
+            let text = err.to_string();
+            assert!(
+                text.starts_with("data/ab/pack: corrupt: data blob "),
+                "{text}"
+            );
+            assert_eq!(text.matches(&id.to_string()).count(), 1, "{text}");
         }
     }
 

@@ -133,14 +133,10 @@ pub(crate) fn check_one_pack(
                             outcome.fatal = Some(e);
                             return outcome;
                         }
+                        // The error names the blob (`blob::open_blob`, `check_hash`).
                         outcome.problems.push(Problem {
                             object: name.clone(),
-                            message: format!(
-                                "{} blob {}: {}",
-                                entry.kind.name(),
-                                entry.id,
-                                error_message(&e)
-                            ),
+                            message: error_message(&e),
                         });
                         outcome.bad_blobs.push((
                             entry.id,
