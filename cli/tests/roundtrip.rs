@@ -2731,3 +2731,53 @@ fn snapshots_group_by_lists_each_group_with_its_newest() {
     assert_eq!(out.stdout.matches("2 snapshots").count(), 1, "{out}");
     b.run(["snapshots", "-g", "colour"]).code(2);
 }
+
+/// `ls --long` shows each entry as `ls -l` would: kind and permissions (special bits
+/// included), owner, group, size, the modification time in the local zone, and a link's
+/// target.
+#[test]
+fn ls_long_shows_modes_as_ls_does_with_sizes_times_and_link_targets() {
+    let t = TestDir::new();
+    let src = t.join("src");
+    fs::create_dir_all(src.join("shared")).expect("mkdir");
+    write_file(&src.join("f"), b"hello");
+    chmod(&src.join("f"), 0o644);
+    write_file(&src.join("tool"), b"#!/bin/sh\n");
+    chmod(&src.join("tool"), 0o4755);
+    chmod(&src.join("shared"), 0o1777);
+    std::os::unix::fs::symlink("f", src.join("link")).expect("symlink");
+    mkfifo(&src.join("pipe"));
+    chmod(&src.join("pipe"), 0o644);
+    for name in ["f", "tool", "shared", "link", "pipe"] {
+        set_mtime(&src.join(name), 1_600_000_000, 0);
+    }
+    let b = t.bunker().with_env("TZ", "UTC");
+    b.init().ok();
+    b.backup(&[&src], &[]).ok();
+    let out = b.run(["ls", &format!("latest:{}", s(&src)), "--long"]);
+    out.ok();
+    let expected = [
+        ("f", "-rw-r--r--", "5", ""),
+        ("tool", "-rwsr-xr-x", "10", ""),
+        ("shared", "drwxrwxrwt", "0", ""),
+        ("link", "lrwxrwxrwx", "1", " -> f"),
+        ("pipe", "prw-r--r--", "0", ""),
+    ];
+    for (name, mode, size, suffix) in expected {
+        let path = format!("{}/{name}", s(&src));
+        let line = out
+            .stdout
+            .lines()
+            .find(|line| line.ends_with(&format!(" {path}{suffix}")))
+            .unwrap_or_else(|| panic!("no line for {path} in:\n{}", out.stdout));
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(fields[0], mode, "{line}");
+        assert_eq!(
+            fields.len(),
+            7 + suffix.split_whitespace().count(),
+            "{line}"
+        );
+        assert_eq!(fields[3], size, "{line}");
+        assert_eq!(&fields[4..6], ["2020-09-13", "12:26:40"], "{line}");
+    }
+}

@@ -54,8 +54,8 @@ pub(super) fn write_line(
         };
         write!(
             out,
-            "{kind}{:04o} {:>6} {:>6} {:>12} {} ",
-            entry.meta.mode,
+            "{} {:>6} {:>6} {:>12} {} ",
+            symbolic_mode(kind, entry.meta.mode),
             String::from_utf8_lossy(&entry.meta.user),
             String::from_utf8_lossy(&entry.meta.group),
             entry.size(),
@@ -68,6 +68,27 @@ pub(super) fn write_line(
         out.write_all(target)?;
     }
     out.write_all(b"\n")
+}
+
+/// The kind and permission bits as `ls -l` shows them: `drwxr-xr-x`, with setuid and setgid
+/// as `s`/`S` in the owner's and group's execute place and the sticky bit as `t`/`T` in the
+/// others'.
+fn symbolic_mode(kind: char, mode: u32) -> String {
+    let mut text = String::with_capacity(10);
+    text.push(kind);
+    // (read, write, execute bits, the special bit shown in the execute place, its letter)
+    for (shift, special, letter) in [(6, 0o4000, 's'), (3, 0o2000, 's'), (0, 0o1000, 't')] {
+        let bits = (mode >> shift) & 0o7;
+        text.push(if bits & 0o4 != 0 { 'r' } else { '-' });
+        text.push(if bits & 0o2 != 0 { 'w' } else { '-' });
+        text.push(match (bits & 0o1 != 0, mode & special != 0) {
+            (true, true) => letter,
+            (false, true) => letter.to_ascii_uppercase(),
+            (true, false) => 'x',
+            (false, false) => '-',
+        });
+    }
+    text
 }
 
 pub fn run(global: &GlobalOptions, args: &LsArgs) -> Result<u8> {
@@ -113,4 +134,22 @@ pub fn run(global: &GlobalOptions, args: &LsArgs) -> Result<u8> {
     } else {
         exit::DAMAGE_FOUND
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::symbolic_mode;
+
+    #[test]
+    fn modes_read_as_ls_shows_them() {
+        assert_eq!(symbolic_mode('d', 0o755), "drwxr-xr-x");
+        assert_eq!(symbolic_mode('-', 0o644), "-rw-r--r--");
+        assert_eq!(symbolic_mode('l', 0o777), "lrwxrwxrwx");
+        assert_eq!(symbolic_mode('-', 0o4755), "-rwsr-xr-x");
+        assert_eq!(symbolic_mode('-', 0o2750), "-rwxr-s---");
+        assert_eq!(symbolic_mode('d', 0o1777), "drwxrwxrwt");
+        assert_eq!(symbolic_mode('-', 0o7000), "---S--S--T");
+        assert_eq!(symbolic_mode('p', 0o600), "prw-------");
+        assert_eq!(symbolic_mode('-', 0), "----------");
+    }
 }
