@@ -752,20 +752,29 @@ impl Repository {
         let key = self.master_key("reading audit records")?;
         let mut records = Vec::new();
         let mut unreadable = Vec::new();
+        let mut named = Vec::new();
         for meta in self.backend.list(ObjectKind::Audit.prefix())? {
-            let Some(id) = parse_id::<crate::id::AuditId>(&meta.name, ObjectKind::Audit.prefix())
-            else {
-                unreadable.push(meta.name);
-                continue;
-            };
-            let opened = self
-                .get_verified(ObjectKind::Audit, id.as_bytes())
-                .and_then(|bytes| crate::audit::AuditRecord::open(&bytes, key, &meta.name));
-            match opened {
-                Ok(record) => records.push((id, record)),
-                Err(_) => unreadable.push(meta.name),
+            match parse_id::<crate::id::AuditId>(&meta.name, ObjectKind::Audit.prefix()) {
+                Some(id) => named.push((id, meta.name)),
+                None => unreadable.push(meta.name),
             }
         }
+        // One round trip per record: as many at once as the store takes small reads.
+        fan_out::load_in_order(
+            &named,
+            self.backend.read_hints().small_reads,
+            |(id, name)| {
+                self.get_verified(ObjectKind::Audit, id.as_bytes())
+                    .and_then(|bytes| crate::audit::AuditRecord::open(&bytes, key, name))
+            },
+            |(id, name), opened| {
+                match opened {
+                    Ok(record) => records.push((*id, record)),
+                    Err(_) => unreadable.push(name.clone()),
+                }
+                Ok::<(), Error>(())
+            },
+        )?;
         records.sort_by_key(|(id, r)| (r.time, *id));
         Ok((records, unreadable))
     }
