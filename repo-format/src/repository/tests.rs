@@ -325,3 +325,56 @@ fn a_key_slot_of_another_repository_opens_nothing_and_is_a_wrong_password() {
     ));
     Repository::open(backend, b"winner").expect("the winner's password opens it");
 }
+
+#[test]
+fn audit_records_load_in_time_order_past_a_damaged_one_whatever_the_width() {
+    use crate::audit::AuditRecord;
+    use crate::backend::ReadHints;
+    // Remote stores read eight records at once, local ones two: 20 records span batches.
+    for hints in [ReadHints::REMOTE, ReadHints::LOCAL] {
+        let store = Arc::new(CountingStore {
+            inner: MemoryBackend::new(),
+            hints,
+            tree_reads: Default::default(),
+        });
+        let repo = Repository::init(store.clone(), b"pw", test_options()).expect("init");
+        let mut ids = Vec::new();
+        for i in 0..20i64 {
+            let record = AuditRecord {
+                time: crate::tree::Timestamp {
+                    sec: 1_700_000_000 + (i * 7) % 20,
+                    nsec: 0,
+                },
+                host: "h".into(),
+                user: "u".into(),
+                operation: format!("op{i}"),
+                target: "t".into(),
+                outcome: "succeeded".into(),
+                duration_ms: 1,
+                snapshot: None,
+                details: Vec::new(),
+            };
+            ids.push(
+                crate::audit::store(store.as_ref(), repo.writer_key(), &record).expect("store"),
+            );
+        }
+        let damaged = ObjectKind::Audit.name(&ids[3].to_hex());
+        store.inner.corrupt(&damaged, |bytes| bytes[50] ^= 1);
+
+        let (records, unreadable) = repo.load_audit().expect("listing");
+        assert_eq!(unreadable, vec![damaged.clone()], "{hints:?}");
+        assert_eq!(records.len(), 19, "{hints:?}");
+        assert!(
+            records.windows(2).all(|w| w[0].1.time <= w[1].1.time),
+            "{hints:?}"
+        );
+        assert!(records.iter().all(|(id, _)| *id != ids[3]), "{hints:?}");
+        for (id, record) in &records {
+            let i = ids
+                .iter()
+                .position(|stored| stored == id)
+                .expect("a stored record");
+            assert_eq!(record.operation, format!("op{i}"), "{hints:?}");
+        }
+    }
+}
