@@ -773,15 +773,20 @@ scenario_forget_prune() {
     fi
 }
 
+# Half the time, forget --keep-last 2..4 before the scenario's prunes: sets the caller's
+# local `keep` to N, or leaves it empty.
+maybe_forget() {
+    rand 2
+    ((REPLY == 0)) || return 0
+    rand 3
+    keep=$((REPLY + 2))
+    run_ok f forget forget --keep-last "$keep" --json
+    echo "forget $keep 0 $rdir/f.out" >>"$rdir/events"
+}
+
 scenario_prune_vs_backup() {
     local victim keep offset
-    rand 2
-    if ((REPLY == 0)); then
-        rand 3
-        keep=$((REPLY + 2))
-        run_ok f forget forget --keep-last "$keep" --json
-        echo "forget $keep 0 $rdir/f.out" >>"$rdir/events"
-    fi
+    maybe_forget
     pick_host
     no_cache_args
     rand 2
@@ -830,13 +835,7 @@ scenario_prune_vs_backup() {
 # may take what the other keeps.
 scenario_two_prunes() {
     local keep victim offset other
-    rand 2
-    if ((REPLY == 0)); then
-        rand 3
-        keep=$((REPLY + 2))
-        run_ok f forget forget --keep-last "$keep" --json
-        echo "forget $keep 0 $rdir/f.out" >>"$rdir/events"
-    fi
+    maybe_forget
     rand 2
     if ((REPLY == 0)); then victim=p1 other=p2; else victim=p2 other=p1; fi
     rand 300
