@@ -834,6 +834,27 @@ fn latest_in_an_empty_repository_is_named_as_such() {
 }
 
 #[test]
+fn a_backup_takes_the_newest_readable_snapshot_of_its_source_as_parent() {
+    let f = fresh_repository();
+    let src = f.t.join("src");
+    write_file(&src.join("later.txt"), b"a second backup\n");
+    f.b.backup(&[&src], &[]).ok();
+    let snaps = f.b.snapshots();
+    let oldest = str_field(&snaps[0], "id").to_owned();
+    let newest = str_field(&snaps[1], "id").to_owned();
+    flip_byte(&f.b.repo().join(format!("snapshots/{newest}")), 40);
+
+    write_file(&src.join("third.txt"), b"a third backup\n");
+    let out = f.b.run(["--json", "backup", s(&src)]);
+    out.ok();
+    assert_eq!(str_field(&out.json(), "parent"), oldest, "{out}");
+    let third = str_field(&out.json(), "snapshot_id").to_owned();
+    let out = f.b.run(["--json", "backup", s(&src)]);
+    out.ok();
+    assert_eq!(str_field(&out.json(), "parent"), third, "{out}");
+}
+
+#[test]
 fn latest_means_the_newest_readable_snapshot_for_every_command() {
     let f = fresh_repository();
     let src = f.t.join("src");

@@ -506,11 +506,10 @@ fn find_parent(
     let mut sorted = paths.to_vec();
     sorted.sort();
     let mut best: Option<(Timestamp, SnapshotId)> = None;
-    for id in repo.list_snapshot_ids()? {
-        // An unreadable snapshot cannot be a parent; `check` reports it.
-        let Ok(snapshot) = repo.load_snapshot(&id) else {
-            continue;
-        };
+    // Loaded as many at once as the store takes small reads (one round trip each over S3).
+    // An unreadable snapshot cannot be a parent; `check` reports it.
+    let (snapshots, _unreadable) = repo.load_readable_snapshots()?;
+    for (id, snapshot) in snapshots {
         let mut theirs = snapshot.paths.clone();
         theirs.sort();
         if snapshot.host == host && theirs == sorted && best.is_none_or(|(t, _)| snapshot.time >= t)
