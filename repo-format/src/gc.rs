@@ -98,21 +98,30 @@ pub type UnreadablePlans = Vec<(String, Error)>;
 pub fn load_plans(repo: &Repository) -> Result<(Vec<StoredPlan>, UnreadablePlans)> {
     let mut plans = Vec::new();
     let mut unreadable = Vec::new();
-    for meta in repo.backend().list(ObjectKind::GcPlan.prefix())? {
-        let bytes = match repo.backend().get(&meta.name) {
-            Ok(bytes) => bytes,
-            Err(e) if e.is_not_found() => continue,
-            Err(e) => return Err(e),
-        };
-        match GcPlan::decode(&bytes, repo.writer_key(), &meta.name) {
-            Ok(plan) => plans.push(StoredPlan {
-                name: meta.name,
-                modified: meta.modified,
-                plan,
-            }),
-            Err(e) => unreadable.push((meta.name, e)),
-        }
-    }
+    let backend = repo.backend();
+    let listed = backend.list(ObjectKind::GcPlan.prefix())?;
+    // Every writer reads the plans as it starts: as many at once as the store takes.
+    crate::repository::fan_out::load_in_order(
+        &listed,
+        backend.read_hints().small_reads,
+        |meta| backend.get(&meta.name),
+        |meta, read| {
+            let bytes = match read {
+                Ok(bytes) => bytes,
+                Err(e) if e.is_not_found() => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            match GcPlan::decode(&bytes, repo.writer_key(), &meta.name) {
+                Ok(plan) => plans.push(StoredPlan {
+                    name: meta.name.clone(),
+                    modified: meta.modified,
+                    plan,
+                }),
+                Err(e) => unreadable.push((meta.name.clone(), e)),
+            }
+            Ok(())
+        },
+    )?;
     plans.sort_by_key(|p| p.modified);
     Ok((plans, unreadable))
 }

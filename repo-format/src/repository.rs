@@ -25,7 +25,7 @@ use crate::object::{ObjectKind, SESSION_HEADER_LEN, verify_content_hash};
 use crate::snapshot::Snapshot;
 use crate::tree::Tree;
 
-mod fan_out;
+pub(crate) mod fan_out;
 mod tree_packs;
 mod writer;
 

@@ -140,29 +140,37 @@ impl SessionView {
 /// skipped (and left for prune to report).
 pub fn list_sessions(backend: &dyn Backend, writer: &WriterKey) -> Result<Vec<SessionView>> {
     let mut sessions: HashMap<[u8; 16], SessionView> = HashMap::new();
-    for meta in backend.list(ObjectKind::Heartbeat.prefix())? {
-        let bytes = match backend.get(&meta.name) {
-            Ok(bytes) => bytes,
-            Err(e) if e.is_not_found() => continue, // removed by a concurrent prune
-            Err(e) => return Err(e),
-        };
-        let Ok(beat) = Heartbeat::decode(&bytes, writer, &meta.name) else {
-            continue;
-        };
-        let view = sessions.entry(beat.session).or_insert_with(|| SessionView {
-            session: beat.session,
-            host: beat.host.clone(),
-            purpose: beat.purpose.clone(),
-            first: meta.modified,
-            last: meta.modified,
-            objects: Vec::new(),
-            ended: false,
-        });
-        view.ended |= beat.ended;
-        view.first = view.first.min(meta.modified);
-        view.last = view.last.max(meta.modified);
-        view.objects.push(meta.name);
-    }
+    let beats = backend.list(ObjectKind::Heartbeat.prefix())?;
+    // One round trip per beat over S3: as many at once as the store takes small reads.
+    crate::repository::fan_out::load_in_order(
+        &beats,
+        backend.read_hints().small_reads,
+        |meta| backend.get(&meta.name),
+        |meta, read| {
+            let bytes = match read {
+                Ok(bytes) => bytes,
+                Err(e) if e.is_not_found() => return Ok(()), // removed by a concurrent prune
+                Err(e) => return Err(e),
+            };
+            let Ok(beat) = Heartbeat::decode(&bytes, writer, &meta.name) else {
+                return Ok(());
+            };
+            let view = sessions.entry(beat.session).or_insert_with(|| SessionView {
+                session: beat.session,
+                host: beat.host.clone(),
+                purpose: beat.purpose.clone(),
+                first: meta.modified,
+                last: meta.modified,
+                objects: Vec::new(),
+                ended: false,
+            });
+            view.ended |= beat.ended;
+            view.first = view.first.min(meta.modified);
+            view.last = view.last.max(meta.modified);
+            view.objects.push(meta.name.clone());
+            Ok(())
+        },
+    )?;
     Ok(sessions.into_values().collect())
 }
 

@@ -12,7 +12,7 @@ use std::sync::{Mutex, PoisonError};
 /// Calls `consume(id, load(id))` for every id, in order, until `consume` returns an error
 /// (then no further batch is loaded, and that error is returned); up to `width` loads run
 /// at once.
-pub(super) fn load_in_order<I: Sync, T: Send, E>(
+pub(crate) fn load_in_order<I: Sync, T: Send, E>(
     ids: &[I],
     width: usize,
     load: impl Fn(&I) -> T + Sync,
