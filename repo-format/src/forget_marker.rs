@@ -118,27 +118,31 @@ impl MarkerListing {
 /// Reads every marker. The content hash is verified, so a damaged marker is unreadable.
 pub fn list(repo: &Repository, key: &MasterKey) -> Result<MarkerListing> {
     let mut listing = MarkerListing::default();
-    for meta in repo.backend().list(ObjectKind::ForgetMarker.prefix())? {
-        let read = repo.backend().get(&meta.name).and_then(|bytes| {
-            let expected = meta
-                .name
-                .strip_prefix(ObjectKind::ForgetMarker.prefix())
-                .and_then(|hex| hex::decode(hex).ok());
-            if expected.as_deref() != Some(content_hash(&bytes).as_slice()) {
-                return Err(Error::corrupt(
-                    &meta.name,
-                    "content does not match its name (damaged or truncated)",
-                ));
+    // A marker deleted by a concurrent prune is skipped: nothing to hide any more.
+    crate::repository::fan_out::read_listed(
+        repo.backend().as_ref(),
+        ObjectKind::ForgetMarker.prefix(),
+        |meta, read| {
+            let opened = read.and_then(|bytes| {
+                let expected = meta
+                    .name
+                    .strip_prefix(ObjectKind::ForgetMarker.prefix())
+                    .and_then(|hex| hex::decode(hex).ok());
+                if expected.as_deref() != Some(content_hash(&bytes).as_slice()) {
+                    return Err(Error::corrupt(
+                        &meta.name,
+                        "content does not match its name (damaged or truncated)",
+                    ));
+                }
+                ForgetMarker::open(&bytes, key, &meta.name)
+            });
+            match opened {
+                Ok(marker) => listing.markers.push((meta.name.clone(), marker)),
+                Err(e) => listing.unreadable.push((meta.name.clone(), e)),
             }
-            ForgetMarker::open(&bytes, key, &meta.name)
-        });
-        match read {
-            Ok(marker) => listing.markers.push((meta.name, marker)),
-            // Deleted by a concurrent prune: nothing to hide any more.
-            Err(e) if e.is_not_found() => {}
-            Err(e) => listing.unreadable.push((meta.name, e)),
-        }
-    }
+            Ok(())
+        },
+    )?;
     listing.markers.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(listing)
 }

@@ -98,20 +98,12 @@ pub type UnreadablePlans = Vec<(String, Error)>;
 pub fn load_plans(repo: &Repository) -> Result<(Vec<StoredPlan>, UnreadablePlans)> {
     let mut plans = Vec::new();
     let mut unreadable = Vec::new();
-    let backend = repo.backend();
-    let listed = backend.list(ObjectKind::GcPlan.prefix())?;
-    // Every writer reads the plans as it starts: as many at once as the store takes.
-    crate::repository::fan_out::load_in_order(
-        &listed,
-        backend.read_hints().small_reads,
-        |meta| backend.get(&meta.name),
+    // Every writer reads the plans as it starts.
+    crate::repository::fan_out::read_listed(
+        repo.backend().as_ref(),
+        ObjectKind::GcPlan.prefix(),
         |meta, read| {
-            let bytes = match read {
-                Ok(bytes) => bytes,
-                Err(e) if e.is_not_found() => return Ok(()),
-                Err(e) => return Err(e),
-            };
-            match GcPlan::decode(&bytes, repo.writer_key(), &meta.name) {
+            match GcPlan::decode(&read?, repo.writer_key(), &meta.name) {
                 Ok(plan) => plans.push(StoredPlan {
                     name: meta.name.clone(),
                     modified: meta.modified,

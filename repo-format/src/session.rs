@@ -140,19 +140,11 @@ impl SessionView {
 /// skipped (and left for prune to report).
 pub fn list_sessions(backend: &dyn Backend, writer: &WriterKey) -> Result<Vec<SessionView>> {
     let mut sessions: HashMap<[u8; 16], SessionView> = HashMap::new();
-    let beats = backend.list(ObjectKind::Heartbeat.prefix())?;
-    // One round trip per beat over S3: as many at once as the store takes small reads.
-    crate::repository::fan_out::load_in_order(
-        &beats,
-        backend.read_hints().small_reads,
-        |meta| backend.get(&meta.name),
+    crate::repository::fan_out::read_listed(
+        backend,
+        ObjectKind::Heartbeat.prefix(),
         |meta, read| {
-            let bytes = match read {
-                Ok(bytes) => bytes,
-                Err(e) if e.is_not_found() => return Ok(()), // removed by a concurrent prune
-                Err(e) => return Err(e),
-            };
-            let Ok(beat) = Heartbeat::decode(&bytes, writer, &meta.name) else {
+            let Ok(beat) = Heartbeat::decode(&read?, writer, &meta.name) else {
                 return Ok(());
             };
             let view = sessions.entry(beat.session).or_insert_with(|| SessionView {

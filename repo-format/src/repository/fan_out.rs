@@ -1,4 +1,5 @@
-//! Loading many small objects (index segments, snapshots) a few at a time.
+//! Loading many small objects (index segments, snapshots, audit records, heartbeats, GC plans,
+//! forget markers) a few at a time.
 //!
 //! Over S3 each object is a round trip; read one after another, a repository with hundreds
 //! of index segments spends seconds waiting before any command starts. [`load_in_order`]
@@ -8,6 +9,9 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
+
+use crate::backend::{Backend, ObjectMeta};
+use crate::error::Result;
 
 /// Calls `consume(id, load(id))` for every id, in order, until `consume` returns an error
 /// (then no further batch is loaded, and that error is returned); up to `width` loads run
@@ -51,6 +55,27 @@ pub(crate) fn load_in_order<I: Sync, T: Send, E>(
         }
     }
     Ok(())
+}
+
+/// Reads every object listed under `prefix`, as many at once as `backend` takes small reads
+/// (heartbeats, GC plans, forget markers), and calls `consume` with each and its bytes in
+/// listing order, until `consume` fails. An object deleted between the listing and its read
+/// (by a concurrent prune) is skipped; any other read error goes to `consume`.
+pub(crate) fn read_listed(
+    backend: &dyn Backend,
+    prefix: &str,
+    mut consume: impl FnMut(&ObjectMeta, Result<Vec<u8>>) -> Result<()>,
+) -> Result<()> {
+    let listed = backend.list(prefix)?;
+    load_in_order(
+        &listed,
+        backend.read_hints().small_reads,
+        |meta| backend.get(&meta.name),
+        |meta, read| match read {
+            Err(e) if e.is_not_found() => Ok(()),
+            read => consume(meta, read),
+        },
+    )
 }
 
 #[cfg(test)]
