@@ -833,8 +833,9 @@ fn latest_in_an_empty_repository_is_named_as_such() {
     }
 }
 
-#[test]
-fn a_backup_takes_the_newest_readable_snapshot_of_its_source_as_parent() {
+/// A fresh repository backed up a second time, the second snapshot's object damaged:
+/// the fixture, its source, and the ids of the readable and the damaged snapshot.
+fn with_damaged_newest_snapshot() -> (Fresh, PathBuf, String, String) {
     let f = fresh_repository();
     let src = f.t.join("src");
     write_file(&src.join("later.txt"), b"a second backup\n");
@@ -843,7 +844,12 @@ fn a_backup_takes_the_newest_readable_snapshot_of_its_source_as_parent() {
     let oldest = str_field(&snaps[0], "id").to_owned();
     let newest = str_field(&snaps[1], "id").to_owned();
     flip_byte(&f.b.repo().join(format!("snapshots/{newest}")), 40);
+    (f, src, oldest, newest)
+}
 
+#[test]
+fn a_backup_takes_the_newest_readable_snapshot_of_its_source_as_parent() {
+    let (f, src, oldest, _damaged) = with_damaged_newest_snapshot();
     write_file(&src.join("third.txt"), b"a third backup\n");
     let out = f.b.run(["--json", "backup", s(&src)]);
     out.ok();
@@ -856,14 +862,7 @@ fn a_backup_takes_the_newest_readable_snapshot_of_its_source_as_parent() {
 
 #[test]
 fn latest_means_the_newest_readable_snapshot_for_every_command() {
-    let f = fresh_repository();
-    let src = f.t.join("src");
-    write_file(&src.join("later.txt"), b"a second backup\n");
-    f.b.backup(&[&src], &[]).ok();
-    let snaps = f.b.snapshots();
-    let newest = str_field(&snaps[1], "id").to_owned();
-    let oldest = str_field(&snaps[0], "id").to_owned();
-    flip_byte(&f.b.repo().join(format!("snapshots/{newest}")), 40);
+    let (f, src, oldest, newest) = with_damaged_newest_snapshot();
     let warned = |out: &Output| {
         assert!(
             out.stderr.contains("cannot be read and is left out")

@@ -1421,6 +1421,21 @@ fn audit_record_decodes_and_is_named_by_its_content() {
     assert!(bunker_repo_format::audit::AuditRecord::open(&flipped, &master, "x").is_err());
 }
 
+/// Golden `file`, an object laid out as `header ‖ Seal(key, context ‖ header, body)` (forget
+/// markers, heartbeats, GC plans), and its body opened with the cipher alone, after checking
+/// its 8-byte header is `header`.
+fn open_after_header(
+    file: &str,
+    header: &[u8; 8],
+    key: &[u8; 32],
+    context: &[u8],
+) -> (Vec<u8>, Vec<u8>) {
+    let bytes = read_golden(file);
+    assert_eq!(&bytes[..8], header);
+    let body = aead_open(key, &concat(&[context, &bytes[..8]]), &bytes[8..]);
+    (bytes, body)
+}
+
 /// The golden forget marker (FORMAT.md §13b).
 fn golden_forget_marker() -> bunker_repo_format::forget_marker::ForgetMarker {
     bunker_repo_format::forget_marker::ForgetMarker {
@@ -1447,13 +1462,12 @@ fn forget_marker_opens_with_the_spec_key_derivation_alone() {
     // FORMAT.md §13b: header (kind F) ‖ Seal(forget key, "bunker forget marker" ‖ header,
     // body); forget key = derive_key("bunker v1 2026 forget marker key", data secret);
     // body = u8 version 1, time (i64 seconds, u32 nanoseconds), 32-byte snapshot id.
-    let bytes = read_golden("forget-marker");
-    assert_eq!(&bytes[..8], b"BNKRF\x01\0\0");
     let key = blake3::derive_key("bunker v1 2026 forget marker key", &DATA_SECRET);
-    let body = aead_open(
+    let (bytes, body) = open_after_header(
+        "forget-marker",
+        b"BNKRF\x01\0\0",
         &key,
-        &concat(&[b"bunker forget marker", &bytes[..8]]),
-        &bytes[8..],
+        b"bunker forget marker",
     );
     let mut expected = vec![1u8];
     expected.extend(1_704_067_200i64.to_le_bytes());
@@ -1521,14 +1535,8 @@ fn heartbeat_opens_with_the_spec_key_derivation_alone() {
     // FORMAT.md §14a: header (kind H) ‖ Seal(index key, "bunker heartbeat" ‖ header, body);
     // index key = derive_key("bunker v1 2026 index id-list key", writer secret); body = u8
     // version 1, 16-byte session id, u32 sequence, time, str host, str purpose, u8 ended.
-    let bytes = read_golden("heartbeat");
-    assert_eq!(&bytes[..8], b"BNKRH\x01\0\0");
     let key = blake3::derive_key("bunker v1 2026 index id-list key", &WRITER_SECRET);
-    let body = aead_open(
-        &key,
-        &concat(&[b"bunker heartbeat", &bytes[..8]]),
-        &bytes[8..],
-    );
+    let (bytes, body) = open_after_header("heartbeat", b"BNKRH\x01\0\0", &key, b"bunker heartbeat");
     let mut expected = vec![1u8];
     expected.extend((0x60..0x70).collect::<Vec<u8>>());
     expected.extend(3u32.to_le_bytes());
@@ -1568,14 +1576,8 @@ fn gc_plan_opens_with_the_spec_key_derivation_alone() {
     // FORMAT.md §14a: header (kind G) ‖ Seal(index key, "bunker gc plan" ‖ header, body);
     // body = u8 version 1, time, count condemned packs, each 32-byte pack id ‖ u8 blob kind
     // (0 data, 1 tree).
-    let bytes = read_golden("gc-plan");
-    assert_eq!(&bytes[..8], b"BNKRG\x01\0\0");
     let key = blake3::derive_key("bunker v1 2026 index id-list key", &WRITER_SECRET);
-    let body = aead_open(
-        &key,
-        &concat(&[b"bunker gc plan", &bytes[..8]]),
-        &bytes[8..],
-    );
+    let (bytes, body) = open_after_header("gc-plan", b"BNKRG\x01\0\0", &key, b"bunker gc plan");
     let mut expected = vec![1u8];
     expected.extend(1_704_067_200i64.to_le_bytes());
     expected.extend(17u32.to_le_bytes());
