@@ -5,24 +5,17 @@
 
 #![no_main]
 
-use bunker_fuzz::{sealed_under, writer};
+use bunker_fuzz::{index_key_object, writer};
 use bunker_repo_format::gc_plan::GcPlan;
 use bunker_repo_format::object::ObjectKind;
 use libfuzzer_sys::fuzz_target;
 
-const CONTEXT: &[u8] = b"bunker gc plan";
-
 fuzz_target!(|data: &[u8]| {
-    let _ = GcPlan::decode(data, writer(), "gc/fuzz");
-
-    let header = ObjectKind::GcPlan.header();
-    let bytes = sealed_under(writer().index_key(), CONTEXT, &header, data);
-    if let Ok(plan) = GcPlan::decode(&bytes, writer(), "gc/fuzz") {
-        let (_, again) = plan.encode(writer());
-        let body = writer()
-            .index_key()
-            .open(&[CONTEXT, &header].concat(), &again[header.len()..])
-            .expect("a plan bunker sealed opens");
-        assert_eq!(body, data, "gc plan encoding is not canonical");
-    }
+    index_key_object(
+        data,
+        ObjectKind::GcPlan,
+        b"bunker gc plan",
+        |bytes| GcPlan::decode(bytes, writer(), "gc/fuzz"),
+        |decoded| decoded.encode(writer()).1,
+    );
 });

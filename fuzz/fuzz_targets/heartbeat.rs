@@ -5,24 +5,17 @@
 
 #![no_main]
 
-use bunker_fuzz::{sealed_under, writer};
+use bunker_fuzz::{index_key_object, writer};
 use bunker_repo_format::object::ObjectKind;
 use bunker_repo_format::session::Heartbeat;
 use libfuzzer_sys::fuzz_target;
 
-const CONTEXT: &[u8] = b"bunker heartbeat";
-
 fuzz_target!(|data: &[u8]| {
-    let _ = Heartbeat::decode(data, writer(), "sessions/fuzz");
-
-    let header = ObjectKind::Heartbeat.header();
-    let bytes = sealed_under(writer().index_key(), CONTEXT, &header, data);
-    if let Ok(heartbeat) = Heartbeat::decode(&bytes, writer(), "sessions/fuzz") {
-        let (_, again) = heartbeat.encode(writer());
-        let body = writer()
-            .index_key()
-            .open(&[CONTEXT, &header].concat(), &again[header.len()..])
-            .expect("a heartbeat bunker sealed opens");
-        assert_eq!(body, data, "heartbeat encoding is not canonical");
-    }
+    index_key_object(
+        data,
+        ObjectKind::Heartbeat,
+        b"bunker heartbeat",
+        |bytes| Heartbeat::decode(bytes, writer(), "sessions/fuzz"),
+        |decoded| decoded.encode(writer()).1,
+    );
 });

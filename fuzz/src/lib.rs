@@ -33,6 +33,28 @@ pub fn sealed_under(key: &SymmetricKey, context: &[u8], header: &[u8], body: &[u
     bytes
 }
 
+/// For an object sealed under the index key (heartbeats, GC plans): `data` is opened as a
+/// whole stored object, then sealed as a body after `kind`'s header; a body that `decode`
+/// accepts must `encode` (sealing again) to the same plaintext.
+pub fn index_key_object<T, E>(
+    data: &[u8],
+    kind: ObjectKind,
+    context: &[u8],
+    decode: impl Fn(&[u8]) -> Result<T, E>,
+    encode: impl Fn(&T) -> Vec<u8>,
+) {
+    let _ = decode(data);
+    let header = kind.header();
+    let key = writer().index_key();
+    if let Ok(decoded) = decode(&sealed_under(key, context, &header, data)) {
+        let again = encode(&decoded);
+        let body = key
+            .open(&[context, &header].concat(), &again[header.len()..])
+            .expect("an object bunker sealed opens");
+        assert_eq!(body, data, "{kind:?} encoding is not canonical");
+    }
+}
+
 /// `kind's header ‖ session public ‖ Seal(session key, context ‖ those 40 bytes, body)`: an
 /// object sealed by [`SESSION`] (snapshots, audit records).
 pub fn sealed_by_session(kind: ObjectKind, context: &[u8], body: &[u8]) -> Vec<u8> {
