@@ -271,6 +271,8 @@ fn repository_options(policy: &Policy) -> Result<GlobalOptions> {
         password_command: None,
         key_file: None,
         json: false,
+        cache_dir: None,
+        no_cache: false,
         limit_upload: policy.repository.limits.upload,
         limit_download: policy.repository.limits.download,
     };

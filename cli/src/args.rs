@@ -75,6 +75,17 @@ pub struct GlobalOptions {
         value_parser = values::rate
     )]
     pub limit_download: Option<NonZeroU64>,
+    /// This host's cache directory (default: $XDG_CACHE_HOME/bunker, else ~/.cache/bunker).
+    /// Per repository, below `<DIR>/<repository id>`: the files cache of backups, check's
+    /// rolling state, and copies of an S3 repository's snapshots, index and trees, which
+    /// commands then read instead of fetching them again (each copy is checked against
+    /// its content hash; check and verify always read the repository itself).
+    #[arg(long, env = "BUNKER_CACHE_DIR", global = true, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Use no cache: every object is fetched from the repository and backups read no files
+    /// cache (they still compare files with the parent snapshot). Wins over --cache-dir.
+    #[arg(long, global = true)]
+    pub no_cache: bool,
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,
@@ -196,7 +207,7 @@ pub enum Command {
     /// remove the expired ones (`restores expire`).
     Restores(RestoresArgs),
     /// List this host's cache directories (one per repository: files cache, rolling check
-    /// state) with their size and last use, or remove those unused for a while.
+    /// state, copies of an S3 repository's metadata) with their size and last use, or remove those unused for a while.
     ///
     /// Needs no repository or password. A cache directory only saves work: without it, a
     /// backup that cannot read a parent snapshot (a put-only key) reads every file again.
@@ -225,9 +236,6 @@ pub struct CacheArgs {
     /// How long a directory may go unused before --cleanup removes it (e.g. 12h, 30d).
     #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = values::duration)]
     pub max_unused: Duration,
-    /// The cache directory (default: $XDG_CACHE_HOME/bunker, else ~/.cache/bunker).
-    #[arg(long, env = "BUNKER_CACHE_DIR", value_name = "DIR")]
-    pub cache_dir: Option<PathBuf>,
 }
 
 /// `bunker report`.
@@ -464,14 +472,6 @@ pub struct BackupArgs {
     /// moved).
     #[arg(long)]
     pub with_atime: bool,
-    /// Cache directory: the files cache goes into `<DIR>/<repository id>/files` (default
-    /// DIR: `$XDG_CACHE_HOME/bunker`, else `~/.cache/bunker`).
-    #[arg(long, env = "BUNKER_CACHE_DIR", value_name = "DIR")]
-    pub cache_dir: Option<PathBuf>,
-    /// Neither read nor write the files cache (the parent snapshot is still used); wins over
-    /// --cache-dir and BUNKER_CACHE_DIR.
-    #[arg(long)]
-    pub no_cache: bool,
     /// Read every file again: neither the parent snapshot nor the files cache is trusted to
     /// say a file is unchanged (the parent is still recorded as this snapshot's).
     #[arg(long, conflicts_with_all = ["stdin", "stdin_from_command", "volume"])]
@@ -936,10 +936,6 @@ pub struct CheckArgs {
     /// (e.g. 45m, 1h, 1d) has passed, and remember what was found intact in the local cache.
     #[arg(long, value_name = "DURATION", value_parser = values::duration)]
     pub max_duration: Option<Duration>,
-    /// Local cache directory for the rolling state (default: $XDG_CACHE_HOME/bunker, else
-    /// ~/.cache/bunker).
-    #[arg(long, env = "BUNKER_CACHE_DIR", value_name = "DIR")]
-    pub cache_dir: Option<PathBuf>,
 }
 
 /// `bunker repair ...`.

@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context, Result, bail};
-use bunker_agent::Cancel;
+use bunker_agent::{Cancel, cache_dirs};
 use bunker_backend_s3::{S3Backend, S3Location};
 use bunker_repo_format::backend::{
     Backend, BandwidthLimits, DryRunBackend, LocalBackend, ThrottledBackend,
@@ -103,6 +103,44 @@ pub fn backend(global: &GlobalOptions) -> Result<Arc<dyn Backend>> {
     open_backend(global)
 }
 
+/// Opens the repository at `global.repo`, reading an S3 repository's metadata through the
+/// copies in this host's cache directory (see [`cached`]).
+fn open_cached(global: &GlobalOptions) -> Result<Repository> {
+    let remote = matches!(location(global)?, Location::S3(_));
+    let repository = unlock(global, backend(global)?)?;
+    Ok(if remote {
+        cached(global, repository)
+    } else {
+        repository
+    })
+}
+
+/// `repository` reading its snapshots, index, trees, forget markers and audit records
+/// through copies in `<cache dir>/<repository id>/objects` ([`MetadataCache`]), unless
+/// --no-cache or no cache directory is known. Only for stores reached over a network: a
+/// local directory is read as fast as the copies would be.
+///
+/// [`MetadataCache`]: bunker_repo_format::backend::MetadataCache
+fn cached(global: &GlobalOptions, repository: Repository) -> Repository {
+    match repository_cache_dir(global, &repository) {
+        Some(dir) => repository.cache_metadata_in(dir.join("objects")),
+        None => repository,
+    }
+}
+
+/// This host's cache directory for `repository` (stamped as used now), or `None` with
+/// --no-cache or when no cache directory is known (see [`cache_root`]).
+pub fn repository_cache_dir(global: &GlobalOptions, repository: &Repository) -> Option<PathBuf> {
+    if global.no_cache {
+        return None;
+    }
+    let root = cache_root(global.cache_dir.as_deref())?;
+    let dir = cache_dirs::repository_dir(&root, &repository.config().header.repository_id);
+    // Only a stamp for `bunker cache --cleanup`: failing to set it changes nothing else.
+    let _ = cache_dirs::mark_used(&dir);
+    Some(dir)
+}
+
 /// Unlocks the repository in `backend` with `--key-file` / `BUNKER_KEY_FILE` when given,
 /// else with the password from the usual sources.
 fn unlock(global: &GlobalOptions, backend: Arc<dyn Backend>) -> Result<Repository> {
@@ -122,7 +160,7 @@ fn unlock(global: &GlobalOptions, backend: Arc<dyn Backend>) -> Result<Repositor
 /// Opens the repository for a command that reads backups: a put-only key is refused with
 /// [`Error::KeyLacksReadAccess`] naming `operation`.
 pub fn open(global: &GlobalOptions, operation: &'static str) -> Result<Repository> {
-    let repository = unlock(global, backend(global)?)?;
+    let repository = open_cached(global)?;
     if repository.is_put_only() {
         return Err(Error::KeyLacksReadAccess { operation }.into());
     }
@@ -134,7 +172,7 @@ pub fn open(global: &GlobalOptions, operation: &'static str) -> Result<Repositor
 
 /// Opens the repository for writing backups: any key, put-only keys included.
 pub fn open_writer(global: &GlobalOptions) -> Result<Repository> {
-    let repository = unlock(global, backend(global)?)?;
+    let repository = open_cached(global)?;
     // Backup reads the index; it checks `Write` on top.
     repository.check_features(Operation::Read)?;
     crate::audit::remember(&repository);

@@ -323,3 +323,101 @@ fn strings_of(value: &serde_json::Value) -> Vec<String> {
         .map(|v| v.as_str().expect("a string").to_owned())
         .collect()
 }
+
+/// The copies of the repository's metadata under the test's cache directory, by object
+/// name (`snapshots/<hex>`, `tree/<hh>/<hex>`, ...), with their bytes.
+fn metadata_copies(t: &TestDir) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let root = t.join("cache/bunker");
+    let repositories: Vec<_> = std::fs::read_dir(&root)
+        .expect("the cache directory")
+        .map(|entry| entry.expect("entry").path())
+        .collect();
+    assert_eq!(repositories.len(), 1, "{repositories:?}");
+    let objects = repositories[0].join("objects");
+    let mut copies = std::collections::BTreeMap::new();
+    let mut stack = vec![objects.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let name = path.strip_prefix(&objects).expect("below objects");
+                let name = name.to_str().expect("utf-8").to_owned();
+                copies.insert(name, std::fs::read(&path).expect("read a copy"));
+            }
+        }
+    }
+    copies
+}
+
+#[test]
+fn metadata_copies_answer_reads_and_check_reads_the_store() {
+    let Some(endpoint) = test_endpoint("metadata_copies_answer_reads_and_check_reads_the_store")
+    else {
+        return;
+    };
+    let t = TestDir::new();
+    let bucket = unique_bucket("meta-cache");
+    create_bucket(&endpoint, &bucket, false);
+    let b = s3_bunker(&t, &endpoint, &bucket, "repo");
+    b.init();
+    let src = t.join("src");
+    build_tree(&src, 11);
+    b.backup(&[&src], &[]).ok();
+    write_random_file(&src.join("a/two.bin"), 12, 50_000);
+    b.backup(&[&src], &[]).ok();
+
+    // What the backups wrote and read is copied: every snapshot, index segment and tree
+    // pack, byte for byte; no data pack, heartbeat or key slot.
+    let backend = S3Backend::connect(location(&endpoint, &bucket, "repo")).expect("connect");
+    let copies = metadata_copies(&t);
+    let mut metadata = Vec::new();
+    for kind in ["snapshots/", "index/", "tree/"] {
+        metadata.extend(list_names(&endpoint, &bucket, "repo", kind));
+    }
+    metadata.sort();
+    assert_eq!(copies.keys().cloned().collect::<Vec<_>>(), metadata);
+    for (name, bytes) in &copies {
+        assert_eq!(bytes, &backend.get(name).expect("get"), "{name}");
+    }
+
+    // A tree pack damaged in the bucket: commands that read trees use the copy, which
+    // still hashes to its name; check and --no-cache read the bucket and find the damage.
+    let tree_packs = list_names(&endpoint, &bucket, "repo", "tree/");
+    let victim = tree_packs.first().expect("a tree pack").clone();
+    let mut bytes = backend.get(&victim).expect("get");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    backend.delete(&victim).expect("delete");
+    backend.put_if_absent(&victim, &bytes).expect("put");
+    let target = t.join("restore");
+    b.restore("latest", &target).ok();
+    compare_tree_contents(&src, &under(&target, &src));
+    let listing = b.run(["ls", "latest"]);
+    listing.ok();
+    assert!(listing.stdout.contains("two.bin"), "{listing}");
+    let out = b.run(["check"]);
+    out.code(4);
+    assert!(out.stdout.contains("does not authenticate"), "{out}");
+    let out = b.run(["ls", "latest", "--no-cache"]);
+    assert_ne!(out.code, 0, "{out}");
+    assert!(out.stderr.contains("does not authenticate"), "{out}");
+
+    // Another host (its own cache) forgets the first snapshot and prunes: this host's next
+    // listing drops the copies of what is gone from the bucket.
+    let snapshots = b.snapshots();
+    let first = snapshots[0]["id"].as_str().expect("id").to_owned();
+    let other = t.join("other-cache");
+    let other_cache = other.to_str().expect("utf-8");
+    b.run(["--cache-dir", other_cache, "forget", &first]).ok();
+    assert!(metadata_copies(&t).contains_key(&format!("snapshots/{first}")));
+    assert_eq!(b.snapshots().len(), 1);
+    let copies = metadata_copies(&t);
+    assert!(
+        !copies.contains_key(&format!("snapshots/{first}")),
+        "{:?}",
+        copies.keys()
+    );
+    assert!(copies.keys().all(|name| !name.starts_with("data/")));
+}

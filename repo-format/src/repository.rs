@@ -6,9 +6,10 @@
 //! packs, then index segments, then the snapshot, whose write is the only commit point.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use crate::backend::Backend;
+use crate::backend::{Backend, MetadataCache};
 use crate::blob::{BlobKind, open_blob};
 use crate::chunker::Chunker;
 use crate::config::{CONFIG_NAME, Config, ConfigHeader, FeatureFlags, Operation, RepositoryParams};
@@ -60,7 +61,10 @@ pub struct LoadedIndex {
 /// An unlocked repository.
 #[derive(Debug)]
 pub struct Repository {
+    /// What reads and writes go through: the store, or a [`MetadataCache`] over it.
     backend: Arc<dyn Backend>,
+    /// The store itself.
+    store: Arc<dyn Backend>,
     config: Config,
     key: AccessKey,
     slot: Option<KeySlotId>,
@@ -286,6 +290,7 @@ impl Repository {
         let tree_packs =
             tree_packs::TreePackCache::new(2 * config.params.pack_size as usize + (4 << 20));
         Ok(Self {
+            store: Arc::clone(&backend),
             backend,
             config,
             key,
@@ -299,6 +304,21 @@ impl Repository {
     /// The storage backend.
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.backend
+    }
+
+    /// Reads snapshots, index segments, tree packs, forget markers and audit records
+    /// through copies kept in `dir` ([`MetadataCache`]), for a store reached over a
+    /// network: commands then fetch only what is new.
+    pub fn cache_metadata_in(mut self, dir: PathBuf) -> Self {
+        self.backend = Arc::new(MetadataCache::new(Arc::clone(&self.store), dir));
+        self
+    }
+
+    /// Reads every object from the store itself, never from copies kept on this host:
+    /// for what must prove what the store holds (`check`, `verify`, drills).
+    pub fn bypassing_cache(mut self) -> Self {
+        self.backend = Arc::clone(&self.store);
+        self
     }
 
     /// Where the repository lives.

@@ -10,8 +10,8 @@ use bunker_agent::backup::{
     BackupError, BackupOptions, ChangeDetection, FileSink, StreamOptions, TagFile, VolumeOptions,
     backup, backup_command, backup_stream, backup_volume,
 };
+use bunker_agent::platform;
 use bunker_agent::progress::Progress;
-use bunker_agent::{cache_dirs, platform};
 use bunker_repo_format::snapshot::Summary;
 use serde_json::json;
 
@@ -27,7 +27,6 @@ pub fn run(global: &GlobalOptions, args: &BackupArgs, cancel: &Cancel) -> Result
     } else {
         repo::open_writer(global)?
     };
-    let host = args.host.clone().unwrap_or_else(platform::hostname);
     let parent = match &args.parent {
         Some(spec) => Some(crate::select::resolve(&repository, spec)?.0),
         None => None,
@@ -36,7 +35,7 @@ pub fn run(global: &GlobalOptions, args: &BackupArgs, cancel: &Cancel) -> Result
     let display = Display::start("backup", Arc::clone(&progress), global.json);
     let stream = StreamOptions {
         name: args.stdin_filename.clone(),
-        host: host.clone(),
+        host: host(args),
         username: platform::username(),
         tags: args.tags.clone(),
         time: args.time,
@@ -52,10 +51,10 @@ pub fn run(global: &GlobalOptions, args: &BackupArgs, cancel: &Cancel) -> Result
     } else {
         let files_read = args.verbose.then(|| display.file_sink(global.json));
         backup_paths(
+            global,
             &repository,
             args,
             parent,
-            host,
             progress,
             files_read,
             cancel,
@@ -65,11 +64,16 @@ pub fn run(global: &GlobalOptions, args: &BackupArgs, cancel: &Cancel) -> Result
     report(global, &outcome?, args.dry_run)
 }
 
+/// The host the snapshot is recorded for: --host, else this machine's name.
+fn host(args: &BackupArgs) -> String {
+    args.host.clone().unwrap_or_else(platform::hostname)
+}
+
 fn backup_paths(
+    global: &GlobalOptions,
     repository: &bunker_repo_format::Repository,
     args: &BackupArgs,
     parent: Option<bunker_repo_format::SnapshotId>,
-    host: String,
     progress: Arc<Progress>,
     files_read: Option<FileSink>,
     cancel: &Cancel,
@@ -79,7 +83,7 @@ fn backup_paths(
             let options = VolumeOptions {
                 device: device.clone(),
                 name: args.name.clone(),
-                host,
+                host: host(args),
                 username: platform::username(),
                 tags: args.tags.clone(),
                 time: args.time,
@@ -91,13 +95,7 @@ fn backup_paths(
             backup_volume(repository, &options, cancel)
         }
         None => {
-            let cache_dir = if args.no_cache {
-                None
-            } else {
-                repo::cache_root(args.cache_dir.as_deref()).map(|root| {
-                    cache_dirs::repository_dir(&root, &repository.config().header.repository_id)
-                })
-            };
+            let cache_dir = repo::repository_cache_dir(global, repository);
             let mut paths = args.paths.clone();
             let listed = [
                 (&args.files_from, ListFormat::Lines),
@@ -117,7 +115,7 @@ fn backup_paths(
                 paths,
                 excludes,
                 exclude_if_present,
-                host,
+                host: host(args),
                 username: platform::username(),
                 tags: args.tags.clone(),
                 time: args.time,

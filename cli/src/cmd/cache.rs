@@ -14,7 +14,7 @@ use crate::{exit, repo, values};
 
 pub fn run(global: &GlobalOptions, args: &CacheArgs) -> Result<u8> {
     let max_unused = args.max_unused;
-    let root = repo::cache_root(args.cache_dir.as_deref())
+    let root = repo::cache_root(global.cache_dir.as_deref())
         .context("no cache directory: give --cache-dir or set HOME")?;
     let caches = cache_dirs::list(&root)
         .with_context(|| format!("cannot list the cache directory {}", root.display()))?;

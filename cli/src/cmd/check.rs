@@ -1,10 +1,8 @@
 //! `bunker check`.
 
 use std::io::Write;
-use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use bunker_agent::cache_dirs;
 use bunker_repo_format::check::{CheckOptions, ReadData, VerifiedPacks, check};
 use serde_json::{Value, json};
 
@@ -12,26 +10,19 @@ use crate::args::{CheckArgs, GlobalOptions};
 use crate::output::{bytes, print_json};
 use crate::{exit, repo};
 
-/// The local cache directory (see [`repo::cache_root`]).
-fn cache_dir(args: &CheckArgs) -> Result<PathBuf> {
-    repo::cache_root(args.cache_dir.as_deref())
-        .context("no cache directory for --max-duration: give --cache-dir or set HOME")
-}
-
 pub fn run(global: &GlobalOptions, args: &CheckArgs) -> Result<u8> {
     let subset = args.read_data_subset.clone();
     let max_duration = args.max_duration;
-    let repository = repo::open(global, "check")?;
+    // Check proves what the store holds: no copy kept on this host stands in for it.
+    let repository = repo::open(global, "check")?.bypassing_cache();
     repository.check_features(bunker_repo_format::config::Operation::Read)?;
     let read_data = match (subset, max_duration) {
         (Some(subset), _) => subset,
         (None, Some(max_duration)) => {
-            let dir = cache_dirs::repository_dir(
-                &cache_dir(args)?,
-                &repository.config().header.repository_id,
-            );
-            // Only a stamp for `bunker cache`: a failure to set it changes no check.
-            let _ = cache_dirs::mark_used(&dir);
+            let dir = repo::repository_cache_dir(global, &repository).context(
+                "--max-duration keeps its rolling state in the cache directory: drop \
+                 --no-cache, or give --cache-dir or set HOME",
+            )?;
             ReadData::Rolling {
                 max_duration,
                 state_file: dir.join(VerifiedPacks::FILE_NAME),

@@ -91,7 +91,7 @@ fn config(global: &GlobalOptions, args: &RepairConfigArgs) -> Result<u8> {
 /// Exit 0 when no blob was lost (nothing was damaged, or every blob of the damaged packs
 /// was copied); 4 when blobs were lost.
 fn packs(global: &GlobalOptions, args: &RepairPacksArgs) -> Result<u8> {
-    let repository = repo::open(global, "repair")?;
+    let repository = repo::open(global, "repair")?.bypassing_cache();
     let packs = args
         .packs
         .iter()
@@ -222,7 +222,7 @@ fn problems_json(list: &[Problem]) -> Vec<Value> {
 
 /// Exit 0 when the index now covers every readable pack; 4 when some pack cannot be read.
 fn index(global: &GlobalOptions, args: &RepairIndexArgs) -> Result<u8> {
-    let repository = repo::open(global, "repair")?;
+    let repository = repo::open(global, "repair")?.bypassing_cache();
     let plan = plan_index_repair(&repository, 0)?;
     let report = if args.dry_run || plan.is_empty() {
         plan.report().clone()
@@ -305,7 +305,7 @@ fn index(global: &GlobalOptions, args: &RepairIndexArgs) -> Result<u8> {
 /// Exit 0 when every broken snapshot was replaced (or none was broken); 4 when some cannot
 /// be repaired.
 fn snapshots(global: &GlobalOptions, args: &RepairSnapshotsArgs) -> Result<u8> {
-    let repository = repo::open(global, "repair")?;
+    let repository = repo::open(global, "repair")?.bypassing_cache();
     let plan = plan_snapshot_repair(
         &repository,
         &RepairSnapshotsOptions {

@@ -18,7 +18,8 @@ use crate::{exit, repo};
 pub fn run(global: &GlobalOptions, args: &VerifyArgs, cancel: &Cancel) -> Result<u8> {
     let policy = PolicyFile::in_effect(&args.policy)?;
     let filter = args.select.filter()?;
-    let repository = repo::open(global, "verify")?;
+    // Verify proves what the store holds: no copy kept on this host stands in for it.
+    let repository = repo::open(global, "verify")?.bypassing_cache();
     // Without filters, a snapshot that cannot be read is a failed drill (it might be some
     // source's newest, and it cannot be restored); with them, whether it matches is unknown
     // and it is named as a warning.

@@ -12,6 +12,7 @@ pub mod fault;
 mod local;
 pub mod lock;
 mod memory;
+pub mod metadata_cache;
 pub(crate) mod staged;
 pub mod testing;
 pub mod throttle;
@@ -20,6 +21,7 @@ pub use dry_run::DryRunBackend;
 pub use local::LocalBackend;
 pub use lock::{LockMode, LockPolicy};
 pub use memory::MemoryBackend;
+pub use metadata_cache::MetadataCache;
 pub use staged::StagedFile;
 pub use throttle::{BandwidthLimits, ThrottledBackend};
 

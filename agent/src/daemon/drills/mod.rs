@@ -25,6 +25,7 @@ use std::path::Path;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use bunker_repo_format::Repository;
 use bunker_repo_format::audit::AuditRecord;
 use bunker_repo_format::tree::Timestamp;
 use jiff::Zoned;
@@ -263,7 +264,8 @@ impl Agent {
         (self.log)(&format!("{}: drill starting", source.name));
         let started = Timestamp::now();
         let clock = Instant::now();
-        let repository = (self.open_repository)();
+        // A drill proves what the store holds: no copy kept on this host stands in for it.
+        let repository = (self.open_repository)().map(Repository::bypassing_cache);
         // A drill has the source's timeout too: a hung smoke command must not hold the
         // source's backups (which wait for its drill) for ever.
         let deadline = Deadline::start(cancel, source.timeout);
