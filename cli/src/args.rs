@@ -207,7 +207,8 @@ pub enum Command {
     /// remove the expired ones (`restores expire`).
     Restores(RestoresArgs),
     /// List this host's cache directories (one per repository: files cache, rolling check
-    /// state, copies of an S3 repository's metadata) with their size and last use, or remove those unused for a while.
+    /// state, copies of an S3 repository's metadata) with their size and last use, or
+    /// remove those unused for a while.
     ///
     /// Needs no repository or password. A cache directory only saves work: without it, a
     /// backup that cannot read a parent snapshot (a put-only key) reads every file again.
@@ -909,6 +910,10 @@ pub struct ForgetArgs {
     /// With --prune: most bytes to repack.
     #[arg(long, value_name = "SIZE", requires = "prune", value_parser = values::size)]
     pub max_repack: Option<u64>,
+    /// With --prune: delete the audit records stored more than DURATION ago (see `bunker
+    /// prune --help`).
+    #[arg(long, value_name = "DURATION", requires = "prune", value_parser = values::duration)]
+    pub keep_audit: Option<Duration>,
     /// Only these snapshots are considered; the others stay.
     #[command(flatten, next_help_heading = "Snapshots considered")]
     pub select: SelectArgs,
@@ -1072,6 +1077,10 @@ pub struct PruneArgs {
     /// Most bytes to repack in one run (e.g. `10G`; default unlimited).
     #[arg(long, value_name = "SIZE", value_parser = values::size)]
     pub max_repack: Option<u64>,
+    /// Delete the audit records stored more than DURATION ago on the storage's clock (e.g.
+    /// `400d`), each once its lock lapsed. Without it, every record is kept.
+    #[arg(long, value_name = "DURATION", value_parser = values::duration)]
+    pub keep_audit: Option<Duration>,
     /// Print what would be done and change nothing.
     #[arg(long)]
     pub dry_run: bool,

@@ -87,3 +87,64 @@ fn a_put_only_writer_adds_records_it_cannot_read() {
     assert_eq!(records.as_array().unwrap().len(), 1);
     assert_eq!(str_field(&records[0], "operation"), "backup");
 }
+
+#[test]
+fn prune_keep_audit_removes_records_stored_longer_ago() {
+    let t = TestDir::new();
+    let src = t.join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), b"audited").unwrap();
+    let b = t.bunker();
+    b.init();
+    b.backup(&[&src], &[]).ok();
+    b.restore("latest", &t.join("r")).ok();
+    // Those two records were stored ten days ago, on the storage's clock.
+    let dir = t.join("repo/audit");
+    let ten_days_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(10 * 86400);
+    for entry in fs::read_dir(&dir).unwrap() {
+        let file = fs::File::options()
+            .write(true)
+            .open(entry.unwrap().path())
+            .unwrap();
+        file.set_modified(ten_days_ago).unwrap();
+    }
+    b.run(["check"]).ok();
+
+    // Without --keep-audit prune keeps every record; a dry run counts what it would remove.
+    let out = b.run(["prune", "--json"]);
+    out.ok();
+    assert_eq!(out.json()["report"]["audit_records_removed"], 0, "{out}");
+    let out = b.run(["prune", "--keep-audit", "7d", "--dry-run"]);
+    out.ok();
+    assert!(
+        out.stdout
+            .contains("audit records older than --keep-audit: 2, to remove"),
+        "{out}"
+    );
+    // `forget --prune` passes it on.
+    let out = b.run([
+        "forget",
+        "--keep-last",
+        "1",
+        "--prune",
+        "--keep-audit",
+        "7d",
+    ]);
+    out.ok();
+    assert!(
+        out.stdout
+            .contains("removed 2 audit records older than --keep-audit"),
+        "{out}"
+    );
+
+    let out = b.run(["audit", "--json"]);
+    out.ok();
+    let operations: Vec<String> = out
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| str_field(r, "operation").to_owned())
+        .collect();
+    assert_eq!(operations, ["check", "prune", "prune", "forget"], "{out}");
+}

@@ -51,6 +51,9 @@ pub struct PruneOptions {
     pub max_repack: u64,
     /// Host name recorded in the prune session's heartbeats.
     pub host: String,
+    /// Audit records stored longer ago than this, on the storage's clock, are deleted
+    /// (once their lock lapsed); `None` keeps every record.
+    pub keep_audit: Option<Duration>,
 }
 
 impl Default for PruneOptions {
@@ -60,6 +63,7 @@ impl Default for PruneOptions {
             max_unused: 0.05,
             max_repack: u64::MAX,
             host: "prune".to_owned(),
+            keep_audit: None,
         }
     }
 }
@@ -103,6 +107,9 @@ pub struct PrunePlan {
     /// Temp files no running session can still be writing (a crashed writer's partial
     /// objects, [`Backend::list_temps`](crate::backend::Backend::list_temps)): removed.
     pub stale_temps: Vec<ObjectMeta>,
+    /// Audit records older than [`PruneOptions::keep_audit`]: deleted, each once its lock
+    /// lapsed.
+    pub expired_audit: Vec<ObjectMeta>,
     /// Index segments to merge (all of them, when there are too many).
     pub merge_segments: bool,
     /// Packs of due plans whose lock has not lapsed: their deletion waits (locked
@@ -148,6 +155,8 @@ pub struct PruneReport {
     pub forgotten_snapshots_deleted: usize,
     /// Forget markers removed (their snapshots gone).
     pub forget_markers_removed: usize,
+    /// Audit records removed (older than [`PruneOptions::keep_audit`]).
+    pub audit_records_removed: usize,
 }
 
 /// Looks at the repository and decides what to do. With `dry_run`, no object is written
@@ -316,6 +325,10 @@ pub fn prune_plan_observed(
         .filter(|temp| is_leftover(temp.modified, storage_now, oldest_live_start))
         .collect();
     stale_temps.sort_by(|a, b| a.name.cmp(&b.name));
+    let expired_audit = match options.keep_audit {
+        Some(keep) => expired_audit(repo, storage_now, keep)?,
+        None => Vec::new(),
+    };
 
     Ok(PrunePlan {
         storage_now,
@@ -329,12 +342,41 @@ pub fn prune_plan_observed(
         unused_bytes_left: unused_left,
         stale_heartbeats,
         stale_temps,
+        expired_audit,
         merge_segments: *segments > MAX_SEGMENTS,
         locked,
         session,
         view,
         grace: options.grace,
     })
+}
+
+/// The audit records stored more than `keep` before `storage_now` (their names checked,
+/// their contents not read: an old record goes whether it opens or not), oldest first.
+fn expired_audit(
+    repo: &Repository,
+    storage_now: SystemTime,
+    keep: Duration,
+) -> Result<Vec<ObjectMeta>> {
+    let prefix = ObjectKind::Audit.prefix();
+    let mut expired: Vec<ObjectMeta> = repo
+        .backend()
+        .list(prefix)?
+        .into_iter()
+        .filter(|meta| {
+            meta.name
+                .strip_prefix(prefix)
+                .is_some_and(|hex| hex.len() == 64 && !hex.contains('/'))
+        })
+        .filter(|meta| {
+            storage_now
+                .duration_since(meta.modified)
+                .unwrap_or_default()
+                > keep
+        })
+        .collect();
+    expired.sort_by(|a, b| (a.modified, &a.name).cmp(&(b.modified, &b.name)));
+    Ok(expired)
 }
 
 /// Which condemned packs of the due plans can go. A pack is kept (recovered) when it holds
@@ -658,6 +700,7 @@ pub fn prune_observed(
         due,
         stale_heartbeats,
         stale_temps,
+        expired_audit,
         merge_segments,
         view: planned_view,
         ..
@@ -798,6 +841,14 @@ pub fn prune_observed(
         repo.backend().remove_temp(&temp.name)?;
         report.temps_removed.0 += 1;
         report.temps_removed.1 += temp.size;
+    }
+    for record in &expired_audit {
+        if let Some(until) = locked_until(repo, &record.name, now)? {
+            held.push((record.name.clone(), until));
+            continue;
+        }
+        repo.backend().delete(&record.name)?;
+        report.audit_records_removed += 1;
     }
     let forgets = crate::forget_marker::finish(repo, now)?;
     report.forgotten_snapshots_deleted = forgets.snapshots_deleted;

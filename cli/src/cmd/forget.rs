@@ -121,6 +121,7 @@ pub fn run(global: &GlobalOptions, args: &ForgetArgs, cancel: &Cancel) -> Result
             grace: args.grace,
             max_unused: args.max_unused,
             max_repack: args.max_repack,
+            keep_audit: args.keep_audit,
             dry_run: false,
         };
         return super::prune::run_on(global, &repository, &prune_args);

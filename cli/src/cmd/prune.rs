@@ -21,6 +21,7 @@ fn options(args: &PruneArgs) -> PruneOptions {
         max_unused: args.max_unused / 100.0,
         max_repack: args.max_repack.unwrap_or(u64::MAX),
         host: bunker_agent::platform::hostname(),
+        keep_audit: args.keep_audit,
     }
 }
 
@@ -42,6 +43,7 @@ fn plan_json(plan: &PrunePlan) -> Value {
         "stale_heartbeats": plan.stale_heartbeats.len(),
         "stale_temps": plan.stale_temps.iter().map(|t| json!({"file": t.name, "bytes": t.size})).collect::<Vec<_>>(),
         "merge_index": plan.merge_segments,
+        "expired_audit_records": plan.expired_audit.len(),
         "locked": plan.locked.iter().map(|(name, until)| json!({"object": name, "until": date(*until)})).collect::<Vec<_>>(),
     })
 }
@@ -62,6 +64,9 @@ fn report_json(report: &PruneReport) -> Value {
         "temp_bytes_removed": report.temps_removed.1,
         "locked": report.locked.iter().map(|(name, until)| json!({"object": name, "until": date(*until)})).collect::<Vec<_>>(),
         "locks_extended": report.locks_extended,
+        "forgotten_snapshots_deleted": report.forgotten_snapshots_deleted,
+        "forget_markers_removed": report.forget_markers_removed,
+        "audit_records_removed": report.audit_records_removed,
     })
 }
 
@@ -111,6 +116,13 @@ fn print_plan(out: &mut impl Write, plan: &PrunePlan) -> std::io::Result<()> {
             "temp files left by interrupted writers: {} ({}), to remove",
             plan.stale_temps.len(),
             bytes(plan.stale_temps.iter().map(|t| t.size).sum())
+        )?;
+    }
+    if !plan.expired_audit.is_empty() {
+        writeln!(
+            out,
+            "audit records older than --keep-audit: {}, to remove",
+            plan.expired_audit.len()
         )?;
     }
     let condemn_bytes: u64 = plan.condemn.iter().map(|c| c.2).sum();
@@ -306,6 +318,13 @@ pub fn run_on(global: &GlobalOptions, repository: &Repository, args: &PruneArgs)
                 "removed {} temp files ({}) left by interrupted writers",
                 report.temps_removed.0,
                 bytes(report.temps_removed.1)
+            )?;
+        }
+        if report.audit_records_removed > 0 {
+            writeln!(
+                std::io::stdout(),
+                "removed {} audit records older than --keep-audit",
+                report.audit_records_removed
             )?;
         }
         if !report.locked.is_empty() || report.locks_extended > 0 {

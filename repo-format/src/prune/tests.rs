@@ -213,6 +213,65 @@ fn copies_of_the_same_blobs_written_by_concurrent_backups_are_reclaimed() {
     );
 }
 
+/// An audit record of `operation`.
+fn audit_record(operation: &str) -> crate::audit::AuditRecord {
+    crate::audit::AuditRecord {
+        time: crate::tree::Timestamp::now(),
+        host: "h".into(),
+        user: "u".into(),
+        operation: operation.into(),
+        target: "t".into(),
+        outcome: "succeeded".into(),
+        duration_ms: 1,
+        snapshot: None,
+        details: Vec::new(),
+    }
+}
+
+fn audit_operations(repo: &Repository) -> Vec<String> {
+    let (records, _) = repo.load_audit().expect("audit");
+    records.into_iter().map(|(_, r)| r.operation).collect()
+}
+
+#[test]
+fn audit_records_older_than_keep_audit_go_and_the_rest_stay() {
+    let (backend, repo) = repository();
+    backup(&repo, &[1]);
+    repo.save_audit(&audit_record("old-1")).expect("audit");
+    repo.save_audit(&audit_record("old-2")).expect("audit");
+    // Not an audit record's name (another repository's, nested): never touched.
+    let foreign = format!("audit/nested/{}", "ab".repeat(32));
+    backend.put_if_absent(&foreign, b"not ours").expect("put");
+    backend.advance_clock(Duration::from_secs(10 * 86400));
+    repo.save_audit(&audit_record("new")).expect("audit");
+
+    // Without --keep-audit nothing goes, however old.
+    let report = prune(
+        &repo,
+        prune_plan(&repo, &zero_grace(), false).expect("plan"),
+    )
+    .expect("prune");
+    assert_eq!(report.audit_records_removed, 0);
+    assert_eq!(audit_operations(&repo), ["old-1", "old-2", "new"]);
+
+    let options = PruneOptions {
+        keep_audit: Some(Duration::from_secs(5 * 86400)),
+        ..zero_grace()
+    };
+    let dry = prune_plan(&repo, &options, true).expect("dry run");
+    assert_eq!(dry.expired_audit.len(), 2);
+    assert_eq!(
+        audit_operations(&repo).len(),
+        3,
+        "a dry run deletes nothing"
+    );
+    let report = prune(&repo, prune_plan(&repo, &options, false).expect("plan")).expect("prune");
+    assert_eq!(report.audit_records_removed, 2);
+    assert_eq!(audit_operations(&repo), ["new"]);
+    assert!(backend.get(&foreign).is_ok());
+    assert_restorable(&repo);
+}
+
 #[test]
 fn grace_period_is_measured_on_the_storage_clock() {
     let (backend, repo) = repository();
@@ -723,6 +782,37 @@ mod locked {
             "{:?}",
             report.errors
         );
+    }
+
+    #[test]
+    fn a_locked_audit_record_waits_for_its_lock() {
+        let (dir, repo) = locked_repository();
+        backup(&repo, &[1]);
+        repo.save_audit(&audit_record("locked")).expect("audit");
+        let options = PruneOptions {
+            keep_audit: Some(Duration::ZERO),
+            ..zero_grace()
+        };
+        // Stored "more than zero" ago: a second on the storage's clock.
+        std::thread::sleep(Duration::from_millis(1100));
+        let report =
+            prune(&repo, prune_plan(&repo, &options, false).expect("plan")).expect("prune");
+        assert_eq!(report.audit_records_removed, 0);
+        assert!(
+            report
+                .locked
+                .iter()
+                .any(|(name, _)| name.starts_with("audit/")),
+            "{:?}",
+            report.locked
+        );
+        assert_eq!(audit_operations(&repo), ["locked"]);
+
+        set_all_locks(dir.path(), &repo, SystemTime::now() - DAY);
+        let report =
+            prune(&repo, prune_plan(&repo, &options, false).expect("plan")).expect("prune");
+        assert!(report.audit_records_removed >= 1, "{report:?}");
+        assert!(!audit_operations(&repo).contains(&"locked".to_owned()));
     }
 }
 
