@@ -105,10 +105,14 @@ pub fn audited(command: &Command) -> Option<(&'static str, String)> {
         )),
         // It reads backed-up data, as a restore does.
         Command::Mount(args) => Some(("mount", lossy(&args.mountpoint))),
+        // A dry run changes nothing, as for backups and restores.
+        Command::Forget(args) if args.dry_run => None,
         Command::Forget(_) => Some(("forget", String::new())),
         // It writes snapshots again and forgets the old ones.
         Command::Tag(args) => Some(("tag", args.snapshots.join(" "))),
+        Command::Rewrite(args) if args.dry_run => None,
         Command::Rewrite(args) => Some(("rewrite", args.snapshots.join(" "))),
+        Command::Prune(args) if args.dry_run => None,
         Command::Prune(_) => Some(("prune", String::new())),
         Command::Check(_) => Some(("check", String::new())),
         _ => None,
