@@ -115,7 +115,7 @@ fn open_cached(global: &GlobalOptions) -> Result<Repository> {
     })
 }
 
-/// `repository` reading its snapshots, index, trees, forget markers and audit records
+/// `repository` reading its snapshots, index, trees and other metadata objects
 /// through copies in `<cache dir>/<repository id>/objects` ([`MetadataCache`]), unless
 /// --no-cache or no cache directory is known. Only for stores reached over a network: a
 /// local directory is read as fast as the copies would be.

@@ -325,7 +325,8 @@ fn strings_of(value: &serde_json::Value) -> Vec<String> {
 }
 
 /// The copies of the repository's metadata under the test's cache directory, by object
-/// name (`snapshots/<hex>`, `tree/<hh>/<hex>`, ...), with their bytes.
+/// name (`snapshots/<hex>`, `tree/<hh>/<hex>`, ...), with their bytes (not the cache's own
+/// files, whose names start with a dot).
 fn metadata_copies(t: &TestDir) -> std::collections::BTreeMap<String, Vec<u8>> {
     let root = t.join("cache/bunker");
     let repositories: Vec<_> = std::fs::read_dir(&root)
@@ -339,9 +340,12 @@ fn metadata_copies(t: &TestDir) -> std::collections::BTreeMap<String, Vec<u8>> {
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir).expect("read_dir") {
             let path = entry.expect("entry").path();
+            let hidden = path
+                .file_name()
+                .is_some_and(|name| name.to_string_lossy().starts_with('.'));
             if path.is_dir() {
                 stack.push(path);
-            } else {
+            } else if !hidden {
                 let name = path.strip_prefix(&objects).expect("below objects");
                 let name = name.to_str().expect("utf-8").to_owned();
                 copies.insert(name, std::fs::read(&path).expect("read a copy"));

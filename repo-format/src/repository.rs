@@ -306,7 +306,7 @@ impl Repository {
         &self.backend
     }
 
-    /// Reads snapshots, index segments, tree packs, forget markers and audit records
+    /// Reads snapshots, index segments, tree packs and the other metadata objects
     /// through copies kept in `dir` ([`MetadataCache`]), for a store reached over a
     /// network: commands then fetch only what is new.
     pub fn cache_metadata_in(mut self, dir: PathBuf) -> Self {

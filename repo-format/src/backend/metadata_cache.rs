@@ -2,11 +2,11 @@
 //! fetching the same objects from the store every time.
 //!
 //! [`MetadataCache`] wraps a store and keeps, in a local directory, every snapshot, index
-//! segment, tree pack and forget marker it reads or writes, and every audit record it
-//! reads. These are what nearly every command reads (a backup loads the index, every
-//! snapshot to choose its parent and the parent's trees), and a store reached over a network
-//! pays a round trip for each of them. Data packs, heartbeats, GC plans, key slots and
-//! `config` always go to the store.
+//! segment, tree pack and forget marker it reads or writes, and every audit record,
+//! heartbeat and GC plan it reads. These are what nearly every command reads (a backup
+//! loads the index, every snapshot to choose its parent and the parent's trees; a prune
+//! every heartbeat), and a store reached over a network pays a round trip for each of
+//! them. Data packs, key slots and `config` always go to the store.
 //!
 //! **A copy proves itself.** Every object is named by the BLAKE3 hash of its bytes
 //! (FORMAT.md §2), so a copy is used only when its bytes hash to its name; a damaged or
@@ -71,13 +71,16 @@ enum Keep {
 }
 
 /// The kinds kept, by the prefix of their names, and how.
-const KINDS: [(&str, Keep); 5] = [
+const KINDS: [(&str, Keep); 7] = [
     ("snapshots/", Keep::WhenReadOrWritten),
     ("index/", Keep::WhenReadOrWritten),
     ("tree/", Keep::WhenReadOrWritten),
     ("forgotten/", Keep::WhenReadOrWritten),
     // One per command run anywhere, read only by `audit` and `report`.
     ("audit/", Keep::WhenRead),
+    // Several per writer session, read by prune (and its GC plans by every backup).
+    ("sessions/", Keep::WhenRead),
+    ("gc/", Keep::WhenRead),
 ];
 
 /// How `name` is kept: only names of the kinds above whose last segment is a content hash
@@ -107,8 +110,8 @@ fn hashes_to_name(name: &str, bytes: &[u8]) -> bool {
     blake3::hash(bytes).to_hex().as_str() == hex
 }
 
-/// A store whose snapshots, index segments, tree packs, forget markers and audit records are
-/// read from a local copy when one is there (see the module documentation).
+/// A store whose metadata objects are read from a local copy when one is there (see the
+/// module documentation).
 pub struct MetadataCache {
     store: Arc<dyn Backend>,
     dir: PathBuf,

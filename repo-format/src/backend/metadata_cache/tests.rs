@@ -64,10 +64,10 @@ fn which_names_are_kept() {
     assert_eq!(keep(&format!("tree/ab/{hex}")), Keep::WhenReadOrWritten);
     assert_eq!(keep(&format!("forgotten/{hex}")), Keep::WhenReadOrWritten);
     assert_eq!(keep(&format!("audit/{hex}")), Keep::WhenRead);
+    assert_eq!(keep(&format!("sessions/{hex}")), Keep::WhenRead);
+    assert_eq!(keep(&format!("gc/{hex}")), Keep::WhenRead);
     for name in [
         format!("data/ab/{hex}"),
-        format!("sessions/{hex}"),
-        format!("gc/{hex}"),
         format!("keys/{hex}"),
         "config".to_owned(),
         // Not where the format puts these kinds, or not a content hash.
