@@ -408,6 +408,27 @@ fn metadata_copies_answer_reads_and_check_reads_the_store() {
     assert_ne!(out.code, 0, "{out}");
     assert!(out.stderr.contains("does not authenticate"), "{out}");
 
+    // Repair salvages every blob of the damaged tree pack from this host's copy: nothing is
+    // lost, and the bucket alone serves every tree again.
+    let out = b.run(["repair", "packs", "--json"]);
+    out.ok();
+    let report = out.json();
+    assert_eq!(report["blobs_lost"], 0, "{out}");
+    assert_eq!(report["damaged_packs"][0]["pack"], victim.as_str(), "{out}");
+    assert_eq!(report["damaged_packs"][0]["from_host_copy"], true, "{out}");
+    assert!(!list_names(&endpoint, &bucket, "repo", "tree/").contains(&victim));
+    b.run(["check", "--read-data"]).ok();
+    let target = t.join("restore-uncached");
+    b.run([
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().expect("utf-8"),
+        "--no-cache",
+    ])
+    .ok();
+    compare_tree_contents(&src, &under(&target, &src));
+
     // Another host (its own cache) forgets the first snapshot and prunes: this host's next
     // listing drops the copies of what is gone from the bucket.
     let snapshots = b.snapshots();

@@ -65,6 +65,8 @@ pub struct Repository {
     backend: Arc<dyn Backend>,
     /// The store itself.
     store: Arc<dyn Backend>,
+    /// Copies of metadata kept on this host, if any (also when reads bypass them).
+    copies: Option<Arc<MetadataCache>>,
     config: Config,
     key: AccessKey,
     slot: Option<KeySlotId>,
@@ -291,6 +293,7 @@ impl Repository {
             tree_packs::TreePackCache::new(2 * config.params.pack_size as usize + (4 << 20));
         Ok(Self {
             store: Arc::clone(&backend),
+            copies: None,
             backend,
             config,
             key,
@@ -310,15 +313,26 @@ impl Repository {
     /// through copies kept in `dir` ([`MetadataCache`]), for a store reached over a
     /// network: commands then fetch only what is new.
     pub fn cache_metadata_in(mut self, dir: PathBuf) -> Self {
-        self.backend = Arc::new(MetadataCache::new(Arc::clone(&self.store), dir));
+        let copies = Arc::new(MetadataCache::new(Arc::clone(&self.store), dir));
+        self.backend = Arc::clone(&copies) as Arc<dyn Backend>;
+        self.copies = Some(copies);
         self
     }
 
     /// Reads every object from the store itself, never from copies kept on this host:
-    /// for what must prove what the store holds (`check`, `verify`, drills).
+    /// for what must prove what the store holds (`check`, `verify`, `repair`, drills).
+    /// [`Repository::metadata_copy`] still finds the copies.
     pub fn bypassing_cache(mut self) -> Self {
         self.backend = Arc::clone(&self.store);
         self
+    }
+
+    /// This host's copy of the object `name`, when metadata copies are kept
+    /// ([`Repository::cache_metadata_in`]) and one is there that hashes to its name: the
+    /// bytes the store was given, whatever it holds now (`repair packs` salvages a damaged
+    /// tree pack from it).
+    pub fn metadata_copy(&self, name: &str) -> Option<Vec<u8>> {
+        self.copies.as_ref()?.copy_of(name)
     }
 
     /// Where the repository lives.

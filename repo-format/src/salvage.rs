@@ -2,7 +2,9 @@
 //!
 //! Damage in storage (a flipped bit, a truncated object) loses only the blobs it touches:
 //! every other blob of the pack still opens and re-hashes to its id. Salvage copies those
-//! into new packs, takes the damaged pack out of the index and deletes it.
+//! into new packs, takes the damaged pack out of the index and deletes it. When this host
+//! kept a copy of the pack ([`Repository::metadata_copy`]: tree packs of a remote store),
+//! the copy is the pack as it was stored, and every blob is copied from it instead.
 //!
 //! Why it matters: while the index lists a damaged blob, every backup deduplicates against
 //! it, and new snapshots of the same data are broken too. Once salvage has taken it out of
@@ -64,6 +66,9 @@ pub struct DamagedPack {
     pub lost: Vec<(BlobId, String)>,
     /// Where each intact blob is in the pack.
     locations: Vec<(BlobId, BlobLocation)>,
+    /// The blobs are copied from this host's whole copy of the pack
+    /// ([`Repository::metadata_copy`]), not from the damaged one in storage.
+    pub from_copy: bool,
 }
 
 /// What [`apply_pack_salvage`] will do; build it with [`plan_pack_salvage`].
@@ -191,6 +196,57 @@ fn examine(
     in_storage: bool,
 ) -> Result<Option<DamagedPack>> {
     let name = crate::pack::pack_name(kind, &pack);
+    let found = examine_bytes(repo, pack, kind, listed, in_storage)?;
+    let Some(mut damaged) = found else {
+        return Ok(None);
+    };
+    // The pack as it was stored, if this host kept a copy (a tree pack read or written
+    // through the metadata copies): every blob it had is salvaged from it.
+    if let Some(copy) = repo.metadata_copy(&name) {
+        let whole = examine_copy(repo, pack, listed, &copy, &name)?;
+        damaged.damage.push(format!(
+            "this host's copy of the pack is whole: its {} blobs are salvaged from it",
+            whole.intact.len()
+        ));
+        damaged.intact = whole.intact;
+        damaged.lost = whole.lost;
+        damaged.locations = whole.locations;
+        damaged.from_copy = true;
+    }
+    Ok(Some(damaged))
+}
+
+/// The blobs of this host's whole copy of `pack` (`bytes`), as [`examine_bytes`] finds
+/// them.
+fn examine_copy(
+    repo: &Repository,
+    pack: PackId,
+    listed: &[PackEntry],
+    bytes: &[u8],
+    name: &str,
+) -> Result<DamagedPack> {
+    let mut whole = DamagedPack {
+        pack,
+        name: name.to_owned(),
+        damage: Vec::new(),
+        intact: Vec::new(),
+        lost: Vec::new(),
+        locations: Vec::new(),
+        from_copy: true,
+    };
+    blobs_in(repo, pack, listed, bytes, &mut whole)?;
+    Ok(whole)
+}
+
+/// The pack as storage holds it: `None` when it is whole.
+fn examine_bytes(
+    repo: &Repository,
+    pack: PackId,
+    kind: BlobKind,
+    listed: &[PackEntry],
+    in_storage: bool,
+) -> Result<Option<DamagedPack>> {
+    let name = crate::pack::pack_name(kind, &pack);
     let mut damaged = DamagedPack {
         pack,
         name: name.clone(),
@@ -198,6 +254,7 @@ fn examine(
         intact: Vec::new(),
         lost: Vec::new(),
         locations: Vec::new(),
+        from_copy: false,
     };
     let read = if in_storage {
         repo.backend().get(&name)
@@ -226,11 +283,25 @@ fn examine(
     if let Err(e) = verify_content_hash(&bytes, pack.as_bytes(), &name) {
         damaged.damage.push(error_message(&e));
     }
+    blobs_in(repo, pack, listed, &bytes, &mut damaged)?;
+    Ok((!damaged.damage.is_empty()).then_some(damaged))
+}
+
+/// Sorts the blobs of `pack` (stored as `bytes`) into `damaged`'s intact and lost ones,
+/// adding what is wrong to its damage.
+fn blobs_in(
+    repo: &Repository,
+    pack: PackId,
+    listed: &[PackEntry],
+    bytes: &[u8],
+    damaged: &mut DamagedPack,
+) -> Result<()> {
+    let name = damaged.name.clone();
     // Each blob where the trailer puts it, else where the index does.
     let mut candidates: BTreeMap<BlobId, Vec<PackEntry>> = BTreeMap::new();
     match repo
         .master_key("salvaging packs")
-        .and_then(|key| parse_pack(&bytes, key, &name))
+        .and_then(|key| parse_pack(bytes, key, &name))
     {
         Ok(trailer) => {
             for entry in trailer.entries {
@@ -252,7 +323,7 @@ fn examine(
         let mut why = None;
         for entry in &places {
             let location = entry.location_in(pack);
-            match repo.open_blob_in(&id, &location, &bytes, 0) {
+            match repo.open_blob_in(&id, &location, bytes, 0) {
                 Ok(_) => {
                     why = None;
                     damaged.locations.push((id, location));
@@ -274,7 +345,7 @@ fn examine(
             None => damaged.intact.push(id),
         }
     }
-    Ok((!damaged.damage.is_empty()).then_some(damaged))
+    Ok(())
 }
 
 /// Copies the intact blobs of the plan's damaged packs into new packs, replaces the index
@@ -355,7 +426,14 @@ pub fn apply_pack_salvage(repo: &Repository, plan: SalvagePlan) -> Result<Salvag
         if damaged.locations.is_empty() {
             continue;
         }
-        let bytes = repo.backend().get(&damaged.name)?;
+        let bytes = if damaged.from_copy {
+            repo.metadata_copy(&damaged.name)
+                .ok_or_else(|| Error::NotFound {
+                    object: format!("this host's copy of {}", damaged.name),
+                })?
+        } else {
+            repo.backend().get(&damaged.name)?
+        };
         for (id, location) in &damaged.locations {
             let plaintext = repo.open_blob_in(id, location, &bytes, 0)?;
             let (stored, _) = writer.add(location.kind, &plaintext)?;
@@ -541,6 +619,32 @@ mod tests {
             index.contains(&kept[0]),
             "other segments are left as they are"
         );
+        assert!(healthy(&repo));
+    }
+
+    #[test]
+    fn a_damaged_tree_pack_is_salvaged_whole_from_this_hosts_copy() {
+        let copies = tempfile::tempdir().unwrap();
+        let (backend, repo) = new_repo();
+        let repo = repo.cache_metadata_in(copies.path().join("objects"));
+        let tree = crate::tree::Tree::new(Vec::new()).unwrap().encode();
+        let index = repo.load_index().unwrap().index;
+        let mut writer = repo.blob_writer(&index);
+        let (id, _) = writer.add(BlobKind::Tree, &tree).unwrap();
+        writer.finish().unwrap();
+        let location = repo.load_index().unwrap().index.get(&id).unwrap();
+        let name = crate::pack::pack_name(BlobKind::Tree, &location.pack);
+        backend.corrupt(&name, |bytes| bytes[60] ^= 1);
+
+        let repo = repo.bypassing_cache();
+        assert!(!healthy(&repo));
+        let report = salvage(&repo, Vec::new());
+        assert_eq!((report.blobs_copied(), report.blobs_lost()), (1, 0));
+        assert!(report.damaged[0].from_copy);
+        assert_eq!(report.packs_deleted, vec![name.clone()]);
+        assert!(backend.get(&name).is_err());
+        let index = repo.load_index().unwrap().index;
+        assert_eq!(repo.read_blob(&index, &id).unwrap(), tree);
         assert!(healthy(&repo));
     }
 

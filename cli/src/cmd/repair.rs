@@ -123,6 +123,7 @@ fn packs(global: &GlobalOptions, args: &RepairPacksArgs) -> Result<u8> {
                 "pack": d.name,
                 "damage": d.damage,
                 "untouched": report.untouched.contains(&d.pack),
+                "from_host_copy": d.from_copy,
                 "blobs_copied": d.intact.iter().map(|id| id.to_hex()).collect::<Vec<_>>(),
                 "blobs_lost": d.lost.iter().map(|(id, why)| json!({
                     "id": id.to_hex(),

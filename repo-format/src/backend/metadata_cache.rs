@@ -143,6 +143,15 @@ impl MetadataCache {
         &self.dir
     }
 
+    /// The copy of `name`, if there is one that hashes to its name (a wrong one is
+    /// removed). Reads nothing from the store.
+    pub fn copy_of(&self, name: &str) -> Option<Vec<u8>> {
+        if keep(name) == Keep::Nothing {
+            return None;
+        }
+        self.read_copy(name)
+    }
+
     fn path_of(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
