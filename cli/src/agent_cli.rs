@@ -254,13 +254,21 @@ fn agent(policy: Policy, json: bool) -> Result<Agent> {
             host,
             username: platform::username(),
             watchdog,
-            cache_root: repo::cache_root(None),
+            cache_root: repo::cache_root(agent_cache_dir().as_deref()),
             state_dir: Some(state_dir),
         },
         open_repository: Arc::new(open),
         log: Arc::new(log),
         metrics_text: daemon::new_metrics_text(),
     })
+}
+
+/// The cache directory `BUNKER_CACHE_DIR` names, as for `bunker` (the unit in
+/// `dist/systemd` sets `/var/cache/bunker`); `None`: the default below `$HOME`.
+fn agent_cache_dir() -> Option<PathBuf> {
+    std::env::var_os("BUNKER_CACHE_DIR")
+        .filter(|dir| !dir.is_empty())
+        .map(PathBuf::from)
 }
 
 /// The global options `repo::open` takes, from the policy's `[repository]`.
@@ -271,7 +279,7 @@ fn repository_options(policy: &Policy) -> Result<GlobalOptions> {
         password_command: None,
         key_file: None,
         json: false,
-        cache_dir: None,
+        cache_dir: agent_cache_dir(),
         no_cache: false,
         limit_upload: policy.repository.limits.upload,
         limit_download: policy.repository.limits.download,

@@ -367,6 +367,35 @@ fn run_once_runs_hooks_sources_and_retention() {
     assert!(out.stderr.contains("no source named \"nope\""), "{out}");
 }
 
+#[test]
+fn the_agent_keeps_its_cache_where_bunker_cache_dir_says() {
+    let data = TestDir::new();
+    let src = data.join("app");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a.txt"), b"alpha").unwrap();
+    let sources = format!(
+        "[[source]]\nname = \"app\"\nkind = \"paths\"\npaths = [\"{}\"]\nschedule = \"@daily\"\n",
+        src.display()
+    );
+    let s = Setup::new(&sources);
+    let cache = s.t.join("var-cache-bunker");
+    let mut cmd = s.agent(&["run", "--once", "app"]);
+    cmd.env("BUNKER_CACHE_DIR", &cache);
+    wait_output(
+        cmd.spawn().expect("start"),
+        "bunker-agent run --once app".into(),
+        DEFAULT_TIMEOUT,
+    )
+    .ok();
+    let repositories: Vec<PathBuf> = fs::read_dir(&cache)
+        .expect("the agent's cache directory")
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    assert_eq!(repositories.len(), 1, "{repositories:?}");
+    assert!(repositories[0].join("files").is_file(), "{repositories:?}");
+    assert!(!s.t.join("cache/bunker").exists(), "nothing under $HOME");
+}
+
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().expect("local address").port()
