@@ -10,7 +10,8 @@
 # SIGINT, SIGINT twice, or SIGTERM) after a random delay:
 #   backup            one backup, killed, then run again
 #   two-backups       two backups at once with different --host, one or both killed, re-run
-#   forget-prune      forget --keep-last N then prune (or forget --prune), one killed, re-run
+#   forget-prune      forget --keep-last N then prune (or forget --prune; a signalled prune
+#                     with --keep-audit 10m), one killed, re-run
 #   prune-vs-backup   prune while a backup runs (after a forget half the time), one killed
 #   two-prunes        two prunes at once (after a forget half the time), one killed, re-run
 #   restore           a restore killed, then the same command again (it resumes), compared
@@ -441,13 +442,14 @@ def main():
                 path = os.path.join(top, name)
                 st = os.lstat(path)
                 os.utime(path, ns=(st.st_atime_ns - back, st.st_mtime_ns - back), follow_symlinks=False)
-    elif cmd == "prunestats":              # FILE: deleted packs, plans executed, plans waiting
+    elif cmd == "prunestats":              # FILE: deleted packs, plans executed, plans waiting, audit records removed
         d = [x for x in json_docs(args[0]) if isinstance(x, dict) and "report" in x]
         if d:
             print(d[-1]["report"]["deleted_packs"], d[-1]["report"]["plans_executed"],
-                  len(d[-1]["plan"].get("waiting_plans", [])))
+                  len(d[-1]["plan"].get("waiting_plans", [])),
+                  d[-1]["report"].get("audit_records_removed", 0))
         else:
-            print(0, 0, 0)
+            print(0, 0, 0, 0)
 
 main()
 PY
@@ -640,11 +642,12 @@ rerun_backup() {
 }
 
 prune_stats() {
-    local deleted plans waiting
-    read -r deleted plans waiting < <(py prunestats "$rdir/$1.out")
+    local deleted plans waiting audit
+    read -r deleted plans waiting audit < <(py prunestats "$rdir/$1.out")
     inc pruned_packs "$deleted"
     inc plans_executed "$plans"
     inc plans_waiting "$waiting"
+    inc audit_removed "$audit"
 }
 
 pick_host() {
@@ -756,14 +759,15 @@ scenario_forget_prune() {
         run_ok f forget forget --keep-last "$keep" --json
         echo "forget $keep 0 $rdir/f.out" >>"$rdir/events"
         plan_signal prune
-        run_bg p prune --grace 0 --json
+        # Audit records older than 10 minutes (those from before an idle gap) go too.
+        run_bg p prune --grace 0 --keep-audit 10m --json
         sleep_ms "$wait_ms"
         signal p "$sig"
         wait_for p
         what="forget --keep-last $keep, prune SIG$sig@${delay[p]}ms->${rc[p]}"
         if judge_signalled p prune "$sig"; then
             # An interrupted prune is safe to rerun (OPERATIONS.md §5).
-            run_ok p2 prune prune --grace 0 --json
+            run_ok p2 prune prune --grace 0 --keep-audit 10m --json
             inc reruns:prune
             prune_stats p2
         else
@@ -1032,6 +1036,6 @@ for k in backup forget forget-prune prune restore; do
 done
 echo "  snapshots: committed ${count[committed]:-0} (killed by SIGKILL after committing ${count[killed_but_committed]:-0}), forgotten ${count[forgotten]:-0}"
 echo "  verified: ${count[snapshots_verified]:-0} snapshot restores compared (${#verified[@]} distinct), $((${count[bytes_restored]:-0} / 1048576)) MiB restored, ${count[data_checks]:-0} check --read-data, ${count[resumed_restores]:-0} restores resumed"
-echo "  prune: ${count[pruned_packs]:-0} packs deleted, ${count[plans_executed]:-0} plans executed, ${count[plans_waiting]:-0} times a plan waited for a session; ${count[idle_gaps]:-0} idle gaps of ${idle_minutes} min"
+echo "  prune: ${count[pruned_packs]:-0} packs deleted, ${count[plans_executed]:-0} plans executed, ${count[plans_waiting]:-0} times a plan waited for a session, ${count[audit_removed]:-0} audit records removed; ${count[idle_gaps]:-0} idle gaps of ${idle_minutes} min"
 echo "  notes (SIGTERM before bunker's handler): ${count[notes]:-0}"
 if [[ -z ${KEEP:-} ]]; then rm -rf "$work"; else echo "  workdir kept: $work"; fi

@@ -369,6 +369,10 @@ fn metadata_copies_answer_reads_and_check_reads_the_store() {
     let src = t.join("src");
     build_tree(&src, 11);
     b.backup(&[&src], &[]).ok();
+    // Every tree of the first snapshot is in the one tree pack its backup wrote.
+    let first = b.snapshots()[0]["id"].as_str().expect("id").to_owned();
+    let first_tree_packs = list_names(&endpoint, &bucket, "repo", "tree/");
+    assert_eq!(first_tree_packs.len(), 1, "{first_tree_packs:?}");
     write_random_file(&src.join("a/two.bin"), 12, 50_000);
     b.backup(&[&src], &[]).ok();
 
@@ -388,23 +392,23 @@ fn metadata_copies_answer_reads_and_check_reads_the_store() {
 
     // A tree pack damaged in the bucket: commands that read trees use the copy, which
     // still hashes to its name; check and --no-cache read the bucket and find the damage.
-    let tree_packs = list_names(&endpoint, &bucket, "repo", "tree/");
-    let victim = tree_packs.first().expect("a tree pack").clone();
+    let victim = first_tree_packs[0].clone();
     let mut bytes = backend.get(&victim).expect("get");
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0x40;
+    // Inside the pack's first blob (after the 40-byte header): a tree the first snapshot
+    // reads, whichever it is.
+    bytes[60] ^= 0x40;
     backend.delete(&victim).expect("delete");
     backend.put_if_absent(&victim, &bytes).expect("put");
     let target = t.join("restore");
     b.restore("latest", &target).ok();
     compare_tree_contents(&src, &under(&target, &src));
-    let listing = b.run(["ls", "latest"]);
+    let listing = b.run(["ls", &first]);
     listing.ok();
     assert!(listing.stdout.contains("two.bin"), "{listing}");
     let out = b.run(["check"]);
     out.code(4);
     assert!(out.stdout.contains("does not authenticate"), "{out}");
-    let out = b.run(["ls", "latest", "--no-cache"]);
+    let out = b.run(["ls", &first, "--no-cache"]);
     assert_ne!(out.code, 0, "{out}");
     assert!(out.stderr.contains("does not authenticate"), "{out}");
 
@@ -431,8 +435,6 @@ fn metadata_copies_answer_reads_and_check_reads_the_store() {
 
     // Another host (its own cache) forgets the first snapshot and prunes: this host's next
     // listing drops the copies of what is gone from the bucket.
-    let snapshots = b.snapshots();
-    let first = snapshots[0]["id"].as_str().expect("id").to_owned();
     let other = t.join("other-cache");
     let other_cache = other.to_str().expect("utf-8");
     b.run(["--cache-dir", other_cache, "forget", &first]).ok();
