@@ -8,14 +8,20 @@ use std::fs;
 
 use common::*;
 
-#[test]
-fn commands_leave_audit_records_in_the_repository_and_the_local_log() {
+/// A new repository and a directory `src` holding one file to back up.
+fn repository_and_source() -> (TestDir, Bunker, std::path::PathBuf) {
     let t = TestDir::new();
     let src = t.join("src");
-    fs::create_dir_all(&src).unwrap();
-    fs::write(src.join("f"), b"audited").unwrap();
+    fs::create_dir_all(&src).expect("mkdir src");
+    fs::write(src.join("f"), b"audited").expect("write src/f");
     let b = t.bunker();
     b.init();
+    (t, b, src)
+}
+
+#[test]
+fn commands_leave_audit_records_in_the_repository_and_the_local_log() {
+    let (t, b, src) = repository_and_source();
     let backup = b.backup(&[&src], &["--json"]);
     backup.ok();
     let snapshot = str_field(&backup.json(), "snapshot_id").to_owned();
@@ -94,12 +100,7 @@ fn a_put_only_writer_adds_records_it_cannot_read() {
 
 #[test]
 fn prune_keep_audit_removes_records_stored_longer_ago() {
-    let t = TestDir::new();
-    let src = t.join("src");
-    fs::create_dir_all(&src).unwrap();
-    fs::write(src.join("f"), b"audited").unwrap();
-    let b = t.bunker();
-    b.init();
+    let (t, b, src) = repository_and_source();
     b.backup(&[&src], &[]).ok();
     b.restore("latest", &t.join("r")).ok();
     // Those two records were stored ten days ago, on the storage's clock.
