@@ -167,6 +167,14 @@ pub enum Command {
     /// Repair the index, or snapshots that lost data.
     #[command(subcommand)]
     Repair(RepairCommand),
+    /// Write a snapshot holding every directory tree no snapshot reaches: the files of
+    /// snapshots forgotten, deleted or damaged before a prune removed their data.
+    ///
+    /// Each such tree becomes a directory of the new snapshot's root named by its id
+    /// (`/<tree id>/srv/app/...`); the snapshot records the path `/recovered` and the tag
+    /// `recovered=<count>`. Run it before the next prunes delete the data (a plan's packs
+    /// that a snapshot uses again are kept), and when no prune is running.
+    Recover(RecoverArgs),
     /// Manage the repository's key slots (passwords).
     #[command(subcommand)]
     Key(KeyCommand),
@@ -1062,6 +1070,14 @@ pub enum CatCommand {
         #[arg(value_name = "SNAPSHOT")]
         id: String,
     },
+}
+
+/// `bunker recover`.
+#[derive(Debug, Args)]
+pub struct RecoverArgs {
+    /// Print the trees that would be recovered and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `bunker prune`.

@@ -113,6 +113,8 @@ pub fn audited(command: &Command) -> Option<(&'static str, String)> {
         Command::Rewrite(args) if args.dry_run => None,
         Command::Rewrite(args) => Some(("rewrite", args.snapshots.join(" "))),
         Command::Prune(args) if args.dry_run => None,
+        Command::Recover(args) if args.dry_run => None,
+        Command::Recover(_) => Some(("recover", String::new())),
         Command::Prune(_) => Some(("prune", String::new())),
         Command::Check(_) => Some(("check", String::new())),
         _ => None,

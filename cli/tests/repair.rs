@@ -701,3 +701,49 @@ fn repair_config_rebuilds_a_damaged_or_missing_config_from_a_key_slot() {
     assert!(out.stderr.contains("not this repository's key"), "{out}");
     assert!(!config.exists());
 }
+
+#[test]
+fn recover_brings_back_a_snapshot_forgotten_by_mistake_before_prune_deletes_it() {
+    let t = TestDir::new();
+    let b = t.bunker();
+    b.init();
+    let kept_src = t.join("kept");
+    write_random_file(&kept_src.join("k.bin"), 1, 200_000);
+    let src = t.join("src");
+    write_random_file(&src.join("a/one.bin"), 2, 1_500_000);
+    write_file(&src.join("b/two.txt"), b"two\n");
+    b.backup(&[&kept_src], &[]).ok();
+    let forgotten = str_field(&b.backup(&[&src], &["--json"]).json(), "snapshot_id").to_owned();
+    b.run(["forget", &forgotten]).ok();
+    // A prune plans to delete what only the forgotten snapshot used.
+    b.run(["prune"]).ok();
+
+    let dry = b.run(["recover", "--dry-run", "--json"]);
+    dry.ok();
+    let plan = dry.json();
+    let roots = plan["roots"].as_array().expect("roots").clone();
+    assert_eq!(roots.len(), 1, "{dry}");
+    assert!(plan["snapshot_id"].is_null(), "{dry}");
+    assert_eq!(b.snapshots().len(), 1, "a dry run writes nothing");
+
+    let out = b.run(["recover", "--json"]);
+    out.ok();
+    let recovered = str_field(&out.json(), "snapshot_id").to_owned();
+    let root = roots[0].as_str().expect("a tree id");
+    let snapshots = b.snapshots();
+    let listed = snapshots
+        .iter()
+        .find(|s| s["id"] == recovered.as_str())
+        .unwrap_or_else(|| panic!("{snapshots:?}"));
+    assert_eq!(listed["paths"][0], "/recovered", "{listed}");
+
+    // The plan's packs are used again: the prune that executes it keeps them.
+    b.run(["prune", "--grace", "0"]).ok();
+    b.run(["check", "--read-data"]).ok();
+    let target = t.join("restore");
+    b.restore(&recovered, &target).ok();
+    compare_tree_contents(&src, &under(&target.join(root), &src));
+    let again = b.run(["recover", "--json"]);
+    again.ok();
+    assert!(again.json()["snapshot_id"].is_null(), "{again}");
+}

@@ -28,6 +28,7 @@ pub mod object;
 pub mod object_lock;
 pub mod pack;
 pub mod prune;
+pub mod recover;
 pub mod repair;
 pub mod replace;
 mod repository;

@@ -16,6 +16,7 @@ mod ls;
 mod mount;
 mod policy;
 pub(crate) mod prune;
+mod recover;
 mod repair;
 mod report;
 mod restore;
@@ -66,6 +67,7 @@ fn dispatch(cli: Cli, cancel: &Cancel) -> Result<u8> {
         Command::Forget(args) => forget::run(global, &args, cancel),
         Command::Prune(args) => prune::run(global, &args),
         Command::Repair(command) => repair::run(global, command),
+        Command::Recover(args) => recover::run(global, &args),
         Command::Key(command) => key::run(global, command),
         Command::Cat(command) => cat::run(global, command),
         Command::Policy(command) => policy::run(global, command),

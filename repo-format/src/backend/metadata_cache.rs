@@ -21,6 +21,13 @@
 //! are listed with the index once a day. Objects are named by what the store lists, so a
 //! copy of a deleted object is not read again.
 //!
+//! **Garbage collection is unchanged by it.** A copy of a listed object answers exactly
+//! what a read at the time of that listing would have: writers still read GC plans before
+//! they list the index, and a prune still deletes index segments before the plan that
+//! condemns their packs (FORMAT.md §14a), so a segment a writer reads, from the store or
+//! from a copy, either lists no condemned pack or was listed while the writer could see the
+//! plan. Pack heads and listings, which the commit-time guard relies on, go to the store.
+//!
 //! **Nothing in the directory is needed.** Any error reading or writing it falls back to
 //! the store; copies are written to a temp file and renamed, so a reader never sees half
 //! of one and a crash leaves at most a temp file (removed by a later listing, once old).
