@@ -203,7 +203,16 @@ fn examine(
     // The pack as it was stored, if this host kept a copy (a tree pack read or written
     // through the metadata copies): every blob it had is salvaged from it.
     if let Some(copy) = repo.metadata_copy(&name) {
-        let whole = examine_copy(repo, pack, listed, &copy, &name)?;
+        let mut whole = DamagedPack {
+            pack,
+            name: name.clone(),
+            damage: Vec::new(),
+            intact: Vec::new(),
+            lost: Vec::new(),
+            locations: Vec::new(),
+            from_copy: true,
+        };
+        blobs_in(repo, pack, listed, &copy, &mut whole)?;
         damaged.damage.push(format!(
             "this host's copy of the pack is whole: its {} blobs are salvaged from it",
             whole.intact.len()
@@ -214,28 +223,6 @@ fn examine(
         damaged.from_copy = true;
     }
     Ok(Some(damaged))
-}
-
-/// The blobs of this host's whole copy of `pack` (`bytes`), as [`examine_bytes`] finds
-/// them.
-fn examine_copy(
-    repo: &Repository,
-    pack: PackId,
-    listed: &[PackEntry],
-    bytes: &[u8],
-    name: &str,
-) -> Result<DamagedPack> {
-    let mut whole = DamagedPack {
-        pack,
-        name: name.to_owned(),
-        damage: Vec::new(),
-        intact: Vec::new(),
-        lost: Vec::new(),
-        locations: Vec::new(),
-        from_copy: true,
-    };
-    blobs_in(repo, pack, listed, bytes, &mut whole)?;
-    Ok(whole)
 }
 
 /// The pack as storage holds it: `None` when it is whole.

@@ -140,11 +140,6 @@ impl MetadataCache {
         }
     }
 
-    /// The store this reads through.
-    pub fn store(&self) -> &Arc<dyn Backend> {
-        &self.store
-    }
-
     /// The directory holding the copies.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -187,6 +182,12 @@ impl MetadataCache {
             return bytes.get(start..end).map(<[u8]>::to_vec);
         }
         let mut file = fs::File::open(self.path_of(name)).ok()?;
+        // Past the end: the store's answer (an error naming the object), and no buffer of
+        // a length the copy cannot fill.
+        let size = file.metadata().ok()?.len();
+        if offset.checked_add(length)? > size {
+            return None;
+        }
         let mut bytes = vec![0; usize::try_from(length).ok()?];
         file.seek(SeekFrom::Start(offset)).ok()?;
         file.read_exact(&mut bytes).ok()?;
