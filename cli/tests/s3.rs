@@ -408,6 +408,7 @@ fn metadata_copies_answer_reads_and_check_reads_the_store() {
     let out = b.run(["check"]);
     out.code(4);
     assert!(out.stdout.contains("does not authenticate"), "{out}");
+    assert!(out.stdout.contains(&format!("(in {victim})")), "{out}");
     let out = b.run(["ls", &first, "--no-cache"]);
     assert_ne!(out.code, 0, "{out}");
     assert!(out.stderr.contains("does not authenticate"), "{out}");

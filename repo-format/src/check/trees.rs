@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use crate::blob::BlobKind;
 use crate::id::BlobId;
 use crate::index::Index;
+use crate::pack::pack_name;
 use crate::repository::Repository;
 use crate::tree::{Extent, Node};
 
@@ -73,7 +74,14 @@ impl TreeWalker<'_> {
                     all: vec![message],
                 };
             }
-            Err(e) => return fail(error_message(&e)),
+            // Named with its pack, which `repair packs` takes.
+            Err(e) => {
+                let message = error_message(&e);
+                return fail(match self.index.get(id) {
+                    Some(at) => format!("{message} (in {})", pack_name(at.kind, &at.pack)),
+                    None => message,
+                });
+            }
         };
         let mut all = Vec::new();
         let mut seen = HashSet::new();
