@@ -991,5 +991,18 @@ fn sealed_in<'b>(
         })
 }
 
+/// A new repository in memory (password `pw`, a fast KDF) and its store, for unit tests.
+#[cfg(test)]
+pub(crate) fn in_memory() -> (Arc<crate::backend::MemoryBackend>, Repository) {
+    let store = Arc::new(crate::backend::MemoryBackend::new());
+    let options = InitOptions {
+        kdf: crate::keyslot::KdfParams::insecure_for_tests(),
+        ..InitOptions::default()
+    };
+    let repository = Repository::init(Arc::clone(&store) as Arc<dyn Backend>, b"pw", options)
+        .expect("a repository in memory");
+    (store, repository)
+}
+
 #[cfg(test)]
 mod tests;

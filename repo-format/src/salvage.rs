@@ -489,20 +489,9 @@ pub fn parse_pack_name(text: &str) -> Result<PackId> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::{Backend, MemoryBackend};
+    use crate::backend::Backend;
     use crate::check::{CheckOptions, ReadData, check};
-    use crate::keyslot::KdfParams;
-    use crate::repository::InitOptions;
-
-    fn new_repo() -> (Arc<MemoryBackend>, Repository) {
-        let backend = Arc::new(MemoryBackend::new());
-        let options = InitOptions {
-            kdf: KdfParams::insecure_for_tests(),
-            ..InitOptions::default()
-        };
-        let repo = Repository::init(backend.clone(), b"pw", options).unwrap();
-        (backend, repo)
-    }
+    use crate::repository::in_memory as new_repo;
 
     /// Stores data blobs of 5,000 bytes `first`, `first + 1`, ... (`count` of them) in one
     /// pack; returns their ids and the pack's name.

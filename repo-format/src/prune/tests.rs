@@ -9,23 +9,10 @@ use crate::backend::{Backend, MemoryBackend};
 use crate::check::{CheckOptions, check};
 use crate::keyslot::KdfParams;
 use crate::repository::InitOptions;
+use crate::repository::in_memory as repository;
 use crate::session::ActiveSession;
 use crate::snapshot::{Snapshot, Summary};
 use crate::tree::{Entry, Extent, Metadata, Node, Tree};
-
-fn repository() -> (Arc<MemoryBackend>, Repository) {
-    let backend = Arc::new(MemoryBackend::new());
-    let repo = Repository::init(
-        backend.clone() as Arc<dyn Backend>,
-        b"pw",
-        InitOptions {
-            kdf: KdfParams::insecure_for_tests(),
-            ..Default::default()
-        },
-    )
-    .expect("init");
-    (backend, repo)
-}
 
 fn content(seed: u8) -> Vec<u8> {
     (0..50_000u32)

@@ -1,26 +1,9 @@
 //! Recovery on an in-memory repository.
 
-use std::sync::Arc;
-
 use super::*;
-use crate::backend::{Backend, MemoryBackend};
-use crate::keyslot::KdfParams;
-use crate::repository::InitOptions;
 use crate::tree::Extent;
 
-fn repository() -> (Arc<MemoryBackend>, Repository) {
-    let backend = Arc::new(MemoryBackend::new());
-    let repo = Repository::init(
-        backend.clone() as Arc<dyn Backend>,
-        b"pw",
-        InitOptions {
-            kdf: KdfParams::insecure_for_tests(),
-            ..Default::default()
-        },
-    )
-    .expect("init");
-    (backend, repo)
-}
+use crate::repository::in_memory as repository;
 
 fn entry(name: &str, node: Node) -> Entry {
     Entry {
