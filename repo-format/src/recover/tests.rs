@@ -1,9 +1,8 @@
 //! Recovery on an in-memory repository.
 
 use super::*;
-use crate::tree::Extent;
-
 use crate::repository::in_memory as repository;
+use crate::tree::Extent;
 
 fn entry(name: &str, node: Node) -> Entry {
     Entry {
