@@ -59,21 +59,19 @@ pub struct RecoverOptions {
 pub fn plan_recover(repo: &Repository) -> Result<RecoverPlan> {
     repo.check_features(Operation::Read)?;
     let (snapshots, _) = repo.load_readable_snapshots()?;
-    let index = repo.load_index_for_reading()?.index;
+    // One pass over the segments: the index, and every tree blob they list (a damaged
+    // segment hides what it lists: `repair index` rebuilds it first).
     let mut trees: BTreeSet<BlobId> = BTreeSet::new();
-    repo.for_each_index_segment(|_, segment| {
-        match segment {
-            Ok(segment) => {
-                let tree_packs = segment.packs.iter().filter(|p| p.kind == BlobKind::Tree);
-                let listed = tree_packs.flat_map(|pack| pack.blobs.iter().map(|blob| blob.id));
-                trees.extend(listed.filter(|id| index.contains(id)));
-            }
-            // A damaged segment hides what it lists: `repair index` rebuilds it first.
-            Err(e) if e.is_damage() || e.is_not_found() => {}
-            Err(e) => return Err(e),
-        }
-        Ok(())
-    })?;
+    let mut index = repo
+        .load_index_visiting(|segment| {
+            let tree_packs = segment.packs.iter().filter(|p| p.kind == BlobKind::Tree);
+            trees.extend(tree_packs.flat_map(|pack| pack.blobs.iter().map(|blob| blob.id)));
+        })?
+        .index;
+    // As for reading data: only packs still in storage.
+    let stored = crate::gc::stored_packs(repo)?;
+    index.retain_packs(|pack| stored.contains_key(pack));
+    trees.retain(|id| index.contains(id));
     let mut reached: HashSet<BlobId> = snapshots.iter().map(|(_, s)| s.tree).collect();
     let mut unreadable = Vec::new();
     for id in &trees {
