@@ -71,6 +71,21 @@ pub struct DamagedPack {
     pub from_copy: bool,
 }
 
+impl DamagedPack {
+    /// `pack` (object `name`) with nothing found in it yet.
+    fn new(pack: PackId, name: String, from_copy: bool) -> Self {
+        Self {
+            pack,
+            name,
+            damage: Vec::new(),
+            intact: Vec::new(),
+            lost: Vec::new(),
+            locations: Vec::new(),
+            from_copy,
+        }
+    }
+}
+
 /// What [`apply_pack_salvage`] will do; build it with [`plan_pack_salvage`].
 #[derive(Debug, Clone)]
 pub struct SalvagePlan {
@@ -203,24 +218,15 @@ fn examine(
     // The pack as it was stored, if this host kept a copy (a tree pack read or written
     // through the metadata copies): every blob it had is salvaged from it.
     if let Some(copy) = repo.metadata_copy(&name) {
-        let mut whole = DamagedPack {
-            pack,
-            name: name.clone(),
-            damage: Vec::new(),
-            intact: Vec::new(),
-            lost: Vec::new(),
-            locations: Vec::new(),
-            from_copy: true,
-        };
+        let mut whole = DamagedPack::new(pack, name, true);
         blobs_in(repo, pack, listed, &copy, &mut whole)?;
+        // The damage found in storage stays on record; the blobs are the copy's.
         damaged.damage.push(format!(
             "this host's copy of the pack is whole: its {} blobs are salvaged from it",
             whole.intact.len()
         ));
-        damaged.intact = whole.intact;
-        damaged.lost = whole.lost;
-        damaged.locations = whole.locations;
-        damaged.from_copy = true;
+        whole.damage = damaged.damage;
+        return Ok(Some(whole));
     }
     Ok(Some(damaged))
 }
@@ -234,15 +240,7 @@ fn examine_bytes(
     in_storage: bool,
 ) -> Result<Option<DamagedPack>> {
     let name = crate::pack::pack_name(kind, &pack);
-    let mut damaged = DamagedPack {
-        pack,
-        name: name.clone(),
-        damage: Vec::new(),
-        intact: Vec::new(),
-        lost: Vec::new(),
-        locations: Vec::new(),
-        from_copy: false,
-    };
+    let mut damaged = DamagedPack::new(pack, name.clone(), false);
     let read = if in_storage {
         repo.backend().get(&name)
     } else {
