@@ -23,11 +23,11 @@ use crate::config::Operation;
 use crate::error::{Error, Result};
 use crate::gc::{StoredPack, StoredPlan, UsedBlobs, load_plans, stored_packs};
 use crate::gc_plan::GcPlan;
-use crate::id::{BlobId, IndexId, PackId};
+use crate::id::{AuditId, BlobId, IndexId, PackId};
 use crate::index::{Index, IndexSegment, IndexedPack};
 use crate::object::ObjectKind;
 use crate::object_lock::locked_until;
-use crate::repository::Repository;
+use crate::repository::{Repository, parse_id};
 use crate::session::{ActiveSession, SESSION_TIMEOUT, SessionView, list_sessions};
 use crate::tree::Timestamp;
 
@@ -363,11 +363,7 @@ fn expired_audit(
         .backend()
         .list(prefix)?
         .into_iter()
-        .filter(|meta| {
-            meta.name
-                .strip_prefix(prefix)
-                .is_some_and(|hex| hex.len() == 64 && !hex.contains('/'))
-        })
+        .filter(|meta| parse_id::<AuditId>(&meta.name, prefix).is_some())
         .filter(|meta| {
             storage_now
                 .duration_since(meta.modified)

@@ -84,7 +84,7 @@ pub type AuditListing = (
 /// The id in `name` when it is exactly `prefix` and an id: a listing of an object store
 /// is recursive, and a name further down (another repository made inside this one's
 /// namespace) is not ours.
-fn parse_id<T: std::str::FromStr>(name: &str, prefix: &str) -> Option<T> {
+pub(crate) fn parse_id<T: std::str::FromStr>(name: &str, prefix: &str) -> Option<T> {
     let hex = name.strip_prefix(prefix)?;
     if hex.contains('/') {
         return None;
