@@ -256,7 +256,7 @@ impl MetadataCache {
                 let file_name = entry.file_name();
                 let file_name = file_name.to_string_lossy();
                 let unwanted = if file_name.starts_with(TEMP_PREFIX) {
-                    is_older_than(&entry, STALE_TEMP)
+                    age(&path).is_some_and(|age| age > STALE_TEMP)
                 } else {
                     let name = path
                         .strip_prefix(&self.dir)
@@ -287,11 +287,7 @@ impl MetadataCache {
             return;
         }
         let stamp = self.dir.join(TREE_LISTING_STAMP);
-        let due = fs::metadata(&stamp)
-            .and_then(|meta| meta.modified())
-            .ok()
-            .and_then(|listed| SystemTime::now().duration_since(listed).ok())
-            .is_none_or(|elapsed| elapsed >= TREE_LISTING_EVERY);
+        let due = age(&stamp).is_none_or(|age| age >= TREE_LISTING_EVERY);
         if !due {
             return;
         }
@@ -306,13 +302,13 @@ impl MetadataCache {
     }
 }
 
-fn is_older_than(entry: &fs::DirEntry, age: Duration) -> bool {
-    entry
-        .metadata()
+/// How long ago the file at `path` (not a symlink's target) was last modified; `None` when
+/// that is not known or lies in the future.
+fn age(path: &Path) -> Option<Duration> {
+    let modified = fs::symlink_metadata(path)
         .and_then(|meta| meta.modified())
-        .ok()
-        .and_then(|modified| SystemTime::now().duration_since(modified).ok())
-        .is_some_and(|elapsed| elapsed > age)
+        .ok()?;
+    SystemTime::now().duration_since(modified).ok()
 }
 
 impl fmt::Debug for MetadataCache {
