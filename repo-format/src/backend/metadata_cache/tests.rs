@@ -56,6 +56,16 @@ impl Setup {
     }
 }
 
+/// Moves the modification time of the file at `path` to `ago` before now.
+fn last_written(path: &std::path::Path, ago: Duration) {
+    fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(SystemTime::now() - ago)
+        .unwrap();
+}
+
 #[test]
 fn which_names_are_kept() {
     let hex = "ab".to_owned() + &"0123456789".repeat(6) + "cd";
@@ -200,12 +210,7 @@ fn a_listing_removes_copies_of_objects_it_does_not_name() {
     let new_temp = fan.join(".tmp-1-1");
     fs::write(&old_temp, b"left by a crash").unwrap();
     fs::write(&new_temp, b"being written").unwrap();
-    fs::File::options()
-        .write(true)
-        .open(&old_temp)
-        .unwrap()
-        .set_modified(SystemTime::now() - Duration::from_secs(7200))
-        .unwrap();
+    last_written(&old_temp, Duration::from_secs(7200));
 
     let listed = s.cache.list("tree/").unwrap();
     assert_eq!(listed.len(), 1);
@@ -245,12 +250,7 @@ fn a_listing_of_the_index_lists_tree_packs_once_a_day() {
     assert!(s.copy_path(&gone).exists());
 
     let stamp = s.cache.dir().join(TREE_LISTING_STAMP);
-    fs::File::options()
-        .write(true)
-        .open(&stamp)
-        .unwrap()
-        .set_modified(SystemTime::now() - TREE_LISTING_EVERY)
-        .unwrap();
+    last_written(&stamp, TREE_LISTING_EVERY);
     let (_, calls) = s.calls(|c| c.list("index/").unwrap());
     assert_eq!(calls, 2);
     assert!(!s.copy_path(&gone).exists());
