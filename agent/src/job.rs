@@ -376,6 +376,7 @@ fn back_up(
             one_file_system,
             exclude_if_present,
             exclude_larger_than,
+            fixed_chunks,
             change_detection,
         } => {
             let options = BackupOptions {
@@ -383,6 +384,7 @@ fn back_up(
                 one_file_system: *one_file_system,
                 exclude_if_present: exclude_if_present.clone(),
                 exclude_larger_than: *exclude_larger_than,
+                fixed_chunks: *fixed_chunks,
                 change_detection: *change_detection,
                 host: context.host.clone(),
                 username: context.username.clone(),

@@ -494,6 +494,12 @@ pub struct BackupArgs {
     /// new links move them without touching the content).
     #[arg(long, conflicts_with_all = ["stdin", "stdin_from_command", "volume"])]
     pub ignore_ctime: bool,
+    /// Cut the files read into chunks of SIZE (`64K`, a power of two from 4K to 8M) at the
+    /// multiples of SIZE in each file, instead of content-defined chunks: for files rewritten
+    /// in place a page at a time (database data directories, disk images), where a changed
+    /// page then re-stores one chunk. Unchanged files keep the chunks they have.
+    #[arg(long, value_name = "SIZE", value_parser = values::fixed_chunks, conflicts_with_all = ["stdin", "stdin_from_command", "volume"])]
+    pub fixed_chunks: Option<bunker_agent::backup::FixedChunks>,
     /// Skip opening and re-hashing each new blob before it is packed (measurements only).
     #[arg(long, hide = true)]
     pub skip_verify: bool,

@@ -51,6 +51,13 @@ pub fn size(text: &str) -> Result<u64, String> {
     bunker_agent::policy::parse_policy_size(text)
 }
 
+/// A fixed chunk size for `backup --fixed-chunks`: `64K`, `1M` (a power of two from 4 KiB
+/// to 8 MiB).
+pub fn fixed_chunks(text: &str) -> Result<bunker_agent::backup::FixedChunks, String> {
+    let bytes = size(text)?;
+    bunker_agent::backup::FixedChunks::new(bytes).map_err(|e| e.to_string())
+}
+
 /// A transfer rate in bytes per second, a size per second with its unit: `500K`, `10M`,
 /// `1.5MiB/s`.
 pub fn rate(text: &str) -> Result<NonZeroU64, String> {

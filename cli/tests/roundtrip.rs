@@ -2781,3 +2781,77 @@ fn ls_long_shows_modes_as_ls_does_with_sizes_times_and_link_targets() {
         assert_eq!(&fields[4..6], ["2020-09-13", "12:26:40"], "{line}");
     }
 }
+
+/// `backup --fixed-chunks 64K`: a file rewritten in place a page at a time re-stores only
+/// the chunk holding the changed page, where content-defined chunks re-store about 1 MiB;
+/// files not read again keep their chunks, and everything restores byte for byte.
+#[test]
+fn fixed_chunks_re_store_only_the_chunk_of_a_changed_page() {
+    let t = TestDir::new();
+    let src = t.join("src");
+    fs::create_dir_all(&src).expect("src");
+    let mut table = vec![0u8; (4 << 20) + 5000];
+    XorShift::new(7).fill(&mut table);
+    fs::write(src.join("table"), &table).expect("table");
+    let mut other = vec![0u8; 3 << 20];
+    XorShift::new(8).fill(&mut other);
+    fs::write(src.join("other"), &other).expect("other");
+    let b = t.bunker();
+    b.init();
+    let summary = |out: &Output| out.json()["summary"].clone();
+
+    let first = b.backup(&[&src], &["--fixed-chunks", "64K", "--json"]);
+    first.ok();
+    // 65 chunks of the table (the last 5000 bytes), 48 of the other file.
+    assert_eq!(
+        u64_field(&summary(&first), "data_blobs_added"),
+        65 + 48,
+        "{first}"
+    );
+
+    // One 8 KiB page of the table rewritten in place, in its 17th chunk.
+    let page = (16 << 16) + (3 << 13);
+    let mut new_page = vec![0u8; 8 << 10];
+    XorShift::new(9).fill(&mut new_page);
+    table[page..page + new_page.len()].copy_from_slice(&new_page);
+    fs::write(src.join("table"), &table).expect("rewrite table");
+    let second_table = table.clone();
+    let second = b.backup(&[&src], &["--fixed-chunks", "64K", "--json"]);
+    second.ok();
+    let s = summary(&second);
+    assert_eq!(u64_field(&s, "files_changed"), 1, "{second}");
+    assert_eq!(u64_field(&s, "data_blobs_added"), 1, "{second}");
+    // The chunk, and the four trees on the way to it.
+    let added = u64_field(&s, "bytes_added");
+    assert!(((64 << 10)..(72 << 10)).contains(&added), "{second}");
+
+    // Without the option the changed file is cut by content: a chunk of about 1 MiB (at
+    // least the chunker's 512 KiB minimum) is re-stored for the same kind of change.
+    XorShift::new(10).fill(&mut new_page);
+    table[page..page + new_page.len()].copy_from_slice(&new_page);
+    fs::write(src.join("table"), &table).expect("rewrite table again");
+    let third = b.backup(&[&src], &["--json"]);
+    third.ok();
+    assert!(
+        u64_field(&summary(&third), "bytes_added") >= 512 << 10,
+        "{third}"
+    );
+
+    for (snapshot, expected) in [("latest~1", &second_table), ("latest", &table)] {
+        let target = t.join(format!("restore-{snapshot}"));
+        b.restore(snapshot, &target).ok();
+        let restored = under(&target, &src);
+        assert!(fs::read(restored.join("table")).expect("table") == *expected);
+        assert!(fs::read(restored.join("other")).expect("other") == other);
+    }
+    b.run(["check", "--read-data"]).ok();
+
+    let refused = b.backup(&[&src], &["--fixed-chunks", "48K"]);
+    refused.code(2);
+    assert!(
+        refused
+            .all()
+            .contains("not a power of two from 4 KiB to 8 MiB"),
+        "{refused}"
+    );
+}

@@ -23,6 +23,7 @@ use bunker_repo_format::{BlobId, BlobKind, Repository};
 
 use super::dedup::Dedup;
 use super::files_cache::{FileKey, FilesCache};
+use super::fixed_chunks::FixedChunks;
 use super::read::{Chunking, ReadFailure, ReadFile, read_file};
 use super::seal::Sealer;
 use super::shared_work::share;
@@ -169,6 +170,17 @@ impl<'a> Archiver<'a> {
     /// Tells unchanged files as `detection` says.
     pub(super) fn detecting_changes(mut self, detection: ChangeDetection) -> Self {
         self.detection = detection;
+        self
+    }
+
+    /// Cuts the files it reads into fixed chunks of this size, when given.
+    pub(super) fn cutting_fixed_chunks(mut self, fixed: Option<FixedChunks>) -> Self {
+        self.chunking = self.chunking.cutting_fixed_chunks(fixed);
+        self.small_files = SmallFileReader::new(
+            self.chunking.clone(),
+            self.cancel.clone(),
+            Arc::clone(&self.stages.failed),
+        );
         self
     }
 

@@ -24,6 +24,7 @@ mod archiver;
 mod dedup;
 mod excludes;
 mod files_cache;
+mod fixed_chunks;
 mod pack;
 mod read;
 mod seal;
@@ -47,6 +48,7 @@ use bunker_repo_format::tree::Timestamp;
 use bunker_repo_format::{Repository, SnapshotId};
 
 pub use excludes::{Excludes, PatternError};
+pub use fixed_chunks::{ChunkSizeError, FixedChunks};
 pub use stream::{LineSink, StreamOptions, backup_command, backup_stream};
 pub use volume::{VolumeOptions, backup_volume};
 
@@ -106,6 +108,9 @@ pub struct BackupOptions {
     pub files_read: Option<FileSink>,
     /// What tells a file unchanged, so that it is not read again.
     pub change_detection: ChangeDetection,
+    /// Cut the files read into chunks of this size at the multiples of it in each file,
+    /// instead of the repository's content-defined chunks (see [`FixedChunks`]).
+    pub fixed_chunks: Option<FixedChunks>,
 }
 
 /// How a backup tells that a file did not change since the parent snapshot (or the files
@@ -409,7 +414,8 @@ pub fn backup(
             .staying_on_one_filesystem(options.one_file_system)
             .leaving_out_dirs_tagged(&options.exclude_if_present)
             .leaving_out_files_larger_than(options.exclude_larger_than)
-            .detecting_changes(options.change_detection);
+            .detecting_changes(options.change_detection)
+            .cutting_fixed_chunks(options.fixed_chunks);
             let tree = archiver.archive_roots(&paths, parent_root);
             // The walk's own error is reported after the packs stored so far are indexed
             // (below); a failed pack stage's comes first, from `seal_and_pack`.

@@ -1,6 +1,7 @@
 //! The read, chunk and hash stages for one file: its data regions are read with large reads
-//! into a reused buffer, cut by the repository's content-defined chunker and each chunk is
-//! hashed (its id goes into the file's tree entry, in order).
+//! into a reused buffer, cut by the repository's content-defined chunker (or, when the backup
+//! asks for them, into [fixed chunks](super::fixed_chunks)) and each chunk is hashed (its id
+//! goes into the file's tree entry, in order).
 //!
 //! Small regions are read, cut and hashed sequentially, by the walking thread (small files by
 //! idle pool threads too, see [`super::small_files`]) while the rayon pool compresses and
@@ -31,6 +32,7 @@ use bunker_repo_format::tree::Extent;
 use bunker_repo_format::{BlobId, Repository};
 use rayon::prelude::*;
 
+use super::fixed_chunks::{FixedChunks, read_fixed};
 use super::seal::SealLoad;
 use crate::platform::SourceFile;
 
@@ -53,11 +55,19 @@ const PARALLEL_SEGMENTS: usize = 4;
 /// large hosts, where sealing, not chunking, is the limit anyway.
 const MAX_WINDOW_SEGMENTS: usize = 8;
 
-/// What cutting and naming chunks takes: the repository's chunker and id key, owned so
-/// that pool tasks can hold them.
+/// The bytes one read of a large region fills: a segment per rayon thread, at most
+/// [`MAX_WINDOW_SEGMENTS`].
+pub(super) fn window() -> usize {
+    rayon::current_num_threads().clamp(1, MAX_WINDOW_SEGMENTS) * SEGMENT
+}
+
+/// What cutting and naming chunks takes: the repository's chunker (or fixed chunks) and id
+/// key, owned so that pool tasks can hold them.
 #[derive(Clone)]
 pub(super) struct Chunking {
     chunker: Chunker,
+    /// Files are cut at the multiples of this size instead (see [`super::fixed_chunks`]).
+    fixed: Option<FixedChunks>,
     key: WriterKey,
     /// While sealing keeps every pool thread busy, a window is cut on the walking thread:
     /// cutting it in parallel costs more work in all (each segment's first chunks are cut
@@ -70,9 +80,16 @@ impl Chunking {
     pub(super) fn of(repo: &Repository) -> Self {
         Self {
             chunker: repo.chunker().clone(),
+            fixed: None,
             key: repo.writer_key().clone(),
             seal_load: None,
         }
+    }
+
+    /// Cuts files into fixed chunks of this size, when given, instead of content-defined
+    /// ones.
+    pub(super) fn cutting_fixed_chunks(self, fixed: Option<FixedChunks>) -> Self {
+        Self { fixed, ..self }
     }
 
     /// Cuts windows on the walking thread while `load` says the pool is saturated.
@@ -93,7 +110,7 @@ impl Chunking {
     }
 
     /// A chunk's id: its keyed hash, as [`Repository::blob_id`] gives it.
-    fn id(&self, chunk: &[u8]) -> BlobId {
+    pub(super) fn id(&self, chunk: &[u8]) -> BlobId {
         BlobId::from_bytes(self.key.blob_id_bytes(chunk))
     }
 }
@@ -161,7 +178,20 @@ pub(super) fn read_file<E>(
             file.seek(SeekFrom::Start(region.start))?;
         }
         let region_length = region.end - region.start;
-        let read = if region_length >= (PARALLEL_SEGMENTS * SEGMENT) as u64 {
+        let read = if let Some(fixed) = chunking.fixed {
+            read_fixed(
+                chunking,
+                fixed,
+                &mut *file,
+                region.start,
+                region_length,
+                buffer,
+                &mut |id, chunk| {
+                    push_chunk(&mut extents, id, chunk);
+                    on_chunk(id, chunk).map_err(ReadFailure::Consumer)
+                },
+            )?
+        } else if region_length >= (PARALLEL_SEGMENTS * SEGMENT) as u64 {
             read_parallel(
                 chunking,
                 &mut *file,
@@ -228,8 +258,7 @@ fn read_parallel<E>(
     on_chunk: &mut impl FnMut(BlobId, &[u8]) -> Result<(), ReadFailure<E>>,
 ) -> Result<u64, ReadFailure<E>> {
     let chunker = &chunking.chunker;
-    let window = rayon::current_num_threads().clamp(1, MAX_WINDOW_SEGMENTS) * SEGMENT;
-    let capacity = window + chunker.params().max_size as usize;
+    let capacity = window() + chunker.params().max_size as usize;
     if buffer.len() < capacity + READ_ALIGN {
         buffer.resize(capacity + READ_ALIGN, 0);
     }
@@ -469,7 +498,7 @@ pub(super) mod tests {
     fn files_around_the_parallel_threshold_have_the_sequential_chunks() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let repo = small_chunks_repo(&tmp.path().join("repo"));
-        let window = rayon::current_num_threads().clamp(1, MAX_WINDOW_SEGMENTS) * SEGMENT;
+        let window = window();
         // Windows cut in parallel, and cut on the reading thread as while sealing keeps
         // the pool busy.
         let chunkings = [

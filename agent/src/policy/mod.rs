@@ -22,7 +22,7 @@ use bunker_repo_format::backend::BandwidthLimits;
 use bunker_repo_format::retention::{RetentionPolicy, parse_duration};
 use toml::Spanned;
 
-use crate::backup::{ChangeDetection, TagFile};
+use crate::backup::{ChangeDetection, FixedChunks, TagFile};
 use crate::schedule::Schedule;
 pub use drills::{Database, VerifySettings};
 use raw::{RawPolicy, RawQuiesce, RawRetention, RawSource};
@@ -143,6 +143,9 @@ pub enum SourceKind {
         exclude_if_present: Vec<TagFile>,
         /// Regular files larger than this many bytes are left out (`exclude_larger_than`).
         exclude_larger_than: Option<u64>,
+        /// Files read are cut into fixed chunks of this size (`fixed_chunks`; see `backup
+        /// --fixed-chunks`).
+        fixed_chunks: Option<FixedChunks>,
         /// How an unchanged file is told (`ignore_inode`, `ignore_ctime`; see `backup
         /// --ignore-inode`).
         change_detection: ChangeDetection,
@@ -852,6 +855,7 @@ impl Checker<'_> {
                 "exclude_larger_than",
                 raw.exclude_larger_than.as_ref().map(Spanned::span),
             ),
+            ("fixed_chunks", raw.fixed_chunks.as_ref().map(Spanned::span)),
             ("ignore_inode", raw.ignore_inode.as_ref().map(Spanned::span)),
             ("ignore_ctime", raw.ignore_ctime.as_ref().map(Spanned::span)),
             ("device", raw.device.as_ref().map(Spanned::span)),
@@ -866,6 +870,7 @@ impl Checker<'_> {
                 "exclude_if_present",
                 "exclude_caches",
                 "exclude_larger_than",
+                "fixed_chunks",
                 "ignore_inode",
                 "ignore_ctime",
             ],
@@ -934,6 +939,14 @@ impl Checker<'_> {
                         parse_policy_size(size.get_ref())
                             .map_err(|e| {
                                 self.on(size, span.clone(), &field("exclude_larger_than"), e);
+                            })
+                            .ok()
+                    }),
+                    fixed_chunks: raw.fixed_chunks.as_ref().and_then(|size| {
+                        parse_policy_size(size.get_ref())
+                            .and_then(|bytes| FixedChunks::new(bytes).map_err(|e| e.to_string()))
+                            .map_err(|e| {
+                                self.on(size, span.clone(), &field("fixed_chunks"), e);
                             })
                             .ok()
                     }),

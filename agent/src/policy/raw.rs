@@ -85,6 +85,8 @@ pub struct RawSource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exclude_larger_than: Option<Spanned<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fixed_chunks: Option<Spanned<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ignore_inode: Option<Spanned<bool>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ignore_ctime: Option<Spanned<bool>>,

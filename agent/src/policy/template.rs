@@ -129,6 +129,7 @@ pub fn apply(source: &RawSource, defaults: RawSource) -> RawSource {
         exclude_if_present: source.exclude_if_present.or(defaults.exclude_if_present),
         exclude_caches: source.exclude_caches.or(defaults.exclude_caches),
         exclude_larger_than: source.exclude_larger_than.or(defaults.exclude_larger_than),
+        fixed_chunks: source.fixed_chunks.or(defaults.fixed_chunks),
         ignore_inode: source.ignore_inode.or(defaults.ignore_inode),
         ignore_ctime: source.ignore_ctime.or(defaults.ignore_ctime),
         device: source.device.or(defaults.device),

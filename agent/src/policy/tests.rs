@@ -54,6 +54,7 @@ fn the_documented_example_parses() {
             one_file_system: false,
             exclude_if_present: vec![],
             exclude_larger_than: None,
+            fixed_chunks: None,
             change_detection: ChangeDetection::default(),
         }
     );
@@ -604,4 +605,50 @@ schedule = "@daily"
     assert_eq!(bad.len(), 1, "{bad:#?}");
     assert_eq!(bad[0].key, "source[1].exclude_larger_than");
     assert!(bad[0].message.contains("is not a size"), "{bad:#?}");
+}
+
+#[test]
+fn fixed_chunks_is_a_power_of_two_size_of_paths_sources() {
+    let text = r#"[repository]
+url = "/r"
+password_file = "/p"
+
+[[source]]
+name = "pgdata"
+kind = "paths"
+paths = ["/var/lib/postgresql"]
+fixed_chunks = "64K"
+schedule = "@daily"
+
+[[source]]
+name = "disk"
+kind = "volume"
+device = "/dev/vdb"
+fixed_chunks = "64K"
+schedule = "@daily"
+"#;
+    let found = errors(text);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].key, "source[2].fixed_chunks");
+    assert!(
+        found[0]
+            .message
+            .contains("does not apply to a volume source")
+    );
+    let fixed = text.replace(
+        "device = \"/dev/vdb\"\nfixed_chunks = \"64K\"",
+        "device = \"/dev/vdb\"",
+    );
+    let policy = Policy::parse(&fixed, "p.toml").expect("valid");
+    let Some(SourceKind::Paths { fixed_chunks, .. }) = policy.source("pgdata").map(|s| &s.kind)
+    else {
+        panic!("{:?}", policy.source("pgdata"));
+    };
+    assert_eq!(fixed_chunks.map(FixedChunks::size), Some(64 << 10));
+    for (size, why) in [("48K", "not a power of two"), ("lots", "is not a size")] {
+        let bad = errors(&fixed.replace("\"64K\"", &format!("{size:?}")));
+        assert_eq!(bad.len(), 1, "{bad:#?}");
+        assert_eq!(bad[0].key, "source[1].fixed_chunks");
+        assert!(bad[0].message.contains(why), "{bad:#?}");
+    }
 }

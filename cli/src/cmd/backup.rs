@@ -126,6 +126,7 @@ fn backup_paths(
                 skip_verify: args.skip_verify,
                 one_file_system: args.one_file_system,
                 exclude_larger_than: args.exclude_larger_than,
+                fixed_chunks: args.fixed_chunks,
                 dry_run: args.dry_run,
                 skip_if_unchanged: args.skip_if_unchanged,
                 files_read,
