@@ -26,6 +26,7 @@ pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 
 work=${WORK:-$(mktemp -d /var/tmp/bunker-pgdata.XXXXXX)}
 mkdir -p "$work"
+chmod 755 "$work"   # the postgres user reaches its directories through it
 [ "${KEEP:-0}" = 1 ] || trap 'runuser -u postgres -- "$pg_bin/pg_ctl" -D "$work/data" stop -m immediate >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 export BUNKER_PASSWORD=bench RESTIC_PASSWORD=bench
 data=$work/data
@@ -35,13 +36,18 @@ mkdir -p "$data" "$socket"
 chown postgres:postgres "$data" "$socket"
 pg() { runuser -u postgres -- "$@"; }
 pg "$pg_bin/initdb" -D "$data" -A trust -U postgres --no-sync >/dev/null
-start() { pg "$pg_bin/pg_ctl" -D "$data" -o "-p $port -c listen_addresses= -k $socket" -w -l "$work/server.log" start >/dev/null; }
+start() { pg "$pg_bin/pg_ctl" -D "$data" -o "-p $port -c listen_addresses= -k $socket" -w -l "$socket/server.log" start >/dev/null; }
 stop() { pg "$pg_bin/pg_ctl" -D "$data" -w stop -m fast >/dev/null; }
 start
 pg "$pg_bin/pgbench" -i -q -s "$scale" -h "$socket" -p "$port" postgres 2>/dev/null
 stop
 
-wall() { /usr/bin/time -f %e "$@" 2>&1 >/dev/null | tail -1; }
+wall() {  # COMMAND...: runs it, prints its wall seconds; on failure shows what it said
+    if ! /usr/bin/time -o "$work/time" -f %e "$@" >/dev/null 2>"$work/stderr"; then
+        echo "failed: $*" >&2; cat "$work/stderr" >&2; return 1
+    fi
+    cat "$work/time"
+}
 size() { du -sb "$1" | cut -f1; }
 configs=(cdc)
 for s in "${sizes[@]}"; do configs+=("fixed-$s"); done

@@ -396,6 +396,37 @@ fn the_agent_keeps_its_cache_where_bunker_cache_dir_says() {
     assert!(!s.t.join("cache/bunker").exists(), "nothing under $HOME");
 }
 
+/// A source's `fixed_chunks` reaches its backups: a 1 MiB file is stored as sixteen
+/// 64 KiB chunks (the content-defined chunker would store it whole), and a page rewritten
+/// in place re-stores one.
+#[test]
+fn a_sources_fixed_chunks_cut_its_files() {
+    let data = TestDir::new();
+    let src = data.join("pgdata");
+    fs::create_dir_all(&src).unwrap();
+    let mut table = random_bytes(11, 1 << 20);
+    fs::write(src.join("16384"), &table).unwrap();
+    let sources = format!(
+        "[[source]]\nname = \"pgdata\"\nkind = \"paths\"\npaths = [\"{}\"]\n\
+         schedule = \"@daily\"\nfixed_chunks = \"64K\"\n",
+        src.display()
+    );
+    let s = Setup::new(&sources);
+    let blobs_added = || {
+        s.run_agent(&["run", "--once", "pgdata"]).ok();
+        let latest = s.b.run(["snapshots", "--latest", "--json"]);
+        latest.ok();
+        u64_field(&latest.json()[0]["summary"], "data_blobs_added")
+    };
+    assert_eq!(blobs_added(), 16);
+    table[300_000..308_192].copy_from_slice(&random_bytes(12, 8192));
+    fs::write(src.join("16384"), &table).unwrap();
+    assert_eq!(blobs_added(), 1);
+    let target = s.t.join("restore");
+    s.b.restore("latest", &target).ok();
+    assert!(fs::read(under(&target, &src).join("16384")).unwrap() == table);
+}
+
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().expect("local address").port()

@@ -57,7 +57,8 @@ impl FixedChunks {
 /// Reads `limit` bytes (fewer when the file ends first) of a data region that starts at
 /// offset `start` of its file from `reader`'s position, cutting it at the multiples of
 /// `chunks` in the file, hashing each window's chunks on the rayon pool and calling
-/// `on_chunk` for them in order. Returns the number of bytes read.
+/// `on_chunk` for them in order (on a pool thread, reading a small file, it hashes them
+/// itself). Returns the number of bytes read.
 ///
 /// `buffer` grows to at most one window of a large file's parallel reads (whole chunks, at
 /// least one), less when the region is shorter, and is reused. Every read but a region's first starts on a chunk
@@ -96,7 +97,11 @@ pub(super) fn read_fixed<E>(
         total += read as u64;
         let data = &buffer[front..front + read];
         let spans = cut(data, into_chunk, size);
-        let ids: Vec<BlobId> = if spans.len() > 1 {
+        // Only the walking thread hashes a window in parallel. Pool threads read small files
+        // (`super::small_files`) into a buffer of their own thread, and one that waited here
+        // for its parallel hashing would take on other pool work meanwhile: another small
+        // file, whose read would find that buffer still in use.
+        let ids: Vec<BlobId> = if spans.len() > 1 && rayon::current_thread_index().is_none() {
             spans
                 .par_iter()
                 .map(|span| chunking.id(&data[span.clone()]))
@@ -137,9 +142,14 @@ mod tests {
 
     use bunker_repo_format::tree::Extent;
 
+    use std::path::Path;
+
     use super::super::read::tests::small_chunks_repo;
     use super::super::read::{read_file, test_common::noise};
     use super::*;
+    use crate::Cancel;
+    use crate::backup::{BackupOptions, backup};
+    use crate::restore::{RestoreOptions, restore};
 
     const SIZE: u64 = 64 << 10;
 
@@ -274,6 +284,60 @@ mod tests {
             .filter(|&i| before.extents[i] != after.extents[i])
             .collect();
         assert_eq!(differing, [37]);
+    }
+
+    /// Pool threads read small files into a buffer of their own thread: one hashing its
+    /// chunks in parallel would take on another small file meanwhile, whose read found the
+    /// buffer in use and aborted the process (seen in `benches/pgdata.sh`).
+    #[test]
+    fn many_small_files_cut_into_fixed_chunks_back_up_and_restore() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let repo = small_chunks_repo(&tmp.path().join("repo"));
+        let source = tmp.path().join("src");
+        fs::create_dir_all(&source).expect("src");
+        let files: Vec<(String, Vec<u8>)> = (0..400u64)
+            .map(|i| {
+                (
+                    format!("{i:04}"),
+                    noise(((i as usize) % 7 + 1) * 40_000 + 123, i),
+                )
+            })
+            .collect();
+        for (name, data) in &files {
+            fs::write(source.join(name), data).expect("write");
+        }
+        let options = BackupOptions {
+            paths: vec![source.clone()],
+            host: "h".to_owned(),
+            fixed_chunks: Some(chunked(16 << 10)),
+            ..BackupOptions::default()
+        };
+        let outcome = backup(&repo, &options, &Cancel::new()).expect("backup");
+        let expected_chunks: u64 = files
+            .iter()
+            .map(|(_, data)| data.len().div_ceil(16 << 10) as u64)
+            .sum();
+        assert_eq!(outcome.snapshot.summary.data_blobs_added, expected_chunks);
+        let target = tmp.path().join("restored");
+        let index = repo.load_index().expect("index").index;
+        let restored = restore(
+            &repo,
+            &index,
+            &outcome.snapshot.tree,
+            Path::new("/"),
+            &target,
+            &RestoreOptions::default(),
+            &Cancel::new(),
+        )
+        .expect("restore");
+        assert!(restored.errors.is_empty(), "{:?}", restored.errors);
+        let restored = target.join(source.strip_prefix("/").expect("absolute"));
+        for (name, data) in &files {
+            assert!(
+                fs::read(restored.join(name)).expect("restored file") == *data,
+                "{name}"
+            );
+        }
     }
 
     #[test]
