@@ -4,7 +4,8 @@
 # same stopped cluster in one run. The cluster is `pgbench -i -s SCALE`; the change is
 # `pgbench -c 1 -t TXNS -n` and a CHECKPOINT, then a clean stop. Prints, per tool, the first
 # backup's repository size and wall time, the second backup's repository growth, bunker's
-# plaintext added and the wall time, and how many 8 KiB pages of the directory changed.
+# plaintext added and the wall time, a restore's wall time, and how many 8 KiB pages of the
+# directory changed.
 #
 # usage: benches/pgdata.sh            (as root: the cluster runs as the postgres user)
 # env:   SCALE (default 40: a 1.1 GiB directory), TXNS (default 1000), SIZES (default
@@ -100,11 +101,20 @@ PY
 )
 rm -rf "$work/before"
 echo "PostgreSQL $("$pg_bin/postgres" --version | awk '{print $3}'), pgbench scale $scale, $txns transactions: $(size "$data") bytes; $pages"
-printf '%-12s %14s %10s %14s %16s %10s\n' config first_bytes first_s growth_bytes plaintext_added second_s
+restore() {  # CONFIG: restores the latest snapshot into a new directory; prints wall seconds
+    local config=$1 repo=$work/repo-$1 target=$work/restored
+    rm -rf "$target"; sync
+    case $config in
+      restic) wall "$restic" -r "$repo" --cache-dir "$work/cache-restic" restore latest --target "$target" ;;
+      *) wall "$bin" -r "$repo" --cache-dir "$work/cache-$config" restore latest --target "$target" ;;
+    esac
+    rm -rf "$target"
+}
+printf '%-12s %14s %10s %14s %16s %10s %10s\n' config first_bytes first_s growth_bytes plaintext_added second_s restore_s
 for config in "${configs[@]}"; do
   sync
   second_wall=$(backup "$config")
   growth=$(( $(size "$work/repo-$config") - ${first_size[$config]} ))
-  printf '%-12s %14s %10s %14s %16s %10s\n' "$config" "${first_size[$config]}" "${first_wall[$config]}" \
-    "$growth" "$(added "$config")" "$second_wall"
+  printf '%-12s %14s %10s %14s %16s %10s %10s\n' "$config" "${first_size[$config]}" "${first_wall[$config]}" \
+    "$growth" "$(added "$config")" "$second_wall" "$(restore "$config")"
 done
