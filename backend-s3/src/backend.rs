@@ -1,5 +1,6 @@
 //! [`S3Backend`]: the synchronous [`Backend`] trait over `object_store`'s S3 client.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -35,6 +36,8 @@ const PUT_RETRY_MAX_WAIT: Duration = Duration::from_secs(10);
 /// After a put failed for the client's whole retry window, later puts are sent once,
 /// without retries, for this long or until one succeeds ([`FailedWrite`]).
 const HOLD_WRITES: Duration = Duration::from_secs(60);
+/// How often an abandonable put looks whether it was abandoned.
+const ABANDON_CHECK: Duration = Duration::from_millis(50);
 
 /// A repository in an S3 bucket (AWS or any S3-compatible server).
 ///
@@ -235,13 +238,124 @@ impl S3Backend {
 
     /// Runs `future` on the internal runtime, holding one of the in-flight permits.
     fn run<T>(&self, future: impl Future<Output = Result<T>>) -> Result<T> {
+        self.runtime.block_on(self.with_permit(future))
+    }
+
+    /// [`Self::run`] for a request on `name` that is dropped (its connection closed) once
+    /// `abandon`, when given, is set; checked every [`ABANDON_CHECK`].
+    fn run_abandoning<T>(
+        &self,
+        name: &str,
+        abandon: Option<&AtomicBool>,
+        future: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let Some(abandon) = abandon else {
+            return self.run(future);
+        };
         self.runtime.block_on(async {
-            let _permit = self
-                .permits
-                .acquire()
-                .await
-                .map_err(|_| Error::Invalid("the S3 client was shut down".into()))?;
-            future.await
+            let mut request = std::pin::pin!(self.with_permit(future));
+            loop {
+                if abandon.load(Ordering::SeqCst) {
+                    return Err(Error::Abandoned {
+                        object: format!(
+                            "s3://{}/{}",
+                            self.location.bucket,
+                            self.location.key(name)
+                        ),
+                    });
+                }
+                if let Ok(result) = tokio::time::timeout(ABANDON_CHECK, request.as_mut()).await {
+                    return result;
+                }
+            }
+        })
+    }
+
+    /// `future`, once one of the in-flight permits is free, holding it.
+    async fn with_permit<T>(&self, future: impl Future<Output = Result<T>>) -> Result<T> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| Error::Invalid("the S3 client was shut down".into()))?;
+        future.await
+    }
+
+    /// A create-only put of `bytes` as `name`, retried as [`Backend::put_if_absent_owned`]
+    /// says; given up once `abandon`, when given, is set.
+    fn put_create(&self, name: &str, bytes: Vec<u8>, abandon: Option<&AtomicBool>) -> Result<()> {
+        let path = self.path(name)?;
+        let held = self.failed_write.held();
+        let writers = self.writer()?;
+        let (store, attempts) = match held {
+            Some(_) => (writers.single_try, 1),
+            None => (writers.retried, PUT_ATTEMPTS),
+        };
+        // The body shares the buffer (retries included); nothing is copied.
+        let payload = PutPayload::from(bytes);
+        self.run_abandoning(name, abandon, async {
+            let mut backoff = Backoff::doubling(PUT_RETRY_FIRST_WAIT, PUT_RETRY_MAX_WAIT);
+            for attempt in 1..=attempts {
+                let options = PutOptions {
+                    mode: PutMode::Create,
+                    ..PutOptions::default()
+                };
+                let e = match store.put_opts(&path, payload.clone(), options).await {
+                    Ok(_) => {
+                        if held.is_some() {
+                            self.failed_write.clear();
+                        }
+                        return Ok(());
+                    }
+                    Err(e) => e,
+                };
+                let text = error_chain(&e);
+                let kind = kind_of(&e, &text);
+                // `object_store` may itself have sent the put again after a lost answer, so
+                // even a first attempt can find its own object.
+                if kind == Kind::AlreadyExists {
+                    let stored = match self.store.get_opts(&path, GetOptions::default()).await {
+                        Ok(result) => result.bytes().await.ok(),
+                        Err(_) => None,
+                    };
+                    let ours = stored.is_some_and(|stored| {
+                        payload
+                            .iter()
+                            .flat_map(|part| part.iter())
+                            .eq(stored.iter())
+                    });
+                    if ours {
+                        return Ok(());
+                    }
+                }
+                if kind != Kind::Other || attempt == attempts || client_retried(&text) {
+                    let error = self.error(e, "writing", name);
+                    if client_retried(&text) {
+                        self.failed_write.record(&error);
+                    }
+                    return Err(match &held {
+                        Some((age, first)) if kind == Kind::Other => Error::io(
+                            format!(
+                                "writing s3://{}/{}",
+                                self.location.bucket,
+                                self.location.key(name)
+                            ),
+                            std::io::Error::other(format!(
+                                "{}; tried once, since a write failed {} s ago after the \
+                                 client's retries ({first})",
+                                one_line(&text),
+                                age.as_secs(),
+                            )),
+                        ),
+                        _ => error,
+                    });
+                }
+                backoff.wait().await;
+            }
+            Err(Error::io(
+                format!("writing {name}"),
+                std::io::Error::other("no attempt was made"),
+            ))
         })
     }
 
@@ -338,79 +452,18 @@ impl Backend for S3Backend {
     /// whole retry window (a server that stopped answering) is not tried again: eight
     /// windows would keep a command waiting for minutes per object.
     fn put_if_absent_owned(&self, name: &str, bytes: Vec<u8>) -> Result<()> {
-        let path = self.path(name)?;
-        let held = self.failed_write.held();
-        let writers = self.writer()?;
-        let (store, attempts) = match held {
-            Some(_) => (writers.single_try, 1),
-            None => (writers.retried, PUT_ATTEMPTS),
-        };
-        // The body shares the buffer (retries included); nothing is copied.
-        let payload = PutPayload::from(bytes);
-        self.run(async {
-            let mut backoff = Backoff::doubling(PUT_RETRY_FIRST_WAIT, PUT_RETRY_MAX_WAIT);
-            for attempt in 1..=attempts {
-                let options = PutOptions {
-                    mode: PutMode::Create,
-                    ..PutOptions::default()
-                };
-                let e = match store.put_opts(&path, payload.clone(), options).await {
-                    Ok(_) => {
-                        if held.is_some() {
-                            self.failed_write.clear();
-                        }
-                        return Ok(());
-                    }
-                    Err(e) => e,
-                };
-                let text = error_chain(&e);
-                let kind = kind_of(&e, &text);
-                // `object_store` may itself have sent the put again after a lost answer, so
-                // even a first attempt can find its own object.
-                if kind == Kind::AlreadyExists {
-                    let stored = match self.store.get_opts(&path, GetOptions::default()).await {
-                        Ok(result) => result.bytes().await.ok(),
-                        Err(_) => None,
-                    };
-                    let ours = stored.is_some_and(|stored| {
-                        payload
-                            .iter()
-                            .flat_map(|part| part.iter())
-                            .eq(stored.iter())
-                    });
-                    if ours {
-                        return Ok(());
-                    }
-                }
-                if kind != Kind::Other || attempt == attempts || client_retried(&text) {
-                    let error = self.error(e, "writing", name);
-                    if client_retried(&text) {
-                        self.failed_write.record(&error);
-                    }
-                    return Err(match &held {
-                        Some((age, first)) if kind == Kind::Other => Error::io(
-                            format!(
-                                "writing s3://{}/{}",
-                                self.location.bucket,
-                                self.location.key(name)
-                            ),
-                            std::io::Error::other(format!(
-                                "{}; tried once, since a write failed {} s ago after the \
-                                 client's retries ({first})",
-                                one_line(&text),
-                                age.as_secs(),
-                            )),
-                        ),
-                        _ => error,
-                    });
-                }
-                backoff.wait().await;
-            }
-            Err(Error::io(
-                format!("writing {name}"),
-                std::io::Error::other("no attempt was made"),
-            ))
-        })
+        self.put_create(name, bytes, None)
+    }
+
+    /// The put is dropped (its connection closed) within [`ABANDON_CHECK`] of `abandon`
+    /// being set, also while it waits for an in-flight permit or between its retries.
+    fn put_if_absent_abandoning(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        abandon: &AtomicBool,
+    ) -> Result<()> {
+        self.put_create(name, bytes, Some(abandon))
     }
 
     fn get(&self, name: &str) -> Result<Vec<u8>> {

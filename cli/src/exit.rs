@@ -71,6 +71,7 @@ fn repository_code(error: &Error) -> u8 {
         Error::WrongPassword { .. } => WRONG_PASSWORD,
         Error::KeyLacksReadAccess { .. } => PUT_ONLY_KEY,
         Error::KeyFile { .. } => BAD_KEY_FILE,
+        Error::Abandoned { .. } => INTERRUPTED,
         _ => FATAL,
     }
 }

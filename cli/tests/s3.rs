@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::ffi::OsStr;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -448,4 +449,112 @@ fn metadata_copies_answer_reads_and_check_reads_the_store() {
         copies.keys()
     );
     assert!(copies.keys().all(|name| !name.starts_with("data/")));
+}
+
+/// A TCP proxy to an HTTP endpoint that forwards what clients send at most `rate` bytes per
+/// second per connection (a slow uplink), and counts it; answers go back at full speed.
+struct SlowUplink {
+    endpoint: String,
+    sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl SlowUplink {
+    fn start(upstream: &str, rate: u64) -> SlowUplink {
+        use std::io::{Read, Write};
+        use std::net::{Shutdown, TcpListener, TcpStream};
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU64, Ordering};
+
+        let upstream = upstream
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        let endpoint = format!("http://{}", listener.local_addr().expect("proxy address"));
+        let sent = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&sent);
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let (Ok(mut client_reader), Ok(mut server_writer)) =
+                    (client.try_clone(), server.try_clone())
+                else {
+                    continue;
+                };
+                let counter = Arc::clone(&counter);
+                std::thread::spawn(move || {
+                    let mut buffer = vec![0u8; 16 << 10];
+                    while let Ok(n) = client_reader.read(&mut buffer) {
+                        if n == 0 || server_writer.write_all(&buffer[..n]).is_err() {
+                            break;
+                        }
+                        counter.fetch_add(n as u64, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_secs_f64(n as f64 / rate as f64));
+                    }
+                    let _ = server_writer.shutdown(Shutdown::Write);
+                });
+                let (mut server_reader, mut client_writer) = (server, client);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut server_reader, &mut client_writer);
+                    let _ = client_writer.shutdown(Shutdown::Write);
+                });
+            }
+        });
+        SlowUplink { endpoint, sent }
+    }
+
+    fn sent(&self) -> u64 {
+        self.sent.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Ctrl-C during a backup to a slow S3 endpoint stops it at once: the pack puts in flight
+/// are abandoned instead of waited for (16 MiB at 1 MiB/s each), the exit code is 130, and
+/// the repository stays whole for the next backup.
+#[test]
+fn an_interrupted_backup_abandons_its_pack_puts_to_a_slow_store() {
+    let Some(endpoint) = test_endpoint("an_interrupted_backup_abandons_its_pack_puts") else {
+        return;
+    };
+    let t = TestDir::new();
+    let bucket = unique_bucket("abandon");
+    create_bucket(&endpoint, &bucket, false);
+    let b = s3_bunker(&t, &endpoint, &bucket, "r");
+    b.init();
+    let src = t.join("src");
+    write_random_file(&src.join("big.bin"), 7, 40 << 20);
+
+    let uplink = SlowUplink::start(&endpoint, 1 << 20);
+    let slow = s3_bunker(&t, &uplink.endpoint, &bucket, "r");
+    let (child, shown) = slow.spawn([OsStr::new("backup"), src.as_os_str()]);
+    // A pack put is in flight once more than the small objects went up.
+    let waited = std::time::Instant::now();
+    while uplink.sent() < 2 << 20 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(120),
+            "no pack went up: {} bytes",
+            uplink.sent()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    send_signal(child.id(), "INT");
+    let interrupted = std::time::Instant::now();
+    let out = wait_output(child, shown, Duration::from_secs(120));
+    let took = interrupted.elapsed();
+    out.code(130);
+    assert!(out.stderr.contains("backup interrupted"), "{out}");
+    // Waiting for the pack would take 7 s more at least (14 MiB at 2 MiB/s).
+    assert!(
+        took < Duration::from_secs(3),
+        "stopped after {took:?}: {out}"
+    );
+
+    b.backup(&[&src], &[]).ok();
+    b.run(["check", "--read-data"]).ok();
+    let target = t.join("restore");
+    b.restore("latest", &target).ok();
+    compare_tree_contents(&src, &under(&target, &src));
 }

@@ -89,6 +89,14 @@ pub enum Error {
         /// The retain-until date, as the storage reported it (or `unknown`).
         until: String,
     },
+    /// A write was given up before the store answered, because its command was asked to
+    /// stop ([`Backend::put_if_absent_abandoning`](crate::backend::Backend::put_if_absent_abandoning)):
+    /// whether the object was stored is unknown.
+    #[error("{object}: write abandoned: the command was interrupted")]
+    Abandoned {
+        /// Object name.
+        object: String,
+    },
     /// An I/O error from the operating system or a storage service.
     #[error("{context}: {source}")]
     Io {

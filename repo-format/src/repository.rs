@@ -848,10 +848,21 @@ impl Repository {
     /// with [`BlobWriter::record_uploaded`]. The bytes are handed to the backend, not copied;
     /// a staged pack is published under its name.
     pub fn put_pack(&self, pack: crate::pack::FinishedPack) -> Result<crate::pack::StoredPack> {
+        self.put_pack_abandoning(pack, &std::sync::atomic::AtomicBool::new(false))
+    }
+
+    /// [`Self::put_pack`], giving the put up once `abandon` is set where the store allows
+    /// it ([`Backend::put_if_absent_abandoning`]): an interrupted backup does not wait for
+    /// its packs in flight to a slow store. A staged pack (a local directory) is published.
+    pub fn put_pack_abandoning(
+        &self,
+        pack: crate::pack::FinishedPack,
+        abandon: &std::sync::atomic::AtomicBool,
+    ) -> Result<crate::pack::StoredPack> {
         let name = pack.name();
         content_named_stored(match pack.contents {
             crate::pack::PackContents::Memory(bytes) => {
-                self.backend.put_if_absent_owned(&name, bytes)
+                self.backend.put_if_absent_abandoning(&name, bytes, abandon)
             }
             crate::pack::PackContents::Staged(file) => self.backend.publish(file, &name),
         })?;

@@ -393,7 +393,7 @@ pub fn backup(
     let session = writer.session().clone();
     let verify = !options.skip_verify;
     let ((tree, finished), mut writer) =
-        pack::seal_and_pack(repo, writer, verify, |sealer, failed| {
+        pack::seal_and_pack(repo, writer, verify, cancel, |sealer, failed| {
             let stages = archiver::Stages {
                 dedup: dedup::Dedup::new(&index, condemned.iter().copied().collect()),
                 sealer,

@@ -9,6 +9,9 @@ use std::thread::ScopedJoinHandle;
 
 use bunker_repo_format::{BlobWriter, Repository};
 
+use crate::cancel::Cancel;
+
+use super::BackupError;
 use super::seal::{SealedBatch, Sealer};
 use super::upload::{Uploads, record};
 
@@ -24,14 +27,18 @@ const PACK_QUEUE: usize = 1;
 /// it was given; when `feed` fails, those packs are indexed (so that the next run reuses
 /// them) before its error is returned. On success the writer comes back with every pack
 /// uploaded and recorded, not yet flushed.
+///
+/// Once `cancel` is set, pack puts still waiting for a slow store are abandoned: the stage
+/// fails, and its error is [`BackupError::Interrupted`] (what was stored is still indexed).
 pub(super) fn seal_and_pack<'a, T, E>(
     repo: &'a Repository,
     writer: BlobWriter<'a>,
     verify: bool,
+    cancel: &Cancel,
     feed: impl FnOnce(&mut Sealer, &Arc<AtomicBool>) -> Result<T, E>,
 ) -> Result<(T, BlobWriter<'a>), E>
 where
-    E: From<bunker_repo_format::Error>,
+    E: From<bunker_repo_format::Error> + From<BackupError>,
 {
     let failed = Arc::new(AtomicBool::new(false));
     let (sealed_tx, sealed_rx) = sync_channel(PACK_QUEUE);
@@ -45,13 +52,19 @@ where
     std::thread::scope(|scope| {
         let packer = {
             let failed = Arc::clone(&failed);
-            scope.spawn(move || run(repo, writer, sealed_rx, failed))
+            let abandon = cancel.flag();
+            scope.spawn(move || run(repo, writer, sealed_rx, failed, abandon))
         };
         let fed = feed(&mut sealer, &failed);
         sealer.finish();
         // The last sender goes: the pack stage uploads the open packs and ends.
         drop(sealer);
-        let writer = join(packer)?;
+        let writer = join(packer).map_err(|e| match e {
+            bunker_repo_format::Error::Abandoned { .. } if cancel.is_cancelled() => {
+                E::from(BackupError::Interrupted)
+            }
+            e => E::from(e),
+        })?;
         match fed {
             Ok(value) => Ok((value, writer)),
             Err(e) => {
@@ -62,9 +75,9 @@ where
     })
 }
 
-/// Runs the pack stage until every sender of `input` is gone, then uploads the open packs.
-/// Returns the writer with everything uploaded and recorded (not yet flushed), and the
-/// first error.
+/// Runs the pack stage until every sender of `input` is gone, then uploads the open packs
+/// (pack puts are given up once `abandon` is set). Returns the writer with everything
+/// uploaded and recorded (not yet flushed), and the first error.
 ///
 /// After the first error it keeps draining `input` (so no sealing task blocks forever),
 /// sets `failed` so the walk stops early, and still records every pack that was stored
@@ -74,9 +87,10 @@ pub(super) fn run<'a>(
     mut writer: BlobWriter<'a>,
     input: Receiver<SealedBatch>,
     failed: Arc<AtomicBool>,
+    abandon: Arc<AtomicBool>,
 ) -> (BlobWriter<'a>, bunker_repo_format::Result<()>) {
     std::thread::scope(|scope| {
-        let uploads = Uploads::start(scope, repo);
+        let uploads = Uploads::start(scope, repo, abandon);
         let mut error: Option<bunker_repo_format::Error> = None;
         let fail = |e: bunker_repo_format::Error, error: &mut Option<_>| {
             failed.store(true, Ordering::SeqCst);

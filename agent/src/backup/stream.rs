@@ -313,6 +313,12 @@ impl From<io::Error> for ChunkFailure {
     }
 }
 
+impl From<BackupError> for ChunkFailure {
+    fn from(e: BackupError) -> Self {
+        ChunkFailure::Backup(e)
+    }
+}
+
 impl From<bunker_repo_format::Error> for ChunkFailure {
     fn from(e: bunker_repo_format::Error) -> Self {
         ChunkFailure::Backup(e.into())
@@ -346,8 +352,12 @@ fn store_stream<'a>(
     let progress = options.progress.as_deref();
     let mut extents = Vec::new();
     let mut buffer = Vec::new();
-    let (read, writer) =
-        pack::seal_and_pack(repo, writer, !options.skip_verify, |sealer, failed| {
+    let (read, writer) = pack::seal_and_pack(
+        repo,
+        writer,
+        !options.skip_verify,
+        cancel,
+        |sealer, failed| {
             repo.chunker().clone().chunk_reader::<_, ChunkFailure>(
                 reader,
                 u64::MAX,
@@ -373,7 +383,8 @@ fn store_stream<'a>(
                     Ok(())
                 },
             )
-        })?;
+        },
+    )?;
     if let Some(progress) = progress {
         progress.files_done(1);
     }

@@ -10,6 +10,7 @@
 //! temp files written as the blobs came ([`Repository::start_pack`]), and storing one is its
 //! fsync and link; for S3 they are in memory, each handed to its request without a copy.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{Scope, ScopedJoinHandle};
@@ -25,8 +26,14 @@ pub(super) struct Uploads<'scope> {
 }
 
 impl<'scope> Uploads<'scope> {
-    /// Starts the backend's number of upload threads in `scope`, storing packs into `repo`.
-    pub(super) fn start<'env>(scope: &'scope Scope<'scope, 'env>, repo: &'env Repository) -> Self {
+    /// Starts the backend's number of upload threads in `scope`, storing packs into `repo`;
+    /// once `abandon` is set, puts still waiting for a slow store are given up
+    /// ([`Repository::put_pack_abandoning`]) and fail.
+    pub(super) fn start<'env>(
+        scope: &'scope Scope<'scope, 'env>,
+        repo: &'env Repository,
+        abandon: Arc<AtomicBool>,
+    ) -> Self {
         let uploaders = repo.backend().put_concurrency().clamp(1, 16);
         let (queue, receiver) = sync_channel::<FinishedPack>(0);
         let receiver = Arc::new(Mutex::new(receiver));
@@ -34,6 +41,7 @@ impl<'scope> Uploads<'scope> {
         let threads = (0..uploaders)
             .map(|_| {
                 let receiver = Arc::clone(&receiver);
+                let abandon = Arc::clone(&abandon);
                 let done_tx: Sender<_> = done_tx.clone();
                 scope.spawn(move || {
                     loop {
@@ -42,7 +50,7 @@ impl<'scope> Uploads<'scope> {
                             .unwrap_or_else(PoisonError::into_inner)
                             .recv();
                         let Ok(pack) = next else { break };
-                        let result = repo.put_pack(pack);
+                        let result = repo.put_pack_abandoning(pack, &abandon);
                         if done_tx.send(result).is_err() {
                             break;
                         }

@@ -236,6 +236,12 @@ enum VolumeFailure {
     Backup(BackupError),
 }
 
+impl From<BackupError> for VolumeFailure {
+    fn from(e: BackupError) -> Self {
+        VolumeFailure::Backup(e)
+    }
+}
+
 impl From<bunker_repo_format::Error> for VolumeFailure {
     fn from(e: bunker_repo_format::Error) -> Self {
         VolumeFailure::Backup(e.into())
@@ -264,43 +270,49 @@ fn read_volume<'a>(
     let mut extents: Vec<Extent> = Vec::new();
     std::thread::scope(|scope| {
         scope.spawn(move || reader.run(&sender, &recycled, cancel));
-        pack::seal_and_pack(repo, writer, !options.skip_verify, |sealer, failed| {
-            for batch in receiver {
+        pack::seal_and_pack(
+            repo,
+            writer,
+            !options.skip_verify,
+            cancel,
+            |sealer, failed| {
+                for batch in receiver {
+                    if cancel.is_cancelled() {
+                        return Err(VolumeFailure::Backup(BackupError::Interrupted));
+                    }
+                    if failed.load(Ordering::SeqCst) {
+                        // The pack stage's error is the one to report.
+                        return Ok(());
+                    }
+                    match batch.map_err(VolumeFailure::Io)? {
+                        Batch::Read(buffer) => {
+                            let chunk = chunk_size as usize;
+                            let bytes = buffer.as_slice();
+                            store_batch(repo, &mut dedup, sealer, bytes, chunk, &mut extents);
+                            if let Some(progress) = progress {
+                                progress.read(bytes.len() as u64);
+                                progress.bytes_done(bytes.len() as u64);
+                            }
+                            // The reader may have stopped: then the buffer just goes.
+                            let _ = recycle.send(buffer);
+                        }
+                        Batch::Hole(length) => {
+                            push_hole(&mut extents, length);
+                            if let Some(progress) = progress {
+                                progress.bytes_done(length);
+                            }
+                        }
+                    }
+                }
                 if cancel.is_cancelled() {
                     return Err(VolumeFailure::Backup(BackupError::Interrupted));
                 }
-                if failed.load(Ordering::SeqCst) {
-                    // The pack stage's error is the one to report.
-                    return Ok(());
+                if let Some(progress) = progress {
+                    progress.files_done(1);
                 }
-                match batch.map_err(VolumeFailure::Io)? {
-                    Batch::Read(buffer) => {
-                        let chunk = chunk_size as usize;
-                        let bytes = buffer.as_slice();
-                        store_batch(repo, &mut dedup, sealer, bytes, chunk, &mut extents);
-                        if let Some(progress) = progress {
-                            progress.read(bytes.len() as u64);
-                            progress.bytes_done(bytes.len() as u64);
-                        }
-                        // The reader may have stopped: then the buffer just goes.
-                        let _ = recycle.send(buffer);
-                    }
-                    Batch::Hole(length) => {
-                        push_hole(&mut extents, length);
-                        if let Some(progress) = progress {
-                            progress.bytes_done(length);
-                        }
-                    }
-                }
-            }
-            if cancel.is_cancelled() {
-                return Err(VolumeFailure::Backup(BackupError::Interrupted));
-            }
-            if let Some(progress) = progress {
-                progress.files_done(1);
-            }
-            Ok(())
-        })
+                Ok(())
+            },
+        )
     })
     .map(|((), writer)| (extents, writer, dedup.into_dependencies()))
 }

@@ -17,6 +17,7 @@
 //! [`testing::conformance`](super::testing::conformance).
 
 use std::fmt;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::{Backend, ObjectMeta};
@@ -349,6 +350,17 @@ impl<B: Backend> Backend for FaultyBackend<B> {
 
     fn put_if_absent(&self, name: &str, bytes: &[u8]) -> Result<()> {
         self.run(Call::Put, name, || self.inner.put_if_absent(name, bytes))
+    }
+
+    fn put_if_absent_abandoning(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        abandon: &AtomicBool,
+    ) -> Result<()> {
+        self.run(Call::Put, name, move || {
+            self.inner.put_if_absent_abandoning(name, bytes, abandon)
+        })
     }
 
     fn get(&self, name: &str) -> Result<Vec<u8>> {

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
 use std::fmt;
 use std::ops::Bound;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -122,6 +123,22 @@ impl Backend for MemoryBackend {
                 Ok(())
             }
         }
+    }
+
+    /// A put given up before it started stores nothing (the model of a remote store whose
+    /// request was dropped before it was sent).
+    fn put_if_absent_abandoning(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        abandon: &AtomicBool,
+    ) -> Result<()> {
+        if abandon.load(Ordering::SeqCst) {
+            return Err(Error::Abandoned {
+                object: name.to_owned(),
+            });
+        }
+        self.put_if_absent(name, &bytes)
     }
 
     fn get(&self, name: &str) -> Result<Vec<u8>> {

@@ -42,7 +42,7 @@ use std::fmt;
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -205,6 +205,30 @@ impl MetadataCache {
         }
     }
 
+    /// Stores `bytes` as `name` with `put`, keeping a copy when `name` is one written
+    /// through. The copy is written first so that the bytes can go to the store without
+    /// being copied, and named only once the store holds them.
+    fn put_through(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        put: impl FnOnce(Vec<u8>) -> Result<()>,
+    ) -> Result<()> {
+        if keep(name) != Keep::WhenReadOrWritten || !hashes_to_name(name, &bytes) {
+            return put(bytes);
+        }
+        let temp = self.write_temp(name, &bytes).ok();
+        let stored = put(bytes);
+        match (&stored, temp) {
+            (Ok(()), Some(temp)) => self.publish_temp(&temp, name),
+            (Err(_), Some(temp)) => {
+                let _ = fs::remove_file(temp);
+            }
+            (_, None) => {}
+        }
+        stored
+    }
+
     /// Writes `bytes` into a new temp file beside where the copy of `name` goes.
     fn write_temp(&self, name: &str, bytes: &[u8]) -> io::Result<PathBuf> {
         let path = self.path_of(name);
@@ -342,21 +366,20 @@ impl Backend for MetadataCache {
     }
 
     fn put_if_absent_owned(&self, name: &str, bytes: Vec<u8>) -> Result<()> {
-        if keep(name) != Keep::WhenReadOrWritten || !hashes_to_name(name, &bytes) {
-            return self.store.put_if_absent_owned(name, bytes);
-        }
-        // The copy is written first so that the bytes can go to the store without being
-        // copied, and named only once the store holds them.
-        let temp = self.write_temp(name, &bytes).ok();
-        let stored = self.store.put_if_absent_owned(name, bytes);
-        match (&stored, temp) {
-            (Ok(()), Some(temp)) => self.publish_temp(&temp, name),
-            (Err(_), Some(temp)) => {
-                let _ = fs::remove_file(temp);
-            }
-            (_, None) => {}
-        }
-        stored
+        self.put_through(name, bytes, |bytes| {
+            self.store.put_if_absent_owned(name, bytes)
+        })
+    }
+
+    fn put_if_absent_abandoning(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        abandon: &AtomicBool,
+    ) -> Result<()> {
+        self.put_through(name, bytes, |bytes| {
+            self.store.put_if_absent_abandoning(name, bytes, abandon)
+        })
     }
 
     fn stage(&self, prefix: &str) -> Result<Option<StagedFile>> {

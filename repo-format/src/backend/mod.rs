@@ -27,6 +27,7 @@ pub use throttle::{BandwidthLimits, ThrottledBackend};
 
 use std::fmt::Debug;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::SystemTime;
 
 use crate::error::Result;
@@ -130,6 +131,22 @@ pub trait Backend: Send + Sync + Debug {
     /// (to an HTTP body) and would otherwise copy them: a pack is 16 MiB of fresh pages.
     fn put_if_absent_owned(&self, name: &str, bytes: Vec<u8>) -> Result<()> {
         self.put_if_absent(name, &bytes)
+    }
+
+    /// [`Backend::put_if_absent_owned`] for an object the caller may stop waiting for (a
+    /// pack, which nothing references until it is indexed): once `abandon` is set, a store
+    /// whose puts take long (S3 on a slow uplink) stops waiting for the answer and fails
+    /// with [`Error::Abandoned`](crate::Error::Abandoned). Whether the object was stored is
+    /// then unknown; an unindexed pack is removed by a later prune. A local directory,
+    /// whose puts are a write and an fsync, finishes them (the default).
+    fn put_if_absent_abandoning(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        abandon: &AtomicBool,
+    ) -> Result<()> {
+        let _ = abandon;
+        self.put_if_absent_owned(name, bytes)
     }
 
     /// Starts an object to be written piece by piece and named once complete, under
@@ -277,6 +294,14 @@ impl<B: Backend + ?Sized> Backend for Arc<B> {
     }
     fn put_if_absent_owned(&self, name: &str, bytes: Vec<u8>) -> Result<()> {
         (**self).put_if_absent_owned(name, bytes)
+    }
+    fn put_if_absent_abandoning(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        abandon: &AtomicBool,
+    ) -> Result<()> {
+        (**self).put_if_absent_abandoning(name, bytes, abandon)
     }
     fn stage(&self, prefix: &str) -> Result<Option<StagedFile>> {
         (**self).stage(prefix)

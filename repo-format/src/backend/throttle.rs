@@ -217,6 +217,16 @@ impl<B: Backend> Backend for ThrottledBackend<B> {
         self.inner.put_if_absent_owned(name, bytes)
     }
 
+    fn put_if_absent_abandoning(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        abandon: &AtomicBool,
+    ) -> Result<()> {
+        self.before_upload(bytes.len() as u64);
+        self.inner.put_if_absent_abandoning(name, bytes, abandon)
+    }
+
     fn stage(&self, prefix: &str) -> Result<Option<StagedFile>> {
         self.inner.stage(prefix)
     }
@@ -357,6 +367,26 @@ mod tests {
         assert!(took >= Duration::from_millis(200), "{took:?}");
         assert!(took < Duration::from_secs(30), "{took:?}");
         assert_eq!(store.get("data/small").unwrap(), b"after the stop");
+    }
+
+    #[test]
+    fn an_abandoned_put_is_given_up_by_the_store_underneath() {
+        let limits = BandwidthLimits {
+            upload: rate(1 << 30),
+            download: None,
+        };
+        let store = ThrottledBackend::new(MemoryBackend::new(), limits);
+        let abandon = AtomicBool::new(false);
+        store
+            .put_if_absent_abandoning("data/kept", b"kept".to_vec(), &abandon)
+            .unwrap();
+        abandon.store(true, Ordering::SeqCst);
+        assert!(matches!(
+            store.put_if_absent_abandoning("data/given-up", b"x".to_vec(), &abandon),
+            Err(crate::Error::Abandoned { .. })
+        ));
+        assert_eq!(store.get("data/kept").unwrap(), b"kept");
+        assert!(store.get("data/given-up").is_err());
     }
 
     #[test]

@@ -197,6 +197,33 @@ fn writes_keep_copies_once_the_store_holds_them() {
 }
 
 #[test]
+fn an_abandoned_pack_put_reaches_the_store_and_leaves_no_copy() {
+    let s = setup();
+    let abandon = std::sync::atomic::AtomicBool::new(false);
+    let (tree, tree_bytes) = object("tree/", 9);
+    s.cache
+        .put_if_absent_abandoning(&tree, tree_bytes.clone(), &abandon)
+        .unwrap();
+    assert_eq!(fs::read(s.copy_path(&tree)).unwrap(), tree_bytes);
+    // Given up: the store's own abandoning put is the one called, and nothing is kept.
+    abandon.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (later, later_bytes) = object("tree/", 10);
+    let (data, data_bytes) = object("data/", 11);
+    for (name, bytes) in [(&later, later_bytes), (&data, data_bytes)] {
+        assert!(matches!(
+            s.cache.put_if_absent_abandoning(name, bytes, &abandon),
+            Err(Error::Abandoned { .. })
+        ));
+        assert!(matches!(s.store.get(name), Err(Error::NotFound { .. })));
+    }
+    let parent = s.copy_path(&later);
+    let entries: Vec<_> = fs::read_dir(parent.parent().unwrap())
+        .map(|dir| dir.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(entries.is_empty(), "{entries:?}");
+}
+
+#[test]
 fn a_listing_removes_copies_of_objects_it_does_not_name() {
     let s = setup();
     let (kept, kept_bytes) = object("tree/", 9);
