@@ -142,14 +142,11 @@ mod tests {
 
     use bunker_repo_format::tree::Extent;
 
-    use std::path::Path;
-
-    use super::super::read::tests::small_chunks_repo;
+    use super::super::read::tests::{restore_source, small_chunks_repo};
     use super::super::read::{read_file, test_common::noise};
     use super::*;
     use crate::Cancel;
     use crate::backup::{BackupOptions, backup};
-    use crate::restore::{RestoreOptions, restore};
 
     const SIZE: u64 = 64 << 10;
 
@@ -319,19 +316,7 @@ mod tests {
             .sum();
         assert_eq!(outcome.snapshot.summary.data_blobs_added, expected_chunks);
         let target = tmp.path().join("restored");
-        let index = repo.load_index().expect("index").index;
-        let restored = restore(
-            &repo,
-            &index,
-            &outcome.snapshot.tree,
-            Path::new("/"),
-            &target,
-            &RestoreOptions::default(),
-            &Cancel::new(),
-        )
-        .expect("restore");
-        assert!(restored.errors.is_empty(), "{:?}", restored.errors);
-        let restored = target.join(source.strip_prefix("/").expect("absolute"));
+        let restored = restore_source(&repo, &outcome.snapshot.tree, &source, &target);
         for (name, data) in &files {
             assert!(
                 fs::read(restored.join(name)).expect("restored file") == *data,

@@ -360,6 +360,29 @@ pub(super) mod tests {
         data
     }
 
+    /// Restores the whole snapshot tree `root` into `target`, asserting it restored without
+    /// errors; where `source`, a backed-up path, came back.
+    pub(in crate::backup) fn restore_source(
+        repo: &Repository,
+        root: &BlobId,
+        source: &Path,
+        target: &Path,
+    ) -> std::path::PathBuf {
+        let index = repo.load_index().expect("index").index;
+        let restored = restore(
+            repo,
+            &index,
+            root,
+            Path::new("/"),
+            target,
+            &RestoreOptions::default(),
+            &Cancel::new(),
+        )
+        .expect("restore");
+        assert!(restored.errors.is_empty(), "{:?}", restored.errors);
+        target.join(source.strip_prefix("/").expect("absolute source"))
+    }
+
     /// What sequential chunking of `data` as one stream gives.
     fn sequential_extents(repo: &Repository, data: &[u8]) -> Vec<Extent> {
         let mut start = 0;
@@ -465,20 +488,7 @@ pub(super) mod tests {
             (big.len() + first.len() + second.len()) as u64
         );
 
-        let target = tmp.path().join("restored");
-        let index = repo.load_index().expect("index").index;
-        let restored = restore(
-            &repo,
-            &index,
-            &root,
-            Path::new("/"),
-            &target,
-            &RestoreOptions::default(),
-            &Cancel::new(),
-        )
-        .expect("restore");
-        assert!(restored.errors.is_empty(), "{:?}", restored.errors);
-        let restored = target.join(source.strip_prefix("/").expect("absolute source"));
+        let restored = restore_source(&repo, &root, &source, &tmp.path().join("restored"));
         assert!(fs::read(restored.join("big.bin")).expect("big") == big);
         let restored_sparse = restored.join("sparse.img");
         let bytes = fs::read(&restored_sparse).expect("sparse");
