@@ -145,6 +145,7 @@ pub fn copy(
     let source_index = source.load_index_for_reading()?.index;
     let mut writer = target.blob_writer(&loaded.index);
     writer.exclude_packs(condemned);
+    writer.abandon_uploads_when(cancel.flag());
     // A killed copy loses at most this much transfer: the next run reuses indexed packs.
     writer.set_index_interval(INDEX_INTERVAL);
     let mut sender = Sender {
@@ -157,9 +158,20 @@ pub fn copy(
 
     for (source_id, snapshot) in pending {
         let sent = sender.send_tree(snapshot.tree);
-        sender.writer.flush()?;
+        if let Err(e) = sender.writer.flush() {
+            // Interrupted: the uploads to a slow store were given up; the packs stored
+            // before are indexed for the next run.
+            if cancel.is_cancelled() {
+                let _ = sender.writer.index_uploaded();
+                return Err(CopyError::Interrupted);
+            }
+            return Err(e.into());
+        }
         outcome.verified_packs += verify_packs(target, sender.writer.take_uploaded())?;
-        sent?;
+        sent.map_err(|e| match e {
+            CopyError::Repository(Error::Abandoned { .. }) => CopyError::Interrupted,
+            e => e,
+        })?;
         let copy = Snapshot {
             parent: snapshot.parent.and_then(|p| in_target.get(&p).copied()),
             ..snapshot

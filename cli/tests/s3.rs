@@ -558,3 +558,56 @@ fn an_interrupted_backup_abandons_its_pack_puts_to_a_slow_store() {
     b.restore("latest", &target).ok();
     compare_tree_contents(&src, &under(&target, &src));
 }
+
+/// The same for `copy` into S3: Ctrl-C stops it at once, and the next copy finishes it.
+#[test]
+fn an_interrupted_copy_abandons_its_pack_puts_to_a_slow_store() {
+    let Some(endpoint) = test_endpoint("an_interrupted_copy_abandons_its_pack_puts") else {
+        return;
+    };
+    let t = TestDir::new();
+    let bucket = unique_bucket("abandon-copy");
+    create_bucket(&endpoint, &bucket, false);
+    let local = t.bunker();
+    local.init();
+    let src = t.join("src");
+    write_random_file(&src.join("big.bin"), 8, 40 << 20);
+    local.backup(&[&src], &[]).ok();
+
+    let uplink = SlowUplink::start(&endpoint, 1 << 20);
+    let copy = |endpoint: &str| {
+        let mut b = local.with_env("BUNKER_TO_PASSWORD", "target password");
+        for (key, value) in env_vars(endpoint) {
+            b = b.with_env(key, value);
+        }
+        b
+    };
+    let to = format!("s3://{bucket}/copy");
+    let (child, shown) = copy(&uplink.endpoint).spawn(["copy", "--to", &to]);
+    let waited = std::time::Instant::now();
+    while uplink.sent() < 2 << 20 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(120),
+            "no pack went up: {} bytes",
+            uplink.sent()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    send_signal(child.id(), "INT");
+    let interrupted = std::time::Instant::now();
+    let out = wait_output(child, shown, Duration::from_secs(120));
+    let took = interrupted.elapsed();
+    out.code(130);
+    assert!(out.stderr.contains("copy interrupted"), "{out}");
+    assert!(
+        took < Duration::from_secs(3),
+        "stopped after {took:?}: {out}"
+    );
+
+    copy(&endpoint).run(["copy", "--to", &to]).ok();
+    let target = s3_bunker(&t, &endpoint, &bucket, "copy").with_password(Some("target password"));
+    target.run(["check", "--read-data"]).ok();
+    let restored = t.join("restore");
+    target.restore("latest", &restored).ok();
+    compare_tree_contents(&src, &under(&restored, &src));
+}

@@ -1,6 +1,8 @@
 //! Writing blobs: deduplicate, seal, pack, upload, index.
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use super::Repository;
 use crate::blob::{BlobKind, MAX_BLOB_LENGTH, seal_blob_verified};
@@ -61,6 +63,8 @@ pub struct BlobWriter<'a> {
     index_interval: Option<std::time::Duration>,
     /// When the oldest pack not yet in a segment was uploaded.
     unindexed_since: Option<std::time::Instant>,
+    /// Once set, the packs this writer uploads itself are given up where the store allows.
+    abandon: Arc<AtomicBool>,
     stats: WriteStats,
 }
 
@@ -81,8 +85,18 @@ impl<'a> BlobWriter<'a> {
             uploaded: Vec::new(),
             index_interval: None,
             unindexed_since: None,
+            abandon: Arc::new(AtomicBool::new(false)),
             stats: WriteStats::default(),
         }
+    }
+
+    /// Gives up the pack uploads this writer makes itself ([`Self::add`], [`Self::flush`])
+    /// once `flag` is set, where the store allows it
+    /// ([`Repository::put_pack_abandoning`]): an interrupted command does not wait for its
+    /// packs in flight to a slow store. They fail with [`Error::Abandoned`](crate::Error::Abandoned);
+    /// [`Self::index_uploaded`] still indexes those stored before.
+    pub fn abandon_uploads_when(&mut self, flag: Arc<AtomicBool>) {
+        self.abandon = flag;
     }
 
     /// The session sealing this writer's objects (use it for the snapshot too).
@@ -232,7 +246,7 @@ impl<'a> BlobWriter<'a> {
     }
 
     fn upload(&mut self, finished: FinishedPack) -> Result<()> {
-        let stored = self.repo.put_pack(finished)?;
+        let stored = self.repo.put_pack_abandoning(finished, &self.abandon)?;
         self.record_uploaded(stored)
     }
 
