@@ -61,8 +61,9 @@ impl FixedChunks {
 /// itself). Returns the number of bytes read.
 ///
 /// `buffer` grows to at most one window of a large file's parallel reads (whole chunks, at
-/// least one), less when the region is shorter, and is reused. Every read but a region's first starts on a chunk
-/// boundary and ends on one or at the region's end, so no bytes are carried over.
+/// least one), less when the region is shorter, and is reused. Every read but a region's
+/// first starts on a chunk boundary, and each ends on one or at the region's end, so no
+/// bytes are carried over.
 pub(super) fn read_fixed<E>(
     chunking: &Chunking,
     chunks: FixedChunks,
@@ -176,8 +177,8 @@ mod tests {
         assert!(cut(&[], 1, 4).is_empty());
     }
 
-    /// Reads `path` as a backup does with `chunks` and `window`; the extents, and the bytes
-    /// the consumer saw.
+    /// Reads `path` as a backup does with `chunking`; what was read, and the bytes the
+    /// consumer saw.
     fn read_with(
         chunking: &Chunking,
         path: &std::path::Path,

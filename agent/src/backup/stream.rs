@@ -352,39 +352,34 @@ fn store_stream<'a>(
     let progress = options.progress.as_deref();
     let mut extents = Vec::new();
     let mut buffer = Vec::new();
-    let (read, writer) = pack::seal_and_pack(
-        repo,
-        writer,
-        !options.skip_verify,
-        cancel,
-        |sealer, failed| {
-            repo.chunker().clone().chunk_reader::<_, ChunkFailure>(
-                reader,
-                u64::MAX,
-                &mut buffer,
-                |chunk| {
-                    if cancel.is_cancelled() {
-                        return Err(ChunkFailure::Backup(BackupError::Interrupted));
-                    }
-                    if failed.load(Ordering::SeqCst) {
-                        // The pack stage's error is the one to report.
-                        return Err(ChunkFailure::Backup(BackupError::Interrupted));
-                    }
-                    let id = repo.blob_id(chunk);
-                    let length = chunk.len() as u32;
-                    extents.push(Extent::Chunk { id, length });
-                    if dedup.claim(id) {
-                        sealer.push(id, chunk);
-                    }
-                    if let Some(progress) = progress {
-                        progress.read(u64::from(length));
-                        progress.bytes_done(u64::from(length));
-                    }
-                    Ok(())
-                },
-            )
-        },
-    )?;
+    let verify = !options.skip_verify;
+    let (read, writer) = pack::seal_and_pack(repo, writer, verify, cancel, |sealer, failed| {
+        repo.chunker().clone().chunk_reader::<_, ChunkFailure>(
+            reader,
+            u64::MAX,
+            &mut buffer,
+            |chunk| {
+                if cancel.is_cancelled() {
+                    return Err(ChunkFailure::Backup(BackupError::Interrupted));
+                }
+                if failed.load(Ordering::SeqCst) {
+                    // The pack stage's error is the one to report.
+                    return Err(ChunkFailure::Backup(BackupError::Interrupted));
+                }
+                let id = repo.blob_id(chunk);
+                let length = chunk.len() as u32;
+                extents.push(Extent::Chunk { id, length });
+                if dedup.claim(id) {
+                    sealer.push(id, chunk);
+                }
+                if let Some(progress) = progress {
+                    progress.read(u64::from(length));
+                    progress.bytes_done(u64::from(length));
+                }
+                Ok(())
+            },
+        )
+    })?;
     if let Some(progress) = progress {
         progress.files_done(1);
     }

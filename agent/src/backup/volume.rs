@@ -268,51 +268,46 @@ fn read_volume<'a>(
     // Batches go back to the reader once their chunks are hashed and the new ones copied.
     let (recycle, recycled) = mpsc::channel::<AlignedBuffer>();
     let mut extents: Vec<Extent> = Vec::new();
+    let verify = !options.skip_verify;
     std::thread::scope(|scope| {
         scope.spawn(move || reader.run(&sender, &recycled, cancel));
-        pack::seal_and_pack(
-            repo,
-            writer,
-            !options.skip_verify,
-            cancel,
-            |sealer, failed| {
-                for batch in receiver {
-                    if cancel.is_cancelled() {
-                        return Err(VolumeFailure::Backup(BackupError::Interrupted));
-                    }
-                    if failed.load(Ordering::SeqCst) {
-                        // The pack stage's error is the one to report.
-                        return Ok(());
-                    }
-                    match batch.map_err(VolumeFailure::Io)? {
-                        Batch::Read(buffer) => {
-                            let chunk = chunk_size as usize;
-                            let bytes = buffer.as_slice();
-                            store_batch(repo, &mut dedup, sealer, bytes, chunk, &mut extents);
-                            if let Some(progress) = progress {
-                                progress.read(bytes.len() as u64);
-                                progress.bytes_done(bytes.len() as u64);
-                            }
-                            // The reader may have stopped: then the buffer just goes.
-                            let _ = recycle.send(buffer);
-                        }
-                        Batch::Hole(length) => {
-                            push_hole(&mut extents, length);
-                            if let Some(progress) = progress {
-                                progress.bytes_done(length);
-                            }
-                        }
-                    }
-                }
+        pack::seal_and_pack(repo, writer, verify, cancel, |sealer, failed| {
+            for batch in receiver {
                 if cancel.is_cancelled() {
                     return Err(VolumeFailure::Backup(BackupError::Interrupted));
                 }
-                if let Some(progress) = progress {
-                    progress.files_done(1);
+                if failed.load(Ordering::SeqCst) {
+                    // The pack stage's error is the one to report.
+                    return Ok(());
                 }
-                Ok(())
-            },
-        )
+                match batch.map_err(VolumeFailure::Io)? {
+                    Batch::Read(buffer) => {
+                        let chunk = chunk_size as usize;
+                        let bytes = buffer.as_slice();
+                        store_batch(repo, &mut dedup, sealer, bytes, chunk, &mut extents);
+                        if let Some(progress) = progress {
+                            progress.read(bytes.len() as u64);
+                            progress.bytes_done(bytes.len() as u64);
+                        }
+                        // The reader may have stopped: then the buffer just goes.
+                        let _ = recycle.send(buffer);
+                    }
+                    Batch::Hole(length) => {
+                        push_hole(&mut extents, length);
+                        if let Some(progress) = progress {
+                            progress.bytes_done(length);
+                        }
+                    }
+                }
+            }
+            if cancel.is_cancelled() {
+                return Err(VolumeFailure::Backup(BackupError::Interrupted));
+            }
+            if let Some(progress) = progress {
+                progress.files_done(1);
+            }
+            Ok(())
+        })
     })
     .map(|((), writer)| (extents, writer, dedup.into_dependencies()))
 }
