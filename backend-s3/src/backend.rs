@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use bunker_repo_format::backend::{Backend, LockPolicy, ObjectMeta, validate_name};
+use bunker_repo_format::backend::{Backend, LockPolicy, ObjectMeta, ReadBytes, validate_name};
 use bunker_repo_format::{Error, Result};
 use futures_util::TryStreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder, Checksum};
@@ -281,6 +281,71 @@ impl S3Backend {
         future.await
     }
 
+    /// `length` bytes at `offset` of `name`, as [`Backend::get_range`] says; given up once
+    /// `abandon`, when given, is set.
+    fn read_range(
+        &self,
+        name: &str,
+        offset: u64,
+        length: u64,
+        abandon: Option<&AtomicBool>,
+    ) -> Result<Vec<u8>> {
+        let path = self.path(name)?;
+        let past_end = |size: u64| {
+            Error::corrupt(
+                name,
+                format!(
+                    "range of {length} bytes at offset {offset} runs past the end of the \
+                     {size}-byte object"
+                ),
+            )
+        };
+        let Some(end) = offset.checked_add(length).filter(|_| length > 0) else {
+            // S3 cannot read an empty range; the size alone answers.
+            let size = self.head(name)?.size;
+            return match offset.checked_add(length) {
+                Some(end) if end <= size => Ok(Vec::new()),
+                _ => Err(past_end(size)),
+            };
+        };
+        let options = GetOptions {
+            range: Some(GetRange::Bounded(offset..end)),
+            ..GetOptions::default()
+        };
+        let read = self.run_abandoning(name, abandon, async {
+            let fetched = async {
+                let result = self.store.get_opts(&path, options).await?;
+                let size = result.meta.size;
+                let bytes = result.bytes().await?;
+                Ok::<_, object_store::Error>((size, bytes))
+            };
+            Ok(fetched.await)
+        })?;
+        match read {
+            Ok((size, _)) if end > size => Err(past_end(size)),
+            Ok((_, bytes)) if bytes.len() as u64 == length => Ok(Vec::from(bytes)),
+            Ok((size, bytes)) => Err(Error::corrupt(
+                name,
+                format!(
+                    "asked {length} bytes at {offset}, the {size}-byte object gave {}",
+                    bytes.len()
+                ),
+            )),
+            Err(e) => {
+                let error = self.error(e, "reading", name);
+                if error.is_not_found() {
+                    return Err(error);
+                }
+                // An unsatisfiable range: tell past-the-end apart from other failures.
+                match self.head(name) {
+                    Ok(meta) if end > meta.size => Err(past_end(meta.size)),
+                    Err(e) if e.is_not_found() => Err(e),
+                    _ => Err(error),
+                }
+            }
+        }
+    }
+
     /// A create-only put of `bytes` as `name`, retried as [`Backend::put_if_absent_owned`]
     /// says; given up once `abandon`, when given, is set.
     fn put_create(&self, name: &str, bytes: Vec<u8>, abandon: Option<&AtomicBool>) -> Result<()> {
@@ -480,60 +545,19 @@ impl Backend for S3Backend {
     }
 
     fn get_range(&self, name: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
-        let path = self.path(name)?;
-        let past_end = |size: u64| {
-            Error::corrupt(
-                name,
-                format!(
-                    "range of {length} bytes at offset {offset} runs past the end of the \
-                     {size}-byte object"
-                ),
-            )
-        };
-        let Some(end) = offset.checked_add(length).filter(|_| length > 0) else {
-            // S3 cannot read an empty range; the size alone answers.
-            let size = self.head(name)?.size;
-            return match offset.checked_add(length) {
-                Some(end) if end <= size => Ok(Vec::new()),
-                _ => Err(past_end(size)),
-            };
-        };
-        let options = GetOptions {
-            range: Some(GetRange::Bounded(offset..end)),
-            ..GetOptions::default()
-        };
-        let read = self.run(async {
-            let fetched = async {
-                let result = self.store.get_opts(&path, options).await?;
-                let size = result.meta.size;
-                let bytes = result.bytes().await?;
-                Ok::<_, object_store::Error>((size, bytes))
-            };
-            Ok(fetched.await)
-        })?;
-        match read {
-            Ok((size, _)) if end > size => Err(past_end(size)),
-            Ok((_, bytes)) if bytes.len() as u64 == length => Ok(Vec::from(bytes)),
-            Ok((size, bytes)) => Err(Error::corrupt(
-                name,
-                format!(
-                    "asked {length} bytes at {offset}, the {size}-byte object gave {}",
-                    bytes.len()
-                ),
-            )),
-            Err(e) => {
-                let error = self.error(e, "reading", name);
-                if error.is_not_found() {
-                    return Err(error);
-                }
-                // An unsatisfiable range: tell past-the-end apart from other failures.
-                match self.head(name) {
-                    Ok(meta) if end > meta.size => Err(past_end(meta.size)),
-                    Err(e) if e.is_not_found() => Err(e),
-                    _ => Err(error),
-                }
-            }
-        }
+        self.read_range(name, offset, length, None)
+    }
+
+    /// The request is dropped within [`ABANDON_CHECK`] of `abandon` being set.
+    fn get_range_to_read_abandoning(
+        &self,
+        name: &str,
+        offset: u64,
+        length: u64,
+        abandon: &AtomicBool,
+    ) -> Result<ReadBytes> {
+        self.read_range(name, offset, length, Some(abandon))
+            .map(ReadBytes::from)
     }
 
     fn head(&self, name: &str) -> Result<ObjectMeta> {

@@ -451,19 +451,20 @@ fn metadata_copies_answer_reads_and_check_reads_the_store() {
     assert!(copies.keys().all(|name| !name.starts_with("data/")));
 }
 
-/// A TCP proxy to an HTTP endpoint that forwards what clients send at most `rate` bytes per
-/// second per connection (a slow uplink), and counts it; answers go back at full speed.
-struct SlowUplink {
+/// A TCP proxy to an HTTP endpoint that forwards each connection's bytes at most `up`
+/// bytes per second towards the server and `down` towards the client (a slow link), and
+/// counts them.
+struct SlowLink {
     endpoint: String,
     sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    received: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
-impl SlowUplink {
-    fn start(upstream: &str, rate: u64) -> SlowUplink {
-        use std::io::{Read, Write};
-        use std::net::{Shutdown, TcpListener, TcpStream};
+impl SlowLink {
+    fn start(upstream: &str, up: u64, down: u64) -> SlowLink {
+        use std::net::{TcpListener, TcpStream};
         use std::sync::Arc;
-        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::atomic::AtomicU64;
 
         let upstream = upstream
             .trim_start_matches("http://")
@@ -471,44 +472,83 @@ impl SlowUplink {
             .to_owned();
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
         let endpoint = format!("http://{}", listener.local_addr().expect("proxy address"));
-        let sent = Arc::new(AtomicU64::new(0));
-        let counter = Arc::clone(&sent);
+        let (sent, received) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let counters = (Arc::clone(&sent), Arc::clone(&received));
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
                 let Ok(server) = TcpStream::connect(&upstream) else {
                     continue;
                 };
-                let (Ok(mut client_reader), Ok(mut server_writer)) =
+                let (Ok(client_reader), Ok(server_reader)) =
                     (client.try_clone(), server.try_clone())
                 else {
                     continue;
                 };
-                let counter = Arc::clone(&counter);
-                std::thread::spawn(move || {
-                    let mut buffer = vec![0u8; 16 << 10];
-                    while let Ok(n) = client_reader.read(&mut buffer) {
-                        if n == 0 || server_writer.write_all(&buffer[..n]).is_err() {
-                            break;
-                        }
-                        counter.fetch_add(n as u64, Ordering::SeqCst);
-                        std::thread::sleep(Duration::from_secs_f64(n as f64 / rate as f64));
-                    }
-                    let _ = server_writer.shutdown(Shutdown::Write);
-                });
-                let (mut server_reader, mut client_writer) = (server, client);
-                std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut server_reader, &mut client_writer);
-                    let _ = client_writer.shutdown(Shutdown::Write);
-                });
+                let (sent, received) = (Arc::clone(&counters.0), Arc::clone(&counters.1));
+                std::thread::spawn(move || pump(client_reader, server, up, &sent));
+                std::thread::spawn(move || pump(server_reader, client, down, &received));
             }
         });
-        SlowUplink { endpoint, sent }
+        SlowLink {
+            endpoint,
+            sent,
+            received,
+        }
     }
 
+    /// Bytes forwarded towards the server so far.
     fn sent(&self) -> u64 {
         self.sent.load(std::sync::atomic::Ordering::SeqCst)
     }
+
+    /// Bytes forwarded towards the client so far.
+    fn received(&self) -> u64 {
+        self.received.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Copies `from` into `to` at most `rate` bytes per second, counting into `counter`, until
+/// either side closes; then closes the writing side of `to`.
+fn pump(
+    mut from: std::net::TcpStream,
+    mut to: std::net::TcpStream,
+    rate: u64,
+    counter: &std::sync::atomic::AtomicU64,
+) {
+    use std::io::{Read, Write};
+    let mut buffer = vec![0u8; 16 << 10];
+    while let Ok(n) = from.read(&mut buffer) {
+        if n == 0 || to.write_all(&buffer[..n]).is_err() {
+            break;
+        }
+        counter.fetch_add(n as u64, std::sync::atomic::Ordering::SeqCst);
+        std::thread::sleep(Duration::from_secs_f64(n as f64 / rate as f64));
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
+}
+
+/// Waits until `moved()` passes `bytes` (a pack in flight), sends SIGINT to `child` and
+/// returns its output and how long it took to exit after the signal.
+fn interrupt_once_past(
+    child: std::process::Child,
+    shown: String,
+    bytes: u64,
+    moved: impl Fn() -> u64,
+) -> (Output, Duration) {
+    let waited = std::time::Instant::now();
+    while moved() < bytes {
+        assert!(
+            waited.elapsed() < Duration::from_secs(120),
+            "{} bytes moved, waiting for {bytes}",
+            moved()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    send_signal(child.id(), "INT");
+    let interrupted = std::time::Instant::now();
+    let out = wait_output(child, shown, Duration::from_secs(120));
+    (out, interrupted.elapsed())
 }
 
 /// Ctrl-C during a backup to a slow S3 endpoint stops it at once: the pack puts in flight
@@ -527,23 +567,11 @@ fn an_interrupted_backup_abandons_its_pack_puts_to_a_slow_store() {
     let src = t.join("src");
     write_random_file(&src.join("big.bin"), 7, 40 << 20);
 
-    let uplink = SlowUplink::start(&endpoint, 1 << 20);
+    let uplink = SlowLink::start(&endpoint, 1 << 20, 1 << 30);
     let slow = s3_bunker(&t, &uplink.endpoint, &bucket, "r");
     let (child, shown) = slow.spawn([OsStr::new("backup"), src.as_os_str()]);
     // A pack put is in flight once more than the small objects went up.
-    let waited = std::time::Instant::now();
-    while uplink.sent() < 2 << 20 {
-        assert!(
-            waited.elapsed() < Duration::from_secs(120),
-            "no pack went up: {} bytes",
-            uplink.sent()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    send_signal(child.id(), "INT");
-    let interrupted = std::time::Instant::now();
-    let out = wait_output(child, shown, Duration::from_secs(120));
-    let took = interrupted.elapsed();
+    let (out, took) = interrupt_once_past(child, shown, 2 << 20, || uplink.sent());
     out.code(130);
     assert!(out.stderr.contains("backup interrupted"), "{out}");
     // Waiting for the pack would take 7 s more at least (14 MiB at 2 MiB/s).
@@ -574,7 +602,7 @@ fn an_interrupted_copy_abandons_its_pack_puts_to_a_slow_store() {
     write_random_file(&src.join("big.bin"), 8, 40 << 20);
     local.backup(&[&src], &[]).ok();
 
-    let uplink = SlowUplink::start(&endpoint, 1 << 20);
+    let uplink = SlowLink::start(&endpoint, 1 << 20, 1 << 30);
     let copy = |endpoint: &str| {
         let mut b = local.with_env("BUNKER_TO_PASSWORD", "target password");
         for (key, value) in env_vars(endpoint) {
@@ -584,19 +612,7 @@ fn an_interrupted_copy_abandons_its_pack_puts_to_a_slow_store() {
     };
     let to = format!("s3://{bucket}/copy");
     let (child, shown) = copy(&uplink.endpoint).spawn(["copy", "--to", &to]);
-    let waited = std::time::Instant::now();
-    while uplink.sent() < 2 << 20 {
-        assert!(
-            waited.elapsed() < Duration::from_secs(120),
-            "no pack went up: {} bytes",
-            uplink.sent()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    send_signal(child.id(), "INT");
-    let interrupted = std::time::Instant::now();
-    let out = wait_output(child, shown, Duration::from_secs(120));
-    let took = interrupted.elapsed();
+    let (out, took) = interrupt_once_past(child, shown, 2 << 20, || uplink.sent());
     out.code(130);
     assert!(out.stderr.contains("copy interrupted"), "{out}");
     assert!(
@@ -610,4 +626,40 @@ fn an_interrupted_copy_abandons_its_pack_puts_to_a_slow_store() {
     let restored = t.join("restore");
     target.restore("latest", &restored).ok();
     compare_tree_contents(&src, &under(&restored, &src));
+}
+
+/// The same for a restore from a slow S3 endpoint: the range reads in flight (8 MiB at
+/// 1 MiB/s each) are abandoned, and a second restore into the same target finishes it.
+#[test]
+fn an_interrupted_restore_abandons_its_reads_from_a_slow_store() {
+    let Some(endpoint) = test_endpoint("an_interrupted_restore_abandons_its_reads") else {
+        return;
+    };
+    let t = TestDir::new();
+    let bucket = unique_bucket("abandon-restore");
+    create_bucket(&endpoint, &bucket, false);
+    let b = s3_bunker(&t, &endpoint, &bucket, "r");
+    b.init();
+    let src = t.join("src");
+    write_random_file(&src.join("big.bin"), 9, 40 << 20);
+    b.backup(&[&src], &[]).ok();
+
+    let downlink = SlowLink::start(&endpoint, 1 << 30, 1 << 20);
+    let slow = s3_bunker(&t, &downlink.endpoint, &bucket, "r");
+    let target = t.join("restore");
+    let (child, shown) = slow.spawn([
+        OsStr::new("restore"),
+        OsStr::new("latest"),
+        OsStr::new("--target"),
+        target.as_os_str(),
+    ]);
+    let (out, took) = interrupt_once_past(child, shown, 2 << 20, || downlink.received());
+    out.code(130);
+    assert!(
+        took < Duration::from_secs(3),
+        "stopped after {took:?}: {out}"
+    );
+
+    b.restore("latest", &target).ok();
+    compare_tree_contents(&src, &under(&target, &src));
 }

@@ -89,10 +89,11 @@ pub enum Error {
         /// The retain-until date, as the storage reported it (or `unknown`).
         until: String,
     },
-    /// A write was given up before the store answered, because its command was asked to
-    /// stop ([`Backend::put_if_absent_abandoning`](crate::backend::Backend::put_if_absent_abandoning)):
-    /// whether the object was stored is unknown.
-    #[error("{object}: write abandoned: the command was interrupted")]
+    /// A write or read was given up before the store answered, because its command was
+    /// asked to stop ([`Backend::put_if_absent_abandoning`](crate::backend::Backend::put_if_absent_abandoning),
+    /// [`Backend::get_range_to_read_abandoning`](crate::backend::Backend::get_range_to_read_abandoning)):
+    /// after a write, whether the object was stored is unknown.
+    #[error("{object}: request abandoned: the command was interrupted")]
     Abandoned {
         /// Object name.
         object: String,

@@ -21,7 +21,7 @@
 //! so one damaged region of a pack costs only the blobs in it.
 
 use std::ops::RangeInclusive;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 use bunker_repo_format::backend::ReadBytes;
@@ -91,11 +91,15 @@ pub(super) fn coalesce(pack: usize, work: &PackWork, max_read: u64) -> Vec<ReadR
 /// Fetches every range of `packs` on the backend's number of reading threads (see
 /// [`ReadHints`](bunker_repo_format::backend::ReadHints)) and calls `consume` with
 /// each, on the calling thread, in completion order. Stops early once `stop` says so (the
-/// restore is cancelled, or cannot go on).
+/// restore is cancelled, or cannot go on); once `abandon` is set, reads waiting for a slow
+/// store are given up ([`Backend::get_range_to_read_abandoning`]).
+///
+/// [`Backend::get_range_to_read_abandoning`]: bunker_repo_format::backend::Backend::get_range_to_read_abandoning
 pub(super) fn fetch_all(
     repo: &Repository,
     packs: &[PackWork],
     stop: &(dyn Fn() -> bool + Sync),
+    abandon: &AtomicBool,
     mut consume: impl FnMut(Fetched),
 ) {
     let hints = repo.backend().read_hints();
@@ -117,7 +121,7 @@ pub(super) fn fetch_all(
                         break;
                     };
                     announce(repo, packs, ranges, index);
-                    for fetched in read_range(repo, &packs[range.pack], *range) {
+                    for fetched in read_range(repo, &packs[range.pack], *range, abandon) {
                         if sender.send(fetched).is_err() {
                             return;
                         }
@@ -164,36 +168,51 @@ pub(super) fn announced_when_taken(taken: usize, ahead: usize) -> RangeInclusive
     }
 }
 
-/// Reads one range; on a failure other than a missing pack, falls back to blob by blob.
-fn read_range(repo: &Repository, work: &PackWork, range: ReadRange) -> Vec<Fetched> {
+/// Reads one range; on a failure other than a missing pack or an abandoned read, falls back
+/// to blob by blob.
+fn read_range(
+    repo: &Repository,
+    work: &PackWork,
+    range: ReadRange,
+    abandon: &AtomicBool,
+) -> Vec<Fetched> {
     let name = work.name();
-    let data = repo
-        .backend()
-        .get_range_to_read(&name, range.offset, range.length);
+    let data =
+        repo.backend()
+            .get_range_to_read_abandoning(&name, range.offset, range.length, abandon);
     if let (Ok(bytes), 0, Some(blob)) = (&data, range.offset, work.blobs.first()) {
         // A damaged header is reported when the blobs are opened (the key is then read
         // on its own and fails the same way, naming the pack).
         let _ = repo.learn_pack_key(&work.pack, blob.location.kind, bytes);
     }
     match data {
-        Err(e) if range.end - range.first > 1 && !e.is_not_found() => (range.first..range.end)
-            .map(|i| {
-                let location = &work.blobs[i].location;
-                let single = ReadRange {
-                    pack: range.pack,
-                    first: i,
-                    end: i + 1,
-                    offset: location.offset,
-                    length: u64::from(location.length),
-                };
-                Fetched {
-                    range: single,
-                    data: repo
-                        .backend()
-                        .get_range_to_read(&name, single.offset, single.length),
-                }
-            })
-            .collect(),
+        Err(e)
+            if range.end - range.first > 1
+                && !e.is_not_found()
+                && !matches!(e, Error::Abandoned { .. }) =>
+        {
+            (range.first..range.end)
+                .map(|i| {
+                    let location = &work.blobs[i].location;
+                    let single = ReadRange {
+                        pack: range.pack,
+                        first: i,
+                        end: i + 1,
+                        offset: location.offset,
+                        length: u64::from(location.length),
+                    };
+                    Fetched {
+                        range: single,
+                        data: repo.backend().get_range_to_read_abandoning(
+                            &name,
+                            single.offset,
+                            single.length,
+                            abandon,
+                        ),
+                    }
+                })
+                .collect()
+        }
         data => vec![Fetched { range, data }],
     }
 }

@@ -445,7 +445,8 @@ fn fetch_and_write(repo: &Repository, packs: &[PackWork], writer: &ContentWriter
     let limit = UNSEALING_PER_THREAD * rayon::current_num_threads();
     rayon::in_place_scope(|scope| {
         let stop = || cancel.is_cancelled() || writer.is_target_full();
-        fetch::fetch_all(repo, packs, &stop, |fetched| {
+        let abandon = cancel.flag();
+        fetch::fetch_all(repo, packs, &stop, &abandon, |fetched| {
             let permit = permits.take(limit);
             scope.spawn(move |_| {
                 unseal_and_write(repo, &packs[fetched.range.pack], fetched, writer);

@@ -13,6 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
@@ -118,6 +119,18 @@ impl Backend for DryRunBackend {
     fn get_range_to_read(&self, name: &str, offset: u64, length: u64) -> Result<ReadBytes> {
         self.not_written(name)?;
         self.store.get_range_to_read(name, offset, length)
+    }
+
+    fn get_range_to_read_abandoning(
+        &self,
+        name: &str,
+        offset: u64,
+        length: u64,
+        abandon: &AtomicBool,
+    ) -> Result<ReadBytes> {
+        self.not_written(name)?;
+        self.store
+            .get_range_to_read_abandoning(name, offset, length, abandon)
     }
 
     fn will_read(&self, name: &str, offset: u64, length: u64) {

@@ -373,6 +373,19 @@ impl<B: Backend> Backend for FaultyBackend<B> {
         })
     }
 
+    fn get_range_to_read_abandoning(
+        &self,
+        name: &str,
+        offset: u64,
+        length: u64,
+        abandon: &AtomicBool,
+    ) -> Result<super::ReadBytes> {
+        self.run(Call::GetRange, name, || {
+            self.inner
+                .get_range_to_read_abandoning(name, offset, length, abandon)
+        })
+    }
+
     fn head(&self, name: &str) -> Result<ObjectMeta> {
         self.run(Call::Head, name, || self.inner.head(name))
     }

@@ -141,6 +141,22 @@ impl Backend for MemoryBackend {
         self.put_if_absent(name, &bytes)
     }
 
+    /// A read given up before it started reads nothing.
+    fn get_range_to_read_abandoning(
+        &self,
+        name: &str,
+        offset: u64,
+        length: u64,
+        abandon: &AtomicBool,
+    ) -> Result<super::ReadBytes> {
+        if abandon.load(Ordering::SeqCst) {
+            return Err(Error::Abandoned {
+                object: name.to_owned(),
+            });
+        }
+        self.get_range_to_read(name, offset, length)
+    }
+
     fn get(&self, name: &str) -> Result<Vec<u8>> {
         Ok(self.object(name)?.bytes.as_ref().clone())
     }

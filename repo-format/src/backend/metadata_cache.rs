@@ -420,6 +420,22 @@ impl Backend for MetadataCache {
         self.store.get_range_to_read(name, offset, length)
     }
 
+    fn get_range_to_read_abandoning(
+        &self,
+        name: &str,
+        offset: u64,
+        length: u64,
+        abandon: &AtomicBool,
+    ) -> Result<ReadBytes> {
+        if keep(name) != Keep::Nothing
+            && let Some(bytes) = self.read_copy_range(name, offset, length)
+        {
+            return Ok(ReadBytes::from(bytes));
+        }
+        self.store
+            .get_range_to_read_abandoning(name, offset, length, abandon)
+    }
+
     fn will_read(&self, name: &str, offset: u64, length: u64) {
         self.store.will_read(name, offset, length);
     }

@@ -182,6 +182,21 @@ pub trait Backend: Send + Sync + Debug {
         self.get_range(name, offset, length).map(ReadBytes::from)
     }
 
+    /// [`Backend::get_range_to_read`] for a read the caller may stop waiting for (a
+    /// restore's): once `abandon` is set, a store whose reads take long (S3 on a slow
+    /// downlink) stops waiting and fails with [`Error::Abandoned`](crate::Error::Abandoned).
+    /// A local directory finishes the read (the default).
+    fn get_range_to_read_abandoning(
+        &self,
+        name: &str,
+        offset: u64,
+        length: u64,
+        abandon: &AtomicBool,
+    ) -> Result<ReadBytes> {
+        let _ = abandon;
+        self.get_range_to_read(name, offset, length)
+    }
+
     /// A hint that `length` bytes at `offset` of `name` will be read soon. A store that can
     /// start fetching them without holding them in this process's memory does (a local
     /// directory has the kernel read them into its page cache); the default does nothing.
@@ -317,6 +332,15 @@ impl<B: Backend + ?Sized> Backend for Arc<B> {
     }
     fn get_range_to_read(&self, name: &str, offset: u64, length: u64) -> Result<ReadBytes> {
         (**self).get_range_to_read(name, offset, length)
+    }
+    fn get_range_to_read_abandoning(
+        &self,
+        name: &str,
+        offset: u64,
+        length: u64,
+        abandon: &AtomicBool,
+    ) -> Result<ReadBytes> {
+        (**self).get_range_to_read_abandoning(name, offset, length, abandon)
     }
     fn will_read(&self, name: &str, offset: u64, length: u64) {
         (**self).will_read(name, offset, length);

@@ -258,6 +258,23 @@ impl<B: Backend> Backend for ThrottledBackend<B> {
         )
     }
 
+    fn get_range_to_read_abandoning(
+        &self,
+        name: &str,
+        offset: u64,
+        length: u64,
+        abandon: &AtomicBool,
+    ) -> Result<ReadBytes> {
+        self.download(
+            length,
+            || {
+                self.inner
+                    .get_range_to_read_abandoning(name, offset, length, abandon)
+            },
+            |bytes| bytes.len(),
+        )
+    }
+
     fn will_read(&self, name: &str, offset: u64, length: u64) {
         if self.download.is_none() {
             self.inner.will_read(name, offset, length);
@@ -387,6 +404,15 @@ mod tests {
         ));
         assert_eq!(store.get("data/kept").unwrap(), b"kept");
         assert!(store.get("data/given-up").is_err());
+        assert!(matches!(
+            store.get_range_to_read_abandoning("data/kept", 0, 2, &abandon),
+            Err(crate::Error::Abandoned { .. })
+        ));
+        abandon.store(false, Ordering::SeqCst);
+        let range = store
+            .get_range_to_read_abandoning("data/kept", 0, 2, &abandon)
+            .unwrap();
+        assert_eq!(&*range, b"ke");
     }
 
     #[test]

@@ -221,6 +221,22 @@ fn an_abandoned_pack_put_reaches_the_store_and_leaves_no_copy() {
         .map(|dir| dir.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
     assert!(entries.is_empty(), "{entries:?}");
+
+    // Reads too: a data pack's range goes to the store, which gives it up; a tree pack's
+    // comes from its copy.
+    let (stored, stored_bytes) = object("data/", 12);
+    s.store.put_if_absent(&stored, &stored_bytes).unwrap();
+    assert!(matches!(
+        s.cache
+            .get_range_to_read_abandoning(&stored, 0, 10, &abandon),
+        Err(Error::Abandoned { .. })
+    ));
+    let (range, calls) = s.calls(|cache| {
+        cache
+            .get_range_to_read_abandoning(&tree, 10, 20, &abandon)
+            .map(|bytes| bytes.to_vec())
+    });
+    assert_eq!((range.unwrap(), calls), (tree_bytes[10..30].to_vec(), 0));
 }
 
 #[test]
