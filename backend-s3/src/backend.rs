@@ -36,7 +36,8 @@ const PUT_RETRY_MAX_WAIT: Duration = Duration::from_secs(10);
 /// After a put failed for the client's whole retry window, later puts are sent once,
 /// without retries, for this long or until one succeeds ([`FailedWrite`]).
 const HOLD_WRITES: Duration = Duration::from_secs(60);
-/// How often an abandonable put looks whether it was abandoned.
+/// How often an abandonable request (a pack put, a restore's range read) looks whether it
+/// was abandoned.
 const ABANDON_CHECK: Duration = Duration::from_millis(50);
 
 /// A repository in an S3 bucket (AWS or any S3-compatible server).
