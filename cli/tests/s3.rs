@@ -663,3 +663,33 @@ fn an_interrupted_restore_abandons_its_reads_from_a_slow_store() {
     b.restore("latest", &target).ok();
     compare_tree_contents(&src, &under(&target, &src));
 }
+
+/// A file streamed to standard output from a slow S3 endpoint: Ctrl-C drops the reads of
+/// its 8 MiB chunks in flight instead of waiting for them.
+#[test]
+fn an_interrupted_stream_abandons_its_reads_from_a_slow_store() {
+    let Some(endpoint) = test_endpoint("an_interrupted_stream_abandons_its_reads") else {
+        return;
+    };
+    let t = TestDir::new();
+    let bucket = unique_bucket("abandon-stream");
+    create_bucket(&endpoint, &bucket, false);
+    let b = s3_bunker(&t, &endpoint, &bucket, "r");
+    b.init();
+    let src = t.join("src");
+    let big = src.join("big.bin");
+    write_random_file(&big, 10, 40 << 20);
+    b.backup(&[&src], &["--fixed-chunks", "8M"]).ok();
+
+    let downlink = SlowLink::start(&endpoint, 1 << 30, 1 << 20);
+    let slow = s3_bunker(&t, &downlink.endpoint, &bucket, "r");
+    let spec = format!("latest:{}", big.display());
+    let (child, shown) = slow.spawn(["restore", &spec, "--stdout"]);
+    let (out, took) = interrupt_once_past(child, shown, 2 << 20, || downlink.received());
+    out.code(130);
+    // Each read in flight would take up to 8 s more.
+    assert!(
+        took < Duration::from_secs(3),
+        "stopped after {took:?}: {out}"
+    );
+}

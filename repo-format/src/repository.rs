@@ -622,6 +622,27 @@ impl Repository {
         self.open_blob_bytes(id, location, &sealed)
     }
 
+    /// [`Self::read_blob_at`] for a data blob whose read the caller may stop waiting for
+    /// ([`Backend::get_range_to_read_abandoning`]): a streamed restore once interrupted.
+    pub fn read_blob_at_abandoning(
+        &self,
+        id: &BlobId,
+        location: &BlobLocation,
+        abandon: &std::sync::atomic::AtomicBool,
+    ) -> Result<Vec<u8>> {
+        if location.kind == BlobKind::Tree {
+            return self.read_blob_at(id, location);
+        }
+        let name = crate::pack::pack_name(location.kind, &location.pack);
+        let sealed = self.backend.get_range_to_read_abandoning(
+            &name,
+            location.offset,
+            u64::from(location.length),
+            abandon,
+        )?;
+        self.open_blob_bytes(id, location, &sealed)
+    }
+
     /// Reads a blob, looking its location up in `index`.
     pub fn read_blob(&self, index: &Index, id: &BlobId) -> Result<Vec<u8>> {
         let location = index.get(id).ok_or_else(|| match index.lost_location(id) {

@@ -10,7 +10,9 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Condvar, Mutex, PoisonError};
+use std::time::Duration;
 
 use bunker_repo_format::index::Index;
 use bunker_repo_format::pack::pack_name;
@@ -26,6 +28,9 @@ pub(super) const WINDOW: usize = 16;
 
 /// Zeros written at a time for holes.
 const ZEROS: usize = 1 << 20;
+
+/// How often the writer, waiting for the next chunk, looks whether it was interrupted.
+const CANCEL_CHECK: Duration = Duration::from_millis(50);
 
 #[derive(Debug, Default)]
 struct State {
@@ -50,12 +55,14 @@ pub(super) fn stream(
     out: &mut dyn Write,
     cancel: &Cancel,
 ) -> Result<u64, RestoreError> {
+    // Once interrupted, reads waiting for a slow store are given up.
+    let abandon = cancel.flag();
     // One chunk (most files): nothing to fetch ahead, so no workers to start.
     if let [extent] = extents {
         if cancel.is_cancelled() {
             return Err(RestoreError::Interrupted);
         }
-        let data = fetch(repo, index, extent).map_err(|e| RestoreError::Content {
+        let data = fetch(repo, index, extent, &abandon).map_err(|e| RestoreError::Content {
             message: format!("at offset 0: {e}"),
         })?;
         let zeros = match extent {
@@ -84,7 +91,7 @@ pub(super) fn stream(
                         s.next - 1
                     };
                     announce(repo, index, extents, i);
-                    let result = fetch(repo, index, &extents[i]);
+                    let result = fetch(repo, index, &extents[i], &abandon);
                     lock().ready.insert(i, result);
                     changed.notify_all();
                 }
@@ -116,7 +123,13 @@ fn write_in_order(
                 if let Some(data) = s.ready.remove(&i) {
                     break data;
                 }
-                s = changed.wait(s).unwrap_or_else(PoisonError::into_inner);
+                if cancel.is_cancelled() {
+                    return Err(RestoreError::Interrupted);
+                }
+                s = changed
+                    .wait_timeout(s, CANCEL_CHECK)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
             }
         };
         let data = data.map_err(|e| RestoreError::Content {
@@ -175,12 +188,17 @@ fn announce(repo: &Repository, index: &Index, extents: &[Extent], i: usize) {
 }
 
 /// Fetches, unseals and re-hashes one chunk; a hole needs nothing.
-fn fetch(repo: &Repository, index: &Index, extent: &Extent) -> Result<Vec<u8>, Error> {
+fn fetch(
+    repo: &Repository,
+    index: &Index,
+    extent: &Extent,
+    abandon: &AtomicBool,
+) -> Result<Vec<u8>, Error> {
     let Extent::Chunk { id, .. } = extent else {
         return Ok(Vec::new());
     };
     match index.get(id) {
-        Some(location) => repo.read_blob_at(id, &location),
+        Some(location) => repo.read_blob_at_abandoning(id, &location, abandon),
         None => Err(Error::NotFound {
             object: match index.lost_location(id) {
                 Some(lost) => format!(
