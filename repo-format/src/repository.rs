@@ -606,6 +606,18 @@ impl Repository {
 
     /// Reads a blob from its pack, authenticates it and re-hashes it against its id.
     pub fn read_blob_at(&self, id: &BlobId, location: &BlobLocation) -> Result<Vec<u8>> {
+        self.read_blob_at_abandoning(id, location, &std::sync::atomic::AtomicBool::new(false))
+    }
+
+    /// [`Self::read_blob_at`] whose read of a range the caller may stop waiting for
+    /// ([`Backend::get_range_to_read_abandoning`]): a streamed restore once interrupted. A
+    /// tree read whole with its pack is not given up (tree packs are small).
+    pub fn read_blob_at_abandoning(
+        &self,
+        id: &BlobId,
+        location: &BlobLocation,
+        abandon: &std::sync::atomic::AtomicBool,
+    ) -> Result<Vec<u8>> {
         let name = crate::pack::pack_name(location.kind, &location.pack);
         if location.kind == BlobKind::Tree && self.backend.read_hints().whole_tree_packs {
             let pack = self
@@ -616,24 +628,6 @@ impl Repository {
                 return self.open_blob_in(id, location, &pack, 0);
             }
         }
-        let sealed = self
-            .backend
-            .get_range(&name, location.offset, u64::from(location.length))?;
-        self.open_blob_bytes(id, location, &sealed)
-    }
-
-    /// [`Self::read_blob_at`] for a data blob whose read the caller may stop waiting for
-    /// ([`Backend::get_range_to_read_abandoning`]): a streamed restore once interrupted.
-    pub fn read_blob_at_abandoning(
-        &self,
-        id: &BlobId,
-        location: &BlobLocation,
-        abandon: &std::sync::atomic::AtomicBool,
-    ) -> Result<Vec<u8>> {
-        if location.kind == BlobKind::Tree {
-            return self.read_blob_at(id, location);
-        }
-        let name = crate::pack::pack_name(location.kind, &location.pack);
         let sealed = self.backend.get_range_to_read_abandoning(
             &name,
             location.offset,

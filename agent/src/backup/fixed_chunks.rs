@@ -102,16 +102,11 @@ pub(super) fn read_fixed<E>(
         // (`super::small_files`) into a buffer of their own thread, and one that waited here
         // for its parallel hashing would take on other pool work meanwhile: another small
         // file, whose read would find that buffer still in use.
+        let id = |span: &Range<usize>| chunking.id(&data[span.clone()]);
         let ids: Vec<BlobId> = if spans.len() > 1 && rayon::current_thread_index().is_none() {
-            spans
-                .par_iter()
-                .map(|span| chunking.id(&data[span.clone()]))
-                .collect()
+            spans.par_iter().map(id).collect()
         } else {
-            spans
-                .iter()
-                .map(|span| chunking.id(&data[span.clone()]))
-                .collect()
+            spans.iter().map(id).collect()
         };
         for (span, id) in spans.into_iter().zip(ids) {
             on_chunk(id, &data[span])?;
