@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::gc::{StoredPack, StoredPlan, UsedBlobs, load_plans, stored_packs};
 use crate::gc_plan::GcPlan;
 use crate::id::{AuditId, BlobId, IndexId, PackId};
-use crate::index::{Index, IndexSegment, IndexedPack};
+use crate::index::{Index, IndexLoader, IndexSegment, IndexedPack};
 use crate::object::ObjectKind;
 use crate::object_lock::locked_until;
 use crate::repository::{Repository, parse_id};
@@ -471,12 +471,12 @@ fn view(repo: &Repository, progress: &mut dyn PruneProgress) -> Result<View> {
     let segment_ids = repo.list_index_ids()?;
     let total = segment_ids.len();
     progress.event(&PruneEvent::ReadingIndex { done: 0, total });
-    let mut index = Index::new();
+    let mut loader = IndexLoader::new();
     let mut contents = PackContents::default();
     let mut segments = 0;
     for (done, id) in segment_ids.iter().enumerate() {
         if let Some(segment) = load_segment(repo, id)? {
-            index.add_segment(&segment);
+            loader.add_segment(&segment);
             contents.add_segment(&segment);
             segments += 1;
         }
@@ -485,7 +485,7 @@ fn view(repo: &Repository, progress: &mut dyn PruneProgress) -> Result<View> {
             total,
         });
     }
-    index.compact();
+    let mut index = loader.finish();
     contents.compact();
     let stored = stored_packs(repo)?;
     index.retain_packs(|pack| stored.contains_key(pack));

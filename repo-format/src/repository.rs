@@ -450,10 +450,11 @@ impl Repository {
         mut visit: impl FnMut(&crate::index::IndexSegment),
     ) -> Result<LoadedIndex> {
         let mut loaded = LoadedIndex::default();
+        let mut loader = crate::index::IndexLoader::new();
         self.for_each_index_segment(|id, result| {
             match result {
                 Ok(segment) => {
-                    loaded.index.add_segment(&segment);
+                    loader.add_segment(&segment);
                     visit(&segment);
                     loaded.segments.push(id);
                 }
@@ -465,7 +466,7 @@ impl Repository {
             }
             Ok(())
         })?;
-        loaded.index.compact();
+        loaded.index = loader.finish();
         Ok(loaded)
     }
 

@@ -10,7 +10,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use bunker_benches::SplitMix;
-use bunker_repo_format::index::{Index, IndexSegment, IndexedPack};
+use bunker_repo_format::index::{Index, IndexLoader, IndexSegment, IndexedPack};
 use bunker_repo_format::pack::PackEntry;
 use bunker_repo_format::{BlobId, BlobKind, PackId};
 
@@ -82,7 +82,7 @@ fn main() {
 fn build(blobs: usize, per_pack: usize) -> Index {
     let mut ids = SplitMix::new(1);
     let mut packs = SplitMix::new(3);
-    let mut index = Index::new();
+    let mut loader = IndexLoader::new();
     let mut done = 0;
     while done < blobs {
         let mut segment = IndexSegment::default();
@@ -112,11 +112,9 @@ fn build(blobs: usize, per_pack: usize) -> Index {
             done += count;
             in_segment += count;
         }
-        index.add_segment(&segment);
+        loader.add_segment(&segment);
     }
-    // As `Repository::load_index` does once every segment is read.
-    index.compact();
-    index
+    loader.finish()
 }
 
 /// CPU time of this thread in nanoseconds (/proc/thread-self/schedstat): unlike wall time,

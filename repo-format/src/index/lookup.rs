@@ -14,8 +14,9 @@
 //!
 //! Records sit in one array sorted by key, with a directory of `u32` positions on the
 //! key's top bits (one bucket per ~8 records: 0.5 bytes per blob); a lookup reads the
-//! two directory entries and binary-searches the ~8 records of one bucket. Records added
-//! after loading go to a hash-map overlay, merged into the array (in place, from the back)
+//! two directory entries and binary-searches the ~8 records of one bucket. Loading
+//! ([`IndexLoader`](super::IndexLoader)) sorts every segment's records into that array at
+//! once; records added after loading go to a hash-map overlay, merged into the array (in place, from the back)
 //! once it holds an eighth of it. Packs are interned in a [`PackTable`]: 40 bytes plus ~7
 //! bytes of hash table per pack, about 3 bytes per blob with 16 MiB packs of ~1 MiB chunks.
 //! Total: 32 + 0.5 + pack table ≈ 36 bytes per blob (measured: docs/PERFORMANCE.md,
@@ -38,7 +39,7 @@ use std::collections::HashMap;
 
 use super::packs::PackTable;
 use super::records::{Key, REMOVED, Record, Records, TREE_BIT, WIDE_OFFSET, key_of};
-use super::segment::IndexSegment;
+use super::segment::IndexedPack;
 use crate::blob::BlobKind;
 use crate::id::{BlobId, PackId};
 
@@ -91,17 +92,44 @@ impl Index {
         Self::default()
     }
 
-    /// Adds every pack and blob of a segment.
-    pub fn add_segment(&mut self, segment: &IndexSegment) {
-        for pack in &segment.packs {
-            if let Some(slot) = self.packs.intern(&pack.id) {
-                let count = u32::try_from(pack.blobs.len()).unwrap_or(u32::MAX);
-                self.packs.list(slot, pack.kind, count);
-            }
-            for blob in &pack.blobs {
-                self.insert(blob.id, blob.location_in(pack.id));
+    /// Interns a segment's pack and marks it listed, with its kind and blob count; returns
+    /// its slot (`None` past the pack table's two billion slots).
+    pub(super) fn list_pack(&mut self, pack: &IndexedPack) -> Option<u32> {
+        let slot = self.packs.intern(&pack.id)?;
+        let count = u32::try_from(pack.blobs.len()).unwrap_or(u32::MAX);
+        self.packs.list(slot, pack.kind, count);
+        Some(slot)
+    }
+
+    /// Adds records read in this order (their packs interned), keeping each blob's first
+    /// location as [`Index::insert`] would, one record after the other: sorts them stably
+    /// and compares neighbours, instead of looking every one up.
+    pub(super) fn absorb(&mut self, mut batch: Vec<Record>) {
+        batch.sort_by_key(|record| record.key);
+        // Only records of blobs indexed before this batch need a lookup.
+        let look_up = self.live > 0 || !self.overflow.is_empty();
+        let mut kept = 0usize;
+        for at in 0..batch.len() {
+            let record = batch[at];
+            let first = match kept.checked_sub(1).map(|last| batch[last]) {
+                Some(previous) if previous.key == record.key => Some(self.decode(&previous)),
+                _ if look_up => self.location_of(record.key),
+                _ => None,
+            };
+            match first {
+                Some(first) => self.add_duplicate(record.key, first, self.decode(&record)),
+                None => {
+                    if !self.wide_offsets.is_empty() {
+                        self.wide_offsets.remove(&record.key);
+                    }
+                    batch[kept] = record;
+                    kept += 1;
+                    self.live += 1;
+                }
             }
         }
+        batch.truncate(kept);
+        self.records.merge_sorted(batch);
     }
 
     /// Merges recent additions into the sorted array and returns spare capacity. Loading
@@ -116,13 +144,7 @@ impl Index {
     pub fn insert(&mut self, id: BlobId, location: BlobLocation) {
         let key = key_of(id.as_bytes());
         if let Some(first) = self.location_of(key) {
-            self.duplicates += 1;
-            if first != location {
-                let others = self.alternates.entry(key).or_default();
-                if !others.contains(&location) {
-                    others.push(location);
-                }
-            }
+            self.add_duplicate(key, first, location);
             return;
         }
         self.live += 1;
@@ -130,6 +152,18 @@ impl Index {
             Some(record) => self.records.insert_new(record),
             None => {
                 self.overflow.insert(key, location);
+            }
+        }
+    }
+
+    /// Counts a further location of a blob whose first one is `first`, and keeps it as a
+    /// fallback when it is another place.
+    fn add_duplicate(&mut self, key: Key, first: BlobLocation, location: BlobLocation) {
+        self.duplicates += 1;
+        if first != location {
+            let others = self.alternates.entry(key).or_default();
+            if !others.contains(&location) {
+                others.push(location);
             }
         }
     }
@@ -439,13 +473,11 @@ mod tests {
         assert_eq!(index.get(&BlobId::from_bytes([2; 32])), Some(edge));
         // Interned by `insert`, but only segments list packs.
         assert!(index.packs().is_empty());
-        let mut segment = IndexSegment::default();
-        segment.packs.push(super::super::IndexedPack {
+        index.list_pack(&IndexedPack {
             id: PackId::from_bytes([5; 32]),
             kind: BlobKind::Tree,
             blobs: Vec::new(),
         });
-        index.add_segment(&segment);
         assert_eq!(
             index.packs().get(&PackId::from_bytes([5; 32])),
             Some((BlobKind::Tree, 0))

@@ -1,11 +1,13 @@
 //! Index segments map blob ids to their place in packs; [`Index`] is the in-memory lookup
 //! built from them.
 
+mod loader;
 mod lookup;
 mod packs;
 mod records;
 mod segment;
 
+pub use loader::IndexLoader;
 pub use lookup::{BlobLocation, Index};
 pub use packs::PackTable;
 pub use segment::{

@@ -167,20 +167,18 @@ impl Records {
         let mut added: Vec<Record> = self.overlay.drain().map(|(_, record)| record).collect();
         self.overlay.shrink_to_fit();
         added.sort_unstable_by_key(|record| record.key);
-        let old = self.sorted.len();
-        if let Some(first) = added.first() {
-            self.sorted.resize(old + added.len(), *first);
-        }
-        let (mut i, mut j, mut k) = (old, added.len(), self.sorted.len());
-        while j > 0 {
-            k -= 1;
-            if i > 0 && self.sorted[i - 1].key > added[j - 1].key {
-                self.sorted[k] = self.sorted[i - 1];
-                i -= 1;
-            } else {
-                self.sorted[k] = added[j - 1];
-                j -= 1;
-            }
+        merge_from_back(&mut self.sorted, &added);
+        self.rebuild_directory();
+    }
+
+    /// Adds records sorted by key, none of whose keys has a live record.
+    pub(super) fn merge_sorted(&mut self, added: Vec<Record>) {
+        self.merge();
+        if self.sorted.is_empty() {
+            // The whole index loaded at once: the records become the array.
+            self.sorted = added;
+        } else {
+            merge_from_back(&mut self.sorted, &added);
         }
         self.rebuild_directory();
     }
@@ -213,5 +211,25 @@ impl Records {
         self.sorted.capacity() * std::mem::size_of::<Record>()
             + self.directory.capacity() * std::mem::size_of::<u32>()
             + self.overlay.capacity() * (std::mem::size_of::<(Key, Record)>() + 1)
+    }
+}
+
+/// Merges `added` (sorted by key) into `sorted` in place, from the back: `sorted` grows
+/// by `added.len()` and no second copy of it is made.
+fn merge_from_back(sorted: &mut Vec<Record>, added: &[Record]) {
+    let old = sorted.len();
+    if let Some(first) = added.first() {
+        sorted.resize(old + added.len(), *first);
+    }
+    let (mut i, mut j, mut k) = (old, added.len(), sorted.len());
+    while j > 0 {
+        k -= 1;
+        if i > 0 && sorted[i - 1].key > added[j - 1].key {
+            sorted[k] = sorted[i - 1];
+            i -= 1;
+        } else {
+            sorted[k] = added[j - 1];
+            j -= 1;
+        }
     }
 }
