@@ -45,7 +45,7 @@ const ABANDON_CHECK: Duration = Duration::from_millis(50);
 /// Objects are stored under `PREFIX/<name>`. Puts are single create-only PUTs
 /// (`If-None-Match: *`): a second put of a name fails with `AlreadyExists`, never retried.
 /// Transient failures (5xx, throttling, connection errors) are retried with exponential
-/// backoff by `object_store`'s client, and by [`RawClient`] for the requests it signs itself.
+/// backoff by `object_store`'s client, and by `RawClient` for the requests it signs itself.
 /// At most 16 requests are in flight at once.
 ///
 /// With a lock policy ([`Backend::enable_lock`]) every put carries Object Lock headers
@@ -521,7 +521,7 @@ impl Backend for S3Backend {
         self.put_create(name, bytes, None)
     }
 
-    /// The put is dropped (its connection closed) within [`ABANDON_CHECK`] of `abandon`
+    /// The put is dropped (its connection closed) within `ABANDON_CHECK` of `abandon`
     /// being set, also while it waits for an in-flight permit or between its retries.
     fn put_if_absent_abandoning(
         &self,
@@ -549,7 +549,7 @@ impl Backend for S3Backend {
         self.read_range(name, offset, length, None)
     }
 
-    /// The request is dropped within [`ABANDON_CHECK`] of `abandon` being set.
+    /// The request is dropped within `ABANDON_CHECK` of `abandon` being set.
     fn get_range_to_read_abandoning(
         &self,
         name: &str,

@@ -2,16 +2,16 @@
 //!
 //! [`backup`] runs a pipeline of stages, one module each, connected by bounded queues:
 //!
-//! - [`archiver`] (walk): captures metadata in a deterministic order, builds the trees
-//!   bottom-up, and takes unchanged files from the parent snapshot or the [`files_cache`];
-//! - [`read`]: reads, chunks and hashes the other files on the walking thread (the segments
+//! - `archiver` (walk): captures metadata in a deterministic order, builds the trees
+//!   bottom-up, and takes unchanged files from the parent snapshot or the `files_cache`;
+//! - `read`: reads, chunks and hashes the other files on the walking thread (the segments
 //!   of large files in parallel on the rayon pool, with the same boundaries);
-//! - [`small_files`]: reads small files a group at a time, with idle pool threads helping
-//!   ([`shared_work`]);
-//! - [`dedup`]: claims each new chunk once, in walk order;
-//! - [`seal`]: compresses, seals and verifies batches of new chunks on the rayon pool;
-//! - [`pack`]: one thread packs sealed blobs and indexes the uploaded packs;
-//! - [`upload`]: a few threads store full packs.
+//! - `small_files`: reads small files a group at a time, with idle pool threads helping
+//!   (`shared_work`);
+//! - `dedup`: claims each new chunk once, in walk order;
+//! - `seal`: compresses, seals and verifies batches of new chunks on the rayon pool;
+//! - `pack`: one thread packs sealed blobs and indexes the uploaded packs;
+//! - `upload`: a few threads store full packs.
 //!
 //! Then it flushes the packs and their index segments and finally writes the snapshot: the
 //! commit point. An interrupted backup leaves only unreferenced (but indexed) packs behind.

@@ -17,7 +17,7 @@
 //! shape (no rows, several rows or columns) only have to succeed, so write checks as one
 //! value: `SELECT count(*) = 1000 FROM t`, `SELECT EXISTS (...)`.
 //!
-//! [`Server`] stops the server (`pg_ctl -m immediate stop`) and removes the directory when
+//! `Server` stops the server (`pg_ctl -m immediate stop`) and removes the directory when
 //! dropped, on every path out of the drill.
 
 use std::fs;

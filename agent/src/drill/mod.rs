@@ -1,10 +1,10 @@
 //! Restore drills: restore a snapshot into a fresh target, verify it (see
 //! [`crate::verify`]), run the checks its kind calls for, and report.
 //!
-//! Steps, each in its own module: the verification pass; for a volume, [`fsck`](self::fsck)
-//! of the restored image and, if asked, a read-only [`mount`](self::mount) of it; for a
+//! Steps, each in its own module: the verification pass; for a volume, `fsck`
+//! of the restored image and, if asked, a read-only `mount` of it; for a
 //! database dump, the [`database`] step (a temporary server, `pg_restore`, smoke SQL); the
-//! [`smoke`](self::smoke) command (run inside the mount, or while the temporary server
+//! `smoke` command (run inside the mount, or while the temporary server
 //! runs); the [`report`] with the audit record. The first failing step fails the drill and
 //! later steps do not run. Mounts and servers are undone on every way out; the target is
 //! removed at the end unless asked to keep it.

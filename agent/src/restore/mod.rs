@@ -1,24 +1,24 @@
 //! Restoring a snapshot, a path inside it, or a volume; or streaming one file in order.
 //!
 //! The restorer runs in stages, one module each:
-//! - [`plan`](self::plan): walks the trees, creates directories, symlinks, special files and
+//! - `plan`: walks the trees, creates directories, symlinks, special files and
 //!   hard links, creates each regular file (sparse: holes are never written), skips files
-//!   already correct in the target ([`resume`](self::resume)), and lists per pack the blobs
+//!   already correct in the target (`resume`), and lists per pack the blobs
 //!   needed and every (file, offset) each one goes to. It hands these lists over in batches
 //!   while it walks on, so content is written from the start of a restore, on the other
 //!   threads, and the plan's memory stays bounded;
-//! - [`fetch`](self::fetch): reads packs in coalesced ranges on a few threads, memory
+//! - `fetch`: reads packs in coalesced ranges on a few threads, memory
 //!   bounded;
-//! - [`unseal`](self::unseal): authenticates, decompresses and re-hashes every blob on the
+//! - `unseal`: authenticates, decompresses and re-hashes every blob on the
 //!   rayon pool, into a reused buffer laid out for its place in the file
-//!   ([`plaintext`](self::plaintext));
-//! - [`write`](self::write): positioned writes out of order into the created files (a large
+//!   (`plaintext`);
+//! - `write`: positioned writes out of order into the created files (a large
 //!   file's whole blocks by two writing threads, around the page cache where that is
-//!   faster, see [`direct`](self::direct)); once a
+//!   faster, see `direct`); once a
 //!   batch is written, its files' metadata through the descriptors they were created with.
 //!   Once every batch is written, the metadata of everything else, directories last.
 //!
-//! [`stream`] writes one file or a volume in order to any writer (stdout) with a bounded
+//! `stream` writes one file or a volume in order to any writer (stdout) with a bounded
 //! reorder buffer. A damaged or missing pack costs only the files that need it: the others
 //! are restored, and every failure names the pack (or blob) and the files affected.
 

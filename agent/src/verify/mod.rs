@@ -1,11 +1,11 @@
 //! Proving a snapshot restores: restore into a fresh, isolated target, then read the
 //! restored data back from disk in an independent pass and compare it with the snapshot.
 //!
-//! - [`target`](self::target): the fresh directory a drill restores into, and its removal;
-//! - [`tree`](self::tree): the verification pass over a restored tree (every entry's kind,
+//! - `target`: the fresh directory a drill restores into, and its removal;
+//! - `tree`: the verification pass over a restored tree (every entry's kind,
 //!   size, mode, mtime, symlink target, device number, extended attributes, hard links and,
 //!   as root, owner; entries missing or extra);
-//! - [`content`](self::content): every chunk of a file or image re-read and hashed with the
+//! - `content`: every chunk of a file or image re-read and hashed with the
 //!   repository's keyed hash against its blob id, holes read as zeros.
 //!
 //! The pass shares nothing with the restorer but the snapshot: it does not trust what the

@@ -2,7 +2,7 @@
 //! (uploads) and read (downloads) stay within a rate each, as restic's `--limit-upload` and
 //! `--limit-download` do.
 //!
-//! Each direction has its own [`Pacer`]: a transfer waits until the bytes granted before
+//! Each direction has its own `Pacer`: a transfer waits until the bytes granted before
 //! it are paid for at the rate, then goes at full speed, and its own bytes are owed by the
 //! next one. Over any stretch of time the bytes moved stay within the rate times that time
 //! plus one transfer (a pack: 16 MiB at most). A transfer books its turn before it starts,

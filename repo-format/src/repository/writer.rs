@@ -106,7 +106,7 @@ impl<'a> BlobWriter<'a> {
 
     /// Also writes an index segment, after a pack upload, once the oldest unindexed pack is
     /// `interval` old, so that a killed writer loses at most that much work to the next run
-    /// (without it, segments are written every [`super::SEGMENT_BLOBS`] blobs and at the
+    /// (without it, segments are written every 100,000 blobs and at the
     /// end). `Duration::ZERO` indexes every pack as soon as it is uploaded.
     pub fn set_index_interval(&mut self, interval: std::time::Duration) {
         self.index_interval = Some(interval);
