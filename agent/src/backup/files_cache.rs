@@ -75,7 +75,12 @@ impl FileKey {
 pub(super) struct FilesCache {
     dir: Option<PathBuf>,
     old: Loaded,
-    new: Vec<(Vec<u8>, FileKey, Vec<Extent>)>,
+    /// The entries this backup recorded anew, encoded as the file holds them: about 130
+    /// bytes for a small file, against about 400 for the path, identity and chunk list kept
+    /// apart and then encoded again at the end (a backup of a million small files peaked
+    /// 0.3 GB higher so).
+    new: Vec<u8>,
+    new_count: usize,
 }
 
 impl FilesCache {
@@ -93,6 +98,7 @@ impl FilesCache {
             dir: dir.map(Path::to_owned),
             old,
             new: Vec::new(),
+            new_count: 0,
         }
     }
 
@@ -123,7 +129,10 @@ impl FilesCache {
             self.old.keep(number);
             return;
         }
-        self.new.push((path.to_vec(), key, extents.to_vec()));
+        let mut enc = Encoder::with_buffer(std::mem::take(&mut self.new));
+        encode_entry(&mut enc, path, &key, extents);
+        self.new = enc.finish();
+        self.new_count += 1;
     }
 
     /// Replaces the cache file with this backup's entries (temp file + rename), unless
@@ -132,14 +141,13 @@ impl FilesCache {
         let Some(dir) = self.dir else {
             return Ok(());
         };
-        if self.new.is_empty() && self.old.all_kept() {
+        if self.new_count == 0 && self.old.all_kept() {
             return Ok(());
         }
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&dir)?;
-        let bytes = encode(&self.new, &self.old);
         let temp = dir.join(format!(".{FILE_NAME}.tmp-{}", std::process::id()));
         let written = fs::OpenOptions::new()
             .write(true)
@@ -147,9 +155,10 @@ impl FilesCache {
             .truncate(true)
             .mode(0o600)
             .open(&temp)
-            .and_then(|mut file| {
-                file.write_all(&bytes)?;
-                file.sync_all()
+            .and_then(|file| {
+                let mut out = io::BufWriter::with_capacity(1 << 20, file);
+                write_cache(&mut out, &self.new, self.new_count, &self.old)?;
+                out.into_inner().map_err(|e| e.into_error())?.sync_all()
             })
             .and_then(|()| fs::rename(&temp, dir.join(FILE_NAME)));
         if written.is_err() {
@@ -311,34 +320,41 @@ fn decode_extent(dec: &mut Decoder<'_>) -> Result<Extent, DecodeError> {
     }
 }
 
-/// The cache file: `new` entries, then the loaded ones seen again, as they were.
-fn encode(new: &[(Vec<u8>, FileKey, Vec<Extent>)], old: &Loaded) -> Vec<u8> {
-    let mut enc = Encoder::new();
-    enc.raw(MAGIC).count(new.len() + old.kept_entries().count());
-    for (path, key, extents) in new {
-        enc.bytes(path)
-            .u64(key.size)
-            .i64(key.mtime.sec)
-            .u32(key.mtime.nsec)
-            .i64(key.ctime.sec)
-            .u32(key.ctime.nsec)
-            .u64(key.inode)
-            .u64(key.device)
-            .count(extents.len());
-        for extent in extents {
-            match extent {
-                Extent::Chunk { id, length } => enc.u8(0).raw(id.as_bytes()).u32(*length),
-                Extent::Hole { length } => enc.u8(1).u64(*length),
-            };
-        }
+/// Appends one entry: path, identity, chunk list.
+fn encode_entry(enc: &mut Encoder, path: &[u8], key: &FileKey, extents: &[Extent]) {
+    enc.bytes(path)
+        .u64(key.size)
+        .i64(key.mtime.sec)
+        .u32(key.mtime.nsec)
+        .i64(key.ctime.sec)
+        .u32(key.ctime.nsec)
+        .u64(key.inode)
+        .u64(key.device)
+        .count(extents.len());
+    for extent in extents {
+        match extent {
+            Extent::Chunk { id, length } => enc.u8(0).raw(id.as_bytes()).u32(*length),
+            Extent::Hole { length } => enc.u8(1).u64(*length),
+        };
     }
+}
+
+/// Writes the cache file: the `count` entries encoded in `new`, then the loaded ones seen
+/// again, as they were, then the BLAKE3 hash of all that, hashed as it is written.
+fn write_cache(out: &mut impl Write, new: &[u8], count: usize, old: &Loaded) -> io::Result<()> {
+    let mut hasher = blake3::Hasher::new();
+    let mut put = |bytes: &[u8]| {
+        hasher.update(bytes);
+        out.write_all(bytes)
+    };
+    let mut header = Encoder::new();
+    header.raw(MAGIC).count(count + old.kept_entries().count());
+    put(&header.finish())?;
+    put(new)?;
     for entry in old.kept_entries() {
-        enc.raw(entry);
+        put(entry)?;
     }
-    let mut bytes = enc.finish();
-    let hash = content_hash(&bytes);
-    bytes.extend_from_slice(&hash);
-    bytes
+    out.write_all(hasher.finalize().as_bytes())
 }
 
 #[cfg(test)]
