@@ -6,14 +6,14 @@
 
 use std::collections::HashSet;
 
-use bunker_repo_format::index::Index;
+use bunker_repo_format::index::{BlobIdSet, Index};
 use bunker_repo_format::{BlobId, PackId};
 
 /// What this session stores and reuses.
 pub(super) struct Dedup<'a> {
     index: &'a Index,
     excluded: HashSet<PackId>,
-    claimed: HashSet<BlobId>,
+    claimed: BlobIdSet,
     depends_on: HashSet<PackId>,
 }
 
@@ -23,7 +23,7 @@ impl<'a> Dedup<'a> {
         Self {
             index,
             excluded,
-            claimed: HashSet::new(),
+            claimed: BlobIdSet::new(),
             depends_on: HashSet::new(),
         }
     }
@@ -49,7 +49,7 @@ impl<'a> Dedup<'a> {
         if self.is_stored(&id) {
             return false;
         }
-        self.claimed.insert(id);
+        self.claimed.insert(&id);
         true
     }
 

@@ -9,7 +9,7 @@ use crate::blob::{BlobKind, MAX_BLOB_LENGTH, seal_blob_verified};
 use crate::crypto::SealingSession;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, IndexId, PackId};
-use crate::index::{Index, IndexedPack};
+use crate::index::{BlobIdSet, Index, IndexedPack};
 use crate::pack::{FinishedPack, PackWriter, StoredPack};
 
 /// Figures about what a [`BlobWriter`] stored.
@@ -53,7 +53,8 @@ pub struct BlobWriter<'a> {
     excluded: HashSet<PackId>,
     depends_on: HashSet<PackId>,
     session: SealingSession,
-    added: HashSet<BlobId>,
+    /// Blobs packed by this session.
+    added: BlobIdSet,
     data_pack: Option<PackWriter>,
     tree_pack: Option<PackWriter>,
     unindexed: Vec<IndexedPack>,
@@ -76,7 +77,7 @@ impl<'a> BlobWriter<'a> {
             excluded: HashSet::new(),
             depends_on: HashSet::new(),
             session: repo.new_session(),
-            added: HashSet::new(),
+            added: BlobIdSet::new(),
             data_pack: None,
             tree_pack: None,
             unindexed: Vec::new(),
@@ -216,7 +217,7 @@ impl<'a> BlobWriter<'a> {
         } else {
             None
         };
-        self.added.insert(blob.id);
+        self.added.insert(&blob.id);
         match blob.kind {
             BlobKind::Data => self.stats.data_blobs += 1,
             BlobKind::Tree => self.stats.tree_blobs += 1,
