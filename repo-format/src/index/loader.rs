@@ -89,6 +89,16 @@ mod tests {
     use crate::index::IndexedPack;
     use crate::pack::PackEntry;
 
+    /// `(blob, pack, offset, tree)`: offsets past 4 GiB among them.
+    fn entry() -> impl Strategy<Value = (u8, u8, u64, bool)> {
+        (
+            0u8..24,
+            0u8..6,
+            prop::sample::select(vec![40u64, 900, 5 << 30]),
+            any::<bool>(),
+        )
+    }
+
     /// A segment per inner list: `(blob, pack, offset, tree)` entries, grouped into packs
     /// as they come (a new pack entry whenever the pack changes).
     fn segments(lists: &[Vec<(u8, u8, u64, bool)>]) -> Vec<IndexSegment> {
@@ -137,13 +147,7 @@ mod tests {
         /// past 4 GiB mixed in.
         #[test]
         fn loading_equals_inserting_one_by_one(
-            lists in prop::collection::vec(
-                prop::collection::vec(
-                    (0u8..24, 0u8..6, prop::sample::select(vec![40u64, 900, 5 << 30]), any::<bool>()),
-                    0..30,
-                ),
-                0..5,
-            ),
+            lists in prop::collection::vec(prop::collection::vec(entry(), 0..30), 0..5),
             lost in 0u8..6,
         ) {
             let segments = segments(&lists);

@@ -16,11 +16,11 @@
 //! key's top bits (one bucket per ~8 records: 0.5 bytes per blob); a lookup reads the
 //! two directory entries and binary-searches the ~8 records of one bucket. Loading
 //! ([`IndexLoader`](super::IndexLoader)) sorts every segment's records into that array at
-//! once; records added after loading go to a hash-map overlay, merged into the array (in place, from the back)
-//! once it holds an eighth of it. Packs are interned in a [`PackTable`]: 40 bytes plus ~7
-//! bytes of hash table per pack, about 3 bytes per blob with 16 MiB packs of ~1 MiB chunks.
-//! Total: 32 + 0.5 + pack table ≈ 36 bytes per blob (measured: docs/PERFORMANCE.md,
-//! "Index memory").
+//! once; records added after loading go to a hash-map overlay, merged into the array (in
+//! place, from the back) once it holds an eighth of it. Packs are interned in a
+//! [`PackTable`]: 40 bytes plus ~7 bytes of hash table per pack, about 3 bytes per blob
+//! with 16 MiB packs of ~1 MiB chunks. Total: 32 + 0.5 + pack table ≈ 36 bytes per blob
+//! (measured: docs/PERFORMANCE.md, "Index memory").
 //!
 //! # Why 16 bytes of the id are enough
 //!
