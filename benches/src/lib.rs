@@ -1,5 +1,9 @@
 //! Shared inputs for bunker's benchmarks.
 
+use bunker_repo_format::index::{IndexSegment, IndexedPack};
+use bunker_repo_format::pack::PackEntry;
+use bunker_repo_format::{BlobId, BlobKind, PackId};
+
 /// Deterministic pseudo-random bytes (xorshift64), incompressible like encrypted or
 /// compressed data.
 pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
@@ -60,4 +64,50 @@ impl SplitMix {
         }
         out
     }
+}
+
+/// Blobs per synthetic index segment (what a writer puts in one).
+pub const SEGMENT_BLOBS: usize = 100_000;
+
+/// `blobs` synthetic data blobs, `per_pack` to a pack (200 KB - 1 MB each, back to back),
+/// as index segments of [`SEGMENT_BLOBS`] blobs: ids drawn from `SplitMix::new(1)`, so a
+/// reader can draw them again to look them up.
+pub fn synthetic_segments(blobs: usize, per_pack: usize) -> impl Iterator<Item = IndexSegment> {
+    let per_pack = per_pack.max(1);
+    let mut ids = SplitMix::new(1);
+    let mut packs = SplitMix::new(3);
+    let mut done = 0;
+    std::iter::from_fn(move || {
+        if done >= blobs {
+            return None;
+        }
+        let mut segment = IndexSegment::default();
+        let mut in_segment = 0;
+        while in_segment < SEGMENT_BLOBS && done < blobs {
+            let count = per_pack.min(blobs - done);
+            let mut offset = 40u64;
+            let entries = (0..count)
+                .map(|i| {
+                    let length = 200_000 + (i as u32 * 7919) % 800_000;
+                    let entry = PackEntry {
+                        id: BlobId::from_bytes(ids.bytes32()),
+                        kind: BlobKind::Data,
+                        offset,
+                        length,
+                        raw_length: length + length / 3,
+                    };
+                    offset += u64::from(length);
+                    entry
+                })
+                .collect();
+            segment.packs.push(IndexedPack {
+                id: PackId::from_bytes(packs.bytes32()),
+                kind: BlobKind::Data,
+                blobs: entries,
+            });
+            done += count;
+            in_segment += count;
+        }
+        Some(segment)
+    })
 }

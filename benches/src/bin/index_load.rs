@@ -10,18 +10,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bunker_benches::SplitMix;
+use bunker_benches::synthetic_segments;
 use bunker_repo_format::backend::{Backend, LocalBackend};
-use bunker_repo_format::index::{IndexSegment, IndexedPack, encode_segment};
+use bunker_repo_format::index::encode_segment;
 use bunker_repo_format::keyslot::KdfParams;
 use bunker_repo_format::object::ObjectKind;
-use bunker_repo_format::pack::PackEntry;
-use bunker_repo_format::{
-    BlobId, BlobKind, IndexId, InitOptions, PackId, Repository, content_hash,
-};
+use bunker_repo_format::{IndexId, InitOptions, Repository, content_hash};
 
-/// Blobs per segment, as writers cut them.
-const SEGMENT_BLOBS: usize = 100_000;
 const RUNS: usize = 3;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -89,37 +84,8 @@ fn write_segments(
     blobs: usize,
     per_pack: usize,
 ) -> Result<(usize, u64), Box<dyn std::error::Error>> {
-    let mut ids = SplitMix::new(1);
-    let mut packs = SplitMix::new(3);
-    let (mut done, mut segments, mut bytes) = (0, 0, 0u64);
-    while done < blobs {
-        let mut segment = IndexSegment::default();
-        let mut in_segment = 0;
-        while in_segment < SEGMENT_BLOBS && done < blobs {
-            let count = per_pack.min(blobs - done);
-            let mut offset = 40u64;
-            let entries = (0..count)
-                .map(|i| {
-                    let length = 200_000 + (i as u32 * 7919) % 800_000;
-                    let entry = PackEntry {
-                        id: BlobId::from_bytes(ids.bytes32()),
-                        kind: BlobKind::Data,
-                        offset,
-                        length,
-                        raw_length: length + length / 3,
-                    };
-                    offset += u64::from(length);
-                    entry
-                })
-                .collect();
-            segment.packs.push(IndexedPack {
-                id: PackId::from_bytes(packs.bytes32()),
-                kind: BlobKind::Data,
-                blobs: entries,
-            });
-            done += count;
-            in_segment += count;
-        }
+    let (mut segments, mut bytes) = (0, 0u64);
+    for segment in synthetic_segments(blobs, per_pack) {
         let sealed = encode_segment(&segment, repo.writer_key(), &repo.new_session());
         let name = ObjectKind::Index.name(&IndexId::from_bytes(content_hash(&sealed)).to_hex());
         backend.put_if_absent(&name, &sealed)?;

@@ -9,13 +9,10 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use bunker_benches::SplitMix;
-use bunker_repo_format::index::{Index, IndexLoader, IndexSegment, IndexedPack};
-use bunker_repo_format::pack::PackEntry;
-use bunker_repo_format::{BlobId, BlobKind, PackId};
+use bunker_benches::{SplitMix, synthetic_segments};
+use bunker_repo_format::BlobId;
+use bunker_repo_format::index::{Index, IndexLoader};
 
-/// Blobs per synthetic index segment (what a writer puts in one).
-const SEGMENT_BLOBS: usize = 100_000;
 const LOOKUPS: usize = 2_000_000;
 
 fn main() {
@@ -80,38 +77,8 @@ fn main() {
 
 /// Loads `blobs` blobs, `per_pack` to a pack, through index segments as a reader does.
 fn build(blobs: usize, per_pack: usize) -> Index {
-    let mut ids = SplitMix::new(1);
-    let mut packs = SplitMix::new(3);
     let mut loader = IndexLoader::new();
-    let mut done = 0;
-    while done < blobs {
-        let mut segment = IndexSegment::default();
-        let mut in_segment = 0;
-        while in_segment < SEGMENT_BLOBS && done < blobs {
-            let count = per_pack.min(blobs - done);
-            let mut offset = 40u64;
-            let entries = (0..count)
-                .map(|i| {
-                    let length = 200_000 + (i as u32 * 7919) % 800_000;
-                    let entry = PackEntry {
-                        id: BlobId::from_bytes(ids.bytes32()),
-                        kind: BlobKind::Data,
-                        offset,
-                        length,
-                        raw_length: length + length / 3,
-                    };
-                    offset += u64::from(length);
-                    entry
-                })
-                .collect();
-            segment.packs.push(IndexedPack {
-                id: PackId::from_bytes(packs.bytes32()),
-                kind: BlobKind::Data,
-                blobs: entries,
-            });
-            done += count;
-            in_segment += count;
-        }
+    for segment in synthetic_segments(blobs, per_pack) {
         loader.add_segment(&segment);
     }
     loader.finish()
