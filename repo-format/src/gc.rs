@@ -160,6 +160,12 @@ impl UsedBlobs {
         self.ids.binary_search(id).is_ok()
     }
 
+    /// The blob's place in the set's order (`0..len`), when it is in the set: for
+    /// per-blob values kept beside the set.
+    pub fn position(&self, id: &BlobId) -> Option<usize> {
+        self.ids.binary_search(id).ok()
+    }
+
     /// Number of blobs.
     pub fn len(&self) -> usize {
         self.ids.len()

@@ -168,8 +168,8 @@ pub fn prune_plan(repo: &Repository, options: &PruneOptions, dry_run: bool) -> R
 /// [`prune_plan`], reporting its progress to `progress`.
 ///
 /// Memory: the compact index (about 36 bytes per blob), every indexed pack's blob list
-/// (48 bytes per blob) and the reachable blobs (32 bytes per blob), plus per pack about
-/// 100 bytes; see docs/OPERATIONS.md, "Prune".
+/// (48 bytes per blob) and the reachable blobs (32 bytes per blob, and 8 for the pack that
+/// keeps each), plus per pack about 100 bytes; see docs/OPERATIONS.md, "Prune".
 pub fn prune_plan_observed(
     repo: &Repository,
     options: &PruneOptions,
@@ -240,16 +240,24 @@ pub fn prune_plan_observed(
     // wrote the same new data at once) is live in one of them only, the lowest pack id not
     // already condemned: the other copies are unused bytes, reclaimed like any. (Phase 2
     // deletes a pack only if every used blob in it is held by a pack that stays.)
-    let mut keeper: HashMap<BlobId, PackId> = HashMap::new();
+    // `keeper[i]`: the rank in `by_id` of the pack that keeps the `i`th used blob (8 bytes
+    // per used blob, where a map from id to pack took about 200).
     let mut by_id: Vec<&PackId> = stored.keys().filter(|p| !condemned.contains(*p)).collect();
     by_id.sort();
-    for pack in by_id {
+    let mut keeper = vec![usize::MAX; used.len()];
+    for (rank, pack) in by_id.iter().enumerate() {
         for blob in blobs_by_pack.get(pack).into_iter().flatten() {
-            if used.contains(&blob.id) {
-                keeper.entry(blob.id).or_insert(*pack);
+            if let Some(at) = used.position(&blob.id)
+                && keeper[at] == usize::MAX
+            {
+                keeper[at] = rank;
             }
         }
     }
+    let keeps = |pack: &PackId, blob: &BlobId| {
+        let rank = by_id.binary_search(&pack).ok();
+        rank.is_some() && used.position(blob).map(|at| keeper[at]) == rank
+    };
     let oldest_live_start = live.iter().map(|s| s.first).min();
     let mut condemn = Vec::new();
     let mut partly_used: Vec<(PackId, BlobKind, u64, u64)> = Vec::new();
@@ -272,7 +280,7 @@ pub fn prune_plan_observed(
                 let mut live = 0usize;
                 let mut dead_bytes = 0u64;
                 for blob in blobs {
-                    if keeper.get(&blob.id) == Some(pack) {
+                    if keeps(pack, &blob.id) {
                         live += 1;
                     } else {
                         dead_bytes += u64::from(blob.length);
