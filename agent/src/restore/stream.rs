@@ -62,9 +62,7 @@ pub(super) fn stream(
         if cancel.is_cancelled() {
             return Err(RestoreError::Interrupted);
         }
-        let data = fetch(repo, index, extent, &abandon).map_err(|e| RestoreError::Content {
-            message: format!("at offset 0: {e}"),
-        })?;
+        let data = fetch(repo, index, extent, &abandon).map_err(|e| unreadable(e, 0))?;
         let zeros = match extent {
             Extent::Hole { length } => vec![0u8; ZEROS.min(*length as usize)],
             Extent::Chunk { .. } => Vec::new(),
@@ -132,9 +130,9 @@ fn write_in_order(
                     .0;
             }
         };
-        let data = data.map_err(|e| RestoreError::Content {
-            message: format!("at offset {total}: {e}"),
-        })?;
+        // A read given up because the command was interrupted can be the answer the
+        // writer finds, though the interruption came after its last look.
+        let data = data.map_err(|e| unreadable(e, total))?;
         total += write_extent(out, extent, &data, &zeros)
             .map_err(|source| RestoreError::Output { source })?;
         state.lock().unwrap_or_else(PoisonError::into_inner).written = i + 1;
@@ -143,6 +141,17 @@ fn write_in_order(
     out.flush()
         .map_err(|source| RestoreError::Output { source })?;
     Ok(total)
+}
+
+/// Why the chunk at `offset` of the stream could not be written: its content is lost, or
+/// its read was given up because the command was interrupted.
+fn unreadable(error: Error, offset: u64) -> RestoreError {
+    match error {
+        Error::Abandoned { .. } => RestoreError::Interrupted,
+        e => RestoreError::Content {
+            message: format!("at offset {offset}: {e}"),
+        },
+    }
 }
 
 /// Writes one extent: a chunk's `data`, or a hole's length in zeros (taken from `zeros`, at
@@ -208,5 +217,67 @@ fn fetch(
                 None => format!("blob {id} (not in the index)"),
             },
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The writer looked for an interruption, then found a read given up because of one:
+    /// the stream was interrupted (exit 130), its content is not lost.
+    #[test]
+    fn a_read_abandoned_after_the_writer_looked_is_an_interruption() {
+        let extents = [
+            Extent::Chunk {
+                id: bunker_repo_format::BlobId::from_bytes([1; 32]),
+                length: 3,
+            },
+            Extent::Chunk {
+                id: bunker_repo_format::BlobId::from_bytes([2; 32]),
+                length: 3,
+            },
+        ];
+        let state = Mutex::new(State::default());
+        {
+            let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
+            s.ready.insert(0, Ok(b"abc".to_vec()));
+            s.ready.insert(
+                1,
+                Err(Error::Abandoned {
+                    object: "data/01/01".into(),
+                }),
+            );
+        }
+        let mut out = Vec::new();
+        let result = write_in_order(&extents, &mut out, &Cancel::new(), &state, &Condvar::new());
+        assert!(
+            matches!(result, Err(RestoreError::Interrupted)),
+            "{result:?}"
+        );
+        assert_eq!(out, b"abc");
+
+        // Any other failure is content lost, named with its offset.
+        let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
+        s.ready.insert(0, Ok(b"abc".to_vec()));
+        s.ready.insert(
+            1,
+            Err(Error::corrupt("data/01/01", "does not authenticate")),
+        );
+        drop(s);
+        let result = write_in_order(
+            &extents,
+            &mut Vec::new(),
+            &Cancel::new(),
+            &state,
+            &Condvar::new(),
+        );
+        match result {
+            Err(RestoreError::Content { message }) => assert!(
+                message.starts_with("at offset 3: ") && message.contains("does not authenticate"),
+                "{message}"
+            ),
+            other => panic!("expected lost content, got {other:?}"),
+        }
     }
 }
