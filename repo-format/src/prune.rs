@@ -254,10 +254,6 @@ pub fn prune_plan_observed(
             }
         }
     }
-    let keeps = |pack: &PackId, blob: &BlobId| {
-        let rank = by_id.binary_search(&pack).ok();
-        rank.is_some() && used.position(blob).map(|at| keeper[at]) == rank
-    };
     let oldest_live_start = live.iter().map(|s| s.first).min();
     let mut condemn = Vec::new();
     let mut partly_used: Vec<(PackId, BlobKind, u64, u64)> = Vec::new();
@@ -277,10 +273,13 @@ pub fn prune_plan_observed(
                 }
             }
             Some(blobs) => {
+                // Not condemned, so ranked.
+                let rank = by_id.binary_search(&pack).ok();
                 let mut live = 0usize;
                 let mut dead_bytes = 0u64;
                 for blob in blobs {
-                    if keeps(pack, &blob.id) {
+                    let keeps = used.position(&blob.id).map(|at| keeper[at]);
+                    if rank.is_some() && keeps == rank {
                         live += 1;
                     } else {
                         dead_bytes += u64::from(blob.length);
