@@ -102,6 +102,17 @@ impl fmt::Debug for MemoryBackend {
     }
 }
 
+/// The model of a request to a remote store that is given up before it is sent: fails
+/// with [`Error::Abandoned`] once `abandon` is set.
+fn not_abandoned(name: &str, abandon: &AtomicBool) -> Result<()> {
+    if abandon.load(Ordering::SeqCst) {
+        return Err(Error::Abandoned {
+            object: name.to_owned(),
+        });
+    }
+    Ok(())
+}
+
 impl Backend for MemoryBackend {
     fn location(&self) -> String {
         "memory".to_owned()
@@ -133,11 +144,7 @@ impl Backend for MemoryBackend {
         bytes: Vec<u8>,
         abandon: &AtomicBool,
     ) -> Result<()> {
-        if abandon.load(Ordering::SeqCst) {
-            return Err(Error::Abandoned {
-                object: name.to_owned(),
-            });
-        }
+        not_abandoned(name, abandon)?;
         self.put_if_absent(name, &bytes)
     }
 
@@ -149,11 +156,7 @@ impl Backend for MemoryBackend {
         length: u64,
         abandon: &AtomicBool,
     ) -> Result<super::ReadBytes> {
-        if abandon.load(Ordering::SeqCst) {
-            return Err(Error::Abandoned {
-                object: name.to_owned(),
-            });
-        }
+        not_abandoned(name, abandon)?;
         self.get_range_to_read(name, offset, length)
     }
 
