@@ -377,6 +377,7 @@ fn back_up(
             exclude_if_present,
             exclude_larger_than,
             fixed_chunks,
+            images_by_content,
             change_detection,
         } => {
             let options = BackupOptions {
@@ -385,6 +386,7 @@ fn back_up(
                 exclude_if_present: exclude_if_present.clone(),
                 exclude_larger_than: *exclude_larger_than,
                 fixed_chunks: *fixed_chunks,
+                images_by_content: *images_by_content,
                 change_detection: *change_detection,
                 host: context.host.clone(),
                 username: context.username.clone(),

@@ -184,6 +184,16 @@ impl<'a> Archiver<'a> {
         self
     }
 
+    /// Cuts files recognised as raw disk images by content, as other files, when
+    /// `by_content`; otherwise at the repository's volume chunk size. (The small files read
+    /// beside the walk are never taken for images: they are under the smallest image size.)
+    pub(super) fn cutting_images_by_content(mut self, by_content: bool) -> Self {
+        if by_content {
+            self.chunking = self.chunking.cutting_images_by_content();
+        }
+        self
+    }
+
     /// Leaves out the directories that hold one of `tag_files`.
     pub(super) fn leaving_out_dirs_tagged(mut self, tag_files: &'a [TagFile]) -> Self {
         self.tag_files = tag_files;

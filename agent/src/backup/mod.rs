@@ -22,6 +22,7 @@
 
 mod archiver;
 mod dedup;
+mod disk_image;
 mod excludes;
 mod files_cache;
 mod fixed_chunks;
@@ -111,6 +112,9 @@ pub struct BackupOptions {
     /// Cut the files read into chunks of this size at the multiples of it in each file,
     /// instead of the repository's content-defined chunks (see [`FixedChunks`]).
     pub fixed_chunks: Option<FixedChunks>,
+    /// Cut files recognised as raw disk images by content too, instead of at the
+    /// repository's volume chunk size, as `backup --volume` cuts a disk.
+    pub images_by_content: bool,
 }
 
 /// How a backup tells that a file did not change since the parent snapshot (or the files
@@ -415,7 +419,8 @@ pub fn backup(
             .leaving_out_dirs_tagged(&options.exclude_if_present)
             .leaving_out_files_larger_than(options.exclude_larger_than)
             .detecting_changes(options.change_detection)
-            .cutting_fixed_chunks(options.fixed_chunks);
+            .cutting_fixed_chunks(options.fixed_chunks)
+            .cutting_images_by_content(options.images_by_content);
             let tree = archiver.archive_roots(&paths, parent_root);
             // The walk's own error is reported after the packs stored so far are indexed
             // (below); a failed pack stage's comes first, from `seal_and_pack`.

@@ -1,7 +1,8 @@
 //! The read, chunk and hash stages for one file: its data regions are read with large reads
 //! into a reused buffer, cut by the repository's content-defined chunker (or, when the backup
-//! asks for them, into [fixed chunks](super::fixed_chunks)) and each chunk is hashed (its id
-//! goes into the file's tree entry, in order).
+//! asks for them or the file is a [raw disk image](super::disk_image), into [fixed
+//! chunks](super::fixed_chunks)) and each chunk is hashed (its id goes into the file's tree
+//! entry, in order).
 //!
 //! Small regions are read, cut and hashed sequentially, by the walking thread (small files by
 //! idle pool threads too, see [`super::small_files`]) while the rayon pool compresses and
@@ -23,6 +24,7 @@
 //! read() rather than mapped: as fast here, mapped pages would count in the resident set,
 //! and a file that shrinks while mapped raises SIGBUS where read() just returns less.
 
+use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::ops::Range;
 
@@ -32,6 +34,7 @@ use bunker_repo_format::tree::Extent;
 use bunker_repo_format::{BlobId, Repository};
 use rayon::prelude::*;
 
+use super::disk_image;
 use super::fixed_chunks::{FixedChunks, read_fixed};
 use super::seal::SealLoad;
 use crate::platform::SourceFile;
@@ -68,6 +71,9 @@ pub(super) struct Chunking {
     chunker: Chunker,
     /// Files are cut at the multiples of this size instead (see [`super::fixed_chunks`]).
     fixed: Option<FixedChunks>,
+    /// Files recognised as raw disk images are cut at the multiples of this size, the
+    /// repository's volume chunk size (see [`super::disk_image`]); `None`: by content.
+    images: Option<FixedChunks>,
     key: WriterKey,
     /// While sealing keeps every pool thread busy, a window is cut on the walking thread:
     /// cutting it in parallel costs more work in all (each segment's first chunks are cut
@@ -81,6 +87,8 @@ impl Chunking {
         Self {
             chunker: repo.chunker().clone(),
             fixed: None,
+            // A volume chunk size past the largest fixed chunk leaves images to the chunker.
+            images: FixedChunks::new(u64::from(repo.config().params.volume_chunk_size)).ok(),
             key: repo.writer_key().clone(),
             seal_load: None,
         }
@@ -90,6 +98,26 @@ impl Chunking {
     /// ones.
     pub(super) fn cutting_fixed_chunks(self, fixed: Option<FixedChunks>) -> Self {
         Self { fixed, ..self }
+    }
+
+    /// Cuts disk images by content too, as other files.
+    pub(super) fn cutting_images_by_content(self) -> Self {
+        Self {
+            images: None,
+            ..self
+        }
+    }
+
+    /// The fixed chunks to cut `file` (of `size` bytes) into: those asked for, or, for a
+    /// raw disk image, the repository's volume chunk size; `None`: by content.
+    fn fixed_chunks_for(&self, file: &File, size: u64) -> io::Result<Option<FixedChunks>> {
+        match (self.fixed, self.images) {
+            (Some(fixed), _) => Ok(Some(fixed)),
+            (None, Some(images)) if size >= disk_image::MIN_IMAGE_SIZE => {
+                Ok(disk_image::recognise_file(file)?.map(|_| images))
+            }
+            (None, _) => Ok(None),
+        }
     }
 
     /// Cuts windows on the walking thread while `load` says the pool is saturated.
@@ -162,6 +190,7 @@ pub(super) fn read_file<E>(
     let mut bytes_read = 0u64;
     let mut short = false;
     let chunker = &chunking.chunker;
+    let fixed = chunking.fixed_chunks_for(file, size)?;
     loop {
         if regions.moves_offset() {
             offset = None;
@@ -178,7 +207,7 @@ pub(super) fn read_file<E>(
             file.seek(SeekFrom::Start(region.start))?;
         }
         let region_length = region.end - region.start;
-        let read = if let Some(fixed) = chunking.fixed {
+        let read = if let Some(fixed) = fixed {
             read_fixed(
                 chunking,
                 fixed,

@@ -146,6 +146,9 @@ pub enum SourceKind {
         /// Files read are cut into fixed chunks of this size (`fixed_chunks`; see `backup
         /// --fixed-chunks`).
         fixed_chunks: Option<FixedChunks>,
+        /// Raw disk images are cut by content too (`images_by_content`; see `backup
+        /// --images-by-content`).
+        images_by_content: bool,
         /// How an unchanged file is told (`ignore_inode`, `ignore_ctime`; see `backup
         /// --ignore-inode`).
         change_detection: ChangeDetection,
@@ -858,6 +861,10 @@ impl Checker<'_> {
             ("fixed_chunks", raw.fixed_chunks.as_ref().map(Spanned::span)),
             ("ignore_inode", raw.ignore_inode.as_ref().map(Spanned::span)),
             ("ignore_ctime", raw.ignore_ctime.as_ref().map(Spanned::span)),
+            (
+                "images_by_content",
+                raw.images_by_content.as_ref().map(Spanned::span),
+            ),
             ("device", raw.device.as_ref().map(Spanned::span)),
             ("command", raw.command.as_ref().map(Spanned::span)),
             ("env", raw.env.as_ref().map(Spanned::span)),
@@ -873,6 +880,7 @@ impl Checker<'_> {
                 "fixed_chunks",
                 "ignore_inode",
                 "ignore_ctime",
+                "images_by_content",
             ],
             "volume" => &["device"],
             "command" => &["command", "env"],
@@ -950,6 +958,7 @@ impl Checker<'_> {
                             })
                             .ok()
                     }),
+                    images_by_content: flag(&raw.images_by_content),
                     change_detection: ChangeDetection {
                         read_all: false,
                         ignore_inode: flag(&raw.ignore_inode),

@@ -91,6 +91,8 @@ pub struct RawSource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ignore_ctime: Option<Spanned<bool>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images_by_content: Option<Spanned<bool>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<Spanned<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Spanned<String>>,

@@ -132,6 +132,7 @@ pub fn apply(source: &RawSource, defaults: RawSource) -> RawSource {
         fixed_chunks: source.fixed_chunks.or(defaults.fixed_chunks),
         ignore_inode: source.ignore_inode.or(defaults.ignore_inode),
         ignore_ctime: source.ignore_ctime.or(defaults.ignore_ctime),
+        images_by_content: source.images_by_content.or(defaults.images_by_content),
         device: source.device.or(defaults.device),
         command: source.command.or(defaults.command),
         env: source.env.or(defaults.env),

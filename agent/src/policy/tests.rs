@@ -55,6 +55,7 @@ fn the_documented_example_parses() {
             exclude_if_present: vec![],
             exclude_larger_than: None,
             fixed_chunks: None,
+            images_by_content: false,
             change_detection: ChangeDetection::default(),
         }
     );
@@ -558,6 +559,44 @@ schedule = "@daily"
     assert_eq!(detection("home"), expected(false, true));
     let bad = errors(&fixed.replace("ignore_inode = true", "ignore_inode = \"yes\""));
     assert_eq!(bad.len(), 1, "{bad:#?}");
+}
+
+#[test]
+fn images_by_content_is_a_flag_of_paths_sources() {
+    let text = r#"[repository]
+url = "/r"
+password_file = "/p"
+
+[[source]]
+name = "vms"
+kind = "paths"
+paths = ["/var/lib/libvirt/images"]
+images_by_content = true
+schedule = "@daily"
+
+[[source]]
+name = "disk"
+kind = "volume"
+device = "/dev/vg/data"
+images_by_content = true
+schedule = "@daily"
+"#;
+    let found = errors(text);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].key, "source[2].images_by_content");
+    assert!(
+        found[0]
+            .message
+            .contains("does not apply to a volume source")
+    );
+    let fixed = text.replace("data\"\nimages_by_content = true", "data\"");
+    let policy = Policy::parse(&fixed, "p.toml").expect("valid");
+    match policy.source("vms").map(|s| &s.kind) {
+        Some(SourceKind::Paths {
+            images_by_content, ..
+        }) => assert!(*images_by_content),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]

@@ -127,6 +127,7 @@ fn backup_paths(
                 one_file_system: args.one_file_system,
                 exclude_larger_than: args.exclude_larger_than,
                 fixed_chunks: args.fixed_chunks,
+                images_by_content: args.images_by_content,
                 dry_run: args.dry_run,
                 skip_if_unchanged: args.skip_if_unchanged,
                 files_read,
