@@ -156,6 +156,7 @@ mod tests {
     use bunker_repo_format::tree::{Extent, Node};
     use bunker_repo_format::{BlobId, Repository};
 
+    use super::super::fixed_chunks::FixedChunks;
     use super::super::read::test_common::noise;
     use super::super::read::tests::{restore_source, small_chunks_repo};
     use super::*;
@@ -353,7 +354,8 @@ mod tests {
 
     /// A disk image among other files is cut at the volume chunk size (and aligned to it),
     /// a file like it without the partition table by content; with `images_by_content` the
-    /// image is cut by content too. Both restore to their bytes either way.
+    /// image is cut by content too, and fixed chunks asked for cut both files. Both restore
+    /// to their bytes every way.
     #[test]
     fn a_disk_image_among_files_is_cut_at_the_volume_chunk_size() {
         let tmp = tempfile::tempdir().expect("tempdir");
@@ -366,23 +368,39 @@ mod tests {
         fs::write(source.join("disk.img"), &image).expect("image");
         fs::write(source.join("plain.bin"), &plain).expect("plain");
 
-        for (run, images_by_content) in [(1, false), (2, true)] {
+        let asked = FixedChunks::new(64 << 10).expect("a valid size");
+        for (run, images_by_content, fixed_chunks) in
+            [(1, false, None), (2, true, None), (3, false, Some(asked))]
+        {
             let repo = small_chunks_repo(&tmp.path().join(format!("repo{run}")));
-            let volume_chunk = u64::from(repo.config().params.volume_chunk_size);
+            let volume_chunk = match fixed_chunks {
+                Some(asked) => u64::from(asked.size()),
+                None => u64::from(repo.config().params.volume_chunk_size),
+            };
             let options = BackupOptions {
                 paths: vec![source.clone()],
                 host: "h".to_owned(),
                 images_by_content,
+                fixed_chunks,
                 ..BackupOptions::default()
             };
             let outcome = backup(&repo, &options, &Cancel::new()).expect("backup");
             let root = outcome.snapshot.tree;
             let image_extents = extents_of(&repo, &root, &source, "disk.img");
             let plain_lengths = chunk_lengths(&extents_of(&repo, &root, &source, "plain.bin"));
-            assert!(
-                plain_lengths.iter().all(|&l| l <= 256 << 10),
-                "the plain file is cut by the repository's chunker: {plain_lengths:?}"
-            );
+            if fixed_chunks.is_none() {
+                assert!(
+                    plain_lengths.iter().all(|&l| l <= 256 << 10)
+                        && plain_lengths.iter().any(|&l| l != plain_lengths[0]),
+                    "the plain file is cut by the repository's chunker: {plain_lengths:?}"
+                );
+            } else {
+                assert!(
+                    plain_lengths[..plain_lengths.len() - 1]
+                        .iter()
+                        .all(|&l| l == 64 << 10)
+                );
+            }
             if images_by_content {
                 assert!(
                     chunk_lengths(&image_extents)
