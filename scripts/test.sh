@@ -8,6 +8,7 @@ need_packages=()
 command -v setpriv >/dev/null || need_packages+=(util-linux)
 command -v mkfs.ext4 >/dev/null || need_packages+=(e2fsprogs)
 command -v mkfs.btrfs >/dev/null || need_packages+=(btrfs-progs)
+command -v qemu-img >/dev/null || need_packages+=(qemu-utils)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_packages+=(postgresql)
 # The HTML recovery report is rendered in headless Chromium (cli/tests/report.rs).
 command -v chromium >/dev/null || need_packages+=(chromium)

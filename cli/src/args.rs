@@ -500,9 +500,10 @@ pub struct BackupArgs {
     /// page then re-stores one chunk. Unchanged files keep the chunks they have.
     #[arg(long, value_name = "SIZE", value_parser = values::fixed_chunks, conflicts_with_all = ["stdin", "stdin_from_command", "volume"])]
     pub fixed_chunks: Option<bunker_agent::backup::FixedChunks>,
-    /// Cut raw disk images found among the files (a partition table or a filesystem's
-    /// superblock at their start: VM disks, `dd` copies) by content, as other files. By
-    /// default they are cut at the repository's volume chunk size, as `--volume` cuts a disk.
+    /// Cut disk images found among the files (a partition table, a filesystem's superblock
+    /// or a virtual disk's header at their start: VM disks, `dd` copies) by content, as other
+    /// files. By default they are cut at the repository's volume chunk size, as `--volume`
+    /// cuts a disk.
     #[arg(long, conflicts_with_all = ["stdin", "stdin_from_command", "volume", "fixed_chunks"])]
     pub images_by_content: bool,
     /// Skip opening and re-hashing each new blob before it is packed (measurements only).

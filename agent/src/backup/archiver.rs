@@ -184,7 +184,7 @@ impl<'a> Archiver<'a> {
         self
     }
 
-    /// Cuts files recognised as raw disk images by content, as other files, when
+    /// Cuts files recognised as disk images by content, as other files, when
     /// `by_content`; otherwise at the repository's volume chunk size. (The small files read
     /// beside the walk are never taken for images: they are under the smallest image size.)
     pub(super) fn cutting_images_by_content(mut self, by_content: bool) -> Self {

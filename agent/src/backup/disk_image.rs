@@ -1,21 +1,26 @@
-//! Raw disk images among the files of a backup, cut the way volumes are.
+//! Disk images among the files of a backup, cut the way volumes are.
 //!
 //! A raw disk image (a virtual machine's disk kept as a file, a partition copied out with
 //! `dd`) changes the way a block device does: blocks are rewritten where they are and
 //! nothing is ever inserted, so content-defined cuts buy nothing there and cost a scan of
 //! every byte. Such a file is cut at the multiples of the repository's volume chunk size
 //! instead, as `backup --volume` cuts the same disk: the two ways of backing it up share
-//! their chunks, and a rewritten block re-stores the one chunk that holds it
-//! (docs/PERFORMANCE.md, session 34, has what it does to the vol corpus).
+//! their chunks (all but those that straddle the file's holes), and a rewritten block
+//! re-stores the one chunk that holds it (docs/PERFORMANCE.md, session 34, has what it does
+//! to the vol corpus and to a real change of an image).
+//!
+//! Virtual disk files (qcow2, VMDK sparse extents, VDI, VHDX, dynamic VHD) change the same
+//! way: they rewrite clusters in place and add new ones at their end, so they are cut the
+//! same way (their clusters do not sit where the guest's blocks do, so they share no chunks
+//! with a `--volume` backup of the disk). ISO 9660 images keep content-defined chunks: the
+//! files in them move between releases.
 //!
 //! A file is taken for an image by what its first sectors hold: a partition table (GPT, or
-//! an MBR whose four entries are well formed) or the superblock of a filesystem or of a
-//! volume format (ext2/3/4, XFS, btrfs, NTFS, exFAT, FAT, an LVM physical volume, LUKS),
-//! each checked beyond its magic number where the format allows. Image files with a
-//! layout of their own (qcow2, VMDK sparse extents, VDI, VHDX) move clusters around and
-//! stay with content-defined chunks, as do ISO 9660 images, whose files may move between
-//! releases. A file taken for an image by mistake is only cut differently: its bytes are
-//! stored and restored the same.
+//! an MBR whose four entries are well formed), the superblock of a filesystem or of a
+//! volume format (ext2/3/4, XFS, btrfs, NTFS, exFAT, FAT, an LVM physical volume, LUKS) or
+//! a virtual disk's header, each checked beyond its magic number where the format allows. A
+//! file taken for an image by mistake is only cut differently: its bytes are stored and
+//! restored the same.
 
 use std::fs::File;
 use std::io;
@@ -54,6 +59,16 @@ pub(super) enum ImageFormat {
     LvmPhysicalVolume,
     /// A LUKS encrypted volume.
     Luks,
+    /// A QEMU copy-on-write disk (qcow, qcow2).
+    Qcow,
+    /// A VMware sparse extent (VMDK).
+    Vmdk,
+    /// A VirtualBox disk (VDI).
+    Vdi,
+    /// A Hyper-V disk (VHDX).
+    Vhdx,
+    /// A dynamic or differencing Virtual PC / Hyper-V disk (VHD; a fixed one is raw).
+    Vhd,
 }
 
 /// Reads the first [`HEAD`] bytes of `file` (fewer if it is shorter) without moving its
@@ -103,6 +118,24 @@ pub(super) fn recognise(head: &[u8]) -> Option<ImageFormat> {
         })
     {
         return Some(ImageFormat::Xfs);
+    }
+    // Virtual disks: qcow's magic then a big-endian version 1-3; a VMDK sparse extent's then
+    // a little-endian version 1-3; VDI's signature after its 64-byte text; VHDX's file
+    // identifier; a dynamic VHD's copy of its footer, at its start.
+    if at(0, b"QFI\xfb") && (1..=3).any(|version: u8| at(4, &[0, 0, 0, version])) {
+        return Some(ImageFormat::Qcow);
+    }
+    if at(0, b"KDMV") && (1..=3).any(|version: u8| at(4, &[version, 0, 0, 0])) {
+        return Some(ImageFormat::Vmdk);
+    }
+    if at(64, &0xbeda_107f_u32.to_le_bytes()) {
+        return Some(ImageFormat::Vdi);
+    }
+    if at(0, b"vhdxfile") {
+        return Some(ImageFormat::Vhdx);
+    }
+    if at(0, b"conectix") {
+        return Some(ImageFormat::Vhd);
     }
     if at((64 << 10) + 64, b"_BHRfS_M") {
         return Some(ImageFormat::Btrfs);
@@ -226,6 +259,11 @@ mod tests {
                 vec![(54, b"FAT16   "), (510, &[0x55, 0xaa])],
                 ImageFormat::Fat,
             ),
+            (vec![(0, b"QFI\xfb\x00\x00\x00\x03")], ImageFormat::Qcow),
+            (vec![(0, b"KDMV\x01\x00\x00\x00")], ImageFormat::Vmdk),
+            (vec![(64, &[0x7f, 0x10, 0xda, 0xbe])], ImageFormat::Vdi),
+            (vec![(0, b"vhdxfile")], ImageFormat::Vhdx),
+            (vec![(0, b"conectix")], ImageFormat::Vhd),
         ];
         for (parts, format) in cases {
             assert_eq!(recognise(&head_with(&parts)), Some(format), "{parts:?}");
@@ -253,8 +291,9 @@ mod tests {
             vec![(1024, b"LABELONE")],
             vec![(3, b"NTFS    ")],
             vec![(82, b"FAT32   ")],
-            // qcow2 and ISO 9660 keep their content-defined chunks.
-            vec![(0, b"QFI\xfb")],
+            vec![(0, b"QFI\xfb\x00\x00\x00\x09")],
+            vec![(0, b"KDMV\x07\x00\x00\x00")],
+            // ISO 9660 keeps its content-defined chunks.
             vec![(32769, b"CD001")],
         ];
         for parts in cases {
@@ -270,8 +309,8 @@ mod tests {
     }
 
     /// Makes a `size`-byte file in `dir` holding what `mkfs` makes of it; `None` (a skip,
-    /// but never under CI, whose test command installs e2fsprogs and btrfs-progs) when the
-    /// tool is missing.
+    /// but never under CI, whose test command installs e2fsprogs, btrfs-progs and
+    /// qemu-utils) when the tool is missing.
     fn made_by(mkfs: &str, dir: &std::path::Path, size: u64) -> Option<File> {
         let image = dir.join(mkfs);
         File::create(&image)
@@ -293,7 +332,7 @@ mod tests {
     }
 
     #[test]
-    fn filesystems_made_by_mkfs_are_recognised_from_their_files() {
+    fn images_made_by_their_tools_are_recognised_from_their_files() {
         let dir = tempfile::tempdir().expect("tempdir");
         if let Some(file) = made_by("mkfs.ext4", dir.path(), 32 << 20) {
             assert_eq!(
@@ -312,6 +351,31 @@ mod tests {
                 recognise_file(&file).expect("read head"),
                 Some(ImageFormat::Btrfs)
             );
+        }
+        for (format, expected) in [
+            ("qcow2", ImageFormat::Qcow),
+            ("vmdk", ImageFormat::Vmdk),
+            ("vdi", ImageFormat::Vdi),
+            ("vhdx", ImageFormat::Vhdx),
+            ("vpc", ImageFormat::Vhd),
+        ] {
+            let image = dir.path().join(format!("disk.{format}"));
+            match std::process::Command::new("qemu-img")
+                .args(["create", "-q", "-f", format])
+                .arg(&image)
+                .arg("64M")
+                .status()
+            {
+                Ok(status) if status.success() => {
+                    let file = File::open(&image).expect("open image");
+                    let found = recognise_file(&file).expect("read head");
+                    assert_eq!(found, Some(expected), "{format}");
+                }
+                _ => {
+                    assert!(std::env::var_os("CI").is_none(), "CI must have qemu-img");
+                    eprintln!("SKIPPED: qemu-img is not installed");
+                }
+            }
         }
         let plain = dir.path().join("plain");
         std::fs::write(&plain, vec![7u8; 100_000]).expect("plain file");

@@ -112,7 +112,7 @@ pub struct BackupOptions {
     /// Cut the files read into chunks of this size at the multiples of it in each file,
     /// instead of the repository's content-defined chunks (see [`FixedChunks`]).
     pub fixed_chunks: Option<FixedChunks>,
-    /// Cut files recognised as raw disk images by content too, instead of at the
+    /// Cut files recognised as disk images by content too, instead of at the
     /// repository's volume chunk size, as `backup --volume` cuts a disk.
     pub images_by_content: bool,
 }

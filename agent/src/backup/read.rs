@@ -1,6 +1,6 @@
 //! The read, chunk and hash stages for one file: its data regions are read with large reads
 //! into a reused buffer, cut by the repository's content-defined chunker (or, when the backup
-//! asks for them or the file is a [raw disk image](super::disk_image), into [fixed
+//! asks for them or the file is a [disk image](super::disk_image), into [fixed
 //! chunks](super::fixed_chunks)) and each chunk is hashed (its id goes into the file's tree
 //! entry, in order).
 //!
@@ -71,7 +71,7 @@ pub(super) struct Chunking {
     chunker: Chunker,
     /// Files are cut at the multiples of this size instead (see [`super::fixed_chunks`]).
     fixed: Option<FixedChunks>,
-    /// Files recognised as raw disk images are cut at the multiples of this size, the
+    /// Files recognised as disk images are cut at the multiples of this size, the
     /// repository's volume chunk size (see [`super::disk_image`]); `None`: by content.
     images: Option<FixedChunks>,
     key: WriterKey,
@@ -109,7 +109,7 @@ impl Chunking {
     }
 
     /// The fixed chunks to cut `file` (of `size` bytes) into: those asked for, or, for a
-    /// raw disk image, the repository's volume chunk size; `None`: by content.
+    /// disk image, the repository's volume chunk size; `None`: by content.
     fn fixed_chunks_for(&self, file: &File, size: u64) -> io::Result<Option<FixedChunks>> {
         match (self.fixed, self.images) {
             (Some(fixed), _) => Ok(Some(fixed)),
