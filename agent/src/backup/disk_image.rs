@@ -72,7 +72,7 @@ pub(super) enum ImageFormat {
 }
 
 /// Reads the first [`HEAD`] bytes of `file` (fewer if it is shorter) without moving its
-/// offset and says whether they start a raw disk image.
+/// offset and says which disk image they start, if any.
 pub(super) fn recognise_file(file: &File) -> io::Result<Option<ImageFormat>> {
     let mut head = vec![0u8; HEAD];
     let mut filled = 0;
@@ -148,7 +148,7 @@ pub(super) fn recognise(head: &[u8]) -> Option<ImageFormat> {
     {
         return Some(ImageFormat::Ext);
     }
-    // LVM2: a label in one of the first four sectors, naming its type eight bytes on.
+    // LVM2: a label in one of the first four sectors, its type 24 bytes into it.
     if (0..4).any(|sector| at(sector * 512, b"LABELONE") && at(sector * 512 + 24, b"LVM2 001")) {
         return Some(ImageFormat::LvmPhysicalVolume);
     }
