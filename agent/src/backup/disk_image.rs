@@ -487,4 +487,43 @@ mod tests {
             assert!(fs::read(restored.join("plain.bin")).expect("restored plain") == plain);
         }
     }
+
+    /// A raw image with holes, backed up as a file and then with `--volume` into the same
+    /// repository: the volume backup stores only the two chunks that straddle a hole's edge
+    /// (the file's end there where the volume's chunk goes on with zeros).
+    #[test]
+    fn an_image_backed_up_as_a_file_shares_its_chunks_with_a_volume_backup() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let source = tmp.path().join("src");
+        fs::create_dir_all(&source).expect("src");
+        let repo = small_chunks_repo(&tmp.path().join("repo"));
+        let chunk = repo.config().params.volume_chunk_size as usize;
+        // Data from 0 to 3.5 chunks, a hole, data from 9 to 17.25 chunks, a hole to 24.
+        let mut first = noise(chunk * 7 / 2, 21);
+        first[512..520].copy_from_slice(b"EFI PART");
+        let second = noise(chunk * 33 / 4, 22);
+        let image = source.join("disk.img");
+        let file = File::create(&image).expect("image");
+        file.set_len(24 * chunk as u64).expect("set_len");
+        file.write_all_at(&first, 0).expect("first region");
+        file.write_all_at(&second, 9 * chunk as u64)
+            .expect("second region");
+        drop(file);
+
+        let options = BackupOptions {
+            paths: vec![source.clone()],
+            host: "h".to_owned(),
+            ..BackupOptions::default()
+        };
+        let as_file = backup(&repo, &options, &Cancel::new()).expect("file backup");
+        assert_eq!(as_file.snapshot.summary.data_blobs_added, 4 + 9);
+        let volume = crate::backup::VolumeOptions {
+            device: image.clone(),
+            host: "h".to_owned(),
+            ..crate::backup::VolumeOptions::default()
+        };
+        let as_volume =
+            crate::backup::backup_volume(&repo, &volume, &Cancel::new()).expect("volume backup");
+        assert_eq!(as_volume.snapshot.summary.data_blobs_added, 2);
+    }
 }
