@@ -467,6 +467,15 @@ enum Subject<'a> {
 }
 
 impl Subject<'_> {
+    /// Owner and group as they are; `None` when they cannot be read.
+    fn owner(self) -> Option<(u32, u32)> {
+        let meta = match self {
+            Self::Path(path) | Self::Symlink(path) => fs::symlink_metadata(path),
+            Self::File(file) => file.metadata(),
+        };
+        meta.ok().map(|meta| (meta.uid(), meta.gid()))
+    }
+
     fn chown(self, uid: u32, gid: u32) -> io::Result<()> {
         match self {
             Self::Path(path) | Self::Symlink(path) => {
@@ -530,7 +539,12 @@ fn apply(
     options: &ApplyOptions,
 ) -> Result<Vec<PlatformError>, PlatformError> {
     let mut warnings = Vec::new();
+    // An owner the entry already has (root restoring root's files: the restorer creates
+    // them as their owner) is not set again: `chown` is an inode update the filesystem
+    // journals, where reading the owner is not. It would clear nothing the mode below does
+    // not set again.
     if options.ownership
+        && subject.owner() != Some((meta.uid, meta.gid))
         && let Err(e) = subject.chown(meta.uid, meta.gid)
     {
         warnings.push(PlatformError::new(
@@ -1271,6 +1285,27 @@ mod tests {
         .unwrap();
         let stat = fs::metadata(&path).unwrap();
         assert_eq!((stat.uid(), stat.gid()), (4321, 8765));
+
+        // Through a descriptor: the owner the file already has is left as it is (no chown),
+        // another one is set, and the mode comes out as recorded either way, setuid bit
+        // included (a chown clears it).
+        let file = File::options().write(true).open(&path).unwrap();
+        meta.mode = 0o4755;
+        for owner in [(4321, 8765), (0, 0), (0, 0)] {
+            (meta.uid, meta.gid) = owner;
+            let options = ApplyOptions {
+                ownership: true,
+                ..ApplyOptions::default()
+            };
+            assert!(
+                apply_file_metadata(&file, &path, &meta, &options)
+                    .unwrap()
+                    .is_empty()
+            );
+            let stat = fs::metadata(&path).unwrap();
+            assert_eq!((stat.uid(), stat.gid()), owner);
+            assert_eq!(stat.mode() & 0o7777, 0o4755);
+        }
     }
 
     #[test]
