@@ -186,12 +186,11 @@ fn mbr_partitions_well_formed(head: &[u8]) -> bool {
 mod tests {
     use std::fs;
 
-    use bunker_repo_format::tree::{Extent, Node};
-    use bunker_repo_format::{BlobId, Repository};
+    use bunker_repo_format::tree::Extent;
 
     use super::super::fixed_chunks::FixedChunks;
     use super::super::read::test_common::noise;
-    use super::super::read::tests::{restore_source, small_chunks_repo};
+    use super::super::read::tests::{file_extents, restore_source, small_chunks_repo};
     use super::*;
     use crate::Cancel;
     use crate::backup::{BackupOptions, backup};
@@ -383,35 +382,6 @@ mod tests {
         assert_eq!(recognise_file(&file).expect("read head"), None);
     }
 
-    /// The extents stored for `name` in the backed-up directory `source`.
-    fn extents_of(
-        repo: &Repository,
-        root: &BlobId,
-        source: &std::path::Path,
-        name: &str,
-    ) -> Vec<Extent> {
-        let index = repo.load_index().expect("index").index;
-        let mut tree = repo.load_tree(&index, root).expect("root tree");
-        let mut path: Vec<&[u8]> = source
-            .strip_prefix("/")
-            .expect("absolute source")
-            .iter()
-            .map(|part| part.as_encoded_bytes())
-            .collect();
-        path.push(name.as_bytes());
-        let (last, dirs) = path.split_last().expect("a path");
-        for dir in dirs {
-            match &tree.get(dir).expect("directory on the way").node {
-                Node::Dir { subtree } => tree = repo.load_tree(&index, subtree).expect("subtree"),
-                other => panic!("{other:?}"),
-            }
-        }
-        match &tree.get(last).expect("the file").node {
-            Node::File { extents } => extents.clone(),
-            other => panic!("{other:?}"),
-        }
-    }
-
     fn chunk_lengths(extents: &[Extent]) -> Vec<u64> {
         extents.iter().map(Extent::length).collect()
     }
@@ -450,8 +420,9 @@ mod tests {
             };
             let outcome = backup(&repo, &options, &Cancel::new()).expect("backup");
             let root = outcome.snapshot.tree;
-            let image_extents = extents_of(&repo, &root, &source, "disk.img");
-            let plain_lengths = chunk_lengths(&extents_of(&repo, &root, &source, "plain.bin"));
+            let image_extents = file_extents(&repo, &root, &source.join("disk.img"));
+            let plain_lengths =
+                chunk_lengths(&file_extents(&repo, &root, &source.join("plain.bin")));
             if fixed_chunks.is_none() {
                 assert!(
                     plain_lengths.iter().all(|&l| l <= 256 << 10)

@@ -427,7 +427,12 @@ pub(super) mod tests {
         extents
     }
 
-    fn file_extents(repo: &Repository, root: &BlobId, path: &Path) -> Vec<Extent> {
+    /// The extents stored for the file at `path` (as backed up) in the tree `root`.
+    pub(in crate::backup) fn file_extents(
+        repo: &Repository,
+        root: &BlobId,
+        path: &Path,
+    ) -> Vec<Extent> {
         let index = repo.load_index().expect("index").index;
         match locate(repo, &index, root, path).expect("locate") {
             Located::Other(entry) => match entry.node {
