@@ -418,8 +418,8 @@ pub fn create_symlink(target: &[u8], path: &Path) -> Result<(), PlatformError> {
 /// Restores `meta` on the entry at `path`, which the restorer has just created as `node`.
 ///
 /// In this order, never following a symlink at `path`:
-/// 1. owner and group by number with `lchown`, when `options.ownership` (names are
-///    informational);
+/// 1. owner and group by number with `lchown`, when `options.ownership` and the entry
+///    does not have them already (names are informational);
 /// 2. extended attributes, added or replaced (others present are left alone), before the
 ///    mode so that a read-only mode cannot stop them;
 /// 3. the permission bits including setuid, setgid and sticky, after `lchown` because
