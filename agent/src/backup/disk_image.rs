@@ -190,7 +190,9 @@ mod tests {
 
     use super::super::fixed_chunks::FixedChunks;
     use super::super::read::test_common::noise;
-    use super::super::read::tests::{file_extents, restore_source, small_chunks_repo};
+    use super::super::read::tests::{
+        file_extents, restore_source, small_chunks_repo, write_sparse,
+    };
     use super::*;
     use crate::Cancel;
     use crate::backup::{BackupOptions, backup};
@@ -474,12 +476,11 @@ mod tests {
         first[512..520].copy_from_slice(b"EFI PART");
         let second = noise(chunk * 33 / 4, 22);
         let image = source.join("disk.img");
-        let file = File::create(&image).expect("image");
-        file.set_len(24 * chunk as u64).expect("set_len");
-        file.write_all_at(&first, 0).expect("first region");
-        file.write_all_at(&second, 9 * chunk as u64)
-            .expect("second region");
-        drop(file);
+        write_sparse(
+            &image,
+            24 * chunk as u64,
+            &[(0, &first), (9 * chunk as u64, &second)],
+        );
 
         let options = BackupOptions {
             paths: vec![source.clone()],

@@ -133,12 +133,11 @@ fn cut(data: &[u8], into_chunk: usize, size: usize) -> Vec<Range<usize>> {
 
 #[cfg(test)]
 mod tests {
-    use std::fs::{self, File};
-    use std::os::unix::fs::FileExt;
+    use std::fs;
 
     use bunker_repo_format::tree::Extent;
 
-    use super::super::read::tests::{restore_source, small_chunks_repo};
+    use super::super::read::tests::{restore_source, small_chunks_repo, write_sparse};
     use super::super::read::{read_file, test_common::noise};
     use super::*;
     use crate::Cancel;
@@ -229,11 +228,11 @@ mod tests {
         // blocks, where the filesystem's regions do).
         let (first, second) = (noise(100 << 10, 2), noise((3 << 20) + (12 << 10), 3));
         let second_at: u64 = 300 << 10;
-        let sparse = File::create(tmp.path().join("sparse")).expect("create");
-        sparse.set_len(8 << 20).expect("set_len");
-        sparse.write_all_at(&first, 0).expect("first");
-        sparse.write_all_at(&second, second_at).expect("second");
-        drop(sparse);
+        write_sparse(
+            &tmp.path().join("sparse"),
+            8 << 20,
+            &[(0, &first), (second_at, &second)],
+        );
         let (read, _) = read_with(&chunking, &tmp.path().join("sparse"), &mut buffer);
         let mut expected = chunk_extents(&repo, &first, 0);
         expected.push(Extent::Hole {

@@ -427,6 +427,16 @@ pub(super) mod tests {
         extents
     }
 
+    /// Writes a sparse file of `size` bytes at `path`: holes but for `regions`, each its
+    /// offset and bytes.
+    pub(in crate::backup) fn write_sparse(path: &Path, size: u64, regions: &[(u64, &[u8])]) {
+        let file = std::fs::File::create(path).expect("create sparse file");
+        file.set_len(size).expect("set_len");
+        for (offset, bytes) in regions {
+            file.write_all_at(bytes, *offset).expect("write a region");
+        }
+    }
+
     /// The extents stored for the file at `path` (as backed up) in the tree `root`.
     pub(in crate::backup) fn file_extents(
         repo: &Repository,
@@ -486,13 +496,11 @@ pub(super) mod tests {
         // A sparse file whose data regions take the parallel path too.
         let (first, second) = (noise(THRESHOLD + (64 << 10), 5), noise(5 << 20, 6));
         let sparse_size = 40u64 << 20;
-        let sparse = std::fs::File::create(source.join("sparse.img")).expect("sparse");
-        sparse.set_len(sparse_size).expect("set_len");
-        sparse.write_all_at(&first, 0).expect("first region");
-        sparse
-            .write_all_at(&second, 20 << 20)
-            .expect("second region");
-        drop(sparse);
+        write_sparse(
+            &source.join("sparse.img"),
+            sparse_size,
+            &[(0, &first), (20 << 20, &second)],
+        );
 
         let options = BackupOptions {
             paths: vec![source.clone()],
