@@ -36,16 +36,23 @@ impl DirHandle {
         })
     }
 
-    /// Creates the regular file `name` in this directory, open for writing, relative to the
-    /// open descriptor (no path walked). Fails when anything is there already (`O_EXCL`:
-    /// an existing entry, symlink or not, is never followed or replaced).
+    /// Creates the regular file `name` in this directory with the permission bits
+    /// `permissions` (less the umask), open for writing, relative to the open descriptor
+    /// (no path walked). Fails when anything is there already (`O_EXCL`: an existing
+    /// entry, symlink or not, is never followed or replaced).
     ///
-    /// The file is readable by its owner only until its recorded mode is applied: a file
-    /// restored as `0600` (a private key) must never be open to others while its content is
-    /// written, since a descriptor opened then keeps its access after the mode changes.
-    pub fn create_file(&self, name: &OsStr) -> io::Result<File> {
+    /// Pass [`PRIVATE_FILE_MODE`](super::PRIVATE_FILE_MODE) unless no one else can reach
+    /// the directory: a file restored as `0600` (a private key) must never be open to
+    /// others while its content is written, since a descriptor opened then keeps its
+    /// access after the mode changes.
+    pub fn create_file(&self, name: &OsStr, permissions: u32) -> io::Result<File> {
         let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_CLOEXEC;
-        let fd = openat(&self.dir, name, flags, Mode::from_bits_truncate(0o600))?;
+        let fd = openat(
+            &self.dir,
+            name,
+            flags,
+            Mode::from_bits_truncate(permissions),
+        )?;
         Ok(File::from(fd))
     }
 
@@ -117,7 +124,9 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let temp = tempfile::tempdir().expect("tempdir");
         let handle = DirHandle::open(temp.path()).expect("open");
-        let mut file = handle.create_file(OsStr::new("new")).expect("create");
+        let mut file = handle
+            .create_file(OsStr::new("new"), crate::platform::PRIVATE_FILE_MODE)
+            .expect("create");
         file.write_all(b"content").expect("write");
         let mode = file.metadata().expect("stat").permissions().mode();
         assert_eq!(
@@ -133,7 +142,7 @@ mod tests {
         std::fs::write(temp.path().join("taken"), b"old").expect("write");
         std::os::unix::fs::symlink("elsewhere", temp.path().join("dangling")).expect("symlink");
         for name in ["new", "taken", "dangling"] {
-            let err = handle.create_file(OsStr::new(name)).expect_err(name);
+            let err = handle.create_file(OsStr::new(name), 0o644).expect_err(name);
             assert_eq!(err.kind(), io::ErrorKind::AlreadyExists, "{name}");
         }
         assert_eq!(

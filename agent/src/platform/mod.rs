@@ -39,9 +39,10 @@ pub use long_paths::DirHandle;
 pub use remove::remove_tree_nofollow;
 #[cfg(unix)]
 pub use unix::{
-    DataRegions, KnownEntry, SourceFile, apply_file_metadata, apply_metadata, capture,
-    capture_knowing, changed_since, create_special, create_symlink, hostname, is_root,
-    open_for_backup, open_for_backup_at, punch_hole_or_set_len, raise_open_files_limit, username,
+    DataRegions, KnownEntry, PRIVATE_FILE_MODE, SourceFile, apply_file_metadata, apply_metadata,
+    capture, capture_knowing, changed_since, create_special, create_symlink, hostname, is_root,
+    make_private, open_for_backup, open_for_backup_at, punch_hole_or_set_len,
+    raise_open_files_limit, username,
 };
 
 /// A failed operation on a path.

@@ -21,9 +21,10 @@ use nix::unistd::{Gid, Group, Uid, User, Whence, geteuid, gethostname, lseek, mk
 
 use super::{ApplyOptions, CaptureWarning, Captured, CapturedKind, NameCache, PlatformError};
 
-/// Permissions given to special files when they are created; [`apply_metadata`] sets the
-/// real mode afterwards.
-const CREATE_MODE: u32 = 0o600;
+/// Permissions of a restored entry until [`apply_metadata`] sets its recorded mode: its
+/// owner's alone. Special files are always created so, regular files unless no one else
+/// can reach them before their metadata is applied.
+pub const PRIVATE_FILE_MODE: u32 = 0o600;
 
 /// Reads the metadata and kind of the entry at `path` without following symlinks.
 ///
@@ -368,7 +369,7 @@ pub fn punch_hole_or_set_len(file: &File, len: u64) -> io::Result<()> {
 /// nothing is created and `Ok` is returned. Other kinds are an `InvalidInput` error. The
 /// entry is created with mode 0o600; [`apply_metadata`] sets the recorded one.
 pub fn create_special(path: &Path, node: &Node) -> Result<(), PlatformError> {
-    let perm = Mode::from_bits_truncate(CREATE_MODE);
+    let perm = Mode::from_bits_truncate(PRIVATE_FILE_MODE);
     let result = match node {
         Node::Fifo => mkfifo(path, perm),
         Node::CharDevice { rdev } => mknod(path, SFlag::S_IFCHR, perm, to_dev_t(path, *rdev)?),
@@ -424,7 +425,9 @@ pub fn create_symlink(target: &[u8], path: &Path) -> Result<(), PlatformError> {
 ///    mode so that a read-only mode cannot stop them;
 /// 3. the permission bits including setuid, setgid and sticky, after `lchown` because
 ///    changing owner clears setuid/setgid; not for symlinks, whose mode cannot change on
-///    Linux;
+///    Linux, nor when the entry has them already and steps 1 and 2 changed nothing (the
+///    restorer creates many files with their recorded bits: `chmod` is another inode
+///    update the filesystem journals);
 /// 4. access and modification times to the nanosecond, for every kind including symlinks
 ///    and directories (so a directory's times must be applied after its contents).
 ///
@@ -467,13 +470,17 @@ enum Subject<'a> {
 }
 
 impl Subject<'_> {
-    /// Owner and group as they are; `None` when they cannot be read.
-    fn owner(self) -> Option<(u32, u32)> {
+    /// Owner, group and mode (`st_mode & 0o7777`) as they are; `None` when they cannot be
+    /// read.
+    fn ownership(self) -> Option<Ownership> {
         let meta = match self {
             Self::Path(path) | Self::Symlink(path) => fs::symlink_metadata(path),
             Self::File(file) => file.metadata(),
         };
-        meta.ok().map(|meta| (meta.uid(), meta.gid()))
+        meta.ok().map(|meta| Ownership {
+            owner: (meta.uid(), meta.gid()),
+            mode: meta.mode() & 0o7777,
+        })
     }
 
     fn chown(self, uid: u32, gid: u32) -> io::Result<()> {
@@ -539,14 +546,13 @@ fn apply(
     options: &ApplyOptions,
 ) -> Result<Vec<PlatformError>, PlatformError> {
     let mut warnings = Vec::new();
+    let before = subject.ownership();
     // An owner the entry already has (root restoring root's files: the restorer creates
     // them as their owner) is not set again: `chown` is an inode update the filesystem
     // journals, where reading the owner is not. It would clear nothing the mode below does
     // not set again.
-    if options.ownership
-        && subject.owner() != Some((meta.uid, meta.gid))
-        && let Err(e) = subject.chown(meta.uid, meta.gid)
-    {
+    let chown = options.ownership && before.map(|b| b.owner) != Some((meta.uid, meta.gid));
+    if chown && let Err(e) = subject.chown(meta.uid, meta.gid) {
         warnings.push(PlatformError::new(
             path,
             format!("change owner to {}:{} of", meta.uid, meta.gid),
@@ -556,6 +562,7 @@ fn apply(
     // Attributes the snapshot does not have go: those of a file already at the target, and
     // the ACL a new entry inherits from a directory's default ACL. The security label is
     // the system's to set.
+    let mut xattrs_changed = !meta.xattrs.is_empty();
     let present = if options.remove_other_xattrs {
         subject.list_xattrs()
     } else {
@@ -569,6 +576,7 @@ fn apply(
                         .xattrs
                         .iter()
                         .any(|(n, _)| n.as_slice() == name.as_bytes());
+                xattrs_changed |= !kept;
                 if !kept && let Err(e) = subject.remove_xattr(&name) {
                     warnings.push(PlatformError::new(
                         path,
@@ -593,14 +601,35 @@ fn apply(
             ));
         }
     }
+    // A mode read before the steps above still holds when they changed nothing: an owner
+    // change can clear setuid and setgid, an ACL written or removed moves the group bits.
     let mode = meta.mode & 0o7777;
-    subject
-        .chmod(mode)
-        .map_err(|e| PlatformError::new(path, format!("set mode {mode:o} of"), e))?;
+    let has_mode = !chown && !xattrs_changed && before.is_some_and(|b| b.mode == mode);
+    if !has_mode {
+        subject
+            .chmod(mode)
+            .map_err(|e| PlatformError::new(path, format!("set mode {mode:o} of"), e))?;
+    }
     subject
         .set_times(meta.atime, meta.mtime)
         .map_err(|e| PlatformError::new(path, "set timestamps of", e))?;
     Ok(warnings)
+}
+
+/// An entry's owner and group, and its mode (`st_mode & 0o7777`).
+#[derive(Clone, Copy)]
+struct Ownership {
+    owner: (u32, u32),
+    mode: u32,
+}
+
+/// Gives the regular file at `path`, through `file` when it is open, [`PRIVATE_FILE_MODE`]:
+/// for a restored file that lost content, which must not look as if it held its recorded
+/// content, nor be open to others.
+pub fn make_private(file: Option<&File>, path: &Path) -> Result<(), PlatformError> {
+    file.map_or(Subject::Path(path), Subject::File)
+        .chmod(PRIVATE_FILE_MODE)
+        .map_err(|e| PlatformError::new(path, "make private", e))
 }
 
 fn timespec(t: Timestamp) -> TimeSpec {

@@ -510,10 +510,10 @@ impl<'a> Planner<'a> {
     pub fn plan_tree(mut self, tree: &BlobId, entry: Option<&Entry>) -> Result<Plan, RestoreError> {
         self.plan.root.meta = entry.map(|entry| restorable(&entry.meta));
         let target = self.plan.root.path.clone();
-        let fresh = is_empty_dir(&target);
+        let target_state = DirState::of_target(&target);
         let mut children = Vec::new();
         let inside = self.starts_inside();
-        self.walk_tree(tree, &target, &target, fresh, inside, &mut children)?;
+        self.walk_tree(tree, &target, &target, target_state, inside, &mut children)?;
         self.plan.root.children = children;
         self.finish()
     }
@@ -522,14 +522,14 @@ impl<'a> Planner<'a> {
     pub fn plan_entry(mut self, entry: &Entry) -> Result<Plan, RestoreError> {
         let target = self.plan.root.path.clone();
         let path = target.join(OsStr::from_bytes(&entry.name));
-        let fresh = is_empty_dir(&target);
+        let target_state = DirState::of_target(&target);
         let parent = DirHandle::open(&target).map_err(|source| RestoreError::Target {
             path: target.clone(),
             source,
         })?;
         let mut children = Vec::new();
         let inside = self.starts_inside();
-        self.walk_entry(entry, &path, &parent, fresh, inside, &mut children)?;
+        self.walk_entry(entry, &path, &parent, target_state, inside, &mut children)?;
         self.plan.root.children = children;
         self.finish()
     }
@@ -578,14 +578,14 @@ impl<'a> Planner<'a> {
             .push(format!("{}: {message}", display(path)));
     }
 
-    /// Restores the entries of `tree` into `dir`; `fresh` when `dir` is known to be empty,
-    /// `inside` when the filter restores everything below `dir`.
+    /// Restores the entries of `tree` into `dir`, which is in `dir_state`; `inside` when the
+    /// filter restores everything below `dir`.
     fn walk_tree(
         &mut self,
         tree: &BlobId,
         dir: &Path,
         dir_access: &Path,
-        fresh: bool,
+        dir_state: DirState,
         inside: bool,
         out: &mut Vec<Pending>,
     ) -> Result<(), RestoreError> {
@@ -608,7 +608,7 @@ impl<'a> Planner<'a> {
                 return Err(RestoreError::Interrupted);
             }
             let path = dir.join(OsStr::from_bytes(&entry.name));
-            self.walk_entry(entry, &path, &handle, fresh, inside, out)?;
+            self.walk_entry(entry, &path, &handle, dir_state, inside, out)?;
             self.stop_if_full()?;
             if self.batch.is_full(self.batches_emitted) {
                 self.flush()?;
@@ -619,17 +619,18 @@ impl<'a> Planner<'a> {
 
     /// Creates one entry at `path` (its real path, for messages) in the directory `parent`,
     /// and records its metadata in `out` (or, for a file with content, in its batch).
-    /// `fresh`: `parent` is known to be empty, so there is nothing to check or replace;
-    /// `inside`: the filter restores everything below `parent`.
+    /// `parent_state`: what is known of `parent` (when empty, there is nothing to check or
+    /// replace); `inside`: the filter restores everything below `parent`.
     fn walk_entry(
         &mut self,
         entry: &Entry,
         path: &Path,
         parent: &DirHandle,
-        fresh: bool,
+        parent_state: DirState,
         inside: bool,
         out: &mut Vec<Pending>,
     ) -> Result<(), RestoreError> {
+        let fresh = parent_state.is_empty();
         let name = OsStr::from_bytes(&entry.name);
         let access = &parent.child(path, name);
         let is_dir = matches!(entry.node, Node::Dir { .. });
@@ -714,7 +715,12 @@ impl<'a> Planner<'a> {
                 let before = self.restored();
                 let mut children = Vec::new();
                 let inside = decision == Decision::Restore;
-                self.walk_tree(subtree, path, access, created, inside, &mut children)?;
+                let state = if created {
+                    DirState::Created
+                } else {
+                    DirState::Existing
+                };
+                self.walk_tree(subtree, path, access, state, inside, &mut children)?;
                 // A directory explored for includes stays only if something below it does.
                 if decision == Decision::Explore && self.restored() == before {
                     if created && let Err(e) = fs::remove_dir(access) {
@@ -734,7 +740,8 @@ impl<'a> Planner<'a> {
                 return Ok(());
             }
             Node::File { extents } => {
-                match self.plan_file(extents, &entry.meta, path, access, (parent, name), fresh) {
+                let parent = (parent, parent_state, name);
+                match self.plan_file(extents, &entry.meta, path, access, parent) {
                     // Its batch applies the metadata once the content is written.
                     FilePlanned::Batched => {
                         if let Some(key) = link_key {
@@ -833,20 +840,19 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// Leaves a correct existing file alone, or creates the file `name` in `parent` and
-    /// adds it, with its chunks and metadata, to the batch. `access` is its path for the
-    /// system calls that check what is there; `fresh`: `parent` is known to be empty.
+    /// Leaves a correct existing file alone, or creates the file `name` in `parent` (which
+    /// is in `parent_state`) and adds it, with its chunks and metadata, to the batch.
+    /// `access` is its path for the system calls that check what is there.
     fn plan_file(
         &mut self,
         extents: &[Extent],
         meta: &Metadata,
         path: &Path,
         access: &Path,
-        (parent, name): (&DirHandle, &OsStr),
-        fresh: bool,
+        (parent, parent_state, name): (&DirHandle, DirState, &OsStr),
     ) -> FilePlanned {
         let size = extents.iter().map(Extent::length).sum::<u64>();
-        if !fresh {
+        if !parent_state.is_empty() {
             match resume::already_restored(self.repo, access, extents, size) {
                 Ok(true) => {
                     self.left_alone(extents);
@@ -863,7 +869,7 @@ impl<'a> Planner<'a> {
                 return FilePlanned::Failed;
             }
         }
-        let file = match parent.create_file(name) {
+        let file = match parent.create_file(name, creation_permissions(meta, parent_state)) {
             Ok(file) => file,
             Err(e) => {
                 self.io_error(path, "could not create file", e);
@@ -1006,6 +1012,52 @@ impl<'a> Totals<'a> {
 
 /// True when `path` is a directory with no entries (so a restore into it has nothing to
 /// check or replace); false when it cannot be read.
+/// What the restore knows of a directory it creates entries in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DirState {
+    /// There before the restore, and may hold entries: each is checked and, when it must
+    /// be, replaced.
+    Existing,
+    /// There before the restore, empty: nothing to check or replace.
+    Empty,
+    /// Made by this restore: empty, and closed to all but the restore's user (mode 0700)
+    /// until its own metadata is applied, after everything in it.
+    Created,
+}
+
+impl DirState {
+    /// The state of a restore's target directory, which is there before it.
+    fn of_target(path: &Path) -> Self {
+        if is_empty_dir(path) {
+            Self::Empty
+        } else {
+            Self::Existing
+        }
+    }
+
+    /// True when the directory holds nothing the restore must check or replace.
+    fn is_empty(self) -> bool {
+        self != Self::Existing
+    }
+}
+
+/// The permission bits a restored file is created with: `0600` (no one else may open it
+/// while its content is written, since a descriptor opened then keeps its access after the
+/// mode changes), or its recorded bits when no one else can reach it before its metadata
+/// is applied, which then need not set them again. That is when its directory was made by
+/// this restore ([`DirState::Created`]), it has no second name (a hard link in a
+/// directory open to others), the restore's user may read and write it (to open it again
+/// and read it back), and it has no setuid, setgid or sticky bit (given after its owner).
+fn creation_permissions(meta: &Metadata, parent_state: DirState) -> u32 {
+    let recorded = meta.mode & 0o7777;
+    let unreachable = parent_state == DirState::Created && meta.nlinks <= 1;
+    if unreachable && recorded & 0o7000 == 0 && recorded & 0o600 == 0o600 {
+        recorded
+    } else {
+        platform::PRIVATE_FILE_MODE
+    }
+}
+
 pub(super) fn is_empty_dir(path: &Path) -> bool {
     fs::read_dir(path).is_ok_and(|mut entries| entries.next().is_none())
 }
@@ -1022,6 +1074,39 @@ fn same_inode(a: &Path, b: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn files_are_created_with_their_bits_only_where_no_one_else_can_reach_them() {
+        let meta = |mode: u32, nlinks: u64| Metadata {
+            mode,
+            nlinks,
+            ..Metadata::default()
+        };
+        let private = platform::PRIVATE_FILE_MODE;
+        for mode in [
+            0o600, 0o644, 0o664, 0o666, 0o700, 0o755, 0o777, 0o640, 0o604,
+        ] {
+            assert_eq!(
+                creation_permissions(&meta(mode, 1), DirState::Created),
+                mode,
+                "{mode:o}"
+            );
+            for state in [DirState::Existing, DirState::Empty] {
+                let got = creation_permissions(&meta(mode, 1), state);
+                assert_eq!(got, private, "{mode:o} in a directory open to others");
+            }
+            let linked = creation_permissions(&meta(mode, 2), DirState::Created);
+            assert_eq!(linked, private, "{mode:o} with a second name");
+        }
+        // Special bits come after the owner; an owner who cannot read and write it could
+        // not open it again nor read it back.
+        for mode in [
+            0o4755, 0o2755, 0o1644, 0o6777, 0o444, 0o400, 0o200, 0o000, 0o070,
+        ] {
+            let got = creation_permissions(&meta(mode, 1), DirState::Created);
+            assert_eq!(got, private, "{mode:o}");
+        }
+    }
 
     #[test]
     fn the_first_batches_hold_fewer_files_doubling_up_to_the_full_count() {
