@@ -9,7 +9,7 @@ use std::sync::mpsc::{RecvTimeoutError, Sender, channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bunker_agent::backup::{FileChange, FileSink, LineSink};
+use bunker_agent::backup::{FileChange, FileRead, FileSink, LineSink};
 use bunker_agent::progress::{Progress, ProgressSnapshot};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
@@ -78,12 +78,14 @@ impl Display {
     }
 
     /// Where a backup names each file it reads (`--verbose`): `new PATH` or `changed
-    /// PATH` on stdout (above the bar when one is drawn), or with `json` a JSON line on
-    /// stderr (`message_type` `file`), beside the progress lines.
+    /// PATH` on stdout (above the bar when one is drawn), followed by `(disk image)` for a
+    /// file cut at the volume chunk size; or with `json` a JSON line on stderr
+    /// (`message_type` `file`, with `change`, `path` and `disk_image`), beside the
+    /// progress lines.
     pub fn file_sink(&self, json: bool) -> FileSink {
         let bar = self.bar.clone();
-        FileSink::new(move |path, change| {
-            let word = match change {
+        FileSink::new(move |file: &FileRead<'_>| {
+            let word = match file.change {
                 FileChange::New => "new",
                 FileChange::Changed => "changed",
             };
@@ -91,13 +93,18 @@ impl Display {
                 let line = json!({
                     "message_type": "file",
                     "change": word,
-                    "path": path.to_string_lossy(),
+                    "path": file.path.to_string_lossy(),
+                    "disk_image": file.disk_image,
                 });
                 let _ = writeln!(std::io::stderr().lock(), "{line}");
-            } else if let Some(bar) = &bar {
-                bar.println(format!("{word:<8} {}", path.display()));
+                return;
+            }
+            let image = if file.disk_image { " (disk image)" } else { "" };
+            let line = format!("{word:<8} {}{image}", file.path.display());
+            if let Some(bar) = &bar {
+                bar.println(line);
             } else {
-                let _ = writeln!(std::io::stdout().lock(), "{word:<8} {}", path.display());
+                let _ = writeln!(std::io::stdout().lock(), "{line}");
             }
         })
     }

@@ -167,3 +167,79 @@ fn a_directory_not_restored_over_a_kept_file_counts_its_files_as_done() {
         "{out}"
     );
 }
+
+/// A file taken for a disk image is named as one: `-v` marks it `(disk image)` and the
+/// summary lists it; with `--json` its `file` line says `"disk_image": true` and the
+/// document lists it under `disk_images`. A file of the same size without a partition
+/// table is neither.
+#[test]
+fn a_file_cut_as_a_disk_image_is_named_as_one() {
+    let t = TestDir::new();
+    let src = t.join("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    for (name, head) in [
+        ("disk.img", &b"EFI PART"[..]),
+        ("plain.bin", &b"NOT PART"[..]),
+    ] {
+        let file = fs::File::create(src.join(name)).expect("create");
+        file.set_len(17 * MIB).expect("set_len");
+        file.write_all_at(head, 512).expect("head");
+        file.write_all_at(b"tail", 17 * MIB - 4).expect("tail");
+    }
+    let (image, plain) = (src.join("disk.img"), src.join("plain.bin"));
+    let b = t.bunker();
+    b.init();
+
+    let out = b.run([OsStr::new("backup"), OsStr::new("-v"), src.as_os_str()]);
+    out.ok();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(
+        lines.contains(&format!("new      {} (disk image)", image.display()).as_str()),
+        "{out}"
+    );
+    assert!(
+        lines.contains(&format!("new      {}", plain.display()).as_str()),
+        "{out}"
+    );
+    let summary = format!(
+        "  cut as disk images, at the volume chunk size: {}",
+        image.display()
+    );
+    assert!(lines.contains(&summary.as_str()), "{out}");
+
+    fs::write(src.join("plain.bin"), b"changed").expect("rewrite");
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .open(&image)
+        .expect("open");
+    file.write_all_at(b"again", 4096).expect("change the image");
+    let out = b.run([
+        OsStr::new("--json"),
+        OsStr::new("backup"),
+        OsStr::new("-v"),
+        src.as_os_str(),
+    ]);
+    out.ok();
+    let mut told: Vec<(String, String, bool)> = out
+        .stderr
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["message_type"] == "file")
+        .map(|line| {
+            let field = |key: &str| line[key].as_str().unwrap_or_default().to_owned();
+            (field("path"), field("change"), line["disk_image"] == true)
+        })
+        .collect();
+    told.sort();
+    let changed = |path: &Path, image: bool| (path.display().to_string(), "changed".into(), image);
+    assert_eq!(
+        told,
+        [changed(&image, true), changed(&plain, false)],
+        "{out}"
+    );
+    assert_eq!(
+        out.json()["disk_images"],
+        serde_json::json!([image.display().to_string()]),
+        "{out}"
+    );
+}

@@ -40,6 +40,8 @@ pub(super) struct Finished {
     pub dependencies: HashSet<bunker_repo_format::PackId>,
     pub unreadable: Vec<String>,
     pub changed: Vec<String>,
+    /// Files read that were cut as disk images.
+    pub disk_images: Vec<String>,
     pub mount_points: Vec<String>,
     /// The files cache to save once the snapshot is written.
     pub files_cache: FilesCache,
@@ -99,6 +101,7 @@ pub(super) struct Archiver<'a> {
     summary: Summary,
     unreadable: Vec<String>,
     changed: Vec<String>,
+    disk_images: Vec<String>,
     /// Directories recorded empty because they are on another filesystem.
     skipped_mounts: Vec<String>,
     /// False once a source path's entry differs from the parent snapshot's.
@@ -155,6 +158,7 @@ impl<'a> Archiver<'a> {
             summary: Summary::default(),
             unreadable: Vec::new(),
             changed: Vec::new(),
+            disk_images: Vec::new(),
             skipped_mounts: Vec::new(),
             paths_unchanged: true,
             read_from: None,
@@ -258,6 +262,7 @@ impl<'a> Archiver<'a> {
             dependencies: self.stages.dedup.into_dependencies(),
             unreadable: self.unreadable,
             changed: self.changed,
+            disk_images: self.disk_images,
             mount_points: self.skipped_mounts,
             files_cache: self.stages.files_cache,
             paths_unchanged: self.paths_unchanged,
@@ -519,8 +524,8 @@ impl<'a> Archiver<'a> {
                 }
             }
             Work::File { size } => match self.archive_file(&mut child, size) {
-                Ok(node) => {
-                    self.count_read(&child.path, child.parent);
+                Ok((node, disk_image)) => {
+                    self.count_read(&child.path, child.parent, disk_image);
                     node
                 }
                 Err(BackupError::Source { source, .. }) => {
@@ -538,7 +543,7 @@ impl<'a> Archiver<'a> {
     }
 
     /// Counts a file at `path` that was read as new or changed, and tells the sink.
-    fn count_read(&mut self, path: &Path, parent: Option<&Entry>) {
+    fn count_read(&mut self, path: &Path, parent: Option<&Entry>, disk_image: bool) {
         let change = if parent.is_some() {
             self.summary.files_changed += 1;
             super::FileChange::Changed
@@ -546,8 +551,15 @@ impl<'a> Archiver<'a> {
             self.summary.files_new += 1;
             super::FileChange::New
         };
+        if disk_image {
+            self.disk_images.push(display(path));
+        }
         if let Some(sink) = &self.stages.files_read {
-            sink.tell(path, change);
+            sink.tell(&super::FileRead {
+                path,
+                change,
+                disk_image,
+            });
         }
     }
 
@@ -738,7 +750,7 @@ impl<'a> Archiver<'a> {
                 let node =
                     self.file_read(&child.path, &mut child.meta, size, read.read, read.changed);
                 child.work = Work::Done(node);
-                self.count_read(&child.path, child.parent);
+                self.count_read(&child.path, child.parent, false);
             }
             if self.stopped() {
                 return Err(BackupError::Interrupted);
@@ -795,8 +807,13 @@ impl<'a> Archiver<'a> {
         Ok(id)
     }
 
-    /// Reads a regular file's data regions into chunks; holes become hole extents.
-    fn archive_file(&mut self, child: &mut Child<'_>, size: u64) -> Result<Node, BackupError> {
+    /// Reads a regular file's data regions into chunks; holes become hole extents. True
+    /// beside the node when the file was cut as a disk image.
+    fn archive_file(
+        &mut self,
+        child: &mut Child<'_>,
+        size: u64,
+    ) -> Result<(Node, bool), BackupError> {
         let (path, access) = (&child.path, &child.access);
         let source_error = |source: std::io::Error| BackupError::Source {
             path: path.to_owned(),
@@ -830,7 +847,9 @@ impl<'a> Archiver<'a> {
         let changed = read.short
             || platform::changed_since(&file.file, size, &child.identity())
                 .map_err(source_error)?;
-        Ok(self.file_read(&child.path, &mut child.meta, size, read, changed))
+        let disk_image = read.disk_image;
+        let node = self.file_read(&child.path, &mut child.meta, size, read, changed);
+        Ok((node, disk_image))
     }
 
     /// Accounts for the file at `path`, read: a file that changed while it was read is

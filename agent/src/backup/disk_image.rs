@@ -185,6 +185,7 @@ fn mbr_partitions_well_formed(head: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use std::fs;
+    use std::sync::{Arc, Mutex};
 
     use bunker_repo_format::tree::Extent;
 
@@ -195,7 +196,7 @@ mod tests {
     };
     use super::*;
     use crate::Cancel;
-    use crate::backup::{BackupOptions, backup};
+    use crate::backup::{BackupOptions, FileRead, FileSink, backup};
 
     /// Bytes written at an offset of a file's head.
     type Parts<'a> = Vec<(usize, &'a [u8])>;
@@ -413,14 +414,32 @@ mod tests {
                 Some(asked) => u64::from(asked.size()),
                 None => u64::from(repo.config().params.volume_chunk_size),
             };
+            let told = Arc::new(Mutex::new(Vec::new()));
+            let sink = {
+                let told = Arc::clone(&told);
+                FileSink::new(move |file: &FileRead<'_>| {
+                    let name = file.path.file_name().map(|n| n.to_owned());
+                    told.lock().expect("lock").push((name, file.disk_image));
+                })
+            };
             let options = BackupOptions {
                 paths: vec![source.clone()],
                 host: "h".to_owned(),
                 images_by_content,
                 fixed_chunks,
+                files_read: Some(sink),
                 ..BackupOptions::default()
             };
             let outcome = backup(&repo, &options, &Cancel::new()).expect("backup");
+            // The image is named as one only when it was cut as one.
+            let cut_as_image = !images_by_content && fixed_chunks.is_none();
+            let mut told = told.lock().expect("lock").clone();
+            told.sort();
+            let told_image = |name: &str| (Some(name.into()), name == "disk.img" && cut_as_image);
+            assert_eq!(told, [told_image("disk.img"), told_image("plain.bin")]);
+            let image_path = source.join("disk.img").display().to_string();
+            let named: &[String] = if cut_as_image { &[image_path] } else { &[] };
+            assert_eq!(outcome.disk_images, named);
             let root = outcome.snapshot.tree;
             let image_extents = file_extents(&repo, &root, &source.join("disk.img"));
             let plain_lengths =

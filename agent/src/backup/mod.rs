@@ -146,21 +146,32 @@ pub enum FileChange {
     Changed,
 }
 
-/// What a [`FileSink`] calls with each file.
-type TellFile = dyn Fn(&Path, FileChange) + Send + Sync;
+/// A file a backup read, as a [`FileSink`] is told of it.
+#[derive(Debug, Clone, Copy)]
+pub struct FileRead<'a> {
+    /// The path it is recorded under.
+    pub path: &'a Path,
+    /// New or changed since the parent snapshot.
+    pub change: FileChange,
+    /// Taken for a disk image and cut at the repository's volume chunk size.
+    pub disk_image: bool,
+}
 
-/// Receives each file a backup reads, by the path it is recorded under.
+/// What a [`FileSink`] calls with each file.
+type TellFile = dyn Fn(&FileRead<'_>) + Send + Sync;
+
+/// Receives each file a backup reads.
 #[derive(Clone)]
 pub struct FileSink(Arc<TellFile>);
 
 impl FileSink {
     /// A sink calling `tell` with each file.
-    pub fn new(tell: impl Fn(&Path, FileChange) + Send + Sync + 'static) -> Self {
+    pub fn new(tell: impl Fn(&FileRead<'_>) + Send + Sync + 'static) -> Self {
         Self(Arc::new(tell))
     }
 
-    pub(crate) fn tell(&self, path: &Path, change: FileChange) {
-        (self.0)(path, change);
+    pub(crate) fn tell(&self, file: &FileRead<'_>) {
+        (self.0)(file);
     }
 }
 
@@ -277,6 +288,9 @@ pub struct BackupOutcome {
     pub unreadable: Vec<String>,
     /// Files that changed while they were read (stored as read, flagged in the tree).
     pub changed: Vec<String>,
+    /// Files read that were taken for disk images and cut at the repository's volume
+    /// chunk size.
+    pub disk_images: Vec<String>,
     /// Mount points recorded as empty directories (`one_file_system`).
     pub mount_points: Vec<String>,
     /// Why the files cache could not be saved (the backup itself succeeded).
@@ -497,6 +511,7 @@ pub fn backup(
         snapshot,
         unreadable: finished.unreadable,
         changed: finished.changed,
+        disk_images: finished.disk_images,
         mount_points: finished.mount_points,
         cache_warning,
         skipped,

@@ -167,6 +167,8 @@ pub(super) struct ReadFile {
     pub length: u64,
     /// The file was shorter than `size` when read.
     pub short: bool,
+    /// The file was taken for a disk image and cut at the volume chunk size.
+    pub disk_image: bool,
 }
 
 /// Reads `source` (of `size` bytes at open time) from its start, calling `on_chunk` with
@@ -191,6 +193,7 @@ pub(super) fn read_file<E>(
     let mut short = false;
     let chunker = &chunking.chunker;
     let fixed = chunking.fixed_chunks_for(file, size)?;
+    let disk_image = fixed.is_some() && chunking.fixed.is_none();
     loop {
         if regions.moves_offset() {
             offset = None;
@@ -262,6 +265,7 @@ pub(super) fn read_file<E>(
         bytes_read,
         length: position,
         short,
+        disk_image,
     })
 }
 

@@ -295,6 +295,7 @@ fn backup_stream_checked(
         snapshot,
         unreadable: Vec::new(),
         changed: Vec::new(),
+        disk_images: Vec::new(),
         mount_points: Vec::new(),
         cache_warning: None,
         skipped: false,

@@ -202,6 +202,7 @@ pub fn backup_volume(
         snapshot,
         unreadable: Vec::new(),
         changed: Vec::new(),
+        disk_images: Vec::new(),
         mount_points: Vec::new(),
         cache_warning: None,
         skipped: false,

@@ -194,6 +194,7 @@ fn report(
             "dedup_ratio": dedup_ratio(s),
             "unreadable": outcome.unreadable,
             "changed": outcome.changed,
+            "disk_images": outcome.disk_images,
             "mount_points_not_crossed": outcome.mount_points,
         }))?;
     } else {
@@ -231,6 +232,13 @@ fn report(
             s.data_blobs_added + s.tree_blobs_added,
             s.duration_ms as f64 / 1000.0
         )?;
+        if !outcome.disk_images.is_empty() {
+            writeln!(
+                out,
+                "  cut as disk images, at the volume chunk size: {}",
+                outcome.disk_images.join(", ")
+            )?;
+        }
         if !outcome.unreadable.is_empty() {
             writeln!(
                 out,
