@@ -676,6 +676,14 @@ fn an_interrupted_restore_stops_both_the_walk_and_the_writer_and_can_be_run_agai
         run(&cancelled, None),
         Err(bunker_agent::restore::RestoreError::Interrupted)
     ));
+    // The count of what the restore would write, beside its walk, stops too.
+    let progress = Arc::new(Progress::new());
+    assert!(matches!(
+        run(&cancelled, Some(Arc::clone(&progress))),
+        Err(bunker_agent::restore::RestoreError::Interrupted)
+    ));
+    let counted = progress.snapshot();
+    assert_eq!((counted.expected_files, counted.expected_bytes), (0, 0));
 
     // Cancelled from outside once the writer has written something: the restore ends
     // (interrupted, or done if it was quicker), and it never hangs.

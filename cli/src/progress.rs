@@ -28,6 +28,12 @@ pub struct Display {
 }
 
 impl Display {
+    /// True when [`Self::start`] will show anything: with `json`, or on a terminal. An
+    /// operation need not count what no one sees.
+    pub fn shows(json: bool) -> bool {
+        json || std::io::stderr().is_terminal()
+    }
+
     /// Starts showing `progress` for an operation called `label` (`"backup"`, ...).
     pub fn start(label: &'static str, progress: Arc<Progress>, json: bool) -> Self {
         let mode = if json {

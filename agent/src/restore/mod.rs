@@ -248,10 +248,12 @@ pub fn restore(
         }),
     })?;
     let progress = options.progress.as_deref();
-    if let Some(progress) = progress {
+    // What the restore will write, for the progress display: a directory's is counted
+    // beside the walk, which does not wait for it (reading every tree once more).
+    let count_totals = |progress: &Progress| {
         let (files, bytes) = match &located {
             Located::Dir { tree, .. } => {
-                plan::content_totals(repo, index, tree, &options.filter, path)
+                plan::content_totals(repo, index, tree, &options.filter, path, cancel)
             }
             Located::Other(entry) => match &entry.node {
                 Node::File { extents } => (1, plan::data_bytes(extents)),
@@ -259,7 +261,7 @@ pub fn restore(
             },
         };
         progress.expect(files, bytes);
-    }
+    };
     let apply = ApplyOptions {
         ownership: options.ownership,
         // Entries of a new target carry no attributes but what the restore gives them,
@@ -270,6 +272,9 @@ pub fn restore(
     // The walk plans batches on this thread while the writer fills the earlier ones.
     let (batches, planned) = mpsc::sync_channel::<Batch>(1);
     let (plan, written) = std::thread::scope(|scope| {
+        if let Some(progress) = progress {
+            scope.spawn(|| count_totals(progress));
+        }
         let writer =
             scope.spawn(|| write_batches(repo, planned, &apply, options.verify, progress, cancel));
         let mut emit = move |batch| batches.send(batch).is_ok();

@@ -937,16 +937,19 @@ pub(super) fn data_bytes(extents: &[Extent]) -> u64 {
 /// The regular files under `tree` that `filter` restores (each name of a hard-linked file
 /// counts) and the data bytes a restore writes (a hard-linked file's once), for progress;
 /// `base` is the snapshot path of `tree`. A tree that cannot be read is left out (the walk
-/// reports it).
+/// reports it); once `cancel` is, the count stops where it is.
 pub(super) fn content_totals(
     repo: &Repository,
     index: &Index,
     tree: &BlobId,
     filter: &RestoreFilter,
     base: &Path,
+    cancel: &Cancel,
 ) -> (u64, u64) {
-    let mut totals = Totals::new(repo, index, (!filter.is_everything()).then_some(filter));
-    totals.walk(tree, &Path::new("/").join(base), filter.starts_inside());
+    let inside = filter.starts_inside();
+    let filter = (!filter.is_everything()).then_some(filter);
+    let mut totals = Totals::new(repo, index, filter).stopped_by(cancel);
+    totals.walk(tree, &Path::new("/").join(base), inside);
     (totals.files, totals.bytes)
 }
 
@@ -956,6 +959,8 @@ struct Totals<'a> {
     index: &'a Index,
     /// What is restored; `None`: everything.
     filter: Option<&'a RestoreFilter>,
+    /// Once cancelled, no more trees are read.
+    cancel: Option<&'a Cancel>,
     /// Hard-linked inodes whose bytes are counted; `None`: count none of their bytes.
     seen: Option<HashSet<(u64, u64)>>,
     files: u64,
@@ -968,15 +973,27 @@ impl<'a> Totals<'a> {
             repo,
             index,
             filter,
+            cancel: None,
             seen: Some(HashSet::new()),
             files: 0,
             bytes: 0,
         }
     }
 
+    /// Stops reading trees once `cancel` is.
+    fn stopped_by(self, cancel: &'a Cancel) -> Self {
+        Self {
+            cancel: Some(cancel),
+            ..self
+        }
+    }
+
     /// Adds what `filter` restores below `tree`, whose snapshot path is `path`; `inside`:
     /// the filter restores everything below `path`.
     fn walk(&mut self, tree: &BlobId, path: &Path, inside: bool) {
+        if self.cancel.is_some_and(Cancel::is_cancelled) {
+            return;
+        }
         let Ok(tree) = self.repo.load_tree(self.index, tree) else {
             return;
         };

@@ -107,6 +107,8 @@ pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Resul
     // The progress display writes to stderr from its own thread: the lock must be free.
     drop(err);
     let progress = Arc::new(Progress::new());
+    // Counting what a restore will write reads every tree once more: not when unseen.
+    let shown = Display::shows(global.json);
     let display = || Display::start("restore", Arc::clone(&progress), global.json);
     let (outcome, target) = match (&args.volume_target, resolved.as_ref()) {
         (Some(_), Some(device)) => {
@@ -122,7 +124,7 @@ pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Resul
                 &loaded.index,
                 &snapshot.tree,
                 device,
-                Some(&progress),
+                shown.then_some(&progress),
                 cancel,
             );
             display.finish();
@@ -148,7 +150,7 @@ pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Resul
         (None, Some(target)) => {
             let options = RestoreOptions {
                 ownership: platform::is_root(),
-                progress: Some(Arc::clone(&progress)),
+                progress: shown.then(|| Arc::clone(&progress)),
                 filter: RestoreFilter::new(&args.includes, &args.excludes)?,
                 delete: args.delete,
                 backed_up: snapshot
