@@ -549,6 +549,55 @@ fn a_corrupt_pack_is_named_with_the_files_it_costs_and_the_rest_is_restored() {
     );
 }
 
+/// A volume restored onto an image that a damaged pack keeps from being whole: the error
+/// names the pack, and the image keeps its own permissions (it is not the restore's to
+/// make private, as a file the restore created is).
+#[test]
+fn a_volume_that_loses_content_leaves_the_target_image_mode_alone() {
+    let f = Fixture::new();
+    let image = f.root.join("disk.img");
+    fs::write(&image, random_bytes(77, 4 << 20)).unwrap();
+    let volume = bunker_agent::backup::VolumeOptions {
+        device: image.clone(),
+        host: "test".into(),
+        ..bunker_agent::backup::VolumeOptions::default()
+    };
+    let outcome = bunker_agent::backup::backup_volume(&f.repo, &volume, &Cancel::new()).unwrap();
+    let index = f.repo.load_index_for_reading().unwrap().index;
+    let root = outcome.snapshot.tree;
+    let tree = f.repo.load_tree(&index, &root).unwrap();
+    let bunker_repo_format::tree::Node::File { extents } = &tree.entries()[0].node else {
+        panic!("a volume snapshot holds one file")
+    };
+    let Some(&bunker_repo_format::tree::Extent::Chunk { id, .. }) = extents.first() else {
+        panic!("the image starts with data")
+    };
+    let location = index.get(&id).unwrap();
+    let hex = location.pack.to_hex();
+    let pack_path = f.root.join("repo/data").join(&hex[..2]).join(&hex);
+    let mode = fs::metadata(&pack_path).unwrap().mode();
+    fs::set_permissions(&pack_path, fs::Permissions::from_mode(mode | 0o200)).unwrap();
+    let mut bytes = fs::read(&pack_path).unwrap();
+    bytes[(location.offset + 100) as usize] ^= 0x55;
+    fs::write(&pack_path, &bytes).unwrap();
+
+    let target = f.root.join("target.img");
+    fs::write(&target, b"old").unwrap();
+    fs::set_permissions(&target, fs::Permissions::from_mode(0o644)).unwrap();
+    let outcome = bunker_agent::restore::restore_volume(
+        &f.repo,
+        &index,
+        &root,
+        &target,
+        None,
+        &Cancel::new(),
+    )
+    .unwrap();
+    let all = outcome.errors.join("\n");
+    assert!(all.contains(&hex), "errors do not name pack {hex}:\n{all}");
+    assert_eq!(fs::metadata(&target).unwrap().mode() & 0o7777, 0o644);
+}
+
 /// More files than one restore batch holds, in 20 directories: every 10th file has the
 /// same content (one blob feeding files of every batch), and the first file is hard
 /// linked from the last directory (a link in a later batch than its inode).

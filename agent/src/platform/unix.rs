@@ -625,11 +625,22 @@ struct Ownership {
 
 /// Gives the regular file at `path`, through `file` when it is open, [`PRIVATE_FILE_MODE`]:
 /// for a restored file that lost content, which must not look as if it held its recorded
-/// content, nor be open to others.
+/// content, nor be open to others. Opened by its path, it is never followed through a
+/// symlink (`O_NOFOLLOW`) nor waited on (`O_NONBLOCK`).
 pub fn make_private(file: Option<&File>, path: &Path) -> Result<(), PlatformError> {
-    file.map_or(Subject::Path(path), Subject::File)
-        .chmod(PRIVATE_FILE_MODE)
-        .map_err(|e| PlatformError::new(path, "make private", e))
+    let failed = |e: io::Error| PlatformError::new(path, "make private", e);
+    let opened;
+    let file = match file {
+        Some(file) => file,
+        None => {
+            let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+            let fd = openat(AT_FDCWD, path, flags, Mode::empty()).map_err(|e| failed(e.into()))?;
+            opened = File::from(fd);
+            &opened
+        }
+    };
+    file.set_permissions(fs::Permissions::from_mode(PRIVATE_FILE_MODE))
+        .map_err(failed)
 }
 
 fn timespec(t: Timestamp) -> TimeSpec {

@@ -580,6 +580,7 @@ pub fn restore_volume(
         meta: None,
         direct: DirectFile::open(target),
         verify_against: None,
+        created_open: false,
     }];
     let mut packs = PackPlanner::default();
     let mut errors: Vec<String> = packs

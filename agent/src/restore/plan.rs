@@ -95,6 +95,9 @@ pub(super) struct PlannedFile {
     /// Its extents, for a restore that reads each file back once written (`--verify`,
     /// see the readback module); `None` otherwise.
     pub verify_against: Option<Vec<Extent>>,
+    /// Created with its recorded permission bits rather than private (see
+    /// [`creation_permissions`]): made private should it lose content.
+    pub created_open: bool,
 }
 
 /// What became of a regular file in the plan.
@@ -869,7 +872,8 @@ impl<'a> Planner<'a> {
                 return FilePlanned::Failed;
             }
         }
-        let file = match parent.create_file(name, creation_permissions(meta, parent_state)) {
+        let permissions = creation_permissions(meta, parent_state);
+        let file = match parent.create_file(name, permissions) {
             Ok(file) => file,
             Err(e) => {
                 self.io_error(path, "could not create file", e);
@@ -914,6 +918,7 @@ impl<'a> Planner<'a> {
             meta: Some(restorable(meta)),
             direct,
             verify_against: self.verify.then(|| extents.to_vec()),
+            created_open: permissions != platform::PRIVATE_FILE_MODE,
         });
         if !missing.is_empty() {
             self.batch.incomplete.insert(number);

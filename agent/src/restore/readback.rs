@@ -113,6 +113,7 @@ mod tests {
             meta: None,
             direct: None,
             verify_against: Some(extents),
+            created_open: false,
         }
     }
 

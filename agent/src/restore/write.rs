@@ -8,9 +8,9 @@
 //! go to the direct writing threads instead (see [`super::direct`]). Holes are never
 //! written, so they stay holes. A blob that cannot be fetched or verified fails the files
 //! it feeds, and the message names the pack (or blob) and those files; such a file still
-//! gets its full size, but not its metadata (it is made private, mode 0600, and keeps the
-//! restore's times), so that it cannot pass for a complete file by its size and time. A full target stops
-//! the writing at once ([`ContentWriter::target_full`]).
+//! gets its full size, but not its metadata (it is left private, mode 0600, with the
+//! restore's times), so that it cannot pass for a complete file by its size and time. A
+//! full target stops the writing at once ([`ContentWriter::target_full`]).
 //!
 //! Metadata is applied after content. A batch's files that got all their content get
 //! theirs as soon as the batch is written, through the descriptor each was created with
@@ -557,7 +557,8 @@ const PARALLEL_APPLY: usize = 8;
 /// Applies the metadata of a written batch's files, on the rayon pool: through the
 /// descriptor a file kept (no path lookup), else by its path. Each file's last write is
 /// done, so nothing moves its times or clears its setuid bit afterwards. The files
-/// numbered in `failed` lost content: they are only made private.
+/// numbered in `failed` lost content: they are left private (made so if they were
+/// created with their recorded permissions).
 pub(super) fn apply_files(
     files: &[PlannedFile],
     failed: &BTreeSet<u32>,
@@ -570,8 +571,9 @@ pub(super) fn apply_files(
         .filter_map(|(number, planned)| {
             let number = u32::try_from(number).ok()?;
             if failed.contains(&number) {
-                // It may have been created with its recorded permissions: it must not keep
-                // them (see the module's documentation).
+                if !planned.created_open {
+                    return None;
+                }
                 let handle = planned.handle.as_deref();
                 let made = platform::make_private(handle, &planned.path).map(|()| Vec::new());
                 let mut report = Report::default();
@@ -736,6 +738,7 @@ mod tests {
             meta: None,
             direct: DirectFile::open(path),
             verify_against: None,
+            created_open: false,
         }]
     }
 
@@ -758,6 +761,7 @@ mod tests {
             meta: None,
             direct: None,
             verify_against: None,
+            created_open: false,
         }];
         let blobs: Vec<PlannedBlob> = (0..count).map(blob).collect();
         let writer = ContentWriter::new(&files, None, None);
