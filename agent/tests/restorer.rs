@@ -102,6 +102,24 @@ impl Fixture {
         }
     }
 
+    /// Flips a byte inside blob `id` in its pack file; returns the pack's name (hex) and
+    /// path.
+    fn corrupt_blob(
+        &self,
+        index: &bunker_repo_format::index::Index,
+        id: &BlobId,
+    ) -> (String, PathBuf) {
+        let location = index.get(id).unwrap();
+        let hex = location.pack.to_hex();
+        let pack_path = self.root.join("repo/data").join(&hex[..2]).join(&hex);
+        let mode = fs::metadata(&pack_path).unwrap().mode();
+        fs::set_permissions(&pack_path, fs::Permissions::from_mode(mode | 0o200)).unwrap();
+        let mut bytes = fs::read(&pack_path).unwrap();
+        bytes[(location.offset + 100) as usize] ^= 0x55;
+        fs::write(&pack_path, &bytes).unwrap();
+        (hex, pack_path)
+    }
+
     fn restore_path(&self, path: &Path, target: &Path) -> RestoreOutcome {
         self.restore_with(path, target, &RestoreOptions::default())
     }
@@ -498,14 +516,7 @@ fn a_corrupt_pack_is_named_with_the_files_it_costs_and_the_rest_is_restored() {
     let Some(&bunker_repo_format::tree::Extent::Chunk { id, .. }) = extents.last() else {
         panic!("hole")
     };
-    let location = index.get(&id).unwrap();
-    let hex = location.pack.to_hex();
-    let pack_path = f.root.join("repo/data").join(&hex[..2]).join(&hex);
-    let mode = fs::metadata(&pack_path).unwrap().mode();
-    fs::set_permissions(&pack_path, fs::Permissions::from_mode(mode | 0o200)).unwrap();
-    let mut bytes = fs::read(&pack_path).unwrap();
-    bytes[(location.offset + 100) as usize] ^= 0x55;
-    fs::write(&pack_path, &bytes).unwrap();
+    let (hex, pack_path) = f.corrupt_blob(&index, &id);
 
     let target = f.root.join("restore");
     let outcome = f.restore(&target);
@@ -572,14 +583,7 @@ fn a_volume_that_loses_content_leaves_the_target_image_mode_alone() {
     let Some(&bunker_repo_format::tree::Extent::Chunk { id, .. }) = extents.first() else {
         panic!("the image starts with data")
     };
-    let location = index.get(&id).unwrap();
-    let hex = location.pack.to_hex();
-    let pack_path = f.root.join("repo/data").join(&hex[..2]).join(&hex);
-    let mode = fs::metadata(&pack_path).unwrap().mode();
-    fs::set_permissions(&pack_path, fs::Permissions::from_mode(mode | 0o200)).unwrap();
-    let mut bytes = fs::read(&pack_path).unwrap();
-    bytes[(location.offset + 100) as usize] ^= 0x55;
-    fs::write(&pack_path, &bytes).unwrap();
+    let (hex, _) = f.corrupt_blob(&index, &id);
 
     let target = f.root.join("target.img");
     fs::write(&target, b"old").unwrap();
