@@ -218,9 +218,19 @@ impl Repository {
 
     /// Opens a repository with a password, trying every key slot.
     pub fn open(backend: Arc<dyn Backend>, password: &[u8]) -> Result<Self> {
-        let config_bytes = Self::read_config(backend.as_ref())?;
+        // The config and the list of key slots are read side by side (one round trip less
+        // on object storage); a missing or unreadable config is reported first.
+        let (config_bytes, slots) = std::thread::scope(|scope| {
+            let listing = scope.spawn(|| backend.list(ObjectKind::KeySlot.prefix()));
+            let config_bytes = Self::read_config(backend.as_ref());
+            let slots = listing
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (config_bytes, slots)
+        });
+        let config_bytes = config_bytes?;
         let (header, _) = Config::decode_header(&config_bytes)?;
-        let slots = backend.list(ObjectKind::KeySlot.prefix())?;
+        let slots = slots?;
         let mut tried = 0;
         let mut damaged = None;
         for meta in &slots {

@@ -378,3 +378,75 @@ fn audit_records_load_in_time_order_past_a_damaged_one_whatever_the_width() {
         }
     }
 }
+
+/// A memory store whose config read and key-slot listing each wait (up to a few seconds)
+/// for the other to have started: an `open` that makes them one after the other stalls.
+#[derive(Debug)]
+struct RendezvousStore {
+    inner: Arc<MemoryBackend>,
+    started: std::sync::Mutex<(bool, bool)>,
+    changed: std::sync::Condvar,
+}
+
+impl RendezvousStore {
+    /// Marks one side started and waits for the other; true when both met in time.
+    fn meet(&self, config_side: bool) -> bool {
+        let mut started = self.started.lock().expect("lock");
+        if config_side {
+            started.0 = true;
+        } else {
+            started.1 = true;
+        }
+        self.changed.notify_all();
+        let (started, _) = self
+            .changed
+            .wait_timeout_while(started, std::time::Duration::from_secs(5), |s| {
+                !(s.0 && s.1)
+            })
+            .expect("lock");
+        started.0 && started.1
+    }
+}
+
+impl Backend for RendezvousStore {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn put_if_absent(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        self.inner.put_if_absent(name, bytes)
+    }
+    fn get(&self, name: &str) -> Result<Vec<u8>> {
+        if name == CONFIG_NAME && !self.meet(true) {
+            return Err(Error::Invalid("the config was read alone".into()));
+        }
+        self.inner.get(name)
+    }
+    fn get_range(&self, name: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
+        self.inner.get_range(name, offset, length)
+    }
+    fn head(&self, name: &str) -> Result<crate::backend::ObjectMeta> {
+        self.inner.head(name)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<crate::backend::ObjectMeta>> {
+        if prefix == ObjectKind::KeySlot.prefix() && !self.meet(false) {
+            return Err(Error::Invalid("the key slots were listed alone".into()));
+        }
+        self.inner.list(prefix)
+    }
+    fn delete(&self, name: &str) -> Result<()> {
+        self.inner.delete(name)
+    }
+}
+
+#[test]
+fn open_reads_the_config_and_lists_the_key_slots_side_by_side() {
+    let inner = Arc::new(MemoryBackend::new());
+    let made = Repository::init(inner.clone(), b"secret", test_options()).expect("init");
+    let store = RendezvousStore {
+        inner,
+        started: std::sync::Mutex::new((false, false)),
+        changed: std::sync::Condvar::new(),
+    };
+    let opened = Repository::open(Arc::new(store), b"secret").expect("open");
+    assert_eq!(opened.config(), made.config());
+}
