@@ -750,6 +750,7 @@ impl<'a> Archiver<'a> {
                 let node =
                     self.file_read(&child.path, &mut child.meta, size, read.read, read.changed);
                 child.work = Work::Done(node);
+                // A small file is never taken for a disk image (at least 16 MiB).
                 self.count_read(&child.path, child.parent, false);
             }
             if self.stopped() {
