@@ -524,10 +524,7 @@ impl<'a> Archiver<'a> {
                 }
             }
             Work::File { size } => match self.archive_file(&mut child, size) {
-                Ok((node, disk_image)) => {
-                    self.count_read(&child.path, child.parent, disk_image);
-                    node
-                }
+                Ok(node) => node,
                 Err(BackupError::Source { source, .. }) => {
                     self.unreadable(&child.path, &source.to_string());
                     return Ok(None);
@@ -747,11 +744,9 @@ impl<'a> Archiver<'a> {
                     }
                 }
                 let size = child.size();
-                let node =
-                    self.file_read(&child.path, &mut child.meta, size, read.read, read.changed);
+                let (path, meta) = (&child.path, &mut child.meta);
+                let node = self.file_read(path, meta, size, read.read, read.changed, child.parent);
                 child.work = Work::Done(node);
-                // A small file is never taken for a disk image (at least 16 MiB).
-                self.count_read(&child.path, child.parent, false);
             }
             if self.stopped() {
                 return Err(BackupError::Interrupted);
@@ -808,13 +803,8 @@ impl<'a> Archiver<'a> {
         Ok(id)
     }
 
-    /// Reads a regular file's data regions into chunks; holes become hole extents. True
-    /// beside the node when the file was cut as a disk image.
-    fn archive_file(
-        &mut self,
-        child: &mut Child<'_>,
-        size: u64,
-    ) -> Result<(Node, bool), BackupError> {
+    /// Reads a regular file's data regions into chunks; holes become hole extents.
+    fn archive_file(&mut self, child: &mut Child<'_>, size: u64) -> Result<Node, BackupError> {
         let (path, access) = (&child.path, &child.access);
         let source_error = |source: std::io::Error| BackupError::Source {
             path: path.to_owned(),
@@ -848,13 +838,13 @@ impl<'a> Archiver<'a> {
         let changed = read.short
             || platform::changed_since(&file.file, size, &child.identity())
                 .map_err(source_error)?;
-        let disk_image = read.disk_image;
-        let node = self.file_read(&child.path, &mut child.meta, size, read, changed);
-        Ok((node, disk_image))
+        let (path, meta) = (&child.path, &mut child.meta);
+        Ok(self.file_read(path, meta, size, read, changed, child.parent))
     }
 
-    /// Accounts for the file at `path`, read: a file that changed while it was read is
-    /// flagged (and kept out of the files cache), any other one is recorded in the cache.
+    /// Accounts for the file at `path`, read (new, or changed since its entry in the parent
+    /// snapshot, `parent`): a file that changed while it was read is flagged (and kept out
+    /// of the files cache), any other one is recorded in the cache.
     fn file_read(
         &mut self,
         path: &Path,
@@ -862,7 +852,9 @@ impl<'a> Archiver<'a> {
         size: u64,
         read: ReadFile,
         changed: bool,
+        parent: Option<&Entry>,
     ) -> Node {
+        self.count_read(path, parent, read.disk_image);
         self.summary.bytes_read += read.bytes_read;
         self.summary.files += 1;
         self.summary.bytes += read.length;
