@@ -1032,8 +1032,6 @@ impl<'a> Totals<'a> {
     }
 }
 
-/// True when `path` is a directory with no entries (so a restore into it has nothing to
-/// check or replace); false when it cannot be read.
 /// What the restore knows of a directory it creates entries in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum DirState {
@@ -1080,6 +1078,8 @@ fn creation_permissions(meta: &Metadata, parent_state: DirState) -> u32 {
     }
 }
 
+/// True when `path` is a directory with no entries (so a restore into it has nothing to
+/// check or replace); false when it cannot be read.
 pub(super) fn is_empty_dir(path: &Path) -> bool {
     fs::read_dir(path).is_ok_and(|mut entries| entries.next().is_none())
 }
