@@ -36,17 +36,14 @@ impl Display {
 
     /// Starts showing `progress` for an operation called `label` (`"backup"`, ...).
     pub fn start(label: &'static str, progress: Arc<Progress>, json: bool) -> Self {
-        let mode = if json {
-            Mode::Json
-        } else if std::io::stderr().is_terminal() {
-            Mode::Bar
-        } else {
+        if !Self::shows(json) {
             return Self {
                 stop: None,
                 thread: None,
                 bar: None,
             };
-        };
+        }
+        let mode = if json { Mode::Json } else { Mode::Bar };
         let (stop, stopped) = channel::<()>();
         let bar = matches!(mode, Mode::Bar).then(|| new_bar(label));
         let shown = bar.as_ref().map(|bar| bar.bar.clone());
