@@ -1821,12 +1821,7 @@ fn every_file_permission_is_restored_exactly_whatever_the_umask() {
             .map(std::ffi::OsString::from)
             .to_vec();
         let target = t.join(format!("target-{umask}"));
-        let out = under_umask.run([
-            "restore",
-            &format!("latest:{}", src.display()),
-            "--target",
-            s(&target),
-        ]);
+        let out = under_umask.restore(&format!("latest:{}", src.display()), &target);
         out.ok();
         compare_tree_contents(&src, &target);
         let restored = fs::metadata(target.join("sub/deeper/m0664")).expect("stat");
@@ -1867,12 +1862,7 @@ fn a_restore_onto_an_existing_target_makes_it_match_the_snapshot_and_nothing_els
     write_file(&target.join("x/junk"), b"junk\n");
     write_file(&target.join("sub"), b"not a directory\n");
 
-    let out = b.run([
-        "restore",
-        &format!("latest:{}", src.display()),
-        "--target",
-        s(&target),
-    ]);
+    let out = b.restore(&format!("latest:{}", src.display()), &target);
     out.ok();
     compare_tree_contents(&src, &target);
     let victim = fs::metadata(&outside).expect("stat");
