@@ -9,7 +9,8 @@
 //! The metadata is plaintext so that `key list` can show every slot, and authenticated so it
 //! cannot be altered unnoticed by a password holder.
 
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
+use rayon::prelude::*;
 use zeroize::Zeroizing;
 
 use crate::codec::{DecodeError, Decoder, Encoder};
@@ -110,12 +111,27 @@ impl KdfParams {
     fn derive(&self, password: &[u8], salt: &[u8; 16]) -> Result<SymmetricKey> {
         let params = Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
             .map_err(|e| Error::Invalid(format!("KDF parameters: {e}")))?;
+        let memory = kdf_memory(params.block_count())?;
         let mut out = Zeroizing::new([0u8; 32]);
         Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-            .hash_password_into(password, salt, out.as_mut())
+            .hash_password_into_with_memory(password, salt, out.as_mut(), memory)
             .map_err(|e| Error::Invalid(format!("Argon2id: {e}")))?;
         Ok(SymmetricKey::from_bytes(*out))
     }
+}
+
+/// Argon2's memory of `blocks` KiB, zeroed on the rayon pool, a part per thread. argon2
+/// zeroes the memory it allocates itself on the calling thread alone (`alloc_zeroed` of
+/// its 64-byte aligned blocks is an allocation and a `memset`), and faulting in 48 MiB
+/// page by page held every command for 20-25 ms before the lanes were filled side by side
+/// (docs/PERFORMANCE.md, session 36).
+fn kdf_memory(blocks: usize) -> Result<Vec<Block>> {
+    let mut memory = Vec::new();
+    memory
+        .try_reserve_exact(blocks)
+        .map_err(|_| Error::Invalid(format!("Argon2id: cannot allocate {blocks} KiB of memory")))?;
+    memory.par_extend((0..blocks).into_par_iter().map(|_| Block::new()));
+    Ok(memory)
 }
 
 /// Who made a slot and when; stored in plaintext.
