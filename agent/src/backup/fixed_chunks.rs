@@ -98,12 +98,16 @@ pub(super) fn read_fixed<E>(
         total += read as u64;
         let data = &buffer[front..front + read];
         let spans = cut(data, into_chunk, size);
-        // Only the walking thread hashes a window in parallel. Pool threads read small files
-        // (`super::small_files`) into a buffer of their own thread, and one that waited here
-        // for its parallel hashing would take on other pool work meanwhile: another small
-        // file, whose read would find that buffer still in use.
+        // Only the walking thread hashes a window in parallel, and only while sealing
+        // leaves a pool thread idle. Pool threads read small files (`super::small_files`)
+        // into a buffer of their own thread, and one that waited here for its parallel
+        // hashing would take on other pool work meanwhile: another small file, whose read
+        // would find that buffer still in use.
         let id = |span: &Range<usize>| chunking.id(&data[span.clone()]);
-        let ids: Vec<BlobId> = if spans.len() > 1 && rayon::current_thread_index().is_none() {
+        let in_parallel = spans.len() > 1
+            && rayon::current_thread_index().is_none()
+            && !chunking.walk_works_alone();
+        let ids: Vec<BlobId> = if in_parallel {
             spans.par_iter().map(id).collect()
         } else {
             spans.iter().map(id).collect()
@@ -139,6 +143,7 @@ mod tests {
 
     use super::super::read::tests::{restore_source, small_chunks_repo, write_sparse};
     use super::super::read::{read_file, test_common::noise};
+    use super::super::seal::SealLoad;
     use super::*;
     use crate::Cancel;
     use crate::backup::{BackupOptions, backup};
@@ -216,13 +221,20 @@ mod tests {
         let path = tmp.path().join("table");
         fs::write(&path, &data).expect("write");
         let mut buffer = Vec::new();
-        let (read, seen) = read_with(&chunking, &path, &mut buffer);
-        assert!(seen == data);
-        assert_eq!(read.extents, chunk_extents(&repo, &data, 0));
-        assert_eq!(
-            (read.bytes_read, read.length, read.short),
-            (data.len() as u64, data.len() as u64, false)
-        );
+        // Windows hashed on the pool, and on the reading thread as while sealing keeps the
+        // pool busy.
+        let walking_alone = chunking
+            .clone()
+            .sharing_the_pool_with(SealLoad::saturated_for_tests());
+        for chunking in [&chunking, &walking_alone] {
+            let (read, seen) = read_with(chunking, &path, &mut buffer);
+            assert!(seen == data);
+            assert_eq!(read.extents, chunk_extents(&repo, &data, 0));
+            assert_eq!(
+                (read.bytes_read, read.length, read.short),
+                (data.len() as u64, data.len() as u64, false)
+            );
+        }
 
         // A sparse file whose second data region starts and ends inside a chunk (on 4 KiB
         // blocks, where the filesystem's regions do).

@@ -75,9 +75,12 @@ pub(super) struct Chunking {
     /// repository's volume chunk size (see [`super::disk_image`]); `None`: by content.
     images: Option<FixedChunks>,
     key: WriterKey,
-    /// While sealing keeps every pool thread busy, a window is cut on the walking thread:
-    /// cutting it in parallel costs more work in all (each segment's first chunks are cut
-    /// twice), which only pays while pool threads would otherwise idle.
+    /// While sealing keeps every pool thread busy, a window is cut and hashed on the
+    /// walking thread: cutting it in parallel costs more work in all (each segment's first
+    /// chunks are cut twice), which only pays while pool threads would otherwise idle, and
+    /// work the walk hands the pool then queues behind the sealing batches while the walk
+    /// waits for it, submitting nothing, until the pool runs dry (see
+    /// [`Chunking::walk_works_alone`]).
     seal_load: Option<SealLoad>,
 }
 
@@ -120,7 +123,8 @@ impl Chunking {
         }
     }
 
-    /// Cuts windows on the walking thread while `load` says the pool is saturated.
+    /// Cuts and hashes windows on the walking thread while `load` says the pool is
+    /// saturated.
     pub(super) fn sharing_the_pool_with(self, load: SealLoad) -> Self {
         Self {
             seal_load: Some(load),
@@ -128,9 +132,18 @@ impl Chunking {
         }
     }
 
+    /// True while sealing keeps every pool thread busy: the walk then cuts and hashes its
+    /// windows itself. Work it handed the pool would wait behind the sealing batches (the
+    /// pool takes jobs in turn), and the walk, waiting for it, would submit no batch
+    /// meanwhile: a pool thread that finished its batches would idle until the walk's job
+    /// came up (docs/PERFORMANCE.md, session 36).
+    pub(super) fn walk_works_alone(&self) -> bool {
+        self.seal_load.as_ref().is_some_and(SealLoad::saturated)
+    }
+
     /// A window's chunk lengths, as [`Chunker::cut_parallel`] gives them.
     fn cut_window(&self, data: &[u8], at_end: bool) -> Vec<usize> {
-        if self.seal_load.as_ref().is_some_and(SealLoad::saturated) {
+        if self.walk_works_alone() {
             self.chunker.cut_window(data, at_end)
         } else {
             self.chunker.cut_parallel(data, at_end, SEGMENT)
@@ -315,10 +328,12 @@ fn read_parallel<E>(
             spans.push(start..start + length);
             start += length;
         }
-        let ids: Vec<BlobId> = spans
-            .par_iter()
-            .map(|span| chunking.id(&data[span.clone()]))
-            .collect();
+        let id = |span: &Range<usize>| chunking.id(&data[span.clone()]);
+        let ids: Vec<BlobId> = if chunking.walk_works_alone() {
+            spans.iter().map(id).collect()
+        } else {
+            spans.par_iter().map(id).collect()
+        };
         for (span, id) in spans.into_iter().zip(ids) {
             on_chunk(id, &data[span])?;
         }
