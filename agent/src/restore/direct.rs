@@ -35,8 +35,8 @@
 //! through a direct write that allocates blocks, so an unsealing thread writing an edge
 //! would wait for the disk after all. The file's data runs are allocated before any write
 //! ([`allocate_data_runs`]), so the writing threads' direct writes do not take turns on
-//! that lock. A blob is handed over only when a writing thread takes it ([`QUEUED_BLOBS`]
-//! is 0): each one waiting held a large chunk's plaintext.
+//! that lock. A few blobs wait for a writing thread ([`QUEUED_BLOBS`]), so that the
+//! unsealing threads go on while both writing threads wait for the disk.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -67,10 +67,13 @@ pub(super) const DIRECT_MIN: u64 = 64 << 10;
 pub(super) const ALIGN: u64 = bunker_repo_format::aligned::ALIGN as u64;
 
 /// Blobs waiting for the writing threads beyond those their unsealing threads hold, at most.
-/// With 2, a vol restore peaked at 97-106 MB of memory, with heaptrack finding six
-/// plaintexts of 5.6 MB on average alive at the peak; with 0, at 79-89 MB, 3% slower
-/// (docs/PERFORMANCE.md, session 13).
-pub(super) const QUEUED_BLOBS: usize = 0;
+/// Without a queue, an unsealing thread whose blob no writing thread could take yet (both
+/// waiting for the disk) idled: half of a vol restore's idle CPU time. With 4, vol restores
+/// took 6% less time over eight interleaved pairs, for 1 MB more at the peak (1 MiB image
+/// chunks: 57 MB against 56; docs/PERFORMANCE.md, session 36). Session 13 had kept none
+/// when the image's content-defined chunks averaged 5.6 MB: with 2, its peak had grown by
+/// a sixth.
+pub(super) const QUEUED_BLOBS: usize = 4;
 
 /// Threads making direct writes, each with one write in flight. Two keep the disk busy
 /// while either waits for a CPU (both busy unsealing) or hands its finished buffer back: a
