@@ -35,8 +35,9 @@
 //! through a direct write that allocates blocks, so an unsealing thread writing an edge
 //! would wait for the disk after all. The file's data runs are allocated before any write
 //! ([`allocate_data_runs`]), so the writing threads' direct writes do not take turns on
-//! that lock. A few blobs wait for a writing thread ([`QUEUED_BLOBS`]), so that the
-//! unsealing threads go on while both writing threads wait for the disk.
+//! that lock. A few blobs of a volume chunk's size or less wait for a writing thread
+//! ([`QUEUED_BLOBS`]), so that the unsealing threads go on while both writing threads wait
+//! for the disk; a larger blob is handed over only when a writing thread takes it.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -66,14 +67,19 @@ pub(super) const DIRECT_MIN: u64 = 64 << 10;
 /// Alignment of direct writes' memory, offsets and lengths.
 pub(super) const ALIGN: u64 = bunker_repo_format::aligned::ALIGN as u64;
 
-/// Blobs waiting for the writing threads beyond those their unsealing threads hold, at most.
-/// Without a queue, an unsealing thread whose blob no writing thread could take yet (both
-/// waiting for the disk) idled: half of a vol restore's idle CPU time. With 4, vol restores
-/// took 6% less time over eight interleaved pairs, for 1 MB more at the peak (1 MiB image
-/// chunks: 57 MB against 56; docs/PERFORMANCE.md, session 36). Session 13 had kept none
-/// when the image's content-defined chunks averaged 5.6 MB: with 2, its peak had grown by
-/// a sixth.
+/// Blobs that may wait for the writing threads beyond those their unsealing threads hold,
+/// each of at most [`QUEUED_BLOB_SIZE`] bytes. Without a queue, an unsealing thread whose
+/// blob no writing thread could take yet (both waiting for the disk) idled: half of a vol
+/// restore's idle CPU time. With four 1 MiB image chunks waiting, vol restores took 8-11%
+/// less time over interleaved pairs, for 1 MB more at the peak (docs/PERFORMANCE.md,
+/// session 36).
 pub(super) const QUEUED_BLOBS: usize = 4;
+
+/// The largest blob that waits in the queue: the default volume chunk size. A larger one
+/// is handed over only when a writing thread takes it, as session 13 chose for all of them:
+/// queued whatever their size, content-defined chunks of an image (up to 8 MiB each) raised
+/// a restore's peak from 83-90 MB to 93-114 MB, past restic's.
+pub(super) const QUEUED_BLOB_SIZE: usize = 1 << 20;
 
 /// Threads making direct writes, each with one write in flight. Two keep the disk busy
 /// while either waits for a CPU (both busy unsealing) or hands its finished buffer back: a
@@ -327,6 +333,10 @@ pub(super) struct DirectQueue {
     /// Closed (taken) once every blob is unsealed, which ends the writing threads.
     sender: Mutex<Option<SyncSender<BlobToWrite>>>,
     receiver: Mutex<Receiver<BlobToWrite>>,
+    /// Plaintext bytes of the blobs waiting (sent, not yet taken).
+    waiting: Mutex<usize>,
+    /// Signalled when a writing thread takes a blob.
+    taken: Condvar,
 }
 
 impl DirectQueue {
@@ -336,27 +346,67 @@ impl DirectQueue {
         Self {
             sender: Mutex::new(Some(sender)),
             receiver: Mutex::new(receiver),
+            waiting: Mutex::new(0),
+            taken: Condvar::new(),
         }
     }
 
     /// The next blob to write, waiting for one; `None` once the queue is closed and empty.
     pub(super) fn next(&self) -> Option<BlobToWrite> {
-        let receiver = self.receiver.lock().unwrap_or_else(PoisonError::into_inner);
-        receiver.recv().ok()
+        let blob = {
+            let receiver = self.receiver.lock().unwrap_or_else(PoisonError::into_inner);
+            receiver.recv().ok()?
+        };
+        let mut waiting = self.waiting();
+        *waiting = waiting.saturating_sub(blob.data.bytes().len());
+        self.taken.notify_all();
+        Some(blob)
     }
 
-    /// Hands `blob` to a writing thread, waiting until one takes it (or while
-    /// [`QUEUED_BLOBS`] blobs wait). Returns it if the queue is closed.
+    /// Hands `blob` to the writing threads, waiting while [`QUEUED_BLOBS`] blobs wait; a
+    /// blob larger than [`QUEUED_BLOB_SIZE`] waits for an empty queue and then until a
+    /// writing thread takes it. Returns it if the queue is closed.
     pub(super) fn send(&self, blob: BlobToWrite) -> Result<(), BlobToWrite> {
         let sender = self
             .sender
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        match sender {
-            Some(sender) => sender.send(blob).map_err(|e| e.0),
-            None => Err(blob),
+        let Some(sender) = sender else {
+            return Err(blob);
+        };
+        let bytes = blob.data.bytes().len();
+        // A large blob goes alone, and its thread waits until a writing thread takes it, as
+        // if there were no queue; small ones wait only for room in the channel.
+        let alone = bytes > QUEUED_BLOB_SIZE;
+        let mut waiting = self.wait_until(|waiting| waiting == 0 || !alone);
+        *waiting += bytes;
+        drop(waiting);
+        if let Err(unsent) = sender.send(blob) {
+            let mut waiting = self.waiting();
+            *waiting = waiting.saturating_sub(bytes);
+            return Err(unsent.0);
         }
+        if alone {
+            drop(self.wait_until(|waiting| waiting == 0));
+        }
+        Ok(())
+    }
+
+    /// The bytes waiting, once `ready` says they are few enough.
+    fn wait_until(&self, ready: impl Fn(usize) -> bool) -> std::sync::MutexGuard<'_, usize> {
+        let mut waiting = self.waiting();
+        while !ready(*waiting) {
+            waiting = self
+                .taken
+                .wait(waiting)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        waiting
+    }
+
+    fn waiting(&self) -> std::sync::MutexGuard<'_, usize> {
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// No more blocks: the writing threads end once they wrote the queued ones.
@@ -371,6 +421,73 @@ impl DirectQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::restore::plaintext::Buffers;
+    use std::sync::Arc;
+    use std::sync::mpsc::channel;
+
+    fn blob(len: usize) -> BlobToWrite {
+        BlobToWrite {
+            file: 0,
+            offset: 0,
+            data: Buffers::default().take(0, len),
+        }
+    }
+
+    /// Sends `blob` on a thread of its own; the receiver hears when `send` returned. A
+    /// thread that never returns is left behind, so that a broken queue fails the test
+    /// instead of hanging it.
+    fn send_aside(queue: &Arc<DirectQueue>, blob: BlobToWrite) -> Receiver<bool> {
+        let (sent, returned) = channel();
+        let queue = Arc::clone(queue);
+        std::thread::spawn(move || {
+            let _ = sent.send(queue.send(blob).is_ok());
+        });
+        returned
+    }
+
+    #[test]
+    fn small_blobs_wait_in_the_queue_and_a_large_one_until_it_is_taken() {
+        let queue = Arc::new(DirectQueue::new());
+        let patience = Duration::from_secs(10);
+        let a_while = Duration::from_millis(200);
+        // With no writing thread, the small blobs are queued and their senders go on.
+        for _ in 0..QUEUED_BLOBS {
+            let returned = send_aside(&queue, blob(QUEUED_BLOB_SIZE));
+            assert_eq!(returned.recv_timeout(patience), Ok(true), "queued");
+        }
+        // One more waits for room; a large blob's sender returns only once a writing
+        // thread took it.
+        let one_more = send_aside(&queue, blob(1));
+        let large = send_aside(&queue, blob(QUEUED_BLOB_SIZE + 1));
+        assert!(one_more.recv_timeout(a_while).is_err(), "beyond the queue");
+        let mut lengths: Vec<usize> = (0..=QUEUED_BLOBS)
+            .map(|_| queue.next().expect("queued").data.bytes().len())
+            .collect();
+        assert_eq!(
+            one_more.recv_timeout(patience),
+            Ok(true),
+            "queued once room"
+        );
+        lengths.sort_unstable();
+        let mut expected = vec![QUEUED_BLOB_SIZE; QUEUED_BLOBS];
+        expected.insert(0, 1);
+        assert_eq!(
+            lengths, expected,
+            "the small ones, the large one after them"
+        );
+        // The queue is empty: the large blob is in it now, and its sender still waits.
+        assert!(large.recv_timeout(a_while).is_err(), "returned untaken");
+        let taken = queue.next().expect("the large one");
+        assert_eq!(taken.data.bytes().len(), QUEUED_BLOB_SIZE + 1);
+        assert_eq!(large.recv_timeout(patience), Ok(true), "taken, returned");
+
+        queue.close();
+        assert!(queue.next().is_none(), "closed and empty");
+        assert!(
+            queue.send(blob(1)).is_err(),
+            "a closed queue gives the blob back"
+        );
+    }
 
     #[test]
     fn a_block_is_whole_once_its_pieces_all_came_and_what_never_did_is_left_over() {

@@ -13,12 +13,9 @@ use std::sync::{Mutex, PoisonError};
 
 use bunker_repo_format::aligned::{ALIGN, AlignedBuffer};
 
-use super::direct::{DIRECT_WRITERS, QUEUED_BLOBS};
-
-/// Spare buffers a pool keeps, at most. A blob is held by each thread unsealing, by each of
-/// the [`DIRECT_WRITERS`] and by each of the [`QUEUED_BLOBS`] waiting for them; these cover
-/// that turnover on two cores without going back to the kernel for fresh pages.
-const SPARE_BUFFERS: usize = 2 + DIRECT_WRITERS + QUEUED_BLOBS;
+/// Spare buffers a pool keeps, at most. A blob is held by the thread unsealing it, one more
+/// waiting for the writing thread and one being written; these few cover that turnover.
+const SPARE_BUFFERS: usize = 4;
 
 /// Largest buffer a pool keeps: a rare huge blob does not hold its memory for the rest.
 const KEPT_CAPACITY: usize = 16 << 20;
