@@ -168,8 +168,7 @@ fn verify_sealed(
             ))));
         }
         let hash = id_key.blob_id_bytes(opened);
-        record.clear();
-        record.shrink_to(KEPT_BUFFER);
+        keep_for_the_next(record);
         Ok(hash)
     })?;
     if rehashed != *id.as_bytes() {
@@ -183,6 +182,16 @@ fn verify_sealed(
 
 /// Largest buffer a thread keeps between verifications.
 const KEPT_BUFFER: usize = 2 << 20;
+
+/// Keeps a thread's record buffer for the next record, with its length (the next record
+/// overwrites those bytes, and zeroing them again would be a pass over memory for
+/// nothing), unless it grew past [`KEPT_BUFFER`].
+fn keep_for_the_next(record: &mut Vec<u8>) {
+    if record.capacity() > KEPT_BUFFER {
+        record.truncate(KEPT_BUFFER);
+        record.shrink_to(KEPT_BUFFER);
+    }
+}
 
 /// Authenticates and decrypts a sealed blob into `record` and reads its compression byte;
 /// the payload is `record[1..]`.
@@ -265,8 +274,7 @@ pub fn open_blob_to(
             compress::decompress_to_slice(compression, &record[1..], object, out)
                 .map_err(naming(kind, id))
         });
-        record.clear();
-        record.shrink_to(KEPT_BUFFER);
+        keep_for_the_next(record);
         opened
     })
 }
