@@ -333,7 +333,7 @@ pub(super) struct DirectQueue {
     /// Closed (taken) once every blob is unsealed, which ends the writing threads.
     sender: Mutex<Option<SyncSender<BlobToWrite>>>,
     receiver: Mutex<Receiver<BlobToWrite>>,
-    /// Plaintext bytes of the blobs waiting (sent, not yet taken).
+    /// Blobs waiting (sent, not yet taken): a large blob goes only into an empty queue.
     waiting: Mutex<usize>,
     /// Signalled when a writing thread takes a blob.
     taken: Condvar,
@@ -358,7 +358,7 @@ impl DirectQueue {
             receiver.recv().ok()?
         };
         let mut waiting = self.waiting();
-        *waiting = waiting.saturating_sub(blob.data.bytes().len());
+        *waiting = waiting.saturating_sub(1);
         self.taken.notify_all();
         Some(blob)
     }
@@ -375,16 +375,13 @@ impl DirectQueue {
         let Some(sender) = sender else {
             return Err(blob);
         };
-        let bytes = blob.data.bytes().len();
         // A large blob goes alone, and its thread waits until a writing thread takes it, as
         // if there were no queue; small ones wait only for room in the channel.
-        let alone = bytes > QUEUED_BLOB_SIZE;
-        let mut waiting = self.wait_until(|waiting| waiting == 0 || !alone);
-        *waiting += bytes;
-        drop(waiting);
+        let alone = blob.data.bytes().len() > QUEUED_BLOB_SIZE;
+        *self.wait_until(|waiting| waiting == 0 || !alone) += 1;
         if let Err(unsent) = sender.send(blob) {
             let mut waiting = self.waiting();
-            *waiting = waiting.saturating_sub(bytes);
+            *waiting = waiting.saturating_sub(1);
             return Err(unsent.0);
         }
         if alone {
@@ -393,7 +390,7 @@ impl DirectQueue {
         Ok(())
     }
 
-    /// The bytes waiting, once `ready` says they are few enough.
+    /// The number of blobs waiting, once `ready` says they are few enough.
     fn wait_until(&self, ready: impl Fn(usize) -> bool) -> std::sync::MutexGuard<'_, usize> {
         let mut waiting = self.waiting();
         while !ready(*waiting) {
