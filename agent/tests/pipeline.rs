@@ -1,6 +1,6 @@
 //! The backup pipeline end to end on real directories, image files and a local repository:
 //! restored bytes, dedup across concurrently sealed files, the files cache, cancellation, a
-//! command's standard error;
+//! command's standard error, a tree of many directories listed ahead of the walk;
 //! volumes: which chunks are stored (each once, zeros as holes), what a second backup adds.
 
 #![allow(clippy::unwrap_used)] // helpers outside #[test] functions panic on purpose
@@ -264,6 +264,114 @@ fn files_cache_skips_unchanged_files_without_a_parent_and_rereads_changed_ones()
     let target = tmp.path().join("restored-other");
     restore_into(&other, &fourth.id, &target);
     assert_same_tree(&source, &restored_source(&target, &source));
+}
+
+/// A tree of many directories (10 * 9 * 4 below the top, more than the walk's listers hold
+/// ahead), each with a file naming it and some with their own mode; returns the number of
+/// files.
+fn build_many_dirs(root: &Path) -> usize {
+    use std::os::unix::fs::PermissionsExt;
+    let mut files = 0;
+    for a in 0..10 {
+        for b in 0..9 {
+            for c in 0..4 {
+                let dir = root.join(format!("a{a}/b{b}/c{c}"));
+                fs::create_dir_all(&dir).unwrap();
+                fs::write(dir.join("here"), dir.to_string_lossy().as_bytes()).unwrap();
+                files += 1;
+            }
+            let dir = root.join(format!("a{a}/b{b}"));
+            fs::write(dir.join("here"), dir.to_string_lossy().as_bytes()).unwrap();
+            files += 1;
+            if b % 3 == 0 {
+                fs::set_permissions(&dir, fs::Permissions::from_mode(0o750)).unwrap();
+            }
+        }
+        fs::create_dir_all(root.join(format!("a{a}/empty"))).unwrap();
+    }
+    files
+}
+
+/// `a` and `b` hold the same names, kinds, bytes, permission bits and modification times.
+fn assert_same_tree_and_metadata(a: &Path, b: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let (x, y) = (
+        fs::symlink_metadata(a).unwrap(),
+        fs::symlink_metadata(b).unwrap(),
+    );
+    assert_eq!(x.file_type(), y.file_type(), "{}", a.display());
+    assert_eq!(x.mode() & 0o7777, y.mode() & 0o7777, "{}", a.display());
+    assert_eq!(
+        (x.mtime(), x.mtime_nsec()),
+        (y.mtime(), y.mtime_nsec()),
+        "{}",
+        a.display()
+    );
+    if x.is_dir() {
+        let list = |dir: &Path| {
+            let mut names: Vec<_> = fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            names.sort();
+            names
+        };
+        let names = list(a);
+        assert_eq!(names, list(b), "{}", a.display());
+        for name in names {
+            assert_same_tree_and_metadata(&a.join(&name), &b.join(&name));
+        }
+    } else {
+        assert_eq!(
+            fs::read(a).unwrap(),
+            fs::read(b).unwrap(),
+            "{}",
+            a.display()
+        );
+    }
+}
+
+#[test]
+fn a_tree_of_many_directories_listed_ahead_of_the_walk_restores_as_it_was() {
+    let tmp = tempfile::tempdir().unwrap();
+    let source = tmp.path().join("src");
+    let files = build_many_dirs(&source) as u64;
+    let repo = new_repo(&tmp.path().join("repo"));
+    let first = backup(&repo, &options(&source, "h", None), &Cancel::new()).unwrap();
+    let s = &first.snapshot.summary;
+    // The source, its directories, and those on the way to it from `/`.
+    let on_the_way = source.ancestors().count() as u64 - 2;
+    let dirs = 1 + 10 + 90 + 360 + 10 + on_the_way;
+    assert_eq!((s.files_new, s.dirs), (files, dirs), "{s:?}");
+    assert!(first.unreadable.is_empty(), "{:?}", first.unreadable);
+    let target = tmp.path().join("restored");
+    restore_into(&repo, &first.id, &target);
+    assert_same_tree_and_metadata(&source, &restored_source(&target, &source));
+
+    // Nothing changed: the same trees, no file read.
+    let second = backup(&repo, &options(&source, "h", None), &Cancel::new()).unwrap();
+    let s = &second.snapshot.summary;
+    assert_eq!(second.snapshot.parent, Some(first.id));
+    assert_eq!((s.files_unchanged, s.bytes_read), (files, 0), "{s:?}");
+    assert_eq!(
+        subtree(&repo, &second.snapshot.tree, &source),
+        subtree(&repo, &first.snapshot.tree, &source)
+    );
+
+    // One file deep down changes: only it is read again.
+    let deep = source.join("a7/b8/c3/here");
+    fs::write(&deep, b"changed deep down").unwrap();
+    let third = backup(&repo, &options(&source, "h", None), &Cancel::new()).unwrap();
+    let s = &third.snapshot.summary;
+    assert_eq!(
+        (s.files_changed, s.files_unchanged),
+        (1, files - 1),
+        "{s:?}"
+    );
+    assert_eq!(s.bytes_read, 17);
+    let target = tmp.path().join("restored-third");
+    restore_into(&repo, &third.id, &target);
+    assert_same_tree_and_metadata(&source, &restored_source(&target, &source));
 }
 
 /// Replaces `path` with a copy of itself (a new inode and status-change time) that keeps

@@ -1,14 +1,14 @@
 //! The walk stage: turns a directory walk into tree entries, in a deterministic order.
 //!
-//! A directory is listed, its entries' metadata captured (shared with idle pool threads, see
-//! [`super::shared_work`]), and each file is taken from the parent snapshot or the
-//! [files cache](super::files_cache) when its identity is unchanged. The directory's small
-//! files that need reading are then [read in groups](super::small_files), and its
-//! subdirectories and large files [read](super::read) in name order. The
-//! [dedup](super::dedup) stage claims new chunks in that order and the [seal](super::seal)
-//! stage compresses and seals them on the rayon pool while the walk goes on. Trees are
-//! written bottom-up, sealed here (they are small) and sent to the [pack](super::pack) stage
-//! too.
+//! A directory is listed and its entries' metadata captured ([`super::listing`], mostly
+//! ahead of the walk by the [prefetcher](super::prefetch)), and each file is taken from the
+//! parent snapshot or the [files cache](super::files_cache) when its identity is unchanged.
+//! The directory's small files that need reading are then
+//! [read in groups](super::small_files), and its subdirectories and large files
+//! [read](super::read) in name order. The [dedup](super::dedup) stage claims new chunks in
+//! that order and the [seal](super::seal) stage compresses and seals them on the rayon pool
+//! while the walk goes on. Trees are written bottom-up, sealed here (they are small) and
+//! sent to the [pack](super::pack) stage too.
 
 use std::collections::{BTreeMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
@@ -24,9 +24,10 @@ use bunker_repo_format::{BlobId, BlobKind, Repository};
 use super::dedup::Dedup;
 use super::files_cache::{FileKey, FilesCache};
 use super::fixed_chunks::FixedChunks;
+use super::listing::{Lister, Listing};
+use super::prefetch::{self, Prefetcher};
 use super::read::{Chunking, ReadFailure, ReadFile, read_file};
 use super::seal::Sealer;
-use super::shared_work::share;
 use super::small_files::{self, SMALL_FILE, SmallFile, SmallFileReader};
 use super::{BackupError, ChangeDetection, Excludes, ReadFrom, TagFile};
 use crate::cancel::Cancel;
@@ -119,14 +120,13 @@ pub(super) struct Archiver<'a> {
     largest_file: Option<u64>,
     /// What tells a file unchanged since the parent snapshot or the files cache.
     detection: ChangeDetection,
+    /// Lists subdirectories ahead of the walk, while it walks.
+    prefetcher: Option<Arc<Prefetcher>>,
 }
 
-/// Directories with fewer entries than this are captured on the walking thread alone:
-/// sharing a few with the pool costs more than it saves (waking pool threads that then spin
-/// before they sleep). With 8, a no-change backup of the Linux source made 107,000
-/// `sched_yield` calls; with 64 it took 0.45-0.50 s against 0.46-0.57 s and 0.5-0.6 CPU
-/// seconds against 0.7-0.8, the first backup unchanged (docs/PERFORMANCE.md, session 14).
-const SHARED_CAPTURE: usize = 64;
+/// Threads that list directories ahead of the walk, at most (and no more than the rayon
+/// pool has): listing a directory is mostly system calls, which run side by side.
+const LISTING_THREADS: usize = 4;
 
 fn display(path: &Path) -> String {
     path.display().to_string()
@@ -168,6 +168,7 @@ impl<'a> Archiver<'a> {
             tag_files: &[],
             largest_file: None,
             detection: ChangeDetection::default(),
+            prefetcher: None,
         }
     }
 
@@ -282,6 +283,49 @@ impl<'a> Archiver<'a> {
         paths: &[PathBuf],
         parent_root: Option<BlobId>,
     ) -> Result<BlobId, BackupError> {
+        let lister = Lister {
+            share_captures: false,
+            ..self.lister()
+        };
+        let tag_files = self.tag_files;
+        let prefetcher = Arc::new(Prefetcher::default());
+        std::thread::scope(|scope| {
+            // Closed on every way out of the walk, so that the scope's join returns.
+            let _closing = prefetcher.closing();
+            for _ in 0..LISTING_THREADS.min(rayon::current_num_threads()) {
+                let serving = std::thread::Builder::new()
+                    .name("bunker-list".to_owned())
+                    .spawn_scoped(scope, || prefetcher.serve(&lister, tag_files));
+                // Without a listing thread, the walk lists every directory itself.
+                if serving.is_ok() {
+                    self.prefetcher = Some(Arc::clone(&prefetcher));
+                }
+            }
+            let tree = self.walk_roots(paths, parent_root);
+            self.prefetcher = None;
+            tree
+        })
+    }
+
+    /// What listing a directory reads from (see [`Lister`]).
+    fn lister(&self) -> Lister<'a> {
+        Lister {
+            repo: self.repo,
+            index: self.index,
+            excludes: self.excludes,
+            hidden: self.hidden.clone(),
+            names: Arc::clone(&self.names),
+            trust_parent: self.read_from.is_none(),
+            share_captures: true,
+        }
+    }
+
+    /// [`Archiver::archive_roots`] on the walking thread.
+    fn walk_roots(
+        &mut self,
+        paths: &[PathBuf],
+        parent_root: Option<BlobId>,
+    ) -> Result<BlobId, BackupError> {
         if paths.iter().any(|p| p.parent().is_none()) {
             let mut meta = Metadata::default();
             let root = Path::new("/");
@@ -327,7 +371,7 @@ impl<'a> Archiver<'a> {
 
     /// Loads a tree of the parent snapshot; an unreadable one just means reading again.
     fn parent_tree(&self, id: Option<BlobId>) -> Option<Tree> {
-        id.and_then(|id| self.repo.load_tree(self.index, &id).ok())
+        self.lister().parent_tree(id)
     }
 
     fn archive_planned(
@@ -510,10 +554,7 @@ impl<'a> Archiver<'a> {
             }
             Work::Dir => {
                 self.summary.dirs += 1;
-                let parent_subtree = match child.parent.map(|e| &e.node) {
-                    Some(Node::Dir { subtree }) => Some(*subtree),
-                    _ => None,
-                };
+                let parent_subtree = child.parent_subtree();
                 Node::Dir {
                     subtree: self.archive_dir_contents(
                         &child.path,
@@ -563,9 +604,10 @@ impl<'a> Archiver<'a> {
     /// Archives a directory's entries and stores its tree. A directory that cannot be
     /// listed is stored empty and flagged incomplete.
     ///
-    /// Its entries' metadata is captured, and its small files that need reading are read in
-    /// groups ([`small_files`]), by this thread with idle pool threads helping
-    /// ([`share`]); the rest (subdirectories, large files) follow in name order.
+    /// Its listing ([`Listing`]) is the prefetcher's, or made here when the prefetcher has
+    /// none (its subdirectories are then handed to the prefetcher). Its small files that
+    /// need reading are read in groups ([`small_files`]); the rest (subdirectories, large
+    /// files) follow in name order.
     fn archive_dir_contents(
         &mut self,
         path: &Path,
@@ -573,56 +615,39 @@ impl<'a> Archiver<'a> {
         meta: &mut Metadata,
         parent: Option<BlobId>,
     ) -> Result<BlobId, BackupError> {
-        let parent = self.parent_tree(parent);
-        let mut names: Vec<Vec<u8>> = Vec::new();
-        let mut handle = None;
-        let listing = DirHandle::open(access).and_then(|opened| {
-            handle = Some(Arc::new(opened));
-            std::fs::read_dir(access)
-        });
-        let listing = listing.and_then(|entries| {
-            for entry in entries {
-                names.push(entry?.file_name().as_bytes().to_vec());
+        let prefetched = self.prefetcher.as_ref().and_then(|p| p.take(path));
+        let listing = match prefetched {
+            Some(listing) => listing,
+            None => {
+                let listing = self.lister().list(path, access, parent);
+                if let Some(prefetcher) = &self.prefetcher {
+                    let stay_on = self.source_device.filter(|_| self.one_file_system);
+                    let subdirectories =
+                        prefetch::subdirectories(&listing, stay_on, self.tag_files);
+                    prefetcher.hand_over(subdirectories);
+                }
+                listing
             }
-            Ok(())
-        });
-        if let Err(e) = listing {
+        };
+        if let Some(e) = &listing.error {
             self.unreadable(path, &format!("could not list directory: {e}"));
             meta.flags |= EntryFlags::INCOMPLETE;
-            names.clear();
-        }
-        names.sort();
-        // (name, real path, path for system calls)
-        let mut listed = Vec::with_capacity(names.len());
-        for name in names {
-            let os_name = std::ffi::OsStr::from_bytes(&name);
-            let child = path.join(os_name);
-            if self.excludes.matches(&child) || self.hidden.as_deref() == Some(&child) {
-                continue;
-            }
-            // Through `access`, not the recorded path: they differ when reading a snapshot.
-            let through = access.join(os_name);
-            let child_access = match &handle {
-                Some(handle) => handle.child(&through, os_name),
-                None => through,
-            };
-            listed.push((name, child, child_access));
         }
         if self.stopped() {
             return Err(BackupError::Interrupted);
         }
-        // Each entry's counterpart in the parent snapshot, looked up once.
-        let parent_entries: Vec<Option<&Entry>> = listed
-            .iter()
-            .map(|(name, _, _)| parent.as_ref().and_then(|tree| tree.get(name)))
-            .collect();
-        let captured = self.capture_all(&listed, handle.as_ref(), &parent_entries);
+        let Listing {
+            parent,
+            handle,
+            listed,
+            captured,
+            ..
+        } = listing;
         let mut children = Vec::with_capacity(listed.len());
-        let entries_and_captures = listed.into_iter().zip(parent_entries).zip(captured);
-        for (((name, child_path, child_access), parent_entry), captured) in entries_and_captures {
-            if let Some(mut child) =
-                self.admit(child_path, child_access, name, parent_entry, captured)
-            {
+        for (entry, captured) in listed.into_iter().zip(captured) {
+            let parent_entry = parent.as_ref().and_then(|tree| tree.get(&entry.name));
+            let (path, access, name) = (entry.path, entry.access, entry.name);
+            if let Some(mut child) = self.admit(path, access, name, parent_entry, captured) {
                 if let Work::File { size } = child.work
                     && self.largest_file.is_some_and(|limit| size > limit)
                 {
@@ -643,54 +668,6 @@ impl<'a> Archiver<'a> {
             }
         }
         self.store_tree(entries)
-    }
-
-    /// Captures the metadata of every listed entry, sharing the work with idle pool
-    /// threads when there are enough entries to be worth it. Each is looked up relative
-    /// to `dir` (the directory, open) when there is one. An entry whose counterpart in the
-    /// parent snapshot (`parents`, by entry) is unchanged keeps its extended attributes
-    /// from there ([`platform::capture_knowing`]).
-    fn capture_all(
-        &self,
-        listed: &[(Vec<u8>, PathBuf, PathBuf)],
-        dir: Option<&Arc<DirHandle>>,
-        parents: &[Option<&Entry>],
-    ) -> Vec<Result<Captured, platform::PlatformError>> {
-        type Item = (Vec<u8>, PathBuf, Option<platform::KnownEntry>);
-        let items: Vec<Item> = listed
-            .iter()
-            .zip(parents)
-            .map(|((name, _, access), parent)| {
-                let known = parent.and_then(|entry| self.known(&entry.meta));
-                (name.clone(), access.clone(), known)
-            })
-            .collect();
-        let names = Arc::clone(&self.names);
-        let dir = dir.cloned();
-        let capture = move |(name, access, known): &Item| {
-            let at = dir
-                .as_ref()
-                .map(|dir| (dir.fd(), std::ffi::OsStr::from_bytes(name)));
-            platform::capture_knowing(access, at, &names, known.as_ref())
-        };
-        if items.len() < SHARED_CAPTURE {
-            items.iter().map(capture).collect()
-        } else {
-            share(items, capture)
-        }
-    }
-
-    /// What the parent snapshot recorded of an entry, for [`platform::capture_knowing`]:
-    /// only when its attributes were read completely, and not when reading from a
-    /// filesystem snapshot (whose live device differs from the recorded one).
-    fn known(&self, meta: &Metadata) -> Option<platform::KnownEntry> {
-        let complete = meta.flags & EntryFlags::INCOMPLETE == 0;
-        (complete && self.read_from.is_none()).then(|| platform::KnownEntry {
-            device: meta.device,
-            inode: meta.inode,
-            ctime: meta.ctime,
-            xattrs: meta.xattrs.clone(),
-        })
     }
 
     /// Reads the small files among `children` that still need reading, a group at a time
@@ -907,6 +884,14 @@ enum Work {
 }
 
 impl Child<'_> {
+    /// A directory's tree in the parent snapshot.
+    fn parent_subtree(&self) -> Option<BlobId> {
+        match self.parent.map(|entry| &entry.node) {
+            Some(Node::Dir { subtree }) => Some(*subtree),
+            _ => None,
+        }
+    }
+
     /// A regular file's size at capture (0 for anything else).
     fn size(&self) -> u64 {
         match self.work {
