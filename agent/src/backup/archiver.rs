@@ -288,7 +288,7 @@ impl<'a> Archiver<'a> {
             ..self.lister()
         };
         let tag_files = self.tag_files;
-        let prefetcher = Arc::new(Prefetcher::default());
+        let prefetcher = Arc::new(Prefetcher::new(self.stages.sealer.load()));
         std::thread::scope(|scope| {
             // Closed on every way out of the walk, so that the scope's join returns.
             let _closing = prefetcher.closing();
