@@ -99,20 +99,22 @@ fn build_source(root: &Path) {
     }
 }
 
+/// The names in directory `dir`, sorted.
+fn sorted_names(dir: &Path) -> Vec<std::ffi::OsString> {
+    let mut names: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    names
+}
+
 fn assert_same_tree(a: &Path, b: &Path) {
     let mut stack = vec![(a.to_owned(), b.to_owned())];
     let mut files = 0;
     while let Some((x, y)) = stack.pop() {
-        let list = |dir: &Path| {
-            let mut names: Vec<_> = fs::read_dir(dir)
-                .unwrap()
-                .map(|e| e.unwrap().file_name())
-                .collect();
-            names.sort();
-            names
-        };
-        let names = list(&x);
-        assert_eq!(names, list(&y), "{}", x.display());
+        let names = sorted_names(&x);
+        assert_eq!(names, sorted_names(&y), "{}", x.display());
         for name in names {
             let (p, q) = (x.join(&name), y.join(&name));
             if p.is_dir() {
@@ -308,16 +310,8 @@ fn assert_same_tree_and_metadata(a: &Path, b: &Path) {
         a.display()
     );
     if x.is_dir() {
-        let list = |dir: &Path| {
-            let mut names: Vec<_> = fs::read_dir(dir)
-                .unwrap()
-                .map(|e| e.unwrap().file_name())
-                .collect();
-            names.sort();
-            names
-        };
-        let names = list(a);
-        assert_eq!(names, list(b), "{}", a.display());
+        let names = sorted_names(a);
+        assert_eq!(names, sorted_names(b), "{}", a.display());
         for name in names {
             assert_same_tree_and_metadata(&a.join(&name), &b.join(&name));
         }

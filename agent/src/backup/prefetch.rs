@@ -388,15 +388,39 @@ mod tests {
         }
     }
 
-    fn lister<'a>(repo: &'a Repository, index: &'a Index, excludes: &'a Excludes) -> Lister<'a> {
-        Lister {
-            repo,
-            index,
-            excludes,
-            hidden: None,
-            names: Arc::new(NameCache::new()),
-            trust_parent: true,
-            share_captures: false,
+    /// A repository, an empty index, no excludes, and a source directory `src` to fill.
+    struct Fixture {
+        repo: Repository,
+        index: Index,
+        excludes: Excludes,
+        root: PathBuf,
+        _tmp: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let tmp = tempfile::tempdir().expect("tempdir");
+            let root = tmp.path().join("src");
+            fs::create_dir(&root).expect("src");
+            Self {
+                repo: small_chunks_repo(&tmp.path().join("repo")),
+                index: Index::default(),
+                excludes: Excludes::new(&[]).expect("excludes"),
+                root,
+                _tmp: tmp,
+            }
+        }
+
+        fn lister(&self) -> Lister<'_> {
+            Lister {
+                repo: &self.repo,
+                index: &self.index,
+                excludes: &self.excludes,
+                hidden: None,
+                names: Arc::new(NameCache::new()),
+                trust_parent: true,
+                share_captures: false,
+            }
         }
     }
 
@@ -443,15 +467,13 @@ mod tests {
 
     #[test]
     fn the_listers_make_every_listing_the_walk_takes_in_its_order() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let repo = small_chunks_repo(&tmp.path().join("repo"));
-        let (index, excludes) = (Index::default(), Excludes::new(&[]).expect("excludes"));
-        let root = tmp.path().join("src");
-        make_tree(&root);
-        let lister = lister(&repo, &index, &excludes);
+        let fixture = Fixture::new();
+        let root = &fixture.root;
+        make_tree(root);
+        let lister = fixture.lister();
         for listers in [1, 2] {
             with_listers(&lister, listers, |prefetcher| {
-                let top = list_here(prefetcher, &lister, &root);
+                let top = list_here(prefetcher, &lister, root);
                 assert_eq!(names(&top), ["a", "b", "c"]);
                 prefetcher.wait_until_idle(listers);
                 assert_eq!(prefetcher.held().0, TREE.len(), "all listed ahead");
@@ -469,14 +491,12 @@ mod tests {
 
     #[test]
     fn directories_the_walk_went_past_are_forgotten_and_one_not_listed_is_listed_by_the_walk() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let repo = small_chunks_repo(&tmp.path().join("repo"));
-        let (index, excludes) = (Index::default(), Excludes::new(&[]).expect("excludes"));
-        let root = tmp.path().join("src");
-        make_tree(&root);
-        let lister = lister(&repo, &index, &excludes);
+        let fixture = Fixture::new();
+        let root = &fixture.root;
+        make_tree(root);
+        let lister = fixture.lister();
         with_listers(&lister, 1, |prefetcher| {
-            list_here(prefetcher, &lister, &root);
+            list_here(prefetcher, &lister, root);
             prefetcher.wait_until_idle(1);
             // The walk leaves `a` out (a tag file written meanwhile, say): `a`, `a/1`,
             // `a/2` and `a/2/x` go when it takes `b`.
@@ -496,17 +516,15 @@ mod tests {
 
     #[test]
     fn the_listers_stop_at_the_listings_they_may_hold_and_go_on_as_the_walk_takes_them() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let repo = small_chunks_repo(&tmp.path().join("repo"));
-        let (index, excludes) = (Index::default(), Excludes::new(&[]).expect("excludes"));
-        let root = tmp.path().join("src");
+        let fixture = Fixture::new();
+        let root = &fixture.root;
         let count = HELD_LISTINGS + 20;
         for i in 0..count {
             fs::create_dir_all(root.join(format!("{i:04}"))).expect("mkdir");
         }
-        let lister = lister(&repo, &index, &excludes);
+        let lister = fixture.lister();
         with_listers(&lister, 2, |prefetcher| {
-            list_here(prefetcher, &lister, &root);
+            list_here(prefetcher, &lister, root);
             prefetcher.wait_until_idle(2);
             assert_eq!(prefetcher.held().0, HELD_LISTINGS);
             let mut by_listers = 0;
@@ -533,15 +551,13 @@ mod tests {
 
     #[test]
     fn nothing_is_listed_ahead_while_sealing_keeps_the_pool_busy() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let repo = small_chunks_repo(&tmp.path().join("repo"));
-        let (index, excludes) = (Index::default(), Excludes::new(&[]).expect("excludes"));
-        let root = tmp.path().join("src");
-        make_tree(&root);
-        let lister = lister(&repo, &index, &excludes);
+        let fixture = Fixture::new();
+        let root = &fixture.root;
+        make_tree(root);
+        let lister = fixture.lister();
         let busy = Prefetcher::new(SealLoad::saturated_for_tests());
         with_prefetcher(busy, &lister, 2, |prefetcher| {
-            list_here(prefetcher, &lister, &root);
+            list_here(prefetcher, &lister, root);
             prefetcher.wait_until_idle(2);
             assert_eq!(prefetcher.held(), (0, 0));
             // The walk lists each directory itself; what it hands over does not pile up.
@@ -554,19 +570,17 @@ mod tests {
 
     #[test]
     fn the_walk_waits_for_a_listing_being_made() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let repo = small_chunks_repo(&tmp.path().join("repo"));
-        let (index, excludes) = (Index::default(), Excludes::new(&[]).expect("excludes"));
-        let root = tmp.path().join("src");
+        let fixture = Fixture::new();
+        let root = &fixture.root;
         let large = root.join("large");
         fs::create_dir_all(&large).expect("mkdir");
         // Enough entries that listing them takes a while.
         for i in 0..10_000 {
             fs::File::create(large.join(format!("{i:05}"))).expect("file");
         }
-        let lister = lister(&repo, &index, &excludes);
+        let lister = fixture.lister();
         with_listers(&lister, 1, |prefetcher| {
-            list_here(prefetcher, &lister, &root);
+            list_here(prefetcher, &lister, root);
             let caught_running = prefetcher.wait_until_listing(&large);
             let listing = prefetcher.take(&large).expect("the lister's listing");
             assert_eq!(listing.len(), 10_000);
@@ -579,10 +593,8 @@ mod tests {
 
     #[test]
     fn the_walk_goes_into_directories_on_its_filesystem_without_a_tag_file() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let repo = small_chunks_repo(&tmp.path().join("repo"));
-        let (index, excludes) = (Index::default(), Excludes::new(&[]).expect("excludes"));
-        let root = tmp.path().join("src");
+        let fixture = Fixture::new();
+        let root = &fixture.root;
         for dir in ["cache", "mount", "plain"] {
             fs::create_dir_all(root.join(dir)).expect("mkdir");
         }
@@ -593,7 +605,7 @@ mod tests {
             b"Signature: 8a477f597d28d172789f06886806bc55",
         )
         .expect("tag");
-        let mut listing = lister(&repo, &index, &excludes).list(&root, &root, None);
+        let mut listing = fixture.lister().list(root, root, None);
         // The entry `mount` as if another filesystem were mounted there.
         let device =
             |captured: &Result<Captured, _>| captured.as_ref().expect("captured").meta.device;
