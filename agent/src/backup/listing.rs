@@ -95,22 +95,16 @@ impl Lister<'_> {
     /// parent snapshot is `parent`.
     pub fn list(&self, path: &Path, access: &Path, parent: Option<BlobId>) -> Listing {
         let parent = self.parent_tree(parent);
-        let mut names: Vec<Vec<u8>> = Vec::new();
         let mut handle = None;
         let read = DirHandle::open(access).and_then(|opened| {
+            let names = opened.entry_names();
             handle = Some(Arc::new(opened));
-            std::fs::read_dir(access)
+            names
         });
-        let read = read.and_then(|entries| {
-            for entry in entries {
-                names.push(entry?.file_name().as_bytes().to_vec());
-            }
-            Ok(())
-        });
-        let error = read.err();
-        if error.is_some() {
-            names.clear();
-        }
+        let (mut names, error) = match read {
+            Ok(names) => (names, None),
+            Err(e) => (Vec::new(), Some(e)),
+        };
         names.sort();
         let mut listed = Vec::with_capacity(names.len());
         for name in names {

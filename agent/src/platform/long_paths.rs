@@ -8,13 +8,15 @@
 //! `mknod`, `symlink` and `utimensat(AT_SYMLINK_NOFOLLOW)` all act on the final component
 //! itself, so they behave exactly as with the real path.
 
-use std::ffi::OsStr;
+use std::ffi::{CString, OsStr};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use nix::dir::Dir;
+use nix::errno::Errno;
 use nix::fcntl::{OFlag, openat};
 use nix::sys::stat::{Mode, mkdirat};
 
@@ -72,6 +74,13 @@ impl DirHandle {
         self.dir.as_fd()
     }
 
+    /// The names in this directory, without `.` and `..`, read through its descriptor (no
+    /// path walked, nothing opened by name).
+    pub fn entry_names(&self) -> io::Result<Vec<Vec<u8>>> {
+        let names = entry_names(self.fd()).map_err(io::Error::from)?;
+        Ok(names.into_iter().map(CString::into_bytes).collect())
+    }
+
     /// A path for system calls on the entry `name` of this directory, whose real path is
     /// `real`: `real` itself when it is short enough, else `/proc/self/fd/N/NAME`. Valid
     /// while this handle is open.
@@ -84,6 +93,26 @@ impl DirHandle {
                 .join(name)
         }
     }
+}
+
+/// The names in the directory open as `dir`, without `.` and `..`, read through a
+/// duplicate descriptor (reading moves its position, which `dir` shares).
+pub(super) fn entry_names(dir: BorrowedFd<'_>) -> Result<Vec<CString>, Errno> {
+    let duplicate = dir.try_clone_to_owned().map_err(|e| {
+        e.raw_os_error()
+            .map(Errno::from_raw)
+            .unwrap_or(Errno::EBADF)
+    })?;
+    let mut listing = Dir::from_fd(duplicate)?;
+    let mut names = Vec::new();
+    for entry in listing.iter() {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name.to_bytes() != b"." && name.to_bytes() != b".." {
+            names.push(name.to_owned());
+        }
+    }
+    Ok(names)
 }
 
 #[cfg(test)]
@@ -111,6 +140,13 @@ mod tests {
         assert!(file_access.as_os_str().len() < 100);
         std::fs::write(&file_access, b"deep").expect("write");
         assert_eq!(std::fs::read(&file_access).expect("read"), b"deep");
+        // Listed through the descriptors, a level and the deepest directory.
+        assert_eq!(handle.entry_names().expect("list"), [b"f".to_vec()]);
+        let level = handles.last().expect("a level");
+        assert_eq!(
+            level.entry_names().expect("list"),
+            [name.as_bytes().to_vec()]
+        );
         assert_eq!(
             std::fs::read(&file_real).map_err(|e| e.raw_os_error()),
             Err(Some(nix::libc::ENAMETOOLONG)),

@@ -8,19 +8,19 @@
 //! symlink. The walk never crosses into another filesystem (a mount point inside the tree
 //! fails the call) and makes read-only directories it owns writable before emptying them.
 
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-use nix::dir::Dir;
 use nix::errno::Errno;
 use nix::fcntl::{AT_FDCWD, AtFlags, OFlag, openat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fchmod, fstat, fstatat};
 use nix::unistd::{UnlinkatFlags, unlinkat};
 
 use super::PlatformError;
+use super::long_paths::entry_names;
 
 /// Removes the entry at the absolute, normalized `path` (a file, a symlink, or a directory
 /// and everything in it) without following any symlink, in the path or in the tree.
@@ -117,7 +117,7 @@ fn empty_directory(dir: &OwnedFd, device: u64, shown: &Path) -> Result<(), Platf
             Mode::from_bits_truncate((own.st_mode & 0o7777) | 0o700),
         );
     }
-    for name in entry_names(dir).map_err(|e| fail("list", e))? {
+    for name in entry_names(dir.as_fd()).map_err(|e| fail("list", e))? {
         let name = OsStr::from_bytes(name.as_bytes());
         let child: PathBuf = shown.join(name);
         let stat = match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
@@ -128,25 +128,6 @@ fn empty_directory(dir: &OwnedFd, device: u64, shown: &Path) -> Result<(), Platf
         remove_entry(dir, name, &stat, device, &child)?;
     }
     Ok(())
-}
-
-/// The names in `dir`, without `.` and `..`, read through a duplicate descriptor.
-fn entry_names(dir: &OwnedFd) -> Result<Vec<CString>, Errno> {
-    let duplicate = dir.try_clone().map_err(|e| {
-        e.raw_os_error()
-            .map(Errno::from_raw)
-            .unwrap_or(Errno::EBADF)
-    })?;
-    let mut listing = Dir::from_fd(duplicate)?;
-    let mut names = Vec::new();
-    for entry in listing.iter() {
-        let entry = entry?;
-        let name = entry.file_name();
-        if name.to_bytes() != b"." && name.to_bytes() != b".." {
-            names.push(name.to_owned());
-        }
-    }
-    Ok(names)
 }
 
 #[cfg(test)]
