@@ -96,7 +96,8 @@ impl DirHandle {
 }
 
 /// The names in the directory open as `dir`, without `.` and `..`, read through a
-/// duplicate descriptor (reading moves its position, which `dir` shares).
+/// duplicate descriptor. The duplicate shares `dir`'s position, which the reading rewinds
+/// when done, so the directory can be listed again.
 pub(super) fn entry_names(dir: BorrowedFd<'_>) -> Result<Vec<CString>, Errno> {
     let duplicate = dir.try_clone_to_owned().map_err(|e| {
         e.raw_os_error()
