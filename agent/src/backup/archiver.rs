@@ -24,7 +24,7 @@ use bunker_repo_format::{BlobId, BlobKind, Repository};
 use super::dedup::Dedup;
 use super::files_cache::{FileKey, FilesCache};
 use super::fixed_chunks::FixedChunks;
-use super::listing::{Lister, Listing};
+use super::listing::{Lister, Listing, subtree_of};
 use super::prefetch::{self, Prefetcher};
 use super::read::{Chunking, ReadFailure, ReadFile, read_file};
 use super::seal::Sealer;
@@ -403,10 +403,7 @@ impl<'a> Archiver<'a> {
                         captured.meta.atime = Timestamp::default();
                     }
                     captured.meta.device = self.recorded_device(captured.meta.device);
-                    let parent_subtree = match parent_entry.map(|e| &e.node) {
-                        Some(Node::Dir { subtree }) => self.parent_tree(Some(*subtree)),
-                        _ => None,
-                    };
+                    let parent_subtree = self.parent_tree(subtree_of(parent_entry));
                     let children = self.archive_planned(children, parent_subtree.as_ref())?;
                     let subtree = self.store_tree(children)?;
                     self.summary.dirs += 1;
@@ -886,10 +883,7 @@ enum Work {
 impl Child<'_> {
     /// A directory's tree in the parent snapshot.
     fn parent_subtree(&self) -> Option<BlobId> {
-        match self.parent.map(|entry| &entry.node) {
-            Some(Node::Dir { subtree }) => Some(*subtree),
-            _ => None,
-        }
+        subtree_of(self.parent)
     }
 
     /// A regular file's size at capture (0 for anything else).

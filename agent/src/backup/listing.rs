@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bunker_repo_format::index::Index;
-use bunker_repo_format::tree::{Entry, EntryFlags, Metadata, Tree};
+use bunker_repo_format::tree::{Entry, EntryFlags, Metadata, Node, Tree};
 use bunker_repo_format::{BlobId, Repository};
 
 use super::Excludes;
@@ -62,6 +62,15 @@ impl Listing {
             .iter()
             .map(|entry| self.parent.as_ref().and_then(|tree| tree.get(&entry.name)))
             .collect()
+    }
+}
+
+/// The tree of a directory's entry in the parent snapshot; `None` without an entry, or for
+/// an entry that was not a directory.
+pub(super) fn subtree_of(entry: Option<&Entry>) -> Option<BlobId> {
+    match entry.map(|entry| &entry.node) {
+        Some(Node::Dir { subtree }) => Some(*subtree),
+        _ => None,
     }
 }
 

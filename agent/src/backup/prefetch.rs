@@ -32,7 +32,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use bunker_repo_format::BlobId;
 
 use super::TagFile;
-use super::listing::{Lister, Listing};
+use super::listing::{Lister, Listing, subtree_of};
 use super::seal::SealLoad;
 use crate::platform::{CapturedKind, DirHandle};
 
@@ -289,12 +289,7 @@ pub(super) fn subdirectories(
             walked.then(|| Request {
                 path: entry.path.clone(),
                 access: entry.access.clone(),
-                parent: parent
-                    .and_then(|tree| tree.get(&entry.name))
-                    .and_then(|entry| match entry.node {
-                        bunker_repo_format::tree::Node::Dir { subtree } => Some(subtree),
-                        _ => None,
-                    }),
+                parent: subtree_of(parent.and_then(|tree| tree.get(&entry.name))),
                 stay_on,
                 holder: listing.handle.clone(),
             })
