@@ -13,8 +13,11 @@ use std::sync::{Mutex, PoisonError};
 
 use bunker_repo_format::aligned::{ALIGN, AlignedBuffer};
 
-/// Spare buffers a pool keeps, at most. A blob is held by the thread unsealing it, one more
-/// waiting for the writing thread and one being written; these few cover that turnover.
+/// Spare buffers a pool keeps, at most: fewer than the blobs that can be in flight (one per
+/// unsealing thread, one per direct writing thread, up to four queued between them). Eight
+/// made vol restores 2% faster than four; four came back with the queue's limit to small
+/// blobs, which together brought restores of content-defined image chunks (up to 8 MiB
+/// each) back to 83-88 MB at the peak, restic's 81-91 (docs/PERFORMANCE.md, session 36).
 const SPARE_BUFFERS: usize = 4;
 
 /// Largest buffer a pool keeps: a rare huge blob does not hold its memory for the rest.
