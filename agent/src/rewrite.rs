@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use bunker_repo_format::index::Index;
 use bunker_repo_format::replace::{ReplaceOptions, replace_snapshots};
-use bunker_repo_format::snapshot::{Snapshot, SourceKind};
+use bunker_repo_format::snapshot::{PROGRAM_VERSION, Snapshot, SourceKind};
 use bunker_repo_format::tree::{Extent, Node, Tree};
 use bunker_repo_format::{BlobId, Error, Repository, Result, SnapshotId};
 
@@ -164,7 +164,7 @@ pub fn plan_rewrite(
                 replacement.excludes.push(pattern.clone());
             }
         }
-        replacement.program_version = concat!("bunker ", env!("CARGO_PKG_VERSION")).to_owned();
+        replacement.program_version = PROGRAM_VERSION.to_owned();
         plan.rewrites.push(SnapshotRewrite {
             old: *old,
             snapshot: replacement,

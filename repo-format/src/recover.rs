@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::id::{BlobId, SnapshotId};
 use crate::repository::Repository;
 use crate::session::ActiveSession;
-use crate::snapshot::{Snapshot, SourceKind, Summary};
+use crate::snapshot::{PROGRAM_VERSION, Snapshot, SourceKind, Summary};
 use crate::tree::{Entry, Metadata, Node, Timestamp, Tree};
 
 /// The path a recovered snapshot records as its source.
@@ -172,7 +172,7 @@ pub fn apply_recover(
             .iter()
             .map(|(id, why)| format!("tree {id} could not be read: {why}"))
             .collect(),
-        program_version: concat!("bunker ", env!("CARGO_PKG_VERSION")).to_owned(),
+        program_version: PROGRAM_VERSION.to_owned(),
     };
     let id = repo.save_snapshot(&session, &snapshot)?;
     // Best effort, as for a backup: an unended session only delays garbage collection.

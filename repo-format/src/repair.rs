@@ -25,7 +25,7 @@ use crate::object::ObjectKind;
 use crate::pack::PackEntry;
 use crate::replace::{ReplaceOptions, replace_snapshots};
 use crate::repository::Repository;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{PROGRAM_VERSION, Snapshot};
 use crate::tree::{EntryFlags, Extent, Node, Tree};
 
 /// Most entries a repaired snapshot's `errors` list keeps (as a backup does).
@@ -388,8 +388,7 @@ pub fn plan_snapshot_repair(
                         .map(|path| format!("removed by repair: {path}")),
                 );
                 replacement.errors.truncate(MAX_SNAPSHOT_ERRORS);
-                replacement.program_version =
-                    concat!("bunker ", env!("CARGO_PKG_VERSION")).to_owned();
+                replacement.program_version = PROGRAM_VERSION.to_owned();
                 repairs.push(SnapshotRepair {
                     old,
                     snapshot: replacement,

@@ -124,6 +124,9 @@ pub struct Snapshot {
     pub program_version: String,
 }
 
+/// What a snapshot written by this build records as its `program_version`.
+pub const PROGRAM_VERSION: &str = concat!("bunker ", env!("CARGO_PKG_VERSION"));
+
 /// What the body's seal binds besides the header (FORMAT.md).
 const SEAL_CONTEXT: &[u8] = b"bunker snapshot";
 

@@ -46,7 +46,7 @@ use std::time::Instant;
 use bunker_repo_format::config::Operation;
 use bunker_repo_format::gc;
 use bunker_repo_format::session::ActiveSession;
-use bunker_repo_format::snapshot::{ConsistencyLevel, Snapshot, SourceKind};
+use bunker_repo_format::snapshot::{ConsistencyLevel, PROGRAM_VERSION, Snapshot, SourceKind};
 use bunker_repo_format::tree::Timestamp;
 use bunker_repo_format::{Repository, SnapshotId};
 
@@ -302,6 +302,23 @@ pub struct BackupOutcome {
     pub skipped: bool,
 }
 
+impl BackupOutcome {
+    /// The outcome of a backup of one stream or volume: read whole or not at all, so
+    /// nothing to list as unreadable, changed or left out.
+    fn single_entry(id: SnapshotId, snapshot: Snapshot) -> BackupOutcome {
+        BackupOutcome {
+            id,
+            snapshot,
+            unreadable: Vec::new(),
+            changed: Vec::new(),
+            disk_images: Vec::new(),
+            mount_points: Vec::new(),
+            cache_warning: None,
+            skipped: false,
+        }
+    }
+}
+
 /// Why a backup did not produce a snapshot.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -479,7 +496,7 @@ pub fn backup(
         excludes: excludes.patterns().to_vec(),
         summary,
         errors,
-        program_version: concat!("bunker ", env!("CARGO_PKG_VERSION")).to_owned(),
+        program_version: PROGRAM_VERSION.to_owned(),
     };
     // The source paths as the parent's, their entries the same; the directories on the way
     // to them (`/home` for `/home/me/docs`) change often and are not what was asked for.

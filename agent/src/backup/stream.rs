@@ -17,7 +17,9 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
-use bunker_repo_format::snapshot::{ConsistencyLevel, Snapshot, SourceKind, Summary};
+use bunker_repo_format::snapshot::{
+    ConsistencyLevel, PROGRAM_VERSION, Snapshot, SourceKind, Summary,
+};
 use bunker_repo_format::tree::{Entry, Extent, Metadata, Node, Tree, is_valid_name};
 use bunker_repo_format::{BlobKind, BlobWriter, PackId, Repository};
 
@@ -287,19 +289,10 @@ fn backup_stream_checked(
         excludes: Vec::new(),
         summary,
         errors: Vec::new(),
-        program_version: concat!("bunker ", env!("CARGO_PKG_VERSION")).to_owned(),
+        program_version: PROGRAM_VERSION.to_owned(),
     };
     let id = commit(repo, heartbeat, &dependencies, &session, &snapshot, cancel)?;
-    Ok(BackupOutcome {
-        id,
-        snapshot,
-        unreadable: Vec::new(),
-        changed: Vec::new(),
-        disk_images: Vec::new(),
-        mount_points: Vec::new(),
-        cache_warning: None,
-        skipped: false,
-    })
+    Ok(BackupOutcome::single_entry(id, snapshot))
 }
 
 /// Why reading the stream stopped.

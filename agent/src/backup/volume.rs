@@ -26,7 +26,9 @@ use std::time::Instant;
 
 use bunker_repo_format::aligned::AlignedBuffer;
 use bunker_repo_format::config::Operation;
-use bunker_repo_format::snapshot::{ConsistencyLevel, Snapshot, SourceKind, Summary};
+use bunker_repo_format::snapshot::{
+    ConsistencyLevel, PROGRAM_VERSION, Snapshot, SourceKind, Summary,
+};
 use bunker_repo_format::tree::{Entry, Extent, Node, Timestamp, Tree, is_valid_name};
 use bunker_repo_format::{BlobId, BlobKind, BlobWriter, PackId, Repository, SnapshotId};
 use rayon::prelude::*;
@@ -194,19 +196,10 @@ pub fn backup_volume(
         excludes: Vec::new(),
         summary,
         errors: Vec::new(),
-        program_version: concat!("bunker ", env!("CARGO_PKG_VERSION")).to_owned(),
+        program_version: PROGRAM_VERSION.to_owned(),
     };
     let id = commit(repo, heartbeat, &dependencies, &session, &snapshot, cancel)?;
-    Ok(BackupOutcome {
-        id,
-        snapshot,
-        unreadable: Vec::new(),
-        changed: Vec::new(),
-        disk_images: Vec::new(),
-        mount_points: Vec::new(),
-        cache_warning: None,
-        skipped: false,
-    })
+    Ok(BackupOutcome::single_entry(id, snapshot))
 }
 
 /// The entry's name: `--name`, or the device's base name.
