@@ -10,7 +10,7 @@ use crate::crypto::{MasterKey, SealingSession};
 use crate::error::{Error, Result};
 use crate::id::{AuditId, SnapshotId};
 use crate::object::{ObjectKind, open_session_object, seal_session_object};
-use crate::tree::Timestamp;
+use crate::tree::{Timestamp, decode_timestamp};
 
 const BODY_VERSION: u8 = 1;
 
@@ -64,18 +64,8 @@ impl AuditRecord {
     /// Decodes the body plaintext.
     pub fn decode_body(bytes: &[u8]) -> std::result::Result<Self, DecodeError> {
         let mut dec = Decoder::new(bytes);
-        let version = dec.u8("audit version")?;
-        if version != BODY_VERSION {
-            return Err(DecodeError::invalid(
-                "audit version",
-                format!("{version} is not supported"),
-            ));
-        }
-        let sec = dec.i64("time")?;
-        let nsec = dec.u32("time")?;
-        if nsec >= 1_000_000_000 {
-            return Err(DecodeError::invalid("time", "nanoseconds out of range"));
-        }
+        dec.version("audit version", BODY_VERSION)?;
+        let time = decode_timestamp(&mut dec, "time")?;
         let host = dec.string("host")?;
         let user = dec.string("user")?;
         let operation = dec.string("operation")?;
@@ -96,7 +86,7 @@ impl AuditRecord {
             return Err(DecodeError::invalid("audit record", "trailing bytes"));
         }
         Ok(AuditRecord {
-            time: Timestamp { sec, nsec },
+            time,
             host,
             user,
             operation,

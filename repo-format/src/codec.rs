@@ -183,6 +183,17 @@ impl<'a> Decoder<'a> {
         Ok(self.array::<1>(field)?[0])
     }
 
+    /// Reads a format version byte and fails unless it is `supported`.
+    pub fn version(&mut self, field: &'static str, supported: u8) -> Result<(), DecodeError> {
+        match self.u8(field)? {
+            version if version == supported => Ok(()),
+            version => Err(DecodeError::invalid(
+                field,
+                format!("{version} is not supported (this build reads {supported})"),
+            )),
+        }
+    }
+
     /// Reads a little-endian `u16`.
     pub fn u16(&mut self, field: &'static str) -> Result<u16, DecodeError> {
         Ok(u16::from_le_bytes(self.array(field)?))
@@ -287,5 +298,17 @@ mod tests {
             dec.count(32, "entries"),
             Err(DecodeError::Invalid { .. })
         ));
+    }
+
+    #[test]
+    fn only_the_supported_version_is_read() {
+        assert!(Decoder::new(&[3, 9]).version("tree version", 3).is_ok());
+        let mut dec = Decoder::new(&[4]);
+        let error = dec.version("tree version", 3).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "invalid tree version: 4 is not supported (this build reads 3)"
+        );
+        assert!(Decoder::new(&[]).version("tree version", 3).is_err());
     }
 }

@@ -22,7 +22,7 @@ use crate::id::{SnapshotId, content_hash};
 use crate::object::{HEADER_LEN, ObjectKind};
 use crate::object_lock::locked_until;
 use crate::repository::Repository;
-use crate::tree::Timestamp;
+use crate::tree::{Timestamp, decode_timestamp};
 
 const BODY_VERSION: u8 = 1;
 
@@ -56,26 +56,13 @@ impl ForgetMarker {
     /// Decodes the body plaintext.
     pub fn decode_body(bytes: &[u8]) -> std::result::Result<Self, DecodeError> {
         let mut dec = Decoder::new(bytes);
-        let version = dec.u8("forget marker version")?;
-        if version != BODY_VERSION {
-            return Err(DecodeError::invalid(
-                "forget marker version",
-                format!("{version} is not supported"),
-            ));
-        }
-        let sec = dec.i64("time")?;
-        let nsec = dec.u32("time")?;
-        if nsec >= 1_000_000_000 {
-            return Err(DecodeError::invalid("time", "nanoseconds out of range"));
-        }
+        dec.version("forget marker version", BODY_VERSION)?;
+        let time = decode_timestamp(&mut dec, "time")?;
         let snapshot = SnapshotId::from_bytes(dec.array("snapshot")?);
         if dec.remaining() != 0 {
             return Err(DecodeError::invalid("forget marker", "trailing bytes"));
         }
-        Ok(ForgetMarker {
-            time: Timestamp { sec, nsec },
-            snapshot,
-        })
+        Ok(ForgetMarker { time, snapshot })
     }
 
     /// Seals the marker with the forget key; returns its object name and bytes.

@@ -8,7 +8,7 @@ use crate::crypto::{MasterKey, SealingSession};
 use crate::error::{Error, Result};
 use crate::id::{BlobId, SnapshotId};
 use crate::object::{ObjectKind, open_session_object, seal_session_object};
-use crate::tree::Timestamp;
+use crate::tree::{Timestamp, decode_timestamp};
 
 const BODY_VERSION: u8 = 1;
 
@@ -194,18 +194,8 @@ impl Snapshot {
     /// Decodes the body plaintext.
     pub fn decode_body(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut dec = Decoder::new(bytes);
-        let version = dec.u8("snapshot version")?;
-        if version != BODY_VERSION {
-            return Err(DecodeError::invalid(
-                "snapshot version",
-                format!("{version} is not supported"),
-            ));
-        }
-        let sec = dec.i64("time")?;
-        let nsec = dec.u32("time")?;
-        if nsec >= 1_000_000_000 {
-            return Err(DecodeError::invalid("time", "nanoseconds out of range"));
-        }
+        dec.version("snapshot version", BODY_VERSION)?;
+        let time = decode_timestamp(&mut dec, "time")?;
         let host = dec.string("host")?;
         let username = dec.string("username")?;
         let path_count = dec.count(4, "path count")?;
@@ -270,7 +260,7 @@ impl Snapshot {
         let program_version = dec.string("program version")?;
         dec.finish()?;
         Ok(Snapshot {
-            time: Timestamp { sec, nsec },
+            time,
             host,
             username,
             paths,

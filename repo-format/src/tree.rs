@@ -321,13 +321,7 @@ impl Tree {
     /// Decodes and validates a tree blob's plaintext.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut dec = Decoder::new(bytes);
-        let version = dec.u8("tree version")?;
-        if version != TREE_VERSION {
-            return Err(DecodeError::invalid(
-                "tree version",
-                format!("version {version} is not supported (this build reads {TREE_VERSION})"),
-            ));
-        }
+        dec.version("tree version", TREE_VERSION)?;
         let count = dec.count(MIN_ENTRY_LEN, "tree entry count")?;
         let mut entries = Vec::with_capacity(count);
         for _ in 0..count {
@@ -346,7 +340,11 @@ fn encode_timestamp(enc: &mut Encoder, t: Timestamp) {
     enc.i64(t.sec).u32(t.nsec);
 }
 
-fn decode_timestamp(dec: &mut Decoder<'_>, field: &'static str) -> Result<Timestamp, DecodeError> {
+/// Reads a [`Timestamp`], refusing nanoseconds of a second or more.
+pub(crate) fn decode_timestamp(
+    dec: &mut Decoder<'_>,
+    field: &'static str,
+) -> Result<Timestamp, DecodeError> {
     let sec = dec.i64(field)?;
     let nsec = dec.u32(field)?;
     if nsec >= 1_000_000_000 {

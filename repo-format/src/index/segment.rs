@@ -117,13 +117,7 @@ fn split<'a>(bytes: &'a [u8], object: &str) -> Result<Split<'a>> {
 
 fn decode_ids(plaintext: &[u8]) -> Result<Vec<(PackId, BlobKind, Vec<BlobId>)>, DecodeError> {
     let mut dec = Decoder::new(plaintext);
-    let version = dec.u8("id section version")?;
-    if version != SECTION_VERSION {
-        return Err(DecodeError::invalid(
-            "id section version",
-            format!("{version} is not supported"),
-        ));
-    }
+    dec.version("id section version", SECTION_VERSION)?;
     let pack_count = dec.count(32 + 1 + 4, "pack count")?;
     let mut packs = Vec::with_capacity(pack_count);
     for _ in 0..pack_count {

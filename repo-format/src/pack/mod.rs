@@ -84,13 +84,7 @@ pub fn encode_trailer(entries: &[PackEntry]) -> Vec<u8> {
 /// Decodes the trailer plaintext.
 pub fn decode_trailer(bytes: &[u8]) -> Result<Vec<PackEntry>, DecodeError> {
     let mut dec = Decoder::new(bytes);
-    let version = dec.u8("trailer version")?;
-    if version != TRAILER_VERSION {
-        return Err(DecodeError::invalid(
-            "trailer version",
-            format!("version {version} is not supported"),
-        ));
-    }
+    dec.version("trailer version", TRAILER_VERSION)?;
     let count = dec.count(TRAILER_ENTRY_LEN, "trailer entry count")?;
     let mut entries = Vec::with_capacity(count);
     for _ in 0..count {
