@@ -115,6 +115,18 @@ impl Agent {
         Ok(dir)
     }
 
+    /// The policy's sources with these names, in this order; an unknown name is an error.
+    fn sources_named(&self, names: &[String]) -> Result<Vec<&Source>, AgentError> {
+        names
+            .iter()
+            .map(|name| {
+                self.policy
+                    .source(name)
+                    .ok_or_else(|| AgentError::UnknownSource(name.clone()))
+            })
+            .collect()
+    }
+
     /// Runs the named sources now (all sources that are due, or never ran, when `names`
     /// is empty), one after another; then the due drills of those sources (or of every
     /// source), see [`drills`]. Returns their reports.
@@ -137,14 +149,7 @@ impl Agent {
                 )
                 .collect()
         } else {
-            names
-                .iter()
-                .map(|n| {
-                    self.policy
-                        .source(n)
-                        .ok_or_else(|| AgentError::UnknownSource(n.clone()))
-                })
-                .collect::<Result<_, _>>()?
+            self.sources_named(names)?
         };
         let mut reports = Vec::new();
         for source in chosen {

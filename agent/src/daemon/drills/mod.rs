@@ -201,14 +201,7 @@ impl Agent {
                 .filter(|s| s.verify.is_some())
                 .collect()
         } else {
-            names
-                .iter()
-                .map(|n| {
-                    self.policy
-                        .source(n)
-                        .ok_or_else(|| AgentError::UnknownSource(n.clone()))
-                })
-                .collect::<Result<_, _>>()?
+            self.sources_named(names)?
         };
         let dir = self.state_dir()?;
         let mut state = AgentState::load(&dir);
