@@ -41,6 +41,22 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
+/// `n` and the noun for that many: `1 file`, `0 files`, `2 directories`.
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// A tree's entries in words: `3 files (12 B), 1 directory, 0 other entries`.
+pub fn entries(files: u64, bytes_of_files: u64, dirs: u64, others: u64) -> String {
+    format!(
+        "{} ({}), {}, {}",
+        count(files, "file", "files"),
+        bytes(bytes_of_files),
+        count(dirs, "directory", "directories"),
+        count(others, "other entry", "other entries"),
+    )
+}
+
 /// The summary as JSON.
 pub fn summary_json(s: &Summary) -> Value {
     json!({
@@ -132,5 +148,25 @@ pub fn set_bytes(value: &mut Value, key: &str, bytes: &[u8]) {
             value[key] = Value::from(String::from_utf8_lossy(bytes).into_owned());
             value[format!("{key}_hex")] = Value::from(hex::encode(bytes));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_take_the_noun_for_that_many() {
+        assert_eq!(count(0, "file", "files"), "0 files");
+        assert_eq!(count(1, "file", "files"), "1 file");
+        assert_eq!(count(2, "directory", "directories"), "2 directories");
+        assert_eq!(
+            entries(1, 12, 1, 3),
+            "1 file (12 B), 1 directory, 3 other entries"
+        );
+        assert_eq!(
+            entries(2, 2048, 0, 1),
+            "2 files (2.00 KiB), 0 directories, 1 other entry"
+        );
     }
 }

@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -914,6 +915,53 @@ fn second_backup_of_an_unchanged_tree_adds_almost_nothing() {
     set_mode("random.bin");
     assert_eq!(unchanged_and_read(&["--ignore-inode"]), (202, 0, false));
     assert_eq!(unchanged_and_read(&[]), (202, 0, false));
+}
+
+#[test]
+fn text_summaries_count_one_entry_in_the_singular() {
+    let t = TestDir::new();
+    let src = t.join("src");
+    write_file(&src.join("sub/hello.txt"), b"hello");
+    std::os::unix::fs::symlink("sub/hello.txt", src.join("link")).expect("symlink");
+    let b = t.bunker();
+    b.init();
+    let backup = b.backup(&[&src], &[]);
+    backup.ok();
+    assert!(backup.stdout.contains("  1 file (5 B), "), "{backup}");
+    assert!(backup.stdout.contains(", 1 other entry\n"), "{backup}");
+    assert!(
+        backup
+            .stdout
+            .contains("files 1 new, 0 changed, 0 unchanged"),
+        "{backup}"
+    );
+    let listed = b.run(["snapshots"]);
+    listed.ok();
+    assert!(listed.stdout.ends_with("\n1 snapshot\n"), "{listed}");
+    let restored = b.run([
+        OsStr::new("restore"),
+        OsStr::new(&format!("latest:{}", s(&src))),
+        OsStr::new("--target"),
+        t.join("restored").as_os_str(),
+        OsStr::new("--verify"),
+    ]);
+    restored.ok();
+    assert!(
+        restored
+            .stdout
+            .contains(": 1 file (5 B), 1 directory, 1 other entry in "),
+        "{restored}"
+    );
+    assert!(
+        restored
+            .stdout
+            .contains("read back and verified 1 file (5 B)"),
+        "{restored}"
+    );
+    assert_eq!(
+        fs::read(t.join("restored/sub/hello.txt")).expect("restored file"),
+        b"hello"
+    );
 }
 
 /// Sets a directory's modification time (its "last used" stamp) `days` back.

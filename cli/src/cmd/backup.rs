@@ -17,7 +17,7 @@ use serde_json::json;
 
 use crate::args::{BackupArgs, GlobalOptions};
 use crate::lists::{self, ListFormat};
-use crate::output::{bytes, print_json, summary_json};
+use crate::output::{bytes, count, entries, print_json, summary_json};
 use crate::progress::Display;
 use crate::{exit, repo};
 
@@ -210,17 +210,10 @@ fn report(
         } else {
             writeln!(out, "snapshot {} saved", outcome.id.short())?;
         }
+        writeln!(out, "  {}", entries(s.files, s.bytes, s.dirs, s.others))?;
         writeln!(
             out,
-            "  {} files ({}), {} directories, {} other entries",
-            s.files,
-            bytes(s.bytes),
-            s.dirs,
-            s.others
-        )?;
-        writeln!(
-            out,
-            "  files {} new, {} changed, {} unchanged; read {}, {} {} ({} stored, dedup {}), {} new blobs, in {:.2} s",
+            "  files {} new, {} changed, {} unchanged; read {}, {} {} ({} stored, dedup {}), {}, in {:.2} s",
             s.files_new,
             s.files_changed,
             s.files_unchanged,
@@ -229,7 +222,11 @@ fn report(
             bytes(s.bytes_added),
             bytes(s.bytes_stored),
             dedup_ratio(s).map_or("n/a".to_owned(), |r| format!("{r:.2}x")),
-            s.data_blobs_added + s.tree_blobs_added,
+            count(
+                s.data_blobs_added + s.tree_blobs_added,
+                "new blob",
+                "new blobs"
+            ),
             s.duration_ms as f64 / 1000.0
         )?;
         if !outcome.disk_images.is_empty() {

@@ -20,7 +20,7 @@ use bunker_repo_format::tree::Timestamp;
 use serde_json::{Value, json};
 
 use crate::args::{ForgetArgs, GlobalOptions};
-use crate::output::{print_json, rfc3339};
+use crate::output::{count, print_json, rfc3339};
 use crate::select::readable_snapshots;
 use crate::{exit, repo};
 
@@ -64,8 +64,8 @@ pub fn run(global: &GlobalOptions, args: &ForgetArgs, cancel: &Cancel) -> Result
         if !global.json {
             writeln!(
                 std::io::stdout(),
-                "would remove {} snapshots{}",
-                removed.len(),
+                "would remove {}{}",
+                count(removed.len() as u64, "snapshot", "snapshots"),
                 if args.prune {
                     "; prune not run in a dry run"
                 } else {
@@ -105,7 +105,11 @@ pub fn run(global: &GlobalOptions, args: &ForgetArgs, cancel: &Cancel) -> Result
     }
     if !global.json {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "removed {} snapshots", removed.len())?;
+        writeln!(
+            out,
+            "removed {}",
+            count(removed.len() as u64, "snapshot", "snapshots")
+        )?;
         if let Some(last) = hidden.iter().max() {
             writeln!(
                 out,

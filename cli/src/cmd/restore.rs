@@ -22,7 +22,7 @@ use serde_json::json;
 
 use super::{restores, split_snapshot_path};
 use crate::args::{GlobalOptions, RestoreArgs};
-use crate::output::{bytes, print_json};
+use crate::output::{bytes, count, entries, print_json};
 use crate::progress::Display;
 use crate::{audit, exit, repo};
 
@@ -250,13 +250,10 @@ pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Resul
     } else {
         writeln!(
             std::io::stdout(),
-            "restored snapshot {} to {}: {} files ({}), {} directories, {} other entries in {:.2} s",
+            "restored snapshot {} to {}: {} in {:.2} s",
             id.short(),
             target.display(),
-            outcome.files,
-            bytes(outcome.bytes),
-            outcome.dirs,
-            outcome.others,
+            entries(outcome.files, outcome.bytes, outcome.dirs, outcome.others),
             seconds
         )?;
         if let Some(lease) = &lease {
@@ -272,16 +269,16 @@ pub fn run(global: &GlobalOptions, args: &RestoreArgs, cancel: &Cancel) -> Resul
         if outcome.files_skipped > 0 {
             writeln!(
                 std::io::stdout(),
-                "{} files ({}) were already in place and left alone",
-                outcome.files_skipped,
+                "{} ({}) already in place and left alone",
+                count(outcome.files_skipped, "file", "files"),
                 bytes(outcome.bytes_skipped)
             )?;
         }
         if args.verify {
             writeln!(
                 std::io::stdout(),
-                "read back and verified {} files ({})",
-                outcome.files_verified,
+                "read back and verified {} ({})",
+                count(outcome.files_verified, "file", "files"),
                 bytes(outcome.bytes_verified)
             )?;
         }
@@ -328,19 +325,19 @@ fn print_preview(
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "dry run: restoring snapshot {} to {} would write {} of {} files ({}); {} files ({}) \
-         are in place already; {} directories, {} other entries",
+        "dry run: restoring snapshot {} to {} would write {} of {} ({}); {} ({}) in place \
+         already; {}, {}",
         id.short(),
         target.display(),
         outcome
             .files
             .saturating_sub(outcome.files_skipped + outcome.files_kept),
-        outcome.files,
+        count(outcome.files, "file", "files"),
         bytes(outcome.bytes),
-        outcome.files_skipped,
+        count(outcome.files_skipped, "file", "files"),
         bytes(outcome.bytes_skipped),
-        outcome.dirs,
-        outcome.others
+        count(outcome.dirs, "directory", "directories"),
+        count(outcome.others, "other entry", "other entries"),
     )?;
     if outcome.kept > 0 {
         writeln!(

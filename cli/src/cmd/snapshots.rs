@@ -10,7 +10,9 @@ use bunker_repo_format::snapshot::Snapshot;
 use serde_json::{Value, json};
 
 use crate::args::{GlobalOptions, SnapshotsArgs};
-use crate::output::{bytes, local_time, path_strings, print_json, snapshot_json, tag_strings};
+use crate::output::{
+    bytes, count, local_time, path_strings, print_json, snapshot_json, tag_strings,
+};
 use crate::select::readable_snapshots;
 use crate::{exit, repo};
 
@@ -134,6 +136,10 @@ fn print_table(out: &mut impl Write, snapshots: &[(SnapshotId, Snapshot)]) -> Re
             path_strings(s).join(" ")
         )?;
     }
-    writeln!(out, "{} snapshots", snapshots.len())?;
+    writeln!(
+        out,
+        "{}",
+        count(snapshots.len() as u64, "snapshot", "snapshots")
+    )?;
     Ok(())
 }

@@ -11,7 +11,7 @@ use bunker_repo_format::snapshot::{Snapshot, SourceKind};
 use serde_json::json;
 
 use crate::args::{GlobalOptions, VerifyArgs};
-use crate::output::{bytes, print_json, rfc3339};
+use crate::output::{bytes, count, print_json, rfc3339};
 use crate::policy_file::PolicyFile;
 use crate::{exit, repo};
 
@@ -138,14 +138,14 @@ pub(crate) fn print_line(report: &DrillReport, program: &str) -> Result<()> {
     };
     write!(
         out,
-        "{} snapshot {} source {} ({}): RTO {:.2} s, verify {:.2} s, {} files, {}",
+        "{} snapshot {} source {} ({}): RTO {:.2} s, verify {:.2} s, {}, {}",
         if report.passed() { "PASS" } else { "FAIL" },
         report.snapshot.short(),
         source,
         report.kind,
         report.restore_time.as_secs_f64(),
         report.verify_time.as_secs_f64(),
-        report.files,
+        count(report.files, "file", "files"),
         bytes(report.bytes),
     )?;
     if !report.checks.is_empty() {
