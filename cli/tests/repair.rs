@@ -527,6 +527,10 @@ fn repair_packs_salvages_a_damaged_pack_and_the_next_backup_makes_every_snapshot
             .contains(&format!("bunker repair packs {victim}\n")),
         "check names the way out: {out}"
     );
+    assert!(
+        out.stdout.contains(", 1 snapshot affected\n"),
+        "check counts the one snapshot damaged: {out}"
+    );
 
     // Every pack read: the damaged one is found; a dry run changes nothing.
     let before = files_under(b.repo());

@@ -7,7 +7,7 @@ use bunker_repo_format::check::{CheckOptions, ReadData, VerifiedPacks, check};
 use serde_json::{Value, json};
 
 use crate::args::{CheckArgs, GlobalOptions};
-use crate::output::{bytes, print_json};
+use crate::output::{bytes, count, print_json};
 use crate::{exit, repo};
 
 pub fn run(global: &GlobalOptions, args: &CheckArgs) -> Result<u8> {
@@ -118,9 +118,13 @@ pub fn run(global: &GlobalOptions, args: &CheckArgs) -> Result<u8> {
         } else {
             writeln!(
                 out,
-                "damage found: {} errors, {} snapshots affected",
-                report.errors.len(),
-                report.broken_snapshots.len()
+                "damage found: {}, {} affected",
+                count(report.errors.len() as u64, "error", "errors"),
+                count(
+                    report.broken_snapshots.len() as u64,
+                    "snapshot",
+                    "snapshots"
+                )
             )?;
             let mut packs: Vec<&str> = report
                 .errors
