@@ -935,6 +935,11 @@ fn text_summaries_count_one_entry_in_the_singular() {
             .contains("files 1 new, 0 changed, 0 unchanged"),
         "{backup}"
     );
+    // Deduplication counts file data only: the trees a first backup adds leave it at 1.
+    assert!(
+        backup.stdout.contains(" stored, dedup 1.00x), "),
+        "{backup}"
+    );
     let listed = b.run(["snapshots"]);
     listed.ok();
     assert!(listed.stdout.ends_with("\n1 snapshot\n"), "{listed}");

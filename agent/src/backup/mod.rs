@@ -300,12 +300,15 @@ pub struct BackupOutcome {
     /// Nothing changed since the parent and `skip_if_unchanged` was asked: no snapshot was
     /// written, and `id` is the parent's.
     pub skipped: bool,
+    /// Plaintext bytes of the new data blobs: the summary's `bytes_added` without the
+    /// trees, what deduplication is measured against.
+    pub data_bytes_added: u64,
 }
 
 impl BackupOutcome {
     /// The outcome of a backup of one stream or volume: read whole or not at all, so
     /// nothing to list as unreadable, changed or left out.
-    fn single_entry(id: SnapshotId, snapshot: Snapshot) -> BackupOutcome {
+    fn single_entry(id: SnapshotId, snapshot: Snapshot, data_bytes_added: u64) -> BackupOutcome {
         BackupOutcome {
             id,
             snapshot,
@@ -315,6 +318,7 @@ impl BackupOutcome {
             mount_points: Vec::new(),
             cache_warning: None,
             skipped: false,
+            data_bytes_added,
         }
     }
 }
@@ -534,6 +538,7 @@ pub fn backup(
         mount_points: finished.mount_points,
         cache_warning,
         skipped,
+        data_bytes_added: stats.data_bytes_added,
     })
 }
 

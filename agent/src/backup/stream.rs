@@ -292,7 +292,11 @@ fn backup_stream_checked(
         program_version: PROGRAM_VERSION.to_owned(),
     };
     let id = commit(repo, heartbeat, &dependencies, &session, &snapshot, cancel)?;
-    Ok(BackupOutcome::single_entry(id, snapshot))
+    Ok(BackupOutcome::single_entry(
+        id,
+        snapshot,
+        stats.data_bytes_added,
+    ))
 }
 
 /// Why reading the stream stopped.

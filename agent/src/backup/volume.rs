@@ -199,7 +199,11 @@ pub fn backup_volume(
         program_version: PROGRAM_VERSION.to_owned(),
     };
     let id = commit(repo, heartbeat, &dependencies, &session, &snapshot, cancel)?;
-    Ok(BackupOutcome::single_entry(id, snapshot))
+    Ok(BackupOutcome::single_entry(
+        id,
+        snapshot,
+        stats.data_bytes_added,
+    ))
 }
 
 /// The entry's name: `--name`, or the device's base name.

@@ -12,7 +12,6 @@ use bunker_agent::backup::{
 };
 use bunker_agent::platform;
 use bunker_agent::progress::Progress;
-use bunker_repo_format::snapshot::Summary;
 use serde_json::json;
 
 use crate::args::{BackupArgs, GlobalOptions};
@@ -191,7 +190,7 @@ fn report(
             "short_id": id.map(|id| id.short()),
             "parent": outcome.snapshot.parent.map(|p| p.to_hex()),
             "summary": summary_json(s),
-            "dedup_ratio": dedup_ratio(s),
+            "dedup_ratio": dedup_ratio(s.bytes_read, outcome.data_bytes_added),
             "unreadable": outcome.unreadable,
             "changed": outcome.changed,
             "disk_images": outcome.disk_images,
@@ -221,7 +220,8 @@ fn report(
             if dry_run { "would add" } else { "added" },
             bytes(s.bytes_added),
             bytes(s.bytes_stored),
-            dedup_ratio(s).map_or("n/a".to_owned(), |r| format!("{r:.2}x")),
+            dedup_ratio(s.bytes_read, outcome.data_bytes_added)
+                .map_or("n/a".to_owned(), |r| format!("{r:.2}x")),
             count(
                 s.data_blobs_added + s.tree_blobs_added,
                 "new blob",
@@ -254,8 +254,11 @@ fn report(
 /// Bytes read per byte of new data (1.0: nothing deduplicated); `None` when nothing was
 /// added, or nothing read (new trees alone are no measure of deduplication: a backup that
 /// read no file but stored a changed directory is not "0.00x").
-fn dedup_ratio(s: &Summary) -> Option<f64> {
-    (s.bytes_added > 0 && s.bytes_read > 0).then(|| s.bytes_read as f64 / s.bytes_added as f64)
+/// File bytes read per byte of new data stored (before compression): 1.00x when every
+/// chunk read was new. The trees a backup adds are left out, so a first backup of small
+/// files does not come out below one.
+fn dedup_ratio(bytes_read: u64, data_bytes_added: u64) -> Option<f64> {
+    (data_bytes_added > 0 && bytes_read > 0).then(|| bytes_read as f64 / data_bytes_added as f64)
 }
 
 #[cfg(test)]
@@ -264,13 +267,8 @@ mod tests {
 
     #[test]
     fn dedup_ratio_needs_bytes_read_and_added() {
-        let summary = |bytes_read, bytes_added| Summary {
-            bytes_read,
-            bytes_added,
-            ..Summary::default()
-        };
-        assert_eq!(dedup_ratio(&summary(300, 100)), Some(3.0));
-        assert_eq!(dedup_ratio(&summary(300, 0)), None);
-        assert_eq!(dedup_ratio(&summary(0, 282)), None);
+        assert_eq!(dedup_ratio(300, 100), Some(3.0));
+        assert_eq!(dedup_ratio(300, 0), None);
+        assert_eq!(dedup_ratio(0, 282), None);
     }
 }

@@ -21,6 +21,8 @@ pub struct WriteStats {
     pub tree_blobs: u64,
     /// Plaintext bytes of new blobs.
     pub bytes_added: u64,
+    /// Plaintext bytes of the new data blobs (a part of `bytes_added`).
+    pub data_bytes_added: u64,
     /// Bytes of packs uploaded.
     pub bytes_stored: u64,
     /// Packs uploaded.
@@ -219,7 +221,10 @@ impl<'a> BlobWriter<'a> {
         };
         self.added.insert(&blob.id);
         match blob.kind {
-            BlobKind::Data => self.stats.data_blobs += 1,
+            BlobKind::Data => {
+                self.stats.data_blobs += 1;
+                self.stats.data_bytes_added += u64::from(blob.raw_length);
+            }
             BlobKind::Tree => self.stats.tree_blobs += 1,
         }
         self.stats.bytes_added += u64::from(blob.raw_length);
