@@ -7,7 +7,12 @@ set -u
 cd "$(dirname "$0")/.."
 src=${1:-${PEERBENCH_DATA:-/var/tmp/peerbench}/pristine/src}
 work=${BENCH_WORK:-target/compare-restic}
-rm -rf "$work" && mkdir -p "$work"
+# The restores below create whole trees: a previous run's, deleted here, is waited out first
+# on a filesystem whose inode allocator would pass over its inodes (recent-deletions.sh).
+. benches/recent-deletions.sh
+if [[ -e $work ]]; then rm -rf "$work" && note_deletions "$(dirname "$work")"; fi
+mkdir -p "$work"
+wait_out_deletions "$(dirname "$work")"
 cargo build --release --locked -p bunker-cli >/dev/null 2>&1
 bunker=$PWD/target/release/bunker
 find "$src" -type f -print0 | xargs -0 cat > /dev/null   # both tools read from page cache

@@ -7,7 +7,8 @@
 # usage: benches/peers.sh [CORPUS] [CONFIG...]
 #   CORPUS  src (default) | vol | mixed | tiny       (built here when missing)
 #   CONFIG  peers to run beside bunker (default: restic rustic borg-zstd3)
-# env: REPS (default 1), PEERBENCH_DATA (default /var/tmp/peerbench), SKIP_INSTALL=1.
+# env: REPS (default 1), PEERBENCH_DATA (default /var/tmp/peerbench), SKIP_INSTALL=1,
+#   EMPTY_TRASH=0 (keep the harness's finished repositories and restores in its trash).
 # Installs what is missing (root; from the registries): restic and borgbackup (apt), rustic
 # (`cargo install rustic-rs --locked` into target/peer-tools, ~12 min once). Run it on a quiet
 # machine: the harness records other CPU use per phase in results.tsv (column other_cpu_s).
@@ -65,15 +66,23 @@ fi
 cargo build --release --locked -p bunker-cli
 export BUNKER_BIN=$root/target/release/bunker
 results=${RESULTS:-$data/results/bunker-$corpus-$(date +%Y%m%d-%H%M%S)}
-RESULTS=$results "$harness/peers.sh" "$corpus" bunker "${peers[@]}"
+
+# Restores and the `cp -a` below create whole trees: nothing is deleted from the start of
+# the harness until the last of them, and a run begun soon after the last one's deletions
+# first waits them out (see recent-deletions.sh). The harness's trash is emptied here, last.
+. benches/recent-deletions.sh
+cp_target=$data/cp-a-target
+if [[ -e $cp_target ]]; then rm -rf "$cp_target" && note_deletions "$data"; fi
+wait_out_deletions "$data"
+RESULTS=$results EMPTY_TRASH=0 "$harness/peers.sh" "$corpus" bunker "${peers[@]}"
 
 # The floor for a restore: `cp -a` of the same tree into a fresh directory on the same
 # filesystem, right after the harness (source in the page cache, as a restore's repository is).
-cp_target=$data/cp-a-target
-rm -rf "$cp_target"
 sync
 /usr/bin/time -f "%e %U %S %M" -o "$results/cp-a.time" cp -a "$data/pristine/$corpus" "$cp_target"
 rm -rf "$cp_target"
+[[ ${EMPTY_TRASH:-1} == 0 ]] || rm -rf "${data:?}"/trash/*
+note_deletions "$data"
 
 # bunker / peer, per phase (wall time, CPU, peak RSS, repository size), and the performance
 # issue's targets judged on them; kept beside the harness's report.
