@@ -7,7 +7,8 @@
 # a tree then costs any tool, restic and `cp -a` as much as bunker, 5-50 s of system time in
 # the allocator instead of 2 (docs/PERFORMANCE.md, session 39). A script that deletes a tree
 # notes it here; one that is about to measure the creation of a tree waits until the
-# deletions noted no longer count.
+# deletions noted no longer count. (benches/restore-vs-cp.sh instead gives each run a
+# filesystem of its own.)
 
 # Seconds after which a freed inode is taken again even from a dirty inode table block.
 RECENT_DELETION_S=360

@@ -8,7 +8,7 @@
 # into a new ext4 (with a journal) made on a sparse image and loop-mounted for that one run.
 #
 # Why a filesystem per run: on an ext4 without a journal (this machine's root), the inode
-# allocator skips every inode freed in the last 60 to 300 seconds, reading its inode-table
+# allocator skips every inode freed in the last 60 to 360 seconds, reading its inode-table
 # block each time (`recently_deleted` in fs/ext4/ialloc.c). After a tree of 78k files was
 # deleted, creating the next one costs seconds of system time: the same restore took 4 s or
 # 20 s depending on what was removed before it, and so did `cp -a`.
