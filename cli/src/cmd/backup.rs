@@ -251,12 +251,10 @@ fn report(
     })
 }
 
-/// Bytes read per byte of new data (1.0: nothing deduplicated); `None` when nothing was
-/// added, or nothing read (new trees alone are no measure of deduplication: a backup that
-/// read no file but stored a changed directory is not "0.00x").
 /// File bytes read per byte of new data stored (before compression): 1.00x when every
 /// chunk read was new. The trees a backup adds are left out, so a first backup of small
-/// files does not come out below one.
+/// files does not come out below one. `None` when no data was added or nothing was read
+/// (a backup that read no file but stored a changed directory is not "0.00x").
 fn dedup_ratio(bytes_read: u64, data_bytes_added: u64) -> Option<f64> {
     (data_bytes_added > 0 && bytes_read > 0).then(|| bytes_read as f64 / data_bytes_added as f64)
 }
