@@ -10,7 +10,7 @@ use crate::crypto::{MasterKey, SealingSession};
 use crate::error::{Error, Result};
 use crate::id::{AuditId, SnapshotId};
 use crate::object::{ObjectKind, open_session_object, seal_session_object};
-use crate::tree::{Timestamp, decode_timestamp};
+use crate::tree::{Timestamp, decode_timestamp, encode_timestamp};
 
 const BODY_VERSION: u8 = 1;
 
@@ -44,7 +44,8 @@ impl AuditRecord {
     /// Encodes the body plaintext.
     pub fn encode_body(&self) -> Vec<u8> {
         let mut enc = Encoder::new();
-        enc.u8(BODY_VERSION).i64(self.time.sec).u32(self.time.nsec);
+        enc.u8(BODY_VERSION);
+        encode_timestamp(&mut enc, self.time);
         enc.str(&self.host).str(&self.user);
         enc.str(&self.operation)
             .str(&self.target)

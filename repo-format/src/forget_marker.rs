@@ -22,7 +22,7 @@ use crate::id::{SnapshotId, content_hash};
 use crate::object::{HEADER_LEN, ObjectKind};
 use crate::object_lock::locked_until;
 use crate::repository::Repository;
-use crate::tree::{Timestamp, decode_timestamp};
+use crate::tree::{Timestamp, decode_timestamp, encode_timestamp};
 
 const BODY_VERSION: u8 = 1;
 
@@ -46,10 +46,9 @@ impl ForgetMarker {
     /// Encodes the body plaintext.
     pub fn encode_body(&self) -> Vec<u8> {
         let mut enc = Encoder::new();
-        enc.u8(BODY_VERSION)
-            .i64(self.time.sec)
-            .u32(self.time.nsec)
-            .raw(self.snapshot.as_bytes());
+        enc.u8(BODY_VERSION);
+        encode_timestamp(&mut enc, self.time);
+        enc.raw(self.snapshot.as_bytes());
         enc.finish()
     }
 

@@ -336,7 +336,8 @@ impl Tree {
 /// Smallest possible encoded entry, used to bound forged counts.
 const MIN_ENTRY_LEN: usize = 4 + 1 + 12 + 8 + 36 + 24 + 1 + 4;
 
-fn encode_timestamp(enc: &mut Encoder, t: Timestamp) {
+/// Writes a [`Timestamp`] as [`decode_timestamp`] reads it.
+pub(crate) fn encode_timestamp(enc: &mut Encoder, t: Timestamp) {
     enc.i64(t.sec).u32(t.nsec);
 }
 
