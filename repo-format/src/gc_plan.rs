@@ -11,7 +11,7 @@ use crate::crypto::WriterKey;
 use crate::error::{Error, Result};
 use crate::id::{PackId, content_hash};
 use crate::object::{HEADER_LEN, ObjectKind};
-use crate::tree::Timestamp;
+use crate::tree::{Timestamp, decode_timestamp, encode_timestamp};
 
 const BODY_VERSION: u8 = 1;
 
@@ -34,10 +34,9 @@ impl GcPlan {
     /// Seals the plan and names it (`gc/<hex>`).
     pub fn encode(&self, writer: &WriterKey) -> (String, Vec<u8>) {
         let mut body = Encoder::new();
-        body.u8(BODY_VERSION)
-            .i64(self.client_time.sec)
-            .u32(self.client_time.nsec)
-            .count(self.packs.len());
+        body.u8(BODY_VERSION);
+        encode_timestamp(&mut body, self.client_time);
+        body.count(self.packs.len());
         for (pack, kind) in &self.packs {
             body.raw(pack.as_bytes()).u8(kind.byte());
         }
@@ -66,10 +65,7 @@ impl GcPlan {
                 what: format!("gc plan version {version}"),
             });
         }
-        let client_time = Timestamp {
-            sec: dec.i64("client time").map_err(corrupt)?,
-            nsec: dec.u32("client time").map_err(corrupt)?,
-        };
+        let client_time = decode_timestamp(&mut dec, "client time").map_err(corrupt)?;
         let count = dec.count(33, "pack count").map_err(corrupt)?;
         let mut packs = Vec::with_capacity(count);
         for _ in 0..count {
@@ -92,10 +88,10 @@ mod tests {
 
     proptest! {
         #[test]
-        fn plan_round_trips(packs in proptest::collection::vec((any::<[u8; 32]>(), any::<bool>()), 0..20), sec: i64) {
+        fn plan_round_trips(packs in proptest::collection::vec((any::<[u8; 32]>(), any::<bool>()), 0..20), sec: i64, nsec in 0u32..1_000_000_000) {
             let master = MasterKey::from_parts([1; 32], [2; 32]);
             let plan = GcPlan {
-                client_time: Timestamp { sec, nsec: 0 },
+                client_time: Timestamp { sec, nsec },
                 packs: packs.into_iter().map(|(p, tree)| (PackId::from_bytes(p), if tree { BlobKind::Tree } else { BlobKind::Data })).collect(),
             };
             let (name, bytes) = plan.encode(master.writer());
@@ -105,5 +101,23 @@ mod tests {
             broken[HEADER_LEN + 3] ^= 1;
             prop_assert!(GcPlan::decode(&broken, master.writer(), &name).is_err());
         }
+    }
+
+    #[test]
+    fn a_plan_with_a_second_of_nanoseconds_is_refused() {
+        let master = MasterKey::from_parts([1; 32], [2; 32]);
+        let plan = GcPlan {
+            client_time: Timestamp {
+                sec: 5,
+                nsec: 1_000_000_000,
+            },
+            packs: vec![(PackId::from_bytes([3; 32]), BlobKind::Data)],
+        };
+        let (name, bytes) = plan.encode(master.writer());
+        let error = GcPlan::decode(&bytes, master.writer(), &name).unwrap_err();
+        assert!(
+            error.to_string().contains("1000000000 nanoseconds"),
+            "{error}"
+        );
     }
 }

@@ -20,7 +20,7 @@ use crate::crypto::WriterKey;
 use crate::error::{Error, Result};
 use crate::id::content_hash;
 use crate::object::{HEADER_LEN, ObjectKind};
-use crate::tree::Timestamp;
+use crate::tree::{Timestamp, decode_timestamp, encode_timestamp};
 
 /// How often a running session writes a heartbeat.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(60);
@@ -56,12 +56,9 @@ impl Heartbeat {
     /// Seals the heartbeat (with the index key, which every writer holds) and names it.
     pub fn encode(&self, writer: &WriterKey) -> (String, Vec<u8>) {
         let mut body = Encoder::new();
-        body.u8(BODY_VERSION)
-            .raw(&self.session)
-            .u32(self.sequence)
-            .i64(self.client_time.sec)
-            .u32(self.client_time.nsec)
-            .str(&self.host)
+        body.u8(BODY_VERSION).raw(&self.session).u32(self.sequence);
+        encode_timestamp(&mut body, self.client_time);
+        body.str(&self.host)
             .str(&self.purpose)
             .u8(u8::from(self.ended));
         let header = ObjectKind::Heartbeat.header();
@@ -92,10 +89,7 @@ impl Heartbeat {
         let heartbeat = Heartbeat {
             session: dec.array("session id").map_err(corrupt)?,
             sequence: dec.u32("sequence").map_err(corrupt)?,
-            client_time: Timestamp {
-                sec: dec.i64("client time").map_err(corrupt)?,
-                nsec: dec.u32("client time").map_err(corrupt)?,
-            },
+            client_time: decode_timestamp(&mut dec, "client time").map_err(corrupt)?,
             host: dec.string("host").map_err(corrupt)?,
             purpose: dec.string("purpose").map_err(corrupt)?,
             ended: match dec.u8("ended").map_err(corrupt)? {
@@ -391,5 +385,27 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
         assert!(Heartbeat::decode(&bytes, master.writer(), &name).is_err());
+    }
+
+    #[test]
+    fn a_heartbeat_with_a_second_of_nanoseconds_is_refused() {
+        let master = MasterKey::from_parts([1; 32], [2; 32]);
+        let beat = Heartbeat {
+            session: [7; 16],
+            sequence: 0,
+            client_time: Timestamp {
+                sec: 5,
+                nsec: 1_000_000_000,
+            },
+            host: "host".into(),
+            purpose: "backup".into(),
+            ended: false,
+        };
+        let (name, bytes) = beat.encode(master.writer());
+        let error = Heartbeat::decode(&bytes, master.writer(), &name).unwrap_err();
+        assert!(
+            error.to_string().contains("1000000000 nanoseconds"),
+            "{error}"
+        );
     }
 }
