@@ -26,6 +26,19 @@ const PROBE_EVERY: f64 = 16.0;
 /// The longest run of writes between two probes.
 const PROBE_MOST: f64 = 1024.0;
 
+/// The write size whose cost weighs in full (a quarter of the average, a half for a
+/// probe); a smaller write weighs in proportion to its bytes. Costs are per byte, and a
+/// write's fixed latency makes a small write dear per byte: an 8 KiB direct write (a block
+/// two blobs share) took 0.8 ms, 100 ns a byte against the 1 ns of the 1 MiB writes around
+/// it, and weighed in full it made direct writes look 16 times dearer than they were, so
+/// the restore went buffered (docs/PERFORMANCE.md, session 40).
+const FULL_WEIGHT_BYTES: f64 = (1 << 20) as f64;
+
+/// A write counts as costing at most this many times its route's average: one write
+/// stalled behind something else moves the average less than twofold, where a lasting
+/// change still takes over within a few writes (a route 40 times dearer, within three).
+const SPIKE_LIMIT: f64 = 4.0;
+
 /// Picks the route of each write of a large file's whole blocks by what each route has cost
 /// per byte lately, as a writing thread waits for it.
 ///
@@ -42,7 +55,9 @@ const PROBE_MOST: f64 = 1024.0;
 /// while a probe waits or runs ([`Routes::probing`]), and the probe starts once the writes
 /// in flight are done. The route in use has its writing threads side by side, each write
 /// taking longer for sharing the disk or the lock, so its cost is divided by the writes
-/// that were in flight with it.
+/// that were in flight with it. Each route's cost is a moving average over its recent
+/// bytes: a write weighs by its size ([`FULL_WEIGHT_BYTES`]) and counts as at most a few
+/// times the average ([`SPIKE_LIMIT`]).
 #[derive(Debug, Default)]
 pub(super) struct Routes {
     /// Bytes written so far, both routes.
@@ -134,10 +149,14 @@ impl Routes {
         let cost = elapsed.as_nanos() as f64 / bytes as f64 / f64::from(sharing);
         let slot = &mut self.cost[ticket.route as usize];
         *slot = Some(match *slot {
-            // A probe weighs half (it is rare), a write of the route in use a quarter: a
-            // few writes follow a change, one slow write does not flip the choice.
-            Some(average) if ticket.probe => (average + cost) / 2.0,
-            Some(average) => average * 0.75 + cost * 0.25,
+            // A probe of FULL_WEIGHT_BYTES weighs half (it is rare), a write of the route
+            // in use a quarter: a few writes follow a change, one slow write does not flip
+            // the choice. The part of the average that stays shrinks with each byte.
+            Some(average) => {
+                let kept: f64 = if ticket.probe { 0.5 } else { 0.75 };
+                let weight = 1.0 - kept.powf(bytes as f64 / FULL_WEIGHT_BYTES);
+                average + (cost.min(average * SPIKE_LIMIT) - average) * weight
+            }
             None => cost,
         });
     }
@@ -164,8 +183,8 @@ impl Routes {
 mod tests {
     use super::*;
 
-    /// One block: the size the writes below are recorded with.
-    const BLOCK: u64 = 4096;
+    /// The size the writes below are recorded with: a write that weighs in full.
+    const BLOCK: u64 = FULL_WEIGHT_BYTES as u64;
 
     /// The routes chosen for `writes` writes of one block each, a write by a route recorded
     /// as costing `cost[route]` nanoseconds per byte (direct, then buffered).
@@ -201,14 +220,14 @@ mod tests {
         let direct = count(&chosen, Route::Direct);
         assert!((1..=10).contains(&direct), "{direct} direct probes of 2000");
 
-        // The page cache fills and buffered writes slow down: direct takes over after the
-        // first slow one (the first two writes may hold a probe and that one).
+        // The page cache fills and buffered writes slow down 40-fold: direct takes over
+        // after three slow ones (the first four writes may hold a probe and those three).
         let chosen = drive(&mut routes, 2000, [5, 40]);
         assert_eq!(
-            chosen[2..12],
+            chosen[4..14],
             [Route::Direct; 10][..],
             "{:?}",
-            &chosen[..12]
+            &chosen[..14]
         );
         let buffered = count(&chosen, Route::Buffered);
         assert!(
@@ -240,12 +259,33 @@ mod tests {
         assert!(!routes.probing());
         assert_eq!(routes.cost, [Some(7.0), Some(1.0)]);
 
-        // Alone, a slow buffered write counts in full.
+        // Alone, a buffered write 101 times dearer counts as four times: one stall does not
+        // flip the choice.
         let alone = routes.choose();
         routes.record(alone, BLOCK, nanos(101));
-        assert_eq!(routes.cost, [Some(7.0), Some(26.0)]);
+        assert_eq!(routes.cost, [Some(7.0), Some(1.75)]);
+        let next = routes.choose();
+        assert_eq!(next.route, Route::Buffered);
+        routes.record(next, 0, Duration::ZERO);
         assert_eq!(routes.written, WARM_UP + 4 * BLOCK);
         assert_eq!(routes.in_flight, 0);
+    }
+
+    #[test]
+    fn a_write_weighs_by_its_bytes() {
+        // An 8 KiB write at 100 ns a byte (its fixed latency, spread over few bytes) barely
+        // moves the average of 1 MiB writes at 1 ns a byte; a 1 MiB one moves it by a
+        // quarter of its (limited) difference.
+        let mut routes = Routes::measured(1.0, 5.0);
+        let small = routes.choose();
+        assert_eq!(small.route, Route::Direct);
+        routes.record(small, 8192, Duration::from_nanos(100 * 8192));
+        let direct = routes.cost[0].expect("measured");
+        assert!((1.0..1.01).contains(&direct), "{direct}");
+        let large = routes.choose();
+        routes.record(large, BLOCK, Duration::from_nanos(100 * BLOCK));
+        let moved = routes.cost[0].expect("measured");
+        assert!((direct + 0.74..direct + 0.76).contains(&moved), "{moved}");
     }
 
     #[test]
