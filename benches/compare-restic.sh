@@ -10,7 +10,7 @@ work=${BENCH_WORK:-target/compare-restic}
 # The restores below create whole trees: a previous run's, deleted here, is waited out first
 # on a filesystem whose inode allocator would pass over its inodes (recent-deletions.sh).
 . benches/recent-deletions.sh
-if [[ -e $work ]]; then rm -rf "$work" && note_deletions "$(dirname "$work")"; fi
+remove_tree "$work" "$(dirname "$work")"
 mkdir -p "$work"
 wait_out_deletions "$(dirname "$work")"
 cargo build --release --locked -p bunker-cli >/dev/null 2>&1

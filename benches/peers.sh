@@ -72,7 +72,7 @@ results=${RESULTS:-$data/results/bunker-$corpus-$(date +%Y%m%d-%H%M%S)}
 # first waits them out (see recent-deletions.sh). The harness's trash is emptied here, last.
 . benches/recent-deletions.sh
 cp_target=$data/cp-a-target
-if [[ -e $cp_target ]]; then rm -rf "$cp_target" && note_deletions "$data"; fi
+remove_tree "$cp_target" "$data"
 wait_out_deletions "$data"
 RESULTS=$results EMPTY_TRASH=0 "$harness/peers.sh" "$corpus" bunker "${peers[@]}"
 

@@ -23,6 +23,9 @@ journalless_ext4() {
 # note_deletions DIR: a large tree on DIR's filesystem was deleted just now.
 note_deletions() { date +%s > "$1/.last-tree-deletion"; }
 
+# remove_tree PATH DIR: deletes PATH, if there is one, and notes it in DIR.
+remove_tree() { [[ ! -e $1 ]] || { rm -rf "$1" && note_deletions "$2"; }; }
+
 # wait_out_deletions DIR: sleeps until the deletions noted in DIR no longer slow the inode
 # allocator down (at once on any other filesystem).
 wait_out_deletions() {
