@@ -217,8 +217,8 @@ impl Sender<'_> {
                 continue;
             }
             let bytes = self.source.read_blob(self.source_index, &tree_id)?;
-            let tree = Tree::decode(&bytes)
-                .map_err(|e| Error::corrupt(format!("tree {tree_id}"), e.to_string()))?;
+            let tree =
+                Tree::decode(&bytes).map_err(|e| Error::decoding(format!("tree {tree_id}"), e))?;
             for entry in tree.entries() {
                 match &entry.node {
                     Node::Dir { subtree } => pending.push(*subtree),

@@ -5,6 +5,8 @@
 use std::fmt::Debug;
 use std::sync::LazyLock;
 
+use bunker_repo_format::Error;
+use bunker_repo_format::codec::DecodeError;
 use bunker_repo_format::crypto::{MasterKey, SealingSession, SymmetricKey, WriterKey};
 use bunker_repo_format::object::ObjectKind;
 
@@ -65,11 +67,21 @@ pub fn sealed_by_session(kind: ObjectKind, context: &[u8], body: &[u8]) -> Vec<u
     bytes
 }
 
-/// Decoding a body plaintext and opening it sealed must succeed or fail together, and agree.
-pub fn assert_agree<T: PartialEq + Debug, A, B>(decoded: &Result<T, A>, opened: &Result<T, B>) {
+/// Decoding a body plaintext and opening it sealed must succeed or fail together, and agree:
+/// on the value, or on the kind of failure (a newer version is *unsupported*, anything else
+/// *corrupt*).
+pub fn assert_agree<T: PartialEq + Debug>(
+    decoded: &Result<T, DecodeError>,
+    opened: &Result<T, Error>,
+) {
     match (decoded, opened) {
         (Ok(a), Ok(b)) => assert_eq!(a, b),
-        (Err(_), Err(_)) => {}
+        (Err(DecodeError::UnsupportedVersion { .. }), Err(Error::Unsupported { .. })) => {}
+        (Err(DecodeError::UnsupportedVersion { .. }), Err(other)) => {
+            panic!("a newer version opened as {other:?}, not unsupported")
+        }
+        (Err(_), Err(Error::Corrupt { .. })) => {}
+        (Err(decode), Err(other)) => panic!("{decode} opened as {other:?}, not corrupt"),
         _ => panic!(
             "open and decode_body disagree: {:?} vs {:?}",
             decoded.is_ok(),

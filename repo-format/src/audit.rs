@@ -120,7 +120,7 @@ impl AuditRecord {
             object,
             "audit record",
         )?;
-        AuditRecord::decode_body(&body).map_err(|e| Error::corrupt(object, e.to_string()))
+        AuditRecord::decode_body(&body).map_err(|e| Error::decoding(object, e))
     }
 }
 

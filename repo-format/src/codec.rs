@@ -121,6 +121,17 @@ pub enum DecodeError {
     /// Bytes are left over after the record.
     #[error("{0} trailing bytes after the record")]
     Trailing(usize),
+    /// A version byte names a version this build cannot read: the record is not damaged,
+    /// it was written by a newer (or unknown) format.
+    #[error("{field} {found} is not supported (this build reads {supported})")]
+    UnsupportedVersion {
+        /// Field being read.
+        field: &'static str,
+        /// Version found.
+        found: u8,
+        /// The one version this build reads.
+        supported: u8,
+    },
 }
 
 impl DecodeError {
@@ -183,14 +194,16 @@ impl<'a> Decoder<'a> {
         Ok(self.array::<1>(field)?[0])
     }
 
-    /// Reads a format version byte and fails unless it is `supported`.
+    /// Reads a format version byte and fails with [`DecodeError::UnsupportedVersion`] unless
+    /// it is `supported`.
     pub fn version(&mut self, field: &'static str, supported: u8) -> Result<(), DecodeError> {
         match self.u8(field)? {
             version if version == supported => Ok(()),
-            version => Err(DecodeError::invalid(
+            found => Err(DecodeError::UnsupportedVersion {
                 field,
-                format!("{version} is not supported (this build reads {supported})"),
-            )),
+                found,
+                supported,
+            }),
         }
     }
 
@@ -307,8 +320,16 @@ mod tests {
         let error = dec.version("tree version", 3).unwrap_err();
         assert_eq!(
             error.to_string(),
-            "invalid tree version: 4 is not supported (this build reads 3)"
+            "tree version 4 is not supported (this build reads 3)"
         );
+        assert!(matches!(
+            error,
+            DecodeError::UnsupportedVersion {
+                found: 4,
+                supported: 3,
+                ..
+            }
+        ));
         assert!(Decoder::new(&[]).version("tree version", 3).is_err());
     }
 }

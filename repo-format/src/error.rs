@@ -1,5 +1,6 @@
 //! The one error type of the repository crate.
 
+use crate::codec::DecodeError;
 use std::io;
 
 /// Result alias used throughout the crate.
@@ -118,6 +119,24 @@ impl Error {
         }
     }
 
+    /// The error for a record of `object` that did not decode: [`Error::Unsupported`] for a
+    /// version this build cannot read (format §16), [`Error::Corrupt`] for anything else.
+    pub fn decoding(object: impl Into<String>, error: DecodeError) -> Self {
+        Self::decoding_in(object, "", error)
+    }
+
+    /// Like [`Error::decoding`], for a record inside `object` named by `section` (such as
+    /// `"trailer: "`), which prefixes the reason.
+    pub fn decoding_in(object: impl Into<String>, section: &str, error: DecodeError) -> Self {
+        match error {
+            DecodeError::UnsupportedVersion { .. } => Error::Unsupported {
+                object: object.into(),
+                what: format!("{section}{error}"),
+            },
+            _ => Error::corrupt(object, format!("{section}{error}")),
+        }
+    }
+
     /// Builds an [`Error::Io`] naming what was being done.
     pub fn io(context: impl Into<String>, source: io::Error) -> Self {
         Error::Io {
@@ -139,5 +158,42 @@ impl Error {
             self,
             Error::Corrupt { .. } | Error::NotFound { .. } | Error::Unsupported { .. }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_version_refusal_decodes_to_unsupported() {
+        let newer = DecodeError::UnsupportedVersion {
+            field: "trailer version",
+            found: 2,
+            supported: 1,
+        };
+        match Error::decoding_in("data/ab", "trailer: ", newer) {
+            Error::Unsupported { object, what } => {
+                assert_eq!(object, "data/ab");
+                assert_eq!(
+                    what,
+                    "trailer: trailer version 2 is not supported (this build reads 1)"
+                );
+            }
+            other => panic!("expected unsupported, got {other:?}"),
+        }
+        for damaged in [
+            DecodeError::Trailing(3),
+            DecodeError::invalid("blob kind", "unknown kind 9"),
+        ] {
+            let reason = format!("trailer: {damaged}");
+            match Error::decoding_in("data/ab", "trailer: ", damaged) {
+                Error::Corrupt { object, reason: r } => {
+                    assert_eq!(object, "data/ab");
+                    assert_eq!(r, reason);
+                }
+                other => panic!("expected corrupt, got {other:?}"),
+            }
+        }
     }
 }

@@ -81,7 +81,7 @@ impl ForgetMarker {
             .forget_key()
             .open(&aad(&bytes[..HEADER_LEN]), &bytes[HEADER_LEN..])
             .map_err(|_| Error::corrupt(object, "forget marker does not authenticate"))?;
-        ForgetMarker::decode_body(&body).map_err(|e| Error::corrupt(object, e.to_string()))
+        ForgetMarker::decode_body(&body).map_err(|e| Error::decoding(object, e))
     }
 }
 

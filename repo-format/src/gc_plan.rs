@@ -58,13 +58,8 @@ impl GcPlan {
             .map_err(|_| Error::corrupt(object, "gc plan does not authenticate"))?;
         let corrupt = |e: DecodeError| Error::corrupt(object, e.to_string());
         let mut dec = Decoder::new(&body);
-        let version = dec.u8("gc plan version").map_err(corrupt)?;
-        if version != BODY_VERSION {
-            return Err(Error::Unsupported {
-                object: object.to_owned(),
-                what: format!("gc plan version {version}"),
-            });
-        }
+        dec.version("gc plan version", BODY_VERSION)
+            .map_err(|e| Error::decoding(object, e))?;
         let client_time = decode_timestamp(&mut dec, "client time").map_err(corrupt)?;
         let count = dec.count(33, "pack count").map_err(corrupt)?;
         let mut packs = Vec::with_capacity(count);

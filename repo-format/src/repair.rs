@@ -967,6 +967,52 @@ mod tests {
     }
 
     #[test]
+    fn repair_index_leaves_segments_whose_sections_are_a_newer_version() {
+        for (ids_version, locations_version) in [(2, 1), (1, 2)] {
+            let (backend, repo) = new_repo();
+            let files = store_files(&repo, &[("a", 1)]);
+            let root = store_tree(&repo, files);
+            save(&repo, root, "h");
+            let segments = segment_names(&backend);
+            // The tree pack's segment, as a newer format would write it: its header is this
+            // build's, one section inside is not.
+            let tree_segment = segments
+                .iter()
+                .find(|name| {
+                    let id: IndexId = name["index/".len()..].parse().expect("id");
+                    repo.load_index_segment(&id).expect("load").packs[0].kind == BlobKind::Tree
+                })
+                .expect("tree segment")
+                .clone();
+            let id: IndexId = tree_segment["index/".len()..].parse().expect("id");
+            let segment = repo.load_index_segment(&id).expect("load");
+            let future = crate::index::encode_segment_with_versions(
+                &segment,
+                repo.writer_key(),
+                &repo.new_session(),
+                ids_version,
+                locations_version,
+            );
+            let future_name = ObjectKind::Index.name(&hex::encode(content_hash(&future)));
+            backend.put_if_absent(&future_name, &future).expect("put");
+            backend.delete(&tree_segment).expect("delete");
+
+            let report = repair_index(&repo).expect("repair");
+            let case = format!("sections {ids_version}, {locations_version}");
+            assert_eq!(report.segments_kept.len(), 1, "{case}: {report:?}");
+            assert_eq!(report.segments_kept[0].object, future_name, "{case}");
+            assert!(
+                report.segments_kept[0]
+                    .message
+                    .contains("version 2 is not supported"),
+                "{case}: {report:?}"
+            );
+            assert!(report.segments_replaced.is_empty(), "{case}: {report:?}");
+            assert!(segment_names(&backend).contains(&future_name), "{case}");
+        }
+    }
+
+    #[test]
     fn repair_snapshots_leaves_out_only_the_damaged_files() {
         let (backend, repo) = new_repo();
         let a = store_files(&repo, &[("a", 1)]);

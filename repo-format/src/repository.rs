@@ -667,7 +667,7 @@ impl Repository {
     /// Reads and decodes a tree.
     pub fn load_tree(&self, index: &Index, id: &BlobId) -> Result<Tree> {
         let bytes = self.read_blob(index, id)?;
-        Tree::decode(&bytes).map_err(|e| Error::corrupt(format!("tree {id}"), e.to_string()))
+        Tree::decode(&bytes).map_err(|e| Error::decoding(format!("tree {id}"), e))
     }
 
     /// Starts writing blobs in a new session, deduplicating against `index`.

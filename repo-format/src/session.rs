@@ -79,13 +79,8 @@ impl Heartbeat {
             .map_err(|_| Error::corrupt(object, "heartbeat does not authenticate"))?;
         let corrupt = |e: DecodeError| Error::corrupt(object, e.to_string());
         let mut dec = Decoder::new(&body);
-        let version = dec.u8("heartbeat version").map_err(corrupt)?;
-        if version != BODY_VERSION {
-            return Err(Error::Unsupported {
-                object: object.to_owned(),
-                what: format!("heartbeat version {version}"),
-            });
-        }
+        dec.version("heartbeat version", BODY_VERSION)
+            .map_err(|e| Error::decoding(object, e))?;
         let heartbeat = Heartbeat {
             session: dec.array("session id").map_err(corrupt)?,
             sequence: dec.u32("sequence").map_err(corrupt)?,

@@ -314,7 +314,7 @@ impl Snapshot {
             object,
             "snapshot",
         )?;
-        Snapshot::decode_body(&body).map_err(|e| Error::corrupt(object, e.to_string()))
+        Snapshot::decode_body(&body).map_err(|e| Error::decoding(object, e))
     }
 
     /// The value of tag `key`, if set.
@@ -407,6 +407,27 @@ mod tests {
         fn truncated_body_never_panics(snapshot in snapshot_strategy(), cut: usize) {
             let body = snapshot.encode_body();
             prop_assert!(Snapshot::decode_body(&body[..cut % body.len()]).is_err());
+        }
+
+        /// A body of another version authenticates, so it is a newer format's snapshot
+        /// (§16: *unsupported*), not a damaged one.
+        #[test]
+        fn a_newer_body_version_is_unsupported(snapshot in snapshot_strategy(), version in 2u8..) {
+            let master = MasterKey::generate();
+            let session = master.writer().new_session();
+            let mut body = snapshot.encode_body();
+            body[0] = version;
+            let bytes = seal_session_object(ObjectKind::Snapshot, SEAL_CONTEXT, &session, &body);
+            match Snapshot::open(&bytes, &master, "s") {
+                Err(Error::Unsupported { object, what }) => {
+                    prop_assert_eq!(object, "s");
+                    prop_assert_eq!(
+                        what,
+                        format!("snapshot version {version} is not supported (this build reads 1)")
+                    );
+                }
+                other => prop_assert!(false, "expected unsupported, got {:?}", other),
+            }
         }
     }
 }

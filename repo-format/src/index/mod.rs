@@ -12,6 +12,8 @@ pub use id_set::BlobIdSet;
 pub use loader::IndexLoader;
 pub use lookup::{BlobLocation, Index};
 pub use packs::PackTable;
+#[cfg(test)]
+pub(crate) use segment::encode_segment_with_versions;
 pub use segment::{
     IndexSegment, IndexedPack, WriterView, decode_segment, decode_segment_ids, encode_segment,
 };

@@ -61,6 +61,28 @@ pub fn encode_segment(
     writer: &WriterKey,
     session: &SealingSession,
 ) -> Vec<u8> {
+    let (ids, locations) = section_plaintexts(segment);
+    seal_sections(&ids, &locations, writer, session)
+}
+
+/// Like [`encode_segment`], with the given section versions in place of this build's: a
+/// segment as a newer format would write it.
+#[cfg(test)]
+pub(crate) fn encode_segment_with_versions(
+    segment: &IndexSegment,
+    writer: &WriterKey,
+    session: &SealingSession,
+    ids_version: u8,
+    locations_version: u8,
+) -> Vec<u8> {
+    let (mut ids, mut locations) = section_plaintexts(segment);
+    ids[0] = ids_version;
+    locations[0] = locations_version;
+    seal_sections(&ids, &locations, writer, session)
+}
+
+/// The plaintexts of the id and locations sections.
+fn section_plaintexts(segment: &IndexSegment) -> (Vec<u8>, Vec<u8>) {
     let mut ids = Encoder::new();
     let mut locations = Encoder::new();
     let blob_count: usize = segment.packs.iter().map(|p| p.blobs.len()).sum();
@@ -78,18 +100,26 @@ pub fn encode_segment(
                 .u32(blob.raw_length);
         }
     }
+    (ids.finish(), locations.finish())
+}
+
+/// The segment object: header, session key, sealed id section, sealed locations section.
+fn seal_sections(
+    ids: &[u8],
+    locations: &[u8],
+    writer: &WriterKey,
+    session: &SealingSession,
+) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(&ObjectKind::Index.header());
     out.extend_from_slice(session.public());
     let header = out.clone();
-    let sealed_ids = writer.index_key().seal(&ids_aad(&header), &ids.finish());
+    let sealed_ids = writer.index_key().seal(&ids_aad(&header), ids);
     out.extend_from_slice(&(sealed_ids.len() as u32).to_le_bytes());
     out.extend_from_slice(&sealed_ids);
-    session.key().seal_into(
-        &locations_aad(&header, &sealed_ids),
-        &locations.finish(),
-        &mut out,
-    );
+    session
+        .key()
+        .seal_into(&locations_aad(&header, &sealed_ids), locations, &mut out);
     out
 }
 
@@ -144,7 +174,7 @@ pub fn decode_segment_ids(bytes: &[u8], writer: &WriterKey, object: &str) -> Res
         .index_key()
         .open(&ids_aad(parts.header), parts.sealed_ids)
         .map_err(|_| Error::corrupt(object, "index id section does not authenticate"))?;
-    let packs = decode_ids(&ids).map_err(|e| Error::corrupt(object, format!("id section: {e}")))?;
+    let packs = decode_ids(&ids).map_err(|e| Error::decoding_in(object, "id section: ", e))?;
     Ok(WriterView { packs })
 }
 
@@ -161,13 +191,8 @@ pub fn decode_segment(bytes: &[u8], key: &MasterKey, object: &str) -> Result<Ind
         .map_err(|_| Error::corrupt(object, "index locations section does not authenticate"))?;
     let corrupt = |e: DecodeError| Error::corrupt(object, format!("locations section: {e}"));
     let mut dec = Decoder::new(&locations);
-    let version = dec.u8("locations version").map_err(corrupt)?;
-    if version != SECTION_VERSION {
-        return Err(Error::Unsupported {
-            object: object.to_owned(),
-            what: format!("index locations version {version}"),
-        });
-    }
+    dec.version("locations version", SECTION_VERSION)
+        .map_err(|e| Error::decoding_in(object, "locations section: ", e))?;
     let total = dec.count(16, "location count").map_err(corrupt)?;
     let expected: usize = view.packs.iter().map(|p| p.2.len()).sum();
     if total != expected {
@@ -228,6 +253,41 @@ mod tests {
                 })
                 .collect(),
         })
+    }
+
+    #[test]
+    fn a_newer_section_version_is_unsupported_not_corrupt() {
+        let master = MasterKey::generate();
+        let session = master.writer().new_session();
+        let segment = IndexSegment { packs: Vec::new() };
+        let unsupported = |result: Result<()>| match result {
+            Err(Error::Unsupported { object, what }) => {
+                assert_eq!(object, "i");
+                what
+            }
+            other => panic!("expected unsupported, got {other:?}"),
+        };
+
+        let newer_ids = encode_segment_with_versions(&segment, master.writer(), &session, 2, 1);
+        let what = unsupported(decode_segment(&newer_ids, &master, "i").map(drop));
+        assert_eq!(
+            what,
+            "id section: id section version 2 is not supported (this build reads 1)"
+        );
+        unsupported(decode_segment_ids(&newer_ids, master.writer(), "i").map(drop));
+
+        let newer_locations =
+            encode_segment_with_versions(&segment, master.writer(), &session, 1, 2);
+        let what = unsupported(decode_segment(&newer_locations, &master, "i").map(drop));
+        assert!(
+            what.starts_with("locations section: locations version 2"),
+            "{what}"
+        );
+        // A writer reads only the id section, which this build still understands.
+        assert!(decode_segment_ids(&newer_locations, master.writer(), "i").is_ok());
+
+        let current = encode_segment_with_versions(&segment, master.writer(), &session, 1, 1);
+        assert_eq!(decode_segment(&current, &master, "i").unwrap(), segment);
     }
 
     proptest! {

@@ -56,7 +56,7 @@ pub fn parse_trailer(
         .open(&trailer_aad(&header[..SESSION_HEADER_LEN]), sealed_trailer)
         .map_err(|_| Error::corrupt(object, "pack trailer does not authenticate"))?;
     let entries =
-        decode_trailer(&plaintext).map_err(|e| Error::corrupt(object, format!("trailer: {e}")))?;
+        decode_trailer(&plaintext).map_err(|e| Error::decoding_in(object, "trailer: ", e))?;
     let mut next = SESSION_HEADER_LEN as u64;
     for entry in &entries {
         if pack_kind_of(entry.kind) != kind {
