@@ -227,7 +227,7 @@ pub fn prune_plan_observed(
             None => due_plans.push((plan.name.clone(), plan.plan.packs.clone())),
         }
     }
-    let due = decide(due_plans, used, blobs_by_pack, stored);
+    let due = decide(due_plans, &condemned, used, blobs_by_pack, stored);
     let mut locked = Vec::new();
     for (pack, kind, _) in due.iter().flat_map(|d| d.delete.iter()) {
         let name = crate::pack::pack_name(*kind, pack);
@@ -383,9 +383,18 @@ fn expired_audit(
 }
 
 /// Which condemned packs of the due plans can go. A pack is kept (recovered) when it holds
-/// a blob that some snapshot uses and that no pack outside the doomed set also holds.
+/// a blob that some snapshot uses and that no surviving pack also holds. A pack survives
+/// when this run keeps it: recovered, or in no plan at all (`planned`: every pack any plan
+/// condemns, due here or not). A pack another plan condemns does not count, though this
+/// run keeps it: another prune, to which that plan is due, may be deleting it now.
+///
+/// Two prunes that find different plans due still never delete every copy of a blob:
+/// where every copy is condemned, each keeps the lowest pack id among the copies it may
+/// delete, and a run relies on a pack it recovered only for copies with higher ids, so no
+/// chain of prunes relying on each other's recoveries can close into a cycle.
 fn decide(
     due: Vec<(String, Vec<(PackId, BlobKind)>)>,
+    planned: &HashSet<PackId>,
     used: &UsedBlobs,
     blobs_by_pack: &PackContents,
     stored: &HashMap<PackId, StoredPack>,
@@ -421,11 +430,13 @@ fn decide(
     let mut candidates: Vec<PackId> = doomed.iter().copied().collect();
     candidates.sort();
     for pack in candidates {
+        let survives =
+            |p: &PackId| recovered.contains(p) || !(doomed.contains(p) || planned.contains(p));
         let needed = blobs_by_pack.get(&pack).is_some_and(|blobs| {
             blobs.iter().any(|blob| {
                 holders
                     .get(&blob.id)
-                    .is_some_and(|packs| packs.iter().all(|p| doomed.contains(p)))
+                    .is_some_and(|packs| !packs.iter().any(survives))
             })
         });
         if needed {
@@ -475,23 +486,18 @@ struct View {
 fn view(repo: &Repository, progress: &mut dyn PruneProgress) -> Result<View> {
     progress.event(&PruneEvent::Listing);
     let ids = repo.list_snapshot_ids()?;
-    let segment_ids = repo.list_index_ids()?;
-    let total = segment_ids.len();
-    progress.event(&PruneEvent::ReadingIndex { done: 0, total });
     let mut loader = IndexLoader::new();
     let mut contents = PackContents::default();
     let mut segments = 0;
-    for (done, id) in segment_ids.iter().enumerate() {
-        if let Some(segment) = load_segment(repo, id)? {
+    read_segments(
+        repo,
+        |done, total| progress.event(&PruneEvent::ReadingIndex { done, total }),
+        |_, segment| {
             loader.add_segment(&segment);
             contents.add_segment(&segment);
             segments += 1;
-        }
-        progress.event(&PruneEvent::ReadingIndex {
-            done: done + 1,
-            total,
-        });
-    }
+        },
+    )?;
     let mut index = loader.finish();
     contents.compact();
     let stored = stored_packs(repo)?;
@@ -509,6 +515,21 @@ fn view(repo: &Repository, progress: &mut dyn PruneProgress) -> Result<View> {
             used_blobs,
         });
     })?;
+    // Every blob a snapshot uses must be in a stored pack the index lists: else this view
+    // is incomplete (a listing that lags behind writes) or data is already lost, and a
+    // decision on it could delete the one copy of what it does not see.
+    let unlocated = used.iter().filter(|id| index.get(id).is_none());
+    if let Some((count, first)) = unlocated.fold(None, |found, id| match found {
+        None => Some((1usize, *id)),
+        Some((count, first)) => Some((count + 1, first)),
+    }) {
+        return Err(Error::Invalid(format!(
+            "{count} blob(s) that snapshots use are in no stored pack the index lists \
+             (blob {first}, ...): a listing that lags behind writes, or lost data; nothing \
+             was deleted. Run `bunker check`, and `bunker repair index` or `bunker repair \
+             snapshots` as it says, then prune again"
+        )));
+    }
     Ok(View {
         segments,
         index,
@@ -519,30 +540,66 @@ fn view(repo: &Repository, progress: &mut dyn PruneProgress) -> Result<View> {
     })
 }
 
-/// One segment; `None` when it was deleted meanwhile. A damaged one stops the run.
-fn load_segment(repo: &Repository, id: &IndexId) -> Result<Option<IndexSegment>> {
-    usable_segment(id, repo.load_index_segment(id))
-}
+/// Rounds of listing the index again for segments that replaced ones deleted meanwhile.
+const SEGMENT_RELISTS: usize = 8;
 
-/// A segment as read; `None` when it was deleted meanwhile. A damaged one stops the run.
-fn usable_segment(id: &IndexId, read: Result<IndexSegment>) -> Result<Option<IndexSegment>> {
-    match read {
-        Ok(segment) => Ok(Some(segment)),
-        Err(e) if e.is_not_found() => Ok(None),
-        Err(e) => Err(Error::Invalid(format!(
-            "index segment {id} is unreadable ({e}); run `bunker repair index` before pruning"
-        ))),
+/// Reads every index segment (up to [`ReadHints::small_reads`] at once) and hands each to
+/// `consume` once, reporting `(read, listed)` to `progress`. A damaged segment stops the
+/// run. A segment listed but gone when read was replaced by another prune, which writes
+/// the replacement before it removes the old one: the index is listed again and the
+/// segments new in it are read, until a round finds none gone, so no pack the old segment
+/// listed is missed (a decision without a pack's contents would not see what it holds).
+///
+/// [`ReadHints::small_reads`]: crate::backend::ReadHints::small_reads
+fn read_segments(
+    repo: &Repository,
+    mut progress: impl FnMut(usize, usize),
+    mut consume: impl FnMut(IndexId, IndexSegment),
+) -> Result<()> {
+    let width = repo.backend().read_hints().small_reads;
+    let mut seen: HashSet<IndexId> = HashSet::new();
+    let mut ids = repo.list_index_ids()?;
+    let (mut done, mut total) = (0, ids.len());
+    progress(done, total);
+    for _ in 0..SEGMENT_RELISTS {
+        let mut vanished = false;
+        crate::repository::fan_out::load_in_order(
+            &ids,
+            width,
+            |id| repo.load_index_segment(id),
+            |&id, read| {
+                seen.insert(id);
+                match read {
+                    Ok(segment) => consume(id, segment),
+                    Err(e) if e.is_not_found() => vanished = true,
+                    Err(e) => {
+                        return Err(Error::Invalid(format!(
+                            "index segment {id} is unreadable ({e}); run `bunker repair \
+                             index` before pruning"
+                        )));
+                    }
+                }
+                done += 1;
+                progress(done, total);
+                Ok(())
+            },
+        )?;
+        if !vanished {
+            return Ok(());
+        }
+        ids = repo.list_index_ids()?;
+        ids.retain(|id| !seen.contains(id));
+        total += ids.len();
     }
+    Err(Error::Invalid(format!(
+        "the index kept changing while this prune read it ({SEGMENT_RELISTS} rounds: another \
+         prune rewriting it?); nothing was deleted, run prune again"
+    )))
 }
 
 fn load_segments(repo: &Repository) -> Result<Vec<(IndexId, IndexSegment)>> {
     let mut segments = Vec::new();
-    repo.for_each_index_segment(|id, result| {
-        if let Some(segment) = usable_segment(&id, result)? {
-            segments.push((id, segment));
-        }
-        Ok(())
-    })?;
+    read_segments(repo, |_, _| {}, |id, segment| segments.push((id, segment)))?;
     Ok(segments)
 }
 
@@ -558,6 +615,15 @@ fn is_leftover(
     let old_enough = now.duration_since(modified).unwrap_or_default() > SESSION_TIMEOUT;
     let before_live = oldest_live_start.is_none_or(|start| modified < start);
     old_enough && before_live
+}
+
+/// True when storage says `pack` does not exist (asked by name, not by listing).
+fn is_gone(repo: &Repository, pack: &PackId, kind: BlobKind) -> Result<bool> {
+    match repo.backend().head(&crate::pack::pack_name(kind, pack)) {
+        Ok(_) => Ok(false),
+        Err(e) if e.is_not_found() => Ok(true),
+        Err(e) => Err(e),
+    }
 }
 
 /// Why a plan cannot be executed yet, or `None` when it is due.
@@ -723,8 +789,15 @@ pub fn prune_observed(
             ..
         } = view(repo, progress)?;
         progress.event(&PruneEvent::Deciding);
+        // Read again: a plan written since planning (a prune that started meanwhile)
+        // cannot be due while this run is live, yet its packs are no surviving copy.
+        let (plans, _) = load_plans(repo)?;
+        let planned: HashSet<PackId> = plans
+            .iter()
+            .flat_map(|plan| plan.plan.packs.iter().map(|(pack, _)| *pack))
+            .collect();
         let due = due.into_iter().map(|d| (d.name, d.packs)).collect();
-        decide(due, &used, &contents, &stored)
+        decide(due, &planned, &used, &contents, &stored)
     };
 
     // Phase 2: execute due plans. The segments are listed afresh: one written since the
@@ -738,12 +811,19 @@ pub fn prune_observed(
         .iter()
         .flat_map(|d| d.delete.iter().map(|(pack, _, _)| *pack))
         .collect();
-    doomed.extend(
-        current_segments
-            .iter()
-            .flat_map(|(_, segment)| segment.packs.iter().map(|p| p.id))
-            .filter(|pack| !stored_now.contains_key(pack)),
-    );
+    // A pack a listing misses is asked for by name before its entries go: a store whose
+    // listings lag behind its writes would otherwise unindex a live pack, which a later
+    // run would then take for a leftover.
+    for (_, segment) in &current_segments {
+        for pack in &segment.packs {
+            if !stored_now.contains_key(&pack.id)
+                && !doomed.contains(&pack.id)
+                && is_gone(repo, &pack.id, pack.kind)?
+            {
+                doomed.insert(pack.id);
+            }
+        }
+    }
     // In a locked repository, nothing is deleted before its lock lapses: a locked pack
     // stays doomed for a later run, and so does every pack a locked segment lists (the
     // segment cannot be replaced yet).

@@ -881,3 +881,5 @@ mod temps {
         assert_restorable(&repo);
     }
 }
+
+mod concurrent;
