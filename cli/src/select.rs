@@ -30,13 +30,15 @@ pub struct SelectArgs {
 }
 
 impl SelectArgs {
-    /// The filters, paths made absolute as `backup` records them.
+    /// The filters, paths made absolute as `backup` records them ([`source_path`]).
+    ///
+    /// [`source_path`]: bunker_agent::backup::source_path
     pub fn filter(&self) -> Result<SnapshotFilter> {
         let paths = self
             .paths
             .iter()
             .map(|path| {
-                let absolute = std::path::absolute(path)
+                let absolute = bunker_agent::backup::source_path(path)
                     .map_err(|e| anyhow::anyhow!("--path {}: {e}", path.display()))?;
                 Ok(absolute.as_os_str().as_bytes().to_vec())
             })

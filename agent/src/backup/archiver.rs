@@ -114,6 +114,10 @@ pub(super) struct Archiver<'a> {
     one_file_system: bool,
     /// The live device of the source path being archived (with `one_file_system`).
     source_device: Option<u64>,
+    /// Source paths below another source path (`/home` in `/ /home`): the walk reaches
+    /// them inside the outer one's tree, where each is still a path named to back up,
+    /// whatever its size or filesystem.
+    nested_sources: HashSet<PathBuf>,
     /// Directories holding one of these files are left out.
     tag_files: &'a [TagFile],
     /// Regular files larger than this are left out.
@@ -165,6 +169,7 @@ impl<'a> Archiver<'a> {
             hidden: None,
             one_file_system: false,
             source_device: None,
+            nested_sources: HashSet::new(),
             tag_files: &[],
             largest_file: None,
             detection: ChangeDetection::default(),
@@ -230,6 +235,11 @@ impl<'a> Archiver<'a> {
             }
             Some(device) => device != child.live_device,
         }
+    }
+
+    /// True when `path` is a source path below another one (see `nested_sources`).
+    fn is_nested_source(&self, path: &Path) -> bool {
+        !self.nested_sources.is_empty() && self.nested_sources.contains(path)
     }
 
     /// Reads from a filesystem snapshot instead of the live tree (see [`ReadFrom`]).
@@ -327,6 +337,11 @@ impl<'a> Archiver<'a> {
         parent_root: Option<BlobId>,
     ) -> Result<BlobId, BackupError> {
         if paths.iter().any(|p| p.parent().is_none()) {
+            self.nested_sources = paths
+                .iter()
+                .filter(|p| p.parent().is_some())
+                .cloned()
+                .collect();
             let mut meta = Metadata::default();
             let root = Path::new("/");
             let access = self.access_path(root);
@@ -337,6 +352,15 @@ impl<'a> Archiver<'a> {
             self.paths_unchanged &= parent_root == Some(tree);
             return Ok(tree);
         }
+        self.nested_sources = paths
+            .iter()
+            .filter(|path| {
+                paths
+                    .iter()
+                    .any(|outer| outer != *path && path.starts_with(outer))
+            })
+            .cloned()
+            .collect();
         let mut root: BTreeMap<Vec<u8>, Planned> = BTreeMap::new();
         'paths: for path in paths {
             let components: Vec<&std::ffi::OsStr> = path
@@ -374,6 +398,20 @@ impl<'a> Archiver<'a> {
         self.lister().parent_tree(id)
     }
 
+    /// The directory at `path`, on the way to a source path (`/srv` for `/srv/app`). A
+    /// symlink there (`link` for `link/sub`) is walked through by the paths below it, so
+    /// what stands for it is the directory it leads to, not the link's own metadata.
+    fn capture_on_the_way(&self, path: &Path) -> Result<Captured, String> {
+        let access = self.access_path(path);
+        let captured = platform::capture(&access, &self.names).map_err(|e| e.to_string())?;
+        if !matches!(captured.kind, CapturedKind::Symlink { .. }) {
+            return Ok(captured);
+        }
+        let target = std::fs::canonicalize(&access)
+            .map_err(|e| format!("could not follow the symlink: {e}"))?;
+        platform::capture(&target, &self.names).map_err(|e| e.to_string())
+    }
+
     fn archive_planned(
         &mut self,
         planned: BTreeMap<Vec<u8>, Planned>,
@@ -391,14 +429,13 @@ impl<'a> Archiver<'a> {
                     entries.extend(entry);
                 }
                 Planned::Virtual(path, children) => {
-                    let mut captured =
-                        match platform::capture(&self.access_path(&path), &self.names) {
-                            Ok(captured) => captured,
-                            Err(e) => {
-                                self.unreadable(&path, &e.to_string());
-                                continue;
-                            }
-                        };
+                    let mut captured = match self.capture_on_the_way(&path) {
+                        Ok(captured) => captured,
+                        Err(e) => {
+                            self.unreadable(&path, &e);
+                            continue;
+                        }
+                    };
                     if !self.with_atime {
                         captured.meta.atime = Timestamp::default();
                     }
@@ -535,11 +572,26 @@ impl<'a> Archiver<'a> {
     /// into its tree entry; `None` when it could not be read and is left out.
     fn complete(&mut self, mut child: Child<'_>) -> Result<Option<Entry>, BackupError> {
         let work = std::mem::replace(&mut child.work, Work::Unreadable);
+        let source = self.is_nested_source(&child.path);
         let node = match work {
             Work::Unreadable => return Ok(None),
             Work::Done(node) => node,
             Work::Dir if self.tag_files.iter().any(|tag| tag.tags(&child.access)) => {
                 return Ok(None);
+            }
+            Work::Dir if source => {
+                // A source path of its own: its filesystem is the one to stay on below it.
+                self.summary.dirs += 1;
+                let outer_device = self.source_device.replace(child.live_device);
+                let parent_subtree = child.parent_subtree();
+                let subtree = self.archive_dir_contents(
+                    &child.path,
+                    &child.access,
+                    &mut child.meta,
+                    parent_subtree,
+                );
+                self.source_device = outer_device;
+                Node::Dir { subtree: subtree? }
             }
             Work::Dir if self.crosses_filesystems(&child) => {
                 // A mount point: the directory is kept, what the other filesystem holds is not.
@@ -647,6 +699,7 @@ impl<'a> Archiver<'a> {
             if let Some(mut child) = self.admit(path, access, name, parent_entry, captured) {
                 if let Work::File { size } = child.work
                     && self.largest_file.is_some_and(|limit| size > limit)
+                    && !self.is_nested_source(&child.path)
                 {
                     continue;
                 }

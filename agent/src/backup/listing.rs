@@ -74,6 +74,14 @@ pub(super) fn subtree_of(entry: Option<&Entry>) -> Option<BlobId> {
     }
 }
 
+/// Sorts `names` and keeps each once: a name read twice (a network filesystem's readdir
+/// cookies, an entry renamed over while listed) is one entry, as a tree holds each name
+/// once.
+fn sort_unique(names: &mut Vec<Vec<u8>>) {
+    names.sort_unstable();
+    names.dedup();
+}
+
 /// What listing a directory reads from, shared by the walk and the prefetcher.
 #[derive(Clone)]
 pub(super) struct Lister<'a> {
@@ -114,7 +122,7 @@ impl Lister<'_> {
             Ok(names) => (names, None),
             Err(e) => (Vec::new(), Some(e)),
         };
-        names.sort();
+        sort_unique(&mut names);
         let mut listed = Vec::with_capacity(names.len());
         for name in names {
             let os_name = std::ffi::OsStr::from_bytes(&name);
@@ -199,5 +207,22 @@ impl Lister<'_> {
             ctime: meta.ctime,
             xattrs: meta.xattrs.clone(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_read_twice_is_listed_once_in_order() {
+        let mut names = vec![
+            b"b".to_vec(),
+            b"a".to_vec(),
+            b"b".to_vec(),
+            b"\xff".to_vec(),
+        ];
+        sort_unique(&mut names);
+        assert_eq!(names, vec![b"a".to_vec(), b"b".to_vec(), b"\xff".to_vec()]);
     }
 }

@@ -370,6 +370,25 @@ pub fn now() -> Timestamp {
     Timestamp::now()
 }
 
+/// `path` as a backup records it: absolute, with `.` and `..` resolved by name (`a/x/..`
+/// is `a`, as restic and `realpath -s` read it; a symlink `x` is not followed) and no
+/// trailing slash. `snapshots --path` compares against the same form.
+pub fn source_path(path: &Path) -> std::io::Result<PathBuf> {
+    use std::path::Component;
+    let absolute = std::path::absolute(path)?;
+    let mut clean = PathBuf::from("/");
+    for component in absolute.components() {
+        match component {
+            Component::Normal(name) => clean.push(name),
+            Component::ParentDir => {
+                clean.pop();
+            }
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    Ok(clean)
+}
+
 /// Backs up `options.paths` into `repo` and writes a snapshot.
 ///
 /// Unreadable entries do not fail the backup: they are left out (files) or stored without
@@ -387,7 +406,7 @@ pub fn backup(
 
     let mut paths = Vec::with_capacity(options.paths.len());
     for path in &options.paths {
-        let absolute = std::path::absolute(path).map_err(|source| BackupError::Source {
+        let absolute = source_path(path).map_err(|source| BackupError::Source {
             path: path.clone(),
             source,
         })?;
