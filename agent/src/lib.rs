@@ -31,6 +31,7 @@ pub mod cache_dirs;
 mod cancel;
 pub mod copy;
 pub mod daemon;
+pub mod deep_stack;
 pub mod diff;
 pub mod drill;
 pub mod find;

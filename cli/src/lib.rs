@@ -71,7 +71,9 @@ pub fn bunker_main() -> ExitCode {
         // Only now: a signal in between still exits at once, and none is lost.
         immediate.store(false, Ordering::SeqCst);
     }
-    match cmd::run(cli, &cancel) {
+    // Every command that walks a tree (backup, restore, ls, diff, verify, ...) walks it on
+    // a stack deep enough for the deepest tree a backup records.
+    match bunker_agent::deep_stack::run("bunker", || cmd::run(cli, &cancel)) {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
             let outcome = exit::classify(&error);
@@ -85,5 +87,5 @@ pub fn bunker_main() -> ExitCode {
 
 /// `bunker-agent`.
 pub fn agent_main() -> ExitCode {
-    agent_cli::main()
+    bunker_agent::deep_stack::run("bunker-agent", agent_cli::main)
 }

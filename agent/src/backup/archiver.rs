@@ -31,6 +31,7 @@ use super::seal::Sealer;
 use super::small_files::{self, SMALL_FILE, SmallFile, SmallFileReader};
 use super::{BackupError, ChangeDetection, Excludes, ReadFrom, TagFile};
 use crate::cancel::Cancel;
+use crate::deep_stack::MAX_TREE_DEPTH;
 use crate::platform::{self, Captured, CapturedKind, DirHandle, NameCache};
 use crate::progress::Progress;
 
@@ -118,6 +119,8 @@ pub(super) struct Archiver<'a> {
     /// them inside the outer one's tree, where each is still a path named to back up,
     /// whatever its size or filesystem.
     nested_sources: HashSet<PathBuf>,
+    /// Directory levels below the source path of the directory being archived.
+    depth: usize,
     /// Directories holding one of these files are left out.
     tag_files: &'a [TagFile],
     /// Regular files larger than this are left out.
@@ -170,6 +173,7 @@ impl<'a> Archiver<'a> {
             one_file_system: false,
             source_device: None,
             nested_sources: HashSet::new(),
+            depth: 0,
             tag_files: &[],
             largest_file: None,
             detection: ChangeDetection::default(),
@@ -579,18 +583,31 @@ impl<'a> Archiver<'a> {
             Work::Dir if self.tag_files.iter().any(|tag| tag.tags(&child.access)) => {
                 return Ok(None);
             }
+            Work::Dir if self.depth >= MAX_TREE_DEPTH => {
+                // Deeper than any walk is given stack for: kept empty, and said so.
+                self.summary.dirs += 1;
+                self.unreadable(
+                    &child.path,
+                    &format!(
+                        "more than {MAX_TREE_DEPTH} directory levels below its source path: \
+                         its contents are left out"
+                    ),
+                );
+                child.meta.flags |= EntryFlags::INCOMPLETE;
+                Node::Dir {
+                    subtree: self.store_tree(Vec::new())?,
+                }
+            }
             Work::Dir if source => {
                 // A source path of its own: its filesystem is the one to stay on below it.
                 self.summary.dirs += 1;
-                let outer_device = self.source_device.replace(child.live_device);
-                let parent_subtree = child.parent_subtree();
-                let subtree = self.archive_dir_contents(
-                    &child.path,
-                    &child.access,
-                    &mut child.meta,
-                    parent_subtree,
+                let outer = (
+                    self.source_device.replace(child.live_device),
+                    std::mem::take(&mut self.depth),
                 );
-                self.source_device = outer_device;
+                let parent_subtree = child.parent_subtree();
+                let subtree = self.archive_subdirectory(&mut child, parent_subtree);
+                (self.source_device, self.depth) = outer;
                 Node::Dir { subtree: subtree? }
             }
             Work::Dir if self.crosses_filesystems(&child) => {
@@ -605,12 +622,7 @@ impl<'a> Archiver<'a> {
                 self.summary.dirs += 1;
                 let parent_subtree = child.parent_subtree();
                 Node::Dir {
-                    subtree: self.archive_dir_contents(
-                        &child.path,
-                        &child.access,
-                        &mut child.meta,
-                        parent_subtree,
-                    )?,
+                    subtree: self.archive_subdirectory(&mut child, parent_subtree)?,
                 }
             }
             Work::File { size } => match self.archive_file(&mut child, size) {
@@ -627,6 +639,19 @@ impl<'a> Archiver<'a> {
             meta: child.meta,
             node,
         }))
+    }
+
+    /// [`Self::archive_dir_contents`] of `child`, a level deeper.
+    fn archive_subdirectory(
+        &mut self,
+        child: &mut Child<'_>,
+        parent_subtree: Option<BlobId>,
+    ) -> Result<BlobId, BackupError> {
+        self.depth += 1;
+        let subtree =
+            self.archive_dir_contents(&child.path, &child.access, &mut child.meta, parent_subtree);
+        self.depth -= 1;
+        subtree
     }
 
     /// Counts a file at `path` that was read as new or changed, and tells the sink.

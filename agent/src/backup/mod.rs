@@ -401,6 +401,8 @@ pub fn backup(
 ) -> Result<BackupOutcome, BackupError> {
     let started = Instant::now();
     repo.check_features(Operation::Write)?;
+    // The walk holds a directory open per level it is down.
+    crate::platform::raise_open_files_limit();
     let excludes = Excludes::new(&options.excludes)?;
     let time = options.time.unwrap_or_else(now);
 
@@ -477,7 +479,9 @@ pub fn backup(
             .detecting_changes(options.change_detection)
             .cutting_fixed_chunks(options.fixed_chunks)
             .cutting_images_by_content(options.images_by_content);
-            let tree = archiver.archive_roots(&paths, parent_root);
+            let tree = crate::deep_stack::run("bunker-walk", || {
+                archiver.archive_roots(&paths, parent_root)
+            });
             // The walk's own error is reported after the packs stored so far are indexed
             // (below); a failed pack stage's comes first, from `seal_and_pack`.
             Ok::<_, BackupError>((tree, archiver.finish()))

@@ -36,6 +36,7 @@ use jiff::tz::TimeZone;
 use serde_json::{Value, json};
 
 use crate::cancel::Cancel;
+use crate::deep_stack;
 use crate::job::{JobContext, JobOutcome, JobReport, run_job};
 use crate::lease::{self, Expiry, LeaseDir, RestoreRoots};
 use crate::policy::{Policy, Source};
@@ -407,7 +408,9 @@ impl Agent {
                 let cancel = jobs_cancel.clone();
                 running.insert(
                     name,
-                    thread::spawn(move || agent.run_source(&source, &cancel)),
+                    thread::spawn(move || {
+                        deep_stack::run("bunker-backup", || agent.run_source(&source, &cancel))
+                    }),
                 );
                 let names: Vec<String> = running.keys().cloned().collect();
                 self.publish(&state, &names);
@@ -421,7 +424,9 @@ impl Agent {
                 let cancel = jobs_cancel.clone();
                 drilling.insert(
                     name,
-                    thread::spawn(move || agent.drill_source(&source, &cancel)),
+                    thread::spawn(move || {
+                        deep_stack::run("bunker-drill", || agent.drill_source(&source, &cancel))
+                    }),
                 );
             }
             if let Err(e) = state.save(&dir) {

@@ -212,6 +212,22 @@ pub fn restore(
     options: &RestoreOptions,
     cancel: &Cancel,
 ) -> Result<RestoreOutcome, RestoreError> {
+    // Planning and applying metadata recurse once per directory level.
+    crate::deep_stack::run("bunker-restore", || {
+        restore_on_this_thread(repo, index, root, path, target, options, cancel)
+    })
+}
+
+/// [`restore`] on the calling thread.
+fn restore_on_this_thread(
+    repo: &Repository,
+    index: &Index,
+    root: &BlobId,
+    path: &Path,
+    target: &Path,
+    options: &RestoreOptions,
+    cancel: &Cancel,
+) -> Result<RestoreOutcome, RestoreError> {
     let located = locate(repo, index, root, path)?;
     if options.delete && matches!(located, Located::Other(_)) {
         return Err(RestoreError::Unsuitable(format!(
