@@ -4,13 +4,12 @@
 //! stack each. A directory tree thousands of levels deep is legal (and anyone who can
 //! write into a backed-up tree can make one), so a walk on an ordinary thread (2 MiB for
 //! a spawned one, 8 MiB for a main thread) would overflow its stack and abort the process.
-//! Backups record at most [`MAX_TREE_DEPTH`] levels, and every walk runs on a thread with
+//! Trees nest at most [`MAX_TREE_DEPTH`] levels (backups record deeper directories empty,
+//! flagged incomplete, and report them), and every walk runs on a thread with
 //! [`DEEP_STACK`] bytes of stack, room for several times that depth. The stack is address
 //! space, not memory: the kernel maps pages as the walk first touches them.
 
-/// Directory levels below a source path that a backup records; deeper directories are
-/// kept empty, flagged incomplete and reported as unreadable.
-pub const MAX_TREE_DEPTH: usize = 4096;
+pub use bunker_repo_format::tree::MAX_TREE_DEPTH;
 
 /// Stack of a walking thread: 64 KiB per level of [`MAX_TREE_DEPTH`] (the walks take
 /// 3-5 KiB per level).

@@ -1,15 +1,17 @@
 //! Directory trees thousands of levels deep (paths far past `PATH_MAX`): backed up down to
-//! the depth a backup records, restored and listed, never overflowing a stack.
+//! the depth a snapshot holds, restored, listed and checked, never overflowing a stack.
 
 mod common;
 
+use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use common::*;
 
-/// Levels below its source path a backup records (`bunker_agent::deep_stack::MAX_TREE_DEPTH`).
+/// The deepest a snapshot's trees nest, the root tree at depth 0 (format §12,
+/// `bunker_repo_format::tree::MAX_TREE_DEPTH`).
 const MAX_TREE_DEPTH: usize = 4096;
 
 /// A path to `name` in the directory open as `dir`, however deep it is.
@@ -49,11 +51,14 @@ fn read_chain(root: &Path) -> (usize, Vec<(usize, String)>) {
 }
 
 #[test]
-fn a_tree_deeper_than_a_backup_records_is_cut_there_and_restores_down_to_it() {
+fn a_tree_deeper_than_a_snapshot_holds_is_cut_there_and_restores_down_to_it() {
     let t = TestDir::new();
     let src = t.join("src");
-    let deepest = MAX_TREE_DEPTH + 4;
-    make_chain(&src, deepest, &[1, 3000, MAX_TREE_DEPTH, deepest]);
+    // `src`'s tree is at the depth of its path; the `a` at level `n` below it at `n` more.
+    let src_depth = src.components().count() - 1;
+    let cut = MAX_TREE_DEPTH - src_depth;
+    let deepest = cut + 4;
+    make_chain(&src, deepest, &[1, 3000, cut, deepest]);
     let b = t.bunker();
     b.init();
 
@@ -62,15 +67,25 @@ fn a_tree_deeper_than_a_backup_records_is_cut_there_and_restores_down_to_it() {
     let out = b.backup(&[&src], &[]);
     out.code(3);
     assert!(
-        out.stderr
-            .contains(&format!("more than {MAX_TREE_DEPTH} directory levels")),
+        out.stderr.contains(&format!(
+            "{MAX_TREE_DEPTH} directory levels deep, the most a snapshot holds"
+        )),
         "{out}"
     );
+    // What was recorded is no damage to `check`, which refuses deeper trees.
+    b.run(["check", "--read-data"]).ok();
 
     let target = t.join("restored");
-    b.restore("latest", &target).ok();
+    b.run([
+        OsStr::new("restore"),
+        OsStr::new("latest"),
+        OsStr::new("--verify"),
+        OsStr::new("--target"),
+        target.as_os_str(),
+    ])
+    .ok();
     let (levels, files) = read_chain(&under(&target, &src));
-    assert_eq!(levels, MAX_TREE_DEPTH, "every level recorded is restored");
+    assert_eq!(levels, cut, "every level recorded is restored");
     assert_eq!(
         files,
         vec![(1, "level 1".to_owned()), (3000, "level 3000".to_owned())],

@@ -501,8 +501,11 @@ impl Rewriter<'_> {
 
     fn rewrite_tree(&mut self, id: &BlobId, depth: usize) -> Rewritten {
         // The same conditions the checker applies, so that what it calls broken is left out.
-        if depth > 4096 {
-            return Rewritten::Unreadable("trees nested deeper than 4096 levels".into());
+        if depth > crate::tree::MAX_TREE_DEPTH {
+            return Rewritten::Unreadable(format!(
+                "trees nested deeper than {} levels",
+                crate::tree::MAX_TREE_DEPTH
+            ));
         }
         if let Some(reason) = self.bad.get(id) {
             return Rewritten::Unreadable(reason.clone());

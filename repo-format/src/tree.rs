@@ -8,6 +8,12 @@ use crate::id::BlobId;
 /// Version byte of the tree encoding written by this build.
 pub const TREE_VERSION: u8 = 1;
 
+/// The deepest a tree may nest: a snapshot's root tree is at depth 0, the tree of a
+/// directory in it at depth 1, and so on. A reader refuses a tree deeper than this (format
+/// §12), so that every walk of a snapshot stays within a bounded stack; a writer records a
+/// directory at this depth empty and flagged incomplete.
+pub const MAX_TREE_DEPTH: usize = 4096;
+
 /// Seconds and nanoseconds since the Unix epoch.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp {

@@ -119,7 +119,7 @@ pub(super) struct Archiver<'a> {
     /// them inside the outer one's tree, where each is still a path named to back up,
     /// whatever its size or filesystem.
     nested_sources: HashSet<PathBuf>,
-    /// Directory levels below the source path of the directory being archived.
+    /// Depth in the snapshot of the tree being built (the root tree's is 0).
     depth: usize,
     /// Directories holding one of these files are left out.
     tag_files: &'a [TagFile],
@@ -428,6 +428,8 @@ impl<'a> Archiver<'a> {
                 Planned::Real(path) => {
                     let access = self.access_path(&path);
                     self.source_device = None;
+                    // Its tree is at the depth of its path (`/srv/app`: 2).
+                    self.depth = path.components().count().saturating_sub(2);
                     let entry = self.archive_entry(&path, &access, name, parent_entry)?;
                     self.paths_unchanged &= entry.is_some() && entry.as_ref() == parent_entry;
                     entries.extend(entry);
@@ -583,13 +585,13 @@ impl<'a> Archiver<'a> {
             Work::Dir if self.tag_files.iter().any(|tag| tag.tags(&child.access)) => {
                 return Ok(None);
             }
-            Work::Dir if self.depth >= MAX_TREE_DEPTH => {
-                // Deeper than any walk is given stack for: kept empty, and said so.
+            Work::Dir if self.depth + 1 >= MAX_TREE_DEPTH => {
+                // As deep as a tree may nest: kept empty, and said so.
                 self.summary.dirs += 1;
                 self.unreadable(
                     &child.path,
                     &format!(
-                        "more than {MAX_TREE_DEPTH} directory levels below its source path: \
+                        "{MAX_TREE_DEPTH} directory levels deep, the most a snapshot holds: \
                          its contents are left out"
                     ),
                 );
@@ -601,13 +603,10 @@ impl<'a> Archiver<'a> {
             Work::Dir if source => {
                 // A source path of its own: its filesystem is the one to stay on below it.
                 self.summary.dirs += 1;
-                let outer = (
-                    self.source_device.replace(child.live_device),
-                    std::mem::take(&mut self.depth),
-                );
+                let outer_device = self.source_device.replace(child.live_device);
                 let parent_subtree = child.parent_subtree();
                 let subtree = self.archive_subdirectory(&mut child, parent_subtree);
-                (self.source_device, self.depth) = outer;
+                self.source_device = outer_device;
                 Node::Dir { subtree: subtree? }
             }
             Work::Dir if self.crosses_filesystems(&child) => {

@@ -686,6 +686,9 @@ impl<'a> Planner<'a> {
                 && let Err(e) = clear(access).and_then(|()| fs::hard_link(&first, access))
             {
                 self.error(path, format!("could not link to {}: {e}", display(&first)));
+                if matches!(entry.node, Node::File { .. }) {
+                    self.plan.files_failed += 1;
+                }
             }
             return Ok(());
         }

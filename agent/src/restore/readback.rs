@@ -10,7 +10,8 @@
 //! content did not arrive.
 
 use std::collections::BTreeSet;
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 
 use bunker_repo_format::Repository;
@@ -67,13 +68,21 @@ pub(super) fn read_back(
     read_back
 }
 
+/// The restored file, opened to read: through the descriptor the restore wrote it through
+/// when it kept one (the same inode, however long its path: a file whose path is too long
+/// for the kernel is always kept open), else by its path, never through a symlink.
+fn open_to_read(file: &PlannedFile) -> std::io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.read(true);
+    match &file.handle {
+        Some(handle) => options.open(format!("/proc/self/fd/{}", handle.as_raw_fd())),
+        None => options.custom_flags(nix::libc::O_NOFOLLOW).open(&file.path),
+    }
+}
+
 /// How the file at `file.path` differs from `extents`, or `None` when it holds them.
 fn difference(repo: &Repository, file: &PlannedFile, extents: &[Extent]) -> Option<String> {
-    let opened = OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(&file.path);
-    let opened = match opened {
+    let opened = match open_to_read(file) {
         Ok(opened) => opened,
         Err(e) => return Some(format!("could not open it to read it back: {e}")),
     };

@@ -7,7 +7,7 @@ use crate::id::BlobId;
 use crate::index::Index;
 use crate::pack::pack_name;
 use crate::repository::Repository;
-use crate::tree::{Extent, Node};
+use crate::tree::{Extent, MAX_TREE_DEPTH, Node};
 
 use super::*;
 
@@ -49,8 +49,8 @@ impl TreeWalker<'_> {
             own: Some(message.clone()),
             all: vec![format!("tree {id}: {message}")],
         };
-        if depth > 4096 {
-            return fail("trees nested deeper than 4096 levels".into());
+        if depth > MAX_TREE_DEPTH {
+            return fail(format!("trees nested deeper than {MAX_TREE_DEPTH} levels"));
         }
         if let Some(reason) = self.bad_blobs.get(id) {
             self.used_bad.insert(*id);
