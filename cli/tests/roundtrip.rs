@@ -2620,6 +2620,27 @@ fn restore_include_and_exclude_bring_back_exactly_what_matches() {
     );
     assert!(out.stdout.contains("2 files"), "{out}");
 
+    // A directory already in the target that the includes look through and restore
+    // nothing into keeps its mode (the restore opens it up to look, then closes it again).
+    write_file(&restored.join("var/mine"), b"the target's own\n");
+    chmod(&restored.join("var"), 0o555);
+    b.run([
+        "restore",
+        "latest",
+        "--target",
+        s(&target),
+        "--include",
+        "*.conf",
+    ])
+    .ok();
+    let var = fs::metadata(restored.join("var")).expect("stat var");
+    assert_eq!(var.mode() & 0o7777, 0o555);
+    assert_eq!(
+        fs::read(restored.join("var/mine")).expect("read"),
+        b"the target's own\n"
+    );
+    chmod(&restored.join("var"), 0o755);
+
     // Excludes alone; a path inside the snapshot as the restore's root.
     let target = t.join("restore2");
     let inside = format!("latest:{}/srv", src.display());

@@ -288,9 +288,20 @@ impl PackPlanner {
         let mut errors = Vec::new();
         let mut offset = 0u64;
         for extent in extents {
-            if let Extent::Chunk { id, .. } = extent {
+            if let Extent::Chunk { id, length } = extent {
                 let placement = Placement { file, offset };
-                if let Some(&(pack, blob)) = self.blob_slot.get(id) {
+                let stored_length = match self.blob_slot.get(id) {
+                    Some(&(pack, blob)) => Some(self.packs[pack].blobs[blob].location.raw_length),
+                    None => index.get(id).map(|location| location.raw_length),
+                };
+                // Written at the tree's offsets, a blob of another length would spill over
+                // the next extent or leave a gap (a writer's bug, never a reader's guess).
+                if let Some(stored) = stored_length.filter(|stored| stored != length) {
+                    errors.push(format!(
+                        "content at offset {offset} unusable: the snapshot gives blob {id} \
+                         {length} bytes, the repository holds {stored}"
+                    ));
+                } else if let Some(&(pack, blob)) = self.blob_slot.get(id) {
                     self.packs[pack].blobs[blob].placements.push(placement);
                 } else if let Some(location) = index.get(id) {
                     let pack = *self.pack_slot.entry(location.pack).or_insert_with(|| {
@@ -359,13 +370,24 @@ fn make_room(path: &Path, merge_dir: bool) -> io::Result<()> {
 /// again goes through the `0555` and `0000` directories the first run restored. The
 /// directory's recorded mode is applied after its entries. A directory the process does
 /// not own is left as it is (what fails inside it is reported there).
-fn let_owner_in(path: &Path) {
-    if let Ok(meta) = fs::symlink_metadata(path)
-        && meta.is_dir()
-        && meta.permissions().mode() & 0o700 != 0o700
-    {
-        let opened = fs::Permissions::from_mode(meta.permissions().mode() & 0o7777 | 0o700);
-        let _ = fs::set_permissions(path, opened);
+///
+/// Returns the mode it had when it changed it, for [`put_mode_back`].
+fn let_owner_in(path: &Path) -> Option<u32> {
+    let meta = fs::symlink_metadata(path).ok()?;
+    let mode = meta.permissions().mode() & 0o7777;
+    if !meta.is_dir() || mode & 0o700 == 0o700 {
+        return None;
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(mode | 0o700)).ok()?;
+    Some(mode)
+}
+
+/// Gives a directory [`let_owner_in`] opened the mode it had, when the restore leaves it
+/// as it was (an include filter that restored nothing in it).
+fn put_mode_back(path: &Path, mode: Option<u32>) -> io::Result<()> {
+    match mode {
+        Some(mode) => fs::set_permissions(path, fs::Permissions::from_mode(mode)),
+        None => Ok(()),
     }
 }
 
@@ -715,9 +737,7 @@ impl<'a> Planner<'a> {
                         return Ok(());
                     }
                 };
-                if !created {
-                    let_owner_in(access);
-                }
+                let opened = if created { None } else { let_owner_in(access) };
                 let before = self.restored();
                 let mut children = Vec::new();
                 let inside = decision == Decision::Restore;
@@ -731,6 +751,9 @@ impl<'a> Planner<'a> {
                 if decision == Decision::Explore && self.restored() == before {
                     if created && let Err(e) = fs::remove_dir(access) {
                         self.error(path, format!("could not remove the empty directory: {e}"));
+                    }
+                    if let Err(e) = put_mode_back(access, opened) {
+                        self.error(path, format!("could not give it its mode back: {e}"));
                     }
                     return Ok(());
                 }
@@ -1098,7 +1121,48 @@ fn same_inode(a: &Path, b: &Path) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use bunker_repo_format::blob::BlobKind;
+
     use super::*;
+
+    #[test]
+    fn a_chunk_whose_length_differs_from_its_blobs_is_not_placed() {
+        let blob = BlobId::from_bytes([7; 32]);
+        let mut index = Index::new();
+        index.insert(
+            blob,
+            BlobLocation {
+                pack: PackId::from_bytes([1; 32]),
+                kind: BlobKind::Data,
+                offset: 0,
+                length: 140,
+                raw_length: 100,
+            },
+        );
+        let chunk = |length| Extent::Chunk { id: blob, length };
+        let mut planner = PackPlanner::default();
+        // File 0 places the blob at 0 and 100; file 1 claims 50 bytes of it, after 100.
+        assert!(
+            planner
+                .add_file(&index, 0, &[chunk(100), chunk(100)])
+                .is_empty()
+        );
+        let errors = planner.add_file(&index, 1, &[chunk(100), chunk(50)]);
+        assert_eq!(
+            errors,
+            vec![format!(
+                "content at offset 100 unusable: the snapshot gives blob {blob} 50 bytes, the \
+                 repository holds 100"
+            )]
+        );
+        let work = planner.finish();
+        let placements: Vec<(u32, u64)> = work[0].blobs[0]
+            .placements
+            .iter()
+            .map(|p| (p.file, p.offset))
+            .collect();
+        assert_eq!(placements, vec![(0, 0), (0, 100), (1, 0)]);
+    }
 
     #[test]
     fn files_are_created_with_their_bits_only_where_no_one_else_can_reach_them() {

@@ -133,6 +133,17 @@ fn write_in_order(
         // A read given up because the command was interrupted can be the answer the
         // writer finds, though the interruption came after its last look.
         let data = data.map_err(|e| unreadable(e, total))?;
+        if let Extent::Chunk { id, length } = extent
+            && data.len() as u64 != u64::from(*length)
+        {
+            return Err(RestoreError::Content {
+                message: format!(
+                    "at offset {total}: the snapshot gives blob {id} {length} bytes, the \
+                     repository holds {}",
+                    data.len()
+                ),
+            });
+        }
         total += write_extent(out, extent, &data, &zeros)
             .map_err(|source| RestoreError::Output { source })?;
         state.lock().unwrap_or_else(PoisonError::into_inner).written = i + 1;
@@ -279,5 +290,33 @@ mod tests {
             ),
             other => panic!("expected lost content, got {other:?}"),
         }
+    }
+
+    /// A blob of another length than its extent says would shift every byte after it.
+    #[test]
+    fn a_chunk_of_another_length_than_its_extent_stops_the_stream() {
+        let id = bunker_repo_format::BlobId::from_bytes([1; 32]);
+        let extents = [
+            Extent::Chunk { id, length: 3 },
+            Extent::Chunk { id, length: 2 },
+        ];
+        let state = Mutex::new(State::default());
+        {
+            let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
+            s.ready.insert(0, Ok(b"abc".to_vec()));
+            s.ready.insert(1, Ok(b"abc".to_vec()));
+        }
+        let mut out = Vec::new();
+        let result = write_in_order(&extents, &mut out, &Cancel::new(), &state, &Condvar::new());
+        match result {
+            Err(RestoreError::Content { message }) => assert_eq!(
+                message,
+                format!(
+                    "at offset 3: the snapshot gives blob {id} 2 bytes, the repository holds 3"
+                )
+            ),
+            other => panic!("expected unusable content, got {other:?}"),
+        }
+        assert_eq!(out, b"abc");
     }
 }
