@@ -2970,3 +2970,65 @@ fn fixed_chunks_re_store_only_the_chunk_of_a_changed_page() {
         "{refused}"
     );
 }
+
+#[test]
+fn a_mount_point_where_the_snapshot_has_a_file_is_never_emptied() {
+    if !is_root() {
+        note("not root: skipping the mount point replacement test (it mounts a tmpfs)");
+        return;
+    }
+    let t = TestDir::new();
+    let src = t.join("src");
+    write_file(&src.join("data"), b"a file in the snapshot\n");
+    write_file(&src.join("logs"), b"another file in the snapshot\n");
+    write_file(&src.join("kept"), b"restored\n");
+    let b = t.bunker();
+    b.init();
+    b.backup(&[&src], &[]).ok();
+
+    // In the target, `data` is a mounted filesystem and `logs` a directory holding one.
+    let target = t.join("target");
+    let restored = under(&target, &src);
+    let data = restored.join("data");
+    let nested = restored.join("logs/archive");
+    fs::create_dir_all(&data).expect("mkdir");
+    fs::create_dir_all(&nested).expect("mkdir");
+    let (Some(_data_mount), Some(_nested_mount)) = (mount_tmpfs(&data), mount_tmpfs(&nested))
+    else {
+        note("cannot mount a tmpfs here: skipping the mount point replacement test");
+        return;
+    };
+    write_file(&data.join("on-the-mount"), b"elsewhere\n");
+    write_file(&nested.join("on-the-mount"), b"elsewhere too\n");
+    write_file(
+        &restored.join("logs/beside"),
+        b"on the target's filesystem\n",
+    );
+
+    let out = b.restore("latest", &target);
+    out.code(5);
+    for (path, mount) in [(&data, &data), (&restored.join("logs"), &nested)] {
+        assert!(
+            out.stderr.contains(&format!(
+                "{}: could not replace: {} is on another filesystem (a mount point): nothing \
+                 removed",
+                s(path),
+                s(mount)
+            )),
+            "{out}"
+        );
+    }
+    assert_eq!(
+        fs::read(data.join("on-the-mount")).expect("left"),
+        b"elsewhere\n"
+    );
+    assert_eq!(
+        fs::read(nested.join("on-the-mount")).expect("left"),
+        b"elsewhere too\n"
+    );
+    assert!(restored.join("logs/beside").exists(), "nothing removed");
+    assert_eq!(
+        fs::read(restored.join("kept")).expect("restored"),
+        b"restored\n"
+    );
+}

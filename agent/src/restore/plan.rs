@@ -26,7 +26,7 @@ use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -354,15 +354,47 @@ fn display(path: &Path) -> String {
 /// Makes room at `path` for an entry of the snapshot: whatever is there is removed, but a
 /// directory is kept when `merge_dir` (the snapshot's directory is merged into it). A
 /// directory where the snapshot has a file, link or device goes with all it holds (never
-/// following a symlink): the target is made to match the snapshot either way.
+/// following a symlink): the target is made to match the snapshot either way. Unless it is,
+/// or holds, a mount point: another filesystem's contents are never the restore's to
+/// delete (as `--delete` leaves them), so nothing is removed and the entry is not restored.
 fn make_room(path: &Path, merge_dir: bool) -> io::Result<()> {
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.is_dir() && merge_dir => Ok(()),
-        Ok(meta) if meta.is_dir() => fs::remove_dir_all(path),
+        Ok(meta) if meta.is_dir() => {
+            let device = match path.parent() {
+                Some(parent) => fs::metadata(parent)?.dev(),
+                None => meta.dev(),
+            };
+            if let Some(mount) = mount_point_at_or_below(path, device)? {
+                return Err(io::Error::other(format!(
+                    "{} is on another filesystem (a mount point): nothing removed",
+                    display(&mount)
+                )));
+            }
+            fs::remove_dir_all(path)
+        }
         Ok(_) => fs::remove_file(path),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// The first directory at or below `dir` (symlinks not followed) on another filesystem
+/// than `device`, if any.
+fn mount_point_at_or_below(dir: &Path, device: u64) -> io::Result<Option<PathBuf>> {
+    let mut pending = vec![dir.to_owned()];
+    while let Some(dir) = pending.pop() {
+        if fs::symlink_metadata(&dir)?.dev() != device {
+            return Ok(Some(dir));
+        }
+        for entry in fs::read_dir(&dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                pending.push(entry.path());
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// Gives the owner of an existing directory that a restore merges into the right to enter
