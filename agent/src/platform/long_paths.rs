@@ -69,9 +69,35 @@ impl DirHandle {
         Ok(())
     }
 
+    /// Opens the directory `name` in this directory, relative to the open descriptor and
+    /// never through a symlink (`O_NOFOLLOW`): a name replaced by a link since it was
+    /// looked at fails (`ELOOP`, `ENOTDIR`) instead of leading elsewhere.
+    pub fn open_dir(&self, name: &OsStr) -> io::Result<Self> {
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let fd = openat(&self.dir, name, flags, Mode::empty())?;
+        Ok(Self {
+            dir: File::from(fd),
+        })
+    }
+
     /// The open directory, for `*at` system calls on its entries.
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.dir.as_fd()
+    }
+
+    /// The open directory, for system calls on the directory itself.
+    pub fn file(&self) -> &File {
+        &self.dir
+    }
+
+    /// A path for system calls on the entry `name` of this directory that reaches it
+    /// through the open descriptor, `/proc/self/fd/N/NAME`, whatever the length of its
+    /// real path: no directory on the way is looked up by name again, so none replaced by
+    /// a symlink meanwhile can lead elsewhere. Valid while this handle is open.
+    pub fn pinned_child(&self, name: &OsStr) -> PathBuf {
+        Path::new("/proc/self/fd")
+            .join(self.dir.as_raw_fd().to_string())
+            .join(name)
     }
 
     /// The names in this directory, without `.` and `..`, read through its descriptor (no

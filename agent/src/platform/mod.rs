@@ -40,8 +40,8 @@ pub use remove::remove_tree_nofollow;
 #[cfg(unix)]
 pub use unix::{
     DataRegions, KnownEntry, PRIVATE_FILE_MODE, SourceFile, apply_file_metadata, apply_metadata,
-    capture, capture_knowing, changed_since, create_special, create_symlink, hostname, is_root,
-    make_private, open_for_backup, open_for_backup_at, punch_hole_or_set_len,
+    apply_metadata_at, capture, capture_knowing, changed_since, create_special, create_symlink,
+    hostname, is_root, make_private, open_for_backup, open_for_backup_at, punch_hole_or_set_len,
     raise_open_files_limit, username,
 };
 

@@ -5,7 +5,7 @@ use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io;
 use std::ops::Range;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
@@ -14,10 +14,11 @@ use bunker_repo_format::tree::{EntryFlags, Metadata, Node, Timestamp};
 use nix::errno::Errno;
 use nix::fcntl::{AT_FDCWD, AtFlags, OFlag, openat};
 use nix::sys::stat::{
-    Mode, SFlag, UtimensatFlags, dev_t, fstatat, futimens, lstat, mknod, utimensat,
+    FchmodatFlags, Mode, SFlag, UtimensatFlags, dev_t, fchmodat, fstatat, futimens, lstat, mknod,
+    utimensat,
 };
 use nix::sys::time::TimeSpec;
-use nix::unistd::{Gid, Group, Uid, User, Whence, geteuid, gethostname, lseek, mkfifo};
+use nix::unistd::{Gid, Group, Uid, User, Whence, fchownat, geteuid, gethostname, lseek, mkfifo};
 
 use super::{ApplyOptions, CaptureWarning, Captured, CapturedKind, NameCache, PlatformError};
 
@@ -448,6 +449,26 @@ pub fn apply_metadata(
     }
 }
 
+/// [`apply_metadata`] for the entry `name` of the directory open as `dir`, through `*at`
+/// system calls relative to it (never following a symlink at `name`): no directory on the
+/// way is looked up by name, so none replaced by a symlink since the restore created it
+/// can send the owner, mode or times elsewhere. `path` only names the entry in errors.
+pub fn apply_metadata_at(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    path: &Path,
+    meta: &Metadata,
+    node: &Node,
+    options: &ApplyOptions,
+) -> Result<Vec<PlatformError>, PlatformError> {
+    let symlink = match node {
+        Node::Socket => return Ok(Vec::new()),
+        Node::Symlink { .. } => true,
+        _ => false,
+    };
+    apply(Subject::At { dir, name, symlink }, path, meta, options)
+}
+
 /// [`apply_metadata`] for a regular file through a descriptor open on it (for writing, as
 /// the restorer holds it), with the same steps and failures: no path lookup, and nothing
 /// can replace the file between the steps. `path` only names the file in errors.
@@ -460,12 +481,19 @@ pub fn apply_file_metadata(
     apply(Subject::File(file), path, meta, options)
 }
 
-/// What metadata is applied to: an entry by its path (never followed), or an open file.
+/// What metadata is applied to: an entry by its path (never followed), an entry of an
+/// open directory, or an open file.
 #[derive(Clone, Copy)]
 enum Subject<'a> {
     Path(&'a Path),
     /// A symlink by its path: it has no mode of its own.
     Symlink(&'a Path),
+    /// The entry `name` of the directory open as `dir` (a symlink when `symlink`).
+    At {
+        dir: BorrowedFd<'a>,
+        name: &'a OsStr,
+        symlink: bool,
+    },
     File(&'a File),
 }
 
@@ -473,14 +501,30 @@ impl Subject<'_> {
     /// Owner, group and mode (`st_mode & 0o7777`) as they are; `None` when they cannot be
     /// read.
     fn ownership(self) -> Option<Ownership> {
-        let meta = match self {
-            Self::Path(path) | Self::Symlink(path) => fs::symlink_metadata(path),
-            Self::File(file) => file.metadata(),
+        let (uid, gid, mode) = match self {
+            Self::Path(path) | Self::Symlink(path) => fs::symlink_metadata(path)
+                .ok()
+                .map(|meta| (meta.uid(), meta.gid(), meta.mode()))?,
+            Self::At { dir, name, .. } => fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)
+                .ok()
+                .map(|stat| (stat.st_uid, stat.st_gid, stat.st_mode))?,
+            Self::File(file) => file
+                .metadata()
+                .ok()
+                .map(|meta| (meta.uid(), meta.gid(), meta.mode()))?,
         };
-        meta.ok().map(|meta| Ownership {
-            owner: (meta.uid(), meta.gid()),
-            mode: meta.mode() & 0o7777,
+        Some(Ownership {
+            owner: (uid, gid),
+            mode: mode & 0o7777,
         })
+    }
+
+    /// The entry `name` of `dir` as a path (`/proc/self/fd/N/NAME`) for the calls that
+    /// have no `*at` form (extended attributes, which `l*xattr` never follow).
+    fn pinned(dir: BorrowedFd<'_>, name: &OsStr) -> std::path::PathBuf {
+        Path::new("/proc/self/fd")
+            .join(dir.as_raw_fd().to_string())
+            .join(name)
     }
 
     fn chown(self, uid: u32, gid: u32) -> io::Result<()> {
@@ -488,6 +532,14 @@ impl Subject<'_> {
             Self::Path(path) | Self::Symlink(path) => {
                 std::os::unix::fs::lchown(path, Some(uid), Some(gid))
             }
+            Self::At { dir, name, .. } => fchownat(
+                dir,
+                name,
+                Some(Uid::from_raw(uid)),
+                Some(Gid::from_raw(gid)),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(io::Error::from),
             Self::File(file) => std::os::unix::fs::fchown(file, Some(uid), Some(gid)),
         }
     }
@@ -495,6 +547,9 @@ impl Subject<'_> {
     fn set_xattr(self, name: &OsStr, value: &[u8]) -> io::Result<()> {
         match self {
             Self::Path(path) | Self::Symlink(path) => xattr::set(path, name, value),
+            Self::At {
+                dir, name: entry, ..
+            } => xattr::set(Self::pinned(dir, entry), name, value),
             Self::File(file) => xattr::FileExt::set_xattr(file, name, value),
         }
     }
@@ -502,6 +557,7 @@ impl Subject<'_> {
     fn list_xattrs(self) -> io::Result<Vec<std::ffi::OsString>> {
         match self {
             Self::Path(path) | Self::Symlink(path) => Ok(xattr::list(path)?.collect()),
+            Self::At { dir, name, .. } => Ok(xattr::list(Self::pinned(dir, name))?.collect()),
             Self::File(file) => Ok(xattr::FileExt::list_xattr(file)?.collect()),
         }
     }
@@ -509,6 +565,9 @@ impl Subject<'_> {
     fn remove_xattr(self, name: &OsStr) -> io::Result<()> {
         match self {
             Self::Path(path) | Self::Symlink(path) => xattr::remove(path, name),
+            Self::At {
+                dir, name: entry, ..
+            } => xattr::remove(Self::pinned(dir, entry), name),
             Self::File(file) => xattr::FileExt::remove_xattr(file, name),
         }
     }
@@ -517,7 +576,15 @@ impl Subject<'_> {
         let permissions = fs::Permissions::from_mode(mode);
         match self {
             Self::Path(path) => fs::set_permissions(path, permissions),
-            Self::Symlink(_) => Ok(()),
+            Self::Symlink(_) | Self::At { symlink: true, .. } => Ok(()),
+            // Refused (`EOPNOTSUPP`) if `name` became a symlink: never followed.
+            Self::At { dir, name, .. } => fchmodat(
+                dir,
+                name,
+                Mode::from_bits_truncate(mode),
+                FchmodatFlags::NoFollowSymlink,
+            )
+            .map_err(io::Error::from),
             Self::File(file) => file.set_permissions(permissions),
         }
     }
@@ -532,6 +599,9 @@ impl Subject<'_> {
                 &mtime,
                 UtimensatFlags::NoFollowSymlink,
             ),
+            Self::At { dir, name, .. } => {
+                utimensat(dir, name, &atime, &mtime, UtimensatFlags::NoFollowSymlink)
+            }
             Self::File(file) => futimens(file, &atime, &mtime),
         };
         result.map_err(io::Error::from)

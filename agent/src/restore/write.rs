@@ -27,8 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
-use bunker_repo_format::BlobId;
-use bunker_repo_format::tree::{Metadata, Node};
+use bunker_repo_format::tree::Node;
 use rayon::prelude::*;
 
 use super::direct::{ALIGN, BlobToWrite, DirectFile, DirectQueue, LeftOver, SharedBlocks};
@@ -611,69 +610,66 @@ const FILE: Node = Node::File {
 /// Applies the metadata of everything under `root` (not to `root` itself unless it has
 /// metadata), children before their directory. Returns errors and warnings, naming paths.
 ///
+/// Every directory is opened from its parent's descriptor, never through a symlink, and
+/// every entry's metadata is applied relative to its directory's descriptor (a directory's
+/// own through the descriptor open on it): however long the restore ran, an entry or a
+/// directory on the way replaced by a symlink in the meantime leads nowhere else.
+///
 /// A directory's entries are applied in parallel on the rayon pool (idle by now: the
 /// content is written), each directory once all of its entries are done; the report keeps
 /// the tree's order.
 pub(super) fn apply_all(root: &PendingDir, options: &ApplyOptions) -> Report {
-    apply_dir(root, &root.path, options)
+    match DirHandle::open(&root.path) {
+        Ok(handle) => apply_dir(root, &handle, options),
+        Err(e) => cannot_open(&root.path, &e),
+    }
 }
 
-fn apply_dir(dir: &PendingDir, access: &Path, options: &ApplyOptions) -> Report {
+fn cannot_open(path: &Path, error: &std::io::Error) -> Report {
+    (
+        vec![format!(
+            "{}: could not open directory to restore metadata: {error}",
+            path.display()
+        )],
+        Vec::new(),
+    )
+}
+
+fn apply_dir(dir: &PendingDir, handle: &DirHandle, options: &ApplyOptions) -> Report {
     let mut report = Report::default();
-    if !dir.children.is_empty() {
-        match DirHandle::open(access) {
-            Ok(handle) => {
-                let apply_child = |child: &Pending| {
-                    let path = match child {
-                        Pending::Leaf { path, .. } => path,
-                        Pending::Dir(d) => &d.path,
-                    };
-                    let name = path.file_name().unwrap_or(OsStr::new(""));
-                    let child_access = handle.child(path, name);
-                    match child {
-                        Pending::Leaf { path, meta, node } => {
-                            let mut report = Report::default();
-                            apply_one(path, &child_access, meta, node, options, &mut report);
-                            report
-                        }
-                        Pending::Dir(d) => apply_dir(d, &child_access, options),
-                    }
-                };
-                let reports: Vec<Report> = if dir.children.len() < PARALLEL_APPLY {
-                    dir.children.iter().map(apply_child).collect()
-                } else {
-                    dir.children.par_iter().map(apply_child).collect()
-                };
-                merge(&mut report, reports);
-            }
-            Err(e) => report.0.push(format!(
-                "{}: could not open directory to restore metadata: {e}",
-                dir.path.display()
-            )),
+    let apply_child = |child: &Pending| match child {
+        Pending::Leaf { path, meta, node } => {
+            let mut report = Report::default();
+            let name = path.file_name().unwrap_or(OsStr::new(""));
+            record(
+                path,
+                platform::apply_metadata_at(handle.fd(), name, path, meta, node, options),
+                &mut report,
+            );
+            report
         }
-    }
+        Pending::Dir(child) => {
+            let name = child.path.file_name().unwrap_or(OsStr::new(""));
+            match handle.open_dir(name) {
+                Ok(opened) => apply_dir(child, &opened, options),
+                Err(e) => cannot_open(&child.path, &e),
+            }
+        }
+    };
+    let reports: Vec<Report> = if dir.children.len() < PARALLEL_APPLY {
+        dir.children.iter().map(apply_child).collect()
+    } else {
+        dir.children.par_iter().map(apply_child).collect()
+    };
+    merge(&mut report, reports);
     if let Some(meta) = &dir.meta {
-        let node = Node::Dir {
-            subtree: BlobId::from_bytes([0; 32]),
-        };
-        apply_one(&dir.path, access, meta, &node, options, &mut report);
+        record(
+            &dir.path,
+            platform::apply_file_metadata(handle.file(), &dir.path, meta, options),
+            &mut report,
+        );
     }
     report
-}
-
-fn apply_one(
-    path: &Path,
-    access: &Path,
-    meta: &Metadata,
-    node: &Node,
-    options: &ApplyOptions,
-    report: &mut Report,
-) {
-    record(
-        path,
-        platform::apply_metadata(access, meta, node, options),
-        report,
-    );
 }
 
 /// Adds the outcome of applying `path`'s metadata to `report`.
@@ -700,12 +696,90 @@ fn record(
 #[cfg(test)]
 mod tests {
     use bunker_repo_format::index::BlobLocation;
-    use bunker_repo_format::{BlobKind, PackId};
+    use bunker_repo_format::{BlobId, BlobKind, PackId};
 
     use super::super::direct::{ALIGN, DirectFile};
     use super::*;
 
     const BLOCK: usize = 64 << 10;
+
+    /// A directory replaced by a symlink (to somewhere the restore must never touch)
+    /// between its creation and the metadata pass: nothing outside the target changes.
+    #[test]
+    fn the_metadata_pass_never_follows_a_directory_replaced_by_a_symlink() {
+        use std::fs;
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (target, outside) = (tmp.path().join("target"), tmp.path().join("outside"));
+        fs::create_dir_all(target.join("kept")).expect("mkdir");
+        fs::create_dir(&outside).expect("mkdir");
+        fs::write(outside.join("f"), b"x").expect("write");
+        fs::set_permissions(&outside, fs::Permissions::from_mode(0o700)).expect("chmod");
+        fs::set_permissions(outside.join("f"), fs::Permissions::from_mode(0o600)).expect("chmod");
+        std::os::unix::fs::symlink(&outside, target.join("dir")).expect("symlink");
+        fs::write(target.join("kept/g"), b"y").expect("write");
+        let meta = |mode: u32| bunker_repo_format::tree::Metadata {
+            mode,
+            uid: 12345,
+            gid: 12345,
+            mtime: bunker_repo_format::tree::Timestamp {
+                sec: 1_000_000,
+                nsec: 0,
+            },
+            atime: bunker_repo_format::tree::Timestamp {
+                sec: 1_000_000,
+                nsec: 0,
+            },
+            ..Default::default()
+        };
+        let leaf = |dir: &str, mode: u32| Pending::Leaf {
+            path: target.join(dir).join(if dir == "dir" { "f" } else { "g" }),
+            meta: meta(mode),
+            node: FILE,
+        };
+        let root = PendingDir {
+            path: target.clone(),
+            meta: None,
+            children: vec![
+                Pending::Dir(PendingDir {
+                    path: target.join("dir"),
+                    meta: Some(meta(0o777)),
+                    children: vec![leaf("dir", 0o666)],
+                }),
+                Pending::Dir(PendingDir {
+                    path: target.join("kept"),
+                    meta: Some(meta(0o751)),
+                    children: vec![leaf("kept", 0o640)],
+                }),
+            ],
+        };
+        let options = ApplyOptions {
+            ownership: platform::is_root(),
+            remove_other_xattrs: false,
+        };
+        let (errors, _) = apply_all(&root, &options);
+
+        let (dir, file) = (
+            fs::metadata(&outside).expect("stat"),
+            fs::metadata(outside.join("f")).expect("stat"),
+        );
+        assert_eq!(dir.mode() & 0o7777, 0o700, "outside the target");
+        assert_eq!(file.mode() & 0o7777, 0o600, "outside the target");
+        assert_ne!(file.uid(), 12345, "outside the target");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with(&format!(
+                "{}: could not open directory to restore metadata",
+                target.join("dir").display()
+            )),
+            "{errors:?}"
+        );
+        // The directory that stayed one got its metadata, and its entry too.
+        let kept = fs::metadata(target.join("kept")).expect("stat");
+        assert_eq!((kept.mode() & 0o7777, kept.mtime()), (0o751, 1_000_000));
+        let g = fs::metadata(target.join("kept/g")).expect("stat");
+        assert_eq!((g.mode() & 0o7777, g.mtime()), (0o640, 1_000_000));
+    }
 
     fn blob(i: usize) -> PlannedBlob {
         PlannedBlob {
