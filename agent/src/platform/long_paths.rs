@@ -146,6 +146,36 @@ pub(super) fn entry_names(dir: BorrowedFd<'_>) -> Result<Vec<CString>, Errno> {
 mod tests {
     use super::*;
 
+    /// A restore holds directories open while it works in them; one renamed away and
+    /// replaced by a symlink meanwhile must not send it elsewhere.
+    #[test]
+    fn a_directory_replaced_by_a_symlink_is_not_followed() {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let (dir, elsewhere) = (temp.path().join("dir"), temp.path().join("elsewhere"));
+        std::fs::create_dir_all(dir.join("sub")).expect("mkdir");
+        std::fs::create_dir_all(elsewhere.join("sub")).expect("mkdir");
+        let root = DirHandle::open(temp.path()).expect("open");
+        let handle = root.open_dir(OsStr::new("dir")).expect("open dir");
+
+        std::fs::rename(&dir, temp.path().join("moved")).expect("rename");
+        std::os::unix::fs::symlink(&elsewhere, &dir).expect("symlink");
+        // The pinned path reaches the directory held open, not the link's target.
+        std::fs::write(handle.pinned_child(OsStr::new("f")), b"x").expect("write");
+        assert!(temp.path().join("moved/f").exists());
+        assert!(!elsewhere.join("f").exists());
+        // Opening by name refuses the symlink now where the directory was.
+        let refused = root.open_dir(OsStr::new("dir")).expect_err("a symlink");
+        assert!(
+            matches!(
+                refused.raw_os_error(),
+                Some(nix::libc::ELOOP | nix::libc::ENOTDIR)
+            ),
+            "{refused}"
+        );
+        // Below the handle, names resolve in the directory held open.
+        assert!(handle.open_dir(OsStr::new("sub")).is_ok());
+    }
+
     #[test]
     fn children_of_a_deep_directory_get_usable_paths() {
         let temp = tempfile::tempdir().expect("tempdir");

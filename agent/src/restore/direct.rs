@@ -43,6 +43,7 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::ops::Range;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -133,6 +134,13 @@ pub(super) struct DirectFile {
 }
 
 impl DirectFile {
+    /// Opens `file` again for direct writes, through its descriptor (the same inode,
+    /// whatever happened to its path meanwhile); `None` when the filesystem does not allow
+    /// them.
+    pub(super) fn reopen(file: &File) -> Option<Self> {
+        Self::open(&Path::new("/proc/self/fd").join(file.as_raw_fd().to_string()))
+    }
+
     /// Opens `path` for direct writes; `None` when the filesystem does not allow them (or
     /// the file cannot be opened again: its ordinary descriptor will say why).
     pub(super) fn open(path: &Path) -> Option<Self> {

@@ -357,7 +357,10 @@ fn display(path: &Path) -> String {
 /// following a symlink): the target is made to match the snapshot either way. Unless it is,
 /// or holds, a mount point: another filesystem's contents are never the restore's to
 /// delete (as `--delete` leaves them), so nothing is removed and the entry is not restored.
-fn make_room(path: &Path, merge_dir: bool) -> io::Result<()> {
+///
+/// `path` reaches the entry (through its directory's descriptor); `real` is its path, for
+/// messages.
+fn make_room(path: &Path, real: &Path, merge_dir: bool) -> io::Result<()> {
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.is_dir() && merge_dir => Ok(()),
         Ok(meta) if meta.is_dir() => {
@@ -366,6 +369,11 @@ fn make_room(path: &Path, merge_dir: bool) -> io::Result<()> {
                 None => meta.dev(),
             };
             if let Some(mount) = mount_point_at_or_below(path, device)? {
+                let mount = match mount.strip_prefix(path) {
+                    Ok(below) if below.as_os_str().is_empty() => real.to_owned(),
+                    Ok(below) => real.join(below),
+                    Err(_) => mount,
+                };
                 return Err(io::Error::other(format!(
                     "{} is on another filesystem (a mount point): nothing removed",
                     display(&mount)
@@ -404,21 +412,23 @@ fn mount_point_at_or_below(dir: &Path, device: u64) -> io::Result<Option<PathBuf
 /// not own is left as it is (what fails inside it is reported there).
 ///
 /// Returns the mode it had when it changed it, for [`put_mode_back`].
-fn let_owner_in(path: &Path) -> Option<u32> {
-    let meta = fs::symlink_metadata(path).ok()?;
+fn let_owner_in(dir: &DirHandle) -> Option<u32> {
+    let meta = dir.file().metadata().ok()?;
     let mode = meta.permissions().mode() & 0o7777;
-    if !meta.is_dir() || mode & 0o700 == 0o700 {
+    if mode & 0o700 == 0o700 {
         return None;
     }
-    fs::set_permissions(path, fs::Permissions::from_mode(mode | 0o700)).ok()?;
+    dir.file()
+        .set_permissions(fs::Permissions::from_mode(mode | 0o700))
+        .ok()?;
     Some(mode)
 }
 
 /// Gives a directory [`let_owner_in`] opened the mode it had, when the restore leaves it
 /// as it was (an include filter that restored nothing in it).
-fn put_mode_back(path: &Path, mode: Option<u32>) -> io::Result<()> {
+fn put_mode_back(dir: &DirHandle, mode: Option<u32>) -> io::Result<()> {
     match mode {
-        Some(mode) => fs::set_permissions(path, fs::Permissions::from_mode(mode)),
+        Some(mode) => dir.file().set_permissions(fs::Permissions::from_mode(mode)),
         None => Ok(()),
     }
 }
@@ -570,7 +580,12 @@ impl<'a> Planner<'a> {
         let target_state = DirState::of_target(&target);
         let mut children = Vec::new();
         let inside = self.starts_inside();
-        self.walk_tree(tree, &target, &target, target_state, inside, &mut children)?;
+        match DirHandle::open(&target) {
+            Ok(handle) => {
+                self.walk_tree(tree, &target, &handle, target_state, inside, &mut children)?;
+            }
+            Err(e) => self.error(&target, format!("could not open directory: {e}")),
+        }
         self.plan.root.children = children;
         self.finish()
     }
@@ -637,11 +652,12 @@ impl<'a> Planner<'a> {
 
     /// Restores the entries of `tree` into `dir`, which is in `dir_state`; `inside` when the
     /// filter restores everything below `dir`.
+    /// `handle` is `dir`, open: everything below is created and looked at relative to it.
     fn walk_tree(
         &mut self,
         tree: &BlobId,
         dir: &Path,
-        dir_access: &Path,
+        handle: &DirHandle,
         dir_state: DirState,
         inside: bool,
         out: &mut Vec<Pending>,
@@ -653,19 +669,12 @@ impl<'a> Planner<'a> {
                 return Ok(());
             }
         };
-        let handle = match DirHandle::open(dir_access) {
-            Ok(handle) => handle,
-            Err(e) => {
-                self.error(dir, format!("could not open directory: {e}"));
-                return Ok(());
-            }
-        };
         for entry in tree.entries() {
             if self.cancel.is_cancelled() {
                 return Err(RestoreError::Interrupted);
             }
             let path = dir.join(OsStr::from_bytes(&entry.name));
-            self.walk_entry(entry, &path, &handle, dir_state, inside, out)?;
+            self.walk_entry(entry, &path, handle, dir_state, inside, out)?;
             self.stop_if_full()?;
             if self.batch.is_full(self.batches_emitted) {
                 self.flush()?;
@@ -689,13 +698,15 @@ impl<'a> Planner<'a> {
     ) -> Result<(), RestoreError> {
         let fresh = parent_state.is_empty();
         let name = OsStr::from_bytes(&entry.name);
-        let access = &parent.child(path, name);
+        // Through `parent`'s descriptor: no directory on the way is looked up by name again
+        // (one replaced by a symlink since would lead out of the target).
+        let access = &parent.pinned_child(name);
         let is_dir = matches!(entry.node, Node::Dir { .. });
         let clear = |access: &Path| {
             if fresh {
                 Ok(())
             } else {
-                make_room(access, is_dir)
+                make_room(access, path, is_dir)
             }
         };
         let decision = self.decide(path, is_dir, inside);
@@ -769,7 +780,15 @@ impl<'a> Planner<'a> {
                         return Ok(());
                     }
                 };
-                let opened = if created { None } else { let_owner_in(access) };
+                // Never through a symlink: one put there since is not the directory.
+                let handle = match parent.open_dir(name) {
+                    Ok(handle) => handle,
+                    Err(e) => {
+                        self.io_error(path, "could not open directory", e);
+                        return Ok(());
+                    }
+                };
+                let opened = if created { None } else { let_owner_in(&handle) };
                 let before = self.restored();
                 let mut children = Vec::new();
                 let inside = decision == Decision::Restore;
@@ -778,13 +797,13 @@ impl<'a> Planner<'a> {
                 } else {
                     DirState::Existing
                 };
-                self.walk_tree(subtree, path, access, state, inside, &mut children)?;
+                self.walk_tree(subtree, path, &handle, state, inside, &mut children)?;
                 // A directory explored for includes stays only if something below it does.
                 if decision == Decision::Explore && self.restored() == before {
                     if created && let Err(e) = fs::remove_dir(access) {
                         self.error(path, format!("could not remove the empty directory: {e}"));
                     }
-                    if let Err(e) = put_mode_back(access, opened) {
+                    if let Err(e) = put_mode_back(&handle, opened) {
                         self.error(path, format!("could not give it its mode back: {e}"));
                     }
                     return Ok(());
@@ -925,7 +944,7 @@ impl<'a> Planner<'a> {
                     return FilePlanned::Failed;
                 }
             }
-            if let Err(e) = make_room(access, false) {
+            if let Err(e) = make_room(access, path, false) {
                 self.error(path, format!("could not replace: {e}"));
                 return FilePlanned::Failed;
             }
@@ -951,7 +970,7 @@ impl<'a> Planner<'a> {
         };
         let bytes = data_bytes(extents);
         let direct = if bytes >= DIRECT_MIN {
-            DirectFile::open(access)
+            DirectFile::reopen(&file)
         } else {
             None
         };
