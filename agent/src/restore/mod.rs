@@ -31,6 +31,7 @@ mod plaintext;
 mod plan;
 mod preview;
 mod readback;
+mod reopen;
 mod resume;
 mod routes;
 mod select;
@@ -597,6 +598,7 @@ pub fn restore_volume(
         direct: DirectFile::open(target),
         verify_against: None,
         created_open: false,
+        identity: None,
     }];
     let mut packs = PackPlanner::default();
     let mut errors: Vec<String> = packs

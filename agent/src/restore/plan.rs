@@ -26,7 +26,7 @@ use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -38,10 +38,13 @@ use bunker_repo_format::{BlobId, PackId, Repository};
 use super::RestoreError;
 use super::direct::{DIRECT_MIN, DirectFile, allocate_data_runs};
 use super::overwrite::{self, Overwrite, Verdict};
+use super::reopen::{Identity, identity_of};
 use super::resume;
 use super::select::{Decision, RestoreFilter};
 use crate::cancel::Cancel;
 use crate::platform::{self, DirHandle};
+use nix::fcntl::AtFlags;
+use nix::sys::stat::{FchmodatFlags, Mode, SFlag, fchmodat, fstatat};
 
 /// Files with content in one batch of a restore's plan, at most.
 pub const BATCH_FILES: usize = 4096;
@@ -98,6 +101,9 @@ pub(super) struct PlannedFile {
     /// Created with its recorded permission bits rather than private (see
     /// [`creation_permissions`]): made private should it lose content.
     pub created_open: bool,
+    /// The inode created, for a file not kept open: reopened by its path only if that still
+    /// leads to it ([`super::reopen`]).
+    pub identity: Option<Identity>,
 }
 
 /// What became of a regular file in the plan.
@@ -411,26 +417,39 @@ fn mount_point_at_or_below(dir: &Path, device: u64) -> io::Result<Option<PathBuf
 /// directory's recorded mode is applied after its entries. A directory the process does
 /// not own is left as it is (what fails inside it is reported there).
 ///
+/// The directory is `name` in `parent`, reached relative to its descriptor and never
+/// through a symlink (before it is opened: a `0000` directory cannot be opened yet).
 /// Returns the mode it had when it changed it, for [`put_mode_back`].
-fn let_owner_in(dir: &DirHandle) -> Option<u32> {
-    let meta = dir.file().metadata().ok()?;
-    let mode = meta.permissions().mode() & 0o7777;
-    if mode & 0o700 == 0o700 {
+fn let_owner_in(parent: &DirHandle, name: &OsStr) -> Option<u32> {
+    let stat = fstatat(parent.fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW).ok()?;
+    let mode = stat.st_mode & 0o7777;
+    if SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits()) != SFlag::S_IFDIR
+        || mode & 0o700 == 0o700
+    {
         return None;
     }
-    dir.file()
-        .set_permissions(fs::Permissions::from_mode(mode | 0o700))
-        .ok()?;
+    set_mode_at(parent, name, mode | 0o700).ok()?;
     Some(mode)
 }
 
 /// Gives a directory [`let_owner_in`] opened the mode it had, when the restore leaves it
 /// as it was (an include filter that restored nothing in it).
-fn put_mode_back(dir: &DirHandle, mode: Option<u32>) -> io::Result<()> {
+fn put_mode_back(parent: &DirHandle, name: &OsStr, mode: Option<u32>) -> io::Result<()> {
     match mode {
-        Some(mode) => dir.file().set_permissions(fs::Permissions::from_mode(mode)),
+        Some(mode) => set_mode_at(parent, name, mode),
         None => Ok(()),
     }
+}
+
+/// `chmod` of `name` in `parent`, refused if it is a symlink.
+fn set_mode_at(parent: &DirHandle, name: &OsStr, mode: u32) -> io::Result<()> {
+    fchmodat(
+        parent.fd(),
+        name,
+        Mode::from_bits_truncate(mode),
+        FchmodatFlags::NoFollowSymlink,
+    )
+    .map_err(io::Error::from)
 }
 
 /// A kind-only copy of `node` (a file without its extents), for the metadata pass.
@@ -780,6 +799,11 @@ impl<'a> Planner<'a> {
                         return Ok(());
                     }
                 };
+                let opened = if created {
+                    None
+                } else {
+                    let_owner_in(parent, name)
+                };
                 // Never through a symlink: one put there since is not the directory.
                 let handle = match parent.open_dir(name) {
                     Ok(handle) => handle,
@@ -788,7 +812,6 @@ impl<'a> Planner<'a> {
                         return Ok(());
                     }
                 };
-                let opened = if created { None } else { let_owner_in(&handle) };
                 let before = self.restored();
                 let mut children = Vec::new();
                 let inside = decision == Decision::Restore;
@@ -803,7 +826,7 @@ impl<'a> Planner<'a> {
                     if created && let Err(e) = fs::remove_dir(access) {
                         self.error(path, format!("could not remove the empty directory: {e}"));
                     }
-                    if let Err(e) = put_mode_back(&handle, opened) {
+                    if let Err(e) = put_mode_back(parent, name, opened) {
                         self.error(path, format!("could not give it its mode back: {e}"));
                     }
                     return Ok(());
@@ -988,6 +1011,7 @@ impl<'a> Planner<'a> {
         {
             self.error(path, format!("could not set length {size}: {e}"));
         }
+        let identity = if keep_open { None } else { identity_of(&file) };
         self.batch.files.push(PlannedFile {
             path: path.to_owned(),
             handle: keep_open.then(|| Arc::new(file)),
@@ -996,6 +1020,7 @@ impl<'a> Planner<'a> {
             direct,
             verify_against: self.verify.then(|| extents.to_vec()),
             created_open: permissions != platform::PRIVATE_FILE_MODE,
+            identity,
         });
         if !missing.is_empty() {
             self.batch.incomplete.insert(number);

@@ -12,7 +12,6 @@
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
 
 use bunker_repo_format::Repository;
 use bunker_repo_format::tree::Extent;
@@ -76,7 +75,7 @@ fn open_to_read(file: &PlannedFile) -> std::io::Result<File> {
     options.read(true);
     match &file.handle {
         Some(handle) => options.open(format!("/proc/self/fd/{}", handle.as_raw_fd())),
-        None => options.custom_flags(nix::libc::O_NOFOLLOW).open(&file.path),
+        None => super::reopen::reopen(&file.path, file.identity, false),
     }
 }
 
@@ -123,6 +122,7 @@ mod tests {
             direct: None,
             verify_against: Some(extents),
             created_open: false,
+            identity: None,
         }
     }
 

@@ -21,18 +21,18 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ffi::OsStr;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
-use bunker_repo_format::tree::Node;
 use rayon::prelude::*;
 
 use super::direct::{ALIGN, BlobToWrite, DirectFile, DirectQueue, LeftOver, SharedBlocks};
 use super::plaintext::{Buffers, Plaintext};
 use super::plan::{Pending, PendingDir, Placement, PlannedBlob, PlannedFile};
+use super::reopen::reopen;
 use crate::platform::{self, ApplyOptions, DirHandle};
 use crate::progress::Progress;
 
@@ -535,14 +535,12 @@ fn lead_of(placement: &Placement) -> usize {
     (placement.offset % ALIGN) as usize
 }
 
-/// The descriptor a planned file keeps, or the file reopened by its path.
+/// The descriptor a planned file keeps, or the file reopened by its path (if that still
+/// leads to the file created).
 fn open_for_writing(planned: &PlannedFile) -> std::io::Result<Arc<File>> {
     match &planned.handle {
         Some(handle) => Ok(Arc::clone(handle)),
-        None => OpenOptions::new()
-            .write(true)
-            .open(&planned.path)
-            .map(Arc::new),
+        None => reopen(&planned.path, planned.identity, true).map(Arc::new),
     }
 }
 
@@ -573,8 +571,13 @@ pub(super) fn apply_files(
                 if !planned.created_open {
                     return None;
                 }
-                let handle = planned.handle.as_deref();
-                let made = platform::make_private(handle, &planned.path).map(|()| Vec::new());
+                let made = match &planned.handle {
+                    Some(handle) => platform::make_private(Some(handle), &planned.path),
+                    None => reopen(&planned.path, planned.identity, true)
+                        .map_err(|e| platform::PlatformError::new(&planned.path, "reopen", e))
+                        .and_then(|file| platform::make_private(Some(&file), &planned.path)),
+                }
+                .map(|()| Vec::new());
                 let mut report = Report::default();
                 record(&planned.path, made, &mut report);
                 return Some(report);
@@ -582,7 +585,11 @@ pub(super) fn apply_files(
             let meta = planned.meta.as_ref()?;
             let result = match &planned.handle {
                 Some(file) => platform::apply_file_metadata(file, &planned.path, meta, options),
-                None => platform::apply_metadata(&planned.path, meta, &FILE, options),
+                None => reopen(&planned.path, planned.identity, true)
+                    .map_err(|e| platform::PlatformError::new(&planned.path, "reopen", e))
+                    .and_then(|file| {
+                        platform::apply_file_metadata(&file, &planned.path, meta, options)
+                    }),
             };
             let mut report = Report::default();
             record(&planned.path, result, &mut report);
@@ -601,11 +608,6 @@ fn merge(report: &mut Report, reports: Vec<Report>) {
         report.1.extend(warnings);
     }
 }
-
-/// A regular file's kind, for [`platform::apply_metadata`].
-const FILE: Node = Node::File {
-    extents: Vec::new(),
-};
 
 /// Applies the metadata of everything under `root` (not to `root` itself unless it has
 /// metadata), children before their directory. Returns errors and warnings, naming paths.
@@ -696,6 +698,7 @@ fn record(
 #[cfg(test)]
 mod tests {
     use bunker_repo_format::index::BlobLocation;
+    use bunker_repo_format::tree::Node;
     use bunker_repo_format::{BlobId, BlobKind, PackId};
 
     use super::super::direct::{ALIGN, DirectFile};
@@ -735,7 +738,9 @@ mod tests {
         let leaf = |dir: &str, mode: u32| Pending::Leaf {
             path: target.join(dir).join(if dir == "dir" { "f" } else { "g" }),
             meta: meta(mode),
-            node: FILE,
+            node: Node::File {
+                extents: Vec::new(),
+            },
         };
         let root = PendingDir {
             path: target.clone(),
@@ -813,6 +818,7 @@ mod tests {
             direct: DirectFile::open(path),
             verify_against: None,
             created_open: false,
+            identity: None,
         }]
     }
 
@@ -836,6 +842,7 @@ mod tests {
             direct: None,
             verify_against: None,
             created_open: false,
+            identity: None,
         }];
         let blobs: Vec<PlannedBlob> = (0..count).map(blob).collect();
         let writer = ContentWriter::new(&files, None, None);
