@@ -1733,17 +1733,11 @@ fn a_dry_run_backup_reports_what_the_backup_adds_and_stores_nothing() {
 
 #[test]
 fn one_file_system_records_a_mount_point_empty_and_names_it() {
-    if !is_root() {
-        note("not root: skipping the --one-file-system test (it mounts a tmpfs)");
-        return;
-    }
     let t = TestDir::new();
     let src = t.join("src");
     write_file(&src.join("kept.txt"), b"on the source's filesystem\n");
     let mount_point = src.join("mnt");
-    fs::create_dir_all(&mount_point).expect("mkdir");
-    let Some(_mount) = mount_tmpfs(&mount_point) else {
-        note("cannot mount a tmpfs here: skipping the --one-file-system test");
+    let Some(_mount) = tmpfs_or_skip(&mount_point, "the --one-file-system test") else {
         return;
     };
     write_file(&mount_point.join("other.txt"), b"on another filesystem\n");
@@ -2973,10 +2967,6 @@ fn fixed_chunks_re_store_only_the_chunk_of_a_changed_page() {
 
 #[test]
 fn a_mount_point_where_the_snapshot_has_a_file_is_never_emptied() {
-    if !is_root() {
-        note("not root: skipping the mount point replacement test (it mounts a tmpfs)");
-        return;
-    }
     let t = TestDir::new();
     let src = t.join("src");
     write_file(&src.join("data"), b"a file in the snapshot\n");
@@ -2991,11 +2981,11 @@ fn a_mount_point_where_the_snapshot_has_a_file_is_never_emptied() {
     let restored = under(&target, &src);
     let data = restored.join("data");
     let nested = restored.join("logs/archive");
-    fs::create_dir_all(&data).expect("mkdir");
-    fs::create_dir_all(&nested).expect("mkdir");
-    let (Some(_data_mount), Some(_nested_mount)) = (mount_tmpfs(&data), mount_tmpfs(&nested))
-    else {
-        note("cannot mount a tmpfs here: skipping the mount point replacement test");
+    let test = "the mount point replacement test";
+    let Some(_data_mount) = tmpfs_or_skip(&data, test) else {
+        return;
+    };
+    let Some(_nested_mount) = tmpfs_or_skip(&nested, test) else {
         return;
     };
     write_file(&data.join("on-the-mount"), b"elsewhere\n");

@@ -114,17 +114,12 @@ fn a_path_inside_another_is_backed_up_whatever_its_size() {
 
 #[test]
 fn a_mount_point_named_as_a_path_is_crossed_with_one_file_system() {
-    if !is_root() {
-        note("not root: skipping the nested --one-file-system test (it mounts a tmpfs)");
-        return;
-    }
     let t = TestDir::new();
     let src = t.join("src");
     write_file(&src.join("kept.txt"), b"on the source's filesystem\n");
     let mount_point = src.join("mnt");
-    fs::create_dir_all(&mount_point).expect("mkdir");
-    let Some(_mount) = mount_tmpfs(&mount_point) else {
-        note("cannot mount a tmpfs here: skipping the nested --one-file-system test");
+    let test = "the nested --one-file-system test";
+    let Some(_mount) = tmpfs_or_skip(&mount_point, test) else {
         return;
     };
     write_file(
@@ -132,9 +127,7 @@ fn a_mount_point_named_as_a_path_is_crossed_with_one_file_system() {
         b"on another filesystem\n",
     );
     let nested_mount = mount_point.join("deeper/nested");
-    fs::create_dir_all(&nested_mount).expect("mkdir");
-    let Some(_inner_mount) = mount_tmpfs(&nested_mount) else {
-        note("cannot mount a second tmpfs here: skipping the nested --one-file-system test");
+    let Some(_inner_mount) = tmpfs_or_skip(&nested_mount, test) else {
         return;
     };
     write_file(&nested_mount.join("third.txt"), b"on a third filesystem\n");

@@ -95,9 +95,7 @@ impl DirHandle {
     /// real path: no directory on the way is looked up by name again, so none replaced by
     /// a symlink meanwhile can lead elsewhere. Valid while this handle is open.
     pub fn pinned_child(&self, name: &OsStr) -> PathBuf {
-        Path::new("/proc/self/fd")
-            .join(self.dir.as_raw_fd().to_string())
-            .join(name)
+        fd_path(self.fd()).join(name)
     }
 
     /// The names in this directory, without `.` and `..`, read through its descriptor (no
@@ -114,11 +112,16 @@ impl DirHandle {
         if real.as_os_str().as_bytes().len() <= SHORT_PATH_MAX {
             real.to_owned()
         } else {
-            Path::new("/proc/self/fd")
-                .join(self.dir.as_raw_fd().to_string())
-                .join(name)
+            self.pinned_child(name)
         }
     }
+}
+
+/// `/proc/self/fd/N`: a path to what the descriptor `fd` has open, which the kernel
+/// resolves to that very file or directory (opening it again gives the same inode, with
+/// new flags), whatever its name is by now. Valid while `fd` is open.
+pub fn fd_path(fd: BorrowedFd<'_>) -> PathBuf {
+    Path::new("/proc/self/fd").join(fd.as_raw_fd().to_string())
 }
 
 /// The names in the directory open as `dir`, without `.` and `..`, read through a

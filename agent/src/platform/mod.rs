@@ -33,7 +33,7 @@ mod remove;
 mod unix;
 
 #[cfg(target_os = "linux")]
-pub use long_paths::DirHandle;
+pub use long_paths::{DirHandle, fd_path};
 
 #[cfg(unix)]
 pub use remove::remove_tree_nofollow;

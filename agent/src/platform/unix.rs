@@ -5,7 +5,7 @@ use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io;
 use std::ops::Range;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
@@ -522,9 +522,7 @@ impl Subject<'_> {
     /// The entry `name` of `dir` as a path (`/proc/self/fd/N/NAME`) for the calls that
     /// have no `*at` form (extended attributes, which `l*xattr` never follow).
     fn pinned(dir: BorrowedFd<'_>, name: &OsStr) -> std::path::PathBuf {
-        Path::new("/proc/self/fd")
-            .join(dir.as_raw_fd().to_string())
-            .join(name)
+        super::fd_path(dir).join(name)
     }
 
     fn chown(self, uid: u32, gid: u32) -> io::Result<()> {

@@ -43,7 +43,7 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::ops::Range;
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -138,7 +138,7 @@ impl DirectFile {
     /// whatever happened to its path meanwhile); `None` when the filesystem does not allow
     /// them.
     pub(super) fn reopen(file: &File) -> Option<Self> {
-        Self::open(&Path::new("/proc/self/fd").join(file.as_raw_fd().to_string()))
+        Self::open(&crate::platform::fd_path(file.as_fd()))
     }
 
     /// Opens `path` for direct writes; `None` when the filesystem does not allow them (or

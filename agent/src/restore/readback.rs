@@ -11,13 +11,14 @@
 
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 
 use bunker_repo_format::Repository;
 use bunker_repo_format::tree::Extent;
 use rayon::prelude::*;
 
 use super::plan::PlannedFile;
+use crate::platform;
 use crate::verify::first_difference;
 
 /// What reading a batch back found.
@@ -74,7 +75,7 @@ fn open_to_read(file: &PlannedFile) -> std::io::Result<File> {
     let mut options = OpenOptions::new();
     options.read(true);
     match &file.handle {
-        Some(handle) => options.open(format!("/proc/self/fd/{}", handle.as_raw_fd())),
+        Some(handle) => options.open(platform::fd_path(handle.as_fd())),
         None => super::reopen::reopen(&file.path, file.identity, false),
     }
 }

@@ -10,7 +10,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
@@ -40,7 +40,7 @@ pub(super) fn reopen(path: &Path, identity: Option<Identity>, write: bool) -> io
         .read(!write)
         .write(write)
         .custom_flags(nix::libc::O_NONBLOCK)
-        .open(Path::new("/proc/self/fd").join(pinned.as_raw_fd().to_string()))
+        .open(crate::platform::fd_path(pinned.as_fd()))
 }
 
 #[cfg(test)]

@@ -760,6 +760,21 @@ pub fn mount_tmpfs(dir: &Path) -> Option<UnmountOnDrop> {
     mounted.then(|| UnmountOnDrop(dir.to_owned()))
 }
 
+/// A tmpfs mounted on `dir` (made if missing) for `test`, or `None` after a note that the
+/// test is skipped: mounting needs root, and a machine that allows it.
+pub fn tmpfs_or_skip(dir: &Path, test: &str) -> Option<UnmountOnDrop> {
+    if !is_root() {
+        note(format!("not root: skipping {test} (it mounts a tmpfs)"));
+        return None;
+    }
+    fs::create_dir_all(dir).expect("mkdir");
+    let mounted = mount_tmpfs(dir);
+    if mounted.is_none() {
+        note(format!("cannot mount a tmpfs here: skipping {test}"));
+    }
+    mounted
+}
+
 impl Drop for UnmountOnDrop {
     fn drop(&mut self) {
         unmount(&self.0);
