@@ -491,6 +491,7 @@ fn view(repo: &Repository, progress: &mut dyn PruneProgress) -> Result<View> {
     let mut segments = 0;
     read_segments(
         repo,
+        1,
         |done, total| progress.event(&PruneEvent::ReadingIndex { done, total }),
         |_, segment| {
             loader.add_segment(&segment);
@@ -543,20 +544,17 @@ fn view(repo: &Repository, progress: &mut dyn PruneProgress) -> Result<View> {
 /// Rounds of listing the index again for segments that replaced ones deleted meanwhile.
 const SEGMENT_RELISTS: usize = 8;
 
-/// Reads every index segment (up to [`ReadHints::small_reads`] at once) and hands each to
-/// `consume` once, reporting `(read, listed)` to `progress`. A damaged segment stops the
-/// run. A segment listed but gone when read was replaced by another prune, which writes
+/// Reads every index segment, `width` at once, and hands each to `consume` once, reporting
+/// `(read, listed)` to `progress`. A damaged segment stops the run. A segment listed but gone when read was replaced by another prune, which writes
 /// the replacement before it removes the old one: the index is listed again and the
 /// segments new in it are read, until a round finds none gone, so no pack the old segment
 /// listed is missed (a decision without a pack's contents would not see what it holds).
-///
-/// [`ReadHints::small_reads`]: crate::backend::ReadHints::small_reads
 fn read_segments(
     repo: &Repository,
+    width: usize,
     mut progress: impl FnMut(usize, usize),
     mut consume: impl FnMut(IndexId, IndexSegment),
 ) -> Result<()> {
-    let width = repo.backend().read_hints().small_reads;
     let mut seen: HashSet<IndexId> = HashSet::new();
     let mut ids = repo.list_index_ids()?;
     let (mut done, mut total) = (0, ids.len());
@@ -597,9 +595,20 @@ fn read_segments(
     )))
 }
 
+/// Every index segment, [`ReadHints::small_reads`] read at once (all are kept anyway).
+///
+/// [`ReadHints::small_reads`]: crate::backend::ReadHints::small_reads
 fn load_segments(repo: &Repository) -> Result<Vec<(IndexId, IndexSegment)>> {
     let mut segments = Vec::new();
-    read_segments(repo, |_, _| {}, |id, segment| segments.push((id, segment)))?;
+    let width = repo.backend().read_hints().small_reads;
+    read_segments(
+        repo,
+        width,
+        |_, _| {},
+        |id, segment| {
+            segments.push((id, segment));
+        },
+    )?;
     Ok(segments)
 }
 
