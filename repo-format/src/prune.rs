@@ -519,11 +519,13 @@ fn view(repo: &Repository, progress: &mut dyn PruneProgress) -> Result<View> {
     // Every blob a snapshot uses must be in a stored pack the index lists: else this view
     // is incomplete (a listing that lags behind writes) or data is already lost, and a
     // decision on it could delete the one copy of what it does not see.
-    let unlocated = used.iter().filter(|id| index.get(id).is_none());
-    if let Some((count, first)) = unlocated.fold(None, |found, id| match found {
-        None => Some((1usize, *id)),
-        Some((count, first)) => Some((count + 1, first)),
-    }) {
+    let unlocated = {
+        let mut unlocated = used.iter().filter(|id| index.get(id).is_none());
+        unlocated
+            .next()
+            .map(|first| (*first, 1 + unlocated.count()))
+    };
+    if let Some((first, count)) = unlocated {
         return Err(Error::Invalid(format!(
             "{count} blob(s) that snapshots use are in no stored pack the index lists \
              (blob {first}, ...): a listing that lags behind writes, or lost data; nothing \
@@ -545,10 +547,11 @@ fn view(repo: &Repository, progress: &mut dyn PruneProgress) -> Result<View> {
 const SEGMENT_RELISTS: usize = 8;
 
 /// Reads every index segment, `width` at once, and hands each to `consume` once, reporting
-/// `(read, listed)` to `progress`. A damaged segment stops the run. A segment listed but gone when read was replaced by another prune, which writes
-/// the replacement before it removes the old one: the index is listed again and the
-/// segments new in it are read, until a round finds none gone, so no pack the old segment
-/// listed is missed (a decision without a pack's contents would not see what it holds).
+/// `(read, listed)` to `progress`. A damaged segment stops the run. A segment listed but
+/// gone when read was replaced by another prune, which writes the replacement before it
+/// removes the old one: the index is listed again and the segments new in it are read,
+/// until a round finds none gone, so no pack the old segment listed is missed (a decision
+/// without a pack's contents would not see what it holds).
 fn read_segments(
     repo: &Repository,
     width: usize,
@@ -800,11 +803,7 @@ pub fn prune_observed(
         progress.event(&PruneEvent::Deciding);
         // Read again: a plan written since planning (a prune that started meanwhile)
         // cannot be due while this run is live, yet its packs are no surviving copy.
-        let (plans, _) = load_plans(repo)?;
-        let planned: HashSet<PackId> = plans
-            .iter()
-            .flat_map(|plan| plan.plan.packs.iter().map(|(pack, _)| *pack))
-            .collect();
+        let planned = crate::gc::condemned_packs(repo)?;
         let due = due.into_iter().map(|d| (d.name, d.packs)).collect();
         decide(due, &planned, &used, &contents, &stored)
     };

@@ -6,8 +6,9 @@
 //! finds its non-hole parts and [`changed_since`] tells whether it changed while read.
 //!
 //! Restore side: [`create_special`] and [`create_symlink`] recreate non-regular entries,
-//! [`apply_metadata`] restores ownership, extended attributes, permissions and timestamps
-//! (by path, or [`apply_file_metadata`] through an open file),
+//! [`apply_metadata_at`] restores ownership, extended attributes, permissions and
+//! timestamps (relative to an open directory, or [`apply_file_metadata`] through an open
+//! file),
 //! and [`punch_hole_or_set_len`] finishes a sparse file.
 //!
 //! Expired restores: [`remove_tree_nofollow`] deletes a restore target without following
@@ -39,9 +40,9 @@ pub use long_paths::{DirHandle, fd_path};
 pub use remove::remove_tree_nofollow;
 #[cfg(unix)]
 pub use unix::{
-    DataRegions, KnownEntry, PRIVATE_FILE_MODE, SourceFile, apply_file_metadata, apply_metadata,
-    apply_metadata_at, capture, capture_knowing, changed_since, create_special, create_symlink,
-    hostname, is_root, make_private, open_for_backup, open_for_backup_at, punch_hole_or_set_len,
+    DataRegions, KnownEntry, PRIVATE_FILE_MODE, SourceFile, apply_file_metadata, apply_metadata_at,
+    capture, capture_knowing, changed_since, create_special, create_symlink, hostname, is_root,
+    make_private, open_for_backup, open_for_backup_at, punch_hole_or_set_len,
     raise_open_files_limit, username,
 };
 
@@ -146,7 +147,7 @@ pub enum CapturedKind {
     },
 }
 
-/// What [`apply_metadata`] restores beyond permissions, extended attributes and timestamps.
+/// What [`apply_metadata_at`] restores beyond permissions, extended attributes and timestamps.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ApplyOptions {
     /// Restore owner and group (by number). Only root can give files away, so this is

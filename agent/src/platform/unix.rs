@@ -22,7 +22,7 @@ use nix::unistd::{Gid, Group, Uid, User, Whence, fchownat, geteuid, gethostname,
 
 use super::{ApplyOptions, CaptureWarning, Captured, CapturedKind, NameCache, PlatformError};
 
-/// Permissions of a restored entry until [`apply_metadata`] sets its recorded mode: its
+/// Permissions of a restored entry until [`apply_metadata_at`] sets its recorded mode: its
 /// owner's alone. Special files are always created so, regular files unless no one else
 /// can reach them before their metadata is applied.
 pub const PRIVATE_FILE_MODE: u32 = 0o600;
@@ -368,7 +368,7 @@ pub fn punch_hole_or_set_len(file: &File, len: u64) -> io::Result<()> {
 /// device number (which needs root, or `CAP_MKNOD`; otherwise the error is returned). A
 /// socket is not recreated, since it only means something while a process listens on it:
 /// nothing is created and `Ok` is returned. Other kinds are an `InvalidInput` error. The
-/// entry is created with mode 0o600; [`apply_metadata`] sets the recorded one.
+/// entry is created with mode 0o600; [`apply_metadata_at`] sets the recorded one.
 pub fn create_special(path: &Path, node: &Node) -> Result<(), PlatformError> {
     let perm = Mode::from_bits_truncate(PRIVATE_FILE_MODE);
     let result = match node {
@@ -417,9 +417,12 @@ pub fn create_symlink(target: &[u8], path: &Path) -> Result<(), PlatformError> {
         .map_err(|e| PlatformError::new(path, "create symlink at", e))
 }
 
-/// Restores `meta` on the entry at `path`, which the restorer has just created as `node`.
+/// Restores `meta` on the entry `name` of the directory open as `dir`, which the restorer
+/// has just created as `node`, through `*at` system calls relative to `dir`: no directory
+/// on the way is looked up by name, so none replaced by a symlink since the restore created
+/// it can send the owner, mode or times elsewhere. `path` only names the entry in errors.
 ///
-/// In this order, never following a symlink at `path`:
+/// In this order, never following a symlink at `name`:
 /// 1. owner and group by number with `lchown`, when `options.ownership` and the entry
 ///    does not have them already (names are informational);
 /// 2. extended attributes, added or replaced (others present are left alone), before the
@@ -436,23 +439,6 @@ pub fn create_symlink(target: &[u8], path: &Path) -> Result<(), PlatformError> {
 /// attributes on a Linux symlink, an owner that cannot be set) is returned in the list of
 /// warnings and the remaining steps still run. A failure in step 3 or 4 is the error.
 /// A socket is not recreated by [`create_special`], so for [`Node::Socket`] nothing is done.
-pub fn apply_metadata(
-    path: &Path,
-    meta: &Metadata,
-    node: &Node,
-    options: &ApplyOptions,
-) -> Result<Vec<PlatformError>, PlatformError> {
-    match node {
-        Node::Socket => Ok(Vec::new()),
-        Node::Symlink { .. } => apply(Subject::Symlink(path), path, meta, options),
-        _ => apply(Subject::Path(path), path, meta, options),
-    }
-}
-
-/// [`apply_metadata`] for the entry `name` of the directory open as `dir`, through `*at`
-/// system calls relative to it (never following a symlink at `name`): no directory on the
-/// way is looked up by name, so none replaced by a symlink since the restore created it
-/// can send the owner, mode or times elsewhere. `path` only names the entry in errors.
 pub fn apply_metadata_at(
     dir: BorrowedFd<'_>,
     name: &OsStr,
@@ -469,7 +455,7 @@ pub fn apply_metadata_at(
     apply(Subject::At { dir, name, symlink }, path, meta, options)
 }
 
-/// [`apply_metadata`] for a regular file through a descriptor open on it (for writing, as
+/// [`apply_metadata_at`] for a regular file through a descriptor open on it (for writing, as
 /// the restorer holds it), with the same steps and failures: no path lookup, and nothing
 /// can replace the file between the steps. `path` only names the file in errors.
 pub fn apply_file_metadata(
@@ -481,14 +467,11 @@ pub fn apply_file_metadata(
     apply(Subject::File(file), path, meta, options)
 }
 
-/// What metadata is applied to: an entry by its path (never followed), an entry of an
-/// open directory, or an open file.
+/// What metadata is applied to: an entry of an open directory, or an open file.
 #[derive(Clone, Copy)]
 enum Subject<'a> {
-    Path(&'a Path),
-    /// A symlink by its path: it has no mode of its own.
-    Symlink(&'a Path),
-    /// The entry `name` of the directory open as `dir` (a symlink when `symlink`).
+    /// The entry `name` of the directory open as `dir` (a symlink when `symlink`: it has no
+    /// mode of its own).
     At {
         dir: BorrowedFd<'a>,
         name: &'a OsStr,
@@ -502,9 +485,6 @@ impl Subject<'_> {
     /// read.
     fn ownership(self) -> Option<Ownership> {
         let (uid, gid, mode) = match self {
-            Self::Path(path) | Self::Symlink(path) => fs::symlink_metadata(path)
-                .ok()
-                .map(|meta| (meta.uid(), meta.gid(), meta.mode()))?,
             Self::At { dir, name, .. } => fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)
                 .ok()
                 .map(|stat| (stat.st_uid, stat.st_gid, stat.st_mode))?,
@@ -527,9 +507,6 @@ impl Subject<'_> {
 
     fn chown(self, uid: u32, gid: u32) -> io::Result<()> {
         match self {
-            Self::Path(path) | Self::Symlink(path) => {
-                std::os::unix::fs::lchown(path, Some(uid), Some(gid))
-            }
             Self::At { dir, name, .. } => fchownat(
                 dir,
                 name,
@@ -544,7 +521,6 @@ impl Subject<'_> {
 
     fn set_xattr(self, name: &OsStr, value: &[u8]) -> io::Result<()> {
         match self {
-            Self::Path(path) | Self::Symlink(path) => xattr::set(path, name, value),
             Self::At {
                 dir, name: entry, ..
             } => xattr::set(Self::pinned(dir, entry), name, value),
@@ -554,7 +530,6 @@ impl Subject<'_> {
 
     fn list_xattrs(self) -> io::Result<Vec<std::ffi::OsString>> {
         match self {
-            Self::Path(path) | Self::Symlink(path) => Ok(xattr::list(path)?.collect()),
             Self::At { dir, name, .. } => Ok(xattr::list(Self::pinned(dir, name))?.collect()),
             Self::File(file) => Ok(xattr::FileExt::list_xattr(file)?.collect()),
         }
@@ -562,7 +537,6 @@ impl Subject<'_> {
 
     fn remove_xattr(self, name: &OsStr) -> io::Result<()> {
         match self {
-            Self::Path(path) | Self::Symlink(path) => xattr::remove(path, name),
             Self::At {
                 dir, name: entry, ..
             } => xattr::remove(Self::pinned(dir, entry), name),
@@ -573,8 +547,7 @@ impl Subject<'_> {
     fn chmod(self, mode: u32) -> io::Result<()> {
         let permissions = fs::Permissions::from_mode(mode);
         match self {
-            Self::Path(path) => fs::set_permissions(path, permissions),
-            Self::Symlink(_) | Self::At { symlink: true, .. } => Ok(()),
+            Self::At { symlink: true, .. } => Ok(()),
             // Refused (`EOPNOTSUPP`) if `name` became a symlink: never followed.
             Self::At { dir, name, .. } => fchmodat(
                 dir,
@@ -590,13 +563,6 @@ impl Subject<'_> {
     fn set_times(self, atime: Timestamp, mtime: Timestamp) -> io::Result<()> {
         let (atime, mtime) = (timespec(atime), timespec(mtime));
         let result = match self {
-            Self::Path(path) | Self::Symlink(path) => utimensat(
-                AT_FDCWD,
-                path,
-                &atime,
-                &mtime,
-                UtimensatFlags::NoFollowSymlink,
-            ),
             Self::At { dir, name, .. } => {
                 utimensat(dir, name, &atime, &mtime, UtimensatFlags::NoFollowSymlink)
             }
@@ -606,7 +572,7 @@ impl Subject<'_> {
     }
 }
 
-/// The steps of [`apply_metadata`] on `subject`; `path` names it in errors.
+/// The steps of [`apply_metadata_at`] on `subject`; `path` names it in errors.
 fn apply(
     subject: Subject<'_>,
     path: &Path,
@@ -691,24 +657,12 @@ struct Ownership {
     mode: u32,
 }
 
-/// Gives the regular file at `path`, through `file` when it is open, [`PRIVATE_FILE_MODE`]:
-/// for a restored file that lost content, which must not look as if it held its recorded
-/// content, nor be open to others. Opened by its path, it is never followed through a
-/// symlink (`O_NOFOLLOW`) nor waited on (`O_NONBLOCK`).
-pub fn make_private(file: Option<&File>, path: &Path) -> Result<(), PlatformError> {
-    let failed = |e: io::Error| PlatformError::new(path, "make private", e);
-    let opened;
-    let file = match file {
-        Some(file) => file,
-        None => {
-            let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
-            let fd = openat(AT_FDCWD, path, flags, Mode::empty()).map_err(|e| failed(e.into()))?;
-            opened = File::from(fd);
-            &opened
-        }
-    };
+/// Gives the regular file open as `file` (at `path`, named in errors)
+/// [`PRIVATE_FILE_MODE`]: for a restored file that lost content, which must not look as if
+/// it held its recorded content, nor be open to others.
+pub fn make_private(file: &File, path: &Path) -> Result<(), PlatformError> {
     file.set_permissions(fs::Permissions::from_mode(PRIVATE_FILE_MODE))
-        .map_err(failed)
+        .map_err(|e| PlatformError::new(path, "make private", e))
 }
 
 fn timespec(t: Timestamp) -> TimeSpec {
@@ -772,6 +726,28 @@ mod tests {
 
     use nix::sys::stat::makedev;
     use tempfile::TempDir;
+
+    use crate::platform::DirHandle;
+
+    /// [`apply_metadata_at`] on the entry at `path`, through its directory opened as the
+    /// restorer opens it.
+    fn apply_metadata(
+        path: &Path,
+        meta: &Metadata,
+        node: &Node,
+        options: &ApplyOptions,
+    ) -> Result<Vec<PlatformError>, PlatformError> {
+        let parent = path.parent().unwrap();
+        let dir = DirHandle::open(parent).unwrap();
+        apply_metadata_at(
+            dir.fd(),
+            path.file_name().unwrap(),
+            path,
+            meta,
+            node,
+            options,
+        )
+    }
 
     /// The data regions of `file` within `0..size`, collected.
     fn data_regions(file: &File, size: u64) -> io::Result<Vec<Range<u64>>> {

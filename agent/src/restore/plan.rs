@@ -423,9 +423,7 @@ fn mount_point_at_or_below(dir: &Path, device: u64) -> io::Result<Option<PathBuf
 fn let_owner_in(parent: &DirHandle, name: &OsStr) -> Option<u32> {
     let stat = fstatat(parent.fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW).ok()?;
     let mode = stat.st_mode & 0o7777;
-    if SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits()) != SFlag::S_IFDIR
-        || mode & 0o700 == 0o700
-    {
+    if stat.st_mode & SFlag::S_IFMT.bits() != SFlag::S_IFDIR.bits() || mode & 0o700 == 0o700 {
         return None;
     }
     set_mode_at(parent, name, mode | 0o700).ok()?;

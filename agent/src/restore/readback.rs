@@ -10,7 +10,7 @@
 //! content did not arrive.
 
 use std::collections::BTreeSet;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::fd::AsFd;
 
 use bunker_repo_format::Repository;
@@ -72,10 +72,8 @@ pub(super) fn read_back(
 /// when it kept one (the same inode, however long its path: a file whose path is too long
 /// for the kernel is always kept open), else by its path, never through a symlink.
 fn open_to_read(file: &PlannedFile) -> std::io::Result<File> {
-    let mut options = OpenOptions::new();
-    options.read(true);
     match &file.handle {
-        Some(handle) => options.open(platform::fd_path(handle.as_fd())),
+        Some(handle) => File::open(platform::fd_path(handle.as_fd())),
         None => super::reopen::reopen(&file.path, file.identity, false),
     }
 }

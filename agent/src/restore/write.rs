@@ -552,7 +552,8 @@ type Report = (Vec<String>, Vec<String>);
 const PARALLEL_APPLY: usize = 8;
 
 /// Applies the metadata of a written batch's files, on the rayon pool: through the
-/// descriptor a file kept (no path lookup), else by its path. Each file's last write is
+/// descriptor a file kept (no path lookup), else reopened by its path
+/// ([`open_for_writing`]). Each file's last write is
 /// done, so nothing moves its times or clears its setuid bit afterwards. The files
 /// numbered in `failed` lost content: they are left private (made so if they were
 /// created with their recorded permissions).
@@ -567,30 +568,24 @@ pub(super) fn apply_files(
         .with_min_len(PARALLEL_APPLY)
         .filter_map(|(number, planned)| {
             let number = u32::try_from(number).ok()?;
-            if failed.contains(&number) {
-                if !planned.created_open {
-                    return None;
-                }
-                let made = match &planned.handle {
-                    Some(handle) => platform::make_private(Some(handle), &planned.path),
-                    None => reopen(&planned.path, planned.identity, true)
-                        .map_err(|e| platform::PlatformError::new(&planned.path, "reopen", e))
-                        .and_then(|file| platform::make_private(Some(&file), &planned.path)),
-                }
-                .map(|()| Vec::new());
-                let mut report = Report::default();
-                record(&planned.path, made, &mut report);
-                return Some(report);
+            let lost = failed.contains(&number);
+            if lost && !planned.created_open {
+                return None;
             }
-            let meta = planned.meta.as_ref()?;
-            let result = match &planned.handle {
-                Some(file) => platform::apply_file_metadata(file, &planned.path, meta, options),
-                None => reopen(&planned.path, planned.identity, true)
-                    .map_err(|e| platform::PlatformError::new(&planned.path, "reopen", e))
-                    .and_then(|file| {
-                        platform::apply_file_metadata(&file, &planned.path, meta, options)
-                    }),
+            // `None`: made private instead.
+            let meta = if lost {
+                None
+            } else {
+                Some(planned.meta.as_ref()?)
             };
+            let result = open_for_writing(planned)
+                .map_err(|e| platform::PlatformError::new(&planned.path, "reopen", e))
+                .and_then(|file| match meta {
+                    Some(meta) => {
+                        platform::apply_file_metadata(&file, &planned.path, meta, options)
+                    }
+                    None => platform::make_private(&file, &planned.path).map(|()| Vec::new()),
+                });
             let mut report = Report::default();
             record(&planned.path, result, &mut report);
             Some(report)
