@@ -174,12 +174,14 @@ fn run_steps(
             return Err(format!("pre {described}; nothing was backed up"));
         }
     }
+    let quiesce_started = Timestamp::now();
     let quiesced = begin_quiesce(repo, source, context, cancel, report);
     let read_from = match &quiesced {
         Quiesced::Snapshot(snapshot) => Some(ReadFrom {
             live: snapshot.subvolume().to_path_buf(),
             snapshot: snapshot.path().to_path_buf(),
             device: snapshot.subvolume_device(),
+            taken: quiesce_started,
         }),
         _ => None,
     };

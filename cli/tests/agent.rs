@@ -802,6 +802,7 @@ fn a_btrfs_source_is_backed_up_from_a_read_only_snapshot_at_one_point_in_time() 
     for i in 0..6 {
         fs::write(filler.join(format!("part{i}")), random_bytes(i, 4 << 20)).expect("filler");
     }
+    age_files(&filler);
     fs::write(data.join("a_counter"), "0\n").expect("counter");
     fs::write(data.join("z_counter"), "0\n").expect("counter");
     // A snapshot left behind by an agent that died: deleted by the next run.

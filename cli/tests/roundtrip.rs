@@ -876,6 +876,7 @@ fn second_backup_of_an_unchanged_tree_adds_almost_nothing() {
             format!("small file {i}\n").as_bytes(),
         );
     }
+    age_files(&src);
     let b = t.bunker();
     b.init();
     b.backup(&[&src], &[]).ok();
@@ -1639,6 +1640,7 @@ fn a_dry_run_backup_reports_what_the_backup_adds_and_stores_nothing() {
     let src = t.join("src");
     write_file(&src.join("kept.txt"), b"unchanged between the backups\n");
     write_random_file(&src.join("edited.bin"), 1, 300_000);
+    age_files(&src);
     let b = t.bunker();
     b.init();
     b.backup(&[&src], &[]).ok();
@@ -2905,6 +2907,7 @@ fn fixed_chunks_re_store_only_the_chunk_of_a_changed_page() {
     let mut other = vec![0u8; 3 << 20];
     XorShift::new(8).fill(&mut other);
     fs::write(src.join("other"), &other).expect("other");
+    age_files(&src);
     let b = t.bunker();
     b.init();
     let summary = |out: &Output| out.json()["summary"].clone();

@@ -26,6 +26,7 @@ use super::files_cache::{FileKey, FilesCache};
 use super::fixed_chunks::FixedChunks;
 use super::listing::{Lister, Listing, subtree_of};
 use super::prefetch::{self, Prefetcher};
+use super::racy::Settled;
 use super::read::{Chunking, ReadFailure, ReadFile, read_file};
 use super::seal::Sealer;
 use super::small_files::{self, SMALL_FILE, SmallFile, SmallFileReader};
@@ -78,6 +79,7 @@ fn unchanged_content(
     now: &Metadata,
     size: u64,
     detection: ChangeDetection,
+    settled: &Settled,
 ) -> Option<Vec<Extent>> {
     let parent = parent?;
     let Node::File { extents } = &parent.node else {
@@ -86,7 +88,10 @@ fn unchanged_content(
     let was = FileKey::new(&parent.meta, parent.size());
     let complete =
         parent.meta.flags & (EntryFlags::CHANGED_DURING_BACKUP | EntryFlags::INCOMPLETE) == 0;
-    (complete && was.unchanged_as(&FileKey::new(now, size), detection)).then(|| extents.clone())
+    (complete
+        && settled.trusted_in_parent(&parent.meta)
+        && was.unchanged_as(&FileKey::new(now, size), detection))
+    .then(|| extents.clone())
 }
 
 pub(super) struct Archiver<'a> {
@@ -127,6 +132,8 @@ pub(super) struct Archiver<'a> {
     largest_file: Option<u64>,
     /// What tells a file unchanged since the parent snapshot or the files cache.
     detection: ChangeDetection,
+    /// Which recorded identities are old enough to trust (see [`super::racy`]).
+    settled: Settled,
     /// Lists subdirectories ahead of the walk, while it walks.
     prefetcher: Option<Arc<Prefetcher>>,
 }
@@ -177,6 +184,7 @@ impl<'a> Archiver<'a> {
             tag_files: &[],
             largest_file: None,
             detection: ChangeDetection::default(),
+            settled: Settled::default(),
             prefetcher: None,
         }
     }
@@ -184,6 +192,12 @@ impl<'a> Archiver<'a> {
     /// Tells unchanged files as `detection` says.
     pub(super) fn detecting_changes(mut self, detection: ChangeDetection) -> Self {
         self.detection = detection;
+        self
+    }
+
+    /// Trusts recorded identities as far as `settled` says (see [`super::racy`]).
+    pub(super) fn trusting_timestamps(mut self, settled: Settled) -> Self {
+        self.settled = settled;
         self
     }
 
@@ -566,11 +580,7 @@ impl<'a> Archiver<'a> {
         if let Some(progress) = &self.stages.progress {
             progress.file_done(size);
         }
-        self.stages.files_cache.record(
-            child.path.as_os_str().as_bytes(),
-            FileKey::new(&child.meta, size),
-            &extents,
-        );
+        self.record_in_cache(&child.path, &child.meta, size, &extents);
         child.work = Work::Done(Node::File { extents });
     }
 
@@ -815,7 +825,7 @@ impl<'a> Archiver<'a> {
         meta: &Metadata,
         size: u64,
     ) -> Option<Vec<Extent>> {
-        if let Some(extents) = unchanged_content(parent, meta, size, self.detection)
+        if let Some(extents) = unchanged_content(parent, meta, size, self.detection, &self.settled)
             && self.all_stored(&extents)
         {
             return Some(extents);
@@ -916,14 +926,19 @@ impl<'a> Archiver<'a> {
             meta.flags |= EntryFlags::CHANGED_DURING_BACKUP;
             self.changed.push(display(path));
         } else {
-            self.stages.files_cache.record(
-                path.as_os_str().as_bytes(),
-                FileKey::new(meta, size),
-                &read.extents,
-            );
+            self.record_in_cache(path, meta, size, &read.extents);
         }
         Node::File {
             extents: read.extents,
+        }
+    }
+
+    /// Records the file at `path` in the files cache, unless its last write is too recent
+    /// to tell a later one in the same clock tick from it (see [`super::racy`]).
+    fn record_in_cache(&mut self, path: &Path, meta: &Metadata, size: u64, extents: &[Extent]) {
+        if self.settled.recordable(meta) {
+            let key = FileKey::new(meta, size);
+            (self.stages.files_cache).record(path.as_os_str().as_bytes(), key, extents);
         }
     }
 }

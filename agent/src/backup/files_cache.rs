@@ -7,7 +7,10 @@
 //! (checked by the caller against the index), it is replaced atomically (temp file +
 //! rename), and a missing, truncated or corrupt cache is ignored.
 //!
-//! Layout: the magic `bunker files cache v1\n`, a `u32` entry count, the entries (path,
+//! It holds only files whose last write was settled when they were recorded (`racy.rs`).
+//! Version 1 caches, written before that rule, are read as empty.
+//!
+//! Layout: the magic `bunker files cache v2\n`, a `u32` entry count, the entries (path,
 //! size, mtime, ctime, inode, device, extents), then the BLAKE3 hash of all that.
 //!
 //! Loading checks the hash and every entry's framing but leaves the entries encoded,
@@ -29,7 +32,7 @@ use bunker_repo_format::{BlobId, content_hash};
 
 use super::ChangeDetection;
 
-const MAGIC: &[u8] = b"bunker files cache v1\n";
+const MAGIC: &[u8] = b"bunker files cache v2\n";
 const FILE_NAME: &str = "files";
 
 /// What identifies an unchanged file.

@@ -29,6 +29,7 @@ mod fixed_chunks;
 mod listing;
 mod pack;
 mod prefetch;
+mod racy;
 mod read;
 mod seal;
 mod shared_work;
@@ -259,6 +260,9 @@ pub struct ReadFrom {
     pub snapshot: PathBuf,
     /// The device number to record for every entry.
     pub device: u64,
+    /// When the snapshot was taken: a live file written in the same clock tick just after
+    /// keeps the times the snapshot shows (see `racy.rs`).
+    pub taken: Timestamp,
 }
 
 impl ReadFrom {
@@ -405,6 +409,16 @@ pub fn backup(
     crate::platform::raise_open_files_limit();
     let excludes = Excludes::new(&options.excludes)?;
     let time = options.time.unwrap_or_else(now);
+    // What this backup records is as of its start, or of its filesystem snapshot's.
+    let as_of = [
+        Some(now()),
+        options.time,
+        options.read_from.as_ref().map(|r| r.taken),
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+    .unwrap_or_else(now);
 
     let mut paths = Vec::with_capacity(options.paths.len());
     for path in &options.paths {
@@ -448,6 +462,7 @@ pub fn backup(
     let parent_paths = parent_snapshot
         .as_ref()
         .map(|snapshot| snapshot.paths.clone());
+    let settled = racy::Settled::new(as_of, parent_snapshot.as_ref().map(|s| s.time));
     let parent_root = parent_snapshot.map(|snapshot| snapshot.tree);
 
     let mut writer = repo.blob_writer(&index);
@@ -477,6 +492,7 @@ pub fn backup(
             .leaving_out_dirs_tagged(&options.exclude_if_present)
             .leaving_out_files_larger_than(options.exclude_larger_than)
             .detecting_changes(options.change_detection)
+            .trusting_timestamps(settled)
             .cutting_fixed_chunks(options.fixed_chunks)
             .cutting_images_by_content(options.images_by_content);
             let tree = crate::deep_stack::run("bunker-walk", || {

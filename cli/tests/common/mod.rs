@@ -588,6 +588,27 @@ pub fn write_file(path: &Path, data: &[u8]) {
     fs::write(path, data).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }
 
+/// Moves the modification time of every regular file under `root` an hour back, so a
+/// backup trusts their recorded identities at once: a file written in the seconds before a
+/// backup started is read again by the next one (`agent/src/backup/racy.rs`), which a test
+/// that backs up a tree it just wrote would otherwise see.
+pub fn age_files(root: &Path) {
+    for entry in fs::read_dir(root).unwrap_or_else(|e| panic!("list {}: {e}", root.display())) {
+        let path = entry.expect("list a test tree").path();
+        let meta = fs::symlink_metadata(&path).expect("stat a test file");
+        if meta.is_dir() {
+            age_files(&path);
+        } else if meta.is_file() {
+            let modified = meta.modified().expect("mtime") - Duration::from_secs(3600);
+            File::options()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_modified(modified))
+                .unwrap_or_else(|e| panic!("set the mtime of {}: {e}", path.display()));
+        }
+    }
+}
+
 /// Sets the mode (all 12 bits).
 pub fn chmod(path: &Path, mode: u32) {
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
