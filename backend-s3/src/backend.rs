@@ -381,17 +381,43 @@ impl S3Backend {
                 // even a first attempt can find its own object.
                 if kind == Kind::AlreadyExists {
                     let stored = match self.store.get_opts(&path, GetOptions::default()).await {
-                        Ok(result) => result.bytes().await.ok(),
-                        Err(_) => None,
+                        Ok(result) => result.bytes().await.map(Some),
+                        Err(object_store::Error::NotFound { .. }) => Ok(None),
+                        Err(e) => Err(e),
                     };
-                    let ours = stored.is_some_and(|stored| {
-                        payload
-                            .iter()
-                            .flat_map(|part| part.iter())
-                            .eq(stored.iter())
-                    });
-                    if ours {
-                        return Ok(());
+                    match stored {
+                        Ok(Some(stored))
+                            if payload
+                                .iter()
+                                .flat_map(|part| part.iter())
+                                .eq(stored.iter()) =>
+                        {
+                            return Ok(());
+                        }
+                        // Refused, yet not there: another write of the name is in progress
+                        // (S3 answers 409 ConditionalRequestConflict, such as to this put's
+                        // own earlier attempt whose connection broke mid-upload and which
+                        // the server may still drop). Nothing is stored: try again.
+                        Ok(None) if attempt < attempts => {
+                            backoff.wait().await;
+                            continue;
+                        }
+                        Ok(None) => {
+                            return Err(Error::io(
+                                format!(
+                                    "writing s3://{}/{}",
+                                    self.location.bucket,
+                                    self.location.key(name)
+                                ),
+                                std::io::Error::other(format!(
+                                    "refused as existing, yet not stored: another write of \
+                                     it is in progress ({})",
+                                    one_line(&text)
+                                )),
+                            ));
+                        }
+                        // Someone else's object, or one that cannot be read back to compare.
+                        Ok(Some(_)) | Err(_) => {}
                     }
                 }
                 if kind != Kind::Other || attempt == attempts || client_retried(&text) {
@@ -934,5 +960,139 @@ mod tests {
             "Generic S3 error: Error performing PUT http://h/b/k in 3ms - HTTP error: \
              error sending request: connection closed before message completed"
         ));
+    }
+
+    /// One request a [`serve_scripted`] server received.
+    #[derive(Debug, Clone)]
+    struct Request {
+        method: String,
+        /// With its query.
+        path: String,
+        /// The header lines, lower-cased.
+        headers: String,
+        body: Vec<u8>,
+    }
+
+    /// Serves `answer(request, earlier requests)` (a whole HTTP response) on a fresh port;
+    /// returns the port and every request received.
+    fn serve_scripted(
+        answer: impl Fn(&Request, &[Request]) -> String + Send + Sync + 'static,
+    ) -> (u16, Arc<Mutex<Vec<Request>>>) {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let seen: Arc<Mutex<Vec<Request>>> = Arc::default();
+        let answer = Arc::new(answer);
+        let log = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (seen, answer) = (Arc::clone(&log), Arc::clone(&answer));
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                    let mut writer = stream;
+                    loop {
+                        let mut start = String::new();
+                        if reader.read_line(&mut start).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let mut parts = start.split_whitespace();
+                        let method = parts.next().unwrap_or_default().to_owned();
+                        let path = parts.next().unwrap_or_default().to_owned();
+                        let mut length = 0usize;
+                        let mut headers = String::new();
+                        let mut line = String::new();
+                        loop {
+                            line.clear();
+                            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            if line == "\r\n" {
+                                break;
+                            }
+                            let lower = line.to_ascii_lowercase();
+                            if let Some(value) = lower.strip_prefix("content-length:") {
+                                length = value.trim().parse().unwrap_or(0);
+                            }
+                            headers.push_str(&lower);
+                        }
+                        let mut body = vec![0u8; length];
+                        if reader.read_exact(&mut body).is_err() {
+                            return;
+                        }
+                        let request = Request {
+                            method,
+                            path,
+                            headers,
+                            body,
+                        };
+                        let reply = {
+                            let mut seen = seen.lock().unwrap();
+                            let reply = answer(&request, &seen);
+                            seen.push(request);
+                            reply
+                        };
+                        if writer.write_all(reply.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (port, seen)
+    }
+
+    /// A whole HTTP response with `status` and an XML `body`.
+    fn reply(status: &str, headers: &str, body: &str) -> String {
+        format!(
+            "HTTP/1.1 {status}\r\n{headers}Content-Type: application/xml\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    #[test]
+    fn a_create_refused_while_another_write_of_the_name_is_in_progress_is_not_taken_as_stored() {
+        // S3 answers a conditional PUT with 409 ConditionalRequestConflict while another
+        // write of that name is in progress (such as this put's own earlier attempt whose
+        // connection broke mid-upload, which the server drops later). Nothing is stored
+        // then: reporting AlreadyExists makes a writer take its pack as stored.
+        let (port, seen) = serve_scripted(|request, earlier| {
+            let puts = earlier.iter().filter(|r| r.method == "PUT").count();
+            match request.method.as_str() {
+                "PUT" if puts == 0 => reply(
+                    "409 Conflict",
+                    "",
+                    "<Error><Code>ConditionalRequestConflict</Code><Message>A conflicting \
+                     conditional operation is currently in progress against this resource. \
+                     Try again.</Message></Error>",
+                ),
+                "PUT" => reply("200 OK", "ETag: \"e\"\r\n", ""),
+                _ => reply(
+                    "404 Not Found",
+                    "",
+                    "<Error><Code>NoSuchKey</Code><Message>gone</Message></Error>",
+                ),
+            }
+        });
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let backend = S3Backend::unprobed(location(&endpoint, "bucket", "p"), default_retry())
+            .expect("backend");
+        let result = backend.put_if_absent("data/ab/abcd", b"pack bytes");
+        // Only the second PUT was answered 200: the object is stored only if it was sent.
+        let puts = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.method == "PUT" && r.body == b"pack bytes")
+            .count();
+        let stored = puts >= 2;
+        for put in seen.lock().unwrap().iter().filter(|r| r.method == "PUT") {
+            assert!(put.path.starts_with("/bucket/p/data/ab/abcd"), "{put:?}");
+            assert!(put.headers.contains("if-none-match: *"), "{put:?}");
+        }
+        assert!(
+            result.is_ok() && stored,
+            "put: {result:?}; the server holds the object: {stored}"
+        );
     }
 }
