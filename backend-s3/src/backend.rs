@@ -1095,4 +1095,47 @@ mod tests {
             "put: {result:?}; the server holds the object: {stored}"
         );
     }
+
+    #[test]
+    fn a_refused_version_delete_of_an_object_whose_lock_lapsed_is_access_denied_not_locked() {
+        // Credentials without s3:DeleteObjectVersion: the server refuses every versioned
+        // delete with 403. An object whose lock lapsed long ago is not "locked".
+        let (port, _) = serve_scripted(|request, _| match request.method.as_str() {
+            "GET" if request.path.contains("object-lock") => reply(
+                "200 OK",
+                "",
+                "<ObjectLockConfiguration><ObjectLockEnabled>Enabled</ObjectLockEnabled>\
+                 </ObjectLockConfiguration>",
+            ),
+            "HEAD" => reply(
+                "200 OK",
+                "x-amz-version-id: v1\r\nx-amz-object-lock-mode: GOVERNANCE\r\n\
+                 x-amz-object-lock-retain-until-date: 2001-01-01T00:00:00.000Z\r\n",
+                "",
+            ),
+            "DELETE" => reply(
+                "403 Forbidden",
+                "",
+                "<Error><Code>AccessDenied</Code><Message>User: arn:aws:iam::1:user/b is not \
+                 authorized to perform: s3:DeleteObjectVersion</Message></Error>",
+            ),
+            _ => reply("500 Internal Server Error", "", ""),
+        });
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let backend = S3Backend::unprobed(location(&endpoint, "bucket", "p"), default_retry())
+            .expect("backend");
+        backend
+            .enable_lock(LockPolicy {
+                mode: bunker_repo_format::backend::LockMode::Governance,
+                period: Duration::from_secs(86_400),
+            })
+            .expect("lock");
+        let err = backend.delete("snapshots/aa").expect_err("refused");
+        assert!(!matches!(err, Error::Locked { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("access denied") && text.contains("s3://bucket/p/snapshots/aa"),
+            "{text}"
+        );
+    }
 }

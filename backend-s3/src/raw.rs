@@ -105,16 +105,24 @@ impl RawClient {
             .send(Method::DELETE, name, &[("versionId", version)], None)
             .await?;
         if reply.status == 403 {
-            let until = match self.head(name).await {
-                Ok(info) => info.retain_until.map(format_date),
-                Err(_) => None,
+            // A refusal is the lock's when the server says so, or while the lock holds by
+            // our clock; a refusal of an object whose lock lapsed (or that has none) is a
+            // missing permission (s3:DeleteObjectVersion), which no waiting cures.
+            let (retain_until, known) = match self.head(name).await {
+                Ok(info) => (info.retain_until, true),
+                Err(_) => (None, false),
             };
-            return Err(Error::Locked {
-                object: name.to_owned(),
-                location: self.location.url(),
-                until: until
-                    .unwrap_or_else(|| format!("unknown (server said: {})", reply.body.trim())),
-            });
+            let says_lock = reply.body.to_ascii_lowercase().contains("object lock");
+            let holds = retain_until.is_some_and(|until| until > SystemTime::now());
+            if says_lock || holds || !known {
+                return Err(Error::Locked {
+                    object: name.to_owned(),
+                    location: self.location.url(),
+                    until: retain_until
+                        .map(format_date)
+                        .unwrap_or_else(|| format!("unknown (server said: {})", reply.body.trim())),
+                });
+            }
         }
         self.check(&reply, "deleting", name)
     }
