@@ -25,7 +25,8 @@ use crate::raw::{LockInfo, RawClient};
 const MAX_IN_FLIGHT: usize = 16;
 /// Worker threads of the internal runtime.
 const WORKERS: usize = 2;
-/// A lock writer is rebuilt (with a fresh retain-until date) after this long.
+/// A lock writer is rebuilt (with a fresh retain-until date) after this long, on the wall
+/// clock: the monotonic clock stops while the host is suspended.
 const LOCK_REFRESH: Duration = Duration::from_secs(600);
 /// Attempts of a create-only put whose connection fails before `object_store` retried it
 /// (it does not resend a create whose answer may have been lost), and the waits between
@@ -112,7 +113,8 @@ impl FailedWrite {
 struct LockWriter {
     policy: LockPolicy,
     writers: Writers,
-    built: Instant,
+    /// The retain-until date its requests carry.
+    until: SystemTime,
 }
 
 impl S3Backend {
@@ -502,10 +504,14 @@ impl S3Backend {
                 single_try: Arc::clone(&self.single_try),
             });
         };
-        if writer.built.elapsed() < LOCK_REFRESH {
+        // Still good while every object it writes stays locked `period` from now. Judged
+        // on the wall clock, whose dates the server compares: an `Instant` does not move
+        // while a laptop sleeps, and a writer built before a week's sleep would lock the
+        // objects written after it a week short.
+        if SystemTime::now() + writer.policy.period <= writer.until {
             return Ok(writer.writers);
         }
-        let fresh = self.lock_writer(writer.policy)?;
+        let fresh = self.lock_writer(writer.policy, SystemTime::now())?;
         let writers = fresh.writers.clone();
         *self.lock.write().unwrap_or_else(|e| e.into_inner()) = Some(fresh);
         Ok(writers)
@@ -513,8 +519,8 @@ impl S3Backend {
 
     /// A store whose every request carries the lock headers of `policy`, dated so that an
     /// object it writes within [`LOCK_REFRESH`] stays locked at least `policy.period`.
-    fn lock_writer(&self, policy: LockPolicy) -> Result<LockWriter> {
-        let until = SystemTime::now() + policy.period + LOCK_REFRESH;
+    fn lock_writer(&self, policy: LockPolicy, now: SystemTime) -> Result<LockWriter> {
+        let until = now + policy.period + LOCK_REFRESH;
         let lock = Some((policy, until));
         Ok(LockWriter {
             policy,
@@ -522,7 +528,7 @@ impl S3Backend {
                 retried: Arc::new(build_store(&self.location, lock, &self.retry)?),
                 single_try: Arc::new(build_store(&self.location, lock, &single_try_retry())?),
             },
-            built: Instant::now(),
+            until,
         })
     }
 }
@@ -670,7 +676,7 @@ impl Backend for S3Backend {
     fn enable_lock(&self, policy: LockPolicy) -> Result<()> {
         policy.validate()?;
         self.run(self.raw.check_object_lock())?;
-        let writer = self.lock_writer(policy)?;
+        let writer = self.lock_writer(policy, SystemTime::now())?;
         *self.lock.write().unwrap_or_else(|e| e.into_inner()) = Some(writer);
         Ok(())
     }
@@ -1136,6 +1142,64 @@ mod tests {
         assert!(
             text.contains("access denied") && text.contains("s3://bucket/p/snapshots/aa"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn a_lock_writer_built_before_the_host_slept_is_rebuilt_with_a_fresh_date() {
+        let (port, seen) = serve_scripted(|request, _| match request.method.as_str() {
+            "GET" if request.path.contains("object-lock") => reply(
+                "200 OK",
+                "",
+                "<ObjectLockConfiguration><ObjectLockEnabled>Enabled</ObjectLockEnabled>\
+                 </ObjectLockConfiguration>",
+            ),
+            "PUT" => reply("200 OK", "ETag: \"e\"\r\n", ""),
+            _ => reply("404 Not Found", "", "<Error><Code>NoSuchKey</Code></Error>"),
+        });
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let backend = S3Backend::unprobed(location(&endpoint, "bucket", "p"), default_retry())
+            .expect("backend");
+        let policy = LockPolicy {
+            mode: bunker_repo_format::backend::LockMode::Compliance,
+            period: Duration::from_secs(30 * 86_400),
+        };
+        backend.enable_lock(policy).expect("lock");
+        // The host slept a week right after the writer was built: its date is a week old
+        // by the wall clock, while the monotonic clock (which stops in suspend) calls it
+        // new.
+        let week = Duration::from_secs(7 * 86_400);
+        let slept = backend
+            .lock_writer(policy, SystemTime::now() - week)
+            .expect("writer");
+        *backend.lock.write().unwrap() = Some(slept);
+
+        let before = SystemTime::now();
+        backend
+            .put_if_absent("snapshots/aa", b"snapshot")
+            .expect("put");
+        let headers = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .rfind(|r| r.method == "PUT")
+            .map(|r| r.headers.clone())
+            .expect("a put");
+        let date = headers
+            .lines()
+            .find_map(|line| line.strip_prefix("x-amz-object-lock-retain-until-date:"))
+            .expect("a retain-until date")
+            .trim()
+            .to_uppercase();
+        let until: SystemTime = date.parse::<jiff::Timestamp>().expect("a date").into();
+        assert!(
+            until >= before + policy.period,
+            "locked until {date}: {} days short of the period",
+            (before + policy.period)
+                .duration_since(until)
+                .unwrap_or_default()
+                .as_secs()
+                / 86_400
         );
     }
 }
