@@ -15,7 +15,7 @@
 
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, ErrorKind, Write};
-use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -280,6 +280,11 @@ impl LocalBackend {
         let mut found = Vec::new();
         // Directories still to read, each with the name prefix of its objects ("data/ab/").
         let mut pending = vec![(self.root.clone(), String::new())];
+        // Directories entered, by device and inode.
+        let mut visited = std::collections::HashSet::new();
+        if let Ok(meta) = fs::metadata(&self.root) {
+            visited.insert((meta.dev(), meta.ino()));
+        }
         while let Some((dir, dir_name)) = pending.pop() {
             let shown = if dir_name.is_empty() { "/" } else { &dir_name };
             let entries = match fs::read_dir(&dir) {
@@ -305,17 +310,39 @@ impl LocalBackend {
                 if !(is_name || wanted) {
                     continue;
                 }
-                let file_type = entry
+                let mut file_type = entry
                     .file_type()
                     .map_err(|e| self.io_error("listing", &name, e))?;
+                // A symlink counts as what it leads to, as for `get` and `head` (a kind's
+                // directory, `data/`, may be a symlink to another disk).
+                let mut target = None;
+                if file_type.is_symlink() {
+                    match fs::metadata(entry.path()) {
+                        Ok(meta) => {
+                            file_type = meta.file_type();
+                            target = Some(meta);
+                        }
+                        Err(e) if is_missing(&e) => continue, // leads nowhere
+                        Err(e) => return Err(self.io_error("reading metadata of", &name, e)),
+                    }
+                }
                 if file_type.is_dir() && is_name {
                     let sub = name + "/";
-                    // Descend only where names matching the prefix can be.
+                    // Descend only where names matching the prefix can be, and into each
+                    // directory once (a symlink may lead back up).
                     if sub.starts_with(prefix) || prefix.starts_with(&sub) {
-                        pending.push((entry.path(), sub));
+                        let meta = match target {
+                            Some(meta) => meta,
+                            None => entry
+                                .metadata()
+                                .map_err(|e| self.io_error("listing", &sub, e))?,
+                        };
+                        if visited.insert((meta.dev(), meta.ino())) {
+                            pending.push((entry.path(), sub));
+                        }
                     }
                 } else if file_type.is_file() && wanted {
-                    match entry.metadata() {
+                    match target.map_or_else(|| entry.metadata(), Ok) {
                         Ok(meta) => found.push(ObjectMeta {
                             name,
                             size: meta.len(),
@@ -909,6 +936,53 @@ mod tests {
         assert!(backend.list_temps().expect("list temps").is_empty());
         assert_eq!(backend.get("data/ab/x").expect("object kept"), b"x");
         assert!(root.join("tree").join(".lock-y").exists());
+    }
+
+    #[test]
+    fn objects_under_a_symlinked_directory_are_listed() {
+        // `stage` keeps temp files in their prefix's directory because `data/` may be a
+        // mount or a symlink of its own: what `get` and `head` find there, `list` must too.
+        let (dir, backend) = new_backend();
+        backend.put_if_absent("data/ab/ab12", b"pack").expect("put");
+        backend.put_if_absent("config", b"c").expect("put");
+        let elsewhere = dir.path().join("other-disk");
+        fs::rename(backend.root().join("data"), &elsewhere).expect("move data/");
+        std::os::unix::fs::symlink(&elsewhere, backend.root().join("data")).expect("symlink");
+        assert_eq!(backend.get("data/ab/ab12").expect("get"), b"pack");
+        backend
+            .put_if_absent("data/cd/cd34", b"new")
+            .expect("put via the symlink");
+        for prefix in ["", "data/", "data/ab/"] {
+            let mut names: Vec<String> = backend
+                .list(prefix)
+                .expect("list")
+                .into_iter()
+                .map(|m| m.name)
+                .filter(|n| n.starts_with("data/"))
+                .collect();
+            names.sort();
+            let expected: Vec<&str> = ["data/ab/ab12", "data/cd/cd34"]
+                .into_iter()
+                .filter(|n| n.starts_with(prefix))
+                .collect();
+            assert_eq!(names, expected, "list {prefix:?}");
+        }
+    }
+
+    #[test]
+    fn a_symlink_leading_back_up_is_listed_once_not_for_ever() {
+        let (_dir, backend) = new_backend();
+        backend.put_if_absent("data/ab/ab12", b"pack").expect("put");
+        std::os::unix::fs::symlink("..", backend.root().join("data/ab/up")).expect("symlink");
+        std::os::unix::fs::symlink("nowhere", backend.root().join("data/ab/ab99"))
+            .expect("symlink");
+        let names: Vec<String> = backend
+            .list("data/")
+            .expect("list")
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
+        assert_eq!(names, ["data/ab/ab12"]);
     }
 
     #[test]
