@@ -118,17 +118,19 @@ pub fn verify_volume(
             return Ok(result);
         }
     };
-    let found = file
-        .metadata()
-        .map(|m| m.len())
-        .map_err(|source| RestoreError::Target {
-            path: image.to_owned(),
-            source,
-        })?;
-    let found = if found == 0 {
+    let meta = file.metadata().map_err(|source| RestoreError::Target {
+        path: image.to_owned(),
+        source,
+    })?;
+    // An image file holds the volume and nothing else; a device may be larger.
+    if meta.is_file() && meta.len() != size {
+        differ(format!("size {}, the volume has {size}", meta.len()));
+        return Ok(result);
+    }
+    let found = if meta.len() == 0 {
         device_size(&file).unwrap_or(0)
     } else {
-        found
+        meta.len()
     };
     if found < size {
         differ(format!("size {found}, the volume has {size}"));

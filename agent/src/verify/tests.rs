@@ -284,3 +284,44 @@ fn a_target_must_be_fresh_and_is_removed() {
     target.remove().unwrap();
     assert!(!path.exists());
 }
+
+/// An image file restored with bytes past the end of the volume is not an exact restore:
+/// only a device may be larger than the volume (FORMAT of `verify_volume`).
+#[test]
+fn an_image_longer_than_the_volume_is_a_difference() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("disk.img");
+    fs::write(
+        &image,
+        (0..3_000_000u32)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    let options = InitOptions {
+        kdf: KdfParams::insecure_for_tests(),
+        ..InitOptions::default()
+    };
+    let repo = Repository::init(backend, b"pw", options).unwrap();
+    let volume = crate::backup::VolumeOptions {
+        device: image.clone(),
+        host: "h".into(),
+        ..crate::backup::VolumeOptions::default()
+    };
+    let outcome = crate::backup::backup_volume(&repo, &volume, &Cancel::new()).unwrap();
+    let index = repo.load_index().unwrap().index;
+    let exact = verify_volume(&repo, &index, &outcome.snapshot.tree, &image).unwrap();
+    assert!(exact.differences.is_empty(), "{:#?}", exact.differences);
+
+    let file = fs::OpenOptions::new().append(true).open(&image).unwrap();
+    file.write_all_at(b"trailing garbage", 3_000_000).unwrap();
+    drop(file);
+    let longer = verify_volume(&repo, &index, &outcome.snapshot.tree, &image).unwrap();
+    let difference = only(&longer);
+    assert!(
+        difference.what.contains("size 3000016"),
+        "{}",
+        difference.what
+    );
+}
