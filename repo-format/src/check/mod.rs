@@ -898,6 +898,83 @@ mod tests {
         assert!(report.errors.iter().any(|p| p.object == segment_name));
     }
 
+    /// Damage that only the index and the trees show: an index entry with a wrong offset
+    /// (a segment rewritten with the pack otherwise intact), a snapshot whose root tree is
+    /// not stored, and a tree whose file's data blob is not indexed. Each is an error or a
+    /// broken snapshot without reading any data.
+    #[test]
+    fn wrong_index_offset_missing_tree_and_missing_content_are_reported() {
+        let (backend, repo, snapshot, blob) = fixture();
+        let segment_id = repo.list_index_ids().expect("ids")[0];
+        let mut segment = repo.load_index_segment(&segment_id).expect("segment");
+        let pack = segment
+            .packs
+            .iter_mut()
+            .find(|p| p.blobs.iter().any(|b| b.id == blob))
+            .expect("the data pack");
+        let pack_name = ObjectKind::DataPack.name(&pack.id.to_hex());
+        for entry in &mut pack.blobs {
+            if entry.id == blob {
+                entry.offset += 1;
+            }
+        }
+        let session = repo.new_session();
+        repo.write_index_segments(segment.packs, &session)
+            .expect("write");
+        backend
+            .delete(&ObjectKind::Index.name(&segment_id.to_hex()))
+            .expect("delete the old segment");
+        let report = run(&repo, ReadData::None, 1);
+        assert!(
+            report
+                .errors
+                .iter()
+                .any(|p| p.object == pack_name && p.message.contains("disagrees")),
+            "{report:?}"
+        );
+        assert_eq!(report.broken_snapshots.len(), 1, "{report:?}");
+        assert_eq!(report.broken_snapshots[0].id, snapshot);
+
+        // A snapshot of a tree that was never stored.
+        let (_, repo, _, _) = fixture();
+        let session = repo.new_session();
+        let ghost = BlobId::from_bytes([0x5a; 32]);
+        let orphan = repo
+            .save_snapshot(&session, &snapshot_of(ghost))
+            .expect("snapshot");
+        let report = run(&repo, ReadData::None, 1);
+        assert!(!report.is_healthy());
+        assert_eq!(report.broken_snapshots.len(), 1, "{report:?}");
+        assert_eq!(report.broken_snapshots[0].id, orphan);
+        assert!(report.broken_snapshots[0].reasons[0].contains("not in the index"));
+
+        // A stored tree whose file names a data blob no pack holds.
+        let (_, repo, _, _) = fixture();
+        let empty = Index::new();
+        let mut writer = repo.blob_writer(&empty);
+        let tree = Tree::new(vec![Entry {
+            name: b"lost".to_vec(),
+            meta: Metadata::default(),
+            node: Node::File {
+                extents: vec![Extent::Chunk {
+                    id: BlobId::from_bytes([0x77; 32]),
+                    length: 5,
+                }],
+            },
+        }])
+        .expect("tree");
+        let (tree_id, _) = writer.add(BlobKind::Tree, &tree.encode()).expect("tree");
+        let session = writer.session().clone();
+        writer.finish().expect("finish");
+        let lacking = repo
+            .save_snapshot(&session, &snapshot_of(tree_id))
+            .expect("snapshot");
+        let report = run(&repo, ReadData::All, 1);
+        assert_eq!(report.broken_snapshots.len(), 1, "{report:?}");
+        assert_eq!(report.broken_snapshots[0].id, lacking);
+        assert!(report.broken_snapshots[0].reasons[0].contains("not in the index"));
+    }
+
     #[test]
     fn truncated_pack_is_caught_structurally() {
         let (backend, repo, _, blob) = fixture();
