@@ -194,11 +194,19 @@ impl Repository {
         if header.repository_id != key_file.repository_id {
             return Err(foreign());
         }
-        let config = match Config::decode(&config_bytes, key_file.key.writer()) {
-            Ok(config) => config,
-            Err(Error::Corrupt { .. }) => return Err(foreign()),
-            Err(e) => return Err(e),
-        };
+        // The key file names this repository: a body that does not open with its key (whose
+        // checksum held) is a damaged config, which `repair config` rebuilds; blaming the
+        // key file would send the user to write a new one, which fails the same way.
+        let config = Config::decode(&config_bytes, key_file.key.writer()).map_err(|e| match e {
+            Error::Corrupt { object, reason } => Error::corrupt(
+                object,
+                format!(
+                    "{reason} (the key file {file} names this repository: the config is \
+                     damaged, or the key file is not this repository's own)"
+                ),
+            ),
+            other => other,
+        })?;
         Self::from_parts(backend, config, key_file.key.clone(), None)
     }
 

@@ -450,3 +450,23 @@ fn open_reads_the_config_and_lists_the_key_slots_side_by_side() {
     let opened = Repository::open(Arc::new(store), b"secret").expect("open");
     assert_eq!(opened.config(), made.config());
 }
+
+/// A config whose sealed body is damaged, opened with this repository's own key file: the
+/// error names the config (which `repair config` rebuilds), not the key file, and is not
+/// the key file's error (exit 14, "write a new key file").
+#[test]
+fn a_damaged_config_opened_with_a_key_file_names_the_config() {
+    let backend = Arc::new(MemoryBackend::new());
+    let repo =
+        Repository::init(backend.clone() as Arc<dyn Backend>, b"pw", test_options()).expect("init");
+    let key_file = repo.key_file(false).expect("key file");
+    let config_len = backend.get(CONFIG_NAME).expect("config").len();
+    backend.corrupt(CONFIG_NAME, |bytes| bytes[config_len - 20] ^= 1);
+    match Repository::open_with_key_file(backend.clone() as Arc<dyn Backend>, &key_file, "k") {
+        Err(Error::Corrupt { object, .. }) => assert_eq!(object, CONFIG_NAME),
+        other => panic!(
+            "expected the config named as damaged, got {:?}",
+            other.map(|_| ())
+        ),
+    }
+}
