@@ -997,6 +997,14 @@ impl Repository {
         if !slots.iter().any(|s| s.id == *id) {
             return Err(Error::Invalid(format!("no key slot {id}")));
         }
+        // Opened with a key file, no slot is in use: the count is what keeps a password.
+        if slots.len() <= 1 {
+            return Err(Error::Invalid(
+                "refusing to remove the last key slot: no password could open the repository \
+                 then; add another one first (`bunker key add`)"
+                    .into(),
+            ));
+        }
         self.backend.delete(&ObjectKind::KeySlot.name(&id.to_hex()))
     }
 }

@@ -470,3 +470,25 @@ fn a_damaged_config_opened_with_a_key_file_names_the_config() {
         ),
     }
 }
+
+/// With a key file (no slot in use) every password slot could be removed, although the
+/// last one "cannot be removed": the repository is then closed to every password.
+#[test]
+fn the_last_key_slot_cannot_be_removed_with_a_key_file_either() {
+    let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    let repo = Repository::init(backend.clone(), b"pw", test_options()).expect("init");
+    let only = repo.current_key_slot().expect("slot");
+    let key_file = repo.key_file(false).expect("key file");
+    let via_file =
+        Repository::open_with_key_file(backend.clone(), &key_file, "k").expect("open with file");
+    assert!(via_file.remove_key_slot(&only).is_err());
+    assert!(Repository::open(backend.clone(), b"pw").is_ok());
+
+    // With a second slot, either one can go.
+    let second = via_file
+        .add_key_slot(b"two", &KeySlotInfo::default())
+        .expect("add");
+    via_file.remove_key_slot(&only).expect("remove the first");
+    assert!(via_file.remove_key_slot(&second).is_err());
+    assert!(Repository::open(backend, b"two").is_ok());
+}
