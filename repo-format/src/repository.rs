@@ -132,6 +132,23 @@ impl Repository {
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e),
         }
+        // A repository that lost only its config still has its index and snapshots (`repair
+        // config` rebuilds the config from a key slot): a new config and key over them would
+        // leave every stored object sealed for a key no config names. (Key slots alone are
+        // what an init that stopped before its config leaves: those do not count.)
+        for kind in [ObjectKind::Snapshot, ObjectKind::Index] {
+            let prefix = kind.prefix();
+            let listed = backend.list(prefix)?;
+            if listed
+                .iter()
+                // (Every kind's id is 32 bytes in hex: one parse fits both.)
+                .any(|meta| parse_id::<SnapshotId>(&meta.name, prefix).is_some())
+            {
+                return Err(Error::RepositoryExists {
+                    location: backend.location(),
+                });
+            }
+        }
         if let Some(lock) = options.params.lock {
             // Before the first object: a bucket without Object Lock is refused up front.
             backend.enable_lock(lock)?;

@@ -492,3 +492,38 @@ fn the_last_key_slot_cannot_be_removed_with_a_key_file_either() {
     assert!(via_file.remove_key_slot(&second).is_err());
     assert!(Repository::open(backend, b"two").is_ok());
 }
+
+/// A repository whose `config` was lost still holds its key slots, index and snapshots
+/// (`repair config` rebuilds the config from a slot). `init` must not take that for an
+/// empty location and write a new config with a new key over it: every stored object would
+/// then belong to a key the new config does not know.
+#[test]
+fn init_refuses_a_repository_that_only_lost_its_config() {
+    let backend = Arc::new(MemoryBackend::new());
+    let store = backend.clone() as Arc<dyn Backend>;
+    let repo = Repository::init(store.clone(), b"pw", test_options()).expect("init");
+    let empty = Index::new();
+    let mut writer = repo.blob_writer(&empty);
+    writer.add(BlobKind::Data, b"kept data").expect("add");
+    writer.finish().expect("finish");
+    store.delete(CONFIG_NAME).expect("lose the config");
+    match Repository::init(store.clone(), b"other", test_options()) {
+        Err(Error::RepositoryExists { .. }) => {}
+        other => panic!(
+            "init over a repository without config: {:?}",
+            other.map(|r| r.config().header.repository_id)
+        ),
+    }
+    assert!(matches!(
+        store.get(CONFIG_NAME),
+        Err(Error::NotFound { .. })
+    ));
+
+    // A location with only the key slot of an init that stopped before its config is
+    // still free for `init`.
+    let half = Arc::new(MemoryBackend::new()) as Arc<dyn Backend>;
+    Repository::init(half.clone(), b"pw", test_options()).expect("init");
+    half.delete(CONFIG_NAME)
+        .expect("as if init stopped before the config");
+    Repository::init(half.clone(), b"pw", test_options()).expect("init again");
+}
