@@ -176,3 +176,25 @@ fn password_sources_and_global_option_positions() {
     out.ok();
     assert_eq!(out.json().as_array().map(Vec::len), Some(1), "{out}");
 }
+
+/// `key passwd` to the password the slot already has (re-keying a slot, or a user who typed
+/// the old one again): the old slot goes, the new one stays. It used to remove the old slot
+/// through a handle reopened with the new password, which opens whichever of the two slots
+/// is listed first: the old one half of the time, which it then refused to remove as the
+/// slot in use, failing the command after adding a slot.
+#[test]
+fn key_passwd_to_the_same_password_always_replaces_the_slot() {
+    let t = TestDir::new();
+    let b = t.bunker();
+    b.init();
+    for round in 0..8 {
+        let before = key_ids(&b);
+        assert_eq!(before.len(), 1, "round {round}: {before:?}");
+        b.with_env("BUNKER_NEW_PASSWORD", PASSWORD)
+            .run(["key", "passwd"])
+            .ok();
+        let after = key_ids(&b);
+        assert_eq!(after.len(), 1, "round {round}: {after:?}");
+        assert_ne!(after, before, "round {round}: the slot was not replaced");
+    }
+}

@@ -1003,6 +1003,43 @@ impl Repository {
         Ok(id)
     }
 
+    /// Replaces the key slot this repository was opened with by a new one for `password`
+    /// (`key passwd`): the new slot is stored and proven to open with `password` before
+    /// the old one is deleted, so an interruption leaves both, never neither. Returns the
+    /// new slot's id. This handle still names the old slot as the one in use.
+    pub fn change_password(&self, password: &[u8], info: &KeySlotInfo) -> Result<KeySlotId> {
+        let Some(old) = self.slot else {
+            return Err(Error::Invalid(
+                "the repository was opened with a key file, not a password: use `key add` \
+                 and `key remove`"
+                    .into(),
+            ));
+        };
+        let master = self.key.master("changing the password")?;
+        let new = self.add_key_slot(password, info)?;
+        let name = ObjectKind::KeySlot.name(&new.to_hex());
+        let bytes = self.backend.get(&name)?;
+        verify_content_hash(&bytes, new.as_bytes(), &name)?;
+        let opens =
+            KeySlot::decode(&bytes, &name)?
+                .open(password)?
+                .is_some_and(|(key, repository_id)| {
+                    repository_id == self.config.header.repository_id
+                        && key.data_secret() == master.data_secret()
+                        && key.writer().writer_secret() == master.writer().writer_secret()
+                });
+        if !opens {
+            return Err(Error::corrupt(
+                &name,
+                "the new key slot does not open with the new password as stored; the old \
+                 slot is kept",
+            ));
+        }
+        self.backend
+            .delete(&ObjectKind::KeySlot.name(&old.to_hex()))?;
+        Ok(new)
+    }
+
     /// Removes a key slot. The slot in use and the last slot cannot be removed.
     pub fn remove_key_slot(&self, id: &KeySlotId) -> Result<()> {
         if Some(*id) == self.slot {

@@ -104,21 +104,8 @@ pub fn run(global: &GlobalOptions, command: KeyCommand) -> Result<u8> {
         }
         KeyCommand::Passwd(args) => {
             let new = password::new_password(args.new_password_file.as_deref())?;
-            let Some(old) = repository.current_key_slot() else {
-                bail!(
-                    "the repository was opened with a key file, not a password: use `key add` and `key remove`"
-                );
-            };
-            let id = repository.add_key_slot(new.as_bytes(), &slot_info(&args.label))?;
-            // Remove the old slot through a handle opened with the new password, so the old
-            // one is no longer the slot in use.
-            let mut reopened_global = global.clone();
-            reopened_global.password_file = None;
-            reopened_global.password_command = None;
-            let reopened =
-                bunker_repo_format::Repository::open(repository.backend().clone(), new.as_bytes())?;
-            debug_assert_eq!(reopened.current_key_slot(), Some(id));
-            reopened.remove_key_slot(&old)?;
+            // The new slot is proven to open before the old one (the one in use) goes.
+            let id = repository.change_password(new.as_bytes(), &slot_info(&args.label))?;
             report(global, "changed password; new key slot", &id.to_hex())?;
         }
     }

@@ -527,3 +527,47 @@ fn init_refuses_a_repository_that_only_lost_its_config() {
         .expect("as if init stopped before the config");
     Repository::init(half.clone(), b"pw", test_options()).expect("init again");
 }
+
+/// `change_password` replaces the slot in use, whatever the new password (the same one
+/// included): one slot before, one after, and it opens with the new password.
+#[test]
+fn change_password_replaces_the_slot_in_use() {
+    let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    Repository::init(backend.clone(), b"pw", test_options()).expect("init");
+    let mut current: &[u8] = b"pw";
+    for (round, new) in [b"pw".as_slice(), b"pw", b"new", b"new", b"pw"]
+        .into_iter()
+        .enumerate()
+    {
+        let repo = Repository::open(backend.clone(), current).expect("open");
+        let before = repo.current_key_slot().expect("slot");
+        let after = repo
+            .change_password(new, &KeySlotInfo::default())
+            .expect("change");
+        let slots: Vec<KeySlotId> = repo
+            .key_slots()
+            .expect("list")
+            .iter()
+            .map(|s| s.id)
+            .collect();
+        assert_eq!(slots, vec![after], "round {round}");
+        assert_ne!(before, after);
+        let reopened = Repository::open(backend.clone(), new).expect("new password opens");
+        assert_eq!(reopened.current_key_slot(), Some(after));
+        current = new;
+    }
+    let via_file = Repository::open_with_key_file(
+        backend.clone(),
+        &Repository::open(backend, current)
+            .expect("open")
+            .key_file(false)
+            .expect("key file"),
+        "k",
+    )
+    .expect("open with a key file");
+    assert!(
+        via_file
+            .change_password(b"x", &KeySlotInfo::default())
+            .is_err()
+    );
+}
