@@ -60,6 +60,11 @@ impl KdfParams {
         }
     }
 
+    /// What a derivation costs, in KiB filled: memory times passes.
+    pub fn cost(&self) -> u64 {
+        u64::from(self.memory_kib) * u64::from(self.iterations)
+    }
+
     pub(crate) fn encode(&self, enc: &mut Encoder) {
         enc.u8(ALGORITHM_ARGON2ID)
             .u32(self.memory_kib)

@@ -255,24 +255,40 @@ impl Repository {
         });
         let config_bytes = config_bytes?;
         let (header, _) = Config::decode_header(&config_bytes)?;
-        let slots = slots?;
         let mut tried = 0;
         let mut damaged = None;
-        for meta in &slots {
-            let bytes = backend.get(&meta.name)?;
+        let mut decoded = Vec::new();
+        for meta in &slots? {
+            let bytes = match backend.get(&meta.name) {
+                Ok(bytes) => bytes,
+                // Removed since the listing (a `key passwd` elsewhere): not a slot now.
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e),
+            };
             let slot = parse_id::<KeySlotId>(&meta.name, ObjectKind::KeySlot.prefix())
                 .ok_or_else(|| Error::corrupt(&meta.name, "not a key slot name"))
                 .and_then(|id| verify_content_hash(&bytes, id.as_bytes(), &meta.name))
                 .and_then(|()| KeySlot::decode(&bytes, &meta.name));
-            let slot = match slot {
-                Ok(slot) => slot,
+            match slot {
+                Ok(slot) => decoded.push(slot),
+                Err(e) => damaged = Some(e),
+            }
+        }
+        // The cheapest to try first: a slot planted by whoever can write to the storage,
+        // demanding the most memory and passes the format allows, then costs only the
+        // passwords that no other slot opens.
+        decoded.sort_by_key(|slot| slot.kdf.cost());
+        for slot in decoded {
+            tried += 1;
+            let opened = match slot.open(password) {
+                Ok(opened) => opened,
+                // Its KDF could not run here (memory): as good as damaged for this host.
                 Err(e) => {
                     damaged = Some(e);
                     continue;
                 }
             };
-            tried += 1;
-            if let Some((key, repository_id)) = slot.open(password)? {
+            if let Some((key, repository_id)) = opened {
                 // A slot of another repository (left by an `init` that lost a race for
                 // this location) opens nothing here.
                 if repository_id != header.repository_id {

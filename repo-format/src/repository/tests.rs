@@ -571,3 +571,79 @@ fn change_password_replaces_the_slot_in_use() {
             .is_err()
     );
 }
+
+/// Whoever can write to the storage can plant a slot demanding the most memory and passes
+/// the format allows: open tries the cheapest slot first, whatever the names' order, so
+/// such a slot costs only the passwords no other slot opens.
+#[test]
+fn open_tries_the_cheapest_key_slot_first() {
+    let backend = Arc::new(MemoryBackend::new());
+    let repo = Repository::init(backend.clone(), b"pw", test_options()).expect("init");
+    let cheap = repo.current_key_slot().expect("a slot in use");
+    let costly_kdf = KdfParams {
+        memory_kib: 64,
+        iterations: 2,
+        parallelism: 1,
+    };
+    assert!(costly_kdf.cost() > test_options().kdf.cost());
+    // Sealed until its name sorts before the cheap slot's (a fresh salt each time), so
+    // that the listing offers it first.
+    let (costly, bytes) = (0..64)
+        .map(|_| {
+            let master = repo.key.master("test").expect("full key");
+            let id = &repo.config().header.repository_id;
+            KeySlot::seal(master, id, b"pw", costly_kdf, &KeySlotInfo::default()).expect("seal")
+        })
+        .find(|(id, _)| id.to_hex() < cheap.to_hex())
+        .expect("a name sorting first");
+    backend
+        .put_if_absent(&ObjectKind::KeySlot.name(&costly.to_hex()), &bytes)
+        .expect("plant");
+    let listed = backend.list(ObjectKind::KeySlot.prefix()).expect("list");
+    assert!(listed[0].name.ends_with(&costly.to_hex()), "{listed:?}");
+
+    let opened = Repository::open(backend, b"pw").expect("open");
+    assert_eq!(opened.current_key_slot(), Some(cheap));
+}
+
+/// A key slot listed but gone when read (removed meanwhile by a `key passwd` on another
+/// host) is not a slot: the open goes on with the others.
+#[test]
+fn a_key_slot_removed_since_the_listing_is_skipped() {
+    #[derive(Debug)]
+    struct ListsAGoneSlot(Arc<MemoryBackend>);
+    const GONE: &str = "00000000000000000000000000000000000000000000000000000000000000aa";
+    impl Backend for ListsAGoneSlot {
+        fn location(&self) -> String {
+            self.0.location()
+        }
+        fn put_if_absent(&self, name: &str, bytes: &[u8]) -> Result<()> {
+            self.0.put_if_absent(name, bytes)
+        }
+        fn get(&self, name: &str) -> Result<Vec<u8>> {
+            self.0.get(name)
+        }
+        fn get_range(&self, name: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
+            self.0.get_range(name, offset, length)
+        }
+        fn head(&self, name: &str) -> Result<crate::backend::ObjectMeta> {
+            self.0.head(name)
+        }
+        fn list(&self, prefix: &str) -> Result<Vec<crate::backend::ObjectMeta>> {
+            let mut listed = self.0.list(prefix)?;
+            if prefix == ObjectKind::KeySlot.prefix() {
+                let mut gone = listed[0].clone();
+                gone.name = ObjectKind::KeySlot.name(GONE);
+                listed.insert(0, gone);
+            }
+            Ok(listed)
+        }
+        fn delete(&self, name: &str) -> Result<()> {
+            self.0.delete(name)
+        }
+    }
+    let inner = Arc::new(MemoryBackend::new());
+    let made = Repository::init(inner.clone(), b"pw", test_options()).expect("init");
+    let opened = Repository::open(Arc::new(ListsAGoneSlot(inner)), b"pw").expect("open");
+    assert_eq!(opened.current_key_slot(), made.current_key_slot());
+}
