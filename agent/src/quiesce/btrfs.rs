@@ -100,10 +100,19 @@ pub fn snapshot(subvolume: &Path, name: &str) -> Result<BtrfsSnapshot, BtrfsErro
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(io(&dir)(e)),
     }
+    check_snapshot_dir(&dir)?;
     let prefix = format!("{name}.");
     for entry in fs::read_dir(&dir).map_err(io(&dir))? {
         let entry = entry.map_err(io(&dir))?;
-        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+        let file_name = entry.file_name();
+        // Only what this source's own snapshots are called, `NAME.<seconds>`: source `db`
+        // must not take `db.prod.<seconds>`, the snapshot another source is reading.
+        let ours = file_name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .is_some_and(|stamp| !stamp.is_empty() && stamp.bytes().all(|b| b.is_ascii_digit()));
+        // And only a subvolume itself: `btrfs subvolume delete` follows a symlink.
+        if ours && is_subvolume_root(&entry.path()) {
             delete_subvolume(&entry.path())?;
         }
     }
@@ -127,6 +136,44 @@ pub fn snapshot(subvolume: &Path, name: &str) -> Result<BtrfsSnapshot, BtrfsErro
         device,
         deleted: false,
     })
+}
+
+/// The snapshot directory must be a real directory (not a symlink) of this user's that no
+/// one else can write to: what is in it gets deleted with `btrfs subvolume delete`, and what
+/// is made in it is read as the source.
+fn check_snapshot_dir(dir: &Path) -> Result<(), BtrfsError> {
+    let meta = fs::symlink_metadata(dir).map_err(|source| BtrfsError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let refused = |why: &str| BtrfsError::Io {
+        path: dir.to_path_buf(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "{why}; the agent makes and deletes its snapshots only in a directory of its own"
+            ),
+        ),
+    };
+    if !meta.file_type().is_dir() {
+        return Err(refused("not a directory (a symlink?)"));
+    }
+    if meta.uid() != nix::unistd::geteuid().as_raw() {
+        return Err(refused("owned by another user"));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(refused("writable by other users"));
+    }
+    Ok(())
+}
+
+/// True when `path` itself (not what a symlink points to) is the root of a btrfs subvolume:
+/// a directory with inode number 256.
+fn is_subvolume_root(path: &Path) -> bool {
+    /// `BTRFS_FIRST_FREE_OBJECTID`: the inode number of every subvolume's root directory.
+    const SUBVOLUME_ROOT_INODE: u64 = 256;
+    fs::symlink_metadata(path)
+        .is_ok_and(|m| m.file_type().is_dir() && m.ino() == SUBVOLUME_ROOT_INODE)
 }
 
 fn delete_subvolume(path: &Path) -> Result<(), BtrfsError> {
