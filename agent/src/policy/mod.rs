@@ -475,6 +475,21 @@ impl Checker<'_> {
                 key,
                 format!("{:?} must be an absolute path", value.get_ref()),
             );
+        } else if path
+            .components()
+            .any(|c| c == std::path::Component::ParentDir)
+        {
+            // A backup resolves `..` by name, so the path compared here (to a btrfs
+            // subvolume, a mount point) would not be the one read.
+            self.on(
+                value,
+                fallback,
+                key,
+                format!(
+                    "{:?} must not contain \"..\": write the path it leads to",
+                    value.get_ref()
+                ),
+            );
         }
         path
     }

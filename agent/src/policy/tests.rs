@@ -691,3 +691,32 @@ schedule = "@daily"
         assert!(bad[0].message.contains(why), "{bad:#?}");
     }
 }
+
+#[test]
+fn a_path_with_a_parent_component_is_an_error_naming_its_key() {
+    // `/srv/data/../other` passes for a path inside the subvolume `/srv/data`, but the
+    // backup resolves it to `/srv/other` and reads it live, while the snapshot says it was
+    // read from the btrfs snapshot.
+    let policy = |paths: &str, subvolume: &str| {
+        format!(
+            "[repository]\nurl = \"/r\"\npassword_file = \"/p\"\n\n[[source]]\nname = \"home\"\n\
+             kind = \"paths\"\npaths = [\"{paths}\"]\nschedule = \"@daily\"\n\
+             quiesce = {{ btrfs_snapshot = \"{subvolume}\" }}\n"
+        )
+    };
+    let keys = |found: &[PolicyError]| -> Vec<(usize, String)> {
+        assert!(found.iter().all(|e| e.message.contains("..")), "{found:#?}");
+        found.iter().map(|e| (e.line, e.key.clone())).collect()
+    };
+    let found = errors(&policy("/srv/data/../other", "/srv/data"));
+    assert_eq!(keys(&found), [(8, "source[1].paths".to_owned())]);
+    // A subvolume written with `..` is never a prefix of the resolved paths: all read live.
+    let found = errors(&policy("/srv/x/../data/app", "/srv/x/../data"));
+    assert_eq!(
+        keys(&found),
+        [
+            (8, "source[1].paths".to_owned()),
+            (10, "source[1].quiesce.btrfs_snapshot".to_owned())
+        ]
+    );
+}
