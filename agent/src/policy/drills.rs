@@ -112,6 +112,15 @@ impl Checker<'_> {
         let inner = v.get_ref();
         let schedule = match &inner.schedule {
             Some(text) => match Schedule::parse(text.get_ref()) {
+                Ok(s) if s.next_after(&jiff::Zoned::now()).is_none() => {
+                    self.on(
+                        text,
+                        v.span(),
+                        &field("schedule"),
+                        "never fires (no such day in the next eight years)".into(),
+                    );
+                    None
+                }
                 Ok(s) => Some(s),
                 Err(e) => {
                     self.on(text, v.span(), &field("schedule"), e.reason);

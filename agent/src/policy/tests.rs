@@ -720,3 +720,15 @@ fn a_path_with_a_parent_component_is_an_error_naming_its_key() {
         ]
     );
 }
+
+#[test]
+fn a_drill_schedule_that_never_fires_is_an_error() {
+    let found = errors(
+        "[repository]\nurl = \"/r\"\npassword_file = \"/p\"\n\
+         [[source]]\nname = \"a\"\nkind = \"paths\"\npaths = [\"/srv\"]\n\
+         schedule = \"@daily\"\nverify = { schedule = \"0 0 31 4 *\" }\n",
+    );
+    let keys: Vec<(usize, &str)> = found.iter().map(|e| (e.line, e.key.as_str())).collect();
+    assert_eq!(keys, [(9, "source[1].verify.schedule")], "{found:#?}");
+    assert!(found[0].message.contains("never fires"), "{found:#?}");
+}
