@@ -144,6 +144,8 @@ impl Agent {
                 .filter(
                     |s| match state.sources.get(&s.name).and_then(|st| st.last_slot) {
                         None => true,
+                        // Ahead of the clock: it was set back (see `Slots::take_due`).
+                        Some(last) if last > now.timestamp().as_second() => true,
                         Some(last) => next_slot(&s.schedule, last, &now)
                             .is_some_and(|slot| slot <= now.timestamp().as_second()),
                     },
@@ -579,7 +581,15 @@ impl Slots<'_> {
         source: &Source,
         now: &Zoned,
     ) -> Option<Due> {
-        let last = *self.last.get_or_insert(now.timestamp().as_second());
+        let now_second = now.timestamp().as_second();
+        // A slot is recorded at or before the clock, so one ahead of it means the clock was
+        // set back (after running ahead, e.g. a bad RTC at boot): count from now, or
+        // nothing would run until the clock caught up with it, possibly years later.
+        let last = match *self.last {
+            Some(last) if last <= now_second => last,
+            _ => now_second,
+        };
+        *self.last = Some(last);
         let slot = due_slot(schedule, last, host, source, now)?;
         *self.last = Some(slot);
         if busy {

@@ -179,6 +179,8 @@ pub fn seed_last_pass(
 fn due_now(schedule: &crate::schedule::Schedule, last: Option<i64>, now: &Zoned) -> bool {
     match last {
         None => true,
+        // Ahead of the clock: it was set back (see `plan_tick`).
+        Some(last) if last > now.timestamp().as_second() => true,
         Some(last) => {
             next_slot(schedule, last, now).is_some_and(|slot| slot <= now.timestamp().as_second())
         }

@@ -89,6 +89,22 @@ fn a_running_source_skips_its_slot() {
 }
 
 #[test]
+fn a_last_slot_left_in_the_future_by_a_clock_jump_does_not_stop_the_schedule() {
+    // The clock ran years ahead for a while (a bad RTC at boot), the agent ran its slots
+    // then, and NTP set it right: the last slots recorded are in the future.
+    let sources = sources("");
+    let mut state = AgentState::default();
+    state.source("hourly").last_slot = Some(second("2036-01-01T05:00"));
+    state.source("nightly").last_slot = Some(second("2036-01-01T02:30"));
+    let idle = HashSet::new();
+    let _ = plan_tick(&sources, &mut state, &idle, "h", &at("2026-11-22T05:40"));
+    let ticks = plan_tick(&sources, &mut state, &idle, "h", &at("2026-11-22T06:00"));
+    assert_eq!(started(&ticks), ["hourly"], "backups stopped for years");
+    let ticks = plan_tick(&sources, &mut state, &idle, "h", &at("2026-11-23T02:30"));
+    assert_eq!(started(&ticks), ["hourly", "nightly"]);
+}
+
+#[test]
 fn jitter_delays_each_host_by_a_fixed_offset() {
     let sources = sources("jitter = \"30m\"");
     let hourly = &sources[0];
