@@ -184,6 +184,12 @@ impl Agent {
             source.name,
             source.kind.name()
         ));
+        // Held until the job ends: another agent process on this state directory (`run
+        // --once` beside the daemon) must not run the source at the same time.
+        let _lock = match lock_source(&self.policy.agent.state_dir, &source.name) {
+            Ok(lock) => lock,
+            Err(reason) => return not_run(source, reason),
+        };
         match (self.open_repository)() {
             Ok(repo) => {
                 let report = run_job(&repo, source, &self.context, cancel);
@@ -195,20 +201,7 @@ impl Agent {
                 }
                 report
             }
-            Err(e) => JobReport {
-                source: source.name.clone(),
-                kind: source.kind.name(),
-                started: bunker_repo_format::tree::Timestamp::now(),
-                duration: Duration::ZERO,
-                outcome: JobOutcome::Failed(format!("cannot open the repository: {e}")),
-                snapshot: None,
-                summary: None,
-                consistency: bunker_repo_format::snapshot::ConsistencyLevel::None,
-                consistency_detail: String::new(),
-                hooks: Vec::new(),
-                forgotten: Vec::new(),
-                warnings: Vec::new(),
-            },
+            Err(e) => not_run(source, format!("cannot open the repository: {e}")),
         }
     }
 
@@ -486,6 +479,55 @@ impl Agent {
                 Ok(report) => self.finish(dir, state, &report, &still),
                 Err(_) => (self.log)(&format!("{name}: the job thread panicked")),
             }
+        }
+    }
+}
+
+/// The report of a job of `source` that did not start, and why.
+fn not_run(source: &Source, reason: String) -> JobReport {
+    JobReport {
+        source: source.name.clone(),
+        kind: source.kind.name(),
+        started: bunker_repo_format::tree::Timestamp::now(),
+        duration: Duration::ZERO,
+        outcome: JobOutcome::Failed(reason),
+        snapshot: None,
+        summary: None,
+        consistency: bunker_repo_format::snapshot::ConsistencyLevel::None,
+        consistency_detail: String::new(),
+        hooks: Vec::new(),
+        forgotten: Vec::new(),
+        warnings: Vec::new(),
+    }
+}
+
+/// Directory of the per-source job locks, inside the state directory.
+const LOCK_DIR: &str = "locks";
+
+/// Takes the lock of source `name` in `state_dir` (an exclusive `flock` on
+/// `locks/NAME.lock`, released when the returned file is closed, by the kernel if the
+/// process dies), or says why it cannot: held by another run of the source.
+fn lock_source(state_dir: &std::path::Path, name: &str) -> Result<std::fs::File, String> {
+    let dir = state_dir.join(LOCK_DIR);
+    let path = dir.join(format!("{name}.lock"));
+    let file = std::fs::create_dir_all(&dir)
+        .and_then(|()| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+        })
+        .map_err(|e| format!("cannot take the lock {}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+            "source {name} is already being backed up by another bunker-agent process (it \
+             holds {}); not run",
+            path.display()
+        )),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(format!("cannot take the lock {}: {e}", path.display()))
         }
     }
 }

@@ -105,6 +105,76 @@ fn a_last_slot_left_in_the_future_by_a_clock_jump_does_not_stop_the_schedule() {
 }
 
 #[test]
+fn two_agents_never_back_up_the_same_source_at_once() {
+    use bunker_repo_format::backend::{Backend, MemoryBackend};
+    use bunker_repo_format::keyslot::KdfParams;
+    use bunker_repo_format::{InitOptions, Repository};
+
+    // `bunker-agent run --once SOURCE` while the daemon backs the source up: two processes
+    // with one state directory. A second run of a source must not start while the first
+    // goes on (a btrfs source's second run would delete the first's snapshot under it).
+    let temp = tempfile::tempdir().unwrap();
+    let base = std::fs::canonicalize(temp.path()).unwrap();
+    let busy = base.join("busy");
+    let text = format!(
+        "[agent]\nstate_dir = \"{0}/state\"\n\
+         [repository]\nurl = \"/r\"\npassword_file = \"/p\"\n\
+         [[source]]\nname = \"db\"\nkind = \"command\"\ncommand = \"echo dump\"\n\
+         schedule = \"0 * * * *\"\n\
+         hooks = {{ pre = \"mkdir '{1}' || exit 9; sleep 1; rmdir '{1}'\" }}\n",
+        base.display(),
+        busy.display()
+    );
+    let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    let options = InitOptions {
+        kdf: KdfParams::insecure_for_tests(),
+        ..InitOptions::default()
+    };
+    Repository::init(Arc::clone(&backend), b"pw", options).unwrap();
+    let agent = || {
+        let backend = Arc::clone(&backend);
+        Agent {
+            policy: Policy::parse(&text, "test").unwrap(),
+            context: JobContext {
+                host: "web-1".into(),
+                username: "root".into(),
+                watchdog: None,
+                cache_root: None,
+                state_dir: None,
+            },
+            open_repository: Arc::new(move || {
+                Repository::open(Arc::clone(&backend), b"pw").map_err(|e| e.to_string())
+            }),
+            log: Arc::new(|_: &str| {}),
+            metrics_text: new_metrics_text(),
+        }
+    };
+    let (first, second) = (agent(), agent());
+    let names = ["db".to_owned()];
+    let reports: Vec<JobReport> = thread::scope(|scope| {
+        let runs = [&first, &second]
+            .map(|agent| scope.spawn(|| agent.run_once(&names, &Cancel::new()).unwrap().jobs));
+        runs.into_iter()
+            .flat_map(|run| run.join().unwrap())
+            .collect()
+    });
+    assert_eq!(reports.len(), 2);
+    for report in &reports {
+        assert!(
+            report.hooks.iter().all(|h| h.code != Some(9)),
+            "the two runs of db overlapped: {report:?}"
+        );
+    }
+    let succeeded = reports.iter().filter(|r| r.succeeded()).count();
+    assert_eq!(succeeded, 1, "{reports:#?}");
+    let refused = reports.iter().find(|r| !r.succeeded()).unwrap();
+    assert!(
+        matches!(&refused.outcome, JobOutcome::Failed(e) if e.contains("already")),
+        "{refused:?}"
+    );
+}
+
+#[test]
 fn jitter_delays_each_host_by_a_fixed_offset() {
     let sources = sources("jitter = \"30m\"");
     let hourly = &sources[0];
