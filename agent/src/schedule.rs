@@ -5,12 +5,13 @@
 //! English names for months and weekdays (`jan`, `mon`). Sunday is `0` or `7`. As in Vixie
 //! cron, when both day fields are restricted a day matches if either one does. Times are
 //! civil times in a time zone; a time that a daylight-saving jump skips runs at the first
-//! instant after the gap.
+//! instant after the gap. In an hour a daylight-saving end repeats, a schedule that fires
+//! every hour keeps its slots in both passes; any other runs in the first pass only, once.
 
 use std::fmt;
 
 use jiff::civil::{Date, DateTime, Time};
-use jiff::tz::TimeZone;
+use jiff::tz::{AmbiguousOffset, TimeZone};
 use jiff::{ToSpan, Zoned};
 
 /// Why an expression is not a schedule.
@@ -112,6 +113,11 @@ impl Schedule {
         })
     }
 
+    /// True when the hour field allows every hour (`*`, `*/1`, `0-23`).
+    fn every_hour(&self) -> bool {
+        self.hours == (1 << 24) - 1
+    }
+
     /// The expression as written (macros kept).
     pub fn expression(&self) -> &str {
         &self.expression
@@ -141,8 +147,33 @@ impl Schedule {
             .subsec_nanosecond(0)
             .build()
             .ok()?;
-        let mut at = start.checked_add(1.minute()).ok()?;
-        let limit = start.checked_add(8.years()).ok()?;
+        let next = self.scan(start.checked_add(1.minute()).ok()?, &tz, after);
+        // In the first pass of an hour a daylight-saving end repeats, the slots of its
+        // second pass come after `after` at civil times before it: look there too.
+        let repeated = match tz.to_ambiguous_zoned(after.datetime()).offset() {
+            AmbiguousOffset::Fold {
+                before,
+                after: later,
+            } if after.offset() == before && self.every_hour() => {
+                let back = before.duration_since(later);
+                start
+                    .checked_sub(back)
+                    .ok()
+                    .and_then(|from| self.scan(from, &tz, after))
+            }
+            _ => None,
+        };
+        match (next, repeated) {
+            (Some(a), Some(b)) => Some(if b.timestamp() < a.timestamp() { b } else { a }),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The first civil minute from `from` on that the schedule matches and that falls after
+    /// `after`, as an instant in `tz`.
+    fn scan(&self, from: DateTime, tz: &TimeZone, after: &Zoned) -> Option<Zoned> {
+        let mut at = from;
+        let limit = from.checked_add(8.years()).ok()?;
         while at < limit {
             let date = at.date();
             if self.months & (1 << date.month()) == 0 {
@@ -161,17 +192,34 @@ impl Schedule {
                 at = at.checked_add(1.minute()).ok()?;
                 continue;
             }
-            return resolve(at, &tz, after);
+            if let Some(zoned) = resolve(at, tz, after, self.every_hour()) {
+                return Some(zoned);
+            }
+            at = at.checked_add(1.minute()).ok()?;
         }
         None
     }
 }
 
-/// `at` in `tz`; a civil time skipped by a DST jump resolves to the instant after the gap.
-fn resolve(at: DateTime, tz: &TimeZone, after: &Zoned) -> Option<Zoned> {
-    let zoned = tz.to_ambiguous_zoned(at).later().ok()?;
-    // A repeated hour (DST end) could map back before `after`; take the later one then.
-    (zoned.timestamp() > after.timestamp()).then_some(zoned)
+/// The first instant after `after` that the civil time `at` has in `tz`: a time skipped by
+/// a daylight-saving gap resolves to the instant after the gap; a time repeated by a fold
+/// has two instants, both slots of a schedule that fires `every_hour` (as cron runs its
+/// wildcard-hour jobs through the repeated hour), only the first of any other (a fixed-time
+/// job runs once).
+fn resolve(at: DateTime, tz: &TimeZone, after: &Zoned, every_hour: bool) -> Option<Zoned> {
+    let ambiguous = tz.to_ambiguous_zoned(at);
+    let candidates = match ambiguous.offset() {
+        AmbiguousOffset::Fold { .. } => [
+            ambiguous.clone().earlier().ok(),
+            every_hour.then(|| ambiguous.later().ok()).flatten(),
+        ],
+        _ => [ambiguous.later().ok(), None],
+    };
+    candidates
+        .into_iter()
+        .flatten()
+        .filter(|zoned| zoned.timestamp() > after.timestamp())
+        .min_by_key(Zoned::timestamp)
 }
 
 fn first_of_next_month(date: Date) -> Option<DateTime> {
@@ -375,6 +423,53 @@ mod tests {
         let schedule = Schedule::parse("30 2 * * *").unwrap();
         let z = schedule.next_after(&after).unwrap();
         assert_eq!(z.datetime().to_string(), "2026-03-29T03:30:00");
+    }
+
+    #[test]
+    fn the_repeated_hour_of_a_daylight_saving_end_keeps_its_slots() {
+        let tz = TimeZone::get("Europe/Berlin").unwrap();
+        // 2026-10-25: 03:00 CEST (01:00 UTC) goes back to 02:00 CET; 02:00-03:00 happens
+        // twice. An hourly schedule runs at 00:00 UTC (02:00 CEST) and 01:00 UTC (02:00 CET),
+        // not two hours apart.
+        let utc = |text: &str| {
+            text.parse::<DateTime>()
+                .unwrap()
+                .to_zoned(TimeZone::UTC)
+                .unwrap()
+                .with_time_zone(tz.clone())
+        };
+        let hourly = Schedule::parse("0 * * * *").unwrap();
+        let mut at = utc("2026-10-24T23:00");
+        let mut fired = Vec::new();
+        for _ in 0..4 {
+            at = hourly.next_after(&at).unwrap();
+            fired.push(at.timestamp().to_string());
+        }
+        assert_eq!(
+            fired,
+            [
+                "2026-10-25T00:00:00Z",
+                "2026-10-25T01:00:00Z",
+                "2026-10-25T02:00:00Z",
+                "2026-10-25T03:00:00Z"
+            ]
+        );
+        // Every quarter of an hour, through both passes of the hour.
+        let quarterly = Schedule::parse("*/15 * * * *").unwrap();
+        let mut at = utc("2026-10-24T23:50");
+        let mut fired = Vec::new();
+        for _ in 0..10 {
+            at = quarterly.next_after(&at).unwrap();
+            fired.push(at.timestamp().as_second());
+        }
+        let gaps: Vec<i64> = fired.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(gaps.iter().all(|g| *g == 900), "{fired:?}");
+        // A fixed time in the repeated hour runs once, in its first pass.
+        let daily = Schedule::parse("30 2 * * *").unwrap();
+        let first = daily.next_after(&utc("2026-10-24T12:00")).unwrap();
+        assert_eq!(first.timestamp().to_string(), "2026-10-25T00:30:00Z");
+        let next = daily.next_after(&first).unwrap();
+        assert_eq!(next.timestamp().to_string(), "2026-10-26T01:30:00Z");
     }
 
     #[test]
