@@ -8,74 +8,29 @@ use std::process::Command;
 
 use bunker_agent::quiesce::btrfs::{SNAPSHOT_DIR, snapshot};
 
-struct BtrfsFs {
-    dir: tempfile::TempDir,
-    mount: PathBuf,
-}
+mod loop_mount;
+
+use loop_mount::{LoopMount, run};
+
+/// A 256 MiB btrfs filesystem, loop-mounted.
+struct BtrfsFs(LoopMount);
 
 impl BtrfsFs {
     fn new() -> Option<BtrfsFs> {
-        let root = nix::unistd::geteuid().is_root();
-        let tools = ["mkfs.btrfs", "btrfs", "mount", "umount"].iter().all(|t| {
-            Command::new("sh")
-                .arg("-c")
-                .arg(format!("command -v {t}"))
-                .output()
-                .is_ok_and(|o| o.status.success())
-        });
-        if !root || !tools {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI must run the btrfs tests as root with btrfs-progs and loop devices"
-            );
-            eprintln!("SKIPPED: btrfs tests need root, btrfs-progs and loop mounts");
-            return None;
-        }
-        let dir = tempfile::tempdir().expect("btrfs test setup");
-        let image = dir.path().join("fs.img");
-        let mount = dir.path().join("mnt");
-        std::fs::create_dir(&mount).expect("btrfs test setup");
-        std::fs::File::create(&image)
-            .expect("btrfs test setup")
-            .set_len(256 << 20)
-            .expect("btrfs test setup");
-        run(Command::new("mkfs.btrfs").args(["-q", "-f"]).arg(&image));
-        run(Command::new("mount")
-            .args(["-o", "loop"])
-            .arg(&image)
-            .arg(&mount));
-        Some(BtrfsFs { dir, mount })
+        LoopMount::new(&["mkfs.btrfs", "-q", "-f"], 256 << 20, &["btrfs"]).map(BtrfsFs)
+    }
+
+    fn mount(&self) -> &Path {
+        &self.0.mount
     }
 
     fn subvolume(&self, name: &str) -> PathBuf {
-        let path = self.mount.join(name);
+        let path = self.mount().join(name);
         run(Command::new("btrfs")
             .args(["-q", "subvolume", "create"])
             .arg(&path));
         path
     }
-}
-
-impl Drop for BtrfsFs {
-    fn drop(&mut self) {
-        let unmounted = Command::new("umount")
-            .arg(&self.mount)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !unmounted {
-            let _ = Command::new("umount").arg("-l").arg(&self.mount).status();
-        }
-        let _ = self.dir.path();
-    }
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().expect("btrfs test setup");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn is_subvolume(path: &Path) -> bool {
@@ -126,7 +81,7 @@ fn a_symlink_in_the_snapshot_directory_never_gets_another_subvolume_deleted() {
     assert!(err.to_string().contains(SNAPSHOT_DIR), "{err}");
 
     // Nor through a snapshot directory that is itself a symlink.
-    let elsewhere = fs.mount.join("elsewhere");
+    let elsewhere = fs.mount().join("elsewhere");
     std::fs::create_dir(&elsewhere).expect("mkdir");
     std::os::unix::fs::symlink(&victim, elsewhere.join("db.2")).expect("symlink");
     let data2 = fs.subvolume("data2");

@@ -2,77 +2,20 @@
 //! after the thaw, and the watchdog thaws when the agent's pipe closes or the limit passes.
 //! Needs root and loop devices; outside CI the test says so and passes, in CI it fails.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use bunker_agent::quiesce::freeze::{WatchdogEnd, freeze, watchdog};
 
-struct LoopMount {
-    dir: tempfile::TempDir,
-    mount: PathBuf,
-}
+mod loop_mount;
 
-impl LoopMount {
-    fn new() -> Option<LoopMount> {
-        let root = nix::unistd::geteuid().is_root();
-        let tools = ["mkfs.ext4", "mount", "umount"].iter().all(|t| {
-            Command::new("sh")
-                .arg("-c")
-                .arg(format!("command -v {t}"))
-                .output()
-                .is_ok_and(|o| o.status.success())
-        });
-        if !root || !tools {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI must run the freeze tests as root with mkfs.ext4 and loop devices"
-            );
-            eprintln!("SKIPPED: freeze tests need root, mkfs.ext4 and loop mounts");
-            return None;
-        }
-        let dir = tempfile::tempdir().expect("freeze test setup");
-        let image = dir.path().join("fs.img");
-        let mount = dir.path().join("mnt");
-        std::fs::create_dir(&mount).expect("freeze test setup");
-        std::fs::File::create(&image)
-            .expect("freeze test setup")
-            .set_len(64 << 20)
-            .expect("freeze test setup");
-        run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&image));
-        run(Command::new("mount")
-            .args(["-o", "loop"])
-            .arg(&image)
-            .arg(&mount));
-        Some(LoopMount { dir, mount })
-    }
-}
+use loop_mount::LoopMount;
 
-impl Drop for LoopMount {
-    fn drop(&mut self) {
-        let _ = bunker_agent::quiesce::thaw_mount(&self.mount);
-        // A test that forgets a `Frozen` keeps the mount point's directory open, and a plain
-        // umount is refused while it is: detach lazily then, or every run leaves a mount and
-        // a loop device behind.
-        let unmounted = Command::new("umount")
-            .arg(&self.mount)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !unmounted {
-            let _ = Command::new("umount").arg("-l").arg(&self.mount).status();
-        }
-        let _ = self.dir.path();
-    }
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().expect("freeze test setup");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// A 64 MiB ext4 filesystem, loop-mounted.
+fn ext4() -> Option<LoopMount> {
+    LoopMount::new(&["mkfs.ext4", "-q", "-F"], 64 << 20, &[])
 }
 
 /// Starts a writer of `path` (which blocks while the filesystem is frozen).
@@ -99,7 +42,7 @@ fn finishes_within(child: &mut Child, limit: Duration) -> bool {
 
 #[test]
 fn freeze_blocks_writers_until_thawed() {
-    let Some(fs) = LoopMount::new() else { return };
+    let Some(fs) = ext4() else { return };
     let frozen = freeze(&fs.mount, Duration::from_secs(60), None).unwrap();
     let mut w = writer(&fs.mount.join("a"));
     assert!(
@@ -135,7 +78,7 @@ fn freeze_blocks_writers_until_thawed() {
 
 #[test]
 fn the_watchdog_thaws_when_the_agent_dies_or_hangs() {
-    let Some(fs) = LoopMount::new() else { return };
+    let Some(fs) = ext4() else { return };
 
     // The agent dies: its end of the pipe closes without "thawed".
     let frozen = freeze(&fs.mount, Duration::from_secs(60), None).unwrap();

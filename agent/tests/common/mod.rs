@@ -1,5 +1,7 @@
 //! Helpers shared by the agent's integration tests.
 
+#![allow(dead_code)] // each test binary uses some of them
+
 /// Deterministic incompressible bytes.
 pub fn noise(len: usize, seed: u64) -> Vec<u8> {
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -17,7 +19,6 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
 /// backup trusts their recorded identities at once: a backup reads a file written in the
 /// seconds before it started again the next time (`backup/racy.rs`), as a test that backs
 /// up a tree it just wrote would otherwise see.
-#[allow(dead_code)] // not every test binary ages trees
 pub fn age_files(root: &std::path::Path) {
     use std::time::Duration;
     for entry in std::fs::read_dir(root).expect("list a test tree") {
