@@ -1102,17 +1102,22 @@ mod tests {
         );
     }
 
+    /// A bucket's answer to `GET ?object-lock`: Object Lock enabled.
+    fn lock_enabled() -> String {
+        reply(
+            "200 OK",
+            "",
+            "<ObjectLockConfiguration><ObjectLockEnabled>Enabled</ObjectLockEnabled>\
+             </ObjectLockConfiguration>",
+        )
+    }
+
     #[test]
     fn a_refused_version_delete_of_an_object_whose_lock_lapsed_is_access_denied_not_locked() {
         // Credentials without s3:DeleteObjectVersion: the server refuses every versioned
         // delete with 403. An object whose lock lapsed long ago is not "locked".
         let (port, _) = serve_scripted(|request, _| match request.method.as_str() {
-            "GET" if request.path.contains("object-lock") => reply(
-                "200 OK",
-                "",
-                "<ObjectLockConfiguration><ObjectLockEnabled>Enabled</ObjectLockEnabled>\
-                 </ObjectLockConfiguration>",
-            ),
+            "GET" if request.path.contains("object-lock") => lock_enabled(),
             "HEAD" => reply(
                 "200 OK",
                 "x-amz-version-id: v1\r\nx-amz-object-lock-mode: GOVERNANCE\r\n\
@@ -1148,12 +1153,7 @@ mod tests {
     #[test]
     fn a_lock_writer_built_before_the_host_slept_is_rebuilt_with_a_fresh_date() {
         let (port, seen) = serve_scripted(|request, _| match request.method.as_str() {
-            "GET" if request.path.contains("object-lock") => reply(
-                "200 OK",
-                "",
-                "<ObjectLockConfiguration><ObjectLockEnabled>Enabled</ObjectLockEnabled>\
-                 </ObjectLockConfiguration>",
-            ),
+            "GET" if request.path.contains("object-lock") => lock_enabled(),
             "PUT" => reply("200 OK", "ETag: \"e\"\r\n", ""),
             _ => reply("404 Not Found", "", "<Error><Code>NoSuchKey</Code></Error>"),
         });
