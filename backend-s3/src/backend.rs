@@ -6,7 +6,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bunker_repo_format::backend::{Backend, LockPolicy, ObjectMeta, ReadBytes, validate_name};
 use bunker_repo_format::{Error, Result};
-use futures_util::TryStreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder, Checksum};
 use object_store::path::Path;
 use object_store::{
@@ -453,16 +452,11 @@ impl S3Backend {
         })
     }
 
-    /// Lists (at most a page of) the prefix, to surface a missing bucket or bad credentials.
+    /// Lists (at most one key of) the prefix, to surface a missing bucket or bad
+    /// credentials. Through [`RawClient`], as [`Backend::list`]: `object_store`'s listing
+    /// fails on a key it cannot parse (`p//x`), which anyone allowed to put can store.
     fn probe(&self) -> Result<()> {
-        let prefix = self.prefix_path()?;
-        self.run(async {
-            self.store
-                .list_with_delimiter(prefix.as_ref())
-                .await
-                .map(|_| ())
-                .map_err(|e| self.error(e, "listing", ""))
-        })
+        self.run(self.raw.probe(&self.location.key("")))
     }
 
     /// The path of object `name`.
@@ -470,16 +464,6 @@ impl S3Backend {
         validate_name(name)?;
         Path::parse(self.location.key(name))
             .map_err(|e| Error::Invalid(format!("invalid object name {name:?}: {e}")))
-    }
-
-    /// The repository's prefix as a path (`None` for a whole bucket).
-    fn prefix_path(&self) -> Result<Option<Path>> {
-        if self.location.prefix.is_empty() {
-            return Ok(None);
-        }
-        Path::parse(&self.location.prefix)
-            .map(Some)
-            .map_err(|e| Error::Invalid(format!("invalid prefix {:?}: {e}", self.location.prefix)))
     }
 
     /// Maps an `object_store` error on `name` to the repository's error.
@@ -607,35 +591,22 @@ impl Backend for S3Backend {
         })
     }
 
+    /// Lists through [`RawClient`] (ListObjectsV2), not `object_store`, whose listing fails
+    /// as a whole on the first key it cannot parse as a `Path` (an empty, `.` or `..`
+    /// segment, a control character): one such key stored by anyone allowed to put would
+    /// stop every listing. Keys that are not object names of ours are left out.
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
-        // S3 lists whole path segments: list the deepest complete directory of `prefix`
-        // and keep the names that start with it.
-        let dir = prefix.rfind('/').map_or("", |i| &prefix[..i]);
-        let list_path = if dir.is_empty() {
-            self.prefix_path()?
-        } else {
-            Some(self.path(dir)?)
-        };
-        let strip = if self.location.prefix.is_empty() {
-            String::new()
-        } else {
-            format!("{}/", self.location.prefix)
-        };
-        let listed: Vec<object_store::ObjectMeta> = self.run(async {
-            self.store
-                .list(list_path.as_ref())
-                .try_collect()
-                .await
-                .map_err(|e| self.error(e, "listing", dir))
-        })?;
+        let strip = self.location.key("");
+        let listed = self.run(self.raw.list(&self.location.key(prefix)))?;
         Ok(listed
             .into_iter()
-            .filter_map(|meta| {
-                let name = meta.location.as_ref().strip_prefix(&strip)?.to_owned();
-                (name.starts_with(prefix) && validate_name(&name).is_ok()).then(|| ObjectMeta {
+            .filter_map(|object| {
+                let name = object.key.strip_prefix(&strip)?.to_owned();
+                let ours = name.starts_with(prefix) && validate_name(&name).is_ok();
+                ours.then_some(ObjectMeta {
                     name,
-                    size: meta.size,
-                    modified: meta.last_modified.into(),
+                    size: object.size,
+                    modified: object.modified,
                 })
             })
             .collect())
@@ -1200,6 +1171,121 @@ mod tests {
                 .unwrap_or_default()
                 .as_secs()
                 / 86_400
+        );
+    }
+
+    /// A ListObjectsV2 answer with `keys` (URL-encoded), continued at `next` if given.
+    fn list_reply(keys: &[&str], next: Option<&str>) -> String {
+        let mut body = String::from(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ListBucketResult \
+             xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Name>bucket</Name>\
+             <EncodingType>url</EncodingType>",
+        );
+        match next {
+            Some(token) => body.push_str(&format!(
+                "<IsTruncated>true</IsTruncated><NextContinuationToken>{token}\
+                 </NextContinuationToken>"
+            )),
+            None => body.push_str("<IsTruncated>false</IsTruncated>"),
+        }
+        for key in keys {
+            body.push_str(&format!(
+                "<Contents><Key>{key}</Key><LastModified>2026-09-21T14:13:21.000Z\
+                 </LastModified><ETag>&quot;e&quot;</ETag><Size>3</Size></Contents>"
+            ));
+        }
+        body.push_str("</ListBucketResult>");
+        reply("200 OK", "", &body)
+    }
+
+    #[test]
+    fn a_listing_pages_on_with_the_token_and_leaves_out_keys_that_are_not_names() {
+        let (port, seen) = serve_scripted(|request, _| {
+            if request.path.contains("continuation-token=a%2Fb%2Bc%3D%3D") {
+                list_reply(&["p/data/cd/two", "p/data/./x"], None)
+            } else {
+                list_reply(
+                    &[
+                        "p/data//stray",
+                        "p/data/ab/one",
+                        "p/data/ab/ctl%01",
+                        "p/datum",
+                    ],
+                    Some("a/b+c=="),
+                )
+            }
+        });
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let backend = S3Backend::unprobed(location(&endpoint, "bucket", "p"), default_retry())
+            .expect("backend");
+        let listed = backend.list("data/").expect("listed");
+        let names: Vec<&str> = listed.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["data/ab/one", "data/cd/two"]);
+        assert_eq!(listed[0].size, 3);
+        assert_eq!(
+            listed[0].modified,
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_790_000_001)
+        );
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        for request in seen.iter() {
+            assert_eq!(request.method, "GET");
+            assert!(request.path.starts_with("/bucket/?"), "{request:?}");
+            for part in ["list-type=2", "encoding-type=url", "prefix=p%2Fdata%2F"] {
+                assert!(request.path.contains(part), "{part}: {request:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_refused_or_endless_listing_is_a_one_line_error_naming_bucket_and_prefix() {
+        let (port, _) = serve_scripted(|request, _| {
+            if request.path.contains("prefix=p%2Fsnapshots%2F") {
+                reply(
+                    "403 Forbidden",
+                    "",
+                    "<Error><Code>AccessDenied</Code>\n<Message>not allowed: \
+                     s3:ListBucket</Message></Error>",
+                )
+            } else if request.path.contains("prefix=p%2Fdata%2F") {
+                list_reply(&["p/data/ab/one"], Some("same"))
+            } else if request.path.contains("prefix=p%2Findex%2F") {
+                reply("200 OK", "", "<html>a captive portal</html>")
+            } else {
+                reply(
+                    "404 Not Found",
+                    "",
+                    "<Error><Code>NoSuchBucket</Code><Message>gone</Message></Error>",
+                )
+            }
+        });
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let backend = S3Backend::unprobed(location(&endpoint, "bucket", "p"), default_retry())
+            .expect("backend");
+        let err = backend.list("snapshots/").expect_err("refused");
+        assert_eq!(
+            err.to_string(),
+            "listing s3://bucket/p/snapshots: access denied by the server (HTTP 403: \
+             <Error><Code>AccessDenied</Code> <Message>not allowed: s3:ListBucket</Message>\
+             </Error>)"
+        );
+        let err = backend.list("data/").expect_err("the same token again");
+        let text = err.to_string();
+        assert!(
+            text.starts_with("listing s3://bucket/p/data: ") && text.contains("\"same\""),
+            "{text}"
+        );
+        let err = backend.list("index/").expect_err("not a listing");
+        let text = err.to_string();
+        assert!(
+            text.starts_with("listing s3://bucket/p/index: unreadable listing"),
+            "{text}"
+        );
+        let err = backend.probe().expect_err("no bucket");
+        assert_eq!(
+            err.to_string(),
+            "listing s3://bucket/p: bucket bucket does not exist (or is in another region \
+             than AWS_REGION)"
         );
     }
 }
