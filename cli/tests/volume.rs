@@ -202,3 +202,155 @@ fn volume_of_a_loop_device_restores_to_a_sparse_image_a_device_and_stdout() {
     assert_ne!(out.code, 0, "{out}");
     assert!(out.stderr.contains("not a volume snapshot"), "{out}");
 }
+
+/// Loop devices usable here (root, /dev/loop-control); notes the skip otherwise.
+fn loops_available(test: &str) -> bool {
+    if !is_root() || !Path::new("/dev/loop-control").exists() {
+        note(format!("SKIPPED {test}: needs root and loop devices"));
+        return false;
+    }
+    true
+}
+
+/// A file of `size` bytes filled with `byte` (allocated, no holes).
+fn filled(path: &Path, size: u64, byte: u8) {
+    let f = fs::File::create(path).expect("create");
+    let block = vec![byte; 1 << 20];
+    let mut at = 0;
+    while at < size {
+        let n = (size - at).min(block.len() as u64) as usize;
+        f.write_all_at(&block[..n], at).expect("fill");
+        at += n as u64;
+    }
+}
+
+/// A volume image of 5 MiB + 12,345 bytes (1 MiB chunks, the last one short): random, an
+/// explicit run of zeros (a hole in the snapshot, written on disk), a filesystem hole,
+/// random, and a tail that is random (`tail_data`) or zeros (a trailing hole).
+fn odd_volume(path: &Path, tail_data: bool) -> Vec<u8> {
+    const MIB: usize = 1 << 20;
+    let size = 5 * MIB + 12_345;
+    let mut want = vec![0u8; size];
+    want[..MIB].copy_from_slice(&random_bytes(1, MIB));
+    want[3 * MIB..4 * MIB].copy_from_slice(&random_bytes(2, MIB));
+    if tail_data {
+        want[4 * MIB..].copy_from_slice(&random_bytes(3, size - 4 * MIB));
+    }
+    let f = fs::File::create(path).expect("create");
+    f.write_all_at(&want[..2 * MIB], 0).expect("write");
+    f.write_all_at(&want[3 * MIB..4 * MIB], 3 * MIB as u64)
+        .expect("write");
+    if tail_data {
+        f.write_all_at(&want[4 * MIB..], 4 * MIB as u64)
+            .expect("write");
+    }
+    f.set_len(size as u64).expect("size");
+    want
+}
+
+#[test]
+fn an_odd_sized_volume_with_holes_restores_exactly_onto_dirty_images_devices_and_stdout() {
+    let t = TestDir::new();
+    let b = t.bunker();
+    b.init();
+    for tail_data in [true, false] {
+        let volume = t.join(format!("vol-{tail_data}.img"));
+        let want = odd_volume(&volume, tail_data);
+        b.backup(&[], &["--volume", s(&volume), "--name", "vol"])
+            .ok();
+
+        // A new image, and an existing larger one full of 0xA5: exactly the volume.
+        let fresh = t.join(format!("fresh-{tail_data}.img"));
+        b.run(["restore", "latest", "--volume-target", s(&fresh)])
+            .ok();
+        assert!(fs::read(&fresh).expect("read") == want, "new image differs");
+        let dirty = t.join(format!("dirty-{tail_data}.img"));
+        filled(&dirty, 8 << 20, 0xA5);
+        b.run([
+            "restore",
+            "latest",
+            "--volume-target",
+            s(&dirty),
+            "--verify",
+        ])
+        .ok();
+        let got = fs::read(&dirty).expect("read");
+        assert_eq!(got.len(), want.len(), "image size");
+        assert!(got == want, "existing image: old bytes left in a hole?");
+
+        // Streamed: every byte, trailing zeros included.
+        let out = b.run(["restore", "latest", "--stdout"]);
+        out.ok();
+        assert_eq!(out.raw_stdout.len(), want.len());
+        assert!(out.raw_stdout == want, "streamed volume differs");
+
+        if !loops_available("device part of the odd-volume test") {
+            continue;
+        }
+        let backing = t.join(format!("dev-{tail_data}.img"));
+        filled(&backing, 8 << 20, 0xA5);
+        let device = Loop::attach(&backing).expect("loop device");
+        b.run([
+            "restore",
+            "latest",
+            "--volume-target",
+            s(&device.device),
+            "--verify",
+        ])
+        .ok();
+        let got = fs::read(&device.device).expect("read device");
+        assert!(got[..want.len()] == want[..], "device: holes not zeroed?");
+        assert!(
+            got[want.len()..].iter().all(|&b| b == 0xA5),
+            "bytes past the volume changed"
+        );
+    }
+}
+
+#[test]
+fn a_device_smaller_than_the_volume_is_refused_untouched() {
+    if !loops_available("a_device_smaller_than_the_volume_is_refused_untouched") {
+        return;
+    }
+    let t = TestDir::new();
+    let b = t.bunker();
+    b.init();
+    let volume = t.join("vol.img");
+    odd_volume(&volume, true);
+    b.backup(&[], &["--volume", s(&volume)]).ok();
+    let backing = t.join("small.img");
+    filled(&backing, 4 << 20, 0xA5);
+    let device = Loop::attach(&backing).expect("loop device");
+    let out = b.run(["restore", "latest", "--volume-target", s(&device.device)]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("the device holds"), "{out}");
+    assert!(!out.stdout.contains("restored snapshot"), "{out}");
+    let got = fs::read(&device.device).expect("read device");
+    assert!(got.iter().all(|&b| b == 0xA5), "the device was written");
+}
+
+#[test]
+fn a_closed_stdout_pipe_ends_a_volume_stream_cleanly() {
+    use std::io::Read;
+    let t = TestDir::new();
+    let b = t.bunker();
+    b.init();
+    let volume = t.join("vol.img");
+    write_random_file(&volume, 9, 24 << 20);
+    b.backup(&[], &["--volume", s(&volume)]).ok();
+    let (mut child, shown) = b.spawn(["restore", "latest", "--stdout"]);
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut one = [0u8; 1];
+    stdout.read_exact(&mut one).expect("one byte");
+    drop(stdout);
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("stderr");
+    let status = child.wait().expect("wait");
+    assert!(!stderr.contains("panicked"), "{shown}: {stderr}");
+    assert_eq!(status.code(), Some(0), "{shown}: {stderr}");
+}
