@@ -354,3 +354,37 @@ fn a_closed_stdout_pipe_ends_a_volume_stream_cleanly() {
     assert!(!stderr.contains("panicked"), "{shown}: {stderr}");
     assert_eq!(status.code(), Some(0), "{shown}: {stderr}");
 }
+
+#[test]
+fn a_mounted_device_is_not_overwritten() {
+    if !loops_available("a_mounted_device_is_not_overwritten") {
+        return;
+    }
+    let t = TestDir::new();
+    let b = t.bunker();
+    b.init();
+    let volume = t.join("vol.img");
+    odd_volume(&volume, true);
+    b.backup(&[], &["--volume", s(&volume)]).ok();
+    let backing = t.join("mounted.img");
+    fs::File::create(&backing)
+        .and_then(|f| f.set_len(32 << 20))
+        .expect("image");
+    assert!(
+        tool_ok("mkfs.ext4", &["-q", "-F", s(&backing)]),
+        "mkfs.ext4"
+    );
+    let mut device = Loop::attach(&backing).expect("loop device");
+    if !device.mount(&t.join("mnt")) {
+        note("SKIPPED a_mounted_device_is_not_overwritten: cannot mount");
+        return;
+    }
+    write_file(&t.join("mnt/keep"), b"live data");
+    let before = fs::read(&device.device).expect("read device");
+    let out = b.run(["restore", "latest", "--volume-target", s(&device.device)]);
+    let after = fs::read(&device.device).expect("read device");
+    device.unmount();
+    assert_eq!(out.code, 1, "a restore onto a mounted filesystem\n{out}");
+    assert!(out.stderr.contains("in use"), "{out}");
+    assert!(before == after, "the mounted device was written");
+}

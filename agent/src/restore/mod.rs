@@ -41,7 +41,7 @@ mod write;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
-use std::os::unix::fs::{FileExt, FileTypeExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
 
@@ -537,7 +537,8 @@ pub fn volume_entry(
 /// only data chunks are written, so it is as sparse as the backup found the volume. On a
 /// block device, holes are written as zeros (portable and exact: a discard may leave old
 /// data readable on devices without deterministic read-after-trim); bytes past the
-/// volume's size are left alone. `progress` counts the data bytes written (one file).
+/// volume's size are left alone; a device in use (mounted, say) is refused. `progress` counts the
+/// data bytes written (one file).
 pub fn restore_volume(
     repo: &Repository,
     index: &Index,
@@ -564,10 +565,20 @@ pub fn restore_volume(
         Err(e) => return Err(target_error(e)),
     };
     let mut file = if is_device {
+        // Exclusively: a device that is mounted (or held by LVM, md, another exclusive
+        // opener) is refused, not written under a live filesystem.
         OpenOptions::new()
             .write(true)
+            .custom_flags(nix::libc::O_EXCL)
             .open(target)
-            .map_err(target_error)?
+            .map_err(|e| match e.raw_os_error() {
+                Some(nix::libc::EBUSY) => RestoreError::Unsuitable(format!(
+                    "{}: the device is in use (mounted, or held by another program): \
+                     unmount it first; nothing was written",
+                    target.display()
+                )),
+                _ => target_error(e),
+            })?
     } else {
         let file = OpenOptions::new()
             .write(true)
