@@ -388,3 +388,33 @@ fn a_mounted_device_is_not_overwritten() {
     assert!(out.stderr.contains("in use"), "{out}");
     assert!(before == after, "the mounted device was written");
 }
+
+#[test]
+fn a_device_whose_size_is_not_a_multiple_of_the_chunk_backs_up_exactly() {
+    if !loops_available("a_device_whose_size_is_not_a_multiple_of_the_chunk_backs_up_exactly") {
+        return;
+    }
+    let t = TestDir::new();
+    let b = t.bunker();
+    b.init();
+    // 3 MiB + 1.5 KiB: a zero chunk in the middle, a short last chunk of data.
+    let backing = t.join("odd.img");
+    let size = (3 << 20) + 1536;
+    let mut want = random_bytes(4, size);
+    want[1 << 20..2 << 20].fill(0);
+    fs::write(&backing, &want).expect("write");
+    let device = Loop::attach(&backing).expect("loop device");
+    assert_eq!(fs::read(&device.device).expect("read").len(), size);
+    b.backup(&[], &["--volume", s(&device.device), "--name", "odd"])
+        .ok();
+    let out = b.run(["restore", "latest", "--stdout"]);
+    out.ok();
+    assert!(out.raw_stdout == want, "streamed device differs");
+    let image = t.join("restored.img");
+    b.run(["restore", "latest", "--volume-target", s(&image)])
+        .ok();
+    assert!(
+        fs::read(&image).expect("read") == want,
+        "restored image differs"
+    );
+}
