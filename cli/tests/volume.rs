@@ -418,3 +418,28 @@ fn a_device_whose_size_is_not_a_multiple_of_the_chunk_backs_up_exactly() {
         "restored image differs"
     );
 }
+
+#[test]
+fn an_image_target_on_a_full_filesystem_says_what_to_do() {
+    let t = TestDir::new();
+    let Some(_tmpfs) = tmpfs_or_skip(&t.join("small"), "an_image_target_on_a_full_filesystem")
+    else {
+        return;
+    };
+    let b = t.bunker();
+    b.init();
+    let volume = t.join("vol.img");
+    write_random_file(&volume, 12, 3 << 20);
+    b.backup(&[], &["--volume", s(&volume)]).ok();
+    let out = b.run([
+        "restore",
+        "latest",
+        "--volume-target",
+        s(&t.join("small/vol.img")),
+    ]);
+    assert_eq!(out.code, 11, "{out}");
+    // A volume's image is written anew by the next run: nothing resumes.
+    assert!(!out.stderr.contains("resumes"), "{out}");
+    assert!(out.stderr.contains("the restore target is full"), "{out}");
+    assert!(out.stderr.contains("anew"), "{out}");
+}

@@ -618,7 +618,20 @@ pub fn restore_volume(
         .map(|message| format!("{}: {message}", target.display()))
         .collect();
     let packs = packs.finish();
-    let content = write_content(repo, &files, &packs, progress, cancel)?;
+    let content = write_content(repo, &files, &packs, progress, cancel).map_err(|e| match e {
+        // A volume's restore does not resume: the next run writes the image anew.
+        RestoreError::TargetFull { path, source } => RestoreError::Target {
+            path,
+            source: io::Error::new(
+                source.kind(),
+                format!(
+                    "the restore target is full ({source}): free space and run the restore \
+                     again (it writes the volume anew)"
+                ),
+            ),
+        },
+        other => other,
+    })?;
     errors.extend(content.errors);
     file.sync_all().map_err(target_error)?;
     if let Some(progress) = progress {
