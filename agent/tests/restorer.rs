@@ -764,3 +764,64 @@ fn an_interrupted_restore_stops_both_the_walk_and_the_writer_and_can_be_run_agai
     assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
     assert_same_tree(&f.src, &target);
 }
+
+/// A volume restore onto a block device interrupted while its holes are zeroed is an
+/// interruption (exit 130, "restore interrupted"), as one interrupted while its chunks are
+/// written is, not a write error of the device.
+#[test]
+fn a_device_restore_interrupted_while_zeroing_holes_is_an_interruption() {
+    use std::os::unix::fs::FileExt;
+    use std::process::Command;
+    if !nix::unistd::geteuid().is_root() || !Path::new("/dev/loop-control").exists() {
+        eprintln!("SKIPPED: needs root and loop devices");
+        return;
+    }
+    let f = Fixture::new();
+    // Data, a hole of 2 MiB, data.
+    let image = f.root.join("disk.img");
+    let file = fs::File::create(&image).unwrap();
+    file.write_all_at(&random_bytes(5, 1 << 20), 0).unwrap();
+    file.write_all_at(&random_bytes(6, 1 << 20), 3 << 20)
+        .unwrap();
+    drop(file);
+    let volume = bunker_agent::backup::VolumeOptions {
+        device: image,
+        host: "test".into(),
+        ..bunker_agent::backup::VolumeOptions::default()
+    };
+    let outcome = bunker_agent::backup::backup_volume(&f.repo, &volume, &Cancel::new()).unwrap();
+    let index = f.repo.load_index_for_reading().unwrap().index;
+
+    let backing = f.root.join("device.img");
+    fs::File::create(&backing)
+        .and_then(|file| file.set_len(8 << 20))
+        .unwrap();
+    let out = Command::new("losetup")
+        .args(["-f", "--show"])
+        .arg(&backing)
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        eprintln!("SKIPPED: losetup failed");
+        return;
+    }
+    let device = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let cancel = Cancel::new();
+    cancel.cancel();
+    let result = bunker_agent::restore::restore_volume(
+        &f.repo,
+        &index,
+        &outcome.snapshot.tree,
+        &device,
+        None,
+        &cancel,
+    );
+    let _ = Command::new("losetup").arg("-d").arg(&device).status();
+    assert!(
+        matches!(
+            result,
+            Err(bunker_agent::restore::RestoreError::Interrupted)
+        ),
+        "{result:?}"
+    );
+}

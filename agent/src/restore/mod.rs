@@ -598,7 +598,7 @@ pub fn restore_volume(
                 target.display()
             )));
         }
-        zero_holes(&file, extents, cancel).map_err(target_error)?;
+        zero_holes(&file, target, extents, cancel)?;
     }
     let file = Arc::new(file);
     let files = vec![PlannedFile {
@@ -646,8 +646,14 @@ pub fn restore_volume(
     })
 }
 
-/// Writes zeros over the holes of `extents` in `file`.
-fn zero_holes(file: &File, extents: &[Extent], cancel: &Cancel) -> io::Result<()> {
+/// Writes zeros over the holes of `extents` in `file` (the device `target`); stops with
+/// [`RestoreError::Interrupted`] once `cancel` is.
+fn zero_holes(
+    file: &File,
+    target: &Path,
+    extents: &[Extent],
+    cancel: &Cancel,
+) -> Result<(), RestoreError> {
     let zeros = vec![0u8; 1 << 20];
     let mut offset = 0u64;
     for extent in extents {
@@ -655,10 +661,14 @@ fn zero_holes(file: &File, extents: &[Extent], cancel: &Cancel) -> io::Result<()
             let mut done = 0u64;
             while done < length {
                 if cancel.is_cancelled() {
-                    return Err(io::Error::new(io::ErrorKind::Interrupted, "interrupted"));
+                    return Err(RestoreError::Interrupted);
                 }
                 let piece = (length - done).min(zeros.len() as u64) as usize;
-                file.write_all_at(&zeros[..piece], offset + done)?;
+                file.write_all_at(&zeros[..piece], offset + done)
+                    .map_err(|source| RestoreError::Target {
+                        path: target.to_owned(),
+                        source,
+                    })?;
                 done += piece as u64;
             }
         }
