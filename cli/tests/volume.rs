@@ -443,3 +443,36 @@ fn an_image_target_on_a_full_filesystem_says_what_to_do() {
     assert!(out.stderr.contains("the restore target is full"), "{out}");
     assert!(out.stderr.contains("anew"), "{out}");
 }
+
+#[test]
+fn sparse_files_stream_with_their_trailing_holes() {
+    let t = TestDir::new();
+    let b = t.bunker();
+    b.init();
+    let src = t.join("src");
+    fs::create_dir_all(&src).expect("src");
+    // Data then a trailing hole; a file that is all hole (one extent); data, hole, data.
+    let tail = src.join("tail");
+    let f = fs::File::create(&tail).expect("create");
+    f.write_all_at(&random_bytes(7, 100_000), 0).expect("write");
+    f.set_len(40 << 20).expect("size");
+    let empty = src.join("all-hole");
+    fs::File::create(&empty)
+        .and_then(|f| f.set_len(3 << 20))
+        .expect("size");
+    let middle = src.join("middle");
+    let f = fs::File::create(&middle).expect("create");
+    f.write_all_at(&random_bytes(8, 5000), 0).expect("write");
+    f.write_all_at(&random_bytes(9, 5000), 20 << 20).expect("write");
+    b.backup(&[&src], &[]).ok();
+    for path in [&tail, &empty, &middle] {
+        let spec = format!("latest:{}", path.display());
+        let out = b.run(["restore", &spec, "--stdout"]);
+        out.ok();
+        assert!(
+            out.raw_stdout == fs::read(path).expect("read"),
+            "{} streams otherwise",
+            path.display()
+        );
+    }
+}
