@@ -463,7 +463,8 @@ fn sparse_files_stream_with_their_trailing_holes() {
     let middle = src.join("middle");
     let f = fs::File::create(&middle).expect("create");
     f.write_all_at(&random_bytes(8, 5000), 0).expect("write");
-    f.write_all_at(&random_bytes(9, 5000), 20 << 20).expect("write");
+    f.write_all_at(&random_bytes(9, 5000), 20 << 20)
+        .expect("write");
     b.backup(&[&src], &[]).ok();
     for path in [&tail, &empty, &middle] {
         let spec = format!("latest:{}", path.display());
@@ -475,4 +476,30 @@ fn sparse_files_stream_with_their_trailing_holes() {
             path.display()
         );
     }
+}
+
+/// `/dev/vg/data` is a symlink to the device node: the volume's entry carries the node's
+/// metadata (its mode, here 0600), not the link's (0777): a restore of the volume as a file
+/// must not hand every user the disk's content.
+#[test]
+fn a_volume_named_through_a_symlink_keeps_the_devices_metadata() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = TestDir::new();
+    let b = t.bunker();
+    b.init();
+    let image = t.join("disk.img");
+    write_random_file(&image, 13, 2 << 20);
+    fs::set_permissions(&image, fs::Permissions::from_mode(0o600)).expect("chmod");
+    let link = t.join("data");
+    std::os::unix::fs::symlink(&image, &link).expect("symlink");
+    b.backup(&[], &["--volume", s(&link)]).ok();
+    let out = t.join("out");
+    b.restore("latest:/data", &out).ok();
+    let meta = fs::metadata(out.join("data")).expect("restored");
+    assert_eq!(meta.len(), 2 << 20);
+    assert_eq!(
+        meta.permissions().mode() & 0o7777,
+        0o600,
+        "mode of the link's"
+    );
 }

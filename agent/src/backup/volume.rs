@@ -107,7 +107,10 @@ pub fn backup_volume(
         )));
     };
     let name = entry_name(options, &device).map_err(source_error)?;
-    let mut meta = match platform::capture(&device, &NameCache::new()) {
+    // The node's metadata, not a symlink's on the way (`/dev/vg/data` is one, mode 0777):
+    // a restore of the volume as a file gives it these permissions.
+    let node = std::fs::canonicalize(&device).map_err(source_error)?;
+    let mut meta = match platform::capture(&node, &NameCache::new()) {
         Ok(captured) => captured.meta,
         Err(e) => return Err(source_error(e.into())),
     };
