@@ -503,3 +503,25 @@ fn a_volume_named_through_a_symlink_keeps_the_devices_metadata() {
         "mode of the link's"
     );
 }
+
+/// A new image holds the whole disk: it is created private (0600, as a restore creates
+/// every file until its metadata is applied), not readable by every user.
+#[test]
+fn a_new_volume_image_is_not_readable_by_others() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = TestDir::new();
+    let b = t.bunker();
+    b.init();
+    let image = t.join("disk.img");
+    write_random_file(&image, 14, 2 << 20);
+    fs::set_permissions(&image, fs::Permissions::from_mode(0o600)).expect("chmod");
+    b.backup(&[], &["--volume", s(&image)]).ok();
+    let restored = t.join("restored.img");
+    b.run(["restore", "latest", "--volume-target", s(&restored)])
+        .ok();
+    let mode = fs::metadata(&restored)
+        .expect("restored")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "the image is open to others: {mode:o}");
+}

@@ -531,7 +531,7 @@ pub fn volume_entry(
 }
 
 /// Writes the volume of the snapshot whose root tree is `root` to `target`: a block device
-/// (at least as large as the volume) or an image file (created or replaced).
+/// (at least as large as the volume) or an image file (replaced, or created with mode 0600).
 ///
 /// On an image, holes are not written: the image is truncated, set to the volume's size and
 /// only data chunks are written, so it is as sparse as the backup found the volume. On a
@@ -580,10 +580,13 @@ pub fn restore_volume(
                 _ => target_error(e),
             })?
     } else {
+        // A new image holds the whole disk: private, as every file a restore creates is
+        // until its metadata is applied (an existing image keeps its mode).
         let file = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
+            .mode(platform::PRIVATE_FILE_MODE)
             .open(target)
             .map_err(target_error)?;
         file.set_len(size).map_err(target_error)?;
