@@ -537,8 +537,8 @@ pub fn volume_entry(
 /// only data chunks are written, so it is as sparse as the backup found the volume. On a
 /// block device, holes are written as zeros (portable and exact: a discard may leave old
 /// data readable on devices without deterministic read-after-trim); bytes past the
-/// volume's size are left alone; a device in use (mounted, say) is refused. `progress` counts the
-/// data bytes written (one file).
+/// volume's size are left alone; a device in use (mounted, say) is refused. `progress`
+/// counts the data bytes written (one file).
 pub fn restore_volume(
     repo: &Repository,
     index: &Index,
