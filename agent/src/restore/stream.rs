@@ -63,12 +63,15 @@ pub(super) fn stream(
             return Err(RestoreError::Interrupted);
         }
         let data = fetch(repo, index, extent, &abandon).map_err(|e| unreadable(e, 0))?;
+        check_length(extent, &data, 0)?;
         let zeros = match extent {
             Extent::Hole { length } => vec![0u8; ZEROS.min(*length as usize)],
             Extent::Chunk { .. } => Vec::new(),
         };
-        return write_extent(out, extent, &data, &zeros)
-            .map_err(|source| RestoreError::Output { source });
+        let written = write_extent(out, extent, &data, &zeros)
+            .and_then(|written| out.flush().map(|()| written))
+            .map_err(|source| RestoreError::Output { source })?;
+        return Ok(written);
     }
     let state = Mutex::new(State::default());
     let changed = Condvar::new();
@@ -133,17 +136,7 @@ fn write_in_order(
         // A read given up because the command was interrupted can be the answer the
         // writer finds, though the interruption came after its last look.
         let data = data.map_err(|e| unreadable(e, total))?;
-        if let Extent::Chunk { id, length } = extent
-            && data.len() as u64 != u64::from(*length)
-        {
-            return Err(RestoreError::Content {
-                message: format!(
-                    "at offset {total}: the snapshot gives blob {id} {length} bytes, the \
-                     repository holds {}",
-                    data.len()
-                ),
-            });
-        }
+        check_length(extent, &data, total)?;
         total += write_extent(out, extent, &data, &zeros)
             .map_err(|source| RestoreError::Output { source })?;
         state.lock().unwrap_or_else(PoisonError::into_inner).written = i + 1;
@@ -152,6 +145,23 @@ fn write_in_order(
     out.flush()
         .map_err(|source| RestoreError::Output { source })?;
     Ok(total)
+}
+
+/// Refuses a chunk whose blob (at `offset` of the stream) holds another length than the
+/// snapshot gives it: the stream would come out at the wrong length.
+fn check_length(extent: &Extent, data: &[u8], offset: u64) -> Result<(), RestoreError> {
+    match extent {
+        Extent::Chunk { id, length } if data.len() as u64 != u64::from(*length) => {
+            Err(RestoreError::Content {
+                message: format!(
+                    "at offset {offset}: the snapshot gives blob {id} {length} bytes, the \
+                     repository holds {}",
+                    data.len()
+                ),
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Why the chunk at `offset` of the stream could not be written: its content is lost, or
@@ -290,6 +300,45 @@ mod tests {
             ),
             other => panic!("expected lost content, got {other:?}"),
         }
+    }
+
+    /// A file of one chunk takes the short way (no workers), with the same length check.
+    #[test]
+    fn a_single_chunk_of_another_length_than_its_extent_is_not_streamed() {
+        use bunker_repo_format::backend::{Backend, MemoryBackend};
+        use bunker_repo_format::blob::BlobKind;
+        use bunker_repo_format::keyslot::KdfParams;
+        use std::sync::Arc;
+
+        let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+        let options = bunker_repo_format::InitOptions {
+            kdf: KdfParams::insecure_for_tests(),
+            ..bunker_repo_format::InitOptions::default()
+        };
+        let repo = Repository::init(backend, b"pw", options).expect("init");
+        let empty = repo.load_index().expect("index").index;
+        let mut writer = repo.blob_writer(&empty);
+        let (id, _) = writer.add(BlobKind::Data, b"abc").expect("add");
+        writer.finish().expect("finish");
+        let index = repo.load_index().expect("index").index;
+
+        let mut out = Vec::new();
+        let whole = [Extent::Chunk { id, length: 3 }];
+        let written = stream(&repo, &index, &whole, &mut out, &Cancel::new()).expect("stream");
+        assert_eq!((written, out.as_slice()), (3, b"abc".as_slice()));
+
+        let mut out = Vec::new();
+        let short = [Extent::Chunk { id, length: 2 }];
+        match stream(&repo, &index, &short, &mut out, &Cancel::new()) {
+            Err(RestoreError::Content { message }) => assert_eq!(
+                message,
+                format!(
+                    "at offset 0: the snapshot gives blob {id} 2 bytes, the repository holds 3"
+                )
+            ),
+            other => panic!("expected unusable content, got {other:?}"),
+        }
+        assert!(out.is_empty());
     }
 
     /// A blob of another length than its extent says would shift every byte after it.
