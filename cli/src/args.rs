@@ -846,8 +846,9 @@ pub struct MountArgs {
 /// `bunker forget`.
 #[derive(Debug, Args)]
 pub struct ForgetArgs {
-    /// Forget exactly these snapshots (ids or unique prefixes) instead of applying --keep-*
-    /// rules.
+    /// Forget exactly these snapshots (ids, unique prefixes, `latest` or `latest~N`) instead
+    /// of applying --keep-* rules; with --host, --tag or --path each must match them
+    /// (`latest` is the newest that does).
     #[arg(value_name = "SNAPSHOT")]
     pub snapshots: Vec<String>,
     /// Keep the newest N snapshots.

@@ -540,3 +540,26 @@ fn named_snapshots_are_forgotten_exactly_and_nothing_else() {
     assert_eq!(f.remaining(), left);
     f.check_remaining_restore();
 }
+
+#[test]
+fn named_snapshots_must_match_the_filters_given() {
+    let f = Fixture::new();
+    // `latest` among beta's snapshots is B5, not A7 (the newest of the repository).
+    let out = f.b.run(["forget", "latest", "--host", "beta"]);
+    out.ok();
+    let mut left = names(&ALL);
+    left.remove("B5");
+    assert_eq!(f.remaining(), left, "{out}");
+    let out =
+        f.b.run(["forget", "latest~1", "--host", "beta", "--tag", "env=test"]);
+    out.ok();
+    left.remove("B2");
+    assert_eq!(f.remaining(), left, "{out}");
+
+    // An id of a snapshot the filters leave out is refused, and nothing is removed.
+    let a1 = f.ids["A1"].clone();
+    let out = f.b.run(["forget", &a1, "--host", "beta"]);
+    out.code(1);
+    assert!(out.stderr.contains("does not match --host beta"), "{out}");
+    assert_eq!(f.remaining(), left);
+}

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 use crate::args::{ForgetArgs, GlobalOptions};
 use crate::output::{count, print_json, rfc3339};
-use crate::select::readable_snapshots;
+use crate::select::{SnapshotFilter, readable_snapshots};
 use crate::{exit, repo};
 
 pub fn run(global: &GlobalOptions, args: &ForgetArgs, cancel: &Cancel) -> Result<u8> {
@@ -58,7 +58,7 @@ pub fn run(global: &GlobalOptions, args: &ForgetArgs, cancel: &Cancel) -> Result
             .map(|d| d.id)
             .collect()
     } else {
-        named_snapshots(global, &repository, &args.snapshots)?
+        named_snapshots(global, &repository, &filter, &args.snapshots)?
     };
     if args.dry_run {
         if !global.json {
@@ -134,18 +134,20 @@ pub fn run(global: &GlobalOptions, args: &ForgetArgs, cancel: &Cancel) -> Result
 }
 
 /// The snapshots named on the command line, shown as the forget table (or JSON) shows
-/// retention decisions.
+/// retention decisions. Each must match `filter` (`latest` is the newest that does), as
+/// `--host`, `--tag` and `--path` promise that the snapshots they leave out stay.
 fn named_snapshots(
     global: &GlobalOptions,
     repository: &bunker_repo_format::Repository,
+    filter: &SnapshotFilter,
     specs: &[String],
 ) -> Result<Vec<SnapshotId>> {
     // An id is enough: a snapshot that cannot be read can be forgotten too (its time shows
-    // as unknown).
+    // as unknown), unless a filter asks what it is.
     let mut named: Vec<(SnapshotId, Option<Snapshot>)> = Vec::new();
     for spec in specs {
-        let (id, snapshot) = if crate::select::names_latest(spec) {
-            let (id, snapshot) = crate::select::resolve(repository, spec)?;
+        let (id, snapshot) = if crate::select::names_latest(spec) || !filter.is_empty() {
+            let (id, snapshot) = filter.resolve(repository, spec)?;
             (id, Some(snapshot))
         } else {
             let id = repository.resolve_snapshot_id(spec)?;
