@@ -751,3 +751,56 @@ fn recover_brings_back_a_snapshot_forgotten_by_mistake_before_prune_deletes_it()
     again.ok();
     assert!(again.json()["snapshot_id"].is_null(), "{again}");
 }
+
+/// A segment replaced because it lists a missing pack also lists a pack whose trailer is
+/// damaged: that pack's blobs are intact and the index is the only record of where they
+/// are. `repair index` must keep those entries, not drop them with the segment.
+#[test]
+fn repair_index_keeps_the_entries_of_a_stored_pack_whose_trailer_is_damaged() {
+    let t = TestDir::new();
+    let src = t.join("src");
+    write_file(&src.join("c.bin"), &random_bytes(7, 300_000));
+    let b = t.bunker();
+    b.init();
+    let packs_before = all_packs(b.repo());
+    let segments_before = repo_objects(b.repo(), "index");
+    backup_id(&b, &src);
+    let first_packs: Vec<String> = all_packs(b.repo())
+        .difference(&packs_before)
+        .cloned()
+        .collect();
+    let first_segments: Vec<String> = repo_objects(b.repo(), "index")
+        .difference(&segments_before)
+        .cloned()
+        .collect();
+    assert_eq!(first_segments.len(), 1, "one backup, one segment");
+    // The second backup reuses c.bin's blob from the first data pack; its trees are all new.
+    write_file(&src.join("d.bin"), &random_bytes(8, 200_000));
+    let second = backup_id(&b, &src);
+    let data = first_packs
+        .iter()
+        .find(|p| p.starts_with("data/"))
+        .expect("a data pack");
+    let tree = first_packs
+        .iter()
+        .find(|p| p.starts_with("tree/"))
+        .expect("a tree pack");
+    let path = b.repo().join(data);
+    flip_byte(&path, fs::metadata(&path).expect("stat").len() - 10);
+    fs::remove_file(b.repo().join(tree)).expect("delete tree pack");
+    let target = t.join("before");
+    b.restore(&second, &target).ok();
+    compare_trees(&src, &under(&target, &src));
+
+    let out = b.run(["repair", "index", "--json"]);
+    out.code(4);
+    let report = out.json();
+    assert_eq!(objects(&report, "packs_unreadable"), vec![data.clone()]);
+    assert_eq!(objects(&report, "segments_replaced"), first_segments);
+    assert_eq!(strings(&report, "packs_dropped"), vec![tree.clone()]);
+
+    // The second snapshot still restores: c.bin is still found through the index.
+    let target = t.join("after");
+    b.restore(&second, &target).ok();
+    compare_trees(&src, &under(&target, &src));
+}

@@ -183,6 +183,23 @@ pub fn plan_index_repair(repo: &Repository, threads: usize) -> Result<IndexRepai
         .filter(|(id, _)| !replace.contains_key(id))
         .flat_map(|(_, segment)| segment.packs.iter().map(|pack| pack.id))
         .collect();
+    // A replaced segment's entries for a pack that is stored but whose trailer cannot be
+    // read go into the new segments as listed: the index may hold the only record of where
+    // that pack's blobs are, and dropping them would lose every blob of it.
+    let mut carried: BTreeMap<PackId, IndexedPack> = BTreeMap::new();
+    for (id, segment) in &segments {
+        if !replace.contains_key(id) {
+            continue;
+        }
+        for pack in &segment.packs {
+            if stored.packs.contains_key(&pack.id)
+                && !readable.contains_key(&pack.id)
+                && !kept.contains(&pack.id)
+            {
+                carried.entry(pack.id).or_insert_with(|| pack.clone());
+            }
+        }
+    }
     let mut new_packs: Vec<IndexedPack> = readable
         .into_iter()
         .filter(|(pack, _)| !kept.contains(pack))
@@ -192,6 +209,7 @@ pub fn plan_index_repair(repo: &Repository, threads: usize) -> Result<IndexRepai
     report.packs_reindexed = new_packs.iter().map(name_of).collect();
     report.packs_reindexed.sort();
     report.blobs_reindexed = new_packs.iter().map(|pack| pack.blobs.len()).sum();
+    new_packs.extend(carried.into_values());
     report.segments_replaced = replace
         .iter()
         .map(|(id, why)| Problem {
