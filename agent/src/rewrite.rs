@@ -107,6 +107,7 @@ pub fn plan_rewrite(
         counted: HashMap::new(),
         new_trees: Vec::new(),
         new_children: HashMap::new(),
+        holds: HashMap::new(),
     };
     let mut plan = RewritePlan {
         rewrites: Vec::new(),
@@ -144,7 +145,10 @@ pub fn plan_rewrite(
         summary.dirs = summary.dirs.saturating_sub(figures.dirs);
         summary.others = summary.others.saturating_sub(figures.others);
         summary.bytes = summary.bytes.saturating_sub(figures.bytes);
-        if summary.files == 0 && summary.others == 0 {
+        // The summary is a backup's count: a snapshot `recover` wrote counts no files, and
+        // one a repair replaced may count wrongly. Its word that nothing is left is checked
+        // against the tree, since the advice that follows is to forget the snapshot.
+        if summary.files == 0 && summary.others == 0 && !walker.holds_entries(&id) {
             plan.skipped.push((*old, Skipped::WouldBeEmpty));
             continue;
         }
@@ -279,6 +283,8 @@ struct Walker<'a> {
     new_trees: Vec<(BlobId, Vec<u8>)>,
     /// The new trees made so far, each with the new trees of its subdirectories.
     new_children: HashMap<BlobId, Vec<BlobId>>,
+    /// Whether a tree holds anything but directories, by tree.
+    holds: HashMap<BlobId, bool>,
 }
 
 impl Walker<'_> {
@@ -389,6 +395,28 @@ impl Walker<'_> {
         }
         self.counted.insert(*tree, figures);
         Ok(figures)
+    }
+
+    /// True when the tree `id` (new or stored) holds an entry other than a directory, at
+    /// any depth. A tree that cannot be read counts as holding something: what it holds is
+    /// not known.
+    fn holds_entries(&mut self, id: &BlobId) -> bool {
+        if let Some(&known) = self.holds.get(id) {
+            return known;
+        }
+        let tree = match self.new_trees.iter().find(|(new, _)| new == id) {
+            Some((_, bytes)) => Tree::decode(bytes).ok(),
+            None => self.repo.load_tree(self.index, id).ok(),
+        };
+        let holds = match tree {
+            None => true,
+            Some(tree) => tree.entries().iter().any(|entry| match &entry.node {
+                Node::Dir { subtree } => self.holds_entries(subtree),
+                _ => true,
+            }),
+        };
+        self.holds.insert(*id, holds);
+        holds
     }
 
     /// The new trees reachable from `roots`, children before parents.

@@ -257,3 +257,35 @@ fn rewrite_keeps_originals_by_default_and_refuses_to_empty_a_snapshot() {
     assert!(out.stderr.contains("can never match"), "{out}");
     assert_eq!(b.snapshots().len(), 2);
 }
+
+/// `recover` writes a snapshot whose summary counts no files: a rewrite of it must still
+/// leave out what matches, not call it empty and advise forgetting the recovered data.
+#[test]
+fn a_recovered_snapshot_is_rewritten_not_called_empty() {
+    let t = TestDir::new();
+    let src = t.join("src");
+    write_file(&src.join("keep.txt"), b"keep me\n");
+    write_file(&src.join("id.pem"), b"secret\n");
+    let b = t.bunker();
+    b.init();
+    let out = b.backup(&[&src], &["--json"]);
+    out.ok();
+    let original = str_field(&out.json(), "snapshot_id").to_owned();
+    b.run(["forget", &original]).ok();
+    let out = b.run(["recover", "--json"]);
+    out.ok();
+    let recovered = str_field(&out.json(), "snapshot_id").to_owned();
+
+    let out = b.run(["rewrite", &recovered, "-e", "*.pem", "--json"]);
+    out.ok();
+    let report = out.json();
+    assert_eq!(report["skipped"], serde_json::json!([]), "{out}");
+    let rewritten = report["rewritten"].as_array().expect("rewritten");
+    assert_eq!(rewritten.len(), 1, "{out}");
+    let new = rewritten[0]["new"].as_str().expect("new id").to_owned();
+    let target = t.join("restore");
+    b.restore(&new, &target).ok();
+    let found = paths_below(&target);
+    assert!(found.iter().any(|p| p.ends_with("keep.txt")), "{found:?}");
+    assert!(!found.iter().any(|p| p.ends_with("id.pem")), "{found:?}");
+}
