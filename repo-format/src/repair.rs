@@ -1165,4 +1165,58 @@ mod tests {
         assert_eq!(report.broken_snapshots[0].id, rootless);
         assert!(report.errors.iter().any(|p| p.object == victim));
     }
+
+    /// A blob stored twice (two backups that raced, an interrupted salvage or repack): the
+    /// copy the index does not use is damaged, the one it uses is intact. Nothing is lost,
+    /// so no snapshot is broken and `repair snapshots` must not take the file out (the
+    /// original would be forgotten, and a prune would then delete the intact copy).
+    #[test]
+    fn a_damaged_duplicate_costs_nothing_while_the_indexed_copy_is_intact() {
+        let (backend, repo) = new_repo();
+        let files = store_files(&repo, &[("a", 1), ("b", 2)]);
+        let a = chunk_of(&files[0]);
+        save(&repo, store_tree(&repo, files), "h");
+        // The same content again in a pack of its own, written without deduplication.
+        let empty = Index::default();
+        let mut writer = repo.blob_writer(&empty);
+        assert_eq!(writer.add(BlobKind::Data, &content(1)).expect("add").0, a);
+        writer.finish().expect("finish");
+        let index = repo.load_index().expect("index").index;
+        let used = index.get(&a).expect("indexed").pack;
+        let data_packs: Vec<String> = backend
+            .list(ObjectKind::DataPack.prefix())
+            .expect("list")
+            .into_iter()
+            .map(|meta| meta.name)
+            .collect();
+        assert_eq!(data_packs.len(), 2);
+        let duplicate = data_packs
+            .iter()
+            .find(|name| **name != crate::pack::pack_name(BlobKind::Data, &used))
+            .expect("the other pack")
+            .clone();
+        let bytes = backend.get(&duplicate).expect("get");
+        let key = repo.master_key("test").expect("key");
+        let trailer = crate::pack::parse_pack(&bytes, key, &duplicate).expect("trailer");
+        let entry = trailer
+            .entries
+            .iter()
+            .find(|e| e.id == a)
+            .expect("a in the duplicate");
+        let at = entry.offset as usize + entry.length as usize / 2;
+        backend.corrupt(&duplicate, |bytes| bytes[at] ^= 0x55);
+
+        let report = check_with(&repo, ReadData::All);
+        assert!(
+            report.broken_snapshots.is_empty(),
+            "{:?}",
+            report.broken_snapshots
+        );
+        let plan = plan_snapshot_repair(&repo, &RepairSnapshotsOptions::default()).expect("plan");
+        assert!(
+            plan.repairs.is_empty(),
+            "{:?}",
+            plan.repairs.iter().map(|r| &r.removed).collect::<Vec<_>>()
+        );
+    }
 }

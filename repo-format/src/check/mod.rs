@@ -277,6 +277,15 @@ pub(crate) fn inspect(repo: &Repository, options: &CheckOptions) -> Result<Inspe
         }
         report.errors.extend(outcome.problems);
         for (blob, reason) in outcome.bad_blobs {
+            // A damaged copy the index does not use (a blob stored twice, by backups that
+            // raced or an interrupted salvage or repack) costs nothing while the copy it
+            // uses is whole: the pack's damage is reported above, the blob is not lost.
+            if index
+                .get(&blob)
+                .is_some_and(|location| location.pack != outcome.pack)
+            {
+                continue;
+            }
             damaged_packs
                 .entry(outcome.name.clone())
                 .or_default()
