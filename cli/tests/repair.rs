@@ -804,3 +804,36 @@ fn repair_index_keeps_the_entries_of_a_stored_pack_whose_trailer_is_damaged() {
     b.restore(&second, &target).ok();
     compare_trees(&src, &under(&target, &src));
 }
+
+/// A forgotten snapshot whose data pack is gone (a prune deleted it and stopped before its
+/// tree pack, or the storage lost it): `recover` brings its trees back, but says that what
+/// is below them is incomplete and exits 4, rather than report a broken snapshot as a
+/// recovery.
+#[test]
+fn recover_names_a_tree_whose_data_is_gone_and_exits_4() {
+    let t = TestDir::new();
+    let b = t.bunker();
+    b.init();
+    let src = t.join("src");
+    write_random_file(&src.join("a.bin"), 3, 200_000);
+    let packs_before = all_packs(b.repo());
+    let forgotten = backup_id(&b, &src);
+    let data = all_packs(b.repo())
+        .difference(&packs_before)
+        .find(|p| p.starts_with("data/"))
+        .expect("the backup's data pack")
+        .clone();
+    b.run(["forget", &forgotten]).ok();
+    fs::remove_file(b.repo().join(&data)).expect("delete the data pack");
+
+    let out = b.run(["recover", "--json"]);
+    out.code(4);
+    assert!(out.stderr.contains("is incomplete"), "{out}");
+    let report = out.json();
+    assert_eq!(
+        report["incomplete"].as_array().map(Vec::len),
+        Some(1),
+        "{report}"
+    );
+    assert!(report["snapshot_id"].is_string(), "{report}");
+}

@@ -13,7 +13,7 @@
 //! §14a). Like `repair index`, run it when no prune is executing plans: the new snapshot is
 //! written in a writer session, but it refers to trees it did not store itself.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::blob::BlobKind;
@@ -23,7 +23,7 @@ use crate::id::{BlobId, SnapshotId};
 use crate::repository::Repository;
 use crate::session::ActiveSession;
 use crate::snapshot::{PROGRAM_VERSION, Snapshot, SourceKind, Summary};
-use crate::tree::{Entry, Metadata, Node, Timestamp, Tree};
+use crate::tree::{Entry, Extent, Metadata, Node, Timestamp, Tree};
 
 /// The path a recovered snapshot records as its source.
 pub const RECOVERED_PATH: &[u8] = b"/recovered";
@@ -38,6 +38,10 @@ pub struct RecoverPlan {
     /// Trees that could not be read, with why: what they list is not known, so a tree
     /// only they reach is recovered as a root of its own.
     pub unreadable: Vec<(BlobId, String)>,
+    /// Roots below which something is gone (a data blob or tree no stored pack holds, or
+    /// a tree that cannot be read), each with the first such thing found: they are
+    /// recovered, but their restore lacks those files.
+    pub incomplete: Vec<(BlobId, String)>,
 }
 
 /// Who writes the recovered snapshot, and how its directories look.
@@ -74,30 +78,73 @@ pub fn plan_recover(repo: &Repository) -> Result<RecoverPlan> {
     trees.retain(|id| index.contains(id));
     let mut reached: HashSet<BlobId> = snapshots.iter().map(|(_, s)| s.tree).collect();
     let mut unreadable = Vec::new();
+    // Per readable tree: its subtrees, and the first thing it lists that no stored pack
+    // holds.
+    let mut subtrees: HashMap<BlobId, Vec<BlobId>> = HashMap::new();
+    let mut gone: HashMap<BlobId, String> = HashMap::new();
     for id in &trees {
         match repo.load_tree(&index, id) {
             Ok(tree) => {
-                reached.extend(tree.entries().iter().filter_map(|entry| match entry.node {
-                    Node::Dir { subtree } => Some(subtree),
-                    _ => None,
-                }))
+                let mut below = Vec::new();
+                for entry in tree.entries() {
+                    match &entry.node {
+                        Node::Dir { subtree } => {
+                            below.push(*subtree);
+                            if !trees.contains(subtree) {
+                                gone.entry(*id)
+                                    .or_insert_with(|| format!("tree {subtree} is not stored"));
+                            }
+                        }
+                        Node::File { extents } => {
+                            let missing = extents.iter().find_map(|extent| match extent {
+                                Extent::Chunk { id, .. } if !index.contains(id) => Some(*id),
+                                _ => None,
+                            });
+                            if let Some(blob) = missing {
+                                gone.entry(*id)
+                                    .or_insert_with(|| format!("data blob {blob} is not stored"));
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                reached.extend(below.iter().copied());
+                subtrees.insert(*id, below);
             }
             Err(e) if e.is_damage() || e.is_not_found() => {
+                gone.insert(*id, format!("tree {id} cannot be read"));
                 unreadable.push((*id, e.to_string()));
             }
             Err(e) => return Err(e),
         }
     }
     let unreadable_ids: HashSet<BlobId> = unreadable.iter().map(|(id, _)| *id).collect();
-    let roots = trees
+    let roots: Vec<BlobId> = trees
         .iter()
         .filter(|id| !reached.contains(id) && !unreadable_ids.contains(id))
         .copied()
         .collect();
+    // What each root lacks: the first gone thing below it, walking its trees once each.
+    let mut incomplete = Vec::new();
+    for root in &roots {
+        let mut seen: HashSet<BlobId> = HashSet::new();
+        let mut pending = vec![*root];
+        while let Some(tree) = pending.pop() {
+            if !seen.insert(tree) {
+                continue;
+            }
+            if let Some(why) = gone.get(&tree) {
+                incomplete.push((*root, why.clone()));
+                break;
+            }
+            pending.extend(subtrees.get(&tree).into_iter().flatten().copied());
+        }
+    }
     Ok(RecoverPlan {
         roots,
         trees: trees.len(),
         unreadable,
+        incomplete,
     })
 }
 
@@ -171,6 +218,11 @@ pub fn apply_recover(
             .unreadable
             .iter()
             .map(|(id, why)| format!("tree {id} could not be read: {why}"))
+            .chain(
+                plan.incomplete
+                    .iter()
+                    .map(|(root, why)| format!("/{} is incomplete: {why}", root.to_hex())),
+            )
             .collect(),
         program_version: PROGRAM_VERSION.to_owned(),
     };

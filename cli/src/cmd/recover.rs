@@ -20,6 +20,18 @@ pub fn run(global: &GlobalOptions, args: &RecoverArgs) -> Result<u8> {
             "warning: tree {id} could not be read ({why}): what only it lists is recovered on its own"
         );
     }
+    for (root, why) in &plan.incomplete {
+        eprintln!(
+            "warning: /{} is incomplete ({why}): its restore lacks what is gone",
+            root.to_hex()
+        );
+    }
+    // Exit 4 when something below a recovered tree is gone: the data is not all back.
+    let code = if plan.incomplete.is_empty() {
+        exit::OK
+    } else {
+        exit::DAMAGE_FOUND
+    };
     let snapshot = if args.dry_run {
         None
     } else {
@@ -38,9 +50,10 @@ pub fn run(global: &GlobalOptions, args: &RecoverArgs) -> Result<u8> {
             "trees": plan.trees,
             "roots": plan.roots.iter().map(|id| id.to_hex()).collect::<Vec<_>>(),
             "unreadable": plan.unreadable.iter().map(|(id, why)| json!({"tree": id.to_hex(), "reason": why})).collect::<Vec<_>>(),
+            "incomplete": plan.incomplete.iter().map(|(id, why)| json!({"tree": id.to_hex(), "reason": why})).collect::<Vec<_>>(),
             "snapshot_id": snapshot.map(|id| id.to_hex()),
         }))?;
-        return Ok(exit::OK);
+        return Ok(code);
     }
     let mut out = std::io::stdout().lock();
     writeln!(
@@ -63,5 +76,5 @@ pub fn run(global: &GlobalOptions, args: &RecoverArgs) -> Result<u8> {
         }
         None => writeln!(out, "nothing to recover")?,
     }
-    Ok(exit::OK)
+    Ok(code)
 }

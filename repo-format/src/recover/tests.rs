@@ -1,6 +1,7 @@
 //! Recovery on an in-memory repository.
 
 use super::*;
+use crate::backend::Backend;
 use crate::repository::in_memory as repository;
 use crate::tree::Extent;
 
@@ -143,4 +144,40 @@ fn a_forgotten_snapshot_is_recovered_and_a_repository_with_none_lost_recovers_no
     assert!(plan_recover(&repo).expect("plan").roots.is_empty());
     repo.forget_snapshot(&b).expect("forget");
     assert_eq!(plan_recover(&repo).expect("plan").roots, vec![b_root]);
+}
+
+/// A prune that deleted a forgotten snapshot's data pack and stopped before its tree pack
+/// leaves trees whose data is gone: they are recovered, but named incomplete, and the
+/// recovered snapshot says so.
+#[test]
+fn a_tree_whose_data_is_gone_is_recovered_and_named_incomplete() {
+    let (backend, repo) = repository();
+    let (_, kept_root) = backup(&repo, "kept", b"kept bytes");
+    let (lost, lost_root) = backup(&repo, "lost", b"lost bytes");
+    repo.delete_snapshot(&lost).expect("delete");
+    let index = repo.load_index().expect("index").index;
+    let data = repo.blob_id(b"lost bytes");
+    let pack = index.get(&data).expect("indexed").pack;
+    backend
+        .delete(&crate::pack::pack_name(BlobKind::Data, &pack))
+        .expect("delete the data pack");
+
+    let plan = plan_recover(&repo).expect("plan");
+    assert_eq!(plan.roots, vec![lost_root]);
+    assert_eq!(
+        plan.incomplete,
+        vec![(lost_root, format!("data blob {data} is not stored"))]
+    );
+    let id = apply_recover(&repo, &plan, &options())
+        .expect("recover")
+        .expect("a snapshot");
+    let recovered = repo.load_snapshot(&id).expect("recovered");
+    assert_eq!(
+        recovered.errors,
+        vec![format!(
+            "/{} is incomplete: data blob {data} is not stored",
+            lost_root.to_hex()
+        )]
+    );
+    assert_ne!(kept_root, lost_root);
 }
