@@ -159,7 +159,10 @@ pub fn plan_rewrite(
             .retain(|error| !about_removed(error, &removed));
         let dropped = (before - replacement.errors.len()) as u64;
         replacement.summary.errors = replacement.summary.errors.saturating_sub(dropped);
-        let tag = ("rewritten".to_owned(), old.short());
+        let tag = (
+            bunker_repo_format::snapshot::REWRITTEN_TAG.to_owned(),
+            old.short(),
+        );
         if !replacement.tags.contains(&tag) {
             replacement.tags.push(tag);
         }

@@ -895,7 +895,8 @@ pub struct ForgetArgs {
     /// Never remove the newest N snapshots of a group, whatever the rules say.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub keep_min: u32,
-    /// Group by a comma-separated subset of host, paths and tags ("" for one group).
+    /// Group by a comma-separated subset of host, paths and tags ("" for one group); the
+    /// tags rewrite and repair add (rewritten=, repaired=) do not count.
     #[arg(
         long,
         short = 'g',

@@ -394,7 +394,9 @@ pub fn plan_snapshot_repair(
                 let removed: Vec<String> = removed.iter().map(|r| format!("/{r}")).collect();
                 let mut replacement = snapshot.clone();
                 replacement.tree = id;
-                replacement.tags.push(("repaired".into(), old.short()));
+                replacement
+                    .tags
+                    .push((crate::snapshot::REPAIRED_TAG.into(), old.short()));
                 replacement.summary.errors += removed.len() as u64;
                 // What the snapshot now holds (listings show its size).
                 let summary = &mut replacement.summary;

@@ -51,7 +51,7 @@ use jiff::tz::TimeZone;
 
 use crate::error::{Error, Result};
 use crate::id::SnapshotId;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Snapshot, is_provenance_tag};
 use crate::tree::Timestamp;
 
 /// A calendar duration for `keep_within`: years, months, days and hours.
@@ -331,7 +331,8 @@ impl FromStr for GroupBy {
 }
 
 /// The key of a group: the grouped-by fields of its snapshots, `None` for the others.
-/// Paths and tags are sorted, so their order in a snapshot does not matter.
+/// Paths and tags are sorted, so their order in a snapshot does not matter; the tags a
+/// rewrite or a repair adds are left out ([`is_provenance_tag`]).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct GroupKey {
     /// Host name, when grouping by host.
@@ -353,7 +354,14 @@ impl GroupKey {
         GroupKey {
             host: group_by.host.then(|| snapshot.host.clone()),
             paths: group_by.paths.then(|| sorted(snapshot.paths.clone())),
-            tags: group_by.tags.then(|| sorted(snapshot.tags.clone())),
+            tags: group_by.tags.then(|| {
+                let tags = snapshot.tags.iter();
+                sorted(
+                    tags.filter(|(key, _)| !is_provenance_tag(key))
+                        .cloned()
+                        .collect(),
+                )
+            }),
         }
     }
 }
@@ -1171,6 +1179,60 @@ mod tests {
         group_by_nothing: "" => [
             (NO, ANY, ANY, [5], [4, 3, 2, 1, 0]),
         ];
+    }
+
+    /// A rewritten or repaired snapshot carries a tag naming its original: grouping by tags
+    /// leaves it out, or each such snapshot would be a group of its own, never forgotten.
+    #[test]
+    fn grouping_by_tags_leaves_out_the_tags_of_rewrites_and_repairs() {
+        let snapshots: Vec<(SnapshotId, Snapshot)> = [
+            (0, &[("env", "prod")][..], "2026-01-01T00:00:00Z"),
+            (
+                1,
+                &[("env", "prod"), ("rewritten", "aaaa1111")][..],
+                "2026-01-02T00:00:00Z",
+            ),
+            (
+                2,
+                &[("repaired", "bbbb2222"), ("env", "prod")][..],
+                "2026-01-03T00:00:00Z",
+            ),
+            (
+                3,
+                &[("env", "test"), ("rewritten", "cccc3333")][..],
+                "2026-01-04T00:00:00Z",
+            ),
+        ]
+        .into_iter()
+        .map(|(n, tags, time)| (id(n), snapshot(ts(time), "h", &["/src"], tags)))
+        .collect();
+        let policy = RetentionPolicy {
+            keep_last: Some(1),
+            ..none()
+        };
+        let groups = apply(&snapshots, &policy, "tags".parse().unwrap(), ts(FAR_FUTURE)).unwrap();
+        type Ids = Vec<SnapshotId>;
+        type GroupVerdict = (Vec<(String, String)>, Ids, Ids);
+        let summary: Vec<GroupVerdict> = groups
+            .iter()
+            .map(|g| {
+                let kept = g.decisions.iter().filter(|d| d.keep).map(|d| d.id);
+                let removed = g.decisions.iter().filter(|d| !d.keep).map(|d| d.id);
+                (
+                    g.key.tags.clone().unwrap(),
+                    kept.collect(),
+                    removed.collect(),
+                )
+            })
+            .collect();
+        let tag = |v: &str| vec![("env".to_owned(), v.to_owned())];
+        assert_eq!(
+            summary,
+            [
+                (tag("prod"), vec![id(2)], vec![id(1), id(0)]),
+                (tag("test"), vec![id(3)], vec![]),
+            ]
+        );
     }
 
     #[test]

@@ -127,6 +127,18 @@ pub struct Snapshot {
 /// What a snapshot written by this build records as its `program_version`.
 pub const PROGRAM_VERSION: &str = concat!("bunker ", env!("CARGO_PKG_VERSION"));
 
+/// The tag `rewrite` adds to the snapshot it writes: `rewritten=<original's short id>`.
+pub const REWRITTEN_TAG: &str = "rewritten";
+/// The tag `repair snapshots` adds to a replacement: `repaired=<original's short id>`.
+pub const REPAIRED_TAG: &str = "repaired";
+
+/// True for the tags that say where a snapshot came from ([`REWRITTEN_TAG`],
+/// [`REPAIRED_TAG`]) rather than what it holds: grouping by tags leaves them out, so a
+/// rewritten snapshot stays in its original's group.
+pub fn is_provenance_tag(key: &str) -> bool {
+    key == REWRITTEN_TAG || key == REPAIRED_TAG
+}
+
 /// What the body's seal binds besides the header (FORMAT.md).
 const SEAL_CONTEXT: &[u8] = b"bunker snapshot";
 
