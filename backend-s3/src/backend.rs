@@ -838,40 +838,9 @@ mod tests {
     /// Answers every request on `port` with an empty `200 OK`, as a server that stores
     /// every put would.
     fn serve_ok(port: u16) {
-        use std::io::{BufRead, BufReader, Read, Write};
         let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind the port");
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                std::thread::spawn(move || {
-                    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-                    let mut writer = stream;
-                    loop {
-                        let mut length = 0usize;
-                        let mut line = String::new();
-                        loop {
-                            line.clear();
-                            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                                return;
-                            }
-                            if line == "\r\n" {
-                                break;
-                            }
-                            let lower = line.to_ascii_lowercase();
-                            if let Some(value) = lower.strip_prefix("content-length:") {
-                                length = value.trim().parse().unwrap_or(0);
-                            }
-                        }
-                        let mut body = vec![0u8; length];
-                        if reader.read_exact(&mut body).is_err() {
-                            return;
-                        }
-                        let answer = "HTTP/1.1 200 OK\r\nETag: \"e\"\r\nContent-Length: 0\r\n\r\n";
-                        if writer.write_all(answer.as_bytes()).is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
+        serve_scripted_on(listener, |_, _| {
+            "HTTP/1.1 200 OK\r\nETag: \"e\"\r\nContent-Length: 0\r\n\r\n".to_owned()
         });
     }
 
@@ -955,9 +924,17 @@ mod tests {
     fn serve_scripted(
         answer: impl Fn(&Request, &[Request]) -> String + Send + Sync + 'static,
     ) -> (u16, Arc<Mutex<Vec<Request>>>) {
-        use std::io::{BufRead, BufReader, Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("address").port();
+        (port, serve_scripted_on(listener, answer))
+    }
+
+    /// Serves `answer` as [`serve_scripted`] does, on `listener`.
+    fn serve_scripted_on(
+        listener: std::net::TcpListener,
+        answer: impl Fn(&Request, &[Request]) -> String + Send + Sync + 'static,
+    ) -> Arc<Mutex<Vec<Request>>> {
+        use std::io::{BufRead, BufReader, Read, Write};
         let seen: Arc<Mutex<Vec<Request>>> = Arc::default();
         let answer = Arc::new(answer);
         let log = Arc::clone(&seen);
@@ -1015,7 +992,7 @@ mod tests {
                 });
             }
         });
-        (port, seen)
+        seen
     }
 
     /// A whole HTTP response with `status` and an XML `body`.
