@@ -3,12 +3,13 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::state::{AgentState, DrillState, write_atomically};
 
@@ -299,33 +300,70 @@ pub fn write_textfile(path: &Path, text: &str) -> std::io::Result<()> {
 /// The text the HTTP endpoint serves; the scheduler replaces it after every change.
 pub type Shared = Arc<Mutex<String>>;
 
+/// The longest request head (request line and headers) the endpoint reads: a scrape
+/// sends a few hundred bytes.
+const MAX_REQUEST_HEAD: usize = 8 << 10;
+/// How long a client has to send its whole request head.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+/// Requests answered at once; a connection beyond them is closed unanswered, so whoever
+/// can reach the address cannot make the agent start threads without limit.
+const MAX_CONNECTIONS: usize = 16;
+
 /// Serves `GET /metrics` on `address` from a background thread.
 pub fn serve(address: SocketAddr, text: Shared) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(address)?;
     let bound = listener.local_addr()?;
+    let open = Arc::new(AtomicUsize::new(0));
     thread::spawn(move || {
         for stream in listener.incoming().flatten() {
-            let text = Arc::clone(&text);
+            if open.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+                open.fetch_sub(1, Ordering::AcqRel);
+                continue; // dropped: closed
+            }
+            let (text, open) = (Arc::clone(&text), Arc::clone(&open));
             thread::spawn(move || {
                 let _ = answer(stream, &text);
+                open.fetch_sub(1, Ordering::AcqRel);
             });
         }
     });
     Ok(bound)
 }
 
-fn answer(mut stream: TcpStream, text: &Shared) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut request_line = String::new();
-    let mut reader = BufReader::new(stream.try_clone()?);
-    reader.read_line(&mut request_line)?;
-    // Drain the headers.
+/// Reads the request head (up to the blank line) within [`REQUEST_DEADLINE`] and
+/// [`MAX_REQUEST_HEAD`] bytes; `None` when the client sent more, or too slowly.
+fn read_request_head(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
+    let deadline = Instant::now() + REQUEST_DEADLINE;
+    let mut head = Vec::new();
+    let mut buffer = [0u8; 1024];
     loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" {
-            break;
+        if head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n") {
+            return Ok(Some(head));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if head.len() >= MAX_REQUEST_HEAD || left.is_zero() {
+            return Ok(None);
+        }
+        stream.set_read_timeout(Some(left))?;
+        match stream.read(&mut buffer) {
+            Ok(0) => return Ok(Some(head)), // the client is done sending
+            Ok(n) => head.extend_from_slice(&buffer[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
         }
     }
+}
+
+fn answer(mut stream: TcpStream, text: &Shared) -> std::io::Result<()> {
+    let Some(head) = read_request_head(&mut stream)? else {
+        let refused = "HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\n\
+                       Connection: close\r\n\r\n";
+        stream.write_all(refused.as_bytes())?;
+        return stream.flush();
+    };
+    let request_line = String::from_utf8_lossy(head.split(|&b| b == b'\n').next().unwrap_or(&[]));
     let mut parts = request_line.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let (status, body) = if method == "GET" && (path == "/metrics" || path == "/") {
@@ -368,6 +406,29 @@ mod tests {
             ));
         }
         samples
+    }
+
+    /// A request head that does not end by the limit is refused at once (the old endpoint
+    /// read a line of any length); a scrape after it is answered.
+    #[test]
+    fn a_request_head_past_the_limit_is_refused_and_scrapes_go_on() {
+        let text: Shared = Arc::new(Mutex::new("bunker_up 1\n".into()));
+        let address = serve("127.0.0.1:0".parse().expect("address"), text).expect("serve");
+        let exchange = |request: &[u8]| {
+            let mut stream = TcpStream::connect(address).expect("connect");
+            stream
+                .set_read_timeout(Some(Duration::from_secs(20)))
+                .expect("timeout");
+            stream.write_all(request).expect("send");
+            let mut reply = Vec::new();
+            stream.read_to_end(&mut reply).expect("reply");
+            String::from_utf8_lossy(&reply).into_owned()
+        };
+        let reply = exchange(&vec![b'a'; MAX_REQUEST_HEAD]);
+        assert!(reply.starts_with("HTTP/1.1 431 "), "{reply:?}");
+        let reply = exchange(b"GET /metrics HTTP/1.1\r\nHost: agent\r\n\r\n");
+        assert!(reply.starts_with("HTTP/1.1 200 OK"), "{reply:?}");
+        assert!(reply.ends_with("\r\n\r\nbunker_up 1\n"), "{reply:?}");
     }
 
     #[test]
