@@ -259,7 +259,11 @@ impl Frozen {
         };
         self.thawed = true;
         if let Some(mut child) = self.watchdog.take() {
-            if let Some(mut stdin) = child.stdin.take() {
+            // Dismissed only when the thaw worked; otherwise the pipe just closes, and the
+            // watchdog tries the thaw itself, as when the agent dies.
+            if let Some(mut stdin) = child.stdin.take()
+                && result.is_ok()
+            {
                 let _ = writeln!(stdin, "{THAWED}");
             }
             let _ = child.wait();
