@@ -5,7 +5,7 @@
 //! byte reachable at every step: the new trees are packed and indexed, each replacement
 //! snapshot is stored, and only then is the snapshot it replaces forgotten (a forget marker
 //! where Object Lock keeps the object). An interruption leaves an old snapshot next to its
-//! replacement, never neither. All of it runs inside a writer session with a heartbeat,
+//! replacement, never neither; run again, it finds that replacement and stores no second. All of it runs inside a writer session with a heartbeat,
 //! started before the index is read, so a prune running meanwhile counts it as a live
 //! writer and removes nothing it relies on.
 
@@ -82,9 +82,19 @@ pub fn replace_snapshots<'s>(
         writer.finish()?;
         session
     };
+    // A replacement an earlier run stored already (it stopped before forgetting the old
+    // snapshot, or did not forget it) is not stored again.
+    let stored = repo.load_readable_snapshots()?.0;
     let mut done = Vec::with_capacity(replacements.len());
     for (old, snapshot) in replacements {
-        let new = repo.save_snapshot(&session, snapshot)?;
+        let earlier = stored
+            .iter()
+            .find(|(id, s)| *id != old && same_content(s, snapshot))
+            .map(|(id, _)| *id);
+        let new = match earlier {
+            Some(id) => id,
+            None => repo.save_snapshot(&session, snapshot)?,
+        };
         if options.forget_old {
             repo.forget_snapshot(&old)?;
         }
@@ -93,4 +103,90 @@ pub fn replace_snapshots<'s>(
     // Best effort, as for a backup: an unended session only delays garbage collection.
     let _ = heartbeat.end();
     Ok(done)
+}
+
+/// True when `a` and `b` say the same, whichever program version wrote them.
+fn same_content(a: &Snapshot, b: &Snapshot) -> bool {
+    let versionless = |s: &Snapshot| Snapshot {
+        program_version: String::new(),
+        ..s.clone()
+    };
+    a.time == b.time && a.tree == b.tree && versionless(a) == versionless(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::MemoryBackend;
+    use crate::keyslot::KdfParams;
+    use crate::snapshot::Summary;
+    use crate::tree::Timestamp;
+    use crate::{InitOptions, Repository};
+
+    fn snapshot(tags: &[(&str, &str)]) -> Snapshot {
+        Snapshot {
+            time: Timestamp { sec: 100, nsec: 0 },
+            host: "h".into(),
+            username: "u".into(),
+            paths: vec![b"/src".to_vec()],
+            tags: tags
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            parent: None,
+            tree: BlobId::from_bytes([7; 32]),
+            source_kind: Default::default(),
+            consistency: Default::default(),
+            consistency_detail: String::new(),
+            excludes: vec![],
+            summary: Summary::default(),
+            errors: vec![],
+            program_version: "t".into(),
+        }
+    }
+
+    /// A rerun (after a run that stopped before its forget, or ran without one) finds the
+    /// replacement it stored and does not store a second; a replacement that says what its
+    /// original says is still stored, not taken for the original.
+    #[test]
+    fn a_replacement_stored_by_an_earlier_run_is_not_stored_again() {
+        let options = InitOptions {
+            kdf: KdfParams::insecure_for_tests(),
+            ..InitOptions::default()
+        };
+        let repo = Repository::init(Arc::new(MemoryBackend::new()), b"pw", options).expect("init");
+        let original = snapshot(&[]);
+        let old = repo
+            .save_snapshot(&repo.new_session(), &original)
+            .expect("save");
+        let replacement = snapshot(&[("tag", "x")]);
+        let keep = ReplaceOptions {
+            purpose: "tag",
+            host: "h",
+            forget_old: false,
+            avoid: &HashSet::new(),
+        };
+        let first = replace_snapshots(&repo, &[], [(old, &replacement)], &keep).expect("first");
+        let again = replace_snapshots(&repo, &[], [(old, &replacement)], &keep).expect("again");
+        assert_eq!(first, again);
+        assert_eq!(repo.load_snapshots().expect("load").len(), 2);
+
+        let forget = ReplaceOptions {
+            forget_old: true,
+            ..keep.clone()
+        };
+        let last = replace_snapshots(&repo, &[], [(old, &replacement)], &forget).expect("last");
+        assert_eq!(last, first);
+        let left = repo.load_snapshots().expect("load");
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].0, first[0].1);
+
+        // Replaced by its own likeness: stored anew, then the original goes.
+        let (id, same) = left[0].clone();
+        let done = replace_snapshots(&repo, &[], [(id, &same)], &forget).expect("same");
+        assert_ne!(done[0].1, id);
+        let left = repo.load_snapshots().expect("load");
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].0, done[0].1);
+    }
 }
