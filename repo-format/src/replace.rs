@@ -119,29 +119,18 @@ mod tests {
     use super::*;
     use crate::backend::MemoryBackend;
     use crate::keyslot::KdfParams;
-    use crate::snapshot::Summary;
     use crate::tree::Timestamp;
     use crate::{InitOptions, Repository};
 
     fn snapshot(tags: &[(&str, &str)]) -> Snapshot {
         Snapshot {
             time: Timestamp { sec: 100, nsec: 0 },
-            host: "h".into(),
-            username: "u".into(),
             paths: vec![b"/src".to_vec()],
             tags: tags
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
-            parent: None,
-            tree: BlobId::from_bytes([7; 32]),
-            source_kind: Default::default(),
-            consistency: Default::default(),
-            consistency_detail: String::new(),
-            excludes: vec![],
-            summary: Summary::default(),
-            errors: vec![],
-            program_version: "t".into(),
+            ..Snapshot::of_tree_for_tests(BlobId::from_bytes([7; 32]))
         }
     }
 

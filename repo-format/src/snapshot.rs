@@ -339,6 +339,30 @@ impl Snapshot {
 }
 
 #[cfg(test)]
+impl Snapshot {
+    /// A snapshot of `tree` for the crate's tests: host `h`, user `u`, at the epoch, no
+    /// paths, tags or errors; a test sets what it needs with struct update syntax.
+    pub(crate) fn of_tree_for_tests(tree: BlobId) -> Self {
+        Self {
+            time: Timestamp::default(),
+            host: "h".into(),
+            username: "u".into(),
+            paths: vec![],
+            tags: vec![],
+            parent: None,
+            tree,
+            source_kind: SourceKind::default(),
+            consistency: ConsistencyLevel::default(),
+            consistency_detail: String::new(),
+            excludes: vec![],
+            summary: Summary::default(),
+            errors: vec![],
+            program_version: "t".into(),
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

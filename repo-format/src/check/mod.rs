@@ -467,8 +467,8 @@ mod tests {
     use crate::index::Index;
     use crate::keyslot::KdfParams;
     use crate::repository::InitOptions;
-    use crate::snapshot::{Snapshot, Summary};
-    use crate::tree::{Entry, Metadata, Timestamp, Tree};
+    use crate::snapshot::Snapshot;
+    use crate::tree::{Entry, Metadata, Tree};
 
     fn fixture() -> (Arc<MemoryBackend>, Repository, SnapshotId, BlobId) {
         let backend = Arc::new(MemoryBackend::new());
@@ -499,22 +499,7 @@ mod tests {
         let (tree_id, _) = writer.add(BlobKind::Tree, &tree.encode()).expect("tree");
         let session = writer.session().clone();
         writer.finish().expect("finish");
-        let snapshot = Snapshot {
-            time: Timestamp::default(),
-            host: "h".into(),
-            username: "u".into(),
-            paths: vec![],
-            tags: vec![],
-            parent: None,
-            tree: tree_id,
-            source_kind: Default::default(),
-            consistency: Default::default(),
-            consistency_detail: String::new(),
-            excludes: vec![],
-            summary: Summary::default(),
-            errors: vec![],
-            program_version: "t".into(),
-        };
+        let snapshot = Snapshot::of_tree_for_tests(tree_id);
         let id = repo.save_snapshot(&session, &snapshot).expect("snapshot");
         (backend, repo, id, blob)
     }
@@ -561,28 +546,9 @@ mod tests {
         let session = writer.session().clone();
         writer.finish().expect("finish");
         let id = repo
-            .save_snapshot(&session, &snapshot_of(tree_id))
+            .save_snapshot(&session, &Snapshot::of_tree_for_tests(tree_id))
             .expect("snapshot");
         (backend, repo, id, blobs)
-    }
-
-    fn snapshot_of(tree: BlobId) -> Snapshot {
-        Snapshot {
-            time: Timestamp::default(),
-            host: "h".into(),
-            username: "u".into(),
-            paths: vec![],
-            tags: vec![],
-            parent: None,
-            tree,
-            source_kind: Default::default(),
-            consistency: Default::default(),
-            consistency_detail: String::new(),
-            excludes: vec![],
-            summary: Summary::default(),
-            errors: vec![],
-            program_version: "t".into(),
-        }
     }
 
     fn pack_names(repo: &Repository, kind: ObjectKind) -> Vec<String> {
@@ -949,7 +915,7 @@ mod tests {
         let session = repo.new_session();
         let ghost = BlobId::from_bytes([0x5a; 32]);
         let orphan = repo
-            .save_snapshot(&session, &snapshot_of(ghost))
+            .save_snapshot(&session, &Snapshot::of_tree_for_tests(ghost))
             .expect("snapshot");
         let report = run(&repo, ReadData::None, 1);
         assert!(!report.is_healthy());
@@ -976,7 +942,7 @@ mod tests {
         let session = writer.session().clone();
         writer.finish().expect("finish");
         let lacking = repo
-            .save_snapshot(&session, &snapshot_of(tree_id))
+            .save_snapshot(&session, &Snapshot::of_tree_for_tests(tree_id))
             .expect("snapshot");
         let report = run(&repo, ReadData::All, 1);
         assert_eq!(report.broken_snapshots.len(), 1, "{report:?}");

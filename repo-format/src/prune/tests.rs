@@ -11,7 +11,7 @@ use crate::keyslot::KdfParams;
 use crate::repository::InitOptions;
 use crate::repository::in_memory as repository;
 use crate::session::ActiveSession;
-use crate::snapshot::{Snapshot, Summary};
+use crate::snapshot::Snapshot;
 use crate::tree::{Entry, Extent, Metadata, Node, Tree};
 
 fn content(seed: u8) -> Vec<u8> {
@@ -66,22 +66,7 @@ fn write_files(repo: &Repository, writer: &mut crate::BlobWriter<'_>, files: &[u
         .expect("tree blob");
     let sealing = writer.session().clone();
     writer.flush().expect("flush");
-    let snapshot = Snapshot {
-        time: Timestamp::default(),
-        host: "h".into(),
-        username: "u".into(),
-        paths: vec![],
-        tags: vec![],
-        parent: None,
-        tree: tree_id,
-        source_kind: Default::default(),
-        consistency: Default::default(),
-        consistency_detail: String::new(),
-        excludes: vec![],
-        summary: Summary::default(),
-        errors: vec![],
-        program_version: "t".into(),
-    };
+    let snapshot = Snapshot::of_tree_for_tests(tree_id);
     repo.save_snapshot(&sealing, &snapshot).expect("snapshot")
 }
 

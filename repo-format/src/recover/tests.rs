@@ -43,20 +43,9 @@ fn backup(repo: &Repository, name: &str, content: &[u8]) -> (SnapshotId, BlobId)
     let session = writer.session().clone();
     writer.finish().expect("finish");
     let snapshot = Snapshot {
-        time: Timestamp::default(),
-        host: "h".into(),
-        username: "u".into(),
         paths: vec![format!("/srv/{name}").into_bytes()],
-        tags: vec![],
-        parent: None,
-        tree: root,
         source_kind: SourceKind::Files,
-        consistency: Default::default(),
-        consistency_detail: String::new(),
-        excludes: vec![],
-        summary: Summary::default(),
-        errors: vec![],
-        program_version: "t".into(),
+        ..Snapshot::of_tree_for_tests(root)
     };
     (
         repo.save_snapshot(&session, &snapshot).expect("snapshot"),

@@ -2,7 +2,6 @@ use std::sync::Arc;
 
 use super::*;
 use crate::backend::MemoryBackend;
-use crate::snapshot::Summary;
 use crate::tree::{Entry, Extent, Metadata, Node, Timestamp};
 
 pub(crate) fn test_options() -> InitOptions {
@@ -83,19 +82,8 @@ fn write_blobs_index_and_snapshot_then_read_back() {
 
     let snapshot = Snapshot {
         time: Timestamp { sec: 1, nsec: 2 },
-        host: "h".into(),
-        username: "u".into(),
         paths: vec![b"/x".to_vec()],
-        tags: vec![],
-        parent: None,
-        tree: tree_id,
-        source_kind: Default::default(),
-        consistency: Default::default(),
-        consistency_detail: String::new(),
-        excludes: vec![],
-        summary: Summary::default(),
-        errors: vec![],
-        program_version: "test".into(),
+        ..Snapshot::of_tree_for_tests(tree_id)
     };
     let snapshot_id = repo.save_snapshot(&session, &snapshot).expect("save");
 
