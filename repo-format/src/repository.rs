@@ -265,11 +265,7 @@ impl Repository {
                 Err(e) if e.is_not_found() => continue,
                 Err(e) => return Err(e),
             };
-            let slot = parse_id::<KeySlotId>(&meta.name, ObjectKind::KeySlot.prefix())
-                .ok_or_else(|| Error::corrupt(&meta.name, "not a key slot name"))
-                .and_then(|id| verify_content_hash(&bytes, id.as_bytes(), &meta.name))
-                .and_then(|()| KeySlot::decode(&bytes, &meta.name));
-            match slot {
+            match key_slot_from(&meta.name, &bytes) {
                 Ok(slot) => decoded.push(slot),
                 Err(e) => damaged = Some(e),
             }
@@ -995,9 +991,7 @@ impl Repository {
         for meta in self.backend.list(ObjectKind::KeySlot.prefix())? {
             let bytes = self.backend.get(&meta.name)?;
             // Only slots whose bytes match their name: `check` reports the others.
-            let intact = parse_id::<KeySlotId>(&meta.name, ObjectKind::KeySlot.prefix())
-                .is_some_and(|id| verify_content_hash(&bytes, id.as_bytes(), &meta.name).is_ok());
-            if let (true, Ok(slot)) = (intact, KeySlot::decode(&bytes, &meta.name)) {
+            if let Ok(slot) = key_slot_from(&meta.name, &bytes) {
                 slots.push(slot);
             }
         }
@@ -1035,9 +1029,8 @@ impl Repository {
         let new = self.add_key_slot(password, info)?;
         let name = ObjectKind::KeySlot.name(&new.to_hex());
         let bytes = self.backend.get(&name)?;
-        verify_content_hash(&bytes, new.as_bytes(), &name)?;
         let opens =
-            KeySlot::decode(&bytes, &name)?
+            key_slot_from(&name, &bytes)?
                 .open(password)?
                 .is_some_and(|(key, repository_id)| {
                     repository_id == self.config.header.repository_id
@@ -1125,6 +1118,15 @@ pub(crate) fn in_memory() -> (Arc<crate::backend::MemoryBackend>, Repository) {
     let repository = Repository::init(Arc::clone(&store) as Arc<dyn Backend>, b"pw", options)
         .expect("a repository in memory");
     (store, repository)
+}
+
+/// The key slot stored as `name` with `bytes`: its name parsed, its bytes hashing to it,
+/// decoded.
+fn key_slot_from(name: &str, bytes: &[u8]) -> Result<KeySlot> {
+    let id = parse_id::<KeySlotId>(name, ObjectKind::KeySlot.prefix())
+        .ok_or_else(|| Error::corrupt(name, "not a key slot name"))?;
+    verify_content_hash(bytes, id.as_bytes(), name)?;
+    KeySlot::decode(bytes, name)
 }
 
 #[cfg(test)]
