@@ -141,15 +141,10 @@ impl Agent {
             self.policy
                 .sources
                 .iter()
-                .filter(
-                    |s| match state.sources.get(&s.name).and_then(|st| st.last_slot) {
-                        None => true,
-                        // Ahead of the clock: it was set back (see `Slots::take_due`).
-                        Some(last) if last > now.timestamp().as_second() => true,
-                        Some(last) => next_slot(&s.schedule, last, &now)
-                            .is_some_and(|slot| slot <= now.timestamp().as_second()),
-                    },
-                )
+                .filter(|s| {
+                    let last = state.sources.get(&s.name).and_then(|st| st.last_slot);
+                    due_now(&s.schedule, last, &now)
+                })
                 .collect()
         } else {
             self.sources_named(names)?
@@ -659,6 +654,17 @@ fn due_slot(
         return None;
     }
     Some(latest_slot(schedule, Some(slot), now).unwrap_or(slot))
+}
+
+/// True when `schedule` has a slot after `last` at or before `now`, or `last` is unknown
+/// or ahead of the clock (which was set back: see [`Slots::take_due`]).
+fn due_now(schedule: &Schedule, last: Option<i64>, now: &Zoned) -> bool {
+    let now_second = now.timestamp().as_second();
+    match last {
+        None => true,
+        Some(last) if last > now_second => true,
+        Some(last) => next_slot(schedule, last, now).is_some_and(|slot| slot <= now_second),
+    }
 }
 
 /// The first slot of `schedule` after the Unix second `last`, as a Unix second.

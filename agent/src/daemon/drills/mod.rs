@@ -31,7 +31,7 @@ use bunker_repo_format::tree::Timestamp;
 use jiff::Zoned;
 
 use super::state::{AgentState, append_journal};
-use super::{Agent, AgentError, Slots, Tick, latest_slot, next_slot, plan_slots};
+use super::{Agent, AgentError, Slots, Tick, due_now, latest_slot, plan_slots};
 use crate::cancel::{Cancel, Deadline};
 use crate::drill::{self, DrillSpec};
 use crate::policy::Source;
@@ -173,18 +173,6 @@ pub fn seed_last_pass(
         }
     }
     seeded
-}
-
-/// True when `schedule` has a slot after `last` at or before `now`, or `last` is unknown.
-fn due_now(schedule: &crate::schedule::Schedule, last: Option<i64>, now: &Zoned) -> bool {
-    match last {
-        None => true,
-        // Ahead of the clock: it was set back (see `plan_tick`).
-        Some(last) if last > now.timestamp().as_second() => true,
-        Some(last) => {
-            next_slot(schedule, last, now).is_some_and(|slot| slot <= now.timestamp().as_second())
-        }
-    }
 }
 
 impl Agent {
