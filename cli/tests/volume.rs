@@ -248,6 +248,16 @@ fn odd_volume(path: &Path, tail_data: bool) -> Vec<u8> {
     want
 }
 
+/// A repository in `t` holding one backup of an [`odd_volume`] with a data tail.
+fn with_odd_volume(t: &TestDir) -> Bunker {
+    let b = t.bunker();
+    b.init();
+    let volume = t.join("vol.img");
+    odd_volume(&volume, true);
+    b.backup(&[], &["--volume", s(&volume)]).ok();
+    b
+}
+
 #[test]
 fn an_odd_sized_volume_with_holes_restores_exactly_onto_dirty_images_devices_and_stdout() {
     let t = TestDir::new();
@@ -313,11 +323,7 @@ fn a_device_smaller_than_the_volume_is_refused_untouched() {
         return;
     }
     let t = TestDir::new();
-    let b = t.bunker();
-    b.init();
-    let volume = t.join("vol.img");
-    odd_volume(&volume, true);
-    b.backup(&[], &["--volume", s(&volume)]).ok();
+    let b = with_odd_volume(&t);
     let backing = t.join("small.img");
     filled(&backing, 4 << 20, 0xA5);
     let device = Loop::attach(&backing).expect("loop device");
@@ -361,11 +367,7 @@ fn a_mounted_device_is_not_overwritten() {
         return;
     }
     let t = TestDir::new();
-    let b = t.bunker();
-    b.init();
-    let volume = t.join("vol.img");
-    odd_volume(&volume, true);
-    b.backup(&[], &["--volume", s(&volume)]).ok();
+    let b = with_odd_volume(&t);
     let backing = t.join("mounted.img");
     fs::File::create(&backing)
         .and_then(|f| f.set_len(32 << 20))
